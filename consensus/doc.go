@@ -1,0 +1,25 @@
+// Package consensus runs Tandem's Raft groups on dragonboat v4.
+//
+// Each tandemd has one Host (a dragonboat NodeHost) that carries many shards:
+//
+//   - the metadata shard (MetaShardID): cluster identity, members and their
+//     states, join-token verifiers, admin-token verifiers, configuration and
+//     an audit trail. Its state machine is in memory, snapshotted as JSON, and
+//     rebuilt from snapshot plus log on restart;
+//   - one shard per replicated volume (epoch, primary, replica states), whose
+//     members are the volume's replica nodes plus a witness when their number
+//     is even. Callers start those with StartShard and their own state machine.
+//
+// Quorum is a strict majority of voters, which Raft gives us. A caller learns
+// about a missing quorum as ErrNoQuorum: proposals and linearizable reads are
+// retried while the shard is electing (dragonboat's ErrShardNotReady) until
+// the caller's deadline, and then reported as ErrNoQuorum rather than a
+// timeout, so the API can refuse mutations with a clear reason. StaleRead and
+// LocalMembership answer from the local replica without quorum for status.
+//
+// The Host uses a deliberately small dragonboat configuration (tiny LogDB,
+// 2 engine workers) because the appliance's memory belongs to VMs; see
+// NewHost. CheckQuorum and PreVote are always on: a leader that loses its
+// majority steps down, and a partitioned node cannot disrupt the others by
+// bumping the term when it returns.
+package consensus

@@ -1,0 +1,401 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// ErrNoQuorum means the shard cannot commit or serve a linearizable read:
+// no leader with a strict majority of voters could be reached in time.
+var ErrNoQuorum = errors.New("no quorum")
+
+// Role is a replica's kind of membership in a shard.
+type Role int
+
+const (
+	// Voter votes and holds the log and the state machine.
+	Voter Role = iota
+	// NonVoting replicates the log and state machine but does not vote.
+	NonVoting
+	// Witness votes and holds only log metadata: it breaks ties for an even
+	// number of data replicas without holding their data.
+	Witness
+)
+
+func (r Role) String() string {
+	switch r {
+	case Voter:
+		return "voter"
+	case NonVoting:
+		return "non-voting"
+	case Witness:
+		return "witness"
+	}
+	return fmt.Sprintf("role(%d)", int(r))
+}
+
+// TLSFiles are the PEM files used for mutual TLS on the Raft transport.
+type TLSFiles struct {
+	CAFile, CertFile, KeyFile string
+}
+
+// HostConfig configures one node's Raft host.
+type HostConfig struct {
+	// Dir holds the Raft log and snapshots.
+	Dir string
+	// RaftAddr is the host:port other nodes dial for Raft traffic.
+	RaftAddr string
+	// ListenAddr defaults to RaftAddr.
+	ListenAddr string
+	// RTTMillisecond is the expected round trip between nodes; ElectionRTT and
+	// HeartbeatRTT are multiples of it.
+	RTTMillisecond uint64
+	ElectionRTT    uint64
+	HeartbeatRTT   uint64
+	// SnapshotEntries: take a snapshot every so many applied entries.
+	SnapshotEntries uint64
+	// TLS enables mutual TLS between Raft hosts when set.
+	TLS    *TLSFiles
+	Logger *slog.Logger
+}
+
+func (c *HostConfig) withDefaults() {
+	if c.RTTMillisecond == 0 {
+		c.RTTMillisecond = 10
+	}
+	if c.ElectionRTT == 0 {
+		c.ElectionRTT = 10
+	}
+	if c.HeartbeatRTT == 0 {
+		c.HeartbeatRTT = 1
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Host is a node's dragonboat NodeHost plus the settings every shard on it shares.
+type Host struct {
+	nh  *dragonboat.NodeHost
+	cfg HostConfig
+	log *slog.Logger
+}
+
+// NewHost starts the Raft host. It pre-allocates little: the defaults of
+// dragonboat reserve about 1.3 GB of WAL and an 8 GB memory budget, which an
+// appliance running VMs cannot spare.
+func NewHost(cfg HostConfig) (*Host, error) {
+	cfg.withDefaults()
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft dir: %w", err)
+	}
+	logdb := config.GetTinyMemLogDBConfig()
+	logdb.Shards = 1
+	logdb.KVWriteBufferSize = 1 << 20
+	logdb.KVMaxWriteBufferNumber = 2
+	logdb.KVLRUCacheSize = 1 << 20
+	logdb.SaveBufferSize = 1 << 20
+	logdb.MaxSaveBufferSize = 1 << 20
+	logdb.KVTargetFileSizeBase = 4 << 20
+	expert := config.GetDefaultExpertConfig()
+	expert.LogDB = logdb
+	expert.Engine = config.EngineConfig{ExecShards: 2, CommitShards: 2, ApplyShards: 2, SnapshotShards: 2, CloseShards: 2}
+	nhc := config.NodeHostConfig{
+		WALDir:         filepath.Join(cfg.Dir, "wal"),
+		NodeHostDir:    filepath.Join(cfg.Dir, "nodehost"),
+		RTTMillisecond: cfg.RTTMillisecond,
+		RaftAddress:    cfg.RaftAddr,
+		ListenAddress:  cfg.ListenAddr,
+		Expert:         expert,
+	}
+	if cfg.TLS != nil {
+		nhc.MutualTLS = true
+		nhc.CAFile = cfg.TLS.CAFile
+		nhc.CertFile = cfg.TLS.CertFile
+		nhc.KeyFile = cfg.TLS.KeyFile
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		return nil, fmt.Errorf("start raft host on %s: %w", cfg.RaftAddr, err)
+	}
+	return &Host{nh: nh, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Close stops every shard and the transport.
+func (h *Host) Close() { h.nh.Close() }
+
+// RaftAddr is the address peers use to reach this host.
+func (h *Host) RaftAddr() string { return h.cfg.RaftAddr }
+
+// ShardSpec says how to start one replica of a shard on this host.
+type ShardSpec struct {
+	ShardID   uint64
+	ReplicaID uint64
+	// Members are the initial members (replica ID → Raft address) when the
+	// shard is bootstrapped here. Leave empty when joining or restarting.
+	Members map[uint64]string
+	// Join is true when this replica was added to a running shard.
+	Join bool
+	Role Role
+	// SnapshotEntries overrides the host default when non-zero.
+	SnapshotEntries uint64
+}
+
+// StartShard starts a replica of a shard with the given in-memory state machine.
+// On restart (the host has data for the shard) Members and Join are ignored
+// and the state is rebuilt from the last snapshot plus the log.
+func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) error {
+	snap := spec.SnapshotEntries
+	if snap == 0 {
+		snap = h.cfg.SnapshotEntries
+	}
+	rc := config.Config{
+		ShardID:            spec.ShardID,
+		ReplicaID:          spec.ReplicaID,
+		ElectionRTT:        h.cfg.ElectionRTT,
+		HeartbeatRTT:       h.cfg.HeartbeatRTT,
+		CheckQuorum:        true,
+		PreVote:            true,
+		SnapshotEntries:    snap,
+		CompactionOverhead: snap / 2,
+		IsNonVoting:        spec.Role == NonVoting,
+		IsWitness:          spec.Role == Witness,
+	}
+	if spec.Role == Witness {
+		// Witnesses hold no state machine, so they never snapshot.
+		rc.SnapshotEntries, rc.CompactionOverhead = 0, 0
+	}
+	// dragonboat panics on an invalid config deep in its engine; refuse it here.
+	if err := rc.Validate(); err != nil {
+		return fmt.Errorf("shard %d replica %d: invalid raft config: %w", spec.ShardID, spec.ReplicaID, err)
+	}
+	members := map[uint64]dragonboat.Target{}
+	join := spec.Join
+	if h.nh.HasNodeInfo(spec.ShardID, spec.ReplicaID) {
+		// Restart: dragonboat rebuilds membership from its own records.
+		join = false
+	} else {
+		for id, addr := range spec.Members {
+			members[id] = addr
+		}
+	}
+	if err := h.nh.StartReplica(members, join, create, rc); err != nil {
+		return fmt.Errorf("start shard %d replica %d: %w", spec.ShardID, spec.ReplicaID, err)
+	}
+	return nil
+}
+
+// HasShardData reports whether this host has bootstrapped the replica before.
+func (h *Host) HasShardData(shardID, replicaID uint64) bool {
+	return h.nh.HasNodeInfo(shardID, replicaID)
+}
+
+// StopShard stops this host's replica of the shard; its data stays on disk.
+func (h *Host) StopShard(shardID uint64) error {
+	if err := h.nh.StopShard(shardID); err != nil {
+		return fmt.Errorf("stop shard %d: %w", shardID, err)
+	}
+	return nil
+}
+
+// retryable errors are transient while a leader is being elected or the
+// replica is catching up; the caller's deadline bounds the retries.
+func retryable(err error) bool {
+	return errors.Is(err, dragonboat.ErrShardNotReady) ||
+		errors.Is(err, dragonboat.ErrSystemBusy) ||
+		errors.Is(err, dragonboat.ErrTimeout) ||
+		errors.Is(err, dragonboat.ErrShardNotInitialized)
+}
+
+// withRetry runs op with short per-attempt deadlines until it succeeds, fails
+// for good, or ctx ends. Running out of time while the shard keeps saying
+// "not ready" or timing out means no quorum.
+func (h *Host) withRetry(ctx context.Context, what string, op func(ctx context.Context) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	backoff := 10 * time.Millisecond
+	var last error
+	for {
+		attempt, cancel := context.WithTimeout(ctx, h.attemptTimeout())
+		err := op(attempt)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !retryable(err) && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", what, ErrNoQuorum, last)
+		case <-time.After(backoff):
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// attemptTimeout is long enough for an election plus a commit round.
+func (h *Host) attemptTimeout() time.Duration {
+	d := time.Duration(h.cfg.RTTMillisecond*h.cfg.ElectionRTT*3) * time.Millisecond
+	if d < 500*time.Millisecond {
+		d = 500 * time.Millisecond
+	}
+	return d
+}
+
+// Propose commits cmd to the shard and returns the state machine's result.
+func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Result, error) {
+	var res sm.Result
+	err := h.withRetry(ctx, "propose", func(ctx context.Context) error {
+		r, err := h.nh.SyncPropose(ctx, h.nh.GetNoOPSession(shardID), cmd)
+		res = r
+		return err
+	})
+	return res, err
+}
+
+// Read is a linearizable read: it sees every committed update.
+func (h *Host) Read(ctx context.Context, shardID uint64, query any) (any, error) {
+	var out any
+	err := h.withRetry(ctx, "read", func(ctx context.Context) error {
+		v, err := h.nh.SyncRead(ctx, shardID, query)
+		out = v
+		return err
+	})
+	return out, err
+}
+
+// StaleRead queries the local replica without contacting the leader. It
+// answers without quorum, possibly with old state.
+func (h *Host) StaleRead(shardID uint64, query any) (any, error) {
+	v, err := h.nh.StaleRead(shardID, query)
+	if err != nil {
+		return nil, fmt.Errorf("local read of shard %d: %w", shardID, err)
+	}
+	return v, nil
+}
+
+// CheckQuorum confirms, through a ReadIndex round, that a leader holding a
+// strict majority is reachable. It returns ErrNoQuorum when not.
+func (h *Host) CheckQuorum(ctx context.Context, shardID uint64) error {
+	return h.withRetry(ctx, "quorum check", func(ctx context.Context) error {
+		rs, err := h.nh.ReadIndex(shardID, h.attemptTimeout())
+		if err != nil {
+			return err
+		}
+		defer rs.Release()
+		select {
+		case r := <-rs.ResultC():
+			switch {
+			case r.Completed():
+				return nil
+			case r.Timeout():
+				return dragonboat.ErrTimeout
+			case r.Dropped():
+				return dragonboat.ErrShardNotReady
+			default:
+				return fmt.Errorf("read index: %v", r)
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+}
+
+// Leader returns the leader's replica ID and term as known locally.
+func (h *Host) Leader(shardID uint64) (id, term uint64, ok bool) {
+	id, term, valid, err := h.nh.GetLeaderID(shardID)
+	if err != nil || !valid {
+		return 0, term, false
+	}
+	return id, term, true
+}
+
+// Membership is a shard's membership as this replica last applied it.
+type Membership struct {
+	Voters    map[uint64]string
+	NonVoting map[uint64]string
+	Witnesses map[uint64]string
+	Removed   map[uint64]struct{}
+	// ConfigChangeID must be passed to a following membership change so that
+	// concurrent changes are detected.
+	ConfigChangeID uint64
+}
+
+// LocalMembership answers without quorum from the local replica's records.
+// Dragonboat reports only the replica map locally, so every member is listed
+// under Voters; use Membership for the committed, role-accurate view.
+func (h *Host) LocalMembership(shardID uint64) (Membership, error) {
+	info := h.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	for _, si := range info.ShardInfoList {
+		if si.ShardID != shardID {
+			continue
+		}
+		m := Membership{Voters: map[uint64]string{}, NonVoting: map[uint64]string{}, Witnesses: map[uint64]string{}, ConfigChangeID: si.ConfigChangeIndex}
+		for id, a := range si.Replicas {
+			m.Voters[id] = a
+		}
+		return m, nil
+	}
+	return Membership{}, fmt.Errorf("shard %d is not running on this host: %w", shardID, dragonboat.ErrShardNotFound)
+}
+
+// Membership is the committed membership (linearizable; needs quorum).
+func (h *Host) Membership(ctx context.Context, shardID uint64) (Membership, error) {
+	var m Membership
+	err := h.withRetry(ctx, "membership", func(ctx context.Context) error {
+		dm, err := h.nh.SyncGetShardMembership(ctx, shardID)
+		if err != nil {
+			return err
+		}
+		m = Membership{Voters: dm.Nodes, NonVoting: dm.NonVotings, Witnesses: dm.Witnesses, Removed: dm.Removed, ConfigChangeID: dm.ConfigChangeID}
+		return nil
+	})
+	return m, err
+}
+
+// AddReplica adds a replica to a running shard. The new replica must then be
+// started on its host with Join set.
+func (h *Host) AddReplica(ctx context.Context, shardID, replicaID uint64, addr string, role Role) error {
+	return h.withRetry(ctx, "add replica", func(ctx context.Context) error {
+		switch role {
+		case NonVoting:
+			return h.nh.SyncRequestAddNonVoting(ctx, shardID, replicaID, addr, 0)
+		case Witness:
+			return h.nh.SyncRequestAddWitness(ctx, shardID, replicaID, addr, 0)
+		default:
+			return h.nh.SyncRequestAddReplica(ctx, shardID, replicaID, addr, 0)
+		}
+	})
+}
+
+// RemoveReplica removes a replica from the shard's membership for good;
+// its replica ID cannot be reused.
+func (h *Host) RemoveReplica(ctx context.Context, shardID, replicaID uint64) error {
+	return h.withRetry(ctx, "remove replica", func(ctx context.Context) error {
+		return h.nh.SyncRequestDeleteReplica(ctx, shardID, replicaID, 0)
+	})
+}
+
+// TransferLeadership asks the current leader to hand over to replicaID.
+func (h *Host) TransferLeadership(shardID, replicaID uint64) error {
+	return h.nh.RequestLeaderTransfer(shardID, replicaID)
+}

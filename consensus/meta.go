@@ -1,0 +1,504 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// MetaShardID is the shard holding cluster membership and configuration.
+const MetaShardID uint64 = 1
+
+// maxAudit bounds the audit trail kept in the metadata shard.
+const maxAudit = 500
+
+// Node membership states.
+const (
+	NodeJoining = "joining"
+	NodeMember  = "member"
+	NodeRemoved = "removed"
+)
+
+// Errors the metadata state machine returns; they cross the Raft boundary as
+// result codes so every replica and every caller agree on them.
+var (
+	ErrAlreadyBootstrapped = errors.New("cluster already created")
+	ErrNotBootstrapped     = errors.New("cluster not created")
+	ErrTokenInvalid        = errors.New("join token is not valid for this cluster")
+	ErrTokenUsed           = errors.New("join token was already used")
+	ErrTokenExpired        = errors.New("join token has expired")
+	ErrNodeExists          = errors.New("a node with this name is already a member")
+	ErrNodeNotFound        = errors.New("no such node")
+	ErrBadCommand          = errors.New("malformed metadata command")
+)
+
+var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrBadCommand}
+
+func resultCode(err error) uint64 {
+	for i, e := range resultErrors {
+		if e != nil && errors.Is(err, e) {
+			return uint64(i)
+		}
+	}
+	return uint64(len(resultErrors) - 1)
+}
+
+// ClusterRecord describes the cluster itself.
+type ClusterRecord struct {
+	Name          string    `json:"name"`
+	ID            string    `json:"id"`
+	CreatedAt     time.Time `json:"created_at"`
+	CAFingerprint string    `json:"ca_fingerprint"`
+	// AdminTokenVerifiers are hex SHA-256 digests of the admin bearer tokens.
+	AdminTokenVerifiers []string `json:"admin_token_verifiers"`
+}
+
+// NodeRecord is one node's membership record.
+type NodeRecord struct {
+	Name        string    `json:"name"`
+	ReplicaID   uint64    `json:"replica_id"`
+	Role        string    `json:"role"` // "data" or "witness"
+	Vote        string    `json:"vote"` // "voter" or "non-voting"
+	BackendAddr string    `json:"backend_addr"`
+	RaftAddr    string    `json:"raft_addr"`
+	AdminAddr   string    `json:"admin_addr"`
+	State       string    `json:"state"`
+	JoinedAt    time.Time `json:"joined_at"`
+	RemovedAt   time.Time `json:"removed_at,omitzero"`
+}
+
+// TokenRecord is a one-time join token as the cluster stores it: only a
+// verifier of the secret, never the secret.
+type TokenRecord struct {
+	ID        string    `json:"id"`
+	Verifier  string    `json:"verifier"`
+	ExpiresAt time.Time `json:"expires_at"`
+	CreatedBy string    `json:"created_by"`
+	UsedBy    string    `json:"used_by,omitempty"`
+	UsedAt    time.Time `json:"used_at,omitzero"`
+}
+
+// AuditEntry records an administrative action.
+type AuditEntry struct {
+	At     time.Time `json:"at"`
+	Node   string    `json:"node"`
+	Action string    `json:"action"`
+	Detail string    `json:"detail"`
+}
+
+// MetaState is the whole content of the metadata shard.
+type MetaState struct {
+	Cluster       ClusterRecord           `json:"cluster"`
+	Nodes         map[string]*NodeRecord  `json:"nodes"`
+	Tokens        map[string]*TokenRecord `json:"tokens"`
+	NextReplicaID uint64                  `json:"next_replica_id"`
+	Config        map[string]string       `json:"config"`
+	Audit         []AuditEntry            `json:"audit"`
+	// Applied is the last applied Raft index (not part of the replicated
+	// content's meaning, useful to compare replicas).
+	Applied uint64 `json:"applied"`
+}
+
+// Bootstrapped reports whether a cluster was created in this state.
+func (s *MetaState) Bootstrapped() bool { return s.Cluster.ID != "" }
+
+// NodeByReplica finds a node by its Raft replica ID.
+func (s *MetaState) NodeByReplica(id uint64) *NodeRecord {
+	for _, n := range s.Nodes {
+		if n.ReplicaID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// AdminTokenValid checks a token verifier against the stored ones in constant time.
+func (s *MetaState) AdminTokenValid(verifier [32]byte) bool {
+	ok := 0
+	for _, v := range s.Cluster.AdminTokenVerifiers {
+		b, err := hex.DecodeString(v)
+		if err != nil || len(b) != 32 {
+			continue
+		}
+		ok |= subtle.ConstantTimeCompare(b, verifier[:])
+	}
+	return ok == 1
+}
+
+func (s *MetaState) clone() *MetaState {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("metadata state not serialisable: %v", err))
+	}
+	var c MetaState
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(fmt.Sprintf("metadata state not deserialisable: %v", err))
+	}
+	return &c
+}
+
+// Command is one replicated change. At and By come from the proposer so that
+// time-dependent decisions (token expiry) are the same on every replica.
+type Command struct {
+	Op           string            `json:"op"`
+	At           time.Time         `json:"at"`
+	By           string            `json:"by"`
+	Bootstrap    *BootstrapCmd     `json:"bootstrap,omitempty"`
+	Token        *TokenRecord      `json:"token,omitempty"`
+	Join         *JoinCmd          `json:"join,omitempty"`
+	NodeState    *NodeStateCmd     `json:"node_state,omitempty"`
+	Audit        *AuditEntry       `json:"audit,omitempty"`
+	SetConfig    map[string]string `json:"set_config,omitempty"`
+	AdminToken   string            `json:"admin_token,omitempty"`
+	ForgetTokens bool              `json:"forget_tokens,omitempty"`
+}
+
+// BootstrapCmd creates the cluster with its first node.
+type BootstrapCmd struct {
+	Cluster ClusterRecord `json:"cluster"`
+	Node    NodeRecord    `json:"node"`
+}
+
+// JoinCmd consumes a join token and records the joining node.
+type JoinCmd struct {
+	TokenID  string     `json:"token_id"`
+	Verifier string     `json:"verifier"`
+	Node     NodeRecord `json:"node"`
+}
+
+// NodeStateCmd moves a node to a membership state.
+type NodeStateCmd struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+}
+
+// Command ops.
+const (
+	opBootstrap     = "bootstrap"
+	opAddToken      = "add-token"
+	opJoin          = "join"
+	opNodeState     = "node-state"
+	opAudit         = "audit"
+	opSetConfig     = "set-config"
+	opAddAdminToken = "add-admin-token"
+)
+
+// metaSM is the metadata state machine: small, in memory, snapshotted as JSON.
+type metaSM struct {
+	s *MetaState
+}
+
+// NewMetaStateMachine is the dragonboat factory for the metadata shard.
+func NewMetaStateMachine(_, _ uint64) sm.IStateMachine {
+	return &metaSM{s: emptyState()}
+}
+
+func emptyState() *MetaState {
+	return &MetaState{Nodes: map[string]*NodeRecord{}, Tokens: map[string]*TokenRecord{}, Config: map[string]string{}, NextReplicaID: 1}
+}
+
+func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
+	m.s.Applied = e.Index
+	var c Command
+	if err := json.Unmarshal(e.Cmd, &c); err != nil {
+		return reject(fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
+	}
+	data, err := m.apply(&c)
+	if err != nil {
+		return reject(err), nil
+	}
+	return sm.Result{Value: 0, Data: data}, nil
+}
+
+func reject(err error) sm.Result {
+	return sm.Result{Value: resultCode(err), Data: []byte(err.Error())}
+}
+
+func (m *metaSM) audit(c *Command, action, detail string) {
+	m.s.Audit = append(m.s.Audit, AuditEntry{At: c.At, Node: c.By, Action: action, Detail: detail})
+	if over := len(m.s.Audit) - maxAudit; over > 0 {
+		m.s.Audit = append([]AuditEntry(nil), m.s.Audit[over:]...)
+	}
+}
+
+func (m *metaSM) apply(c *Command) ([]byte, error) {
+	s := m.s
+	if c.Op != opBootstrap && !s.Bootstrapped() {
+		return nil, ErrNotBootstrapped
+	}
+	switch c.Op {
+	case opBootstrap:
+		if s.Bootstrapped() {
+			return nil, ErrAlreadyBootstrapped
+		}
+		if c.Bootstrap == nil || c.Bootstrap.Cluster.ID == "" || c.Bootstrap.Node.Name == "" {
+			return nil, fmt.Errorf("%w: bootstrap without cluster or node", ErrBadCommand)
+		}
+		s.Cluster = c.Bootstrap.Cluster
+		n := c.Bootstrap.Node
+		n.State = NodeMember
+		n.JoinedAt = c.At
+		s.Nodes[n.Name] = &n
+		if n.ReplicaID >= s.NextReplicaID {
+			s.NextReplicaID = n.ReplicaID + 1
+		}
+		m.audit(c, "cluster-create", fmt.Sprintf("cluster %q created with node %s", s.Cluster.Name, n.Name))
+		return nil, nil
+	case opAddToken:
+		if c.Token == nil || c.Token.ID == "" || c.Token.Verifier == "" {
+			return nil, fmt.Errorf("%w: token without id or verifier", ErrBadCommand)
+		}
+		t := *c.Token
+		t.CreatedBy = c.By
+		s.Tokens[t.ID] = &t
+		m.expireTokens(c.At)
+		m.audit(c, "token-create", fmt.Sprintf("join token %s, expires %s", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339)))
+		return nil, nil
+	case opJoin:
+		j := c.Join
+		if j == nil || j.Node.Name == "" {
+			return nil, fmt.Errorf("%w: join without node", ErrBadCommand)
+		}
+		t, ok := s.Tokens[j.TokenID]
+		if !ok || subtle.ConstantTimeCompare([]byte(t.Verifier), []byte(j.Verifier)) != 1 {
+			return nil, ErrTokenInvalid
+		}
+		if t.UsedBy != "" {
+			return nil, fmt.Errorf("%w (by %s)", ErrTokenUsed, t.UsedBy)
+		}
+		if !c.At.Before(t.ExpiresAt) {
+			return nil, ErrTokenExpired
+		}
+		if old, ok := s.Nodes[j.Node.Name]; ok && old.State != NodeRemoved {
+			return nil, fmt.Errorf("%w: %s", ErrNodeExists, j.Node.Name)
+		}
+		t.UsedBy = j.Node.Name
+		t.UsedAt = c.At
+		n := j.Node
+		n.ReplicaID = s.NextReplicaID
+		s.NextReplicaID++
+		n.State = NodeJoining
+		n.JoinedAt = c.At
+		s.Nodes[n.Name] = &n
+		m.audit(c, "node-join", fmt.Sprintf("node %s joining as replica %d with token %s", n.Name, n.ReplicaID, t.ID))
+		return json.Marshal(n.ReplicaID)
+	case opNodeState:
+		ns := c.NodeState
+		if ns == nil {
+			return nil, fmt.Errorf("%w: node-state without body", ErrBadCommand)
+		}
+		n, ok := s.Nodes[ns.Name]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNodeNotFound, ns.Name)
+		}
+		switch ns.State {
+		case NodeJoining, NodeMember, NodeRemoved:
+		default:
+			return nil, fmt.Errorf("%w: unknown node state %q", ErrBadCommand, ns.State)
+		}
+		prev := n.State
+		n.State = ns.State
+		if ns.State == NodeRemoved {
+			n.RemovedAt = c.At
+		}
+		m.audit(c, "node-state", fmt.Sprintf("node %s: %s -> %s", n.Name, prev, n.State))
+		return json.Marshal(n)
+	case opAudit:
+		if c.Audit == nil {
+			return nil, fmt.Errorf("%w: audit without entry", ErrBadCommand)
+		}
+		m.audit(c, c.Audit.Action, c.Audit.Detail)
+		return nil, nil
+	case opSetConfig:
+		for k, v := range c.SetConfig {
+			if v == "" {
+				delete(s.Config, k)
+			} else {
+				s.Config[k] = v
+			}
+			m.audit(c, "config-set", fmt.Sprintf("%s=%q", k, v))
+		}
+		return nil, nil
+	case opAddAdminToken:
+		if len(c.AdminToken) != 64 {
+			return nil, fmt.Errorf("%w: admin token verifier must be 64 hex digits", ErrBadCommand)
+		}
+		s.Cluster.AdminTokenVerifiers = append(s.Cluster.AdminTokenVerifiers, c.AdminToken)
+		m.audit(c, "admin-token-add", "admin token added")
+		return nil, nil
+	}
+	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+}
+
+// expireTokens drops tokens a day past their expiry so the set stays small.
+func (m *metaSM) expireTokens(now time.Time) {
+	maps.DeleteFunc(m.s.Tokens, func(_ string, t *TokenRecord) bool {
+		return now.Sub(t.ExpiresAt) > 24*time.Hour
+	})
+}
+
+// Lookup answers queries; the only query is the whole state (a copy).
+func (m *metaSM) Lookup(q any) (any, error) {
+	if _, ok := q.(stateQuery); !ok {
+		return nil, fmt.Errorf("unknown metadata query %T", q)
+	}
+	return m.s.clone(), nil
+}
+
+type stateQuery struct{}
+
+func (m *metaSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
+	return json.NewEncoder(w).Encode(m.s)
+}
+
+func (m *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read metadata snapshot: %w", err)
+	}
+	s := emptyState()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(s); err != nil {
+		return fmt.Errorf("corrupt metadata snapshot: %w", err)
+	}
+	if s.Nodes == nil || s.Tokens == nil || s.Config == nil {
+		return errors.New("corrupt metadata snapshot: missing maps")
+	}
+	m.s = s
+	return nil
+}
+
+func (m *metaSM) Close() error { return nil }
+
+// Meta is the typed client of the metadata shard on one host.
+type Meta struct {
+	h    *Host
+	node string
+	now  func() time.Time
+}
+
+// NewMeta returns the metadata client for the node named node.
+func NewMeta(h *Host, node string) *Meta {
+	return &Meta{h: h, node: node, now: time.Now}
+}
+
+// Host returns the Raft host the client uses.
+func (m *Meta) Host() *Host { return m.h }
+
+// Start starts this host's replica of the metadata shard.
+func (m *Meta) Start(replicaID uint64, members map[uint64]string, join bool, role Role) error {
+	return m.h.StartShard(ShardSpec{ShardID: MetaShardID, ReplicaID: replicaID, Members: members, Join: join, Role: role}, NewMetaStateMachine)
+}
+
+func (m *Meta) propose(ctx context.Context, c Command) ([]byte, error) {
+	c.At = m.now().UTC()
+	c.By = m.node
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", c.Op, err)
+	}
+	res, err := m.h.Propose(ctx, MetaShardID, b)
+	if err != nil {
+		return nil, err
+	}
+	if res.Value != 0 {
+		base := ErrBadCommand
+		if res.Value < uint64(len(resultErrors)) {
+			base = resultErrors[res.Value]
+		}
+		return nil, &ResultError{Base: base, Msg: string(res.Data)}
+	}
+	return res.Data, nil
+}
+
+// ResultError is a refusal by the state machine; errors.Is matches its base.
+type ResultError struct {
+	Base error
+	Msg  string
+}
+
+func (e *ResultError) Error() string { return e.Msg }
+func (e *ResultError) Unwrap() error { return e.Base }
+
+// Bootstrap records a new cluster with its first node.
+func (m *Meta) Bootstrap(ctx context.Context, c ClusterRecord, n NodeRecord) error {
+	_, err := m.propose(ctx, Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: c, Node: n}})
+	return err
+}
+
+// AddToken stores a join token's verifier.
+func (m *Meta) AddToken(ctx context.Context, t TokenRecord) error {
+	_, err := m.propose(ctx, Command{Op: opAddToken, Token: &t})
+	return err
+}
+
+// AddAdminToken stores another admin bearer token verifier (hex SHA-256).
+func (m *Meta) AddAdminToken(ctx context.Context, verifierHex string) error {
+	_, err := m.propose(ctx, Command{Op: opAddAdminToken, AdminToken: verifierHex})
+	return err
+}
+
+// Join consumes a join token and records n as joining; it returns n's new replica ID.
+func (m *Meta) Join(ctx context.Context, tokenID, verifier string, n NodeRecord) (uint64, error) {
+	data, err := m.propose(ctx, Command{Op: opJoin, Join: &JoinCmd{TokenID: tokenID, Verifier: verifier, Node: n}})
+	if err != nil {
+		return 0, err
+	}
+	var id uint64
+	if err := json.Unmarshal(data, &id); err != nil {
+		return 0, fmt.Errorf("decode join result: %w", err)
+	}
+	return id, nil
+}
+
+// SetNodeState moves a node to joining, member or removed.
+func (m *Meta) SetNodeState(ctx context.Context, name, state string) (NodeRecord, error) {
+	data, err := m.propose(ctx, Command{Op: opNodeState, NodeState: &NodeStateCmd{Name: name, State: state}})
+	if err != nil {
+		return NodeRecord{}, err
+	}
+	var n NodeRecord
+	if err := json.Unmarshal(data, &n); err != nil {
+		return NodeRecord{}, fmt.Errorf("decode node: %w", err)
+	}
+	return n, nil
+}
+
+// Audit appends an entry to the replicated audit trail.
+func (m *Meta) Audit(ctx context.Context, action, detail string) error {
+	_, err := m.propose(ctx, Command{Op: opAudit, Audit: &AuditEntry{Action: action, Detail: detail}})
+	return err
+}
+
+// SetConfig sets cluster configuration keys; an empty value deletes the key.
+func (m *Meta) SetConfig(ctx context.Context, kv map[string]string) error {
+	_, err := m.propose(ctx, Command{Op: opSetConfig, SetConfig: kv})
+	return err
+}
+
+// State is a linearizable read of the whole metadata state.
+func (m *Meta) State(ctx context.Context) (*MetaState, error) {
+	v, err := m.h.Read(ctx, MetaShardID, stateQuery{})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*MetaState), nil
+}
+
+// LocalState reads this replica's state without quorum; it may be stale.
+func (m *Meta) LocalState() (*MetaState, error) {
+	v, err := m.h.StaleRead(MetaShardID, stateQuery{})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*MetaState), nil
+}
