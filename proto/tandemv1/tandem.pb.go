@@ -1558,14 +1558,17 @@ func (x *PeerJoinRequest) GetCsrPem() []byte {
 }
 
 type PeerJoinResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterName   string                 `protobuf:"bytes,1,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
-	ClusterId     string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	ReplicaId     uint64                 `protobuf:"varint,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
-	CaPem         []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
-	CertPem       []byte                 `protobuf:"bytes,5,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	AdminToken    string                 `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
-	Members       []*PeerMember          `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ClusterName string                 `protobuf:"bytes,1,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	ClusterId   string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ReplicaId   uint64                 `protobuf:"varint,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	CaPem       []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	CertPem     []byte                 `protobuf:"bytes,5,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	AdminToken  string                 `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
+	Members     []*PeerMember          `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
+	// Every member can sign the next joiner's certificate, so the CA key is
+	// shared with members (as Proxmox shares its cluster CA), never with clients.
+	CaKeyPem      []byte `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1645,6 +1648,13 @@ func (x *PeerJoinResponse) GetAdminToken() string {
 func (x *PeerJoinResponse) GetMembers() []*PeerMember {
 	if x != nil {
 		return x.Members
+	}
+	return nil
+}
+
+func (x *PeerJoinResponse) GetCaKeyPem() []byte {
+	if x != nil {
+		return x.CaKeyPem
 	}
 	return nil
 }
@@ -1872,7 +1882,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\traft_addr\x18\x05 \x01(\tR\braftAddr\x12\x1d\n" +
 	"\n" +
 	"admin_addr\x18\x06 \x01(\tR\tadminAddr\x12\x17\n" +
-	"\acsr_pem\x18\a \x01(\fR\x06csrPem\"\xf7\x01\n" +
+	"\acsr_pem\x18\a \x01(\fR\x06csrPem\"\x95\x02\n" +
 	"\x10PeerJoinResponse\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12\x1d\n" +
 	"\n" +
@@ -1883,7 +1893,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\bcert_pem\x18\x05 \x01(\fR\acertPem\x12\x1f\n" +
 	"\vadmin_token\x18\x06 \x01(\tR\n" +
 	"adminToken\x12/\n" +
-	"\amembers\x18\a \x03(\v2\x15.tandem.v1.PeerMemberR\amembers\"!\n" +
+	"\amembers\x18\a \x03(\v2\x15.tandem.v1.PeerMemberR\amembers\x12\x1c\n" +
+	"\n" +
+	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\"!\n" +
 	"\vPingRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\"\xa0\x01\n" +
 	"\fPingResponse\x12\x12\n" +
