@@ -13,16 +13,16 @@ func dragonboatPackages() []string {
 	return []string{"LogDB", "config", "dragonboat", "gossip", "grpc", "logdb", "pebblekv", "raft", "raft-mt", "raftpb", "registry", "rsm", "server", "settings", "tan", "tools", "transport"}
 }
 
-// InstallLogger routes dragonboat's logs into l at level warn and above
-// (its info level logs every election and snapshot). Dragonboat keeps its
+// InstallLogger routes dragonboat's errors into l. Its warn level logs every
+// vote and every stale read, which would drown the daemon's own log. Dragonboat keeps its
 // logger factory process-wide and panics if it is set twice, so only main
 // calls this, once, before creating a Host.
 func InstallLogger(l *slog.Logger) {
 	logger.SetLoggerFactory(func(pkg string) logger.ILogger {
-		return &slogAdapter{l: l.With("component", "raft", "pkg", pkg), level: slog.LevelWarn}
+		return &slogAdapter{l: l.With("component", "raft", "pkg", pkg), level: slog.LevelError}
 	})
 	for _, p := range dragonboatPackages() {
-		logger.GetLogger(p).SetLevel(logger.WARNING)
+		logger.GetLogger(p).SetLevel(logger.ERROR)
 	}
 }
 

@@ -306,6 +306,10 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			return nil, fmt.Errorf("%w: unknown node state %q", ErrBadCommand, ns.State)
 		}
 		prev := n.State
+		if prev == ns.State {
+			// A retried proposal: idempotent, and not worth an audit line.
+			return json.Marshal(n)
+		}
 		n.State = ns.State
 		if ns.State == NodeRemoved {
 			n.RemovedAt = c.At

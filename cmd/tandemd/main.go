@@ -1,0 +1,156 @@
+// Command tandemd is the Tandem node daemon: it holds the node's Raft
+// replicas, serves the admin API and talks to its peers on the backend network.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/daemon"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// flagKeys maps command-line flags to config file keys; flags win.
+func flagKeys() [][2]string {
+	return [][2]string{
+		{"node-name", "node_name"},
+		{"data-dir", "data_dir"},
+		{"backend-addr", "backend_addr"},
+		{"raft-addr", "raft_addr"},
+		{"admin-addr", "admin_addr"},
+		{"metrics-addr", "metrics_addr"},
+		{"role", "role"},
+		{"log-format", "log.format"},
+		{"log-level", "log.level"},
+	}
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tandemd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "config file (YAML); flags override its settings")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	vals := map[string]*string{}
+	for _, fk := range flagKeys() {
+		vals[fk[0]] = fs.String(fk[0], "", "overrides '"+fk[1]+"' in the config file")
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(os.Stdout, "tandemd", daemon.Version)
+		return 0
+	}
+	set := map[string]string{}
+	fs.Visit(func(f *flag.Flag) {
+		for _, fk := range flagKeys() {
+			if fk[0] == f.Name {
+				set[fk[1]] = *vals[f.Name]
+			}
+		}
+	})
+	cfg, err := loadConfig(*cfgPath, set)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandemd: %s\n", oneLine(err))
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	consensus.InstallLogger(log)
+
+	d, err := daemon.New(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "tandemd: %s\n", oneLine(err))
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := d.Run(ctx); err != nil {
+		var se *daemon.StartupError
+		if errors.As(err, &se) {
+			fmt.Fprintf(stderr, "tandemd: %s\n", oneLine(err))
+		} else {
+			log.Error("tandemd stopped", "err", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// loadConfig merges flag values into the file's settings before parsing, so
+// defaults derived from the backend address follow a flag override too.
+func loadConfig(path string, set map[string]string) (config.Config, error) {
+	doc := map[string]any{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return config.Config{}, fmt.Errorf("reading config file: %w", err)
+		}
+		if len(set) == 0 {
+			c, err := config.Parse(data)
+			if err != nil {
+				return config.Config{}, fmt.Errorf("%s: %w", path, err)
+			}
+			return c, nil
+		}
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			// Let Parse produce its precise error.
+			if _, perr := config.Parse(data); perr != nil {
+				return config.Config{}, fmt.Errorf("%s: %w", path, perr)
+			}
+			return config.Config{}, fmt.Errorf("%s: %w", path, err)
+		}
+		if doc == nil {
+			doc = map[string]any{}
+		}
+	}
+	for k, v := range set {
+		if sect, key, ok := strings.Cut(k, "."); ok {
+			m, _ := doc[sect].(map[string]any)
+			if m == nil {
+				m = map[string]any{}
+			}
+			m[key] = v
+			doc[sect] = m
+			continue
+		}
+		doc[k] = v
+	}
+	merged, err := yaml.Marshal(doc)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("merge flags into config: %w", err)
+	}
+	c, err := config.Parse(merged)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("config invalid: %w", err)
+	}
+	return c, nil
+}
+
+func newLogger(lc config.LogConfig, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(lc.Level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}

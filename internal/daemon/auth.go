@@ -1,0 +1,127 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/internal/pki"
+)
+
+const (
+	methodCreate   = "/tandem.v1.Cluster/Create"
+	methodJoin     = "/tandem.v1.Cluster/Join"
+	methodPeerJoin = "/tandem.v1.Peer/Join"
+)
+
+// unauthenticatedOK lists calls that need no bearer token: health checks and
+// reflection carry no cluster data (on TCP the client certificate is still
+// required).
+func unauthenticatedOK(method string) bool {
+	return strings.HasPrefix(method, "/grpc.health.v1.Health/") ||
+		strings.HasPrefix(method, "/grpc.reflection.")
+}
+
+// peerCert returns the verified identity of the TLS client, if any.
+func peerCert(ctx context.Context) (name, ou string, ok bool) {
+	p, found := peer.FromContext(ctx)
+	if !found || p.AuthInfo == nil {
+		return "", "", false
+	}
+	ti, isTLS := p.AuthInfo.(credentials.TLSInfo)
+	if !isTLS {
+		return "", "", false
+	}
+	return pki.PeerIdentity(ti.State)
+}
+
+// adminAuth guards the admin API. Over TCP the client must present a
+// certificate from the cluster CA and a bearer token. Over the root-only unix
+// socket the token alone suffices, and an uninitialised node accepts create
+// and join without one, since no token exists yet.
+func (d *Daemon) adminAuth(tcp bool) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if err := d.authorizeAdmin(ctx, info.FullMethod, tcp); err != nil {
+			d.log.Warn("admin call refused", "method", info.FullMethod, "err", status.Convert(err).Message(), "tcp", tcp)
+			return nil, err
+		}
+		return h(ctx, req)
+	}
+}
+
+func (d *Daemon) adminStreamAuth(tcp bool) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := d.authorizeAdmin(ss.Context(), info.FullMethod, tcp); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}
+}
+
+func (d *Daemon) authorizeAdmin(ctx context.Context, method string, tcp bool) error {
+	if tcp {
+		if _, ou, ok := peerCert(ctx); !ok || (ou != pki.OUAdmin && ou != pki.OUNode) {
+			return status.Error(codes.Unauthenticated, "a client certificate from this cluster's CA is required")
+		}
+	}
+	if unauthenticatedOK(method) {
+		return nil
+	}
+	id, meta, _ := d.cluster()
+	if id == nil {
+		if !tcp && (method == methodCreate || method == methodJoin) {
+			return nil
+		}
+		return status.Error(codes.FailedPrecondition, "this node is not in a cluster yet: run 'tandem cluster create NAME' or 'tandem cluster join ADDR --token T'")
+	}
+	tok := bearer(ctx)
+	if tok == "" {
+		return status.Error(codes.Unauthenticated, "missing admin token (send 'authorization: Bearer <token>')")
+	}
+	v, err := pki.AdminTokenVerifier(tok)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, "invalid admin token")
+	}
+	if st, err := meta.LocalState(); err == nil && st.AdminTokenValid(v) {
+		return nil
+	}
+	// A node that just joined may not have applied the token's record yet;
+	// the token it was handed at join is on disk.
+	if local, err := os.ReadFile(d.lay.adminFile("token")); err == nil {
+		if lv, err := pki.AdminTokenVerifier(strings.TrimSpace(string(local))); err == nil && pki.ConstantTimeEqual(lv, v) {
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "invalid admin token")
+}
+
+func bearer(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+	}
+	return ""
+}
+
+// peerAuth guards the backend API: nodes only, by certificate. Join is the
+// exception: the joiner has no certificate yet and proves itself with its
+// one-time token instead.
+func (d *Daemon) peerAuth() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod != methodPeerJoin && !unauthenticatedOK(info.FullMethod) {
+			if _, ou, ok := peerCert(ctx); !ok || ou != pki.OUNode {
+				return nil, status.Error(codes.Unauthenticated, "backend calls need a node certificate from this cluster's CA")
+			}
+		}
+		return h(ctx, req)
+	}
+}

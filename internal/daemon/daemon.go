@@ -1,0 +1,360 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/pki"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Version is reported by the daemon; main may override it at link time.
+const Version = "0.1.0-dev"
+
+// Daemon is one running tandemd.
+type Daemon struct {
+	cfg  config.Config
+	log  *slog.Logger
+	lay  layout
+	reg  *prometheus.Registry
+	mets *metrics
+
+	// Listeners are bound at startup so port conflicts fail fast, even
+	// before the node belongs to a cluster and can serve TLS on them.
+	unixLn, peerLn, adminLn, metricsLn net.Listener
+
+	unixSrv *grpc.Server
+	health  *health.Server
+
+	mu       sync.Mutex // guards the fields below and serialises create/join
+	id       *identity
+	tls      *tlsMaterial
+	host     *consensus.Host
+	meta     *consensus.Meta
+	peerSrv  *grpc.Server
+	adminSrv *grpc.Server
+	peers    *peerPool
+
+	serveErr chan error
+}
+
+// StartupError is a configuration or environment problem found before
+// serving; main prints it as one line and exits non-zero.
+type StartupError struct{ Msg string }
+
+func (e *StartupError) Error() string { return e.Msg }
+
+func startupErr(format string, args ...any) error {
+	return &StartupError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// New checks the environment and binds every listener.
+func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, startupErr("config invalid: %v", oneLine(err))
+	}
+	d := &Daemon{cfg: cfg, log: log, lay: layout{dir: cfg.DataDir}, reg: prometheus.NewRegistry(), serveErr: make(chan error, 4)}
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	id, err := loadIdentity(d.lay)
+	if err != nil {
+		return nil, startupErr("%v", err)
+	}
+	if id != nil && id.NodeName != cfg.NodeName {
+		return nil, startupErr("node_name %q does not match %q recorded in %s; a node cannot be renamed", cfg.NodeName, id.NodeName, d.lay.identity())
+	}
+	d.id = id
+	if err := d.bind(); err != nil {
+		d.closeListeners()
+		return nil, err
+	}
+	d.mets = newMetrics(d)
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return d, nil
+}
+
+func oneLine(err error) string {
+	s := err.Error()
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		if r == '\n' {
+			out = append(out, ';', ' ')
+			continue
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}
+
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return startupErr("data dir %s: %v", dir, errors.Unwrap(err))
+	}
+	probe := filepath.Join(dir, ".write-test")
+	if err := os.WriteFile(probe, []byte("ok"), 0o600); err != nil {
+		return startupErr("data dir %s is not writable: %v", dir, errors.Unwrap(err))
+	}
+	return os.Remove(probe)
+}
+
+func (d *Daemon) bind() error {
+	sock := d.lay.socket()
+	if c, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
+		c.Close()
+		return startupErr("another tandemd is already serving %s", sock)
+	}
+	_ = os.Remove(sock)
+	var err error
+	if d.unixLn, err = net.Listen("unix", sock); err != nil {
+		return startupErr("admin socket %s: %v", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return startupErr("admin socket %s: %v", sock, err)
+	}
+	listen := func(what, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, startupErr("%s address %s: %v", what, addr, portReason(err))
+		}
+		return ln, nil
+	}
+	if d.peerLn, err = listen("backend", d.cfg.BackendAddr); err != nil {
+		return err
+	}
+	if d.adminLn, err = listen("admin", d.cfg.AdminAddr); err != nil {
+		return err
+	}
+	// The Raft port belongs to dragonboat, which binds it later; probe it now.
+	rl, err := listen("raft", d.cfg.RaftAddr)
+	if err != nil {
+		return err
+	}
+	rl.Close()
+	if m := d.cfg.MetricsAddr; m != "" && m != "off" {
+		if d.metricsLn, err = listen("metrics", m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func portReason(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		msg := op.Err.Error()
+		if se, ok := op.Err.(*os.SyscallError); ok {
+			msg = se.Err.Error()
+		}
+		if msg == "address already in use" {
+			return "port already in use (is another tandemd running?)"
+		}
+		return msg
+	}
+	return err.Error()
+}
+
+func (d *Daemon) closeListeners() {
+	for _, l := range []net.Listener{d.unixLn, d.peerLn, d.adminLn, d.metricsLn} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.health = health.NewServer()
+	d.unixSrv = grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.ChainUnaryInterceptor(d.adminAuth(false)), grpc.ChainStreamInterceptor(d.adminStreamAuth(false)))
+	d.registerAdmin(d.unixSrv)
+	go func() { d.serveErr <- serveErr("admin socket", d.unixSrv.Serve(d.unixLn)) }()
+
+	var httpSrv *http.Server
+	if d.metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { d.serveErr <- serveErr("metrics", httpSrv.Serve(d.metricsLn)) }()
+	}
+
+	if d.id != nil {
+		if err := d.startCluster(ctx); err != nil {
+			d.shutdown(httpSrv)
+			return startupErr("rejoin cluster %q: %v", d.id.ClusterName, oneLine(err))
+		}
+		d.log.Info("tandemd started", "node", d.cfg.NodeName, "cluster", d.id.ClusterName, "replica", d.id.ReplicaID, "admin", d.cfg.AdminAddr, "backend", d.cfg.BackendAddr)
+	} else {
+		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
+	}
+	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	var err error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down", "reason", context.Cause(ctx))
+	case err = <-d.serveErr:
+		d.log.Error("server failed", "err", err)
+	}
+	d.shutdown(httpSrv)
+	return err
+}
+
+func serveErr(what string, err error) error {
+	if err == nil || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func (d *Daemon) shutdown(httpSrv *http.Server) {
+	if d.health != nil {
+		d.health.Shutdown()
+	}
+	d.mu.Lock()
+	servers := []*grpc.Server{d.unixSrv, d.adminSrv, d.peerSrv}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		if s == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stopGracefully(s, 5*time.Second)
+		}()
+	}
+	wg.Wait()
+	if httpSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = httpSrv.Shutdown(sctx)
+		cancel()
+	}
+	d.mu.Lock()
+	if d.peers != nil {
+		d.peers.close()
+	}
+	if d.host != nil {
+		d.host.Close()
+		d.host = nil
+	}
+	d.mu.Unlock()
+	d.closeListeners()
+	_ = os.Remove(d.lay.socket())
+}
+
+func stopGracefully(s *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		s.Stop()
+	}
+}
+
+// startCluster brings up Raft and the TLS servers for an initialised node.
+// Callers hold no lock; it takes d.mu.
+func (d *Daemon) startCluster(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.startClusterLocked(ctx, nil, false)
+}
+
+// startClusterLocked starts the Raft host and metadata replica. members and
+// join are used only the first time this replica starts.
+func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string, join bool) error {
+	m, err := d.lay.loadTLS()
+	if err != nil {
+		return err
+	}
+	d.tls = m
+	host, err := consensus.NewHost(consensus.HostConfig{
+		Dir:             d.lay.raftDir(),
+		RaftAddr:        d.cfg.RaftAddr,
+		RTTMillisecond:  d.cfg.Raft.RTTMillisecond,
+		ElectionRTT:     d.cfg.Raft.ElectionRTT,
+		HeartbeatRTT:    d.cfg.Raft.HeartbeatRTT,
+		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
+		TLS:             &consensus.TLSFiles{CAFile: d.lay.caCert(), CertFile: d.lay.nodeCert(), KeyFile: d.lay.nodeKey()},
+		Logger:          d.log,
+	})
+	if err != nil {
+		return err
+	}
+	replica := d.id.ReplicaID
+	meta := consensus.NewMeta(host, d.cfg.NodeName)
+	if err := meta.Start(replica, members, join, consensus.Voter); err != nil {
+		host.Close()
+		return err
+	}
+	d.host, d.meta = host, meta
+	d.peers = newPeerPool(d)
+	return d.startTLSServersLocked()
+}
+
+func (d *Daemon) startTLSServersLocked() error {
+	srvTLS, err := pki.ServerTLS(d.tls.cert, d.tls.key, d.tls.caCert)
+	if err != nil {
+		return fmt.Errorf("server TLS: %w", err)
+	}
+	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.peerAuth()))
+	tandemv1.RegisterPeerServer(d.peerSrv, &peerService{d: d})
+	hp := health.NewServer()
+	healthpb.RegisterHealthServer(d.peerSrv, hp)
+	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
+
+	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS.Clone())), grpc.ChainUnaryInterceptor(d.adminAuth(true)), grpc.ChainStreamInterceptor(d.adminStreamAuth(true)))
+	d.registerAdmin(d.adminSrv)
+	go func() { d.serveErr <- serveErr("admin", d.adminSrv.Serve(d.adminLn)) }()
+	return nil
+}
+
+func (d *Daemon) registerAdmin(s *grpc.Server) {
+	tandemv1.RegisterClusterServer(s, &clusterService{d: d})
+	tandemv1.RegisterNodeServer(s, &nodeService{d: d})
+	tandemv1.RegisterVolumeServer(s, tandemv1.UnimplementedVolumeServer{})
+	tandemv1.RegisterVMServer(s, tandemv1.UnimplementedVMServer{})
+	tandemv1.RegisterHAServer(s, tandemv1.UnimplementedHAServer{})
+	healthpb.RegisterHealthServer(s, d.health)
+	reflection.Register(s)
+}
+
+// cluster returns the running consensus handles, or nil when the node is not
+// in a cluster.
+func (d *Daemon) cluster() (*identity, *consensus.Meta, *tlsMaterial) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.id, d.meta, d.tls
+}
+
+// clientTLS is the node's client identity for dialing peers.
+func (d *Daemon) clientTLS() (*tls.Config, error) {
+	_, _, m := d.cluster()
+	if m == nil {
+		return nil, errors.New("node is not in a cluster")
+	}
+	return pki.ClientTLS(m.cert, m.key, m.caCert)
+}

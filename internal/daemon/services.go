@@ -1,0 +1,291 @@
+package daemon
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/pki"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+const (
+	defaultTokenTTL = time.Hour
+	maxTokenTTL     = 7 * 24 * time.Hour
+	probeTimeout    = 500 * time.Millisecond
+)
+
+func grpcMessage(err error) string { return status.Convert(err).Message() }
+
+type clusterService struct {
+	tandemv1.UnimplementedClusterServer
+	d *Daemon
+}
+
+func (s *clusterService) Create(ctx context.Context, req *tandemv1.CreateClusterRequest) (*tandemv1.CreateClusterResponse, error) {
+	if err := s.d.create(ctx, req.Name); err != nil {
+		return nil, err
+	}
+	st := s.d.status(ctx)
+	return &tandemv1.CreateClusterResponse{Status: st, CredentialsDir: s.d.lay.adminDir()}, nil
+}
+
+func (s *clusterService) Join(ctx context.Context, req *tandemv1.JoinClusterRequest) (*tandemv1.JoinClusterResponse, error) {
+	id, err := s.d.join(ctx, req.Address, req.Token)
+	if err != nil {
+		return nil, err
+	}
+	return &tandemv1.JoinClusterResponse{ClusterName: id.ClusterName, NodeName: id.NodeName, ReplicaId: id.ReplicaID, CredentialsDir: s.d.lay.adminDir()}, nil
+}
+
+func (s *clusterService) CreateToken(ctx context.Context, req *tandemv1.CreateTokenRequest) (*tandemv1.CreateTokenResponse, error) {
+	ttl := time.Duration(req.TtlSeconds) * time.Second
+	if ttl == 0 {
+		ttl = defaultTokenTTL
+	}
+	if ttl > maxTokenTTL {
+		return nil, status.Errorf(codes.InvalidArgument, "ttl %s is longer than the maximum of %s", ttl, maxTokenTTL)
+	}
+	_, meta, m := s.d.cluster()
+	if err := s.d.requireQuorum(ctx); err != nil {
+		return nil, err
+	}
+	fp, err := pki.CertFingerprint(m.caCert)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "CA: %v", err)
+	}
+	tok, err := pki.NewJoinToken(fp)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "token: %v", err)
+	}
+	v := tok.Verifier()
+	exp := time.Now().Add(ttl).UTC()
+	if err := meta.AddToken(ctx, consensus.TokenRecord{ID: tok.IDString(), Verifier: hex.EncodeToString(v[:]), ExpiresAt: exp}); err != nil {
+		return nil, metaError(err)
+	}
+	return &tandemv1.CreateTokenResponse{Token: tok.String(), TokenId: tok.IDString(), ExpiresAt: timestamppb.New(exp)}, nil
+}
+
+func (s *clusterService) Status(ctx context.Context, _ *tandemv1.StatusRequest) (*tandemv1.ClusterStatus, error) {
+	return s.d.status(ctx), nil
+}
+
+func (s *clusterService) SetExpectedVotes(ctx context.Context, req *tandemv1.SetExpectedVotesRequest) (*tandemv1.SetExpectedVotesResponse, error) {
+	return s.d.setExpectedVotes(ctx, req)
+}
+
+// status is answered locally: when there is no quorum it says so and shows
+// the last state this node applied.
+func (d *Daemon) status(ctx context.Context) *tandemv1.ClusterStatus {
+	id, meta, _ := d.cluster()
+	st := &tandemv1.ClusterStatus{AnsweredBy: d.cfg.NodeName}
+	if id == nil {
+		st.Warnings = append(st.Warnings, "this node is not in a cluster yet")
+		return st
+	}
+	st.Initialized = true
+	st.ClusterName, st.ClusterId = id.ClusterName, id.ClusterID
+	host := meta.Host()
+
+	qctx, cancel := context.WithTimeout(ctx, d.quorumTimeout())
+	quorumErr := host.CheckQuorum(qctx, consensus.MetaShardID)
+	cancel()
+	st.Quorate = quorumErr == nil
+
+	var ms *consensus.MetaState
+	var err error
+	if st.Quorate {
+		rctx, cancel := context.WithTimeout(ctx, d.quorumTimeout())
+		ms, err = meta.State(rctx)
+		cancel()
+	}
+	if ms == nil {
+		ms, err = meta.LocalState()
+	}
+	if err != nil {
+		st.Warnings = append(st.Warnings, "local metadata unavailable: "+err.Error())
+		return st
+	}
+	st.AppliedIndex = ms.Applied
+	voters := map[uint64]bool{}
+	if st.Quorate {
+		mctx, cancel := context.WithTimeout(ctx, d.quorumTimeout())
+		if mem, err := host.Membership(mctx, consensus.MetaShardID); err == nil {
+			for r := range mem.Voters {
+				voters[r] = true
+			}
+			for r := range mem.Witnesses {
+				voters[r] = true
+			}
+		}
+		cancel()
+	}
+	if len(voters) == 0 {
+		if mem, err := host.LocalMembership(consensus.MetaShardID); err == nil {
+			for r := range mem.Voters {
+				voters[r] = true
+			}
+		}
+	}
+	leaderID, term, hasLeader := host.Leader(consensus.MetaShardID)
+	st.Term = term
+	st.Nodes = d.nodeInfos(ctx, ms, voters, leaderID, hasLeader && st.Quorate)
+	for _, n := range st.Nodes {
+		if n.Leader {
+			st.Leader = n.Name
+		}
+		if n.Vote == tandemv1.Vote_VOTE_VOTER && n.State != consensus.NodeRemoved {
+			st.Voters++
+			if n.Health == tandemv1.Health_HEALTH_ONLINE {
+				st.VotesOnline++
+			}
+		}
+	}
+	st.Quorum = st.Voters/2 + 1
+	if !st.Quorate {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("NOT QUORATE: %d of %d votes online, %d needed; changes are refused and this is %s's last known state", st.VotesOnline, st.Voters, st.Quorum, d.cfg.NodeName))
+	}
+	for _, n := range st.Nodes {
+		if n.State == consensus.NodeJoining {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("node %s is still joining; if the join failed, remove it with 'tandem node remove %s'", n.Name, n.Name))
+		}
+	}
+	from := max(0, len(ms.Audit)-10)
+	for _, a := range ms.Audit[from:] {
+		st.Audit = append(st.Audit, &tandemv1.AuditEntry{At: timestamppb.New(a.At), Node: a.Node, Action: a.Action, Detail: a.Detail})
+	}
+	return st
+}
+
+// nodeInfos builds the node table, probing every other member.
+func (d *Daemon) nodeInfos(ctx context.Context, ms *consensus.MetaState, voters map[uint64]bool, leaderID uint64, leaderKnown bool) []*tandemv1.NodeInfo {
+	var addrs []string
+	for _, n := range ms.Nodes {
+		if n.Name != d.cfg.NodeName && n.State != consensus.NodeRemoved {
+			addrs = append(addrs, n.BackendAddr)
+		}
+	}
+	d.mu.Lock()
+	peers := d.peers
+	d.mu.Unlock()
+	var probes map[string]probeResult
+	if peers != nil {
+		probes = peers.probe(ctx, d.cfg.NodeName, addrs, probeTimeout)
+	}
+	var out []*tandemv1.NodeInfo
+	for _, n := range ms.Nodes {
+		ni := &tandemv1.NodeInfo{
+			Name: n.Name, ReplicaId: n.ReplicaID, BackendAddr: n.BackendAddr, RaftAddr: n.RaftAddr, AdminAddr: n.AdminAddr,
+			State: n.State, JoinedAt: timestamppb.New(n.JoinedAt),
+			Leader: leaderKnown && n.ReplicaID == leaderID && n.State != consensus.NodeRemoved,
+		}
+		ni.Role = tandemv1.NodeRole_NODE_ROLE_DATA
+		if n.Role == "witness" {
+			ni.Role = tandemv1.NodeRole_NODE_ROLE_WITNESS
+		}
+		ni.Vote = tandemv1.Vote_VOTE_NON_VOTING
+		if voters[n.ReplicaID] || (len(voters) == 0 && n.Vote == "voter") {
+			ni.Vote = tandemv1.Vote_VOTE_VOTER
+		}
+		switch {
+		case n.State == consensus.NodeRemoved:
+			ni.Vote = tandemv1.Vote_VOTE_UNSPECIFIED
+			ni.Health = tandemv1.Health_HEALTH_UNKNOWN
+		case n.Name == d.cfg.NodeName:
+			ni.Health = tandemv1.Health_HEALTH_ONLINE
+			ni.HealthDetail = "this node"
+		default:
+			p, ok := probes[n.BackendAddr]
+			switch {
+			case !ok:
+				ni.Health = tandemv1.Health_HEALTH_UNKNOWN
+			case p.online:
+				ni.Health = tandemv1.Health_HEALTH_ONLINE
+				ni.RttUs = p.rtt.Microseconds()
+			default:
+				ni.Health = tandemv1.Health_HEALTH_OFFLINE
+				ni.HealthDetail = p.detail
+			}
+		}
+		out = append(out, ni)
+	}
+	slices.SortFunc(out, func(a, b *tandemv1.NodeInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+type nodeService struct {
+	tandemv1.UnimplementedNodeServer
+	d *Daemon
+}
+
+func (s *nodeService) List(ctx context.Context, _ *tandemv1.ListNodesRequest) (*tandemv1.ListNodesResponse, error) {
+	st := s.d.status(ctx)
+	if !st.Initialized {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
+	}
+	return &tandemv1.ListNodesResponse{Nodes: st.Nodes, Quorate: st.Quorate}, nil
+}
+
+func (s *nodeService) Remove(ctx context.Context, req *tandemv1.RemoveNodeRequest) (*tandemv1.RemoveNodeResponse, error) {
+	d := s.d
+	if err := d.requireQuorum(ctx); err != nil {
+		return nil, err
+	}
+	_, meta, _ := d.cluster()
+	if req.Name == d.cfg.NodeName {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s cannot remove itself; run the command on another member", req.Name)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ms, err := meta.State(rctx)
+	if err != nil {
+		return nil, metaError(err)
+	}
+	n, ok := ms.Nodes[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no node named %q in cluster %q", req.Name, ms.Cluster.Name)
+	}
+	if n.State == consensus.NodeRemoved {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s was already removed", req.Name)
+	}
+	if err := meta.Host().RemoveReplica(rctx, consensus.MetaShardID, n.ReplicaID); err != nil {
+		return nil, metaError(err)
+	}
+	rec, err := meta.SetNodeState(rctx, req.Name, consensus.NodeRemoved)
+	if err != nil {
+		return nil, metaError(err)
+	}
+	d.log.Warn("node removed", "node", req.Name, "replica", rec.ReplicaID)
+	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: rec.Name, ReplicaId: rec.ReplicaID, State: rec.State, BackendAddr: rec.BackendAddr}}, nil
+}
+
+type peerService struct {
+	tandemv1.UnimplementedPeerServer
+	d *Daemon
+}
+
+func (s *peerService) Join(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
+	resp, err := s.d.admit(ctx, req)
+	if err != nil {
+		s.d.log.Warn("join refused", "node", req.NodeName, "err", grpcMessage(err))
+	}
+	return resp, err
+}
+
+func (s *peerService) Ping(_ context.Context, _ *tandemv1.PingRequest) (*tandemv1.PingResponse, error) {
+	id, meta, _ := s.d.cluster()
+	resp := &tandemv1.PingResponse{Name: s.d.cfg.NodeName, Now: timestamppb.Now()}
+	if id != nil {
+		resp.ReplicaId = id.ReplicaID
+		resp.LeaderId, resp.Term, _ = meta.Host().Leader(consensus.MetaShardID)
+	}
+	return resp, nil
+}
