@@ -23,15 +23,15 @@ type identity struct {
 // layout names the files in the data directory.
 type layout struct{ dir string }
 
-func (l layout) identity() string  { return filepath.Join(l.dir, "node.json") }
-func (l layout) socket() string    { return filepath.Join(l.dir, "tandemd.sock") }
-func (l layout) raftDir() string   { return filepath.Join(l.dir, "raft") }
-func (l layout) tlsDir() string    { return filepath.Join(l.dir, "tls") }
-func (l layout) caCert() string    { return filepath.Join(l.tlsDir(), "ca.crt") }
-func (l layout) caKey() string     { return filepath.Join(l.tlsDir(), "ca.key") }
-func (l layout) nodeCert() string  { return filepath.Join(l.tlsDir(), "node.crt") }
-func (l layout) nodeKey() string   { return filepath.Join(l.tlsDir(), "node.key") }
-func (l layout) adminDir() string  { return filepath.Join(l.dir, "admin") }
+func (l layout) identity() string          { return filepath.Join(l.dir, "node.json") }
+func (l layout) socket() string            { return filepath.Join(l.dir, "tandemd.sock") }
+func (l layout) raftDir() string           { return filepath.Join(l.dir, "raft") }
+func (l layout) tlsDir() string            { return filepath.Join(l.dir, "tls") }
+func (l layout) caCert() string            { return filepath.Join(l.tlsDir(), "ca.crt") }
+func (l layout) caKey() string             { return filepath.Join(l.tlsDir(), "ca.key") }
+func (l layout) nodeCert() string          { return filepath.Join(l.tlsDir(), "node.crt") }
+func (l layout) nodeKey() string           { return filepath.Join(l.tlsDir(), "node.key") }
+func (l layout) adminDir() string          { return filepath.Join(l.dir, "admin") }
 func (l layout) adminFile(n string) string { return filepath.Join(l.adminDir(), n) }
 
 // writeFileAtomic writes via a temporary file, fsync and rename, so a crash
