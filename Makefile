@@ -8,7 +8,7 @@ TOOLS := $(CURDIR)/.tools/bin
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION            := v1.9.3
-STATICCHECK_VERSION        := 2026.1
+STATICCHECK_VERSION        := v0.8.2
 
 # Debian packages the tests and the demo drive as real parts.
 APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps

@@ -14,8 +14,6 @@ import (
 	"strings"
 	"syscall"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/daemon"
@@ -91,51 +89,33 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// loadConfig merges flag values into the file's settings before parsing, so
-// defaults derived from the backend address follow a flag override too.
+// loadConfig applies flag values on top of the file's settings before the
+// defaults are derived, so addresses derived from the backend address follow
+// a --backend-addr override too.
 func loadConfig(path string, set map[string]string) (config.Config, error) {
-	doc := map[string]any{}
+	var c config.Config
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return config.Config{}, fmt.Errorf("reading config file: %w", err)
 		}
-		if len(set) == 0 {
-			c, err := config.Parse(data)
-			if err != nil {
-				return config.Config{}, fmt.Errorf("%s: %w", path, err)
-			}
-			return c, nil
-		}
-		if err := yaml.Unmarshal(data, &doc); err != nil {
-			// Let Parse produce its precise error.
-			if _, perr := config.Parse(data); perr != nil {
-				return config.Config{}, fmt.Errorf("%s: %w", path, perr)
-			}
+		if c, err = config.Decode(data); err != nil {
 			return config.Config{}, fmt.Errorf("%s: %w", path, err)
 		}
-		if doc == nil {
-			doc = map[string]any{}
-		}
+	}
+	fields := map[string]*string{
+		"node_name": &c.NodeName, "data_dir": &c.DataDir, "backend_addr": &c.BackendAddr,
+		"raft_addr": &c.RaftAddr, "admin_addr": &c.AdminAddr, "metrics_addr": &c.MetricsAddr,
+		"role": &c.Role, "log.format": &c.Log.Format, "log.level": &c.Log.Level,
 	}
 	for k, v := range set {
-		if sect, key, ok := strings.Cut(k, "."); ok {
-			m, _ := doc[sect].(map[string]any)
-			if m == nil {
-				m = map[string]any{}
-			}
-			m[key] = v
-			doc[sect] = m
-			continue
-		}
-		doc[k] = v
+		*fields[k] = v
 	}
-	merged, err := yaml.Marshal(doc)
-	if err != nil {
-		return config.Config{}, fmt.Errorf("merge flags into config: %w", err)
+	if v, ok := set["metrics_addr"]; ok && v == "" {
+		c.MetricsAddr = config.MetricsOff
 	}
-	c, err := config.Parse(merged)
-	if err != nil {
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
 		return config.Config{}, fmt.Errorf("config invalid: %w", err)
 	}
 	return c, nil

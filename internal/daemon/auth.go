@@ -18,6 +18,7 @@ import (
 const (
 	methodCreate   = "/tandem.v1.Cluster/Create"
 	methodJoin     = "/tandem.v1.Cluster/Join"
+	methodStatus   = "/tandem.v1.Cluster/Status"
 	methodPeerJoin = "/tandem.v1.Peer/Join"
 )
 
@@ -44,8 +45,8 @@ func peerCert(ctx context.Context) (name, ou string, ok bool) {
 
 // adminAuth guards the admin API. Over TCP the client must present a
 // certificate from the cluster CA and a bearer token. Over the root-only unix
-// socket the token alone suffices, and an uninitialised node accepts create
-// and join without one, since no token exists yet.
+// socket the token alone suffices, and an uninitialised node accepts create,
+// join and status without one, since no token exists yet.
 func (d *Daemon) adminAuth(tcp bool) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if err := d.authorizeAdmin(ctx, info.FullMethod, tcp); err != nil {
@@ -76,7 +77,7 @@ func (d *Daemon) authorizeAdmin(ctx context.Context, method string, tcp bool) er
 	}
 	id, meta, _ := d.cluster()
 	if id == nil {
-		if !tcp && (method == methodCreate || method == methodJoin) {
+		if !tcp && (method == methodCreate || method == methodJoin || method == methodStatus) {
 			return nil
 		}
 		return status.Error(codes.FailedPrecondition, "this node is not in a cluster yet: run 'tandem cluster create NAME' or 'tandem cluster join ADDR --token T'")

@@ -55,7 +55,7 @@ type Options struct {
 type Cluster struct {
 	Nodes []*Node
 
-	t      testing.TB
+	t      Reporter
 	ip     string // path of the ip binary
 	prefix string // tdmt<pid>-<rand>, shared by all namespaces of the cluster
 	swNS   string
@@ -122,11 +122,44 @@ func findIP() (string, error) {
 	return "", errors.New("testcluster: ip (iproute2) not found")
 }
 
+// Reporter receives the harness's problems and notes. testing.TB is one;
+// programs outside tests (the demo, benchmarks) pass their own.
+type Reporter interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
 // New creates the namespaces, switch and links of an Options.Nodes-node
 // cluster and registers Close with t.Cleanup. It calls t.Fatal on any setup
 // error, so it must be called from the test goroutine.
 func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	if opts.BaseDir == "" {
+		// Requested before registering Close so that (cleanups being LIFO)
+		// processes are dead before their directories are removed.
+		opts.BaseDir = t.TempDir()
+	}
+	var c *Cluster
+	t.Cleanup(func() {
+		if c == nil {
+			return
+		}
+		if t.Failed() {
+			c.logTails(20)
+		}
+		c.Close()
+	})
+	c, err := Open(opts, t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Open is New for programs that are not tests: the caller must call Close.
+// opts.BaseDir is required.
+func Open(opts Options, r Reporter) (*Cluster, error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = defaultNodes
 	}
@@ -134,34 +167,25 @@ func New(t testing.TB, opts Options) *Cluster {
 		opts.Subnet = defaultSubnet
 	}
 	if opts.Nodes < 0 || opts.Nodes > 254-hostOffset {
-		t.Fatalf("testcluster: Nodes = %d, want 1..%d", opts.Nodes, 254-hostOffset)
+		return nil, fmt.Errorf("testcluster: Nodes = %d, want 1..%d", opts.Nodes, 254-hostOffset)
 	}
 	if net.ParseIP(opts.Subnet+".0").To4() == nil || strings.Count(opts.Subnet, ".") != 2 {
-		t.Fatalf("testcluster: Subnet %q is not the first three octets of an IPv4 /24", opts.Subnet)
+		return nil, fmt.Errorf("testcluster: Subnet %q is not the first three octets of an IPv4 /24", opts.Subnet)
 	}
 	if opts.BaseDir == "" {
-		// Requested before registering Close so that (cleanups being LIFO)
-		// processes are dead before their directories are removed.
-		opts.BaseDir = t.TempDir()
+		return nil, errors.New("testcluster: Options.BaseDir is required")
 	}
 	ip, err := findIP()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-
-	c := &Cluster{t: t, ip: ip}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.logTails(20)
-		}
-		c.Close()
-	})
+	c := &Cluster{t: r, ip: ip}
 	c.sweepStale()
 	if err := c.setup(opts); err != nil {
 		c.Close()
-		t.Fatalf("testcluster: setup: %v", err)
+		return nil, fmt.Errorf("testcluster: setup: %w", err)
 	}
-	return c
+	return c, nil
 }
 
 // setup builds the topology. Every interface is created inside its final

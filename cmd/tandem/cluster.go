@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Create and Join set up Raft and certificates; give them more than the
+// default per-call timeout unless --timeout says otherwise.
+const setupTimeout = time.Minute
+
+// maxTokenTTL mirrors the daemon's limit so mistakes are caught before dialing.
+const maxTokenTTL = 7 * 24 * time.Hour
+
+func newClusterCmd(a *app) *cobra.Command {
+	return newNounCmd("cluster", "Create, join and inspect the cluster",
+		newClusterCreateCmd(a),
+		newClusterJoinCmd(a),
+		newClusterTokenCmd(a),
+		newClusterStatusCmd(a),
+		newClusterExpectedVotesCmd(a),
+	)
+}
+
+func newClusterCreateCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a new cluster with this node as its first member",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, setupTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Cluster.Create(cmd.Context(), &tandemv1.CreateClusterRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				st := resp.GetStatus()
+				fmt.Fprintf(w, "created cluster %q (id %s)\n", st.GetClusterName(), orDash(st.GetClusterId()))
+				fmt.Fprintf(w, "admin credentials: %s (copy this directory to administer the cluster from elsewhere)\n\n", orDash(resp.GetCredentialsDir()))
+				return writeStatus(w, st)
+			})
+		},
+	}
+}
+
+func newClusterJoinCmd(a *app) *cobra.Command {
+	var token, tokenFile string
+	cmd := &cobra.Command{
+		Use:   "join ADDR",
+		Short: "Join this node to a cluster through a member's backend address",
+		Long: `Join this node to an existing cluster.
+
+ADDR is the backend address (host:port) of any member. The join token comes
+from 'tandem cluster token' on a member; pass it with --token, or keep it out
+of the process list with --token-file FILE or --token - (read from stdin).
+
+Here --token is the join token, not the admin token: a node that is not in a
+cluster yet accepts join without an admin token.`,
+		Args: argsNamed("ADDR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := joinToken(cmd.InOrStdin(), token, tokenFile)
+			if err != nil {
+				return err
+			}
+			c, err := a.dial(cmd, setupTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Cluster.Join(cmd.Context(), &tandemv1.JoinClusterRequest{Address: args[0], Token: tok})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				fmt.Fprintf(w, "joined cluster %q as node %q (replica %d)\n", resp.GetClusterName(), resp.GetNodeName(), resp.GetReplicaId())
+				fmt.Fprintf(w, "admin credentials: %s\n", orDash(resp.GetCredentialsDir()))
+				return nil
+			})
+		},
+	}
+	// Shadows the global --token (admin token) on this command only.
+	cmd.Flags().StringVar(&token, "token", "", "join token from 'tandem cluster token' ('-' reads it from stdin)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "read the join token from FILE ('-' for stdin)")
+	return cmd
+}
+
+// joinToken picks the join token from exactly one of --token / --token-file.
+func joinToken(stdin io.Reader, token, file string) (string, error) {
+	switch {
+	case token != "" && file != "":
+		return "", usageErrorf("give the join token with either --token or --token-file, not both")
+	case token == "" && file == "":
+		return "", usageErrorf("a join token is required: --token TOKEN, --token-file FILE or --token - (stdin)")
+	}
+	var (
+		b    []byte
+		from string
+		err  error
+	)
+	switch {
+	case token == "-" || file == "-":
+		from = "stdin"
+		b, err = io.ReadAll(io.LimitReader(stdin, 64<<10))
+	case file != "":
+		from = file
+		b, err = os.ReadFile(file)
+	default:
+		return strings.TrimSpace(token), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read join token from %s: %w", from, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("no join token in %s", from)
+	}
+	return tok, nil
+}
+
+func newClusterTokenCmd(a *app) *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create a one-time token for joining a node",
+		Args:  argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case ttl < 0 || (ttl > 0 && ttl < time.Second):
+				return usageErrorf("--ttl must be at least 1s (or 0 for the default)")
+			case ttl > maxTokenTTL:
+				return usageErrorf("--ttl must be at most 168h (7 days)")
+			}
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Cluster.CreateToken(cmd.Context(), &tandemv1.CreateTokenRequest{TtlSeconds: uint32(ttl / time.Second)})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				tw := newTabWriter(w)
+				fmt.Fprintf(tw, "token:\t%s\n", resp.GetToken())
+				if exp := resp.GetExpiresAt(); exp != nil {
+					fmt.Fprintf(tw, "expires:\t%s (in %s)\n", formatTime(exp), time.Until(exp.AsTime()).Round(time.Second))
+				}
+				fmt.Fprintf(tw, "token id:\t%s\n", orDash(resp.GetTokenId()))
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stderr, "On the new node run: tandem cluster join <backend address of a member> --token-file FILE (or --token -)")
+				return nil
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime, at most 168h (default: the daemon's, 1h)")
+	return cmd
+}
+
+func newClusterStatusCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show quorum, leader and node health",
+		Long: `Show the cluster status as seen by the answering node.
+
+When the cluster is not quorate the answer is that node's local view; the
+command still succeeds (exit 0) because the status itself is the answer.`,
+		Args: argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.Cluster.Status(cmd.Context(), &tandemv1.StatusRequest{})
+			if err != nil {
+				return err
+			}
+			return a.print(st, func(w io.Writer) error { return writeStatus(w, st) })
+		},
+	}
+}
+
+func newClusterExpectedVotesCmd(a *app) *cobra.Command {
+	var sure bool
+	cmd := &cobra.Command{
+		Use:   "expected-votes N",
+		Short: "Last resort: make this node quorate with N votes (risks split brain)",
+		Long: `Tell this node to treat N votes as the whole cluster. It keeps itself and
+just enough reachable members to be quorate now, and drops the rest from the
+membership.
+
+This can cause split brain if the dropped nodes are alive (for example on the
+other side of a network partition). Use it only when the missing nodes are
+powered off or gone for good. It asks for a typed "yes" on a terminal;
+scripts must pass --yes-i-understand-split-brain.`,
+		Args: argsNamed("N"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.ParseUint(args[0], 10, 32)
+			if err != nil || n == 0 {
+				return usageErrorf("expected-votes: N must be a positive whole number, not %q", args[0])
+			}
+			fmt.Fprint(a.stderr, splitBrainWarning(n))
+			if !sure {
+				if err := confirm(cmd.Context(), cmd.InOrStdin(), a.stderr); err != nil {
+					return err
+				}
+			}
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Cluster.SetExpectedVotes(cmd.Context(), &tandemv1.SetExpectedVotesRequest{Votes: uint32(n), Confirm: true})
+			if err != nil {
+				return err
+			}
+			if w := resp.GetWarning(); w != "" {
+				fmt.Fprintf(a.stderr, "WARNING: %s\n", w)
+			}
+			return a.print(resp, func(w io.Writer) error {
+				if removed := resp.GetRemoved(); len(removed) > 0 {
+					fmt.Fprintf(w, "removed from the membership: %s\n\n", strings.Join(removed, ", "))
+				} else {
+					fmt.Fprintf(w, "no members removed\n\n")
+				}
+				return writeStatus(w, resp.GetStatus())
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&sure, "yes-i-understand-split-brain", false, "skip the typed confirmation (for scripts)")
+	return cmd
+}
+
+func splitBrainWarning(n uint64) string {
+	return fmt.Sprintf(`
+************************************************************************
+WARNING: SETTING EXPECTED VOTES TO %d IS A LAST-RESORT OVERRIDE
+************************************************************************
+This node will treat %d vote(s) as the whole cluster. It keeps itself and
+just enough members it can reach right now to be quorate, and REMOVES the
+voters it cannot reach from the membership.
+
+If a removed node is in fact still running (a network partition rather
+than a dead machine), both sides may accept changes at the same time:
+SPLIT BRAIN. Cluster metadata and VM disks can diverge and be corrupted.
+
+Continue only if every node that is missing is powered off or gone for
+good, and keep removed nodes off until they are wiped and joined again.
+************************************************************************
+
+`, n, n)
+}
+
+// confirm asks for a typed "yes". Without a terminal it refuses rather than
+// reading a "yes" that a script piped in by accident.
+func confirm(ctx context.Context, in io.Reader, prompt io.Writer) error {
+	if !isTerminal(in) {
+		return errors.New("refusing to override expected votes: stdin is not a terminal, so the change cannot be confirmed; pass --yes-i-understand-split-brain if you are sure")
+	}
+	fmt.Fprint(prompt, `Type "yes" to continue: `)
+	// Read in the background so Ctrl-C (ctx) ends the wait.
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(in).ReadString('\n')
+		line <- s
+	}()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(prompt)
+		return fmt.Errorf("aborted: %w", ctx.Err())
+	case s := <-line:
+		if strings.TrimSpace(s) != "yes" {
+			return errors.New("aborted: expected votes not changed")
+		}
+		return nil
+	}
+}

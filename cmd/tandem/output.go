@@ -1,0 +1,181 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// print writes m as JSON with --output json, else calls table.
+func (a *app) print(m proto.Message, table func(w io.Writer) error) error {
+	if a.output == "json" {
+		return writeJSON(a.stdout, m)
+	}
+	return table(a.stdout)
+}
+
+// writeJSON writes m as one JSON document. Unpopulated fields are included
+// so scripts see false/0/"" instead of a missing key.
+func writeJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{
+		Multiline:       true,
+		Indent:          "  ",
+		EmitUnpopulated: true,
+		UseProtoNames:   true,
+	}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func newTabWriter(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// writeStatus prints a cluster status for people.
+func writeStatus(w io.Writer, s *tandemv1.ClusterStatus) error {
+	if !s.GetInitialized() {
+		fmt.Fprintf(w, "%s is not part of a cluster yet.\n", orDash(s.GetAnsweredBy()))
+		fmt.Fprintln(w, "Create one with 'tandem cluster create NAME' or join one with 'tandem cluster join ADDR --token TOKEN'.")
+		writeWarnings(w, s.GetWarnings())
+		return nil
+	}
+
+	tw := newTabWriter(w)
+	fmt.Fprintf(tw, "cluster:\t%s (id %s)\n", s.GetClusterName(), orDash(s.GetClusterId()))
+	if s.GetQuorate() {
+		fmt.Fprintf(tw, "quorate:\tyes\n")
+	} else {
+		fmt.Fprintf(tw, "quorate:\tNOT QUORATE (this is %s's local view)\n", orDash(s.GetAnsweredBy()))
+	}
+	fmt.Fprintf(tw, "leader:\t%s\n", orDash(s.GetLeader()))
+	fmt.Fprintf(tw, "term:\t%d\n", s.GetTerm())
+	fmt.Fprintf(tw, "votes:\t%d online / %d voters\n", s.GetVotesOnline(), s.GetVoters())
+	fmt.Fprintf(tw, "quorum:\t%d votes needed\n", s.GetQuorum())
+	fmt.Fprintf(tw, "answered by:\t%s\n", orDash(s.GetAnsweredBy()))
+	fmt.Fprintf(tw, "applied index:\t%d\n", s.GetAppliedIndex())
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	if err := writeNodes(w, s.GetNodes(), false); err != nil {
+		return err
+	}
+	writeWarnings(w, s.GetWarnings())
+
+	if audit := s.GetAudit(); len(audit) > 0 {
+		fmt.Fprintln(w, "\nrecent audit:")
+		tw := newTabWriter(w)
+		fmt.Fprintln(tw, "TIME\tNODE\tACTION\tDETAIL")
+		for _, e := range audit {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", formatTime(e.GetAt()), orDash(e.GetNode()), orDash(e.GetAction()), e.GetDetail())
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+func writeWarnings(w io.Writer, warnings []string) {
+	if len(warnings) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	for _, m := range warnings {
+		fmt.Fprintf(w, "WARNING: %s\n", m)
+	}
+}
+
+// writeNodes prints the node table; wide adds the ID and admin address.
+// Health details go below the table so long messages don't break its columns.
+func writeNodes(w io.Writer, nodes []*tandemv1.NodeInfo, wide bool) error {
+	tw := newTabWriter(w)
+	if wide {
+		fmt.Fprintln(tw, "NAME\tID\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tADMIN\tRTT")
+	} else {
+		fmt.Fprintln(tw, "NAME\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tRTT")
+	}
+	var details []string
+	for _, n := range nodes {
+		leader := "-"
+		if n.GetLeader() {
+			leader = "*"
+		}
+		if wide {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+				orDash(n.GetName()), n.GetReplicaId(), roleName(n.GetRole()), voteName(n.GetVote()),
+				orDash(n.GetState()), healthName(n.GetHealth()), leader,
+				orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n))
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+				orDash(n.GetName()), roleName(n.GetRole()), voteName(n.GetVote()),
+				orDash(n.GetState()), healthName(n.GetHealth()), leader,
+				orDash(n.GetBackendAddr()), formatRTT(n))
+		}
+		if d := n.GetHealthDetail(); d != "" && n.GetHealth() != tandemv1.Health_HEALTH_ONLINE {
+			details = append(details, fmt.Sprintf("%s is %s: %s", orDash(n.GetName()), healthName(n.GetHealth()), d))
+		}
+	}
+	if len(nodes) == 0 {
+		fmt.Fprintln(tw, "(no nodes)")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, d := range details {
+		fmt.Fprintln(w, d)
+	}
+	return nil
+}
+
+func roleName(r tandemv1.NodeRole) string {
+	return enumName(r.String(), "NODE_ROLE_")
+}
+
+func voteName(v tandemv1.Vote) string {
+	return strings.ReplaceAll(enumName(v.String(), "VOTE_"), "_", "-")
+}
+
+func healthName(h tandemv1.Health) string {
+	return enumName(h.String(), "HEALTH_")
+}
+
+// enumName turns NODE_ROLE_WITNESS into "witness"; UNSPECIFIED becomes "-".
+func enumName(s, prefix string) string {
+	s = strings.ToLower(strings.TrimPrefix(s, prefix))
+	if s == "unspecified" {
+		return "-"
+	}
+	return s
+}
+
+func formatRTT(n *tandemv1.NodeInfo) string {
+	if n.GetHealth() != tandemv1.Health_HEALTH_ONLINE || n.GetRttUs() <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fms", float64(n.GetRttUs())/1000)
+}
+
+func formatTime(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().Local().Format(time.RFC3339)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+func newVolumeCmd(a *app) *cobra.Command {
+	return newNounCmd("volume", "Manage volumes", &cobra.Command{
+		Use:   "list",
+		Short: "List volumes",
+		Args:  argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Volume.List(cmd.Context(), &tandemv1.ListVolumesRequest{})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, "no volumes")
+				return err
+			})
+		},
+	})
+}

@@ -1,0 +1,11 @@
+// Package config reads, defaults and validates tandemd's configuration file.
+//
+// The file is a single YAML document of settings. Parsing is strict (an
+// unknown or misspelt setting is an error, not silently ignored), missing
+// settings get defaults, and every problem is reported at once, one line
+// each, in terms of the setting's name in the file.
+//
+// Command-line flags override file values: Decode the file, set the fields
+// the flags give, then ApplyDefaults and Validate, so that addresses derived
+// from backend_addr follow a flag that changes it.
+package config

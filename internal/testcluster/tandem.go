@@ -1,0 +1,198 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Ports every simulated node uses; each node has its own IP.
+const (
+	BackendPort = 7400
+	AdminPort   = 7300
+	MetricsPort = 9300
+)
+
+// BuildBinaries builds tandemd and tandem into dir from the module that
+// contains this package's source tree.
+func BuildBinaries(ctx context.Context, dir string) error {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	if root == "." || root == "" {
+		return errors.New("cannot find the module root (go env GOMOD is empty)")
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/tandemd", "./cmd/tandem")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, b)
+	}
+	return nil
+}
+
+// Tandem runs tandemd on the hosts of a Cluster and drives it with the CLI.
+type Tandem struct {
+	C   *Cluster
+	Bin string // directory holding tandemd and tandem
+}
+
+// NewTandem wraps c; binDir holds the built binaries.
+func NewTandem(c *Cluster, binDir string) *Tandem {
+	return &Tandem{C: c, Bin: binDir}
+}
+
+// DataDir is the node's tandemd data directory.
+func (t *Tandem) DataDir(n *Node) string { return filepath.Join(n.Dir, "data") }
+
+// BackendAddr is the node's backend (peer gRPC) address.
+func (t *Tandem) BackendAddr(n *Node) string { return fmt.Sprintf("%s:%d", n.IP, BackendPort) }
+
+// AdminAddr is the node's TCP admin API address.
+func (t *Tandem) AdminAddr(n *Node) string { return fmt.Sprintf("%s:%d", n.IP, AdminPort) }
+
+// Credentials is the admin credentials directory the node writes.
+func (t *Tandem) Credentials(n *Node) string { return filepath.Join(t.DataDir(n), "admin") }
+
+// StartDaemon starts tandemd on n and waits until its admin socket answers.
+func (t *Tandem) StartDaemon(ctx context.Context, n *Node, extra ...string) (*Proc, error) {
+	argv := append([]string{filepath.Join(t.Bin, "tandemd"),
+		"--node-name", n.Name,
+		"--data-dir", t.DataDir(n),
+		"--backend-addr", t.BackendAddr(n),
+		"--admin-addr", t.AdminAddr(n),
+		"--metrics-addr", fmt.Sprintf("%s:%d", n.IP, MetricsPort),
+	}, extra...)
+	p, err := t.C.Start(n, "tandemd", argv, nil)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, _, err := t.CLI(ctx, n, "cluster", "status", "--output", "json"); err == nil {
+			return p, nil
+		}
+		if !p.Alive() {
+			return nil, fmt.Errorf("tandemd on %s exited during startup:\n%s", n.Name, t.C.LogTail(n, "tandemd", 20))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("tandemd on %s did not answer within 15s:\n%s", n.Name, t.C.LogTail(n, "tandemd", 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// CLIError is a failed CLI run with its output.
+type CLIError struct {
+	Args   []string
+	Stderr string
+	Err    error
+}
+
+func (e *CLIError) Error() string {
+	return fmt.Sprintf("tandem %s: %v: %s", strings.Join(e.Args, " "), e.Err, strings.TrimSpace(e.Stderr))
+}
+
+func (e *CLIError) Unwrap() error { return e.Err }
+
+// CLI runs the tandem CLI inside n's namespace against n's data dir and
+// returns stdout and stderr.
+func (t *Tandem) CLI(ctx context.Context, n *Node, args ...string) (stdout, stderr string, err error) {
+	full := append([]string{"--data-dir", t.DataDir(n)}, args...)
+	return t.RawCLI(ctx, n, full...)
+}
+
+// RawCLI runs the tandem CLI in n's namespace with exactly these arguments.
+func (t *Tandem) RawCLI(ctx context.Context, n *Node, args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	argv := append([]string{"netns", "exec", n.NS, filepath.Join(t.Bin, "tandem")}, args...)
+	cmd := exec.CommandContext(ctx, t.C.ip, argv...)
+	cmd.Env = append(os.Environ(), "TANDEM_TOKEN=", "TANDEM_CREDENTIALS=", "TANDEM_DATA_DIR=")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		return o.String(), e.String(), &CLIError{Args: args, Stderr: e.String(), Err: err}
+	}
+	return o.String(), e.String(), nil
+}
+
+// Status asks n for the cluster status through the CLI's JSON output.
+func (t *Tandem) Status(ctx context.Context, n *Node) (*tandemv1.ClusterStatus, error) {
+	out, _, err := t.CLI(ctx, n, "cluster", "status", "--output", "json")
+	if err != nil {
+		return nil, err
+	}
+	var st tandemv1.ClusterStatus
+	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("status json from %s: %w\n%s", n.Name, err, out)
+	}
+	return &st, nil
+}
+
+// Token creates a one-time join token on n.
+func (t *Tandem) Token(ctx context.Context, n *Node) (string, error) {
+	out, _, err := t.CLI(ctx, n, "cluster", "token", "--output", "json")
+	if err != nil {
+		return "", err
+	}
+	var r tandemv1.CreateTokenResponse
+	if err := protojson.Unmarshal([]byte(out), &r); err != nil {
+		return "", fmt.Errorf("token json: %w\n%s", err, out)
+	}
+	return r.Token, nil
+}
+
+// Form creates cluster name on the first of nodes (default: all hosts) and
+// joins the others through the CLI, each with its own one-time token.
+func (t *Tandem) Form(ctx context.Context, name string, nodes ...*Node) error {
+	if len(nodes) == 0 {
+		nodes = t.C.Nodes
+	}
+	first := nodes[0]
+	if _, _, err := t.CLI(ctx, first, "cluster", "create", name); err != nil {
+		return err
+	}
+	for _, n := range nodes[1:] {
+		tok, err := t.Token(ctx, first)
+		if err != nil {
+			return err
+		}
+		if _, _, err := t.CLI(ctx, n, "cluster", "join", t.BackendAddr(first), "--token", tok); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitStatus polls n's status until ok accepts it or the timeout passes.
+func (t *Tandem) WaitStatus(ctx context.Context, n *Node, timeout time.Duration, ok func(*tandemv1.ClusterStatus) bool) (*tandemv1.ClusterStatus, error) {
+	deadline := time.Now().Add(timeout)
+	var last *tandemv1.ClusterStatus
+	var lastErr error
+	for {
+		st, err := t.Status(ctx, n)
+		if err == nil && ok(st) {
+			return st, nil
+		}
+		last, lastErr = st, err
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if lastErr != nil {
+				return last, fmt.Errorf("waiting for status on %s: %w", n.Name, lastErr)
+			}
+			return last, fmt.Errorf("waiting for status on %s: condition not met within %s (last: quorate=%v leader=%q online=%d/%d)", n.Name, timeout, last.GetQuorate(), last.GetLeader(), last.GetVotesOnline(), last.GetVoters())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
