@@ -13,7 +13,7 @@ STATICCHECK_VERSION        := v0.8.2
 # Debian packages the tests and the demo drive as real parts.
 APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps
 
-.PHONY: all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
+.PHONY: proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -47,7 +47,15 @@ proto: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/tandemhci/tandem \
 	  proto/tandem/v1/*.proto
 
-test: deps build
+# proto-check regenerates the API code and fails if the committed copy differs.
+proto-check: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	protoc -I proto -I /usr/include --plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc \
+	  --go_out=$$tmp --go_opt=module=github.com/tandemhci/tandem \
+	  --go-grpc_out=$$tmp --go-grpc_opt=module=github.com/tandemhci/tandem proto/tandem/v1/*.proto && \
+	diff -rq $$tmp/proto/tandemv1 proto/tandemv1 || { echo "generated code in proto/ is stale: run 'make proto' and commit"; exit 1; }
+
+test: deps build proto-check
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 -timeout 20m ./...

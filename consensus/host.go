@@ -66,6 +66,8 @@ type HostConfig struct {
 	// TLS enables mutual TLS between Raft hosts when set.
 	TLS    *TLSFiles
 	Logger *slog.Logger
+	// OnPropose, when set, observes every Propose (for metrics).
+	OnPropose func(shardID uint64, took time.Duration, err error)
 }
 
 func (c *HostConfig) withDefaults() {
@@ -263,12 +265,16 @@ func (h *Host) attemptTimeout() time.Duration {
 
 // Propose commits cmd to the shard and returns the state machine's result.
 func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Result, error) {
+	start := time.Now()
 	var res sm.Result
 	err := h.withRetry(ctx, "propose", func(ctx context.Context) error {
 		r, err := h.nh.SyncPropose(ctx, h.nh.GetNoOPSession(shardID), cmd)
 		res = r
 		return err
 	})
+	if h.cfg.OnPropose != nil {
+		h.cfg.OnPropose(shardID, time.Since(start), err)
+	}
 	return res, err
 }
 

@@ -30,6 +30,7 @@ func newClusterCmd(a *app) *cobra.Command {
 		newClusterTokenCmd(a),
 		newClusterStatusCmd(a),
 		newClusterExpectedVotesCmd(a),
+		newClusterConfigCmd(a),
 	)
 }
 

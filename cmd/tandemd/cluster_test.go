@@ -104,6 +104,9 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("after formation: voters=%d quorate=%v leader=%q nodes=%s", st.Voters, st.Quorate, st.Leader, voters(st))
 	}
 	clusterID := st.ClusterId
+	if _, _, err := td.CLI(ctx, n2, "cluster", "config", "set", "site=lab", "owner=ops"); err != nil {
+		t.Fatal(err)
+	}
 
 	// grpcurl lists the services through reflection over mTLS and calls one.
 	cred := td.Credentials(n1)
@@ -293,6 +296,10 @@ func TestControlPlane(t *testing.T) {
 	}
 	if st.ClusterId != clusterID || names["n1"] != "member" || names["n2"] != "member" || names["n3"] != "member" || names["n4"] != "removed" || st.AppliedIndex < appliedBefore {
 		t.Fatalf("state after restarting every node: id=%s applied=%d (before %d) nodes=%s", st.ClusterId, st.AppliedIndex, appliedBefore, voters(st))
+	}
+	cfgOut, _, err := td.CLI(ctx, n3, "cluster", "config", "get", "--output", "json")
+	if err != nil || !strings.Contains(cfgOut, `"site": "lab"`) || !strings.Contains(cfgOut, `"owner": "ops"`) {
+		t.Fatalf("cluster config after restarting every node: %v\n%s", err, cfgOut)
 	}
 	// And the cluster still takes changes.
 	if _, err := td.Token(ctx, n3); err != nil {

@@ -300,6 +300,7 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
 		TLS:             &consensus.TLSFiles{CAFile: d.lay.caCert(), CertFile: d.lay.nodeCert(), KeyFile: d.lay.nodeKey()},
 		Logger:          d.log,
+		OnPropose:       d.mets.observePropose,
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandemhci/tandem/consensus"
@@ -8,7 +10,21 @@ import (
 
 // metrics are read from live state at scrape time, so nothing on the hot
 // path updates them.
-type metrics struct{}
+type metrics struct {
+	propose *prometheus.HistogramVec
+}
+
+func (m *metrics) observePropose(shardID uint64, took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	shard := "volume"
+	if shardID == consensus.MetaShardID {
+		shard = "metadata"
+	}
+	m.propose.WithLabelValues(shard, result).Observe(took.Seconds())
+}
 
 func newMetrics(d *Daemon) *metrics {
 	gauge := func(name, help string, f func() float64) {
@@ -59,5 +75,12 @@ func newMetrics(d *Daemon) *metrics {
 		}
 		return float64(st.Applied)
 	})
-	return &metrics{}
+	m := &metrics{propose: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "tandem", Name: "raft_propose_seconds",
+		Help:        "Time to commit and apply a Raft proposal, retries included.",
+		ConstLabels: prometheus.Labels{"node": d.cfg.NodeName},
+		Buckets:     prometheus.ExponentialBuckets(0.0002, 2, 16),
+	}, []string{"shard", "result"})}
+	d.reg.MustRegister(m.propose)
+	return m
 }

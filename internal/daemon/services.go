@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -17,7 +18,10 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
+var configKeyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
 const (
+	maxConfigValue  = 4096
 	defaultTokenTTL = time.Hour
 	maxTokenTTL     = 7 * 24 * time.Hour
 	probeTimeout    = 500 * time.Millisecond
@@ -80,6 +84,41 @@ func (s *clusterService) Status(ctx context.Context, _ *tandemv1.StatusRequest) 
 
 func (s *clusterService) SetExpectedVotes(ctx context.Context, req *tandemv1.SetExpectedVotesRequest) (*tandemv1.SetExpectedVotesResponse, error) {
 	return s.d.setExpectedVotes(ctx, req)
+}
+
+func (s *clusterService) GetConfig(ctx context.Context, _ *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {
+	_, meta, _ := s.d.cluster()
+	rctx, cancel := context.WithTimeout(ctx, s.d.quorumTimeout())
+	defer cancel()
+	ms, err := meta.State(rctx)
+	if err != nil {
+		return nil, metaError(err)
+	}
+	return &tandemv1.ClusterConfig{Values: ms.Config}, nil
+}
+
+func (s *clusterService) SetConfig(ctx context.Context, req *tandemv1.SetConfigRequest) (*tandemv1.ClusterConfig, error) {
+	if len(req.Values) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no settings given")
+	}
+	for k, v := range req.Values {
+		if !configKeyRE.MatchString(k) {
+			return nil, status.Errorf(codes.InvalidArgument, "setting name %q: use 1-64 lowercase letters, digits, '.', '_' or '-'", k)
+		}
+		if len(v) > maxConfigValue {
+			return nil, status.Errorf(codes.InvalidArgument, "setting %s: value is %d bytes, the limit is %d", k, len(v), maxConfigValue)
+		}
+	}
+	if err := s.d.requireQuorum(ctx); err != nil {
+		return nil, err
+	}
+	_, meta, _ := s.d.cluster()
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := meta.SetConfig(pctx, req.Values); err != nil {
+		return nil, metaError(err)
+	}
+	return s.GetConfig(ctx, &tandemv1.GetConfigRequest{})
 }
 
 // status is answered locally: when there is no quorum it says so and shows

@@ -1018,6 +1018,131 @@ func (x *SetExpectedVotesResponse) GetWarning() string {
 	return ""
 }
 
+type GetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigRequest) Reset() {
+	*x = GetConfigRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigRequest) ProtoMessage() {}
+
+func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{12}
+}
+
+type SetConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys to set; an empty value deletes the key.
+	Values        map[string]string `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConfigRequest) Reset() {
+	*x = SetConfigRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConfigRequest) ProtoMessage() {}
+
+func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
+func (*SetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SetConfigRequest) GetValues() map[string]string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type ClusterConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        map[string]string      `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterConfig) Reset() {
+	*x = ClusterConfig{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterConfig) ProtoMessage() {}
+
+func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
+func (*ClusterConfig) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ClusterConfig) GetValues() map[string]string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1026,7 +1151,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[12]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1163,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[12]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1176,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{12}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{15}
 }
 
 type ListNodesResponse struct {
@@ -1064,7 +1189,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[13]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1201,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[13]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1214,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{13}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1115,7 +1240,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1252,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1265,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{14}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -1159,7 +1284,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1296,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1309,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{15}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveNodeResponse) GetNode() *NodeInfo {
@@ -1203,7 +1328,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1340,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1353,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{16}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
 }
 
 type ListVolumesResponse struct {
@@ -1239,7 +1364,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1376,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1389,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{17}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
 }
 
 type ListVMsRequest struct {
@@ -1275,7 +1400,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1412,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1425,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{18}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
 }
 
 type ListVMsResponse struct {
@@ -1311,7 +1436,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1448,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1461,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
 }
 
 type HAStatusRequest struct {
@@ -1347,7 +1472,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1484,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1497,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
 }
 
 type HAStatusResponse struct {
@@ -1383,7 +1508,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1520,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1533,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
 }
 
 // Peer: node to node on the backend network.
@@ -1422,7 +1547,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1559,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1572,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -1480,7 +1605,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1617,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1630,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -1575,7 +1700,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1712,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1725,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -1668,7 +1793,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1805,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1818,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -1716,7 +1841,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1853,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1866,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PingResponse) GetName() string {
@@ -1855,6 +1980,17 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2\x18.tandem.v1.ClusterStatusR\x06status\x12\x18\n" +
 	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x18\n" +
 	"\awarning\x18\x03 \x01(\tR\awarning\"\x12\n" +
+	"\x10GetConfigRequest\"\x8e\x01\n" +
+	"\x10SetConfigRequest\x12?\n" +
+	"\x06values\x18\x01 \x03(\v2'.tandem.v1.SetConfigRequest.ValuesEntryR\x06values\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x01\n" +
+	"\rClusterConfig\x12<\n" +
+	"\x06values\x18\x01 \x03(\v2$.tandem.v1.ClusterConfig.ValuesEntryR\x06values\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
 	"\x10ListNodesRequest\"X\n" +
 	"\x11ListNodesResponse\x12)\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x13.tandem.v1.NodeInfoR\x05nodes\x12\x18\n" +
@@ -1917,13 +2053,15 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Health\x12\x12\n" +
 	"\x0eHEALTH_UNKNOWN\x10\x00\x12\x11\n" +
 	"\rHEALTH_ONLINE\x10\x01\x12\x12\n" +
-	"\x0eHEALTH_OFFLINE\x10\x022\x86\x03\n" +
+	"\x0eHEALTH_OFFLINE\x10\x022\x8e\x04\n" +
 	"\aCluster\x12K\n" +
 	"\x06Create\x12\x1f.tandem.v1.CreateClusterRequest\x1a .tandem.v1.CreateClusterResponse\x12E\n" +
 	"\x04Join\x12\x1d.tandem.v1.JoinClusterRequest\x1a\x1e.tandem.v1.JoinClusterResponse\x12L\n" +
 	"\vCreateToken\x12\x1d.tandem.v1.CreateTokenRequest\x1a\x1e.tandem.v1.CreateTokenResponse\x12<\n" +
 	"\x06Status\x12\x18.tandem.v1.StatusRequest\x1a\x18.tandem.v1.ClusterStatus\x12[\n" +
-	"\x10SetExpectedVotes\x12\".tandem.v1.SetExpectedVotesRequest\x1a#.tandem.v1.SetExpectedVotesResponse2\x90\x01\n" +
+	"\x10SetExpectedVotes\x12\".tandem.v1.SetExpectedVotesRequest\x1a#.tandem.v1.SetExpectedVotesResponse\x12B\n" +
+	"\tGetConfig\x12\x1b.tandem.v1.GetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12B\n" +
+	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig2\x90\x01\n" +
 	"\x04Node\x12A\n" +
 	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12E\n" +
 	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse2O\n" +
@@ -1950,7 +2088,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -1967,68 +2105,79 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*StatusRequest)(nil),            // 12: tandem.v1.StatusRequest
 	(*SetExpectedVotesRequest)(nil),  // 13: tandem.v1.SetExpectedVotesRequest
 	(*SetExpectedVotesResponse)(nil), // 14: tandem.v1.SetExpectedVotesResponse
-	(*ListNodesRequest)(nil),         // 15: tandem.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 16: tandem.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),        // 17: tandem.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 18: tandem.v1.RemoveNodeResponse
-	(*ListVolumesRequest)(nil),       // 19: tandem.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 20: tandem.v1.ListVolumesResponse
-	(*ListVMsRequest)(nil),           // 21: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 22: tandem.v1.ListVMsResponse
-	(*HAStatusRequest)(nil),          // 23: tandem.v1.HAStatusRequest
-	(*HAStatusResponse)(nil),         // 24: tandem.v1.HAStatusResponse
-	(*PeerMember)(nil),               // 25: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 26: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 27: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 28: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 29: tandem.v1.PingResponse
-	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
+	(*GetConfigRequest)(nil),         // 15: tandem.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),         // 16: tandem.v1.SetConfigRequest
+	(*ClusterConfig)(nil),            // 17: tandem.v1.ClusterConfig
+	(*ListNodesRequest)(nil),         // 18: tandem.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 19: tandem.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),        // 20: tandem.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 21: tandem.v1.RemoveNodeResponse
+	(*ListVolumesRequest)(nil),       // 22: tandem.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 23: tandem.v1.ListVolumesResponse
+	(*ListVMsRequest)(nil),           // 24: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 25: tandem.v1.ListVMsResponse
+	(*HAStatusRequest)(nil),          // 26: tandem.v1.HAStatusRequest
+	(*HAStatusResponse)(nil),         // 27: tandem.v1.HAStatusResponse
+	(*PeerMember)(nil),               // 28: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 29: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 30: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 31: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 32: tandem.v1.PingResponse
+	nil,                              // 33: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 34: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,  // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,  // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,  // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	30, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	35, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	3,  // 4: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	5,  // 5: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	30, // 6: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	35, // 6: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	4,  // 7: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	30, // 8: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 8: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 9: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	3,  // 10: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
-	3,  // 11: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
-	0,  // 12: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	25, // 13: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	30, // 14: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	6,  // 15: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	8,  // 16: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	10, // 17: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	12, // 18: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	13, // 19: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	15, // 20: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	17, // 21: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	19, // 22: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	21, // 23: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	23, // 24: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	26, // 25: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	28, // 26: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	7,  // 27: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	9,  // 28: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	11, // 29: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	4,  // 30: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	14, // 31: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	16, // 32: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	18, // 33: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	20, // 34: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	22, // 35: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	24, // 36: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	27, // 37: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	29, // 38: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	33, // 10: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	34, // 11: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	3,  // 12: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
+	3,  // 13: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
+	0,  // 14: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	28, // 15: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	35, // 16: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	6,  // 17: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	8,  // 18: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	10, // 19: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	12, // 20: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	13, // 21: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	15, // 22: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	16, // 23: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	18, // 24: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	20, // 25: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	22, // 26: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	24, // 27: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	26, // 28: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	29, // 29: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	31, // 30: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	7,  // 31: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	9,  // 32: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	11, // 33: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	4,  // 34: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	14, // 35: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	17, // 36: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	17, // 37: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	19, // 38: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	21, // 39: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	23, // 40: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	25, // 41: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	27, // 42: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	30, // 43: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	32, // 44: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	31, // [31:45] is the sub-list for method output_type
+	17, // [17:31] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -2042,7 +2191,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

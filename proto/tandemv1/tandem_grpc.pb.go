@@ -32,6 +32,8 @@ const (
 	Cluster_CreateToken_FullMethodName      = "/tandem.v1.Cluster/CreateToken"
 	Cluster_Status_FullMethodName           = "/tandem.v1.Cluster/Status"
 	Cluster_SetExpectedVotes_FullMethodName = "/tandem.v1.Cluster/SetExpectedVotes"
+	Cluster_GetConfig_FullMethodName        = "/tandem.v1.Cluster/GetConfig"
+	Cluster_SetConfig_FullMethodName        = "/tandem.v1.Cluster/SetConfig"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -43,6 +45,9 @@ type ClusterClient interface {
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*ClusterStatus, error)
 	SetExpectedVotes(ctx context.Context, in *SetExpectedVotesRequest, opts ...grpc.CallOption) (*SetExpectedVotesResponse, error)
+	// Cluster-wide settings kept in the metadata shard.
+	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error)
+	SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error)
 }
 
 type clusterClient struct {
@@ -103,6 +108,26 @@ func (c *clusterClient) SetExpectedVotes(ctx context.Context, in *SetExpectedVot
 	return out, nil
 }
 
+func (c *clusterClient) GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterConfig)
+	err := c.cc.Invoke(ctx, Cluster_GetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterClient) SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterConfig)
+	err := c.cc.Invoke(ctx, Cluster_SetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -112,6 +137,9 @@ type ClusterServer interface {
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	Status(context.Context, *StatusRequest) (*ClusterStatus, error)
 	SetExpectedVotes(context.Context, *SetExpectedVotesRequest) (*SetExpectedVotesResponse, error)
+	// Cluster-wide settings kept in the metadata shard.
+	GetConfig(context.Context, *GetConfigRequest) (*ClusterConfig, error)
+	SetConfig(context.Context, *SetConfigRequest) (*ClusterConfig, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -136,6 +164,12 @@ func (UnimplementedClusterServer) Status(context.Context, *StatusRequest) (*Clus
 }
 func (UnimplementedClusterServer) SetExpectedVotes(context.Context, *SetExpectedVotesRequest) (*SetExpectedVotesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetExpectedVotes not implemented")
+}
+func (UnimplementedClusterServer) GetConfig(context.Context, *GetConfigRequest) (*ClusterConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConfig not implemented")
+}
+func (UnimplementedClusterServer) SetConfig(context.Context, *SetConfigRequest) (*ClusterConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetConfig not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -248,6 +282,42 @@ func _Cluster_SetExpectedVotes_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).GetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_GetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).GetConfig(ctx, req.(*GetConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cluster_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).SetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_SetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).SetConfig(ctx, req.(*SetConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -274,6 +344,14 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetExpectedVotes",
 			Handler:    _Cluster_SetExpectedVotes_Handler,
+		},
+		{
+			MethodName: "GetConfig",
+			Handler:    _Cluster_GetConfig_Handler,
+		},
+		{
+			MethodName: "SetConfig",
+			Handler:    _Cluster_SetConfig_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
