@@ -64,6 +64,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseJoinToken -fuzztime=30s ./internal/pki/
 	$(GO) test -run='^$$' -fuzz=FuzzParseAdminToken -fuzztime=30s ./internal/pki/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=30s ./internal/config/
+	$(GO) test -run='^$$' -fuzz=FuzzMetaCommand -fuzztime=30s ./consensus/
 
 lint: $(TOOLS)/staticcheck
 	$(GO) vet ./...

@@ -1,9 +1,13 @@
 package consensus
 
 import (
+	"bytes"
+	"reflect"
+
 	"context"
 	"errors"
 	"fmt"
+	sm "github.com/lni/dragonboat/v4/statemachine"
 	"net"
 	"os"
 	"path/filepath"
@@ -248,4 +252,126 @@ func TestCorruptSnapshotRefused(t *testing.T) {
 			t.Errorf("snapshot %q accepted", in)
 		}
 	}
+}
+
+func TestForceMembershipAfterLosingMajority(t *testing.T) {
+	hosts := newCluster(t, 3, 0)
+	ctx := ctxT(t, 30*time.Second)
+	if err := hosts[0].meta.SetConfig(ctx, map[string]string{"keep": "me"}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until n1 has applied it locally (it may be a follower).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := hosts[0].meta.LocalState()
+		if err == nil && st.Config["keep"] == "me" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("n1 never applied the config")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	hosts[1].close()
+	hosts[2].close()
+	snap, err := hosts[0].h.ExportSnapshot(ctx, MetaShardID, filepath.Join(t.TempDir(), "export"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := hosts[0].h.cfg
+	hosts[0].close()
+	if err := ForceMembership(cfg, snap, map[uint64]string{1: hosts[0].addr}, 1); err != nil {
+		t.Fatal(err)
+	}
+	hosts[0].open(t, 0)
+	if err := hosts[0].meta.Start(1, nil, false, Voter); err != nil {
+		t.Fatal(err)
+	}
+	if err := hosts[0].meta.SetConfig(ctx, map[string]string{"after": "override"}); err != nil {
+		t.Fatalf("single survivor should be quorate after the override: %v", err)
+	}
+	st, err := hosts[0].meta.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Config["keep"] != "me" || len(st.Nodes) != 3 {
+		t.Fatalf("state lost by the override: %+v", st.Config)
+	}
+	m, err := hosts[0].h.Membership(ctx, MetaShardID)
+	if err != nil || len(m.Voters) != 1 {
+		t.Fatalf("membership after override: %+v %v", m, err)
+	}
+}
+
+// Proposals may be retried after a timeout and commit twice; the commands
+// that are not naturally idempotent must give the same answer again.
+func TestRetriedProposalsAreIdempotent(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	at := time.Now()
+	apply := func(c Command) ([]byte, error) {
+		c.At = at
+		return m.apply(&c)
+	}
+	boot := Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c1", Name: "c"}, Node: NodeRecord{Name: "n1", ReplicaID: 1}}}
+	for range 2 {
+		if _, err := apply(boot); err != nil {
+			t.Fatalf("bootstrap: %v", err)
+		}
+	}
+	other := boot
+	other.Bootstrap = &BootstrapCmd{Cluster: ClusterRecord{ID: "c2"}, Node: NodeRecord{Name: "x"}}
+	if _, err := apply(other); !errors.Is(err, ErrAlreadyBootstrapped) {
+		t.Fatalf("second cluster bootstrap: %v", err)
+	}
+	if _, err := apply(Command{Op: opAddToken, Token: &TokenRecord{ID: "t", Verifier: "v", ExpiresAt: at.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	join := Command{Op: opJoin, Join: &JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "n2", RaftAddr: "a:1"}}}
+	first, err := apply(join)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := apply(join)
+	if err != nil || string(again) != string(first) {
+		t.Fatalf("retried join: %s vs %s, %v", again, first, err)
+	}
+	thief := join
+	thief.Join = &JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "n3", RaftAddr: "b:1"}}
+	if _, err := apply(thief); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("token reuse by another node: %v", err)
+	}
+}
+
+func FuzzMetaCommand(f *testing.F) {
+	f.Add([]byte(`{"op":"bootstrap","bootstrap":{"cluster":{"id":"c","name":"c"},"node":{"name":"n1","replica_id":1}}}`))
+	f.Add([]byte(`{"op":"join","join":{"token_id":"t","verifier":"v","node":{"name":"n2"}}}`))
+	f.Add([]byte(`{"op":"node-state","node_state":{"name":"n1","state":"removed"}}`))
+	f.Add([]byte(`{"op":"set-config","set_config":{"a":"b"}}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, cmd []byte) {
+		m := &metaSM{s: emptyState()}
+		boot := []byte(`{"op":"bootstrap","bootstrap":{"cluster":{"id":"c","name":"c"},"node":{"name":"n1","replica_id":1}}}`)
+		if _, err := m.Update(sm.Entry{Index: 1, Cmd: boot}); err != nil {
+			t.Fatal(err)
+		}
+		before := m.s.clone()
+		res, err := m.Update(sm.Entry{Index: 2, Cmd: cmd})
+		if err != nil {
+			t.Fatalf("Update returned an error (would stop the replica): %v", err)
+		}
+		if res.Value != 0 {
+			// A refused command changes nothing but the applied index.
+			before.Applied = 2
+			if !reflect.DeepEqual(before, m.s) {
+				t.Fatalf("refused command %q changed the state", cmd)
+			}
+		}
+		var buf bytes.Buffer
+		if err := m.SaveSnapshot(&buf, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := (&metaSM{s: emptyState()}).RecoverFromSnapshot(&buf, nil, nil); err != nil {
+			t.Fatalf("snapshot does not round-trip: %v", err)
+		}
+	})
 }

@@ -103,6 +103,14 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
+	nh, err := dragonboat.NewNodeHost(nodeHostConfig(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("start raft host on %s: %w", cfg.RaftAddr, err)
+	}
+	return &Host{nh: nh, cfg: cfg, log: cfg.Logger}, nil
+}
+
+func nodeHostConfig(cfg HostConfig) config.NodeHostConfig {
 	logdb := config.GetTinyMemLogDBConfig()
 	logdb.Shards = 1
 	logdb.KVWriteBufferSize = 1 << 20
@@ -128,11 +136,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		nhc.CertFile = cfg.TLS.CertFile
 		nhc.KeyFile = cfg.TLS.KeyFile
 	}
-	nh, err := dragonboat.NewNodeHost(nhc)
-	if err != nil {
-		return nil, fmt.Errorf("start raft host on %s: %w", cfg.RaftAddr, err)
-	}
-	return &Host{nh: nh, cfg: cfg, log: cfg.Logger}, nil
+	return nhc
 }
 
 // Close stops every shard and the transport.
@@ -225,6 +229,10 @@ func retryable(err error) bool {
 // for good, or ctx ends. Running out of time while the shard keeps saying
 // "not ready" or timing out means no quorum.
 func (h *Host) withRetry(ctx context.Context, what string, op func(ctx context.Context) error) error {
+	return h.retryEvery(ctx, what, h.attemptTimeout(), op)
+}
+
+func (h *Host) retryEvery(ctx context.Context, what string, attemptTimeout time.Duration, op func(ctx context.Context) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
@@ -233,7 +241,7 @@ func (h *Host) withRetry(ctx context.Context, what string, op func(ctx context.C
 	backoff := 10 * time.Millisecond
 	var last error
 	for {
-		attempt, cancel := context.WithTimeout(ctx, h.attemptTimeout())
+		attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := op(attempt)
 		cancel()
 		if err == nil {
@@ -301,9 +309,15 @@ func (h *Host) StaleRead(shardID uint64, query any) (any, error) {
 
 // CheckQuorum confirms, through a ReadIndex round, that a leader holding a
 // strict majority is reachable. It returns ErrNoQuorum when not.
+//
+// Attempts are short (two election timeouts): a read index sent to a leader
+// that just died is never answered, and status should notice the new leader
+// soon after it is elected. Retrying a read is always safe.
 func (h *Host) CheckQuorum(ctx context.Context, shardID uint64) error {
-	return h.withRetry(ctx, "quorum check", func(ctx context.Context) error {
-		rs, err := h.nh.ReadIndex(shardID, h.attemptTimeout())
+	attempt := 2 * time.Duration(h.cfg.RTTMillisecond*h.cfg.ElectionRTT) * time.Millisecond
+	attempt = max(attempt, 100*time.Millisecond)
+	return h.retryEvery(ctx, "quorum check", attempt, func(ctx context.Context) error {
+		rs, err := h.nh.ReadIndex(shardID, attempt)
 		if err != nil {
 			return err
 		}

@@ -238,6 +238,9 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 	switch c.Op {
 	case opBootstrap:
 		if s.Bootstrapped() {
+			if c.Bootstrap != nil && c.Bootstrap.Cluster.ID == s.Cluster.ID {
+				return nil, nil // a retried bootstrap
+			}
 			return nil, ErrAlreadyBootstrapped
 		}
 		if c.Bootstrap == nil || c.Bootstrap.Cluster.ID == "" || c.Bootstrap.Node.Name == "" {
@@ -273,6 +276,11 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			return nil, ErrTokenInvalid
 		}
 		if t.UsedBy != "" {
+			// Proposals are retried after a timeout and may commit twice:
+			// the same node asking again gets the same answer.
+			if n, ok := s.Nodes[j.Node.Name]; ok && t.UsedBy == j.Node.Name && n.State == NodeJoining && n.RaftAddr == j.Node.RaftAddr {
+				return json.Marshal(n.ReplicaID)
+			}
 			return nil, fmt.Errorf("%w (by %s)", ErrTokenUsed, t.UsedBy)
 		}
 		if !c.At.Before(t.ExpiresAt) {

@@ -203,14 +203,16 @@ func newClusterExpectedVotesCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "expected-votes N",
 		Short: "Last resort: make this node quorate with N votes (risks split brain)",
-		Long: `Tell this node to treat N votes as the whole cluster. It keeps itself and
-just enough reachable members to be quorate now, and drops the rest from the
-membership.
+		Long: `Tell this node to treat N votes as the whole cluster, when the majority is
+gone for good. Only N=1 is supported: this node rewrites the metadata
+membership to itself alone (keeping everything it has applied), becomes
+quorate, and records the others as removed. The override is audited.
 
-This can cause split brain if the dropped nodes are alive (for example on the
+This causes split brain if the dropped nodes are alive (for example on the
 other side of a network partition). Use it only when the missing nodes are
-powered off or gone for good. It asks for a typed "yes" on a terminal;
-scripts must pass --yes-i-understand-split-brain.`,
+powered off or gone for good, and never start them again with their old data:
+wipe their data directory and rejoin them with a token. It asks for a typed
+"yes" on a terminal; scripts must pass --yes-i-understand-split-brain.`,
 		Args: argsNamed("N"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := strconv.ParseUint(args[0], 10, 32)
@@ -254,9 +256,9 @@ func splitBrainWarning(n uint64) string {
 ************************************************************************
 WARNING: SETTING EXPECTED VOTES TO %d IS A LAST-RESORT OVERRIDE
 ************************************************************************
-This node will treat %d vote(s) as the whole cluster. It keeps itself and
-just enough members it can reach right now to be quorate, and REMOVES the
-voters it cannot reach from the membership.
+This node will treat %d vote(s) as the whole cluster: it makes itself the
+only member of the metadata group and REMOVES every other node from the
+membership. Changes it never applied are lost.
 
 If a removed node is in fact still running (a network partition rather
 than a dead machine), both sides may accept changes at the same time:

@@ -55,6 +55,9 @@ func grpcurlPath(t *testing.T) string {
 	return ""
 }
 
+// squash normalises JSON whitespace: protojson varies it on purpose.
+func squash(s string) string { return strings.Join(strings.Fields(s), " ") }
+
 func voters(st *tandemv1.ClusterStatus) string {
 	var b strings.Builder
 	for _, n := range st.Nodes {
@@ -130,7 +133,7 @@ func TestControlPlane(t *testing.T) {
 		}
 	}
 	out, err = grpc(n2, append(append(append([]string{}, tls...), auth...), td.AdminAddr(n3), "tandem.v1.Cluster/Status")...)
-	if err != nil || !strings.Contains(out, `"quorate": true`) {
+	if err != nil || !strings.Contains(squash(out), `"quorate": true`) {
 		t.Fatalf("grpcurl Status: %v\n%s", err, out)
 	}
 
@@ -298,7 +301,7 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("state after restarting every node: id=%s applied=%d (before %d) nodes=%s", st.ClusterId, st.AppliedIndex, appliedBefore, voters(st))
 	}
 	cfgOut, _, err := td.CLI(ctx, n3, "cluster", "config", "get", "--output", "json")
-	if err != nil || !strings.Contains(cfgOut, `"site": "lab"`) || !strings.Contains(cfgOut, `"owner": "ops"`) {
+	if err != nil || !strings.Contains(squash(cfgOut), `"site": "lab"`) || !strings.Contains(squash(cfgOut), `"owner": "ops"`) {
 		t.Fatalf("cluster config after restarting every node: %v\n%s", err, cfgOut)
 	}
 	// And the cluster still takes changes.
@@ -407,5 +410,87 @@ func TestStartupErrors(t *testing.T) {
 				t.Fatalf("want one line 'tandemd: ...%s...', got:\n%s", tc.want, out)
 			}
 		})
+	}
+}
+
+// TestExpectedVotesOverride: after losing two of three nodes for good, the
+// survivor is made quorate alone; the left-out nodes are recorded as removed
+// and one of them rejoins with a fresh data dir and a new token.
+func TestExpectedVotesOverride(t *testing.T) {
+	testcluster.Require(t)
+	bin := binDir(t)
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	td := testcluster.NewTandem(c, bin)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	for _, n := range c.Nodes {
+		if _, err := td.StartDaemon(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := td.Form(ctx, "lone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := td.CLI(ctx, n1, "cluster", "config", "set", "kept=yes"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.WaitStatus(ctx, n3, 10*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 3 }); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(n1)
+	c.Kill(n2)
+	if _, err := td.WaitStatus(ctx, n3, 20*time.Second, func(s *tandemv1.ClusterStatus) bool { return !s.Quorate }); err != nil {
+		t.Fatal(err)
+	}
+	// Refused without confirmation (no terminal) and with N != 1.
+	if _, stderr, err := td.CLI(ctx, n3, "cluster", "expected-votes", "1"); err == nil {
+		t.Fatalf("expected-votes without confirmation succeeded: %s", stderr)
+	}
+	if _, stderr, err := td.CLI(ctx, n3, "cluster", "expected-votes", "2", "--yes-i-understand-split-brain"); err == nil || !strings.Contains(stderr, "only 1") {
+		t.Fatalf("expected-votes 2: err=%v stderr=%s", err, stderr)
+	}
+	out, stderr, err := td.CLI(ctx, n3, "cluster", "expected-votes", "1", "--yes-i-understand-split-brain")
+	if err != nil {
+		t.Fatalf("expected-votes 1: %v", err)
+	}
+	if !strings.Contains(stderr, "WARNING") || !strings.Contains(out, "n1, n2") {
+		t.Fatalf("override output lacks the warning or the removed nodes:\nstdout:\n%s\nstderr:\n%s", out, stderr)
+	}
+	st, err := td.WaitStatus(ctx, n3, 10*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate })
+	if err != nil {
+		t.Fatal(err)
+	}
+	audited := false
+	for _, a := range st.Audit {
+		audited = audited || a.Action == "expected-votes-override"
+	}
+	if st.Voters != 1 || st.Leader != "n3" || !audited {
+		t.Fatalf("after override: voters=%d leader=%q audited=%v nodes=%s", st.Voters, st.Leader, audited, voters(st))
+	}
+	cfg, _, err := td.CLI(ctx, n3, "cluster", "config", "get", "--output", "json")
+	if err != nil || !strings.Contains(squash(cfg), `"kept": "yes"`) {
+		t.Fatalf("config lost by the override: %v %s", err, cfg)
+	}
+	// n2 comes back wiped and rejoins with a new token.
+	if err := os.RemoveAll(td.DataDir(n2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.StartDaemon(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := td.Token(ctx, n3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := td.CLI(ctx, n2, "cluster", "join", td.BackendAddr(n3), "--token", tok); err != nil {
+		t.Fatalf("rejoin after override: %v", err)
+	}
+	st, err = td.WaitStatus(ctx, n2, 15*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Voters != 2 {
+		t.Fatalf("after rejoin: %s", voters(st))
 	}
 }

@@ -280,7 +280,24 @@ func stopGracefully(s *grpc.Server, timeout time.Duration) {
 func (d *Daemon) startCluster(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.startClusterLocked(ctx, nil, false)
+	if err := d.startClusterLocked(ctx, nil, false); err != nil {
+		return err
+	}
+	return d.startTLSServersLocked()
+}
+
+func (d *Daemon) hostConfig() consensus.HostConfig {
+	return consensus.HostConfig{
+		Dir:             d.lay.raftDir(),
+		RaftAddr:        d.cfg.RaftAddr,
+		RTTMillisecond:  d.cfg.Raft.RTTMillisecond,
+		ElectionRTT:     d.cfg.Raft.ElectionRTT,
+		HeartbeatRTT:    d.cfg.Raft.HeartbeatRTT,
+		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
+		TLS:             &consensus.TLSFiles{CAFile: d.lay.caCert(), CertFile: d.lay.nodeCert(), KeyFile: d.lay.nodeKey()},
+		Logger:          d.log,
+		OnPropose:       d.mets.observePropose,
+	}
 }
 
 // startClusterLocked starts the Raft host and metadata replica. members and
@@ -291,17 +308,7 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 		return err
 	}
 	d.tls = m
-	host, err := consensus.NewHost(consensus.HostConfig{
-		Dir:             d.lay.raftDir(),
-		RaftAddr:        d.cfg.RaftAddr,
-		RTTMillisecond:  d.cfg.Raft.RTTMillisecond,
-		ElectionRTT:     d.cfg.Raft.ElectionRTT,
-		HeartbeatRTT:    d.cfg.Raft.HeartbeatRTT,
-		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
-		TLS:             &consensus.TLSFiles{CAFile: d.lay.caCert(), CertFile: d.lay.nodeCert(), KeyFile: d.lay.nodeKey()},
-		Logger:          d.log,
-		OnPropose:       d.mets.observePropose,
-	})
+	host, err := consensus.NewHost(d.hostConfig())
 	if err != nil {
 		return err
 	}
@@ -313,7 +320,7 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 	}
 	d.host, d.meta = host, meta
 	d.peers = newPeerPool(d)
-	return d.startTLSServersLocked()
+	return nil
 }
 
 func (d *Daemon) startTLSServersLocked() error {

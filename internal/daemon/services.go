@@ -83,7 +83,12 @@ func (s *clusterService) Status(ctx context.Context, _ *tandemv1.StatusRequest) 
 }
 
 func (s *clusterService) SetExpectedVotes(ctx context.Context, req *tandemv1.SetExpectedVotesRequest) (*tandemv1.SetExpectedVotesResponse, error) {
-	return s.d.setExpectedVotes(ctx, req)
+	resp, err := s.d.setExpectedVotes(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Status = s.d.status(ctx)
+	return resp, nil
 }
 
 func (s *clusterService) GetConfig(ctx context.Context, _ *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {

@@ -1,0 +1,48 @@
+// Package bench holds Tandem's benchmarks. Each one is a program under
+// bench/ that builds (or takes) the tandemd and tandem binaries, runs a real
+// cluster on one machine with the netns harness of internal/testcluster
+// (one network namespace per simulated host, real processes, real Raft
+// traffic over veth pairs and a bridge), measures, tears everything down
+// and writes machine-readable JSON plus a Markdown report to bench/results.
+// The package itself contains no code; it documents the suite.
+//
+// # Control plane (bench/control, `make bench-control`)
+//
+// Runs a 3-node cluster and measures:
+//
+//   - Metadata propose latency. N sequential (one in flight) Cluster.SetConfig
+//     calls overwriting the key bench.seq, sent through the unix admin socket
+//     of the metadata leader and then of a follower (which forwards the
+//     proposal to the leader inside dragonboat). The client-side latency of
+//     each call covers gRPC over the socket, the token check, a ReadIndex
+//     quorum check, one Raft proposal committed and applied on the node
+//     handling the call, and the linearizable read-back of the configuration
+//     the RPC returns. The server-side histogram tandem_raft_propose_seconds
+//     {shard="metadata",result="ok"} of the handling node is scraped before
+//     and after (from inside its namespace, by re-running the benchmark
+//     binary with a hidden -fetch flag through `ip netns exec`), and
+//     p50/p99 of the difference are interpolated within its power-of-two
+//     buckets.
+//   - Leader failover. K times: find the leader, SIGKILL every process of
+//     its host, then poll a survivor's Cluster.Status back to back through
+//     its unix socket until it reports quorate with another leader. The
+//     time from the kill to the end of that Status call is the failover
+//     time seen by an API client (goal < 2 s); its resolution is the
+//     duration of one Status call, which is reported too. In parallel a
+//     watcher inside each survivor's namespace scrapes /metrics every few
+//     milliseconds, which dates the Raft election itself (first sample with
+//     a known leader at a higher term). The killed node is then restarted
+//     and the time until the cluster shows 3/3 voters online and quorate
+//     is recorded before the next round.
+//   - Idle memory. VmRSS (and VmHWM) of every tandemd from /proc after the
+//     cluster has been idle for a while, once after formation and once at
+//     the end of the run (goal < 60 MB per node).
+//
+// # Still to come
+//
+// Replication (volume write latency and throughput through the data path,
+// with the disk and network limits measured alongside), failover of VMs and
+// volumes after host loss (including hosts that vanish without closing
+// their sockets, i.e. partitions and power loss), and live migration
+// (total time and guest downtime).
+package bench
