@@ -1,7 +1,11 @@
 # Tandem build. Every target installs what it needs (Debian 12, as root) and is idempotent.
 SHELL := /bin/bash
-GO ?= go
-export PATH := /usr/local/go/bin:$(CURDIR)/.tools/bin:$(PATH)
+# A Go new enough for go.mod; on a fresh Debian 12 the script fetches it.
+GO := $(shell $(CURDIR)/scripts/ensure-go.sh)
+ifeq ($(GO),)
+$(error no usable Go toolchain; see scripts/ensure-go.sh)
+endif
+export PATH := $(dir $(GO)):$(CURDIR)/.tools/bin:$(PATH)
 export GOFLAGS ?= -mod=mod
 TOOLS := $(CURDIR)/.tools/bin
 

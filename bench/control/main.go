@@ -1,0 +1,865 @@
+// Command control benchmarks Tandem's control plane on a 3-node cluster of
+// network namespaces: metadata propose latency, leader failover and idle
+// memory (see package bench for the method). It writes control.json and
+// control.md to -out and prints the Markdown.
+//
+//	go run ./bench/control -bin ./bin -out bench/results [-proposals 1000] [-kills 20]
+//
+// It must run as root (namespaces) from inside the module (for building).
+package main
+
+import (
+	"bufio"
+	"context"
+	"debug/buildinfo"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/testcluster"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+const (
+	clusterName = "bench"
+	configKey   = "bench.seq"
+	nodes       = 3
+	// failoverTimeout bounds one round's wait for a new leader; far above
+	// the goal so that slow failovers are measured rather than cut off.
+	failoverTimeout = 30 * time.Second
+	// backOnlineTimeout bounds the wait for a restarted node to rejoin.
+	backOnlineTimeout = 60 * time.Second
+	maxErrorSamples   = 5
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case fetchArg:
+			os.Exit(fetchMain(os.Args[2:]))
+		case watchArg:
+			os.Exit(watchMain(os.Args[2:]))
+		}
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+type config struct {
+	bin, out      string
+	proposals     int
+	warmup        int
+	kills         int
+	settle        time.Duration
+	idle          time.Duration
+	pollTimeout   time.Duration
+	watchInterval time.Duration
+	timeout       time.Duration
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("control", flag.ContinueOnError)
+	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
+	fs.StringVar(&c.out, "out", "bench/results", "directory for control.json and control.md")
+	fs.IntVar(&c.proposals, "proposals", 1000, "measured SetConfig calls per path (leader, follower)")
+	fs.IntVar(&c.warmup, "warmup", 20, "unmeasured SetConfig calls before each path")
+	fs.IntVar(&c.kills, "kills", 20, "leader kills")
+	fs.DurationVar(&c.settle, "settle", 2*time.Second, "wait after a restarted node is back before the next kill")
+	fs.DurationVar(&c.idle, "idle", 10*time.Second, "idle time before reading memory")
+	// Status on a survivor probes every member with a 500 ms timeout, and
+	// during an election its quorum check waits up to 1.5 s: a shorter
+	// deadline would turn every poll of a failover into an error.
+	fs.DurationVar(&c.pollTimeout, "poll-timeout", 3*time.Second, "deadline of each Status poll during failover")
+	fs.DurationVar(&c.watchInterval, "watch-interval", 10*time.Millisecond, "metrics scrape interval of the election watchers")
+	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.proposals < 0 || c.warmup < 0 || c.kills < 0 {
+		return c, errors.New("-proposals, -warmup and -kills must not be negative")
+	}
+	return c, nil
+}
+
+func run(args []string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "control:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+
+	rep, err := execute(ctx, log, cfg)
+	if rep != nil && ctx.Err() == nil {
+		md := rep.Markdown()
+		if werr := writeResults(cfg.out, rep, md); werr != nil {
+			log.Error("writing results", "err", werr)
+			return 1
+		}
+		fmt.Print(md)
+		log.Info("results written", "json", filepath.Join(cfg.out, "control.json"), "markdown", filepath.Join(cfg.out, "control.md"))
+	}
+	switch {
+	case ctx.Err() != nil:
+		log.Error("benchmark interrupted; nothing written", "err", context.Cause(ctx))
+		return 1
+	case err != nil:
+		log.Error("benchmark failed", "err", err)
+		return 1
+	case len(rep.Errors) > 0:
+		log.Error("benchmark finished with errors", "count", len(rep.Errors))
+		return 1
+	}
+	return 0
+}
+
+func writeResults(dir string, rep *Report, md string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "control.json"), append(js, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "control.md"), []byte(md), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// reporter passes the harness's notes and problems to slog.
+type reporter struct{ log *slog.Logger }
+
+func (r reporter) Helper()                           {}
+func (r reporter) Logf(format string, args ...any)   { r.log.Info(fmt.Sprintf(format, args...)) }
+func (r reporter) Errorf(format string, args ...any) { r.log.Error(fmt.Sprintf(format, args...)) }
+
+// bench is one run: the cluster, its clients and the report being filled.
+type bench struct {
+	cfg     config
+	log     *slog.Logger
+	c       *testcluster.Cluster
+	td      *testcluster.Tandem
+	self    string // this executable, re-run inside namespaces as a helper
+	ip      string
+	procs   map[string]*testcluster.Proc   // current tandemd per node
+	clients map[string]*adminclient.Client // admin socket clients per node
+	rep     *Report
+}
+
+// execute runs the whole benchmark. It returns a report whenever the cluster
+// came up, even if a later phase failed (the failure is in rep.Errors).
+func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
+	began := time.Now()
+	if err := testcluster.Available(); err != nil {
+		return nil, fmt.Errorf("network namespaces: %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("locating own executable: %w", err)
+	}
+	ip, err := findIP()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "tandem-bench-control-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(tmp) // runs last: after the cluster is closed
+
+	bin := cfg.bin
+	if bin == "" {
+		bin = filepath.Join(tmp, "bin")
+		log.Info("building tandemd and tandem", "dir", bin)
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err := testcluster.BuildBinaries(bctx, bin)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("build: %w", err)
+		}
+	}
+	if bin, err = filepath.Abs(bin); err != nil {
+		return nil, fmt.Errorf("bin dir: %w", err)
+	}
+	for _, name := range []string{"tandemd", "tandem"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, bin, err)
+		}
+	}
+
+	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, reporter{log})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	b := &bench{
+		cfg: cfg, log: log, c: c, td: testcluster.NewTandem(c, bin), self: self, ip: ip,
+		procs: map[string]*testcluster.Proc{}, clients: map[string]*adminclient.Client{},
+		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: hostInfo(), Tandemd: binaryInfo(filepath.Join(bin, "tandemd")), Params: Params{
+			Nodes: nodes, Proposals: cfg.proposals, Warmup: cfg.warmup, Kills: cfg.kills, Settle: cfg.settle.String(), Idle: cfg.idle.String(),
+			PollTimeout: cfg.pollTimeout.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.timeout.String(),
+		}, Goals: Goals{FailoverMS: goalFailoverMS, RSSMB: goalRSSMB}},
+	}
+	defer b.close() // also on errors and signals; Close is idempotent
+
+	if err := b.setup(ctx); err != nil {
+		for _, n := range c.Nodes {
+			log.Error("tandemd log tail", "node", n.Name, "log", c.LogTail(n, "tandemd", 15))
+		}
+		return nil, err
+	}
+	phases := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"idle memory after formation", func(ctx context.Context) error { return b.memory(ctx, "start") }},
+		{"propose via leader", func(ctx context.Context) error { return b.propose(ctx, "leader") }},
+		{"propose via follower", func(ctx context.Context) error { return b.propose(ctx, "follower") }},
+		{"leader failover", b.failover},
+		{"idle memory at the end", func(ctx context.Context) error { return b.memory(ctx, "end") }},
+	}
+	for _, ph := range phases {
+		log.Info("phase", "name", ph.name)
+		if err := ph.fn(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s: %w", ph.name, err)
+			}
+			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("%s: %v", ph.name, err))
+			log.Error("phase failed", "name", ph.name, "err", err)
+		}
+	}
+	b.rep.DaemonLog = scanDaemonLogs(c)
+	b.evaluateGoals()
+	b.rep.DurationS = time.Since(began).Seconds()
+	return b.rep, nil
+}
+
+// close tears the cluster down and checks that no namespace of ours is left.
+func (b *bench) close() {
+	for _, cl := range b.clients {
+		_ = cl.Close()
+	}
+	b.c.Close()
+	prefix := fmt.Sprintf("tdmt%d-", os.Getpid())
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) {
+				b.log.Error("namespace left behind after Close", "name", e.Name())
+			}
+		}
+	}
+}
+
+func (b *bench) setup(ctx context.Context) error {
+	for _, n := range b.c.Nodes {
+		p, err := b.td.StartDaemon(ctx, n)
+		if err != nil {
+			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
+		}
+		b.procs[n.Name] = p
+	}
+	b.log.Info("forming cluster", "name", clusterName)
+	if err := b.td.Form(ctx, clusterName); err != nil {
+		return fmt.Errorf("form cluster: %w", err)
+	}
+	for _, n := range b.c.Nodes {
+		if _, err := b.td.WaitStatus(ctx, n, 30*time.Second, healthy); err != nil {
+			return fmt.Errorf("cluster did not become healthy: %w", err)
+		}
+	}
+	st, err := b.leaderStatus(ctx)
+	if err != nil {
+		return err
+	}
+	b.log.Info("cluster ready", "leader", st.Leader, "term", st.Term)
+	return nil
+}
+
+// healthy: every voter online and quorate with a leader.
+func healthy(st *tandemv1.ClusterStatus) bool {
+	return st.Quorate && st.Leader != "" && st.Voters == nodes && st.VotesOnline == st.Voters
+}
+
+// client returns a cached admin socket client for n.
+func (b *bench) client(ctx context.Context, n *testcluster.Node) (*adminclient.Client, error) {
+	if cl, ok := b.clients[n.Name]; ok {
+		return cl, nil
+	}
+	cl, err := adminclient.Dial(ctx, adminclient.Options{DataDir: b.td.DataDir(n)})
+	if err != nil {
+		return nil, fmt.Errorf("admin client for %s: %w", n.Name, err)
+	}
+	b.clients[n.Name] = cl
+	return cl, nil
+}
+
+// dropClient forgets n's client, so that a restarted node gets a fresh
+// connection instead of one stuck in gRPC's reconnect backoff.
+func (b *bench) dropClient(n *testcluster.Node) {
+	if cl, ok := b.clients[n.Name]; ok {
+		_ = cl.Close()
+		delete(b.clients, n.Name)
+	}
+}
+
+func (b *bench) status(ctx context.Context, n *testcluster.Node, timeout time.Duration) (*tandemv1.ClusterStatus, error) {
+	cl, err := b.client(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	st, err := cl.Cluster.Status(ctx, &tandemv1.StatusRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("status of %s: %w", n.Name, err)
+	}
+	return st, nil
+}
+
+// leaderStatus asks the nodes in turn for a healthy status.
+func (b *bench) leaderStatus(ctx context.Context) (*tandemv1.ClusterStatus, error) {
+	var errs []error
+	for _, n := range b.c.Nodes {
+		st, err := b.status(ctx, n, 5*time.Second)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case !healthy(st):
+			errs = append(errs, fmt.Errorf("%s: not healthy (quorate=%v leader=%q online %d/%d)", n.Name, st.Quorate, st.Leader, st.VotesOnline, st.Voters))
+		case b.c.Node(st.Leader) == nil:
+			errs = append(errs, fmt.Errorf("%s: unknown leader %q", n.Name, st.Leader))
+		default:
+			return st, nil
+		}
+	}
+	return nil, fmt.Errorf("no healthy status: %w", errors.Join(errs...))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// propose runs the SetConfig series through the leader's or a follower's socket.
+func (b *bench) propose(ctx context.Context, via string) error {
+	if b.cfg.proposals == 0 {
+		return nil
+	}
+	st, err := b.leaderStatus(ctx)
+	if err != nil {
+		return err
+	}
+	n := b.c.Node(st.Leader)
+	if via == "follower" {
+		for _, m := range b.c.Nodes {
+			if m.Name != st.Leader {
+				n = m
+				break
+			}
+		}
+	}
+	res := ProposeResult{Via: via, Node: n.Name, LeaderBefore: st.Leader, Server: ServerHist{Node: n.Name}}
+	cl, err := b.client(ctx, n)
+	if err != nil {
+		return err
+	}
+	set := func(i int) error {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: via + "-" + strconv.Itoa(i)}})
+		return err
+	}
+	for i := range b.cfg.warmup {
+		if err := set(-1 - i); err != nil {
+			return fmt.Errorf("warm-up SetConfig through %s: %w", n.Name, err)
+		}
+	}
+	before, herr := b.proposeHistogram(ctx, n)
+
+	b.log.Info("proposing", "via", via, "node", n.Name, "calls", b.cfg.proposals)
+	res.SamplesMS = make([]float64, 0, b.cfg.proposals)
+	began := time.Now()
+	for i := range b.cfg.proposals {
+		start := time.Now()
+		err := set(i)
+		took := time.Since(start)
+		res.Calls++
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res.Errors++
+			if len(res.ErrorSamples) < maxErrorSamples {
+				res.ErrorSamples = append(res.ErrorSamples, fmt.Sprintf("call %d after %s: %v", i, took.Round(time.Microsecond), err))
+			}
+			continue
+		}
+		res.SamplesMS = append(res.SamplesMS, ms(took))
+	}
+	res.DurationS = time.Since(began).Seconds()
+	res.Client = summarize(res.SamplesMS)
+
+	after, aerr := b.proposeHistogram(ctx, n)
+	switch {
+	case herr != nil:
+		res.Server.Error = herr.Error()
+	case aerr != nil:
+		res.Server.Error = aerr.Error()
+	default:
+		if err := res.Server.fill(before, after); err != nil {
+			res.Server.Error = err.Error()
+		}
+	}
+	if st, err := b.leaderStatus(ctx); err == nil {
+		res.LeaderAfter = st.Leader
+	}
+	b.rep.Propose = append(b.rep.Propose, res)
+	b.log.Info("propose done", "via", via, "p50_ms", res.Client.P50, "p99_ms", res.Client.P99, "errors", res.Errors,
+		"server_p50_ms", fmtOpt(res.Server.P50MS), "server_p99_ms", fmtOpt(res.Server.P99MS))
+	if res.Errors > 0 {
+		return fmt.Errorf("%d of %d SetConfig calls through %s failed, first: %s", res.Errors, res.Calls, n.Name, res.ErrorSamples[0])
+	}
+	return nil
+}
+
+// proposeHistograms are the ok and error series of the metadata shard.
+type proposeHistograms struct{ ok, errs histogram }
+
+func (b *bench) proposeHistogram(ctx context.Context, n *testcluster.Node) (proposeHistograms, error) {
+	var h proposeHistograms
+	s, err := fetchMetrics(ctx, b.c, b.self, n)
+	if err != nil {
+		return h, err
+	}
+	const name = "tandem_raft_propose_seconds"
+	if h.ok, err = extractHistogram(s, name, map[string]string{"shard": "metadata", "result": "ok"}); err != nil {
+		return h, err
+	}
+	if h.errs, err = extractHistogram(s, name, map[string]string{"shard": "metadata", "result": "error"}); err != nil {
+		return h, err
+	}
+	return h, nil
+}
+
+func (s *ServerHist) fill(before, after proposeHistograms) error {
+	d, err := after.ok.minus(before.ok)
+	if err != nil {
+		return err
+	}
+	de, err := after.errs.minus(before.errs)
+	if err != nil {
+		return err
+	}
+	s.Delta, s.Observations, s.Errors = d, d.Count, de.Count
+	s.P50MS, s.P99MS = opt(d.quantile(0.50)*1000), opt(d.quantile(0.99)*1000)
+	if d.Count > 0 {
+		s.MeanMS = opt(d.Sum / d.Count * 1000)
+	}
+	return nil
+}
+
+// failover runs the leader-kill rounds.
+func (b *bench) failover(ctx context.Context) error {
+	if b.cfg.kills == 0 {
+		return nil
+	}
+	f := &FailoverResult{}
+	b.rep.Failover = f
+	var polls, detect, api, raft, restart, back, kill []float64
+	defer func() {
+		f.API, f.Raft, f.Poll, f.DetectPoll = summarize(api), summarize(raft), summarize(polls), summarize(detect)
+		f.Restart, f.BackOnline, f.Kill = summarize(restart), summarize(back), summarize(kill)
+		f.AboveGoal, f.RaftAbove = countAbove(api, goalFailoverMS), countAbove(raft, goalFailoverMS)
+	}()
+	for i := 1; i <= b.cfg.kills; i++ {
+		r, pollMS, err := b.failoverRound(ctx, i)
+		polls = append(polls, pollMS...)
+		f.Rounds = append(f.Rounds, r)
+		kill = append(kill, r.KillMS)
+		if r.Error != "" {
+			f.Failed++
+		} else {
+			api = append(api, r.FailoverMS)
+			detect = append(detect, r.DetectPollMS)
+		}
+		if r.RaftMS != nil {
+			raft = append(raft, *r.RaftMS)
+		}
+		if r.RestartMS > 0 {
+			restart = append(restart, r.RestartMS)
+		}
+		if r.BackOnlineMS > 0 {
+			back = append(back, r.BackOnlineMS)
+		}
+		if err != nil {
+			return fmt.Errorf("round %d: %w", i, err)
+		}
+		b.log.Info("failover round", "n", i, "killed", r.Killed, "new_leader", r.NewLeader, "api_ms", r.FailoverMS,
+			"raft_ms", fmtOpt(r.RaftMS), "polls", r.Polls, "back_online_ms", r.BackOnlineMS, "error", r.Error)
+	}
+	if f.Failed > 0 {
+		return fmt.Errorf("%d of %d rounds found no new leader within %s", f.Failed, b.cfg.kills, failoverTimeout)
+	}
+	return nil
+}
+
+// failoverRound kills the leader once. It returns the round, the durations
+// of the Status polls made while the node was down, and an error only when
+// the cluster could not be brought back to health (which ends the phase).
+func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, error) {
+	r := Round{N: i}
+	st, err := b.leaderStatus(ctx)
+	if err != nil {
+		return r, nil, err
+	}
+	victim := b.c.Node(st.Leader)
+	r.Killed, r.TermBefore = victim.Name, st.Term
+	var survivors []*testcluster.Node
+	for _, n := range b.c.Nodes {
+		if n != victim {
+			survivors = append(survivors, n)
+		}
+	}
+	polled := survivors[0]
+	r.Polled = polled.Name
+	cl, err := b.client(ctx, polled)
+	if err != nil {
+		return r, nil, err
+	}
+
+	// Watchers run from before the kill, so the first scrape after it is
+	// bracketed by one before it.
+	var ws []*watcher
+	defer func() {
+		for _, w := range ws {
+			w.stop()
+		}
+	}()
+	for _, n := range survivors {
+		w, err := startWatcher(ctx, b.ip, b.self, n, b.cfg.watchInterval, failoverTimeout+10*time.Second)
+		if err != nil {
+			b.log.Warn("no election watcher", "node", n.Name, "err", err)
+			continue
+		}
+		ws = append(ws, w)
+		if s, err := w.waitReady(ctx, 5*time.Second); err != nil {
+			b.log.Warn("election watcher not ready", "node", n.Name, "err", err)
+		} else if s.term != r.TermBefore {
+			b.log.Warn("watcher sees another term than the status", "node", n.Name, "watcher", s.term, "status", r.TermBefore)
+		}
+	}
+
+	b.dropClient(victim)
+	t0 := time.Now()
+	b.c.Kill(victim)
+	r.KillMS = ms(time.Since(t0))
+
+	var pollMS []float64
+	for {
+		start := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, b.cfg.pollTimeout)
+		s, err := cl.Cluster.Status(pctx, &tandemv1.StatusRequest{})
+		cancel()
+		end := time.Now()
+		pollMS = append(pollMS, ms(end.Sub(start)))
+		r.Polls++
+		if err != nil {
+			if ctx.Err() != nil {
+				return r, pollMS, ctx.Err()
+			}
+			r.PollErrors++
+		} else if s.Quorate && s.Leader != "" && s.Leader != victim.Name {
+			r.FailoverMS, r.DetectStartMS, r.DetectPollMS = ms(end.Sub(t0)), ms(start.Sub(t0)), ms(end.Sub(start))
+			r.NewLeader, r.TermAfter = s.Leader, s.Term
+			break
+		}
+		if end.Sub(t0) > failoverTimeout {
+			r.Error = fmt.Sprintf("no quorate status with a new leader on %s within %s", polled.Name, failoverTimeout)
+			b.log.Error("failover round failed", "n", i, "err", r.Error, "log", b.c.LogTail(polled, "tandemd", 20))
+			break
+		}
+		if err != nil {
+			_ = sleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
+		}
+	}
+	b.raftFailover(&r, ws, t0)
+
+	// Bring the node back and wait for a healthy cluster before the next round.
+	started := time.Now()
+	p, err := b.td.StartDaemon(ctx, victim)
+	if err != nil {
+		return r, pollMS, fmt.Errorf("restart tandemd on %s: %w", victim.Name, err)
+	}
+	b.procs[victim.Name] = p
+	r.RestartMS = ms(time.Since(started))
+	for {
+		ss, serr := b.status(ctx, polled, 2*time.Second)
+		rs, rerr := b.status(ctx, victim, 2*time.Second)
+		if serr == nil && rerr == nil && healthy(ss) && rs.Quorate && rs.Leader != "" {
+			r.BackOnlineMS = ms(time.Since(started))
+			break
+		}
+		if time.Since(started) > backOnlineTimeout {
+			return r, pollMS, fmt.Errorf("%s not back within %s (survivor: %v, restarted: %v)", victim.Name, backOnlineTimeout, describe(ss, serr), describe(rs, rerr))
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return r, pollMS, err
+		}
+	}
+	return r, pollMS, sleepCtx(ctx, b.cfg.settle)
+}
+
+func describe(st *tandemv1.ClusterStatus, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("quorate=%v leader=%q online %d/%d", st.Quorate, st.Leader, st.VotesOnline, st.Voters)
+}
+
+// raftFailover dates the election from the watchers' scrapes: the earliest
+// survivor to show a leader at a term above the one before the kill.
+func (b *bench) raftFailover(r *Round, ws []*watcher, t0 time.Time) {
+	deadline := time.Now().Add(2 * time.Second) // the API saw it, so Raft has
+	for {
+		var best *leaderSample
+		var bestPrev leaderSample
+		for _, w := range ws {
+			hit, prev, ok := w.firstNewLeader(t0, r.TermBefore)
+			if ok && (best == nil || hit.end.Before(best.end)) {
+				best, bestPrev, r.RaftSeenOn = &hit, prev, w.node
+			}
+		}
+		if best != nil {
+			r.RaftMS = opt(ms(best.end.Sub(t0)))
+			if !bestPrev.start.IsZero() {
+				r.RaftResMS = opt(ms(best.end.Sub(bestPrev.start)))
+			}
+			return
+		}
+		if len(ws) == 0 || time.Now().After(deadline) {
+			b.log.Warn("election not seen by the watchers", "round", r.N)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// memory reads VmRSS and VmHWM of every tandemd after an idle period.
+func (b *bench) memory(ctx context.Context, phase string) error {
+	b.log.Info("idling before reading memory", "for", b.cfg.idle)
+	if err := sleepCtx(ctx, b.cfg.idle); err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range b.c.Nodes {
+		s := RSSSample{Phase: phase, Node: n.Name}
+		p := b.procs[n.Name]
+		if p == nil || !p.Alive() {
+			s.Error = "tandemd not running"
+		} else {
+			s.PID = p.PID()
+			rss, hwm, err := procMemory(s.PID)
+			if err != nil {
+				s.Error = err.Error()
+			}
+			s.RSSMB, s.HWMMB = rss, hwm
+		}
+		if s.Error != "" {
+			errs = append(errs, fmt.Errorf("%s: %s", n.Name, s.Error))
+		}
+		b.rep.Memory = append(b.rep.Memory, s)
+		b.log.Info("memory", "phase", phase, "node", n.Name, "pid", s.PID, "rss_mb", s.RSSMB, "hwm_mb", s.HWMMB)
+	}
+	return errors.Join(errs...)
+}
+
+// procMemory returns VmRSS and VmHWM of pid in MB (10^6 bytes), checking
+// that the PID is a tandemd (the harness's PID is the exec'd daemon).
+func procMemory(pid int) (rss, hwm float64, err error) {
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	if c := strings.TrimSpace(string(comm)); c != "tandemd" {
+		return 0, 0, fmt.Errorf("pid %d is %q, not tandemd", pid, c)
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	vals := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		f := strings.Fields(v)
+		if !ok || len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		if kb, err := strconv.ParseFloat(f[0], 64); err == nil {
+			vals[k] = kb * 1024 / 1e6
+		}
+	}
+	rss, ok1 := vals["VmRSS"]
+	hwm, ok2 := vals["VmHWM"]
+	if !ok1 || !ok2 {
+		return 0, 0, fmt.Errorf("pid %d: no VmRSS/VmHWM in /proc status", pid)
+	}
+	return rss, hwm, nil
+}
+
+func (b *bench) evaluateGoals() {
+	if f := b.rep.Failover; f != nil && len(f.Rounds) > 0 {
+		ok := f.Failed == 0 && f.AboveGoal == 0 && len(f.Rounds) == b.cfg.kills
+		b.rep.Goals.FailoverMet = &ok
+	}
+	if s, found := b.rep.maxRSS("end"); found {
+		ok := s.RSSMB < goalRSSMB
+		if st, found := b.rep.maxRSS("start"); found && st.RSSMB >= goalRSSMB {
+			ok = false
+		}
+		b.rep.Goals.RSSMet = &ok
+	}
+}
+
+var digitsRE = regexp.MustCompile(`[0-9]+`)
+
+// scanDaemonLogs groups the WARN and ERROR lines of every node's tandemd log.
+func scanDaemonLogs(c *testcluster.Cluster) []LogFinding {
+	groups := map[string]*LogFinding{}
+	for _, n := range c.Nodes {
+		f, err := os.Open(filepath.Join(n.Dir, "tandemd.log"))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			var level string
+			switch {
+			case strings.Contains(line, "level=ERROR"):
+				level = "ERROR"
+			case strings.Contains(line, "level=WARN"):
+				level = "WARN"
+			default:
+				continue
+			}
+			msg := line
+			if i := strings.Index(line, " msg="); i >= 0 {
+				msg = line[i+1:]
+			}
+			key := level + " " + digitsRE.ReplaceAllString(truncate(msg, 160), "N")
+			g, ok := groups[key]
+			if !ok {
+				g = &LogFinding{Level: level, Pattern: key[len(level)+1:], ByNode: map[string]int{}, Example: line}
+				groups[key] = g
+			}
+			g.Count++
+			g.ByNode[n.Name]++
+		}
+		f.Close()
+	}
+	out := slices.Collect(maps.Values(groups))
+	slices.SortFunc(out, func(a, b *LogFinding) int {
+		if a.Level != b.Level {
+			return strings.Compare(a.Level, b.Level) // ERROR before WARN
+		}
+		return b.Count - a.Count
+	})
+	res := make([]LogFinding, 0, len(out))
+	for _, g := range out {
+		res = append(res, *g)
+	}
+	return res
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}
+
+func hostInfo() HostInfo {
+	h := HostInfo{NProc: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		h.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/etc/os-release"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
+				h.OS = strings.Trim(v, `"`)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				h.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				if f := strings.Fields(v); len(f) > 0 {
+					if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+						h.MemTotalMB = kb / 1024
+					}
+				}
+			}
+		}
+	}
+	return h
+}
+
+func binaryInfo(path string) BinaryInfo {
+	bi := BinaryInfo{Path: path}
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return bi
+	}
+	bi.GoVersion = info.GoVersion
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			bi.Revision = s.Value
+		case "vcs.modified":
+			bi.Modified = s.Value == "true"
+		case "vcs.time":
+			bi.VCSTime = s.Value
+		}
+	}
+	return bi
+}

@@ -1,0 +1,385 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// Goals the control plane must meet.
+const (
+	goalFailoverMS = 2000
+	goalRSSMB      = 60
+)
+
+// Report is everything control.json holds.
+type Report struct {
+	Date      string          `json:"date"`
+	DurationS float64         `json:"duration_s"`
+	Host      HostInfo        `json:"host"`
+	Tandemd   BinaryInfo      `json:"tandemd"`
+	Params    Params          `json:"parameters"`
+	Goals     Goals           `json:"goals"`
+	Propose   []ProposeResult `json:"propose"`
+	Failover  *FailoverResult `json:"failover,omitempty"`
+	Memory    []RSSSample     `json:"memory"`
+	DaemonLog []LogFinding    `json:"daemon_log_findings"`
+	Errors    []string        `json:"errors,omitempty"`
+}
+
+// HostInfo describes the machine that ran the cluster.
+type HostInfo struct {
+	NProc      int    `json:"nproc"`
+	CPU        string `json:"cpu"`
+	MemTotalMB int64  `json:"mem_total_mb"`
+	Kernel     string `json:"kernel"`
+	OS         string `json:"os"`
+	GoVersion  string `json:"go_version"`
+}
+
+// BinaryInfo is the build information of the tandemd under test.
+type BinaryInfo struct {
+	Path      string `json:"path"`
+	GoVersion string `json:"go_version,omitempty"`
+	Revision  string `json:"vcs_revision,omitempty"`
+	Modified  bool   `json:"vcs_modified,omitempty"`
+	VCSTime   string `json:"vcs_time,omitempty"`
+}
+
+// Params are the knobs of the run.
+type Params struct {
+	Nodes         int    `json:"nodes"`
+	Proposals     int    `json:"proposals"`
+	Warmup        int    `json:"warmup"`
+	Kills         int    `json:"kills"`
+	Settle        string `json:"settle"`
+	Idle          string `json:"idle"`
+	PollTimeout   string `json:"status_poll_timeout"`
+	WatchInterval string `json:"watch_interval"`
+	Timeout       string `json:"timeout"`
+}
+
+// Goals states the targets and whether this run met them (nil: not measured).
+type Goals struct {
+	FailoverMS  float64 `json:"failover_ms"`
+	FailoverMet *bool   `json:"failover_met,omitempty"`
+	RSSMB       float64 `json:"idle_rss_mb"`
+	RSSMet      *bool   `json:"idle_rss_met,omitempty"`
+}
+
+// ProposeResult is one run of sequential SetConfig calls through one node.
+type ProposeResult struct {
+	Via          string     `json:"via"` // "leader" or "follower"
+	Node         string     `json:"node"`
+	LeaderBefore string     `json:"leader_before"`
+	LeaderAfter  string     `json:"leader_after"`
+	Calls        int        `json:"calls"`
+	Errors       int        `json:"errors"`
+	ErrorSamples []string   `json:"error_samples,omitempty"`
+	DurationS    float64    `json:"duration_s"`
+	Client       Summary    `json:"client"`
+	SamplesMS    []float64  `json:"client_samples_ms"`
+	Server       ServerHist `json:"server"`
+}
+
+// ServerHist is the delta of tandem_raft_propose_seconds{shard="metadata",
+// result="ok"} on the node that handled the calls.
+type ServerHist struct {
+	Node         string    `json:"node"`
+	Observations float64   `json:"observations"`
+	Errors       float64   `json:"error_observations"`
+	P50MS        *float64  `json:"p50_ms_approx,omitempty"`
+	P99MS        *float64  `json:"p99_ms_approx,omitempty"`
+	MeanMS       *float64  `json:"mean_ms,omitempty"`
+	Delta        histogram `json:"delta"`
+	Error        string    `json:"error,omitempty"`
+}
+
+// FailoverResult holds the leader-kill rounds and their summaries.
+type FailoverResult struct {
+	Rounds     []Round `json:"rounds"`
+	Failed     int     `json:"failed_rounds"`
+	API        Summary `json:"api"`
+	AboveGoal  int     `json:"api_above_goal"`
+	Raft       Summary `json:"raft"`
+	RaftAbove  int     `json:"raft_above_goal"`
+	Poll       Summary `json:"status_poll_while_down"`
+	DetectPoll Summary `json:"status_poll_detecting"`
+	Restart    Summary `json:"restart_to_socket"`
+	BackOnline Summary `json:"restart_to_3of3"`
+	Kill       Summary `json:"kill_call"`
+}
+
+// Round is one leader kill. Times are milliseconds from the SIGKILL.
+type Round struct {
+	N          int    `json:"n"`
+	Killed     string `json:"killed"`
+	TermBefore uint64 `json:"term_before"`
+	Polled     string `json:"polled"`
+	NewLeader  string `json:"new_leader,omitempty"`
+	TermAfter  uint64 `json:"term_after,omitempty"`
+	// KillMS is how long Cluster.Kill took (SIGKILL, sweep, reap).
+	KillMS float64 `json:"kill_ms"`
+	// FailoverMS: end of the first Status call on the polled survivor that
+	// reported quorate with another leader.
+	FailoverMS float64 `json:"failover_ms,omitempty"`
+	// DetectStartMS and DetectPollMS: when that call started and how long it took.
+	DetectStartMS float64 `json:"detect_poll_start_ms,omitempty"`
+	DetectPollMS  float64 `json:"detect_poll_ms,omitempty"`
+	Polls         int     `json:"polls"`
+	PollErrors    int     `json:"poll_errors"`
+	// RaftMS: first watcher scrape on a survivor showing a leader at a
+	// higher term; RaftResMS is the width of the bracket around it.
+	RaftMS     *float64 `json:"raft_ms,omitempty"`
+	RaftResMS  *float64 `json:"raft_resolution_ms,omitempty"`
+	RaftSeenOn string   `json:"raft_seen_on,omitempty"`
+	// RestartMS: from starting tandemd again until its socket answered;
+	// BackOnlineMS: until the survivor saw 3/3 online and quorate and the
+	// restarted node itself was quorate.
+	RestartMS    float64 `json:"restart_to_socket_ms,omitempty"`
+	BackOnlineMS float64 `json:"restart_to_3of3_ms,omitempty"`
+	Error        string  `json:"error,omitempty"`
+}
+
+// RSSSample is one tandemd's memory at one point of the run.
+type RSSSample struct {
+	Phase string  `json:"phase"`
+	Node  string  `json:"node"`
+	PID   int     `json:"pid"`
+	RSSMB float64 `json:"vm_rss_mb"`
+	HWMMB float64 `json:"vm_hwm_mb"`
+	Error string  `json:"error,omitempty"`
+}
+
+// LogFinding is a group of similar WARN/ERROR lines in the tandemd logs.
+type LogFinding struct {
+	Level   string         `json:"level"`
+	Pattern string         `json:"pattern"`
+	Count   int            `json:"count"`
+	ByNode  map[string]int `json:"by_node"`
+	Example string         `json:"example"`
+}
+
+func opt(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func fmtMS(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "n/a"
+	case v < 10:
+		return fmt.Sprintf("%.2f ms", v)
+	case v < 100:
+		return fmt.Sprintf("%.1f ms", v)
+	default:
+		return fmt.Sprintf("%.0f ms", v)
+	}
+}
+
+func fmtOpt(p *float64) string {
+	if p == nil {
+		return "n/a"
+	}
+	return fmtMS(*p)
+}
+
+func passFail(ok *bool) string {
+	switch {
+	case ok == nil:
+		return "not measured"
+	case *ok:
+		return "**PASS**"
+	default:
+		return "**FAIL**"
+	}
+}
+
+func (r *Report) propose(via string) *ProposeResult {
+	for i := range r.Propose {
+		if r.Propose[i].Via == via {
+			return &r.Propose[i]
+		}
+	}
+	return nil
+}
+
+func (r *Report) maxRSS(phase string) (RSSSample, bool) {
+	var best RSSSample
+	found := false
+	for _, s := range r.Memory {
+		if s.Phase == phase && s.Error == "" && (!found || s.RSSMB > best.RSSMB) {
+			best, found = s, true
+		}
+	}
+	return best, found
+}
+
+// Markdown renders the human report.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+
+	p("# Tandem control-plane benchmark\n\n")
+	p("Run %s (%.0f s). Host: %d CPUs (%s), %d MiB RAM, %s, kernel %s, %s.  \n",
+		r.Date, r.DurationS, r.Host.NProc, r.Host.CPU, r.Host.MemTotalMB, r.Host.OS, r.Host.Kernel, r.Host.GoVersion)
+	rev := r.Tandemd.Revision
+	if rev == "" {
+		rev = "unknown revision"
+	}
+	if r.Tandemd.Modified {
+		rev += " with uncommitted changes"
+	}
+	p("tandemd: %s (%s).  \n", rev, r.Tandemd.GoVersion)
+	p("Cluster: %d tandemd nodes, each in its own network namespace on this one host (internal/testcluster), default Raft timing (RTT 10 ms, election 10 RTT, heartbeat 1 RTT).  \n", r.Params.Nodes)
+	p("Parameters: %d proposals per path after %d warm-up calls, %d leader kills, settle %s between kills, idle %s before memory readings, Status poll timeout %s, metrics watcher interval %s.\n\n",
+		r.Params.Proposals, r.Params.Warmup, r.Params.Kills, r.Params.Settle, r.Params.Idle, r.Params.PollTimeout, r.Params.WatchInterval)
+
+	p("## Results against the goals\n\n")
+	p("| Measure | Result | Goal | Verdict |\n|---|---|---|---|\n")
+	if f := r.Failover; f != nil {
+		p("| Leader failover seen by an API client: SIGKILL of the leader → a survivor's `Status` answers quorate with a new leader (%d kills) | p50 %s, p95 %s, max %s; %d above 2 s, %d without a new leader | < 2 s | %s |\n",
+			f.API.Count+f.Failed, fmtMS(f.API.P50), fmtMS(f.API.P95), fmtMS(f.API.Max), f.AboveGoal, f.Failed, passFail(r.Goals.FailoverMet))
+		p("| Raft election, same kills: SIGKILL → a survivor's metrics show a leader at a higher term | p50 %s, p95 %s, max %s | (information) | |\n",
+			fmtMS(f.Raft.P50), fmtMS(f.Raft.P95), fmtMS(f.Raft.Max))
+	}
+	if s, ok := r.maxRSS("end"); ok {
+		p("| Idle RSS of tandemd, largest node, end of run | %.1f MB (%s) | < %d MB | %s |\n", s.RSSMB, s.Node, goalRSSMB, passFail(r.Goals.RSSMet))
+	}
+	if s, ok := r.maxRSS("start"); ok {
+		p("| Idle RSS of tandemd, largest node, after formation | %.1f MB (%s) | < %d MB | |\n", s.RSSMB, s.Node, goalRSSMB)
+	}
+	for _, via := range []string{"leader", "follower"} {
+		if pr := r.propose(via); pr != nil {
+			p("| Metadata `SetConfig` through the %s's socket (%s), client-side | p50 %s, p99 %s (%d errors) | (no goal yet) | |\n",
+				via, pr.Node, fmtMS(pr.Client.P50), fmtMS(pr.Client.P99), pr.Errors)
+		}
+	}
+	p("\n")
+
+	if len(r.Propose) > 0 {
+		p("## Metadata propose latency\n\n")
+		p("Sequential `Cluster.SetConfig` calls (one in flight), each overwriting the key `bench.seq`, over the node's unix admin socket with the adminclient package. " +
+			"Client-side time covers gRPC over the socket, the token check, a ReadIndex quorum check, one Raft proposal committed and applied on the node handling the call, " +
+			"and the linearizable read-back of the configuration that SetConfig returns. A follower hands the proposal to the leader inside dragonboat. Failed calls are counted, not timed.\n\n")
+		p("| Path | Node | Calls | Errors | p50 | p90 | p99 | max | mean |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, pr := range r.Propose {
+			c := pr.Client
+			p("| %s | %s | %d | %d | %s | %s | %s | %s | %s |\n", pr.Via, pr.Node, pr.Calls, pr.Errors, fmtMS(c.P50), fmtMS(c.P90), fmtMS(c.P99), fmtMS(c.Max), fmtMS(c.Mean))
+		}
+		p("\nServer side: delta of `tandem_raft_propose_seconds{shard=\"metadata\",result=\"ok\"}` on the node that handled the calls (time for `Host.Propose`: commit and local apply, retries included), " +
+			"scraped before and after from inside the node's namespace. Buckets double from 0.2 ms, so p50/p99 are interpolated within a bucket and only approximate.\n\n")
+		p("| Path | Node | Observations | ≈p50 | ≈p99 | mean | error observations |\n|---|---|---|---|---|---|---|\n")
+		for _, pr := range r.Propose {
+			s := pr.Server
+			if s.Error != "" {
+				p("| %s | %s | scrape failed: %s | | | | |\n", pr.Via, s.Node, s.Error)
+				continue
+			}
+			p("| %s | %s | %.0f | %s | %s | %s | %.0f |\n", pr.Via, s.Node, s.Observations, fmtOpt(s.P50MS), fmtOpt(s.P99MS), fmtOpt(s.MeanMS), s.Errors)
+		}
+		for _, pr := range r.Propose {
+			if pr.LeaderBefore != pr.LeaderAfter {
+				p("\nNote: the leader changed during the %s run (%s → %s).\n", pr.Via, pr.LeaderBefore, pr.LeaderAfter)
+			}
+			for _, e := range pr.ErrorSamples {
+				p("\nError through the %s: `%s`\n", pr.Via, e)
+			}
+		}
+		p("\n")
+	}
+
+	if f := r.Failover; f != nil {
+		p("## Leader failover\n\n")
+		p("Each round reads the leader from a Status, starts a metrics watcher inside each survivor's namespace, records t0 and SIGKILLs every process of the leader's host (`Cluster.Kill`). "+
+			"It then calls `Cluster.Status` on one survivor through its unix socket back to back (one call at a time, each with a %s timeout) until one answers quorate with a leader other than the killed node. "+
+			"**API failover** is the time from t0 to the end of that call, so it includes the call's own duration; the resolution is one Status call (see the poll rows). "+
+			"**Raft election** is the end of the first watcher scrape (every %s, `/metrics` gauges `tandem_raft_metadata_has_leader` and `_term`) showing a leader at a term above the one before the kill. "+
+			"The killed node is then restarted and the round ends once the survivor shows 3/3 voters online and quorate and the restarted node is quorate itself, plus %s of settling.\n\n",
+			r.Params.PollTimeout, r.Params.WatchInterval, r.Params.Settle)
+		p("| Measure | n | min | p50 | p95 | max | > 2 s |\n|---|---|---|---|---|---|---|\n")
+		row := func(name string, s Summary, above string) {
+			p("| %s | %d | %s | %s | %s | %s | %s |\n", name, s.Count, fmtMS(s.Min), fmtMS(s.P50), fmtMS(s.P95), fmtMS(s.Max), above)
+		}
+		row("API failover (kill → Status quorate with new leader)", f.API, fmt.Sprint(f.AboveGoal))
+		row("Raft election (kill → leader at higher term in metrics)", f.Raft, fmt.Sprint(f.RaftAbove))
+		row("Status call duration, all polls while a node was down", f.Poll, "")
+		row("Status call duration, the polls that saw the new leader", f.DetectPoll, "")
+		row("Restart: tandemd started → admin socket answers", f.Restart, "")
+		row("Restart: tandemd started → 3/3 online and quorate", f.BackOnline, "")
+		row("`Cluster.Kill` call (SIGKILL + sweep + reap)", f.Kill, "")
+		p("\nPer round (ms from t0):\n\n")
+		p("| # | killed | term | polled | new leader | term | Raft | API | detecting poll start+duration | polls (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, rd := range f.Rounds {
+			if rd.Error != "" {
+				p("| %d | %s | %d | %s | — | | %s | — | | %d (%d) | error: %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, fmtOpt(rd.RaftMS), rd.Polls, rd.PollErrors, rd.Error)
+				continue
+			}
+			raft := fmtOpt(rd.RaftMS)
+			if rd.RaftSeenOn != "" {
+				raft += " (" + rd.RaftSeenOn + ")"
+			}
+			p("| %d | %s | %d | %s | %s | %d | %s | %s | %.0f + %.0f | %d (%d) | %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, rd.NewLeader, rd.TermAfter,
+				raft, fmtMS(rd.FailoverMS), rd.DetectStartMS, rd.DetectPollMS, rd.Polls, rd.PollErrors, fmtMS(rd.BackOnlineMS))
+		}
+		p("\n")
+	}
+
+	if len(r.Memory) > 0 {
+		p("## Idle memory\n\n")
+		p("VmRSS and VmHWM (peak) from `/proc/<pid>/status` of each tandemd after %s without requests: once after the cluster formed, once at the end. "+
+			"Nodes killed and restarted during the failover rounds are younger processes at the end.\n\n", r.Params.Idle)
+		p("| When | Node | PID | VmRSS | VmHWM |\n|---|---|---|---|---|\n")
+		for _, s := range r.Memory {
+			if s.Error != "" {
+				p("| %s | %s | %d | error: %s | |\n", s.Phase, s.Node, s.PID, s.Error)
+				continue
+			}
+			p("| %s | %s | %d | %.1f MB | %.1f MB |\n", s.Phase, s.Node, s.PID, s.RSSMB, s.HWMMB)
+		}
+		p("\n")
+	}
+
+	if len(r.DaemonLog) > 0 {
+		p("## Warnings and errors in the tandemd logs\n\n")
+		p("Grouped with digits masked; counts over the whole run, all nodes.\n\n| Level | Count | By node | Example |\n|---|---|---|---|\n")
+		for _, l := range r.DaemonLog {
+			var by []string
+			for _, n := range sortedKeys(l.ByNode) {
+				by = append(by, fmt.Sprintf("%s:%d", n, l.ByNode[n]))
+			}
+			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), strings.ReplaceAll(truncate(l.Example, 240), "|", "\\|"))
+		}
+		p("\n")
+	}
+
+	p("## Caveats\n\n")
+	for _, c := range []string{
+		"All nodes share one machine: its CPUs, its disk and its kernel. Raft traffic crosses veth pairs and a bridge (tens of µs), so the latencies are software and fsync cost, not network; separate hosts add their round trip to every commit.",
+		"The propose figures are at one request in flight; they say nothing about throughput or behaviour under concurrent load.",
+		"SIGKILL makes the kernel close the dead node's sockets, so peers get connection resets at once. A host that disappears without a word (power loss, cable pulled) leaves peers to time out instead; the failover benchmark still to come covers that.",
+		"API failover includes the duration of the Status call that saw the new leader, because that is what a client waits for; see the detecting-poll column for how much of it that was.",
+		"The watcher and the benchmark compare wall-clock timestamps taken in different processes on the same host; the clock is shared, so this is exact to within scheduling noise.",
+		"With a short settle time the next leader kill follows a restart closely, which exercises dragonboat's transport circuit breaker (see RECIPES.md); the settle value is in the parameters above.",
+		"Idle RSS depends on when the Go runtime returns freed memory to the kernel; VmHWM shows the peak reached during the run.",
+	} {
+		p("- %s\n", c)
+	}
+	if len(r.Errors) > 0 {
+		p("\n## Errors during the run\n\n")
+		for _, e := range r.Errors {
+			p("- %s\n", e)
+		}
+	}
+	return b.String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
