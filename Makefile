@@ -59,8 +59,7 @@ proto-check: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	  --go-grpc_out=$$tmp --go-grpc_opt=module=github.com/tandemhci/tandem proto/tandem/v1/*.proto && \
 	diff -rq $$tmp/proto/tandemv1 proto/tandemv1 || { echo "generated code in proto/ is stale: run 'make proto' and commit"; exit 1; }
 
-test: deps build proto-check
-	$(GO) vet ./...
+test: deps build proto-check lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 -timeout 20m ./...
 

@@ -498,11 +498,12 @@ func (b *bench) failover(ctx context.Context) error {
 	}
 	f := &FailoverResult{}
 	b.rep.Failover = f
-	var polls, detect, api, raft, restart, back, kill []float64
+	var polls, detect, down, api, raft, write, restart, back, kill []float64
 	defer func() {
-		f.API, f.Raft, f.Poll, f.DetectPoll = summarize(api), summarize(raft), summarize(polls), summarize(detect)
+		f.API, f.Raft, f.Write = summarize(api), summarize(raft), summarize(write)
+		f.Poll, f.DetectPoll, f.DownStatus = summarize(polls), summarize(detect), summarize(down)
 		f.Restart, f.BackOnline, f.Kill = summarize(restart), summarize(back), summarize(kill)
-		f.AboveGoal, f.RaftAbove = countAbove(api, goalFailoverMS), countAbove(raft, goalFailoverMS)
+		f.AboveGoal, f.RaftAbove, f.WriteAbove = countAbove(api, goalFailoverMS), countAbove(raft, goalFailoverMS), countAbove(write, goalFailoverMS)
 	}()
 	for i := 1; i <= b.cfg.kills; i++ {
 		r, pollMS, err := b.failoverRound(ctx, i)
@@ -514,6 +515,12 @@ func (b *bench) failover(ctx context.Context) error {
 		} else {
 			api = append(api, r.FailoverMS)
 			detect = append(detect, r.DetectPollMS)
+		}
+		if r.WriteMS > 0 {
+			write = append(write, r.WriteMS)
+		}
+		if r.DownStatusMS > 0 {
+			down = append(down, r.DownStatusMS)
 		}
 		if r.RaftMS != nil {
 			raft = append(raft, *r.RaftMS)
@@ -528,7 +535,7 @@ func (b *bench) failover(ctx context.Context) error {
 			return fmt.Errorf("round %d: %w", i, err)
 		}
 		b.log.Info("failover round", "n", i, "killed", r.Killed, "new_leader", r.NewLeader, "api_ms", r.FailoverMS,
-			"raft_ms", fmtOpt(r.RaftMS), "polls", r.Polls, "back_online_ms", r.BackOnlineMS, "error", r.Error)
+			"raft_ms", fmtOpt(r.RaftMS), "write_ms", r.WriteMS, "polls", r.Polls, "back_online_ms", r.BackOnlineMS, "error", r.Error)
 	}
 	if f.Failed > 0 {
 		return fmt.Errorf("%d of %d rounds found no new leader within %s", f.Failed, b.cfg.kills, failoverTimeout)
@@ -587,6 +594,11 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 	b.c.Kill(victim)
 	r.KillMS = ms(time.Since(t0))
 
+	// Writes are what failover is for: a second client retries SetConfig
+	// through the same survivor meanwhile.
+	wch := make(chan writeResult, 1)
+	go func() { wch <- writeUntilOK(ctx, cl, t0, b.cfg.pollTimeout, i) }()
+
 	var pollMS []float64
 	for {
 		start := time.Now()
@@ -615,6 +627,19 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 			_ = sleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
 		}
 	}
+	if r.Error == "" {
+		// One more Status with the node still down: its cost once the
+		// election is over.
+		start := time.Now()
+		if _, err := b.status(ctx, polled, b.cfg.pollTimeout); err == nil {
+			r.DownStatusMS = ms(time.Since(start))
+		}
+	}
+	w := <-wch
+	r.WriteMS, r.WriteAttempts = w.ms, w.attempts
+	if w.err != "" {
+		b.log.Warn("no write accepted after the kill", "round", i, "err", w.err)
+	}
 	b.raftFailover(&r, ws, t0)
 
 	// Bring the node back and wait for a healthy cluster before the next round.
@@ -640,6 +665,33 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		}
 	}
 	return r, pollMS, sleepCtx(ctx, b.cfg.settle)
+}
+
+// writeResult is the outcome of writeUntilOK.
+type writeResult struct {
+	ms       float64 // from t0 to the end of the first successful call; 0 if none
+	attempts int
+	err      string // last error when no call succeeded
+}
+
+// writeUntilOK calls SetConfig back to back until one succeeds.
+func writeUntilOK(ctx context.Context, cl *adminclient.Client, t0 time.Time, timeout time.Duration, round int) writeResult {
+	var w writeResult
+	for {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: fmt.Sprintf("failover-%d-%d", round, w.attempts)}})
+		cancel()
+		w.attempts++
+		if err == nil {
+			w.ms = ms(time.Since(t0))
+			return w
+		}
+		if ctx.Err() != nil || time.Since(t0) > failoverTimeout {
+			w.err = err.Error()
+			return w
+		}
+		_ = sleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
+	}
 }
 
 func describe(st *tandemv1.ClusterStatus, err error) string {

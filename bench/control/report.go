@@ -103,6 +103,9 @@ type FailoverResult struct {
 	AboveGoal  int     `json:"api_above_goal"`
 	Raft       Summary `json:"raft"`
 	RaftAbove  int     `json:"raft_above_goal"`
+	Write      Summary `json:"write"`
+	WriteAbove int     `json:"write_above_goal"`
+	DownStatus Summary `json:"status_after_failover_node_down"`
 	Poll       Summary `json:"status_poll_while_down"`
 	DetectPoll Summary `json:"status_poll_detecting"`
 	Restart    Summary `json:"restart_to_socket"`
@@ -133,6 +136,13 @@ type Round struct {
 	RaftMS     *float64 `json:"raft_ms,omitempty"`
 	RaftResMS  *float64 `json:"raft_resolution_ms,omitempty"`
 	RaftSeenOn string   `json:"raft_seen_on,omitempty"`
+	// WriteMS: end of the first SetConfig through the polled survivor that
+	// succeeded, retried back to back from t0 by a second client.
+	WriteMS       float64 `json:"write_ms,omitempty"`
+	WriteAttempts int     `json:"write_attempts"`
+	// DownStatusMS: one more Status on the survivor after the new leader
+	// was seen, with the killed node still down.
+	DownStatusMS float64 `json:"status_after_failover_ms,omitempty"`
 	// RestartMS: from starting tandemd again until its socket answered;
 	// BackOnlineMS: until the survivor saw 3/3 online and quorate and the
 	// restarted node itself was quorate.
@@ -243,6 +253,8 @@ func (r *Report) Markdown() string {
 	if f := r.Failover; f != nil {
 		p("| Leader failover seen by an API client: SIGKILL of the leader → a survivor's `Status` answers quorate with a new leader (%d kills) | p50 %s, p95 %s, max %s; %d above 2 s, %d without a new leader | < 2 s | %s |\n",
 			f.API.Count+f.Failed, fmtMS(f.API.P50), fmtMS(f.API.P95), fmtMS(f.API.Max), f.AboveGoal, f.Failed, passFail(r.Goals.FailoverMet))
+		p("| Writes again, same kills: SIGKILL → first `SetConfig` through that survivor succeeds | p50 %s, p95 %s, max %s; %d above 2 s | (information) | |\n",
+			fmtMS(f.Write.P50), fmtMS(f.Write.P95), fmtMS(f.Write.Max), f.WriteAbove)
 		p("| Raft election, same kills: SIGKILL → a survivor's metrics show a leader at a higher term | p50 %s, p95 %s, max %s | (information) | |\n",
 			fmtMS(f.Raft.P50), fmtMS(f.Raft.P95), fmtMS(f.Raft.Max))
 	}
@@ -297,6 +309,7 @@ func (r *Report) Markdown() string {
 		p("Each round reads the leader from a Status, starts a metrics watcher inside each survivor's namespace, records t0 and SIGKILLs every process of the leader's host (`Cluster.Kill`). "+
 			"It then calls `Cluster.Status` on one survivor through its unix socket back to back (one call at a time, each with a %s timeout) until one answers quorate with a leader other than the killed node. "+
 			"**API failover** is the time from t0 to the end of that call, so it includes the call's own duration; the resolution is one Status call (see the poll rows). "+
+			"Meanwhile a second client retries `SetConfig` through the same survivor back to back: **writes again** is the end of the first call that succeeds. " +
 			"**Raft election** is the end of the first watcher scrape (every %s, `/metrics` gauges `tandem_raft_metadata_has_leader` and `_term`) showing a leader at a term above the one before the kill. "+
 			"The killed node is then restarted and the round ends once the survivor shows 3/3 voters online and quorate and the restarted node is quorate itself, plus %s of settling.\n\n",
 			r.Params.PollTimeout, r.Params.WatchInterval, r.Params.Settle)
@@ -305,25 +318,32 @@ func (r *Report) Markdown() string {
 			p("| %s | %d | %s | %s | %s | %s | %s |\n", name, s.Count, fmtMS(s.Min), fmtMS(s.P50), fmtMS(s.P95), fmtMS(s.Max), above)
 		}
 		row("API failover (kill → Status quorate with new leader)", f.API, fmt.Sprint(f.AboveGoal))
+		row("Writes again (kill → first successful SetConfig)", f.Write, fmt.Sprint(f.WriteAbove))
 		row("Raft election (kill → leader at higher term in metrics)", f.Raft, fmt.Sprint(f.RaftAbove))
-		row("Status call duration, all polls while a node was down", f.Poll, "")
-		row("Status call duration, the polls that saw the new leader", f.DetectPoll, "")
+		row("Status call duration: the polls that saw the new leader", f.DetectPoll, "")
+		row("Status call duration: all polls while a node was down", f.Poll, "")
+		row("Status call duration: one call after failover, node still down", f.DownStatus, "")
 		row("Restart: tandemd started → admin socket answers", f.Restart, "")
 		row("Restart: tandemd started → 3/3 online and quorate", f.BackOnline, "")
 		row("`Cluster.Kill` call (SIGKILL + sweep + reap)", f.Kill, "")
 		p("\nPer round (ms from t0):\n\n")
-		p("| # | killed | term | polled | new leader | term | Raft | API | detecting poll start+duration | polls (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| # | killed | term | polled | new leader | term | Raft | writes (attempts) | API | detecting poll start + duration | polls (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, rd := range f.Rounds {
-			if rd.Error != "" {
-				p("| %d | %s | %d | %s | — | | %s | — | | %d (%d) | error: %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, fmtOpt(rd.RaftMS), rd.Polls, rd.PollErrors, rd.Error)
-				continue
-			}
 			raft := fmtOpt(rd.RaftMS)
 			if rd.RaftSeenOn != "" {
 				raft += " (" + rd.RaftSeenOn + ")"
 			}
-			p("| %d | %s | %d | %s | %s | %d | %s | %s | %.0f + %.0f | %d (%d) | %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, rd.NewLeader, rd.TermAfter,
-				raft, fmtMS(rd.FailoverMS), rd.DetectStartMS, rd.DetectPollMS, rd.Polls, rd.PollErrors, fmtMS(rd.BackOnlineMS))
+			write := "none"
+			if rd.WriteMS > 0 {
+				write = fmtMS(rd.WriteMS)
+			}
+			write += fmt.Sprintf(" (%d)", rd.WriteAttempts)
+			if rd.Error != "" {
+				p("| %d | %s | %d | %s | — | | %s | %s | — | | %d (%d) | error: %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, raft, write, rd.Polls, rd.PollErrors, rd.Error)
+				continue
+			}
+			p("| %d | %s | %d | %s | %s | %d | %s | %s | %s | %.0f + %.0f | %d (%d) | %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, rd.NewLeader, rd.TermAfter,
+				raft, write, fmtMS(rd.FailoverMS), rd.DetectStartMS, rd.DetectPollMS, rd.Polls, rd.PollErrors, fmtMS(rd.BackOnlineMS))
 		}
 		p("\n")
 	}

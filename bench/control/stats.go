@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -177,10 +178,28 @@ func gauge(samples []promSample, name string) (float64, bool) {
 // histogram is one series of a Prometheus histogram: cumulative bucket
 // counts by upper bound, ascending, the last bound being +Inf.
 type histogram struct {
-	Upper []float64 `json:"le"`
-	Cum   []float64 `json:"cumulative"`
-	Count float64   `json:"count"`
-	Sum   float64   `json:"sum"`
+	Upper []float64
+	Cum   []float64
+	Count float64
+	Sum   float64
+}
+
+// MarshalJSON writes bounds as Prometheus does ("+Inf"), which JSON numbers
+// cannot hold.
+func (h histogram) MarshalJSON() ([]byte, error) {
+	type bucket struct {
+		Le         string  `json:"le"`
+		Cumulative float64 `json:"cumulative"`
+	}
+	out := struct {
+		Buckets []bucket `json:"buckets"`
+		Count   float64  `json:"count"`
+		SumS    float64  `json:"sum_s"`
+	}{Buckets: []bucket{}, Count: h.Count, SumS: h.Sum}
+	for i, u := range h.Upper {
+		out.Buckets = append(out.Buckets, bucket{strconv.FormatFloat(u, 'g', -1, 64), h.Cum[i]})
+	}
+	return json.Marshal(out)
 }
 
 // extractHistogram collects the series of histogram name whose labels

@@ -128,3 +128,14 @@ func TestFirstNewLeader(t *testing.T) {
 		t.Fatal("found a leader above term 4")
 	}
 }
+
+func TestHistogramJSON(t *testing.T) {
+	h := histogram{Upper: []float64{0.001, math.Inf(1)}, Cum: []float64{1, 2}, Count: 2, Sum: 0.5}
+	b, err := h.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"buckets":[{"le":"0.001","cumulative":1},{"le":"+Inf","cumulative":2}],"count":2,"sum_s":0.5}`; string(b) != want {
+		t.Fatalf("got %s, want %s", b, want)
+	}
+}

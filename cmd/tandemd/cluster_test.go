@@ -189,6 +189,20 @@ func TestControlPlane(t *testing.T) {
 	if _, _, err := td.CLI(ctx, n1, "node", "remove", "n4"); err != nil {
 		t.Fatalf("remove n4: %v", err)
 	}
+	if _, err := td.WaitStatus(ctx, n4, 10*time.Second, func(s *tandemv1.ClusterStatus) bool {
+		return strings.Contains(strings.Join(s.Warnings, " "), "was removed")
+	}); err != nil {
+		t.Fatalf("removed node does not know it: %v", err)
+	}
+	if _, stderr, err := td.CLI(ctx, n1, "node", "remove", "n4"); err == nil || !strings.Contains(stderr, "already removed") {
+		t.Fatalf("removing n4 twice: err=%v stderr=%s", err, stderr)
+	}
+	if _, stderr, err := td.CLI(ctx, n1, "node", "remove", "n1"); err == nil || !strings.Contains(stderr, "cannot remove itself") {
+		t.Fatalf("removing self: err=%v stderr=%s", err, stderr)
+	}
+	if _, stderr, err := td.CLI(ctx, n1, "node", "remove", "nosuch"); err == nil || !strings.Contains(stderr, "no node named") {
+		t.Fatalf("removing unknown node: err=%v stderr=%s", err, stderr)
+	}
 	c.Kill(n4)
 	if err := os.RemoveAll(td.DataDir(n4)); err != nil {
 		t.Fatal(err)
@@ -348,6 +362,9 @@ func TestWitnessKeepsTwoDataNodesQuorate(t *testing.T) {
 	st, err = td.WaitStatus(ctx, n2, 20*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.Leader != "" && s.Leader != "n1" })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st.VotesOnline != 2 || st.Voters != 3 {
+		t.Fatalf("data node + witness: %d of %d votes online", st.VotesOnline, st.Voters)
 	}
 	if _, err := td.Token(ctx, n2); err != nil {
 		t.Fatalf("data node + witness should accept changes: %v", err)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/pki"
 )
 
@@ -119,8 +120,17 @@ func bearer(ctx context.Context) string {
 func (d *Daemon) peerAuth() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if info.FullMethod != methodPeerJoin && !unauthenticatedOK(info.FullMethod) {
-			if _, ou, ok := peerCert(ctx); !ok || ou != pki.OUNode {
+			name, ou, ok := peerCert(ctx)
+			if !ok || ou != pki.OUNode {
 				return nil, status.Error(codes.Unauthenticated, "backend calls need a node certificate from this cluster's CA")
+			}
+			// A removed node keeps a valid certificate; its name is what revokes it.
+			if _, meta, _ := d.cluster(); meta != nil {
+				if st, err := meta.LocalState(); err == nil {
+					if n, ok := st.Nodes[name]; ok && n.State == consensus.NodeRemoved {
+						return nil, status.Errorf(codes.PermissionDenied, "node %s was removed from the cluster; wipe its data directory and join again", name)
+					}
+				}
 			}
 		}
 		return h(ctx, req)

@@ -155,7 +155,8 @@ func (d *Daemon) status(ctx context.Context) *tandemv1.ClusterStatus {
 		ms, err = meta.LocalState()
 	}
 	if err != nil {
-		st.Warnings = append(st.Warnings, "local metadata unavailable: "+err.Error())
+		// Dragonboat stops a replica once it applies its own removal.
+		st.Warnings = append(st.Warnings, fmt.Sprintf("this node's metadata replica is not running (%v): if it was removed from the cluster, stop tandemd, wipe %s and join again", err, d.cfg.DataDir))
 		return st
 	}
 	st.AppliedIndex = ms.Applied
@@ -196,6 +197,9 @@ func (d *Daemon) status(ctx context.Context) *tandemv1.ClusterStatus {
 	st.Quorum = st.Voters/2 + 1
 	if !st.Quorate {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("NOT QUORATE: %d of %d votes online, %d needed; changes are refused and this is %s's last known state", st.VotesOnline, st.Voters, st.Quorum, d.cfg.NodeName))
+	}
+	if self, ok := ms.Nodes[d.cfg.NodeName]; ok && self.State == consensus.NodeRemoved {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("this node (%s) was removed from the cluster; stop tandemd, wipe %s and join again", d.cfg.NodeName, d.cfg.DataDir))
 	}
 	for _, n := range st.Nodes {
 		if n.State == consensus.NodeJoining {
@@ -297,15 +301,31 @@ func (s *nodeService) Remove(ctx context.Context, req *tandemv1.RemoveNodeReques
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "no node named %q in cluster %q", req.Name, ms.Cluster.Name)
 	}
-	if n.State == consensus.NodeRemoved {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s was already removed", req.Name)
-	}
-	if err := meta.Host().RemoveReplica(rctx, consensus.MetaShardID, n.ReplicaID); err != nil {
-		return nil, metaError(err)
-	}
-	rec, err := meta.SetNodeState(rctx, req.Name, consensus.NodeRemoved)
+	mem, err := meta.Host().Membership(rctx, consensus.MetaShardID)
 	if err != nil {
 		return nil, metaError(err)
+	}
+	_, voter := mem.Voters[n.ReplicaID]
+	_, nonVoting := mem.NonVoting[n.ReplicaID]
+	inRaft := voter || nonVoting
+	if n.State == consensus.NodeRemoved && !inRaft {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s was already removed", req.Name)
+	}
+	if voter && len(mem.Voters) == 1 {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is the last voter", req.Name)
+	}
+	// Record the removal first, while the node still receives the log, so a
+	// running node learns it was removed; then drop it from the Raft group.
+	rec := *n
+	if n.State != consensus.NodeRemoved {
+		if rec, err = meta.SetNodeState(rctx, req.Name, consensus.NodeRemoved); err != nil {
+			return nil, metaError(err)
+		}
+	}
+	if inRaft {
+		if err := meta.Host().RemoveReplica(rctx, consensus.MetaShardID, n.ReplicaID); err != nil {
+			return nil, metaError(fmt.Errorf("%s is recorded as removed but is still in the Raft group (run the command again): %w", req.Name, err))
+		}
 	}
 	d.log.Warn("node removed", "node", req.Name, "replica", rec.ReplicaID)
 	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: rec.Name, ReplicaId: rec.ReplicaID, State: rec.State, BackendAddr: rec.BackendAddr}}, nil
