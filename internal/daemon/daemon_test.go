@@ -1,0 +1,215 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/config"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+func TestMain(m *testing.M) {
+	consensus.QuietLogs()
+	os.Exit(m.Run())
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testConfig(t *testing.T, dir string) config.Config {
+	t.Helper()
+	c := config.Config{
+		NodeName:    "solo",
+		DataDir:     dir,
+		BackendAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		RaftAddr:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		AdminAddr:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		MetricsAddr: config.MetricsOff,
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// startDaemon runs a daemon until the returned stop function is called.
+func startDaemon(t *testing.T, cfg config.Config) (stop func()) {
+	t.Helper()
+	d, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("daemon did not stop within 20s")
+		}
+	}
+}
+
+func dial(t *testing.T, dir, token string) *adminclient.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := adminclient.Dial(ctx, adminclient.Options{DataDir: dir, Token: token, Credentials: filepath.Join(dir, "admin")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestSingleNodeLifecycle exercises the daemon in process: create, refuse
+// unauthenticated calls, commit config, restart from disk with state intact.
+func TestSingleNodeLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	stop := startDaemon(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	anon := dial(t, dir, "tdma1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	st, err := anon.Cluster.Status(ctx, &tandemv1.StatusRequest{})
+	if err != nil || st.Initialized {
+		t.Fatalf("status before create: %v %v", st, err)
+	}
+	if _, err := anon.Cluster.CreateToken(ctx, &tandemv1.CreateTokenRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("token before create: %v", err)
+	}
+	if _, err := anon.Cluster.Create(ctx, &tandemv1.CreateClusterRequest{Name: "Bad Name"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad cluster name: %v", err)
+	}
+	resp, err := anon.Cluster.Create(ctx, &tandemv1.CreateClusterRequest{Name: "solo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Status.Quorate || resp.Status.Leader != "solo" {
+		t.Fatalf("after create: %+v", resp.Status)
+	}
+	if _, err := anon.Cluster.Create(ctx, &tandemv1.CreateClusterRequest{Name: "again"}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("second create with a wrong token: %v", err)
+	}
+	for _, f := range []string{"ca.crt", "admin.crt", "admin.key", "token"} {
+		fi, err := os.Stat(filepath.Join(dir, "admin", f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("admin/%s: %v mode %v", f, err, fi.Mode())
+		}
+	}
+	if _, err := anon.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"a": "b"}}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("set config with a wrong token: %v", err)
+	}
+	admin := dial(t, dir, "")
+	if _, err := admin.Cluster.Create(ctx, &tandemv1.CreateClusterRequest{Name: "again"}); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("second create: %v", err)
+	}
+	if _, err := admin.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"Bad Key": "x"}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad config key: %v", err)
+	}
+	if _, err := admin.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"zone": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Cluster.CreateToken(ctx, &tandemv1.CreateTokenRequest{TtlSeconds: 8 * 24 * 3600}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("token ttl over a week: %v", err)
+	}
+	if _, err := admin.Node.Remove(ctx, &tandemv1.RemoveNodeRequest{Name: "solo"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("removing the only node: %v", err)
+	}
+	stop()
+
+	// Restart from the same data dir: identity, membership and config survive.
+	stop = startDaemon(t, cfg)
+	defer stop()
+	admin = dial(t, dir, "")
+	got, err := admin.Cluster.GetConfig(ctx, &tandemv1.GetConfigRequest{})
+	if err != nil || got.Values["zone"] != "a" {
+		t.Fatalf("config after restart: %v %v", got, err)
+	}
+	st, err = admin.Cluster.Status(ctx, &tandemv1.StatusRequest{})
+	if err != nil || !st.Quorate || st.ClusterName != "solo" || len(st.Nodes) != 1 {
+		t.Fatalf("status after restart: %+v %v", st, err)
+	}
+}
+
+func TestNewRefusesRenameAndCorruptIdentity(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	if err := saveIdentity(layout{dir}, &identity{ClusterName: "c", ClusterID: "id", NodeName: "other", ReplicaID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var se *StartupError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "cannot be renamed") {
+		t.Fatalf("renamed node: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "node.json"), []byte("{torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("corrupt identity: %v", err)
+	}
+}
+
+func TestMetaErrorCodes(t *testing.T) {
+	cases := []struct {
+		err  error
+		code codes.Code
+	}{
+		{fmt.Errorf("x: %w", consensus.ErrNoQuorum), codes.FailedPrecondition},
+		{&consensus.ResultError{Base: consensus.ErrTokenUsed, Msg: "used"}, codes.PermissionDenied},
+		{&consensus.ResultError{Base: consensus.ErrTokenInvalid, Msg: "bad"}, codes.PermissionDenied},
+		{&consensus.ResultError{Base: consensus.ErrNodeExists, Msg: "dup"}, codes.AlreadyExists},
+		{status.Error(codes.Unavailable, "x"), codes.Unavailable},
+		{errors.New("boom"), codes.Internal},
+	}
+	for _, c := range cases {
+		if got := status.Code(metaError(c.err)); got != c.code {
+			t.Errorf("%v: got %v, want %v", c.err, got, c.code)
+		}
+	}
+	if !strings.Contains(status.Convert(metaError(consensus.ErrNoQuorum)).Message(), "no quorum") {
+		t.Error("no-quorum message must say so")
+	}
+}
+
+func TestBearer(t *testing.T) {
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer  tok "))
+	if got := bearer(ctx); got != "tok" {
+		t.Fatalf("bearer = %q", got)
+	}
+	ctx = metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Basic x"))
+	if got := bearer(ctx); got != "" {
+		t.Fatalf("basic auth taken as bearer: %q", got)
+	}
+}
