@@ -15,7 +15,8 @@ GRPCURL_VERSION            := v1.9.3
 STATICCHECK_VERSION        := v0.8.2
 
 # Debian packages the tests and the demo drive as real parts.
-APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps
+APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
+  qemu-utils libnbd-bin fio
 
 .PHONY: proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
 

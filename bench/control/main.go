@@ -60,6 +60,7 @@ func main() {
 
 type config struct {
 	bin, out      string
+	logs          string
 	proposals     int
 	warmup        int
 	kills         int
@@ -75,6 +76,7 @@ func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("control", flag.ContinueOnError)
 	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
 	fs.StringVar(&c.out, "out", "bench/results", "directory for control.json and control.md")
+	fs.StringVar(&c.logs, "logs", "", "if set, copy every node's tandemd log into this directory at the end")
 	fs.IntVar(&c.proposals, "proposals", 1000, "measured SetConfig calls per path (leader, follower)")
 	fs.IntVar(&c.warmup, "warmup", 20, "unmeasured SetConfig calls before each path")
 	fs.IntVar(&c.kills, "kills", 20, "leader kills")
@@ -170,6 +172,7 @@ type bench struct {
 	self    string // this executable, re-run inside namespaces as a helper
 	ip      string
 	procs   map[string]*testcluster.Proc   // current tandemd per node
+	started map[string]time.Time           // when each current tandemd was started
 	clients map[string]*adminclient.Client // admin socket clients per node
 	rep     *Report
 }
@@ -221,7 +224,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	b := &bench{
 		cfg: cfg, log: log, c: c, td: testcluster.NewTandem(c, bin), self: self, ip: ip,
-		procs: map[string]*testcluster.Proc{}, clients: map[string]*adminclient.Client{},
+		procs: map[string]*testcluster.Proc{}, started: map[string]time.Time{}, clients: map[string]*adminclient.Client{},
 		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: hostInfo(), Tandemd: binaryInfo(filepath.Join(bin, "tandemd")), Params: Params{
 			Nodes: nodes, Proposals: cfg.proposals, Warmup: cfg.warmup, Kills: cfg.kills, Settle: cfg.settle.String(), Idle: cfg.idle.String(),
 			PollTimeout: cfg.pollTimeout.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.timeout.String(),
@@ -256,6 +259,11 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		}
 	}
 	b.rep.DaemonLog = scanDaemonLogs(c)
+	if cfg.logs != "" {
+		if err := copyLogs(c, cfg.logs); err != nil {
+			b.rep.Errors = append(b.rep.Errors, err.Error())
+		}
+	}
 	b.evaluateGoals()
 	b.rep.DurationS = time.Since(began).Seconds()
 	return b.rep, nil
@@ -279,6 +287,7 @@ func (b *bench) close() {
 
 func (b *bench) setup(ctx context.Context) error {
 	for _, n := range b.c.Nodes {
+		b.started[n.Name] = time.Now()
 		p, err := b.td.StartDaemon(ctx, n)
 		if err != nil {
 			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
@@ -562,6 +571,12 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 	}
 	polled := survivors[0]
 	r.Polled = polled.Name
+	for _, n := range survivors {
+		age := time.Since(b.started[n.Name]).Seconds()
+		if r.YoungestSurvivorS == 0 || age < r.YoungestSurvivorS {
+			r.YoungestSurvivorS = age
+		}
+	}
 	cl, err := b.client(ctx, polled)
 	if err != nil {
 		return r, nil, err
@@ -644,6 +659,7 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 
 	// Bring the node back and wait for a healthy cluster before the next round.
 	started := time.Now()
+	b.started[victim.Name] = started
 	p, err := b.td.StartDaemon(ctx, victim)
 	if err != nil {
 		return r, pollMS, fmt.Errorf("restart tandemd on %s: %w", victim.Name, err)
@@ -751,6 +767,10 @@ func (b *bench) memory(ctx context.Context, phase string) error {
 		}
 		if s.Error != "" {
 			errs = append(errs, fmt.Errorf("%s: %s", n.Name, s.Error))
+		} else if m, err := fetchMetrics(ctx, b.c, b.self, n); err == nil {
+			// Read after VmRSS: the scrape itself allocates.
+			get := func(name string) float64 { v, _ := gauge(m, name); return v / 1e6 }
+			s.HeapInuseMB, s.HeapReleasedMB, s.GoSysMB = get("go_memstats_heap_inuse_bytes"), get("go_memstats_heap_released_bytes"), get("go_memstats_sys_bytes")
 		}
 		b.rep.Memory = append(b.rep.Memory, s)
 		b.log.Info("memory", "phase", phase, "node", n.Name, "pid", s.PID, "rss_mb", s.RSSMB, "hwm_mb", s.HWMMB)
@@ -856,6 +876,23 @@ func scanDaemonLogs(c *testcluster.Cluster) []LogFinding {
 		res = append(res, *g)
 	}
 	return res
+}
+
+// copyLogs keeps the daemon logs, which go away with the temporary directory.
+func copyLogs(c *testcluster.Cluster, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("logs dir: %w", err)
+	}
+	for _, n := range c.Nodes {
+		data, err := os.ReadFile(filepath.Join(n.Dir, "tandemd.log"))
+		if err != nil {
+			return fmt.Errorf("log of %s: %w", n.Name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n.Name+"-tandemd.log"), data, 0o644); err != nil {
+			return fmt.Errorf("copy log of %s: %w", n.Name, err)
+		}
+	}
+	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

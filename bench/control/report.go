@@ -119,8 +119,11 @@ type Round struct {
 	Killed     string `json:"killed"`
 	TermBefore uint64 `json:"term_before"`
 	Polled     string `json:"polled"`
-	NewLeader  string `json:"new_leader,omitempty"`
-	TermAfter  uint64 `json:"term_after,omitempty"`
+	// YoungestSurvivorS is the age of the most recently started survivor:
+	// failover right after a peer's restart is the known weak spot.
+	YoungestSurvivorS float64 `json:"youngest_survivor_s"`
+	NewLeader         string  `json:"new_leader,omitempty"`
+	TermAfter         uint64  `json:"term_after,omitempty"`
 	// KillMS is how long Cluster.Kill took (SIGKILL, sweep, reap).
 	KillMS float64 `json:"kill_ms"`
 	// FailoverMS: end of the first Status call on the polled survivor that
@@ -158,7 +161,11 @@ type RSSSample struct {
 	PID   int     `json:"pid"`
 	RSSMB float64 `json:"vm_rss_mb"`
 	HWMMB float64 `json:"vm_hwm_mb"`
-	Error string  `json:"error,omitempty"`
+	// From the node's Go runtime metrics, scraped right after.
+	HeapInuseMB    float64 `json:"go_heap_inuse_mb"`
+	HeapReleasedMB float64 `json:"go_heap_released_mb"`
+	GoSysMB        float64 `json:"go_sys_mb"`
+	Error          string  `json:"error,omitempty"`
 }
 
 // LogFinding is a group of similar WARN/ERROR lines in the tandemd logs.
@@ -309,7 +316,7 @@ func (r *Report) Markdown() string {
 		p("Each round reads the leader from a Status, starts a metrics watcher inside each survivor's namespace, records t0 and SIGKILLs every process of the leader's host (`Cluster.Kill`). "+
 			"It then calls `Cluster.Status` on one survivor through its unix socket back to back (one call at a time, each with a %s timeout) until one answers quorate with a leader other than the killed node. "+
 			"**API failover** is the time from t0 to the end of that call, so it includes the call's own duration; the resolution is one Status call (see the poll rows). "+
-			"Meanwhile a second client retries `SetConfig` through the same survivor back to back: **writes again** is the end of the first call that succeeds. " +
+			"Meanwhile a second client retries `SetConfig` through the same survivor back to back: **writes again** is the end of the first call that succeeds. "+
 			"**Raft election** is the end of the first watcher scrape (every %s, `/metrics` gauges `tandem_raft_metadata_has_leader` and `_term`) showing a leader at a term above the one before the kill. "+
 			"The killed node is then restarted and the round ends once the survivor shows 3/3 voters online and quorate and the restarted node is quorate itself, plus %s of settling.\n\n",
 			r.Params.PollTimeout, r.Params.WatchInterval, r.Params.Settle)
@@ -327,7 +334,7 @@ func (r *Report) Markdown() string {
 		row("Restart: tandemd started → 3/3 online and quorate", f.BackOnline, "")
 		row("`Cluster.Kill` call (SIGKILL + sweep + reap)", f.Kill, "")
 		p("\nPer round (ms from t0):\n\n")
-		p("| # | killed | term | polled | new leader | term | Raft | writes (attempts) | API | detecting poll start + duration | polls (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| # | killed | term | youngest survivor | polled | new leader | term | Raft | writes (attempts) | API | detecting poll start + duration | polls (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, rd := range f.Rounds {
 			raft := fmtOpt(rd.RaftMS)
 			if rd.RaftSeenOn != "" {
@@ -339,10 +346,10 @@ func (r *Report) Markdown() string {
 			}
 			write += fmt.Sprintf(" (%d)", rd.WriteAttempts)
 			if rd.Error != "" {
-				p("| %d | %s | %d | %s | — | | %s | %s | — | | %d (%d) | error: %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, raft, write, rd.Polls, rd.PollErrors, rd.Error)
+				p("| %d | %s | %d | %.1f s | %s | — | | %s | %s | — | | %d (%d) | error: %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.YoungestSurvivorS, rd.Polled, raft, write, rd.Polls, rd.PollErrors, rd.Error)
 				continue
 			}
-			p("| %d | %s | %d | %s | %s | %d | %s | %s | %s | %.0f + %.0f | %d (%d) | %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.Polled, rd.NewLeader, rd.TermAfter,
+			p("| %d | %s | %d | %.1f s | %s | %s | %d | %s | %s | %s | %.0f + %.0f | %d (%d) | %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.YoungestSurvivorS, rd.Polled, rd.NewLeader, rd.TermAfter,
 				raft, write, fmtMS(rd.FailoverMS), rd.DetectStartMS, rd.DetectPollMS, rd.Polls, rd.PollErrors, fmtMS(rd.BackOnlineMS))
 		}
 		p("\n")
@@ -352,13 +359,13 @@ func (r *Report) Markdown() string {
 		p("## Idle memory\n\n")
 		p("VmRSS and VmHWM (peak) from `/proc/<pid>/status` of each tandemd after %s without requests: once after the cluster formed, once at the end. "+
 			"Nodes killed and restarted during the failover rounds are younger processes at the end.\n\n", r.Params.Idle)
-		p("| When | Node | PID | VmRSS | VmHWM |\n|---|---|---|---|---|\n")
+		p("| When | Node | PID | VmRSS | VmHWM | Go heap in use | Go heap released | Go sys |\n|---|---|---|---|---|---|---|---|\n")
 		for _, s := range r.Memory {
 			if s.Error != "" {
-				p("| %s | %s | %d | error: %s | |\n", s.Phase, s.Node, s.PID, s.Error)
+				p("| %s | %s | %d | error: %s | | | | |\n", s.Phase, s.Node, s.PID, s.Error)
 				continue
 			}
-			p("| %s | %s | %d | %.1f MB | %.1f MB |\n", s.Phase, s.Node, s.PID, s.RSSMB, s.HWMMB)
+			p("| %s | %s | %d | %.1f MB | %.1f MB | %.1f MB | %.1f MB | %.1f MB |\n", s.Phase, s.Node, s.PID, s.RSSMB, s.HWMMB, s.HeapInuseMB, s.HeapReleasedMB, s.GoSysMB)
 		}
 		p("\n")
 	}
