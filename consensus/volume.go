@@ -1,0 +1,430 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// ReplicaState names a replica's disk state, as DRBD's disk states do.
+type ReplicaState string
+
+// Replica states.
+const (
+	// UpToDate holds every write the primary acknowledged.
+	UpToDate ReplicaState = "UpToDate"
+	// Outdated is consistent but missing writes the primary acknowledged
+	// after it was fenced off ("peer Outdated").
+	Outdated ReplicaState = "Outdated"
+	// Inconsistent is partly resynced or never synced: unusable until a
+	// resync completes.
+	Inconsistent ReplicaState = "Inconsistent"
+	// SyncSource is UpToDate and currently feeding a resync.
+	SyncSource ReplicaState = "SyncSource"
+	// SyncTarget is being resynced; its data is inconsistent until done.
+	SyncTarget ReplicaState = "SyncTarget"
+)
+
+// Errors of the volume state machine (see ResultError).
+var (
+	ErrStaleEpoch     = errors.New("stale epoch")
+	ErrNotPrimary     = errors.New("not the primary of this volume")
+	ErrNotReplica     = errors.New("not a replica of this volume")
+	ErrNotUpToDate    = errors.New("replica is not UpToDate")
+	ErrBadTransition  = errors.New("replica state transition not allowed")
+	ErrVolumeExists   = errors.New("volume record already initialised")
+	ErrNoVolumeRecord = errors.New("volume record not initialised")
+)
+
+var volumeResultErrors = []error{nil, ErrStaleEpoch, ErrNotPrimary, ErrNotReplica, ErrNotUpToDate, ErrBadTransition, ErrVolumeExists, ErrNoVolumeRecord, ErrBadCommand}
+
+// maxVolumeHistory bounds the transitions kept in a volume record.
+const maxVolumeHistory = 64
+
+// ReplicaRecord is one replica's committed state.
+type ReplicaRecord struct {
+	Node  string       `json:"node"`
+	State ReplicaState `json:"state"`
+	Since time.Time    `json:"since"`
+	// Reconcile is set on secondaries when the primary changes: they may hold
+	// writes the old primary never acknowledged, which the new primary
+	// overwrites with a small resync. They stay UpToDate meanwhile: every
+	// acknowledged write is on them.
+	Reconcile bool `json:"reconcile,omitempty"`
+}
+
+// VolumeEvent is one committed transition, kept for operators.
+type VolumeEvent struct {
+	At     time.Time `json:"at"`
+	By     string    `json:"by"`
+	Epoch  uint64    `json:"epoch"`
+	What   string    `json:"what"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// VolumeRecord is the content of a volume's own Raft shard: who may write
+// (primary, epoch) and which replicas hold every acknowledged write.
+type VolumeRecord struct {
+	Name     string                    `json:"name"`
+	ShardID  uint64                    `json:"shard_id"`
+	Size     int64                     `json:"size"`
+	Epoch    uint64                    `json:"epoch"`
+	Primary  string                    `json:"primary"`
+	Replicas map[string]*ReplicaRecord `json:"replicas"`
+	Witness  string                    `json:"witness,omitempty"`
+	History  []VolumeEvent             `json:"history"`
+	Applied  uint64                    `json:"applied"`
+}
+
+// Initialised reports whether the record was created.
+func (r *VolumeRecord) Initialised() bool { return r.Name != "" }
+
+// UpToDateReplicas lists replicas holding every acknowledged write, sorted.
+func (r *VolumeRecord) UpToDateReplicas() []string {
+	var out []string
+	for n, rr := range r.Replicas {
+		if rr.State == UpToDate || rr.State == SyncSource {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// VolumeCommand is one replicated change to a volume record. Epoch and By
+// guard every change the primary makes: a stale primary's commands fail
+// with ErrStaleEpoch or ErrNotPrimary, which is how it learns it was deposed.
+type VolumeCommand struct {
+	Op     string        `json:"op"`
+	At     time.Time     `json:"at"`
+	By     string        `json:"by"`
+	Epoch  uint64        `json:"epoch,omitempty"`
+	Init   *VolumeRecord `json:"init,omitempty"`
+	Peer   string        `json:"peer,omitempty"`
+	State  ReplicaState  `json:"state,omitempty"`
+	Reason string        `json:"reason,omitempty"`
+}
+
+const (
+	volInit     = "init"
+	volOutdate  = "outdate"
+	volSetState = "set-state"
+	volPromote  = "promote"
+)
+
+// allowedTransitions are the moves the primary may commit with set-state.
+// UpToDate -> Outdated goes through "outdate", and promotion through
+// "promote", because those carry the invariants I2 and I3.
+func allowedTransition(from, to ReplicaState) bool {
+	switch to {
+	case SyncTarget:
+		return from == Outdated || from == Inconsistent
+	case UpToDate:
+		return from == SyncTarget || from == SyncSource
+	case SyncSource:
+		return from == UpToDate
+	case Inconsistent:
+		return from == SyncTarget || from == Outdated
+	}
+	return false
+}
+
+type volumeSM struct {
+	r *VolumeRecord
+}
+
+// NewVolumeStateMachine is the dragonboat factory for volume shards.
+func NewVolumeStateMachine(_, _ uint64) sm.IStateMachine {
+	return &volumeSM{r: &VolumeRecord{Replicas: map[string]*ReplicaRecord{}}}
+}
+
+func (m *volumeSM) Update(e sm.Entry) (sm.Result, error) {
+	m.r.Applied = e.Index
+	var c VolumeCommand
+	if err := json.Unmarshal(e.Cmd, &c); err != nil {
+		return volReject(fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
+	}
+	if err := m.apply(&c); err != nil {
+		return volReject(err), nil
+	}
+	b, err := json.Marshal(m.r)
+	if err != nil {
+		return volReject(fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
+	}
+	return sm.Result{Value: 0, Data: b}, nil
+}
+
+func volReject(err error) sm.Result {
+	code := uint64(len(volumeResultErrors) - 1)
+	for i, e := range volumeResultErrors {
+		if e != nil && errors.Is(err, e) {
+			code = uint64(i)
+			break
+		}
+	}
+	return sm.Result{Value: code, Data: []byte(err.Error())}
+}
+
+func (m *volumeSM) event(c *VolumeCommand, what string) {
+	m.r.History = append(m.r.History, VolumeEvent{At: c.At, By: c.By, Epoch: m.r.Epoch, What: what, Reason: c.Reason})
+	if over := len(m.r.History) - maxVolumeHistory; over > 0 {
+		m.r.History = append([]VolumeEvent(nil), m.r.History[over:]...)
+	}
+}
+
+// guardPrimary checks that a command comes from the current epoch's primary.
+func (m *volumeSM) guardPrimary(c *VolumeCommand) error {
+	if c.Epoch != m.r.Epoch {
+		return fmt.Errorf("%w: command for epoch %d, volume is at epoch %d", ErrStaleEpoch, c.Epoch, m.r.Epoch)
+	}
+	if c.By != m.r.Primary {
+		return fmt.Errorf("%w: %s is not the primary (%s is)", ErrNotPrimary, c.By, m.r.Primary)
+	}
+	return nil
+}
+
+func (m *volumeSM) apply(c *VolumeCommand) error {
+	r := m.r
+	if c.Op != volInit && !r.Initialised() {
+		return ErrNoVolumeRecord
+	}
+	switch c.Op {
+	case volInit:
+		if r.Initialised() {
+			if c.Init != nil && c.Init.Name == r.Name && c.Init.ShardID == r.ShardID {
+				return nil // retried proposal
+			}
+			return ErrVolumeExists
+		}
+		in := c.Init
+		if in == nil || in.Name == "" || in.Size <= 0 || len(in.Replicas) == 0 || in.Replicas[in.Primary] == nil {
+			return fmt.Errorf("%w: init needs a name, a size and replicas including the primary", ErrBadCommand)
+		}
+		n := *in
+		n.Replicas = map[string]*ReplicaRecord{}
+		for name, rr := range in.Replicas {
+			cp := *rr
+			cp.Node, cp.Since = name, c.At
+			n.Replicas[name] = &cp
+		}
+		n.History, n.Applied = nil, r.Applied
+		if n.Epoch == 0 {
+			n.Epoch = 1
+		}
+		m.r = &n
+		m.event(c, fmt.Sprintf("created with primary %s", n.Primary))
+		return nil
+	case volOutdate:
+		if err := m.guardPrimary(c); err != nil {
+			return err
+		}
+		rr, ok := r.Replicas[c.Peer]
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
+		}
+		if c.Peer == r.Primary {
+			return fmt.Errorf("%w: the primary cannot outdate itself", ErrBadTransition)
+		}
+		if rr.State == Outdated || rr.State == Inconsistent {
+			return nil // already fenced off: retried or repeated
+		}
+		prev := rr.State
+		rr.State, rr.Since = Outdated, c.At
+		if prev == SyncTarget {
+			rr.State = Inconsistent
+		}
+		m.event(c, fmt.Sprintf("%s %s -> %s", c.Peer, prev, rr.State))
+		return nil
+	case volSetState:
+		if err := m.guardPrimary(c); err != nil {
+			return err
+		}
+		rr, ok := r.Replicas[c.Peer]
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
+		}
+		if rr.State == c.State {
+			return nil
+		}
+		if !allowedTransition(rr.State, c.State) {
+			return fmt.Errorf("%w: %s %s -> %s", ErrBadTransition, c.Peer, rr.State, c.State)
+		}
+		prev := rr.State
+		rr.State, rr.Since = c.State, c.At
+		if c.State == UpToDate {
+			rr.Reconcile = false
+		}
+		m.event(c, fmt.Sprintf("%s %s -> %s", c.Peer, prev, c.State))
+		return nil
+	case volPromote:
+		rr, ok := r.Replicas[c.Peer]
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
+		}
+		if c.Peer == r.Primary {
+			return nil
+		}
+		// I3: only a replica holding every acknowledged write may lead.
+		if rr.State != UpToDate {
+			return fmt.Errorf("%w: %s is %s", ErrNotUpToDate, c.Peer, rr.State)
+		}
+		if c.Epoch != 0 && c.Epoch != r.Epoch {
+			return fmt.Errorf("%w: promotion expected epoch %d, volume is at epoch %d", ErrStaleEpoch, c.Epoch, r.Epoch)
+		}
+		old := r.Primary
+		r.Epoch++
+		r.Primary = c.Peer
+		rr.Reconcile = false
+		for name, o := range r.Replicas {
+			switch {
+			case name == old:
+				// The deposed primary may hold writes it never got
+				// acknowledged and misses the new primary's: resync.
+				o.State, o.Since = Outdated, c.At
+			case name != c.Peer && (o.State == UpToDate || o.State == SyncSource):
+				o.State, o.Reconcile = UpToDate, true
+			}
+		}
+		m.event(c, fmt.Sprintf("promoted %s (was %s)", c.Peer, old))
+		return nil
+	}
+	return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+}
+
+func (m *volumeSM) Lookup(q any) (any, error) {
+	if _, ok := q.(stateQuery); !ok {
+		return nil, fmt.Errorf("unknown volume query %T", q)
+	}
+	return cloneVolume(m.r)
+}
+
+func cloneVolume(r *VolumeRecord) (*VolumeRecord, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var c VolumeRecord
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, err
+	}
+	if c.Replicas == nil {
+		c.Replicas = map[string]*ReplicaRecord{}
+	}
+	return &c, nil
+}
+
+func (m *volumeSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
+	return json.NewEncoder(w).Encode(m.r)
+}
+
+func (m *volumeSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan struct{}) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("read volume snapshot: %w", err)
+	}
+	var rec VolumeRecord
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&rec); err != nil {
+		return fmt.Errorf("corrupt volume snapshot: %w", err)
+	}
+	if rec.Replicas == nil {
+		return errors.New("corrupt volume snapshot: no replicas")
+	}
+	m.r = &rec
+	return nil
+}
+
+func (m *volumeSM) Close() error { return nil }
+
+// Volumes is the typed client of volume shards on one host.
+type Volumes struct {
+	h    *Host
+	node string
+	now  func() time.Time
+}
+
+// NewVolumes returns the volume-shard client for the node named node.
+func NewVolumes(h *Host, node string) *Volumes {
+	return &Volumes{h: h, node: node, now: time.Now}
+}
+
+// Start starts this host's replica (or witness) of a volume shard.
+func (v *Volumes) Start(spec ShardSpec) error {
+	return v.h.StartShard(spec, NewVolumeStateMachine)
+}
+
+func (v *Volumes) propose(ctx context.Context, shardID uint64, c VolumeCommand) (*VolumeRecord, error) {
+	c.At = v.now().UTC()
+	if c.By == "" {
+		c.By = v.node
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", c.Op, err)
+	}
+	res, err := v.h.Propose(ctx, shardID, b)
+	if err != nil {
+		return nil, err
+	}
+	if res.Value != 0 {
+		base := ErrBadCommand
+		if res.Value < uint64(len(volumeResultErrors)) {
+			base = volumeResultErrors[res.Value]
+		}
+		return nil, &ResultError{Base: base, Msg: string(res.Data)}
+	}
+	var rec VolumeRecord
+	if err := json.Unmarshal(res.Data, &rec); err != nil {
+		return nil, fmt.Errorf("decode volume record: %w", err)
+	}
+	return &rec, nil
+}
+
+// Init writes the volume's first record (epoch 1 unless set).
+func (v *Volumes) Init(ctx context.Context, rec VolumeRecord) (*VolumeRecord, error) {
+	rec.Replicas = maps.Clone(rec.Replicas)
+	return v.propose(ctx, rec.ShardID, VolumeCommand{Op: volInit, Init: &rec})
+}
+
+// Outdate commits "peer Outdated" (DRBD's fence-peer): the primary of epoch
+// may then acknowledge writes without that peer.
+func (v *Volumes) Outdate(ctx context.Context, shardID, epoch uint64, peer, reason string) (*VolumeRecord, error) {
+	return v.propose(ctx, shardID, VolumeCommand{Op: volOutdate, Epoch: epoch, Peer: peer, Reason: reason})
+}
+
+// SetReplicaState commits a resync transition for peer, as the primary of epoch.
+func (v *Volumes) SetReplicaState(ctx context.Context, shardID, epoch uint64, peer string, s ReplicaState, reason string) (*VolumeRecord, error) {
+	return v.propose(ctx, shardID, VolumeCommand{Op: volSetState, Epoch: epoch, Peer: peer, State: s, Reason: reason})
+}
+
+// Promote makes node the primary with a new epoch, if it is UpToDate. When
+// expectEpoch is non-zero the promotion fails unless the volume is still at
+// that epoch (so two recoveries cannot both promote).
+func (v *Volumes) Promote(ctx context.Context, shardID uint64, node string, expectEpoch uint64, reason string) (*VolumeRecord, error) {
+	return v.propose(ctx, shardID, VolumeCommand{Op: volPromote, Peer: node, Epoch: expectEpoch, Reason: reason})
+}
+
+// Record is a linearizable read of the volume record.
+func (v *Volumes) Record(ctx context.Context, shardID uint64) (*VolumeRecord, error) {
+	out, err := v.h.Read(ctx, shardID, stateQuery{})
+	if err != nil {
+		return nil, err
+	}
+	return out.(*VolumeRecord), nil
+}
+
+// LocalRecord reads this replica's copy without quorum; it may be stale.
+func (v *Volumes) LocalRecord(shardID uint64) (*VolumeRecord, error) {
+	out, err := v.h.StaleRead(shardID, stateQuery{})
+	if err != nil {
+		return nil, err
+	}
+	return out.(*VolumeRecord), nil
+}

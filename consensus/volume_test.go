@@ -1,0 +1,132 @@
+package consensus
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func volApply(t *testing.T, m *volumeSM, c VolumeCommand) error {
+	t.Helper()
+	c.At = time.Now()
+	return m.apply(&c)
+}
+
+func newVolSM(t *testing.T) *volumeSM {
+	t.Helper()
+	m := NewVolumeStateMachine(0, 0).(*volumeSM)
+	init := &VolumeRecord{Name: "vol1", ShardID: 1001, Size: 1 << 30, Primary: "a", Replicas: map[string]*ReplicaRecord{
+		"a": {State: UpToDate}, "b": {State: UpToDate}, "c": {State: UpToDate},
+	}}
+	if err := volApply(t, m, VolumeCommand{Op: volInit, By: "a", Init: init}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestVolumeEpochGuardsAndPromotion(t *testing.T) {
+	m := newVolSM(t)
+	if m.r.Epoch != 1 || m.r.Primary != "a" {
+		t.Fatalf("init: epoch %d primary %s", m.r.Epoch, m.r.Primary)
+	}
+	// I1/I2: only the current primary at the current epoch may fence a peer.
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "b", Epoch: 1, Peer: "c"}); !errors.Is(err, ErrNotPrimary) {
+		t.Fatalf("outdate by a secondary: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "a", Epoch: 0, Peer: "c"}); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("outdate with a stale epoch: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "a", Epoch: 1, Peer: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if m.r.Replicas["c"].State != Outdated {
+		t.Fatalf("c is %s", m.r.Replicas["c"].State)
+	}
+	// I3: an Outdated replica cannot be promoted; an UpToDate one can.
+	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "c"}); !errors.Is(err, ErrNotUpToDate) {
+		t.Fatalf("promote Outdated: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "b", Epoch: 7}); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("promote with a wrong expected epoch: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "b", Epoch: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if m.r.Epoch != 2 || m.r.Primary != "b" || m.r.Replicas["a"].State != Outdated {
+		t.Fatalf("after promote: epoch %d primary %s a=%s", m.r.Epoch, m.r.Primary, m.r.Replicas["a"].State)
+	}
+	// The deposed primary's commands are refused from now on.
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "a", Epoch: 1, Peer: "b"}); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("stale primary fencing the new one: %v", err)
+	}
+	// Resync transitions, driven by the new primary.
+	if err := volApply(t, m, VolumeCommand{Op: volSetState, By: "b", Epoch: 2, Peer: "a", State: UpToDate}); !errors.Is(err, ErrBadTransition) {
+		t.Fatalf("Outdated -> UpToDate without resync: %v", err)
+	}
+	for _, s := range []ReplicaState{SyncTarget, UpToDate} {
+		if err := volApply(t, m, VolumeCommand{Op: volSetState, By: "b", Epoch: 2, Peer: "a", State: s}); err != nil {
+			t.Fatalf("-> %s: %v", s, err)
+		}
+	}
+	// A resync interrupted by a fence leaves the target Inconsistent.
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "b", Epoch: 2, Peer: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volSetState, By: "b", Epoch: 2, Peer: "c", State: SyncTarget}); err != nil {
+		t.Fatal(err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "b", Epoch: 2, Peer: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if m.r.Replicas["c"].State != Inconsistent {
+		t.Fatalf("interrupted SyncTarget is %s, want Inconsistent", m.r.Replicas["c"].State)
+	}
+	if len(m.r.History) == 0 {
+		t.Fatal("no history recorded")
+	}
+}
+
+func TestVolumeShardWithWitness(t *testing.T) {
+	hosts := newCluster(t, 3, 0)
+	ctx := ctxT(t, 30*time.Second)
+	const shard = 2001
+	members := map[uint64]string{1: hosts[0].addr, 2: hosts[1].addr}
+	vols := make([]*Volumes, 3)
+	for i, th := range hosts {
+		vols[i] = NewVolumes(th.h, th.name)
+	}
+	for i := range 2 {
+		if err := vols[i].Start(ShardSpec{ShardID: shard, ReplicaID: uint64(i + 1), Members: members}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hosts[0].h.AddReplica(ctx, shard, 3, hosts[2].addr, Witness); err != nil {
+		t.Fatal(err)
+	}
+	if err := vols[2].Start(ShardSpec{ShardID: shard, ReplicaID: 3, Join: true, Role: Witness}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := vols[0].Init(ctx, VolumeRecord{Name: "v", ShardID: shard, Size: 1 << 20, Primary: "n1", Witness: "n3",
+		Replicas: map[string]*ReplicaRecord{"n1": {State: UpToDate}, "n2": {State: UpToDate}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The primary loses n2 and fences it through the shard (n1 + witness).
+	if err := hosts[1].h.StopShard(shard); err != nil {
+		t.Fatal(err)
+	}
+	rec, err = vols[0].Outdate(ctx, shard, rec.Epoch, "n2", "peer unreachable")
+	if err != nil {
+		t.Fatalf("outdate with data replica + witness: %v", err)
+	}
+	if rec.Replicas["n2"].State != Outdated {
+		t.Fatalf("n2 is %s", rec.Replicas["n2"].State)
+	}
+	got, err := vols[0].Record(ctx, shard)
+	if err != nil || got.Replicas["n2"].State != Outdated || got.Epoch != 1 {
+		t.Fatalf("record: %+v %v", got, err)
+	}
+	if _, err := vols[0].Promote(ctx, shard, "n2", 0, "operator"); !errors.Is(err, ErrNotUpToDate) {
+		t.Fatalf("promoting the Outdated replica: %v", err)
+	}
+}
