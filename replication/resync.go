@@ -1,0 +1,180 @@
+package replication
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tandemhci/tandem/consensus"
+)
+
+// resync brings an Outdated peer back: connect, commit SyncTarget, copy the
+// regions in its dirty bitmap while new writes keep flowing to it, flush,
+// commit UpToDate. Only the dirty set crosses the network (I4).
+func (p *Primary) resync(pe *peer) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := p.connect(ctx, pe); err != nil {
+		return err
+	}
+	pe.mu.Lock()
+	gen := pe.gen
+	pe.mu.Unlock()
+	abandon := func(err error) error {
+		pe.mu.Lock()
+		if pe.gen == gen && pe.conn != nil {
+			pe.conn.Close()
+		}
+		pe.mu.Unlock()
+		return err
+	}
+	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, consensus.SyncTarget, "resync starting"); err != nil {
+		if errors.Is(err, consensus.ErrStaleEpoch) || errors.Is(err, consensus.ErrNotPrimary) {
+			p.depose(err)
+		}
+		return abandon(fmt.Errorf("commit SyncTarget: %w", err))
+	}
+	// From here every new write goes to the peer too and waits for it.
+	p.mu.Lock()
+	pe.state = peerSyncing
+	p.mu.Unlock()
+	dirty := p.cfg.Local.DirtyBytes(pe.cfg.Slot)
+	p.log.Info("resync started", "peer", pe.cfg.Name, "dirty_bytes", dirty)
+	start := time.Now()
+
+	var chunks [][2]int64
+	p.cfg.Local.DirtyRanges(pe.cfg.Slot, func(off, length int64) bool {
+		for length > 0 {
+			n := min(length, p.cfg.ResyncChunk)
+			chunks = append(chunks, [2]int64{off, n})
+			off += n
+			length -= n
+		}
+		return true
+	})
+	var sent int64
+	for _, c := range chunks {
+		if err := p.resyncOne(ctx, pe, gen, FrameResync, c[0], c[1]); err != nil {
+			return fmt.Errorf("resync %d+%d: %w", c[0], c[1], err)
+		}
+		if err := p.cfg.Local.ClearDirty(ctx, pe.cfg.Slot, c[0], c[1]); err != nil {
+			return abandon(fmt.Errorf("clear dirty bits: %w", err))
+		}
+		sent += c[1]
+		pe.resyncSent.Add(c[1])
+		if p.cfg.ResyncRate > 0 {
+			// Pace to the configured rate; writes from guests come first.
+			want := time.Duration(float64(sent) / float64(p.cfg.ResyncRate) * float64(time.Second))
+			if d := want - time.Since(start); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+	}
+	if err := p.resyncOne(ctx, pe, gen, FrameFlush, 0, 0); err != nil {
+		return fmt.Errorf("resync flush: %w", err)
+	}
+	if left := p.cfg.Local.DirtyBytes(pe.cfg.Slot); left != 0 {
+		return abandon(fmt.Errorf("%d dirty bytes left after resync", left))
+	}
+	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, consensus.UpToDate, "resync done"); err != nil {
+		if errors.Is(err, consensus.ErrStaleEpoch) || errors.Is(err, consensus.ErrNotPrimary) {
+			p.depose(err)
+		}
+		return abandon(fmt.Errorf("commit UpToDate: %w", err))
+	}
+	p.mu.Lock()
+	if pe.state == peerSyncing {
+		pe.state = peerInSync
+	}
+	p.mu.Unlock()
+	p.log.Info("resync done; peer UpToDate", "peer", pe.cfg.Name, "bytes", sent, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// resyncOne sends one chunk (or a flush) to a single peer, ordered with the
+// guests' writes: it takes its queue position and range before reading.
+func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind FrameType, off, length int64) error {
+	r := &req{kind: kind, off: off, len: length, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{}), ready: make(chan struct{}), waiting: 1}
+	p.mu.Lock()
+	if err := p.usableLocked(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	if pe.state != peerSyncing {
+		p.mu.Unlock()
+		return fmt.Errorf("peer %s is %s", pe.cfg.Name, pe.state)
+	}
+	r.seq = p.nextSeq
+	p.nextSeq++
+	deps := p.overlappingLocked(r)
+	p.active = append(p.active, r)
+	p.enqueue(pe, r)
+	p.mu.Unlock()
+
+	for _, d := range deps {
+		<-d.localDone
+	}
+	var err error
+	if kind == FrameResync {
+		buf := make([]byte, length)
+		if _, err = p.cfg.Local.ReadAt(ctx, buf, off); err == nil {
+			r.frame = AppendFrame(make([]byte, 0, headerSize+len(buf)), Header{Type: FrameResync, Epoch: p.cfg.Epoch, Offset: uint64(off)}, buf)
+		}
+	} else {
+		r.frame = AppendFrame(nil, Header{Type: FrameFlush, Epoch: p.cfg.Epoch}, nil)
+	}
+	if err != nil {
+		// Keep the stream well-formed: send a harmless ping in its place.
+		r.frame = AppendFrame(nil, Header{Type: FramePing, Epoch: p.cfg.Epoch}, nil)
+	}
+	binary.BigEndian.PutUint64(r.frame[8:], r.seq)
+	close(r.ready)
+	close(r.localDone)
+	p.mu.Lock()
+	for i, a := range p.active {
+		if a == r {
+			p.active = append(p.active[:i], p.active[i+1:]...)
+			break
+		}
+	}
+	p.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("read local: %w", err)
+	}
+	select {
+	case <-r.allDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.mu.Lock()
+	rerr := r.err
+	r.mu.Unlock()
+	if rerr != nil {
+		return rerr
+	}
+	// A fence resolves pending requests too (after marking them dirty):
+	// only a peer still syncing on the same connection really confirmed it.
+	p.mu.Lock()
+	state := pe.state
+	p.mu.Unlock()
+	pe.mu.Lock()
+	same := pe.gen == gen
+	pe.mu.Unlock()
+	if state != peerSyncing || !same {
+		return fmt.Errorf("peer %s failed during resync", pe.cfg.Name)
+	}
+	return nil
+}

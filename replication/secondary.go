@@ -1,0 +1,306 @@
+package replication
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/internal/pki"
+)
+
+// View is a volume's committed ownership as a node knows it.
+type View struct {
+	Epoch   uint64
+	Primary string
+}
+
+// Authority tells a replica who may write a volume.
+type Authority interface {
+	// View is the last committed view this node applied; it is called on
+	// every frame and must be cheap.
+	View() View
+	// Refresh reads the committed view through the volume's Raft shard
+	// (linearizable); it fails without quorum.
+	Refresh(ctx context.Context) (View, error)
+}
+
+// Target is a volume this node holds a secondary replica of.
+type Target struct {
+	Name      string
+	Store     blockstore.Volume
+	VolumeID  string
+	Authority Authority
+	// PersistEpoch records the highest epoch accepted in the replica's own
+	// metadata, so that after a restart it refuses older epochs even before
+	// it can reach the shard.
+	PersistEpoch func(ctx context.Context, epoch uint64) error
+}
+
+// Lookup finds the target for a volume name.
+type Lookup func(name string) (*Target, error)
+
+// ErrUnknownVolume is returned by a Lookup for volumes the node does not hold.
+var ErrUnknownVolume = errors.New("unknown volume")
+
+// Secondary accepts replication connections from primaries and applies
+// their frames to local replicas.
+type Secondary struct {
+	log    *slog.Logger
+	lookup Lookup
+	// refreshTimeout bounds the linearizable read at handshake.
+	refreshTimeout time.Duration
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// NewSecondary returns a server that finds replicas through lookup.
+func NewSecondary(log *slog.Logger, lookup Lookup) *Secondary {
+	return &Secondary{log: log, lookup: lookup, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts connections until ctx ends or ln fails. Connections from ln
+// must be TLS with a node certificate; the certificate names the sender.
+func (s *Secondary) Serve(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("replication accept: %w", err)
+		}
+		go func() {
+			peer, err := tlsPeer(ctx, c)
+			if err != nil {
+				s.log.Warn("replication connection refused", "remote", c.RemoteAddr(), "err", err)
+				c.Close()
+				return
+			}
+			if err := s.ServeConn(ctx, c, peer); err != nil && ctx.Err() == nil {
+				s.log.Info("replication connection ended", "peer", peer, "err", err)
+			}
+		}()
+	}
+}
+
+func tlsPeer(ctx context.Context, c net.Conn) (string, error) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return "", errors.New("not a TLS connection")
+	}
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return "", fmt.Errorf("TLS handshake: %w", err)
+	}
+	name, ou, ok := pki.PeerIdentity(tc.ConnectionState())
+	if !ok || ou != pki.OUNode {
+		return "", errors.New("peer presented no node certificate from this cluster")
+	}
+	return name, nil
+}
+
+// refusal is a protocol-level rejection sent back to the primary.
+type refusal struct {
+	status Status
+	msg    string
+}
+
+func (r *refusal) Error() string { return fmt.Sprintf("%s: %s", r.status, r.msg) }
+
+// ServeConn runs one replication connection whose sender is the node named
+// from (already authenticated).
+func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) error {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+	r := bufio.NewReaderSize(c, 256<<10)
+	w := bufio.NewWriterSize(c, 64<<10)
+	var hdr [headerSize]byte
+
+	h, p, err := ReadFrame(r, hdr[:], nil)
+	if err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	if h.Type != FrameHello {
+		return fmt.Errorf("%w: expected hello, got %s", ErrBadFrame, h.Type)
+	}
+	var hello Hello
+	if err := json.Unmarshal(p, &hello); err != nil {
+		return fmt.Errorf("%w: hello: %v", ErrBadFrame, err)
+	}
+	t, epoch, ref := s.accept(ctx, &hello, from)
+	ack := HelloAck{Status: StatusOK, Epoch: epoch}
+	if t != nil {
+		ack.VolumeID = t.VolumeID
+	}
+	if ref != nil {
+		ack.Status, ack.Message = ref.status, ref.msg
+	}
+	b, _ := json.Marshal(ack)
+	if _, err := w.Write(AppendFrame(nil, Header{Type: FrameHelloAck, Epoch: epoch}, b)); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if ref != nil {
+		s.log.Warn("replication refused", "volume", hello.Volume, "from", from, "epoch", hello.Epoch, "reason", ref)
+		return ref
+	}
+	s.log.Info("replicating", "volume", t.Name, "from", from, "epoch", epoch)
+	return s.apply(ctx, t, from, epoch, r, w)
+}
+
+// accept decides whether from may replicate hello.Volume at hello.Epoch.
+// It always confirms with the shard: a deposed primary that reconnects after
+// a partition must meet the new epoch, not this node's possibly stale view.
+func (s *Secondary) accept(ctx context.Context, hello *Hello, from string) (*Target, uint64, *refusal) {
+	if hello.From != from {
+		return nil, 0, &refusal{StatusNotPrimary, fmt.Sprintf("hello says %q but the certificate names %q", hello.From, from)}
+	}
+	t, err := s.lookup(hello.Volume)
+	if err != nil {
+		return nil, 0, &refusal{StatusUnknownVolume, err.Error()}
+	}
+	if hello.Size != t.Store.Size() {
+		return t, 0, &refusal{StatusDiverged, fmt.Sprintf("size %d differs from this replica's %d", hello.Size, t.Store.Size())}
+	}
+	if t.VolumeID != "" && hello.VolumeID != "" && hello.VolumeID != t.VolumeID {
+		return t, 0, &refusal{StatusDiverged, fmt.Sprintf("volume id %s differs from this replica's %s: unrelated data", hello.VolumeID, t.VolumeID)}
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.refreshTimeout)
+	v, err := t.Authority.Refresh(rctx)
+	cancel()
+	if err != nil {
+		return t, 0, &refusal{StatusFrozen, fmt.Sprintf("cannot confirm the volume's epoch: %v", err)}
+	}
+	if r := check(v, hello.Epoch, from); r != nil {
+		return t, v.Epoch, r
+	}
+	if t.PersistEpoch != nil {
+		if err := t.PersistEpoch(ctx, v.Epoch); err != nil {
+			return t, v.Epoch, &refusal{StatusIO, fmt.Sprintf("record epoch: %v", err)}
+		}
+	}
+	return t, v.Epoch, nil
+}
+
+// check is I1: only the primary of the current epoch may write.
+func check(v View, epoch uint64, from string) *refusal {
+	if epoch != v.Epoch {
+		return &refusal{StatusStaleEpoch, fmt.Sprintf("epoch %d is not the volume's current epoch %d", epoch, v.Epoch)}
+	}
+	if from != v.Primary {
+		return &refusal{StatusNotPrimary, fmt.Sprintf("%s is not the primary of epoch %d (%s is)", from, v.Epoch, v.Primary)}
+	}
+	return nil
+}
+
+func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, r *bufio.Reader, w *bufio.Writer) error {
+	var hdr [headerSize]byte
+	buf := make([]byte, 1<<20)
+	out := make([]byte, 0, 4096)
+	for {
+		h, p, err := ReadFrame(r, hdr[:], buf)
+		if err != nil {
+			return err
+		}
+		if cap(p) > cap(buf) {
+			buf = p[:cap(p)]
+		}
+		status, msg := s.applyFrame(ctx, t, from, epoch, h, p)
+		out = AppendFrame(out[:0], Header{Type: FrameAck, Flags: uint16(status), Seq: h.Seq, Epoch: epoch}, []byte(msg))
+		if _, err := w.Write(out); err != nil {
+			return err
+		}
+		// Batch acks while more requests are already buffered.
+		if r.Buffered() < headerSize || status != StatusOK {
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+		if status == StatusStaleEpoch || status == StatusNotPrimary {
+			return &refusal{status, msg}
+		}
+	}
+}
+
+func (s *Secondary) applyFrame(ctx context.Context, t *Target, from string, epoch uint64, h Header, p []byte) (Status, string) {
+	v := t.Authority.View()
+	if h.Epoch > v.Epoch {
+		rctx, cancel := context.WithTimeout(ctx, s.refreshTimeout)
+		nv, err := t.Authority.Refresh(rctx)
+		cancel()
+		if err != nil {
+			return StatusFrozen, fmt.Sprintf("cannot confirm epoch %d: %v", h.Epoch, err)
+		}
+		v = nv
+	}
+	// The session's epoch must still be current too: a promotion elsewhere
+	// ends this primary's right to write even mid-connection.
+	if h.Epoch != epoch {
+		return StatusStaleEpoch, fmt.Sprintf("frame epoch %d differs from the session's %d", h.Epoch, epoch)
+	}
+	if r := check(v, h.Epoch, from); r != nil {
+		return r.status, r.msg
+	}
+	var err error
+	switch h.Type {
+	case FrameWrite, FrameResync:
+		flags := blockstore.WriteFlags(0)
+		if h.Flags&FlagFUA != 0 {
+			flags |= blockstore.FUA
+		}
+		_, err = t.Store.WriteAt(ctx, p, int64(h.Offset), flags)
+	case FrameFlush:
+		err = t.Store.Flush(ctx)
+	case FrameTrim:
+		err = t.Store.Trim(ctx, int64(h.Offset), int64(h.Length))
+	case FrameZero:
+		flags := blockstore.WriteFlags(0)
+		if h.Flags&FlagFUA != 0 {
+			flags |= blockstore.FUA
+		}
+		if h.Flags&FlagNoHole != 0 {
+			flags |= blockstore.NoHole
+		}
+		err = t.Store.WriteZeroes(ctx, int64(h.Offset), int64(h.Length), flags)
+	case FramePing:
+	default:
+		return StatusBadFrame, fmt.Sprintf("unexpected %s frame", h.Type)
+	}
+	switch {
+	case err == nil:
+		return StatusOK, ""
+	case errors.Is(err, blockstore.ErrOutOfRange):
+		return StatusOutOfRange, err.Error()
+	case errors.Is(err, blockstore.ErrFrozen):
+		return StatusFrozen, err.Error()
+	}
+	return StatusIO, err.Error()
+}
