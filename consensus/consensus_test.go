@@ -375,3 +375,45 @@ func FuzzMetaCommand(f *testing.F) {
 		}
 	})
 }
+
+func TestVolumeCatalog(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	at := time.Now()
+	apply := func(c Command) ([]byte, error) {
+		c.At = at
+		return m.apply(&c)
+	}
+	if _, err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	m.s.Nodes["b"] = &NodeRecord{Name: "b", State: NodeMember}
+	create := Command{Op: opVolumeCreate, Volume: &VolumeEntry{Name: "v1", Size: 1 << 30, Replicas: []string{"a", "b"}}}
+	out, err := apply(create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.s.Volumes["v1"].ShardID != FirstVolumeShard || m.s.Volumes["v1"].State != VolumeCreating {
+		t.Fatalf("entry: %+v", m.s.Volumes["v1"])
+	}
+	again, err := apply(create)
+	if err != nil || string(again) != string(out) {
+		t.Fatalf("retried create: %v", err)
+	}
+	at = at.Add(time.Second)
+	if _, err := apply(create); !errors.Is(err, ErrVolumeNameTaken) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	bad := Command{Op: opVolumeCreate, Volume: &VolumeEntry{Name: "v2", Size: 1, Replicas: []string{"a", "ghost"}}}
+	if _, err := apply(bad); !errors.Is(err, ErrNodeNotFound) {
+		t.Fatalf("replica on a non-member: %v", err)
+	}
+	if _, err := apply(Command{Op: opVolumeState, Volume: &VolumeEntry{Name: "v1", State: VolumeReady}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply(Command{Op: opVolumeDelete, Volume: &VolumeEntry{Name: "v1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply(Command{Op: opVolumeDelete, Volume: &VolumeEntry{Name: "v1"}}); !errors.Is(err, ErrNoSuchVolume) {
+		t.Fatalf("delete twice: %v", err)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -39,9 +41,35 @@ var (
 	ErrNodeExists          = errors.New("a node with this name is already a member")
 	ErrNodeNotFound        = errors.New("no such node")
 	ErrBadCommand          = errors.New("malformed metadata command")
+	ErrVolumeNameTaken     = errors.New("a volume with this name exists")
+	ErrNoSuchVolume        = errors.New("no such volume")
 )
 
-var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrBadCommand}
+// ErrBadCommand stays last: it is the code for errors not in the list.
+var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrBadCommand}
+
+// FirstVolumeShard is the first shard ID given to a volume.
+const FirstVolumeShard uint64 = 1000
+
+// Volume catalog states.
+const (
+	VolumeCreating = "creating"
+	VolumeReady    = "ready"
+	VolumeDeleting = "deleting"
+)
+
+// VolumeEntry is a volume in the cluster catalog. Who is primary and which
+// replicas are in sync lives in the volume's own shard, not here.
+type VolumeEntry struct {
+	Name    string `json:"name"`
+	ShardID uint64 `json:"shard_id"`
+	Size    int64  `json:"size"`
+	// Replicas are the nodes holding data, the first being the initial primary.
+	Replicas []string  `json:"replicas"`
+	Witness  string    `json:"witness,omitempty"`
+	State    string    `json:"state"`
+	Created  time.Time `json:"created"`
+}
 
 func resultCode(err error) uint64 {
 	for i, e := range resultErrors {
@@ -101,6 +129,8 @@ type MetaState struct {
 	Nodes         map[string]*NodeRecord  `json:"nodes"`
 	Tokens        map[string]*TokenRecord `json:"tokens"`
 	NextReplicaID uint64                  `json:"next_replica_id"`
+	Volumes       map[string]*VolumeEntry `json:"volumes"`
+	NextShardID   uint64                  `json:"next_shard_id"`
 	Config        map[string]string       `json:"config"`
 	Audit         []AuditEntry            `json:"audit"`
 	// Applied is the last applied Raft index (not part of the replicated
@@ -160,6 +190,7 @@ type Command struct {
 	SetConfig    map[string]string `json:"set_config,omitempty"`
 	AdminToken   string            `json:"admin_token,omitempty"`
 	ForgetTokens bool              `json:"forget_tokens,omitempty"`
+	Volume       *VolumeEntry      `json:"volume,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -190,6 +221,9 @@ const (
 	opAudit         = "audit"
 	opSetConfig     = "set-config"
 	opAddAdminToken = "add-admin-token"
+	opVolumeCreate  = "volume-create"
+	opVolumeState   = "volume-state"
+	opVolumeDelete  = "volume-delete"
 )
 
 // metaSM is the metadata state machine: small, in memory, snapshotted as JSON.
@@ -203,7 +237,7 @@ func NewMetaStateMachine(_, _ uint64) sm.IStateMachine {
 }
 
 func emptyState() *MetaState {
-	return &MetaState{Nodes: map[string]*NodeRecord{}, Tokens: map[string]*TokenRecord{}, Config: map[string]string{}, NextReplicaID: 1}
+	return &MetaState{Nodes: map[string]*NodeRecord{}, Tokens: map[string]*TokenRecord{}, Config: map[string]string{}, NextReplicaID: 1, Volumes: map[string]*VolumeEntry{}, NextShardID: FirstVolumeShard}
 }
 
 func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
@@ -340,6 +374,58 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			m.audit(c, "config-set", fmt.Sprintf("%s=%q", k, v))
 		}
 		return nil, nil
+	case opVolumeCreate:
+		v := c.Volume
+		if v == nil || v.Name == "" || v.Size <= 0 || len(v.Replicas) == 0 {
+			return nil, fmt.Errorf("%w: volume-create needs a name, a size and replicas", ErrBadCommand)
+		}
+		if old, ok := s.Volumes[v.Name]; ok {
+			if old.Created.Equal(c.At) && slices.Equal(old.Replicas, v.Replicas) {
+				return json.Marshal(old) // a retried proposal
+			}
+			return nil, fmt.Errorf("%w: %s", ErrVolumeNameTaken, v.Name)
+		}
+		for _, n := range append(slices.Clone(v.Replicas), v.Witness) {
+			if n == "" {
+				continue
+			}
+			if rec, ok := s.Nodes[n]; !ok || rec.State != NodeMember {
+				return nil, fmt.Errorf("%w: %s is not a member", ErrNodeNotFound, n)
+			}
+		}
+		e := *v
+		e.ShardID = s.NextShardID
+		s.NextShardID++
+		e.State = VolumeCreating
+		e.Created = c.At
+		s.Volumes[e.Name] = &e
+		m.audit(c, "volume-create", fmt.Sprintf("volume %s (%d bytes) on %s, shard %d", e.Name, e.Size, strings.Join(e.Replicas, ","), e.ShardID))
+		return json.Marshal(&e)
+	case opVolumeState:
+		if c.Volume == nil {
+			return nil, fmt.Errorf("%w: volume-state without volume", ErrBadCommand)
+		}
+		e, ok := s.Volumes[c.Volume.Name]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, c.Volume.Name)
+		}
+		switch c.Volume.State {
+		case VolumeCreating, VolumeReady, VolumeDeleting:
+		default:
+			return nil, fmt.Errorf("%w: unknown volume state %q", ErrBadCommand, c.Volume.State)
+		}
+		e.State = c.Volume.State
+		return json.Marshal(e)
+	case opVolumeDelete:
+		if c.Volume == nil {
+			return nil, fmt.Errorf("%w: volume-delete without volume", ErrBadCommand)
+		}
+		if _, ok := s.Volumes[c.Volume.Name]; !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, c.Volume.Name)
+		}
+		delete(s.Volumes, c.Volume.Name)
+		m.audit(c, "volume-delete", "volume "+c.Volume.Name)
+		return nil, nil
 	case opAddAdminToken:
 		if len(c.AdminToken) != 64 {
 			return nil, fmt.Errorf("%w: admin token verifier must be 64 hex digits", ErrBadCommand)
@@ -384,6 +470,10 @@ func (m *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan 
 	}
 	if s.Nodes == nil || s.Tokens == nil || s.Config == nil {
 		return errors.New("corrupt metadata snapshot: missing maps")
+	}
+	if s.Volumes == nil { // snapshots from before volumes existed
+		s.Volumes = map[string]*VolumeEntry{}
+		s.NextShardID = max(s.NextShardID, FirstVolumeShard)
 	}
 	m.s = s
 	return nil
@@ -494,6 +584,31 @@ func (m *Meta) Audit(ctx context.Context, action, detail string) error {
 // SetConfig sets cluster configuration keys; an empty value deletes the key.
 func (m *Meta) SetConfig(ctx context.Context, kv map[string]string) error {
 	_, err := m.propose(ctx, Command{Op: opSetConfig, SetConfig: kv})
+	return err
+}
+
+// CreateVolume reserves a volume name and allocates its shard ID.
+func (m *Meta) CreateVolume(ctx context.Context, v VolumeEntry) (*VolumeEntry, error) {
+	data, err := m.propose(ctx, Command{Op: opVolumeCreate, Volume: &v})
+	if err != nil {
+		return nil, err
+	}
+	var e VolumeEntry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("decode volume: %w", err)
+	}
+	return &e, nil
+}
+
+// SetVolumeState moves a catalog entry to creating, ready or deleting.
+func (m *Meta) SetVolumeState(ctx context.Context, name, state string) error {
+	_, err := m.propose(ctx, Command{Op: opVolumeState, Volume: &VolumeEntry{Name: name, State: state}})
+	return err
+}
+
+// DeleteVolume removes a catalog entry.
+func (m *Meta) DeleteVolume(ctx context.Context, name string) error {
+	_, err := m.propose(ctx, Command{Op: opVolumeDelete, Volume: &VolumeEntry{Name: name}})
 	return err
 }
 
