@@ -398,7 +398,8 @@ func TestStartupErrors(t *testing.T) {
 		return l.Addr().String()
 	}
 	base := func(data string) []string {
-		return []string{"--node-name", "n1", "--data-dir", data, "--backend-addr", free(), "--raft-addr", free(), "--admin-addr", free(), "--metrics-addr", "off"}
+		return []string{"--node-name", "n1", "--data-dir", data, "--backend-addr", free(), "--raft-addr", free(), "--admin-addr", free(), "--metrics-addr", "off",
+			"--replication-addr", free(), "--nbd-addr", free()}
 	}
 	cases := []struct {
 		name string

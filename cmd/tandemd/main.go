@@ -32,6 +32,8 @@ func flagKeys() [][2]string {
 		{"raft-addr", "raft_addr"},
 		{"admin-addr", "admin_addr"},
 		{"metrics-addr", "metrics_addr"},
+		{"replication-addr", "replication_addr"},
+		{"nbd-addr", "nbd_addr"},
 		{"role", "role"},
 		{"log-format", "log.format"},
 		{"log-level", "log.level"},
@@ -106,6 +108,7 @@ func loadConfig(path string, set map[string]string) (config.Config, error) {
 	fields := map[string]*string{
 		"node_name": &c.NodeName, "data_dir": &c.DataDir, "backend_addr": &c.BackendAddr,
 		"raft_addr": &c.RaftAddr, "admin_addr": &c.AdminAddr, "metrics_addr": &c.MetricsAddr,
+		"replication_addr": &c.ReplicationAddr, "nbd_addr": &c.NBDAddr,
 		"role": &c.Role, "log.format": &c.Log.Format, "log.level": &c.Log.Level,
 	}
 	for k, v := range set {

@@ -22,6 +22,10 @@ const (
 	DefaultRaftPort    = 7401
 	DefaultAdminPort   = 7300
 	DefaultMetricsPort = 9300
+	// DefaultReplicationPort carries the data path between replicas.
+	DefaultReplicationPort = 7402
+	// DefaultNBDPort is IANA's port for NBD.
+	DefaultNBDPort = 10809
 
 	DefaultRTTMillisecond  = 10
 	DefaultElectionRTT     = 10
@@ -60,6 +64,13 @@ type Config struct {
 	// backend host with port 9300. "off" disables it; so does an explicit
 	// empty string in the file.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// ReplicationAddr is the host:port replicas receive writes on (mTLS).
+	// Default: the backend host with port 7402.
+	ReplicationAddr string `yaml:"replication_addr"`
+	// NBDAddr is the TCP NBD export of the volumes this node is primary
+	// of (the unix socket <data_dir>/nbd.sock always exists). Default: the
+	// backend host with port 10809.
+	NBDAddr string `yaml:"nbd_addr"`
 	// Role is "data" (default) or "witness" (votes in Raft, stores no data).
 	Role string     `yaml:"role"`
 	Log  LogConfig  `yaml:"log"`
@@ -213,6 +224,8 @@ func (c *Config) ApplyDefaults() {
 	}
 	fill(&c.RaftAddr, DefaultRaftPort)
 	fill(&c.AdminAddr, DefaultAdminPort)
+	fill(&c.ReplicationAddr, DefaultReplicationPort)
+	fill(&c.NBDAddr, DefaultNBDPort)
 	if strings.EqualFold(c.MetricsAddr, MetricsOff) {
 		c.MetricsAddr = MetricsOff
 	} else {

@@ -69,10 +69,10 @@ func TestParseMinimal(t *testing.T) {
 		BackendAddr: "10.0.0.1:7400",
 		RaftAddr:    "10.0.0.1:7401",
 		AdminAddr:   "10.0.0.1:7300",
-		MetricsAddr: "10.0.0.1:9300",
-		Role:        "data",
-		Log:         LogConfig{Format: "text", Level: "info"},
-		Raft:        RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		MetricsAddr: "10.0.0.1:9300", ReplicationAddr: "10.0.0.1:7402", NBDAddr: "10.0.0.1:10809",
+		Role: "data",
+		Log:  LogConfig{Format: "text", Level: "info"},
+		Raft: RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -110,11 +110,11 @@ disks:
 		BackendAddr: "10.0.0.5:8400",
 		RaftAddr:    "10.0.1.5:8401",
 		AdminAddr:   "127.0.0.1:8300",
-		MetricsAddr: "0.0.0.0:9100",
-		Role:        "witness",
-		Log:         LogConfig{Format: "json", Level: "debug"},
-		Raft:        RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
-		Disks:       []string{"/dev/disk/by-id/nvme-a", "/dev/sdb"},
+		MetricsAddr: "0.0.0.0:9100", ReplicationAddr: "10.0.0.5:7402", NBDAddr: "10.0.0.5:10809",
+		Role:  "witness",
+		Log:   LogConfig{Format: "json", Level: "debug"},
+		Raft:  RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
+		Disks: []string{"/dev/disk/by-id/nvme-a", "/dev/sdb"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)

@@ -81,6 +81,16 @@ func (c Config) Validate() error {
 	if c.MetricsEnabled() {
 		addr("metrics_addr", c.MetricsAddr, false)
 	}
+	if c.ReplicationAddr != "" {
+		addr("replication_addr", c.ReplicationAddr, true)
+	} else if backendOK {
+		bad("replication_addr", "is empty (ApplyDefaults derives it from backend_addr)")
+	}
+	if c.NBDAddr != "" {
+		addr("nbd_addr", c.NBDAddr, false)
+	} else if backendOK {
+		bad("nbd_addr", "is empty (ApplyDefaults derives it from backend_addr)")
+	}
 	for i, a := range listeners {
 		for _, b := range listeners[:i] {
 			if a.port == b.port && sameHost(a.host, b.host) {

@@ -41,12 +41,14 @@ func freePort(t *testing.T) int {
 func testConfig(t *testing.T, dir string) config.Config {
 	t.Helper()
 	c := config.Config{
-		NodeName:    "solo",
-		DataDir:     dir,
-		BackendAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		RaftAddr:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		AdminAddr:   fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		MetricsAddr: config.MetricsOff,
+		NodeName:        "solo",
+		DataDir:         dir,
+		BackendAddr:     fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		RaftAddr:        fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		AdminAddr:       fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		MetricsAddr:     config.MetricsOff,
+		ReplicationAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		NBDAddr:         fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {

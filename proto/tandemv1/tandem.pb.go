@@ -180,6 +180,68 @@ func (Health) EnumDescriptor() ([]byte, []int) {
 	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{2}
 }
 
+// Replica disk states, as DRBD names them.
+type ReplicaState int32
+
+const (
+	ReplicaState_REPLICA_STATE_UNSPECIFIED ReplicaState = 0
+	// Holds every write the primary acknowledged.
+	ReplicaState_REPLICA_STATE_UP_TO_DATE ReplicaState = 1
+	// Consistent, but fenced off: misses writes acknowledged since.
+	ReplicaState_REPLICA_STATE_OUTDATED ReplicaState = 2
+	// Partly resynced or never synced; unusable until a resync completes.
+	ReplicaState_REPLICA_STATE_INCONSISTENT ReplicaState = 3
+	ReplicaState_REPLICA_STATE_SYNC_SOURCE  ReplicaState = 4
+	ReplicaState_REPLICA_STATE_SYNC_TARGET  ReplicaState = 5
+)
+
+// Enum value maps for ReplicaState.
+var (
+	ReplicaState_name = map[int32]string{
+		0: "REPLICA_STATE_UNSPECIFIED",
+		1: "REPLICA_STATE_UP_TO_DATE",
+		2: "REPLICA_STATE_OUTDATED",
+		3: "REPLICA_STATE_INCONSISTENT",
+		4: "REPLICA_STATE_SYNC_SOURCE",
+		5: "REPLICA_STATE_SYNC_TARGET",
+	}
+	ReplicaState_value = map[string]int32{
+		"REPLICA_STATE_UNSPECIFIED":  0,
+		"REPLICA_STATE_UP_TO_DATE":   1,
+		"REPLICA_STATE_OUTDATED":     2,
+		"REPLICA_STATE_INCONSISTENT": 3,
+		"REPLICA_STATE_SYNC_SOURCE":  4,
+		"REPLICA_STATE_SYNC_TARGET":  5,
+	}
+)
+
+func (x ReplicaState) Enum() *ReplicaState {
+	p := new(ReplicaState)
+	*p = x
+	return p
+}
+
+func (x ReplicaState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReplicaState) Descriptor() protoreflect.EnumDescriptor {
+	return file_tandem_v1_tandem_proto_enumTypes[3].Descriptor()
+}
+
+func (ReplicaState) Type() protoreflect.EnumType {
+	return &file_tandem_v1_tandem_proto_enumTypes[3]
+}
+
+func (x ReplicaState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReplicaState.Descriptor instead.
+func (ReplicaState) EnumDescriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{3}
+}
+
 type NodeInfo struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1319,7 +1381,410 @@ func (x *RemoveNodeResponse) GetNode() *NodeInfo {
 	return nil
 }
 
-// Stubs: filled by the data-path, compute and HA work.
+type VolumeReplica struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Node    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	State   ReplicaState           `protobuf:"varint,2,opt,name=state,proto3,enum=tandem.v1.ReplicaState" json:"state,omitempty"`
+	Primary bool                   `protobuf:"varint,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	// Bytes the primary still has to send this replica (its dirty bitmap).
+	DirtyBytes int64 `protobuf:"varint,4,opt,name=dirty_bytes,json=dirtyBytes,proto3" json:"dirty_bytes,omitempty"`
+	// Bytes sent by the running or last resync.
+	ResyncSentBytes int64 `protobuf:"varint,5,opt,name=resync_sent_bytes,json=resyncSentBytes,proto3" json:"resync_sent_bytes,omitempty"`
+	// The replication link as the primary sees it: in-sync, syncing,
+	// fencing, outdated, diverged (empty for the primary itself).
+	Link  string                 `protobuf:"bytes,6,opt,name=link,proto3" json:"link,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	// Set after a primary change until the new primary has overwritten writes
+	// the old one never acknowledged.
+	Reconcile     bool `protobuf:"varint,8,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeReplica) Reset() {
+	*x = VolumeReplica{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeReplica) ProtoMessage() {}
+
+func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeReplica.ProtoReflect.Descriptor instead.
+func (*VolumeReplica) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *VolumeReplica) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *VolumeReplica) GetState() ReplicaState {
+	if x != nil {
+		return x.State
+	}
+	return ReplicaState_REPLICA_STATE_UNSPECIFIED
+}
+
+func (x *VolumeReplica) GetPrimary() bool {
+	if x != nil {
+		return x.Primary
+	}
+	return false
+}
+
+func (x *VolumeReplica) GetDirtyBytes() int64 {
+	if x != nil {
+		return x.DirtyBytes
+	}
+	return 0
+}
+
+func (x *VolumeReplica) GetResyncSentBytes() int64 {
+	if x != nil {
+		return x.ResyncSentBytes
+	}
+	return 0
+}
+
+func (x *VolumeReplica) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *VolumeReplica) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *VolumeReplica) GetReconcile() bool {
+	if x != nil {
+		return x.Reconcile
+	}
+	return false
+}
+
+type VolumeEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	What          string                 `protobuf:"bytes,4,opt,name=what,proto3" json:"what,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeEvent) Reset() {
+	*x = VolumeEvent{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeEvent) ProtoMessage() {}
+
+func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeEvent.ProtoReflect.Descriptor instead.
+func (*VolumeEvent) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VolumeEvent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *VolumeEvent) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *VolumeEvent) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *VolumeEvent) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *VolumeEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type VolumeInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Primary   string                 `protobuf:"bytes,4,opt,name=primary,proto3" json:"primary,omitempty"`
+	Replicas  []*VolumeReplica       `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Witness   string                 `protobuf:"bytes,6,opt,name=witness,proto3" json:"witness,omitempty"`
+	ShardId   uint64                 `protobuf:"varint,7,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// Catalog state: creating, ready, deleting.
+	State string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	// NBD URIs of the export on the primary.
+	NbdUnix string                 `protobuf:"bytes,9,opt,name=nbd_unix,json=nbdUnix,proto3" json:"nbd_unix,omitempty"`
+	NbdTcp  string                 `protobuf:"bytes,10,opt,name=nbd_tcp,json=nbdTcp,proto3" json:"nbd_tcp,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created,proto3" json:"created,omitempty"`
+	History []*VolumeEvent         `protobuf:"bytes,12,rep,name=history,proto3" json:"history,omitempty"`
+	// Node that answered for the volume's shard.
+	AnsweredBy string `protobuf:"bytes,13,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	// Set when the answer comes from a node's local, possibly stale, view.
+	Warning       string `protobuf:"bytes,14,opt,name=warning,proto3" json:"warning,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeInfo) Reset() {
+	*x = VolumeInfo{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeInfo) ProtoMessage() {}
+
+func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeInfo.ProtoReflect.Descriptor instead.
+func (*VolumeInfo) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *VolumeInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *VolumeInfo) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *VolumeInfo) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetReplicas() []*VolumeReplica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *VolumeInfo) GetWitness() string {
+	if x != nil {
+		return x.Witness
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *VolumeInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetNbdUnix() string {
+	if x != nil {
+		return x.NbdUnix
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetNbdTcp() string {
+	if x != nil {
+		return x.NbdTcp
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *VolumeInfo) GetHistory() []*VolumeEvent {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *VolumeInfo) GetAnsweredBy() string {
+	if x != nil {
+		return x.AnsweredBy
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
+}
+
+type CreateVolumeRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// 1, 2 or 3. A 2-replica volume also needs a third node as witness.
+	Replicas uint32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Optional placement; the first node is the initial primary.
+	Nodes         []string `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVolumeRequest) Reset() {
+	*x = CreateVolumeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVolumeRequest) ProtoMessage() {}
+
+func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
+func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateVolumeRequest) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *CreateVolumeRequest) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *CreateVolumeRequest) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 type ListVolumesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1328,7 +1793,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1805,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,18 +1818,19 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
 }
 
 type ListVolumesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volumes       []*VolumeInfo          `protobuf:"bytes,1,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1842,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1855,407 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListVolumesResponse) GetVolumes() []*VolumeInfo {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+type ShowVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShowVolumeRequest) Reset() {
+	*x = ShowVolumeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShowVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShowVolumeRequest) ProtoMessage() {}
+
+func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShowVolumeRequest.ProtoReflect.Descriptor instead.
+func (*ShowVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ShowVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVolumeRequest) Reset() {
+	*x = DeleteVolumeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVolumeRequest) ProtoMessage() {}
+
+func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
+func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DeleteVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVolumeResponse) Reset() {
+	*x = DeleteVolumeResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVolumeResponse) ProtoMessage() {}
+
+func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
+func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
+}
+
+type PromoteVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteVolumeRequest) Reset() {
+	*x = PromoteVolumeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteVolumeRequest) ProtoMessage() {}
+
+func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteVolumeRequest.ProtoReflect.Descriptor instead.
+func (*PromoteVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PromoteVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PromoteVolumeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type ResyncVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncVolumeRequest) Reset() {
+	*x = ResyncVolumeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncVolumeRequest) ProtoMessage() {}
+
+func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncVolumeRequest.ProtoReflect.Descriptor instead.
+func (*ResyncVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ResyncVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type VerifyVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Resync the blocks found different from the primary.
+	Repair        bool `protobuf:"varint,2,opt,name=repair,proto3" json:"repair,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyVolumeRequest) Reset() {
+	*x = VerifyVolumeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyVolumeRequest) ProtoMessage() {}
+
+func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyVolumeRequest.ProtoReflect.Descriptor instead.
+func (*VerifyVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *VerifyVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VerifyVolumeRequest) GetRepair() bool {
+	if x != nil {
+		return x.Repair
+	}
+	return false
+}
+
+type VerifyMismatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyMismatch) Reset() {
+	*x = VerifyMismatch{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyMismatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyMismatch) ProtoMessage() {}
+
+func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyMismatch.ProtoReflect.Descriptor instead.
+func (*VerifyMismatch) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *VerifyMismatch) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *VerifyMismatch) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *VerifyMismatch) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type VerifyVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CheckedBytes  int64                  `protobuf:"varint,1,opt,name=checked_bytes,json=checkedBytes,proto3" json:"checked_bytes,omitempty"`
+	Mismatches    []*VerifyMismatch      `protobuf:"bytes,2,rep,name=mismatches,proto3" json:"mismatches,omitempty"`
+	RepairedBytes int64                  `protobuf:"varint,3,opt,name=repaired_bytes,json=repairedBytes,proto3" json:"repaired_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyVolumeResponse) Reset() {
+	*x = VerifyVolumeResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyVolumeResponse) ProtoMessage() {}
+
+func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyVolumeResponse.ProtoReflect.Descriptor instead.
+func (*VerifyVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *VerifyVolumeResponse) GetCheckedBytes() int64 {
+	if x != nil {
+		return x.CheckedBytes
+	}
+	return 0
+}
+
+func (x *VerifyVolumeResponse) GetMismatches() []*VerifyMismatch {
+	if x != nil {
+		return x.Mismatches
+	}
+	return nil
+}
+
+func (x *VerifyVolumeResponse) GetRepairedBytes() int64 {
+	if x != nil {
+		return x.RepairedBytes
+	}
+	return 0
 }
 
 type ListVMsRequest struct {
@@ -1400,7 +2266,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +2278,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +2291,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
 }
 
 type ListVMsResponse struct {
@@ -1436,7 +2302,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +2314,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +2327,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
 }
 
 type HAStatusRequest struct {
@@ -1472,7 +2338,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +2350,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +2363,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
 }
 
 type HAStatusResponse struct {
@@ -1508,7 +2374,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +2386,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +2399,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
 }
 
 // Peer: node to node on the backend network.
@@ -1547,7 +2413,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +2425,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +2438,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -1605,7 +2471,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +2483,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +2496,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -1700,7 +2566,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +2578,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +2591,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -1793,7 +2659,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2671,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2684,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -1841,7 +2707,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +2719,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +2732,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PingResponse) GetName() string {
@@ -1900,6 +2766,540 @@ func (x *PingResponse) GetTerm() uint64 {
 func (x *PingResponse) GetNow() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Now
+	}
+	return nil
+}
+
+type PeerVolume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ShardId       uint64                 `protobuf:"varint,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	SizeBytes     int64                  `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Replicas      []string               `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Witness       string                 `protobuf:"bytes,5,opt,name=witness,proto3" json:"witness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolume) Reset() {
+	*x = PeerVolume{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolume) ProtoMessage() {}
+
+func (x *PeerVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
+func (*PeerVolume) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *PeerVolume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PeerVolume) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *PeerVolume) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *PeerVolume) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *PeerVolume) GetWitness() string {
+	if x != nil {
+		return x.Witness
+	}
+	return ""
+}
+
+type PeerVolumeOpenRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Volume *PeerVolume            `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	// Create the local replica (or witness) and bootstrap the volume shard.
+	Create        bool `protobuf:"varint,2,opt,name=create,proto3" json:"create,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolumeOpenRequest) Reset() {
+	*x = PeerVolumeOpenRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolumeOpenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolumeOpenRequest) ProtoMessage() {}
+
+func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
+func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+func (x *PeerVolumeOpenRequest) GetCreate() bool {
+	if x != nil {
+		return x.Create
+	}
+	return false
+}
+
+type PeerVolumeOpenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolumeOpenResponse) Reset() {
+	*x = PeerVolumeOpenResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolumeOpenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolumeOpenResponse) ProtoMessage() {}
+
+func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
+func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
+}
+
+type PeerVolumeInitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *PeerVolume            `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolumeInitRequest) Reset() {
+	*x = PeerVolumeInitRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolumeInitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolumeInitRequest) ProtoMessage() {}
+
+func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
+func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+type PeerVolumeInitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolumeInitResponse) Reset() {
+	*x = PeerVolumeInitResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolumeInitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolumeInitResponse) ProtoMessage() {}
+
+func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
+func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
+}
+
+type PeerVolumeCloseRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ShardId uint64                 `protobuf:"varint,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// Delete the local data and the shard's Raft data.
+	Destroy       bool `protobuf:"varint,3,opt,name=destroy,proto3" json:"destroy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolumeCloseRequest) Reset() {
+	*x = PeerVolumeCloseRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolumeCloseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolumeCloseRequest) ProtoMessage() {}
+
+func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
+func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *PeerVolumeCloseRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PeerVolumeCloseRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *PeerVolumeCloseRequest) GetDestroy() bool {
+	if x != nil {
+		return x.Destroy
+	}
+	return false
+}
+
+type PeerVolumeCloseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolumeCloseResponse) Reset() {
+	*x = PeerVolumeCloseResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolumeCloseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolumeCloseResponse) ProtoMessage() {}
+
+func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
+func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+}
+
+type PeerVolumeStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerVolumeStatusRequest) Reset() {
+	*x = PeerVolumeStatusRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVolumeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVolumeStatusRequest) ProtoMessage() {}
+
+func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
+func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *PeerVolumeStatusRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DiskInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskInfoRequest) Reset() {
+	*x = DiskInfoRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskInfoRequest) ProtoMessage() {}
+
+func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
+func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+}
+
+type Disk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	CapacityBytes int64                  `protobuf:"varint,3,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	FreeBytes     int64                  `protobuf:"varint,4,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Disk) Reset() {
+	*x = Disk{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Disk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Disk) ProtoMessage() {}
+
+func (x *Disk) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Disk.ProtoReflect.Descriptor instead.
+func (*Disk) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Disk) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Disk) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Disk) GetCapacityBytes() int64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *Disk) GetFreeBytes() int64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+type DiskInfoResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Disks         []*Disk                `protobuf:"bytes,1,rep,name=disks,proto3" json:"disks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskInfoResponse) Reset() {
+	*x = DiskInfoResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskInfoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskInfoResponse) ProtoMessage() {}
+
+func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
+func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *DiskInfoResponse) GetDisks() []*Disk {
+	if x != nil {
+		return x.Disks
 	}
 	return nil
 }
@@ -1998,9 +3398,74 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
 	"\x12RemoveNodeResponse\x12'\n" +
-	"\x04node\x18\x01 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\"\x14\n" +
-	"\x12ListVolumesRequest\"\x15\n" +
-	"\x13ListVolumesResponse\"\x10\n" +
+	"\x04node\x18\x01 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\"\x9d\x02\n" +
+	"\rVolumeReplica\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.tandem.v1.ReplicaStateR\x05state\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\bR\aprimary\x12\x1f\n" +
+	"\vdirty_bytes\x18\x04 \x01(\x03R\n" +
+	"dirtyBytes\x12*\n" +
+	"\x11resync_sent_bytes\x18\x05 \x01(\x03R\x0fresyncSentBytes\x12\x12\n" +
+	"\x04link\x18\x06 \x01(\tR\x04link\x120\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1c\n" +
+	"\treconcile\x18\b \x01(\bR\treconcile\"\x8b\x01\n" +
+	"\vVolumeEvent\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04what\x18\x04 \x01(\tR\x04what\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc7\x03\n" +
+	"\n" +
+	"VolumeInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aprimary\x18\x04 \x01(\tR\aprimary\x124\n" +
+	"\breplicas\x18\x05 \x03(\v2\x18.tandem.v1.VolumeReplicaR\breplicas\x12\x18\n" +
+	"\awitness\x18\x06 \x01(\tR\awitness\x12\x19\n" +
+	"\bshard_id\x18\a \x01(\x04R\ashardId\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\x12\x19\n" +
+	"\bnbd_unix\x18\t \x01(\tR\anbdUnix\x12\x17\n" +
+	"\anbd_tcp\x18\n" +
+	" \x01(\tR\x06nbdTcp\x124\n" +
+	"\acreated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x120\n" +
+	"\ahistory\x18\f \x03(\v2\x16.tandem.v1.VolumeEventR\ahistory\x12\x1f\n" +
+	"\vanswered_by\x18\r \x01(\tR\n" +
+	"answeredBy\x12\x18\n" +
+	"\awarning\x18\x0e \x01(\tR\awarning\"z\n" +
+	"\x13CreateVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x1a\n" +
+	"\breplicas\x18\x03 \x01(\rR\breplicas\x12\x14\n" +
+	"\x05nodes\x18\x04 \x03(\tR\x05nodes\"\x14\n" +
+	"\x12ListVolumesRequest\"F\n" +
+	"\x13ListVolumesResponse\x12/\n" +
+	"\avolumes\x18\x01 \x03(\v2\x15.tandem.v1.VolumeInfoR\avolumes\"'\n" +
+	"\x11ShowVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
+	"\x13DeleteVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteVolumeResponse\">\n" +
+	"\x14PromoteVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\")\n" +
+	"\x13ResyncVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"A\n" +
+	"\x13VerifyVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06repair\x18\x02 \x01(\bR\x06repair\"T\n" +
+	"\x0eVerifyMismatch\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\"\x9d\x01\n" +
+	"\x14VerifyVolumeResponse\x12#\n" +
+	"\rchecked_bytes\x18\x01 \x01(\x03R\fcheckedBytes\x129\n" +
+	"\n" +
+	"mismatches\x18\x02 \x03(\v2\x19.tandem.v1.VerifyMismatchR\n" +
+	"mismatches\x12%\n" +
+	"\x0erepaired_bytes\x18\x03 \x01(\x03R\rrepairedBytes\"\x10\n" +
 	"\x0eListVMsRequest\"\x11\n" +
 	"\x0fListVMsResponse\"\x11\n" +
 	"\x0fHAStatusRequest\"\x12\n" +
@@ -2040,7 +3505,38 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\x04R\bleaderId\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12,\n" +
-	"\x03now\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x03now*P\n" +
+	"\x03now\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x90\x01\n" +
+	"\n" +
+	"PeerVolume\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bshard_id\x18\x02 \x01(\x04R\ashardId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x1a\n" +
+	"\breplicas\x18\x04 \x03(\tR\breplicas\x12\x18\n" +
+	"\awitness\x18\x05 \x01(\tR\awitness\"^\n" +
+	"\x15PeerVolumeOpenRequest\x12-\n" +
+	"\x06volume\x18\x01 \x01(\v2\x15.tandem.v1.PeerVolumeR\x06volume\x12\x16\n" +
+	"\x06create\x18\x02 \x01(\bR\x06create\"\x18\n" +
+	"\x16PeerVolumeOpenResponse\"F\n" +
+	"\x15PeerVolumeInitRequest\x12-\n" +
+	"\x06volume\x18\x01 \x01(\v2\x15.tandem.v1.PeerVolumeR\x06volume\"\x18\n" +
+	"\x16PeerVolumeInitResponse\"a\n" +
+	"\x16PeerVolumeCloseRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bshard_id\x18\x02 \x01(\x04R\ashardId\x12\x18\n" +
+	"\adestroy\x18\x03 \x01(\bR\adestroy\"\x19\n" +
+	"\x17PeerVolumeCloseResponse\"-\n" +
+	"\x17PeerVolumeStatusRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
+	"\x0fDiskInfoRequest\"t\n" +
+	"\x04Disk\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12%\n" +
+	"\x0ecapacity_bytes\x18\x03 \x01(\x03R\rcapacityBytes\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x04 \x01(\x03R\tfreeBytes\"9\n" +
+	"\x10DiskInfoResponse\x12%\n" +
+	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -2053,7 +3549,14 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Health\x12\x12\n" +
 	"\x0eHEALTH_UNKNOWN\x10\x00\x12\x11\n" +
 	"\rHEALTH_ONLINE\x10\x01\x12\x12\n" +
-	"\x0eHEALTH_OFFLINE\x10\x022\x8e\x04\n" +
+	"\x0eHEALTH_OFFLINE\x10\x02*\xc5\x01\n" +
+	"\fReplicaState\x12\x1d\n" +
+	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18REPLICA_STATE_UP_TO_DATE\x10\x01\x12\x1a\n" +
+	"\x16REPLICA_STATE_OUTDATED\x10\x02\x12\x1e\n" +
+	"\x1aREPLICA_STATE_INCONSISTENT\x10\x03\x12\x1d\n" +
+	"\x19REPLICA_STATE_SYNC_SOURCE\x10\x04\x12\x1d\n" +
+	"\x19REPLICA_STATE_SYNC_TARGET\x10\x052\x8e\x04\n" +
 	"\aCluster\x12K\n" +
 	"\x06Create\x12\x1f.tandem.v1.CreateClusterRequest\x1a .tandem.v1.CreateClusterResponse\x12E\n" +
 	"\x04Join\x12\x1d.tandem.v1.JoinClusterRequest\x1a\x1e.tandem.v1.JoinClusterResponse\x12L\n" +
@@ -2064,16 +3567,31 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig2\x90\x01\n" +
 	"\x04Node\x12A\n" +
 	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12E\n" +
-	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse2O\n" +
-	"\x06Volume\x12E\n" +
-	"\x04List\x12\x1d.tandem.v1.ListVolumesRequest\x1a\x1e.tandem.v1.ListVolumesResponse2C\n" +
+	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse2\xe7\x03\n" +
+	"\x06Volume\x12?\n" +
+	"\x06Create\x12\x1e.tandem.v1.CreateVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12E\n" +
+	"\x04List\x12\x1d.tandem.v1.ListVolumesRequest\x1a\x1e.tandem.v1.ListVolumesResponse\x12;\n" +
+	"\x04Show\x12\x1c.tandem.v1.ShowVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12I\n" +
+	"\x06Delete\x12\x1e.tandem.v1.DeleteVolumeRequest\x1a\x1f.tandem.v1.DeleteVolumeResponse\x12A\n" +
+	"\aPromote\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12?\n" +
+	"\x06Resync\x12\x1e.tandem.v1.ResyncVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12I\n" +
+	"\x06Verify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse2C\n" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse2G\n" +
 	"\x02HA\x12A\n" +
-	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\x80\x01\n" +
+	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xa6\x05\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
-	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
+	"\bDiskInfo\x12\x1a.tandem.v1.DiskInfoRequest\x1a\x1b.tandem.v1.DiskInfoResponse\x12Q\n" +
+	"\n" +
+	"VolumeOpen\x12 .tandem.v1.PeerVolumeOpenRequest\x1a!.tandem.v1.PeerVolumeOpenResponse\x12Q\n" +
+	"\n" +
+	"VolumeInit\x12 .tandem.v1.PeerVolumeInitRequest\x1a!.tandem.v1.PeerVolumeInitResponse\x12T\n" +
+	"\vVolumeClose\x12!.tandem.v1.PeerVolumeCloseRequest\x1a\".tandem.v1.PeerVolumeCloseResponse\x12I\n" +
+	"\fVolumeStatus\x12\".tandem.v1.PeerVolumeStatusRequest\x1a\x15.tandem.v1.VolumeInfo\x12G\n" +
+	"\rVolumePromote\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12O\n" +
+	"\fVolumeVerify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -2087,97 +3605,158 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 	return file_tandem_v1_tandem_proto_rawDescData
 }
 
-var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
 	(Health)(0),                      // 2: tandem.v1.Health
-	(*NodeInfo)(nil),                 // 3: tandem.v1.NodeInfo
-	(*ClusterStatus)(nil),            // 4: tandem.v1.ClusterStatus
-	(*AuditEntry)(nil),               // 5: tandem.v1.AuditEntry
-	(*CreateClusterRequest)(nil),     // 6: tandem.v1.CreateClusterRequest
-	(*CreateClusterResponse)(nil),    // 7: tandem.v1.CreateClusterResponse
-	(*JoinClusterRequest)(nil),       // 8: tandem.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),      // 9: tandem.v1.JoinClusterResponse
-	(*CreateTokenRequest)(nil),       // 10: tandem.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 11: tandem.v1.CreateTokenResponse
-	(*StatusRequest)(nil),            // 12: tandem.v1.StatusRequest
-	(*SetExpectedVotesRequest)(nil),  // 13: tandem.v1.SetExpectedVotesRequest
-	(*SetExpectedVotesResponse)(nil), // 14: tandem.v1.SetExpectedVotesResponse
-	(*GetConfigRequest)(nil),         // 15: tandem.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),         // 16: tandem.v1.SetConfigRequest
-	(*ClusterConfig)(nil),            // 17: tandem.v1.ClusterConfig
-	(*ListNodesRequest)(nil),         // 18: tandem.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 19: tandem.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),        // 20: tandem.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 21: tandem.v1.RemoveNodeResponse
-	(*ListVolumesRequest)(nil),       // 22: tandem.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 23: tandem.v1.ListVolumesResponse
-	(*ListVMsRequest)(nil),           // 24: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 25: tandem.v1.ListVMsResponse
-	(*HAStatusRequest)(nil),          // 26: tandem.v1.HAStatusRequest
-	(*HAStatusResponse)(nil),         // 27: tandem.v1.HAStatusResponse
-	(*PeerMember)(nil),               // 28: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 29: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 30: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 31: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 32: tandem.v1.PingResponse
-	nil,                              // 33: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 34: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 35: google.protobuf.Timestamp
+	(ReplicaState)(0),                // 3: tandem.v1.ReplicaState
+	(*NodeInfo)(nil),                 // 4: tandem.v1.NodeInfo
+	(*ClusterStatus)(nil),            // 5: tandem.v1.ClusterStatus
+	(*AuditEntry)(nil),               // 6: tandem.v1.AuditEntry
+	(*CreateClusterRequest)(nil),     // 7: tandem.v1.CreateClusterRequest
+	(*CreateClusterResponse)(nil),    // 8: tandem.v1.CreateClusterResponse
+	(*JoinClusterRequest)(nil),       // 9: tandem.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),      // 10: tandem.v1.JoinClusterResponse
+	(*CreateTokenRequest)(nil),       // 11: tandem.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 12: tandem.v1.CreateTokenResponse
+	(*StatusRequest)(nil),            // 13: tandem.v1.StatusRequest
+	(*SetExpectedVotesRequest)(nil),  // 14: tandem.v1.SetExpectedVotesRequest
+	(*SetExpectedVotesResponse)(nil), // 15: tandem.v1.SetExpectedVotesResponse
+	(*GetConfigRequest)(nil),         // 16: tandem.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),         // 17: tandem.v1.SetConfigRequest
+	(*ClusterConfig)(nil),            // 18: tandem.v1.ClusterConfig
+	(*ListNodesRequest)(nil),         // 19: tandem.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 20: tandem.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),        // 21: tandem.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 22: tandem.v1.RemoveNodeResponse
+	(*VolumeReplica)(nil),            // 23: tandem.v1.VolumeReplica
+	(*VolumeEvent)(nil),              // 24: tandem.v1.VolumeEvent
+	(*VolumeInfo)(nil),               // 25: tandem.v1.VolumeInfo
+	(*CreateVolumeRequest)(nil),      // 26: tandem.v1.CreateVolumeRequest
+	(*ListVolumesRequest)(nil),       // 27: tandem.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 28: tandem.v1.ListVolumesResponse
+	(*ShowVolumeRequest)(nil),        // 29: tandem.v1.ShowVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 30: tandem.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 31: tandem.v1.DeleteVolumeResponse
+	(*PromoteVolumeRequest)(nil),     // 32: tandem.v1.PromoteVolumeRequest
+	(*ResyncVolumeRequest)(nil),      // 33: tandem.v1.ResyncVolumeRequest
+	(*VerifyVolumeRequest)(nil),      // 34: tandem.v1.VerifyVolumeRequest
+	(*VerifyMismatch)(nil),           // 35: tandem.v1.VerifyMismatch
+	(*VerifyVolumeResponse)(nil),     // 36: tandem.v1.VerifyVolumeResponse
+	(*ListVMsRequest)(nil),           // 37: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 38: tandem.v1.ListVMsResponse
+	(*HAStatusRequest)(nil),          // 39: tandem.v1.HAStatusRequest
+	(*HAStatusResponse)(nil),         // 40: tandem.v1.HAStatusResponse
+	(*PeerMember)(nil),               // 41: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 42: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 43: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 44: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 45: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 46: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 47: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 48: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 49: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 50: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 51: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 52: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 53: tandem.v1.PeerVolumeStatusRequest
+	(*DiskInfoRequest)(nil),          // 54: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 55: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 56: tandem.v1.DiskInfoResponse
+	nil,                              // 57: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 58: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 59: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,  // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,  // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,  // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	35, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	3,  // 4: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
-	5,  // 5: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	35, // 6: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	4,  // 7: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	35, // 8: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 9: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	33, // 10: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	34, // 11: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
-	3,  // 12: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
-	3,  // 13: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
-	0,  // 14: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	28, // 15: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	35, // 16: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	6,  // 17: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	8,  // 18: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	10, // 19: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	12, // 20: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	13, // 21: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	15, // 22: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	16, // 23: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	18, // 24: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	20, // 25: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	22, // 26: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	24, // 27: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	26, // 28: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	29, // 29: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	31, // 30: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	7,  // 31: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	9,  // 32: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	11, // 33: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	4,  // 34: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	14, // 35: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	17, // 36: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	17, // 37: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	19, // 38: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	21, // 39: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	23, // 40: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	25, // 41: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	27, // 42: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	30, // 43: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	32, // 44: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	31, // [31:45] is the sub-list for method output_type
-	17, // [17:31] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	59, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	4,  // 4: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
+	6,  // 5: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
+	59, // 6: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	5,  // 7: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
+	59, // 8: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 9: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
+	57, // 10: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	58, // 11: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	4,  // 12: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
+	4,  // 13: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
+	3,  // 14: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
+	59, // 15: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	59, // 16: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	23, // 17: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
+	59, // 18: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	24, // 19: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
+	25, // 20: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
+	35, // 21: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
+	0,  // 22: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	41, // 23: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	59, // 24: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	46, // 25: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	46, // 26: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	55, // 27: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	7,  // 28: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	9,  // 29: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	11, // 30: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	13, // 31: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	14, // 32: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	16, // 33: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	17, // 34: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	19, // 35: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	21, // 36: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	26, // 37: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	27, // 38: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	29, // 39: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	30, // 40: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	32, // 41: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	33, // 42: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	34, // 43: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	37, // 44: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	39, // 45: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	42, // 46: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	44, // 47: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	54, // 48: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	47, // 49: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	49, // 50: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	51, // 51: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	53, // 52: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	32, // 53: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	34, // 54: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	8,  // 55: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10, // 56: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12, // 57: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,  // 58: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15, // 59: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	18, // 60: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	18, // 61: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	20, // 62: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	22, // 63: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	25, // 64: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	28, // 65: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	25, // 66: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	31, // 67: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	25, // 68: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	25, // 69: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	36, // 70: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	38, // 71: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	40, // 72: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	43, // 73: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	45, // 74: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	56, // 75: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	48, // 76: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	50, // 77: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	52, // 78: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	25, // 79: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	25, // 80: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	36, // 81: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	55, // [55:82] is the sub-list for method output_type
+	28, // [28:55] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -2190,8 +3769,8 @@ func file_tandem_v1_tandem_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   32,
+			NumEnums:      4,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

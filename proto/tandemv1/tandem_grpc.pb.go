@@ -499,14 +499,28 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Volume_List_FullMethodName = "/tandem.v1.Volume/List"
+	Volume_Create_FullMethodName  = "/tandem.v1.Volume/Create"
+	Volume_List_FullMethodName    = "/tandem.v1.Volume/List"
+	Volume_Show_FullMethodName    = "/tandem.v1.Volume/Show"
+	Volume_Delete_FullMethodName  = "/tandem.v1.Volume/Delete"
+	Volume_Promote_FullMethodName = "/tandem.v1.Volume/Promote"
+	Volume_Resync_FullMethodName  = "/tandem.v1.Volume/Resync"
+	Volume_Verify_FullMethodName  = "/tandem.v1.Volume/Verify"
 )
 
 // VolumeClient is the client API for Volume service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type VolumeClient interface {
+	Create(ctx context.Context, in *CreateVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	List(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error)
+	Show(ctx context.Context, in *ShowVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
+	Delete(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error)
+	// Make an UpToDate replica primary (a committed epoch bump).
+	Promote(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
+	// Ask the primary to resync Outdated replicas now.
+	Resync(ctx context.Context, in *ResyncVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
+	Verify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error)
 }
 
 type volumeClient struct {
@@ -515,6 +529,16 @@ type volumeClient struct {
 
 func NewVolumeClient(cc grpc.ClientConnInterface) VolumeClient {
 	return &volumeClient{cc}
+}
+
+func (c *volumeClient) Create(ctx context.Context, in *CreateVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Volume_Create_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *volumeClient) List(ctx context.Context, in *ListVolumesRequest, opts ...grpc.CallOption) (*ListVolumesResponse, error) {
@@ -527,11 +551,69 @@ func (c *volumeClient) List(ctx context.Context, in *ListVolumesRequest, opts ..
 	return out, nil
 }
 
+func (c *volumeClient) Show(ctx context.Context, in *ShowVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Volume_Show_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeClient) Delete(ctx context.Context, in *DeleteVolumeRequest, opts ...grpc.CallOption) (*DeleteVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteVolumeResponse)
+	err := c.cc.Invoke(ctx, Volume_Delete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeClient) Promote(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Volume_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeClient) Resync(ctx context.Context, in *ResyncVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Volume_Resync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeClient) Verify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyVolumeResponse)
+	err := c.cc.Invoke(ctx, Volume_Verify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VolumeServer is the server API for Volume service.
 // All implementations must embed UnimplementedVolumeServer
 // for forward compatibility.
 type VolumeServer interface {
+	Create(context.Context, *CreateVolumeRequest) (*VolumeInfo, error)
 	List(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error)
+	Show(context.Context, *ShowVolumeRequest) (*VolumeInfo, error)
+	Delete(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error)
+	// Make an UpToDate replica primary (a committed epoch bump).
+	Promote(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error)
+	// Ask the primary to resync Outdated replicas now.
+	Resync(context.Context, *ResyncVolumeRequest) (*VolumeInfo, error)
+	Verify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error)
 	mustEmbedUnimplementedVolumeServer()
 }
 
@@ -542,8 +624,26 @@ type VolumeServer interface {
 // pointer dereference when methods are called.
 type UnimplementedVolumeServer struct{}
 
+func (UnimplementedVolumeServer) Create(context.Context, *CreateVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Create not implemented")
+}
 func (UnimplementedVolumeServer) List(context.Context, *ListVolumesRequest) (*ListVolumesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedVolumeServer) Show(context.Context, *ShowVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Show not implemented")
+}
+func (UnimplementedVolumeServer) Delete(context.Context, *DeleteVolumeRequest) (*DeleteVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedVolumeServer) Promote(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedVolumeServer) Resync(context.Context, *ResyncVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resync not implemented")
+}
+func (UnimplementedVolumeServer) Verify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
 }
 func (UnimplementedVolumeServer) mustEmbedUnimplementedVolumeServer() {}
 func (UnimplementedVolumeServer) testEmbeddedByValue()                {}
@@ -566,6 +666,24 @@ func RegisterVolumeServer(s grpc.ServiceRegistrar, srv VolumeServer) {
 	s.RegisterService(&Volume_ServiceDesc, srv)
 }
 
+func _Volume_Create_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Create(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Create_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Create(ctx, req.(*CreateVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Volume_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListVolumesRequest)
 	if err := dec(in); err != nil {
@@ -584,6 +702,96 @@ func _Volume_List_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Volume_Show_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShowVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Show(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Show_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Show(ctx, req.(*ShowVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Volume_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Delete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Delete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Delete(ctx, req.(*DeleteVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Volume_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Promote(ctx, req.(*PromoteVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Volume_Resync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResyncVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Resync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Resync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Resync(ctx, req.(*ResyncVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Volume_Verify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Verify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Verify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Verify(ctx, req.(*VerifyVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Volume_ServiceDesc is the grpc.ServiceDesc for Volume service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -592,8 +800,32 @@ var Volume_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*VolumeServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
+			MethodName: "Create",
+			Handler:    _Volume_Create_Handler,
+		},
+		{
 			MethodName: "List",
 			Handler:    _Volume_List_Handler,
+		},
+		{
+			MethodName: "Show",
+			Handler:    _Volume_Show_Handler,
+		},
+		{
+			MethodName: "Delete",
+			Handler:    _Volume_Delete_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _Volume_Promote_Handler,
+		},
+		{
+			MethodName: "Resync",
+			Handler:    _Volume_Resync_Handler,
+		},
+		{
+			MethodName: "Verify",
+			Handler:    _Volume_Verify_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -805,8 +1037,15 @@ var HA_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Peer_Join_FullMethodName = "/tandem.v1.Peer/Join"
-	Peer_Ping_FullMethodName = "/tandem.v1.Peer/Ping"
+	Peer_Join_FullMethodName          = "/tandem.v1.Peer/Join"
+	Peer_Ping_FullMethodName          = "/tandem.v1.Peer/Ping"
+	Peer_DiskInfo_FullMethodName      = "/tandem.v1.Peer/DiskInfo"
+	Peer_VolumeOpen_FullMethodName    = "/tandem.v1.Peer/VolumeOpen"
+	Peer_VolumeInit_FullMethodName    = "/tandem.v1.Peer/VolumeInit"
+	Peer_VolumeClose_FullMethodName   = "/tandem.v1.Peer/VolumeClose"
+	Peer_VolumeStatus_FullMethodName  = "/tandem.v1.Peer/VolumeStatus"
+	Peer_VolumePromote_FullMethodName = "/tandem.v1.Peer/VolumePromote"
+	Peer_VolumeVerify_FullMethodName  = "/tandem.v1.Peer/VolumeVerify"
 )
 
 // PeerClient is the client API for Peer service.
@@ -815,6 +1054,14 @@ const (
 type PeerClient interface {
 	Join(ctx context.Context, in *PeerJoinRequest, opts ...grpc.CallOption) (*PeerJoinResponse, error)
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
+	DiskInfo(ctx context.Context, in *DiskInfoRequest, opts ...grpc.CallOption) (*DiskInfoResponse, error)
+	VolumeOpen(ctx context.Context, in *PeerVolumeOpenRequest, opts ...grpc.CallOption) (*PeerVolumeOpenResponse, error)
+	// On the initial primary: write the volume's first record and add the witness.
+	VolumeInit(ctx context.Context, in *PeerVolumeInitRequest, opts ...grpc.CallOption) (*PeerVolumeInitResponse, error)
+	VolumeClose(ctx context.Context, in *PeerVolumeCloseRequest, opts ...grpc.CallOption) (*PeerVolumeCloseResponse, error)
+	VolumeStatus(ctx context.Context, in *PeerVolumeStatusRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
+	VolumePromote(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
+	VolumeVerify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error)
 }
 
 type peerClient struct {
@@ -845,12 +1092,90 @@ func (c *peerClient) Ping(ctx context.Context, in *PingRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *peerClient) DiskInfo(ctx context.Context, in *DiskInfoRequest, opts ...grpc.CallOption) (*DiskInfoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiskInfoResponse)
+	err := c.cc.Invoke(ctx, Peer_DiskInfo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VolumeOpen(ctx context.Context, in *PeerVolumeOpenRequest, opts ...grpc.CallOption) (*PeerVolumeOpenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerVolumeOpenResponse)
+	err := c.cc.Invoke(ctx, Peer_VolumeOpen_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VolumeInit(ctx context.Context, in *PeerVolumeInitRequest, opts ...grpc.CallOption) (*PeerVolumeInitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerVolumeInitResponse)
+	err := c.cc.Invoke(ctx, Peer_VolumeInit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VolumeClose(ctx context.Context, in *PeerVolumeCloseRequest, opts ...grpc.CallOption) (*PeerVolumeCloseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerVolumeCloseResponse)
+	err := c.cc.Invoke(ctx, Peer_VolumeClose_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VolumeStatus(ctx context.Context, in *PeerVolumeStatusRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Peer_VolumeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VolumePromote(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Peer_VolumePromote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VolumeVerify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyVolumeResponse)
+	err := c.cc.Invoke(ctx, Peer_VolumeVerify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
 type PeerServer interface {
 	Join(context.Context, *PeerJoinRequest) (*PeerJoinResponse, error)
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
+	DiskInfo(context.Context, *DiskInfoRequest) (*DiskInfoResponse, error)
+	VolumeOpen(context.Context, *PeerVolumeOpenRequest) (*PeerVolumeOpenResponse, error)
+	// On the initial primary: write the volume's first record and add the witness.
+	VolumeInit(context.Context, *PeerVolumeInitRequest) (*PeerVolumeInitResponse, error)
+	VolumeClose(context.Context, *PeerVolumeCloseRequest) (*PeerVolumeCloseResponse, error)
+	VolumeStatus(context.Context, *PeerVolumeStatusRequest) (*VolumeInfo, error)
+	VolumePromote(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error)
+	VolumeVerify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -866,6 +1191,27 @@ func (UnimplementedPeerServer) Join(context.Context, *PeerJoinRequest) (*PeerJoi
 }
 func (UnimplementedPeerServer) Ping(context.Context, *PingRequest) (*PingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedPeerServer) DiskInfo(context.Context, *DiskInfoRequest) (*DiskInfoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DiskInfo not implemented")
+}
+func (UnimplementedPeerServer) VolumeOpen(context.Context, *PeerVolumeOpenRequest) (*PeerVolumeOpenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeOpen not implemented")
+}
+func (UnimplementedPeerServer) VolumeInit(context.Context, *PeerVolumeInitRequest) (*PeerVolumeInitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeInit not implemented")
+}
+func (UnimplementedPeerServer) VolumeClose(context.Context, *PeerVolumeCloseRequest) (*PeerVolumeCloseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeClose not implemented")
+}
+func (UnimplementedPeerServer) VolumeStatus(context.Context, *PeerVolumeStatusRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeStatus not implemented")
+}
+func (UnimplementedPeerServer) VolumePromote(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumePromote not implemented")
+}
+func (UnimplementedPeerServer) VolumeVerify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeVerify not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -924,6 +1270,132 @@ func _Peer_Ping_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_DiskInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DiskInfoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).DiskInfo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_DiskInfo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).DiskInfo(ctx, req.(*DiskInfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VolumeOpen_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVolumeOpenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeOpen(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeOpen_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeOpen(ctx, req.(*PeerVolumeOpenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VolumeInit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVolumeInitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeInit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeInit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeInit(ctx, req.(*PeerVolumeInitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VolumeClose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVolumeCloseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeClose(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeClose_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeClose(ctx, req.(*PeerVolumeCloseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VolumeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVolumeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeStatus(ctx, req.(*PeerVolumeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VolumePromote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumePromote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumePromote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumePromote(ctx, req.(*PromoteVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VolumeVerify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeVerify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeVerify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeVerify(ctx, req.(*VerifyVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -938,6 +1410,34 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ping",
 			Handler:    _Peer_Ping_Handler,
+		},
+		{
+			MethodName: "DiskInfo",
+			Handler:    _Peer_DiskInfo_Handler,
+		},
+		{
+			MethodName: "VolumeOpen",
+			Handler:    _Peer_VolumeOpen_Handler,
+		},
+		{
+			MethodName: "VolumeInit",
+			Handler:    _Peer_VolumeInit_Handler,
+		},
+		{
+			MethodName: "VolumeClose",
+			Handler:    _Peer_VolumeClose_Handler,
+		},
+		{
+			MethodName: "VolumeStatus",
+			Handler:    _Peer_VolumeStatus_Handler,
+		},
+		{
+			MethodName: "VolumePromote",
+			Handler:    _Peer_VolumePromote_Handler,
+		},
+		{
+			MethodName: "VolumeVerify",
+			Handler:    _Peer_VolumeVerify_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
