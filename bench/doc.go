@@ -24,16 +24,18 @@
 //     p50/p99 of the difference are interpolated within its power-of-two
 //     buckets.
 //   - Leader failover. K times: find the leader, SIGKILL every process of
-//     its host, then poll a survivor's Cluster.Status back to back through
-//     its unix socket until it reports quorate with another leader. The
-//     time from the kill to the end of that Status call is the failover
-//     time seen by an API client (goal < 2 s); its resolution is the
-//     duration of one Status call, which is reported too. In parallel a
-//     watcher inside each survivor's namespace scrapes /metrics every few
-//     milliseconds, which dates the Raft election itself (first sample with
-//     a known leader at a higher term). The killed node is then restarted
-//     and the time until the cluster shows 3/3 voters online and quorate
-//     is recorded before the next round.
+//     its host, then poll a survivor's Cluster.Status through its unix
+//     socket (a new call every 100 ms, calls overlapping) until one reports
+//     quorate with another leader. The time from the kill to the end of
+//     that call is the failover time seen by an API client (goal < 2 s);
+//     it includes the call's own duration, which is reported with the
+//     duration of every poll. Alongside, a second client retries SetConfig
+//     through the same survivor (when writes work again), and a watcher
+//     inside each survivor's namespace scrapes /metrics every 10 ms, which
+//     dates the Raft election itself (first sample with a known leader at a
+//     higher term). The killed node is then restarted and the time until
+//     the cluster shows 3/3 voters online and quorate is recorded before
+//     the next round.
 //   - Idle memory. VmRSS (and VmHWM) of every tandemd from /proc after the
 //     cluster has been idle for a while, once after formation and once at
 //     the end of the run (goal < 60 MB per node).

@@ -44,6 +44,8 @@ const (
 	// backOnlineTimeout bounds the wait for a restarted node to rejoin.
 	backOnlineTimeout = 60 * time.Second
 	maxErrorSamples   = 5
+	// blockSize groups consecutive propose calls to show drift over a run.
+	blockSize = 100
 )
 
 func main() {
@@ -67,6 +69,7 @@ type config struct {
 	settle        time.Duration
 	idle          time.Duration
 	pollTimeout   time.Duration
+	pollEvery     time.Duration
 	watchInterval time.Duration
 	timeout       time.Duration
 }
@@ -86,6 +89,7 @@ func parseFlags(args []string) (config, error) {
 	// during an election its quorum check waits up to 1.5 s: a shorter
 	// deadline would turn every poll of a failover into an error.
 	fs.DurationVar(&c.pollTimeout, "poll-timeout", 3*time.Second, "deadline of each Status poll during failover")
+	fs.DurationVar(&c.pollEvery, "poll-every", 100*time.Millisecond, "start a Status poll this often during failover (calls overlap)")
 	fs.DurationVar(&c.watchInterval, "watch-interval", 10*time.Millisecond, "metrics scrape interval of the election watchers")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
@@ -227,7 +231,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		procs: map[string]*testcluster.Proc{}, started: map[string]time.Time{}, clients: map[string]*adminclient.Client{},
 		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: hostInfo(), Tandemd: binaryInfo(filepath.Join(bin, "tandemd")), Params: Params{
 			Nodes: nodes, Proposals: cfg.proposals, Warmup: cfg.warmup, Kills: cfg.kills, Settle: cfg.settle.String(), Idle: cfg.idle.String(),
-			PollTimeout: cfg.pollTimeout.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.timeout.String(),
+			PollTimeout: cfg.pollTimeout.String(), PollEvery: cfg.pollEvery.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.timeout.String(),
 		}, Goals: Goals{FailoverMS: goalFailoverMS, RSSMB: goalRSSMB}},
 	}
 	defer b.close() // also on errors and signals; Close is idempotent
@@ -440,6 +444,9 @@ func (b *bench) propose(ctx context.Context, via string) error {
 	}
 	res.DurationS = time.Since(began).Seconds()
 	res.Client = summarize(res.SamplesMS)
+	for i := 0; i < len(res.SamplesMS); i += blockSize {
+		res.BlockP50 = append(res.BlockP50, summarize(res.SamplesMS[i:min(i+blockSize, len(res.SamplesMS))]).P50)
+	}
 
 	after, aerr := b.proposeHistogram(ctx, n)
 	switch {
@@ -614,33 +621,17 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 	wch := make(chan writeResult, 1)
 	go func() { wch <- writeUntilOK(ctx, cl, t0, b.cfg.pollTimeout, i) }()
 
-	var pollMS []float64
-	for {
-		start := time.Now()
-		pctx, cancel := context.WithTimeout(ctx, b.cfg.pollTimeout)
-		s, err := cl.Cluster.Status(pctx, &tandemv1.StatusRequest{})
-		cancel()
-		end := time.Now()
-		pollMS = append(pollMS, ms(end.Sub(start)))
-		r.Polls++
-		if err != nil {
-			if ctx.Err() != nil {
-				return r, pollMS, ctx.Err()
-			}
-			r.PollErrors++
-		} else if s.Quorate && s.Leader != "" && s.Leader != victim.Name {
-			r.FailoverMS, r.DetectStartMS, r.DetectPollMS = ms(end.Sub(t0)), ms(start.Sub(t0)), ms(end.Sub(start))
-			r.NewLeader, r.TermAfter = s.Leader, s.Term
-			break
-		}
-		if end.Sub(t0) > failoverTimeout {
-			r.Error = fmt.Sprintf("no quorate status with a new leader on %s within %s", polled.Name, failoverTimeout)
-			b.log.Error("failover round failed", "n", i, "err", r.Error, "log", b.c.LogTail(polled, "tandemd", 20))
-			break
-		}
-		if err != nil {
-			_ = sleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
-		}
+	det, pollMS, err := pollForLeader(ctx, cl, t0, victim.Name, b.cfg.pollEvery, b.cfg.pollTimeout)
+	r.Polls, r.PollErrors = det.polls, det.errors
+	if err != nil {
+		return r, pollMS, err
+	}
+	if det.status == nil {
+		r.Error = fmt.Sprintf("no quorate status with a new leader on %s within %s", polled.Name, failoverTimeout)
+		b.log.Error("failover round failed", "n", i, "err", r.Error, "log", b.c.LogTail(polled, "tandemd", 20))
+	} else {
+		r.FailoverMS, r.DetectStartMS, r.DetectPollMS = ms(det.end.Sub(t0)), ms(det.start.Sub(t0)), ms(det.end.Sub(det.start))
+		r.NewLeader, r.TermAfter = det.status.Leader, det.status.Term
 	}
 	if r.Error == "" {
 		// One more Status with the node still down: its cost once the
@@ -681,6 +672,93 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		}
 	}
 	return r, pollMS, sleepCtx(ctx, b.cfg.settle)
+}
+
+// detection is the Status call that first showed the new leader.
+type detection struct {
+	start, end    time.Time
+	status        *tandemv1.ClusterStatus // nil if none did in time
+	polls, errors int
+}
+
+type pollOutcome struct {
+	start, end time.Time
+	st         *tandemv1.ClusterStatus
+	err        error
+}
+
+// pollForLeader starts a Status call on the survivor every `every` (each
+// with its own timeout, so several may be in flight) until one answers
+// quorate with a leader other than killed. A Status call lasts at least
+// the daemon's probe of the dead member, so back-to-back polling alone
+// would see the new leader up to one such call late; staggered calls bound
+// that lag by `every`. It returns the earliest-ending detection and the
+// durations of all calls, including those still in flight at the
+// detection, which are left to finish so that their duration is known.
+func pollForLeader(ctx context.Context, cl *adminclient.Client, t0 time.Time, killed string, every, timeout time.Duration) (detection, []float64, error) {
+	var det detection
+	var durs []float64
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan pollOutcome)
+	inflight := 0
+	launch := func() {
+		inflight++
+		det.polls++
+		go func() {
+			start := time.Now()
+			cctx, cancel := context.WithTimeout(pctx, timeout)
+			st, err := cl.Cluster.Status(cctx, &tandemv1.StatusRequest{})
+			cancel()
+			results <- pollOutcome{start: start, end: time.Now(), st: st, err: err}
+		}()
+	}
+	record := func(o pollOutcome) {
+		durs = append(durs, ms(o.end.Sub(o.start)))
+		if o.err != nil {
+			det.errors++
+		}
+	}
+	// finish waits for the calls still in flight (each bounded by timeout).
+	finish := func() error {
+		for ; inflight > 0; inflight-- {
+			o := <-results
+			if ctx.Err() == nil {
+				record(o)
+			}
+		}
+		return ctx.Err()
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	deadline := time.NewTimer(time.Until(t0.Add(failoverTimeout)))
+	defer deadline.Stop()
+	launch()
+	for {
+		select {
+		case <-tick.C:
+			launch()
+		case o := <-results:
+			inflight--
+			if ctx.Err() != nil {
+				cancel()
+				return det, durs, finish()
+			}
+			record(o)
+			if o.err == nil && o.st.Quorate && o.st.Leader != "" && o.st.Leader != killed {
+				// Results arrive in completion order: this is the earliest end.
+				det.start, det.end, det.status = o.start, o.end, o.st
+				tick.Stop()
+				return det, durs, finish()
+			}
+		case <-deadline.C:
+			tick.Stop()
+			return det, durs, finish()
+		case <-ctx.Done():
+			cancel()
+			return det, durs, finish()
+		}
+	}
 }
 
 // writeResult is the outcome of writeUntilOK.
@@ -759,11 +837,11 @@ func (b *bench) memory(ctx context.Context, phase string) error {
 			s.Error = "tandemd not running"
 		} else {
 			s.PID = p.PID()
-			rss, hwm, err := procMemory(s.PID)
+			m, err := procMemory(s.PID)
 			if err != nil {
 				s.Error = err.Error()
 			}
-			s.RSSMB, s.HWMMB = rss, hwm
+			s.RSSMB, s.HWMMB, s.AnonMB, s.FileMB = m["VmRSS"], m["VmHWM"], m["RssAnon"], m["RssFile"]
 		}
 		if s.Error != "" {
 			errs = append(errs, fmt.Errorf("%s: %s", n.Name, s.Error))
@@ -778,19 +856,20 @@ func (b *bench) memory(ctx context.Context, phase string) error {
 	return errors.Join(errs...)
 }
 
-// procMemory returns VmRSS and VmHWM of pid in MB (10^6 bytes), checking
-// that the PID is a tandemd (the harness's PID is the exec'd daemon).
-func procMemory(pid int) (rss, hwm float64, err error) {
+// procMemory returns the kB fields of /proc/<pid>/status in MB (10^6
+// bytes), checking that the PID is a tandemd (the harness's PID is the
+// exec'd daemon).
+func procMemory(pid int) (map[string]float64, error) {
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	if c := strings.TrimSpace(string(comm)); c != "tandemd" {
-		return 0, 0, fmt.Errorf("pid %d is %q, not tandemd", pid, c)
+		return nil, fmt.Errorf("pid %d is %q, not tandemd", pid, c)
 	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("pid %d: %w", pid, err)
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	vals := map[string]float64{}
 	sc := bufio.NewScanner(strings.NewReader(string(data)))
@@ -804,12 +883,12 @@ func procMemory(pid int) (rss, hwm float64, err error) {
 			vals[k] = kb * 1024 / 1e6
 		}
 	}
-	rss, ok1 := vals["VmRSS"]
-	hwm, ok2 := vals["VmHWM"]
-	if !ok1 || !ok2 {
-		return 0, 0, fmt.Errorf("pid %d: no VmRSS/VmHWM in /proc status", pid)
+	for _, k := range []string{"VmRSS", "VmHWM", "RssAnon", "RssFile"} {
+		if _, ok := vals[k]; !ok {
+			return nil, fmt.Errorf("pid %d: no %s in /proc status", pid, k)
+		}
 	}
-	return rss, hwm, nil
+	return vals, nil
 }
 
 func (b *bench) evaluateGoals() {

@@ -10,6 +10,8 @@ import (
 const (
 	goalFailoverMS = 2000
 	goalRSSMB      = 60
+	// slowElectionMS flags elections well past dragonboat's usual 100-200 ms.
+	slowElectionMS = 500
 )
 
 // Report is everything control.json holds.
@@ -55,6 +57,7 @@ type Params struct {
 	Settle        string `json:"settle"`
 	Idle          string `json:"idle"`
 	PollTimeout   string `json:"status_poll_timeout"`
+	PollEvery     string `json:"status_poll_every"`
 	WatchInterval string `json:"watch_interval"`
 	Timeout       string `json:"timeout"`
 }
@@ -69,17 +72,19 @@ type Goals struct {
 
 // ProposeResult is one run of sequential SetConfig calls through one node.
 type ProposeResult struct {
-	Via          string     `json:"via"` // "leader" or "follower"
-	Node         string     `json:"node"`
-	LeaderBefore string     `json:"leader_before"`
-	LeaderAfter  string     `json:"leader_after"`
-	Calls        int        `json:"calls"`
-	Errors       int        `json:"errors"`
-	ErrorSamples []string   `json:"error_samples,omitempty"`
-	DurationS    float64    `json:"duration_s"`
-	Client       Summary    `json:"client"`
-	SamplesMS    []float64  `json:"client_samples_ms"`
-	Server       ServerHist `json:"server"`
+	Via          string    `json:"via"` // "leader" or "follower"
+	Node         string    `json:"node"`
+	LeaderBefore string    `json:"leader_before"`
+	LeaderAfter  string    `json:"leader_after"`
+	Calls        int       `json:"calls"`
+	Errors       int       `json:"errors"`
+	ErrorSamples []string  `json:"error_samples,omitempty"`
+	DurationS    float64   `json:"duration_s"`
+	Client       Summary   `json:"client"`
+	SamplesMS    []float64 `json:"client_samples_ms"`
+	// BlockP50 is the client p50 of each block of 100 consecutive calls.
+	BlockP50 []float64  `json:"client_p50_per_100_calls_ms"`
+	Server   ServerHist `json:"server"`
 }
 
 // ServerHist is the delta of tandem_raft_propose_seconds{shard="metadata",
@@ -161,6 +166,10 @@ type RSSSample struct {
 	PID   int     `json:"pid"`
 	RSSMB float64 `json:"vm_rss_mb"`
 	HWMMB float64 `json:"vm_hwm_mb"`
+	// VmRSS = RssAnon + RssFile (+ RssShmem); RssFile is mostly the
+	// daemon's own binary pages.
+	AnonMB float64 `json:"rss_anon_mb"`
+	FileMB float64 `json:"rss_file_mb"`
 	// From the node's Go runtime metrics, scraped right after.
 	HeapInuseMB    float64 `json:"go_heap_inuse_mb"`
 	HeapReleasedMB float64 `json:"go_heap_released_mb"`
@@ -252,8 +261,8 @@ func (r *Report) Markdown() string {
 	}
 	p("tandemd: %s (%s).  \n", rev, r.Tandemd.GoVersion)
 	p("Cluster: %d tandemd nodes, each in its own network namespace on this one host (internal/testcluster), default Raft timing (RTT 10 ms, election 10 RTT, heartbeat 1 RTT).  \n", r.Params.Nodes)
-	p("Parameters: %d proposals per path after %d warm-up calls, %d leader kills, settle %s between kills, idle %s before memory readings, Status poll timeout %s, metrics watcher interval %s.\n\n",
-		r.Params.Proposals, r.Params.Warmup, r.Params.Kills, r.Params.Settle, r.Params.Idle, r.Params.PollTimeout, r.Params.WatchInterval)
+	p("Parameters: %d proposals per path after %d warm-up calls, %d leader kills, settle %s between kills, idle %s before memory readings, a Status poll started every %s with a %s timeout, metrics watcher interval %s.\n\n",
+		r.Params.Proposals, r.Params.Warmup, r.Params.Kills, r.Params.Settle, r.Params.Idle, r.Params.PollEvery, r.Params.PollTimeout, r.Params.WatchInterval)
 
 	p("## Results against the goals\n\n")
 	p("| Measure | Result | Goal | Verdict |\n|---|---|---|---|\n")
@@ -300,6 +309,14 @@ func (r *Report) Markdown() string {
 			}
 			p("| %s | %s | %.0f | %s | %s | %s | %.0f |\n", pr.Via, s.Node, s.Observations, fmtOpt(s.P50MS), fmtOpt(s.P99MS), fmtOpt(s.MeanMS), s.Errors)
 		}
+		p("\nClient p50 per block of 100 consecutive calls, in order (drift over the run):\n\n")
+		for _, pr := range r.Propose {
+			var bs []string
+			for _, v := range pr.BlockP50 {
+				bs = append(bs, fmt.Sprintf("%.2f", v))
+			}
+			p("- %s: %s ms\n", pr.Via, strings.Join(bs, ", "))
+		}
 		for _, pr := range r.Propose {
 			if pr.LeaderBefore != pr.LeaderAfter {
 				p("\nNote: the leader changed during the %s run (%s → %s).\n", pr.Via, pr.LeaderBefore, pr.LeaderAfter)
@@ -314,12 +331,13 @@ func (r *Report) Markdown() string {
 	if f := r.Failover; f != nil {
 		p("## Leader failover\n\n")
 		p("Each round reads the leader from a Status, starts a metrics watcher inside each survivor's namespace, records t0 and SIGKILLs every process of the leader's host (`Cluster.Kill`). "+
-			"It then calls `Cluster.Status` on one survivor through its unix socket back to back (one call at a time, each with a %s timeout) until one answers quorate with a leader other than the killed node. "+
-			"**API failover** is the time from t0 to the end of that call, so it includes the call's own duration; the resolution is one Status call (see the poll rows). "+
+			"It then starts a `Cluster.Status` call on one survivor through its unix socket every %s (each with a %s timeout, so calls overlap) until one answers quorate with a leader other than the killed node. "+
+			"**API failover** is the time from t0 to the end of the first such answer, so it includes that call's own duration: with a member down a Status call lasts at least the daemon's probe of it (see the Status rows). "+
+			"Overlapping calls keep the lag between the new leader and its first sighting to one poll interval plus one call, where back-to-back calls could add a second call. "+
 			"Meanwhile a second client retries `SetConfig` through the same survivor back to back: **writes again** is the end of the first call that succeeds. "+
 			"**Raft election** is the end of the first watcher scrape (every %s, `/metrics` gauges `tandem_raft_metadata_has_leader` and `_term`) showing a leader at a term above the one before the kill. "+
 			"The killed node is then restarted and the round ends once the survivor shows 3/3 voters online and quorate and the restarted node is quorate itself, plus %s of settling.\n\n",
-			r.Params.PollTimeout, r.Params.WatchInterval, r.Params.Settle)
+			r.Params.PollEvery, r.Params.PollTimeout, r.Params.WatchInterval, r.Params.Settle)
 		p("| Measure | n | min | p50 | p95 | max | > 2 s |\n|---|---|---|---|---|---|---|\n")
 		row := func(name string, s Summary, above string) {
 			p("| %s | %d | %s | %s | %s | %s | %s |\n", name, s.Count, fmtMS(s.Min), fmtMS(s.P50), fmtMS(s.P95), fmtMS(s.Max), above)
@@ -334,7 +352,7 @@ func (r *Report) Markdown() string {
 		row("Restart: tandemd started → 3/3 online and quorate", f.BackOnline, "")
 		row("`Cluster.Kill` call (SIGKILL + sweep + reap)", f.Kill, "")
 		p("\nPer round (ms from t0):\n\n")
-		p("| # | killed | term | youngest survivor | polled | new leader | term | Raft | writes (attempts) | API | detecting poll start + duration | polls (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| # | killed | term | youngest survivor | polled | new leader | term | Raft | writes (attempts) | API | detecting poll start + duration | polls started (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, rd := range f.Rounds {
 			raft := fmtOpt(rd.RaftMS)
 			if rd.RaftSeenOn != "" {
@@ -352,20 +370,31 @@ func (r *Report) Markdown() string {
 			p("| %d | %s | %d | %.1f s | %s | %s | %d | %s | %s | %s | %.0f + %.0f | %d (%d) | %s |\n", rd.N, rd.Killed, rd.TermBefore, rd.YoungestSurvivorS, rd.Polled, rd.NewLeader, rd.TermAfter,
 				raft, write, fmtMS(rd.FailoverMS), rd.DetectStartMS, rd.DetectPollMS, rd.Polls, rd.PollErrors, fmtMS(rd.BackOnlineMS))
 		}
+		var slow []string
+		for _, rd := range f.Rounds {
+			if rd.RaftMS != nil && *rd.RaftMS > slowElectionMS {
+				slow = append(slow, fmt.Sprintf("round %d (election %s, term %d → %d, youngest survivor started %.1f s before the kill)",
+					rd.N, fmtMS(*rd.RaftMS), rd.TermBefore, rd.TermAfter, rd.YoungestSurvivorS))
+			}
+		}
+		if len(slow) > 0 {
+			p("\nElections slower than %d ms: %s.\n", slowElectionMS, strings.Join(slow, "; "))
+		}
 		p("\n")
 	}
 
 	if len(r.Memory) > 0 {
 		p("## Idle memory\n\n")
-		p("VmRSS and VmHWM (peak) from `/proc/<pid>/status` of each tandemd after %s without requests: once after the cluster formed, once at the end. "+
-			"Nodes killed and restarted during the failover rounds are younger processes at the end.\n\n", r.Params.Idle)
-		p("| When | Node | PID | VmRSS | VmHWM | Go heap in use | Go heap released | Go sys |\n|---|---|---|---|---|---|---|---|\n")
+		p("VmRSS, its anonymous and file-backed parts and VmHWM (peak) from `/proc/<pid>/status` of each tandemd after %s without requests, once after the cluster formed and once at the end; "+
+			"the Go runtime's own view (`go_memstats_*` from the node's metrics) is scraped right after. "+
+			"Nodes killed and restarted during the failover rounds are younger processes at the end. MB = 10^6 bytes.\n\n", r.Params.Idle)
+		p("| When | Node | PID | VmRSS | of which anon | of which file | VmHWM | Go heap in use | Go heap released | Go sys |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, s := range r.Memory {
 			if s.Error != "" {
-				p("| %s | %s | %d | error: %s | | | | |\n", s.Phase, s.Node, s.PID, s.Error)
+				p("| %s | %s | %d | error: %s | | | | | | |\n", s.Phase, s.Node, s.PID, s.Error)
 				continue
 			}
-			p("| %s | %s | %d | %.1f MB | %.1f MB | %.1f MB | %.1f MB | %.1f MB |\n", s.Phase, s.Node, s.PID, s.RSSMB, s.HWMMB, s.HeapInuseMB, s.HeapReleasedMB, s.GoSysMB)
+			p("| %s | %s | %d | %.1f MB | %.1f MB | %.1f MB | %.1f MB | %.1f MB | %.1f MB | %.1f MB |\n", s.Phase, s.Node, s.PID, s.RSSMB, s.AnonMB, s.FileMB, s.HWMMB, s.HeapInuseMB, s.HeapReleasedMB, s.GoSysMB)
 		}
 		p("\n")
 	}
@@ -390,7 +419,7 @@ func (r *Report) Markdown() string {
 		"SIGKILL makes the kernel close the dead node's sockets, so peers get connection resets at once. A host that disappears without a word (power loss, cable pulled) leaves peers to time out instead; the failover benchmark still to come covers that.",
 		"API failover includes the duration of the Status call that saw the new leader, because that is what a client waits for; see the detecting-poll column for how much of it that was.",
 		"The watcher and the benchmark compare wall-clock timestamps taken in different processes on the same host; the clock is shared, so this is exact to within scheduling noise.",
-		"With a short settle time the next leader kill follows a restart closely, which exercises dragonboat's transport circuit breaker (see RECIPES.md); the settle value is in the parameters above.",
+		"Every round restarts the node it killed, so apart from the first, every kill comes a few seconds after some node restarted (see the youngest-survivor column). That is the situation in which dragonboat's transport is known to be slow (RECIPES.md: circuit breaker); a cluster that has been stable for long may fail over differently.",
 		"Idle RSS depends on when the Go runtime returns freed memory to the kernel; VmHWM shows the peak reached during the run.",
 	} {
 		p("- %s\n", c)
