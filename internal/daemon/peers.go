@@ -91,7 +91,9 @@ func (p *peerPool) ping(ctx context.Context, self, addr string, timeout time.Dur
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	if _, err := c.Ping(ctx, &tandemv1.PingRequest{From: self}, grpc.WaitForReady(true)); err != nil {
+	// Not WaitForReady: a peer whose connection is already failing is
+	// reported offline at once instead of after the whole timeout.
+	if _, err := c.Ping(ctx, &tandemv1.PingRequest{From: self}); err != nil {
 		return probeResult{detail: "no answer: " + grpcMessage(err)}
 	}
 	return probeResult{online: true, rtt: time.Since(start)}

@@ -24,7 +24,7 @@ const (
 	maxConfigValue  = 4096
 	defaultTokenTTL = time.Hour
 	maxTokenTTL     = 7 * 24 * time.Hour
-	probeTimeout    = 500 * time.Millisecond
+	probeTimeout    = 250 * time.Millisecond
 )
 
 func grpcMessage(err error) string { return status.Convert(err).Message() }
