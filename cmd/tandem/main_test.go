@@ -123,6 +123,12 @@ func sampleStatus() *tandemv1.ClusterStatus {
 // startDaemon serves a fake daemon in a fresh data dir and returns the dir.
 func startDaemon(t *testing.T) (string, *fakeDaemon) {
 	t.Helper()
+	return startDaemonWith(t, nil)
+}
+
+// startDaemonWith is startDaemon with more services registered by register.
+func startDaemonWith(t *testing.T, register func(*grpc.Server)) (string, *fakeDaemon) {
+	t.Helper()
 	clearEnv(t)
 	dir := t.TempDir()
 	lis, err := net.Listen("unix", filepath.Join(dir, "tandemd.sock"))
@@ -133,6 +139,9 @@ func startDaemon(t *testing.T) (string, *fakeDaemon) {
 	srv := grpc.NewServer(grpc.UnaryInterceptor(f.intercept))
 	tandemv1.RegisterClusterServer(srv, f)
 	tandemv1.RegisterNodeServer(srv, f)
+	if register != nil {
+		register(srv)
+	}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return dir, f

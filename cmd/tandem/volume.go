@@ -3,16 +3,101 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
+// Creating, deleting and promoting a volume touch disks and Raft shards on
+// several nodes; give them more than the default per-call timeout.
+const volumeSetupTimeout = time.Minute
+
+// verifyTimeout bounds a verify call, which reads the whole volume on every
+// replica. --timeout still overrides it; Ctrl-C cancels it.
+const verifyTimeout = time.Hour
+
+// maxMismatchRows keeps the verify table readable; JSON has them all.
+const maxMismatchRows = 100
+
 func newVolumeCmd(a *app) *cobra.Command {
-	return newNounCmd("volume", "Manage volumes", &cobra.Command{
+	return newNounCmd("volume", "Create, inspect and repair replicated volumes",
+		newVolumeCreateCmd(a),
+		newVolumeListCmd(a),
+		newVolumeShowCmd(a),
+		newVolumeDeleteCmd(a),
+		newVolumePromoteCmd(a),
+		newVolumeResyncCmd(a),
+		newVolumeVerifyCmd(a),
+	)
+}
+
+func newVolumeCreateCmd(a *app) *cobra.Command {
+	var (
+		size     string
+		replicas uint32
+		nodes    []string
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME --size SIZE",
+		Short: "Create a replicated volume",
+		Long: `Create a volume of SIZE bytes replicated on 1, 2 or 3 data nodes.
+
+SIZE is a number of bytes, optionally with a binary (1024-based) unit: K, M,
+G, T or KiB, MiB, GiB, TiB, e.g. 20G or 1.5TiB. A 2-replica volume also needs
+a third node as witness. --nodes picks the nodes; the first one becomes the
+initial primary.`,
+		Args: argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if size == "" {
+				return usageErrorf("--size is required (e.g. --size 20G)")
+			}
+			sizeBytes, err := parseSize(size)
+			if err != nil {
+				return usageErrorf("--size: %v", err)
+			}
+			if replicas < 1 || replicas > 3 {
+				return usageErrorf("--replicas must be 1, 2 or 3, not %d", replicas)
+			}
+			for i, n := range nodes {
+				switch {
+				case strings.TrimSpace(n) == "":
+					return usageErrorf("--nodes: empty node name in %q", strings.Join(nodes, ","))
+				case slices.Contains(nodes[:i], n):
+					return usageErrorf("--nodes: %s is listed twice", n)
+				}
+			}
+			c, err := a.dial(cmd, volumeSetupTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.Volume.Create(cmd.Context(), &tandemv1.CreateVolumeRequest{
+				Name: args[0], SizeBytes: sizeBytes, Replicas: replicas, Nodes: nodes,
+			})
+			if err != nil {
+				return err
+			}
+			return a.print(info, func(w io.Writer) error {
+				fmt.Fprintf(w, "created volume %q\n\n", info.GetName())
+				return writeVolume(w, info)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&size, "size", "", "volume size, e.g. 20G or 1.5TiB (required; units are 1024-based)")
+	f.Uint32Var(&replicas, "replicas", 2, "number of data replicas: 1, 2 or 3")
+	f.StringSliceVar(&nodes, "nodes", nil, "nodes to place the replicas on, comma-separated; the first is the initial primary (default: the daemon picks)")
+	return cmd
+}
+
+func newVolumeListCmd(a *app) *cobra.Command {
+	return &cobra.Command{
 		Use:   "list",
-		Short: "List volumes",
+		Short: "List volumes with their replicas' states",
 		Args:  argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.dial(cmd, 0)
@@ -24,10 +109,376 @@ func newVolumeCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			return a.print(resp, func(w io.Writer) error { return writeVolumeList(w, resp.GetVolumes()) })
+		},
+	}
+}
+
+func newVolumeShowCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a volume's replicas, NBD export and recent history",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.Volume.Show(cmd.Context(), &tandemv1.ShowVolumeRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.print(info, func(w io.Writer) error { return writeVolume(w, info) })
+		},
+	}
+}
+
+func newVolumeDeleteCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a volume and its data on every node",
+		Long:  "Delete a volume and its data on every node. tandemd refuses while the volume is attached.",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, volumeSetupTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Volume.Delete(cmd.Context(), &tandemv1.DeleteVolumeRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
 			return a.print(resp, func(w io.Writer) error {
-				_, err := fmt.Fprintln(w, "no volumes")
+				_, err := fmt.Fprintf(w, "deleted volume %q\n", args[0])
 				return err
 			})
 		},
-	})
+	}
+}
+
+func newVolumePromoteCmd(a *app) *cobra.Command {
+	var node string
+	cmd := &cobra.Command{
+		Use:   "promote NAME --node NODE",
+		Short: "Make NODE's replica the volume's primary",
+		Long: `Make NODE's replica the primary of the volume. The replica must be UpToDate;
+the change is committed as a new epoch, which fences off the old primary.`,
+		Args: argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if node == "" {
+				return usageErrorf("--node is required: the node whose replica becomes primary")
+			}
+			c, err := a.dial(cmd, volumeSetupTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.Volume.Promote(cmd.Context(), &tandemv1.PromoteVolumeRequest{Name: args[0], Node: node})
+			if err != nil {
+				return err
+			}
+			return a.print(info, func(w io.Writer) error {
+				fmt.Fprintf(w, "volume %q: primary %s, epoch %d\n", info.GetName(), orDash(info.GetPrimary()), info.GetEpoch())
+				return writeVolumeSummary(w, info)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "node whose replica becomes primary (required)")
+	return cmd
+}
+
+func newVolumeResyncCmd(a *app) *cobra.Command {
+	var (
+		wait     bool
+		interval time.Duration
+		limit    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "resync NAME [--wait]",
+		Short: "Resync Outdated replicas from the primary now",
+		Long: `Ask the volume's primary to resync its Outdated replicas now.
+
+With --wait the command follows the resync until every replica is UpToDate,
+with a progress bar on stderr when it is a terminal (periodic lines
+otherwise). Ctrl-C stops waiting; the resync itself goes on in the cluster.
+A diverged replica (one holding writes the primary never acknowledged) is an
+error: resync does not overwrite it.`,
+		Args: argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !wait && (cmd.Flags().Changed("interval") || cmd.Flags().Changed("timeout-wait")) {
+				return usageErrorf("--interval and --timeout-wait only apply with --wait")
+			}
+			if interval <= 0 {
+				return usageErrorf("--interval must be positive")
+			}
+			if limit <= 0 {
+				return usageErrorf("--timeout-wait must be positive")
+			}
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.Volume.Resync(cmd.Context(), &tandemv1.ResyncVolumeRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			if !wait {
+				return a.print(info, func(w io.Writer) error {
+					fmt.Fprintf(w, "resync requested for volume %q\n", info.GetName())
+					return writeVolumeSummary(w, info)
+				})
+			}
+			w := resyncWaiter{
+				client:   c.Volume,
+				name:     args[0],
+				interval: interval,
+				limit:    limit,
+				progress: newProgressOutput(a.stderr, isTerminalWriter(a.stderr)),
+			}
+			final, sum, err := w.wait(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.print(final, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "volume %q: all %d replicas UpToDate (%s sent in %s)\n",
+					final.GetName(), len(final.GetReplicas()), formatBytes(sum.sent), sum.took.Round(time.Second))
+				return err
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&wait, "wait", false, "wait until every replica is UpToDate")
+	f.DurationVar(&interval, "interval", 500*time.Millisecond, "with --wait: how often to poll the volume")
+	f.DurationVar(&limit, "timeout-wait", time.Hour, "with --wait: give up waiting after this long (the resync goes on)")
+	return cmd
+}
+
+func newVolumeVerifyCmd(a *app) *cobra.Command {
+	var repair bool
+	cmd := &cobra.Command{
+		Use:   "verify NAME [--repair]",
+		Short: "Compare every replica with the primary",
+		Long: `Compare every replica's data with the primary's and list the ranges that
+differ. Exits 1 when mismatches were found and not repaired; with --repair the
+primary resyncs them.`,
+		Args: argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, verifyTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Volume.Verify(cmd.Context(), &tandemv1.VerifyVolumeRequest{Name: args[0], Repair: repair})
+			if err != nil {
+				return err
+			}
+			if err := a.print(resp, func(w io.Writer) error { return writeVerify(w, resp, repair) }); err != nil {
+				return err
+			}
+			return verifyOutcome(args[0], resp, repair)
+		},
+	}
+	cmd.Flags().BoolVar(&repair, "repair", false, "resync the ranges found different from the primary")
+	return cmd
+}
+
+// verifyOutcome is the error that makes verify exit 1: data that differs
+// and was left as it is.
+func verifyOutcome(name string, resp *tandemv1.VerifyVolumeResponse, repair bool) error {
+	mm := resp.GetMismatches()
+	if len(mm) == 0 {
+		return nil
+	}
+	var bad int64
+	var nodes []string
+	for _, m := range mm {
+		bad += m.GetLength()
+		if !slices.Contains(nodes, m.GetNode()) {
+			nodes = append(nodes, m.GetNode())
+		}
+	}
+	what := fmt.Sprintf("volume %q: %d mismatched range(s), %s, on %s", name, len(mm), formatBytes(bad), strings.Join(nodes, ", "))
+	switch {
+	case !repair:
+		return fmt.Errorf("%s differ from the primary; run 'tandem volume verify %s --repair' to resync them", what, name)
+	case resp.GetRepairedBytes() < bad:
+		return fmt.Errorf("%s, but only %s repaired; run verify again", what, formatBytes(resp.GetRepairedBytes()))
+	}
+	return nil
+}
+
+// replicaStateName uses DRBD's disk state names, which admins already know.
+func replicaStateName(s tandemv1.ReplicaState) string {
+	switch s {
+	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
+		return "UpToDate"
+	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
+		return "Outdated"
+	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
+		return "Inconsistent"
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
+		return "SyncSource"
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
+		return "SyncTarget"
+	case tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED:
+		return "Unknown"
+	}
+	// A state newer than this CLI: show its number rather than guess.
+	return s.String()
+}
+
+// replicaStates is the compact "n1:UpToDate* n2:Outdated" form; * marks the primary.
+func replicaStates(info *tandemv1.VolumeInfo) string {
+	var b strings.Builder
+	for i, r := range info.GetReplicas() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%s", orDash(r.GetNode()), replicaStateName(r.GetState()))
+		if r.GetPrimary() {
+			b.WriteByte('*')
+		}
+	}
+	if b.Len() == 0 {
+		return "-"
+	}
+	return b.String()
+}
+
+func writeVolumeList(w io.Writer, vols []*tandemv1.VolumeInfo) error {
+	tw := newTabWriter(w)
+	fmt.Fprintln(tw, "NAME\tSIZE\tREPLICAS\tPRIMARY\tEPOCH\tSTATE\tREPLICA-STATES")
+	var warnings []string
+	for _, v := range vols {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n",
+			orDash(v.GetName()), formatBytes(v.GetSizeBytes()), len(v.GetReplicas()), orDash(v.GetPrimary()),
+			v.GetEpoch(), orDash(v.GetState()), replicaStates(v))
+		if m := v.GetWarning(); m != "" {
+			warnings = append(warnings, v.GetName()+": "+m)
+		}
+	}
+	if len(vols) == 0 {
+		fmt.Fprintln(tw, "(no volumes)")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	writeWarnings(w, warnings)
+	return nil
+}
+
+// writeVolume prints everything show knows about a volume.
+func writeVolume(w io.Writer, v *tandemv1.VolumeInfo) error {
+	tw := newTabWriter(w)
+	fmt.Fprintf(tw, "name:\t%s\n", orDash(v.GetName()))
+	fmt.Fprintf(tw, "size:\t%s (%d bytes)\n", formatBytes(v.GetSizeBytes()), v.GetSizeBytes())
+	fmt.Fprintf(tw, "epoch:\t%d\n", v.GetEpoch())
+	fmt.Fprintf(tw, "primary:\t%s\n", orDash(v.GetPrimary()))
+	fmt.Fprintf(tw, "witness:\t%s\n", orDash(v.GetWitness()))
+	fmt.Fprintf(tw, "shard:\t%d\n", v.GetShardId())
+	fmt.Fprintf(tw, "state:\t%s\n", orDash(v.GetState()))
+	fmt.Fprintf(tw, "created:\t%s\n", formatTime(v.GetCreated()))
+	fmt.Fprintf(tw, "nbd unix:\t%s\n", orDash(v.GetNbdUnix()))
+	fmt.Fprintf(tw, "nbd tcp:\t%s\n", orDash(v.GetNbdTcp()))
+	fmt.Fprintf(tw, "answered by:\t%s\n", orDash(v.GetAnsweredBy()))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if m := v.GetWarning(); m != "" {
+		fmt.Fprintf(w, "WARNING: %s\n", m)
+	}
+
+	fmt.Fprintln(w)
+	if err := writeReplicas(w, v); err != nil {
+		return err
+	}
+
+	if hist := v.GetHistory(); len(hist) > 0 {
+		fmt.Fprintln(w, "\nrecent history:")
+		tw := newTabWriter(w)
+		fmt.Fprintln(tw, "TIME\tBY\tEPOCH\tWHAT\tREASON")
+		for _, e := range hist {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", formatTime(e.GetAt()), orDash(e.GetBy()), e.GetEpoch(), orDash(e.GetWhat()), e.GetReason())
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+// writeReplicas prints the replica table. The primary has no link and sends
+// rather than receives, so its transfer columns are dashes.
+func writeReplicas(w io.Writer, v *tandemv1.VolumeInfo) error {
+	tw := newTabWriter(w)
+	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tLINK\tDIRTY\tRESYNC-SENT\tSINCE")
+	var notes []string
+	for _, r := range v.GetReplicas() {
+		role, dirty, sent := "secondary", formatBytes(r.GetDirtyBytes()), formatBytes(r.GetResyncSentBytes())
+		if r.GetPrimary() {
+			role, dirty, sent = "primary", "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(r.GetNode()), role, replicaStateName(r.GetState()),
+			orDash(r.GetLink()), dirty, sent, formatTime(r.GetSince()))
+		if r.GetReconcile() {
+			notes = append(notes, fmt.Sprintf("%s: reconciling after the primary change (writes the old primary never acknowledged are being overwritten)", orDash(r.GetNode())))
+		}
+		if r.GetLink() == linkDiverged {
+			notes = append(notes, divergedMessage(v, r))
+		}
+	}
+	if len(v.GetReplicas()) == 0 {
+		fmt.Fprintln(tw, "(no replicas)")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	return nil
+}
+
+// writeVolumeSummary is the short form after a change: who is primary now
+// and how the replicas stand.
+func writeVolumeSummary(w io.Writer, v *tandemv1.VolumeInfo) error {
+	fmt.Fprintf(w, "replicas: %s\n", replicaStates(v))
+	for _, r := range v.GetReplicas() {
+		if r.GetPrimary() {
+			continue
+		}
+		if r.GetDirtyBytes() > 0 || (r.GetLink() != "" && r.GetLink() != "in-sync") {
+			fmt.Fprintf(w, "  %s: link %s, %s dirty\n", orDash(r.GetNode()), orDash(r.GetLink()), formatBytes(r.GetDirtyBytes()))
+		}
+	}
+	if m := v.GetWarning(); m != "" {
+		fmt.Fprintf(w, "WARNING: %s\n", m)
+	}
+	return nil
+}
+
+func writeVerify(w io.Writer, resp *tandemv1.VerifyVolumeResponse, repair bool) error {
+	fmt.Fprintf(w, "checked: %s (%d bytes)\n", formatBytes(resp.GetCheckedBytes()), resp.GetCheckedBytes())
+	if repair {
+		fmt.Fprintf(w, "repaired: %s (%d bytes)\n", formatBytes(resp.GetRepairedBytes()), resp.GetRepairedBytes())
+	}
+	mm := resp.GetMismatches()
+	if len(mm) == 0 {
+		_, err := fmt.Fprintln(w, "no mismatches: every replica matches the primary")
+		return err
+	}
+	fmt.Fprintf(w, "\n%d mismatched range(s):\n", len(mm))
+	tw := newTabWriter(w)
+	fmt.Fprintln(tw, "NODE\tOFFSET\tLENGTH")
+	for _, m := range mm[:min(len(mm), maxMismatchRows)] {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", orDash(m.GetNode()), m.GetOffset(), m.GetLength())
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if n := len(mm) - maxMismatchRows; n > 0 {
+		fmt.Fprintf(w, "... and %d more (all of them with --output json)\n", n)
+	}
+	return nil
 }
