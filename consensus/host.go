@@ -14,6 +14,9 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 )
 
+// ErrShardRunning: the replica is already running on this host.
+var ErrShardRunning = errors.New("shard already running")
+
 // ErrNoQuorum means the shard cannot commit or serve a linearizable read:
 // no leader with a strict majority of voters could be reached in time.
 var ErrNoQuorum = errors.New("no quorum")
@@ -198,6 +201,9 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 		}
 	}
 	if err := h.nh.StartReplica(members, join, create, rc); err != nil {
+		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+			return fmt.Errorf("shard %d: %w", spec.ShardID, ErrShardRunning)
+		}
 		return fmt.Errorf("start shard %d replica %d: %w", spec.ShardID, spec.ReplicaID, err)
 	}
 	return nil

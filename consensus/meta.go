@@ -92,16 +92,19 @@ type ClusterRecord struct {
 
 // NodeRecord is one node's membership record.
 type NodeRecord struct {
-	Name        string    `json:"name"`
-	ReplicaID   uint64    `json:"replica_id"`
-	Role        string    `json:"role"` // "data" or "witness"
-	Vote        string    `json:"vote"` // "voter" or "non-voting"
-	BackendAddr string    `json:"backend_addr"`
-	RaftAddr    string    `json:"raft_addr"`
-	AdminAddr   string    `json:"admin_addr"`
-	State       string    `json:"state"`
-	JoinedAt    time.Time `json:"joined_at"`
-	RemovedAt   time.Time `json:"removed_at,omitzero"`
+	Name        string `json:"name"`
+	ReplicaID   uint64 `json:"replica_id"`
+	Role        string `json:"role"` // "data" or "witness"
+	Vote        string `json:"vote"` // "voter" or "non-voting"
+	BackendAddr string `json:"backend_addr"`
+	RaftAddr    string `json:"raft_addr"`
+	AdminAddr   string `json:"admin_addr"`
+	// ReplicationAddr receives replicated writes; NBDAddr serves exports.
+	ReplicationAddr string    `json:"replication_addr,omitempty"`
+	NBDAddr         string    `json:"nbd_addr,omitempty"`
+	State           string    `json:"state"`
+	JoinedAt        time.Time `json:"joined_at"`
+	RemovedAt       time.Time `json:"removed_at,omitzero"`
 }
 
 // TokenRecord is a one-time join token as the cluster stores it: only a

@@ -139,6 +139,18 @@ func allowedTransition(from, to ReplicaState) bool {
 
 type volumeSM struct {
 	r *VolumeRecord
+	// observe, when set, gets a copy of the record after every change; it
+	// runs on dragonboat's apply path and must not block.
+	observe func(*VolumeRecord)
+}
+
+func (m *volumeSM) notify() {
+	if m.observe == nil || !m.r.Initialised() {
+		return
+	}
+	if c, err := cloneVolume(m.r); err == nil {
+		m.observe(c)
+	}
 }
 
 // NewVolumeStateMachine is the dragonboat factory for volume shards.
@@ -155,6 +167,7 @@ func (m *volumeSM) Update(e sm.Entry) (sm.Result, error) {
 	if err := m.apply(&c); err != nil {
 		return volReject(err), nil
 	}
+	m.notify()
 	b, err := json.Marshal(m.r)
 	if err != nil {
 		return volReject(fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
@@ -338,6 +351,7 @@ func (m *volumeSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-cha
 		return errors.New("corrupt volume snapshot: no replicas")
 	}
 	m.r = &rec
+	m.notify()
 	return nil
 }
 
@@ -358,6 +372,14 @@ func NewVolumes(h *Host, node string) *Volumes {
 // Start starts this host's replica (or witness) of a volume shard.
 func (v *Volumes) Start(spec ShardSpec) error {
 	return v.h.StartShard(spec, NewVolumeStateMachine)
+}
+
+// StartObserved is Start with observe called (without blocking) on every
+// committed change of the record, including its replay after a restart.
+func (v *Volumes) StartObserved(spec ShardSpec, observe func(*VolumeRecord)) error {
+	return v.h.StartShard(spec, func(_, _ uint64) sm.IStateMachine {
+		return &volumeSM{r: &VolumeRecord{Replicas: map[string]*ReplicaRecord{}}, observe: observe}
+	})
 }
 
 func (v *Volumes) propose(ctx context.Context, shardID uint64, c VolumeCommand) (*VolumeRecord, error) {

@@ -35,7 +35,7 @@ func (d *Daemon) roleName() string {
 func (d *Daemon) nodeIPs() []net.IP {
 	seen := map[string]bool{}
 	var ips []net.IP
-	for _, a := range []string{d.cfg.BackendAddr, d.cfg.RaftAddr, d.cfg.AdminAddr} {
+	for _, a := range []string{d.cfg.BackendAddr, d.cfg.RaftAddr, d.cfg.AdminAddr, d.cfg.ReplicationAddr, d.cfg.NBDAddr} {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil {
 			continue
@@ -52,12 +52,14 @@ func (d *Daemon) nodeIPs() []net.IP {
 
 func (d *Daemon) selfRecord() consensus.NodeRecord {
 	return consensus.NodeRecord{
-		Name:        d.cfg.NodeName,
-		Role:        d.roleName(),
-		Vote:        "voter",
-		BackendAddr: d.cfg.BackendAddr,
-		RaftAddr:    d.cfg.RaftAddr,
-		AdminAddr:   d.cfg.AdminAddr,
+		Name:            d.cfg.NodeName,
+		Role:            d.roleName(),
+		Vote:            "voter",
+		BackendAddr:     d.cfg.BackendAddr,
+		RaftAddr:        d.cfg.RaftAddr,
+		AdminAddr:       d.cfg.AdminAddr,
+		ReplicationAddr: d.cfg.ReplicationAddr,
+		NBDAddr:         d.cfg.NBDAddr,
 	}
 }
 
@@ -212,6 +214,7 @@ func (d *Daemon) join(ctx context.Context, addr, token string) (*identity, error
 	resp, err := tandemv1.NewPeerClient(conn).Join(jctx, &tandemv1.PeerJoinRequest{
 		Token: token, NodeName: d.cfg.NodeName, Role: role,
 		BackendAddr: d.cfg.BackendAddr, RaftAddr: d.cfg.RaftAddr, AdminAddr: d.cfg.AdminAddr, CsrPem: csr,
+		ReplicationAddr: d.cfg.ReplicationAddr, NbdAddr: d.cfg.NBDAddr,
 	}, grpc.WaitForReady(true))
 	if err != nil {
 		st := status.Convert(err)
@@ -280,7 +283,7 @@ func (d *Daemon) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tan
 	if !clusterNameRE.MatchString(req.NodeName) {
 		return nil, status.Errorf(codes.InvalidArgument, "node name %q is not valid", req.NodeName)
 	}
-	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr} {
+	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "address %q: %v", a, err)
 		}
@@ -293,7 +296,8 @@ func (d *Daemon) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tan
 		role = "witness"
 	}
 	v := tok.Verifier()
-	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr}
+	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
+		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	replica, err := meta.Join(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec)
@@ -301,7 +305,7 @@ func (d *Daemon) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tan
 		return nil, metaError(err)
 	}
 	var ips []net.IP
-	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr} {
+	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr} {
 		h, _, _ := net.SplitHostPort(a)
 		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
 			ips = append(ips, ip)

@@ -17,16 +17,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/pki"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+	"github.com/tandemhci/tandem/replication"
 )
 
 // Version is reported by the daemon; main may override it at link time.
@@ -43,6 +47,11 @@ type Daemon struct {
 	// Listeners are bound at startup so port conflicts fail fast, even
 	// before the node belongs to a cluster and can serve TLS on them.
 	unixLn, peerLn, adminLn, metricsLn net.Listener
+	replLn, nbdLn, nbdUnixLn           net.Listener
+
+	runCtx context.Context
+	vm     *volumeManager
+	nbdSrv *nbd.Server
 
 	unixSrv *grpc.Server
 	health  *health.Server
@@ -152,6 +161,16 @@ func (d *Daemon) bind() error {
 		return err
 	}
 	rl.Close()
+	if d.replLn, err = listen("replication", d.cfg.ReplicationAddr); err != nil {
+		return err
+	}
+	if d.nbdLn, err = listen("nbd", d.cfg.NBDAddr); err != nil {
+		return err
+	}
+	_ = os.Remove(d.lay.nbdSocket())
+	if d.nbdUnixLn, err = net.Listen("unix", d.lay.nbdSocket()); err != nil {
+		return startupErr("nbd socket %s: %v", d.lay.nbdSocket(), err)
+	}
 	if m := d.cfg.MetricsAddr; m != "" && m != "off" {
 		if d.metricsLn, err = listen("metrics", m); err != nil {
 			return err
@@ -176,7 +195,7 @@ func portReason(err error) string {
 }
 
 func (d *Daemon) closeListeners() {
-	for _, l := range []net.Listener{d.unixLn, d.peerLn, d.adminLn, d.metricsLn} {
+	for _, l := range []net.Listener{d.unixLn, d.peerLn, d.adminLn, d.metricsLn, d.replLn, d.nbdLn, d.nbdUnixLn} {
 		if l != nil {
 			l.Close()
 		}
@@ -185,6 +204,12 @@ func (d *Daemon) closeListeners() {
 
 // Run serves until ctx ends, then shuts down gracefully.
 func (d *Daemon) Run(ctx context.Context) error {
+	d.runCtx = ctx
+	d.vm = newVolumeManager(ctx, d)
+	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vm.export)
+	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
+		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
+	}
 	d.health = health.NewServer()
 	d.unixSrv = grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.ChainUnaryInterceptor(d.adminAuth(false)), grpc.ChainStreamInterceptor(d.adminStreamAuth(false)))
 	d.registerAdmin(d.unixSrv)
@@ -205,6 +230,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return startupErr("rejoin cluster %q: %v", d.id.ClusterName, oneLine(err))
 		}
 		d.log.Info("tandemd started", "node", d.cfg.NodeName, "cluster", d.id.ClusterName, "replica", d.id.ReplicaID, "admin", d.cfg.AdminAddr, "backend", d.cfg.BackendAddr)
+		d.vm.restore(ctx)
 	} else {
 		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
 	}
@@ -247,6 +273,12 @@ func (d *Daemon) shutdown(httpSrv *http.Server) {
 		}()
 	}
 	wg.Wait()
+	if d.nbdSrv != nil {
+		d.nbdSrv.Close()
+	}
+	if d.vm != nil {
+		d.vm.closeAll()
+	}
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = httpSrv.Shutdown(sctx)
@@ -263,6 +295,7 @@ func (d *Daemon) shutdown(httpSrv *http.Server) {
 	d.mu.Unlock()
 	d.closeListeners()
 	_ = os.Remove(d.lay.socket())
+	_ = os.Remove(d.lay.nbdSocket())
 }
 
 func stopGracefully(s *grpc.Server, timeout time.Duration) {
@@ -334,6 +367,10 @@ func (d *Daemon) startTLSServersLocked() error {
 	healthpb.RegisterHealthServer(d.peerSrv, hp)
 	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
 
+	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vm.target)
+	replTLS := srvTLS.Clone()
+	go func() { d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replLn, replTLS))) }()
+
 	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS.Clone())), grpc.ChainUnaryInterceptor(d.adminAuth(true)), grpc.ChainStreamInterceptor(d.adminStreamAuth(true)))
 	d.registerAdmin(d.adminSrv)
 	go func() { d.serveErr <- serveErr("admin", d.adminSrv.Serve(d.adminLn)) }()
@@ -343,12 +380,34 @@ func (d *Daemon) startTLSServersLocked() error {
 func (d *Daemon) registerAdmin(s *grpc.Server) {
 	tandemv1.RegisterClusterServer(s, &clusterService{d: d})
 	tandemv1.RegisterNodeServer(s, &nodeService{d: d})
-	tandemv1.RegisterVolumeServer(s, tandemv1.UnimplementedVolumeServer{})
+	tandemv1.RegisterVolumeServer(s, &volumeService{d: d})
 	tandemv1.RegisterVMServer(s, tandemv1.UnimplementedVMServer{})
 	tandemv1.RegisterHAServer(s, tandemv1.UnimplementedHAServer{})
 	healthpb.RegisterHealthServer(s, d.health)
 	reflection.Register(s)
 }
+
+// volumes returns the volume manager (nil before Run).
+func (d *Daemon) volumes() *volumeManager {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.id == nil {
+		return nil
+	}
+	return d.vm
+}
+
+func (d *Daemon) peerClient(addr string) (tandemv1.PeerClient, error) {
+	d.mu.Lock()
+	p := d.peers
+	d.mu.Unlock()
+	if p == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+	}
+	return p.client(addr)
+}
+
+func ensureDir(dir string) error { return os.MkdirAll(dir, 0o700) }
 
 // cluster returns the running consensus handles, or nil when the node is not
 // in a cluster.

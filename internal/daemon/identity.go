@@ -25,6 +25,8 @@ type layout struct{ dir string }
 
 func (l layout) identity() string          { return filepath.Join(l.dir, "node.json") }
 func (l layout) socket() string            { return filepath.Join(l.dir, "tandemd.sock") }
+func (l layout) nbdSocket() string         { return filepath.Join(l.dir, "nbd.sock") }
+func (l layout) volumesFile() string       { return filepath.Join(l.dir, "volumes.json") }
 func (l layout) raftDir() string           { return filepath.Join(l.dir, "raft") }
 func (l layout) tlsDir() string            { return filepath.Join(l.dir, "tls") }
 func (l layout) caCert() string            { return filepath.Join(l.tlsDir(), "ca.crt") }

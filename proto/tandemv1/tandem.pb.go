@@ -1582,9 +1582,11 @@ type VolumeInfo struct {
 	// Node that answered for the volume's shard.
 	AnsweredBy string `protobuf:"bytes,13,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
 	// Set when the answer comes from a node's local, possibly stale, view.
-	Warning       string `protobuf:"bytes,14,opt,name=warning,proto3" json:"warning,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Warning string `protobuf:"bytes,14,opt,name=warning,proto3" json:"warning,omitempty"`
+	// NBD clients connected to the export on the primary ("attached").
+	NbdConnections int32 `protobuf:"varint,15,opt,name=nbd_connections,json=nbdConnections,proto3" json:"nbd_connections,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VolumeInfo) Reset() {
@@ -1713,6 +1715,13 @@ func (x *VolumeInfo) GetWarning() string {
 		return x.Warning
 	}
 	return ""
+}
+
+func (x *VolumeInfo) GetNbdConnections() int32 {
+	if x != nil {
+		return x.NbdConnections
+	}
+	return 0
 }
 
 type CreateVolumeRequest struct {
@@ -2464,9 +2473,11 @@ type PeerJoinRequest struct {
 	RaftAddr    string                 `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	AdminAddr   string                 `protobuf:"bytes,6,opt,name=admin_addr,json=adminAddr,proto3" json:"admin_addr,omitempty"`
 	// PEM certificate request; the node's private key never leaves it.
-	CsrPem        []byte `protobuf:"bytes,7,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CsrPem          []byte `protobuf:"bytes,7,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	ReplicationAddr string `protobuf:"bytes,8,opt,name=replication_addr,json=replicationAddr,proto3" json:"replication_addr,omitempty"`
+	NbdAddr         string `protobuf:"bytes,9,opt,name=nbd_addr,json=nbdAddr,proto3" json:"nbd_addr,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PeerJoinRequest) Reset() {
@@ -2546,6 +2557,20 @@ func (x *PeerJoinRequest) GetCsrPem() []byte {
 		return x.CsrPem
 	}
 	return nil
+}
+
+func (x *PeerJoinRequest) GetReplicationAddr() string {
+	if x != nil {
+		return x.ReplicationAddr
+	}
+	return ""
+}
+
+func (x *PeerJoinRequest) GetNbdAddr() string {
+	if x != nil {
+		return x.NbdAddr
+	}
+	return ""
 }
 
 type PeerJoinResponse struct {
@@ -3414,7 +3439,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04what\x18\x04 \x01(\tR\x04what\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc7\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf0\x03\n" +
 	"\n" +
 	"VolumeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
@@ -3433,7 +3458,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\ahistory\x18\f \x03(\v2\x16.tandem.v1.VolumeEventR\ahistory\x12\x1f\n" +
 	"\vanswered_by\x18\r \x01(\tR\n" +
 	"answeredBy\x12\x18\n" +
-	"\awarning\x18\x0e \x01(\tR\awarning\"z\n" +
+	"\awarning\x18\x0e \x01(\tR\awarning\x12'\n" +
+	"\x0fnbd_connections\x18\x0f \x01(\x05R\x0enbdConnections\"z\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -3474,7 +3500,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"PeerMember\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x1b\n" +
-	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\xe5\x01\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\xab\x02\n" +
 	"\x0fPeerJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12'\n" +
@@ -3483,7 +3509,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\traft_addr\x18\x05 \x01(\tR\braftAddr\x12\x1d\n" +
 	"\n" +
 	"admin_addr\x18\x06 \x01(\tR\tadminAddr\x12\x17\n" +
-	"\acsr_pem\x18\a \x01(\fR\x06csrPem\"\x95\x02\n" +
+	"\acsr_pem\x18\a \x01(\fR\x06csrPem\x12)\n" +
+	"\x10replication_addr\x18\b \x01(\tR\x0freplicationAddr\x12\x19\n" +
+	"\bnbd_addr\x18\t \x01(\tR\anbdAddr\"\x95\x02\n" +
 	"\x10PeerJoinResponse\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12\x1d\n" +
 	"\n" +

@@ -1,0 +1,592 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+var volumeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+const maxVolumeSize = 64 << 40
+
+func replicaStateProto(s consensus.ReplicaState) tandemv1.ReplicaState {
+	switch s {
+	case consensus.UpToDate:
+		return tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
+	case consensus.Outdated:
+		return tandemv1.ReplicaState_REPLICA_STATE_OUTDATED
+	case consensus.Inconsistent:
+		return tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT
+	case consensus.SyncSource:
+		return tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE
+	case consensus.SyncTarget:
+		return tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET
+	}
+	return tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED
+}
+
+func peerVolume(e *consensus.VolumeEntry) *tandemv1.PeerVolume {
+	return &tandemv1.PeerVolume{Name: e.Name, ShardId: e.ShardID, SizeBytes: e.Size, Replicas: e.Replicas, Witness: e.Witness}
+}
+
+func entryOf(v *tandemv1.PeerVolume) (consensus.VolumeEntry, error) {
+	if v == nil || v.Name == "" || v.ShardId == 0 || v.SizeBytes <= 0 || len(v.Replicas) == 0 {
+		return consensus.VolumeEntry{}, status.Error(codes.InvalidArgument, "incomplete volume description")
+	}
+	return consensus.VolumeEntry{Name: v.Name, ShardID: v.ShardId, Size: v.SizeBytes, Replicas: v.Replicas, Witness: v.Witness}, nil
+}
+
+// info is this node's view of a volume it holds.
+func (m *volumeManager) info(name string) (*tandemv1.VolumeInfo, error) {
+	nv := m.get(name)
+	if nv == nil {
+		return nil, status.Errorf(codes.NotFound, "node %s holds no volume %q", m.d.cfg.NodeName, name)
+	}
+	e := nv.entry
+	out := &tandemv1.VolumeInfo{Name: e.Name, SizeBytes: e.Size, ShardId: e.ShardID, Witness: e.Witness, AnsweredBy: m.d.cfg.NodeName}
+	r := nv.rec.Load()
+	if r == nil {
+		out.Warning = "the volume's record has not been applied on this node yet"
+		return out, nil
+	}
+	out.Epoch, out.Primary = r.Epoch, r.Primary
+	names := make([]string, 0, len(r.Replicas))
+	for n := range r.Replicas {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	byName := map[string]*tandemv1.VolumeReplica{}
+	for _, n := range names {
+		rr := r.Replicas[n]
+		vr := &tandemv1.VolumeReplica{Node: n, State: replicaStateProto(rr.State), Primary: n == r.Primary, Since: timestamppb.New(rr.Since), Reconcile: rr.Reconcile}
+		byName[n] = vr
+		out.Replicas = append(out.Replicas, vr)
+	}
+	nv.mu.Lock()
+	p := nv.primary
+	nv.mu.Unlock()
+	if p != nil {
+		for _, ps := range p.Status() {
+			if vr, ok := byName[ps.Name]; ok {
+				vr.Link, vr.DirtyBytes, vr.ResyncSentBytes = ps.State, ps.DirtyBytes, ps.ResyncBytes
+			}
+		}
+		out.NbdUnix = fmt.Sprintf("nbd+unix:///%s?socket=%s", e.Name, m.d.lay.nbdSocket())
+		out.NbdTcp = fmt.Sprintf("nbd://%s/%s", m.d.cfg.NBDAddr, e.Name)
+	} else if r.Primary == m.d.cfg.NodeName {
+		out.Warning = "this node is primary but replication has not started yet"
+	}
+	from := max(0, len(r.History)-10)
+	for _, h := range r.History[from:] {
+		out.History = append(out.History, &tandemv1.VolumeEvent{At: timestamppb.New(h.At), By: h.By, Epoch: h.Epoch, What: h.What, Reason: h.Reason})
+	}
+	return out, nil
+}
+
+type volumeService struct {
+	tandemv1.UnimplementedVolumeServer
+	d *Daemon
+}
+
+func (s *volumeService) catalog(ctx context.Context, fresh bool) (*consensus.MetaState, error) {
+	_, meta, _ := s.d.cluster()
+	if meta == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+	}
+	if fresh {
+		rctx, cancel := context.WithTimeout(ctx, s.d.quorumTimeout())
+		defer cancel()
+		ms, err := meta.State(rctx)
+		if err != nil {
+			return nil, metaError(err)
+		}
+		return ms, nil
+	}
+	return meta.LocalState()
+}
+
+func (s *volumeService) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	d := s.d
+	switch {
+	case !volumeNameRE.MatchString(req.Name):
+		return nil, status.Errorf(codes.InvalidArgument, "volume name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
+	case req.SizeBytes <= 0 || req.SizeBytes%4096 != 0:
+		return nil, status.Errorf(codes.InvalidArgument, "size %d: must be a positive multiple of 4096 bytes", req.SizeBytes)
+	case req.SizeBytes > maxVolumeSize:
+		return nil, status.Errorf(codes.InvalidArgument, "size %d is over the %d byte limit", req.SizeBytes, int64(maxVolumeSize))
+	}
+	replicas := int(req.Replicas)
+	if replicas == 0 {
+		replicas = max(2, len(req.Nodes))
+	}
+	if replicas < 1 || replicas > 3 {
+		return nil, status.Errorf(codes.InvalidArgument, "replicas %d: use 1, 2 or 3", replicas)
+	}
+	if err := d.requireQuorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := s.catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ms.Volumes[req.Name]; ok {
+		return nil, status.Errorf(codes.AlreadyExists, "volume %q already exists", req.Name)
+	}
+	nodes, witness, err := s.place(ctx, ms, req.SizeBytes, replicas, req.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	_, meta, _ := d.cluster()
+	e, err := meta.CreateVolume(ctx, consensus.VolumeEntry{Name: req.Name, Size: req.SizeBytes, Replicas: nodes, Witness: witness})
+	if err != nil {
+		return nil, metaError(err)
+	}
+	if err := s.provision(ctx, ms, e); err != nil {
+		d.log.Error("volume creation failed; cleaning up", "volume", e.Name, "err", err)
+		s.destroy(context.WithoutCancel(ctx), ms, e)
+		return nil, err
+	}
+	if err := meta.SetVolumeState(ctx, e.Name, consensus.VolumeReady); err != nil {
+		return nil, metaError(err)
+	}
+	d.log.Info("volume created", "volume", e.Name, "size", e.Size, "replicas", e.Replicas, "witness", e.Witness, "shard", e.ShardID)
+	return s.show(ctx, e.Name, 10*time.Second)
+}
+
+// place picks the replica nodes (the first is the initial primary) and, for
+// an even count, a witness.
+func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int, want []string) ([]string, string, error) {
+	free := s.freeSpace(ctx, ms)
+	isData := func(n string) bool {
+		rec, ok := ms.Nodes[n]
+		return ok && rec.State == consensus.NodeMember && rec.Role != "witness"
+	}
+	var nodes []string
+	if len(want) > 0 {
+		if len(want) != replicas {
+			return nil, "", status.Errorf(codes.InvalidArgument, "%d nodes given for %d replicas", len(want), replicas)
+		}
+		for _, n := range want {
+			switch f, online := free[n]; {
+			case !isData(n):
+				return nil, "", status.Errorf(codes.InvalidArgument, "node %q is not a data node of this cluster", n)
+			case slices.Contains(nodes, n):
+				return nil, "", status.Errorf(codes.InvalidArgument, "node %q given twice", n)
+			case !online:
+				return nil, "", status.Errorf(codes.Unavailable, "node %q does not answer", n)
+			case f < size:
+				return nil, "", status.Errorf(codes.ResourceExhausted, "node %q has %d bytes free, the volume needs %d", n, f, size)
+			}
+			nodes = append(nodes, n)
+		}
+	} else {
+		var cands []string
+		for n, f := range free {
+			if isData(n) && f >= size {
+				cands = append(cands, n)
+			}
+		}
+		// Most free space first; the name breaks ties so placement is stable.
+		slices.SortFunc(cands, func(a, b string) int {
+			if free[a] != free[b] {
+				if free[a] > free[b] {
+					return -1
+				}
+				return 1
+			}
+			return strings.Compare(a, b)
+		})
+		if len(cands) < replicas {
+			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %d bytes free; %d replicas needed", len(cands), size, replicas)
+		}
+		nodes = cands[:replicas]
+	}
+	if replicas%2 == 1 {
+		return nodes, "", nil
+	}
+	// An even number of data replicas needs a tie-breaker: prefer a
+	// witness node, else any other online member.
+	var witness string
+	for n, rec := range ms.Nodes {
+		if _, online := free[n]; !online || rec.State != consensus.NodeMember || slices.Contains(nodes, n) {
+			continue
+		}
+		if witness == "" || (rec.Role == "witness" && ms.Nodes[witness].Role != "witness") || (rec.Role == ms.Nodes[witness].Role && n < witness) {
+			witness = n
+		}
+	}
+	if witness == "" {
+		return nil, "", status.Error(codes.FailedPrecondition, "a 2-replica volume needs a third online node as witness")
+	}
+	return nodes, witness, nil
+}
+
+// freeSpace asks every member for the free space of its volume disk; nodes
+// that do not answer are left out.
+func (s *volumeService) freeSpace(ctx context.Context, ms *consensus.MetaState) map[string]int64 {
+	out := map[string]int64{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, rec := range ms.Nodes {
+		if rec.State != consensus.NodeMember {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.d.peerClient(rec.BackendAddr)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			resp, err := c.DiskInfo(cctx, &tandemv1.DiskInfoRequest{})
+			if err != nil || len(resp.Disks) == 0 {
+				return
+			}
+			mu.Lock()
+			out[name] = resp.Disks[0].FreeBytes
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// provision opens the replicas, writes the first record, adds the witness.
+func (s *volumeService) provision(ctx context.Context, ms *consensus.MetaState, e *consensus.VolumeEntry) error {
+	pv := peerVolume(e)
+	errs := make([]error, len(e.Replicas))
+	var wg sync.WaitGroup
+	for i, n := range e.Replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.onNode(ctx, ms, n, func(ctx context.Context, c tandemv1.PeerClient) error {
+				_, err := c.VolumeOpen(ctx, &tandemv1.PeerVolumeOpenRequest{Volume: pv, Create: true})
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := s.onNode(ctx, ms, e.Replicas[0], func(ctx context.Context, c tandemv1.PeerClient) error {
+		_, err := c.VolumeInit(ctx, &tandemv1.PeerVolumeInitRequest{Volume: pv})
+		return err
+	}); err != nil {
+		return err
+	}
+	if e.Witness != "" {
+		return s.onNode(ctx, ms, e.Witness, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VolumeOpen(ctx, &tandemv1.PeerVolumeOpenRequest{Volume: pv, Create: true})
+			return err
+		})
+	}
+	return nil
+}
+
+// destroy removes a volume from every node it was placed on, then from the catalog.
+func (s *volumeService) destroy(ctx context.Context, ms *consensus.MetaState, e *consensus.VolumeEntry) error {
+	var errs []error
+	for _, n := range append(slices.Clone(e.Replicas), e.Witness) {
+		if n == "" {
+			continue
+		}
+		if err := s.onNode(ctx, ms, n, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VolumeClose(ctx, &tandemv1.PeerVolumeCloseRequest{Name: e.Name, ShardId: e.ShardID, Destroy: true})
+			return err
+		}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_, meta, _ := s.d.cluster()
+	if err := meta.DeleteVolume(ctx, e.Name); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *volumeService) onNode(ctx context.Context, ms *consensus.MetaState, node string, f func(context.Context, tandemv1.PeerClient) error) error {
+	rec, ok := ms.Nodes[node]
+	if !ok {
+		return status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
+	}
+	c, err := s.d.peerClient(rec.BackendAddr)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := f(cctx, c); err != nil {
+		return status.Errorf(status.Code(err), "on %s: %s", node, grpcMessage(err))
+	}
+	return nil
+}
+
+func (s *volumeService) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*tandemv1.ListVolumesResponse, error) {
+	ms, err := s.catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(ms.Volumes))
+	for n := range ms.Volumes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := &tandemv1.ListVolumesResponse{}
+	for _, n := range names {
+		info, err := s.show(ctx, n, 2*time.Second)
+		if err != nil {
+			info = &tandemv1.VolumeInfo{Name: n, Warning: grpcMessage(err)}
+		}
+		out.Volumes = append(out.Volumes, info)
+	}
+	return out, nil
+}
+
+func (s *volumeService) Show(ctx context.Context, req *tandemv1.ShowVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	return s.show(ctx, req.Name, 3*time.Second)
+}
+
+// show asks every node holding the volume and keeps the freshest answer,
+// preferring the primary's (it alone knows the replication links).
+func (s *volumeService) show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error) {
+	ms, err := s.catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := ms.Volumes[name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no volume named %q", name)
+	}
+	answers := make([]*tandemv1.VolumeInfo, len(e.Replicas))
+	var wg sync.WaitGroup
+	for i, n := range e.Replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			_ = s.onNode(cctx, ms, n, func(ctx context.Context, c tandemv1.PeerClient) error {
+				info, err := c.VolumeStatus(ctx, &tandemv1.PeerVolumeStatusRequest{Name: name})
+				answers[i] = info
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	var best *tandemv1.VolumeInfo
+	for _, a := range answers {
+		if a == nil {
+			continue
+		}
+		isPrimary := a.AnsweredBy == a.Primary && a.NbdTcp != ""
+		bestPrimary := best != nil && best.AnsweredBy == best.Primary && best.NbdTcp != ""
+		if best == nil || a.Epoch > best.Epoch || (a.Epoch == best.Epoch && isPrimary && !bestPrimary) {
+			best = a
+		}
+	}
+	if best == nil {
+		best = &tandemv1.VolumeInfo{Name: e.Name, SizeBytes: e.Size, ShardId: e.ShardID, Witness: e.Witness,
+			Warning: "no node holding the volume answered"}
+	} else if best.AnsweredBy != best.Primary && best.Warning == "" {
+		best.Warning = fmt.Sprintf("the primary %s did not answer; this is %s's view", best.Primary, best.AnsweredBy)
+	}
+	best.State = e.State
+	best.Created = timestamppb.New(e.Created)
+	return best, nil
+}
+
+func (s *volumeService) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error) {
+	if err := s.d.requireQuorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := s.catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := ms.Volumes[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
+	}
+	if info, _ := s.show(ctx, req.Name, 3*time.Second); info != nil && info.NbdConnections > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is attached (%d NBD client(s) connected to its primary %s); detach it first", req.Name, info.NbdConnections, info.Primary)
+	}
+	_, meta, _ := s.d.cluster()
+	if err := meta.SetVolumeState(ctx, e.Name, consensus.VolumeDeleting); err != nil {
+		return nil, metaError(err)
+	}
+	if err := s.destroy(ctx, ms, e); err != nil {
+		return nil, status.Errorf(codes.Internal, "delete %s: %v (run the command again to finish)", e.Name, err)
+	}
+	return &tandemv1.DeleteVolumeResponse{}, nil
+}
+
+func (s *volumeService) Promote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	if err := s.d.requireQuorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := s.catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := ms.Volumes[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
+	}
+	if !slices.Contains(e.Replicas, req.Node) {
+		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s (replicas: %s)", req.Node, e.Name, strings.Join(e.Replicas, ", "))
+	}
+	var out *tandemv1.VolumeInfo
+	if err := s.onNode(ctx, ms, req.Node, func(ctx context.Context, c tandemv1.PeerClient) error {
+		info, err := c.VolumePromote(ctx, req)
+		out = info
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Resync: resync of Outdated replicas is automatic once they are reachable;
+// this reports where it stands.
+func (s *volumeService) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	return s.show(ctx, req.Name, 3*time.Second)
+}
+
+// Peer side of volume management.
+
+func (s *peerService) DiskInfo(_ context.Context, _ *tandemv1.DiskInfoRequest) (*tandemv1.DiskInfoResponse, error) {
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	dir := vm.volumeDir()
+	if err := ensureDir(dir); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume dir: %v", err)
+	}
+	out := &tandemv1.DiskInfoResponse{}
+	info, err := blockstore.ProbeDisk(dir)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	out.Disks = append(out.Disks, &tandemv1.Disk{Path: info.Path, Kind: string(info.Kind), CapacityBytes: info.Capacity, FreeBytes: info.Free})
+	for _, p := range s.d.cfg.Disks {
+		if filepath.Clean(p) == filepath.Clean(dir) {
+			continue
+		}
+		if info, err := blockstore.ProbeDisk(p); err == nil {
+			out.Disks = append(out.Disks, &tandemv1.Disk{Path: info.Path, Kind: string(info.Kind), CapacityBytes: info.Capacity, FreeBytes: info.Free})
+		}
+	}
+	return out, nil
+}
+
+func (s *peerService) VolumeOpen(ctx context.Context, req *tandemv1.PeerVolumeOpenRequest) (*tandemv1.PeerVolumeOpenResponse, error) {
+	e, err := entryOf(req.Volume)
+	if err != nil {
+		return nil, err
+	}
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	if err := vm.open(ctx, e, req.Create); err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	return &tandemv1.PeerVolumeOpenResponse{}, nil
+}
+
+func (s *peerService) VolumeInit(ctx context.Context, req *tandemv1.PeerVolumeInitRequest) (*tandemv1.PeerVolumeInitResponse, error) {
+	e, err := entryOf(req.Volume)
+	if err != nil {
+		return nil, err
+	}
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	if err := vm.initRecord(ctx, e); err != nil {
+		return nil, metaError(err)
+	}
+	return &tandemv1.PeerVolumeInitResponse{}, nil
+}
+
+func (s *peerService) VolumeClose(_ context.Context, req *tandemv1.PeerVolumeCloseRequest) (*tandemv1.PeerVolumeCloseResponse, error) {
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	if err := vm.close(req.Name, req.Destroy); err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	return &tandemv1.PeerVolumeCloseResponse{}, nil
+}
+
+func (s *peerService) VolumeStatus(_ context.Context, req *tandemv1.PeerVolumeStatusRequest) (*tandemv1.VolumeInfo, error) {
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	info, err := vm.info(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	if info.NbdTcp != "" {
+		info.NbdConnections = int32(s.d.nbdConnections(req.Name))
+	}
+	return info, nil
+}
+
+func (s *peerService) VolumePromote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	nv := vm.get(req.Name)
+	if nv == nil || nv.witness {
+		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", s.d.cfg.NodeName, req.Name)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rec, err := nv.vols.Promote(pctx, nv.entry.ShardID, s.d.cfg.NodeName, 0, "operator promote")
+	if err != nil {
+		switch {
+		case errors.Is(err, consensus.ErrNotUpToDate):
+			return nil, status.Errorf(codes.FailedPrecondition, "cannot promote %s on %s: %v", req.Name, s.d.cfg.NodeName, err)
+		case errors.Is(err, consensus.ErrNoQuorum):
+			return nil, status.Errorf(codes.FailedPrecondition, "no quorum in volume %s's shard: nothing was changed", req.Name)
+		}
+		return nil, metaError(err)
+	}
+	nv.observe(rec)
+	// Wait briefly for replication to start so the answer shows the links.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		nv.mu.Lock()
+		up := nv.primary != nil && nv.primaryEpoch == rec.Epoch
+		nv.mu.Unlock()
+		if up {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return vm.info(req.Name)
+}

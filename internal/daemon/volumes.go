@@ -1,0 +1,578 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/blockstore/nbd"
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/replication"
+)
+
+// volumeManager runs this node's part of every volume it holds: the local
+// replica, the volume's Raft shard replica (or witness), the replication
+// primary when the committed record makes this node primary, and the NBD
+// export of the volumes it is primary of.
+type volumeManager struct {
+	d   *Daemon
+	log *slog.Logger
+	ctx context.Context
+
+	mu   sync.Mutex
+	vols map[string]*nodeVolume
+}
+
+func newVolumeManager(ctx context.Context, d *Daemon) *volumeManager {
+	return &volumeManager{d: d, log: d.log.With("component", "volumes"), ctx: ctx, vols: map[string]*nodeVolume{}}
+}
+
+// nodeVolume is one volume on this node.
+type nodeVolume struct {
+	m       *volumeManager
+	entry   consensus.VolumeEntry
+	witness bool
+	store   *blockstore.LocalVolume
+	// peers lists the other replicas in bitmap-slot order.
+	peers []string
+	vols  *consensus.Volumes
+
+	rec     atomic.Pointer[consensus.VolumeRecord]
+	changed chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+
+	attached atomic.Int32 // NBD connections using the export
+
+	mu           sync.Mutex // guards primary, primaryEpoch
+	primary      *replication.Primary
+	primaryEpoch uint64
+}
+
+// volumeDir is where this node keeps volume files: its first disk, or a
+// directory in the data dir when no disk is configured.
+func (m *volumeManager) volumeDir() string {
+	for _, disk := range m.d.cfg.Disks {
+		if info, err := blockstore.ProbeDisk(disk); err == nil && info.Kind == blockstore.DiskDir {
+			return disk
+		}
+	}
+	return filepath.Join(m.d.cfg.DataDir, "volumes")
+}
+
+// volumeUUID is the same on every replica of a volume, so that a replica of
+// another volume (or an older one of the same name) is recognised as
+// unrelated data.
+func volumeUUID(clusterID string, e consensus.VolumeEntry) [16]byte {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", clusterID, e.Name, e.ShardID))
+	var id [16]byte
+	copy(id[:], h[:16])
+	return id
+}
+
+func peersOf(e consensus.VolumeEntry, self string) []string {
+	var out []string
+	for _, r := range e.Replicas {
+		if r != self {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// shardMembers maps each data replica's node to its shard replica ID (the
+// node's metadata replica ID, unique and stable) and Raft address.
+func shardMembers(ms *consensus.MetaState, names []string) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	for _, n := range names {
+		rec, ok := ms.Nodes[n]
+		if !ok {
+			return nil, fmt.Errorf("node %s is not in the cluster", n)
+		}
+		out[rec.ReplicaID] = rec.RaftAddr
+	}
+	return out, nil
+}
+
+// open starts this node's part of a volume. With create it makes the local
+// replica and bootstraps the shard; without, it reopens both after a restart.
+func (m *volumeManager) open(ctx context.Context, e consensus.VolumeEntry, create bool) error {
+	self := m.d.cfg.NodeName
+	isReplica := slices.Contains(e.Replicas, self)
+	isWitness := e.Witness == self
+	if !isReplica && !isWitness {
+		return fmt.Errorf("node %s holds no replica of volume %s", self, e.Name)
+	}
+	m.mu.Lock()
+	if _, ok := m.vols[e.Name]; ok {
+		m.mu.Unlock()
+		return nil
+	}
+	m.mu.Unlock()
+	id, meta, _ := m.d.cluster()
+	if meta == nil {
+		return errors.New("this node is not in a cluster")
+	}
+	var ms *consensus.MetaState
+	var err error
+	if create {
+		// The shard's initial members come from the catalog; a restart
+		// finds them in the shard's own Raft data instead.
+		if ms, err = meta.LocalState(); err != nil {
+			return fmt.Errorf("metadata: %w", err)
+		}
+	}
+	nv := &nodeVolume{m: m, entry: e, witness: isWitness && !isReplica, peers: peersOf(e, self),
+		vols: consensus.NewVolumes(meta.Host(), self), changed: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	spec := consensus.ShardSpec{ShardID: e.ShardID, ReplicaID: id.ReplicaID}
+	if nv.witness {
+		spec.Role = consensus.Witness
+		spec.Join = create
+	} else {
+		if err := nv.openStore(ctx, id.ClusterID, create); err != nil {
+			return err
+		}
+		if create {
+			if spec.Members, err = shardMembers(ms, e.Replicas); err != nil {
+				nv.store.Close()
+				return err
+			}
+		}
+	}
+	if err := nv.vols.StartObserved(spec, nv.observe); err != nil && !errors.Is(err, consensus.ErrShardRunning) {
+		if nv.store != nil {
+			nv.store.Close()
+		}
+		return fmt.Errorf("start shard %d of volume %s: %w", e.ShardID, e.Name, err)
+	}
+	m.mu.Lock()
+	m.vols[e.Name] = nv
+	err = m.saveLocalListLocked()
+	m.mu.Unlock()
+	if err != nil {
+		m.log.Error("cannot record the volume list; it will not be reopened after a restart", "err", err)
+	}
+	go nv.run()
+	m.log.Info("volume opened", "volume", e.Name, "shard", e.ShardID, "witness", nv.witness, "create", create)
+	return nil
+}
+
+func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bool) error {
+	e := nv.entry
+	dir := nv.m.volumeDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("volume dir: %w", err)
+	}
+	path := filepath.Join(dir, e.Name+".vol")
+	_, statErr := os.Stat(path)
+	fresh := create && errors.Is(statErr, os.ErrNotExist)
+	if fresh {
+		if info, err := blockstore.ProbeDisk(dir); err == nil && info.Free < e.Size {
+			return fmt.Errorf("not enough space on %s: %d bytes free, volume needs %d", dir, info.Free, e.Size)
+		}
+		opts := blockstore.CreateOptions{MaxPeers: max(1, len(nv.peers)), VolumeID: volumeUUID(clusterID, e), DiskState: blockstore.DiskUpToDate}
+		if err := blockstore.Create(path, e.Size, opts); err != nil {
+			return fmt.Errorf("create replica: %w", err)
+		}
+	}
+	store, err := blockstore.Open(path, blockstore.OpenOptions{Logger: nv.m.log})
+	if err != nil {
+		return fmt.Errorf("open replica: %w", err)
+	}
+	if got, want := store.Meta().VolumeID, volumeUUID(clusterID, e); got != want {
+		store.Close()
+		return fmt.Errorf("%s holds another volume's data (id %x, want %x); not using it", path, got, want)
+	}
+	for slot, peer := range nv.peers {
+		if err := store.AssignPeer(ctx, slot, peer); err != nil {
+			store.Close()
+			return fmt.Errorf("assign peer slot: %w", err)
+		}
+		if fresh {
+			// Every replica of a new volume starts as the same zeroes.
+			if err := store.ClearDirty(ctx, slot, 0, e.Size); err != nil {
+				store.Close()
+				return err
+			}
+		}
+	}
+	if fresh {
+		if err := store.Flush(ctx); err != nil {
+			store.Close()
+			return err
+		}
+	}
+	nv.store = store
+	return nil
+}
+
+// initRecord writes the volume's first record and adds the witness. It runs
+// on the initial primary once every data replica has started its shard.
+func (m *volumeManager) initRecord(ctx context.Context, e consensus.VolumeEntry) error {
+	m.mu.Lock()
+	nv, ok := m.vols[e.Name]
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("volume %s is not open on this node", e.Name)
+	}
+	rec := consensus.VolumeRecord{Name: e.Name, ShardID: e.ShardID, Size: e.Size, Primary: e.Replicas[0], Witness: e.Witness, Replicas: map[string]*consensus.ReplicaRecord{}}
+	for _, r := range e.Replicas {
+		rec.Replicas[r] = &consensus.ReplicaRecord{State: consensus.UpToDate}
+	}
+	if _, err := nv.vols.Init(ctx, rec); err != nil {
+		return fmt.Errorf("init volume record: %w", err)
+	}
+	if e.Witness == "" {
+		return nil
+	}
+	_, meta, _ := m.d.cluster()
+	ms, err := meta.LocalState()
+	if err != nil {
+		return err
+	}
+	w, ok := ms.Nodes[e.Witness]
+	if !ok {
+		return fmt.Errorf("witness %s is not in the cluster", e.Witness)
+	}
+	mem, err := meta.Host().Membership(ctx, e.ShardID)
+	if err != nil {
+		return err
+	}
+	if _, ok := mem.Witnesses[w.ReplicaID]; ok {
+		return nil
+	}
+	return meta.Host().AddReplica(ctx, e.ShardID, w.ReplicaID, w.RaftAddr, consensus.Witness)
+}
+
+// close stops this node's part of a volume; destroy also deletes its data.
+func (m *volumeManager) close(name string, destroy bool) error {
+	m.mu.Lock()
+	nv, ok := m.vols[name]
+	if ok {
+		delete(m.vols, name)
+		if err := m.saveLocalListLocked(); err != nil {
+			m.log.Error("cannot record the volume list", "err", err)
+		}
+	}
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	close(nv.stop)
+	<-nv.done
+	nv.mu.Lock()
+	if nv.primary != nil {
+		nv.primary.Close()
+		nv.primary = nil
+	}
+	nv.mu.Unlock()
+	_, meta, _ := m.d.cluster()
+	var errs []error
+	if meta != nil {
+		if err := meta.Host().StopShard(nv.entry.ShardID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if nv.store != nil {
+		path := nv.store.Path()
+		if err := nv.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if destroy {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *volumeManager) get(name string) *nodeVolume {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.vols[name]
+}
+
+// restore reopens every volume this node holds after a restart. The list
+// is kept on the node itself so that it needs neither quorum nor a caught-up
+// metadata replica.
+func (m *volumeManager) restore(ctx context.Context) {
+	entries, err := m.loadLocalList()
+	if err != nil {
+		m.log.Error("cannot list this node's volumes to reopen them", "err", err)
+		return
+	}
+	for _, e := range entries {
+		if err := m.open(ctx, e, false); err != nil {
+			m.log.Error("cannot reopen volume", "volume", e.Name, "err", err)
+		}
+	}
+}
+
+func (m *volumeManager) loadLocalList() ([]consensus.VolumeEntry, error) {
+	b, err := os.ReadFile(m.d.lay.volumesFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []consensus.VolumeEntry
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%s is corrupt: %w", m.d.lay.volumesFile(), err)
+	}
+	return out, nil
+}
+
+// saveLocalList records which volumes this node holds; called with m.mu held.
+func (m *volumeManager) saveLocalListLocked() error {
+	list := make([]consensus.VolumeEntry, 0, len(m.vols))
+	for _, nv := range m.vols {
+		list = append(list, nv.entry)
+	}
+	slices.SortFunc(list, func(a, b consensus.VolumeEntry) int { return strings.Compare(a.Name, b.Name) })
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(m.d.lay.volumesFile(), b, 0o600)
+}
+
+func (m *volumeManager) closeAll() {
+	m.mu.Lock()
+	names := make([]string, 0, len(m.vols))
+	for n := range m.vols {
+		names = append(names, n)
+	}
+	m.mu.Unlock()
+	for _, n := range names {
+		_ = m.closeLocal(n)
+	}
+}
+
+// closeLocal stops a volume without touching its shard (the host is closing).
+func (m *volumeManager) closeLocal(name string) error {
+	m.mu.Lock()
+	nv, ok := m.vols[name]
+	delete(m.vols, name)
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	close(nv.stop)
+	<-nv.done
+	nv.mu.Lock()
+	if nv.primary != nil {
+		nv.primary.Close()
+		nv.primary = nil
+	}
+	nv.mu.Unlock()
+	if nv.store != nil {
+		return nv.store.Close()
+	}
+	return nil
+}
+
+// observe runs on the shard's apply path: store and signal, never block.
+func (nv *nodeVolume) observe(r *consensus.VolumeRecord) {
+	nv.rec.Store(r)
+	select {
+	case nv.changed <- struct{}{}:
+	default:
+	}
+}
+
+// View implements replication.Authority.
+func (nv *nodeVolume) View() replication.View {
+	r := nv.rec.Load()
+	if r == nil {
+		return replication.View{}
+	}
+	return replication.View{Epoch: r.Epoch, Primary: r.Primary}
+}
+
+// Refresh implements replication.Authority with a linearizable read.
+func (nv *nodeVolume) Refresh(ctx context.Context) (replication.View, error) {
+	r, err := nv.vols.Record(ctx, nv.entry.ShardID)
+	if err != nil {
+		return replication.View{}, err
+	}
+	if cur := nv.rec.Load(); cur == nil || cur.Applied <= r.Applied {
+		nv.rec.Store(r)
+	}
+	return replication.View{Epoch: r.Epoch, Primary: r.Primary}, nil
+}
+
+func (nv *nodeVolume) run() {
+	defer close(nv.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-nv.stop:
+			return
+		case <-nv.changed:
+		case <-t.C:
+		}
+		nv.reconcile()
+	}
+}
+
+// reconcile starts or stops the replication primary to match the record.
+func (nv *nodeVolume) reconcile() {
+	r := nv.rec.Load()
+	if r == nil || nv.witness {
+		return
+	}
+	self := nv.m.d.cfg.NodeName
+	nv.mu.Lock()
+	defer nv.mu.Unlock()
+	if nv.primary != nil && (r.Primary != self || r.Epoch != nv.primaryEpoch) {
+		nv.m.log.Warn("no longer primary at this epoch; stopping replication", "volume", nv.entry.Name, "epoch", r.Epoch, "primary", r.Primary)
+		nv.primary.Close()
+		nv.primary = nil
+	}
+	if r.Primary != self || nv.primary != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(nv.m.ctx, 30*time.Second)
+	defer cancel()
+	if err := nv.store.SetEpoch(ctx, r.Epoch); err != nil {
+		nv.m.log.Error("cannot record the epoch; not serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch, "err", err)
+		return
+	}
+	_, meta, _ := nv.m.d.cluster()
+	ms, err := meta.LocalState()
+	if err != nil {
+		nv.m.log.Error("metadata unavailable; not serving as primary", "volume", nv.entry.Name, "err", err)
+		return
+	}
+	var peers []replication.PeerConfig
+	for slot, name := range nv.peers {
+		pc := replication.PeerConfig{Name: name, Slot: slot}
+		if n, ok := ms.Nodes[name]; ok {
+			pc.Addr = n.ReplicationAddr
+		}
+		if rr, ok := r.Replicas[name]; ok {
+			pc.InSync = rr.State == consensus.UpToDate || rr.State == consensus.SyncSource
+		}
+		peers = append(peers, pc)
+	}
+	p, err := replication.NewPrimary(ctx, replication.Config{
+		Volume: nv.entry.Name, VolumeID: volumeIDHex(nv.store), Node: self, Epoch: r.Epoch,
+		Local: nv.store, Peers: peers, Dial: nv.m.dial, Fencer: &volumeFencer{vols: nv.vols, shard: nv.entry.ShardID},
+		Log: nv.m.log, ResyncRate: nv.m.resyncRate(ms),
+	})
+	if err != nil {
+		nv.m.log.Error("cannot start replication", "volume", nv.entry.Name, "err", err)
+		return
+	}
+	nv.primary, nv.primaryEpoch = p, r.Epoch
+	nv.m.log.Info("serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch)
+}
+
+// resyncRate reads the cluster setting "resync.rate" (bytes per second).
+func (m *volumeManager) resyncRate(ms *consensus.MetaState) int64 {
+	var rate int64
+	if v, ok := ms.Config["resync.rate"]; ok {
+		_, _ = fmt.Sscan(v, &rate)
+	}
+	return rate
+}
+
+func (m *volumeManager) dial(ctx context.Context, addr string) (net.Conn, error) {
+	cfg, err := m.d.clientTLS()
+	if err != nil {
+		return nil, err
+	}
+	d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: 5 * time.Second}}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		if nc, ok := tc.NetConn().(*net.TCPConn); ok {
+			_ = nc.SetNoDelay(true)
+		}
+	}
+	return c, nil
+}
+
+func volumeIDHex(s *blockstore.LocalVolume) string {
+	id := s.Meta().VolumeID
+	return hex.EncodeToString(id[:])
+}
+
+// volumeFencer commits replica state changes through the volume's shard.
+type volumeFencer struct {
+	vols  *consensus.Volumes
+	shard uint64
+}
+
+func (f *volumeFencer) Outdate(ctx context.Context, epoch uint64, peer, reason string) error {
+	_, err := f.vols.Outdate(ctx, f.shard, epoch, peer, reason)
+	return err
+}
+
+func (f *volumeFencer) SetState(ctx context.Context, epoch uint64, peer string, s consensus.ReplicaState, reason string) error {
+	_, err := f.vols.SetReplicaState(ctx, f.shard, epoch, peer, s, reason)
+	return err
+}
+
+// target finds the secondary replica a primary replicates to.
+func (m *volumeManager) target(name string) (*replication.Target, error) {
+	nv := m.get(name)
+	if nv == nil || nv.store == nil {
+		return nil, fmt.Errorf("%w: %s has no replica of %q", replication.ErrUnknownVolume, m.d.cfg.NodeName, name)
+	}
+	return &replication.Target{Name: name, Store: nv.store, VolumeID: volumeIDHex(nv.store), Authority: nv, PersistEpoch: nv.store.SetEpoch}, nil
+}
+
+// export finds the NBD export of a volume this node is primary of.
+func (m *volumeManager) export(_ context.Context, name string) (*nbd.Export, error) {
+	nv := m.get(name)
+	if nv == nil {
+		return nil, fmt.Errorf("%w: node %s holds no volume %q", nbd.ErrUnknownExport, m.d.cfg.NodeName, name)
+	}
+	nv.mu.Lock()
+	p := nv.primary
+	nv.mu.Unlock()
+	if p == nil {
+		r := nv.rec.Load()
+		if r == nil {
+			return nil, fmt.Errorf("volume %s is not ready on %s yet", name, m.d.cfg.NodeName)
+		}
+		return nil, fmt.Errorf("node %s is not the primary of volume %s: %s is (epoch %d)", m.d.cfg.NodeName, name, r.Primary, r.Epoch)
+	}
+	return &nbd.Export{Name: name, Description: "tandem volume " + name, Volume: p, MultiConn: true,
+		Attach: func() func() {
+			nv.attached.Add(1)
+			return func() { nv.attached.Add(-1) }
+		}}, nil
+}
+
+// nbdConnections counts NBD clients attached to a volume's export here.
+func (d *Daemon) nbdConnections(name string) int {
+	if d.vm == nil {
+		return 0
+	}
+	nv := d.vm.get(name)
+	if nv == nil {
+		return 0
+	}
+	return int(nv.attached.Load())
+}
