@@ -33,6 +33,9 @@ func binDir(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv("TANDEM_TEST_HELPER") == "hello" {
+		os.Exit(helloHelper())
+	}
 	code := m.Run()
 	_ = os.RemoveAll(filepath.Join(os.TempDir(), fmt.Sprintf("tandem-test-bin-%d", os.Getpid())))
 	os.Exit(code)
