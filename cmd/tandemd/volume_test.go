@@ -482,7 +482,7 @@ func TestIsolatedSecondaryIsOutdatedThenResynced(t *testing.T) {
 			acked = append(acked, b)
 		}
 	}()
-	info := waitVolume(t, ctx, td, n1, "iso", 60*time.Second, func(v *tandemv1.VolumeInfo) bool {
+	waitVolume(t, ctx, td, n1, "iso", 60*time.Second, func(v *tandemv1.VolumeInfo) bool {
 		return replicaState(v, "n2").State == tandemv1.ReplicaState_REPLICA_STATE_OUTDATED
 	})
 	<-done
@@ -490,7 +490,7 @@ func TestIsolatedSecondaryIsOutdatedThenResynced(t *testing.T) {
 	if err := client.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	info = volumeCmd(t, ctx, td, n1, "show", "iso")
+	info := volumeCmd(t, ctx, td, n1, "show", "iso")
 	dirty := replicaState(info, "n2").DirtyBytes
 	if dirty == 0 || dirty >= size {
 		t.Fatalf("dirty bytes for n2: %d", dirty)
