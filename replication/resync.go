@@ -113,7 +113,7 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 		p.mu.Unlock()
 		return err
 	}
-	if pe.state != peerSyncing {
+	if pe.state != peerSyncing && pe.state != peerInSync {
 		p.mu.Unlock()
 		return fmt.Errorf("peer %s is %s", pe.cfg.Name, pe.state)
 	}
@@ -173,8 +173,37 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 	pe.mu.Lock()
 	same := pe.gen == gen
 	pe.mu.Unlock()
-	if state != peerSyncing || !same {
+	if (state != peerSyncing && state != peerInSync) || !same {
 		return fmt.Errorf("peer %s failed during resync", pe.cfg.Name)
 	}
 	return nil
+}
+
+// Repair resends a range from the local replica to a connected peer,
+// ordered with the guests' writes (online verify found it different).
+func (p *Primary) Repair(ctx context.Context, peerName string, off, length int64) error {
+	var pe *peer
+	p.mu.Lock()
+	for _, o := range p.peers {
+		if o.cfg.Name == peerName {
+			pe = o
+		}
+	}
+	p.mu.Unlock()
+	if pe == nil {
+		return fmt.Errorf("%s is not a peer of volume %s", peerName, p.cfg.Volume)
+	}
+	pe.mu.Lock()
+	gen := pe.gen
+	pe.mu.Unlock()
+	for length > 0 {
+		n := min(length, p.cfg.ResyncChunk)
+		if err := p.resyncOne(ctx, pe, gen, FrameResync, off, n); err != nil {
+			return err
+		}
+		pe.resyncSent.Add(n)
+		off += n
+		length -= n
+	}
+	return p.resyncOne(ctx, pe, gen, FrameFlush, 0, 0)
 }

@@ -3181,6 +3181,118 @@ func (x *PeerVolumeStatusRequest) GetName() string {
 	return ""
 }
 
+type VolumeChecksumRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	Block         int64                  `protobuf:"varint,4,opt,name=block,proto3" json:"block,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeChecksumRequest) Reset() {
+	*x = VolumeChecksumRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeChecksumRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeChecksumRequest) ProtoMessage() {}
+
+func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
+func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *VolumeChecksumRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeChecksumRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *VolumeChecksumRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *VolumeChecksumRequest) GetBlock() int64 {
+	if x != nil {
+		return x.Block
+	}
+	return 0
+}
+
+type VolumeChecksumResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sums          []uint64               `protobuf:"varint,1,rep,packed,name=sums,proto3" json:"sums,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeChecksumResponse) Reset() {
+	*x = VolumeChecksumResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeChecksumResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeChecksumResponse) ProtoMessage() {}
+
+func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
+func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *VolumeChecksumResponse) GetSums() []uint64 {
+	if x != nil {
+		return x.Sums
+	}
+	return nil
+}
+
 type DiskInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3189,7 +3301,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3313,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3326,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
 }
 
 type Disk struct {
@@ -3229,7 +3341,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3241,7 +3353,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3254,7 +3366,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Disk) GetPath() string {
@@ -3294,7 +3406,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3418,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3431,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -3555,7 +3667,14 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\adestroy\x18\x03 \x01(\bR\adestroy\"\x19\n" +
 	"\x17PeerVolumeCloseResponse\"-\n" +
 	"\x17PeerVolumeStatusRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x11\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"q\n" +
+	"\x15VolumeChecksumRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x14\n" +
+	"\x05block\x18\x04 \x01(\x03R\x05block\",\n" +
+	"\x16VolumeChecksumResponse\x12\x12\n" +
+	"\x04sums\x18\x01 \x03(\x04R\x04sums\"\x11\n" +
 	"\x0fDiskInfoRequest\"t\n" +
 	"\x04Disk\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
@@ -3607,7 +3726,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse2G\n" +
 	"\x02HA\x12A\n" +
-	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xa6\x05\n" +
+	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xfd\x05\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -3619,7 +3738,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vVolumeClose\x12!.tandem.v1.PeerVolumeCloseRequest\x1a\".tandem.v1.PeerVolumeCloseResponse\x12I\n" +
 	"\fVolumeStatus\x12\".tandem.v1.PeerVolumeStatusRequest\x1a\x15.tandem.v1.VolumeInfo\x12G\n" +
 	"\rVolumePromote\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12O\n" +
-	"\fVolumeVerify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\fVolumeVerify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse\x12U\n" +
+	"\x0eVolumeChecksum\x12 .tandem.v1.VolumeChecksumRequest\x1a!.tandem.v1.VolumeChecksumResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -3634,7 +3754,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -3690,42 +3810,44 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*PeerVolumeCloseRequest)(nil),   // 51: tandem.v1.PeerVolumeCloseRequest
 	(*PeerVolumeCloseResponse)(nil),  // 52: tandem.v1.PeerVolumeCloseResponse
 	(*PeerVolumeStatusRequest)(nil),  // 53: tandem.v1.PeerVolumeStatusRequest
-	(*DiskInfoRequest)(nil),          // 54: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 55: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 56: tandem.v1.DiskInfoResponse
-	nil,                              // 57: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 58: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 59: google.protobuf.Timestamp
+	(*VolumeChecksumRequest)(nil),    // 54: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 55: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 56: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 57: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 58: tandem.v1.DiskInfoResponse
+	nil,                              // 59: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 60: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 61: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,  // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,  // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,  // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	59, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	61, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	4,  // 4: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	6,  // 5: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	59, // 6: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	61, // 6: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	5,  // 7: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	59, // 8: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	61, // 8: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,  // 9: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	57, // 10: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	58, // 11: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	59, // 10: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	60, // 11: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	4,  // 12: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	4,  // 13: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
 	3,  // 14: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	59, // 15: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	59, // 16: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	61, // 15: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	61, // 16: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	23, // 17: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	59, // 18: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	61, // 18: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	24, // 19: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	25, // 20: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	35, // 21: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	0,  // 22: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
 	41, // 23: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	59, // 24: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	61, // 24: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
 	46, // 25: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
 	46, // 26: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	55, // 27: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	57, // 27: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
 	7,  // 28: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
 	9,  // 29: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
 	11, // 30: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
@@ -3746,42 +3868,44 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	39, // 45: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
 	42, // 46: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
 	44, // 47: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	54, // 48: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	56, // 48: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
 	47, // 49: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
 	49, // 50: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
 	51, // 51: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
 	53, // 52: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
 	32, // 53: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
 	34, // 54: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	8,  // 55: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10, // 56: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12, // 57: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,  // 58: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15, // 59: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	18, // 60: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	18, // 61: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	20, // 62: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	22, // 63: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	25, // 64: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	28, // 65: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	25, // 66: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	31, // 67: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	25, // 68: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	25, // 69: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	36, // 70: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	38, // 71: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	40, // 72: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	43, // 73: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	45, // 74: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	56, // 75: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	48, // 76: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	50, // 77: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	52, // 78: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	25, // 79: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	25, // 80: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	36, // 81: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	55, // [55:82] is the sub-list for method output_type
-	28, // [28:55] is the sub-list for method input_type
+	54, // 55: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	8,  // 56: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10, // 57: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12, // 58: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,  // 59: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15, // 60: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	18, // 61: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	18, // 62: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	20, // 63: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	22, // 64: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	25, // 65: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	28, // 66: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	25, // 67: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	31, // 68: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	25, // 69: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	25, // 70: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	36, // 71: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	38, // 72: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	40, // 73: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	43, // 74: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	45, // 75: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	58, // 76: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	48, // 77: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	50, // 78: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	52, // 79: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	25, // 80: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	25, // 81: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	36, // 82: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	55, // 83: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	56, // [56:84] is the sub-list for method output_type
+	28, // [28:56] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3798,7 +3922,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   55,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -1037,15 +1037,16 @@ var HA_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Peer_Join_FullMethodName          = "/tandem.v1.Peer/Join"
-	Peer_Ping_FullMethodName          = "/tandem.v1.Peer/Ping"
-	Peer_DiskInfo_FullMethodName      = "/tandem.v1.Peer/DiskInfo"
-	Peer_VolumeOpen_FullMethodName    = "/tandem.v1.Peer/VolumeOpen"
-	Peer_VolumeInit_FullMethodName    = "/tandem.v1.Peer/VolumeInit"
-	Peer_VolumeClose_FullMethodName   = "/tandem.v1.Peer/VolumeClose"
-	Peer_VolumeStatus_FullMethodName  = "/tandem.v1.Peer/VolumeStatus"
-	Peer_VolumePromote_FullMethodName = "/tandem.v1.Peer/VolumePromote"
-	Peer_VolumeVerify_FullMethodName  = "/tandem.v1.Peer/VolumeVerify"
+	Peer_Join_FullMethodName           = "/tandem.v1.Peer/Join"
+	Peer_Ping_FullMethodName           = "/tandem.v1.Peer/Ping"
+	Peer_DiskInfo_FullMethodName       = "/tandem.v1.Peer/DiskInfo"
+	Peer_VolumeOpen_FullMethodName     = "/tandem.v1.Peer/VolumeOpen"
+	Peer_VolumeInit_FullMethodName     = "/tandem.v1.Peer/VolumeInit"
+	Peer_VolumeClose_FullMethodName    = "/tandem.v1.Peer/VolumeClose"
+	Peer_VolumeStatus_FullMethodName   = "/tandem.v1.Peer/VolumeStatus"
+	Peer_VolumePromote_FullMethodName  = "/tandem.v1.Peer/VolumePromote"
+	Peer_VolumeVerify_FullMethodName   = "/tandem.v1.Peer/VolumeVerify"
+	Peer_VolumeChecksum_FullMethodName = "/tandem.v1.Peer/VolumeChecksum"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1062,6 +1063,8 @@ type PeerClient interface {
 	VolumeStatus(ctx context.Context, in *PeerVolumeStatusRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	VolumePromote(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	VolumeVerify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error)
+	// Per-block checksums of this node's replica, for online verify.
+	VolumeChecksum(ctx context.Context, in *VolumeChecksumRequest, opts ...grpc.CallOption) (*VolumeChecksumResponse, error)
 }
 
 type peerClient struct {
@@ -1162,6 +1165,16 @@ func (c *peerClient) VolumeVerify(ctx context.Context, in *VerifyVolumeRequest, 
 	return out, nil
 }
 
+func (c *peerClient) VolumeChecksum(ctx context.Context, in *VolumeChecksumRequest, opts ...grpc.CallOption) (*VolumeChecksumResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeChecksumResponse)
+	err := c.cc.Invoke(ctx, Peer_VolumeChecksum_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -1176,6 +1189,8 @@ type PeerServer interface {
 	VolumeStatus(context.Context, *PeerVolumeStatusRequest) (*VolumeInfo, error)
 	VolumePromote(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error)
 	VolumeVerify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error)
+	// Per-block checksums of this node's replica, for online verify.
+	VolumeChecksum(context.Context, *VolumeChecksumRequest) (*VolumeChecksumResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -1212,6 +1227,9 @@ func (UnimplementedPeerServer) VolumePromote(context.Context, *PromoteVolumeRequ
 }
 func (UnimplementedPeerServer) VolumeVerify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VolumeVerify not implemented")
+}
+func (UnimplementedPeerServer) VolumeChecksum(context.Context, *VolumeChecksumRequest) (*VolumeChecksumResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeChecksum not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -1396,6 +1414,24 @@ func _Peer_VolumeVerify_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VolumeChecksum_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VolumeChecksumRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeChecksum(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeChecksum_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeChecksum(ctx, req.(*VolumeChecksumRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1438,6 +1474,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VolumeVerify",
 			Handler:    _Peer_VolumeVerify_Handler,
+		},
+		{
+			MethodName: "VolumeChecksum",
+			Handler:    _Peer_VolumeChecksum_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
