@@ -198,7 +198,16 @@ func (d *Daemon) status(ctx context.Context) *tandemv1.ClusterStatus {
 	if !st.Quorate {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("NOT QUORATE: %d of %d votes online, %d needed; changes are refused and this is %s's last known state", st.VotesOnline, st.Voters, st.Quorum, d.cfg.NodeName))
 	}
+	// A removed node may never apply its own removal (it leaves the Raft
+	// group with it); its peers' refusals tell it too.
+	removed := false
 	if self, ok := ms.Nodes[d.cfg.NodeName]; ok && self.State == consensus.NodeRemoved {
+		removed = true
+	}
+	for _, n := range st.Nodes {
+		removed = removed || strings.Contains(n.HealthDetail, fmt.Sprintf("node %s was removed from the cluster", d.cfg.NodeName))
+	}
+	if removed {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("this node (%s) was removed from the cluster; stop tandemd, wipe %s and join again", d.cfg.NodeName, d.cfg.DataDir))
 	}
 	for _, n := range st.Nodes {
