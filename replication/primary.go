@@ -70,6 +70,15 @@ type Config struct {
 	ResyncRate int64
 	// ResyncChunk is the largest resync frame. Default 1 MiB.
 	ResyncChunk int64
+	// ActivityLog enables the activity log in the local bitmap slot
+	// ActivitySlot (see activityLog).
+	ActivityLog  bool
+	ActivitySlot int
+	// Granularity is the bitmap region size. Default 64 KiB.
+	Granularity int64
+	// ActivityIdle is how long a region stays in the activity log after its
+	// last write. Default 5 s.
+	ActivityIdle time.Duration
 }
 
 // Errors surfaced to the front end. None of them means "acknowledged".
@@ -170,7 +179,11 @@ type Primary struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
+	al *activityLog
+
+	mu sync.Mutex
+	// quiesced ranges hold new overlapping requests back (online verify).
+	quiesced []*req
 	nextSeq  uint64
 	active   []*req // requests whose local I/O has not finished, in seq order
 	frozen   bool
@@ -198,8 +211,19 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Granularity == 0 {
+		cfg.Granularity = 64 << 10
+	}
+	if cfg.ActivityIdle == 0 {
+		cfg.ActivityIdle = 5 * time.Second
+	}
 	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
 	close(p.thaw)
+	if cfg.ActivityLog {
+		p.al = newActivityLog(cfg.Local, cfg.ActivitySlot, cfg.Granularity, cfg.ActivityIdle)
+		p.wg.Add(1)
+		go p.sweepActivity()
+	}
 	for _, pc := range cfg.Peers {
 		pe := &peer{cfg: pc, state: peerOutdated, pending: map[uint64]*req{}}
 		p.peers = append(p.peers, pe)
@@ -215,7 +239,48 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 			p.fail(pe, pe.gen, err)
 		}
 	}
+	if p.al != nil {
+		// Regions still in the activity log from before a restart may hold
+		// writes the peers never got: send them again.
+		ranges, _ := ActivityRanges(cfg.Local, cfg.ActivitySlot)
+		if len(ranges) > 0 {
+			p.wg.Add(1)
+			go p.replayActivity(ranges)
+		}
+	}
 	return p, nil
+}
+
+func (p *Primary) replayActivity(ranges [][2]int64) {
+	defer p.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	p.mu.Lock()
+	var names []string
+	for _, pe := range p.peers {
+		if pe.state == peerInSync {
+			names = append(names, pe.cfg.Name)
+		}
+	}
+	p.mu.Unlock()
+	for _, name := range names {
+		for _, r := range ranges {
+			if err := p.Repair(ctx, name, r[0], r[1]); err != nil {
+				// A failed peer is fenced and resynced from its bitmap,
+				// which the fence fills for anything unconfirmed.
+				p.log.Info("activity replay stopped", "peer", name, "err", err)
+				break
+			}
+		}
+	}
+	p.log.Info("activity log replayed to in-sync peers", "ranges", len(ranges), "peers", len(names))
 }
 
 // Size implements blockstore.Volume.
@@ -278,6 +343,20 @@ func (p *Primary) WriteZeroes(ctx context.Context, off, length int64, flags bloc
 	return p.submit(ctx, FrameZero, off, length, f, nil, func(ctx context.Context) error {
 		return p.cfg.Local.WriteZeroes(ctx, off, length, flags)
 	})
+}
+
+func (p *Primary) sweepActivity() {
+	defer p.wg.Done()
+	t := time.NewTicker(p.cfg.ActivityIdle / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stopping:
+			return
+		case <-t.C:
+			p.al.sweep(context.Background())
+		}
+	}
 }
 
 // Close stops replication; it does not close the local store.
@@ -348,6 +427,14 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 		frame = AppendFrame(make([]byte, 0, headerSize), Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off), Length: uint32(length)}, nil)
 	}
 	r := &req{kind: kind, off: off, len: length, frame: frame, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{})}
+	if p.al != nil && kind != FrameFlush {
+		// Write-ahead: the region is in the activity log before any disk
+		// can see the request.
+		if err := p.al.begin(ctx, off, length); err != nil {
+			return fmt.Errorf("activity log: %w", err)
+		}
+		defer p.al.end(off, length)
+	}
 
 	p.mu.Lock()
 	for p.frozen && p.deposed == nil && !p.closed {
@@ -357,6 +444,15 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 		case <-thaw:
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for replication to thaw: %w", ctx.Err())
+		}
+		p.mu.Lock()
+	}
+	for q := p.quiescedLocked(r); q != nil; q = p.quiescedLocked(r) {
+		p.mu.Unlock()
+		select {
+		case <-q.localDone:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a verify of the range: %w", ctx.Err())
 		}
 		p.mu.Lock()
 	}
@@ -440,6 +536,15 @@ func (p *Primary) usableLocked() error {
 	return nil
 }
 
+func (p *Primary) quiescedLocked(r *req) *req {
+	for _, q := range p.quiesced {
+		if r.kind == FrameFlush || (q.off < r.off+r.len && r.off < q.off+q.len) {
+			return q
+		}
+	}
+	return nil
+}
+
 // overlappingLocked lists active requests whose range overlaps r's. A flush
 // orders after everything active, and everything orders after a flush.
 func (p *Primary) overlappingLocked(r *req) []*req {
@@ -469,20 +574,25 @@ func (p *Primary) enqueue(pe *peer, r *req) {
 
 // connect dials a peer, says hello and starts its sender and receiver.
 func (p *Primary) connect(ctx context.Context, pe *peer) error {
+	_, err := p.connectAck(ctx, pe)
+	return err
+}
+
+func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
 	defer cancel()
 	conn, err := p.cfg.Dial(dctx, pe.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", pe.cfg.Addr, err)
+		return nil, fmt.Errorf("dial %s: %w", pe.cfg.Addr, err)
 	}
 	ack, err := p.hello(dctx, conn)
 	if err != nil {
 		conn.Close()
-		return err
+		return nil, err
 	}
 	if ack.Status != StatusOK {
 		conn.Close()
-		return &RefusedError{Peer: pe.cfg.Name, Status: ack.Status, Msg: ack.Message}
+		return nil, &RefusedError{Peer: pe.cfg.Name, Status: ack.Status, Msg: ack.Message}
 	}
 	pe.mu.Lock()
 	pe.gen++
@@ -495,7 +605,7 @@ func (p *Primary) connect(ctx context.Context, pe *peer) error {
 	p.wg.Add(2)
 	go p.sender(pe, conn, wake, gen)
 	go p.receiver(pe, conn, gen)
-	return nil
+	return ack, nil
 }
 
 func (p *Primary) hello(ctx context.Context, conn net.Conn) (*HelloAck, error) {

@@ -460,3 +460,72 @@ func TestStalePrimaryIsRefused(t *testing.T) {
 		t.Fatal("the replica applied a stale primary's write")
 	}
 }
+
+// TestActivityLogResyncsDeposedPrimaryWrites: a deposed primary may hold a
+// write nobody acknowledged; its activity log makes the new primary resync
+// that region too, so the replicas converge.
+func TestActivityLogResyncsDeposedPrimaryWrites(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	oldStore, newStore := newMemStore(volSize), newMemStore(volSize)
+	// The old primary wrote 1 MiB.. locally, then died before any ack.
+	if _, err := oldStore.WriteAt(ctx, bytes.Repeat([]byte{0xee}, 4096), 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	const alSlot = 1
+	if err := oldStore.MarkDirty(ctx, alSlot, 1<<20, 4096); err != nil {
+		t.Fatal(err)
+	}
+	auth := &authority{v: View{Epoch: 2, Primary: "n2"}}
+	sec := startSecondary(t, "n1", oldStore, auth, "")
+	sec.sec.lookup = func(vol string) (*Target, error) {
+		return &Target{Name: vol, Store: oldStore, VolumeID: "id1", Authority: auth,
+			Activity: func() ([][2]int64, bool) { return ActivityRanges(oldStore, alSlot) }}, nil
+	}
+	f := &fencer{epoch: 2, states: map[string]consensus.ReplicaState{"n1": consensus.Outdated}}
+	p, err := NewPrimary(ctx, Config{Volume: "vol", VolumeID: "id1", Node: "n2", Epoch: 2, Local: newStore,
+		Peers: []PeerConfig{{Name: "n1", Addr: sec.ln.Addr().String(), Slot: 0, InSync: false}},
+		Dial:  dialAs("n2"), Fencer: f, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AckTimeout: time.Second, ReconnectInterval: 50 * time.Millisecond, ActivityLog: true, ActivitySlot: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.state("n1") != consensus.UpToDate {
+		if time.Now().After(deadline) {
+			t.Fatalf("resync did not finish: %v", f.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !bytes.Equal(oldStore.snapshot(), newStore.snapshot()) {
+		t.Fatal("the deposed primary's unacknowledged write survived the resync")
+	}
+}
+
+func TestActivityLogMarksAndSweeps(t *testing.T) {
+	r := &rig{local: newMemStore(volSize), auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]consensus.ReplicaState{}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := startSecondary(t, "n2", newMemStore(volSize), r.auth, "")
+	p, err := NewPrimary(ctx, Config{Volume: "vol", VolumeID: "id1", Node: "n1", Epoch: 1, Local: r.local,
+		Peers: []PeerConfig{{Name: "n2", Addr: s.ln.Addr().String(), Slot: 0, InSync: true}}, Dial: dialAs("n1"), Fencer: r.fence,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ActivityLog: true, ActivitySlot: 1, ActivityIdle: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.WriteAt(ctx, make([]byte, 4096), 3<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.local.DirtyBytes(1); got != 64<<10 {
+		t.Fatalf("activity log after a write: %d bytes", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.local.DirtyBytes(1) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("idle region never left the activity log")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -23,8 +23,25 @@ func (p *Primary) resync(pe *peer) error {
 		case <-ctx.Done():
 		}
 	}()
-	if err := p.connect(ctx, pe); err != nil {
+	ack, err := p.connectAck(ctx, pe)
+	if err != nil {
 		return err
+	}
+	// What the peer may have written as a primary without acknowledgement
+	// must be overwritten too.
+	if ack.ActivityFull {
+		if err := p.cfg.Local.MarkDirty(ctx, pe.cfg.Slot, 0, p.Size()); err != nil {
+			return fmt.Errorf("mark peer activity: %w", err)
+		}
+	}
+	for _, r := range ack.Activity {
+		off, n := max(r[0], 0), r[1]
+		if n <= 0 || off >= p.Size() {
+			continue
+		}
+		if err := p.cfg.Local.MarkDirty(ctx, pe.cfg.Slot, off, min(n, p.Size()-off)); err != nil {
+			return fmt.Errorf("mark peer activity: %w", err)
+		}
 	}
 	pe.mu.Lock()
 	gen := pe.gen
@@ -206,4 +223,48 @@ func (p *Primary) Repair(ctx context.Context, peerName string, off, length int64
 		length -= n
 	}
 	return p.resyncOne(ctx, pe, gen, FrameFlush, 0, 0)
+}
+
+// Quiesced runs fn while no request overlapping [off, off+length) is in
+// flight: earlier overlapping requests have completed everywhere (local and
+// every peer that acknowledged them) and later ones wait before they are
+// sent anywhere. Online verify uses it to compare a block across replicas
+// without a write racing the check.
+func (p *Primary) Quiesced(ctx context.Context, off, length int64, fn func() error) error {
+	r := &req{kind: FrameResync, off: off, len: length, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{}), finished: true}
+	close(r.allDone)
+	p.mu.Lock()
+	if err := p.usableLocked(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	r.seq = p.nextSeq
+	p.nextSeq++
+	deps := p.overlappingLocked(r)
+	p.quiesced = append(p.quiesced, r)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		for i, a := range p.quiesced {
+			if a == r {
+				p.quiesced = append(p.quiesced[:i], p.quiesced[i+1:]...)
+				break
+			}
+		}
+		p.mu.Unlock()
+		close(r.localDone)
+	}()
+	for _, d := range deps {
+		select {
+		case <-d.localDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case <-d.allDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return fn()
 }

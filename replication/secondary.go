@@ -42,6 +42,9 @@ type Target struct {
 	// metadata, so that after a restart it refuses older epochs even before
 	// it can reach the shard.
 	PersistEpoch func(ctx context.Context, epoch uint64) error
+	// Activity, when set, reports the replica's activity-log regions (from
+	// a time it was primary) for the primary to resync.
+	Activity func() (ranges [][2]int64, full bool)
 }
 
 // Lookup finds the target for a volume name.
@@ -157,6 +160,9 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 	ack := HelloAck{Status: StatusOK, Epoch: epoch}
 	if t != nil {
 		ack.VolumeID = t.VolumeID
+		if ref == nil && t.Activity != nil {
+			ack.Activity, ack.ActivityFull = t.Activity()
+		}
 	}
 	if ref != nil {
 		ack.Status, ack.Message = ref.status, ref.msg

@@ -271,4 +271,9 @@ type HelloAck struct {
 	Message  string `json:"message,omitempty"`
 	Epoch    uint64 `json:"epoch"`
 	VolumeID string `json:"volume_id"`
+	// Activity lists regions this replica may have written as a primary
+	// without acknowledgement; the primary resyncs them too. ActivityFull
+	// means too many to list: resync everything.
+	Activity     [][2]int64 `json:"activity,omitempty"`
+	ActivityFull bool       `json:"activity_full,omitempty"`
 }

@@ -130,23 +130,24 @@ func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolu
 		}
 		out.CheckedBytes += n
 	}
-	if len(suspects) > 0 {
-		if err := p.Flush(ctx); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "flush before recheck: %v", err)
-		}
-	}
 	for _, sp := range suspects {
 		n := min(int64(verifyBlock), size-sp.off)
-		a, err := nv.store.ChecksumRange(ctx, sp.off, n, verifyBlock)
+		// Recheck with the block quiesced: a write in flight during the
+		// scan is not a mismatch.
+		var a, b []uint64
+		err := p.Quiesced(ctx, sp.off, n, func() error {
+			var err error
+			if a, err = nv.store.ChecksumRange(ctx, sp.off, n, verifyBlock); err != nil {
+				return fmt.Errorf("local checksum: %w", err)
+			}
+			b, err = remote(ctx, sp.peer, sp.off, n)
+			return err
+		})
 		if err != nil {
-			return nil, status.Errorf(codes.Internal, "local checksum: %v", err)
-		}
-		b, err := remote(ctx, sp.peer, sp.off, n)
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "%v", err)
+			return nil, status.Errorf(codes.Unavailable, "recheck at %d: %v", sp.off, err)
 		}
 		if len(a) == len(b) && len(a) > 0 && a[0] == b[0] {
-			continue // a write was in flight
+			continue
 		}
 		out.Mismatches = append(out.Mismatches, &tandemv1.VerifyMismatch{Node: sp.peer, Offset: sp.off, Length: n})
 		if req.Repair {

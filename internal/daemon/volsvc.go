@@ -374,7 +374,13 @@ func (s *volumeService) show(ctx context.Context, name string, timeout time.Dura
 	}
 	e, ok := ms.Volumes[name]
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no volume named %q", name)
+		// This node may not have applied the volume's creation yet.
+		if ms, err = s.catalog(ctx, true); err != nil {
+			return nil, err
+		}
+		if e, ok = ms.Volumes[name]; !ok {
+			return nil, status.Errorf(codes.NotFound, "no volume named %q", name)
+		}
 	}
 	answers := make([]*tandemv1.VolumeInfo, len(e.Replicas))
 	var wg sync.WaitGroup

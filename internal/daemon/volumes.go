@@ -184,7 +184,8 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 		if info, err := blockstore.ProbeDisk(dir); err == nil && info.Free < e.Size {
 			return fmt.Errorf("not enough space on %s: %d bytes free, volume needs %d", dir, info.Free, e.Size)
 		}
-		opts := blockstore.CreateOptions{MaxPeers: max(1, len(nv.peers)), VolumeID: volumeUUID(clusterID, e), DiskState: blockstore.DiskUpToDate}
+		// One slot per peer plus the activity log's.
+		opts := blockstore.CreateOptions{MaxPeers: len(nv.peers) + 1, VolumeID: volumeUUID(clusterID, e), DiskState: blockstore.DiskUpToDate}
 		if err := blockstore.Create(path, e.Size, opts); err != nil {
 			return fmt.Errorf("create replica: %w", err)
 		}
@@ -197,7 +198,12 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 		store.Close()
 		return fmt.Errorf("%s holds another volume's data (id %x, want %x); not using it", path, got, want)
 	}
-	for slot, peer := range nv.peers {
+	if store.Meta().MaxPeers < len(nv.peers)+1 {
+		store.Close()
+		return fmt.Errorf("%s has %d bitmap slots, %d needed", path, store.Meta().MaxPeers, len(nv.peers)+1)
+	}
+	slots := append(slices.Clone(nv.peers), activitySlotName)
+	for slot, peer := range slots {
 		if err := store.AssignPeer(ctx, slot, peer); err != nil {
 			store.Close()
 			return fmt.Errorf("assign peer slot: %w", err)
@@ -219,6 +225,12 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 	nv.store = store
 	return nil
 }
+
+// activitySlotName names the bitmap slot used as the activity log; it comes
+// after the peers' slots.
+const activitySlotName = "@activity"
+
+func (nv *nodeVolume) activitySlot() int { return len(nv.peers) }
 
 // initRecord writes the volume's first record and adds the witness. It runs
 // on the initial primary once every data replica has started its shard.
@@ -446,7 +458,11 @@ func (nv *nodeVolume) reconcile() {
 		nv.primary.Close()
 		nv.primary = nil
 	}
-	if r.Primary != self || nv.primary != nil {
+	if r.Primary != self {
+		nv.forgetActivity(r)
+		return
+	}
+	if nv.primary != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(nv.m.ctx, 30*time.Second)
@@ -475,7 +491,7 @@ func (nv *nodeVolume) reconcile() {
 	p, err := replication.NewPrimary(ctx, replication.Config{
 		Volume: nv.entry.Name, VolumeID: volumeIDHex(nv.store), Node: self, Epoch: r.Epoch,
 		Local: nv.store, Peers: peers, Dial: nv.m.dial, Fencer: &volumeFencer{vols: nv.vols, shard: nv.entry.ShardID},
-		Log: nv.m.log, ResyncRate: nv.m.resyncRate(ms),
+		Log: nv.m.log, ResyncRate: nv.m.resyncRate(ms), ActivityLog: true, ActivitySlot: nv.activitySlot(),
 	})
 	if err != nil {
 		nv.m.log.Error("cannot start replication", "volume", nv.entry.Name, "err", err)
@@ -483,6 +499,21 @@ func (nv *nodeVolume) reconcile() {
 	}
 	nv.primary, nv.primaryEpoch = p, r.Epoch
 	nv.m.log.Info("serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch)
+}
+
+// forgetActivity clears the activity log of a secondary once it is UpToDate
+// again: the regions it handed over at reconnect have been resynced.
+func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
+	self, ok := r.Replicas[nv.m.d.cfg.NodeName]
+	slot := nv.activitySlot()
+	if !ok || self.State != consensus.UpToDate || nv.store.DirtyBytes(slot) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(nv.m.ctx, 10*time.Second)
+	defer cancel()
+	if err := nv.store.ClearDirty(ctx, slot, 0, nv.entry.Size); err == nil {
+		_ = nv.store.Flush(ctx)
+	}
 }
 
 // resyncRate reads the cluster setting "resync.rate" (bytes per second).
@@ -539,7 +570,8 @@ func (m *volumeManager) target(name string) (*replication.Target, error) {
 	if nv == nil || nv.store == nil {
 		return nil, fmt.Errorf("%w: %s has no replica of %q", replication.ErrUnknownVolume, m.d.cfg.NodeName, name)
 	}
-	return &replication.Target{Name: name, Store: nv.store, VolumeID: volumeIDHex(nv.store), Authority: nv, PersistEpoch: nv.store.SetEpoch}, nil
+	return &replication.Target{Name: name, Store: nv.store, VolumeID: volumeIDHex(nv.store), Authority: nv, PersistEpoch: nv.store.SetEpoch,
+		Activity: func() ([][2]int64, bool) { return replication.ActivityRanges(nv.store, nv.activitySlot()) }}, nil
 }
 
 // export finds the NBD export of a volume this node is primary of.

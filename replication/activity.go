@@ -1,0 +1,106 @@
+package replication
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// activityLog remembers, durably, which regions the primary may have
+// written without every replica confirming: the write-ahead bitmap slot is
+// set before a request reaches any disk and cleared only once the region has
+// been idle for a while (hot regions stay set, so QD1 writes do not pay a
+// bitmap write each). If this primary is deposed, the regions still set are
+// exactly those where it may hold writes nobody acknowledged; it hands them
+// to the new primary, which resyncs them too (DRBD's activity log, I4).
+type activityLog struct {
+	store Store
+	slot  int
+	gran  int64
+	idle  time.Duration
+
+	mu     sync.Mutex
+	active map[int64]*activeRegion
+}
+
+type activeRegion struct {
+	inflight int
+	last     time.Time
+}
+
+func newActivityLog(store Store, slot int, gran int64, idle time.Duration) *activityLog {
+	return &activityLog{store: store, slot: slot, gran: gran, idle: idle, active: map[int64]*activeRegion{}}
+}
+
+// begin marks a range active, persisting new bits before returning.
+func (a *activityLog) begin(ctx context.Context, off, length int64) error {
+	if length <= 0 {
+		return nil
+	}
+	now := time.Now()
+	a.mu.Lock()
+	for r := off / a.gran; r*a.gran < off+length; r++ {
+		ar := a.active[r]
+		if ar == nil {
+			ar = &activeRegion{}
+			a.active[r] = ar
+		}
+		ar.inflight++
+		ar.last = now
+	}
+	a.mu.Unlock()
+	// Already-set bits cost no I/O; the store persists 0->1 flips.
+	return a.store.MarkDirty(ctx, a.slot, off, length)
+}
+
+// end records that a request over the range finished.
+func (a *activityLog) end(off, length int64) {
+	if length <= 0 {
+		return
+	}
+	now := time.Now()
+	a.mu.Lock()
+	for r := off / a.gran; r*a.gran < off+length; r++ {
+		if ar := a.active[r]; ar != nil {
+			ar.inflight--
+			ar.last = now
+		}
+	}
+	a.mu.Unlock()
+}
+
+// sweep clears regions idle for longer than a.idle (persisted lazily by the
+// store, which is conservative: a region cleared in memory only stays set
+// on disk until the next flush).
+func (a *activityLog) sweep(ctx context.Context) {
+	cut := time.Now().Add(-a.idle)
+	a.mu.Lock()
+	var idle []int64
+	for r, ar := range a.active {
+		if ar.inflight <= 0 && ar.last.Before(cut) {
+			idle = append(idle, r)
+			delete(a.active, r)
+		}
+	}
+	a.mu.Unlock()
+	for _, r := range idle {
+		_ = a.store.ClearDirty(ctx, a.slot, r*a.gran, a.gran)
+	}
+}
+
+// maxActivityRanges bounds what a HelloAck carries; more means "all".
+const maxActivityRanges = 1000
+
+// ActivityRanges lists the regions set in a store's activity slot, or full
+// when there are too many to send.
+func ActivityRanges(s Store, slot int) (ranges [][2]int64, full bool) {
+	s.DirtyRanges(slot, func(off, length int64) bool {
+		if len(ranges) == maxActivityRanges {
+			full = true
+			return false
+		}
+		ranges = append(ranges, [2]int64{off, length})
+		return true
+	})
+	return ranges, full
+}
