@@ -268,3 +268,66 @@ func (p *Primary) Quiesced(ctx context.Context, off, length int64, fn func() err
 	}
 	return fn()
 }
+
+// DiscardPeer throws away a peer's data: it is fenced off (Outdated), every
+// region is marked for it, and it is resynced in full when it connects. An
+// operator uses it to resolve a diverged or unrelated replica in favour of
+// this primary.
+func (p *Primary) DiscardPeer(ctx context.Context, peerName string) error {
+	var pe *peer
+	p.mu.Lock()
+	for _, o := range p.peers {
+		if o.cfg.Name == peerName {
+			pe = o
+		}
+	}
+	if pe == nil {
+		p.mu.Unlock()
+		return fmt.Errorf("%s is not a peer of volume %s", peerName, p.cfg.Volume)
+	}
+	state := pe.state
+	p.mu.Unlock()
+	pe.mu.Lock()
+	gen := pe.gen
+	pe.mu.Unlock()
+	switch state {
+	case peerInSync, peerSyncing:
+		p.fail(pe, gen, errors.New("operator discarded its data"))
+	case peerDiverged:
+		if err := p.cfg.Fencer.Outdate(ctx, p.cfg.Epoch, pe.cfg.Name, "operator discarded its data"); err != nil {
+			return fmt.Errorf("commit Outdated: %w", err)
+		}
+	}
+	// Wait for the fence (if one runs) before marking everything.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p.mu.Lock()
+		st := pe.state
+		p.mu.Unlock()
+		if st == peerOutdated || st == peerDiverged {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("peer %s is still %s", peerName, st)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := p.cfg.Local.MarkDirty(ctx, pe.cfg.Slot, 0, p.Size()); err != nil {
+		return fmt.Errorf("mark all for a full resync: %w", err)
+	}
+	p.mu.Lock()
+	restart := pe.state == peerDiverged
+	if restart {
+		pe.state = peerOutdated
+	}
+	p.mu.Unlock()
+	if restart {
+		p.startReconnect(pe)
+	}
+	p.log.Warn("peer's data discarded; full resync when it connects", "peer", peerName)
+	return nil
+}

@@ -194,17 +194,19 @@ func newVolumeResyncCmd(a *app) *cobra.Command {
 		wait     bool
 		interval time.Duration
 		limit    time.Duration
+		discard  string
 	)
 	cmd := &cobra.Command{
-		Use:   "resync NAME [--wait]",
+		Use:   "resync NAME [--wait] [--discard NODE]",
 		Short: "Resync Outdated replicas from the primary now",
 		Long: `Ask the volume's primary to resync its Outdated replicas now.
 
 With --wait the command follows the resync until every replica is UpToDate,
 with a progress bar on stderr when it is a terminal (periodic lines
 otherwise). Ctrl-C stops waiting; the resync itself goes on in the cluster.
-A diverged replica (one holding writes the primary never acknowledged) is an
-error: resync does not overwrite it.`,
+A diverged replica (one holding unrelated data) is an error: resync does not
+overwrite it unless told to with --discard NODE, which throws that replica's
+data away and resyncs it in full from the primary (never the primary's own).`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !wait && (cmd.Flags().Changed("interval") || cmd.Flags().Changed("timeout-wait")) {
@@ -221,7 +223,7 @@ error: resync does not overwrite it.`,
 				return err
 			}
 			defer c.Close()
-			info, err := c.Volume.Resync(cmd.Context(), &tandemv1.ResyncVolumeRequest{Name: args[0]})
+			info, err := c.Volume.Resync(cmd.Context(), &tandemv1.ResyncVolumeRequest{Name: args[0], DiscardNode: discard})
 			if err != nil {
 				return err
 			}
@@ -251,6 +253,7 @@ error: resync does not overwrite it.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&wait, "wait", false, "wait until every replica is UpToDate")
+	f.StringVar(&discard, "discard", "", "discard this replica's data and resync it in full from the primary")
 	f.DurationVar(&interval, "interval", 500*time.Millisecond, "with --wait: how often to poll the volume")
 	f.DurationVar(&limit, "timeout-wait", time.Hour, "with --wait: give up waiting after this long (the resync goes on)")
 	return cmd

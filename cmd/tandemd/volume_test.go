@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/internal/nbdclient"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/testcluster"
@@ -636,3 +637,42 @@ func TestOnlineVerifyFindsAndRepairs(t *testing.T) {
 }
 
 func n3(c *testcluster.Cluster) *testcluster.Node { return c.Nodes[2] }
+
+// TestUnrelatedReplicaRefusedThenDiscarded: a replica holding another
+// volume's data is refused (explicit diverged state), never overwritten
+// silently; 'tandem volume resync --discard' resolves it with a full resync.
+func TestUnrelatedReplicaRefusedThenDiscarded(t *testing.T) {
+	c, td, ctx := volCluster(t)
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	const size = 32 << 20
+	volumeCmd(t, ctx, td, n1, "create", "div", "--size", "32M", "--replicas", "2", "--nodes", "n1,n2")
+	runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "write -P 0x42 0 2M", "-c", "flush", nbdURI(td, n1, "div"))
+	c.Kill(n2)
+	path := filepath.Join(td.DataDir(n2), "volumes", "div.vol")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := blockstore.Create(path, size, blockstore.CreateOptions{MaxPeers: 2}); err != nil { // a random volume ID
+		t.Fatal(err)
+	}
+	if _, err := td.StartDaemon(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	waitVolume(t, ctx, td, n1, "div", 30*time.Second, func(v *tandemv1.VolumeInfo) bool {
+		return replicaState(v, "n2").Link == "diverged"
+	})
+	if _, stderr, err := td.CLI(ctx, n3(c), "volume", "resync", "div", "--discard", "n1"); err == nil || !strings.Contains(stderr, "is the primary") {
+		t.Fatalf("discarding the primary: %v %s", err, stderr)
+	}
+	if _, stderr, err := td.CLI(ctx, n3(c), "volume", "resync", "div", "--discard", "n2", "--wait", "--timeout-wait", "60s"); err != nil {
+		t.Fatalf("resync --discard: %v %s", err, stderr)
+	}
+	info := volumeCmd(t, ctx, td, n1, "show", "div")
+	if r := replicaState(info, "n2"); r.State != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || r.Link != "in-sync" {
+		t.Fatalf("n2 after discard: %v", r)
+	}
+	runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "flush", nbdURI(td, n1, "div"))
+	if replicaSum(t, td, n1, "div", size) != replicaSum(t, td, n2, "div", size) {
+		t.Fatal("replicas differ after the full resync")
+	}
+}

@@ -60,6 +60,9 @@ func (m *volumeManager) info(name string) (*tandemv1.VolumeInfo, error) {
 	e := nv.entry
 	out := &tandemv1.VolumeInfo{Name: e.Name, SizeBytes: e.Size, ShardId: e.ShardID, Witness: e.Witness, AnsweredBy: m.d.cfg.NodeName}
 	r := nv.rec.Load()
+	if nv.unrelated {
+		out.Warning = fmt.Sprintf("the replica on %s holds another volume's data; resolve with 'tandem volume resync %s --discard %s'", m.d.cfg.NodeName, e.Name, m.d.cfg.NodeName)
+	}
 	if r == nil {
 		out.Warning = "the volume's record has not been applied on this node yet"
 		return out, nil
@@ -472,9 +475,96 @@ func (s *volumeService) Promote(ctx context.Context, req *tandemv1.PromoteVolume
 }
 
 // Resync: resync of Outdated replicas is automatic once they are reachable;
-// this reports where it stands.
+// this reports where it stands. With discard_node it first throws that
+// replica's data away, so that it is resynced in full from the primary.
 func (s *volumeService) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	return s.show(ctx, req.Name, 3*time.Second)
+	if req.DiscardNode == "" {
+		return s.show(ctx, req.Name, 3*time.Second)
+	}
+	if err := s.d.requireQuorum(ctx); err != nil {
+		return nil, err
+	}
+	info, err := s.show(ctx, req.Name, 3*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := s.catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	e := ms.Volumes[req.Name]
+	switch {
+	case e == nil:
+		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
+	case !slices.Contains(e.Replicas, req.DiscardNode):
+		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s", req.DiscardNode, req.Name)
+	case info.Primary == req.DiscardNode:
+		return nil, status.Errorf(codes.FailedPrecondition, "%s is the primary of %s: promote another UpToDate replica before discarding its data", req.DiscardNode, req.Name)
+	case info.Primary == "" || info.NbdTcp == "":
+		return nil, status.Errorf(codes.Unavailable, "the primary of %s does not answer; nothing was discarded", req.Name)
+	}
+	if err := s.onNode(ctx, ms, req.DiscardNode, func(ctx context.Context, c tandemv1.PeerClient) error {
+		_, err := c.VolumeDiscard(ctx, &tandemv1.PeerVolumeStatusRequest{Name: req.Name})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var out *tandemv1.VolumeInfo
+	if err := s.onNode(ctx, ms, info.Primary, func(ctx context.Context, c tandemv1.PeerClient) error {
+		var err error
+		out, err = c.VolumeDiscardPeer(ctx, &tandemv1.PromoteVolumeRequest{Name: req.Name, Node: req.DiscardNode})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	s.d.log.Warn("replica data discarded by an operator; full resync", "volume", req.Name, "node", req.DiscardNode)
+	return out, nil
+}
+
+func (s *peerService) VolumeDiscard(ctx context.Context, req *tandemv1.PeerVolumeStatusRequest) (*tandemv1.PeerVolumeCloseResponse, error) {
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	nv := vm.get(req.Name)
+	if nv == nil || nv.witness {
+		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", s.d.cfg.NodeName, req.Name)
+	}
+	nv.mu.Lock()
+	primary := nv.primary != nil
+	nv.mu.Unlock()
+	if primary {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s is the primary of %s; its data cannot be discarded", s.d.cfg.NodeName, req.Name)
+	}
+	e := nv.entry
+	if err := vm.close(req.Name, true); err != nil {
+		return nil, status.Errorf(codes.Internal, "close replica: %v", err)
+	}
+	if err := vm.open(ctx, e, true); err != nil {
+		return nil, status.Errorf(codes.Internal, "recreate replica: %v", err)
+	}
+	return &tandemv1.PeerVolumeCloseResponse{}, nil
+}
+
+func (s *peerService) VolumeDiscardPeer(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	vm := s.d.volumes()
+	if vm == nil {
+		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	nv := vm.get(req.Name)
+	if nv == nil {
+		return nil, status.Errorf(codes.NotFound, "node %s holds no volume %q", s.d.cfg.NodeName, req.Name)
+	}
+	nv.mu.Lock()
+	p := nv.primary
+	nv.mu.Unlock()
+	if p == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", s.d.cfg.NodeName, req.Name)
+	}
+	if err := p.DiscardPeer(ctx, req.Node); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	return vm.info(req.Name)
 }
 
 // Peer side of volume management.

@@ -57,6 +57,8 @@ type nodeVolume struct {
 	done    chan struct{}
 
 	attached atomic.Int32 // NBD connections using the export
+	// unrelated is set when the local replica holds another volume's data.
+	unrelated bool
 
 	mu           sync.Mutex // guards primary, primaryEpoch
 	primary      *replication.Primary
@@ -195,8 +197,13 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 		return fmt.Errorf("open replica: %w", err)
 	}
 	if got, want := store.Meta().VolumeID, volumeUUID(clusterID, e); got != want {
-		store.Close()
-		return fmt.Errorf("%s holds another volume's data (id %x, want %x); not using it", path, got, want)
+		// Keep it open but untouched: primaries are refused (diverged) and
+		// the operator decides with 'tandem volume resync --discard'.
+		nv.m.log.Error("replica holds another volume's data; refusing replication to it until an operator discards it",
+			"volume", e.Name, "path", path, "id", hex.EncodeToString(got[:]), "want", hex.EncodeToString(want[:]))
+		nv.unrelated = true
+		nv.store = store
+		return nil
 	}
 	if store.Meta().MaxPeers < len(nv.peers)+1 {
 		store.Close()

@@ -2051,8 +2051,11 @@ func (x *PromoteVolumeRequest) GetNode() string {
 }
 
 type ResyncVolumeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Throw this replica's data away and resync it in full from the primary
+	// (resolves a diverged or unrelated replica). Never the primary.
+	DiscardNode   string `protobuf:"bytes,2,opt,name=discard_node,json=discardNode,proto3" json:"discard_node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2090,6 +2093,13 @@ func (*ResyncVolumeRequest) Descriptor() ([]byte, []int) {
 func (x *ResyncVolumeRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *ResyncVolumeRequest) GetDiscardNode() string {
+	if x != nil {
+		return x.DiscardNode
 	}
 	return ""
 }
@@ -3588,9 +3598,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x14DeleteVolumeResponse\">\n" +
 	"\x14PromoteVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\")\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"L\n" +
 	"\x13ResyncVolumeRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"A\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fdiscard_node\x18\x02 \x01(\tR\vdiscardNode\"A\n" +
 	"\x13VerifyVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06repair\x18\x02 \x01(\bR\x06repair\"T\n" +
@@ -3726,7 +3737,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse2G\n" +
 	"\x02HA\x12A\n" +
-	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xfd\x05\n" +
+	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xa3\a\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -3738,7 +3749,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vVolumeClose\x12!.tandem.v1.PeerVolumeCloseRequest\x1a\".tandem.v1.PeerVolumeCloseResponse\x12I\n" +
 	"\fVolumeStatus\x12\".tandem.v1.PeerVolumeStatusRequest\x1a\x15.tandem.v1.VolumeInfo\x12G\n" +
 	"\rVolumePromote\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12O\n" +
-	"\fVolumeVerify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse\x12U\n" +
+	"\fVolumeVerify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse\x12W\n" +
+	"\rVolumeDiscard\x12\".tandem.v1.PeerVolumeStatusRequest\x1a\".tandem.v1.PeerVolumeCloseResponse\x12K\n" +
+	"\x11VolumeDiscardPeer\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12U\n" +
 	"\x0eVolumeChecksum\x12 .tandem.v1.VolumeChecksumRequest\x1a!.tandem.v1.VolumeChecksumResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
@@ -3875,37 +3888,41 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	53, // 52: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
 	32, // 53: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
 	34, // 54: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	54, // 55: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	8,  // 56: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10, // 57: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12, // 58: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,  // 59: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15, // 60: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	18, // 61: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	18, // 62: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	20, // 63: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	22, // 64: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	25, // 65: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	28, // 66: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	25, // 67: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	31, // 68: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	25, // 69: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	25, // 70: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	36, // 71: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	38, // 72: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	40, // 73: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	43, // 74: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	45, // 75: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	58, // 76: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	48, // 77: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	50, // 78: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	52, // 79: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	25, // 80: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	25, // 81: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	36, // 82: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	55, // 83: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	56, // [56:84] is the sub-list for method output_type
-	28, // [28:56] is the sub-list for method input_type
+	53, // 55: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	32, // 56: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	54, // 57: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	8,  // 58: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10, // 59: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12, // 60: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,  // 61: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15, // 62: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	18, // 63: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	18, // 64: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	20, // 65: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	22, // 66: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	25, // 67: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	28, // 68: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	25, // 69: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	31, // 70: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	25, // 71: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	25, // 72: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	36, // 73: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	38, // 74: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	40, // 75: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	43, // 76: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	45, // 77: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	58, // 78: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	48, // 79: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	50, // 80: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	52, // 81: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	25, // 82: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	25, // 83: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	36, // 84: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	52, // 85: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	25, // 86: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	55, // 87: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	58, // [58:88] is the sub-list for method output_type
+	28, // [28:58] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name

@@ -1037,16 +1037,18 @@ var HA_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Peer_Join_FullMethodName           = "/tandem.v1.Peer/Join"
-	Peer_Ping_FullMethodName           = "/tandem.v1.Peer/Ping"
-	Peer_DiskInfo_FullMethodName       = "/tandem.v1.Peer/DiskInfo"
-	Peer_VolumeOpen_FullMethodName     = "/tandem.v1.Peer/VolumeOpen"
-	Peer_VolumeInit_FullMethodName     = "/tandem.v1.Peer/VolumeInit"
-	Peer_VolumeClose_FullMethodName    = "/tandem.v1.Peer/VolumeClose"
-	Peer_VolumeStatus_FullMethodName   = "/tandem.v1.Peer/VolumeStatus"
-	Peer_VolumePromote_FullMethodName  = "/tandem.v1.Peer/VolumePromote"
-	Peer_VolumeVerify_FullMethodName   = "/tandem.v1.Peer/VolumeVerify"
-	Peer_VolumeChecksum_FullMethodName = "/tandem.v1.Peer/VolumeChecksum"
+	Peer_Join_FullMethodName              = "/tandem.v1.Peer/Join"
+	Peer_Ping_FullMethodName              = "/tandem.v1.Peer/Ping"
+	Peer_DiskInfo_FullMethodName          = "/tandem.v1.Peer/DiskInfo"
+	Peer_VolumeOpen_FullMethodName        = "/tandem.v1.Peer/VolumeOpen"
+	Peer_VolumeInit_FullMethodName        = "/tandem.v1.Peer/VolumeInit"
+	Peer_VolumeClose_FullMethodName       = "/tandem.v1.Peer/VolumeClose"
+	Peer_VolumeStatus_FullMethodName      = "/tandem.v1.Peer/VolumeStatus"
+	Peer_VolumePromote_FullMethodName     = "/tandem.v1.Peer/VolumePromote"
+	Peer_VolumeVerify_FullMethodName      = "/tandem.v1.Peer/VolumeVerify"
+	Peer_VolumeDiscard_FullMethodName     = "/tandem.v1.Peer/VolumeDiscard"
+	Peer_VolumeDiscardPeer_FullMethodName = "/tandem.v1.Peer/VolumeDiscardPeer"
+	Peer_VolumeChecksum_FullMethodName    = "/tandem.v1.Peer/VolumeChecksum"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1063,6 +1065,10 @@ type PeerClient interface {
 	VolumeStatus(ctx context.Context, in *PeerVolumeStatusRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	VolumePromote(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	VolumeVerify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error)
+	// Recreate this node's replica empty (its data is discarded).
+	VolumeDiscard(ctx context.Context, in *PeerVolumeStatusRequest, opts ...grpc.CallOption) (*PeerVolumeCloseResponse, error)
+	// On the primary: fence a peer and resync it in full.
+	VolumeDiscardPeer(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	// Per-block checksums of this node's replica, for online verify.
 	VolumeChecksum(ctx context.Context, in *VolumeChecksumRequest, opts ...grpc.CallOption) (*VolumeChecksumResponse, error)
 }
@@ -1165,6 +1171,26 @@ func (c *peerClient) VolumeVerify(ctx context.Context, in *VerifyVolumeRequest, 
 	return out, nil
 }
 
+func (c *peerClient) VolumeDiscard(ctx context.Context, in *PeerVolumeStatusRequest, opts ...grpc.CallOption) (*PeerVolumeCloseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerVolumeCloseResponse)
+	err := c.cc.Invoke(ctx, Peer_VolumeDiscard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VolumeDiscardPeer(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Peer_VolumeDiscardPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerClient) VolumeChecksum(ctx context.Context, in *VolumeChecksumRequest, opts ...grpc.CallOption) (*VolumeChecksumResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(VolumeChecksumResponse)
@@ -1189,6 +1215,10 @@ type PeerServer interface {
 	VolumeStatus(context.Context, *PeerVolumeStatusRequest) (*VolumeInfo, error)
 	VolumePromote(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error)
 	VolumeVerify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error)
+	// Recreate this node's replica empty (its data is discarded).
+	VolumeDiscard(context.Context, *PeerVolumeStatusRequest) (*PeerVolumeCloseResponse, error)
+	// On the primary: fence a peer and resync it in full.
+	VolumeDiscardPeer(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error)
 	// Per-block checksums of this node's replica, for online verify.
 	VolumeChecksum(context.Context, *VolumeChecksumRequest) (*VolumeChecksumResponse, error)
 	mustEmbedUnimplementedPeerServer()
@@ -1227,6 +1257,12 @@ func (UnimplementedPeerServer) VolumePromote(context.Context, *PromoteVolumeRequ
 }
 func (UnimplementedPeerServer) VolumeVerify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VolumeVerify not implemented")
+}
+func (UnimplementedPeerServer) VolumeDiscard(context.Context, *PeerVolumeStatusRequest) (*PeerVolumeCloseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeDiscard not implemented")
+}
+func (UnimplementedPeerServer) VolumeDiscardPeer(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeDiscardPeer not implemented")
 }
 func (UnimplementedPeerServer) VolumeChecksum(context.Context, *VolumeChecksumRequest) (*VolumeChecksumResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VolumeChecksum not implemented")
@@ -1414,6 +1450,42 @@ func _Peer_VolumeVerify_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VolumeDiscard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVolumeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeDiscard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeDiscard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeDiscard(ctx, req.(*PeerVolumeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VolumeDiscardPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeDiscardPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeDiscardPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeDiscardPeer(ctx, req.(*PromoteVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_VolumeChecksum_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(VolumeChecksumRequest)
 	if err := dec(in); err != nil {
@@ -1474,6 +1546,14 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VolumeVerify",
 			Handler:    _Peer_VolumeVerify_Handler,
+		},
+		{
+			MethodName: "VolumeDiscard",
+			Handler:    _Peer_VolumeDiscard_Handler,
+		},
+		{
+			MethodName: "VolumeDiscardPeer",
+			Handler:    _Peer_VolumeDiscardPeer_Handler,
 		},
 		{
 			MethodName: "VolumeChecksum",
