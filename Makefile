@@ -18,7 +18,7 @@ STATICCHECK_VERSION        := v0.8.2
 APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio
 
-.PHONY: proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
+.PHONY: bench-replication proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -80,10 +80,13 @@ lint: $(TOOLS)/staticcheck
 demo: deps build
 	$(GO) run ./internal/testcluster/demo -bin $(CURDIR)/bin
 
-bench: bench-control
+bench: bench-control bench-replication
 
 bench-control: deps build
 	$(GO) run ./bench/control -bin $(CURDIR)/bin -out bench/results
+
+bench-replication: deps build
+	$(GO) run ./bench/replication -bin $(CURDIR)/bin -out bench/results
 
 clean:
 	rm -rf bin .tools

@@ -96,12 +96,26 @@ func writeWarnings(w io.Writer, warnings []string) {
 	}
 }
 
-// writeNodes prints the node table; wide adds the ID and admin address.
+// formatDisks shows free/capacity of the disk holding volumes, plus a count
+// of the others.
+func formatDisks(disks []*tandemv1.Disk) string {
+	if len(disks) == 0 {
+		return "-"
+	}
+	d := disks[0]
+	s := fmt.Sprintf("%s / %s", formatBytes(d.GetFreeBytes()), formatBytes(d.GetCapacityBytes()))
+	if len(disks) > 1 {
+		s += fmt.Sprintf(" (+%d disks)", len(disks)-1)
+	}
+	return s
+}
+
+// writeNodes prints the node table; wide adds the ID, admin address and disks.
 // Health details go below the table so long messages don't break its columns.
 func writeNodes(w io.Writer, nodes []*tandemv1.NodeInfo, wide bool) error {
 	tw := newTabWriter(w)
 	if wide {
-		fmt.Fprintln(tw, "NAME\tID\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tADMIN\tRTT")
+		fmt.Fprintln(tw, "NAME\tID\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tADMIN\tRTT\tDISK FREE")
 	} else {
 		fmt.Fprintln(tw, "NAME\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tRTT")
 	}
@@ -112,10 +126,10 @@ func writeNodes(w io.Writer, nodes []*tandemv1.NodeInfo, wide bool) error {
 			leader = "*"
 		}
 		if wide {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				orDash(n.GetName()), n.GetReplicaId(), roleName(n.GetRole()), voteName(n.GetVote()),
 				orDash(n.GetState()), healthName(n.GetHealth()), leader,
-				orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n))
+				orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()))
 		} else {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				orDash(n.GetName()), roleName(n.GetRole()), voteName(n.GetVote()),

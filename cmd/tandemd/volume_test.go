@@ -138,6 +138,20 @@ func TestVolumeExportWithRealClients(t *testing.T) {
 	c, td, ctx := volCluster(t)
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	const size = 64 << 20
+	// Every node reports the disk its volumes go to.
+	out, _, err := td.CLI(ctx, n3, "node", "list", "--output", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes tandemv1.ListNodesResponse
+	if err := protojson.Unmarshal([]byte(out), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Nodes {
+		if len(n.Disks) == 0 || n.Disks[0].FreeBytes <= 0 || n.Disks[0].CapacityBytes < n.Disks[0].FreeBytes {
+			t.Fatalf("node %s disks: %v", n.Name, n.Disks)
+		}
+	}
 	v2 := volumeCmd(t, ctx, td, n1, "create", "v2", "--size", "64M", "--replicas", "2", "--nodes", "n1,n2")
 	if v2.Primary != "n1" || v2.Witness != "n3" || len(v2.Replicas) != 2 {
 		t.Fatalf("v2: %v", v2)
@@ -155,7 +169,7 @@ func TestVolumeExportWithRealClients(t *testing.T) {
 		Zero  bool  `json:"can_zero"`
 		Multi bool  `json:"can_multi_conn"`
 	}
-	out := runTool(t, ctx, "nbdinfo", "--json", nbdURI(td, n1, "v2"))
+	out = runTool(t, ctx, "nbdinfo", "--json", nbdURI(td, n1, "v2"))
 	var wrapped struct {
 		Exports []json.RawMessage `json:"exports"`
 	}

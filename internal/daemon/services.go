@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -288,6 +289,27 @@ func (s *nodeService) List(ctx context.Context, _ *tandemv1.ListNodesRequest) (*
 	if !st.Initialized {
 		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
 	}
+	// Disks are asked for here only: status must stay cheap.
+	var wg sync.WaitGroup
+	for _, n := range st.Nodes {
+		if n.Health != tandemv1.Health_HEALTH_ONLINE {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.d.peerClient(n.BackendAddr)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			if resp, err := c.DiskInfo(cctx, &tandemv1.DiskInfoRequest{}); err == nil {
+				n.Disks = resp.Disks
+			}
+		}()
+	}
+	wg.Wait()
 	return &tandemv1.ListNodesResponse{Nodes: st.Nodes, Quorate: st.Quorate}, nil
 }
 

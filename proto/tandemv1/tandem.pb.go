@@ -257,8 +257,10 @@ type NodeInfo struct {
 	Leader   bool                   `protobuf:"varint,10,opt,name=leader,proto3" json:"leader,omitempty"`
 	JoinedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=joined_at,json=joinedAt,proto3" json:"joined_at,omitempty"`
 	// Probe round trip in microseconds when online.
-	RttUs         int64  `protobuf:"varint,12,opt,name=rtt_us,json=rttUs,proto3" json:"rtt_us,omitempty"`
-	HealthDetail  string `protobuf:"bytes,13,opt,name=health_detail,json=healthDetail,proto3" json:"health_detail,omitempty"`
+	RttUs        int64  `protobuf:"varint,12,opt,name=rtt_us,json=rttUs,proto3" json:"rtt_us,omitempty"`
+	HealthDetail string `protobuf:"bytes,13,opt,name=health_detail,json=healthDetail,proto3" json:"health_detail,omitempty"`
+	// The node's disks (node list only); the first holds its volumes.
+	Disks         []*Disk `protobuf:"bytes,14,rep,name=disks,proto3" json:"disks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -382,6 +384,13 @@ func (x *NodeInfo) GetHealthDetail() string {
 		return x.HealthDetail
 	}
 	return ""
+}
+
+func (x *NodeInfo) GetDisks() []*Disk {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
 }
 
 type ClusterStatus struct {
@@ -3455,7 +3464,7 @@ var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x03\n" +
+	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x03\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -3472,7 +3481,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	" \x01(\bR\x06leader\x127\n" +
 	"\tjoined_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\x12\x15\n" +
 	"\x06rtt_us\x18\f \x01(\x03R\x05rttUs\x12#\n" +
-	"\rhealth_detail\x18\r \x01(\tR\fhealthDetail\"\xc6\x03\n" +
+	"\rhealth_detail\x18\r \x01(\tR\fhealthDetail\x12%\n" +
+	"\x05disks\x18\x0e \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"\xc6\x03\n" +
 	"\rClusterStatus\x12 \n" +
 	"\vinitialized\x18\x01 \x01(\bR\vinitialized\x12!\n" +
 	"\fcluster_name\x18\x02 \x01(\tR\vclusterName\x12\x1d\n" +
@@ -3837,95 +3847,96 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	1,  // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,  // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
 	61, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	4,  // 4: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
-	6,  // 5: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	61, // 6: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	5,  // 7: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	61, // 8: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	5,  // 9: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	59, // 10: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	60, // 11: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
-	4,  // 12: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
-	4,  // 13: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
-	3,  // 14: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	61, // 15: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	61, // 16: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
-	23, // 17: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	61, // 18: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
-	24, // 19: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
-	25, // 20: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
-	35, // 21: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
-	0,  // 22: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	41, // 23: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	61, // 24: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	46, // 25: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	46, // 26: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	57, // 27: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	7,  // 28: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	9,  // 29: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	11, // 30: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	13, // 31: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	14, // 32: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	16, // 33: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	17, // 34: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	19, // 35: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	21, // 36: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	26, // 37: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	27, // 38: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	29, // 39: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	30, // 40: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	32, // 41: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	33, // 42: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	34, // 43: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	37, // 44: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	39, // 45: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	42, // 46: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	44, // 47: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	56, // 48: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	47, // 49: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	49, // 50: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	51, // 51: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	53, // 52: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	32, // 53: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	34, // 54: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	53, // 55: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	32, // 56: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	54, // 57: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	8,  // 58: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10, // 59: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12, // 60: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,  // 61: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15, // 62: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	18, // 63: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	18, // 64: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	20, // 65: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	22, // 66: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	25, // 67: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	28, // 68: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	25, // 69: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	31, // 70: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	25, // 71: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	25, // 72: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	36, // 73: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	38, // 74: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	40, // 75: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	43, // 76: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	45, // 77: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	58, // 78: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	48, // 79: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	50, // 80: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	52, // 81: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	25, // 82: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	25, // 83: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	36, // 84: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	52, // 85: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	25, // 86: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	55, // 87: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	58, // [58:88] is the sub-list for method output_type
-	28, // [28:58] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	57, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	4,  // 5: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
+	6,  // 6: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
+	61, // 7: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	5,  // 8: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
+	61, // 9: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 10: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
+	59, // 11: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	60, // 12: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	4,  // 13: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
+	4,  // 14: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
+	3,  // 15: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
+	61, // 16: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	61, // 17: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	23, // 18: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
+	61, // 19: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	24, // 20: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
+	25, // 21: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
+	35, // 22: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
+	0,  // 23: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	41, // 24: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	61, // 25: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	46, // 26: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	46, // 27: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	57, // 28: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	7,  // 29: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	9,  // 30: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	11, // 31: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	13, // 32: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	14, // 33: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	16, // 34: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	17, // 35: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	19, // 36: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	21, // 37: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	26, // 38: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	27, // 39: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	29, // 40: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	30, // 41: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	32, // 42: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	33, // 43: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	34, // 44: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	37, // 45: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	39, // 46: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	42, // 47: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	44, // 48: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	56, // 49: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	47, // 50: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	49, // 51: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	51, // 52: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	53, // 53: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	32, // 54: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	34, // 55: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	53, // 56: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	32, // 57: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	54, // 58: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	8,  // 59: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10, // 60: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12, // 61: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,  // 62: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15, // 63: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	18, // 64: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	18, // 65: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	20, // 66: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	22, // 67: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	25, // 68: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	28, // 69: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	25, // 70: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	31, // 71: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	25, // 72: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	25, // 73: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	36, // 74: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	38, // 75: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	40, // 76: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	43, // 77: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	45, // 78: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	58, // 79: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	48, // 80: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	50, // 81: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	52, // 82: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	25, // 83: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	25, // 84: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	36, // 85: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	52, // 86: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	25, // 87: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	55, // 88: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	59, // [59:89] is the sub-list for method output_type
+	29, // [29:59] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }

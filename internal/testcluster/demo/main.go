@@ -12,12 +12,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -96,6 +98,39 @@ func run(bin string, nodes int, keep bool, log *slog.Logger, out io.Writer) erro
 	}
 	fmt.Fprintf(out, "== tandem cluster status (asked on %s)\n%s\n", last.Name, status)
 
+	first := c.Nodes[0]
+	fmt.Fprintln(out, "== tandem volume create demo-vol --size 256M --replicas 2")
+	vol, _, err := td.CLI(ctx, first, "volume", "create", "demo-vol", "--size", "256M", "--replicas", "2")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, vol)
+	showOut, _, err := td.CLI(ctx, first, "volume", "show", "demo-vol", "--output", "json")
+	if err != nil {
+		return err
+	}
+	var info tandemv1.VolumeInfo
+	if err := protojson.Unmarshal([]byte(showOut), &info); err != nil {
+		return fmt.Errorf("volume show: %w", err)
+	}
+	primary := c.Node(info.Primary)
+	if primary == nil {
+		return fmt.Errorf("volume primary %q unknown", info.Primary)
+	}
+	uri := fmt.Sprintf("nbd+unix:///demo-vol?socket=%s", filepath.Join(td.DataDir(primary), "nbd.sock"))
+	fmt.Fprintf(out, "== writing 16 MiB through the primary's NBD export (qemu-io %s)\n", uri)
+	qio := exec.CommandContext(ctx, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 16M", "-c", "flush", "-c", "read -P 0x5a 0 16M", uri)
+	b, err := qio.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("qemu-io: %w\n%s", err, b)
+	}
+	fmt.Fprintf(out, "%s\n", b)
+	verify, _, err := td.CLI(ctx, first, "volume", "verify", "demo-vol")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "== tandem volume verify demo-vol (compares every block of every replica)\n%s\n", verify)
+
 	if !keep && !isTerminal(os.Stdin) {
 		fmt.Fprintln(out, "== done; tearing the demo cluster down (run 'make demo' on a terminal to explore it)")
 		return nil
@@ -106,6 +141,8 @@ func run(bin string, nodes int, keep bool, log *slog.Logger, out io.Writer) erro
 	fmt.Fprintf(out, "   %s/tandem --data-dir %s node list --output json\n", bin, td.DataDir(last))
 	fmt.Fprintf(out, "   ip netns exec %s %s/tandem --server %s --credentials %s cluster status\n", n1.NS, bin, td.AdminAddr(n1), td.Credentials(n1))
 	fmt.Fprintf(out, "   kill -9 a node's tandemd (ip netns pids %s) and watch the leader move\n", n1.NS)
+	fmt.Fprintf(out, "   %s/tandem --data-dir %s volume show demo-vol\n", bin, td.DataDir(n1))
+	fmt.Fprintf(out, "   qemu-io -f raw -c 'read -v 0 512' '%s'\n", uri)
 	fmt.Fprintln(out, "press Enter or Ctrl-C to stop and clean up")
 	lines := make(chan struct{})
 	go func() {
