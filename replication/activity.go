@@ -49,8 +49,11 @@ func (a *activityLog) begin(ctx context.Context, off, length int64) error {
 		ar.last = now
 	}
 	a.mu.Unlock()
-	// Already-set bits cost no I/O; the store persists 0->1 flips.
-	return a.store.MarkDirty(ctx, a.slot, off, length)
+	// Mark whole extents: already-set bits cost no I/O, so a write into an
+	// extent that is already active pays nothing.
+	start := off / a.gran * a.gran
+	end := min((off+length+a.gran-1)/a.gran*a.gran, a.store.Size())
+	return a.store.MarkDirty(ctx, a.slot, start, end-start)
 }
 
 // end records that a request over the range finished.
@@ -84,7 +87,7 @@ func (a *activityLog) sweep(ctx context.Context) {
 	}
 	a.mu.Unlock()
 	for _, r := range idle {
-		_ = a.store.ClearDirty(ctx, a.slot, r*a.gran, a.gran)
+		_ = a.store.ClearDirty(ctx, a.slot, r*a.gran, min(a.gran, a.store.Size()-r*a.gran))
 	}
 }
 

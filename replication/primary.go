@@ -74,8 +74,11 @@ type Config struct {
 	// ActivitySlot (see activityLog).
 	ActivityLog  bool
 	ActivitySlot int
-	// Granularity is the bitmap region size. Default 64 KiB.
-	Granularity int64
+	// ActivityExtent is the unit the activity log marks and clears, a
+	// multiple of the bitmap granularity. Large extents (DRBD uses 4 MiB)
+	// keep random writes from paying a bitmap write each; the price is a
+	// larger resync of a crashed primary's hot extents. Default 4 MiB.
+	ActivityExtent int64
 	// ActivityIdle is how long a region stays in the activity log after its
 	// last write. Default 5 s.
 	ActivityIdle time.Duration
@@ -211,8 +214,8 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.Granularity == 0 {
-		cfg.Granularity = 64 << 10
+	if cfg.ActivityExtent == 0 {
+		cfg.ActivityExtent = 4 << 20
 	}
 	if cfg.ActivityIdle == 0 {
 		cfg.ActivityIdle = 5 * time.Second
@@ -220,7 +223,7 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
 	close(p.thaw)
 	if cfg.ActivityLog {
-		p.al = newActivityLog(cfg.Local, cfg.ActivitySlot, cfg.Granularity, cfg.ActivityIdle)
+		p.al = newActivityLog(cfg.Local, cfg.ActivitySlot, cfg.ActivityExtent, cfg.ActivityIdle)
 		p.wg.Add(1)
 		go p.sweepActivity()
 	}

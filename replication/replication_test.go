@@ -518,7 +518,7 @@ func TestActivityLogMarksAndSweeps(t *testing.T) {
 	if _, err := p.WriteAt(ctx, make([]byte, 4096), 3<<20, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.local.DirtyBytes(1); got != 64<<10 {
+	if got := r.local.DirtyBytes(1); got != 4<<20 {
 		t.Fatalf("activity log after a write: %d bytes", got)
 	}
 	deadline := time.Now().Add(5 * time.Second)
