@@ -40,11 +40,22 @@
 //     cluster has been idle for a while, once after formation and once at
 //     the end of the run (goal < 60 MB per node).
 //
+// # Replication (bench/replication, `make bench-replication`)
+//
+// The same fio jobs, one at a time, against: a local file (libaio,
+// O_DIRECT: the floor), qemu-nbd on a local file with --cache=none (the
+// single-copy reference), and Tandem volumes with 1, 2 and 3 replicas on a
+// 3-node netns cluster, through the primary's NBD unix socket. Every target
+// is prefilled once so no job pays for first writes into unwritten extents.
+// Jobs: 4K random write QD1 with a flush after each write (write+flush
+// pairs), 4K random write QD1 and QD32 without flushes, 1M sequential write
+// QD4. The report gives p50/p99/p99.9, IOPS or MB/s, every ratio to
+// qemu-nbd and to the floor, server CPU, and the replica states after each
+// job.
+//
 // # Still to come
 //
-// Replication (volume write latency and throughput through the data path,
-// with the disk and network limits measured alongside), failover of VMs and
-// volumes after host loss (including hosts that vanish without closing
-// their sockets, i.e. partitions and power loss), and live migration
-// (total time and guest downtime).
+// Failover of VMs and volumes after host loss (including hosts that vanish
+// without closing their sockets, i.e. partitions and power loss), and live
+// migration (total time and guest downtime).
 package bench

@@ -1,0 +1,760 @@
+// Command replication benchmarks Tandem's data path: the same fio jobs
+// through NBD against qemu-nbd on a local file (the single-copy reference),
+// against Tandem volumes with 1, 2 and 3 replicas on a 3-node cluster of
+// network namespaces, and directly on a local file (O_DIRECT, libaio) as the
+// floor. It writes replication.json and replication.md to -out and prints
+// the Markdown.
+//
+//	go run ./bench/replication -bin ./bin -out bench/results [-size 1G] [-runtime 10s] [-ramp 2s]
+//
+// It must run as root (namespaces) and needs fio, qemu-nbd, nbdinfo and
+// timeout on PATH.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tandemhci/tandem/internal/testcluster"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+const (
+	clusterName = "bench"
+	nodes       = 3
+	// readyTimeout bounds the wait for a new volume's replicas and export.
+	readyTimeout = 60 * time.Second
+	// fioSlack is added to a timed job's ramp+runtime for its hard bound.
+	fioSlack = 60 * time.Second
+	// prefillMinRate sizes the prefill's hard bound (plus fioSlack).
+	prefillMinRate  = 10e6 // bytes per second
+	logExcerptLines = 30
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+type config struct {
+	bin, out, logs string
+	size           int64
+	runtime, ramp  time.Duration
+	timeout        time.Duration
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	var size string
+	fs := flag.NewFlagSet("replication", flag.ContinueOnError)
+	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
+	fs.StringVar(&c.out, "out", "bench/results", "directory for replication.json and replication.md")
+	fs.StringVar(&size, "size", "1G", "size of every volume and file (1024-based units: M, G)")
+	fs.DurationVar(&c.runtime, "runtime", 10*time.Second, "measured time of each fio job")
+	fs.DurationVar(&c.ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
+	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd log and the qemu-nbd log into this directory at the end")
+	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	var err error
+	if c.size, err = parseSize(size); err != nil {
+		return c, fmt.Errorf("-size: %w", err)
+	}
+	switch {
+	case c.size <= 0 || c.size%(1<<20) != 0:
+		return c, fmt.Errorf("-size %s: must be a positive multiple of 1 MiB", size)
+	case c.runtime < time.Second:
+		return c, errors.New("-runtime must be at least 1s")
+	case c.ramp < 0:
+		return c, errors.New("-ramp must not be negative")
+	case c.timeout <= 0:
+		return c, errors.New("-timeout must be positive")
+	}
+	return c, nil
+}
+
+func run(args []string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "replication:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+
+	rep, err := execute(ctx, log, cfg)
+	if rep != nil && ctx.Err() == nil {
+		md := rep.Markdown()
+		if werr := writeResults(cfg.out, rep, md); werr != nil {
+			log.Error("writing results", "err", werr)
+			return 1
+		}
+		fmt.Print(md)
+		log.Info("results written", "json", filepath.Join(cfg.out, "replication.json"), "markdown", filepath.Join(cfg.out, "replication.md"))
+	}
+	switch {
+	case ctx.Err() != nil:
+		log.Error("benchmark interrupted; nothing written", "err", context.Cause(ctx))
+		return 1
+	case err != nil:
+		log.Error("benchmark failed", "err", err)
+		return 1
+	case len(rep.Errors) > 0:
+		log.Error("benchmark finished with errors (see the report)", "count", len(rep.Errors))
+		return 1
+	}
+	return 0
+}
+
+func writeResults(dir string, rep *Report, md string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "replication.json"), append(js, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "replication.md"), []byte(md), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// reporter passes the harness's notes and problems to slog.
+type reporter struct{ log *slog.Logger }
+
+func (r reporter) Helper()                           {}
+func (r reporter) Logf(format string, args ...any)   { r.log.Info(fmt.Sprintf(format, args...)) }
+func (r reporter) Errorf(format string, args ...any) { r.log.Error(fmt.Sprintf(format, args...)) }
+
+// bench is one run: the cluster, the reference server and the report.
+type bench struct {
+	cfg   config
+	log   *slog.Logger
+	work  string // fio JSON files
+	fp    fioParams
+	c     *testcluster.Cluster
+	td    *testcluster.Tandem
+	procs map[string]*testcluster.Proc // tandemd per node
+	qemu  *server
+	rep   *Report
+}
+
+// execute runs the whole benchmark. It returns a report whenever it got as
+// far as measuring; failures of single targets or jobs are in rep.Errors.
+func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
+	began := time.Now()
+	if err := testcluster.Available(); err != nil {
+		return nil, fmt.Errorf("network namespaces: %w", err)
+	}
+	for _, tool := range []string{"fio", "qemu-nbd", "nbdinfo", "timeout"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s is needed (make deps installs it): %w", tool, err)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "tandem-bench-replication-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(tmp) // runs last: after every process is gone
+
+	bin := cfg.bin
+	if bin == "" {
+		bin = filepath.Join(tmp, "bin")
+		log.Info("building tandemd and tandem", "dir", bin)
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err := testcluster.BuildBinaries(bctx, bin)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("build: %w", err)
+		}
+	}
+	if bin, err = filepath.Abs(bin); err != nil {
+		return nil, fmt.Errorf("bin dir: %w", err)
+	}
+	for _, name := range []string{"tandemd", "tandem"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, bin, err)
+		}
+	}
+	work, ref := filepath.Join(tmp, "fio"), filepath.Join(tmp, "ref")
+	for _, d := range []string{work, ref} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("work dir: %w", err)
+		}
+	}
+
+	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, reporter{log})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	fp := fioParams{size: cfg.size, runtime: cfg.runtime, ramp: cfg.ramp}
+	b := &bench{
+		cfg: cfg, log: log, work: work, fp: fp, c: c, td: testcluster.NewTandem(c, bin), procs: map[string]*testcluster.Proc{},
+		rep: &Report{
+			Date: began.UTC().Format(time.RFC3339), Host: hostInfo(), Tandemd: binaryInfo(filepath.Join(bin, "tandemd")),
+			Tools: map[string]string{"fio": toolVersion(ctx, "fio", "--version"), "qemu-nbd": toolVersion(ctx, "qemu-nbd", "--version")},
+			Params: Params{
+				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.timeout.String(),
+				Jobs: benchJobs(), Prefill: prefillJob(),
+				CommonFioArgs: commonArgs(fioArgs(JobSpec{ID: "x", RW: "x", BlockSize: "x", IODepth: 1, TimeBased: true}, fp, nil, "", "FILE")),
+			},
+		},
+	}
+	defer b.close() // also on errors and signals
+
+	localFile, qemuFile := filepath.Join(ref, "local.img"), filepath.Join(ref, "qemu.img")
+	qemuSock := filepath.Join(ref, "qemu-nbd.sock")
+	b.rep.Targets = []Target{
+		{ID: targetLocal, Label: "local file, fio libaio with O_DIRECT (the floor)", Engine: []string{"--ioengine=libaio", "--direct=1", "--filename=" + localFile}, SyncOpt: "fsync", Path: localFile},
+		{ID: targetLocalSync, Label: "local file, durable job flushing with fdatasync instead of fsync (the floor for durable writes)", Engine: []string{"--ioengine=libaio", "--direct=1", "--filename=" + localFile}, SyncOpt: "fdatasync", Jobs: []string{jobDurable}, Path: localFile},
+		{ID: targetQemu, Label: "qemu-nbd on a raw local file, --cache=none (single copy, the reference)", Engine: []string{"--ioengine=nbd", "--uri=" + nbdURI("ref", qemuSock)}, SyncOpt: "fsync", Path: qemuFile, URI: nbdURI("ref", qemuSock)},
+		{ID: targetR1, Label: "Tandem volume, 1 replica (n1)", SyncOpt: "fsync", Replicas: 1, Nodes: []string{"n1"}, volume: "r1"},
+		{ID: targetR2, Label: "Tandem volume, 2 replicas (n1 primary, n2) + witness", SyncOpt: "fsync", Replicas: 2, Nodes: []string{"n1", "n2"}, volume: "r2"},
+		{ID: targetR3, Label: "Tandem volume, 3 replicas (n1 primary, n2, n3)", SyncOpt: "fsync", Replicas: 3, Nodes: []string{"n1", "n2", "n3"}, volume: "r3"},
+	}
+
+	// Local references: the same preallocation as Tandem's replicas.
+	for _, f := range []string{localFile, qemuFile} {
+		if err := preallocate(f, cfg.size); err != nil {
+			return nil, err
+		}
+	}
+	b.rep.target(targetLocal).Ready = true
+	b.rep.target(targetLocalSync).Ready = true
+	log.Info("starting qemu-nbd", "file", qemuFile, "socket", qemuSock)
+	if err := b.startQemu(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log")); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		b.setupFailed(targetQemu, err)
+	} else {
+		b.rep.target(targetQemu).Ready = true
+	}
+
+	if err := b.setupCluster(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		for _, id := range []string{targetR1, targetR2, targetR3} {
+			b.setupFailed(id, fmt.Errorf("cluster: %w", err))
+		}
+	} else {
+		for i := range b.rep.Targets {
+			t := &b.rep.Targets[i]
+			if !t.tandem() {
+				continue
+			}
+			log.Info("creating volume", "name", t.volume, "replicas", t.Replicas, "nodes", t.Nodes)
+			if err := b.createVolume(ctx, t); err != nil {
+				if ctx.Err() != nil {
+					return nil, err
+				}
+				b.setupFailed(t.ID, err)
+				continue
+			}
+			t.Ready = true
+		}
+	}
+	files := []string{localFile, qemuFile}
+	for _, n := range c.Nodes {
+		if ents, err := filepath.Glob(filepath.Join(b.td.DataDir(n), "volumes", "*.vol")); err == nil {
+			files = append(files, ents...)
+		}
+	}
+	b.rep.Storage = storageInfo(tmp, files)
+
+	if h, err := sampleHost(ctx, 3*time.Second, os.Getpid()); err == nil {
+		b.rep.HostBefore = &h
+		log.Info("host activity before the jobs", "busy_pct", fmt.Sprintf("%.0f", h.BusyPct), "loadavg", h.LoadAvg, "busy_processes", len(h.Top))
+	} else if ctx.Err() != nil {
+		return nil, err
+	}
+
+	// Prefill, then every job on every target, one at a time.
+	for i := range b.rep.Targets {
+		t := &b.rep.Targets[i]
+		if !t.Ready || t.ID == targetLocalSync { // same file as local
+			continue
+		}
+		log.Info("prefill", "target", t.ID, "size", cfg.size)
+		r, err := b.runJob(ctx, t, prefillJob())
+		if err != nil {
+			return nil, err
+		}
+		b.rep.Prefill = append(b.rep.Prefill, r)
+	}
+	for _, j := range benchJobs() {
+		for i := range b.rep.Targets {
+			t := &b.rep.Targets[i]
+			if !t.Ready || !t.runs(j.ID) {
+				continue
+			}
+			log.Info("fio", "job", j.ID, "target", t.ID)
+			r, err := b.runJob(ctx, t, j)
+			if err != nil {
+				return nil, err
+			}
+			if m := r.Measurement; m != nil {
+				_, lat, metric, rate := headline(j.ID, m)
+				log.Info("result", "job", j.ID, "target", t.ID, "p50_us", fmt.Sprintf("%.1f", lat), metric, fmt.Sprintf("%.0f", rate), "replicas_after", r.ReplicasAfter)
+			}
+			b.rep.Results = append(b.rep.Results, r)
+		}
+	}
+
+	if h, err := sampleHost(ctx, 3*time.Second, os.Getpid()); err == nil {
+		b.rep.HostAfter = &h
+	} else if ctx.Err() != nil {
+		return nil, err
+	}
+	b.finishVolumes(ctx)
+	compare(b.rep.Results)
+	b.rep.Goals = evaluateGoals(b.rep.Results)
+	b.rep.DaemonLog = scanDaemonLogs(c)
+	if cfg.logs != "" {
+		if err := copyLogs(c, map[string]string{"qemu-nbd.log": filepath.Join(ref, "qemu-nbd.log")}, cfg.logs); err != nil {
+			b.rep.Errors = append(b.rep.Errors, err.Error())
+		}
+	}
+	b.rep.DurationS = time.Since(began).Seconds()
+	return b.rep, nil
+}
+
+// commonArgs keeps the options every job shares (not the job's own).
+func commonArgs(args []string) []string {
+	var out []string
+	for _, a := range args {
+		switch k, _, _ := strings.Cut(a, "="); k {
+		case "--name", "--rw", "--bs", "--iodepth", "--output":
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func nbdURI(export, socket string) string {
+	return fmt.Sprintf("nbd+unix:///%s?socket=%s", export, socket)
+}
+
+func (b *bench) setupFailed(id string, err error) {
+	t := b.rep.target(id)
+	t.SetupError = err.Error()
+	b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("setting up %s: %v", id, err))
+	b.log.Error("target setup failed", "target", id, "err", err)
+}
+
+// close stops qemu-nbd and tears the cluster down.
+func (b *bench) close() {
+	if b.qemu != nil {
+		b.qemu.kill()
+	}
+	b.c.Close()
+	prefix := fmt.Sprintf("tdmt%d-", os.Getpid())
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) {
+				b.log.Error("namespace left behind after Close", "name", e.Name())
+			}
+		}
+	}
+}
+
+// preallocate creates path with size bytes allocated, as Tandem's block
+// store does for its replicas.
+func preallocate(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+		f.Close()
+		return fmt.Errorf("preallocate %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	return nil
+}
+
+// server is a process the benchmark started outside the cluster.
+type server struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+func (s *server) alive() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill SIGKILLs the server's process group by its PID and waits for it.
+func (s *server) kill() {
+	if s.alive() {
+		_ = unix.Kill(-s.pid(), unix.SIGKILL)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// startQemu runs the reference server. Its lifetime is bounded by ctx
+// (which carries -timeout) and by ours (PDEATHSIG); close kills it by PID.
+func (b *bench) startQemu(ctx context.Context, file, sock, logPath string) error {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("qemu-nbd log: %w", err)
+	}
+	defer lf.Close()
+	cmd := exec.CommandContext(ctx, "qemu-nbd", "-f", "raw", "--shared=8", "--persistent", "--cache=none", "--discard=unmap", "-k", sock, "-x", "ref", file)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start qemu-nbd: %w", err)
+	}
+	s := &server{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	b.qemu = s
+	if err := waitExport(ctx, nbdURI("ref", sock), b.cfg.size, 10*time.Second, s.alive); err != nil {
+		log, _ := os.ReadFile(logPath)
+		return fmt.Errorf("qemu-nbd: %w; its log: %s", err, truncate(strings.TrimSpace(string(log)), 1000))
+	}
+	return nil
+}
+
+// waitExport polls the export with nbdinfo until it answers with the
+// expected size.
+func waitExport(ctx context.Context, uri string, size int64, timeout time.Duration, alive func() bool) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, err := exec.CommandContext(cctx, "nbdinfo", "--size", uri).CombinedOutput()
+		cancel()
+		if err == nil {
+			got, perr := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+			if perr == nil && got == size {
+				return nil
+			}
+			last = fmt.Errorf("nbdinfo --size %s: %q, want %d", uri, strings.TrimSpace(string(out)), size)
+		} else {
+			last = fmt.Errorf("nbdinfo --size %s: %w: %s", uri, err, strings.TrimSpace(string(out)))
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if alive != nil && !alive() {
+			return fmt.Errorf("server exited; %w", last)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("export not ready within %s: %w", timeout, last)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *bench) setupCluster(ctx context.Context) error {
+	for _, n := range b.c.Nodes {
+		p, err := b.td.StartDaemon(ctx, n)
+		if err != nil {
+			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
+		}
+		b.procs[n.Name] = p
+	}
+	b.log.Info("forming cluster", "name", clusterName)
+	if err := b.td.Form(ctx, clusterName); err != nil {
+		return fmt.Errorf("form cluster: %w", err)
+	}
+	for _, n := range b.c.Nodes {
+		if _, err := b.td.WaitStatus(ctx, n, 30*time.Second, healthy); err != nil {
+			return fmt.Errorf("cluster did not become healthy: %w", err)
+		}
+	}
+	b.log.Info("cluster ready")
+	return nil
+}
+
+func healthy(st *tandemv1.ClusterStatus) bool {
+	return st.Quorate && st.Leader != "" && st.Voters == nodes && st.VotesOnline == st.Voters
+}
+
+// show reads a volume's state from node n1, its primary.
+func (b *bench) show(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
+	out, _, err := b.td.CLI(ctx, b.c.Node("n1"), "volume", "show", name, "--output", "json")
+	if err != nil {
+		return nil, err
+	}
+	var info tandemv1.VolumeInfo
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(out), &info); err != nil {
+		return nil, fmt.Errorf("volume show json: %w\n%s", err, out)
+	}
+	return &info, nil
+}
+
+// volumeReady is nil when the volume is ready with all its replicas
+// UpToDate, its primary being the first node, and an NBD export.
+func volumeReady(info *tandemv1.VolumeInfo, t *Target) error {
+	switch {
+	case info.GetState() != "ready":
+		return fmt.Errorf("state %q", info.GetState())
+	case info.GetPrimary() != t.Nodes[0]:
+		return fmt.Errorf("primary %q, want %s", info.GetPrimary(), t.Nodes[0])
+	case len(info.GetReplicas()) != t.Replicas:
+		return fmt.Errorf("%d replicas, want %d", len(info.GetReplicas()), t.Replicas)
+	case info.GetNbdUnix() == "":
+		return fmt.Errorf("no NBD export yet (%s)", orDash(info.GetWarning()))
+	}
+	for _, r := range info.GetReplicas() {
+		if r.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
+			return fmt.Errorf("replicas %s", replicaSummary(info))
+		}
+	}
+	return nil
+}
+
+// replicaSummary is "n1:UpToDate* n2:UpToDate/in-sync": * marks the
+// primary, the link as the primary sees it follows the slash.
+func replicaSummary(info *tandemv1.VolumeInfo) string {
+	var parts []string
+	for _, r := range info.GetReplicas() {
+		s := r.GetNode() + ":" + stateName(r.GetState())
+		if r.GetPrimary() {
+			s += "*"
+		}
+		if l := r.GetLink(); l != "" {
+			s += "/" + l
+		}
+		if d := r.GetDirtyBytes(); d > 0 {
+			s += fmt.Sprintf("(%d dirty)", d)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+func stateName(s tandemv1.ReplicaState) string {
+	switch s {
+	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
+		return "UpToDate"
+	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
+		return "Outdated"
+	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
+		return "Inconsistent"
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
+		return "SyncSource"
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
+		return "SyncTarget"
+	}
+	return s.String()
+}
+
+// createVolume creates t's volume and waits until it is ready and its
+// export answers.
+func (b *bench) createVolume(ctx context.Context, t *Target) error {
+	args := []string{"volume", "create", t.volume, "--size", strconv.FormatInt(b.cfg.size, 10),
+		"--replicas", strconv.Itoa(t.Replicas), "--nodes", strings.Join(t.Nodes, ","), "--output", "json"}
+	if _, _, err := b.td.CLI(ctx, b.c.Node("n1"), args...); err != nil {
+		return fmt.Errorf("create volume %s: %w", t.volume, err)
+	}
+	deadline := time.Now().Add(readyTimeout)
+	var info *tandemv1.VolumeInfo
+	for {
+		var err error
+		info, err = b.show(ctx, t.volume)
+		if err == nil {
+			err = volumeReady(info, t)
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("volume %s not ready within %s: %w", t.volume, readyTimeout, err)
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	t.Witness = info.GetWitness()
+	t.Path = filepath.Join(b.td.DataDir(b.c.Node(t.Nodes[0])), "volumes", t.volume+".vol")
+	// The socket is a file: fio reaches it from the root namespace.
+	sock := filepath.Join(b.td.DataDir(b.c.Node(t.Nodes[0])), "nbd.sock")
+	t.URI = nbdURI(t.volume, sock)
+	if info.GetNbdUnix() != t.URI {
+		b.log.Warn("volume show reports another NBD URI; using it", "volume", t.volume, "show", info.GetNbdUnix(), "expected", t.URI)
+		t.URI = info.GetNbdUnix()
+	}
+	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
+	b.rep.Volumes = append(b.rep.Volumes, VolumeState{Name: t.volume, Target: t.ID, Primary: info.GetPrimary(), Witness: t.Witness,
+		Epoch: info.GetEpoch(), URI: t.URI, AtStart: replicaSummary(info)})
+	if err := waitExport(ctx, t.URI, b.cfg.size, 30*time.Second, nil); err != nil {
+		return fmt.Errorf("volume %s: %w", t.volume, err)
+	}
+	b.log.Info("volume ready", "name", t.volume, "replicas", replicaSummary(info), "witness", t.Witness, "uri", t.URI)
+	return nil
+}
+
+// finishVolumes records every volume's replica states at the end.
+func (b *bench) finishVolumes(ctx context.Context) {
+	for i := range b.rep.Volumes {
+		v := &b.rep.Volumes[i]
+		info, err := b.show(ctx, v.Name)
+		if err != nil {
+			v.EndError = err.Error()
+			continue
+		}
+		v.AtEnd = replicaSummary(info)
+	}
+}
+
+// serverPIDs are the processes serving t: every tandemd (secondaries and
+// witnesses work too) or qemu-nbd.
+func (b *bench) serverPIDs(t *Target) map[string]int {
+	out := map[string]int{}
+	switch {
+	case t.tandem():
+		for name, p := range b.procs {
+			if p.Alive() {
+				out["tandemd-"+name] = p.PID()
+			}
+		}
+	case t.ID == targetQemu && b.qemu != nil && b.qemu.alive():
+		out["qemu-nbd"] = b.qemu.pid()
+	}
+	return out
+}
+
+func cpuTimes(pids map[string]int) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range pids {
+		if d, err := procCPU(pid); err == nil {
+			out[name] = d
+		}
+	}
+	return out
+}
+
+// runJob runs one fio job on one target. Only a cancelled ctx is an error:
+// a failed job is recorded in the result and in the report's errors.
+func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error) {
+	jsonPath := filepath.Join(b.work, t.ID+"-"+j.ID+".json")
+	bound := b.cfg.ramp + b.cfg.runtime + fioSlack
+	if !j.TimeBased {
+		bound = fioSlack + time.Duration(float64(b.cfg.size)/prefillMinRate*float64(time.Second))
+	}
+	pids := b.serverPIDs(t)
+	before := cpuTimes(pids)
+	host0, herr0 := hostCPU()
+	procs0 := snapshotProcs()
+	disk0, derr0 := readDisk(b.rep.Storage.Device)
+	started := time.Now()
+	fr, err := runFio(ctx, fioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
+	wall := time.Since(started)
+	disk1, derr1 := readDisk(b.rep.Storage.Device)
+	procs1 := snapshotProcs()
+	host1, herr1 := hostCPU()
+	after := cpuTimes(pids)
+	r := Result{Target: t.ID, Job: j.ID, Command: fr.argv, Started: started.UTC().Format(time.RFC3339), WallS: fr.wall.Seconds(),
+		FioVersion: fr.version, FioJob: fr.raw}
+	if ctx.Err() != nil {
+		return r, fmt.Errorf("%s on %s: %w", j.ID, t.ID, ctx.Err())
+	}
+	if herr0 == nil && herr1 == nil {
+		r.HostCPUPct, _ = busyPct(host0, host1)
+	}
+	var top []ProcCPU
+	r.OthersCPUPct, top = othersCPU(procs0, procs1, os.Getpid(), wall)
+	r.OthersTop = nameProcs(top, 3)
+	if fr.output != "" {
+		r.FioOutput = truncate(fr.output, 4000)
+	}
+	for name, a := range after {
+		if bf, ok := before[name]; ok {
+			if r.ServerCPUS == nil {
+				r.ServerCPUS = map[string]float64{}
+			}
+			r.ServerCPUS[name] = (a - bf).Seconds()
+		}
+	}
+	if err == nil {
+		m := fr.m
+		r.Measurement = &m
+		if derr0 == nil && derr1 == nil {
+			r.Disk = diskUse(b.rep.Storage.Device, disk0, disk1, m.IOPS, wall)
+		}
+	} else {
+		r.Error = err.Error()
+		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("%s on %s: %v", j.ID, t.ID, err))
+		b.log.Error("fio failed", "job", j.ID, "target", t.ID, "err", err)
+	}
+	if t.tandem() {
+		if info, serr := b.show(ctx, t.volume); serr == nil {
+			r.ReplicasAfter = replicaSummary(info)
+		} else {
+			r.ReplicasAfter = "show failed: " + serr.Error()
+		}
+		if err != nil {
+			r.LogExcerpts = map[string]string{}
+			for _, n := range b.c.Nodes {
+				alive := "running"
+				if p := b.procs[n.Name]; p == nil || !p.Alive() {
+					alive = "NOT running"
+				}
+				r.LogExcerpts[n.Name] = fmt.Sprintf("(tandemd %s)\n%s", alive, b.c.LogTail(n, "tandemd", logExcerptLines))
+			}
+		}
+	}
+	if t.ID == targetQemu && b.qemu != nil && !b.qemu.alive() && err != nil {
+		r.Error += " (qemu-nbd has exited)"
+	}
+	return r, nil
+}

@@ -1,0 +1,662 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+// Target IDs. localSync is the durable-write floor: the same job as
+// local, but flushing with fdatasync, which is what both NBD servers do
+// for an NBD flush.
+const (
+	targetLocal     = "local"
+	targetLocalSync = "local-fdatasync"
+	targetQemu      = "qemu-nbd"
+	targetR1        = "tandem-r1"
+	targetR2        = "tandem-r2"
+	targetR3        = "tandem-r3"
+)
+
+// Goal limits from the issue, all for the 2-replica volume.
+const (
+	goalDurableVsQemu  = 1.0  // durable-write p50 ≤ 1.0× qemu-nbd
+	goalDurableVsFloor = 2.0  // durable-write p50 ≤ 2× the local floor
+	goalQD32VsQemu     = 0.70 // QD32 IOPS ≥ 70% of qemu-nbd
+	goalSeqVsQemu      = 0.80 // 1M sequential ≥ 80% of qemu-nbd
+)
+
+// Report is everything replication.json holds.
+type Report struct {
+	Date      string            `json:"date"`
+	DurationS float64           `json:"duration_s"`
+	Host      HostInfo          `json:"host"`
+	Storage   StorageInfo       `json:"storage"`
+	Tandemd   BinaryInfo        `json:"tandemd"`
+	Tools     map[string]string `json:"tools"`
+	Params    Params            `json:"parameters"`
+	Targets   []Target          `json:"targets"`
+	Volumes   []VolumeState     `json:"volumes,omitempty"`
+	// HostBefore and HostAfter sample what the host was doing just
+	// before the first and after the last fio job.
+	HostBefore *HostActivity `json:"host_activity_before,omitempty"`
+	HostAfter  *HostActivity `json:"host_activity_after,omitempty"`
+	Prefill    []Result      `json:"prefill"`
+	Results    []Result      `json:"results"`
+	Goals      []Goal        `json:"goals"`
+	DaemonLog  []LogFinding  `json:"daemon_log_findings"`
+	Errors     []string      `json:"errors,omitempty"`
+}
+
+// Params are the knobs of the run.
+type Params struct {
+	Nodes     int       `json:"nodes"`
+	SizeBytes int64     `json:"size_bytes"`
+	Runtime   string    `json:"runtime_per_job"`
+	Ramp      string    `json:"ramp_per_job"`
+	Timeout   string    `json:"timeout"`
+	Jobs      []JobSpec `json:"jobs"`
+	Prefill   JobSpec   `json:"prefill"`
+	// CommonFioArgs are passed to every job besides the job's own.
+	CommonFioArgs []string `json:"common_fio_args"`
+}
+
+// Target is one thing fio writes to.
+type Target struct {
+	ID    string `json:"id"`
+	Label string `json:"label"`
+	// Engine holds fio's --ioengine and its target options.
+	Engine []string `json:"fio_engine_args"`
+	// SyncOpt is the fio option that requests the flushes of the durable
+	// job: fsync (for the nbd engine, an NBD flush) or fdatasync.
+	SyncOpt string `json:"sync_option"`
+	// Jobs limits the target to these jobs (nil: all).
+	Jobs     []string `json:"jobs,omitempty"`
+	Replicas int      `json:"replicas,omitempty"`
+	Nodes    []string `json:"nodes,omitempty"`
+	Witness  string   `json:"witness,omitempty"`
+	Path     string   `json:"path,omitempty"` // file, or the file behind the server
+	URI      string   `json:"uri,omitempty"`
+	// Ready is false when the target could not be set up; SetupError says why.
+	Ready      bool   `json:"ready"`
+	SetupError string `json:"setup_error,omitempty"`
+
+	volume string // Tandem volume name
+}
+
+func (t *Target) runs(job string) bool { return t.Jobs == nil || slices.Contains(t.Jobs, job) }
+
+func (t *Target) tandem() bool { return t.volume != "" }
+
+// VolumeState records a Tandem volume's replicas around the run.
+type VolumeState struct {
+	Name     string `json:"name"`
+	Target   string `json:"target"`
+	Primary  string `json:"primary"`
+	Witness  string `json:"witness,omitempty"`
+	Epoch    uint64 `json:"epoch"`
+	URI      string `json:"nbd_unix"`
+	AtStart  string `json:"replicas_ready"`
+	AtEnd    string `json:"replicas_at_end,omitempty"`
+	EndError string `json:"end_error,omitempty"`
+}
+
+// Result is one fio run of one job on one target.
+type Result struct {
+	Target  string   `json:"target"`
+	Job     string   `json:"job"`
+	Command []string `json:"command"`
+	Started string   `json:"started"`
+	WallS   float64  `json:"wall_s"`
+	// Measurement is nil when fio failed.
+	Measurement *Measurement `json:"measurement,omitempty"`
+	Compare     *Comparison  `json:"comparison,omitempty"`
+	// ServerCPUS is the CPU time (user+system, seconds) each server
+	// process used while fio ran: tandemd per node, or qemu-nbd.
+	ServerCPUS map[string]float64 `json:"server_cpu_s,omitempty"`
+	// HostCPUPct is the share of all the host's CPUs that was busy
+	// during the fio run (anything: servers, fio, kernel, others).
+	HostCPUPct float64 `json:"host_cpu_busy_pct"`
+	// OthersCPUPct is the CPU used meanwhile by processes that are not
+	// the benchmark's (percent of one core, a lower bound), OthersTop the
+	// busiest of them.
+	OthersCPUPct float64 `json:"others_cpu_pct"`
+	// Disk is the traffic on the device holding every target's data.
+	Disk      *DiskUse  `json:"disk,omitempty"`
+	OthersTop []ProcCPU `json:"others_top,omitempty"`
+	// ReplicasAfter is the volume's replica states right after the job.
+	ReplicasAfter string `json:"replicas_after,omitempty"`
+	Error         string `json:"error,omitempty"`
+	// FioOutput is what fio printed besides the JSON.
+	FioOutput string `json:"fio_output,omitempty"`
+	// LogExcerpts holds the end of each involved tandemd log on failure.
+	LogExcerpts map[string]string `json:"log_excerpts,omitempty"`
+	FioVersion  string            `json:"fio_version,omitempty"`
+	// FioJob is fio's raw JSON summary of the job.
+	FioJob json.RawMessage `json:"fio_job,omitempty"`
+}
+
+// Comparison is a result's headline latency and rate, set against the same
+// job on qemu-nbd and on the local floor (ratios are target / reference).
+type Comparison struct {
+	LatencyMetric string   `json:"latency_metric"`
+	LatencyUS     float64  `json:"latency_us"`
+	RateMetric    string   `json:"rate_metric"`
+	Rate          float64  `json:"rate"`
+	Floor         string   `json:"floor_target"`
+	LatVsQemu     *float64 `json:"latency_vs_qemu_nbd,omitempty"`
+	RateVsQemu    *float64 `json:"rate_vs_qemu_nbd,omitempty"`
+	LatVsFloor    *float64 `json:"latency_vs_floor,omitempty"`
+	RateVsFloor   *float64 `json:"rate_vs_floor,omitempty"`
+}
+
+// Goal is one of the issue's targets and whether this run met it.
+type Goal struct {
+	ID        string   `json:"id"`
+	Text      string   `json:"goal"`
+	Measured  string   `json:"measured"`
+	Reference string   `json:"reference"`
+	Ratio     *float64 `json:"ratio,omitempty"`
+	Limit     float64  `json:"limit"`
+	AtMost    bool     `json:"ratio_at_most"` // else at least
+	Met       *bool    `json:"met,omitempty"` // nil: not measured
+}
+
+// headline picks a measurement's key latency and rate for job.
+func headline(job string, m *Measurement) (latMetric string, lat float64, rateMetric string, rate float64) {
+	if m == nil {
+		return "", 0, "", 0
+	}
+	switch job {
+	case jobDurable:
+		if m.Write != nil && m.Sync != nil && m.Write.P50US > 0 && m.Sync.P50US > 0 {
+			lat = m.Write.P50US + m.Sync.P50US
+		}
+		return "write+flush p50 (write p50 + flush p50)", lat, "pairs/s", m.IOPS
+	case jobSeq, jobPrefill:
+		if m.Write != nil {
+			lat = m.Write.P50US
+		}
+		return "write p50", lat, "MB/s", m.MBps
+	default:
+		if m.Write != nil {
+			lat = m.Write.P50US
+		}
+		return "write p50", lat, "IOPS", m.IOPS
+	}
+}
+
+// floorOf is the target that is the local floor for job.
+func floorOf(job string) string {
+	if job == jobDurable {
+		return targetLocalSync
+	}
+	return targetLocal
+}
+
+// ratio is a/b, nil when either is missing.
+func ratio(a, b float64) *float64 {
+	if a <= 0 || b <= 0 || math.IsNaN(a) || math.IsNaN(b) || math.IsInf(a, 0) || math.IsInf(b, 0) {
+		return nil
+	}
+	r := a / b
+	return &r
+}
+
+func findResult(rs []Result, target, job string) *Result {
+	for i := range rs {
+		if rs[i].Target == target && rs[i].Job == job {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+// compare fills every successful result's Comparison.
+func compare(rs []Result) {
+	for i := range rs {
+		r := &rs[i]
+		if r.Measurement == nil {
+			r.Compare = nil
+			continue
+		}
+		c := &Comparison{Floor: floorOf(r.Job)}
+		c.LatencyMetric, c.LatencyUS, c.RateMetric, c.Rate = headline(r.Job, r.Measurement)
+		if q := findResult(rs, targetQemu, r.Job); q != nil && q.Measurement != nil {
+			_, ql, _, qr := headline(r.Job, q.Measurement)
+			c.LatVsQemu, c.RateVsQemu = ratio(c.LatencyUS, ql), ratio(c.Rate, qr)
+		}
+		if f := findResult(rs, c.Floor, r.Job); f != nil && f.Measurement != nil {
+			_, fl, _, fr := headline(r.Job, f.Measurement)
+			c.LatVsFloor, c.RateVsFloor = ratio(c.LatencyUS, fl), ratio(c.Rate, fr)
+		}
+		r.Compare = c
+	}
+}
+
+// evaluateGoals checks the issue's goals against the 2-replica volume.
+// compare must have run.
+func evaluateGoals(rs []Result) []Goal {
+	check := func(g Goal) Goal {
+		if g.Ratio != nil {
+			ok := *g.Ratio >= g.Limit
+			if g.AtMost {
+				ok = *g.Ratio <= g.Limit
+			}
+			g.Met = &ok
+		}
+		return g
+	}
+	describe := func(target, job string) (string, float64, float64) {
+		r := findResult(rs, target, job)
+		if r == nil || r.Measurement == nil {
+			if r != nil && r.Error != "" {
+				return "failed: " + truncate(r.Error, 120), 0, 0
+			}
+			return "not measured", 0, 0
+		}
+		_, lat, metric, rate := headline(job, r.Measurement)
+		if job == jobDurable {
+			return fmt.Sprintf("%s µs (%s, %.0f %s)", fmtUS(lat), target, rate, metric), lat, rate
+		}
+		return fmt.Sprintf("%s %s (%s)", fmtRate(rate), metric, target), lat, rate
+	}
+	var goals []Goal
+
+	m, lat, _ := describe(targetR2, jobDurable)
+	qd, ql, _ := describe(targetQemu, jobDurable)
+	fd, fl, _ := describe(targetLocalSync, jobDurable)
+	goals = append(goals,
+		check(Goal{ID: "1a", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 1.0× qemu-nbd single copy", Measured: m, Reference: qd, Ratio: ratio(lat, ql), Limit: goalDurableVsQemu, AtMost: true}),
+		check(Goal{ID: "1b", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 2× the local floor (O_DIRECT write+fdatasync)", Measured: m, Reference: fd, Ratio: ratio(lat, fl), Limit: goalDurableVsFloor, AtMost: true}),
+	)
+	m, _, rate := describe(targetR2, jobQD32)
+	qd, _, qrate := describe(targetQemu, jobQD32)
+	goals = append(goals, check(Goal{ID: "2", Text: "2-replica 4K random write QD32 IOPS ≥ 70% of qemu-nbd", Measured: m, Reference: qd, Ratio: ratio(rate, qrate), Limit: goalQD32VsQemu}))
+	m, _, rate = describe(targetR2, jobSeq)
+	qd, _, qrate = describe(targetQemu, jobSeq)
+	goals = append(goals, check(Goal{ID: "3", Text: "2-replica 1M sequential write throughput ≥ 80% of qemu-nbd", Measured: m, Reference: qd, Ratio: ratio(rate, qrate), Limit: goalSeqVsQemu}))
+	return goals
+}
+
+func fmtUS(v float64) string {
+	switch {
+	case v <= 0 || math.IsNaN(v):
+		return "–"
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+func fmtRate(v float64) string {
+	switch {
+	case v <= 0 || math.IsNaN(v):
+		return "–"
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+func fmtRatio(p *float64) string {
+	if p == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", *p)
+}
+
+func passFail(ok *bool) string {
+	switch {
+	case ok == nil:
+		return "not measured"
+	case *ok:
+		return "**PASS**"
+	default:
+		return "**FAIL**"
+	}
+}
+
+// cpuPct is the servers' CPU over the fio run, in percent of one core.
+func (r *Result) cpuPct() (float64, bool) {
+	if len(r.ServerCPUS) == 0 || r.WallS <= 0 {
+		return 0, false
+	}
+	var s float64
+	for _, v := range r.ServerCPUS {
+		s += v
+	}
+	return 100 * s / r.WallS, true
+}
+
+func (rep *Report) target(id string) *Target {
+	for i := range rep.Targets {
+		if rep.Targets[i].ID == id {
+			return &rep.Targets[i]
+		}
+	}
+	return nil
+}
+
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", "\\|")
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// Markdown renders the human report.
+func (rep *Report) Markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+
+	p("# Tandem replication benchmark\n\n")
+	p("Run %s (%.0f s). Host: %d CPUs (%s), %d MiB RAM, %s, kernel %s, %s.  \n",
+		rep.Date, rep.DurationS, rep.Host.NProc, rep.Host.CPU, rep.Host.MemTotalMB, rep.Host.OS, rep.Host.Kernel, rep.Host.GoVersion)
+	rev := rep.Tandemd.Revision
+	if rev == "" {
+		rev = "unknown revision"
+	}
+	if rep.Tandemd.Modified {
+		rev += " with uncommitted changes"
+	}
+	if rep.Tandemd.RevisionFrom != "" && rep.Tandemd.RevisionFrom != "binary" {
+		rev += " (" + rep.Tandemd.RevisionFrom + "; the binary carries no VCS stamp)"
+	}
+	p("tandemd: %s (%s). Tools: %s.  \n", rev, rep.Tandemd.GoVersion, strings.Join(toolList(rep.Tools), ", "))
+	p("Storage: every file (local file, the qemu-nbd image, every node's volume replicas) is on %s (%s, mounted on %s)%s.  \n",
+		rep.Storage.Device, rep.Storage.FSType, rep.Storage.MountPoint, map[bool]string{true: "", false: " — **not all on the same filesystem, see the JSON**"}[rep.Storage.SameFS])
+	p("Parameters: %s per target and volume, fio `--time_based --runtime=%s --ramp_time=%s`, one job at a time, %d-node Tandem cluster in network namespaces.\n\n",
+		fmtBytes(rep.Params.SizeBytes), rep.Params.Runtime, rep.Params.Ramp, rep.Params.Nodes)
+
+	p("## Goals (2-replica volume)\n\n")
+	p("| # | Goal | Measured | Reference | Ratio | Limit | Verdict |\n|---|---|---|---|---|---|---|\n")
+	for _, g := range rep.Goals {
+		op := "≥"
+		if g.AtMost {
+			op = "≤"
+		}
+		p("| %s | %s | %s | %s | %s | %s %.2f× | %s |\n", g.ID, g.Text, mdEscape(g.Measured), mdEscape(g.Reference), fmtRatio(g.Ratio), op, g.Limit, passFail(g.Met))
+	}
+	p("\nThe durable-write latency of a target is the sum of its write p50 and its flush p50 from the QD1 write+flush job (fio does not time the pair itself); " +
+		"pairs/s is the measured rate of complete write+flush pairs.\n\n")
+
+	p("## Targets\n\n| Target | What | fio engine |\n|---|---|---|\n")
+	for _, t := range rep.Targets {
+		what := t.Label
+		if t.SetupError != "" {
+			what += " — **setup failed**: " + t.SetupError
+		}
+		p("| %s | %s | `%s` |\n", t.ID, mdEscape(what), strings.Join(t.Engine, " "))
+	}
+	p("\n")
+
+	if rep.HostBefore != nil || rep.HostAfter != nil {
+		p("## Host activity\n\nThe host is shared: anything else running competes with the targets for the 2 CPUs and the disk. Sampled over 3 s each time, with the benchmark's own servers idle:\n\n")
+		p("| When | CPU busy (all CPUs) | other processes' CPU (of one core) | load average | other processes above 5%% of a core |\n|---|---|---|---|---|\n")
+		for _, h := range []struct {
+			when string
+			a    *HostActivity
+		}{{"before the first job", rep.HostBefore}, {"after the last job", rep.HostAfter}} {
+			if h.a == nil {
+				continue
+			}
+			var top []string
+			for _, pc := range h.a.Top {
+				top = append(top, fmt.Sprintf("`%s` (pid %d) %.0f%%", mdEscape(truncate(pc.Command, 80)), pc.PID, pc.Pct))
+			}
+			p("| %s | %.0f%% | %.0f%% | %s | %s |\n", h.when, h.a.BusyPct, h.a.OthersPct, h.a.LoadAvg, orDash(strings.Join(top, "; ")))
+		}
+		p("\nEach job's table also shows how busy the whole host was while it ran (all CPUs) and the CPU that processes other than the benchmark's own used meanwhile " +
+			"(percent of one core; a lower bound, as processes that start and end within a job are missed). Other processes' disk traffic is not measured, but competes for the same disk.\n\n")
+	}
+
+	for _, j := range rep.Params.Jobs {
+		rep.jobTable(&b, j)
+	}
+
+	rep.diskTable(&b)
+
+	if len(rep.Prefill) > 0 {
+		p("## Prefill\n\nBefore the measured jobs every target was written once from end to end with sequential 1M writes at QD4 (`%s`, no time limit). "+
+			"The files and Tandem's replicas are preallocated with fallocate, and the first write to an unwritten ext4 extent costs about twice a later one; "+
+			"the prefill makes every measured write an overwrite on every target. Its own speed, for information (Tandem's includes replicating to every replica):\n\n", prefillJob().Title)
+		p("| Target | MB/s | time | error |\n|---|---|---|---|\n")
+		for _, r := range rep.Prefill {
+			var mbps float64
+			if r.Measurement != nil {
+				mbps = r.Measurement.MBps
+			}
+			p("| %s | %s | %.1f s | %s |\n", r.Target, fmtRate(mbps), r.WallS, mdEscape(truncate(r.Error, 200)))
+		}
+		p("\n")
+	}
+
+	if len(rep.Volumes) > 0 {
+		p("## Tandem volumes\n\n| Volume | Target | Primary | Witness | Epoch | Replicas when ready | Replicas at the end |\n|---|---|---|---|---|---|---|\n")
+		for _, v := range rep.Volumes {
+			end := v.AtEnd
+			if v.EndError != "" {
+				end = "error: " + v.EndError
+			}
+			p("| %s | %s | %s | %s | %d | %s | %s |\n", v.Name, v.Target, v.Primary, orDash(v.Witness), v.Epoch, v.AtStart, mdEscape(end))
+		}
+		p("\n(`*` marks the primary; the link state as the primary sees it follows the slash.)\n\n")
+	}
+
+	if len(rep.DaemonLog) > 0 {
+		p("## Warnings and errors in the tandemd logs\n\nGrouped with digits masked; counts over the whole run.\n\n| Level | Count | By node | Example |\n|---|---|---|---|\n")
+		for _, l := range rep.DaemonLog {
+			var by []string
+			for _, n := range sortedKeys(l.ByNode) {
+				by = append(by, fmt.Sprintf("%s:%d", n, l.ByNode[n]))
+			}
+			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), mdEscape(truncate(l.Example, 240)))
+		}
+		p("\n")
+	}
+
+	p("## Notes\n\n")
+	for _, n := range []string{
+		"What is measured: fio 3.33 in the root namespace, one job at a time. The local file uses `--ioengine=libaio --direct=1`; the NBD targets use fio's nbd engine (libnbd) over a unix socket, one connection, " +
+			"so the Tandem figures include the NBD protocol on the primary, the primary's O_DIRECT write to its own replica and, with 2 or 3 replicas, the TLS replication stream to each secondary over the veth network and its acknowledgement (protocol C). " +
+			"Latencies are fio's completion latency (`clat`: submission to completion) of the writes, and the latency of the flushes from fio's `sync` section; percentiles come from fio's histogram.",
+		"The durable-write job uses `--fsync=1`: the nbd engine turns it into an NBD FLUSH after every write (it ignores `--fdatasync`). On the local file `--fsync=1` is a real fsync(2), which also commits the file's metadata; " +
+			"since both NBD servers implement FLUSH with fdatasync(2), the local floor for that job is the same job with `--fdatasync=1` (target local-fdatasync). Both local variants are shown.",
+		"Every ratio is target / reference for the same job: for latency lower is better, for IOPS, pairs/s and MB/s higher is better. The floor is the local file (fdatasync variant for the durable job).",
+		"Prefill: every target was written end to end once before the measured jobs (see Prefill), so no target pays for first writes into unwritten extents.",
+		"All Tandem nodes, their replicas, qemu-nbd, the local file and fio share one virtual disk and 2 CPUs. A 3-replica write is three O_DIRECT writes to the same disk, and three tandemd processes, fio and the kernel compete for two cores; " +
+			"replicas here slow each other down in a way they would not on separate hosts with separate disks. The network between nodes is veth pairs and a bridge, much faster than a real network round trip (RECIPES: 20–40 µs added by loopback or veth).",
+		"qemu-nbd is the single-copy reference: a raw file with `--cache=none` (O_DIRECT), no replication. Tandem r1 is the same single copy through Tandem's own NBD server and block store.",
+		"Server CPU is the user+system CPU time of the server processes (all three tandemd, or qemu-nbd) during the fio run, in percent of one core averaged over the run including the ramp.",
+		"Each figure comes from a single run of each job; on a shared virtual machine the disk and the hypervisor add noise, so compare repeated runs before reading much into differences of a few tens of percent.",
+		"A replica state after a job other than UpToDate/in-sync would mean the job ran with fewer copies than intended; the tables show the states read after each job.",
+	} {
+		p("- %s\n", n)
+	}
+	if len(rep.Errors) > 0 {
+		p("\n## Errors during the run\n\n")
+		for _, e := range rep.Errors {
+			p("- %s\n", mdEscape(e))
+		}
+		var withLogs []Result
+		for _, r := range append(slices.Clone(rep.Prefill), rep.Results...) {
+			if r.Error != "" {
+				withLogs = append(withLogs, r)
+			}
+		}
+		for _, r := range withLogs {
+			p("\n### %s on %s\n\nCommand: `%s`\n\nError: `%s`\n", r.Job, r.Target, strings.Join(r.Command, " "), mdEscape(truncate(r.Error, 1000)))
+			for _, n := range sortedKeys(r.LogExcerpts) {
+				p("\ntandemd log of %s (last lines):\n\n```\n%s\n```\n", n, r.LogExcerpts[n])
+			}
+		}
+	}
+	return b.String()
+}
+
+func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("## %s\n\n", j.Title)
+	p("fio `--rw=%s --bs=%s --iodepth=%d", j.RW, j.BlockSize, j.IODepth)
+	if j.SyncEvery > 0 {
+		p(" --fsync=%d", j.SyncEvery)
+	}
+	p("`; latencies in µs")
+	if j.Throughput {
+		p(", MB/s = 10^6 bytes per second")
+	}
+	p(".\n\n")
+	durable := j.ID == jobDurable
+	head := []string{"Target", "write p50", "p99", "p99.9"}
+	rateName, latName := "IOPS", "p50"
+	switch {
+	case durable:
+		head = []string{"Target", "write p50", "write p99", "write p99.9", "flush p50", "flush p99", "write+flush p50"}
+		rateName, latName = "pairs/s", "w+f p50"
+	case j.Throughput:
+		rateName = "MB/s"
+	}
+	head = append(head, rateName, latName+" vs qemu-nbd", rateName+" vs qemu-nbd", latName+" vs floor", rateName+" vs floor", "server CPU", "host CPU busy", "others' CPU", "replicas after")
+	p("| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+	note := func(id, text string) {
+		cells := make([]string, len(head)-2)
+		p("| %s | %s | %s |\n", id, text, strings.Join(cells, " | "))
+	}
+	for _, t := range rep.Targets {
+		if !t.runs(j.ID) {
+			continue
+		}
+		r := findResult(rep.Results, t.ID, j.ID)
+		switch {
+		case r == nil && t.SetupError != "":
+			note(t.ID, "not run: setup failed")
+			continue
+		case r == nil:
+			note(t.ID, "not run")
+			continue
+		case r.Measurement == nil:
+			note(t.ID, "**failed**: "+mdEscape(truncate(r.Error, 160)))
+			continue
+		}
+		m, c := r.Measurement, r.Compare
+		if c == nil {
+			c = &Comparison{}
+		}
+		w := m.Write
+		if w == nil {
+			w = &LatStats{}
+		}
+		cells := []string{t.ID, fmtUS(w.P50US), fmtUS(w.P99US), fmtUS(w.P999US)}
+		if durable {
+			s := m.Sync
+			if s == nil {
+				s = &LatStats{}
+			}
+			cells = append(cells, fmtUS(s.P50US), fmtUS(s.P99US), fmtUS(c.LatencyUS))
+		}
+		rate := m.IOPS
+		if j.Throughput {
+			rate = m.MBps
+		}
+		cpu := "–"
+		if v, ok := r.cpuPct(); ok {
+			cpu = fmt.Sprintf("%.0f%%", v)
+		}
+		cells = append(cells, fmtRate(rate), fmtRatio(c.LatVsQemu), fmtRatio(c.RateVsQemu), fmtRatio(c.LatVsFloor), fmtRatio(c.RateVsFloor),
+			cpu, fmt.Sprintf("%.0f%%", r.HostCPUPct), othersCell(r), orDash(r.ReplicasAfter))
+		p("| %s |\n", strings.Join(cells, " | "))
+	}
+	var busy []string
+	for _, t := range rep.Targets {
+		if r := findResult(rep.Results, t.ID, j.ID); r != nil && r.OthersCPUPct >= othersWarnPct {
+			var who []string
+			for _, o := range r.OthersTop {
+				who = append(who, fmt.Sprintf("`%s` %.0f%%", mdEscape(truncate(o.Command, 60)), o.Pct))
+			}
+			busy = append(busy, fmt.Sprintf("%s (%s)", t.ID, orDash(strings.Join(who, ", "))))
+		}
+	}
+	if len(busy) > 0 {
+		p("\n⚠ Other processes used at least %d%% of a core during: %s. Those rows may be slower than on a quiet host.\n", othersWarnPct, strings.Join(busy, "; "))
+	}
+	p("\n")
+}
+
+// othersWarnPct flags results during which other processes were busy.
+const othersWarnPct = 10
+
+func othersCell(r *Result) string {
+	s := fmt.Sprintf("%.0f%%", r.OthersCPUPct)
+	if r.OthersCPUPct >= othersWarnPct {
+		s += " ⚠"
+	}
+	return s
+}
+
+// diskTable shows the device traffic per completed operation.
+func (rep *Report) diskTable(b *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	found := false
+	for _, r := range rep.Results {
+		found = found || r.Disk != nil
+	}
+	if !found {
+		return
+	}
+	p("## Device traffic per operation\n\n")
+	p("Writes, flushes and KiB that reached the block device holding every target's data (%s, /proc/diskstats), per operation fio completed "+
+		"(per write+flush pair in the durable job). Approximate: the device counters cover the whole fio run (ramp and start-up included) and are divided by the measured rate times that time; "+
+		"traffic from other processes is included. An overwrite of one 4K block on one copy is ideally 1 write of 4 KiB (plus 1 flush when flushed); with N copies, N of each.\n\n", rep.Storage.Device)
+	head := []string{"Target"}
+	for _, j := range rep.Params.Jobs {
+		head = append(head, j.ID)
+	}
+	p("| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+	for _, t := range rep.Targets {
+		cells := []string{t.ID}
+		for _, j := range rep.Params.Jobs {
+			r := findResult(rep.Results, t.ID, j.ID)
+			if r == nil || r.Disk == nil {
+				cells = append(cells, "–")
+				continue
+			}
+			d := r.Disk
+			cell := fmt.Sprintf("%.2f writes, %.1f KiB", d.WritesPerOp, d.KiBPerOp)
+			if j.SyncEvery > 0 {
+				cell = fmt.Sprintf("%.2f writes, %.2f flushes, %.1f KiB", d.WritesPerOp, d.FlushesPerOp, d.KiBPerOp)
+			}
+			cells = append(cells, cell)
+		}
+		p("| %s |\n", strings.Join(cells, " | "))
+	}
+	p("\n")
+}
+
+func toolList(m map[string]string) []string {
+	var out []string
+	for _, k := range sortedKeys(m) {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	default:
+		return fmt.Sprintf("%d bytes", n)
+	}
+}

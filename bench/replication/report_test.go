@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// res builds a successful result: lat is the write p50 (µs), sync the
+// flush p50 (0: none), rate the IOPS and mbps the throughput.
+func res(target, job string, lat, sync, iops, mbps float64) Result {
+	m := &Measurement{Write: &LatStats{N: 1, P50US: lat, P99US: 2 * lat, P999US: 3 * lat}, IOPS: iops, MBps: mbps}
+	if sync > 0 {
+		m.Sync = &LatStats{N: 1, P50US: sync, P99US: 2 * sync}
+	}
+	return Result{Target: target, Job: job, Measurement: m, WallS: 12, ServerCPUS: map[string]float64{"a": 3, "b": 3}}
+}
+
+func sampleResults() []Result {
+	return []Result{
+		res(targetLocal, jobDurable, 40, 200, 4000, 16),
+		res(targetLocalSync, jobDurable, 20, 40, 16000, 64),
+		res(targetQemu, jobDurable, 70, 100, 5000, 20),
+		res(targetR2, jobDurable, 60, 100, 5500, 22), // 160 µs: 0.94× qemu, 2.67× floor
+		res(targetLocal, jobQD32, 200, 0, 100000, 400),
+		res(targetQemu, jobQD32, 600, 0, 50000, 200),
+		res(targetR2, jobQD32, 900, 0, 40000, 160), // 0.80× qemu
+		res(targetLocal, jobSeq, 1000, 0, 2000, 2000),
+		res(targetQemu, jobSeq, 2000, 0, 1000, 1000),
+		{Target: targetR2, Job: jobSeq, Error: "fio: exit status 1"},
+	}
+}
+
+func TestRatio(t *testing.T) {
+	if r := ratio(3, 2); r == nil || *r != 1.5 {
+		t.Errorf("ratio(3,2) = %v", r)
+	}
+	for _, c := range [][2]float64{{0, 1}, {1, 0}, {-1, 2}} {
+		if r := ratio(c[0], c[1]); r != nil {
+			t.Errorf("ratio(%v) = %v, want nil", c, *r)
+		}
+	}
+}
+
+func TestHeadline(t *testing.T) {
+	m := &Measurement{Write: &LatStats{P50US: 70}, Sync: &LatStats{P50US: 100}, IOPS: 5000, MBps: 20}
+	if _, lat, metric, rate := headline(jobDurable, m); lat != 170 || metric != "pairs/s" || rate != 5000 {
+		t.Errorf("durable headline: %v %q %v", lat, metric, rate)
+	}
+	if _, lat, metric, rate := headline(jobSeq, m); lat != 70 || metric != "MB/s" || rate != 20 {
+		t.Errorf("seq headline: %v %q %v", lat, metric, rate)
+	}
+	if _, lat, metric, rate := headline(jobQD32, m); lat != 70 || metric != "IOPS" || rate != 5000 {
+		t.Errorf("qd32 headline: %v %q %v", lat, metric, rate)
+	}
+	// Without a flush percentile there is no pair latency.
+	if _, lat, _, _ := headline(jobDurable, &Measurement{Write: &LatStats{P50US: 70}}); lat != 0 {
+		t.Errorf("durable without sync: lat %v, want 0", lat)
+	}
+}
+
+func TestCompare(t *testing.T) {
+	rs := sampleResults()
+	compare(rs)
+	c := findResult(rs, targetR2, jobDurable).Compare
+	if c == nil || c.Floor != targetLocalSync || c.LatencyUS != 160 {
+		t.Fatalf("comparison %+v", c)
+	}
+	want := map[string]float64{"lat/qemu": 160.0 / 170, "rate/qemu": 1.1, "lat/floor": 160.0 / 60, "rate/floor": 5500.0 / 16000}
+	got := map[string]*float64{"lat/qemu": c.LatVsQemu, "rate/qemu": c.RateVsQemu, "lat/floor": c.LatVsFloor, "rate/floor": c.RateVsFloor}
+	for k, w := range want {
+		if got[k] == nil || !near(*got[k], w) {
+			t.Errorf("%s = %v, want %v", k, got[k], w)
+		}
+	}
+	// The fsync local run is compared with the fdatasync floor as well.
+	if c := findResult(rs, targetLocal, jobDurable).Compare; c.LatVsFloor == nil || !near(*c.LatVsFloor, 240.0/60) {
+		t.Errorf("local fsync vs floor: %+v", c)
+	}
+	if c := findResult(rs, targetQemu, jobQD32).Compare; c.Floor != targetLocal || !near(*c.RateVsFloor, 0.5) || !near(*c.LatVsQemu, 1) {
+		t.Errorf("qemu qd32: %+v", c)
+	}
+	if r := findResult(rs, targetR2, jobSeq); r.Compare != nil {
+		t.Errorf("failed result got a comparison: %+v", r.Compare)
+	}
+}
+
+func TestEvaluateGoals(t *testing.T) {
+	rs := sampleResults()
+	compare(rs)
+	goals := evaluateGoals(rs)
+	byID := map[string]Goal{}
+	for _, g := range goals {
+		byID[g.ID] = g
+	}
+	met := func(id string) string {
+		g, ok := byID[id]
+		switch {
+		case !ok:
+			return "missing"
+		case g.Met == nil:
+			return "unmeasured"
+		case *g.Met:
+			return "pass"
+		}
+		return "fail"
+	}
+	for id, want := range map[string]string{"1a": "pass", "1b": "fail", "2": "pass", "3": "unmeasured"} {
+		if got := met(id); got != want {
+			t.Errorf("goal %s: %s, want %s (%+v)", id, got, want, byID[id])
+		}
+	}
+	if g := byID["3"]; !strings.Contains(g.Measured, "failed") {
+		t.Errorf("goal 3 should show the failure: %q", g.Measured)
+	}
+	// Exactly at the limit passes.
+	rs = []Result{res(targetQemu, jobQD32, 1, 0, 1000, 0), res(targetR2, jobQD32, 1, 0, 700, 0)}
+	compare(rs)
+	for _, g := range evaluateGoals(rs) {
+		if g.ID == "2" && (g.Met == nil || !*g.Met) {
+			t.Errorf("70%% exactly should pass: %+v", g)
+		}
+	}
+}
+
+func TestMarkdownAndJSON(t *testing.T) {
+	rs := sampleResults()
+	compare(rs)
+	rs[2].OthersCPUPct, rs[2].OthersTop = 40, []ProcCPU{{PID: 7, Command: "go build", Pct: 35}} // qemu-nbd, durable
+	rep := &Report{
+		Params: Params{Nodes: 3, SizeBytes: 1 << 30, Runtime: "10s", Ramp: "2s", Jobs: benchJobs()},
+		Targets: []Target{
+			{ID: targetLocal, Ready: true}, {ID: targetLocalSync, Jobs: []string{jobDurable}, Ready: true}, {ID: targetQemu, Ready: true},
+			{ID: targetR1, SetupError: "create volume r1: boom", volume: "r1"}, {ID: targetR2, Ready: true, volume: "r2"},
+		},
+		Results: rs,
+		Goals:   evaluateGoals(rs),
+		Errors:  []string{"seq-1m on tandem-r2: fio: exit status 1"},
+		HostBefore: &HostActivity{BusyPct: 12, LoadAvg: "0.5 0.4 0.3 1/200 5",
+			Top: []ProcCPU{{PID: 42, Command: "go test | x", Pct: 50}}},
+	}
+	md := rep.Markdown()
+	for _, want := range []string{
+		"## Goals", "| 1a |", "**PASS**", "**FAIL**", "not measured",
+		"## 4K random write, QD1, each write followed by a flush", "| tandem-r2 | 60.0 | 120 | 180 | 100 | 200 | 160 | 5500 | 0.94× |",
+		"| tandem-r1 | not run: setup failed |", "| tandem-r2 | **failed**: fio: exit status 1 |",
+		"## Errors during the run", "| 40% ⚠ |", "⚠ Other processes used at least 10% of a core during: qemu-nbd (`go build` 35%)", "`go test \\| x` (pid 42) 50%", "| 1 GiB", /* not present: size is in the text */
+	} {
+		if want == "| 1 GiB" {
+			if !strings.Contains(md, "1 GiB per target") {
+				t.Error("size missing from the parameters line")
+			}
+			continue
+		}
+		if !strings.Contains(md, want) {
+			t.Errorf("Markdown lacks %q", want)
+		}
+	}
+	// local-fdatasync runs only the durable job.
+	if strings.Count(md, "| local-fdatasync |") != 2 { // targets table + durable table
+		t.Errorf("local-fdatasync should appear in the targets table and the durable table only")
+	}
+	// Every table row of a job table has as many cells as its header.
+	for _, block := range strings.Split(md, "\n\n") {
+		lines := strings.Split(strings.TrimSpace(block), "\n")
+		if len(lines) < 2 || !strings.HasPrefix(lines[0], "| Target |") {
+			continue
+		}
+		n := strings.Count(lines[0], " | ")
+		for _, l := range lines[2:] {
+			if strings.Count(strings.ReplaceAll(l, "\\|", ""), " | ") != n {
+				t.Errorf("row %q has another cell count than header %q", l, lines[0])
+			}
+		}
+	}
+	if strings.Contains(md, "NaN") || strings.Contains(md, "Inf") {
+		t.Error("Markdown contains NaN or Inf")
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Errorf("report does not encode: %v", err)
+	}
+}
