@@ -222,6 +222,15 @@ func (h *Host) StopShard(shardID uint64) error {
 	return nil
 }
 
+// RemoveShardData deletes this host's Raft data of a stopped shard (a
+// deleted volume); the replica must never be started again.
+func (h *Host) RemoveShardData(ctx context.Context, shardID, replicaID uint64) error {
+	if err := h.nh.SyncRemoveData(ctx, shardID, replicaID); err != nil {
+		return fmt.Errorf("remove raft data of shard %d: %w", shardID, err)
+	}
+	return nil
+}
+
 // retryable errors are transient while a leader is being elected or the
 // replica is catching up; the caller's deadline bounds the retries.
 func retryable(err error) bool {

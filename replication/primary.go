@@ -713,6 +713,9 @@ func (p *Primary) receiver(pe *peer, conn net.Conn, gen uint64) {
 			ref := &RefusedError{Peer: pe.cfg.Name, Status: st, Msg: string(payload)}
 			p.depose(ref)
 			rq.resolve(ref)
+			// Nothing more will be acknowledged: release every waiter.
+			p.failPending(pe, ref)
+			conn.Close()
 			return
 		default:
 			// The peer could not apply it (I/O error, frozen): fence it.

@@ -537,7 +537,7 @@ func (s *peerService) VolumeDiscard(ctx context.Context, req *tandemv1.PeerVolum
 		return nil, status.Errorf(codes.FailedPrecondition, "%s is the primary of %s; its data cannot be discarded", s.d.cfg.NodeName, req.Name)
 	}
 	e := nv.entry
-	if err := vm.close(req.Name, true); err != nil {
+	if err := vm.close(req.Name, true, false); err != nil {
 		return nil, status.Errorf(codes.Internal, "close replica: %v", err)
 	}
 	if err := vm.open(ctx, e, true); err != nil {
@@ -630,7 +630,7 @@ func (s *peerService) VolumeClose(_ context.Context, req *tandemv1.PeerVolumeClo
 	if vm == nil {
 		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
 	}
-	if err := vm.close(req.Name, req.Destroy); err != nil {
+	if err := vm.close(req.Name, req.Destroy, req.Destroy); err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	return &tandemv1.PeerVolumeCloseResponse{}, nil

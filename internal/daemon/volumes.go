@@ -277,8 +277,10 @@ func (m *volumeManager) initRecord(ctx context.Context, e consensus.VolumeEntry)
 	return meta.Host().AddReplica(ctx, e.ShardID, w.ReplicaID, w.RaftAddr, consensus.Witness)
 }
 
-// close stops this node's part of a volume; destroy also deletes its data.
-func (m *volumeManager) close(name string, destroy bool) error {
+// close stops this node's part of a volume. destroy deletes the replica's
+// data; forget also deletes the shard's Raft data (the volume is gone for
+// good, unlike a discard, where the replica rejoins its shard).
+func (m *volumeManager) close(name string, destroy, forget bool) error {
 	m.mu.Lock()
 	nv, ok := m.vols[name]
 	if ok {
@@ -304,6 +306,13 @@ func (m *volumeManager) close(name string, destroy bool) error {
 	if meta != nil {
 		if err := meta.Host().StopShard(nv.entry.ShardID); err != nil {
 			errs = append(errs, err)
+		}
+		if id, _, _ := m.d.cluster(); forget && id != nil {
+			ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+			if err := meta.Host().RemoveShardData(ctx, nv.entry.ShardID, id.ReplicaID); err != nil {
+				errs = append(errs, err)
+			}
+			cancel()
 		}
 	}
 	if nv.store != nil {
