@@ -265,6 +265,12 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
 		}
 		if rr.State == c.State {
+			if c.State == UpToDate && rr.Reconcile {
+				// The new primary has overwritten what the old one may
+				// have left unacknowledged on this replica.
+				rr.Reconcile = false
+				m.event(c, c.Peer+" reconciled")
+			}
 			return nil
 		}
 		if !allowedTransition(rr.State, c.State) {

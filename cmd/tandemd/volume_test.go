@@ -690,3 +690,37 @@ func TestUnrelatedReplicaRefusedThenDiscarded(t *testing.T) {
 		t.Fatal("replicas differ after the full resync")
 	}
 }
+
+// TestPromotionReconcilesOtherSecondaries: with 3 replicas, a secondary may
+// hold a write the dead primary never got acknowledged. After promotion the
+// new primary finds and overwrites it, then clears the Reconcile flag.
+func TestPromotionReconcilesOtherSecondaries(t *testing.T) {
+	c, td, ctx := volCluster(t)
+	n1, n2, n3node := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	const size = 32 << 20
+	volumeCmd(t, ctx, td, n1, "create", "rec", "--size", "32M", "--replicas", "3", "--nodes", "n1,n2,n3")
+	runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "write -P 0x33 0 4M", "-c", "flush", nbdURI(td, n1, "rec"))
+	c.Kill(n1)
+	// n3 got a write from n1 that n2 never saw and nobody acknowledged.
+	f, err := os.OpenFile(filepath.Join(td.DataDir(n3node), "volumes", "rec.vol"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x77}, 4096), 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Sync()
+	f.Close()
+	info := volumeCmd(t, ctx, td, n2, "promote", "rec", "--node", "n2")
+	if info.Primary != "n2" {
+		t.Fatalf("promote: %v", info)
+	}
+	waitVolume(t, ctx, td, n2, "rec", 60*time.Second, func(v *tandemv1.VolumeInfo) bool {
+		r := replicaState(v, "n3")
+		return r.State == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE && !r.Reconcile && r.Link == "in-sync"
+	})
+	runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "flush", nbdURI(td, n2, "rec"))
+	if replicaSum(t, td, n2, "rec", size) != replicaSum(t, td, n3node, "rec", size) {
+		t.Fatal("n3 still differs from the new primary after reconcile")
+	}
+}

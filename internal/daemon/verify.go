@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -60,10 +61,7 @@ func (s *peerService) VolumeChecksum(ctx context.Context, req *tandemv1.VolumeCh
 	return &tandemv1.VolumeChecksumResponse{Sums: sums}, nil
 }
 
-// VolumeVerify runs on the primary: compare every block of every connected
-// replica with the local one without stopping I/O. Blocks that differ are
-// checked again after a flush, since a write may have been in flight; the
-// ones still different are reported and, with repair, resent.
+// VolumeVerify runs on the primary: see verify.
 func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolumeRequest) (*tandemv1.VerifyVolumeResponse, error) {
 	vm := s.d.volumes()
 	if vm == nil {
@@ -73,29 +71,44 @@ func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolu
 	if nv == nil || nv.store == nil {
 		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", s.d.cfg.NodeName, req.Name)
 	}
+	out, err := nv.verify(ctx, req.Repair, nil)
+	if err != nil {
+		return out, err
+	}
+	s.d.log.Info("online verify done", "volume", req.Name, "checked", out.CheckedBytes, "mismatches", len(out.Mismatches), "repaired", out.RepairedBytes)
+	return out, nil
+}
+
+// verify compares every block of every in-sync replica (or of only those
+// named) with the local one without stopping I/O. Blocks that differ are
+// checked again with the block quiesced, since a write may have been in
+// flight; the ones still different are reported and, with repair, resent.
+func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*tandemv1.VerifyVolumeResponse, error) {
+	d := nv.m.d
+	name := nv.entry.Name
 	nv.mu.Lock()
 	p := nv.primary
 	nv.mu.Unlock()
 	if p == nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", s.d.cfg.NodeName, req.Name)
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", d.cfg.NodeName, name)
 	}
-	_, meta, _ := s.d.cluster()
+	_, meta, _ := d.cluster()
 	ms, err := meta.LocalState()
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "metadata: %v", err)
 	}
 	var peers []string
 	for _, ps := range p.Status() {
-		if ps.State == "in-sync" {
+		if ps.State == "in-sync" && (only == nil || slices.Contains(only, ps.Name)) {
 			peers = append(peers, ps.Name)
 		}
 	}
 	remote := func(ctx context.Context, peer string, off, n int64) ([]uint64, error) {
-		c, err := s.d.peerClient(ms.Nodes[peer].BackendAddr)
+		c, err := d.peerClient(ms.Nodes[peer].BackendAddr)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.VolumeChecksum(ctx, &tandemv1.VolumeChecksumRequest{Name: req.Name, Offset: off, Length: n, Block: verifyBlock})
+		resp, err := c.VolumeChecksum(ctx, &tandemv1.VolumeChecksumRequest{Name: name, Offset: off, Length: n, Block: verifyBlock})
 		if err != nil {
 			return nil, fmt.Errorf("checksums from %s: %w", peer, err)
 		}
@@ -150,13 +163,12 @@ func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolu
 			continue
 		}
 		out.Mismatches = append(out.Mismatches, &tandemv1.VerifyMismatch{Node: sp.peer, Offset: sp.off, Length: n})
-		if req.Repair {
+		if repair {
 			if err := p.Repair(ctx, sp.peer, sp.off, n); err != nil {
 				return out, status.Errorf(codes.Unavailable, "repair %s at %d: %v", sp.peer, sp.off, err)
 			}
 			out.RepairedBytes += n
 		}
 	}
-	s.d.log.Info("online verify done", "volume", req.Name, "checked", out.CheckedBytes, "mismatches", len(out.Mismatches), "repaired", out.RepairedBytes)
 	return out, nil
 }

@@ -515,6 +515,57 @@ func (nv *nodeVolume) reconcile() {
 	}
 	nv.primary, nv.primaryEpoch = p, r.Epoch
 	nv.m.log.Info("serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch)
+	var reconcile []string
+	for name, rr := range r.Replicas {
+		if name != self && rr.Reconcile {
+			reconcile = append(reconcile, name)
+		}
+	}
+	if len(reconcile) > 0 {
+		go nv.reconcilePeers(p, r.Epoch, reconcile)
+	}
+}
+
+// reconcilePeers runs after a promotion: secondaries may hold writes the
+// old primary never got acknowledged, in places nobody recorded. A full
+// online verify with repair against each of them finds and overwrites those
+// blocks; the shard's Reconcile flag is cleared afterwards.
+func (nv *nodeVolume) reconcilePeers(p *replication.Primary, epoch uint64, peers []string) {
+	ctx, cancel := context.WithCancel(nv.m.ctx)
+	defer cancel()
+	for _, peer := range peers {
+		for attempt := 0; ; attempt++ {
+			select {
+			case <-nv.stop:
+				return
+			case <-time.After(time.Duration(min(attempt, 10)) * time.Second):
+			}
+			nv.mu.Lock()
+			current := nv.primary == p
+			nv.mu.Unlock()
+			if !current {
+				return
+			}
+			linked := false
+			for _, ps := range p.Status() {
+				linked = linked || (ps.Name == peer && ps.State == "in-sync")
+			}
+			if !linked {
+				continue // resync first, or wait for the peer to come back
+			}
+			res, err := nv.verify(ctx, true, []string{peer})
+			if err != nil {
+				nv.m.log.Info("reconcile after promotion: retrying", "volume", nv.entry.Name, "peer", peer, "err", err)
+				continue
+			}
+			if _, err := nv.vols.SetReplicaState(ctx, nv.entry.ShardID, epoch, peer, consensus.UpToDate, "reconciled after promotion"); err != nil {
+				nv.m.log.Info("reconcile after promotion: cannot commit", "volume", nv.entry.Name, "peer", peer, "err", err)
+				continue
+			}
+			nv.m.log.Info("reconciled after promotion", "volume", nv.entry.Name, "peer", peer, "checked", res.CheckedBytes, "repaired", res.RepairedBytes)
+			break
+		}
+	}
 }
 
 // forgetActivity clears the activity log of a secondary once it is UpToDate
