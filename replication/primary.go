@@ -182,7 +182,8 @@ type Primary struct {
 	cfg Config
 	log *slog.Logger
 
-	al *activityLog
+	al   *activityLog
+	rate atomic.Int64 // resync limit, bytes per second
 
 	mu sync.Mutex
 	// quiesced ranges hold new overlapping requests back (online verify).
@@ -222,6 +223,7 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	}
 	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
 	close(p.thaw)
+	p.rate.Store(cfg.ResyncRate)
 	if cfg.ActivityLog {
 		p.al = newActivityLog(cfg.Local, cfg.ActivitySlot, cfg.ActivityExtent, cfg.ActivityIdle)
 		p.wg.Add(1)

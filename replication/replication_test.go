@@ -529,3 +529,27 @@ func TestActivityLogMarksAndSweeps(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestResyncRateLimit(t *testing.T) {
+	r := newRig(t, 1, 300*time.Millisecond)
+	r.p.SetResyncRate(1 << 20) // 1 MiB/s
+	lost := r.secs[0]
+	addr := lost.ln.Addr().String()
+	lost.kill()
+	for i := range 32 { // 32 regions of 64 KiB = 2 MiB dirty
+		if _, err := r.p.WriteAt(r.ctx, make([]byte, 4096), int64(i)*(64<<10), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	startSecondary(t, "n2", lost.store, r.auth, addr)
+	for r.fence.state("n2") != consensus.UpToDate {
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("resync did not finish")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Fatalf("2 MiB resynced in %s at a 1 MiB/s limit", took)
+	}
+}

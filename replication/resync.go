@@ -79,6 +79,7 @@ func (p *Primary) resync(pe *peer) error {
 		return true
 	})
 	var sent int64
+	chunkStart := time.Now()
 	for _, c := range chunks {
 		if err := p.resyncOne(ctx, pe, gen, FrameResync, c[0], c[1]); err != nil {
 			return fmt.Errorf("resync %d+%d: %w", c[0], c[1], err)
@@ -88,10 +89,11 @@ func (p *Primary) resync(pe *peer) error {
 		}
 		sent += c[1]
 		pe.resyncSent.Add(c[1])
-		if p.cfg.ResyncRate > 0 {
-			// Pace to the configured rate; writes from guests come first.
-			want := time.Duration(float64(sent) / float64(p.cfg.ResyncRate) * float64(time.Second))
-			if d := want - time.Since(start); d > 0 {
+		if rate := p.rate.Load(); rate > 0 {
+			// Pace each chunk to the current rate (it may change while
+			// resyncing); writes from guests come first.
+			want := time.Duration(float64(c[1]) / float64(rate) * float64(time.Second))
+			if d := want - time.Since(chunkStart); d > 0 {
 				select {
 				case <-time.After(d):
 				case <-ctx.Done():
@@ -99,6 +101,7 @@ func (p *Primary) resync(pe *peer) error {
 				}
 			}
 		}
+		chunkStart = time.Now()
 	}
 	if err := p.resyncOne(ctx, pe, gen, FrameFlush, 0, 0); err != nil {
 		return fmt.Errorf("resync flush: %w", err)
@@ -195,6 +198,10 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 	}
 	return nil
 }
+
+// SetResyncRate changes the resync limit (bytes per second, 0 unlimited),
+// also for a resync in progress.
+func (p *Primary) SetResyncRate(bytesPerSecond int64) { p.rate.Store(max(bytesPerSecond, 0)) }
 
 // Repair resends a range from the local replica to a connected peer,
 // ordered with the guests' writes (online verify found it different).

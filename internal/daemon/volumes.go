@@ -479,6 +479,10 @@ func (nv *nodeVolume) reconcile() {
 		return
 	}
 	if nv.primary != nil {
+		_, meta, _ := nv.m.d.cluster()
+		if ms, err := meta.LocalState(); err == nil {
+			nv.primary.SetResyncRate(nv.m.resyncRate(ms))
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(nv.m.ctx, 30*time.Second)
