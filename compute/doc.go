@@ -1,0 +1,20 @@
+// Package compute runs Tandem's virtual machines through libvirt.
+//
+// It has two halves:
+//
+//   - spec.go turns a VMSpec (what the metadata shard stores for a VM) into
+//     libvirt domain XML. Every disk is an NBD-over-unix-socket network disk
+//     pointing at the local primary's NBD export (DESIGN §3), so QEMU's own
+//     NBD client reaches the volume; there is no kernel NBD here.
+//   - driver.go manages domain lifecycle (define, start, shutdown, destroy,
+//     undefine, state, list) on one node's libvirtd.
+//
+// The driver uses github.com/digitalocean/go-libvirt, which speaks libvirt's
+// RPC protocol in pure Go over the daemon's unix socket. That keeps tandemd
+// free of cgo and of a libvirt.so ABI dependency, so it cross-compiles and
+// links statically, and a hung libvirtd cannot wedge a C thread in-process.
+//
+// go-libvirt's calls take no context; the Driver runs each blocking call
+// under the caller's context (plus a default per-call timeout) and returns
+// when the context ends, even if the RPC is still in flight.
+package compute
