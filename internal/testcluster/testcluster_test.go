@@ -467,12 +467,15 @@ func TestConcurrentClustersSameSubnet(t *testing.T) {
 func TestStaleSweep(t *testing.T) {
 	Require(t)
 	t.Parallel()
-	// A PID that certainly belonged to a now-dead process.
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
+	// The "creator" stays alive while the namespace is set up, so that
+	// other tests' sweeps (in parallel, also from other packages) leave it
+	// alone; it dies just before our New, which must sweep it.
+	creator := exec.Command("sleep", "300")
+	if err := creator.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stale := fmt.Sprintf("%s%d-dead-sw", nsPrefix, dead.Process.Pid)
+	t.Cleanup(func() { _ = creator.Process.Kill() })
+	stale := fmt.Sprintf("%s%d-dead-sw", nsPrefix, creator.Process.Pid)
 	if out, err := exec.Command("ip", "netns", "add", stale).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
@@ -497,6 +500,8 @@ func TestStaleSweep(t *testing.T) {
 		}
 	}
 
+	_ = creator.Process.Kill()
+	_ = creator.Wait()
 	New(t, Options{Nodes: 1})
 	if netnsNames(t)[stale] {
 		t.Errorf("stale namespace %s not swept", stale)
