@@ -14,12 +14,14 @@ func dragonboatPackages() []string {
 }
 
 // InstallLogger routes dragonboat's errors into l. Its warn level logs every
-// vote and every stale read, which would drown the daemon's own log. Dragonboat keeps its
+// vote and every stale read, which would drown the daemon's own log. The
+// transport's errors are a peer going away, which the cluster expects and
+// reports itself, so they are logged as warnings. Dragonboat keeps its
 // logger factory process-wide and panics if it is set twice, so only main
 // calls this, once, before creating a Host.
 func InstallLogger(l *slog.Logger) {
 	logger.SetLoggerFactory(func(pkg string) logger.ILogger {
-		return &slogAdapter{l: l.With("component", "raft", "pkg", pkg), level: slog.LevelError}
+		return &slogAdapter{l: l.With("component", "raft", "pkg", pkg), level: slog.LevelError, demote: pkg == "transport"}
 	})
 	for _, p := range dragonboatPackages() {
 		logger.GetLogger(p).SetLevel(logger.ERROR)
@@ -37,6 +39,8 @@ func QuietLogs() {
 type slogAdapter struct {
 	l     *slog.Logger
 	level slog.Level
+	// demote logs errors as warnings (still shown at the error threshold).
+	demote bool
 }
 
 func (a *slogAdapter) SetLevel(l logger.LogLevel) {
@@ -62,7 +66,15 @@ func (a *slogAdapter) log(lv slog.Level, format string, args ...any) {
 func (a *slogAdapter) Debugf(format string, args ...any)   { a.log(slog.LevelDebug, format, args...) }
 func (a *slogAdapter) Infof(format string, args ...any)    { a.log(slog.LevelInfo, format, args...) }
 func (a *slogAdapter) Warningf(format string, args ...any) { a.log(slog.LevelWarn, format, args...) }
-func (a *slogAdapter) Errorf(format string, args ...any)   { a.log(slog.LevelError, format, args...) }
+func (a *slogAdapter) Errorf(format string, args ...any) {
+	if a.demote {
+		if a.level <= slog.LevelError {
+			a.l.Log(context.Background(), slog.LevelWarn, fmt.Sprintf(format, args...))
+		}
+		return
+	}
+	a.log(slog.LevelError, format, args...)
+}
 func (a *slogAdapter) Panicf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	a.l.Error(msg)
