@@ -376,7 +376,7 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			}
 			m.audit(c, "config-set", fmt.Sprintf("%s=%q", k, v))
 		}
-		return nil, nil
+		return json.Marshal(s.Config)
 	case opVolumeCreate:
 		v := c.Volume
 		if v == nil || v.Name == "" || v.Size <= 0 || len(v.Replicas) == 0 {
@@ -586,8 +586,22 @@ func (m *Meta) Audit(ctx context.Context, action, detail string) error {
 
 // SetConfig sets cluster configuration keys; an empty value deletes the key.
 func (m *Meta) SetConfig(ctx context.Context, kv map[string]string) error {
-	_, err := m.propose(ctx, Command{Op: opSetConfig, SetConfig: kv})
+	_, err := m.SetConfigResult(ctx, kv)
 	return err
+}
+
+// SetConfigResult is SetConfig returning the whole configuration as
+// committed by this change (no second read needed).
+func (m *Meta) SetConfigResult(ctx context.Context, kv map[string]string) (map[string]string, error) {
+	data, err := m.propose(ctx, Command{Op: opSetConfig, SetConfig: kv})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	return out, nil
 }
 
 // CreateVolume reserves a volume name and allocates its shard ID.

@@ -121,10 +121,11 @@ func (s *clusterService) SetConfig(ctx context.Context, req *tandemv1.SetConfigR
 	_, meta, _ := s.d.cluster()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := meta.SetConfig(pctx, req.Values); err != nil {
+	cfg, err := meta.SetConfigResult(pctx, req.Values)
+	if err != nil {
 		return nil, metaError(err)
 	}
-	return s.GetConfig(ctx, &tandemv1.GetConfigRequest{})
+	return &tandemv1.ClusterConfig{Values: cfg}, nil
 }
 
 // status is answered locally: when there is no quorum it says so and shows
