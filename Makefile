@@ -16,7 +16,7 @@ STATICCHECK_VERSION        := v0.8.2
 
 # Debian packages the tests and the demo drive as real parts.
 APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
-  qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients
+  qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool
 
 .PHONY: bench-replication proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
 
