@@ -224,7 +224,8 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
 	close(p.thaw)
 	p.rate.Store(cfg.ResyncRate)
-	if cfg.ActivityLog {
+	// With no peer there is nothing a crash could leave unreplicated.
+	if cfg.ActivityLog && len(cfg.Peers) > 0 {
 		p.al = newActivityLog(cfg.Local, cfg.ActivitySlot, cfg.ActivityExtent, cfg.ActivityIdle)
 		p.wg.Add(1)
 		go p.sweepActivity()
@@ -426,9 +427,12 @@ func (p *Primary) Status() []PeerStatus {
 func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64, flags uint16, payload []byte, local func(context.Context) error) error {
 	// Encode outside the lock; the sequence number is patched in below.
 	var frame []byte
-	if kind == FrameWrite {
+	switch {
+	case len(p.peers) == 0:
+		// A single-replica volume sends nothing anywhere.
+	case kind == FrameWrite:
 		frame = AppendFrame(make([]byte, 0, headerSize+len(payload)), Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off)}, payload)
-	} else {
+	default:
 		frame = AppendFrame(make([]byte, 0, headerSize), Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off), Length: uint32(length)}, nil)
 	}
 	r := &req{kind: kind, off: off, len: length, frame: frame, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{})}
@@ -467,7 +471,9 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	}
 	r.seq = p.nextSeq
 	p.nextSeq++
-	binary.BigEndian.PutUint64(r.frame[8:], r.seq)
+	if r.frame != nil {
+		binary.BigEndian.PutUint64(r.frame[8:], r.seq)
+	}
 	deps := p.overlappingLocked(r)
 	p.active = append(p.active, r)
 	var fenced []int
