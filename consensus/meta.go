@@ -71,15 +71,6 @@ type VolumeEntry struct {
 	Created  time.Time `json:"created"`
 }
 
-func resultCode(err error) uint64 {
-	for i, e := range resultErrors {
-		if e != nil && errors.Is(err, e) {
-			return uint64(i)
-		}
-	}
-	return uint64(len(resultErrors) - 1)
-}
-
 // ClusterRecord describes the cluster itself.
 type ClusterRecord struct {
 	Name          string    `json:"name"`
@@ -247,17 +238,13 @@ func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
 	m.s.Applied = e.Index
 	var c Command
 	if err := json.Unmarshal(e.Cmd, &c); err != nil {
-		return reject(fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
+		return rejectWith(resultErrors, fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
 	}
 	data, err := m.apply(&c)
 	if err != nil {
-		return reject(err), nil
+		return rejectWith(resultErrors, err), nil
 	}
 	return sm.Result{Value: 0, Data: data}, nil
-}
-
-func reject(err error) sm.Result {
-	return sm.Result{Value: resultCode(err), Data: []byte(err.Error())}
 }
 
 func (m *metaSM) audit(c *Command, action, detail string) {
@@ -515,24 +502,11 @@ func (m *Meta) propose(ctx context.Context, c Command) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.Value != 0 {
-		base := ErrBadCommand
-		if res.Value < uint64(len(resultErrors)) {
-			base = resultErrors[res.Value]
-		}
-		return nil, &ResultError{Base: base, Msg: string(res.Data)}
+	if err := resultError(resultErrors, res); err != nil {
+		return nil, err
 	}
 	return res.Data, nil
 }
-
-// ResultError is a refusal by the state machine; errors.Is matches its base.
-type ResultError struct {
-	Base error
-	Msg  string
-}
-
-func (e *ResultError) Error() string { return e.Msg }
-func (e *ResultError) Unwrap() error { return e.Base }
 
 // Bootstrap records a new cluster with its first node.
 func (m *Meta) Bootstrap(ctx context.Context, c ClusterRecord, n NodeRecord) error {

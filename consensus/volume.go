@@ -162,28 +162,17 @@ func (m *volumeSM) Update(e sm.Entry) (sm.Result, error) {
 	m.r.Applied = e.Index
 	var c VolumeCommand
 	if err := json.Unmarshal(e.Cmd, &c); err != nil {
-		return volReject(fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
+		return rejectWith(volumeResultErrors, fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
 	}
 	if err := m.apply(&c); err != nil {
-		return volReject(err), nil
+		return rejectWith(volumeResultErrors, err), nil
 	}
 	m.notify()
 	b, err := json.Marshal(m.r)
 	if err != nil {
-		return volReject(fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
+		return rejectWith(volumeResultErrors, fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
 	}
 	return sm.Result{Value: 0, Data: b}, nil
-}
-
-func volReject(err error) sm.Result {
-	code := uint64(len(volumeResultErrors) - 1)
-	for i, e := range volumeResultErrors {
-		if e != nil && errors.Is(err, e) {
-			code = uint64(i)
-			break
-		}
-	}
-	return sm.Result{Value: code, Data: []byte(err.Error())}
 }
 
 func (m *volumeSM) event(c *VolumeCommand, what string) {
@@ -401,12 +390,8 @@ func (v *Volumes) propose(ctx context.Context, shardID uint64, c VolumeCommand) 
 	if err != nil {
 		return nil, err
 	}
-	if res.Value != 0 {
-		base := ErrBadCommand
-		if res.Value < uint64(len(volumeResultErrors)) {
-			base = volumeResultErrors[res.Value]
-		}
-		return nil, &ResultError{Base: base, Msg: string(res.Data)}
+	if err := resultError(volumeResultErrors, res); err != nil {
+		return nil, err
 	}
 	var rec VolumeRecord
 	if err := json.Unmarshal(res.Data, &rec); err != nil {
