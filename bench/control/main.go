@@ -12,16 +12,15 @@ import (
 	"bufio"
 	"context"
 	"debug/buildinfo"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"log/slog"
 	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -122,7 +121,7 @@ func run(args []string) int {
 	rep, err := execute(ctx, log, cfg)
 	if rep != nil && ctx.Err() == nil {
 		md := rep.Markdown()
-		if werr := writeResults(cfg.out, rep, md); werr != nil {
+		if werr := benchkit.WriteResults(cfg.out, "control", rep, md); werr != nil {
 			log.Error("writing results", "err", werr)
 			return 1
 		}
@@ -142,30 +141,6 @@ func run(args []string) int {
 	}
 	return 0
 }
-
-func writeResults(dir string, rep *Report, md string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("results dir: %w", err)
-	}
-	js, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode results: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "control.json"), append(js, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "control.md"), []byte(md), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
-}
-
-// reporter passes the harness's notes and problems to slog.
-type reporter struct{ log *slog.Logger }
-
-func (r reporter) Helper()                           {}
-func (r reporter) Logf(format string, args ...any)   { r.log.Info(fmt.Sprintf(format, args...)) }
-func (r reporter) Errorf(format string, args ...any) { r.log.Error(fmt.Sprintf(format, args...)) }
 
 // bench is one run: the cluster, its clients and the report being filled.
 type bench struct {
@@ -222,7 +197,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		}
 	}
 
-	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, reporter{log})
+	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, testcluster.LogReporter(log))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
@@ -262,7 +237,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			log.Error("phase failed", "name", ph.name, "err", err)
 		}
 	}
-	b.rep.DaemonLog = scanDaemonLogs(c)
+	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
 		if err := copyLogs(c, cfg.logs); err != nil {
 			b.rep.Errors = append(b.rep.Errors, err.Error())
@@ -903,58 +878,6 @@ func (b *bench) evaluateGoals() {
 		}
 		b.rep.Goals.RSSMet = &ok
 	}
-}
-
-var digitsRE = regexp.MustCompile(`[0-9]+`)
-
-// scanDaemonLogs groups the WARN and ERROR lines of every node's tandemd log.
-func scanDaemonLogs(c *testcluster.Cluster) []LogFinding {
-	groups := map[string]*LogFinding{}
-	for _, n := range c.Nodes {
-		f, err := os.Open(filepath.Join(n.Dir, "tandemd.log"))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			var level string
-			switch {
-			case strings.Contains(line, "level=ERROR"):
-				level = "ERROR"
-			case strings.Contains(line, "level=WARN"):
-				level = "WARN"
-			default:
-				continue
-			}
-			msg := line
-			if i := strings.Index(line, " msg="); i >= 0 {
-				msg = line[i+1:]
-			}
-			key := level + " " + digitsRE.ReplaceAllString(truncate(msg, 160), "N")
-			g, ok := groups[key]
-			if !ok {
-				g = &LogFinding{Level: level, Pattern: key[len(level)+1:], ByNode: map[string]int{}, Example: line}
-				groups[key] = g
-			}
-			g.Count++
-			g.ByNode[n.Name]++
-		}
-		f.Close()
-	}
-	out := slices.Collect(maps.Values(groups))
-	slices.SortFunc(out, func(a, b *LogFinding) int {
-		if a.Level != b.Level {
-			return strings.Compare(a.Level, b.Level) // ERROR before WARN
-		}
-		return b.Count - a.Count
-	})
-	res := make([]LogFinding, 0, len(out))
-	for _, g := range out {
-		res = append(res, *g)
-	}
-	return res
 }
 
 // copyLogs keeps the daemon logs, which go away with the temporary directory.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"math"
 	"strings"
 )
@@ -16,17 +17,17 @@ const (
 
 // Report is everything control.json holds.
 type Report struct {
-	Date      string          `json:"date"`
-	DurationS float64         `json:"duration_s"`
-	Host      HostInfo        `json:"host"`
-	Tandemd   BinaryInfo      `json:"tandemd"`
-	Params    Params          `json:"parameters"`
-	Goals     Goals           `json:"goals"`
-	Propose   []ProposeResult `json:"propose"`
-	Failover  *FailoverResult `json:"failover,omitempty"`
-	Memory    []RSSSample     `json:"memory"`
-	DaemonLog []LogFinding    `json:"daemon_log_findings"`
-	Errors    []string        `json:"errors,omitempty"`
+	Date      string                `json:"date"`
+	DurationS float64               `json:"duration_s"`
+	Host      HostInfo              `json:"host"`
+	Tandemd   BinaryInfo            `json:"tandemd"`
+	Params    Params                `json:"parameters"`
+	Goals     Goals                 `json:"goals"`
+	Propose   []ProposeResult       `json:"propose"`
+	Failover  *FailoverResult       `json:"failover,omitempty"`
+	Memory    []RSSSample           `json:"memory"`
+	DaemonLog []benchkit.LogFinding `json:"daemon_log_findings"`
+	Errors    []string              `json:"errors,omitempty"`
 }
 
 // HostInfo describes the machine that ran the cluster.
@@ -175,15 +176,6 @@ type RSSSample struct {
 	HeapReleasedMB float64 `json:"go_heap_released_mb"`
 	GoSysMB        float64 `json:"go_sys_mb"`
 	Error          string  `json:"error,omitempty"`
-}
-
-// LogFinding is a group of similar WARN/ERROR lines in the tandemd logs.
-type LogFinding struct {
-	Level   string         `json:"level"`
-	Pattern string         `json:"pattern"`
-	Count   int            `json:"count"`
-	ByNode  map[string]int `json:"by_node"`
-	Example string         `json:"example"`
 }
 
 func opt(v float64) *float64 {

@@ -13,10 +13,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -107,7 +107,7 @@ func run(args []string) int {
 	rep, err := execute(ctx, log, cfg)
 	if rep != nil && ctx.Err() == nil {
 		md := rep.Markdown()
-		if werr := writeResults(cfg.out, rep, md); werr != nil {
+		if werr := benchkit.WriteResults(cfg.out, "replication", rep, md); werr != nil {
 			log.Error("writing results", "err", werr)
 			return 1
 		}
@@ -127,30 +127,6 @@ func run(args []string) int {
 	}
 	return 0
 }
-
-func writeResults(dir string, rep *Report, md string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("results dir: %w", err)
-	}
-	js, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode results: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "replication.json"), append(js, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "replication.md"), []byte(md), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
-}
-
-// reporter passes the harness's notes and problems to slog.
-type reporter struct{ log *slog.Logger }
-
-func (r reporter) Helper()                           {}
-func (r reporter) Logf(format string, args ...any)   { r.log.Info(fmt.Sprintf(format, args...)) }
-func (r reporter) Errorf(format string, args ...any) { r.log.Error(fmt.Sprintf(format, args...)) }
 
 // bench is one run: the cluster, the reference server and the report.
 type bench struct {
@@ -209,7 +185,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		}
 	}
 
-	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, reporter{log})
+	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, testcluster.LogReporter(log))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
@@ -336,7 +312,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	b.finishVolumes(ctx)
 	compare(b.rep.Results)
 	b.rep.Goals = evaluateGoals(b.rep.Results)
-	b.rep.DaemonLog = scanDaemonLogs(c)
+	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
 		if err := copyLogs(c, map[string]string{"qemu-nbd.log": filepath.Join(ref, "qemu-nbd.log")}, cfg.logs); err != nil {
 			b.rep.Errors = append(b.rep.Errors, err.Error())

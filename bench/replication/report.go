@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"math"
 	"slices"
 	"strings"
@@ -41,13 +42,13 @@ type Report struct {
 	Volumes   []VolumeState     `json:"volumes,omitempty"`
 	// HostBefore and HostAfter sample what the host was doing just
 	// before the first and after the last fio job.
-	HostBefore *HostActivity `json:"host_activity_before,omitempty"`
-	HostAfter  *HostActivity `json:"host_activity_after,omitempty"`
-	Prefill    []Result      `json:"prefill"`
-	Results    []Result      `json:"results"`
-	Goals      []Goal        `json:"goals"`
-	DaemonLog  []LogFinding  `json:"daemon_log_findings"`
-	Errors     []string      `json:"errors,omitempty"`
+	HostBefore *HostActivity         `json:"host_activity_before,omitempty"`
+	HostAfter  *HostActivity         `json:"host_activity_after,omitempty"`
+	Prefill    []Result              `json:"prefill"`
+	Results    []Result              `json:"results"`
+	Goals      []Goal                `json:"goals"`
+	DaemonLog  []benchkit.LogFinding `json:"daemon_log_findings"`
+	Errors     []string              `json:"errors,omitempty"`
 }
 
 // Params are the knobs of the run.

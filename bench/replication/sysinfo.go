@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"debug/buildinfo"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -52,15 +50,6 @@ type StorageInfo struct {
 	MountPoint string `json:"mount_point"`
 	// SameFS is true when every target's file is on Dir's filesystem.
 	SameFS bool `json:"same_filesystem"`
-}
-
-// LogFinding is a group of similar WARN/ERROR lines in the tandemd logs.
-type LogFinding struct {
-	Level   string         `json:"level"`
-	Pattern string         `json:"pattern"`
-	Count   int            `json:"count"`
-	ByNode  map[string]int `json:"by_node"`
-	Example string         `json:"example"`
 }
 
 // parseSize reads a byte count with an optional 1024-based unit: 1G, 1GiB,
@@ -442,57 +431,6 @@ func toolVersion(ctx context.Context, name, arg string) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
-}
-
-// scanDaemonLogs groups the WARN and ERROR lines of every node's tandemd log.
-func scanDaemonLogs(c *testcluster.Cluster) []LogFinding {
-	digitsRE := regexp.MustCompile(`[0-9]+`)
-	groups := map[string]*LogFinding{}
-	for _, n := range c.Nodes {
-		f, err := os.Open(filepath.Join(n.Dir, "tandemd.log"))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			var level string
-			switch {
-			case strings.Contains(line, "level=ERROR"):
-				level = "ERROR"
-			case strings.Contains(line, "level=WARN"):
-				level = "WARN"
-			default:
-				continue
-			}
-			msg := line
-			if i := strings.Index(line, " msg="); i >= 0 {
-				msg = line[i+1:]
-			}
-			key := level + " " + digitsRE.ReplaceAllString(truncate(msg, 160), "N")
-			g, ok := groups[key]
-			if !ok {
-				g = &LogFinding{Level: level, Pattern: key[len(level)+1:], ByNode: map[string]int{}, Example: line}
-				groups[key] = g
-			}
-			g.Count++
-			g.ByNode[n.Name]++
-		}
-		f.Close()
-	}
-	out := slices.Collect(maps.Values(groups))
-	slices.SortFunc(out, func(a, b *LogFinding) int {
-		if a.Level != b.Level {
-			return strings.Compare(a.Level, b.Level) // ERROR before WARN
-		}
-		return b.Count - a.Count
-	})
-	res := make([]LogFinding, 0, len(out))
-	for _, g := range out {
-		res = append(res, *g)
-	}
-	return res
 }
 
 // copyLogs keeps the daemon logs and the qemu-nbd log, which go away with

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -543,3 +544,13 @@ func (c *Cluster) reap(procs []*Proc) {
 		}
 	}
 }
+
+// LogReporter reports the harness's notes and problems to a slog logger,
+// for programs that are not tests (the demo, benchmarks).
+func LogReporter(log *slog.Logger) Reporter { return logReporter{log} }
+
+type logReporter struct{ log *slog.Logger }
+
+func (r logReporter) Helper()                           {}
+func (r logReporter) Logf(format string, args ...any)   { r.log.Info(fmt.Sprintf(format, args...)) }
+func (r logReporter) Errorf(format string, args ...any) { r.log.Error(fmt.Sprintf(format, args...)) }

@@ -25,12 +25,6 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-type reporter struct{ log *slog.Logger }
-
-func (r reporter) Helper()                        {}
-func (r reporter) Errorf(format string, a ...any) { r.log.Error(fmt.Sprintf(format, a...)) }
-func (r reporter) Logf(format string, a ...any)   { r.log.Info(fmt.Sprintf(format, a...)) }
-
 func main() {
 	bin := flag.String("bin", "", "directory with tandemd and tandem (built when empty)")
 	nodes := flag.Int("nodes", 3, "number of simulated hosts")
@@ -66,7 +60,7 @@ func run(bin string, nodes int, keep bool, log *slog.Logger, out io.Writer) erro
 			return err
 		}
 	}
-	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: base}, reporter{log})
+	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: base}, testcluster.LogReporter(log))
 	if err != nil {
 		return err
 	}
