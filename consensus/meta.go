@@ -46,7 +46,7 @@ var (
 )
 
 // ErrBadCommand stays last: it is the code for errors not in the list.
-var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrBadCommand}
+var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrVMNameTaken, ErrNoSuchVM, ErrBadCommand}
 
 // FirstVolumeShard is the first shard ID given to a volume.
 const FirstVolumeShard uint64 = 1000
@@ -91,11 +91,13 @@ type NodeRecord struct {
 	RaftAddr    string `json:"raft_addr"`
 	AdminAddr   string `json:"admin_addr"`
 	// ReplicationAddr receives replicated writes; NBDAddr serves exports.
-	ReplicationAddr string    `json:"replication_addr,omitempty"`
-	NBDAddr         string    `json:"nbd_addr,omitempty"`
-	State           string    `json:"state"`
-	JoinedAt        time.Time `json:"joined_at"`
-	RemovedAt       time.Time `json:"removed_at,omitzero"`
+	ReplicationAddr string `json:"replication_addr,omitempty"`
+	NBDAddr         string `json:"nbd_addr,omitempty"`
+	State           string `json:"state"`
+	// Maintenance blocks new placements and evacuates the node's VMs.
+	Maintenance bool      `json:"maintenance,omitempty"`
+	JoinedAt    time.Time `json:"joined_at"`
+	RemovedAt   time.Time `json:"removed_at,omitzero"`
 }
 
 // TokenRecord is a one-time join token as the cluster stores it: only a
@@ -125,6 +127,7 @@ type MetaState struct {
 	NextReplicaID uint64                  `json:"next_replica_id"`
 	Volumes       map[string]*VolumeEntry `json:"volumes"`
 	NextShardID   uint64                  `json:"next_shard_id"`
+	VMs           map[string]*VMRecord    `json:"vms"`
 	Config        map[string]string       `json:"config"`
 	Audit         []AuditEntry            `json:"audit"`
 	// Applied is the last applied Raft index (not part of the replicated
@@ -185,6 +188,9 @@ type Command struct {
 	AdminToken   string            `json:"admin_token,omitempty"`
 	ForgetTokens bool              `json:"forget_tokens,omitempty"`
 	Volume       *VolumeEntry      `json:"volume,omitempty"`
+	VM           *VMRecord         `json:"vm,omitempty"`
+	VMUpdate     *VMUpdate         `json:"vm_update,omitempty"`
+	Maintenance  *MaintenanceCmd   `json:"maintenance,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -231,7 +237,7 @@ func NewMetaStateMachine(_, _ uint64) sm.IStateMachine {
 }
 
 func emptyState() *MetaState {
-	return &MetaState{Nodes: map[string]*NodeRecord{}, Tokens: map[string]*TokenRecord{}, Config: map[string]string{}, NextReplicaID: 1, Volumes: map[string]*VolumeEntry{}, NextShardID: FirstVolumeShard}
+	return &MetaState{Nodes: map[string]*NodeRecord{}, Tokens: map[string]*TokenRecord{}, Config: map[string]string{}, NextReplicaID: 1, Volumes: map[string]*VolumeEntry{}, NextShardID: FirstVolumeShard, VMs: map[string]*VMRecord{}}
 }
 
 func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
@@ -413,6 +419,11 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		if _, ok := s.Volumes[c.Volume.Name]; !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, c.Volume.Name)
 		}
+		for _, v := range s.VMs {
+			if slices.Contains(v.Spec.Volumes, c.Volume.Name) {
+				return nil, fmt.Errorf("%w: volume %s is a disk of VM %s", ErrBadCommand, c.Volume.Name, v.Name)
+			}
+		}
 		delete(s.Volumes, c.Volume.Name)
 		m.audit(c, "volume-delete", "volume "+c.Volume.Name)
 		return nil, nil
@@ -423,6 +434,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		s.Cluster.AdminTokenVerifiers = append(s.Cluster.AdminTokenVerifiers, c.AdminToken)
 		m.audit(c, "admin-token-add", "admin token added")
 		return nil, nil
+	case opVMCreate, opVMUpdate, opVMDelete, opMaintenance:
+		return m.applyVM(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
@@ -464,6 +477,9 @@ func (m *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan 
 	if s.Volumes == nil { // snapshots from before volumes existed
 		s.Volumes = map[string]*VolumeEntry{}
 		s.NextShardID = max(s.NextShardID, FirstVolumeShard)
+	}
+	if s.VMs == nil {
+		s.VMs = map[string]*VMRecord{}
 	}
 	m.s = s
 	return nil

@@ -80,8 +80,11 @@ type VolumeRecord struct {
 	Primary  string                    `json:"primary"`
 	Replicas map[string]*ReplicaRecord `json:"replicas"`
 	Witness  string                    `json:"witness,omitempty"`
-	History  []VolumeEvent             `json:"history"`
-	Applied  uint64                    `json:"applied"`
+	// MigrationTarget is the one other node allowed to open the volume for
+	// a live migration (I5); empty outside of a migration.
+	MigrationTarget string        `json:"migration_target,omitempty"`
+	History         []VolumeEvent `json:"history"`
+	Applied         uint64        `json:"applied"`
 }
 
 // Initialised reports whether the record was created.
@@ -118,6 +121,11 @@ const (
 	volOutdate  = "outdate"
 	volSetState = "set-state"
 	volPromote  = "promote"
+	// I5: allow-dual opens a migration to one UpToDate peer, handover
+	// commits that peer as the single primary, end-dual closes it unused.
+	volAllowDual = "allow-dual"
+	volHandover  = "handover"
+	volEndDual   = "end-dual"
 )
 
 // allowedTransitions are the moves the primary may commit with set-state.
@@ -290,6 +298,7 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		old := r.Primary
 		r.Epoch++
 		r.Primary = c.Peer
+		r.MigrationTarget = ""
 		rr.Reconcile = false
 		for name, o := range r.Replicas {
 			switch {
@@ -302,6 +311,59 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 			}
 		}
 		m.event(c, fmt.Sprintf("promoted %s (was %s)", c.Peer, old))
+		return nil
+	case volAllowDual:
+		if err := m.guardPrimary(c); err != nil {
+			return err
+		}
+		rr, ok := r.Replicas[c.Peer]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
+		case c.Peer == r.Primary:
+			return fmt.Errorf("%w: %s is already the primary", ErrBadTransition, c.Peer)
+		case rr.State != UpToDate:
+			return fmt.Errorf("%w: migration target %s is %s", ErrNotUpToDate, c.Peer, rr.State)
+		case r.MigrationTarget == c.Peer:
+			return nil
+		case r.MigrationTarget != "":
+			return fmt.Errorf("%w: a migration to %s is already open", ErrBadTransition, r.MigrationTarget)
+		}
+		r.MigrationTarget = c.Peer
+		m.event(c, fmt.Sprintf("dual-primary allowed for %s and %s", r.Primary, c.Peer))
+		return nil
+	case volEndDual:
+		if err := m.guardPrimary(c); err != nil {
+			return err
+		}
+		if r.MigrationTarget == "" {
+			return nil
+		}
+		m.event(c, fmt.Sprintf("dual-primary window to %s closed", r.MigrationTarget))
+		r.MigrationTarget = ""
+		return nil
+	case volHandover:
+		if err := m.guardPrimary(c); err != nil {
+			return err
+		}
+		rr, ok := r.Replicas[c.Peer]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
+		case r.MigrationTarget != c.Peer:
+			return fmt.Errorf("%w: no migration to %s is open", ErrBadTransition, c.Peer)
+		case rr.State != UpToDate:
+			return fmt.Errorf("%w: migration target %s is %s", ErrNotUpToDate, c.Peer, rr.State)
+		}
+		// The old primary drained its writes before proposing this: every
+		// replica holds the same data, so it stays UpToDate (I5 step 5).
+		old := r.Primary
+		r.Epoch++
+		r.Primary = c.Peer
+		r.MigrationTarget = ""
+		rr.Since = c.At
+		r.Replicas[old].Since = c.At
+		m.event(c, fmt.Sprintf("handed over to %s (was %s)", c.Peer, old))
 		return nil
 	}
 	return fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
@@ -422,6 +484,22 @@ func (v *Volumes) SetReplicaState(ctx context.Context, shardID, epoch uint64, pe
 // that epoch (so two recoveries cannot both promote).
 func (v *Volumes) Promote(ctx context.Context, shardID uint64, node string, expectEpoch uint64, reason string) (*VolumeRecord, error) {
 	return v.propose(ctx, shardID, VolumeCommand{Op: volPromote, Peer: node, Epoch: expectEpoch, Reason: reason})
+}
+
+// AllowDual lets peer open the volume for a live migration (I5 step 2).
+func (v *Volumes) AllowDual(ctx context.Context, shardID, epoch uint64, peer, reason string) (*VolumeRecord, error) {
+	return v.propose(ctx, shardID, VolumeCommand{Op: volAllowDual, Epoch: epoch, Peer: peer, Reason: reason})
+}
+
+// EndDual closes a migration window that was not used.
+func (v *Volumes) EndDual(ctx context.Context, shardID, epoch uint64, reason string) (*VolumeRecord, error) {
+	return v.propose(ctx, shardID, VolumeCommand{Op: volEndDual, Epoch: epoch, Reason: reason})
+}
+
+// Handover makes the migration target the single primary (a new epoch); the
+// caller, the drained primary of epoch, stays an UpToDate secondary.
+func (v *Volumes) Handover(ctx context.Context, shardID, epoch uint64, peer, reason string) (*VolumeRecord, error) {
+	return v.propose(ctx, shardID, VolumeCommand{Op: volHandover, Epoch: epoch, Peer: peer, Reason: reason})
 }
 
 // Record is a linearizable read of the volume record.

@@ -130,3 +130,55 @@ func TestVolumeShardWithWitness(t *testing.T) {
 		t.Fatalf("promoting the Outdated replica: %v", err)
 	}
 }
+
+func TestVolumeMigrationWindow(t *testing.T) {
+	m := newVolSM(t)
+	// I5 step 1: the target must be UpToDate; only the primary opens the window.
+	if err := volApply(t, m, VolumeCommand{Op: volAllowDual, By: "b", Epoch: 1, Peer: "c"}); !errors.Is(err, ErrNotPrimary) {
+		t.Fatalf("allow-dual by a secondary: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volHandover, By: "a", Epoch: 1, Peer: "b"}); !errors.Is(err, ErrBadTransition) {
+		t.Fatalf("handover without an open window: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "a", Epoch: 1, Peer: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volAllowDual, By: "a", Epoch: 1, Peer: "c"}); !errors.Is(err, ErrNotUpToDate) {
+		t.Fatalf("allow-dual to an Outdated replica: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volAllowDual, By: "a", Epoch: 1, Peer: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	// Exactly two nodes: a second window is refused while one is open.
+	m.r.Replicas["c"].State = UpToDate
+	if err := volApply(t, m, VolumeCommand{Op: volAllowDual, By: "a", Epoch: 1, Peer: "c"}); !errors.Is(err, ErrBadTransition) {
+		t.Fatalf("second window: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volEndDual, By: "a", Epoch: 1}); err != nil || m.r.MigrationTarget != "" {
+		t.Fatalf("end-dual: %v, target %q", err, m.r.MigrationTarget)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volHandover, By: "a", Epoch: 1, Peer: "b"}); !errors.Is(err, ErrBadTransition) {
+		t.Fatalf("handover after the window closed: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volAllowDual, By: "a", Epoch: 1, Peer: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volHandover, By: "a", Epoch: 1, Peer: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	// I5 steps 4-5: a new epoch, the old primary an UpToDate secondary.
+	if m.r.Epoch != 2 || m.r.Primary != "b" || m.r.MigrationTarget != "" || m.r.Replicas["a"].State != UpToDate || m.r.Replicas["a"].Reconcile {
+		t.Fatalf("after handover: %+v a=%+v", m.r, m.r.Replicas["a"])
+	}
+	// A retried handover from the old primary is refused by the epoch guard.
+	if err := volApply(t, m, VolumeCommand{Op: volHandover, By: "a", Epoch: 1, Peer: "b"}); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("retried handover: %v", err)
+	}
+	// A promotion closes an open window.
+	if err := volApply(t, m, VolumeCommand{Op: volAllowDual, By: "b", Epoch: 2, Peer: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "c", Epoch: 2}); err != nil || m.r.MigrationTarget != "" {
+		t.Fatalf("promote during a window: %v, target %q", err, m.r.MigrationTarget)
+	}
+}

@@ -1,0 +1,225 @@
+package consensus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// VM desired states.
+const (
+	VMStarted  = "started"
+	VMStopped  = "stopped"
+	VMDisabled = "disabled"
+)
+
+// Errors of VM records.
+var (
+	ErrVMNameTaken = errors.New("a VM with this name exists")
+	ErrNoSuchVM    = errors.New("no such VM")
+)
+
+// VMNIC is one network interface of a VM.
+type VMNIC struct {
+	Bridge string `json:"bridge,omitempty"`
+	MAC    string `json:"mac"`
+	// IPs are the addresses the VM declares, announced after a restart
+	// elsewhere so that switches and peers learn the new port at once.
+	IPs []string `json:"ips,omitempty"`
+}
+
+// VMSpecRecord is what a VM is made of; compute turns it into domain XML.
+type VMSpecRecord struct {
+	VCPUs     int      `json:"vcpus"`
+	MemoryMiB int      `json:"memory_mib"`
+	Volumes   []string `json:"volumes"` // first boots
+	NICs      []VMNIC  `json:"nics,omitempty"`
+	Kernel    string   `json:"kernel,omitempty"`
+	Initrd    string   `json:"initrd,omitempty"`
+	Cmdline   string   `json:"cmdline,omitempty"`
+}
+
+// VMRecord is a VM as the cluster knows it.
+type VMRecord struct {
+	Name string       `json:"name"`
+	UUID string       `json:"uuid"`
+	Spec VMSpecRecord `json:"spec"`
+	// Desired is started, stopped or disabled (left alone by HA).
+	Desired string `json:"desired"`
+	// Node is where the VM runs, or ran last.
+	Node         string    `json:"node,omitempty"`
+	Priority     int       `json:"priority,omitempty"`
+	AntiAffinity string    `json:"anti_affinity,omitempty"`
+	Created      time.Time `json:"created"`
+	Changed      time.Time `json:"changed"`
+}
+
+// VMUpdate changes a VM's desired state and/or node; empty fields stay.
+type VMUpdate struct {
+	Name    string `json:"name"`
+	Desired string `json:"desired,omitempty"`
+	Node    string `json:"node,omitempty"`
+	// IfNode makes the update conditional on the VM's current node, so two
+	// movers cannot both win.
+	IfNode string `json:"if_node,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// MaintenanceCmd switches a node's maintenance mode.
+type MaintenanceCmd struct {
+	Node   string `json:"node"`
+	Enable bool   `json:"enable"`
+}
+
+const (
+	opVMCreate      = "vm-create"
+	opVMUpdate      = "vm-update"
+	opVMDelete      = "vm-delete"
+	opMaintenance   = "node-maintenance"
+	maxVMNameLength = 64
+)
+
+func validDesired(s string) bool { return s == VMStarted || s == VMStopped || s == VMDisabled }
+
+func (m *metaSM) applyVM(c *Command) ([]byte, error) {
+	s := m.s
+	switch c.Op {
+	case opVMCreate:
+		v := c.VM
+		if v == nil || v.Name == "" || len(v.Name) > maxVMNameLength || v.Spec.VCPUs <= 0 || v.Spec.MemoryMiB <= 0 {
+			return nil, fmt.Errorf("%w: vm-create needs a name, vCPUs and memory", ErrBadCommand)
+		}
+		if old, ok := s.VMs[v.Name]; ok {
+			if old.UUID == v.UUID {
+				return json.Marshal(old) // a retried proposal
+			}
+			return nil, fmt.Errorf("%w: %s", ErrVMNameTaken, v.Name)
+		}
+		for _, vol := range v.Spec.Volumes {
+			if _, ok := s.Volumes[vol]; !ok {
+				return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, vol)
+			}
+			for _, other := range s.VMs {
+				if slices.Contains(other.Spec.Volumes, vol) {
+					return nil, fmt.Errorf("%w: volume %s is used by VM %s", ErrBadCommand, vol, other.Name)
+				}
+			}
+		}
+		if v.Desired == "" {
+			v.Desired = VMStopped
+		}
+		if !validDesired(v.Desired) {
+			return nil, fmt.Errorf("%w: unknown desired state %q", ErrBadCommand, v.Desired)
+		}
+		e := *v
+		e.Created, e.Changed = c.At, c.At
+		s.VMs[e.Name] = &e
+		m.audit(c, "vm-create", fmt.Sprintf("VM %s: %d vCPUs, %d MiB, volumes %v", e.Name, e.Spec.VCPUs, e.Spec.MemoryMiB, e.Spec.Volumes))
+		return json.Marshal(&e)
+	case opVMUpdate:
+		u := c.VMUpdate
+		if u == nil {
+			return nil, fmt.Errorf("%w: vm-update without body", ErrBadCommand)
+		}
+		v, ok := s.VMs[u.Name]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, u.Name)
+		}
+		if u.IfNode != "" && v.Node != u.IfNode {
+			return nil, fmt.Errorf("%w: VM %s is on %s, not %s", ErrBadCommand, v.Name, v.Node, u.IfNode)
+		}
+		if u.Desired != "" && !validDesired(u.Desired) {
+			return nil, fmt.Errorf("%w: unknown desired state %q", ErrBadCommand, u.Desired)
+		}
+		if u.Node != "" {
+			if n, ok := s.Nodes[u.Node]; !ok || n.State != NodeMember {
+				return nil, fmt.Errorf("%w: %s is not a member", ErrNodeNotFound, u.Node)
+			}
+		}
+		before := *v
+		if u.Desired != "" {
+			v.Desired = u.Desired
+		}
+		if u.Node != "" {
+			v.Node = u.Node
+		}
+		if before.Desired != v.Desired || before.Node != v.Node {
+			v.Changed = c.At
+			m.audit(c, "vm-update", fmt.Sprintf("VM %s: %s on %s -> %s on %s (%s)", v.Name, before.Desired, before.Node, v.Desired, v.Node, u.Reason))
+		}
+		return json.Marshal(v)
+	case opVMDelete:
+		if c.VMUpdate == nil {
+			return nil, fmt.Errorf("%w: vm-delete without name", ErrBadCommand)
+		}
+		if _, ok := s.VMs[c.VMUpdate.Name]; !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, c.VMUpdate.Name)
+		}
+		delete(s.VMs, c.VMUpdate.Name)
+		m.audit(c, "vm-delete", "VM "+c.VMUpdate.Name)
+		return nil, nil
+	case opMaintenance:
+		mc := c.Maintenance
+		if mc == nil {
+			return nil, fmt.Errorf("%w: node-maintenance without body", ErrBadCommand)
+		}
+		n, ok := s.Nodes[mc.Node]
+		if !ok || n.State == NodeRemoved {
+			return nil, fmt.Errorf("%w: %s", ErrNodeNotFound, mc.Node)
+		}
+		if n.Maintenance != mc.Enable {
+			n.Maintenance = mc.Enable
+			m.audit(c, "node-maintenance", fmt.Sprintf("node %s maintenance=%v", n.Name, mc.Enable))
+		}
+		return json.Marshal(n)
+	}
+	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+}
+
+// CreateVM records a new VM.
+func (m *Meta) CreateVM(ctx context.Context, v VMRecord) (*VMRecord, error) {
+	data, err := m.propose(ctx, Command{Op: opVMCreate, VM: &v})
+	if err != nil {
+		return nil, err
+	}
+	var out VMRecord
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("decode VM: %w", err)
+	}
+	return &out, nil
+}
+
+// UpdateVM changes a VM's desired state or node.
+func (m *Meta) UpdateVM(ctx context.Context, u VMUpdate) (*VMRecord, error) {
+	data, err := m.propose(ctx, Command{Op: opVMUpdate, VMUpdate: &u})
+	if err != nil {
+		return nil, err
+	}
+	var out VMRecord
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("decode VM: %w", err)
+	}
+	return &out, nil
+}
+
+// DeleteVM removes a VM record.
+func (m *Meta) DeleteVM(ctx context.Context, name string) error {
+	_, err := m.propose(ctx, Command{Op: opVMDelete, VMUpdate: &VMUpdate{Name: name}})
+	return err
+}
+
+// SetMaintenance switches a node's maintenance mode.
+func (m *Meta) SetMaintenance(ctx context.Context, node string, enable bool) (NodeRecord, error) {
+	data, err := m.propose(ctx, Command{Op: opMaintenance, Maintenance: &MaintenanceCmd{Node: node, Enable: enable}})
+	if err != nil {
+		return NodeRecord{}, err
+	}
+	var n NodeRecord
+	if err := json.Unmarshal(data, &n); err != nil {
+		return NodeRecord{}, fmt.Errorf("decode node: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,78 @@
+package consensus
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestVMRecords(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	at := time.Now()
+	apply := func(c Command) error {
+		c.At = at
+		_, err := m.apply(&c)
+		return err
+	}
+	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	m.s.Nodes["b"] = &NodeRecord{Name: "b", State: NodeMember}
+	if err := apply(Command{Op: opVolumeCreate, Volume: &VolumeEntry{Name: "d1", Size: 1 << 30, Replicas: []string{"a", "b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	vm := VMRecord{Name: "web", UUID: "u1", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 128, Volumes: []string{"d1"}}}
+	bad := vm
+	bad.Spec.Volumes = []string{"nope"}
+	if err := apply(Command{Op: opVMCreate, VM: &bad}); !errors.Is(err, ErrNoSuchVolume) {
+		t.Fatalf("VM on a missing volume: %v", err)
+	}
+	if err := apply(Command{Op: opVMCreate, VM: &vm}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.VMs["web"]; got == nil || got.Desired != VMStopped {
+		t.Fatalf("created: %+v", got)
+	}
+	// A retried create is idempotent; another VM of that name is refused.
+	if err := apply(Command{Op: opVMCreate, VM: &vm}); err != nil {
+		t.Fatalf("retried create: %v", err)
+	}
+	other := vm
+	other.UUID = "u2"
+	if err := apply(Command{Op: opVMCreate, VM: &other}); !errors.Is(err, ErrVMNameTaken) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	// A volume is the disk of one VM only.
+	other.Name = "db"
+	if err := apply(Command{Op: opVMCreate, VM: &other}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("shared volume: %v", err)
+	}
+	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Desired: VMStarted, Node: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Conditional moves: only the mover that saw the VM on a wins.
+	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "b", IfNode: "b"}}); err == nil {
+		t.Fatal("conditional update on the wrong node was accepted")
+	}
+	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "b", IfNode: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "zz"}}); !errors.Is(err, ErrNodeNotFound) {
+		t.Fatalf("move to a non-member: %v", err)
+	}
+	if got := m.s.VMs["web"]; got.Node != "b" || got.Desired != VMStarted {
+		t.Fatalf("after updates: %+v", got)
+	}
+	if err := apply(Command{Op: opVolumeDelete, Volume: &VolumeEntry{Name: "d1"}}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("deleting a VM's disk: %v", err)
+	}
+	if err := apply(Command{Op: opMaintenance, Maintenance: &MaintenanceCmd{Node: "b", Enable: true}}); err != nil || !m.s.Nodes["b"].Maintenance {
+		t.Fatalf("maintenance: %v", err)
+	}
+	if err := apply(Command{Op: opVMDelete, VMUpdate: &VMUpdate{Name: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: opVMDelete, VMUpdate: &VMUpdate{Name: "web"}}); !errors.Is(err, ErrNoSuchVM) {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
