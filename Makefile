@@ -16,7 +16,8 @@ STATICCHECK_VERSION        := v0.8.2
 
 # Debian packages the tests and the demo drive as real parts.
 APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
-  qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool
+  qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
+  libvirt-daemon-driver-qemu qemu-system-x86
 
 .PHONY: bench-replication proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
 
@@ -30,6 +31,8 @@ apt-deps:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@# libvirtd's QEMU driver refuses to start without this user.
+	@id libvirt-qemu >/dev/null 2>&1 || useradd --system libvirt-qemu
 
 go-tools: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/grpcurl
 
@@ -72,6 +75,13 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzReadFrame -fuzztime=30s ./replication/
 	$(GO) test -run='^$$' -fuzz=FuzzRequestHeader -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzOptionNegotiation -fuzztime=30s ./blockstore/nbd/
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeDatagram -fuzztime=30s ./internal/guest/
+
+# guest-image builds the VM test guest (kernel + initramfs with the guest
+# agent as /init) into .cache/guest; tests build it on demand too.
+.PHONY: guest-image
+guest-image: deps
+	GO=$(GO) scripts/build-guest-image.sh
 
 lint: $(TOOLS)/staticcheck
 	$(GO) vet ./...

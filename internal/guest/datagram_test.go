@@ -1,0 +1,84 @@
+package guest
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestDatagramRoundTrip(t *testing.T) {
+	d := Datagram{Boot: 3, Seq: 1 << 40, Acked: 12345, Mono: 7 * time.Second}
+	b := d.Encode()
+	if len(b) != DatagramSize {
+		t.Fatalf("encoded %d bytes, want %d", len(b), DatagramSize)
+	}
+	got, err := DecodeDatagram(b)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if got != d {
+		t.Fatalf("round trip: got %+v, want %+v", got, d)
+	}
+}
+
+func TestDecodeDatagramRejects(t *testing.T) {
+	good := Datagram{Seq: 1}.Encode()
+	flipped := bytes.Clone(good)
+	flipped[20] ^= 1
+	badMagic := bytes.Clone(good)
+	badMagic[0] = 'X'
+	for name, b := range map[string][]byte{
+		"empty":     nil,
+		"short":     good[:DatagramSize-1],
+		"long":      append(bytes.Clone(good), 0),
+		"bad magic": badMagic,
+		"bad crc":   flipped,
+		"disk":      diskBlock(DiskState{Counter: 1}),
+	} {
+		if _, err := DecodeDatagram(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+func diskBlock(s DiskState) []byte {
+	b := make([]byte, DiskBlockSize)
+	s.EncodeTo(b)
+	return b
+}
+
+func TestDiskStateRoundTrip(t *testing.T) {
+	s := DiskState{Counter: 99, Boot: 2}
+	got, err := DecodeDiskState(diskBlock(s))
+	if err != nil || got != s {
+		t.Fatalf("got %+v, %v; want %+v", got, err, s)
+	}
+	if _, err := DecodeDiskState(make([]byte, DiskBlockSize)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("zero block: err %v, want ErrMalformed", err)
+	}
+	b := diskBlock(s)
+	b[9] ^= 0x80
+	if _, err := DecodeDiskState(b); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("corrupt block: err %v, want ErrMalformed", err)
+	}
+}
+
+func FuzzDecodeDatagram(f *testing.F) {
+	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4}.Encode())
+	f.Add([]byte(DatagramMagic))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := DecodeDatagram(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		// Whatever decodes must be exactly its own encoding.
+		if !bytes.Equal(d.Encode(), b) {
+			t.Fatalf("decoded %+v from %x, which encodes differently", d, b)
+		}
+	})
+}
