@@ -45,6 +45,10 @@ type VMSpec struct {
 	// SerialLog is the file the serial console is logged to. Empty means a
 	// pty console instead.
 	SerialLog string
+	// Diskless allows a VM with neither disks nor a kernel: the firmware
+	// finds nothing to boot and waits. Only tests want this (a guest whose
+	// whole state is its RAM, e.g. to exercise migration).
+	Diskless bool
 }
 
 // DiskSpec is one volume, reached through the local primary's NBD export.
@@ -103,8 +107,8 @@ func (s VMSpec) Validate() error {
 	if s.MemoryMiB < MinMemoryMiB || s.MemoryMiB > MaxMemoryMiB {
 		return invalid("memory %d MiB out of range %d..%d", s.MemoryMiB, MinMemoryMiB, MaxMemoryMiB)
 	}
-	if len(s.Disks) == 0 && s.Kernel == "" {
-		return invalid("at least one disk is needed unless a kernel is given")
+	if len(s.Disks) == 0 && s.Kernel == "" && !s.Diskless {
+		return invalid("at least one disk is needed unless a kernel is given (or Diskless is set)")
 	}
 	if len(s.Disks) > maxDisks {
 		return invalid("%d disks, at most %d", len(s.Disks), maxDisks)
@@ -455,6 +459,7 @@ func ParseDomainXML(s string) (VMSpec, XMLOptions, error) {
 			spec.SerialLog = c.Source.Path
 		}
 	}
+	spec.Diskless = len(spec.Disks) == 0 && spec.Kernel == ""
 	return spec, opts, nil
 }
 

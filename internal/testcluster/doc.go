@@ -13,20 +13,30 @@
 //
 // # Topology
 //
-// Every cluster owns one "switch" namespace holding a bridge br0 and one
+// Every cluster owns one "switch" namespace holding two bridges, and one
 // namespace per host:
 //
 //	host ns tdmt<pid>-<id>-n1: lo, eth0 10.99.0.11/24 ─┐
-//	host ns tdmt<pid>-<id>-n2: lo, eth0 10.99.0.12/24 ─┼─ vnI ─ br0 (switch ns tdmt<pid>-<id>-sw)
-//	host ns tdmt<pid>-<id>-n3: lo, eth0 10.99.0.13/24 ─┘
+//	host ns tdmt<pid>-<id>-n2: lo, eth0 10.99.0.12/24 ─┼─ vnI ─ br0 ┐
+//	host ns tdmt<pid>-<id>-n3: lo, eth0 10.99.0.13/24 ─┘           │ switch ns
+//	                                                                │ tdmt<pid>-<id>-sw
+//	host nI: guests' taps ─ vmbr0 (no IP) ─ vmup ──────── vmI ─ br1 ┘ 10.98.0.1/24
 //
-// Each host's eth0 is one end of a veth pair whose other end (vn1, vn2, …)
-// is a port of br0. Both ends are created directly inside their namespaces:
-// nothing is added to the root namespace, and as every cluster has its own
-// switch, concurrent clusters (in one or several test processes) can reuse
-// the same subnet. Cluster.Isolate takes a node's switch port down, which
-// cuts it off from every other node in both directions while its processes
-// keep running.
+// br0 is the backend network: each host's eth0 is one end of a veth pair
+// whose other end (vn1, vn2, …) is a port of br0. br1 is the VM network, a
+// second L2 segment shared by all hosts: every host has a bridge vmbr0
+// (Cluster.VMBridge) without an address, for guests' NICs, uplinked by a
+// veth (vmup ↔ vm1, vm2, …) to br1. A guest therefore keeps its address
+// and its peers across live migration, and br1's own address
+// (Cluster.ReceiverIP, in Cluster.VMSubnet) is where test code receives
+// from guests, with a process started by StartOnSwitch or a socket from
+// ListenUDPOnSwitch. All interfaces are created directly inside their
+// namespaces: nothing is added to the root namespace, and as every cluster
+// has its own switch, concurrent clusters (in one or several test
+// processes) can reuse the same subnets. Cluster.Isolate takes a node's br0
+// port down, which cuts it off from every other node in both directions
+// while its processes keep running; Cluster.IsolateVM does the same to its
+// VM network uplink only.
 //
 // # Processes
 //
@@ -35,6 +45,19 @@
 // process. Each process gets its own process group and PR_SET_PDEATHSIG
 // SIGKILL, logs stdout and stderr to Node.Dir/<name>.log and can be
 // stopped, killed, paused and later started again under the same name.
+//
+// # libvirtd per host
+//
+// Cluster.StartLibvirtd runs a libvirtd "on" a host: in the host's network
+// namespace plus a private mount and UTS namespace, with per-host /run,
+// /var/{lib,log,cache}/libvirt and /etc/libvirt bind-mounted from
+// Node.Dir/libvirt and a /dev without kvm (KVM does not work on the test
+// machines, and a visible /dev/kvm makes libvirtd re-probe QEMU for seconds
+// on every start). Its unix socket is under Node.Dir so tests and tandemd,
+// which are not in that mount namespace, reach it; other hosts reach it at
+// qemu+tcp://<node ip>/system, which peer-to-peer migration uses. QEMUs it
+// starts live in the host's network namespace, so Kill takes them down
+// with it.
 //
 // # Cleanup guarantees
 //

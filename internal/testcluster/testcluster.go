@@ -30,7 +30,15 @@ const (
 	hostOffset    = 10 // node i gets <subnet>.(10+i)
 	bridgeName    = "br0"
 	hostIfName    = "eth0"
-	netnsDir      = "/run/netns" // where iproute2 keeps named namespaces
+
+	// The VM network: a second L2 segment shared by all hosts, so a guest
+	// keeps its address and its peers across live migration.
+	defaultVMSubnet = "10.98.0"
+	vmSwitchBridge  = "br1"        // in the switch ns; holds the receiver address
+	vmHostBridge    = "vmbr0"      // in every host ns; guests' taps join it
+	vmUplinkName    = "vmup"       // host side of the veth to br1
+	switchName      = "sw"         // name of the switch pseudo-node
+	netnsDir        = "/run/netns" // where iproute2 keeps named namespaces
 
 	// ipTimeout bounds every iproute2 invocation; they normally take
 	// milliseconds, so hitting it means the system is wedged.
@@ -48,6 +56,10 @@ type Options struct {
 	Nodes   int    // number of hosts, default 3
 	Subnet  string // first three octets of the /24, default "10.99.0"
 	BaseDir string // where per-node dirs go; default t.TempDir()
+	// VMSubnet is the first three octets of the VM network's /24, default
+	// "10.98.0". Every cluster has its own switch, so concurrent clusters
+	// can use the same one.
+	VMSubnet string
 }
 
 // Cluster is a set of simulated hosts sharing one virtual switch. Its
@@ -56,10 +68,21 @@ type Options struct {
 type Cluster struct {
 	Nodes []*Node
 
+	// VMBridge is the bridge on every host that guests' NICs join
+	// ("vmbr0"); it carries no host address.
+	VMBridge string
+	// VMSubnet is the VM network in CIDR form (e.g. "10.98.0.0/24").
+	VMSubnet string
+	// ReceiverIP is the switch's address on the VM network ("10.98.0.1"):
+	// processes started with StartOnSwitch or sockets from
+	// ListenUDPOnSwitch reach every guest, wherever it runs.
+	ReceiverIP string
+
 	t      Reporter
 	ip     string // path of the ip binary
 	prefix string // tdmt<pid>-<rand>, shared by all namespaces of the cluster
 	swNS   string
+	sw     *Node // pseudo-node for processes in the switch namespace
 
 	mu      sync.Mutex
 	created []string // namespaces to delete on Close, in creation order
@@ -75,7 +98,8 @@ type Node struct {
 	IP    string // e.g. "10.99.0.11"
 	Dir   string // per-node private directory (BaseDir/n1), created
 
-	port string // switch-side veth name inside the switch namespace
+	port   string // switch-side veth name inside the switch namespace
+	vmPort string // switch-side veth of the VM network uplink
 }
 
 // Available reports whether clusters can be created: nil if we are root and
@@ -167,11 +191,17 @@ func Open(opts Options, r Reporter) (*Cluster, error) {
 	if opts.Subnet == "" {
 		opts.Subnet = defaultSubnet
 	}
+	if opts.VMSubnet == "" {
+		opts.VMSubnet = defaultVMSubnet
+	}
 	if opts.Nodes < 0 || opts.Nodes > 254-hostOffset {
 		return nil, fmt.Errorf("testcluster: Nodes = %d, want 1..%d", opts.Nodes, 254-hostOffset)
 	}
 	if net.ParseIP(opts.Subnet+".0").To4() == nil || strings.Count(opts.Subnet, ".") != 2 {
 		return nil, fmt.Errorf("testcluster: Subnet %q is not the first three octets of an IPv4 /24", opts.Subnet)
+	}
+	if net.ParseIP(opts.VMSubnet+".0").To4() == nil || strings.Count(opts.VMSubnet, ".") != 2 || opts.VMSubnet == opts.Subnet {
+		return nil, fmt.Errorf("testcluster: VMSubnet %q is not the first three octets of an IPv4 /24 distinct from Subnet", opts.VMSubnet)
 	}
 	if opts.BaseDir == "" {
 		return nil, errors.New("testcluster: Options.BaseDir is required")
@@ -180,7 +210,13 @@ func Open(opts Options, r Reporter) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{t: r, ip: ip}
+	c := &Cluster{
+		t:          r,
+		ip:         ip,
+		VMBridge:   vmHostBridge,
+		VMSubnet:   opts.VMSubnet + ".0/24",
+		ReceiverIP: opts.VMSubnet + ".1",
+	}
 	c.sweepStale()
 	if err := c.setup(opts); err != nil {
 		c.Close()
@@ -196,13 +232,21 @@ func (c *Cluster) setup(opts Options) error {
 	if err := c.addSwitchNS(); err != nil {
 		return err
 	}
-	sw := []string{fmt.Sprintf("link add %s type bridge forward_delay 0", bridgeName)}
+	c.sw = &Node{Name: switchName, NS: c.swNS, IP: c.ReceiverIP, Dir: filepath.Join(opts.BaseDir, switchName)}
+	if err := os.MkdirAll(c.sw.Dir, 0o755); err != nil {
+		return fmt.Errorf("switch dir: %w", err)
+	}
+	sw := []string{
+		fmt.Sprintf("link add %s type bridge forward_delay 0", bridgeName),
+		fmt.Sprintf("link add %s type bridge forward_delay 0", vmSwitchBridge),
+	}
 	for i := 1; i <= opts.Nodes; i++ {
 		n := &Node{
-			Index: i,
-			Name:  "n" + strconv.Itoa(i),
-			IP:    fmt.Sprintf("%s.%d", opts.Subnet, hostOffset+i),
-			port:  "vn" + strconv.Itoa(i),
+			Index:  i,
+			Name:   "n" + strconv.Itoa(i),
+			IP:     fmt.Sprintf("%s.%d", opts.Subnet, hostOffset+i),
+			port:   "vn" + strconv.Itoa(i),
+			vmPort: "vm" + strconv.Itoa(i),
 		}
 		n.NS = c.prefix + "-" + n.Name
 		n.Dir = filepath.Join(opts.BaseDir, n.Name)
@@ -217,9 +261,17 @@ func (c *Cluster) setup(opts Options) error {
 			fmt.Sprintf("link add %s type veth peer name %s netns %s", n.port, hostIfName, n.NS),
 			fmt.Sprintf("link set %s master %s", n.port, bridgeName),
 			fmt.Sprintf("link set %s up", n.port),
+			fmt.Sprintf("link add %s type veth peer name %s netns %s", n.vmPort, vmUplinkName, n.NS),
+			fmt.Sprintf("link set %s master %s", n.vmPort, vmSwitchBridge),
+			fmt.Sprintf("link set %s up", n.vmPort),
 		)
 	}
-	sw = append(sw, fmt.Sprintf("link set %s up", bridgeName))
+	sw = append(sw,
+		fmt.Sprintf("link set %s up", bridgeName),
+		fmt.Sprintf("addr add %s/24 dev %s", c.ReceiverIP, vmSwitchBridge),
+		fmt.Sprintf("link set %s up", vmSwitchBridge),
+		"link set lo up",
+	)
 	if err := c.ipBatch(c.swNS, sw); err != nil {
 		return err
 	}
@@ -228,6 +280,12 @@ func (c *Cluster) setup(opts Options) error {
 			fmt.Sprintf("addr add %s/24 dev %s", n.IP, hostIfName),
 			"link set lo up",
 			fmt.Sprintf("link set %s up", hostIfName),
+			// The VM bridge has no host address: guests, not the host,
+			// live on the VM network.
+			fmt.Sprintf("link add %s type bridge forward_delay 0", vmHostBridge),
+			fmt.Sprintf("link set %s master %s", vmUplinkName, vmHostBridge),
+			fmt.Sprintf("link set %s up", vmUplinkName),
+			fmt.Sprintf("link set %s up", vmHostBridge),
 		}); err != nil {
 			return err
 		}
@@ -400,7 +458,12 @@ func (c *Cluster) Node(name string) *Node {
 	return nil
 }
 
+// owns reports whether n is one of c's hosts or its switch pseudo-node
+// (which StartOnSwitch and ExecSwitch run things on).
 func (c *Cluster) owns(n *Node) bool {
+	if n != nil && n == c.sw {
+		return true
+	}
 	for _, m := range c.Nodes {
 		if m == n {
 			return true
@@ -411,20 +474,33 @@ func (c *Cluster) owns(n *Node) bool {
 
 // Isolate takes the node's switch port down: the node can no longer reach
 // or be reached by any other node (both directions), while its processes
-// and its loopback keep working.
-func (c *Cluster) Isolate(n *Node) { c.setPort(n, "down") }
+// and its loopback keep working. Only the backend network is cut; guests
+// on the node stay on the VM network (see IsolateVM).
+func (c *Cluster) Isolate(n *Node) { c.setPort(n, false, "down") }
 
 // Heal brings the node's switch port back up after Isolate.
-func (c *Cluster) Heal(n *Node) { c.setPort(n, "up") }
+func (c *Cluster) Heal(n *Node) { c.setPort(n, false, "up") }
 
-func (c *Cluster) setPort(n *Node, state string) {
+// IsolateVM takes the node's VM network uplink down: guests running on n
+// can no longer reach guests elsewhere or the switch's ReceiverIP, while
+// the backend network is untouched.
+func (c *Cluster) IsolateVM(n *Node) { c.setPort(n, true, "down") }
+
+// HealVM brings the node's VM network uplink back up after IsolateVM.
+func (c *Cluster) HealVM(n *Node) { c.setPort(n, true, "up") }
+
+func (c *Cluster) setPort(n *Node, vm bool, state string) {
 	c.t.Helper()
-	if !c.owns(n) {
-		c.t.Errorf("testcluster: node %v is not part of this cluster", n)
+	if !c.owns(n) || n == c.sw {
+		c.t.Errorf("testcluster: node %v is not a host of this cluster", n)
 		return
 	}
-	if _, err := c.run("-n", c.swNS, "link", "set", n.port, state); err != nil {
-		c.t.Errorf("testcluster: set %s link %s: %v", n.Name, state, err)
+	port := n.port
+	if vm {
+		port = n.vmPort
+	}
+	if _, err := c.run("-n", c.swNS, "link", "set", port, state); err != nil {
+		c.t.Errorf("testcluster: set %s link %s %s: %v", n.Name, port, state, err)
 	}
 }
 

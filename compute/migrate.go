@@ -1,0 +1,279 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/digitalocean/go-libvirt"
+)
+
+const (
+	// DefaultProgressInterval is how often Migrate reports progress.
+	DefaultProgressInterval = 200 * time.Millisecond
+	// abortTimeout bounds DomainAbortJob after the caller's ctx ended.
+	abortTimeout = 10 * time.Second
+)
+
+// MigrateOptions tune a live migration. The zero value uses libvirt's
+// defaults (300 ms maximum downtime, unlimited bandwidth).
+type MigrateOptions struct {
+	// MaxDowntime is the longest pause QEMU may take to switch over.
+	MaxDowntime time.Duration
+	// BandwidthMiBps caps the migration stream (0 = unlimited).
+	BandwidthMiBps uint64
+	// MigrateURI overrides where the data stream goes (e.g.
+	// "tcp://10.99.0.12"); by default the destination's migration_host.
+	MigrateURI string
+	// Progress, if set, is called from another goroutine about every
+	// ProgressInterval while the migration runs.
+	Progress         func(MigrateProgress)
+	ProgressInterval time.Duration
+	// Dest, if set, is a Driver on the destination's libvirtd. Completed
+	// statistics (downtime) are read from it: with MigrateUndefineSource
+	// the source forgets the domain, and its statistics with it.
+	Dest *Driver
+}
+
+// MigrateProgress is one progress sample of a running migration. Memory
+// counts guest RAM; Data also counts disks and device state.
+type MigrateProgress struct {
+	Elapsed         time.Duration
+	MemoryTotal     uint64
+	MemoryProcessed uint64
+	MemoryRemaining uint64
+	DataTotal       uint64
+	DataProcessed   uint64
+	DataRemaining   uint64
+}
+
+// MigrateResult describes a completed migration.
+type MigrateResult struct {
+	// Total is libvirt's job time when completed statistics were
+	// available, otherwise the wall-clock time of the migration call.
+	Total time.Duration
+	// Downtime is how long the guest was paused for the switch-over; 0
+	// when unknown (no completed statistics, see StatsFrom).
+	Downtime time.Duration
+	// DataTransferred is the bytes sent (completed statistics, else the
+	// last progress sample).
+	DataTransferred uint64
+	// StatsFrom says where the numbers come from: "destination",
+	// "source" or "measured".
+	StatsFrom string
+}
+
+// Migrate live-migrates the running domain name to the libvirtd at destURI
+// (e.g. "qemu+tcp://10.99.0.12/system") with peer-to-peer migration: the
+// source libvirtd drives the whole protocol, so the caller needs only this
+// Driver. The destination keeps a persistent definition and the source's
+// is removed. If ctx ends first, the migration job is aborted, which
+// leaves the domain running on the source.
+func (d *Driver) Migrate(ctx context.Context, name, destURI string, opts MigrateOptions) (MigrateResult, error) {
+	var res MigrateResult
+	if destURI == "" {
+		return res, fmt.Errorf("compute: migrate domain %q: empty destination URI", name)
+	}
+	dom, err := d.lookup(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	if opts.MaxDowntime > 0 {
+		ms := uint64(opts.MaxDowntime / time.Millisecond)
+		if err := call0(ctx, d, func() error { return d.lv.DomainMigrateSetMaxDowntime(dom, max(ms, 1), 0) }); err != nil {
+			return res, d.opErr("set max downtime of", name, err)
+		}
+	}
+	var params []libvirt.TypedParam
+	if opts.BandwidthMiBps > 0 {
+		params = append(params, libvirt.TypedParam{Field: libvirt.MigrateParamBandwidth, Value: *libvirt.NewTypedParamValueUllong(opts.BandwidthMiBps)})
+	}
+	if opts.MigrateURI != "" {
+		params = append(params, libvirt.TypedParam{Field: libvirt.MigrateParamURI, Value: *libvirt.NewTypedParamValueString(opts.MigrateURI)})
+	}
+	flags := libvirt.MigrateLive | libvirt.MigratePeer2peer | libvirt.MigratePersistDest | libvirt.MigrateUndefineSource
+
+	d.log.Info("migration starting", "domain", name, "dest", destURI)
+	start := time.Now()
+	performed := make(chan error, 1)
+	// Not call(): a migration may legitimately outlast the per-call
+	// timeout, so only ctx bounds it.
+	go func() {
+		_, err := d.lv.DomainMigratePerform3Params(dom, libvirt.OptString{destURI}, params, nil, flags)
+		performed <- err
+	}()
+	var last MigrateProgress
+	interval := opts.ProgressInterval
+	if interval <= 0 {
+		interval = DefaultProgressInterval
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case err = <-performed:
+		case <-ctx.Done():
+			return res, d.abortMigration(ctx, name, dom, performed)
+		case <-tick.C:
+			if p, ok := d.jobProgress(ctx, dom); ok {
+				last = p
+				if opts.Progress != nil {
+					opts.Progress(p)
+				}
+			}
+			continue
+		}
+		break
+	}
+	wall := time.Since(start)
+	if err != nil {
+		return res, d.opErr("migrate", name, err)
+	}
+	res = MigrateResult{Total: wall, DataTransferred: last.DataProcessed, StatsFrom: "measured"}
+	if st, ok := d.completedStats(ctx, dom, opts.Dest, name); ok {
+		res = st
+	}
+	d.log.Info("migration done", "domain", name, "dest", destURI, "total", res.Total,
+		"downtime", res.Downtime, "bytes", res.DataTransferred, "stats_from", res.StatsFrom)
+	return res, nil
+}
+
+// abortMigration cancels the running job after ctx ended and waits
+// (bounded) for the Perform call to return, so that the caller learns
+// whether the domain stayed on the source.
+func (d *Driver) abortMigration(ctx context.Context, name string, dom libvirt.Domain, performed <-chan error) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+	defer cancel()
+	aerr := call0(actx, d, func() error { return d.lv.DomainAbortJob(dom) })
+	var perr error
+	select {
+	case perr = <-performed:
+	case <-actx.Done():
+		perr = actx.Err()
+	}
+	d.log.Warn("migration aborted", "domain", name, "abort_err", aerr, "perform_err", perr)
+	if aerr != nil {
+		return fmt.Errorf("compute: migrate domain %q: %w (abort: %w)", name, ctx.Err(), aerr)
+	}
+	if perr == nil {
+		// The switch-over won the race: the domain is on the destination.
+		return fmt.Errorf("compute: migrate domain %q: %w after the migration completed", name, ctx.Err())
+	}
+	return fmt.Errorf("compute: migrate domain %q: %w (aborted: %v)", name, ctx.Err(), perr)
+}
+
+// jobProgress samples the running job; ok is false when there is none
+// (not started yet, or already finished).
+func (d *Driver) jobProgress(ctx context.Context, dom libvirt.Domain) (MigrateProgress, bool) {
+	type stats struct {
+		typ    int32
+		params []libvirt.TypedParam
+	}
+	s, err := call(ctx, d, func() (stats, error) {
+		typ, params, err := d.lv.DomainGetJobStats(dom, 0)
+		return stats{typ, params}, err
+	})
+	if err != nil || libvirt.DomainJobType(s.typ) == libvirt.DomainJobNone {
+		return MigrateProgress{}, false
+	}
+	p := jobParams(s.params)
+	return MigrateProgress{
+		Elapsed:         time.Duration(p[libvirt.DomainJobTimeElapsed]) * time.Millisecond,
+		MemoryTotal:     p[libvirt.DomainJobMemoryTotal],
+		MemoryProcessed: p[libvirt.DomainJobMemoryProcessed],
+		MemoryRemaining: p[libvirt.DomainJobMemoryRemaining],
+		DataTotal:       p[libvirt.DomainJobDataTotal],
+		DataProcessed:   p[libvirt.DomainJobDataProcessed],
+		DataRemaining:   p[libvirt.DomainJobDataRemaining],
+	}, true
+}
+
+// completedStats reads the finished job's statistics, from the
+// destination when a Driver for it is given, else from the source (which
+// no longer knows the domain after MigrateUndefineSource).
+func (d *Driver) completedStats(ctx context.Context, src libvirt.Domain, dest *Driver, name string) (MigrateResult, bool) {
+	try := func(dr *Driver, dom libvirt.Domain, from string) (MigrateResult, bool) {
+		type stats struct {
+			typ    int32
+			params []libvirt.TypedParam
+		}
+		s, err := call(ctx, dr, func() (stats, error) {
+			typ, params, err := dr.lv.DomainGetJobStats(dom, libvirt.DomainJobStatsCompleted)
+			return stats{typ, params}, err
+		})
+		if err != nil || libvirt.DomainJobType(s.typ) != libvirt.DomainJobCompleted {
+			d.log.Debug("no completed migration statistics", "domain", name, "from", from, "type", s.typ, "err", err)
+			return MigrateResult{}, false
+		}
+		p := jobParams(s.params)
+		return MigrateResult{
+			Total:           time.Duration(p[libvirt.DomainJobTimeElapsed]) * time.Millisecond,
+			Downtime:        time.Duration(p[libvirt.DomainJobDowntime]) * time.Millisecond,
+			DataTransferred: p[libvirt.DomainJobDataProcessed],
+			StatsFrom:       from,
+		}, true
+	}
+	if dest != nil {
+		if dom, err := dest.lookup(ctx, name); err == nil {
+			if r, ok := try(dest, dom, "destination"); ok {
+				return r, true
+			}
+		}
+	}
+	return try(d, src, "source")
+}
+
+// jobParams collects the unsigned numeric job statistics by name.
+func jobParams(params []libvirt.TypedParam) map[string]uint64 {
+	m := make(map[string]uint64, len(params))
+	for _, p := range params {
+		switch v := p.Value.I.(type) {
+		case uint64:
+			m[p.Field] = v
+		case int64:
+			if v >= 0 {
+				m[p.Field] = uint64(v)
+			}
+		case uint32:
+			m[p.Field] = uint64(v)
+		case int32:
+			if v >= 0 {
+				m[p.Field] = uint64(v)
+			}
+		}
+	}
+	return m
+}
+
+// NodeMemory reports the host's total and free memory in MiB.
+func (d *Driver) NodeMemory(ctx context.Context) (totalMiB, freeMiB uint64, err error) {
+	totalKiB, err := call(ctx, d, func() (uint64, error) {
+		_, mem, _, _, _, _, _, _, err := d.lv.NodeGetInfo()
+		return mem, err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("compute: node info: %w", err)
+	}
+	freeB, err := call(ctx, d, d.lv.NodeGetFreeMemory)
+	if err != nil {
+		return 0, 0, fmt.Errorf("compute: node free memory: %w", err)
+	}
+	return totalKiB / 1024, freeB / (1 << 20), nil
+}
+
+// Running returns the names of the domains that are active (running,
+// paused or otherwise not shut off).
+func (d *Driver) Running(ctx context.Context) ([]string, error) {
+	doms, err := call(ctx, d, func() ([]libvirt.Domain, error) {
+		doms, _, err := d.lv.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
+		return doms, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compute: list running domains: %w", err)
+	}
+	names := make([]string, 0, len(doms))
+	for _, dom := range doms {
+		names = append(names, dom.Name)
+	}
+	return names, nil
+}
