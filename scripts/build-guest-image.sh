@@ -9,7 +9,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=${GUEST_IMAGE_DIR:-$root/.cache/guest}
+out=$root/.cache/guest
 GO=${GO:-$("$root/scripts/ensure-go.sh")}
 mkdir -p "$out"
 
