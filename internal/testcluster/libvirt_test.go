@@ -2,9 +2,14 @@ package testcluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +56,7 @@ func TestLibvirtdMigrate(t *testing.T) {
 	if err != nil || total == 0 || free == 0 || free > total {
 		t.Fatalf("NodeMemory = %d, %d MiB, %v", total, free, err)
 	}
+	t.Logf("n1 memory: %d MiB total, %d MiB free", total, free)
 
 	const name = "mig1"
 	spec := compute.VMSpec{
@@ -59,7 +65,11 @@ func TestLibvirtdMigrate(t *testing.T) {
 		MemoryMiB: 64,
 		Diskless:  true,
 		NICs:      []compute.NICSpec{{Bridge: c.VMBridge, MAC: "52:54:00:00:00:01"}},
+		SerialLog: filepath.Join(n1.Dir, "mig1-serial.log"),
 	}
+	// The destination runs it with host-side paths of its own.
+	destSpec := spec
+	destSpec.SerialLog = filepath.Join(n2.Dir, "mig1-serial.log")
 	if err := d1.Define(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +84,7 @@ func TestLibvirtdMigrate(t *testing.T) {
 	res, err := d1.Migrate(ctx, name, lv2.URI, compute.MigrateOptions{
 		MaxDowntime: 300 * time.Millisecond,
 		Dest:        d2,
+		DestSpec:    &destSpec,
 		Progress: func(p compute.MigrateProgress) {
 			samples++
 			t.Logf("progress: %v elapsed, memory %d/%d bytes, %d remaining", p.Elapsed, p.MemoryProcessed, p.MemoryTotal, p.MemoryRemaining)
@@ -90,6 +101,10 @@ func TestLibvirtdMigrate(t *testing.T) {
 
 	if st, err := d2.State(ctx, name); err != nil || st != compute.StateRunning {
 		t.Fatalf("on n2: state %v, %v", st, err)
+	}
+	// QEMU on n2 opened the serial log DestSpec named.
+	if _, err := os.Stat(destSpec.SerialLog); err != nil {
+		t.Errorf("destination serial log: %v", err)
 	}
 	if running, err := d1.Running(ctx); err != nil || slices.Contains(running, name) {
 		t.Fatalf("Running on n1 after migration = %v, %v", running, err)
@@ -190,5 +205,160 @@ func TestLibvirtdKillRestart(t *testing.T) {
 	}
 	if _, err := os.Stat(lv2.Socket); err == nil {
 		t.Logf("socket %s left behind after stop (harmless: removed on start)", lv2.Socket)
+	}
+}
+
+// TestLibvirtdMigrateCancel cancels a bandwidth-capped migration once data
+// flows: the job is aborted and the guest keeps running on the source.
+func TestLibvirtdMigrateCancel(t *testing.T) {
+	RequireLibvirtd(t)
+	t.Parallel()
+	c := New(t, Options{Nodes: 2})
+	n1, n2 := c.Node("n1"), c.Node("n2")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lv1, lv2 := startLibvirtd(t, ctx, c, n1), startLibvirtd(t, ctx, c, n2)
+	d1, d2 := dialLibvirtd(t, ctx, lv1), dialLibvirtd(t, ctx, lv2)
+	const name = "cancel1"
+	spec := compute.VMSpec{Name: name, VCPUs: 1, MemoryMiB: 64, Diskless: true}
+	if err := d1.Define(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Start(ctx, name); err != nil {
+		t.Fatalf("Start: %v\n%s", err, qemuLogTail(lv1, name))
+	}
+
+	// Cancelled from the progress callback, i.e. relative to the
+	// migration's own progress, not to the clock: at 1 MiB/s the guest's
+	// state (over 1 MiB) is still in flight when the first bytes show.
+	mctx, mcancel := context.WithCancel(ctx)
+	defer mcancel()
+	_, err := d1.Migrate(mctx, name, lv2.URI, compute.MigrateOptions{
+		BandwidthMiBps: 1,
+		Progress: func(p compute.MigrateProgress) {
+			if p.DataProcessed > 0 {
+				mcancel()
+			}
+		},
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Migrate: %v, want context.Canceled", err)
+	}
+	t.Logf("cancelled migration: %v", err)
+	if st, err := d1.State(ctx, name); err != nil || st != compute.StateRunning {
+		t.Fatalf("on n1 after cancel: state %v, %v", st, err)
+	}
+	// The destination cleans up its half asynchronously once the source
+	// aborts, so wait for the domain to disappear there.
+	for {
+		running, err := d2.Running(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(running, name) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("n2 still runs %s after the aborted migration", name)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// The guest can still migrate afterwards.
+	if _, err := d1.Migrate(ctx, name, lv2.URI, compute.MigrateOptions{}); err != nil {
+		t.Fatalf("Migrate after an aborted one: %v", err)
+	}
+	if st, err := d2.State(ctx, name); err != nil || st != compute.StateRunning {
+		t.Fatalf("on n2: state %v, %v", st, err)
+	}
+}
+
+// TestVMNetwork checks the VM network end to end without guests: an
+// address on a host's vmbr0 stands in for a guest.
+func TestVMNetwork(t *testing.T) {
+	Require(t)
+	t.Parallel()
+	c := New(t, Options{Nodes: 2})
+	n1, n2 := c.Node("n1"), c.Node("n2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if c.VMBridge != "vmbr0" || c.ReceiverIP != "10.98.0.1" || c.VMSubnet != "10.98.0.0/24" {
+		t.Fatalf("VM network = %s %s %s", c.VMBridge, c.ReceiverIP, c.VMSubnet)
+	}
+	out, err := c.ExecSwitch(ctx, "ip", "-4", "-o", "addr", "show", "dev", "br1")
+	if err != nil || !strings.Contains(string(out), "inet 10.98.0.1/24") {
+		t.Fatalf("switch br1: %s %v", out, err)
+	}
+	for _, n := range c.Nodes {
+		out, err := c.Exec(ctx, n, "ip", "-o", "link", "show", "master", c.VMBridge)
+		if err != nil || !strings.Contains(string(out), "vmup@") {
+			t.Fatalf("%s: vmbr0 ports: %s %v", n.Name, out, err)
+		}
+	}
+
+	conn, err := c.ListenUDPOnSwitch(c.ReceiverIP + ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	port := conn.LocalAddr().(*net.UDPAddr).Port
+	send := func(n *Node, msg string) {
+		t.Helper()
+		// bash's /dev/udp: no helper binary needed.
+		cmd := fmt.Sprintf("echo %s >/dev/udp/%s/%d", msg, c.ReceiverIP, port)
+		if _, err := c.Exec(ctx, n, "bash", "-c", cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func() string {
+		t.Helper()
+		buf := make([]byte, 100)
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		k, _, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("receive on switch: %v", err)
+		}
+		return strings.TrimSpace(string(buf[:k]))
+	}
+	// The same "guest" address on n1, then on n2: what migration does.
+	for _, n := range []*Node{n1, n2} {
+		if _, err := c.Exec(ctx, n, "ip", "addr", "add", "10.98.0.50/24", "dev", c.VMBridge); err != nil {
+			t.Fatal(err)
+		}
+		send(n, "from-"+n.Name)
+		if got := recv(); got != "from-"+n.Name {
+			t.Fatalf("received %q, want from-%s", got, n.Name)
+		}
+		if _, err := c.Exec(ctx, n, "ip", "addr", "del", "10.98.0.50/24", "dev", c.VMBridge); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// IsolateVM cuts only the VM uplink: what is sent meanwhile is lost,
+	// and the first datagram after HealVM is the next one to arrive.
+	if _, err := c.Exec(ctx, n1, "ip", "addr", "add", "10.98.0.51/24", "dev", c.VMBridge); err != nil {
+		t.Fatal(err)
+	}
+	// Resolve the receiver's MAC first, or the kernel would queue "lost"
+	// for ARP and deliver it after HealVM.
+	send(n1, "warm")
+	if got := recv(); got != "warm" {
+		t.Fatalf("received %q, want warm", got)
+	}
+	c.IsolateVM(n1)
+	send(n1, "lost")
+	c.HealVM(n1)
+	send(n1, "after")
+	if got := recv(); got != "after" {
+		t.Fatalf("received %q after HealVM, want \"after\"", got)
+	}
+
+	// A process on the switch receives too.
+	p, err := c.StartOnSwitch("sleeper", []string{"sleep", "300"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Node.NS != c.swNS {
+		t.Errorf("StartOnSwitch ran in %s", p.Node.NS)
 	}
 }
