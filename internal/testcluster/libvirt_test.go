@@ -175,6 +175,18 @@ func TestLibvirtdKillRestart(t *testing.T) {
 	}
 	_ = d.Close()
 
+	// A daemon restart alone leaves the guest running, and the new
+	// libvirtd reattaches to it (its /run survives, as on a real host).
+	if err := lv.Proc.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	lv = startLibvirtd(t, ctx, c, n1)
+	d = dialLibvirtd(t, ctx, lv)
+	if st, err := d.State(ctx, name); err != nil || st != compute.StateRunning {
+		t.Fatalf("after a libvirtd restart: state %v, %v\n%s", st, err, c.LogTail(n1, LibvirtdName, 20))
+	}
+	_ = d.Close()
+
 	// A host crash takes libvirtd and its QEMU down.
 	c.Kill(n1)
 	if lv.Proc.Alive() {
