@@ -763,6 +763,21 @@ func (p *Primary) watchdog(pe *peer, conn net.Conn, gen uint64, stop chan struct
 	}
 }
 
+// Retire stops this primary for good after it handed the volume over:
+// requests waiting (for example behind Quiesced) and later ones fail with
+// err and touch no disk.
+func (p *Primary) Retire(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.deposed == nil {
+		p.deposed = err
+		if p.frozen {
+			p.frozen = false
+			close(p.thaw)
+		}
+	}
+}
+
 // depose stops this primary for good: a replica saw a newer epoch.
 func (p *Primary) depose(err error) {
 	p.mu.Lock()

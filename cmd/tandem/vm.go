@@ -1,16 +1,158 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
+// vmTimeout covers creating volumes, a handover and libvirt's start.
+const vmTimeout = 3 * time.Minute
+
+// migrateTimeout bounds a live migration; Ctrl-C aborts it (the VM stays).
+const migrateTimeout = 30 * time.Minute
+
 func newVMCmd(a *app) *cobra.Command {
-	return newNounCmd("vm", "Manage virtual machines", &cobra.Command{
+	return newNounCmd("vm", "Manage virtual machines",
+		newVMCreateCmd(a),
+		newVMListCmd(a),
+		newVMShowCmd(a),
+		newVMStartCmd(a),
+		newVMStopCmd(a),
+		newVMDeleteCmd(a),
+		newVMMigrateCmd(a),
+		newVMConsoleCmd(a),
+	)
+}
+
+// parseDiskFlag reads SIZE[,replicas=N].
+func parseDiskFlag(s string) (*tandemv1.VMDisk, error) {
+	parts := strings.Split(s, ",")
+	size, err := parseSize(parts[0])
+	if err != nil {
+		return nil, fmt.Errorf("--disk %q: %v", s, err)
+	}
+	d := &tandemv1.VMDisk{SizeBytes: size}
+	for _, p := range parts[1:] {
+		k, v, _ := strings.Cut(p, "=")
+		switch k {
+		case "replicas":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n < 1 || n > 3 {
+				return nil, fmt.Errorf("--disk %q: replicas must be 1, 2 or 3", s)
+			}
+			d.Replicas = uint32(n)
+		default:
+			return nil, fmt.Errorf("--disk %q: unknown option %q (want replicas=N)", s, k)
+		}
+	}
+	return d, nil
+}
+
+// parseNICFlag reads [BRIDGE][,mac=MAC][,ip=ADDR]...
+func parseNICFlag(s string) (*tandemv1.VMNic, error) {
+	n := &tandemv1.VMNic{}
+	for i, p := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(p, "=")
+		switch {
+		case !ok && i == 0:
+			n.Bridge = p
+		case k == "bridge":
+			n.Bridge = v
+		case k == "mac":
+			n.Mac = v
+		case k == "ip":
+			n.Ips = append(n.Ips, v)
+		default:
+			return nil, fmt.Errorf("--nic %q: unknown option %q (want BRIDGE,mac=..,ip=..)", s, p)
+		}
+	}
+	return n, nil
+}
+
+func newVMCreateCmd(a *app) *cobra.Command {
+	var (
+		vcpus                   uint32
+		memory                  string
+		disks, volumes, nics    []string
+		kernel, initrd, cmdline string
+		node, antiAffinity      string
+		priority                int32
+		start, force            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME --memory SIZE (--disk SIZE[,replicas=N] | --disk-volume VOL | --kernel FILE)",
+		Short: "Create a VM on replicated volumes",
+		Long: `Create a VM. Each --disk makes a new replicated volume NAME-diskN; each
+--disk-volume uses an existing volume. The VM runs only on the node that is
+primary of all its volumes. With --start it starts at once, on --node or where
+placement decides (nodes with UpToDate replicas, fewest VMs, most free memory).
+N+1 admission control refuses a start that could not be recovered after any
+single node failure; --force overrides it with a warning.`,
+		Args: argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mem, err := parseSize(memory)
+			if err != nil {
+				return usageErrorf("--memory: %v", err)
+			}
+			req := &tandemv1.CreateVMRequest{Name: args[0], Vcpus: vcpus, MemoryMib: uint32(mem >> 20), Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
+				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force}
+			for _, s := range disks {
+				d, err := parseDiskFlag(s)
+				if err != nil {
+					return usageErrorf("%v", err)
+				}
+				req.Disks = append(req.Disks, d)
+			}
+			for _, v := range volumes {
+				req.Disks = append(req.Disks, &tandemv1.VMDisk{Volume: v})
+			}
+			for _, s := range nics {
+				n, err := parseNICFlag(s)
+				if err != nil {
+					return usageErrorf("%v", err)
+				}
+				req.Nics = append(req.Nics, n)
+			}
+			c, err := a.dial(cmd, vmTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.VM.Create(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+		},
+	}
+	f := cmd.Flags()
+	f.Uint32Var(&vcpus, "vcpus", 1, "virtual CPUs")
+	f.StringVar(&memory, "memory", "256M", "memory (e.g. 512M, 2G)")
+	f.StringArrayVar(&disks, "disk", nil, "new replicated disk SIZE[,replicas=N] (repeatable)")
+	f.StringArrayVar(&volumes, "disk-volume", nil, "existing volume as a disk (repeatable)")
+	f.StringArrayVar(&nics, "nic", nil, "network interface BRIDGE[,mac=MAC][,ip=ADDR] (repeatable; empty bridge = the node's default)")
+	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (path on every node)")
+	f.StringVar(&initrd, "initrd", "", "initrd for --kernel")
+	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
+	f.StringVar(&node, "node", "", "run on this node (its replicas are created first)")
+	f.StringVar(&antiAffinity, "anti-affinity", "", "group whose VMs never share a node")
+	f.Int32Var(&priority, "priority", 0, "restart priority (higher first)")
+	f.BoolVar(&start, "start", false, "start the VM once created")
+	f.BoolVar(&force, "force", false, "start even if N+1 admission control refuses")
+	return cmd
+}
+
+func newVMListCmd(a *app) *cobra.Command {
+	return &cobra.Command{
 		Use:   "list",
 		Short: "List virtual machines",
 		Args:  argsNamed(),
@@ -25,9 +167,248 @@ func newVMCmd(a *app) *cobra.Command {
 				return err
 			}
 			return a.print(resp, func(w io.Writer) error {
-				_, err := fmt.Fprintln(w, "no VMs")
+				if len(resp.Vms) == 0 {
+					_, err := fmt.Fprintln(w, "no VMs")
+					return err
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tNODE\tSTATE\tDESIRED\tVCPUS\tMEMORY\tVOLUMES")
+				for _, v := range resp.Vms {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, dash(v.Node), v.State, v.Desired, v.Vcpus, v.MemoryMib, strings.Join(v.Volumes, ","))
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				for _, v := range resp.Vms {
+					if v.Warning != "" {
+						fmt.Fprintf(w, "warning: %s: %s\n", v.Name, v.Warning)
+					}
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Name:\t%s\n", v.Name)
+	fmt.Fprintf(tw, "Node:\t%s\n", dash(v.Node))
+	fmt.Fprintf(tw, "State:\t%s (desired %s)\n", v.State, v.Desired)
+	fmt.Fprintf(tw, "vCPUs:\t%d\n", v.Vcpus)
+	fmt.Fprintf(tw, "Memory:\t%d MiB\n", v.MemoryMib)
+	fmt.Fprintf(tw, "Volumes:\t%s\n", dash(strings.Join(v.Volumes, ", ")))
+	for i, n := range v.Nics {
+		fmt.Fprintf(tw, "NIC %d:\t%s %s %s\n", i, dash(n.Bridge), n.Mac, strings.Join(n.Ips, " "))
+	}
+	if v.Kernel != "" {
+		fmt.Fprintf(tw, "Kernel:\t%s\n", v.Kernel)
+	}
+	if v.AntiAffinity != "" {
+		fmt.Fprintf(tw, "Anti-affinity:\t%s\n", v.AntiAffinity)
+	}
+	if v.ConsoleLog != "" {
+		fmt.Fprintf(tw, "Console log:\t%s\n", v.ConsoleLog)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if v.Warning != "" {
+		fmt.Fprintf(w, "warning: %s\n", v.Warning)
+	}
+	return nil
+}
+
+func newVMShowCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a VM",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.VM.Show(cmd.Context(), &tandemv1.VMRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+		},
+	}
+}
+
+func newVMStartCmd(a *app) *cobra.Command {
+	var node string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "start NAME [--node NODE]",
+		Short: "Start a VM (its node becomes primary of its volumes first)",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, vmTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.VM.Start(cmd.Context(), &tandemv1.VMRequest{Name: args[0], Node: node, Force: force})
+			if err != nil {
+				return err
+			}
+			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "start on this node (must hold UpToDate replicas)")
+	cmd.Flags().BoolVar(&force, "force", false, "start even if N+1 admission control refuses")
+	return cmd
+}
+
+func newVMStopCmd(a *app) *cobra.Command {
+	var force bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "stop NAME",
+		Short: "Shut a VM down (ACPI, then destroy after --shutdown-timeout)",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, timeout+time.Minute)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			info, err := c.VM.Stop(cmd.Context(), &tandemv1.VMRequest{Name: args[0], Force: force, TimeoutSeconds: uint32(timeout / time.Second)})
+			if err != nil {
+				return err
+			}
+			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "destroy at once (like pulling the plug)")
+	cmd.Flags().DurationVar(&timeout, "shutdown-timeout", time.Minute, "how long a clean shutdown may take")
+	return cmd
+}
+
+func newVMDeleteCmd(a *app) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a VM (its volumes are kept)",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, vmTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.VM.Delete(cmd.Context(), &tandemv1.VMRequest{Name: args[0], Force: force})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "VM %s deleted; its volumes are kept (tandem volume delete)\n", args[0])
 				return err
 			})
 		},
-	})
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "destroy a running VM first")
+	return cmd
+}
+
+func newVMMigrateCmd(a *app) *cobra.Command {
+	var to string
+	var downtime uint32
+	cmd := &cobra.Command{
+		Use:   "migrate NAME [--to NODE]",
+		Short: "Live-migrate a VM, handing its volumes over to the target",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, migrateTimeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.VM.Migrate(cmd.Context(), &tandemv1.MigrateVMRequest{Name: args[0], To: to, MaxDowntimeMs: downtime})
+			if err != nil {
+				return err
+			}
+			out := newProgressOutput(a.stderr, isTerminalWriter(a.stderr))
+			defer out.finish()
+			var last *tandemv1.MigrateProgress
+			for {
+				p, err := st.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				last = p
+				switch p.Phase {
+				case "migrating":
+					if p.MemoryTotal > 0 {
+						out.draw(fmt.Sprintf("%s -> %s: memory %d/%d MiB sent, %d MiB remaining", p.From, p.To, p.MemoryProcessed>>20, p.MemoryTotal>>20, p.MemoryRemaining>>20))
+					}
+				case "done":
+				default:
+					out.note(fmt.Sprintf("%s: %s", p.Phase, p.Message))
+				}
+			}
+			out.finish()
+			if last == nil || last.Phase != "done" {
+				return errors.New("the migration ended without a result; check 'tandem vm show'")
+			}
+			return a.print(last, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "VM %s migrated %s -> %s in %d ms, downtime %d ms\n", args[0], last.From, last.To, last.TotalMs, last.DowntimeMs)
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "target node (default: the best node with UpToDate replicas)")
+	cmd.Flags().Uint32Var(&downtime, "downtime-ms", 0, "QEMU's maximum downtime at switch-over (default QEMU's 300 ms)")
+	return cmd
+}
+
+func newVMConsoleCmd(a *app) *cobra.Command {
+	var follow bool
+	var tail int64
+	cmd := &cobra.Command{
+		Use:   "console NAME",
+		Short: "Print the VM's serial console log",
+		Args:  argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := cmd.Context()
+			st, err := c.VM.Console(ctx, &tandemv1.ConsoleRequest{Name: args[0], Tail: tail, Follow: follow})
+			if err != nil {
+				return err
+			}
+			for {
+				chunk, err := st.Recv()
+				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if _, err := a.stdout.Write(chunk.Data); err != nil {
+					return err
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	cmd.Flags().Int64Var(&tail, "tail", 4096, "bytes from the end to start with")
+	return cmd
 }

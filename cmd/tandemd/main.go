@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -35,6 +36,10 @@ func flagKeys() [][2]string {
 		{"replication-addr", "replication_addr"},
 		{"nbd-addr", "nbd_addr"},
 		{"role", "role"},
+		{"libvirt-socket", "compute.libvirt_socket"},
+		{"vm-bridge", "compute.bridge"},
+		{"vm-memory-mib", "compute.memory_mib"},
+		{"migration-uri", "compute.migration_uri"},
 		{"log-format", "log.format"},
 		{"log-level", "log.level"},
 	}
@@ -110,8 +115,18 @@ func loadConfig(path string, set map[string]string) (config.Config, error) {
 		"raft_addr": &c.RaftAddr, "admin_addr": &c.AdminAddr, "metrics_addr": &c.MetricsAddr,
 		"replication_addr": &c.ReplicationAddr, "nbd_addr": &c.NBDAddr,
 		"role": &c.Role, "log.format": &c.Log.Format, "log.level": &c.Log.Level,
+		"compute.libvirt_socket": &c.Compute.LibvirtSocket, "compute.bridge": &c.Compute.Bridge,
+		"compute.migration_uri": &c.Compute.MigrationURI,
 	}
 	for k, v := range set {
+		if k == "compute.memory_mib" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return config.Config{}, fmt.Errorf("--vm-memory-mib %q: want a number of MiB", v)
+			}
+			c.Compute.MemoryMiB = n
+			continue
+		}
 		*fields[k] = v
 	}
 	if v, ok := set["metrics_addr"]; ok && v == "" {

@@ -78,6 +78,41 @@ type Config struct {
 	// Disks lists the block devices or files this node serves. Absolute
 	// paths.
 	Disks []string `yaml:"disks"`
+	// Compute runs the node's VMs through libvirt.
+	Compute ComputeConfig `yaml:"compute"`
+}
+
+// ComputeConfig is the compute section.
+type ComputeConfig struct {
+	// LibvirtSocket is libvirtd's unix socket. Default
+	// /run/libvirt/libvirt-sock; "off" runs no VMs on this node.
+	LibvirtSocket string `yaml:"libvirt_socket"`
+	// LibvirtURI is opened on that socket. Default qemu:///system.
+	LibvirtURI string `yaml:"libvirt_uri"`
+	// MigrationURI is where other nodes' libvirtd reach this one for live
+	// migration. Default qemu+tcp://<backend host>/system.
+	MigrationURI string `yaml:"migration_uri"`
+	// Bridge is the default bridge of VM network interfaces. Default vmbr0.
+	Bridge string `yaml:"bridge"`
+	// MemoryMiB is the memory VMs may use here. Default: what libvirt
+	// reports for the host minus DefaultHostReserveMiB.
+	MemoryMiB uint64 `yaml:"memory_mib"`
+	// DomainType is "qemu" (TCG, default) or "kvm".
+	DomainType string `yaml:"domain_type"`
+}
+
+// Compute defaults.
+const (
+	DefaultLibvirtSocket  = "/run/libvirt/libvirt-sock"
+	DefaultLibvirtURI     = "qemu:///system"
+	DefaultVMBridge       = "vmbr0"
+	DefaultHostReserveMiB = 1024
+	ComputeOff            = "off"
+)
+
+// ComputeEnabled reports whether this node runs VMs.
+func (c Config) ComputeEnabled() bool {
+	return c.Role != RoleWitness && c.Compute.LibvirtSocket != ComputeOff
 }
 
 // LogConfig is the log section.
@@ -230,6 +265,25 @@ func (c *Config) ApplyDefaults() {
 		c.MetricsAddr = MetricsOff
 	} else {
 		fill(&c.MetricsAddr, DefaultMetricsPort)
+	}
+	if c.Compute.LibvirtSocket == "" {
+		c.Compute.LibvirtSocket = DefaultLibvirtSocket
+	}
+	if c.Compute.LibvirtURI == "" {
+		c.Compute.LibvirtURI = DefaultLibvirtURI
+	}
+	if c.Compute.Bridge == "" {
+		c.Compute.Bridge = DefaultVMBridge
+	}
+	if c.Compute.DomainType == "" {
+		c.Compute.DomainType = "qemu"
+	}
+	if c.Compute.MigrationURI == "" && derive {
+		h := host
+		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+			h = "[" + host + "]"
+		}
+		c.Compute.MigrationURI = "qemu+tcp://" + h + "/system"
 	}
 }
 

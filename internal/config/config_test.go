@@ -48,6 +48,7 @@ func TestDefault(t *testing.T) {
 		Role:    "data",
 		Log:     LogConfig{Format: "text", Level: "info"},
 		Raft:    RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "qemu"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
@@ -73,6 +74,8 @@ func TestParseMinimal(t *testing.T) {
 		Role: "data",
 		Log:  LogConfig{Format: "text", Level: "info"},
 		Raft: RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "qemu",
+			MigrationURI: "qemu+tcp://10.0.0.1/system"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -100,6 +103,10 @@ raft:
   election_rtt: 20
   heartbeat_rtt: 2
   snapshot_entries: 50
+compute:
+  libvirt_socket: /run/lv/sock
+  bridge: br9
+  memory_mib: 4096
 disks:
   - /dev/disk/by-id/nvme-a
   - /dev/sdb
@@ -115,6 +122,8 @@ disks:
 		Log:   LogConfig{Format: "json", Level: "debug"},
 		Raft:  RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
 		Disks: []string{"/dev/disk/by-id/nvme-a", "/dev/sdb"},
+		Compute: ComputeConfig{LibvirtSocket: "/run/lv/sock", LibvirtURI: DefaultLibvirtURI, Bridge: "br9", MemoryMiB: 4096, DomainType: "qemu",
+			MigrationURI: "qemu+tcp://10.0.0.5/system"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)

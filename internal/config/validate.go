@@ -36,6 +36,13 @@ func (c Config) Validate() error {
 		bad("node_name", "%q is invalid: use 1 to 63 lowercase letters, digits and '-', starting with a letter or digit (pattern [a-z0-9][a-z0-9-]{0,62})", c.NodeName)
 	}
 
+	if cs := c.Compute.LibvirtSocket; cs != "" && cs != ComputeOff && !filepath.IsAbs(cs) {
+		bad("compute.libvirt_socket", "%q must be an absolute path (e.g. %s) or %q", cs, DefaultLibvirtSocket, ComputeOff)
+	}
+	if dt := c.Compute.DomainType; dt != "" && dt != "qemu" && dt != "kvm" {
+		bad("compute.domain_type", "%q is not one of qemu, kvm", dt)
+	}
+
 	switch {
 	case c.DataDir == "":
 		bad("data_dir", "is required")

@@ -120,19 +120,37 @@ func bearer(ctx context.Context) string {
 func (d *Daemon) peerAuth() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if info.FullMethod != methodPeerJoin && !unauthenticatedOK(info.FullMethod) {
-			name, ou, ok := peerCert(ctx)
-			if !ok || ou != pki.OUNode {
-				return nil, status.Error(codes.Unauthenticated, "backend calls need a node certificate from this cluster's CA")
-			}
-			// A removed node keeps a valid certificate; its name is what revokes it.
-			if _, meta, _ := d.cluster(); meta != nil {
-				if st, err := meta.LocalState(); err == nil {
-					if n, ok := st.Nodes[name]; ok && n.State == consensus.NodeRemoved {
-						return nil, status.Errorf(codes.PermissionDenied, "node %s was removed from the cluster; wipe its data directory and join again", name)
-					}
-				}
+			if err := d.authorizePeer(ctx); err != nil {
+				return nil, err
 			}
 		}
 		return h(ctx, req)
 	}
+}
+
+func (d *Daemon) peerStreamAuth() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if !unauthenticatedOK(info.FullMethod) {
+			if err := d.authorizePeer(ss.Context()); err != nil {
+				return err
+			}
+		}
+		return h(srv, ss)
+	}
+}
+
+func (d *Daemon) authorizePeer(ctx context.Context) error {
+	name, ou, ok := peerCert(ctx)
+	if !ok || ou != pki.OUNode {
+		return status.Error(codes.Unauthenticated, "backend calls need a node certificate from this cluster's CA")
+	}
+	// A removed node keeps a valid certificate; its name is what revokes it.
+	if _, meta, _ := d.cluster(); meta != nil {
+		if st, err := meta.LocalState(); err == nil {
+			if n, ok := st.Nodes[name]; ok && n.State == consensus.NodeRemoved {
+				return status.Errorf(codes.PermissionDenied, "node %s was removed from the cluster; wipe its data directory and join again", name)
+			}
+		}
+	}
+	return nil
 }

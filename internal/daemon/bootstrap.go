@@ -377,8 +377,12 @@ func metaError(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, consensus.ErrNodeExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, consensus.ErrNodeNotFound):
+	case errors.Is(err, consensus.ErrNodeNotFound), errors.Is(err, consensus.ErrNoSuchVM), errors.Is(err, consensus.ErrNoSuchVolume):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, consensus.ErrVMNameTaken), errors.Is(err, consensus.ErrVolumeNameTaken):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, consensus.ErrBadCommand):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, consensus.ErrNotBootstrapped):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}

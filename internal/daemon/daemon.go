@@ -49,9 +49,10 @@ type Daemon struct {
 	unixLn, peerLn, adminLn, metricsLn net.Listener
 	replLn, nbdLn, nbdUnixLn           net.Listener
 
-	runCtx context.Context
-	vm     *volumeManager
-	nbdSrv *nbd.Server
+	runCtx  context.Context
+	vm      *volumeManager
+	compute *computeManager
+	nbdSrv  *nbd.Server
 
 	unixSrv *grpc.Server
 	health  *health.Server
@@ -206,6 +207,7 @@ func (d *Daemon) closeListeners() {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.runCtx = ctx
 	d.vm = newVolumeManager(ctx, d)
+	d.compute = newComputeManager(d)
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vm.export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
 		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
@@ -275,6 +277,9 @@ func (d *Daemon) shutdown(httpSrv *http.Server) {
 	wg.Wait()
 	if d.nbdSrv != nil {
 		d.nbdSrv.Close()
+	}
+	if d.compute != nil {
+		d.compute.close()
 	}
 	if d.vm != nil {
 		d.vm.closeAll()
@@ -361,7 +366,7 @@ func (d *Daemon) startTLSServersLocked() error {
 	if err != nil {
 		return fmt.Errorf("server TLS: %w", err)
 	}
-	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.peerAuth()))
+	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.peerAuth()), grpc.ChainStreamInterceptor(d.peerStreamAuth()))
 	tandemv1.RegisterPeerServer(d.peerSrv, &peerService{d: d})
 	hp := health.NewServer()
 	healthpb.RegisterHealthServer(d.peerSrv, hp)
@@ -381,7 +386,7 @@ func (d *Daemon) registerAdmin(s *grpc.Server) {
 	tandemv1.RegisterClusterServer(s, &clusterService{d: d})
 	tandemv1.RegisterNodeServer(s, &nodeService{d: d})
 	tandemv1.RegisterVolumeServer(s, &volumeService{d: d})
-	tandemv1.RegisterVMServer(s, tandemv1.UnimplementedVMServer{})
+	tandemv1.RegisterVMServer(s, &vmService{d: d})
 	tandemv1.RegisterHAServer(s, tandemv1.UnimplementedHAServer{})
 	healthpb.RegisterHealthServer(s, d.health)
 	reflection.Register(s)

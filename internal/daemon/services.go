@@ -243,7 +243,7 @@ func (d *Daemon) nodeInfos(ctx context.Context, ms *consensus.MetaState, voters 
 	for _, n := range ms.Nodes {
 		ni := &tandemv1.NodeInfo{
 			Name: n.Name, ReplicaId: n.ReplicaID, BackendAddr: n.BackendAddr, RaftAddr: n.RaftAddr, AdminAddr: n.AdminAddr,
-			State: n.State, JoinedAt: timestamppb.New(n.JoinedAt),
+			State: n.State, JoinedAt: timestamppb.New(n.JoinedAt), Maintenance: n.Maintenance,
 			Leader: leaderKnown && n.ReplicaID == leaderID && n.State != consensus.NodeRemoved,
 		}
 		ni.Role = tandemv1.NodeRole_NODE_ROLE_DATA
@@ -307,6 +307,9 @@ func (s *nodeService) List(ctx context.Context, _ *tandemv1.ListNodesRequest) (*
 			defer cancel()
 			if resp, err := c.DiskInfo(cctx, &tandemv1.DiskInfoRequest{}); err == nil {
 				n.Disks = resp.Disks
+			}
+			if cs, err := c.ComputeInfo(cctx, &tandemv1.ComputeInfoRequest{}); err == nil {
+				n.Compute = cs
 			}
 		}()
 	}

@@ -63,6 +63,10 @@ type nodeVolume struct {
 	mu           sync.Mutex // guards primary, primaryEpoch
 	primary      *replication.Primary
 	primaryEpoch uint64
+
+	// handoverMu serialises handovers on the primary, takeoverMu the
+	// migration target's takeover.
+	handoverMu, takeoverMu sync.Mutex
 }
 
 // volumeDir is where this node keeps volume files: its first disk, or a
@@ -654,14 +658,19 @@ func (m *volumeManager) export(_ context.Context, name string) (*nbd.Export, err
 	nv.mu.Lock()
 	p := nv.primary
 	nv.mu.Unlock()
+	var vol blockstore.Volume = p
 	if p == nil {
 		r := nv.rec.Load()
 		if r == nil {
 			return nil, fmt.Errorf("volume %s is not ready on %s yet", name, m.d.cfg.NodeName)
 		}
-		return nil, fmt.Errorf("node %s is not the primary of volume %s: %s is (epoch %d)", m.d.cfg.NodeName, name, r.Primary, r.Epoch)
+		if r.MigrationTarget != m.d.cfg.NodeName || nv.store == nil {
+			return nil, fmt.Errorf("node %s is not the primary of volume %s: %s is (epoch %d)", m.d.cfg.NodeName, name, r.Primary, r.Epoch)
+		}
+		// The open migration window (I5): the first write takes over.
+		vol = migrationVolume{nv}
 	}
-	return &nbd.Export{Name: name, Description: "tandem volume " + name, Volume: p, MultiConn: true,
+	return &nbd.Export{Name: name, Description: "tandem volume " + name, Volume: vol, MultiConn: true,
 		Attach: func() func() {
 			nv.attached.Add(1)
 			return func() { nv.attached.Add(-1) }

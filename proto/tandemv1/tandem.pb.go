@@ -260,7 +260,11 @@ type NodeInfo struct {
 	RttUs        int64  `protobuf:"varint,12,opt,name=rtt_us,json=rttUs,proto3" json:"rtt_us,omitempty"`
 	HealthDetail string `protobuf:"bytes,13,opt,name=health_detail,json=healthDetail,proto3" json:"health_detail,omitempty"`
 	// The node's disks (node list only); the first holds its volumes.
-	Disks         []*Disk `protobuf:"bytes,14,rep,name=disks,proto3" json:"disks,omitempty"`
+	Disks []*Disk `protobuf:"bytes,14,rep,name=disks,proto3" json:"disks,omitempty"`
+	// Maintenance blocks new placements and evacuates the node's VMs.
+	Maintenance bool `protobuf:"varint,15,opt,name=maintenance,proto3" json:"maintenance,omitempty"`
+	// Compute as the node reports it (node list only).
+	Compute       *ComputeStatus `protobuf:"bytes,16,opt,name=compute,proto3" json:"compute,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -389,6 +393,20 @@ func (x *NodeInfo) GetHealthDetail() string {
 func (x *NodeInfo) GetDisks() []*Disk {
 	if x != nil {
 		return x.Disks
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetMaintenance() bool {
+	if x != nil {
+		return x.Maintenance
+	}
+	return false
+}
+
+func (x *NodeInfo) GetCompute() *ComputeStatus {
+	if x != nil {
+		return x.Compute
 	}
 	return nil
 }
@@ -1390,6 +1408,147 @@ func (x *RemoveNodeResponse) GetNode() *NodeInfo {
 	return nil
 }
 
+type NodeMaintenanceRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Enable bool                   `protobuf:"varint,2,opt,name=enable,proto3" json:"enable,omitempty"`
+	// On disable: "stay" (default) leaves VMs where they are, "balanced"
+	// moves the VMs that left the node back to it.
+	Failback string `protobuf:"bytes,3,opt,name=failback,proto3" json:"failback,omitempty"`
+	// Allow an evacuation that breaks N+1 or anti-affinity.
+	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeMaintenanceRequest) Reset() {
+	*x = NodeMaintenanceRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeMaintenanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeMaintenanceRequest) ProtoMessage() {}
+
+func (x *NodeMaintenanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeMaintenanceRequest.ProtoReflect.Descriptor instead.
+func (*NodeMaintenanceRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *NodeMaintenanceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeMaintenanceRequest) GetEnable() bool {
+	if x != nil {
+		return x.Enable
+	}
+	return false
+}
+
+func (x *NodeMaintenanceRequest) GetFailback() string {
+	if x != nil {
+		return x.Failback
+	}
+	return ""
+}
+
+func (x *NodeMaintenanceRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// One step of a maintenance change, streamed as it happens.
+type NodeMaintenanceProgress struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Message string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Vm      string                 `protobuf:"bytes,2,opt,name=vm,proto3" json:"vm,omitempty"`
+	// Set on the last message: the node as committed.
+	Node          *NodeInfo        `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Migration     *MigrateProgress `protobuf:"bytes,4,opt,name=migration,proto3" json:"migration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeMaintenanceProgress) Reset() {
+	*x = NodeMaintenanceProgress{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeMaintenanceProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeMaintenanceProgress) ProtoMessage() {}
+
+func (x *NodeMaintenanceProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeMaintenanceProgress.ProtoReflect.Descriptor instead.
+func (*NodeMaintenanceProgress) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *NodeMaintenanceProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *NodeMaintenanceProgress) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+func (x *NodeMaintenanceProgress) GetNode() *NodeInfo {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *NodeMaintenanceProgress) GetMigration() *MigrateProgress {
+	if x != nil {
+		return x.Migration
+	}
+	return nil
+}
+
 type VolumeReplica struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Node    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -1412,7 +1571,7 @@ type VolumeReplica struct {
 
 func (x *VolumeReplica) Reset() {
 	*x = VolumeReplica{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1583,7 @@ func (x *VolumeReplica) String() string {
 func (*VolumeReplica) ProtoMessage() {}
 
 func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1596,7 @@ func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeReplica.ProtoReflect.Descriptor instead.
 func (*VolumeReplica) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VolumeReplica) GetNode() string {
@@ -1509,7 +1668,7 @@ type VolumeEvent struct {
 
 func (x *VolumeEvent) Reset() {
 	*x = VolumeEvent{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1680,7 @@ func (x *VolumeEvent) String() string {
 func (*VolumeEvent) ProtoMessage() {}
 
 func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1693,7 @@ func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeEvent.ProtoReflect.Descriptor instead.
 func (*VolumeEvent) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VolumeEvent) GetAt() *timestamppb.Timestamp {
@@ -1600,7 +1759,7 @@ type VolumeInfo struct {
 
 func (x *VolumeInfo) Reset() {
 	*x = VolumeInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1771,7 @@ func (x *VolumeInfo) String() string {
 func (*VolumeInfo) ProtoMessage() {}
 
 func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1784,7 @@ func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeInfo.ProtoReflect.Descriptor instead.
 func (*VolumeInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *VolumeInfo) GetName() string {
@@ -1747,7 +1906,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1918,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1931,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -1811,7 +1970,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1982,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1995,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
 }
 
 type ListVolumesResponse struct {
@@ -1848,7 +2007,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2019,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2032,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*VolumeInfo {
@@ -1892,7 +2051,7 @@ type ShowVolumeRequest struct {
 
 func (x *ShowVolumeRequest) Reset() {
 	*x = ShowVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2063,7 @@ func (x *ShowVolumeRequest) String() string {
 func (*ShowVolumeRequest) ProtoMessage() {}
 
 func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2076,7 @@ func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShowVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ShowVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ShowVolumeRequest) GetName() string {
@@ -1936,7 +2095,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2107,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2120,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -1979,7 +2138,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2150,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2163,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
 }
 
 type PromoteVolumeRequest struct {
@@ -2017,7 +2176,7 @@ type PromoteVolumeRequest struct {
 
 func (x *PromoteVolumeRequest) Reset() {
 	*x = PromoteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2188,7 @@ func (x *PromoteVolumeRequest) String() string {
 func (*PromoteVolumeRequest) ProtoMessage() {}
 
 func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2201,7 @@ func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PromoteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PromoteVolumeRequest) GetName() string {
@@ -2071,7 +2230,7 @@ type ResyncVolumeRequest struct {
 
 func (x *ResyncVolumeRequest) Reset() {
 	*x = ResyncVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2242,7 @@ func (x *ResyncVolumeRequest) String() string {
 func (*ResyncVolumeRequest) ProtoMessage() {}
 
 func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2255,7 @@ func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ResyncVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResyncVolumeRequest) GetName() string {
@@ -2124,7 +2283,7 @@ type VerifyVolumeRequest struct {
 
 func (x *VerifyVolumeRequest) Reset() {
 	*x = VerifyVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2295,7 @@ func (x *VerifyVolumeRequest) String() string {
 func (*VerifyVolumeRequest) ProtoMessage() {}
 
 func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2308,7 @@ func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VerifyVolumeRequest) GetName() string {
@@ -2177,7 +2336,7 @@ type VerifyMismatch struct {
 
 func (x *VerifyMismatch) Reset() {
 	*x = VerifyMismatch{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2348,7 @@ func (x *VerifyMismatch) String() string {
 func (*VerifyMismatch) ProtoMessage() {}
 
 func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2361,7 @@ func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyMismatch.ProtoReflect.Descriptor instead.
 func (*VerifyMismatch) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *VerifyMismatch) GetNode() string {
@@ -2237,7 +2396,7 @@ type VerifyVolumeResponse struct {
 
 func (x *VerifyVolumeResponse) Reset() {
 	*x = VerifyVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2408,7 @@ func (x *VerifyVolumeResponse) String() string {
 func (*VerifyVolumeResponse) ProtoMessage() {}
 
 func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2421,7 @@ func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeResponse.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VerifyVolumeResponse) GetCheckedBytes() int64 {
@@ -2286,6 +2445,520 @@ func (x *VerifyVolumeResponse) GetRepairedBytes() int64 {
 	return 0
 }
 
+type VMNic struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Bridge string                 `protobuf:"bytes,1,opt,name=bridge,proto3" json:"bridge,omitempty"`
+	Mac    string                 `protobuf:"bytes,2,opt,name=mac,proto3" json:"mac,omitempty"`
+	// Addresses the guest uses, announced after a restart elsewhere.
+	Ips           []string `protobuf:"bytes,3,rep,name=ips,proto3" json:"ips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VMNic) Reset() {
+	*x = VMNic{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VMNic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VMNic) ProtoMessage() {}
+
+func (x *VMNic) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VMNic.ProtoReflect.Descriptor instead.
+func (*VMNic) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *VMNic) GetBridge() string {
+	if x != nil {
+		return x.Bridge
+	}
+	return ""
+}
+
+func (x *VMNic) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *VMNic) GetIps() []string {
+	if x != nil {
+		return x.Ips
+	}
+	return nil
+}
+
+type VMInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Uuid      string                 `protobuf:"bytes,2,opt,name=uuid,proto3" json:"uuid,omitempty"`
+	Vcpus     uint32                 `protobuf:"varint,3,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	MemoryMib uint32                 `protobuf:"varint,4,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// Volumes in boot order.
+	Volumes []string `protobuf:"bytes,5,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Nics    []*VMNic `protobuf:"bytes,6,rep,name=nics,proto3" json:"nics,omitempty"`
+	// started, stopped or disabled.
+	Desired string `protobuf:"bytes,7,opt,name=desired,proto3" json:"desired,omitempty"`
+	// Where it runs or ran last.
+	Node string `protobuf:"bytes,8,opt,name=node,proto3" json:"node,omitempty"`
+	// As libvirt on node reports it: running, paused, shut off, ... or
+	// unknown when the node does not answer.
+	State        string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`
+	Priority     int32                  `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	AntiAffinity string                 `protobuf:"bytes,11,opt,name=anti_affinity,json=antiAffinity,proto3" json:"anti_affinity,omitempty"`
+	Kernel       string                 `protobuf:"bytes,12,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Initrd       string                 `protobuf:"bytes,13,opt,name=initrd,proto3" json:"initrd,omitempty"`
+	Cmdline      string                 `protobuf:"bytes,14,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
+	Created      *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=created,proto3" json:"created,omitempty"`
+	// Serial console log on node.
+	ConsoleLog    string `protobuf:"bytes,16,opt,name=console_log,json=consoleLog,proto3" json:"console_log,omitempty"`
+	Warning       string `protobuf:"bytes,17,opt,name=warning,proto3" json:"warning,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VMInfo) Reset() {
+	*x = VMInfo{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VMInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VMInfo) ProtoMessage() {}
+
+func (x *VMInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VMInfo.ProtoReflect.Descriptor instead.
+func (*VMInfo) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *VMInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VMInfo) GetUuid() string {
+	if x != nil {
+		return x.Uuid
+	}
+	return ""
+}
+
+func (x *VMInfo) GetVcpus() uint32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *VMInfo) GetMemoryMib() uint32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *VMInfo) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *VMInfo) GetNics() []*VMNic {
+	if x != nil {
+		return x.Nics
+	}
+	return nil
+}
+
+func (x *VMInfo) GetDesired() string {
+	if x != nil {
+		return x.Desired
+	}
+	return ""
+}
+
+func (x *VMInfo) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *VMInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *VMInfo) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *VMInfo) GetAntiAffinity() string {
+	if x != nil {
+		return x.AntiAffinity
+	}
+	return ""
+}
+
+func (x *VMInfo) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *VMInfo) GetInitrd() string {
+	if x != nil {
+		return x.Initrd
+	}
+	return ""
+}
+
+func (x *VMInfo) GetCmdline() string {
+	if x != nil {
+		return x.Cmdline
+	}
+	return ""
+}
+
+func (x *VMInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *VMInfo) GetConsoleLog() string {
+	if x != nil {
+		return x.ConsoleLog
+	}
+	return ""
+}
+
+func (x *VMInfo) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
+}
+
+type VMDisk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A new volume of this size ...
+	SizeBytes int64  `protobuf:"varint,1,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Replicas  uint32 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// ... or an existing volume.
+	Volume        string `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VMDisk) Reset() {
+	*x = VMDisk{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VMDisk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VMDisk) ProtoMessage() {}
+
+func (x *VMDisk) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VMDisk.ProtoReflect.Descriptor instead.
+func (*VMDisk) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *VMDisk) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *VMDisk) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *VMDisk) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+type CreateVMRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Vcpus        uint32                 `protobuf:"varint,2,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	MemoryMib    uint32                 `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	Disks        []*VMDisk              `protobuf:"bytes,4,rep,name=disks,proto3" json:"disks,omitempty"`
+	Nics         []*VMNic               `protobuf:"bytes,5,rep,name=nics,proto3" json:"nics,omitempty"`
+	Kernel       string                 `protobuf:"bytes,6,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Initrd       string                 `protobuf:"bytes,7,opt,name=initrd,proto3" json:"initrd,omitempty"`
+	Cmdline      string                 `protobuf:"bytes,8,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
+	Priority     int32                  `protobuf:"varint,9,opt,name=priority,proto3" json:"priority,omitempty"`
+	AntiAffinity string                 `protobuf:"bytes,10,opt,name=anti_affinity,json=antiAffinity,proto3" json:"anti_affinity,omitempty"`
+	// Start it now (on node, or where placement decides).
+	Start bool   `protobuf:"varint,11,opt,name=start,proto3" json:"start,omitempty"`
+	Node  string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
+	// Override N+1 admission control (with a warning).
+	Force         bool `protobuf:"varint,13,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateVMRequest) Reset() {
+	*x = CreateVMRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateVMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateVMRequest) ProtoMessage() {}
+
+func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateVMRequest.ProtoReflect.Descriptor instead.
+func (*CreateVMRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *CreateVMRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetVcpus() uint32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *CreateVMRequest) GetMemoryMib() uint32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *CreateVMRequest) GetDisks() []*VMDisk {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
+func (x *CreateVMRequest) GetNics() []*VMNic {
+	if x != nil {
+		return x.Nics
+	}
+	return nil
+}
+
+func (x *CreateVMRequest) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetInitrd() string {
+	if x != nil {
+		return x.Initrd
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetCmdline() string {
+	if x != nil {
+		return x.Cmdline
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *CreateVMRequest) GetAntiAffinity() string {
+	if x != nil {
+		return x.AntiAffinity
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetStart() bool {
+	if x != nil {
+		return x.Start
+	}
+	return false
+}
+
+func (x *CreateVMRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type VMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// start: run it on this node (made primary of the VM's volumes first).
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// start: override N+1; stop: destroy at once instead of a clean shutdown.
+	Force bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	// stop: seconds to wait for a clean shutdown before destroying.
+	TimeoutSeconds uint32 `protobuf:"varint,4,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *VMRequest) Reset() {
+	*x = VMRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VMRequest) ProtoMessage() {}
+
+func (x *VMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
+func (*VMRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *VMRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VMRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *VMRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *VMRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
 type ListVMsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2294,7 +2967,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2979,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,18 +2992,19 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
 }
 
 type ListVMsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vms           []*VMInfo              `protobuf:"bytes,1,rep,name=vms,proto3" json:"vms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +3016,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +3029,343 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListVMsResponse) GetVms() []*VMInfo {
+	if x != nil {
+		return x.Vms
+	}
+	return nil
+}
+
+type DeleteVMResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteVMResponse) Reset() {
+	*x = DeleteVMResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteVMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteVMResponse) ProtoMessage() {}
+
+func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
+func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
+}
+
+type MigrateVMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Target node; default: the best node holding UpToDate replicas.
+	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// QEMU's maximum downtime at switch-over.
+	MaxDowntimeMs uint32 `protobuf:"varint,3,opt,name=max_downtime_ms,json=maxDowntimeMs,proto3" json:"max_downtime_ms,omitempty"`
+	Force         bool   `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateVMRequest) Reset() {
+	*x = MigrateVMRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateVMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateVMRequest) ProtoMessage() {}
+
+func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
+func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *MigrateVMRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MigrateVMRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *MigrateVMRequest) GetMaxDowntimeMs() uint32 {
+	if x != nil {
+		return x.MaxDowntimeMs
+	}
+	return 0
+}
+
+func (x *MigrateVMRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type MigrateProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// preparing, migrating, handover, done, failed.
+	Phase           string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	MemoryTotal     uint64 `protobuf:"varint,2,opt,name=memory_total,json=memoryTotal,proto3" json:"memory_total,omitempty"`
+	MemoryProcessed uint64 `protobuf:"varint,3,opt,name=memory_processed,json=memoryProcessed,proto3" json:"memory_processed,omitempty"`
+	MemoryRemaining uint64 `protobuf:"varint,4,opt,name=memory_remaining,json=memoryRemaining,proto3" json:"memory_remaining,omitempty"`
+	Message         string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// Set when done.
+	DowntimeMs    uint32  `protobuf:"varint,6,opt,name=downtime_ms,json=downtimeMs,proto3" json:"downtime_ms,omitempty"`
+	TotalMs       uint32  `protobuf:"varint,7,opt,name=total_ms,json=totalMs,proto3" json:"total_ms,omitempty"`
+	Vm            *VMInfo `protobuf:"bytes,8,opt,name=vm,proto3" json:"vm,omitempty"`
+	From          string  `protobuf:"bytes,9,opt,name=from,proto3" json:"from,omitempty"`
+	To            string  `protobuf:"bytes,10,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateProgress) Reset() {
+	*x = MigrateProgress{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateProgress) ProtoMessage() {}
+
+func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
+func (*MigrateProgress) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *MigrateProgress) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *MigrateProgress) GetMemoryTotal() uint64 {
+	if x != nil {
+		return x.MemoryTotal
+	}
+	return 0
+}
+
+func (x *MigrateProgress) GetMemoryProcessed() uint64 {
+	if x != nil {
+		return x.MemoryProcessed
+	}
+	return 0
+}
+
+func (x *MigrateProgress) GetMemoryRemaining() uint64 {
+	if x != nil {
+		return x.MemoryRemaining
+	}
+	return 0
+}
+
+func (x *MigrateProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *MigrateProgress) GetDowntimeMs() uint32 {
+	if x != nil {
+		return x.DowntimeMs
+	}
+	return 0
+}
+
+func (x *MigrateProgress) GetTotalMs() uint32 {
+	if x != nil {
+		return x.TotalMs
+	}
+	return 0
+}
+
+func (x *MigrateProgress) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *MigrateProgress) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *MigrateProgress) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+type ConsoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Bytes from the end of the log to start with (default 4096).
+	Tail          int64 `protobuf:"varint,2,opt,name=tail,proto3" json:"tail,omitempty"`
+	Follow        bool  `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsoleRequest) Reset() {
+	*x = ConsoleRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsoleRequest) ProtoMessage() {}
+
+func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
+func (*ConsoleRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ConsoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConsoleRequest) GetTail() int64 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *ConsoleRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type ConsoleChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsoleChunk) Reset() {
+	*x = ConsoleChunk{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsoleChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsoleChunk) ProtoMessage() {}
+
+func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
+func (*ConsoleChunk) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ConsoleChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
 }
 
 type HAStatusRequest struct {
@@ -2366,7 +3376,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +3388,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +3401,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
 }
 
 type HAStatusResponse struct {
@@ -2402,7 +3412,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +3424,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +3437,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
 }
 
 // Peer: node to node on the backend network.
@@ -2441,7 +3451,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +3463,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,7 +3476,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -2501,7 +3511,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +3523,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +3536,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -2610,7 +3620,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +3632,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +3645,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -2703,7 +3713,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +3725,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +3738,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -2751,7 +3761,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +3773,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +3786,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PingResponse) GetName() string {
@@ -2827,7 +3837,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +3849,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +3862,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -2901,7 +3911,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2913,7 +3923,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2926,7 +3936,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -2951,7 +3961,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2963,7 +3973,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2976,7 +3986,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
 }
 
 type PeerVolumeInitRequest struct {
@@ -2988,7 +3998,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +4010,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +4023,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -3031,7 +4041,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3043,7 +4053,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +4066,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -3071,7 +4081,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +4093,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +4106,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -3128,7 +4138,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +4150,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +4163,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -3165,7 +4175,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +4187,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +4200,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -3212,7 +4222,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +4234,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +4247,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -3277,7 +4287,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3289,7 +4299,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3302,7 +4312,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -3320,7 +4330,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3332,7 +4342,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3345,7 +4355,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
 }
 
 type Disk struct {
@@ -3360,7 +4370,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3372,7 +4382,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3385,7 +4395,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Disk) GetPath() string {
@@ -3425,7 +4435,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3437,7 +4447,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3450,7 +4460,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -3460,11 +4470,279 @@ func (x *DiskInfoResponse) GetDisks() []*Disk {
 	return nil
 }
 
+type ComputeInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComputeInfoRequest) Reset() {
+	*x = ComputeInfoRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeInfoRequest) ProtoMessage() {}
+
+func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
+func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+}
+
+type ComputeStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Available bool                   `protobuf:"varint,1,opt,name=available,proto3" json:"available,omitempty"`
+	// Why compute is unavailable on the node.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Memory for VMs (configured, or what libvirt reports) and what VMs use.
+	CapacityMib uint64   `protobuf:"varint,3,opt,name=capacity_mib,json=capacityMib,proto3" json:"capacity_mib,omitempty"`
+	UsedMib     uint64   `protobuf:"varint,4,opt,name=used_mib,json=usedMib,proto3" json:"used_mib,omitempty"`
+	HostFreeMib uint64   `protobuf:"varint,5,opt,name=host_free_mib,json=hostFreeMib,proto3" json:"host_free_mib,omitempty"`
+	Running     []string `protobuf:"bytes,6,rep,name=running,proto3" json:"running,omitempty"`
+	// Where a migration reaches this node's libvirtd.
+	MigrationUri string `protobuf:"bytes,7,opt,name=migration_uri,json=migrationUri,proto3" json:"migration_uri,omitempty"`
+	// The node's NBD export socket, for domain XML.
+	NbdSocket     string `protobuf:"bytes,8,opt,name=nbd_socket,json=nbdSocket,proto3" json:"nbd_socket,omitempty"`
+	Bridge        string `protobuf:"bytes,9,opt,name=bridge,proto3" json:"bridge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComputeStatus) Reset() {
+	*x = ComputeStatus{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeStatus) ProtoMessage() {}
+
+func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
+func (*ComputeStatus) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ComputeStatus) GetAvailable() bool {
+	if x != nil {
+		return x.Available
+	}
+	return false
+}
+
+func (x *ComputeStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ComputeStatus) GetCapacityMib() uint64 {
+	if x != nil {
+		return x.CapacityMib
+	}
+	return 0
+}
+
+func (x *ComputeStatus) GetUsedMib() uint64 {
+	if x != nil {
+		return x.UsedMib
+	}
+	return 0
+}
+
+func (x *ComputeStatus) GetHostFreeMib() uint64 {
+	if x != nil {
+		return x.HostFreeMib
+	}
+	return 0
+}
+
+func (x *ComputeStatus) GetRunning() []string {
+	if x != nil {
+		return x.Running
+	}
+	return nil
+}
+
+func (x *ComputeStatus) GetMigrationUri() string {
+	if x != nil {
+		return x.MigrationUri
+	}
+	return ""
+}
+
+func (x *ComputeStatus) GetNbdSocket() string {
+	if x != nil {
+		return x.NbdSocket
+	}
+	return ""
+}
+
+func (x *ComputeStatus) GetBridge() string {
+	if x != nil {
+		return x.Bridge
+	}
+	return ""
+}
+
+type PeerVMRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Vm             *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	TimeoutSeconds uint32                 `protobuf:"varint,2,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	Force          bool                   `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PeerVMRequest) Reset() {
+	*x = PeerVMRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerVMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerVMRequest) ProtoMessage() {}
+
+func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
+func (*PeerVMRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *PeerVMRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerVMRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *PeerVMRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type PeerMigrateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vm            *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	MaxDowntimeMs uint32                 `protobuf:"varint,3,opt,name=max_downtime_ms,json=maxDowntimeMs,proto3" json:"max_downtime_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerMigrateRequest) Reset() {
+	*x = PeerMigrateRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerMigrateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerMigrateRequest) ProtoMessage() {}
+
+func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
+func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *PeerMigrateRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerMigrateRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *PeerMigrateRequest) GetMaxDowntimeMs() uint32 {
+	if x != nil {
+		return x.MaxDowntimeMs
+	}
+	return 0
+}
+
 var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x03\n" +
+	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -3482,7 +4760,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tjoined_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bjoinedAt\x12\x15\n" +
 	"\x06rtt_us\x18\f \x01(\x03R\x05rttUs\x12#\n" +
 	"\rhealth_detail\x18\r \x01(\tR\fhealthDetail\x12%\n" +
-	"\x05disks\x18\x0e \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"\xc6\x03\n" +
+	"\x05disks\x18\x0e \x03(\v2\x0f.tandem.v1.DiskR\x05disks\x12 \n" +
+	"\vmaintenance\x18\x0f \x01(\bR\vmaintenance\x122\n" +
+	"\acompute\x18\x10 \x01(\v2\x18.tandem.v1.ComputeStatusR\acompute\"\xc6\x03\n" +
 	"\rClusterStatus\x12 \n" +
 	"\vinitialized\x18\x01 \x01(\bR\vinitialized\x12!\n" +
 	"\fcluster_name\x18\x02 \x01(\tR\vclusterName\x12\x1d\n" +
@@ -3555,7 +4835,17 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
 	"\x12RemoveNodeResponse\x12'\n" +
-	"\x04node\x18\x01 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\"\x9d\x02\n" +
+	"\x04node\x18\x01 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\"v\n" +
+	"\x16NodeMaintenanceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06enable\x18\x02 \x01(\bR\x06enable\x12\x1a\n" +
+	"\bfailback\x18\x03 \x01(\tR\bfailback\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\"\xa6\x01\n" +
+	"\x17NodeMaintenanceProgress\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x0e\n" +
+	"\x02vm\x18\x02 \x01(\tR\x02vm\x12'\n" +
+	"\x04node\x18\x03 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\x128\n" +
+	"\tmigration\x18\x04 \x01(\v2\x1a.tandem.v1.MigrateProgressR\tmigration\"\x9d\x02\n" +
 	"\rVolumeReplica\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.tandem.v1.ReplicaStateR\x05state\x12\x18\n" +
@@ -3624,9 +4914,86 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"mismatches\x18\x02 \x03(\v2\x19.tandem.v1.VerifyMismatchR\n" +
 	"mismatches\x12%\n" +
-	"\x0erepaired_bytes\x18\x03 \x01(\x03R\rrepairedBytes\"\x10\n" +
-	"\x0eListVMsRequest\"\x11\n" +
-	"\x0fListVMsResponse\"\x11\n" +
+	"\x0erepaired_bytes\x18\x03 \x01(\x03R\rrepairedBytes\"C\n" +
+	"\x05VMNic\x12\x16\n" +
+	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xe5\x03\n" +
+	"\x06VMInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
+	"\x05vcpus\x18\x03 \x01(\rR\x05vcpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x04 \x01(\rR\tmemoryMib\x12\x18\n" +
+	"\avolumes\x18\x05 \x03(\tR\avolumes\x12$\n" +
+	"\x04nics\x18\x06 \x03(\v2\x10.tandem.v1.VMNicR\x04nics\x12\x18\n" +
+	"\adesired\x18\a \x01(\tR\adesired\x12\x12\n" +
+	"\x04node\x18\b \x01(\tR\x04node\x12\x14\n" +
+	"\x05state\x18\t \x01(\tR\x05state\x12\x1a\n" +
+	"\bpriority\x18\n" +
+	" \x01(\x05R\bpriority\x12#\n" +
+	"\ranti_affinity\x18\v \x01(\tR\fantiAffinity\x12\x16\n" +
+	"\x06kernel\x18\f \x01(\tR\x06kernel\x12\x16\n" +
+	"\x06initrd\x18\r \x01(\tR\x06initrd\x12\x18\n" +
+	"\acmdline\x18\x0e \x01(\tR\acmdline\x124\n" +
+	"\acreated\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1f\n" +
+	"\vconsole_log\x18\x10 \x01(\tR\n" +
+	"consoleLog\x12\x18\n" +
+	"\awarning\x18\x11 \x01(\tR\awarning\"[\n" +
+	"\x06VMDisk\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
+	"\breplicas\x18\x02 \x01(\rR\breplicas\x12\x16\n" +
+	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xf4\x02\n" +
+	"\x0fCreateVMRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x03 \x01(\rR\tmemoryMib\x12'\n" +
+	"\x05disks\x18\x04 \x03(\v2\x11.tandem.v1.VMDiskR\x05disks\x12$\n" +
+	"\x04nics\x18\x05 \x03(\v2\x10.tandem.v1.VMNicR\x04nics\x12\x16\n" +
+	"\x06kernel\x18\x06 \x01(\tR\x06kernel\x12\x16\n" +
+	"\x06initrd\x18\a \x01(\tR\x06initrd\x12\x18\n" +
+	"\acmdline\x18\b \x01(\tR\acmdline\x12\x1a\n" +
+	"\bpriority\x18\t \x01(\x05R\bpriority\x12#\n" +
+	"\ranti_affinity\x18\n" +
+	" \x01(\tR\fantiAffinity\x12\x14\n" +
+	"\x05start\x18\v \x01(\bR\x05start\x12\x12\n" +
+	"\x04node\x18\f \x01(\tR\x04node\x12\x14\n" +
+	"\x05force\x18\r \x01(\bR\x05force\"r\n" +
+	"\tVMRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\x12'\n" +
+	"\x0ftimeout_seconds\x18\x04 \x01(\rR\x0etimeoutSeconds\"\x10\n" +
+	"\x0eListVMsRequest\"6\n" +
+	"\x0fListVMsResponse\x12#\n" +
+	"\x03vms\x18\x01 \x03(\v2\x11.tandem.v1.VMInfoR\x03vms\"\x12\n" +
+	"\x10DeleteVMResponse\"t\n" +
+	"\x10MigrateVMRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12&\n" +
+	"\x0fmax_downtime_ms\x18\x03 \x01(\rR\rmaxDowntimeMs\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\"\xbd\x02\n" +
+	"\x0fMigrateProgress\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12!\n" +
+	"\fmemory_total\x18\x02 \x01(\x04R\vmemoryTotal\x12)\n" +
+	"\x10memory_processed\x18\x03 \x01(\x04R\x0fmemoryProcessed\x12)\n" +
+	"\x10memory_remaining\x18\x04 \x01(\x04R\x0fmemoryRemaining\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x1f\n" +
+	"\vdowntime_ms\x18\x06 \x01(\rR\n" +
+	"downtimeMs\x12\x19\n" +
+	"\btotal_ms\x18\a \x01(\rR\atotalMs\x12!\n" +
+	"\x02vm\x18\b \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x12\n" +
+	"\x04from\x18\t \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\n" +
+	" \x01(\tR\x02to\"P\n" +
+	"\x0eConsoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04tail\x18\x02 \x01(\x03R\x04tail\x12\x16\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\"\"\n" +
+	"\fConsoleChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x11\n" +
 	"\x0fHAStatusRequest\"\x12\n" +
 	"\x10HAStatusResponse\"H\n" +
 	"\n" +
@@ -3704,7 +5071,27 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"free_bytes\x18\x04 \x01(\x03R\tfreeBytes\"9\n" +
 	"\x10DiskInfoResponse\x12%\n" +
-	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks*P\n" +
+	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"\x14\n" +
+	"\x12ComputeInfoRequest\"\x9d\x02\n" +
+	"\rComputeStatus\x12\x1c\n" +
+	"\tavailable\x18\x01 \x01(\bR\tavailable\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12!\n" +
+	"\fcapacity_mib\x18\x03 \x01(\x04R\vcapacityMib\x12\x19\n" +
+	"\bused_mib\x18\x04 \x01(\x04R\ausedMib\x12\"\n" +
+	"\rhost_free_mib\x18\x05 \x01(\x04R\vhostFreeMib\x12\x18\n" +
+	"\arunning\x18\x06 \x03(\tR\arunning\x12#\n" +
+	"\rmigration_uri\x18\a \x01(\tR\fmigrationUri\x12\x1d\n" +
+	"\n" +
+	"nbd_socket\x18\b \x01(\tR\tnbdSocket\x12\x16\n" +
+	"\x06bridge\x18\t \x01(\tR\x06bridge\"q\n" +
+	"\rPeerVMRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12'\n" +
+	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"o\n" +
+	"\x12PeerMigrateRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12&\n" +
+	"\x0fmax_downtime_ms\x18\x03 \x01(\rR\rmaxDowntimeMs*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -3732,10 +5119,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Status\x12\x18.tandem.v1.StatusRequest\x1a\x18.tandem.v1.ClusterStatus\x12[\n" +
 	"\x10SetExpectedVotes\x12\".tandem.v1.SetExpectedVotesRequest\x1a#.tandem.v1.SetExpectedVotesResponse\x12B\n" +
 	"\tGetConfig\x12\x1b.tandem.v1.GetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12B\n" +
-	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig2\x90\x01\n" +
+	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig2\xe8\x01\n" +
 	"\x04Node\x12A\n" +
 	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12E\n" +
-	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse2\xe7\x03\n" +
+	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse\x12V\n" +
+	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x012\xe7\x03\n" +
 	"\x06Volume\x12?\n" +
 	"\x06Create\x12\x1e.tandem.v1.CreateVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12E\n" +
 	"\x04List\x12\x1d.tandem.v1.ListVolumesRequest\x1a\x1e.tandem.v1.ListVolumesResponse\x12;\n" +
@@ -3743,11 +5131,18 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Delete\x12\x1e.tandem.v1.DeleteVolumeRequest\x1a\x1f.tandem.v1.DeleteVolumeResponse\x12A\n" +
 	"\aPromote\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12?\n" +
 	"\x06Resync\x12\x1e.tandem.v1.ResyncVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12I\n" +
-	"\x06Verify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse2C\n" +
+	"\x06Verify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse2\xd4\x03\n" +
 	"\x02VM\x12=\n" +
-	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse2G\n" +
+	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse\x127\n" +
+	"\x06Create\x12\x1a.tandem.v1.CreateVMRequest\x1a\x11.tandem.v1.VMInfo\x12/\n" +
+	"\x04Show\x12\x14.tandem.v1.VMRequest\x1a\x11.tandem.v1.VMInfo\x120\n" +
+	"\x05Start\x12\x14.tandem.v1.VMRequest\x1a\x11.tandem.v1.VMInfo\x12/\n" +
+	"\x04Stop\x12\x14.tandem.v1.VMRequest\x1a\x11.tandem.v1.VMInfo\x12;\n" +
+	"\x06Delete\x12\x14.tandem.v1.VMRequest\x1a\x1b.tandem.v1.DeleteVMResponse\x12D\n" +
+	"\aMigrate\x12\x1b.tandem.v1.MigrateVMRequest\x1a\x1a.tandem.v1.MigrateProgress0\x01\x12?\n" +
+	"\aConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x012G\n" +
 	"\x02HA\x12A\n" +
-	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xa3\a\n" +
+	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xa4\v\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -3762,7 +5157,16 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\fVolumeVerify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse\x12W\n" +
 	"\rVolumeDiscard\x12\".tandem.v1.PeerVolumeStatusRequest\x1a\".tandem.v1.PeerVolumeCloseResponse\x12K\n" +
 	"\x11VolumeDiscardPeer\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12U\n" +
-	"\x0eVolumeChecksum\x12 .tandem.v1.VolumeChecksumRequest\x1a!.tandem.v1.VolumeChecksumResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\x0eVolumeChecksum\x12 .tandem.v1.VolumeChecksumRequest\x1a!.tandem.v1.VolumeChecksumResponse\x12H\n" +
+	"\x0eVolumeHandover\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12F\n" +
+	"\vComputeInfo\x12\x1d.tandem.v1.ComputeInfoRequest\x1a\x18.tandem.v1.ComputeStatus\x126\n" +
+	"\aVMStart\x12\x18.tandem.v1.PeerVMRequest\x1a\x11.tandem.v1.VMInfo\x125\n" +
+	"\x06VMStop\x12\x18.tandem.v1.PeerVMRequest\x1a\x11.tandem.v1.VMInfo\x126\n" +
+	"\aVMState\x12\x18.tandem.v1.PeerVMRequest\x1a\x11.tandem.v1.VMInfo\x129\n" +
+	"\n" +
+	"VMUndefine\x12\x18.tandem.v1.PeerVMRequest\x1a\x11.tandem.v1.VMInfo\x12H\n" +
+	"\tVMMigrate\x12\x1d.tandem.v1.PeerMigrateRequest\x1a\x1a.tandem.v1.MigrateProgress0\x01\x12A\n" +
+	"\tVMConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x01B5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -3777,7 +5181,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -3802,141 +5206,200 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*ListNodesResponse)(nil),        // 20: tandem.v1.ListNodesResponse
 	(*RemoveNodeRequest)(nil),        // 21: tandem.v1.RemoveNodeRequest
 	(*RemoveNodeResponse)(nil),       // 22: tandem.v1.RemoveNodeResponse
-	(*VolumeReplica)(nil),            // 23: tandem.v1.VolumeReplica
-	(*VolumeEvent)(nil),              // 24: tandem.v1.VolumeEvent
-	(*VolumeInfo)(nil),               // 25: tandem.v1.VolumeInfo
-	(*CreateVolumeRequest)(nil),      // 26: tandem.v1.CreateVolumeRequest
-	(*ListVolumesRequest)(nil),       // 27: tandem.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 28: tandem.v1.ListVolumesResponse
-	(*ShowVolumeRequest)(nil),        // 29: tandem.v1.ShowVolumeRequest
-	(*DeleteVolumeRequest)(nil),      // 30: tandem.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),     // 31: tandem.v1.DeleteVolumeResponse
-	(*PromoteVolumeRequest)(nil),     // 32: tandem.v1.PromoteVolumeRequest
-	(*ResyncVolumeRequest)(nil),      // 33: tandem.v1.ResyncVolumeRequest
-	(*VerifyVolumeRequest)(nil),      // 34: tandem.v1.VerifyVolumeRequest
-	(*VerifyMismatch)(nil),           // 35: tandem.v1.VerifyMismatch
-	(*VerifyVolumeResponse)(nil),     // 36: tandem.v1.VerifyVolumeResponse
-	(*ListVMsRequest)(nil),           // 37: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 38: tandem.v1.ListVMsResponse
-	(*HAStatusRequest)(nil),          // 39: tandem.v1.HAStatusRequest
-	(*HAStatusResponse)(nil),         // 40: tandem.v1.HAStatusResponse
-	(*PeerMember)(nil),               // 41: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 42: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 43: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 44: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 45: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 46: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 47: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 48: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 49: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 50: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 51: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 52: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 53: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 54: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 55: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 56: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 57: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 58: tandem.v1.DiskInfoResponse
-	nil,                              // 59: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 60: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 61: google.protobuf.Timestamp
+	(*NodeMaintenanceRequest)(nil),   // 23: tandem.v1.NodeMaintenanceRequest
+	(*NodeMaintenanceProgress)(nil),  // 24: tandem.v1.NodeMaintenanceProgress
+	(*VolumeReplica)(nil),            // 25: tandem.v1.VolumeReplica
+	(*VolumeEvent)(nil),              // 26: tandem.v1.VolumeEvent
+	(*VolumeInfo)(nil),               // 27: tandem.v1.VolumeInfo
+	(*CreateVolumeRequest)(nil),      // 28: tandem.v1.CreateVolumeRequest
+	(*ListVolumesRequest)(nil),       // 29: tandem.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 30: tandem.v1.ListVolumesResponse
+	(*ShowVolumeRequest)(nil),        // 31: tandem.v1.ShowVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 32: tandem.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 33: tandem.v1.DeleteVolumeResponse
+	(*PromoteVolumeRequest)(nil),     // 34: tandem.v1.PromoteVolumeRequest
+	(*ResyncVolumeRequest)(nil),      // 35: tandem.v1.ResyncVolumeRequest
+	(*VerifyVolumeRequest)(nil),      // 36: tandem.v1.VerifyVolumeRequest
+	(*VerifyMismatch)(nil),           // 37: tandem.v1.VerifyMismatch
+	(*VerifyVolumeResponse)(nil),     // 38: tandem.v1.VerifyVolumeResponse
+	(*VMNic)(nil),                    // 39: tandem.v1.VMNic
+	(*VMInfo)(nil),                   // 40: tandem.v1.VMInfo
+	(*VMDisk)(nil),                   // 41: tandem.v1.VMDisk
+	(*CreateVMRequest)(nil),          // 42: tandem.v1.CreateVMRequest
+	(*VMRequest)(nil),                // 43: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 44: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 45: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 46: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 47: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 48: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 49: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 50: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 51: tandem.v1.HAStatusRequest
+	(*HAStatusResponse)(nil),         // 52: tandem.v1.HAStatusResponse
+	(*PeerMember)(nil),               // 53: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 54: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 55: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 56: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 57: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 58: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 59: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 60: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 61: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 62: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 63: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 64: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 65: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 66: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 67: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 68: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 69: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 70: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 71: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 72: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 73: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 74: tandem.v1.PeerMigrateRequest
+	nil,                              // 75: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 76: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 77: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,  // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,  // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,  // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	61, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	57, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	4,  // 5: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
-	6,  // 6: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	61, // 7: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	5,  // 8: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	61, // 9: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	5,  // 10: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	59, // 11: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	60, // 12: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
-	4,  // 13: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
-	4,  // 14: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
-	3,  // 15: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	61, // 16: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	61, // 17: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
-	23, // 18: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	61, // 19: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
-	24, // 20: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
-	25, // 21: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
-	35, // 22: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
-	0,  // 23: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	41, // 24: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	61, // 25: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	46, // 26: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	46, // 27: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	57, // 28: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	7,  // 29: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	9,  // 30: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	11, // 31: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	13, // 32: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	14, // 33: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	16, // 34: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	17, // 35: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	19, // 36: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	21, // 37: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	26, // 38: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	27, // 39: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	29, // 40: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	30, // 41: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	32, // 42: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	33, // 43: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	34, // 44: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	37, // 45: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	39, // 46: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	42, // 47: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	44, // 48: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	56, // 49: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	47, // 50: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	49, // 51: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	51, // 52: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	53, // 53: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	32, // 54: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	34, // 55: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	53, // 56: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	32, // 57: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	54, // 58: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	8,  // 59: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10, // 60: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12, // 61: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,  // 62: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15, // 63: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	18, // 64: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	18, // 65: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	20, // 66: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	22, // 67: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	25, // 68: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	28, // 69: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	25, // 70: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	31, // 71: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	25, // 72: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	25, // 73: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	36, // 74: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	38, // 75: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	40, // 76: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	43, // 77: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	45, // 78: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	58, // 79: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	48, // 80: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	50, // 81: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	52, // 82: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	25, // 83: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	25, // 84: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	36, // 85: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	52, // 86: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	25, // 87: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	55, // 88: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	59, // [59:89] is the sub-list for method output_type
-	29, // [29:59] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	77, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	69, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	72, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	4,  // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
+	6,  // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
+	77, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	5,  // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
+	77, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	5,  // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
+	75, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	76, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	4,  // 14: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
+	4,  // 15: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
+	4,  // 16: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
+	48, // 17: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	3,  // 18: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
+	77, // 19: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	77, // 20: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	25, // 21: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
+	77, // 22: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	26, // 23: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
+	27, // 24: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
+	37, // 25: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
+	39, // 26: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
+	77, // 27: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	41, // 28: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
+	39, // 29: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
+	40, // 30: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	40, // 31: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	0,  // 32: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	53, // 33: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	77, // 34: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	58, // 35: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	58, // 36: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	69, // 37: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	40, // 38: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	40, // 39: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	7,  // 40: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	9,  // 41: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	11, // 42: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	13, // 43: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	14, // 44: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	16, // 45: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	17, // 46: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	19, // 47: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	21, // 48: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	23, // 49: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	28, // 50: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	29, // 51: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	31, // 52: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	32, // 53: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	34, // 54: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	35, // 55: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	36, // 56: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	44, // 57: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	42, // 58: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	43, // 59: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	43, // 60: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	43, // 61: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	43, // 62: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	47, // 63: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	49, // 64: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	51, // 65: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	54, // 66: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	56, // 67: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	68, // 68: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	59, // 69: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	61, // 70: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	63, // 71: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	65, // 72: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	34, // 73: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	36, // 74: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	65, // 75: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	34, // 76: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	66, // 77: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	34, // 78: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	71, // 79: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	73, // 80: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	73, // 81: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	73, // 82: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	73, // 83: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	74, // 84: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	49, // 85: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	8,  // 86: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10, // 87: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12, // 88: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,  // 89: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15, // 90: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	18, // 91: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	18, // 92: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	20, // 93: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	22, // 94: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	24, // 95: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	27, // 96: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	30, // 97: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	27, // 98: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	33, // 99: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	27, // 100: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	27, // 101: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	38, // 102: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	45, // 103: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	40, // 104: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	40, // 105: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	40, // 106: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	40, // 107: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	46, // 108: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	48, // 109: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	50, // 110: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	52, // 111: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	55, // 112: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	57, // 113: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	70, // 114: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	60, // 115: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	62, // 116: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	64, // 117: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	27, // 118: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	27, // 119: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	38, // 120: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	64, // 121: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	27, // 122: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	67, // 123: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	27, // 124: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	72, // 125: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	40, // 126: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	40, // 127: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	40, // 128: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	40, // 129: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	48, // 130: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	50, // 131: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	86, // [86:132] is the sub-list for method output_type
+	40, // [40:86] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -3950,7 +5413,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   57,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

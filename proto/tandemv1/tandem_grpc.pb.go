@@ -359,8 +359,9 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Node_List_FullMethodName   = "/tandem.v1.Node/List"
-	Node_Remove_FullMethodName = "/tandem.v1.Node/Remove"
+	Node_List_FullMethodName        = "/tandem.v1.Node/List"
+	Node_Remove_FullMethodName      = "/tandem.v1.Node/Remove"
+	Node_Maintenance_FullMethodName = "/tandem.v1.Node/Maintenance"
 )
 
 // NodeClient is the client API for Node service.
@@ -369,6 +370,9 @@ const (
 type NodeClient interface {
 	List(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	Remove(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// Enable evacuates every VM by live migration; the mode is committed
+	// first, so it survives restarts and blocks new placements at once.
+	Maintenance(ctx context.Context, in *NodeMaintenanceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeMaintenanceProgress], error)
 }
 
 type nodeClient struct {
@@ -399,12 +403,34 @@ func (c *nodeClient) Remove(ctx context.Context, in *RemoveNodeRequest, opts ...
 	return out, nil
 }
 
+func (c *nodeClient) Maintenance(ctx context.Context, in *NodeMaintenanceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeMaintenanceProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[0], Node_Maintenance_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NodeMaintenanceRequest, NodeMaintenanceProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_MaintenanceClient = grpc.ServerStreamingClient[NodeMaintenanceProgress]
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
 type NodeServer interface {
 	List(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	Remove(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// Enable evacuates every VM by live migration; the mode is committed
+	// first, so it survives restarts and blocks new placements at once.
+	Maintenance(*NodeMaintenanceRequest, grpc.ServerStreamingServer[NodeMaintenanceProgress]) error
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -420,6 +446,9 @@ func (UnimplementedNodeServer) List(context.Context, *ListNodesRequest) (*ListNo
 }
 func (UnimplementedNodeServer) Remove(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Remove not implemented")
+}
+func (UnimplementedNodeServer) Maintenance(*NodeMaintenanceRequest, grpc.ServerStreamingServer[NodeMaintenanceProgress]) error {
+	return status.Error(codes.Unimplemented, "method Maintenance not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -478,6 +507,17 @@ func _Node_Remove_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Maintenance_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NodeMaintenanceRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeServer).Maintenance(m, &grpc.GenericServerStream[NodeMaintenanceRequest, NodeMaintenanceProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_MaintenanceServer = grpc.ServerStreamingServer[NodeMaintenanceProgress]
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -494,7 +534,13 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Node_Remove_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Maintenance",
+			Handler:       _Node_Maintenance_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tandem/v1/tandem.proto",
 }
 
@@ -833,7 +879,14 @@ var Volume_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	VM_List_FullMethodName = "/tandem.v1.VM/List"
+	VM_List_FullMethodName    = "/tandem.v1.VM/List"
+	VM_Create_FullMethodName  = "/tandem.v1.VM/Create"
+	VM_Show_FullMethodName    = "/tandem.v1.VM/Show"
+	VM_Start_FullMethodName   = "/tandem.v1.VM/Start"
+	VM_Stop_FullMethodName    = "/tandem.v1.VM/Stop"
+	VM_Delete_FullMethodName  = "/tandem.v1.VM/Delete"
+	VM_Migrate_FullMethodName = "/tandem.v1.VM/Migrate"
+	VM_Console_FullMethodName = "/tandem.v1.VM/Console"
 )
 
 // VMClient is the client API for VM service.
@@ -841,6 +894,15 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type VMClient interface {
 	List(ctx context.Context, in *ListVMsRequest, opts ...grpc.CallOption) (*ListVMsResponse, error)
+	Create(ctx context.Context, in *CreateVMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	Show(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	Start(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	Stop(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	Delete(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*DeleteVMResponse, error)
+	// Live migration with ownership handover (DESIGN I5), with progress.
+	Migrate(ctx context.Context, in *MigrateVMRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
+	// The serial console log, optionally followed.
+	Console(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error)
 }
 
 type vMClient struct {
@@ -861,11 +923,108 @@ func (c *vMClient) List(ctx context.Context, in *ListVMsRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *vMClient) Create(ctx context.Context, in *CreateVMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_Create_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vMClient) Show(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_Show_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vMClient) Start(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_Start_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vMClient) Stop(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_Stop_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vMClient) Delete(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*DeleteVMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteVMResponse)
+	err := c.cc.Invoke(ctx, VM_Delete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vMClient) Migrate(ctx context.Context, in *MigrateVMRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &VM_ServiceDesc.Streams[0], VM_Migrate_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MigrateVMRequest, MigrateProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VM_MigrateClient = grpc.ServerStreamingClient[MigrateProgress]
+
+func (c *vMClient) Console(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &VM_ServiceDesc.Streams[1], VM_Console_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsoleRequest, ConsoleChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VM_ConsoleClient = grpc.ServerStreamingClient[ConsoleChunk]
+
 // VMServer is the server API for VM service.
 // All implementations must embed UnimplementedVMServer
 // for forward compatibility.
 type VMServer interface {
 	List(context.Context, *ListVMsRequest) (*ListVMsResponse, error)
+	Create(context.Context, *CreateVMRequest) (*VMInfo, error)
+	Show(context.Context, *VMRequest) (*VMInfo, error)
+	Start(context.Context, *VMRequest) (*VMInfo, error)
+	Stop(context.Context, *VMRequest) (*VMInfo, error)
+	Delete(context.Context, *VMRequest) (*DeleteVMResponse, error)
+	// Live migration with ownership handover (DESIGN I5), with progress.
+	Migrate(*MigrateVMRequest, grpc.ServerStreamingServer[MigrateProgress]) error
+	// The serial console log, optionally followed.
+	Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error
 	mustEmbedUnimplementedVMServer()
 }
 
@@ -878,6 +1037,27 @@ type UnimplementedVMServer struct{}
 
 func (UnimplementedVMServer) List(context.Context, *ListVMsRequest) (*ListVMsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedVMServer) Create(context.Context, *CreateVMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Create not implemented")
+}
+func (UnimplementedVMServer) Show(context.Context, *VMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Show not implemented")
+}
+func (UnimplementedVMServer) Start(context.Context, *VMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Start not implemented")
+}
+func (UnimplementedVMServer) Stop(context.Context, *VMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stop not implemented")
+}
+func (UnimplementedVMServer) Delete(context.Context, *VMRequest) (*DeleteVMResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedVMServer) Migrate(*MigrateVMRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
+	return status.Error(codes.Unimplemented, "method Migrate not implemented")
+}
+func (UnimplementedVMServer) Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error {
+	return status.Error(codes.Unimplemented, "method Console not implemented")
 }
 func (UnimplementedVMServer) mustEmbedUnimplementedVMServer() {}
 func (UnimplementedVMServer) testEmbeddedByValue()            {}
@@ -918,6 +1098,118 @@ func _VM_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VM_Create_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).Create(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_Create_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).Create(ctx, req.(*CreateVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VM_Show_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).Show(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_Show_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).Show(ctx, req.(*VMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VM_Start_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).Start(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_Start_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).Start(ctx, req.(*VMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VM_Stop_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).Stop(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_Stop_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).Stop(ctx, req.(*VMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VM_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).Delete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_Delete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).Delete(ctx, req.(*VMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VM_Migrate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(MigrateVMRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(VMServer).Migrate(m, &grpc.GenericServerStream[MigrateVMRequest, MigrateProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VM_MigrateServer = grpc.ServerStreamingServer[MigrateProgress]
+
+func _VM_Console_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ConsoleRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(VMServer).Console(m, &grpc.GenericServerStream[ConsoleRequest, ConsoleChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type VM_ConsoleServer = grpc.ServerStreamingServer[ConsoleChunk]
+
 // VM_ServiceDesc is the grpc.ServiceDesc for VM service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -929,8 +1221,39 @@ var VM_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "List",
 			Handler:    _VM_List_Handler,
 		},
+		{
+			MethodName: "Create",
+			Handler:    _VM_Create_Handler,
+		},
+		{
+			MethodName: "Show",
+			Handler:    _VM_Show_Handler,
+		},
+		{
+			MethodName: "Start",
+			Handler:    _VM_Start_Handler,
+		},
+		{
+			MethodName: "Stop",
+			Handler:    _VM_Stop_Handler,
+		},
+		{
+			MethodName: "Delete",
+			Handler:    _VM_Delete_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Migrate",
+			Handler:       _VM_Migrate_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Console",
+			Handler:       _VM_Console_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tandem/v1/tandem.proto",
 }
 
@@ -1049,6 +1372,14 @@ const (
 	Peer_VolumeDiscard_FullMethodName     = "/tandem.v1.Peer/VolumeDiscard"
 	Peer_VolumeDiscardPeer_FullMethodName = "/tandem.v1.Peer/VolumeDiscardPeer"
 	Peer_VolumeChecksum_FullMethodName    = "/tandem.v1.Peer/VolumeChecksum"
+	Peer_VolumeHandover_FullMethodName    = "/tandem.v1.Peer/VolumeHandover"
+	Peer_ComputeInfo_FullMethodName       = "/tandem.v1.Peer/ComputeInfo"
+	Peer_VMStart_FullMethodName           = "/tandem.v1.Peer/VMStart"
+	Peer_VMStop_FullMethodName            = "/tandem.v1.Peer/VMStop"
+	Peer_VMState_FullMethodName           = "/tandem.v1.Peer/VMState"
+	Peer_VMUndefine_FullMethodName        = "/tandem.v1.Peer/VMUndefine"
+	Peer_VMMigrate_FullMethodName         = "/tandem.v1.Peer/VMMigrate"
+	Peer_VMConsole_FullMethodName         = "/tandem.v1.Peer/VMConsole"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1071,6 +1402,18 @@ type PeerClient interface {
 	VolumeDiscardPeer(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	// Per-block checksums of this node's replica, for online verify.
 	VolumeChecksum(ctx context.Context, in *VolumeChecksumRequest, opts ...grpc.CallOption) (*VolumeChecksumResponse, error)
+	// On the primary: drain and commit node as the single primary; node
+	// must hold the open migration window (I5).
+	VolumeHandover(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
+	ComputeInfo(ctx context.Context, in *ComputeInfoRequest, opts ...grpc.CallOption) (*ComputeStatus, error)
+	// Define and start the VM here (this node is primary of its volumes).
+	VMStart(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	VMStop(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	VMState(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	VMUndefine(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// On the source: migrate the VM to another node, handing its volumes over.
+	VMMigrate(ctx context.Context, in *PeerMigrateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
+	VMConsole(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error)
 }
 
 type peerClient struct {
@@ -1201,6 +1544,104 @@ func (c *peerClient) VolumeChecksum(ctx context.Context, in *VolumeChecksumReque
 	return out, nil
 }
 
+func (c *peerClient) VolumeHandover(ctx context.Context, in *PromoteVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Peer_VolumeHandover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) ComputeInfo(ctx context.Context, in *ComputeInfoRequest, opts ...grpc.CallOption) (*ComputeStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ComputeStatus)
+	err := c.cc.Invoke(ctx, Peer_ComputeInfo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VMStart(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMStart_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VMStop(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMStop_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VMState(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VMUndefine(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMUndefine_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VMMigrate(ctx context.Context, in *PeerMigrateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[0], Peer_VMMigrate_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PeerMigrateRequest, MigrateProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMMigrateClient = grpc.ServerStreamingClient[MigrateProgress]
+
+func (c *peerClient) VMConsole(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[1], Peer_VMConsole_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsoleRequest, ConsoleChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMConsoleClient = grpc.ServerStreamingClient[ConsoleChunk]
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -1221,6 +1662,18 @@ type PeerServer interface {
 	VolumeDiscardPeer(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error)
 	// Per-block checksums of this node's replica, for online verify.
 	VolumeChecksum(context.Context, *VolumeChecksumRequest) (*VolumeChecksumResponse, error)
+	// On the primary: drain and commit node as the single primary; node
+	// must hold the open migration window (I5).
+	VolumeHandover(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error)
+	ComputeInfo(context.Context, *ComputeInfoRequest) (*ComputeStatus, error)
+	// Define and start the VM here (this node is primary of its volumes).
+	VMStart(context.Context, *PeerVMRequest) (*VMInfo, error)
+	VMStop(context.Context, *PeerVMRequest) (*VMInfo, error)
+	VMState(context.Context, *PeerVMRequest) (*VMInfo, error)
+	VMUndefine(context.Context, *PeerVMRequest) (*VMInfo, error)
+	// On the source: migrate the VM to another node, handing its volumes over.
+	VMMigrate(*PeerMigrateRequest, grpc.ServerStreamingServer[MigrateProgress]) error
+	VMConsole(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -1266,6 +1719,30 @@ func (UnimplementedPeerServer) VolumeDiscardPeer(context.Context, *PromoteVolume
 }
 func (UnimplementedPeerServer) VolumeChecksum(context.Context, *VolumeChecksumRequest) (*VolumeChecksumResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VolumeChecksum not implemented")
+}
+func (UnimplementedPeerServer) VolumeHandover(context.Context, *PromoteVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeHandover not implemented")
+}
+func (UnimplementedPeerServer) ComputeInfo(context.Context, *ComputeInfoRequest) (*ComputeStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method ComputeInfo not implemented")
+}
+func (UnimplementedPeerServer) VMStart(context.Context, *PeerVMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMStart not implemented")
+}
+func (UnimplementedPeerServer) VMStop(context.Context, *PeerVMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMStop not implemented")
+}
+func (UnimplementedPeerServer) VMState(context.Context, *PeerVMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMState not implemented")
+}
+func (UnimplementedPeerServer) VMUndefine(context.Context, *PeerVMRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMUndefine not implemented")
+}
+func (UnimplementedPeerServer) VMMigrate(*PeerMigrateRequest, grpc.ServerStreamingServer[MigrateProgress]) error {
+	return status.Error(codes.Unimplemented, "method VMMigrate not implemented")
+}
+func (UnimplementedPeerServer) VMConsole(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error {
+	return status.Error(codes.Unimplemented, "method VMConsole not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -1504,6 +1981,136 @@ func _Peer_VolumeChecksum_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VolumeHandover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeHandover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeHandover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeHandover(ctx, req.(*PromoteVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_ComputeInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ComputeInfoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).ComputeInfo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_ComputeInfo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).ComputeInfo(ctx, req.(*ComputeInfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VMStart_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMStart(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMStart_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMStart(ctx, req.(*PeerVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VMStop_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMStop(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMStop_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMStop(ctx, req.(*PeerVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VMState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMState(ctx, req.(*PeerVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VMUndefine_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMUndefine(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMUndefine_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMUndefine(ctx, req.(*PeerVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VMMigrate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PeerMigrateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PeerServer).VMMigrate(m, &grpc.GenericServerStream[PeerMigrateRequest, MigrateProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMMigrateServer = grpc.ServerStreamingServer[MigrateProgress]
+
+func _Peer_VMConsole_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ConsoleRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PeerServer).VMConsole(m, &grpc.GenericServerStream[ConsoleRequest, ConsoleChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMConsoleServer = grpc.ServerStreamingServer[ConsoleChunk]
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1559,7 +2166,42 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "VolumeChecksum",
 			Handler:    _Peer_VolumeChecksum_Handler,
 		},
+		{
+			MethodName: "VolumeHandover",
+			Handler:    _Peer_VolumeHandover_Handler,
+		},
+		{
+			MethodName: "ComputeInfo",
+			Handler:    _Peer_ComputeInfo_Handler,
+		},
+		{
+			MethodName: "VMStart",
+			Handler:    _Peer_VMStart_Handler,
+		},
+		{
+			MethodName: "VMStop",
+			Handler:    _Peer_VMStop_Handler,
+		},
+		{
+			MethodName: "VMState",
+			Handler:    _Peer_VMState_Handler,
+		},
+		{
+			MethodName: "VMUndefine",
+			Handler:    _Peer_VMUndefine_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "VMMigrate",
+			Handler:       _Peer_VMMigrate_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "VMConsole",
+			Handler:       _Peer_VMConsole_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tandem/v1/tandem.proto",
 }

@@ -1,0 +1,369 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/compute"
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// computeManager runs this node's VMs through its libvirtd. The connection
+// is made on first use and again after it breaks, so tandemd starts (and
+// serves volumes) while libvirtd is down.
+type computeManager struct {
+	d   *Daemon
+	log *slog.Logger
+
+	mu  sync.Mutex
+	drv *compute.Driver
+}
+
+func newComputeManager(d *Daemon) *computeManager {
+	c := &computeManager{d: d, log: d.log.With("component", "compute")}
+	if d.cfg.ComputeEnabled() {
+		// Incoming migrations log the console here before tandemd hears
+		// of the VM.
+		if err := os.MkdirAll(filepath.Join(d.cfg.DataDir, "vms"), 0o750); err != nil {
+			c.log.Error("cannot create the VM console directory", "err", err)
+		}
+	}
+	return c
+}
+
+// errComputeOff: this node runs no VMs (witness, or compute switched off).
+var errComputeOff = errors.New("compute is off on this node")
+
+func (c *computeManager) driver(ctx context.Context) (*compute.Driver, error) {
+	cfg := c.d.cfg
+	if !cfg.ComputeEnabled() {
+		return nil, errComputeOff
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drv != nil {
+		if _, err := c.drv.Running(ctx); err == nil {
+			return c.drv, nil
+		}
+		_ = c.drv.Close()
+		c.drv = nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	drv, err := compute.Dial(dctx, cfg.Compute.LibvirtSocket, cfg.Compute.LibvirtURI,
+		compute.WithDomainType(cfg.Compute.DomainType), compute.WithLogger(c.d.log))
+	if err != nil {
+		return nil, fmt.Errorf("libvirtd at %s: %w", cfg.Compute.LibvirtSocket, err)
+	}
+	c.drv = drv
+	return drv, nil
+}
+
+func (c *computeManager) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drv != nil {
+		_ = c.drv.Close()
+		c.drv = nil
+	}
+}
+
+// consoleLog is where the serial console of a VM running here is logged.
+func (c *computeManager) consoleLog(name string) string {
+	return filepath.Join(c.d.cfg.DataDir, "vms", name+".console.log")
+}
+
+// status reports this node's compute. Used memory counts the VMs the
+// cluster records as started here, so that placement sees reservations,
+// not what guests happen to touch.
+func (c *computeManager) status(ctx context.Context) *tandemv1.ComputeStatus {
+	cfg := c.d.cfg
+	out := &tandemv1.ComputeStatus{MigrationUri: cfg.Compute.MigrationURI, NbdSocket: c.d.lay.nbdSocket(), Bridge: cfg.Compute.Bridge}
+	drv, err := c.driver(ctx)
+	if err != nil {
+		out.Reason = err.Error()
+		return out
+	}
+	total, free, err := drv.NodeMemory(ctx)
+	if err != nil {
+		out.Reason = err.Error()
+		return out
+	}
+	out.HostFreeMib = free
+	out.CapacityMib = cfg.Compute.MemoryMiB
+	if out.CapacityMib == 0 && total > 0 {
+		out.CapacityMib = total - min(total, uint64(1024))
+	}
+	if running, err := drv.Running(ctx); err == nil {
+		out.Running = running
+	}
+	if ms, err := c.d.metaLocal(); err == nil {
+		out.UsedMib = usedMiB(ms, cfg.NodeName)
+	}
+	out.Available = true
+	return out
+}
+
+// usedMiB is the memory of the VMs the cluster runs on node.
+func usedMiB(ms *consensus.MetaState, node string) uint64 {
+	var used uint64
+	for _, v := range ms.VMs {
+		if v.Node == node && v.Desired == consensus.VMStarted {
+			used += uint64(v.Spec.MemoryMiB)
+		}
+	}
+	return used
+}
+
+// domainSpec renders a VM for this node: every disk is this node's export.
+func (c *computeManager) domainSpec(vm *tandemv1.VMInfo, nbdSocket string) compute.VMSpec {
+	spec := compute.VMSpec{Name: vm.Name, UUID: vm.Uuid, VCPUs: int(vm.Vcpus), MemoryMiB: int(vm.MemoryMib),
+		Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, SerialLog: c.consoleLog(vm.Name)}
+	for i, v := range vm.Volumes {
+		spec.Disks = append(spec.Disks, compute.DiskSpec{Volume: v, Socket: nbdSocket, Boot: i == 0 && vm.Kernel == ""})
+	}
+	for _, n := range vm.Nics {
+		b := n.Bridge
+		if b == "" {
+			b = c.d.cfg.Compute.Bridge
+		}
+		spec.NICs = append(spec.NICs, compute.NICSpec{Bridge: b, MAC: n.Mac})
+	}
+	return spec
+}
+
+// waitPrimary waits until this node serves every volume as primary.
+func (c *computeManager) waitPrimary(ctx context.Context, vols []string) error {
+	vm := c.d.volumes()
+	if vm == nil {
+		return status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	for _, name := range vols {
+		nv := vm.get(name)
+		if nv == nil || nv.witness {
+			return status.Errorf(codes.FailedPrecondition, "node %s holds no replica of volume %s", c.d.cfg.NodeName, name)
+		}
+		for nv.servingPrimary() == nil {
+			nv.reconcile()
+			if nv.servingPrimary() != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				r := nv.rec.Load()
+				if r != nil {
+					return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s (%s is, epoch %d); a VM runs only where its volumes' primary is", c.d.cfg.NodeName, name, r.Primary, r.Epoch)
+				}
+				return status.Errorf(codes.FailedPrecondition, "volume %s is not ready on %s", name, c.d.cfg.NodeName)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func (c *computeManager) vmInfo(ctx context.Context, drv *compute.Driver, vm *tandemv1.VMInfo) *tandemv1.VMInfo {
+	st, err := drv.State(ctx, vm.Name)
+	vm.Node = c.d.cfg.NodeName
+	vm.ConsoleLog = c.consoleLog(vm.Name)
+	switch {
+	case compute.IsNotFoundErr(err):
+		vm.State = "undefined"
+	case err != nil:
+		vm.State = "unknown"
+		vm.Warning = err.Error()
+	default:
+		vm.State = st.String()
+	}
+	return vm
+}
+
+func computeErr(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	if errors.Is(err, errComputeOff) {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if errors.Is(err, compute.ErrInvalidSpec) {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// Peer side.
+
+func (s *peerService) ComputeInfo(ctx context.Context, _ *tandemv1.ComputeInfoRequest) (*tandemv1.ComputeStatus, error) {
+	return s.d.compute.status(ctx), nil
+}
+
+// VMStart defines and starts the VM here; the co-location invariant is
+// checked on this node, where the replication primary lives.
+func (s *peerService) VMStart(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.VMInfo, error) {
+	c := s.d.compute
+	vm := req.Vm
+	if vm == nil || vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	drv, err := c.driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = c.waitPrimary(wctx, vm.Volumes)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if err := drv.Define(ctx, c.domainSpec(vm, s.d.lay.nbdSocket())); err != nil {
+		return nil, computeErr(err)
+	}
+	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {
+		if err := drv.Start(ctx, vm.Name); err != nil {
+			return nil, computeErr(err)
+		}
+	}
+	c.log.Info("VM started", "vm", vm.Name)
+	return c.vmInfo(ctx, drv, vm), nil
+}
+
+func (s *peerService) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.VMInfo, error) {
+	c := s.d.compute
+	vm := req.Vm
+	if vm == nil || vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	drv, err := c.driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	if st, err := drv.State(ctx, vm.Name); compute.IsNotFoundErr(err) || (err == nil && st != compute.StateRunning && st != compute.StatePaused) {
+		return c.vmInfo(ctx, drv, vm), nil
+	}
+	if req.Force {
+		err = drv.Destroy(ctx, vm.Name)
+	} else {
+		timeout := time.Duration(req.TimeoutSeconds) * time.Second
+		if timeout <= 0 {
+			timeout = 60 * time.Second
+		}
+		err = drv.Shutdown(ctx, vm.Name, timeout)
+	}
+	if err != nil && !compute.IsNotFoundErr(err) {
+		return nil, computeErr(err)
+	}
+	c.log.Info("VM stopped", "vm", vm.Name, "forced", req.Force)
+	return c.vmInfo(ctx, drv, vm), nil
+}
+
+func (s *peerService) VMState(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.VMInfo, error) {
+	c := s.d.compute
+	if req.Vm == nil || req.Vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	drv, err := c.driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	return c.vmInfo(ctx, drv, req.Vm), nil
+}
+
+func (s *peerService) VMUndefine(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.VMInfo, error) {
+	c := s.d.compute
+	if req.Vm == nil || req.Vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	drv, err := c.driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	if st, err := drv.State(ctx, req.Vm.Name); err == nil && (st == compute.StateRunning || st == compute.StatePaused) {
+		if !req.Force {
+			return nil, status.Errorf(codes.FailedPrecondition, "VM %s is %s on %s; stop it first", req.Vm.Name, st, s.d.cfg.NodeName)
+		}
+		if err := drv.Destroy(ctx, req.Vm.Name); err != nil {
+			return nil, computeErr(err)
+		}
+	}
+	if err := drv.Undefine(ctx, req.Vm.Name); err != nil && !compute.IsNotFoundErr(err) {
+		return nil, computeErr(err)
+	}
+	return c.vmInfo(ctx, drv, req.Vm), nil
+}
+
+// VMConsole streams the tail of the serial console log, and follows it.
+func (s *peerService) VMConsole(req *tandemv1.ConsoleRequest, stream tandemv1.Peer_VMConsoleServer) error {
+	return streamConsole(stream.Context(), s.d.compute.consoleLog(req.Name), req, stream.Send)
+}
+
+func streamConsole(ctx context.Context, path string, req *tandemv1.ConsoleRequest, send func(*tandemv1.ConsoleChunk) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return status.Errorf(codes.NotFound, "VM %s has no console log on this node", req.Name)
+		}
+		return status.Errorf(codes.Internal, "console log: %v", err)
+	}
+	defer f.Close()
+	tail := req.Tail
+	if tail <= 0 {
+		tail = 4096
+	}
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		if _, err := f.Seek(-tail, io.SeekEnd); err != nil {
+			return status.Errorf(codes.Internal, "console log: %v", err)
+		}
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if err := send(&tandemv1.ConsoleChunk{Data: slices.Clone(buf[:n])}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return status.Errorf(codes.Internal, "console log: %v", err)
+		}
+		if !req.Follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// metaLocal is this node's copy of the metadata (no quorum needed).
+func (d *Daemon) metaLocal() (*consensus.MetaState, error) {
+	_, meta, _ := d.cluster()
+	if meta == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
+	}
+	ms, err := meta.LocalState()
+	if err != nil {
+		return nil, metaError(err)
+	}
+	return ms, nil
+}
+
+// consoleLogOn is the console log path on another node: the same layout
+// under its data dir, which holds its NBD socket.
+func consoleLogOn(target *tandemv1.ComputeStatus, name string) string {
+	return filepath.Join(filepath.Dir(target.NbdSocket), "vms", name+".console.log")
+}

@@ -1,0 +1,135 @@
+package daemon
+
+import (
+	"fmt"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Maintenance commits the mode first (it blocks placements at once and
+// survives restarts, being in the metadata shard), then evacuates by live
+// migration; disable applies the failback policy.
+func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream tandemv1.Node_MaintenanceServer) error {
+	ctx := stream.Context()
+	vs := &vmService{d: s.d}
+	switch req.Failback {
+	case "", "stay", "balanced":
+	default:
+		return status.Errorf(codes.InvalidArgument, "failback %q: use stay or balanced", req.Failback)
+	}
+	ms, meta, err := vs.fresh(ctx)
+	if err != nil {
+		return err
+	}
+	n, ok := ms.Nodes[req.Name]
+	if !ok || n.State == consensus.NodeRemoved {
+		return status.Errorf(codes.NotFound, "no node named %q", req.Name)
+	}
+	rec, err := meta.SetMaintenance(ctx, req.Name, req.Enable)
+	if err != nil {
+		return metaError(err)
+	}
+	say := func(vm, format string, args ...any) error {
+		return stream.Send(&tandemv1.NodeMaintenanceProgress{Vm: vm, Message: fmt.Sprintf(format, args...)})
+	}
+	if err := say("", "node %s maintenance %v (committed)", req.Name, req.Enable); err != nil {
+		return err
+	}
+	var failed []string
+	move := func(v *consensus.VMRecord, to string) {
+		ms, err := vs.volumes().catalog(ctx, true)
+		if err != nil {
+			failed = append(failed, v.Name)
+			_ = say(v.Name, "VM %s: %s", v.Name, grpcMessage(err))
+			return
+		}
+		err = vs.relayMigration(ctx, ms, v, to, 0, func(p *tandemv1.MigrateProgress) error {
+			if p.Phase == "migrating" {
+				return nil
+			}
+			return stream.Send(&tandemv1.NodeMaintenanceProgress{Vm: v.Name, Message: fmt.Sprintf("VM %s %s -> %s: %s %s", v.Name, p.From, p.To, p.Phase, p.Message), Migration: p})
+		})
+		if err != nil {
+			failed = append(failed, v.Name)
+			_ = say(v.Name, "VM %s stays on %s: %s", v.Name, v.Node, grpcMessage(err))
+		}
+	}
+	if req.Enable {
+		ms, err = vs.volumes().catalog(ctx, true)
+		if err != nil {
+			return err
+		}
+		cv := vs.view(ctx, ms)
+		for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
+			v := ms.VMs[name]
+			if v.Node != req.Name || v.Desired != consensus.VMStarted {
+				continue
+			}
+			ok, why := cv.place(v, req.Name)
+			var to string
+			for _, cand := range ok {
+				if req.Force || cv.nPlusOne(v, cand) == nil {
+					to = cand
+					break
+				}
+			}
+			if to == "" {
+				failed = append(failed, v.Name)
+				detail := reasons(why)
+				if len(ok) > 0 {
+					detail = "every candidate breaks N+1 (use --force)"
+				}
+				_ = say(v.Name, "VM %s cannot leave %s: %s", v.Name, req.Name, detail)
+				continue
+			}
+			move(v, to)
+		}
+	} else if req.Failback == "balanced" {
+		ms, err = vs.volumes().catalog(ctx, true)
+		if err != nil {
+			return err
+		}
+		cv := vs.view(ctx, ms)
+		count := func(node string) int {
+			c := 0
+			for _, o := range ms.VMs {
+				if o.Node == node && o.Desired == consensus.VMStarted {
+					c++
+				}
+			}
+			return c
+		}
+		for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
+			v := ms.VMs[name]
+			if v.Desired != consensus.VMStarted || v.Node == req.Name || count(v.Node) <= count(req.Name)+1 {
+				continue
+			}
+			if cv.canHost(v, req.Name, nil) != "" {
+				continue
+			}
+			move(v, req.Name)
+			v.Node = req.Name
+		}
+	}
+	info := &tandemv1.NodeInfo{Name: rec.Name, State: rec.State, Maintenance: rec.Maintenance, BackendAddr: rec.BackendAddr}
+	msg := "done"
+	if len(failed) > 0 {
+		msg = fmt.Sprintf("done; VMs not moved: %v", failed)
+	}
+	return stream.Send(&tandemv1.NodeMaintenanceProgress{Message: msg, Node: info})
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}

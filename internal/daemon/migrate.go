@@ -1,0 +1,201 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/compute"
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Migrate moves a running VM by live migration, in the Ganeti order of
+// DESIGN I5: the target's replicas are UpToDate; the primary allows the
+// target as second opener; libvirt migrates peer to peer over the backend
+// network with the target QEMU on the target's own export; the target's
+// first write (or the end of the migration) commits it as the single
+// primary; the source stays an UpToDate secondary. If the migration fails
+// the VM keeps running on the source and the window is closed.
+func (s *vmService) Migrate(req *tandemv1.MigrateVMRequest, stream tandemv1.VM_MigrateServer) error {
+	ctx := stream.Context()
+	ms, _, err := s.fresh(ctx)
+	if err != nil {
+		return err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	if v.Desired != consensus.VMStarted || v.Node == "" {
+		return status.Errorf(codes.FailedPrecondition, "VM %s is %s; only a running VM migrates (start it where you want it with --node)", v.Name, v.Desired)
+	}
+	info := s.live(ctx, ms, v, 3*time.Second)
+	if info.State != "running" {
+		return status.Errorf(codes.FailedPrecondition, "VM %s is %s on %s, not running", v.Name, info.State, v.Node)
+	}
+	cv := s.view(ctx, ms)
+	to := req.To
+	switch {
+	case to == v.Node:
+		return status.Errorf(codes.InvalidArgument, "VM %s already runs on %s", v.Name, to)
+	case to == "":
+		ok, why := cv.place(v, v.Node)
+		if len(ok) == 0 {
+			return status.Errorf(codes.FailedPrecondition, "no node can take VM %s: %s", v.Name, reasons(why))
+		}
+		to = ok[0]
+	default:
+		if r := cv.canHost(v, to, nil); r != "" {
+			return status.Errorf(codes.FailedPrecondition, "cannot migrate VM %s to %s: %s", v.Name, to, r)
+		}
+	}
+	return s.relayMigration(ctx, ms, v, to, req.MaxDowntimeMs, stream.Send)
+}
+
+func (s *vmService) relayMigration(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, to string, maxDowntimeMs uint32, send func(*tandemv1.MigrateProgress) error) error {
+	n := ms.Nodes[v.Node]
+	if n == nil {
+		return status.Errorf(codes.NotFound, "node %s is not in the cluster", v.Node)
+	}
+	c, err := s.d.peerClient(n.BackendAddr)
+	if err != nil {
+		return err
+	}
+	in, err := c.VMMigrate(ctx, &tandemv1.PeerMigrateRequest{Vm: vmInfoOf(v), To: to, MaxDowntimeMs: maxDowntimeMs})
+	if err != nil {
+		return err
+	}
+	for {
+		p, err := in.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return status.Errorf(status.Code(err), "migration of %s from %s to %s: %s", v.Name, v.Node, to, grpcMessage(err))
+		}
+		if err := send(p); err != nil {
+			return err
+		}
+	}
+}
+
+// VMMigrate runs on the source node.
+func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv1.Peer_VMMigrateServer) error {
+	ctx := stream.Context()
+	d := s.d
+	self := d.cfg.NodeName
+	vm := req.Vm
+	if vm == nil || vm.Name == "" || req.To == "" || req.To == self {
+		return status.Error(codes.InvalidArgument, "a VM and another node are needed")
+	}
+	send := func(p *tandemv1.MigrateProgress) {
+		p.From, p.To = self, req.To
+		_ = stream.Send(p)
+	}
+	drv, err := d.compute.driver(ctx)
+	if err != nil {
+		return computeErr(err)
+	}
+	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {
+		return status.Errorf(codes.FailedPrecondition, "VM %s is not running on %s", vm.Name, self)
+	}
+	ms, err := d.metaLocal()
+	if err != nil {
+		return err
+	}
+	tn := ms.Nodes[req.To]
+	if tn == nil {
+		return status.Errorf(codes.NotFound, "node %s is not in the cluster", req.To)
+	}
+	tc, err := d.peerClient(tn.BackendAddr)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	target, err := tc.ComputeInfo(cctx, &tandemv1.ComputeInfoRequest{})
+	cancel()
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "target %s does not answer: %s", req.To, grpcMessage(err))
+	}
+	if !target.Available {
+		return status.Errorf(codes.FailedPrecondition, "target %s cannot run VMs: %s", req.To, target.Reason)
+	}
+	vols := d.volumes()
+	if vols == nil {
+		return status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	var nvs []*nodeVolume
+	for _, name := range vm.Volumes {
+		nv := vols.get(name)
+		if nv == nil || nv.servingPrimary() == nil {
+			return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s", self, name)
+		}
+		nvs = append(nvs, nv)
+	}
+	closeWindows := func(reason string) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		for _, nv := range nvs {
+			if err := nv.endDual(cctx, reason); err != nil {
+				d.log.Error("cannot close the migration window", "volume", nv.entry.Name, "err", err)
+			}
+		}
+	}
+	// I5 steps 1-2: the shard refuses a target that is not UpToDate.
+	send(&tandemv1.MigrateProgress{Phase: "preparing", Message: "allowing " + req.To + " to open the volumes"})
+	for _, nv := range nvs {
+		if _, err := nv.allowDual(ctx, req.To); err != nil {
+			closeWindows("migration refused")
+			return volumeOpError(fmt.Errorf("volume %s: %w", nv.entry.Name, err))
+		}
+	}
+	dest := d.compute.domainSpec(vm, target.NbdSocket)
+	if target.NbdSocket != "" {
+		dest.SerialLog = consoleLogOn(target, vm.Name)
+	}
+	opts := compute.MigrateOptions{
+		MaxDowntime: time.Duration(req.MaxDowntimeMs) * time.Millisecond,
+		DestSpec:    &dest,
+		Progress: func(p compute.MigrateProgress) {
+			send(&tandemv1.MigrateProgress{Phase: "migrating", MemoryTotal: p.MemoryTotal, MemoryProcessed: p.MemoryProcessed, MemoryRemaining: p.MemoryRemaining})
+		},
+	}
+	start := time.Now()
+	res, merr := drv.Migrate(ctx, vm.Name, target.MigrationUri, opts)
+	if merr != nil {
+		// Where is the guest now? Only the source or only the target.
+		st, serr := drv.State(context.WithoutCancel(ctx), vm.Name)
+		if serr == nil && (st == compute.StateRunning || st == compute.StatePaused) {
+			closeWindows("migration failed")
+			d.log.Warn("migration failed; the VM keeps running here", "vm", vm.Name, "to", req.To, "err", merr)
+			return status.Errorf(codes.Aborted, "live migration failed, VM %s keeps running on %s: %v", vm.Name, self, merr)
+		}
+		d.log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
+	}
+	send(&tandemv1.MigrateProgress{Phase: "handover", Message: "committing " + req.To + " as primary"})
+	for _, nv := range nvs {
+		if _, err := nv.handover(context.WithoutCancel(ctx), req.To); err != nil {
+			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, nv.entry.Name, err)
+		}
+	}
+	_, meta, _ := d.cluster()
+	rec, err := meta.UpdateVM(context.WithoutCancel(ctx), consensus.VMUpdate{Name: vm.Name, Node: req.To, IfNode: self, Reason: "live migration"})
+	if err != nil {
+		return status.Errorf(codes.Internal, "VM %s runs on %s but recording it failed: %v", vm.Name, req.To, err)
+	}
+	total := res.Total
+	if total == 0 {
+		total = time.Since(start)
+	}
+	out := vmInfoOf(rec)
+	out.State = "running"
+	send(&tandemv1.MigrateProgress{Phase: "done", DowntimeMs: uint32(res.Downtime / time.Millisecond), TotalMs: uint32(total / time.Millisecond), Vm: out,
+		Message: fmt.Sprintf("migrated in %s, downtime %s (%s)", total.Round(time.Millisecond), res.Downtime, res.StatsFrom)})
+	return nil
+}

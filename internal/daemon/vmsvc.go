@@ -1,0 +1,639 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// vmService is the admin VM API. Decisions (placement, N+1, the
+// co-location invariant) are made here on fresh metadata; the node that
+// runs a VM does the libvirt work through its Peer API.
+type vmService struct {
+	tandemv1.UnimplementedVMServer
+	d *Daemon
+}
+
+func (s *vmService) volumes() *volumeService { return &volumeService{d: s.d} }
+
+func vmInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
+	out := &tandemv1.VMInfo{Name: v.Name, Uuid: v.UUID, Vcpus: uint32(v.Spec.VCPUs), MemoryMib: uint32(v.Spec.MemoryMiB),
+		Volumes: slices.Clone(v.Spec.Volumes), Desired: v.Desired, Node: v.Node, Priority: int32(v.Priority),
+		AntiAffinity: v.AntiAffinity, Kernel: v.Spec.Kernel, Initrd: v.Spec.Initrd, Cmdline: v.Spec.Cmdline,
+		Created: timestamppb.New(v.Created), State: "stopped"}
+	for _, n := range v.Spec.NICs {
+		out.Nics = append(out.Nics, &tandemv1.VMNic{Bridge: n.Bridge, Mac: n.MAC, Ips: slices.Clone(n.IPs)})
+	}
+	return out
+}
+
+// live adds the state libvirt reports on the VM's node.
+func (s *vmService) live(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, timeout time.Duration) *tandemv1.VMInfo {
+	info := vmInfoOf(v)
+	if v.Node == "" {
+		info.State = "undefined"
+		return info
+	}
+	err := s.onNode(ctx, ms, v.Node, timeout, func(ctx context.Context, c tandemv1.PeerClient) error {
+		got, err := c.VMState(ctx, &tandemv1.PeerVMRequest{Vm: info})
+		if err == nil {
+			info.State, info.ConsoleLog, info.Warning = got.State, got.ConsoleLog, got.Warning
+		}
+		return err
+	})
+	if err != nil {
+		info.State = "unknown"
+		info.Warning = fmt.Sprintf("node %s: %s", v.Node, grpcMessage(err))
+	}
+	return info
+}
+
+func (s *vmService) onNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
+	rec, ok := ms.Nodes[node]
+	if !ok {
+		return status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
+	}
+	c, err := s.d.peerClient(rec.BackendAddr)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := f(cctx, c); err != nil {
+		return status.Errorf(status.Code(err), "on %s: %s", node, grpcMessage(err))
+	}
+	return nil
+}
+
+func (s *vmService) fresh(ctx context.Context) (*consensus.MetaState, *consensus.Meta, error) {
+	if err := s.d.requireQuorum(ctx); err != nil {
+		return nil, nil, err
+	}
+	ms, err := s.volumes().catalog(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, meta, _ := s.d.cluster()
+	return ms, meta, nil
+}
+
+func (s *vmService) List(ctx context.Context, _ *tandemv1.ListVMsRequest) (*tandemv1.ListVMsResponse, error) {
+	ms, err := s.volumes().catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	names := slices.Sorted(func(yield func(string) bool) {
+		for n := range ms.VMs {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	out := &tandemv1.ListVMsResponse{Vms: make([]*tandemv1.VMInfo, len(names))}
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out.Vms[i] = s.live(ctx, ms, ms.VMs[n], 2*time.Second)
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+func (s *vmService) Show(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
+	ms, err := s.volumes().catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	return s.live(ctx, ms, v, 3*time.Second), nil
+}
+
+func randomMAC() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+func randomUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func (s *vmService) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*tandemv1.VMInfo, error) {
+	switch {
+	case !volumeNameRE.MatchString(req.Name):
+		return nil, status.Errorf(codes.InvalidArgument, "VM name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
+	case req.Vcpus < 1 || req.Vcpus > 64:
+		return nil, status.Errorf(codes.InvalidArgument, "vcpus %d: use 1 to 64", req.Vcpus)
+	case req.MemoryMib < 64:
+		return nil, status.Errorf(codes.InvalidArgument, "memory %d MiB: at least 64 MiB", req.MemoryMib)
+	case len(req.Disks) == 0 && req.Kernel == "":
+		return nil, status.Error(codes.InvalidArgument, "a VM needs a disk (--disk SIZE or --disk-volume NAME) or a kernel to boot")
+	}
+	ms, meta, err := s.fresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ms.VMs[req.Name]; ok {
+		return nil, status.Errorf(codes.AlreadyExists, "VM %q already exists", req.Name)
+	}
+	if req.Node != "" {
+		if n, ok := ms.Nodes[req.Node]; !ok || n.State != consensus.NodeMember {
+			return nil, status.Errorf(codes.InvalidArgument, "node %q is not a member of this cluster", req.Node)
+		}
+	}
+	rec := consensus.VMRecord{Name: req.Name, UUID: randomUUID(), Desired: consensus.VMStopped, Priority: int(req.Priority), AntiAffinity: req.AntiAffinity,
+		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline}}
+	for _, n := range req.Nics {
+		mac := n.Mac
+		if mac == "" {
+			mac = randomMAC()
+		}
+		rec.Spec.NICs = append(rec.Spec.NICs, consensus.VMNIC{Bridge: n.Bridge, MAC: strings.ToLower(mac), IPs: n.Ips})
+	}
+	// Existing volumes are checked before anything is created.
+	for i, dk := range req.Disks {
+		if dk.Volume == "" {
+			continue
+		}
+		if _, ok := ms.Volumes[dk.Volume]; !ok {
+			return nil, status.Errorf(codes.NotFound, "disk %d: no volume named %q", i, dk.Volume)
+		}
+		for _, o := range ms.VMs {
+			if slices.Contains(o.Spec.Volumes, dk.Volume) {
+				return nil, status.Errorf(codes.FailedPrecondition, "disk %d: volume %s is a disk of VM %s", i, dk.Volume, o.Name)
+			}
+		}
+	}
+	var created []string
+	cleanup := func() {
+		for _, v := range created {
+			if _, err := s.volumes().Delete(context.WithoutCancel(ctx), &tandemv1.DeleteVolumeRequest{Name: v}); err != nil {
+				s.d.log.Warn("cleanup of a VM disk failed", "volume", v, "err", err)
+			}
+		}
+	}
+	for i, dk := range req.Disks {
+		if dk.Volume != "" {
+			rec.Spec.Volumes = append(rec.Spec.Volumes, dk.Volume)
+			continue
+		}
+		name := fmt.Sprintf("%s-disk%d", req.Name, i)
+		vreq := &tandemv1.CreateVolumeRequest{Name: name, SizeBytes: dk.SizeBytes, Replicas: dk.Replicas}
+		if req.Node != "" {
+			nodes, err := s.diskNodes(ctx, ms, req.Node, dk)
+			if err != nil {
+				cleanup()
+				return nil, err
+			}
+			vreq.Nodes = nodes
+		}
+		if _, err := s.volumes().Create(ctx, vreq); err != nil {
+			cleanup()
+			return nil, status.Errorf(status.Code(err), "disk %d: %s", i, grpcMessage(err))
+		}
+		created = append(created, name)
+		rec.Spec.Volumes = append(rec.Spec.Volumes, name)
+	}
+	v, err := meta.CreateVM(ctx, rec)
+	if err != nil {
+		cleanup()
+		return nil, metaError(err)
+	}
+	s.d.log.Info("VM created", "vm", v.Name, "volumes", v.Spec.Volumes)
+	if req.Start {
+		return s.Start(ctx, &tandemv1.VMRequest{Name: v.Name, Node: req.Node, Force: req.Force})
+	}
+	return vmInfoOf(v), nil
+}
+
+// diskNodes places a new disk's replicas with node first (its primary).
+func (s *vmService) diskNodes(ctx context.Context, ms *consensus.MetaState, node string, dk *tandemv1.VMDisk) ([]string, error) {
+	replicas := int(dk.Replicas)
+	if replicas == 0 {
+		replicas = 2
+	}
+	auto, _, err := s.volumes().place(ctx, ms, dk.SizeBytes, min(replicas+1, 3), nil)
+	if err != nil {
+		auto, _, err = s.volumes().place(ctx, ms, dk.SizeBytes, replicas, nil)
+		if err != nil {
+			return nil, err
+		}
+	}
+	nodes := []string{node}
+	for _, n := range auto {
+		if n != node && len(nodes) < replicas {
+			nodes = append(nodes, n)
+		}
+	}
+	return nodes, nil
+}
+
+// clusterView is what placement decides on: every node's compute and every
+// volume's replica states.
+type clusterView struct {
+	ms      *consensus.MetaState
+	compute map[string]*tandemv1.ComputeStatus // answering nodes only
+	vols    map[string]*tandemv1.VolumeInfo
+}
+
+func (s *vmService) view(ctx context.Context, ms *consensus.MetaState) *clusterView {
+	cv := &clusterView{ms: ms, compute: map[string]*tandemv1.ComputeStatus{}, vols: map[string]*tandemv1.VolumeInfo{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, n := range ms.Nodes {
+		if n.State != consensus.NodeMember || n.Role == "witness" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+				st, err := c.ComputeInfo(ctx, &tandemv1.ComputeInfoRequest{})
+				if err == nil && st.Available {
+					mu.Lock()
+					cv.compute[name] = st
+					mu.Unlock()
+				}
+				return err
+			})
+		}()
+	}
+	for name := range ms.Volumes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if info, err := s.volumes().show(ctx, name, 3*time.Second); err == nil {
+				mu.Lock()
+				cv.vols[name] = info
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return cv
+}
+
+// replicaState is node's state for volume, "" when it holds none.
+func (cv *clusterView) replicaState(vol, node string) tandemv1.ReplicaState {
+	info := cv.vols[vol]
+	if info == nil {
+		return tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED
+	}
+	for _, r := range info.Replicas {
+		if r.Node == node {
+			return r.State
+		}
+	}
+	return tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED
+}
+
+func stateName(st tandemv1.ReplicaState) string {
+	switch st {
+	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
+		return "UpToDate"
+	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
+		return "Outdated"
+	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
+		return "Inconsistent"
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
+		return "SyncSource"
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
+		return "SyncTarget"
+	}
+	return "no replica"
+}
+
+// canHost says why node cannot run v now ("" when it can). used adds
+// memory already planned on nodes.
+func (cv *clusterView) canHost(v *consensus.VMRecord, node string, used map[string]uint64) string {
+	n, ok := cv.ms.Nodes[node]
+	switch {
+	case !ok || n.State != consensus.NodeMember:
+		return "not a member"
+	case n.Role == "witness":
+		return "a witness runs no VMs"
+	case n.Maintenance:
+		return "in maintenance"
+	}
+	c := cv.compute[node]
+	if c == nil {
+		return "compute unavailable (libvirtd not reachable, or the node does not answer)"
+	}
+	for _, vol := range v.Spec.Volumes {
+		if st := cv.replicaState(vol, node); st != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
+			if st == tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED {
+				return fmt.Sprintf("holds no replica of volume %s", vol)
+			}
+			return fmt.Sprintf("its replica of volume %s is %s (it misses acknowledged writes; wait for the resync)", vol, stateName(st))
+		}
+	}
+	if v.AntiAffinity != "" {
+		for _, o := range cv.ms.VMs {
+			if o.Name != v.Name && o.AntiAffinity == v.AntiAffinity && o.Node == node && o.Desired == consensus.VMStarted {
+				return fmt.Sprintf("VM %s of anti-affinity group %s runs there", o.Name, v.AntiAffinity)
+			}
+		}
+	}
+	free := int64(c.CapacityMib) - int64(usedMiB(cv.ms, node)) - int64(used[node])
+	if v.Node == node && v.Desired == consensus.VMStarted {
+		free += int64(v.Spec.MemoryMiB) // already counted there
+	}
+	if free < int64(v.Spec.MemoryMiB) {
+		return fmt.Sprintf("%d MiB free for VMs, %d needed", max(free, 0), v.Spec.MemoryMiB)
+	}
+	return ""
+}
+
+// place ranks the nodes that can run v: fewest VMs, then most free memory.
+func (cv *clusterView) place(v *consensus.VMRecord, exclude string) ([]string, map[string]string) {
+	why := map[string]string{}
+	var ok []string
+	for name := range cv.ms.Nodes {
+		if name == exclude {
+			continue
+		}
+		if r := cv.canHost(v, name, nil); r != "" {
+			why[name] = r
+			continue
+		}
+		ok = append(ok, name)
+	}
+	count := func(n string) int {
+		c := 0
+		for _, o := range cv.ms.VMs {
+			if o.Node == n && o.Desired == consensus.VMStarted {
+				c++
+			}
+		}
+		return c
+	}
+	slices.SortFunc(ok, func(a, b string) int {
+		return cmp.Or(cmp.Compare(count(a), count(b)),
+			cmp.Compare(cv.compute[b].CapacityMib-usedMiB(cv.ms, b), cv.compute[a].CapacityMib-usedMiB(cv.ms, a)),
+			strings.Compare(a, b))
+	})
+	return ok, why
+}
+
+func reasons(why map[string]string) string {
+	var parts []string
+	for _, n := range slices.Sorted(func(yield func(string) bool) {
+		for k := range why {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		parts = append(parts, n+": "+why[n])
+	}
+	return strings.Join(parts, "; ")
+}
+
+// nPlusOne checks that, with v running on node, every started VM could be
+// restarted elsewhere if any single node failed (DESIGN §5).
+func (cv *clusterView) nPlusOne(v *consensus.VMRecord, node string) error {
+	planned := map[string]*consensus.VMRecord{}
+	for _, o := range cv.ms.VMs {
+		if o.Desired == consensus.VMStarted && o.Node != "" {
+			planned[o.Name] = o
+		}
+	}
+	moved := *v
+	moved.Node, moved.Desired = node, consensus.VMStarted
+	planned[v.Name] = &moved
+	// Evaluate with v's memory counted on node.
+	trial := *cv
+	ms := *cv.ms
+	ms.VMs = planned
+	trial.ms = &ms
+	for failed := range cv.ms.Nodes {
+		var victims []*consensus.VMRecord
+		for _, o := range planned {
+			if o.Node == failed {
+				victims = append(victims, o)
+			}
+		}
+		if len(victims) == 0 {
+			continue
+		}
+		slices.SortFunc(victims, func(a, b *consensus.VMRecord) int {
+			return cmp.Or(cmp.Compare(b.Priority, a.Priority), cmp.Compare(b.Spec.MemoryMiB, a.Spec.MemoryMiB), strings.Compare(a.Name, b.Name))
+		})
+		extra := map[string]uint64{}
+		for _, o := range victims {
+			placed := false
+			var why []string
+			for cand := range cv.ms.Nodes {
+				if cand == failed {
+					continue
+				}
+				probe := *o
+				probe.Node = ""
+				if r := trial.canHost(&probe, cand, extra); r != "" {
+					why = append(why, cand+": "+r)
+					continue
+				}
+				extra[cand] += uint64(o.Spec.MemoryMiB)
+				placed = true
+				break
+			}
+			if !placed {
+				slices.Sort(why)
+				return fmt.Errorf("N+1: if node %s failed, VM %s (%d MiB) could not be restarted anywhere (%s)", failed, o.Name, o.Spec.MemoryMiB, strings.Join(why, "; "))
+			}
+		}
+	}
+	return nil
+}
+
+func (s *vmService) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
+	ms, meta, err := s.fresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	cv := s.view(ctx, ms)
+	node := req.Node
+	if v.Desired == consensus.VMStarted && v.Node != "" {
+		info := s.live(ctx, ms, v, 3*time.Second)
+		if info.State == "running" || info.State == "paused" {
+			if node != "" && node != v.Node {
+				return nil, status.Errorf(codes.FailedPrecondition, "VM %s runs on %s; use 'tandem vm migrate %s --to %s' to move it", v.Name, v.Node, v.Name, node)
+			}
+			return info, nil
+		}
+	}
+	if node == "" && v.Node != "" && cv.canHost(v, v.Node, nil) == "" {
+		node = v.Node
+	}
+	if node == "" {
+		ok, why := cv.place(v, "")
+		if len(ok) == 0 {
+			return nil, status.Errorf(codes.FailedPrecondition, "no node can run VM %s: %s", v.Name, reasons(why))
+		}
+		node = ok[0]
+	} else if r := cv.canHost(v, node, nil); r != "" {
+		return nil, status.Errorf(codes.FailedPrecondition, "cannot start VM %s on %s: %s", v.Name, node, r)
+	}
+	var warning string
+	if err := cv.nPlusOne(v, node); err != nil {
+		if !req.Force {
+			return nil, status.Errorf(codes.FailedPrecondition, "%v; use --force to start it anyway", err)
+		}
+		warning = "started despite N+1 admission control: " + err.Error()
+		s.d.log.Warn("N+1 overridden", "vm", v.Name, "node", node, "reason", err)
+	}
+	// Co-location: node becomes primary of every volume first (I5 handover,
+	// so the old primary stays UpToDate).
+	for _, vol := range v.Spec.Volumes {
+		info := cv.vols[vol]
+		if info == nil {
+			return nil, status.Errorf(codes.Unavailable, "volume %s does not answer", vol)
+		}
+		if info.Primary == node {
+			continue
+		}
+		if err := s.onNode(ctx, ms, info.Primary, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VolumeHandover(ctx, &tandemv1.PromoteVolumeRequest{Name: vol, Node: node})
+			return err
+		}); err != nil {
+			return nil, status.Errorf(status.Code(err), "make %s primary of %s: %s (if %s is down, promote with 'tandem volume promote %s %s')", node, vol, grpcMessage(err), info.Primary, vol, node)
+		}
+	}
+	var out *tandemv1.VMInfo
+	if err := s.onNode(ctx, ms, node, 60*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+		var err error
+		out, err = c.VMStart(ctx, &tandemv1.PeerVMRequest{Vm: vmInfoOf(v)})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	nv, err := meta.UpdateVM(ctx, consensus.VMUpdate{Name: v.Name, Desired: consensus.VMStarted, Node: node, Reason: "start"})
+	if err != nil {
+		return nil, metaError(err)
+	}
+	info := vmInfoOf(nv)
+	info.State, info.ConsoleLog, info.Warning = out.State, out.ConsoleLog, warning
+	return info, nil
+}
+
+func (s *vmService) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
+	ms, meta, err := s.fresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	// Desired first, so HA does not restart a VM being stopped.
+	nv, err := meta.UpdateVM(ctx, consensus.VMUpdate{Name: v.Name, Desired: consensus.VMStopped, Reason: "stop"})
+	if err != nil {
+		return nil, metaError(err)
+	}
+	info := vmInfoOf(nv)
+	if v.Node == "" {
+		return info, nil
+	}
+	timeout := time.Duration(req.TimeoutSeconds)*time.Second + 30*time.Second
+	if err := s.onNode(ctx, ms, v.Node, timeout, func(ctx context.Context, c tandemv1.PeerClient) error {
+		got, err := c.VMStop(ctx, &tandemv1.PeerVMRequest{Vm: info, TimeoutSeconds: req.TimeoutSeconds, Force: req.Force})
+		if err == nil {
+			info.State = got.State
+		}
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+func (s *vmService) Delete(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.DeleteVMResponse, error) {
+	ms, meta, err := s.fresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	if v.Node != "" {
+		if err := s.onNode(ctx, ms, v.Node, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VMUndefine(ctx, &tandemv1.PeerVMRequest{Vm: vmInfoOf(v), Force: req.Force})
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := meta.DeleteVM(ctx, v.Name); err != nil {
+		return nil, metaError(err)
+	}
+	s.d.log.Info("VM deleted; its volumes are kept", "vm", v.Name, "volumes", v.Spec.Volumes)
+	return &tandemv1.DeleteVMResponse{}, nil
+}
+
+func (s *vmService) Console(req *tandemv1.ConsoleRequest, stream tandemv1.VM_ConsoleServer) error {
+	ctx := stream.Context()
+	ms, err := s.volumes().catalog(ctx, false)
+	if err != nil {
+		return err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	if v.Node == "" {
+		return status.Errorf(codes.FailedPrecondition, "VM %s has not run anywhere yet", v.Name)
+	}
+	n := ms.Nodes[v.Node]
+	if n == nil {
+		return status.Errorf(codes.NotFound, "node %s is not in the cluster", v.Node)
+	}
+	c, err := s.d.peerClient(n.BackendAddr)
+	if err != nil {
+		return err
+	}
+	in, err := c.VMConsole(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		chunk, err := in.Recv()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := stream.Send(chunk); err != nil {
+			return err
+		}
+	}
+}
