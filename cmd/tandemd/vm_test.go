@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -77,9 +76,7 @@ func newVMCluster(t *testing.T) *vmCluster {
 }
 
 func (vc *vmCluster) startDaemon(n *testcluster.Node) (*testcluster.Proc, error) {
-	lv := vc.lv[n.Name]
-	p, err := vc.td.StartDaemon(vc.ctx, n, "--libvirt-socket", lv.Socket, "--migration-uri", lv.URI,
-		"--vm-bridge", vc.c.VMBridge, "--vm-memory-mib", fmt.Sprint(vmCapacityMiB))
+	p, err := vc.td.StartComputeDaemon(vc.ctx, n, vc.lv[n.Name], vmCapacityMiB)
 	if err == nil {
 		vc.pr[n.Name] = p
 	}

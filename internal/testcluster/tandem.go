@@ -196,3 +196,14 @@ func (t *Tandem) WaitStatus(ctx context.Context, n *Node, timeout time.Duration,
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// StartComputeDaemon starts tandemd on n wired to lv, n's own libvirtd, with
+// VM NICs on the cluster's VM bridge. capacityMiB, when non-zero, is the
+// memory the node offers VMs (placement and N+1 work on it).
+func (t *Tandem) StartComputeDaemon(ctx context.Context, n *Node, lv *Libvirtd, capacityMiB uint64, extra ...string) (*Proc, error) {
+	args := []string{"--libvirt-socket", lv.Socket, "--migration-uri", lv.URI, "--vm-bridge", t.C.VMBridge}
+	if capacityMiB > 0 {
+		args = append(args, "--vm-memory-mib", fmt.Sprint(capacityMiB))
+	}
+	return t.StartDaemon(ctx, n, append(args, extra...)...)
+}
