@@ -332,3 +332,18 @@ func (d *Driver) Running(ctx context.Context) ([]string, error) {
 	}
 	return names, nil
 }
+
+// IncomingMigrationStats reads, on the destination, the completed
+// statistics of the migration that brought name here (libvirt keeps them
+// only there once the source undefined the domain).
+func (d *Driver) IncomingMigrationStats(ctx context.Context, name string) (MigrateResult, bool) {
+	dom, err := d.lookup(ctx, name)
+	if err != nil {
+		return MigrateResult{}, false
+	}
+	r, ok := d.completedStats(ctx, dom, d, name)
+	if ok {
+		r.StatsFrom = "destination"
+	}
+	return r, ok
+}

@@ -325,6 +325,7 @@ func newVMDeleteCmd(a *app) *cobra.Command {
 func newVMMigrateCmd(a *app) *cobra.Command {
 	var to string
 	var downtime uint32
+	var bandwidth uint64
 	cmd := &cobra.Command{
 		Use:   "migrate NAME [--to NODE]",
 		Short: "Live-migrate a VM, handing its volumes over to the target",
@@ -335,7 +336,7 @@ func newVMMigrateCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			st, err := c.VM.Migrate(cmd.Context(), &tandemv1.MigrateVMRequest{Name: args[0], To: to, MaxDowntimeMs: downtime})
+			st, err := c.VM.Migrate(cmd.Context(), &tandemv1.MigrateVMRequest{Name: args[0], To: to, MaxDowntimeMs: downtime, BandwidthMibps: bandwidth})
 			if err != nil {
 				return err
 			}
@@ -373,6 +374,7 @@ func newVMMigrateCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&to, "to", "", "target node (default: the best node with UpToDate replicas)")
 	cmd.Flags().Uint32Var(&downtime, "downtime-ms", 0, "QEMU's maximum downtime at switch-over (default QEMU's 300 ms)")
+	cmd.Flags().Uint64Var(&bandwidth, "bandwidth-mibps", 0, "cap the migration stream in MiB/s (default unlimited)")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,4 +274,71 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	}
 	b, _ := json.Marshal(vc.rx.Outages(500 * time.Millisecond))
 	t.Logf("outages over the test: %s", b)
+}
+
+// TestVMMigrationFailureKeepsSource kills the target's libvirtd while the
+// migration waits on it: the VM keeps running on the source, the volume
+// keeps its single primary and epoch, and the target cannot open it.
+func TestVMMigrationFailureKeepsSource(t *testing.T) {
+	vc := newVMCluster(t)
+	c, td, ctx := vc.c, vc.td, vc.ctx
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".51"
+	volumeCmd(t, ctx, td, n1, "create", "fd", "--size", "64M", "--replicas", "2", "--nodes", n1.Name+","+n2.Name)
+	vc.vm(t, n1, "create", "f1", "--memory", "192M", "--disk-volume", "fd", "--node", n1.Name,
+		"--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd, "--cmdline", vc.cmdline(vip), "--nic", c.VMBridge, "--start")
+	mark := vc.guestProgress(t, guest.Datagram{}, 3*time.Minute)
+	before := volumeCmd(t, ctx, td, n1, "show", "fd")
+
+	lv := vc.lv[n2.Name]
+	type result struct {
+		stderr string
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		// A slow stream keeps the migration in flight long enough.
+		_, stderr, err := td.CLI(ctx, n1, "vm", "migrate", "f1", "--to", n2.Name, "--bandwidth-mibps", "1")
+		res <- result{stderr, err}
+	}()
+	// The window opens just before libvirt starts; kill the target's
+	// libvirtd once it is open and the memory copy runs.
+	waitVolume(t, ctx, td, n1, "fd", time.Minute, func(v *tandemv1.VolumeInfo) bool { return v.MigrationTarget == n2.Name })
+	time.Sleep(time.Second)
+	if err := syscall.Kill(lv.Proc.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err == nil || !strings.Contains(r.stderr, "keeps running on "+n1.Name) {
+		t.Fatalf("migration to a dead libvirtd: %v\n%s", r.err, r.stderr)
+	}
+	t.Logf("migration failed as expected: %s", strings.TrimSpace(r.stderr))
+	if v := vc.vm(t, n1, "show", "f1"); v.Node != n1.Name || v.State != "running" {
+		t.Fatalf("after the failed migration: %+v", v)
+	}
+	after := vc.guestProgress(t, mark, time.Minute)
+	if after.Boot != mark.Boot {
+		t.Fatal("guest rebooted")
+	}
+	vol := volumeCmd(t, ctx, td, n1, "show", "fd")
+	if vol.Primary != n1.Name || vol.Epoch != before.Epoch || vol.MigrationTarget != "" || replicaState(vol, n2.Name).State != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
+		t.Fatalf("volume after the failed migration: primary %s epoch %d (was %d), n2 %v", vol.Primary, vol.Epoch, before.Epoch, replicaState(vol, n2.Name))
+	}
+	// The window is closed: the target's export refuses the volume.
+	if out, err := exec.CommandContext(ctx, "nbdinfo", nbdURI(td, n2, "fd")).CombinedOutput(); err == nil {
+		t.Fatalf("the target still exports the volume after the failed migration:\n%s", out)
+	}
+	// With libvirtd back, the same migration succeeds.
+	nlv, err := c.StartLibvirtd(ctx, n2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc.lv[n2.Name] = nlv
+	if _, stderr, err := td.CLI(ctx, n1, "vm", "migrate", "f1", "--to", n2.Name); err != nil {
+		t.Fatalf("migration after libvirtd came back: %v\n%s", err, stderr)
+	}
+	vc.guestProgress(t, after, time.Minute)
+	if vol := volumeCmd(t, ctx, td, n1, "show", "fd"); vol.Primary != n2.Name || vol.Epoch != before.Epoch+1 {
+		t.Fatalf("after the second migration: primary %s epoch %d", vol.Primary, vol.Epoch)
+	}
 }

@@ -48,7 +48,7 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 			_ = say(v.Name, "VM %s: %s", v.Name, grpcMessage(err))
 			return
 		}
-		err = vs.relayMigration(ctx, ms, v, to, 0, func(p *tandemv1.MigrateProgress) error {
+		err = vs.relayMigration(ctx, ms, v, to, 0, 0, func(p *tandemv1.MigrateProgress) error {
 			if p.Phase == "migrating" {
 				return nil
 			}

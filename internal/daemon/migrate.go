@@ -55,10 +55,10 @@ func (s *vmService) Migrate(req *tandemv1.MigrateVMRequest, stream tandemv1.VM_M
 			return status.Errorf(codes.FailedPrecondition, "cannot migrate VM %s to %s: %s", v.Name, to, r)
 		}
 	}
-	return s.relayMigration(ctx, ms, v, to, req.MaxDowntimeMs, stream.Send)
+	return s.relayMigration(ctx, ms, v, to, req.MaxDowntimeMs, req.BandwidthMibps, stream.Send)
 }
 
-func (s *vmService) relayMigration(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, to string, maxDowntimeMs uint32, send func(*tandemv1.MigrateProgress) error) error {
+func (s *vmService) relayMigration(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, to string, maxDowntimeMs uint32, bandwidth uint64, send func(*tandemv1.MigrateProgress) error) error {
 	n := ms.Nodes[v.Node]
 	if n == nil {
 		return status.Errorf(codes.NotFound, "node %s is not in the cluster", v.Node)
@@ -67,7 +67,7 @@ func (s *vmService) relayMigration(ctx context.Context, ms *consensus.MetaState,
 	if err != nil {
 		return err
 	}
-	in, err := c.VMMigrate(ctx, &tandemv1.PeerMigrateRequest{Vm: vmInfoOf(v), To: to, MaxDowntimeMs: maxDowntimeMs})
+	in, err := c.VMMigrate(ctx, &tandemv1.PeerMigrateRequest{Vm: vmInfoOf(v), To: to, MaxDowntimeMs: maxDowntimeMs, BandwidthMibps: bandwidth})
 	if err != nil {
 		return err
 	}
@@ -160,8 +160,9 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 		dest.SerialLog = consoleLogOn(target, vm.Name)
 	}
 	opts := compute.MigrateOptions{
-		MaxDowntime: time.Duration(req.MaxDowntimeMs) * time.Millisecond,
-		DestSpec:    &dest,
+		MaxDowntime:    time.Duration(req.MaxDowntimeMs) * time.Millisecond,
+		BandwidthMiBps: req.BandwidthMibps,
+		DestSpec:       &dest,
 		Progress: func(p compute.MigrateProgress) {
 			send(&tandemv1.MigrateProgress{Phase: "migrating", MemoryTotal: p.MemoryTotal, MemoryProcessed: p.MemoryProcessed, MemoryRemaining: p.MemoryRemaining})
 		},
@@ -189,6 +190,16 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	if err != nil {
 		return status.Errorf(codes.Internal, "VM %s runs on %s but recording it failed: %v", vm.Name, req.To, err)
 	}
+	if res.StatsFrom != "destination" {
+		// Downtime is only known where the domain now runs.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if st, err := tc.VMMigrationStats(sctx, &tandemv1.PeerVMRequest{Vm: vm}); err == nil && st.TotalMs > 0 {
+			res.Total = time.Duration(st.TotalMs) * time.Millisecond
+			res.Downtime = time.Duration(st.DowntimeMs) * time.Millisecond
+			res.StatsFrom = "destination"
+		}
+		cancel()
+	}
 	total := res.Total
 	if total == 0 {
 		total = time.Since(start)
@@ -198,4 +209,20 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	send(&tandemv1.MigrateProgress{Phase: "done", DowntimeMs: uint32(res.Downtime / time.Millisecond), TotalMs: uint32(total / time.Millisecond), Vm: out,
 		Message: fmt.Sprintf("migrated in %s, downtime %s (%s)", total.Round(time.Millisecond), res.Downtime, res.StatsFrom)})
 	return nil
+}
+
+// VMMigrationStats runs on the destination after a migration.
+func (s *peerService) VMMigrationStats(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.MigrateProgress, error) {
+	if req.Vm == nil || req.Vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	drv, err := s.d.compute.driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	r, ok := drv.IncomingMigrationStats(ctx, req.Vm.Name)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no completed migration statistics for %s on %s", req.Vm.Name, s.d.cfg.NodeName)
+	}
+	return &tandemv1.MigrateProgress{Phase: "done", TotalMs: uint32(r.Total / time.Millisecond), DowntimeMs: uint32(r.Downtime / time.Millisecond)}, nil
 }

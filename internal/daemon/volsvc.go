@@ -67,7 +67,7 @@ func (m *volumeManager) info(name string) (*tandemv1.VolumeInfo, error) {
 		out.Warning = "the volume's record has not been applied on this node yet"
 		return out, nil
 	}
-	out.Epoch, out.Primary = r.Epoch, r.Primary
+	out.Epoch, out.Primary, out.MigrationTarget = r.Epoch, r.Primary, r.MigrationTarget
 	names := make([]string, 0, len(r.Replicas))
 	for n := range r.Replicas {
 		names = append(names, n)

@@ -1753,8 +1753,10 @@ type VolumeInfo struct {
 	Warning string `protobuf:"bytes,14,opt,name=warning,proto3" json:"warning,omitempty"`
 	// NBD clients connected to the export on the primary ("attached").
 	NbdConnections int32 `protobuf:"varint,15,opt,name=nbd_connections,json=nbdConnections,proto3" json:"nbd_connections,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The node allowed to open the volume during a live migration (I5).
+	MigrationTarget string `protobuf:"bytes,16,opt,name=migration_target,json=migrationTarget,proto3" json:"migration_target,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *VolumeInfo) Reset() {
@@ -1890,6 +1892,13 @@ func (x *VolumeInfo) GetNbdConnections() int32 {
 		return x.NbdConnections
 	}
 	return 0
+}
+
+func (x *VolumeInfo) GetMigrationTarget() string {
+	if x != nil {
+		return x.MigrationTarget
+	}
+	return ""
 }
 
 type CreateVolumeRequest struct {
@@ -3083,8 +3092,10 @@ type MigrateVMRequest struct {
 	// QEMU's maximum downtime at switch-over.
 	MaxDowntimeMs uint32 `protobuf:"varint,3,opt,name=max_downtime_ms,json=maxDowntimeMs,proto3" json:"max_downtime_ms,omitempty"`
 	Force         bool   `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Cap on the migration stream (0 = unlimited).
+	BandwidthMibps uint64 `protobuf:"varint,5,opt,name=bandwidth_mibps,json=bandwidthMibps,proto3" json:"bandwidth_mibps,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MigrateVMRequest) Reset() {
@@ -3143,6 +3154,13 @@ func (x *MigrateVMRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *MigrateVMRequest) GetBandwidthMibps() uint64 {
+	if x != nil {
+		return x.BandwidthMibps
+	}
+	return 0
 }
 
 type MigrateProgress struct {
@@ -4679,12 +4697,13 @@ func (x *PeerVMRequest) GetForce() bool {
 }
 
 type PeerMigrateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Vm            *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
-	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
-	MaxDowntimeMs uint32                 `protobuf:"varint,3,opt,name=max_downtime_ms,json=maxDowntimeMs,proto3" json:"max_downtime_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Vm             *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	To             string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	MaxDowntimeMs  uint32                 `protobuf:"varint,3,opt,name=max_downtime_ms,json=maxDowntimeMs,proto3" json:"max_downtime_ms,omitempty"`
+	BandwidthMibps uint64                 `protobuf:"varint,4,opt,name=bandwidth_mibps,json=bandwidthMibps,proto3" json:"bandwidth_mibps,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PeerMigrateRequest) Reset() {
@@ -4734,6 +4753,13 @@ func (x *PeerMigrateRequest) GetTo() string {
 func (x *PeerMigrateRequest) GetMaxDowntimeMs() uint32 {
 	if x != nil {
 		return x.MaxDowntimeMs
+	}
+	return 0
+}
+
+func (x *PeerMigrateRequest) GetBandwidthMibps() uint64 {
+	if x != nil {
+		return x.BandwidthMibps
 	}
 	return 0
 }
@@ -4861,7 +4887,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04what\x18\x04 \x01(\tR\x04what\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf0\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x9b\x04\n" +
 	"\n" +
 	"VolumeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
@@ -4881,7 +4907,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vanswered_by\x18\r \x01(\tR\n" +
 	"answeredBy\x12\x18\n" +
 	"\awarning\x18\x0e \x01(\tR\awarning\x12'\n" +
-	"\x0fnbd_connections\x18\x0f \x01(\x05R\x0enbdConnections\"z\n" +
+	"\x0fnbd_connections\x18\x0f \x01(\x05R\x0enbdConnections\x12)\n" +
+	"\x10migration_target\x18\x10 \x01(\tR\x0fmigrationTarget\"z\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -4969,12 +4996,13 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x0eListVMsRequest\"6\n" +
 	"\x0fListVMsResponse\x12#\n" +
 	"\x03vms\x18\x01 \x03(\v2\x11.tandem.v1.VMInfoR\x03vms\"\x12\n" +
-	"\x10DeleteVMResponse\"t\n" +
+	"\x10DeleteVMResponse\"\x9d\x01\n" +
 	"\x10MigrateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12&\n" +
 	"\x0fmax_downtime_ms\x18\x03 \x01(\rR\rmaxDowntimeMs\x12\x14\n" +
-	"\x05force\x18\x04 \x01(\bR\x05force\"\xbd\x02\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\x12'\n" +
+	"\x0fbandwidth_mibps\x18\x05 \x01(\x04R\x0ebandwidthMibps\"\xbd\x02\n" +
 	"\x0fMigrateProgress\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12!\n" +
 	"\fmemory_total\x18\x02 \x01(\x04R\vmemoryTotal\x12)\n" +
@@ -5087,11 +5115,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\rPeerVMRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force\"o\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x98\x01\n" +
 	"\x12PeerMigrateRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12&\n" +
-	"\x0fmax_downtime_ms\x18\x03 \x01(\rR\rmaxDowntimeMs*P\n" +
+	"\x0fmax_downtime_ms\x18\x03 \x01(\rR\rmaxDowntimeMs\x12'\n" +
+	"\x0fbandwidth_mibps\x18\x04 \x01(\x04R\x0ebandwidthMibps*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -5142,7 +5171,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\aMigrate\x12\x1b.tandem.v1.MigrateVMRequest\x1a\x1a.tandem.v1.MigrateProgress0\x01\x12?\n" +
 	"\aConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x012G\n" +
 	"\x02HA\x12A\n" +
-	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xa4\v\n" +
+	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xee\v\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -5166,7 +5195,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"VMUndefine\x12\x18.tandem.v1.PeerVMRequest\x1a\x11.tandem.v1.VMInfo\x12H\n" +
 	"\tVMMigrate\x12\x1d.tandem.v1.PeerMigrateRequest\x1a\x1a.tandem.v1.MigrateProgress0\x01\x12A\n" +
-	"\tVMConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x01B5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\tVMConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x01\x12H\n" +
+	"\x10VMMigrationStats\x12\x18.tandem.v1.PeerVMRequest\x1a\x1a.tandem.v1.MigrateProgressB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -5349,54 +5379,56 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	73, // 83: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
 	74, // 84: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
 	49, // 85: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	8,  // 86: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10, // 87: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12, // 88: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,  // 89: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15, // 90: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	18, // 91: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	18, // 92: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	20, // 93: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	22, // 94: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	24, // 95: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	27, // 96: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	30, // 97: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	27, // 98: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	33, // 99: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	27, // 100: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	27, // 101: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	38, // 102: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	45, // 103: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	40, // 104: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	40, // 105: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	40, // 106: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	40, // 107: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	46, // 108: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	48, // 109: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	50, // 110: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	52, // 111: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	55, // 112: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	57, // 113: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	70, // 114: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	60, // 115: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	62, // 116: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	64, // 117: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	27, // 118: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	27, // 119: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	38, // 120: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	64, // 121: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	27, // 122: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	67, // 123: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	27, // 124: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	72, // 125: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	40, // 126: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	40, // 127: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	40, // 128: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	40, // 129: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	48, // 130: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	50, // 131: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	86, // [86:132] is the sub-list for method output_type
-	40, // [40:86] is the sub-list for method input_type
+	73, // 86: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	8,  // 87: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10, // 88: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12, // 89: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,  // 90: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15, // 91: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	18, // 92: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	18, // 93: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	20, // 94: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	22, // 95: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	24, // 96: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	27, // 97: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	30, // 98: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	27, // 99: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	33, // 100: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	27, // 101: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	27, // 102: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	38, // 103: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	45, // 104: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	40, // 105: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	40, // 106: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	40, // 107: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	40, // 108: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	46, // 109: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	48, // 110: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	50, // 111: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	52, // 112: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	55, // 113: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	57, // 114: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	70, // 115: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	60, // 116: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	62, // 117: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	64, // 118: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	27, // 119: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	27, // 120: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	38, // 121: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	64, // 122: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	27, // 123: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	67, // 124: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	27, // 125: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	72, // 126: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	40, // 127: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	40, // 128: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	40, // 129: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	40, // 130: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	48, // 131: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	50, // 132: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	48, // 133: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	87, // [87:134] is the sub-list for method output_type
+	40, // [40:87] is the sub-list for method input_type
 	40, // [40:40] is the sub-list for extension type_name
 	40, // [40:40] is the sub-list for extension extendee
 	0,  // [0:40] is the sub-list for field type_name

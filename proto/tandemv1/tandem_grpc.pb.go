@@ -1380,6 +1380,7 @@ const (
 	Peer_VMUndefine_FullMethodName        = "/tandem.v1.Peer/VMUndefine"
 	Peer_VMMigrate_FullMethodName         = "/tandem.v1.Peer/VMMigrate"
 	Peer_VMConsole_FullMethodName         = "/tandem.v1.Peer/VMConsole"
+	Peer_VMMigrationStats_FullMethodName  = "/tandem.v1.Peer/VMMigrationStats"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1414,6 +1415,8 @@ type PeerClient interface {
 	// On the source: migrate the VM to another node, handing its volumes over.
 	VMMigrate(ctx context.Context, in *PeerMigrateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
 	VMConsole(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error)
+	// On a migration's destination: libvirt's completed job statistics.
+	VMMigrationStats(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*MigrateProgress, error)
 }
 
 type peerClient struct {
@@ -1642,6 +1645,16 @@ func (c *peerClient) VMConsole(ctx context.Context, in *ConsoleRequest, opts ...
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_VMConsoleClient = grpc.ServerStreamingClient[ConsoleChunk]
 
+func (c *peerClient) VMMigrationStats(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*MigrateProgress, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MigrateProgress)
+	err := c.cc.Invoke(ctx, Peer_VMMigrationStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -1674,6 +1687,8 @@ type PeerServer interface {
 	// On the source: migrate the VM to another node, handing its volumes over.
 	VMMigrate(*PeerMigrateRequest, grpc.ServerStreamingServer[MigrateProgress]) error
 	VMConsole(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error
+	// On a migration's destination: libvirt's completed job statistics.
+	VMMigrationStats(context.Context, *PeerVMRequest) (*MigrateProgress, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -1743,6 +1758,9 @@ func (UnimplementedPeerServer) VMMigrate(*PeerMigrateRequest, grpc.ServerStreami
 }
 func (UnimplementedPeerServer) VMConsole(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error {
 	return status.Error(codes.Unimplemented, "method VMConsole not implemented")
+}
+func (UnimplementedPeerServer) VMMigrationStats(context.Context, *PeerVMRequest) (*MigrateProgress, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMMigrationStats not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -2111,6 +2129,24 @@ func _Peer_VMConsole_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_VMConsoleServer = grpc.ServerStreamingServer[ConsoleChunk]
 
+func _Peer_VMMigrationStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMMigrationStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMMigrationStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMMigrationStats(ctx, req.(*PeerVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2189,6 +2225,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VMUndefine",
 			Handler:    _Peer_VMUndefine_Handler,
+		},
+		{
+			MethodName: "VMMigrationStats",
+			Handler:    _Peer_VMMigrationStats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
