@@ -85,6 +85,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		disks, volumes, nics    []string
 		kernel, initrd, cmdline string
 		node, antiAffinity      string
+		image                   string
 		priority                int32
 		start, force            bool
 	)
@@ -122,14 +123,46 @@ single node failure; --force overrides it with a warning.`,
 				}
 				req.Nics = append(req.Nics, n)
 			}
+			var img *imageInfo
+			if image != "" {
+				if img, err = probeImage(cmd.Context(), image); err != nil {
+					return err
+				}
+				switch {
+				case len(req.Disks) == 0:
+					req.Disks = append(req.Disks, &tandemv1.VMDisk{SizeBytes: img.roundedSize()})
+				case req.Disks[0].Volume != "":
+					return usageErrorf("--image goes into a new disk: give --disk SIZE (or nothing) rather than --disk-volume first")
+				case req.Disks[0].SizeBytes < img.VirtualSize:
+					return usageErrorf("--disk %d bytes is smaller than the image (%d bytes)", req.Disks[0].SizeBytes, img.VirtualSize)
+				}
+			}
 			c, err := a.dial(cmd, vmTimeout)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			startNow := req.Start
+			if img != nil {
+				req.Start = false // the image goes in first
+			}
 			info, err := c.VM.Create(cmd.Context(), req)
 			if err != nil {
 				return err
+			}
+			if img != nil {
+				vol, err := c.Volume.Show(cmd.Context(), &tandemv1.ShowVolumeRequest{Name: info.Volumes[0]})
+				if err != nil {
+					return err
+				}
+				if err := importImage(cmd.Context(), a.stderr, img, vol); err != nil {
+					return fmt.Errorf("VM %s was created, but copying the image failed (delete it or copy again): %w", info.Name, err)
+				}
+				if startNow {
+					if info, err = c.VM.Start(cmd.Context(), &tandemv1.VMRequest{Name: info.Name, Node: node, Force: force}); err != nil {
+						return err
+					}
+				}
 			}
 			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
 		},
@@ -140,6 +173,7 @@ single node failure; --force overrides it with a warning.`,
 	f.StringArrayVar(&disks, "disk", nil, "new replicated disk SIZE[,replicas=N] (repeatable)")
 	f.StringArrayVar(&volumes, "disk-volume", nil, "existing volume as a disk (repeatable)")
 	f.StringArrayVar(&nics, "nic", nil, "network interface BRIDGE[,mac=MAC][,ip=ADDR] (repeatable; empty bridge = the node's default)")
+	f.StringVar(&image, "image", "", "copy this disk image (raw, qcow2, ... via qemu-img) into the first, new disk")
 	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (path on every node)")
 	f.StringVar(&initrd, "initrd", "", "initrd for --kernel")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
