@@ -245,6 +245,16 @@ func (c *Cluster) Kill(n *Node) {
 	}
 	c.killNSPids(n.NS, syscall.SIGKILL)
 	c.reap(procs)
+	// A process forking while it was killed (libvirtd spawning QEMU) can
+	// leave a child behind; a crashed host has none, so kill until empty.
+	deadline := time.Now().Add(reapTimeout)
+	for time.Now().Before(deadline) {
+		if len(c.killNSPids(n.NS, syscall.SIGKILL)) == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Errorf("testcluster: Kill: processes still in %s after %v", n.NS, reapTimeout)
 }
 
 // Pause freezes the node: SIGSTOP to the process groups of all its live
