@@ -95,9 +95,12 @@ type NodeRecord struct {
 	NBDAddr         string `json:"nbd_addr,omitempty"`
 	State           string `json:"state"`
 	// Maintenance blocks new placements and evacuates the node's VMs.
-	Maintenance bool      `json:"maintenance,omitempty"`
-	JoinedAt    time.Time `json:"joined_at"`
-	RemovedAt   time.Time `json:"removed_at,omitzero"`
+	Maintenance bool         `json:"maintenance,omitempty"`
+	Fence       *FenceConfig `json:"fence,omitempty"`
+	// ConfirmedOffAt is when an operator confirmed the node is off.
+	ConfirmedOffAt time.Time `json:"confirmed_off_at,omitzero"`
+	JoinedAt       time.Time `json:"joined_at"`
+	RemovedAt      time.Time `json:"removed_at,omitzero"`
 }
 
 // TokenRecord is a one-time join token as the cluster stores it: only a
@@ -128,6 +131,8 @@ type MetaState struct {
 	Volumes       map[string]*VolumeEntry `json:"volumes"`
 	NextShardID   uint64                  `json:"next_shard_id"`
 	VMs           map[string]*VMRecord    `json:"vms"`
+	Events        []Event                 `json:"events,omitempty"`
+	NextEventSeq  uint64                  `json:"next_event_seq,omitempty"`
 	Config        map[string]string       `json:"config"`
 	Audit         []AuditEntry            `json:"audit"`
 	// Applied is the last applied Raft index (not part of the replicated
@@ -191,6 +196,9 @@ type Command struct {
 	VM           *VMRecord         `json:"vm,omitempty"`
 	VMUpdate     *VMUpdate         `json:"vm_update,omitempty"`
 	Maintenance  *MaintenanceCmd   `json:"maintenance,omitempty"`
+	Event        *Event            `json:"event,omitempty"`
+	VMHA         *VMHACmd          `json:"vm_ha,omitempty"`
+	NodeFence    *NodeFenceCmd     `json:"node_fence,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -436,6 +444,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return nil, nil
 	case opVMCreate, opVMUpdate, opVMDelete, opMaintenance:
 		return m.applyVM(c)
+	case opEvent, opVMHA, opNodeFence:
+		return m.applyHA(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

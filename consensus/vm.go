@@ -55,6 +55,10 @@ type VMRecord struct {
 	AntiAffinity string    `json:"anti_affinity,omitempty"`
 	Created      time.Time `json:"created"`
 	Changed      time.Time `json:"changed"`
+	// HAState is the recovery state (HAStarted when empty).
+	HAState   string    `json:"ha_state,omitempty"`
+	HAReason  string    `json:"ha_reason,omitempty"`
+	HAChanged time.Time `json:"ha_changed,omitzero"`
 }
 
 // VMUpdate changes a VM's desired state and/or node; empty fields stay.

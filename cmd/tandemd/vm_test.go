@@ -177,7 +177,10 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(out), &done); err != nil || done.Phase != "done" {
 		t.Fatalf("migrate result: %v %s", err, out)
 	}
-	after := vc.guestProgress(t, mark, time.Minute)
+	// Progress beyond what had arrived when the migration returned is the
+	// guest running on the target.
+	returned, _, _ := vc.rx.Last()
+	after := vc.guestProgress(t, returned, time.Minute)
 	if after.Boot != mark.Boot {
 		t.Fatalf("guest rebooted during migration: boot %d -> %d", mark.Boot, after.Boot)
 	}
@@ -241,7 +244,8 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	}
 	t.Logf("maintenance: %s", stderr)
 	v := vc.waitVM(t, "g1", 30*time.Second, func(v *tandemv1.VMInfo) bool { return v.Node != n2.Name && v.State == "running" })
-	after = vc.guestProgress(t, mark, time.Minute)
+	returned, _, _ = vc.rx.Last()
+	after = vc.guestProgress(t, returned, time.Minute)
 	if after.Boot != mark.Boot {
 		t.Fatalf("guest rebooted during evacuation")
 	}
@@ -316,7 +320,8 @@ func TestVMMigrationFailureKeepsSource(t *testing.T) {
 	if v := vc.vm(t, n1, "show", "f1"); v.Node != n1.Name || v.State != "running" {
 		t.Fatalf("after the failed migration: %+v", v)
 	}
-	after := vc.guestProgress(t, mark, time.Minute)
+	returned, _, _ := vc.rx.Last()
+	after := vc.guestProgress(t, returned, time.Minute)
 	if after.Boot != mark.Boot {
 		t.Fatal("guest rebooted")
 	}

@@ -1549,6 +1549,394 @@ func (x *NodeMaintenanceProgress) GetMigration() *MigrateProgress {
 	return nil
 }
 
+type IPMIConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Host  string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Port  uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	User  string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// Write-only: answers never carry it.
+	Password      string `protobuf:"bytes,4,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IPMIConfig) Reset() {
+	*x = IPMIConfig{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IPMIConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IPMIConfig) ProtoMessage() {}
+
+func (x *IPMIConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IPMIConfig.ProtoReflect.Descriptor instead.
+func (*IPMIConfig) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *IPMIConfig) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *IPMIConfig) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *IPMIConfig) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *IPMIConfig) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type RedfishConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Password      string                 `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	SystemId      string                 `protobuf:"bytes,4,opt,name=system_id,json=systemId,proto3" json:"system_id,omitempty"`
+	Insecure      bool                   `protobuf:"varint,5,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedfishConfig) Reset() {
+	*x = RedfishConfig{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedfishConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedfishConfig) ProtoMessage() {}
+
+func (x *RedfishConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedfishConfig.ProtoReflect.Descriptor instead.
+func (*RedfishConfig) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RedfishConfig) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *RedfishConfig) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RedfishConfig) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *RedfishConfig) GetSystemId() string {
+	if x != nil {
+		return x.SystemId
+	}
+	return ""
+}
+
+func (x *RedfishConfig) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
+}
+
+type FenceConfigRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Ipmi    *IPMIConfig            `protobuf:"bytes,2,opt,name=ipmi,proto3" json:"ipmi,omitempty"`
+	Redfish *RedfishConfig         `protobuf:"bytes,3,opt,name=redfish,proto3" json:"redfish,omitempty"`
+	// The node's self-fence lease does not count as fencing.
+	NoLease       bool `protobuf:"varint,4,opt,name=no_lease,json=noLease,proto3" json:"no_lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceConfigRequest) Reset() {
+	*x = FenceConfigRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceConfigRequest) ProtoMessage() {}
+
+func (x *FenceConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceConfigRequest.ProtoReflect.Descriptor instead.
+func (*FenceConfigRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FenceConfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FenceConfigRequest) GetIpmi() *IPMIConfig {
+	if x != nil {
+		return x.Ipmi
+	}
+	return nil
+}
+
+func (x *FenceConfigRequest) GetRedfish() *RedfishConfig {
+	if x != nil {
+		return x.Redfish
+	}
+	return nil
+}
+
+func (x *FenceConfigRequest) GetNoLease() bool {
+	if x != nil {
+		return x.NoLease
+	}
+	return false
+}
+
+type FenceConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Agents, without secrets: "ipmi:10.0.0.5:623 user admin", ...
+	Agents        []string `protobuf:"bytes,2,rep,name=agents,proto3" json:"agents,omitempty"`
+	Lease         bool     `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceConfigResponse) Reset() {
+	*x = FenceConfigResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceConfigResponse) ProtoMessage() {}
+
+func (x *FenceConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceConfigResponse.ProtoReflect.Descriptor instead.
+func (*FenceConfigResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *FenceConfigResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FenceConfigResponse) GetAgents() []string {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *FenceConfigResponse) GetLease() bool {
+	if x != nil {
+		return x.Lease
+	}
+	return false
+}
+
+type FenceNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The operator asserts the node is powered off; recovery may proceed.
+	ConfirmOff    bool `protobuf:"varint,2,opt,name=confirm_off,json=confirmOff,proto3" json:"confirm_off,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceNodeRequest) Reset() {
+	*x = FenceNodeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceNodeRequest) ProtoMessage() {}
+
+func (x *FenceNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceNodeRequest.ProtoReflect.Descriptor instead.
+func (*FenceNodeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *FenceNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FenceNodeRequest) GetConfirmOff() bool {
+	if x != nil {
+		return x.ConfirmOff
+	}
+	return false
+}
+
+type FenceNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Confirmed     bool                   `protobuf:"varint,1,opt,name=confirmed,proto3" json:"confirmed,omitempty"`
+	Agent         string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceNodeResponse) Reset() {
+	*x = FenceNodeResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceNodeResponse) ProtoMessage() {}
+
+func (x *FenceNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceNodeResponse.ProtoReflect.Descriptor instead.
+func (*FenceNodeResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *FenceNodeResponse) GetConfirmed() bool {
+	if x != nil {
+		return x.Confirmed
+	}
+	return false
+}
+
+func (x *FenceNodeResponse) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *FenceNodeResponse) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 type VolumeReplica struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Node    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -1571,7 +1959,7 @@ type VolumeReplica struct {
 
 func (x *VolumeReplica) Reset() {
 	*x = VolumeReplica{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1971,7 @@ func (x *VolumeReplica) String() string {
 func (*VolumeReplica) ProtoMessage() {}
 
 func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1984,7 @@ func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeReplica.ProtoReflect.Descriptor instead.
 func (*VolumeReplica) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VolumeReplica) GetNode() string {
@@ -1668,7 +2056,7 @@ type VolumeEvent struct {
 
 func (x *VolumeEvent) Reset() {
 	*x = VolumeEvent{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +2068,7 @@ func (x *VolumeEvent) String() string {
 func (*VolumeEvent) ProtoMessage() {}
 
 func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +2081,7 @@ func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeEvent.ProtoReflect.Descriptor instead.
 func (*VolumeEvent) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *VolumeEvent) GetAt() *timestamppb.Timestamp {
@@ -1761,7 +2149,7 @@ type VolumeInfo struct {
 
 func (x *VolumeInfo) Reset() {
 	*x = VolumeInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2161,7 @@ func (x *VolumeInfo) String() string {
 func (*VolumeInfo) ProtoMessage() {}
 
 func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2174,7 @@ func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeInfo.ProtoReflect.Descriptor instead.
 func (*VolumeInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *VolumeInfo) GetName() string {
@@ -1915,7 +2303,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2315,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2328,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -1979,7 +2367,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2379,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2392,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
 }
 
 type ListVolumesResponse struct {
@@ -2016,7 +2404,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2416,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2429,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*VolumeInfo {
@@ -2060,7 +2448,7 @@ type ShowVolumeRequest struct {
 
 func (x *ShowVolumeRequest) Reset() {
 	*x = ShowVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2460,7 @@ func (x *ShowVolumeRequest) String() string {
 func (*ShowVolumeRequest) ProtoMessage() {}
 
 func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2473,7 @@ func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShowVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ShowVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ShowVolumeRequest) GetName() string {
@@ -2104,7 +2492,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2504,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2517,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -2147,7 +2535,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2547,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2560,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
 }
 
 type PromoteVolumeRequest struct {
@@ -2185,7 +2573,7 @@ type PromoteVolumeRequest struct {
 
 func (x *PromoteVolumeRequest) Reset() {
 	*x = PromoteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2585,7 @@ func (x *PromoteVolumeRequest) String() string {
 func (*PromoteVolumeRequest) ProtoMessage() {}
 
 func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2598,7 @@ func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PromoteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PromoteVolumeRequest) GetName() string {
@@ -2239,7 +2627,7 @@ type ResyncVolumeRequest struct {
 
 func (x *ResyncVolumeRequest) Reset() {
 	*x = ResyncVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2639,7 @@ func (x *ResyncVolumeRequest) String() string {
 func (*ResyncVolumeRequest) ProtoMessage() {}
 
 func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2652,7 @@ func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ResyncVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ResyncVolumeRequest) GetName() string {
@@ -2292,7 +2680,7 @@ type VerifyVolumeRequest struct {
 
 func (x *VerifyVolumeRequest) Reset() {
 	*x = VerifyVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2692,7 @@ func (x *VerifyVolumeRequest) String() string {
 func (*VerifyVolumeRequest) ProtoMessage() {}
 
 func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2705,7 @@ func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *VerifyVolumeRequest) GetName() string {
@@ -2345,7 +2733,7 @@ type VerifyMismatch struct {
 
 func (x *VerifyMismatch) Reset() {
 	*x = VerifyMismatch{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2745,7 @@ func (x *VerifyMismatch) String() string {
 func (*VerifyMismatch) ProtoMessage() {}
 
 func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2758,7 @@ func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyMismatch.ProtoReflect.Descriptor instead.
 func (*VerifyMismatch) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *VerifyMismatch) GetNode() string {
@@ -2405,7 +2793,7 @@ type VerifyVolumeResponse struct {
 
 func (x *VerifyVolumeResponse) Reset() {
 	*x = VerifyVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2805,7 @@ func (x *VerifyVolumeResponse) String() string {
 func (*VerifyVolumeResponse) ProtoMessage() {}
 
 func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2818,7 @@ func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeResponse.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *VerifyVolumeResponse) GetCheckedBytes() int64 {
@@ -2466,7 +2854,7 @@ type VMNic struct {
 
 func (x *VMNic) Reset() {
 	*x = VMNic{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2866,7 @@ func (x *VMNic) String() string {
 func (*VMNic) ProtoMessage() {}
 
 func (x *VMNic) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2879,7 @@ func (x *VMNic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMNic.ProtoReflect.Descriptor instead.
 func (*VMNic) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VMNic) GetBridge() string {
@@ -2546,7 +2934,7 @@ type VMInfo struct {
 
 func (x *VMInfo) Reset() {
 	*x = VMInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +2946,7 @@ func (x *VMInfo) String() string {
 func (*VMInfo) ProtoMessage() {}
 
 func (x *VMInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +2959,7 @@ func (x *VMInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMInfo.ProtoReflect.Descriptor instead.
 func (*VMInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *VMInfo) GetName() string {
@@ -2706,7 +3094,7 @@ type VMDisk struct {
 
 func (x *VMDisk) Reset() {
 	*x = VMDisk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +3106,7 @@ func (x *VMDisk) String() string {
 func (*VMDisk) ProtoMessage() {}
 
 func (x *VMDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +3119,7 @@ func (x *VMDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMDisk.ProtoReflect.Descriptor instead.
 func (*VMDisk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VMDisk) GetSizeBytes() int64 {
@@ -2778,7 +3166,7 @@ type CreateVMRequest struct {
 
 func (x *CreateVMRequest) Reset() {
 	*x = CreateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +3178,7 @@ func (x *CreateVMRequest) String() string {
 func (*CreateVMRequest) ProtoMessage() {}
 
 func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +3191,7 @@ func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVMRequest.ProtoReflect.Descriptor instead.
 func (*CreateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateVMRequest) GetName() string {
@@ -2912,7 +3300,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +3312,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +3325,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VMRequest) GetName() string {
@@ -2976,7 +3364,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3376,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3389,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
 }
 
 type ListVMsResponse struct {
@@ -3013,7 +3401,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3413,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3426,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -3056,7 +3444,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3068,7 +3456,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3081,7 +3469,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
 }
 
 type MigrateVMRequest struct {
@@ -3100,7 +3488,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3500,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3513,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -3183,7 +3571,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3583,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3596,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -3293,7 +3681,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3305,7 +3693,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3318,7 +3706,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -3351,7 +3739,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3751,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3764,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -3394,7 +3782,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3406,7 +3794,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3419,18 +3807,195 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+}
+
+type HANode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// alive, suspect, dead or unknown, as the metadata leader sees it.
+	Liveness string                 `protobuf:"bytes,2,opt,name=liveness,proto3" json:"liveness,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// Set while the node's self-fence lease has not provably expired.
+	LeaseExpires      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=lease_expires,json=leaseExpires,proto3" json:"lease_expires,omitempty"`
+	FencingConfigured bool                   `protobuf:"varint,5,opt,name=fencing_configured,json=fencingConfigured,proto3" json:"fencing_configured,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *HANode) Reset() {
+	*x = HANode{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HANode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HANode) ProtoMessage() {}
+
+func (x *HANode) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HANode.ProtoReflect.Descriptor instead.
+func (*HANode) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *HANode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HANode) GetLiveness() string {
+	if x != nil {
+		return x.Liveness
+	}
+	return ""
+}
+
+func (x *HANode) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *HANode) GetLeaseExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpires
+	}
+	return nil
+}
+
+func (x *HANode) GetFencingConfigured() bool {
+	if x != nil {
+		return x.FencingConfigured
+	}
+	return false
+}
+
+type HAVM struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Node    string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Desired string                 `protobuf:"bytes,3,opt,name=desired,proto3" json:"desired,omitempty"`
+	// started, fence, recovery or error.
+	HaState       string                 `protobuf:"bytes,4,opt,name=ha_state,json=haState,proto3" json:"ha_state,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Changed       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=changed,proto3" json:"changed,omitempty"`
+	Priority      int32                  `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HAVM) Reset() {
+	*x = HAVM{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HAVM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HAVM) ProtoMessage() {}
+
+func (x *HAVM) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
+func (*HAVM) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *HAVM) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HAVM) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HAVM) GetDesired() string {
+	if x != nil {
+		return x.Desired
+	}
+	return ""
+}
+
+func (x *HAVM) GetHaState() string {
+	if x != nil {
+		return x.HaState
+	}
+	return ""
+}
+
+func (x *HAVM) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *HAVM) GetChanged() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
+}
+
+func (x *HAVM) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
 }
 
 type HAStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Armed  bool                   `protobuf:"varint,1,opt,name=armed,proto3" json:"armed,omitempty"`
+	Leader string                 `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	Nodes  []*HANode              `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Vms    []*HAVM                `protobuf:"bytes,4,rep,name=vms,proto3" json:"vms,omitempty"`
+	// The timing in force.
+	Timing        *HATiming `protobuf:"bytes,5,opt,name=timing,proto3" json:"timing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +4007,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +4020,318 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *HAStatusResponse) GetArmed() bool {
+	if x != nil {
+		return x.Armed
+	}
+	return false
+}
+
+func (x *HAStatusResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *HAStatusResponse) GetNodes() []*HANode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *HAStatusResponse) GetVms() []*HAVM {
+	if x != nil {
+		return x.Vms
+	}
+	return nil
+}
+
+func (x *HAStatusResponse) GetTiming() *HATiming {
+	if x != nil {
+		return x.Timing
+	}
+	return nil
+}
+
+type HATiming struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	HeartbeatIntervalMs uint32                 `protobuf:"varint,1,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	SuspectTimeoutMs    uint32                 `protobuf:"varint,2,opt,name=suspect_timeout_ms,json=suspectTimeoutMs,proto3" json:"suspect_timeout_ms,omitempty"`
+	DeadTimeoutMs       uint32                 `protobuf:"varint,3,opt,name=dead_timeout_ms,json=deadTimeoutMs,proto3" json:"dead_timeout_ms,omitempty"`
+	FenceTimeoutMs      uint32                 `protobuf:"varint,4,opt,name=fence_timeout_ms,json=fenceTimeoutMs,proto3" json:"fence_timeout_ms,omitempty"`
+	SelfFenceLeaseMs    uint32                 `protobuf:"varint,5,opt,name=self_fence_lease_ms,json=selfFenceLeaseMs,proto3" json:"self_fence_lease_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *HATiming) Reset() {
+	*x = HATiming{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HATiming) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HATiming) ProtoMessage() {}
+
+func (x *HATiming) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
+func (*HATiming) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *HATiming) GetSuspectTimeoutMs() uint32 {
+	if x != nil {
+		return x.SuspectTimeoutMs
+	}
+	return 0
+}
+
+func (x *HATiming) GetDeadTimeoutMs() uint32 {
+	if x != nil {
+		return x.DeadTimeoutMs
+	}
+	return 0
+}
+
+func (x *HATiming) GetFenceTimeoutMs() uint32 {
+	if x != nil {
+		return x.FenceTimeoutMs
+	}
+	return 0
+}
+
+func (x *HATiming) GetSelfFenceLeaseMs() uint32 {
+	if x != nil {
+		return x.SelfFenceLeaseMs
+	}
+	return 0
+}
+
+type HAArmRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Armed         bool                   `protobuf:"varint,1,opt,name=armed,proto3" json:"armed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HAArmRequest) Reset() {
+	*x = HAArmRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HAArmRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HAArmRequest) ProtoMessage() {}
+
+func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
+func (*HAArmRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *HAArmRequest) GetArmed() bool {
+	if x != nil {
+		return x.Armed
+	}
+	return false
+}
+
+type EventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replay events after this sequence number (0: the last tail events).
+	Since         uint64 `protobuf:"varint,1,opt,name=since,proto3" json:"since,omitempty"`
+	Tail          uint32 `protobuf:"varint,2,opt,name=tail,proto3" json:"tail,omitempty"`
+	Follow        bool   `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventsRequest) Reset() {
+	*x = EventsRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventsRequest) ProtoMessage() {}
+
+func (x *EventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
+func (*EventsRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *EventsRequest) GetSince() uint64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
+}
+
+func (x *EventsRequest) GetTail() uint32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *EventsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// Node that recorded it.
+	By string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	// node-suspected, node-dead, node-alive, fence-attempt, fence-result,
+	// promotion, vm-recovered, vm-recovery-failed, self-fence, ...
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	Node          string `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
+	Vm            string `protobuf:"bytes,6,opt,name=vm,proto3" json:"vm,omitempty"`
+	Detail        string `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *Event) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Event) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Event) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Event) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Event) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Event) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+func (x *Event) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 // Peer: node to node on the backend network.
@@ -3469,7 +4345,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3481,7 +4357,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3494,7 +4370,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -3529,7 +4405,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +4417,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +4430,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -3638,7 +4514,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +4526,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +4539,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -3723,15 +4599,18 @@ func (x *PeerJoinResponse) GetCaKeyPem() []byte {
 }
 
 type PingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// Set by the metadata leader's failure detector: the receiver renews its
+	// self-fence lease if it also reached a quorum recently.
+	LeaderTerm    uint64 `protobuf:"varint,2,opt,name=leader_term,json=leaderTerm,proto3" json:"leader_term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3743,7 +4622,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3756,7 +4635,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -3764,6 +4643,13 @@ func (x *PingRequest) GetFrom() string {
 		return x.From
 	}
 	return ""
+}
+
+func (x *PingRequest) GetLeaderTerm() uint64 {
+	if x != nil {
+		return x.LeaderTerm
+	}
+	return 0
 }
 
 type PingResponse struct {
@@ -3779,7 +4665,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +4677,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +4690,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PingResponse) GetName() string {
@@ -3855,7 +4741,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +4753,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +4766,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -3929,7 +4815,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3941,7 +4827,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3954,7 +4840,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -3979,7 +4865,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3991,7 +4877,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4004,7 +4890,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 type PeerVolumeInitRequest struct {
@@ -4016,7 +4902,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4028,7 +4914,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4041,7 +4927,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -4059,7 +4945,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4071,7 +4957,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4084,7 +4970,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -4099,7 +4985,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4111,7 +4997,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4124,7 +5010,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -4156,7 +5042,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4168,7 +5054,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4181,7 +5067,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -4193,7 +5079,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4205,7 +5091,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4218,7 +5104,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -4240,7 +5126,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4252,7 +5138,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4265,7 +5151,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -4305,7 +5191,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4317,7 +5203,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4330,7 +5216,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -4348,7 +5234,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4360,7 +5246,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4373,7 +5259,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 type Disk struct {
@@ -4388,7 +5274,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4400,7 +5286,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4413,7 +5299,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Disk) GetPath() string {
@@ -4453,7 +5339,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4465,7 +5351,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4478,7 +5364,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -4496,7 +5382,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4508,7 +5394,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4521,7 +5407,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 type ComputeStatus struct {
@@ -4545,7 +5431,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4557,7 +5443,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4570,7 +5456,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -4647,7 +5533,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4659,7 +5545,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4672,7 +5558,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -4708,7 +5594,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4720,7 +5606,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4733,7 +5619,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -4871,7 +5757,36 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x0e\n" +
 	"\x02vm\x18\x02 \x01(\tR\x02vm\x12'\n" +
 	"\x04node\x18\x03 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\x128\n" +
-	"\tmigration\x18\x04 \x01(\v2\x1a.tandem.v1.MigrateProgressR\tmigration\"\x9d\x02\n" +
+	"\tmigration\x18\x04 \x01(\v2\x1a.tandem.v1.MigrateProgressR\tmigration\"d\n" +
+	"\n" +
+	"IPMIConfig\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x04 \x01(\tR\bpassword\"\x94\x01\n" +
+	"\rRedfishConfig\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x1b\n" +
+	"\tsystem_id\x18\x04 \x01(\tR\bsystemId\x12\x1a\n" +
+	"\binsecure\x18\x05 \x01(\bR\binsecure\"\xa2\x01\n" +
+	"\x12FenceConfigRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
+	"\x04ipmi\x18\x02 \x01(\v2\x15.tandem.v1.IPMIConfigR\x04ipmi\x122\n" +
+	"\aredfish\x18\x03 \x01(\v2\x18.tandem.v1.RedfishConfigR\aredfish\x12\x19\n" +
+	"\bno_lease\x18\x04 \x01(\bR\anoLease\"W\n" +
+	"\x13FenceConfigResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06agents\x18\x02 \x03(\tR\x06agents\x12\x14\n" +
+	"\x05lease\x18\x03 \x01(\bR\x05lease\"G\n" +
+	"\x10FenceNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vconfirm_off\x18\x02 \x01(\bR\n" +
+	"confirmOff\"_\n" +
+	"\x11FenceNodeResponse\x12\x1c\n" +
+	"\tconfirmed\x18\x01 \x01(\bR\tconfirmed\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\x9d\x02\n" +
 	"\rVolumeReplica\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.tandem.v1.ReplicaStateR\x05state\x12\x18\n" +
@@ -5022,8 +5937,47 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"\"\n" +
 	"\fConsoleChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\x11\n" +
-	"\x0fHAStatusRequest\"\x12\n" +
-	"\x10HAStatusResponse\"H\n" +
+	"\x0fHAStatusRequest\"\xe1\x01\n" +
+	"\x06HANode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bliveness\x18\x02 \x01(\tR\bliveness\x127\n" +
+	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12?\n" +
+	"\rlease_expires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fleaseExpires\x12-\n" +
+	"\x12fencing_configured\x18\x05 \x01(\bR\x11fencingConfigured\"\xcd\x01\n" +
+	"\x04HAVM\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x18\n" +
+	"\adesired\x18\x03 \x01(\tR\adesired\x12\x19\n" +
+	"\bha_state\x18\x04 \x01(\tR\ahaState\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x124\n" +
+	"\achanged\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\achanged\x12\x1a\n" +
+	"\bpriority\x18\a \x01(\x05R\bpriority\"\xb9\x01\n" +
+	"\x10HAStatusResponse\x12\x14\n" +
+	"\x05armed\x18\x01 \x01(\bR\x05armed\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\x12'\n" +
+	"\x05nodes\x18\x03 \x03(\v2\x11.tandem.v1.HANodeR\x05nodes\x12!\n" +
+	"\x03vms\x18\x04 \x03(\v2\x0f.tandem.v1.HAVMR\x03vms\x12+\n" +
+	"\x06timing\x18\x05 \x01(\v2\x13.tandem.v1.HATimingR\x06timing\"\xed\x01\n" +
+	"\bHATiming\x122\n" +
+	"\x15heartbeat_interval_ms\x18\x01 \x01(\rR\x13heartbeatIntervalMs\x12,\n" +
+	"\x12suspect_timeout_ms\x18\x02 \x01(\rR\x10suspectTimeoutMs\x12&\n" +
+	"\x0fdead_timeout_ms\x18\x03 \x01(\rR\rdeadTimeoutMs\x12(\n" +
+	"\x10fence_timeout_ms\x18\x04 \x01(\rR\x0efenceTimeoutMs\x12-\n" +
+	"\x13self_fence_lease_ms\x18\x05 \x01(\rR\x10selfFenceLeaseMs\"$\n" +
+	"\fHAArmRequest\x12\x14\n" +
+	"\x05armed\x18\x01 \x01(\bR\x05armed\"Q\n" +
+	"\rEventsRequest\x12\x14\n" +
+	"\x05since\x18\x01 \x01(\x04R\x05since\x12\x12\n" +
+	"\x04tail\x18\x02 \x01(\rR\x04tail\x12\x16\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\"\xa5\x01\n" +
+	"\x05Event\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12\x0e\n" +
+	"\x02vm\x18\x06 \x01(\tR\x02vm\x12\x16\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\"H\n" +
 	"\n" +
 	"PeerMember\x12\x1d\n" +
 	"\n" +
@@ -5052,9 +6006,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"adminToken\x12/\n" +
 	"\amembers\x18\a \x03(\v2\x15.tandem.v1.PeerMemberR\amembers\x12\x1c\n" +
 	"\n" +
-	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\"!\n" +
+	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\"B\n" +
 	"\vPingRequest\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\tR\x04from\"\xa0\x01\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1f\n" +
+	"\vleader_term\x18\x02 \x01(\x04R\n" +
+	"leaderTerm\"\xa0\x01\n" +
 	"\fPingResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -5148,9 +6104,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Status\x12\x18.tandem.v1.StatusRequest\x1a\x18.tandem.v1.ClusterStatus\x12[\n" +
 	"\x10SetExpectedVotes\x12\".tandem.v1.SetExpectedVotesRequest\x1a#.tandem.v1.SetExpectedVotesResponse\x12B\n" +
 	"\tGetConfig\x12\x1b.tandem.v1.GetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12B\n" +
-	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig2\xe8\x01\n" +
+	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig2\xfa\x02\n" +
 	"\x04Node\x12A\n" +
-	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12E\n" +
+	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12L\n" +
+	"\vFenceConfig\x12\x1d.tandem.v1.FenceConfigRequest\x1a\x1e.tandem.v1.FenceConfigResponse\x12B\n" +
+	"\x05Fence\x12\x1b.tandem.v1.FenceNodeRequest\x1a\x1c.tandem.v1.FenceNodeResponse\x12E\n" +
 	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse\x12V\n" +
 	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x012\xe7\x03\n" +
 	"\x06Volume\x12?\n" +
@@ -5169,9 +6127,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04Stop\x12\x14.tandem.v1.VMRequest\x1a\x11.tandem.v1.VMInfo\x12;\n" +
 	"\x06Delete\x12\x14.tandem.v1.VMRequest\x1a\x1b.tandem.v1.DeleteVMResponse\x12D\n" +
 	"\aMigrate\x12\x1b.tandem.v1.MigrateVMRequest\x1a\x1a.tandem.v1.MigrateProgress0\x01\x12?\n" +
-	"\aConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x012G\n" +
+	"\aConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x012\xbc\x01\n" +
 	"\x02HA\x12A\n" +
-	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse2\xee\v\n" +
+	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12;\n" +
+	"\x03Arm\x12\x17.tandem.v1.HAArmRequest\x1a\x1b.tandem.v1.HAStatusResponse\x126\n" +
+	"\x06Events\x12\x18.tandem.v1.EventsRequest\x1a\x10.tandem.v1.Event0\x012\xb5\f\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -5196,7 +6156,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"VMUndefine\x12\x18.tandem.v1.PeerVMRequest\x1a\x11.tandem.v1.VMInfo\x12H\n" +
 	"\tVMMigrate\x12\x1d.tandem.v1.PeerMigrateRequest\x1a\x1a.tandem.v1.MigrateProgress0\x01\x12A\n" +
 	"\tVMConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x01\x12H\n" +
-	"\x10VMMigrationStats\x12\x18.tandem.v1.PeerVMRequest\x1a\x1a.tandem.v1.MigrateProgressB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\x10VMMigrationStats\x12\x18.tandem.v1.PeerVMRequest\x1a\x1a.tandem.v1.MigrateProgress\x12E\n" +
+	"\n" +
+	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -5211,7 +6173,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -5238,200 +6200,231 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*RemoveNodeResponse)(nil),       // 22: tandem.v1.RemoveNodeResponse
 	(*NodeMaintenanceRequest)(nil),   // 23: tandem.v1.NodeMaintenanceRequest
 	(*NodeMaintenanceProgress)(nil),  // 24: tandem.v1.NodeMaintenanceProgress
-	(*VolumeReplica)(nil),            // 25: tandem.v1.VolumeReplica
-	(*VolumeEvent)(nil),              // 26: tandem.v1.VolumeEvent
-	(*VolumeInfo)(nil),               // 27: tandem.v1.VolumeInfo
-	(*CreateVolumeRequest)(nil),      // 28: tandem.v1.CreateVolumeRequest
-	(*ListVolumesRequest)(nil),       // 29: tandem.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 30: tandem.v1.ListVolumesResponse
-	(*ShowVolumeRequest)(nil),        // 31: tandem.v1.ShowVolumeRequest
-	(*DeleteVolumeRequest)(nil),      // 32: tandem.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),     // 33: tandem.v1.DeleteVolumeResponse
-	(*PromoteVolumeRequest)(nil),     // 34: tandem.v1.PromoteVolumeRequest
-	(*ResyncVolumeRequest)(nil),      // 35: tandem.v1.ResyncVolumeRequest
-	(*VerifyVolumeRequest)(nil),      // 36: tandem.v1.VerifyVolumeRequest
-	(*VerifyMismatch)(nil),           // 37: tandem.v1.VerifyMismatch
-	(*VerifyVolumeResponse)(nil),     // 38: tandem.v1.VerifyVolumeResponse
-	(*VMNic)(nil),                    // 39: tandem.v1.VMNic
-	(*VMInfo)(nil),                   // 40: tandem.v1.VMInfo
-	(*VMDisk)(nil),                   // 41: tandem.v1.VMDisk
-	(*CreateVMRequest)(nil),          // 42: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 43: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 44: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 45: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 46: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 47: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 48: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 49: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 50: tandem.v1.ConsoleChunk
-	(*HAStatusRequest)(nil),          // 51: tandem.v1.HAStatusRequest
-	(*HAStatusResponse)(nil),         // 52: tandem.v1.HAStatusResponse
-	(*PeerMember)(nil),               // 53: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 54: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 55: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 56: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 57: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 58: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 59: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 60: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 61: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 62: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 63: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 64: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 65: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 66: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 67: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 68: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 69: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 70: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 71: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 72: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 73: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 74: tandem.v1.PeerMigrateRequest
-	nil,                              // 75: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 76: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 77: google.protobuf.Timestamp
+	(*IPMIConfig)(nil),               // 25: tandem.v1.IPMIConfig
+	(*RedfishConfig)(nil),            // 26: tandem.v1.RedfishConfig
+	(*FenceConfigRequest)(nil),       // 27: tandem.v1.FenceConfigRequest
+	(*FenceConfigResponse)(nil),      // 28: tandem.v1.FenceConfigResponse
+	(*FenceNodeRequest)(nil),         // 29: tandem.v1.FenceNodeRequest
+	(*FenceNodeResponse)(nil),        // 30: tandem.v1.FenceNodeResponse
+	(*VolumeReplica)(nil),            // 31: tandem.v1.VolumeReplica
+	(*VolumeEvent)(nil),              // 32: tandem.v1.VolumeEvent
+	(*VolumeInfo)(nil),               // 33: tandem.v1.VolumeInfo
+	(*CreateVolumeRequest)(nil),      // 34: tandem.v1.CreateVolumeRequest
+	(*ListVolumesRequest)(nil),       // 35: tandem.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 36: tandem.v1.ListVolumesResponse
+	(*ShowVolumeRequest)(nil),        // 37: tandem.v1.ShowVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 38: tandem.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 39: tandem.v1.DeleteVolumeResponse
+	(*PromoteVolumeRequest)(nil),     // 40: tandem.v1.PromoteVolumeRequest
+	(*ResyncVolumeRequest)(nil),      // 41: tandem.v1.ResyncVolumeRequest
+	(*VerifyVolumeRequest)(nil),      // 42: tandem.v1.VerifyVolumeRequest
+	(*VerifyMismatch)(nil),           // 43: tandem.v1.VerifyMismatch
+	(*VerifyVolumeResponse)(nil),     // 44: tandem.v1.VerifyVolumeResponse
+	(*VMNic)(nil),                    // 45: tandem.v1.VMNic
+	(*VMInfo)(nil),                   // 46: tandem.v1.VMInfo
+	(*VMDisk)(nil),                   // 47: tandem.v1.VMDisk
+	(*CreateVMRequest)(nil),          // 48: tandem.v1.CreateVMRequest
+	(*VMRequest)(nil),                // 49: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 50: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 51: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 52: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 53: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 54: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 55: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 56: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 57: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 58: tandem.v1.HANode
+	(*HAVM)(nil),                     // 59: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 60: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 61: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 62: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 63: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 64: tandem.v1.Event
+	(*PeerMember)(nil),               // 65: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 66: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 67: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 68: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 69: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 70: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 71: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 72: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 73: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 74: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 75: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 76: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 77: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 78: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 79: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 80: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 81: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 82: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 83: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 84: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 85: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 86: tandem.v1.PeerMigrateRequest
+	nil,                              // 87: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 88: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 89: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
-	0,  // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
-	1,  // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
-	2,  // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	77, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	69, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	72, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
-	4,  // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
-	6,  // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	77, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	5,  // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	77, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	5,  // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	75, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	76, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
-	4,  // 14: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
-	4,  // 15: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
-	4,  // 16: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	48, // 17: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
-	3,  // 18: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	77, // 19: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	77, // 20: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
-	25, // 21: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	77, // 22: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
-	26, // 23: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
-	27, // 24: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
-	37, // 25: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
-	39, // 26: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	77, // 27: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	41, // 28: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
-	39, // 29: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	40, // 30: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	40, // 31: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	0,  // 32: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	53, // 33: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	77, // 34: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	58, // 35: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	58, // 36: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	69, // 37: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	40, // 38: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	40, // 39: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	7,  // 40: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	9,  // 41: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	11, // 42: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	13, // 43: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	14, // 44: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	16, // 45: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	17, // 46: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	19, // 47: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	21, // 48: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	23, // 49: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	28, // 50: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	29, // 51: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	31, // 52: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	32, // 53: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	34, // 54: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	35, // 55: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	36, // 56: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	44, // 57: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	42, // 58: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	43, // 59: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	43, // 60: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	43, // 61: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	43, // 62: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	47, // 63: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	49, // 64: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	51, // 65: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	54, // 66: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	56, // 67: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	68, // 68: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	59, // 69: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	61, // 70: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	63, // 71: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	65, // 72: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	34, // 73: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	36, // 74: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	65, // 75: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	34, // 76: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	66, // 77: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	34, // 78: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	71, // 79: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	73, // 80: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	73, // 81: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	73, // 82: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	73, // 83: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	74, // 84: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	49, // 85: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	73, // 86: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	8,  // 87: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10, // 88: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12, // 89: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,  // 90: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15, // 91: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	18, // 92: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	18, // 93: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	20, // 94: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	22, // 95: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	24, // 96: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	27, // 97: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	30, // 98: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	27, // 99: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	33, // 100: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	27, // 101: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	27, // 102: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	38, // 103: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	45, // 104: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	40, // 105: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	40, // 106: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	40, // 107: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	40, // 108: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	46, // 109: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	48, // 110: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	50, // 111: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	52, // 112: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	55, // 113: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	57, // 114: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	70, // 115: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	60, // 116: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	62, // 117: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	64, // 118: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	27, // 119: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	27, // 120: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	38, // 121: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	64, // 122: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	27, // 123: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	67, // 124: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	27, // 125: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	72, // 126: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	40, // 127: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	40, // 128: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	40, // 129: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	40, // 130: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	48, // 131: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	50, // 132: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	48, // 133: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	87, // [87:134] is the sub-list for method output_type
-	40, // [40:87] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
+	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
+	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
+	89,  // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	81,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	84,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	4,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
+	6,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
+	89,  // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	5,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
+	89,  // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	5,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
+	87,  // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	88,  // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	4,   // 14: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
+	4,   // 15: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
+	4,   // 16: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
+	54,  // 17: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	25,  // 18: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
+	26,  // 19: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
+	3,   // 20: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
+	89,  // 21: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	89,  // 22: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	31,  // 23: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
+	89,  // 24: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	32,  // 25: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
+	33,  // 26: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
+	43,  // 27: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
+	45,  // 28: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
+	89,  // 29: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	47,  // 30: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
+	45,  // 31: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
+	46,  // 32: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	46,  // 33: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	89,  // 34: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	89,  // 35: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	89,  // 36: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	58,  // 37: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	59,  // 38: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	61,  // 39: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	89,  // 40: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	0,   // 41: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	65,  // 42: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	89,  // 43: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	70,  // 44: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	70,  // 45: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	81,  // 46: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	46,  // 47: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	46,  // 48: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	7,   // 49: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	9,   // 50: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	11,  // 51: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	13,  // 52: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	14,  // 53: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	16,  // 54: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	17,  // 55: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	19,  // 56: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	27,  // 57: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	29,  // 58: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	21,  // 59: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	23,  // 60: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	34,  // 61: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	35,  // 62: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	37,  // 63: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	38,  // 64: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	40,  // 65: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	41,  // 66: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	42,  // 67: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	50,  // 68: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	48,  // 69: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	49,  // 70: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	49,  // 71: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	49,  // 72: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	49,  // 73: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	53,  // 74: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	55,  // 75: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	57,  // 76: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	62,  // 77: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	63,  // 78: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	66,  // 79: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	68,  // 80: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	80,  // 81: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	71,  // 82: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	73,  // 83: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	75,  // 84: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	77,  // 85: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	40,  // 86: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	42,  // 87: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	77,  // 88: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	40,  // 89: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	78,  // 90: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	40,  // 91: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	83,  // 92: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	85,  // 93: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	85,  // 94: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	85,  // 95: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	85,  // 96: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	86,  // 97: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	55,  // 98: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	85,  // 99: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	57,  // 100: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	8,   // 101: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10,  // 102: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12,  // 103: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,   // 104: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15,  // 105: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	18,  // 106: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	18,  // 107: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 108: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	28,  // 109: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	30,  // 110: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	22,  // 111: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	24,  // 112: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	33,  // 113: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	36,  // 114: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	33,  // 115: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	39,  // 116: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	33,  // 117: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	33,  // 118: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	44,  // 119: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	51,  // 120: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	46,  // 121: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	46,  // 122: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	46,  // 123: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	46,  // 124: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	52,  // 125: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	54,  // 126: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	56,  // 127: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	60,  // 128: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	60,  // 129: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	64,  // 130: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	67,  // 131: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	69,  // 132: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	82,  // 133: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	72,  // 134: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	74,  // 135: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	76,  // 136: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	33,  // 137: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	33,  // 138: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	44,  // 139: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	76,  // 140: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	33,  // 141: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	79,  // 142: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	33,  // 143: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	84,  // 144: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	46,  // 145: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	46,  // 146: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	46,  // 147: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	46,  // 148: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	54,  // 149: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	56,  // 150: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	54,  // 151: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	60,  // 152: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	101, // [101:153] is the sub-list for method output_type
+	49,  // [49:101] is the sub-list for method input_type
+	49,  // [49:49] is the sub-list for extension type_name
+	49,  // [49:49] is the sub-list for extension extendee
+	0,   // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -5445,7 +6438,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   73,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -360,6 +360,8 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Node_List_FullMethodName        = "/tandem.v1.Node/List"
+	Node_FenceConfig_FullMethodName = "/tandem.v1.Node/FenceConfig"
+	Node_Fence_FullMethodName       = "/tandem.v1.Node/Fence"
 	Node_Remove_FullMethodName      = "/tandem.v1.Node/Remove"
 	Node_Maintenance_FullMethodName = "/tandem.v1.Node/Maintenance"
 )
@@ -369,6 +371,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type NodeClient interface {
 	List(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	FenceConfig(ctx context.Context, in *FenceConfigRequest, opts ...grpc.CallOption) (*FenceConfigResponse, error)
+	// Fence now with the configured agents, or record a confirmation.
+	Fence(ctx context.Context, in *FenceNodeRequest, opts ...grpc.CallOption) (*FenceNodeResponse, error)
 	Remove(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	// Enable evacuates every VM by live migration; the mode is committed
 	// first, so it survives restarts and blocks new placements at once.
@@ -387,6 +392,26 @@ func (c *nodeClient) List(ctx context.Context, in *ListNodesRequest, opts ...grp
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListNodesResponse)
 	err := c.cc.Invoke(ctx, Node_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) FenceConfig(ctx context.Context, in *FenceConfigRequest, opts ...grpc.CallOption) (*FenceConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FenceConfigResponse)
+	err := c.cc.Invoke(ctx, Node_FenceConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) Fence(ctx context.Context, in *FenceNodeRequest, opts ...grpc.CallOption) (*FenceNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FenceNodeResponse)
+	err := c.cc.Invoke(ctx, Node_Fence_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -427,6 +452,9 @@ type Node_MaintenanceClient = grpc.ServerStreamingClient[NodeMaintenanceProgress
 // for forward compatibility.
 type NodeServer interface {
 	List(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	FenceConfig(context.Context, *FenceConfigRequest) (*FenceConfigResponse, error)
+	// Fence now with the configured agents, or record a confirmation.
+	Fence(context.Context, *FenceNodeRequest) (*FenceNodeResponse, error)
 	Remove(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	// Enable evacuates every VM by live migration; the mode is committed
 	// first, so it survives restarts and blocks new placements at once.
@@ -443,6 +471,12 @@ type UnimplementedNodeServer struct{}
 
 func (UnimplementedNodeServer) List(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedNodeServer) FenceConfig(context.Context, *FenceConfigRequest) (*FenceConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FenceConfig not implemented")
+}
+func (UnimplementedNodeServer) Fence(context.Context, *FenceNodeRequest) (*FenceNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Fence not implemented")
 }
 func (UnimplementedNodeServer) Remove(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Remove not implemented")
@@ -489,6 +523,42 @@ func _Node_List_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_FenceConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FenceConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).FenceConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_FenceConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).FenceConfig(ctx, req.(*FenceConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_Fence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FenceNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Fence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Fence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Fence(ctx, req.(*FenceNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Node_Remove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RemoveNodeRequest)
 	if err := dec(in); err != nil {
@@ -528,6 +598,14 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _Node_List_Handler,
+		},
+		{
+			MethodName: "FenceConfig",
+			Handler:    _Node_FenceConfig_Handler,
+		},
+		{
+			MethodName: "Fence",
+			Handler:    _Node_Fence_Handler,
 		},
 		{
 			MethodName: "Remove",
@@ -1259,6 +1337,8 @@ var VM_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	HA_Status_FullMethodName = "/tandem.v1.HA/Status"
+	HA_Arm_FullMethodName    = "/tandem.v1.HA/Arm"
+	HA_Events_FullMethodName = "/tandem.v1.HA/Events"
 )
 
 // HAClient is the client API for HA service.
@@ -1266,6 +1346,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type HAClient interface {
 	Status(ctx context.Context, in *HAStatusRequest, opts ...grpc.CallOption) (*HAStatusResponse, error)
+	// Arm or disarm automatic recovery cluster-wide.
+	Arm(ctx context.Context, in *HAArmRequest, opts ...grpc.CallOption) (*HAStatusResponse, error)
+	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 }
 
 type hAClient struct {
@@ -1286,11 +1369,43 @@ func (c *hAClient) Status(ctx context.Context, in *HAStatusRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *hAClient) Arm(ctx context.Context, in *HAArmRequest, opts ...grpc.CallOption) (*HAStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HAStatusResponse)
+	err := c.cc.Invoke(ctx, HA_Arm_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hAClient) Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &HA_ServiceDesc.Streams[0], HA_Events_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[EventsRequest, Event]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HA_EventsClient = grpc.ServerStreamingClient[Event]
+
 // HAServer is the server API for HA service.
 // All implementations must embed UnimplementedHAServer
 // for forward compatibility.
 type HAServer interface {
 	Status(context.Context, *HAStatusRequest) (*HAStatusResponse, error)
+	// Arm or disarm automatic recovery cluster-wide.
+	Arm(context.Context, *HAArmRequest) (*HAStatusResponse, error)
+	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	mustEmbedUnimplementedHAServer()
 }
 
@@ -1303,6 +1418,12 @@ type UnimplementedHAServer struct{}
 
 func (UnimplementedHAServer) Status(context.Context, *HAStatusRequest) (*HAStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedHAServer) Arm(context.Context, *HAArmRequest) (*HAStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Arm not implemented")
+}
+func (UnimplementedHAServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
+	return status.Error(codes.Unimplemented, "method Events not implemented")
 }
 func (UnimplementedHAServer) mustEmbedUnimplementedHAServer() {}
 func (UnimplementedHAServer) testEmbeddedByValue()            {}
@@ -1343,6 +1464,35 @@ func _HA_Status_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HA_Arm_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HAArmRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HAServer).Arm(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HA_Arm_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HAServer).Arm(ctx, req.(*HAArmRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HA_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(EventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HAServer).Events(m, &grpc.GenericServerStream[EventsRequest, Event]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HA_EventsServer = grpc.ServerStreamingServer[Event]
+
 // HA_ServiceDesc is the grpc.ServiceDesc for HA service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1354,8 +1504,18 @@ var HA_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Status",
 			Handler:    _HA_Status_Handler,
 		},
+		{
+			MethodName: "Arm",
+			Handler:    _HA_Arm_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Events",
+			Handler:       _HA_Events_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tandem/v1/tandem.proto",
 }
 
@@ -1381,6 +1541,7 @@ const (
 	Peer_VMMigrate_FullMethodName         = "/tandem.v1.Peer/VMMigrate"
 	Peer_VMConsole_FullMethodName         = "/tandem.v1.Peer/VMConsole"
 	Peer_VMMigrationStats_FullMethodName  = "/tandem.v1.Peer/VMMigrationStats"
+	Peer_HALiveness_FullMethodName        = "/tandem.v1.Peer/HALiveness"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1417,6 +1578,8 @@ type PeerClient interface {
 	VMConsole(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error)
 	// On a migration's destination: libvirt's completed job statistics.
 	VMMigrationStats(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*MigrateProgress, error)
+	// On the metadata leader: node liveness as its detector sees it.
+	HALiveness(ctx context.Context, in *HAStatusRequest, opts ...grpc.CallOption) (*HAStatusResponse, error)
 }
 
 type peerClient struct {
@@ -1655,6 +1818,16 @@ func (c *peerClient) VMMigrationStats(ctx context.Context, in *PeerVMRequest, op
 	return out, nil
 }
 
+func (c *peerClient) HALiveness(ctx context.Context, in *HAStatusRequest, opts ...grpc.CallOption) (*HAStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HAStatusResponse)
+	err := c.cc.Invoke(ctx, Peer_HALiveness_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -1689,6 +1862,8 @@ type PeerServer interface {
 	VMConsole(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error
 	// On a migration's destination: libvirt's completed job statistics.
 	VMMigrationStats(context.Context, *PeerVMRequest) (*MigrateProgress, error)
+	// On the metadata leader: node liveness as its detector sees it.
+	HALiveness(context.Context, *HAStatusRequest) (*HAStatusResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -1761,6 +1936,9 @@ func (UnimplementedPeerServer) VMConsole(*ConsoleRequest, grpc.ServerStreamingSe
 }
 func (UnimplementedPeerServer) VMMigrationStats(context.Context, *PeerVMRequest) (*MigrateProgress, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMMigrationStats not implemented")
+}
+func (UnimplementedPeerServer) HALiveness(context.Context, *HAStatusRequest) (*HAStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HALiveness not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -2147,6 +2325,24 @@ func _Peer_VMMigrationStats_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_HALiveness_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HAStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).HALiveness(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_HALiveness_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).HALiveness(ctx, req.(*HAStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2229,6 +2425,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VMMigrationStats",
 			Handler:    _Peer_VMMigrationStats_Handler,
+		},
+		{
+			MethodName: "HALiveness",
+			Handler:    _Peer_HALiveness_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
