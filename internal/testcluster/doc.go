@@ -59,6 +59,23 @@
 // starts live in the host's network namespace, so Kill takes them down
 // with it.
 //
+// # BMCs and fencing
+//
+// Cluster.StartBMC gives a host a simulated out-of-band BMC: a real
+// ipmi_sim (OpenIPMI, IPMI v2.0 lanplus) in the switch namespace with its
+// own address on br0 (<subnet>.(100+i), port 623), so it stays reachable
+// from the other hosts while its own host is isolated or powered off, just
+// as a BMC on a management network does. ipmi_sim delegates chassis power
+// to a chassis_control program; ours is a small bash script that forwards
+// the request over /dev/tcp to a loopback socket the test process opened in
+// the switch namespace, because only the harness knows the host's
+// processes. Power off is Cluster.Kill plus both switch ports down and is
+// answered only once done, so "off" over IPMI implies a dead host; power
+// on brings the ports up and runs the test's PowerHooks.On (restart
+// libvirtd and tandemd). BMC.Unreachable SIGSTOPs ipmi_sim: clients see
+// silence and time out, as with a hung BMC. Cluster.InNetns runs an agent
+// "from" a host, whose namespace reaches the BMC addresses.
+//
 // # Cleanup guarantees
 //
 // New registers Cluster.Close with t.Cleanup, so teardown also runs when a

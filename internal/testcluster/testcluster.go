@@ -87,6 +87,7 @@ type Cluster struct {
 	mu      sync.Mutex
 	created []string // namespaces to delete on Close, in creation order
 	procs   []*Proc  // every process started, including exited ones
+	closers []func() // run by Close before processes are killed (BMC callbacks)
 	closed  bool
 }
 
@@ -583,7 +584,14 @@ func (c *Cluster) Close() {
 	c.closed = true
 	procs := append([]*Proc(nil), c.procs...)
 	created := append([]string(nil), c.created...)
+	closers := c.closers
 	c.mu.Unlock()
+
+	// Helpers that may still start processes (a BMC powering a host on)
+	// stop first, so nothing new appears while we kill.
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
 
 	for _, p := range procs {
 		p.kill()
