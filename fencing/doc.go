@@ -5,7 +5,8 @@
 // # Model
 //
 // Every fencing method is an agent behind the small [Fencer] interface:
-// an IPMI BMC ([NewIPMI]) or the node's own self-fence lease ([NewLease]).
+// an IPMI BMC ([NewIPMI]), a Redfish BMC ([NewRedfish]) or the node's own
+// self-fence lease ([NewLease]).
 // [FenceAny] tries agents in order until one of them confirms.
 //
 // Fencing is "confirmed" only by positive evidence:
@@ -21,10 +22,33 @@
 // Result.Confirmed == true, and every unconfirmed outcome is an error that
 // matches [ErrNotConfirmed] or wraps the agent's failure.
 //
+// # Redfish
+//
+// The Redfish agent follows the links the service publishes instead of
+// hard-coding URIs: service root → Systems collection → the configured
+// (or first) ComputerSystem → its Actions["#ComputerSystem.Reset"].target.
+// Fence POSTs ResetType "ForceOff" there and confirms only when a later
+// GET reports PowerState "Off" ("PoweringOff" is not off). References that
+// point to another host are refused, so credentials (HTTP Basic, over TLS
+// only) never leave for anywhere but the BMC. Session (X-Auth-Token)
+// authentication is not implemented: DSP0266 requires services to accept
+// Basic auth, and short-lived sessions would have to be deleted on every
+// failure path.
+//
+// Design note on testing: the IPMI agent is tested against a real BMC
+// simulator (OpenIPMI's ipmi_sim). No Redfish BMC emulator is packaged for
+// Debian (DMTF's emulator and sushy-tools live on PyPI, which the build
+// machines cannot reach), so the Redfish agent is tested against a
+// protocol-level httptest TLS server implementing the minimal DMTF
+// resources (ServiceRoot, ComputerSystemCollection, ComputerSystem with
+// PowerState and the Reset action, Redfish error bodies, Basic auth) and
+// their failure modes. It checks our side of the protocol, not any
+// vendor's quirks.
+//
 // # Secrets
 //
 // BMC passwords never appear in logs, errors or String()/GoString()/slog
-// output: [IPMIConfig] and the IPMI agent redact themselves, and errors
-// coming back from the IPMI library are scrubbed of the password before
-// they leave this package.
+// output: [IPMIConfig], [RedfishConfig] and their agents redact themselves,
+// and errors coming back from the IPMI library or the HTTP client are
+// scrubbed of the password before they leave this package.
 package fencing
