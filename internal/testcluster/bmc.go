@@ -433,6 +433,9 @@ func boolDigit(v bool) string {
 }
 
 // powerOff kills the host like a pulled plug and returns once it is dead.
+// ipmi_sim runs chassis_control synchronously in its event loop, so the
+// BMC is mute meanwhile (normally well under a second; a client that
+// retransmits gets the same, idempotent power-off).
 func (b *BMC) powerOff(why string) {
 	b.opMu.Lock()
 	defer b.opMu.Unlock()
