@@ -1,8 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -10,9 +16,53 @@ import (
 )
 
 func newHACmd(a *app) *cobra.Command {
-	return newNounCmd("ha", "High availability", &cobra.Command{
+	return newNounCmd("ha", "High availability: failure detection and automatic recovery",
+		newHAStatusCmd(a),
+		newHAArmCmd(a, true),
+		newHAArmCmd(a, false),
+	)
+}
+
+func writeHAStatus(w io.Writer, r *tandemv1.HAStatusResponse) error {
+	armed := "ARMED"
+	if !r.Armed {
+		armed = "DISARMED (no automatic recovery)"
+	}
+	fmt.Fprintf(w, "HA: %s, detector on %s\n", armed, dash(r.Leader))
+	if t := r.Timing; t != nil {
+		fmt.Fprintf(w, "Timing: heartbeat %dms, suspect %dms, dead %dms, self-fence lease %dms, fence timeout %dms\n",
+			t.HeartbeatIntervalMs, t.SuspectTimeoutMs, t.DeadTimeoutMs, t.SelfFenceLeaseMs, t.FenceTimeoutMs)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nNODE\tLIVENESS\tLAST SEEN\tFENCING")
+	for _, n := range r.Nodes {
+		seen := "-"
+		if n.LastSeen != nil && n.LastSeen.AsTime().Unix() > 0 {
+			seen = time.Since(n.LastSeen.AsTime()).Round(time.Millisecond).String() + " ago"
+		}
+		fence := "lease only"
+		if n.FencingConfigured {
+			fence = "agent configured"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Liveness, seen, fence)
+	}
+	if len(r.Vms) > 0 {
+		fmt.Fprintln(tw, "\nVM\tNODE\tHA STATE\tSINCE\tREASON")
+		for _, v := range r.Vms {
+			since := "-"
+			if v.Changed != nil && v.Changed.AsTime().Unix() > 0 {
+				since = v.Changed.AsTime().Local().Format(time.TimeOnly)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Name, dash(v.Node), v.HaState, since, v.Reason)
+		}
+	}
+	return tw.Flush()
+}
+
+func newHAStatusCmd(a *app) *cobra.Command {
+	return &cobra.Command{
 		Use:   "status",
-		Short: "Show HA status",
+		Short: "Show node liveness and each VM's HA state",
 		Args:  argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.dial(cmd, 0)
@@ -24,10 +74,209 @@ func newHACmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			return a.print(resp, func(w io.Writer) error { return writeHAStatus(w, resp) })
+		},
+	}
+}
+
+func newHAArmCmd(a *app, arm bool) *cobra.Command {
+	use, short := "arm", "Resume automatic recovery cluster-wide"
+	if !arm {
+		use, short = "disarm", "Stop automatic recovery cluster-wide (for maintenance); detection goes on"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.HA.Arm(cmd.Context(), &tandemv1.HAArmRequest{Armed: arm})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error { return writeHAStatus(w, resp) })
+		},
+	}
+}
+
+func newEventsCmd(a *app) *cobra.Command {
+	var follow bool
+	var tail uint32
+	var since uint64
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Show the cluster's events (node suspected/dead, fencing, promotions, recoveries)",
+		Args:  argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := cmd.Context()
+			st, err := c.HA.Events(ctx, &tandemv1.EventsRequest{Follow: follow, Tail: tail, Since: since})
+			if err != nil {
+				return err
+			}
+			for {
+				e, err := st.Recv()
+				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					if err := writeJSON(a.stdout, e); err != nil {
+						return err
+					}
+					continue
+				}
+				subject := e.Node
+				if e.Vm != "" {
+					subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
+				}
+				fmt.Fprintf(a.stdout, "%s %-5d %-20s %-14s %s (by %s)\n", e.At.AsTime().Local().Format("15:04:05.000"), e.Seq, e.Kind, subject, e.Detail, e.By)
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new events")
+	cmd.Flags().Uint32Var(&tail, "tail", 20, "events to show from the past")
+	cmd.Flags().Uint64Var(&since, "since", 0, "show events after this sequence number")
+	return cmd
+}
+
+// parseIPMIFlag reads host[:port],user,password-file.
+func parseIPMIFlag(s string) (*tandemv1.IPMIConfig, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("--ipmi %q: want host[:port],user,password-file", s)
+	}
+	cfg := &tandemv1.IPMIConfig{Host: parts[0], User: parts[1]}
+	if h, p, ok := strings.Cut(parts[0], ":"); ok {
+		port, err := strconv.ParseUint(p, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("--ipmi %q: bad port %q", s, p)
+		}
+		cfg.Host, cfg.Port = h, uint32(port)
+	}
+	pw, err := os.ReadFile(parts[2])
+	if err != nil {
+		return nil, fmt.Errorf("--ipmi: password file: %w", err)
+	}
+	cfg.Password = strings.TrimRight(string(pw), "\r\n")
+	if cfg.Password == "" {
+		return nil, fmt.Errorf("--ipmi: password file %s is empty", parts[2])
+	}
+	return cfg, nil
+}
+
+// parseRedfishFlag reads https://endpoint,user,password-file[,system-id].
+func parseRedfishFlag(s string) (*tandemv1.RedfishConfig, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) < 3 || len(parts) > 4 {
+		return nil, fmt.Errorf("--redfish %q: want https://host[:port],user,password-file[,system-id]", s)
+	}
+	cfg := &tandemv1.RedfishConfig{Endpoint: parts[0], User: parts[1]}
+	if len(parts) == 4 {
+		cfg.SystemId = parts[3]
+	}
+	pw, err := os.ReadFile(parts[2])
+	if err != nil {
+		return nil, fmt.Errorf("--redfish: password file: %w", err)
+	}
+	cfg.Password = strings.TrimRight(string(pw), "\r\n")
+	if cfg.Password == "" {
+		return nil, fmt.Errorf("--redfish: password file %s is empty", parts[2])
+	}
+	return cfg, nil
+}
+
+func newNodeFenceConfigCmd(a *app) *cobra.Command {
+	var ipmi, redfish string
+	var noLease, insecure bool
+	cmd := &cobra.Command{
+		Use:   "fence-config NODE [--ipmi host[:port],user,password-file] [--redfish URL,user,password-file] [--no-lease]",
+		Short: "Set how a node is fenced (BMC passwords are read from a file, never shown)",
+		Args:  argsNamed("NODE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &tandemv1.FenceConfigRequest{Name: args[0], NoLease: noLease}
+			if ipmi != "" {
+				cfg, err := parseIPMIFlag(ipmi)
+				if err != nil {
+					return usageErrorf("%v", err)
+				}
+				req.Ipmi = cfg
+			}
+			if redfish != "" {
+				cfg, err := parseRedfishFlag(redfish)
+				if err != nil {
+					return usageErrorf("%v", err)
+				}
+				cfg.Insecure = insecure
+				req.Redfish = cfg
+			}
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Node.FenceConfig(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
 			return a.print(resp, func(w io.Writer) error {
-				_, err := fmt.Fprintln(w, "HA: nothing to report")
+				agents := strings.Join(resp.Agents, "; ")
+				if agents == "" {
+					agents = "no agent"
+				}
+				lease := "its self-fence lease counts"
+				if !resp.Lease {
+					lease = "its self-fence lease does not count"
+				}
+				_, err := fmt.Fprintf(w, "node %s: %s; %s\n", resp.Name, agents, lease)
 				return err
 			})
 		},
-	})
+	}
+	cmd.Flags().StringVar(&ipmi, "ipmi", "", "IPMI BMC: host[:port],user,password-file")
+	cmd.Flags().StringVar(&redfish, "redfish", "", "Redfish service: https://host[:port],user,password-file[,system-id]")
+	cmd.Flags().BoolVar(&insecure, "redfish-insecure", false, "do not verify the Redfish service's TLS certificate")
+	cmd.Flags().BoolVar(&noLease, "no-lease", false, "do not accept the node's self-fence lease as fencing (no watchdog there)")
+	return cmd
+}
+
+func newNodeFenceCmd(a *app) *cobra.Command {
+	var confirmOff bool
+	cmd := &cobra.Command{
+		Use:   "fence NODE [--confirm-off]",
+		Short: "Power a node off with its agents, or confirm it is off",
+		Long: `Without flags, fence NODE with its configured agents now. With --confirm-off,
+record that you made sure the node is powered off (pulled the plug, checked
+the BMC by hand): a recovery waiting for fencing then proceeds. Confirming a
+node that still runs can start its VMs twice; the storage epoch still refuses
+its writes.`,
+		Args: argsNamed("NODE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.dial(cmd, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.Node.Fence(cmd.Context(), &tandemv1.FenceNodeRequest{Name: args[0], ConfirmOff: confirmOff})
+			if err != nil {
+				return err
+			}
+			return a.print(resp, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "node %s fenced (%s): %s\n", args[0], resp.Agent, resp.Detail)
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&confirmOff, "confirm-off", false, "record that the node is off (you checked)")
+	return cmd
 }

@@ -15,6 +15,8 @@ func newNodeCmd(a *app) *cobra.Command {
 		newNodeListCmd(a),
 		newNodeRemoveCmd(a),
 		newNodeMaintenanceCmd(a),
+		newNodeFenceConfigCmd(a),
+		newNodeFenceCmd(a),
 	)
 }
 

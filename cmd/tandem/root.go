@@ -102,6 +102,7 @@ admin.crt, admin.key, token) copied from a cluster node.`,
 		newVolumeCmd(a),
 		newVMCmd(a),
 		newHACmd(a),
+		newEventsCmd(a),
 		newVersionCmd(a),
 	)
 	tagRunErrors(root)

@@ -217,6 +217,9 @@ func (s *peerService) VMStart(ctx context.Context, req *tandemv1.PeerVMRequest) 
 	if vm == nil || vm.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, "no VM given")
 	}
+	if s.d.ha.frozen() {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s fenced itself (no quorum); it runs no VM until quorum is back", s.d.cfg.NodeName)
+	}
 	drv, err := c.driver(ctx)
 	if err != nil {
 		return nil, computeErr(err)

@@ -52,6 +52,7 @@ type Daemon struct {
 	runCtx  context.Context
 	vm      *volumeManager
 	compute *computeManager
+	ha      *haManager
 	nbdSrv  *nbd.Server
 
 	unixSrv *grpc.Server
@@ -208,6 +209,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.runCtx = ctx
 	d.vm = newVolumeManager(ctx, d)
 	d.compute = newComputeManager(d)
+	d.ha = newHAManager(d)
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vm.export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
 		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
@@ -237,6 +239,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	go d.ha.run(ctx)
 
 	var err error
 	select {
@@ -387,7 +390,7 @@ func (d *Daemon) registerAdmin(s *grpc.Server) {
 	tandemv1.RegisterNodeServer(s, &nodeService{d: d})
 	tandemv1.RegisterVolumeServer(s, &volumeService{d: d})
 	tandemv1.RegisterVMServer(s, &vmService{d: d})
-	tandemv1.RegisterHAServer(s, tandemv1.UnimplementedHAServer{})
+	tandemv1.RegisterHAServer(s, &haService{d: d})
 	healthpb.RegisterHealthServer(s, d.health)
 	reflection.Register(s)
 }

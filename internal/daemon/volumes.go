@@ -482,6 +482,9 @@ func (nv *nodeVolume) reconcile() {
 		nv.forgetActivity(r)
 		return
 	}
+	if nv.m.d.ha.frozen() {
+		return // self-fenced: serve nothing until quorum is back
+	}
 	if nv.primary != nil {
 		_, meta, _ := nv.m.d.cluster()
 		if ms, err := meta.LocalState(); err == nil {
@@ -637,6 +640,27 @@ func (f *volumeFencer) Outdate(ctx context.Context, epoch uint64, peer, reason s
 func (f *volumeFencer) SetState(ctx context.Context, epoch uint64, peer string, s consensus.ReplicaState, reason string) error {
 	_, err := f.vols.SetReplicaState(ctx, f.shard, epoch, peer, s, reason)
 	return err
+}
+
+// freezeAll stops every primary here for good: nothing more is
+// acknowledged; reconcile starts them again once the node is unfrozen.
+func (m *volumeManager) freezeAll(cause error) {
+	m.mu.Lock()
+	vols := make([]*nodeVolume, 0, len(m.vols))
+	for _, nv := range m.vols {
+		vols = append(vols, nv)
+	}
+	m.mu.Unlock()
+	for _, nv := range vols {
+		nv.mu.Lock()
+		if p := nv.primary; p != nil {
+			p.Retire(cause)
+			p.Close()
+			nv.primary = nil
+			m.log.Warn("volume frozen", "volume", nv.entry.Name, "cause", cause)
+		}
+		nv.mu.Unlock()
+	}
 }
 
 // target finds the secondary replica a primary replicates to.

@@ -360,8 +360,18 @@ func TestVMNetwork(t *testing.T) {
 	c.IsolateVM(n1)
 	send(n1, "lost")
 	c.HealVM(n1)
-	send(n1, "after")
-	if got := recv(); got != "after" {
+	// The healed link may need a moment to carry frames again: resend
+	// until one arrives; "lost" must never be what arrives.
+	got := ""
+	buf := make([]byte, 100)
+	for i := 0; i < 20 && got == ""; i++ {
+		send(n1, "after")
+		_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if k, _, err := conn.ReadFromUDP(buf); err == nil {
+			got = strings.TrimSpace(string(buf[:k]))
+		}
+	}
+	if got != "after" {
 		t.Fatalf("received %q after HealVM, want \"after\"", got)
 	}
 
