@@ -31,11 +31,14 @@
 //
 // # Defaults and false positives
 //
-// Interval 500 ms, suspect 1.5 s, dead 3 s, self-fence lease 4 s, grace 1 s.
+// Interval 500 ms, suspect 1.5 s, dead 3 s, self-fence lease 4 s, grace 2 s.
+// A node watches its lease every 20 ms and freezes its volumes at once when
+// it runs out; the grace covers destroying its VMs (libvirt's SIGKILL and
+// the reaping of QEMU).
 // A 1-2 s stop of a node (a GC or I/O pause, a slow disk) costs at most
 // four missed pings: the node becomes suspect, never dead, and its 4 s lease
 // does not run out, so nothing is fenced. With a BMC the loss of a node is
 // confirmed about 3.1 s after its last answer (power-off confirmed within a
-// few hundred ms); with the lease alone about 5.5 s. Promotion and a VM start
+// few hundred ms); with the lease alone about 6.5 s. Promotion and a VM start
 // add well under a second, for a goal of under 10 s end to end.
 package ha

@@ -39,7 +39,7 @@ func DefaultTiming() Timing {
 		DeadTimeout:       3 * time.Second,
 		FenceTimeout:      10 * time.Second,
 		SelfFenceLease:    4 * time.Second,
-		SelfFenceGrace:    time.Second,
+		SelfFenceGrace:    2 * time.Second,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,13 +26,40 @@ type vmCluster struct {
 	c   *testcluster.Cluster
 	td  *testcluster.Tandem
 	ctx context.Context
+	mu  sync.Mutex // guards lv and pr (the BMC boots hosts concurrently)
 	lv  map[string]*testcluster.Libvirtd
 	pr  map[string]*testcluster.Proc
 	img guest.Image
 	rx  *guest.Receiver
+	bmc map[string]*testcluster.BMC
+	// witness is the witness node, if any.
+	witness *testcluster.Node
 }
 
-func newVMCluster(t *testing.T) *vmCluster {
+// boot starts a host's libvirtd and tandemd (also the BMC's power-on).
+func (vc *vmCluster) boot(ctx context.Context, n *testcluster.Node) error {
+	lv, err := vc.c.StartLibvirtd(ctx, n)
+	if err != nil {
+		return err
+	}
+	vc.mu.Lock()
+	vc.lv[n.Name] = lv
+	vc.mu.Unlock()
+	_, err = vc.startDaemon(n)
+	return err
+}
+
+func newVMCluster(t *testing.T) *vmCluster { return newVMClusterWith(t, vmClusterOpts{}) }
+
+type vmClusterOpts struct {
+	// witness makes the last node a witness (no data, no VMs).
+	witness bool
+	// bmc gives every data node an ipmi_sim BMC whose power-on restarts
+	// libvirtd and tandemd.
+	bmc bool
+}
+
+func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
 	t.Helper()
 	testcluster.Require(t)
 	testcluster.RequireLibvirtd(t)
@@ -48,15 +76,26 @@ func newVMCluster(t *testing.T) *vmCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc := &vmCluster{c: c, td: td, ctx: ctx, lv: map[string]*testcluster.Libvirtd{}, pr: map[string]*testcluster.Proc{}, img: img}
-	for _, n := range c.Nodes {
-		lv, err := c.StartLibvirtd(ctx, n)
-		if err != nil {
+	vc := &vmCluster{c: c, td: td, ctx: ctx, lv: map[string]*testcluster.Libvirtd{}, pr: map[string]*testcluster.Proc{}, img: img, bmc: map[string]*testcluster.BMC{}}
+	for i, n := range c.Nodes {
+		if o.witness && i == len(c.Nodes)-1 {
+			vc.witness = n
+			p, err := td.StartDaemon(ctx, n, "--role", "witness")
+			if err != nil {
+				t.Fatal(err)
+			}
+			vc.pr[n.Name] = p
+			continue
+		}
+		if err := vc.boot(ctx, n); err != nil {
 			t.Fatal(err)
 		}
-		vc.lv[n.Name] = lv
-		if _, err := vc.startDaemon(n); err != nil {
-			t.Fatal(err)
+		if o.bmc {
+			b, err := c.StartBMC(ctx, n, testcluster.PowerHooks{On: vc.boot})
+			if err != nil {
+				t.Fatal(err)
+			}
+			vc.bmc[n.Name] = b
 		}
 	}
 	if err := td.Form(ctx, "vms"); err != nil {
@@ -77,9 +116,14 @@ func newVMCluster(t *testing.T) *vmCluster {
 }
 
 func (vc *vmCluster) startDaemon(n *testcluster.Node) (*testcluster.Proc, error) {
-	p, err := vc.td.StartComputeDaemon(vc.ctx, n, vc.lv[n.Name], vmCapacityMiB)
+	vc.mu.Lock()
+	lv := vc.lv[n.Name]
+	vc.mu.Unlock()
+	p, err := vc.td.StartComputeDaemon(vc.ctx, n, lv, vmCapacityMiB)
 	if err == nil {
+		vc.mu.Lock()
 		vc.pr[n.Name] = p
+		vc.mu.Unlock()
 	}
 	return p, err
 }

@@ -57,6 +57,7 @@ func (h *haManager) frozen() bool {
 }
 
 func (h *haManager) run(ctx context.Context) {
+	go h.watchLease(ctx)
 	for {
 		h.mu.Lock()
 		interval := h.timing.HeartbeatInterval
@@ -120,10 +121,36 @@ func (h *haManager) tick(ctx context.Context) {
 	}
 }
 
+// watchLease fences as soon as the lease runs out, independently of the
+// (possibly blocked) quorum checks: the cluster's grace only has to cover
+// destroying the VMs, not a late look at the clock.
+func (h *haManager) watchLease(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		if _, meta, _ := h.d.cluster(); meta == nil {
+			continue
+		}
+		h.mu.Lock()
+		fence := !h.selfFenced && h.lease.Expired(time.Now())
+		h.mu.Unlock()
+		if fence {
+			h.selfFence(ctx)
+		}
+	}
+}
+
 // selfFence stops every VM here and freezes every volume, before the
 // cluster may treat this node's lease as expired.
 func (h *haManager) selfFence(ctx context.Context) {
 	h.mu.Lock()
+	if h.selfFenced {
+		h.mu.Unlock()
+		return
+	}
 	h.selfFenced = true
 	h.fencedAt = time.Now()
 	h.mu.Unlock()
