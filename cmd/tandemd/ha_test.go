@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
+	"github.com/tandemhci/tandem/netannounce"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -349,6 +352,21 @@ func TestHAPartitionAndWitness(t *testing.T) {
 	n1, n2 := c.Nodes[0], c.Nodes[1]
 	up := vc.guestVM(t, "p1", n1, 61, 2)
 	t.Logf("guest p1 up on %s", n1.Name)
+	vmIP := netip.MustParseAddr(strings.TrimSuffix(c.ReceiverIP, ".1") + ".61")
+	mac := vc.vm(t, n1, "show", "p1").Nics[0].Mac
+	// Watch the VM network where a switch would learn the VM's port.
+	var capt *netannounce.Capturer
+	if err := c.InNetns(c.Switch(), func() error {
+		var err error
+		capt, err = netannounce.Capture(ctx, "br1", netannounce.CaptureOptions{Filter: func(p gopacket.Packet) bool {
+			a, err := netannounce.AnnouncementFromPacket(p)
+			return err == nil && a.Addr == vmIP
+		}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer capt.Close()
 	c.Isolate(n1)
 	cut := time.Now()
 	// n1 keeps power; its guest must be destroyed by its own tandemd.
@@ -381,6 +399,20 @@ func TestHAPartitionAndWitness(t *testing.T) {
 		t.Fatalf("p1 after recovery: %+v", v)
 	}
 	_ = first
+	// The new host announced the VM's address (gratuitous ARP).
+	select {
+	case p, ok := <-capt.Packets():
+		if !ok {
+			t.Fatalf("capture ended: %v", capt.Err())
+		}
+		a, err := netannounce.AnnouncementFromPacket(p.Packet)
+		if err != nil || a.MAC.String() != mac {
+			t.Fatalf("announcement %+v (%v), want MAC %s", a, err, mac)
+		}
+		t.Logf("gratuitous ARP for %s is-at %s seen on the VM network at +%v", a.Addr, a.MAC, p.Timestamp.Sub(cut).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatal("no gratuitous ARP for the recovered VM's address")
+	}
 	// Healed, the old host serves nothing for the volume: its export refuses.
 	c.Heal(n1)
 	vol := waitVolume(t, ctx, td, n2, "p1-disk0", time.Minute, func(v *tandemv1.VolumeInfo) bool {

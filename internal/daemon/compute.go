@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/netannounce"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -239,6 +242,7 @@ func (s *peerService) VMStart(ctx context.Context, req *tandemv1.PeerVMRequest) 
 		}
 	}
 	c.log.Info("VM started", "vm", vm.Name)
+	go c.announce(vm)
 	return c.vmInfo(ctx, drv, vm), nil
 }
 
@@ -363,6 +367,36 @@ func (d *Daemon) metaLocal() (*consensus.MetaState, error) {
 		return nil, metaError(err)
 	}
 	return ms, nil
+}
+
+// announce sends gratuitous ARP and unsolicited neighbour advertisements
+// for the VM's declared addresses on its bridges, as Heartbeat's IPaddr
+// does after a takeover, so switches and peers learn the new port at once.
+func (c *computeManager) announce(vm *tandemv1.VMInfo) {
+	ctx := c.d.runCtx
+	for _, n := range vm.Nics {
+		var ips []netip.Addr
+		for _, s := range n.Ips {
+			if a, err := netip.ParseAddr(s); err == nil {
+				ips = append(ips, a)
+			} else if p, err := netip.ParsePrefix(s); err == nil {
+				ips = append(ips, p.Addr())
+			}
+		}
+		mac, err := net.ParseMAC(n.Mac)
+		if len(ips) == 0 || err != nil {
+			continue
+		}
+		bridge := n.Bridge
+		if bridge == "" {
+			bridge = c.d.cfg.Compute.Bridge
+		}
+		if err := netannounce.Announce(ctx, bridge, mac, ips, netannounce.Options{Logger: c.log}); err != nil {
+			c.log.Warn("address announcement failed", "vm", vm.Name, "bridge", bridge, "err", err)
+			continue
+		}
+		c.log.Info("addresses announced", "vm", vm.Name, "bridge", bridge, "mac", mac, "ips", ips)
+	}
 }
 
 // consoleLogOn is the console log path on another node: the same layout

@@ -507,6 +507,10 @@ func (c *Cluster) InNetns(n *Node, f func() error) error {
 	return runInNetns(n.NS, f)
 }
 
+// Switch is the pseudo-node of the switch namespace (br0, br1 and the VM
+// network's receiver address), for InNetns and StartOnSwitch users.
+func (c *Cluster) Switch() *Node { return c.sw }
+
 // runInNetns runs f on a fresh goroutine locked to a thread in namespace ns.
 // If switching back fails the goroutine exits still locked and the runtime
 // discards the thread instead of reusing it.
