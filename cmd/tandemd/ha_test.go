@@ -350,6 +350,10 @@ func TestHAPartitionAndWitness(t *testing.T) {
 	vc := newVMClusterWith(t, vmClusterOpts{witness: true})
 	c, td, ctx := vc.c, vc.td, vc.ctx
 	n1, n2 := c.Nodes[0], c.Nodes[1]
+	// Incoherent HA timing is refused as a whole.
+	if _, stderr, err := td.CLI(ctx, n1, "cluster", "config", "set", "ha.dead_timeout=1s"); err == nil || !strings.Contains(stderr, "ha.dead_timeout") {
+		t.Fatalf("dead timeout shorter than suspect accepted: %v\n%s", err, stderr)
+	}
 	up := vc.guestVM(t, "p1", n1, 61, 2)
 	t.Logf("guest p1 up on %s", n1.Name)
 	vmIP := netip.MustParseAddr(strings.TrimSuffix(c.ReceiverIP, ".1") + ".61")

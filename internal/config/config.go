@@ -80,6 +80,9 @@ type Config struct {
 	Disks []string `yaml:"disks"`
 	// Compute runs the node's VMs through libvirt.
 	Compute ComputeConfig `yaml:"compute"`
+	// Watchdog is the watchdog device petted while the self-fence lease
+	// holds. Default /dev/watchdog when it exists; "off" disables it.
+	Watchdog string `yaml:"watchdog"`
 }
 
 // ComputeConfig is the compute section.

@@ -39,6 +39,9 @@ func (c Config) Validate() error {
 	if cs := c.Compute.LibvirtSocket; cs != "" && cs != ComputeOff && !filepath.IsAbs(cs) {
 		bad("compute.libvirt_socket", "%q must be an absolute path (e.g. %s) or %q", cs, DefaultLibvirtSocket, ComputeOff)
 	}
+	if wd := c.Watchdog; wd != "" && wd != "off" && !filepath.IsAbs(wd) {
+		bad("watchdog", "%q must be an absolute device path or \"off\"", wd)
+	}
 	if dt := c.Compute.DomainType; dt != "" && dt != "qemu" && dt != "kvm" {
 		bad("compute.domain_type", "%q is not one of qemu, kvm", dt)
 	}

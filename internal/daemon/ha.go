@@ -58,6 +58,19 @@ func (h *haManager) frozen() bool {
 
 func (h *haManager) run(ctx context.Context) {
 	go h.watchLease(ctx)
+	if path := h.d.cfg.Watchdog; path != "off" {
+		if path == "" {
+			path = DefaultWatchdog
+		}
+		h.mu.Lock()
+		lease := h.timing.SelfFenceLease
+		h.mu.Unlock()
+		w, err := openWatchdog(path, lease, h.log)
+		if err != nil {
+			h.log.Error("watchdog unusable; self-fencing relies on tandemd alone", "path", path, "err", err)
+		}
+		go h.runWatchdog(ctx, w)
+	}
 	for {
 		h.mu.Lock()
 		interval := h.timing.HeartbeatInterval

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/pki"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -119,6 +121,23 @@ func (s *clusterService) SetConfig(ctx context.Context, req *tandemv1.SetConfigR
 		return nil, err
 	}
 	_, meta, _ := s.d.cluster()
+	// HA timing must stay coherent as a whole (see package ha).
+	if cur, err := meta.LocalState(); err == nil {
+		merged := maps.Clone(cur.Config)
+		for k, v := range req.Values {
+			if v == "" {
+				delete(merged, k)
+			} else {
+				merged[k] = v
+			}
+		}
+		if _, err := ha.TimingFrom(merged); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "HA timing: %v", err)
+		}
+		if v, ok := req.Values[ha.KeyArmed]; ok && v != "" && v != "true" && v != "false" {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: true or false, not %q", ha.KeyArmed, v)
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cfg, err := meta.SetConfigResult(pctx, req.Values)
