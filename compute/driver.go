@@ -425,3 +425,32 @@ func call0(ctx context.Context, d *Driver, f func() error) error {
 func formatUUID(u libvirt.UUID) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }
+
+// ResumeIOErrorPaused resumes the domains QEMU paused on an I/O error
+// (error_policy='stop') for which ok returns true, and names them.
+func (d *Driver) ResumeIOErrorPaused(ctx context.Context, ok func(name string) bool) ([]string, error) {
+	doms, err := call(ctx, d, func() ([]libvirt.Domain, error) {
+		doms, _, err := d.lv.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive)
+		return doms, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compute: list domains: %w", err)
+	}
+	var resumed []string
+	for _, dom := range doms {
+		type st struct{ state, reason int32 }
+		s, err := call(ctx, d, func() (st, error) {
+			s, r, err := d.lv.DomainGetState(dom, 0)
+			return st{s, r}, err
+		})
+		if err != nil || libvirt.DomainState(s.state) != libvirt.DomainPaused || libvirt.DomainPausedReason(s.reason) != libvirt.DomainPausedIoerror || !ok(dom.Name) {
+			continue
+		}
+		if err := call0(ctx, d, func() error { return d.lv.DomainResume(dom) }); err != nil {
+			return resumed, d.opErr("resume", dom.Name, err)
+		}
+		d.log.Info("domain resumed after an I/O error pause", "domain", dom.Name)
+		resumed = append(resumed, dom.Name)
+	}
+	return resumed, nil
+}

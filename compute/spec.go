@@ -245,11 +245,17 @@ type diskXML struct {
 // diskDriverXML: no io='native' — that is a file-posix (aio=) option and
 // means nothing for QEMU's NBD client. cache='none' keeps the guest's
 // flushes going to the export, which makes them durable on every replica.
+// error_policy='stop' pauses the guest on an I/O error instead of failing
+// it: when the export drops (tandemd restarting, and libvirt too old for
+// NBD reconnect-delay), QEMU reconnects by itself and tandemd resumes the
+// guest, which never sees the error.
 type diskDriverXML struct {
-	Name    string `xml:"name,attr"`
-	Type    string `xml:"type,attr"`
-	Cache   string `xml:"cache,attr,omitempty"`
-	Discard string `xml:"discard,attr,omitempty"`
+	Name         string `xml:"name,attr"`
+	Type         string `xml:"type,attr"`
+	Cache        string `xml:"cache,attr,omitempty"`
+	ErrorPolicy  string `xml:"error_policy,attr,omitempty"`
+	RErrorPolicy string `xml:"rerror_policy,attr,omitempty"`
+	Discard      string `xml:"discard,attr,omitempty"`
 }
 
 type diskSourceXML struct {
@@ -361,7 +367,7 @@ func DomainXMLWithOptions(spec VMSpec, opts XMLOptions) (string, error) {
 		disk := diskXML{
 			Type:   "network",
 			Device: "disk",
-			Driver: diskDriverXML{Name: "qemu", Type: "raw", Cache: "none", Discard: "unmap"},
+			Driver: diskDriverXML{Name: "qemu", Type: "raw", Cache: "none", ErrorPolicy: "stop", RErrorPolicy: "stop", Discard: "unmap"},
 			Source: diskSourceXML{
 				Protocol: "nbd",
 				Name:     ds.Volume,

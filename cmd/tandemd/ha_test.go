@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/tandemhci/tandem/internal/testcluster"
 	"github.com/tandemhci/tandem/netannounce"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+	"github.com/tandemhci/tandem/replication"
 )
 
 // events returns the cluster's event log as the CLI shows it in JSON.
@@ -423,6 +425,14 @@ func TestHAPartitionAndWitness(t *testing.T) {
 		return v.Primary == n2.Name && replicaState(v, n1.Name).State == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
 	})
 	t.Logf("after healing: primary %s epoch %d, %s resynced", vol.Primary, vol.Epoch, n1.Name)
+	// The new primary's replica side refuses the old epoch outright (I1).
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n1.NS, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TANDEM_TEST_HELPER=hello",
+		"HELLO_DIR="+td.DataDir(n1), "HELLO_ADDR="+n2.IP+":7402", "HELLO_VOLUME=p1-disk0", "HELLO_EPOCH=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != fmt.Sprint(uint16(replication.StatusStaleEpoch)) {
+		t.Fatalf("a write session at the old epoch: %v %q, want stale-epoch refusal", err, out)
+	}
 	if out, err := runNBDInfo(ctx, nbdURI(td, n1, "p1-disk0")); err == nil {
 		t.Fatalf("the old host still exports the volume:\n%s", out)
 	}

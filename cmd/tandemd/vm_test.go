@@ -238,6 +238,23 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 		t.Fatalf("g1 after migration: %+v", v)
 	}
 
+	// A tandemd crash and restart on the VM's node does not kill the guest:
+	// QEMU pauses on the I/O error, reconnects, and tandemd resumes it.
+	vc.mu.Lock()
+	p2 := vc.pr[n2.Name]
+	vc.mu.Unlock()
+	if err := syscall.Kill(p2.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p2.Wait(ctx)
+	if _, err := vc.startDaemon(n2); err != nil {
+		t.Fatal(err)
+	}
+	returned, _, _ = vc.rx.Last()
+	if d := vc.guestProgress(t, returned, 2*time.Minute); d.Boot != mark.Boot {
+		t.Fatalf("guest restarted across a tandemd restart: boot %d -> %d", mark.Boot, d.Boot)
+	}
+
 	// N+1: g2 on n1 with its other replica on n2 could not restart there
 	// if n1 failed (n2 has g1), so it is refused; --force starts it.
 	volumeCmd(t, ctx, td, n1, "create", "g2d", "--size", "16M", "--replicas", "2", "--nodes", n1.Name+","+n2.Name)

@@ -83,6 +83,48 @@ func (c *computeManager) close() {
 	}
 }
 
+// run resumes VMs that QEMU paused on an I/O error once this node serves
+// all their volumes again (a tandemd restart drops the exports' sockets).
+func (c *computeManager) run(ctx context.Context) {
+	if !c.d.cfg.ComputeEnabled() {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if c.d.ha.frozen() {
+			continue
+		}
+		ms, err := c.d.metaLocal()
+		if err != nil {
+			continue
+		}
+		vols := c.d.volumes()
+		if vols == nil {
+			continue
+		}
+		drv, err := c.driver(ctx)
+		if err != nil {
+			continue
+		}
+		_, _ = drv.ResumeIOErrorPaused(ctx, func(name string) bool {
+			v := ms.VMs[name]
+			if v == nil || v.Node != c.d.cfg.NodeName || v.Desired != consensus.VMStarted {
+				return false
+			}
+			for _, vol := range v.Spec.Volumes {
+				if nv := vols.get(vol); nv == nil || nv.servingPrimary() == nil {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
 // consoleLog is where the serial console of a VM running here is logged.
 func (c *computeManager) consoleLog(name string) string {
 	return filepath.Join(c.d.cfg.DataDir, "vms", name+".console.log")

@@ -58,6 +58,7 @@ func (h *haManager) frozen() bool {
 
 func (h *haManager) run(ctx context.Context) {
 	go h.watchLease(ctx)
+	go h.d.compute.run(ctx)
 	if path := h.d.cfg.Watchdog; path != "off" {
 		if path == "" {
 			path = DefaultWatchdog

@@ -510,6 +510,13 @@ func (nv *nodeVolume) reconcile() {
 		if n, ok := ms.Nodes[name]; ok {
 			pc.Addr = n.ReplicationAddr
 		}
+		if pc.Addr == "" {
+			// Right after a restart the local metadata may not have
+			// replayed yet; a peer without an address would be fenced
+			// off for nothing. The next reconcile tries again.
+			nv.m.log.Info("replication address of a peer not known yet; waiting for the metadata", "volume", nv.entry.Name, "peer", name)
+			return
+		}
 		if rr, ok := r.Replicas[name]; ok {
 			pc.InSync = rr.State == consensus.UpToDate || rr.State == consensus.SyncSource
 		}
