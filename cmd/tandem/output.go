@@ -112,10 +112,29 @@ func formatDisks(disks []*tandemv1.Disk) string {
 
 // writeNodes prints the node table; wide adds the ID, admin address and disks.
 // Health details go below the table so long messages don't break its columns.
+// nodeState is the membership state, marked when in maintenance.
+func nodeState(n *tandemv1.NodeInfo) string {
+	if n.GetMaintenance() {
+		return orDash(n.GetState()) + " (maintenance)"
+	}
+	return orDash(n.GetState())
+}
+
+// formatCompute is "used/capacity MiB" for VMs, or why there is none.
+func formatCompute(c *tandemv1.ComputeStatus) string {
+	switch {
+	case c == nil:
+		return "-"
+	case !c.Available:
+		return "unavailable"
+	}
+	return fmt.Sprintf("%d/%d MiB", c.UsedMib, c.CapacityMib)
+}
+
 func writeNodes(w io.Writer, nodes []*tandemv1.NodeInfo, wide bool) error {
 	tw := newTabWriter(w)
 	if wide {
-		fmt.Fprintln(tw, "NAME\tID\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tADMIN\tRTT\tDISK FREE")
+		fmt.Fprintln(tw, "NAME\tID\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tADMIN\tRTT\tDISK FREE\tVM MEMORY")
 	} else {
 		fmt.Fprintln(tw, "NAME\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tRTT")
 	}
@@ -126,14 +145,14 @@ func writeNodes(w io.Writer, nodes []*tandemv1.NodeInfo, wide bool) error {
 			leader = "*"
 		}
 		if wide {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				orDash(n.GetName()), n.GetReplicaId(), roleName(n.GetRole()), voteName(n.GetVote()),
-				orDash(n.GetState()), healthName(n.GetHealth()), leader,
-				orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()))
+				nodeState(n), healthName(n.GetHealth()), leader,
+				orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()), formatCompute(n.GetCompute()))
 		} else {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				orDash(n.GetName()), roleName(n.GetRole()), voteName(n.GetVote()),
-				orDash(n.GetState()), healthName(n.GetHealth()), leader,
+				nodeState(n), healthName(n.GetHealth()), leader,
 				orDash(n.GetBackendAddr()), formatRTT(n))
 		}
 		if d := n.GetHealthDetail(); d != "" && n.GetHealth() != tandemv1.Health_HEALTH_ONLINE {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -284,6 +285,20 @@ func TestHAFailover(t *testing.T) {
 	vc.bmc[host.Name].Unreachable(false)
 	out, _, _ := td.CLI(ctx, witness, "events", "--tail", "40")
 	t.Logf("events:\n%s", out)
+	// BMC passwords never reach logs, events or API answers.
+	status, _, _ := td.CLI(ctx, witness, "ha", "status", "--output", "json")
+	nodes, _, _ := td.CLI(ctx, witness, "node", "list", "--output", "json")
+	for _, n := range c.Nodes {
+		pw := vc.bmc[n.Name].Password
+		for _, other := range c.Nodes {
+			if logs, err := os.ReadFile(filepath.Join(other.Dir, "tandemd.log")); err != nil || strings.Contains(string(logs), pw) {
+				t.Fatalf("BMC password of %s in %s's log (or log unreadable: %v)", n.Name, other.Name, err)
+			}
+		}
+		if strings.Contains(out+status+nodes, pw) {
+			t.Fatalf("BMC password of %s in CLI output", n.Name)
+		}
+	}
 }
 
 // powerOn switches a host on through its BMC (ipmitool from another host)
