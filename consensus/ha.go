@@ -146,39 +146,23 @@ func (m *metaSM) applyHA(c *Command) ([]byte, error) {
 
 // AddEvent appends to the cluster's event log.
 func (m *Meta) AddEvent(ctx context.Context, e Event) (Event, error) {
-	data, err := m.propose(ctx, Command{Op: opEvent, Event: &e})
+	out, err := proposeAs[Event](ctx, m, Command{Op: opEvent, Event: &e}, "event")
 	if err != nil {
 		return Event{}, err
 	}
-	var out Event
-	if err := json.Unmarshal(data, &out); err != nil {
-		return Event{}, fmt.Errorf("decode event: %w", err)
-	}
-	return out, nil
+	return *out, nil
 }
 
 // SetVMHA moves a VM's HA state.
 func (m *Meta) SetVMHA(ctx context.Context, h VMHACmd) (*VMRecord, error) {
-	data, err := m.propose(ctx, Command{Op: opVMHA, VMHA: &h})
-	if err != nil {
-		return nil, err
-	}
-	var out VMRecord
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, fmt.Errorf("decode VM: %w", err)
-	}
-	return &out, nil
+	return proposeAs[VMRecord](ctx, m, Command{Op: opVMHA, VMHA: &h}, "VM")
 }
 
 // SetNodeFence stores a node's fence config or an operator's confirmation.
 func (m *Meta) SetNodeFence(ctx context.Context, f NodeFenceCmd) (NodeRecord, error) {
-	data, err := m.propose(ctx, Command{Op: opNodeFence, NodeFence: &f})
+	n, err := proposeAs[NodeRecord](ctx, m, Command{Op: opNodeFence, NodeFence: &f}, "node")
 	if err != nil {
 		return NodeRecord{}, err
 	}
-	var n NodeRecord
-	if err := json.Unmarshal(data, &n); err != nil {
-		return NodeRecord{}, fmt.Errorf("decode node: %w", err)
-	}
-	return n, nil
+	return *n, nil
 }

@@ -534,6 +534,19 @@ func (m *Meta) propose(ctx context.Context, c Command) ([]byte, error) {
 	return res.Data, nil
 }
 
+// proposeAs proposes c and decodes the state machine's answer as a T.
+func proposeAs[T any](ctx context.Context, m *Meta, c Command, what string) (*T, error) {
+	data, err := m.propose(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	var out T
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", what, err)
+	}
+	return &out, nil
+}
+
 // Bootstrap records a new cluster with its first node.
 func (m *Meta) Bootstrap(ctx context.Context, c ClusterRecord, n NodeRecord) error {
 	_, err := m.propose(ctx, Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: c, Node: n}})

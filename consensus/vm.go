@@ -185,28 +185,12 @@ func (m *metaSM) applyVM(c *Command) ([]byte, error) {
 
 // CreateVM records a new VM.
 func (m *Meta) CreateVM(ctx context.Context, v VMRecord) (*VMRecord, error) {
-	data, err := m.propose(ctx, Command{Op: opVMCreate, VM: &v})
-	if err != nil {
-		return nil, err
-	}
-	var out VMRecord
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, fmt.Errorf("decode VM: %w", err)
-	}
-	return &out, nil
+	return proposeAs[VMRecord](ctx, m, Command{Op: opVMCreate, VM: &v}, "VM")
 }
 
 // UpdateVM changes a VM's desired state or node.
 func (m *Meta) UpdateVM(ctx context.Context, u VMUpdate) (*VMRecord, error) {
-	data, err := m.propose(ctx, Command{Op: opVMUpdate, VMUpdate: &u})
-	if err != nil {
-		return nil, err
-	}
-	var out VMRecord
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, fmt.Errorf("decode VM: %w", err)
-	}
-	return &out, nil
+	return proposeAs[VMRecord](ctx, m, Command{Op: opVMUpdate, VMUpdate: &u}, "VM")
 }
 
 // DeleteVM removes a VM record.
@@ -217,13 +201,9 @@ func (m *Meta) DeleteVM(ctx context.Context, name string) error {
 
 // SetMaintenance switches a node's maintenance mode.
 func (m *Meta) SetMaintenance(ctx context.Context, node string, enable bool) (NodeRecord, error) {
-	data, err := m.propose(ctx, Command{Op: opMaintenance, Maintenance: &MaintenanceCmd{Node: node, Enable: enable}})
+	n, err := proposeAs[NodeRecord](ctx, m, Command{Op: opMaintenance, Maintenance: &MaintenanceCmd{Node: node, Enable: enable}}, "node")
 	if err != nil {
 		return NodeRecord{}, err
 	}
-	var n NodeRecord
-	if err := json.Unmarshal(data, &n); err != nil {
-		return NodeRecord{}, fmt.Errorf("decode node: %w", err)
-	}
-	return n, nil
+	return *n, nil
 }
