@@ -539,6 +539,12 @@ func (s *vmService) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandem
 	if err != nil {
 		return nil, metaError(err)
 	}
+	if nv.HAState != "" && nv.HAState != consensus.HAStarted {
+		// An operator's start ends a failed or stuck recovery.
+		if h, err := meta.SetVMHA(ctx, consensus.VMHACmd{Name: v.Name, State: consensus.HAStarted, Reason: "started by an operator on " + node}); err == nil {
+			nv = h
+		}
+	}
 	info := vmInfoOf(nv)
 	info.State, info.ConsoleLog, info.Warning = out.State, out.ConsoleLog, warning
 	return info, nil
