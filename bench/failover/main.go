@@ -1,0 +1,345 @@
+// Command failover benchmarks Tandem's HA recovery from a hard host loss:
+// over -runs runs on a 3-node cluster of network namespaces (one libvirtd
+// with QEMU TCG, one tandemd and one ipmi_sim BMC per host), it crashes the
+// host running a test guest (every process SIGKILLed, both switch ports
+// down) and times, from the crash instant, (a) the node declared dead, (b)
+// the fence confirmed, (c) the volume promoted, (d) QEMU started on the
+// secondary and (e) the first UDP datagram of the restarted guest. It
+// checks that the restarted guest's disk holds every write acknowledged
+// before the crash, powers the host back on through its BMC and waits for
+// its replica to be UpToDate before the next run. It writes failover.json
+// and failover.md to -out and prints the Markdown.
+//
+//	go run ./bench/failover -bin ./bin -out bench/results [-runs 10] [-keep-logs DIR]
+//
+// The method follows the Heartbeat/Xen thesis in /work/shared/seeds (002,
+// §5.4.1): a constant-rate UDP stream recorded by a packet capture on the
+// receiving side (tcpdump there; here an AF_PACKET capture with kernel
+// timestamps, decoded with gopacket, on the switch's VM bridge).
+//
+// It must run as root (namespaces) from inside the module (guest image).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
+	"github.com/tandemhci/tandem/bench/internal/vmbench"
+	"github.com/tandemhci/tandem/internal/guest"
+	"github.com/tandemhci/tandem/internal/testcluster"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+const (
+	clusterName = "failover"
+	nodes       = 3
+	replicas    = 3
+	vmName      = "fo1"
+	// guestHost is the last octet of the guest's address on the VM network.
+	guestHost    = 70
+	receiverPort = 9999
+	logLines     = 40
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+type config struct {
+	bin, out, logs string
+	runs           int
+	memory, disk   string
+	rate           int
+	warm           bool
+	settle         time.Duration
+	bootTimeout    time.Duration
+	recovery       time.Duration
+	rejoin         time.Duration
+	timeout        time.Duration
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
+	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
+	fs.StringVar(&c.out, "out", "bench/results", "directory for failover.json and failover.md")
+	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's logs, the guest's QEMU logs and consoles, and the capture (failover.pcap) into this directory")
+	fs.IntVar(&c.runs, "runs", 10, "hard host losses")
+	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
+	fs.StringVar(&c.disk, "disk", "64M", "guest disk size (3 replicas)")
+	fs.IntVar(&c.rate, "rate", 100, "guest datagrams per second")
+	fs.BoolVar(&c.warm, "warm-libvirt", true, "have every libvirtd probe QEMU's capabilities before the runs (as on a host that has run VMs before), so the first restart on a host does not pay for it")
+	fs.DurationVar(&c.settle, "settle", 2*time.Second, "steady running before each crash, once the cluster and the volume are healthy")
+	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the guest's first boot")
+	fs.DurationVar(&c.recovery, "recovery-timeout", 90*time.Second, "bound on the wait for the restarted guest's first datagram after a crash")
+	fs.DurationVar(&c.rejoin, "rejoin-timeout", 3*time.Minute, "bound on power-on until the crashed host's replica is UpToDate again")
+	fs.DurationVar(&c.timeout, "timeout", 25*time.Minute, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case c.runs < 1:
+		return c, errors.New("-runs must be at least 1")
+	case c.rate < 1 || c.rate > 1000:
+		return c, errors.New("-rate must be in 1..1000")
+	case c.timeout <= 0 || c.recovery <= 0 || c.rejoin <= 0 || c.bootTimeout <= 0:
+		return c, errors.New("timeouts must be positive")
+	}
+	return c, nil
+}
+
+func run(args []string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "failover:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+
+	rep, err := execute(ctx, log, cfg)
+	if rep != nil {
+		if ctx.Err() != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
+		}
+		md := rep.Markdown()
+		if werr := benchkit.WriteResults(cfg.out, "failover", rep, md); werr != nil {
+			log.Error("writing results", "err", werr)
+			return 1
+		}
+		fmt.Print(md)
+		log.Info("results written", "json", filepath.Join(cfg.out, "failover.json"), "markdown", filepath.Join(cfg.out, "failover.md"))
+	}
+	switch {
+	case err != nil:
+		log.Error("benchmark failed", "err", err)
+		return 1
+	case len(rep.Errors) > 0 || len(rep.Integrity.Problems) > 0:
+		log.Error("benchmark finished with errors or integrity problems (see the report)", "errors", len(rep.Errors), "problems", len(rep.Integrity.Problems))
+		return 1
+	}
+	return 0
+}
+
+// bench is one benchmark run.
+type bench struct {
+	cfg  config
+	log  *slog.Logger
+	env  *vmbench.Env
+	rep  *Report
+	wire *wire
+	rx   *guest.Receiver
+	// stopRx stops the receiver and closes its socket.
+	stopRx func()
+	ip     string
+}
+
+func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
+	began := time.Now()
+	mem, err := parseMiB(cfg.memory)
+	if err != nil {
+		return nil, fmt.Errorf("-memory: %w", err)
+	}
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "failover", Bin: cfg.bin, Nodes: nodes, BMC: true, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	defer env.Close()
+	b := &bench{cfg: cfg, log: log, env: env, ip: fmt.Sprintf("%s.%d", strings.TrimSuffix(env.C.ReceiverIP, ".1"), guestHost)}
+	b.rep = &Report{
+		Date: began.UTC().Format(time.RFC3339), Host: vmbench.Host(), Tandemd: vmbench.Binary(ctx, filepath.Join(env.Bin, "tandemd"), env.Root),
+		Tools: map[string]string{
+			"qemu":     vmbench.ToolVersion(ctx, "qemu-system-x86_64", "--version"),
+			"libvirtd": vmbench.ToolVersion(ctx, "libvirtd", "--version"),
+			"ipmitool": vmbench.ToolVersion(ctx, "ipmitool", "-V"),
+		},
+		Params: Params{Nodes: nodes, Runs: cfg.runs, Replicas: replicas, MemoryMiB: mem, Disk: cfg.disk, Rate: cfg.rate, Settle: cfg.settle.String(),
+			Recovery: cfg.recovery.String(), Rejoin: cfg.rejoin.String(), Timeout: cfg.timeout.String(), Accelerator: "TCG (no KVM)",
+			Fencing: "IPMI (ipmi_sim BMC per host, `tandem node fence-config --ipmi`) with the self-fence lease as fallback"},
+		LoadBefore: vmbench.LoadAvg(), VM: vmName, GuestIP: b.ip, Published: published(), Thesis: thesisMethod(),
+	}
+	if err := b.setup(ctx); err != nil {
+		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("setup: %v", err))
+		b.rep.LogExcerpts = env.Excerpts(vmName, logLines)
+	} else {
+		b.runs(ctx)
+		b.teardownGuest(ctx)
+	}
+	b.finish(began)
+	return b.rep, nil
+}
+
+// setup starts the cluster with BMCs, configures IPMI fencing, the
+// receiver and the capture, and boots the guest.
+func (b *bench) setup(ctx context.Context) error {
+	env := b.env
+	if err := env.Start(ctx, clusterName, true); err != nil {
+		return err
+	}
+	if b.cfg.warm {
+		w, err := env.WarmLibvirt(ctx)
+		if err != nil {
+			return err
+		}
+		b.rep.LibvirtWarmup = map[string][2]float64{}
+		for n, d := range w {
+			b.rep.LibvirtWarmup[n] = [2]float64{ms(d[0]), ms(d[1])}
+		}
+	}
+	for _, n := range env.C.Nodes {
+		if err := env.FenceConfigIPMI(ctx, env.C.Nodes[0], n); err != nil {
+			return fmt.Errorf("fence-config %s: %w", n.Name, err)
+		}
+	}
+	if st, err := env.HAStatus(ctx, env.C.Nodes[0]); err != nil {
+		return fmt.Errorf("ha status: %w", err)
+	} else {
+		t := st.GetTiming()
+		b.rep.Timing = map[string]uint32{
+			"heartbeat_interval_ms": t.GetHeartbeatIntervalMs(), "suspect_timeout_ms": t.GetSuspectTimeoutMs(),
+			"dead_timeout_ms": t.GetDeadTimeoutMs(), "fence_timeout_ms": t.GetFenceTimeoutMs(), "self_fence_lease_ms": t.GetSelfFenceLeaseMs(),
+		}
+		if !st.GetArmed() {
+			return errors.New("HA is disarmed")
+		}
+	}
+	// A socket at the receiver address, so the guest's datagrams are
+	// consumed (no ICMP port unreachable) and a user-space clock can be
+	// compared with the capture's.
+	conn, err := env.C.ListenUDPOnSwitch(env.C.ReceiverIP + ":" + strconv.Itoa(receiverPort))
+	if err != nil {
+		return fmt.Errorf("receiver socket: %w", err)
+	}
+	b.rx = guest.NewReceiver(conn, nil)
+	stopRx := b.rx.Start(ctx)
+	b.stopRx = func() { _ = stopRx(); conn.Close() }
+	pcapPath := ""
+	if b.cfg.logs != "" {
+		if err := os.MkdirAll(b.cfg.logs, 0o755); err != nil {
+			return err
+		}
+		pcapPath = filepath.Join(b.cfg.logs, "failover.pcap")
+	}
+	b.wire, err = startWire(ctx, env.C, receiverPort, netip.MustParseAddr(b.ip), pcapPath, b.log)
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+
+	n1 := env.C.Nodes[0]
+	cmdline := env.Img.Cmdline(guest.Config{IP: b.ip + "/24", UDP: env.C.ReceiverIP + ":" + strconv.Itoa(receiverPort), Rate: b.cfg.rate, Disk: "/dev/vda"})
+	b.log.Info("creating the guest", "vm", vmName, "node", n1.Name, "ip", b.ip)
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	_, _, err = env.CLI(cctx, n1, "vm", "create", vmName, "--memory", b.cfg.memory, "--disk", fmt.Sprintf("%s,replicas=%d", b.cfg.disk, replicas),
+		"--node", n1.Name, "--kernel", env.Img.Kernel, "--initrd", env.Img.Initrd, "--cmdline", cmdline, "--nic", env.C.VMBridge+",ip="+b.ip, "--start")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("vm create: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, b.cfg.bootTimeout)
+	defer cancel()
+	d, err := b.wire.WaitFor(wctx, func(d Stamped) bool { return d.Acked > 5 && d.Seq > uint64(b.cfg.rate) })
+	if err != nil {
+		return fmt.Errorf("the guest did not come up: %w", err)
+	}
+	b.log.Info("guest up", "boot", d.Boot, "seq", d.Seq, "acked", d.Acked)
+	return nil
+}
+
+// teardownGuest verifies the replicas and stops the guest.
+func (b *bench) teardownGuest(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	via := b.live()
+	vctx, cancel := context.WithTimeout(ctx, time.Minute)
+	var ver tandemv1.VerifyVolumeResponse
+	err := b.env.CLIJSON(vctx, via, &ver, "volume", "verify", vmName+"-disk0")
+	cancel()
+	if err != nil {
+		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("volume verify: %v", err))
+	} else {
+		b.rep.Verify = &VerifyResult{CheckedBytes: ver.GetCheckedBytes(), Mismatches: len(ver.GetMismatches())}
+		if len(ver.GetMismatches()) > 0 {
+			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("volume verify: %d mismatching ranges between replicas", len(ver.GetMismatches())))
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, vmbench.CLITimeout)
+	defer cancel()
+	if _, _, err := b.env.CLI(sctx, via, "vm", "stop", vmName, "--force"); err != nil {
+		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("vm stop: %v", err))
+	}
+}
+
+// live is a node whose BMC reports it on (the first one).
+func (b *bench) live() *testcluster.Node {
+	for _, n := range b.env.C.Nodes {
+		if bmc := b.env.BMC[n.Name]; bmc == nil || bmc.PoweredOn() {
+			return n
+		}
+	}
+	return b.env.C.Nodes[0]
+}
+
+func (b *bench) finish(began time.Time) {
+	rep := b.rep
+	rep.Phases = summarizePhases(rep.Runs)
+	rep.GuestBoot, rep.StartedLeader, rep.StartedOther = derived(rep.Runs)
+	rep.Goal = evaluateGoal(rep.Phases, len(rep.Runs))
+	rep.Integrity = integrity(rep.Runs)
+	if b.wire != nil {
+		dropped, err := b.wire.Close()
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("capture: %v", err))
+		}
+		malformed, noKernel := b.wire.counts()
+		rep.Capture = CaptureStats{Datagrams: len(b.wire.Datagrams()), Announcements: len(b.wire.Announcements()), Malformed: malformed,
+			KernelDropped: dropped, NoKernelTS: noKernel}
+	}
+	if b.rx != nil {
+		b.stopRx()
+		rep.Capture.ReceiverGot = len(b.rx.Arrivals())
+	}
+	rep.DaemonLog = benchkit.ScanDaemonLogs(b.env.C)
+	if b.cfg.logs != "" {
+		if err := b.env.CopyLogs(b.cfg.logs, vmName); err != nil {
+			rep.Errors = append(rep.Errors, err.Error())
+		}
+	}
+	rep.LoadAfter = vmbench.LoadAvg()
+	rep.DurationS = time.Since(began).Seconds()
+}
+
+// parseMiB reads a memory size such as 192M or 1G into MiB.
+func parseMiB(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := uint64(1)
+	switch {
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1024, strings.TrimSuffix(t, "G")
+	case strings.HasSuffix(t, "M"):
+		t = strings.TrimSuffix(t, "M")
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("size %q: want a positive number of MiB with an optional M or G suffix", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,550 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tandemhci/tandem/bench/internal/vmbench"
+	"github.com/tandemhci/tandem/internal/testcluster"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+const (
+	// readyTimeout bounds the wait for a healthy cluster, volume and guest
+	// before a crash.
+	readyTimeout = 2 * time.Minute
+	// eventsTimeout bounds the wait for the vm-recovered event once the
+	// guest is back.
+	eventsTimeout = 30 * time.Second
+	// consoleTimeout bounds the wait for the restarted guest's "disk
+	// counter" line.
+	consoleTimeout = 15 * time.Second
+	// ackAdvance is how many more disk writes the guest must acknowledge
+	// to count as running.
+	ackAdvance = 5
+)
+
+// before is the state just before a crash.
+type before struct {
+	host       *testcluster.Node
+	boot       uint64
+	metaLeader bool
+	watermark  uint64
+	disk       string
+}
+
+func (b *bench) runs(ctx context.Context) {
+	for k := 1; k <= b.cfg.runs && ctx.Err() == nil; k++ {
+		r, fatal := b.runOnce(ctx, k)
+		b.rep.Runs = append(b.rep.Runs, r)
+		b.log.Info("run done", "n", k, "crashed", r.Crashed, "target", r.Target, "dead_ms", r.PhasesMs[PhaseDead], "fenced_ms", r.PhasesMs[PhaseFenced],
+			"promoted_ms", r.PhasesMs[PhasePromoted], "started_ms", r.PhasesMs[PhaseStarted], "first_datagram_ms", r.PhasesMs[PhaseFirst],
+			"i2", r.I2, "errors", len(r.Errors))
+		if fatal != nil {
+			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("series ended after run %d: %v", k, fatal))
+			return
+		}
+	}
+}
+
+// ready waits until the guest runs on a host with its volume's replicas all
+// UpToDate there, the cluster is healthy and HA has the VM started, and the
+// guest writes; it returns that state.
+func (b *bench) ready(ctx context.Context) (before, error) {
+	env := b.env
+	disk := vmName + "-disk0"
+	deadline := time.Now().Add(readyTimeout)
+	var why error
+	for {
+		if ctx.Err() != nil {
+			return before{}, ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return before{}, fmt.Errorf("not ready within %s: %w", readyTimeout, why)
+		}
+		if why != nil {
+			_ = vmbench.SleepCtx(ctx, 300*time.Millisecond)
+		}
+		via := b.live()
+		vm, err := env.VM(ctx, via, vmName)
+		if err != nil {
+			why = err
+			continue
+		}
+		host := env.C.Node(vm.GetNode())
+		if host == nil || vm.GetState() != "running" {
+			why = fmt.Errorf("vm %s on %q is %s", vmName, vm.GetNode(), vm.GetState())
+			continue
+		}
+		vol, err := env.Volume(ctx, host, disk)
+		if err != nil {
+			why = err
+			continue
+		}
+		if vol.GetPrimary() != host.Name || !vmbench.AllUpToDate(vol, replicas) {
+			why = fmt.Errorf("volume %s: primary %q, replicas %s", disk, vol.GetPrimary(), vmbench.ReplicaSummary(vol))
+			continue
+		}
+		st, err := env.Status(ctx, host)
+		if err != nil {
+			why = err
+			continue
+		}
+		if !env.Healthy(st) {
+			why = fmt.Errorf("cluster: quorate %v, %d/%d online", st.GetQuorate(), st.GetVotesOnline(), st.GetVoters())
+			continue
+		}
+		hs, err := env.HAStatus(ctx, host)
+		if err != nil {
+			why = err
+			continue
+		}
+		if v := haVM(hs, vmName); !hs.GetArmed() || v.GetHaState() != "started" || v.GetNode() != host.Name {
+			why = fmt.Errorf("ha: armed %v, %s %s on %s (%s)", hs.GetArmed(), vmName, v.GetHaState(), v.GetNode(), v.GetReason())
+			continue
+		}
+		// The guest writes: fresh datagrams with a growing disk counter.
+		last, _ := b.lastDatagram()
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		d, err := b.wire.WaitFor(wctx, func(d Stamped) bool {
+			return d.Boot == last.Boot && d.Seq > last.Seq+uint64(b.cfg.rate/10) && d.Acked >= last.Acked+ackAdvance
+		})
+		cancel()
+		if err != nil {
+			why = fmt.Errorf("guest (boot %d, seq %d, acked %d) makes no progress: %w", last.Boot, last.Seq, last.Acked, err)
+			continue
+		}
+		evs, err := env.Events(ctx, host, 0)
+		if err != nil {
+			why = err
+			continue
+		}
+		var mark uint64
+		for _, e := range evs {
+			mark = max(mark, e.GetSeq())
+		}
+		leader := false
+		for _, n := range st.GetNodes() {
+			if n.GetLeader() && n.GetName() == host.Name {
+				leader = true
+			}
+		}
+		return before{host: host, boot: d.Boot, metaLeader: leader, watermark: mark, disk: disk}, nil
+	}
+}
+
+func haVM(st *tandemv1.HAStatusResponse, vm string) *tandemv1.HAVM {
+	for _, v := range st.GetVms() {
+		if v.GetName() == vm {
+			return v
+		}
+	}
+	return &tandemv1.HAVM{}
+}
+
+// lastDatagram is the newest captured datagram.
+func (b *bench) lastDatagram() (Stamped, bool) {
+	ds := b.wire.Datagrams()
+	if len(ds) == 0 {
+		return Stamped{}, false
+	}
+	return ds[len(ds)-1], true
+}
+
+// runOnce is one crash, its measurement and the host's return. A non-nil
+// fatal error ends the series (the cluster is not in a state to go on).
+func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
+	env := b.env
+	r = Run{N: k, PhasesMs: map[string]float64{}, I2: "unknown"}
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		r.Errors = append(r.Errors, msg)
+		b.log.Error("run " + strconv.Itoa(k) + ": " + msg)
+	}
+	pre, err := b.ready(ctx)
+	if err != nil {
+		fail("before the crash: %v", err)
+		r.LogExcerpts = env.Excerpts(vmName, logLines)
+		return r, err
+	}
+	host := pre.host
+	r.Crashed, r.MetaLeader, r.OldBoot = host.Name, pre.metaLeader, pre.boot
+	var survivor *testcluster.Node
+	for _, n := range env.C.Nodes {
+		if n != host {
+			survivor = n
+			break
+		}
+	}
+	b.log.Info("run "+strconv.Itoa(k)+": crashing the VM's host", "host", host.Name, "metadata_leader", pre.metaLeader, "boot", pre.boot)
+	if err := vmbench.SleepCtx(ctx, b.cfg.settle); err != nil {
+		return r, err
+	}
+
+	r.Load = vmbench.LoadAvg()
+	// The crash: every process SIGKILLed and reaped, then both links down.
+	t0 := time.Now()
+	env.C.Kill(host)
+	env.C.Isolate(host)
+	env.C.IsolateVM(host)
+	killed := time.Now()
+	r.CrashAt = t0.UTC().Format(time.RFC3339Nano)
+	r.KillMs = ms(killed.Sub(t0))
+
+	wctx, cancel := context.WithTimeout(ctx, b.cfg.recovery)
+	_, werr := b.wire.WaitFor(wctx, func(d Stamped) bool { return d.Boot > pre.boot })
+	cancel()
+	recovered := werr == nil
+	if !recovered {
+		fail("the guest sent nothing from a new boot within %s of the crash: %v", b.cfg.recovery, werr)
+	}
+	// Let datagrams in flight land, then read the cluster's account.
+	_ = vmbench.SleepCtx(ctx, 500*time.Millisecond)
+	evs := b.waitRecoveryEvents(ctx, survivor, pre.watermark, recovered)
+	ev := fromEvents(evs, host.Name, vmName, t0)
+	r.Events, r.Target, r.FenceAgent, r.FenceDetail, r.FenceNotConfirmed = ev.events, ev.target, ev.fenceAgent, ev.fenceDetail, ev.notConfirmed
+	for key, v := range ev.phases {
+		r.PhasesMs[key] = v
+	}
+	for _, e := range ev.errors {
+		fail("%s", e)
+	}
+
+	// The guest stream around the crash (capture).
+	s := aroundCrash(b.wire.Datagrams(), pre.boot, killed)
+	if s.HaveOld {
+		r.LastAckedBefore, r.LastSeqBefore, r.LastBeforeMs = s.MaxAcked, s.LastOld.Seq, ms(s.LastOld.At.Sub(t0))
+	}
+	r.StaleAfter = s.StaleAfter
+	if s.HaveFirst {
+		r.NewBoot, r.FirstAcked, r.FirstSeq = s.First.Boot, s.First.Acked, s.First.Seq
+		r.PhasesMs[PhaseFirst] = ms(s.First.At.Sub(t0))
+		if s.First.Boot != pre.boot+1 {
+			fail("the guest's boot went from %d to %d: it started more than once", pre.boot, s.First.Boot)
+		}
+	}
+	// The user-space receiver's view of the same first datagram.
+	for _, a := range b.rx.Arrivals() {
+		if a.Boot > pre.boot {
+			v := ms(a.At.Sub(t0))
+			r.ReceiverFirstMs = &v
+			break
+		}
+	}
+	// Announcements of the guest's address after the crash.
+	for _, a := range b.wire.Announcements() {
+		if a.At.After(t0) {
+			r.PhasesMs[PhaseAnnounced] = ms(a.At.Sub(t0))
+			break
+		}
+	}
+	target := env.C.Node(r.Target)
+	if target == nil && recovered {
+		// No vm-recovered event: ask where the VM runs.
+		if vm, err := env.VM(ctx, survivor, vmName); err == nil {
+			target = env.C.Node(vm.GetNode())
+			r.Target = vm.GetNode()
+		}
+	}
+	if target != nil {
+		if lv := env.Libvirtd(target.Name); lv != nil {
+			if at, ok := qemuLaunch(readFile(lv.QEMULog(vmName)), t0); ok {
+				r.PhasesMs[PhaseLaunched] = ms(at.Sub(t0))
+			}
+		}
+	}
+	// I2: the counter the restarted guest read from its disk.
+	if s.HaveFirst && target != nil {
+		if c, ok := b.waitDiskCounter(ctx, target, s.First.Boot); ok {
+			r.DiskAtBoot = &c
+			if s.HaveOld {
+				r.I2 = "ok"
+				if c < s.MaxAcked {
+					r.I2 = "VIOLATED"
+					fail("I2 VIOLATED: the guest had seen disk write %d acknowledged before the crash; after the restart on %s its disk held %d", s.MaxAcked, target.Name, c)
+				}
+			}
+		} else {
+			fail("no \"disk counter\" line for boot %d in the console of %s", s.First.Boot, target.Name)
+		}
+	}
+	if s.HaveFirst && s.HaveOld && s.First.Acked < s.MaxAcked {
+		fail("the restarted guest's first datagram reports disk counter %d, below the %d acknowledged before the crash", s.First.Acked, s.MaxAcked)
+	}
+	if r.StaleAfter > 0 {
+		fail("%d datagrams of the old boot %d were captured after the kill had completed: the old guest was still running", r.StaleAfter, pre.boot)
+	}
+	r.OrderProblem = orderProblems(r.PhasesMs)
+	for _, p := range r.OrderProblem {
+		b.log.Error("run " + strconv.Itoa(k) + ": event order: " + p)
+	}
+	if len(r.Errors) > 0 || len(r.OrderProblem) > 0 {
+		r.LogExcerpts = b.windowExcerpts(t0.Add(-2*time.Second), time.Now())
+	}
+
+	// Power the host back on through its BMC and wait for its replica.
+	rj, err := b.rejoin(ctx, host, survivor, pre.disk)
+	r.Rejoin = rj
+	if err != nil {
+		fail("rejoin of %s: %v", host.Name, err)
+		if r.LogExcerpts == nil {
+			r.LogExcerpts = b.windowExcerpts(t0.Add(-2*time.Second), time.Now())
+		}
+		return r, err
+	}
+	if !recovered {
+		// Maybe the VM comes back once its old host is back.
+		wctx, cancel := context.WithTimeout(ctx, b.cfg.recovery)
+		d, err := b.wire.WaitFor(wctx, func(d Stamped) bool { return d.Boot > pre.boot })
+		cancel()
+		if err != nil {
+			return r, fmt.Errorf("the guest did not come back even after %s was powered on again", host.Name)
+		}
+		fail("the guest came back only after %s was powered on again (%.1f s after the crash)", host.Name, ms(d.At.Sub(t0))/1000)
+	}
+	return r, nil
+}
+
+// waitRecoveryEvents polls the event log (through via) until the VM's
+// recovery ended (vm-recovered or vm-recovery-failed) or eventsTimeout.
+func (b *bench) waitRecoveryEvents(ctx context.Context, via *testcluster.Node, since uint64, recovered bool) []*tandemv1.Event {
+	deadline := time.Now().Add(eventsTimeout)
+	if !recovered {
+		deadline = time.Now() // one read: the timeout has passed already
+	}
+	var evs []*tandemv1.Event
+	for {
+		got, err := b.env.Events(ctx, via, since)
+		if err == nil {
+			evs = got
+			for _, e := range evs {
+				if e.GetVm() == vmName && (e.GetKind() == "vm-recovered" || e.GetKind() == "vm-recovery-failed") {
+					return evs
+				}
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return evs
+		}
+		_ = vmbench.SleepCtx(ctx, 300*time.Millisecond)
+	}
+}
+
+// eventsResult is what the event log says about one recovery.
+type eventsResult struct {
+	phases       map[string]float64
+	events       []RunEvent
+	target       string
+	fenceAgent   string
+	fenceDetail  string
+	notConfirmed int
+	errors       []string
+}
+
+// fromEvents extracts the phases of the recovery of vm from crashed's loss
+// at t0: the first node-suspected, node-dead and confirmed fence-result of
+// crashed, the first promotion and vm-recovered of vm. It reports
+// vm-recovery-failed and recovery-cancelled events as errors.
+func fromEvents(evs []*tandemv1.Event, crashed, vm string, t0 time.Time) eventsResult {
+	res := eventsResult{phases: map[string]float64{}}
+	set := func(key string, e *tandemv1.Event) {
+		if _, ok := res.phases[key]; !ok {
+			res.phases[key] = ms(e.GetAt().AsTime().Sub(t0))
+		}
+	}
+	for _, e := range evs {
+		res.events = append(res.events, RunEvent{Seq: e.GetSeq(), AtMs: ms(e.GetAt().AsTime().Sub(t0)), By: e.GetBy(), Kind: e.GetKind(),
+			Node: e.GetNode(), VM: e.GetVm(), Detail: e.GetDetail()})
+		switch {
+		case e.GetKind() == "node-suspected" && e.GetNode() == crashed:
+			set(PhaseSuspected, e)
+		case e.GetKind() == "node-dead" && e.GetNode() == crashed:
+			set(PhaseDead, e)
+		case e.GetKind() == "fence-result" && e.GetNode() == crashed:
+			agent, ok := confirmedBy(e.GetDetail())
+			if !ok {
+				res.notConfirmed++
+				continue
+			}
+			if _, seen := res.phases[PhaseFenced]; !seen {
+				res.fenceAgent, res.fenceDetail = agent, e.GetDetail()
+			}
+			set(PhaseFenced, e)
+		case e.GetKind() == "promotion" && e.GetVm() == vm:
+			set(PhasePromoted, e)
+		case e.GetKind() == "vm-recovered" && e.GetVm() == vm:
+			if res.target == "" {
+				res.target = e.GetNode()
+			}
+			set(PhaseStarted, e)
+		case e.GetKind() == "vm-recovery-failed" && e.GetVm() == vm:
+			res.errors = append(res.errors, "vm-recovery-failed: "+e.GetDetail())
+		case e.GetKind() == "recovery-cancelled" && e.GetNode() == crashed:
+			res.errors = append(res.errors, "recovery-cancelled: "+e.GetDetail())
+		}
+	}
+	if _, ok := res.phases[PhaseStarted]; !ok {
+		res.errors = append(res.errors, "no vm-recovered event for "+vm)
+	}
+	return res
+}
+
+// confirmedBy reads a fence-result detail: "confirmed by <agent>: ...".
+func confirmedBy(detail string) (string, bool) {
+	rest, ok := strings.CutPrefix(detail, "confirmed by ")
+	if !ok {
+		return "", false
+	}
+	agent, _, _ := strings.Cut(rest, ":")
+	return agent, true
+}
+
+// orderProblems checks that the phases happened in the only safe order:
+// suspected ≤ dead ≤ fenced ≤ promoted ≤ started, and that neither QEMU nor
+// the guest ran on the target before the fence was confirmed.
+func orderProblems(ph map[string]float64) []string {
+	var out []string
+	chain := []string{PhaseSuspected, PhaseDead, PhaseFenced, PhasePromoted, PhaseStarted}
+	prev := ""
+	for _, k := range chain {
+		v, ok := ph[k]
+		if !ok {
+			continue
+		}
+		if prev != "" && v < ph[prev] {
+			out = append(out, fmt.Sprintf("%s at %.0f ms came before %s at %.0f ms", phaseLabel(k), v, phaseLabel(prev), ph[prev]))
+		}
+		prev = k
+	}
+	fenced, ok := ph[PhaseFenced]
+	for _, k := range []string{PhasePromoted, PhaseLaunched, PhaseStarted, PhaseFirst} {
+		v, has := ph[k]
+		switch {
+		case !has:
+		case !ok:
+			out = append(out, fmt.Sprintf("%s at %.0f ms without any confirmed fence", phaseLabel(k), v))
+		case v < fenced:
+			out = append(out, fmt.Sprintf("%s at %.0f ms before the fence was confirmed at %.0f ms", phaseLabel(k), v, fenced))
+		}
+	}
+	return out
+}
+
+var qemuStartRE = regexp.MustCompile(`(?m)^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\+0000: starting up`)
+
+// qemuLaunch is the first "starting up" line of a libvirt QEMU log at or
+// after t0 (libvirt writes it in UTC when it spawns QEMU).
+func qemuLaunch(log string, t0 time.Time) (time.Time, bool) {
+	for _, m := range qemuStartRE.FindAllStringSubmatch(log, -1) {
+		t, err := time.ParseInLocation("2006-01-02 15:04:05.000", m[1], time.UTC)
+		if err == nil && !t.Before(t0.Truncate(time.Millisecond)) {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+var diskCounterRE = regexp.MustCompile(`msg="disk counter".*\bcounter=(\d+) boot=(\d+)`)
+
+// diskCounter finds, in a guest console log, the counter the agent read
+// from its disk at the start of boot.
+func diskCounter(console string, boot uint64) (uint64, bool) {
+	for _, m := range diskCounterRE.FindAllStringSubmatch(console, -1) {
+		c, err1 := strconv.ParseUint(m[1], 10, 64)
+		bt, err2 := strconv.ParseUint(m[2], 10, 64)
+		if err1 == nil && err2 == nil && bt == boot {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+func (b *bench) waitDiskCounter(ctx context.Context, n *testcluster.Node, boot uint64) (uint64, bool) {
+	deadline := time.Now().Add(consoleTimeout)
+	for {
+		if c, ok := diskCounter(readFile(b.env.ConsoleLog(n, vmName)), boot); ok {
+			return c, true
+		}
+		if time.Now().After(deadline) || vmbench.SleepCtx(ctx, 200*time.Millisecond) != nil {
+			return 0, false
+		}
+	}
+}
+
+func readFile(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return string(data)
+}
+
+// windowExcerpts keeps every node's tandemd log lines within [from, to]
+// and the guest's QEMU logs and consoles.
+func (b *bench) windowExcerpts(from, to time.Time) map[string]string {
+	out := b.env.Excerpts(vmName, logLines)
+	for _, n := range b.env.C.Nodes {
+		out[n.Name+"/tandemd.log"] = vmbench.LogWindow(filepath.Join(n.Dir, "tandemd.log"), from, to, 120)
+	}
+	return out
+}
+
+// rejoin powers host on through its BMC (from another host, with
+// ipmitool) and waits until it answers, the cluster has every node online
+// again and every replica of disk is UpToDate.
+func (b *bench) rejoin(ctx context.Context, host, via *testcluster.Node, disk string) (*Rejoin, error) {
+	env := b.env
+	bmc := env.BMC[host.Name]
+	rj := &Rejoin{PoweredOffByBMC: !bmc.PoweredOn()}
+	if bmc.PoweredOn() {
+		// The fence was not IPMI's: power it off properly first, so that
+		// power on boots it (and brings its ports up).
+		if _, err := env.IPMIPower(ctx, bmc, "off"); err != nil {
+			return rj, err
+		}
+	}
+	t := time.Now()
+	if _, err := env.IPMIPower(ctx, bmc, "on"); err != nil {
+		return rj, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.rejoin)
+	defer cancel()
+	if err := bmc.WaitBoot(rctx); err != nil {
+		return rj, fmt.Errorf("boot: %w", err)
+	}
+	rj.BootMs = ms(time.Since(t))
+	for {
+		st, err := env.Status(rctx, via)
+		if err == nil && env.Healthy(st) {
+			break
+		}
+		if rctx.Err() != nil {
+			return rj, fmt.Errorf("cluster not back to %d/%d online: %v", len(env.C.Nodes), len(env.C.Nodes), err)
+		}
+		_ = vmbench.SleepCtx(rctx, 200*time.Millisecond)
+	}
+	rj.OnlineMs = ms(time.Since(t))
+	for {
+		vol, err := env.Volume(rctx, via, disk)
+		if err == nil {
+			rj.Replicas = vmbench.ReplicaSummary(vol)
+			if vmbench.AllUpToDate(vol, replicas) {
+				break
+			}
+		}
+		if rctx.Err() != nil {
+			return rj, fmt.Errorf("replicas of %s not all UpToDate within %s: %s", disk, b.cfg.rejoin, rj.Replicas)
+		}
+		_ = vmbench.SleepCtx(rctx, 250*time.Millisecond)
+	}
+	rj.UpToDateMs = ms(time.Since(t))
+	return rj, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
