@@ -22,6 +22,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,6 +58,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 type config struct {
 	bin, out, logs string
+	render         string
 	runs           int
 	memory, disk   string
 	rate           int
@@ -74,6 +76,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
 	fs.StringVar(&c.out, "out", "bench/results", "directory for failover.json and failover.md")
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's logs, the guest's QEMU logs and consoles, and the capture (failover.pcap) into this directory")
+	fs.StringVar(&c.render, "render", "", "only re-render the Markdown report from this failover.json (into -out), without running anything")
 	fs.IntVar(&c.runs, "runs", 10, "hard host losses")
 	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
 	fs.StringVar(&c.disk, "disk", "64M", "guest disk size (3 replicas)")
@@ -110,6 +113,13 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "failover:", err)
 		return 2
 	}
+	if cfg.render != "" {
+		if err := render(cfg.render, cfg.out); err != nil {
+			fmt.Fprintln(os.Stderr, "failover:", err)
+			return 1
+		}
+		return 0
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
@@ -137,6 +147,19 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// render rewrites out/failover.md from a failover.json.
+func render(path, out string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.WriteFile(filepath.Join(out, "failover.md"), []byte(rep.Markdown()), 0o644)
 }
 
 // bench is one benchmark run.

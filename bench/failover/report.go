@@ -41,9 +41,10 @@ type Report struct {
 	// GuestBoot is (e) minus the QEMU launch: the test guest's cold boot
 	// under TCG until its first datagram.
 	GuestBoot PhaseSummary `json:"guest_boot"`
-	// StartedLeader and StartedOther split (d) by whether the crashed host
-	// led the metadata shard (the failure detector then restarts on the
-	// new leader).
+	// StartedLeader and StartedOther split (d) by whether the failure
+	// detector started afresh on a new metadata leader after the crash
+	// (Run.DetectorRestarted), as it does when the crashed host led the
+	// metadata shard.
 	StartedLeader PhaseSummary `json:"d_started_crashed_leader"`
 	StartedOther  PhaseSummary `json:"d_started_crashed_follower"`
 	Goal          Goal         `json:"goal"`
@@ -117,8 +118,16 @@ type Run struct {
 	// manager then restart on a new leader).
 	Crashed    string `json:"crashed"`
 	MetaLeader bool   `json:"crashed_was_metadata_leader"`
-	Target     string `json:"target,omitempty"`
-	CrashAt    string `json:"crash_at"`
+	// LastAnswerMs is when the failure detector last heard from the
+	// crashed host, relative to the crash (from the node-suspected
+	// event). Later than the crash means the detector started afresh on a
+	// new metadata leader after it: DetectorRestarted. That happens when
+	// the crashed host led the metadata shard, and also when leadership
+	// moved just before the crash.
+	LastAnswerMs      *float64 `json:"detector_last_answer_ms,omitempty"`
+	DetectorRestarted bool     `json:"detector_restarted"`
+	Target            string   `json:"target,omitempty"`
+	CrashAt           string   `json:"crash_at"`
 	// Load is /proc/loadavg just before the crash (the machine is shared).
 	Load string `json:"loadavg"`
 	// KillMs is how long the crash itself took: Cluster.Kill (SIGKILL of
@@ -319,7 +328,7 @@ func derived(runs []Run) (boot, leader, other PhaseSummary) {
 			}
 		}
 		if d, ok := r.PhasesMs[PhaseStarted]; ok {
-			if r.MetaLeader {
+			if r.DetectorRestarted {
 				ls = append(ls, d)
 			} else {
 				os = append(os, d)
@@ -491,7 +500,7 @@ func (rep *Report) Markdown() string {
 		p("| of which the guest's cold boot (QEMU launched → first datagram, %d runs) | p50 %s, max %s | | |\n", gb.N, fmtMs(gb.P50), fmtMs(gb.Max))
 	}
 	if l, o := rep.StartedLeader, rep.StartedOther; l.N > 0 || o.N > 0 {
-		p("| (d) split: crashed host led the metadata shard (%d runs) / did not (%d runs) | p50 %s / %s, max %s / %s | | |\n",
+		p("| (d) split: failure detector restarted on a new metadata leader after the crash (%d runs) / already running (%d runs) | p50 %s / %s, max %s / %s | | |\n",
 			l.N, o.N, fmtMs(nanIfEmpty(l, l.P50)), fmtMs(nanIfEmpty(o, o.P50)), fmtMs(nanIfEmpty(l, l.Max)), fmtMs(nanIfEmpty(o, o.Max)))
 	}
 	p("\n")
@@ -550,14 +559,17 @@ func (rep *Report) Markdown() string {
 		"which a real guest's OS boot would replace.\n\n")
 
 	p("## Runs\n\n")
-	p("Seconds from the crash instant. *leader*: the crashed host also led the metadata shard (detector and recovery manager restart on the new leader). " +
+	p("Seconds from the crash instant. *leader*: the crashed host led the metadata shard just before the crash, so the failure detector and the recovery manager restarted on a new leader; *new leader*: it did not, but the detector still started afresh after the crash (leadership moved at that moment). Detection then counts from the new leader's start instead of the last answer. " +
 		"I2: counter the restarted guest read from its disk ≥ last counter acknowledged before the crash. load: load averages (1, 5, 15 min) just before the crash.\n\n")
 	p("| # | crashed | → target | kill | suspected | (a) dead | (b) fenced | (c) promoted | QEMU launched | (d) started | ARP | (e) first datagram | last acked → disk at boot | I2 | rejoin: boot / 3/3 online / UpToDate | load |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Runs {
 		crashed := r.Crashed
-		if r.MetaLeader {
+		switch {
+		case r.MetaLeader:
 			crashed += " (leader)"
+		case r.DetectorRestarted:
+			crashed += " (new leader)"
 		}
 		rejoin := "–"
 		if r.Rejoin != nil {
@@ -592,9 +604,9 @@ func (rep *Report) Markdown() string {
 		"the host: `Cluster.Kill` SIGKILLs every process in its namespace (tandemd, libvirtd, QEMU) and reaps them, then its backend and VM-network "+
 		"switch ports go down (`Isolate`, `IsolateVM`). Nothing else is done until the guest is back: the recovery is the cluster's own "+
 		"(failure detector on the metadata leader → fencing through the host's BMC with IPMI lanplus → promotion of an UpToDate replica → start of the VM).\n\n", pr.Settle)
-	p("Timestamps: (a)–(d) come from the cluster's event log (`tandem events --output json`), stamped by the proposing tandemd with the wall clock "+
-		"of this same machine; \"QEMU launched\" is libvirt's \"starting up\" line in the target host's QEMU log (ms resolution). (e) follows the "+
-		"thesis's method: %s Here the guest agent sends the stream (%d datagrams/s, each with its boot number, a sequence number and the last disk "+
+	p("Timestamps: (a)–(d) come from the cluster's event log (`tandem events --output json`), stamped by the proposing tandemd (when it proposed the "+
+		"entry, before the commit) with the wall clock of this same machine; \"QEMU launched\" is libvirt's \"starting up\" line in the target host's "+
+		"QEMU log (ms resolution). (e) follows the method of the thesis. %s Here the guest agent sends the stream (%d datagrams/s, each with its boot number, a sequence number and the last disk "+
 		"counter it saw acknowledged) to the switch's address on the VM network, and an AF_PACKET capture on the switch's bridge br1 "+
 		"(netannounce.Capture, frames decoded with gopacket) timestamps every datagram with the kernel's receive time (SO_TIMESTAMPNS), as tcpdump "+
 		"does. (e) is the first datagram whose boot number is higher than before the crash. The same capture times the gratuitous ARP the target "+

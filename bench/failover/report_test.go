@@ -82,7 +82,7 @@ func ev(seq uint64, t0 time.Time, atMs int, kind, node, vm, detail string) *tand
 func TestFromEvents(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	evs := []*tandemv1.Event{
-		ev(10, t0, 1500, "node-suspected", "n1", "", "alive -> suspect"),
+		ev(10, t0, 1500, "node-suspected", "n1", "", "alive -> suspect; last answer 1.505s ago"),
 		ev(11, t0, 3100, "node-dead", "n1", "", "suspect -> dead"),
 		ev(12, t0, 3300, "fence-result", "n1", "", "fencing n1 not confirmed: timeout"),
 		ev(13, t0, 3600, "fence-result", "n1", "", "confirmed by ipmi: power is off"),
@@ -100,6 +100,9 @@ func TestFromEvents(t *testing.T) {
 	}
 	if len(res.phases) != len(want) {
 		t.Errorf("phases %v", res.phases)
+	}
+	if !res.haveLastAnswer || res.lastAnswerMs != -5 {
+		t.Fatalf("last answer at %v ms (%v), want -5", res.lastAnswerMs, res.haveLastAnswer)
 	}
 	if res.target != "n2" || res.fenceAgent != "ipmi" || res.notConfirmed != 1 || len(res.errors) != 0 || len(res.events) != len(evs) {
 		t.Fatalf("result %+v", res)
@@ -157,6 +160,12 @@ time=2026-11-22T02:50:10.494Z level=INFO msg="disk counter" agent=tandem-guest d
 	}
 	if _, ok := diskCounter(console, 2); ok {
 		t.Fatal("boot 2 found")
+	}
+	if d, ok := lastAnswer("suspect -> dead; last answer 3.016s ago"); !ok || d != 3016*time.Millisecond {
+		t.Fatalf("lastAnswer %v %v", d, ok)
+	}
+	if _, ok := lastAnswer("no duration"); ok {
+		t.Fatal("lastAnswer without a duration")
 	}
 	if a, ok := confirmedBy("confirmed by lease: expired at ..."); !ok || a != "lease" {
 		t.Fatalf("confirmedBy %q %v", a, ok)
@@ -262,8 +271,17 @@ func TestIntegrityAndMarkdown(t *testing.T) {
 			t.Errorf("Markdown lacks %q", want)
 		}
 	}
-	if _, err := json.Marshal(rep); err != nil {
+	// The JSON holds everything the Markdown needs (-render).
+	js, err := json.Marshal(rep)
+	if err != nil {
 		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Markdown() != md {
+		t.Error("the Markdown rendered from the JSON differs")
 	}
 	// A clean report says so.
 	rep.Runs = runs[:1]
@@ -278,7 +296,7 @@ func TestIntegrityAndMarkdown(t *testing.T) {
 
 func TestDerived(t *testing.T) {
 	runs := []Run{
-		{MetaLeader: true, PhasesMs: map[string]float64{PhaseLaunched: 5000, PhaseStarted: 5300, PhaseFirst: 10500}},
+		{MetaLeader: true, DetectorRestarted: true, PhasesMs: map[string]float64{PhaseLaunched: 5000, PhaseStarted: 5300, PhaseFirst: 10500}},
 		{PhasesMs: map[string]float64{PhaseLaunched: 2900, PhaseStarted: 3200, PhaseFirst: 10300}},
 		{PhasesMs: map[string]float64{PhaseStarted: 3000}},
 	}

@@ -25,6 +25,10 @@ const (
 	// consoleTimeout bounds the wait for the restarted guest's "disk
 	// counter" line.
 	consoleTimeout = 15 * time.Second
+	// detectorRestartSlackMs: a last answer from the crashed node later
+	// than this after the crash means the failure detector started afresh
+	// (a new metadata leader) after the crash.
+	detectorRestartSlackMs = 100
 	// ackAdvance is how many more disk writes the guest must acknowledge
 	// to count as running.
 	ackAdvance = 5
@@ -186,6 +190,16 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 	if err := vmbench.SleepCtx(ctx, b.cfg.settle); err != nil {
 		return r, err
 	}
+	// Leadership may have moved during the settle (a rejoined node can
+	// trigger an election): look again right before the crash.
+	if st, err := env.Status(ctx, host); err == nil {
+		r.MetaLeader = st.GetLeader() == host.Name
+		for _, n := range st.GetNodes() {
+			if n.GetLeader() {
+				r.MetaLeader = n.GetName() == host.Name
+			}
+		}
+	}
 
 	r.Load = vmbench.LoadAvg()
 	// The crash: every process SIGKILLed and reaped, then both links down.
@@ -209,6 +223,11 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 	evs := b.waitRecoveryEvents(ctx, survivor, pre.watermark, recovered)
 	ev := fromEvents(evs, host.Name, vmName, t0)
 	r.Events, r.Target, r.FenceAgent, r.FenceDetail, r.FenceNotConfirmed = ev.events, ev.target, ev.fenceAgent, ev.fenceDetail, ev.notConfirmed
+	if ev.haveLastAnswer {
+		v := ev.lastAnswerMs
+		r.LastAnswerMs = &v
+		r.DetectorRestarted = v > detectorRestartSlackMs
+	}
 	for key, v := range ev.phases {
 		r.PhasesMs[key] = v
 	}
@@ -345,6 +364,10 @@ type eventsResult struct {
 	fenceDetail  string
 	notConfirmed int
 	errors       []string
+	// lastAnswerMs is the detector's last answer from the crashed node
+	// (from the node-suspected detail), relative to the crash.
+	lastAnswerMs   float64
+	haveLastAnswer bool
 }
 
 // fromEvents extracts the phases of the recovery of vm from crashed's loss
@@ -363,6 +386,11 @@ func fromEvents(evs []*tandemv1.Event, crashed, vm string, t0 time.Time) eventsR
 			Node: e.GetNode(), VM: e.GetVm(), Detail: e.GetDetail()})
 		switch {
 		case e.GetKind() == "node-suspected" && e.GetNode() == crashed:
+			if _, seen := res.phases[PhaseSuspected]; !seen {
+				if ago, ok := lastAnswer(e.GetDetail()); ok {
+					res.lastAnswerMs, res.haveLastAnswer = ms(e.GetAt().AsTime().Sub(t0)-ago), true
+				}
+			}
 			set(PhaseSuspected, e)
 		case e.GetKind() == "node-dead" && e.GetNode() == crashed:
 			set(PhaseDead, e)
@@ -393,6 +421,19 @@ func fromEvents(evs []*tandemv1.Event, crashed, vm string, t0 time.Time) eventsR
 		res.errors = append(res.errors, "no vm-recovered event for "+vm)
 	}
 	return res
+}
+
+var lastAnswerRE = regexp.MustCompile(`last answer (\S+) ago`)
+
+// lastAnswer reads the detector's "last answer 1.505s ago" from a liveness
+// event's detail.
+func lastAnswer(detail string) (time.Duration, bool) {
+	m := lastAnswerRE.FindStringSubmatch(detail)
+	if m == nil {
+		return 0, false
+	}
+	d, err := time.ParseDuration(m[1])
+	return d, err == nil
 }
 
 // confirmedBy reads a fence-result detail: "confirmed by <agent>: ...".
