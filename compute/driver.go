@@ -454,3 +454,17 @@ func (d *Driver) ResumeIOErrorPaused(ctx context.Context, ok func(name string) b
 	}
 	return resumed, nil
 }
+
+// Warm asks libvirtd for the domain capabilities of the configured domain
+// type, so that its one-time QEMU probe (about 2 s) happens now and not
+// inside the first VM start of a failover.
+func (d *Driver) Warm(ctx context.Context) error {
+	dt := d.xmlOpts.DomainType
+	_, err := call(ctx, d, func() (string, error) {
+		return d.lv.ConnectGetDomainCapabilities(nil, libvirt.OptString{"x86_64"}, nil, libvirt.OptString{dt}, 0)
+	})
+	if err != nil {
+		return fmt.Errorf("compute: domain capabilities: %w", err)
+	}
+	return nil
+}

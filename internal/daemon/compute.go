@@ -89,11 +89,23 @@ func (c *computeManager) run(ctx context.Context) {
 	if !c.d.cfg.ComputeEnabled() {
 		return
 	}
+	warm := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Second):
+		}
+		if !warm {
+			if drv, err := c.driver(ctx); err == nil {
+				start := time.Now()
+				if err := drv.Warm(ctx); err != nil {
+					c.log.Warn("libvirt warm-up failed", "err", err)
+				} else {
+					c.log.Info("libvirt ready (QEMU capabilities probed)", "took", time.Since(start).Round(time.Millisecond))
+				}
+				warm = true
+			}
 		}
 		if c.d.ha.frozen() {
 			continue

@@ -89,6 +89,11 @@ func (h *haManager) run(ctx context.Context) {
 func (h *haManager) tick(ctx context.Context) {
 	id, meta, _ := h.d.cluster()
 	if meta == nil {
+		// Not in a cluster: nobody can give up on this node, and its lease
+		// starts when it joins.
+		h.mu.Lock()
+		h.lease = ha.NewLease(h.timing, time.Now())
+		h.mu.Unlock()
 		return
 	}
 	if ms, err := meta.LocalState(); err == nil {
@@ -145,10 +150,12 @@ func (h *haManager) watchLease(ctx context.Context) {
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
+		h.mu.Lock()
 		if _, meta, _ := h.d.cluster(); meta == nil {
+			h.lease = ha.NewLease(h.timing, time.Now())
+			h.mu.Unlock()
 			continue
 		}
-		h.mu.Lock()
 		fence := !h.selfFenced && h.lease.Expired(time.Now())
 		h.mu.Unlock()
 		if fence {

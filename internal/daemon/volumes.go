@@ -494,6 +494,20 @@ func (nv *nodeVolume) reconcile() {
 	}
 	ctx, cancel := context.WithTimeout(nv.m.ctx, 30*time.Second)
 	defer cancel()
+	// The local record may be stale (a node powered back on replays an old
+	// epoch): serve only what a linearizable read confirms.
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	fresh, err := nv.vols.Record(rctx, nv.entry.ShardID)
+	rcancel()
+	if err != nil {
+		return // no quorum yet: nothing could be acknowledged anyway
+	}
+	if cur := nv.rec.Load(); cur == nil || cur.Applied <= fresh.Applied {
+		nv.rec.Store(fresh)
+	}
+	if fresh.Primary != self || fresh.Epoch != r.Epoch {
+		return
+	}
 	if err := nv.store.SetEpoch(ctx, r.Epoch); err != nil {
 		nv.m.log.Error("cannot record the epoch; not serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch, "err", err)
 		return
