@@ -55,6 +55,9 @@ type VMRecord struct {
 	AntiAffinity string    `json:"anti_affinity,omitempty"`
 	Created      time.Time `json:"created"`
 	Changed      time.Time `json:"changed"`
+	// EvacuatedFrom is the node a maintenance evacuation moved the VM off,
+	// for the "balanced" failback.
+	EvacuatedFrom string `json:"evacuated_from,omitempty"`
 	// HAState is the recovery state (HAStarted when empty).
 	HAState   string    `json:"ha_state,omitempty"`
 	HAReason  string    `json:"ha_reason,omitempty"`
@@ -70,6 +73,9 @@ type VMUpdate struct {
 	// movers cannot both win.
 	IfNode string `json:"if_node,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// EvacuatedFrom sets the evacuation mark; ClearEvacuated removes it.
+	EvacuatedFrom  string `json:"evacuated_from,omitempty"`
+	ClearEvacuated bool   `json:"clear_evacuated,omitempty"`
 }
 
 // MaintenanceCmd switches a node's maintenance mode.
@@ -149,6 +155,12 @@ func (m *metaSM) applyVM(c *Command) ([]byte, error) {
 		}
 		if u.Node != "" {
 			v.Node = u.Node
+		}
+		switch {
+		case u.ClearEvacuated:
+			v.EvacuatedFrom = ""
+		case u.EvacuatedFrom != "":
+			v.EvacuatedFrom = u.EvacuatedFrom
 		}
 		if before.Desired != v.Desired || before.Node != v.Node {
 			v.Changed = c.At

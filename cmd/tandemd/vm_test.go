@@ -334,8 +334,21 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "maintenance") {
 		t.Fatalf("migration onto a node in maintenance was not refused: %v\n%s", err, stderr)
 	}
-	if _, _, err := td.CLI(ctx, n1, "node", "maintenance", "disable", n2.Name); err != nil {
-		t.Fatal(err)
+	// Disable with the balanced failback brings the evacuated VM back, once
+	// n2's replica caught up with what the guest wrote while n2 restarted.
+	waitVolume(t, ctx, td, n1, "g1-disk0", 2*time.Minute, func(v *tandemv1.VolumeInfo) bool {
+		return replicaState(v, n2.Name).State == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
+	})
+	returned, _, _ = vc.rx.Last()
+	out, stderr, err = td.CLI(ctx, n1, "node", "maintenance", "disable", n2.Name, "--failback", "balanced")
+	if err != nil {
+		t.Fatalf("maintenance disable: %v\n%s%s", err, out, stderr)
+	}
+	if v := vc.vm(t, n1, "show", "g1"); v.Node != n2.Name || v.State != "running" {
+		t.Fatalf("g1 after the balanced failback: %+v\n%s%s", v, out, stderr)
+	}
+	if d := vc.guestProgress(t, returned, time.Minute); d.Boot != returned.Boot {
+		t.Fatal("guest rebooted during the failback")
 	}
 	b, _ := json.Marshal(vc.rx.Outages(500 * time.Millisecond))
 	t.Logf("outages over the test: %s", b)
@@ -353,6 +366,15 @@ func TestVMMigrationFailureKeepsSource(t *testing.T) {
 	vc.vm(t, n1, "create", "f1", "--memory", "192M", "--disk-volume", "fd", "--node", n1.Name,
 		"--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd, "--cmdline", vc.cmdline(vip), "--nic", c.VMBridge, "--start")
 	mark := vc.guestProgress(t, guest.Datagram{}, 3*time.Minute)
+	// The guest's writes are on both replicas of its 2-replica disk.
+	out, _, err := td.CLI(ctx, n1, "volume", "verify", "fd", "--output", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ver tandemv1.VerifyVolumeResponse
+	if err := protojson.Unmarshal([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 || ver.CheckedBytes == 0 {
+		t.Fatalf("verify after guest writes: %v %s", err, out)
+	}
 	before := volumeCmd(t, ctx, td, n1, "show", "fd")
 
 	lv := vc.lv[n2.Name]

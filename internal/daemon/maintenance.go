@@ -41,12 +41,12 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 		return err
 	}
 	var failed []string
-	move := func(v *consensus.VMRecord, to string) {
+	move := func(v *consensus.VMRecord, to string) bool {
 		ms, err := vs.volumes().catalog(ctx, true)
 		if err != nil {
 			failed = append(failed, v.Name)
 			_ = say(v.Name, "VM %s: %s", v.Name, grpcMessage(err))
-			return
+			return false
 		}
 		err = vs.relayMigration(ctx, ms, v, to, 0, 0, func(p *tandemv1.MigrateProgress) error {
 			if p.Phase == "migrating" {
@@ -57,6 +57,14 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 		if err != nil {
 			failed = append(failed, v.Name)
 			_ = say(v.Name, "VM %s stays on %s: %s", v.Name, v.Node, grpcMessage(err))
+			return false
+		}
+		return true
+	}
+	mark := func(v *consensus.VMRecord, u consensus.VMUpdate) {
+		u.Name = v.Name
+		if _, err := meta.UpdateVM(ctx, u); err != nil {
+			s.d.log.Warn("cannot record the evacuation mark", "vm", v.Name, "err", err)
 		}
 	}
 	if req.Enable {
@@ -87,33 +95,31 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 				_ = say(v.Name, "VM %s cannot leave %s: %s", v.Name, req.Name, detail)
 				continue
 			}
-			move(v, to)
+			if move(v, to) {
+				mark(v, consensus.VMUpdate{EvacuatedFrom: req.Name})
+			}
 		}
-	} else if req.Failback == "balanced" {
+	} else {
 		ms, err = vs.volumes().catalog(ctx, true)
 		if err != nil {
 			return err
 		}
 		cv := vs.view(ctx, ms)
-		count := func(node string) int {
-			c := 0
-			for _, o := range ms.VMs {
-				if o.Node == node && o.Desired == consensus.VMStarted {
-					c++
-				}
-			}
-			return c
-		}
 		for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
 			v := ms.VMs[name]
-			if v.Desired != consensus.VMStarted || v.Node == req.Name || count(v.Node) <= count(req.Name)+1 {
+			if v.EvacuatedFrom != req.Name {
 				continue
 			}
-			if cv.canHost(v, req.Name, nil) != "" {
-				continue
+			// "balanced" brings back what the evacuation moved; "stay"
+			// only forgets where the VMs came from.
+			if req.Failback == "balanced" && v.Desired == consensus.VMStarted && v.Node != req.Name {
+				if why := cv.canHost(v, req.Name, nil); why != "" {
+					_ = say(v.Name, "VM %s stays on %s: %s cannot take it back (%s)", v.Name, v.Node, req.Name, why)
+				} else if !move(v, req.Name) {
+					continue
+				}
 			}
-			move(v, req.Name)
-			v.Node = req.Name
+			mark(v, consensus.VMUpdate{ClearEvacuated: true})
 		}
 	}
 	info := &tandemv1.NodeInfo{Name: rec.Name, State: rec.State, Maintenance: rec.Maintenance, BackendAddr: rec.BackendAddr}
