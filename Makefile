@@ -19,7 +19,7 @@ APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86
 
-.PHONY: bench-failover bench-replication proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
+.PHONY: bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -90,13 +90,16 @@ lint: $(TOOLS)/staticcheck
 demo: deps build
 	$(GO) run ./internal/testcluster/demo -bin $(CURDIR)/bin
 
-bench: bench-control bench-replication bench-failover
+bench: bench-control bench-replication bench-migration bench-failover
 
 bench-control: deps build
 	$(GO) run ./bench/control -bin $(CURDIR)/bin -out bench/results
 
 bench-replication: deps build
 	$(GO) run ./bench/replication -bin $(CURDIR)/bin -out bench/results
+
+bench-migration: deps build
+	$(GO) run ./bench/migration -bin $(CURDIR)/bin -out bench/results
 
 bench-failover: deps build
 	$(GO) run ./bench/failover -bin $(CURDIR)/bin -out bench/results

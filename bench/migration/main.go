@@ -1,0 +1,342 @@
+// Command migration benchmarks Tandem's planned live migration: the outage a
+// guest's UDP stream sees and the total migration time, at 100 and 1000
+// datagrams per second, over 20 migrations per rate, on a 3-node cluster of
+// network namespaces with one libvirtd (QEMU TCG) per host. It writes
+// migration.json and migration.md to -out and prints the Markdown.
+//
+//	go run ./bench/migration -bin ./bin -out bench/results [-migrations 20] [-rates 100,1000] [-downtime-ms 100]
+//
+// The method follows the Heartbeat/Xen thesis in /work/shared/seeds (002,
+// §5.4): a constant-rate UDP stream and its inter-arrival gaps. Here the
+// test guest (internal/guest) sends the stream to a receiver on the cluster's
+// switch, and the guest's heartbeats also carry its boot number and its
+// acknowledged disk counter, so the benchmark checks that the guest never
+// restarted and that its disk writes kept being acknowledged.
+//
+// It must run as root (namespaces) from inside the module (guest image).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
+	"github.com/tandemhci/tandem/bench/internal/vmbench"
+	"github.com/tandemhci/tandem/internal/testcluster"
+)
+
+const (
+	clusterName = "bench"
+	nodes       = 3
+	// receiverPort is the first UDP port of the receivers, one per rate.
+	receiverPort = 9100
+	// guestHost is the last octet of the first guest's address on the VM
+	// network; the guest of the i-th rate gets guestHost+i.
+	guestHost       = 50
+	logExcerptLines = 25
+	// maxConsecutiveFailures ends a rate's series early, and so does a
+	// guest that had to be restarted more than maxGuestFailures times.
+	maxConsecutiveFailures = 3
+	maxGuestFailures       = 5
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+type config struct {
+	bin, out, logs string
+	render         string
+	// control adds a series without a guest disk at the highest rate: a
+	// migration then moves only RAM and device state (no volume handover).
+	control           bool
+	controlMigrations int
+	rates             []int
+	migrations        int
+	replicas          int
+	memory, disk      string
+	downtimeMs        uint
+	settle, quiet     time.Duration
+	bootTimeout       time.Duration
+	migrateTimeout    time.Duration
+	timeout           time.Duration
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	var rates string
+	fs := flag.NewFlagSet("migration", flag.ContinueOnError)
+	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
+	fs.StringVar(&c.out, "out", "bench/results", "directory for migration.json and migration.md")
+	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd and libvirtd logs and the QEMU logs into this directory at the end")
+	fs.StringVar(&rates, "rates", "100,1000", "comma-separated guest send rates (datagrams per second); one VM per rate")
+	fs.IntVar(&c.migrations, "migrations", 20, "live migrations per rate")
+	fs.IntVar(&c.replicas, "replicas", 2, "replicas of the VM's disk (2: migrate between the two replica nodes; 3: rotate over all three)")
+	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
+	fs.BoolVar(&c.control, "control", true, "add a control series at the highest rate with a guest without a disk (libvirt/QEMU migration alone, no Tandem volume)")
+	fs.IntVar(&c.controlMigrations, "control-migrations", 20, "live migrations of the control series")
+	fs.StringVar(&c.disk, "disk", "64M", "guest disk size")
+	fs.UintVar(&c.downtimeMs, "downtime-ms", 100, "QEMU's maximum downtime passed to 'tandem vm migrate --downtime-ms' (0: QEMU's default, 300 ms)")
+	fs.DurationVar(&c.settle, "settle", time.Second, "pause between a migration's end (guest progressing, replicas UpToDate) and the next one")
+	fs.DurationVar(&c.quiet, "quiet", 10*time.Second, "stream recorded without migration before each series, the reference")
+	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on a guest's boot until its stream and disk counter run")
+	fs.DurationVar(&c.migrateTimeout, "migrate-timeout", 2*time.Minute, "bound on one 'tandem vm migrate'")
+	fs.DurationVar(&c.timeout, "timeout", 14*time.Minute, "bound on the whole run")
+	fs.StringVar(&c.render, "render", "", "only re-render the Markdown report of this migration.json into -out")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	for _, s := range strings.Split(rates, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || r < 1 || r > 10000 {
+			return c, fmt.Errorf("-rates %q: want integers in 1..10000", rates)
+		}
+		c.rates = append(c.rates, r)
+	}
+	switch {
+	case c.migrations < 1 || c.control && c.controlMigrations < 1:
+		return c, errors.New("-migrations and -control-migrations must be at least 1")
+	case c.replicas != 2 && c.replicas != 3:
+		return c, errors.New("-replicas must be 2 or 3")
+	case c.timeout <= 0 || c.migrateTimeout <= 0 || c.bootTimeout <= 0:
+		return c, errors.New("timeouts must be positive")
+	}
+	return c, nil
+}
+
+// series is one VM and its migrations.
+type series struct {
+	rate       int
+	migrations int
+	diskless   bool
+}
+
+// seriesOf lists the series of a run: every rate with a disk, then the
+// control without a disk at the highest rate.
+func seriesOf(cfg config) []series {
+	var out []series
+	top := 0
+	for _, r := range cfg.rates {
+		out = append(out, series{rate: r, migrations: cfg.migrations})
+		top = max(top, r)
+	}
+	if cfg.control {
+		out = append(out, series{rate: top, migrations: cfg.controlMigrations, diskless: true})
+	}
+	return out
+}
+
+func run(args []string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "migration:", err)
+		return 2
+	}
+	if cfg.render != "" {
+		if err := render(cfg.render, cfg.out); err != nil {
+			log.Error("render", "err", err)
+			return 1
+		}
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+
+	rep, err := execute(ctx, log, cfg)
+	if rep != nil {
+		if ctx.Err() != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
+		}
+		md := rep.Markdown()
+		const name = "migration"
+		if werr := benchkit.WriteResults(cfg.out, name, rep, md); werr != nil {
+			log.Error("writing results", "err", werr)
+			return 1
+		}
+		fmt.Print(md)
+		log.Info("results written", "json", filepath.Join(cfg.out, name+".json"), "markdown", filepath.Join(cfg.out, name+".md"))
+	}
+	switch {
+	case err != nil:
+		log.Error("benchmark failed", "err", err)
+		return 1
+	case len(rep.Errors) > 0:
+		log.Error("benchmark finished with errors (see the report)", "count", len(rep.Errors))
+		return 1
+	}
+	return 0
+}
+
+// render rewrites the Markdown of a results file (after a change of the
+// report's layout) into dir/migration.md, and the JSON unchanged.
+func render(path, dir string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read results: %w", err)
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "migration.json"), data, 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "migration.md"), []byte(rep.Markdown()), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// bench is one run: the cluster and the report being filled.
+type bench struct {
+	cfg  config
+	log  *slog.Logger
+	env  *vmbench.Env
+	c    *testcluster.Cluster // env.C
+	rep  *Report
+	vmIP func(i int) string
+}
+
+// execute runs the whole benchmark. It returns a report whenever the cluster
+// came up, even if a later phase failed (the failure is in rep.Errors).
+func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
+	began := time.Now()
+	mem, err := parseMiB(cfg.memory)
+	if err != nil {
+		return nil, fmt.Errorf("-memory: %w", err)
+	}
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.bin, Nodes: nodes, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	vmNet := strings.TrimSuffix(env.C.ReceiverIP, ".1")
+	b := &bench{
+		cfg: cfg, log: log, env: env, c: env.C,
+		vmIP: func(i int) string { return fmt.Sprintf("%s.%d", vmNet, guestHost+i) },
+		rep: &Report{
+			Date: began.UTC().Format(time.RFC3339), Host: vmbench.Host(), Tandemd: vmbench.Binary(ctx, filepath.Join(env.Bin, "tandemd"), env.Root),
+			Tools: map[string]string{
+				"qemu":     vmbench.ToolVersion(ctx, "qemu-system-x86_64", "--version"),
+				"libvirtd": vmbench.ToolVersion(ctx, "libvirtd", "--version"),
+			},
+			Params: Params{
+				Nodes: nodes, Replicas: cfg.replicas, MemoryMiB: mem, Disk: cfg.disk, Migrations: cfg.migrations, Rates: cfg.rates,
+				DowntimeMs: cfg.downtimeMs, Settle: cfg.settle.String(), Quiet: cfg.quiet.String(), Timeout: cfg.timeout.String(),
+				Accelerator: "TCG (no KVM)", Control: cfg.control, ControlMigrations: cfg.controlMigrations,
+			},
+			LoadBefore: vmbench.LoadAvg(),
+		},
+	}
+	defer b.close(ctx)
+
+	if err := env.Start(ctx, clusterName, false); err != nil {
+		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("cluster setup: %v", err))
+		b.rep.LogExcerpts = b.excerpts("", "")
+		b.finish(began)
+		return b.rep, nil
+	}
+	// A real host's libvirtd probed QEMU long ago; a fresh one would pay
+	// that probe in its first incoming migration.
+	if warm, err := env.WarmLibvirt(ctx); err != nil {
+		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("warming libvirtd: %v", err))
+	} else {
+		b.rep.LibvirtWarmup = map[string]float64{}
+		for n, d := range warm {
+			b.rep.LibvirtWarmup[n] = d[0].Seconds()
+		}
+	}
+	log.Info("cluster ready")
+	for i, s := range seriesOf(cfg) {
+		if ctx.Err() != nil {
+			break
+		}
+		b.rep.Runs = append(b.rep.Runs, b.runRate(ctx, i, s))
+	}
+	b.finish(began)
+	return b.rep, nil
+}
+
+// finish fills in what the report needs after the measurements.
+func (b *bench) finish(began time.Time) {
+	b.rep.LoadAfter = vmbench.LoadAvg()
+	b.rep.Goal = evaluateGoal(b.rep.Runs)
+	b.rep.Thesis = thesisReference()
+	b.rep.DaemonLog = benchkit.ScanDaemonLogs(b.c)
+	if b.cfg.logs != "" {
+		var vms []string
+		for _, r := range b.rep.Runs {
+			vms = append(vms, r.VM)
+		}
+		if err := b.env.CopyLogs(b.cfg.logs, vms...); err != nil {
+			b.rep.Errors = append(b.rep.Errors, err.Error())
+		}
+	}
+	b.rep.DurationS = time.Since(began).Seconds()
+}
+
+// close stops the guests politely, then tears everything down: the Env
+// kills every process of the cluster (libvirtd, QEMU, tandemd) by PID and
+// namespace and removes its temporary directory.
+func (b *bench) close(ctx context.Context) {
+	for _, r := range b.rep.Runs {
+		if r.Created && !r.Stopped {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), vmbench.CLITimeout)
+			_, _, _ = b.cli(sctx, b.c.Nodes[0], "vm", "stop", r.VM, "--force")
+			cancel()
+		}
+	}
+	b.env.Close()
+}
+
+// excerpts returns the last lines of every node's tandemd and libvirtd
+// logs and, for vm, its QEMU log and serial console; why says what failed.
+func (b *bench) excerpts(vm, why string) map[string]string {
+	out := b.env.Excerpts(vm, logExcerptLines)
+	if why != "" {
+		out["why"] = why
+	}
+	return out
+}
+
+// cli runs the tandem CLI inside n's namespace, bounded by ctx only.
+func (b *bench) cli(ctx context.Context, n *testcluster.Node, args ...string) (stdout, stderr string, err error) {
+	return b.env.CLI(ctx, n, args...)
+}
+
+// parseMiB reads a memory size such as 192M or 1G into MiB.
+func parseMiB(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := uint64(1)
+	switch {
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1024, strings.TrimSuffix(t, "G")
+	case strings.HasSuffix(t, "M"):
+		t = strings.TrimSuffix(t, "M")
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("size %q: want a positive number of MiB with an optional M or G suffix", s)
+	}
+	return n * mult, nil
+}
