@@ -423,6 +423,7 @@ func (h *haManager) recover(ctx context.Context, node string, term uint64) {
 		}
 	}
 	// 1. Fence: positive evidence only (fencing package contract).
+	h.event(ctx, consensus.Event{Kind: "fence-attempt", Node: node, Detail: "recovery of its VMs needs it fenced"})
 	lastReason := ""
 	var confirmed fencing.Result
 	for {
