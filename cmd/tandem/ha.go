@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -65,16 +67,9 @@ func newHAStatusCmd(a *app) *cobra.Command {
 		Short: "Show node liveness and each VM's HA state",
 		Args:  argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.HA.Status(cmd.Context(), &tandemv1.HAStatusRequest{})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeHAStatus(w, resp) })
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.HAStatusResponse, error) {
+				return c.HA.Status(ctx, &tandemv1.HAStatusRequest{})
+			}, writeHAStatus)
 		},
 	}
 }
@@ -89,16 +84,9 @@ func newHAArmCmd(a *app, arm bool) *cobra.Command {
 		Short: short,
 		Args:  argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.HA.Arm(cmd.Context(), &tandemv1.HAArmRequest{Armed: arm})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeHAStatus(w, resp) })
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.HAStatusResponse, error) {
+				return c.HA.Arm(ctx, &tandemv1.HAArmRequest{Armed: arm})
+			}, writeHAStatus)
 		},
 	}
 }
@@ -262,16 +250,9 @@ node that still runs can start its VMs twice; the storage epoch still refuses
 its writes.`,
 		Args: argsNamed("NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Node.Fence(cmd.Context(), &tandemv1.FenceNodeRequest{Name: args[0], ConfirmOff: confirmOff})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.FenceNodeResponse, error) {
+				return c.Node.Fence(ctx, &tandemv1.FenceNodeRequest{Name: args[0], ConfirmOff: confirmOff})
+			}, func(w io.Writer, resp *tandemv1.FenceNodeResponse) error {
 				_, err := fmt.Fprintf(w, "node %s fenced (%s): %s\n", args[0], resp.Agent, resp.Detail)
 				return err
 			})

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -211,4 +214,19 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// callAdmin dials with the global flags, makes one admin call and prints its
+// answer (JSON, or table for humans).
+func callAdmin[T proto.Message](a *app, cmd *cobra.Command, timeout time.Duration, do func(context.Context, *adminclient.Client) (T, error), table func(io.Writer, T) error) error {
+	c, err := a.dial(cmd, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := do(cmd.Context(), c)
+	if err != nil {
+		return err
+	}
+	return a.print(resp, func(w io.Writer) error { return table(w, resp) })
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -266,16 +268,9 @@ func newVMShowCmd(a *app) *cobra.Command {
 		Short: "Show a VM",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.VM.Show(cmd.Context(), &tandemv1.VMRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VMInfo, error) {
+				return c.VM.Show(ctx, &tandemv1.VMRequest{Name: args[0]})
+			}, writeVM)
 		},
 	}
 }
@@ -288,16 +283,9 @@ func newVMStartCmd(a *app) *cobra.Command {
 		Short: "Start a VM (its node becomes primary of its volumes first)",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, vmTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.VM.Start(cmd.Context(), &tandemv1.VMRequest{Name: args[0], Node: node, Force: force})
-			if err != nil {
-				return err
-			}
-			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+			return callAdmin(a, cmd, vmTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VMInfo, error) {
+				return c.VM.Start(ctx, &tandemv1.VMRequest{Name: args[0], Node: node, Force: force})
+			}, writeVM)
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "start on this node (must hold UpToDate replicas)")
@@ -313,16 +301,9 @@ func newVMStopCmd(a *app) *cobra.Command {
 		Short: "Shut a VM down (ACPI, then destroy after --shutdown-timeout)",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, timeout+time.Minute)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.VM.Stop(cmd.Context(), &tandemv1.VMRequest{Name: args[0], Force: force, TimeoutSeconds: uint32(timeout / time.Second)})
-			if err != nil {
-				return err
-			}
-			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+			return callAdmin(a, cmd, timeout+time.Minute, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VMInfo, error) {
+				return c.VM.Stop(ctx, &tandemv1.VMRequest{Name: args[0], Force: force, TimeoutSeconds: uint32(timeout / time.Second)})
+			}, writeVM)
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "destroy at once (like pulling the plug)")
@@ -337,16 +318,9 @@ func newVMDeleteCmd(a *app) *cobra.Command {
 		Short: "Delete a VM (its volumes are kept)",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, vmTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.VM.Delete(cmd.Context(), &tandemv1.VMRequest{Name: args[0], Force: force})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, vmTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.DeleteVMResponse, error) {
+				return c.VM.Delete(ctx, &tandemv1.VMRequest{Name: args[0], Force: force})
+			}, func(w io.Writer, _ *tandemv1.DeleteVMResponse) error {
 				_, err := fmt.Fprintf(w, "VM %s deleted; its volumes are kept (tandem volume delete)\n", args[0])
 				return err
 			})
