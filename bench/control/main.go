@@ -11,23 +11,19 @@ package main
 import (
 	"bufio"
 	"context"
-	"debug/buildinfo"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"log/slog"
 	"maps"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -107,26 +103,17 @@ func run(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg, err := parseFlags(args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "control:", err)
-		return 2
+		return benchkit.FlagExit("control", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	ctx, cancel := benchkit.RunContext(cfg.timeout)
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
 	if rep != nil && ctx.Err() == nil {
-		md := rep.Markdown()
-		if werr := benchkit.WriteResults(cfg.out, "control", rep, md); werr != nil {
+		if werr := benchkit.Publish(log, cfg.out, "control", rep, rep.Markdown()); werr != nil {
 			log.Error("writing results", "err", werr)
 			return 1
 		}
-		fmt.Print(md)
-		log.Info("results written", "json", filepath.Join(cfg.out, "control.json"), "markdown", filepath.Join(cfg.out, "control.md"))
 	}
 	switch {
 	case ctx.Err() != nil:
@@ -204,7 +191,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	b := &bench{
 		cfg: cfg, log: log, c: c, td: testcluster.NewTandem(c, bin), self: self, ip: ip,
 		procs: map[string]*testcluster.Proc{}, started: map[string]time.Time{}, clients: map[string]*adminclient.Client{},
-		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: hostInfo(), Tandemd: binaryInfo(filepath.Join(bin, "tandemd")), Params: Params{
+		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")), Params: Params{
 			Nodes: nodes, Proposals: cfg.proposals, Warmup: cfg.warmup, Kills: cfg.kills, Settle: cfg.settle.String(), Idle: cfg.idle.String(),
 			PollTimeout: cfg.pollTimeout.String(), PollEvery: cfg.pollEvery.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.timeout.String(),
 		}, Goals: Goals{FailoverMS: goalFailoverMS, RSSMB: goalRSSMB}},
@@ -899,58 +886,4 @@ func copyLogs(c *testcluster.Cluster, dir string) error {
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
-}
-
-func hostInfo() HostInfo {
-	h := HostInfo{NProc: runtime.NumCPU(), GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h.Kernel = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/etc/os-release"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
-				h.OS = strings.Trim(v, `"`)
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				h.CPU = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-				if f := strings.Fields(v); len(f) > 0 {
-					if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-						h.MemTotalMB = kb / 1024
-					}
-				}
-			}
-		}
-	}
-	return h
-}
-
-func binaryInfo(path string) BinaryInfo {
-	bi := BinaryInfo{Path: path}
-	info, err := buildinfo.ReadFile(path)
-	if err != nil {
-		return bi
-	}
-	bi.GoVersion = info.GoVersion
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			bi.Revision = s.Value
-		case "vcs.modified":
-			bi.Modified = s.Value == "true"
-		case "vcs.time":
-			bi.VCSTime = s.Value
-		}
-	}
-	return bi
 }

@@ -2,9 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"math"
 	"strings"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 // Goals the control plane must meet.
@@ -19,8 +20,8 @@ const (
 type Report struct {
 	Date      string                `json:"date"`
 	DurationS float64               `json:"duration_s"`
-	Host      HostInfo              `json:"host"`
-	Tandemd   BinaryInfo            `json:"tandemd"`
+	Host      benchkit.HostInfo     `json:"host"`
+	Tandemd   benchkit.BinaryInfo   `json:"tandemd"`
 	Params    Params                `json:"parameters"`
 	Goals     Goals                 `json:"goals"`
 	Propose   []ProposeResult       `json:"propose"`
@@ -28,25 +29,6 @@ type Report struct {
 	Memory    []RSSSample           `json:"memory"`
 	DaemonLog []benchkit.LogFinding `json:"daemon_log_findings"`
 	Errors    []string              `json:"errors,omitempty"`
-}
-
-// HostInfo describes the machine that ran the cluster.
-type HostInfo struct {
-	NProc      int    `json:"nproc"`
-	CPU        string `json:"cpu"`
-	MemTotalMB int64  `json:"mem_total_mb"`
-	Kernel     string `json:"kernel"`
-	OS         string `json:"os"`
-	GoVersion  string `json:"go_version"`
-}
-
-// BinaryInfo is the build information of the tandemd under test.
-type BinaryInfo struct {
-	Path      string `json:"path"`
-	GoVersion string `json:"go_version,omitempty"`
-	Revision  string `json:"vcs_revision,omitempty"`
-	Modified  bool   `json:"vcs_modified,omitempty"`
-	VCSTime   string `json:"vcs_time,omitempty"`
 }
 
 // Params are the knobs of the run.
@@ -242,16 +224,8 @@ func (r *Report) Markdown() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
 	p("# Tandem control-plane benchmark\n\n")
-	p("Run %s (%.0f s). Host: %d CPUs (%s), %d MiB RAM, %s, kernel %s, %s.  \n",
-		r.Date, r.DurationS, r.Host.NProc, r.Host.CPU, r.Host.MemTotalMB, r.Host.OS, r.Host.Kernel, r.Host.GoVersion)
-	rev := r.Tandemd.Revision
-	if rev == "" {
-		rev = "unknown revision"
-	}
-	if r.Tandemd.Modified {
-		rev += " with uncommitted changes"
-	}
-	p("tandemd: %s (%s).  \n", rev, r.Tandemd.GoVersion)
+	p("Run %s (%.0f s). Host: %s.  \n", r.Date, r.DurationS, r.Host.Summary(""))
+	p("tandemd: %s (%s).  \n", r.Tandemd.RevisionSummary(), r.Tandemd.GoVersion)
 	p("Cluster: %d tandemd nodes, each in its own network namespace on this one host (internal/testcluster), default Raft timing (RTT 10 ms, election 10 RTT, heartbeat 1 RTT).  \n", r.Params.Nodes)
 	p("Parameters: %d proposals per path after %d warm-up calls, %d leader kills, settle %s between kills, idle %s before memory readings, a Status poll started every %s with a %s timeout, metrics watcher interval %s.\n\n",
 		r.Params.Proposals, r.Params.Warmup, r.Params.Kills, r.Params.Settle, r.Params.Idle, r.Params.PollEvery, r.Params.PollTimeout, r.Params.WatchInterval)
@@ -399,7 +373,7 @@ func (r *Report) Markdown() string {
 			for _, n := range sortedKeys(l.ByNode) {
 				by = append(by, fmt.Sprintf("%s:%d", n, l.ByNode[n]))
 			}
-			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), strings.ReplaceAll(truncate(l.Example, 240), "|", "\\|"))
+			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), strings.ReplaceAll(benchkit.Truncate(l.Example, 240), "|", "\\|"))
 		}
 		p("\n")
 	}
@@ -423,11 +397,4 @@ func (r *Report) Markdown() string {
 		}
 	}
 	return b.String()
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -29,11 +29,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
@@ -107,11 +105,7 @@ func run(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg, err := parseFlags(args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "failover:", err)
-		return 2
+		return benchkit.FlagExit("failover", err)
 	}
 	if cfg.render != "" {
 		if err := render(cfg.render, cfg.out); err != nil {
@@ -120,9 +114,7 @@ func run(args []string) int {
 		}
 		return 0
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	ctx, cancel := benchkit.RunContext(cfg.timeout)
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
@@ -130,13 +122,10 @@ func run(args []string) int {
 		if ctx.Err() != nil {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
 		}
-		md := rep.Markdown()
-		if werr := benchkit.WriteResults(cfg.out, "failover", rep, md); werr != nil {
+		if werr := benchkit.Publish(log, cfg.out, "failover", rep, rep.Markdown()); werr != nil {
 			log.Error("writing results", "err", werr)
 			return 1
 		}
-		fmt.Print(md)
-		log.Info("results written", "json", filepath.Join(cfg.out, "failover.json"), "markdown", filepath.Join(cfg.out, "failover.md"))
 	}
 	switch {
 	case err != nil:
@@ -177,7 +166,7 @@ type bench struct {
 
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
-	mem, err := parseMiB(cfg.memory)
+	mem, err := vmbench.ParseMiB(cfg.memory)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
@@ -188,16 +177,16 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	defer env.Close()
 	b := &bench{cfg: cfg, log: log, env: env, ip: fmt.Sprintf("%s.%d", strings.TrimSuffix(env.C.ReceiverIP, ".1"), guestHost)}
 	b.rep = &Report{
-		Date: began.UTC().Format(time.RFC3339), Host: vmbench.Host(), Tandemd: vmbench.Binary(ctx, filepath.Join(env.Bin, "tandemd"), env.Root),
+		Date: began.UTC().Format(time.RFC3339), Host: benchkit.VMHost(), Tandemd: benchkit.Binary(filepath.Join(env.Bin, "tandemd")).WithDescribe(ctx, env.Root),
 		Tools: map[string]string{
-			"qemu":     vmbench.ToolVersion(ctx, "qemu-system-x86_64", "--version"),
-			"libvirtd": vmbench.ToolVersion(ctx, "libvirtd", "--version"),
-			"ipmitool": vmbench.ToolVersion(ctx, "ipmitool", "-V"),
+			"qemu":     benchkit.ToolVersion(ctx, "qemu-system-x86_64", "--version"),
+			"libvirtd": benchkit.ToolVersion(ctx, "libvirtd", "--version"),
+			"ipmitool": benchkit.ToolVersion(ctx, "ipmitool", "-V"),
 		},
 		Params: Params{Nodes: nodes, Runs: cfg.runs, Replicas: replicas, MemoryMiB: mem, Disk: cfg.disk, Rate: cfg.rate, Settle: cfg.settle.String(),
 			Recovery: cfg.recovery.String(), Rejoin: cfg.rejoin.String(), Timeout: cfg.timeout.String(), Accelerator: "TCG (no KVM)",
 			Fencing: "IPMI (ipmi_sim BMC per host, `tandem node fence-config --ipmi`) with the self-fence lease as fallback"},
-		LoadBefore: vmbench.LoadAvg(), VM: vmName, GuestIP: b.ip, Published: published(), Thesis: thesisMethod(),
+		LoadBefore: benchkit.LoadAvg(), VM: vmName, GuestIP: b.ip, Published: published(), Thesis: thesisMethod(),
 	}
 	if err := b.setup(ctx); err != nil {
 		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("setup: %v", err))
@@ -346,23 +335,6 @@ func (b *bench) finish(began time.Time) {
 			rep.Errors = append(rep.Errors, err.Error())
 		}
 	}
-	rep.LoadAfter = vmbench.LoadAvg()
+	rep.LoadAfter = benchkit.LoadAvg()
 	rep.DurationS = time.Since(began).Seconds()
-}
-
-// parseMiB reads a memory size such as 192M or 1G into MiB.
-func parseMiB(s string) (uint64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := uint64(1)
-	switch {
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1024, strings.TrimSuffix(t, "G")
-	case strings.HasSuffix(t, "M"):
-		t = strings.TrimSuffix(t, "M")
-	}
-	n, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("size %q: want a positive number of MiB with an optional M or G suffix", s)
-	}
-	return n * mult, nil
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
-	"github.com/tandemhci/tandem/bench/internal/vmbench"
 )
 
 // Goals of issue 5 / DESIGN.md §1: hard node loss to the VM started on the
@@ -20,14 +19,14 @@ const (
 
 // Report is failover.json; Markdown renders it as failover.md.
 type Report struct {
-	Date       string             `json:"date"`
-	DurationS  float64            `json:"duration_s"`
-	Host       vmbench.HostInfo   `json:"host"`
-	Tandemd    vmbench.BinaryInfo `json:"tandemd"`
-	Tools      map[string]string  `json:"tools"`
-	LoadBefore string             `json:"loadavg_before"`
-	LoadAfter  string             `json:"loadavg_after"`
-	Params     Params             `json:"params"`
+	Date       string              `json:"date"`
+	DurationS  float64             `json:"duration_s"`
+	Host       benchkit.VMHostInfo `json:"host"`
+	Tandemd    benchkit.BinaryInfo `json:"tandemd"`
+	Tools      map[string]string   `json:"tools"`
+	LoadBefore string              `json:"loadavg_before"`
+	LoadAfter  string              `json:"loadavg_after"`
+	Params     Params              `json:"params"`
 	// Timing is the HA timing in force (`tandem ha status` timing), ms.
 	Timing map[string]uint32 `json:"ha_timing_ms"`
 	// LibvirtWarmup is, per node, the first and a second `virsh
@@ -453,7 +452,7 @@ func (rep *Report) Markdown() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# Tandem HA failover benchmark (hard host loss)\n\n")
-	p("Run %s (%.0f s). Host: %s; load average %s before, %s after.  \n", rep.Date, rep.DurationS, rep.Host.Summary(), orDash(rep.LoadBefore), orDash(rep.LoadAfter))
+	p("Run %s (%.0f s). Host: %s; load average %s before, %s after.  \n", rep.Date, rep.DurationS, rep.Host.Summary("-"), orDash(rep.LoadBefore), orDash(rep.LoadAfter))
 	p("tandemd: %s.  \n", rep.Tandemd.Summary())
 	var tools []string
 	for _, k := range slices.Sorted(maps.Keys(rep.Tools)) {

@@ -319,7 +319,4 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("%v accepted", bad)
 		}
 	}
-	if n, err := parseMiB("1G"); err != nil || n != 1024 {
-		t.Fatalf("parseMiB: %d %v", n, err)
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -201,7 +202,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 		}
 	}
 
-	r.Load = vmbench.LoadAvg()
+	r.Load = benchkit.LoadAvg()
 	// The crash: every process SIGKILLed and reaped, then both links down.
 	t0 := time.Now()
 	env.C.Kill(host)

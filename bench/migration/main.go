@@ -24,11 +24,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
@@ -142,11 +140,7 @@ func run(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg, err := parseFlags(args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "migration:", err)
-		return 2
+		return benchkit.FlagExit("migration", err)
 	}
 	if cfg.render != "" {
 		if err := render(cfg.render, cfg.out); err != nil {
@@ -155,9 +149,7 @@ func run(args []string) int {
 		}
 		return 0
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	ctx, cancel := benchkit.RunContext(cfg.timeout)
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
@@ -165,14 +157,10 @@ func run(args []string) int {
 		if ctx.Err() != nil {
 			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
 		}
-		md := rep.Markdown()
-		const name = "migration"
-		if werr := benchkit.WriteResults(cfg.out, name, rep, md); werr != nil {
+		if werr := benchkit.Publish(log, cfg.out, "migration", rep, rep.Markdown()); werr != nil {
 			log.Error("writing results", "err", werr)
 			return 1
 		}
-		fmt.Print(md)
-		log.Info("results written", "json", filepath.Join(cfg.out, name+".json"), "markdown", filepath.Join(cfg.out, name+".md"))
 	}
 	switch {
 	case err != nil:
@@ -222,7 +210,7 @@ type bench struct {
 // came up, even if a later phase failed (the failure is in rep.Errors).
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
-	mem, err := parseMiB(cfg.memory)
+	mem, err := vmbench.ParseMiB(cfg.memory)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
@@ -235,17 +223,17 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		cfg: cfg, log: log, env: env, c: env.C,
 		vmIP: func(i int) string { return fmt.Sprintf("%s.%d", vmNet, guestHost+i) },
 		rep: &Report{
-			Date: began.UTC().Format(time.RFC3339), Host: vmbench.Host(), Tandemd: vmbench.Binary(ctx, filepath.Join(env.Bin, "tandemd"), env.Root),
+			Date: began.UTC().Format(time.RFC3339), Host: benchkit.VMHost(), Tandemd: benchkit.Binary(filepath.Join(env.Bin, "tandemd")).WithDescribe(ctx, env.Root),
 			Tools: map[string]string{
-				"qemu":     vmbench.ToolVersion(ctx, "qemu-system-x86_64", "--version"),
-				"libvirtd": vmbench.ToolVersion(ctx, "libvirtd", "--version"),
+				"qemu":     benchkit.ToolVersion(ctx, "qemu-system-x86_64", "--version"),
+				"libvirtd": benchkit.ToolVersion(ctx, "libvirtd", "--version"),
 			},
 			Params: Params{
 				Nodes: nodes, Replicas: cfg.replicas, MemoryMiB: mem, Disk: cfg.disk, Migrations: cfg.migrations, Rates: cfg.rates,
 				DowntimeMs: cfg.downtimeMs, Settle: cfg.settle.String(), Quiet: cfg.quiet.String(), Timeout: cfg.timeout.String(),
 				Accelerator: "TCG (no KVM)", Control: cfg.control, ControlMigrations: cfg.controlMigrations,
 			},
-			LoadBefore: vmbench.LoadAvg(),
+			LoadBefore: benchkit.LoadAvg(),
 		},
 	}
 	defer b.close(ctx)
@@ -279,7 +267,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 
 // finish fills in what the report needs after the measurements.
 func (b *bench) finish(began time.Time) {
-	b.rep.LoadAfter = vmbench.LoadAvg()
+	b.rep.LoadAfter = benchkit.LoadAvg()
 	b.rep.Goal = evaluateGoal(b.rep.Runs)
 	b.rep.Thesis = thesisReference()
 	b.rep.DaemonLog = benchkit.ScanDaemonLogs(b.c)
@@ -322,21 +310,4 @@ func (b *bench) excerpts(vm, why string) map[string]string {
 // cli runs the tandem CLI inside n's namespace, bounded by ctx only.
 func (b *bench) cli(ctx context.Context, n *testcluster.Node, args ...string) (stdout, stderr string, err error) {
 	return b.env.CLI(ctx, n, args...)
-}
-
-// parseMiB reads a memory size such as 192M or 1G into MiB.
-func parseMiB(s string) (uint64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := uint64(1)
-	switch {
-	case strings.HasSuffix(t, "G"):
-		mult, t = 1024, strings.TrimSuffix(t, "G")
-	case strings.HasSuffix(t, "M"):
-		t = strings.TrimSuffix(t, "M")
-	}
-	n, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("size %q: want a positive number of MiB with an optional M or G suffix", s)
-	}
-	return n * mult, nil
 }

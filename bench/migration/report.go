@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
-	"github.com/tandemhci/tandem/bench/internal/vmbench"
 )
 
 // goalOutageMs is the issue's goal for the p50 outage of a planned
@@ -17,12 +16,12 @@ const goalOutageMs = 100
 
 // Report is everything migration.json holds.
 type Report struct {
-	Date       string             `json:"date"`
-	DurationS  float64            `json:"duration_s"`
-	Host       vmbench.HostInfo   `json:"host"`
-	LoadBefore string             `json:"loadavg_before"`
-	LoadAfter  string             `json:"loadavg_after"`
-	Tandemd    vmbench.BinaryInfo `json:"tandemd"`
+	Date       string              `json:"date"`
+	DurationS  float64             `json:"duration_s"`
+	Host       benchkit.VMHostInfo `json:"host"`
+	LoadBefore string              `json:"loadavg_before"`
+	LoadAfter  string              `json:"loadavg_after"`
+	Tandemd    benchkit.BinaryInfo `json:"tandemd"`
 	// LibvirtWarmup is how long each libvirtd's first QEMU probe took
 	// (vmbench.WarmLibvirt), paid before the measurements.
 	LibvirtWarmup map[string]float64    `json:"libvirt_warmup_s,omitempty"`
@@ -273,7 +272,7 @@ func (rep *Report) Markdown() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# Tandem planned live-migration benchmark\n\n")
 	p("Run %s (%.0f s). Host: %s; load average %s before, %s after.  \n",
-		rep.Date, rep.DurationS, rep.Host.Summary(), orDash(rep.LoadBefore), orDash(rep.LoadAfter))
+		rep.Date, rep.DurationS, rep.Host.Summary("-"), orDash(rep.LoadBefore), orDash(rep.LoadAfter))
 	p("tandemd: %s.  \n", rep.Tandemd.Summary())
 	p("Tools: %s.  \n", strings.Join(toolList(rep.Tools), ", "))
 	if len(rep.LibvirtWarmup) > 0 {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 // Job IDs, in the order they run and are reported.
@@ -281,7 +283,7 @@ func runFio(ctx context.Context, args []string, jsonPath string, bound time.Dura
 		if ctx.Err() != nil {
 			return r, fmt.Errorf("fio: %w", ctx.Err())
 		}
-		return r, fmt.Errorf("fio: %w; output: %s", err, truncate(r.output, 2000))
+		return r, fmt.Errorf("fio: %w; output: %s", err, benchkit.Truncate(r.output, 2000))
 	}
 	data, err := os.ReadFile(jsonPath)
 	if err != nil {
@@ -289,14 +291,7 @@ func runFio(ctx context.Context, args []string, jsonPath string, bound time.Dura
 	}
 	r.version, r.raw, r.m, err = parseFio(data)
 	if err != nil {
-		return r, fmt.Errorf("%w; fio said: %s", err, truncate(r.output, 2000))
+		return r, fmt.Errorf("%w; fio said: %s", err, benchkit.Truncate(r.output, 2000))
 	}
 	return r, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -16,11 +16,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -93,26 +92,17 @@ func run(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg, err := parseFlags(args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "replication:", err)
-		return 2
+		return benchkit.FlagExit("replication", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	ctx, cancel := benchkit.RunContext(cfg.timeout)
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
 	if rep != nil && ctx.Err() == nil {
-		md := rep.Markdown()
-		if werr := benchkit.WriteResults(cfg.out, "replication", rep, md); werr != nil {
+		if werr := benchkit.Publish(log, cfg.out, "replication", rep, rep.Markdown()); werr != nil {
 			log.Error("writing results", "err", werr)
 			return 1
 		}
-		fmt.Print(md)
-		log.Info("results written", "json", filepath.Join(cfg.out, "replication.json"), "markdown", filepath.Join(cfg.out, "replication.md"))
 	}
 	switch {
 	case ctx.Err() != nil:
@@ -193,8 +183,8 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	b := &bench{
 		cfg: cfg, log: log, work: work, fp: fp, c: c, td: testcluster.NewTandem(c, bin), procs: map[string]*testcluster.Proc{},
 		rep: &Report{
-			Date: began.UTC().Format(time.RFC3339), Host: hostInfo(), Tandemd: binaryInfo(filepath.Join(bin, "tandemd")),
-			Tools: map[string]string{"fio": toolVersion(ctx, "fio", "--version"), "qemu-nbd": toolVersion(ctx, "qemu-nbd", "--version")},
+			Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")).WithWorkTreeRevision(ctx),
+			Tools: map[string]string{"fio": benchkit.ToolVersion(ctx, "fio", "--version"), "qemu-nbd": benchkit.ToolVersion(ctx, "qemu-nbd", "--version")},
 			Params: Params{
 				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.timeout.String(),
 				Jobs: benchJobs(), Prefill: prefillJob(),
@@ -427,7 +417,7 @@ func (b *bench) startQemu(ctx context.Context, file, sock, logPath string) error
 	b.qemu = s
 	if err := waitExport(ctx, nbdURI("ref", sock), b.cfg.size, 10*time.Second, s.alive); err != nil {
 		log, _ := os.ReadFile(logPath)
-		return fmt.Errorf("qemu-nbd: %w; its log: %s", err, truncate(strings.TrimSpace(string(log)), 1000))
+		return fmt.Errorf("qemu-nbd: %w; its log: %s", err, benchkit.Truncate(strings.TrimSpace(string(log)), 1000))
 	}
 	return nil
 }
@@ -691,7 +681,7 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 	r.OthersCPUPct, top = othersCPU(procs0, procs1, os.Getpid(), wall)
 	r.OthersTop = nameProcs(top, 3)
 	if fr.output != "" {
-		r.FioOutput = truncate(fr.output, 4000)
+		r.FioOutput = benchkit.Truncate(fr.output, 4000)
 	}
 	for name, a := range after {
 		if bf, ok := before[name]; ok {

@@ -3,10 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 // Target IDs. localSync is the durable-write floor: the same job as
@@ -31,15 +32,15 @@ const (
 
 // Report is everything replication.json holds.
 type Report struct {
-	Date      string            `json:"date"`
-	DurationS float64           `json:"duration_s"`
-	Host      HostInfo          `json:"host"`
-	Storage   StorageInfo       `json:"storage"`
-	Tandemd   BinaryInfo        `json:"tandemd"`
-	Tools     map[string]string `json:"tools"`
-	Params    Params            `json:"parameters"`
-	Targets   []Target          `json:"targets"`
-	Volumes   []VolumeState     `json:"volumes,omitempty"`
+	Date      string              `json:"date"`
+	DurationS float64             `json:"duration_s"`
+	Host      benchkit.HostInfo   `json:"host"`
+	Storage   StorageInfo         `json:"storage"`
+	Tandemd   benchkit.BinaryInfo `json:"tandemd"`
+	Tools     map[string]string   `json:"tools"`
+	Params    Params              `json:"parameters"`
+	Targets   []Target            `json:"targets"`
+	Volumes   []VolumeState       `json:"volumes,omitempty"`
 	// HostBefore and HostAfter sample what the host was doing just
 	// before the first and after the last fio job.
 	HostBefore *HostActivity         `json:"host_activity_before,omitempty"`
@@ -254,7 +255,7 @@ func evaluateGoals(rs []Result) []Goal {
 		r := findResult(rs, target, job)
 		if r == nil || r.Measurement == nil {
 			if r != nil && r.Error != "" {
-				return "failed: " + truncate(r.Error, 120), 0, 0
+				return "failed: " + benchkit.Truncate(r.Error, 120), 0, 0
 			}
 			return "not measured", 0, 0
 		}
@@ -354,19 +355,8 @@ func (rep *Report) Markdown() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
 	p("# Tandem replication benchmark\n\n")
-	p("Run %s (%.0f s). Host: %d CPUs (%s), %d MiB RAM, %s, kernel %s, %s.  \n",
-		rep.Date, rep.DurationS, rep.Host.NProc, rep.Host.CPU, rep.Host.MemTotalMB, rep.Host.OS, rep.Host.Kernel, rep.Host.GoVersion)
-	rev := rep.Tandemd.Revision
-	if rev == "" {
-		rev = "unknown revision"
-	}
-	if rep.Tandemd.Modified {
-		rev += " with uncommitted changes"
-	}
-	if rep.Tandemd.RevisionFrom != "" && rep.Tandemd.RevisionFrom != "binary" {
-		rev += " (" + rep.Tandemd.RevisionFrom + "; the binary carries no VCS stamp)"
-	}
-	p("tandemd: %s (%s). Tools: %s.  \n", rev, rep.Tandemd.GoVersion, strings.Join(toolList(rep.Tools), ", "))
+	p("Run %s (%.0f s). Host: %s.  \n", rep.Date, rep.DurationS, rep.Host.Summary(""))
+	p("tandemd: %s (%s). Tools: %s.  \n", rep.Tandemd.RevisionSummary(), rep.Tandemd.GoVersion, strings.Join(toolList(rep.Tools), ", "))
 	p("Storage: every file (local file, the qemu-nbd image, every node's volume replicas) is on %s (%s, mounted on %s)%s.  \n",
 		rep.Storage.Device, rep.Storage.FSType, rep.Storage.MountPoint, map[bool]string{true: "", false: " — **not all on the same filesystem, see the JSON**"}[rep.Storage.SameFS])
 	p("Parameters: %s per target and volume, fio `--time_based --runtime=%s --ramp_time=%s`, one job at a time, %d-node Tandem cluster in network namespaces.\n\n",
@@ -406,7 +396,7 @@ func (rep *Report) Markdown() string {
 			}
 			var top []string
 			for _, pc := range h.a.Top {
-				top = append(top, fmt.Sprintf("`%s` (pid %d) %.0f%%", mdEscape(truncate(pc.Command, 80)), pc.PID, pc.Pct))
+				top = append(top, fmt.Sprintf("`%s` (pid %d) %.0f%%", mdEscape(benchkit.Truncate(pc.Command, 80)), pc.PID, pc.Pct))
 			}
 			p("| %s | %.0f%% | %.0f%% | %s | %s |\n", h.when, h.a.BusyPct, h.a.OthersPct, h.a.LoadAvg, orDash(strings.Join(top, "; ")))
 		}
@@ -430,7 +420,7 @@ func (rep *Report) Markdown() string {
 			if r.Measurement != nil {
 				mbps = r.Measurement.MBps
 			}
-			p("| %s | %s | %.1f s | %s |\n", r.Target, fmtRate(mbps), r.WallS, mdEscape(truncate(r.Error, 200)))
+			p("| %s | %s | %.1f s | %s |\n", r.Target, fmtRate(mbps), r.WallS, mdEscape(benchkit.Truncate(r.Error, 200)))
 		}
 		p("\n")
 	}
@@ -454,7 +444,7 @@ func (rep *Report) Markdown() string {
 			for _, n := range sortedKeys(l.ByNode) {
 				by = append(by, fmt.Sprintf("%s:%d", n, l.ByNode[n]))
 			}
-			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), mdEscape(truncate(l.Example, 240)))
+			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), mdEscape(benchkit.Truncate(l.Example, 240)))
 		}
 		p("\n")
 	}
@@ -489,7 +479,7 @@ func (rep *Report) Markdown() string {
 			}
 		}
 		for _, r := range withLogs {
-			p("\n### %s on %s\n\nCommand: `%s`\n\nError: `%s`\n", r.Job, r.Target, strings.Join(r.Command, " "), mdEscape(truncate(r.Error, 1000)))
+			p("\n### %s on %s\n\nCommand: `%s`\n\nError: `%s`\n", r.Job, r.Target, strings.Join(r.Command, " "), mdEscape(benchkit.Truncate(r.Error, 1000)))
 			for _, n := range sortedKeys(r.LogExcerpts) {
 				p("\ntandemd log of %s (last lines):\n\n```\n%s\n```\n", n, r.LogExcerpts[n])
 			}
@@ -539,7 +529,7 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 			note(t.ID, "not run")
 			continue
 		case r.Measurement == nil:
-			note(t.ID, "**failed**: "+mdEscape(truncate(r.Error, 160)))
+			note(t.ID, "**failed**: "+mdEscape(benchkit.Truncate(r.Error, 160)))
 			continue
 		}
 		m, c := r.Measurement, r.Compare
@@ -575,7 +565,7 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 		if r := findResult(rep.Results, t.ID, j.ID); r != nil && r.OthersCPUPct >= othersWarnPct {
 			var who []string
 			for _, o := range r.OthersTop {
-				who = append(who, fmt.Sprintf("`%s` %.0f%%", mdEscape(truncate(o.Command, 60)), o.Pct))
+				who = append(who, fmt.Sprintf("`%s` %.0f%%", mdEscape(benchkit.Truncate(o.Command, 60)), o.Pct))
 			}
 			busy = append(busy, fmt.Sprintf("%s (%s)", t.ID, orDash(strings.Join(who, ", "))))
 		}

@@ -2,45 +2,20 @@ package main
 
 import (
 	"context"
-	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/testcluster"
 )
-
-// HostInfo describes the machine that ran the benchmark.
-type HostInfo struct {
-	NProc      int    `json:"nproc"`
-	CPU        string `json:"cpu"`
-	MemTotalMB int64  `json:"mem_total_mb"`
-	Kernel     string `json:"kernel"`
-	OS         string `json:"os"`
-	GoVersion  string `json:"go_version"`
-}
-
-// BinaryInfo is the build information of the tandemd under test.
-type BinaryInfo struct {
-	Path      string `json:"path"`
-	GoVersion string `json:"go_version,omitempty"`
-	Revision  string `json:"vcs_revision,omitempty"`
-	Modified  bool   `json:"vcs_modified,omitempty"`
-	VCSTime   string `json:"vcs_time,omitempty"`
-	// RevisionFrom says where Revision came from: the binary's build
-	// information, or (when the binary has none) the module's work tree
-	// at the time of the run.
-	RevisionFrom string `json:"revision_from,omitempty"`
-}
 
 // StorageInfo is the filesystem every target's data lives on.
 type StorageInfo struct {
@@ -209,7 +184,7 @@ func nameProcs(ps []ProcCPU, n int) []ProcCPU {
 	ps = ps[:min(len(ps), n)]
 	for i := range ps {
 		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ps[i].PID))
-		ps[i].Command = truncate(strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")), 160)
+		ps[i].Command = benchkit.Truncate(strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " ")), 160)
 		if ps[i].Command == "" {
 			ps[i].Command = "(exited)"
 			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ps[i].PID)); err == nil {
@@ -262,70 +237,6 @@ func storageInfo(dir string, files []string) StorageInfo {
 		}
 	}
 	return s
-}
-
-func hostInfo() HostInfo {
-	h := HostInfo{NProc: runtime.NumCPU(), GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h.Kernel = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile("/etc/os-release"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
-				h.OS = strings.Trim(v, `"`)
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				h.CPU = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-				if f := strings.Fields(v); len(f) > 0 {
-					if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-						h.MemTotalMB = kb / 1024
-					}
-				}
-			}
-		}
-	}
-	return h
-}
-
-func binaryInfo(path string) BinaryInfo {
-	bi := BinaryInfo{Path: path}
-	if info, err := buildinfo.ReadFile(path); err == nil {
-		bi.GoVersion = info.GoVersion
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				bi.Revision = s.Value
-			case "vcs.modified":
-				bi.Modified = s.Value == "true"
-			case "vcs.time":
-				bi.VCSTime = s.Value
-			}
-		}
-	}
-	if bi.Revision != "" {
-		bi.RevisionFrom = "binary"
-		return bi
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output(); err == nil {
-		bi.Revision, bi.RevisionFrom = strings.TrimSpace(string(out)), "work tree at run time"
-		if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil {
-			bi.Modified = len(strings.TrimSpace(string(st))) > 0
-		}
-	}
-	return bi
 }
 
 // cpuSample is the host's CPU time from the first line of /proc/stat, in
@@ -415,22 +326,8 @@ func sampleHost(ctx context.Context, window time.Duration, root int) (HostActivi
 	var top []ProcCPU
 	h.OthersPct, top = othersCPU(p0, p1, root, time.Since(start))
 	h.Top = nameProcs(top, 5)
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		h.LoadAvg = strings.TrimSpace(string(b))
-	}
+	h.LoadAvg = benchkit.LoadAvgLine()
 	return h, nil
-}
-
-// toolVersion runs `name arg` and returns the first line it prints.
-func toolVersion(ctx context.Context, name, arg string) string {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, arg).CombinedOutput()
-	if err != nil {
-		return name + " (version unknown)"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return line
 }
 
 // copyLogs keeps the daemon logs and the qemu-nbd log, which go away with

@@ -1,17 +1,26 @@
 // Package benchkit holds what every benchmark program under bench/ shares:
-// writing the JSON and Markdown results, and summarising the daemons' logs.
+// the run's context and exit codes, writing the JSON and Markdown results,
+// summarising the daemons' logs, and describing the machine, the tools and
+// the tandemd binary under test (sysinfo.go).
 package benchkit
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/tandemhci/tandem/internal/testcluster"
 )
@@ -101,4 +110,34 @@ func ScanDaemonLogs(c *testcluster.Cluster) []LogFinding {
 		res = append(res, *g)
 	}
 	return res
+}
+
+// FlagExit is a program's exit code for an error of its flags: 0 for -help
+// (the flag package has printed the usage), else 2 after printing
+// "prog: err".
+func FlagExit(prog string, err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, prog+":", err)
+	return 2
+}
+
+// RunContext is the context of a whole run: cancelled by SIGINT or SIGTERM
+// and after timeout.
+func RunContext(timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	return ctx, func() { cancel(); stop() }
+}
+
+// Publish writes rep and md as <dir>/<name>.json and .md, prints md to
+// stdout and logs where they went.
+func Publish(log *slog.Logger, dir, name string, rep any, md string) error {
+	if err := WriteResults(dir, name, rep, md); err != nil {
+		return err
+	}
+	fmt.Print(md)
+	log.Info("results written", "json", filepath.Join(dir, name+".json"), "markdown", filepath.Join(dir, name+".md"))
+	return nil
 }

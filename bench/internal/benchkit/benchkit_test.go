@@ -2,6 +2,8 @@ package benchkit
 
 import (
 	"encoding/json"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,5 +42,11 @@ func TestWriteResults(t *testing.T) {
 	}
 	if Truncate("abcdef", 3) != "abc…" || Truncate("ab", 3) != "ab" {
 		t.Fatal("truncate")
+	}
+}
+
+func TestFlagExit(t *testing.T) {
+	if FlagExit("x", flag.ErrHelp) != 0 || FlagExit("x", errors.New("bad")) != 2 {
+		t.Fatal("exit codes")
 	}
 }

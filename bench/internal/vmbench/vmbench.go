@@ -2,8 +2,9 @@
 // netns cluster (internal/testcluster) with one libvirtd (QEMU TCG) and one
 // tandemd per host, optionally one ipmi_sim BMC per host whose power-on
 // restarts both, the guest image, the tandem CLI run inside a host's
-// namespace with the caller's deadline, JSON decoding of its answers, log
-// excerpts, and the machine and binary description for the reports.
+// namespace with the caller's deadline, JSON decoding of its answers and log
+// excerpts. The machine and binary description for the reports is in
+// benchkit.
 package vmbench
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -553,4 +555,21 @@ func SleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// ParseMiB reads a guest memory size such as 192M or 1G into MiB.
+func ParseMiB(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := uint64(1)
+	switch {
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1024, strings.TrimSuffix(t, "G")
+	case strings.HasSuffix(t, "M"):
+		t = strings.TrimSuffix(t, "M")
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("size %q: want a positive number of MiB with an optional M or G suffix", s)
+	}
+	return n * mult, nil
 }

@@ -89,3 +89,16 @@ func TestReplicas(t *testing.T) {
 		t.Fatal("AllUpToDate")
 	}
 }
+
+func TestParseMiB(t *testing.T) {
+	for in, want := range map[string]uint64{"192M": 192, "1G": 1024, " 2g ": 2048, "64": 64} {
+		if n, err := ParseMiB(in); err != nil || n != want {
+			t.Errorf("ParseMiB(%q) = %d, %v; want %d", in, n, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "1.5G", "1T", "-1M"} {
+		if n, err := ParseMiB(in); err == nil {
+			t.Errorf("ParseMiB(%q) = %d, want an error", in, n)
+		}
+	}
+}
