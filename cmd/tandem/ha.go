@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -110,26 +109,17 @@ func newEventsCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for {
-				e, err := st.Recv()
-				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
+			return recvAll(ctx, st.Recv, func(e *tandemv1.Event) error {
 				if a.output == "json" {
-					if err := writeJSON(a.stdout, e); err != nil {
-						return err
-					}
-					continue
+					return writeJSON(a.stdout, e)
 				}
 				subject := e.Node
 				if e.Vm != "" {
 					subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
 				}
-				fmt.Fprintf(a.stdout, "%s %-5d %-20s %-14s %s (by %s)\n", e.At.AsTime().Local().Format("15:04:05.000"), e.Seq, e.Kind, subject, e.Detail, e.By)
-			}
+				_, err := fmt.Fprintf(a.stdout, "%s %-5d %-20s %-14s %s (by %s)\n", e.At.AsTime().Local().Format("15:04:05.000"), e.Seq, e.Kind, subject, e.Detail, e.By)
+				return err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new events")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -229,4 +230,21 @@ func callAdmin[T proto.Message](a *app, cmd *cobra.Command, timeout time.Duratio
 		return err
 	}
 	return a.print(resp, func(w io.Writer) error { return table(w, resp) })
+}
+
+// recvAll hands every message of a server stream to each. The stream's end,
+// or the user interrupting it, is a normal end.
+func recvAll[T any](ctx context.Context, recv func() (T, error), each func(T) error) error {
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := each(m); err != nil {
+			return err
+		}
+	}
 }

@@ -404,18 +404,10 @@ func newVMConsoleCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for {
-				chunk, err := st.Recv()
-				if errors.Is(err, io.EOF) || (err != nil && ctx.Err() != nil) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				if _, err := a.stdout.Write(chunk.Data); err != nil {
-					return err
-				}
-			}
+			return recvAll(ctx, st.Recv, func(chunk *tandemv1.ConsoleChunk) error {
+				_, err := a.stdout.Write(chunk.Data)
+				return err
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
