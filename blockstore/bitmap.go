@@ -391,7 +391,9 @@ func (v *LocalVolume) persistBlocks(ctx context.Context, peer int, ts []blockTar
 		var err error
 		for _, c := range claims {
 			off := v.lay.bitmapBlockOff(peer, c.blk)
-			if _, werr := v.f.WriteAt(*c.buf, off); werr != nil {
+			_, werr := v.f.WriteAt(*c.buf, off)
+			v.ss.modified()
+			if werr != nil {
 				err = fmt.Errorf("write bitmap block %d of peer slot %d at offset %d: %w", c.blk, peer, off, werr)
 				break
 			}

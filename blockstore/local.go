@@ -121,6 +121,7 @@ type LocalVolume struct {
 
 	syncMu  sync.Mutex
 	syncErr error // sticky: see setSticky
+	ss      syncState
 
 	mdMu  sync.Mutex // guards sb and sbBuf
 	sb    *superblock
@@ -557,18 +558,24 @@ func (v *LocalVolume) WriteAt(ctx context.Context, p []byte, off int64, flags Wr
 	if err != nil {
 		return 0, v.opErr("write", off, n, err)
 	}
+	if !fua {
+		v.ss.wrote()
+	}
 	return len(p), nil
 }
 
 func (v *LocalVolume) writeRaw(p []byte, off int64, dsync bool) error {
 	if !dsync {
 		_, err := v.f.WriteAt(p, off)
+		v.ss.modified()
 		return err
 	}
 	if err := v.stickyErr(); err != nil {
 		return err
 	}
-	if _, err := v.f.WriteAtDsync(p, off); err != nil {
+	_, err := v.f.WriteAtDsync(p, off)
+	v.ss.modified()
+	if err != nil {
 		return v.setSticky("write with RWF_DSYNC", err)
 	}
 	return nil
@@ -606,10 +613,18 @@ func (v *LocalVolume) writeLocked(p []byte, off int64, dsync bool) error {
 	return nil
 }
 
-// datasync makes every write that completed before the call durable.
-// Concurrent calls go straight to the kernel (see the header on group
-// commit). Failure is sticky.
+// datasync makes every write that completed before the call durable. It
+// joins a running fdatasync that covers them, or skips the call when a
+// finished one does (syncState); otherwise concurrent calls go straight to
+// the kernel (see the header on group commit). Failure is sticky.
 func (v *LocalVolume) datasync() error {
+	if err := v.stickyErr(); err != nil {
+		return err
+	}
+	return v.ss.sync(v.fdatasync)
+}
+
+func (v *LocalVolume) fdatasync() error {
 	if err := v.stickyErr(); err != nil {
 		return err
 	}
@@ -650,6 +665,7 @@ func (v *LocalVolume) Flush(ctx context.Context) error {
 	if v.readOnly {
 		return nil
 	}
+	v.ss.flushed()
 	if err := v.persistLazy(ctx); err != nil {
 		return fmt.Errorf("blockstore: %s: flush: %w", v.path, err)
 	}
@@ -657,6 +673,23 @@ func (v *LocalVolume) Flush(ctx context.Context) error {
 		return fmt.Errorf("blockstore: %s: flush: %w", v.path, err)
 	}
 	return nil
+}
+
+// SyncAhead makes the completed writes durable now, before the flush that
+// the client's pattern says is coming, and reports whether it synced. A
+// caller with idle time between a write's reply and the next request (a
+// replica waiting for its primary's next frame) calls it there; the flush
+// then finds its work done. It does nothing unless recent flushes came
+// after at most a few writes each (see syncState).
+func (v *LocalVolume) SyncAhead(ctx context.Context) bool {
+	if v.readOnly || !v.ss.flushExpected() {
+		return false
+	}
+	if err := v.begin(ctx, false); err != nil {
+		return false
+	}
+	defer v.end()
+	return v.datasync() == nil // a failure is sticky: the flush reports it
 }
 
 // Trim discards [off, off+length); later reads return zeroes. Like any
@@ -714,6 +747,7 @@ func (v *LocalVolume) zeroRange(ctx context.Context, op string, off, length int6
 // zeroBlocks zeroes the aligned range [a, b) as cheaply as the file or
 // device allows.
 func (v *LocalVolume) zeroBlocks(a, b int64, punch bool) error {
+	defer v.ss.modified()
 	modes := []uint32{unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE}
 	if punch {
 		modes = []uint32{unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, modes[0]}

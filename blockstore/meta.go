@@ -419,7 +419,9 @@ var errNoChange = errors.New("no change")
 // writeSuperblock writes sb and makes it durable. Caller holds mdMu.
 func (v *LocalVolume) writeSuperblock(sb *superblock) error {
 	encodeSuperblock(sb, v.sbBuf)
-	if _, err := v.f.WriteAt(v.sbBuf, sb.lay.sbOff); err != nil {
+	_, err := v.f.WriteAt(v.sbBuf, sb.lay.sbOff)
+	v.ss.modified()
+	if err != nil {
 		return fmt.Errorf("write superblock at offset %d: %w", sb.lay.sbOff, err)
 	}
 	if err := v.datasync(); err != nil {

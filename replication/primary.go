@@ -319,6 +319,18 @@ func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, flags blocks
 	return len(b), nil
 }
 
+// SyncAhead makes the local replica's completed writes durable ahead of a
+// flush the client's pattern predicts (see blockstore.LocalVolume); the
+// secondaries do the same on their own. It only matters with secondaries:
+// the flush then waits for the network alone.
+func (p *Primary) SyncAhead(ctx context.Context) bool {
+	sa, ok := p.cfg.Local.(interface{ SyncAhead(context.Context) bool })
+	if !ok || len(p.peers) == 0 || p.usable() != nil {
+		return false
+	}
+	return sa.SyncAhead(ctx)
+}
+
 // Flush makes every completed write durable on every in-sync replica.
 func (p *Primary) Flush(ctx context.Context) error {
 	return p.submit(ctx, FrameFlush, 0, 0, 0, nil, p.cfg.Local.Flush)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/internal/batchwrite"
 	"github.com/tandemhci/tandem/internal/pki"
 )
 
@@ -232,12 +233,22 @@ func check(v View, epoch uint64, from string) *refusal {
 // volume at the secondary disk's QD1 rate.
 const maxApplyInFlight = 64
 
-// largeFrame is the size above which a frame is applied alone.
+// syncAheader is a store that can make completed writes durable ahead of
+// an expected flush (blockstore.LocalVolume).
+type syncAheader interface {
+	SyncAhead(ctx context.Context) bool
+}
+
+// maxLargeInFlight bounds the large frames read ahead of the disk.
+const maxLargeInFlight = 4
+
+// largeFrame is the size above which frames are applied one at a time.
 const largeFrame = 128 << 10
 
 // applyOp is one frame being applied, for ordering later frames after it.
 type applyOp struct {
 	flush    bool
+	large    bool
 	off, end int64
 	done     chan struct{}
 }
@@ -245,25 +256,23 @@ type applyOp struct {
 func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, r *bufio.Reader, w *bufio.Writer) error {
 	var hdr [headerSize]byte
 	var (
-		mu     sync.Mutex // guards active and w
+		mu     sync.Mutex // guards active
 		active []*applyOp
 		wg     sync.WaitGroup
-		werr   error
 	)
-	out := make([]byte, 0, 4096)
-	// ack writes one acknowledgement (called with mu held) and flushes it
-	// unless flush is false: the reader batches acks while more requests
-	// are already buffered, and the next ack flushes them all.
-	ack := func(seq uint64, status Status, msg string, flush bool) {
-		if werr != nil {
-			return
-		}
-		out = AppendFrame(out[:0], Header{Type: FrameAck, Flags: uint16(status), Seq: seq, Epoch: epoch}, []byte(msg))
-		if _, werr = w.Write(out); werr == nil && flush {
-			werr = w.Flush()
-		}
+	// Acks from parallel applies share the stream through a batching
+	// writer: one TLS record and syscall carries every ack that became
+	// ready while the previous one was being written.
+	bw := batchwrite.New(flushWriter{w})
+	// ack sends one acknowledgement; with flush false it is only queued
+	// (the reader knows more requests are already buffered, and the next
+	// ack flushes them all).
+	ack := func(seq uint64, status Status, msg string, flush bool) error {
+		var fb [headerSize + 64]byte
+		return bw.Write(flush, AppendFrame(fb[:0], Header{Type: FrameAck, Flags: uint16(status), Seq: seq, Epoch: epoch}, []byte(msg)))
 	}
 	sem := make(chan struct{}, maxApplyInFlight)
+	largeSem := make(chan struct{}, maxLargeInFlight) // bounds read-ahead memory
 	// Payload buffers are recycled: at 1 MiB a frame, allocating each one
 	// costs more in GC than the copy.
 	bufs := make(chan []byte, maxApplyInFlight+1)
@@ -277,10 +286,8 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 	}
 	finish := func(err error) error {
 		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		if err == nil {
-			err = werr
+		if ferr := bw.Flush(); err == nil {
+			err = ferr
 		}
 		return err
 	}
@@ -296,9 +303,7 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 		}
 		if status, msg := s.checkFrame(ctx, t, from, epoch, h); status != StatusOK {
 			wg.Wait() // what came before is acknowledged first
-			mu.Lock()
-			ack(h.Seq, status, msg, true)
-			mu.Unlock()
+			_ = ack(h.Seq, status, msg, true)
 			if status == StatusStaleEpoch || status == StatusNotPrimary {
 				return finish(&refusal{status, msg})
 			}
@@ -309,37 +314,40 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 		op := &applyOp{flush: h.Type == FrameFlush, off: int64(h.Offset), done: make(chan struct{})}
 		op.end = op.off + int64(frameLength(h, p))
 		more := r.Buffered() >= headerSize
-		// Large frames are applied in order, as the disk streams them best
-		// (measured: parallel 1 MiB writes lost sequential throughput).
-		large := op.end-op.off > largeFrame
-		if large {
-			wg.Wait()
-		}
+		// Large frames reach the disk one at a time, in order, as the disk
+		// streams them best (measured: parallel 1 MiB writes lost
+		// sequential throughput); the next one is read and decrypted while
+		// the previous one is written.
+		op.large = op.end-op.off > largeFrame
 		mu.Lock()
-		if large || (len(active) == 0 && !more) {
+		if len(active) == 0 && !more && !op.large {
 			// Nothing in flight and nothing queued (QD1): apply here, with
 			// no hand-off to another goroutine.
 			mu.Unlock()
 			status, msg := s.applyFrame(ctx, t, h, p)
 			recycle(p)
-			mu.Lock()
-			ack(h.Seq, status, msg, status != StatusOK || len(active) > 0 || r.Buffered() < headerSize)
-			failed := werr
-			mu.Unlock()
-			if failed != nil {
-				return finish(failed)
+			if err := ack(h.Seq, status, msg, status != StatusOK || r.Buffered() < headerSize || inFlight(&mu, &active)); err != nil {
+				return finish(err)
+			}
+			if sa, ok := t.Store.(syncAheader); ok && status == StatusOK && h.Type == FrameWrite && r.Buffered() == 0 {
+				// Idle until the primary's next frame, which the pattern
+				// says is a flush: make this write durable meanwhile.
+				sa.SyncAhead(ctx)
 			}
 			continue
 		}
 		var deps []*applyOp
 		for _, a := range active {
-			if op.flush || (!a.flush && a.off < op.end && op.off < a.end) {
+			if op.flush || (!a.flush && a.off < op.end && op.off < a.end) || (op.large && a.large) {
 				deps = append(deps, a)
 			}
 		}
 		active = append(active, op)
 		mu.Unlock()
 		sem <- struct{}{}
+		if op.large {
+			largeSem <- struct{}{}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -356,8 +364,11 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 				}
 			}
 			close(op.done)
-			ack(h.Seq, status, msg, true)
 			mu.Unlock()
+			_ = ack(h.Seq, status, msg, true) // a failed stream ends the reader too
+			if op.large {
+				<-largeSem
+			}
 			<-sem
 		}()
 	}
@@ -431,4 +442,22 @@ func (s *Secondary) applyFrame(ctx context.Context, t *Target, h Header, p []byt
 		return StatusFrozen, err.Error()
 	}
 	return StatusIO, err.Error()
+}
+
+// flushWriter writes through a bufio.Writer and flushes it, so that each
+// batch leaves as one TLS record.
+type flushWriter struct{ w *bufio.Writer }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.w.Flush()
+	}
+	return n, err
+}
+
+func inFlight(mu *sync.Mutex, active *[]*applyOp) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	return len(*active) > 0
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,9 +50,19 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 type config struct {
 	bin, out, logs string
-	size           int64
-	runtime, ramp  time.Duration
-	timeout        time.Duration
+	// targets and jobs, when set, restrict the run (for investigation;
+	// goals whose figures are missing are reported as not measured).
+	targets, jobs []string
+	// profile, when set, collects a CPU profile of every tandemd serving
+	// a target during each of its timed jobs into this directory.
+	profile       string
+	size          int64
+	runtime, ramp time.Duration
+	timeout       time.Duration
+}
+
+func (c config) selected(target string) bool {
+	return c.targets == nil || slices.Contains(c.targets, target)
 }
 
 func parseFlags(args []string) (config, error) {
@@ -65,11 +76,21 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd log and the qemu-nbd log into this directory at the end")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "bound on the whole run")
+	var targets, jobs string
+	fs.StringVar(&targets, "targets", "", "comma-separated target IDs to run (default all)")
+	fs.StringVar(&jobs, "jobs", "", "comma-separated job IDs to run (default all)")
+	fs.StringVar(&c.profile, "profile", "", "if set, write a CPU profile of each tandemd per Tandem job into this directory")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if targets != "" {
+		c.targets = strings.Split(targets, ",")
+	}
+	if jobs != "" {
+		c.jobs = strings.Split(jobs, ",")
 	}
 	var err error
 	if c.size, err = parseSize(size); err != nil {
@@ -233,7 +254,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	} else {
 		for i := range b.rep.Targets {
 			t := &b.rep.Targets[i]
-			if !t.tandem() {
+			if !t.tandem() || !cfg.selected(t.ID) {
 				continue
 			}
 			log.Info("creating volume", "name", t.volume, "replicas", t.Replicas, "nodes", t.Nodes)
@@ -265,7 +286,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	// Prefill, then every job on every target, one at a time.
 	for i := range b.rep.Targets {
 		t := &b.rep.Targets[i]
-		if !t.Ready || t.ID == targetLocalSync { // same file as local
+		if !t.Ready || t.ID == targetLocalSync || !cfg.selected(t.ID) { // same file as local
 			continue
 		}
 		log.Info("prefill", "target", t.ID, "size", cfg.size)
@@ -276,9 +297,12 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		b.rep.Prefill = append(b.rep.Prefill, r)
 	}
 	for _, j := range benchJobs() {
+		if cfg.jobs != nil && !slices.Contains(cfg.jobs, j.ID) {
+			continue
+		}
 		for i := range b.rep.Targets {
 			t := &b.rep.Targets[i]
-			if !t.Ready || !t.runs(j.ID) {
+			if !t.Ready || !t.runs(j.ID) || !cfg.selected(t.ID) {
 				continue
 			}
 			log.Info("fio", "job", j.ID, "target", t.ID)
@@ -468,7 +492,11 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 func (b *bench) setupCluster(ctx context.Context) error {
 	for _, n := range b.c.Nodes {
-		p, err := b.td.StartDaemon(ctx, n)
+		var extra []string
+		if b.cfg.profile != "" {
+			extra = []string{"--pprof", "true"}
+		}
+		p, err := b.td.StartDaemon(ctx, n, extra...)
 		if err != nil {
 			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
 		}
@@ -663,8 +691,10 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 	procs0 := snapshotProcs()
 	disk0, derr0 := readDisk(b.rep.Storage.Device)
 	started := time.Now()
+	profiled := b.startProfiles(ctx, t, j)
 	fr, err := runFio(ctx, fioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
 	wall := time.Since(started)
+	profiled()
 	disk1, derr1 := readDisk(b.rep.Storage.Device)
 	procs1 := snapshotProcs()
 	host1, herr1 := hostCPU()
@@ -723,4 +753,38 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 		r.Error += " (qemu-nbd has exited)"
 	}
 	return r, nil
+}
+
+// startProfiles fetches a CPU profile of every tandemd serving t over the
+// measured part of a timed job (with -profile); the returned func waits for
+// them.
+func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() {
+	if b.cfg.profile == "" || !t.tandem() || !j.TimeBased {
+		return func() {}
+	}
+	if err := os.MkdirAll(b.cfg.profile, 0o755); err != nil {
+		b.log.Error("profile dir", "err", err)
+		return func() {}
+	}
+	secs := int(b.cfg.runtime.Seconds())
+	done := make(chan struct{}, len(t.Nodes))
+	for _, name := range t.Nodes {
+		n := b.c.Node(name)
+		out := filepath.Join(b.cfg.profile, fmt.Sprintf("%s-%s-%s.pprof", t.ID, j.ID, name))
+		url := fmt.Sprintf("http://%s:%d/debug/pprof/profile?seconds=%d", n.IP, testcluster.MetricsPort, secs)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if err := sleepCtx(ctx, b.cfg.ramp); err != nil {
+				return
+			}
+			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", out, url); err != nil {
+				b.log.Error("profile", "node", name, "err", err, "out", string(o))
+			}
+		}()
+	}
+	return func() {
+		for range t.Nodes {
+			<-done
+		}
+	}
 }

@@ -8,16 +8,19 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/internal/batchwrite"
 )
 
 // conn is one connection in the transmission phase. A single reader
 // goroutine parses requests (and whole WRITE payloads) in order; volume
 // calls run on one goroutine per request, bounded by lim; replies are
-// serialised by wmu.
+// batched by bw (one syscall carries every reply that became ready while
+// the previous one was being written).
 type conn struct {
 	s   *Server
 	nc  net.Conn
@@ -27,9 +30,9 @@ type conn struct {
 	lim *limiter
 	wg  sync.WaitGroup // requests handed to workers
 
-	wmu  sync.Mutex
-	werr error // sticky: once a reply failed the socket is dead
-	hdr  [simpleReplyLen]byte
+	bw *batchwrite.Writer // sticky error: once a reply failed the socket is dead
+
+	inflight atomic.Int32 // requests handed to workers and not yet replied to
 }
 
 func newConn(s *Server, nc net.Conn, hs handshakeResult, log *slog.Logger) *conn {
@@ -40,6 +43,7 @@ func newConn(s *Server, nc net.Conn, hs handshakeResult, log *slog.Logger) *conn
 		exp: hs.exp,
 		log: log,
 		lim: newLimiter(s.cfg.maxInflight, s.cfg.maxInflightBytes),
+		bw:  batchwrite.New(nc),
 	}
 }
 
@@ -103,6 +107,7 @@ func (c *conn) readLoop(ctx, opCtx context.Context) string {
 			}
 		}
 		c.wg.Add(1)
+		c.inflight.Add(1)
 		go c.do(opCtx, req, payload, weight)
 	}
 	return "server shutting down"
@@ -250,6 +255,19 @@ func (c *conn) do(ctx context.Context, req request, payload []byte, weight int64
 		}
 	}
 	c.reply(req.Handle, errno, data)
+	if c.inflight.Add(-1) == 0 && req.Type == cmdWrite && errno == 0 {
+		if sa, ok := vol.(syncAheader); ok {
+			// Nothing else to do until the client's next request, which
+			// its pattern may say is a flush: get ahead of it.
+			sa.SyncAhead(ctx)
+		}
+	}
+}
+
+// syncAheader is a volume that can make completed writes durable ahead of
+// an expected flush.
+type syncAheader interface {
+	SyncAhead(ctx context.Context) bool
 }
 
 func writeFlags(f uint16) blockstore.WriteFlags {
@@ -290,21 +308,9 @@ func (c *conn) reply(handle uint64, errno uint32, data []byte) {
 	if errno != 0 {
 		c.s.st.errs.Add(1)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.werr != nil {
-		return
-	}
-	putSimpleReply(c.hdr[:], errno, handle)
-	var err error
-	if len(data) == 0 {
-		_, err = c.nc.Write(c.hdr[:])
-	} else {
-		bufs := net.Buffers{c.hdr[:], data}
-		_, err = bufs.WriteTo(c.nc)
-	}
-	if err != nil {
-		c.werr = err
+	var hdr [simpleReplyLen]byte
+	putSimpleReply(hdr[:], errno, handle)
+	if err := c.bw.Write(true, hdr[:], data); err != nil {
 		c.log.Debug("nbd: sending reply failed; closing connection", "err", err)
 		c.nc.Close() // wakes the reader
 	}

@@ -64,6 +64,10 @@ type Config struct {
 	// backend host with port 9300. "off" disables it; so does an explicit
 	// empty string in the file.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// Pprof serves Go's /debug/pprof profiles on the metrics listener, for
+	// profiling the data path in the field. Off by default: profiles expose
+	// internals to whoever reaches the metrics port.
+	Pprof bool `yaml:"pprof"`
 	// ReplicationAddr is the host:port replicas receive writes on (mTLS).
 	// Default: the backend host with port 7402.
 	ReplicationAddr string `yaml:"replication_addr"`
