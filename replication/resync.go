@@ -141,7 +141,7 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 	p.nextSeq++
 	deps := p.overlappingLocked(r)
 	p.active = append(p.active, r)
-	p.enqueue(pe, r)
+	p.enqueue(pe, r, true)
 	p.mu.Unlock()
 
 	for _, d := range deps {
