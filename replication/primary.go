@@ -655,8 +655,13 @@ func (p *Primary) send(pe *peer, inline bool) {
 			p.fail(pe, gen, fmt.Errorf("send: %w", err))
 			return
 		}
-		if handOff >= 0 {
-			pe.queue = append(batch[handOff:len(batch):len(batch)], pe.queue...)
+		if handOff >= 0 || (inline && len(pe.queue) > 0) {
+			// An inline writer writes one batch: what queued meanwhile
+			// goes to the sender goroutine, so that a submitter's own
+			// local write is not held up behind other requests' frames.
+			if handOff >= 0 {
+				pe.queue = append(batch[handOff:len(batch):len(batch)], pe.queue...)
+			}
 			pe.writing = false
 			select {
 			case wake <- struct{}{}:

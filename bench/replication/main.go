@@ -220,6 +220,8 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	b.rep.Targets = []Target{
 		{ID: targetLocal, Label: "local file, fio libaio with O_DIRECT (the floor)", Engine: []string{"--ioengine=libaio", "--direct=1", "--filename=" + localFile}, SyncOpt: "fsync", Path: localFile},
 		{ID: targetLocalSync, Label: "local file, durable job flushing with fdatasync instead of fsync (the floor for durable writes)", Engine: []string{"--ioengine=libaio", "--direct=1", "--filename=" + localFile}, SyncOpt: "fdatasync", Jobs: []string{jobDurable}, Path: localFile},
+		{ID: targetTwoCopies, Label: "two fio jobs at once, each on its own local file (libaio, O_DIRECT, fdatasync in the durable job): the disk's floor for any two-copy system here; latencies per job, rates for both jobs together",
+			Engine: []string{"--ioengine=libaio", "--direct=1", "--numjobs=2", "--group_reporting", "--filename_format=" + filepath.Join(ref, "copy.$jobnum")}, SyncOpt: "fdatasync", Path: filepath.Join(ref, "copy.0")},
 		{ID: targetQemu, Label: "qemu-nbd on a raw local file, --cache=none (single copy, the reference)", Engine: []string{"--ioengine=nbd", "--uri=" + nbdURI("ref", qemuSock)}, SyncOpt: "fsync", Path: qemuFile, URI: nbdURI("ref", qemuSock)},
 		{ID: targetR1, Label: "Tandem volume, 1 replica (n1)", SyncOpt: "fsync", Replicas: 1, Nodes: []string{"n1"}, volume: "r1"},
 		{ID: targetR2, Label: "Tandem volume, 2 replicas (n1 primary, n2) + witness", SyncOpt: "fsync", Replicas: 2, Nodes: []string{"n1", "n2"}, volume: "r2"},
@@ -227,13 +229,14 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 
 	// Local references: the same preallocation as Tandem's replicas.
-	for _, f := range []string{localFile, qemuFile} {
+	for _, f := range []string{localFile, qemuFile, filepath.Join(ref, "copy.0"), filepath.Join(ref, "copy.1")} {
 		if err := preallocate(f, cfg.size); err != nil {
 			return nil, err
 		}
 	}
 	b.rep.target(targetLocal).Ready = true
 	b.rep.target(targetLocalSync).Ready = true
+	b.rep.target(targetTwoCopies).Ready = true
 	log.Info("starting qemu-nbd", "file", qemuFile, "socket", qemuSock)
 	if err := b.startQemu(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log")); err != nil {
 		if ctx.Err() != nil {
@@ -268,7 +271,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			t.Ready = true
 		}
 	}
-	files := []string{localFile, qemuFile}
+	files := []string{localFile, qemuFile, filepath.Join(ref, "copy.0"), filepath.Join(ref, "copy.1")}
 	for _, n := range c.Nodes {
 		if ents, err := filepath.Glob(filepath.Join(b.td.DataDir(n), "volumes", "*.vol")); err == nil {
 			files = append(files, ents...)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -175,10 +177,14 @@ func (h *haManager) selfFence(ctx context.Context) {
 	h.selfFenced = true
 	h.fencedAt = time.Now()
 	h.mu.Unlock()
-	h.log.Error("self-fence: no quorum for longer than the lease; destroying VMs and freezing volumes")
+	// A node with nothing running (one still joining, say) has nothing to
+	// protect: it only stops taking primaries until quorum returns, and
+	// says so without an alarm.
+	frozen, destroyed := 0, 0
 	if vm := h.d.volumes(); vm != nil {
-		vm.freezeAll(errSelfFenced)
+		frozen = vm.freezeAll(errSelfFenced)
 	}
+	var computeErr error
 	if h.d.cfg.ComputeEnabled() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -188,12 +194,24 @@ func (h *haManager) selfFence(ctx context.Context) {
 				if err := drv.Destroy(dctx, n); err != nil {
 					h.log.Error("self-fence: cannot destroy VM", "vm", n, "err", err)
 				} else {
+					destroyed++
 					h.log.Warn("self-fence: VM destroyed", "vm", n)
 				}
 			}
 		} else {
-			h.log.Error("self-fence: libvirtd unreachable; VMs may still run (their writes are refused by epoch)", "err", err)
+			computeErr = err
 		}
+	}
+	switch {
+	case frozen > 0 || destroyed > 0:
+		h.log.Error("self-fence: no quorum for longer than the lease; VMs destroyed and volumes frozen",
+			"vms_destroyed", destroyed, "primaries_frozen", frozen)
+	default:
+		h.log.Warn("self-fence: no quorum for longer than the lease; nothing was running here, no new primaries until quorum returns")
+	}
+	if _, serr := os.Stat(h.d.cfg.Compute.LibvirtSocket); computeErr != nil && !errors.Is(serr, fs.ErrNotExist) {
+		// (No socket at all: no libvirtd, so no VM can run here.)
+		h.log.Error("self-fence: libvirtd unreachable; VMs may still run (their writes are refused by epoch)", "err", computeErr)
 	}
 }
 

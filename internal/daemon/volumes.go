@@ -665,7 +665,7 @@ func (f *volumeFencer) SetState(ctx context.Context, epoch uint64, peer string, 
 
 // freezeAll stops every primary here for good: nothing more is
 // acknowledged; reconcile starts them again once the node is unfrozen.
-func (m *volumeManager) freezeAll(cause error) {
+func (m *volumeManager) freezeAll(cause error) (retired int) {
 	m.mu.Lock()
 	vols := make([]*nodeVolume, 0, len(m.vols))
 	for _, nv := range m.vols {
@@ -678,10 +678,12 @@ func (m *volumeManager) freezeAll(cause error) {
 			p.Retire(cause)
 			p.Close()
 			nv.primary = nil
+			retired++
 			m.log.Warn("volume frozen", "volume", nv.entry.Name, "cause", cause)
 		}
 		nv.mu.Unlock()
 	}
+	return retired
 }
 
 // target finds the secondary replica a primary replicates to.
