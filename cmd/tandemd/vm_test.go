@@ -199,6 +199,13 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	if err != nil || !strings.Contains(list, "g1") || !strings.Contains(list, "running") {
 		t.Fatalf("vm list: %v\n%s", err, list)
 	}
+	// The serial console reaches the CLI on any node; the agent logs there.
+	if con, stderr, err := td.CLI(ctx, n3, "vm", "console", "g1", "--tail", "65536"); err != nil || !strings.Contains(con, "agent=tandem-guest") {
+		t.Fatalf("vm console: %v\n%s\n%s", err, stderr, con)
+	}
+	if _, stderr, err := td.CLI(ctx, n3, "vm", "console", "nosuch"); err == nil || !strings.Contains(stderr, "nosuch") {
+		t.Fatalf("console of an unknown VM: %v %q", err, stderr)
+	}
 	// The guest's writes are on every replica: verify compares checksums.
 	out, _, err := td.CLI(ctx, n1, "volume", "verify", "g1-disk0", "--output", "json")
 	if err != nil {
@@ -236,6 +243,18 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	}
 	if v := vc.vm(t, n1, "show", "g1"); v.Node != n2.Name || v.State != "running" {
 		t.Fatalf("g1 after migration: %+v", v)
+	}
+	// The console follows the VM: the target's log gets the agent's next
+	// status line (every 5 s).
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		con, _, err := td.CLI(ctx, n1, "vm", "console", "g1")
+		if err == nil && strings.Contains(con, "agent=tandem-guest") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console after migration: %v\n%s", err, con)
+		}
+		time.Sleep(time.Second)
 	}
 
 	// A tandemd crash and restart on the VM's node does not kill the guest:
