@@ -31,7 +31,9 @@ package blockstore
 //       QD4:  58.8/58.1 µs vs 66.3/66.2 µs per write
 //       QD8:  42.8/40.9 µs vs 55.5/56.8 µs per write
 //     A user-space group commit in front of fdatasync did not help (the
-//     block layer already merges concurrent flushes), so there is none.
+//     block layer already merges concurrent flushes), so there is none;
+//     a flush only skips or joins a sync that provably covers it, and
+//     SyncAhead syncs early for flush-after-write clients (sync.go).
 //     fuaDsync=false keeps the pwrite+fdatasync path for the benchmark.
 //     Writes to fallocated-but-never-written blocks cost about 2x (~280 µs:
 //     the unwritten-extent conversion commits the journal);

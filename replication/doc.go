@@ -27,4 +27,18 @@
 // writes keep their order because the primary assigns them a sequence under
 // one lock, writes locally in that order (ordered range lock), and each
 // secondary applies its stream in order. See wire.go for the frame layout.
+//
+// Latency at queue depth 1, where every cross-CPU wake-up costs 20-50 µs on
+// a small VM (measured: a TCP ping-pong between two network namespaces is
+// 10 µs on one CPU and 55 µs across two):
+//   - the submitting goroutine writes its own frame when the stream is idle
+//     (Primary.send) instead of waking a sender goroutine;
+//   - a secondary applies a lone frame on its reader goroutine and acks it
+//     there; parallel applies share the stream through a batching writer;
+//   - after acking a write that a flush is predicted to follow, the
+//     secondary makes it durable while waiting for that flush
+//     (blockstore.LocalVolume.SyncAhead), so the flush costs only its
+//     network hops.
+// Large frames (sequential I/O) are applied one at a time in order, but the
+// next is read and decrypted while the previous one is written.
 package replication
