@@ -39,6 +39,7 @@
 //     secondary makes it durable while waiting for that flush
 //     (blockstore.LocalVolume.SyncAhead), so the flush costs only its
 //     network hops.
+//
 // Large frames (sequential I/O) are applied one at a time in order, but the
 // next is read and decrypted while the previous one is written.
 package replication
