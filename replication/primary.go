@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -169,7 +170,12 @@ type peer struct {
 	conn    net.Conn
 	w       *bufio.Writer // conn's, used by whoever holds writing
 	writing bool          // someone is writing queued frames (send)
-	pending map[uint64]*req
+	// lastMod is the sequence of the last modifying frame queued on this
+	// connection (noMod before the first); synced is the highest sequence
+	// the peer reported durable (FrameSynced). A flush skips the peer
+	// while synced >= lastMod: nothing it acknowledged can be lost.
+	lastMod, synced uint64
+	pending         map[uint64]*req
 	// queue is unbounded so that enqueueing under Primary.mu never blocks
 	// on a stalled peer; its length is bounded by the requests in flight.
 	queue []*req
@@ -233,7 +239,7 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 		go p.sweepActivity()
 	}
 	for _, pc := range cfg.Peers {
-		pe := &peer{cfg: pc, state: peerOutdated, pending: map[uint64]*req{}}
+		pe := &peer{cfg: pc, state: peerOutdated, pending: map[uint64]*req{}, lastMod: noMod}
 		p.peers = append(p.peers, pe)
 	}
 	for _, pe := range p.peers {
@@ -495,6 +501,9 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	for _, pe := range p.peers {
 		switch pe.state {
 		case peerInSync, peerSyncing:
+			if kind == FrameFlush && pe.durable() {
+				continue // it reported every write it has durable
+			}
 			targets = append(targets, pe)
 		case peerFencing:
 			// Frozen prevents this; kept for clarity.
@@ -585,12 +594,27 @@ func (p *Primary) overlappingLocked(r *req) []*req {
 	return out
 }
 
+// durable reports whether the peer said every modifying frame queued to it
+// is durable, so that a flush needs nothing from it.
+func (pe *peer) durable() bool {
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	return pe.lastMod != noMod && pe.synced >= pe.lastMod
+}
+
+// noMod marks a connection on which no modifying frame was queued yet: the
+// peer may hold unflushed writes from before, so flushes go to it.
+const noMod = math.MaxUint64
+
 // enqueue queues r for a peer; called with p.mu held so that every peer
 // sees requests in sequence order. With wake the sender goroutine writes
 // it; otherwise the caller calls send after releasing p.mu.
 func (p *Primary) enqueue(pe *peer, r *req, wake bool) {
 	pe.mu.Lock()
 	pe.pending[r.seq] = r
+	if r.kind != FrameFlush {
+		pe.lastMod = r.seq
+	}
 	if pe.wake != nil {
 		pe.queue = append(pe.queue, r)
 		if wake {
@@ -715,6 +739,7 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	pe.conn = conn
 	pe.w = bufio.NewWriterSize(conn, 256<<10)
 	pe.writing = false
+	pe.lastMod, pe.synced = noMod, 0
 	pe.queue = nil
 	pe.wake = make(chan struct{}, 1)
 	wake := pe.wake
@@ -730,7 +755,7 @@ func (p *Primary) hello(ctx context.Context, conn net.Conn) (*HelloAck, error) {
 		_ = conn.SetDeadline(dl)
 		defer conn.SetDeadline(time.Time{})
 	}
-	b, err := json.Marshal(Hello{Volume: p.cfg.Volume, From: p.cfg.Node, Epoch: p.cfg.Epoch, Size: p.Size(), VolumeID: p.cfg.VolumeID})
+	b, err := json.Marshal(Hello{Volume: p.cfg.Volume, From: p.cfg.Node, Epoch: p.cfg.Epoch, Size: p.Size(), VolumeID: p.cfg.VolumeID, Synced: true})
 	if err != nil {
 		return nil, err
 	}
@@ -786,6 +811,14 @@ func (p *Primary) receiver(pe *peer, conn net.Conn, gen uint64) {
 		if err != nil {
 			p.fail(pe, gen, fmt.Errorf("receive: %w", err))
 			return
+		}
+		if h.Type == FrameSynced {
+			pe.mu.Lock()
+			if pe.gen == gen && h.Seq > pe.synced {
+				pe.synced = h.Seq
+			}
+			pe.mu.Unlock()
+			continue
 		}
 		if h.Type != FrameAck {
 			p.fail(pe, gen, fmt.Errorf("%w: unexpected %s from secondary", ErrBadFrame, h.Type))

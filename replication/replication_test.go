@@ -28,6 +28,18 @@ type memStore struct {
 	dirty  map[int]map[int64]bool
 	writes atomic.Int64
 	flushs atomic.Int64
+	// ahead makes SyncAhead report a sync (as a LocalVolume does when a
+	// flush is predicted); aheads counts them.
+	ahead  atomic.Bool
+	aheads atomic.Int64
+}
+
+func (m *memStore) SyncAhead(context.Context) bool {
+	if !m.ahead.Load() {
+		return false
+	}
+	m.aheads.Add(1)
+	return true
 }
 
 func newMemStore(size int64) *memStore {
@@ -361,6 +373,49 @@ func TestReplicasIdenticalAfterConcurrentWrites(t *testing.T) {
 		if s.store.flushs.Load() == 0 {
 			t.Fatalf("replica %s never flushed", s.name)
 		}
+	}
+}
+
+// A replica that synced ahead and said so is spared the flush's round
+// trip; a write after its report brings the flush back to it.
+func TestFlushSkipsAReplicaThatReportedItsWritesDurable(t *testing.T) {
+	r := newRig(t, 1, 5*time.Second)
+	sec := r.secs[0]
+	sec.store.ahead.Store(true)
+	buf := bytes.Repeat([]byte{7}, 4096)
+	if _, err := r.p.WriteAt(r.ctx, buf, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	pe := r.p.peers[0]
+	for deadline := time.Now().Add(10 * time.Second); !pe.durable(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no synced report reached the primary (%d syncs ahead)", sec.store.aheads.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before, local := sec.store.flushs.Load(), r.local.flushs.Load()
+	if err := r.p.Flush(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sec.store.flushs.Load(); got != before {
+		t.Fatalf("the flush reached the replica that reported its writes durable (%d -> %d)", before, got)
+	}
+	if r.local.flushs.Load() == local {
+		t.Fatal("the primary's own store was not flushed")
+	}
+	// No report for the next write: the flush must go to the replica.
+	sec.store.ahead.Store(false)
+	if _, err := r.p.WriteAt(r.ctx, buf, 4096, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.p.Flush(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sec.store.flushs.Load(); got != before+1 {
+		t.Fatalf("a write after the report: replica flushed %d times, want %d", got, before+1)
+	}
+	if !bytes.Equal(sec.store.snapshot(), r.local.snapshot()) {
+		t.Fatal("replica differs from the primary")
 	}
 }
 

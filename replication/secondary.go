@@ -180,7 +180,7 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 		return ref
 	}
 	s.log.Info("replicating", "volume", t.Name, "from", from, "epoch", epoch)
-	return s.apply(ctx, t, from, epoch, r, w)
+	return s.apply(ctx, t, from, epoch, hello.Synced, r, w)
 }
 
 // accept decides whether from may replicate hello.Volume at hello.Epoch.
@@ -253,7 +253,7 @@ type applyOp struct {
 	done     chan struct{}
 }
 
-func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, r *bufio.Reader, w *bufio.Writer) error {
+func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, synced bool, r *bufio.Reader, w *bufio.Writer) error {
 	var hdr [headerSize]byte
 	var (
 		mu     sync.Mutex // guards active
@@ -331,8 +331,15 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 			}
 			if sa, ok := t.Store.(syncAheader); ok && status == StatusOK && h.Type == FrameWrite && r.Buffered() == 0 {
 				// Idle until the primary's next frame, which the pattern
-				// says is a flush: make this write durable meanwhile.
-				sa.SyncAhead(ctx)
+				// says is a flush: make this write (and, nothing being in
+				// flight, everything before it) durable meanwhile, and say
+				// so, sparing the flush its round trip here.
+				if sa.SyncAhead(ctx) && synced {
+					var fb [headerSize]byte
+					if err := bw.Write(true, AppendFrame(fb[:0], Header{Type: FrameSynced, Seq: h.Seq, Epoch: epoch}, nil)); err != nil {
+						return finish(err)
+					}
+				}
 			}
 			continue
 		}

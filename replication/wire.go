@@ -44,6 +44,10 @@ const (
 	FrameResync   FrameType = 7 // resync data in payload
 	FrameAck      FrameType = 8 // status in flags, optional text payload
 	FramePing     FrameType = 9 // keepalive; acked like a request
+	// FrameSynced (secondary -> primary, only to a primary whose Hello
+	// offered it): every write up to and including Seq is durable here. A
+	// flush then needs no round trip to this replica.
+	FrameSynced FrameType = 10
 )
 
 func (t FrameType) String() string {
@@ -66,6 +70,8 @@ func (t FrameType) String() string {
 		return "ack"
 	case FramePing:
 		return "ping"
+	case FrameSynced:
+		return "synced"
 	}
 	return fmt.Sprintf("frame(%d)", uint8(t))
 }
@@ -186,7 +192,7 @@ func DecodeHeader(b []byte) (Header, error) {
 		Length: binary.BigEndian.Uint32(b[32:]),
 		CRC:    binary.BigEndian.Uint32(b[36:]),
 	}
-	if h.Type < FrameHello || h.Type > FramePing {
+	if h.Type < FrameHello || h.Type > FrameSynced {
 		return Header{}, fmt.Errorf("%w: unknown type %d", ErrBadFrame, uint8(h.Type))
 	}
 	if h.Offset > 1<<62 {
@@ -263,6 +269,8 @@ type Hello struct {
 	// VolumeID is the primary's on-disk volume UUID (hex); unrelated data
 	// is refused.
 	VolumeID string `json:"volume_id"`
+	// Synced says the primary understands FrameSynced.
+	Synced bool `json:"synced,omitempty"`
 }
 
 // HelloAck answers a Hello.
