@@ -54,6 +54,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(AppendFrame(nil, Header{Type: FrameWrite, Seq: 1, Epoch: 1, Offset: 4096}, []byte("data")))
 	f.Add(AppendFrame(nil, Header{Type: FrameHello}, []byte(`{"volume":"v","from":"n1","epoch":1}`)))
 	f.Add(AppendFrame(nil, Header{Type: FrameAck, Flags: uint16(StatusStaleEpoch)}, []byte("stale")))
+	f.Add(AppendFrame(nil, Header{Type: FrameSynced, Seq: 9, Epoch: 1}, nil))
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var hdr [headerSize]byte
