@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -371,6 +373,44 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	}
 	b, _ := json.Marshal(vc.rx.Outages(500 * time.Millisecond))
 	t.Logf("outages over the test: %s", b)
+
+	// QEMU dies under the running VM (killed here; to libvirt a crash looks
+	// the same): tandemd starts it again on the same node, in a new boot,
+	// and records it.
+	last, _, _ := vc.rx.Last()
+	pidFile := filepath.Join(vc.lv[n2.Name].Dir, "run", "libvirt", "qemu", "g1.pid")
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 1 {
+		t.Fatalf("QEMU pid file %s: %q", pidFile, raw)
+	}
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	back, err := vc.rx.WaitFor(wctx, func(d guest.Datagram) bool { return d.Boot > last.Boot && d.Acked > 0 })
+	cancel()
+	if err != nil {
+		t.Fatalf("VM not back after its QEMU was killed: %v", err)
+	}
+	if back.Acked < last.Acked {
+		t.Fatalf("disk counter went back across the restart: %d -> %d", last.Acked, back.Acked)
+	}
+	t.Logf("QEMU killed; guest back in boot %d %v later", back.Boot, time.Since(killed).Round(time.Millisecond))
+	if v := vc.vm(t, n1, "show", "g1"); v.Node != n2.Name || v.State != "running" {
+		t.Fatalf("g1 after its restart: %+v", v)
+	}
+	var restarted bool
+	for _, e := range vc.events(t, n1) {
+		restarted = restarted || (e.Kind == "vm-restarted" && e.Vm == "g1" && e.Node == n2.Name)
+	}
+	if !restarted {
+		t.Fatal("no vm-restarted event for g1 on " + n2.Name)
+	}
 }
 
 // TestVMMigrationFailureKeepsSource kills the target's libvirtd while the

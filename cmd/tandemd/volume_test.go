@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -431,10 +432,19 @@ func helloHelper() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	conn, err := tls.Dial("tcp", os.Getenv("HELLO_ADDR"), cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+	// Right after a heal the neighbour entry may still be failed for a few
+	// seconds ("no route to host"): retry the dial for a while.
+	var conn *tls.Conn
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		if conn, err = tls.DialWithDialer(d, "tcp", os.Getenv("HELLO_ADDR"), cfg); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))

@@ -32,10 +32,42 @@ type computeManager struct {
 
 	mu  sync.Mutex
 	drv *compute.Driver
+
+	// Crash restarts (restartCrashed). busy counts local operations in
+	// flight per VM (start, stop, migrate, undefine): a VM in one is never
+	// restarted behind its back.
+	rmu      sync.Mutex
+	busy     map[string]int
+	down     map[string]int         // consecutive checks that found it down
+	restarts map[string][]time.Time // recent restarts, for the limit
+}
+
+// Crash restart limits: a VM down for restartAfter consecutive checks (one
+// a second) is started again, at most restartLimit times per restartWindow.
+const (
+	restartAfter  = 2
+	restartLimit  = 3
+	restartWindow = 10 * time.Minute
+)
+
+// markBusy records a local operation on a VM; call the result when done.
+func (c *computeManager) markBusy(name string) func() {
+	c.rmu.Lock()
+	c.busy[name]++
+	c.rmu.Unlock()
+	return func() {
+		c.rmu.Lock()
+		if c.busy[name]--; c.busy[name] <= 0 {
+			delete(c.busy, name)
+		}
+		delete(c.down, name)
+		c.rmu.Unlock()
+	}
 }
 
 func newComputeManager(d *Daemon) *computeManager {
-	c := &computeManager{d: d, log: d.log.With("component", "compute")}
+	c := &computeManager{d: d, log: d.log.With("component", "compute"),
+		busy: map[string]int{}, down: map[string]int{}, restarts: map[string][]time.Time{}}
 	if d.cfg.ComputeEnabled() {
 		// Incoming migrations log the console here before tandemd hears
 		// of the VM.
@@ -122,7 +154,7 @@ func (c *computeManager) run(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		_, _ = drv.ResumeIOErrorPaused(ctx, func(name string) bool {
+		ours := func(name string) bool {
 			v := ms.VMs[name]
 			if v == nil || v.Node != c.d.cfg.NodeName || v.Desired != consensus.VMStarted {
 				return false
@@ -133,7 +165,78 @@ func (c *computeManager) run(ctx context.Context) {
 				}
 			}
 			return true
-		})
+		}
+		_, _ = drv.ResumeIOErrorPaused(ctx, ours)
+		c.restartCrashed(ctx, drv, ms, ours)
+	}
+}
+
+// restartCrashed starts again, here, the VMs that should run here but whose
+// domain stopped on its own: QEMU crashed or was killed, or the guest
+// powered off. Only a domain still defined here counts (a migrated one is
+// undefined), only when this node serves every volume of the VM as primary
+// (ours), its HA state is started, and no local operation is under way on
+// it; and only after restartAfter checks in a row, within restartLimit.
+func (c *computeManager) restartCrashed(ctx context.Context, drv *compute.Driver, ms *consensus.MetaState, ours func(string) bool) {
+	for name, v := range ms.VMs {
+		if !ours(name) || (v.HAState != "" && v.HAState != consensus.HAStarted) {
+			continue
+		}
+		c.rmu.Lock()
+		busy := c.busy[name] > 0
+		c.rmu.Unlock()
+		if busy {
+			continue
+		}
+		st, err := drv.State(ctx, name)
+		down := err == nil && (st == compute.StateShutOff || st == compute.StateCrashed)
+		c.rmu.Lock()
+		if !down || c.busy[name] > 0 {
+			delete(c.down, name)
+			c.rmu.Unlock()
+			continue
+		}
+		c.down[name]++
+		n := c.down[name]
+		recent := c.restarts[name][:0:0]
+		for _, t := range c.restarts[name] {
+			if time.Since(t) < restartWindow {
+				recent = append(recent, t)
+			}
+		}
+		c.restarts[name] = recent
+		if n < restartAfter {
+			c.rmu.Unlock()
+			continue
+		}
+		if len(recent) >= restartLimit {
+			if n == restartAfter {
+				c.log.Error("VM keeps stopping; not restarting it again for now", "vm", name, "state", st,
+					"restarts", len(recent), "window", restartWindow)
+				go c.d.ha.event(ctx, consensus.Event{Kind: "vm-restart-given-up", Node: c.d.cfg.NodeName, VM: name,
+					Detail: fmt.Sprintf("%s again after %d restarts within %s", st, len(recent), restartWindow)})
+			}
+			c.rmu.Unlock()
+			continue
+		}
+		c.restarts[name] = append(recent, time.Now())
+		delete(c.down, name)
+		c.busy[name]++
+		c.rmu.Unlock()
+
+		err = drv.Start(ctx, name)
+		c.rmu.Lock()
+		if c.busy[name]--; c.busy[name] <= 0 {
+			delete(c.busy, name)
+		}
+		c.rmu.Unlock()
+		if err != nil {
+			c.log.Error("restarting a stopped VM failed", "vm", name, "was", st, "err", err)
+			continue
+		}
+		c.log.Warn("VM stopped on its own; started it again", "vm", name, "was", st)
+		go c.d.ha.event(ctx, consensus.Event{Kind: "vm-restarted", Node: c.d.cfg.NodeName, VM: name,
+			Detail: fmt.Sprintf("domain was %s while it should run here", st)})
 	}
 }
 
@@ -277,6 +380,7 @@ func (s *peerService) VMStart(ctx context.Context, req *tandemv1.PeerVMRequest) 
 	if s.d.ha.frozen() {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s fenced itself (no quorum); it runs no VM until quorum is back", s.d.cfg.NodeName)
 	}
+	defer c.markBusy(vm.Name)()
 	drv, err := c.driver(ctx)
 	if err != nil {
 		return nil, computeErr(err)
@@ -306,6 +410,7 @@ func (s *peerService) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (
 	if vm == nil || vm.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, "no VM given")
 	}
+	defer c.markBusy(vm.Name)()
 	drv, err := c.driver(ctx)
 	if err != nil {
 		return nil, computeErr(err)
@@ -334,6 +439,7 @@ func (s *peerService) VMState(ctx context.Context, req *tandemv1.PeerVMRequest) 
 	if req.Vm == nil || req.Vm.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, "no VM given")
 	}
+	defer c.markBusy(req.Vm.Name)()
 	drv, err := c.driver(ctx)
 	if err != nil {
 		return nil, computeErr(err)

@@ -94,6 +94,7 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	if vm == nil || vm.Name == "" || req.To == "" || req.To == self {
 		return status.Error(codes.InvalidArgument, "a VM and another node are needed")
 	}
+	defer d.compute.markBusy(vm.Name)()
 	send := func(p *tandemv1.MigrateProgress) {
 		p.From, p.To = self, req.To
 		_ = stream.Send(p)
