@@ -9,13 +9,17 @@ import (
 	"time"
 )
 
+// newSyncTest returns a small volume with a counting disk and a block to
+// write.
+func newSyncTest(t *testing.T) (context.Context, *LocalVolume, *faultDisk, []byte) {
+	v, _ := newVolume(t, 1<<20, CreateOptions{})
+	return t.Context(), v, inject(v), alignedBuf(4096)
+}
+
 // A client that writes then flushes gets its fdatasync run ahead by
 // SyncAhead; the flush then costs no second one.
 func TestSyncAheadForFlushAfterWrite(t *testing.T) {
-	ctx := t.Context()
-	v, _ := newVolume(t, 1<<20, CreateOptions{})
-	fd := inject(v)
-	buf := alignedBuf(4096)
+	ctx, v, fd, buf := newSyncTest(t)
 	syncs := func() int { _, _, s := fd.counts(); return s }
 
 	// No flush seen yet: nothing to sync ahead for.
@@ -78,10 +82,7 @@ func TestSyncAheadForFlushAfterWrite(t *testing.T) {
 
 // A write that completes after a sync started is not covered by it.
 func TestFlushAfterSyncStartedStillSyncs(t *testing.T) {
-	ctx := t.Context()
-	v, _ := newVolume(t, 1<<20, CreateOptions{})
-	fd := inject(v)
-	buf := alignedBuf(4096)
+	ctx, v, fd, buf := newSyncTest(t)
 	if _, err := v.WriteAt(ctx, buf, 0, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +145,7 @@ func (b *blockingSync) Datasync() error {
 // A failed sync ahead fails the flush that relies on it, and every later
 // one (sticky).
 func TestSyncAheadFailureReachesTheFlush(t *testing.T) {
-	ctx := t.Context()
-	v, _ := newVolume(t, 1<<20, CreateOptions{})
-	fd := inject(v)
-	buf := alignedBuf(4096)
+	ctx, v, fd, buf := newSyncTest(t)
 	if _, err := v.WriteAt(ctx, buf, 0, 0); err != nil {
 		t.Fatal(err)
 	}
