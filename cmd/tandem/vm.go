@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -312,22 +314,62 @@ func newVMStopCmd(a *app) *cobra.Command {
 }
 
 func newVMDeleteCmd(a *app) *cobra.Command {
-	var force bool
+	var force, volumes bool
 	cmd := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a VM (its volumes are kept)",
+		Use:   "delete NAME [--volumes]",
+		Short: "Delete a VM (its volumes are kept unless --volumes)",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !volumes {
+				return callAdmin(a, cmd, vmTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.DeleteVMResponse, error) {
+					return c.VM.Delete(ctx, &tandemv1.VMRequest{Name: args[0], Force: force})
+				}, func(w io.Writer, _ *tandemv1.DeleteVMResponse) error {
+					_, err := fmt.Fprintf(w, "VM %s deleted; its volumes are kept (tandem volume delete, or vm delete --volumes)\n", args[0])
+					return err
+				})
+			}
 			return callAdmin(a, cmd, vmTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.DeleteVMResponse, error) {
-				return c.VM.Delete(ctx, &tandemv1.VMRequest{Name: args[0], Force: force})
+				info, err := c.VM.Show(ctx, &tandemv1.VMRequest{Name: args[0]})
+				if err != nil {
+					return nil, err
+				}
+				resp, err := c.VM.Delete(ctx, &tandemv1.VMRequest{Name: args[0], Force: force})
+				if err != nil {
+					return nil, err
+				}
+				for _, vol := range info.Volumes {
+					if err := deleteDetachedVolume(ctx, c, vol); err != nil {
+						return nil, fmt.Errorf("VM %s deleted, but not its volume %s (tandem volume delete %s): %w", args[0], vol, vol, err)
+					}
+				}
+				return resp, nil
 			}, func(w io.Writer, _ *tandemv1.DeleteVMResponse) error {
-				_, err := fmt.Fprintf(w, "VM %s deleted; its volumes are kept (tandem volume delete)\n", args[0])
+				_, err := fmt.Fprintf(w, "VM %s deleted with its volumes\n", args[0])
 				return err
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "destroy a running VM first")
+	cmd.Flags().BoolVar(&volumes, "volumes", false, "also delete the VM's volumes and their data on every node")
 	return cmd
+}
+
+// deleteDetachedVolume deletes a volume whose VM was just undefined: its
+// QEMU's NBD connection may take a moment to close, so "attached" is
+// retried for a while.
+func deleteDetachedVolume(ctx context.Context, c *adminclient.Client, name string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := c.Volume.Delete(ctx, &tandemv1.DeleteVolumeRequest{Name: name})
+		if err == nil || status.Code(err) != codes.FailedPrecondition || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func newVMMigrateCmd(a *app) *cobra.Command {

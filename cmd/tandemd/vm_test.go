@@ -526,4 +526,16 @@ func TestVMCreateFromImage(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 {
 		t.Fatalf("replicas differ after the import: %v %s", err, out)
 	}
+	// Deleting the VM with --volumes removes its disk too.
+	if out, stderr, err := td.CLI(ctx, n1, "vm", "delete", "img1", "--volumes"); err != nil || !strings.Contains(out, "with its volumes") {
+		t.Fatalf("vm delete --volumes: %v\n%s%s", err, out, stderr)
+	}
+	if _, stderr, err := td.CLI(ctx, n1, "volume", "show", info.Volumes[0]); err == nil {
+		t.Fatalf("volume %s still exists after vm delete --volumes", info.Volumes[0])
+	} else if !strings.Contains(stderr, info.Volumes[0]) {
+		t.Fatalf("volume show of a deleted volume: %q", stderr)
+	}
+	if _, _, err := td.CLI(ctx, n1, "vm", "show", "img1"); err == nil {
+		t.Fatal("img1 still exists after vm delete")
+	}
 }
