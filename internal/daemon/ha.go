@@ -33,6 +33,9 @@ type haManager struct {
 	lease      *ha.Lease
 	selfFenced bool
 	fencedAt   time.Time
+	// idleUntil spaces out the checks that find nothing to fence while
+	// the lease stays expired (each asks libvirt).
+	idleUntil time.Time
 
 	// Leader side; det is nil while this node is not the leader.
 	det        *ha.Detector
@@ -158,7 +161,11 @@ func (h *haManager) watchLease(ctx context.Context) {
 			h.mu.Unlock()
 			continue
 		}
-		fence := !h.selfFenced && h.lease.Expired(time.Now())
+		expired := h.lease.Expired(time.Now())
+		if !expired {
+			h.idleUntil = time.Time{}
+		}
+		fence := !h.selfFenced && expired
 		h.mu.Unlock()
 		if fence {
 			h.selfFence(ctx)
@@ -169,6 +176,26 @@ func (h *haManager) watchLease(ctx context.Context) {
 // selfFence stops every VM here and freezes every volume, before the
 // cluster may treat this node's lease as expired.
 func (h *haManager) selfFence(ctx context.Context) {
+	h.mu.Lock()
+	if h.selfFenced || time.Now().Before(h.idleUntil) {
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Unlock()
+	// A node with nothing running (one still joining, say) has nothing to
+	// stop, and nothing can start on it without quorum (a primary needs a
+	// linearizable read of its record, a VM its primary). Fencing it would
+	// only stop the watchdog petting and reset the machine: skip, and look
+	// again shortly while the lease stays expired.
+	if h.nothingToFence(ctx) {
+		h.mu.Lock()
+		if h.idleUntil.IsZero() {
+			h.log.Info("lease expired with nothing running here; not fencing (nothing can start without quorum)")
+		}
+		h.idleUntil = time.Now().Add(idleRecheck)
+		h.mu.Unlock()
+		return
+	}
 	h.mu.Lock()
 	if h.selfFenced {
 		h.mu.Unlock()
@@ -213,6 +240,33 @@ func (h *haManager) selfFence(ctx context.Context) {
 		// (No socket at all: no libvirtd, so no VM can run here.)
 		h.log.Error("self-fence: libvirtd unreachable; VMs may still run (their writes are refused by epoch)", "err", computeErr)
 	}
+}
+
+// idleRecheck is how soon an expired lease with nothing to fence is looked
+// at again: well inside the cluster's grace (ha.self_fence_grace).
+const idleRecheck = 200 * time.Millisecond
+
+// nothingToFence reports whether this node provably runs nothing: no
+// volume served as primary and no running domain in libvirt. Any doubt
+// (libvirtd not answering) means there may be something.
+func (h *haManager) nothingToFence(ctx context.Context) bool {
+	if vm := h.d.volumes(); vm != nil && vm.primaries() > 0 {
+		return false
+	}
+	if !h.d.cfg.ComputeEnabled() {
+		return true
+	}
+	if _, err := os.Stat(h.d.cfg.Compute.LibvirtSocket); errors.Is(err, fs.ErrNotExist) {
+		return true // no libvirtd here, so no VM
+	}
+	dctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	drv, err := h.d.compute.driver(dctx)
+	if err != nil {
+		return false
+	}
+	names, err := drv.Running(dctx)
+	return err == nil && len(names) == 0
 }
 
 var errSelfFenced = errors.New("this node fenced itself (no quorum for longer than its lease)")

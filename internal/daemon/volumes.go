@@ -665,6 +665,25 @@ func (f *volumeFencer) SetState(ctx context.Context, epoch uint64, peer string, 
 
 // freezeAll stops every primary here for good: nothing more is
 // acknowledged; reconcile starts them again once the node is unfrozen.
+// primaries counts the volumes served here as primary.
+func (m *volumeManager) primaries() int {
+	m.mu.Lock()
+	vols := make([]*nodeVolume, 0, len(m.vols))
+	for _, nv := range m.vols {
+		vols = append(vols, nv)
+	}
+	m.mu.Unlock()
+	n := 0
+	for _, nv := range vols {
+		nv.mu.Lock()
+		if nv.primary != nil {
+			n++
+		}
+		nv.mu.Unlock()
+	}
+	return n
+}
+
 func (m *volumeManager) freezeAll(cause error) (retired int) {
 	m.mu.Lock()
 	vols := make([]*nodeVolume, 0, len(m.vols))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/config"
 )
 
 func TestWatchdogStopsPettingWhenSelfFenced(t *testing.T) {
@@ -53,5 +54,41 @@ func TestWatchdogStopsPettingWhenSelfFenced(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	if b[len(b)-1] != 'V' {
 		t.Fatalf("no magic close on shutdown: %q", b[len(b)-8:])
+	}
+}
+
+// A node whose lease ran out while it runs nothing (a node still joining)
+// does not fence itself, so its watchdog keeps petting; one that may run
+// something (libvirtd there but not answering) does.
+func TestLeaseExpiryFencesOnlyWithSomethingToStop(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name   string
+		socket func(dir string) string
+		fenced bool
+	}{
+		{"compute off", func(string) string { return config.ComputeOff }, false},
+		{"no libvirtd socket", func(dir string) string { return filepath.Join(dir, "libvirt-sock") }, false},
+		{"libvirtd not answering", func(dir string) string {
+			p := filepath.Join(dir, "libvirt-sock")
+			if err := os.WriteFile(p, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Daemon{log: log}
+			d.cfg.NodeName = "n1"
+			d.cfg.DataDir = t.TempDir()
+			d.cfg.Compute.LibvirtSocket = tc.socket(t.TempDir())
+			d.compute = newComputeManager(d)
+			h := newHAManager(d)
+			h.lease = ha.NewLease(h.timing, time.Now().Add(-time.Minute)) // long expired
+			h.selfFence(t.Context())
+			if h.frozen() != tc.fenced {
+				t.Fatalf("fenced = %v, want %v", h.frozen(), tc.fenced)
+			}
+		})
 	}
 }
