@@ -332,7 +332,7 @@ func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, flags blocks
 // secondaries do the same on their own. It only matters with secondaries:
 // the flush then waits for the network alone.
 func (p *Primary) SyncAhead(ctx context.Context) bool {
-	sa, ok := p.cfg.Local.(interface{ SyncAhead(context.Context) bool })
+	sa, ok := p.cfg.Local.(syncAheader)
 	if !ok || len(p.peers) == 0 || p.usable() != nil {
 		return false
 	}
