@@ -15,6 +15,7 @@ import (
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/internal/batchwrite"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/workers"
 )
 
 // View is a volume's committed ownership as a node knows it.
@@ -284,6 +285,8 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 			}
 		}
 	}
+	wp := workers.New()
+	defer wp.Close()
 	finish := func(err error) error {
 		wg.Wait()
 		if ferr := bw.Flush(); err == nil {
@@ -356,7 +359,7 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 			largeSem <- struct{}{}
 		}
 		wg.Add(1)
-		go func() {
+		wp.Go(func() {
 			defer wg.Done()
 			for _, d := range deps {
 				<-d.done
@@ -377,7 +380,7 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 				<-largeSem
 			}
 			<-sem
-		}()
+		})
 	}
 }
 

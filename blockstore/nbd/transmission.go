@@ -14,13 +14,14 @@ import (
 
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/internal/batchwrite"
+	"github.com/tandemhci/tandem/internal/workers"
 )
 
 // conn is one connection in the transmission phase. A single reader
 // goroutine parses requests (and whole WRITE payloads) in order; volume
-// calls run on one goroutine per request, bounded by lim; replies are
-// batched by bw (one syscall carries every reply that became ready while
-// the previous one was being written).
+// calls run on pooled workers, one request each, bounded by lim; replies
+// are batched by bw (one syscall carries every reply that became ready
+// while the previous one was being written).
 type conn struct {
 	s   *Server
 	nc  net.Conn
@@ -29,6 +30,7 @@ type conn struct {
 	log *slog.Logger
 	lim *limiter
 	wg  sync.WaitGroup // requests handed to workers
+	wp  *workers.Pool
 
 	bw *batchwrite.Writer // sticky error: once a reply failed the socket is dead
 
@@ -44,6 +46,7 @@ func newConn(s *Server, nc net.Conn, hs handshakeResult, log *slog.Logger) *conn
 		log: log,
 		lim: newLimiter(s.cfg.maxInflight, s.cfg.maxInflightBytes),
 		bw:  batchwrite.New(nc),
+		wp:  workers.New(),
 	}
 }
 
@@ -53,6 +56,7 @@ func newConn(s *Server, nc net.Conn, hs handshakeResult, log *slog.Logger) *conn
 func (c *conn) serve(ctx context.Context) {
 	opCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
+	defer c.wp.Close()
 	c.log.Info("nbd: client connected", "size", c.exp.size, "read_only", c.exp.readOnly)
 	why := c.readLoop(ctx, opCtx)
 	c.drain(ctx, cancelOps)
@@ -108,7 +112,7 @@ func (c *conn) readLoop(ctx, opCtx context.Context) string {
 		}
 		c.wg.Add(1)
 		c.inflight.Add(1)
-		go c.do(opCtx, req, payload, weight)
+		c.wp.Go(func() { c.do(opCtx, req, payload, weight) })
 	}
 	return "server shutting down"
 }
