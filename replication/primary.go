@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
 // Store is the primary's local replica: a volume plus a persistent dirty
@@ -128,10 +129,14 @@ func (s peerState) String() string {
 
 // req is one request fanned out to the local store and the connected peers.
 type req struct {
-	seq       uint64
-	kind      FrameType
-	off, len  int64
-	frame     []byte
+	seq      uint64
+	kind     FrameType
+	off, len int64
+	frame    []byte
+	// refs counts the frame's holders: the submitter and each peer queue
+	// or send batch it is in. The last one recycles a pooled frame.
+	refs      atomic.Int32
+	pooled    bool
 	started   time.Time
 	localDone chan struct{}
 	// ready, when set, is closed once frame is filled in: a resync chunk
@@ -190,8 +195,9 @@ type Primary struct {
 	cfg Config
 	log *slog.Logger
 
-	al   *activityLog
-	rate atomic.Int64 // resync limit, bytes per second
+	al     *activityLog
+	rate   atomic.Int64 // resync limit, bytes per second
+	frames bufpool.Pool // write frames
 
 	mu sync.Mutex
 	// quiesced ranges hold new overlapping requests back (online verify).
@@ -451,11 +457,13 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	case len(p.peers) == 0:
 		// A single-replica volume sends nothing anywhere.
 	case kind == FrameWrite:
-		frame = AppendFrame(make([]byte, 0, headerSize+len(payload)), Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off)}, payload)
+		frame = AppendFrame(p.frames.Get(headerSize + len(payload))[:0], Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off)}, payload)
 	default:
 		frame = AppendFrame(make([]byte, 0, headerSize), Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off), Length: uint32(length)}, nil)
 	}
-	r := &req{kind: kind, off: off, len: length, frame: frame, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{})}
+	r := &req{kind: kind, off: off, len: length, frame: frame, pooled: kind == FrameWrite && frame != nil, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{})}
+	r.refs.Store(1)
+	defer p.release(r)
 	if p.al != nil && kind != FrameFlush {
 		// Write-ahead: the region is in the activity log before any disk
 		// can see the request.
@@ -616,6 +624,7 @@ func (p *Primary) enqueue(pe *peer, r *req, wake bool) {
 		pe.lastMod = r.seq
 	}
 	if pe.wake != nil {
+		r.refs.Add(1)
 		pe.queue = append(pe.queue, r)
 		if wake {
 			select {
@@ -657,11 +666,15 @@ func (p *Primary) send(pe *peer, inline bool) {
 				select {
 				case <-r.ready:
 				case <-p.stopping:
+					p.releaseAll(batch[i:])
 					return // the Primary is closing: nothing is sent any more
 				}
 			}
 			_ = conn.SetWriteDeadline(time.Now().Add(p.cfg.AckTimeout))
-			if _, err = w.Write(r.frame); err != nil {
+			_, err = w.Write(r.frame) // keeps no reference once it returns
+			p.release(r)
+			if err != nil {
+				p.releaseAll(batch[i+1:])
 				break
 			}
 		}
@@ -671,6 +684,9 @@ func (p *Primary) send(pe *peer, inline bool) {
 		pe.mu.Lock()
 		if pe.gen != gen {
 			pe.mu.Unlock()
+			if handOff >= 0 {
+				p.releaseAll(batch[handOff:])
+			}
 			return // failed or replaced meanwhile: the new stream starts clean
 		}
 		if err != nil {
@@ -699,6 +715,19 @@ func (p *Primary) send(pe *peer, inline bool) {
 			pe.mu.Unlock()
 			return
 		}
+	}
+}
+
+// release drops one holder of r's frame; the last one recycles it.
+func (p *Primary) release(r *req) {
+	if r.refs.Add(-1) == 0 && r.pooled {
+		p.frames.Put(r.frame)
+	}
+}
+
+func (p *Primary) releaseAll(rs []*req) {
+	for _, r := range rs {
+		p.release(r)
 	}
 }
 
@@ -740,6 +769,7 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	pe.w = bufio.NewWriterSize(conn, 256<<10)
 	pe.writing = false
 	pe.lastMod, pe.synced = noMod, 0
+	p.releaseAll(pe.queue)
 	pe.queue = nil
 	pe.wake = make(chan struct{}, 1)
 	wake := pe.wake
@@ -929,6 +959,7 @@ func (p *Primary) fail(pe *peer, gen uint64, cause error) {
 	if pe.conn != nil {
 		pe.conn.Close()
 	}
+	p.releaseAll(pe.queue)
 	pe.queue, pe.wake = nil, nil
 	pe.mu.Unlock()
 	if !p.frozen {

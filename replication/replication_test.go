@@ -32,6 +32,8 @@ type memStore struct {
 	// flush is predicted); aheads counts them.
 	ahead  atomic.Bool
 	aheads atomic.Int64
+	// gate, when set, holds every write until it is closed.
+	gate atomic.Pointer[chan struct{}]
 }
 
 func (m *memStore) SyncAhead(context.Context) bool {
@@ -56,6 +58,9 @@ func (m *memStore) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
 }
 
 func (m *memStore) WriteAt(_ context.Context, p []byte, off int64, _ blockstore.WriteFlags) (int, error) {
+	if g := m.gate.Load(); g != nil {
+		<-*g
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := blockstore.CheckRange(int64(len(m.data)), off, int64(len(p))); err != nil {
@@ -430,6 +435,45 @@ func TestReplicasIdenticalWithLargeFrames(t *testing.T) {
 		if !bytes.Equal(s.store.snapshot(), want) {
 			t.Fatalf("replica %s differs from the primary", s.name)
 		}
+	}
+}
+
+// A write whose caller gave up while its frame still waited behind a
+// stalled replica is sent intact later: a pooled frame buffer is recycled
+// only once no peer queue or send batch holds it.
+func TestAbandonedWritesReachReplicasIntact(t *testing.T) {
+	r := newRig(t, 1, 30*time.Second)
+	sec := r.secs[0].store
+	gate := make(chan struct{})
+	sec.gate.Store(&gate)
+	const mib = 1 << 20
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	round := func(k int) {
+		ctx, cancel := context.WithTimeout(r.ctx, 300*time.Millisecond)
+		defer cancel()
+		for i := range 24 { // far more than the sockets and read-ahead hold
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b := bytes.Repeat([]byte{byte(k*24 + i + 1)}, mib)
+				_, _ = r.p.WriteAt(ctx, b, int64(i%8)*mib, 0) // gives up when ctx ends
+			}()
+		}
+		<-ctx.Done()
+		time.Sleep(100 * time.Millisecond) // let the callers return
+	}
+	round(0)
+	round(1) // buffers recycled too early would overwrite round 0's frames
+	close(gate)
+	if err := r.p.Flush(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sec.snapshot(), r.local.snapshot()) {
+		t.Fatal("the replica differs from the primary")
+	}
+	if st := r.p.Status(); st[0].State != "in-sync" {
+		t.Fatalf("peer state %q after the stall, want in-sync", st[0].State)
 	}
 }
 

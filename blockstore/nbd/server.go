@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
 var (
@@ -158,7 +159,7 @@ type Server struct {
 	log    *slog.Logger
 	lookup Lookup
 	cfg    config
-	bufs   bufPool
+	bufs   bufpool.Pool
 	st     counters
 
 	mu      sync.Mutex

@@ -103,9 +103,9 @@ func (c *conn) readLoop(ctx, opCtx context.Context) string {
 		}
 		var payload []byte
 		if req.Type == cmdWrite {
-			payload = c.s.bufs.get(int(req.Length))
+			payload = c.s.bufs.Get(int(req.Length))
 			if _, err := io.ReadFull(c.br, payload); err != nil {
-				c.s.bufs.put(payload)
+				c.s.bufs.Put(payload)
 				c.lim.release(weight)
 				return c.readFailed(ctx, "write payload", err)
 			}
@@ -215,8 +215,8 @@ func (c *conn) do(ctx context.Context, req request, payload []byte, weight int64
 	var err error
 	switch req.Type {
 	case cmdRead:
-		buf := c.s.bufs.get(int(req.Length))
-		defer c.s.bufs.put(buf)
+		buf := c.s.bufs.Get(int(req.Length))
+		defer c.s.bufs.Put(buf)
 		var n int
 		n, err = vol.ReadAt(ctx, buf, off)
 		if n == len(buf) && (err == nil || errors.Is(err, io.EOF)) {
@@ -230,7 +230,7 @@ func (c *conn) do(ctx context.Context, req request, payload []byte, weight int64
 		if err == nil && n < len(payload) {
 			err = io.ErrShortWrite
 		}
-		c.s.bufs.put(payload)
+		c.s.bufs.Put(payload)
 	case cmdFlush:
 		err = vol.Flush(ctx)
 	case cmdTrim:

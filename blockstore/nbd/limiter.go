@@ -2,49 +2,8 @@ package nbd
 
 import (
 	"context"
-	"math/bits"
 	"sync"
 )
-
-const (
-	minClassShift = 12 // 4 KiB
-	maxClassShift = 27 // 128 MiB = maxBlockCap
-)
-
-// bufPool recycles payload buffers in power-of-two size classes, so a busy
-// connection does not allocate a fresh buffer per request.
-type bufPool struct {
-	classes [maxClassShift - minClassShift + 1]sync.Pool
-}
-
-func sizeClass(n int) int {
-	if n <= 1<<minClassShift {
-		return 0
-	}
-	return bits.Len(uint(n-1)) - minClassShift
-}
-
-// get returns a buffer of length n (contents undefined).
-func (p *bufPool) get(n int) []byte {
-	c := sizeClass(n)
-	if c >= len(p.classes) {
-		return make([]byte, n)
-	}
-	if v, ok := p.classes[c].Get().(*[]byte); ok {
-		return (*v)[:n]
-	}
-	return make([]byte, n, 1<<(c+minClassShift))
-}
-
-// put recycles a buffer obtained from get.
-func (p *bufPool) put(b []byte) {
-	c := sizeClass(cap(b))
-	if cap(b) == 0 || c >= len(p.classes) || cap(b) != 1<<(c+minClassShift) {
-		return
-	}
-	b = b[:0]
-	p.classes[c].Put(&b)
-}
 
 // limiter bounds one connection's in-flight requests and payload bytes. It
 // has a single acquirer (the connection's reader), so one wake-up token is
