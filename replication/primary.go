@@ -174,6 +174,7 @@ type peer struct {
 	mu      sync.Mutex // guards conn, w, writing, pending, queue, wake
 	conn    net.Conn
 	w       *bufio.Writer // conn's, used by whoever holds writing
+	cork    corker        // conn's, or nil
 	writing bool          // someone is writing queued frames (send)
 	// lastMod is the sequence of the last modifying frame queued on this
 	// connection (noMod before the first); synced is the highest sequence
@@ -649,7 +650,7 @@ func (p *Primary) send(pe *peer, inline bool) {
 		pe.mu.Unlock()
 		return
 	}
-	gen, conn, w, wake := pe.gen, pe.conn, pe.w, pe.wake
+	gen, conn, w, wake, cork := pe.gen, pe.conn, pe.w, pe.wake, pe.cork
 	pe.writing = true
 	for {
 		batch := pe.queue
@@ -657,6 +658,9 @@ func (p *Primary) send(pe *peer, inline bool) {
 		pe.mu.Unlock()
 		var err error
 		handOff := -1
+		if cork != nil {
+			cork.Cork()
+		}
 		for i, r := range batch {
 			if r.ready != nil {
 				if inline && !isClosed(r.ready) {
@@ -667,6 +671,9 @@ func (p *Primary) send(pe *peer, inline bool) {
 				case <-r.ready:
 				case <-p.stopping:
 					p.releaseAll(batch[i:])
+					if cork != nil {
+						_ = cork.Uncork()
+					}
 					return // the Primary is closing: nothing is sent any more
 				}
 			}
@@ -680,6 +687,11 @@ func (p *Primary) send(pe *peer, inline bool) {
 		}
 		if err == nil {
 			err = w.Flush()
+		}
+		if cork != nil {
+			if uerr := cork.Uncork(); err == nil {
+				err = uerr
+			}
 		}
 		pe.mu.Lock()
 		if pe.gen != gen {
@@ -767,6 +779,7 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	gen := pe.gen
 	pe.conn = conn
 	pe.w = bufio.NewWriterSize(conn, 256<<10)
+	pe.cork = corkerOf(conn)
 	pe.writing = false
 	pe.lastMod, pe.synced = noMod, 0
 	p.releaseAll(pe.queue)

@@ -277,7 +277,7 @@ func dialAs(from string) Dialer {
 			c.Close()
 			return nil, err
 		}
-		return c, nil
+		return NewCorkConn(c), nil
 	}
 }
 

@@ -629,15 +629,29 @@ func (m *volumeManager) dial(ctx context.Context, addr string) (net.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: 5 * time.Second}}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("replication address %q: %w", addr, err)
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second) // dial and handshake
+	defer cancel()
+	var nd net.Dialer
+	raw, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := c.(*tls.Conn); ok {
-		if nc, ok := tc.NetConn().(*net.TCPConn); ok {
-			_ = nc.SetNoDelay(true)
-		}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	// The cork lets the primary send a batch of TLS records in one write.
+	c := tls.Client(replication.NewCorkConn(raw), cfg)
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
 	return c, nil
 }
