@@ -15,6 +15,11 @@ const (
 	// NoHole asks WriteZeroes to allocate the zeroed range rather than
 	// punch a hole.
 	NoHole
+	// More says the caller has further requests ready to submit at once
+	// (NBD: another request is already buffered). A volume that sends over
+	// a network may hold this request's transmission to batch it with
+	// them; it never changes what is written or when it is durable.
+	More
 )
 
 // Volume is a fixed-size block device. Offsets and lengths are in bytes and

@@ -52,5 +52,9 @@
 //     1 MiB frames cost 17-20% of the primary's CPU in GC and clearing;
 //   - the primary corks the connection under TLS while it sends a batch
 //     (CorkConn), so 16 KiB TLS records leave in writes of up to 256 KiB.
-//     Buffering the secondary's reads the same way measured no gain.
+//     Buffering the secondary's reads the same way measured no gain;
+//   - a write hinted blockstore.More (the NBD server has the next request
+//     buffered already) leaves its frame to the sender goroutine, which
+//     writes the burst in one batch: 0.25 fewer syscalls per write at
+//     queue depth 32. Unhinted (QD1) writes still send inline.
 package replication

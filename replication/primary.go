@@ -324,8 +324,8 @@ func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, flags blocks
 	if flags&blockstore.FUA != 0 {
 		f |= FlagFUA
 	}
-	err := p.submit(ctx, FrameWrite, off, int64(len(b)), f, b, func(ctx context.Context) error {
-		_, err := p.cfg.Local.WriteAt(ctx, b, off, flags)
+	err := p.submit(ctx, FrameWrite, off, int64(len(b)), f, flags&blockstore.More != 0, b, func(ctx context.Context) error {
+		_, err := p.cfg.Local.WriteAt(ctx, b, off, flags&^blockstore.More)
 		return err
 	})
 	if err != nil {
@@ -348,7 +348,7 @@ func (p *Primary) SyncAhead(ctx context.Context) bool {
 
 // Flush makes every completed write durable on every in-sync replica.
 func (p *Primary) Flush(ctx context.Context) error {
-	return p.submit(ctx, FrameFlush, 0, 0, 0, nil, p.cfg.Local.Flush)
+	return p.submit(ctx, FrameFlush, 0, 0, 0, false, nil, p.cfg.Local.Flush)
 }
 
 // Trim replicates a discard.
@@ -356,7 +356,7 @@ func (p *Primary) Trim(ctx context.Context, off, length int64) error {
 	if err := blockstore.CheckRange(p.Size(), off, length); err != nil {
 		return fmt.Errorf("trim %d+%d: %w", off, length, err)
 	}
-	return p.submit(ctx, FrameTrim, off, length, 0, nil, func(ctx context.Context) error {
+	return p.submit(ctx, FrameTrim, off, length, 0, false, nil, func(ctx context.Context) error {
 		return p.cfg.Local.Trim(ctx, off, length)
 	})
 }
@@ -373,7 +373,7 @@ func (p *Primary) WriteZeroes(ctx context.Context, off, length int64, flags bloc
 	if flags&blockstore.NoHole != 0 {
 		f |= FlagNoHole
 	}
-	return p.submit(ctx, FrameZero, off, length, f, nil, func(ctx context.Context) error {
+	return p.submit(ctx, FrameZero, off, length, f, false, nil, func(ctx context.Context) error {
 		return p.cfg.Local.WriteZeroes(ctx, off, length, flags)
 	})
 }
@@ -451,7 +451,9 @@ func (p *Primary) Status() []PeerStatus {
 
 // submit runs one request: ordered registration, fan-out, local I/O, dirty
 // marking for fenced peers, then waiting for every connected peer.
-func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64, flags uint16, payload []byte, local func(context.Context) error) error {
+// With more, the caller has further requests coming at once: the frame is
+// left to the sender goroutine, which then writes them all in one batch.
+func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64, flags uint16, more bool, payload []byte, local func(context.Context) error) error {
 	// Encode outside the lock; the sequence number is patched in below.
 	var frame []byte
 	switch {
@@ -526,11 +528,13 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 		close(r.allDone)
 	}
 	for _, pe := range targets {
-		p.enqueue(pe, r, false)
+		p.enqueue(pe, r, more)
 	}
 	p.mu.Unlock()
-	for _, pe := range targets {
-		p.send(pe, true)
+	if !more {
+		for _, pe := range targets {
+			p.send(pe, true)
+		}
 	}
 
 	// Overlapping earlier requests reach the local disk first.

@@ -477,6 +477,44 @@ func TestAbandonedWritesReachReplicasIntact(t *testing.T) {
 	}
 }
 
+// Writes hinted More leave their frames to the sender goroutine: they are
+// sent (and acknowledged) even when no unhinted request follows them.
+func TestWritesHintedMoreAreSent(t *testing.T) {
+	r := newRig(t, 2, 5*time.Second)
+	ctx, cancel := context.WithTimeout(r.ctx, 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := bytes.Repeat([]byte{byte(i + 1)}, 4096*(1+i%3))
+			if _, err := r.p.WriteAt(ctx, b, int64(i%16)*16384, blockstore.More); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// A lone hinted write, with nothing behind it.
+	if _, err := r.p.WriteAt(ctx, bytes.Repeat([]byte{0xee}, 4096), 1<<20, blockstore.More); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := r.local.snapshot()
+	for _, s := range r.secs {
+		if !bytes.Equal(s.store.snapshot(), want) {
+			t.Fatalf("replica %s differs from the primary", s.name)
+		}
+	}
+}
+
 func TestLostPeerIsOutdatedThenResynced(t *testing.T) {
 	r := newRig(t, 2, 500*time.Millisecond)
 	writeRandom(t, r.ctx, r.p, 2, 50)

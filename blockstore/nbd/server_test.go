@@ -444,6 +444,21 @@ func TestPipelined(t *testing.T) {
 		}
 		seen[r.Handle] = true
 	}
+	// The burst was buffered: writes with another request behind them
+	// carry the hint that more follow.
+	if vol.more.Load() == 0 {
+		t.Fatal("no pipelined write was hinted blockstore.More")
+	}
+	// A lone write is not.
+	vol.delay.Store(0)
+	before := vol.more.Load()
+	c.send(cmdWrite, 0, 0, 4096, bytesOf(4096, 9))
+	if r, _, err := c.recv(func(uint64) int { return 0 }); err != nil || r.Error != 0 {
+		t.Fatalf("lone write: %+v %v", r, err)
+	}
+	if vol.more.Load() != before {
+		t.Fatal("a lone write was hinted blockstore.More")
+	}
 
 	// DISC right behind a burst: every write must still be answered.
 	vol.delay.Store(int64(20 * time.Millisecond))

@@ -110,9 +110,10 @@ func (c *conn) readLoop(ctx, opCtx context.Context) string {
 				return c.readFailed(ctx, "write payload", err)
 			}
 		}
+		more := c.br.Buffered() >= requestHeaderLen
 		c.wg.Add(1)
 		c.inflight.Add(1)
-		c.wp.Go(func() { c.do(opCtx, req, payload, weight) })
+		c.wp.Go(func() { c.do(opCtx, req, payload, weight, more) })
 	}
 	return "server shutting down"
 }
@@ -206,7 +207,8 @@ func (c *conn) trivial(req request) bool {
 }
 
 // do runs one request against the volume and replies.
-func (c *conn) do(ctx context.Context, req request, payload []byte, weight int64) {
+// more says another request was already buffered behind this one.
+func (c *conn) do(ctx context.Context, req request, payload []byte, weight int64, more bool) {
 	defer c.wg.Done()
 	defer c.lim.release(weight)
 	vol := c.exp.vol
@@ -226,7 +228,11 @@ func (c *conn) do(ctx context.Context, req request, payload []byte, weight int64
 		}
 	case cmdWrite:
 		var n int
-		n, err = vol.WriteAt(ctx, payload, off, writeFlags(req.Flags))
+		wf := writeFlags(req.Flags)
+		if more {
+			wf |= blockstore.More
+		}
+		n, err = vol.WriteAt(ctx, payload, off, wf)
 		if err == nil && n < len(payload) {
 			err = io.ErrShortWrite
 		}

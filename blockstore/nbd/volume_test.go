@@ -31,6 +31,7 @@ type memVolume struct {
 	closed   atomic.Bool
 	readOnly atomic.Bool
 	delay    atomic.Int64 // nanoseconds each call sleeps, to hold requests in flight
+	more     atomic.Int64 // writes hinted blockstore.More
 }
 
 type writeRec struct {
@@ -85,6 +86,9 @@ func (v *memVolume) WriteAt(ctx context.Context, p []byte, off int64, flags bloc
 		return 0, fmt.Errorf("mem volume write: %w", err)
 	}
 	v.writes++
+	if flags&blockstore.More != 0 {
+		v.more.Add(1)
+	}
 	if flags&blockstore.FUA != 0 {
 		v.fuaWrites++
 	}
