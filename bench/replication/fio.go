@@ -240,7 +240,7 @@ func parseFio(data []byte) (string, json.RawMessage, Measurement, error) {
 		m.WriteTotalMeanUS = j.Write.Lat.Mean / 1e3
 	}
 	if j.Error != 0 {
-		return out.Version, raw, m, fmt.Errorf("fio job %q reported error %d (%s)", j.Name, j.Error, syscall.Errno(j.Error))
+		return out.Version, raw, m, fmt.Errorf("fio job %q reported error %d: %w", j.Name, j.Error, syscall.Errno(j.Error))
 	}
 	if j.Write.TotalIOs == 0 {
 		return out.Version, raw, m, fmt.Errorf("fio job %q completed no writes", j.Name)
@@ -262,9 +262,17 @@ type fioRun struct {
 // engine can spin forever when its server dies) in its own process group,
 // killed with it when ctx ends. The JSON goes to jsonPath.
 func runFio(ctx context.Context, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
+	return runFioIn(ctx, "", args, jsonPath, bound)
+}
+
+// runFioIn is runFio inside network namespace ns ("": the host's).
+func runFioIn(ctx context.Context, ns string, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
 	var r fioRun
 	_ = os.Remove(jsonPath)
 	r.argv = append([]string{"timeout", "-s", "KILL", strconv.Itoa(int(math.Ceil(bound.Seconds()))), "fio"}, args...)
+	if ns != "" {
+		r.argv = append([]string{"ip", "netns", "exec", ns}, r.argv...)
+	}
 	cmd := exec.CommandContext(ctx, r.argv[0], r.argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }

@@ -55,7 +55,11 @@ type config struct {
 	targets, jobs []string
 	// profile, when set, collects a CPU profile of every tandemd serving
 	// a target during each of its timed jobs into this directory.
-	profile       string
+	profile string
+	// trace, when set, also collects a one-second Go execution trace of
+	// every tandemd per Tandem job (go tool trace -pprof=sched shows wake-up
+	// latency, which bounds queue-depth-1 latency).
+	trace         bool
 	size          int64
 	runtime, ramp time.Duration
 	timeout       time.Duration
@@ -80,6 +84,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&targets, "targets", "", "comma-separated target IDs to run (default all)")
 	fs.StringVar(&jobs, "jobs", "", "comma-separated job IDs to run (default all)")
 	fs.StringVar(&c.profile, "profile", "", "if set, write a CPU profile of each tandemd per Tandem job into this directory")
+	fs.BoolVar(&c.trace, "trace", false, "with -profile, also write a one-second execution trace of each tandemd per Tandem job")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -286,6 +291,13 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		return nil, err
 	}
 
+	if cfg.selected(targetRoundTrips) {
+		b.rep.RoundTrips = b.measureRoundTrips(ctx)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+
 	// Prefill, then every job on every target, one at a time.
 	for i := range b.rep.Targets {
 		t := &b.rep.Targets[i]
@@ -328,7 +340,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	b.finishVolumes(ctx)
 	compare(b.rep.Results)
-	b.rep.Goals = evaluateGoals(b.rep.Results)
+	b.rep.Goals = evaluateGoals(b.rep.Results, b.rep.RoundTrips)
 	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
 		if err := copyLogs(c, map[string]string{"qemu-nbd.log": filepath.Join(ref, "qemu-nbd.log")}, cfg.logs); err != nil {
@@ -427,26 +439,36 @@ func (s *server) kill() {
 // startQemu runs the reference server. Its lifetime is bounded by ctx
 // (which carries -timeout) and by ours (PDEATHSIG); close kills it by PID.
 func (b *bench) startQemu(ctx context.Context, file, sock, logPath string) error {
-	lf, err := os.Create(logPath)
+	s, err := startServer(ctx, []string{"qemu-nbd", "-f", "raw", "--shared=8", "--persistent", "--cache=none", "--discard=unmap", "-k", sock, "-x", "ref", file}, logPath)
 	if err != nil {
-		return fmt.Errorf("qemu-nbd log: %w", err)
+		return err
 	}
-	defer lf.Close()
-	cmd := exec.CommandContext(ctx, "qemu-nbd", "-f", "raw", "--shared=8", "--persistent", "--cache=none", "--discard=unmap", "-k", sock, "-x", "ref", file)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start qemu-nbd: %w", err)
-	}
-	s := &server{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(s.done) }()
 	b.qemu = s
 	if err := waitExport(ctx, nbdURI("ref", sock), b.cfg.size, 10*time.Second, s.alive); err != nil {
 		log, _ := os.ReadFile(logPath)
 		return fmt.Errorf("qemu-nbd: %w; its log: %s", err, benchkit.Truncate(strings.TrimSpace(string(log)), 1000))
 	}
 	return nil
+}
+
+// startServer starts argv in its own process group with its output in
+// logPath, killed with the group when ctx ends or we die (PDEATHSIG).
+func startServer(ctx context.Context, argv []string, logPath string) (*server, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s log: %w", argv[0], err)
+	}
+	defer lf.Close()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	s := &server{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	return s, nil
 }
 
 // waitExport polls the export with nbdinfo until it answers with the
@@ -770,23 +792,31 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() 
 		return func() {}
 	}
 	secs := int(b.cfg.runtime.Seconds())
-	done := make(chan struct{}, len(t.Nodes))
+	type fetch struct{ node, out, url string }
+	var fetches []fetch
 	for _, name := range t.Nodes {
-		n := b.c.Node(name)
-		out := filepath.Join(b.cfg.profile, fmt.Sprintf("%s-%s-%s.pprof", t.ID, j.ID, name))
-		url := fmt.Sprintf("http://%s:%d/debug/pprof/profile?seconds=%d", n.IP, testcluster.MetricsPort, secs)
+		base := fmt.Sprintf("http://%s:%d/debug/pprof/", b.c.Node(name).IP, testcluster.MetricsPort)
+		stem := filepath.Join(b.cfg.profile, fmt.Sprintf("%s-%s-%s", t.ID, j.ID, name))
+		fetches = append(fetches, fetch{name, stem + ".pprof", fmt.Sprintf("%sprofile?seconds=%d", base, secs)})
+		if b.cfg.trace {
+			fetches = append(fetches, fetch{name, stem + ".trace", base + "trace?seconds=1"})
+		}
+	}
+	done := make(chan struct{}, len(fetches))
+	for _, f := range fetches {
+		n := b.c.Node(f.node)
 		go func() {
 			defer func() { done <- struct{}{} }()
 			if err := sleepCtx(ctx, b.cfg.ramp); err != nil {
 				return
 			}
-			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", out, url); err != nil {
-				b.log.Error("profile", "node", name, "err", err, "out", string(o))
+			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {
+				b.log.Error("profile", "node", f.node, "err", err, "out", string(o))
 			}
 		}()
 	}
 	return func() {
-		for range t.Nodes {
+		for range fetches {
 			<-done
 		}
 	}

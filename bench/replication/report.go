@@ -48,10 +48,12 @@ type Report struct {
 	Volumes   []VolumeState       `json:"volumes,omitempty"`
 	// HostBefore and HostAfter sample what the host was doing just
 	// before the first and after the last fio job.
-	HostBefore *HostActivity         `json:"host_activity_before,omitempty"`
-	HostAfter  *HostActivity         `json:"host_activity_after,omitempty"`
-	Prefill    []Result              `json:"prefill"`
-	Results    []Result              `json:"results"`
+	HostBefore *HostActivity `json:"host_activity_before,omitempty"`
+	HostAfter  *HostActivity `json:"host_activity_after,omitempty"`
+	Prefill    []Result      `json:"prefill"`
+	Results    []Result      `json:"results"`
+	// RoundTrips are the links' own ping-pong latencies (roundtrip.go).
+	RoundTrips []RoundTrip           `json:"round_trips,omitempty"`
 	Goals      []Goal                `json:"goals"`
 	DaemonLog  []benchkit.LogFinding `json:"daemon_log_findings"`
 	Errors     []string              `json:"errors,omitempty"`
@@ -176,6 +178,34 @@ type Goal struct {
 	TwoCopies  string   `json:"two_copy_floor,omitempty"`
 	FloorRatio *float64 `json:"two_copy_floor_ratio,omitempty"`
 	FloorMet   *bool    `json:"two_copy_floor_met,omitempty"`
+	// Replicated is, for the QD1 durable goals, replicatedFloor: the
+	// two-copy floor plus the round trips a replicated write cannot avoid.
+	// A ratio that misses the limit means no system replicating over this
+	// machine's links could meet the goal.
+	Replicated      string   `json:"replicated_floor,omitempty"`
+	ReplicatedRatio *float64 `json:"replicated_floor_ratio,omitempty"`
+	ReplicatedMet   *bool    `json:"replicated_floor_met,omitempty"`
+}
+
+// replicatedFloor bounds from below the QD1 write+flush pair of any
+// 2-replica system on this machine, in µs: u + n + P2, the unix round trip
+// (fio to the server and back), the backend round trip (primary to
+// secondary and back) and the two-copy pair (both copies written and
+// flushed at once). Every other step can overlap: the primary writes while
+// the secondary does, and both can flush ahead of fio's flush. Sums of
+// medians, so an estimate of the pair's median, not a strict bound.
+func replicatedFloor(rs []Result, rts []RoundTrip) (float64, string) {
+	r := findResult(rs, targetTwoCopies, jobDurable)
+	u, n := findRoundTrip(rts, rttUnix).p50(), findRoundTrip(rts, rttTCP).p50()
+	if r == nil || r.Measurement == nil || u <= 0 || n <= 0 {
+		return 0, ""
+	}
+	_, p2, _, _ := headline(jobDurable, r.Measurement)
+	if p2 <= 0 {
+		return 0, ""
+	}
+	f := u + n + p2
+	return f, fmt.Sprintf("%s µs = unix round trip %s + backend round trip %s + two-copy pair %s", fmtUS(f), fmtUS(u), fmtUS(n), fmtUS(p2))
 }
 
 // headline picks a measurement's key latency and rate for job.
@@ -252,7 +282,7 @@ func compare(rs []Result) {
 
 // evaluateGoals checks the issue's goals against the 2-replica volume.
 // compare must have run.
-func evaluateGoals(rs []Result) []Goal {
+func evaluateGoals(rs []Result, rts []RoundTrip) []Goal {
 	within := func(r *float64, g Goal) *bool {
 		if r == nil {
 			return nil
@@ -266,6 +296,7 @@ func evaluateGoals(rs []Result) []Goal {
 	check := func(g Goal) Goal {
 		g.Met = within(g.Ratio, g)
 		g.FloorMet = within(g.FloorRatio, g)
+		g.ReplicatedMet = within(g.ReplicatedRatio, g)
 		return g
 	}
 	// floor describes the two-copy floor for job against a reference
@@ -302,11 +333,12 @@ func evaluateGoals(rs []Result) []Goal {
 	fd, fl, _ := describe(targetLocalSync, jobDurable)
 	fa, fra := floor(jobDurable, ql, true)
 	fb, frb := floor(jobDurable, fl, true)
+	rf, rfd := replicatedFloor(rs, rts)
 	goals = append(goals,
 		check(Goal{ID: "1a", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 1.0× qemu-nbd single copy", Measured: m, Reference: qd, Ratio: ratio(lat, ql), Limit: goalDurableVsQemu, AtMost: true,
-			TwoCopies: fa, FloorRatio: fra}),
+			TwoCopies: fa, FloorRatio: fra, Replicated: rfd, ReplicatedRatio: ratio(rf, ql)}),
 		check(Goal{ID: "1b", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 2× the local floor (O_DIRECT write+fdatasync)", Measured: m, Reference: fd, Ratio: ratio(lat, fl), Limit: goalDurableVsFloor, AtMost: true,
-			TwoCopies: fb, FloorRatio: frb}),
+			TwoCopies: fb, FloorRatio: frb, Replicated: rfd, ReplicatedRatio: ratio(rf, fl)}),
 	)
 	m, _, rate := describe(targetR2, jobQD32)
 	qd, _, qrate := describe(targetQemu, jobQD32)
@@ -417,8 +449,40 @@ func (rep *Report) Markdown() string {
 	p("\nThe two-copy floor is target %s: two fio jobs at once, each writing its own local file with O_DIRECT, "+
 		"the best that any system keeping two copies on this machine's one disk could do, with no network, no NBD and no replication protocol. "+
 		"Where the floor's ratio misses a limit, the goal asks for more than the disk gives two copies here.\n", targetTwoCopies)
+	var repl []string
+	for _, g := range rep.Goals {
+		if g.Replicated == "" {
+			continue
+		}
+		v := "within the limit"
+		if g.ReplicatedMet != nil && !*g.ReplicatedMet {
+			v = "**misses the limit: no replicated system could meet this goal on this machine**"
+		}
+		repl = append(repl, fmt.Sprintf("goal %s: %s against the limit %.2f× (%s)", g.ID, fmtRatio(g.ReplicatedRatio), g.Limit, v))
+	}
+	if len(repl) > 0 {
+		p("\nReplicated floor of the QD1 durable goals: %s. "+
+			"A replicated write+flush pair cannot end before fio's request has reached the server and its reply has come back (one unix round trip), "+
+			"the data has reached the secondary and its confirmation has come back (one backend round trip), and both copies are written and flushed, which at best happens at once (the two-copy pair). "+
+			"Everything else can overlap: the primary writes while the secondary does, and both can flush ahead of fio's flush. "+
+			"The round trips are fio's own net engine in ping-pong mode with 4 KiB messages (see Links below); all terms are medians, so the floor estimates the median pair. Against it: %s.\n",
+			mdEscape(rep.Goals[0].Replicated), strings.Join(repl, "; "))
+	}
 	p("\nThe durable-write latency of a target is the sum of its write p50 and its flush p50 from the QD1 write+flush job (fio does not time the pair itself); " +
 		"pairs/s is the measured rate of complete write+flush pairs.\n\n")
+
+	if len(rep.RoundTrips) > 0 {
+		p("## Links\n\nRound trips of a 4 KiB message and its 4 KiB echo, fio `--ioengine=net --pingpong=1` for %s, one at a time before the jobs; latencies in µs.\n\n", rttRuntime)
+		p("| Link | What | p50 | p99 | p99.9 | round trips/s | error |\n|---|---|---|---|---|---|---|\n")
+		for _, rt := range rep.RoundTrips {
+			p50, p99, p999, rate := "–", "–", "–", "–"
+			if m := rt.Measurement; m != nil && m.Write != nil {
+				p50, p99, p999, rate = fmtUS(m.Write.P50US), fmtUS(m.Write.P99US), fmtUS(m.Write.P999US), fmtRate(m.IOPS)
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", rt.ID, mdEscape(rt.Label), p50, p99, p999, rate, mdEscape(benchkit.Truncate(rt.Error, 200)))
+		}
+		p("\n")
+	}
 
 	p("## Targets\n\n| Target | What | fio engine |\n|---|---|---|\n")
 	for _, t := range rep.Targets {

@@ -88,7 +88,7 @@ func TestCompare(t *testing.T) {
 func TestEvaluateGoals(t *testing.T) {
 	rs := sampleResults()
 	compare(rs)
-	goals := evaluateGoals(rs)
+	goals := evaluateGoals(rs, nil)
 	byID := map[string]Goal{}
 	for _, g := range goals {
 		byID[g.ID] = g
@@ -116,7 +116,7 @@ func TestEvaluateGoals(t *testing.T) {
 	// Exactly at the limit passes.
 	rs = []Result{res(targetQemu, jobQD32, 1, 0, 1000, 0), res(targetR2, jobQD32, 1, 0, 700, 0)}
 	compare(rs)
-	for _, g := range evaluateGoals(rs) {
+	for _, g := range evaluateGoals(rs, nil) {
 		if g.ID == "2" && (g.Met == nil || !*g.Met) {
 			t.Errorf("70%% exactly should pass: %+v", g)
 		}
@@ -134,7 +134,7 @@ func TestMarkdownAndJSON(t *testing.T) {
 			{ID: targetR1, SetupError: "create volume r1: boom", volume: "r1"}, {ID: targetR2, Ready: true, volume: "r2"},
 		},
 		Results: rs,
-		Goals:   evaluateGoals(rs),
+		Goals:   evaluateGoals(rs, nil),
 		Errors:  []string{"seq-1m on tandem-r2: fio: exit status 1"},
 		HostBefore: &HostActivity{BusyPct: 12, LoadAvg: "0.5 0.4 0.3 1/200 5",
 			Top: []ProcCPU{{PID: 42, Command: "go test | x", Pct: 50}}},
@@ -178,5 +178,44 @@ func TestMarkdownAndJSON(t *testing.T) {
 	}
 	if _, err := json.Marshal(rep); err != nil {
 		t.Errorf("report does not encode: %v", err)
+	}
+}
+
+func TestReplicatedFloor(t *testing.T) {
+	rtt := func(id string, p50 float64) RoundTrip {
+		return RoundTrip{ID: id, Measurement: &Measurement{Write: &LatStats{N: 1, P50US: p50}}}
+	}
+	rs := append(sampleResults(), res(targetTwoCopies, jobDurable, 50, 100, 15000, 60)) // pair 150 µs
+	compare(rs)
+	rts := []RoundTrip{rtt(rttUnix, 15), rtt(rttTCP, 25)}
+	f, what := replicatedFloor(rs, rts)
+	if !near(f, 190) || !strings.Contains(what, "190 µs") {
+		t.Fatalf("floor %v %q, want 190 µs", f, what)
+	}
+	byID := map[string]Goal{}
+	for _, g := range evaluateGoals(rs, rts) {
+		byID[g.ID] = g
+	}
+	// 190 µs against qemu-nbd's 170: beyond 1.0×; against the local 60: 3.17×, beyond 2×.
+	for id, ref := range map[string]float64{"1a": 170, "1b": 60} {
+		g := byID[id]
+		if g.ReplicatedRatio == nil || !near(*g.ReplicatedRatio, 190/ref) || g.ReplicatedMet == nil || *g.ReplicatedMet {
+			t.Errorf("goal %s: replicated floor %v met %v, want %.2f× and missed", id, g.ReplicatedRatio, g.ReplicatedMet, 190/ref)
+		}
+	}
+	if g := byID["2"]; g.Replicated != "" || g.ReplicatedRatio != nil {
+		t.Errorf("goal 2 has no replicated floor: %+v", g)
+	}
+	// Without either round trip there is no floor, rather than a wrong one.
+	for _, partial := range [][]RoundTrip{nil, {rtt(rttUnix, 15)}, {rtt(rttUnix, 15), {ID: rttTCP, Error: "boom"}}} {
+		if f, what := replicatedFloor(rs, partial); f != 0 || what != "" {
+			t.Errorf("round trips %+v: floor %v %q, want none", partial, f, what)
+		}
+	}
+	md := (&Report{Params: Params{Jobs: benchJobs()}, Results: rs, RoundTrips: rts, Goals: evaluateGoals(rs, rts)}).Markdown()
+	for _, want := range []string{"## Links", "| unix |", "Replicated floor of the QD1 durable goals: 190 µs", "no replicated system could meet this goal"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
 	}
 }
