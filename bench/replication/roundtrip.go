@@ -61,7 +61,9 @@ func findRoundTrip(rts []RoundTrip, id string) *RoundTrip {
 
 // pingPongArgs are fio's options for one side of a 4 KiB ping-pong.
 func pingPongArgs(name, rw string, extra ...string) []string {
-	return append([]string{"--name=" + name, "--ioengine=net", "--rw=" + rw, "--bs=4k", "--size=64g", "--pingpong=1"}, extra...)
+	// --thread: fio's forked job would be in a process group of its own
+	// and outlive a kill of the process we started.
+	return append([]string{"--name=" + name, "--thread", "--ioengine=net", "--rw=" + rw, "--bs=4k", "--size=64g", "--pingpong=1"}, extra...)
 }
 
 // measureRoundTrips runs both ping-pongs, one at a time, with nothing else
