@@ -355,7 +355,7 @@ func (bm *bitmaps) clearRange(peer int, a, b int64) {
 type bmClaim struct {
 	blk int64
 	ver uint64
-	buf *[]byte
+	buf []byte
 }
 
 // persistBlocks makes each target block durable at least at its target
@@ -380,8 +380,8 @@ func (v *LocalVolume) persistBlocks(ctx context.Context, peer int, ts []blockTar
 			default:
 				st.writing = true
 				st.done = make(chan struct{})
-				buf := v.bufs.get(blockSize)
-				encodeBitmapBlock(*buf, v.uuid, uint32(int64(peer)*v.lay.blocksPerPeer+t.blk),
+				buf := v.bufs.Get(blockSize)
+				encodeBitmapBlock(buf, v.uuid, uint32(int64(peer)*v.lay.blocksPerPeer+t.blk),
 					pb.words[t.blk*wordsPerBlock:(t.blk+1)*wordsPerBlock])
 				claims = append(claims, bmClaim{blk: t.blk, ver: st.ver, buf: buf})
 			}
@@ -391,7 +391,7 @@ func (v *LocalVolume) persistBlocks(ctx context.Context, peer int, ts []blockTar
 		var err error
 		for _, c := range claims {
 			off := v.lay.bitmapBlockOff(peer, c.blk)
-			_, werr := v.f.WriteAt(*c.buf, off)
+			_, werr := v.f.WriteAt(c.buf, off)
 			v.ss.modified()
 			if werr != nil {
 				err = fmt.Errorf("write bitmap block %d of peer slot %d at offset %d: %w", c.blk, peer, off, werr)
@@ -409,7 +409,7 @@ func (v *LocalVolume) persistBlocks(ctx context.Context, peer int, ts []blockTar
 			if err == nil && c.ver > st.durVer {
 				st.durVer = c.ver
 			}
-			v.bufs.put(c.buf)
+			v.bufs.Put(c.buf)
 		}
 		bm.mu.Unlock()
 		if err != nil {

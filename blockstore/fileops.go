@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -163,43 +162,6 @@ func alignedBuf(n int) []byte {
 // isAligned reports whether p's address is a multiple of align.
 func isAligned(p []byte, align int) bool {
 	return uintptr(unsafe.Pointer(unsafe.SliceData(p)))&uintptr(align-1) == 0
-}
-
-// bufPool recycles aligned bounce buffers in power-of-two size classes from
-// 4 KiB to bounceChunk.
-type bufPool struct {
-	classes [9]sync.Pool // 4 KiB << i
-}
-
-func (bp *bufPool) class(n int) int {
-	c := 0
-	for (blockSize << c) < n {
-		c++
-	}
-	return c
-}
-
-// get returns an aligned buffer of exactly n bytes (n ≤ bounceChunk). Its
-// content is arbitrary.
-func (bp *bufPool) get(n int) *[]byte {
-	c := bp.class(n)
-	if c >= len(bp.classes) {
-		b := alignedBuf(n)
-		return &b
-	}
-	if v, ok := bp.classes[c].Get().(*[]byte); ok {
-		*v = (*v)[:n]
-		return v
-	}
-	b := alignedBuf(blockSize << c)[:n]
-	return &b
-}
-
-func (bp *bufPool) put(b *[]byte) {
-	c := bp.class(cap(*b))
-	if c < len(bp.classes) && cap(*b) == blockSize<<c {
-		bp.classes[c].Put(b)
-	}
 }
 
 func alignDown(x int64) int64 { return x &^ (blockSize - 1) }

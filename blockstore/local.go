@@ -69,6 +69,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
 // CreateOptions tune Create. The zero value gives the defaults.
@@ -119,7 +121,7 @@ type LocalVolume struct {
 	closed bool
 
 	locks rangeLock
-	bufs  bufPool
+	bufs  bufpool.Pool // aligned bounce buffers (Align: blockSize)
 
 	syncMu  sync.Mutex
 	syncErr error // sticky: see setSticky
@@ -443,6 +445,7 @@ func open(path string, f *os.File, device bool, opts OpenOptions) (*LocalVolume,
 		fuaDsync: true,
 		sb:       sb,
 		sbBuf:    sbBuf,
+		bufs:     bufpool.Pool{Align: blockSize},
 		bm:       bm,
 	}
 	v.log.Debug("volume opened", "size", sb.lay.size, "granularity", sb.lay.granularity,
@@ -519,13 +522,13 @@ func (v *LocalVolume) readAt(p []byte, off int64) error {
 	end := off + int64(len(p))
 	for cs := alignDown(off); cs < end; cs += bounceChunk {
 		ce := min(cs+bounceChunk, alignUp(end))
-		bp := v.bufs.get(int(ce - cs))
-		_, err := v.f.ReadAt(*bp, cs)
+		buf := v.bufs.Get(int(ce - cs))
+		_, err := v.f.ReadAt(buf, cs)
 		if err == nil {
 			lo, hi := max(cs, off), min(ce, end)
-			copy(p[lo-off:hi-off], (*bp)[lo-cs:hi-cs])
+			copy(p[lo-off:hi-off], buf[lo-cs:hi-cs])
 		}
-		v.bufs.put(bp)
+		v.bufs.Put(buf)
 		if err != nil {
 			return err
 		}
@@ -592,8 +595,7 @@ func (v *LocalVolume) writeLocked(p []byte, off int64, dsync bool) error {
 	end := off + int64(len(p))
 	for cs := alignDown(off); cs < end; cs += bounceChunk {
 		ce := min(cs+bounceChunk, alignUp(end))
-		bp := v.bufs.get(int(ce - cs))
-		buf := *bp
+		buf := v.bufs.Get(int(ce - cs))
 		lo, hi := max(cs, off), min(ce, end)
 		var err error
 		headRead := lo > cs
@@ -607,7 +609,7 @@ func (v *LocalVolume) writeLocked(p []byte, off int64, dsync bool) error {
 			copy(buf[lo-cs:hi-cs], p[lo-off:hi-off])
 			err = v.writeRaw(buf, cs, dsync)
 		}
-		v.bufs.put(bp)
+		v.bufs.Put(buf)
 		if err != nil {
 			return err
 		}
@@ -760,10 +762,10 @@ func (v *LocalVolume) zeroBlocks(a, b int64, punch bool) error {
 			return err
 		}
 	}
-	bp := v.bufs.get(int(min(b-a, bounceChunk)))
-	defer v.bufs.put(bp)
-	clear(*bp)
-	return writeZeroes(v.f, *bp, a, b)
+	buf := v.bufs.Get(int(min(b-a, bounceChunk)))
+	defer v.bufs.Put(buf)
+	clear(buf)
+	return writeZeroes(v.f, buf, a, b)
 }
 
 // writeZeroes writes zero over [a, b) (aligned) using buf, an aligned zeroed
@@ -801,8 +803,8 @@ func (v *LocalVolume) ChecksumRange(ctx context.Context, off, length int64, bloc
 	tab := crc64.MakeTable(crc64.ECMA)
 	end := off + length
 	out := make([]uint64, 0, (length+blockLen-1)/blockLen)
-	bp := v.bufs.get(bounceChunk)
-	defer v.bufs.put(bp)
+	chunk := v.bufs.Get(bounceChunk)
+	defer v.bufs.Put(chunk)
 	var crc uint64
 	blockEnd := min(off+blockLen, end)
 	for pos := off; pos < end; {
@@ -811,7 +813,7 @@ func (v *LocalVolume) ChecksumRange(ctx context.Context, off, length int64, bloc
 		}
 		// Keep windows aligned after the first so reads go direct.
 		wEnd := min(alignDown(pos)+bounceChunk, end)
-		buf := (*bp)[:wEnd-pos]
+		buf := chunk[:wEnd-pos]
 		if err := v.readAt(buf, pos); err != nil {
 			return nil, v.opErr("checksum", off, length, err)
 		}

@@ -6,6 +6,7 @@ package bufpool
 import (
 	"math/bits"
 	"sync"
+	"unsafe"
 )
 
 const (
@@ -15,6 +16,12 @@ const (
 
 // Pool is a set of size classes; the zero value is ready to use.
 type Pool struct {
+	// Align, if set before first use, is a power of two that the first
+	// byte of every buffer is a multiple of, as O_DIRECT I/O needs. Go's
+	// allocator happens to align large power-of-two sizes, but does not
+	// promise it.
+	Align int
+
 	classes [maxClassShift - minClassShift + 1]sync.Pool
 }
 
@@ -29,12 +36,24 @@ func sizeClass(n int) int {
 func (p *Pool) Get(n int) []byte {
 	c := sizeClass(n)
 	if c >= len(p.classes) {
-		return make([]byte, n)
+		return p.alloc(n, n)
 	}
 	if v, ok := p.classes[c].Get().(*[]byte); ok {
 		return (*v)[:n]
 	}
-	return make([]byte, n, 1<<(c+minClassShift))
+	return p.alloc(n, 1<<(c+minClassShift))
+}
+
+// alloc makes a buffer of length n and capacity size, aligned to p.Align.
+func (p *Pool) alloc(n, size int) []byte {
+	if p.Align <= 1 {
+		return make([]byte, n, size)
+	}
+	// The heap does not move objects: slicing an over-allocation at an
+	// aligned address keeps it aligned.
+	b := make([]byte, size+p.Align)
+	o := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & uintptr(p.Align-1))
+	return b[o : o+n : o+size]
 }
 
 // Put recycles a buffer from Get; the caller must not use it afterwards.

@@ -3,6 +3,7 @@ package bufpool
 import (
 	"runtime"
 	"testing"
+	"unsafe"
 )
 
 func TestGetLengthAndClassCapacity(t *testing.T) {
@@ -51,5 +52,30 @@ func TestReuse(t *testing.T) {
 	// most rounds must not allocate a new MiB.
 	if got := after.TotalAlloc - before.TotalAlloc; got > 10<<20 {
 		t.Errorf("100 Get/Put rounds of 1 MiB allocated %d bytes", got)
+	}
+}
+
+func TestAlign(t *testing.T) {
+	// 64 KiB as well: Go's allocator happens to place 4 KiB-class
+	// buffers at 4 KiB boundaries, never at 64 KiB ones.
+	for _, align := range []int{4096, 64 << 10} {
+		p := Pool{Align: align}
+		aligned := func(b []byte) bool { return uintptr(unsafe.Pointer(unsafe.SliceData(b)))%uintptr(align) == 0 }
+		for round := range 3 { // fresh buffers, then recycled ones
+			var got [][]byte
+			for _, n := range []int{1, 512, 4096, 4097, 65536, 1 << 20, 128<<20 + 1} {
+				b := p.Get(n)
+				if len(b) != n || !aligned(b) {
+					t.Fatalf("align %d, round %d: Get(%d): len %d, address %p not aligned", align, round, n, len(b), unsafe.SliceData(b))
+				}
+				if n <= 128<<20 && cap(b) != 1<<(sizeClass(n)+minClassShift) {
+					t.Fatalf("align %d, round %d: Get(%d): cap %d is not its class size", align, round, n, cap(b))
+				}
+				got = append(got, b)
+			}
+			for _, b := range got {
+				p.Put(b)
+			}
+		}
 	}
 }
