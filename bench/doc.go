@@ -53,6 +53,15 @@
 // qemu-nbd and to the floor, server CPU, and the replica states after each
 // job.
 //
+// Two floors say what the machine allows any system: local-2copies (two fio
+// jobs on two local files at once: the disk with two copies and no
+// network), and for the QD1 durable goals a replicated floor, that pair
+// plus one unix and one backend round trip, each measured first by fio's
+// net engine in ping-pong mode (4 KiB, TCP between two node namespaces, a
+// unix socket on the host). A floor that misses a goal's limit means the
+// goal cannot be met on this machine. With -profile, CPU profiles of every
+// tandemd per job; with -trace as well, a Go execution trace.
+//
 // # HA failover (bench/failover, `make bench-failover`)
 //
 // A 3-node cluster with one libvirtd (QEMU TCG) and one ipmi_sim BMC per
