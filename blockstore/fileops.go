@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
 // blockSize is the unit of every O_DIRECT transfer and of the metadata
@@ -151,13 +153,8 @@ func isUnsupported(err error) bool {
 }
 
 // alignedBuf returns a zeroed n-byte slice whose first byte is
-// blockSize-aligned, as O_DIRECT requires. The Go heap does not move objects,
-// so slicing an over-allocation is enough.
-func alignedBuf(n int) []byte {
-	b := make([]byte, n+blockSize)
-	o := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & (blockSize - 1))
-	return b[o : o+n : o+n]
-}
+// blockSize-aligned, as O_DIRECT requires.
+func alignedBuf(n int) []byte { return bufpool.Aligned(n, blockSize) }
 
 // isAligned reports whether p's address is a multiple of align.
 func isAligned(p []byte, align int) bool {

@@ -88,6 +88,9 @@ func parseFlags(args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if c.trace && c.profile == "" {
+		return c, errors.New("-trace needs -profile: the traces go into its directory")
+	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}

@@ -30,7 +30,7 @@ func TestParseFlags(t *testing.T) {
 	if c.size != 256<<20 || c.runtime != 3*time.Second || c.ramp != 0 || c.logs != "/tmp/x" || c.out != "bench/results" {
 		t.Errorf("config %+v", c)
 	}
-	for _, args := range [][]string{{"-size", "1000000"}, {"-runtime", "0s"}, {"-ramp", "-1s"}, {"extra"}} {
+	for _, args := range [][]string{{"-size", "1000000"}, {"-runtime", "0s"}, {"-ramp", "-1s"}, {"extra"}, {"-trace"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}

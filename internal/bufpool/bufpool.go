@@ -49,11 +49,16 @@ func (p *Pool) alloc(n, size int) []byte {
 	if p.Align <= 1 {
 		return make([]byte, n, size)
 	}
-	// The heap does not move objects: slicing an over-allocation at an
-	// aligned address keeps it aligned.
-	b := make([]byte, size+p.Align)
-	o := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & uintptr(p.Align-1))
-	return b[o : o+n : o+size]
+	return Aligned(size, p.Align)[:n]
+}
+
+// Aligned returns a zeroed n-byte slice whose first byte is a multiple of
+// align (a power of two). The heap does not move objects, so slicing an
+// over-allocation at an aligned address keeps it aligned.
+func Aligned(n, align int) []byte {
+	b := make([]byte, n+align)
+	o := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & uintptr(align-1))
+	return b[o : o+n : o+n]
 }
 
 // Put recycles a buffer from Get; the caller must not use it afterwards.
