@@ -1108,7 +1108,9 @@ func (x *SetExpectedVotesResponse) GetWarning() string {
 }
 
 type GetConfigRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also list every known key with its default and effective value.
+	Defaults      bool `protobuf:"varint,1,opt,name=defaults,proto3" json:"defaults,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1143,9 +1145,16 @@ func (*GetConfigRequest) Descriptor() ([]byte, []int) {
 	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{12}
 }
 
+func (x *GetConfigRequest) GetDefaults() bool {
+	if x != nil {
+		return x.Defaults
+	}
+	return false
+}
+
 type SetConfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Keys to set; an empty value deletes the key.
+	// Keys to set; an empty value deletes the key (back to its default).
 	Values        map[string]string `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1188,16 +1197,107 @@ func (x *SetConfigRequest) GetValues() map[string]string {
 	return nil
 }
 
+// ConfigSetting describes one known cluster setting.
+type ConfigSetting struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Effective value, in canonical form with its unit (e.g. "100MiB/s", "3s").
+	Value        string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	DefaultValue string `protobuf:"bytes,3,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	// True when the value was set explicitly rather than defaulted.
+	Set bool `protobuf:"varint,4,opt,name=set,proto3" json:"set,omitempty"`
+	// Kind of value: duration, rate, size, bool, int.
+	Unit          string `protobuf:"bytes,5,opt,name=unit,proto3" json:"unit,omitempty"`
+	Description   string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigSetting) Reset() {
+	*x = ConfigSetting{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigSetting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigSetting) ProtoMessage() {}
+
+func (x *ConfigSetting) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigSetting.ProtoReflect.Descriptor instead.
+func (*ConfigSetting) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ConfigSetting) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ConfigSetting) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *ConfigSetting) GetDefaultValue() string {
+	if x != nil {
+		return x.DefaultValue
+	}
+	return ""
+}
+
+func (x *ConfigSetting) GetSet() bool {
+	if x != nil {
+		return x.Set
+	}
+	return false
+}
+
+func (x *ConfigSetting) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+func (x *ConfigSetting) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
 type ClusterConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Values        map[string]string      `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys explicitly set, as stored.
+	Values map[string]string `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// With GetConfigRequest.defaults: every known key, sorted by key.
+	Settings      []*ConfigSetting `protobuf:"bytes,2,rep,name=settings,proto3" json:"settings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterConfig) Reset() {
 	*x = ClusterConfig{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1309,7 @@ func (x *ClusterConfig) String() string {
 func (*ClusterConfig) ProtoMessage() {}
 
 func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[14]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,12 +1322,134 @@ func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
 func (*ClusterConfig) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{14}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClusterConfig) GetValues() map[string]string {
 	if x != nil {
 		return x.Values
+	}
+	return nil
+}
+
+func (x *ClusterConfig) GetSettings() []*ConfigSetting {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type AuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Filters; empty matches everything.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Matches actions that start with this prefix (e.g. "volume").
+	Action string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Since  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// Newest entries only; 0 means all kept (the trail keeps the last 500).
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRequest) Reset() {
+	*x = AuditRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRequest) ProtoMessage() {}
+
+func (x *AuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRequest.ProtoReflect.Descriptor instead.
+func (*AuditRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AuditRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuditRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *AuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type AuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditResponse) Reset() {
+	*x = AuditResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditResponse) ProtoMessage() {}
+
+func (x *AuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditResponse.ProtoReflect.Descriptor instead.
+func (*AuditResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AuditResponse) GetEntries() []*AuditEntry {
+	if x != nil {
+		return x.Entries
 	}
 	return nil
 }
@@ -1240,7 +1462,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1474,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[15]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1487,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{15}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{18}
 }
 
 type ListNodesResponse struct {
@@ -1278,7 +1500,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +1512,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[16]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +1525,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{16}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1321,15 +1543,19 @@ func (x *ListNodesResponse) GetQuorate() bool {
 }
 
 type RemoveNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Remove it even though it is online or holds VMs, primaries or the last
+	// UpToDate replica of a volume; without it such a removal is refused
+	// (FailedPrecondition) with the list of what would be lost or stranded.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1567,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[17]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1580,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{17}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -1364,16 +1590,25 @@ func (x *RemoveNodeRequest) GetName() string {
 	return ""
 }
 
+func (x *RemoveNodeRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type RemoveNodeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The safety checks that force overrode, one line each.
+	Overridden    []string `protobuf:"bytes,2,rep,name=overridden,proto3" json:"overridden,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1620,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,12 +1633,19 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{18}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveNodeResponse) GetNode() *NodeInfo {
 	if x != nil {
 		return x.Node
+	}
+	return nil
+}
+
+func (x *RemoveNodeResponse) GetOverridden() []string {
+	if x != nil {
+		return x.Overridden
 	}
 	return nil
 }
@@ -1423,7 +1665,7 @@ type NodeMaintenanceRequest struct {
 
 func (x *NodeMaintenanceRequest) Reset() {
 	*x = NodeMaintenanceRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1677,7 @@ func (x *NodeMaintenanceRequest) String() string {
 func (*NodeMaintenanceRequest) ProtoMessage() {}
 
 func (x *NodeMaintenanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1690,7 @@ func (x *NodeMaintenanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMaintenanceRequest.ProtoReflect.Descriptor instead.
 func (*NodeMaintenanceRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeMaintenanceRequest) GetName() string {
@@ -1493,7 +1735,7 @@ type NodeMaintenanceProgress struct {
 
 func (x *NodeMaintenanceProgress) Reset() {
 	*x = NodeMaintenanceProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1747,7 @@ func (x *NodeMaintenanceProgress) String() string {
 func (*NodeMaintenanceProgress) ProtoMessage() {}
 
 func (x *NodeMaintenanceProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1760,7 @@ func (x *NodeMaintenanceProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMaintenanceProgress.ProtoReflect.Descriptor instead.
 func (*NodeMaintenanceProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeMaintenanceProgress) GetMessage() string {
@@ -1562,7 +1804,7 @@ type IPMIConfig struct {
 
 func (x *IPMIConfig) Reset() {
 	*x = IPMIConfig{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1816,7 @@ func (x *IPMIConfig) String() string {
 func (*IPMIConfig) ProtoMessage() {}
 
 func (x *IPMIConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1829,7 @@ func (x *IPMIConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPMIConfig.ProtoReflect.Descriptor instead.
 func (*IPMIConfig) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IPMIConfig) GetHost() string {
@@ -1631,7 +1873,7 @@ type RedfishConfig struct {
 
 func (x *RedfishConfig) Reset() {
 	*x = RedfishConfig{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1885,7 @@ func (x *RedfishConfig) String() string {
 func (*RedfishConfig) ProtoMessage() {}
 
 func (x *RedfishConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1898,7 @@ func (x *RedfishConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedfishConfig.ProtoReflect.Descriptor instead.
 func (*RedfishConfig) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RedfishConfig) GetEndpoint() string {
@@ -1707,7 +1949,7 @@ type FenceConfigRequest struct {
 
 func (x *FenceConfigRequest) Reset() {
 	*x = FenceConfigRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1961,7 @@ func (x *FenceConfigRequest) String() string {
 func (*FenceConfigRequest) ProtoMessage() {}
 
 func (x *FenceConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1974,7 @@ func (x *FenceConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceConfigRequest.ProtoReflect.Descriptor instead.
 func (*FenceConfigRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FenceConfigRequest) GetName() string {
@@ -1775,7 +2017,7 @@ type FenceConfigResponse struct {
 
 func (x *FenceConfigResponse) Reset() {
 	*x = FenceConfigResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +2029,7 @@ func (x *FenceConfigResponse) String() string {
 func (*FenceConfigResponse) ProtoMessage() {}
 
 func (x *FenceConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +2042,7 @@ func (x *FenceConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceConfigResponse.ProtoReflect.Descriptor instead.
 func (*FenceConfigResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FenceConfigResponse) GetName() string {
@@ -1835,7 +2077,7 @@ type FenceNodeRequest struct {
 
 func (x *FenceNodeRequest) Reset() {
 	*x = FenceNodeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2089,7 @@ func (x *FenceNodeRequest) String() string {
 func (*FenceNodeRequest) ProtoMessage() {}
 
 func (x *FenceNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2102,7 @@ func (x *FenceNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceNodeRequest.ProtoReflect.Descriptor instead.
 func (*FenceNodeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FenceNodeRequest) GetName() string {
@@ -1888,7 +2130,7 @@ type FenceNodeResponse struct {
 
 func (x *FenceNodeResponse) Reset() {
 	*x = FenceNodeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2142,7 @@ func (x *FenceNodeResponse) String() string {
 func (*FenceNodeResponse) ProtoMessage() {}
 
 func (x *FenceNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2155,7 @@ func (x *FenceNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceNodeResponse.ProtoReflect.Descriptor instead.
 func (*FenceNodeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FenceNodeResponse) GetConfirmed() bool {
@@ -1959,7 +2201,7 @@ type VolumeReplica struct {
 
 func (x *VolumeReplica) Reset() {
 	*x = VolumeReplica{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2213,7 @@ func (x *VolumeReplica) String() string {
 func (*VolumeReplica) ProtoMessage() {}
 
 func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2226,7 @@ func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeReplica.ProtoReflect.Descriptor instead.
 func (*VolumeReplica) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VolumeReplica) GetNode() string {
@@ -2056,7 +2298,7 @@ type VolumeEvent struct {
 
 func (x *VolumeEvent) Reset() {
 	*x = VolumeEvent{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2310,7 @@ func (x *VolumeEvent) String() string {
 func (*VolumeEvent) ProtoMessage() {}
 
 func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2323,7 @@ func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeEvent.ProtoReflect.Descriptor instead.
 func (*VolumeEvent) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VolumeEvent) GetAt() *timestamppb.Timestamp {
@@ -2128,7 +2370,9 @@ type VolumeInfo struct {
 	Replicas  []*VolumeReplica       `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	Witness   string                 `protobuf:"bytes,6,opt,name=witness,proto3" json:"witness,omitempty"`
 	ShardId   uint64                 `protobuf:"varint,7,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	// Catalog state: creating, ready, deleting.
+	// Catalog state: creating, ready or deleting. A ready volume is reported
+	// as syncing while a replica is SyncTarget, and degraded while a replica is
+	// Outdated, Inconsistent or does not answer.
 	State string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
 	// NBD URIs of the export on the primary.
 	NbdUnix string                 `protobuf:"bytes,9,opt,name=nbd_unix,json=nbdUnix,proto3" json:"nbd_unix,omitempty"`
@@ -2143,13 +2387,15 @@ type VolumeInfo struct {
 	NbdConnections int32 `protobuf:"varint,15,opt,name=nbd_connections,json=nbdConnections,proto3" json:"nbd_connections,omitempty"`
 	// The node allowed to open the volume during a live migration (I5).
 	MigrationTarget string `protobuf:"bytes,16,opt,name=migration_target,json=migrationTarget,proto3" json:"migration_target,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The VM whose disk this volume is, if any.
+	UsedBy        string `protobuf:"bytes,17,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VolumeInfo) Reset() {
 	*x = VolumeInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2407,7 @@ func (x *VolumeInfo) String() string {
 func (*VolumeInfo) ProtoMessage() {}
 
 func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2420,7 @@ func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeInfo.ProtoReflect.Descriptor instead.
 func (*VolumeInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VolumeInfo) GetName() string {
@@ -2289,6 +2535,13 @@ func (x *VolumeInfo) GetMigrationTarget() string {
 	return ""
 }
 
+func (x *VolumeInfo) GetUsedBy() string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return ""
+}
+
 type CreateVolumeRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2303,7 +2556,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2568,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2581,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -2367,7 +2620,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2632,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2645,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
 }
 
 type ListVolumesResponse struct {
@@ -2404,7 +2657,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2669,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2682,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*VolumeInfo {
@@ -2448,7 +2701,7 @@ type ShowVolumeRequest struct {
 
 func (x *ShowVolumeRequest) Reset() {
 	*x = ShowVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2713,7 @@ func (x *ShowVolumeRequest) String() string {
 func (*ShowVolumeRequest) ProtoMessage() {}
 
 func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2726,7 @@ func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShowVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ShowVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ShowVolumeRequest) GetName() string {
@@ -2492,7 +2745,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2757,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2770,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -2535,7 +2788,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2800,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2813,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
 }
 
 type PromoteVolumeRequest struct {
@@ -2573,7 +2826,7 @@ type PromoteVolumeRequest struct {
 
 func (x *PromoteVolumeRequest) Reset() {
 	*x = PromoteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +2838,7 @@ func (x *PromoteVolumeRequest) String() string {
 func (*PromoteVolumeRequest) ProtoMessage() {}
 
 func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +2851,7 @@ func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PromoteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PromoteVolumeRequest) GetName() string {
@@ -2627,7 +2880,7 @@ type ResyncVolumeRequest struct {
 
 func (x *ResyncVolumeRequest) Reset() {
 	*x = ResyncVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2892,7 @@ func (x *ResyncVolumeRequest) String() string {
 func (*ResyncVolumeRequest) ProtoMessage() {}
 
 func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2905,7 @@ func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ResyncVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ResyncVolumeRequest) GetName() string {
@@ -2680,7 +2933,7 @@ type VerifyVolumeRequest struct {
 
 func (x *VerifyVolumeRequest) Reset() {
 	*x = VerifyVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2945,7 @@ func (x *VerifyVolumeRequest) String() string {
 func (*VerifyVolumeRequest) ProtoMessage() {}
 
 func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2958,7 @@ func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *VerifyVolumeRequest) GetName() string {
@@ -2733,7 +2986,7 @@ type VerifyMismatch struct {
 
 func (x *VerifyMismatch) Reset() {
 	*x = VerifyMismatch{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2998,7 @@ func (x *VerifyMismatch) String() string {
 func (*VerifyMismatch) ProtoMessage() {}
 
 func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +3011,7 @@ func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyMismatch.ProtoReflect.Descriptor instead.
 func (*VerifyMismatch) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *VerifyMismatch) GetNode() string {
@@ -2782,18 +3035,100 @@ func (x *VerifyMismatch) GetLength() int64 {
 	return 0
 }
 
+// VerifyReplica says whether one replica was compared with the primary.
+type VerifyReplica struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Node     string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	State    ReplicaState           `protobuf:"varint,2,opt,name=state,proto3,enum=tandem.v1.ReplicaState" json:"state,omitempty"`
+	Compared bool                   `protobuf:"varint,3,opt,name=compared,proto3" json:"compared,omitempty"`
+	// Why it was not compared (not in sync, unreachable, ...).
+	SkippedReason   string `protobuf:"bytes,4,opt,name=skipped_reason,json=skippedReason,proto3" json:"skipped_reason,omitempty"`
+	MismatchedBytes int64  `protobuf:"varint,5,opt,name=mismatched_bytes,json=mismatchedBytes,proto3" json:"mismatched_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *VerifyReplica) Reset() {
+	*x = VerifyReplica{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyReplica) ProtoMessage() {}
+
+func (x *VerifyReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyReplica.ProtoReflect.Descriptor instead.
+func (*VerifyReplica) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *VerifyReplica) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *VerifyReplica) GetState() ReplicaState {
+	if x != nil {
+		return x.State
+	}
+	return ReplicaState_REPLICA_STATE_UNSPECIFIED
+}
+
+func (x *VerifyReplica) GetCompared() bool {
+	if x != nil {
+		return x.Compared
+	}
+	return false
+}
+
+func (x *VerifyReplica) GetSkippedReason() string {
+	if x != nil {
+		return x.SkippedReason
+	}
+	return ""
+}
+
+func (x *VerifyReplica) GetMismatchedBytes() int64 {
+	if x != nil {
+		return x.MismatchedBytes
+	}
+	return 0
+}
+
 type VerifyVolumeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CheckedBytes  int64                  `protobuf:"varint,1,opt,name=checked_bytes,json=checkedBytes,proto3" json:"checked_bytes,omitempty"`
 	Mismatches    []*VerifyMismatch      `protobuf:"bytes,2,rep,name=mismatches,proto3" json:"mismatches,omitempty"`
 	RepairedBytes int64                  `protobuf:"varint,3,opt,name=repaired_bytes,json=repairedBytes,proto3" json:"repaired_bytes,omitempty"`
+	// Every replica other than the primary, compared or skipped.
+	Replicas []*VerifyReplica `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// The primary the others were compared with.
+	Primary       string `protobuf:"bytes,5,opt,name=primary,proto3" json:"primary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyVolumeResponse) Reset() {
 	*x = VerifyVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2805,7 +3140,7 @@ func (x *VerifyVolumeResponse) String() string {
 func (*VerifyVolumeResponse) ProtoMessage() {}
 
 func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2818,7 +3153,7 @@ func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeResponse.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *VerifyVolumeResponse) GetCheckedBytes() int64 {
@@ -2842,6 +3177,20 @@ func (x *VerifyVolumeResponse) GetRepairedBytes() int64 {
 	return 0
 }
 
+func (x *VerifyVolumeResponse) GetReplicas() []*VerifyReplica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *VerifyVolumeResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
 type VMNic struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Bridge string                 `protobuf:"bytes,1,opt,name=bridge,proto3" json:"bridge,omitempty"`
@@ -2854,7 +3203,7 @@ type VMNic struct {
 
 func (x *VMNic) Reset() {
 	*x = VMNic{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3215,7 @@ func (x *VMNic) String() string {
 func (*VMNic) ProtoMessage() {}
 
 func (x *VMNic) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3228,7 @@ func (x *VMNic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMNic.ProtoReflect.Descriptor instead.
 func (*VMNic) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VMNic) GetBridge() string {
@@ -2926,15 +3275,19 @@ type VMInfo struct {
 	Cmdline      string                 `protobuf:"bytes,14,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
 	Created      *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=created,proto3" json:"created,omitempty"`
 	// Serial console log on node.
-	ConsoleLog    string `protobuf:"bytes,16,opt,name=console_log,json=consoleLog,proto3" json:"console_log,omitempty"`
-	Warning       string `protobuf:"bytes,17,opt,name=warning,proto3" json:"warning,omitempty"`
+	ConsoleLog string `protobuf:"bytes,16,opt,name=console_log,json=consoleLog,proto3" json:"console_log,omitempty"`
+	Warning    string `protobuf:"bytes,17,opt,name=warning,proto3" json:"warning,omitempty"`
+	// HA state as the HA status reports it (started, stopped, fence, ...).
+	HaState string `protobuf:"bytes,18,opt,name=ha_state,json=haState,proto3" json:"ha_state,omitempty"`
+	// When the domain was last started on node (unset when not running).
+	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VMInfo) Reset() {
 	*x = VMInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2946,7 +3299,7 @@ func (x *VMInfo) String() string {
 func (*VMInfo) ProtoMessage() {}
 
 func (x *VMInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2959,7 +3312,7 @@ func (x *VMInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMInfo.ProtoReflect.Descriptor instead.
 func (*VMInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VMInfo) GetName() string {
@@ -3081,6 +3434,20 @@ func (x *VMInfo) GetWarning() string {
 	return ""
 }
 
+func (x *VMInfo) GetHaState() string {
+	if x != nil {
+		return x.HaState
+	}
+	return ""
+}
+
+func (x *VMInfo) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
 type VMDisk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A new volume of this size ...
@@ -3094,7 +3461,7 @@ type VMDisk struct {
 
 func (x *VMDisk) Reset() {
 	*x = VMDisk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3473,7 @@ func (x *VMDisk) String() string {
 func (*VMDisk) ProtoMessage() {}
 
 func (x *VMDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3486,7 @@ func (x *VMDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMDisk.ProtoReflect.Descriptor instead.
 func (*VMDisk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *VMDisk) GetSizeBytes() int64 {
@@ -3166,7 +3533,7 @@ type CreateVMRequest struct {
 
 func (x *CreateVMRequest) Reset() {
 	*x = CreateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3545,7 @@ func (x *CreateVMRequest) String() string {
 func (*CreateVMRequest) ProtoMessage() {}
 
 func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3558,7 @@ func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVMRequest.ProtoReflect.Descriptor instead.
 func (*CreateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateVMRequest) GetName() string {
@@ -3300,7 +3667,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3312,7 +3679,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3325,7 +3692,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *VMRequest) GetName() string {
@@ -3364,7 +3731,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3743,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3756,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
 }
 
 type ListVMsResponse struct {
@@ -3401,7 +3768,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3413,7 +3780,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3426,7 +3793,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -3444,7 +3811,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3823,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3836,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
 }
 
 type MigrateVMRequest struct {
@@ -3488,7 +3855,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3867,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3880,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -3571,7 +3938,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3583,7 +3950,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3596,7 +3963,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -3681,7 +4048,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +4060,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +4073,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -3739,7 +4106,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3751,7 +4118,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3764,7 +4131,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -3782,7 +4149,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +4161,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +4174,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
 }
 
 type HANode struct {
@@ -3825,7 +4192,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3837,7 +4204,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3850,7 +4217,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *HANode) GetName() string {
@@ -3904,7 +4271,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3916,7 +4283,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3929,7 +4296,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *HAVM) GetName() string {
@@ -3995,7 +4362,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4007,7 +4374,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4020,7 +4387,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -4071,7 +4438,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4450,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4463,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -4143,7 +4510,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4522,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4535,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -4190,7 +4557,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +4569,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +4582,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -4257,7 +4624,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4269,7 +4636,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4282,7 +4649,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -4345,7 +4712,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4357,7 +4724,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4370,7 +4737,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -4405,7 +4772,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4417,7 +4784,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4430,7 +4797,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -4514,7 +4881,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4526,7 +4893,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4539,7 +4906,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -4610,7 +4977,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4622,7 +4989,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4635,7 +5002,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -4665,7 +5032,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4677,7 +5044,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4690,7 +5057,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *PingResponse) GetName() string {
@@ -4741,7 +5108,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4753,7 +5120,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4766,7 +5133,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -4815,7 +5182,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4827,7 +5194,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4840,7 +5207,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -4865,7 +5232,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4877,7 +5244,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4890,7 +5257,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 type PeerVolumeInitRequest struct {
@@ -4902,7 +5269,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4914,7 +5281,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4927,7 +5294,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -4945,7 +5312,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4957,7 +5324,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4970,7 +5337,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -4985,7 +5352,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4997,7 +5364,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5010,7 +5377,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -5042,7 +5409,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5054,7 +5421,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5067,7 +5434,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -5079,7 +5446,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5091,7 +5458,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5104,7 +5471,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -5126,7 +5493,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5138,7 +5505,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5151,7 +5518,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -5191,7 +5558,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5570,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5583,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -5234,7 +5601,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5246,7 +5613,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5259,7 +5626,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 type Disk struct {
@@ -5274,7 +5641,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5286,7 +5653,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5299,7 +5666,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Disk) GetPath() string {
@@ -5339,7 +5706,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5351,7 +5718,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5364,7 +5731,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -5382,7 +5749,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5394,7 +5761,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5407,7 +5774,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 type ComputeStatus struct {
@@ -5431,7 +5798,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5443,7 +5810,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5456,7 +5823,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -5533,7 +5900,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5545,7 +5912,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5558,7 +5925,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -5594,7 +5961,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5606,7 +5973,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5619,7 +5986,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -5728,26 +6095,46 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x18SetExpectedVotesResponse\x120\n" +
 	"\x06status\x18\x01 \x01(\v2\x18.tandem.v1.ClusterStatusR\x06status\x12\x18\n" +
 	"\aremoved\x18\x02 \x03(\tR\aremoved\x12\x18\n" +
-	"\awarning\x18\x03 \x01(\tR\awarning\"\x12\n" +
-	"\x10GetConfigRequest\"\x8e\x01\n" +
+	"\awarning\x18\x03 \x01(\tR\awarning\".\n" +
+	"\x10GetConfigRequest\x12\x1a\n" +
+	"\bdefaults\x18\x01 \x01(\bR\bdefaults\"\x8e\x01\n" +
 	"\x10SetConfigRequest\x12?\n" +
 	"\x06values\x18\x01 \x03(\v2'.tandem.v1.SetConfigRequest.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
+	"\rConfigSetting\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12#\n" +
+	"\rdefault_value\x18\x03 \x01(\tR\fdefaultValue\x12\x10\n" +
+	"\x03set\x18\x04 \x01(\bR\x03set\x12\x12\n" +
+	"\x04unit\x18\x05 \x01(\tR\x04unit\x12 \n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\"\xbe\x01\n" +
 	"\rClusterConfig\x12<\n" +
-	"\x06values\x18\x01 \x03(\v2$.tandem.v1.ClusterConfig.ValuesEntryR\x06values\x1a9\n" +
+	"\x06values\x18\x01 \x03(\v2$.tandem.v1.ClusterConfig.ValuesEntryR\x06values\x124\n" +
+	"\bsettings\x18\x02 \x03(\v2\x18.tandem.v1.ConfigSettingR\bsettings\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x01\n" +
+	"\fAuditRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"@\n" +
+	"\rAuditResponse\x12/\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.tandem.v1.AuditEntryR\aentries\"\x12\n" +
 	"\x10ListNodesRequest\"X\n" +
 	"\x11ListNodesResponse\x12)\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x13.tandem.v1.NodeInfoR\x05nodes\x12\x18\n" +
-	"\aquorate\x18\x02 \x01(\bR\aquorate\"'\n" +
+	"\aquorate\x18\x02 \x01(\bR\aquorate\"=\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"=\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"]\n" +
 	"\x12RemoveNodeResponse\x12'\n" +
-	"\x04node\x18\x01 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\"v\n" +
+	"\x04node\x18\x01 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\x12\x1e\n" +
+	"\n" +
+	"overridden\x18\x02 \x03(\tR\n" +
+	"overridden\"v\n" +
 	"\x16NodeMaintenanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06enable\x18\x02 \x01(\bR\x06enable\x12\x1a\n" +
@@ -5802,7 +6189,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04what\x18\x04 \x01(\tR\x04what\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x9b\x04\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb4\x04\n" +
 	"\n" +
 	"VolumeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
@@ -5823,7 +6210,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"answeredBy\x12\x18\n" +
 	"\awarning\x18\x0e \x01(\tR\awarning\x12'\n" +
 	"\x0fnbd_connections\x18\x0f \x01(\x05R\x0enbdConnections\x12)\n" +
-	"\x10migration_target\x18\x10 \x01(\tR\x0fmigrationTarget\"z\n" +
+	"\x10migration_target\x18\x10 \x01(\tR\x0fmigrationTarget\x12\x17\n" +
+	"\aused_by\x18\x11 \x01(\tR\x06usedBy\"z\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -5850,17 +6238,25 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x0eVerifyMismatch\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x03 \x01(\x03R\x06length\"\x9d\x01\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\"\xc0\x01\n" +
+	"\rVerifyReplica\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.tandem.v1.ReplicaStateR\x05state\x12\x1a\n" +
+	"\bcompared\x18\x03 \x01(\bR\bcompared\x12%\n" +
+	"\x0eskipped_reason\x18\x04 \x01(\tR\rskippedReason\x12)\n" +
+	"\x10mismatched_bytes\x18\x05 \x01(\x03R\x0fmismatchedBytes\"\xed\x01\n" +
 	"\x14VerifyVolumeResponse\x12#\n" +
 	"\rchecked_bytes\x18\x01 \x01(\x03R\fcheckedBytes\x129\n" +
 	"\n" +
 	"mismatches\x18\x02 \x03(\v2\x19.tandem.v1.VerifyMismatchR\n" +
 	"mismatches\x12%\n" +
-	"\x0erepaired_bytes\x18\x03 \x01(\x03R\rrepairedBytes\"C\n" +
+	"\x0erepaired_bytes\x18\x03 \x01(\x03R\rrepairedBytes\x124\n" +
+	"\breplicas\x18\x04 \x03(\v2\x18.tandem.v1.VerifyReplicaR\breplicas\x12\x18\n" +
+	"\aprimary\x18\x05 \x01(\tR\aprimary\"C\n" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xe5\x03\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xbb\x04\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -5881,7 +6277,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\acreated\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1f\n" +
 	"\vconsole_log\x18\x10 \x01(\tR\n" +
 	"consoleLog\x12\x18\n" +
-	"\awarning\x18\x11 \x01(\tR\awarning\"[\n" +
+	"\awarning\x18\x11 \x01(\tR\awarning\x12\x19\n" +
+	"\bha_state\x18\x12 \x01(\tR\ahaState\x129\n" +
+	"\n" +
+	"started_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"[\n" +
 	"\x06VMDisk\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
@@ -6096,7 +6495,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x16REPLICA_STATE_OUTDATED\x10\x02\x12\x1e\n" +
 	"\x1aREPLICA_STATE_INCONSISTENT\x10\x03\x12\x1d\n" +
 	"\x19REPLICA_STATE_SYNC_SOURCE\x10\x04\x12\x1d\n" +
-	"\x19REPLICA_STATE_SYNC_TARGET\x10\x052\x8e\x04\n" +
+	"\x19REPLICA_STATE_SYNC_TARGET\x10\x052\xca\x04\n" +
 	"\aCluster\x12K\n" +
 	"\x06Create\x12\x1f.tandem.v1.CreateClusterRequest\x1a .tandem.v1.CreateClusterResponse\x12E\n" +
 	"\x04Join\x12\x1d.tandem.v1.JoinClusterRequest\x1a\x1e.tandem.v1.JoinClusterResponse\x12L\n" +
@@ -6104,7 +6503,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Status\x12\x18.tandem.v1.StatusRequest\x1a\x18.tandem.v1.ClusterStatus\x12[\n" +
 	"\x10SetExpectedVotes\x12\".tandem.v1.SetExpectedVotesRequest\x1a#.tandem.v1.SetExpectedVotesResponse\x12B\n" +
 	"\tGetConfig\x12\x1b.tandem.v1.GetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12B\n" +
-	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig2\xfa\x02\n" +
+	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12:\n" +
+	"\x05Audit\x12\x17.tandem.v1.AuditRequest\x1a\x18.tandem.v1.AuditResponse2\xfa\x02\n" +
 	"\x04Node\x12A\n" +
 	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12L\n" +
 	"\vFenceConfig\x12\x1d.tandem.v1.FenceConfigRequest\x1a\x1e.tandem.v1.FenceConfigResponse\x12B\n" +
@@ -6173,7 +6573,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -6193,238 +6593,250 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*SetExpectedVotesResponse)(nil), // 15: tandem.v1.SetExpectedVotesResponse
 	(*GetConfigRequest)(nil),         // 16: tandem.v1.GetConfigRequest
 	(*SetConfigRequest)(nil),         // 17: tandem.v1.SetConfigRequest
-	(*ClusterConfig)(nil),            // 18: tandem.v1.ClusterConfig
-	(*ListNodesRequest)(nil),         // 19: tandem.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 20: tandem.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),        // 21: tandem.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 22: tandem.v1.RemoveNodeResponse
-	(*NodeMaintenanceRequest)(nil),   // 23: tandem.v1.NodeMaintenanceRequest
-	(*NodeMaintenanceProgress)(nil),  // 24: tandem.v1.NodeMaintenanceProgress
-	(*IPMIConfig)(nil),               // 25: tandem.v1.IPMIConfig
-	(*RedfishConfig)(nil),            // 26: tandem.v1.RedfishConfig
-	(*FenceConfigRequest)(nil),       // 27: tandem.v1.FenceConfigRequest
-	(*FenceConfigResponse)(nil),      // 28: tandem.v1.FenceConfigResponse
-	(*FenceNodeRequest)(nil),         // 29: tandem.v1.FenceNodeRequest
-	(*FenceNodeResponse)(nil),        // 30: tandem.v1.FenceNodeResponse
-	(*VolumeReplica)(nil),            // 31: tandem.v1.VolumeReplica
-	(*VolumeEvent)(nil),              // 32: tandem.v1.VolumeEvent
-	(*VolumeInfo)(nil),               // 33: tandem.v1.VolumeInfo
-	(*CreateVolumeRequest)(nil),      // 34: tandem.v1.CreateVolumeRequest
-	(*ListVolumesRequest)(nil),       // 35: tandem.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 36: tandem.v1.ListVolumesResponse
-	(*ShowVolumeRequest)(nil),        // 37: tandem.v1.ShowVolumeRequest
-	(*DeleteVolumeRequest)(nil),      // 38: tandem.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),     // 39: tandem.v1.DeleteVolumeResponse
-	(*PromoteVolumeRequest)(nil),     // 40: tandem.v1.PromoteVolumeRequest
-	(*ResyncVolumeRequest)(nil),      // 41: tandem.v1.ResyncVolumeRequest
-	(*VerifyVolumeRequest)(nil),      // 42: tandem.v1.VerifyVolumeRequest
-	(*VerifyMismatch)(nil),           // 43: tandem.v1.VerifyMismatch
-	(*VerifyVolumeResponse)(nil),     // 44: tandem.v1.VerifyVolumeResponse
-	(*VMNic)(nil),                    // 45: tandem.v1.VMNic
-	(*VMInfo)(nil),                   // 46: tandem.v1.VMInfo
-	(*VMDisk)(nil),                   // 47: tandem.v1.VMDisk
-	(*CreateVMRequest)(nil),          // 48: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 49: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 50: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 51: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 52: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 53: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 54: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 55: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 56: tandem.v1.ConsoleChunk
-	(*HAStatusRequest)(nil),          // 57: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 58: tandem.v1.HANode
-	(*HAVM)(nil),                     // 59: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 60: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 61: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 62: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 63: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 64: tandem.v1.Event
-	(*PeerMember)(nil),               // 65: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 66: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 67: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 68: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 69: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 70: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 71: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 72: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 73: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 74: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 75: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 76: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 77: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 78: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 79: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 80: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 81: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 82: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 83: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 84: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 85: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 86: tandem.v1.PeerMigrateRequest
-	nil,                              // 87: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 88: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 89: google.protobuf.Timestamp
+	(*ConfigSetting)(nil),            // 18: tandem.v1.ConfigSetting
+	(*ClusterConfig)(nil),            // 19: tandem.v1.ClusterConfig
+	(*AuditRequest)(nil),             // 20: tandem.v1.AuditRequest
+	(*AuditResponse)(nil),            // 21: tandem.v1.AuditResponse
+	(*ListNodesRequest)(nil),         // 22: tandem.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 23: tandem.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),        // 24: tandem.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 25: tandem.v1.RemoveNodeResponse
+	(*NodeMaintenanceRequest)(nil),   // 26: tandem.v1.NodeMaintenanceRequest
+	(*NodeMaintenanceProgress)(nil),  // 27: tandem.v1.NodeMaintenanceProgress
+	(*IPMIConfig)(nil),               // 28: tandem.v1.IPMIConfig
+	(*RedfishConfig)(nil),            // 29: tandem.v1.RedfishConfig
+	(*FenceConfigRequest)(nil),       // 30: tandem.v1.FenceConfigRequest
+	(*FenceConfigResponse)(nil),      // 31: tandem.v1.FenceConfigResponse
+	(*FenceNodeRequest)(nil),         // 32: tandem.v1.FenceNodeRequest
+	(*FenceNodeResponse)(nil),        // 33: tandem.v1.FenceNodeResponse
+	(*VolumeReplica)(nil),            // 34: tandem.v1.VolumeReplica
+	(*VolumeEvent)(nil),              // 35: tandem.v1.VolumeEvent
+	(*VolumeInfo)(nil),               // 36: tandem.v1.VolumeInfo
+	(*CreateVolumeRequest)(nil),      // 37: tandem.v1.CreateVolumeRequest
+	(*ListVolumesRequest)(nil),       // 38: tandem.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 39: tandem.v1.ListVolumesResponse
+	(*ShowVolumeRequest)(nil),        // 40: tandem.v1.ShowVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 41: tandem.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 42: tandem.v1.DeleteVolumeResponse
+	(*PromoteVolumeRequest)(nil),     // 43: tandem.v1.PromoteVolumeRequest
+	(*ResyncVolumeRequest)(nil),      // 44: tandem.v1.ResyncVolumeRequest
+	(*VerifyVolumeRequest)(nil),      // 45: tandem.v1.VerifyVolumeRequest
+	(*VerifyMismatch)(nil),           // 46: tandem.v1.VerifyMismatch
+	(*VerifyReplica)(nil),            // 47: tandem.v1.VerifyReplica
+	(*VerifyVolumeResponse)(nil),     // 48: tandem.v1.VerifyVolumeResponse
+	(*VMNic)(nil),                    // 49: tandem.v1.VMNic
+	(*VMInfo)(nil),                   // 50: tandem.v1.VMInfo
+	(*VMDisk)(nil),                   // 51: tandem.v1.VMDisk
+	(*CreateVMRequest)(nil),          // 52: tandem.v1.CreateVMRequest
+	(*VMRequest)(nil),                // 53: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 54: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 55: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 56: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 57: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 58: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 59: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 60: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 61: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 62: tandem.v1.HANode
+	(*HAVM)(nil),                     // 63: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 64: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 65: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 66: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 67: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 68: tandem.v1.Event
+	(*PeerMember)(nil),               // 69: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 70: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 71: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 72: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 73: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 74: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 75: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 76: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 77: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 78: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 79: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 80: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 81: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 82: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 83: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 84: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 85: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 86: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 87: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 88: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 89: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 90: tandem.v1.PeerMigrateRequest
+	nil,                              // 91: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 92: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 93: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	89,  // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	81,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	84,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	93,  // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	85,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	88,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	4,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	6,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	89,  // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	93,  // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	5,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	89,  // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	93,  // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	87,  // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	88,  // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
-	4,   // 14: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
-	4,   // 15: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
-	4,   // 16: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	54,  // 17: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
-	25,  // 18: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
-	26,  // 19: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
-	3,   // 20: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	89,  // 21: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	89,  // 22: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
-	31,  // 23: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	89,  // 24: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
-	32,  // 25: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
-	33,  // 26: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
-	43,  // 27: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
-	45,  // 28: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	89,  // 29: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	47,  // 30: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
-	45,  // 31: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	46,  // 32: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	46,  // 33: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	89,  // 34: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	89,  // 35: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	89,  // 36: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	58,  // 37: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	59,  // 38: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	61,  // 39: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	89,  // 40: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	0,   // 41: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	65,  // 42: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	89,  // 43: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	70,  // 44: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	70,  // 45: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	81,  // 46: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	46,  // 47: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	46,  // 48: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	7,   // 49: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	9,   // 50: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	11,  // 51: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	13,  // 52: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	14,  // 53: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	16,  // 54: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	17,  // 55: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	19,  // 56: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	27,  // 57: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	29,  // 58: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	21,  // 59: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	23,  // 60: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	34,  // 61: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	35,  // 62: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	37,  // 63: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	38,  // 64: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	40,  // 65: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	41,  // 66: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	42,  // 67: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	50,  // 68: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	48,  // 69: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	49,  // 70: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	49,  // 71: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	49,  // 72: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	49,  // 73: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	53,  // 74: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	55,  // 75: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	57,  // 76: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	62,  // 77: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	63,  // 78: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	66,  // 79: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	68,  // 80: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	80,  // 81: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	71,  // 82: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	73,  // 83: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	75,  // 84: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	77,  // 85: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	40,  // 86: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	42,  // 87: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	77,  // 88: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	40,  // 89: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	78,  // 90: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	40,  // 91: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	83,  // 92: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	85,  // 93: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	85,  // 94: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	85,  // 95: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	85,  // 96: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	86,  // 97: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	55,  // 98: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	85,  // 99: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	57,  // 100: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	8,   // 101: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10,  // 102: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12,  // 103: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,   // 104: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15,  // 105: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	18,  // 106: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	18,  // 107: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 108: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	28,  // 109: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	30,  // 110: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	22,  // 111: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	24,  // 112: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	33,  // 113: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	36,  // 114: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	33,  // 115: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	39,  // 116: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	33,  // 117: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	33,  // 118: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	44,  // 119: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	51,  // 120: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	46,  // 121: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	46,  // 122: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	46,  // 123: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	46,  // 124: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	52,  // 125: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	54,  // 126: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	56,  // 127: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	60,  // 128: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	60,  // 129: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	64,  // 130: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	67,  // 131: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	69,  // 132: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	82,  // 133: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	72,  // 134: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	74,  // 135: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	76,  // 136: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	33,  // 137: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	33,  // 138: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	44,  // 139: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	76,  // 140: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	33,  // 141: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	79,  // 142: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	33,  // 143: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	84,  // 144: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	46,  // 145: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	46,  // 146: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	46,  // 147: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	46,  // 148: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	54,  // 149: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	56,  // 150: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	54,  // 151: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	60,  // 152: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	101, // [101:153] is the sub-list for method output_type
-	49,  // [49:101] is the sub-list for method input_type
-	49,  // [49:49] is the sub-list for extension type_name
-	49,  // [49:49] is the sub-list for extension extendee
-	0,   // [0:49] is the sub-list for field type_name
+	91,  // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	92,  // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	18,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
+	93,  // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	6,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
+	4,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
+	4,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
+	4,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
+	58,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	28,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
+	29,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
+	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
+	93,  // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	93,  // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	34,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
+	93,  // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	35,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
+	36,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
+	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
+	46,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
+	47,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
+	49,  // 33: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
+	93,  // 34: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	93,  // 35: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	51,  // 36: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
+	49,  // 37: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
+	50,  // 38: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	50,  // 39: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	93,  // 40: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	93,  // 41: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	93,  // 42: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	62,  // 43: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	63,  // 44: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	65,  // 45: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	93,  // 46: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	0,   // 47: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	69,  // 48: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	93,  // 49: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	74,  // 50: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	74,  // 51: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	85,  // 52: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	50,  // 53: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	50,  // 54: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	7,   // 55: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	9,   // 56: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	11,  // 57: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	13,  // 58: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	14,  // 59: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	16,  // 60: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	17,  // 61: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	20,  // 62: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	22,  // 63: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	30,  // 64: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	32,  // 65: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	24,  // 66: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	26,  // 67: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	37,  // 68: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	38,  // 69: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	40,  // 70: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	41,  // 71: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	43,  // 72: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	44,  // 73: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	45,  // 74: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	54,  // 75: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	52,  // 76: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	53,  // 77: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	53,  // 78: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	53,  // 79: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	53,  // 80: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	57,  // 81: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	59,  // 82: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	61,  // 83: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	66,  // 84: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	67,  // 85: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	70,  // 86: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	72,  // 87: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	84,  // 88: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	75,  // 89: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	77,  // 90: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	79,  // 91: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	81,  // 92: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 93: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	45,  // 94: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	81,  // 95: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 96: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	82,  // 97: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	43,  // 98: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	87,  // 99: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	89,  // 100: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	89,  // 101: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	89,  // 102: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	89,  // 103: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	90,  // 104: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	59,  // 105: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	89,  // 106: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	61,  // 107: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	8,   // 108: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10,  // 109: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12,  // 110: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,   // 111: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15,  // 112: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	19,  // 113: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	19,  // 114: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	21,  // 115: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	23,  // 116: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	31,  // 117: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	33,  // 118: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	25,  // 119: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	27,  // 120: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	36,  // 121: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	39,  // 122: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	36,  // 123: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	42,  // 124: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	36,  // 125: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	36,  // 126: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	48,  // 127: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 128: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	50,  // 129: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	50,  // 130: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	50,  // 131: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	50,  // 132: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	56,  // 133: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	58,  // 134: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	60,  // 135: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	64,  // 136: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	64,  // 137: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	68,  // 138: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	71,  // 139: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	73,  // 140: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	86,  // 141: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	76,  // 142: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	78,  // 143: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	80,  // 144: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 145: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	36,  // 146: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	48,  // 147: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	80,  // 148: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 149: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	83,  // 150: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	36,  // 151: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	88,  // 152: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	50,  // 153: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	50,  // 154: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	50,  // 155: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	50,  // 156: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	58,  // 157: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	60,  // 158: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	58,  // 159: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	64,  // 160: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	108, // [108:161] is the sub-list for method output_type
+	55,  // [55:108] is the sub-list for method input_type
+	55,  // [55:55] is the sub-list for extension type_name
+	55,  // [55:55] is the sub-list for extension extendee
+	0,   // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -6438,7 +6850,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   85,
+			NumMessages:   89,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -34,6 +34,7 @@ const (
 	Cluster_SetExpectedVotes_FullMethodName = "/tandem.v1.Cluster/SetExpectedVotes"
 	Cluster_GetConfig_FullMethodName        = "/tandem.v1.Cluster/GetConfig"
 	Cluster_SetConfig_FullMethodName        = "/tandem.v1.Cluster/SetConfig"
+	Cluster_Audit_FullMethodName            = "/tandem.v1.Cluster/Audit"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -48,6 +49,8 @@ type ClusterClient interface {
 	// Cluster-wide settings kept in the metadata shard.
 	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error)
 	SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error)
+	// The replicated audit trail of administrative actions.
+	Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditResponse, error)
 }
 
 type clusterClient struct {
@@ -128,6 +131,16 @@ func (c *clusterClient) SetConfig(ctx context.Context, in *SetConfigRequest, opt
 	return out, nil
 }
 
+func (c *clusterClient) Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditResponse)
+	err := c.cc.Invoke(ctx, Cluster_Audit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -140,6 +153,8 @@ type ClusterServer interface {
 	// Cluster-wide settings kept in the metadata shard.
 	GetConfig(context.Context, *GetConfigRequest) (*ClusterConfig, error)
 	SetConfig(context.Context, *SetConfigRequest) (*ClusterConfig, error)
+	// The replicated audit trail of administrative actions.
+	Audit(context.Context, *AuditRequest) (*AuditResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -170,6 +185,9 @@ func (UnimplementedClusterServer) GetConfig(context.Context, *GetConfigRequest) 
 }
 func (UnimplementedClusterServer) SetConfig(context.Context, *SetConfigRequest) (*ClusterConfig, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetConfig not implemented")
+}
+func (UnimplementedClusterServer) Audit(context.Context, *AuditRequest) (*AuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Audit not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -318,6 +336,24 @@ func _Cluster_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Audit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Audit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Audit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Audit(ctx, req.(*AuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -352,6 +388,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetConfig",
 			Handler:    _Cluster_SetConfig_Handler,
+		},
+		{
+			MethodName: "Audit",
+			Handler:    _Cluster_Audit_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
