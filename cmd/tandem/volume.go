@@ -260,13 +260,20 @@ data away and resyncs it in full from the primary (never the primary's own).`,
 }
 
 func newVolumeVerifyCmd(a *app) *cobra.Command {
-	var repair bool
+	var repair, inSyncOnly bool
 	cmd := &cobra.Command{
-		Use:   "verify NAME [--repair]",
+		Use:   "verify NAME [--repair] [--in-sync-only]",
 		Short: "Compare every replica with the primary",
 		Long: `Compare every replica's data with the primary's and list the ranges that
-differ. Exits 1 when mismatches were found and not repaired; with --repair the
-primary resyncs them.`,
+differ. Only replicas in sync with the primary can be compared; the report
+names every replica, compared or skipped, and why.
+
+Exits 1 when mismatches were found and not repaired, or when a replica could
+not be compared (unless --in-sync-only); with --repair the primary resyncs the
+ranges that differ.`,
+		Example: `  tandem volume verify web-disk
+  tandem volume verify web-disk --repair
+  tandem volume verify web-disk --in-sync-only   # a resyncing replica is fine`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.dial(cmd, verifyTimeout)
@@ -281,10 +288,14 @@ primary resyncs them.`,
 			if err := a.print(resp, func(w io.Writer) error { return writeVerify(w, resp, repair) }); err != nil {
 				return err
 			}
-			return verifyOutcome(args[0], resp, repair)
+			if err := verifyOutcome(args[0], resp, repair); err != nil {
+				return err
+			}
+			return verifySkipped(args[0], resp, inSyncOnly)
 		},
 	}
 	cmd.Flags().BoolVar(&repair, "repair", false, "resync the ranges found different from the primary")
+	cmd.Flags().BoolVar(&inSyncOnly, "in-sync-only", false, "succeed even if some replicas could not be compared (not in sync)")
 	return cmd
 }
 
@@ -311,6 +322,21 @@ func verifyOutcome(name string, resp *tandemv1.VerifyVolumeResponse, repair bool
 		return fmt.Errorf("%s, but only %s repaired; run verify again", what, formatBytes(resp.GetRepairedBytes()))
 	}
 	return nil
+}
+
+// verifySkipped is the error that makes verify exit 1 when a replica was
+// never compared: "no mismatches" must not read as an all-clear for it.
+func verifySkipped(name string, resp *tandemv1.VerifyVolumeResponse, inSyncOnly bool) error {
+	var skipped []string
+	for _, r := range resp.GetReplicas() {
+		if !r.GetCompared() {
+			skipped = append(skipped, r.GetNode())
+		}
+	}
+	if len(skipped) == 0 || inSyncOnly {
+		return nil
+	}
+	return fmt.Errorf("volume %q: replica(s) on %s not compared (not in sync with the primary); verify again once they are UpToDate, or pass --in-sync-only to accept that", name, strings.Join(skipped, ", "))
 }
 
 // replicaStateName uses DRBD's disk state names, which admins already know.
@@ -466,9 +492,31 @@ func writeVerify(w io.Writer, resp *tandemv1.VerifyVolumeResponse, repair bool) 
 	if repair {
 		fmt.Fprintf(w, "repaired: %s (%d bytes)\n", formatBytes(resp.GetRepairedBytes()), resp.GetRepairedBytes())
 	}
+	if reps := resp.GetReplicas(); len(reps) > 0 {
+		fmt.Fprintln(w)
+		tw := newTabWriter(w)
+		fmt.Fprintln(tw, "REPLICA\tSTATE\tCOMPARED\tMISMATCHED\tNOTE")
+		fmt.Fprintf(tw, "%s\tprimary\t-\t-\treference\n", orDash(resp.GetPrimary()))
+		for _, r := range reps {
+			compared, mismatched := "yes", formatBytes(r.GetMismatchedBytes())
+			if !r.GetCompared() {
+				compared, mismatched = "no", "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", orDash(r.GetNode()), replicaStateName(r.GetState()), compared, mismatched, r.GetSkippedReason())
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	mm := resp.GetMismatches()
 	if len(mm) == 0 {
-		_, err := fmt.Fprintln(w, "no mismatches: every replica matches the primary")
+		msg := "no mismatches: every replica matches the primary"
+		for _, r := range resp.GetReplicas() {
+			if !r.GetCompared() {
+				msg = "no mismatches in the replicas compared; some were skipped (see above)"
+			}
+		}
+		_, err := fmt.Fprintln(w, msg)
 		return err
 	}
 	fmt.Fprintf(w, "\n%d mismatched range(s):\n", len(mm))

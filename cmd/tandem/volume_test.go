@@ -569,6 +569,36 @@ func TestVolumeVerify(t *testing.T) {
 	wantMatch(t, "stderr", r.stderr, `but only 4 KiB repaired`)
 }
 
+// TestVolumeVerifyNamesSkippedReplicas: a replica that was not compared is
+// named with its reason, and the exit code is 1 unless --in-sync-only.
+func TestVolumeVerifyNamesSkippedReplicas(t *testing.T) {
+	dir, _, v := startVolumeDaemon(t)
+	v.verify = &tandemv1.VerifyVolumeResponse{CheckedBytes: 64 << 20, Primary: "node-a", Replicas: []*tandemv1.VerifyReplica{
+		{Node: "node-b", State: syncTarget, SkippedReason: "resync running (link syncing, 36700160 bytes still to send)"},
+		{Node: "node-c", State: upToDate, Compared: true},
+	}}
+	r := runCLI(t, "", "--data-dir", dir, "volume", "verify", "vm-disk")
+	r.wantCode(t, 1)
+	wantMatch(t, "stdout", r.stdout,
+		`REPLICA\s+STATE\s+COMPARED\s+MISMATCHED\s+NOTE\n`,
+		`node-a\s+primary\s+-\s+-\s+reference\n`,
+		`node-b\s+SyncTarget\s+no\s+-\s+resync running`,
+		`node-c\s+UpToDate\s+yes\s+0 B`,
+		`no mismatches in the replicas compared; some were skipped`)
+	if strings.Contains(r.stdout, "every replica matches") {
+		t.Errorf("all-clear printed although node-b was skipped:\n%s", r.stdout)
+	}
+	wantMatch(t, "stderr", r.stderr, `replica\(s\) on node-b not compared`, `--in-sync-only`)
+
+	r = runCLI(t, "", "--data-dir", dir, "volume", "verify", "vm-disk", "--in-sync-only")
+	r.wantCode(t, 0)
+
+	v.verify.Replicas[0] = &tandemv1.VerifyReplica{Node: "node-b", State: upToDate, Compared: true}
+	r = runCLI(t, "", "--data-dir", dir, "volume", "verify", "vm-disk")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `no mismatches: every replica matches the primary`)
+}
+
 func TestVolumeUsageErrors(t *testing.T) {
 	dir, f, _ := startVolumeDaemon(t)
 	for _, args := range [][]string{

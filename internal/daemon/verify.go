@@ -9,7 +9,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/consensus"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+	"github.com/tandemhci/tandem/replication"
 )
 
 const (
@@ -98,7 +100,9 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 		return nil, status.Errorf(codes.Unavailable, "metadata: %v", err)
 	}
 	var peers []string
+	links := map[string]replication.PeerStatus{}
 	for _, ps := range p.Status() {
+		links[ps.Name] = ps
 		if ps.State == "in-sync" && (only == nil || slices.Contains(only, ps.Name)) {
 			peers = append(peers, ps.Name)
 		}
@@ -118,7 +122,17 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 		return nil, status.Errorf(codes.Unavailable, "flush before verify: %v", err)
 	}
 	size := nv.entry.Size
-	out := &tandemv1.VerifyVolumeResponse{}
+	out := &tandemv1.VerifyVolumeResponse{Primary: d.cfg.NodeName}
+	// Name every replica, compared or not: a report that only covers the
+	// in-sync ones reads as an all-clear when one was never looked at.
+	var states map[string]consensus.ReplicaState
+	if r := nv.rec.Load(); r != nil {
+		states = map[string]consensus.ReplicaState{}
+		for n, rr := range r.Replicas {
+			states[n] = rr.State
+		}
+	}
+	out.Replicas = verifyReplicas(d.cfg.NodeName, nv.entry.Replicas, states, links, peers, only)
 	type suspect struct {
 		peer string
 		off  int64
@@ -163,6 +177,11 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 			continue
 		}
 		out.Mismatches = append(out.Mismatches, &tandemv1.VerifyMismatch{Node: sp.peer, Offset: sp.off, Length: n})
+		for _, vr := range out.Replicas {
+			if vr.Node == sp.peer {
+				vr.MismatchedBytes += n
+			}
+		}
 		if repair {
 			if err := p.Repair(ctx, sp.peer, sp.off, n); err != nil {
 				return out, status.Errorf(codes.Unavailable, "repair %s at %d: %v", sp.peer, sp.off, err)
@@ -171,4 +190,36 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 		}
 	}
 	return out, nil
+}
+
+// verifyReplicas lists every replica but the primary (self) and says
+// whether it is compared. Replicas outside only (when given) are left out.
+func verifyReplicas(self string, replicas []string, states map[string]consensus.ReplicaState, links map[string]replication.PeerStatus, compared, only []string) []*tandemv1.VerifyReplica {
+	var out []*tandemv1.VerifyReplica
+	for _, n := range replicas {
+		if n == self || (only != nil && !slices.Contains(only, n)) {
+			continue
+		}
+		vr := &tandemv1.VerifyReplica{Node: n, State: replicaStateProto(states[n]), Compared: slices.Contains(compared, n)}
+		if !vr.Compared {
+			link, ok := links[n]
+			switch {
+			case !ok:
+				vr.SkippedReason = "the primary has no replication link to it"
+			case link.State == "syncing" || states[n] == consensus.SyncTarget:
+				vr.SkippedReason = fmt.Sprintf("resync running (link %s, %d bytes still to send)", link.State, link.DirtyBytes)
+			default:
+				vr.SkippedReason = fmt.Sprintf("not in sync (state %s, link %s)", states[n], orUnknown(link.State))
+			}
+		}
+		out = append(out, vr)
+	}
+	return out
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
