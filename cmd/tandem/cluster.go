@@ -175,13 +175,21 @@ func newClusterTokenCmd(a *app) *cobra.Command {
 }
 
 func newClusterStatusCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Show quorum, leader and node health",
-		Long: `Show the cluster status as seen by the answering node.
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "status [--check]",
+		Short: "Show quorum, leader, node health and what needs attention",
+		Long: `Show the cluster status as seen by the answering node, with a warnings
+section: nodes offline, volumes syncing or degraded, certificates about to
+expire, no quorum. Advisories (such as nodes without BMC fencing) are listed
+too but are not warnings.
 
 When the cluster is not quorate the answer is that node's local view; the
-command still succeeds (exit 0) because the status itself is the answer.`,
+command still succeeds (exit 0) because the status itself is the answer.
+With --check it exits 1 when there is any warning, for monitoring scripts.`,
+		Example: `  tandem cluster status
+  tandem cluster status --check >/dev/null || echo "cluster needs attention"
+  tandem cluster status -o json`,
 		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.dial(cmd, 0)
@@ -193,9 +201,17 @@ command still succeeds (exit 0) because the status itself is the answer.`,
 			if err != nil {
 				return err
 			}
-			return a.print(st, func(w io.Writer) error { return writeStatus(w, st) })
+			if err := a.print(st, func(w io.Writer) error { return writeStatus(w, st) }); err != nil {
+				return err
+			}
+			if n := len(st.GetWarnings()); check && n > 0 {
+				return fmt.Errorf("check failed: %d warning(s): %s", n, strings.Join(st.GetWarnings(), "; "))
+			}
+			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&check, "check", false, "exit 1 when anything is degraded (any warning), for monitoring")
+	return cmd
 }
 
 func newClusterExpectedVotesCmd(a *app) *cobra.Command {

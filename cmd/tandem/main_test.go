@@ -229,6 +229,27 @@ func TestStatusTable(t *testing.T) {
 	}
 }
 
+// TestStatusCheck: --check exits 1 while there is any warning, 0 when
+// there is none; advisories never fail it.
+func TestStatusCheck(t *testing.T) {
+	dir, f := startDaemon(t)
+	f.status.Advisories = []string{"no BMC fencing configured for node-a"}
+	r := runCLI(t, "", "--data-dir", dir, "cluster", "status", "--check")
+	r.wantCode(t, 1)
+	wantMatch(t, "stdout", r.stdout, `warnings \(1\):\nWARNING: node-c has been offline for 5m`, `note: no BMC fencing configured for node-a`)
+	wantMatch(t, "stderr", r.stderr, `check failed: 1 warning\(s\): node-c has been offline for 5m`)
+
+	r = runCLI(t, "", "--data-dir", dir, "cluster", "status")
+	r.wantCode(t, 0)
+
+	f.status.Warnings = nil
+	r = runCLI(t, "", "--data-dir", dir, "cluster", "status", "--check")
+	r.wantCode(t, 0)
+	if strings.Contains(r.stdout, "WARNING") {
+		t.Errorf("warning printed for a healthy cluster:\n%s", r.stdout)
+	}
+}
+
 func TestStatusNotQuorateStillSucceeds(t *testing.T) {
 	dir, f := startDaemon(t)
 	f.status.Quorate = false

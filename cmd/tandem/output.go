@@ -77,6 +77,12 @@ func writeStatus(w io.Writer, s *tandemv1.ClusterStatus) error {
 		return err
 	}
 	writeWarnings(w, s.GetWarnings())
+	if adv := s.GetAdvisories(); len(adv) > 0 {
+		fmt.Fprintln(w)
+		for _, m := range adv {
+			fmt.Fprintf(w, "note: %s\n", m)
+		}
+	}
 
 	if audit := s.GetAudit(); len(audit) > 0 {
 		fmt.Fprintln(w, "\nrecent audit:")
@@ -94,7 +100,7 @@ func writeWarnings(w io.Writer, warnings []string) {
 	if len(warnings) == 0 {
 		return
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nwarnings (%d):\n", len(warnings))
 	for _, m := range warnings {
 		fmt.Fprintf(w, "WARNING: %s\n", m)
 	}

@@ -82,7 +82,11 @@ func (s *clusterService) CreateToken(ctx context.Context, req *tandemv1.CreateTo
 }
 
 func (s *clusterService) Status(ctx context.Context, _ *tandemv1.StatusRequest) (*tandemv1.ClusterStatus, error) {
-	return s.d.status(ctx), nil
+	st := s.d.status(ctx)
+	if st.Initialized {
+		s.d.healthReport(ctx, st)
+	}
+	return st, nil
 }
 
 func (s *clusterService) SetExpectedVotes(ctx context.Context, req *tandemv1.SetExpectedVotesRequest) (*tandemv1.SetExpectedVotesResponse, error) {

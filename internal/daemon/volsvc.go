@@ -418,8 +418,12 @@ func (s *volumeService) show(ctx context.Context, name string, timeout time.Dura
 	} else if best.AnsweredBy != best.Primary && best.Warning == "" {
 		best.Warning = fmt.Sprintf("the primary %s did not answer; this is %s's view", best.Primary, best.AnsweredBy)
 	}
-	best.State = e.State
 	best.Created = timestamppb.New(e.Created)
+	var why string
+	best.State, why = volumeHealth(e.State, best)
+	if why != "" && best.Warning == "" {
+		best.Warning = why
+	}
 	return best, nil
 }
 

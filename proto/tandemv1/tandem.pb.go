@@ -430,9 +430,15 @@ type ClusterStatus struct {
 	// Node that produced this status; when not quorate, it is its local view.
 	AnsweredBy string `protobuf:"bytes,11,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
 	// Last applied metadata index seen locally.
-	AppliedIndex  uint64        `protobuf:"varint,12,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Warnings      []string      `protobuf:"bytes,13,rep,name=warnings,proto3" json:"warnings,omitempty"`
-	Audit         []*AuditEntry `protobuf:"bytes,14,rep,name=audit,proto3" json:"audit,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,12,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Something is degraded or at risk: a node offline, a volume syncing or
+	// degraded, a certificate about to expire, no quorum.
+	// 'tandem cluster status --check' exits non-zero when there is any.
+	Warnings []string      `protobuf:"bytes,13,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Audit    []*AuditEntry `protobuf:"bytes,14,rep,name=audit,proto3" json:"audit,omitempty"`
+	// Worth knowing but not a degradation (e.g. no BMC fencing configured);
+	// --check ignores them.
+	Advisories    []string `protobuf:"bytes,15,rep,name=advisories,proto3" json:"advisories,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -561,6 +567,13 @@ func (x *ClusterStatus) GetWarnings() []string {
 func (x *ClusterStatus) GetAudit() []*AuditEntry {
 	if x != nil {
 		return x.Audit
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetAdvisories() []string {
+	if x != nil {
+		return x.Advisories
 	}
 	return nil
 }
@@ -6041,7 +6054,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\rhealth_detail\x18\r \x01(\tR\fhealthDetail\x12%\n" +
 	"\x05disks\x18\x0e \x03(\v2\x0f.tandem.v1.DiskR\x05disks\x12 \n" +
 	"\vmaintenance\x18\x0f \x01(\bR\vmaintenance\x122\n" +
-	"\acompute\x18\x10 \x01(\v2\x18.tandem.v1.ComputeStatusR\acompute\"\xc6\x03\n" +
+	"\acompute\x18\x10 \x01(\v2\x18.tandem.v1.ComputeStatusR\acompute\"\xe6\x03\n" +
 	"\rClusterStatus\x12 \n" +
 	"\vinitialized\x18\x01 \x01(\bR\vinitialized\x12!\n" +
 	"\fcluster_name\x18\x02 \x01(\tR\vclusterName\x12\x1d\n" +
@@ -6059,7 +6072,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"answeredBy\x12#\n" +
 	"\rapplied_index\x18\f \x01(\x04R\fappliedIndex\x12\x1a\n" +
 	"\bwarnings\x18\r \x03(\tR\bwarnings\x12+\n" +
-	"\x05audit\x18\x0e \x03(\v2\x15.tandem.v1.AuditEntryR\x05audit\"|\n" +
+	"\x05audit\x18\x0e \x03(\v2\x15.tandem.v1.AuditEntryR\x05audit\x12\x1e\n" +
+	"\n" +
+	"advisories\x18\x0f \x03(\tR\n" +
+	"advisories\"|\n" +
 	"\n" +
 	"AuditEntry\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
