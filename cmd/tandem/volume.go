@@ -38,7 +38,7 @@ func newVolumeCmd(a *app) *cobra.Command {
 func newVolumeCreateCmd(a *app) *cobra.Command {
 	var (
 		size     string
-		replicas uint32
+		replicas int
 		nodes    []string
 	)
 	cmd := &cobra.Command{
@@ -62,6 +62,11 @@ initial primary.`,
 			if replicas < 1 || replicas > 3 {
 				return usageErrorf("--replicas must be 1, 2 or 3, not %d", replicas)
 			}
+			// Without --replicas, --nodes says how many.
+			want := uint32(replicas)
+			if len(nodes) > 0 && !cmd.Flags().Changed("replicas") {
+				want = 0
+			}
 			for i, n := range nodes {
 				switch {
 				case strings.TrimSpace(n) == "":
@@ -76,7 +81,7 @@ initial primary.`,
 			}
 			defer c.Close()
 			info, err := c.Volume.Create(cmd.Context(), &tandemv1.CreateVolumeRequest{
-				Name: args[0], SizeBytes: sizeBytes, Replicas: replicas, Nodes: nodes,
+				Name: args[0], SizeBytes: sizeBytes, Replicas: want, Nodes: nodes,
 			})
 			if err != nil {
 				return err
@@ -89,7 +94,9 @@ initial primary.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&size, "size", "", "volume size, e.g. 20G or 1.5TiB (required; units are 1024-based)")
-	f.Uint32Var(&replicas, "replicas", 2, "number of data replicas: 1, 2 or 3")
+	// An int, not a uint: "-1" is then refused by our check in words, not
+	// by strconv's.
+	f.IntVar(&replicas, "replicas", 2, "number of data replicas: 1, 2 or 3 (default: 2, or as many as --nodes)")
 	f.StringSliceVar(&nodes, "nodes", nil, "nodes to place the replicas on, comma-separated; the first is the initial primary (default: the daemon picks)")
 	return cmd
 }

@@ -640,4 +640,19 @@ func TestVolumeUsageErrors(t *testing.T) {
 	}
 	r := runCLI(t, "", "--data-dir", dir, "volume", "create", "db", "--size", "10GB")
 	wantMatch(t, "stderr", r.stderr, `^tandem: --size: size "10GB": unit "GB" is ambiguous; use G or GiB \(1024-based\)\n`)
+	r = runCLI(t, "", "--data-dir", dir, "volume", "create", "db", "--size", "1G", "--replicas", "-1")
+	wantMatch(t, "stderr", r.stderr, `^tandem: --replicas must be 1, 2 or 3, not -1\n`)
+	if strings.Contains(r.stderr, "strconv") {
+		t.Errorf("raw strconv error: %q", r.stderr)
+	}
+}
+
+// TestVolumeCreateNodesSetTheCount: --nodes without --replicas asks for as
+// many replicas as nodes; with --replicas the count is sent as given.
+func TestVolumeCreateNodesSetTheCount(t *testing.T) {
+	dir, f, _ := startVolumeDaemon(t)
+	runCLI(t, "", "--data-dir", dir, "volume", "create", "db", "--size", "1G", "--nodes", "a,b,c").wantCode(t, 0)
+	if r := f.only(t).req.(*tandemv1.CreateVolumeRequest); r.GetReplicas() != 0 || len(r.GetNodes()) != 3 {
+		t.Errorf("request %v, want replicas 0 (as many as nodes)", r)
+	}
 }

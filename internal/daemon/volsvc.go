@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -129,9 +130,9 @@ func (s *volumeService) Create(ctx context.Context, req *tandemv1.CreateVolumeRe
 	case !volumeNameRE.MatchString(req.Name):
 		return nil, status.Errorf(codes.InvalidArgument, "volume name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
 	case req.SizeBytes <= 0 || req.SizeBytes%4096 != 0:
-		return nil, status.Errorf(codes.InvalidArgument, "size %d: must be a positive multiple of 4096 bytes", req.SizeBytes)
+		return nil, status.Errorf(codes.InvalidArgument, "size %s (%d bytes): must be a positive multiple of 4 KiB", humanBytes(req.SizeBytes), req.SizeBytes)
 	case req.SizeBytes > maxVolumeSize:
-		return nil, status.Errorf(codes.InvalidArgument, "size %d is over the %d byte limit", req.SizeBytes, int64(maxVolumeSize))
+		return nil, status.Errorf(codes.InvalidArgument, "size %s is over the %s limit", humanBytes(req.SizeBytes), humanBytes(maxVolumeSize))
 	}
 	replicas := int(req.Replicas)
 	if replicas == 0 {
@@ -181,8 +182,15 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 	}
 	var nodes []string
 	if len(want) > 0 {
+		// Name a wrong node before complaining about the count: the count
+		// is usually wrong because of it.
+		for _, n := range want {
+			if _, known := ms.Nodes[n]; !known {
+				return nil, "", status.Errorf(codes.InvalidArgument, "no node named %q in this cluster (nodes: %s)", n, strings.Join(slices.Sorted(maps.Keys(ms.Nodes)), ", "))
+			}
+		}
 		if len(want) != replicas {
-			return nil, "", status.Errorf(codes.InvalidArgument, "%d nodes given for %d replicas", len(want), replicas)
+			return nil, "", status.Errorf(codes.InvalidArgument, "%d node(s) given (%s) for %d replicas", len(want), strings.Join(want, ", "), replicas)
 		}
 		for _, n := range want {
 			switch f, online := free[n]; {
@@ -193,7 +201,7 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 			case !online:
 				return nil, "", status.Errorf(codes.Unavailable, "node %q does not answer", n)
 			case f < size:
-				return nil, "", status.Errorf(codes.ResourceExhausted, "node %q has %d bytes free, the volume needs %d", n, f, size)
+				return nil, "", status.Errorf(codes.ResourceExhausted, "node %q has %s free; the volume needs %s", n, humanBytes(f), humanBytes(size))
 			}
 			nodes = append(nodes, n)
 		}
@@ -215,7 +223,7 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 			return strings.Compare(a, b)
 		})
 		if len(cands) < replicas {
-			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %d bytes free; %d replicas needed", len(cands), size, replicas)
+			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free; %d replicas needed", len(cands), humanBytes(size), replicas)
 		}
 		nodes = cands[:replicas]
 	}
