@@ -365,8 +365,29 @@ func computeErr(err error) error {
 
 // Peer side.
 
-func (s *peerService) ComputeInfo(ctx context.Context, _ *tandemv1.ComputeInfoRequest) (*tandemv1.ComputeStatus, error) {
-	return s.d.compute.status(ctx), nil
+func (s *peerService) ComputeInfo(ctx context.Context, req *tandemv1.ComputeInfoRequest) (*tandemv1.ComputeStatus, error) {
+	st := s.d.compute.status(ctx)
+	st.Missing = lacking(req.Paths, req.Bridges)
+	return st, nil
+}
+
+// lacking names the files and network interfaces of a VM spec that this
+// host does not have, so a VM is refused at create, not at its first start.
+func lacking(paths, bridges []string) []string {
+	var out []string
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", p, errors.Unwrap(err)))
+		} else if !fi.Mode().IsRegular() {
+			out = append(out, fmt.Sprintf("%s: not a regular file", p))
+		}
+	}
+	for _, b := range bridges {
+		if _, err := net.InterfaceByName(b); err != nil {
+			out = append(out, fmt.Sprintf("bridge %s: no such network interface", b))
+		}
+	}
+	return out
 }
 
 // VMStart defines and starts the VM here; the co-location invariant is

@@ -165,6 +165,13 @@ func (s *vmService) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (
 			return nil, status.Errorf(codes.InvalidArgument, "node %q is not a member of this cluster", req.Node)
 		}
 	}
+	if err := checkMACs(ms, req.Nics); err != nil {
+		return nil, err
+	}
+	warning, err := s.checkSpec(ctx, ms, req)
+	if err != nil {
+		return nil, err
+	}
 	rec := consensus.VMRecord{Name: req.Name, UUID: randomUUID(), Desired: consensus.VMStopped, Priority: int(req.Priority), AntiAffinity: req.AntiAffinity,
 		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline}}
 	for _, n := range req.Nics {
@@ -224,10 +231,18 @@ func (s *vmService) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (
 		return nil, metaError(err)
 	}
 	s.d.log.Info("VM created", "vm", v.Name, "volumes", v.Spec.Volumes)
+	var info *tandemv1.VMInfo
 	if req.Start {
-		return s.Start(ctx, &tandemv1.VMRequest{Name: v.Name, Node: req.Node, Force: req.Force})
+		if info, err = s.Start(ctx, &tandemv1.VMRequest{Name: v.Name, Node: req.Node, Force: req.Force}); err != nil {
+			return nil, err
+		}
+	} else {
+		info = vmInfoOf(v)
 	}
-	return vmInfoOf(v), nil
+	if warning != "" {
+		info.Warning = strings.TrimPrefix(info.Warning+"; "+warning, "; ")
+	}
+	return info, nil
 }
 
 // diskNodes places a new disk's replicas with node first (its primary).

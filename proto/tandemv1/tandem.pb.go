@@ -5755,7 +5755,11 @@ func (x *DiskInfoResponse) GetDisks() []*Disk {
 }
 
 type ComputeInfoRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Files (kernel, initrd) and host bridges to look for on the node; the
+	// ones it lacks come back in ComputeStatus.missing.
+	Paths         []string `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
+	Bridges       []string `protobuf:"bytes,2,rep,name=bridges,proto3" json:"bridges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5790,6 +5794,20 @@ func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
 	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
+func (x *ComputeInfoRequest) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *ComputeInfoRequest) GetBridges() []string {
+	if x != nil {
+		return x.Bridges
+	}
+	return nil
+}
+
 type ComputeStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Available bool                   `protobuf:"varint,1,opt,name=available,proto3" json:"available,omitempty"`
@@ -5803,8 +5821,11 @@ type ComputeStatus struct {
 	// Where a migration reaches this node's libvirtd.
 	MigrationUri string `protobuf:"bytes,7,opt,name=migration_uri,json=migrationUri,proto3" json:"migration_uri,omitempty"`
 	// The node's NBD export socket, for domain XML.
-	NbdSocket     string `protobuf:"bytes,8,opt,name=nbd_socket,json=nbdSocket,proto3" json:"nbd_socket,omitempty"`
-	Bridge        string `protobuf:"bytes,9,opt,name=bridge,proto3" json:"bridge,omitempty"`
+	NbdSocket string `protobuf:"bytes,8,opt,name=nbd_socket,json=nbdSocket,proto3" json:"nbd_socket,omitempty"`
+	Bridge    string `protobuf:"bytes,9,opt,name=bridge,proto3" json:"bridge,omitempty"`
+	// Of the paths and bridges asked about, those this node lacks, each with
+	// why ("/boot/vmlinuz: no such file", "bridge br9: no such interface").
+	Missing       []string `protobuf:"bytes,10,rep,name=missing,proto3" json:"missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5900,6 +5921,13 @@ func (x *ComputeStatus) GetBridge() string {
 		return x.Bridge
 	}
 	return ""
+}
+
+func (x *ComputeStatus) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
 }
 
 type PeerVMRequest struct {
@@ -6470,8 +6498,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"free_bytes\x18\x04 \x01(\x03R\tfreeBytes\"9\n" +
 	"\x10DiskInfoResponse\x12%\n" +
-	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"\x14\n" +
-	"\x12ComputeInfoRequest\"\x9d\x02\n" +
+	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"D\n" +
+	"\x12ComputeInfoRequest\x12\x14\n" +
+	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x18\n" +
+	"\abridges\x18\x02 \x03(\tR\abridges\"\xb7\x02\n" +
 	"\rComputeStatus\x12\x1c\n" +
 	"\tavailable\x18\x01 \x01(\bR\tavailable\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12!\n" +
@@ -6482,7 +6512,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\rmigration_uri\x18\a \x01(\tR\fmigrationUri\x12\x1d\n" +
 	"\n" +
 	"nbd_socket\x18\b \x01(\tR\tnbdSocket\x12\x16\n" +
-	"\x06bridge\x18\t \x01(\tR\x06bridge\"q\n" +
+	"\x06bridge\x18\t \x01(\tR\x06bridge\x12\x18\n" +
+	"\amissing\x18\n" +
+	" \x03(\tR\amissing\"q\n" +
 	"\rPeerVMRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\x12\x14\n" +

@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// checkMACs refuses NIC addresses that libvirt would only refuse at the
+// first start, and addresses another VM of the cluster already uses.
+func checkMACs(ms *consensus.MetaState, nics []*tandemv1.VMNic) error {
+	for i, n := range nics {
+		if n.Mac == "" {
+			continue
+		}
+		hw, err := net.ParseMAC(n.Mac)
+		switch {
+		case err != nil || len(hw) != 6:
+			return status.Errorf(codes.InvalidArgument, "nic %d: MAC address %q: want six hex pairs such as 52:54:00:12:34:56", i, n.Mac)
+		case hw[0]&1 != 0:
+			return status.Errorf(codes.InvalidArgument, "nic %d: MAC address %s is a multicast address; a NIC needs a unicast one (first byte even)", i, n.Mac)
+		}
+		for _, o := range ms.VMs {
+			for _, on := range o.Spec.NICs {
+				if strings.EqualFold(on.MAC, hw.String()) {
+					return status.Errorf(codes.AlreadyExists, "nic %d: MAC address %s is already used by VM %s", i, hw, o.Name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkSpec asks the nodes that could run the VM (node, or every data
+// member) whether they have its kernel, initrd and bridges and enough
+// memory. It refuses a VM no node could start; a VM only some nodes could
+// start is created with a warning naming the others.
+func (s *vmService) checkSpec(ctx context.Context, ms *consensus.MetaState, req *tandemv1.CreateVMRequest) (string, error) {
+	ask := &tandemv1.ComputeInfoRequest{}
+	for _, p := range []string{req.Kernel, req.Initrd} {
+		if p != "" {
+			ask.Paths = append(ask.Paths, p)
+		}
+	}
+	for _, n := range req.Nics {
+		if n.Bridge != "" && !slices.Contains(ask.Bridges, n.Bridge) {
+			ask.Bridges = append(ask.Bridges, n.Bridge)
+		}
+	}
+	var cands []string
+	for name, n := range ms.Nodes {
+		if n.State == consensus.NodeMember && n.Role != "witness" && (req.Node == "" || name == req.Node) {
+			cands = append(cands, name)
+		}
+	}
+	got := map[string]*tandemv1.ComputeStatus{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, name := range cands {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+				st, err := c.ComputeInfo(ctx, ask)
+				if err == nil && st.Available {
+					mu.Lock()
+					got[name] = st
+					mu.Unlock()
+				}
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	return judgeSpec(req, got)
+}
+
+// judgeSpec decides from the answers of the nodes with compute. With none
+// answering there is nothing to judge by; the first start will tell.
+func judgeSpec(req *tandemv1.CreateVMRequest, nodes map[string]*tandemv1.ComputeStatus) (string, error) {
+	if len(nodes) == 0 {
+		return "", nil
+	}
+	names := slices.Sorted(maps.Keys(nodes))
+	var largest string
+	for _, n := range names {
+		if largest == "" || nodes[n].CapacityMib > nodes[largest].CapacityMib {
+			largest = n
+		}
+	}
+	if uint64(req.MemoryMib) > nodes[largest].CapacityMib {
+		return "", status.Errorf(codes.InvalidArgument, "memory %s is more than any node offers VMs (the largest, %s, offers %s)",
+			humanBytes(int64(req.MemoryMib)<<20), largest, humanBytes(int64(nodes[largest].CapacityMib)<<20))
+	}
+	var able, lacking []string
+	for _, n := range names {
+		if m := nodes[n].Missing; len(m) > 0 {
+			lacking = append(lacking, fmt.Sprintf("%s (%s)", n, strings.Join(m, "; ")))
+		} else {
+			able = append(able, n)
+		}
+	}
+	switch {
+	case len(lacking) == 0:
+		return "", nil
+	case len(able) == 0:
+		return "", status.Errorf(codes.InvalidArgument, "no node can run this VM: %s", strings.Join(lacking, ", "))
+	}
+	return fmt.Sprintf("this VM can run only on %s; it cannot run on %s", strings.Join(able, ", "), strings.Join(lacking, ", ")), nil
+}

@@ -1,0 +1,80 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+func TestJudgeSpec(t *testing.T) {
+	node := func(capMiB uint64, missing ...string) *tandemv1.ComputeStatus {
+		return &tandemv1.ComputeStatus{Available: true, CapacityMib: capMiB, Missing: missing}
+	}
+	for _, tc := range []struct {
+		name  string
+		mem   uint32
+		nodes map[string]*tandemv1.ComputeStatus
+		err   string // substring; "" = accepted
+		warn  string
+	}{
+		{"fits", 512, map[string]*tandemv1.ComputeStatus{"n1": node(1024), "n2": node(2048)}, "", ""},
+		{"too big for all", 4096, map[string]*tandemv1.ComputeStatus{"n1": node(1024), "n2": node(2048)}, "memory 4 GiB is more than any node offers VMs (the largest, n2, offers 2 GiB)", ""},
+		{"kernel nowhere", 64, map[string]*tandemv1.ComputeStatus{"n1": node(1024, "/k: no such file or directory"), "n2": node(1024, "/k: no such file or directory")}, "no node can run this VM: n1 (/k: no such file or directory), n2", ""},
+		{"bridge on one node only", 64, map[string]*tandemv1.ComputeStatus{"n1": node(1024), "n2": node(1024, "bridge br9: no such network interface")}, "", "can run only on n1; it cannot run on n2 (bridge br9"},
+		{"nobody answered", 1 << 20, nil, "", ""},
+	} {
+		warn, err := judgeSpec(&tandemv1.CreateVMRequest{MemoryMib: tc.mem}, tc.nodes)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.err != "" && (status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v, want InvalidArgument containing %q", tc.name, err, tc.err)
+		case !strings.Contains(warn, tc.warn) || (tc.warn == "" && warn != ""):
+			t.Errorf("%s: warning %q, want %q", tc.name, warn, tc.warn)
+		}
+	}
+}
+
+func TestCheckMACs(t *testing.T) {
+	ms := &consensus.MetaState{VMs: map[string]*consensus.VMRecord{
+		"web": {Name: "web", Spec: consensus.VMSpecRecord{NICs: []consensus.VMNIC{{MAC: "52:54:00:aa:bb:cc"}}}},
+	}}
+	for mac, want := range map[string]string{
+		"":                  "",
+		"52:54:00:12:34:56": "",
+		"zz:54:00:12:34:56": "want six hex pairs",
+		"52:54:00:12:34":    "want six hex pairs",
+		"01:00:5e:00:00:01": "multicast",
+		"52:54:00:AA:BB:CC": "already used by VM web",
+	} {
+		err := checkMACs(ms, []*tandemv1.VMNic{{Mac: mac}})
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("MAC %q: %v, want %q", mac, err, want)
+		}
+	}
+}
+
+func TestLacking(t *testing.T) {
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "vmlinuz")
+	if err := os.WriteFile(kernel, []byte("k"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := lacking([]string{kernel, filepath.Join(dir, "nope"), dir}, []string{"lo", "tdm-nosuch0"})
+	want := []string{"nope: no such file or directory", dir + ": not a regular file", "bridge tdm-nosuch0: no such network interface"}
+	if len(got) != len(want) {
+		t.Fatalf("got %q, want %d entries like %q", got, len(want), want)
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("entry %d: %q, want it to contain %q", i, got[i], want[i])
+		}
+	}
+}
