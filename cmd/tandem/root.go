@@ -106,6 +106,7 @@ admin.crt, admin.key, token) copied from a cluster node.`,
 		newVersionCmd(a),
 	)
 	tagRunErrors(root)
+	addCompletions(root, a)
 	return root
 }
 
