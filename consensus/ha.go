@@ -90,13 +90,8 @@ func (m *metaSM) applyHA(c *Command) ([]byte, error) {
 			return nil, fmt.Errorf("%w: event without kind", ErrBadCommand)
 		}
 		e := *c.Event
-		s.NextEventSeq++
-		e.Seq, e.At, e.By = s.NextEventSeq, c.At, c.By
-		s.Events = append(s.Events, e)
-		if over := len(s.Events) - maxEvents; over > 0 {
-			s.Events = append([]Event(nil), s.Events[over:]...)
-		}
-		return json.Marshal(e)
+		e.At, e.By = c.At, c.By
+		return json.Marshal(m.addEvent(e))
 	case opVMHA:
 		h := c.VMHA
 		if h == nil {

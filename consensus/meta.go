@@ -261,11 +261,27 @@ func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
 	return sm.Result{Value: 0, Data: data}, nil
 }
 
+// audit records an administrative action in the audit trail and, so that
+// 'tandem events' tells the whole story next to what HA did, as an event
+// of kind action.
 func (m *metaSM) audit(c *Command, action, detail string) {
 	m.s.Audit = append(m.s.Audit, AuditEntry{At: c.At, Node: c.By, Action: action, Detail: detail})
 	if over := len(m.s.Audit) - maxAudit; over > 0 {
 		m.s.Audit = append([]AuditEntry(nil), m.s.Audit[over:]...)
 	}
+	m.addEvent(Event{At: c.At, By: c.By, Kind: action, Detail: detail})
+}
+
+// addEvent numbers e and appends it to the bounded event log.
+func (m *metaSM) addEvent(e Event) Event {
+	s := m.s
+	s.NextEventSeq++
+	e.Seq = s.NextEventSeq
+	s.Events = append(s.Events, e)
+	if over := len(s.Events) - maxEvents; over > 0 {
+		s.Events = append([]Event(nil), s.Events[over:]...)
+	}
+	return e
 }
 
 func (m *metaSM) apply(c *Command) ([]byte, error) {

@@ -2,6 +2,8 @@ package consensus
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -74,5 +76,34 @@ func TestVMRecords(t *testing.T) {
 	}
 	if err := apply(Command{Op: opVMDelete, VMUpdate: &VMUpdate{Name: "web"}}); !errors.Is(err, ErrNoSuchVM) {
 		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+// TestAuditedActionsAreEvents: an operator's action shows up in the event
+// log too, numbered in order with HA's own events.
+func TestAuditedActionsAreEvents(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	apply := func(c Command) {
+		t.Helper()
+		c.At, c.By = time.Now(), "a"
+		if _, err := m.apply(&c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}})
+	apply(Command{Op: opEvent, Event: &Event{Kind: "node-dead", Node: "b"}})
+	apply(Command{Op: opSetConfig, SetConfig: map[string]string{"resync.rate": "100M"}})
+	var kinds []string
+	for i, e := range m.s.Events {
+		if e.Seq != uint64(i+1) {
+			t.Errorf("event %d has seq %d", i, e.Seq)
+		}
+		kinds = append(kinds, e.Kind)
+	}
+	if got := fmt.Sprint(kinds); got != "[cluster-create node-dead config-set]" {
+		t.Errorf("event kinds %s", got)
+	}
+	if last := m.s.Events[len(m.s.Events)-1]; last.By != "a" || !strings.Contains(last.Detail, "resync.rate") {
+		t.Errorf("config event %+v", last)
 	}
 }

@@ -109,18 +109,35 @@ func newEventsCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return recvAll(ctx, st.Recv, func(e *tandemv1.Event) error {
-				if a.output == "json" {
+			table := a.output != "json"
+			if table {
+				fmt.Fprintf(a.stdout, "%-12s %-5s %-20s %-14s %s\n", "TIME", "SEQ", "KIND", "SUBJECT", "DETAIL (BY)")
+			}
+			n := 0
+			if follow && table {
+				fmt.Fprintln(a.stderr, "following new events; Ctrl-C to stop")
+			}
+			err = recvAll(ctx, st.Recv, func(e *tandemv1.Event) error {
+				n++
+				if !table {
 					return writeJSON(a.stdout, e)
 				}
 				subject := e.Node
 				if e.Vm != "" {
 					subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
 				}
-				_, err := fmt.Fprintf(a.stdout, "%s %-5d %-20s %-14s %s (by %s)\n", e.At.AsTime().Local().Format("15:04:05.000"), e.Seq, e.Kind, subject, e.Detail, e.By)
+				_, err := fmt.Fprintf(a.stdout, "%-12s %-5d %-20s %-14s %s (by %s)\n", e.At.AsTime().Local().Format("15:04:05.000"), e.Seq, e.Kind, orDash(subject), e.Detail, e.By)
 				return err
 			})
+			if err == nil && n == 0 && table && !follow {
+				fmt.Fprintln(a.stdout, "(no events)")
+			}
+			return err
 		},
+		Example: `  tandem events                 # the last 20
+  tandem events --tail 200
+  tandem events -f              # follow, like tail -f
+  tandem events --since 1234 -o json`,
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new events")
 	cmd.Flags().Uint32Var(&tail, "tail", 20, "events to show from the past")

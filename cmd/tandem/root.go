@@ -103,6 +103,7 @@ admin.crt, admin.key, token) copied from a cluster node.`,
 		newVMCmd(a),
 		newHACmd(a),
 		newEventsCmd(a),
+		newAuditCmd(a),
 		newVersionCmd(a),
 	)
 	tagRunErrors(root)

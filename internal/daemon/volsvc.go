@@ -483,7 +483,19 @@ func (s *volumeService) Promote(ctx context.Context, req *tandemv1.PromoteVolume
 	}); err != nil {
 		return nil, err
 	}
+	s.audit(ctx, "volume-promote", fmt.Sprintf("volume %s: %s made primary by an operator (epoch %d)", req.Name, req.Node, out.GetEpoch()))
 	return out, nil
+}
+
+// audit records an operator's action that no metadata command records by
+// itself; the action is done, so a failure to record it is only logged.
+func (s *volumeService) audit(ctx context.Context, action, detail string) {
+	_, meta, _ := s.d.cluster()
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if err := meta.Audit(actx, action, detail); err != nil {
+		s.d.log.Warn("cannot record an audit entry", "action", action, "detail", detail, "err", err)
+	}
 }
 
 // Resync: resync of Outdated replicas is automatic once they are reachable;
