@@ -190,11 +190,18 @@ single node failure; --force overrides it with a warning.`,
 }
 
 func newVMListCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var lf listFlags
+	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List virtual machines",
-		Args:  argsNamed(),
+		Example: `  tandem vm list
+  tandem vm list --filter node=n1 --filter state=running
+  tandem vm list --columns name --no-headers`,
+		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := lf.check(a.output); err != nil {
+				return err
+			}
 			c, err := a.dial(cmd, 0)
 			if err != nil {
 				return err
@@ -205,20 +212,15 @@ func newVMListCmd(a *app) *cobra.Command {
 				return err
 			}
 			return a.print(resp, func(w io.Writer) error {
-				if len(resp.Vms) == 0 {
-					_, err := fmt.Fprintln(w, "no VMs")
-					return err
-				}
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tNODE\tSTATE\tDESIRED\tVCPUS\tMEMORY\tVOLUMES")
+				t := &table{header: []string{"NAME", "NODE", "STATE", "DESIRED", "VCPUS", "MEMORY", "VOLUMES"}, empty: "(no VMs)"}
 				for _, v := range resp.Vms {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, dash(v.Node), v.State, v.Desired, v.Vcpus, v.MemoryMib, strings.Join(v.Volumes, ","))
+					t.add(v.Name, dash(v.Node), dash(v.State), dash(v.Desired), fmt.Sprint(v.Vcpus), formatBytes(int64(v.MemoryMib)<<20), dash(strings.Join(v.Volumes, ",")))
 				}
-				if err := tw.Flush(); err != nil {
+				if err := lf.write(w, t); err != nil {
 					return err
 				}
 				for _, v := range resp.Vms {
-					if v.Warning != "" {
+					if v.Warning != "" && !lf.noHeaders {
 						fmt.Fprintf(w, "warning: %s: %s\n", v.Name, v.Warning)
 					}
 				}
@@ -226,6 +228,8 @@ func newVMListCmd(a *app) *cobra.Command {
 			})
 		},
 	}
+	addListFlags(cmd, &lf)
+	return cmd
 }
 
 func dash(s string) string {

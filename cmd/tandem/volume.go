@@ -102,11 +102,21 @@ initial primary.`,
 }
 
 func newVolumeListCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var lf listFlags
+	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List volumes with their replicas' states",
-		Args:  argsNamed(),
+		Long: `List volumes. STATE is the catalog state (creating, ready, deleting), with a
+ready volume shown as syncing while a replica is resyncing (SyncTarget) and as
+degraded while a replica is Outdated, Inconsistent or unreachable.`,
+		Example: `  tandem volume list
+  tandem volume list --filter state=degraded
+  tandem volume list --columns name,primary --no-headers`,
+		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := lf.check(a.output); err != nil {
+				return err
+			}
 			c, err := a.dial(cmd, 0)
 			if err != nil {
 				return err
@@ -116,9 +126,11 @@ func newVolumeListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(resp, func(w io.Writer) error { return writeVolumeList(w, resp.GetVolumes()) })
+			return a.print(resp, func(w io.Writer) error { return writeVolumeList(w, resp.GetVolumes(), &lf) })
 		},
 	}
+	addListFlags(cmd, &lf)
+	return cmd
 }
 
 func newVolumeShowCmd(a *app) *cobra.Command {
@@ -384,25 +396,22 @@ func replicaStates(info *tandemv1.VolumeInfo) string {
 	return b.String()
 }
 
-func writeVolumeList(w io.Writer, vols []*tandemv1.VolumeInfo) error {
-	tw := newTabWriter(w)
-	fmt.Fprintln(tw, "NAME\tSIZE\tREPLICAS\tPRIMARY\tEPOCH\tSTATE\tREPLICA-STATES")
+func writeVolumeList(w io.Writer, vols []*tandemv1.VolumeInfo, lf *listFlags) error {
+	t := &table{header: []string{"NAME", "SIZE", "REPLICAS", "PRIMARY", "EPOCH", "STATE", "USED-BY", "REPLICA-STATES"}, empty: "(no volumes)"}
 	var warnings []string
 	for _, v := range vols {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n",
-			orDash(v.GetName()), formatBytes(v.GetSizeBytes()), len(v.GetReplicas()), orDash(v.GetPrimary()),
-			v.GetEpoch(), orDash(v.GetState()), replicaStates(v))
+		t.add(orDash(v.GetName()), formatBytes(v.GetSizeBytes()), fmt.Sprint(len(v.GetReplicas())), orDash(v.GetPrimary()),
+			fmt.Sprint(v.GetEpoch()), orDash(v.GetState()), orDash(v.GetUsedBy()), replicaStates(v))
 		if m := v.GetWarning(); m != "" {
 			warnings = append(warnings, v.GetName()+": "+m)
 		}
 	}
-	if len(vols) == 0 {
-		fmt.Fprintln(tw, "(no volumes)")
-	}
-	if err := tw.Flush(); err != nil {
+	if err := lf.write(w, t); err != nil {
 		return err
 	}
-	writeWarnings(w, warnings)
+	if !lf.noHeaders {
+		writeWarnings(w, warnings)
+	}
 	return nil
 }
 
@@ -416,6 +425,7 @@ func writeVolume(w io.Writer, v *tandemv1.VolumeInfo) error {
 	fmt.Fprintf(tw, "witness:\t%s\n", orDash(v.GetWitness()))
 	fmt.Fprintf(tw, "shard:\t%d\n", v.GetShardId())
 	fmt.Fprintf(tw, "state:\t%s\n", orDash(v.GetState()))
+	fmt.Fprintf(tw, "used by:\t%s\n", usedBy(v.GetUsedBy()))
 	fmt.Fprintf(tw, "created:\t%s\n", formatTime(v.GetCreated()))
 	fmt.Fprintf(tw, "nbd unix:\t%s\n", orDash(v.GetNbdUnix()))
 	fmt.Fprintf(tw, "nbd tcp:\t%s\n", orDash(v.GetNbdTcp()))
@@ -469,6 +479,9 @@ func writeReplicas(w io.Writer, v *tandemv1.VolumeInfo) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(v.GetReplicas()) > 1 {
+		fmt.Fprintln(w, "DIRTY is what the primary still has to send; RESYNC-SENT counts what the running or last resync sent (cumulative, not a rate).")
 	}
 	for _, n := range notes {
 		fmt.Fprintln(w, n)
@@ -539,4 +552,11 @@ func writeVerify(w io.Writer, resp *tandemv1.VerifyVolumeResponse, repair bool) 
 		fmt.Fprintf(w, "... and %d more (all of them with --output json)\n", n)
 	}
 	return nil
+}
+
+func usedBy(vm string) string {
+	if vm == "" {
+		return "- (no VM)"
+	}
+	return "VM " + vm
 }

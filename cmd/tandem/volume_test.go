@@ -258,13 +258,30 @@ func TestVolumeList(t *testing.T) {
 	r := runCLI(t, "", "--data-dir", dir, "volume", "list")
 	r.wantCode(t, 0)
 	wantMatch(t, "stdout", r.stdout,
-		`(?m)^NAME\s+SIZE\s+REPLICAS\s+PRIMARY\s+EPOCH\s+STATE\s+REPLICA-STATES\n`,
-		`(?m)^vm-disk\s+20 GiB\s+2\s+node-a\s+3\s+ready\s+node-a:UpToDate\* node-c:Outdated\n`,
-		`(?m)^scratch\s+512 MiB\s+1\s+node-c\s+1\s+creating\s+node-c:UpToDate\*\n`,
+		`(?m)^NAME\s+SIZE\s+REPLICAS\s+PRIMARY\s+EPOCH\s+STATE\s+USED-BY\s+REPLICA-STATES\n`,
+		`(?m)^vm-disk\s+20 GiB\s+2\s+node-a\s+3\s+ready\s+-\s+node-a:UpToDate\* node-c:Outdated\n`,
+		`(?m)^scratch\s+512 MiB\s+1\s+node-c\s+1\s+creating\s+-\s+node-c:UpToDate\*\n`,
 		`WARNING: scratch: answered from node-c's local view`,
 	)
 	if f.only(t).method != tandemv1.Volume_List_FullMethodName {
 		t.Error("wrong method")
+	}
+
+	// Output controls: columns in the order given, filters, no headers.
+	r = runCLI(t, "", "--data-dir", dir, "volume", "list", "--columns", "name,state", "--filter", "state=cre*", "--no-headers")
+	r.wantCode(t, 0)
+	if r.stdout != "scratch  creating\n" {
+		t.Errorf("--columns/--filter/--no-headers: %q", r.stdout)
+	}
+	r = runCLI(t, "", "--data-dir", dir, "volume", "list", "--filter", "state=degraded")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `\(no rows match the filter\)`)
+	r = runCLI(t, "", "--data-dir", dir, "volume", "list", "--columns", "name,colour")
+	r.wantCode(t, 2)
+	wantMatch(t, "stderr", r.stderr, `no column "colour"; the columns are name, size, replicas, primary, epoch, state, used-by, replica-states`)
+	for _, bad := range [][]string{{"--filter", "state"}, {"--filter", "name=[x"}, {"-o", "json", "--no-headers"}} {
+		r = runCLI(t, "", append([]string{"--data-dir", dir, "volume", "list"}, bad...)...)
+		r.wantCode(t, 2)
 	}
 
 	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "volume", "list")
@@ -655,4 +672,14 @@ func TestVolumeCreateNodesSetTheCount(t *testing.T) {
 	if r := f.only(t).req.(*tandemv1.CreateVolumeRequest); r.GetReplicas() != 0 || len(r.GetNodes()) != 3 {
 		t.Errorf("request %v, want replicas 0 (as many as nodes)", r)
 	}
+}
+
+func TestVolumeShowUsedByAndResyncNote(t *testing.T) {
+	dir, _, v := startVolumeDaemon(t)
+	r := runCLI(t, "", "--data-dir", dir, "volume", "show", "vm-disk")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `used by:\s+- \(no VM\)\n`, `RESYNC-SENT counts what the running or last resync sent \(cumulative`)
+	v.volume.UsedBy = "web1"
+	r = runCLI(t, "", "--data-dir", dir, "volume", "show", "vm-disk")
+	wantMatch(t, "stdout", r.stdout, `used by:\s+VM web1\n`)
 }

@@ -427,6 +427,11 @@ func (s *volumeService) show(ctx context.Context, name string, timeout time.Dura
 		best.Warning = fmt.Sprintf("the primary %s did not answer; this is %s's view", best.Primary, best.AnsweredBy)
 	}
 	best.Created = timestamppb.New(e.Created)
+	for _, vm := range ms.VMs {
+		if slices.Contains(vm.Spec.Volumes, name) {
+			best.UsedBy = vm.Name
+		}
+	}
 	var why string
 	best.State, why = volumeHealth(e.State, best)
 	if why != "" && best.Warning == "" {
