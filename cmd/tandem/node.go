@@ -13,6 +13,7 @@ import (
 func newNodeCmd(a *app) *cobra.Command {
 	return newNounCmd("node", "List and remove cluster nodes",
 		newNodeListCmd(a),
+		newNodeShowCmd(a),
 		newNodeRemoveCmd(a),
 		newNodeMaintenanceCmd(a),
 		newNodeFenceConfigCmd(a),
