@@ -108,6 +108,7 @@ admin.crt, admin.key, token) copied from a cluster node.`,
 	)
 	tagRunErrors(root)
 	addCompletions(root, a)
+	addExamples(root)
 	return root
 }
 

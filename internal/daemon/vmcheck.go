@@ -73,7 +73,7 @@ func (s *vmService) checkSpec(ctx context.Context, ms *consensus.MetaState, req 
 			defer wg.Done()
 			_ = s.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
 				st, err := c.ComputeInfo(ctx, ask)
-				if err == nil && st.Available {
+				if err == nil {
 					mu.Lock()
 					got[name] = st
 					mu.Unlock()
@@ -86,11 +86,24 @@ func (s *vmService) checkSpec(ctx context.Context, ms *consensus.MetaState, req 
 	return judgeSpec(req, got)
 }
 
-// judgeSpec decides from the answers of the nodes with compute. With none
-// answering there is nothing to judge by; the first start will tell.
-func judgeSpec(req *tandemv1.CreateVMRequest, nodes map[string]*tandemv1.ComputeStatus) (string, error) {
-	if len(nodes) == 0 {
+// judgeSpec decides from the nodes' answers. With none answering there is
+// nothing to judge by (the first start will tell); when nodes answer but
+// none has compute, no VM can run.
+func judgeSpec(req *tandemv1.CreateVMRequest, answers map[string]*tandemv1.ComputeStatus) (string, error) {
+	if len(answers) == 0 {
 		return "", nil
+	}
+	nodes := map[string]*tandemv1.ComputeStatus{}
+	var without []string
+	for _, n := range slices.Sorted(maps.Keys(answers)) {
+		if st := answers[n]; st.Available {
+			nodes[n] = st
+		} else {
+			without = append(without, fmt.Sprintf("%s (%s)", n, orNone(st.Reason)))
+		}
+	}
+	if len(nodes) == 0 {
+		return "", status.Errorf(codes.FailedPrecondition, "no node can run VMs: compute is unavailable on %s", strings.Join(without, ", "))
 	}
 	names := slices.Sorted(maps.Keys(nodes))
 	var largest string

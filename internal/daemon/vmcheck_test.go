@@ -29,6 +29,7 @@ func TestJudgeSpec(t *testing.T) {
 		{"kernel nowhere", 64, map[string]*tandemv1.ComputeStatus{"n1": node(1024, "/k: no such file or directory"), "n2": node(1024, "/k: no such file or directory")}, "no node can run this VM: n1 (/k: no such file or directory), n2", ""},
 		{"bridge on one node only", 64, map[string]*tandemv1.ComputeStatus{"n1": node(1024), "n2": node(1024, "bridge br9: no such network interface")}, "", "can run only on n1; it cannot run on n2 (bridge br9"},
 		{"nobody answered", 1 << 20, nil, "", ""},
+		{"offline compute ignored", 512, map[string]*tandemv1.ComputeStatus{"n1": node(1024), "n2": {Reason: "libvirt down"}}, "", ""},
 	} {
 		warn, err := judgeSpec(&tandemv1.CreateVMRequest{MemoryMib: tc.mem}, tc.nodes)
 		switch {
@@ -39,6 +40,13 @@ func TestJudgeSpec(t *testing.T) {
 		case !strings.Contains(warn, tc.warn) || (tc.warn == "" && warn != ""):
 			t.Errorf("%s: warning %q, want %q", tc.name, warn, tc.warn)
 		}
+	}
+}
+
+func TestJudgeSpecWithoutCompute(t *testing.T) {
+	_, err := judgeSpec(&tandemv1.CreateVMRequest{MemoryMib: 64}, map[string]*tandemv1.ComputeStatus{"n1": {Reason: "no libvirt socket"}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "compute is unavailable on n1 (no libvirt socket)") {
+		t.Errorf("no compute anywhere: %v", err)
 	}
 }
 
