@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,16 +31,23 @@ func (a *app) print(m proto.Message, table func(w io.Writer) error) error {
 // writeJSON writes m as one JSON document. Unpopulated fields are included
 // so scripts see false/0/"" instead of a missing key.
 func writeJSON(w io.Writer, m proto.Message) error {
+	md := m.ProtoReflect().Descriptor()
 	b, err := protojson.MarshalOptions{
-		Multiline:       true,
-		Indent:          "  ",
 		EmitUnpopulated: true,
 		UseProtoNames:   true,
 	}.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().FullName(), err)
+		return fmt.Errorf("encode %s as JSON: %w", md.FullName(), err)
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
+	if b, err = numbersAsNumbers(md, b); err != nil {
+		return fmt.Errorf("encode %s as JSON: %w", md.FullName(), err)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return fmt.Errorf("encode %s as JSON: %w", md.FullName(), err)
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
 	return err
 }
 
