@@ -65,7 +65,20 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 By default it talks to the daemon on this machine through its unix socket
 <data-dir>/tandemd.sock (root only). With --server it talks to any node's admin
 address over mutual TLS, using the credentials in <data-dir>/admin (ca.crt,
-admin.crt, admin.key, token) copied from a cluster node.`,
+admin.crt, admin.key, token) copied from a cluster node.
+
+Conventions shared by every command:
+  -o json        the whole answer as JSON (64-bit numbers as numbers);
+                 tables are for people and may change.
+  --force        overrides a safety check that would otherwise refuse the
+                 command (N+1 admission, a clean shutdown, a node that is
+                 still needed); the command says what it overrode.
+  --yes          skips an interactive confirmation; without a terminal
+                 nothing is asked.
+  exit codes     0 done; 1 failed or refused by the cluster; 2 usage or
+                 validation error (nothing was changed); 130 interrupted.
+  completion     'tandem completion bash|zsh|fish' completes commands,
+                 flags and the names of volumes, VMs and nodes.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		// Unknown commands reach runGroup, which reports them on one line.
