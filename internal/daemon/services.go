@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -18,6 +19,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/settings"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -94,7 +96,7 @@ func (s *clusterService) SetExpectedVotes(ctx context.Context, req *tandemv1.Set
 	return resp, nil
 }
 
-func (s *clusterService) GetConfig(ctx context.Context, _ *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {
+func (s *clusterService) GetConfig(ctx context.Context, req *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {
 	_, meta, _ := s.d.cluster()
 	rctx, cancel := context.WithTimeout(ctx, s.d.quorumTimeout())
 	defer cancel()
@@ -102,45 +104,86 @@ func (s *clusterService) GetConfig(ctx context.Context, _ *tandemv1.GetConfigReq
 	if err != nil {
 		return nil, metaError(err)
 	}
-	return &tandemv1.ClusterConfig{Values: ms.Config}, nil
+	out := &tandemv1.ClusterConfig{Values: ms.Config}
+	if req.GetDefaults() {
+		out.Settings = settingsProto(ms.Config)
+	}
+	return out, nil
 }
 
+// settingsProto lists every known setting with the value in force. A
+// stored value that does not parse shows as the default, not set.
+func settingsProto(cfg map[string]string) []*tandemv1.ConfigSetting {
+	var out []*tandemv1.ConfigSetting
+	for _, e := range settings.Resolve(cfg) {
+		out = append(out, &tandemv1.ConfigSetting{Key: e.Key, Value: e.Value, DefaultValue: e.Default, Set: e.Set, Unit: string(e.Kind), Description: e.Description})
+	}
+	return out
+}
+
+// SetConfig checks every key and value against the settings registry and
+// stores values in canonical form ("100M" becomes "100MiB/s"). An empty
+// value deletes a key, known or not, so a bad value stored by an older
+// version can always be removed.
 func (s *clusterService) SetConfig(ctx context.Context, req *tandemv1.SetConfigRequest) (*tandemv1.ClusterConfig, error) {
 	if len(req.Values) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "no settings given")
 	}
-	for k, v := range req.Values {
+	canon := make(map[string]string, len(req.Values))
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(req.Values)) {
+		v := req.Values[k]
 		if !configKeyRE.MatchString(k) {
 			return nil, status.Errorf(codes.InvalidArgument, "setting name %q: use 1-64 lowercase letters, digits, '.', '_' or '-'", k)
 		}
 		if len(v) > maxConfigValue {
 			return nil, status.Errorf(codes.InvalidArgument, "setting %s: value is %d bytes, the limit is %d", k, len(v), maxConfigValue)
 		}
+		if v == "" {
+			canon[k] = ""
+			continue
+		}
+		c, err := settings.Canonical(k, v)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		canon[k] = c
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.d.requireQuorum(ctx); err != nil {
 		return nil, err
 	}
 	_, meta, _ := s.d.cluster()
-	// HA timing must stay coherent as a whole (see package ha).
+	// HA timing must stay coherent as a whole (see package ha). Stored
+	// values that no longer parse read as their defaults, so they count as
+	// absent here rather than blocking every change.
 	if cur, err := meta.LocalState(); err == nil {
-		merged := maps.Clone(cur.Config)
-		for k, v := range req.Values {
+		merged := map[string]string{}
+		for k, v := range cur.Config {
+			if _, err := settings.Canonical(k, v); err == nil {
+				merged[k] = v
+			}
+		}
+		for k, v := range canon {
 			if v == "" {
 				delete(merged, k)
 			} else {
 				merged[k] = v
 			}
 		}
+		if err := settings.Validate(merged); err != nil {
+			return nil, status.Errorf(codes.Internal, "merged settings: %v", err) // cannot happen: both halves were checked
+		}
 		if _, err := ha.TimingFrom(merged); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "HA timing: %v", err)
-		}
-		if v, ok := req.Values[ha.KeyArmed]; ok && v != "" && v != "true" && v != "false" {
-			return nil, status.Errorf(codes.InvalidArgument, "%s: true or false, not %q", ha.KeyArmed, v)
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cfg, err := meta.SetConfigResult(pctx, req.Values)
+	cfg, err := meta.SetConfigResult(pctx, canon)
 	if err != nil {
 		return nil, metaError(err)
 	}
