@@ -100,8 +100,18 @@ func (f *fakeDaemon) List(context.Context, *tandemv1.ListNodesRequest) (*tandemv
 	return &tandemv1.ListNodesResponse{Nodes: f.status.GetNodes(), Quorate: f.status.GetQuorate()}, nil
 }
 
+// Remove refuses node-b unless forced, as tandemd refuses a node that is
+// online and the primary of a volume.
 func (f *fakeDaemon) Remove(_ context.Context, r *tandemv1.RemoveNodeRequest) (*tandemv1.RemoveNodeResponse, error) {
-	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: r.GetName(), ReplicaId: 3, State: "removed"}}, nil
+	resp := &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: r.GetName(), ReplicaId: 3, State: "removed"}}
+	if r.GetName() == "node-b" {
+		risks := []string{"node node-b is online (it answers at 10.0.0.2:7000); stop tandemd on it first", "node node-b is the primary of volume db; promote another replica first"}
+		if !r.GetForce() {
+			return nil, status.Errorf(codes.FailedPrecondition, "refusing to remove node node-b:\n  - %s\n(--force overrides these checks)", strings.Join(risks, "\n  - "))
+		}
+		resp.Overridden = risks
+	}
+	return resp, nil
 }
 
 func (f *fakeDaemon) GetConfig(_ context.Context, r *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {

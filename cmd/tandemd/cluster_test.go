@@ -189,7 +189,7 @@ func TestControlPlane(t *testing.T) {
 	if _, _, err := td.CLI(ctx, n4, "cluster", "join", td.BackendAddr(n2), "--token", usedTok); err != nil {
 		t.Fatalf("join n4: %v", err)
 	}
-	if _, _, err := td.CLI(ctx, n1, "node", "remove", "n4"); err != nil {
+	if _, _, err := td.CLI(ctx, n1, "node", "remove", "n4", "--force"); err != nil {
 		t.Fatalf("remove n4: %v", err)
 	}
 	if _, err := td.WaitStatus(ctx, n4, 10*time.Second, func(s *tandemv1.ClusterStatus) bool {
