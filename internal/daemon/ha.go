@@ -102,7 +102,7 @@ func (h *haManager) tick(ctx context.Context) {
 		return
 	}
 	if ms, err := meta.LocalState(); err == nil {
-		if t, err := ha.TimingFrom(ms.Config); err == nil {
+		if t, err := ha.TimingFrom(h.d.settingsOf(ms.Config)); err == nil {
 			h.mu.Lock()
 			h.timing = t
 			h.lease.SetTiming(t)
@@ -385,7 +385,7 @@ func (h *haManager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		h.log.Warn("node liveness changed", "node", tr.Node, "from", tr.From, "to", tr.To, "last_seen", tr.LastSeen)
 		h.event(ctx, consensus.Event{Kind: kind, Node: tr.Node, Detail: fmt.Sprintf("%s -> %s; last answer %s ago", tr.From, tr.To, time.Since(tr.LastSeen).Round(time.Millisecond))})
 	}
-	if !ha.Armed(ms.Config) {
+	if !ha.Armed(h.d.settingsOf(ms.Config)) {
 		return
 	}
 	for _, name := range nodes {
@@ -671,8 +671,9 @@ func (s *haService) Status(ctx context.Context, _ *tandemv1.HAStatusRequest) (*t
 	if err != nil {
 		return nil, err
 	}
-	t, _ := ha.TimingFrom(ms.Config)
-	out := &tandemv1.HAStatusResponse{Armed: ha.Armed(ms.Config), Timing: timingProto(t)}
+	cfg := s.d.settingsOf(ms.Config)
+	t, _ := ha.TimingFrom(cfg)
+	out := &tandemv1.HAStatusResponse{Armed: ha.Armed(cfg), Timing: timingProto(t)}
 	out.Vms = haVMs(ms.VMs)
 	// Liveness is known on the leader only.
 	_, meta, _ := s.d.cluster()

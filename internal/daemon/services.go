@@ -112,6 +112,24 @@ func (s *clusterService) GetConfig(ctx context.Context, req *tandemv1.GetConfigR
 	return out, nil
 }
 
+// settingsOf is the cluster configuration the daemon acts on: the known
+// settings with valid values. Anything else (an unknown key or a bad value
+// stored by an older version) reads as its default and is logged, once
+// per distinct problem.
+func (d *Daemon) settingsOf(cfg map[string]string) map[string]string {
+	valid, err := settings.Valid(cfg)
+	if err != nil {
+		d.warnMu.Lock()
+		warn := d.warnedSettings != err.Error()
+		d.warnedSettings = err.Error()
+		d.warnMu.Unlock()
+		if warn {
+			d.log.Warn("ignoring bad cluster settings, their defaults are in force; fix them with 'tandem cluster config set'", "err", err)
+		}
+	}
+	return valid
+}
+
 // settingsProto lists every known setting with the value in force. A
 // stored value that does not parse shows as the default, not set.
 func settingsProto(cfg map[string]string) []*tandemv1.ConfigSetting {
@@ -448,9 +466,11 @@ func (s *nodeService) Remove(ctx context.Context, req *tandemv1.RemoveNodeReques
 }
 
 // removeProbeTimeout bounds the ping that decides whether a node about to
-// be removed is still online; longer than status's probe, since a false
-// "offline" would let the removal through.
-const removeProbeTimeout = 2 * time.Second
+// be removed is still online, and each question about its volumes. It is
+// far longer than status's probe: a slow answer taken for "offline" would
+// let the removal through. A node that is down refuses the connection at
+// once; only a node cut off silently costs the whole wait.
+const removeProbeTimeout = 5 * time.Second
 
 // removalRisks lists what removing node n would lose or strand, one line
 // each: the node still answering, the VMs placed on it, the volumes it is
@@ -459,34 +479,28 @@ const removeProbeTimeout = 2 * time.Second
 // them); a volume none of whose replicas answers is listed too, since
 // nothing then proves the node does not hold its only good copy.
 func (d *Daemon) removalRisks(ctx context.Context, ms *consensus.MetaState, n *consensus.NodeRecord) []string {
-	var risks, held []string
+	var held []string
 	for _, name := range slices.Sorted(mapKeys(ms.Volumes)) {
 		if slices.Contains(ms.Volumes[name].Replicas, n.Name) {
 			held = append(held, name)
 		}
 	}
+	// Ping the node and ask about every volume at once: with the node
+	// down, each question may wait for its timeout.
 	d.mu.Lock()
 	peers := d.peers
 	d.mu.Unlock()
-	if peers != nil {
-		if p := peers.ping(ctx, d.cfg.NodeName, n.BackendAddr, removeProbeTimeout); p.online {
-			what := ""
-			if len(held) > 0 {
-				what = fmt.Sprintf(" and holds replicas of volume %s", strings.Join(held, ", "))
-			}
-			risks = append(risks, fmt.Sprintf("node %s is online (it answers at %s)%s; stop tandemd on it first", n.Name, n.BackendAddr, what))
-		}
-	}
-	for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
-		if v := ms.VMs[name]; v.Node == n.Name {
-			risks = append(risks, fmt.Sprintf("VM %s is placed on node %s (desired %s); migrate it or delete it first", name, n.Name, v.Desired))
-		}
-	}
-	// Ask about every volume at once: with the node down, each question
-	// waits for its ping to time out.
+	var online bool
 	vs := &volumeService{d: d}
 	infos := make([]*tandemv1.VolumeInfo, len(held))
 	var wg sync.WaitGroup
+	if peers != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			online = peers.ping(ctx, d.cfg.NodeName, n.BackendAddr, removeProbeTimeout).online
+		}()
+	}
 	for i, name := range held {
 		wg.Add(1)
 		go func() {
@@ -497,6 +511,20 @@ func (d *Daemon) removalRisks(ctx context.Context, ms *consensus.MetaState, n *c
 		}()
 	}
 	wg.Wait()
+
+	var risks []string
+	if online {
+		what := ""
+		if len(held) > 0 {
+			what = fmt.Sprintf(" and holds replicas of volume %s", strings.Join(held, ", "))
+		}
+		risks = append(risks, fmt.Sprintf("node %s is online (it answers at %s)%s; stop tandemd on it first", n.Name, n.BackendAddr, what))
+	}
+	for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
+		if v := ms.VMs[name]; v.Node == n.Name {
+			risks = append(risks, fmt.Sprintf("VM %s is placed on node %s (desired %s); migrate it or delete it first", name, n.Name, v.Desired))
+		}
+	}
 	for i, name := range held {
 		e, info := ms.Volumes[name], infos[i]
 		if info.GetEpoch() == 0 {

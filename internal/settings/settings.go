@@ -174,6 +174,25 @@ func Validate(cfg map[string]string) error {
 	return errors.Join(errs...)
 }
 
+// Valid returns the known keys of cfg whose values are valid, in canonical
+// form, and an error naming every other key (unknown, or a value that no
+// longer parses or is out of range); those read as their defaults. It is
+// what the daemon acts on, so a value 'config get --defaults' reports as
+// not in force is not in force.
+func Valid(cfg map[string]string) (map[string]string, error) {
+	out := make(map[string]string, len(cfg))
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		c, err := Canonical(k, cfg[k])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out[k] = c
+	}
+	return out, errors.Join(errs...)
+}
+
 // read returns key's value from cfg, or its default. A stored value that
 // fails to parse yields the default and an error saying so.
 func read(cfg map[string]string, key string, kind Kind) (int64, error) {

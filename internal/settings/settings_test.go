@@ -103,6 +103,19 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func TestValid(t *testing.T) {
+	got, err := Valid(map[string]string{"resync.rate": "100M", "ha.fence_timeout": "1h", "site": "lab", "ha.armed": "true"})
+	if len(got) != 2 || got["resync.rate"] != "100MiB/s" || got["ha.armed"] != "true" {
+		t.Errorf("Valid kept %v", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), "ha.fence_timeout") || !strings.Contains(err.Error(), `"site"`) {
+		t.Errorf("Valid error: %v", err)
+	}
+	if _, err := Valid(nil); err != nil {
+		t.Errorf("Valid(nil): %v", err)
+	}
+}
+
 func TestReaders(t *testing.T) {
 	cfg := map[string]string{"resync.rate": "100MiB/s", "ha.dead_timeout": "5s", "ha.armed": "false"}
 	if r, err := Rate(cfg, KeyResyncRate); r != 100<<20 || err != nil {
