@@ -198,11 +198,11 @@ func Valid(cfg map[string]string) (map[string]string, error) {
 func read(cfg map[string]string, key string, kind Kind) (int64, error) {
 	s, ok := Lookup(key)
 	if !ok || s.Kind != kind {
-		panic(fmt.Sprintf("settings: %s is not a known %s setting", key, kind)) // a programming error
+		return 0, fmt.Errorf("settings: %s is not a known %s setting", key, kind) // a programming error
 	}
 	def, err := s.parse(s.Default)
 	if err != nil {
-		panic(fmt.Sprintf("settings: default of %s: %v", key, err))
+		return 0, fmt.Errorf("settings: default of %s: %w", key, err)
 	}
 	v, ok := cfg[key]
 	if !ok || v == "" {

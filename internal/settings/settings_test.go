@@ -127,6 +127,13 @@ func TestReaders(t *testing.T) {
 	if b, err := Bool(cfg, ha.KeyArmed); b || err != nil {
 		t.Errorf("Bool = %v, %v", b, err)
 	}
+	// A key that is not a setting of that kind is an error, not a panic.
+	if _, err := Rate(cfg, "nosuch"); err == nil {
+		t.Error("Rate of an unknown key: no error")
+	}
+	if _, err := Duration(cfg, KeyResyncRate); err == nil {
+		t.Error("Duration of a rate: no error")
+	}
 	// Absent: the default, no error.
 	if r, err := Rate(nil, KeyResyncRate); r != 0 || err != nil {
 		t.Errorf("absent rate = %d, %v", r, err)

@@ -1,7 +1,6 @@
 package units
 
 import (
-	"errors"
 	"fmt"
 	"math/big"
 	"strconv"
@@ -12,12 +11,18 @@ import (
 // anything slower is almost certainly a unit mistake ("100" meant 100 MiB/s).
 const MinRate = 64 << 10
 
+// Examples shown in errors.
+const (
+	sizeExamples = "e.g. 512, 64K, 1.5GiB"
+	rateExamples = "e.g. 100M or 100MiB/s; 0 for unlimited"
+)
+
 // ParseSize reads a size in bytes: a plain number or one with a binary unit
 // (K, M, G, T or KiB, MiB, GiB, TiB; case does not matter). A decimal
 // fraction is fine as long as it comes out to whole bytes ("1.5G"). Zero is
 // refused.
 func ParseSize(s string) (int64, error) {
-	n, err := parseBytes(s, "size")
+	n, err := parseBytes(s, s, "size", sizeExamples)
 	if err == nil && n == 0 {
 		return 0, fmt.Errorf("size %q is zero", s)
 	}
@@ -32,40 +37,22 @@ func ParseRate(s string) (int64, error) {
 	if strings.HasSuffix(strings.ToLower(t), "/s") {
 		t = strings.TrimSpace(t[:len(t)-2])
 	}
-	n, err := parseBytes(t, "rate")
-	var se *sizeError
-	switch {
-	case errors.As(err, &se):
-		return 0, fmt.Errorf("rate %q%w (e.g. 100M or 100MiB/s; 0 for unlimited)", s, se.reason)
-	case err != nil:
-		return 0, fmt.Errorf("rate %q: %w (e.g. 100M or 100MiB/s; 0 for unlimited)", s, err)
-	case n != 0 && n < MinRate:
+	n, err := parseBytes(s, t, "rate", rateExamples)
+	if err == nil && n != 0 && n < MinRate {
 		return 0, fmt.Errorf("rate %q is %s/s, below the minimum of %s/s (0 means unlimited; did you forget a unit, e.g. 100M?)", s, FormatBytes(n), FormatBytes(MinRate))
 	}
-	return n, nil
+	return n, err
 }
 
-// sizeError carries the reason without the "size %q" prefix so ParseRate
-// can word its own.
-type sizeError struct {
-	prefix string
-	reason error
-}
-
-func (e *sizeError) Error() string { return e.prefix + e.reason.Error() }
-func (e *sizeError) Unwrap() error { return e.reason }
-
-// parseBytes is ParseSize allowing zero; what names the quantity in errors.
-func parseBytes(s, what string) (int64, error) {
-	fail := func(format string, args ...any) error {
-		return &sizeError{prefix: fmt.Sprintf("%s %q", what, s), reason: fmt.Errorf(format, args...)}
-	}
-	t := strings.TrimSpace(s)
+// parseBytes reads t, a size that may be zero; orig (what the user wrote),
+// what ("size", "rate") and examples word the errors.
+func parseBytes(orig, t, what, examples string) (int64, error) {
+	t = strings.TrimSpace(t)
 	switch {
 	case t == "":
-		return 0, fmt.Errorf("%s is empty (e.g. 20G)", what)
+		return 0, fmt.Errorf("%s is empty (%s)", what, examples)
 	case strings.HasPrefix(t, "-"):
-		return 0, fail(" is negative")
+		return 0, fmt.Errorf("%s %q is negative", what, orig)
 	}
 	end := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
 	num, unit := t, ""
@@ -74,11 +61,11 @@ func parseBytes(s, what string) (int64, error) {
 	}
 	whole, frac, dot := strings.Cut(num, ".")
 	if whole == "" || (dot && frac == "") || strings.Contains(frac, ".") {
-		return 0, fail(" is not a number followed by an optional unit (e.g. 512, 64K, 1.5GiB)")
+		return 0, fmt.Errorf("%s %q is not a number followed by an optional unit (%s)", what, orig, examples)
 	}
 	shift, err := unitShift(unit)
 	if err != nil {
-		return 0, fail(": %w", err)
+		return 0, fmt.Errorf("%s %q: %w", what, orig, err)
 	}
 	// Exact arithmetic: (whole.frac) * 2^shift must be a whole number.
 	n, _ := new(big.Int).SetString(whole+frac, 10)
@@ -87,9 +74,9 @@ func parseBytes(s, what string) (int64, error) {
 	q, r := new(big.Int).QuoRem(n, den, new(big.Int))
 	switch {
 	case r.Sign() != 0:
-		return 0, fail(" is not a whole number of bytes")
+		return 0, fmt.Errorf("%s %q is not a whole number of bytes", what, orig)
 	case !q.IsInt64():
-		return 0, fail(" is too large (at most %d bytes)", int64(^uint64(0)>>1))
+		return 0, fmt.Errorf("%s %q is too large (at most %d bytes)", what, orig, int64(^uint64(0)>>1))
 	}
 	return q.Int64(), nil
 }
