@@ -48,13 +48,13 @@ func writeHAStatus(w io.Writer, r *tandemv1.HAStatusResponse) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Liveness, seen, fence)
 	}
 	if len(r.Vms) > 0 {
-		fmt.Fprintln(tw, "\nVM\tNODE\tHA STATE\tSINCE\tREASON")
+		fmt.Fprintln(tw, "\nVM\tNODE\tDESIRED\tHA STATE\tSINCE\tREASON")
 		for _, v := range r.Vms {
 			since := "-"
 			if v.Changed != nil && v.Changed.AsTime().Unix() > 0 {
 				since = v.Changed.AsTime().Local().Format(time.TimeOnly)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.Name, dash(v.Node), v.HaState, since, v.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, dash(v.Node), dash(v.Desired), dash(v.HaState), since, dash(v.Reason))
 		}
 	}
 	return tw.Flush()
@@ -64,7 +64,13 @@ func newHAStatusCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show node liveness and each VM's HA state",
-		Args:  argsNamed(),
+		Long: `Show HA: whether automatic recovery is armed, the timing in force, each
+node's liveness as the metadata leader sees it, and for each VM its desired
+state and HA state (started, stopped, disabled, fence, recovery or error).
+Times never recorded print as "-" (and are absent from JSON).`,
+		Example: `  tandem ha status
+  tandem ha status -o json`,
+		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.HAStatusResponse, error) {
 				return c.HA.Status(ctx, &tandemv1.HAStatusRequest{})

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -98,8 +100,36 @@ func (f *fakeDaemon) List(context.Context, *tandemv1.ListNodesRequest) (*tandemv
 	return &tandemv1.ListNodesResponse{Nodes: f.status.GetNodes(), Quorate: f.status.GetQuorate()}, nil
 }
 
+// Remove refuses node-b unless forced, as tandemd refuses a node that is
+// online and the primary of a volume.
 func (f *fakeDaemon) Remove(_ context.Context, r *tandemv1.RemoveNodeRequest) (*tandemv1.RemoveNodeResponse, error) {
-	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: r.GetName(), ReplicaId: 3, State: "removed"}}, nil
+	resp := &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: r.GetName(), ReplicaId: 3, State: "removed"}}
+	if r.GetName() == "node-b" {
+		risks := []string{"node node-b is online (it answers at 10.0.0.2:7000); stop tandemd on it first", "node node-b is the primary of volume db; promote another replica first"}
+		if !r.GetForce() {
+			return nil, status.Errorf(codes.FailedPrecondition, "refusing to remove node node-b:\n  - %s\n(--force overrides these checks)", strings.Join(risks, "\n  - "))
+		}
+		resp.Overridden = risks
+	}
+	return resp, nil
+}
+
+func (f *fakeDaemon) GetConfig(_ context.Context, r *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {
+	out := &tandemv1.ClusterConfig{Values: map[string]string{"resync.rate": "100MiB/s", "ha.dead_timeout": "bogus", "site": "lab"}}
+	if r.GetDefaults() {
+		out.Settings = []*tandemv1.ConfigSetting{
+			{Key: "ha.dead_timeout", Value: "3s", DefaultValue: "3s", Unit: "duration", Description: "no answer for this long: dead"},
+			{Key: "resync.rate", Value: "100MiB/s", DefaultValue: "0", Set: true, Unit: "rate", Description: "resync limit (0: unlimited)"},
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeDaemon) SetConfig(_ context.Context, r *tandemv1.SetConfigRequest) (*tandemv1.ClusterConfig, error) {
+	if _, ok := r.GetValues()["nosuch.key"]; ok {
+		return nil, status.Error(codes.InvalidArgument, `unknown setting "nosuch.key"; the settings are: resync.rate`)
+	}
+	return &tandemv1.ClusterConfig{Values: r.GetValues()}, nil
 }
 
 func sampleStatus() *tandemv1.ClusterStatus {

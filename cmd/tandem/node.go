@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -104,29 +108,84 @@ func newNodeListCmd(a *app) *cobra.Command {
 }
 
 func newNodeRemoveCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "remove NAME",
+	var force, yes bool
+	cmd := &cobra.Command{
+		Use:   "remove NAME [--force] [--yes]",
 		Short: "Remove a node from the cluster membership",
-		Args:  argsNamed("NAME"),
+		Long: `Remove a node from the cluster membership, for good: it cannot come back
+with its data and must be wiped and joined again.
+
+tandemd refuses the removal, listing what would be lost or stranded, when
+the node still answers (stop tandemd on it first), when a VM is placed on
+it, when it is the primary of a volume, or when it holds the only UpToDate
+replica of a volume (or no replica of that volume answers to show
+otherwise). Nothing is changed then.
+
+--force overrides exactly those safety checks and nothing else (not the
+quorum, not removing the node you ask, not the last voter): the removal goes
+ahead and the command prints, as warnings, each check it overrode.
+
+On a terminal the command first asks you to type the node's name; --yes
+skips that. Without a terminal (scripts) it does not ask.`,
+		Example: `  tandem node remove node3                 # refused while node3 runs or holds the only good copy of a volume
+  tandem node remove node3 --yes           # no typed confirmation
+  tandem node remove node3 --force --yes   # node3 is gone for good: override the checks, print what was overridden`,
+		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, 0)
+			name := args[0]
+			if !yes && isTerminal(cmd.InOrStdin()) {
+				q := fmt.Sprintf("Remove node %s from the cluster? It can only come back wiped and joined again.\nType the node name (%s) to continue: ", name, name)
+				if err := confirmTyped(cmd.Context(), cmd.InOrStdin(), a.stderr, q, name); err != nil {
+					return fmt.Errorf("node %s not removed: %w", name, err)
+				}
+			}
+			// The daemon pings the node and asks every replica of its
+			// volumes: more than the default time limit when it is down.
+			c, err := a.dial(cmd, 30*time.Second)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			resp, err := c.Node.Remove(cmd.Context(), &tandemv1.RemoveNodeRequest{Name: args[0]})
+			resp, err := c.Node.Remove(cmd.Context(), &tandemv1.RemoveNodeRequest{Name: name, Force: force})
 			if err != nil {
 				return err
+			}
+			for _, o := range resp.GetOverridden() {
+				fmt.Fprintf(a.stderr, "warning: --force overrode: %s\n", o)
 			}
 			return a.print(resp, func(w io.Writer) error {
 				n := resp.GetNode()
 				if n == nil {
-					fmt.Fprintf(w, "removed node %q\n", args[0])
+					fmt.Fprintf(w, "removed node %q\n", name)
 					return nil
 				}
 				fmt.Fprintf(w, "removed node %q (replica %d, state %s)\n", n.GetName(), n.GetReplicaId(), orDash(n.GetState()))
 				return nil
 			})
 		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "override the safety checks that would refuse the removal; the command says what it overrode")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for the typed confirmation on a terminal")
+	return cmd
+}
+
+// confirmTyped prints question and waits for want typed on one line; any
+// other answer, end of input or Ctrl-C (ctx) aborts.
+func confirmTyped(ctx context.Context, in io.Reader, prompt io.Writer, question, want string) error {
+	fmt.Fprint(prompt, question)
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(in).ReadString('\n')
+		line <- s
+	}()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(prompt)
+		return fmt.Errorf("aborted: %w", ctx.Err())
+	case s := <-line:
+		if got := strings.TrimSpace(s); got != want {
+			return fmt.Errorf("aborted: typed %q, not %q", got, want)
+		}
+		return nil
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 )
@@ -44,6 +46,11 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var re *runError
 	if errors.As(err, &re) {
 		fmt.Fprintf(stderr, "tandem: %s\n", adminclient.Explain(re.err))
+		// The daemon refusing what was asked (a bad name, size or
+		// setting) is a usage error too.
+		if status.Code(re.err) == codes.InvalidArgument {
+			return exitUsage
+		}
 		return exitError
 	}
 	fmt.Fprintf(stderr, "tandem: %s\n", err)
@@ -146,7 +153,8 @@ func (a *app) dial(cmd *cobra.Command, longTimeout time.Duration) (*adminclient.
 	return adminclient.Dial(cmd.Context(), a.options(cmd, longTimeout))
 }
 
-// usageError is a mistake in the command line (exit 2).
+// usageError is a mistake in the command line (exit 2). An InvalidArgument
+// refusal from the daemon exits 2 as well.
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }

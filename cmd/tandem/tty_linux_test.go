@@ -72,3 +72,49 @@ func TestExpectedVotesTypedConfirmation(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeRemoveTypedConfirmation: on a terminal, node remove asks for the
+// node's name; --yes skips the question.
+func TestNodeRemoveTypedConfirmation(t *testing.T) {
+	for _, tt := range []struct {
+		name, typed string
+		yes         bool
+		code, calls int
+	}{
+		{name: "right name", typed: "node-c\n", code: 0, calls: 1},
+		{name: "wrong name", typed: "yes\n", code: 1, calls: 0},
+		{name: "yes flag", yes: true, code: 0, calls: 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, f := startDaemon(t)
+			master, slave := openPTY(t)
+			if tt.typed != "" {
+				if _, err := master.WriteString(tt.typed); err != nil {
+					t.Fatal(err)
+				}
+			}
+			args := []string{"--data-dir", dir, "node", "remove", "node-c"}
+			if tt.yes {
+				args = append(args, "--yes")
+			}
+			var out, errb bytes.Buffer
+			code := execute(context.Background(), args, slave, &out, &errb)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.code, errb.String())
+			}
+			if got := len(f.recorded()); got != tt.calls {
+				t.Fatalf("%d calls, want %d", got, tt.calls)
+			}
+			if tt.yes {
+				if errb.Len() != 0 {
+					t.Errorf("--yes still asked:\n%s", errb.String())
+				}
+				return
+			}
+			wantMatch(t, "stderr", errb.String(), `Type the node name \(node-c\) to continue: `)
+			if tt.code != 0 {
+				wantMatch(t, "stderr", errb.String(), `tandem: node node-c not removed: aborted: typed "yes", not "node-c"`)
+			}
+		})
+	}
+}

@@ -110,7 +110,7 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("after formation: voters=%d quorate=%v leader=%q nodes=%s", st.Voters, st.Quorate, st.Leader, voters(st))
 	}
 	clusterID := st.ClusterId
-	if _, _, err := td.CLI(ctx, n2, "cluster", "config", "set", "site=lab", "owner=ops"); err != nil {
+	if _, _, err := td.CLI(ctx, n2, "cluster", "config", "set", "resync.rate=200M", "ha.armed=true"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -189,7 +189,7 @@ func TestControlPlane(t *testing.T) {
 	if _, _, err := td.CLI(ctx, n4, "cluster", "join", td.BackendAddr(n2), "--token", usedTok); err != nil {
 		t.Fatalf("join n4: %v", err)
 	}
-	if _, _, err := td.CLI(ctx, n1, "node", "remove", "n4"); err != nil {
+	if _, _, err := td.CLI(ctx, n1, "node", "remove", "n4", "--force"); err != nil {
 		t.Fatalf("remove n4: %v", err)
 	}
 	if _, err := td.WaitStatus(ctx, n4, 10*time.Second, func(s *tandemv1.ClusterStatus) bool {
@@ -318,7 +318,7 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("state after restarting every node: id=%s applied=%d (before %d) nodes=%s", st.ClusterId, st.AppliedIndex, appliedBefore, voters(st))
 	}
 	cfgOut, _, err := td.CLI(ctx, n3, "cluster", "config", "get", "--output", "json")
-	if err != nil || !strings.Contains(squash(cfgOut), `"site": "lab"`) || !strings.Contains(squash(cfgOut), `"owner": "ops"`) {
+	if err != nil || !strings.Contains(squash(cfgOut), `"resync.rate": "200MiB/s"`) || !strings.Contains(squash(cfgOut), `"ha.armed": "true"`) {
 		t.Fatalf("cluster config after restarting every node: %v\n%s", err, cfgOut)
 	}
 	// And the cluster still takes changes.
@@ -453,7 +453,7 @@ func TestExpectedVotesOverride(t *testing.T) {
 	if err := td.Form(ctx, "lone"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := td.CLI(ctx, n1, "cluster", "config", "set", "kept=yes"); err != nil {
+	if _, _, err := td.CLI(ctx, n1, "cluster", "config", "set", "resync.rate=300M"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := td.WaitStatus(ctx, n3, 10*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 3 }); err != nil {
@@ -490,7 +490,7 @@ func TestExpectedVotesOverride(t *testing.T) {
 		t.Fatalf("after override: voters=%d leader=%q audited=%v nodes=%s", st.Voters, st.Leader, audited, voters(st))
 	}
 	cfg, _, err := td.CLI(ctx, n3, "cluster", "config", "get", "--output", "json")
-	if err != nil || !strings.Contains(squash(cfg), `"kept": "yes"`) {
+	if err != nil || !strings.Contains(squash(cfg), `"resync.rate": "300MiB/s"`) {
 		t.Fatalf("config lost by the override: %v %s", err, cfg)
 	}
 	// n2 comes back wiped and rejoins with a new token.

@@ -138,8 +138,33 @@ func TestSingleNodeLifecycle(t *testing.T) {
 	if _, err := admin.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"Bad Key": "x"}}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("bad config key: %v", err)
 	}
-	if _, err := admin.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"zone": "a"}}); err != nil {
-		t.Fatal(err)
+	// Settings are checked against the registry and stored canonically;
+	// a refused change changes nothing.
+	set, err := admin.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"resync.rate": "100M"}})
+	if err != nil || set.Values["resync.rate"] != "100MiB/s" {
+		t.Fatalf("set resync.rate=100M: %v %v", set, err)
+	}
+	for _, kv := range [][2]string{{"resync.rate", "abc"}, {"resync.rate", "-5"}, {"resync.rate", "100"}, {"nosuch.key", "1"}, {"zone", "a"}, {"ha.armed", "yes"}} {
+		_, err := admin.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{kv[0]: kv[1]}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), kv[0]) {
+			t.Fatalf("set %s=%s: %v", kv[0], kv[1], err)
+		}
+	}
+	if _, err := admin.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"ha.dead_timeout": "1s"}}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "HA timing") {
+		t.Fatalf("incoherent HA timing: %v", err)
+	}
+	got, err := admin.Cluster.GetConfig(ctx, &tandemv1.GetConfigRequest{Defaults: true})
+	if err != nil || len(got.Values) != 1 || got.Values["resync.rate"] != "100MiB/s" {
+		t.Fatalf("config after refused changes: %v %v", got, err)
+	}
+	var rate *tandemv1.ConfigSetting
+	for _, s := range got.Settings {
+		if s.Key == "resync.rate" {
+			rate = s
+		}
+	}
+	if len(got.Settings) < 8 || rate == nil || rate.Value != "100MiB/s" || rate.DefaultValue != "0" || !rate.Set || rate.Unit != "rate" {
+		t.Fatalf("settings with defaults: %v", got.Settings)
 	}
 	if _, err := admin.Cluster.CreateToken(ctx, &tandemv1.CreateTokenRequest{TtlSeconds: 8 * 24 * 3600}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("token ttl over a week: %v", err)
@@ -153,8 +178,8 @@ func TestSingleNodeLifecycle(t *testing.T) {
 	stop = startDaemon(t, cfg)
 	defer stop()
 	admin = dial(t, dir, "")
-	got, err := admin.Cluster.GetConfig(ctx, &tandemv1.GetConfigRequest{})
-	if err != nil || got.Values["zone"] != "a" {
+	got, err = admin.Cluster.GetConfig(ctx, &tandemv1.GetConfigRequest{})
+	if err != nil || got.Values["resync.rate"] != "100MiB/s" {
 		t.Fatalf("config after restart: %v %v", got, err)
 	}
 	st, err = admin.Cluster.Status(ctx, &tandemv1.StatusRequest{})

@@ -94,7 +94,7 @@ func (s *nodeService) Fence(ctx context.Context, req *tandemv1.FenceNodeRequest)
 		s.d.ha.event(ctx, consensus.Event{Kind: "fence-result", Node: req.Name, Detail: "an operator confirmed the node is off"})
 		return &tandemv1.FenceNodeResponse{Confirmed: true, Agent: "operator", Detail: "recorded: the node is off"}, nil
 	}
-	t, _ := ha.TimingFrom(ms.Config)
+	t, _ := ha.TimingFrom(s.d.settingsOf(ms.Config))
 	agents := s.d.ha.agents(n, time.Time{}, t)
 	s.d.ha.event(ctx, consensus.Event{Kind: "fence-attempt", Node: req.Name, Detail: "by an operator"})
 	fctx, cancel := context.WithTimeout(ctx, t.FenceTimeout)

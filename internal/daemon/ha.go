@@ -102,7 +102,7 @@ func (h *haManager) tick(ctx context.Context) {
 		return
 	}
 	if ms, err := meta.LocalState(); err == nil {
-		if t, err := ha.TimingFrom(ms.Config); err == nil {
+		if t, err := ha.TimingFrom(h.d.settingsOf(ms.Config)); err == nil {
 			h.mu.Lock()
 			h.timing = t
 			h.lease.SetTiming(t)
@@ -385,7 +385,7 @@ func (h *haManager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		h.log.Warn("node liveness changed", "node", tr.Node, "from", tr.From, "to", tr.To, "last_seen", tr.LastSeen)
 		h.event(ctx, consensus.Event{Kind: kind, Node: tr.Node, Detail: fmt.Sprintf("%s -> %s; last answer %s ago", tr.From, tr.To, time.Since(tr.LastSeen).Round(time.Millisecond))})
 	}
-	if !ha.Armed(ms.Config) {
+	if !ha.Armed(h.d.settingsOf(ms.Config)) {
 		return
 	}
 	for _, name := range nodes {
@@ -626,6 +626,40 @@ type haService struct {
 	d *Daemon
 }
 
+// haVMs is the HA view of every VM, sorted by name; see haVM.
+func haVMs(vms map[string]*consensus.VMRecord) []*tandemv1.HAVM {
+	var out []*tandemv1.HAVM
+	for _, name := range slices.Sorted(mapKeys(vms)) {
+		out = append(out, haVM(vms[name]))
+	}
+	return out
+}
+
+// haVM is the HA view of one VM. A VM that is meant to be stopped or
+// disabled is not "started" just because recovery never touched it (an
+// empty HA state): its HA state is its desired state. Fence, recovery and
+// error stay visible whatever the desired state, since they tell what HA
+// did or needs. A time never set is left out (nil), never the zero time.
+func haVM(v *consensus.VMRecord) *tandemv1.HAVM {
+	st := v.HAState
+	if st == "" || st == consensus.HAStarted {
+		st = consensus.HAStarted
+		if v.Desired == consensus.VMStopped || v.Desired == consensus.VMDisabled {
+			st = v.Desired
+		}
+	}
+	return &tandemv1.HAVM{Name: v.Name, Node: v.Node, Desired: v.Desired, HaState: st, Reason: v.HAReason,
+		Changed: optTimestamp(v.HAChanged), Priority: int32(v.Priority)}
+}
+
+// optTimestamp is nil for the zero time, so JSON shows no 0001-01-01.
+func optTimestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
 func timingProto(t ha.Timing) *tandemv1.HATiming {
 	ms := func(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
 	return &tandemv1.HATiming{HeartbeatIntervalMs: ms(t.HeartbeatInterval), SuspectTimeoutMs: ms(t.SuspectTimeout), DeadTimeoutMs: ms(t.DeadTimeout),
@@ -637,16 +671,10 @@ func (s *haService) Status(ctx context.Context, _ *tandemv1.HAStatusRequest) (*t
 	if err != nil {
 		return nil, err
 	}
-	t, _ := ha.TimingFrom(ms.Config)
-	out := &tandemv1.HAStatusResponse{Armed: ha.Armed(ms.Config), Timing: timingProto(t)}
-	for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
-		v := ms.VMs[name]
-		st := v.HAState
-		if st == "" {
-			st = consensus.HAStarted
-		}
-		out.Vms = append(out.Vms, &tandemv1.HAVM{Name: v.Name, Node: v.Node, Desired: v.Desired, HaState: st, Reason: v.HAReason, Changed: timestamppb.New(v.HAChanged), Priority: int32(v.Priority)})
-	}
+	cfg := s.d.settingsOf(ms.Config)
+	t, _ := ha.TimingFrom(cfg)
+	out := &tandemv1.HAStatusResponse{Armed: ha.Armed(cfg), Timing: timingProto(t)}
+	out.Vms = haVMs(ms.VMs)
 	// Liveness is known on the leader only.
 	_, meta, _ := s.d.cluster()
 	if lid, _, ok := meta.Host().Leader(consensus.MetaShardID); ok {
@@ -745,8 +773,10 @@ func (s *peerService) HALiveness(_ context.Context, _ *tandemv1.HAStatusRequest)
 		}
 		hn := &tandemv1.HANode{Name: name, Liveness: "unknown", FencingConfigured: n.Fence != nil && (n.Fence.IPMI != nil || n.Fence.Redfish != nil)}
 		if st, last := h.liveness(name); st != "" {
-			hn.Liveness, hn.LastSeen = string(st), timestamppb.New(last)
-			hn.LeaseExpires = timestamppb.New(t.LeaseExpiry(last, fencing.LeaseMargin(t.SelfFenceLease, 0)))
+			hn.Liveness, hn.LastSeen = string(st), optTimestamp(last)
+			if !last.IsZero() {
+				hn.LeaseExpires = timestamppb.New(t.LeaseExpiry(last, fencing.LeaseMargin(t.SelfFenceLease, 0)))
+			}
 		}
 		out.Nodes = append(out.Nodes, hn)
 	}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -18,6 +19,8 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/settings"
+	"github.com/tandemhci/tandem/internal/units"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -98,7 +101,7 @@ func (s *clusterService) SetExpectedVotes(ctx context.Context, req *tandemv1.Set
 	return resp, nil
 }
 
-func (s *clusterService) GetConfig(ctx context.Context, _ *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {
+func (s *clusterService) GetConfig(ctx context.Context, req *tandemv1.GetConfigRequest) (*tandemv1.ClusterConfig, error) {
 	_, meta, _ := s.d.cluster()
 	rctx, cancel := context.WithTimeout(ctx, s.d.quorumTimeout())
 	defer cancel()
@@ -106,45 +109,104 @@ func (s *clusterService) GetConfig(ctx context.Context, _ *tandemv1.GetConfigReq
 	if err != nil {
 		return nil, metaError(err)
 	}
-	return &tandemv1.ClusterConfig{Values: ms.Config}, nil
+	out := &tandemv1.ClusterConfig{Values: ms.Config}
+	if req.GetDefaults() {
+		out.Settings = settingsProto(ms.Config)
+	}
+	return out, nil
 }
 
+// settingsOf is the cluster configuration the daemon acts on: the known
+// settings with valid values. Anything else (an unknown key or a bad value
+// stored by an older version) reads as its default and is logged, once
+// per distinct problem.
+func (d *Daemon) settingsOf(cfg map[string]string) map[string]string {
+	valid, err := settings.Valid(cfg)
+	if err != nil {
+		d.warnMu.Lock()
+		warn := d.warnedSettings != err.Error()
+		d.warnedSettings = err.Error()
+		d.warnMu.Unlock()
+		if warn {
+			d.log.Warn("ignoring bad cluster settings, their defaults are in force; fix them with 'tandem cluster config set'", "err", err)
+		}
+	}
+	return valid
+}
+
+// settingsProto lists every known setting with the value in force. A
+// stored value that does not parse shows as the default, not set.
+func settingsProto(cfg map[string]string) []*tandemv1.ConfigSetting {
+	var out []*tandemv1.ConfigSetting
+	for _, e := range settings.Resolve(cfg) {
+		out = append(out, &tandemv1.ConfigSetting{Key: e.Key, Value: e.Value, DefaultValue: e.Default, Set: e.Set, Unit: string(e.Kind), Description: e.Description})
+	}
+	return out
+}
+
+// SetConfig checks every key and value against the settings registry and
+// stores values in canonical form ("100M" becomes "100MiB/s"). An empty
+// value deletes a key, known or not, so a bad value stored by an older
+// version can always be removed.
 func (s *clusterService) SetConfig(ctx context.Context, req *tandemv1.SetConfigRequest) (*tandemv1.ClusterConfig, error) {
 	if len(req.Values) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "no settings given")
 	}
-	for k, v := range req.Values {
+	canon := make(map[string]string, len(req.Values))
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(req.Values)) {
+		v := req.Values[k]
 		if !configKeyRE.MatchString(k) {
 			return nil, status.Errorf(codes.InvalidArgument, "setting name %q: use 1-64 lowercase letters, digits, '.', '_' or '-'", k)
 		}
 		if len(v) > maxConfigValue {
 			return nil, status.Errorf(codes.InvalidArgument, "setting %s: value is %d bytes, the limit is %d", k, len(v), maxConfigValue)
 		}
+		if v == "" {
+			canon[k] = ""
+			continue
+		}
+		c, err := settings.Canonical(k, v)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		canon[k] = c
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.d.requireQuorum(ctx); err != nil {
 		return nil, err
 	}
 	_, meta, _ := s.d.cluster()
-	// HA timing must stay coherent as a whole (see package ha).
+	// HA timing must stay coherent as a whole (see package ha). Stored
+	// values that no longer parse read as their defaults, so they count as
+	// absent here rather than blocking every change.
 	if cur, err := meta.LocalState(); err == nil {
-		merged := maps.Clone(cur.Config)
-		for k, v := range req.Values {
+		merged := map[string]string{}
+		for k, v := range cur.Config {
+			if _, err := settings.Canonical(k, v); err == nil {
+				merged[k] = v
+			}
+		}
+		for k, v := range canon {
 			if v == "" {
 				delete(merged, k)
 			} else {
 				merged[k] = v
 			}
 		}
+		if err := settings.Validate(merged); err != nil {
+			return nil, status.Errorf(codes.Internal, "merged settings: %v", err) // cannot happen: both halves were checked
+		}
 		if _, err := ha.TimingFrom(merged); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "HA timing: %v", err)
-		}
-		if v, ok := req.Values[ha.KeyArmed]; ok && v != "" && v != "true" && v != "false" {
-			return nil, status.Errorf(codes.InvalidArgument, "%s: true or false, not %q", ha.KeyArmed, v)
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cfg, err := meta.SetConfigResult(pctx, req.Values)
+	cfg, err := meta.SetConfigResult(pctx, canon)
 	if err != nil {
 		return nil, metaError(err)
 	}
@@ -237,7 +299,7 @@ func (d *Daemon) status(ctx context.Context) *tandemv1.ClusterStatus {
 	}
 	for _, n := range st.Nodes {
 		if n.State == consensus.NodeJoining {
-			st.Warnings = append(st.Warnings, fmt.Sprintf("node %s is still joining; if the join failed, remove it with 'tandem node remove %s'", n.Name, n.Name))
+			st.Warnings = append(st.Warnings, fmt.Sprintf("node %s is still joining; if the join failed, remove it with 'tandem node remove %s' (with --force while it still answers)", n.Name, n.Name))
 		}
 	}
 	from := max(0, len(ms.Audit)-10)
@@ -372,6 +434,23 @@ func (s *nodeService) Remove(ctx context.Context, req *tandemv1.RemoveNodeReques
 	if voter && len(mem.Voters) == 1 {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s is the last voter", req.Name)
 	}
+	// The safety checks; a node already recorded as removed passed them
+	// (or had them overridden) the first time.
+	var overridden []string
+	if n.State != consensus.NodeRemoved {
+		risks := d.removalRisks(rctx, ms, n)
+		switch {
+		case len(risks) > 0 && !req.Force:
+			return nil, status.Errorf(codes.FailedPrecondition, "refusing to remove node %s:\n  - %s\n(--force overrides these checks)",
+				req.Name, strings.Join(risks, "\n  - "))
+		case len(risks) > 0:
+			overridden = risks
+			d.log.Warn("removing a node with --force, overriding safety checks", "node", req.Name, "overridden", risks)
+		}
+	}
+	// The checks may have taken a while: a fresh deadline for the changes.
+	rctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	// Record the removal first, while the node still receives the log, so a
 	// running node learns it was removed; then drop it from the Raft group.
 	rec := *n
@@ -386,7 +465,90 @@ func (s *nodeService) Remove(ctx context.Context, req *tandemv1.RemoveNodeReques
 		}
 	}
 	d.log.Warn("node removed", "node", req.Name, "replica", rec.ReplicaID)
-	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: rec.Name, ReplicaId: rec.ReplicaID, State: rec.State, BackendAddr: rec.BackendAddr}}, nil
+	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: rec.Name, ReplicaId: rec.ReplicaID, State: rec.State, BackendAddr: rec.BackendAddr},
+		Overridden: overridden}, nil
+}
+
+// removeProbeTimeout bounds the ping that decides whether a node about to
+// be removed is still online, and each question about its volumes. It is
+// far longer than status's probe: a slow answer taken for "offline" would
+// let the removal through. A node that is down refuses the connection at
+// once; only a node cut off silently costs the whole wait.
+const removeProbeTimeout = 5 * time.Second
+
+// removalRisks lists what removing node n would lose or strand, one line
+// each: the node still answering, the VMs placed on it, the volumes it is
+// primary of and those where it holds the only UpToDate replica. Volume
+// states come from the replicas' own records (as 'volume show' reads
+// them); a volume none of whose replicas answers is listed too, since
+// nothing then proves the node does not hold its only good copy.
+func (d *Daemon) removalRisks(ctx context.Context, ms *consensus.MetaState, n *consensus.NodeRecord) []string {
+	var held []string
+	for _, name := range slices.Sorted(mapKeys(ms.Volumes)) {
+		if slices.Contains(ms.Volumes[name].Replicas, n.Name) {
+			held = append(held, name)
+		}
+	}
+	// Ping the node and ask about every volume at once: with the node
+	// down, each question may wait for its timeout.
+	d.mu.Lock()
+	peers := d.peers
+	d.mu.Unlock()
+	var online bool
+	vs := &volumeService{d: d}
+	infos := make([]*tandemv1.VolumeInfo, len(held))
+	var wg sync.WaitGroup
+	if peers != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			online = peers.ping(ctx, d.cfg.NodeName, n.BackendAddr, removeProbeTimeout).online
+		}()
+	}
+	for i, name := range held {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if info, err := vs.show(ctx, name, removeProbeTimeout); err == nil {
+				infos[i] = info
+			}
+		}()
+	}
+	wg.Wait()
+
+	var risks []string
+	if online {
+		what := ""
+		if len(held) > 0 {
+			what = fmt.Sprintf(" and holds replicas of volume %s", strings.Join(held, ", "))
+		}
+		risks = append(risks, fmt.Sprintf("node %s is online (it answers at %s)%s; stop tandemd on it first", n.Name, n.BackendAddr, what))
+	}
+	for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
+		if v := ms.VMs[name]; v.Node == n.Name {
+			risks = append(risks, fmt.Sprintf("VM %s is placed on node %s (desired %s); migrate it or delete it first", name, n.Name, v.Desired))
+		}
+	}
+	for i, name := range held {
+		e, info := ms.Volumes[name], infos[i]
+		if info.GetEpoch() == 0 {
+			risks = append(risks, fmt.Sprintf("volume %s has a replica on node %s and no replica answered, so nothing shows another one is UpToDate", name, n.Name))
+			continue
+		}
+		if info.GetPrimary() == n.Name {
+			risks = append(risks, fmt.Sprintf("node %s is the primary of volume %s; promote another replica first", n.Name, name))
+		}
+		var good []string
+		for _, r := range info.GetReplicas() {
+			if st := r.GetState(); st == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || st == tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE {
+				good = append(good, r.GetNode())
+			}
+		}
+		if len(good) == 1 && good[0] == n.Name {
+			risks = append(risks, fmt.Sprintf("node %s holds the only UpToDate replica of volume %s (%s); its data would be lost", n.Name, name, units.FormatBytes(e.Size)))
+		}
+	}
+	return risks
 }
 
 type peerService struct {

@@ -21,6 +21,7 @@ import (
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/settings"
 	"github.com/tandemhci/tandem/replication"
 )
 
@@ -35,6 +36,9 @@ type volumeManager struct {
 
 	mu   sync.Mutex
 	vols map[string]*nodeVolume
+
+	warnMu     sync.Mutex
+	warnedRate string // the bad resync.rate last warned about
 }
 
 func newVolumeManager(ctx context.Context, d *Daemon) *volumeManager {
@@ -615,11 +619,21 @@ func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
 	}
 }
 
-// resyncRate reads the cluster setting "resync.rate" (bytes per second).
+// resyncRate reads the cluster setting "resync.rate" in bytes per second,
+// 0 for unlimited. A stored value that does not parse (set by an older
+// version that did not check) reads as the default, with a warning logged
+// once per bad value.
 func (m *volumeManager) resyncRate(ms *consensus.MetaState) int64 {
-	var rate int64
-	if v, ok := ms.Config["resync.rate"]; ok {
-		_, _ = fmt.Sscan(v, &rate)
+	rate, err := settings.Rate(ms.Config, settings.KeyResyncRate)
+	if err != nil {
+		bad := ms.Config[settings.KeyResyncRate]
+		m.warnMu.Lock()
+		warn := m.warnedRate != bad
+		m.warnedRate = bad
+		m.warnMu.Unlock()
+		if warn {
+			m.log.Warn("ignoring a bad cluster setting; fix it with 'tandem cluster config set'", "key", settings.KeyResyncRate, "value", bad, "err", err)
+		}
 	}
 	return rate
 }

@@ -1,0 +1,259 @@
+package settings
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/units"
+)
+
+// Kind is the type of a setting's value; it is what 'config get --defaults'
+// shows as the unit.
+type Kind string
+
+// The kinds of value.
+const (
+	KindDuration Kind = "duration" // time.ParseDuration: "500ms", "3s"
+	KindRate     Kind = "rate"     // units.ParseRate, bytes/s: "100M", "100MiB/s"; 0 = unlimited
+	KindBool     Kind = "bool"     // true or false
+)
+
+// Keys of settings that are not HA timing (those are in package ha).
+const (
+	KeyResyncRate = "resync.rate"
+)
+
+// Setting describes one known key. Min and Max bound durations (in
+// nanoseconds) and rates (in bytes/s); Max 0 is no upper bound.
+type Setting struct {
+	Key         string
+	Kind        Kind
+	Default     string // canonical form
+	Description string
+	Min, Max    int64
+}
+
+// registry lists every key, sorted. It is rebuilt on every call so nothing
+// can change it.
+func registry() []Setting {
+	d := ha.DefaultTiming()
+	dur := func(key string, def time.Duration, lo, hi time.Duration, desc string) Setting {
+		return Setting{Key: key, Kind: KindDuration, Default: def.String(), Min: int64(lo), Max: int64(hi), Description: desc}
+	}
+	return []Setting{
+		dur(ha.KeyDead, d.DeadTimeout, 100*time.Millisecond, 10*time.Minute,
+			"no answer for this long: the node is dead and gets fenced (longer than ha.suspect_timeout)"),
+		dur(ha.KeyFence, d.FenceTimeout, time.Second, 10*time.Minute,
+			"time limit of one fencing attempt by one agent"),
+		dur(ha.KeyHeartbeat, d.HeartbeatInterval, 50*time.Millisecond, 10*time.Second,
+			"how often the metadata leader pings every data node"),
+		dur(ha.KeyGrace, d.SelfFenceGrace, 0, 5*time.Minute,
+			"time a node needs to destroy its VMs once its lease ran out; the cluster waits for it too"),
+		dur(ha.KeyLease, d.SelfFenceLease, 100*time.Millisecond, 5*time.Minute,
+			"a node that cannot renew its lease for this long stops its VMs (at least two heartbeats)"),
+		dur(ha.KeySuspect, d.SuspectTimeout, 100*time.Millisecond, 5*time.Minute,
+			"no answer for this long: the node is reported suspect (at least two heartbeats)"),
+		{Key: ha.KeyArmed, Kind: KindBool, Default: "true",
+			Description: "automatic recovery of failed nodes' VMs (false: detection only; see 'tandem ha disarm')"},
+		{Key: KeyResyncRate, Kind: KindRate, Default: "0", Min: units.MinRate,
+			Description: "limit of each volume's resync traffic per second (0: unlimited)"},
+	}
+}
+
+// All returns every known setting, sorted by key.
+func All() []Setting {
+	r := registry()
+	slices.SortFunc(r, func(a, b Setting) int { return strings.Compare(a.Key, b.Key) })
+	return r
+}
+
+// Keys returns every known key, sorted.
+func Keys() []string {
+	var out []string
+	for _, s := range All() {
+		out = append(out, s.Key)
+	}
+	return out
+}
+
+// Lookup finds a key.
+func Lookup(key string) (Setting, bool) {
+	for _, s := range registry() {
+		if s.Key == key {
+			return s, true
+		}
+	}
+	return Setting{}, false
+}
+
+// UnknownKeyError is returned for a key the registry does not know.
+type UnknownKeyError struct{ Key string }
+
+func (e *UnknownKeyError) Error() string {
+	return fmt.Sprintf("unknown setting %q; the settings are: %s", e.Key, strings.Join(Keys(), ", "))
+}
+
+// parse reads v as s's kind and checks the range; the int64 is
+// nanoseconds, bytes/s, or 0/1.
+func (s Setting) parse(v string) (int64, error) {
+	var n int64
+	switch s.Kind {
+	case KindDuration:
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return 0, fmt.Errorf("%s=%q: not a duration (e.g. 500ms, 3s, 1m)", s.Key, v)
+		}
+		n = int64(d)
+		if n < s.Min || (s.Max > 0 && n > s.Max) {
+			return 0, fmt.Errorf("%s=%q: must be between %v and %v", s.Key, v, time.Duration(s.Min), time.Duration(s.Max))
+		}
+		return n, nil
+	case KindRate:
+		r, err := units.ParseRate(v)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", s.Key, err)
+		}
+		if r != 0 && s.Max > 0 && r > s.Max {
+			return 0, fmt.Errorf("%s=%q: at most %s/s", s.Key, v, units.FormatBytes(s.Max))
+		}
+		return r, nil
+	case KindBool:
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true":
+			return 1, nil
+		case "false":
+			return 0, nil
+		}
+		return 0, fmt.Errorf("%s=%q: true or false", s.Key, v)
+	}
+	return 0, fmt.Errorf("%s: unknown kind %q", s.Key, s.Kind)
+}
+
+// format prints a parsed value canonically.
+func (s Setting) format(n int64) string {
+	switch s.Kind {
+	case KindDuration:
+		return time.Duration(n).String()
+	case KindRate:
+		return units.FormatRate(n)
+	case KindBool:
+		return strconv.FormatBool(n != 0)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// Canonical checks key=value and returns the value in canonical form, the
+// form to store: "100M" becomes "100MiB/s", "1.50s" becomes "1.5s".
+func Canonical(key, value string) (string, error) {
+	s, ok := Lookup(key)
+	if !ok {
+		return "", &UnknownKeyError{Key: key}
+	}
+	n, err := s.parse(value)
+	if err != nil {
+		return "", err
+	}
+	return s.format(n), nil
+}
+
+// Validate checks every key and value of a configuration, reporting all
+// the problems at once.
+func Validate(cfg map[string]string) error {
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		if _, err := Canonical(k, cfg[k]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Valid returns the known keys of cfg whose values are valid, in canonical
+// form, and an error naming every other key (unknown, or a value that no
+// longer parses or is out of range); those read as their defaults. It is
+// what the daemon acts on, so a value 'config get --defaults' reports as
+// not in force is not in force.
+func Valid(cfg map[string]string) (map[string]string, error) {
+	out := make(map[string]string, len(cfg))
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		c, err := Canonical(k, cfg[k])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out[k] = c
+	}
+	return out, errors.Join(errs...)
+}
+
+// read returns key's value from cfg, or its default. A stored value that
+// fails to parse yields the default and an error saying so.
+func read(cfg map[string]string, key string, kind Kind) (int64, error) {
+	s, ok := Lookup(key)
+	if !ok || s.Kind != kind {
+		return 0, fmt.Errorf("settings: %s is not a known %s setting", key, kind) // a programming error
+	}
+	def, err := s.parse(s.Default)
+	if err != nil {
+		return 0, fmt.Errorf("settings: default of %s: %w", key, err)
+	}
+	v, ok := cfg[key]
+	if !ok || v == "" {
+		return def, nil
+	}
+	n, err := s.parse(v)
+	if err != nil {
+		return def, fmt.Errorf("stored %w; using the default %s", err, s.Default)
+	}
+	return n, nil
+}
+
+// Duration reads a duration setting; see read for errors.
+func Duration(cfg map[string]string, key string) (time.Duration, error) {
+	n, err := read(cfg, key, KindDuration)
+	return time.Duration(n), err
+}
+
+// Rate reads a rate setting in bytes/s (0: unlimited); see read for errors.
+func Rate(cfg map[string]string, key string) (int64, error) {
+	return read(cfg, key, KindRate)
+}
+
+// Bool reads a boolean setting; see read for errors.
+func Bool(cfg map[string]string, key string) (bool, error) {
+	n, err := read(cfg, key, KindBool)
+	return n != 0, err
+}
+
+// Effective is one setting with the value in force.
+type Effective struct {
+	Setting
+	Value string // canonical; the default when not set or not valid
+	Set   bool   // explicitly set (and valid)
+	Err   error  // the stored value is not valid (Value is the default)
+}
+
+// Resolve lists every known setting with the value cfg gives it, sorted by
+// key. Unknown keys in cfg are not listed (Validate reports them).
+func Resolve(cfg map[string]string) []Effective {
+	var out []Effective
+	for _, s := range All() {
+		e := Effective{Setting: s, Value: s.Default}
+		if v, ok := cfg[s.Key]; ok && v != "" {
+			if n, err := s.parse(v); err != nil {
+				e.Err = err
+			} else {
+				e.Value, e.Set = s.format(n), true
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
