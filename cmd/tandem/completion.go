@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/settings"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -122,6 +123,16 @@ func addCompletions(root *cobra.Command, a *app) {
 		"vm delete": a.argNames(vmNames, 0), "vm migrate": a.argNames(vmNames, 0), "vm console": a.argNames(vmNames, 0),
 		"node remove": a.argNames(nodeNames, 0), "node show": a.argNames(nodeNames, 0),
 		"node fence-config": a.argNames(nodeNames, 0), "node fence": a.argNames(nodeNames, 0),
+		"cluster config set": func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if strings.Contains(toComplete, "=") {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			var keys []string
+			for _, k := range settings.Keys() {
+				keys = append(keys, k+"=")
+			}
+			return prefixed(keys, toComplete, ""), cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
+		},
 		"node maintenance": func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 			if len(args) == 0 {
 				return prefixed([]string{"enable", "disable"}, toComplete, ""), cobra.ShellCompDirectiveNoFileComp

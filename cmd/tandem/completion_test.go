@@ -33,6 +33,8 @@ func TestCompletionOfNames(t *testing.T) {
 		{[]string{"volume", "create", "x", "--nodes", "node-a,node-"}, "node-a,node-b node-a,node-c"},
 		{[]string{"volume", "promote", "vm-disk", "--node", "node-c"}, "node-c"},
 		{[]string{"-o", ""}, "table json"},
+		{[]string{"cluster", "config", "set", "resync"}, "resync.rate="},
+		{[]string{"cluster", "config", "set", "resync.rate="}, ""},
 	} {
 		got := strings.Join(complete(t, dir, tc.args...), " ")
 		if got != tc.want {

@@ -20,6 +20,8 @@ const (
 	exitOK    = 0
 	exitError = 1
 	exitUsage = 2
+	// exitInterrupted follows the shell: 128 + SIGINT.
+	exitInterrupted = 130
 )
 
 // app holds the global flag values and output streams of one invocation.
@@ -46,6 +48,10 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var re *runError
 	if errors.As(err, &re) {
 		fmt.Fprintf(stderr, "tandem: %s\n", adminclient.Explain(re.err))
+		// Interrupted (Ctrl-C, SIGTERM): the shell's convention, 128+SIGINT.
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
 		// The daemon refusing what was asked (a bad name, size or
 		// setting) is a usage error too.
 		if status.Code(re.err) == codes.InvalidArgument {

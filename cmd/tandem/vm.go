@@ -244,8 +244,13 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 	fmt.Fprintf(tw, "Name:\t%s\n", v.Name)
 	fmt.Fprintf(tw, "Node:\t%s\n", dash(v.Node))
 	fmt.Fprintf(tw, "State:\t%s (desired %s)\n", v.State, v.Desired)
+	fmt.Fprintf(tw, "HA state:\t%s\n", dash(v.HaState))
+	fmt.Fprintf(tw, "Priority:\t%d\n", v.Priority)
+	if at := v.GetStartedAt(); at != nil {
+		fmt.Fprintf(tw, "Up:\t%s (on %s since %s)\n", time.Since(at.AsTime()).Round(time.Second), dash(v.Node), formatTime(at))
+	}
 	fmt.Fprintf(tw, "vCPUs:\t%d\n", v.Vcpus)
-	fmt.Fprintf(tw, "Memory:\t%d MiB\n", v.MemoryMib)
+	fmt.Fprintf(tw, "Memory:\t%s\n", formatBytes(int64(v.MemoryMib)<<20))
 	fmt.Fprintf(tw, "Volumes:\t%s\n", dash(strings.Join(v.Volumes, ", ")))
 	for i, n := range v.Nics {
 		fmt.Fprintf(tw, "NIC %d:\t%s %s %s\n", i, dash(n.Bridge), n.Mac, strings.Join(n.Ips, " "))

@@ -410,8 +410,8 @@ func TestVolumeResyncWaitInterrupted(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	code := execute(ctx, []string{"--data-dir", dir, "volume", "resync", "vm-disk", "--wait", "--interval", "5ms"}, strings.NewReader(""), &out, &errb)
-	if code != 1 {
-		t.Fatalf("exit %d, want 1; stderr:\n%s", code, errb.String())
+	if code != 130 {
+		t.Fatalf("exit %d, want 130 (interrupted); stderr:\n%s", code, errb.String())
 	}
 	wantMatch(t, "stderr", errb.String(), `tandem: stopped waiting \(context canceled\); the resync of volume "vm-disk" goes on in the cluster: follow it with 'tandem volume show vm-disk'\n$`)
 }

@@ -6,12 +6,12 @@ import (
 	"encoding/pem"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/units"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -47,9 +47,9 @@ func volumeHealth(catalogState string, v *tandemv1.VolumeInfo) (state, why strin
 		st, link := r.GetState(), r.GetLink()
 		switch {
 		case st == tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET || link == "syncing":
-			syncing = append(syncing, fmt.Sprintf("%s SyncTarget, %s to resync", r.GetNode(), humanBytes(r.GetDirtyBytes())))
+			syncing = append(syncing, fmt.Sprintf("%s SyncTarget, %s to resync", r.GetNode(), units.FormatBytes(r.GetDirtyBytes())))
 		case st != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || (link != "" && link != "in-sync"):
-			degraded = append(degraded, fmt.Sprintf("%s %s (link %s, %s behind)", r.GetNode(), stateName(st), orNone(link), humanBytes(r.GetDirtyBytes())))
+			degraded = append(degraded, fmt.Sprintf("%s %s (link %s, %s behind)", r.GetNode(), stateName(st), orNone(link), units.FormatBytes(r.GetDirtyBytes())))
 		}
 	}
 	switch {
@@ -156,18 +156,4 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
-}
-
-// humanBytes prints n with a binary unit and at most one decimal.
-func humanBytes(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	v, i := float64(n), -1
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return strings.TrimSuffix(strconv.FormatFloat(v, 'f', 1, 64), ".0") + " " + units[i:i+1] + "iB"
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/units"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 	"github.com/tandemhci/tandem/replication"
 )
@@ -207,7 +208,7 @@ func verifyReplicas(self string, replicas []string, states map[string]consensus.
 			case !ok:
 				vr.SkippedReason = "the primary has no replication link to it"
 			case link.State == "syncing" || states[n] == consensus.SyncTarget:
-				vr.SkippedReason = fmt.Sprintf("resync running (link %s, %d bytes still to send)", link.State, link.DirtyBytes)
+				vr.SkippedReason = fmt.Sprintf("resync running (link %s, %s still to send)", link.State, units.FormatBytes(link.DirtyBytes))
 			default:
 				vr.SkippedReason = fmt.Sprintf("not in sync (state %s, link %s)", states[n], orUnknown(link.State))
 			}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/units"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -114,7 +115,7 @@ func judgeSpec(req *tandemv1.CreateVMRequest, answers map[string]*tandemv1.Compu
 	}
 	if uint64(req.MemoryMib) > nodes[largest].CapacityMib {
 		return "", status.Errorf(codes.InvalidArgument, "memory %s is more than any node offers VMs (the largest, %s, offers %s)",
-			humanBytes(int64(req.MemoryMib)<<20), largest, humanBytes(int64(nodes[largest].CapacityMib)<<20))
+			units.FormatBytes(int64(req.MemoryMib)<<20), largest, units.FormatBytes(int64(nodes[largest].CapacityMib)<<20))
 	}
 	var able, lacking []string
 	for _, n := range names {

@@ -44,10 +44,18 @@ func vmInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 // live adds the state libvirt reports on the VM's node.
 func (s *vmService) live(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, timeout time.Duration) *tandemv1.VMInfo {
 	info := vmInfoOf(v)
+	info.HaState = haVM(v).HaState
 	if v.Node == "" {
 		info.State = "undefined"
 		return info
 	}
+	defer func() {
+		// Changed is when the VM was last started, moved or recovered:
+		// how long it has been up where it runs now.
+		if v.Desired == consensus.VMStarted && info.State == "running" {
+			info.StartedAt = optTimestamp(v.Changed)
+		}
+	}()
 	err := s.onNode(ctx, ms, v.Node, timeout, func(ctx context.Context, c tandemv1.PeerClient) error {
 		got, err := c.VMState(ctx, &tandemv1.PeerVMRequest{Vm: info})
 		if err == nil {

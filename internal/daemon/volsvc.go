@@ -18,6 +18,7 @@ import (
 
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/units"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -130,9 +131,9 @@ func (s *volumeService) Create(ctx context.Context, req *tandemv1.CreateVolumeRe
 	case !volumeNameRE.MatchString(req.Name):
 		return nil, status.Errorf(codes.InvalidArgument, "volume name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
 	case req.SizeBytes <= 0 || req.SizeBytes%4096 != 0:
-		return nil, status.Errorf(codes.InvalidArgument, "size %s (%d bytes): must be a positive multiple of 4 KiB", humanBytes(req.SizeBytes), req.SizeBytes)
+		return nil, status.Errorf(codes.InvalidArgument, "size %s (%d bytes): must be a positive multiple of 4 KiB", units.FormatBytes(req.SizeBytes), req.SizeBytes)
 	case req.SizeBytes > maxVolumeSize:
-		return nil, status.Errorf(codes.InvalidArgument, "size %s is over the %s limit", humanBytes(req.SizeBytes), humanBytes(maxVolumeSize))
+		return nil, status.Errorf(codes.InvalidArgument, "size %s is over the %s limit", units.FormatBytes(req.SizeBytes), units.FormatBytes(maxVolumeSize))
 	}
 	replicas := int(req.Replicas)
 	if replicas == 0 {
@@ -201,7 +202,7 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 			case !online:
 				return nil, "", status.Errorf(codes.Unavailable, "node %q does not answer", n)
 			case f < size:
-				return nil, "", status.Errorf(codes.ResourceExhausted, "node %q has %s free; the volume needs %s", n, humanBytes(f), humanBytes(size))
+				return nil, "", status.Errorf(codes.ResourceExhausted, "node %q has %s free; the volume needs %s", n, units.FormatBytes(f), units.FormatBytes(size))
 			}
 			nodes = append(nodes, n)
 		}
@@ -223,7 +224,7 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 			return strings.Compare(a, b)
 		})
 		if len(cands) < replicas {
-			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free; %d replicas needed", len(cands), humanBytes(size), replicas)
+			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free; %d replicas needed", len(cands), units.FormatBytes(size), replicas)
 		}
 		nodes = cands[:replicas]
 	}

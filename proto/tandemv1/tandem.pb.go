@@ -4273,7 +4273,8 @@ type HAVM struct {
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Node    string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	Desired string                 `protobuf:"bytes,3,opt,name=desired,proto3" json:"desired,omitempty"`
-	// started, fence, recovery or error.
+	// started, stopped, disabled (as desired), or fence, recovery or error
+	// while HA works on it.
 	HaState       string                 `protobuf:"bytes,4,opt,name=ha_state,json=haState,proto3" json:"ha_state,omitempty"`
 	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	Changed       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=changed,proto3" json:"changed,omitempty"`
