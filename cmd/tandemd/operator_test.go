@@ -69,7 +69,7 @@ func snapshot(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *test
 // TestOperatorReportsAndBadInput: on one running cluster, a resyncing
 // replica shows as syncing in volume list, fails 'cluster status --check'
 // and is named as skipped by verify (which then exits 1); once in sync all
-// three say healthy. Then 37 bad inputs each get the right exit code and a
+// three say healthy. Then 38 bad inputs each get the right exit code and a
 // message naming the problem, and leave the cluster as it was.
 func TestOperatorReportsAndBadInput(t *testing.T) {
 	c, td, ctx := volCluster(t)
@@ -192,6 +192,7 @@ func badInputs(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *tes
 		{[]string{"vm", "show", "nosuch"}, 1, `nosuch`},
 		{[]string{"vm", "create", "v1", "--memory", "64M", "--kernel", "/boot/x"}, 1, `no node can run VMs: compute is unavailable on n1`},
 		{[]string{"node", "remove", "nosuch"}, 1, `no node named "nosuch"`},
+		{[]string{"node", "remove", "n2"}, 1, `node n2 is online .*ok-vol`},
 		{[]string{"node", "show", "nosuch"}, 1, `no node named "nosuch"`},
 	} {
 		code, out, errOut := cliRun(ctx, td, n, tc.args...)
