@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -74,7 +75,7 @@ func (b *bench) diagnose(ctx context.Context, gs guestStream, vm string, t0 time
 	cancel()
 	var info tandemv1.VMInfo
 	if err == nil {
-		err = vmbench.Unmarshal.Unmarshal([]byte(out), &info)
+		err = adminclient.UnmarshalJSON([]byte(out), &info)
 	}
 	if err != nil {
 		d.Errors = append(d.Errors, fmt.Sprintf("vm show: %v", err))

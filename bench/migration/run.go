@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -80,7 +81,7 @@ func (b *bench) runRate(ctx context.Context, idx int, s series) RateRun {
 		return r
 	}
 	var info tandemv1.VMInfo
-	if err := vmbench.Unmarshal.Unmarshal([]byte(out), &info); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
 		fail("vm create output: %v: %s", err, out)
 		return r
 	}
@@ -199,7 +200,7 @@ series:
 		switch {
 		case err != nil:
 			fail("volume verify: %v", err)
-		case vmbench.Unmarshal.Unmarshal([]byte(out), &ver) != nil:
+		case adminclient.UnmarshalJSON([]byte(out), &ver) != nil:
 			fail("volume verify output: %s", out)
 		default:
 			r.Verify = &VerifyResult{CheckedBytes: ver.GetCheckedBytes(), Mismatches: len(ver.GetMismatches())}
@@ -317,7 +318,7 @@ func (b *bench) migrate(ctx context.Context, gs guestStream, vm, disk, src, dst 
 		m.Error = err.Error()
 	} else {
 		var p tandemv1.MigrateProgress
-		if uerr := vmbench.Unmarshal.Unmarshal([]byte(out), &p); uerr != nil {
+		if uerr := adminclient.UnmarshalJSON([]byte(out), &p); uerr != nil {
 			m.Error = fmt.Sprintf("migrate output: %v: %s", uerr, out)
 		} else {
 			m.TotalMs, m.DowntimeMs, m.Message = p.GetTotalMs(), p.GetDowntimeMs(), p.GetMessage()
@@ -411,7 +412,7 @@ func (b *bench) migrate(ctx context.Context, gs guestStream, vm, disk, src, dst 
 		vctx, cancel := context.WithTimeout(ctx, cliTimeout)
 		if out, _, err := b.cli(vctx, b.c.Nodes[0], "vm", "show", vm, "--output", "json"); err == nil {
 			var info tandemv1.VMInfo
-			if vmbench.Unmarshal.Unmarshal([]byte(out), &info) == nil {
+			if adminclient.UnmarshalJSON([]byte(out), &info) == nil {
 				m.NodeAfter = info.GetNode()
 				m.StateAfter = info.GetState()
 			}
@@ -466,7 +467,7 @@ func (b *bench) volume(ctx context.Context, name string) (*tandemv1.VolumeInfo, 
 		return nil, err
 	}
 	var info tandemv1.VolumeInfo
-	if err := vmbench.Unmarshal.Unmarshal([]byte(out), &info); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
 		return nil, fmt.Errorf("volume show json: %w: %s", err, out)
 	}
 	return &info, nil

@@ -27,9 +27,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -554,7 +554,7 @@ func (b *bench) show(ctx context.Context, name string) (*tandemv1.VolumeInfo, er
 		return nil, err
 	}
 	var info tandemv1.VolumeInfo
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(out), &info); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
 		return nil, fmt.Errorf("volume show json: %w\n%s", err, out)
 	}
 	return &info, nil

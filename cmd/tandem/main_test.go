@@ -17,10 +17,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -307,7 +307,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("stderr: %q", r.stderr)
 	}
 	var got tandemv1.ClusterStatus
-	if err := protojson.Unmarshal([]byte(r.stdout), &got); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("stdout is not one ClusterStatus JSON document: %v\n%s", err, r.stdout)
 	}
 	if !proto.Equal(&got, f.status) {
@@ -511,7 +511,7 @@ func TestClusterToken(t *testing.T) {
 	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "cluster", "token")
 	r.wantCode(t, 0)
 	var resp tandemv1.CreateTokenResponse
-	if err := protojson.Unmarshal([]byte(r.stdout), &resp); err != nil || resp.GetToken() != "join-abc" {
+	if err := adminclient.UnmarshalJSON([]byte(r.stdout), &resp); err != nil || resp.GetToken() != "join-abc" {
 		t.Errorf("json %q: %v", r.stdout, err)
 	}
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -31,23 +28,11 @@ func (a *app) print(m proto.Message, table func(w io.Writer) error) error {
 // writeJSON writes m as one JSON document. Unpopulated fields are included
 // so scripts see false/0/"" instead of a missing key.
 func writeJSON(w io.Writer, m proto.Message) error {
-	md := m.ProtoReflect().Descriptor()
-	b, err := protojson.MarshalOptions{
-		EmitUnpopulated: true,
-		UseProtoNames:   true,
-	}.Marshal(m)
+	b, err := adminclient.MarshalJSON(m)
 	if err != nil {
-		return fmt.Errorf("encode %s as JSON: %w", md.FullName(), err)
+		return err
 	}
-	if b, err = numbersAsNumbers(md, b); err != nil {
-		return fmt.Errorf("encode %s as JSON: %w", md.FullName(), err)
-	}
-	var out bytes.Buffer
-	if err := json.Indent(&out, b, "", "  "); err != nil {
-		return fmt.Errorf("encode %s as JSON: %w", md.FullName(), err)
-	}
-	out.WriteByte('\n')
-	_, err = w.Write(out.Bytes())
+	_, err = w.Write(b)
 	return err
 }
 

@@ -12,10 +12,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -214,7 +214,7 @@ func TestVolumeList(t *testing.T) {
 	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "volume", "list")
 	r.wantCode(t, 0)
 	var got tandemv1.ListVolumesResponse
-	if err := protojson.Unmarshal([]byte(r.stdout), &got); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("stdout is not one ListVolumesResponse: %v\n%s", err, r.stdout)
 	}
 	if len(got.GetVolumes()) != 2 || !proto.Equal(got.GetVolumes()[0], sampleVolume()) {
@@ -252,7 +252,7 @@ func TestVolumeShow(t *testing.T) {
 	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "volume", "show", "vm-disk")
 	r.wantCode(t, 0)
 	var got tandemv1.VolumeInfo
-	if err := protojson.Unmarshal([]byte(r.stdout), &got); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("stdout is not one VolumeInfo: %v\n%s", err, r.stdout)
 	}
 	if !proto.Equal(&got, sampleVolume()) {
@@ -314,7 +314,7 @@ func TestVolumePromote(t *testing.T) {
 	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "volume", "promote", "vm-disk", "--node", "node-c")
 	r.wantCode(t, 0)
 	var got tandemv1.VolumeInfo
-	if err := protojson.Unmarshal([]byte(r.stdout), &got); err != nil || got.GetEpoch() != 4 {
+	if err := adminclient.UnmarshalJSON([]byte(r.stdout), &got); err != nil || got.GetEpoch() != 4 {
 		t.Errorf("json %q: %v", r.stdout, err)
 	}
 }
@@ -363,7 +363,7 @@ func TestVolumeResyncWait(t *testing.T) {
 	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "volume", "resync", "vm-disk", "--wait", "--interval", "5ms")
 	r.wantCode(t, 0)
 	var got tandemv1.VolumeInfo
-	if err := protojson.Unmarshal([]byte(r.stdout), &got); err != nil || got.GetReplicas()[1].GetState() != upToDate {
+	if err := adminclient.UnmarshalJSON([]byte(r.stdout), &got); err != nil || got.GetReplicas()[1].GetState() != upToDate {
 		t.Errorf("json %q: %v", r.stdout, err)
 	}
 }
@@ -494,7 +494,7 @@ func TestVolumeVerify(t *testing.T) {
 	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "volume", "verify", "vm-disk")
 	r.wantCode(t, 1)
 	var got tandemv1.VerifyVolumeResponse
-	if err := protojson.Unmarshal([]byte(r.stdout), &got); err != nil || len(got.GetMismatches()) != 2 {
+	if err := adminclient.UnmarshalJSON([]byte(r.stdout), &got); err != nil || len(got.GetMismatches()) != 2 {
 		t.Errorf("json %q: %v", r.stdout, err)
 	}
 

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/google/gopacket"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tandemhci/tandem/compute"
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	"github.com/tandemhci/tandem/netannounce"
@@ -32,7 +32,7 @@ func (vc *vmCluster) events(t *testing.T, n *testcluster.Node) []*tandemv1.Event
 	var evs []*tandemv1.Event
 	for _, line := range splitJSONObjects(out) {
 		var e tandemv1.Event
-		if err := protojson.Unmarshal([]byte(line), &e); err != nil {
+		if err := adminclient.UnmarshalJSON([]byte(line), &e); err != nil {
 			t.Fatalf("event %q: %v", line, err)
 		}
 		evs = append(evs, &e)
@@ -85,7 +85,7 @@ func (vc *vmCluster) haStatus(t *testing.T, n *testcluster.Node) *tandemv1.HASta
 		t.Fatal(err)
 	}
 	var st tandemv1.HAStatusResponse
-	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &st); err != nil {
 		t.Fatal(err)
 	}
 	return &st
@@ -349,7 +349,7 @@ func waitEvent(t *testing.T, vc *vmCluster, n *testcluster.Node, timeout time.Du
 		if err == nil {
 			for _, line := range splitJSONObjects(out) {
 				var e tandemv1.Event
-				if protojson.Unmarshal([]byte(line), &e) == nil && match(&e) {
+				if adminclient.UnmarshalJSON([]byte(line), &e) == nil && match(&e) {
 					return &e
 				}
 			}

@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/nbdclient"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -48,7 +47,7 @@ func snapshot(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *test
 		t.Fatal(err)
 	}
 	var vols tandemv1.ListVolumesResponse
-	if err := protojson.Unmarshal([]byte(out), &vols); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &vols); err != nil {
 		t.Fatal(err)
 	}
 	var s clusterSnapshot

@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -137,7 +136,7 @@ func (vc *vmCluster) vm(t *testing.T, n *testcluster.Node, args ...string) *tand
 		t.Fatalf("vm %v: %v\n%s", args, err, stderr)
 	}
 	var info tandemv1.VMInfo
-	if err := protojson.Unmarshal([]byte(out), &info); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
 		t.Fatalf("vm %v: %v\n%s", args, err, out)
 	}
 	return &info
@@ -151,7 +150,7 @@ func (vc *vmCluster) waitVM(t *testing.T, name string, timeout time.Duration, ok
 		out, _, err := vc.td.CLI(vc.ctx, vc.c.Nodes[0], "vm", "show", name, "--output", "json")
 		if err == nil {
 			var info tandemv1.VMInfo
-			if protojson.Unmarshal([]byte(out), &info) == nil {
+			if adminclient.UnmarshalJSON([]byte(out), &info) == nil {
 				last = &info
 				if ok(&info) {
 					return &info
@@ -214,7 +213,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ver tandemv1.VerifyVolumeResponse
-	if err := protojson.Unmarshal([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 || ver.CheckedBytes == 0 {
+	if err := adminclient.UnmarshalJSON([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 || ver.CheckedBytes == 0 {
 		t.Fatalf("verify after guest writes: %v %s", err, out)
 	}
 	before := volumeCmd(t, ctx, td, n1, "show", "g1-disk0")
@@ -227,7 +226,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 		t.Fatalf("migrate: %v\n%s", err, stderr)
 	}
 	var done tandemv1.MigrateProgress
-	if err := protojson.Unmarshal([]byte(out), &done); err != nil || done.Phase != "done" {
+	if err := adminclient.UnmarshalJSON([]byte(out), &done); err != nil || done.Phase != "done" {
 		t.Fatalf("migrate result: %v %s", err, out)
 	}
 	// Progress beyond what had arrived when the migration returned is the
@@ -343,7 +342,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 		t.Fatal(err)
 	}
 	var nl tandemv1.ListNodesResponse
-	if err := protojson.Unmarshal([]byte(nodes), &nl); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(nodes), &nl); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range nl.Nodes {
@@ -431,7 +430,7 @@ func TestVMMigrationFailureKeepsSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ver tandemv1.VerifyVolumeResponse
-	if err := protojson.Unmarshal([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 || ver.CheckedBytes == 0 {
+	if err := adminclient.UnmarshalJSON([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 || ver.CheckedBytes == 0 {
 		t.Fatalf("verify after guest writes: %v %s", err, out)
 	}
 	before := volumeCmd(t, ctx, td, n1, "show", "fd")
@@ -510,7 +509,7 @@ func TestVMCreateFromImage(t *testing.T) {
 		t.Errorf("no copy report on stderr:\n%s", stderr)
 	}
 	var info tandemv1.VMInfo
-	if err := protojson.Unmarshal([]byte(out), &info); err != nil || len(info.Volumes) != 1 {
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil || len(info.Volumes) != 1 {
 		t.Fatalf("create output: %v %s", err, out)
 	}
 	vol := volumeCmd(t, ctx, td, n1, "show", info.Volumes[0])
@@ -523,7 +522,7 @@ func TestVMCreateFromImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ver tandemv1.VerifyVolumeResponse
-	if err := protojson.Unmarshal([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 {
+	if err := adminclient.UnmarshalJSON([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 {
 		t.Fatalf("replicas differ after the import: %v %s", err, out)
 	}
 	// Deleting the VM with --volumes removes its disk too.

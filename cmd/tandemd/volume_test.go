@@ -20,9 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/nbdclient"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/testcluster"
@@ -60,7 +59,7 @@ func volumeCmd(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *tes
 		t.Fatal(err)
 	}
 	var info tandemv1.VolumeInfo
-	if err := protojson.Unmarshal([]byte(out), &info); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
 		t.Fatalf("volume %v: %v\n%s", args, err, out)
 	}
 	return &info
@@ -83,7 +82,7 @@ func waitVolume(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *te
 		out, _, err := td.CLI(ctx, n, "volume", "show", name, "--output", "json")
 		if err == nil {
 			var info tandemv1.VolumeInfo
-			if protojson.Unmarshal([]byte(out), &info) == nil {
+			if adminclient.UnmarshalJSON([]byte(out), &info) == nil {
 				last = &info
 				if ok(&info) {
 					return &info
@@ -145,7 +144,7 @@ func TestVolumeExportWithRealClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	var nodes tandemv1.ListNodesResponse
-	if err := protojson.Unmarshal([]byte(out), &nodes); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &nodes); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range nodes.Nodes {
@@ -646,7 +645,7 @@ func TestOnlineVerifyFindsAndRepairs(t *testing.T) {
 	}()
 	out, _, err := td.CLI(ctx, n1, "volume", "verify", "ver", "--output", "json")
 	var res tandemv1.VerifyVolumeResponse
-	if uerr := protojson.Unmarshal([]byte(out), &res); uerr != nil {
+	if uerr := adminclient.UnmarshalJSON([]byte(out), &res); uerr != nil {
 		t.Fatalf("verify output: %v %v\n%s", err, uerr, out)
 	}
 	if err == nil || len(res.Mismatches) != 1 || res.Mismatches[0].Node != "n2" || res.Mismatches[0].Offset != 1<<20 || res.CheckedBytes != 64<<20 {

@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -135,7 +134,7 @@ func (t *Tandem) Status(ctx context.Context, n *Node) (*tandemv1.ClusterStatus, 
 		return nil, err
 	}
 	var st tandemv1.ClusterStatus
-	if err := protojson.Unmarshal([]byte(out), &st); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &st); err != nil {
 		return nil, fmt.Errorf("status json from %s: %w\n%s", n.Name, err, out)
 	}
 	return &st, nil
@@ -148,7 +147,7 @@ func (t *Tandem) Token(ctx context.Context, n *Node) (string, error) {
 		return "", err
 	}
 	var r tandemv1.CreateTokenResponse
-	if err := protojson.Unmarshal([]byte(out), &r); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &r); err != nil {
 		return "", fmt.Errorf("token json: %w\n%s", err, out)
 	}
 	return r.Token, nil

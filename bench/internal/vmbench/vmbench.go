@@ -23,9 +23,9 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -68,10 +68,6 @@ type Env struct {
 	lv    map[string]*testcluster.Libvirtd
 	procs map[string]*testcluster.Proc // tandemd by node name
 }
-
-// Unmarshal decodes the CLI's protojson output, ignoring fields a newer
-// daemon may add.
-var Unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
 
 // CLITimeout bounds the short CLI calls of the helpers below.
 const CLITimeout = 30 * time.Second
@@ -283,7 +279,7 @@ func (e *Env) CLIJSON(ctx context.Context, n *testcluster.Node, m proto.Message,
 	if err != nil {
 		return err
 	}
-	if err := Unmarshal.Unmarshal([]byte(out), m); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), m); err != nil {
 		return fmt.Errorf("tandem %s: decoding JSON: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return nil
@@ -344,7 +340,7 @@ func DecodeEvents(out []byte) ([]*tandemv1.Event, error) {
 			return evs, fmt.Errorf("events JSON: %w", err)
 		}
 		var ev tandemv1.Event
-		if err := Unmarshal.Unmarshal(raw, &ev); err != nil {
+		if err := adminclient.UnmarshalJSON(raw, &ev); err != nil {
 			return evs, fmt.Errorf("event %s: %w", raw, err)
 		}
 		evs = append(evs, &ev)

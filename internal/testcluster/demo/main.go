@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -277,7 +277,7 @@ func (d *demo) run(ctx context.Context, img guest.Image, keep bool) error {
 		return err
 	}
 	var done tandemv1.MigrateProgress
-	if err := protojson.Unmarshal([]byte(res), &done); err != nil || done.Phase != "done" {
+	if err := adminclient.UnmarshalJSON([]byte(res), &done); err != nil || done.Phase != "done" {
 		return fmt.Errorf("vm migrate: unexpected result (%v): %s", err, res)
 	}
 	// Progress beyond what had arrived when the command returned: the
@@ -408,7 +408,7 @@ func (d *demo) volume(ctx context.Context, n *testcluster.Node, name string) (*t
 		return nil, err
 	}
 	var info tandemv1.VolumeInfo
-	if err := protojson.Unmarshal([]byte(out), &info); err != nil {
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
 		return nil, fmt.Errorf("volume show %s: %w", name, err)
 	}
 	return &info, nil
