@@ -1,6 +1,3 @@
-// Package adminclient connects to a tandemd admin API, either through the
-// node's local unix socket or remotely over mTLS. It is shared by the tandem
-// CLI and by integration tests so both speak to the daemon the same way.
 package adminclient
 
 import (
