@@ -117,7 +117,7 @@ func newEventsCmd(a *app) *cobra.Command {
 			}
 			table := a.output != "json"
 			if table {
-				fmt.Fprintf(a.stdout, "%-12s %-5s %-20s %-14s %s\n", "TIME", "SEQ", "KIND", "SUBJECT", "DETAIL (BY)")
+				fmt.Fprintf(a.stdout, "%-25s %-5s %-20s %-14s %s\n", "TIME", "SEQ", "KIND", "SUBJECT", "DETAIL (BY)")
 			}
 			n := 0
 			if follow && table {
@@ -132,7 +132,7 @@ func newEventsCmd(a *app) *cobra.Command {
 				if e.Vm != "" {
 					subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
 				}
-				_, err := fmt.Fprintf(a.stdout, "%-12s %-5d %-20s %-14s %s (by %s)\n", e.At.AsTime().Local().Format("15:04:05.000"), e.Seq, e.Kind, orDash(subject), e.Detail, e.By)
+				_, err := fmt.Fprintf(a.stdout, "%-25s %-5d %-20s %-14s %s (by %s)\n", formatTime(e.At), e.Seq, e.Kind, orDash(subject), e.Detail, e.By)
 				return err
 			})
 			if err == nil && n == 0 && table && !follow {

@@ -138,7 +138,7 @@ single node failure; --force overrides it with a warning.`,
 				case req.Disks[0].Volume != "":
 					return usageErrorf("--image goes into a new disk: give --disk SIZE (or nothing) rather than --disk-volume first")
 				case req.Disks[0].SizeBytes < img.VirtualSize:
-					return usageErrorf("--disk %d bytes is smaller than the image (%d bytes)", req.Disks[0].SizeBytes, img.VirtualSize)
+					return usageErrorf("--disk %s is smaller than the image (%s)", formatBytes(req.Disks[0].SizeBytes), formatBytes(img.VirtualSize))
 				}
 			}
 			c, err := a.dial(cmd, vmTimeout)
