@@ -224,7 +224,7 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 			return strings.Compare(a, b)
 		})
 		if len(cands) < replicas {
-			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have the %s the volume needs free; %d replicas needed", len(cands), humanBytes(size), replicas)
+			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free for the volume; %d replicas needed", len(cands), humanBytes(size), replicas)
 		}
 		nodes = cands[:replicas]
 	}
