@@ -188,6 +188,11 @@ type peer struct {
 	wake  chan struct{}
 	gen   uint64 // connection generation, to ignore late events of an old conn
 
+	// reconnecting is set while the peer's one reconnect loop runs
+	// (guarded by Primary.mu): two loops would open two connections to
+	// the peer and take turns failing each other's resync.
+	reconnecting bool
+
 	resyncSent atomic.Int64
 }
 
@@ -197,8 +202,11 @@ type Primary struct {
 	log *slog.Logger
 
 	al     *activityLog
-	rate   atomic.Int64 // resync limit, bytes per second
 	frames bufpool.Pool // write frames
+
+	rateMu sync.Mutex
+	rate   int64         // resync limit, bytes per second
+	rateCh chan struct{} // closed when rate changes
 
 	mu sync.Mutex
 	// quiesced ranges hold new overlapping requests back (online verify).
@@ -238,7 +246,7 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	}
 	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
 	close(p.thaw)
-	p.rate.Store(cfg.ResyncRate)
+	p.rate, p.rateCh = max(cfg.ResyncRate, 0), make(chan struct{})
 	// With no peer there is nothing a crash could leave unreplicated.
 	if cfg.ActivityLog && len(cfg.Peers) > 0 {
 		p.al = newActivityLog(cfg.Local, cfg.ActivitySlot, cfg.ActivityExtent, cfg.ActivityIdle)
@@ -778,7 +786,18 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 		conn.Close()
 		return nil, &RefusedError{Peer: pe.cfg.Name, Status: ack.Status, Msg: ack.Message}
 	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		conn.Close()
+		return nil, blockstore.ErrClosed
+	}
 	pe.mu.Lock()
+	if pe.conn != nil {
+		// Never two connections to one peer: the old one's receiver would
+		// outlive it (and Close would wait for it forever).
+		pe.conn.Close()
+	}
 	pe.gen++
 	gen := pe.gen
 	pe.conn = conn
@@ -792,6 +811,7 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	wake := pe.wake
 	pe.mu.Unlock()
 	p.wg.Add(2)
+	p.mu.Unlock()
 	go p.sender(pe, wake, gen)
 	go p.receiver(pe, conn, gen)
 	return ack, nil
@@ -1059,9 +1079,18 @@ func (p *Primary) failPending(pe *peer, err error) {
 	}
 }
 
-// startReconnect keeps trying to bring an Outdated peer back by resync.
+// startReconnect keeps trying to bring an Outdated peer back by resync. A
+// peer has at most one such loop: a fence or a discard during a resync
+// leaves the running loop to retry.
 func (p *Primary) startReconnect(pe *peer) {
+	p.mu.Lock()
+	if pe.reconnecting || p.closed {
+		p.mu.Unlock()
+		return
+	}
+	pe.reconnecting = true
 	p.wg.Add(1)
+	p.mu.Unlock()
 	go func() {
 		defer p.wg.Done()
 		for {
@@ -1073,14 +1102,26 @@ func (p *Primary) startReconnect(pe *peer) {
 			if p.usable() != nil {
 				return
 			}
+			p.mu.Lock()
+			st := pe.state
+			if st == peerInSync || st == peerDiverged {
+				pe.reconnecting = false
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Unlock()
+			if st != peerOutdated {
+				continue // a fence is still committing
+			}
 			err := p.resync(pe)
 			if err == nil {
-				return
+				continue // in sync now: the check above ends the loop
 			}
 			var ref *RefusedError
 			if errors.As(err, &ref) && ref.Status == StatusDiverged {
 				p.mu.Lock()
 				pe.state = peerDiverged
+				pe.reconnecting = false
 				p.mu.Unlock()
 				p.log.Error("peer holds unrelated data; not resyncing until an operator discards one side", "peer", pe.cfg.Name, "err", err)
 				return

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -709,5 +710,132 @@ func TestResyncRateLimit(t *testing.T) {
 	}
 	if took := time.Since(start); took < 1500*time.Millisecond {
 		t.Fatalf("2 MiB resynced in %s at a 1 MiB/s limit", took)
+	}
+}
+
+// waitState waits for the fencer to record peer in state s.
+func (r *rig) waitState(t *testing.T, peer string, s consensus.ReplicaState, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for r.fence.state(peer) != s {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %s after %s, want %s; log %v", peer, r.fence.state(peer), timeout, s, r.fence.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *rig) link(peer string) string {
+	for _, ps := range r.p.Status() {
+		if ps.Name == peer {
+			return ps.State
+		}
+	}
+	return ""
+}
+
+// TestDiscardDuringResyncKeepsOneConnection: discarding a peer that is
+// being resynced (issue 19: the primary opened a second connection, and the
+// two resync loops failed each other's resync about once a second) restarts
+// the resync once, over one connection, and the peer then stays UpToDate.
+func TestDiscardDuringResyncKeepsOneConnection(t *testing.T) {
+	r := newRig(t, 1, 2*time.Second)
+	sec := r.secs[0]
+	writeRandom(t, r.ctx, r.p, 7, 200)
+	var maxConns atomic.Int64
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			sec.sec.mu.Lock()
+			n := int64(len(sec.sec.conns))
+			sec.sec.mu.Unlock()
+			if n > maxConns.Load() {
+				maxConns.Store(n)
+			}
+		}
+	}()
+	r.p.SetResyncRate(4 << 20) // the full 8 MiB takes about 2 s
+	if err := r.p.DiscardPeer(r.ctx, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(t, "n2", consensus.SyncTarget, 20*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	// The operator discards it again while it resyncs: the replica goes
+	// away under the connection, then the primary is told.
+	sec.sec.mu.Lock()
+	for c := range sec.sec.conns {
+		c.Close()
+	}
+	sec.sec.mu.Unlock()
+	if err := r.p.DiscardPeer(r.ctx, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	r.p.SetResyncRate(0)
+	deadline := time.Now().Add(30 * time.Second)
+	for r.fence.state("n2") != consensus.UpToDate || r.link("n2") != "in-sync" {
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 did not settle: %s/%s, log %v", r.fence.state("n2"), r.link("n2"), r.fence.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.fence.mu.Lock()
+	settled := len(r.fence.log)
+	r.fence.mu.Unlock()
+	// Many reconnect intervals (50 ms): a second loop would have cycled.
+	for range 20 {
+		writeRandom(t, r.ctx, r.p, uint64(time.Now().UnixNano()), 4)
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stopWatch)
+	<-watched
+	r.fence.mu.Lock()
+	log := slices.Clone(r.fence.log)
+	r.fence.mu.Unlock()
+	if len(log) != settled || r.fence.state("n2") != consensus.UpToDate {
+		t.Fatalf("n2 kept changing state after it settled: %v", log[settled-1:])
+	}
+	if n := maxConns.Load(); n > 1 {
+		t.Fatalf("the secondary saw %d connections from the primary at once", n)
+	}
+	if err := r.p.Flush(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sec.store.snapshot(), r.local.snapshot()) {
+		t.Fatal("replicas differ after the resync")
+	}
+	t.Logf("state changes: %v", log)
+}
+
+// TestResyncRateChangeReachesRunningResync: a resync paused by a mistaken
+// low rate (8 KiB/s: over 2 minutes for one 1 MiB chunk) is released when
+// the rate is lifted (issue 19: the pause was computed once).
+func TestResyncRateChangeReachesRunningResync(t *testing.T) {
+	r := newRig(t, 1, 2*time.Second)
+	r.local.mu.Lock()
+	r.local.gran = 1 << 20 // whole 1 MiB chunks, as a real bitmap's runs give
+	r.local.mu.Unlock()
+	writeRandom(t, r.ctx, r.p, 9, 100)
+	r.p.SetResyncRate(8 << 10)
+	if err := r.p.DiscardPeer(r.ctx, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(t, "n2", consensus.SyncTarget, 20*time.Second)
+	time.Sleep(200 * time.Millisecond) // into the pause after the first chunk
+	start := time.Now()
+	r.p.SetResyncRate(0)
+	r.waitState(t, "n2", consensus.UpToDate, 30*time.Second)
+	t.Logf("resync finished %s after the rate was lifted", time.Since(start).Round(time.Millisecond))
+	if err := r.p.Flush(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(r.secs[0].store.snapshot(), r.local.snapshot()) {
+		t.Fatal("replicas differ after the resync")
 	}
 }

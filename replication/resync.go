@@ -78,42 +78,39 @@ func (p *Primary) resync(pe *peer) error {
 		}
 		return true
 	})
+	// A failure from here on fences the peer (if nothing else did yet), so
+	// that it is Outdated again, never left syncing with no resync running.
+	stop := func(err error) error {
+		p.fail(pe, gen, err)
+		return err
+	}
 	var sent int64
 	chunkStart := time.Now()
 	for _, c := range chunks {
 		if err := p.resyncOne(ctx, pe, gen, FrameResync, c[0], c[1]); err != nil {
-			return fmt.Errorf("resync %d+%d: %w", c[0], c[1], err)
+			return stop(fmt.Errorf("resync %d+%d: %w", c[0], c[1], err))
 		}
 		if err := p.cfg.Local.ClearDirty(ctx, pe.cfg.Slot, c[0], c[1]); err != nil {
-			return abandon(fmt.Errorf("clear dirty bits: %w", err))
+			return stop(fmt.Errorf("clear dirty bits: %w", err))
 		}
 		sent += c[1]
 		pe.resyncSent.Add(c[1])
-		if rate := p.rate.Load(); rate > 0 {
-			// Pace each chunk to the current rate (it may change while
-			// resyncing); writes from guests come first.
-			want := time.Duration(float64(c[1]) / float64(rate) * float64(time.Second))
-			if d := want - time.Since(chunkStart); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
+		if err := p.pace(ctx, c[1], chunkStart); err != nil {
+			return stop(err)
 		}
 		chunkStart = time.Now()
 	}
 	if err := p.resyncOne(ctx, pe, gen, FrameFlush, 0, 0); err != nil {
-		return fmt.Errorf("resync flush: %w", err)
+		return stop(fmt.Errorf("resync flush: %w", err))
 	}
 	if left := p.cfg.Local.DirtyBytes(pe.cfg.Slot); left != 0 {
-		return abandon(fmt.Errorf("%d dirty bytes left after resync", left))
+		return stop(fmt.Errorf("%d dirty bytes left after resync", left))
 	}
 	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, consensus.UpToDate, "resync done"); err != nil {
 		if errors.Is(err, consensus.ErrStaleEpoch) || errors.Is(err, consensus.ErrNotPrimary) {
 			p.depose(err)
 		}
-		return abandon(fmt.Errorf("commit UpToDate: %w", err))
+		return stop(fmt.Errorf("commit UpToDate: %w", err))
 	}
 	p.mu.Lock()
 	if pe.state == peerSyncing {
@@ -200,8 +197,47 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 }
 
 // SetResyncRate changes the resync limit (bytes per second, 0 unlimited),
-// also for a resync in progress.
-func (p *Primary) SetResyncRate(bytesPerSecond int64) { p.rate.Store(max(bytesPerSecond, 0)) }
+// also for a resync in progress: a pause under way is recomputed at once.
+func (p *Primary) SetResyncRate(bytesPerSecond int64) {
+	bytesPerSecond = max(bytesPerSecond, 0)
+	p.rateMu.Lock()
+	defer p.rateMu.Unlock()
+	if bytesPerSecond != p.rate {
+		p.rate = bytesPerSecond
+		close(p.rateCh)
+		p.rateCh = make(chan struct{})
+	}
+}
+
+func (p *Primary) resyncRate() (int64, <-chan struct{}) {
+	p.rateMu.Lock()
+	defer p.rateMu.Unlock()
+	return p.rate, p.rateCh
+}
+
+// pace holds the resync after a chunk of n bytes sent since start until the
+// current rate allows the next one. Writes from guests come first.
+func (p *Primary) pace(ctx context.Context, n int64, start time.Time) error {
+	for {
+		rate, changed := p.resyncRate()
+		if rate <= 0 {
+			return nil
+		}
+		d := time.Duration(float64(n)/float64(rate)*float64(time.Second)) - time.Since(start)
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-changed: // recompute with the new rate
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+	}
+}
 
 // Repair resends a range from the local replica to a connected peer,
 // ordered with the guests' writes (online verify found it different).

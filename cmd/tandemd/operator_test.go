@@ -186,7 +186,7 @@ func badInputs(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *tes
 		{[]string{"volume", "delete", "nosuch"}, 1, `no volume named "nosuch"`},
 		{[]string{"volume", "verify", "nosuch"}, 1, `no volume named "nosuch"`},
 		{[]string{"volume", "create", "ok-vol", "--size", "16M"}, 1, `volume "ok-vol" already exists`},
-		{[]string{"volume", "create", "x", "--size", "10T"}, 1, `free; 2 replicas needed|has .* free; the volume needs 10 TiB`},
+		{[]string{"volume", "create", "x", "--size", "10T"}, 1, `10 TiB free for the volume; 2 replicas needed|has .* free; the volume needs 10 TiB`},
 		{[]string{"volume", "resync", "ok-vol", "--discard", "n1"}, 1, `n1 is the primary of ok-vol`},
 		{[]string{"vm", "show", "nosuch"}, 1, `nosuch`},
 		{[]string{"vm", "create", "v1", "--memory", "64M", "--kernel", "/boot/x"}, 1, `no node can run VMs: compute is unavailable on n1`},

@@ -251,6 +251,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go d.ha.run(ctx)
+	go d.vm.sweepDeleted(ctx)
 
 	var err error
 	select {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -163,7 +164,15 @@ func (s *volumeService) Create(ctx context.Context, req *tandemv1.CreateVolumeRe
 	}
 	if err := s.provision(ctx, ms, e); err != nil {
 		d.log.Error("volume creation failed; cleaning up", "volume", e.Name, "err", err)
-		s.destroy(context.WithoutCancel(ctx), ms, e)
+		cctx := context.WithoutCancel(ctx)
+		// Marked deleting first, so that a node that cannot be cleaned up
+		// now removes its replica when it can (sweepDeleted).
+		if serr := meta.SetVolumeState(cctx, e.Name, consensus.VolumeDeleting); serr != nil {
+			d.log.Error("cannot mark the failed volume deleting", "volume", e.Name, "err", serr)
+		}
+		if derr := s.destroy(cctx, ms, e); derr != nil {
+			d.log.Error("cleanup of the failed volume is incomplete; it stays listed as deleting", "volume", e.Name, "err", derr)
+		}
 		return nil, err
 	}
 	if err := meta.SetVolumeState(ctx, e.Name, consensus.VolumeReady); err != nil {
@@ -202,7 +211,7 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 			case !online:
 				return nil, "", status.Errorf(codes.Unavailable, "node %q does not answer", n)
 			case f < size:
-				return nil, "", status.Errorf(codes.ResourceExhausted, "node %q has %s free; the volume needs %s", n, units.FormatBytes(f), units.FormatBytes(size))
+				return nil, "", status.Errorf(codes.ResourceExhausted, "node %s has %s free; the volume needs %s", n, units.FormatBytes(f), units.FormatBytes(size))
 			}
 			nodes = append(nodes, n)
 		}
@@ -224,7 +233,7 @@ func (s *volumeService) place(ctx context.Context, ms *consensus.MetaState, size
 			return strings.Compare(a, b)
 		})
 		if len(cands) < replicas {
-			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free; %d replicas needed", len(cands), units.FormatBytes(size), replicas)
+			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free for the volume; %d replicas needed", len(cands), units.FormatBytes(size), replicas)
 		}
 		nodes = cands[:replicas]
 	}
@@ -296,7 +305,13 @@ func (s *volumeService) provision(ctx context.Context, ms *consensus.MetaState, 
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	var failed []error
+	for _, err := range errs {
+		if err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if err := joinStatus(failed); err != nil {
 		return err
 	}
 	if err := s.onNode(ctx, ms, e.Replicas[0], func(ctx context.Context, c tandemv1.PeerClient) error {
@@ -314,7 +329,9 @@ func (s *volumeService) provision(ctx context.Context, ms *consensus.MetaState, 
 	return nil
 }
 
-// destroy removes a volume from every node it was placed on, then from the catalog.
+// destroy removes a volume from every node it was placed on, then from the
+// catalog. While a node has not confirmed, the catalog entry stays (as
+// deleting): the next delete, or the node's own sweep, finishes the job.
 func (s *volumeService) destroy(ctx context.Context, ms *consensus.MetaState, e *consensus.VolumeEntry) error {
 	var errs []error
 	for _, n := range append(slices.Clone(e.Replicas), e.Witness) {
@@ -328,11 +345,14 @@ func (s *volumeService) destroy(ctx context.Context, ms *consensus.MetaState, e 
 			errs = append(errs, err)
 		}
 	}
+	if len(errs) > 0 {
+		return joinStatus(errs)
+	}
 	_, meta, _ := s.d.cluster()
 	if err := meta.DeleteVolume(ctx, e.Name); err != nil {
-		errs = append(errs, err)
+		return metaError(err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (s *volumeService) onNode(ctx context.Context, ms *consensus.MetaState, node string, f func(context.Context, tandemv1.PeerClient) error) error {
@@ -461,7 +481,9 @@ func (s *volumeService) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRe
 		return nil, metaError(err)
 	}
 	if err := s.destroy(ctx, ms, e); err != nil {
-		return nil, status.Errorf(codes.Internal, "delete %s: %v (run the command again to finish)", e.Name, err)
+		// Aborted, not the node's own code: a relayed Unavailable would
+		// read as this daemon being unreachable.
+		return nil, status.Errorf(codes.Aborted, "delete %s: %s; it stays listed as deleting until every node has removed its replica (run the command again to finish)", e.Name, grpcMessage(err))
 	}
 	return &tandemv1.DeleteVolumeResponse{}, nil
 }
@@ -571,7 +593,7 @@ func (s *peerService) VolumeDiscard(ctx context.Context, req *tandemv1.PeerVolum
 		return nil, status.Errorf(codes.Internal, "close replica: %v", err)
 	}
 	if err := vm.open(ctx, e, true); err != nil {
-		return nil, status.Errorf(codes.Internal, "recreate replica: %v", err)
+		return nil, openStatus(fmt.Errorf("recreate replica: %w", err))
 	}
 	return &tandemv1.PeerVolumeCloseResponse{}, nil
 }
@@ -635,9 +657,30 @@ func (s *peerService) VolumeOpen(ctx context.Context, req *tandemv1.PeerVolumeOp
 		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
 	}
 	if err := vm.open(ctx, e, req.Create); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
+		return nil, openStatus(err)
 	}
 	return &tandemv1.PeerVolumeOpenResponse{}, nil
+}
+
+// openStatus maps a failure to open or create a replica: lack of space is
+// the operator's to resolve (ResourceExhausted), not an internal error.
+func openStatus(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// joinStatus joins per-node failures into one status with the first one's code.
+func joinStatus(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, err := range errs {
+		msgs[i] = grpcMessage(err)
+	}
+	return status.Error(status.Code(errs[0]), strings.Join(msgs, "; "))
 }
 
 func (s *peerService) VolumeInit(ctx context.Context, req *tandemv1.PeerVolumeInitRequest) (*tandemv1.PeerVolumeInitResponse, error) {

@@ -16,12 +16,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/settings"
+	"github.com/tandemhci/tandem/internal/units"
 	"github.com/tandemhci/tandem/replication"
 )
 
@@ -191,13 +193,10 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 	_, statErr := os.Stat(path)
 	fresh := create && errors.Is(statErr, os.ErrNotExist)
 	if fresh {
-		if info, err := blockstore.ProbeDisk(dir); err == nil && info.Free < e.Size {
-			return fmt.Errorf("not enough space on %s: %d bytes free, volume needs %d", dir, info.Free, e.Size)
-		}
 		// One slot per peer plus the activity log's.
 		opts := blockstore.CreateOptions{MaxPeers: len(nv.peers) + 1, VolumeID: volumeUUID(clusterID, e), DiskState: blockstore.DiskUpToDate}
-		if err := blockstore.Create(path, e.Size, opts); err != nil {
-			return fmt.Errorf("create replica: %w", err)
+		if err := createReplica(nv.m.d.cfg.NodeName, path, e.Size, opts); err != nil {
+			return err
 		}
 	}
 	store, err := blockstore.Open(path, blockstore.OpenOptions{Logger: nv.m.log})
@@ -238,6 +237,29 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 		}
 	}
 	nv.store = store
+	return nil
+}
+
+// createReplica makes a new replica file. Lack of space comes back
+// wrapping syscall.ENOSPC (see openStatus), worded for an operator.
+func createReplica(node, path string, size int64, opts blockstore.CreateOptions) error {
+	dir := filepath.Dir(path)
+	if info, err := blockstore.ProbeDisk(dir); err == nil && info.Free < size {
+		return fmt.Errorf("node %s has %s free in %s; the volume needs %s: %w", node, units.FormatBytes(info.Free), dir, units.FormatBytes(size), syscall.ENOSPC)
+	}
+	err := blockstore.Create(path, size, opts)
+	if errors.Is(err, syscall.ENOSPC) {
+		// The check above passed, but the metadata area or a concurrent
+		// allocation did not fit.
+		free := "too little space"
+		if info, perr := blockstore.ProbeDisk(dir); perr == nil {
+			free = units.FormatBytes(info.Free)
+		}
+		return fmt.Errorf("node %s has %s free in %s; the volume needs %s plus its metadata: %w", node, free, dir, units.FormatBytes(size), err)
+	}
+	if err != nil {
+		return fmt.Errorf("create replica: %w", err)
+	}
 	return nil
 }
 
@@ -299,6 +321,16 @@ func (m *volumeManager) close(name string, destroy, forget bool) error {
 	}
 	m.mu.Unlock()
 	if !ok {
+		if destroy {
+			// Not open here (it failed to reopen after a restart, say): the
+			// file of that name can only belong to the volume going away.
+			path := filepath.Join(m.volumeDir(), name+".vol")
+			if err := os.Remove(path); err == nil {
+				m.log.Warn("removed the replica file of a volume that was not open", "volume", name, "path", path)
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
 		return nil
 	}
 	close(nv.stop)
@@ -335,6 +367,63 @@ func (m *volumeManager) close(name string, destroy, forget bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sweepInterval paces sweepDeleted.
+const sweepInterval = 10 * time.Second
+
+// sweepDeleted removes, now and then, the replicas of volumes that the
+// catalog no longer holds or holds as deleting: a node that was down during
+// a delete cleans up when it is back. Only a linearizable catalog read
+// decides, never this node's possibly lagging copy (a volume whose creation
+// it has not applied yet must not look deleted).
+func (m *volumeManager) sweepDeleted(ctx context.Context) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		m.sweepOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (m *volumeManager) sweepOnce(ctx context.Context) {
+	_, meta, _ := m.d.cluster()
+	if meta == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, m.d.quorumTimeout())
+	ms, err := meta.State(rctx)
+	cancel()
+	if err != nil {
+		return // no quorum: decide nothing
+	}
+	m.mu.Lock()
+	held := make([]consensus.VolumeEntry, 0, len(m.vols))
+	for _, nv := range m.vols {
+		held = append(held, nv.entry)
+	}
+	m.mu.Unlock()
+	for _, h := range held {
+		var why string
+		switch e, ok := ms.Volumes[h.Name]; {
+		case !ok:
+			why = "the volume is not in the catalog"
+		case e.ShardID != h.ShardID:
+			why = fmt.Sprintf("the catalog's volume of that name has shard %d", e.ShardID)
+		case e.State == consensus.VolumeDeleting:
+			why = "the volume is being deleted"
+		default:
+			continue
+		}
+		m.log.Warn("removing the replica of a deleted volume", "volume", h.Name, "shard", h.ShardID, "why", why)
+		if err := m.close(h.Name, true, true); err != nil {
+			m.log.Error("cannot remove the replica of a deleted volume", "volume", h.Name, "err", err)
+		}
+	}
 }
 
 func (m *volumeManager) get(name string) *nodeVolume {
