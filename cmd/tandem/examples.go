@@ -23,8 +23,6 @@ func commandExamples() map[string]string {
 		"cluster config set": `  tandem cluster config set resync.rate=200M
   tandem cluster config set ha.dead_timeout=5s ha.fence_timeout=30s
   tandem cluster config set resync.rate=     # back to the default`,
-		"node list": `  tandem node list
-  tandem node list --filter health=offline`,
 		"node remove": `  tandem node remove n3
   tandem node remove n3 --force --yes   # override the safety checks, no prompt`,
 		"node maintenance": `  tandem node maintenance enable n2

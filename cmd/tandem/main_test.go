@@ -521,6 +521,11 @@ func TestNodeListAndRemove(t *testing.T) {
 	r := runCLI(t, "", "--data-dir", dir, "node", "list")
 	r.wantCode(t, 0)
 	wantMatch(t, "stdout", r.stdout, `NAME\s+ID\s+ROLE`, `node-b\s+2\s+witness\s+non-voting`)
+	r = runCLI(t, "", "--data-dir", dir, "node", "list", "--filter", "health=offline", "--columns", "name,health", "--no-headers")
+	r.wantCode(t, 0)
+	if r.stdout != "node-c  offline\n" {
+		t.Errorf("node list --filter health=offline: %q", r.stdout)
+	}
 
 	f.status.Quorate = false
 	r = runCLI(t, "", "--data-dir", dir, "node", "list")

@@ -83,11 +83,18 @@ balanced moves VMs back to even out the load, the default "stay" leaves them.`,
 }
 
 func newNodeListCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var lf listFlags
+	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the cluster's nodes",
-		Args:  argsNamed(),
+		Example: `  tandem node list
+  tandem node list --filter health=offline
+  tandem node list --columns name --no-headers`,
+		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := lf.check(a.output); err != nil {
+				return err
+			}
 			c, err := a.dial(cmd, 0)
 			if err != nil {
 				return err
@@ -101,10 +108,12 @@ func newNodeListCmd(a *app) *cobra.Command {
 				if !resp.GetQuorate() {
 					fmt.Fprintln(a.stderr, "NOT QUORATE: this list is the answering node's local view")
 				}
-				return writeNodes(w, resp.GetNodes(), true)
+				return writeNodeList(w, resp.GetNodes(), &lf)
 			})
 		},
 	}
+	addListFlags(cmd, &lf)
+	return cmd
 }
 
 func newNodeRemoveCmd(a *app) *cobra.Command {

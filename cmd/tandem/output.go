@@ -67,7 +67,7 @@ func writeStatus(w io.Writer, s *tandemv1.ClusterStatus) error {
 	}
 
 	fmt.Fprintln(w)
-	if err := writeNodes(w, s.GetNodes(), false); err != nil {
+	if err := writeNodes(w, s.GetNodes()); err != nil {
 		return err
 	}
 	writeWarnings(w, s.GetWarnings())
@@ -114,8 +114,6 @@ func formatDisks(disks []*tandemv1.Disk) string {
 	return s
 }
 
-// writeNodes prints the node table; wide adds the ID, admin address and disks.
-// Health details go below the table so long messages don't break its columns.
 // nodeState is the membership state, marked when in maintenance.
 func nodeState(n *tandemv1.NodeInfo) string {
 	if n.GetMaintenance() {
@@ -135,30 +133,48 @@ func formatCompute(c *tandemv1.ComputeStatus) string {
 	return fmt.Sprintf("%d/%d MiB", c.UsedMib, c.CapacityMib)
 }
 
-func writeNodes(w io.Writer, nodes []*tandemv1.NodeInfo, wide bool) error {
-	tw := newTabWriter(w)
-	if wide {
-		fmt.Fprintln(tw, "NAME\tID\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tADMIN\tRTT\tDISK FREE\tVM MEMORY")
-	} else {
-		fmt.Fprintln(tw, "NAME\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tRTT")
-	}
+// writeNodeList is node list's wide table, shaped by the list flags.
+func writeNodeList(w io.Writer, nodes []*tandemv1.NodeInfo, lf *listFlags) error {
+	t := &table{header: []string{"NAME", "ID", "ROLE", "VOTE", "STATE", "HEALTH", "LEADER", "BACKEND", "ADMIN", "RTT", "DISK FREE", "VM MEMORY"}, empty: "(no nodes)"}
 	var details []string
 	for _, n := range nodes {
 		leader := "-"
 		if n.GetLeader() {
 			leader = "*"
 		}
-		if wide {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-				orDash(n.GetName()), n.GetReplicaId(), roleName(n.GetRole()), voteName(n.GetVote()),
-				nodeState(n), healthName(n.GetHealth()), leader,
-				orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()), formatCompute(n.GetCompute()))
-		} else {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-				orDash(n.GetName()), roleName(n.GetRole()), voteName(n.GetVote()),
-				nodeState(n), healthName(n.GetHealth()), leader,
-				orDash(n.GetBackendAddr()), formatRTT(n))
+		t.add(orDash(n.GetName()), fmt.Sprint(n.GetReplicaId()), roleName(n.GetRole()), voteName(n.GetVote()),
+			nodeState(n), healthName(n.GetHealth()), leader,
+			orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()), formatCompute(n.GetCompute()))
+		if d := n.GetHealthDetail(); d != "" && n.GetHealth() != tandemv1.Health_HEALTH_ONLINE {
+			details = append(details, fmt.Sprintf("%s is %s: %s", orDash(n.GetName()), healthName(n.GetHealth()), d))
 		}
+	}
+	if err := lf.write(w, t); err != nil {
+		return err
+	}
+	if !lf.noHeaders {
+		for _, d := range details {
+			fmt.Fprintln(w, d)
+		}
+	}
+	return nil
+}
+
+// writeNodes is the short node table of cluster status; health details go
+// below it so long messages don't break its columns.
+func writeNodes(w io.Writer, nodes []*tandemv1.NodeInfo) error {
+	tw := newTabWriter(w)
+	fmt.Fprintln(tw, "NAME\tROLE\tVOTE\tSTATE\tHEALTH\tLEADER\tBACKEND\tRTT")
+	var details []string
+	for _, n := range nodes {
+		leader := "-"
+		if n.GetLeader() {
+			leader = "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			orDash(n.GetName()), roleName(n.GetRole()), voteName(n.GetVote()),
+			nodeState(n), healthName(n.GetHealth()), leader,
+			orDash(n.GetBackendAddr()), formatRTT(n))
 		if d := n.GetHealthDetail(); d != "" && n.GetHealth() != tandemv1.Health_HEALTH_ONLINE {
 			details = append(details, fmt.Sprintf("%s is %s: %s", orDash(n.GetName()), healthName(n.GetHealth()), d))
 		}
