@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -293,21 +292,11 @@ func confirm(ctx context.Context, in io.Reader, prompt io.Writer) error {
 	if !isTerminal(in) {
 		return errors.New("refusing to override expected votes: stdin is not a terminal, so the change cannot be confirmed; pass --yes-i-understand-split-brain if you are sure")
 	}
-	fmt.Fprint(prompt, `Type "yes" to continue: `)
-	// Read in the background so Ctrl-C (ctx) ends the wait.
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(in).ReadString('\n')
-		line <- s
-	}()
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(prompt)
-		return fmt.Errorf("aborted: %w", ctx.Err())
-	case s := <-line:
-		if strings.TrimSpace(s) != "yes" {
-			return errors.New("aborted: expected votes not changed")
+	if err := confirmTyped(ctx, in, prompt, `Type "yes" to continue: `, "yes"); err != nil {
+		if ctx.Err() != nil {
+			return err
 		}
-		return nil
+		return errors.New("aborted: expected votes not changed")
 	}
+	return nil
 }
