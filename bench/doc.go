@@ -84,7 +84,7 @@
 // # Live migration (bench/migration, `make bench-migration`)
 //
 // The planned-migration outage measured as the Heartbeat/Xen thesis does
-// (seeds/002, §5.4: a constant-rate UDP stream and its inter-arrival
+// (Braastad 2006, §5.4: a constant-rate UDP stream and its inter-arrival
 // gaps). A 3-node cluster with one libvirtd (QEMU TCG) per host; per rate
 // (100 and 1000 datagrams/s) one test guest (internal/guest, 192 MiB, a
 // 64 MiB 2-replica disk) sending to a receiver on the switch, and 20

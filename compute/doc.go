@@ -4,8 +4,8 @@
 //
 //   - spec.go turns a VMSpec (what the metadata shard stores for a VM) into
 //     libvirt domain XML. Every disk is an NBD-over-unix-socket network disk
-//     pointing at the local primary's NBD export (DESIGN §3), so QEMU's own
-//     NBD client reaches the volume; there is no kernel NBD here.
+//     pointing at the local primary's NBD export (docs/design.md §3), so
+//     QEMU's own NBD client reaches the volume; there is no kernel NBD here.
 //   - driver.go manages domain lifecycle (define, start, shutdown, destroy,
 //     undefine, state, list) on one node's libvirtd.
 //

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// HA states of a VM (DESIGN §5): started -> fence -> recovery -> started, or error.
+// HA states of a VM (docs/design.md §5): started -> fence -> recovery -> started, or error.
 const (
 	HAStarted  = "started"
 	HAFence    = "fence"

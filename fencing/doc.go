@@ -1,6 +1,6 @@
 // Package fencing powers off (fences) a node that the cluster has given up
 // on, so that its VMs can be restarted elsewhere without two copies ever
-// running (DESIGN.md §4 I3, §5).
+// running (docs/design.md §4 I3, §5).
 //
 // # Model
 //

@@ -11,7 +11,7 @@ import (
 //
 // A node that cannot renew its lease stops its VMs and freezes its volumes
 // once its own clock says `lease` has passed since it started the last
-// successful renewal (DESIGN.md §5). We measure from when we saw that
+// successful renewal (docs/design.md §5). We measure from when we saw that
 // renewal, which is later, so the only ways the node can still be writing
 // after our `lease` are:
 //   - clock rate drift: its clock may run slow and ours fast, each by up to

@@ -1,5 +1,6 @@
-// Package ha holds the logic of Tandem's failure handling (DESIGN §5): the
-// timing, the failure detector's state machine and the self-fence lease.
+// Package ha holds the logic of Tandem's failure handling (docs/design.md
+// §5): the timing, the failure detector's state machine and the self-fence
+// lease.
 // It does no I/O; internal/daemon drives it with pings, quorum checks,
 // fencing agents and libvirt.
 //

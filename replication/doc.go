@@ -4,7 +4,8 @@
 // them have applied it; FLUSH and FUA are made durable on every in-sync
 // replica before they are acknowledged.
 //
-// Invariants (../shared/DESIGN.md §4) and where they live:
+// Invariants (docs/design.md §4, which numbers them I1-I5) and where they
+// live:
 //
 //   - I1 one writer: every frame carries the sender's epoch. A secondary
 //     applies a frame only if its epoch is the volume's current epoch and the

@@ -12,10 +12,12 @@
 //
 //	go run ./bench/failover -bin ./bin -out bench/results [-runs 10] [-keep-logs DIR]
 //
-// The method follows the Heartbeat/Xen thesis in /work/shared/seeds (002,
-// §5.4.1): a constant-rate UDP stream recorded by a packet capture on the
-// receiving side (tcpdump there; here an AF_PACKET capture with kernel
-// timestamps, decoded with gopacket, on the switch's VM bridge).
+// The method follows the Heartbeat/Xen thesis (E. Braastad, 'Management of
+// high availability services using virtualization', master's thesis, Oslo
+// University College, 2006, §5.4.1): a constant-rate UDP stream recorded
+// by a packet capture on the receiving side (tcpdump there; here an
+// AF_PACKET capture with kernel timestamps, decoded with gopacket, on the
+// switch's VM bridge).
 //
 // It must run as root (namespaces) from inside the module (guest image).
 package main

@@ -10,7 +10,7 @@ import (
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
-// Goals of issue 5 / DESIGN.md §1: hard node loss to the VM started on the
+// Goals of issue 5 / docs/design.md §1: hard node loss to the VM started on the
 // secondary.
 const (
 	goalMs    = 10_000
@@ -258,15 +258,15 @@ type VerifyResult struct {
 
 func published() []Published {
 	return []Published{
-		{"Proxmox VE HA", "≈ 120 s", 120, 120, "issue 5; DESIGN.md §1: watchdog self-fence 60 s, HA lock 120 s"},
-		{"vSphere HA", "15–35 s", 15, 35, "issue 5; DESIGN.md §1: host declared dead at 15–18 s, restarts after"},
-		{"VMmanager Cloud", "45–90 s", 45, 90, "seeds/004: \"45-90 seconds to distribute and restore operation of all VMs from the failed node\""},
+		{"Proxmox VE HA", "≈ 120 s", 120, 120, "issue 5; docs/design.md §1: watchdog self-fence 60 s, HA lock 120 s"},
+		{"vSphere HA", "15–35 s", 15, 35, "issue 5; docs/design.md §1: host declared dead at 15–18 s, restarts after"},
+		{"VMmanager Cloud", "45–90 s", 45, 90, "'How to deploy a fault tolerant cluster with continuous or high availability' (HowtoForge article on VMmanager Cloud): \"45-90 seconds to distribute and restore operation of all VMs from the failed node\""},
 	}
 }
 
 func thesisMethod() Thesis {
 	return Thesis{
-		Source: "seeds/002 (/work/shared/seeds/002_fea5d11c96e37813.txt): master's thesis on Heartbeat + Xen, Oslo University College, 2006; " +
+		Source: "Espen Braastad, 'Management of high availability services using virtualization', master's thesis on Heartbeat + Xen, Oslo University College, 2006; " +
 			"§5.4.1 'Measuring the outage caused by graceful failures'",
 		Method: "A constant-rate UDP stream (pktgen, 10/100/1000 pps, sequence number and send time in the payload) is recorded with tcpdump " +
 			"on the receiving side; the node running the VM is failed 15 s into a 45 s stream, the capture is stopped and the lost packets and " +

@@ -6,9 +6,10 @@
 //
 //	go run ./bench/migration -bin ./bin -out bench/results [-migrations 20] [-rates 100,1000] [-downtime-ms 20]
 //
-// The method follows the Heartbeat/Xen thesis in /work/shared/seeds (002,
-// §5.4): a constant-rate UDP stream and its inter-arrival gaps. Here the
-// test guest (internal/guest) sends the stream to a receiver on the cluster's
+// The method follows the Heartbeat/Xen thesis (E. Braastad, 'Management of
+// high availability services using virtualization', master's thesis, Oslo
+// University College, 2006, §5.4): a constant-rate UDP stream and its
+// inter-arrival gaps. Here the test guest (internal/guest) sends the stream to a receiver on the cluster's
 // switch, and the guest's heartbeats also carry its boot number and its
 // acknowledged disk counter, so the benchmark checks that the guest never
 // restarted and that its disk writes kept being acknowledged.

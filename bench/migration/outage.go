@@ -19,7 +19,7 @@ import (
 // at least part lies inside the interval: the last datagram before the
 // interval and the first one after it count, so a gap that began just
 // before the command or ended just after it is measured in full. This is
-// the inter-arrival method of the Heartbeat/Xen thesis (seeds/002, §5.4),
+// the inter-arrival method of the Heartbeat/Xen thesis (Braastad 2006, §5.4),
 // taken directly from the receiver's clock instead of from the loss count.
 type Window struct {
 	// Received counts the arrivals inside [from, to].

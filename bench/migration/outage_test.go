@@ -225,7 +225,7 @@ func TestMarkdownRenders(t *testing.T) {
 	if len(rep.Goal.PerRate) != 1 {
 		t.Errorf("the control counts towards the goal: %+v", rep.Goal)
 	}
-	for _, want := range []string{"**PASS**", "80.0 ms", `a \| b`, "libvirt downtime of 0", "seeds/002", "100/s, no disk (control)",
+	for _, want := range []string{"**PASS**", "80.0 ms", `a \| b`, "libvirt downtime of 0", "Braastad 2006", "100/s, no disk (control)",
 		"a difference of +20 ms", "also breaks without a disk", "By destination node: n1: 1."} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q", want)

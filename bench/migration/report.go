@@ -225,7 +225,7 @@ type Thesis struct {
 
 func thesisReference() Thesis {
 	return Thesis{
-		Source: "seeds/002 (/work/shared/seeds/002_fea5d11c96e37813.txt): master's thesis on Heartbeat + Xen live migration as repair for graceful failures, " +
+		Source: "Espen Braastad, 'Management of high availability services using virtualization', master's thesis on Heartbeat + Xen live migration as repair for graceful failures, " +
 			"Oslo University College, 2006; §5.4 'Impact on UDP services'",
 		OutageMs: 250, OutageStdMs: 90, QEMUDefaultMs: 300,
 		Note: "Table 5.4: one g711 VoIP stream (50 pps, pktgen) towards the Xen VM, 50 graceful failures repaired by live migration: " +
@@ -406,7 +406,7 @@ func (rep *Report) Markdown() string {
 		"(`acked_advanced` in the JSON), and checks that the target became the disk's primary.\n\n", ackAdvance)
 
 	p("## Method\n\n")
-	p("This reproduces the UDP outage measurement of the thesis (seeds/002, §5.4.1): a constant-rate stream of small datagrams whose inter-arrival " +
+	p("This reproduces the UDP outage measurement of the thesis (Braastad 2006, §5.4.1): a constant-rate stream of small datagrams whose inter-arrival " +
 		"times show the outage (its figures 5.6/5.7: the finer the rate, the smaller the uncertainty), at 100 and 1000 datagrams per second, repeated " +
 		"per migration, with a reference window without migration.\n\n")
 	p("- The guest agent (internal/guest) sends numbered datagrams at `tandem.rate` per second from inside the VM to a UDP socket on the cluster's switch " +

@@ -15,7 +15,7 @@ import (
 	"github.com/tandemhci/tandem/replication"
 )
 
-// Planned ownership changes (DESIGN I5). The primary opens a migration
+// Planned ownership changes (docs/design.md I5). The primary opens a migration
 // window for one UpToDate peer (allow-dual). The peer may then serve an NBD
 // export of the volume, reads from its own replica, which holds every
 // acknowledged write. Its first write asks the primary to hand over: the

@@ -16,7 +16,7 @@ import (
 )
 
 // Migrate moves a running VM by live migration, in the Ganeti order of
-// DESIGN I5: the target's replicas are UpToDate; the primary allows the
+// docs/design.md I5: the target's replicas are UpToDate; the primary allows the
 // target as second opener; libvirt migrates peer to peer over the backend
 // network with the target QEMU on the target's own export; the target's
 // first write (or the end of the migration) commits it as the single

@@ -437,7 +437,7 @@ func reasons(why map[string]string) string {
 }
 
 // nPlusOne checks that, with v running on node, every started VM could be
-// restarted elsewhere if any single node failed (DESIGN §5).
+// restarted elsewhere if any single node failed (docs/design.md §5).
 func (cv *clusterView) nPlusOne(v *consensus.VMRecord, node string) error {
 	planned := map[string]*consensus.VMRecord{}
 	for _, o := range cv.ms.VMs {

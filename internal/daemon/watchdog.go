@@ -13,7 +13,7 @@ import (
 // DefaultWatchdog is where the kernel's watchdog lives when there is one.
 const DefaultWatchdog = "/dev/watchdog"
 
-// watchdog is the second guard of self-fencing (DESIGN §5, as SBD and
+// watchdog is the second guard of self-fencing (docs/design.md §5, as SBD and
 // Proxmox use it): tandemd pets the device while its lease is valid. If
 // tandemd hangs or fences itself, the petting stops and the hardware
 // resets the node, even if destroying the VMs failed.

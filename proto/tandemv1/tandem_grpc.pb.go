@@ -1017,7 +1017,7 @@ type VMClient interface {
 	Start(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	Stop(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	Delete(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*DeleteVMResponse, error)
-	// Live migration with ownership handover (DESIGN I5), with progress.
+	// Live migration with ownership handover (docs/design.md I5), with progress.
 	Migrate(ctx context.Context, in *MigrateVMRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
 	// The serial console log, optionally followed.
 	Console(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error)
@@ -1139,7 +1139,7 @@ type VMServer interface {
 	Start(context.Context, *VMRequest) (*VMInfo, error)
 	Stop(context.Context, *VMRequest) (*VMInfo, error)
 	Delete(context.Context, *VMRequest) (*DeleteVMResponse, error)
-	// Live migration with ownership handover (DESIGN I5), with progress.
+	// Live migration with ownership handover (docs/design.md I5), with progress.
 	Migrate(*MigrateVMRequest, grpc.ServerStreamingServer[MigrateProgress]) error
 	// The serial console log, optionally followed.
 	Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error

@@ -265,7 +265,7 @@ func (d *demo) run(ctx context.Context, img guest.Image, keep bool) error {
 		return err
 	}
 
-	// Live migration to the secondary (DESIGN.md I5 order: dual-primary
+	// Live migration to the secondary (docs/design.md I5 order: dual-primary
 	// for this volume and these two nodes only, libvirt peer-to-peer
 	// migration, handover with an epoch bump).
 	fmt.Fprintf(out, "== tandem vm migrate %s --to %s --downtime-ms 100 (asked on %s)\n", vmName, target.Name, last.Name)
