@@ -68,7 +68,7 @@ func snapshot(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *test
 // TestOperatorReportsAndBadInput: on one running cluster, a resyncing
 // replica shows as syncing in volume list, fails 'cluster status --check'
 // and is named as skipped by verify (which then exits 1); once in sync all
-// three say healthy. Then 38 bad inputs each get the right exit code and a
+// three say healthy. Then 39 bad inputs each get the right exit code and a
 // message naming the problem, and leave the cluster as it was.
 func TestOperatorReportsAndBadInput(t *testing.T) {
 	c, td, ctx := volCluster(t)
@@ -189,7 +189,8 @@ func badInputs(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *tes
 		{[]string{"volume", "create", "x", "--size", "10T"}, 1, `10 TiB free for the volume; 2 replicas needed|has .* free; the volume needs 10 TiB`},
 		{[]string{"volume", "resync", "ok-vol", "--discard", "n1"}, 1, `n1 is the primary of ok-vol`},
 		{[]string{"vm", "show", "nosuch"}, 1, `nosuch`},
-		{[]string{"vm", "create", "v1", "--memory", "64M", "--kernel", "/boot/x"}, 1, `no node can run VMs: compute is unavailable on n1`},
+		{[]string{"vm", "create", "v1", "--memory", "64M", "--disk-volume", "nosuch"}, 1, `disk 0: no volume named "nosuch"`},
+		{[]string{"vm", "create", "v1", "--memory", "64M", "--disk-volume", "ok-vol", "--node", "nosuch"}, 2, `node "nosuch" is not a member`},
 		{[]string{"node", "remove", "nosuch"}, 1, `no node named "nosuch"`},
 		{[]string{"node", "remove", "n2"}, 1, `node n2 is online .*ok-vol`},
 		{[]string{"node", "show", "nosuch"}, 1, `no node named "nosuch"`},

@@ -87,9 +87,9 @@ func (s *vmService) checkSpec(ctx context.Context, ms *consensus.MetaState, req 
 	return judgeSpec(req, got)
 }
 
-// judgeSpec decides from the nodes' answers. With none answering there is
-// nothing to judge by (the first start will tell); when nodes answer but
-// none has compute, no VM can run.
+// judgeSpec decides from the nodes' answers. With none answering, or none
+// with compute right now (libvirtd down everywhere), there is nothing to
+// judge by: the VM is created with a warning and its first start will tell.
 func judgeSpec(req *tandemv1.CreateVMRequest, answers map[string]*tandemv1.ComputeStatus) (string, error) {
 	if len(answers) == 0 {
 		return "", nil
@@ -104,7 +104,7 @@ func judgeSpec(req *tandemv1.CreateVMRequest, answers map[string]*tandemv1.Compu
 		}
 	}
 	if len(nodes) == 0 {
-		return "", status.Errorf(codes.FailedPrecondition, "no node can run VMs: compute is unavailable on %s", strings.Join(without, ", "))
+		return fmt.Sprintf("the spec could not be checked: compute is unavailable on %s", strings.Join(without, ", ")), nil
 	}
 	names := slices.Sorted(maps.Keys(nodes))
 	var largest string
