@@ -17,6 +17,12 @@
 // timeout, so the API can refuse mutations with a clear reason. StaleRead and
 // LocalMembership answer from the local replica without quorum for status.
 //
+// The volume shard commits replica states of type replication.ReplicaState,
+// aliased here as ReplicaState with its constants and the refusals
+// ErrStaleEpoch and ErrNotPrimary: consensus sits above the data path and
+// imports it, never the reverse (internal/layers). The aliases keep the JSON
+// of volume records, in the Raft log and snapshots, unchanged.
+//
 // The Host uses a deliberately small dragonboat configuration (tiny LogDB,
 // 2 engine workers) because the appliance's memory belongs to VMs; see
 // NewHost. CheckQuorum and PreVote are always on: a leader that loses its

@@ -12,31 +12,32 @@ import (
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/tandemhci/tandem/replication"
 )
 
-// ReplicaState names a replica's disk state, as DRBD's disk states do.
-type ReplicaState string
+// ReplicaState names a replica's disk state. It is replication's type, so
+// that the data path needs nothing of consensus; the alias keeps this
+// package's API and the JSON of volume records (Raft log and snapshots)
+// unchanged.
+type ReplicaState = replication.ReplicaState
 
-// Replica states.
+// Replica states (see replication.ReplicaState).
 const (
-	// UpToDate holds every write the primary acknowledged.
-	UpToDate ReplicaState = "UpToDate"
-	// Outdated is consistent but missing writes the primary acknowledged
-	// after it was fenced off ("peer Outdated").
-	Outdated ReplicaState = "Outdated"
-	// Inconsistent is partly resynced or never synced: unusable until a
-	// resync completes.
-	Inconsistent ReplicaState = "Inconsistent"
-	// SyncSource is UpToDate and currently feeding a resync.
-	SyncSource ReplicaState = "SyncSource"
-	// SyncTarget is being resynced; its data is inconsistent until done.
-	SyncTarget ReplicaState = "SyncTarget"
+	UpToDate     = replication.UpToDate
+	Outdated     = replication.Outdated
+	Inconsistent = replication.Inconsistent
+	SyncSource   = replication.SyncSource
+	SyncTarget   = replication.SyncTarget
 )
 
 // Errors of the volume state machine (see ResultError).
 var (
-	ErrStaleEpoch     = errors.New("stale epoch")
-	ErrNotPrimary     = errors.New("not the primary of this volume")
+	// ErrStaleEpoch and ErrNotPrimary are replication's values, so that a
+	// primary recognises the refusals that depose it without importing
+	// consensus.
+	ErrStaleEpoch     = replication.ErrStaleEpoch
+	ErrNotPrimary     = replication.ErrNotPrimary
 	ErrNotReplica     = errors.New("not a replica of this volume")
 	ErrNotUpToDate    = errors.New("replica is not UpToDate")
 	ErrBadTransition  = errors.New("replica state transition not allowed")

@@ -1,9 +1,13 @@
 package consensus
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/tandemhci/tandem/replication"
 )
 
 func volApply(t *testing.T, m *volumeSM, c VolumeCommand) error {
@@ -180,5 +184,33 @@ func TestVolumeMigrationWindow(t *testing.T) {
 	}
 	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "c", Epoch: 2}); err != nil || m.r.MigrationTarget != "" {
 		t.Fatalf("promote during a window: %v, target %q", err, m.r.MigrationTarget)
+	}
+}
+
+// TestReplicaStateEncoding pins the JSON of replica states in volume
+// commands and records (Raft log and snapshots): the type moved to
+// replication, its encoding must not change.
+func TestReplicaStateEncoding(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	c := VolumeCommand{Op: volSetState, At: at, By: "a", Epoch: 3, Peer: "b", State: SyncTarget}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"op":"set-state","at":"2026-01-02T03:04:05Z","by":"a","epoch":3,"peer":"b","state":"SyncTarget"}`
+	if string(b) != want {
+		t.Fatalf("set-state command encodes as\n%s\nwant\n%s", b, want)
+	}
+	for s, name := range map[ReplicaState]string{UpToDate: "UpToDate", Outdated: "Outdated", Inconsistent: "Inconsistent", SyncSource: "SyncSource", SyncTarget: "SyncTarget"} {
+		var rr ReplicaRecord
+		if err := json.Unmarshal([]byte(`{"node":"b","state":"`+name+`","since":"2026-01-02T03:04:05Z"}`), &rr); err != nil {
+			t.Fatal(err)
+		}
+		if rr.State != s {
+			t.Errorf("%q decodes as %q", name, rr.State)
+		}
+	}
+	if !errors.Is(fmt.Errorf("wrapped: %w", ErrStaleEpoch), replication.ErrStaleEpoch) || !errors.Is(ErrNotPrimary, replication.ErrNotPrimary) {
+		t.Error("consensus's ErrStaleEpoch and ErrNotPrimary must be replication's, which a primary checks for")
 	}
 }

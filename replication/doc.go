@@ -9,9 +9,11 @@
 //
 //   - I1 one writer: every frame carries the sender's epoch. A secondary
 //     applies a frame only if its epoch is the volume's current epoch and the
-//     sender (authenticated by its TLS certificate) is that epoch's primary;
-//     otherwise it answers StatusStaleEpoch/StatusNotPrimary and the primary
-//     surfaces ErrStaleEpoch. On a higher epoch than it knows, the secondary
+//     sender (authenticated by its TLS certificate, through the Authorize
+//     function the daemon supplies) is that epoch's primary; otherwise it
+//     answers StatusStaleEpoch/StatusNotPrimary and the primary surfaces
+//     ErrDeposed (as it does when its Fencer reports ErrStaleEpoch or
+//     ErrNotPrimary). On a higher epoch than it knows, the secondary
 //     refreshes its view with a linearizable read before deciding.
 //   - I2 nothing acknowledged is lost: when a secondary stops answering, the
 //     primary freezes acknowledgements, commits "peer Outdated" through the
@@ -20,6 +22,14 @@
 //     commit never happens and nothing is acknowledged.
 //   - I4 incremental resync: the dirty bitmap is persisted before the write
 //     it covers is acknowledged; a returning peer gets exactly those regions.
+//
+// Layering: the data path depends on nothing above it (internal/layers
+// enforces it): no Raft, gRPC, PKI or daemon code. The replica disk states
+// (ReplicaState: UpToDate, Outdated, Inconsistent, SyncSource, SyncTarget)
+// and the refusals that depose a primary (ErrStaleEpoch, ErrNotPrimary) are
+// defined here, and consensus, which commits them in the volume's Raft
+// shard, aliases them; the shard itself is reached only through Authority
+// and Fencer, and peer certificates are checked by Authorize.
 //
 // Wire protocol. A framed protocol over TLS on its own port rather than gRPC
 // streams: a 4 KiB write costs one 40-byte header and one syscall each way,

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
-	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
@@ -35,7 +34,7 @@ type Fencer interface {
 	// Outdate commits "peer Outdated" for the primary of epoch (fence-peer).
 	Outdate(ctx context.Context, epoch uint64, peer, reason string) error
 	// SetState commits a resync transition.
-	SetState(ctx context.Context, epoch uint64, peer string, s consensus.ReplicaState, reason string) error
+	SetState(ctx context.Context, epoch uint64, peer string, s ReplicaState, reason string) error
 }
 
 // Dialer opens an authenticated connection to a peer's replication port.
@@ -1022,7 +1021,7 @@ func (p *Primary) fence(pe *peer, cause error) {
 		if err == nil {
 			break
 		}
-		if errors.Is(err, consensus.ErrStaleEpoch) || errors.Is(err, consensus.ErrNotPrimary) {
+		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrNotPrimary) {
 			p.depose(err)
 			p.failPending(pe, p.deposedErr())
 			return

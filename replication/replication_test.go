@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
-	"github.com/tandemhci/tandem/consensus"
 )
 
 // memStore is an in-memory Store with a dirty bitmap, standing in for the
@@ -160,33 +159,33 @@ type fencer struct {
 	mu     sync.Mutex
 	epoch  uint64
 	fail   error
-	states map[string]consensus.ReplicaState
+	states map[string]ReplicaState
 	log    []string
 }
 
-func (f *fencer) commit(epoch uint64, peer string, s consensus.ReplicaState) error {
+func (f *fencer) commit(epoch uint64, peer string, s ReplicaState) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
 	}
 	if epoch != f.epoch {
-		return fmt.Errorf("%w: %d", consensus.ErrStaleEpoch, epoch)
+		return fmt.Errorf("%w: %d", ErrStaleEpoch, epoch)
 	}
-	if f.states[peer] == consensus.SyncTarget && s == consensus.Outdated {
-		s = consensus.Inconsistent
+	if f.states[peer] == SyncTarget && s == Outdated {
+		s = Inconsistent
 	}
 	f.states[peer] = s
 	f.log = append(f.log, peer+"="+string(s))
 	return nil
 }
 func (f *fencer) Outdate(_ context.Context, epoch uint64, peer, _ string) error {
-	return f.commit(epoch, peer, consensus.Outdated)
+	return f.commit(epoch, peer, Outdated)
 }
-func (f *fencer) SetState(_ context.Context, epoch uint64, peer string, s consensus.ReplicaState, _ string) error {
+func (f *fencer) SetState(_ context.Context, epoch uint64, peer string, s ReplicaState, _ string) error {
 	return f.commit(epoch, peer, s)
 }
-func (f *fencer) state(peer string) consensus.ReplicaState {
+func (f *fencer) state(peer string) ReplicaState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.states[peer]
@@ -231,7 +230,7 @@ func startSecondary(t *testing.T, name string, store *memStore, auth *authority,
 			return nil, ErrUnknownVolume
 		}
 		return &Target{Name: vol, Store: store, VolumeID: "id1", Authority: auth}, nil
-	})
+	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go func() {
@@ -296,7 +295,7 @@ type rig struct {
 
 func newRig(t *testing.T, peers int, ackTimeout time.Duration) *rig {
 	t.Helper()
-	r := &rig{local: newMemStore(volSize), auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]consensus.ReplicaState{}}}
+	r := &rig{local: newMemStore(volSize), auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]ReplicaState{}}}
 	r.ctx, r.cancel = context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(r.cancel)
 	var pcs []PeerConfig
@@ -524,7 +523,7 @@ func TestLostPeerIsOutdatedThenResynced(t *testing.T) {
 	lost.kill()
 	// Writes continue once the peer is committed Outdated (I2).
 	writeRandom(t, r.ctx, r.p, 3, 100)
-	if st := r.fence.state("n3"); st != consensus.Outdated {
+	if st := r.fence.state("n3"); st != Outdated {
 		t.Fatalf("lost peer is %q, want Outdated", st)
 	}
 	dirty := r.local.DirtyBytes(1)
@@ -537,7 +536,7 @@ func TestLostPeerIsOutdatedThenResynced(t *testing.T) {
 	// The peer returns with its old data: only the dirty set is resent.
 	back := startSecondary(t, "n3", lost.store, r.auth, lostAddr)
 	deadline := time.Now().Add(20 * time.Second)
-	for r.fence.state("n3") != consensus.UpToDate {
+	for r.fence.state("n3") != UpToDate {
 		if time.Now().After(deadline) {
 			t.Fatalf("resync did not finish: n3 is %s, log %v", r.fence.state("n3"), r.fence.log)
 		}
@@ -564,7 +563,8 @@ func TestLostPeerIsOutdatedThenResynced(t *testing.T) {
 
 func TestNoQuorumNeverAcknowledges(t *testing.T) {
 	r := newRig(t, 1, 300*time.Millisecond)
-	r.fence.setFail(consensus.ErrNoQuorum)
+	// Any refusal other than a stale epoch, as consensus.ErrNoQuorum would be.
+	r.fence.setFail(errors.New("no quorum"))
 	r.secs[0].kill()
 	ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
 	defer cancel()
@@ -641,7 +641,7 @@ func TestActivityLogResyncsDeposedPrimaryWrites(t *testing.T) {
 		return &Target{Name: vol, Store: oldStore, VolumeID: "id1", Authority: auth,
 			Activity: func() ([][2]int64, bool) { return ActivityRanges(oldStore, alSlot) }}, nil
 	}
-	f := &fencer{epoch: 2, states: map[string]consensus.ReplicaState{"n1": consensus.Outdated}}
+	f := &fencer{epoch: 2, states: map[string]ReplicaState{"n1": Outdated}}
 	p, err := NewPrimary(ctx, Config{Volume: "vol", VolumeID: "id1", Node: "n2", Epoch: 2, Local: newStore,
 		Peers: []PeerConfig{{Name: "n1", Addr: sec.ln.Addr().String(), Slot: 0, InSync: false}},
 		Dial:  dialAs("n2"), Fencer: f, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -651,7 +651,7 @@ func TestActivityLogResyncsDeposedPrimaryWrites(t *testing.T) {
 	}
 	defer p.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for f.state("n1") != consensus.UpToDate {
+	for f.state("n1") != UpToDate {
 		if time.Now().After(deadline) {
 			t.Fatalf("resync did not finish: %v", f.log)
 		}
@@ -663,7 +663,7 @@ func TestActivityLogResyncsDeposedPrimaryWrites(t *testing.T) {
 }
 
 func TestActivityLogMarksAndSweeps(t *testing.T) {
-	r := &rig{local: newMemStore(volSize), auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]consensus.ReplicaState{}}}
+	r := &rig{local: newMemStore(volSize), auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]ReplicaState{}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s := startSecondary(t, "n2", newMemStore(volSize), r.auth, "")
@@ -702,7 +702,7 @@ func TestResyncRateLimit(t *testing.T) {
 	}
 	start := time.Now()
 	startSecondary(t, "n2", lost.store, r.auth, addr)
-	for r.fence.state("n2") != consensus.UpToDate {
+	for r.fence.state("n2") != UpToDate {
 		if time.Since(start) > 30*time.Second {
 			t.Fatal("resync did not finish")
 		}
@@ -714,7 +714,7 @@ func TestResyncRateLimit(t *testing.T) {
 }
 
 // waitState waits for the fencer to record peer in state s.
-func (r *rig) waitState(t *testing.T, peer string, s consensus.ReplicaState, timeout time.Duration) {
+func (r *rig) waitState(t *testing.T, peer string, s ReplicaState, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for r.fence.state(peer) != s {
@@ -765,7 +765,7 @@ func TestDiscardDuringResyncKeepsOneConnection(t *testing.T) {
 	if err := r.p.DiscardPeer(r.ctx, "n2"); err != nil {
 		t.Fatal(err)
 	}
-	r.waitState(t, "n2", consensus.SyncTarget, 20*time.Second)
+	r.waitState(t, "n2", SyncTarget, 20*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	// The operator discards it again while it resyncs: the replica goes
 	// away under the connection, then the primary is told.
@@ -779,7 +779,7 @@ func TestDiscardDuringResyncKeepsOneConnection(t *testing.T) {
 	}
 	r.p.SetResyncRate(0)
 	deadline := time.Now().Add(30 * time.Second)
-	for r.fence.state("n2") != consensus.UpToDate || r.link("n2") != "in-sync" {
+	for r.fence.state("n2") != UpToDate || r.link("n2") != "in-sync" {
 		if time.Now().After(deadline) {
 			t.Fatalf("n2 did not settle: %s/%s, log %v", r.fence.state("n2"), r.link("n2"), r.fence.log)
 		}
@@ -798,7 +798,7 @@ func TestDiscardDuringResyncKeepsOneConnection(t *testing.T) {
 	r.fence.mu.Lock()
 	log := slices.Clone(r.fence.log)
 	r.fence.mu.Unlock()
-	if len(log) != settled || r.fence.state("n2") != consensus.UpToDate {
+	if len(log) != settled || r.fence.state("n2") != UpToDate {
 		t.Fatalf("n2 kept changing state after it settled: %v", log[settled-1:])
 	}
 	if n := maxConns.Load(); n > 1 {
@@ -826,11 +826,11 @@ func TestResyncRateChangeReachesRunningResync(t *testing.T) {
 	if err := r.p.DiscardPeer(r.ctx, "n2"); err != nil {
 		t.Fatal(err)
 	}
-	r.waitState(t, "n2", consensus.SyncTarget, 20*time.Second)
+	r.waitState(t, "n2", SyncTarget, 20*time.Second)
 	time.Sleep(200 * time.Millisecond) // into the pause after the first chunk
 	start := time.Now()
 	r.p.SetResyncRate(0)
-	r.waitState(t, "n2", consensus.UpToDate, 30*time.Second)
+	r.waitState(t, "n2", UpToDate, 30*time.Second)
 	t.Logf("resync finished %s after the rate was lifted", time.Since(start).Round(time.Millisecond))
 	if err := r.p.Flush(r.ctx); err != nil {
 		t.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/tandemhci/tandem/consensus"
 )
 
 // resync brings an Outdated peer back: connect, commit SyncTarget, copy the
@@ -54,8 +52,8 @@ func (p *Primary) resync(pe *peer) error {
 		pe.mu.Unlock()
 		return err
 	}
-	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, consensus.SyncTarget, "resync starting"); err != nil {
-		if errors.Is(err, consensus.ErrStaleEpoch) || errors.Is(err, consensus.ErrNotPrimary) {
+	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, SyncTarget, "resync starting"); err != nil {
+		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrNotPrimary) {
 			p.depose(err)
 		}
 		return abandon(fmt.Errorf("commit SyncTarget: %w", err))
@@ -106,8 +104,8 @@ func (p *Primary) resync(pe *peer) error {
 	if left := p.cfg.Local.DirtyBytes(pe.cfg.Slot); left != 0 {
 		return stop(fmt.Errorf("%d dirty bytes left after resync", left))
 	}
-	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, consensus.UpToDate, "resync done"); err != nil {
-		if errors.Is(err, consensus.ErrStaleEpoch) || errors.Is(err, consensus.ErrNotPrimary) {
+	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, UpToDate, "resync done"); err != nil {
+		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrNotPrimary) {
 			p.depose(err)
 		}
 		return stop(fmt.Errorf("commit UpToDate: %w", err))

@@ -14,7 +14,6 @@ import (
 
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/internal/batchwrite"
-	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/workers"
 )
 
@@ -55,11 +54,17 @@ type Lookup func(name string) (*Target, error)
 // ErrUnknownVolume is returned by a Lookup for volumes the node does not hold.
 var ErrUnknownVolume = errors.New("unknown volume")
 
+// Authorize names the node behind a completed TLS handshake, or refuses it.
+// The daemon implements it with its cluster PKI; the data path only needs
+// the name, which I1 then checks against the volume's committed primary.
+type Authorize func(state tls.ConnectionState) (node string, err error)
+
 // Secondary accepts replication connections from primaries and applies
 // their frames to local replicas.
 type Secondary struct {
-	log    *slog.Logger
-	lookup Lookup
+	log       *slog.Logger
+	lookup    Lookup
+	authorize Authorize
 	// refreshTimeout bounds the linearizable read at handshake.
 	refreshTimeout time.Duration
 
@@ -67,13 +72,15 @@ type Secondary struct {
 	conns map[net.Conn]struct{}
 }
 
-// NewSecondary returns a server that finds replicas through lookup.
-func NewSecondary(log *slog.Logger, lookup Lookup) *Secondary {
-	return &Secondary{log: log, lookup: lookup, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}}
+// NewSecondary returns a server that finds replicas through lookup and
+// names the senders of Serve's connections with authorize. A nil authorize
+// refuses every connection Serve accepts.
+func NewSecondary(log *slog.Logger, lookup Lookup, authorize Authorize) *Secondary {
+	return &Secondary{log: log, lookup: lookup, authorize: authorize, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}}
 }
 
 // Serve accepts connections until ctx ends or ln fails. Connections from ln
-// must be TLS with a node certificate; the certificate names the sender.
+// must be TLS, and authorize must name the sender from its handshake.
 func (s *Secondary) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		<-ctx.Done()
@@ -93,7 +100,7 @@ func (s *Secondary) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("replication accept: %w", err)
 		}
 		go func() {
-			peer, err := tlsPeer(ctx, c)
+			peer, err := s.tlsPeer(ctx, c)
 			if err != nil {
 				s.log.Warn("replication connection refused", "remote", c.RemoteAddr(), "err", err)
 				c.Close()
@@ -106,7 +113,7 @@ func (s *Secondary) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-func tlsPeer(ctx context.Context, c net.Conn) (string, error) {
+func (s *Secondary) tlsPeer(ctx context.Context, c net.Conn) (string, error) {
 	tc, ok := c.(*tls.Conn)
 	if !ok {
 		return "", errors.New("not a TLS connection")
@@ -116,9 +123,12 @@ func tlsPeer(ctx context.Context, c net.Conn) (string, error) {
 	if err := tc.HandshakeContext(hctx); err != nil {
 		return "", fmt.Errorf("TLS handshake: %w", err)
 	}
-	name, ou, ok := pki.PeerIdentity(tc.ConnectionState())
-	if !ok || ou != pki.OUNode {
-		return "", errors.New("peer presented no node certificate from this cluster")
+	if s.authorize == nil {
+		return "", errors.New("no peer authorization configured")
+	}
+	name, err := s.authorize(tc.ConnectionState())
+	if err != nil {
+		return "", err
 	}
 	return name, nil
 }

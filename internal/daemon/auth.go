@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"os"
 	"strings"
 
@@ -42,6 +44,18 @@ func peerCert(ctx context.Context) (name, ou string, ok bool) {
 		return "", "", false
 	}
 	return pki.PeerIdentity(ti.State)
+}
+
+// authorizeReplicationPeer names the sender of a replication connection:
+// only a node certificate of this cluster's CA may replicate. It is the
+// replication.Authorize the data path is given, so that replication needs
+// no PKI of its own.
+func authorizeReplicationPeer(state tls.ConnectionState) (string, error) {
+	name, ou, ok := pki.PeerIdentity(state)
+	if !ok || ou != pki.OUNode {
+		return "", errors.New("peer presented no node certificate from this cluster")
+	}
+	return name, nil
 }
 
 // adminAuth guards the admin API. Over TCP the client must present a

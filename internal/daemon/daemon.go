@@ -387,7 +387,7 @@ func (d *Daemon) startTLSServersLocked() error {
 	healthpb.RegisterHealthServer(d.peerSrv, hp)
 	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
 
-	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vm.target)
+	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vm.target, authorizeReplicationPeer)
 	replTLS := srvTLS.Clone()
 	go func() { d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replLn, replTLS))) }()
 

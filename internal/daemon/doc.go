@@ -1,0 +1,17 @@
+// Package daemon is tandemd: it wires the layers together (Raft shards from
+// consensus, the data path from blockstore, blockstore/nbd and replication,
+// compute, fencing, ha, netannounce) behind the admin and peer gRPC APIs.
+//
+// Invariants:
+//   - it is the top of the layering (internal/layers): only cmd/ imports it,
+//     and the packages below it never reach up. What they need from above
+//     they take as small interfaces and functions the daemon implements:
+//     replication gets its Authority and Fencer from the volume's Raft shard
+//     and its peer authentication (replication.Authorize) from internal/pki
+//     (authorizeReplicationPeer), so the data path carries no PKI, gRPC or
+//     Raft code;
+//   - every connection between nodes is mutual TLS with a node certificate
+//     of the cluster's CA (peer gRPC except Join, the Raft transport, the
+//     replication port); the admin API over TCP also needs an admin token
+//     (docs/design.md §7).
+package daemon

@@ -1,0 +1,26 @@
+// Package layers holds no code: its test enforces Tandem's package layering,
+// so that a forbidden import fails the build's tests instead of surviving
+// review. The rules, one table in layers_test.go, say which dependencies each
+// layer may never have, directly or through another package:
+//
+//   - the data path (blockstore, blockstore/nbd, replication and their
+//     helpers internal/bufpool, internal/workers, internal/batchwrite)
+//     depends on nothing above it: no Raft (dragonboat, consensus), no gRPC,
+//     no PKI, no compute, no libvirt, no daemon. What it needs from those
+//     layers it is handed as small interfaces and functions
+//     (replication.Authority, Fencer, Authorize), so a volume's I/O can be
+//     tested with real clients alone, and a Raft or gRPC change cannot alter
+//     it;
+//   - ha is pure logic: the standard library only;
+//   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
+//     daemon; it takes the replica state type from replication, below it;
+//   - compute runs VMs and knows no Raft and no daemon;
+//   - fencing and netannounce are mechanisms the daemon drives: no Raft, no
+//     daemon;
+//   - internal/units and internal/settings describe values: no gRPC, no Raft;
+//   - internal/daemon wires everything together, and only commands (cmd/)
+//     may import it.
+//
+// Only non-test imports are checked: a test may use whatever it needs, and
+// an import cycle through a test is refused by the go command anyway.
+package layers
