@@ -18,6 +18,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/fencing"
 	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/placement"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -468,17 +469,10 @@ func (h *haManager) recover(ctx context.Context, node string, term uint64) {
 			return nil
 		}
 		var out []*consensus.VMRecord
-		for _, v := range ms.VMs {
-			if v.Node == node && v.Desired == consensus.VMStarted && v.HAState != consensus.HAError {
-				out = append(out, v)
-			}
+		pc := placementCluster(ms, nil, nil)
+		for _, v := range placement.RecoveryOrder(&pc, node) {
+			out = append(out, ms.VMs[v.Name])
 		}
-		slices.SortFunc(out, func(a, b *consensus.VMRecord) int {
-			if a.Priority != b.Priority {
-				return b.Priority - a.Priority
-			}
-			return b.Spec.MemoryMiB - a.Spec.MemoryMiB
-		})
 		return out
 	}
 	setHA := func(v *consensus.VMRecord, state, reason string) {
@@ -589,11 +583,13 @@ func (h *haManager) restart(ctx context.Context, vs *vmService, v *consensus.VMR
 		return "", fmt.Errorf("VM %s moved meanwhile", v.Name)
 	}
 	cv := vs.view(ctx, ms)
-	cands, why := cv.place(cur, dead)
-	if len(cands) == 0 {
-		return "", status.Errorf(codes.FailedPrecondition, "no node can run %s safely: %s", v.Name, reasons(why))
+	// One VM at a time on fresh state: the earlier restarts are in ms, as
+	// placement.Recover plans them.
+	p := placement.Place(&cv.pc, placementVM(cur), dead)
+	if p.Node == "" {
+		return "", status.Errorf(codes.FailedPrecondition, "no node can run %s safely: %s", v.Name, p.Why())
 	}
-	target := cands[0]
+	target := p.Node
 	for _, vol := range cur.Spec.Volumes {
 		info := cv.vols[vol]
 		if info != nil && info.Primary == target {

@@ -2,12 +2,12 @@ package daemon
 
 import (
 	"fmt"
-	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/placement"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -73,29 +73,14 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 			return err
 		}
 		cv := vs.view(ctx, ms)
-		for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
-			v := ms.VMs[name]
-			if v.Node != req.Name || v.Desired != consensus.VMStarted {
-				continue
-			}
-			ok, why := cv.place(v, req.Name)
-			var to string
-			for _, cand := range ok {
-				if req.Force || cv.nPlusOne(v, cand) == nil {
-					to = cand
-					break
-				}
-			}
-			if to == "" {
+		for _, m := range placement.Evacuate(&cv.pc, req.Name, req.Force) {
+			v := ms.VMs[m.VM]
+			if m.To == "" {
 				failed = append(failed, v.Name)
-				detail := reasons(why)
-				if len(ok) > 0 {
-					detail = "every candidate breaks N+1 (use --force)"
-				}
-				_ = say(v.Name, "VM %s cannot leave %s: %s", v.Name, req.Name, detail)
+				_ = say(v.Name, "VM %s cannot leave %s: %s", v.Name, req.Name, m.Why)
 				continue
 			}
-			if move(v, to) {
+			if move(v, m.To) {
 				mark(v, consensus.VMUpdate{EvacuatedFrom: req.Name})
 			}
 		}
@@ -105,19 +90,14 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 			return err
 		}
 		cv := vs.view(ctx, ms)
-		for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
-			v := ms.VMs[name]
-			if v.EvacuatedFrom != req.Name {
+		// "balanced" brings back what the evacuation moved; "stay" only
+		// forgets where the VMs came from.
+		for _, r := range placement.Failback(&cv.pc, req.Name, req.Failback == "balanced") {
+			v := ms.VMs[r.VM]
+			if r.Stays != "" {
+				_ = say(v.Name, "VM %s stays on %s: %s cannot take it back (%s)", v.Name, v.Node, req.Name, r.Stays)
+			} else if r.Back && !move(v, req.Name) {
 				continue
-			}
-			// "balanced" brings back what the evacuation moved; "stay"
-			// only forgets where the VMs came from.
-			if req.Failback == "balanced" && v.Desired == consensus.VMStarted && v.Node != req.Name {
-				if why := cv.canHost(v, req.Name, nil); why != "" {
-					_ = say(v.Name, "VM %s stays on %s: %s cannot take it back (%s)", v.Name, v.Node, req.Name, why)
-				} else if !move(v, req.Name) {
-					continue
-				}
 			}
 			mark(v, consensus.VMUpdate{ClearEvacuated: true})
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/placement"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -45,13 +46,13 @@ func (s *vmService) Migrate(req *tandemv1.MigrateVMRequest, stream tandemv1.VM_M
 	case to == v.Node:
 		return status.Errorf(codes.InvalidArgument, "VM %s already runs on %s", v.Name, to)
 	case to == "":
-		ok, why := cv.place(v, v.Node)
-		if len(ok) == 0 {
-			return status.Errorf(codes.FailedPrecondition, "no node can take VM %s: %s", v.Name, reasons(why))
+		p := placement.Place(&cv.pc, placementVM(v), v.Node)
+		if p.Node == "" {
+			return status.Errorf(codes.FailedPrecondition, "no node can take VM %s: %s", v.Name, p.Why())
 		}
-		to = ok[0]
+		to = p.Node
 	default:
-		if r := cv.canHost(v, to, nil); r != "" {
+		if r := placement.CanHost(&cv.pc, placementVM(v), to); r != "" {
 			return status.Errorf(codes.FailedPrecondition, "cannot migrate VM %s to %s: %s", v.Name, to, r)
 		}
 	}

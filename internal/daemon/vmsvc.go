@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/placement"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -275,16 +275,17 @@ func (s *vmService) diskNodes(ctx context.Context, ms *consensus.MetaState, node
 	return nodes, nil
 }
 
-// clusterView is what placement decides on: every node's compute and every
-// volume's replica states.
+// clusterView is what placement decides on (pc, built by placementCluster)
+// and the volume infos the caller acts on (primaries).
 type clusterView struct {
-	ms      *consensus.MetaState
-	compute map[string]*tandemv1.ComputeStatus // answering nodes only
-	vols    map[string]*tandemv1.VolumeInfo
+	ms   *consensus.MetaState
+	vols map[string]*tandemv1.VolumeInfo
+	pc   placement.Cluster
 }
 
 func (s *vmService) view(ctx context.Context, ms *consensus.MetaState) *clusterView {
-	cv := &clusterView{ms: ms, compute: map[string]*tandemv1.ComputeStatus{}, vols: map[string]*tandemv1.VolumeInfo{}}
+	compute := map[string]*tandemv1.ComputeStatus{} // answering nodes only
+	vols := map[string]*tandemv1.VolumeInfo{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for name, n := range ms.Nodes {
@@ -298,7 +299,7 @@ func (s *vmService) view(ctx context.Context, ms *consensus.MetaState) *clusterV
 				st, err := c.ComputeInfo(ctx, &tandemv1.ComputeInfoRequest{})
 				if err == nil && st.Available {
 					mu.Lock()
-					cv.compute[name] = st
+					compute[name] = st
 					mu.Unlock()
 				}
 				return err
@@ -311,186 +312,72 @@ func (s *vmService) view(ctx context.Context, ms *consensus.MetaState) *clusterV
 			defer wg.Done()
 			if info, err := s.volumes().show(ctx, name, 3*time.Second); err == nil {
 				mu.Lock()
-				cv.vols[name] = info
+				vols[name] = info
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	return cv
+	return &clusterView{ms: ms, vols: vols, pc: placementCluster(ms, compute, vols)}
 }
 
-// replicaState is node's state for volume, "" when it holds none.
-func (cv *clusterView) replicaState(vol, node string) tandemv1.ReplicaState {
-	info := cv.vols[vol]
-	if info == nil {
-		return tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED
-	}
-	for _, r := range info.Replicas {
-		if r.Node == node {
-			return r.State
+// placementCluster is placement's input: every node of ms (up when its
+// compute answered available), every VM, and each answering volume's
+// replica states.
+func placementCluster(ms *consensus.MetaState, compute map[string]*tandemv1.ComputeStatus, vols map[string]*tandemv1.VolumeInfo) placement.Cluster {
+	var pc placement.Cluster
+	for _, name := range slices.Sorted(mapKeys(ms.Nodes)) {
+		n := ms.Nodes[name]
+		pn := placement.Node{Name: name, Member: n.State == consensus.NodeMember, Witness: n.Role == "witness", Maintenance: n.Maintenance}
+		if c := compute[name]; c != nil && c.Available {
+			pn.Up, pn.CapacityMiB = true, c.CapacityMib
 		}
+		pc.Nodes = append(pc.Nodes, pn)
 	}
-	return tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED
+	for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
+		pc.VMs = append(pc.VMs, placementVM(ms.VMs[name]))
+	}
+	pc.Replicas = map[string]map[string]placement.Replica{}
+	for vol, info := range vols {
+		if info == nil {
+			continue
+		}
+		states := map[string]placement.Replica{}
+		for _, r := range info.Replicas {
+			states[r.Node] = replicaOf(r.State)
+		}
+		pc.Replicas[vol] = states
+	}
+	return pc
+}
+
+func placementVM(v *consensus.VMRecord) placement.VM {
+	return placement.VM{Name: v.Name, MemoryMiB: v.Spec.MemoryMiB, Priority: v.Priority, AntiAffinity: v.AntiAffinity,
+		Volumes: slices.Clone(v.Spec.Volumes), Node: v.Node, Started: v.Desired == consensus.VMStarted,
+		HAError: v.HAState == consensus.HAError, EvacuatedFrom: v.EvacuatedFrom}
+}
+
+func replicaOf(st tandemv1.ReplicaState) placement.Replica {
+	switch st {
+	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
+		return placement.UpToDate
+	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
+		return placement.Outdated
+	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
+		return placement.Inconsistent
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
+		return placement.SyncSource
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
+		return placement.SyncTarget
+	}
+	return placement.None
 }
 
 func stateName(st tandemv1.ReplicaState) string {
-	switch st {
-	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
-		return "UpToDate"
-	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
-		return "Outdated"
-	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
-		return "Inconsistent"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
-		return "SyncSource"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
-		return "SyncTarget"
+	if r := replicaOf(st); r != placement.None {
+		return string(r)
 	}
 	return "no replica"
-}
-
-// canHost says why node cannot run v now ("" when it can). used adds
-// memory already planned on nodes.
-func (cv *clusterView) canHost(v *consensus.VMRecord, node string, used map[string]uint64) string {
-	n, ok := cv.ms.Nodes[node]
-	switch {
-	case !ok || n.State != consensus.NodeMember:
-		return "not a member"
-	case n.Role == "witness":
-		return "a witness runs no VMs"
-	case n.Maintenance:
-		return "in maintenance"
-	}
-	c := cv.compute[node]
-	if c == nil {
-		return "compute unavailable (libvirtd not reachable, or the node does not answer)"
-	}
-	for _, vol := range v.Spec.Volumes {
-		if st := cv.replicaState(vol, node); st != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
-			if st == tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED {
-				return fmt.Sprintf("holds no replica of volume %s", vol)
-			}
-			return fmt.Sprintf("its replica of volume %s is %s (it misses acknowledged writes; wait for the resync)", vol, stateName(st))
-		}
-	}
-	if v.AntiAffinity != "" {
-		for _, o := range cv.ms.VMs {
-			if o.Name != v.Name && o.AntiAffinity == v.AntiAffinity && o.Node == node && o.Desired == consensus.VMStarted {
-				return fmt.Sprintf("VM %s of anti-affinity group %s runs there", o.Name, v.AntiAffinity)
-			}
-		}
-	}
-	free := int64(c.CapacityMib) - int64(usedMiB(cv.ms, node)) - int64(used[node])
-	if v.Node == node && v.Desired == consensus.VMStarted {
-		free += int64(v.Spec.MemoryMiB) // already counted there
-	}
-	if free < int64(v.Spec.MemoryMiB) {
-		return fmt.Sprintf("%d MiB free for VMs, %d needed", max(free, 0), v.Spec.MemoryMiB)
-	}
-	return ""
-}
-
-// place ranks the nodes that can run v: fewest VMs, then most free memory.
-func (cv *clusterView) place(v *consensus.VMRecord, exclude string) ([]string, map[string]string) {
-	why := map[string]string{}
-	var ok []string
-	for name := range cv.ms.Nodes {
-		if name == exclude {
-			continue
-		}
-		if r := cv.canHost(v, name, nil); r != "" {
-			why[name] = r
-			continue
-		}
-		ok = append(ok, name)
-	}
-	count := func(n string) int {
-		c := 0
-		for _, o := range cv.ms.VMs {
-			if o.Node == n && o.Desired == consensus.VMStarted {
-				c++
-			}
-		}
-		return c
-	}
-	slices.SortFunc(ok, func(a, b string) int {
-		return cmp.Or(cmp.Compare(count(a), count(b)),
-			cmp.Compare(cv.compute[b].CapacityMib-usedMiB(cv.ms, b), cv.compute[a].CapacityMib-usedMiB(cv.ms, a)),
-			strings.Compare(a, b))
-	})
-	return ok, why
-}
-
-func reasons(why map[string]string) string {
-	var parts []string
-	for _, n := range slices.Sorted(func(yield func(string) bool) {
-		for k := range why {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
-		parts = append(parts, n+": "+why[n])
-	}
-	return strings.Join(parts, "; ")
-}
-
-// nPlusOne checks that, with v running on node, every started VM could be
-// restarted elsewhere if any single node failed (docs/design.md §5).
-func (cv *clusterView) nPlusOne(v *consensus.VMRecord, node string) error {
-	planned := map[string]*consensus.VMRecord{}
-	for _, o := range cv.ms.VMs {
-		if o.Desired == consensus.VMStarted && o.Node != "" {
-			planned[o.Name] = o
-		}
-	}
-	moved := *v
-	moved.Node, moved.Desired = node, consensus.VMStarted
-	planned[v.Name] = &moved
-	// Evaluate with v's memory counted on node.
-	trial := *cv
-	ms := *cv.ms
-	ms.VMs = planned
-	trial.ms = &ms
-	for failed := range cv.ms.Nodes {
-		var victims []*consensus.VMRecord
-		for _, o := range planned {
-			if o.Node == failed {
-				victims = append(victims, o)
-			}
-		}
-		if len(victims) == 0 {
-			continue
-		}
-		slices.SortFunc(victims, func(a, b *consensus.VMRecord) int {
-			return cmp.Or(cmp.Compare(b.Priority, a.Priority), cmp.Compare(b.Spec.MemoryMiB, a.Spec.MemoryMiB), strings.Compare(a.Name, b.Name))
-		})
-		extra := map[string]uint64{}
-		for _, o := range victims {
-			placed := false
-			var why []string
-			for cand := range cv.ms.Nodes {
-				if cand == failed {
-					continue
-				}
-				probe := *o
-				probe.Node = ""
-				if r := trial.canHost(&probe, cand, extra); r != "" {
-					why = append(why, cand+": "+r)
-					continue
-				}
-				extra[cand] += uint64(o.Spec.MemoryMiB)
-				placed = true
-				break
-			}
-			if !placed {
-				slices.Sort(why)
-				return fmt.Errorf("N+1: if node %s failed, VM %s (%d MiB) could not be restarted anywhere (%s)", failed, o.Name, o.Spec.MemoryMiB, strings.Join(why, "; "))
-			}
-		}
-	}
-	return nil
 }
 
 func (s *vmService) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
@@ -513,20 +400,18 @@ func (s *vmService) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandem
 			return info, nil
 		}
 	}
-	if node == "" && v.Node != "" && cv.canHost(v, v.Node, nil) == "" {
-		node = v.Node
+	pv := placementVM(v)
+	p := placement.Start(&cv.pc, pv, node)
+	switch {
+	case node != "" && p.Node == "":
+		return nil, status.Errorf(codes.FailedPrecondition, "cannot start VM %s on %s: %s", v.Name, node, p.Rejected[node])
+	case p.Node == "":
+		return nil, status.Errorf(codes.FailedPrecondition, "no node can run VM %s: %s", v.Name, p.Why())
 	}
-	if node == "" {
-		ok, why := cv.place(v, "")
-		if len(ok) == 0 {
-			return nil, status.Errorf(codes.FailedPrecondition, "no node can run VM %s: %s", v.Name, reasons(why))
-		}
-		node = ok[0]
-	} else if r := cv.canHost(v, node, nil); r != "" {
-		return nil, status.Errorf(codes.FailedPrecondition, "cannot start VM %s on %s: %s", v.Name, node, r)
-	}
+	node = p.Node
 	var warning string
-	if err := cv.nPlusOne(v, node); err != nil {
+	if st := placement.Admit(&cv.pc, pv, node); st != nil {
+		err := st[0]
 		if !req.Force {
 			return nil, status.Errorf(codes.FailedPrecondition, "%v; use --force to start it anyway", err)
 		}
