@@ -11,7 +11,7 @@
 //     (replication.Authority, Fencer, Authorize), so a volume's I/O can be
 //     tested with real clients alone, and a Raft or gRPC change cannot alter
 //     it;
-//   - ha is pure logic: the standard library only;
+//   - ha and internal/placement are pure logic: the standard library only;
 //   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
 //     daemon; it takes the replica state type from replication, below it;
 //   - compute runs VMs and knows no Raft and no daemon;

@@ -48,6 +48,11 @@ func rules() []rule {
 			why:     "ha is pure logic",
 		},
 		{
+			pkgs:    []string{mod + "/internal/placement"},
+			stdOnly: true,
+			why:     "placement is pure policy: the daemon gathers its inputs",
+		},
+		{
 			pkgs: []string{mod + "/consensus"},
 			deny: []string{grpc, libvirt, mod + "/internal/daemon", mod + "/compute"},
 			why:  "consensus keeps Raft state and serves nothing",
