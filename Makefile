@@ -6,7 +6,8 @@ ifeq ($(GO),)
 $(error no usable Go toolchain; see scripts/ensure-go.sh)
 endif
 export PATH := $(dir $(GO)):$(CURDIR)/.tools/bin:$(PATH)
-export GOFLAGS ?= -mod=mod
+# No GOFLAGS=-mod=mod: a build must never rewrite go.mod or go.sum; the
+# default -mod=readonly fails instead when they are incomplete.
 TOOLS := $(CURDIR)/.tools/bin
 
 PROTOC_GEN_GO_VERSION      := v1.36.12
