@@ -46,9 +46,14 @@ $(TOOLS)/grpcurl:
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# VERSION is what the binaries report (internal/version); "dev" outside a
+# git checkout. Override with make build VERSION=...
+VERSION ?= $(shell git describe --always --dirty --tags 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/tandemhci/tandem/internal/version.Version=$(VERSION)
+
 build:
 	@mkdir -p bin
-	$(GO) build -o bin/ ./cmd/tandemd ./cmd/tandem
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/tandemd ./cmd/tandem
 
 proto: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	protoc -I proto -I /usr/include --plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc \
