@@ -6,7 +6,8 @@ ifeq ($(GO),)
 $(error no usable Go toolchain; see scripts/ensure-go.sh)
 endif
 export PATH := $(dir $(GO)):$(CURDIR)/.tools/bin:$(PATH)
-export GOFLAGS ?= -mod=mod
+# No GOFLAGS=-mod=mod: a build must never rewrite go.mod or go.sum; the
+# default -mod=readonly fails instead when they are incomplete.
 TOOLS := $(CURDIR)/.tools/bin
 
 PROTOC_GEN_GO_VERSION      := v1.36.12
@@ -45,9 +46,14 @@ $(TOOLS)/grpcurl:
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# VERSION is what the binaries report (internal/version); "dev" outside a
+# git checkout. Override with make build VERSION=...
+VERSION ?= $(shell git describe --always --dirty --tags 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/tandemhci/tandem/internal/version.Version=$(VERSION)
+
 build:
 	@mkdir -p bin
-	$(GO) build -o bin/ ./cmd/tandemd ./cmd/tandem
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/tandemd ./cmd/tandem
 
 proto: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	protoc -I proto -I /usr/include --plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc \

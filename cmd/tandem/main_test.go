@@ -136,12 +136,12 @@ func sampleStatus() *tandemv1.ClusterStatus {
 	at := timestamppb.New(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 	return &tandemv1.ClusterStatus{
 		Initialized: true, ClusterName: "prod", ClusterId: "c-123", Quorate: true,
-		Leader: "node-a", Term: 7, Voters: 3, VotesOnline: 2, Quorum: 2, AnsweredBy: "node-a",
+		Leader: "node-a", Term: 7, Voters: 3, VotesOnline: 2, Quorum: 2, AnsweredBy: "node-a", Version: "v0.3.0-2-gabc1234",
 		Nodes: []*tandemv1.NodeInfo{
 			{Name: "node-a", ReplicaId: 1, Role: tandemv1.NodeRole_NODE_ROLE_DATA, Vote: tandemv1.Vote_VOTE_VOTER,
-				BackendAddr: "10.0.0.1:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, Leader: true, RttUs: 420},
+				BackendAddr: "10.0.0.1:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, Leader: true, RttUs: 420, Version: "v0.3.0-2-gabc1234"},
 			{Name: "node-b", ReplicaId: 2, Role: tandemv1.NodeRole_NODE_ROLE_WITNESS, Vote: tandemv1.Vote_VOTE_NON_VOTING,
-				BackendAddr: "10.0.0.2:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, RttUs: 1500},
+				BackendAddr: "10.0.0.2:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, RttUs: 1500, Version: "v0.3.0"},
 			{Name: "node-c", ReplicaId: 3, Role: tandemv1.NodeRole_NODE_ROLE_DATA, Vote: tandemv1.Vote_VOTE_VOTER,
 				BackendAddr: "10.0.0.3:7000", State: "member", Health: tandemv1.Health_HEALTH_OFFLINE, HealthDetail: "connection refused"},
 		},
@@ -550,16 +550,52 @@ func TestStubServicesExplainUnimplemented(t *testing.T) {
 	}
 }
 
+// TestVersion: with no daemon the CLI still prints its own version (a test
+// binary is linked without -X, so "dev") and exits 0; with one it adds the
+// daemon's.
 func TestVersion(t *testing.T) {
 	clearEnv(t)
-	r := runCLI(t, "", "version")
+	none := t.TempDir()
+	r := runCLI(t, "", "--data-dir", none, "version")
 	r.wantCode(t, 0)
-	wantMatch(t, "stdout", r.stdout, `^tandem \S+ \(commit \S+, go`)
+	wantMatch(t, "stdout", r.stdout, `^tandem dev \(commit \S+, go\S+\)\n$`)
+	wantMatch(t, "stderr", r.stderr, `^tandem: tandemd not reached: `)
 
-	r = runCLI(t, "", "-o", "json", "version")
+	r = runCLI(t, "", "--data-dir", none, "-o", "json", "version")
 	r.wantCode(t, 0)
 	var v buildVersion
-	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.Go == "" {
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.Go == "" || v.Version != "dev" || v.Daemon != nil {
 		t.Errorf("json %q: %v", r.stdout, err)
 	}
+
+	dir, _ := startDaemon(t)
+	r = runCLI(t, "", "--data-dir", dir, "version")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `^tandem dev \(commit \S+, go\S+\)\ntandemd v0\.3\.0-2-gabc1234 \(node node-a\)\n$`)
+	if r.stderr != "" {
+		t.Errorf("stderr: %q", r.stderr)
+	}
+	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "version")
+	r.wantCode(t, 0)
+	v = buildVersion{}
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.Daemon == nil || *v.Daemon != (daemonVersion{Node: "node-a", Version: "v0.3.0-2-gabc1234"}) {
+		t.Errorf("json %q: %v", r.stdout, err)
+	}
+}
+
+// TestNodeListVersion: each node's tandemd version is a column; a node that
+// did not answer shows "-".
+func TestNodeListVersion(t *testing.T) {
+	dir, _ := startDaemon(t)
+	r := runCLI(t, "", "--data-dir", dir, "node", "list")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `(?m)^NAME .*\sVERSION$`, `(?m)^node-a .*\sv0\.3\.0-2-gabc1234$`, `(?m)^node-b .*\sv0\.3\.0$`, `(?m)^node-c .*\s-$`)
+	r = runCLI(t, "", "--data-dir", dir, "node", "list", "--columns", "name,version", "--no-headers")
+	r.wantCode(t, 0)
+	if want := "node-a  v0.3.0-2-gabc1234\nnode-b  v0.3.0\nnode-c  -\n"; r.stdout != want {
+		t.Errorf("node list --columns name,version:\n%q\nwant\n%q", r.stdout, want)
+	}
+	r = runCLI(t, "", "--data-dir", dir, "-o", "json", "node", "list")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `"version": "v0\.3\.0"`)
 }

@@ -135,7 +135,7 @@ func formatCompute(c *tandemv1.ComputeStatus) string {
 
 // writeNodeList is node list's wide table, shaped by the list flags.
 func writeNodeList(w io.Writer, nodes []*tandemv1.NodeInfo, lf *listFlags) error {
-	t := &table{header: []string{"NAME", "ID", "ROLE", "VOTE", "STATE", "HEALTH", "LEADER", "BACKEND", "ADMIN", "RTT", "DISK FREE", "VM MEMORY"}, empty: "(no nodes)"}
+	t := &table{header: []string{"NAME", "ID", "ROLE", "VOTE", "STATE", "HEALTH", "LEADER", "BACKEND", "ADMIN", "RTT", "DISK FREE", "VM MEMORY", "VERSION"}, empty: "(no nodes)"}
 	var details []string
 	for _, n := range nodes {
 		leader := "-"
@@ -144,7 +144,8 @@ func writeNodeList(w io.Writer, nodes []*tandemv1.NodeInfo, lf *listFlags) error
 		}
 		t.add(orDash(n.GetName()), fmt.Sprint(n.GetReplicaId()), roleName(n.GetRole()), voteName(n.GetVote()),
 			nodeState(n), healthName(n.GetHealth()), leader,
-			orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()), formatCompute(n.GetCompute()))
+			orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()), formatCompute(n.GetCompute()),
+			orDash(n.GetVersion()))
 		if d := n.GetHealthDetail(); d != "" && n.GetHealth() != tandemv1.Health_HEALTH_ONLINE {
 			details = append(details, fmt.Sprintf("%s is %s: %s", orDash(n.GetName()), healthName(n.GetHealth()), d))
 		}

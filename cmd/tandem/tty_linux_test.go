@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"testing"
 
@@ -116,5 +117,30 @@ func TestNodeRemoveTypedConfirmation(t *testing.T) {
 				wantMatch(t, "stderr", errb.String(), `tandem: node node-c not removed: aborted: typed "yes", not "node-c"`)
 			}
 		})
+	}
+}
+
+// TestIsTerminal: a pty is a terminal; a pipe, a regular file and a buffer
+// are not, so confirmation prompts never block a script.
+func TestIsTerminal(t *testing.T) {
+	_, slave := openPTY(t)
+	if !isTerminal(slave) {
+		t.Error("pty slave: not a terminal")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	f, err := os.Create(t.TempDir() + "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for name, in := range map[string]io.Reader{"pipe": r, "file": f, "buffer": &bytes.Buffer{}} {
+		if isTerminal(in) {
+			t.Errorf("%s: reported as a terminal", name)
+		}
 	}
 }

@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/testcluster"
+	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -110,6 +112,7 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("after formation: voters=%d quorate=%v leader=%q nodes=%s", st.Voters, st.Quorate, st.Leader, voters(st))
 	}
 	clusterID := st.ClusterId
+	checkVersions(t, ctx, td, bin, n1)
 	if _, _, err := td.CLI(ctx, n2, "cluster", "config", "set", "resync.rate=200M", "ha.armed=true"); err != nil {
 		t.Fatal(err)
 	}
@@ -513,5 +516,41 @@ func TestExpectedVotesOverride(t *testing.T) {
 	}
 	if st.Voters != 2 {
 		t.Fatalf("after rejoin: %s", voters(st))
+	}
+}
+
+// checkVersions: tandemd --version prints the version BuildBinaries linked
+// in (git describe, so not the "dev" default inside a checkout), node list
+// gives every online node that version, and tandem version shows the CLI's
+// and the daemon's.
+func checkVersions(t *testing.T, ctx context.Context, td *testcluster.Tandem, bin string, n *testcluster.Node) {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "tandemd"), "--version").Output()
+	if err != nil {
+		t.Fatalf("tandemd --version: %v", err)
+	}
+	want, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "tandemd ")
+	if !ok || want == "" || strings.ContainsAny(want, " \n") {
+		t.Fatalf("tandemd --version: %q", out)
+	}
+	if err := exec.CommandContext(ctx, "git", "rev-parse", "--git-dir").Run(); err == nil && want == version.Default {
+		t.Errorf("tandemd --version = %q in a git checkout: -X did not reach internal/version", want)
+	}
+	out2, _, err := td.CLI(ctx, n, "node", "list", "--output", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes tandemv1.ListNodesResponse
+	if err := adminclient.UnmarshalJSON([]byte(out2), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, ni := range nodes.Nodes {
+		if ni.Health == tandemv1.Health_HEALTH_ONLINE && ni.Version != want {
+			t.Errorf("node list: %s (online) has version %q, want %q", ni.Name, ni.Version, want)
+		}
+	}
+	stdout, _, err := td.CLI(ctx, n, "version")
+	if err != nil || !strings.Contains(stdout, "tandem "+want+" ") || !strings.Contains(stdout, "tandemd "+want+" (node "+n.Name+")") {
+		t.Errorf("tandem version: %v\n%s", err, stdout)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/daemon"
+	"github.com/tandemhci/tandem/internal/version"
 )
 
 func main() {
@@ -79,7 +80,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(os.Stdout, "tandemd", daemon.Version)
+		fmt.Fprintln(os.Stdout, "tandemd", version.String())
 		return 0
 	}
 	set := map[string]string{}

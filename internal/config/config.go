@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Defaults and limits.
@@ -325,7 +325,7 @@ func withDefaultPort(addr string, port int) string {
 }
 
 // checkWholeNumbers rejects non-integer values for the raft settings:
-// yaml.v3 silently truncates a float into an unsigned field (1.5 becomes 1,
+// yaml/v3 silently truncates a float into an unsigned field (1.5 becomes 1,
 // -0.5 becomes 0 and so "use the default", 1e30 becomes garbage).
 func checkWholeNumbers(doc *yaml.Node) error {
 	raft := mappingValue(documentRoot(doc), "raft")
@@ -371,7 +371,7 @@ func mappingValue(m *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
-// yamlError turns yaml.v3's errors into one line per problem, naming
+// yamlError turns yaml/v3's errors into one line per problem, naming
 // settings as they appear in the file rather than by Go type.
 func yamlError(err error) error {
 	var te *yaml.TypeError
@@ -385,7 +385,7 @@ func yamlError(err error) error {
 	return errors.Join(errs...)
 }
 
-// rewriteTypeError rewrites one yaml.v3 TypeError line, such as
+// rewriteTypeError rewrites one yaml/v3 TypeError line, such as
 // "line 3: field rtt not found in type config.RaftConfig", into
 // "line 3: unknown setting "raft.rtt"". Lines it does not recognise are
 // returned as they are.

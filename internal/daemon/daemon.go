@@ -34,9 +34,6 @@ import (
 	"github.com/tandemhci/tandem/replication"
 )
 
-// Version is reported by the daemon; main may override it at link time.
-const Version = "0.1.0-dev"
-
 // Daemon is one running tandemd.
 type Daemon struct {
 	cfg  config.Config

@@ -61,6 +61,9 @@ type probeResult struct {
 	online bool
 	rtt    time.Duration
 	detail string
+	// version is the peer's tandemd version, from the same Ping so node
+	// list costs no extra round trip.
+	version string
 }
 
 // probe pings every address in parallel with a short deadline; status must
@@ -93,8 +96,9 @@ func (p *peerPool) ping(ctx context.Context, self, addr string, timeout time.Dur
 	start := time.Now()
 	// Not WaitForReady: a peer whose connection is already failing is
 	// reported offline at once instead of after the whole timeout.
-	if _, err := c.Ping(ctx, &tandemv1.PingRequest{From: self}); err != nil {
+	resp, err := c.Ping(ctx, &tandemv1.PingRequest{From: self})
+	if err != nil {
 		return probeResult{detail: "no answer: " + grpcMessage(err)}
 	}
-	return probeResult{online: true, rtt: time.Since(start)}
+	return probeResult{online: true, rtt: time.Since(start), version: resp.GetVersion()}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/settings"
 	"github.com/tandemhci/tandem/internal/units"
+	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -217,7 +218,7 @@ func (s *clusterService) SetConfig(ctx context.Context, req *tandemv1.SetConfigR
 // the last state this node applied.
 func (d *Daemon) status(ctx context.Context) *tandemv1.ClusterStatus {
 	id, meta, _ := d.cluster()
-	st := &tandemv1.ClusterStatus{AnsweredBy: d.cfg.NodeName}
+	st := &tandemv1.ClusterStatus{AnsweredBy: d.cfg.NodeName, Version: version.String()}
 	if id == nil {
 		st.Warnings = append(st.Warnings, "this node is not in a cluster yet")
 		return st
@@ -346,6 +347,7 @@ func (d *Daemon) nodeInfos(ctx context.Context, ms *consensus.MetaState, voters 
 		case n.Name == d.cfg.NodeName:
 			ni.Health = tandemv1.Health_HEALTH_ONLINE
 			ni.HealthDetail = "this node"
+			ni.Version = version.String()
 		default:
 			p, ok := probes[n.BackendAddr]
 			switch {
@@ -354,6 +356,7 @@ func (d *Daemon) nodeInfos(ctx context.Context, ms *consensus.MetaState, voters 
 			case p.online:
 				ni.Health = tandemv1.Health_HEALTH_ONLINE
 				ni.RttUs = p.rtt.Microseconds()
+				ni.Version = p.version
 			default:
 				ni.Health = tandemv1.Health_HEALTH_OFFLINE
 				ni.HealthDetail = p.detail
@@ -569,7 +572,7 @@ func (s *peerService) Ping(_ context.Context, req *tandemv1.PingRequest) (*tande
 		s.d.ha.leaderPing(req.From, req.LeaderTerm)
 	}
 	id, meta, _ := s.d.cluster()
-	resp := &tandemv1.PingResponse{Name: s.d.cfg.NodeName, Now: timestamppb.Now()}
+	resp := &tandemv1.PingResponse{Name: s.d.cfg.NodeName, Now: timestamppb.Now(), Version: version.String()}
 	if id != nil {
 		resp.ReplicaId = id.ReplicaID
 		resp.LeaderId, resp.Term, _ = meta.Host().Leader(consensus.MetaShardID)

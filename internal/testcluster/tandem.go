@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -33,12 +34,27 @@ func BuildBinaries(ctx context.Context, dir string) error {
 	if root == "." || root == "" {
 		return errors.New("cannot find the module root (go env GOMOD is empty)")
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/tandemd", "./cmd/tandem")
+	// The same version stamp as the Makefile's build target, so tests see
+	// what an operator's binaries report.
+	ldflags := "-X " + version.Package + ".Version=" + describe(ctx, root)
+	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", ldflags, "-o", dir+"/", "./cmd/tandemd", "./cmd/tandem")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, b)
 	}
 	return nil
+}
+
+// describe is `git describe --always --dirty --tags` in root, or
+// version.Default when root is not a git checkout or git is missing.
+func describe(ctx context.Context, root string) string {
+	cmd := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty", "--tags")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+		return v
+	}
+	return version.Default
 }
 
 // Tandem runs tandemd on the hosts of a Cluster and drives it with the CLI.

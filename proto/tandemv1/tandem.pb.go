@@ -264,7 +264,10 @@ type NodeInfo struct {
 	// Maintenance blocks new placements and evacuates the node's VMs.
 	Maintenance bool `protobuf:"varint,15,opt,name=maintenance,proto3" json:"maintenance,omitempty"`
 	// Compute as the node reports it (node list only).
-	Compute       *ComputeStatus `protobuf:"bytes,16,opt,name=compute,proto3" json:"compute,omitempty"`
+	Compute *ComputeStatus `protobuf:"bytes,16,opt,name=compute,proto3" json:"compute,omitempty"`
+	// tandemd's version on that node (git describe at build time); empty when
+	// it did not answer or predates this field.
+	Version       string `protobuf:"bytes,17,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,6 +414,13 @@ func (x *NodeInfo) GetCompute() *ComputeStatus {
 	return nil
 }
 
+func (x *NodeInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 type ClusterStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// False when this node has not created or joined a cluster yet.
@@ -438,7 +448,9 @@ type ClusterStatus struct {
 	Audit    []*AuditEntry `protobuf:"bytes,14,rep,name=audit,proto3" json:"audit,omitempty"`
 	// Worth knowing but not a degradation (e.g. no BMC fencing configured);
 	// --check ignores them.
-	Advisories    []string `protobuf:"bytes,15,rep,name=advisories,proto3" json:"advisories,omitempty"`
+	Advisories []string `protobuf:"bytes,15,rep,name=advisories,proto3" json:"advisories,omitempty"`
+	// Version of the tandemd that answered (answered_by).
+	Version       string `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -576,6 +588,13 @@ func (x *ClusterStatus) GetAdvisories() []string {
 		return x.Advisories
 	}
 	return nil
+}
+
+func (x *ClusterStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 type AuditEntry struct {
@@ -5034,12 +5053,14 @@ func (x *PingRequest) GetLeaderTerm() uint64 {
 }
 
 type PingResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	ReplicaId     uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
-	LeaderId      uint64                 `protobuf:"varint,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Term          uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
-	Now           *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=now,proto3" json:"now,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ReplicaId uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	LeaderId  uint64                 `protobuf:"varint,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Term      uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Now       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=now,proto3" json:"now,omitempty"`
+	// The answering tandemd's version, shown by node list.
+	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5107,6 +5128,13 @@ func (x *PingResponse) GetNow() *timestamppb.Timestamp {
 		return x.Now
 	}
 	return nil
+}
+
+func (x *PingResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 type PeerVolume struct {
@@ -6063,7 +6091,7 @@ var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x04\n" +
+	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -6083,7 +6111,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\rhealth_detail\x18\r \x01(\tR\fhealthDetail\x12%\n" +
 	"\x05disks\x18\x0e \x03(\v2\x0f.tandem.v1.DiskR\x05disks\x12 \n" +
 	"\vmaintenance\x18\x0f \x01(\bR\vmaintenance\x122\n" +
-	"\acompute\x18\x10 \x01(\v2\x18.tandem.v1.ComputeStatusR\acompute\"\xe6\x03\n" +
+	"\acompute\x18\x10 \x01(\v2\x18.tandem.v1.ComputeStatusR\acompute\x12\x18\n" +
+	"\aversion\x18\x11 \x01(\tR\aversion\"\x80\x04\n" +
 	"\rClusterStatus\x12 \n" +
 	"\vinitialized\x18\x01 \x01(\bR\vinitialized\x12!\n" +
 	"\fcluster_name\x18\x02 \x01(\tR\vclusterName\x12\x1d\n" +
@@ -6104,7 +6133,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05audit\x18\x0e \x03(\v2\x15.tandem.v1.AuditEntryR\x05audit\x12\x1e\n" +
 	"\n" +
 	"advisories\x18\x0f \x03(\tR\n" +
-	"advisories\"|\n" +
+	"advisories\x12\x18\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion\"|\n" +
 	"\n" +
 	"AuditEntry\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
@@ -6454,14 +6484,15 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vPingRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1f\n" +
 	"\vleader_term\x18\x02 \x01(\x04R\n" +
-	"leaderTerm\"\xa0\x01\n" +
+	"leaderTerm\"\xba\x01\n" +
 	"\fPingResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\x04R\bleaderId\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12,\n" +
-	"\x03now\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x90\x01\n" +
+	"\x03now\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\"\x90\x01\n" +
 	"\n" +
 	"PeerVolume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +

@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
@@ -60,11 +60,6 @@ func main() {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		os.Exit(1)
 	}
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // repoRoot finds the repository from the working directory upwards.
@@ -326,7 +321,7 @@ func (d *demo) run(ctx context.Context, img guest.Image, keep bool) error {
 		return err
 	}
 
-	if !keep && !isTerminal(os.Stdin) {
+	if !keep && !term.IsTerminal(int(os.Stdin.Fd())) {
 		fmt.Fprintln(out, "== done; tearing the demo cluster down (run 'make demo' on a terminal to explore it)")
 		return nil
 	}
