@@ -109,24 +109,7 @@ func run(args []string) int {
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
-	if rep != nil && ctx.Err() == nil {
-		if werr := benchkit.Publish(log, cfg.out, "control", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case ctx.Err() != nil:
-		log.Error("benchmark interrupted; nothing written", "err", context.Cause(ctx))
-		return 1
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0:
-		log.Error("benchmark finished with errors", "count", len(rep.Errors))
-		return 1
-	}
-	return 0
+	return benchkit.Finish(ctx, log, cfg.out, "control", rep, err)
 }
 
 // bench is one run: the cluster, its clients and the report being filled.
@@ -144,7 +127,8 @@ type bench struct {
 }
 
 // execute runs the whole benchmark. It returns a report whenever the cluster
-// came up, even if a later phase failed (the failure is in rep.Errors).
+// came up, even if a later phase failed (the failure is in rep.Errors), and
+// the phases done so far with the error when interrupted.
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
 	if err := testcluster.Available(); err != nil {
@@ -218,7 +202,9 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		log.Info("phase", "name", ph.name)
 		if err := ph.fn(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%s: %w", ph.name, err)
+				// The phases done so far are the partial report.
+				b.rep.DurationS = time.Since(began).Seconds()
+				return b.rep, fmt.Errorf("%s: %w", ph.name, err)
 			}
 			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("%s: %v", ph.name, err))
 			log.Error("phase failed", "name", ph.name, "err", err)

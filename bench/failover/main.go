@@ -24,7 +24,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -110,8 +109,8 @@ func run(args []string) int {
 		return benchkit.FlagExit("failover", err)
 	}
 	if cfg.render != "" {
-		if err := render(cfg.render, cfg.out); err != nil {
-			fmt.Fprintln(os.Stderr, "failover:", err)
+		if err := benchkit.Render[Report](cfg.render, cfg.out, "failover"); err != nil {
+			log.Error("render", "err", err)
 			return 1
 		}
 		return 0
@@ -120,37 +119,7 @@ func run(args []string) int {
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
-	if rep != nil {
-		if ctx.Err() != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
-		}
-		if werr := benchkit.Publish(log, cfg.out, "failover", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0 || len(rep.Integrity.Problems) > 0:
-		log.Error("benchmark finished with errors or integrity problems (see the report)", "errors", len(rep.Errors), "problems", len(rep.Integrity.Problems))
-		return 1
-	}
-	return 0
-}
-
-// render rewrites out/failover.md from a failover.json.
-func render(path, out string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var rep Report
-	if err := json.Unmarshal(data, &rep); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return os.WriteFile(filepath.Join(out, "failover.md"), []byte(rep.Markdown()), 0o644)
+	return benchkit.Finish(ctx, log, cfg.out, "failover", rep, err)
 }
 
 // bench is one benchmark run.

@@ -670,3 +670,9 @@ func (rep *Report) Markdown() string {
 	}
 	return b.String()
 }
+
+// AddError records a problem of the whole run (benchkit.Report).
+func (rep *Report) AddError(msg string) { rep.Errors = append(rep.Errors, msg) }
+
+// Problems counts the run's errors and integrity problems (benchkit.Report).
+func (rep *Report) Problems() int { return len(rep.Errors) + len(rep.Integrity.Problems) }

@@ -19,7 +19,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -147,7 +146,7 @@ func run(args []string) int {
 		return benchkit.FlagExit("migration", err)
 	}
 	if cfg.render != "" {
-		if err := render(cfg.render, cfg.out); err != nil {
+		if err := benchkit.Render[Report](cfg.render, cfg.out, "migration"); err != nil {
 			log.Error("render", "err", err)
 			return 1
 		}
@@ -157,47 +156,7 @@ func run(args []string) int {
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
-	if rep != nil {
-		if ctx.Err() != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
-		}
-		if werr := benchkit.Publish(log, cfg.out, "migration", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0:
-		log.Error("benchmark finished with errors (see the report)", "count", len(rep.Errors))
-		return 1
-	}
-	return 0
-}
-
-// render rewrites the Markdown of a results file (after a change of the
-// report's layout) into dir/migration.md, and the JSON unchanged.
-func render(path, dir string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read results: %w", err)
-	}
-	var rep Report
-	if err := json.Unmarshal(data, &rep); err != nil {
-		return fmt.Errorf("decode %s: %w", path, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("results dir: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "migration.json"), data, 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "migration.md"), []byte(rep.Markdown()), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
+	return benchkit.Finish(ctx, log, cfg.out, "migration", rep, err)
 }
 
 // bench is one run: the cluster and the report being filled.

@@ -658,3 +658,9 @@ func (rep *Report) analysis(p func(string, ...any)) {
 	}
 	p("\n")
 }
+
+// AddError records a problem of the whole run (benchkit.Report).
+func (rep *Report) AddError(msg string) { rep.Errors = append(rep.Errors, msg) }
+
+// Problems counts the run's errors (benchkit.Report).
+func (rep *Report) Problems() int { return len(rep.Errors) }

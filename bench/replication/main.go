@@ -127,24 +127,7 @@ func run(args []string) int {
 	defer cancel()
 
 	rep, err := execute(ctx, log, cfg)
-	if rep != nil && ctx.Err() == nil {
-		if werr := benchkit.Publish(log, cfg.out, "replication", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case ctx.Err() != nil:
-		log.Error("benchmark interrupted; nothing written", "err", context.Cause(ctx))
-		return 1
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0:
-		log.Error("benchmark finished with errors (see the report)", "count", len(rep.Errors))
-		return 1
-	}
-	return 0
+	return benchkit.Finish(ctx, log, cfg.out, "replication", rep, err)
 }
 
 // bench is one run: the cluster, the reference server and the report.
@@ -160,8 +143,9 @@ type bench struct {
 	rep   *Report
 }
 
-// execute runs the whole benchmark. It returns a report whenever it got as
-// far as measuring; failures of single targets or jobs are in rep.Errors.
+// execute runs the whole benchmark. It returns a report whenever the cluster
+// was created, with the error that stopped it early if any (a partial
+// report); failures of single targets or jobs are in rep.Errors.
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
 	if err := testcluster.Available(); err != nil {
@@ -239,7 +223,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	// Local references: the same preallocation as Tandem's replicas.
 	for _, f := range []string{localFile, qemuFile, filepath.Join(ref, "copy.0"), filepath.Join(ref, "copy.1")} {
 		if err := preallocate(f, cfg.size); err != nil {
-			return nil, err
+			return b.rep, err
 		}
 	}
 	b.rep.target(targetLocal).Ready = true
@@ -248,7 +232,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	log.Info("starting qemu-nbd", "file", qemuFile, "socket", qemuSock)
 	if err := b.startQemu(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log")); err != nil {
 		if ctx.Err() != nil {
-			return nil, err
+			return b.rep, err
 		}
 		b.setupFailed(targetQemu, err)
 	} else {
@@ -257,7 +241,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 
 	if err := b.setupCluster(ctx); err != nil {
 		if ctx.Err() != nil {
-			return nil, err
+			return b.rep, err
 		}
 		for _, id := range []string{targetR1, targetR2, targetR3} {
 			b.setupFailed(id, fmt.Errorf("cluster: %w", err))
@@ -271,7 +255,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			log.Info("creating volume", "name", t.volume, "replicas", t.Replicas, "nodes", t.Nodes)
 			if err := b.createVolume(ctx, t); err != nil {
 				if ctx.Err() != nil {
-					return nil, err
+					return b.rep, err
 				}
 				b.setupFailed(t.ID, err)
 				continue
@@ -291,13 +275,13 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		b.rep.HostBefore = &h
 		log.Info("host activity before the jobs", "busy_pct", fmt.Sprintf("%.0f", h.BusyPct), "loadavg", h.LoadAvg, "busy_processes", len(h.Top))
 	} else if ctx.Err() != nil {
-		return nil, err
+		return b.rep, err
 	}
 
 	if cfg.selected(targetRoundTrips) {
 		b.rep.RoundTrips = b.measureRoundTrips(ctx)
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return b.rep, ctx.Err()
 		}
 	}
 
@@ -310,7 +294,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		log.Info("prefill", "target", t.ID, "size", cfg.size)
 		r, err := b.runJob(ctx, t, prefillJob())
 		if err != nil {
-			return nil, err
+			return b.rep, err
 		}
 		b.rep.Prefill = append(b.rep.Prefill, r)
 	}
@@ -326,7 +310,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			log.Info("fio", "job", j.ID, "target", t.ID)
 			r, err := b.runJob(ctx, t, j)
 			if err != nil {
-				return nil, err
+				return b.rep, err
 			}
 			if m := r.Measurement; m != nil {
 				_, lat, metric, rate := headline(j.ID, m)
@@ -339,7 +323,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if h, err := sampleHost(ctx, 3*time.Second, os.Getpid()); err == nil {
 		b.rep.HostAfter = &h
 	} else if ctx.Err() != nil {
-		return nil, err
+		return b.rep, err
 	}
 	b.finishVolumes(ctx)
 	compare(b.rep.Results)

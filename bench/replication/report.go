@@ -761,3 +761,9 @@ func fmtBytes(n int64) string {
 		return fmt.Sprintf("%d bytes", n)
 	}
 }
+
+// AddError records a problem of the whole run (benchkit.Report).
+func (rep *Report) AddError(msg string) { rep.Errors = append(rep.Errors, msg) }
+
+// Problems counts the run's errors (benchkit.Report).
+func (rep *Report) Problems() int { return len(rep.Errors) }

@@ -1,0 +1,96 @@
+package benchkit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+)
+
+// Report is what a benchmark publishes: every program's *Report implements
+// it.
+type Report interface {
+	// Markdown renders the human report.
+	Markdown() string
+	// AddError records a problem of the whole run in the report.
+	AddError(msg string)
+	// Problems counts what makes the run fail (exit code 1).
+	Problems() int
+}
+
+// PartialSuffix is added to the name of a run's results when it did not
+// complete, so that they never replace the committed ones.
+const PartialSuffix = ".partial"
+
+// Finish publishes rep under the package's policy (see the package doc) and
+// returns the program's exit code. rep may be nil: the run failed before it
+// had anything to report. R is the report's pointer type (*Report).
+func Finish[T any, R interface {
+	*T
+	Report
+}](ctx context.Context, log *slog.Logger, out, name string, rep R, err error) int {
+	var why string
+	switch {
+	case ctx.Err() != nil:
+		why = fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx))
+	case err != nil:
+		why = fmt.Sprintf("run failed: %v (results are partial)", err)
+	}
+	if rep != nil {
+		file := name
+		if why != "" {
+			rep.AddError(why)
+			file += PartialSuffix
+		}
+		if werr := Publish(log, out, file, rep, rep.Markdown()); werr != nil {
+			log.Error("writing results", "err", werr)
+			return 1
+		}
+	}
+	switch {
+	case why != "":
+		if rep == nil {
+			why += "; nothing written"
+		}
+		log.Error("benchmark incomplete", "why", why)
+		return 1
+	case rep == nil:
+		// execute returns a report or an error; this is a bug.
+		log.Error("benchmark returned no report")
+		return 1
+	case rep.Problems() > 0:
+		log.Error("benchmark finished with problems (see the report)", "count", rep.Problems())
+		return 1
+	}
+	return 0
+}
+
+// Render re-renders the Markdown of the results file path (after a change
+// of the report's layout) into dir/name.md, and copies the JSON unchanged
+// to dir/name.json.
+func Render[T any, R interface {
+	*T
+	Report
+}](path, dir, name string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read results: %w", err)
+	}
+	rep := R(new(T))
+	if err := json.Unmarshal(data, rep); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	// Read before written: path may be dir/name.json itself.
+	if err := os.WriteFile(filepath.Join(dir, name+".json"), data, 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".md"), []byte(rep.Markdown()), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
