@@ -15,10 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,7 +136,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("locating own executable: %w", err)
 	}
-	ip, err := findIP()
+	ip, err := benchkit.FindIP()
 	if err != nil {
 		return nil, err
 	}
@@ -148,24 +146,9 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	defer os.RemoveAll(tmp) // runs last: after the cluster is closed
 
-	bin := cfg.bin
-	if bin == "" {
-		bin = filepath.Join(tmp, "bin")
-		log.Info("building tandemd and tandem", "dir", bin)
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := testcluster.BuildBinaries(bctx, bin)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("build: %w", err)
-		}
-	}
-	if bin, err = filepath.Abs(bin); err != nil {
-		return nil, fmt.Errorf("bin dir: %w", err)
-	}
-	for _, name := range []string{"tandemd", "tandem"} {
-		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
-			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, bin, err)
-		}
+	bin, err := benchkit.Binaries(ctx, log, cfg.bin, tmp)
+	if err != nil {
+		return nil, err
 	}
 
 	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, testcluster.LogReporter(log))
@@ -212,7 +195,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
-		if err := copyLogs(c, cfg.logs); err != nil {
+		if err := benchkit.CopyLogs(c, nil, cfg.logs); err != nil {
 			b.rep.Errors = append(b.rep.Errors, err.Error())
 		}
 	}
@@ -227,14 +210,7 @@ func (b *bench) close() {
 		_ = cl.Close()
 	}
 	b.c.Close()
-	prefix := fmt.Sprintf("tdmt%d-", os.Getpid())
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				b.log.Error("namespace left behind after Close", "name", e.Name())
-			}
-		}
-	}
+	benchkit.CheckNamespaces(b.log)
 }
 
 func (b *bench) setup(ctx context.Context) error {
@@ -264,9 +240,7 @@ func (b *bench) setup(ctx context.Context) error {
 }
 
 // healthy: every voter online and quorate with a leader.
-func healthy(st *tandemv1.ClusterStatus) bool {
-	return st.Quorate && st.Leader != "" && st.Voters == nodes && st.VotesOnline == st.Voters
-}
+func healthy(st *tandemv1.ClusterStatus) bool { return benchkit.Healthy(st, nodes) }
 
 // client returns a cached admin socket client for n.
 func (b *bench) client(ctx context.Context, n *testcluster.Node) (*adminclient.Client, error) {
@@ -323,17 +297,6 @@ func (b *bench) leaderStatus(ctx context.Context) (*tandemv1.ClusterStatus, erro
 	return nil, fmt.Errorf("no healthy status: %w", errors.Join(errs...))
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // propose runs the SetConfig series through the leader's or a follower's socket.
 func (b *bench) propose(ctx context.Context, via string) error {
 	if b.cfg.proposals == 0 {
@@ -388,7 +351,7 @@ func (b *bench) propose(ctx context.Context, via string) error {
 			}
 			continue
 		}
-		res.SamplesMS = append(res.SamplesMS, ms(took))
+		res.SamplesMS = append(res.SamplesMS, benchkit.MS(took))
 	}
 	res.DurationS = time.Since(began).Seconds()
 	res.Client = summarize(res.SamplesMS)
@@ -562,7 +525,7 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 	b.dropClient(victim)
 	t0 := time.Now()
 	b.c.Kill(victim)
-	r.KillMS = ms(time.Since(t0))
+	r.KillMS = benchkit.MS(time.Since(t0))
 
 	// Writes are what failover is for: a second client retries SetConfig
 	// through the same survivor meanwhile.
@@ -578,7 +541,7 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		r.Error = fmt.Sprintf("no quorate status with a new leader on %s within %s", polled.Name, failoverTimeout)
 		b.log.Error("failover round failed", "n", i, "err", r.Error, "log", b.c.LogTail(polled, "tandemd", 20))
 	} else {
-		r.FailoverMS, r.DetectStartMS, r.DetectPollMS = ms(det.end.Sub(t0)), ms(det.start.Sub(t0)), ms(det.end.Sub(det.start))
+		r.FailoverMS, r.DetectStartMS, r.DetectPollMS = benchkit.MS(det.end.Sub(t0)), benchkit.MS(det.start.Sub(t0)), benchkit.MS(det.end.Sub(det.start))
 		r.NewLeader, r.TermAfter = det.status.Leader, det.status.Term
 	}
 	if r.Error == "" {
@@ -586,7 +549,7 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		// election is over.
 		start := time.Now()
 		if _, err := b.status(ctx, polled, b.cfg.pollTimeout); err == nil {
-			r.DownStatusMS = ms(time.Since(start))
+			r.DownStatusMS = benchkit.MS(time.Since(start))
 		}
 	}
 	w := <-wch
@@ -604,22 +567,22 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		return r, pollMS, fmt.Errorf("restart tandemd on %s: %w", victim.Name, err)
 	}
 	b.procs[victim.Name] = p
-	r.RestartMS = ms(time.Since(started))
+	r.RestartMS = benchkit.MS(time.Since(started))
 	for {
 		ss, serr := b.status(ctx, polled, 2*time.Second)
 		rs, rerr := b.status(ctx, victim, 2*time.Second)
 		if serr == nil && rerr == nil && healthy(ss) && rs.Quorate && rs.Leader != "" {
-			r.BackOnlineMS = ms(time.Since(started))
+			r.BackOnlineMS = benchkit.MS(time.Since(started))
 			break
 		}
 		if time.Since(started) > backOnlineTimeout {
 			return r, pollMS, fmt.Errorf("%s not back within %s (survivor: %v, restarted: %v)", victim.Name, backOnlineTimeout, describe(ss, serr), describe(rs, rerr))
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := benchkit.SleepCtx(ctx, 20*time.Millisecond); err != nil {
 			return r, pollMS, err
 		}
 	}
-	return r, pollMS, sleepCtx(ctx, b.cfg.settle)
+	return r, pollMS, benchkit.SleepCtx(ctx, b.cfg.settle)
 }
 
 // detection is the Status call that first showed the new leader.
@@ -662,7 +625,7 @@ func pollForLeader(ctx context.Context, cl *adminclient.Client, t0 time.Time, ki
 		}()
 	}
 	record := func(o pollOutcome) {
-		durs = append(durs, ms(o.end.Sub(o.start)))
+		durs = append(durs, benchkit.MS(o.end.Sub(o.start)))
 		if o.err != nil {
 			det.errors++
 		}
@@ -725,14 +688,14 @@ func writeUntilOK(ctx context.Context, cl *adminclient.Client, t0 time.Time, tim
 		cancel()
 		w.attempts++
 		if err == nil {
-			w.ms = ms(time.Since(t0))
+			w.ms = benchkit.MS(time.Since(t0))
 			return w
 		}
 		if ctx.Err() != nil || time.Since(t0) > failoverTimeout {
 			w.err = err.Error()
 			return w
 		}
-		_ = sleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
+		_ = benchkit.SleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
 	}
 }
 
@@ -757,9 +720,9 @@ func (b *bench) raftFailover(r *Round, ws []*watcher, t0 time.Time) {
 			}
 		}
 		if best != nil {
-			r.RaftMS = opt(ms(best.end.Sub(t0)))
+			r.RaftMS = opt(benchkit.MS(best.end.Sub(t0)))
 			if !bestPrev.start.IsZero() {
-				r.RaftResMS = opt(ms(best.end.Sub(bestPrev.start)))
+				r.RaftResMS = opt(benchkit.MS(best.end.Sub(bestPrev.start)))
 			}
 			return
 		}
@@ -774,7 +737,7 @@ func (b *bench) raftFailover(r *Round, ws []*watcher, t0 time.Time) {
 // memory reads VmRSS and VmHWM of every tandemd after an idle period.
 func (b *bench) memory(ctx context.Context, phase string) error {
 	b.log.Info("idling before reading memory", "for", b.cfg.idle)
-	if err := sleepCtx(ctx, b.cfg.idle); err != nil {
+	if err := benchkit.SleepCtx(ctx, b.cfg.idle); err != nil {
 		return err
 	}
 	var errs []error
@@ -851,25 +814,4 @@ func (b *bench) evaluateGoals() {
 		}
 		b.rep.Goals.RSSMet = &ok
 	}
-}
-
-// copyLogs keeps the daemon logs, which go away with the temporary directory.
-func copyLogs(c *testcluster.Cluster, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("logs dir: %w", err)
-	}
-	for _, n := range c.Nodes {
-		data, err := os.ReadFile(filepath.Join(n.Dir, "tandemd.log"))
-		if err != nil {
-			return fmt.Errorf("log of %s: %w", n.Name, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, n.Name+"-tandemd.log"), data, 0o644); err != nil {
-			return fmt.Errorf("copy log of %s: %w", n.Name, err)
-		}
-	}
-	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }

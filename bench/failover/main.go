@@ -184,7 +184,7 @@ func (b *bench) setup(ctx context.Context) error {
 		}
 		b.rep.LibvirtWarmup = map[string][2]float64{}
 		for n, d := range w {
-			b.rep.LibvirtWarmup[n] = [2]float64{ms(d[0]), ms(d[1])}
+			b.rep.LibvirtWarmup[n] = [2]float64{benchkit.MS(d[0]), benchkit.MS(d[1])}
 		}
 	}
 	for _, n := range env.C.Nodes {

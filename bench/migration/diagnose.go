@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
@@ -68,7 +69,7 @@ type Diagnosis struct {
 func (b *bench) diagnose(ctx context.Context, gs guestStream, vm string, t0 time.Time, poke bool) *Diagnosis {
 	d := &Diagnosis{}
 	if last, at, ok := gs.rx.Last(); ok {
-		d.SilentSinceMs, d.LastSeq, d.LastAcked = ms(at.Sub(t0)), last.Seq, last.Acked
+		d.SilentSinceMs, d.LastSeq, d.LastAcked = benchkit.MS(at.Sub(t0)), last.Seq, last.Acked
 	}
 	vctx, cancel := context.WithTimeout(ctx, cliTimeout)
 	out, _, err := b.cli(vctx, b.c.Nodes[0], "vm", "show", vm, "--output", "json")
@@ -112,7 +113,7 @@ func (b *bench) diagnose(ctx context.Context, gs guestStream, vm string, t0 time
 			break
 		}
 		d.Poked = true
-		if vmbench.SleepCtx(ctx, 200*time.Millisecond) != nil {
+		if benchkit.SleepCtx(ctx, 200*time.Millisecond) != nil {
 			return d
 		}
 	}

@@ -162,24 +162,9 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	defer os.RemoveAll(tmp) // runs last: after every process is gone
 
-	bin := cfg.bin
-	if bin == "" {
-		bin = filepath.Join(tmp, "bin")
-		log.Info("building tandemd and tandem", "dir", bin)
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := testcluster.BuildBinaries(bctx, bin)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("build: %w", err)
-		}
-	}
-	if bin, err = filepath.Abs(bin); err != nil {
-		return nil, fmt.Errorf("bin dir: %w", err)
-	}
-	for _, name := range []string{"tandemd", "tandem"} {
-		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
-			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, bin, err)
-		}
+	bin, err := benchkit.Binaries(ctx, log, cfg.bin, tmp)
+	if err != nil {
+		return nil, err
 	}
 	work, ref := filepath.Join(tmp, "fio"), filepath.Join(tmp, "ref")
 	for _, d := range []string{work, ref} {
@@ -330,7 +315,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	b.rep.Goals = evaluateGoals(b.rep.Results, b.rep.RoundTrips)
 	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
-		if err := copyLogs(c, map[string]string{"qemu-nbd.log": filepath.Join(ref, "qemu-nbd.log")}, cfg.logs); err != nil {
+		if err := benchkit.CopyLogs(c, map[string]string{"qemu-nbd.log": filepath.Join(ref, "qemu-nbd.log")}, cfg.logs); err != nil {
 			b.rep.Errors = append(b.rep.Errors, err.Error())
 		}
 	}
@@ -368,14 +353,7 @@ func (b *bench) close() {
 		b.qemu.kill()
 	}
 	b.c.Close()
-	prefix := fmt.Sprintf("tdmt%d-", os.Getpid())
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				b.log.Error("namespace left behind after Close", "name", e.Name())
-			}
-		}
-	}
+	benchkit.CheckNamespaces(b.log)
 }
 
 // preallocate creates path with size bytes allocated, as Tandem's block
@@ -485,20 +463,9 @@ func waitExport(ctx context.Context, uri string, size int64, timeout time.Durati
 		if time.Now().After(deadline) {
 			return fmt.Errorf("export not ready within %s: %w", timeout, last)
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := benchkit.SleepCtx(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
@@ -527,9 +494,7 @@ func (b *bench) setupCluster(ctx context.Context) error {
 	return nil
 }
 
-func healthy(st *tandemv1.ClusterStatus) bool {
-	return st.Quorate && st.Leader != "" && st.Voters == nodes && st.VotesOnline == st.Voters
-}
+func healthy(st *tandemv1.ClusterStatus) bool { return benchkit.Healthy(st, nodes) }
 
 // show reads a volume's state from node n1, its primary.
 func (b *bench) show(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
@@ -555,7 +520,7 @@ func volumeReady(info *tandemv1.VolumeInfo, t *Target) error {
 	case len(info.GetReplicas()) != t.Replicas:
 		return fmt.Errorf("%d replicas, want %d", len(info.GetReplicas()), t.Replicas)
 	case info.GetNbdUnix() == "":
-		return fmt.Errorf("no NBD export yet (%s)", orDash(info.GetWarning()))
+		return fmt.Errorf("no NBD export yet (%s)", benchkit.OrDash(info.GetWarning()))
 	}
 	for _, r := range info.GetReplicas() {
 		if r.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
@@ -626,7 +591,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("volume %s not ready within %s: %w", t.volume, readyTimeout, err)
 		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := benchkit.SleepCtx(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -794,7 +759,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() 
 		n := b.c.Node(f.node)
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if err := sleepCtx(ctx, b.cfg.ramp); err != nil {
+			if err := benchkit.SleepCtx(ctx, b.cfg.ramp); err != nil {
 				return
 			}
 			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {

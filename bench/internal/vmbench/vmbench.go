@@ -25,6 +25,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
@@ -88,7 +89,7 @@ func Open(ctx context.Context, o Options) (*Env, error) {
 	if err := testcluster.LibvirtdAvailable(); err != nil {
 		return nil, err
 	}
-	ip, err := FindIP()
+	ip, err := benchkit.FindIP()
 	if err != nil {
 		return nil, err
 	}
@@ -108,24 +109,8 @@ func Open(ctx context.Context, o Options) (*Env, error) {
 			e.Close()
 		}
 	}()
-	bin := o.Bin
-	if bin == "" {
-		bin = filepath.Join(tmp, "bin")
-		e.Log.Info("building tandemd and tandem", "dir", bin)
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := testcluster.BuildBinaries(bctx, bin)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("build: %w", err)
-		}
-	}
-	if e.Bin, err = filepath.Abs(bin); err != nil {
-		return nil, fmt.Errorf("bin dir: %w", err)
-	}
-	for _, name := range []string{"tandemd", "tandem"} {
-		if _, err := os.Stat(filepath.Join(e.Bin, name)); err != nil {
-			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, e.Bin, err)
-		}
+	if e.Bin, err = benchkit.Binaries(ctx, e.Log, o.Bin, tmp); err != nil {
+		return nil, err
 	}
 	e.Log.Info("ensuring the guest image")
 	if e.Img, err = guest.EnsureImage(ctx, root); err != nil {
@@ -455,19 +440,6 @@ func ModuleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// FindIP locates iproute2's ip; root's PATH does not always contain sbin.
-func FindIP() (string, error) {
-	if p, err := exec.LookPath("ip"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("ip (iproute2) not found")
-}
-
 // LogWindow returns the lines of a slog text log (tandemd's) stamped
 // within [from, to], at most maxLines of them (the last ones when there are
 // more). Lines without a time= field stay with the line before.
@@ -539,18 +511,6 @@ func TailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// SleepCtx sleeps for d or until ctx ends.
-func SleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // ParseMiB reads a guest memory size such as 192M or 1G into MiB.
