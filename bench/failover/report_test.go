@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/guest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -318,5 +319,11 @@ func TestParseFlags(t *testing.T) {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+func TestPartialReportRenders(t *testing.T) {
+	if err := benchkit.CheckPartial(&Report{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Report is what a benchmark publishes: every program's *Report implements
@@ -91,6 +92,18 @@ func Render[T any, R interface {
 	}
 	if err := os.WriteFile(filepath.Join(dir, name+".md"), []byte(rep.Markdown()), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// CheckPartial marks an empty report as Finish marks an interrupted run's
+// and checks that it renders with the mark: a run cut short publishes
+// whatever it has, so every renderer must cope with missing parts.
+func CheckPartial(rep Report) error {
+	const mark = "run interrupted: test (results are partial)"
+	rep.AddError(mark)
+	if md := rep.Markdown(); !strings.Contains(md, mark) || rep.Problems() != 1 {
+		return fmt.Errorf("partial report without its mark or counted %d problems:\n%s", rep.Problems(), md)
 	}
 	return nil
 }

@@ -88,3 +88,12 @@ func TestRender(t *testing.T) {
 		t.Fatalf("json changed: %q", js)
 	}
 }
+
+func TestCheckPartial(t *testing.T) {
+	if err := CheckPartial(&fakeReport{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPartial(&fakeReport{Errors: []string{"other"}}); err == nil {
+		t.Fatal("a second problem passes")
+	}
+}
