@@ -46,7 +46,7 @@ func main() {
 }
 
 type config struct {
-	bin, out      string
+	benchkit.Common
 	logs          string
 	proposals     int
 	warmup        int
@@ -56,14 +56,12 @@ type config struct {
 	pollTimeout   time.Duration
 	pollEvery     time.Duration
 	watchInterval time.Duration
-	timeout       time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("control", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for control.json and control.md")
+	c.Flags(fs, "control", 15*time.Minute, false)
 	fs.StringVar(&c.logs, "logs", "", "if set, copy every node's tandemd log into this directory at the end")
 	fs.IntVar(&c.proposals, "proposals", 1000, "measured SetConfig calls per path (leader, follower)")
 	fs.IntVar(&c.warmup, "warmup", 20, "unmeasured SetConfig calls before each path")
@@ -76,7 +74,6 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.pollTimeout, "poll-timeout", 3*time.Second, "deadline of each Status poll during failover")
 	fs.DurationVar(&c.pollEvery, "poll-every", 100*time.Millisecond, "start a Status poll this often during failover (calls overlap)")
 	fs.DurationVar(&c.watchInterval, "watch-interval", 10*time.Millisecond, "metrics scrape interval of the election watchers")
-	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -90,16 +87,7 @@ func parseFlags(args []string) (config, error) {
 }
 
 func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("control", err)
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	return benchkit.Finish(ctx, log, cfg.out, "control", rep, err)
+	return benchkit.Main("control", args, parseFlags, execute)
 }
 
 // bench is one run: the cluster, its clients and the report being filled.
@@ -138,7 +126,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	defer os.RemoveAll(tmp) // runs last: after the cluster is closed
 
-	bin, err := benchkit.Binaries(ctx, log, cfg.bin, tmp)
+	bin, err := benchkit.Binaries(ctx, log, cfg.Bin, tmp)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +140,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		procs: map[string]*testcluster.Proc{}, started: map[string]time.Time{}, clients: map[string]*adminclient.Client{},
 		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")), Params: Params{
 			Nodes: nodes, Proposals: cfg.proposals, Warmup: cfg.warmup, Kills: cfg.kills, Settle: cfg.settle.String(), Idle: cfg.idle.String(),
-			PollTimeout: cfg.pollTimeout.String(), PollEvery: cfg.pollEvery.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.timeout.String(),
+			PollTimeout: cfg.pollTimeout.String(), PollEvery: cfg.pollEvery.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.Timeout.String(),
 		}, Goals: Goals{FailoverMS: goalFailoverMS, RSSMB: goalRSSMB}},
 	}
 	defer b.close() // also on errors and signals; Close is idempotent

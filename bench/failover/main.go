@@ -34,26 +34,23 @@ const (
 func main() { os.Exit(run(os.Args[1:])) }
 
 type config struct {
-	bin, out, logs string
-	render         string
-	runs           int
-	memory, disk   string
-	rate           int
-	warm           bool
-	settle         time.Duration
-	bootTimeout    time.Duration
-	recovery       time.Duration
-	rejoin         time.Duration
-	timeout        time.Duration
+	benchkit.Common
+	logs         string
+	runs         int
+	memory, disk string
+	rate         int
+	warm         bool
+	settle       time.Duration
+	bootTimeout  time.Duration
+	recovery     time.Duration
+	rejoin       time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for failover.json and failover.md")
+	c.Flags(fs, "failover", 25*time.Minute, true)
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's logs, the guest's QEMU logs and consoles, and the capture (failover.pcap) into this directory")
-	fs.StringVar(&c.render, "render", "", "only re-render the Markdown report from this failover.json (into -out), without running anything")
 	fs.IntVar(&c.runs, "runs", 10, "hard host losses")
 	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
 	fs.StringVar(&c.disk, "disk", "64M", "guest disk size (3 replicas)")
@@ -63,7 +60,6 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the guest's first boot")
 	fs.DurationVar(&c.recovery, "recovery-timeout", 90*time.Second, "bound on the wait for the restarted guest's first datagram after a crash")
 	fs.DurationVar(&c.rejoin, "rejoin-timeout", 3*time.Minute, "bound on power-on until the crashed host's replica is UpToDate again")
-	fs.DurationVar(&c.timeout, "timeout", 25*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -74,30 +70,14 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-runs must be at least 1")
 	case c.rate < 1 || c.rate > 1000:
 		return c, errors.New("-rate must be in 1..1000")
-	case c.timeout <= 0 || c.recovery <= 0 || c.rejoin <= 0 || c.bootTimeout <= 0:
+	case c.Timeout <= 0 || c.recovery <= 0 || c.rejoin <= 0 || c.bootTimeout <= 0:
 		return c, errors.New("timeouts must be positive")
 	}
 	return c, nil
 }
 
 func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("failover", err)
-	}
-	if cfg.render != "" {
-		if err := benchkit.Render[Report](cfg.render, cfg.out, "failover"); err != nil {
-			log.Error("render", "err", err)
-			return 1
-		}
-		return 0
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	return benchkit.Finish(ctx, log, cfg.out, "failover", rep, err)
+	return benchkit.Main("failover", args, parseFlags, execute)
 }
 
 // bench is one benchmark run.
@@ -119,7 +99,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
-	env, err := vmbench.Open(ctx, vmbench.Options{Name: "failover", Bin: cfg.bin, Nodes: nodes, BMC: true, Log: log})
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "failover", Bin: cfg.Bin, Nodes: nodes, BMC: true, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +113,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			"ipmitool": benchkit.ToolVersion(ctx, "ipmitool", "-V"),
 		},
 		Params: Params{Nodes: nodes, Runs: cfg.runs, Replicas: replicas, MemoryMiB: mem, Disk: cfg.disk, Rate: cfg.rate, Settle: cfg.settle.String(),
-			Recovery: cfg.recovery.String(), Rejoin: cfg.rejoin.String(), Timeout: cfg.timeout.String(), Accelerator: "TCG (no KVM)",
+			Recovery: cfg.recovery.String(), Rejoin: cfg.rejoin.String(), Timeout: cfg.Timeout.String(), Accelerator: "TCG (no KVM)",
 			Fencing: "IPMI (ipmi_sim BMC per host, `tandem node fence-config --ipmi`) with the self-fence lease as fallback"},
 		LoadBefore: benchkit.LoadAvg(), VM: vmName, GuestIP: b.ip, Published: published(), Thesis: thesisMethod(),
 	}

@@ -312,7 +312,7 @@ func TestDerived(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	c, err := parseFlags([]string{"-runs", "3", "-bin", "/x"})
-	if err != nil || c.runs != 3 || c.bin != "/x" || c.rate != 100 {
+	if err != nil || c.runs != 3 || c.Bin != "/x" || c.rate != 100 {
 		t.Fatalf("%+v %v", c, err)
 	}
 	for _, bad := range [][]string{{"-runs", "0"}, {"-rate", "0"}, {"extra"}, {"-recovery-timeout", "0s"}} {

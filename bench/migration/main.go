@@ -35,8 +35,8 @@ const (
 func main() { os.Exit(run(os.Args[1:])) }
 
 type config struct {
-	bin, out, logs string
-	render         string
+	benchkit.Common
+	logs string
 	// control adds a series without a guest disk at the highest rate: a
 	// migration then moves only RAM and device state (no volume handover).
 	control           bool
@@ -49,15 +49,13 @@ type config struct {
 	settle, quiet     time.Duration
 	bootTimeout       time.Duration
 	migrateTimeout    time.Duration
-	timeout           time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	var rates string
 	fs := flag.NewFlagSet("migration", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for migration.json and migration.md")
+	c.Flags(fs, "migration", 14*time.Minute, true)
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd and libvirtd logs and the QEMU logs into this directory at the end")
 	fs.StringVar(&rates, "rates", "100,1000", "comma-separated guest send rates (datagrams per second); one VM per rate")
 	fs.IntVar(&c.migrations, "migrations", 20, "live migrations per rate")
@@ -74,8 +72,6 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.quiet, "quiet", 10*time.Second, "stream recorded without migration before each series, the reference")
 	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on a guest's boot until its stream and disk counter run")
 	fs.DurationVar(&c.migrateTimeout, "migrate-timeout", 2*time.Minute, "bound on one 'tandem vm migrate'")
-	fs.DurationVar(&c.timeout, "timeout", 14*time.Minute, "bound on the whole run")
-	fs.StringVar(&c.render, "render", "", "only re-render the Markdown report of this migration.json into -out")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -94,7 +90,7 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-migrations and -control-migrations must be at least 1")
 	case c.replicas != 2 && c.replicas != 3:
 		return c, errors.New("-replicas must be 2 or 3")
-	case c.timeout <= 0 || c.migrateTimeout <= 0 || c.bootTimeout <= 0:
+	case c.Timeout <= 0 || c.migrateTimeout <= 0 || c.bootTimeout <= 0:
 		return c, errors.New("timeouts must be positive")
 	}
 	return c, nil
@@ -123,23 +119,7 @@ func seriesOf(cfg config) []series {
 }
 
 func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("migration", err)
-	}
-	if cfg.render != "" {
-		if err := benchkit.Render[Report](cfg.render, cfg.out, "migration"); err != nil {
-			log.Error("render", "err", err)
-			return 1
-		}
-		return 0
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	return benchkit.Finish(ctx, log, cfg.out, "migration", rep, err)
+	return benchkit.Main("migration", args, parseFlags, execute)
 }
 
 // bench is one run: the cluster and the report being filled.
@@ -160,7 +140,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
-	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.bin, Nodes: nodes, Log: log})
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.Bin, Nodes: nodes, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +156,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			},
 			Params: Params{
 				Nodes: nodes, Replicas: cfg.replicas, MemoryMiB: mem, Disk: cfg.disk, Migrations: cfg.migrations, Rates: cfg.rates,
-				DowntimeMs: cfg.downtimeMs, Settle: cfg.settle.String(), Quiet: cfg.quiet.String(), Timeout: cfg.timeout.String(),
+				DowntimeMs: cfg.downtimeMs, Settle: cfg.settle.String(), Quiet: cfg.quiet.String(), Timeout: cfg.Timeout.String(),
 				Accelerator: "TCG (no KVM)", Control: cfg.control, ControlMigrations: cfg.controlMigrations,
 			},
 			LoadBefore: benchkit.LoadAvg(),

@@ -38,7 +38,8 @@ const (
 func main() { os.Exit(run(os.Args[1:])) }
 
 type config struct {
-	bin, out, logs string
+	benchkit.Common
+	logs string
 	// targets and jobs, when set, restrict the run (for investigation;
 	// goals whose figures are missing are reported as not measured).
 	targets, jobs []string
@@ -51,7 +52,6 @@ type config struct {
 	trace         bool
 	size          int64
 	runtime, ramp time.Duration
-	timeout       time.Duration
 }
 
 func (c config) selected(target string) bool {
@@ -62,13 +62,11 @@ func parseFlags(args []string) (config, error) {
 	var c config
 	var size string
 	fs := flag.NewFlagSet("replication", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for replication.json and replication.md")
+	c.Flags(fs, "replication", 20*time.Minute, false)
 	fs.StringVar(&size, "size", "1G", "size of every volume and file (1024-based units: M, G)")
 	fs.DurationVar(&c.runtime, "runtime", 10*time.Second, "measured time of each fio job")
 	fs.DurationVar(&c.ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd log and the qemu-nbd log into this directory at the end")
-	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "bound on the whole run")
 	var targets, jobs string
 	fs.StringVar(&targets, "targets", "", "comma-separated target IDs to run (default all)")
 	fs.StringVar(&jobs, "jobs", "", "comma-separated job IDs to run (default all)")
@@ -100,23 +98,14 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-runtime must be at least 1s")
 	case c.ramp < 0:
 		return c, errors.New("-ramp must not be negative")
-	case c.timeout <= 0:
+	case c.Timeout <= 0:
 		return c, errors.New("-timeout must be positive")
 	}
 	return c, nil
 }
 
 func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("replication", err)
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	return benchkit.Finish(ctx, log, cfg.out, "replication", rep, err)
+	return benchkit.Main("replication", args, parseFlags, execute)
 }
 
 // bench is one run: the cluster, the reference server and the report.
@@ -151,7 +140,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	defer os.RemoveAll(tmp) // runs last: after every process is gone
 
-	bin, err := benchkit.Binaries(ctx, log, cfg.bin, tmp)
+	bin, err := benchkit.Binaries(ctx, log, cfg.Bin, tmp)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +162,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")).WithWorkTreeRevision(ctx),
 			Tools: map[string]string{"fio": benchkit.ToolVersion(ctx, "fio", "--version"), "qemu-nbd": benchkit.ToolVersion(ctx, "qemu-nbd", "--version")},
 			Params: Params{
-				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.timeout.String(),
+				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.Timeout.String(),
 				Jobs: benchJobs(), Prefill: prefillJob(),
 				CommonFioArgs: commonArgs(fioArgs(JobSpec{ID: "x", RW: "x", BlockSize: "x", IODepth: 1, TimeBased: true}, fp, nil, "", "FILE")),
 			},

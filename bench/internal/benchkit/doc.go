@@ -7,7 +7,8 @@
 //
 // # What a run publishes
 //
-// Every program ends through Finish, which applies one policy:
+// Every program's run is Main: the shared flags (Common: -bin, -out,
+// -timeout, -render), RunContext, then Finish, which applies one policy:
 //
 //   - A complete run (no error, context not done) writes <out>/<name>.json
 //     and <out>/<name>.md, replacing the committed results, and prints the

@@ -3,11 +3,13 @@ package benchkit
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Report is what a benchmark publishes: every program's *Report implements
@@ -106,4 +108,58 @@ func CheckPartial(rep Report) error {
 		return fmt.Errorf("partial report without its mark or counted %d problems:\n%s", rep.Problems(), md)
 	}
 	return nil
+}
+
+// Common is the flags every benchmark program shares; each program's config
+// embeds it.
+type Common struct {
+	// Bin holds tandemd and tandem; empty builds them (Binaries).
+	Bin string
+	// Out receives <name>.json and <name>.md.
+	Out string
+	// Timeout bounds the whole run (RunContext).
+	Timeout time.Duration
+	// Render, when set, only re-renders the Markdown of this results file
+	// into Out (the programs that offer -render).
+	Render string
+}
+
+// Shared is c itself: it lets Main reach the embedded Common of any config.
+func (c Common) Shared() Common { return c }
+
+// Flags registers -bin, -out and -timeout (default timeout) on fs, and
+// -render when render.
+func (c *Common) Flags(fs *flag.FlagSet, name string, timeout time.Duration, render bool) {
+	fs.StringVar(&c.Bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
+	fs.StringVar(&c.Out, "out", "bench/results", fmt.Sprintf("directory for %s.json and %s.md", name, name))
+	fs.DurationVar(&c.Timeout, "timeout", timeout, "bound on the whole run")
+	if render {
+		fs.StringVar(&c.Render, "render", "", fmt.Sprintf("only re-render the Markdown report of this %s.json into -out (and copy the JSON there), without running anything", name))
+	}
+}
+
+// Main is a benchmark program's whole run: parse its flags, then either
+// re-render (-render) or execute under RunContext and publish through
+// Finish. It returns the exit code.
+func Main[C interface{ Shared() Common }, T any, R interface {
+	*T
+	Report
+}](name string, args []string, parse func([]string) (C, error), execute func(context.Context, *slog.Logger, C) (R, error)) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := parse(args)
+	if err != nil {
+		return FlagExit(name, err)
+	}
+	com := cfg.Shared()
+	if com.Render != "" {
+		if err := Render[T, R](com.Render, com.Out, name); err != nil {
+			log.Error("render", "err", err)
+			return 1
+		}
+		return 0
+	}
+	ctx, cancel := RunContext(com.Timeout)
+	defer cancel()
+	rep, err := execute(ctx, log, cfg)
+	return Finish(ctx, log, com.Out, name, rep, err)
 }

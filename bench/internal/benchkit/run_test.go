@@ -3,12 +3,14 @@ package benchkit
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 type fakeReport struct {
@@ -95,5 +97,37 @@ func TestCheckPartial(t *testing.T) {
 	}
 	if err := CheckPartial(&fakeReport{Errors: []string{"other"}}); err == nil {
 		t.Fatal("a second problem passes")
+	}
+}
+
+type fakeConfig struct{ Common }
+
+func parseFake(args []string) (fakeConfig, error) {
+	var c fakeConfig
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.Flags(fs, "x", time.Minute, true)
+	return c, fs.Parse(args)
+}
+
+func TestMainRuns(t *testing.T) {
+	dir := t.TempDir()
+	ran := false
+	exec := func(ctx context.Context, _ *slog.Logger, c fakeConfig) (*fakeReport, error) {
+		ran = true
+		if _, ok := ctx.Deadline(); !ok || c.Out != dir {
+			t.Errorf("context without the timeout, or out %q", c.Out)
+		}
+		return &fakeReport{Value: 2}, nil
+	}
+	if code := Main("x", []string{"-help"}, parseFake, exec); code != 0 || ran {
+		t.Fatalf("-help: exit %d, ran %v", code, ran)
+	}
+	if code := Main("x", []string{"-out", dir}, parseFake, exec); code != 0 || !ran || !exists(t, filepath.Join(dir, "x.md")) {
+		t.Fatalf("run: exit %d, ran %v", code, ran)
+	}
+	ran = false
+	if code := Main("x", []string{"-out", t.TempDir(), "-render", filepath.Join(dir, "x.json")}, parseFake, exec); code != 0 || ran {
+		t.Fatalf("render: exit %d, ran %v", code, ran)
 	}
 }
