@@ -42,7 +42,7 @@ func main() {
 			os.Exit(watchMain(os.Args[2:]))
 		}
 	}
-	os.Exit(run(os.Args[1:]))
+	os.Exit(benchkit.Main("control", os.Args[1:], parseFlags, execute))
 }
 
 type config struct {
@@ -84,10 +84,6 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-proposals, -warmup and -kills must not be negative")
 	}
 	return c, nil
-}
-
-func run(args []string) int {
-	return benchkit.Main("control", args, parseFlags, execute)
 }
 
 // bench is one run: the cluster, its clients and the report being filled.

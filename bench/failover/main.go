@@ -31,7 +31,7 @@ const (
 	logLines     = 40
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { os.Exit(benchkit.Main("failover", os.Args[1:], parseFlags, execute)) }
 
 type config struct {
 	benchkit.Common
@@ -74,10 +74,6 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("timeouts must be positive")
 	}
 	return c, nil
-}
-
-func run(args []string) int {
-	return benchkit.Main("failover", args, parseFlags, execute)
 }
 
 // bench is one benchmark run.

@@ -492,25 +492,10 @@ func qemuLaunch(log string, t0 time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-var diskCounterRE = regexp.MustCompile(`msg="disk counter".*\bcounter=(\d+) boot=(\d+)`)
-
-// diskCounter finds, in a guest console log, the counter the agent read
-// from its disk at the start of boot.
-func diskCounter(console string, boot uint64) (uint64, bool) {
-	for _, m := range diskCounterRE.FindAllStringSubmatch(console, -1) {
-		c, err1 := strconv.ParseUint(m[1], 10, 64)
-		bt, err2 := strconv.ParseUint(m[2], 10, 64)
-		if err1 == nil && err2 == nil && bt == boot {
-			return c, true
-		}
-	}
-	return 0, false
-}
-
 func (b *bench) waitDiskCounter(ctx context.Context, n *testcluster.Node, boot uint64) (uint64, bool) {
 	deadline := time.Now().Add(consoleTimeout)
 	for {
-		if c, ok := diskCounter(readFile(b.env.ConsoleLog(n, vmName)), boot); ok {
+		if c, ok := vmbench.DiskCounter(readFile(b.env.ConsoleLog(n, vmName)), boot); ok {
 			return c, true
 		}
 		if time.Now().After(deadline) || benchkit.SleepCtx(ctx, 200*time.Millisecond) != nil {

@@ -6,8 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -136,19 +134,12 @@ func (b *bench) consoleTails(vm string, lines int) map[string]string {
 	return out
 }
 
-// diskCounterLine is the agent's log line with the counter it read at boot.
-var diskCounterLine = regexp.MustCompile(`msg="disk counter" .*counter=(\d+) boot=(\d+)`)
-
 // diskCounterAtBoot finds, in the guest's consoles, the counter the agent
 // read from its disk when it started boot number boot.
 func diskCounterAtBoot(consoles map[string]string, boot uint64) (uint64, bool) {
 	for _, text := range consoles {
-		for _, m := range diskCounterLine.FindAllStringSubmatch(text, -1) {
-			c, err1 := strconv.ParseUint(m[1], 10, 64)
-			b, err2 := strconv.ParseUint(m[2], 10, 64)
-			if err1 == nil && err2 == nil && b == boot {
-				return c, true
-			}
+		if c, ok := vmbench.DiskCounter(text, boot); ok {
+			return c, true
 		}
 	}
 	return 0, false

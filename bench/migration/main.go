@@ -32,7 +32,7 @@ const (
 	maxGuestFailures       = 5
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { os.Exit(benchkit.Main("migration", os.Args[1:], parseFlags, execute)) }
 
 type config struct {
 	benchkit.Common
@@ -116,10 +116,6 @@ func seriesOf(cfg config) []series {
 		out = append(out, series{rate: top, migrations: cfg.controlMigrations, diskless: true})
 	}
 	return out
-}
-
-func run(args []string) int {
-	return benchkit.Main("migration", args, parseFlags, execute)
 }
 
 // bench is one run: the cluster and the report being filled.

@@ -35,7 +35,7 @@ const (
 	logExcerptLines = 30
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { os.Exit(benchkit.Main("replication", os.Args[1:], parseFlags, execute)) }
 
 type config struct {
 	benchkit.Common
@@ -102,10 +102,6 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-timeout must be positive")
 	}
 	return c, nil
-}
-
-func run(args []string) int {
-	return benchkit.Main("replication", args, parseFlags, execute)
 }
 
 // bench is one run: the cluster, the reference server and the report.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -521,4 +522,21 @@ func ParseMiB(s string) (uint64, error) {
 		return 0, fmt.Errorf("size %q: want a positive number of MiB with an optional M or G suffix", s)
 	}
 	return n * mult, nil
+}
+
+// diskCounterRE is the guest agent's console line with the counter it read
+// from its disk at boot.
+var diskCounterRE = regexp.MustCompile(`msg="disk counter".*\bcounter=(\d+) boot=(\d+)`)
+
+// DiskCounter finds, in a guest console log, the counter the agent read
+// from its disk at the start of boot number boot.
+func DiskCounter(console string, boot uint64) (uint64, bool) {
+	for _, m := range diskCounterRE.FindAllStringSubmatch(console, -1) {
+		c, err1 := strconv.ParseUint(m[1], 10, 64)
+		bt, err2 := strconv.ParseUint(m[2], 10, 64)
+		if err1 == nil && err2 == nil && bt == boot {
+			return c, true
+		}
+	}
+	return 0, false
 }
