@@ -190,22 +190,9 @@ func (b *bench) close() {
 }
 
 func (b *bench) setup(ctx context.Context) error {
-	for _, n := range b.c.Nodes {
-		b.started[n.Name] = time.Now()
-		p, err := b.td.StartDaemon(ctx, n)
-		if err != nil {
-			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
-		}
-		b.procs[n.Name] = p
-	}
-	b.log.Info("forming cluster", "name", clusterName)
-	if err := b.td.Form(ctx, clusterName); err != nil {
-		return fmt.Errorf("form cluster: %w", err)
-	}
-	for _, n := range b.c.Nodes {
-		if _, err := b.td.WaitStatus(ctx, n, 30*time.Second, healthy); err != nil {
-			return fmt.Errorf("cluster did not become healthy: %w", err)
-		}
+	var err error
+	if b.procs, b.started, err = benchkit.StartCluster(ctx, b.log, b.td, b.c, clusterName); err != nil {
+		return err
 	}
 	st, err := b.leaderStatus(ctx)
 	if err != nil {

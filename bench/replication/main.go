@@ -444,31 +444,17 @@ func waitExport(ctx context.Context, uri string, size int64, timeout time.Durati
 }
 
 func (b *bench) setupCluster(ctx context.Context) error {
-	for _, n := range b.c.Nodes {
-		var extra []string
-		if b.cfg.profile != "" {
-			extra = []string{"--pprof", "true"}
-		}
-		p, err := b.td.StartDaemon(ctx, n, extra...)
-		if err != nil {
-			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
-		}
-		b.procs[n.Name] = p
+	var extra []string
+	if b.cfg.profile != "" {
+		extra = []string{"--pprof", "true"}
 	}
-	b.log.Info("forming cluster", "name", clusterName)
-	if err := b.td.Form(ctx, clusterName); err != nil {
-		return fmt.Errorf("form cluster: %w", err)
-	}
-	for _, n := range b.c.Nodes {
-		if _, err := b.td.WaitStatus(ctx, n, 30*time.Second, healthy); err != nil {
-			return fmt.Errorf("cluster did not become healthy: %w", err)
-		}
+	var err error
+	if b.procs, _, err = benchkit.StartCluster(ctx, b.log, b.td, b.c, clusterName, extra...); err != nil {
+		return err
 	}
 	b.log.Info("cluster ready")
 	return nil
 }
-
-func healthy(st *tandemv1.ClusterStatus) bool { return benchkit.Healthy(st, nodes) }
 
 // show reads a volume's state from node n1, its primary.
 func (b *bench) show(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {

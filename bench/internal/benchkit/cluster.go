@@ -112,3 +112,30 @@ func CopyLogs(c *testcluster.Cluster, extra map[string]string, dir string) error
 	}
 	return errors.Join(errs...)
 }
+
+// StartCluster starts tandemd on every node of c with args added to its
+// command line, forms the cluster name and waits until every node reports
+// it healthy. It returns each node's daemon and when it was started (a
+// fresh node fails over differently: control reports the survivors' age).
+func StartCluster(ctx context.Context, log *slog.Logger, td *testcluster.Tandem, c *testcluster.Cluster, name string, args ...string) (map[string]*testcluster.Proc, map[string]time.Time, error) {
+	procs, started := map[string]*testcluster.Proc{}, map[string]time.Time{}
+	for _, n := range c.Nodes {
+		started[n.Name] = time.Now()
+		p, err := td.StartDaemon(ctx, n, args...)
+		if err != nil {
+			return procs, started, fmt.Errorf("start tandemd on %s: %w", n.Name, err)
+		}
+		procs[n.Name] = p
+	}
+	log.Info("forming cluster", "name", name)
+	if err := td.Form(ctx, name); err != nil {
+		return procs, started, fmt.Errorf("form cluster: %w", err)
+	}
+	healthy := func(st *tandemv1.ClusterStatus) bool { return Healthy(st, len(c.Nodes)) }
+	for _, n := range c.Nodes {
+		if _, err := td.WaitStatus(ctx, n, 30*time.Second, healthy); err != nil {
+			return procs, started, fmt.Errorf("cluster did not become healthy: %w", err)
+		}
+	}
+	return procs, started, nil
+}
