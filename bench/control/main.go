@@ -116,16 +116,11 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp("", "tandem-bench-control-")
-	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
-	}
-	defer os.RemoveAll(tmp) // runs last: after the cluster is closed
-
-	bin, err := benchkit.Binaries(ctx, log, cfg.Bin, tmp)
+	tmp, bin, err := benchkit.TempBinaries(ctx, log, "control", cfg.Bin)
 	if err != nil {
 		return nil, err
 	}
+	defer os.RemoveAll(tmp) // runs last: after the cluster is closed
 
 	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, testcluster.LogReporter(log))
 	if err != nil {

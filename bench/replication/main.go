@@ -130,16 +130,11 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			return nil, fmt.Errorf("%s is needed (make deps installs it): %w", tool, err)
 		}
 	}
-	tmp, err := os.MkdirTemp("", "tandem-bench-replication-")
-	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
-	}
-	defer os.RemoveAll(tmp) // runs last: after every process is gone
-
-	bin, err := benchkit.Binaries(ctx, log, cfg.Bin, tmp)
+	tmp, bin, err := benchkit.TempBinaries(ctx, log, "replication", cfg.Bin)
 	if err != nil {
 		return nil, err
 	}
+	defer os.RemoveAll(tmp) // runs last: after every process is gone
 	work, ref := filepath.Join(tmp, "fio"), filepath.Join(tmp, "ref")
 	for _, d := range []string{work, ref} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

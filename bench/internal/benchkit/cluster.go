@@ -66,6 +66,22 @@ func Binaries(ctx context.Context, log *slog.Logger, bin, tmp string) (string, e
 	return abs, nil
 }
 
+// TempBinaries makes the run's temporary directory
+// ($TMPDIR/tandem-bench-<name>-*) and finds or builds the binaries there
+// (Binaries). The caller removes tmp once every process is gone; on an
+// error it is already removed.
+func TempBinaries(ctx context.Context, log *slog.Logger, name, bin string) (tmp, abs string, err error) {
+	tmp, err = os.MkdirTemp("", "tandem-bench-"+name+"-")
+	if err != nil {
+		return "", "", fmt.Errorf("temp dir: %w", err)
+	}
+	if abs, err = Binaries(ctx, log, bin, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", "", err
+	}
+	return tmp, abs, nil
+}
+
 // Healthy is a status with all of nodes voters online and quorate with a
 // leader.
 func Healthy(st *tandemv1.ClusterStatus, nodes int) bool {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,25 @@ func TestHealthyAndSleep(t *testing.T) {
 	cancel()
 	if err := SleepCtx(ctx, time.Hour); err == nil {
 		t.Fatal("sleep ignores the context")
+	}
+}
+
+func TestTempBinaries(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	bin := t.TempDir()
+	if _, _, err := TempBinaries(context.Background(), nil, "x", bin); err == nil {
+		t.Fatal("binaries found in an empty directory")
+	}
+	if ents, _ := os.ReadDir(os.Getenv("TMPDIR")); len(ents) != 0 {
+		t.Fatalf("temporary directory left after the error: %v", ents)
+	}
+	for _, n := range []string{"tandemd", "tandem"} {
+		if err := os.WriteFile(filepath.Join(bin, n), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp, abs, err := TempBinaries(context.Background(), nil, "x", bin)
+	if err != nil || abs != bin || !strings.Contains(tmp, "tandem-bench-x-") {
+		t.Fatalf("tmp %q bin %q: %v", tmp, abs, err)
 	}
 }
