@@ -100,9 +100,9 @@ type bench struct {
 	rep     *Report
 }
 
-// execute runs the whole benchmark. It returns a report whenever the cluster
-// came up, even if a later phase failed (the failure is in rep.Errors), and
-// the phases done so far with the error when interrupted.
+// execute runs the whole benchmark. A phase that fails is recorded in
+// rep.Errors and the next one runs; a failed setup or an interruption ends
+// the run with the report so far and the error.
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
 	if err := testcluster.Available(); err != nil {
@@ -140,7 +140,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		for _, n := range c.Nodes {
 			log.Error("tandemd log tail", "node", n.Name, "log", c.LogTail(n, "tandemd", 15))
 		}
-		return nil, err
+		return b.rep, err // a partial report: the parameters and the error
 	}
 	phases := []struct {
 		name string

@@ -113,15 +113,17 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			Fencing: "IPMI (ipmi_sim BMC per host, `tandem node fence-config --ipmi`) with the self-fence lease as fallback"},
 		LoadBefore: benchkit.LoadAvg(), VM: vmName, GuestIP: b.ip, Published: published(), Thesis: thesisMethod(),
 	}
-	if err := b.setup(ctx); err != nil {
-		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("setup: %v", err))
+	// A failed setup or a series cut short is returned with the report:
+	// benchkit.Finish publishes it as partial, beside the committed results.
+	if err = b.setup(ctx); err != nil {
+		err = fmt.Errorf("setup: %w", err)
 		b.rep.LogExcerpts = env.Excerpts(vmName, logLines)
 	} else {
-		b.runs(ctx)
+		err = b.runs(ctx)
 		b.teardownGuest(ctx)
 	}
 	b.finish(began)
-	return b.rep, nil
+	return b.rep, err
 }
 
 // setup starts the cluster with BMCs, configures IPMI fencing, the

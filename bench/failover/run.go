@@ -44,7 +44,7 @@ type before struct {
 	disk       string
 }
 
-func (b *bench) runs(ctx context.Context) {
+func (b *bench) runs(ctx context.Context) error {
 	for k := 1; k <= b.cfg.runs && ctx.Err() == nil; k++ {
 		r, fatal := b.runOnce(ctx, k)
 		b.rep.Runs = append(b.rep.Runs, r)
@@ -52,10 +52,10 @@ func (b *bench) runs(ctx context.Context) {
 			"promoted_ms", r.PhasesMs[PhasePromoted], "started_ms", r.PhasesMs[PhaseStarted], "first_datagram_ms", r.PhasesMs[PhaseFirst],
 			"i2", r.I2, "errors", len(r.Errors))
 		if fatal != nil {
-			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("series ended after run %d: %v", k, fatal))
-			return
+			return fmt.Errorf("series ended after run %d: %w", k, fatal)
 		}
 	}
+	return nil
 }
 
 // ready waits until the guest runs on a host with its volume's replicas all

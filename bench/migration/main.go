@@ -161,10 +161,10 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	defer b.close(ctx)
 
 	if err := env.Start(ctx, clusterName, false); err != nil {
-		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("cluster setup: %v", err))
+		// Published as partial by benchkit.Finish, beside the committed results.
 		b.rep.LogExcerpts = b.excerpts("", "")
 		b.finish(began)
-		return b.rep, nil
+		return b.rep, fmt.Errorf("cluster setup: %w", err)
 	}
 	// A real host's libvirtd probed QEMU long ago; a fresh one would pay
 	// that probe in its first incoming migration.

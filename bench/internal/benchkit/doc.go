@@ -15,10 +15,11 @@
 //     Markdown. Problems recorded in the report (its errors, failover's
 //     integrity problems) are published too, and make the exit code 1.
 //   - An interrupted run (SIGINT, SIGTERM, -timeout) or one that stopped on
-//     an error never replaces the committed results: its partial report, if
-//     it got as far as having one, is marked with "run interrupted: …" or
-//     "run failed: …" in its errors and written as <out>/<name>.partial.json
-//     and .md beside them (bench/results/.gitignore keeps those out of git).
+//     an error (a failed setup, a series its benchmark cannot go on with)
+//     never replaces the committed results: its partial report, if it got
+//     as far as having one, is marked with "run interrupted: …" or "run
+//     failed: …" in its errors and written as <out>/<name>.partial.json and
+//     .md beside them (bench/results/.gitignore keeps those out of git).
 //     The exit code is 1.
 //
 // The point is that bench/results only ever holds figures of whole runs,
