@@ -4,6 +4,9 @@
 // (one network namespace per simulated host, real processes, real Raft
 // traffic over veth pairs and a bridge), measures, tears everything down
 // and writes machine-readable JSON plus a Markdown report to bench/results.
+// Only a complete run replaces those files: an interrupted or failed one
+// writes its partial report, marked so, as <name>.partial.json and .md
+// (bench/internal/benchkit, which holds the code they share).
 // The package itself contains no code; it documents the suite.
 //
 // # Control plane (bench/control, `make bench-control`)

@@ -1,11 +1,3 @@
-// Command control benchmarks Tandem's control plane on a 3-node cluster of
-// network namespaces: metadata propose latency, leader failover and idle
-// memory (see package bench for the method). It writes control.json and
-// control.md to -out and prints the Markdown.
-//
-//	go run ./bench/control -bin ./bin -out bench/results [-proposals 1000] [-kills 20]
-//
-// It must run as root (namespaces) from inside the module (for building).
 package main
 
 import (
@@ -15,10 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,11 +42,11 @@ func main() {
 			os.Exit(watchMain(os.Args[2:]))
 		}
 	}
-	os.Exit(run(os.Args[1:]))
+	os.Exit(benchkit.Main("control", os.Args[1:], parseFlags, execute))
 }
 
 type config struct {
-	bin, out      string
+	benchkit.Common
 	logs          string
 	proposals     int
 	warmup        int
@@ -66,14 +56,12 @@ type config struct {
 	pollTimeout   time.Duration
 	pollEvery     time.Duration
 	watchInterval time.Duration
-	timeout       time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("control", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for control.json and control.md")
+	c.Flags(fs, "control", 15*time.Minute, false)
 	fs.StringVar(&c.logs, "logs", "", "if set, copy every node's tandemd log into this directory at the end")
 	fs.IntVar(&c.proposals, "proposals", 1000, "measured SetConfig calls per path (leader, follower)")
 	fs.IntVar(&c.warmup, "warmup", 20, "unmeasured SetConfig calls before each path")
@@ -86,7 +74,6 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.pollTimeout, "poll-timeout", 3*time.Second, "deadline of each Status poll during failover")
 	fs.DurationVar(&c.pollEvery, "poll-every", 100*time.Millisecond, "start a Status poll this often during failover (calls overlap)")
 	fs.DurationVar(&c.watchInterval, "watch-interval", 10*time.Millisecond, "metrics scrape interval of the election watchers")
-	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -97,36 +84,6 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-proposals, -warmup and -kills must not be negative")
 	}
 	return c, nil
-}
-
-func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("control", err)
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	if rep != nil && ctx.Err() == nil {
-		if werr := benchkit.Publish(log, cfg.out, "control", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case ctx.Err() != nil:
-		log.Error("benchmark interrupted; nothing written", "err", context.Cause(ctx))
-		return 1
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0:
-		log.Error("benchmark finished with errors", "count", len(rep.Errors))
-		return 1
-	}
-	return 0
 }
 
 // bench is one run: the cluster, its clients and the report being filled.
@@ -143,8 +100,9 @@ type bench struct {
 	rep     *Report
 }
 
-// execute runs the whole benchmark. It returns a report whenever the cluster
-// came up, even if a later phase failed (the failure is in rep.Errors).
+// execute runs the whole benchmark. A phase that fails is recorded in
+// rep.Errors and the next one runs; a failed setup or an interruption ends
+// the run with the report so far and the error.
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
 	if err := testcluster.Available(); err != nil {
@@ -154,35 +112,15 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("locating own executable: %w", err)
 	}
-	ip, err := findIP()
+	ip, err := benchkit.FindIP()
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp("", "tandem-bench-control-")
+	tmp, bin, err := benchkit.TempBinaries(ctx, log, "control", cfg.Bin)
 	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
+		return nil, err
 	}
 	defer os.RemoveAll(tmp) // runs last: after the cluster is closed
-
-	bin := cfg.bin
-	if bin == "" {
-		bin = filepath.Join(tmp, "bin")
-		log.Info("building tandemd and tandem", "dir", bin)
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := testcluster.BuildBinaries(bctx, bin)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("build: %w", err)
-		}
-	}
-	if bin, err = filepath.Abs(bin); err != nil {
-		return nil, fmt.Errorf("bin dir: %w", err)
-	}
-	for _, name := range []string{"tandemd", "tandem"} {
-		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
-			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, bin, err)
-		}
-	}
 
 	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(tmp, "cluster")}, testcluster.LogReporter(log))
 	if err != nil {
@@ -193,7 +131,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		procs: map[string]*testcluster.Proc{}, started: map[string]time.Time{}, clients: map[string]*adminclient.Client{},
 		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")), Params: Params{
 			Nodes: nodes, Proposals: cfg.proposals, Warmup: cfg.warmup, Kills: cfg.kills, Settle: cfg.settle.String(), Idle: cfg.idle.String(),
-			PollTimeout: cfg.pollTimeout.String(), PollEvery: cfg.pollEvery.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.timeout.String(),
+			PollTimeout: cfg.pollTimeout.String(), PollEvery: cfg.pollEvery.String(), WatchInterval: cfg.watchInterval.String(), Timeout: cfg.Timeout.String(),
 		}, Goals: Goals{FailoverMS: goalFailoverMS, RSSMB: goalRSSMB}},
 	}
 	defer b.close() // also on errors and signals; Close is idempotent
@@ -202,7 +140,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		for _, n := range c.Nodes {
 			log.Error("tandemd log tail", "node", n.Name, "log", c.LogTail(n, "tandemd", 15))
 		}
-		return nil, err
+		return b.rep, err // a partial report: the parameters and the error
 	}
 	phases := []struct {
 		name string
@@ -218,7 +156,9 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		log.Info("phase", "name", ph.name)
 		if err := ph.fn(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%s: %w", ph.name, err)
+				// The phases done so far are the partial report.
+				b.rep.DurationS = time.Since(began).Seconds()
+				return b.rep, fmt.Errorf("%s: %w", ph.name, err)
 			}
 			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("%s: %v", ph.name, err))
 			log.Error("phase failed", "name", ph.name, "err", err)
@@ -226,7 +166,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
-		if err := copyLogs(c, cfg.logs); err != nil {
+		if err := benchkit.CopyLogs(c, nil, cfg.logs); err != nil {
 			b.rep.Errors = append(b.rep.Errors, err.Error())
 		}
 	}
@@ -241,33 +181,13 @@ func (b *bench) close() {
 		_ = cl.Close()
 	}
 	b.c.Close()
-	prefix := fmt.Sprintf("tdmt%d-", os.Getpid())
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				b.log.Error("namespace left behind after Close", "name", e.Name())
-			}
-		}
-	}
+	benchkit.CheckNamespaces(b.log)
 }
 
 func (b *bench) setup(ctx context.Context) error {
-	for _, n := range b.c.Nodes {
-		b.started[n.Name] = time.Now()
-		p, err := b.td.StartDaemon(ctx, n)
-		if err != nil {
-			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
-		}
-		b.procs[n.Name] = p
-	}
-	b.log.Info("forming cluster", "name", clusterName)
-	if err := b.td.Form(ctx, clusterName); err != nil {
-		return fmt.Errorf("form cluster: %w", err)
-	}
-	for _, n := range b.c.Nodes {
-		if _, err := b.td.WaitStatus(ctx, n, 30*time.Second, healthy); err != nil {
-			return fmt.Errorf("cluster did not become healthy: %w", err)
-		}
+	var err error
+	if b.procs, b.started, err = benchkit.StartCluster(ctx, b.log, b.td, b.c, clusterName); err != nil {
+		return err
 	}
 	st, err := b.leaderStatus(ctx)
 	if err != nil {
@@ -278,9 +198,7 @@ func (b *bench) setup(ctx context.Context) error {
 }
 
 // healthy: every voter online and quorate with a leader.
-func healthy(st *tandemv1.ClusterStatus) bool {
-	return st.Quorate && st.Leader != "" && st.Voters == nodes && st.VotesOnline == st.Voters
-}
+func healthy(st *tandemv1.ClusterStatus) bool { return benchkit.Healthy(st, nodes) }
 
 // client returns a cached admin socket client for n.
 func (b *bench) client(ctx context.Context, n *testcluster.Node) (*adminclient.Client, error) {
@@ -337,17 +255,6 @@ func (b *bench) leaderStatus(ctx context.Context) (*tandemv1.ClusterStatus, erro
 	return nil, fmt.Errorf("no healthy status: %w", errors.Join(errs...))
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // propose runs the SetConfig series through the leader's or a follower's socket.
 func (b *bench) propose(ctx context.Context, via string) error {
 	if b.cfg.proposals == 0 {
@@ -402,7 +309,7 @@ func (b *bench) propose(ctx context.Context, via string) error {
 			}
 			continue
 		}
-		res.SamplesMS = append(res.SamplesMS, ms(took))
+		res.SamplesMS = append(res.SamplesMS, benchkit.MS(took))
 	}
 	res.DurationS = time.Since(began).Seconds()
 	res.Client = summarize(res.SamplesMS)
@@ -576,7 +483,7 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 	b.dropClient(victim)
 	t0 := time.Now()
 	b.c.Kill(victim)
-	r.KillMS = ms(time.Since(t0))
+	r.KillMS = benchkit.MS(time.Since(t0))
 
 	// Writes are what failover is for: a second client retries SetConfig
 	// through the same survivor meanwhile.
@@ -592,7 +499,7 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		r.Error = fmt.Sprintf("no quorate status with a new leader on %s within %s", polled.Name, failoverTimeout)
 		b.log.Error("failover round failed", "n", i, "err", r.Error, "log", b.c.LogTail(polled, "tandemd", 20))
 	} else {
-		r.FailoverMS, r.DetectStartMS, r.DetectPollMS = ms(det.end.Sub(t0)), ms(det.start.Sub(t0)), ms(det.end.Sub(det.start))
+		r.FailoverMS, r.DetectStartMS, r.DetectPollMS = benchkit.MS(det.end.Sub(t0)), benchkit.MS(det.start.Sub(t0)), benchkit.MS(det.end.Sub(det.start))
 		r.NewLeader, r.TermAfter = det.status.Leader, det.status.Term
 	}
 	if r.Error == "" {
@@ -600,7 +507,7 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		// election is over.
 		start := time.Now()
 		if _, err := b.status(ctx, polled, b.cfg.pollTimeout); err == nil {
-			r.DownStatusMS = ms(time.Since(start))
+			r.DownStatusMS = benchkit.MS(time.Since(start))
 		}
 	}
 	w := <-wch
@@ -618,22 +525,22 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		return r, pollMS, fmt.Errorf("restart tandemd on %s: %w", victim.Name, err)
 	}
 	b.procs[victim.Name] = p
-	r.RestartMS = ms(time.Since(started))
+	r.RestartMS = benchkit.MS(time.Since(started))
 	for {
 		ss, serr := b.status(ctx, polled, 2*time.Second)
 		rs, rerr := b.status(ctx, victim, 2*time.Second)
 		if serr == nil && rerr == nil && healthy(ss) && rs.Quorate && rs.Leader != "" {
-			r.BackOnlineMS = ms(time.Since(started))
+			r.BackOnlineMS = benchkit.MS(time.Since(started))
 			break
 		}
 		if time.Since(started) > backOnlineTimeout {
 			return r, pollMS, fmt.Errorf("%s not back within %s (survivor: %v, restarted: %v)", victim.Name, backOnlineTimeout, describe(ss, serr), describe(rs, rerr))
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := benchkit.SleepCtx(ctx, 20*time.Millisecond); err != nil {
 			return r, pollMS, err
 		}
 	}
-	return r, pollMS, sleepCtx(ctx, b.cfg.settle)
+	return r, pollMS, benchkit.SleepCtx(ctx, b.cfg.settle)
 }
 
 // detection is the Status call that first showed the new leader.
@@ -676,7 +583,7 @@ func pollForLeader(ctx context.Context, cl *adminclient.Client, t0 time.Time, ki
 		}()
 	}
 	record := func(o pollOutcome) {
-		durs = append(durs, ms(o.end.Sub(o.start)))
+		durs = append(durs, benchkit.MS(o.end.Sub(o.start)))
 		if o.err != nil {
 			det.errors++
 		}
@@ -739,14 +646,14 @@ func writeUntilOK(ctx context.Context, cl *adminclient.Client, t0 time.Time, tim
 		cancel()
 		w.attempts++
 		if err == nil {
-			w.ms = ms(time.Since(t0))
+			w.ms = benchkit.MS(time.Since(t0))
 			return w
 		}
 		if ctx.Err() != nil || time.Since(t0) > failoverTimeout {
 			w.err = err.Error()
 			return w
 		}
-		_ = sleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
+		_ = benchkit.SleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
 	}
 }
 
@@ -771,9 +678,9 @@ func (b *bench) raftFailover(r *Round, ws []*watcher, t0 time.Time) {
 			}
 		}
 		if best != nil {
-			r.RaftMS = opt(ms(best.end.Sub(t0)))
+			r.RaftMS = opt(benchkit.MS(best.end.Sub(t0)))
 			if !bestPrev.start.IsZero() {
-				r.RaftResMS = opt(ms(best.end.Sub(bestPrev.start)))
+				r.RaftResMS = opt(benchkit.MS(best.end.Sub(bestPrev.start)))
 			}
 			return
 		}
@@ -788,7 +695,7 @@ func (b *bench) raftFailover(r *Round, ws []*watcher, t0 time.Time) {
 // memory reads VmRSS and VmHWM of every tandemd after an idle period.
 func (b *bench) memory(ctx context.Context, phase string) error {
 	b.log.Info("idling before reading memory", "for", b.cfg.idle)
-	if err := sleepCtx(ctx, b.cfg.idle); err != nil {
+	if err := benchkit.SleepCtx(ctx, b.cfg.idle); err != nil {
 		return err
 	}
 	var errs []error
@@ -865,25 +772,4 @@ func (b *bench) evaluateGoals() {
 		}
 		b.rep.Goals.RSSMet = &ok
 	}
-}
-
-// copyLogs keeps the daemon logs, which go away with the temporary directory.
-func copyLogs(c *testcluster.Cluster, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("logs dir: %w", err)
-	}
-	for _, n := range c.Nodes {
-		data, err := os.ReadFile(filepath.Join(n.Dir, "tandemd.log"))
-		if err != nil {
-			return fmt.Errorf("log of %s: %w", n.Name, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, n.Name+"-tandemd.log"), data, 0o644); err != nil {
-			return fmt.Errorf("copy log of %s: %w", n.Name, err)
-		}
-	}
-	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }

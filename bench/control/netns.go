@@ -141,19 +141,6 @@ func leaderLine(body []byte) (string, error) {
 	return fmt.Sprintf("%d %d %d", int(vals[0]), int(vals[1]), uint64(vals[2])), nil
 }
 
-// findIP locates iproute2's ip; root's PATH does not always contain sbin.
-func findIP() (string, error) {
-	if p, err := exec.LookPath("ip"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("ip (iproute2) not found")
-}
-
 func metricsURL(n *testcluster.Node) string {
 	return fmt.Sprintf("http://%s:%d/metrics", n.IP, testcluster.MetricsPort)
 }

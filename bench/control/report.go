@@ -187,17 +187,6 @@ func fmtOpt(p *float64) string {
 	return fmtMS(*p)
 }
 
-func passFail(ok *bool) string {
-	switch {
-	case ok == nil:
-		return "not measured"
-	case *ok:
-		return "**PASS**"
-	default:
-		return "**FAIL**"
-	}
-}
-
 func (r *Report) propose(via string) *ProposeResult {
 	for i := range r.Propose {
 		if r.Propose[i].Via == via {
@@ -231,17 +220,17 @@ func (r *Report) Markdown() string {
 		r.Params.Proposals, r.Params.Warmup, r.Params.Kills, r.Params.Settle, r.Params.Idle, r.Params.PollEvery, r.Params.PollTimeout, r.Params.WatchInterval)
 
 	p("## Results against the goals\n\n")
-	p("| Measure | Result | Goal | Verdict |\n|---|---|---|---|\n")
+	benchkit.NewTable(&b, "Measure", "Result", "Goal", "Verdict")
 	if f := r.Failover; f != nil {
 		p("| Leader failover seen by an API client: SIGKILL of the leader → a survivor's `Status` answers quorate with a new leader (%d kills) | p50 %s, p95 %s, max %s; %d above 2 s, %d without a new leader | < 2 s | %s |\n",
-			f.API.Count+f.Failed, fmtMS(f.API.P50), fmtMS(f.API.P95), fmtMS(f.API.Max), f.AboveGoal, f.Failed, passFail(r.Goals.FailoverMet))
+			f.API.Count+f.Failed, fmtMS(f.API.P50), fmtMS(f.API.P95), fmtMS(f.API.Max), f.AboveGoal, f.Failed, benchkit.PassFail(r.Goals.FailoverMet))
 		p("| Writes again, same kills: SIGKILL → first `SetConfig` through that survivor succeeds | p50 %s, p95 %s, max %s; %d above 2 s | (information) | |\n",
 			fmtMS(f.Write.P50), fmtMS(f.Write.P95), fmtMS(f.Write.Max), f.WriteAbove)
 		p("| Raft election, same kills: SIGKILL → a survivor's metrics show a leader at a higher term | p50 %s, p95 %s, max %s | (information) | |\n",
 			fmtMS(f.Raft.P50), fmtMS(f.Raft.P95), fmtMS(f.Raft.Max))
 	}
 	if s, ok := r.maxRSS("end"); ok {
-		p("| Idle RSS of tandemd, largest node, end of run | %.1f MB (%s) | < %d MB | %s |\n", s.RSSMB, s.Node, goalRSSMB, passFail(r.Goals.RSSMet))
+		p("| Idle RSS of tandemd, largest node, end of run | %.1f MB (%s) | < %d MB | %s |\n", s.RSSMB, s.Node, goalRSSMB, benchkit.PassFail(r.Goals.RSSMet))
 	}
 	if s, ok := r.maxRSS("start"); ok {
 		p("| Idle RSS of tandemd, largest node, after formation | %.1f MB (%s) | < %d MB | |\n", s.RSSMB, s.Node, goalRSSMB)
@@ -259,14 +248,14 @@ func (r *Report) Markdown() string {
 		p("Sequential `Cluster.SetConfig` calls (one in flight), each overwriting the key `bench.seq`, over the node's unix admin socket with the adminclient package. " +
 			"Client-side time covers gRPC over the socket, the token check, a ReadIndex quorum check, one Raft proposal committed and applied on the node handling the call, " +
 			"and the linearizable read-back of the configuration that SetConfig returns. A follower hands the proposal to the leader inside dragonboat. Failed calls are counted, not timed.\n\n")
-		p("| Path | Node | Calls | Errors | p50 | p90 | p99 | max | mean |\n|---|---|---|---|---|---|---|---|---|\n")
+		benchkit.NewTable(&b, "Path", "Node", "Calls", "Errors", "p50", "p90", "p99", "max", "mean")
 		for _, pr := range r.Propose {
 			c := pr.Client
 			p("| %s | %s | %d | %d | %s | %s | %s | %s | %s |\n", pr.Via, pr.Node, pr.Calls, pr.Errors, fmtMS(c.P50), fmtMS(c.P90), fmtMS(c.P99), fmtMS(c.Max), fmtMS(c.Mean))
 		}
 		p("\nServer side: delta of `tandem_raft_propose_seconds{shard=\"metadata\",result=\"ok\"}` on the node that handled the calls (time for `Host.Propose`: commit and local apply, retries included), " +
 			"scraped before and after from inside the node's namespace. Buckets double from 0.2 ms, so p50/p99 are interpolated within a bucket and only approximate.\n\n")
-		p("| Path | Node | Observations | ≈p50 | ≈p99 | mean | error observations |\n|---|---|---|---|---|---|---|\n")
+		benchkit.NewTable(&b, "Path", "Node", "Observations", "≈p50", "≈p99", "mean", "error observations")
 		for _, pr := range r.Propose {
 			s := pr.Server
 			if s.Error != "" {
@@ -304,7 +293,7 @@ func (r *Report) Markdown() string {
 			"**Raft election** is the end of the first watcher scrape (every %s, `/metrics` gauges `tandem_raft_metadata_has_leader` and `_term`) showing a leader at a term above the one before the kill. "+
 			"The killed node is then restarted and the round ends once the survivor shows 3/3 voters online and quorate and the restarted node is quorate itself, plus %s of settling.\n\n",
 			r.Params.PollEvery, r.Params.PollTimeout, r.Params.WatchInterval, r.Params.Settle)
-		p("| Measure | n | min | p50 | p95 | max | > 2 s |\n|---|---|---|---|---|---|---|\n")
+		benchkit.NewTable(&b, "Measure", "n", "min", "p50", "p95", "max", "> 2 s")
 		row := func(name string, s Summary, above string) {
 			p("| %s | %d | %s | %s | %s | %s | %s |\n", name, s.Count, fmtMS(s.Min), fmtMS(s.P50), fmtMS(s.P95), fmtMS(s.Max), above)
 		}
@@ -318,7 +307,7 @@ func (r *Report) Markdown() string {
 		row("Restart: tandemd started → 3/3 online and quorate", f.BackOnline, "")
 		row("`Cluster.Kill` call (SIGKILL + sweep + reap)", f.Kill, "")
 		p("\nPer round (ms from t0):\n\n")
-		p("| # | killed | term | youngest survivor | polled | new leader | term | Raft | writes (attempts) | API | detecting poll start + duration | polls started (errors) | back 3/3 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		benchkit.NewTable(&b, "#", "killed", "term", "youngest survivor", "polled", "new leader", "term", "Raft", "writes (attempts)", "API", "detecting poll start + duration", "polls started (errors)", "back 3/3")
 		for _, rd := range f.Rounds {
 			raft := fmtOpt(rd.RaftMS)
 			if rd.RaftSeenOn != "" {
@@ -354,7 +343,7 @@ func (r *Report) Markdown() string {
 		p("VmRSS, its anonymous and file-backed parts and VmHWM (peak) from `/proc/<pid>/status` of each tandemd after %s without requests, once after the cluster formed and once at the end; "+
 			"the Go runtime's own view (`go_memstats_*` from the node's metrics) is scraped right after. "+
 			"Nodes killed and restarted during the failover rounds are younger processes at the end. MB = 10^6 bytes.\n\n", r.Params.Idle)
-		p("| When | Node | PID | VmRSS | of which anon | of which file | VmHWM | Go heap in use | Go heap released | Go sys |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		benchkit.NewTable(&b, "When", "Node", "PID", "VmRSS", "of which anon", "of which file", "VmHWM", "Go heap in use", "Go heap released", "Go sys")
 		for _, s := range r.Memory {
 			if s.Error != "" {
 				p("| %s | %s | %d | error: %s | | | | | | |\n", s.Phase, s.Node, s.PID, s.Error)
@@ -367,14 +356,8 @@ func (r *Report) Markdown() string {
 
 	if len(r.DaemonLog) > 0 {
 		p("## Warnings and errors in the tandemd logs\n\n")
-		p("Grouped with digits masked; counts over the whole run, all nodes.\n\n| Level | Count | By node | Example |\n|---|---|---|---|\n")
-		for _, l := range r.DaemonLog {
-			var by []string
-			for _, n := range sortedKeys(l.ByNode) {
-				by = append(by, fmt.Sprintf("%s:%d", n, l.ByNode[n]))
-			}
-			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), strings.ReplaceAll(benchkit.Truncate(l.Example, 240), "|", "\\|"))
-		}
+		p("Grouped with digits masked; counts over the whole run, all nodes.\n\n")
+		benchkit.FindingsTable{Column: "Example", Example: true, Width: 240, NodeSep: ":", Join: " "}.WriteFindings(&b, r.DaemonLog)
 		p("\n")
 	}
 
@@ -398,3 +381,9 @@ func (r *Report) Markdown() string {
 	}
 	return b.String()
 }
+
+// AddError records a problem of the whole run (benchkit.Report).
+func (rep *Report) AddError(msg string) { rep.Errors = append(rep.Errors, msg) }
+
+// Problems counts the run's errors (benchkit.Report).
+func (rep *Report) Problems() int { return len(rep.Errors) }

@@ -9,7 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 // Summary describes a set of samples in milliseconds. Percentiles use the
@@ -30,36 +31,19 @@ func summarize(ms []float64) Summary {
 	if len(ms) == 0 {
 		return Summary{}
 	}
-	s := slices.Clone(ms)
-	slices.Sort(s)
-	var sum float64
-	for _, v := range s {
-		sum += v
-	}
+	smp := benchkit.SortSample(ms)
+	s := smp.Sorted
 	return Summary{
 		Count: len(s),
-		Min:   s[0],
-		Max:   s[len(s)-1],
-		Mean:  sum / float64(len(s)),
-		P50:   nearestRank(s, 0.50),
-		P90:   nearestRank(s, 0.90),
-		P95:   nearestRank(s, 0.95),
-		P99:   nearestRank(s, 0.99),
+		Min:   smp.Min,
+		Max:   smp.Max,
+		Mean:  smp.Mean,
+		P50:   benchkit.NearestRank(s, 0.50),
+		P90:   benchkit.NearestRank(s, 0.90),
+		P95:   benchkit.NearestRank(s, 0.95),
+		P99:   benchkit.NearestRank(s, 0.99),
 	}
 }
-
-// nearestRank returns the q-quantile of sorted samples by the nearest-rank
-// method.
-func nearestRank(sorted []float64, q float64) float64 {
-	if len(sorted) == 0 {
-		return math.NaN()
-	}
-	rank := int(math.Ceil(q * float64(len(sorted))))
-	rank = min(max(rank, 1), len(sorted))
-	return sorted[rank-1]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func countAbove(ms []float64, limit float64) int {
 	n := 0

@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 func TestSummarize(t *testing.T) {
@@ -137,5 +139,11 @@ func TestHistogramJSON(t *testing.T) {
 	}
 	if want := `{"buckets":[{"le":"0.001","cumulative":1},{"le":"+Inf","cumulative":2}],"count":2,"sum_s":0.5}`; string(b) != want {
 		t.Fatalf("got %s, want %s", b, want)
+	}
+}
+
+func TestPartialReportRenders(t *testing.T) {
+	if err := benchkit.CheckPartial(&Report{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,30 +1,7 @@
-// Command failover benchmarks Tandem's HA recovery from a hard host loss:
-// over -runs runs on a 3-node cluster of network namespaces (one libvirtd
-// with QEMU TCG, one tandemd and one ipmi_sim BMC per host), it crashes the
-// host running a test guest (every process SIGKILLed, both switch ports
-// down) and times, from the crash instant, (a) the node declared dead, (b)
-// the fence confirmed, (c) the volume promoted, (d) QEMU started on the
-// secondary and (e) the first UDP datagram of the restarted guest. It
-// checks that the restarted guest's disk holds every write acknowledged
-// before the crash, powers the host back on through its BMC and waits for
-// its replica to be UpToDate before the next run. It writes failover.json
-// and failover.md to -out and prints the Markdown.
-//
-//	go run ./bench/failover -bin ./bin -out bench/results [-runs 10] [-keep-logs DIR]
-//
-// The method follows the Heartbeat/Xen thesis (E. Braastad, 'Management of
-// high availability services using virtualization', master's thesis, Oslo
-// University College, 2006, §5.4.1): a constant-rate UDP stream recorded
-// by a packet capture on the receiving side (tcpdump there; here an
-// AF_PACKET capture with kernel timestamps, decoded with gopacket, on the
-// switch's VM bridge).
-//
-// It must run as root (namespaces) from inside the module (guest image).
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -54,29 +31,26 @@ const (
 	logLines     = 40
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { os.Exit(benchkit.Main("failover", os.Args[1:], parseFlags, execute)) }
 
 type config struct {
-	bin, out, logs string
-	render         string
-	runs           int
-	memory, disk   string
-	rate           int
-	warm           bool
-	settle         time.Duration
-	bootTimeout    time.Duration
-	recovery       time.Duration
-	rejoin         time.Duration
-	timeout        time.Duration
+	benchkit.Common
+	logs         string
+	runs         int
+	memory, disk string
+	rate         int
+	warm         bool
+	settle       time.Duration
+	bootTimeout  time.Duration
+	recovery     time.Duration
+	rejoin       time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for failover.json and failover.md")
+	c.Flags(fs, "failover", 25*time.Minute, true)
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's logs, the guest's QEMU logs and consoles, and the capture (failover.pcap) into this directory")
-	fs.StringVar(&c.render, "render", "", "only re-render the Markdown report from this failover.json (into -out), without running anything")
 	fs.IntVar(&c.runs, "runs", 10, "hard host losses")
 	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
 	fs.StringVar(&c.disk, "disk", "64M", "guest disk size (3 replicas)")
@@ -86,7 +60,6 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the guest's first boot")
 	fs.DurationVar(&c.recovery, "recovery-timeout", 90*time.Second, "bound on the wait for the restarted guest's first datagram after a crash")
 	fs.DurationVar(&c.rejoin, "rejoin-timeout", 3*time.Minute, "bound on power-on until the crashed host's replica is UpToDate again")
-	fs.DurationVar(&c.timeout, "timeout", 25*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -97,60 +70,10 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-runs must be at least 1")
 	case c.rate < 1 || c.rate > 1000:
 		return c, errors.New("-rate must be in 1..1000")
-	case c.timeout <= 0 || c.recovery <= 0 || c.rejoin <= 0 || c.bootTimeout <= 0:
+	case c.Timeout <= 0 || c.recovery <= 0 || c.rejoin <= 0 || c.bootTimeout <= 0:
 		return c, errors.New("timeouts must be positive")
 	}
 	return c, nil
-}
-
-func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("failover", err)
-	}
-	if cfg.render != "" {
-		if err := render(cfg.render, cfg.out); err != nil {
-			fmt.Fprintln(os.Stderr, "failover:", err)
-			return 1
-		}
-		return 0
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	if rep != nil {
-		if ctx.Err() != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
-		}
-		if werr := benchkit.Publish(log, cfg.out, "failover", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0 || len(rep.Integrity.Problems) > 0:
-		log.Error("benchmark finished with errors or integrity problems (see the report)", "errors", len(rep.Errors), "problems", len(rep.Integrity.Problems))
-		return 1
-	}
-	return 0
-}
-
-// render rewrites out/failover.md from a failover.json.
-func render(path, out string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var rep Report
-	if err := json.Unmarshal(data, &rep); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return os.WriteFile(filepath.Join(out, "failover.md"), []byte(rep.Markdown()), 0o644)
 }
 
 // bench is one benchmark run.
@@ -172,7 +95,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
-	env, err := vmbench.Open(ctx, vmbench.Options{Name: "failover", Bin: cfg.bin, Nodes: nodes, BMC: true, Log: log})
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "failover", Bin: cfg.Bin, Nodes: nodes, BMC: true, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -186,19 +109,21 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			"ipmitool": benchkit.ToolVersion(ctx, "ipmitool", "-V"),
 		},
 		Params: Params{Nodes: nodes, Runs: cfg.runs, Replicas: replicas, MemoryMiB: mem, Disk: cfg.disk, Rate: cfg.rate, Settle: cfg.settle.String(),
-			Recovery: cfg.recovery.String(), Rejoin: cfg.rejoin.String(), Timeout: cfg.timeout.String(), Accelerator: "TCG (no KVM)",
+			Recovery: cfg.recovery.String(), Rejoin: cfg.rejoin.String(), Timeout: cfg.Timeout.String(), Accelerator: "TCG (no KVM)",
 			Fencing: "IPMI (ipmi_sim BMC per host, `tandem node fence-config --ipmi`) with the self-fence lease as fallback"},
 		LoadBefore: benchkit.LoadAvg(), VM: vmName, GuestIP: b.ip, Published: published(), Thesis: thesisMethod(),
 	}
-	if err := b.setup(ctx); err != nil {
-		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("setup: %v", err))
+	// A failed setup or a series cut short is returned with the report:
+	// benchkit.Finish publishes it as partial, beside the committed results.
+	if err = b.setup(ctx); err != nil {
+		err = fmt.Errorf("setup: %w", err)
 		b.rep.LogExcerpts = env.Excerpts(vmName, logLines)
 	} else {
-		b.runs(ctx)
+		err = b.runs(ctx)
 		b.teardownGuest(ctx)
 	}
 	b.finish(began)
-	return b.rep, nil
+	return b.rep, err
 }
 
 // setup starts the cluster with BMCs, configures IPMI fencing, the
@@ -215,7 +140,7 @@ func (b *bench) setup(ctx context.Context) error {
 		}
 		b.rep.LibvirtWarmup = map[string][2]float64{}
 		for n, d := range w {
-			b.rep.LibvirtWarmup[n] = [2]float64{ms(d[0]), ms(d[1])}
+			b.rep.LibvirtWarmup[n] = [2]float64{benchkit.MS(d[0]), benchkit.MS(d[1])}
 		}
 	}
 	for _, n := range env.C.Nodes {

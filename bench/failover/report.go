@@ -299,22 +299,8 @@ func dist(xs []float64) PhaseSummary {
 	if len(xs) == 0 {
 		return PhaseSummary{}
 	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	var sum float64
-	for _, v := range s {
-		sum += v
-	}
-	return PhaseSummary{N: len(s), Min: s[0], Max: s[len(s)-1], Mean: sum / float64(len(s)), P50: nearestRank(s, 0.5), P95: nearestRank(s, 0.95)}
-}
-
-func nearestRank(sorted []float64, q float64) float64 {
-	if len(sorted) == 0 {
-		return math.NaN()
-	}
-	rank := int(math.Ceil(q * float64(len(sorted))))
-	rank = min(max(rank, 1), len(sorted))
-	return sorted[rank-1]
+	s := benchkit.SortSample(xs)
+	return PhaseSummary{N: len(xs), Min: s.Min, Max: s.Max, Mean: s.Mean, P50: benchkit.NearestRank(s.Sorted, 0.5), P95: benchkit.NearestRank(s.Sorted, 0.95)}
 }
 
 // derived computes the guest boot and the split of (d) by leadership.
@@ -432,19 +418,13 @@ func fmtPhase(r Run, key string) string {
 	return fmt.Sprintf("%.2f", v/1000)
 }
 
+// passFail bolds a verdict that is PASS or FAIL (not NOT MEASURED).
 func passFail(v string) string {
 	switch v {
 	case "PASS", "FAIL":
-		return "**" + v + "**"
+		return benchkit.Verdict(v == "PASS")
 	}
 	return v
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "–"
-	}
-	return s
 }
 
 // Markdown renders the report.
@@ -452,7 +432,7 @@ func (rep *Report) Markdown() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# Tandem HA failover benchmark (hard host loss)\n\n")
-	p("Run %s (%.0f s). Host: %s; load average %s before, %s after.  \n", rep.Date, rep.DurationS, rep.Host.Summary("-"), orDash(rep.LoadBefore), orDash(rep.LoadAfter))
+	p("Run %s (%.0f s). Host: %s; load average %s before, %s after.  \n", rep.Date, rep.DurationS, rep.Host.Summary("-"), benchkit.OrDash(rep.LoadBefore), benchkit.OrDash(rep.LoadAfter))
 	p("tandemd: %s.  \n", rep.Tandemd.Summary())
 	var tools []string
 	for _, k := range slices.Sorted(maps.Keys(rep.Tools)) {
@@ -489,7 +469,7 @@ func (rep *Report) Markdown() string {
 	g := rep.Goal
 	d := phaseOf(rep.Phases, PhaseStarted)
 	e := phaseOf(rep.Phases, PhaseFirst)
-	p("| Measure | Result | Goal | Verdict |\n|---|---|---|---|\n")
+	benchkit.NewTable(&b, "Measure", "Result", "Goal", "Verdict")
 	p("| (d) hard host loss → QEMU started on the secondary (%d of %d runs) | p50 %s, p95 %s, max %s | p50 < 10 s | %s |\n",
 		g.N, g.Runs, fmtMs(d.P50), fmtMs(d.P95), fmtMs(d.Max), passFail(g.Verdict))
 	p("| same | | p50 < 5 s (stretch) | %s |\n", passFail(g.StretchVerdict))
@@ -524,7 +504,7 @@ func (rep *Report) Markdown() string {
 
 	p("## Phases\n\n")
 	p("Time from the crash instant (just before the first SIGKILL) to each milestone, over the runs that reached it. Percentiles are nearest-rank: with 10 runs p95 is the largest value.\n\n")
-	p("| Phase | Source | n | min | p50 | p95 | max | mean |\n|---|---|---|---|---|---|---|---|\n")
+	benchkit.NewTable(&b, "Phase", "Source", "n", "min", "p50", "p95", "max", "mean")
 	for _, ph := range phases {
 		s := phaseOf(rep.Phases, ph.key)
 		if s.N == 0 {
@@ -536,7 +516,7 @@ func (rep *Report) Markdown() string {
 	p("\n")
 
 	p("## Compared with published figures\n\n")
-	p("| System | Node loss → VM restarted | Source |\n|---|---|---|\n")
+	benchkit.NewTable(&b, "System", "Node loss → VM restarted", "Source")
 	if d.N > 0 {
 		p("| **Tandem** (this run, (d) QEMU started) | p50 %s, max %s | this report |\n", fmtMs(d.P50), fmtMs(d.Max))
 	}
@@ -560,8 +540,7 @@ func (rep *Report) Markdown() string {
 	p("## Runs\n\n")
 	p("Seconds from the crash instant. *leader*: the crashed host led the metadata shard just before the crash, so the failure detector and the recovery manager restarted on a new leader; *new leader*: it did not, but the detector still started afresh after the crash (leadership moved at that moment). Detection then counts from the new leader's start instead of the last answer. " +
 		"I2: counter the restarted guest read from its disk ≥ last counter acknowledged before the crash. load: load averages (1, 5, 15 min) just before the crash.\n\n")
-	p("| # | crashed | → target | kill | suspected | (a) dead | (b) fenced | (c) promoted | QEMU launched | (d) started | ARP | (e) first datagram | last acked → disk at boot | I2 | rejoin: boot / 3/3 online / UpToDate | load |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	benchkit.NewTable(&b, "#", "crashed", "→ target", "kill", "suspected", "(a) dead", "(b) fenced", "(c) promoted", "QEMU launched", "(d) started", "ARP", "(e) first datagram", "last acked → disk at boot", "I2", "rejoin: boot / 3/3 online / UpToDate", "load")
 	for _, r := range rep.Runs {
 		crashed := r.Crashed
 		switch {
@@ -578,9 +557,9 @@ func (rep *Report) Markdown() string {
 		if i2 == "VIOLATED" {
 			i2 = "**VIOLATED**"
 		}
-		p("| %d | %s | %s | %.0f ms | %s | %s | %s | %s | %s | %s | %s | %s | %d → %s | %s | %s | %s |\n", r.N, crashed, orDash(r.Target), r.KillMs,
+		p("| %d | %s | %s | %.0f ms | %s | %s | %s | %s | %s | %s | %s | %s | %d → %s | %s | %s | %s |\n", r.N, crashed, benchkit.OrDash(r.Target), r.KillMs,
 			fmtPhase(r, PhaseSuspected), fmtPhase(r, PhaseDead), fmtPhase(r, PhaseFenced), fmtPhase(r, PhasePromoted), fmtPhase(r, PhaseLaunched),
-			fmtPhase(r, PhaseStarted), fmtPhase(r, PhaseAnnounced), fmtPhase(r, PhaseFirst), r.LastAckedBefore, u64(r.DiskAtBoot), i2, rejoin, orDash(r.Load))
+			fmtPhase(r, PhaseStarted), fmtPhase(r, PhaseAnnounced), fmtPhase(r, PhaseFirst), r.LastAckedBefore, u64(r.DiskAtBoot), i2, rejoin, benchkit.OrDash(r.Load))
 	}
 	p("\n")
 	agents := map[string]int{}
@@ -654,19 +633,16 @@ func (rep *Report) Markdown() string {
 	}
 
 	if len(rep.DaemonLog) > 0 {
-		p("## tandemd warnings and errors over the run\n\n| Level | Count | By node | Pattern |\n|---|---|---|---|\n")
-		for i, f := range rep.DaemonLog {
-			if i == 15 {
-				p("| … | %d more patterns in failover.json | | |\n", len(rep.DaemonLog)-i)
-				break
-			}
-			var by []string
-			for _, n := range slices.Sorted(maps.Keys(f.ByNode)) {
-				by = append(by, fmt.Sprintf("%s %d", n, f.ByNode[n]))
-			}
-			p("| %s | %d | %s | `%s` |\n", f.Level, f.Count, strings.Join(by, ", "), strings.ReplaceAll(benchkit.Truncate(f.Pattern, 150), "|", "\\|"))
-		}
+		p("## tandemd warnings and errors over the run\n\n")
+		benchkit.FindingsTable{Column: "Pattern", Width: 150, NodeSep: " ", Join: ", ", Limit: 15,
+			More: func(rest int) string { return fmt.Sprintf("… | %d more patterns in failover.json | |", rest) }}.WriteFindings(&b, rep.DaemonLog)
 		p("\n")
 	}
 	return b.String()
 }
+
+// AddError records a problem of the whole run (benchkit.Report).
+func (rep *Report) AddError(msg string) { rep.Errors = append(rep.Errors, msg) }
+
+// Problems counts the run's errors and integrity problems (benchkit.Report).
+func (rep *Report) Problems() int { return len(rep.Errors) + len(rep.Integrity.Problems) }

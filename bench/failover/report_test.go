@@ -12,6 +12,8 @@ import (
 	"github.com/google/gopacket/layers"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
+	"github.com/tandemhci/tandem/bench/internal/vmbench"
 	"github.com/tandemhci/tandem/internal/guest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -152,13 +154,13 @@ func TestQEMULaunchAndDiskCounter(t *testing.T) {
 time=2026-11-22T02:49:10.494Z level=INFO msg="network up" agent=tandem-guest iface=eth0
 time=2026-11-22T02:50:10.494Z level=INFO msg="disk counter" agent=tandem-guest disk=/dev/vda counter=12345 boot=1
 `
-	if c, ok := diskCounter(console, 1); !ok || c != 12345 {
+	if c, ok := vmbench.DiskCounter(console, 1); !ok || c != 12345 {
 		t.Fatalf("boot 1: %d %v", c, ok)
 	}
-	if c, ok := diskCounter(console, 0); !ok || c != 0 {
+	if c, ok := vmbench.DiskCounter(console, 0); !ok || c != 0 {
 		t.Fatalf("boot 0: %d %v", c, ok)
 	}
-	if _, ok := diskCounter(console, 2); ok {
+	if _, ok := vmbench.DiskCounter(console, 2); ok {
 		t.Fatal("boot 2 found")
 	}
 	if d, ok := lastAnswer("suspect -> dead; last answer 3.016s ago"); !ok || d != 3016*time.Millisecond {
@@ -311,12 +313,18 @@ func TestDerived(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	c, err := parseFlags([]string{"-runs", "3", "-bin", "/x"})
-	if err != nil || c.runs != 3 || c.bin != "/x" || c.rate != 100 {
+	if err != nil || c.runs != 3 || c.Bin != "/x" || c.rate != 100 {
 		t.Fatalf("%+v %v", c, err)
 	}
 	for _, bad := range [][]string{{"-runs", "0"}, {"-rate", "0"}, {"extra"}, {"-recovery-timeout", "0s"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+func TestPartialReportRenders(t *testing.T) {
+	if err := benchkit.CheckPartial(&Report{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -44,7 +44,7 @@ type before struct {
 	disk       string
 }
 
-func (b *bench) runs(ctx context.Context) {
+func (b *bench) runs(ctx context.Context) error {
 	for k := 1; k <= b.cfg.runs && ctx.Err() == nil; k++ {
 		r, fatal := b.runOnce(ctx, k)
 		b.rep.Runs = append(b.rep.Runs, r)
@@ -52,10 +52,10 @@ func (b *bench) runs(ctx context.Context) {
 			"promoted_ms", r.PhasesMs[PhasePromoted], "started_ms", r.PhasesMs[PhaseStarted], "first_datagram_ms", r.PhasesMs[PhaseFirst],
 			"i2", r.I2, "errors", len(r.Errors))
 		if fatal != nil {
-			b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("series ended after run %d: %v", k, fatal))
-			return
+			return fmt.Errorf("series ended after run %d: %w", k, fatal)
 		}
 	}
+	return nil
 }
 
 // ready waits until the guest runs on a host with its volume's replicas all
@@ -74,7 +74,7 @@ func (b *bench) ready(ctx context.Context) (before, error) {
 			return before{}, fmt.Errorf("not ready within %s: %w", readyTimeout, why)
 		}
 		if why != nil {
-			_ = vmbench.SleepCtx(ctx, 300*time.Millisecond)
+			_ = benchkit.SleepCtx(ctx, 300*time.Millisecond)
 		}
 		via := b.live()
 		vm, err := env.VM(ctx, via, vmName)
@@ -188,7 +188,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 		}
 	}
 	b.log.Info("run "+strconv.Itoa(k)+": crashing the VM's host", "host", host.Name, "metadata_leader", pre.metaLeader, "boot", pre.boot)
-	if err := vmbench.SleepCtx(ctx, b.cfg.settle); err != nil {
+	if err := benchkit.SleepCtx(ctx, b.cfg.settle); err != nil {
 		return r, err
 	}
 	// Leadership may have moved during the settle (a rejoined node can
@@ -210,7 +210,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 	env.C.IsolateVM(host)
 	killed := time.Now()
 	r.CrashAt = t0.UTC().Format(time.RFC3339Nano)
-	r.KillMs = ms(killed.Sub(t0))
+	r.KillMs = benchkit.MS(killed.Sub(t0))
 
 	wctx, cancel := context.WithTimeout(ctx, b.cfg.recovery)
 	_, werr := b.wire.WaitFor(wctx, func(d Stamped) bool { return d.Boot > pre.boot })
@@ -220,7 +220,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 		fail("the guest sent nothing from a new boot within %s of the crash: %v", b.cfg.recovery, werr)
 	}
 	// Let datagrams in flight land, then read the cluster's account.
-	_ = vmbench.SleepCtx(ctx, 500*time.Millisecond)
+	_ = benchkit.SleepCtx(ctx, 500*time.Millisecond)
 	evs := b.waitRecoveryEvents(ctx, survivor, pre.watermark, recovered)
 	ev := fromEvents(evs, host.Name, vmName, t0)
 	r.Events, r.Target, r.FenceAgent, r.FenceDetail, r.FenceNotConfirmed = ev.events, ev.target, ev.fenceAgent, ev.fenceDetail, ev.notConfirmed
@@ -239,12 +239,12 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 	// The guest stream around the crash (capture).
 	s := aroundCrash(b.wire.Datagrams(), pre.boot, killed)
 	if s.HaveOld {
-		r.LastAckedBefore, r.LastSeqBefore, r.LastBeforeMs = s.MaxAcked, s.LastOld.Seq, ms(s.LastOld.At.Sub(t0))
+		r.LastAckedBefore, r.LastSeqBefore, r.LastBeforeMs = s.MaxAcked, s.LastOld.Seq, benchkit.MS(s.LastOld.At.Sub(t0))
 	}
 	r.StaleAfter = s.StaleAfter
 	if s.HaveFirst {
 		r.NewBoot, r.FirstAcked, r.FirstSeq = s.First.Boot, s.First.Acked, s.First.Seq
-		r.PhasesMs[PhaseFirst] = ms(s.First.At.Sub(t0))
+		r.PhasesMs[PhaseFirst] = benchkit.MS(s.First.At.Sub(t0))
 		if s.First.Boot != pre.boot+1 {
 			fail("the guest's boot went from %d to %d: it started more than once", pre.boot, s.First.Boot)
 		}
@@ -252,7 +252,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 	// The user-space receiver's view of the same first datagram.
 	for _, a := range b.rx.Arrivals() {
 		if a.Boot > pre.boot {
-			v := ms(a.At.Sub(t0))
+			v := benchkit.MS(a.At.Sub(t0))
 			r.ReceiverFirstMs = &v
 			break
 		}
@@ -260,7 +260,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 	// Announcements of the guest's address after the crash.
 	for _, a := range b.wire.Announcements() {
 		if a.At.After(t0) {
-			r.PhasesMs[PhaseAnnounced] = ms(a.At.Sub(t0))
+			r.PhasesMs[PhaseAnnounced] = benchkit.MS(a.At.Sub(t0))
 			break
 		}
 	}
@@ -275,7 +275,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 	if target != nil {
 		if lv := env.Libvirtd(target.Name); lv != nil {
 			if at, ok := qemuLaunch(readFile(lv.QEMULog(vmName)), t0); ok {
-				r.PhasesMs[PhaseLaunched] = ms(at.Sub(t0))
+				r.PhasesMs[PhaseLaunched] = benchkit.MS(at.Sub(t0))
 			}
 		}
 	}
@@ -326,7 +326,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 		if err != nil {
 			return r, fmt.Errorf("the guest did not come back even after %s was powered on again", host.Name)
 		}
-		fail("the guest came back only after %s was powered on again (%.1f s after the crash)", host.Name, ms(d.At.Sub(t0))/1000)
+		fail("the guest came back only after %s was powered on again (%.1f s after the crash)", host.Name, benchkit.MS(d.At.Sub(t0))/1000)
 	}
 	return r, nil
 }
@@ -352,7 +352,7 @@ func (b *bench) waitRecoveryEvents(ctx context.Context, via *testcluster.Node, s
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return evs
 		}
-		_ = vmbench.SleepCtx(ctx, 300*time.Millisecond)
+		_ = benchkit.SleepCtx(ctx, 300*time.Millisecond)
 	}
 }
 
@@ -379,17 +379,17 @@ func fromEvents(evs []*tandemv1.Event, crashed, vm string, t0 time.Time) eventsR
 	res := eventsResult{phases: map[string]float64{}}
 	set := func(key string, e *tandemv1.Event) {
 		if _, ok := res.phases[key]; !ok {
-			res.phases[key] = ms(e.GetAt().AsTime().Sub(t0))
+			res.phases[key] = benchkit.MS(e.GetAt().AsTime().Sub(t0))
 		}
 	}
 	for _, e := range evs {
-		res.events = append(res.events, RunEvent{Seq: e.GetSeq(), AtMs: ms(e.GetAt().AsTime().Sub(t0)), By: e.GetBy(), Kind: e.GetKind(),
+		res.events = append(res.events, RunEvent{Seq: e.GetSeq(), AtMs: benchkit.MS(e.GetAt().AsTime().Sub(t0)), By: e.GetBy(), Kind: e.GetKind(),
 			Node: e.GetNode(), VM: e.GetVm(), Detail: e.GetDetail()})
 		switch {
 		case e.GetKind() == "node-suspected" && e.GetNode() == crashed:
 			if _, seen := res.phases[PhaseSuspected]; !seen {
 				if ago, ok := lastAnswer(e.GetDetail()); ok {
-					res.lastAnswerMs, res.haveLastAnswer = ms(e.GetAt().AsTime().Sub(t0)-ago), true
+					res.lastAnswerMs, res.haveLastAnswer = benchkit.MS(e.GetAt().AsTime().Sub(t0)-ago), true
 				}
 			}
 			set(PhaseSuspected, e)
@@ -492,28 +492,13 @@ func qemuLaunch(log string, t0 time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-var diskCounterRE = regexp.MustCompile(`msg="disk counter".*\bcounter=(\d+) boot=(\d+)`)
-
-// diskCounter finds, in a guest console log, the counter the agent read
-// from its disk at the start of boot.
-func diskCounter(console string, boot uint64) (uint64, bool) {
-	for _, m := range diskCounterRE.FindAllStringSubmatch(console, -1) {
-		c, err1 := strconv.ParseUint(m[1], 10, 64)
-		bt, err2 := strconv.ParseUint(m[2], 10, 64)
-		if err1 == nil && err2 == nil && bt == boot {
-			return c, true
-		}
-	}
-	return 0, false
-}
-
 func (b *bench) waitDiskCounter(ctx context.Context, n *testcluster.Node, boot uint64) (uint64, bool) {
 	deadline := time.Now().Add(consoleTimeout)
 	for {
-		if c, ok := diskCounter(readFile(b.env.ConsoleLog(n, vmName)), boot); ok {
+		if c, ok := vmbench.DiskCounter(readFile(b.env.ConsoleLog(n, vmName)), boot); ok {
 			return c, true
 		}
-		if time.Now().After(deadline) || vmbench.SleepCtx(ctx, 200*time.Millisecond) != nil {
+		if time.Now().After(deadline) || benchkit.SleepCtx(ctx, 200*time.Millisecond) != nil {
 			return 0, false
 		}
 	}
@@ -560,7 +545,7 @@ func (b *bench) rejoin(ctx context.Context, host, via *testcluster.Node, disk st
 	if err := bmc.WaitBoot(rctx); err != nil {
 		return rj, fmt.Errorf("boot: %w", err)
 	}
-	rj.BootMs = ms(time.Since(t))
+	rj.BootMs = benchkit.MS(time.Since(t))
 	for {
 		st, err := env.Status(rctx, via)
 		if err == nil && env.Healthy(st) {
@@ -569,9 +554,9 @@ func (b *bench) rejoin(ctx context.Context, host, via *testcluster.Node, disk st
 		if rctx.Err() != nil {
 			return rj, fmt.Errorf("cluster not back to %d/%d online: %v", len(env.C.Nodes), len(env.C.Nodes), err)
 		}
-		_ = vmbench.SleepCtx(rctx, 200*time.Millisecond)
+		_ = benchkit.SleepCtx(rctx, 200*time.Millisecond)
 	}
-	rj.OnlineMs = ms(time.Since(t))
+	rj.OnlineMs = benchkit.MS(time.Since(t))
 	for {
 		vol, err := env.Volume(rctx, via, disk)
 		if err == nil {
@@ -583,10 +568,8 @@ func (b *bench) rejoin(ctx context.Context, host, via *testcluster.Node, disk st
 		if rctx.Err() != nil {
 			return rj, fmt.Errorf("replicas of %s not all UpToDate within %s: %s", disk, b.cfg.rejoin, rj.Replicas)
 		}
-		_ = vmbench.SleepCtx(rctx, 250*time.Millisecond)
+		_ = benchkit.SleepCtx(rctx, 250*time.Millisecond)
 	}
-	rj.UpToDateMs = ms(time.Since(t))
+	rj.UpToDateMs = benchkit.MS(time.Since(t))
 	return rj, nil
 }
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -6,11 +6,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
@@ -68,7 +67,7 @@ type Diagnosis struct {
 func (b *bench) diagnose(ctx context.Context, gs guestStream, vm string, t0 time.Time, poke bool) *Diagnosis {
 	d := &Diagnosis{}
 	if last, at, ok := gs.rx.Last(); ok {
-		d.SilentSinceMs, d.LastSeq, d.LastAcked = ms(at.Sub(t0)), last.Seq, last.Acked
+		d.SilentSinceMs, d.LastSeq, d.LastAcked = benchkit.MS(at.Sub(t0)), last.Seq, last.Acked
 	}
 	vctx, cancel := context.WithTimeout(ctx, cliTimeout)
 	out, _, err := b.cli(vctx, b.c.Nodes[0], "vm", "show", vm, "--output", "json")
@@ -112,7 +111,7 @@ func (b *bench) diagnose(ctx context.Context, gs guestStream, vm string, t0 time
 			break
 		}
 		d.Poked = true
-		if vmbench.SleepCtx(ctx, 200*time.Millisecond) != nil {
+		if benchkit.SleepCtx(ctx, 200*time.Millisecond) != nil {
 			return d
 		}
 	}
@@ -135,19 +134,12 @@ func (b *bench) consoleTails(vm string, lines int) map[string]string {
 	return out
 }
 
-// diskCounterLine is the agent's log line with the counter it read at boot.
-var diskCounterLine = regexp.MustCompile(`msg="disk counter" .*counter=(\d+) boot=(\d+)`)
-
 // diskCounterAtBoot finds, in the guest's consoles, the counter the agent
 // read from its disk when it started boot number boot.
 func diskCounterAtBoot(consoles map[string]string, boot uint64) (uint64, bool) {
 	for _, text := range consoles {
-		for _, m := range diskCounterLine.FindAllStringSubmatch(text, -1) {
-			c, err1 := strconv.ParseUint(m[1], 10, 64)
-			b, err2 := strconv.ParseUint(m[2], 10, 64)
-			if err1 == nil && err2 == nil && b == boot {
-				return c, true
-			}
+		if c, ok := vmbench.DiskCounter(text, boot); ok {
+			return c, true
 		}
 	}
 	return 0, false

@@ -1,25 +1,7 @@
-// Command migration benchmarks Tandem's planned live migration: the outage a
-// guest's UDP stream sees and the total migration time, at 100 and 1000
-// datagrams per second, over 20 migrations per rate, on a 3-node cluster of
-// network namespaces with one libvirtd (QEMU TCG) per host. It writes
-// migration.json and migration.md to -out and prints the Markdown.
-//
-//	go run ./bench/migration -bin ./bin -out bench/results [-migrations 20] [-rates 100,1000] [-downtime-ms 20]
-//
-// The method follows the Heartbeat/Xen thesis (E. Braastad, 'Management of
-// high availability services using virtualization', master's thesis, Oslo
-// University College, 2006, §5.4): a constant-rate UDP stream and its
-// inter-arrival gaps. Here the test guest (internal/guest) sends the stream to a receiver on the cluster's
-// switch, and the guest's heartbeats also carry its boot number and its
-// acknowledged disk counter, so the benchmark checks that the guest never
-// restarted and that its disk writes kept being acknowledged.
-//
-// It must run as root (namespaces) from inside the module (guest image).
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,11 +32,11 @@ const (
 	maxGuestFailures       = 5
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { os.Exit(benchkit.Main("migration", os.Args[1:], parseFlags, execute)) }
 
 type config struct {
-	bin, out, logs string
-	render         string
+	benchkit.Common
+	logs string
 	// control adds a series without a guest disk at the highest rate: a
 	// migration then moves only RAM and device state (no volume handover).
 	control           bool
@@ -67,15 +49,13 @@ type config struct {
 	settle, quiet     time.Duration
 	bootTimeout       time.Duration
 	migrateTimeout    time.Duration
-	timeout           time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	var rates string
 	fs := flag.NewFlagSet("migration", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for migration.json and migration.md")
+	c.Flags(fs, "migration", 14*time.Minute, true)
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd and libvirtd logs and the QEMU logs into this directory at the end")
 	fs.StringVar(&rates, "rates", "100,1000", "comma-separated guest send rates (datagrams per second); one VM per rate")
 	fs.IntVar(&c.migrations, "migrations", 20, "live migrations per rate")
@@ -92,8 +72,6 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.quiet, "quiet", 10*time.Second, "stream recorded without migration before each series, the reference")
 	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on a guest's boot until its stream and disk counter run")
 	fs.DurationVar(&c.migrateTimeout, "migrate-timeout", 2*time.Minute, "bound on one 'tandem vm migrate'")
-	fs.DurationVar(&c.timeout, "timeout", 14*time.Minute, "bound on the whole run")
-	fs.StringVar(&c.render, "render", "", "only re-render the Markdown report of this migration.json into -out")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -112,7 +90,7 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-migrations and -control-migrations must be at least 1")
 	case c.replicas != 2 && c.replicas != 3:
 		return c, errors.New("-replicas must be 2 or 3")
-	case c.timeout <= 0 || c.migrateTimeout <= 0 || c.bootTimeout <= 0:
+	case c.Timeout <= 0 || c.migrateTimeout <= 0 || c.bootTimeout <= 0:
 		return c, errors.New("timeouts must be positive")
 	}
 	return c, nil
@@ -140,66 +118,6 @@ func seriesOf(cfg config) []series {
 	return out
 }
 
-func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("migration", err)
-	}
-	if cfg.render != "" {
-		if err := render(cfg.render, cfg.out); err != nil {
-			log.Error("render", "err", err)
-			return 1
-		}
-		return 0
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	if rep != nil {
-		if ctx.Err() != nil {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("run interrupted: %v (results are partial)", context.Cause(ctx)))
-		}
-		if werr := benchkit.Publish(log, cfg.out, "migration", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0:
-		log.Error("benchmark finished with errors (see the report)", "count", len(rep.Errors))
-		return 1
-	}
-	return 0
-}
-
-// render rewrites the Markdown of a results file (after a change of the
-// report's layout) into dir/migration.md, and the JSON unchanged.
-func render(path, dir string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read results: %w", err)
-	}
-	var rep Report
-	if err := json.Unmarshal(data, &rep); err != nil {
-		return fmt.Errorf("decode %s: %w", path, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("results dir: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "migration.json"), data, 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "migration.md"), []byte(rep.Markdown()), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
-}
-
 // bench is one run: the cluster and the report being filled.
 type bench struct {
 	cfg  config
@@ -218,7 +136,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
-	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.bin, Nodes: nodes, Log: log})
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.Bin, Nodes: nodes, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +152,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			},
 			Params: Params{
 				Nodes: nodes, Replicas: cfg.replicas, MemoryMiB: mem, Disk: cfg.disk, Migrations: cfg.migrations, Rates: cfg.rates,
-				DowntimeMs: cfg.downtimeMs, Settle: cfg.settle.String(), Quiet: cfg.quiet.String(), Timeout: cfg.timeout.String(),
+				DowntimeMs: cfg.downtimeMs, Settle: cfg.settle.String(), Quiet: cfg.quiet.String(), Timeout: cfg.Timeout.String(),
 				Accelerator: "TCG (no KVM)", Control: cfg.control, ControlMigrations: cfg.controlMigrations,
 			},
 			LoadBefore: benchkit.LoadAvg(),
@@ -243,10 +161,10 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	defer b.close(ctx)
 
 	if err := env.Start(ctx, clusterName, false); err != nil {
-		b.rep.Errors = append(b.rep.Errors, fmt.Sprintf("cluster setup: %v", err))
+		// Published as partial by benchkit.Finish, beside the committed results.
 		b.rep.LogExcerpts = b.excerpts("", "")
 		b.finish(began)
-		return b.rep, nil
+		return b.rep, fmt.Errorf("cluster setup: %w", err)
 	}
 	// A real host's libvirtd probed QEMU long ago; a fresh one would pay
 	// that probe in its first incoming migration.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/guest"
 )
 
@@ -137,7 +138,7 @@ func analyzeWindow(arrivals []guest.Arrival, from, to time.Time) (Window, error)
 		at := first + longest
 		o := arrivals[at]
 		for _, a := range arrivals[max(at-aroundBefore, 0):min(at+2+aroundAfter, len(arrivals))] {
-			w.Around = append(w.Around, GapPoint{Seq: a.Seq, Acked: a.Acked, AtMs: ms(a.At.Sub(o.At)), GuestMs: ms(a.Mono - o.Mono)})
+			w.Around = append(w.Around, GapPoint{Seq: a.Seq, Acked: a.Acked, AtMs: benchkit.MS(a.At.Sub(o.At)), GuestMs: benchkit.MS(a.Mono - o.Mono)})
 		}
 	}
 	return w, nil
@@ -228,15 +229,10 @@ func distOf(xs []float64) Dist {
 	if len(xs) == 0 {
 		return d
 	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	d.Min, d.Max = s[0], s[len(s)-1]
-	d.P50, d.P95 = quantile(s, 0.50), quantile(s, 0.95)
-	var sum float64
-	for _, x := range s {
-		sum += x
-	}
-	d.Mean = sum / float64(len(s))
+	smp := benchkit.SortSample(xs)
+	s := smp.Sorted
+	d.Min, d.Max, d.Mean = smp.Min, smp.Max, smp.Mean
+	d.P50, d.P95 = benchkit.Interpolated(s, 0.50), benchkit.Interpolated(s, 0.95)
 	if len(s) > 1 {
 		var ss float64
 		for _, x := range s {
@@ -246,19 +242,3 @@ func distOf(xs []float64) Dist {
 	}
 	return d
 }
-
-// quantile of an ascending sample, interpolating between closest ranks.
-func quantile(sorted []float64, q float64) float64 {
-	if len(sorted) == 0 {
-		return math.NaN()
-	}
-	pos := q * float64(len(sorted)-1)
-	lo := int(math.Floor(pos))
-	if lo >= len(sorted)-1 {
-		return sorted[len(sorted)-1]
-	}
-	frac := pos - float64(lo)
-	return sorted[lo] + frac*(sorted[lo+1]-sorted[lo])
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/guest"
 )
 
@@ -296,5 +297,11 @@ func TestDiskCounterAtBoot(t *testing.T) {
 	}
 	if _, ok := diskCounterAtBoot(consoles, 2); ok {
 		t.Error("found a counter for a boot that never happened")
+	}
+}
+
+func TestPartialReportRenders(t *testing.T) {
+	if err := benchkit.CheckPartial(&Report{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -272,9 +272,9 @@ func (rep *Report) Markdown() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("# Tandem planned live-migration benchmark\n\n")
 	p("Run %s (%.0f s). Host: %s; load average %s before, %s after.  \n",
-		rep.Date, rep.DurationS, rep.Host.Summary("-"), orDash(rep.LoadBefore), orDash(rep.LoadAfter))
+		rep.Date, rep.DurationS, rep.Host.Summary("-"), benchkit.OrDash(rep.LoadBefore), benchkit.OrDash(rep.LoadAfter))
 	p("tandemd: %s.  \n", rep.Tandemd.Summary())
-	p("Tools: %s.  \n", strings.Join(toolList(rep.Tools), ", "))
+	p("Tools: %s.  \n", strings.Join(benchkit.ToolList(rep.Tools), ", "))
 	if len(rep.LibvirtWarmup) > 0 {
 		var w []string
 		for _, n := range slices.Sorted(maps.Keys(rep.LibvirtWarmup)) {
@@ -307,10 +307,10 @@ func (rep *Report) Markdown() string {
 		}
 	}
 	if len(rep.Goal.PerRate) > 0 {
-		p("| Rate | Migrations | p50 outage | Goal | Verdict | vs thesis (%.0f ± %.0f ms) | below QEMU's default %.0f ms |\n|---|---|---|---|---|---|---|\n",
-			rep.Thesis.OutageMs, rep.Thesis.OutageStdMs, rep.Thesis.QEMUDefaultMs)
+		benchkit.NewTable(&b, "Rate", "Migrations", "p50 outage", "Goal", "Verdict",
+			fmt.Sprintf("vs thesis (%.0f ± %.0f ms)", rep.Thesis.OutageMs, rep.Thesis.OutageStdMs), fmt.Sprintf("below QEMU's default %.0f ms", rep.Thesis.QEMUDefaultMs))
 		for _, v := range rep.Goal.PerRate {
-			p("| %d/s | %d | %.1f ms | < %d ms | %s | %.2f× | %s |\n", v.Rate, v.N, v.P50Ms, goalOutageMs, passFail(v.Met), v.Ratio, yesNo(v.QEMUOK))
+			p("| %d/s | %d | %.1f ms | < %d ms | %s | %.2f× | %s |\n", v.Rate, v.N, v.P50Ms, goalOutageMs, benchkit.Verdict(v.Met), v.Ratio, yesNo(v.QEMUOK))
 		}
 		p("\n")
 	}
@@ -319,8 +319,7 @@ func (rep *Report) Markdown() string {
 	p("Outage: the longest gap between two consecutive datagrams at the receiver during the `tandem vm migrate` call (see Method). " +
 		"Total: libvirt's total migration time from the command's JSON result (`total_ms`); wall: the whole CLI call including the " +
 		"dual-primary window and the handover. p50/p95 interpolate between ranks; ± is the sample standard deviation.\n\n")
-	p("| Rate | OK/runs | Outage p50 | p95 | max | mean ± sd | Lost datagrams (total; max per migration) | Total p50 | Total p95 | Wall p50 | libvirt downtime p50 (known of n) | Outage split p50: guest clock stopped + running | Disk-ack stall p50 / max | Reference: longest gap without migration | Guest broken: rebooted / hung / stalled |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	benchkit.NewTable(&b, "Rate", "OK/runs", "Outage p50", "p95", "max", "mean ± sd", "Lost datagrams (total; max per migration)", "Total p50", "Total p95", "Wall p50", "libvirt downtime p50 (known of n)", "Outage split p50: guest clock stopped + running", "Disk-ack stall p50 / max", "Reference: longest gap without migration", "Guest broken: rebooted / hung / stalled")
 	for _, r := range rep.Runs {
 		s := r.Summary
 		ref := "–"
@@ -371,7 +370,7 @@ func (rep *Report) Markdown() string {
 	rep.analysis(p)
 
 	p("## Guest continuity and disk\n\n")
-	p("| Rate | VM | Boot time | Boots seen | Seq/ack regressions | Datagrams | Acked counter first → last | Guest send rate (own clock) | Receive rate | Replicas | Verify after the series |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	benchkit.NewTable(&b, "Rate", "VM", "Boot time", "Boots seen", "Seq/ack regressions", "Datagrams", "Acked counter first → last", "Guest send rate (own clock)", "Receive rate", "Replicas", "Verify after the series")
 	for _, r := range rep.Runs {
 		st := r.Stream
 		ver := "–"
@@ -384,7 +383,7 @@ func (rep *Report) Markdown() string {
 		} else {
 			boots = "**" + boots + "**"
 		}
-		nodes := fmt.Sprintf("%s (witness %s)", strings.Join(r.ReplicaNodes, ", "), orDash(r.Witness))
+		nodes := fmt.Sprintf("%s (witness %s)", strings.Join(r.ReplicaNodes, ", "), benchkit.OrDash(r.Witness))
 		if r.Diskless {
 			nodes = strings.Join(r.ReplicaNodes, ", ") + " (no disk)"
 		}
@@ -431,14 +430,14 @@ func (rep *Report) Markdown() string {
 		if len(r.Migrations) == 0 {
 			p("None.\n\n")
 		} else {
-			p("| # | From → to | Outage | Began after | Lost | Guest clock over gap | Disk-ack stall | libvirt total | libvirt downtime | Wall | Epoch after | Result |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+			benchkit.NewTable(&b, "#", "From → to", "Outage", "Began after", "Lost", "Guest clock over gap", "Disk-ack stall", "libvirt total", "libvirt downtime", "Wall", "Epoch after", "Result")
 			for _, m := range r.Migrations {
 				res := "ok"
 				if m.Error != "" {
-					res = "**" + mdEscape(benchkit.Truncate(m.Error, 300)) + "**"
+					res = "**" + benchkit.Escape(benchkit.Truncate(m.Error, 300)) + "**"
 				}
 				if m.ReadyWarning != "" {
-					res += " (not ready before: " + mdEscape(benchkit.Truncate(m.ReadyWarning, 120)) + ")"
+					res += " (not ready before: " + benchkit.Escape(benchkit.Truncate(m.ReadyWarning, 120)) + ")"
 				}
 				p("| %d | %s → %s | %.1f ms | %.0f ms | %d | %.1f ms | %.0f ms | %d ms | %d ms | %.0f ms | %d | %s |\n",
 					m.N, m.From, m.To, m.OutageMs, m.OutageAtMs, m.Lost, m.Window.GuestClockMs, m.Window.AckStallMs, m.TotalMs, m.DowntimeMs, m.WallMs, m.EpochAfter, res)
@@ -454,7 +453,7 @@ func (rep *Report) Markdown() string {
 				p("### Migration %d (%s → %s): %s\n\n", m.N, m.From, m.To, what)
 				p("Last datagram of the old stream arrived %.0f ms after the command started (wall %.0f ms, libvirt total %d ms, downtime %d ms); "+
 					"when diagnosed the VM is on %s, state %q (virsh: %s).",
-					d.SilentSinceMs, m.WallMs, m.TotalMs, m.DowntimeMs, orDash(d.VMNode), d.VMState, orDash(d.DomState))
+					d.SilentSinceMs, m.WallMs, m.TotalMs, m.DowntimeMs, benchkit.OrDash(d.VMNode), d.VMState, benchkit.OrDash(d.DomState))
 				if d.Poked {
 					p(" Datagrams sent to the guest (ARP + UDP, i.e. interrupts): %s.",
 						map[bool]string{true: "**the stream resumed**", false: "the stream stayed silent"}[d.ResumedAfterPoke])
@@ -474,12 +473,12 @@ func (rep *Report) Markdown() string {
 					}
 				}
 				for _, e := range d.Errors {
-					p("- diagnosis error: %s\n", mdEscape(e))
+					p("- diagnosis error: %s\n", benchkit.Escape(e))
 				}
 			}
 		}
 		for _, e := range r.Errors {
-			p("- error: %s\n", mdEscape(e))
+			p("- error: %s\n", benchkit.Escape(e))
 		}
 		if len(r.Errors) > 0 {
 			p("\n")
@@ -508,24 +507,15 @@ func (rep *Report) Markdown() string {
 	if len(rep.DaemonLog) == 0 {
 		p("No WARN or ERROR lines in any tandemd log.\n\n")
 	} else {
-		p("WARN and ERROR lines of the tandemd logs, grouped (digits masked), most frequent first:\n\n| Level | Count | By node | Message |\n|---|---|---|---|\n")
-		for i, f := range rep.DaemonLog {
-			if i == 15 {
-				p("| … | | | %d more groups in the JSON |\n", len(rep.DaemonLog)-15)
-				break
-			}
-			var by []string
-			for _, n := range slices.Sorted(maps.Keys(f.ByNode)) {
-				by = append(by, fmt.Sprintf("%s:%d", n, f.ByNode[n]))
-			}
-			p("| %s | %d | %s | `%s` |\n", f.Level, f.Count, strings.Join(by, " "), mdEscape(benchkit.Truncate(f.Pattern, 200)))
-		}
+		p("WARN and ERROR lines of the tandemd logs, grouped (digits masked), most frequent first:\n\n")
+		benchkit.FindingsTable{Column: "Message", Width: 200, NodeSep: ":", Join: " ", Limit: 15,
+			More: func(rest int) string { return fmt.Sprintf("… | | | %d more groups in the JSON", rest) }}.WriteFindings(&b, rep.DaemonLog)
 		p("\n")
 	}
 	if len(rep.Errors) > 0 {
 		p("## Errors\n\n")
 		for _, e := range rep.Errors {
-			p("- %s\n", mdEscape(e))
+			p("- %s\n", benchkit.Escape(e))
 		}
 		p("\n")
 	}
@@ -544,39 +534,13 @@ func (rep *Report) hasUnknownDowntime() bool {
 	return false
 }
 
-func toolList(m map[string]string) []string {
-	var out []string
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, m[k])
-	}
-	return out
-}
-
 func sq(x float64) float64 { return x * x }
-
-func passFail(ok bool) string {
-	if ok {
-		return "**PASS**"
-	}
-	return "**FAIL**"
-}
 
 func yesNo(ok bool) string {
 	if ok {
 		return "yes"
 	}
 	return "no"
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "–"
-	}
-	return s
-}
-
-func mdEscape(s string) string {
-	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
 }
 
 // analysis writes what the numbers say: where the outage goes, Tandem's
@@ -658,3 +622,9 @@ func (rep *Report) analysis(p func(string, ...any)) {
 	}
 	p("\n")
 }
+
+// AddError records a problem of the whole run (benchkit.Report).
+func (rep *Report) AddError(msg string) { rep.Errors = append(rep.Errors, msg) }
+
+// Problems counts the run's errors (benchkit.Report).
+func (rep *Report) Problems() int { return len(rep.Errors) }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
@@ -128,7 +129,7 @@ func (b *bench) runRate(ctx context.Context, idx int, s series) RateRun {
 
 	// The reference: the same stream without a migration.
 	q0 := time.Now()
-	if err := vmbench.SleepCtx(ctx, b.cfg.quiet); err != nil {
+	if err := benchkit.SleepCtx(ctx, b.cfg.quiet); err != nil {
 		return r
 	}
 	q1 := time.Now()
@@ -182,7 +183,7 @@ series:
 				break
 			}
 		}
-		if err := vmbench.SleepCtx(ctx, b.cfg.settle); err != nil {
+		if err := benchkit.SleepCtx(ctx, b.cfg.settle); err != nil {
 			break
 		}
 	}
@@ -313,7 +314,7 @@ func (b *bench) migrate(ctx context.Context, gs guestStream, vm, disk, src, dst 
 	t1 := time.Now()
 	atEnd, _, _ := rx.Last()
 	m.Started = t0.UTC().Format(time.RFC3339Nano)
-	m.WallMs = ms(t1.Sub(t0))
+	m.WallMs = benchkit.MS(t1.Sub(t0))
 	if err != nil {
 		m.Error = err.Error()
 	} else {
@@ -370,7 +371,7 @@ func (b *bench) migrate(ctx context.Context, gs guestStream, vm, disk, src, dst 
 			m.Window = windowResult(w, rate)
 			m.OutageMs = m.Window.LongestGapMs
 			m.Lost = w.Lost
-			m.OutageAtMs = ms(w.LongestStart.Sub(t0))
+			m.OutageAtMs = benchkit.MS(w.LongestStart.Sub(t0))
 			if w.Rebooted {
 				m.Rebooted = true
 				m.addError("sequence restarted during the migration")
@@ -437,7 +438,7 @@ func (b *bench) waitReady(ctx context.Context, disk, src string) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("volume %s not ready within %s: %w", disk, readyTimeout, err)
 		}
-		if err := vmbench.SleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := benchkit.SleepCtx(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -518,9 +519,9 @@ func summarize(ms []Migration, rate int) Summary {
 func windowResult(w Window, rate int) WindowResult {
 	return WindowResult{
 		Window:       w,
-		LongestGapMs: ms(w.Longest),
-		GuestClockMs: ms(w.GuestClock),
-		AckStallMs:   ms(w.AckStall),
+		LongestGapMs: benchkit.MS(w.Longest),
+		GuestClockMs: benchkit.MS(w.GuestClock),
+		AckStallMs:   benchkit.MS(w.AckStall),
 		IntervalMs:   1000 / float64(rate),
 	}
 }

@@ -1,14 +1,3 @@
-// Command replication benchmarks Tandem's data path: the same fio jobs
-// through NBD against qemu-nbd on a local file (the single-copy reference),
-// against Tandem volumes with 1, 2 and 3 replicas on a 3-node cluster of
-// network namespaces, and directly on a local file (O_DIRECT, libaio) as the
-// floor. It writes replication.json and replication.md to -out and prints
-// the Markdown.
-//
-//	go run ./bench/replication -bin ./bin -out bench/results [-size 1G] [-runtime 10s] [-ramp 2s]
-//
-// It must run as root (namespaces) and needs fio, qemu-nbd, nbdinfo and
-// timeout on PATH.
 package main
 
 import (
@@ -46,10 +35,11 @@ const (
 	logExcerptLines = 30
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() { os.Exit(benchkit.Main("replication", os.Args[1:], parseFlags, execute)) }
 
 type config struct {
-	bin, out, logs string
+	benchkit.Common
+	logs string
 	// targets and jobs, when set, restrict the run (for investigation;
 	// goals whose figures are missing are reported as not measured).
 	targets, jobs []string
@@ -62,7 +52,6 @@ type config struct {
 	trace         bool
 	size          int64
 	runtime, ramp time.Duration
-	timeout       time.Duration
 }
 
 func (c config) selected(target string) bool {
@@ -73,13 +62,11 @@ func parseFlags(args []string) (config, error) {
 	var c config
 	var size string
 	fs := flag.NewFlagSet("replication", flag.ContinueOnError)
-	fs.StringVar(&c.bin, "bin", "", "directory holding tandemd and tandem; empty builds them into a temporary directory")
-	fs.StringVar(&c.out, "out", "bench/results", "directory for replication.json and replication.md")
+	c.Flags(fs, "replication", 20*time.Minute, false)
 	fs.StringVar(&size, "size", "1G", "size of every volume and file (1024-based units: M, G)")
 	fs.DurationVar(&c.runtime, "runtime", 10*time.Second, "measured time of each fio job")
 	fs.DurationVar(&c.ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd log and the qemu-nbd log into this directory at the end")
-	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "bound on the whole run")
 	var targets, jobs string
 	fs.StringVar(&targets, "targets", "", "comma-separated target IDs to run (default all)")
 	fs.StringVar(&jobs, "jobs", "", "comma-separated job IDs to run (default all)")
@@ -111,40 +98,10 @@ func parseFlags(args []string) (config, error) {
 		return c, errors.New("-runtime must be at least 1s")
 	case c.ramp < 0:
 		return c, errors.New("-ramp must not be negative")
-	case c.timeout <= 0:
+	case c.Timeout <= 0:
 		return c, errors.New("-timeout must be positive")
 	}
 	return c, nil
-}
-
-func run(args []string) int {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	cfg, err := parseFlags(args)
-	if err != nil {
-		return benchkit.FlagExit("replication", err)
-	}
-	ctx, cancel := benchkit.RunContext(cfg.timeout)
-	defer cancel()
-
-	rep, err := execute(ctx, log, cfg)
-	if rep != nil && ctx.Err() == nil {
-		if werr := benchkit.Publish(log, cfg.out, "replication", rep, rep.Markdown()); werr != nil {
-			log.Error("writing results", "err", werr)
-			return 1
-		}
-	}
-	switch {
-	case ctx.Err() != nil:
-		log.Error("benchmark interrupted; nothing written", "err", context.Cause(ctx))
-		return 1
-	case err != nil:
-		log.Error("benchmark failed", "err", err)
-		return 1
-	case len(rep.Errors) > 0:
-		log.Error("benchmark finished with errors (see the report)", "count", len(rep.Errors))
-		return 1
-	}
-	return 0
 }
 
 // bench is one run: the cluster, the reference server and the report.
@@ -160,8 +117,9 @@ type bench struct {
 	rep   *Report
 }
 
-// execute runs the whole benchmark. It returns a report whenever it got as
-// far as measuring; failures of single targets or jobs are in rep.Errors.
+// execute runs the whole benchmark. It returns a report whenever the cluster
+// was created, with the error that stopped it early if any (a partial
+// report); failures of single targets or jobs are in rep.Errors.
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
 	if err := testcluster.Available(); err != nil {
@@ -172,31 +130,11 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			return nil, fmt.Errorf("%s is needed (make deps installs it): %w", tool, err)
 		}
 	}
-	tmp, err := os.MkdirTemp("", "tandem-bench-replication-")
+	tmp, bin, err := benchkit.TempBinaries(ctx, log, "replication", cfg.Bin)
 	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
+		return nil, err
 	}
 	defer os.RemoveAll(tmp) // runs last: after every process is gone
-
-	bin := cfg.bin
-	if bin == "" {
-		bin = filepath.Join(tmp, "bin")
-		log.Info("building tandemd and tandem", "dir", bin)
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := testcluster.BuildBinaries(bctx, bin)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("build: %w", err)
-		}
-	}
-	if bin, err = filepath.Abs(bin); err != nil {
-		return nil, fmt.Errorf("bin dir: %w", err)
-	}
-	for _, name := range []string{"tandemd", "tandem"} {
-		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
-			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, bin, err)
-		}
-	}
 	work, ref := filepath.Join(tmp, "fio"), filepath.Join(tmp, "ref")
 	for _, d := range []string{work, ref} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -215,7 +153,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")).WithWorkTreeRevision(ctx),
 			Tools: map[string]string{"fio": benchkit.ToolVersion(ctx, "fio", "--version"), "qemu-nbd": benchkit.ToolVersion(ctx, "qemu-nbd", "--version")},
 			Params: Params{
-				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.timeout.String(),
+				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.Timeout.String(),
 				Jobs: benchJobs(), Prefill: prefillJob(),
 				CommonFioArgs: commonArgs(fioArgs(JobSpec{ID: "x", RW: "x", BlockSize: "x", IODepth: 1, TimeBased: true}, fp, nil, "", "FILE")),
 			},
@@ -239,7 +177,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	// Local references: the same preallocation as Tandem's replicas.
 	for _, f := range []string{localFile, qemuFile, filepath.Join(ref, "copy.0"), filepath.Join(ref, "copy.1")} {
 		if err := preallocate(f, cfg.size); err != nil {
-			return nil, err
+			return b.rep, err
 		}
 	}
 	b.rep.target(targetLocal).Ready = true
@@ -248,7 +186,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	log.Info("starting qemu-nbd", "file", qemuFile, "socket", qemuSock)
 	if err := b.startQemu(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log")); err != nil {
 		if ctx.Err() != nil {
-			return nil, err
+			return b.rep, err
 		}
 		b.setupFailed(targetQemu, err)
 	} else {
@@ -257,7 +195,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 
 	if err := b.setupCluster(ctx); err != nil {
 		if ctx.Err() != nil {
-			return nil, err
+			return b.rep, err
 		}
 		for _, id := range []string{targetR1, targetR2, targetR3} {
 			b.setupFailed(id, fmt.Errorf("cluster: %w", err))
@@ -271,7 +209,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			log.Info("creating volume", "name", t.volume, "replicas", t.Replicas, "nodes", t.Nodes)
 			if err := b.createVolume(ctx, t); err != nil {
 				if ctx.Err() != nil {
-					return nil, err
+					return b.rep, err
 				}
 				b.setupFailed(t.ID, err)
 				continue
@@ -291,13 +229,13 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		b.rep.HostBefore = &h
 		log.Info("host activity before the jobs", "busy_pct", fmt.Sprintf("%.0f", h.BusyPct), "loadavg", h.LoadAvg, "busy_processes", len(h.Top))
 	} else if ctx.Err() != nil {
-		return nil, err
+		return b.rep, err
 	}
 
 	if cfg.selected(targetRoundTrips) {
 		b.rep.RoundTrips = b.measureRoundTrips(ctx)
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return b.rep, ctx.Err()
 		}
 	}
 
@@ -310,7 +248,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		log.Info("prefill", "target", t.ID, "size", cfg.size)
 		r, err := b.runJob(ctx, t, prefillJob())
 		if err != nil {
-			return nil, err
+			return b.rep, err
 		}
 		b.rep.Prefill = append(b.rep.Prefill, r)
 	}
@@ -326,7 +264,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			log.Info("fio", "job", j.ID, "target", t.ID)
 			r, err := b.runJob(ctx, t, j)
 			if err != nil {
-				return nil, err
+				return b.rep, err
 			}
 			if m := r.Measurement; m != nil {
 				_, lat, metric, rate := headline(j.ID, m)
@@ -339,14 +277,14 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if h, err := sampleHost(ctx, 3*time.Second, os.Getpid()); err == nil {
 		b.rep.HostAfter = &h
 	} else if ctx.Err() != nil {
-		return nil, err
+		return b.rep, err
 	}
 	b.finishVolumes(ctx)
 	compare(b.rep.Results)
 	b.rep.Goals = evaluateGoals(b.rep.Results, b.rep.RoundTrips)
 	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
-		if err := copyLogs(c, map[string]string{"qemu-nbd.log": filepath.Join(ref, "qemu-nbd.log")}, cfg.logs); err != nil {
+		if err := benchkit.CopyLogs(c, map[string]string{"qemu-nbd.log": filepath.Join(ref, "qemu-nbd.log")}, cfg.logs); err != nil {
 			b.rep.Errors = append(b.rep.Errors, err.Error())
 		}
 	}
@@ -384,14 +322,7 @@ func (b *bench) close() {
 		b.qemu.kill()
 	}
 	b.c.Close()
-	prefix := fmt.Sprintf("tdmt%d-", os.Getpid())
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), prefix) {
-				b.log.Error("namespace left behind after Close", "name", e.Name())
-			}
-		}
-	}
+	benchkit.CheckNamespaces(b.log)
 }
 
 // preallocate creates path with size bytes allocated, as Tandem's block
@@ -501,50 +432,23 @@ func waitExport(ctx context.Context, uri string, size int64, timeout time.Durati
 		if time.Now().After(deadline) {
 			return fmt.Errorf("export not ready within %s: %w", timeout, last)
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := benchkit.SleepCtx(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 func (b *bench) setupCluster(ctx context.Context) error {
-	for _, n := range b.c.Nodes {
-		var extra []string
-		if b.cfg.profile != "" {
-			extra = []string{"--pprof", "true"}
-		}
-		p, err := b.td.StartDaemon(ctx, n, extra...)
-		if err != nil {
-			return fmt.Errorf("start tandemd on %s: %w", n.Name, err)
-		}
-		b.procs[n.Name] = p
+	var extra []string
+	if b.cfg.profile != "" {
+		extra = []string{"--pprof", "true"}
 	}
-	b.log.Info("forming cluster", "name", clusterName)
-	if err := b.td.Form(ctx, clusterName); err != nil {
-		return fmt.Errorf("form cluster: %w", err)
-	}
-	for _, n := range b.c.Nodes {
-		if _, err := b.td.WaitStatus(ctx, n, 30*time.Second, healthy); err != nil {
-			return fmt.Errorf("cluster did not become healthy: %w", err)
-		}
+	var err error
+	if b.procs, _, err = benchkit.StartCluster(ctx, b.log, b.td, b.c, clusterName, extra...); err != nil {
+		return err
 	}
 	b.log.Info("cluster ready")
 	return nil
-}
-
-func healthy(st *tandemv1.ClusterStatus) bool {
-	return st.Quorate && st.Leader != "" && st.Voters == nodes && st.VotesOnline == st.Voters
 }
 
 // show reads a volume's state from node n1, its primary.
@@ -571,7 +475,7 @@ func volumeReady(info *tandemv1.VolumeInfo, t *Target) error {
 	case len(info.GetReplicas()) != t.Replicas:
 		return fmt.Errorf("%d replicas, want %d", len(info.GetReplicas()), t.Replicas)
 	case info.GetNbdUnix() == "":
-		return fmt.Errorf("no NBD export yet (%s)", orDash(info.GetWarning()))
+		return fmt.Errorf("no NBD export yet (%s)", benchkit.OrDash(info.GetWarning()))
 	}
 	for _, r := range info.GetReplicas() {
 		if r.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
@@ -642,7 +546,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("volume %s not ready within %s: %w", t.volume, readyTimeout, err)
 		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := benchkit.SleepCtx(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -810,7 +714,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() 
 		n := b.c.Node(f.node)
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if err := sleepCtx(ctx, b.cfg.ramp); err != nil {
+			if err := benchkit.SleepCtx(ctx, b.cfg.ramp); err != nil {
 				return
 			}
 			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {

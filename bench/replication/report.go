@@ -364,33 +364,14 @@ func fmtUS(v float64) string {
 	}
 }
 
-func fmtRate(v float64) string {
-	switch {
-	case v <= 0 || math.IsNaN(v):
-		return "–"
-	case v < 100:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.0f", v)
-	}
-}
+// fmtRate formats a rate as fmtUS does a latency.
+func fmtRate(v float64) string { return fmtUS(v) }
 
 func fmtRatio(p *float64) string {
 	if p == nil {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f×", *p)
-}
-
-func passFail(ok *bool) string {
-	switch {
-	case ok == nil:
-		return "not measured"
-	case *ok:
-		return "**PASS**"
-	default:
-		return "**FAIL**"
-	}
 }
 
 // cpuPct is the servers' CPU over the fio run, in percent of one core.
@@ -414,11 +395,6 @@ func (rep *Report) target(id string) *Target {
 	return nil
 }
 
-func mdEscape(s string) string {
-	s = strings.ReplaceAll(s, "|", "\\|")
-	return strings.ReplaceAll(s, "\n", " ")
-}
-
 // Markdown renders the human report.
 func (rep *Report) Markdown() string {
 	var b strings.Builder
@@ -426,14 +402,14 @@ func (rep *Report) Markdown() string {
 
 	p("# Tandem replication benchmark\n\n")
 	p("Run %s (%.0f s). Host: %s.  \n", rep.Date, rep.DurationS, rep.Host.Summary(""))
-	p("tandemd: %s (%s). Tools: %s.  \n", rep.Tandemd.RevisionSummary(), rep.Tandemd.GoVersion, strings.Join(toolList(rep.Tools), ", "))
+	p("tandemd: %s (%s). Tools: %s.  \n", rep.Tandemd.RevisionSummary(), rep.Tandemd.GoVersion, strings.Join(benchkit.ToolList(rep.Tools), ", "))
 	p("Storage: every file (local file, the qemu-nbd image, every node's volume replicas) is on %s (%s, mounted on %s)%s.  \n",
 		rep.Storage.Device, rep.Storage.FSType, rep.Storage.MountPoint, map[bool]string{true: "", false: " — **not all on the same filesystem, see the JSON**"}[rep.Storage.SameFS])
 	p("Parameters: %s per target and volume, fio `--time_based --runtime=%s --ramp_time=%s`, one job at a time, %d-node Tandem cluster in network namespaces.\n\n",
 		fmtBytes(rep.Params.SizeBytes), rep.Params.Runtime, rep.Params.Ramp, rep.Params.Nodes)
 
 	p("## Goals (2-replica volume)\n\n")
-	p("| # | Goal | Measured | Reference | Ratio | Limit | Verdict | Two-copy floor of this machine (no network, no NBD) | Floor ratio |\n|---|---|---|---|---|---|---|---|---|\n")
+	benchkit.NewTable(&b, "#", "Goal", "Measured", "Reference", "Ratio", "Limit", "Verdict", "Two-copy floor of this machine (no network, no NBD)", "Floor ratio")
 	for _, g := range rep.Goals {
 		op := "≥"
 		if g.AtMost {
@@ -443,8 +419,8 @@ func (rep *Report) Markdown() string {
 		if g.FloorMet != nil && !*g.FloorMet {
 			fr += " (the floor itself misses the goal)"
 		}
-		p("| %s | %s | %s | %s | %s | %s %.2f× | %s | %s | %s |\n", g.ID, g.Text, mdEscape(g.Measured), mdEscape(g.Reference), fmtRatio(g.Ratio), op, g.Limit, passFail(g.Met),
-			mdEscape(orDash(g.TwoCopies)), fr)
+		p("| %s | %s | %s | %s | %s | %s %.2f× | %s | %s | %s |\n", g.ID, g.Text, benchkit.Escape(g.Measured), benchkit.Escape(g.Reference), fmtRatio(g.Ratio), op, g.Limit, benchkit.PassFail(g.Met),
+			benchkit.Escape(benchkit.OrDash(g.TwoCopies)), fr)
 	}
 	p("\nThe two-copy floor is target %s: two fio jobs at once, each writing its own local file with O_DIRECT, "+
 		"the best that any system keeping two copies on this machine's one disk could do, with no network, no NBD and no replication protocol. "+
@@ -466,37 +442,38 @@ func (rep *Report) Markdown() string {
 			"the data has reached the secondary and its confirmation has come back (one backend round trip), and both copies are written and flushed, which at best happens at once (the two-copy pair). "+
 			"Everything else can overlap: the primary writes while the secondary does, and both can flush ahead of fio's flush. "+
 			"The round trips are fio's own net engine in ping-pong mode with 4 KiB messages (see Links below); all terms are medians, so the floor estimates the median pair. Against it: %s.\n",
-			mdEscape(rep.Goals[0].Replicated), strings.Join(repl, "; "))
+			benchkit.Escape(rep.Goals[0].Replicated), strings.Join(repl, "; "))
 	}
 	p("\nThe durable-write latency of a target is the sum of its write p50 and its flush p50 from the QD1 write+flush job (fio does not time the pair itself); " +
 		"pairs/s is the measured rate of complete write+flush pairs.\n\n")
 
 	if len(rep.RoundTrips) > 0 {
 		p("## Links\n\nRound trips of a 4 KiB message and its 4 KiB echo, fio `--ioengine=net --pingpong=1` for %s, one at a time before the jobs; latencies in µs.\n\n", rttRuntime)
-		p("| Link | What | p50 | p99 | p99.9 | round trips/s | error |\n|---|---|---|---|---|---|---|\n")
+		benchkit.NewTable(&b, "Link", "What", "p50", "p99", "p99.9", "round trips/s", "error")
 		for _, rt := range rep.RoundTrips {
 			p50, p99, p999, rate := "–", "–", "–", "–"
 			if m := rt.Measurement; m != nil && m.Write != nil {
 				p50, p99, p999, rate = fmtUS(m.Write.P50US), fmtUS(m.Write.P99US), fmtUS(m.Write.P999US), fmtRate(m.IOPS)
 			}
-			p("| %s | %s | %s | %s | %s | %s | %s |\n", rt.ID, mdEscape(rt.Label), p50, p99, p999, rate, mdEscape(benchkit.Truncate(rt.Error, 200)))
+			p("| %s | %s | %s | %s | %s | %s | %s |\n", rt.ID, benchkit.Escape(rt.Label), p50, p99, p999, rate, benchkit.Escape(benchkit.Truncate(rt.Error, 200)))
 		}
 		p("\n")
 	}
 
-	p("## Targets\n\n| Target | What | fio engine |\n|---|---|---|\n")
+	p("## Targets\n\n")
+	benchkit.NewTable(&b, "Target", "What", "fio engine")
 	for _, t := range rep.Targets {
 		what := t.Label
 		if t.SetupError != "" {
 			what += " — **setup failed**: " + t.SetupError
 		}
-		p("| %s | %s | `%s` |\n", t.ID, mdEscape(what), strings.Join(t.Engine, " "))
+		p("| %s | %s | `%s` |\n", t.ID, benchkit.Escape(what), strings.Join(t.Engine, " "))
 	}
 	p("\n")
 
 	if rep.HostBefore != nil || rep.HostAfter != nil {
 		p("## Host activity\n\nThe host is shared: anything else running competes with the targets for the 2 CPUs and the disk. Sampled over 3 s each time, with the benchmark's own servers idle:\n\n")
-		p("| When | CPU busy (all CPUs) | other processes' CPU (of one core) | load average | other processes above 5%% of a core |\n|---|---|---|---|---|\n")
+		benchkit.NewTable(&b, "When", "CPU busy (all CPUs)", "other processes' CPU (of one core)", "load average", "other processes above 5% of a core")
 		for _, h := range []struct {
 			when string
 			a    *HostActivity
@@ -506,9 +483,9 @@ func (rep *Report) Markdown() string {
 			}
 			var top []string
 			for _, pc := range h.a.Top {
-				top = append(top, fmt.Sprintf("`%s` (pid %d) %.0f%%", mdEscape(benchkit.Truncate(pc.Command, 80)), pc.PID, pc.Pct))
+				top = append(top, fmt.Sprintf("`%s` (pid %d) %.0f%%", benchkit.Escape(benchkit.Truncate(pc.Command, 80)), pc.PID, pc.Pct))
 			}
-			p("| %s | %.0f%% | %.0f%% | %s | %s |\n", h.when, h.a.BusyPct, h.a.OthersPct, h.a.LoadAvg, orDash(strings.Join(top, "; ")))
+			p("| %s | %.0f%% | %.0f%% | %s | %s |\n", h.when, h.a.BusyPct, h.a.OthersPct, h.a.LoadAvg, benchkit.OrDash(strings.Join(top, "; ")))
 		}
 		p("\nEach job's table also shows how busy the whole host was while it ran (all CPUs) and the CPU that processes other than the benchmark's own used meanwhile " +
 			"(percent of one core; a lower bound, as processes that start and end within a job are missed). Other processes' disk traffic is not measured, but competes for the same disk.\n\n")
@@ -524,38 +501,33 @@ func (rep *Report) Markdown() string {
 		p("## Prefill\n\nBefore the measured jobs every target was written once from end to end with sequential 1M writes at QD4 (`%s`, no time limit). "+
 			"The files and Tandem's replicas are preallocated with fallocate, and the first write to an unwritten ext4 extent costs about twice a later one; "+
 			"the prefill makes every measured write an overwrite on every target. Its own speed, for information (Tandem's includes replicating to every replica):\n\n", prefillJob().Title)
-		p("| Target | MB/s | time | error |\n|---|---|---|---|\n")
+		benchkit.NewTable(&b, "Target", "MB/s", "time", "error")
 		for _, r := range rep.Prefill {
 			var mbps float64
 			if r.Measurement != nil {
 				mbps = r.Measurement.MBps
 			}
-			p("| %s | %s | %.1f s | %s |\n", r.Target, fmtRate(mbps), r.WallS, mdEscape(benchkit.Truncate(r.Error, 200)))
+			p("| %s | %s | %.1f s | %s |\n", r.Target, fmtRate(mbps), r.WallS, benchkit.Escape(benchkit.Truncate(r.Error, 200)))
 		}
 		p("\n")
 	}
 
 	if len(rep.Volumes) > 0 {
-		p("## Tandem volumes\n\n| Volume | Target | Primary | Witness | Epoch | Replicas when ready | Replicas at the end |\n|---|---|---|---|---|---|---|\n")
+		p("## Tandem volumes\n\n")
+		benchkit.NewTable(&b, "Volume", "Target", "Primary", "Witness", "Epoch", "Replicas when ready", "Replicas at the end")
 		for _, v := range rep.Volumes {
 			end := v.AtEnd
 			if v.EndError != "" {
 				end = "error: " + v.EndError
 			}
-			p("| %s | %s | %s | %s | %d | %s | %s |\n", v.Name, v.Target, v.Primary, orDash(v.Witness), v.Epoch, v.AtStart, mdEscape(end))
+			p("| %s | %s | %s | %s | %d | %s | %s |\n", v.Name, v.Target, v.Primary, benchkit.OrDash(v.Witness), v.Epoch, v.AtStart, benchkit.Escape(end))
 		}
 		p("\n(`*` marks the primary; the link state as the primary sees it follows the slash.)\n\n")
 	}
 
 	if len(rep.DaemonLog) > 0 {
-		p("## Warnings and errors in the tandemd logs\n\nGrouped with digits masked; counts over the whole run.\n\n| Level | Count | By node | Example |\n|---|---|---|---|\n")
-		for _, l := range rep.DaemonLog {
-			var by []string
-			for _, n := range sortedKeys(l.ByNode) {
-				by = append(by, fmt.Sprintf("%s:%d", n, l.ByNode[n]))
-			}
-			p("| %s | %d | %s | `%s` |\n", l.Level, l.Count, strings.Join(by, " "), mdEscape(benchkit.Truncate(l.Example, 240)))
-		}
+		p("## Warnings and errors in the tandemd logs\n\nGrouped with digits masked; counts over the whole run.\n\n")
+		benchkit.FindingsTable{Column: "Example", Example: true, Width: 240, NodeSep: ":", Join: " "}.WriteFindings(&b, rep.DaemonLog)
 		p("\n")
 	}
 
@@ -580,7 +552,7 @@ func (rep *Report) Markdown() string {
 	if len(rep.Errors) > 0 {
 		p("\n## Errors during the run\n\n")
 		for _, e := range rep.Errors {
-			p("- %s\n", mdEscape(e))
+			p("- %s\n", benchkit.Escape(e))
 		}
 		var withLogs []Result
 		for _, r := range append(slices.Clone(rep.Prefill), rep.Results...) {
@@ -589,8 +561,8 @@ func (rep *Report) Markdown() string {
 			}
 		}
 		for _, r := range withLogs {
-			p("\n### %s on %s\n\nCommand: `%s`\n\nError: `%s`\n", r.Job, r.Target, strings.Join(r.Command, " "), mdEscape(benchkit.Truncate(r.Error, 1000)))
-			for _, n := range sortedKeys(r.LogExcerpts) {
+			p("\n### %s on %s\n\nCommand: `%s`\n\nError: `%s`\n", r.Job, r.Target, strings.Join(r.Command, " "), benchkit.Escape(benchkit.Truncate(r.Error, 1000)))
+			for _, n := range benchkit.SortedKeys(r.LogExcerpts) {
 				p("\ntandemd log of %s (last lines):\n\n```\n%s\n```\n", n, r.LogExcerpts[n])
 			}
 		}
@@ -621,7 +593,7 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 		rateName = "MB/s"
 	}
 	head = append(head, rateName, latName+" vs qemu-nbd", rateName+" vs qemu-nbd", latName+" vs floor", rateName+" vs floor", "server CPU", "host CPU busy", "others' CPU", "replicas after")
-	p("| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+	benchkit.NewTable(b, head...)
 	note := func(id, text string) {
 		cells := make([]string, len(head)-2)
 		p("| %s | %s | %s |\n", id, text, strings.Join(cells, " | "))
@@ -639,7 +611,7 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 			note(t.ID, "not run")
 			continue
 		case r.Measurement == nil:
-			note(t.ID, "**failed**: "+mdEscape(benchkit.Truncate(r.Error, 160)))
+			note(t.ID, "**failed**: "+benchkit.Escape(benchkit.Truncate(r.Error, 160)))
 			continue
 		}
 		m, c := r.Measurement, r.Compare
@@ -667,7 +639,7 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 			cpu = fmt.Sprintf("%.0f%%", v)
 		}
 		cells = append(cells, fmtRate(rate), fmtRatio(c.LatVsQemu), fmtRatio(c.RateVsQemu), fmtRatio(c.LatVsFloor), fmtRatio(c.RateVsFloor),
-			cpu, fmt.Sprintf("%.0f%%", r.HostCPUPct), othersCell(r), orDash(r.ReplicasAfter))
+			cpu, fmt.Sprintf("%.0f%%", r.HostCPUPct), othersCell(r), benchkit.OrDash(r.ReplicasAfter))
 		p("| %s |\n", strings.Join(cells, " | "))
 	}
 	var busy []string
@@ -675,9 +647,9 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 		if r := findResult(rep.Results, t.ID, j.ID); r != nil && r.OthersCPUPct >= othersWarnPct {
 			var who []string
 			for _, o := range r.OthersTop {
-				who = append(who, fmt.Sprintf("`%s` %.0f%%", mdEscape(benchkit.Truncate(o.Command, 60)), o.Pct))
+				who = append(who, fmt.Sprintf("`%s` %.0f%%", benchkit.Escape(benchkit.Truncate(o.Command, 60)), o.Pct))
 			}
-			busy = append(busy, fmt.Sprintf("%s (%s)", t.ID, orDash(strings.Join(who, ", "))))
+			busy = append(busy, fmt.Sprintf("%s (%s)", t.ID, benchkit.OrDash(strings.Join(who, ", "))))
 		}
 	}
 	if len(busy) > 0 {
@@ -715,7 +687,7 @@ func (rep *Report) diskTable(b *strings.Builder) {
 	for _, j := range rep.Params.Jobs {
 		head = append(head, j.ID)
 	}
-	p("| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+	benchkit.NewTable(b, head...)
 	for _, t := range rep.Targets {
 		cells := []string{t.ID}
 		for _, j := range rep.Params.Jobs {
@@ -736,21 +708,6 @@ func (rep *Report) diskTable(b *strings.Builder) {
 	p("\n")
 }
 
-func toolList(m map[string]string) []string {
-	var out []string
-	for _, k := range sortedKeys(m) {
-		out = append(out, m[k])
-	}
-	return out
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "–"
-	}
-	return s
-}
-
 func fmtBytes(n int64) string {
 	switch {
 	case n >= 1<<30 && n%(1<<30) == 0:
@@ -761,3 +718,9 @@ func fmtBytes(n int64) string {
 		return fmt.Sprintf("%d bytes", n)
 	}
 }
+
+// AddError records a problem of the whole run (benchkit.Report).
+func (rep *Report) AddError(msg string) { rep.Errors = append(rep.Errors, msg) }
+
+// Problems counts the run's errors (benchkit.Report).
+func (rep *Report) Problems() int { return len(rep.Errors) }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 // res builds a successful result: lat is the write p50 (µs), sync the
@@ -217,5 +219,11 @@ func TestReplicatedFloor(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q", want)
 		}
+	}
+}
+
+func TestPartialReportRenders(t *testing.T) {
+	if err := benchkit.CheckPartial(&Report{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
-	"github.com/tandemhci/tandem/internal/testcluster"
 )
 
 // StorageInfo is the filesystem every target's data lives on.
@@ -328,37 +325,6 @@ func sampleHost(ctx context.Context, window time.Duration, root int) (HostActivi
 	h.Top = nameProcs(top, 5)
 	h.LoadAvg = benchkit.LoadAvgLine()
 	return h, nil
-}
-
-// copyLogs keeps the daemon logs and the qemu-nbd log, which go away with
-// the temporary directory.
-func copyLogs(c *testcluster.Cluster, extra map[string]string, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("logs dir: %w", err)
-	}
-	files := maps.Clone(extra)
-	if files == nil {
-		files = map[string]string{}
-	}
-	for _, n := range c.Nodes {
-		files[n.Name+"-tandemd.log"] = filepath.Join(n.Dir, "tandemd.log")
-	}
-	var errs []error
-	for _, name := range sortedKeys(files) {
-		data, err := os.ReadFile(files[name])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("log %s: %w", name, err))
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("copy log %s: %w", name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }
 
 // diskSample is a block device's counters from /proc/diskstats.

@@ -27,7 +27,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.size != 256<<20 || c.runtime != 3*time.Second || c.ramp != 0 || c.logs != "/tmp/x" || c.out != "bench/results" {
+	if c.size != 256<<20 || c.runtime != 3*time.Second || c.ramp != 0 || c.logs != "/tmp/x" || c.Out != "bench/results" {
 		t.Errorf("config %+v", c)
 	}
 	for _, args := range [][]string{{"-size", "1000000"}, {"-runtime", "0s"}, {"-ramp", "-1s"}, {"extra"}, {"-trace"}} {

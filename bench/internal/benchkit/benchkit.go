@@ -1,7 +1,3 @@
-// Package benchkit holds what every benchmark program under bench/ shares:
-// the run's context and exit codes, writing the JSON and Markdown results,
-// summarising the daemons' logs, and describing the machine, the tools and
-// the tandemd binary under test (sysinfo.go).
 package benchkit
 
 import (

@@ -1,10 +1,3 @@
-// Package vmbench is what the VM benchmarks under bench/ share: a 3-node
-// netns cluster (internal/testcluster) with one libvirtd (QEMU TCG) and one
-// tandemd per host, optionally one ipmi_sim BMC per host whose power-on
-// restarts both, the guest image, the tandem CLI run inside a host's
-// namespace with the caller's deadline, JSON decoding of its answers and log
-// excerpts. The machine and binary description for the reports is in
-// benchkit.
 package vmbench
 
 import (
@@ -18,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +19,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
@@ -88,7 +83,7 @@ func Open(ctx context.Context, o Options) (*Env, error) {
 	if err := testcluster.LibvirtdAvailable(); err != nil {
 		return nil, err
 	}
-	ip, err := FindIP()
+	ip, err := benchkit.FindIP()
 	if err != nil {
 		return nil, err
 	}
@@ -108,24 +103,8 @@ func Open(ctx context.Context, o Options) (*Env, error) {
 			e.Close()
 		}
 	}()
-	bin := o.Bin
-	if bin == "" {
-		bin = filepath.Join(tmp, "bin")
-		e.Log.Info("building tandemd and tandem", "dir", bin)
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := testcluster.BuildBinaries(bctx, bin)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("build: %w", err)
-		}
-	}
-	if e.Bin, err = filepath.Abs(bin); err != nil {
-		return nil, fmt.Errorf("bin dir: %w", err)
-	}
-	for _, name := range []string{"tandemd", "tandem"} {
-		if _, err := os.Stat(filepath.Join(e.Bin, name)); err != nil {
-			return nil, fmt.Errorf("%s not found in %s (run 'make build' or leave -bin empty): %w", name, e.Bin, err)
-		}
+	if e.Bin, err = benchkit.Binaries(ctx, e.Log, o.Bin, tmp); err != nil {
+		return nil, err
 	}
 	e.Log.Info("ensuring the guest image")
 	if e.Img, err = guest.EnsureImage(ctx, root); err != nil {
@@ -455,19 +434,6 @@ func ModuleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// FindIP locates iproute2's ip; root's PATH does not always contain sbin.
-func FindIP() (string, error) {
-	if p, err := exec.LookPath("ip"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("ip (iproute2) not found")
-}
-
 // LogWindow returns the lines of a slog text log (tandemd's) stamped
 // within [from, to], at most maxLines of them (the last ones when there are
 // more). Lines without a time= field stay with the line before.
@@ -541,18 +507,6 @@ func TailLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// SleepCtx sleeps for d or until ctx ends.
-func SleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // ParseMiB reads a guest memory size such as 192M or 1G into MiB.
 func ParseMiB(s string) (uint64, error) {
 	t := strings.ToUpper(strings.TrimSpace(s))
@@ -568,4 +522,21 @@ func ParseMiB(s string) (uint64, error) {
 		return 0, fmt.Errorf("size %q: want a positive number of MiB with an optional M or G suffix", s)
 	}
 	return n * mult, nil
+}
+
+// diskCounterRE is the guest agent's console line with the counter it read
+// from its disk at boot.
+var diskCounterRE = regexp.MustCompile(`msg="disk counter".*\bcounter=(\d+) boot=(\d+)`)
+
+// DiskCounter finds, in a guest console log, the counter the agent read
+// from its disk at the start of boot number boot.
+func DiskCounter(console string, boot uint64) (uint64, bool) {
+	for _, m := range diskCounterRE.FindAllStringSubmatch(console, -1) {
+		c, err1 := strconv.ParseUint(m[1], 10, 64)
+		bt, err2 := strconv.ParseUint(m[2], 10, 64)
+		if err1 == nil && err2 == nil && bt == boot {
+			return c, true
+		}
+	}
+	return 0, false
 }

@@ -1,0 +1,17 @@
+// Command replication benchmarks Tandem's data path: the same fio jobs
+// through NBD against qemu-nbd on a local file (the single-copy reference),
+// against Tandem volumes with 1, 2 and 3 replicas on a 3-node cluster of
+// network namespaces, and directly on a local file (O_DIRECT, libaio) as the
+// floor. It writes replication.json and replication.md to -out and prints
+// the Markdown.
+//
+//	go run ./bench/replication -bin ./bin -out bench/results [-size 1G] [-runtime 10s] [-ramp 2s]
+//
+// It must run as root (namespaces) and needs fio, qemu-nbd, nbdinfo and
+// timeout on PATH.
+//
+// Invariant: a job's figures count only if it ran with the intended copies:
+// one job at a time, every target prefilled once, and the replica states
+// read after each job are reported beside its figures (anything other than
+// UpToDate/in-sync is visible there).
+package main
