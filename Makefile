@@ -94,7 +94,7 @@ lint: $(TOOLS)/staticcheck
 	$(TOOLS)/staticcheck ./...
 
 demo: deps build
-	$(GO) run ./internal/testcluster/demo -bin $(CURDIR)/bin
+	$(GO) run ./cmd/tandem-demo -bin $(CURDIR)/bin
 
 bench: bench-control bench-replication bench-migration bench-failover
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test guest: a Debian kernel and a small initramfs whose /init is
-# the Tandem guest agent (internal/guest/cmd/tandem-guest-agent), into
+# the Tandem guest agent (cmd/tandem-guest-agent), into
 # .cache/guest/{vmlinuz,initrd.img}. The host's own kernel is never touched:
 # the packages are fetched with `apt-get download` and unpacked with dpkg-deb.
 # Idempotent: when both outputs are newer than this script and the agent's
@@ -23,7 +23,7 @@ modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
 uptodate() {
 	[ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] || return 1
 	local newer
-	newer=$(find "$root/scripts/build-guest-image.sh" "$root/go.mod" "$root/internal/guest" \
+	newer=$(find "$root/scripts/build-guest-image.sh" "$root/go.mod" "$root/cmd/tandem-guest-agent" "$root/internal/guest" \
 		-newer "$out/initrd.img" -type f \( -name '*.go' ! -name '*_test.go' -o -name build-guest-image.sh -o -name go.mod \) -print -quit 2>/dev/null)
 	[ -z "$newer" ]
 }
@@ -94,7 +94,7 @@ for a in sh ip ls cat mount dmesg hexdump; do ln -s busybox "$rootfs/bin/$a"; do
 mknod -m 600 "$rootfs/dev/console" c 5 1 2>/dev/null || true
 
 (cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 "$GO" build -trimpath -ldflags='-s -w' \
-	-o "$rootfs/init" ./internal/guest/cmd/tandem-guest-agent)
+	-o "$rootfs/init" ./cmd/tandem-guest-agent)
 
 (cd "$rootfs" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet | gzip -9n) >"$tmp/initrd.img"
 cp "$tmp/pkg/boot/vmlinuz-$kver" "$tmp/vmlinuz"

@@ -1,4 +1,4 @@
-// Command demo starts a local 3-node Tandem cluster, each node in its own
+// Command tandem-demo starts a local 3-node Tandem cluster, each node in its own
 // network namespace with its own libvirtd, forms it with the CLI and prints
 // its status; it writes through a replicated volume's NBD export, boots a VM
 // on the primary of its 2-replica disk and live-migrates it to the
