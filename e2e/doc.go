@@ -1,0 +1,45 @@
+// Package e2e holds Tandem's end-to-end tests. It has no code of its own
+// outside its tests. Each test starts a cluster of real tandemd processes on
+// simulated hosts, one network namespace per host on a private bridge
+// (internal/testcluster), and drives it as an operator would: with the tandem
+// CLI, grpcurl and real NBD clients (qemu-img, qemu-io, nbdinfo, fio).
+//
+// What it covers:
+//
+//   - the control plane (cluster_test.go): forming and joining, tokens and
+//     authentication, leader loss, quorum loss and regain, restarts, a
+//     witness, the expected-votes override and the versions the nodes
+//     report;
+//   - volumes (volume_test.go): the NBD export, no acknowledged write lost
+//     when a primary crashes, epoch fencing of a stale or isolated primary,
+//     isolation and resync, refused replica metadata, online verify and
+//     repair, promotion;
+//   - VMs (vm_test.go): lifecycle, live migration and maintenance, a failed
+//     migration, creating a disk from an image, with the test guest
+//     (internal/guest, its /init being cmd/tandem-guest-agent) under QEMU;
+//   - HA (ha_test.go): failover with IPMI fencing against a BMC simulator,
+//     operator confirmation, partitions with a witness and the self-fence
+//     lease, gratuitous ARP from the new host;
+//   - what operators see (operator*_test.go): reports, settings, node
+//     removal, volume corner cases and bad input.
+//
+// The tests build the binaries themselves: the first test to need them runs
+// testcluster.BuildBinaries, which compiles cmd/tandemd and cmd/tandem from
+// this module with the version stamp `make build` uses, into a temporary
+// directory that TestMain removes at the end. The VM tests build the guest
+// image (a Debian kernel and an initramfs) into .cache/guest on first use,
+// with scripts/build-guest-image.sh.
+//
+// Running them needs root (without it the tests skip) on Linux with network
+// namespaces; the VM and HA tests also need libvirtd with its QEMU driver and
+// qemu-system-x86 (QEMU runs under TCG: no KVM needed), and ipmi_sim and
+// ipmitool for the BMCs. `make deps` installs all of it on Debian 12, and
+// `make test` runs the package with the rest (go test ./..., -timeout 20m).
+// The whole package takes 6 minutes or more on 2 cores; one test alone:
+//
+//	go test -count=1 -run TestControlPlane ./e2e/
+//
+// The test binary is also a helper: re-executed inside a node's namespace
+// (ip netns exec, os.Args[0]) with TANDEM_TEST_HELPER=hello, TestMain speaks
+// to a replica as that node would, prints the status and exits.
+package e2e
