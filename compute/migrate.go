@@ -32,11 +32,11 @@ type MigrateOptions struct {
 	// DestSpec, if set, is the domain as the destination must run it (its
 	// disks point at the destination node's own NBD export). Its
 	// host-side details (NBD exports and sockets, with the source
-	// Driver's reconnect delay; bridges; serial log; kernel paths) are
-	// written into the source domain's migratable XML, live and
-	// persistent, which the destination then runs and keeps. Its name
-	// must be the domain's; an empty UUID means the domain's own. Any
-	// other difference from the running domain is an ErrInvalidSpec.
+	// Driver's reconnect delay; bridges; serial log; kernel and initrd
+	// paths) are written into the source domain's migratable XML, live
+	// and persistent, which the destination then runs and keeps. Its
+	// name must be the domain's; an empty UUID means the domain's own.
+	// Any other difference from the running domain is an ErrInvalidSpec.
 	DestSpec *VMSpec
 	// Dest, if set, is a Driver on the destination's libvirtd. Completed
 	// statistics (downtime) are read from it: with MigrateUndefineSource
