@@ -7,7 +7,18 @@
 //     pointing at the local primary's NBD export (docs/design.md §3), so
 //     QEMU's own NBD client reaches the volume; there is no kernel NBD here.
 //   - driver.go manages domain lifecycle (define, start, shutdown, destroy,
-//     undefine, state, list) on one node's libvirtd.
+//     undefine, state, list) on one node's libvirtd; migrate.go live-migrates.
+//
+// Domain XML is read and written with libvirt.org/go/libvirtxml, the
+// libvirt project's own Go mapping of its schemas (pure Go, no cgo). Tandem
+// used to keep hand-written encoding/xml structs for the subset it writes;
+// those cannot read back a definition libvirt returns without dropping
+// everything outside that subset. Migration needs exactly that: it takes
+// the running domain's migratable XML (with the addresses, aliases and
+// defaults libvirt filled in), changes only the host-side parts the
+// destination needs (NBD sockets, serial log, bridges) and hands the rest
+// back untouched, instead of rendering the domain again and hoping that
+// libvirt's ABI check sees the same guest.
 //
 // The driver uses github.com/digitalocean/go-libvirt, which speaks libvirt's
 // RPC protocol in pure Go over the daemon's unix socket. That keeps tandemd

@@ -30,11 +30,13 @@ type MigrateOptions struct {
 	Progress         func(MigrateProgress)
 	ProgressInterval time.Duration
 	// DestSpec, if set, is the domain as the destination must run it (its
-	// disks point at the destination node's own NBD export); it is
-	// rendered with the source Driver's XML options and becomes the
-	// destination's persistent definition too. Its name must be the
-	// domain's; an empty UUID means the domain's own. Only host-side
-	// details may differ: libvirt rejects a guest-visible (ABI) change.
+	// disks point at the destination node's own NBD export). Its
+	// host-side details (NBD exports and sockets, with the source
+	// Driver's reconnect delay; bridges; serial log; kernel and initrd
+	// paths) are written into the source domain's migratable XML, live
+	// and persistent, which the destination then runs and keeps. Its
+	// name must be the domain's; an empty UUID means the domain's own.
+	// Any other difference from the running domain is an ErrInvalidSpec.
 	DestSpec *VMSpec
 	// Dest, if set, is a Driver on the destination's libvirtd. Completed
 	// statistics (downtime) are read from it: with MigrateUndefineSource
@@ -88,6 +90,11 @@ func (d *Driver) Migrate(ctx context.Context, name, destURI string, opts Migrate
 	if destURI == "" {
 		return res, fmt.Errorf("compute: migrate domain %q: empty destination URI", name)
 	}
+	if opts.DestSpec != nil {
+		if err := opts.DestSpec.Validate(); err != nil {
+			return res, fmt.Errorf("compute: migrate domain %q: destination spec: %w", name, err)
+		}
+	}
 	dom, err := d.lookup(ctx, name)
 	if err != nil {
 		return res, err
@@ -103,16 +110,20 @@ func (d *Driver) Migrate(ctx context.Context, name, destURI string, opts Migrate
 		params = append(params, libvirt.TypedParam{Field: libvirt.MigrateParamBandwidth, Value: *libvirt.NewTypedParamValueUllong(opts.BandwidthMiBps)})
 	}
 	if opts.DestSpec != nil {
-		dest := *opts.DestSpec
-		if dest.UUID == "" {
-			// libvirt refuses a destination definition under another UUID.
-			dest.UUID = formatUUID(dom.UUID)
-		}
-		x, err := DomainXMLWithOptions(dest, d.xmlOpts)
+		// Edit what the source runs rather than render the spec again: the
+		// migratable XML carries what libvirt filled in (addresses,
+		// aliases, MACs), so only the host-side parts change. The
+		// persistent definition comes from the inactive XML, so that
+		// live-only state does not become the destination's config.
+		live, err := d.destXML(ctx, dom, *opts.DestSpec, 0)
 		if err != nil {
-			return res, fmt.Errorf("compute: migrate domain %q: destination spec: %w", name, err)
+			return res, fmt.Errorf("compute: migrate domain %q: destination XML: %w", name, err)
 		}
-		params = append(params, libvirt.TypedParam{Field: libvirt.MigrateParamDestXML, Value: *libvirt.NewTypedParamValueString(x)}, libvirt.TypedParam{Field: libvirt.MigrateParamPersistXML, Value: *libvirt.NewTypedParamValueString(x)})
+		persist, err := d.destXML(ctx, dom, *opts.DestSpec, libvirt.DomainXMLInactive)
+		if err != nil {
+			return res, fmt.Errorf("compute: migrate domain %q: destination persistent XML: %w", name, err)
+		}
+		params = append(params, libvirt.TypedParam{Field: libvirt.MigrateParamDestXML, Value: *libvirt.NewTypedParamValueString(live)}, libvirt.TypedParam{Field: libvirt.MigrateParamPersistXML, Value: *libvirt.NewTypedParamValueString(persist)})
 	}
 	if opts.MigrateURI != "" {
 		params = append(params, libvirt.TypedParam{Field: libvirt.MigrateParamURI, Value: *libvirt.NewTypedParamValueString(opts.MigrateURI)})

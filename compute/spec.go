@@ -1,13 +1,15 @@
 package compute
 
 import (
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+
+	"libvirt.org/go/libvirtxml"
 )
 
 // ErrInvalidSpec is wrapped by every error Validate returns.
@@ -167,158 +169,6 @@ func (s VMSpec) Validate() error {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-// The structs below mirror the subset of libvirt's domain XML that Tandem
-// writes. encoding/xml (not templates) so that every value is escaped.
-
-type domainXML struct {
-	XMLName    xml.Name    `xml:"domain"`
-	Type       string      `xml:"type,attr"`
-	Name       string      `xml:"name"`
-	UUID       string      `xml:"uuid,omitempty"`
-	Memory     memoryXML   `xml:"memory"`
-	VCPU       int         `xml:"vcpu"`
-	OS         osXML       `xml:"os"`
-	Features   featuresXML `xml:"features"`
-	CPU        cpuXML      `xml:"cpu"`
-	Clock      clockXML    `xml:"clock"`
-	OnPoweroff string      `xml:"on_poweroff"`
-	OnReboot   string      `xml:"on_reboot"`
-	OnCrash    string      `xml:"on_crash"`
-	Devices    devicesXML  `xml:"devices"`
-}
-
-type memoryXML struct {
-	Unit  string `xml:"unit,attr"`
-	Value int    `xml:",chardata"`
-}
-
-type osXML struct {
-	Type    osTypeXML `xml:"type"`
-	Kernel  string    `xml:"kernel,omitempty"`
-	Initrd  string    `xml:"initrd,omitempty"`
-	Cmdline string    `xml:"cmdline,omitempty"`
-}
-
-type osTypeXML struct {
-	Arch  string `xml:"arch,attr"`
-	Value string `xml:",chardata"`
-}
-
-// featuresXML: ACPI is what makes Shutdown (the power button) work.
-type featuresXML struct {
-	ACPI *struct{} `xml:"acpi"`
-	APIC *struct{} `xml:"apic"`
-}
-
-type cpuXML struct {
-	Mode  string      `xml:"mode,attr"`
-	Match string      `xml:"match,attr"`
-	Model cpuModelXML `xml:"model"`
-}
-
-type cpuModelXML struct {
-	Fallback string `xml:"fallback,attr"`
-	Value    string `xml:",chardata"`
-}
-
-type clockXML struct {
-	Offset string `xml:"offset,attr"`
-}
-
-type devicesXML struct {
-	Disks      []diskXML  `xml:"disk"`
-	Interfaces []ifaceXML `xml:"interface"`
-	Serials    []charXML  `xml:"serial"`
-	Consoles   []charXML  `xml:"console"`
-}
-
-type diskXML struct {
-	Type   string        `xml:"type,attr"`
-	Device string        `xml:"device,attr"`
-	Driver diskDriverXML `xml:"driver"`
-	Source diskSourceXML `xml:"source"`
-	Target diskTargetXML `xml:"target"`
-	Serial string        `xml:"serial,omitempty"`
-	Boot   *bootXML      `xml:"boot"`
-}
-
-// diskDriverXML: no io='native' — that is a file-posix (aio=) option and
-// means nothing for QEMU's NBD client. cache='none' keeps the guest's
-// flushes going to the export, which makes them durable on every replica.
-// error_policy='stop' pauses the guest on an I/O error instead of failing
-// it: when the export drops (tandemd restarting, and libvirt too old for
-// NBD reconnect-delay), QEMU reconnects by itself and tandemd resumes the
-// guest, which never sees the error.
-type diskDriverXML struct {
-	Name         string `xml:"name,attr"`
-	Type         string `xml:"type,attr"`
-	Cache        string `xml:"cache,attr,omitempty"`
-	ErrorPolicy  string `xml:"error_policy,attr,omitempty"`
-	RErrorPolicy string `xml:"rerror_policy,attr,omitempty"`
-	Discard      string `xml:"discard,attr,omitempty"`
-}
-
-type diskSourceXML struct {
-	Protocol  string        `xml:"protocol,attr"`
-	Name      string        `xml:"name,attr"`
-	Host      diskHostXML   `xml:"host"`
-	Reconnect *reconnectXML `xml:"reconnect"`
-}
-
-type diskHostXML struct {
-	Transport string `xml:"transport,attr"`
-	Socket    string `xml:"socket,attr"`
-}
-
-type reconnectXML struct {
-	Delay uint `xml:"delay,attr"`
-}
-
-type diskTargetXML struct {
-	Dev string `xml:"dev,attr"`
-	Bus string `xml:"bus,attr"`
-}
-
-type bootXML struct {
-	Order int `xml:"order,attr"`
-}
-
-type ifaceXML struct {
-	Type   string         `xml:"type,attr"`
-	MAC    *macXML        `xml:"mac"`
-	Source ifaceSourceXML `xml:"source"`
-	Model  ifaceModelXML  `xml:"model"`
-}
-
-type macXML struct {
-	Address string `xml:"address,attr"`
-}
-
-type ifaceSourceXML struct {
-	Bridge string `xml:"bridge,attr"`
-}
-
-type ifaceModelXML struct {
-	Type string `xml:"type,attr"`
-}
-
-// charXML is a <serial> or <console>.
-type charXML struct {
-	Type   string         `xml:"type,attr"`
-	Source *charSourceXML `xml:"source"`
-	Target charTargetXML  `xml:"target"`
-}
-
-type charSourceXML struct {
-	Path   string `xml:"path,attr"`
-	Append string `xml:"append,attr,omitempty"`
-}
-
-type charTargetXML struct {
-	Type string `xml:"type,attr,omitempty"`
-	Port *int   `xml:"port,attr"`
-}
-
 // diskTarget names the i-th virtio disk: vda..vdz, vdaa..vdzz.
 func diskTarget(i int) string {
 	const letters = "abcdefghijklmnopqrstuvwxyz"
@@ -337,51 +187,66 @@ func DomainXML(spec VMSpec) (string, error) {
 
 // DomainXMLWithOptions renders the spec as libvirt domain XML.
 func DomainXMLWithOptions(spec VMSpec, opts XMLOptions) (string, error) {
-	if err := spec.Validate(); err != nil {
+	d, err := domainDef(spec, opts)
+	if err != nil {
 		return "", err
+	}
+	return marshalDomain(d)
+}
+
+func marshalDomain(d *libvirtxml.Domain) (string, error) {
+	out, err := d.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("compute: marshal domain %s: %w", d.Name, err)
+	}
+	return out + "\n", nil
+}
+
+// domainDef builds the libvirt definition of a valid spec.
+func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
 	}
 	typ := opts.DomainType
 	if typ == "" {
 		typ = DefaultDomainType
 	}
-	d := domainXML{
-		Type:     typ,
-		Name:     spec.Name,
-		UUID:     strings.ToLower(spec.UUID),
-		Memory:   memoryXML{Unit: "MiB", Value: spec.MemoryMiB},
-		VCPU:     spec.VCPUs,
-		OS:       osXML{Type: osTypeXML{Arch: "x86_64", Value: "hvm"}, Kernel: spec.Kernel, Initrd: spec.Initrd, Cmdline: spec.Cmdline},
-		Features: featuresXML{ACPI: &struct{}{}, APIC: &struct{}{}},
+	d := &libvirtxml.Domain{
+		Type:   typ,
+		Name:   spec.Name,
+		UUID:   strings.ToLower(spec.UUID),
+		Memory: &libvirtxml.DomainMemory{Unit: "MiB", Value: uint(spec.MemoryMiB)},
+		VCPU:   &libvirtxml.DomainVCPU{Value: uint(spec.VCPUs)},
+		OS: &libvirtxml.DomainOS{
+			Type:   &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
+			Kernel: spec.Kernel, Initrd: spec.Initrd, Cmdline: spec.Cmdline,
+		},
+		// ACPI is what makes Shutdown (the power button) work.
+		Features: &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}, APIC: &libvirtxml.DomainFeatureAPIC{}},
 		// forbid: fail to start rather than silently run another model,
 		// which would break migration between nodes.
-		CPU:   cpuXML{Mode: "custom", Match: "exact", Model: cpuModelXML{Fallback: "forbid", Value: DefaultCPUModel}},
-		Clock: clockXML{Offset: "utc"},
+		CPU: &libvirtxml.DomainCPU{Mode: "custom", Match: "exact",
+			Model: &libvirtxml.DomainCPUModel{Fallback: "forbid", Value: DefaultCPUModel}},
+		Clock: &libvirtxml.DomainClock{Offset: "utc"},
 		// The cluster, not libvirt, decides where a stopped VM runs next, so
 		// power-off and crash leave the domain off; a guest reboot stays put.
 		OnPoweroff: "destroy",
 		OnReboot:   "restart",
 		OnCrash:    "destroy",
+		Devices:    &libvirtxml.DomainDeviceList{},
 	}
-	boot := 0
+	boot := uint(0)
 	for i, ds := range spec.Disks {
-		disk := diskXML{
-			Type:   "network",
+		disk := libvirtxml.DomainDisk{
 			Device: "disk",
-			Driver: diskDriverXML{Name: "qemu", Type: "raw", Cache: "none", ErrorPolicy: "stop", RErrorPolicy: "stop", Discard: "unmap"},
-			Source: diskSourceXML{
-				Protocol: "nbd",
-				Name:     ds.Volume,
-				Host:     diskHostXML{Transport: "unix", Socket: ds.Socket},
-			},
-			Target: diskTargetXML{Dev: diskTarget(i), Bus: "virtio"},
+			Driver: diskDriver(),
+			Source: nbdSource(ds, opts.NBDReconnectDelay),
+			Target: &libvirtxml.DomainDiskTarget{Dev: diskTarget(i), Bus: "virtio"},
 			Serial: ds.Serial,
-		}
-		if opts.NBDReconnectDelay > 0 {
-			disk.Source.Reconnect = &reconnectXML{Delay: opts.NBDReconnectDelay}
 		}
 		if ds.Boot {
 			boot++
-			disk.Boot = &bootXML{Order: boot}
+			disk.Boot = &libvirtxml.DomainDeviceBoot{Order: boot}
 		}
 		d.Devices.Disks = append(d.Devices.Disks, disk)
 	}
@@ -390,93 +255,158 @@ func DomainXMLWithOptions(spec VMSpec, opts XMLOptions) (string, error) {
 		if model == "" {
 			model = "virtio"
 		}
-		iface := ifaceXML{Type: "bridge", Source: ifaceSourceXML{Bridge: n.Bridge}, Model: ifaceModelXML{Type: model}}
+		iface := libvirtxml.DomainInterface{
+			Source: &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: n.Bridge}},
+			Model:  &libvirtxml.DomainInterfaceModel{Type: model},
+		}
 		if n.MAC != "" {
-			hw, _ := net.ParseMAC(n.MAC) // validated above
-			iface.MAC = &macXML{Address: hw.String()}
+			iface.MAC = &libvirtxml.DomainInterfaceMAC{Address: normalMAC(n.MAC)}
 		}
 		d.Devices.Interfaces = append(d.Devices.Interfaces, iface)
 	}
-	port := 0
-	serial := charXML{Type: "pty", Target: charTargetXML{Port: &port}}
-	console := charXML{Type: "pty", Target: charTargetXML{Type: "serial", Port: &port}}
-	if spec.SerialLog != "" {
-		// append: a restarted VM keeps the earlier boots' output.
-		src := &charSourceXML{Path: spec.SerialLog, Append: "on"}
-		serial.Type, serial.Source = "file", src
-		console.Type, console.Source = "file", src
-	}
-	d.Devices.Serials = []charXML{serial}
-	d.Devices.Consoles = []charXML{console}
+	port := uint(0)
+	d.Devices.Serials = []libvirtxml.DomainSerial{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainSerialTarget{Port: &port}}}
+	d.Devices.Consoles = []libvirtxml.DomainConsole{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port}}}
+	return d, nil
+}
 
-	out, err := xml.MarshalIndent(d, "", "  ")
-	if err != nil {
-		return "", fmt.Errorf("compute: marshal domain %s: %w", spec.Name, err)
+// diskDriver: no io='native' — that is a file-posix (aio=) option and
+// means nothing for QEMU's NBD client. cache='none' keeps the guest's
+// flushes going to the export, which makes them durable on every replica.
+// error_policy='stop' pauses the guest on an I/O error instead of failing
+// it: when the export drops (tandemd restarting, and libvirt too old for
+// NBD reconnect-delay), QEMU reconnects by itself and tandemd resumes the
+// guest, which never sees the error.
+func diskDriver() *libvirtxml.DomainDiskDriver {
+	return &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw", Cache: "none", ErrorPolicy: "stop", RErrorPolicy: "stop", Discard: "unmap"}
+}
+
+// nbdSource is a disk's source: the volume's export on the NBD unix socket.
+func nbdSource(ds DiskSpec, reconnectDelay uint) *libvirtxml.DomainDiskSource {
+	src := &libvirtxml.DomainDiskSourceNetwork{
+		Protocol: "nbd",
+		Name:     ds.Volume,
+		Hosts:    []libvirtxml.DomainDiskSourceHost{{Transport: "unix", Socket: ds.Socket}},
 	}
-	return string(out) + "\n", nil
+	if reconnectDelay > 0 {
+		src.Reconnect = &libvirtxml.DomainDiskSourceNetworkReconnect{Delay: strconv.FormatUint(uint64(reconnectDelay), 10)}
+	}
+	return &libvirtxml.DomainDiskSource{Network: src}
+}
+
+// consoleSource is the serial console's backend: the log file, or a pty
+// when there is none.
+func consoleSource(log string) *libvirtxml.DomainChardevSource {
+	if log == "" {
+		return &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
+	}
+	// append: a restarted VM keeps the earlier boots' output.
+	return &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: log, Append: "on"}}
+}
+
+// normalMAC is a validated MAC in libvirt's lower-case form.
+func normalMAC(mac string) string {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return mac
+	}
+	return hw.String()
 }
 
 // ParseDomainXML reads back XML written by DomainXMLWithOptions (or the
 // same subset as libvirt echoes it), for round-trip tests and for
 // comparing a node's running definition with the stored spec.
 func ParseDomainXML(s string) (VMSpec, XMLOptions, error) {
-	var d domainXML
-	if err := xml.Unmarshal([]byte(s), &d); err != nil {
+	var d libvirtxml.Domain
+	if err := d.Unmarshal(s); err != nil {
 		return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: %w", err)
 	}
-	mem, err := toMiB(d.Memory)
-	if err != nil {
-		return VMSpec{}, XMLOptions{}, err
-	}
-	spec := VMSpec{
-		Name:      d.Name,
-		UUID:      d.UUID,
-		VCPUs:     d.VCPU,
-		MemoryMiB: mem,
-		Kernel:    d.OS.Kernel,
-		Initrd:    d.OS.Initrd,
-		Cmdline:   d.OS.Cmdline,
-	}
+	return specOf(&d)
+}
+
+// specOf is the VMSpec (and options) a definition describes; it refuses
+// what Tandem never writes, such as a disk that is not an NBD network disk.
+func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
+	spec := VMSpec{Name: d.Name, UUID: d.UUID}
 	opts := XMLOptions{DomainType: d.Type}
-	for _, disk := range d.Devices.Disks {
-		if disk.Type != "network" || disk.Source.Protocol != "nbd" {
-			return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: disk %s is %s/%s, not an NBD network disk",
-				disk.Target.Dev, disk.Type, disk.Source.Protocol)
+	if d.VCPU != nil {
+		spec.VCPUs = int(d.VCPU.Value)
+	}
+	if d.Memory != nil {
+		mem, err := toMiB(d.Memory)
+		if err != nil {
+			return VMSpec{}, XMLOptions{}, err
 		}
-		spec.Disks = append(spec.Disks, DiskSpec{
-			Volume: disk.Source.Name,
-			Socket: disk.Source.Host.Socket,
-			Serial: disk.Serial,
-			Boot:   disk.Boot != nil,
-		})
-		if disk.Source.Reconnect != nil {
-			opts.NBDReconnectDelay = disk.Source.Reconnect.Delay
+		spec.MemoryMiB = mem
+	}
+	if d.OS != nil {
+		spec.Kernel, spec.Initrd, spec.Cmdline = d.OS.Kernel, d.OS.Initrd, d.OS.Cmdline
+	}
+	devs := d.Devices
+	if devs == nil {
+		devs = &libvirtxml.DomainDeviceList{}
+	}
+	for _, disk := range devs.Disks {
+		net, err := nbdOf(disk)
+		if err != nil {
+			return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: %w", err)
+		}
+		ds := DiskSpec{Volume: net.Name, Serial: disk.Serial, Boot: disk.Boot != nil}
+		if len(net.Hosts) > 0 {
+			ds.Socket = net.Hosts[0].Socket
+		}
+		spec.Disks = append(spec.Disks, ds)
+		if net.Reconnect != nil {
+			delay, err := strconv.ParseUint(net.Reconnect.Delay, 10, 32)
+			if err != nil {
+				return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: disk %s: reconnect delay: %w", ds.Volume, err)
+			}
+			opts.NBDReconnectDelay = uint(delay)
 		}
 	}
-	for _, iface := range d.Devices.Interfaces {
-		n := NICSpec{Bridge: iface.Source.Bridge, Model: iface.Model.Type}
+	for _, iface := range devs.Interfaces {
+		var n NICSpec
+		if iface.Source != nil && iface.Source.Bridge != nil {
+			n.Bridge = iface.Source.Bridge.Bridge
+		}
+		if iface.Model != nil {
+			n.Model = iface.Model.Type
+		}
 		if iface.MAC != nil {
 			n.MAC = iface.MAC.Address
 		}
 		spec.NICs = append(spec.NICs, n)
 	}
-	for _, c := range d.Devices.Serials {
-		if c.Type == "file" && c.Source != nil {
-			spec.SerialLog = c.Source.Path
+	for _, c := range devs.Serials {
+		if c.Source != nil && c.Source.File != nil {
+			spec.SerialLog = c.Source.File.Path
 		}
 	}
 	spec.Diskless = len(spec.Disks) == 0 && spec.Kernel == ""
 	return spec, opts, nil
 }
 
-func toMiB(m memoryXML) (int, error) {
+// nbdOf is a disk's NBD source; any other kind of disk is an error.
+func nbdOf(disk libvirtxml.DomainDisk) (*libvirtxml.DomainDiskSourceNetwork, error) {
+	dev := ""
+	if disk.Target != nil {
+		dev = disk.Target.Dev
+	}
+	if disk.Source == nil || disk.Source.Network == nil || disk.Source.Network.Protocol != "nbd" {
+		return nil, fmt.Errorf("disk %s is not an NBD network disk", dev)
+	}
+	return disk.Source.Network, nil
+}
+
+func toMiB(m *libvirtxml.DomainMemory) (int, error) {
+	v := int(m.Value)
 	switch strings.ToLower(m.Unit) {
 	case "mib", "m":
-		return m.Value, nil
+		return v, nil
 	case "", "kib", "k": // libvirt's own default and its echo format
-		return m.Value / 1024, nil
+		return v / 1024, nil
 	case "gib", "g":
-		return m.Value * 1024, nil
+		return v * 1024, nil
 	}
 	return 0, fmt.Errorf("compute: parse domain xml: memory unit %q not supported", m.Unit)
 }

@@ -1,0 +1,132 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/digitalocean/go-libvirt"
+	"libvirt.org/go/libvirtxml"
+)
+
+// destXML is the running domain's migratable definition (flags selects
+// the live or the inactive one) edited for the destination: see retarget.
+func (d *Driver) destXML(ctx context.Context, dom libvirt.Domain, dest VMSpec, flags libvirt.DomainXMLFlags) (string, error) {
+	x, err := call(ctx, d, func() (string, error) { return d.lv.DomainGetXMLDesc(dom, flags|libvirt.DomainXMLMigratable) })
+	if err != nil {
+		return "", d.opErr("get the migratable XML of", dom.Name, err)
+	}
+	var def libvirtxml.Domain
+	if err := def.Unmarshal(x); err != nil {
+		return "", fmt.Errorf("compute: parse the migratable XML of domain %q: %w", dom.Name, err)
+	}
+	if err := retarget(&def, dest, d.xmlOpts); err != nil {
+		return "", err
+	}
+	return marshalDomain(&def)
+}
+
+// retarget edits def, the source's definition of a domain, into what the
+// destination runs: the host-side details that DomainXMLWithOptions
+// derives from dest replace the source's (each disk's NBD export, socket
+// and reconnect delay, the NICs' bridges, the serial log, the kernel
+// and initrd paths). Everything else, including what libvirt filled in (PCI
+// addresses, aliases, generated MACs), is left as the source has it.
+//
+// dest must be valid and describe the same guest: a difference that
+// retarget does not carry over (vCPUs, memory, disk serials or boot
+// order, NIC models or MACs, the set of devices, the kernel command
+// line) is an ErrInvalidSpec
+// rather than something for libvirt's ABI check to find mid-migration.
+func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
+	if dest.Name != def.Name {
+		return invalid("destination name %q is not the domain's %q", dest.Name, def.Name)
+	}
+	if dest.UUID != "" && !strings.EqualFold(dest.UUID, def.UUID) {
+		// libvirt refuses a destination definition under another UUID.
+		return invalid("destination uuid %s is not the domain's %s", dest.UUID, def.UUID)
+	}
+	if def.Devices == nil {
+		def.Devices = &libvirtxml.DomainDeviceList{}
+	}
+	devs := def.Devices
+	// Disk i of a spec is target diskTarget(i) (DomainXMLWithOptions).
+	byTarget := make(map[string]DiskSpec, len(dest.Disks))
+	for i, ds := range dest.Disks {
+		byTarget[diskTarget(i)] = ds
+	}
+	for i := range devs.Disks {
+		disk := &devs.Disks[i]
+		if _, err := nbdOf(*disk); err != nil || disk.Target == nil {
+			return fmt.Errorf("compute: domain %q: disk %d is not an NBD network disk with a target", def.Name, i)
+		}
+		ds, ok := byTarget[disk.Target.Dev]
+		if !ok {
+			return invalid("destination spec has no disk %s", disk.Target.Dev)
+		}
+		// Keep what else the source's network source carries; only the
+		// export and how it is reached are the destination's own.
+		src := disk.Source.Network
+		fresh := nbdSource(ds, opts.NBDReconnectDelay).Network
+		src.Name, src.Hosts, src.Reconnect = fresh.Name, fresh.Hosts, fresh.Reconnect
+	}
+	if len(devs.Interfaces) != len(dest.NICs) {
+		return invalid("destination spec has %d nics, the domain %d", len(dest.NICs), len(devs.Interfaces))
+	}
+	for i := range devs.Interfaces {
+		iface := &devs.Interfaces[i]
+		if iface.Source == nil || iface.Source.Bridge == nil {
+			return fmt.Errorf("compute: domain %q: nic %d is not on a bridge", def.Name, i)
+		}
+		iface.Source.Bridge.Bridge = dest.NICs[i].Bridge
+	}
+	for i := range devs.Serials {
+		devs.Serials[i].Source = retargetConsole(devs.Serials[i].Source, dest.SerialLog)
+	}
+	for i := range devs.Consoles {
+		devs.Consoles[i].Source = retargetConsole(devs.Consoles[i].Source, dest.SerialLog)
+	}
+	// Only the files' paths move: adding or dropping a kernel (or initrd)
+	// or changing the command line changes the guest, caught below.
+	if o := def.OS; o != nil {
+		if o.Kernel != "" && dest.Kernel != "" {
+			o.Kernel = dest.Kernel
+		}
+		if o.Initrd != "" && dest.Initrd != "" {
+			o.Initrd = dest.Initrd
+		}
+	}
+
+	got, _, err := specOf(def)
+	if err != nil {
+		return err
+	}
+	want := dest
+	want.UUID = def.UUID
+	want.NICs = append([]NICSpec(nil), dest.NICs...)
+	for i := range want.NICs {
+		if want.NICs[i].Model == "" {
+			want.NICs[i].Model = "virtio"
+		}
+		if want.NICs[i].MAC == "" {
+			want.NICs[i].MAC = got.NICs[i].MAC // libvirt generated it
+		}
+		want.NICs[i].MAC = normalMAC(want.NICs[i].MAC)
+		got.NICs[i].MAC = normalMAC(got.NICs[i].MAC)
+	}
+	want.Diskless = len(want.Disks) == 0 && want.Kernel == ""
+	if !reflect.DeepEqual(got, want) {
+		return invalid("destination spec differs from domain %q in more than host-side details: domain %+v, destination %+v", def.Name, got, want)
+	}
+	return nil
+}
+
+// retargetConsole points a serial or console device at the destination's
+// log (a pty when there is none); a pty stays as the source has it.
+func retargetConsole(src *libvirtxml.DomainChardevSource, log string) *libvirtxml.DomainChardevSource {
+	if log == "" && src != nil && src.Pty != nil {
+		return src
+	}
+	return consoleSource(log)
+}
