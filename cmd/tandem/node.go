@@ -15,7 +15,7 @@ import (
 )
 
 func newNodeCmd(a *app) *cobra.Command {
-	return newNounCmd("node", "List and remove cluster nodes",
+	return newNounCmd("node", "List, show and remove nodes; maintenance and fencing",
 		newNodeListCmd(a),
 		newNodeShowCmd(a),
 		newNodeRemoveCmd(a),

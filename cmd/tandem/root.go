@@ -81,8 +81,9 @@ address over mutual TLS, using the credentials in <data-dir>/admin (ca.crt,
 admin.crt, admin.key, token) copied from a cluster node.
 
 Conventions shared by every command:
-  -o json        the whole answer as JSON (64-bit numbers as numbers);
-                 tables are for people and may change.
+  -o json        the whole answer as JSON, numbers as numbers and states
+                 named as in the tables; tables are for people and may
+                 change.
   --force        overrides a safety check that would otherwise refuse the
                  command (N+1 admission, a clean shutdown, a node that is
                  still needed); the command says what it overrode.
