@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"regexp"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,11 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/pki"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
-
-var clusterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 func (d *Daemon) roleName() string {
 	if d.cfg.Role == "witness" {
@@ -86,7 +84,7 @@ func randomHex(n int) string {
 }
 
 func (d *Daemon) create(ctx context.Context, name string) error {
-	if !clusterNameRE.MatchString(name) {
+	if !membership.ValidName(name) {
 		return status.Errorf(codes.InvalidArgument, "cluster name %q: use 1-63 lowercase letters, digits and '-', starting with a letter or digit", name)
 	}
 	d.mu.Lock()
@@ -263,85 +261,6 @@ func (d *Daemon) join(ctx context.Context, addr, token string) (*identity, error
 	return id, nil
 }
 
-// admit runs on a member when a node asks to join.
-func (d *Daemon) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
-	id, meta, m := d.cluster()
-	if id == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
-	}
-	tok, err := pki.ParseJoinToken(req.Token)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
-	}
-	ca, err := pki.LoadCA(m.caCert, m.caKey)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "cluster CA: %v", err)
-	}
-	if tok.CAFingerprint != ca.Fingerprint() {
-		return nil, status.Error(codes.PermissionDenied, "join token is for another cluster")
-	}
-	if !clusterNameRE.MatchString(req.NodeName) {
-		return nil, status.Errorf(codes.InvalidArgument, "node name %q is not valid", req.NodeName)
-	}
-	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr} {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "address %q: %v", a, err)
-		}
-	}
-	if err := d.requireQuorum(ctx); err != nil {
-		return nil, err
-	}
-	role := "data"
-	if req.Role == tandemv1.NodeRole_NODE_ROLE_WITNESS {
-		role = "witness"
-	}
-	v := tok.Verifier()
-	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
-		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	replica, err := meta.Join(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec)
-	if err != nil {
-		return nil, metaError(err)
-	}
-	var ips []net.IP
-	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr} {
-		h, _, _ := net.SplitHostPort(a)
-		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
-			ips = append(ips, ip)
-		}
-	}
-	cert, err := ca.SignNode(req.CsrPem, req.NodeName, ips, time.Now())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
-	}
-	if err := meta.Host().AddReplica(pctx, consensus.MetaShardID, replica, req.RaftAddr, consensus.Voter); err != nil {
-		return nil, metaError(fmt.Errorf("add %s to the metadata shard: %w", req.NodeName, err))
-	}
-	tokFile, err := os.ReadFile(d.lay.adminFile("token"))
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "admin token: %v", err)
-	}
-	resp := &tandemv1.PeerJoinResponse{
-		ClusterName: id.ClusterName, ClusterId: id.ClusterID, ReplicaId: replica,
-		CaPem: m.caCert, CaKeyPem: m.caKey, CertPem: cert, AdminToken: string(trimNL(tokFile)),
-	}
-	if mem, err := meta.Host().LocalMembership(consensus.MetaShardID); err == nil {
-		for rid, a := range mem.Voters {
-			resp.Members = append(resp.Members, &tandemv1.PeerMember{ReplicaId: rid, RaftAddr: a})
-		}
-	}
-	d.log.Info("admitted node", "node", req.NodeName, "replica", replica, "token", tok.IDString())
-	return resp, nil
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 // requireQuorum refuses mutations when no majority is reachable.
 func (d *Daemon) requireQuorum(ctx context.Context) error {
 	_, meta, _ := d.cluster()
@@ -366,28 +285,5 @@ func (d *Daemon) quorumTimeout() time.Duration {
 	return t
 }
 
-// metaError maps consensus errors to API status codes.
-func metaError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, consensus.ErrNoQuorum):
-		return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
-	case errors.Is(err, consensus.ErrTokenInvalid), errors.Is(err, consensus.ErrTokenUsed), errors.Is(err, consensus.ErrTokenExpired):
-		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, consensus.ErrNodeExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, consensus.ErrNodeNotFound), errors.Is(err, consensus.ErrNoSuchVM), errors.Is(err, consensus.ErrNoSuchVolume):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, consensus.ErrVMNameTaken), errors.Is(err, consensus.ErrVolumeNameTaken):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, consensus.ErrBadCommand):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, consensus.ErrNotBootstrapped):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+// metaError maps consensus errors to API status codes (apierr.FromMeta).
+func metaError(err error) error { return apierr.FromMeta(err) }
