@@ -44,6 +44,7 @@ func (d *Daemon) newMembers() *membership.Manager {
 			}
 			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.caCert, CAKey: m.caKey}, true
 		},
+		Init: initHooks{d},
 		AdminToken: func() (string, error) {
 			// The error names the file already; membership says what it is.
 			b, err := os.ReadFile(d.lay.adminFile("token"))
@@ -68,3 +69,42 @@ func trimNL(b []byte) []byte {
 	}
 	return b
 }
+
+// initHooks is the daemon's side of create and join (membership.Init):
+// the files in the data directory, the Raft host and the TLS servers, all
+// guarded by d.mu.
+type initHooks struct{ d *Daemon }
+
+func (h initHooks) Lock()   { h.d.mu.Lock() }
+func (h initHooks) Unlock() { h.d.mu.Unlock() }
+
+func (h initHooks) ClusterLocked() (string, bool) {
+	if h.d.id == nil {
+		return "", false
+	}
+	return h.d.id.ClusterName, true
+}
+
+func (h initHooks) ResetLocked() { h.d.abortInitLocked() }
+
+func (h initHooks) SaveTLSLocked(m membership.Material) error {
+	return h.d.lay.saveTLS(&tlsMaterial{caCert: m.CACert, caKey: m.CAKey, cert: m.Cert, key: m.Key})
+}
+
+func (h initHooks) SaveAdminLocked(c membership.AdminCredentials) error {
+	return h.d.lay.saveAdmin(adminCredentials{caCert: c.CACert, cert: c.Cert, key: c.Key, token: c.Token, endpoint: c.Endpoint})
+}
+
+func (h initHooks) StartLocked(ctx context.Context, id membership.Identity, members map[uint64]string, join bool) (state.Meta, error) {
+	h.d.id = &id
+	if err := h.d.startClusterLocked(ctx, members, join); err != nil {
+		return nil, err
+	}
+	return state.MetaOf(h.d.meta), nil
+}
+
+func (h initHooks) SaveIdentityLocked(id membership.Identity) error {
+	return saveIdentity(h.d.lay, &id)
+}
+
+func (h initHooks) ServeLocked() error { return h.d.startTLSServersLocked() }

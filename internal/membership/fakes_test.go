@@ -3,6 +3,7 @@ package membership
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -25,6 +26,7 @@ type fakeMeta struct {
 	mem     consensus.Membership
 	calls   []string
 	joinErr error
+	bootErr error
 	nextID  uint64
 }
 
@@ -42,6 +44,11 @@ func (f *fakeMeta) journal() []string {
 
 func (f *fakeMeta) State(context.Context) (*consensus.MetaState, error) { return f.ms, nil }
 func (f *fakeMeta) LocalState() (*consensus.MetaState, error)           { return f.ms, nil }
+
+func (f *fakeMeta) Bootstrap(_ context.Context, c consensus.ClusterRecord, n consensus.NodeRecord) error {
+	f.record("bootstrap " + c.Name + " " + n.Name)
+	return f.bootErr
+}
 
 func (f *fakeMeta) SetNodeState(_ context.Context, name, st string) (consensus.NodeRecord, error) {
 	f.record("state " + name + " " + st)
@@ -115,6 +122,7 @@ type world struct {
 	cluster  *Cluster
 	quorumN  int
 	adminTok string // "" fails to read
+	init     *fakeInit
 }
 
 func newWorld() *world {
@@ -130,7 +138,8 @@ func newWorld() *world {
 		Applied: 42,
 	}
 	mem := consensus.Membership{Voters: map[uint64]string{1: "10.0.0.1:7001", 2: "10.0.0.2:7001", 3: "10.0.0.3:7001"}, NonVoting: map[uint64]string{}}
-	return &world{meta: &fakeMeta{ms: ms, mem: mem, nextID: 4}, quorate: true, online: map[string]bool{}, vols: fakeVolumes{}}
+	fm := &fakeMeta{ms: ms, mem: mem, nextID: 4}
+	return &world{meta: fm, quorate: true, online: map[string]bool{}, vols: fakeVolumes{}, init: &fakeInit{meta: fm}}
 }
 
 func (w *world) manager() *Manager {
@@ -156,6 +165,7 @@ func (w *world) manager() *Manager {
 			}
 			return *w.cluster, true
 		},
+		Init: w.init,
 		AdminToken: func() (string, error) {
 			if w.adminTok == "" {
 				return "", errors.New("open token: no such file or directory")
@@ -164,3 +174,62 @@ func (w *world) manager() *Manager {
 		},
 	})
 }
+
+// fakeInit is the daemon's side of create and join: it journals each step
+// and checks it runs under the lock.
+type fakeInit struct {
+	mu       sync.Mutex
+	locked   bool
+	cluster  string
+	steps    []string
+	meta     *fakeMeta
+	startErr error
+	saved    Identity
+	admin    AdminCredentials
+}
+
+func (f *fakeInit) Lock()   { f.mu.Lock(); f.locked = true }
+func (f *fakeInit) Unlock() { f.locked = false; f.mu.Unlock() }
+
+func (f *fakeInit) step(s string) {
+	if !f.locked {
+		panic(s + " called without the lock")
+	}
+	f.steps = append(f.steps, s)
+}
+
+func (f *fakeInit) ClusterLocked() (string, bool) {
+	f.step("cluster?")
+	return f.cluster, f.cluster != ""
+}
+func (f *fakeInit) ResetLocked() { f.step("reset"); f.cluster = "" }
+func (f *fakeInit) SaveTLSLocked(m Material) error {
+	f.step("save-tls")
+	if len(m.CACert) == 0 || len(m.Key) == 0 {
+		return errors.New("empty material")
+	}
+	return nil
+}
+
+func (f *fakeInit) SaveAdminLocked(c AdminCredentials) error {
+	f.step("save-admin")
+	f.admin = c
+	return nil
+}
+
+func (f *fakeInit) StartLocked(_ context.Context, id Identity, members map[uint64]string, join bool) (state.Meta, error) {
+	f.step(fmt.Sprintf("start %s replica=%d members=%v join=%v", id.ClusterName, id.ReplicaID, members, join))
+	if f.startErr != nil {
+		return nil, f.startErr
+	}
+	f.cluster = id.ClusterName
+	return f.meta, nil
+}
+
+func (f *fakeInit) SaveIdentityLocked(id Identity) error {
+	f.step("save-identity")
+	f.saved = id
+	return nil
+}
+
+func (f *fakeInit) ServeLocked() error { f.step("serve"); return nil }

@@ -42,6 +42,8 @@ type Config struct {
 	Cluster func() (Cluster, bool)
 	// AdminToken reads the cluster's admin token, handed to joining nodes.
 	AdminToken func() (string, error)
+	// Init persists and starts what create and join make.
+	Init Init
 }
 
 // Manager runs membership changes. It is safe for concurrent use.
@@ -50,11 +52,12 @@ type Manager struct {
 	vols       Volumes
 	cluster    func() (Cluster, bool)
 	adminToken func() (string, error)
+	init       Init
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, adminToken: c.AdminToken}
+	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, adminToken: c.AdminToken, init: c.Init}
 }
 
 // meta is the running metadata client, or the status error every API call

@@ -54,6 +54,8 @@ type Meta interface {
 	State(ctx context.Context) (*consensus.MetaState, error)
 	// LocalState is what this replica applied, without quorum.
 	LocalState() (*consensus.MetaState, error)
+	// Bootstrap records a new cluster and its first node.
+	Bootstrap(ctx context.Context, c consensus.ClusterRecord, n consensus.NodeRecord) error
 	SetNodeState(ctx context.Context, name, state string) (consensus.NodeRecord, error)
 	// Join consumes a join token and records the node as joining; it
 	// returns the node's replica ID.
