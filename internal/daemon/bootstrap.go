@@ -2,65 +2,22 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"net"
 	"os"
-	"regexp"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
-	"github.com/tandemhci/tandem/internal/pki"
-	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/membership"
 )
-
-var clusterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 func (d *Daemon) roleName() string {
 	if d.cfg.Role == "witness" {
 		return "witness"
 	}
 	return "data"
-}
-
-// nodeIPs are the addresses put into the node certificate: peers and
-// dragonboat dial nodes by IP and verify it.
-func (d *Daemon) nodeIPs() []net.IP {
-	seen := map[string]bool{}
-	var ips []net.IP
-	for _, a := range []string{d.cfg.BackendAddr, d.cfg.RaftAddr, d.cfg.AdminAddr, d.cfg.ReplicationAddr, d.cfg.NBDAddr} {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil {
-			continue
-		}
-		ip := net.ParseIP(host)
-		if ip == nil || ip.IsUnspecified() || seen[ip.String()] {
-			continue
-		}
-		seen[ip.String()] = true
-		ips = append(ips, ip)
-	}
-	return ips
-}
-
-func (d *Daemon) selfRecord() consensus.NodeRecord {
-	return consensus.NodeRecord{
-		Name:            d.cfg.NodeName,
-		Role:            d.roleName(),
-		Vote:            "voter",
-		BackendAddr:     d.cfg.BackendAddr,
-		RaftAddr:        d.cfg.RaftAddr,
-		AdminAddr:       d.cfg.AdminAddr,
-		ReplicationAddr: d.cfg.ReplicationAddr,
-		NBDAddr:         d.cfg.NBDAddr,
-	}
 }
 
 // abortInitLocked undoes a create or join that failed before the identity
@@ -79,267 +36,19 @@ func (d *Daemon) abortInitLocked() {
 	}
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
+// create and join are membership's (membership.Manager.Create and Join);
+// the daemon's part is initHooks.
 func (d *Daemon) create(ctx context.Context, name string) error {
-	if !clusterNameRE.MatchString(name) {
-		return status.Errorf(codes.InvalidArgument, "cluster name %q: use 1-63 lowercase letters, digits and '-', starting with a letter or digit", name)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.id != nil {
-		return status.Errorf(codes.AlreadyExists, "this node is already in cluster %q", d.id.ClusterName)
-	}
-	now := time.Now()
-	ca, err := pki.NewCA(name, now)
+	id, err := d.members.Create(ctx, name)
 	if err != nil {
-		return status.Errorf(codes.Internal, "create CA: %v", err)
-	}
-	m, err := d.issueNodeMaterial(ca, now)
-	if err != nil {
-		return status.Errorf(codes.Internal, "%v", err)
-	}
-	adminTok, err := pki.NewAdminToken()
-	if err != nil {
-		return status.Errorf(codes.Internal, "admin token: %v", err)
-	}
-	verifier, err := pki.AdminTokenVerifier(adminTok)
-	if err != nil {
-		return status.Errorf(codes.Internal, "admin token: %v", err)
-	}
-	d.abortInitLocked() // leftovers of an earlier failed attempt
-	if err := d.lay.saveTLS(m); err != nil {
-		return status.Errorf(codes.Internal, "%v", err)
-	}
-	if err := d.writeAdminCredentials(ca, adminTok, now); err != nil {
-		d.abortInitLocked()
-		return status.Errorf(codes.Internal, "%v", err)
-	}
-	fp := ca.Fingerprint()
-	id := &identity{ClusterName: name, ClusterID: randomHex(16), NodeName: d.cfg.NodeName, ReplicaID: 1, Role: d.roleName()}
-	d.id = id
-	if err := d.startClusterLocked(ctx, map[uint64]string{1: d.cfg.RaftAddr}, false); err != nil {
-		d.abortInitLocked()
-		return status.Errorf(codes.Internal, "start raft: %v", err)
-	}
-	self := d.selfRecord()
-	self.ReplicaID = 1
-	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	cr := consensus.ClusterRecord{Name: name, ID: id.ClusterID, CreatedAt: now.UTC(), CAFingerprint: hex.EncodeToString(fp[:]), AdminTokenVerifiers: []string{hex.EncodeToString(verifier[:])}}
-	if err := d.meta.Bootstrap(bctx, cr, self); err != nil {
-		d.abortInitLocked()
-		return status.Errorf(codes.Internal, "record cluster: %v", err)
-	}
-	if err := saveIdentity(d.lay, id); err != nil {
-		d.abortInitLocked()
-		return status.Errorf(codes.Internal, "%v", err)
-	}
-	if err := d.startTLSServersLocked(); err != nil {
-		return status.Errorf(codes.Internal, "%v", err)
+		return err
 	}
 	d.log.Info("cluster created", "cluster", name, "id", id.ClusterID, "credentials", d.lay.adminDir())
 	return nil
 }
 
-// issueNodeMaterial makes this node's key and certificate, signed by ca.
-func (d *Daemon) issueNodeMaterial(ca *pki.CA, now time.Time) (*tlsMaterial, error) {
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, fmt.Errorf("node key: %w", err)
-	}
-	csr, err := pki.NewCSR(key, d.cfg.NodeName)
-	if err != nil {
-		return nil, fmt.Errorf("node CSR: %w", err)
-	}
-	cert, err := ca.SignNode(csr, d.cfg.NodeName, d.nodeIPs(), now)
-	if err != nil {
-		return nil, fmt.Errorf("node certificate: %w", err)
-	}
-	caKey, err := ca.KeyPEM()
-	if err != nil {
-		return nil, fmt.Errorf("CA key: %w", err)
-	}
-	return &tlsMaterial{caCert: ca.CertPEM(), caKey: caKey, cert: cert, key: key}, nil
-}
-
-func (d *Daemon) writeAdminCredentials(ca *pki.CA, token string, now time.Time) error {
-	cert, key, err := ca.IssueAdmin("admin@"+d.cfg.NodeName, now)
-	if err != nil {
-		return fmt.Errorf("admin certificate: %w", err)
-	}
-	return d.lay.saveAdmin(adminCredentials{caCert: ca.CertPEM(), cert: cert, key: key, token: token, endpoint: d.cfg.AdminAddr})
-}
-
-// join runs on the joining node: it asks a member to admit it, then starts
-// its Raft replica and confirms membership through the shard.
-func (d *Daemon) join(ctx context.Context, addr, token string) (*identity, error) {
-	tok, err := pki.ParseJoinToken(token)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "address %q: want host:port of a member's backend address", addr)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.id != nil {
-		return nil, status.Errorf(codes.AlreadyExists, "this node is already in cluster %q", d.id.ClusterName)
-	}
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "node key: %v", err)
-	}
-	csr, err := pki.NewCSR(key, d.cfg.NodeName)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "node CSR: %v", err)
-	}
-	// The token carries the CA fingerprint, so we talk only to the cluster
-	// the operator meant, before we have its CA.
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(pki.PinnedTLS(tok.CAFingerprint))))
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "dial %s: %v", addr, err)
-	}
-	defer conn.Close()
-	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	role := tandemv1.NodeRole_NODE_ROLE_DATA
-	if d.roleName() == "witness" {
-		role = tandemv1.NodeRole_NODE_ROLE_WITNESS
-	}
-	resp, err := tandemv1.NewPeerClient(conn).Join(jctx, &tandemv1.PeerJoinRequest{
-		Token: token, NodeName: d.cfg.NodeName, Role: role,
-		BackendAddr: d.cfg.BackendAddr, RaftAddr: d.cfg.RaftAddr, AdminAddr: d.cfg.AdminAddr, CsrPem: csr,
-		ReplicationAddr: d.cfg.ReplicationAddr, NbdAddr: d.cfg.NBDAddr,
-	}, grpc.WaitForReady(true))
-	if err != nil {
-		st := status.Convert(err)
-		code := st.Code()
-		if code == codes.Unavailable || code == codes.DeadlineExceeded {
-			return nil, status.Errorf(codes.Unavailable, "cannot reach a cluster member at %s: %s", addr, st.Message())
-		}
-		return nil, status.Errorf(code, "join refused by %s: %s", addr, st.Message())
-	}
-	fp, err := pki.CertFingerprint(resp.CaPem)
-	if err != nil || fp != tok.CAFingerprint {
-		return nil, status.Errorf(codes.PermissionDenied, "member at %s sent a CA that does not match the token", addr)
-	}
-	ca, err := pki.LoadCA(resp.CaPem, resp.CaKeyPem)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "cluster CA from %s: %v", addr, err)
-	}
-	d.abortInitLocked()
-	if err := d.lay.saveTLS(&tlsMaterial{caCert: resp.CaPem, caKey: resp.CaKeyPem, cert: resp.CertPem, key: key}); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
-	}
-	if err := d.writeAdminCredentials(ca, resp.AdminToken, time.Now()); err != nil {
-		d.abortInitLocked()
-		return nil, status.Errorf(codes.Internal, "%v", err)
-	}
-	id := &identity{ClusterName: resp.ClusterName, ClusterID: resp.ClusterId, NodeName: d.cfg.NodeName, ReplicaID: resp.ReplicaId, Role: d.roleName()}
-	d.id = id
-	if err := d.startClusterLocked(ctx, nil, true); err != nil {
-		d.abortInitLocked()
-		return nil, status.Errorf(codes.Internal, "start raft replica %d: %v (the cluster lists this node as joining; remove it with 'tandem node remove %s' before retrying)", resp.ReplicaId, err, d.cfg.NodeName)
-	}
-	// Committing our own membership proves we caught up and can reach quorum.
-	mctx, cancel2 := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel2()
-	if _, err := d.meta.SetNodeState(mctx, d.cfg.NodeName, consensus.NodeMember); err != nil {
-		d.abortInitLocked()
-		return nil, status.Errorf(codes.Unavailable, "joined the Raft group but could not confirm membership: %v (remove it with 'tandem node remove %s' before retrying)", err, d.cfg.NodeName)
-	}
-	if err := saveIdentity(d.lay, id); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
-	}
-	if err := d.startTLSServersLocked(); err != nil {
-		return nil, status.Errorf(codes.Internal, "%v", err)
-	}
-	d.log.Info("joined cluster", "cluster", id.ClusterName, "replica", id.ReplicaID, "via", addr)
-	return id, nil
-}
-
-// admit runs on a member when a node asks to join.
-func (d *Daemon) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
-	id, meta, m := d.cluster()
-	if id == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
-	}
-	tok, err := pki.ParseJoinToken(req.Token)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
-	}
-	ca, err := pki.LoadCA(m.caCert, m.caKey)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "cluster CA: %v", err)
-	}
-	if tok.CAFingerprint != ca.Fingerprint() {
-		return nil, status.Error(codes.PermissionDenied, "join token is for another cluster")
-	}
-	if !clusterNameRE.MatchString(req.NodeName) {
-		return nil, status.Errorf(codes.InvalidArgument, "node name %q is not valid", req.NodeName)
-	}
-	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr} {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "address %q: %v", a, err)
-		}
-	}
-	if err := d.requireQuorum(ctx); err != nil {
-		return nil, err
-	}
-	role := "data"
-	if req.Role == tandemv1.NodeRole_NODE_ROLE_WITNESS {
-		role = "witness"
-	}
-	v := tok.Verifier()
-	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
-		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	replica, err := meta.Join(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec)
-	if err != nil {
-		return nil, metaError(err)
-	}
-	var ips []net.IP
-	for _, a := range []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr} {
-		h, _, _ := net.SplitHostPort(a)
-		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
-			ips = append(ips, ip)
-		}
-	}
-	cert, err := ca.SignNode(req.CsrPem, req.NodeName, ips, time.Now())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
-	}
-	if err := meta.Host().AddReplica(pctx, consensus.MetaShardID, replica, req.RaftAddr, consensus.Voter); err != nil {
-		return nil, metaError(fmt.Errorf("add %s to the metadata shard: %w", req.NodeName, err))
-	}
-	tokFile, err := os.ReadFile(d.lay.adminFile("token"))
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "admin token: %v", err)
-	}
-	resp := &tandemv1.PeerJoinResponse{
-		ClusterName: id.ClusterName, ClusterId: id.ClusterID, ReplicaId: replica,
-		CaPem: m.caCert, CaKeyPem: m.caKey, CertPem: cert, AdminToken: string(trimNL(tokFile)),
-	}
-	if mem, err := meta.Host().LocalMembership(consensus.MetaShardID); err == nil {
-		for rid, a := range mem.Voters {
-			resp.Members = append(resp.Members, &tandemv1.PeerMember{ReplicaId: rid, RaftAddr: a})
-		}
-	}
-	d.log.Info("admitted node", "node", req.NodeName, "replica", replica, "token", tok.IDString())
-	return resp, nil
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
+func (d *Daemon) join(ctx context.Context, addr, token string) (membership.Identity, error) {
+	return d.members.Join(ctx, addr, token)
 }
 
 // requireQuorum refuses mutations when no majority is reachable.
@@ -366,28 +75,5 @@ func (d *Daemon) quorumTimeout() time.Duration {
 	return t
 }
 
-// metaError maps consensus errors to API status codes.
-func metaError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, consensus.ErrNoQuorum):
-		return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
-	case errors.Is(err, consensus.ErrTokenInvalid), errors.Is(err, consensus.ErrTokenUsed), errors.Is(err, consensus.ErrTokenExpired):
-		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, consensus.ErrNodeExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, consensus.ErrNodeNotFound), errors.Is(err, consensus.ErrNoSuchVM), errors.Is(err, consensus.ErrNoSuchVolume):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, consensus.ErrVMNameTaken), errors.Is(err, consensus.ErrVolumeNameTaken):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, consensus.ErrBadCommand):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, consensus.ErrNotBootstrapped):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Internal, err.Error())
-}
+// metaError maps consensus errors to API status codes (apierr.FromMeta).
+func metaError(err error) error { return apierr.FromMeta(err) }

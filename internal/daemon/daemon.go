@@ -29,7 +29,9 @@ import (
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 	"github.com/tandemhci/tandem/replication"
 )
@@ -41,6 +43,11 @@ type Daemon struct {
 	lay  layout
 	reg  *prometheus.Registry
 	mets *metrics
+
+	// st is the state shared with the subsystems split out of the daemon;
+	// members is cluster membership, the first of them.
+	st      *state.State
+	members *membership.Manager
 
 	// Listeners are bound at startup so port conflicts fail fast, even
 	// before the node belongs to a cluster and can serve TLS on them.
@@ -98,6 +105,8 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		return nil, startupErr("node_name %q does not match %q recorded in %s; a node cannot be renamed", cfg.NodeName, id.NodeName, d.lay.identity())
 	}
 	d.id = id
+	d.st = d.newState()
+	d.members = d.newMembers()
 	if err := d.bind(); err != nil {
 		d.closeListeners()
 		return nil, err

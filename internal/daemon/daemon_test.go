@@ -208,28 +208,6 @@ func TestNewRefusesRenameAndCorruptIdentity(t *testing.T) {
 	}
 }
 
-func TestMetaErrorCodes(t *testing.T) {
-	cases := []struct {
-		err  error
-		code codes.Code
-	}{
-		{fmt.Errorf("x: %w", consensus.ErrNoQuorum), codes.FailedPrecondition},
-		{&consensus.ResultError{Base: consensus.ErrTokenUsed, Msg: "used"}, codes.PermissionDenied},
-		{&consensus.ResultError{Base: consensus.ErrTokenInvalid, Msg: "bad"}, codes.PermissionDenied},
-		{&consensus.ResultError{Base: consensus.ErrNodeExists, Msg: "dup"}, codes.AlreadyExists},
-		{status.Error(codes.Unavailable, "x"), codes.Unavailable},
-		{errors.New("boom"), codes.Internal},
-	}
-	for _, c := range cases {
-		if got := status.Code(metaError(c.err)); got != c.code {
-			t.Errorf("%v: got %v, want %v", c.err, got, c.code)
-		}
-	}
-	if !strings.Contains(status.Convert(metaError(consensus.ErrNoQuorum)).Message(), "no quorum") {
-		t.Error("no-quorum message must say so")
-	}
-}
-
 func TestBearer(t *testing.T) {
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer  tok "))
 	if got := bearer(ctx); got != "tok" {

@@ -13,5 +13,10 @@
 //   - every connection between nodes is mutual TLS with a node certificate
 //     of the cluster's CA (peer gRPC except Join, the Raft transport, the
 //     replication port); the admin API over TCP also needs an admin token
-//     (docs/design.md §7).
+//     (docs/design.md §7);
+//   - it is being split into one package per subsystem (issue 12): they
+//     share internal/state, never *Daemon. Cluster membership (create,
+//     join, admit, node removal, the expected-votes guard) lives in
+//     internal/membership; the daemon implements its Init (files, Raft
+//     host, servers) and keeps thin gRPC adapters.
 package daemon

@@ -7,18 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/tandemhci/tandem/internal/membership"
 )
 
-// identity is what a node remembers about its cluster across restarts.
-// It is written last when creating or joining, so its presence means the
-// node finished initialising.
-type identity struct {
-	ClusterName string `json:"cluster_name"`
-	ClusterID   string `json:"cluster_id"`
-	NodeName    string `json:"node_name"`
-	ReplicaID   uint64 `json:"replica_id"`
-	Role        string `json:"role"`
-}
+// identity is what a node remembers about its cluster (node.json).
+type identity = membership.Identity
 
 // layout names the files in the data directory.
 type layout struct{ dir string }

@@ -20,7 +20,6 @@ import (
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/settings"
-	"github.com/tandemhci/tandem/internal/units"
 	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -406,152 +405,7 @@ func (s *nodeService) List(ctx context.Context, _ *tandemv1.ListNodesRequest) (*
 }
 
 func (s *nodeService) Remove(ctx context.Context, req *tandemv1.RemoveNodeRequest) (*tandemv1.RemoveNodeResponse, error) {
-	d := s.d
-	if err := d.requireQuorum(ctx); err != nil {
-		return nil, err
-	}
-	_, meta, _ := d.cluster()
-	if req.Name == d.cfg.NodeName {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s cannot remove itself; run the command on another member", req.Name)
-	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	ms, err := meta.State(rctx)
-	if err != nil {
-		return nil, metaError(err)
-	}
-	n, ok := ms.Nodes[req.Name]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no node named %q in cluster %q", req.Name, ms.Cluster.Name)
-	}
-	mem, err := meta.Host().Membership(rctx, consensus.MetaShardID)
-	if err != nil {
-		return nil, metaError(err)
-	}
-	_, voter := mem.Voters[n.ReplicaID]
-	_, nonVoting := mem.NonVoting[n.ReplicaID]
-	inRaft := voter || nonVoting
-	if n.State == consensus.NodeRemoved && !inRaft {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s was already removed", req.Name)
-	}
-	if voter && len(mem.Voters) == 1 {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s is the last voter", req.Name)
-	}
-	// The safety checks; a node already recorded as removed passed them
-	// (or had them overridden) the first time.
-	var overridden []string
-	if n.State != consensus.NodeRemoved {
-		risks := d.removalRisks(rctx, ms, n)
-		switch {
-		case len(risks) > 0 && !req.Force:
-			return nil, status.Errorf(codes.FailedPrecondition, "refusing to remove node %s:\n  - %s\n(--force overrides these checks)",
-				req.Name, strings.Join(risks, "\n  - "))
-		case len(risks) > 0:
-			overridden = risks
-			d.log.Warn("removing a node with --force, overriding safety checks", "node", req.Name, "overridden", risks)
-		}
-	}
-	// The checks may have taken a while: a fresh deadline for the changes.
-	rctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	// Record the removal first, while the node still receives the log, so a
-	// running node learns it was removed; then drop it from the Raft group.
-	rec := *n
-	if n.State != consensus.NodeRemoved {
-		if rec, err = meta.SetNodeState(rctx, req.Name, consensus.NodeRemoved); err != nil {
-			return nil, metaError(err)
-		}
-	}
-	if inRaft {
-		if err := meta.Host().RemoveReplica(rctx, consensus.MetaShardID, n.ReplicaID); err != nil {
-			return nil, metaError(fmt.Errorf("%s is recorded as removed but is still in the Raft group (run the command again): %w", req.Name, err))
-		}
-	}
-	d.log.Warn("node removed", "node", req.Name, "replica", rec.ReplicaID)
-	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: rec.Name, ReplicaId: rec.ReplicaID, State: rec.State, BackendAddr: rec.BackendAddr},
-		Overridden: overridden}, nil
-}
-
-// removeProbeTimeout bounds the ping that decides whether a node about to
-// be removed is still online, and each question about its volumes. It is
-// far longer than status's probe: a slow answer taken for "offline" would
-// let the removal through. A node that is down refuses the connection at
-// once; only a node cut off silently costs the whole wait.
-const removeProbeTimeout = 5 * time.Second
-
-// removalRisks lists what removing node n would lose or strand, one line
-// each: the node still answering, the VMs placed on it, the volumes it is
-// primary of and those where it holds the only UpToDate replica. Volume
-// states come from the replicas' own records (as 'volume show' reads
-// them); a volume none of whose replicas answers is listed too, since
-// nothing then proves the node does not hold its only good copy.
-func (d *Daemon) removalRisks(ctx context.Context, ms *consensus.MetaState, n *consensus.NodeRecord) []string {
-	var held []string
-	for _, name := range slices.Sorted(mapKeys(ms.Volumes)) {
-		if slices.Contains(ms.Volumes[name].Replicas, n.Name) {
-			held = append(held, name)
-		}
-	}
-	// Ping the node and ask about every volume at once: with the node
-	// down, each question may wait for its timeout.
-	d.mu.Lock()
-	peers := d.peers
-	d.mu.Unlock()
-	var online bool
-	vs := &volumeService{d: d}
-	infos := make([]*tandemv1.VolumeInfo, len(held))
-	var wg sync.WaitGroup
-	if peers != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			online = peers.ping(ctx, d.cfg.NodeName, n.BackendAddr, removeProbeTimeout).online
-		}()
-	}
-	for i, name := range held {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if info, err := vs.show(ctx, name, removeProbeTimeout); err == nil {
-				infos[i] = info
-			}
-		}()
-	}
-	wg.Wait()
-
-	var risks []string
-	if online {
-		what := ""
-		if len(held) > 0 {
-			what = fmt.Sprintf(" and holds replicas of volume %s", strings.Join(held, ", "))
-		}
-		risks = append(risks, fmt.Sprintf("node %s is online (it answers at %s)%s; stop tandemd on it first", n.Name, n.BackendAddr, what))
-	}
-	for _, name := range slices.Sorted(mapKeys(ms.VMs)) {
-		if v := ms.VMs[name]; v.Node == n.Name {
-			risks = append(risks, fmt.Sprintf("VM %s is placed on node %s (desired %s); migrate it or delete it first", name, n.Name, v.Desired))
-		}
-	}
-	for i, name := range held {
-		e, info := ms.Volumes[name], infos[i]
-		if info.GetEpoch() == 0 {
-			risks = append(risks, fmt.Sprintf("volume %s has a replica on node %s and no replica answered, so nothing shows another one is UpToDate", name, n.Name))
-			continue
-		}
-		if info.GetPrimary() == n.Name {
-			risks = append(risks, fmt.Sprintf("node %s is the primary of volume %s; promote another replica first", n.Name, name))
-		}
-		var good []string
-		for _, r := range info.GetReplicas() {
-			if st := r.GetState(); st == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || st == tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE {
-				good = append(good, r.GetNode())
-			}
-		}
-		if len(good) == 1 && good[0] == n.Name {
-			risks = append(risks, fmt.Sprintf("node %s holds the only UpToDate replica of volume %s (%s); its data would be lost", n.Name, name, units.FormatBytes(e.Size)))
-		}
-	}
-	return risks
+	return s.d.members.Remove(ctx, req)
 }
 
 type peerService struct {
@@ -560,7 +414,7 @@ type peerService struct {
 }
 
 func (s *peerService) Join(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
-	resp, err := s.d.admit(ctx, req)
+	resp, err := s.d.members.Admit(ctx, req)
 	if err != nil {
 		s.d.log.Warn("join refused", "node", req.NodeName, "err", grpcMessage(err))
 	}

@@ -2,36 +2,26 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
-	"slices"
-	"strings"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-const splitBrainWarning = "EMERGENCY OVERRIDE: this node now forms the cluster alone. The nodes left out must NOT be started with their old data: wipe their data directory and rejoin them with 'tandem cluster join', or two clusters will manage the same VMs and disks."
-
 // setExpectedVotes is the emergency override for a cluster that lost its
-// majority for good (as 'pvecm expected 1'). Raft cannot simply lower a
-// quorum, so the node rewrites its metadata history: it exports a snapshot
-// of what it has applied, makes itself the only member, and restarts its
-// replica. Writes newer than its snapshot are lost, which is why the caller
-// must confirm and why it is refused while a majority is reachable.
+// majority for good; membership guards and records it. Raft cannot simply
+// lower a quorum, so here the node rewrites its metadata history: it
+// exports a snapshot of what it has applied, makes itself the only member,
+// and restarts its replica. d.mu is held throughout, so no one uses the
+// Raft host while it is replaced.
 func (d *Daemon) setExpectedVotes(ctx context.Context, req *tandemv1.SetExpectedVotesRequest) (*tandemv1.SetExpectedVotesResponse, error) {
-	if !req.Confirm {
-		return nil, status.Error(codes.InvalidArgument, "expected-votes needs confirm=true: it can cause split brain if the nodes left out come back")
-	}
-	if req.Votes != 1 {
-		return nil, status.Errorf(codes.InvalidArgument, "expected votes %d: only 1 is supported (run it on the surviving node with the newest data; rejoin the other survivors afterwards with fresh data directories)", req.Votes)
-	}
-	if err := d.requireQuorum(ctx); err == nil {
-		return nil, status.Error(codes.FailedPrecondition, "the cluster is quorate; remove dead nodes with 'tandem node remove' instead of overriding votes")
+	if err := d.members.CheckExpectedVotes(ctx, req); err != nil {
+		return nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -43,7 +33,7 @@ func (d *Daemon) setExpectedVotes(ctx context.Context, req *tandemv1.SetExpected
 		return nil, status.Errorf(codes.Internal, "local metadata: %v", err)
 	}
 	d.log.Error("EXPECTED-VOTES OVERRIDE requested: rewriting metadata membership to this node alone", "node", d.cfg.NodeName, "applied", ms.Applied)
-	dir := filepath.Join(d.cfg.DataDir, "recovery", time.Now().UTC().Format("20060102T150405Z"))
+	dir := filepath.Join(d.cfg.DataDir, "recovery", d.st.Now().UTC().Format("20060102T150405Z"))
 	snap, err := d.host.ExportSnapshot(ctx, consensus.MetaShardID, dir)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v; nothing was changed", err)
@@ -62,24 +52,10 @@ func (d *Daemon) setExpectedVotes(ctx context.Context, req *tandemv1.SetExpected
 	if err := d.startClusterLocked(ctx, nil, false); err != nil {
 		return nil, status.Errorf(codes.Internal, "restart raft after override: %v", err)
 	}
-	var removed []string
-	for name, n := range ms.Nodes {
-		if name != d.cfg.NodeName && n.State != consensus.NodeRemoved {
-			removed = append(removed, name)
-		}
+	removed, err := d.members.RecordOverride(ctx, state.MetaOf(d.meta), ms)
+	if err != nil {
+		return nil, err
 	}
-	slices.Sort(removed)
-	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	for _, name := range removed {
-		if _, err := d.meta.SetNodeState(pctx, name, consensus.NodeRemoved); err != nil {
-			return nil, status.Errorf(codes.Internal, "override applied, but recording %s as removed failed: %v", name, err)
-		}
-	}
-	detail := fmt.Sprintf("expected votes forced to 1 on %s from metadata index %d; left out: %s", d.cfg.NodeName, ms.Applied, strings.Join(removed, ", "))
-	if err := d.meta.Audit(pctx, "expected-votes-override", detail); err != nil {
-		return nil, status.Errorf(codes.Internal, "override applied, but the audit entry failed: %v", err)
-	}
-	d.log.Error(splitBrainWarning, "removed", removed, "snapshot", snap)
-	return &tandemv1.SetExpectedVotesResponse{Removed: removed, Warning: splitBrainWarning}, nil
+	d.log.Error(membership.SplitBrainWarning, "removed", removed, "snapshot", snap)
+	return &tandemv1.SetExpectedVotesResponse{Removed: removed, Warning: membership.SplitBrainWarning}, nil
 }

@@ -18,6 +18,10 @@
 //   - fencing and netannounce are mechanisms the daemon drives: no Raft, no
 //     daemon;
 //   - internal/units and internal/settings describe values: no gRPC, no Raft;
+//   - the subsystems split out of the daemon (internal/membership) and what
+//     they share (internal/state, internal/apierr) depend on neither the
+//     daemon nor compute: they get what they need through state.State and
+//     small interfaces;
 //   - internal/daemon wires everything together, and only commands (cmd/)
 //     may import it.
 //

@@ -68,6 +68,11 @@ func rules() []rule {
 			why:  "mechanisms the daemon drives",
 		},
 		{
+			pkgs: []string{mod + "/internal/state", mod + "/internal/membership", mod + "/internal/apierr"},
+			deny: []string{mod + "/internal/daemon", mod + "/compute", libvirt},
+			why:  "subsystems share state.State, never the daemon, and run no VMs",
+		},
+		{
 			pkgs: []string{mod + "/internal/units", mod + "/internal/settings"},
 			deny: []string{grpc, dragonboat},
 			why:  "descriptions of values",

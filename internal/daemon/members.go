@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// newState is the shared state the daemon hands its subsystems. Its
+// functions read the d.mu-guarded handles at each call, so they follow
+// create, join and the expected-votes override; none may be called with
+// d.mu held.
+func (d *Daemon) newState() *state.State {
+	return &state.State{
+		Node: state.Node{
+			Name: d.cfg.NodeName, DataDir: d.cfg.DataDir, Role: d.roleName(),
+			BackendAddr: d.cfg.BackendAddr, RaftAddr: d.cfg.RaftAddr, AdminAddr: d.cfg.AdminAddr,
+			ReplicationAddr: d.cfg.ReplicationAddr, NBDAddr: d.cfg.NBDAddr,
+		},
+		Log: d.log,
+		Meta: func() state.Meta {
+			_, m, _ := d.cluster()
+			return state.MetaOf(m)
+		},
+		Quorum: d.requireQuorum,
+		Peer:   d.peerClient,
+		Now:    time.Now,
+	}
+}
+
+// newMembers wires the membership subsystem to the daemon.
+func (d *Daemon) newMembers() *membership.Manager {
+	return membership.New(membership.Config{
+		State:   d.st,
+		Volumes: volumesView{d: d},
+		Cluster: func() (membership.Cluster, bool) {
+			id, _, m := d.cluster()
+			if id == nil || m == nil {
+				return membership.Cluster{}, false
+			}
+			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.caCert, CAKey: m.caKey}, true
+		},
+		Init: initHooks{d},
+		AdminToken: func() (string, error) {
+			// The error names the file already; membership says what it is.
+			b, err := os.ReadFile(d.lay.adminFile("token"))
+			if err != nil {
+				return "", err
+			}
+			return string(trimNL(b)), nil
+		},
+	})
+}
+
+// volumesView is the volume subsystem as membership sees it.
+type volumesView struct{ d *Daemon }
+
+func (v volumesView) Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error) {
+	return (&volumeService{d: v.d}).show(ctx, name, timeout)
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// initHooks is the daemon's side of create and join (membership.Init):
+// the files in the data directory, the Raft host and the TLS servers, all
+// guarded by d.mu.
+type initHooks struct{ d *Daemon }
+
+func (h initHooks) Lock()   { h.d.mu.Lock() }
+func (h initHooks) Unlock() { h.d.mu.Unlock() }
+
+func (h initHooks) ClusterLocked() (string, bool) {
+	if h.d.id == nil {
+		return "", false
+	}
+	return h.d.id.ClusterName, true
+}
+
+func (h initHooks) ResetLocked() { h.d.abortInitLocked() }
+
+func (h initHooks) SaveTLSLocked(m membership.Material) error {
+	return h.d.lay.saveTLS(&tlsMaterial{caCert: m.CACert, caKey: m.CAKey, cert: m.Cert, key: m.Key})
+}
+
+func (h initHooks) SaveAdminLocked(c membership.AdminCredentials) error {
+	return h.d.lay.saveAdmin(adminCredentials{caCert: c.CACert, cert: c.Cert, key: c.Key, token: c.Token, endpoint: c.Endpoint})
+}
+
+func (h initHooks) StartLocked(ctx context.Context, id membership.Identity, members map[uint64]string, join bool) (state.Meta, error) {
+	h.d.id = &id
+	if err := h.d.startClusterLocked(ctx, members, join); err != nil {
+		return nil, err
+	}
+	return state.MetaOf(h.d.meta), nil
+}
+
+func (h initHooks) SaveIdentityLocked(id membership.Identity) error {
+	return saveIdentity(h.d.lay, &id)
+}
+
+func (h initHooks) ServeLocked() error { return h.d.startTLSServersLocked() }

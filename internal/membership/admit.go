@@ -1,0 +1,101 @@
+package membership
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/pki"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// admitTimeout bounds consuming the token and adding the Raft replica.
+const admitTimeout = 10 * time.Second
+
+// Admit runs on a member when a node asks to join: it checks the token
+// against this cluster's CA and the request, consumes the token, signs the
+// node's certificate and adds it to the metadata shard as a voter. The
+// joining node then starts its replica and confirms its membership.
+func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
+	cl, ok := m.cluster()
+	if !ok {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+	}
+	tok, err := pki.ParseJoinToken(req.Token)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	ca, err := pki.LoadCA(cl.CACert, cl.CAKey)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "cluster CA: %v", err)
+	}
+	if tok.CAFingerprint != ca.Fingerprint() {
+		return nil, status.Error(codes.PermissionDenied, "join token is for another cluster")
+	}
+	if !ValidName(req.NodeName) {
+		return nil, status.Errorf(codes.InvalidArgument, "node name %q is not valid", req.NodeName)
+	}
+	addrs := []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr}
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "address %q: %v", a, err)
+		}
+	}
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, err
+	}
+	meta, err := m.meta()
+	if err != nil {
+		return nil, err
+	}
+	role := "data"
+	if req.Role == tandemv1.NodeRole_NODE_ROLE_WITNESS {
+		role = "witness"
+	}
+	v := tok.Verifier()
+	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
+		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
+	pctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	defer cancel()
+	replica, err := meta.Join(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec)
+	if err != nil {
+		return nil, apierr.FromMeta(err)
+	}
+	// Peers and dragonboat dial the node by IP and verify it.
+	var ips []net.IP
+	for _, a := range addrs {
+		h, _, _ := net.SplitHostPort(a)
+		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+			ips = append(ips, ip)
+		}
+	}
+	cert, err := ca.SignNode(req.CsrPem, req.NodeName, ips, m.st.Now())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
+	}
+	if err := meta.AddVoter(pctx, replica, req.RaftAddr); err != nil {
+		return nil, apierr.FromMeta(fmt.Errorf("add %s to the metadata shard: %w", req.NodeName, err))
+	}
+	adminTok, err := m.adminToken()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "admin token: %v", err)
+	}
+	resp := &tandemv1.PeerJoinResponse{
+		ClusterName: cl.Name, ClusterId: cl.ID, ReplicaId: replica,
+		CaPem: cl.CACert, CaKeyPem: cl.CAKey, CertPem: cert, AdminToken: adminTok,
+	}
+	if mem, err := meta.LocalMembership(); err == nil {
+		for rid, a := range mem.Voters {
+			resp.Members = append(resp.Members, &tandemv1.PeerMember{ReplicaId: rid, RaftAddr: a})
+		}
+	}
+	m.st.Log.Info("admitted node", "node", req.NodeName, "replica", replica, "token", tok.IDString())
+	return resp, nil
+}

@@ -1,0 +1,189 @@
+package membership
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/pki"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// member makes w a member of a cluster with a real CA and returns a valid
+// join token and a join request from n4 that uses it.
+func member(t *testing.T, w *world) (*pki.CA, *tandemv1.PeerJoinRequest) {
+	t.Helper()
+	ca, err := pki.NewCA("c1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cluster = &Cluster{Name: "c1", ID: "id1", CACert: ca.CertPEM(), CAKey: key}
+	w.adminTok = "admin-token"
+	return ca, joinRequest(t, ca.Fingerprint())
+}
+
+func joinRequest(t *testing.T, fp [32]byte) *tandemv1.PeerJoinRequest {
+	t.Helper()
+	tok, err := pki.NewJoinToken(fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(nk, "n4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tandemv1.PeerJoinRequest{Token: tok.String(), NodeName: "n4", Role: tandemv1.NodeRole_NODE_ROLE_WITNESS, CsrPem: csr,
+		BackendAddr: "10.0.0.4:7000", RaftAddr: "10.0.0.4:7001", AdminAddr: "10.0.0.4:7002", ReplicationAddr: "10.0.0.4:7003"}
+}
+
+func TestAdmit(t *testing.T) {
+	w := newWorld()
+	_, req := member(t, w)
+	resp, err := w.manager().Admit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ClusterName != "c1" || resp.ClusterId != "id1" || resp.ReplicaId != 4 || resp.AdminToken != "admin-token" || len(resp.CertPem) == 0 {
+		t.Fatalf("response %+v", resp)
+	}
+	if len(resp.Members) != 4 {
+		t.Fatalf("members %v: want the three voters and n4", resp.Members)
+	}
+	// The token is consumed before the Raft group changes.
+	if j, want := w.meta.journal(), []string{"join n4", "add-voter 10.0.0.4:7001"}; !slices.Equal(j, want) {
+		t.Fatalf("journal %q, want %q", j, want)
+	}
+}
+
+// TestAdmitChecksOrder: everything the request alone shows is checked
+// before quorum is asked, and quorum before the token is consumed.
+func TestAdmitChecksOrder(t *testing.T) {
+	other, err := pki.NewCA("other", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		edit   func(w *world, r *tandemv1.PeerJoinRequest)
+		code   codes.Code
+		msg    string
+		quorum bool // quorum was asked
+	}{
+		{"not in a cluster", func(w *world, _ *tandemv1.PeerJoinRequest) { w.cluster = nil }, codes.FailedPrecondition, "this node is not in a cluster", false},
+		{"malformed token", func(_ *world, r *tandemv1.PeerJoinRequest) { r.Token = "nonsense" }, codes.InvalidArgument, "", false},
+		{"token of another cluster, bad name too", func(_ *world, r *tandemv1.PeerJoinRequest) {
+			r.Token = joinRequest(t, other.Fingerprint()).Token
+			r.NodeName = "Bad Name"
+		}, codes.PermissionDenied, "join token is for another cluster", false},
+		{"bad name", func(_ *world, r *tandemv1.PeerJoinRequest) { r.NodeName = "Bad Name" }, codes.InvalidArgument, `node name "Bad Name" is not valid`, false},
+		{"bad address", func(_ *world, r *tandemv1.PeerJoinRequest) { r.RaftAddr = "nowhere" }, codes.InvalidArgument, `address "nowhere"`, false},
+		{"no quorum", func(w *world, _ *tandemv1.PeerJoinRequest) { w.quorate = false }, codes.FailedPrecondition, "no quorum", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld()
+			_, req := member(t, w)
+			c.edit(w, req)
+			_, err := w.manager().Admit(context.Background(), req)
+			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
+				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
+			}
+			if asked := w.quorumN > 0; asked != c.quorum {
+				t.Fatalf("quorum asked: %v, want %v", asked, c.quorum)
+			}
+			if j := w.meta.journal(); len(j) != 0 {
+				t.Fatalf("a refused join changed %q", j)
+			}
+		})
+	}
+}
+
+func TestAdmitUsedTokenChangesNoRaftMembership(t *testing.T) {
+	w := newWorld()
+	_, req := member(t, w)
+	w.meta.joinErr = &consensus.ResultError{Base: consensus.ErrTokenUsed, Msg: "join token was already used"}
+	_, err := w.manager().Admit(context.Background(), req)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("used token: %v", err)
+	}
+	if j, want := w.meta.journal(), []string{"join n4"}; !slices.Equal(j, want) {
+		t.Fatalf("journal %q, want %q", j, want)
+	}
+}
+
+func TestAdmitAdminTokenUnreadable(t *testing.T) {
+	w := newWorld()
+	_, req := member(t, w)
+	w.adminTok = ""
+	_, err := w.manager().Admit(context.Background(), req)
+	if status.Code(err) != codes.Internal || !strings.HasPrefix(status.Convert(err).Message(), "admin token: open token") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestExpectedVotesChecks(t *testing.T) {
+	cases := []struct {
+		name    string
+		req     *tandemv1.SetExpectedVotesRequest
+		quorate bool
+		code    codes.Code
+		msg     string
+	}{
+		{"unconfirmed", &tandemv1.SetExpectedVotesRequest{Votes: 1}, false, codes.InvalidArgument, "expected-votes needs confirm=true"},
+		{"two votes", &tandemv1.SetExpectedVotesRequest{Votes: 2, Confirm: true}, false, codes.InvalidArgument, "expected votes 2: only 1 is supported"},
+		{"quorate", &tandemv1.SetExpectedVotesRequest{Votes: 1, Confirm: true}, true, codes.FailedPrecondition, "the cluster is quorate"},
+		{"lost majority", &tandemv1.SetExpectedVotesRequest{Votes: 1, Confirm: true}, false, codes.OK, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld()
+			w.quorate = c.quorate
+			err := w.manager().CheckExpectedVotes(context.Background(), c.req)
+			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
+				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
+			}
+		})
+	}
+}
+
+func TestRecordOverride(t *testing.T) {
+	w := newWorld()
+	w.meta.ms.Nodes["n0"] = &consensus.NodeRecord{Name: "n0", State: consensus.NodeRemoved}
+	removed, err := w.manager().RecordOverride(context.Background(), w.meta, w.meta.ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(removed, []string{"n2", "n3"}) {
+		t.Fatalf("removed %q", removed)
+	}
+	want := []string{"state n2 removed", "state n3 removed",
+		"audit expected-votes-override: expected votes forced to 1 on n1 from metadata index 42; left out: n2, n3"}
+	if j := w.meta.journal(); !slices.Equal(j, want) {
+		t.Fatalf("journal %q, want %q", j, want)
+	}
+	if _, err := w.manager().RecordOverride(context.Background(), &failingMeta{w.meta}, &consensus.MetaState{Nodes: map[string]*consensus.NodeRecord{"n5": {Name: "n5"}}}); status.Code(err) != codes.Internal ||
+		!strings.Contains(err.Error(), "override applied, but recording n5 as removed failed") {
+		t.Fatalf("failing record: %v", err)
+	}
+}
+
+type failingMeta struct{ *fakeMeta }
+
+func (failingMeta) SetNodeState(context.Context, string, string) (consensus.NodeRecord, error) {
+	return consensus.NodeRecord{}, errors.New("no leader")
+}

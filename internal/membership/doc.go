@@ -1,0 +1,28 @@
+// Package membership decides who belongs to the cluster: it creates a
+// cluster of one node, joins a node to a cluster (on the joining node) and
+// admits it (on the member it asks), removes a node after its safety
+// checks, and guards and records the expected-votes override.
+//
+// Owner: the cluster-membership maintainers. internal/daemon wires it: it
+// builds one Manager from the node's state.State, implements Init (the
+// files, the Raft host and the servers) and serves the admin and peer gRPC
+// calls through the Manager.
+//
+// Invariants:
+//   - it holds no *daemon.Daemon and does not import internal/daemon: it
+//     works on the shared state.State, the Volumes and the Init it is
+//     handed; starting, stopping and rewriting the Raft host stays wiring
+//     in the daemon;
+//   - create and join hold Init's lock throughout, so they are serialised
+//     with each other and with every reader of the cluster handles; a
+//     failure before the identity is written resets the node (Init.ResetLocked),
+//     and the identity is written last, so its presence means the node
+//     finished initialising;
+//   - every mutation checks quorum first and changes nothing when it fails;
+//   - a join token is checked against this cluster's CA before quorum is
+//     asked or the token consumed, and is consumed (Meta.Join) before a
+//     certificate is signed or the Raft group changed;
+//   - a removal is recorded in the metadata (so a running node learns it)
+//     before the node leaves the Raft group, and is refused while Risks
+//     lists anything it would lose or strand, unless forced.
+package membership

@@ -1,0 +1,70 @@
+package membership
+
+import (
+	"context"
+	"regexp"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidName reports whether s is a valid cluster or node name: 1-63
+// lowercase letters, digits and '-', starting with a letter or digit.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Volumes is what membership asks of the volume subsystem.
+type Volumes interface {
+	// Show is a volume as its replicas report it ('tandem volume show'),
+	// each question to a replica bounded by timeout.
+	Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error)
+}
+
+// Cluster is what a member hands a node it admits, besides the certificate
+// it signs for it.
+type Cluster struct {
+	Name, ID string
+	// CACert and CAKey are the cluster CA's PEM material.
+	CACert, CAKey []byte
+}
+
+// Config is what a Manager needs; every field is required.
+type Config struct {
+	State   *state.State
+	Volumes Volumes
+	// Cluster returns the cluster this node belongs to, false when it is
+	// in none yet.
+	Cluster func() (Cluster, bool)
+	// AdminToken reads the cluster's admin token, handed to joining nodes.
+	AdminToken func() (string, error)
+	// Init persists and starts what create and join make.
+	Init Init
+}
+
+// Manager runs membership changes. It is safe for concurrent use.
+type Manager struct {
+	st         *state.State
+	vols       Volumes
+	cluster    func() (Cluster, bool)
+	adminToken func() (string, error)
+	init       Init
+}
+
+// New returns a Manager.
+func New(c Config) *Manager {
+	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, adminToken: c.AdminToken, init: c.Init}
+}
+
+// meta is the running metadata client, or the status error every API call
+// gives while the node is not in a cluster.
+func (m *Manager) meta() (state.Meta, error) {
+	if mc := m.st.Meta(); mc != nil {
+		return mc, nil
+	}
+	return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+}

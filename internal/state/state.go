@@ -1,0 +1,98 @@
+package state
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// State is what the subsystems of one node share. The daemon fills every
+// field before handing it out; subsystems must not modify it.
+type State struct {
+	// Node is this node's configured identity: subsystems name themselves
+	// in records and audit entries, and refuse to act on themselves.
+	Node Node
+	// Log is the daemon's logger; subsystems add their own attributes.
+	Log *slog.Logger
+	// Meta returns the metadata client, or nil while the node is not in a
+	// cluster. It is a function because create, join and the expected-votes
+	// override replace the client; callers read it once per operation.
+	Meta func() Meta
+	// Quorum returns nil when a majority of the metadata shard's voters is
+	// reachable, otherwise a status error (FailedPrecondition) fit to return
+	// to the API caller. Mutations check it first so they fail fast and
+	// change nothing.
+	Quorum func(ctx context.Context) error
+	// Peer returns a client of the member serving the backend address addr,
+	// over the cluster's mutual TLS; connections are shared and owned by
+	// the daemon. It fails while the node is not in a cluster.
+	Peer func(addr string) (tandemv1.PeerClient, error)
+	// Now is the clock, so tests can fix time (certificate validity,
+	// recovery directory names).
+	Now func() time.Time
+}
+
+// Node is the part of the node's configuration subsystems need.
+type Node struct {
+	Name    string
+	DataDir string
+	// Role is "data" or "witness".
+	Role string
+	// The addresses this node serves and announces to its peers.
+	BackendAddr, RaftAddr, AdminAddr, ReplicationAddr, NBDAddr string
+}
+
+// Meta is the metadata client as subsystems use it: the few methods of
+// *consensus.Meta they call, with the metadata shard's Raft membership
+// flattened in, so a test can fake it without a Raft host. MetaOf adapts
+// the real one.
+type Meta interface {
+	// State is the linearizable metadata state (needs quorum).
+	State(ctx context.Context) (*consensus.MetaState, error)
+	// LocalState is what this replica applied, without quorum.
+	LocalState() (*consensus.MetaState, error)
+	// Bootstrap records a new cluster and its first node.
+	Bootstrap(ctx context.Context, c consensus.ClusterRecord, n consensus.NodeRecord) error
+	SetNodeState(ctx context.Context, name, state string) (consensus.NodeRecord, error)
+	// Join consumes a join token and records the node as joining; it
+	// returns the node's replica ID.
+	Join(ctx context.Context, tokenID, verifier string, n consensus.NodeRecord) (uint64, error)
+	Audit(ctx context.Context, action, detail string) error
+	// Membership is the metadata shard's committed Raft membership.
+	Membership(ctx context.Context) (consensus.Membership, error)
+	// LocalMembership is the shard's membership as this replica knows it.
+	LocalMembership() (consensus.Membership, error)
+	// AddVoter adds a replica to the metadata shard as a voter.
+	AddVoter(ctx context.Context, replicaID uint64, raftAddr string) error
+	// RemoveReplica removes a replica from the metadata shard for good.
+	RemoveReplica(ctx context.Context, replicaID uint64) error
+}
+
+// MetaOf adapts the consensus metadata client; nil stays nil.
+func MetaOf(m *consensus.Meta) Meta {
+	if m == nil {
+		return nil
+	}
+	return meta{m}
+}
+
+type meta struct{ *consensus.Meta }
+
+func (m meta) Membership(ctx context.Context) (consensus.Membership, error) {
+	return m.Host().Membership(ctx, consensus.MetaShardID)
+}
+
+func (m meta) LocalMembership() (consensus.Membership, error) {
+	return m.Host().LocalMembership(consensus.MetaShardID)
+}
+
+func (m meta) AddVoter(ctx context.Context, replicaID uint64, raftAddr string) error {
+	return m.Host().AddReplica(ctx, consensus.MetaShardID, replicaID, raftAddr, consensus.Voter)
+}
+
+func (m meta) RemoveReplica(ctx context.Context, replicaID uint64) error {
+	return m.Host().RemoveReplica(ctx, consensus.MetaShardID, replicaID)
+}
