@@ -203,6 +203,11 @@ func TestExplain(t *testing.T) {
 		{&CallError{Target: "10.0.0.1:7443", Err: status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 10.0.0.1:7443: connect: connection refused"`)},
 			"cannot reach tandemd at 10.0.0.1:7443 (connect: connection refused)"},
 		{status.Error(codes.Unauthenticated, "no token"), "refused: no token (check the admin token)"},
+		// A peer's transport failure relayed by the daemon is not a
+		// failure to reach the daemon.
+		{wrap(codes.Unavailable, `on n2: connection error: desc = "transport: Error while dialing: dial tcp 10.99.0.12:7400: connect: connection refused"`, true),
+			"unavailable: node n2 does not answer (dial tcp 10.99.0.12:7400: connect: connection refused)"},
+		{wrap(codes.Unavailable, "on n2: replica busy", true), "unavailable: on n2: replica busy"},
 	}
 	for _, tt := range tests {
 		if got := Explain(tt.err); got != tt.want {

@@ -62,6 +62,12 @@ func Explain(err error) string {
 		}
 		return "timed out: " + msg
 	case codes.Unavailable:
+		// A daemon relaying a peer's failure prefixes it with "on NODE: ":
+		// that is the daemon's answer about another node, not a failure to
+		// reach the daemon.
+		if node, rest, ok := relayed(msg); ok && isTransportFailure(rest) {
+			return fmt.Sprintf("unavailable: node %s does not answer (%s)", node, transportDetail(rest, nil))
+		}
 		if !isTransportFailure(msg) {
 			// The daemon itself answered Unavailable (e.g. no quorum).
 			return "unavailable: " + msg
@@ -112,6 +118,20 @@ func innerStatus(err error) (*status.Status, bool) {
 // isTransportFailure tells the client-side connection errors gRPC reports as
 // Unavailable apart from an Unavailable answer sent by the daemon (e.g. "no
 // quorum"), whose text is free-form. gRPC's own messages start with these.
+// relayed splits "on NODE: rest", the form in which tandemd passes on what
+// another node answered.
+func relayed(msg string) (node, rest string, ok bool) {
+	after, found := strings.CutPrefix(msg, "on ")
+	if !found {
+		return "", "", false
+	}
+	node, rest, ok = strings.Cut(after, ": ")
+	if !ok || node == "" || strings.ContainsAny(node, " \t") {
+		return "", "", false
+	}
+	return node, rest, true
+}
+
 func isTransportFailure(msg string) bool {
 	for _, p := range []string{"connection error", "last connection error", "last resolver error",
 		"error reading from server", "transport is closing", "name resolver error", "no children to pick from"} {
