@@ -20,7 +20,7 @@ APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86
 
-.PHONY: bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-unit test-integration demo bench bench-control lint fuzz clean
+.PHONY: bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -72,6 +72,11 @@ proto-check: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 test: deps build proto-check lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -count=1 -timeout 20m ./...
+
+# test-e2e runs only the end-to-end tests (root: network namespaces,
+# libvirtd, QEMU TCG); RUN=Pattern picks some, e.g. make test-e2e RUN=TestOperator
+test-e2e: deps build
+	$(GO) test -count=1 -timeout 20m $(if $(RUN),-run '$(RUN)') ./e2e/
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseJoinToken -fuzztime=30s ./internal/pki/
