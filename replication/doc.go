@@ -15,13 +15,35 @@
 //     ErrDeposed (as it does when its Fencer reports ErrStaleEpoch or
 //     ErrNotPrimary). On a higher epoch than it knows, the secondary
 //     refreshes its view with a linearizable read before deciding.
+//     Where: secondary.go (check, Secondary.accept, Secondary.checkFrame);
+//     peer.go (Primary.receiver) and fence.go (Primary.fence) call
+//     Primary.depose in primary.go.
 //   - I2 nothing acknowledged is lost: when a secondary stops answering, the
 //     primary freezes acknowledgements, commits "peer Outdated" through the
 //     volume's Raft shard, marks the peer's dirty bitmap for every write the
 //     peer did not confirm, and only then acknowledges. Without quorum the
 //     commit never happens and nothing is acknowledged.
+//     Where: order.go (Primary.submit: waiting out a freeze, fan-out, dirty
+//     marking for fenced peers, waiting for every peer); fence.go
+//     (Primary.fail, Primary.fence).
 //   - I4 incremental resync: the dirty bitmap is persisted before the write
 //     it covers is acknowledged; a returning peer gets exactly those regions.
+//     Where: fence.go (Primary.fence marks what the peer did not confirm),
+//     order.go (Primary.submit marks writes fenced peers miss), activity.go
+//     (the activity log), primary.go (Primary.replayActivity), resync.go
+//     (Primary.resync, Primary.DiscardPeer), started by the reconnect loop
+//     in peer.go (Primary.startReconnect).
+//
+// Files of the primary side: primary.go holds the Primary type, its Config,
+// construction, the public I/O methods, Close, Status, Retire and depose;
+// order.go the request (req) and its ordering: sequence, overlap tracking
+// of in-flight writes, the submit path; peer.go the peer connection: its
+// state, per-peer queue, send, sender and receiver goroutines, watchdog,
+// connect and hello, and the reconnect loop; fence.go fence-peer: outdating
+// a failed peer through the Fencer and marking what it missed dirty;
+// resync.go resync, Repair, Quiesced and DiscardPeer; activity.go the
+// activity log. The secondary side is secondary.go; wire.go and cork.go
+// are shared.
 //
 // Layering: the data path depends on nothing above it (internal/layers
 // enforces it): no Raft, gRPC, PKI or daemon code. The replica disk states

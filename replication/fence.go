@@ -1,0 +1,102 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tandemhci/tandem/blockstore"
+)
+
+// fail fences a peer off: freeze new acknowledgements, commit "peer
+// Outdated" through the shard, mark what the peer missed, thaw. Without
+// quorum the commit keeps failing and I/O stays frozen (never acknowledged).
+func (p *Primary) fail(pe *peer, gen uint64, cause error) {
+	p.mu.Lock()
+	pe.mu.Lock()
+	if pe.gen != gen || (pe.state != peerInSync && pe.state != peerSyncing) || p.closed {
+		pe.mu.Unlock()
+		p.mu.Unlock()
+		return
+	}
+	prev := pe.state
+	pe.state = peerFencing
+	if pe.conn != nil {
+		pe.conn.Close()
+	}
+	p.releaseAll(pe.queue)
+	pe.queue, pe.wake = nil, nil
+	pe.mu.Unlock()
+	if !p.frozen {
+		p.frozen = true
+		p.thaw = make(chan struct{})
+	}
+	p.mu.Unlock()
+	p.log.Warn("peer failed; freezing acknowledgements and fencing it off", "peer", pe.cfg.Name, "was", prev, "err", cause)
+
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.fence(pe, cause)
+	}()
+}
+
+func (p *Primary) fence(pe *peer, cause error) {
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := p.cfg.Fencer.Outdate(ctx, p.cfg.Epoch, pe.cfg.Name, cause.Error())
+		cancel()
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrNotPrimary) {
+			p.depose(err)
+			p.failPending(pe, p.deposedErr())
+			return
+		}
+		p.log.Warn("cannot commit peer Outdated yet; I/O stays frozen", "peer", pe.cfg.Name, "err", err)
+		select {
+		case <-p.stopping:
+			p.failPending(pe, blockstore.ErrClosed)
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+	// Committed: what the peer did not confirm is now its dirty set.
+	pe.mu.Lock()
+	pending := pe.pending
+	pe.pending = map[uint64]*req{}
+	pe.mu.Unlock()
+	for _, r := range pending {
+		var err error
+		if r.kind != FrameFlush && r.len > 0 {
+			err = p.cfg.Local.MarkDirty(context.Background(), pe.cfg.Slot, r.off, r.len)
+		}
+		r.resolve(err)
+	}
+	p.mu.Lock()
+	pe.state = peerOutdated
+	stillFencing := false
+	for _, o := range p.peers {
+		stillFencing = stillFencing || o.state == peerFencing
+	}
+	if !stillFencing && p.frozen {
+		p.frozen = false
+		close(p.thaw)
+	}
+	p.mu.Unlock()
+	p.log.Warn("peer fenced off (Outdated); continuing without it", "peer", pe.cfg.Name, "dirty_bytes", p.cfg.Local.DirtyBytes(pe.cfg.Slot))
+	p.startReconnect(pe)
+}
+
+func (p *Primary) failPending(pe *peer, err error) {
+	pe.mu.Lock()
+	pending := pe.pending
+	pe.pending = map[uint64]*req{}
+	pe.mu.Unlock()
+	for _, r := range pending {
+		r.resolve(err)
+	}
+}

@@ -1,0 +1,213 @@
+package replication
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandemhci/tandem/blockstore"
+)
+
+// req is one request fanned out to the local store and the connected peers.
+type req struct {
+	seq      uint64
+	kind     FrameType
+	off, len int64
+	frame    []byte
+	// refs counts the frame's holders: the submitter and each peer queue
+	// or send batch it is in. The last one recycles a pooled frame.
+	refs      atomic.Int32
+	pooled    bool
+	started   time.Time
+	localDone chan struct{}
+	// ready, when set, is closed once frame is filled in: a resync chunk
+	// takes its place in the peer's queue before its data is read.
+	ready chan struct{}
+
+	mu       sync.Mutex
+	waiting  int
+	err      error
+	allDone  chan struct{}
+	finished bool
+}
+
+// resolve records one peer's part of the request.
+func (r *req) resolve(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.finished {
+		return
+	}
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	r.waiting--
+	if r.waiting <= 0 {
+		r.finished = true
+		close(r.allDone)
+	}
+}
+
+// release drops one holder of r's frame; the last one recycles it.
+func (p *Primary) release(r *req) {
+	if r.refs.Add(-1) == 0 && r.pooled {
+		p.frames.Put(r.frame)
+	}
+}
+
+func (p *Primary) releaseAll(rs []*req) {
+	for _, r := range rs {
+		p.release(r)
+	}
+}
+
+// submit runs one request: ordered registration, fan-out, local I/O, dirty
+// marking for fenced peers, then waiting for every connected peer.
+// With more, the caller has further requests coming at once: the frame is
+// left to the sender goroutine, which then writes them all in one batch.
+func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64, flags uint16, more bool, payload []byte, local func(context.Context) error) error {
+	// Encode outside the lock; the sequence number is patched in below.
+	var frame []byte
+	switch {
+	case len(p.peers) == 0:
+		// A single-replica volume sends nothing anywhere.
+	case kind == FrameWrite:
+		frame = AppendFrame(p.frames.Get(headerSize + len(payload))[:0], Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off)}, payload)
+	default:
+		frame = AppendFrame(make([]byte, 0, headerSize), Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off), Length: uint32(length)}, nil)
+	}
+	r := &req{kind: kind, off: off, len: length, frame: frame, pooled: kind == FrameWrite && frame != nil, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{})}
+	r.refs.Store(1)
+	defer p.release(r)
+	if p.al != nil && kind != FrameFlush {
+		// Write-ahead: the region is in the activity log before any disk
+		// can see the request.
+		if err := p.al.begin(ctx, off, length); err != nil {
+			return fmt.Errorf("activity log: %w", err)
+		}
+		defer p.al.end(off, length)
+	}
+
+	p.mu.Lock()
+	for p.frozen && p.deposed == nil && !p.closed {
+		thaw := p.thaw
+		p.mu.Unlock()
+		select {
+		case <-thaw:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for replication to thaw: %w", ctx.Err())
+		}
+		p.mu.Lock()
+	}
+	for q := p.quiescedLocked(r); q != nil; q = p.quiescedLocked(r) {
+		p.mu.Unlock()
+		select {
+		case <-q.localDone:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a verify of the range: %w", ctx.Err())
+		}
+		p.mu.Lock()
+	}
+	if err := p.usableLocked(); err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	r.seq = p.nextSeq
+	p.nextSeq++
+	if r.frame != nil {
+		binary.BigEndian.PutUint64(r.frame[8:], r.seq)
+	}
+	deps := p.overlappingLocked(r)
+	p.active = append(p.active, r)
+	var fenced []int
+	var targets []*peer
+	for _, pe := range p.peers {
+		switch pe.state {
+		case peerInSync, peerSyncing:
+			if kind == FrameFlush && pe.durable() {
+				continue // it reported every write it has durable
+			}
+			targets = append(targets, pe)
+		case peerFencing:
+			// Frozen prevents this; kept for clarity.
+		default:
+			fenced = append(fenced, pe.cfg.Slot)
+		}
+	}
+	r.waiting = len(targets)
+	if r.waiting == 0 {
+		r.finished = true
+		close(r.allDone)
+	}
+	for _, pe := range targets {
+		p.enqueue(pe, r, more)
+	}
+	p.mu.Unlock()
+	if !more {
+		for _, pe := range targets {
+			p.send(pe, true)
+		}
+	}
+
+	// Overlapping earlier requests reach the local disk first.
+	for _, d := range deps {
+		<-d.localDone
+	}
+	lerr := local(ctx)
+	close(r.localDone)
+	p.mu.Lock()
+	for i, a := range p.active {
+		if a == r {
+			p.active = append(p.active[:i], p.active[i+1:]...)
+			break
+		}
+	}
+	p.mu.Unlock()
+	if lerr == nil && kind != FrameFlush {
+		// Fenced peers miss this write: record it before acknowledging (I2, I4).
+		for _, slot := range fenced {
+			if err := p.cfg.Local.MarkDirty(ctx, slot, off, length); err != nil {
+				lerr = fmt.Errorf("mark dirty for a fenced peer: %w", err)
+				break
+			}
+		}
+	}
+	select {
+	case <-r.allDone:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for replicas: %w", ctx.Err())
+	case <-p.stopping:
+		return blockstore.ErrClosed
+	}
+	if lerr != nil {
+		return fmt.Errorf("local %s: %w", kind, lerr)
+	}
+	r.mu.Lock()
+	err := r.err
+	r.mu.Unlock()
+	return err
+}
+
+func (p *Primary) quiescedLocked(r *req) *req {
+	for _, q := range p.quiesced {
+		if r.kind == FrameFlush || (q.off < r.off+r.len && r.off < q.off+q.len) {
+			return q
+		}
+	}
+	return nil
+}
+
+// overlappingLocked lists active requests whose range overlaps r's. A flush
+// orders after everything active, and everything orders after a flush.
+func (p *Primary) overlappingLocked(r *req) []*req {
+	var out []*req
+	for _, a := range p.active {
+		if r.kind == FrameFlush || a.kind == FrameFlush || (a.off < r.off+r.len && r.off < a.off+a.len) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
