@@ -71,20 +71,7 @@ func (s *vmService) live(ctx context.Context, ms *consensus.MetaState, v *consen
 }
 
 func (s *vmService) onNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
-	rec, ok := ms.Nodes[node]
-	if !ok {
-		return status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
-	}
-	c, err := s.d.peerClient(rec.BackendAddr)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := f(cctx, c); err != nil {
-		return status.Errorf(status.Code(err), "on %s: %s", node, grpcMessage(err))
-	}
-	return nil
+	return s.d.callNode(ctx, ms, node, timeout, f)
 }
 
 func (s *vmService) fresh(ctx context.Context) (*consensus.MetaState, *consensus.Meta, error) {

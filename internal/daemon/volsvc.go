@@ -356,20 +356,7 @@ func (s *volumeService) destroy(ctx context.Context, ms *consensus.MetaState, e 
 }
 
 func (s *volumeService) onNode(ctx context.Context, ms *consensus.MetaState, node string, f func(context.Context, tandemv1.PeerClient) error) error {
-	rec, ok := ms.Nodes[node]
-	if !ok {
-		return status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
-	}
-	c, err := s.d.peerClient(rec.BackendAddr)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := f(cctx, c); err != nil {
-		return status.Errorf(status.Code(err), "on %s: %s", node, grpcMessage(err))
-	}
-	return nil
+	return s.d.callNode(ctx, ms, node, 30*time.Second, f)
 }
 
 func (s *volumeService) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*tandemv1.ListVolumesResponse, error) {
