@@ -32,8 +32,9 @@ type haManager struct {
 	mu         sync.Mutex
 	timing     ha.Timing
 	lease      *ha.Lease
+	// selfFenced mirrors d.st.Fence under mu, so the lease checks and
+	// selfFence decide on one consistent view.
 	selfFenced bool
-	fencedAt   time.Time
 	// idleUntil spaces out the checks that find nothing to fence while
 	// the lease stays expired (each asks libvirt).
 	idleUntil time.Time
@@ -53,14 +54,7 @@ func newHAManager(d *Daemon) *haManager {
 
 // frozen reports whether this node fenced itself: no VM may run and no
 // volume may be served as primary until it proves quorum again.
-func (h *haManager) frozen() bool {
-	if h == nil {
-		return false
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.selfFenced
-}
+func (h *haManager) frozen() bool { return h != nil && h.d.st.Fence.Fenced() }
 
 func (h *haManager) run(ctx context.Context) {
 	go h.watchLease(ctx)
@@ -134,7 +128,7 @@ func (h *haManager) tick(ctx context.Context) {
 	case wasFenced && qerr == nil && !expired:
 		h.mu.Lock()
 		h.selfFenced = false
-		at := h.fencedAt
+		at := h.d.st.Fence.Clear()
 		h.mu.Unlock()
 		h.log.Warn("quorum is back; this node serves again (its VMs stay where the cluster moved them)")
 		h.event(ctx, consensus.Event{Kind: "self-fence-lifted", Node: h.d.cfg.NodeName, Detail: fmt.Sprintf("fenced itself at %s", at.UTC().Format(time.RFC3339Nano))})
@@ -203,7 +197,7 @@ func (h *haManager) selfFence(ctx context.Context) {
 		return
 	}
 	h.selfFenced = true
-	h.fencedAt = time.Now()
+	h.d.st.Fence.Set(time.Now())
 	h.mu.Unlock()
 	// A node with nothing running (one still joining, say) has nothing to
 	// protect: it only stops taking primaries until quorum returns, and
@@ -291,17 +285,7 @@ func (h *haManager) leaderPing(from string, term uint64) {
 	h.mu.Unlock()
 }
 
-func (h *haManager) event(ctx context.Context, e consensus.Event) {
-	_, meta, _ := h.d.cluster()
-	if meta == nil {
-		return
-	}
-	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-	defer cancel()
-	if _, err := meta.AddEvent(ectx, e); err != nil {
-		h.log.Warn("cannot record event", "kind", e.Kind, "node", e.Node, "vm", e.VM, "err", err)
-	}
-}
+func (h *haManager) event(ctx context.Context, e consensus.Event) { h.d.st.Events(ctx, e) }
 
 func (h *haManager) stopLeading() {
 	h.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -29,6 +30,37 @@ func (d *Daemon) newState() *state.State {
 		Quorum: d.requireQuorum,
 		Peer:   d.peerClient,
 		Now:    time.Now,
+		Config: d.cfg,
+		Cluster: func() (state.Cluster, bool) {
+			id, m, _ := d.cluster()
+			if id == nil || m == nil {
+				return state.Cluster{}, false
+			}
+			return state.Cluster{Name: id.ClusterName, ID: id.ClusterID, ClientTLS: d.clientTLS}, true
+		},
+		Shards: func() *consensus.Volumes {
+			_, m, _ := d.cluster()
+			if m == nil {
+				return nil
+			}
+			return consensus.NewVolumes(m.Host(), d.cfg.NodeName)
+		},
+		Events: d.recordEvent,
+		Fence:  &state.SelfFence{},
+	}
+}
+
+// recordEvent is state.Events: it records e in the metadata shard, logging
+// a failure.
+func (d *Daemon) recordEvent(ctx context.Context, e consensus.Event) {
+	_, meta, _ := d.cluster()
+	if meta == nil {
+		return
+	}
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if _, err := meta.AddEvent(ectx, e); err != nil {
+		d.log.Warn("cannot record event", "kind", e.Kind, "node", e.Node, "vm", e.VM, "err", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/state"
 )
 
 func TestWatchdogStopsPettingWhenSelfFenced(t *testing.T) {
@@ -78,7 +79,7 @@ func TestLeaseExpiryFencesOnlyWithSomethingToStop(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := &Daemon{log: log}
+			d := &Daemon{log: log, st: &state.State{Fence: &state.SelfFence{}}}
 			d.cfg.NodeName = "n1"
 			d.cfg.DataDir = t.TempDir()
 			d.cfg.Compute.LibvirtSocket = tc.socket(t.TempDir())

@@ -2,10 +2,13 @@ package state
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/config"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -33,6 +36,68 @@ type State struct {
 	// Now is the clock, so tests can fix time (certificate validity,
 	// recovery directory names).
 	Now func() time.Time
+
+	// Config is the node's configuration file as loaded (disks, compute,
+	// watchdog, Raft timing). Read only.
+	Config config.Config
+	// Cluster returns the cluster this node belongs to, ok false while it
+	// belongs to none.
+	Cluster func() (c Cluster, ok bool)
+	// Shards returns the client of the volume shards this node hosts, or
+	// nil while the node is not in a cluster.
+	Shards func() *consensus.Volumes
+	// Events records a cluster event in the metadata shard. It is best
+	// effort: a failure is logged, never returned, since an event must not
+	// fail the operation it reports.
+	Events func(ctx context.Context, e consensus.Event)
+	// Fence is this node's self-fence flag. HA recovery sets it when the
+	// node lost quorum for longer than its lease; the volume and VM
+	// subsystems read it and refuse to serve or start anything meanwhile.
+	Fence *SelfFence
+}
+
+// Cluster is the cluster a node belongs to, as subsystems need it.
+type Cluster struct {
+	Name, ID string
+	// ClientTLS is the node's mutual-TLS client identity for dialing
+	// peers outside gRPC (the replication port).
+	ClientTLS func() (*tls.Config, error)
+}
+
+// SelfFence is the node's self-fence flag. The zero value is not fenced.
+// Only HA recovery sets or clears it.
+type SelfFence struct {
+	mu     sync.Mutex
+	fenced bool
+	at     time.Time
+}
+
+// Set records that the node fenced itself at t.
+func (f *SelfFence) Set(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fenced, f.at = true, t
+}
+
+// Clear lifts the self-fence and returns when it was set (zero when it
+// was not).
+func (f *SelfFence) Clear() (at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at = f.at
+	f.fenced, f.at = false, time.Time{}
+	return at
+}
+
+// Fenced reports whether the node is self-fenced: no VM may run and no
+// volume may be served as primary. A nil flag is never fenced.
+func (f *SelfFence) Fenced() bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fenced
 }
 
 // Node is the part of the node's configuration subsystems need.
