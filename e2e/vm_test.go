@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,9 +174,40 @@ func (vc *vmCluster) guestProgress(t *testing.T, after guest.Datagram, timeout t
 		return d.Boot == after.Boot && d.Seq > after.Seq+20 && d.Acked > after.Acked+5
 	})
 	if err != nil {
-		t.Fatalf("guest made no progress after seq %d acked %d: %v", after.Seq, after.Acked, err)
+		t.Fatalf("guest made no progress after seq %d acked %d: %v%s", after.Seq, after.Acked, err, vc.guestCrash())
 	}
 	return d
+}
+
+// guestCrash names a guest kernel crash found in a node's serial console
+// log, with the log's tail, or returns "". A stalled guest is then reported
+// by its cause: QEMU 7.2 TCG has been seen to crash the guest kernel at a
+// migration's switchover (an hrtimer NULL dereference in the LAPIC timer
+// interrupt) with tandemd idle and every replica in sync.
+func (vc *vmCluster) guestCrash() string {
+	for _, n := range vc.c.Nodes {
+		logs, _ := filepath.Glob(filepath.Join(vc.td.DataDir(n), "vms", "*.console.log"))
+		for _, path := range logs {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			s := string(b)
+			for _, sign := range []string{"BUG:", "Oops", "Kernel panic", "general protection fault"} {
+				if i := strings.LastIndex(s, sign); i >= 0 {
+					return fmt.Sprintf("\nthe guest kernel crashed (%s in %s on %s):\n%s", sign, filepath.Base(path), n.Name, clip(s[i:], 3000))
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "\n..."
+	}
+	return s
 }
 
 func (vc *vmCluster) cmdline(ip string) string {
