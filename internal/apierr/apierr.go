@@ -9,29 +9,46 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 )
 
-// FromMeta maps consensus errors to API status codes. A status error passes
-// through unchanged; anything unknown is Internal.
-func FromMeta(err error) error {
+// NoQuorumMessage is the one text of a missing quorum, in every API answer.
+const NoQuorumMessage = "no quorum: a majority of voters is not reachable; nothing was changed"
+
+// From maps a domain error (of consensus, the volume shards or
+// replication) to its API status: one code and one wording per error,
+// whichever subsystem returns it. A status error passes through unchanged;
+// anything unknown is Internal.
+func From(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, consensus.ErrNoQuorum):
-		return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
+		return status.Error(codes.FailedPrecondition, NoQuorumMessage)
 	case errors.Is(err, consensus.ErrTokenInvalid), errors.Is(err, consensus.ErrTokenUsed), errors.Is(err, consensus.ErrTokenExpired):
 		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, consensus.ErrNodeExists):
+	case errors.Is(err, consensus.ErrNodeExists), errors.Is(err, consensus.ErrVMNameTaken), errors.Is(err, consensus.ErrVolumeNameTaken),
+		errors.Is(err, consensus.ErrVolumeExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, consensus.ErrNodeNotFound), errors.Is(err, consensus.ErrNoSuchVM), errors.Is(err, consensus.ErrNoSuchVolume):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, consensus.ErrVMNameTaken), errors.Is(err, consensus.ErrVolumeNameTaken):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, consensus.ErrBadCommand):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, consensus.ErrNotBootstrapped):
+	case errors.Is(err, consensus.ErrBadCommand), errors.Is(err, consensus.ErrNotBootstrapped),
+		errors.Is(err, consensus.ErrNotPrimary), errors.Is(err, consensus.ErrStaleEpoch),
+		errors.Is(err, consensus.ErrNotReplica), errors.Is(err, consensus.ErrNotUpToDate),
+		errors.Is(err, consensus.ErrBadTransition), errors.Is(err, consensus.ErrNoVolumeRecord):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// FromMeta is From; the name predates the volume errors.
+func FromMeta(err error) error { return From(err) }
+
+// NotPrimary is the one refusal of an operation that needs this node to be
+// the volume's primary. primary is who is, "" when unknown.
+func NotPrimary(node, volume, primary string, epoch uint64) error {
+	if primary == "" {
+		return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s", node, volume)
+	}
+	return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s: %s is (epoch %d)", node, volume, primary, epoch)
 }

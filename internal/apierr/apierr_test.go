@@ -33,3 +33,37 @@ func TestMetaErrorCodes(t *testing.T) {
 		t.Error("no-quorum message must say so")
 	}
 }
+
+// One error, one code, whichever layer wraps it.
+func TestVolumeErrorCodes(t *testing.T) {
+	cases := []struct {
+		err  error
+		code codes.Code
+	}{
+		{fmt.Errorf("promote: %w", consensus.ErrNotPrimary), codes.FailedPrecondition},
+		{fmt.Errorf("handover: %w", consensus.ErrStaleEpoch), codes.FailedPrecondition},
+		{&consensus.ResultError{Base: consensus.ErrNotUpToDate, Msg: "n2 is Outdated"}, codes.FailedPrecondition},
+		{&consensus.ResultError{Base: consensus.ErrBadTransition, Msg: "x"}, codes.FailedPrecondition},
+		{&consensus.ResultError{Base: consensus.ErrVolumeExists, Msg: "x"}, codes.AlreadyExists},
+		{fmt.Errorf("volume shard: %w", consensus.ErrNoQuorum), codes.FailedPrecondition},
+	}
+	for _, c := range cases {
+		if got := status.Code(From(c.err)); got != c.code {
+			t.Errorf("%v: got %v, want %v", c.err, got, c.code)
+		}
+	}
+}
+
+func TestNotPrimaryWording(t *testing.T) {
+	err := NotPrimary("n2", "v1", "n1", 3)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("code %v", status.Code(err))
+	}
+	want := "node n2 is not the primary of volume v1: n1 is (epoch 3)"
+	if got := status.Convert(err).Message(); got != want {
+		t.Fatalf("message %q, want %q", got, want)
+	}
+	if got := status.Convert(NotPrimary("n2", "v1", "", 0)).Message(); !strings.HasSuffix(got, "node n2 is not the primary of volume v1") {
+		t.Fatalf("message without a known primary: %q", got)
+	}
+}
