@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -39,16 +40,9 @@ func newClusterCreateCmd(a *app) *cobra.Command {
 		Short: "Create a new cluster with this node as its first member",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, setupTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Cluster.Create(cmd.Context(), &tandemv1.CreateClusterRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, setupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.CreateClusterResponse, error) {
+				return c.Cluster.Create(ctx, &tandemv1.CreateClusterRequest{Name: args[0]})
+			}, func(w io.Writer, resp *tandemv1.CreateClusterResponse) error {
 				st := resp.GetStatus()
 				fmt.Fprintf(w, "created cluster %q (id %s)\n", st.GetClusterName(), orDash(st.GetClusterId()))
 				fmt.Fprintf(w, "admin credentials: %s (copy this directory to administer the cluster from elsewhere)\n\n", orDash(resp.GetCredentialsDir()))
@@ -77,16 +71,9 @@ cluster yet accepts join without an admin token.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.dial(cmd, setupTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Cluster.Join(cmd.Context(), &tandemv1.JoinClusterRequest{Address: args[0], Token: tok})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, setupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.JoinClusterResponse, error) {
+				return c.Cluster.Join(ctx, &tandemv1.JoinClusterRequest{Address: args[0], Token: tok})
+			}, func(w io.Writer, resp *tandemv1.JoinClusterResponse) error {
 				fmt.Fprintf(w, "joined cluster %q as node %q (replica %d)\n", resp.GetClusterName(), resp.GetNodeName(), resp.GetReplicaId())
 				fmt.Fprintf(w, "admin credentials: %s\n", orDash(resp.GetCredentialsDir()))
 				return nil
@@ -145,16 +132,9 @@ func newClusterTokenCmd(a *app) *cobra.Command {
 			case ttl > maxTokenTTL:
 				return usageErrorf("--ttl must be at most 168h (7 days)")
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Cluster.CreateToken(cmd.Context(), &tandemv1.CreateTokenRequest{TtlSeconds: uint32(ttl / time.Second)})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.CreateTokenResponse, error) {
+				return c.Cluster.CreateToken(ctx, &tandemv1.CreateTokenRequest{TtlSeconds: uint32(ttl / time.Second)})
+			}, func(w io.Writer, resp *tandemv1.CreateTokenResponse) error {
 				tw := newTabWriter(w)
 				fmt.Fprintf(tw, "token:\t%s\n", resp.GetToken())
 				if exp := resp.GetExpiresAt(); exp != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -31,19 +33,13 @@ known setting with the value in force, its default, its unit and what it does.`,
   tandem cluster config get --defaults -o json`,
 		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Cluster.GetConfig(cmd.Context(), &tandemv1.GetConfigRequest{Defaults: defaults})
-			if err != nil {
-				return err
-			}
+			write := writeConfig
 			if defaults {
-				return a.print(resp, func(w io.Writer) error { return writeConfigDefaults(w, resp) })
+				write = writeConfigDefaults
 			}
-			return a.print(resp, func(w io.Writer) error { return writeConfig(w, resp) })
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ClusterConfig, error) {
+				return c.Cluster.GetConfig(ctx, &tandemv1.GetConfigRequest{Defaults: defaults})
+			}, write)
 		},
 	}
 	cmd.Flags().BoolVar(&defaults, "defaults", false, "list every known setting with its value in force, default and unit")
@@ -79,16 +75,9 @@ deletes the setting, which goes back to its default.`,
 				}
 				values[k] = v
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Cluster.SetConfig(cmd.Context(), &tandemv1.SetConfigRequest{Values: values})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeConfig(w, resp) })
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ClusterConfig, error) {
+				return c.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: values})
+			}, writeConfig)
 		},
 	}
 }

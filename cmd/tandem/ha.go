@@ -221,16 +221,9 @@ func newNodeFenceConfigCmd(a *app) *cobra.Command {
 				cfg.Insecure = insecure
 				req.Redfish = cfg
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Node.FenceConfig(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.FenceConfigResponse, error) {
+				return c.Node.FenceConfig(ctx, req)
+			}, func(w io.Writer, resp *tandemv1.FenceConfigResponse) error {
 				agents := strings.Join(resp.Agents, "; ")
 				if agents == "" {
 					agents = "no agent"

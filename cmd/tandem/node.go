@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -95,16 +96,9 @@ func newNodeListCmd(a *app) *cobra.Command {
 			if err := lf.check(a.output); err != nil {
 				return err
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Node.List(cmd.Context(), &tandemv1.ListNodesRequest{})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListNodesResponse, error) {
+				return c.Node.List(ctx, &tandemv1.ListNodesRequest{})
+			}, func(w io.Writer, resp *tandemv1.ListNodesResponse) error {
 				if !resp.GetQuorate() {
 					fmt.Fprintln(a.stderr, "NOT QUORATE: this list is the answering node's local view")
 				}

@@ -202,16 +202,9 @@ func newVMListCmd(a *app) *cobra.Command {
 			if err := lf.check(a.output); err != nil {
 				return err
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.VM.List(cmd.Context(), &tandemv1.ListVMsRequest{})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVMsResponse, error) {
+				return c.VM.List(ctx, &tandemv1.ListVMsRequest{})
+			}, func(w io.Writer, resp *tandemv1.ListVMsResponse) error {
 				t := &table{header: []string{"NAME", "NODE", "STATE", "DESIRED", "VCPUS", "MEMORY", "VOLUMES"}, empty: "(no VMs)"}
 				for _, v := range resp.Vms {
 					t.add(v.Name, dash(v.Node), dash(v.State), dash(v.Desired), fmt.Sprint(v.Vcpus), formatBytes(int64(v.MemoryMib)<<20), dash(strings.Join(v.Volumes, ",")))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -75,18 +77,10 @@ initial primary.`,
 					return usageErrorf("--nodes: %s is listed twice", n)
 				}
 			}
-			c, err := a.dial(cmd, volumeSetupTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.Volume.Create(cmd.Context(), &tandemv1.CreateVolumeRequest{
-				Name: args[0], SizeBytes: sizeBytes, Replicas: want, Nodes: nodes,
-			})
-			if err != nil {
-				return err
-			}
-			return a.print(info, func(w io.Writer) error {
+			req := &tandemv1.CreateVolumeRequest{Name: args[0], SizeBytes: sizeBytes, Replicas: want, Nodes: nodes}
+			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
+				return c.Volume.Create(ctx, req)
+			}, func(w io.Writer, info *tandemv1.VolumeInfo) error {
 				fmt.Fprintf(w, "created volume %q\n\n", info.GetName())
 				return writeVolume(w, info)
 			})
@@ -117,16 +111,11 @@ degraded while a replica is Outdated, Inconsistent or unreachable.`,
 			if err := lf.check(a.output); err != nil {
 				return err
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Volume.List(cmd.Context(), &tandemv1.ListVolumesRequest{})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error { return writeVolumeList(w, resp.GetVolumes(), &lf) })
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVolumesResponse, error) {
+				return c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
+			}, func(w io.Writer, resp *tandemv1.ListVolumesResponse) error {
+				return writeVolumeList(w, resp.GetVolumes(), &lf)
+			})
 		},
 	}
 	addListFlags(cmd, &lf)
@@ -139,16 +128,9 @@ func newVolumeShowCmd(a *app) *cobra.Command {
 		Short: "Show a volume's replicas, NBD export and recent history",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.Volume.Show(cmd.Context(), &tandemv1.ShowVolumeRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.print(info, func(w io.Writer) error { return writeVolume(w, info) })
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
+				return c.Volume.Show(ctx, &tandemv1.ShowVolumeRequest{Name: args[0]})
+			}, writeVolume)
 		},
 	}
 }
@@ -160,16 +142,9 @@ func newVolumeDeleteCmd(a *app) *cobra.Command {
 		Long:  "Delete a volume and its data on every node. tandemd refuses while the volume is attached.",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, volumeSetupTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Volume.Delete(cmd.Context(), &tandemv1.DeleteVolumeRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return a.print(resp, func(w io.Writer) error {
+			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.DeleteVolumeResponse, error) {
+				return c.Volume.Delete(ctx, &tandemv1.DeleteVolumeRequest{Name: args[0]})
+			}, func(w io.Writer, _ *tandemv1.DeleteVolumeResponse) error {
 				_, err := fmt.Fprintf(w, "deleted volume %q\n", args[0])
 				return err
 			})
@@ -189,16 +164,9 @@ the change is committed as a new epoch, which fences off the old primary.`,
 			if node == "" {
 				return usageErrorf("--node is required: the node whose replica becomes primary")
 			}
-			c, err := a.dial(cmd, volumeSetupTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.Volume.Promote(cmd.Context(), &tandemv1.PromoteVolumeRequest{Name: args[0], Node: node})
-			if err != nil {
-				return err
-			}
-			return a.print(info, func(w io.Writer) error {
+			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
+				return c.Volume.Promote(ctx, &tandemv1.PromoteVolumeRequest{Name: args[0], Node: node})
+			}, func(w io.Writer, info *tandemv1.VolumeInfo) error {
 				fmt.Fprintf(w, "volume %q: primary %s, epoch %d\n", info.GetName(), orDash(info.GetPrimary()), info.GetEpoch())
 				return writeVolumeSummary(w, info)
 			})
