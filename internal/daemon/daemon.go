@@ -63,9 +63,6 @@ type Daemon struct {
 	unixSrv *grpc.Server
 	health  *health.Server
 
-	warnMu         sync.Mutex
-	warnedSettings string // the bad cluster settings last logged (settingsOf)
-
 	mu       sync.Mutex // guards the fields below and serialises create/join
 	id       *identity
 	tls      *tlsMaterial

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/settings"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -32,11 +33,11 @@ func (d *Daemon) newState() *state.State {
 		Now:    time.Now,
 		Config: d.cfg,
 		Cluster: func() (state.Cluster, bool) {
-			id, m, _ := d.cluster()
-			if id == nil || m == nil {
+			id, m, t := d.cluster()
+			if id == nil || m == nil || t == nil {
 				return state.Cluster{}, false
 			}
-			return state.Cluster{Name: id.ClusterName, ID: id.ClusterID, ClientTLS: d.clientTLS}, true
+			return state.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: t.caCert, ClientTLS: d.clientTLS}, true
 		},
 		Shards: func() *consensus.Volumes {
 			_, m, _ := d.cluster()
@@ -45,8 +46,9 @@ func (d *Daemon) newState() *state.State {
 			}
 			return consensus.NewVolumes(m.Host(), d.cfg.NodeName)
 		},
-		Events: d.recordEvent,
-		Fence:  &state.SelfFence{},
+		Events:   d.recordEvent,
+		Fence:    &state.SelfFence{},
+		Settings: settings.NewInForce(d.log),
 	}
 }
 

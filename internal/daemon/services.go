@@ -116,23 +116,9 @@ func (s *clusterService) GetConfig(ctx context.Context, req *tandemv1.GetConfigR
 	return out, nil
 }
 
-// settingsOf is the cluster configuration the daemon acts on: the known
-// settings with valid values. Anything else (an unknown key or a bad value
-// stored by an older version) reads as its default and is logged, once
-// per distinct problem.
-func (d *Daemon) settingsOf(cfg map[string]string) map[string]string {
-	valid, err := settings.Valid(cfg)
-	if err != nil {
-		d.warnMu.Lock()
-		warn := d.warnedSettings != err.Error()
-		d.warnedSettings = err.Error()
-		d.warnMu.Unlock()
-		if warn {
-			d.log.Warn("ignoring bad cluster settings, their defaults are in force; fix them with 'tandem cluster config set'", "err", err)
-		}
-	}
-	return valid
-}
+// settingsOf is the cluster configuration the daemon acts on (see
+// settings.InForce).
+func (d *Daemon) settingsOf(cfg map[string]string) map[string]string { return d.st.Settings.Of(cfg) }
 
 // settingsProto lists every known setting with the value in force. A
 // stored value that does not parse shows as the default, not set.

@@ -21,6 +21,9 @@ import (
 // fakeMeta is the metadata client: a state and a Raft membership in memory,
 // with a journal of the calls that change them.
 type fakeMeta struct {
+	// The methods membership does not call are left to the nil interface:
+	// calling one panics, which a test would show.
+	state.Meta
 	mu      sync.Mutex
 	ms      *consensus.MetaState
 	mem     consensus.Membership

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/settings"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -50,6 +51,9 @@ type State struct {
 	// effort: a failure is logged, never returned, since an event must not
 	// fail the operation it reports.
 	Events func(ctx context.Context, e consensus.Event)
+	// Settings turns the stored cluster configuration into the settings in
+	// force (unknown keys and bad values read as defaults, logged once).
+	Settings *settings.InForce
 	// Fence is this node's self-fence flag. HA recovery sets it when the
 	// node lost quorum for longer than its lease; the volume and VM
 	// subsystems read it and refuse to serve or start anything meanwhile.
@@ -59,6 +63,8 @@ type State struct {
 // Cluster is the cluster a node belongs to, as subsystems need it.
 type Cluster struct {
 	Name, ID string
+	// CACert is the cluster CA's certificate (PEM).
+	CACert []byte
 	// ClientTLS is the node's mutual-TLS client identity for dialing
 	// peers outside gRPC (the replication port).
 	ClientTLS func() (*tls.Config, error)
@@ -134,6 +140,16 @@ type Meta interface {
 	AddVoter(ctx context.Context, replicaID uint64, raftAddr string) error
 	// RemoveReplica removes a replica from the metadata shard for good.
 	RemoveReplica(ctx context.Context, replicaID uint64) error
+	// CheckQuorum returns nil when a majority of the shard's voters
+	// answers within ctx, else consensus.ErrNoQuorum.
+	CheckQuorum(ctx context.Context) error
+	// Leader is the shard's leader as this replica knows it.
+	Leader() (replicaID, term uint64, ok bool)
+	// AddToken records a join token.
+	AddToken(ctx context.Context, t consensus.TokenRecord) error
+	// SetConfigResult stores cluster settings (an empty value deletes a
+	// key) and returns the whole configuration after the change.
+	SetConfigResult(ctx context.Context, kv map[string]string) (map[string]string, error)
 }
 
 // MetaOf adapts the consensus metadata client; nil stays nil.
@@ -161,3 +177,9 @@ func (m meta) AddVoter(ctx context.Context, replicaID uint64, raftAddr string) e
 func (m meta) RemoveReplica(ctx context.Context, replicaID uint64) error {
 	return m.Host().RemoveReplica(ctx, consensus.MetaShardID, replicaID)
 }
+
+func (m meta) CheckQuorum(ctx context.Context) error {
+	return m.Host().CheckQuorum(ctx, consensus.MetaShardID)
+}
+
+func (m meta) Leader() (uint64, uint64, bool) { return m.Host().Leader(consensus.MetaShardID) }
