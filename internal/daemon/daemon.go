@@ -28,6 +28,7 @@ import (
 
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/cluster"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/pki"
@@ -48,6 +49,7 @@ type Daemon struct {
 	// members is cluster membership, the first of them.
 	st      *state.State
 	members *membership.Manager
+	clus    *cluster.Manager
 
 	// Listeners are bound at startup so port conflicts fail fast, even
 	// before the node belongs to a cluster and can serve TLS on them.
@@ -104,6 +106,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	d.id = id
 	d.st = d.newState()
 	d.members = d.newMembers()
+	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout()})
 	if err := d.bind(); err != nil {
 		d.closeListeners()
 		return nil, err
@@ -408,6 +411,17 @@ func (d *Daemon) registerAdmin(s *grpc.Server) {
 	tandemv1.RegisterHAServer(s, &haService{d: d})
 	healthpb.RegisterHealthServer(s, d.health)
 	reflection.Register(s)
+}
+
+// probe pings members for the node table (cluster.Config.Probe).
+func (d *Daemon) probe(ctx context.Context, addrs []string, timeout time.Duration) map[string]cluster.Probe {
+	d.mu.Lock()
+	peers := d.peers
+	d.mu.Unlock()
+	if peers == nil {
+		return nil
+	}
+	return peers.probe(ctx, d.cfg.NodeName, addrs, timeout)
 }
 
 // volumes returns the volume manager (nil before Run).

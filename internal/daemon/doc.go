@@ -18,5 +18,6 @@
 //     share internal/state, never *Daemon. Cluster membership (create,
 //     join, admit, node removal, the expected-votes guard) lives in
 //     internal/membership; the daemon implements its Init (files, Raft
-//     host, servers) and keeps thin gRPC adapters.
+//     host, servers) and keeps thin gRPC adapters; cluster status,
+//     configuration and join tokens live in internal/cluster.
 package daemon

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/cluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -137,20 +138,8 @@ func (p *peerPool) close() {
 	}
 }
 
-// probeResult is what one Ping told us.
-type probeResult struct {
-	online bool
-	rtt    time.Duration
-	detail string
-	// version is the peer's tandemd version, from the same Ping so node
-	// list costs no extra round trip.
-	version string
-}
-
-// probe pings every address in parallel with a short deadline; status must
-// answer quickly even when half the cluster is gone.
-func (p *peerPool) probe(ctx context.Context, self string, addrs []string, timeout time.Duration) map[string]probeResult {
-	out := make(map[string]probeResult, len(addrs))
+func (p *peerPool) probe(ctx context.Context, self string, addrs []string, timeout time.Duration) map[string]cluster.Probe {
+	out := make(map[string]cluster.Probe, len(addrs))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, a := range addrs {
@@ -167,10 +156,10 @@ func (p *peerPool) probe(ctx context.Context, self string, addrs []string, timeo
 	return out
 }
 
-func (p *peerPool) ping(ctx context.Context, self, addr string, timeout time.Duration) probeResult {
+func (p *peerPool) ping(ctx context.Context, self, addr string, timeout time.Duration) cluster.Probe {
 	c, err := p.client(addr)
 	if err != nil {
-		return probeResult{detail: err.Error()}
+		return cluster.Probe{Detail: err.Error()}
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -179,7 +168,7 @@ func (p *peerPool) ping(ctx context.Context, self, addr string, timeout time.Dur
 	// reported offline at once instead of after the whole timeout.
 	resp, err := c.Ping(ctx, &tandemv1.PingRequest{From: self})
 	if err != nil {
-		return probeResult{detail: "no answer: " + grpcMessage(err)}
+		return cluster.Probe{Detail: "no answer: " + grpcMessage(err)}
 	}
-	return probeResult{online: true, rtt: time.Since(start), version: resp.GetVersion()}
+	return cluster.Probe{Online: true, RTT: time.Since(start), Version: resp.GetVersion()}
 }

@@ -1,0 +1,172 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/version"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Status is answered locally: when there is no quorum it says so and shows
+// the last state this node applied.
+func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
+	self := m.st.Node.Name
+	st := &tandemv1.ClusterStatus{AnsweredBy: self, Version: version.String()}
+	c, inCluster := m.st.Cluster()
+	meta := m.st.Meta()
+	if !inCluster || meta == nil {
+		st.Warnings = append(st.Warnings, "this node is not in a cluster yet")
+		return st
+	}
+	st.Initialized = true
+	st.ClusterName, st.ClusterId = c.Name, c.ID
+
+	qctx, cancel := context.WithTimeout(ctx, m.timeout)
+	quorumErr := meta.CheckQuorum(qctx)
+	cancel()
+	st.Quorate = quorumErr == nil
+
+	var ms *consensus.MetaState
+	var err error
+	if st.Quorate {
+		rctx, cancel := context.WithTimeout(ctx, m.timeout)
+		ms, err = meta.State(rctx)
+		cancel()
+	}
+	if ms == nil {
+		ms, err = meta.LocalState()
+	}
+	if err != nil {
+		// Dragonboat stops a replica once it applies its own removal.
+		st.Warnings = append(st.Warnings, fmt.Sprintf("this node's metadata replica is not running (%v): if it was removed from the cluster, stop tandemd, wipe %s and join again", err, m.st.Node.DataDir))
+		return st
+	}
+	st.AppliedIndex = ms.Applied
+	voters := map[uint64]bool{}
+	if st.Quorate {
+		mctx, cancel := context.WithTimeout(ctx, m.timeout)
+		if mem, err := meta.Membership(mctx); err == nil {
+			for r := range mem.Voters {
+				voters[r] = true
+			}
+			for r := range mem.Witnesses {
+				voters[r] = true
+			}
+		}
+		cancel()
+	}
+	if len(voters) == 0 {
+		if mem, err := meta.LocalMembership(); err == nil {
+			for r := range mem.Voters {
+				voters[r] = true
+			}
+		}
+	}
+	leaderID, term, hasLeader := meta.Leader()
+	st.Term = term
+	st.Nodes = m.NodeInfos(ctx, ms, voters, leaderID, hasLeader && st.Quorate)
+	for _, n := range st.Nodes {
+		if n.Leader {
+			st.Leader = n.Name
+		}
+		if n.Vote == tandemv1.Vote_VOTE_VOTER && n.State != consensus.NodeRemoved {
+			st.Voters++
+			if n.Health == tandemv1.Health_HEALTH_ONLINE {
+				st.VotesOnline++
+			}
+		}
+	}
+	st.Quorum = st.Voters/2 + 1
+	if !st.Quorate {
+		st.Warnings = append(st.Warnings, fmt.Sprintf("NOT QUORATE: %d of %d votes online, %d needed; changes are refused and this is %s's last known state", st.VotesOnline, st.Voters, st.Quorum, self))
+	}
+	st.Warnings = append(st.Warnings, membershipWarnings(self, m.st.Node.DataDir, ms, st.Nodes)...)
+	from := max(0, len(ms.Audit)-10)
+	for _, a := range ms.Audit[from:] {
+		st.Audit = append(st.Audit, &tandemv1.AuditEntry{At: timestamppb.New(a.At), Node: a.Node, Action: a.Action, Detail: a.Detail})
+	}
+	return st
+}
+
+// membershipWarnings names what an operator must do about membership: this
+// node was removed, or a node is stuck joining.
+func membershipWarnings(self, dataDir string, ms *consensus.MetaState, nodes []*tandemv1.NodeInfo) []string {
+	var out []string
+	// A removed node may never apply its own removal (it leaves the Raft
+	// group with it); its peers' refusals tell it too.
+	removed := false
+	if n, ok := ms.Nodes[self]; ok && n.State == consensus.NodeRemoved {
+		removed = true
+	}
+	for _, n := range nodes {
+		removed = removed || strings.Contains(n.HealthDetail, fmt.Sprintf("node %s was removed from the cluster", self))
+	}
+	if removed {
+		out = append(out, fmt.Sprintf("this node (%s) was removed from the cluster; stop tandemd, wipe %s and join again", self, dataDir))
+	}
+	for _, n := range nodes {
+		if n.State == consensus.NodeJoining {
+			out = append(out, fmt.Sprintf("node %s is still joining; if the join failed, remove it with 'tandem node remove %s' (with --force while it still answers)", n.Name, n.Name))
+		}
+	}
+	return out
+}
+
+// NodeInfos builds the node table, probing every other member.
+func (m *Manager) NodeInfos(ctx context.Context, ms *consensus.MetaState, voters map[uint64]bool, leaderID uint64, leaderKnown bool) []*tandemv1.NodeInfo {
+	self := m.st.Node.Name
+	var addrs []string
+	for _, n := range ms.Nodes {
+		if n.Name != self && n.State != consensus.NodeRemoved {
+			addrs = append(addrs, n.BackendAddr)
+		}
+	}
+	probes := m.probe(ctx, addrs, probeTimeout)
+	var out []*tandemv1.NodeInfo
+	for _, n := range ms.Nodes {
+		ni := &tandemv1.NodeInfo{
+			Name: n.Name, ReplicaId: n.ReplicaID, BackendAddr: n.BackendAddr, RaftAddr: n.RaftAddr, AdminAddr: n.AdminAddr,
+			State: n.State, JoinedAt: timestamppb.New(n.JoinedAt), Maintenance: n.Maintenance,
+			Leader: leaderKnown && n.ReplicaID == leaderID && n.State != consensus.NodeRemoved,
+		}
+		ni.Role = tandemv1.NodeRole_NODE_ROLE_DATA
+		if n.Role == "witness" {
+			ni.Role = tandemv1.NodeRole_NODE_ROLE_WITNESS
+		}
+		ni.Vote = tandemv1.Vote_VOTE_NON_VOTING
+		if voters[n.ReplicaID] || (len(voters) == 0 && n.Vote == "voter") {
+			ni.Vote = tandemv1.Vote_VOTE_VOTER
+		}
+		switch {
+		case n.State == consensus.NodeRemoved:
+			ni.Vote = tandemv1.Vote_VOTE_UNSPECIFIED
+			ni.Health = tandemv1.Health_HEALTH_UNKNOWN
+		case n.Name == self:
+			ni.Health = tandemv1.Health_HEALTH_ONLINE
+			ni.HealthDetail = "this node"
+			ni.Version = version.String()
+		default:
+			p, ok := probes[n.BackendAddr]
+			switch {
+			case !ok:
+				ni.Health = tandemv1.Health_HEALTH_UNKNOWN
+			case p.Online:
+				ni.Health = tandemv1.Health_HEALTH_ONLINE
+				ni.RttUs = p.RTT.Microseconds()
+				ni.Version = p.Version
+			default:
+				ni.Health = tandemv1.Health_HEALTH_OFFLINE
+				ni.HealthDetail = p.Detail
+			}
+		}
+		out = append(out, ni)
+	}
+	slices.SortFunc(out, func(a, b *tandemv1.NodeInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
