@@ -2,45 +2,10 @@ package daemon
 
 import (
 	"context"
-	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/tandemhci/tandem/consensus"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-// Audit answers from this node's applied metadata: the trail is for
-// reading after the fact, and a node without quorum still shows what it has.
 func (s *clusterService) Audit(_ context.Context, req *tandemv1.AuditRequest) (*tandemv1.AuditResponse, error) {
-	_, meta, _ := s.d.cluster()
-	if meta == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
-	}
-	ms, err := meta.LocalState()
-	if err != nil {
-		return nil, metaError(err)
-	}
-	return &tandemv1.AuditResponse{Entries: filterAudit(ms.Audit, req)}, nil
-}
-
-// filterAudit keeps the entries that match every filter given, oldest
-// first, and of those the newest limit.
-func filterAudit(trail []consensus.AuditEntry, req *tandemv1.AuditRequest) []*tandemv1.AuditEntry {
-	var out []*tandemv1.AuditEntry
-	for _, a := range trail {
-		switch {
-		case req.Node != "" && a.Node != req.Node:
-		case req.Action != "" && !strings.HasPrefix(a.Action, req.Action):
-		case req.Since != nil && a.At.Before(req.Since.AsTime()):
-		default:
-			out = append(out, &tandemv1.AuditEntry{At: timestamppb.New(a.At), Node: a.Node, Action: a.Action, Detail: a.Detail})
-		}
-	}
-	if n := int(req.Limit); n > 0 && len(out) > n {
-		out = out[len(out)-n:]
-	}
-	return out
+	return s.d.clus.Audit(req)
 }
