@@ -28,6 +28,7 @@ import (
 
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/api"
 	"github.com/tandemhci/tandem/internal/cluster"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/membership"
@@ -50,6 +51,7 @@ type Daemon struct {
 	st      *state.State
 	members *membership.Manager
 	clus    *cluster.Manager
+	auth    *api.Auth
 
 	// Listeners are bound at startup so port conflicts fail fast, even
 	// before the node belongs to a cluster and can serve TLS on them.
@@ -106,6 +108,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	d.id = id
 	d.st = d.newState()
 	d.members = d.newMembers()
+	d.auth = api.NewAuth(d.st, d.lay.adminFile("token"))
 	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout()})
 	if err := d.bind(); err != nil {
 		d.closeListeners()
@@ -225,7 +228,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
 	}
 	d.health = health.NewServer()
-	d.unixSrv = grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.ChainUnaryInterceptor(d.adminAuth(false)), grpc.ChainStreamInterceptor(d.adminStreamAuth(false)))
+	d.unixSrv = grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(false)), grpc.ChainStreamInterceptor(d.auth.AdminStream(false)))
 	d.registerAdmin(d.unixSrv)
 	go func() { d.serveErr <- serveErr("admin socket", d.unixSrv.Serve(d.unixLn)) }()
 
@@ -387,17 +390,17 @@ func (d *Daemon) startTLSServersLocked() error {
 	if err != nil {
 		return fmt.Errorf("server TLS: %w", err)
 	}
-	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.peerAuth()), grpc.ChainStreamInterceptor(d.peerStreamAuth()))
+	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.auth.PeerUnary()), grpc.ChainStreamInterceptor(d.auth.PeerStream()))
 	tandemv1.RegisterPeerServer(d.peerSrv, &peerService{d: d})
 	hp := health.NewServer()
 	healthpb.RegisterHealthServer(d.peerSrv, hp)
 	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
 
-	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vm.target, authorizeReplicationPeer)
+	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vm.target, api.ReplicationPeer)
 	replTLS := srvTLS.Clone()
 	go func() { d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replLn, replTLS))) }()
 
-	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS.Clone())), grpc.ChainUnaryInterceptor(d.adminAuth(true)), grpc.ChainStreamInterceptor(d.adminStreamAuth(true)))
+	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS.Clone())), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(true)), grpc.ChainStreamInterceptor(d.auth.AdminStream(true)))
 	d.registerAdmin(d.adminSrv)
 	go func() { d.serveErr <- serveErr("admin", d.adminSrv.Serve(d.adminLn)) }()
 	return nil

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
@@ -205,16 +204,5 @@ func TestNewRefusesRenameAndCorruptIdentity(t *testing.T) {
 	_, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if !errors.As(err, &se) || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt identity: %v", err)
-	}
-}
-
-func TestBearer(t *testing.T) {
-	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer  tok "))
-	if got := bearer(ctx); got != "tok" {
-		t.Fatalf("bearer = %q", got)
-	}
-	ctx = metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Basic x"))
-	if got := bearer(ctx); got != "" {
-		t.Fatalf("basic auth taken as bearer: %q", got)
 	}
 }

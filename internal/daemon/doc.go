@@ -8,7 +8,7 @@
 //     they take as small interfaces and functions the daemon implements:
 //     replication gets its Authority and Fencer from the volume's Raft shard
 //     and its peer authentication (replication.Authorize) from internal/pki
-//     (authorizeReplicationPeer), so the data path carries no PKI, gRPC or
+//     (api.ReplicationPeer), so the data path carries no PKI, gRPC or
 //     Raft code;
 //   - every connection between nodes is mutual TLS with a node certificate
 //     of the cluster's CA (peer gRPC except Join, the Raft transport, the
@@ -19,5 +19,6 @@
 //     join, admit, node removal, the expected-votes guard) lives in
 //     internal/membership; the daemon implements its Init (files, Raft
 //     host, servers) and keeps thin gRPC adapters; cluster status,
-//     configuration and join tokens live in internal/cluster.
+//     configuration and join tokens live in internal/cluster, the
+//     servers' authentication in internal/api.
 package daemon

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/state"
 )
 
 const (
@@ -46,11 +47,11 @@ func peerCert(ctx context.Context) (name, ou string, ok bool) {
 	return pki.PeerIdentity(ti.State)
 }
 
-// authorizeReplicationPeer names the sender of a replication connection:
-// only a node certificate of this cluster's CA may replicate. It is the
+// ReplicationPeer names the sender of a replication connection: only a
+// node certificate of this cluster's CA may replicate. It is the
 // replication.Authorize the data path is given, so that replication needs
 // no PKI of its own.
-func authorizeReplicationPeer(state tls.ConnectionState) (string, error) {
+func ReplicationPeer(state tls.ConnectionState) (string, error) {
 	name, ou, ok := pki.PeerIdentity(state)
 	if !ok || ou != pki.OUNode {
 		return "", errors.New("peer presented no node certificate from this cluster")
@@ -58,30 +59,42 @@ func authorizeReplicationPeer(state tls.ConnectionState) (string, error) {
 	return name, nil
 }
 
-// adminAuth guards the admin API. Over TCP the client must present a
+// Auth guards the admin and peer gRPC servers.
+type Auth struct {
+	st *state.State
+	// tokenFile holds the admin token this node was handed when it joined.
+	tokenFile string
+}
+
+// NewAuth returns the guard of this node's servers; tokenFile is where the
+// node keeps the admin token it was handed at create or join.
+func NewAuth(st *state.State, tokenFile string) *Auth { return &Auth{st: st, tokenFile: tokenFile} }
+
+// AdminUnary guards the admin API. Over TCP the client must present a
 // certificate from the cluster CA and a bearer token. Over the root-only unix
 // socket the token alone suffices, and an uninitialised node accepts create,
 // join and status without one, since no token exists yet.
-func (d *Daemon) adminAuth(tcp bool) grpc.UnaryServerInterceptor {
+func (a *Auth) AdminUnary(tcp bool) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if err := d.authorizeAdmin(ctx, info.FullMethod, tcp); err != nil {
-			d.log.Warn("admin call refused", "method", info.FullMethod, "err", status.Convert(err).Message(), "tcp", tcp)
+		if err := a.authorizeAdmin(ctx, info.FullMethod, tcp); err != nil {
+			a.st.Log.Warn("admin call refused", "method", info.FullMethod, "err", status.Convert(err).Message(), "tcp", tcp)
 			return nil, err
 		}
 		return h(ctx, req)
 	}
 }
 
-func (d *Daemon) adminStreamAuth(tcp bool) grpc.StreamServerInterceptor {
+// AdminStream guards the admin API's streams.
+func (a *Auth) AdminStream(tcp bool) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		if err := d.authorizeAdmin(ss.Context(), info.FullMethod, tcp); err != nil {
+		if err := a.authorizeAdmin(ss.Context(), info.FullMethod, tcp); err != nil {
 			return err
 		}
 		return h(srv, ss)
 	}
 }
 
-func (d *Daemon) authorizeAdmin(ctx context.Context, method string, tcp bool) error {
+func (a *Auth) authorizeAdmin(ctx context.Context, method string, tcp bool) error {
 	if tcp {
 		if _, ou, ok := peerCert(ctx); !ok || (ou != pki.OUAdmin && ou != pki.OUNode) {
 			return status.Error(codes.Unauthenticated, "a client certificate from this cluster's CA is required")
@@ -90,8 +103,9 @@ func (d *Daemon) authorizeAdmin(ctx context.Context, method string, tcp bool) er
 	if unauthenticatedOK(method) {
 		return nil
 	}
-	id, meta, _ := d.cluster()
-	if id == nil {
+	_, inCluster := a.st.Cluster()
+	meta := a.st.Meta()
+	if !inCluster || meta == nil {
 		if !tcp && (method == methodCreate || method == methodJoin || method == methodStatus) {
 			return nil
 		}
@@ -110,7 +124,7 @@ func (d *Daemon) authorizeAdmin(ctx context.Context, method string, tcp bool) er
 	}
 	// A node that just joined may not have applied the token's record yet;
 	// the token it was handed at join is on disk.
-	if local, err := os.ReadFile(d.lay.adminFile("token")); err == nil {
+	if local, err := os.ReadFile(a.tokenFile); err == nil {
 		if lv, err := pki.AdminTokenVerifier(strings.TrimSpace(string(local))); err == nil && pki.ConstantTimeEqual(lv, v) {
 			return nil
 		}
@@ -128,13 +142,13 @@ func bearer(ctx context.Context) string {
 	return ""
 }
 
-// peerAuth guards the backend API: nodes only, by certificate. Join is the
+// PeerUnary guards the backend API: nodes only, by certificate. Join is the
 // exception: the joiner has no certificate yet and proves itself with its
 // one-time token instead.
-func (d *Daemon) peerAuth() grpc.UnaryServerInterceptor {
+func (a *Auth) PeerUnary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if info.FullMethod != methodPeerJoin && !unauthenticatedOK(info.FullMethod) {
-			if err := d.authorizePeer(ctx); err != nil {
+			if err := a.authorizePeer(ctx); err != nil {
 				return nil, err
 			}
 		}
@@ -142,10 +156,11 @@ func (d *Daemon) peerAuth() grpc.UnaryServerInterceptor {
 	}
 }
 
-func (d *Daemon) peerStreamAuth() grpc.StreamServerInterceptor {
+// PeerStream guards the backend API's streams.
+func (a *Auth) PeerStream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		if !unauthenticatedOK(info.FullMethod) {
-			if err := d.authorizePeer(ss.Context()); err != nil {
+			if err := a.authorizePeer(ss.Context()); err != nil {
 				return err
 			}
 		}
@@ -153,13 +168,13 @@ func (d *Daemon) peerStreamAuth() grpc.StreamServerInterceptor {
 	}
 }
 
-func (d *Daemon) authorizePeer(ctx context.Context) error {
+func (a *Auth) authorizePeer(ctx context.Context) error {
 	name, ou, ok := peerCert(ctx)
 	if !ok || ou != pki.OUNode {
 		return status.Error(codes.Unauthenticated, "backend calls need a node certificate from this cluster's CA")
 	}
 	// A removed node keeps a valid certificate; its name is what revokes it.
-	if _, meta, _ := d.cluster(); meta != nil {
+	if meta := a.st.Meta(); meta != nil {
 		if st, err := meta.LocalState(); err == nil {
 			if n, ok := st.Nodes[name]; ok && n.State == consensus.NodeRemoved {
 				return status.Errorf(codes.PermissionDenied, "node %s was removed from the cluster; wipe its data directory and join again", name)
