@@ -68,9 +68,14 @@ func rules() []rule {
 			why:  "mechanisms the daemon drives",
 		},
 		{
-			pkgs: []string{mod + "/internal/state", mod + "/internal/membership", mod + "/internal/apierr", mod + "/internal/cluster", mod + "/internal/api"},
+			pkgs: []string{mod + "/internal/state", mod + "/internal/membership", mod + "/internal/apierr", mod + "/internal/cluster"},
 			deny: []string{mod + "/internal/daemon", mod + "/compute", libvirt},
 			why:  "subsystems share state.State, never the daemon, and run no VMs",
+		},
+		{
+			pkgs: []string{mod + "/internal/api"},
+			deny: []string{mod + "/internal/daemon"},
+			why:  "the API layer serves the subsystems; only the wiring builds the daemon",
 		},
 		{
 			pkgs: []string{mod + "/internal/units", mod + "/internal/settings"},
