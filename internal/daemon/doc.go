@@ -18,5 +18,7 @@
 //     share internal/state, never *Daemon. Cluster membership (create,
 //     join, admit, node removal, the expected-votes guard) lives in
 //     internal/membership; the daemon implements its Init (files, Raft
-//     host, servers) and keeps thin gRPC adapters.
+//     host, servers) and keeps thin gRPC adapters. The VM manager (libvirt,
+//     crash restarts, VM placement, migration, node maintenance) lives in
+//     internal/vmm; vmmdeps.go adapts the volume subsystem to it.
 package daemon

@@ -73,6 +73,11 @@ func rules() []rule {
 			why:  "subsystems share state.State, never the daemon, and run no VMs",
 		},
 		{
+			pkgs: []string{mod + "/internal/vmm"},
+			deny: []string{mod + "/internal/daemon"},
+			why:  "the VM manager shares state.State, never the daemon",
+		},
+		{
 			pkgs: []string{mod + "/internal/units", mod + "/internal/settings"},
 			deny: []string{grpc, dragonboat},
 			why:  "descriptions of values",
