@@ -63,7 +63,9 @@ func (f *fakeMeta) Membership(context.Context) (consensus.Membership, error) {
 	return consensus.Membership{Voters: map[uint64]string{1: "a", 2: "b", 3: "c"}}, nil
 }
 
-func (f *fakeMeta) LocalMembership() (consensus.Membership, error) { return f.Membership(context.Background()) }
+func (f *fakeMeta) LocalMembership() (consensus.Membership, error) {
+	return f.Membership(context.Background())
+}
 
 func (f *fakeMeta) Leader() (uint64, uint64, bool) { return 2, 7, true }
 

@@ -34,6 +34,7 @@ import (
 	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/state"
+	"github.com/tandemhci/tandem/internal/vmm"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 	"github.com/tandemhci/tandem/replication"
 )
@@ -58,11 +59,11 @@ type Daemon struct {
 	unixLn, peerLn, adminLn, metricsLn net.Listener
 	replLn, nbdLn, nbdUnixLn           net.Listener
 
-	runCtx  context.Context
-	vm      *volumeManager
-	compute *computeManager
-	ha      *haManager
-	nbdSrv  *nbd.Server
+	runCtx context.Context
+	vm     *volumeManager
+	vms    *vmm.Manager
+	ha     *haManager
+	nbdSrv *nbd.Server
 
 	unixSrv *grpc.Server
 	health  *health.Server
@@ -221,7 +222,7 @@ func (d *Daemon) closeListeners() {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.runCtx = ctx
 	d.vm = newVolumeManager(ctx, d)
-	d.compute = newComputeManager(d)
+	d.vms = d.newVMs(ctx)
 	d.ha = newHAManager(d)
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vm.export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
@@ -259,6 +260,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	go d.vms.Run(ctx)
 	go d.ha.run(ctx)
 	go d.vm.sweepDeleted(ctx)
 
@@ -302,8 +304,8 @@ func (d *Daemon) shutdown(httpSrv *http.Server) {
 	if d.nbdSrv != nil {
 		d.nbdSrv.Close()
 	}
-	if d.compute != nil {
-		d.compute.close()
+	if d.vms != nil {
+		d.vms.Close()
 	}
 	if d.vm != nil {
 		d.vm.closeAll()
@@ -455,6 +457,19 @@ func (d *Daemon) cluster() (*identity, *consensus.Meta, *tlsMaterial) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.id, d.meta, d.tls
+}
+
+// metaLocal is this node's copy of the metadata (no quorum needed).
+func (d *Daemon) metaLocal() (*consensus.MetaState, error) {
+	_, meta, _ := d.cluster()
+	if meta == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
+	}
+	ms, err := meta.LocalState()
+	if err != nil {
+		return nil, metaError(err)
+	}
+	return ms, nil
 }
 
 // clientTLS is the node's client identity for dialing peers.

@@ -20,5 +20,7 @@
 //     internal/membership; the daemon implements its Init (files, Raft
 //     host, servers) and keeps thin gRPC adapters; cluster status,
 //     configuration and join tokens live in internal/cluster, the
-//     servers' authentication in internal/api.
+//     servers' authentication in internal/api. The VM manager (libvirt,
+//     crash restarts, VM placement, migration, node maintenance) lives in
+//     internal/vmm; vmmdeps.go adapts the volume subsystem to it.
 package daemon

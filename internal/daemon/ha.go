@@ -19,6 +19,7 @@ import (
 	"github.com/tandemhci/tandem/fencing"
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/placement"
+	"github.com/tandemhci/tandem/internal/vmm"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -29,9 +30,9 @@ type haManager struct {
 	d   *Daemon
 	log *slog.Logger
 
-	mu         sync.Mutex
-	timing     ha.Timing
-	lease      *ha.Lease
+	mu     sync.Mutex
+	timing ha.Timing
+	lease  *ha.Lease
 	// selfFenced mirrors d.st.Fence under mu, so the lease checks and
 	// selfFence decide on one consistent view.
 	selfFenced bool
@@ -58,7 +59,6 @@ func (h *haManager) frozen() bool { return h != nil && h.d.st.Fence.Fenced() }
 
 func (h *haManager) run(ctx context.Context) {
 	go h.watchLease(ctx)
-	go h.d.compute.run(ctx)
 	if path := h.d.cfg.Watchdog; path != "off" {
 		if path == "" {
 			path = DefaultWatchdog
@@ -210,7 +210,7 @@ func (h *haManager) selfFence(ctx context.Context) {
 	if h.d.cfg.ComputeEnabled() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if drv, err := h.d.compute.driver(dctx); err == nil {
+		if drv, err := h.d.vms.Driver(dctx); err == nil {
 			names, _ := drv.Running(dctx)
 			for _, n := range names {
 				if err := drv.Destroy(dctx, n); err != nil {
@@ -256,7 +256,7 @@ func (h *haManager) nothingToFence(ctx context.Context) bool {
 	}
 	dctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	drv, err := h.d.compute.driver(dctx)
+	drv, err := h.d.vms.Driver(dctx)
 	if err != nil {
 		return false
 	}
@@ -453,7 +453,7 @@ func (h *haManager) recover(ctx context.Context, node string, term uint64) {
 			return nil
 		}
 		var out []*consensus.VMRecord
-		pc := placementCluster(ms, nil, nil)
+		pc := vmm.PlacementCluster(ms, nil, nil)
 		for _, v := range placement.RecoveryOrder(&pc, node) {
 			out = append(out, ms.VMs[v.Name])
 		}
@@ -530,7 +530,6 @@ func (h *haManager) recover(ctx context.Context, node string, term uint64) {
 	h.event(ctx, consensus.Event{Kind: "fence-result", Node: node, Detail: fmt.Sprintf("confirmed by %s: %s", confirmed.Agent, confirmed.Detail)})
 
 	// 2-3. Promote and restart, one VM at a time in priority order.
-	vs := &vmService{d: h.d}
 	for _, v := range vmsOf() {
 		var lastErr error
 		for attempt := 1; attempt <= 3; attempt++ {
@@ -539,7 +538,7 @@ func (h *haManager) recover(ctx context.Context, node string, term uint64) {
 			}
 			setHA(v, consensus.HARecovery, fmt.Sprintf("node %s fenced by %s; restarting (attempt %d)", node, confirmed.Agent, attempt))
 			var target string
-			target, lastErr = h.restart(ctx, vs, v, node)
+			target, lastErr = h.restart(ctx, v, node)
 			if lastErr == nil {
 				setHA(v, consensus.HAStarted, fmt.Sprintf("recovered on %s after %s died", target, node))
 				h.event(ctx, consensus.Event{Kind: "vm-recovered", Node: target, VM: v.Name, Detail: fmt.Sprintf("restarted on %s (was on %s)", target, node)})
@@ -557,8 +556,8 @@ func (h *haManager) recover(ctx context.Context, node string, term uint64) {
 }
 
 // restart promotes v's volumes on the best node and starts v there.
-func (h *haManager) restart(ctx context.Context, vs *vmService, v *consensus.VMRecord, dead string) (string, error) {
-	ms, err := vs.volumes().catalog(ctx, true)
+func (h *haManager) restart(ctx context.Context, v *consensus.VMRecord, dead string) (string, error) {
+	ms, err := (&volumeService{d: h.d}).catalog(ctx, true)
 	if err != nil {
 		return "", err
 	}
@@ -566,20 +565,20 @@ func (h *haManager) restart(ctx context.Context, vs *vmService, v *consensus.VMR
 	if cur == nil || cur.Node != dead {
 		return "", fmt.Errorf("VM %s moved meanwhile", v.Name)
 	}
-	cv := vs.view(ctx, ms)
+	cv := h.d.vms.View(ctx, ms)
 	// One VM at a time on fresh state: the earlier restarts are in ms, as
 	// placement.Recover plans them.
-	p := placement.Place(&cv.pc, placementVM(cur), dead)
+	p := placement.Place(&cv.Placement, vmm.PlacementVM(cur), dead)
 	if p.Node == "" {
 		return "", status.Errorf(codes.FailedPrecondition, "no node can run %s safely: %s", v.Name, p.Why())
 	}
 	target := p.Node
 	for _, vol := range cur.Spec.Volumes {
-		info := cv.vols[vol]
+		info := cv.Volumes[vol]
 		if info != nil && info.Primary == target {
 			continue
 		}
-		if err := vs.onNode(ctx, ms, target, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+		if err := h.d.callNode(ctx, ms, target, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
 			_, err := c.VolumePromote(ctx, &tandemv1.PromoteVolumeRequest{Name: vol, Node: target})
 			return err
 		}); err != nil {
@@ -587,8 +586,8 @@ func (h *haManager) restart(ctx context.Context, vs *vmService, v *consensus.VMR
 		}
 		h.event(ctx, consensus.Event{Kind: "promotion", Node: target, VM: v.Name, Detail: fmt.Sprintf("volume %s promoted on %s", vol, target)})
 	}
-	if err := vs.onNode(ctx, ms, target, 60*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
-		_, err := c.VMStart(ctx, &tandemv1.PeerVMRequest{Vm: vmInfoOf(cur)})
+	if err := h.d.callNode(ctx, ms, target, 60*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+		_, err := c.VMStart(ctx, &tandemv1.PeerVMRequest{Vm: vmm.VMInfoOf(cur)})
 		return err
 	}); err != nil {
 		return "", err

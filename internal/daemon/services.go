@@ -14,7 +14,6 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-
 func grpcMessage(err error) string { return status.Convert(err).Message() }
 
 type clusterService struct {

@@ -83,7 +83,8 @@ func TestLeaseExpiryFencesOnlyWithSomethingToStop(t *testing.T) {
 			d.cfg.NodeName = "n1"
 			d.cfg.DataDir = t.TempDir()
 			d.cfg.Compute.LibvirtSocket = tc.socket(t.TempDir())
-			d.compute = newComputeManager(d)
+			d.st.Config, d.st.Log = d.cfg, log
+			d.vms = d.newVMs(t.Context())
 			h := newHAManager(d)
 			h.lease = ha.NewLease(h.timing, time.Now().Add(-time.Minute)) // long expired
 			h.selfFence(t.Context())

@@ -78,6 +78,11 @@ func rules() []rule {
 			why:  "the API layer serves the subsystems; only the wiring builds the daemon",
 		},
 		{
+			pkgs: []string{mod + "/internal/vmm"},
+			deny: []string{mod + "/internal/daemon"},
+			why:  "the VM manager shares state.State, never the daemon",
+		},
+		{
 			pkgs: []string{mod + "/internal/units", mod + "/internal/settings"},
 			deny: []string{grpc, dragonboat},
 			why:  "descriptions of values",

@@ -1,4 +1,4 @@
-package daemon
+package vmm
 
 import (
 	"context"
@@ -23,9 +23,8 @@ import (
 // first write (or the end of the migration) commits it as the single
 // primary; the source stays an UpToDate secondary. If the migration fails
 // the VM keeps running on the source and the window is closed.
-func (s *vmService) Migrate(req *tandemv1.MigrateVMRequest, stream tandemv1.VM_MigrateServer) error {
-	ctx := stream.Context()
-	ms, _, err := s.fresh(ctx)
+func (m *Manager) Migrate(ctx context.Context, req *tandemv1.MigrateVMRequest, send func(*tandemv1.MigrateProgress) error) error {
+	ms, _, err := m.fresh(ctx)
 	if err != nil {
 		return err
 	}
@@ -36,39 +35,41 @@ func (s *vmService) Migrate(req *tandemv1.MigrateVMRequest, stream tandemv1.VM_M
 	if v.Desired != consensus.VMStarted || v.Node == "" {
 		return status.Errorf(codes.FailedPrecondition, "VM %s is %s; only a running VM migrates (start it where you want it with --node)", v.Name, v.Desired)
 	}
-	info := s.live(ctx, ms, v, 3*time.Second)
+	info := m.live(ctx, ms, v, 3*time.Second)
 	if info.State != "running" {
 		return status.Errorf(codes.FailedPrecondition, "VM %s is %s on %s, not running", v.Name, info.State, v.Node)
 	}
-	cv := s.view(ctx, ms)
+	cv := m.View(ctx, ms)
 	to := req.To
 	switch {
 	case to == v.Node:
 		return status.Errorf(codes.InvalidArgument, "VM %s already runs on %s", v.Name, to)
 	case to == "":
-		p := placement.Place(&cv.pc, placementVM(v), v.Node)
+		p := placement.Place(&cv.Placement, PlacementVM(v), v.Node)
 		if p.Node == "" {
 			return status.Errorf(codes.FailedPrecondition, "no node can take VM %s: %s", v.Name, p.Why())
 		}
 		to = p.Node
 	default:
-		if r := placement.CanHost(&cv.pc, placementVM(v), to); r != "" {
+		if r := placement.CanHost(&cv.Placement, PlacementVM(v), to); r != "" {
 			return status.Errorf(codes.FailedPrecondition, "cannot migrate VM %s to %s: %s", v.Name, to, r)
 		}
 	}
-	return s.relayMigration(ctx, ms, v, to, req.MaxDowntimeMs, req.BandwidthMibps, stream.Send)
+	return m.relayMigration(ctx, ms, v, to, req.MaxDowntimeMs, req.BandwidthMibps, send)
 }
 
-func (s *vmService) relayMigration(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, to string, maxDowntimeMs uint32, bandwidth uint64, send func(*tandemv1.MigrateProgress) error) error {
+// relayMigration asks the VM's node to migrate it to to, and relays its
+// progress.
+func (m *Manager) relayMigration(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, to string, maxDowntimeMs uint32, bandwidth uint64, send func(*tandemv1.MigrateProgress) error) error {
 	n := ms.Nodes[v.Node]
 	if n == nil {
 		return status.Errorf(codes.NotFound, "node %s is not in the cluster", v.Node)
 	}
-	c, err := s.d.peerClient(n.BackendAddr)
+	c, err := m.st.Peer(n.BackendAddr)
 	if err != nil {
 		return err
 	}
-	in, err := c.VMMigrate(ctx, &tandemv1.PeerMigrateRequest{Vm: vmInfoOf(v), To: to, MaxDowntimeMs: maxDowntimeMs, BandwidthMibps: bandwidth})
+	in, err := c.VMMigrate(ctx, &tandemv1.PeerMigrateRequest{Vm: VMInfoOf(v), To: to, MaxDowntimeMs: maxDowntimeMs, BandwidthMibps: bandwidth})
 	if err != nil {
 		return err
 	}
@@ -86,28 +87,29 @@ func (s *vmService) relayMigration(ctx context.Context, ms *consensus.MetaState,
 	}
 }
 
-// VMMigrate runs on the source node.
-func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv1.Peer_VMMigrateServer) error {
-	ctx := stream.Context()
-	d := s.d
-	self := d.cfg.NodeName
+// VMMigrate runs on the source node: it opens the migration windows,
+// migrates the domain, hands the volumes over and records the VM's new
+// node. Progress goes to send; its errors are ignored (the migration does
+// not stop because the caller left).
+func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateRequest, sendFn func(*tandemv1.MigrateProgress) error) error {
+	self := m.self()
 	vm := req.Vm
 	if vm == nil || vm.Name == "" || req.To == "" || req.To == self {
 		return status.Error(codes.InvalidArgument, "a VM and another node are needed")
 	}
-	defer d.compute.markBusy(vm.Name)()
+	defer m.crash.markBusy(vm.Name)()
 	send := func(p *tandemv1.MigrateProgress) {
 		p.From, p.To = self, req.To
-		_ = stream.Send(p)
+		_ = sendFn(p)
 	}
-	drv, err := d.compute.driver(ctx)
+	drv, err := m.Driver(ctx)
 	if err != nil {
 		return computeErr(err)
 	}
 	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {
 		return status.Errorf(codes.FailedPrecondition, "VM %s is not running on %s", vm.Name, self)
 	}
-	ms, err := d.metaLocal()
+	ms, err := m.metaLocal()
 	if err != nil {
 		return err
 	}
@@ -115,7 +117,7 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	if tn == nil {
 		return status.Errorf(codes.NotFound, "node %s is not in the cluster", req.To)
 	}
-	tc, err := d.peerClient(tn.BackendAddr)
+	tc, err := m.st.Peer(tn.BackendAddr)
 	if err != nil {
 		return err
 	}
@@ -128,36 +130,39 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	if !target.Available {
 		return status.Errorf(codes.FailedPrecondition, "target %s cannot run VMs: %s", req.To, target.Reason)
 	}
-	vols := d.volumes()
-	if vols == nil {
-		return status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	type local struct {
+		name string
+		lv   LocalVolume
 	}
-	var nvs []*nodeVolume
+	var lvs []local
 	for _, name := range vm.Volumes {
-		nv := vols.get(name)
-		if nv == nil || nv.servingPrimary() == nil {
+		lv, err := m.vols.Local(name)
+		if err != nil {
+			return err
+		}
+		if lv == nil || !lv.ServingPrimary() {
 			return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s", self, name)
 		}
-		nvs = append(nvs, nv)
+		lvs = append(lvs, local{name, lv})
 	}
 	closeWindows := func(reason string) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		for _, nv := range nvs {
-			if err := nv.endDual(cctx, reason); err != nil {
-				d.log.Error("cannot close the migration window", "volume", nv.entry.Name, "err", err)
+		for _, l := range lvs {
+			if err := l.lv.EndDual(cctx, reason); err != nil {
+				m.st.Log.Error("cannot close the migration window", "volume", l.name, "err", err)
 			}
 		}
 	}
 	// I5 steps 1-2: the shard refuses a target that is not UpToDate.
 	send(&tandemv1.MigrateProgress{Phase: "preparing", Message: "allowing " + req.To + " to open the volumes"})
-	for _, nv := range nvs {
-		if _, err := nv.allowDual(ctx, req.To); err != nil {
+	for _, l := range lvs {
+		if err := l.lv.AllowDual(ctx, req.To); err != nil {
 			closeWindows("migration refused")
-			return volumeOpError(fmt.Errorf("volume %s: %w", nv.entry.Name, err))
+			return err
 		}
 	}
-	dest := d.compute.domainSpec(vm, target.NbdSocket)
+	dest := m.domainSpec(vm, target.NbdSocket)
 	if target.NbdSocket != "" {
 		dest.SerialLog = consoleLogOn(target, vm.Name)
 	}
@@ -176,18 +181,21 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 		st, serr := drv.State(context.WithoutCancel(ctx), vm.Name)
 		if serr == nil && (st == compute.StateRunning || st == compute.StatePaused) {
 			closeWindows("migration failed")
-			d.log.Warn("migration failed; the VM keeps running here", "vm", vm.Name, "to", req.To, "err", merr)
+			m.st.Log.Warn("migration failed; the VM keeps running here", "vm", vm.Name, "to", req.To, "err", merr)
 			return status.Errorf(codes.Aborted, "live migration failed, VM %s keeps running on %s: %v", vm.Name, self, merr)
 		}
-		d.log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
+		m.st.Log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
 	}
 	send(&tandemv1.MigrateProgress{Phase: "handover", Message: "committing " + req.To + " as primary"})
-	for _, nv := range nvs {
-		if _, err := nv.handover(context.WithoutCancel(ctx), req.To); err != nil {
-			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, nv.entry.Name, err)
+	for _, l := range lvs {
+		if err := l.lv.Handover(context.WithoutCancel(ctx), req.To); err != nil {
+			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, l.name, err)
 		}
 	}
-	_, meta, _ := d.cluster()
+	meta, err := m.meta()
+	if err != nil {
+		return status.Errorf(codes.Internal, "VM %s runs on %s but recording it failed: %v", vm.Name, req.To, err)
+	}
 	rec, err := meta.UpdateVM(context.WithoutCancel(ctx), consensus.VMUpdate{Name: vm.Name, Node: req.To, IfNode: self, Reason: "live migration"})
 	if err != nil {
 		return status.Errorf(codes.Internal, "VM %s runs on %s but recording it failed: %v", vm.Name, req.To, err)
@@ -206,7 +214,7 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	if total == 0 {
 		total = time.Since(start)
 	}
-	out := vmInfoOf(rec)
+	out := VMInfoOf(rec)
 	out.State = "running"
 	send(&tandemv1.MigrateProgress{Phase: "done", DowntimeMs: uint32(res.Downtime / time.Millisecond), TotalMs: uint32(total / time.Millisecond), Vm: out,
 		Message: fmt.Sprintf("migrated in %s, downtime %s (%s)", total.Round(time.Millisecond), res.Downtime, res.StatsFrom)})
@@ -214,17 +222,17 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 }
 
 // VMMigrationStats runs on the destination after a migration.
-func (s *peerService) VMMigrationStats(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.MigrateProgress, error) {
-	if req.Vm == nil || req.Vm.Name == "" {
+func (m *Manager) VMMigrationStats(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.MigrateProgress, error) {
+	if vm == nil || vm.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, "no VM given")
 	}
-	drv, err := s.d.compute.driver(ctx)
+	drv, err := m.Driver(ctx)
 	if err != nil {
 		return nil, computeErr(err)
 	}
-	r, ok := drv.IncomingMigrationStats(ctx, req.Vm.Name)
+	r, ok := drv.IncomingMigrationStats(ctx, vm.Name)
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no completed migration statistics for %s on %s", req.Vm.Name, s.d.cfg.NodeName)
+		return nil, status.Errorf(codes.NotFound, "no completed migration statistics for %s on %s", vm.Name, m.self())
 	}
 	return &tandemv1.MigrateProgress{Phase: "done", TotalMs: uint32(r.Total / time.Millisecond), DowntimeMs: uint32(r.Downtime / time.Millisecond)}, nil
 }

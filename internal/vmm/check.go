@@ -1,4 +1,4 @@
-package daemon
+package vmm
 
 import (
 	"context"
@@ -47,7 +47,7 @@ func checkMACs(ms *consensus.MetaState, nics []*tandemv1.VMNic) error {
 // member) whether they have its kernel, initrd and bridges and enough
 // memory. It refuses a VM no node could start; a VM only some nodes could
 // start is created with a warning naming the others.
-func (s *vmService) checkSpec(ctx context.Context, ms *consensus.MetaState, req *tandemv1.CreateVMRequest) (string, error) {
+func (m *Manager) checkSpec(ctx context.Context, ms *consensus.MetaState, req *tandemv1.CreateVMRequest) (string, error) {
 	ask := &tandemv1.ComputeInfoRequest{}
 	for _, p := range []string{req.Kernel, req.Initrd} {
 		if p != "" {
@@ -72,7 +72,7 @@ func (s *vmService) checkSpec(ctx context.Context, ms *consensus.MetaState, req 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = s.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_ = m.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
 				st, err := c.ComputeInfo(ctx, ask)
 				if err == nil {
 					mu.Lock()

@@ -1,0 +1,75 @@
+package vmm
+
+import (
+	"testing"
+	"time"
+)
+
+// TestCrashRestartDecisions walks one VM through the restart policy: it
+// is restarted after restartAfter checks in a row find it down, at most
+// restartLimit times per restartWindow, the give-up said once.
+func TestCrashRestartDecisions(t *testing.T) {
+	ct := newCrashTracker()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	step := func(down bool, want crashVerdict) {
+		t.Helper()
+		now = now.Add(time.Second)
+		if got, _ := ct.check("web", down, now); got != want {
+			t.Fatalf("at %s, down=%v: verdict %d, want %d", now.Format(time.TimeOnly), down, got, want)
+		}
+		if want == crashRestart {
+			if !ct.isBusy("web") {
+				t.Fatal("a VM being restarted must be busy")
+			}
+			ct.restarted("web")
+		}
+	}
+	step(true, crashWait)
+	step(false, crashWait) // up again: the count starts over
+	step(true, crashWait)
+	step(true, crashRestart)
+	for range restartLimit - 1 {
+		step(true, crashWait)
+		step(true, crashRestart)
+	}
+	step(true, crashWait)
+	step(true, crashGiveUp)
+	step(true, crashGivenUp)
+	step(true, crashGivenUp)
+	if ct.isBusy("web") {
+		t.Fatal("busy left set after the restarts")
+	}
+	// Once the first restarts leave the window, it is restarted again.
+	now = now.Add(restartWindow)
+	step(true, crashRestart)
+}
+
+// TestCrashRestartSparesBusyVMs: a VM with a local operation under way is
+// never restarted, and its down count starts over when it ends.
+func TestCrashRestartSparesBusyVMs(t *testing.T) {
+	ct := newCrashTracker()
+	now := time.Now()
+	if v, _ := ct.check("web", true, now); v != crashWait {
+		t.Fatalf("first down check: %d", v)
+	}
+	done := ct.markBusy("web")
+	for range 5 {
+		if v, _ := ct.check("web", true, now); v != crashWait {
+			t.Fatalf("busy VM: verdict %d, want wait", v)
+		}
+	}
+	done()
+	if ct.isBusy("web") {
+		t.Fatal("still busy after done")
+	}
+	if v, _ := ct.check("web", true, now); v != crashWait {
+		t.Fatalf("first check after the operation: %d, want wait (count reset)", v)
+	}
+	if v, _ := ct.check("web", true, now); v != crashRestart {
+		t.Fatalf("second check: %d, want restart", v)
+	}
+	// Another VM is tracked on its own.
+	if v, _ := ct.check("db", true, now); v != crashWait {
+		t.Fatalf("db: %d", v)
+	}
+}

@@ -1,0 +1,31 @@
+// Package vmm is the VM manager: it runs this node's VMs through libvirt
+// (define, start, stop, undefine, the console log, live migration as the
+// source) and decides for the cluster where VMs go (create with its disks,
+// start with placement and N+1 admission, stop, delete, migrate, node
+// maintenance with evacuation and failback). Its run loop resumes VMs QEMU
+// paused on an I/O error and restarts VMs that stopped on their own.
+//
+// Owner: the compute maintainers. internal/daemon wires it: it builds one
+// Manager from the node's state.State and its volume subsystem (Volumes),
+// starts Run, and serves the admin VM API, the peer VM calls and node
+// maintenance as thin gRPC adapters over the Manager. HA recovery uses
+// Driver, View, PlacementVM and VMInfoOf.
+//
+// Invariants:
+//   - it holds no *daemon.Daemon and does not import internal/daemon; what
+//     it needs of the volume subsystem is the Volumes interface;
+//   - a VM runs only where its volumes' primary is (co-location, docs/
+//     design.md I5): a start first makes the chosen node primary of every
+//     volume, and the node refuses to start a VM unless it serves every
+//     volume as primary; the run loop resumes or restarts a VM only then;
+//   - a self-fenced node (state.Fence) starts, resumes and restarts no VM;
+//   - decisions are made on fresh metadata (quorum first), so a mutation
+//     without quorum changes nothing; the desired state is recorded before
+//     a stop, so HA never restarts a VM being stopped;
+//   - a VM with a local operation under way (start, stop, migrate) is never
+//     restarted behind its back, and a VM that keeps stopping is restarted
+//     at most restartLimit times per restartWindow;
+//   - a create checks its spec (name, sizes, MACs, existing volumes, what
+//     the nodes can run) before it creates any volume, and removes the
+//     volumes it created when it fails later.
+package vmm

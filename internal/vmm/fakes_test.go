@@ -1,0 +1,322 @@
+package vmm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// journal records the calls that change something, in order, across the
+// fakes of one world.
+type journal struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (j *journal) add(format string, args ...any) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.calls = append(j.calls, fmt.Sprintf(format, args...))
+}
+
+func (j *journal) list() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]string(nil), j.calls...)
+}
+
+func (j *journal) count(prefix string) int {
+	n := 0
+	for _, c := range j.list() {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// fakeVolumes is the volume subsystem: the catalog is the world's state;
+// creates fail for the names in failCreate.
+type fakeVolumes struct {
+	w          *world
+	failCreate map[string]error
+	place      []string // what Place answers
+	placeErr   map[int]error
+	show       map[string]*tandemv1.VolumeInfo
+	local      map[string]*fakeLocal
+	localErr   error
+}
+
+func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaState, error) {
+	if fresh && !f.w.quorate {
+		return nil, status.Error(codes.FailedPrecondition, "no quorum")
+	}
+	return f.w.ms, nil
+}
+
+func (f *fakeVolumes) Create(_ context.Context, req *tandemv1.CreateVolumeRequest) error {
+	f.w.j.add("volume create %s %v", req.Name, req.Nodes)
+	if err := f.failCreate[req.Name]; err != nil {
+		return err
+	}
+	f.w.ms.Volumes[req.Name] = &consensus.VolumeEntry{Name: req.Name, Size: req.SizeBytes}
+	return nil
+}
+
+func (f *fakeVolumes) Delete(_ context.Context, name string) error {
+	f.w.j.add("volume delete %s", name)
+	delete(f.w.ms.Volumes, name)
+	return nil
+}
+
+func (f *fakeVolumes) Place(_ context.Context, _ *consensus.MetaState, _ int64, replicas int) ([]string, error) {
+	if err := f.placeErr[replicas]; err != nil {
+		return nil, err
+	}
+	return f.place[:min(replicas, len(f.place))], nil
+}
+
+func (f *fakeVolumes) Show(_ context.Context, name string, _ time.Duration) (*tandemv1.VolumeInfo, error) {
+	if v, ok := f.show[name]; ok {
+		return v, nil
+	}
+	return nil, status.Error(codes.Unavailable, "no replica answered")
+}
+
+func (f *fakeVolumes) Local(name string) (LocalVolume, error) {
+	if f.localErr != nil {
+		return nil, f.localErr
+	}
+	if l, ok := f.local[name]; ok {
+		return l, nil
+	}
+	return nil, nil
+}
+
+func (f *fakeVolumes) NBDSocket() string { return "/data/nbd.sock" }
+
+// fakeLocal is a local replica; it becomes primary after becomeAfter
+// reconciles (never when negative).
+type fakeLocal struct {
+	mu          sync.Mutex
+	serving     bool
+	becomeAfter int
+	rec         *consensus.VolumeRecord
+}
+
+func (l *fakeLocal) ServingPrimary() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.serving
+}
+
+func (l *fakeLocal) Reconcile() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.becomeAfter < 0 {
+		return
+	}
+	if l.becomeAfter--; l.becomeAfter <= 0 {
+		l.serving = true
+	}
+}
+
+func (l *fakeLocal) Record() *consensus.VolumeRecord         { return l.rec }
+func (l *fakeLocal) AllowDual(context.Context, string) error { return nil }
+func (l *fakeLocal) EndDual(context.Context, string) error   { return nil }
+func (l *fakeLocal) Handover(context.Context, string) error  { return nil }
+
+// fakeMeta is the metadata client over the world's state.
+type fakeMeta struct {
+	w         *world
+	createErr error
+}
+
+func (f *fakeMeta) LocalState() (*consensus.MetaState, error) { return f.w.ms, nil }
+
+func (f *fakeMeta) CreateVM(_ context.Context, v consensus.VMRecord) (*consensus.VMRecord, error) {
+	f.w.j.add("meta create-vm %s %v", v.Name, v.Spec.Volumes)
+	if f.createErr != nil {
+		return nil, f.createErr
+	}
+	f.w.ms.VMs[v.Name] = &v
+	return &v, nil
+}
+
+func (f *fakeMeta) UpdateVM(_ context.Context, u consensus.VMUpdate) (*consensus.VMRecord, error) {
+	f.w.j.add("meta update-vm %s desired=%s node=%s", u.Name, u.Desired, u.Node)
+	v, ok := f.w.ms.VMs[u.Name]
+	if !ok {
+		return nil, consensus.ErrNoSuchVM
+	}
+	nv := *v
+	if u.Desired != "" {
+		nv.Desired = u.Desired
+	}
+	if u.Node != "" {
+		nv.Node = u.Node
+	}
+	f.w.ms.VMs[u.Name] = &nv
+	return &nv, nil
+}
+
+func (f *fakeMeta) DeleteVM(_ context.Context, name string) error {
+	f.w.j.add("meta delete-vm %s", name)
+	delete(f.w.ms.VMs, name)
+	return nil
+}
+
+func (f *fakeMeta) SetVMHA(_ context.Context, h consensus.VMHACmd) (*consensus.VMRecord, error) {
+	f.w.j.add("meta set-ha %s %s", h.Name, h.State)
+	return f.w.ms.VMs[h.Name], nil
+}
+
+func (f *fakeMeta) SetMaintenance(_ context.Context, node string, enable bool) (consensus.NodeRecord, error) {
+	f.w.j.add("meta maintenance %s %v", node, enable)
+	return *f.w.ms.Nodes[node], nil
+}
+
+// fakePeers answers the peer calls as every node of the world.
+type fakePeers struct{ w *world }
+
+func (p fakePeers) Call(ctx context.Context, ms *consensus.MetaState, node string, _ time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
+	if _, ok := ms.Nodes[node]; !ok {
+		return status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
+	}
+	if err := f(ctx, fakePeer{w: p.w, node: node}); err != nil {
+		return status.Errorf(status.Code(err), "on %s: %s", node, status.Convert(err).Message())
+	}
+	return nil
+}
+
+// fakePeer is one node's peer API; calls the tests do not expect panic.
+type fakePeer struct {
+	tandemv1.PeerClient
+	w    *world
+	node string
+}
+
+func (p fakePeer) ComputeInfo(_ context.Context, req *tandemv1.ComputeInfoRequest, _ ...grpc.CallOption) (*tandemv1.ComputeStatus, error) {
+	st, ok := p.w.compute[p.node]
+	if !ok {
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
+	out := proto.Clone(st).(*tandemv1.ComputeStatus)
+	if len(req.Paths) > 0 || len(req.Bridges) > 0 {
+		out.Missing = p.w.missing[p.node]
+	}
+	return out, nil
+}
+
+func (p fakePeer) VMState(_ context.Context, req *tandemv1.PeerVMRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
+	out := proto.Clone(req.Vm).(*tandemv1.VMInfo)
+	out.State = p.w.running[req.Vm.Name]
+	if out.State == "" {
+		out.State = "shut off"
+	}
+	return out, nil
+}
+
+func (p fakePeer) VMStart(_ context.Context, req *tandemv1.PeerVMRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
+	p.w.j.add("peer %s vm-start %s", p.node, req.Vm.Name)
+	p.w.running[req.Vm.Name] = "running"
+	out := proto.Clone(req.Vm).(*tandemv1.VMInfo)
+	out.State = "running"
+	return out, nil
+}
+
+func (p fakePeer) VMStop(_ context.Context, req *tandemv1.PeerVMRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
+	p.w.j.add("peer %s vm-stop %s", p.node, req.Vm.Name)
+	delete(p.w.running, req.Vm.Name)
+	out := proto.Clone(req.Vm).(*tandemv1.VMInfo)
+	out.State = "shut off"
+	return out, nil
+}
+
+func (p fakePeer) VolumeHandover(_ context.Context, req *tandemv1.PromoteVolumeRequest, _ ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
+	p.w.j.add("peer %s handover %s to %s", p.node, req.Name, req.Node)
+	if info := p.w.vols.show[req.Name]; info != nil {
+		info.Primary = req.Node
+	}
+	return &tandemv1.VolumeInfo{Name: req.Name, Primary: req.Node}, nil
+}
+
+// world is the cluster as node n1 sees it: three data members with 4 GiB
+// for VMs each, all answering.
+type world struct {
+	j       *journal
+	ms      *consensus.MetaState
+	quorate bool
+	compute map[string]*tandemv1.ComputeStatus
+	missing map[string][]string // what each node lacks of a spec's files and bridges
+	running map[string]string   // VM -> libvirt state
+	vols    *fakeVolumes
+	meta    *fakeMeta
+	fence   *state.SelfFence
+	now     time.Time
+}
+
+func newWorld() *world {
+	w := &world{j: &journal{}, quorate: true, fence: &state.SelfFence{}, running: map[string]string{},
+		now:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		missing: map[string][]string{},
+		ms: &consensus.MetaState{
+			Nodes: map[string]*consensus.NodeRecord{
+				"n1": {Name: "n1", State: consensus.NodeMember, BackendAddr: "10.0.0.1:7000"},
+				"n2": {Name: "n2", State: consensus.NodeMember, BackendAddr: "10.0.0.2:7000"},
+				"n3": {Name: "n3", State: consensus.NodeMember, BackendAddr: "10.0.0.3:7000"},
+			},
+			Volumes: map[string]*consensus.VolumeEntry{},
+			VMs:     map[string]*consensus.VMRecord{},
+		},
+		compute: map[string]*tandemv1.ComputeStatus{
+			"n1": {Available: true, CapacityMib: 4096},
+			"n2": {Available: true, CapacityMib: 4096},
+			"n3": {Available: true, CapacityMib: 4096},
+		},
+	}
+	w.vols = &fakeVolumes{w: w, failCreate: map[string]error{}, place: []string{"n2", "n1", "n3"}, placeErr: map[int]error{},
+		show: map[string]*tandemv1.VolumeInfo{}, local: map[string]*fakeLocal{}}
+	w.meta = &fakeMeta{w: w}
+	return w
+}
+
+// manager is n1's VM manager in w. Compute is off, so nothing dials
+// libvirt.
+func (w *world) manager() *Manager {
+	var cfg config.Config
+	cfg.NodeName, cfg.DataDir = "n1", "/nonexistent"
+	cfg.Compute.LibvirtSocket = config.ComputeOff
+	st := &state.State{
+		Node:   state.Node{Name: "n1", DataDir: "/nonexistent"},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Config: cfg,
+		Quorum: func(context.Context) error {
+			if !w.quorate {
+				return status.Error(codes.FailedPrecondition, "no quorum: nothing was changed")
+			}
+			return nil
+		},
+		Peer: func(string) (tandemv1.PeerClient, error) {
+			return nil, status.Error(codes.Unavailable, "no peers in tests")
+		},
+		Now:    func() time.Time { return w.now },
+		Events: func(_ context.Context, e consensus.Event) { w.j.add("event %s %s", e.Kind, e.VM) },
+		Fence:  w.fence,
+	}
+	return New(Config{State: st, Volumes: w.vols, Meta: func() Meta { return w.meta }, Peers: fakePeers{w}, Background: context.Background()})
+}

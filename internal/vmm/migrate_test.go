@@ -1,0 +1,62 @@
+package vmm
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// TestMigrateRefusals: a migration is refused, before any node is asked
+// to migrate, for a VM that is not running or a target that cannot host it.
+func TestMigrateRefusals(t *testing.T) {
+	setup := func() *world {
+		w := newWorld()
+		w.ms.Volumes["web-disk0"] = &consensus.VolumeEntry{Name: "web-disk0"}
+		w.ms.VMs["web"] = &consensus.VMRecord{Name: "web", Node: "n1", Desired: consensus.VMStarted,
+			Spec: consensus.VMSpecRecord{MemoryMiB: 512, Volumes: []string{"web-disk0"}}}
+		w.running["web"] = "running"
+		w.vols.show["web-disk0"] = &tandemv1.VolumeInfo{Name: "web-disk0", Primary: "n1", Replicas: []*tandemv1.VolumeReplica{
+			{Node: "n1", State: tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE},
+			{Node: "n2", State: tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE},
+		}}
+		return w
+	}
+	for _, tc := range []struct {
+		name  string
+		to    string
+		setup func(w *world)
+		code  codes.Code
+		msg   string
+	}{
+		{"no such VM", "n2", func(w *world) { delete(w.ms.VMs, "web") }, codes.NotFound, `no VM named "web"`},
+		{"stopped", "n2", func(w *world) { w.ms.VMs["web"].Desired = consensus.VMStopped }, codes.FailedPrecondition, "only a running VM migrates"},
+		{"not running", "n2", func(w *world) { w.running["web"] = "paused" }, codes.FailedPrecondition, "VM web is paused on n1, not running"},
+		{"same node", "n1", func(*world) {}, codes.InvalidArgument, "already runs on n1"},
+		{"target without a replica", "n3", func(*world) {}, codes.FailedPrecondition, "cannot migrate VM web to n3"},
+		{"no quorum", "n2", func(w *world) { w.quorate = false }, codes.FailedPrecondition, "no quorum"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := setup()
+			tc.setup(w)
+			err := w.manager().Migrate(t.Context(), &tandemv1.MigrateVMRequest{Name: "web", To: tc.to}, func(*tandemv1.MigrateProgress) error { return nil })
+			if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("got %v, want %v containing %q", err, tc.code, tc.msg)
+			}
+			if got := w.j.list(); len(got) != 0 {
+				t.Errorf("a refused migration changed something: %q", got)
+			}
+		})
+	}
+	// A good target gets as far as asking the VM's node, which the test
+	// world cannot reach: the refusals above were the checks'.
+	w := setup()
+	err := w.manager().Migrate(t.Context(), &tandemv1.MigrateVMRequest{Name: "web", To: "n2"}, func(*tandemv1.MigrateProgress) error { return nil })
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no peers in tests") {
+		t.Errorf("migration to n2: %v", err)
+	}
+}

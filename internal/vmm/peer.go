@@ -1,0 +1,194 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/compute"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// The node side of the VM calls: what the node running a VM does when the
+// deciding node (or HA recovery) asks it over the peer API.
+
+// ComputeInfo is this node's compute status, with what it lacks of the
+// files and bridges req names.
+func (m *Manager) ComputeInfo(ctx context.Context, req *tandemv1.ComputeInfoRequest) *tandemv1.ComputeStatus {
+	st := m.status(ctx)
+	st.Missing = lacking(req.Paths, req.Bridges)
+	return st
+}
+
+// lacking names the files and network interfaces of a VM spec that this
+// host does not have, so a VM is refused at create, not at its first start.
+func lacking(paths, bridges []string) []string {
+	var out []string
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", p, errors.Unwrap(err)))
+		} else if !fi.Mode().IsRegular() {
+			out = append(out, fmt.Sprintf("%s: not a regular file", p))
+		}
+	}
+	for _, b := range bridges {
+		if _, err := net.InterfaceByName(b); err != nil {
+			out = append(out, fmt.Sprintf("bridge %s: no such network interface", b))
+		}
+	}
+	return out
+}
+
+// VMStart defines and starts the VM here; the co-location invariant is
+// checked on this node, where the replication primary lives.
+func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.VMInfo, error) {
+	if vm == nil || vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	if m.st.Fence.Fenced() {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s fenced itself (no quorum); it runs no VM until quorum is back", m.self())
+	}
+	defer m.crash.markBusy(vm.Name)()
+	drv, err := m.Driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = m.waitPrimary(wctx, vm.Volumes)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if err := drv.Define(ctx, m.domainSpec(vm, m.vols.NBDSocket())); err != nil {
+		return nil, computeErr(err)
+	}
+	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {
+		if err := drv.Start(ctx, vm.Name); err != nil {
+			return nil, computeErr(err)
+		}
+	}
+	m.log.Info("VM started", "vm", vm.Name)
+	go m.announce(vm)
+	return m.vmInfo(ctx, drv, vm), nil
+}
+
+// VMStop shuts the VM down here (destroys it with force).
+func (m *Manager) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.VMInfo, error) {
+	vm := req.Vm
+	if vm == nil || vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	defer m.crash.markBusy(vm.Name)()
+	drv, err := m.Driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	if st, err := drv.State(ctx, vm.Name); compute.IsNotFoundErr(err) || (err == nil && st != compute.StateRunning && st != compute.StatePaused) {
+		return m.vmInfo(ctx, drv, vm), nil
+	}
+	if req.Force {
+		err = drv.Destroy(ctx, vm.Name)
+	} else {
+		timeout := time.Duration(req.TimeoutSeconds) * time.Second
+		if timeout <= 0 {
+			timeout = 60 * time.Second
+		}
+		err = drv.Shutdown(ctx, vm.Name, timeout)
+	}
+	if err != nil && !compute.IsNotFoundErr(err) {
+		return nil, computeErr(err)
+	}
+	m.log.Info("VM stopped", "vm", vm.Name, "forced", req.Force)
+	return m.vmInfo(ctx, drv, vm), nil
+}
+
+// VMState is the VM as libvirt reports it here.
+func (m *Manager) VMState(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.VMInfo, error) {
+	if vm == nil || vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	defer m.crash.markBusy(vm.Name)()
+	drv, err := m.Driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	return m.vmInfo(ctx, drv, vm), nil
+}
+
+// VMUndefine removes the VM's domain here; a running one only with force.
+func (m *Manager) VMUndefine(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.VMInfo, error) {
+	if req.Vm == nil || req.Vm.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	drv, err := m.Driver(ctx)
+	if err != nil {
+		return nil, computeErr(err)
+	}
+	if st, err := drv.State(ctx, req.Vm.Name); err == nil && (st == compute.StateRunning || st == compute.StatePaused) {
+		if !req.Force {
+			return nil, status.Errorf(codes.FailedPrecondition, "VM %s is %s on %s; stop it first", req.Vm.Name, st, m.self())
+		}
+		if err := drv.Destroy(ctx, req.Vm.Name); err != nil {
+			return nil, computeErr(err)
+		}
+	}
+	if err := drv.Undefine(ctx, req.Vm.Name); err != nil && !compute.IsNotFoundErr(err) {
+		return nil, computeErr(err)
+	}
+	return m.vmInfo(ctx, drv, req.Vm), nil
+}
+
+// VMConsole streams the tail of the serial console log kept here, and
+// follows it.
+func (m *Manager) VMConsole(ctx context.Context, req *tandemv1.ConsoleRequest, send func(*tandemv1.ConsoleChunk) error) error {
+	return streamConsole(ctx, m.consoleLog(req.Name), req, send)
+}
+
+func streamConsole(ctx context.Context, path string, req *tandemv1.ConsoleRequest, send func(*tandemv1.ConsoleChunk) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return status.Errorf(codes.NotFound, "VM %s has no console log on this node", req.Name)
+		}
+		return status.Errorf(codes.Internal, "console log: %v", err)
+	}
+	defer f.Close()
+	tail := req.Tail
+	if tail <= 0 {
+		tail = 4096
+	}
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		if _, err := f.Seek(-tail, io.SeekEnd); err != nil {
+			return status.Errorf(codes.Internal, "console log: %v", err)
+		}
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if err := send(&tandemv1.ConsoleChunk{Data: slices.Clone(buf[:n])}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return status.Errorf(codes.Internal, "console log: %v", err)
+		}
+		if !req.Follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

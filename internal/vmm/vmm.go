@@ -1,0 +1,179 @@
+package vmm
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/compute"
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Volumes is what the VM manager asks of the volume subsystem.
+type Volumes interface {
+	// Catalog is the metadata: with fresh, read through the metadata
+	// shard's leader (quorum needed), otherwise this node's copy.
+	Catalog(ctx context.Context, fresh bool) (*consensus.MetaState, error)
+	// Create creates a volume ('tandem volume create'); the error is a
+	// status error.
+	Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) error
+	// Delete deletes a volume ('tandem volume delete').
+	Delete(ctx context.Context, name string) error
+	// Place picks the nodes for a new volume's replicas of size bytes.
+	Place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int) ([]string, error)
+	// Show is a volume as its replicas report it, each asked within timeout.
+	Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error)
+	// Local is this node's data replica of the volume name, nil when the
+	// node holds none (or only a witness). The error is a status error
+	// (FailedPrecondition) while volumes do not run on this node.
+	Local(name string) (LocalVolume, error)
+	// NBDSocket is the path of this node's NBD socket, where the VMs it
+	// runs open their disks.
+	NBDSocket() string
+}
+
+// LocalVolume is this node's replica of one volume.
+type LocalVolume interface {
+	// ServingPrimary reports whether this node serves the volume as the
+	// primary of its record's current epoch.
+	ServingPrimary() bool
+	// Reconcile applies the volume's record now, without waiting for the
+	// next change.
+	Reconcile()
+	// Record is the volume's record as last seen here, nil before any.
+	Record() *consensus.VolumeRecord
+	// AllowDual opens the migration window for target, as the primary.
+	// Its error is a status error naming the volume.
+	AllowDual(ctx context.Context, target string) error
+	// EndDual closes an unused migration window, as the primary.
+	EndDual(ctx context.Context, reason string) error
+	// Handover makes target the single primary (docs/design.md I5).
+	Handover(ctx context.Context, target string) error
+}
+
+// Meta is the metadata client as the VM manager uses it; *consensus.Meta
+// satisfies it.
+type Meta interface {
+	LocalState() (*consensus.MetaState, error)
+	CreateVM(ctx context.Context, v consensus.VMRecord) (*consensus.VMRecord, error)
+	UpdateVM(ctx context.Context, u consensus.VMUpdate) (*consensus.VMRecord, error)
+	DeleteVM(ctx context.Context, name string) error
+	SetVMHA(ctx context.Context, h consensus.VMHACmd) (*consensus.VMRecord, error)
+	SetMaintenance(ctx context.Context, node string, enable bool) (consensus.NodeRecord, error)
+}
+
+// Peers calls other nodes' peer API.
+type Peers interface {
+	// Call runs f against node's peer API within timeout; its error is a
+	// status error prefixed "on NODE: ".
+	Call(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error
+}
+
+// Config is what a Manager needs; every field is required.
+type Config struct {
+	State   *state.State
+	Volumes Volumes
+	// Meta returns the metadata client, nil (a nil interface) while the
+	// node is not in a cluster.
+	Meta  func() Meta
+	Peers Peers
+	// Background lives as long as the node: work that outlives the request
+	// that began it (address announcements after a start) stops with it.
+	Background context.Context
+}
+
+// Manager runs this node's VMs and the cluster's VM policy. It is safe for
+// concurrent use.
+type Manager struct {
+	st    *state.State
+	vols  Volumes
+	metaf func() Meta
+	peers Peers
+	bg    context.Context
+	log   *slog.Logger
+
+	mu  sync.Mutex
+	drv *compute.Driver
+
+	crash crashTracker
+}
+
+// New returns a Manager. On a node that runs VMs it creates the console
+// log directory: incoming migrations log the console there before the VM
+// is known here.
+func New(c Config) *Manager {
+	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, bg: c.Background,
+		log: c.State.Log.With("component", "compute"), crash: newCrashTracker()}
+	if m.st.Config.ComputeEnabled() {
+		if err := os.MkdirAll(filepath.Join(m.st.Config.DataDir, "vms"), 0o750); err != nil {
+			m.log.Error("cannot create the VM console directory", "err", err)
+		}
+	}
+	return m
+}
+
+// self is this node's name.
+func (m *Manager) self() string { return m.st.Node.Name }
+
+// meta is the metadata client, or the status error every call gives while
+// the node is not in a cluster.
+func (m *Manager) meta() (Meta, error) {
+	if mc := m.metaf(); mc != nil {
+		return mc, nil
+	}
+	return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+}
+
+// metaLocal is this node's copy of the metadata (no quorum needed).
+func (m *Manager) metaLocal() (*consensus.MetaState, error) {
+	mc := m.metaf()
+	if mc == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
+	}
+	ms, err := mc.LocalState()
+	if err != nil {
+		return nil, apierr.FromMeta(err)
+	}
+	return ms, nil
+}
+
+// fresh is the metadata read with quorum, for decisions.
+func (m *Manager) fresh(ctx context.Context) (*consensus.MetaState, Meta, error) {
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, nil, err
+	}
+	ms, err := m.vols.Catalog(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	mc, err := m.meta()
+	if err != nil {
+		return nil, nil, err
+	}
+	return ms, mc, nil
+}
+
+func (m *Manager) onNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
+	return m.peers.Call(ctx, ms, node, timeout, f)
+}
+
+// event records a cluster event without holding up the caller.
+func (m *Manager) event(ctx context.Context, e consensus.Event) { go m.st.Events(ctx, e) }
+
+func grpcMessage(err error) string { return status.Convert(err).Message() }
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}

@@ -1,0 +1,552 @@
+package vmm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/placement"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// The cluster side of the VM API: decisions (placement, N+1, the
+// co-location invariant) are made here on fresh metadata; the node that
+// runs a VM does the libvirt work through its peer API.
+
+// nameRE is what a VM name may be: the same rule as a volume name, since a
+// VM's disks are named after it.
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// VMInfoOf is a VM record as the API shows it, stopped until a node says
+// otherwise.
+func VMInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
+	out := &tandemv1.VMInfo{Name: v.Name, Uuid: v.UUID, Vcpus: uint32(v.Spec.VCPUs), MemoryMib: uint32(v.Spec.MemoryMiB),
+		Volumes: slices.Clone(v.Spec.Volumes), Desired: v.Desired, Node: v.Node, Priority: int32(v.Priority),
+		AntiAffinity: v.AntiAffinity, Kernel: v.Spec.Kernel, Initrd: v.Spec.Initrd, Cmdline: v.Spec.Cmdline,
+		Created: timestamppb.New(v.Created), State: "stopped"}
+	for _, n := range v.Spec.NICs {
+		out.Nics = append(out.Nics, &tandemv1.VMNic{Bridge: n.Bridge, Mac: n.MAC, Ips: slices.Clone(n.IPs)})
+	}
+	return out
+}
+
+// HAState is the HA state shown for a VM: a VM meant to be stopped or
+// disabled is not "started" just because recovery never touched it (an
+// empty HA state), its HA state is its desired state; fence, recovery and
+// error stay visible whatever the desired state. It must agree with the HA
+// status view (the daemon's haVM).
+func HAState(v *consensus.VMRecord) string {
+	st := v.HAState
+	if st == "" || st == consensus.HAStarted {
+		st = consensus.HAStarted
+		if v.Desired == consensus.VMStopped || v.Desired == consensus.VMDisabled {
+			st = v.Desired
+		}
+	}
+	return st
+}
+
+// optTimestamp is nil for the zero time, so JSON shows no 0001-01-01.
+func optTimestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// live adds the state libvirt reports on the VM's node.
+func (m *Manager) live(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, timeout time.Duration) *tandemv1.VMInfo {
+	info := VMInfoOf(v)
+	info.HaState = HAState(v)
+	if v.Node == "" {
+		info.State = "undefined"
+		return info
+	}
+	defer func() {
+		// Changed is when the VM was last started, moved or recovered:
+		// how long it has been up where it runs now.
+		if v.Desired == consensus.VMStarted && info.State == "running" {
+			info.StartedAt = optTimestamp(v.Changed)
+		}
+	}()
+	err := m.onNode(ctx, ms, v.Node, timeout, func(ctx context.Context, c tandemv1.PeerClient) error {
+		got, err := c.VMState(ctx, &tandemv1.PeerVMRequest{Vm: info})
+		if err == nil {
+			info.State, info.ConsoleLog, info.Warning = got.State, got.ConsoleLog, got.Warning
+		}
+		return err
+	})
+	if err != nil {
+		info.State = "unknown"
+		info.Warning = fmt.Sprintf("node %s: %s", v.Node, grpcMessage(err))
+	}
+	return info
+}
+
+// List is every VM with its live state, sorted by name.
+func (m *Manager) List(ctx context.Context) (*tandemv1.ListVMsResponse, error) {
+	ms, err := m.vols.Catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	names := slices.Sorted(maps.Keys(ms.VMs))
+	out := &tandemv1.ListVMsResponse{Vms: make([]*tandemv1.VMInfo, len(names))}
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out.Vms[i] = m.live(ctx, ms, ms.VMs[n], 2*time.Second)
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// Show is one VM with its live state.
+func (m *Manager) Show(ctx context.Context, name string) (*tandemv1.VMInfo, error) {
+	ms, err := m.vols.Catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := ms.VMs[name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", name)
+	}
+	return m.live(ctx, ms, v, 3*time.Second), nil
+}
+
+func randomMAC() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+func randomUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// Create records a VM, creating its new disks first; every check that can
+// refuse it runs before the first volume is created, and the volumes it
+// created are deleted again when it fails later.
+func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*tandemv1.VMInfo, error) {
+	switch {
+	case !nameRE.MatchString(req.Name):
+		return nil, status.Errorf(codes.InvalidArgument, "VM name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
+	case req.Vcpus < 1 || req.Vcpus > 64:
+		return nil, status.Errorf(codes.InvalidArgument, "vcpus %d: use 1 to 64", req.Vcpus)
+	case req.MemoryMib < 64:
+		return nil, status.Errorf(codes.InvalidArgument, "memory %d MiB: at least 64 MiB", req.MemoryMib)
+	case len(req.Disks) == 0 && req.Kernel == "":
+		return nil, status.Error(codes.InvalidArgument, "a VM needs a disk (--disk SIZE or --disk-volume NAME) or a kernel to boot")
+	}
+	ms, meta, err := m.fresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ms.VMs[req.Name]; ok {
+		return nil, status.Errorf(codes.AlreadyExists, "VM %q already exists", req.Name)
+	}
+	if req.Node != "" {
+		if n, ok := ms.Nodes[req.Node]; !ok || n.State != consensus.NodeMember {
+			return nil, status.Errorf(codes.InvalidArgument, "node %q is not a member of this cluster", req.Node)
+		}
+	}
+	if err := checkMACs(ms, req.Nics); err != nil {
+		return nil, err
+	}
+	warning, err := m.checkSpec(ctx, ms, req)
+	if err != nil {
+		return nil, err
+	}
+	rec := consensus.VMRecord{Name: req.Name, UUID: randomUUID(), Desired: consensus.VMStopped, Priority: int(req.Priority), AntiAffinity: req.AntiAffinity,
+		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline}}
+	for _, n := range req.Nics {
+		mac := n.Mac
+		if mac == "" {
+			mac = randomMAC()
+		}
+		rec.Spec.NICs = append(rec.Spec.NICs, consensus.VMNIC{Bridge: n.Bridge, MAC: strings.ToLower(mac), IPs: n.Ips})
+	}
+	// Existing volumes are checked before anything is created.
+	for i, dk := range req.Disks {
+		if dk.Volume == "" {
+			continue
+		}
+		if _, ok := ms.Volumes[dk.Volume]; !ok {
+			return nil, status.Errorf(codes.NotFound, "disk %d: no volume named %q", i, dk.Volume)
+		}
+		for _, o := range ms.VMs {
+			if slices.Contains(o.Spec.Volumes, dk.Volume) {
+				return nil, status.Errorf(codes.FailedPrecondition, "disk %d: volume %s is a disk of VM %s", i, dk.Volume, o.Name)
+			}
+		}
+	}
+	var created []string
+	cleanup := func() {
+		for _, v := range created {
+			if err := m.vols.Delete(context.WithoutCancel(ctx), v); err != nil {
+				m.st.Log.Warn("cleanup of a VM disk failed", "volume", v, "err", err)
+			}
+		}
+	}
+	for i, dk := range req.Disks {
+		if dk.Volume != "" {
+			rec.Spec.Volumes = append(rec.Spec.Volumes, dk.Volume)
+			continue
+		}
+		name := fmt.Sprintf("%s-disk%d", req.Name, i)
+		vreq := &tandemv1.CreateVolumeRequest{Name: name, SizeBytes: dk.SizeBytes, Replicas: dk.Replicas}
+		if req.Node != "" {
+			nodes, err := m.diskNodes(ctx, ms, req.Node, dk)
+			if err != nil {
+				cleanup()
+				return nil, err
+			}
+			vreq.Nodes = nodes
+		}
+		if err := m.vols.Create(ctx, vreq); err != nil {
+			cleanup()
+			return nil, status.Errorf(status.Code(err), "disk %d: %s", i, grpcMessage(err))
+		}
+		created = append(created, name)
+		rec.Spec.Volumes = append(rec.Spec.Volumes, name)
+	}
+	v, err := meta.CreateVM(ctx, rec)
+	if err != nil {
+		cleanup()
+		return nil, apierr.FromMeta(err)
+	}
+	m.st.Log.Info("VM created", "vm", v.Name, "volumes", v.Spec.Volumes)
+	var info *tandemv1.VMInfo
+	if req.Start {
+		if info, err = m.Start(ctx, &tandemv1.VMRequest{Name: v.Name, Node: req.Node, Force: req.Force}); err != nil {
+			return nil, err
+		}
+	} else {
+		info = VMInfoOf(v)
+	}
+	if warning != "" {
+		info.Warning = strings.TrimPrefix(info.Warning+"; "+warning, "; ")
+	}
+	return info, nil
+}
+
+// diskNodes places a new disk's replicas with node first (its primary).
+func (m *Manager) diskNodes(ctx context.Context, ms *consensus.MetaState, node string, dk *tandemv1.VMDisk) ([]string, error) {
+	replicas := int(dk.Replicas)
+	if replicas == 0 {
+		replicas = 2
+	}
+	auto, err := m.vols.Place(ctx, ms, dk.SizeBytes, min(replicas+1, 3))
+	if err != nil {
+		auto, err = m.vols.Place(ctx, ms, dk.SizeBytes, replicas)
+		if err != nil {
+			return nil, err
+		}
+	}
+	nodes := []string{node}
+	for _, n := range auto {
+		if n != node && len(nodes) < replicas {
+			nodes = append(nodes, n)
+		}
+	}
+	return nodes, nil
+}
+
+// ClusterView is what placement decides on and the volume infos the
+// caller acts on (their primaries).
+type ClusterView struct {
+	Meta *consensus.MetaState
+	// Volumes holds the answering volumes only.
+	Volumes   map[string]*tandemv1.VolumeInfo
+	Placement placement.Cluster
+}
+
+// View asks every data member for its compute and every volume for its
+// replicas, in parallel, and builds placement's input from the answers.
+func (m *Manager) View(ctx context.Context, ms *consensus.MetaState) *ClusterView {
+	compute := map[string]*tandemv1.ComputeStatus{} // answering nodes only
+	vols := map[string]*tandemv1.VolumeInfo{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, n := range ms.Nodes {
+		if n.State != consensus.NodeMember || n.Role == "witness" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = m.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+				st, err := c.ComputeInfo(ctx, &tandemv1.ComputeInfoRequest{})
+				if err == nil && st.Available {
+					mu.Lock()
+					compute[name] = st
+					mu.Unlock()
+				}
+				return err
+			})
+		}()
+	}
+	for name := range ms.Volumes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if info, err := m.vols.Show(ctx, name, 3*time.Second); err == nil {
+				mu.Lock()
+				vols[name] = info
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return &ClusterView{Meta: ms, Volumes: vols, Placement: PlacementCluster(ms, compute, vols)}
+}
+
+// PlacementCluster is placement's input: every node of ms (up when its
+// compute answered available), every VM, and each answering volume's
+// replica states.
+func PlacementCluster(ms *consensus.MetaState, compute map[string]*tandemv1.ComputeStatus, vols map[string]*tandemv1.VolumeInfo) placement.Cluster {
+	var pc placement.Cluster
+	for _, name := range slices.Sorted(maps.Keys(ms.Nodes)) {
+		n := ms.Nodes[name]
+		pn := placement.Node{Name: name, Member: n.State == consensus.NodeMember, Witness: n.Role == "witness", Maintenance: n.Maintenance}
+		if c := compute[name]; c != nil && c.Available {
+			pn.Up, pn.CapacityMiB = true, c.CapacityMib
+		}
+		pc.Nodes = append(pc.Nodes, pn)
+	}
+	for _, name := range slices.Sorted(maps.Keys(ms.VMs)) {
+		pc.VMs = append(pc.VMs, PlacementVM(ms.VMs[name]))
+	}
+	pc.Replicas = map[string]map[string]placement.Replica{}
+	for vol, info := range vols {
+		if info == nil {
+			continue
+		}
+		states := map[string]placement.Replica{}
+		for _, r := range info.Replicas {
+			states[r.Node] = ReplicaOf(r.State)
+		}
+		pc.Replicas[vol] = states
+	}
+	return pc
+}
+
+// PlacementVM is a VM record as placement sees it.
+func PlacementVM(v *consensus.VMRecord) placement.VM {
+	return placement.VM{Name: v.Name, MemoryMiB: v.Spec.MemoryMiB, Priority: v.Priority, AntiAffinity: v.AntiAffinity,
+		Volumes: slices.Clone(v.Spec.Volumes), Node: v.Node, Started: v.Desired == consensus.VMStarted,
+		HAError: v.HAState == consensus.HAError, EvacuatedFrom: v.EvacuatedFrom}
+}
+
+// ReplicaOf is a replica state as placement sees it.
+func ReplicaOf(st tandemv1.ReplicaState) placement.Replica {
+	switch st {
+	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
+		return placement.UpToDate
+	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
+		return placement.Outdated
+	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
+		return placement.Inconsistent
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
+		return placement.SyncSource
+	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
+		return placement.SyncTarget
+	}
+	return placement.None
+}
+
+// Start starts a VM where placement (or req.Node) says, after N+1
+// admission control, making that node primary of its volumes first.
+func (m *Manager) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
+	ms, meta, err := m.fresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	cv := m.View(ctx, ms)
+	node := req.Node
+	if v.Desired == consensus.VMStarted && v.Node != "" {
+		info := m.live(ctx, ms, v, 3*time.Second)
+		if info.State == "running" || info.State == "paused" {
+			if node != "" && node != v.Node {
+				return nil, status.Errorf(codes.FailedPrecondition, "VM %s runs on %s; use 'tandem vm migrate %s --to %s' to move it", v.Name, v.Node, v.Name, node)
+			}
+			return info, nil
+		}
+	}
+	pv := PlacementVM(v)
+	p := placement.Start(&cv.Placement, pv, node)
+	switch {
+	case node != "" && p.Node == "":
+		return nil, status.Errorf(codes.FailedPrecondition, "cannot start VM %s on %s: %s", v.Name, node, p.Rejected[node])
+	case p.Node == "":
+		return nil, status.Errorf(codes.FailedPrecondition, "no node can run VM %s: %s", v.Name, p.Why())
+	}
+	node = p.Node
+	var warning string
+	if st := placement.Admit(&cv.Placement, pv, node); st != nil {
+		err := st[0]
+		if !req.Force {
+			return nil, status.Errorf(codes.FailedPrecondition, "%v; use --force to start it anyway", err)
+		}
+		warning = "started despite N+1 admission control: " + err.Error()
+		m.st.Log.Warn("N+1 overridden", "vm", v.Name, "node", node, "reason", err)
+	}
+	// Co-location: node becomes primary of every volume first (I5 handover,
+	// so the old primary stays UpToDate).
+	for _, vol := range v.Spec.Volumes {
+		info := cv.Volumes[vol]
+		if info == nil {
+			return nil, status.Errorf(codes.Unavailable, "volume %s does not answer", vol)
+		}
+		if info.Primary == node {
+			continue
+		}
+		if err := m.onNode(ctx, ms, info.Primary, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VolumeHandover(ctx, &tandemv1.PromoteVolumeRequest{Name: vol, Node: node})
+			return err
+		}); err != nil {
+			return nil, status.Errorf(status.Code(err), "make %s primary of %s: %s (if %s is down, promote with 'tandem volume promote %s %s')", node, vol, grpcMessage(err), info.Primary, vol, node)
+		}
+	}
+	var out *tandemv1.VMInfo
+	if err := m.onNode(ctx, ms, node, 60*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+		var err error
+		out, err = c.VMStart(ctx, &tandemv1.PeerVMRequest{Vm: VMInfoOf(v)})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	nv, err := meta.UpdateVM(ctx, consensus.VMUpdate{Name: v.Name, Desired: consensus.VMStarted, Node: node, Reason: "start"})
+	if err != nil {
+		return nil, apierr.FromMeta(err)
+	}
+	if nv.HAState != "" && nv.HAState != consensus.HAStarted {
+		// An operator's start ends a failed or stuck recovery.
+		if h, err := meta.SetVMHA(ctx, consensus.VMHACmd{Name: v.Name, State: consensus.HAStarted, Reason: "started by an operator on " + node}); err == nil {
+			nv = h
+		}
+	}
+	info := VMInfoOf(nv)
+	info.State, info.ConsoleLog, info.Warning = out.State, out.ConsoleLog, warning
+	return info, nil
+}
+
+// Stop records the VM as stopped, then stops it on its node.
+func (m *Manager) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
+	ms, meta, err := m.fresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	// Desired first, so HA does not restart a VM being stopped.
+	nv, err := meta.UpdateVM(ctx, consensus.VMUpdate{Name: v.Name, Desired: consensus.VMStopped, Reason: "stop"})
+	if err != nil {
+		return nil, apierr.FromMeta(err)
+	}
+	info := VMInfoOf(nv)
+	if v.Node == "" {
+		return info, nil
+	}
+	timeout := time.Duration(req.TimeoutSeconds)*time.Second + 30*time.Second
+	if err := m.onNode(ctx, ms, v.Node, timeout, func(ctx context.Context, c tandemv1.PeerClient) error {
+		got, err := c.VMStop(ctx, &tandemv1.PeerVMRequest{Vm: info, TimeoutSeconds: req.TimeoutSeconds, Force: req.Force})
+		if err == nil {
+			info.State = got.State
+		}
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+// Delete undefines the VM on its node and forgets it; its volumes stay.
+func (m *Manager) Delete(ctx context.Context, req *tandemv1.VMRequest) error {
+	ms, meta, err := m.fresh(ctx)
+	if err != nil {
+		return err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	if v.Node != "" {
+		if err := m.onNode(ctx, ms, v.Node, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VMUndefine(ctx, &tandemv1.PeerVMRequest{Vm: VMInfoOf(v), Force: req.Force})
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if err := meta.DeleteVM(ctx, v.Name); err != nil {
+		return apierr.FromMeta(err)
+	}
+	m.st.Log.Info("VM deleted; its volumes are kept", "vm", v.Name, "volumes", v.Spec.Volumes)
+	return nil
+}
+
+// Console relays the console of a VM from the node it runs on.
+func (m *Manager) Console(ctx context.Context, req *tandemv1.ConsoleRequest, send func(*tandemv1.ConsoleChunk) error) error {
+	ms, err := m.vols.Catalog(ctx, false)
+	if err != nil {
+		return err
+	}
+	v, ok := ms.VMs[req.Name]
+	if !ok {
+		return status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	}
+	if v.Node == "" {
+		return status.Errorf(codes.FailedPrecondition, "VM %s has not run anywhere yet", v.Name)
+	}
+	n := ms.Nodes[v.Node]
+	if n == nil {
+		return status.Errorf(codes.NotFound, "node %s is not in the cluster", v.Node)
+	}
+	c, err := m.st.Peer(n.BackendAddr)
+	if err != nil {
+		return err
+	}
+	in, err := c.VMConsole(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		chunk, err := in.Recv()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := send(chunk); err != nil {
+			return err
+		}
+	}
+}
