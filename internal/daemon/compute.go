@@ -139,7 +139,7 @@ func (c *computeManager) run(ctx context.Context) {
 				warm = true
 			}
 		}
-		if c.d.ha.frozen() {
+		if c.d.st.Fence.Fenced() {
 			continue
 		}
 		ms, err := c.d.metaLocal()
@@ -213,7 +213,7 @@ func (c *computeManager) restartCrashed(ctx context.Context, drv *compute.Driver
 			if n == restartAfter {
 				c.log.Error("VM keeps stopping; not restarting it again for now", "vm", name, "state", st,
 					"restarts", len(recent), "window", restartWindow)
-				go c.d.ha.event(ctx, consensus.Event{Kind: "vm-restart-given-up", Node: c.d.cfg.NodeName, VM: name,
+				go c.d.st.Events(ctx, consensus.Event{Kind: "vm-restart-given-up", Node: c.d.cfg.NodeName, VM: name,
 					Detail: fmt.Sprintf("%s again after %d restarts within %s", st, len(recent), restartWindow)})
 			}
 			c.rmu.Unlock()
@@ -235,7 +235,7 @@ func (c *computeManager) restartCrashed(ctx context.Context, drv *compute.Driver
 			continue
 		}
 		c.log.Warn("VM stopped on its own; started it again", "vm", name, "was", st)
-		go c.d.ha.event(ctx, consensus.Event{Kind: "vm-restarted", Node: c.d.cfg.NodeName, VM: name,
+		go c.d.st.Events(ctx, consensus.Event{Kind: "vm-restarted", Node: c.d.cfg.NodeName, VM: name,
 			Detail: fmt.Sprintf("domain was %s while it should run here", st)})
 	}
 }
@@ -398,7 +398,7 @@ func (s *peerService) VMStart(ctx context.Context, req *tandemv1.PeerVMRequest) 
 	if vm == nil || vm.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, "no VM given")
 	}
-	if s.d.ha.frozen() {
+	if s.d.st.Fence.Fenced() {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s fenced itself (no quorum); it runs no VM until quorum is back", s.d.cfg.NodeName)
 	}
 	defer c.markBusy(vm.Name)()

@@ -31,6 +31,7 @@ import (
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 	"github.com/tandemhci/tandem/replication"
@@ -57,7 +58,7 @@ type Daemon struct {
 	runCtx  context.Context
 	vm      *volumeManager
 	compute *computeManager
-	ha      *haManager
+	ha      *recovery.Manager
 	nbdSrv  *nbd.Server
 
 	unixSrv *grpc.Server
@@ -219,7 +220,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.runCtx = ctx
 	d.vm = newVolumeManager(ctx, d)
 	d.compute = newComputeManager(d)
-	d.ha = newHAManager(d)
+	d.ha = d.newRecovery()
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vm.export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
 		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
@@ -256,7 +257,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	go d.ha.run(ctx)
+	go d.compute.run(ctx)
+	go d.ha.Run(ctx)
 	go d.vm.sweepDeleted(ctx)
 
 	var err error

@@ -18,5 +18,7 @@
 //     share internal/state, never *Daemon. Cluster membership (create,
 //     join, admit, node removal, the expected-votes guard) lives in
 //     internal/membership; the daemon implements its Init (files, Raft
-//     host, servers) and keeps thin gRPC adapters.
+//     host, servers) and keeps thin gRPC adapters. HA (self-fence lease,
+//     watchdog, failure detector, fence -> promote -> restart) lives in
+//     internal/recovery, over the Volumes and VMs of recoverydeps.go.
 package daemon

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/placement"
+	"github.com/tandemhci/tandem/internal/recovery"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -44,7 +45,7 @@ func vmInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 // live adds the state libvirt reports on the VM's node.
 func (s *vmService) live(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, timeout time.Duration) *tandemv1.VMInfo {
 	info := vmInfoOf(v)
-	info.HaState = haVM(v).HaState
+	info.HaState = recovery.HAVM(v).HaState
 	if v.Node == "" {
 		info.State = "undefined"
 		return info
