@@ -161,3 +161,17 @@ func (m *Meta) SetNodeFence(ctx context.Context, f NodeFenceCmd) (NodeRecord, er
 	}
 	return *n, nil
 }
+
+// EffectiveHAState is the VM's HA state as every report shows it: a VM
+// that is not being recovered reads as its desired state when an operator
+// stopped or disabled it, else as started.
+func (v *VMRecord) EffectiveHAState() string {
+	st := v.HAState
+	if st == "" || st == HAStarted {
+		st = HAStarted
+		if v.Desired == VMStopped || v.Desired == VMDisabled {
+			st = v.Desired
+		}
+	}
+	return st
+}

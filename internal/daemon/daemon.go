@@ -33,6 +33,7 @@ import (
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/vmm"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -62,7 +63,7 @@ type Daemon struct {
 	runCtx context.Context
 	vm     *volumeManager
 	vms    *vmm.Manager
-	ha     *haManager
+	ha     *recovery.Manager
 	nbdSrv *nbd.Server
 
 	unixSrv *grpc.Server
@@ -223,7 +224,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.runCtx = ctx
 	d.vm = newVolumeManager(ctx, d)
 	d.vms = d.newVMs(ctx)
-	d.ha = newHAManager(d)
+	d.ha = d.newRecovery()
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vm.export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
 		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
@@ -261,7 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go d.vms.Run(ctx)
-	go d.ha.run(ctx)
+	go d.ha.Run(ctx)
 	go d.vm.sweepDeleted(ctx)
 
 	var err error

@@ -23,4 +23,7 @@
 //     servers' authentication in internal/api. The VM manager (libvirt,
 //     crash restarts, VM placement, migration, node maintenance) lives in
 //     internal/vmm; vmmdeps.go adapts the volume subsystem to it.
+//     HA (self-fence lease, watchdog, failure detector, fence -> promote
+//     -> restart) lives in internal/recovery, over the Volumes and VMs of
+//     recoverydeps.go.
 package daemon

@@ -9,13 +9,3 @@ import (
 func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream tandemv1.Node_MaintenanceServer) error {
 	return s.d.vms.Maintenance(stream.Context(), req, stream.Send)
 }
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}

@@ -129,7 +129,7 @@ func (s *peerService) Join(ctx context.Context, req *tandemv1.PeerJoinRequest) (
 
 func (s *peerService) Ping(_ context.Context, req *tandemv1.PingRequest) (*tandemv1.PingResponse, error) {
 	if req.LeaderTerm != 0 {
-		s.d.ha.leaderPing(req.From, req.LeaderTerm)
+		s.d.ha.LeaderPing(req.From, req.LeaderTerm)
 	}
 	id, meta, _ := s.d.cluster()
 	resp := &tandemv1.PingResponse{Name: s.d.cfg.NodeName, Now: timestamppb.Now(), Version: version.String()}

@@ -575,7 +575,7 @@ func (nv *nodeVolume) reconcile() {
 		nv.forgetActivity(r)
 		return
 	}
-	if nv.m.d.ha.frozen() {
+	if nv.m.d.st.Fence.Fenced() {
 		return // self-fenced: serve nothing until quorum is back
 	}
 	if nv.primary != nil {

@@ -44,22 +44,6 @@ func VMInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 	return out
 }
 
-// HAState is the HA state shown for a VM: a VM meant to be stopped or
-// disabled is not "started" just because recovery never touched it (an
-// empty HA state), its HA state is its desired state; fence, recovery and
-// error stay visible whatever the desired state. It must agree with the HA
-// status view (the daemon's haVM).
-func HAState(v *consensus.VMRecord) string {
-	st := v.HAState
-	if st == "" || st == consensus.HAStarted {
-		st = consensus.HAStarted
-		if v.Desired == consensus.VMStopped || v.Desired == consensus.VMDisabled {
-			st = v.Desired
-		}
-	}
-	return st
-}
-
 // optTimestamp is nil for the zero time, so JSON shows no 0001-01-01.
 func optTimestamp(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
@@ -71,7 +55,7 @@ func optTimestamp(t time.Time) *timestamppb.Timestamp {
 // live adds the state libvirt reports on the VM's node.
 func (m *Manager) live(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, timeout time.Duration) *tandemv1.VMInfo {
 	info := VMInfoOf(v)
-	info.HaState = HAState(v)
+	info.HaState = v.EffectiveHAState()
 	if v.Node == "" {
 		info.State = "undefined"
 		return info

@@ -225,17 +225,3 @@ func TestMaintenanceRefusesBadFailback(t *testing.T) {
 		t.Errorf("unknown node: got %v, calls %q", err, w.j.list())
 	}
 }
-
-func TestHAState(t *testing.T) {
-	for _, tc := range []struct{ desired, ha, want string }{
-		{consensus.VMStarted, "", consensus.HAStarted},
-		{consensus.VMStopped, "", consensus.VMStopped},
-		{consensus.VMDisabled, consensus.HAStarted, consensus.VMDisabled},
-		{consensus.VMStopped, consensus.HAError, consensus.HAError},
-		{consensus.VMStarted, consensus.HAFence, consensus.HAFence},
-	} {
-		if got := HAState(&consensus.VMRecord{Desired: tc.desired, HAState: tc.ha}); got != tc.want {
-			t.Errorf("desired %s, HA %q: %q, want %q", tc.desired, tc.ha, got, tc.want)
-		}
-	}
-}

@@ -1,4 +1,4 @@
-package daemon
+package recovery
 
 import (
 	"testing"
@@ -27,7 +27,7 @@ func TestHAVM(t *testing.T) {
 		{"recovery of a disabled VM", consensus.VMDisabled, consensus.HARecovery, at, "recovery"},
 	} {
 		v := &consensus.VMRecord{Name: "vm", Node: "n1", Desired: tt.desired, HAState: tt.haState, HAChanged: tt.changed}
-		got := haVM(v)
+		got := HAVM(v)
 		if got.HaState != tt.want || got.Desired != tt.desired || got.Name != "vm" || got.Node != "n1" {
 			t.Errorf("%s: %v, want HA state %s", tt.name, got, tt.want)
 		}
@@ -35,9 +35,9 @@ func TestHAVM(t *testing.T) {
 			t.Errorf("%s: changed %v, want %v (nil when unset)", tt.name, got.Changed, tt.changed)
 		}
 	}
-	vms := haVMs(map[string]*consensus.VMRecord{"b": {Name: "b", Desired: consensus.VMStopped}, "a": {Name: "a", Desired: consensus.VMStarted}})
+	vms := HAVMs(map[string]*consensus.VMRecord{"b": {Name: "b", Desired: consensus.VMStopped}, "a": {Name: "a", Desired: consensus.VMStarted}})
 	if len(vms) != 2 || vms[0].Name != "a" || vms[1].HaState != "stopped" {
-		t.Errorf("haVMs: %v", vms)
+		t.Errorf("HAVMs: %v", vms)
 	}
 	if optTimestamp(time.Time{}) != nil || !optTimestamp(at).AsTime().Equal(at) {
 		t.Error("optTimestamp")

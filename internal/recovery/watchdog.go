@@ -1,4 +1,4 @@
-package daemon
+package recovery
 
 import (
 	"context"
@@ -9,9 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// DefaultWatchdog is where the kernel's watchdog lives when there is one.
-const DefaultWatchdog = "/dev/watchdog"
 
 // watchdog is the second guard of self-fencing (docs/design.md §5, as SBD and
 // Proxmox use it): tandemd pets the device while its lease is valid. If
@@ -62,28 +59,26 @@ func (w *watchdog) disarm() {
 }
 
 // runWatchdog pets every interval while this node is not self-fenced.
-func (h *haManager) runWatchdog(ctx context.Context, w *watchdog) {
+func (m *Manager) runWatchdog(ctx context.Context, w *watchdog) {
 	if w == nil {
 		return
 	}
 	defer w.disarm()
 	for {
 		// Pet under the lock: once selfFence set the flag, no pet follows.
-		h.mu.Lock()
-		fenced, interval := h.selfFenced, h.timing.HeartbeatInterval
+		m.mu.Lock()
+		fenced, interval := m.selfFenced, m.timing.HeartbeatInterval
 		if !fenced {
 			w.pet()
 		}
-		h.mu.Unlock()
+		m.mu.Unlock()
 		if fenced {
-			h.log.Error("watchdog: no longer petted; the hardware resets this node")
+			m.log.Error("watchdog: no longer petted; the hardware resets this node")
 			<-ctx.Done()
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, interval) {
 			return
-		case <-time.After(interval):
 		}
 	}
 }

@@ -1,0 +1,139 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/placement"
+	"github.com/tandemhci/tandem/internal/recovery"
+	"github.com/tandemhci/tandem/internal/vmm"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// newRecovery wires HA recovery to the daemon.
+func (d *Daemon) newRecovery() *recovery.Manager {
+	return recovery.New(recovery.Config{
+		State:    d.st,
+		Meta:     d.recoveryMeta,
+		Volumes:  recoveryVolumes{d: d},
+		VMs:      recoveryVMs{d: d},
+		Settings: d.settingsOf,
+	})
+}
+
+// recoveryMeta is recovery.Meta over the running metadata client; a nil
+// interface (never a typed nil) while the node is not in a cluster.
+func (d *Daemon) recoveryMeta() recovery.Meta {
+	id, m, _ := d.cluster()
+	if id == nil || m == nil {
+		return nil
+	}
+	return recoveryMeta{self: id.ReplicaID, m: m}
+}
+
+type recoveryMeta struct {
+	self uint64
+	m    *consensus.Meta
+}
+
+func (r recoveryMeta) LocalState() (*consensus.MetaState, error) { return r.m.LocalState() }
+func (r recoveryMeta) Self() uint64                              { return r.self }
+
+func (r recoveryMeta) Leader() (uint64, uint64, bool) {
+	return r.m.Host().Leader(consensus.MetaShardID)
+}
+
+func (r recoveryMeta) CheckQuorum(ctx context.Context) error {
+	return r.m.Host().CheckQuorum(ctx, consensus.MetaShardID)
+}
+
+func (r recoveryMeta) SetVMHA(ctx context.Context, c consensus.VMHACmd) error {
+	_, err := r.m.SetVMHA(ctx, c)
+	return err
+}
+
+func (r recoveryMeta) UpdateVM(ctx context.Context, u consensus.VMUpdate) error {
+	_, err := r.m.UpdateVM(ctx, u)
+	return err
+}
+
+func (r recoveryMeta) SetConfig(ctx context.Context, kv map[string]string) error {
+	return r.m.SetConfig(ctx, kv)
+}
+
+func (r recoveryMeta) SetNodeFence(ctx context.Context, c consensus.NodeFenceCmd) (consensus.NodeRecord, error) {
+	return r.m.SetNodeFence(ctx, c)
+}
+
+// recoveryVolumes is recovery.Volumes over the volume manager.
+type recoveryVolumes struct{ d *Daemon }
+
+func (r recoveryVolumes) FreezeAll(cause error) int {
+	if vm := r.d.volumes(); vm != nil {
+		return vm.freezeAll(cause)
+	}
+	return 0
+}
+
+func (r recoveryVolumes) Primaries() int {
+	if vm := r.d.volumes(); vm != nil {
+		return vm.primaries()
+	}
+	return 0
+}
+
+func (r recoveryVolumes) Promote(ctx context.Context, ms *consensus.MetaState, vol, node string) error {
+	return r.d.callNode(ctx, ms, node, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+		_, err := c.VolumePromote(ctx, &tandemv1.PromoteVolumeRequest{Name: vol, Node: node})
+		return err
+	})
+}
+
+// recoveryVMs is recovery.VMs over the compute manager and the VM service.
+type recoveryVMs struct{ d *Daemon }
+
+func (r recoveryVMs) Domains(ctx context.Context) (recovery.Domains, error) {
+	drv, err := r.d.vms.Driver(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return drv, nil
+}
+
+func (r recoveryVMs) Place(ctx context.Context, name, dead string) (recovery.Placement, error) {
+	ms, err := (&volumeService{d: r.d}).catalog(ctx, true)
+	if err != nil {
+		return recovery.Placement{}, err
+	}
+	cur := ms.VMs[name]
+	if cur == nil || cur.Node != dead {
+		return recovery.Placement{}, fmt.Errorf("VM %s moved meanwhile", name)
+	}
+	cv := r.d.vms.View(ctx, ms)
+	// One VM at a time on fresh state: the earlier restarts are in ms, as
+	// placement.Recover plans them.
+	p := placement.Place(&cv.Placement, vmm.PlacementVM(cur), dead)
+	if p.Node == "" {
+		return recovery.Placement{}, status.Errorf(codes.FailedPrecondition, "no node can run %s safely: %s", name, p.Why())
+	}
+	out := recovery.Placement{VM: cur, Node: p.Node, State: ms}
+	for _, vol := range cur.Spec.Volumes {
+		if info := cv.Volumes[vol]; info != nil && info.Primary == p.Node {
+			continue
+		}
+		out.Promote = append(out.Promote, vol)
+	}
+	return out, nil
+}
+
+func (r recoveryVMs) Start(ctx context.Context, p recovery.Placement) error {
+	return r.d.callNode(ctx, p.State, p.Node, 60*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+		_, err := c.VMStart(ctx, &tandemv1.PeerVMRequest{Vm: vmm.VMInfoOf(p.VM)})
+		return err
+	})
+}

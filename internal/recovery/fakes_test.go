@@ -1,0 +1,324 @@
+package recovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// journal is what the fakes were asked to do, in order, across all of
+// them, so a test can check the order of the steps.
+type journal struct {
+	mu      sync.Mutex
+	entries []string
+}
+
+func (j *journal) add(format string, args ...any) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.entries = append(j.entries, fmt.Sprintf(format, args...))
+}
+
+func (j *journal) all() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.entries)
+}
+
+// index is the position of the first entry starting with prefix, -1 if none.
+func (j *journal) index(prefix string) int {
+	return slices.IndexFunc(j.all(), func(e string) bool { return strings.HasPrefix(e, prefix) })
+}
+
+func (j *journal) has(prefix string) bool { return j.index(prefix) >= 0 }
+
+// fakeMeta is the metadata client: a state in memory, this node leading
+// at term unless told otherwise.
+type fakeMeta struct {
+	j *journal
+
+	mu        sync.Mutex
+	ms        *consensus.MetaState
+	self      uint64
+	leader    uint64
+	term      uint64
+	quorumErr error
+}
+
+func (f *fakeMeta) LocalState() (*consensus.MetaState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// A copy, as the real client gives: recovery must re-read to see changes.
+	ms := *f.ms
+	ms.Nodes, ms.VMs = map[string]*consensus.NodeRecord{}, map[string]*consensus.VMRecord{}
+	for k, n := range f.ms.Nodes {
+		c := *n
+		ms.Nodes[k] = &c
+	}
+	for k, v := range f.ms.VMs {
+		c := *v
+		ms.VMs[k] = &c
+	}
+	return &ms, nil
+}
+
+func (f *fakeMeta) Self() uint64 { return f.self }
+
+func (f *fakeMeta) Leader() (uint64, uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader, f.term, f.leader != 0
+}
+
+func (f *fakeMeta) setLeader(id, term uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leader, f.term = id, term
+}
+
+func (f *fakeMeta) CheckQuorum(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.quorumErr
+}
+
+func (f *fakeMeta) SetVMHA(_ context.Context, c consensus.VMHACmd) error {
+	f.j.add("ha %s %s", c.Name, c.State)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v := f.ms.VMs[c.Name]; v != nil {
+		v.HAState, v.HAReason = c.State, c.Reason
+	}
+	return nil
+}
+
+func (f *fakeMeta) UpdateVM(_ context.Context, u consensus.VMUpdate) error {
+	f.j.add("update %s %s if %s", u.Name, u.Node, u.IfNode)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v := f.ms.VMs[u.Name]
+	if v == nil || v.Node != u.IfNode {
+		return errors.New("moved")
+	}
+	v.Node = u.Node
+	return nil
+}
+
+func (f *fakeMeta) SetConfig(_ context.Context, kv map[string]string) error {
+	f.j.add("config %v", kv)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, v := range kv {
+		f.ms.Config[k] = v
+	}
+	return nil
+}
+
+func (f *fakeMeta) SetNodeFence(_ context.Context, c consensus.NodeFenceCmd) (consensus.NodeRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.ms.Nodes[c.Node]
+	if n == nil {
+		return consensus.NodeRecord{}, consensus.ErrNodeNotFound
+	}
+	if c.ConfirmedOff {
+		n.ConfirmedOffAt = time.Now()
+	} else {
+		n.Fence = c.Config
+	}
+	return *n, nil
+}
+
+// confirmOff is an operator's 'tandem node fence NODE --confirm-off'.
+func (f *fakeMeta) confirmOff(node string) {
+	f.j.add("confirm-off %s", node)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ms.Nodes[node].ConfirmedOffAt = time.Now()
+}
+
+// fakeVolumes is this node's volume manager and the cluster's promotions.
+type fakeVolumes struct {
+	j         *journal
+	primaries int
+	frozen    error // the cause FreezeAll was given
+}
+
+func (f *fakeVolumes) FreezeAll(cause error) int {
+	f.j.add("freeze-all")
+	f.frozen = cause
+	return f.primaries
+}
+
+func (f *fakeVolumes) Primaries() int { return f.primaries }
+
+func (f *fakeVolumes) Promote(_ context.Context, _ *consensus.MetaState, vol, node string) error {
+	f.j.add("promote %s on %s", vol, node)
+	return nil
+}
+
+// fakeDomains is libvirt on this node.
+type fakeDomains struct {
+	j       *journal
+	mu      sync.Mutex
+	running []string
+}
+
+func (f *fakeDomains) Running(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.running), nil
+}
+
+func (f *fakeDomains) Destroy(_ context.Context, name string) error {
+	f.j.add("destroy %s", name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.running = slices.DeleteFunc(f.running, func(n string) bool { return n == name })
+	return nil
+}
+
+// fakeVMs is the VM subsystem: placement always picks target and keeps
+// the volumes already primary there.
+type fakeVMs struct {
+	j       *journal
+	meta    *fakeMeta
+	domains *fakeDomains // nil: libvirtd does not answer
+	target  string
+	primary map[string]string // volume -> node serving it as primary
+}
+
+func (f *fakeVMs) Domains(context.Context) (Domains, error) {
+	if f.domains == nil {
+		return nil, errors.New("libvirtd does not answer")
+	}
+	return f.domains, nil
+}
+
+func (f *fakeVMs) Place(_ context.Context, vm, dead string) (Placement, error) {
+	ms, _ := f.meta.LocalState()
+	cur := ms.VMs[vm]
+	if cur == nil || cur.Node != dead {
+		return Placement{}, fmt.Errorf("VM %s moved meanwhile", vm)
+	}
+	p := Placement{VM: cur, Node: f.target, State: ms}
+	for _, vol := range cur.Spec.Volumes {
+		if f.primary[vol] != f.target {
+			p.Promote = append(p.Promote, vol)
+		}
+	}
+	return p, nil
+}
+
+func (f *fakeVMs) Start(_ context.Context, p Placement) error {
+	f.j.add("start %s on %s", p.VM.Name, p.Node)
+	return nil
+}
+
+// fixture is a Manager on node n1 over the fakes, with fast timing.
+type fixture struct {
+	j    *journal
+	st   *state.State
+	meta *fakeMeta
+	vols *fakeVolumes
+	vms  *fakeVMs
+	m    *Manager
+}
+
+// newFixture: n1 (this node, replica 1) leads at term 7; n2 and n3 are
+// members; n2 has no fencing at all (only an operator can confirm it off).
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	j := &journal{}
+	ms := &consensus.MetaState{
+		Config: map[string]string{},
+		Nodes: map[string]*consensus.NodeRecord{
+			"n1": {Name: "n1", ReplicaID: 1, State: consensus.NodeMember, BackendAddr: "n1:1"},
+			"n2": {Name: "n2", ReplicaID: 2, State: consensus.NodeMember, BackendAddr: "n2:1", Fence: &consensus.FenceConfig{NoLease: true}},
+			"n3": {Name: "n3", ReplicaID: 3, State: consensus.NodeMember, BackendAddr: "n3:1"},
+		},
+		VMs: map[string]*consensus.VMRecord{},
+	}
+	meta := &fakeMeta{j: j, ms: ms, self: 1, leader: 1, term: 7}
+	f := &fixture{j: j, meta: meta, vols: &fakeVolumes{j: j}}
+	f.vms = &fakeVMs{j: j, meta: meta, target: "n3", primary: map[string]string{}}
+	f.st = &state.State{
+		Node:   state.Node{Name: "n1"},
+		Log:    slog.New(slog.DiscardHandler),
+		Quorum: func(context.Context) error { return nil },
+		Peer: func(addr string) (tandemv1.PeerClient, error) {
+			return nil, fmt.Errorf("no peer %s in this test", addr)
+		},
+		Now:    time.Now,
+		Events: func(_ context.Context, e consensus.Event) { j.add("event %s %s: %s", e.Kind, e.Node, e.Detail) },
+		Fence:  &state.SelfFence{},
+	}
+	f.st.Config.Watchdog = "off"
+	f.st.Config.Compute.LibvirtSocket = filepath.Join(t.TempDir(), "libvirt-sock")
+	f.m = New(Config{State: f.st, Meta: func() Meta { return meta }, Volumes: f.vols, VMs: f.vms,
+		Settings: func(c map[string]string) map[string]string { return c }})
+	tm := ha.DefaultTiming()
+	tm.HeartbeatInterval = 5 * time.Millisecond
+	f.m.timing = tm
+	return f
+}
+
+// libvirtd makes the libvirt socket exist, with domains running.
+func (f *fixture) libvirtd(t *testing.T, running ...string) {
+	t.Helper()
+	if err := os.WriteFile(f.st.Config.Compute.LibvirtSocket, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.vms.domains = &fakeDomains{j: f.j, running: running}
+}
+
+func (f *fixture) addVM(name, node string, priority int, vols ...string) {
+	f.meta.mu.Lock()
+	defer f.meta.mu.Unlock()
+	f.meta.ms.VMs[name] = &consensus.VMRecord{Name: name, Node: node, Desired: consensus.VMStarted, Priority: priority,
+		Spec: consensus.VMSpecRecord{Volumes: vols, MemoryMiB: 512}}
+}
+
+// dead makes the leader's detector see node dead.
+func (f *fixture) dead(node string) {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	t := f.m.timing
+	f.m.det = ha.NewDetector(t, time.Now().Add(-2*t.DeadTimeout), []string{"n1", "n2", "n3"})
+	f.m.det.Seen("n1", time.Now())
+	f.m.det.Seen("n3", time.Now())
+	f.m.det.Tick(time.Now())
+}
+
+// answers makes the leader's detector see node answer again.
+func (f *fixture) answers(node string) {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	f.m.det.Seen(node, time.Now())
+	f.m.det.Tick(time.Now())
+}
+
+// waitFor waits until the journal has an entry starting with prefix.
+func (f *fixture) waitFor(t *testing.T, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f.j.has(prefix) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the journal:\n%s", prefix, strings.Join(f.j.all(), "\n"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,332 @@
+package recovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/fencing"
+	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/placement"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+func (m *Manager) stopLeading() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.leaderStop != nil {
+		m.leaderStop()
+		m.leaderStop = nil
+	}
+	m.det, m.leaderCtx = nil, nil
+	m.recovering = map[string]bool{}
+}
+
+// lead is one detector round on the metadata leader.
+func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
+	ms, err := m.metaLocal()
+	if err != nil {
+		return
+	}
+	var nodes []string
+	for name, n := range ms.Nodes {
+		if n.State == consensus.NodeMember {
+			nodes = append(nodes, name)
+		}
+	}
+	now := time.Now()
+	m.mu.Lock()
+	if m.det == nil || m.leaderTerm != term {
+		if m.leaderStop != nil {
+			m.leaderStop()
+		}
+		m.det = ha.NewDetector(t, now, nodes)
+		m.leaderTerm = term
+		m.recovering = map[string]bool{}
+		m.leaderCtx, m.leaderStop = context.WithCancel(ctx)
+		m.log.Info("metadata leader: failure detector started", "term", term, "nodes", nodes)
+	}
+	m.det.SetNodes(now, nodes)
+	m.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, name := range nodes {
+		if name == m.st.Node.Name {
+			m.mu.Lock()
+			m.det.Seen(name, time.Now())
+			m.mu.Unlock()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := m.st.Peer(ms.Nodes[name].BackendAddr)
+			if err != nil {
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, t.HeartbeatInterval)
+			defer cancel()
+			if _, err := c.Ping(pctx, &tandemv1.PingRequest{From: m.st.Node.Name, LeaderTerm: term}); err == nil {
+				m.mu.Lock()
+				if m.det != nil {
+					m.det.Seen(name, time.Now())
+				}
+				m.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	m.mu.Lock()
+	if m.det == nil {
+		m.mu.Unlock()
+		return
+	}
+	trs := m.det.Tick(time.Now())
+	leaderCtx := m.leaderCtx
+	m.mu.Unlock()
+	for _, tr := range trs {
+		kind := "node-" + string(tr.To)
+		if tr.To == ha.Alive {
+			kind = "node-alive"
+		} else if tr.To == ha.Suspect {
+			kind = "node-suspected"
+		}
+		m.log.Warn("node liveness changed", "node", tr.Node, "from", tr.From, "to", tr.To, "last_seen", tr.LastSeen)
+		m.event(ctx, consensus.Event{Kind: kind, Node: tr.Node, Detail: fmt.Sprintf("%s -> %s; last answer %s ago", tr.From, tr.To, time.Since(tr.LastSeen).Round(time.Millisecond))})
+	}
+	if !ha.Armed(m.settings(ms.Config)) {
+		return
+	}
+	for _, name := range nodes {
+		m.mu.Lock()
+		state, _, _ := m.det.State(name)
+		busy := m.recovering[name]
+		m.mu.Unlock()
+		if state != ha.Dead || busy || !hasStartedVMs(ms, name) {
+			continue
+		}
+		m.mu.Lock()
+		m.recovering[name] = true
+		m.mu.Unlock()
+		go func() {
+			m.recover(leaderCtx, name, term)
+			m.mu.Lock()
+			delete(m.recovering, name)
+			m.mu.Unlock()
+		}()
+	}
+}
+
+func hasStartedVMs(ms *consensus.MetaState, node string) bool {
+	for _, v := range ms.VMs {
+		if v.Node == node && v.Desired == consensus.VMStarted && v.HAState != consensus.HAError {
+			return true
+		}
+	}
+	return false
+}
+
+// stillLeading reports whether this node still leads at term.
+func (m *Manager) stillLeading(term uint64) bool {
+	meta := m.meta()
+	if meta == nil {
+		return false
+	}
+	lid, lterm, ok := meta.Leader()
+	return ok && lid == meta.Self() && lterm == term
+}
+
+func (m *Manager) liveness(node string) (ha.Liveness, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.det == nil {
+		return "", time.Time{}
+	}
+	s, last, _ := m.det.State(node)
+	return s, last
+}
+
+// agents builds the fencing agents for node from its committed config.
+func agents(n *consensus.NodeRecord, lastSeen time.Time, t ha.Timing) []fencing.Fencer {
+	var out []fencing.Fencer
+	if f := n.Fence; f != nil {
+		if f.IPMI != nil {
+			out = append(out, fencing.NewIPMI(fencing.IPMIConfig{Host: f.IPMI.Host, Port: f.IPMI.Port, User: f.IPMI.User, Password: f.IPMI.Password, Timeout: t.FenceTimeout}))
+		}
+		if r := f.Redfish; r != nil {
+			out = append(out, fencing.NewRedfish(fencing.RedfishConfig{Endpoint: r.Endpoint, User: r.User, Password: r.Password, SystemID: r.SystemID, InsecureSkipVerify: r.Insecure, Timeout: t.FenceTimeout}))
+		}
+	}
+	if (n.Fence == nil || !n.Fence.NoLease) && !lastSeen.IsZero() {
+		// The node renewed at most one heartbeat interval after its last
+		// answer (see package ha).
+		out = append(out, fencing.NewLease(n.Name, lastSeen.Add(t.HeartbeatInterval), t.SelfFenceLease, nil, fencing.WithSelfFenceGrace(t.SelfFenceGrace)))
+	}
+	return out
+}
+
+// placementVM is what placement.RecoveryOrder needs of a VM record.
+func placementVM(v *consensus.VMRecord) placement.VM {
+	return placement.VM{Name: v.Name, MemoryMiB: v.Spec.MemoryMiB, Priority: v.Priority, AntiAffinity: v.AntiAffinity,
+		Volumes: slices.Clone(v.Spec.Volumes), Node: v.Node, Started: v.Desired == consensus.VMStarted,
+		HAError: v.HAState == consensus.HAError, EvacuatedFrom: v.EvacuatedFrom}
+}
+
+// recoveryOrder is the VMs recovery restarts when node died, in order.
+func recoveryOrder(ms *consensus.MetaState, node string) []*consensus.VMRecord {
+	var pc placement.Cluster
+	for _, name := range slices.Sorted(maps.Keys(ms.VMs)) {
+		pc.VMs = append(pc.VMs, placementVM(ms.VMs[name]))
+	}
+	var out []*consensus.VMRecord
+	for _, v := range placement.RecoveryOrder(&pc, node) {
+		out = append(out, ms.VMs[v.Name])
+	}
+	return out
+}
+
+// recoveryRetry is the pause between two attempts to restart one VM.
+const recoveryRetry = time.Second
+
+// recover moves every started VM of a dead node: fence it, then promote
+// and restart each VM elsewhere. It gives up when leadership moves (the
+// next leader starts over from the committed HA states).
+func (m *Manager) recover(ctx context.Context, node string, term uint64) {
+	log := m.log.With("dead_node", node)
+	meta := m.meta()
+	if meta == nil {
+		return
+	}
+	vmsOf := func() []*consensus.VMRecord {
+		ms, err := m.metaLocal()
+		if err != nil {
+			return nil
+		}
+		return recoveryOrder(ms, node)
+	}
+	setHA := func(v *consensus.VMRecord, state, reason string) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := meta.SetVMHA(sctx, consensus.VMHACmd{Name: v.Name, State: state, Reason: reason}); err != nil {
+			log.Warn("cannot record HA state", "vm", v.Name, "state", state, "err", err)
+		}
+	}
+	_, lastSeen := m.liveness(node)
+	for _, v := range vmsOf() {
+		if v.HAState == "" || v.HAState == consensus.HAStarted {
+			setHA(v, consensus.HAFence, fmt.Sprintf("node %s is dead (last answer %s); fencing it", node, lastSeen.UTC().Format(time.RFC3339Nano)))
+		}
+	}
+	// 1. Fence: positive evidence only (fencing package contract).
+	m.event(ctx, consensus.Event{Kind: "fence-attempt", Node: node, Detail: "recovery of its VMs needs it fenced"})
+	lastReason := ""
+	var confirmed fencing.Result
+	for {
+		if ctx.Err() != nil || !m.stillLeading(term) {
+			log.Warn("recovery stopped: no longer the metadata leader")
+			return
+		}
+		if s, _ := m.liveness(node); s == ha.Alive {
+			log.Warn("node answers again before it was fenced; recovery cancelled")
+			for _, v := range vmsOf() {
+				setHA(v, consensus.HAStarted, "node answered again before it was fenced")
+			}
+			m.event(ctx, consensus.Event{Kind: "recovery-cancelled", Node: node, Detail: "node answered again before it was fenced"})
+			return
+		}
+		m.mu.Lock()
+		t := m.timing
+		m.mu.Unlock()
+		ms, err := m.metaLocal()
+		if err != nil {
+			sleep(ctx, t.HeartbeatInterval)
+			continue
+		}
+		n := ms.Nodes[node]
+		if n == nil {
+			return
+		}
+		if !n.ConfirmedOffAt.IsZero() && n.ConfirmedOffAt.After(lastSeen) {
+			confirmed = fencing.Result{Agent: "operator", Confirmed: true, Detail: "an operator confirmed the node is off", At: n.ConfirmedOffAt}
+			break
+		}
+		agents := agents(n, lastSeen, t)
+		fctx, cancel := context.WithTimeout(ctx, t.FenceTimeout)
+		res, ferr := fencing.FenceAny(fctx, agents...)
+		cancel()
+		if ferr == nil && res.Confirmed {
+			confirmed = res
+			break
+		}
+		reason := fmt.Sprintf("fencing %s not confirmed: %v", node, ferr)
+		var active *fencing.LeaseActiveError
+		leaseWait := errors.As(ferr, &active) && len(agents) == 1
+		if reason != lastReason && !leaseWait {
+			lastReason = reason
+			log.Warn("fencing not confirmed; the VMs wait", "err", ferr)
+			m.event(ctx, consensus.Event{Kind: "fence-result", Node: node, Detail: reason})
+			for _, v := range vmsOf() {
+				setHA(v, consensus.HAFence, reason+"; run 'tandem node fence "+node+" --confirm-off' once it is off")
+			}
+		}
+		sleep(ctx, t.HeartbeatInterval)
+	}
+	log.Warn("node fenced", "agent", confirmed.Agent, "detail", confirmed.Detail)
+	m.event(ctx, consensus.Event{Kind: "fence-result", Node: node, Detail: fmt.Sprintf("confirmed by %s: %s", confirmed.Agent, confirmed.Detail)})
+
+	// 2-3. Promote and restart, one VM at a time in priority order.
+	for _, v := range vmsOf() {
+		var lastErr error
+		for attempt := 1; attempt <= 3; attempt++ {
+			if ctx.Err() != nil || !m.stillLeading(term) {
+				return
+			}
+			setHA(v, consensus.HARecovery, fmt.Sprintf("node %s fenced by %s; restarting (attempt %d)", node, confirmed.Agent, attempt))
+			var target string
+			target, lastErr = m.restart(ctx, meta, v, node)
+			if lastErr == nil {
+				setHA(v, consensus.HAStarted, fmt.Sprintf("recovered on %s after %s died", target, node))
+				m.event(ctx, consensus.Event{Kind: "vm-recovered", Node: target, VM: v.Name, Detail: fmt.Sprintf("restarted on %s (was on %s)", target, node)})
+				log.Warn("VM recovered", "vm", v.Name, "on", target)
+				break
+			}
+			log.Error("VM recovery failed", "vm", v.Name, "attempt", attempt, "err", lastErr)
+			sleep(ctx, recoveryRetry)
+		}
+		if lastErr != nil {
+			msg := status.Convert(lastErr).Message()
+			setHA(v, consensus.HAError, msg)
+			m.event(ctx, consensus.Event{Kind: "vm-recovery-failed", VM: v.Name, Node: node, Detail: msg})
+		}
+	}
+}
+
+// restart promotes v's volumes on the best node and starts v there.
+func (m *Manager) restart(ctx context.Context, meta Meta, v *consensus.VMRecord, dead string) (string, error) {
+	// One VM at a time on fresh state: the earlier restarts are in it, as
+	// placement.Recover plans them.
+	p, err := m.vms.Place(ctx, v.Name, dead)
+	if err != nil {
+		return "", err
+	}
+	for _, vol := range p.Promote {
+		if err := m.vols.Promote(ctx, p.State, vol, p.Node); err != nil {
+			return "", fmt.Errorf("promote %s on %s: %w", vol, p.Node, err)
+		}
+		m.event(ctx, consensus.Event{Kind: "promotion", Node: p.Node, VM: v.Name, Detail: fmt.Sprintf("volume %s promoted on %s", vol, p.Node)})
+	}
+	if err := m.vms.Start(ctx, p); err != nil {
+		return "", err
+	}
+	if err := meta.UpdateVM(ctx, consensus.VMUpdate{Name: v.Name, Node: p.Node, IfNode: dead, Reason: "HA recovery"}); err != nil {
+		return "", err
+	}
+	return p.Node, nil
+}

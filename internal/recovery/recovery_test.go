@@ -1,0 +1,266 @@
+package recovery
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/config"
+)
+
+// runRecover runs one recovery of dead as the leader at term 7 and returns
+// a channel closed when it ends.
+func (f *fixture) runRecover(ctx context.Context, dead string) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.m.recover(ctx, dead, 7)
+	}()
+	return done
+}
+
+func wait(t *testing.T, done chan struct{}) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("recovery did not end")
+	}
+}
+
+// Recovery waits until the dead node is positively fenced, then for each
+// of its VMs in priority order promotes its volumes on the target, starts
+// it there and only then records the move.
+func TestRecoverFencesThenPromotesThenRestarts(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("low", "n2", 1, "low-disk")
+	f.addVM("high", "n2", 5, "high-disk", "shared")
+	f.addVM("elsewhere", "n3", 9, "other")
+	f.vms.primary["shared"] = "n3" // already primary on the target
+	f.dead("n2")
+	done := f.runRecover(t.Context(), "n2")
+
+	// No agent can confirm: the VMs wait, marked fence, nothing promoted.
+	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
+	time.Sleep(20 * time.Millisecond) // several more fencing rounds
+	for _, e := range []string{"promote", "start", "update"} {
+		if f.j.has(e) {
+			t.Fatalf("%s before the node was fenced:\n%s", e, strings.Join(f.j.all(), "\n"))
+		}
+	}
+	if !f.j.has("ha high fence") || !f.j.has("ha low fence") || f.j.has("ha elsewhere") {
+		t.Fatalf("HA states while fencing:\n%s", strings.Join(f.j.all(), "\n"))
+	}
+
+	f.meta.confirmOff("n2")
+	wait(t, done)
+	want := []string{
+		"confirm-off n2",
+		"event fence-result n2: confirmed by operator",
+		"ha high recovery",
+		"promote high-disk on n3",
+		"event promotion n3",
+		"start high on n3",
+		"update high n3 if n2",
+		"ha high started",
+		"event vm-recovered n3",
+		"ha low recovery",
+		"promote low-disk on n3",
+		"event promotion n3",
+		"start low on n3",
+		"update low n3 if n2",
+		"ha low started",
+		"event vm-recovered n3",
+	}
+	got := f.j.all()
+	i := f.j.index("confirm-off n2")
+	if len(got[i:]) != len(want) {
+		t.Fatalf("after the fence:\n%s\nwant:\n%s", strings.Join(got[i:], "\n"), strings.Join(want, "\n"))
+	}
+	for k, w := range want {
+		if !strings.HasPrefix(got[i+k], w) {
+			t.Fatalf("step %d is %q, want %q; after the fence:\n%s", k, got[i+k], w, strings.Join(got[i:], "\n"))
+		}
+	}
+	if f.j.has("promote shared") {
+		t.Fatal("promoted a volume already primary on the target")
+	}
+}
+
+// A node that answers again before it is fenced keeps its VMs: recovery
+// is cancelled and nothing is promoted or started.
+func TestRecoverCancelledWhenNodeAnswersBeforeFence(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("vm", "n2", 1, "disk")
+	f.dead("n2")
+	done := f.runRecover(t.Context(), "n2")
+	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
+	f.answers("n2")
+	wait(t, done)
+	if !f.j.has("event recovery-cancelled n2") || !f.j.has("ha vm started") {
+		t.Fatalf("not cancelled:\n%s", strings.Join(f.j.all(), "\n"))
+	}
+	for _, e := range []string{"promote", "start", "update"} {
+		if f.j.has(e) {
+			t.Fatalf("%s after the node answered:\n%s", e, strings.Join(f.j.all(), "\n"))
+		}
+	}
+}
+
+// A leader that loses its leadership stops recovering: the next leader
+// starts over from the committed HA states.
+func TestRecoverStopsWhenLeadershipMoves(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("vm", "n2", 1, "disk")
+	f.dead("n2")
+	done := f.runRecover(t.Context(), "n2")
+	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
+	f.meta.setLeader(3, 8)
+	wait(t, done) // ends while still waiting for the fence
+	if f.j.has("promote") || f.j.has("start") || f.j.has("ha vm recovery") {
+		t.Fatalf("recovered without leading:\n%s", strings.Join(f.j.all(), "\n"))
+	}
+}
+
+// Cancelling the leader's context ends a recovery waiting for fencing at
+// once, even with a long heartbeat interval.
+func TestRecoverHonoursContext(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("vm", "n2", 1, "disk")
+	f.dead("n2")
+	f.m.timing.HeartbeatInterval = time.Hour
+	ctx, cancel := context.WithCancel(t.Context())
+	done := f.runRecover(ctx, "n2")
+	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
+	cancel()
+	wait(t, done)
+}
+
+// selfFence sets the flag first, then freezes every primary and destroys
+// every VM here; a second call does nothing.
+func TestSelfFenceFreezesVolumesAndDestroysVMs(t *testing.T) {
+	f := newFixture(t)
+	f.vols.primaries = 2
+	f.libvirtd(t, "a", "b")
+	f.m.selfFence(t.Context())
+	if !f.st.Fence.Fenced() {
+		t.Fatal("not fenced")
+	}
+	if !errors.Is(f.vols.frozen, ErrSelfFenced) {
+		t.Fatalf("volumes frozen with %v", f.vols.frozen)
+	}
+	if got := strings.Join(f.j.all(), ","); got != "freeze-all,destroy a,destroy b" {
+		t.Fatalf("journal %s", got)
+	}
+	if r, _ := f.vms.domains.Running(t.Context()); len(r) != 0 {
+		t.Fatalf("still running: %v", r)
+	}
+	f.m.selfFence(t.Context())
+	if n := len(f.j.all()); n != 3 {
+		t.Fatalf("fenced twice: %v", f.j.all())
+	}
+}
+
+// A node whose lease ran out while it runs nothing (a node still joining)
+// does not fence itself, so its watchdog keeps petting; one that may run
+// something (a primary, a domain, or libvirtd there but not answering)
+// does.
+func TestLeaseExpiryFencesOnlyWithSomethingToStop(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		setup  func(t *testing.T, f *fixture)
+		fenced bool
+	}{
+		{"compute off", func(t *testing.T, f *fixture) { f.st.Config.Compute.LibvirtSocket = config.ComputeOff }, false},
+		{"no libvirtd socket", func(*testing.T, *fixture) {}, false},
+		{"libvirtd with no domain", func(t *testing.T, f *fixture) { f.libvirtd(t) }, false},
+		{"libvirtd not answering", func(t *testing.T, f *fixture) {
+			f.libvirtd(t)
+			f.vms.domains = nil
+		}, true},
+		{"a domain running", func(t *testing.T, f *fixture) { f.libvirtd(t, "vm") }, true},
+		{"a primary, compute off", func(t *testing.T, f *fixture) {
+			f.st.Config.Compute.LibvirtSocket = config.ComputeOff
+			f.vols.primaries = 1
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			tc.setup(t, f)
+			f.m.lease = ha.NewLease(f.m.timing, time.Now().Add(-time.Minute)) // long expired
+			f.m.selfFence(t.Context())
+			if f.st.Fence.Fenced() != tc.fenced {
+				t.Fatalf("fenced = %v, want %v", f.st.Fence.Fenced(), tc.fenced)
+			}
+			if f.j.has("freeze-all") != tc.fenced {
+				t.Fatalf("journal %v", f.j.all())
+			}
+			f.m.mu.Lock()
+			idle := !f.m.idleUntil.IsZero()
+			f.m.mu.Unlock()
+			if idle == tc.fenced {
+				t.Fatalf("idle recheck set = %v", idle)
+			}
+		})
+	}
+}
+
+// A fenced node serves again once it proves quorum; without quorum it
+// stays fenced.
+func TestSelfFenceLiftedWhenQuorumReturns(t *testing.T) {
+	f := newFixture(t) // n1 leads: a quorum check alone renews its lease
+	f.vols.primaries = 1
+	f.m.lease = ha.NewLease(f.m.timing, time.Now().Add(-time.Minute))
+	f.meta.quorumErr = errors.New("no quorum")
+	f.m.tick(t.Context())
+	if !f.st.Fence.Fenced() {
+		t.Fatal("an expired lease without quorum did not fence")
+	}
+	f.m.tick(t.Context())
+	if !f.st.Fence.Fenced() || f.j.has("event self-fence-lifted") {
+		t.Fatal("lifted without quorum")
+	}
+	f.meta.mu.Lock()
+	f.meta.quorumErr = nil
+	f.meta.mu.Unlock()
+	f.m.tick(t.Context())
+	if f.st.Fence.Fenced() || !f.j.has("event self-fence-lifted n1") {
+		t.Fatalf("not lifted with quorum back: %v", f.j.all())
+	}
+}
+
+// Only a ping from the node the metadata names as leader, at its term,
+// renews the lease.
+func TestLeaderPingRenewsOnlyFromTheLeader(t *testing.T) {
+	f := newFixture(t)
+	f.meta.setLeader(3, 8)
+	f.m.timing.HeartbeatInterval = time.Minute
+	old := time.Now().Add(-time.Minute)
+	f.m.lease = ha.NewLease(f.m.timing, old)
+	f.m.lease.QuorumOK(time.Now(), false) // this node just proved quorum
+	f.m.LeaderPing("n2", 8)               // not the leader
+	f.m.LeaderPing("n3", 7)               // stale term
+	if !f.m.lease.Renewed().Equal(old) {
+		t.Fatal("renewed by a non-leader")
+	}
+	f.m.LeaderPing("n3", 8)
+	if !f.m.lease.Renewed().After(old) {
+		t.Fatal("not renewed by the leader")
+	}
+}
+
+// hasStartedVMs decides whether a dead node needs a recovery at all.
+func TestHasStartedVMs(t *testing.T) {
+	ms := &consensus.MetaState{VMs: map[string]*consensus.VMRecord{
+		"a": {Name: "a", Node: "n2", Desired: consensus.VMStopped},
+		"b": {Name: "b", Node: "n2", Desired: consensus.VMStarted, HAState: consensus.HAError},
+		"c": {Name: "c", Node: "n3", Desired: consensus.VMStarted},
+	}}
+	if hasStartedVMs(ms, "n2") || !hasStartedVMs(ms, "n3") {
+		t.Fatal("hasStartedVMs")
+	}
+}
