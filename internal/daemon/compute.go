@@ -160,7 +160,7 @@ func (c *computeManager) run(ctx context.Context) {
 				return false
 			}
 			for _, vol := range v.Spec.Volumes {
-				if nv := vols.get(vol); nv == nil || nv.servingPrimary() == nil {
+				if !vols.ServingPrimary(vol) {
 					return false
 				}
 			}
@@ -311,24 +311,8 @@ func (c *computeManager) waitPrimary(ctx context.Context, vols []string) error {
 		return status.Error(codes.FailedPrecondition, "volumes are not running on this node")
 	}
 	for _, name := range vols {
-		nv := vm.get(name)
-		if nv == nil || nv.witness {
-			return status.Errorf(codes.FailedPrecondition, "node %s holds no replica of volume %s", c.d.cfg.NodeName, name)
-		}
-		for nv.servingPrimary() == nil {
-			nv.reconcile()
-			if nv.servingPrimary() != nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				r := nv.rec.Load()
-				if r != nil {
-					return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s (%s is, epoch %d); a VM runs only where its volumes' primary is", c.d.cfg.NodeName, name, r.Primary, r.Epoch)
-				}
-				return status.Errorf(codes.FailedPrecondition, "volume %s is not ready on %s", name, c.d.cfg.NodeName)
-			case <-time.After(20 * time.Millisecond):
-			}
+		if err := vm.WaitPrimary(ctx, name); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -18,5 +18,7 @@
 //     share internal/state, never *Daemon. Cluster membership (create,
 //     join, admit, node removal, the expected-votes guard) lives in
 //     internal/membership; the daemon implements its Init (files, Raft
-//     host, servers) and keeps thin gRPC adapters.
+//     host, servers) and keeps thin gRPC adapters. The volumes (replicas,
+//     shards, primaries, NBD exports, handover, verify, the volume API's
+//     policy) live in internal/volume (volumedeps.go wires it).
 package daemon

@@ -204,7 +204,7 @@ func (h *haManager) selfFence(ctx context.Context) {
 	// says so without an alarm.
 	frozen, destroyed := 0, 0
 	if vm := h.d.volumes(); vm != nil {
-		frozen = vm.freezeAll(errSelfFenced)
+		frozen = vm.FreezeAll(errSelfFenced)
 	}
 	var computeErr error
 	if h.d.cfg.ComputeEnabled() {
@@ -245,7 +245,7 @@ const idleRecheck = 200 * time.Millisecond
 // volume served as primary and no running domain in libvirt. Any doubt
 // (libvirtd not answering) means there may be something.
 func (h *haManager) nothingToFence(ctx context.Context) bool {
-	if vm := h.d.volumes(); vm != nil && vm.primaries() > 0 {
+	if vm := h.d.volumes(); vm != nil && vm.Primaries() > 0 {
 		return false
 	}
 	if !h.d.cfg.ComputeEnabled() {
@@ -558,7 +558,7 @@ func (h *haManager) recover(ctx context.Context, node string, term uint64) {
 
 // restart promotes v's volumes on the best node and starts v there.
 func (h *haManager) restart(ctx context.Context, vs *vmService, v *consensus.VMRecord, dead string) (string, error) {
-	ms, err := vs.volumes().catalog(ctx, true)
+	ms, err := vs.volumes().Catalog(ctx, true)
 	if err != nil {
 		return "", err
 	}

@@ -42,7 +42,7 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 	}
 	var failed []string
 	move := func(v *consensus.VMRecord, to string) bool {
-		ms, err := vs.volumes().catalog(ctx, true)
+		ms, err := vs.volumes().Catalog(ctx, true)
 		if err != nil {
 			failed = append(failed, v.Name)
 			_ = say(v.Name, "VM %s: %s", v.Name, grpcMessage(err))
@@ -68,7 +68,7 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 		}
 	}
 	if req.Enable {
-		ms, err = vs.volumes().catalog(ctx, true)
+		ms, err = vs.volumes().Catalog(ctx, true)
 		if err != nil {
 			return err
 		}
@@ -85,7 +85,7 @@ func (s *nodeService) Maintenance(req *tandemv1.NodeMaintenanceRequest, stream t
 			}
 		}
 	} else {
-		ms, err = vs.volumes().catalog(ctx, true)
+		ms, err = vs.volumes().Catalog(ctx, true)
 		if err != nil {
 			return err
 		}

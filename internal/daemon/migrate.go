@@ -132,29 +132,28 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	if vols == nil {
 		return status.Error(codes.FailedPrecondition, "volumes are not running on this node")
 	}
-	var nvs []*nodeVolume
+	var nvs []string
 	for _, name := range vm.Volumes {
-		nv := vols.get(name)
-		if nv == nil || nv.servingPrimary() == nil {
+		if !vols.ServingPrimary(name) {
 			return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s", self, name)
 		}
-		nvs = append(nvs, nv)
+		nvs = append(nvs, name)
 	}
 	closeWindows := func(reason string) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		for _, nv := range nvs {
-			if err := nv.endDual(cctx, reason); err != nil {
-				d.log.Error("cannot close the migration window", "volume", nv.entry.Name, "err", err)
+			if err := vols.EndDual(cctx, nv, reason); err != nil {
+				d.log.Error("cannot close the migration window", "volume", nv, "err", err)
 			}
 		}
 	}
 	// I5 steps 1-2: the shard refuses a target that is not UpToDate.
 	send(&tandemv1.MigrateProgress{Phase: "preparing", Message: "allowing " + req.To + " to open the volumes"})
 	for _, nv := range nvs {
-		if _, err := nv.allowDual(ctx, req.To); err != nil {
+		if err := vols.AllowDual(ctx, nv, req.To); err != nil {
 			closeWindows("migration refused")
-			return volumeOpError(fmt.Errorf("volume %s: %w", nv.entry.Name, err))
+			return volumeOpError(fmt.Errorf("volume %s: %w", nv, err))
 		}
 	}
 	dest := d.compute.domainSpec(vm, target.NbdSocket)
@@ -183,8 +182,8 @@ func (s *peerService) VMMigrate(req *tandemv1.PeerMigrateRequest, stream tandemv
 	}
 	send(&tandemv1.MigrateProgress{Phase: "handover", Message: "committing " + req.To + " as primary"})
 	for _, nv := range nvs {
-		if _, err := nv.handover(context.WithoutCancel(ctx), req.To); err != nil {
-			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, nv.entry.Name, err)
+		if err := vols.Handover(context.WithoutCancel(ctx), nv, req.To); err != nil {
+			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, nv, err)
 		}
 	}
 	_, meta, _ := d.cluster()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/placement"
+	"github.com/tandemhci/tandem/internal/volume"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -28,7 +29,7 @@ type vmService struct {
 	d *Daemon
 }
 
-func (s *vmService) volumes() *volumeService { return &volumeService{d: s.d} }
+func (s *vmService) volumes() *volume.Manager { return s.d.vols }
 
 func vmInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 	out := &tandemv1.VMInfo{Name: v.Name, Uuid: v.UUID, Vcpus: uint32(v.Spec.VCPUs), MemoryMib: uint32(v.Spec.MemoryMiB),
@@ -78,7 +79,7 @@ func (s *vmService) fresh(ctx context.Context) (*consensus.MetaState, *consensus
 	if err := s.d.requireQuorum(ctx); err != nil {
 		return nil, nil, err
 	}
-	ms, err := s.volumes().catalog(ctx, true)
+	ms, err := s.volumes().Catalog(ctx, true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -87,7 +88,7 @@ func (s *vmService) fresh(ctx context.Context) (*consensus.MetaState, *consensus
 }
 
 func (s *vmService) List(ctx context.Context, _ *tandemv1.ListVMsRequest) (*tandemv1.ListVMsResponse, error) {
-	ms, err := s.volumes().catalog(ctx, false)
+	ms, err := s.volumes().Catalog(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +113,7 @@ func (s *vmService) List(ctx context.Context, _ *tandemv1.ListVMsRequest) (*tand
 }
 
 func (s *vmService) Show(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
-	ms, err := s.volumes().catalog(ctx, false)
+	ms, err := s.volumes().Catalog(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +140,7 @@ func randomUUID() string {
 
 func (s *vmService) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*tandemv1.VMInfo, error) {
 	switch {
-	case !volumeNameRE.MatchString(req.Name):
+	case !volume.ValidName(req.Name):
 		return nil, status.Errorf(codes.InvalidArgument, "VM name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
 	case req.Vcpus < 1 || req.Vcpus > 64:
 		return nil, status.Errorf(codes.InvalidArgument, "vcpus %d: use 1 to 64", req.Vcpus)
@@ -246,9 +247,9 @@ func (s *vmService) diskNodes(ctx context.Context, ms *consensus.MetaState, node
 	if replicas == 0 {
 		replicas = 2
 	}
-	auto, _, err := s.volumes().place(ctx, ms, dk.SizeBytes, min(replicas+1, 3), nil)
+	auto, _, err := s.volumes().Place(ctx, ms, dk.SizeBytes, min(replicas+1, 3), nil)
 	if err != nil {
-		auto, _, err = s.volumes().place(ctx, ms, dk.SizeBytes, replicas, nil)
+		auto, _, err = s.volumes().Place(ctx, ms, dk.SizeBytes, replicas, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -297,7 +298,7 @@ func (s *vmService) view(ctx context.Context, ms *consensus.MetaState) *clusterV
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if info, err := s.volumes().show(ctx, name, 3*time.Second); err == nil {
+			if info, err := s.volumes().Show(ctx, name, 3*time.Second); err == nil {
 				mu.Lock()
 				vols[name] = info
 				mu.Unlock()
@@ -502,7 +503,7 @@ func (s *vmService) Delete(ctx context.Context, req *tandemv1.VMRequest) (*tande
 
 func (s *vmService) Console(req *tandemv1.ConsoleRequest, stream tandemv1.VM_ConsoleServer) error {
 	ctx := stream.Context()
-	ms, err := s.volumes().catalog(ctx, false)
+	ms, err := s.volumes().Catalog(ctx, false)
 	if err != nil {
 		return err
 	}
