@@ -816,9 +816,12 @@ func (m *Manager) Target(name string) (*replication.Target, error) {
 		Activity: func() ([][2]int64, bool) { return replication.ActivityRanges(nv.store, nv.activitySlot()) }}, nil
 }
 
+// exportRefresh bounds the shard read an NBD connect may wait for.
+const exportRefresh = 2 * time.Second
+
 // Export finds the NBD export of a volume this node is primary of, or the
-// migration target of (nbd.Server's lookup).
-func (m *Manager) Export(_ context.Context, name string) (*nbd.Export, error) {
+// migration target of (nbd.Server's lookup; ctx is the connection's).
+func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) {
 	nv := m.get(name)
 	if nv == nil {
 		return nil, fmt.Errorf("%w: node %s holds no volume %q", nbd.ErrUnknownExport, m.self(), name)
@@ -829,6 +832,17 @@ func (m *Manager) Export(_ context.Context, name string) (*nbd.Export, error) {
 	var vol blockstore.Volume = p
 	if p == nil {
 		r := nv.rec.Load()
+		if nv.store != nil && (r == nil || r.MigrationTarget != m.self()) {
+			// The source commits the migration window (allow-dual) and
+			// starts the migration at once: this replica may not have
+			// applied the record yet. Ask the shard before refusing.
+			rctx, cancel := context.WithTimeout(ctx, exportRefresh)
+			if _, err := nv.Refresh(rctx); err != nil {
+				m.log.Info("cannot refresh the volume's record for an NBD connect", "volume", name, "err", err)
+			}
+			cancel()
+			r = nv.rec.Load()
+		}
 		if r == nil {
 			return nil, fmt.Errorf("volume %s is not ready on %s yet", name, m.self())
 		}
