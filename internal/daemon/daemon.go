@@ -36,6 +36,7 @@ import (
 	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/vmm"
+	"github.com/tandemhci/tandem/internal/volume"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 	"github.com/tandemhci/tandem/replication"
 )
@@ -61,7 +62,7 @@ type Daemon struct {
 	replLn, nbdLn, nbdUnixLn           net.Listener
 
 	runCtx context.Context
-	vm     *volumeManager
+	vols   *volume.Manager
 	vms    *vmm.Manager
 	ha     *recovery.Manager
 	nbdSrv *nbd.Server
@@ -222,10 +223,10 @@ func (d *Daemon) closeListeners() {
 // Run serves until ctx ends, then shuts down gracefully.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.runCtx = ctx
-	d.vm = newVolumeManager(ctx, d)
+	d.vols = d.newVolumes(ctx)
 	d.vms = d.newVMs(ctx)
 	d.ha = d.newRecovery()
-	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vm.export)
+	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
 		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
 	}
@@ -256,14 +257,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return startupErr("rejoin cluster %q: %v", d.id.ClusterName, oneLine(err))
 		}
 		d.log.Info("tandemd started", "node", d.cfg.NodeName, "cluster", d.id.ClusterName, "replica", d.id.ReplicaID, "admin", d.cfg.AdminAddr, "backend", d.cfg.BackendAddr)
-		d.vm.restore(ctx)
+		d.vols.Restore(ctx)
 	} else {
 		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go d.vms.Run(ctx)
 	go d.ha.Run(ctx)
-	go d.vm.sweepDeleted(ctx)
+	go d.vols.SweepDeleted(ctx)
 
 	var err error
 	select {
@@ -308,8 +309,8 @@ func (d *Daemon) shutdown(httpSrv *http.Server) {
 	if d.vms != nil {
 		d.vms.Close()
 	}
-	if d.vm != nil {
-		d.vm.closeAll()
+	if d.vols != nil {
+		d.vols.CloseAll()
 	}
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -399,7 +400,7 @@ func (d *Daemon) startTLSServersLocked() error {
 	healthpb.RegisterHealthServer(d.peerSrv, hp)
 	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
 
-	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vm.target, api.ReplicationPeer)
+	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vols.Target, api.ReplicationPeer)
 	replTLS := srvTLS.Clone()
 	go func() { d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replLn, replTLS))) }()
 
@@ -431,13 +432,13 @@ func (d *Daemon) probe(ctx context.Context, addrs []string, timeout time.Duratio
 }
 
 // volumes returns the volume manager (nil before Run).
-func (d *Daemon) volumes() *volumeManager {
+func (d *Daemon) volumes() *volume.Manager {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.id == nil {
 		return nil
 	}
-	return d.vm
+	return d.vols
 }
 
 func (d *Daemon) peerClient(addr string) (tandemv1.PeerClient, error) {
@@ -450,27 +451,12 @@ func (d *Daemon) peerClient(addr string) (tandemv1.PeerClient, error) {
 	return p.client(addr)
 }
 
-func ensureDir(dir string) error { return os.MkdirAll(dir, 0o700) }
-
 // cluster returns the running consensus handles, or nil when the node is not
 // in a cluster.
 func (d *Daemon) cluster() (*identity, *consensus.Meta, *tlsMaterial) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.id, d.meta, d.tls
-}
-
-// metaLocal is this node's copy of the metadata (no quorum needed).
-func (d *Daemon) metaLocal() (*consensus.MetaState, error) {
-	_, meta, _ := d.cluster()
-	if meta == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
-	}
-	ms, err := meta.LocalState()
-	if err != nil {
-		return nil, metaError(err)
-	}
-	return ms, nil
 }
 
 // clientTLS is the node's client identity for dialing peers.

@@ -26,4 +26,7 @@
 //     HA (self-fence lease, watchdog, failure detector, fence -> promote
 //     -> restart) lives in internal/recovery, over the Volumes and VMs of
 //     recoverydeps.go.
+//     The volumes (replicas, shards, primaries, NBD exports, handover,
+//     verify, the volume API's policy) live in internal/volume
+//     (volumedeps.go wires it).
 package daemon

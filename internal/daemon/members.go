@@ -94,7 +94,7 @@ func (d *Daemon) newMembers() *membership.Manager {
 type volumesView struct{ d *Daemon }
 
 func (v volumesView) Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error) {
-	return (&volumeService{d: v.d}).show(ctx, name, timeout)
+	return v.d.vols.Show(ctx, name, timeout)
 }
 
 func trimNL(b []byte) []byte {

@@ -75,14 +75,14 @@ type recoveryVolumes struct{ d *Daemon }
 
 func (r recoveryVolumes) FreezeAll(cause error) int {
 	if vm := r.d.volumes(); vm != nil {
-		return vm.freezeAll(cause)
+		return vm.FreezeAll(cause)
 	}
 	return 0
 }
 
 func (r recoveryVolumes) Primaries() int {
 	if vm := r.d.volumes(); vm != nil {
-		return vm.primaries()
+		return vm.Primaries()
 	}
 	return 0
 }
@@ -106,7 +106,7 @@ func (r recoveryVMs) Domains(ctx context.Context) (recovery.Domains, error) {
 }
 
 func (r recoveryVMs) Place(ctx context.Context, name, dead string) (recovery.Placement, error) {
-	ms, err := (&volumeService{d: r.d}).catalog(ctx, true)
+	ms, err := r.d.vols.Catalog(ctx, true)
 	if err != nil {
 		return recovery.Placement{}, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/vmm"
+	"github.com/tandemhci/tandem/internal/volume"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -43,29 +44,27 @@ func (p vmPeers) Call(ctx context.Context, ms *consensus.MetaState, node string,
 // vmVolumes is the volume subsystem as the VM manager sees it.
 type vmVolumes struct{ d *Daemon }
 
-func (v vmVolumes) svc() *volumeService { return &volumeService{d: v.d} }
-
 func (v vmVolumes) Catalog(ctx context.Context, fresh bool) (*consensus.MetaState, error) {
-	return v.svc().catalog(ctx, fresh)
+	return v.d.vols.Catalog(ctx, fresh)
 }
 
 func (v vmVolumes) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) error {
-	_, err := v.svc().Create(ctx, req)
+	_, err := v.d.vols.Create(ctx, req)
 	return err
 }
 
 func (v vmVolumes) Delete(ctx context.Context, name string) error {
-	_, err := v.svc().Delete(ctx, &tandemv1.DeleteVolumeRequest{Name: name})
+	_, err := v.d.vols.Delete(ctx, &tandemv1.DeleteVolumeRequest{Name: name})
 	return err
 }
 
 func (v vmVolumes) Place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int) ([]string, error) {
-	nodes, _, err := v.svc().place(ctx, ms, size, replicas, nil)
+	nodes, _, err := v.d.vols.Place(ctx, ms, size, replicas, nil)
 	return nodes, err
 }
 
 func (v vmVolumes) Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error) {
-	return v.svc().show(ctx, name, timeout)
+	return v.d.vols.Show(ctx, name, timeout)
 }
 
 func (v vmVolumes) NBDSocket() string { return v.d.lay.nbdSocket() }
@@ -75,32 +74,33 @@ func (v vmVolumes) Local(name string) (vmm.LocalVolume, error) {
 	if m == nil {
 		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
 	}
-	nv := m.get(name)
-	if nv == nil || nv.witness {
+	if !m.Holds(name) {
 		return nil, nil
 	}
-	return localVolume{nv}, nil
+	return localVolume{m, name}, nil
 }
 
 // localVolume is one of this node's replicas as the VM manager uses it.
-type localVolume struct{ nv *nodeVolume }
+type localVolume struct {
+	m    *volume.Manager
+	name string
+}
 
-func (l localVolume) ServingPrimary() bool            { return l.nv.servingPrimary() != nil }
-func (l localVolume) Reconcile()                      { l.nv.reconcile() }
-func (l localVolume) Record() *consensus.VolumeRecord { return l.nv.rec.Load() }
+func (l localVolume) ServingPrimary() bool            { return l.m.ServingPrimary(l.name) }
+func (l localVolume) Reconcile()                      { l.m.Reconcile(l.name) }
+func (l localVolume) Record() *consensus.VolumeRecord { return l.m.Record(l.name) }
 
 func (l localVolume) AllowDual(ctx context.Context, target string) error {
-	if _, err := l.nv.allowDual(ctx, target); err != nil {
-		return volumeOpError(fmt.Errorf("volume %s: %w", l.nv.entry.Name, err))
+	if err := l.m.AllowDual(ctx, l.name, target); err != nil {
+		return volumeOpError(fmt.Errorf("volume %s: %w", l.name, err))
 	}
 	return nil
 }
 
 func (l localVolume) EndDual(ctx context.Context, reason string) error {
-	return l.nv.endDual(ctx, reason)
+	return l.m.EndDual(ctx, l.name, reason)
 }
 
 func (l localVolume) Handover(ctx context.Context, target string) error {
-	_, err := l.nv.handover(ctx, target)
-	return err
+	return l.m.Handover(ctx, l.name, target)
 }

@@ -1,4 +1,4 @@
-package daemon
+package volume
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,35 +26,15 @@ import (
 	"github.com/tandemhci/tandem/replication"
 )
 
-// volumeManager runs this node's part of every volume it holds: the local
-// replica, the volume's Raft shard replica (or witness), the replication
-// primary when the committed record makes this node primary, and the NBD
-// export of the volumes it is primary of.
-type volumeManager struct {
-	d   *Daemon
-	log *slog.Logger
-	ctx context.Context
-
-	mu   sync.Mutex
-	vols map[string]*nodeVolume
-
-	warnMu     sync.Mutex
-	warnedRate string // the bad resync.rate last warned about
-}
-
-func newVolumeManager(ctx context.Context, d *Daemon) *volumeManager {
-	return &volumeManager{d: d, log: d.log.With("component", "volumes"), ctx: ctx, vols: map[string]*nodeVolume{}}
-}
-
 // nodeVolume is one volume on this node.
 type nodeVolume struct {
-	m       *volumeManager
+	m       *Manager
 	entry   consensus.VolumeEntry
 	witness bool
 	store   *blockstore.LocalVolume
 	// peers lists the other replicas in bitmap-slot order.
 	peers []string
-	vols  *consensus.Volumes
+	vols  Shard
 
 	rec     atomic.Pointer[consensus.VolumeRecord]
 	changed chan struct{}
@@ -77,13 +56,13 @@ type nodeVolume struct {
 
 // volumeDir is where this node keeps volume files: its first disk, or a
 // directory in the data dir when no disk is configured.
-func (m *volumeManager) volumeDir() string {
-	for _, disk := range m.d.cfg.Disks {
+func (m *Manager) volumeDir() string {
+	for _, disk := range m.st.Config.Disks {
 		if info, err := blockstore.ProbeDisk(disk); err == nil && info.Kind == blockstore.DiskDir {
 			return disk
 		}
 	}
-	return filepath.Join(m.d.cfg.DataDir, "volumes")
+	return filepath.Join(m.st.Config.DataDir, "volumes")
 }
 
 // volumeUUID is the same on every replica of a volume, so that a replica of
@@ -122,8 +101,8 @@ func shardMembers(ms *consensus.MetaState, names []string) (map[uint64]string, e
 
 // open starts this node's part of a volume. With create it makes the local
 // replica and bootstraps the shard; without, it reopens both after a restart.
-func (m *volumeManager) open(ctx context.Context, e consensus.VolumeEntry, create bool) error {
-	self := m.d.cfg.NodeName
+func (m *Manager) open(ctx context.Context, e consensus.VolumeEntry, create bool) error {
+	self := m.self()
 	isReplica := slices.Contains(e.Replicas, self)
 	isWitness := e.Witness == self
 	if !isReplica && !isWitness {
@@ -135,10 +114,11 @@ func (m *volumeManager) open(ctx context.Context, e consensus.VolumeEntry, creat
 		return nil
 	}
 	m.mu.Unlock()
-	id, meta, _ := m.d.cluster()
-	if meta == nil {
+	meta, shards, replicaID := m.meta(), m.st.Shards(), m.replicaID()
+	if meta == nil || shards == nil || replicaID == 0 {
 		return errors.New("this node is not in a cluster")
 	}
+	cl, _ := m.st.Cluster()
 	var ms *consensus.MetaState
 	var err error
 	if create {
@@ -149,13 +129,13 @@ func (m *volumeManager) open(ctx context.Context, e consensus.VolumeEntry, creat
 		}
 	}
 	nv := &nodeVolume{m: m, entry: e, witness: isWitness && !isReplica, peers: peersOf(e, self),
-		vols: consensus.NewVolumes(meta.Host(), self), changed: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	spec := consensus.ShardSpec{ShardID: e.ShardID, ReplicaID: id.ReplicaID}
+		vols: shards, changed: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	spec := consensus.ShardSpec{ShardID: e.ShardID, ReplicaID: replicaID}
 	if nv.witness {
 		spec.Role = consensus.Witness
 		spec.Join = create
 	} else {
-		if err := nv.openStore(ctx, id.ClusterID, create); err != nil {
+		if err := nv.openStore(ctx, cl.ID, create); err != nil {
 			return err
 		}
 		if create {
@@ -195,7 +175,7 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 	if fresh {
 		// One slot per peer plus the activity log's.
 		opts := blockstore.CreateOptions{MaxPeers: len(nv.peers) + 1, VolumeID: volumeUUID(clusterID, e), DiskState: blockstore.DiskUpToDate}
-		if err := createReplica(nv.m.d.cfg.NodeName, path, e.Size, opts); err != nil {
+		if err := createReplica(nv.m.self(), path, e.Size, opts); err != nil {
 			return err
 		}
 	}
@@ -271,7 +251,7 @@ func (nv *nodeVolume) activitySlot() int { return len(nv.peers) }
 
 // initRecord writes the volume's first record and adds the witness. It runs
 // on the initial primary once every data replica has started its shard.
-func (m *volumeManager) initRecord(ctx context.Context, e consensus.VolumeEntry) error {
+func (m *Manager) initRecord(ctx context.Context, e consensus.VolumeEntry) error {
 	m.mu.Lock()
 	nv, ok := m.vols[e.Name]
 	m.mu.Unlock()
@@ -288,7 +268,10 @@ func (m *volumeManager) initRecord(ctx context.Context, e consensus.VolumeEntry)
 	if e.Witness == "" {
 		return nil
 	}
-	_, meta, _ := m.d.cluster()
+	meta, host := m.meta(), m.host()
+	if meta == nil || host == nil {
+		return errors.New("this node is not in a cluster")
+	}
 	ms, err := meta.LocalState()
 	if err != nil {
 		return err
@@ -297,20 +280,20 @@ func (m *volumeManager) initRecord(ctx context.Context, e consensus.VolumeEntry)
 	if !ok {
 		return fmt.Errorf("witness %s is not in the cluster", e.Witness)
 	}
-	mem, err := meta.Host().Membership(ctx, e.ShardID)
+	mem, err := host.Membership(ctx, e.ShardID)
 	if err != nil {
 		return err
 	}
 	if _, ok := mem.Witnesses[w.ReplicaID]; ok {
 		return nil
 	}
-	return meta.Host().AddReplica(ctx, e.ShardID, w.ReplicaID, w.RaftAddr, consensus.Witness)
+	return host.AddReplica(ctx, e.ShardID, w.ReplicaID, w.RaftAddr, consensus.Witness)
 }
 
 // close stops this node's part of a volume. destroy deletes the replica's
 // data; forget also deletes the shard's Raft data (the volume is gone for
 // good, unlike a discard, where the replica rejoins its shard).
-func (m *volumeManager) close(name string, destroy, forget bool) error {
+func (m *Manager) close(name string, destroy, forget bool) error {
 	m.mu.Lock()
 	nv, ok := m.vols[name]
 	if ok {
@@ -341,15 +324,14 @@ func (m *volumeManager) close(name string, destroy, forget bool) error {
 		nv.primary = nil
 	}
 	nv.mu.Unlock()
-	_, meta, _ := m.d.cluster()
 	var errs []error
-	if meta != nil {
-		if err := meta.Host().StopShard(nv.entry.ShardID); err != nil {
+	if host := m.host(); host != nil {
+		if err := host.StopShard(nv.entry.ShardID); err != nil {
 			errs = append(errs, err)
 		}
-		if id, _, _ := m.d.cluster(); forget && id != nil {
+		if id := m.replicaID(); forget && id != 0 {
 			ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
-			if err := meta.Host().RemoveShardData(ctx, nv.entry.ShardID, id.ReplicaID); err != nil {
+			if err := host.RemoveShardData(ctx, nv.entry.ShardID, id); err != nil {
 				errs = append(errs, err)
 			}
 			cancel()
@@ -369,15 +351,15 @@ func (m *volumeManager) close(name string, destroy, forget bool) error {
 	return errors.Join(errs...)
 }
 
-// sweepInterval paces sweepDeleted.
+// sweepInterval paces SweepDeleted.
 const sweepInterval = 10 * time.Second
 
-// sweepDeleted removes, now and then, the replicas of volumes that the
+// SweepDeleted removes, now and then, the replicas of volumes that the
 // catalog no longer holds or holds as deleting: a node that was down during
 // a delete cleans up when it is back. Only a linearizable catalog read
 // decides, never this node's possibly lagging copy (a volume whose creation
 // it has not applied yet must not look deleted).
-func (m *volumeManager) sweepDeleted(ctx context.Context) {
+func (m *Manager) SweepDeleted(ctx context.Context) {
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
 	for {
@@ -390,12 +372,12 @@ func (m *volumeManager) sweepDeleted(ctx context.Context) {
 	}
 }
 
-func (m *volumeManager) sweepOnce(ctx context.Context) {
-	_, meta, _ := m.d.cluster()
+func (m *Manager) sweepOnce(ctx context.Context) {
+	meta := m.meta()
 	if meta == nil {
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, m.d.quorumTimeout())
+	rctx, cancel := context.WithTimeout(ctx, m.quorumTimeout)
 	ms, err := meta.State(rctx)
 	cancel()
 	if err != nil {
@@ -426,16 +408,10 @@ func (m *volumeManager) sweepOnce(ctx context.Context) {
 	}
 }
 
-func (m *volumeManager) get(name string) *nodeVolume {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.vols[name]
-}
-
-// restore reopens every volume this node holds after a restart. The list
+// Restore reopens every volume this node holds after a restart. The list
 // is kept on the node itself so that it needs neither quorum nor a caught-up
 // metadata replica.
-func (m *volumeManager) restore(ctx context.Context) {
+func (m *Manager) Restore(ctx context.Context) {
 	entries, err := m.loadLocalList()
 	if err != nil {
 		m.log.Error("cannot list this node's volumes to reopen them", "err", err)
@@ -448,8 +424,8 @@ func (m *volumeManager) restore(ctx context.Context) {
 	}
 }
 
-func (m *volumeManager) loadLocalList() ([]consensus.VolumeEntry, error) {
-	b, err := os.ReadFile(m.d.lay.volumesFile())
+func (m *Manager) loadLocalList() ([]consensus.VolumeEntry, error) {
+	b, err := os.ReadFile(m.listFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -458,13 +434,13 @@ func (m *volumeManager) loadLocalList() ([]consensus.VolumeEntry, error) {
 	}
 	var out []consensus.VolumeEntry
 	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("%s is corrupt: %w", m.d.lay.volumesFile(), err)
+		return nil, fmt.Errorf("%s is corrupt: %w", m.listFile, err)
 	}
 	return out, nil
 }
 
 // saveLocalList records which volumes this node holds; called with m.mu held.
-func (m *volumeManager) saveLocalListLocked() error {
+func (m *Manager) saveLocalListLocked() error {
 	list := make([]consensus.VolumeEntry, 0, len(m.vols))
 	for _, nv := range m.vols {
 		list = append(list, nv.entry)
@@ -474,10 +450,12 @@ func (m *volumeManager) saveLocalListLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(m.d.lay.volumesFile(), b, 0o600)
+	return writeFileAtomic(m.listFile, b, 0o600)
 }
 
-func (m *volumeManager) closeAll() {
+// CloseAll stops every volume here without touching its shard: the
+// daemon is shutting down.
+func (m *Manager) CloseAll() {
 	m.mu.Lock()
 	names := make([]string, 0, len(m.vols))
 	for n := range m.vols {
@@ -490,7 +468,7 @@ func (m *volumeManager) closeAll() {
 }
 
 // closeLocal stops a volume without touching its shard (the host is closing).
-func (m *volumeManager) closeLocal(name string) error {
+func (m *Manager) closeLocal(name string) error {
 	m.mu.Lock()
 	nv, ok := m.vols[name]
 	delete(m.vols, name)
@@ -563,7 +541,7 @@ func (nv *nodeVolume) reconcile() {
 	if r == nil || nv.witness {
 		return
 	}
-	self := nv.m.d.cfg.NodeName
+	self := nv.m.self()
 	nv.mu.Lock()
 	defer nv.mu.Unlock()
 	if nv.primary != nil && (r.Primary != self || r.Epoch != nv.primaryEpoch) {
@@ -575,11 +553,14 @@ func (nv *nodeVolume) reconcile() {
 		nv.forgetActivity(r)
 		return
 	}
-	if nv.m.d.st.Fence.Fenced() {
+	if nv.m.st.Fence.Fenced() {
 		return // self-fenced: serve nothing until quorum is back
 	}
+	meta := nv.m.meta()
+	if meta == nil {
+		return
+	}
 	if nv.primary != nil {
-		_, meta, _ := nv.m.d.cluster()
 		if ms, err := meta.LocalState(); err == nil {
 			nv.primary.SetResyncRate(nv.m.resyncRate(ms))
 		}
@@ -605,7 +586,6 @@ func (nv *nodeVolume) reconcile() {
 		nv.m.log.Error("cannot record the epoch; not serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch, "err", err)
 		return
 	}
-	_, meta, _ := nv.m.d.cluster()
 	ms, err := meta.LocalState()
 	if err != nil {
 		nv.m.log.Error("metadata unavailable; not serving as primary", "volume", nv.entry.Name, "err", err)
@@ -696,7 +676,7 @@ func (nv *nodeVolume) reconcilePeers(p *replication.Primary, epoch uint64, peers
 // forgetActivity clears the activity log of a secondary once it is UpToDate
 // again: the regions it handed over at reconnect have been resynced.
 func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
-	self, ok := r.Replicas[nv.m.d.cfg.NodeName]
+	self, ok := r.Replicas[nv.m.self()]
 	slot := nv.activitySlot()
 	if !ok || self.State != consensus.UpToDate || nv.store.DirtyBytes(slot) == 0 {
 		return
@@ -712,7 +692,7 @@ func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
 // 0 for unlimited. A stored value that does not parse (set by an older
 // version that did not check) reads as the default, with a warning logged
 // once per bad value.
-func (m *volumeManager) resyncRate(ms *consensus.MetaState) int64 {
+func (m *Manager) resyncRate(ms *consensus.MetaState) int64 {
 	rate, err := settings.Rate(ms.Config, settings.KeyResyncRate)
 	if err != nil {
 		bad := ms.Config[settings.KeyResyncRate]
@@ -727,8 +707,12 @@ func (m *volumeManager) resyncRate(ms *consensus.MetaState) int64 {
 	return rate
 }
 
-func (m *volumeManager) dial(ctx context.Context, addr string) (net.Conn, error) {
-	cfg, err := m.d.clientTLS()
+func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
+	cl, ok := m.st.Cluster()
+	if !ok {
+		return nil, errors.New("node is not in a cluster")
+	}
+	cfg, err := cl.ClientTLS()
 	if err != nil {
 		return nil, err
 	}
@@ -766,7 +750,7 @@ func volumeIDHex(s *blockstore.LocalVolume) string {
 
 // volumeFencer commits replica state changes through the volume's shard.
 type volumeFencer struct {
-	vols  *consensus.Volumes
+	vols  Shard
 	shard uint64
 }
 
@@ -780,10 +764,8 @@ func (f *volumeFencer) SetState(ctx context.Context, epoch uint64, peer string, 
 	return err
 }
 
-// freezeAll stops every primary here for good: nothing more is
-// acknowledged; reconcile starts them again once the node is unfrozen.
-// primaries counts the volumes served here as primary.
-func (m *volumeManager) primaries() int {
+// Primaries counts the volumes served here as primary.
+func (m *Manager) Primaries() int {
 	m.mu.Lock()
 	vols := make([]*nodeVolume, 0, len(m.vols))
 	for _, nv := range m.vols {
@@ -801,7 +783,9 @@ func (m *volumeManager) primaries() int {
 	return n
 }
 
-func (m *volumeManager) freezeAll(cause error) (retired int) {
+// FreezeAll stops every primary here for good: nothing more is
+// acknowledged; reconcile starts them again once the node is unfrozen.
+func (m *Manager) FreezeAll(cause error) (retired int) {
 	m.mu.Lock()
 	vols := make([]*nodeVolume, 0, len(m.vols))
 	for _, nv := range m.vols {
@@ -822,21 +806,25 @@ func (m *volumeManager) freezeAll(cause error) (retired int) {
 	return retired
 }
 
-// target finds the secondary replica a primary replicates to.
-func (m *volumeManager) target(name string) (*replication.Target, error) {
+// Target finds the secondary replica a primary replicates to.
+func (m *Manager) Target(name string) (*replication.Target, error) {
 	nv := m.get(name)
 	if nv == nil || nv.store == nil {
-		return nil, fmt.Errorf("%w: %s has no replica of %q", replication.ErrUnknownVolume, m.d.cfg.NodeName, name)
+		return nil, fmt.Errorf("%w: %s has no replica of %q", replication.ErrUnknownVolume, m.self(), name)
 	}
 	return &replication.Target{Name: name, Store: nv.store, VolumeID: volumeIDHex(nv.store), Authority: nv, PersistEpoch: nv.store.SetEpoch,
 		Activity: func() ([][2]int64, bool) { return replication.ActivityRanges(nv.store, nv.activitySlot()) }}, nil
 }
 
-// export finds the NBD export of a volume this node is primary of.
-func (m *volumeManager) export(_ context.Context, name string) (*nbd.Export, error) {
+// exportRefresh bounds the shard read an NBD connect may wait for.
+const exportRefresh = 2 * time.Second
+
+// Export finds the NBD export of a volume this node is primary of, or the
+// migration target of (nbd.Server's lookup; ctx is the connection's).
+func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) {
 	nv := m.get(name)
 	if nv == nil {
-		return nil, fmt.Errorf("%w: node %s holds no volume %q", nbd.ErrUnknownExport, m.d.cfg.NodeName, name)
+		return nil, fmt.Errorf("%w: node %s holds no volume %q", nbd.ErrUnknownExport, m.self(), name)
 	}
 	nv.mu.Lock()
 	p := nv.primary
@@ -844,11 +832,22 @@ func (m *volumeManager) export(_ context.Context, name string) (*nbd.Export, err
 	var vol blockstore.Volume = p
 	if p == nil {
 		r := nv.rec.Load()
-		if r == nil {
-			return nil, fmt.Errorf("volume %s is not ready on %s yet", name, m.d.cfg.NodeName)
+		if nv.store != nil && (r == nil || r.MigrationTarget != m.self()) {
+			// The source commits the migration window (allow-dual) and
+			// starts the migration at once: this replica may not have
+			// applied the record yet. Ask the shard before refusing.
+			rctx, cancel := context.WithTimeout(ctx, exportRefresh)
+			if _, err := nv.Refresh(rctx); err != nil {
+				m.log.Info("cannot refresh the volume's record for an NBD connect", "volume", name, "err", err)
+			}
+			cancel()
+			r = nv.rec.Load()
 		}
-		if r.MigrationTarget != m.d.cfg.NodeName || nv.store == nil {
-			return nil, fmt.Errorf("node %s is not the primary of volume %s: %s is (epoch %d)", m.d.cfg.NodeName, name, r.Primary, r.Epoch)
+		if r == nil {
+			return nil, fmt.Errorf("volume %s is not ready on %s yet", name, m.self())
+		}
+		if r.MigrationTarget != m.self() || nv.store == nil {
+			return nil, fmt.Errorf("node %s is not the primary of volume %s: %s is (epoch %d)", m.self(), name, r.Primary, r.Epoch)
 		}
 		// The open migration window (I5): the first write takes over.
 		vol = migrationVolume{nv}
@@ -860,12 +859,9 @@ func (m *volumeManager) export(_ context.Context, name string) (*nbd.Export, err
 		}}, nil
 }
 
-// nbdConnections counts NBD clients attached to a volume's export here.
-func (d *Daemon) nbdConnections(name string) int {
-	if d.vm == nil {
-		return 0
-	}
-	nv := d.vm.get(name)
+// connections counts NBD clients attached to a volume's export here.
+func (m *Manager) connections(name string) int {
+	nv := m.get(name)
 	if nv == nil {
 		return 0
 	}

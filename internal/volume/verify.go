@@ -1,4 +1,4 @@
-package daemon
+package volume
 
 import (
 	"context"
@@ -20,16 +20,17 @@ const (
 	verifyBlock = 64 << 10
 )
 
-// Verify runs an online verify on the volume's primary.
-func (s *volumeService) Verify(ctx context.Context, req *tandemv1.VerifyVolumeRequest) (*tandemv1.VerifyVolumeResponse, error) {
-	info, err := s.show(ctx, req.Name, 3*time.Second)
+// Verify runs an online verify on the volume's primary (the admin API's
+// 'volume verify', from any node).
+func (m *Manager) Verify(ctx context.Context, req *tandemv1.VerifyVolumeRequest) (*tandemv1.VerifyVolumeResponse, error) {
+	info, err := m.Show(ctx, req.Name, 3*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	if info.Primary == "" || info.NbdTcp == "" {
 		return nil, status.Errorf(codes.Unavailable, "volume %s has no reachable primary to verify from", req.Name)
 	}
-	ms, err := s.catalog(ctx, false)
+	ms, err := m.Catalog(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -37,22 +38,29 @@ func (s *volumeService) Verify(ctx context.Context, req *tandemv1.VerifyVolumeRe
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "primary %s is not in the cluster", info.Primary)
 	}
-	c, err := s.d.peerClient(rec.BackendAddr)
+	c, err := m.st.Peer(rec.BackendAddr)
 	if err != nil {
 		return nil, err
 	}
 	return c.VolumeVerify(ctx, req)
 }
 
-// VolumeChecksum returns per-block checksums of this node's replica.
-func (s *peerService) VolumeChecksum(ctx context.Context, req *tandemv1.VolumeChecksumRequest) (*tandemv1.VolumeChecksumResponse, error) {
-	vm := s.d.volumes()
-	if vm == nil {
-		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
-	}
-	nv := vm.get(req.Name)
+// replica is the volume's local replica, or the NotFound error the peer
+// API gives for a volume this node keeps no data of.
+func (m *Manager) replica(name string) (*nodeVolume, error) {
+	nv := m.get(name)
 	if nv == nil || nv.store == nil {
-		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", s.d.cfg.NodeName, req.Name)
+		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", m.self(), name)
+	}
+	return nv, nil
+}
+
+// Checksum returns per-block checksums of this node's replica (the peer
+// call VolumeChecksum).
+func (m *Manager) Checksum(ctx context.Context, req *tandemv1.VolumeChecksumRequest) (*tandemv1.VolumeChecksumResponse, error) {
+	nv, err := m.replica(req.Name)
+	if err != nil {
+		return nil, err
 	}
 	if req.Length <= 0 || req.Length > 64<<20 || req.Block <= 0 {
 		return nil, status.Error(codes.InvalidArgument, "length must be 1 byte to 64 MiB and block positive")
@@ -64,21 +72,18 @@ func (s *peerService) VolumeChecksum(ctx context.Context, req *tandemv1.VolumeCh
 	return &tandemv1.VolumeChecksumResponse{Sums: sums}, nil
 }
 
-// VolumeVerify runs on the primary: see verify.
-func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolumeRequest) (*tandemv1.VerifyVolumeResponse, error) {
-	vm := s.d.volumes()
-	if vm == nil {
-		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
-	}
-	nv := vm.get(req.Name)
-	if nv == nil || nv.store == nil {
-		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", s.d.cfg.NodeName, req.Name)
+// VerifyHere runs the verify on this node, the primary (the peer call
+// VolumeVerify): see verify.
+func (m *Manager) VerifyHere(ctx context.Context, req *tandemv1.VerifyVolumeRequest) (*tandemv1.VerifyVolumeResponse, error) {
+	nv, err := m.replica(req.Name)
+	if err != nil {
+		return nil, err
 	}
 	out, err := nv.verify(ctx, req.Repair, nil)
 	if err != nil {
 		return out, err
 	}
-	s.d.log.Info("online verify done", "volume", req.Name, "checked", out.CheckedBytes, "mismatches", len(out.Mismatches), "repaired", out.RepairedBytes)
+	m.st.Log.Info("online verify done", "volume", req.Name, "checked", out.CheckedBytes, "mismatches", len(out.Mismatches), "repaired", out.RepairedBytes)
 	return out, nil
 }
 
@@ -87,15 +92,18 @@ func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolu
 // checked again with the block quiesced, since a write may have been in
 // flight; the ones still different are reported and, with repair, resent.
 func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*tandemv1.VerifyVolumeResponse, error) {
-	d := nv.m.d
+	m := nv.m
 	name := nv.entry.Name
 	nv.mu.Lock()
 	p := nv.primary
 	nv.mu.Unlock()
 	if p == nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", d.cfg.NodeName, name)
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", m.self(), name)
 	}
-	_, meta, _ := d.cluster()
+	meta := m.meta()
+	if meta == nil {
+		return nil, status.Error(codes.Unavailable, "metadata: this node is not in a cluster")
+	}
 	ms, err := meta.LocalState()
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "metadata: %v", err)
@@ -109,7 +117,7 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 		}
 	}
 	remote := func(ctx context.Context, peer string, off, n int64) ([]uint64, error) {
-		c, err := d.peerClient(ms.Nodes[peer].BackendAddr)
+		c, err := m.st.Peer(ms.Nodes[peer].BackendAddr)
 		if err != nil {
 			return nil, err
 		}
@@ -123,7 +131,7 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 		return nil, status.Errorf(codes.Unavailable, "flush before verify: %v", err)
 	}
 	size := nv.entry.Size
-	out := &tandemv1.VerifyVolumeResponse{Primary: d.cfg.NodeName}
+	out := &tandemv1.VerifyVolumeResponse{Primary: m.self()}
 	// Name every replica, compared or not: a report that only covers the
 	// in-sync ones reads as an all-clear when one was never looked at.
 	var states map[string]consensus.ReplicaState
@@ -133,7 +141,7 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 			states[n] = rr.State
 		}
 	}
-	out.Replicas = verifyReplicas(d.cfg.NodeName, nv.entry.Replicas, states, links, peers, only)
+	out.Replicas = verifyReplicas(m.self(), nv.entry.Replicas, states, links, peers, only)
 	type suspect struct {
 		peer string
 		off  int64
@@ -216,11 +224,4 @@ func verifyReplicas(self string, replicas []string, states map[string]consensus.
 		out = append(out, vr)
 	}
 	return out
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
 }

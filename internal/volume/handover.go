@@ -1,4 +1,4 @@
-package daemon
+package volume
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func (nv *nodeVolume) allowDual(ctx context.Context, target string) (*consensus.
 	p, epoch := nv.primary, nv.primaryEpoch
 	nv.mu.Unlock()
 	if p == nil {
-		return nil, fmt.Errorf("node %s is not serving as primary of %s", nv.m.d.cfg.NodeName, nv.entry.Name)
+		return nil, fmt.Errorf("node %s is not serving as primary of %s", nv.m.self(), nv.entry.Name)
 	}
 	rec, err := nv.vols.AllowDual(ctx, nv.entry.ShardID, epoch, target, "live migration")
 	if err != nil {
@@ -52,7 +52,7 @@ func (nv *nodeVolume) endDual(ctx context.Context, reason string) error {
 	nv.mu.Lock()
 	p, epoch := nv.primary, nv.primaryEpoch
 	nv.mu.Unlock()
-	if p == nil || r.Primary != nv.m.d.cfg.NodeName {
+	if p == nil || r.Primary != nv.m.self() {
 		return nil // handed over or deposed: the window is closed already
 	}
 	rec, err := nv.vols.EndDual(ctx, nv.entry.ShardID, epoch, reason)
@@ -69,7 +69,7 @@ func (nv *nodeVolume) endDual(ctx context.Context, reason string) error {
 func (nv *nodeVolume) handover(ctx context.Context, target string) (*consensus.VolumeRecord, error) {
 	nv.handoverMu.Lock()
 	defer nv.handoverMu.Unlock()
-	self := nv.m.d.cfg.NodeName
+	self := nv.m.self()
 	r, err := nv.vols.Record(ctx, nv.entry.ShardID)
 	if err != nil {
 		return nil, fmt.Errorf("read the record of %s: %w", nv.entry.Name, err)
@@ -119,7 +119,7 @@ func (nv *nodeVolume) handover(ctx context.Context, target string) (*consensus.V
 // takeover runs on the migration target at its first write: it asks the
 // primary to hand over and waits until this node serves as primary.
 func (nv *nodeVolume) takeover(ctx context.Context) (*replication.Primary, error) {
-	self := nv.m.d.cfg.NodeName
+	self := nv.m.self()
 	if p := nv.servingPrimary(); p != nil {
 		return p, nil
 	}
@@ -133,7 +133,7 @@ func (nv *nodeVolume) takeover(ctx context.Context) (*replication.Primary, error
 		return nil, fmt.Errorf("%w: node %s may not write to %s", blockstore.ErrReadOnly, self, nv.entry.Name)
 	}
 	if r.Primary != self {
-		ms, err := nv.m.d.metaLocal()
+		ms, err := nv.m.metaLocal()
 		if err != nil {
 			return nil, err
 		}
@@ -141,7 +141,7 @@ func (nv *nodeVolume) takeover(ctx context.Context) (*replication.Primary, error
 		if !ok {
 			return nil, fmt.Errorf("primary %s of %s is not a cluster member", r.Primary, nv.entry.Name)
 		}
-		c, err := nv.m.d.peerClient(n.BackendAddr)
+		c, err := nv.m.st.Peer(n.BackendAddr)
 		if err != nil {
 			return nil, err
 		}
@@ -177,7 +177,7 @@ func (nv *nodeVolume) servingPrimary() *replication.Primary {
 	r := nv.rec.Load()
 	nv.mu.Lock()
 	defer nv.mu.Unlock()
-	if nv.primary != nil && r != nil && r.Primary == nv.m.d.cfg.NodeName && nv.primaryEpoch == r.Epoch {
+	if nv.primary != nil && r != nil && r.Primary == nv.m.self() && nv.primaryEpoch == r.Epoch {
 		return nv.primary
 	}
 	return nil
@@ -229,29 +229,99 @@ func (v migrationVolume) WriteZeroes(ctx context.Context, off, length int64, fla
 func (v migrationVolume) Size() int64  { return v.nv.store.Size() }
 func (v migrationVolume) Close() error { return nil }
 
-// VolumeHandover runs on the primary (see handover).
-func (s *peerService) VolumeHandover(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	vm := s.d.volumes()
-	if vm == nil {
-		return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
-	}
-	nv := vm.get(req.Name)
+// holder is the volume's data replica here, or the NotFound error the
+// peer API gives for a volume this node holds no data of.
+func (m *Manager) holder(name string) (*nodeVolume, error) {
+	nv := m.get(name)
 	if nv == nil || nv.witness {
-		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", s.d.cfg.NodeName, req.Name)
+		return nil, status.Errorf(codes.NotFound, "node %s holds no replica of %q", m.self(), name)
 	}
-	if _, err := nv.handover(ctx, req.Node); err != nil {
-		return nil, volumeOpError(err)
-	}
-	return vm.info(req.Name)
+	return nv, nil
 }
 
-// volumeOpError maps volume-shard refusals to API codes.
-func volumeOpError(err error) error {
-	switch {
-	case errors.Is(err, consensus.ErrNotUpToDate), errors.Is(err, consensus.ErrBadTransition), errors.Is(err, consensus.ErrNotPrimary), errors.Is(err, consensus.ErrStaleEpoch):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, consensus.ErrNoQuorum):
-		return status.Errorf(codes.Unavailable, "no quorum in the volume's shard: nothing was changed (%v)", err)
+// AllowDual opens the migration window of volume name for target, as the
+// primary (I5 steps 1-2: the shard refuses a target that is not UpToDate).
+func (m *Manager) AllowDual(ctx context.Context, name, target string) error {
+	nv, err := m.holder(name)
+	if err != nil {
+		return err
 	}
-	return metaError(err)
+	_, err = nv.allowDual(ctx, target)
+	return err
+}
+
+// EndDual closes an unused migration window of volume name, as the primary.
+func (m *Manager) EndDual(ctx context.Context, name, reason string) error {
+	nv, err := m.holder(name)
+	if err != nil {
+		return err
+	}
+	return nv.endDual(ctx, reason)
+}
+
+// Handover makes target the single primary of volume name (see handover);
+// it runs on the primary, for the migration and for the target's first
+// write (the peer call VolumeHandover).
+func (m *Manager) Handover(ctx context.Context, name, target string) error {
+	nv, err := m.holder(name)
+	if err != nil {
+		return err
+	}
+	_, err = nv.handover(ctx, target)
+	return err
+}
+
+// ServingPrimary reports whether this node serves volume name as the
+// primary of its record's current epoch.
+func (m *Manager) ServingPrimary(name string) bool {
+	nv := m.get(name)
+	return nv != nil && nv.servingPrimary() != nil
+}
+
+// WaitPrimary waits until this node serves volume name as primary, or ctx
+// ends: a VM runs only where its volumes' primary is.
+func (m *Manager) WaitPrimary(ctx context.Context, name string) error {
+	nv := m.get(name)
+	if nv == nil || nv.witness {
+		return status.Errorf(codes.FailedPrecondition, "node %s holds no replica of volume %s", m.self(), name)
+	}
+	for nv.servingPrimary() == nil {
+		nv.reconcile()
+		if nv.servingPrimary() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			r := nv.rec.Load()
+			if r != nil {
+				return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s (%s is, epoch %d); a VM runs only where its volumes' primary is", m.self(), name, r.Primary, r.Epoch)
+			}
+			return status.Errorf(codes.FailedPrecondition, "volume %s is not ready on %s", name, m.self())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Holds reports whether this node holds a data replica (not a witness)
+// of volume name.
+func (m *Manager) Holds(name string) bool {
+	nv := m.get(name)
+	return nv != nil && !nv.witness
+}
+
+// Reconcile applies volume name's record now, without waiting for the
+// next change (a VM about to start here wants its primary at once).
+func (m *Manager) Reconcile(name string) {
+	if nv := m.get(name); nv != nil {
+		nv.reconcile()
+	}
+}
+
+// Record is volume name's record as last seen here, nil before any.
+func (m *Manager) Record(name string) *consensus.VolumeRecord {
+	if nv := m.get(name); nv != nil {
+		return nv.rec.Load()
+	}
+	return nil
 }

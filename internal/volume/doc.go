@@ -1,0 +1,27 @@
+// Package volume runs the volumes of one node and the cluster-wide volume
+// policy: the local replicas, each volume's Raft shard replica (or
+// witness), the replication primary while the shard's record makes this
+// node primary, the NBD exports, planned handovers for live migration
+// (docs/design.md I5), online verify, and the volume API's logic (create,
+// place, delete, promote, resync, show and the volume health).
+//
+// Owner: the volume maintainers. internal/daemon wires it: it builds one
+// Manager from the node's state.State and a Config of the few things only
+// it knows (the data directory's layout, the quorum timeout, the peer call
+// with its reconnect retry), serves the replication and NBD ports through
+// Target and Export, and keeps thin gRPC adapters over the exported
+// methods.
+//
+// Invariants:
+//   - it holds no *daemon.Daemon and does not import internal/daemon;
+//   - a node serves a volume as primary (replication, NBD) only at an epoch
+//     a linearizable read of the volume's shard confirmed, and never while
+//     it is self-fenced (state.Fence);
+//   - a secondary's NBD export is refused unless the shard's record names
+//     it the migration target; a stale local record is refreshed from the
+//     shard (bounded) before a refusal;
+//   - every mutation of the catalog checks quorum first and changes nothing
+//     when it fails; a volume being deleted stays in the catalog (as
+//     deleting) until every node has removed its replica, and a node's
+//     sweep removes replicas only on a linearizable catalog read.
+package volume

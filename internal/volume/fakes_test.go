@@ -1,0 +1,184 @@
+package volume
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// journal records the calls that change something, in order.
+type journal struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (j *journal) add(c string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.calls = append(j.calls, c)
+}
+
+func (j *journal) list() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]string(nil), j.calls...)
+}
+
+// fakeMeta is the metadata client: local is this replica's (possibly
+// lagging) copy, fresh what a linearizable read returns.
+type fakeMeta struct {
+	*journal
+	local, fresh *consensus.MetaState
+}
+
+func (f *fakeMeta) State(context.Context) (*consensus.MetaState, error) { return f.fresh, nil }
+func (f *fakeMeta) LocalState() (*consensus.MetaState, error)           { return f.local, nil }
+
+func (f *fakeMeta) Audit(_ context.Context, action, detail string) error {
+	f.add("audit " + action + ": " + detail)
+	return nil
+}
+
+func (f *fakeMeta) CreateVolume(_ context.Context, v consensus.VolumeEntry) (*consensus.VolumeEntry, error) {
+	f.add("create-volume " + v.Name)
+	return &v, nil
+}
+
+func (f *fakeMeta) SetVolumeState(_ context.Context, name, st string) error {
+	f.add("volume-state " + name + " " + st)
+	return nil
+}
+
+func (f *fakeMeta) DeleteVolume(_ context.Context, name string) error {
+	f.add("delete-volume " + name)
+	return nil
+}
+
+// fakePeer is one node's peer API: its answer to VolumeStatus (nil: it
+// does not answer) and a journal of the calls that change something.
+type fakePeer struct {
+	tandemv1.PeerClient
+	*journal
+	node   string
+	status *tandemv1.VolumeInfo
+	// free is the volume disk's free space; negative: DiskInfo fails.
+	free int64
+}
+
+func (p *fakePeer) DiskInfo(context.Context, *tandemv1.DiskInfoRequest, ...grpc.CallOption) (*tandemv1.DiskInfoResponse, error) {
+	if p.free < 0 {
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
+	return &tandemv1.DiskInfoResponse{Disks: []*tandemv1.Disk{{Path: "/var/lib/tandem", FreeBytes: p.free}}}, nil
+}
+
+func (p *fakePeer) VolumeStatus(context.Context, *tandemv1.PeerVolumeStatusRequest, ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
+	if p.status == nil {
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
+	return p.status, nil
+}
+
+func (p *fakePeer) VolumePromote(_ context.Context, req *tandemv1.PromoteVolumeRequest, _ ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
+	p.add("promote " + req.Name + " on " + p.node)
+	return &tandemv1.VolumeInfo{Name: req.Name, Primary: p.node, Epoch: 9}, nil
+}
+
+func (p *fakePeer) VolumeDiscard(_ context.Context, req *tandemv1.PeerVolumeStatusRequest, _ ...grpc.CallOption) (*tandemv1.PeerVolumeCloseResponse, error) {
+	p.add("discard " + req.Name + " on " + p.node)
+	return &tandemv1.PeerVolumeCloseResponse{}, nil
+}
+
+func (p *fakePeer) VolumeDiscardPeer(_ context.Context, req *tandemv1.PromoteVolumeRequest, _ ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
+	p.add("discard-peer " + req.Node + " on " + p.node)
+	return p.status, nil
+}
+
+// world is node n1's view of a cluster of n1, n2, n3 holding volume v on
+// all three, used by VM vm1.
+type world struct {
+	j       *journal
+	meta    *fakeMeta
+	peers   map[string]*fakePeer
+	quorate bool
+}
+
+func newWorld() *world {
+	j := &journal{}
+	ms := &consensus.MetaState{
+		Nodes: map[string]*consensus.NodeRecord{},
+		Volumes: map[string]*consensus.VolumeEntry{
+			"v": {Name: "v", ShardID: 100, Size: 1 << 20, Replicas: []string{"n1", "n2", "n3"}, State: consensus.VolumeReady},
+		},
+		VMs: map[string]*consensus.VMRecord{"vm1": {Name: "vm1", Spec: consensus.VMSpecRecord{Volumes: []string{"v"}}}},
+	}
+	w := &world{j: j, meta: &fakeMeta{journal: j, local: ms, fresh: ms}, peers: map[string]*fakePeer{}, quorate: true}
+	for _, n := range []string{"n1", "n2", "n3"} {
+		ms.Nodes[n] = &consensus.NodeRecord{Name: n, State: consensus.NodeMember, BackendAddr: n + ":7000"}
+		w.peers[n] = &fakePeer{journal: j, node: n}
+	}
+	return w
+}
+
+// manager is n1's Manager over the world.
+func (w *world) manager(t *testing.T) *Manager {
+	t.Helper()
+	st := &state.State{
+		Node: state.Node{Name: "n1", NBDAddr: "n1:10809"},
+		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Quorum: func(context.Context) error {
+			if !w.quorate {
+				return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
+			}
+			return nil
+		},
+		Peer: func(addr string) (tandemv1.PeerClient, error) {
+			for _, p := range w.peers {
+				if p.node+":7000" == addr {
+					return p, nil
+				}
+			}
+			return nil, status.Error(codes.Unavailable, "no such peer")
+		},
+		Now:     time.Now,
+		Cluster: func() (state.Cluster, bool) { return state.Cluster{Name: "c1", ID: "c1-id"}, true },
+		Shards:  func() *consensus.Volumes { return nil },
+		Events:  func(context.Context, consensus.Event) {},
+		Fence:   &state.SelfFence{},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return New(ctx, Config{
+		State:         st,
+		Meta:          func() Meta { return w.meta },
+		Host:          func() Host { return nil },
+		ReplicaID:     func() uint64 { return 1 },
+		ListFile:      filepath.Join(t.TempDir(), "volumes.json"),
+		NBDSocket:     "/run/tandem/nbd.sock",
+		QuorumTimeout: time.Second,
+		CallNode: func(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
+			p, ok := w.peers[node]
+			if !ok {
+				return status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
+			}
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			if err := f(cctx, p); err != nil {
+				return status.Errorf(status.Code(err), "on %s: %s", node, grpcMessage(err))
+			}
+			return nil
+		},
+	})
+}

@@ -1,0 +1,167 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Meta is the metadata client as volumes use it (*consensus.Meta).
+type Meta interface {
+	// State is the linearizable metadata state (needs quorum).
+	State(ctx context.Context) (*consensus.MetaState, error)
+	// LocalState is what this replica applied, without quorum.
+	LocalState() (*consensus.MetaState, error)
+	Audit(ctx context.Context, action, detail string) error
+	CreateVolume(ctx context.Context, v consensus.VolumeEntry) (*consensus.VolumeEntry, error)
+	SetVolumeState(ctx context.Context, name, state string) error
+	DeleteVolume(ctx context.Context, name string) error
+}
+
+// Host is the Raft host as volumes use it (*consensus.Host): the volume
+// shards' membership and data.
+type Host interface {
+	StopShard(shardID uint64) error
+	RemoveShardData(ctx context.Context, shardID, replicaID uint64) error
+	Membership(ctx context.Context, shardID uint64) (consensus.Membership, error)
+	AddReplica(ctx context.Context, shardID, replicaID uint64, addr string, role consensus.Role) error
+}
+
+// Shard is the client of the volume shards (*consensus.Volumes), as one
+// volume uses it.
+type Shard interface {
+	StartObserved(spec consensus.ShardSpec, observe func(*consensus.VolumeRecord)) error
+	Init(ctx context.Context, rec consensus.VolumeRecord) (*consensus.VolumeRecord, error)
+	Record(ctx context.Context, shardID uint64) (*consensus.VolumeRecord, error)
+	Outdate(ctx context.Context, shardID, epoch uint64, peer, reason string) (*consensus.VolumeRecord, error)
+	SetReplicaState(ctx context.Context, shardID, epoch uint64, peer string, s consensus.ReplicaState, reason string) (*consensus.VolumeRecord, error)
+	Promote(ctx context.Context, shardID uint64, node string, expectEpoch uint64, reason string) (*consensus.VolumeRecord, error)
+	AllowDual(ctx context.Context, shardID, epoch uint64, peer, reason string) (*consensus.VolumeRecord, error)
+	EndDual(ctx context.Context, shardID, epoch uint64, reason string) (*consensus.VolumeRecord, error)
+	Handover(ctx context.Context, shardID, epoch uint64, peer, reason string) (*consensus.VolumeRecord, error)
+}
+
+// CallNode runs f against node's peer client, bounded by timeout; the
+// daemon's retries a call that could not connect once, after cutting the
+// connection's reconnect backoff short. Errors name the node.
+type CallNode func(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error
+
+// Config is what a Manager needs besides the shared state; every field is
+// required. The functions return nil (an untyped nil) while the node is
+// not in a cluster.
+type Config struct {
+	State *state.State
+	Meta  func() Meta
+	Host  func() Host
+	// ReplicaID is this node's replica ID in every shard (its metadata
+	// replica ID), 0 while it is in no cluster.
+	ReplicaID func() uint64
+	// ListFile is where the node records the volumes it holds, to reopen
+	// them after a restart without quorum.
+	ListFile string
+	// NBDSocket is the path of the local NBD socket, for the export URIs.
+	NBDSocket string
+	// QuorumTimeout bounds a linearizable metadata read.
+	QuorumTimeout time.Duration
+	CallNode      CallNode
+}
+
+// Manager runs this node's part of every volume it holds and the volume
+// API's logic. It is safe for concurrent use.
+type Manager struct {
+	st            *state.State
+	log           *slog.Logger
+	ctx           context.Context
+	meta          func() Meta
+	host          func() Host
+	replicaID     func() uint64
+	listFile      string
+	nbdSocket     string
+	quorumTimeout time.Duration
+	callNode      CallNode
+
+	mu   sync.Mutex
+	vols map[string]*nodeVolume
+
+	warnMu     sync.Mutex
+	warnedRate string // the bad resync.rate last warned about
+}
+
+// New returns a Manager. ctx bounds its background work (the volumes'
+// reconcile loops, the resync after a promotion); the daemon passes its run
+// context, so that work stops with the daemon.
+func New(ctx context.Context, c Config) *Manager {
+	return &Manager{st: c.State, log: c.State.Log.With("component", "volumes"), ctx: ctx,
+		meta: c.Meta, host: c.Host, replicaID: c.ReplicaID, listFile: c.ListFile, nbdSocket: c.NBDSocket,
+		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, vols: map[string]*nodeVolume{}}
+}
+
+func (m *Manager) self() string { return m.st.Node.Name }
+
+// metaLocal is this replica's metadata, or the status error an API call
+// gives while the node is not in a cluster.
+func (m *Manager) metaLocal() (*consensus.MetaState, error) {
+	meta := m.meta()
+	if meta == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
+	}
+	ms, err := meta.LocalState()
+	if err != nil {
+		return nil, metaError(err)
+	}
+	return ms, nil
+}
+
+func (m *Manager) get(name string) *nodeVolume {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.vols[name]
+}
+
+// writeFileAtomic writes via a temporary file, fsync and rename, so a crash
+// leaves either the old or the new content, never a torn file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,715 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/units"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+var volumeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidName reports whether s is a valid volume (or VM) name: 1-63
+// lowercase letters, digits, '-' or '_', starting with a letter or digit.
+func ValidName(s string) bool { return volumeNameRE.MatchString(s) }
+
+const maxVolumeSize = 64 << 40
+
+func replicaStateProto(s consensus.ReplicaState) tandemv1.ReplicaState {
+	switch s {
+	case consensus.UpToDate:
+		return tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
+	case consensus.Outdated:
+		return tandemv1.ReplicaState_REPLICA_STATE_OUTDATED
+	case consensus.Inconsistent:
+		return tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT
+	case consensus.SyncSource:
+		return tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE
+	case consensus.SyncTarget:
+		return tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET
+	}
+	return tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED
+}
+
+func peerVolume(e *consensus.VolumeEntry) *tandemv1.PeerVolume {
+	return &tandemv1.PeerVolume{Name: e.Name, ShardId: e.ShardID, SizeBytes: e.Size, Replicas: e.Replicas, Witness: e.Witness}
+}
+
+func entryOf(v *tandemv1.PeerVolume) (consensus.VolumeEntry, error) {
+	if v == nil || v.Name == "" || v.ShardId == 0 || v.SizeBytes <= 0 || len(v.Replicas) == 0 {
+		return consensus.VolumeEntry{}, status.Error(codes.InvalidArgument, "incomplete volume description")
+	}
+	return consensus.VolumeEntry{Name: v.Name, ShardID: v.ShardId, Size: v.SizeBytes, Replicas: v.Replicas, Witness: v.Witness}, nil
+}
+
+// Info is this node's view of a volume it holds.
+func (m *Manager) Info(name string) (*tandemv1.VolumeInfo, error) {
+	nv := m.get(name)
+	if nv == nil {
+		return nil, status.Errorf(codes.NotFound, "node %s holds no volume %q", m.self(), name)
+	}
+	e := nv.entry
+	out := &tandemv1.VolumeInfo{Name: e.Name, SizeBytes: e.Size, ShardId: e.ShardID, Witness: e.Witness, AnsweredBy: m.self()}
+	r := nv.rec.Load()
+	if nv.unrelated {
+		out.Warning = fmt.Sprintf("the replica on %s holds another volume's data; resolve with 'tandem volume resync %s --discard %s'", m.self(), e.Name, m.self())
+	}
+	if r == nil {
+		out.Warning = "the volume's record has not been applied on this node yet"
+		return out, nil
+	}
+	out.Epoch, out.Primary, out.MigrationTarget = r.Epoch, r.Primary, r.MigrationTarget
+	names := make([]string, 0, len(r.Replicas))
+	for n := range r.Replicas {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	byName := map[string]*tandemv1.VolumeReplica{}
+	for _, n := range names {
+		rr := r.Replicas[n]
+		vr := &tandemv1.VolumeReplica{Node: n, State: replicaStateProto(rr.State), Primary: n == r.Primary, Since: timestamppb.New(rr.Since), Reconcile: rr.Reconcile}
+		byName[n] = vr
+		out.Replicas = append(out.Replicas, vr)
+	}
+	nv.mu.Lock()
+	p := nv.primary
+	nv.mu.Unlock()
+	if p != nil {
+		for _, ps := range p.Status() {
+			if vr, ok := byName[ps.Name]; ok {
+				vr.Link, vr.DirtyBytes, vr.ResyncSentBytes = ps.State, ps.DirtyBytes, ps.ResyncBytes
+			}
+		}
+		out.NbdUnix = fmt.Sprintf("nbd+unix:///%s?socket=%s", e.Name, m.nbdSocket)
+		out.NbdTcp = fmt.Sprintf("nbd://%s/%s", m.st.Node.NBDAddr, e.Name)
+	} else if r.Primary == m.self() {
+		out.Warning = "this node is primary but replication has not started yet"
+	}
+	from := max(0, len(r.History)-10)
+	for _, h := range r.History[from:] {
+		out.History = append(out.History, &tandemv1.VolumeEvent{At: timestamppb.New(h.At), By: h.By, Epoch: h.Epoch, What: h.What, Reason: h.Reason})
+	}
+	return out, nil
+}
+
+// Catalog is the metadata (the volume catalog with the nodes and VMs):
+// with fresh a linearizable read bounded by the quorum timeout, else this
+// replica's copy.
+func (m *Manager) Catalog(ctx context.Context, fresh bool) (*consensus.MetaState, error) {
+	meta := m.meta()
+	if meta == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+	}
+	if fresh {
+		rctx, cancel := context.WithTimeout(ctx, m.quorumTimeout)
+		defer cancel()
+		ms, err := meta.State(rctx)
+		if err != nil {
+			return nil, metaError(err)
+		}
+		return ms, nil
+	}
+	return meta.LocalState()
+}
+
+// Create validates, places and provisions a new volume (the admin call);
+// a failed provisioning is cleaned up and the volume marked deleting.
+func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	switch {
+	case !volumeNameRE.MatchString(req.Name):
+		return nil, status.Errorf(codes.InvalidArgument, "volume name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
+	case req.SizeBytes <= 0 || req.SizeBytes%4096 != 0:
+		return nil, status.Errorf(codes.InvalidArgument, "size %s (%d bytes): must be a positive multiple of 4 KiB", units.FormatBytes(req.SizeBytes), req.SizeBytes)
+	case req.SizeBytes > maxVolumeSize:
+		return nil, status.Errorf(codes.InvalidArgument, "size %s is over the %s limit", units.FormatBytes(req.SizeBytes), units.FormatBytes(maxVolumeSize))
+	}
+	replicas := int(req.Replicas)
+	if replicas == 0 {
+		replicas = max(2, len(req.Nodes))
+	}
+	if replicas < 1 || replicas > 3 {
+		return nil, status.Errorf(codes.InvalidArgument, "replicas %d: use 1, 2 or 3", replicas)
+	}
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := m.Catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ms.Volumes[req.Name]; ok {
+		return nil, status.Errorf(codes.AlreadyExists, "volume %q already exists", req.Name)
+	}
+	nodes, witness, err := m.Place(ctx, ms, req.SizeBytes, replicas, req.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	meta := m.meta()
+	e, err := meta.CreateVolume(ctx, consensus.VolumeEntry{Name: req.Name, Size: req.SizeBytes, Replicas: nodes, Witness: witness})
+	if err != nil {
+		return nil, metaError(err)
+	}
+	if err := m.provision(ctx, ms, e); err != nil {
+		m.st.Log.Error("volume creation failed; cleaning up", "volume", e.Name, "err", err)
+		cctx := context.WithoutCancel(ctx)
+		// Marked deleting first, so that a node that cannot be cleaned up
+		// now removes its replica when it can (SweepDeleted).
+		if serr := meta.SetVolumeState(cctx, e.Name, consensus.VolumeDeleting); serr != nil {
+			m.st.Log.Error("cannot mark the failed volume deleting", "volume", e.Name, "err", serr)
+		}
+		if derr := m.destroy(cctx, ms, e); derr != nil {
+			m.st.Log.Error("cleanup of the failed volume is incomplete; it stays listed as deleting", "volume", e.Name, "err", derr)
+		}
+		return nil, err
+	}
+	if err := meta.SetVolumeState(ctx, e.Name, consensus.VolumeReady); err != nil {
+		return nil, metaError(err)
+	}
+	m.st.Log.Info("volume created", "volume", e.Name, "size", e.Size, "replicas", e.Replicas, "witness", e.Witness, "shard", e.ShardID)
+	return m.Show(ctx, e.Name, 10*time.Second)
+}
+
+// Place picks the replica nodes (the first is the initial primary) and, for
+// an even count, a witness.
+func (m *Manager) Place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int, want []string) ([]string, string, error) {
+	free := m.freeSpace(ctx, ms)
+	isData := func(n string) bool {
+		rec, ok := ms.Nodes[n]
+		return ok && rec.State == consensus.NodeMember && rec.Role != "witness"
+	}
+	var nodes []string
+	if len(want) > 0 {
+		// Name a wrong node before complaining about the count: the count
+		// is usually wrong because of it.
+		for _, n := range want {
+			if _, known := ms.Nodes[n]; !known {
+				return nil, "", status.Errorf(codes.InvalidArgument, "no node named %q in this cluster (nodes: %s)", n, strings.Join(slices.Sorted(maps.Keys(ms.Nodes)), ", "))
+			}
+		}
+		if len(want) != replicas {
+			return nil, "", status.Errorf(codes.InvalidArgument, "%d node(s) given (%s) for %d replicas", len(want), strings.Join(want, ", "), replicas)
+		}
+		for _, n := range want {
+			switch f, online := free[n]; {
+			case !isData(n):
+				return nil, "", status.Errorf(codes.InvalidArgument, "node %q is not a data node of this cluster", n)
+			case slices.Contains(nodes, n):
+				return nil, "", status.Errorf(codes.InvalidArgument, "node %q given twice", n)
+			case !online:
+				return nil, "", status.Errorf(codes.Unavailable, "node %q does not answer", n)
+			case f < size:
+				return nil, "", status.Errorf(codes.ResourceExhausted, "node %s has %s free; the volume needs %s", n, units.FormatBytes(f), units.FormatBytes(size))
+			}
+			nodes = append(nodes, n)
+		}
+	} else {
+		var cands []string
+		for n, f := range free {
+			if isData(n) && f >= size {
+				cands = append(cands, n)
+			}
+		}
+		// Most free space first; the name breaks ties so placement is stable.
+		slices.SortFunc(cands, func(a, b string) int {
+			if free[a] != free[b] {
+				if free[a] > free[b] {
+					return -1
+				}
+				return 1
+			}
+			return strings.Compare(a, b)
+		})
+		if len(cands) < replicas {
+			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free for the volume; %d replicas needed", len(cands), units.FormatBytes(size), replicas)
+		}
+		nodes = cands[:replicas]
+	}
+	if replicas%2 == 1 {
+		return nodes, "", nil
+	}
+	// An even number of data replicas needs a tie-breaker: prefer a
+	// witness node, else any other online member.
+	var witness string
+	for n, rec := range ms.Nodes {
+		if _, online := free[n]; !online || rec.State != consensus.NodeMember || slices.Contains(nodes, n) {
+			continue
+		}
+		if witness == "" || (rec.Role == "witness" && ms.Nodes[witness].Role != "witness") || (rec.Role == ms.Nodes[witness].Role && n < witness) {
+			witness = n
+		}
+	}
+	if witness == "" {
+		return nil, "", status.Error(codes.FailedPrecondition, "a 2-replica volume needs a third online node as witness")
+	}
+	return nodes, witness, nil
+}
+
+// freeSpace asks every member for the free space of its volume disk; nodes
+// that do not answer are left out.
+func (m *Manager) freeSpace(ctx context.Context, ms *consensus.MetaState) map[string]int64 {
+	out := map[string]int64{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, rec := range ms.Nodes {
+		if rec.State != consensus.NodeMember {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := m.st.Peer(rec.BackendAddr)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			resp, err := c.DiskInfo(cctx, &tandemv1.DiskInfoRequest{})
+			if err != nil || len(resp.Disks) == 0 {
+				return
+			}
+			mu.Lock()
+			out[name] = resp.Disks[0].FreeBytes
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// provision opens the replicas, writes the first record, adds the witness.
+func (m *Manager) provision(ctx context.Context, ms *consensus.MetaState, e *consensus.VolumeEntry) error {
+	pv := peerVolume(e)
+	errs := make([]error, len(e.Replicas))
+	var wg sync.WaitGroup
+	for i, n := range e.Replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.onNode(ctx, ms, n, func(ctx context.Context, c tandemv1.PeerClient) error {
+				_, err := c.VolumeOpen(ctx, &tandemv1.PeerVolumeOpenRequest{Volume: pv, Create: true})
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	var failed []error
+	for _, err := range errs {
+		if err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if err := joinStatus(failed); err != nil {
+		return err
+	}
+	if err := m.onNode(ctx, ms, e.Replicas[0], func(ctx context.Context, c tandemv1.PeerClient) error {
+		_, err := c.VolumeInit(ctx, &tandemv1.PeerVolumeInitRequest{Volume: pv})
+		return err
+	}); err != nil {
+		return err
+	}
+	if e.Witness != "" {
+		return m.onNode(ctx, ms, e.Witness, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VolumeOpen(ctx, &tandemv1.PeerVolumeOpenRequest{Volume: pv, Create: true})
+			return err
+		})
+	}
+	return nil
+}
+
+// destroy removes a volume from every node it was placed on, then from the
+// catalog. While a node has not confirmed, the catalog entry stays (as
+// deleting): the next delete, or the node's own sweep, finishes the job.
+func (m *Manager) destroy(ctx context.Context, ms *consensus.MetaState, e *consensus.VolumeEntry) error {
+	var errs []error
+	for _, n := range append(slices.Clone(e.Replicas), e.Witness) {
+		if n == "" {
+			continue
+		}
+		if err := m.onNode(ctx, ms, n, func(ctx context.Context, c tandemv1.PeerClient) error {
+			_, err := c.VolumeClose(ctx, &tandemv1.PeerVolumeCloseRequest{Name: e.Name, ShardId: e.ShardID, Destroy: true})
+			return err
+		}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return joinStatus(errs)
+	}
+	meta := m.meta()
+	if err := meta.DeleteVolume(ctx, e.Name); err != nil {
+		return metaError(err)
+	}
+	return nil
+}
+
+func (m *Manager) onNode(ctx context.Context, ms *consensus.MetaState, node string, f func(context.Context, tandemv1.PeerClient) error) error {
+	return m.callNode(ctx, ms, node, 30*time.Second, f)
+}
+
+// List shows every volume of the catalog.
+func (m *Manager) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*tandemv1.ListVolumesResponse, error) {
+	ms, err := m.Catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(ms.Volumes))
+	for n := range ms.Volumes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := &tandemv1.ListVolumesResponse{}
+	for _, n := range names {
+		info, err := m.Show(ctx, n, 2*time.Second)
+		if err != nil {
+			info = &tandemv1.VolumeInfo{Name: n, Warning: grpcMessage(err)}
+		}
+		out.Volumes = append(out.Volumes, info)
+	}
+	return out, nil
+}
+
+// Show asks every node holding the volume and keeps the freshest answer,
+// preferring the primary's (it alone knows the replication links).
+func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error) {
+	ms, err := m.Catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := ms.Volumes[name]
+	if !ok {
+		// This node may not have applied the volume's creation yet.
+		if ms, err = m.Catalog(ctx, true); err != nil {
+			return nil, err
+		}
+		if e, ok = ms.Volumes[name]; !ok {
+			return nil, status.Errorf(codes.NotFound, "no volume named %q", name)
+		}
+	}
+	answers := make([]*tandemv1.VolumeInfo, len(e.Replicas))
+	var wg sync.WaitGroup
+	for i, n := range e.Replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			_ = m.onNode(cctx, ms, n, func(ctx context.Context, c tandemv1.PeerClient) error {
+				info, err := c.VolumeStatus(ctx, &tandemv1.PeerVolumeStatusRequest{Name: name})
+				answers[i] = info
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	var best *tandemv1.VolumeInfo
+	for _, a := range answers {
+		if a == nil {
+			continue
+		}
+		isPrimary := a.AnsweredBy == a.Primary && a.NbdTcp != ""
+		bestPrimary := best != nil && best.AnsweredBy == best.Primary && best.NbdTcp != ""
+		if best == nil || a.Epoch > best.Epoch || (a.Epoch == best.Epoch && isPrimary && !bestPrimary) {
+			best = a
+		}
+	}
+	if best == nil {
+		best = &tandemv1.VolumeInfo{Name: e.Name, SizeBytes: e.Size, ShardId: e.ShardID, Witness: e.Witness,
+			Warning: "no node holding the volume answered"}
+	} else if best.AnsweredBy != best.Primary && best.Warning == "" {
+		best.Warning = fmt.Sprintf("the primary %s did not answer; this is %s's view", best.Primary, best.AnsweredBy)
+	}
+	best.Created = timestamppb.New(e.Created)
+	for _, vm := range ms.VMs {
+		if slices.Contains(vm.Spec.Volumes, name) {
+			best.UsedBy = vm.Name
+		}
+	}
+	var why string
+	best.State, why = volumeHealth(e.State, best)
+	if why != "" && best.Warning == "" {
+		best.Warning = why
+	}
+	return best, nil
+}
+
+// Delete removes a volume that no NBD client uses from every node, then
+// from the catalog.
+func (m *Manager) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error) {
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := m.Catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := ms.Volumes[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
+	}
+	if info, _ := m.Show(ctx, req.Name, 3*time.Second); info != nil && info.NbdConnections > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is attached (%d NBD client(s) connected to its primary %s); detach it first", req.Name, info.NbdConnections, info.Primary)
+	}
+	meta := m.meta()
+	if err := meta.SetVolumeState(ctx, e.Name, consensus.VolumeDeleting); err != nil {
+		return nil, metaError(err)
+	}
+	if err := m.destroy(ctx, ms, e); err != nil {
+		// Aborted, not the node's own code: a relayed Unavailable would
+		// read as this daemon being unreachable.
+		return nil, status.Errorf(codes.Aborted, "delete %s: %s; it stays listed as deleting until every node has removed its replica (run the command again to finish)", e.Name, grpcMessage(err))
+	}
+	return &tandemv1.DeleteVolumeResponse{}, nil
+}
+
+// Promote makes req.Node the primary of a volume, on an operator's word.
+func (m *Manager) Promote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := m.Catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := ms.Volumes[req.Name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
+	}
+	if !slices.Contains(e.Replicas, req.Node) {
+		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s (replicas: %s)", req.Node, e.Name, strings.Join(e.Replicas, ", "))
+	}
+	var out *tandemv1.VolumeInfo
+	if err := m.onNode(ctx, ms, req.Node, func(ctx context.Context, c tandemv1.PeerClient) error {
+		info, err := c.VolumePromote(ctx, req)
+		out = info
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	m.audit(ctx, "volume-promote", fmt.Sprintf("volume %s: %s made primary by an operator (epoch %d)", req.Name, req.Node, out.GetEpoch()))
+	return out, nil
+}
+
+// audit records an operator's action that no metadata command records by
+// itself; the action is done, so a failure to record it is only logged.
+func (m *Manager) audit(ctx context.Context, action, detail string) {
+	meta := m.meta()
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if err := meta.Audit(actx, action, detail); err != nil {
+		m.st.Log.Warn("cannot record an audit entry", "action", action, "detail", detail, "err", err)
+	}
+}
+
+// Resync: resync of Outdated replicas is automatic once they are reachable;
+// this reports where it stands. With discard_node it first throws that
+// replica's data away, so that it is resynced in full from the primary.
+func (m *Manager) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	if req.DiscardNode == "" {
+		return m.Show(ctx, req.Name, 3*time.Second)
+	}
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, err
+	}
+	info, err := m.Show(ctx, req.Name, 3*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := m.Catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	e := ms.Volumes[req.Name]
+	switch {
+	case e == nil:
+		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
+	case !slices.Contains(e.Replicas, req.DiscardNode):
+		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s", req.DiscardNode, req.Name)
+	case info.Primary == req.DiscardNode:
+		return nil, status.Errorf(codes.FailedPrecondition, "%s is the primary of %s: promote another UpToDate replica before discarding its data", req.DiscardNode, req.Name)
+	case info.Primary == "" || info.NbdTcp == "":
+		return nil, status.Errorf(codes.Unavailable, "the primary of %s does not answer; nothing was discarded", req.Name)
+	}
+	if err := m.onNode(ctx, ms, req.DiscardNode, func(ctx context.Context, c tandemv1.PeerClient) error {
+		_, err := c.VolumeDiscard(ctx, &tandemv1.PeerVolumeStatusRequest{Name: req.Name})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var out *tandemv1.VolumeInfo
+	if err := m.onNode(ctx, ms, info.Primary, func(ctx context.Context, c tandemv1.PeerClient) error {
+		var err error
+		out, err = c.VolumeDiscardPeer(ctx, &tandemv1.PromoteVolumeRequest{Name: req.Name, Node: req.DiscardNode})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	m.st.Log.Warn("replica data discarded by an operator; full resync", "volume", req.Name, "node", req.DiscardNode)
+	return out, nil
+}
+
+// The peer side of volume management: what a node does with its own
+// replicas when the node running an admin call asks it.
+
+// DiscardReplica throws this node's replica of volume name away and
+// recreates it empty, to be resynced in full (the peer call VolumeDiscard).
+func (m *Manager) DiscardReplica(ctx context.Context, name string) error {
+	nv, err := m.holder(name)
+	if err != nil {
+		return err
+	}
+	nv.mu.Lock()
+	primary := nv.primary != nil
+	nv.mu.Unlock()
+	if primary {
+		return status.Errorf(codes.FailedPrecondition, "%s is the primary of %s; its data cannot be discarded", m.self(), name)
+	}
+	e := nv.entry
+	if err := m.close(name, true, false); err != nil {
+		return status.Errorf(codes.Internal, "close replica: %v", err)
+	}
+	if err := m.open(ctx, e, true); err != nil {
+		return openStatus(fmt.Errorf("recreate replica: %w", err))
+	}
+	return nil
+}
+
+// DiscardPeer makes the primary forget what it knows of peer's replica, so
+// that it resyncs it in full (the peer call VolumeDiscardPeer).
+func (m *Manager) DiscardPeer(ctx context.Context, name, peer string) (*tandemv1.VolumeInfo, error) {
+	nv := m.get(name)
+	if nv == nil {
+		return nil, status.Errorf(codes.NotFound, "node %s holds no volume %q", m.self(), name)
+	}
+	nv.mu.Lock()
+	p := nv.primary
+	nv.mu.Unlock()
+	if p == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", m.self(), name)
+	}
+	if err := p.DiscardPeer(ctx, peer); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	return m.Info(name)
+}
+
+// DiskInfo describes this node's volume disk first, then its other disks.
+func (m *Manager) DiskInfo() (*tandemv1.DiskInfoResponse, error) {
+	dir := m.volumeDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume dir: %v", err)
+	}
+	out := &tandemv1.DiskInfoResponse{}
+	info, err := blockstore.ProbeDisk(dir)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	out.Disks = append(out.Disks, &tandemv1.Disk{Path: info.Path, Kind: string(info.Kind), CapacityBytes: info.Capacity, FreeBytes: info.Free})
+	for _, p := range m.st.Config.Disks {
+		if filepath.Clean(p) == filepath.Clean(dir) {
+			continue
+		}
+		if info, err := blockstore.ProbeDisk(p); err == nil {
+			out.Disks = append(out.Disks, &tandemv1.Disk{Path: info.Path, Kind: string(info.Kind), CapacityBytes: info.Capacity, FreeBytes: info.Free})
+		}
+	}
+	return out, nil
+}
+
+// Open starts this node's part of a volume; with create it makes the
+// replica and joins the new shard (the peer call VolumeOpen).
+func (m *Manager) Open(ctx context.Context, v *tandemv1.PeerVolume, create bool) error {
+	e, err := entryOf(v)
+	if err != nil {
+		return err
+	}
+	if err := m.open(ctx, e, create); err != nil {
+		return openStatus(err)
+	}
+	return nil
+}
+
+// Init writes a new volume's first record, on its initial primary (the
+// peer call VolumeInit).
+func (m *Manager) Init(ctx context.Context, v *tandemv1.PeerVolume) error {
+	e, err := entryOf(v)
+	if err != nil {
+		return err
+	}
+	if err := m.initRecord(ctx, e); err != nil {
+		return metaError(err)
+	}
+	return nil
+}
+
+// Close stops this node's part of a volume; destroy also deletes its
+// replica and shard data (the peer call VolumeClose).
+func (m *Manager) Close(name string, destroy bool) error {
+	if err := m.close(name, destroy, destroy); err != nil {
+		return status.Errorf(codes.Internal, "%v", err)
+	}
+	return nil
+}
+
+// Status is this node's view of a volume with the NBD clients attached
+// here (the peer call VolumeStatus).
+func (m *Manager) Status(name string) (*tandemv1.VolumeInfo, error) {
+	info, err := m.Info(name)
+	if err != nil {
+		return nil, err
+	}
+	if info.NbdTcp != "" {
+		info.NbdConnections = int32(m.connections(name))
+	}
+	return info, nil
+}
+
+// PromoteHere makes this node the primary of volume name (the peer call
+// VolumePromote, on the node an operator promotes).
+func (m *Manager) PromoteHere(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
+	nv, err := m.holder(name)
+	if err != nil {
+		return nil, err
+	}
+	self := m.self()
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rec, err := nv.vols.Promote(pctx, nv.entry.ShardID, self, 0, "operator promote")
+	if err != nil {
+		switch {
+		case errors.Is(err, consensus.ErrNotUpToDate):
+			return nil, status.Errorf(codes.FailedPrecondition, "cannot promote %s on %s: %v", name, self, err)
+		case errors.Is(err, consensus.ErrNoQuorum):
+			return nil, status.Errorf(codes.FailedPrecondition, "no quorum in volume %s's shard: nothing was changed", name)
+		}
+		return nil, metaError(err)
+	}
+	nv.observe(rec)
+	// Wait briefly for replication to start so the answer shows the links.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		nv.mu.Lock()
+		up := nv.primary != nil && nv.primaryEpoch == rec.Epoch
+		nv.mu.Unlock()
+		if up {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m.Info(name)
+}
