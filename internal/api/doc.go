@@ -1,10 +1,14 @@
 // Package api is the gRPC layer in front of the subsystems: it guards the
-// admin and peer servers (Auth) and maps their domain errors to status
-// codes through internal/apierr, so one failure has one code and one
-// wording whichever subsystem reports it.
+// admin and peer servers (Auth) and holds every gRPC service adapter
+// (Services: Cluster, Node, Volume, VM and HA on the admin servers, Peer on
+// the backend server), each a thin translation onto internal/membership,
+// internal/cluster, internal/volume, internal/vmm or internal/recovery.
 //
 // Owner: the API maintainers. internal/daemon builds the servers, installs
-// Auth's interceptors on them and registers the services.
+// Auth's interceptors on them, fills Config (the managers, and in Node the
+// little only the daemon can do: the expected-votes override, the health
+// report, the credentials directory, its replica ID) and calls
+// RegisterAdmin and RegisterPeer.
 //
 // Invariants:
 //   - every admin call over TCP presents a client certificate of the
@@ -14,6 +18,13 @@
 //   - every backend call presents a node certificate of a node that was not
 //     removed (Join excepted: the joiner proves itself with its token);
 //   - only a node certificate may replicate (ReplicationPeer);
+//   - every error a service returns goes through one mapping (toStatus:
+//     status errors unchanged, context errors with gRPC's own codes, any
+//     other error through internal/apierr.From), so one domain error has
+//     one code and one wording whichever service answers;
+//   - the peer side of volumes answers FailedPrecondition "volumes are not
+//     running on this node" while the node is in no cluster;
 //   - it decides nothing about volumes, VMs or membership: it authenticates,
-//     translates and delegates.
+//     translates and delegates. It never imports internal/daemon
+//     (internal/layers).
 package api

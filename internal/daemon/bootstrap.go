@@ -10,7 +10,6 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
-	"github.com/tandemhci/tandem/internal/membership"
 )
 
 func (d *Daemon) roleName() string {
@@ -34,21 +33,6 @@ func (d *Daemon) abortInitLocked() {
 	for _, p := range []string{d.lay.raftDir(), d.lay.tlsDir(), d.lay.adminDir(), d.lay.identity()} {
 		_ = os.RemoveAll(p)
 	}
-}
-
-// create and join are membership's (membership.Manager.Create and Join);
-// the daemon's part is initHooks.
-func (d *Daemon) create(ctx context.Context, name string) error {
-	id, err := d.members.Create(ctx, name)
-	if err != nil {
-		return err
-	}
-	d.log.Info("cluster created", "cluster", name, "id", id.ClusterID, "credentials", d.lay.adminDir())
-	return nil
-}
-
-func (d *Daemon) join(ctx context.Context, addr, token string) (membership.Identity, error) {
-	return d.members.Join(ctx, addr, token)
 }
 
 // requireQuorum refuses mutations when no majority is reachable.

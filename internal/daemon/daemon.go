@@ -55,6 +55,8 @@ type Daemon struct {
 	members *membership.Manager
 	clus    *cluster.Manager
 	auth    *api.Auth
+	// svc is the admin and peer gRPC services (internal/api), built in Run.
+	svc *api.Services
 
 	// Listeners are bound at startup so port conflicts fail fast, even
 	// before the node belongs to a cluster and can serve TLS on them.
@@ -226,6 +228,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.vols = d.newVolumes(ctx)
 	d.vms = d.newVMs(ctx)
 	d.ha = d.newRecovery()
+	d.svc = api.New(api.Config{
+		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha,
+		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, HealthReport: d.healthReport, CredentialsDir: d.lay.adminDir(), ReplicaID: d.replicaID},
+	})
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
 		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
@@ -395,7 +401,7 @@ func (d *Daemon) startTLSServersLocked() error {
 		return fmt.Errorf("server TLS: %w", err)
 	}
 	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.auth.PeerUnary()), grpc.ChainStreamInterceptor(d.auth.PeerStream()))
-	tandemv1.RegisterPeerServer(d.peerSrv, &peerService{d: d})
+	d.svc.RegisterPeer(d.peerSrv)
 	hp := health.NewServer()
 	healthpb.RegisterHealthServer(d.peerSrv, hp)
 	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
@@ -411,11 +417,7 @@ func (d *Daemon) startTLSServersLocked() error {
 }
 
 func (d *Daemon) registerAdmin(s *grpc.Server) {
-	tandemv1.RegisterClusterServer(s, &clusterService{d: d})
-	tandemv1.RegisterNodeServer(s, &nodeService{d: d})
-	tandemv1.RegisterVolumeServer(s, &volumeService{d: d})
-	tandemv1.RegisterVMServer(s, &vmService{d: d})
-	tandemv1.RegisterHAServer(s, &haService{d: d})
+	d.svc.RegisterAdmin(s)
 	healthpb.RegisterHealthServer(s, d.health)
 	reflection.Register(s)
 }
@@ -439,6 +441,15 @@ func (d *Daemon) volumes() *volume.Manager {
 		return nil
 	}
 	return d.vols
+}
+
+// replicaID is this node's metadata replica ID, 0 while it is in no
+// cluster.
+func (d *Daemon) replicaID() uint64 {
+	if id, m, _ := d.cluster(); id != nil && m != nil {
+		return id.ReplicaID
+	}
+	return 0
 }
 
 func (d *Daemon) peerClient(addr string) (tandemv1.PeerClient, error) {

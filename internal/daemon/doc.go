@@ -18,9 +18,13 @@
 //     share internal/state, never *Daemon. Cluster membership (create,
 //     join, admit, node removal, the expected-votes guard) lives in
 //     internal/membership; the daemon implements its Init (files, Raft
-//     host, servers) and keeps thin gRPC adapters; cluster status,
-//     configuration and join tokens live in internal/cluster, the
-//     servers' authentication in internal/api. The VM manager (libvirt,
+//     host, servers); cluster status, configuration and join tokens live
+//     in internal/cluster. Every gRPC service adapter (admin and peer) and
+//     the servers' authentication live in internal/api, which maps every
+//     error through internal/apierr.From; the daemon builds the servers,
+//     fills api.Config and registers api.Services on them, and keeps only
+//     what rewrites its own Raft host or reads its files (the
+//     expected-votes override, the health report). The VM manager (libvirt,
 //     crash restarts, VM placement, migration, node maintenance) lives in
 //     internal/vmm; vmmdeps.go adapts the volume subsystem to it.
 //     HA (self-fence lease, watchdog, failure detector, fence -> promote

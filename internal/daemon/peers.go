@@ -172,3 +172,6 @@ func (p *peerPool) ping(ctx context.Context, self, addr string, timeout time.Dur
 	}
 	return cluster.Probe{Online: true, RTT: time.Since(start), Version: resp.GetVersion()}
 }
+
+// grpcMessage is an error's message without the status code's wording.
+func grpcMessage(err error) string { return status.Convert(err).Message() }

@@ -22,7 +22,7 @@ func (d *Daemon) newRecovery() *recovery.Manager {
 		Meta:     d.recoveryMeta,
 		Volumes:  recoveryVolumes{d: d},
 		VMs:      recoveryVMs{d: d},
-		Settings: d.settingsOf,
+		Settings: d.st.Settings.Of,
 	})
 }
 

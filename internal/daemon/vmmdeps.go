@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/vmm"
 	"github.com/tandemhci/tandem/internal/volume"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -92,7 +93,7 @@ func (l localVolume) Record() *consensus.VolumeRecord { return l.m.Record(l.name
 
 func (l localVolume) AllowDual(ctx context.Context, target string) error {
 	if err := l.m.AllowDual(ctx, l.name, target); err != nil {
-		return volumeOpError(fmt.Errorf("volume %s: %w", l.name, err))
+		return apierr.From(fmt.Errorf("volume %s: %w", l.name, err))
 	}
 	return nil
 }

@@ -23,12 +23,7 @@ func (d *Daemon) newVolumes(ctx context.Context) *volume.Manager {
 			}
 			return nil
 		},
-		ReplicaID: func() uint64 {
-			if id, m, _ := d.cluster(); id != nil && m != nil {
-				return id.ReplicaID
-			}
-			return 0
-		},
+		ReplicaID:     d.replicaID,
 		ListFile:      d.lay.volumesFile(),
 		NBDSocket:     d.lay.nbdSocket(),
 		QuorumTimeout: d.quorumTimeout(),

@@ -1,14 +1,12 @@
-package daemon
+package api
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/volume"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -16,35 +14,35 @@ import (
 // volumeService is the admin API's volume calls, served by internal/volume.
 type volumeService struct {
 	tandemv1.UnimplementedVolumeServer
-	d *Daemon
+	a *Services
 }
 
 func (s *volumeService) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	return s.d.vols.Create(ctx, req)
+	return answer(s.a.cfg.Volumes.Create(ctx, req))
 }
 
 func (s *volumeService) List(ctx context.Context, req *tandemv1.ListVolumesRequest) (*tandemv1.ListVolumesResponse, error) {
-	return s.d.vols.List(ctx, req)
+	return answer(s.a.cfg.Volumes.List(ctx, req))
 }
 
 func (s *volumeService) Show(ctx context.Context, req *tandemv1.ShowVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	return s.d.vols.Show(ctx, req.Name, 3*time.Second)
+	return answer(s.a.cfg.Volumes.Show(ctx, req.Name, 3*time.Second))
 }
 
 func (s *volumeService) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error) {
-	return s.d.vols.Delete(ctx, req)
+	return answer(s.a.cfg.Volumes.Delete(ctx, req))
 }
 
 func (s *volumeService) Promote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	return s.d.vols.Promote(ctx, req)
+	return answer(s.a.cfg.Volumes.Promote(ctx, req))
 }
 
 func (s *volumeService) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	return s.d.vols.Resync(ctx, req)
+	return answer(s.a.cfg.Volumes.Resync(ctx, req))
 }
 
 func (s *volumeService) Verify(ctx context.Context, req *tandemv1.VerifyVolumeRequest) (*tandemv1.VerifyVolumeResponse, error) {
-	return s.d.vols.Verify(ctx, req)
+	return answer(s.a.cfg.Volumes.Verify(ctx, req))
 }
 
 // Peer side of volume management.
@@ -52,8 +50,8 @@ func (s *volumeService) Verify(ctx context.Context, req *tandemv1.VerifyVolumeRe
 // volumes is the volume manager, or the error a peer call gets while the
 // node is in no cluster.
 func (s *peerService) volumes() (*volume.Manager, error) {
-	if vm := s.d.volumes(); vm != nil {
-		return vm, nil
+	if s.a.cfg.Volumes != nil && s.a.cfg.Node.ReplicaID() != 0 {
+		return s.a.cfg.Volumes, nil
 	}
 	return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
 }
@@ -64,7 +62,7 @@ func (s *peerService) VolumeDiscard(ctx context.Context, req *tandemv1.PeerVolum
 		return nil, err
 	}
 	if err := vm.DiscardReplica(ctx, req.Name); err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	return &tandemv1.PeerVolumeCloseResponse{}, nil
 }
@@ -74,7 +72,7 @@ func (s *peerService) VolumeDiscardPeer(ctx context.Context, req *tandemv1.Promo
 	if err != nil {
 		return nil, err
 	}
-	return vm.DiscardPeer(ctx, req.Name, req.Node)
+	return answer(vm.DiscardPeer(ctx, req.Name, req.Node))
 }
 
 func (s *peerService) DiskInfo(_ context.Context, _ *tandemv1.DiskInfoRequest) (*tandemv1.DiskInfoResponse, error) {
@@ -82,7 +80,7 @@ func (s *peerService) DiskInfo(_ context.Context, _ *tandemv1.DiskInfoRequest) (
 	if err != nil {
 		return nil, err
 	}
-	return vm.DiskInfo()
+	return answer(vm.DiskInfo())
 }
 
 func (s *peerService) VolumeOpen(ctx context.Context, req *tandemv1.PeerVolumeOpenRequest) (*tandemv1.PeerVolumeOpenResponse, error) {
@@ -91,7 +89,7 @@ func (s *peerService) VolumeOpen(ctx context.Context, req *tandemv1.PeerVolumeOp
 		return nil, err
 	}
 	if err := vm.Open(ctx, req.Volume, req.Create); err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	return &tandemv1.PeerVolumeOpenResponse{}, nil
 }
@@ -102,7 +100,7 @@ func (s *peerService) VolumeInit(ctx context.Context, req *tandemv1.PeerVolumeIn
 		return nil, err
 	}
 	if err := vm.Init(ctx, req.Volume); err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	return &tandemv1.PeerVolumeInitResponse{}, nil
 }
@@ -113,7 +111,7 @@ func (s *peerService) VolumeClose(_ context.Context, req *tandemv1.PeerVolumeClo
 		return nil, err
 	}
 	if err := vm.Close(req.Name, req.Destroy); err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
 	return &tandemv1.PeerVolumeCloseResponse{}, nil
 }
@@ -123,7 +121,7 @@ func (s *peerService) VolumeStatus(_ context.Context, req *tandemv1.PeerVolumeSt
 	if err != nil {
 		return nil, err
 	}
-	return vm.Status(req.Name)
+	return answer(vm.Status(req.Name))
 }
 
 func (s *peerService) VolumePromote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
@@ -131,7 +129,7 @@ func (s *peerService) VolumePromote(ctx context.Context, req *tandemv1.PromoteVo
 	if err != nil {
 		return nil, err
 	}
-	return vm.PromoteHere(ctx, req.Name)
+	return answer(vm.PromoteHere(ctx, req.Name))
 }
 
 // VolumeHandover runs on the primary (volume.Manager.Handover).
@@ -141,9 +139,9 @@ func (s *peerService) VolumeHandover(ctx context.Context, req *tandemv1.PromoteV
 		return nil, err
 	}
 	if err := vm.Handover(ctx, req.Name, req.Node); err != nil {
-		return nil, volumeOpError(err)
+		return nil, toStatus(err)
 	}
-	return vm.Info(req.Name)
+	return answer(vm.Info(req.Name))
 }
 
 // VolumeChecksum returns per-block checksums of this node's replica.
@@ -152,7 +150,7 @@ func (s *peerService) VolumeChecksum(ctx context.Context, req *tandemv1.VolumeCh
 	if err != nil {
 		return nil, err
 	}
-	return vm.Checksum(ctx, req)
+	return answer(vm.Checksum(ctx, req))
 }
 
 // VolumeVerify runs the online verify on the primary.
@@ -161,16 +159,5 @@ func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolu
 	if err != nil {
 		return nil, err
 	}
-	return vm.VerifyHere(ctx, req)
-}
-
-// volumeOpError maps volume-shard refusals to API codes.
-func volumeOpError(err error) error {
-	switch {
-	case errors.Is(err, consensus.ErrNotUpToDate), errors.Is(err, consensus.ErrBadTransition), errors.Is(err, consensus.ErrNotPrimary), errors.Is(err, consensus.ErrStaleEpoch):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, consensus.ErrNoQuorum):
-		return status.Errorf(codes.Unavailable, "no quorum in the volume's shard: nothing was changed (%v)", err)
-	}
-	return metaError(err)
+	return answer(vm.VerifyHere(ctx, req))
 }

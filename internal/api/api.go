@@ -1,0 +1,100 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/cluster"
+	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/recovery"
+	"github.com/tandemhci/tandem/internal/state"
+	"github.com/tandemhci/tandem/internal/vmm"
+	"github.com/tandemhci/tandem/internal/volume"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Config is what the services call. The managers are the subsystems'; Node
+// is what only the daemon can do. Every field is required.
+type Config struct {
+	State   *state.State
+	Cluster *cluster.Manager
+	Members *membership.Manager
+	// Volumes serves the volume API; the peer side answers
+	// FailedPrecondition while the node is in no cluster (ReplicaID 0).
+	Volumes *volume.Manager
+	VMs     *vmm.Manager
+	HA      *recovery.Manager
+	Node    Node
+}
+
+// Node is the daemon's part of the API: what rewrites the node's Raft
+// host or reads its files.
+type Node struct {
+	// SetExpectedVotes is the expected-votes override (it restarts the
+	// node's Raft host); the service adds the status to its answer.
+	SetExpectedVotes func(context.Context, *tandemv1.SetExpectedVotesRequest) (*tandemv1.SetExpectedVotesResponse, error)
+	// HealthReport adds warnings and advisories to a status (Status only).
+	HealthReport func(context.Context, *tandemv1.ClusterStatus)
+	// CredentialsDir is where create and join leave the admin credentials.
+	CredentialsDir string
+	// ReplicaID is this node's metadata replica ID, 0 while it is in no
+	// cluster.
+	ReplicaID func() uint64
+}
+
+// Services are the admin and peer gRPC services over one Config.
+type Services struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the services of cfg.
+func New(cfg Config) *Services { return &Services{cfg: cfg, log: cfg.State.Log} }
+
+// RegisterAdmin registers the admin services (Cluster, Node, Volume, VM,
+// HA) on s.
+func (a *Services) RegisterAdmin(s *grpc.Server) {
+	tandemv1.RegisterClusterServer(s, &clusterService{a: a})
+	tandemv1.RegisterNodeServer(s, &nodeService{a: a})
+	tandemv1.RegisterVolumeServer(s, &volumeService{a: a})
+	tandemv1.RegisterVMServer(s, &vmService{a: a})
+	tandemv1.RegisterHAServer(s, &haService{a: a})
+}
+
+// RegisterPeer registers the peer service on s.
+func (a *Services) RegisterPeer(s *grpc.Server) {
+	tandemv1.RegisterPeerServer(s, &peerService{a: a})
+}
+
+// toStatus is the one error mapping of every service answer: a status
+// error passes unchanged, a context error keeps the code gRPC gives it, and
+// any other error goes through apierr.From (a domain error gets its one
+// code and wording, anything else is Internal).
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	return apierr.From(err)
+}
+
+// answer returns v, or only the mapped error.
+func answer[T any](v T, err error) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, toStatus(err)
+	}
+	return v, nil
+}
+
+func grpcMessage(err error) string { return status.Convert(err).Message() }
