@@ -5,15 +5,17 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 // Baseline comparison (-baseline-bin): the selected jobs run on two sets of
-// binaries in one invocation, alternating whole runs (baseline, candidate,
-// baseline, candidate, …), so that whatever else loads the machine weighs on
-// both alike. Each run is a complete run of its own (its own cluster,
+// binaries in one invocation, alternating whole runs, the order flipped every
+// round (baseline, candidate, candidate, baseline, baseline, …), so that
+// whatever else loads the machine, even a load that grows or fades over the
+// invocation, weighs on both alike. Each run is a complete run of its own (its own cluster,
 // volumes and prefill); the report is the last candidate run's, with every
 // run's headline figures and their medians beside it.
 
@@ -44,6 +46,8 @@ type BaselineFigure struct {
 	P50US         float64 `json:"write_p50_us"`
 	P99US         float64 `json:"write_p99_us"`
 	ReplicasAfter string  `json:"replicas_after,omitempty"`
+	// OthersCPUPct is what other processes used meanwhile (Result's).
+	OthersCPUPct float64 `json:"others_cpu_pct"`
 }
 
 const (
@@ -51,8 +55,8 @@ const (
 	binCandidate = "candidate"
 )
 
-// executeBaseline runs cfg.rounds rounds of a baseline then a candidate
-// run and returns the last candidate report with the comparison attached.
+// executeBaseline runs cfg.rounds rounds of a baseline and a candidate run
+// (baseline first in odd rounds, second in even ones) and returns the last candidate report with the comparison attached.
 func executeBaseline(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	cmp := &BaselineComparison{BaselineBin: cfg.baseline, CandidateBin: cfg.Bin,
 		Baseline: benchkit.Binary(filepath.Join(cfg.baseline, "tandemd"))}
@@ -61,7 +65,11 @@ func executeBaseline(ctx context.Context, log *slog.Logger, cfg config) (*Report
 	}
 	var last *Report
 	for round := 1; round <= cfg.rounds; round++ {
-		for _, which := range []string{binBaseline, binCandidate} {
+		order := []string{binBaseline, binCandidate}
+		if round%2 == 0 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, which := range order {
 			c := cfg
 			if which == binBaseline {
 				c.Bin = cfg.baseline
@@ -86,9 +94,12 @@ func executeBaseline(ctx context.Context, log *slog.Logger, cfg config) (*Report
 		}
 	}
 	last.Baseline = cmp
-	// A baseline run's problems are the invocation's problems too (the
+	// Every other run's problems are the invocation's problems too (the
 	// last candidate run's are already the report's own).
-	for _, r := range cmp.Runs[:len(cmp.Runs)-1] {
+	for _, r := range cmp.Runs {
+		if r.Binaries == binCandidate && r.Round == cfg.rounds {
+			continue
+		}
 		for _, e := range r.Errors {
 			last.Errors = append(last.Errors, fmt.Sprintf("round %d, %s run: %s", r.Round, r.Binaries, e))
 		}
@@ -97,13 +108,13 @@ func executeBaseline(ctx context.Context, log *slog.Logger, cfg config) (*Report
 }
 
 func baselineRun(round int, which string, rep *Report) BaselineRun {
-	run := BaselineRun{Round: round, Binaries: which, Errors: rep.Errors}
+	run := BaselineRun{Round: round, Binaries: which, Errors: slices.Clone(rep.Errors)}
 	for _, r := range rep.Results {
 		if r.Measurement == nil {
 			continue
 		}
 		_, _, metric, rate := headline(r.Job, r.Measurement)
-		f := BaselineFigure{Target: r.Target, Job: r.Job, RateMetric: metric, Rate: rate, ReplicasAfter: r.ReplicasAfter}
+		f := BaselineFigure{Target: r.Target, Job: r.Job, RateMetric: metric, Rate: rate, ReplicasAfter: r.ReplicasAfter, OthersCPUPct: r.OthersCPUPct}
 		if w := r.Measurement.Write; w != nil {
 			f.P50US, f.P99US = w.P50US, w.P99US
 		}
@@ -117,7 +128,7 @@ func baselineRun(round int, which string, rep *Report) BaselineRun {
 func (c *BaselineComparison) markdown(b *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("## Baseline comparison\n\n")
-	p("Baseline binaries: `%s` (%s); candidate: `%s` (%s). Whole runs alternate, baseline first in each round, so the machine's other load weighs on both alike. Medians over the runs; the ranges show the noise.\n\n",
+	p("Baseline binaries: `%s` (%s); candidate: `%s` (%s). Whole runs alternate, the order flipped every round (baseline first in odd rounds), so the machine's other load weighs on both alike; others' CPU is what other processes used during each job (percent of one core). Medians over the runs; the ranges show the noise.\n\n",
 		c.BaselineBin, c.Baseline.RevisionSummary(), c.CandidateBin, c.Candidate.RevisionSummary())
 	type key struct{ target, job string }
 	var keys []key
@@ -149,13 +160,13 @@ func (c *BaselineComparison) markdown(b *strings.Builder) {
 		}
 	}
 	p("\n")
-	t = benchkit.NewTable(b, "Round", "Binaries", "Target", "Job", "Rate", "write p50 µs", "write p99 µs", "Replicas after", "Errors")
+	t = benchkit.NewTable(b, "Round", "Binaries", "Target", "Job", "Rate", "write p50 µs", "write p99 µs", "others' CPU", "Replicas after", "Errors")
 	for _, r := range c.Runs {
 		if len(r.Figures) == 0 {
-			t.Row(fmt.Sprint(r.Round), r.Binaries, "–", "–", "", "", "", "", fmt.Sprint(len(r.Errors)))
+			t.Row(fmt.Sprint(r.Round), r.Binaries, "–", "–", "", "", "", "", "", fmt.Sprint(len(r.Errors)))
 		}
 		for _, f := range r.Figures {
-			t.Row(fmt.Sprint(r.Round), r.Binaries, f.Target, f.Job, fmtRate(f.Rate)+" "+f.RateMetric, fmtUS(f.P50US), fmtUS(f.P99US), f.ReplicasAfter, fmt.Sprint(len(r.Errors)))
+			t.Row(fmt.Sprint(r.Round), r.Binaries, f.Target, f.Job, fmtRate(f.Rate)+" "+f.RateMetric, fmtUS(f.P50US), fmtUS(f.P99US), fmt.Sprintf("%.0f%%", f.OthersCPUPct), f.ReplicasAfter, fmt.Sprint(len(r.Errors)))
 		}
 	}
 	p("\n")

@@ -85,7 +85,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&jobs, "jobs", "", "comma-separated job IDs to run (default all)")
 	fs.StringVar(&c.profile, "profile", "", "if set, write a CPU profile of each tandemd per Tandem job into this directory")
 	fs.BoolVar(&c.trace, "trace", false, "with -profile, also write a one-second execution trace of each tandemd per Tandem job")
-	fs.StringVar(&c.baseline, "baseline-bin", "", "if set, a directory of tandemd and tandem to compare -bin with: whole runs alternate between the two, baseline first, -rounds times, and the report adds both sets of figures")
+	fs.StringVar(&c.baseline, "baseline-bin", "", "if set, a directory of tandemd and tandem to compare -bin with: whole runs alternate between the two, the order flipped every round, -rounds times, and the report adds both sets of figures")
 	fs.IntVar(&c.rounds, "rounds", 2, "with -baseline-bin, how many baseline+candidate pairs of runs")
 	if err := fs.Parse(args); err != nil {
 		return c, err
