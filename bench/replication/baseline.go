@@ -128,11 +128,18 @@ func baselineRun(round int, which string, rep *Report) BaselineRun {
 func (c *BaselineComparison) markdown(b *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("## Baseline comparison\n\n")
-	p("Baseline binaries: `%s` (%s); candidate: `%s` (%s). Whole runs alternate, the order flipped every round (baseline first in odd rounds), so the machine's other load weighs on both alike; others' CPU is what other processes used during each job (percent of one core). Medians over the runs; the ranges show the noise.\n\n",
+	p("Baseline binaries: `%s` (%s); candidate: `%s` (%s). Whole runs alternate, the order flipped every round (baseline first in odd rounds), so the machine's other load weighs on both alike; others' CPU is what other processes used during each job (percent of one core). Medians over the runs; the ranges show the noise. The per-round ratios set each candidate run against the baseline run of its own round.\n\n",
 		c.BaselineBin, c.Baseline.RevisionSummary(), c.CandidateBin, c.Candidate.RevisionSummary())
 	type key struct{ target, job string }
 	var keys []key
+	type pairKey struct {
+		key
+		round int
+	}
 	vals := map[key]map[string][]BaselineFigure{}
+	// pairs holds each round's baseline and candidate figure: their
+	// ratio cancels whatever load both runs of the round shared.
+	pairs := map[pairKey][2]*BaselineFigure{}
 	for _, r := range c.Runs {
 		for _, f := range r.Figures {
 			k := key{f.Target, f.Job}
@@ -141,9 +148,16 @@ func (c *BaselineComparison) markdown(b *strings.Builder) {
 				keys = append(keys, k)
 			}
 			vals[k][r.Binaries] = append(vals[k][r.Binaries], f)
+			pk, i := pairKey{k, r.Round}, 0
+			if r.Binaries == binCandidate {
+				i = 1
+			}
+			pr := pairs[pk]
+			pr[i] = &f
+			pairs[pk] = pr
 		}
 	}
-	t := benchkit.NewTable(b, "Target", "Job", "Metric", "Baseline median (range)", "Candidate median (range)", "Candidate / baseline")
+	t := benchkit.NewTable(b, "Target", "Job", "Metric", "Baseline median (range)", "Candidate median (range)", "Candidate / baseline", "Per-round candidate / baseline, median (range)")
 	for _, k := range keys {
 		rows := []struct {
 			name string
@@ -156,7 +170,15 @@ func (c *BaselineComparison) markdown(b *strings.Builder) {
 		for _, row := range rows {
 			bs, cs := sampleOf(vals[k][binBaseline], row.get), sampleOf(vals[k][binCandidate], row.get)
 			bm, cm := benchkit.Interpolated(bs.Sorted, 0.5), benchkit.Interpolated(cs.Sorted, 0.5)
-			t.Row(k.target, k.job, row.name, rangeCell(bm, bs), rangeCell(cm, cs), fmtRatio(ratio(cm, bm)))
+			var rs []float64
+			for pk, pr := range pairs {
+				if pk.key == k && pr[0] != nil && pr[1] != nil {
+					if q := ratio(row.get(*pr[1]), row.get(*pr[0])); q != nil {
+						rs = append(rs, *q)
+					}
+				}
+			}
+			t.Row(k.target, k.job, row.name, rangeCell(bm, bs), rangeCell(cm, cs), fmtRatio(ratio(cm, bm)), ratioRange(benchkit.SortSample(rs)))
 		}
 	}
 	p("\n")
@@ -196,4 +218,12 @@ func rangeCell(median float64, s benchkit.Sample) string {
 		return "–"
 	}
 	return fmt.Sprintf("%s (%s–%s)", fmtUS(median), fmtUS(s.Min), fmtUS(s.Max))
+}
+
+func ratioRange(s benchkit.Sample) string {
+	if len(s.Sorted) == 0 {
+		return "–"
+	}
+	m := benchkit.Interpolated(s.Sorted, 0.5)
+	return fmt.Sprintf("%s (%s–%s)", fmtRatio(&m), fmtRatio(&s.Min), fmtRatio(&s.Max))
 }

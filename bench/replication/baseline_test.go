@@ -26,8 +26,9 @@ func TestBaselineMarkdown(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		// medians of two: baseline (1000+3000)/2, candidate (1100+900)/2
-		"| tandem-r2 | qd32-write | IOPS | 2000 (1000–3000) | 1000 (900–1100) | 0.50× |",
-		"| tandem-r2 | qd32-write | write p50 µs | 200 (100–300) | 100 (90.0–110) | 0.50× |",
+		// per-round ratios 1.10 and 0.30
+		"| tandem-r2 | qd32-write | IOPS | 2000 (1000–3000) | 1000 (900–1100) | 0.50× | 0.70× (0.30×–1.10×) |",
+		"| tandem-r2 | qd32-write | write p50 µs | 200 (100–300) | 100 (90.0–110) | 0.50× | 0.63× (0.37×–0.90×) |",
 		"| 2 | candidate | tandem-r2 | qd32-write | 900 IOPS | 110 | 220 | 0% |",
 	} {
 		if !strings.Contains(md, want) {
