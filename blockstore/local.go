@@ -70,6 +70,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhci/tandem/blockstore/rangelock"
 	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
@@ -120,7 +121,10 @@ type LocalVolume struct {
 	life   sync.RWMutex
 	closed bool
 
-	locks rangeLock
+	// locks serialises overlapping writes in the order their calls began,
+	// which is what Volume promises and what read-modify-write of shared
+	// 4 KiB blocks needs.
+	locks rangelock.Lock[struct{}]
 	bufs  bufpool.Pool // aligned bounce buffers (Align: blockSize)
 
 	syncMu  sync.Mutex
@@ -551,12 +555,12 @@ func (v *LocalVolume) WriteAt(ctx context.Context, p []byte, off int64, flags Wr
 		return 0, nil
 	}
 	fua := flags&FUA != 0
-	lk, err := v.locks.lock(ctx, alignDown(off), alignUp(off+n))
+	lk, err := v.locks.Acquire(ctx, alignDown(off), alignUp(off+n), 0, struct{}{})
 	if err != nil {
 		return 0, v.opErr("write", off, n, err)
 	}
 	err = v.writeLocked(p, off, fua && v.fuaDsync)
-	v.locks.unlock(lk)
+	v.locks.Release(lk)
 	if err == nil && fua && !v.fuaDsync {
 		err = v.datasync()
 	}
@@ -720,7 +724,7 @@ func (v *LocalVolume) zeroRange(ctx context.Context, op string, off, length int6
 		return nil
 	}
 	end := off + length
-	lk, err := v.locks.lock(ctx, alignDown(off), alignUp(end))
+	lk, err := v.locks.Acquire(ctx, alignDown(off), alignUp(end), 0, struct{}{})
 	if err != nil {
 		return v.opErr(op, off, length, err)
 	}
@@ -738,7 +742,7 @@ func (v *LocalVolume) zeroRange(ctx context.Context, op string, off, length int6
 			err = v.zeroBlocks(a, b, punch)
 		}
 	}
-	v.locks.unlock(lk)
+	v.locks.Release(lk)
 	if err == nil && fua {
 		err = v.datasync()
 	}

@@ -36,8 +36,9 @@
 //
 // Files of the primary side: primary.go holds the Primary type, its Config,
 // construction, the public I/O methods, Close, Status, Retire and depose;
-// order.go the request (req) and its ordering: sequence, overlap tracking
-// of in-flight writes, the submit path; peer.go the peer connection: its
+// order.go the request (req) and its ordering: sequence, overlap ordering
+// of in-flight writes (blockstore/rangelock, as the secondary's apply and
+// the local store use), the submit path; peer.go the peer connection: its
 // state, per-peer queue, send, sender and receiver goroutines, watchdog,
 // connect and hello, and the reconnect loop; fence.go fence-peer: outdating
 // a failed peer through the Fencer and marking what it missed dirty;

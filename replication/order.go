@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/blockstore/rangelock"
 )
 
 // req is one request fanned out to the local store and the connected peers.
@@ -19,9 +20,10 @@ type req struct {
 	frame    []byte
 	// refs counts the frame's holders: the submitter and each peer queue
 	// or send batch it is in. The last one recycles a pooled frame.
-	refs      atomic.Int32
-	pooled    bool
-	started   time.Time
+	refs    atomic.Int32
+	pooled  bool
+	started time.Time
+	// localDone, for a Quiesced range only, is closed when it ends.
 	localDone chan struct{}
 	// ready, when set, is closed once frame is filled in: a resync chunk
 	// takes its place in the peer's queue before its data is read.
@@ -79,7 +81,7 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	default:
 		frame = AppendFrame(make([]byte, 0, headerSize), Header{Type: kind, Flags: flags, Epoch: p.cfg.Epoch, Offset: uint64(off), Length: uint32(length)}, nil)
 	}
-	r := &req{kind: kind, off: off, len: length, frame: frame, pooled: kind == FrameWrite && frame != nil, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{})}
+	r := &req{kind: kind, off: off, len: length, frame: frame, pooled: kind == FrameWrite && frame != nil, started: time.Now(), allDone: make(chan struct{})}
 	r.refs.Store(1)
 	defer p.release(r)
 	if p.al != nil && kind != FrameFlush {
@@ -120,8 +122,7 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	if r.frame != nil {
 		binary.BigEndian.PutUint64(r.frame[8:], r.seq)
 	}
-	deps := p.overlappingLocked(r)
-	p.active = append(p.active, r)
+	lk := p.order.Enqueue(r.off, r.off+r.len, orderMode(kind), r)
 	var fenced []int
 	var targets []*peer
 	for _, pe := range p.peers {
@@ -152,20 +153,11 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 		}
 	}
 
-	// Overlapping earlier requests reach the local disk first.
-	for _, d := range deps {
-		<-d.localDone
-	}
+	// Overlapping earlier requests reach the local disk first. The wait
+	// cannot be given up: the request is already on its way to the peers.
+	_ = p.order.Wait(context.Background(), lk)
 	lerr := local(ctx)
-	close(r.localDone)
-	p.mu.Lock()
-	for i, a := range p.active {
-		if a == r {
-			p.active = append(p.active[:i], p.active[i+1:]...)
-			break
-		}
-	}
-	p.mu.Unlock()
+	p.order.Release(lk)
 	if lerr == nil && kind != FrameFlush {
 		// Fenced peers miss this write: record it before acknowledging (I2, I4).
 		for _, slot := range fenced {
@@ -200,14 +192,11 @@ func (p *Primary) quiescedLocked(r *req) *req {
 	return nil
 }
 
-// overlappingLocked lists active requests whose range overlaps r's. A flush
-// orders after everything active, and everything orders after a flush.
-func (p *Primary) overlappingLocked(r *req) []*req {
-	var out []*req
-	for _, a := range p.active {
-		if r.kind == FrameFlush || a.kind == FrameFlush || (a.off < r.off+r.len && r.off < a.off+a.len) {
-			out = append(out, a)
-		}
+// orderMode is how a request orders against others besides by its range:
+// a flush orders after everything in flight, and everything after a flush.
+func orderMode(kind FrameType) rangelock.Mode {
+	if kind == FrameFlush {
+		return rangelock.Barrier
 	}
-	return out
+	return 0
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
+	"github.com/tandemhci/tandem/blockstore/rangelock"
 	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
@@ -123,7 +124,10 @@ type Primary struct {
 	// quiesced ranges hold new overlapping requests back (online verify).
 	quiesced []*req
 	nextSeq  uint64
-	active   []*req // requests whose local I/O has not finished, in seq order
+	// order holds requests whose local I/O has not finished, enqueued
+	// under mu in seq order: overlapping ones reach the local disk in
+	// that order.
+	order    rangelock.Lock[*req]
 	frozen   bool
 	thaw     chan struct{} // closed when frozen ends
 	deposed  error

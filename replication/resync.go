@@ -122,7 +122,7 @@ func (p *Primary) resync(pe *peer) error {
 // resyncOne sends one chunk (or a flush) to a single peer, ordered with the
 // guests' writes: it takes its queue position and range before reading.
 func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind FrameType, off, length int64) error {
-	r := &req{kind: kind, off: off, len: length, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{}), ready: make(chan struct{}), waiting: 1}
+	r := &req{kind: kind, off: off, len: length, started: time.Now(), allDone: make(chan struct{}), ready: make(chan struct{}), waiting: 1}
 	p.mu.Lock()
 	if err := p.usableLocked(); err != nil {
 		p.mu.Unlock()
@@ -134,14 +134,13 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 	}
 	r.seq = p.nextSeq
 	p.nextSeq++
-	deps := p.overlappingLocked(r)
-	p.active = append(p.active, r)
+	lk := p.order.Enqueue(off, off+length, orderMode(kind), r)
 	p.enqueue(pe, r, true)
 	p.mu.Unlock()
 
-	for _, d := range deps {
-		<-d.localDone
-	}
+	// Not given up on ctx: the chunk holds its place in the peer's queue
+	// until its frame is filled in.
+	_ = p.order.Wait(context.Background(), lk)
 	var err error
 	if kind == FrameResync {
 		buf := make([]byte, length)
@@ -157,15 +156,7 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 	}
 	binary.BigEndian.PutUint64(r.frame[8:], r.seq)
 	close(r.ready)
-	close(r.localDone)
-	p.mu.Lock()
-	for i, a := range p.active {
-		if a == r {
-			p.active = append(p.active[:i], p.active[i+1:]...)
-			break
-		}
-	}
-	p.mu.Unlock()
+	p.order.Release(lk)
 	if err != nil {
 		return fmt.Errorf("read local: %w", err)
 	}
@@ -281,7 +272,8 @@ func (p *Primary) Quiesced(ctx context.Context, off, length int64, fn func() err
 	}
 	r.seq = p.nextSeq
 	p.nextSeq++
-	deps := p.overlappingLocked(r)
+	deps := p.order.Conflicting(off, off+length, 0)
+	lk := p.order.Enqueue(off, off+length, 0, r)
 	p.quiesced = append(p.quiesced, r)
 	p.mu.Unlock()
 	defer func() {
@@ -295,12 +287,15 @@ func (p *Primary) Quiesced(ctx context.Context, off, length int64, fn func() err
 		p.mu.Unlock()
 		close(r.localDone)
 	}()
+	// Granted once the earlier overlapping requests are done locally; the
+	// place is given up at once (later overlapping requests wait on
+	// quiesced, before they are sent), so a resync chunk queued behind it
+	// is not held for fn.
+	if err := p.order.Wait(ctx, lk); err != nil {
+		return err
+	}
+	p.order.Release(lk)
 	for _, d := range deps {
-		select {
-		case <-d.localDone:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 		select {
 		case <-d.allDone:
 		case <-ctx.Done():

@@ -7,6 +7,12 @@
 //
 //	go run ./bench/replication -bin ./bin -out bench/results [-size 1G] [-runtime 10s] [-ramp 2s]
 //
+// With -baseline-bin DIR it compares two builds in one invocation: whole
+// runs alternate between DIR and -bin (the order flipped every round),
+// -rounds times, and the report adds every run's headline figures and
+// their medians (baseline.go). -targets and -jobs narrow it to the figures
+// in question.
+//
 // It must run as root (namespaces) and needs fio, qemu-nbd, nbdinfo and
 // timeout on PATH.
 //

@@ -35,7 +35,16 @@ const (
 	logExcerptLines = 30
 )
 
-func main() { os.Exit(benchkit.Main("replication", os.Args[1:], parseFlags, execute)) }
+func main() { os.Exit(benchkit.Main("replication", os.Args[1:], parseFlags, run)) }
+
+// run is one invocation: a single run, or alternating runs against
+// -baseline-bin.
+func run(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
+	if cfg.baseline != "" {
+		return executeBaseline(ctx, log, cfg)
+	}
+	return execute(ctx, log, cfg)
+}
 
 type config struct {
 	benchkit.Common
@@ -49,7 +58,11 @@ type config struct {
 	// trace, when set, also collects a one-second Go execution trace of
 	// every tandemd per Tandem job (go tool trace -pprof=sched shows wake-up
 	// latency, which bounds queue-depth-1 latency).
-	trace         bool
+	trace bool
+	// baseline, when set, holds the binaries to compare with: whole runs
+	// alternate between them and -bin, rounds times (baseline.go).
+	baseline      string
+	rounds        int
 	size          int64
 	runtime, ramp time.Duration
 }
@@ -72,8 +85,13 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&jobs, "jobs", "", "comma-separated job IDs to run (default all)")
 	fs.StringVar(&c.profile, "profile", "", "if set, write a CPU profile of each tandemd per Tandem job into this directory")
 	fs.BoolVar(&c.trace, "trace", false, "with -profile, also write a one-second execution trace of each tandemd per Tandem job")
+	fs.StringVar(&c.baseline, "baseline-bin", "", "if set, a directory of tandemd and tandem to compare -bin with: whole runs alternate between the two, the order flipped every round, -rounds times, and the report adds both sets of figures")
+	fs.IntVar(&c.rounds, "rounds", 2, "with -baseline-bin, how many baseline+candidate pairs of runs")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if c.baseline != "" && c.rounds < 1 {
+		return c, errors.New("-rounds must be at least 1")
 	}
 	if c.trace && c.profile == "" {
 		return c, errors.New("-trace needs -profile: the traces go into its directory")

@@ -56,7 +56,9 @@ type Report struct {
 	RoundTrips []RoundTrip           `json:"round_trips,omitempty"`
 	Goals      []Goal                `json:"goals"`
 	DaemonLog  []benchkit.LogFinding `json:"daemon_log_findings"`
-	Errors     []string              `json:"errors,omitempty"`
+	// Baseline holds every run of a -baseline-bin invocation.
+	Baseline *BaselineComparison `json:"baseline_comparison,omitempty"`
+	Errors   []string            `json:"errors,omitempty"`
 }
 
 // Params are the knobs of the run.
@@ -408,6 +410,9 @@ func (rep *Report) Markdown() string {
 	p("Parameters: %s per target and volume, fio `--time_based --runtime=%s --ramp_time=%s`, one job at a time, %d-node Tandem cluster in network namespaces.\n\n",
 		fmtBytes(rep.Params.SizeBytes), rep.Params.Runtime, rep.Params.Ramp, rep.Params.Nodes)
 
+	if rep.Baseline != nil {
+		rep.Baseline.markdown(&b)
+	}
 	p("## Goals (2-replica volume)\n\n")
 	benchkit.NewTable(&b, "#", "Goal", "Measured", "Reference", "Ratio", "Limit", "Verdict", "Two-copy floor of this machine (no network, no NBD)", "Floor ratio")
 	for _, g := range rep.Goals {
