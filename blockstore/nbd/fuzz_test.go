@@ -135,7 +135,7 @@ func fuzzConn(t *testing.T, in []byte) *memVolume {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.serveConn(context.Background(), scriptedConn{Conn: end, in: bytes.NewReader(in)})
+		srv.serveConn(context.Background(), scriptedConn{Conn: end, in: bytes.NewReader(in)}, nil)
 	}()
 	select {
 	case <-done:
