@@ -442,10 +442,13 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, tlsCfg *tls.Config)
 		detach := hs.exp.attach()
 		defer detach()
 	}
+	// The shutdown hook keeps using the raw socket: a read deadline set
+	// there reaches the TLS session's reads too.
+	tc := nc
 	if hs.tc != nil {
-		nc = hs.tc
+		tc = hs.tc
 	}
-	c := newConn(s, nc, hs, log.With("export", hs.exp.name))
+	c := newConn(s, tc, hs, log.With("export", hs.exp.name))
 	c.serve(ctx)
 }
 

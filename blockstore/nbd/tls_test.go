@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -238,7 +239,14 @@ func TestTLSAuthorization(t *testing.T) {
 			t.Fatalf("write errno %d", e)
 		}
 		if e, got := c.do(cmdRead, 0, 4096, 8192, nil); e != 0 || !bytes.Equal(got, want) {
-			t.Fatalf("read back errno %d", e)
+			t.Fatalf("read back errno %d", e) // one TLS record with its header
+		}
+		big := bytesOf(maxCoalesce+1, 5)
+		if e, _ := c.do(cmdWrite, 0, 1<<20, uint32(len(big)), big); e != 0 {
+			t.Fatalf("write errno %d", e)
+		}
+		if e, got := c.do(cmdRead, 0, 1<<20, uint32(len(big)), nil); e != 0 || !bytes.Equal(got, big) {
+			t.Fatalf("read back errno %d", e) // header and data written apart
 		}
 		c.send(cmdDisc, 0, 0, 0, nil)
 		c.expectClosed()
@@ -386,4 +394,53 @@ func TestTLSGetConfigForClient(t *testing.T) {
 	if s := h.srv.Stats(); s.TLSHandshakeErrors != 2 {
 		t.Fatalf("stats %+v", s)
 	}
+}
+
+// TestTLSPipelined: replies written by several workers at once, and a
+// reader parsing requests meanwhile, through one TLS session; then a
+// server shutdown with the session open.
+func TestTLSPipelined(t *testing.T) {
+	f := newTLSFixture(t)
+	f.volA.delay.Store(int64(time.Millisecond))
+	c := openTLS(t, f.tlsAddr, clientTLS(f.ca, f.certA), "a")
+	const n = 200
+	errs := make(chan error, 1)
+	got := make(map[uint64][]byte)
+	go func() {
+		for range 2 * n {
+			r, data, err := c.recv(func(h uint64) int {
+				if h > n {
+					return 4096 << (h % 3) // reads: 4, 8 or 16 KiB, some coalesced, some not
+				}
+				return 0
+			})
+			if err == nil && r.Error != 0 {
+				err = fmt.Errorf("reply %+v", r)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			got[r.Handle] = data
+		}
+		errs <- nil
+	}()
+	for i := range n {
+		c.send(cmdWrite, 0, uint64(i)*16384, 16384, bytesOf(16384, byte(i)))
+	}
+	for i := range n {
+		h := uint64(n + 1 + i)
+		c.send(cmdRead, 0, uint64(i)*16384, uint32(4096<<(h%3)), nil)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		h := uint64(n + 1 + i)
+		if want := bytesOf(16384, byte(i))[:4096<<(h%3)]; !bytes.Equal(got[h], want) {
+			t.Fatalf("read %d returned other data", i)
+		}
+	}
+	f.stop(t)
+	c.expectClosed()
 }
