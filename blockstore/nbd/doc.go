@@ -47,13 +47,15 @@
 //     the same NBD_REP_ERR_UNKNOWN "unknown export" as for a name that does
 //     not exist, and no text from the Lookup (which can name the primary
 //     and its epoch); the reason is logged. A client the hook allows gets
-//     Lookup errors as on a plain listener.
+//     Lookup errors as on a plain listener. Without WithAuthorize, every
+//     client whose certificate verified may open every export.
 //
 // Refusals are counted in Stats (TLSRequired, TLSHandshakeErrors,
-// Unauthorized) and logged at Info, not Warn: strangers knocking are
-// expected on a network port. crypto/tls has no vectored write, so a READ
-// reply of up to 16 KiB is copied behind its header to go out as one TLS
-// record instead of two.
+// Unauthorized). Failed handshakes are logged at Debug only, since
+// strangers knocking on a network port could otherwise flood the log;
+// authorization refusals (a client with a valid certificate) at Info.
+// crypto/tls has no vectored write, so a READ reply of up to 16 KiB is
+// copied behind its header to go out as one TLS record instead of two.
 //
 // Structured replies are deliberately not offered. Their benefits are
 // sparse reads (hole chunks), block status and error strings on reads;

@@ -421,8 +421,9 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, tlsCfg *tls.Config)
 		case errors.Is(err, errAborted):
 			log.Debug("nbd: client aborted negotiation")
 		case errors.Is(err, errTLSHandshake), errors.Is(err, errTLSRequired):
-			// Refusals of strangers are counted, not logged one WARN each.
-			log.Info("nbd: client refused", "err", err)
+			// Strangers knocking on a network port are counted in Stats; a
+			// line each would let them flood the log.
+			log.Debug("nbd: client refused", "err", err)
 		case errors.Is(err, errBadMagic) || errors.Is(err, errProtocol):
 			s.st.proto.Add(1)
 			log.Warn("nbd: handshake failed", "err", err)
