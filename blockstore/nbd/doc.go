@@ -49,6 +49,9 @@
 //     and its epoch); the reason is logged. A client the hook allows gets
 //     Lookup errors as on a plain listener. Without WithAuthorize, every
 //     client whose certificate verified may open every export.
+//   - Lookup, Lister and Authorize see the client's TLS state in their
+//     context (ClientTLS), so a Lookup can keep to local clients what only
+//     they may do, such as the first write of a migration window.
 //
 // Refusals are counted in Stats (TLSRequired, TLSHandshakeErrors,
 // Unauthorized). Failed handshakes are logged at Debug only, since

@@ -244,6 +244,7 @@ func (s *Server) handshake(ctx context.Context, nc net.Conn, tlsCfg *tls.Config,
 				return hs, err
 			}
 			tlsState = &st
+			hctx = context.WithValue(hctx, tlsStateKey{}, tlsState)
 			br = bufio.NewReaderSize(hs.tc, 64<<10)
 			bw = bufio.NewWriterSize(hs.tc, 4<<10)
 			log.Debug("nbd: TLS established", "client", st.PeerCertificates[0].Subject.String(), "version", tls.VersionName(st.Version))

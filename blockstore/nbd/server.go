@@ -73,6 +73,22 @@ type Lister func(ctx context.Context) ([]ListEntry, error)
 // client only learns that the export is unknown.
 type Authorize func(ctx context.Context, state tls.ConnectionState, name string) error
 
+// tlsStateKey carries a TLS client's state in the context of the Lookup,
+// Lister and Authorize calls made for it.
+type tlsStateKey struct{}
+
+// ClientTLS returns the TLS state of the client on whose behalf a Lookup,
+// Lister or Authorize runs, and false for a client of a plain (Serve)
+// listener. A Lookup uses it to keep what only local clients may do (such
+// as taking a volume over in a migration window) off the network port.
+func ClientTLS(ctx context.Context) (tls.ConnectionState, bool) {
+	st, ok := ctx.Value(tlsStateKey{}).(*tls.ConnectionState)
+	if !ok || st == nil {
+		return tls.ConnectionState{}, false
+	}
+	return *st, true
+}
+
 // Option configures a Server.
 type Option func(*config)
 

@@ -77,7 +77,8 @@ func TestQemuTLS(t *testing.T) {
 	if d, _, _, _, _, _, _ := f.volA.snapshot(); d[0] != 0 {
 		t.Fatal("a refused client wrote to the volume")
 	}
-	if s := f.srv.Stats(); s.TLSHandshakeErrors == 0 || s.Unauthorized == 0 || s.TLSRequired == 0 {
+	waitFor(t, "refusals counted", func() bool { return f.srv.Stats().TLSHandshakeErrors > 0 })
+	if s := f.srv.Stats(); s.Unauthorized == 0 || s.TLSRequired == 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -126,7 +127,8 @@ func TestNBDInfoTLS(t *testing.T) {
 			t.Logf("refused: %s", strings.TrimSpace(out))
 		})
 	}
-	if s := f.srv.Stats(); s.TLSHandshakeErrors < 2 || s.Unauthorized == 0 || s.TLSRequired == 0 {
+	waitFor(t, "refusals counted", func() bool { return f.srv.Stats().TLSHandshakeErrors >= 2 })
+	if s := f.srv.Stats(); s.Unauthorized == 0 || s.TLSRequired == 0 {
 		t.Fatalf("stats %+v", s)
 	}
 	if d, _, _, _, _, _, _ := f.volA.snapshot(); d[0] != 0 {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -25,8 +26,9 @@ type tlsFixture struct {
 	volA, volB           *memVolume
 	certA, certB, certAB *testCert
 
-	mu      sync.Mutex
-	lookups map[string]int
+	mu         sync.Mutex
+	lookups    map[string]int
+	tlsLookups atomic.Int32 // lookups that saw the client's TLS state
 }
 
 const aliasOfA = "alias-a"
@@ -46,6 +48,12 @@ func newTLSFixture(t *testing.T) *tlsFixture {
 		f.mu.Lock()
 		f.lookups[name]++
 		f.mu.Unlock()
+		if st, ok := ClientTLS(ctx); ok {
+			f.tlsLookups.Add(1)
+			if len(st.VerifiedChains) == 0 {
+				return nil, errors.New("lookup for an unverified TLS client")
+			}
+		}
 		if name == aliasOfA {
 			name = "a"
 		}
@@ -104,7 +112,9 @@ func TestTLSRefusesStrangers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { refused(t, f.tlsAddr, tc.cfg) })
 	}
-	if s := f.srv.Stats(); s.TLSHandshakeErrors != 4 || s.Connections != 4 || s.HandshakeFailures != 4 {
+	// The client may see the alert before the server counted the failure.
+	waitFor(t, "refusals counted", func() bool { return f.srv.Stats().HandshakeFailures == 4 })
+	if s := f.srv.Stats(); s.TLSHandshakeErrors != 4 || s.Connections != 4 || s.ActiveConnections != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 	if len(f.lookups) != 0 || f.volA.mutations() != 0 {
@@ -328,6 +338,13 @@ func TestTLSAuthorization(t *testing.T) {
 	if f.lookupsOf("a") != 2 || f.lookupsOf(notPrimary) != 1 || f.lookupsOf("nope") != 0 || f.lookupsOf(aliasOfA) != 2 {
 		t.Fatalf("lookups %v", f.lookups)
 	}
+	total := 0
+	for _, n := range f.lookups {
+		total += n
+	}
+	if n := f.tlsLookups.Load(); int(n) != total {
+		t.Fatalf("%d of %d lookups saw the client's TLS state", n, total)
+	}
 	if d := f.volA.data[:1]; d[0] != 0 || f.volB.data[0] != 'b' {
 		t.Fatal("volumes hold unexpected data")
 	}
@@ -348,6 +365,9 @@ func TestTLSPlainListenerUnchanged(t *testing.T) {
 	}
 	if _, final := c.info(optGo, "a"); final.Type != repAck {
 		t.Fatalf("GO: %#x %q", final.Type, final.Data)
+	}
+	if n := f.tlsLookups.Load(); n != 0 {
+		t.Fatalf("a plain client's lookup saw TLS state (%d)", n)
 	}
 }
 
@@ -391,6 +411,7 @@ func TestTLSGetConfigForClient(t *testing.T) {
 	h := startServerWith(t, NewServer(testLogger(t), mapLookup(map[string]*Export{"a": {Volume: newMemVolume(1 << 20)}}), WithTLS(cfg)), nil)
 	refused(t, h.tlsAddr, clientTLS(ca, nil))
 	refused(t, h.tlsAddr, clientTLS(ca, selfSigned(t, "x", "a")))
+	waitFor(t, "refusals counted", func() bool { return h.srv.Stats().HandshakeFailures == 2 })
 	if s := h.srv.Stats(); s.TLSHandshakeErrors != 2 {
 		t.Fatalf("stats %+v", s)
 	}
