@@ -5,18 +5,60 @@
 //
 // # Protocol subset
 //
-// Handshake: fixed newstyle only, NOTLS mode. NBD_FLAG_C_FIXED_NEWSTYLE and
+// Handshake: fixed newstyle only; NOTLS mode on Serve listeners, FORCEDTLS
+// on ServeTLS ones (see TLS below). NBD_FLAG_C_FIXED_NEWSTYLE and
 // NBD_FLAG_C_NO_ZEROES are honoured; a client without fixed newstyle may
 // only send NBD_OPT_EXPORT_NAME. Options:
 //   - EXPORT_NAME, ABORT, INFO and GO. INFO and GO always reply
 //     NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE, plus NBD_INFO_NAME and
 //     NBD_INFO_DESCRIPTION when asked for.
 //   - LIST, only with WithList (NBD_REP_ERR_POLICY otherwise).
-//   - STRUCTURED_REPLY, STARTTLS, the metadata-context options and anything
-//     unknown: NBD_REP_ERR_UNSUP.
+//   - STARTTLS: on ServeTLS listeners only (NBD_REP_ERR_UNSUP on the others).
+//   - STRUCTURED_REPLY, the metadata-context options and anything unknown:
+//     NBD_REP_ERR_UNSUP.
 //   - Options longer than 64 KiB are skipped and answered
 //     NBD_REP_ERR_TOO_BIG; more than 1024 options, or a handshake longer
 //     than WithHandshakeTimeout, drop the connection.
+//
+// # TLS
+//
+// Serve listeners (the unix socket the local VMs use) are plain: their
+// access control is the socket's. ServeTLS listeners, configured by
+// WithTLS, run FORCEDTLS with client certificates, and keep these
+// invariants:
+//   - Before NBD_OPT_STARTTLS and a TLS handshake in which the client's
+//     certificate verified, nothing but STARTTLS and ABORT is served: every
+//     other option is skipped unread and answered NBD_REP_ERR_TLS_REQD, and
+//     NBD_OPT_EXPORT_NAME (which cannot carry an error) closes the
+//     connection. No Lookup, Lister or Authorize is called before TLS.
+//   - A failed handshake closes the connection (the ACK is sent, there is
+//     no way back to plaintext). ServeTLS refuses a configuration that does
+//     not require and verify client certificates, and the handshake is
+//     checked for a verified chain anyway, whatever GetConfigForClient
+//     returns.
+//   - Bytes the client sent behind NBD_OPT_STARTTLS, before our ACK, close
+//     the connection: plaintext must never be read as if it came through
+//     TLS.
+//   - STARTTLS once TLS is up, or with data, gets NBD_REP_ERR_INVALID.
+//   - An export is opened only after Authorize allowed it: the hook runs
+//     before the Lookup for INFO, GO and EXPORT_NAME (and again on the
+//     resolved name if the Lookup maps the name to another export), and
+//     NBD_OPT_LIST shows only the exports it allows. A refused client gets
+//     the same NBD_REP_ERR_UNKNOWN "unknown export" as for a name that does
+//     not exist, and no text from the Lookup (which can name the primary
+//     and its epoch); the reason is logged. A client the hook allows gets
+//     Lookup errors as on a plain listener. Without WithAuthorize, every
+//     client whose certificate verified may open every export.
+//   - Lookup, Lister and Authorize see the client's TLS state in their
+//     context (ClientTLS), so a Lookup can keep to local clients what only
+//     they may do, such as the first write of a migration window.
+//
+// Refusals are counted in Stats (TLSRequired, TLSHandshakeErrors,
+// Unauthorized). Failed handshakes are logged at Debug only, since
+// strangers knocking on a network port could otherwise flood the log;
+// authorization refusals (a client with a valid certificate) at Info.
+// crypto/tls has no vectored write, so a READ reply of up to 16 KiB is
+// copied behind its header to go out as one TLS record instead of two.
 //
 // Structured replies are deliberately not offered. Their benefits are
 // sparse reads (hole chunks), block status and error strings on reads;
@@ -75,7 +117,8 @@
 //
 // Lookup errors reach the client as NBD_REP_ERR_UNKNOWN with the error's
 // text (such as "not the primary of volume X"), or NBD_REP_ERR_SHUTDOWN
-// when they wrap ErrShutdown or the server is stopping. NBD_OPT_EXPORT_NAME
+// when they wrap ErrShutdown or the server is stopping; over TLS only
+// once Authorize allowed the export. NBD_OPT_EXPORT_NAME
 // cannot carry an error, so there a refusal closes the connection.
 //
 // # Why not github.com/pojntfx/go-nbd

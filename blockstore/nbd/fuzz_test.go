@@ -3,8 +3,10 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -135,7 +137,7 @@ func fuzzConn(t *testing.T, in []byte) *memVolume {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.serveConn(context.Background(), scriptedConn{Conn: end, in: bytes.NewReader(in)})
+		srv.serveConn(context.Background(), scriptedConn{Conn: end, in: bytes.NewReader(in)}, nil)
 	}()
 	select {
 	case <-done:
@@ -151,6 +153,126 @@ func fuzzConn(t *testing.T, in []byte) *memVolume {
 		}
 	}
 	return fz
+}
+
+// FuzzTLSNegotiation feeds arbitrary client bytes to a connection that
+// requires TLS: pre is the plaintext part, post what the client sends once
+// the server consumed pre (the TLS handshake, if pre ends with
+// NBD_OPT_STARTTLS). Without a client key no input can pass the handshake,
+// so the server must answer nothing but NBD_REP_ERR_TLS_REQD (or ACK for
+// ABORT and STARTTLS) before TLS, never call the Lookup, and never touch a
+// volume.
+func FuzzTLSNegotiation(f *testing.F) {
+	ca := newTestCA(f, "fuzz CA")
+	cfg := serverTLS(ca, ca.issue(f, "node", true))
+	starttls := optBytes(optStartTLS, nil)
+	// No real ClientHello among the seeds: it is random per process, which
+	// makes the fuzzer see new coverage and spend its time minimizing 1.5 KB
+	// of it. TestFuzzTLSHarness runs one through this harness instead.
+	f.Add(stream(fixedNoZeroes(), starttls), []byte{0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00})
+	f.Add(stream(fixedNoZeroes(), optBytes(optList, nil), goBytes("fz", infoBlockSize),
+		optBytes(optInfo, encodeInfoRequest(infoRequest{Name: "fz"})), optBytes(0x4242, []byte("x")), starttls),
+		[]byte("garbage"))
+	f.Add(stream(fixedNoZeroes(), optBytes(optStartTLS, []byte("data")), starttls), []byte{0x16, 0x03, 0x01, 0xff, 0xff})
+	f.Add(stream(fixedNoZeroes(), starttls, goBytes("fz"), reqBytes(cmdWrite, 0, 0, 4, []byte("evil"))), []byte(nil))
+	f.Add(stream(fixedNoZeroes(), optBytes(optExportName, []byte("fz")), reqBytes(cmdWrite, 0, 0, 4, []byte("evil"))), []byte(nil))
+	f.Add(stream(be.AppendUint32(nil, 0), optBytes(optExportName, []byte("fz"))), []byte(nil))
+	f.Add(stream(fixedNoZeroes(), optBytes(optAbort, nil)), []byte(nil))
+	f.Fuzz(func(t *testing.T, pre, post []byte) { fuzzTLSConn(t, cfg, pre, post) })
+}
+
+func fuzzTLSConn(t *testing.T, cfg *tls.Config, pre, post []byte) Stats {
+	vol := newMemVolume(64 << 10)
+	var lookups atomic.Int32
+	lookup := func(ctx context.Context, name string) (*Export, error) {
+		lookups.Add(1)
+		return &Export{Volume: vol}, nil
+	}
+	srv := NewServer(testLogger(t), lookup, WithTLS(cfg), WithHandshakeTimeout(2*time.Second), WithShutdownGrace(time.Second),
+		WithList(func(context.Context) ([]ListEntry, error) { return []ListEntry{{Name: "fz"}}, nil }))
+	cli, end := net.Pipe()
+	defer cli.Close()
+	var out bytes.Buffer
+	copied := make(chan struct{})
+	go func() { defer close(copied); io.Copy(&out, cli) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// io.MultiReader returns post only once pre is consumed.
+		in := io.MultiReader(bytes.NewReader(pre), bytes.NewReader(post))
+		srv.serveConn(context.Background(), scriptedConn{Conn: end, in: in}, cfg)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not finish the connection")
+	}
+	<-copied
+	if n := lookups.Load(); n != 0 || vol.mutations() != 0 {
+		t.Fatalf("lookups %d, volume changes %d without TLS", n, vol.mutations())
+	}
+	checkPlaintextReplies(t, out.Bytes())
+	return srv.Stats()
+}
+
+// checkPlaintextReplies parses what the server sent before TLS: the
+// greeting, then option replies, none of which may serve anything.
+func checkPlaintextReplies(t *testing.T, b []byte) {
+	if len(b) < 18 {
+		return
+	}
+	for b = b[18:]; len(b) >= 20; {
+		r, err := readOptionReply(bytes.NewReader(b), maxStringLen)
+		if err != nil {
+			t.Fatalf("malformed plaintext reply: %v", err)
+		}
+		b = b[20+len(r.Data):]
+		ok := false
+		switch r.Option {
+		case optStartTLS:
+			if r.Type == repAck {
+				return // the rest is TLS
+			}
+			ok = r.Type == repErrInvalid || r.Type == repErrTooBig
+		case optAbort:
+			ok = r.Type == repAck
+		default:
+			ok = r.Type == repErrTLSReqd
+		}
+		if !ok {
+			t.Fatalf("reply %#x to %s before TLS", r.Type, optName(r.Option))
+		}
+	}
+	if len(b) != 0 {
+		t.Fatalf("%d stray bytes after the plaintext replies", len(b))
+	}
+}
+
+// clientHello captures the first flight of a TLS client with cfg.
+func clientHello(t testing.TB, cfg *tls.Config) []byte {
+	a, b := net.Pipe()
+	defer a.Close()
+	go tls.Client(a, cfg).Handshake() // fails once b is closed
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64<<10)
+	n, err := b.Read(buf)
+	b.Close()
+	if err != nil {
+		t.Fatalf("capture ClientHello: %v", err)
+	}
+	return buf[:n]
+}
+
+// TestFuzzTLSHarness checks the TLS fuzz harness sees the refusals it
+// checks, and that a script cannot get past the handshake.
+func TestFuzzTLSHarness(t *testing.T) {
+	ca := newTestCA(t, "fuzz CA")
+	cfg := serverTLS(ca, ca.issue(t, "node", true))
+	hello := clientHello(t, clientTLS(ca, ca.issue(t, "client", false, "fz")))
+	st := fuzzTLSConn(t, cfg, stream(fixedNoZeroes(), optBytes(optList, nil), goBytes("fz"), optBytes(optStartTLS, nil)), hello)
+	if st.TLSRequired != 2 || st.TLSHandshakeErrors != 1 {
+		t.Fatalf("the script did not reach the TLS handshake: %+v", st)
+	}
 }
 
 // TestFuzzHarness checks the harness can reach the volume at all, so a

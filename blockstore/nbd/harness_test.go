@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,14 +15,17 @@ import (
 	"time"
 )
 
-// harness runs one Server on a unix socket and on TCP loopback.
+// harness runs one Server on a unix socket and on TCP loopback, plus a
+// ServeTLS listener on TCP loopback when the server has WithTLS.
 type harness struct {
 	srv     *Server
 	sock    string // unix socket path
 	tcp     string // host:port
+	tlsAddr string // host:port of the ServeTLS listener, if any
 	exports map[string]*Export
 	cancel  context.CancelFunc
 	errs    chan error
+	serving int // Serve calls to wait for
 }
 
 // Export names the test lookup refuses with an error of its own.
@@ -55,6 +59,12 @@ func mapLookup(exports map[string]*Export) Lookup {
 
 func startServer(t testing.TB, exports map[string]*Export, opts ...Option) *harness {
 	t.Helper()
+	return startServerWith(t, NewServer(testLogger(t), mapLookup(exports), opts...), exports)
+}
+
+// startServerWith serves srv on the harness's listeners.
+func startServerWith(t testing.TB, srv *Server, exports map[string]*Export) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	if len(dir) > 90 { // unix socket paths are limited to 108 bytes
 		d, err := os.MkdirTemp("", "nbd")
@@ -65,10 +75,10 @@ func startServer(t testing.TB, exports map[string]*Export, opts ...Option) *harn
 		dir = d
 	}
 	h := &harness{
-		srv:     NewServer(testLogger(t), mapLookup(exports), opts...),
+		srv:     srv,
 		sock:    filepath.Join(dir, "nbd.sock"),
 		exports: exports,
-		errs:    make(chan error, 2),
+		errs:    make(chan error, 3),
 	}
 	ul, err := net.Listen("unix", h.sock)
 	if err != nil {
@@ -82,7 +92,17 @@ func startServer(t testing.TB, exports map[string]*Export, opts ...Option) *harn
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	for _, ln := range []net.Listener{ul, tl} {
+		h.serving++
 		go func() { h.errs <- h.srv.Serve(ctx, ln) }()
+	}
+	if h.srv.cfg.tls != nil {
+		sl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.tlsAddr = sl.Addr().String()
+		h.serving++
+		go func() { h.errs <- h.srv.ServeTLS(ctx, sl) }()
 	}
 	t.Cleanup(func() { h.stop(t) })
 	return h
@@ -95,7 +115,7 @@ func (h *harness) stop(t testing.TB) {
 	}
 	h.cancel()
 	h.cancel = nil
-	for range 2 {
+	for range h.serving {
 		select {
 		case err := <-h.errs:
 			if err != nil {
@@ -195,6 +215,40 @@ func (c *client) info(opt uint32, name string, infos ...uint16) (infoReps []opti
 			c.flags = be.Uint16(r.Data[10:])
 		}
 	}
+}
+
+// startTLS sends NBD_OPT_STARTTLS and, on NBD_REP_ACK, runs the TLS
+// handshake with cfg; from then on the client speaks through TLS. It
+// returns the handshake error, or the server's first read error (TLS 1.3
+// clients learn that their certificate was refused only then).
+func (c *client) startTLS(cfg *tls.Config) error {
+	c.t.Helper()
+	c.sendOption(optStartTLS, nil)
+	if r := c.optReply(); r.Option != optStartTLS || r.Type != repAck {
+		c.t.Fatalf("NBD_OPT_STARTTLS: reply %#x %q", r.Type, r.Data)
+	}
+	if c.br.Buffered() != 0 {
+		c.t.Fatal("server sent plaintext after acknowledging NBD_OPT_STARTTLS")
+	}
+	tc := tls.Client(c.nc, cfg)
+	c.nc, c.br = tc, bufio.NewReader(tc)
+	return tc.Handshake()
+}
+
+// openTLS runs STARTTLS with cfg, then NBD_OPT_GO, and fails the test
+// unless both succeed.
+func openTLS(t testing.TB, addr string, cfg *tls.Config, name string) *client {
+	t.Helper()
+	c := dial(t, "tcp", addr)
+	c.greet(flagCFixedNewstyle | flagCNoZeroes)
+	if err := c.startTLS(cfg); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	_, final := c.info(optGo, name, infoBlockSize)
+	if final.Type != repAck {
+		t.Fatalf("NBD_OPT_GO %q: reply %#x %q", name, final.Type, final.Data)
+	}
+	return c
 }
 
 // open runs a whole handshake with NBD_OPT_GO and fails the test unless it

@@ -54,6 +54,7 @@ const (
 	repErrPolicy   uint32 = 1<<31 + 2
 	repErrInvalid  uint32 = 1<<31 + 3
 	repErrPlatform uint32 = 1<<31 + 4
+	repErrTLSReqd  uint32 = 1<<31 + 5
 	repErrUnknown  uint32 = 1<<31 + 6
 	repErrShutdown uint32 = 1<<31 + 7
 	repErrTooBig   uint32 = 1<<31 + 9

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,9 @@ var (
 	ErrShutdown = errors.New("nbd: server is shutting down")
 	// ErrServerClosed is returned by Serve after Close.
 	ErrServerClosed = errors.New("nbd: server closed")
+	// ErrTLSConfig is returned by ServeTLS when WithTLS is missing or does
+	// not verify client certificates.
+	ErrTLSConfig = errors.New("nbd: TLS configuration")
 )
 
 // Export is one named volume the server offers.
@@ -60,6 +64,31 @@ type ListEntry struct {
 // Lister returns the exports to list for NBD_OPT_LIST.
 type Lister func(ctx context.Context) ([]ListEntry, error)
 
+// Authorize decides whether the TLS client described by state (its
+// verified chain is in state.PeerCertificates and state.VerifiedChains)
+// may see and open export name; a nil error allows it. It is called on
+// connections served by ServeTLS only, after the TLS handshake: before
+// the Lookup for NBD_OPT_INFO, NBD_OPT_GO and NBD_OPT_EXPORT_NAME, and
+// for each entry of NBD_OPT_LIST. Its error is logged, never sent: the
+// client only learns that the export is unknown.
+type Authorize func(ctx context.Context, state tls.ConnectionState, name string) error
+
+// tlsStateKey carries a TLS client's state in the context of the Lookup,
+// Lister and Authorize calls made for it.
+type tlsStateKey struct{}
+
+// ClientTLS returns the TLS state of the client on whose behalf a Lookup,
+// Lister or Authorize runs, and false for a client of a plain (Serve)
+// listener. A Lookup uses it to keep what only local clients may do (such
+// as taking a volume over in a migration window) off the network port.
+func ClientTLS(ctx context.Context) (tls.ConnectionState, bool) {
+	st, ok := ctx.Value(tlsStateKey{}).(*tls.ConnectionState)
+	if !ok || st == nil {
+		return tls.ConnectionState{}, false
+	}
+	return *st, true
+}
+
 // Option configures a Server.
 type Option func(*config)
 
@@ -70,6 +99,8 @@ type config struct {
 	lister           Lister
 	handshakeTimeout time.Duration
 	shutdownGrace    time.Duration
+	tls              *tls.Config
+	authorize        Authorize
 }
 
 // WithMaxConns bounds concurrent connections (default 1024); connections
@@ -106,6 +137,21 @@ func WithMaxInflightBytes(n int64) Option {
 // refused with NBD_REP_ERR_POLICY.
 func WithList(l Lister) Option {
 	return func(c *config) { c.lister = l }
+}
+
+// WithTLS sets the configuration of the listeners served by ServeTLS. It
+// must verify client certificates (ClientAuth
+// tls.RequireAndVerifyClientCert, ClientCAs the trusted CAs) and is used
+// as is, so GetCertificate or GetConfigForClient can rotate certificates
+// without a restart. Serve ignores it.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *config) { c.tls = cfg }
+}
+
+// WithAuthorize sets the per-export authorization of TLS clients; without
+// it every client whose certificate verified may open every export.
+func WithAuthorize(a Authorize) Option {
+	return func(c *config) { c.authorize = a }
 }
 
 // WithHandshakeTimeout bounds option negotiation (default 30 s).
@@ -145,6 +191,9 @@ type Stats struct {
 	BytesWritten        uint64 // payload written to volumes
 	Errors              uint64 // requests answered with an error
 	ProtocolErrors      uint64 // connections dropped for malformed input
+	TLSRequired         uint64 // options refused with NBD_REP_ERR_TLS_REQD, or EXPORT_NAME before STARTTLS
+	TLSHandshakeErrors  uint64 // failed TLS handshakes (bad or missing client certificate included)
+	Unauthorized        uint64 // exports refused, or hidden from a list, by Authorize
 }
 
 type counters struct {
@@ -152,6 +201,7 @@ type counters struct {
 	active                                             atomic.Int64
 	reads, writes, flushes, trims, zeroes, caches      atomic.Uint64
 	discs, other, bytesRead, bytesWritten, errs, proto atomic.Uint64
+	tlsReqd, tlsFail, unauthorized                     atomic.Uint64
 }
 
 // Server serves exports over NBD on any number of listeners.
@@ -187,11 +237,47 @@ func NewServer(log *slog.Logger, lookup Lookup, opts ...Option) *Server {
 }
 
 // Serve accepts connections on ln (unix or TCP) until ctx ends, ln fails or
-// Close is called. On return ln is closed and so is every connection it
+// Close is called, without TLS (the NOTLS mode of the protocol: the
+// listener's access control is the caller's, such as a unix socket's
+// permissions). On return ln is closed and so is every connection it
 // accepted, after their in-flight requests finished (see
 // WithShutdownGrace). It returns nil when ctx ended, ErrServerClosed after
 // Close, and the accept error otherwise.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, ln, nil)
+}
+
+// ServeTLS is Serve in the protocol's FORCEDTLS mode, with the WithTLS
+// configuration: before NBD_OPT_STARTTLS and a TLS handshake in which the
+// client presented a certificate that verified, only NBD_OPT_ABORT is
+// served, every other option is answered NBD_REP_ERR_TLS_REQD and
+// NBD_OPT_EXPORT_NAME closes the connection. After it, exports are
+// filtered by WithAuthorize. It returns ErrTLSConfig (and closes ln) when
+// WithTLS is missing or does not require verified client certificates.
+func (s *Server) ServeTLS(ctx context.Context, ln net.Listener) error {
+	if err := checkTLSConfig(s.cfg.tls); err != nil {
+		ln.Close()
+		return err
+	}
+	return s.serve(ctx, ln, s.cfg.tls)
+}
+
+// checkTLSConfig refuses a configuration that would let a client without
+// a certificate signed by a trusted CA through the handshake.
+func checkTLSConfig(c *tls.Config) error {
+	switch {
+	case c == nil:
+		return fmt.Errorf("%w: ServeTLS without WithTLS", ErrTLSConfig)
+	case c.GetConfigForClient == nil && c.ClientAuth != tls.RequireAndVerifyClientCert:
+		return fmt.Errorf("%w: ClientAuth is %v, want RequireAndVerifyClientCert", ErrTLSConfig, c.ClientAuth)
+	case c.GetConfigForClient == nil && c.Certificates == nil && c.GetCertificate == nil:
+		return fmt.Errorf("%w: no server certificate", ErrTLSConfig)
+	}
+	return nil
+}
+
+// serve runs Serve or ServeTLS: tlsCfg nil means no TLS on ln.
+func (s *Server) serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -248,7 +334,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer conns.Done()
 			defer s.st.active.Add(-1)
-			s.serveConn(sctx, nc)
+			s.serveConn(sctx, nc, tlsCfg)
 		}()
 	}
 	cancel()
@@ -310,6 +396,9 @@ func (s *Server) Stats() Stats {
 		BytesWritten:        c.bytesWritten.Load(),
 		Errors:              c.errs.Load(),
 		ProtocolErrors:      c.proto.Load(),
+		TLSRequired:         c.tlsReqd.Load(),
+		TLSHandshakeErrors:  c.tlsFail.Load(),
+		Unauthorized:        c.unauthorized.Load(),
 	}
 }
 
@@ -325,8 +414,9 @@ func isTemporaryAccept(err error) bool {
 }
 
 // serveConn runs one connection to completion: handshake, then
-// transmission. ctx ending means the server is stopping.
-func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+// transmission. ctx ending means the server is stopping. tlsCfg non-nil
+// requires STARTTLS.
+func (s *Server) serveConn(ctx context.Context, nc net.Conn, tlsCfg *tls.Config) {
 	s.st.conns.Add(1)
 	defer nc.Close()
 	log := s.log.With("remote", remoteString(nc))
@@ -335,12 +425,21 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	stop := context.AfterFunc(ctx, func() { nc.SetReadDeadline(time.Now()) })
 	defer stop()
 
-	hs, err := s.handshake(ctx, nc, log)
+	hs, err := s.handshake(ctx, nc, tlsCfg, log)
+	if hs.tc != nil {
+		// Closed first, so the client gets a TLS close_notify (bounded by a
+		// 5 s write deadline in crypto/tls) before the socket closes.
+		defer hs.tc.Close()
+	}
 	if err != nil {
 		s.st.handshakeFail.Add(1)
 		switch {
 		case errors.Is(err, errAborted):
 			log.Debug("nbd: client aborted negotiation")
+		case errors.Is(err, errTLSHandshake), errors.Is(err, errTLSRequired):
+			// Strangers knocking on a network port are counted in Stats; a
+			// line each would let them flood the log.
+			log.Debug("nbd: client refused", "err", err)
 		case errors.Is(err, errBadMagic) || errors.Is(err, errProtocol):
 			s.st.proto.Add(1)
 			log.Warn("nbd: handshake failed", "err", err)
@@ -360,7 +459,13 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		detach := hs.exp.attach()
 		defer detach()
 	}
-	c := newConn(s, nc, hs, log.With("export", hs.exp.name))
+	// The shutdown hook keeps using the raw socket: a read deadline set
+	// there reaches the TLS session's reads too.
+	tc := nc
+	if hs.tc != nil {
+		tc = hs.tc
+	}
+	c := newConn(s, tc, hs, log.With("export", hs.exp.name))
 	c.serve(ctx)
 }
 

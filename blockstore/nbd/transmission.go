@@ -35,7 +35,16 @@ type conn struct {
 	bw *batchwrite.Writer // sticky error: once a reply failed the socket is dead
 
 	inflight atomic.Int32 // requests handed to workers and not yet replied to
+
+	// coalesce: the stream is TLS, where each Write is at least one record
+	// and no writev exists, so small READ replies go out as one buffer.
+	coalesce bool
 }
+
+// maxCoalesce is the largest READ payload copied behind its reply header
+// so both fit one TLS record (16 KiB of plaintext); larger replies span
+// several records anyway.
+const maxCoalesce = 16<<10 - simpleReplyLen
 
 func newConn(s *Server, nc net.Conn, hs handshakeResult, log *slog.Logger) *conn {
 	return &conn{
@@ -47,6 +56,8 @@ func newConn(s *Server, nc net.Conn, hs handshakeResult, log *slog.Logger) *conn
 		lim: newLimiter(s.cfg.maxInflight, s.cfg.maxInflightBytes),
 		bw:  batchwrite.New(nc),
 		wp:  workers.New(),
+
+		coalesce: hs.tc != nil,
 	}
 }
 
@@ -320,7 +331,16 @@ func (c *conn) reply(handle uint64, errno uint32, data []byte) {
 	}
 	var hdr [simpleReplyLen]byte
 	putSimpleReply(hdr[:], errno, handle)
-	if err := c.bw.Write(true, hdr[:], data); err != nil {
+	parts := [][]byte{hdr[:], data}
+	if c.coalesce && len(data) > 0 && len(data) <= maxCoalesce {
+		// Write returns once the buffer was written or copied.
+		buf := c.s.bufs.Get(simpleReplyLen + len(data))
+		defer c.s.bufs.Put(buf)
+		copy(buf, hdr[:])
+		copy(buf[simpleReplyLen:], data)
+		parts = [][]byte{buf}
+	}
+	if err := c.bw.Write(true, parts...); err != nil {
 		c.log.Debug("nbd: sending reply failed; closing connection", "err", err)
 		c.nc.Close() // wakes the reader
 	}
