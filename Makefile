@@ -16,11 +16,11 @@ GRPCURL_VERSION            := v1.9.3
 STATICCHECK_VERSION        := v0.8.2
 
 # Debian packages the tests and the demo drive as real parts.
-APT_PKGS := iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
+APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86
 
-.PHONY: bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
+.PHONY: deb bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -86,6 +86,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzReadFrame -fuzztime=30s ./replication/
 	$(GO) test -run='^$$' -fuzz=FuzzRequestHeader -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzOptionNegotiation -fuzztime=30s ./blockstore/nbd/
+	$(GO) test -run='^$$' -fuzz=FuzzTLSNegotiation -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeDatagram -fuzztime=30s ./internal/guest/
 
 # guest-image builds the VM test guest (kernel + initramfs with the guest
@@ -97,6 +98,18 @@ guest-image: deps
 lint: $(TOOLS)/staticcheck
 	$(GO) vet ./...
 	$(TOOLS)/staticcheck ./...
+
+# deb builds bin/tandem_<version>_amd64.deb: hardened binaries (PIE, full
+# RELRO, stripped), the systemd unit, the sample config, man pages and
+# shell completion (deploy/build-deb.sh). lintian checks it when installed.
+DEB_GOFLAGS := -buildmode=pie -trimpath
+DEB_LDFLAGS := -s -w -linkmode=external -extldflags=-Wl,-z,relro,-z,now $(LDFLAGS)
+DEB_OUT ?= bin
+deb: apt-deps
+	@mkdir -p build/deb-bin
+	$(GO) build $(DEB_GOFLAGS) -ldflags "$(DEB_LDFLAGS)" -o build/deb-bin/ ./cmd/tandemd ./cmd/tandem
+	@deb=$$(deploy/build-deb.sh build/deb-bin $(DEB_OUT) "$(VERSION)") && echo "built $$deb" && \
+	if command -v lintian >/dev/null; then lintian --tag-display-limit 0 "$$deb"; fi
 
 demo: deps build
 	$(GO) run ./cmd/tandem-demo -bin $(CURDIR)/bin
@@ -116,4 +129,4 @@ bench-failover: deps build
 	$(GO) run ./bench/failover -bin $(CURDIR)/bin -out bench/results
 
 clean:
-	rm -rf bin .tools
+	rm -rf bin build .tools

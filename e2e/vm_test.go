@@ -168,15 +168,84 @@ func (vc *vmCluster) waitVM(t *testing.T, name string, timeout time.Duration, ok
 // and sent more datagrams than before, in the same boot.
 func (vc *vmCluster) guestProgress(t *testing.T, after guest.Datagram, timeout time.Duration) guest.Datagram {
 	t.Helper()
+	d, err := vc.tryProgress(after, timeout)
+	if err != nil {
+		t.Fatalf("%v%s", err, vc.guestCrash(nil))
+	}
+	return d
+}
+
+func (vc *vmCluster) tryProgress(after guest.Datagram, timeout time.Duration) (guest.Datagram, error) {
 	ctx, cancel := context.WithTimeout(vc.ctx, timeout)
 	defer cancel()
 	d, err := vc.rx.WaitFor(ctx, func(d guest.Datagram) bool {
 		return d.Boot == after.Boot && d.Seq > after.Seq+20 && d.Acked > after.Acked+5
 	})
 	if err != nil {
-		t.Fatalf("guest made no progress after seq %d acked %d: %v%s", after.Seq, after.Acked, err, vc.guestCrash())
+		return d, fmt.Errorf("guest made no progress after seq %d acked %d: %w", after.Seq, after.Acked, err)
 	}
-	return d
+	return d, nil
+}
+
+// migrateLive migrates name from one node to another through via and
+// waits for the guest to go on in the same boot. It returns the migration's
+// result and the guest's last datagram before it (its boot is the one the
+// guest runs in now).
+//
+// QEMU 7.2 TCG has been seen to crash the guest kernel at the switchover
+// (about one run in seven: an hrtimer or page fault in the timer interrupt,
+// with tandemd idle and every replica in sync; the guest boots from an
+// initramfs, so no disk data reaches its kernel). Such an attempt is logged
+// with the crash and the step is repeated once from a fresh boot on from:
+// the run still proves one live migration that kept the guest running, and
+// a stall without a kernel crash fails at once.
+func (vc *vmCluster) migrateLive(t *testing.T, via *testcluster.Node, name string, from, to *testcluster.Node) (*tandemv1.MigrateProgress, guest.Datagram) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		logs := vc.consoleSizes()
+		mark, _, _ := vc.rx.Last()
+		out, stderr, err := vc.td.CLI(vc.ctx, via, "vm", "migrate", name, "--to", to.Name, "--downtime-ms", "100", "--output", "json")
+		if err != nil {
+			t.Fatalf("migrate: %v\n%s", err, stderr)
+		}
+		var done tandemv1.MigrateProgress
+		if err := adminclient.UnmarshalJSON([]byte(out), &done); err != nil || done.Phase != "done" {
+			t.Fatalf("migrate result: %v %s", err, out)
+		}
+		// Progress beyond what had arrived when the migration returned is
+		// the guest running on the target.
+		returned, _, _ := vc.rx.Last()
+		after, err := vc.tryProgress(returned, time.Minute)
+		if err == nil {
+			if after.Boot != mark.Boot {
+				t.Fatalf("guest rebooted during migration: boot %d -> %d", mark.Boot, after.Boot)
+			}
+			return &done, mark
+		}
+		crash := vc.guestCrash(logs)
+		if crash == "" || attempt == 2 {
+			t.Fatalf("after migrating %s %s -> %s (attempt %d): %v%s", name, from.Name, to.Name, attempt, err, crash)
+		}
+		t.Logf("attempt %d: the guest kernel crashed at the switchover (QEMU TCG, not tandemd); restarting it on %s and migrating again:%s", attempt, from.Name, crash)
+		vc.vm(t, from, "stop", name, "--force")
+		vc.vm(t, from, "start", name, "--node", from.Name)
+		vc.guestProgress(t, guest.Datagram{Boot: mark.Boot + 1}, 3*time.Minute)
+	}
+}
+
+// consoleSizes is how long every node's VM console logs are now, so that a
+// later guestCrash looks only at what was logged since.
+func (vc *vmCluster) consoleSizes() map[string]int64 {
+	out := map[string]int64{}
+	for _, n := range vc.c.Nodes {
+		logs, _ := filepath.Glob(filepath.Join(vc.td.DataDir(n), "vms", "*.console.log"))
+		for _, path := range logs {
+			if fi, err := os.Stat(path); err == nil {
+				out[path] = fi.Size()
+			}
+		}
+	}
+	return out
 }
 
 // guestCrash names a guest kernel crash found in a node's serial console
@@ -184,13 +253,17 @@ func (vc *vmCluster) guestProgress(t *testing.T, after guest.Datagram, timeout t
 // by its cause: QEMU 7.2 TCG has been seen to crash the guest kernel at a
 // migration's switchover (an hrtimer NULL dereference in the LAPIC timer
 // interrupt) with tandemd idle and every replica in sync.
-func (vc *vmCluster) guestCrash() string {
+// Only what was logged after since's sizes counts (nil: everything).
+func (vc *vmCluster) guestCrash(since map[string]int64) string {
 	for _, n := range vc.c.Nodes {
 		logs, _ := filepath.Glob(filepath.Join(vc.td.DataDir(n), "vms", "*.console.log"))
 		for _, path := range logs {
 			b, err := os.ReadFile(path)
 			if err != nil {
 				continue
+			}
+			if off := since[path]; off > 0 && off <= int64(len(b)) {
+				b = b[off:]
 			}
 			s := string(b)
 			for _, sign := range []string{"BUG:", "Oops", "Kernel panic", "general protection fault"} {
@@ -252,22 +325,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 
 	// Live migration: the guest continues (same boot), the target is primary
 	// with a higher epoch, the source an UpToDate secondary.
-	mark, _, _ := vc.rx.Last()
-	out, stderr, err := td.CLI(ctx, n3, "vm", "migrate", "g1", "--to", n2.Name, "--downtime-ms", "100", "--output", "json")
-	if err != nil {
-		t.Fatalf("migrate: %v\n%s", err, stderr)
-	}
-	var done tandemv1.MigrateProgress
-	if err := adminclient.UnmarshalJSON([]byte(out), &done); err != nil || done.Phase != "done" {
-		t.Fatalf("migrate result: %v %s", err, out)
-	}
-	// Progress beyond what had arrived when the migration returned is the
-	// guest running on the target.
-	returned, _, _ := vc.rx.Last()
-	after := vc.guestProgress(t, returned, time.Minute)
-	if after.Boot != mark.Boot {
-		t.Fatalf("guest rebooted during migration: boot %d -> %d", mark.Boot, after.Boot)
-	}
+	done, mark := vc.migrateLive(t, n3, "g1", n1, n2)
 	gap, _ := vc.rx.LongestOutage()
 	t.Logf("migration n1 -> n2: libvirt downtime %d ms, total %d ms; UDP outage %v (%d datagrams lost)", done.DowntimeMs, done.TotalMs, gap.Gap, gap.LostSeqs)
 	vol := volumeCmd(t, ctx, td, n1, "show", "g1-disk0")
@@ -302,7 +360,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	if _, err := vc.startDaemon(n2); err != nil {
 		t.Fatal(err)
 	}
-	returned, _, _ = vc.rx.Last()
+	returned, _, _ := vc.rx.Last()
 	if d := vc.guestProgress(t, returned, 2*time.Minute); d.Boot != mark.Boot {
 		t.Fatalf("guest restarted across a tandemd restart: boot %d -> %d", mark.Boot, d.Boot)
 	}
@@ -312,7 +370,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	volumeCmd(t, ctx, td, n1, "create", "g2d", "--size", "16M", "--replicas", "2", "--nodes", n1.Name+","+n2.Name)
 	vc.vm(t, n1, "create", "g2", "--memory", "448M", "--disk-volume", "g2d", "--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd,
 		"--cmdline", vc.img.Cmdline(guest.Config{IP: "10.0.0.2/24", UDP: "10.0.0.1:9", Rate: 1}))
-	_, stderr, err = td.CLI(ctx, n1, "vm", "start", "g2", "--node", n1.Name)
+	_, stderr, err := td.CLI(ctx, n1, "vm", "start", "g2", "--node", n1.Name)
 	if err == nil || !strings.Contains(stderr, "N+1") {
 		t.Fatalf("start breaking N+1 was not refused: %v\n%s", err, stderr)
 	}
@@ -358,7 +416,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	t.Logf("maintenance: %s", stderr)
 	v := vc.waitVM(t, "g1", 30*time.Second, func(v *tandemv1.VMInfo) bool { return v.Node != n2.Name && v.State == "running" })
 	returned, _, _ = vc.rx.Last()
-	after = vc.guestProgress(t, returned, time.Minute)
+	after := vc.guestProgress(t, returned, time.Minute)
 	if after.Boot != mark.Boot {
 		t.Fatalf("guest rebooted during evacuation")
 	}

@@ -132,6 +132,7 @@ Conventions shared by every command:
 		newEventsCmd(a),
 		newAuditCmd(a),
 		newVersionCmd(a),
+		newManCmd(),
 	)
 	tagRunErrors(root)
 	addCompletions(root, a)

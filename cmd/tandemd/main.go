@@ -70,7 +70,7 @@ func flagKeys() [][2]string {
 func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tandemd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "config file (YAML); flags override its settings")
+	cfgPath := fs.String("config", "", "config file (YAML); flags override its settings (default "+config.DefaultPath+" when it exists)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	vals := map[string]*string{}
 	for _, fk := range flagKeys() {
@@ -91,7 +91,9 @@ func run(args []string, stderr io.Writer) int {
 			}
 		}
 	})
-	cfg, err := loadConfig(*cfgPath, set)
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := loadConfig(configPath(*cfgPath, explicit, config.DefaultPath), set)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandemd: %s\n", oneLine(err))
 		return 1
@@ -106,6 +108,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go notifySystemd(ctx, d, log)
 	if err := d.Run(ctx); err != nil {
 		var se *daemon.StartupError
 		if errors.As(err, &se) {
@@ -116,6 +119,19 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// configPath is the file to read: the one given with --config, else the
+// default one when it exists, else none (flags only). An explicit
+// --config "" reads no file.
+func configPath(flagValue string, explicit bool, defaultPath string) string {
+	if explicit {
+		return flagValue
+	}
+	if _, err := os.Stat(defaultPath); err == nil {
+		return defaultPath
+	}
+	return ""
 }
 
 // loadConfig applies flag values on top of the file's settings before the

@@ -18,6 +18,9 @@ import (
 // Defaults and limits.
 const (
 	DefaultDataDir     = "/var/lib/tandem"
+	// DefaultPath is the configuration file tandemd reads when not given
+	// --config (the Debian package's systemd unit relies on it).
+	DefaultPath = "/etc/tandem/tandem.yaml"
 	DefaultBackendPort = 7400
 	DefaultRaftPort    = 7401
 	DefaultAdminPort   = 7300

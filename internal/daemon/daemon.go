@@ -82,6 +82,7 @@ type Daemon struct {
 	peers    *peerPool
 
 	serveErr chan error
+	ready    chan struct{} // closed once Run serves (Ready)
 }
 
 // StartupError is a configuration or environment problem found before
@@ -99,7 +100,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, startupErr("config invalid: %v", oneLine(err))
 	}
-	d := &Daemon{cfg: cfg, log: log, lay: layout{dir: cfg.DataDir}, reg: prometheus.NewRegistry(), serveErr: make(chan error, 4)}
+	d := &Daemon{cfg: cfg, log: log, lay: layout{dir: cfg.DataDir}, reg: prometheus.NewRegistry(), serveErr: make(chan error, 4), ready: make(chan struct{})}
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -268,6 +269,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	close(d.ready)
 	go d.vms.Run(ctx)
 	go d.ha.Run(ctx)
 	go d.vols.SweepDeleted(ctx)

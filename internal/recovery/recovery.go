@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -128,6 +129,20 @@ type Manager struct {
 	leaderCtx  context.Context
 	leaderStop context.CancelFunc
 	recovering map[string]bool
+
+	// lastTick is when the HA loop last finished a round (Unix nanoseconds):
+	// the daemon's liveness, which the service manager's watchdog follows.
+	lastTick atomic.Int64
+}
+
+// LastTick is when the HA loop last finished a round, zero before the
+// first. A tick is bounded by the heartbeat interval even without quorum,
+// so a stale one means the loop is stuck.
+func (m *Manager) LastTick() time.Time {
+	if n := m.lastTick.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // New returns a Manager; Run starts it.
@@ -188,6 +203,7 @@ func (m *Manager) Run(ctx context.Context) {
 			return
 		}
 		m.tick(ctx)
+		m.lastTick.Store(time.Now().UnixNano())
 	}
 }
 

@@ -264,3 +264,25 @@ func TestHasStartedVMs(t *testing.T) {
 		t.Fatal("hasStartedVMs")
 	}
 }
+
+// The HA loop's rounds are the daemon's liveness (systemd's watchdog
+// follows LastTick): it advances while the loop runs, and not before.
+func TestLastTickAdvances(t *testing.T) {
+	f := newFixture(t)
+	if !f.m.LastTick().IsZero() {
+		t.Fatal("a tick before Run")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	first := time.Time{}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if lt := f.m.LastTick(); first.IsZero() && !lt.IsZero() {
+			first = lt
+		} else if !first.IsZero() && lt.After(first) {
+			return
+		}
+	}
+	t.Fatalf("LastTick did not advance twice: first %v, now %v", first, f.m.LastTick())
+}
