@@ -17,10 +17,10 @@ import (
 
 // Defaults and limits.
 const (
-	DefaultDataDir     = "/var/lib/tandem"
+	DefaultDataDir = "/var/lib/tandem"
 	// DefaultPath is the configuration file tandemd reads when not given
 	// --config (the Debian package's systemd unit relies on it).
-	DefaultPath = "/etc/tandem/tandem.yaml"
+	DefaultPath        = "/etc/tandem/tandem.yaml"
 	DefaultBackendPort = 7400
 	DefaultRaftPort    = 7401
 	DefaultAdminPort   = 7300
