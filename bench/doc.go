@@ -9,6 +9,8 @@
 // (bench/internal/benchkit, which holds the code they share).
 // The package itself contains no code; it documents the suite.
 //
+// Owner: the bench maintainers.
+//
 // # Control plane (bench/control, `make bench-control`)
 //
 // Runs a 3-node cluster and measures:
@@ -107,4 +109,13 @@
 // finds its memory corrupted right after the switch-over, with and without
 // a disk (in the first runs: 7 of 128 migrations at 1000/s with a disk, 2
 // of 120 without one, none of 123 at 100/s).
+//
+// # Invariants
+//
+// The package holds no code, only this description of the
+// suite; bench/results holds figures of complete runs only, because every
+// program publishes through benchkit.Finish, which writes an interrupted or
+// failed run as <name>.partial.json and .md; and the VM benchmarks' Env
+// (bench/internal/vmbench) kills every process and namespace it started,
+// also when a run stops on an error or a signal.
 package bench

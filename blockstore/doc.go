@@ -6,7 +6,27 @@
 // ordering of overlapping in-flight writes, shared with replication) and,
 // later, rbd (Ceph).
 //
+// Owner: the storage maintainers.
+//
 // The interface is the seam between the front end (NBD export), replication
 // (which implements Volume on top of a local Volume and its peers) and the
 // backends, so each can be tested with real clients on its own.
+//
+// Invariants:
+//   - a write is durable once it returned with FUA, or once a Flush called
+//     after it completed returned; two overlapping writes in flight at the
+//     same time apply in the order their calls began (the Volume contract,
+//     which every backend and replication keep);
+//   - a failed sync is sticky: once an fdatasync (or an RWF_DSYNC write)
+//     failed, every later Flush and FUA write of that LocalVolume fails,
+//     since the failed sync may have lost other writes' data;
+//   - MarkDirty and SetAllDirty return only once the bitmap blocks they set
+//     are on disk and synced, so replication may acknowledge a write a peer
+//     missed right after; ClearDirty reaches the disk lazily, and a crash
+//     before that only brings bits back (more resync, never lost data);
+//   - the superblock and every bitmap block carry a CRC32C: metadata that
+//     fails its check or is inconsistent makes Open fail with
+//     ErrCorruptMetadata rather than guess; a request that fails with
+//     ErrFrozen was not applied;
+//   - it imports nothing above the data path (internal/layers).
 package blockstore

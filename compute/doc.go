@@ -1,5 +1,7 @@
 // Package compute runs Tandem's virtual machines through libvirt.
 //
+// Owner: the compute maintainers.
+//
 // It has two halves:
 //
 //   - spec.go turns a VMSpec (what the metadata shard stores for a VM) into
@@ -28,4 +30,15 @@
 // go-libvirt's calls take no context; the Driver runs each blocking call
 // under the caller's context (plus a default per-call timeout) and returns
 // when the context ends, even if the RPC is still in flight.
+//
+// Invariants:
+//   - every disk of a domain is an NBD network disk on the unix socket of
+//     the local node's export: compute never opens a volume itself and uses
+//     no kernel NBD device;
+//   - no libvirt call outlives its caller: each runs under the caller's
+//     context, bounded by the Driver's call timeout (DefaultCallTimeout)
+//     when that context has no deadline;
+//   - a migration hands libvirt the running domain's own migratable XML with
+//     only the host-side parts (NBD sockets, serial log, bridges) changed;
+//   - it knows no Raft and no daemon (internal/layers), and needs no cgo.
 package compute

@@ -1,5 +1,7 @@
 // Package consensus runs Tandem's Raft groups on dragonboat v4.
 //
+// Owner: the consensus maintainers.
+//
 // Each tandemd has one Host (a dragonboat NodeHost) that carries many shards:
 //
 //   - the metadata shard (MetaShardID): cluster identity, members and their
@@ -28,4 +30,16 @@
 // NewHost. CheckQuorum and PreVote are always on: a leader that loses its
 // majority steps down, and a partitioned node cannot disrupt the others by
 // bumping the term when it returns.
+//
+// Invariants:
+//   - a proposal or linearizable read that cannot reach a quorum by the
+//     caller's deadline fails with ErrNoQuorum; nothing is committed or read
+//     linearizably on a minority. Only StaleRead and LocalMembership answer
+//     without quorum, for status;
+//   - CheckQuorum and PreVote are always on: a leader without a majority
+//     steps down, and a partitioned node cannot disrupt the others when it
+//     returns;
+//   - it imports replication (for ReplicaState) and is never imported by the
+//     data path, and it knows no gRPC, libvirt, compute or daemon
+//     (internal/layers).
 package consensus

@@ -4,6 +4,8 @@
 // (internal/testcluster), and drives it as an operator would: with the tandem
 // CLI, grpcurl and real NBD clients (qemu-img, qemu-io, nbdinfo, fio).
 //
+// Owner: the test-infrastructure maintainers.
+//
 // What it covers:
 //
 //   - the control plane (cluster_test.go): forming and joining, tokens and
@@ -42,4 +44,9 @@
 // The test binary is also a helper: re-executed inside a node's namespace
 // (ip netns exec, os.Args[0]) with TANDEM_TEST_HELPER=hello, TestMain speaks
 // to a replica as that node would, prints the status and exits.
+//
+// Invariants: the package has no code outside its tests; every test's
+// cluster is torn down by testcluster (processes killed, namespaces
+// deleted) whether it passes or fails, and the binaries it built are removed
+// by TestMain; without root the tests skip instead of failing.
 package e2e

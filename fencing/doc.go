@@ -2,6 +2,8 @@
 // on, so that its VMs can be restarted elsewhere without two copies ever
 // running (docs/design.md §4 I3, §5).
 //
+// Owner: the HA maintainers.
+//
 // # Model
 //
 // Every fencing method is an agent behind the small [Fencer] interface:
@@ -51,4 +53,15 @@
 // output: [IPMIConfig], [RedfishConfig] and their agents redact themselves,
 // and errors coming back from the IPMI library or the HTTP client are
 // scrubbed of the password before they leave this package.
+//
+// # Invariants
+//
+//   - Fence returns a nil error only with Result.Confirmed true, and only on
+//     positive evidence (the BMC reports the power off after our power-down,
+//     or the self-fence lease has provably expired, margin included); every
+//     other outcome is an error;
+//   - BMC passwords never leave the package in a log line, an error or a
+//     printed value, and Redfish credentials go only to the configured BMC,
+//     over TLS;
+//   - it knows no Raft and no daemon (internal/layers).
 package fencing

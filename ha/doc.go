@@ -4,6 +4,8 @@
 // It does no I/O; internal/daemon drives it with pings, quorum checks,
 // fencing agents and libvirt.
 //
+// Owner: the HA maintainers.
+//
 // # Detection
 //
 // The metadata shard's leader pings every data node each HeartbeatInterval
@@ -42,4 +44,16 @@
 // confirmed about 3.1 s after its last answer (power-off confirmed within a
 // few hundred ms); with the lease alone about 6.5 s. Promotion and a VM start
 // add well under a second, for a goal of under 10 s end to end.
+//
+// # Invariants
+//
+//   - the package does no I/O and imports only the standard library
+//     (internal/layers);
+//   - a node is declared dead only after DeadTimeout without an answer,
+//     counted from no earlier than the leader's own start, so a new leader
+//     never declares a node dead sooner;
+//   - the leader treats a node's lease as expired only at lastSeen +
+//     SelfFenceLease + HeartbeatInterval + drift + SelfFenceGrace, by which
+//     time the node, if it is alive, has frozen its volumes and stopped its
+//     VMs.
 package ha

@@ -2,6 +2,8 @@
 // behind another host ("address takeover"), and captures frames with
 // kernel receive timestamps to observe that and other traffic.
 //
+// Owner: the HA maintainers.
+//
 // # Why announce
 //
 // When HA restarts a VM on another node after a failure, the VM keeps its
@@ -105,4 +107,14 @@
 //
 // Sending and capturing need CAP_NET_RAW. Both act in the network
 // namespace of the calling thread at the time of the call.
+//
+// # Invariants
+//
+//   - Announce sends only announcements (gratuitous ARP, unsolicited NA)
+//     whose Ethernet source and link-layer address are the VM's MAC, for the
+//     addresses it was given, and never receives: its socket is bound to no
+//     protocol;
+//   - everything goes through AF_PACKET sockets, without cgo, in the network
+//     namespace of the calling thread; it knows no Raft and no daemon
+//     (internal/layers).
 package netannounce

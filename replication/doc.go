@@ -4,6 +4,8 @@
 // them have applied it; FLUSH and FUA are made durable on every in-sync
 // replica before they are acknowledged.
 //
+// Owner: the storage maintainers.
+//
 // Invariants (docs/design.md §4, which numbers them I1-I5) and where they
 // live:
 //

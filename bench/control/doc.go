@@ -3,6 +3,8 @@
 // memory (see package bench for the method). It writes control.json and
 // control.md to -out and prints the Markdown.
 //
+// Owner: the bench maintainers.
+//
 //	go run ./bench/control -bin ./bin -out bench/results [-proposals 1000] [-kills 20]
 //
 // It must run as root (namespaces) from inside the module (for building).

@@ -10,6 +10,8 @@
 // its replica to be UpToDate before the next run. It writes failover.json
 // and failover.md to -out and prints the Markdown.
 //
+// Owner: the bench maintainers.
+//
 //	go run ./bench/failover -bin ./bin -out bench/results [-runs 10] [-keep-logs DIR]
 //
 // The method follows the Heartbeat/Xen thesis (E. Braastad, 'Management of

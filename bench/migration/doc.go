@@ -4,6 +4,8 @@
 // network namespaces with one libvirtd (QEMU TCG) per host. It writes
 // migration.json and migration.md to -out and prints the Markdown.
 //
+// Owner: the bench maintainers.
+//
 //	go run ./bench/migration -bin ./bin -out bench/results [-migrations 20] [-rates 100,1000] [-downtime-ms 20]
 //
 // The method follows the Heartbeat/Xen thesis (E. Braastad, 'Management of

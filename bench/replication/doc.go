@@ -5,6 +5,8 @@
 // floor. It writes replication.json and replication.md to -out and prints
 // the Markdown.
 //
+// Owner: the bench maintainers.
+//
 //	go run ./bench/replication -bin ./bin -out bench/results [-size 1G] [-runtime 10s] [-ramp 2s]
 //
 // With -baseline-bin DIR it compares two builds in one invocation: whole

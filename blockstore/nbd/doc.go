@@ -3,6 +3,8 @@
 // NBD client (virtio-blk guests, qemu-img, qemu-io), libnbd (nbdinfo,
 // nbdcopy, nbdsh) and fio's nbd engine.
 //
+// Owner: the storage maintainers.
+//
 // # Protocol subset
 //
 // Handshake: fixed newstyle only; NOTLS mode on Serve listeners, FORCEDTLS

@@ -1,5 +1,3 @@
-// Command tandem is the admin CLI for a Tandem cluster. It talks to tandemd
-// through the local unix socket, or to a remote node over mTLS (--server).
 package main
 
 import (

@@ -1,5 +1,3 @@
-// Command tandemd is the Tandem node daemon: it holds the node's Raft
-// replicas, serves the admin API and talks to its peers on the backend network.
 package main
 
 import (

@@ -4,6 +4,8 @@
 // demo and the benchmarks, so all of them speak to the daemon, and read its
 // answers, the same way.
 //
+// Owner: the API maintainers.
+//
 // Invariants:
 //   - a call never waits longer than its Options.Timeout;
 //   - a remote connection is always mutual TLS with the cluster's CA, and

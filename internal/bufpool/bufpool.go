@@ -1,6 +1,3 @@
-// Package bufpool recycles byte buffers in power-of-two size classes, so a
-// busy data path does not allocate (and the GC clear and scan) a fresh
-// buffer per request: at 1 MiB writes that cost more CPU than the copy.
 package bufpool
 
 import (

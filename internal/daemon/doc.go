@@ -2,6 +2,7 @@
 // consensus, the data path from blockstore, blockstore/nbd and replication,
 // compute, fencing, ha, netannounce) behind the admin and peer gRPC APIs.
 //
+// Owner: the daemon maintainers.
 // Invariants:
 //   - it is the top of the layering (internal/layers): only cmd/ imports it,
 //     and the packages below it never reach up. What they need from above

@@ -1,14 +1,3 @@
-// Package guest is the test guest shared by the guest agent (the initramfs's
-// /init, in cmd/tandem-guest-agent) and the host-side tests: the wire format
-// of the agent's heartbeat datagrams, the on-disk counter block, the outage
-// Receiver, and EnsureImage, which builds the kernel and initramfs.
-//
-// The agent proves two things a VM test wants to know. Liveness: it sends a
-// datagram at a fixed rate, so an interruption (a migration's downtime, a
-// failover) shows as a gap in the stream. Durability: it bumps a counter in
-// block 0 of its disk with O_DIRECT|O_SYNC and only reports a value in a
-// datagram after the write returned, so the disk must hold at least every
-// counter the host has seen acknowledged.
 package guest
 
 import (

@@ -3,6 +3,8 @@
 // review. The rules, one table in layers_test.go, say which dependencies each
 // layer may never have, directly or through another package:
 //
+// Owner: the daemon maintainers.
+//
 //   - the data path (blockstore, blockstore/nbd, replication and their
 //     helpers internal/bufpool, internal/workers, internal/batchwrite)
 //     depends on nothing above it: no Raft (dragonboat, consensus), no gRPC,
@@ -27,4 +29,10 @@
 //
 // Only non-test imports are checked: a test may use whatever it needs, and
 // an import cycle through a test is refused by the go command anyway.
+//
+// Invariants: every package of the module obeys the rules above
+// (layers_test.go), and every package has a doc.go whose package comment
+// names its owner ("Owner: the <area> maintainers.") and states its
+// invariants (docs_test.go, issue 12). Both are plain tests of this package,
+// so a violation fails `go test ./...`.
 package layers

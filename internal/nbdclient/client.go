@@ -1,9 +1,3 @@
-// Package nbdclient is a small NBD client (fixed newstyle, simple replies)
-// for tests and tools that must know exactly which writes a server
-// acknowledged, something fio cannot report once its server dies.
-//
-// It is written from the protocol, independently of the server in
-// blockstore/nbd, so that each checks the other.
 package nbdclient
 
 import (

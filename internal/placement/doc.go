@@ -3,6 +3,8 @@
 // VMs restart, where maintenance evacuates to and what a balanced failback
 // brings back.
 //
+// Owner: the HA maintainers.
+//
 // Invariant: every function here is pure. No I/O, no clocks, no
 // goroutines, no package-level state; the same Cluster gives the same
 // answer, and every tie is broken by name. The daemon gathers the inputs

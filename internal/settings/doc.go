@@ -2,6 +2,8 @@
 // keys of 'tandem cluster config set'): for each key its type, default,
 // allowed range, description, and how to parse and print its values.
 //
+// Owner: the appliance maintainers.
+//
 // Invariant: a key the registry does not know is not a setting, and a value
 // is only ever stored in canonical form after it parsed and fell in range
 // (Canonical). Readers (Duration, Rate, Bool) never return a garbage value:

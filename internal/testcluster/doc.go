@@ -1,6 +1,8 @@
 // Package testcluster runs an N-node cluster on one machine for integration
 // tests, simulating separate hosts with Linux network namespaces.
 //
+// Owner: the test-infrastructure maintainers.
+//
 // # Why network namespaces
 //
 // Clustered daemons bind to "their" address, talk to peers on well-known
@@ -92,4 +94,13 @@
 // The harness needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2.
 // Tests should call Require, which skips when not running as root and fails
 // when running as root but namespaces do not work.
+//
+// # Invariants
+//
+// Nothing is created in the root network namespace; every
+// process the harness starts has its own process group and PR_SET_PDEATHSIG
+// SIGKILL; Close, which New registers with t.Cleanup and which is
+// idempotent, kills them and everything else in the cluster's namespaces and
+// deletes the namespaces; and namespaces whose creator died are swept by the
+// next New.
 package testcluster

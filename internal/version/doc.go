@@ -1,5 +1,7 @@
 // Package version holds the version the Tandem binaries report.
 //
+// Owner: the daemon maintainers.
+//
 // Invariant: Version is set only by the linker (-ldflags "-X
 // github.com/tandemhci/tandem/internal/version.Version=..."), from `git
 // describe --always --dirty --tags` in the Makefile's build target and in

@@ -1,9 +1,3 @@
-// Package workers runs short tasks on reused goroutines.
-//
-// A goroutine per request starts with a small stack, and a request that goes
-// through TLS, the block store and a syscall grows it by copying, every time:
-// on the 2-vCPU test machine that was 10% of a replicating node's CPU at
-// queue depth 32. A worker keeps its grown stack from one task to the next.
 package workers
 
 import "sync"

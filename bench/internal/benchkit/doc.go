@@ -5,6 +5,8 @@
 // daemons' logs, and describing the machine, the tools and the tandemd
 // binary under test (sysinfo.go).
 //
+// Owner: the bench maintainers.
+//
 // # What a run publishes
 //
 // Every program's run is Main: the shared flags (Common: -bin, -out,
@@ -27,4 +29,12 @@
 //
 // Render re-renders a report's Markdown from its JSON after a change of the
 // layout, without running anything.
+//
+// # Invariants
+//
+// Finish writes <out>/<name>.json and .md only for a complete
+// run (no error, context not done); any other run's report is marked
+// "run interrupted: …" or "run failed: …" and written as <name>.partial.json
+// and .md, and the exit code is 1 then, and whenever the report records a
+// problem. So the committed results are never replaced by a partial run.
 package benchkit

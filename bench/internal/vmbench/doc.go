@@ -6,6 +6,8 @@
 // excerpts. The machine and binary description for the reports is in
 // benchkit.
 //
+// Owner: the bench maintainers.
+//
 // Invariant: an Env owns every process and namespace it starts; Close
 // kills them by PID and namespace and removes the temporary directory, also
 // when the benchmarks (which defer it) stop on an error or a signal, so a

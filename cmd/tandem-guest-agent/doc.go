@@ -1,0 +1,24 @@
+// Command tandem-guest-agent is /init of the Tandem test guest (see package
+// internal/guest). It mounts /proc, /sys and /dev, loads the virtio modules
+// listed in /etc/tandem-modules, configures eth0, then forever bumps a
+// durable counter on its disk and sends heartbeat datagrams to the host.
+//
+// Owner: the test-infrastructure maintainers.
+//
+// It is PID 1: returning or panicking panics the kernel, so every error is
+// printed to the console and retried.
+//
+// Kernel command line (read from /proc/cmdline):
+//
+//	tandem.ip=10.0.2.15/24     address of eth0 (required for datagrams)
+//	tandem.gw=10.0.2.2         default gateway (optional)
+//	tandem.udp=10.0.2.2:9999   receiver of the heartbeat datagrams
+//	tandem.rate=100            datagrams per second
+//	tandem.disk=/dev/vda       counter disk (optional)
+//	tandem.write_ms=10         pause between two counter writes
+//	tandem.iface=eth0          interface to configure
+//
+// Invariants: it never returns (it is PID 1); every error is printed to the
+// console and retried; and a counter goes into a datagram only after the
+// O_DIRECT|O_SYNC write that stored it returned (internal/guest).
+package main
