@@ -33,4 +33,6 @@
 //     The volumes (replicas, shards, primaries, NBD exports, handover,
 //     verify, the volume API's policy) live in internal/volume
 //     (volumedeps.go wires it).
+//     The peer pool (one mutual-TLS connection per peer, Call with its
+//     retry after a failed dial, the node table's pings) is internal/peers.
 package daemon
