@@ -113,7 +113,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	d.st = d.newState()
 	d.members = d.newMembers()
 	d.auth = api.NewAuth(d.st, d.lay.adminFile("token"))
-	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout()})
+	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout(), VolumeWarnings: d.volumeWarnings})
 	if err := d.bind(); err != nil {
 		d.closeListeners()
 		return nil, err
@@ -229,7 +229,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.ha = d.newRecovery()
 	d.svc = api.New(api.Config{
 		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha,
-		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, HealthReport: d.healthReport, CredentialsDir: d.lay.adminDir(), ReplicaID: d.replicaID},
+		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, CredentialsDir: d.lay.adminDir(), ReplicaID: d.replicaID},
 	})
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
@@ -435,6 +435,14 @@ func (d *Daemon) probe(ctx context.Context, addrs []string, timeout time.Duratio
 // callNode is peers.Pool.Call on the current pool.
 func (d *Daemon) callNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
 	return d.pool().Call(ctx, ms, node, timeout, f)
+}
+
+// volumeWarnings is cluster.Config.VolumeWarnings: none before Run.
+func (d *Daemon) volumeWarnings(ctx context.Context, ms *consensus.MetaState) []string {
+	if v := d.volumes(); v != nil {
+		return v.Warnings(ctx, ms)
+	}
+	return nil
 }
 
 // volumes returns the volume manager (nil before Run).

@@ -24,7 +24,7 @@
 //     error through internal/apierr.From; the daemon builds the servers,
 //     fills api.Config and registers api.Services on them, and keeps only
 //     what rewrites its own Raft host or reads its files (the
-//     expected-votes override, the health report). The VM manager (libvirt,
+//     expected-votes override); the health report is internal/cluster's. The VM manager (libvirt,
 //     crash restarts, VM placement, migration, node maintenance) lives in
 //     internal/vmm; vmmdeps.go adapts the volume subsystem to it.
 //     HA (self-fence lease, watchdog, failure detector, fence -> promote
