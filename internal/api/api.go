@@ -38,8 +38,6 @@ type Node struct {
 	// SetExpectedVotes is the expected-votes override (it restarts the
 	// node's Raft host); the service adds the status to its answer.
 	SetExpectedVotes func(context.Context, *tandemv1.SetExpectedVotesRequest) (*tandemv1.SetExpectedVotesResponse, error)
-	// HealthReport adds warnings and advisories to a status (Status only).
-	HealthReport func(context.Context, *tandemv1.ClusterStatus)
 	// CredentialsDir is where create and join leave the admin credentials.
 	CredentialsDir string
 	// ReplicaID is this node's metadata replica ID, 0 while it is in no

@@ -44,7 +44,7 @@ func (s *clusterService) CreateToken(ctx context.Context, req *tandemv1.CreateTo
 func (s *clusterService) Status(ctx context.Context, _ *tandemv1.StatusRequest) (*tandemv1.ClusterStatus, error) {
 	st := s.a.cfg.Cluster.Status(ctx)
 	if st.Initialized {
-		s.a.cfg.Node.HealthReport(ctx, st)
+		s.a.cfg.Cluster.HealthReport(ctx, st)
 	}
 	return st, nil
 }

@@ -6,8 +6,8 @@
 //
 // Owner: the API maintainers. internal/daemon builds the servers, installs
 // Auth's interceptors on them, fills Config (the managers, and in Node the
-// little only the daemon can do: the expected-votes override, the health
-// report, the credentials directory, its replica ID) and calls
+// little only the daemon can do: the expected-votes override, the
+// credentials directory, its replica ID) and calls
 // RegisterAdmin and RegisterPeer.
 //
 // Invariants:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/state"
 )
 
@@ -17,7 +18,8 @@ type Probe struct {
 	Version string
 }
 
-// Config is what a Manager needs; every field is required.
+// Config is what a Manager needs; every field but VolumeWarnings is
+// required.
 type Config struct {
 	State *state.State
 	// Probe pings the members serving the backend addresses addrs, each
@@ -25,6 +27,9 @@ type Config struct {
 	Probe func(ctx context.Context, addrs []string, timeout time.Duration) map[string]Probe
 	// QuorumTimeout bounds one linearizable read or quorum check.
 	QuorumTimeout time.Duration
+	// VolumeWarnings names the volumes of ms that are not in sync, for the
+	// health report; nil reports none.
+	VolumeWarnings func(ctx context.Context, ms *consensus.MetaState) []string
 }
 
 // Manager answers the cluster-wide calls. It is safe for concurrent use.
@@ -32,11 +37,12 @@ type Manager struct {
 	st      *state.State
 	probe   func(ctx context.Context, addrs []string, timeout time.Duration) map[string]Probe
 	timeout time.Duration
+	volumes func(ctx context.Context, ms *consensus.MetaState) []string
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	return &Manager{st: c.State, probe: c.Probe, timeout: c.QuorumTimeout}
+	return &Manager{st: c.State, probe: c.Probe, timeout: c.QuorumTimeout, volumes: c.VolumeWarnings}
 }
 
 // probeTimeout bounds each member's ping in the node table.

@@ -23,7 +23,7 @@ func (d *Daemon) roleName() string {
 // was written, so the node can try again from scratch.
 func (d *Daemon) abortInitLocked() {
 	if d.peers != nil {
-		d.peers.close()
+		d.peers.Close()
 		d.peers = nil
 	}
 	if d.host != nil {

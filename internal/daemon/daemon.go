@@ -18,13 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
@@ -32,6 +30,7 @@ import (
 	"github.com/tandemhci/tandem/internal/cluster"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/peers"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/state"
@@ -79,7 +78,7 @@ type Daemon struct {
 	meta     *consensus.Meta
 	peerSrv  *grpc.Server
 	adminSrv *grpc.Server
-	peers    *peerPool
+	peers    *peers.Pool
 
 	serveErr chan error
 	ready    chan struct{} // closed once Run serves (Ready)
@@ -115,7 +114,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	d.st = d.newState()
 	d.members = d.newMembers()
 	d.auth = api.NewAuth(d.st, d.lay.adminFile("token"))
-	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout()})
+	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout(), VolumeWarnings: d.volumeWarnings})
 	if err := d.bind(); err != nil {
 		d.closeListeners()
 		return nil, err
@@ -231,7 +230,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.ha = d.newRecovery()
 	d.svc = api.New(api.Config{
 		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha,
-		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, HealthReport: d.healthReport, CredentialsDir: d.lay.adminDir(), ReplicaID: d.replicaID},
+		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, CredentialsDir: d.lay.adminDir(), ReplicaID: d.replicaID},
 	})
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
@@ -326,9 +325,7 @@ func (d *Daemon) shutdown(httpSrv *http.Server) {
 		cancel()
 	}
 	d.mu.Lock()
-	if d.peers != nil {
-		d.peers.close()
-	}
+	d.peers.Close()
 	if d.host != nil {
 		d.host.Close()
 		d.host = nil
@@ -393,7 +390,7 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 		return err
 	}
 	d.host, d.meta = host, meta
-	d.peers = newPeerPool(d)
+	d.peers = peers.New(peers.Config{ClientTLS: d.clientTLS, Log: d.log.With("component", "peers")})
 	return nil
 }
 
@@ -424,15 +421,30 @@ func (d *Daemon) registerAdmin(s *grpc.Server) {
 	reflection.Register(s)
 }
 
+// pool is the peer pool, nil while the node is in no cluster (a nil
+// *peers.Pool answers so).
+func (d *Daemon) pool() *peers.Pool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.peers
+}
+
 // probe pings members for the node table (cluster.Config.Probe).
 func (d *Daemon) probe(ctx context.Context, addrs []string, timeout time.Duration) map[string]cluster.Probe {
-	d.mu.Lock()
-	peers := d.peers
-	d.mu.Unlock()
-	if peers == nil {
-		return nil
+	return d.pool().Probe(ctx, d.cfg.NodeName, addrs, timeout)
+}
+
+// callNode is peers.Pool.Call on the current pool.
+func (d *Daemon) callNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
+	return d.pool().Call(ctx, ms, node, timeout, f)
+}
+
+// volumeWarnings is cluster.Config.VolumeWarnings: none before Run.
+func (d *Daemon) volumeWarnings(ctx context.Context, ms *consensus.MetaState) []string {
+	if v := d.volumes(); v != nil {
+		return v.Warnings(ctx, ms)
 	}
-	return peers.probe(ctx, d.cfg.NodeName, addrs, timeout)
+	return nil
 }
 
 // volumes returns the volume manager (nil before Run).
@@ -455,13 +467,7 @@ func (d *Daemon) replicaID() uint64 {
 }
 
 func (d *Daemon) peerClient(addr string) (tandemv1.PeerClient, error) {
-	d.mu.Lock()
-	p := d.peers
-	d.mu.Unlock()
-	if p == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
-	}
-	return p.client(addr)
+	return d.pool().Client(addr)
 }
 
 // cluster returns the running consensus handles, or nil when the node is not

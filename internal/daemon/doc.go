@@ -25,7 +25,7 @@
 //     error through internal/apierr.From; the daemon builds the servers,
 //     fills api.Config and registers api.Services on them, and keeps only
 //     what rewrites its own Raft host or reads its files (the
-//     expected-votes override, the health report). The VM manager (libvirt,
+//     expected-votes override); the health report is internal/cluster's. The VM manager (libvirt,
 //     crash restarts, VM placement, migration, node maintenance) lives in
 //     internal/vmm; vmmdeps.go adapts the volume subsystem to it.
 //     HA (self-fence lease, watchdog, failure detector, fence -> promote
@@ -34,4 +34,6 @@
 //     The volumes (replicas, shards, primaries, NBD exports, handover,
 //     verify, the volume API's policy) live in internal/volume
 //     (volumedeps.go wires it).
+//     The peer pool (one mutual-TLS connection per peer, Call with its
+//     retry after a failed dial, the node table's pings) is internal/peers.
 package daemon

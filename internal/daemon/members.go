@@ -37,7 +37,7 @@ func (d *Daemon) newState() *state.State {
 			if id == nil || m == nil || t == nil {
 				return state.Cluster{}, false
 			}
-			return state.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: t.caCert, ClientTLS: d.clientTLS}, true
+			return state.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: t.caCert, NodeCert: t.cert, ClientTLS: d.clientTLS}, true
 		},
 		Shards: func() *consensus.Volumes {
 			_, m, _ := d.cluster()

@@ -38,7 +38,7 @@ func (d *Daemon) setExpectedVotes(ctx context.Context, req *tandemv1.SetExpected
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v; nothing was changed", err)
 	}
-	d.peers.close()
+	d.peers.Close()
 	d.host.Close()
 	d.host, d.meta = nil, nil
 	self := map[uint64]string{d.id.ReplicaID: d.cfg.RaftAddr}

@@ -83,6 +83,11 @@ func rules() []rule {
 			why:  "the VM manager shares state.State, never the daemon",
 		},
 		{
+			pkgs: []string{mod + "/internal/peers"},
+			deny: []string{mod + "/internal/daemon", mod + "/compute", libvirt},
+			why:  "the peer pool is transport: it takes its TLS identity, never the daemon",
+		},
+		{
 			pkgs: []string{mod + "/internal/units", mod + "/internal/settings"},
 			deny: []string{grpc, dragonboat},
 			why:  "descriptions of values",

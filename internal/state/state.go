@@ -65,6 +65,8 @@ type Cluster struct {
 	Name, ID string
 	// CACert is the cluster CA's certificate (PEM).
 	CACert []byte
+	// NodeCert is this node's certificate (PEM), for its expiry warning.
+	NodeCert []byte
 	// ClientTLS is the node's mutual-TLS client identity for dialing
 	// peers outside gRPC (the replication port).
 	ClientTLS func() (*tls.Config, error)

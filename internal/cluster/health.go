@@ -1,4 +1,4 @@
-package daemon
+package cluster
 
 import (
 	"context"
@@ -16,12 +16,12 @@ import (
 // certWarnWithin is how long before expiry a certificate is a warning.
 const certWarnWithin = 30 * 24 * time.Hour
 
-// healthReport adds what an operator must know to a status: nodes offline,
+// HealthReport adds what an operator must know to a status: nodes offline,
 // volumes not in sync, certificates about to expire (warnings), and missing
 // BMC fencing (an advisory). It asks every volume's nodes, so only the
-// Status RPC pays for it, not every caller of status.
-func (d *Daemon) healthReport(ctx context.Context, st *tandemv1.ClusterStatus) {
-	_, meta, tm := d.cluster()
+// Status RPC pays for it, not every caller of Status.
+func (m *Manager) HealthReport(ctx context.Context, st *tandemv1.ClusterStatus) {
+	meta := m.st.Meta()
 	if meta == nil {
 		return
 	}
@@ -34,13 +34,13 @@ func (d *Daemon) healthReport(ctx context.Context, st *tandemv1.ClusterStatus) {
 	if err != nil {
 		return
 	}
-	if d.vols != nil {
-		st.Warnings = append(st.Warnings, d.vols.Warnings(ctx, ms)...)
+	if m.volumes != nil {
+		st.Warnings = append(st.Warnings, m.volumes(ctx, ms)...)
 	}
-	if tm != nil {
-		now := time.Now()
-		st.Warnings = append(st.Warnings, certWarnings("the cluster CA certificate", tm.caCert, now)...)
-		st.Warnings = append(st.Warnings, certWarnings("node "+d.cfg.NodeName+"'s certificate", tm.cert, now)...)
+	if c, ok := m.st.Cluster(); ok {
+		now := m.st.Now()
+		st.Warnings = append(st.Warnings, certWarnings("the cluster CA certificate", c.CACert, now)...)
+		st.Warnings = append(st.Warnings, certWarnings("node "+m.st.Node.Name+"'s certificate", c.NodeCert, now)...)
 	}
 	var unfenced []string
 	for name, n := range ms.Nodes {

@@ -1,8 +1,11 @@
-package daemon
+package peers
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -19,24 +22,49 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-// peerPool keeps one gRPC connection per peer backend address.
-type peerPool struct {
-	d     *Daemon
+// Config is what a Pool needs.
+type Config struct {
+	// ClientTLS is the node's mutual-TLS client identity, asked for each
+	// new connection. Required.
+	ClientTLS func() (*tls.Config, error)
+	// Log gets the retries; nil discards them.
+	Log *slog.Logger
+}
+
+// Pool keeps one gRPC connection per peer backend address. It is safe for
+// concurrent use; a nil Pool is a node in no cluster.
+type Pool struct {
+	clientTLS func() (*tls.Config, error)
+	log       *slog.Logger
+
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newPeerPool(d *Daemon) *peerPool {
-	return &peerPool{d: d, conns: map[string]*grpc.ClientConn{}}
+// New returns an empty Pool; connections are made on first use.
+func New(c Config) *Pool {
+	p := &Pool{clientTLS: c.ClientTLS, log: c.Log, conns: map[string]*grpc.ClientConn{}}
+	if p.log == nil {
+		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return p
 }
 
-func (p *peerPool) client(addr string) (tandemv1.PeerClient, error) {
+func errNoCluster() error {
+	return status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+}
+
+// Client is the peer API of the node serving the backend address addr.
+func (p *Pool) Client(addr string) (tandemv1.PeerClient, error) {
+	if p == nil {
+		return nil, errNoCluster()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[addr]; ok {
 		return tandemv1.NewPeerClient(c), nil
 	}
-	cfg, err := p.d.clientTLS()
+	cfg, err := p.clientTLS()
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +86,7 @@ func (p *peerPool) client(addr string) (tandemv1.PeerClient, error) {
 // just came back must not be reported down because an earlier failure left
 // the connection backing off; a node still down fails the attempt at once
 // (refused) or within the connect timeout.
-func (p *peerPool) reconnect(ctx context.Context, addr string) bool {
+func (p *Pool) reconnect(ctx context.Context, addr string) bool {
 	p.mu.Lock()
 	c, ok := p.conns[addr]
 	p.mu.Unlock()
@@ -97,15 +125,15 @@ func dialFailed(err error) bool {
 	return strings.Contains(m, "Error while dialing") || strings.Contains(m, "connection refused")
 }
 
-// callNode runs f against node's peer API with a deadline of timeout. A
-// call that could not connect is tried once more after a fresh connection
+// Call runs f against node's peer API with a deadline of timeout. A call
+// that could not connect is tried once more after a fresh connection
 // attempt (at most 2 s), then its error is returned prefixed "on NODE: ".
-func (d *Daemon) callNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
+func (p *Pool) Call(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
 	rec, ok := ms.Nodes[node]
 	if !ok {
 		return status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
 	}
-	c, err := d.peerClient(rec.BackendAddr)
+	c, err := p.Client(rec.BackendAddr)
 	if err != nil {
 		return err
 	}
@@ -113,12 +141,10 @@ func (d *Daemon) callNode(ctx context.Context, ms *consensus.MetaState, node str
 	defer cancel()
 	err = f(cctx, c)
 	if dialFailed(err) {
-		d.mu.Lock()
-		pool := d.peers
-		d.mu.Unlock()
 		rctx, rcancel := context.WithTimeout(cctx, 2*time.Second)
-		ready := pool != nil && pool.reconnect(rctx, rec.BackendAddr)
+		ready := p.reconnect(rctx, rec.BackendAddr)
 		rcancel()
+		p.log.Debug("peer call failed to connect", "node", node, "addr", rec.BackendAddr, "retry", ready, "err", err)
 		if ready {
 			err = f(cctx, c)
 		}
@@ -129,7 +155,11 @@ func (d *Daemon) callNode(ctx context.Context, ms *consensus.MetaState, node str
 	return nil
 }
 
-func (p *peerPool) close() {
+// Close closes every connection; the Pool stays usable and dials again.
+func (p *Pool) Close() {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for a, c := range p.conns {
@@ -138,7 +168,12 @@ func (p *peerPool) close() {
 	}
 }
 
-func (p *peerPool) probe(ctx context.Context, self string, addrs []string, timeout time.Duration) map[string]cluster.Probe {
+// Probe pings the peers at addrs in parallel, each within timeout, as
+// self, and reports by address (cluster.Config.Probe).
+func (p *Pool) Probe(ctx context.Context, self string, addrs []string, timeout time.Duration) map[string]cluster.Probe {
+	if p == nil {
+		return nil
+	}
 	out := make(map[string]cluster.Probe, len(addrs))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -156,8 +191,8 @@ func (p *peerPool) probe(ctx context.Context, self string, addrs []string, timeo
 	return out
 }
 
-func (p *peerPool) ping(ctx context.Context, self, addr string, timeout time.Duration) cluster.Probe {
-	c, err := p.client(addr)
+func (p *Pool) ping(ctx context.Context, self, addr string, timeout time.Duration) cluster.Probe {
+	c, err := p.Client(addr)
 	if err != nil {
 		return cluster.Probe{Detail: err.Error()}
 	}
