@@ -33,4 +33,6 @@
 //     The volumes (replicas, shards, primaries, NBD exports, handover,
 //     verify, the volume API's policy) live in internal/volume
 //     (volumedeps.go wires it).
+//     The data directory's files (identity, TLS material, admin
+//     credentials, atomic writes) live in internal/nodedir.
 package daemon

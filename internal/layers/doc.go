@@ -12,6 +12,8 @@
 //     tested with real clients alone, and a Raft or gRPC change cannot alter
 //     it;
 //   - ha and internal/placement are pure logic: the standard library only;
+//   - internal/nodedir (the data directory's files) is the standard library
+//     only, so any subsystem may write its files through it;
 //   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
 //     daemon; it takes the replica state type from replication, below it;
 //   - compute runs VMs and knows no Raft and no daemon;

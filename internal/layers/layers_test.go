@@ -53,6 +53,11 @@ func rules() []rule {
 			why:     "placement is pure policy: the daemon gathers its inputs",
 		},
 		{
+			pkgs:    []string{mod + "/internal/nodedir"},
+			stdOnly: true,
+			why:     "nodedir is pure file handling: it holds no daemon state",
+		},
+		{
 			pkgs: []string{mod + "/consensus"},
 			deny: []string{grpc, libvirt, mod + "/internal/daemon", mod + "/compute"},
 			why:  "consensus keeps Raft state and serves nothing",
