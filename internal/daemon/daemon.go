@@ -13,9 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -31,6 +28,7 @@ import (
 	"github.com/tandemhci/tandem/internal/cluster"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/metrics"
 	"github.com/tandemhci/tandem/internal/nodedir"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/recovery"
@@ -46,8 +44,7 @@ type Daemon struct {
 	cfg  config.Config
 	log  *slog.Logger
 	dir  nodedir.Dir
-	reg  *prometheus.Registry
-	mets *metrics
+	mets *metrics.Metrics
 
 	// st is the state shared with the subsystems split out of the daemon;
 	// members is cluster membership, the first of them.
@@ -99,7 +96,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, startupErr("config invalid: %v", oneLine(err))
 	}
-	d := &Daemon{cfg: cfg, log: log, dir: nodedir.Dir(cfg.DataDir), reg: prometheus.NewRegistry(), serveErr: make(chan error, 4)}
+	d := &Daemon{cfg: cfg, log: log, dir: nodedir.Dir(cfg.DataDir), serveErr: make(chan error, 4)}
 	if err := d.dir.Check(); err != nil {
 		return nil, startupErr("%v", err)
 	}
@@ -119,8 +116,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 		d.closeListeners()
 		return nil, err
 	}
-	d.mets = newMetrics(d)
-	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.mets = metrics.New(metrics.Config{Node: cfg.NodeName, Member: d.member, Meta: func() metrics.Meta { return d.st.Meta() }})
 	return d, nil
 }
 
@@ -233,7 +229,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var httpSrv *http.Server
 	if d.metricsLn != nil {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", d.mets.Handler())
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		if d.cfg.Pprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -357,7 +353,7 @@ func (d *Daemon) hostConfig() consensus.HostConfig {
 		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
 		TLS:             &consensus.TLSFiles{CAFile: d.dir.CACert(), CertFile: d.dir.NodeCert(), KeyFile: d.dir.NodeKey()},
 		Logger:          d.log,
-		OnPropose:       d.mets.observePropose,
+		OnPropose:       d.mets.ObservePropose,
 	}
 }
 
@@ -430,6 +426,15 @@ func (d *Daemon) volumes() *volume.Manager {
 		return nil
 	}
 	return d.vols
+}
+
+// member is this node's metadata replica ID, ok once it has an identity
+// (metrics.Config.Member).
+func (d *Daemon) member() (uint64, bool) {
+	if id, _, _ := d.cluster(); id != nil {
+		return id.ReplicaID, true
+	}
+	return 0, false
 }
 
 // replicaID is this node's metadata replica ID, 0 while it is in no

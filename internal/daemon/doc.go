@@ -35,4 +35,6 @@
 //     (volumedeps.go wires it).
 //     The data directory's files (identity, TLS material, admin
 //     credentials, atomic writes) live in internal/nodedir.
+//     The Prometheus metrics (gauges, proposal histogram) live in
+//     internal/metrics.
 package daemon

@@ -20,6 +20,8 @@
 //   - fencing and netannounce are mechanisms the daemon drives: no Raft, no
 //     daemon;
 //   - internal/units and internal/settings describe values: no gRPC, no Raft;
+//   - internal/metrics reads what it exports through small interfaces: no
+//     daemon, no gRPC, no compute;
 //   - the subsystems split out of the daemon (internal/membership) and what
 //     they share (internal/state, internal/apierr) depend on neither the
 //     daemon nor compute: they get what they need through state.State and

@@ -83,6 +83,11 @@ func rules() []rule {
 			why:  "the API layer serves the subsystems; only the wiring builds the daemon",
 		},
 		{
+			pkgs: []string{mod + "/internal/metrics"},
+			deny: []string{mod + "/internal/daemon", grpc, mod + "/compute", libvirt},
+			why:  "metrics read the subsystems through small interfaces, never the daemon",
+		},
+		{
 			pkgs: []string{mod + "/internal/vmm"},
 			deny: []string{mod + "/internal/daemon"},
 			why:  "the VM manager shares state.State, never the daemon",
