@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"os"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -30,9 +29,8 @@ func (d *Daemon) abortInitLocked() {
 		d.host.Close()
 	}
 	d.host, d.meta, d.id, d.tls = nil, nil, nil, nil
-	for _, p := range []string{d.lay.raftDir(), d.lay.tlsDir(), d.lay.adminDir(), d.lay.identity()} {
-		_ = os.RemoveAll(p)
-	}
+	// Errors are ignored: the create or join is failing already.
+	_ = d.dir.RemoveInit()
 }
 
 // requireQuorum refuses mutations when no majority is reachable.

@@ -10,13 +10,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -30,6 +26,8 @@ import (
 	"github.com/tandemhci/tandem/internal/cluster"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/metrics"
+	"github.com/tandemhci/tandem/internal/nodedir"
 	"github.com/tandemhci/tandem/internal/peers"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/recovery"
@@ -44,9 +42,8 @@ import (
 type Daemon struct {
 	cfg  config.Config
 	log  *slog.Logger
-	lay  layout
-	reg  *prometheus.Registry
-	mets *metrics
+	dir  nodedir.Dir
+	mets *metrics.Metrics
 
 	// st is the state shared with the subsystems split out of the daemon;
 	// members is cluster membership, the first of them.
@@ -72,8 +69,8 @@ type Daemon struct {
 	health  *health.Server
 
 	mu       sync.Mutex // guards the fields below and serialises create/join
-	id       *identity
-	tls      *tlsMaterial
+	id       *membership.Identity
+	tls      *nodedir.TLS
 	host     *consensus.Host
 	meta     *consensus.Meta
 	peerSrv  *grpc.Server
@@ -99,28 +96,27 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, startupErr("config invalid: %v", oneLine(err))
 	}
-	d := &Daemon{cfg: cfg, log: log, lay: layout{dir: cfg.DataDir}, reg: prometheus.NewRegistry(), serveErr: make(chan error, 4), ready: make(chan struct{})}
-	if err := checkDataDir(cfg.DataDir); err != nil {
-		return nil, err
+	d := &Daemon{cfg: cfg, log: log, dir: nodedir.Dir(cfg.DataDir), serveErr: make(chan error, 4), ready: make(chan struct{})}
+	if err := d.dir.Check(); err != nil {
+		return nil, startupErr("%v", err)
 	}
-	id, err := loadIdentity(d.lay)
+	id, err := d.dir.LoadIdentity()
 	if err != nil {
 		return nil, startupErr("%v", err)
 	}
 	if id != nil && id.NodeName != cfg.NodeName {
-		return nil, startupErr("node_name %q does not match %q recorded in %s; a node cannot be renamed", cfg.NodeName, id.NodeName, d.lay.identity())
+		return nil, startupErr("node_name %q does not match %q recorded in %s; a node cannot be renamed", cfg.NodeName, id.NodeName, d.dir.Identity())
 	}
-	d.id = id
+	d.id = (*membership.Identity)(id)
 	d.st = d.newState()
 	d.members = d.newMembers()
-	d.auth = api.NewAuth(d.st, d.lay.adminFile("token"))
+	d.auth = api.NewAuth(d.st, d.dir.AdminFile("token"))
 	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout(), VolumeWarnings: d.volumeWarnings})
 	if err := d.bind(); err != nil {
 		d.closeListeners()
 		return nil, err
 	}
-	d.mets = newMetrics(d)
-	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.mets = metrics.New(metrics.Config{Node: cfg.NodeName, Member: d.member, Meta: func() metrics.Meta { return d.st.Meta() }})
 	return d, nil
 }
 
@@ -137,19 +133,8 @@ func oneLine(err error) string {
 	return string(out)
 }
 
-func checkDataDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return startupErr("data dir %s: %v", dir, errors.Unwrap(err))
-	}
-	probe := filepath.Join(dir, ".write-test")
-	if err := os.WriteFile(probe, []byte("ok"), 0o600); err != nil {
-		return startupErr("data dir %s is not writable: %v", dir, errors.Unwrap(err))
-	}
-	return os.Remove(probe)
-}
-
 func (d *Daemon) bind() error {
-	sock := d.lay.socket()
+	sock := d.dir.Socket()
 	if c, err := net.DialTimeout("unix", sock, 200*time.Millisecond); err == nil {
 		c.Close()
 		return startupErr("another tandemd is already serving %s", sock)
@@ -187,9 +172,9 @@ func (d *Daemon) bind() error {
 	if d.nbdLn, err = listen("nbd", d.cfg.NBDAddr); err != nil {
 		return err
 	}
-	_ = os.Remove(d.lay.nbdSocket())
-	if d.nbdUnixLn, err = net.Listen("unix", d.lay.nbdSocket()); err != nil {
-		return startupErr("nbd socket %s: %v", d.lay.nbdSocket(), err)
+	_ = os.Remove(d.dir.NBDSocket())
+	if d.nbdUnixLn, err = net.Listen("unix", d.dir.NBDSocket()); err != nil {
+		return startupErr("nbd socket %s: %v", d.dir.NBDSocket(), err)
 	}
 	if m := d.cfg.MetricsAddr; m != "" && m != "off" {
 		if d.metricsLn, err = listen("metrics", m); err != nil {
@@ -230,7 +215,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.ha = d.newRecovery()
 	d.svc = api.New(api.Config{
 		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha,
-		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, CredentialsDir: d.lay.adminDir(), ReplicaID: d.replicaID},
+		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, CredentialsDir: d.dir.AdminDir(), ReplicaID: d.replicaID},
 	})
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export)
 	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
@@ -244,7 +229,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var httpSrv *http.Server
 	if d.metricsLn != nil {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", d.mets.Handler())
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		if d.cfg.Pprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -265,7 +250,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("tandemd started", "node", d.cfg.NodeName, "cluster", d.id.ClusterName, "replica", d.id.ReplicaID, "admin", d.cfg.AdminAddr, "backend", d.cfg.BackendAddr)
 		d.vols.Restore(ctx)
 	} else {
-		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.lay.socket())
+		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.dir.Socket())
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	close(d.ready)
@@ -332,8 +317,8 @@ func (d *Daemon) shutdown(httpSrv *http.Server) {
 	}
 	d.mu.Unlock()
 	d.closeListeners()
-	_ = os.Remove(d.lay.socket())
-	_ = os.Remove(d.lay.nbdSocket())
+	_ = os.Remove(d.dir.Socket())
+	_ = os.Remove(d.dir.NBDSocket())
 }
 
 func stopGracefully(s *grpc.Server, timeout time.Duration) {
@@ -359,22 +344,22 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 
 func (d *Daemon) hostConfig() consensus.HostConfig {
 	return consensus.HostConfig{
-		Dir:             d.lay.raftDir(),
+		Dir:             d.dir.RaftDir(),
 		RaftAddr:        d.cfg.RaftAddr,
 		RTTMillisecond:  d.cfg.Raft.RTTMillisecond,
 		ElectionRTT:     d.cfg.Raft.ElectionRTT,
 		HeartbeatRTT:    d.cfg.Raft.HeartbeatRTT,
 		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
-		TLS:             &consensus.TLSFiles{CAFile: d.lay.caCert(), CertFile: d.lay.nodeCert(), KeyFile: d.lay.nodeKey()},
+		TLS:             &consensus.TLSFiles{CAFile: d.dir.CACert(), CertFile: d.dir.NodeCert(), KeyFile: d.dir.NodeKey()},
 		Logger:          d.log,
-		OnPropose:       d.mets.observePropose,
+		OnPropose:       d.mets.ObservePropose,
 	}
 }
 
 // startClusterLocked starts the Raft host and metadata replica. members and
 // join are used only the first time this replica starts.
 func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string, join bool) error {
-	m, err := d.lay.loadTLS()
+	m, err := d.dir.LoadTLS()
 	if err != nil {
 		return err
 	}
@@ -395,7 +380,7 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 }
 
 func (d *Daemon) startTLSServersLocked() error {
-	srvTLS, err := pki.ServerTLS(d.tls.cert, d.tls.key, d.tls.caCert)
+	srvTLS, err := pki.ServerTLS(d.tls.Cert, d.tls.Key, d.tls.CACert)
 	if err != nil {
 		return fmt.Errorf("server TLS: %w", err)
 	}
@@ -457,6 +442,15 @@ func (d *Daemon) volumes() *volume.Manager {
 	return d.vols
 }
 
+// member is this node's metadata replica ID, ok once it has an identity
+// (metrics.Config.Member).
+func (d *Daemon) member() (uint64, bool) {
+	if id, _, _ := d.cluster(); id != nil {
+		return id.ReplicaID, true
+	}
+	return 0, false
+}
+
 // replicaID is this node's metadata replica ID, 0 while it is in no
 // cluster.
 func (d *Daemon) replicaID() uint64 {
@@ -472,7 +466,7 @@ func (d *Daemon) peerClient(addr string) (tandemv1.PeerClient, error) {
 
 // cluster returns the running consensus handles, or nil when the node is not
 // in a cluster.
-func (d *Daemon) cluster() (*identity, *consensus.Meta, *tlsMaterial) {
+func (d *Daemon) cluster() (*membership.Identity, *consensus.Meta, *nodedir.TLS) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.id, d.meta, d.tls
@@ -484,5 +478,5 @@ func (d *Daemon) clientTLS() (*tls.Config, error) {
 	if m == nil {
 		return nil, errors.New("node is not in a cluster")
 	}
-	return pki.ClientTLS(m.cert, m.key, m.caCert)
+	return pki.ClientTLS(m.Cert, m.Key, m.CACert)
 }

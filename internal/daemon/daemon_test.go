@@ -19,6 +19,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/nodedir"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -190,7 +191,7 @@ func TestSingleNodeLifecycle(t *testing.T) {
 func TestNewRefusesRenameAndCorruptIdentity(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
-	if err := saveIdentity(layout{dir}, &identity{ClusterName: "c", ClusterID: "id", NodeName: "other", ReplicaID: 1}); err != nil {
+	if err := nodedir.Dir(dir).SaveIdentity(&nodedir.Identity{ClusterName: "c", ClusterID: "id", NodeName: "other", ReplicaID: 1}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

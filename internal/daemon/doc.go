@@ -36,4 +36,8 @@
 //     (volumedeps.go wires it).
 //     The peer pool (one mutual-TLS connection per peer, Call with its
 //     retry after a failed dial, the node table's pings) is internal/peers.
+//     The data directory's files (identity, TLS material, admin
+//     credentials, atomic writes) live in internal/nodedir.
+//     The Prometheus metrics (gauges, proposal histogram) live in
+//     internal/metrics.
 package daemon

@@ -2,11 +2,11 @@ package daemon
 
 import (
 	"context"
-	"os"
 	"time"
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/membership"
+	"github.com/tandemhci/tandem/internal/nodedir"
 	"github.com/tandemhci/tandem/internal/settings"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -37,7 +37,7 @@ func (d *Daemon) newState() *state.State {
 			if id == nil || m == nil || t == nil {
 				return state.Cluster{}, false
 			}
-			return state.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: t.caCert, NodeCert: t.cert, ClientTLS: d.clientTLS}, true
+			return state.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: t.CACert, NodeCert: t.Cert, ClientTLS: d.clientTLS}, true
 		},
 		Shards: func() *consensus.Volumes {
 			_, m, _ := d.cluster()
@@ -76,17 +76,11 @@ func (d *Daemon) newMembers() *membership.Manager {
 			if id == nil || m == nil {
 				return membership.Cluster{}, false
 			}
-			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.caCert, CAKey: m.caKey}, true
+			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey}, true
 		},
 		Init: initHooks{d},
-		AdminToken: func() (string, error) {
-			// The error names the file already; membership says what it is.
-			b, err := os.ReadFile(d.lay.adminFile("token"))
-			if err != nil {
-				return "", err
-			}
-			return string(trimNL(b)), nil
-		},
+		// The error names the file already; membership says what it is.
+		AdminToken: d.dir.AdminToken,
 	})
 }
 
@@ -95,13 +89,6 @@ type volumesView struct{ d *Daemon }
 
 func (v volumesView) Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error) {
 	return v.d.vols.Show(ctx, name, timeout)
-}
-
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // initHooks is the daemon's side of create and join (membership.Init):
@@ -122,11 +109,11 @@ func (h initHooks) ClusterLocked() (string, bool) {
 func (h initHooks) ResetLocked() { h.d.abortInitLocked() }
 
 func (h initHooks) SaveTLSLocked(m membership.Material) error {
-	return h.d.lay.saveTLS(&tlsMaterial{caCert: m.CACert, caKey: m.CAKey, cert: m.Cert, key: m.Key})
+	return h.d.dir.SaveTLS((*nodedir.TLS)(&m))
 }
 
 func (h initHooks) SaveAdminLocked(c membership.AdminCredentials) error {
-	return h.d.lay.saveAdmin(adminCredentials{caCert: c.CACert, cert: c.Cert, key: c.Key, token: c.Token, endpoint: c.Endpoint})
+	return h.d.dir.SaveAdmin(nodedir.Admin(c))
 }
 
 func (h initHooks) StartLocked(ctx context.Context, id membership.Identity, members map[uint64]string, join bool) (state.Meta, error) {
@@ -138,7 +125,7 @@ func (h initHooks) StartLocked(ctx context.Context, id membership.Identity, memb
 }
 
 func (h initHooks) SaveIdentityLocked(id membership.Identity) error {
-	return saveIdentity(h.d.lay, &id)
+	return h.d.dir.SaveIdentity((*nodedir.Identity)(&id))
 }
 
 func (h initHooks) ServeLocked() error { return h.d.startTLSServersLocked() }

@@ -68,7 +68,7 @@ func (v vmVolumes) Show(ctx context.Context, name string, timeout time.Duration)
 	return v.d.vols.Show(ctx, name, timeout)
 }
 
-func (v vmVolumes) NBDSocket() string { return v.d.lay.nbdSocket() }
+func (v vmVolumes) NBDSocket() string { return v.d.dir.NBDSocket() }
 
 func (v vmVolumes) Local(name string) (vmm.LocalVolume, error) {
 	m := v.d.volumes()

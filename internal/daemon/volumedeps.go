@@ -24,8 +24,8 @@ func (d *Daemon) newVolumes(ctx context.Context) *volume.Manager {
 			return nil
 		},
 		ReplicaID:     d.replicaID,
-		ListFile:      d.lay.volumesFile(),
-		NBDSocket:     d.lay.nbdSocket(),
+		ListFile:      d.dir.VolumesFile(),
+		NBDSocket:     d.dir.NBDSocket(),
 		QuorumTimeout: d.quorumTimeout(),
 		CallNode:      d.callNode,
 	})

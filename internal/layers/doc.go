@@ -14,12 +14,16 @@
 //     tested with real clients alone, and a Raft or gRPC change cannot alter
 //     it;
 //   - ha and internal/placement are pure logic: the standard library only;
+//   - internal/nodedir (the data directory's files) is the standard library
+//     only, so any subsystem may write its files through it;
 //   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
 //     daemon; it takes the replica state type from replication, below it;
 //   - compute runs VMs and knows no Raft and no daemon;
 //   - fencing and netannounce are mechanisms the daemon drives: no Raft, no
 //     daemon;
 //   - internal/units and internal/settings describe values: no gRPC, no Raft;
+//   - internal/metrics reads what it exports through small interfaces: no
+//     daemon, no gRPC, no compute;
 //   - the subsystems split out of the daemon (internal/membership) and what
 //     they share (internal/state, internal/apierr) depend on neither the
 //     daemon nor compute: they get what they need through state.State and

@@ -53,6 +53,11 @@ func rules() []rule {
 			why:     "placement is pure policy: the daemon gathers its inputs",
 		},
 		{
+			pkgs:    []string{mod + "/internal/nodedir"},
+			stdOnly: true,
+			why:     "nodedir is pure file handling: it holds no daemon state",
+		},
+		{
 			pkgs: []string{mod + "/consensus"},
 			deny: []string{grpc, libvirt, mod + "/internal/daemon", mod + "/compute"},
 			why:  "consensus keeps Raft state and serves nothing",
@@ -76,6 +81,11 @@ func rules() []rule {
 			pkgs: []string{mod + "/internal/api"},
 			deny: []string{mod + "/internal/daemon"},
 			why:  "the API layer serves the subsystems; only the wiring builds the daemon",
+		},
+		{
+			pkgs: []string{mod + "/internal/metrics"},
+			deny: []string{mod + "/internal/daemon", grpc, mod + "/compute", libvirt},
+			why:  "metrics read the subsystems through small interfaces, never the daemon",
 		},
 		{
 			pkgs: []string{mod + "/internal/vmm"},

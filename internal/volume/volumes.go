@@ -21,6 +21,7 @@ import (
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/nodedir"
 	"github.com/tandemhci/tandem/internal/settings"
 	"github.com/tandemhci/tandem/internal/units"
 	"github.com/tandemhci/tandem/replication"
@@ -450,7 +451,7 @@ func (m *Manager) saveLocalListLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(m.listFile, b, 0o600)
+	return nodedir.WriteFileAtomic(m.listFile, b, 0o600)
 }
 
 // CloseAll stops every volume here without touching its shard: the

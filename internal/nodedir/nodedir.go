@@ -1,0 +1,228 @@
+package nodedir
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Dir is a node's data directory.
+type Dir string
+
+func (d Dir) path(elem ...string) string {
+	return filepath.Join(append([]string{string(d)}, elem...)...)
+}
+
+// Identity is node.json: what a node remembers about its cluster.
+func (d Dir) Identity() string { return d.path("node.json") }
+
+// Socket is the admin API's unix socket.
+func (d Dir) Socket() string { return d.path("tandemd.sock") }
+
+// NBDSocket is the local NBD server's unix socket.
+func (d Dir) NBDSocket() string { return d.path("nbd.sock") }
+
+// VolumesFile is the list of volumes this node holds replicas of.
+func (d Dir) VolumesFile() string { return d.path("volumes.json") }
+
+// RaftDir is the Raft host's directory (logs and snapshots).
+func (d Dir) RaftDir() string { return d.path("raft") }
+
+// TLSDir holds the node's certificate material.
+func (d Dir) TLSDir() string { return d.path("tls") }
+
+// CACert is the cluster CA's certificate.
+func (d Dir) CACert() string { return d.path("tls", "ca.crt") }
+
+// CAKey is the cluster CA's private key.
+func (d Dir) CAKey() string { return d.path("tls", "ca.key") }
+
+// NodeCert is this node's certificate.
+func (d Dir) NodeCert() string { return d.path("tls", "node.crt") }
+
+// NodeKey is this node's private key.
+func (d Dir) NodeKey() string { return d.path("tls", "node.key") }
+
+// AdminDir holds the admin credentials the CLI reads.
+func (d Dir) AdminDir() string { return d.path("admin") }
+
+// AdminFile is the file name in the admin directory.
+func (d Dir) AdminFile(name string) string { return d.path("admin", name) }
+
+// Check creates the directory if needed and proves it writable, so a
+// read-only or misowned directory fails at startup, not at the first write.
+func (d Dir) Check() error {
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w", d, errors.Unwrap(err))
+	}
+	probe := d.path(".write-test")
+	if err := os.WriteFile(probe, []byte("ok"), 0o600); err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w", d, errors.Unwrap(err))
+	}
+	return os.Remove(probe)
+}
+
+// WriteFileAtomic writes via a temporary file, fsync and rename, so a crash
+// leaves either the old or the new content, never a torn file. It creates
+// the parent directory (0700) if needed.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// The rename is durable only once the directory is synced; a failure
+	// here leaves a correct file that a crash may roll back, as before.
+	dir, err := os.Open(filepath.Dir(path))
+	if err == nil {
+		_ = dir.Sync()
+		dir.Close()
+	}
+	return nil
+}
+
+// Identity is what a node remembers about its cluster (node.json). Its
+// fields match membership.Identity, which converts to and from it.
+type Identity struct {
+	ClusterName string `json:"cluster_name"`
+	ClusterID   string `json:"cluster_id"`
+	NodeName    string `json:"node_name"`
+	ReplicaID   uint64 `json:"replica_id"`
+	Role        string `json:"role"`
+}
+
+// LoadIdentity reads node.json: nil and no error when there is none (the
+// node is in no cluster), an error naming the way out when it is corrupt
+// or incomplete.
+func (d Dir) LoadIdentity() (*Identity, error) {
+	b, err := os.ReadFile(d.Identity())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read node identity: %w", err)
+	}
+	var id Identity
+	if err := json.Unmarshal(b, &id); err != nil {
+		return nil, fmt.Errorf("node identity %s is corrupt (%w); restore it from a backup or remove the node's data directory and rejoin", d.Identity(), err)
+	}
+	if id.ClusterID == "" || id.ReplicaID == 0 || id.NodeName == "" {
+		return nil, fmt.Errorf("node identity %s is incomplete; restore it or remove the data directory and rejoin", d.Identity())
+	}
+	return &id, nil
+}
+
+// SaveIdentity writes node.json (0600).
+func (d Dir) SaveIdentity(id *Identity) error {
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode identity: %w", err)
+	}
+	return WriteFileAtomic(d.Identity(), append(b, '\n'), 0o600)
+}
+
+// TLS is the node's PEM material. Its fields match membership.Material.
+type TLS struct {
+	CACert, CAKey, Cert, Key []byte
+}
+
+// LoadTLS reads the node's certificate material; every file must exist.
+func (d Dir) LoadTLS() (*TLS, error) {
+	var m TLS
+	for _, f := range []struct {
+		path string
+		dst  *[]byte
+	}{{d.CACert(), &m.CACert}, {d.CAKey(), &m.CAKey}, {d.NodeCert(), &m.Cert}, {d.NodeKey(), &m.Key}} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("node certificate material: %w", err)
+		}
+		*f.dst = b
+	}
+	return &m, nil
+}
+
+// SaveTLS writes the node's certificate material: keys 0600, certificates
+// 0644.
+func (d Dir) SaveTLS(m *TLS) error {
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{d.CACert(), m.CACert, 0o644}, {d.CAKey(), m.CAKey, 0o600}, {d.NodeCert(), m.Cert, 0o644}, {d.NodeKey(), m.Key, 0o600}} {
+		if err := WriteFileAtomic(f.path, f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Admin are what the CLI needs to reach the admin API. Its fields match
+// membership.AdminCredentials.
+type Admin struct {
+	CACert, Cert, Key []byte
+	Token, Endpoint   string
+}
+
+// SaveAdmin writes the admin credentials, every file 0600 and the
+// directory 0700.
+func (d Dir) SaveAdmin(c Admin) error {
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"ca.crt", c.CACert}, {"admin.crt", c.Cert}, {"admin.key", c.Key}, {"token", []byte(c.Token + "\n")}, {"endpoint", []byte(c.Endpoint + "\n")}} {
+		if err := WriteFileAtomic(d.AdminFile(f.name), f.data, 0o600); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(d.AdminDir(), 0o700)
+}
+
+// AdminToken reads the admin token back, without its trailing newline.
+// The error names the file.
+func (d Dir) AdminToken() (string, error) {
+	b, err := os.ReadFile(d.AdminFile("token"))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n "), nil
+}
+
+// RemoveInit removes what create or join wrote (the Raft directory, the
+// TLS material, the admin credentials and the identity), so a node whose
+// initialisation failed can start again from scratch. It removes all it
+// can and returns the failures.
+func (d Dir) RemoveInit() error {
+	var errs []error
+	for _, p := range []string{d.RaftDir(), d.TLSDir(), d.AdminDir(), d.Identity()} {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,308 @@
+package nodedir
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func mode(t *testing.T, path string) fs.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// leftovers lists the temporary files WriteFileAtomic left in dir.
+func leftovers(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tmp []string
+	for _, e := range es {
+		if strings.HasPrefix(e.Name(), ".tmp-") {
+			tmp = append(tmp, e.Name())
+		}
+	}
+	return tmp
+}
+
+func TestWriteFileAtomicReplaces(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sub", "f.json")
+	if err := WriteFileAtomic(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, filepath.Dir(p)); m != 0o700 {
+		t.Errorf("created parent mode %v, want 0700", m)
+	}
+	if err := WriteFileAtomic(p, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "new" {
+		t.Fatalf("after rewrite: %q %v", b, err)
+	}
+	if m := mode(t, p); m != 0o644 {
+		t.Errorf("mode %v, want 0644", m)
+	}
+	if tmp := leftovers(t, filepath.Dir(p)); len(tmp) != 0 {
+		t.Errorf("temporary files left: %v", tmp)
+	}
+}
+
+// TestWriteFileAtomicFailureKeepsOld makes the final rename fail (the
+// target is a non-empty directory): the old content must stay whole and no
+// temporary file may be left behind.
+func TestWriteFileAtomicFailureKeepsOld(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := os.MkdirAll(filepath.Join(p, "keep"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteFileAtomic(p, []byte("new"), 0o600)
+	if err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("rename over a directory: %v, want an error naming %s", err, p)
+	}
+	if _, err := os.Stat(filepath.Join(p, "keep")); err != nil {
+		t.Errorf("old content lost: %v", err)
+	}
+	if tmp := leftovers(t, dir); len(tmp) != 0 {
+		t.Errorf("temporary files left: %v", tmp)
+	}
+
+	// A file whose parent cannot be created is refused before anything
+	// is written.
+	blocker := filepath.Join(dir, "plain")
+	if err := os.WriteFile(blocker, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(filepath.Join(blocker, "f"), []byte("new"), 0o600); err == nil {
+		t.Fatal("write under a regular file succeeded")
+	}
+	if b, _ := os.ReadFile(blocker); string(b) != "x" {
+		t.Errorf("blocker changed: %q", b)
+	}
+}
+
+func TestIdentityRoundTripAndMissing(t *testing.T) {
+	d := Dir(t.TempDir())
+	if id, err := d.LoadIdentity(); id != nil || err != nil {
+		t.Fatalf("no node.json: %v %v, want nil nil", id, err)
+	}
+	want := Identity{ClusterName: "c", ClusterID: "cid", NodeName: "n1", ReplicaID: 3, Role: "witness"}
+	if err := d.SaveIdentity(&want); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, d.Identity()); m != 0o600 {
+		t.Errorf("node.json mode %v, want 0600", m)
+	}
+	got, err := d.LoadIdentity()
+	if err != nil || got == nil || *got != want {
+		t.Fatalf("round trip: %+v %v, want %+v", got, err, want)
+	}
+	// The file format is the contract with older nodes: snake_case keys.
+	b, _ := os.ReadFile(d.Identity())
+	for _, k := range []string{`"cluster_name": "c"`, `"cluster_id": "cid"`, `"node_name": "n1"`, `"replica_id": 3`, `"role": "witness"`} {
+		if !bytes.Contains(b, []byte(k)) {
+			t.Errorf("node.json lacks %s:\n%s", k, b)
+		}
+	}
+}
+
+func TestIdentityCorruptOrIncomplete(t *testing.T) {
+	for _, c := range []struct{ name, content, want string }{
+		{"torn", `{"cluster_name": "c", "clus`, "is corrupt"},
+		{"not json", "\x00\x00\x00", "is corrupt"},
+		{"empty", "", "is corrupt"},
+		{"no cluster id", `{"node_name": "n1", "replica_id": 1}`, "is incomplete"},
+		{"no replica", `{"cluster_id": "x", "node_name": "n1"}`, "is incomplete"},
+		{"no node name", `{"cluster_id": "x", "replica_id": 1}`, "is incomplete"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := Dir(t.TempDir())
+			if err := os.WriteFile(d.Identity(), []byte(c.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			id, err := d.LoadIdentity()
+			if id != nil || err == nil {
+				t.Fatalf("got %+v %v, want an error", id, err)
+			}
+			for _, s := range []string{c.want, d.Identity(), "rejoin"} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q lacks %q", err, s)
+				}
+			}
+		})
+	}
+}
+
+func TestIdentityUnreadable(t *testing.T) {
+	d := Dir(t.TempDir())
+	// A directory where node.json should be: it exists but cannot be read.
+	if err := os.Mkdir(d.Identity(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := d.LoadIdentity(); id != nil || err == nil || !strings.Contains(err.Error(), "read node identity") {
+		t.Fatalf("unreadable node.json: %+v %v", id, err)
+	}
+}
+
+func TestTLSRoundTripAndModes(t *testing.T) {
+	d := Dir(t.TempDir())
+	if _, err := d.LoadTLS(); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("no material: %v, want not exist", err)
+	}
+	want := TLS{CACert: []byte("ca cert"), CAKey: []byte("ca key"), Cert: []byte("node cert"), Key: []byte("node key")}
+	if err := d.SaveTLS(&want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.LoadTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.CACert, want.CACert) || !bytes.Equal(got.CAKey, want.CAKey) || !bytes.Equal(got.Cert, want.Cert) || !bytes.Equal(got.Key, want.Key) {
+		t.Fatalf("round trip: %+v, want %+v", got, want)
+	}
+	for p, m := range map[string]fs.FileMode{d.CACert(): 0o644, d.CAKey(): 0o600, d.NodeCert(): 0o644, d.NodeKey(): 0o600, d.TLSDir(): 0o700} {
+		if got := mode(t, p); got != m {
+			t.Errorf("%s mode %v, want %v", p, got, m)
+		}
+	}
+	// One missing file is an error, not empty material.
+	if err := os.Remove(d.NodeKey()); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := d.LoadTLS(); m != nil || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing node.key: %v %v", m, err)
+	}
+}
+
+func TestAdminAndToken(t *testing.T) {
+	d := Dir(t.TempDir())
+	if _, err := d.AdminToken(); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("no token: %v", err)
+	}
+	c := Admin{CACert: []byte("ca"), Cert: []byte("crt"), Key: []byte("key"), Token: "tdma1.secret", Endpoint: "10.0.0.1:7443"}
+	if err := d.SaveAdmin(c); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"ca.crt": "ca", "admin.crt": "crt", "admin.key": "key", "token": "tdma1.secret\n", "endpoint": "10.0.0.1:7443\n"} {
+		b, err := os.ReadFile(d.AdminFile(name))
+		if err != nil || string(b) != want {
+			t.Errorf("admin/%s: %q %v, want %q", name, b, err, want)
+		}
+		if m := mode(t, d.AdminFile(name)); m != 0o600 {
+			t.Errorf("admin/%s mode %v, want 0600", name, m)
+		}
+	}
+	if m := mode(t, d.AdminDir()); m != 0o700 {
+		t.Errorf("admin mode %v, want 0700", m)
+	}
+	if tok, err := d.AdminToken(); err != nil || tok != "tdma1.secret" {
+		t.Fatalf("token: %q %v", tok, err)
+	}
+	// A token edited by hand (CRLF, trailing blank) still reads back.
+	if err := os.WriteFile(d.AdminFile("token"), []byte("tdma1.x \r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := d.AdminToken(); err != nil || tok != "tdma1.x" {
+		t.Fatalf("hand-edited token: %q %v", tok, err)
+	}
+}
+
+func TestRemoveInitKeepsTheRest(t *testing.T) {
+	d := Dir(t.TempDir())
+	if err := d.SaveIdentity(&Identity{ClusterID: "c", NodeName: "n", ReplicaID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SaveTLS(&TLS{CACert: []byte("a"), CAKey: []byte("b"), Cert: []byte("c"), Key: []byte("d")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SaveAdmin(Admin{Token: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(filepath.Join(d.RaftDir(), "log"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(d.VolumesFile(), []byte("[]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemoveInit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{d.Identity(), d.TLSDir(), d.AdminDir(), d.RaftDir()} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s still there: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(d.VolumesFile()); err != nil {
+		t.Errorf("volumes.json removed: %v", err)
+	}
+	if id, err := d.LoadIdentity(); id != nil || err != nil {
+		t.Errorf("identity after reset: %v %v", id, err)
+	}
+	// Nothing to remove is not an error.
+	if err := d.RemoveInit(); err != nil {
+		t.Errorf("second reset: %v", err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	d := Dir(filepath.Join(t.TempDir(), "new", "data"))
+	if err := d.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, string(d)); m != 0o700 {
+		t.Errorf("created data dir mode %v, want 0700", m)
+	}
+	es, _ := os.ReadDir(string(d))
+	if len(es) != 0 {
+		t.Errorf("check left files: %v", es)
+	}
+	// A path through a regular file cannot be a data directory.
+	file := filepath.Join(string(d), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Dir(filepath.Join(file, "data")).Check(); err == nil || !strings.HasPrefix(err.Error(), "data dir "+file) {
+		t.Fatalf("data dir under a file: %v", err)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		t.Skip("root writes to read-only directories")
+	}
+	ro := Dir(t.TempDir())
+	if err := os.Chmod(string(ro), 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(string(ro), 0o700) })
+	if err := ro.Check(); err == nil || !strings.Contains(err.Error(), "is not writable") || !errors.Is(err, fs.ErrPermission) {
+		t.Fatalf("read-only data dir: %v", err)
+	}
+}
+
+func TestLayout(t *testing.T) {
+	d := Dir("/var/lib/tandem")
+	for _, c := range [][2]string{
+		{d.Identity(), "/var/lib/tandem/node.json"}, {d.Socket(), "/var/lib/tandem/tandemd.sock"},
+		{d.NBDSocket(), "/var/lib/tandem/nbd.sock"}, {d.VolumesFile(), "/var/lib/tandem/volumes.json"},
+		{d.RaftDir(), "/var/lib/tandem/raft"}, {d.TLSDir(), "/var/lib/tandem/tls"},
+		{d.CACert(), "/var/lib/tandem/tls/ca.crt"}, {d.CAKey(), "/var/lib/tandem/tls/ca.key"},
+		{d.NodeCert(), "/var/lib/tandem/tls/node.crt"}, {d.NodeKey(), "/var/lib/tandem/tls/node.key"},
+		{d.AdminDir(), "/var/lib/tandem/admin"}, {d.AdminFile("token"), "/var/lib/tandem/admin/token"},
+	} {
+		if c[0] != c[1] {
+			t.Errorf("%s, want %s", c[0], c[1])
+		}
+	}
+}
