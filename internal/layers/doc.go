@@ -1,10 +1,11 @@
 // Package layers holds no code: its test enforces Tandem's package layering,
 // so that a forbidden import fails the build's tests instead of surviving
 // review. The rules, one table in layers_test.go, say which dependencies each
-// layer may never have, directly or through another package:
+// layer may never have, directly or through another package.
 //
 // Owner: the daemon maintainers.
 //
+// The rules:
 //   - the data path (blockstore, blockstore/nbd, replication and their
 //     helpers internal/bufpool, internal/workers, internal/batchwrite)
 //     depends on nothing above it: no Raft (dragonboat, consensus), no gRPC,
@@ -24,10 +25,12 @@
 //   - internal/units and internal/settings describe values: no gRPC, no Raft;
 //   - internal/metrics reads what it exports through small interfaces: no
 //     daemon, no gRPC, no compute;
-//   - the subsystems split out of the daemon (internal/membership) and what
-//     they share (internal/state, internal/apierr) depend on neither the
-//     daemon nor compute: they get what they need through state.State and
-//     small interfaces;
+//   - the subsystems split out of the daemon (internal/membership,
+//     internal/cluster, internal/volume, internal/recovery) and what they
+//     share (internal/state, internal/apierr) depend on neither the daemon
+//     nor compute: they get what they need through state.State and small
+//     interfaces; internal/vmm (which drives compute), internal/api and
+//     internal/peers may use compute or gRPC but never the daemon;
 //   - internal/daemon wires everything together, and only commands (cmd/)
 //     may import it.
 //
