@@ -27,7 +27,7 @@
 //     what rewrites its own Raft host or reads its files (the
 //     expected-votes override); the health report is internal/cluster's. The VM manager (libvirt,
 //     crash restarts, VM placement, migration, node maintenance) lives in
-//     internal/vmm; vmmdeps.go adapts the volume subsystem to it.
+//     internal/vmm; vmmdeps.go wires it (the volume manager as is).
 //     HA (self-fence lease, watchdog, failure detector, fence -> promote
 //     -> restart) lives in internal/recovery, over the Volumes and VMs of
 //     recoverydeps.go.
