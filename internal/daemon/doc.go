@@ -17,7 +17,8 @@
 // internal/apierr), internal/peers (connections to the other members),
 // internal/nodedir (the data directory's files), internal/metrics. Where
 // one subsystem needs another, it names a small interface and the daemon
-// adapts (volumedeps.go, vmmdeps.go, recoverydeps.go).
+// adapts (volumedeps.go, vmmdeps.go, recoverydeps.go); the VM manager takes
+// the volume manager as it is.
 //
 // Invariants:
 //   - it is the top of the layering (internal/layers): only cmd/ imports it,

@@ -2,14 +2,9 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/tandemhci/tandem/consensus"
-	"github.com/tandemhci/tandem/internal/placement"
 	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/vmm"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -106,29 +101,8 @@ func (r recoveryVMs) Domains(ctx context.Context) (recovery.Domains, error) {
 }
 
 func (r recoveryVMs) Place(ctx context.Context, name, dead string) (recovery.Placement, error) {
-	ms, err := r.d.vols.Catalog(ctx, true)
-	if err != nil {
-		return recovery.Placement{}, err
-	}
-	cur := ms.VMs[name]
-	if cur == nil || cur.Node != dead {
-		return recovery.Placement{}, fmt.Errorf("VM %s moved meanwhile", name)
-	}
-	cv := r.d.vms.View(ctx, ms)
-	// One VM at a time on fresh state: the earlier restarts are in ms, as
-	// placement.Recover plans them.
-	p := placement.Place(&cv.Placement, vmm.PlacementVM(cur), dead)
-	if p.Node == "" {
-		return recovery.Placement{}, status.Errorf(codes.FailedPrecondition, "no node can run %s safely: %s", name, p.Why())
-	}
-	out := recovery.Placement{VM: cur, Node: p.Node, State: ms}
-	for _, vol := range cur.Spec.Volumes {
-		if info := cv.Volumes[vol]; info != nil && info.Primary == p.Node {
-			continue
-		}
-		out.Promote = append(out.Promote, vol)
-	}
-	return out, nil
+	p, err := r.d.vms.PlanRestart(ctx, name, dead)
+	return recovery.Placement(p), err
 }
 
 func (r recoveryVMs) Start(ctx context.Context, p recovery.Placement) error {

@@ -6,10 +6,10 @@
 // paused on an I/O error and restarts VMs that stopped on their own.
 //
 // Owner: the compute maintainers. internal/daemon wires it: it builds one
-// Manager from the node's state.State and its volume subsystem (Volumes),
-// starts Run, and serves the admin VM API, the peer VM calls and node
-// maintenance as thin gRPC adapters over the Manager. HA recovery uses
-// Driver, View, PlacementVM and VMInfoOf.
+// Manager from the node's state.State and its volume subsystem (Volumes,
+// which *volume.Manager satisfies as is), starts Run, and serves the admin
+// VM API, the peer VM calls and node maintenance as thin gRPC adapters
+// over the Manager. HA recovery uses Driver, PlanRestart and VMInfoOf.
 //
 // Invariants:
 //   - it holds no *daemon.Daemon and does not import internal/daemon; what

@@ -110,8 +110,7 @@ func (m *Manager) ours(ms *consensus.MetaState, name string) bool {
 		return false
 	}
 	for _, vol := range v.Spec.Volumes {
-		lv, err := m.vols.Local(vol)
-		if err != nil || lv == nil || !lv.ServingPrimary() {
+		if ok, err := m.holds(vol); err != nil || !ok || !m.vols.ServingPrimary(vol) {
 			return false
 		}
 	}
@@ -232,21 +231,21 @@ func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket string) compute.VMSp
 func (m *Manager) waitPrimary(ctx context.Context, vols []string) error {
 	self := m.self()
 	for _, name := range vols {
-		lv, err := m.vols.Local(name)
+		ok, err := m.holds(name)
 		if err != nil {
 			return err
 		}
-		if lv == nil {
+		if !ok {
 			return status.Errorf(codes.FailedPrecondition, "node %s holds no replica of volume %s", self, name)
 		}
-		for !lv.ServingPrimary() {
-			lv.Reconcile()
-			if lv.ServingPrimary() {
+		for !m.vols.ServingPrimary(name) {
+			m.vols.Reconcile(name)
+			if m.vols.ServingPrimary(name) {
 				break
 			}
 			select {
 			case <-ctx.Done():
-				if r := lv.Record(); r != nil {
+				if r := m.vols.Record(name); r != nil {
 					return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s (%s is, epoch %d); a VM runs only where its volumes' primary is", self, name, r.Primary, r.Epoch)
 				}
 				return status.Errorf(codes.FailedPrecondition, "volume %s is not ready on %s", name, self)

@@ -37,7 +37,7 @@ func TestOurs(t *testing.T) {
 		t.Error("ours(web) without a replica of b")
 	}
 	w.vols.local["b"] = &fakeLocal{serving: true}
-	w.vols.localErr = status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	w.meta = nil // out of a cluster: volumes do not run
 	if m.ours(w.ms, "web") {
 		t.Error("ours(web) while volumes do not run")
 	}
@@ -64,8 +64,9 @@ func TestWaitPrimary(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "node n1 holds no replica of volume c") {
 		t.Errorf("no replica: %v", err)
 	}
-	w.vols.localErr = status.Error(codes.FailedPrecondition, "volumes are not running on this node")
-	if err := m.waitPrimary(t.Context(), []string{"a"}); err != w.vols.localErr {
+	w.meta = nil // out of a cluster: volumes do not run
+	err = m.waitPrimary(t.Context(), []string{"a"})
+	if s := status.Convert(err); s.Code() != codes.FailedPrecondition || s.Message() != "volumes are not running on this node" {
 		t.Errorf("volumes off: %v", err)
 	}
 }

@@ -50,7 +50,8 @@ func (j *journal) count(prefix string) int {
 }
 
 // fakeVolumes is the volume subsystem: the catalog is the world's state;
-// creates fail for the names in failCreate.
+// creates fail for the names in failCreate; local holds this node's
+// replicas.
 type fakeVolumes struct {
 	w          *world
 	failCreate map[string]error
@@ -58,7 +59,6 @@ type fakeVolumes struct {
 	placeErr   map[int]error
 	show       map[string]*tandemv1.VolumeInfo
 	local      map[string]*fakeLocal
-	localErr   error
 }
 
 func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaState, error) {
@@ -68,26 +68,26 @@ func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaSta
 	return f.w.ms, nil
 }
 
-func (f *fakeVolumes) Create(_ context.Context, req *tandemv1.CreateVolumeRequest) error {
+func (f *fakeVolumes) Create(_ context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error) {
 	f.w.j.add("volume create %s %v", req.Name, req.Nodes)
 	if err := f.failCreate[req.Name]; err != nil {
-		return err
-	}
-	f.w.ms.Volumes[req.Name] = &consensus.VolumeEntry{Name: req.Name, Size: req.SizeBytes}
-	return nil
-}
-
-func (f *fakeVolumes) Delete(_ context.Context, name string) error {
-	f.w.j.add("volume delete %s", name)
-	delete(f.w.ms.Volumes, name)
-	return nil
-}
-
-func (f *fakeVolumes) Place(_ context.Context, _ *consensus.MetaState, _ int64, replicas int) ([]string, error) {
-	if err := f.placeErr[replicas]; err != nil {
 		return nil, err
 	}
-	return f.place[:min(replicas, len(f.place))], nil
+	f.w.ms.Volumes[req.Name] = &consensus.VolumeEntry{Name: req.Name, Size: req.SizeBytes}
+	return &tandemv1.VolumeInfo{Name: req.Name}, nil
+}
+
+func (f *fakeVolumes) Delete(_ context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error) {
+	f.w.j.add("volume delete %s", req.Name)
+	delete(f.w.ms.Volumes, req.Name)
+	return &tandemv1.DeleteVolumeResponse{}, nil
+}
+
+func (f *fakeVolumes) Place(_ context.Context, _ *consensus.MetaState, _ int64, replicas int, _ []string) ([]string, string, error) {
+	if err := f.placeErr[replicas]; err != nil {
+		return nil, "", err
+	}
+	return f.place[:min(replicas, len(f.place))], "", nil
 }
 
 func (f *fakeVolumes) Show(_ context.Context, name string, _ time.Duration) (*tandemv1.VolumeInfo, error) {
@@ -97,17 +97,31 @@ func (f *fakeVolumes) Show(_ context.Context, name string, _ time.Duration) (*ta
 	return nil, status.Error(codes.Unavailable, "no replica answered")
 }
 
-func (f *fakeVolumes) Local(name string) (LocalVolume, error) {
-	if f.localErr != nil {
-		return nil, f.localErr
-	}
-	if l, ok := f.local[name]; ok {
-		return l, nil
-	}
-	return nil, nil
+func (f *fakeVolumes) NBDSocket() string { return "/data/nbd.sock" }
+
+func (f *fakeVolumes) Holds(name string) bool { return f.local[name] != nil }
+
+func (f *fakeVolumes) ServingPrimary(name string) bool {
+	l := f.local[name]
+	return l != nil && l.ServingPrimary()
 }
 
-func (f *fakeVolumes) NBDSocket() string { return "/data/nbd.sock" }
+func (f *fakeVolumes) Reconcile(name string) {
+	if l := f.local[name]; l != nil {
+		l.Reconcile()
+	}
+}
+
+func (f *fakeVolumes) Record(name string) *consensus.VolumeRecord {
+	if l := f.local[name]; l != nil {
+		return l.rec
+	}
+	return nil
+}
+
+func (f *fakeVolumes) AllowDual(context.Context, string, string) error { return nil }
+func (f *fakeVolumes) EndDual(context.Context, string, string) error   { return nil }
+func (f *fakeVolumes) Handover(context.Context, string, string) error  { return nil }
 
 // fakeLocal is a local replica; it becomes primary after becomeAfter
 // reconciles (never when negative).
@@ -134,11 +148,6 @@ func (l *fakeLocal) Reconcile() {
 		l.serving = true
 	}
 }
-
-func (l *fakeLocal) Record() *consensus.VolumeRecord         { return l.rec }
-func (l *fakeLocal) AllowDual(context.Context, string) error { return nil }
-func (l *fakeLocal) EndDual(context.Context, string) error   { return nil }
-func (l *fakeLocal) Handover(context.Context, string) error  { return nil }
 
 // fakeMeta is the metadata client over the world's state.
 type fakeMeta struct {
@@ -318,5 +327,11 @@ func (w *world) manager() *Manager {
 		Events: func(_ context.Context, e consensus.Event) { w.j.add("event %s %s", e.Kind, e.VM) },
 		Fence:  w.fence,
 	}
-	return New(Config{State: st, Volumes: w.vols, Meta: func() Meta { return w.meta }, Peers: fakePeers{w}, Background: context.Background()})
+	metaf := func() Meta {
+		if w.meta == nil { // out of a cluster: a nil interface
+			return nil
+		}
+		return w.meta
+	}
+	return New(Config{State: st, Volumes: w.vols, Meta: metaf, Peers: fakePeers{w}, Background: context.Background()})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/placement"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -130,36 +131,30 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	if !target.Available {
 		return status.Errorf(codes.FailedPrecondition, "target %s cannot run VMs: %s", req.To, target.Reason)
 	}
-	type local struct {
-		name string
-		lv   LocalVolume
-	}
-	var lvs []local
 	for _, name := range vm.Volumes {
-		lv, err := m.vols.Local(name)
+		ok, err := m.holds(name)
 		if err != nil {
 			return err
 		}
-		if lv == nil || !lv.ServingPrimary() {
+		if !ok || !m.vols.ServingPrimary(name) {
 			return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s", self, name)
 		}
-		lvs = append(lvs, local{name, lv})
 	}
 	closeWindows := func(reason string) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		for _, l := range lvs {
-			if err := l.lv.EndDual(cctx, reason); err != nil {
-				m.st.Log.Error("cannot close the migration window", "volume", l.name, "err", err)
+		for _, name := range vm.Volumes {
+			if err := m.vols.EndDual(cctx, name, reason); err != nil {
+				m.st.Log.Error("cannot close the migration window", "volume", name, "err", err)
 			}
 		}
 	}
 	// I5 steps 1-2: the shard refuses a target that is not UpToDate.
 	send(&tandemv1.MigrateProgress{Phase: "preparing", Message: "allowing " + req.To + " to open the volumes"})
-	for _, l := range lvs {
-		if err := l.lv.AllowDual(ctx, req.To); err != nil {
+	for _, name := range vm.Volumes {
+		if err := m.vols.AllowDual(ctx, name, req.To); err != nil {
 			closeWindows("migration refused")
-			return err
+			return apierr.From(fmt.Errorf("volume %s: %w", name, err))
 		}
 	}
 	dest := m.domainSpec(vm, target.NbdSocket)
@@ -187,9 +182,9 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		m.st.Log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
 	}
 	send(&tandemv1.MigrateProgress{Phase: "handover", Message: "committing " + req.To + " as primary"})
-	for _, l := range lvs {
-		if err := l.lv.Handover(context.WithoutCancel(ctx), req.To); err != nil {
-			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, l.name, err)
+	for _, name := range vm.Volumes {
+		if err := m.vols.Handover(context.WithoutCancel(ctx), name, req.To); err != nil {
+			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, name, err)
 		}
 	}
 	meta, err := m.meta()

@@ -18,46 +18,44 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-// Volumes is what the VM manager asks of the volume subsystem.
+// Volumes is what the VM manager asks of the volume subsystem;
+// *volume.Manager satisfies it. Errors are status errors.
 type Volumes interface {
 	// Catalog is the metadata: with fresh, read through the metadata
 	// shard's leader (quorum needed), otherwise this node's copy.
 	Catalog(ctx context.Context, fresh bool) (*consensus.MetaState, error)
-	// Create creates a volume ('tandem volume create'); the error is a
-	// status error.
-	Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) error
+	// Create creates a volume ('tandem volume create').
+	Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error)
 	// Delete deletes a volume ('tandem volume delete').
-	Delete(ctx context.Context, name string) error
-	// Place picks the nodes for a new volume's replicas of size bytes.
-	Place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int) ([]string, error)
+	Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error)
+	// Place picks the nodes for a new volume's replicas of size bytes
+	// (want, when given, are the nodes asked for).
+	Place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int, want []string) ([]string, string, error)
 	// Show is a volume as its replicas report it, each asked within timeout.
 	Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error)
-	// Local is this node's data replica of the volume name, nil when the
-	// node holds none (or only a witness). The error is a status error
-	// (FailedPrecondition) while volumes do not run on this node.
-	Local(name string) (LocalVolume, error)
 	// NBDSocket is the path of this node's NBD socket, where the VMs it
 	// runs open their disks.
 	NBDSocket() string
-}
 
-// LocalVolume is this node's replica of one volume.
-type LocalVolume interface {
-	// ServingPrimary reports whether this node serves the volume as the
-	// primary of its record's current epoch.
-	ServingPrimary() bool
-	// Reconcile applies the volume's record now, without waiting for the
-	// next change.
-	Reconcile()
-	// Record is the volume's record as last seen here, nil before any.
-	Record() *consensus.VolumeRecord
-	// AllowDual opens the migration window for target, as the primary.
-	// Its error is a status error naming the volume.
-	AllowDual(ctx context.Context, target string) error
+	// This node's replica of volume name:
+
+	// Holds reports whether this node holds a data replica (not a
+	// witness) of it.
+	Holds(name string) bool
+	// ServingPrimary reports whether this node serves it as the primary
+	// of its record's current epoch.
+	ServingPrimary(name string) bool
+	// Reconcile applies its record now, without waiting for the next
+	// change.
+	Reconcile(name string)
+	// Record is its record as last seen here, nil before any.
+	Record(name string) *consensus.VolumeRecord
+	// AllowDual opens its migration window for target, as the primary.
+	AllowDual(ctx context.Context, name, target string) error
 	// EndDual closes an unused migration window, as the primary.
-	EndDual(ctx context.Context, reason string) error
+	EndDual(ctx context.Context, name, reason string) error
 	// Handover makes target the single primary (docs/design.md I5).
-	Handover(ctx context.Context, target string) error
+	Handover(ctx context.Context, name, target string) error
 }
 
 // Meta is the metadata client as the VM manager uses it; *consensus.Meta
@@ -144,6 +142,15 @@ func (m *Manager) metaLocal() (*consensus.MetaState, error) {
 		return nil, apierr.FromMeta(err)
 	}
 	return ms, nil
+}
+
+// holds reports whether this node holds a data replica of volume name;
+// volumes run only while the node is in a cluster.
+func (m *Manager) holds(name string) (bool, error) {
+	if m.metaf() == nil {
+		return false, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
+	}
+	return m.vols.Holds(name), nil
 }
 
 // fresh is the metadata read with quorum, for decisions.

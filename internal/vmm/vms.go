@@ -187,7 +187,7 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 	var created []string
 	cleanup := func() {
 		for _, v := range created {
-			if err := m.vols.Delete(context.WithoutCancel(ctx), v); err != nil {
+			if _, err := m.vols.Delete(context.WithoutCancel(ctx), &tandemv1.DeleteVolumeRequest{Name: v}); err != nil {
 				m.st.Log.Warn("cleanup of a VM disk failed", "volume", v, "err", err)
 			}
 		}
@@ -207,7 +207,7 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 			}
 			vreq.Nodes = nodes
 		}
-		if err := m.vols.Create(ctx, vreq); err != nil {
+		if _, err := m.vols.Create(ctx, vreq); err != nil {
 			cleanup()
 			return nil, status.Errorf(status.Code(err), "disk %d: %s", i, grpcMessage(err))
 		}
@@ -240,9 +240,9 @@ func (m *Manager) diskNodes(ctx context.Context, ms *consensus.MetaState, node s
 	if replicas == 0 {
 		replicas = 2
 	}
-	auto, err := m.vols.Place(ctx, ms, dk.SizeBytes, min(replicas+1, 3))
+	auto, _, err := m.vols.Place(ctx, ms, dk.SizeBytes, min(replicas+1, 3), nil)
 	if err != nil {
-		auto, err = m.vols.Place(ctx, ms, dk.SizeBytes, replicas)
+		auto, _, err = m.vols.Place(ctx, ms, dk.SizeBytes, replicas, nil)
 		if err != nil {
 			return nil, err
 		}

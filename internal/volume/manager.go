@@ -106,6 +106,10 @@ func New(ctx context.Context, c Config) *Manager {
 
 func (m *Manager) self() string { return m.st.Node.Name }
 
+// NBDSocket is the path of this node's NBD socket, where local clients
+// (the VMs it runs) open the volumes.
+func (m *Manager) NBDSocket() string { return m.nbdSocket }
+
 // metaLocal is this replica's metadata, or the status error an API call
 // gives while the node is not in a cluster.
 func (m *Manager) metaLocal() (*consensus.MetaState, error) {

@@ -1,0 +1,70 @@
+package vmm
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// TestPlanRestart: a dead node's VM restarts on a node that can run it,
+// on fresh state; only the volumes whose primary is not there yet are
+// promoted; a VM that moved meanwhile, or that no node can run, is refused.
+func TestPlanRestart(t *testing.T) {
+	setup := func() *world {
+		w := newWorld()
+		delete(w.compute, "n2") // dead
+		up := tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
+		for _, v := range []struct{ name, primary string }{{"db-a", "n3"}, {"db-b", "n2"}} {
+			w.ms.Volumes[v.name] = &consensus.VolumeEntry{Name: v.name}
+			w.vols.show[v.name] = &tandemv1.VolumeInfo{Name: v.name, Primary: v.primary, Replicas: []*tandemv1.VolumeReplica{
+				{Node: "n2", State: up}, {Node: "n3", State: up},
+			}}
+		}
+		w.ms.VMs["db"] = &consensus.VMRecord{Name: "db", Node: "n2", Desired: consensus.VMStarted,
+			Spec: consensus.VMSpecRecord{MemoryMiB: 512, Volumes: []string{"db-a", "db-b"}}}
+		return w
+	}
+
+	w := setup()
+	p, err := w.manager().PlanRestart(t.Context(), "db", "n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Node != "n3" || p.VM != w.ms.VMs["db"] || p.State != w.ms {
+		t.Errorf("plan: node %s, VM %v, state %p; want n3, the record, the catalog", p.Node, p.VM, p.State)
+	}
+	// db-a's primary is on n3 already (promoted before the last try).
+	if want := []string{"db-b"}; !slices.Equal(p.Promote, want) {
+		t.Errorf("promote %v, want %v", p.Promote, want)
+	}
+	if got := w.j.list(); len(got) != 0 {
+		t.Errorf("planning changed something: %q", got)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		setup func(w *world)
+		code  codes.Code
+		msg   string
+	}{
+		{"moved meanwhile", func(w *world) { w.ms.VMs["db"].Node = "n1" }, codes.Unknown, "VM db moved meanwhile"},
+		{"deleted meanwhile", func(w *world) { delete(w.ms.VMs, "db") }, codes.Unknown, "VM db moved meanwhile"},
+		{"no node", func(w *world) { w.ms.Nodes["n3"].Maintenance = true }, codes.FailedPrecondition, "no node can run db safely"},
+		{"no quorum", func(w *world) { w.quorate = false }, codes.FailedPrecondition, "no quorum"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := setup()
+			tc.setup(w)
+			_, err := w.manager().PlanRestart(t.Context(), "db", "n2")
+			if err == nil || status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("got %v, want %v containing %q", err, tc.code, tc.msg)
+			}
+		})
+	}
+}
