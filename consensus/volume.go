@@ -321,13 +321,11 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		m.event(c, fmt.Sprintf("promoted %s (was %s)", c.Peer, old))
 		return nil
 	case volAllowDual:
-		if err := m.guardPrimary(c); err != nil {
+		rr, err := m.guardedPeer(c)
+		if err != nil {
 			return err
 		}
-		rr, ok := r.Replicas[c.Peer]
 		switch {
-		case !ok:
-			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
 		case c.Peer == r.Primary:
 			return fmt.Errorf("%w: %s is already the primary", ErrBadTransition, c.Peer)
 		case rr.State != UpToDate:
@@ -351,13 +349,11 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		r.MigrationTarget = ""
 		return nil
 	case volHandover:
-		if err := m.guardPrimary(c); err != nil {
+		rr, err := m.guardedPeer(c)
+		if err != nil {
 			return err
 		}
-		rr, ok := r.Replicas[c.Peer]
 		switch {
-		case !ok:
-			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
 		case r.MigrationTarget != c.Peer:
 			return fmt.Errorf("%w: no migration to %s is open", ErrBadTransition, c.Peer)
 		case rr.State != UpToDate:
