@@ -191,6 +191,19 @@ func (m *volumeSM) event(c *VolumeCommand, what string) {
 	}
 }
 
+// guardedPeer checks c as guardPrimary does, then returns the replica c
+// names in Peer.
+func (m *volumeSM) guardedPeer(c *VolumeCommand) (*ReplicaRecord, error) {
+	if err := m.guardPrimary(c); err != nil {
+		return nil, err
+	}
+	rr, ok := m.r.Replicas[c.Peer]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
+	}
+	return rr, nil
+}
+
 // guardPrimary checks that a command comes from the current epoch's primary.
 func (m *volumeSM) guardPrimary(c *VolumeCommand) error {
 	if c.Epoch != m.r.Epoch {
@@ -234,12 +247,9 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		m.event(c, fmt.Sprintf("created with primary %s", n.Primary))
 		return nil
 	case volOutdate:
-		if err := m.guardPrimary(c); err != nil {
+		rr, err := m.guardedPeer(c)
+		if err != nil {
 			return err
-		}
-		rr, ok := r.Replicas[c.Peer]
-		if !ok {
-			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
 		}
 		if c.Peer == r.Primary {
 			return fmt.Errorf("%w: the primary cannot outdate itself", ErrBadTransition)
@@ -255,12 +265,9 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		m.event(c, fmt.Sprintf("%s %s -> %s", c.Peer, prev, rr.State))
 		return nil
 	case volSetState:
-		if err := m.guardPrimary(c); err != nil {
+		rr, err := m.guardedPeer(c)
+		if err != nil {
 			return err
-		}
-		rr, ok := r.Replicas[c.Peer]
-		if !ok {
-			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
 		}
 		if rr.State == c.State {
 			if c.State == UpToDate && rr.Reconcile {
@@ -314,13 +321,11 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		m.event(c, fmt.Sprintf("promoted %s (was %s)", c.Peer, old))
 		return nil
 	case volAllowDual:
-		if err := m.guardPrimary(c); err != nil {
+		rr, err := m.guardedPeer(c)
+		if err != nil {
 			return err
 		}
-		rr, ok := r.Replicas[c.Peer]
 		switch {
-		case !ok:
-			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
 		case c.Peer == r.Primary:
 			return fmt.Errorf("%w: %s is already the primary", ErrBadTransition, c.Peer)
 		case rr.State != UpToDate:
@@ -344,13 +349,11 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		r.MigrationTarget = ""
 		return nil
 	case volHandover:
-		if err := m.guardPrimary(c); err != nil {
+		rr, err := m.guardedPeer(c)
+		if err != nil {
 			return err
 		}
-		rr, ok := r.Replicas[c.Peer]
 		switch {
-		case !ok:
-			return fmt.Errorf("%w: %s", ErrNotReplica, c.Peer)
 		case r.MigrationTarget != c.Peer:
 			return fmt.Errorf("%w: no migration to %s is open", ErrBadTransition, c.Peer)
 		case rr.State != UpToDate:

@@ -87,3 +87,16 @@ func FenceAny(ctx context.Context, agents ...Fencer) (Result, error) {
 	}
 	return last, errors.Join(errs...)
 }
+
+// fenceResult completes res, the outcome of a power-off that ended with
+// err: confirmed off when err is nil, else not confirmed, with err as the
+// detail.
+func fenceResult(res Result, err error) (Result, error) {
+	res.At = time.Now()
+	if err != nil {
+		res.Detail = err.Error()
+		return res, fmt.Errorf("%w: %w", ErrNotConfirmed, err)
+	}
+	res.Confirmed, res.PowerOff = true, true
+	return res, nil
+}

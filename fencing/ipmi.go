@@ -207,13 +207,7 @@ func (a *ipmiAgent) Fence(ctx context.Context) (Result, error) {
 		res.Detail = "BMC reports power off"
 		return nil
 	})
-	res.At = time.Now()
-	if err != nil {
-		res.Detail = err.Error()
-		return res, fmt.Errorf("%w: %w", ErrNotConfirmed, err)
-	}
-	res.Confirmed, res.PowerOff = true, true
-	return res, nil
+	return fenceResult(res, err)
 }
 
 // Status reads the chassis power state; on any error it is PowerUnknown.

@@ -345,6 +345,20 @@ func (a *redfishAgent) systemRef(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("no systems in %s", root.Systems.ID)
 }
 
+// findSystem discovers the system and reads it, errors wrapped as the
+// agent reports them.
+func (a *redfishAgent) findSystem(ctx context.Context) (string, computerSystem, error) {
+	ref, err := a.systemRef(ctx)
+	if err != nil {
+		return "", computerSystem{}, a.wrap("discover system", err)
+	}
+	cs, err := a.readSystem(ctx, ref)
+	if err != nil {
+		return "", computerSystem{}, a.wrap("read system", err)
+	}
+	return ref, cs, nil
+}
+
 func (a *redfishAgent) readSystem(ctx context.Context, ref string) (computerSystem, error) {
 	var cs computerSystem
 	err := a.request(ctx, http.MethodGet, ref, nil, &cs)
@@ -408,13 +422,9 @@ func (a *redfishAgent) waitPower(ctx context.Context, ref, want string) error {
 func (a *redfishAgent) Fence(ctx context.Context) (Result, error) {
 	res := Result{Agent: a.Name()}
 	err := a.do(ctx, func(ctx context.Context) error {
-		ref, err := a.systemRef(ctx)
+		ref, cs, err := a.findSystem(ctx)
 		if err != nil {
-			return a.wrap("discover system", err)
-		}
-		cs, err := a.readSystem(ctx, ref)
-		if err != nil {
-			return a.wrap("read system", err)
+			return err
 		}
 		if err := a.reset(ctx, ref, cs, redfishForceOff); err != nil {
 			// Many BMCs refuse ForceOff when already off; only a fresh
@@ -431,26 +441,16 @@ func (a *redfishAgent) Fence(ctx context.Context) (Result, error) {
 		res.Detail = "BMC reports PowerState Off"
 		return nil
 	})
-	res.At = time.Now()
-	if err != nil {
-		res.Detail = err.Error()
-		return res, fmt.Errorf("%w: %w", ErrNotConfirmed, err)
-	}
-	res.Confirmed, res.PowerOff = true, true
-	return res, nil
+	return fenceResult(res, err)
 }
 
 // Status reads PowerState; on any error it is PowerUnknown.
 func (a *redfishAgent) Status(ctx context.Context) (PowerState, error) {
 	ps := PowerUnknown
 	err := a.do(ctx, func(ctx context.Context) error {
-		ref, err := a.systemRef(ctx)
+		_, cs, err := a.findSystem(ctx)
 		if err != nil {
-			return a.wrap("discover system", err)
-		}
-		cs, err := a.readSystem(ctx, ref)
-		if err != nil {
-			return a.wrap("read system", err)
+			return err
 		}
 		ps, err = powerState(cs.PowerState)
 		if err != nil {
@@ -467,13 +467,9 @@ func (a *redfishAgent) Status(ctx context.Context) (PowerState, error) {
 // Unfence sends ResetType "On" and waits until PowerState is "On".
 func (a *redfishAgent) Unfence(ctx context.Context) error {
 	return a.do(ctx, func(ctx context.Context) error {
-		ref, err := a.systemRef(ctx)
+		ref, cs, err := a.findSystem(ctx)
 		if err != nil {
-			return a.wrap("discover system", err)
-		}
-		cs, err := a.readSystem(ctx, ref)
-		if err != nil {
-			return a.wrap("read system", err)
+			return err
 		}
 		if cs.PowerState == redfishOn {
 			return nil

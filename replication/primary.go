@@ -195,10 +195,10 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	return p, nil
 }
 
-func (p *Primary) replayActivity(ranges [][2]int64) {
-	defer p.wg.Done()
+// stopContext is a context that ends when the primary starts stopping, or
+// when cancel is called.
+func (p *Primary) stopContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	go func() {
 		select {
 		case <-p.stopping:
@@ -206,6 +206,13 @@ func (p *Primary) replayActivity(ranges [][2]int64) {
 		case <-ctx.Done():
 		}
 	}()
+	return ctx, cancel
+}
+
+func (p *Primary) replayActivity(ranges [][2]int64) {
+	defer p.wg.Done()
+	ctx, cancel := p.stopContext()
+	defer cancel()
 	p.mu.Lock()
 	var names []string
 	for _, pe := range p.peers {

@@ -12,15 +12,8 @@ import (
 // regions in its dirty bitmap while new writes keep flowing to it, flush,
 // commit UpToDate. Only the dirty set crosses the network (I4).
 func (p *Primary) resync(pe *peer) error {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := p.stopContext()
 	defer cancel()
-	go func() {
-		select {
-		case <-p.stopping:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	ack, err := p.connectAck(ctx, pe)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -524,17 +525,8 @@ func replicaSummary(info *tandemv1.VolumeInfo) string {
 }
 
 func stateName(s tandemv1.ReplicaState) string {
-	switch s {
-	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
-		return "UpToDate"
-	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
-		return "Outdated"
-	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
-		return "Inconsistent"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
-		return "SyncSource"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
-		return "SyncTarget"
+	if name, ok := apinames.ReplicaState(s); ok {
+		return name
 	}
 	return s.String()
 }

@@ -398,9 +398,27 @@ func TestExpectedVotesWithFlag(t *testing.T) {
 	}
 }
 
+// wantUsageErrors runs each command line against the daemon in dir: each
+// must exit 2 with a usage message, and none may reach f.
+func wantUsageErrors(t *testing.T, dir string, f *fakeDaemon, lines [][]string) {
+	t.Helper()
+	for _, args := range lines {
+		r := runCLI(t, "", append([]string{"--data-dir", dir}, args...)...)
+		if r.code != 2 {
+			t.Errorf("%q: exit %d, want 2; stderr %q", args, r.code, r.stderr)
+		}
+		if !strings.HasPrefix(r.stderr, "tandem: ") || !strings.Contains(r.stderr, "--help' for usage") {
+			t.Errorf("%q: stderr %q", args, r.stderr)
+		}
+	}
+	if calls := f.recorded(); len(calls) != 0 {
+		t.Errorf("usage errors reached the daemon: %v", calls)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	dir, f := startDaemon(t)
-	for _, args := range [][]string{
+	wantUsageErrors(t, dir, f, [][]string{
 		{"bogus"},
 		{"cluster", "bogus"},
 		{"--bogus", "cluster", "status"},
@@ -416,18 +434,7 @@ func TestUsageErrors(t *testing.T) {
 		{"cluster", "join", "10.0.0.1:7000", "--token", "a", "--token-file", "b"},
 		{"cluster", "token", "--ttl", "-1s"},
 		{"cluster", "token", "--ttl", "200h"},
-	} {
-		r := runCLI(t, "", append([]string{"--data-dir", dir}, args...)...)
-		if r.code != 2 {
-			t.Errorf("%q: exit %d, want 2; stderr %q", args, r.code, r.stderr)
-		}
-		if !strings.HasPrefix(r.stderr, "tandem: ") || !strings.Contains(r.stderr, "--help' for usage") {
-			t.Errorf("%q: stderr %q", args, r.stderr)
-		}
-	}
-	if calls := f.recorded(); len(calls) != 0 {
-		t.Errorf("usage errors reached the daemon: %v", calls)
-	}
+	})
 }
 
 func TestHelpIsNotAnError(t *testing.T) {

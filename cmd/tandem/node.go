@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -46,28 +47,15 @@ balanced moves VMs back to even out the load, the default "stay" leaves them.`,
 			default:
 				return usageErrorf("want enable or disable, not %q", args[0])
 			}
-			c, err := a.dial(cmd, migrateTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Node.Maintenance(cmd.Context(), &tandemv1.NodeMaintenanceRequest{Name: args[1], Enable: enable, Failback: failback, Force: force})
-			if err != nil {
-				return err
-			}
-			var last *tandemv1.NodeMaintenanceProgress
-			for {
-				p, err := st.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				last = p
+			last, err := streamAdmin(a, cmd, migrateTimeout, func(ctx context.Context, c *adminclient.Client) (grpc.ServerStreamingClient[tandemv1.NodeMaintenanceProgress], error) {
+				return c.Node.Maintenance(ctx, &tandemv1.NodeMaintenanceRequest{Name: args[1], Enable: enable, Failback: failback, Force: force})
+			}, func(p *tandemv1.NodeMaintenanceProgress) {
 				if p.Node == nil {
 					fmt.Fprintln(a.stderr, p.Message)
 				}
+			})
+			if err != nil {
+				return err
 			}
 			if last == nil || last.Node == nil {
 				return errors.New("maintenance change ended without a result; check 'tandem node list'")

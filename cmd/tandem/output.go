@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -264,4 +265,28 @@ func recvAll[T any](ctx context.Context, recv func() (T, error), each func(T) er
 			return err
 		}
 	}
+}
+
+// streamAdmin dials with the global flags, opens one server stream and
+// hands each of its messages to each; it returns the last one (nil if none
+// came). Unlike recvAll's callers, it wants the stream's result, so an
+// interrupt is an error, not a normal end.
+func streamAdmin[M any](a *app, cmd *cobra.Command, timeout time.Duration, open func(context.Context, *adminclient.Client) (grpc.ServerStreamingClient[M], error), each func(*M)) (*M, error) {
+	c, err := a.dial(cmd, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	st, err := open(cmd.Context(), c)
+	if err != nil {
+		return nil, err
+	}
+	var last *M
+	// context.Background: only the stream's end (EOF) is a normal end.
+	err = recvAll(context.Background(), st.Recv, func(m *M) error {
+		last = m
+		each(m)
+		return nil
+	})
+	return last, err
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -383,27 +384,11 @@ func newVMMigrateCmd(a *app) *cobra.Command {
 		Short: "Live-migrate a VM, handing its volumes over to the target",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, migrateTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.VM.Migrate(cmd.Context(), &tandemv1.MigrateVMRequest{Name: args[0], To: to, MaxDowntimeMs: downtime, BandwidthMibps: bandwidth})
-			if err != nil {
-				return err
-			}
 			out := newProgressOutput(a.stderr, isTerminalWriter(a.stderr))
 			defer out.finish()
-			var last *tandemv1.MigrateProgress
-			for {
-				p, err := st.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				last = p
+			last, err := streamAdmin(a, cmd, migrateTimeout, func(ctx context.Context, c *adminclient.Client) (grpc.ServerStreamingClient[tandemv1.MigrateProgress], error) {
+				return c.VM.Migrate(ctx, &tandemv1.MigrateVMRequest{Name: args[0], To: to, MaxDowntimeMs: downtime, BandwidthMibps: bandwidth})
+			}, func(p *tandemv1.MigrateProgress) {
 				switch p.Phase {
 				case "migrating":
 					if p.MemoryTotal > 0 {
@@ -413,6 +398,9 @@ func newVMMigrateCmd(a *app) *cobra.Command {
 				default:
 					out.note(fmt.Sprintf("%s: %s", p.Phase, p.Message))
 				}
+			})
+			if err != nil {
+				return err
 			}
 			out.finish()
 			if last == nil || last.Phase != "done" {

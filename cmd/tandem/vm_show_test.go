@@ -48,3 +48,44 @@ func TestVMShowHAAndUptime(t *testing.T) {
 		t.Errorf("vm list filtered: %q", r.stdout)
 	}
 }
+
+type fakeHA struct {
+	tandemv1.UnimplementedHAServer
+	resp *tandemv1.HAStatusResponse
+}
+
+func (f *fakeHA) Status(context.Context, *tandemv1.HAStatusRequest) (*tandemv1.HAStatusResponse, error) {
+	return f.resp, nil
+}
+
+// TestHAStatusTable: the VM table has a DESIRED column, a stopped VM shows
+// as stopped, and times never recorded print as "-".
+func TestHAStatusTable(t *testing.T) {
+	changed := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	ha := &fakeHA{resp: &tandemv1.HAStatusResponse{
+		Armed: true, Leader: "node-a",
+		Nodes: []*tandemv1.HANode{
+			{Name: "node-a", Liveness: "alive", LastSeen: timestamppb.New(time.Now())},
+			{Name: "node-b", Liveness: "unknown"},
+		},
+		Vms: []*tandemv1.HAVM{
+			{Name: "db", Node: "node-a", Desired: "started", HaState: "recovery", Reason: "node-b dead", Changed: timestamppb.New(changed)},
+			{Name: "idle", Desired: "stopped", HaState: "stopped"},
+		},
+	}}
+	dir, _ := startDaemonWith(t, func(s *grpc.Server) { tandemv1.RegisterHAServer(s, ha) })
+	r := runCLI(t, "", "--data-dir", dir, "ha", "status")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout,
+		`(?m)^VM\s+NODE\s+DESIRED\s+HA STATE\s+SINCE\s+REASON\s*$`,
+		`(?m)^db\s+node-a\s+started\s+recovery\s+`+changed.Local().Format(time.TimeOnly)+`\s+node-b dead\s*$`,
+		`(?m)^idle\s+-\s+stopped\s+stopped\s+-\s+-\s*$`,
+		`(?m)^node-b\s+unknown\s+-\s+lease only\s*$`,
+	)
+
+	r = runCLI(t, "", "--data-dir", dir, "ha", "status", "-o", "json")
+	r.wantCode(t, 0)
+	if strings.Contains(r.stdout, "0001-01-01") || strings.Contains(r.stdout, "1970-01-01") {
+		t.Errorf("zero timestamp in JSON:\n%s", r.stdout)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/apinames"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -328,18 +329,10 @@ func verifySkipped(name string, resp *tandemv1.VerifyVolumeResponse, inSyncOnly 
 
 // replicaStateName uses DRBD's disk state names, which admins already know.
 func replicaStateName(s tandemv1.ReplicaState) string {
-	switch s {
-	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
-		return "UpToDate"
-	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
-		return "Outdated"
-	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
-		return "Inconsistent"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
-		return "SyncSource"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
-		return "SyncTarget"
-	case tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED:
+	if name, ok := apinames.ReplicaState(s); ok {
+		return name
+	}
+	if s == tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED {
 		return "Unknown"
 	}
 	// A state newer than this CLI: show its number rather than guess.

@@ -545,7 +545,7 @@ func TestVolumeVerifyNamesSkippedReplicas(t *testing.T) {
 
 func TestVolumeUsageErrors(t *testing.T) {
 	dir, f, _ := startVolumeDaemon(t)
-	for _, args := range [][]string{
+	wantUsageErrors(t, dir, f, [][]string{
 		{"volume", "bogus"},
 		{"volume", "create"},
 		{"volume", "create", "db"},
@@ -570,18 +570,7 @@ func TestVolumeUsageErrors(t *testing.T) {
 		{"volume", "resync", "db", "--wait", "--timeout-wait", "-1s"},
 		{"volume", "verify"},
 		{"volume", "verify", "db", "--repair=maybe"},
-	} {
-		r := runCLI(t, "", append([]string{"--data-dir", dir}, args...)...)
-		if r.code != 2 {
-			t.Errorf("%q: exit %d, want 2; stderr %q", args, r.code, r.stderr)
-		}
-		if !strings.HasPrefix(r.stderr, "tandem: ") || !strings.Contains(r.stderr, "--help' for usage") {
-			t.Errorf("%q: stderr %q", args, r.stderr)
-		}
-	}
-	if calls := f.recorded(); len(calls) != 0 {
-		t.Errorf("usage errors reached the daemon: %v", calls)
-	}
+	})
 	r := runCLI(t, "", "--data-dir", dir, "volume", "create", "db", "--size", "10GB")
 	wantMatch(t, "stderr", r.stderr, `^tandem: --size: size "10GB": unit "GB" is ambiguous; use G or GiB \(1024-based\)\n`)
 	r = runCLI(t, "", "--data-dir", dir, "volume", "create", "db", "--size", "1G", "--replicas", "-1")

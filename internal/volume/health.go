@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/units"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -58,17 +59,8 @@ func volumeHealth(catalogState string, v *tandemv1.VolumeInfo) (state, why strin
 
 // stateName is a replica state as the operator reads it.
 func stateName(st tandemv1.ReplicaState) string {
-	switch st {
-	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
-		return "UpToDate"
-	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
-		return "Outdated"
-	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
-		return "Inconsistent"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
-		return "SyncSource"
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
-		return "SyncTarget"
+	if name, ok := apinames.ReplicaState(st); ok {
+		return name
 	}
 	return "no replica"
 }

@@ -448,19 +448,29 @@ func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) 
 	return best, nil
 }
 
-// Delete removes a volume that no NBD client uses from every node, then
-// from the catalog.
-func (m *Manager) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error) {
+// quorumEntry is, once this node sees a quorum, a fresh catalog and the
+// volume name's entry in it; NotFound if there is none.
+func (m *Manager) quorumEntry(ctx context.Context, name string) (*consensus.MetaState, *consensus.VolumeEntry, error) {
 	if err := m.st.Quorum(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ms, err := m.Catalog(ctx, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	e, ok := ms.Volumes[req.Name]
+	e, ok := ms.Volumes[name]
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
+		return nil, nil, status.Errorf(codes.NotFound, "no volume named %q", name)
+	}
+	return ms, e, nil
+}
+
+// Delete removes a volume that no NBD client uses from every node, then
+// from the catalog.
+func (m *Manager) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error) {
+	ms, e, err := m.quorumEntry(ctx, req.Name)
+	if err != nil {
+		return nil, err
 	}
 	if info, _ := m.Show(ctx, req.Name, 3*time.Second); info != nil && info.NbdConnections > 0 {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is attached (%d NBD client(s) connected to its primary %s); detach it first", req.Name, info.NbdConnections, info.Primary)
@@ -479,16 +489,9 @@ func (m *Manager) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest)
 
 // Promote makes req.Node the primary of a volume, on an operator's word.
 func (m *Manager) Promote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	if err := m.st.Quorum(ctx); err != nil {
-		return nil, err
-	}
-	ms, err := m.Catalog(ctx, true)
+	ms, e, err := m.quorumEntry(ctx, req.Name)
 	if err != nil {
 		return nil, err
-	}
-	e, ok := ms.Volumes[req.Name]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
 	}
 	if !slices.Contains(e.Replicas, req.Node) {
 		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s (replicas: %s)", req.Node, e.Name, strings.Join(e.Replicas, ", "))

@@ -291,6 +291,19 @@ func (m *Manager) initRecord(ctx context.Context, e consensus.VolumeEntry) error
 	return host.AddReplica(ctx, e.ShardID, w.ReplicaID, w.RaftAddr, consensus.Witness)
 }
 
+// halt stops nv's loop, waits for it to end, then closes its primary if
+// it has one.
+func (nv *nodeVolume) halt() {
+	close(nv.stop)
+	<-nv.done
+	nv.mu.Lock()
+	if nv.primary != nil {
+		nv.primary.Close()
+		nv.primary = nil
+	}
+	nv.mu.Unlock()
+}
+
 // close stops this node's part of a volume. destroy deletes the replica's
 // data; forget also deletes the shard's Raft data (the volume is gone for
 // good, unlike a discard, where the replica rejoins its shard).
@@ -317,14 +330,7 @@ func (m *Manager) close(name string, destroy, forget bool) error {
 		}
 		return nil
 	}
-	close(nv.stop)
-	<-nv.done
-	nv.mu.Lock()
-	if nv.primary != nil {
-		nv.primary.Close()
-		nv.primary = nil
-	}
-	nv.mu.Unlock()
+	nv.halt()
 	var errs []error
 	if host := m.host(); host != nil {
 		if err := host.StopShard(nv.entry.ShardID); err != nil {
@@ -477,14 +483,7 @@ func (m *Manager) closeLocal(name string) error {
 	if !ok {
 		return nil
 	}
-	close(nv.stop)
-	<-nv.done
-	nv.mu.Lock()
-	if nv.primary != nil {
-		nv.primary.Close()
-		nv.primary = nil
-	}
-	nv.mu.Unlock()
+	nv.halt()
 	if nv.store != nil {
 		return nv.store.Close()
 	}
