@@ -25,13 +25,9 @@ import (
 // primary; the source stays an UpToDate secondary. If the migration fails
 // the VM keeps running on the source and the window is closed.
 func (m *Manager) Migrate(ctx context.Context, req *tandemv1.MigrateVMRequest, send func(*tandemv1.MigrateProgress) error) error {
-	ms, _, err := m.fresh(ctx)
+	ms, _, v, err := m.freshVM(ctx, req.Name)
 	if err != nil {
 		return err
-	}
-	v, ok := ms.VMs[req.Name]
-	if !ok {
-		return status.Errorf(codes.NotFound, "no VM named %q", req.Name)
 	}
 	if v.Desired != consensus.VMStarted || v.Node == "" {
 		return status.Errorf(codes.FailedPrecondition, "VM %s is %s; only a running VM migrates (start it where you want it with --node)", v.Name, v.Desired)

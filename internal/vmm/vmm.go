@@ -169,6 +169,25 @@ func (m *Manager) fresh(ctx context.Context) (*consensus.MetaState, Meta, error)
 	return ms, mc, nil
 }
 
+// freshVM is fresh with the VM named name in it.
+func (m *Manager) freshVM(ctx context.Context, name string) (*consensus.MetaState, Meta, *consensus.VMRecord, error) {
+	ms, mc, err := m.fresh(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	v, err := vmOf(ms, name)
+	return ms, mc, v, err
+}
+
+// vmOf is the VM named name in ms, or NotFound.
+func vmOf(ms *consensus.MetaState, name string) (*consensus.VMRecord, error) {
+	v, ok := ms.VMs[name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no VM named %q", name)
+	}
+	return v, nil
+}
+
 func (m *Manager) onNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
 	return m.peers.Call(ctx, ms, node, timeout, f)
 }

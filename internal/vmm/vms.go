@@ -107,9 +107,9 @@ func (m *Manager) Show(ctx context.Context, name string) (*tandemv1.VMInfo, erro
 	if err != nil {
 		return nil, err
 	}
-	v, ok := ms.VMs[name]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no VM named %q", name)
+	v, err := vmOf(ms, name)
+	if err != nil {
+		return nil, err
 	}
 	return m.live(ctx, ms, v, 3*time.Second), nil
 }
@@ -362,13 +362,9 @@ func ReplicaOf(st tandemv1.ReplicaState) placement.Replica {
 // Start starts a VM where placement (or req.Node) says, after N+1
 // admission control, making that node primary of its volumes first.
 func (m *Manager) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
-	ms, meta, err := m.fresh(ctx)
+	ms, meta, v, err := m.freshVM(ctx, req.Name)
 	if err != nil {
 		return nil, err
-	}
-	v, ok := ms.VMs[req.Name]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
 	}
 	cv := m.View(ctx, ms)
 	node := req.Node
@@ -441,13 +437,9 @@ func (m *Manager) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1
 
 // Stop records the VM as stopped, then stops it on its node.
 func (m *Manager) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.VMInfo, error) {
-	ms, meta, err := m.fresh(ctx)
+	ms, meta, v, err := m.freshVM(ctx, req.Name)
 	if err != nil {
 		return nil, err
-	}
-	v, ok := ms.VMs[req.Name]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "no VM named %q", req.Name)
 	}
 	// Desired first, so HA does not restart a VM being stopped.
 	nv, err := meta.UpdateVM(ctx, consensus.VMUpdate{Name: v.Name, Desired: consensus.VMStopped, Reason: "stop"})
@@ -473,13 +465,9 @@ func (m *Manager) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.
 
 // Delete undefines the VM on its node and forgets it; its volumes stay.
 func (m *Manager) Delete(ctx context.Context, req *tandemv1.VMRequest) error {
-	ms, meta, err := m.fresh(ctx)
+	ms, meta, v, err := m.freshVM(ctx, req.Name)
 	if err != nil {
 		return err
-	}
-	v, ok := ms.VMs[req.Name]
-	if !ok {
-		return status.Errorf(codes.NotFound, "no VM named %q", req.Name)
 	}
 	if v.Node != "" {
 		if err := m.onNode(ctx, ms, v.Node, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
@@ -502,9 +490,9 @@ func (m *Manager) Console(ctx context.Context, req *tandemv1.ConsoleRequest, sen
 	if err != nil {
 		return err
 	}
-	v, ok := ms.VMs[req.Name]
-	if !ok {
-		return status.Errorf(codes.NotFound, "no VM named %q", req.Name)
+	v, err := vmOf(ms, req.Name)
+	if err != nil {
+		return err
 	}
 	if v.Node == "" {
 		return status.Errorf(codes.FailedPrecondition, "VM %s has not run anywhere yet", v.Name)
