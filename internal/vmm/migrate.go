@@ -58,11 +58,7 @@ func (m *Manager) Migrate(ctx context.Context, req *tandemv1.MigrateVMRequest, s
 // relayMigration asks the VM's node to migrate it to to, and relays its
 // progress.
 func (m *Manager) relayMigration(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord, to string, maxDowntimeMs uint32, bandwidth uint64, send func(*tandemv1.MigrateProgress) error) error {
-	n := ms.Nodes[v.Node]
-	if n == nil {
-		return status.Errorf(codes.NotFound, "node %s is not in the cluster", v.Node)
-	}
-	c, err := m.st.Peer(n.BackendAddr)
+	c, err := m.peerAt(ms, v.Node)
 	if err != nil {
 		return err
 	}
@@ -110,11 +106,7 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	if err != nil {
 		return err
 	}
-	tn := ms.Nodes[req.To]
-	if tn == nil {
-		return status.Errorf(codes.NotFound, "node %s is not in the cluster", req.To)
-	}
-	tc, err := m.st.Peer(tn.BackendAddr)
+	tc, err := m.peerAt(ms, req.To)
 	if err != nil {
 		return err
 	}

@@ -56,11 +56,11 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	if m.st.Fence.Fenced() {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s fenced itself (no quorum); it runs no VM until quorum is back", m.self())
 	}
-	defer m.crash.markBusy(vm.Name)()
-	drv, err := m.Driver(ctx)
+	drv, done, err := m.busyDriver(ctx, vm)
 	if err != nil {
-		return nil, computeErr(err)
+		return nil, err
 	}
+	defer done()
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = m.waitPrimary(wctx, vm.Volumes)
 	cancel()
@@ -83,14 +83,11 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 // VMStop shuts the VM down here (destroys it with force).
 func (m *Manager) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.VMInfo, error) {
 	vm := req.Vm
-	if vm == nil || vm.Name == "" {
-		return nil, status.Error(codes.InvalidArgument, "no VM given")
-	}
-	defer m.crash.markBusy(vm.Name)()
-	drv, err := m.Driver(ctx)
+	drv, done, err := m.busyDriver(ctx, vm)
 	if err != nil {
-		return nil, computeErr(err)
+		return nil, err
 	}
+	defer done()
 	if st, err := drv.State(ctx, vm.Name); compute.IsNotFoundErr(err) || (err == nil && st != compute.StateRunning && st != compute.StatePaused) {
 		return m.vmInfo(ctx, drv, vm), nil
 	}
@@ -112,14 +109,11 @@ func (m *Manager) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tan
 
 // VMState is the VM as libvirt reports it here.
 func (m *Manager) VMState(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.VMInfo, error) {
-	if vm == nil || vm.Name == "" {
-		return nil, status.Error(codes.InvalidArgument, "no VM given")
-	}
-	defer m.crash.markBusy(vm.Name)()
-	drv, err := m.Driver(ctx)
+	drv, done, err := m.busyDriver(ctx, vm)
 	if err != nil {
-		return nil, computeErr(err)
+		return nil, err
 	}
+	defer done()
 	return m.vmInfo(ctx, drv, vm), nil
 }
 
@@ -191,4 +185,19 @@ func streamConsole(ctx context.Context, path string, req *tandemv1.ConsoleReques
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// busyDriver is this node's driver for a call on vm, which it marks busy
+// until done is called.
+func (m *Manager) busyDriver(ctx context.Context, vm *tandemv1.VMInfo) (drv *compute.Driver, done func(), err error) {
+	if vm == nil || vm.Name == "" {
+		return nil, nil, status.Error(codes.InvalidArgument, "no VM given")
+	}
+	done = m.crash.markBusy(vm.Name)
+	drv, err = m.Driver(ctx)
+	if err != nil {
+		done()
+		return nil, nil, computeErr(err)
+	}
+	return drv, done, nil
 }

@@ -188,6 +188,15 @@ func vmOf(ms *consensus.MetaState, name string) (*consensus.VMRecord, error) {
 	return v, nil
 }
 
+// peerAt is the peer API of node, a member in ms.
+func (m *Manager) peerAt(ms *consensus.MetaState, node string) (tandemv1.PeerClient, error) {
+	n := ms.Nodes[node]
+	if n == nil {
+		return nil, status.Errorf(codes.NotFound, "node %s is not in the cluster", node)
+	}
+	return m.st.Peer(n.BackendAddr)
+}
+
 func (m *Manager) onNode(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
 	return m.peers.Call(ctx, ms, node, timeout, f)
 }

@@ -497,11 +497,7 @@ func (m *Manager) Console(ctx context.Context, req *tandemv1.ConsoleRequest, sen
 	if v.Node == "" {
 		return status.Errorf(codes.FailedPrecondition, "VM %s has not run anywhere yet", v.Name)
 	}
-	n := ms.Nodes[v.Node]
-	if n == nil {
-		return status.Errorf(codes.NotFound, "node %s is not in the cluster", v.Node)
-	}
-	c, err := m.st.Peer(n.BackendAddr)
+	c, err := m.peerAt(ms, v.Node)
 	if err != nil {
 		return err
 	}
