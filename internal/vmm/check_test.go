@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -35,7 +34,7 @@ func TestJudgeSpec(t *testing.T) {
 		switch {
 		case tc.err == "" && err != nil:
 			t.Errorf("%s: refused: %v", tc.name, err)
-		case tc.err != "" && (status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.err)):
+		case tc.err != "" && !isStatus(err, codes.InvalidArgument, tc.err):
 			t.Errorf("%s: error %v, want InvalidArgument containing %q", tc.name, err, tc.err)
 		case !strings.Contains(warn, tc.warn) || (tc.warn == "" && warn != ""):
 			t.Errorf("%s: warning %q, want %q", tc.name, warn, tc.warn)

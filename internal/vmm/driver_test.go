@@ -2,7 +2,6 @@ package vmm
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,11 +56,11 @@ func TestWaitPrimary(t *testing.T) {
 	ctx, cancel = context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	err := m.waitPrimary(ctx, []string{"a", "b"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "n1 is not the primary of b (n2 is, epoch 7)") {
+	if !isStatus(err, codes.FailedPrecondition, "n1 is not the primary of b (n2 is, epoch 7)") {
 		t.Errorf("never primary: %v", err)
 	}
 	err = m.waitPrimary(t.Context(), []string{"c"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "node n1 holds no replica of volume c") {
+	if !isStatus(err, codes.FailedPrecondition, "node n1 holds no replica of volume c") {
 		t.Errorf("no replica: %v", err)
 	}
 	w.meta = nil // out of a cluster: volumes do not run
@@ -77,13 +76,13 @@ func TestVMStartRefusedWhenFenced(t *testing.T) {
 	w := newWorld()
 	w.fence.Set(w.now)
 	_, err := w.manager().VMStart(t.Context(), &tandemv1.VMInfo{Name: "web"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "fenced itself") {
+	if !isStatus(err, codes.FailedPrecondition, "fenced itself") {
 		t.Errorf("got %v", err)
 	}
 	w.fence.Clear()
 	// Compute is off in the test world: the next refusal is libvirt's.
 	_, err = w.manager().VMStart(t.Context(), &tandemv1.VMInfo{Name: "web"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "compute is off") {
+	if !isStatus(err, codes.FailedPrecondition, "compute is off") {
 		t.Errorf("unfenced: %v", err)
 	}
 }

@@ -2,11 +2,9 @@ package vmm
 
 import (
 	"slices"
-	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -62,7 +60,7 @@ func TestPlanRestart(t *testing.T) {
 			w := setup()
 			tc.setup(w)
 			_, err := w.manager().PlanRestart(t.Context(), "db", "n2")
-			if err == nil || status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			if !isStatus(err, tc.code, tc.msg) {
 				t.Errorf("got %v, want %v containing %q", err, tc.code, tc.msg)
 			}
 		})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -70,7 +69,7 @@ func TestCreateRefusesBeforeCreatingVolumes(t *testing.T) {
 			req := ok()
 			tc.setup(w, req)
 			_, err := w.manager().Create(t.Context(), req)
-			if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			if !isStatus(err, tc.code, tc.msg) {
 				t.Fatalf("got %v, want %v containing %q", err, tc.code, tc.msg)
 			}
 			if got := w.j.list(); len(got) != 0 {
@@ -103,7 +102,7 @@ func TestCreateRemovesItsVolumesOnFailure(t *testing.T) {
 		w.ms.Volumes["data"] = &consensus.VolumeEntry{Name: "data"}
 		w.vols.failCreate["web-disk2"] = status.Error(codes.ResourceExhausted, "not enough space")
 		_, err := w.manager().Create(t.Context(), req())
-		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "disk 2: not enough space") {
+		if !isStatus(err, codes.ResourceExhausted, "disk 2: not enough space") {
 			t.Fatalf("got %v, want ResourceExhausted naming disk 2", err)
 		}
 		want := []string{"volume create web-disk0 []", "volume create web-disk2 []", "volume delete web-disk0"}
@@ -187,7 +186,7 @@ func TestStartMovesPrimariesFirst(t *testing.T) {
 	w.running = map[string]string{}
 	w.ms.VMs["web"].Desired = consensus.VMStopped
 	_, err = w.manager().Start(context.Background(), &tandemv1.VMRequest{Name: "web", Node: "n3"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "cannot start VM web on n3") {
+	if !isStatus(err, codes.FailedPrecondition, "cannot start VM web on n3") {
 		t.Errorf("start on n3: %v", err)
 	}
 	if got := w.j.list(); len(got) != 0 {
