@@ -178,14 +178,12 @@ func (p *Pool) Probe(ctx context.Context, self string, addrs []string, timeout t
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, a := range addrs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			r := p.ping(ctx, self, a, timeout)
 			mu.Lock()
 			out[a] = r
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	return out

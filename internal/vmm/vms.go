@@ -91,11 +91,9 @@ func (m *Manager) List(ctx context.Context) (*tandemv1.ListVMsResponse, error) {
 	out := &tandemv1.ListVMsResponse{Vms: make([]*tandemv1.VMInfo, len(names))}
 	var wg sync.WaitGroup
 	for i, n := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			out.Vms[i] = m.live(ctx, ms, ms.VMs[n], 2*time.Second)
-		}()
+		})
 	}
 	wg.Wait()
 	return out, nil
@@ -268,38 +266,22 @@ type ClusterView struct {
 // View asks every data member for its compute and every volume for its
 // replicas, in parallel, and builds placement's input from the answers.
 func (m *Manager) View(ctx context.Context, ms *consensus.MetaState) *ClusterView {
-	compute := map[string]*tandemv1.ComputeStatus{} // answering nodes only
+	var compute map[string]*tandemv1.ComputeStatus // available nodes only
 	vols := map[string]*tandemv1.VolumeInfo{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for name, n := range ms.Nodes {
-		if n.State != consensus.NodeMember || n.Role == "witness" {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = m.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
-				st, err := c.ComputeInfo(ctx, &tandemv1.ComputeInfoRequest{})
-				if err == nil && st.Available {
-					mu.Lock()
-					compute[name] = st
-					mu.Unlock()
-				}
-				return err
-			})
-		}()
-	}
+	wg.Go(func() {
+		compute = m.askCompute(ctx, ms, dataMembers(ms, ""), &tandemv1.ComputeInfoRequest{})
+		maps.DeleteFunc(compute, func(_ string, st *tandemv1.ComputeStatus) bool { return !st.Available })
+	})
 	for name := range ms.Volumes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if info, err := m.vols.Show(ctx, name, 3*time.Second); err == nil {
 				mu.Lock()
 				vols[name] = info
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return &ClusterView{Meta: ms, Volumes: vols, Placement: PlacementCluster(ms, compute, vols)}
