@@ -7,8 +7,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,41 +58,6 @@ func (m *Manager) checkSpec(ctx context.Context, ms *consensus.MetaState, req *t
 		}
 	}
 	return judgeSpec(req, m.askCompute(ctx, ms, dataMembers(ms, req.Node), ask))
-}
-
-// dataMembers are the members of ms that can run VMs (not witnesses):
-// only the one named only, when only is not "".
-func dataMembers(ms *consensus.MetaState, only string) []string {
-	var out []string
-	for name, n := range ms.Nodes {
-		if n.State == consensus.NodeMember && n.Role != "witness" && (only == "" || name == only) {
-			out = append(out, name)
-		}
-	}
-	return out
-}
-
-// askCompute asks nodes, in parallel, for their compute status; the map
-// holds the answers of those that answered within 3 s.
-func (m *Manager) askCompute(ctx context.Context, ms *consensus.MetaState, nodes []string, ask *tandemv1.ComputeInfoRequest) map[string]*tandemv1.ComputeStatus {
-	got := map[string]*tandemv1.ComputeStatus{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, name := range nodes {
-		wg.Go(func() {
-			_ = m.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
-				st, err := c.ComputeInfo(ctx, ask)
-				if err == nil {
-					mu.Lock()
-					got[name] = st
-					mu.Unlock()
-				}
-				return err
-			})
-		})
-	}
-	wg.Wait()
-	return got
 }
 
 // judgeSpec decides from the nodes' answers. With none answering, or none

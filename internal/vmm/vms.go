@@ -287,6 +287,41 @@ func (m *Manager) View(ctx context.Context, ms *consensus.MetaState) *ClusterVie
 	return &ClusterView{Meta: ms, Volumes: vols, Placement: PlacementCluster(ms, compute, vols)}
 }
 
+// dataMembers are the members of ms that can run VMs (not witnesses):
+// only the one named only, when only is not "".
+func dataMembers(ms *consensus.MetaState, only string) []string {
+	var out []string
+	for name, n := range ms.Nodes {
+		if n.State == consensus.NodeMember && n.Role != "witness" && (only == "" || name == only) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// askCompute asks nodes, in parallel, for their compute status; the map
+// holds the answers of those that answered within 3 s.
+func (m *Manager) askCompute(ctx context.Context, ms *consensus.MetaState, nodes []string, ask *tandemv1.ComputeInfoRequest) map[string]*tandemv1.ComputeStatus {
+	got := map[string]*tandemv1.ComputeStatus{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, name := range nodes {
+		wg.Go(func() {
+			_ = m.onNode(ctx, ms, name, 3*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+				st, err := c.ComputeInfo(ctx, ask)
+				if err == nil {
+					mu.Lock()
+					got[name] = st
+					mu.Unlock()
+				}
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	return got
+}
+
 // PlacementCluster is placement's input: every node of ms (up when its
 // compute answered available), every VM, and each answering volume's
 // replica states.
