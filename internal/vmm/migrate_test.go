@@ -14,14 +14,8 @@ import (
 func TestMigrateRefusals(t *testing.T) {
 	setup := func() *world {
 		w := newWorld()
-		w.ms.Volumes["web-disk0"] = &consensus.VolumeEntry{Name: "web-disk0"}
-		w.ms.VMs["web"] = &consensus.VMRecord{Name: "web", Node: "n1", Desired: consensus.VMStarted,
-			Spec: consensus.VMSpecRecord{MemoryMiB: 512, Volumes: []string{"web-disk0"}}}
+		w.startedVM("web", "n1", []string{"n1", "n2"}, testVolume{"web-disk0", "n1"})
 		w.running["web"] = "running"
-		w.vols.show["web-disk0"] = &tandemv1.VolumeInfo{Name: "web-disk0", Primary: "n1", Replicas: []*tandemv1.VolumeReplica{
-			{Node: "n1", State: tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE},
-			{Node: "n2", State: tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE},
-		}}
 		return w
 	}
 	for _, tc := range []struct {

@@ -5,9 +5,6 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
-
-	"github.com/tandemhci/tandem/consensus"
-	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
 // TestPlanRestart: a dead node's VM restarts on a node that can run it,
@@ -17,15 +14,7 @@ func TestPlanRestart(t *testing.T) {
 	setup := func() *world {
 		w := newWorld()
 		delete(w.compute, "n2") // dead
-		up := tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
-		for _, v := range []struct{ name, primary string }{{"db-a", "n3"}, {"db-b", "n2"}} {
-			w.ms.Volumes[v.name] = &consensus.VolumeEntry{Name: v.name}
-			w.vols.show[v.name] = &tandemv1.VolumeInfo{Name: v.name, Primary: v.primary, Replicas: []*tandemv1.VolumeReplica{
-				{Node: "n2", State: up}, {Node: "n3", State: up},
-			}}
-		}
-		w.ms.VMs["db"] = &consensus.VMRecord{Name: "db", Node: "n2", Desired: consensus.VMStarted,
-			Spec: consensus.VMSpecRecord{MemoryMiB: 512, Volumes: []string{"db-a", "db-b"}}}
+		w.startedVM("db", "n2", []string{"n2", "n3"}, testVolume{"db-a", "n3"}, testVolume{"db-b", "n2"})
 		return w
 	}
 
