@@ -65,7 +65,7 @@ func TestAdmit(t *testing.T) {
 		t.Fatalf("members %v: want the three voters and n4", resp.Members)
 	}
 	// The token is consumed before the Raft group changes.
-	if j, want := w.meta.journal(), []string{"join n4", "add-voter 10.0.0.4:7001"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"join n4", "add-voter 10.0.0.4:7001"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 }
@@ -106,7 +106,7 @@ func TestAdmitChecksOrder(t *testing.T) {
 			if asked := w.quorumN > 0; asked != c.quorum {
 				t.Fatalf("quorum asked: %v, want %v", asked, c.quorum)
 			}
-			if j := w.meta.journal(); len(j) != 0 {
+			if j := w.meta.j.List(); len(j) != 0 {
 				t.Fatalf("a refused join changed %q", j)
 			}
 		})
@@ -121,7 +121,7 @@ func TestAdmitUsedTokenChangesNoRaftMembership(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("used token: %v", err)
 	}
-	if j, want := w.meta.journal(), []string{"join n4"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"join n4"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 }
@@ -173,7 +173,7 @@ func TestRecordOverride(t *testing.T) {
 	}
 	want := []string{"state n2 removed", "state n3 removed",
 		"audit expected-votes-override: expected votes forced to 1 on n1 from metadata index 42; left out: n2, n3"}
-	if j := w.meta.journal(); !slices.Equal(j, want) {
+	if j := w.meta.j.List(); !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 	if _, err := w.manager().RecordOverride(context.Background(), &failingMeta{w.meta}, &consensus.MetaState{Nodes: map[string]*consensus.NodeRecord{"n5": {Name: "n5"}}}); status.Code(err) != codes.Internal ||

@@ -31,7 +31,7 @@ func TestCreate(t *testing.T) {
 	if !slices.Equal(w.init.steps, want) {
 		t.Fatalf("steps %q, want %q", w.init.steps, want)
 	}
-	if j := w.meta.journal(); !slices.Equal(j, []string{"bootstrap prod n1"}) {
+	if j := w.meta.j.List(); !slices.Equal(j, []string{"bootstrap prod n1"}) {
 		t.Fatalf("journal %q", j)
 	}
 	if w.init.saved != id || w.init.admin.Endpoint != "10.0.0.1:7002" || w.init.admin.Token == "" {

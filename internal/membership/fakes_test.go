@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/state"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -24,37 +25,24 @@ type fakeMeta struct {
 	// The methods membership does not call are left to the nil interface:
 	// calling one panics, which a test would show.
 	state.Meta
-	mu      sync.Mutex
+	j       statetest.Journal
 	ms      *consensus.MetaState
 	mem     consensus.Membership
-	calls   []string
 	joinErr error
 	bootErr error
 	nextID  uint64
-}
-
-func (f *fakeMeta) record(c string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, c)
-}
-
-func (f *fakeMeta) journal() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
 }
 
 func (f *fakeMeta) State(context.Context) (*consensus.MetaState, error) { return f.ms, nil }
 func (f *fakeMeta) LocalState() (*consensus.MetaState, error)           { return f.ms, nil }
 
 func (f *fakeMeta) Bootstrap(_ context.Context, c consensus.ClusterRecord, n consensus.NodeRecord) error {
-	f.record("bootstrap " + c.Name + " " + n.Name)
+	f.j.Add("bootstrap %s %s", c.Name, n.Name)
 	return f.bootErr
 }
 
 func (f *fakeMeta) SetNodeState(_ context.Context, name, st string) (consensus.NodeRecord, error) {
-	f.record("state " + name + " " + st)
+	f.j.Add("state %s %s", name, st)
 	n, ok := f.ms.Nodes[name]
 	if !ok {
 		return consensus.NodeRecord{}, consensus.ErrNodeNotFound
@@ -64,7 +52,7 @@ func (f *fakeMeta) SetNodeState(_ context.Context, name, st string) (consensus.N
 }
 
 func (f *fakeMeta) Join(_ context.Context, tokenID, _ string, n consensus.NodeRecord) (uint64, error) {
-	f.record("join " + n.Name)
+	f.j.Add("join %s", n.Name)
 	if f.joinErr != nil {
 		return 0, f.joinErr
 	}
@@ -72,7 +60,7 @@ func (f *fakeMeta) Join(_ context.Context, tokenID, _ string, n consensus.NodeRe
 }
 
 func (f *fakeMeta) Audit(_ context.Context, action, detail string) error {
-	f.record("audit " + action + ": " + detail)
+	f.j.Add("audit %s: %s", action, detail)
 	return nil
 }
 
@@ -80,13 +68,13 @@ func (f *fakeMeta) Membership(context.Context) (consensus.Membership, error) { r
 func (f *fakeMeta) LocalMembership() (consensus.Membership, error)           { return f.mem, nil }
 
 func (f *fakeMeta) AddVoter(_ context.Context, id uint64, addr string) error {
-	f.record("add-voter " + addr)
+	f.j.Add("add-voter %s", addr)
 	f.mem.Voters[id] = addr
 	return nil
 }
 
 func (f *fakeMeta) RemoveReplica(_ context.Context, id uint64) error {
-	f.record("remove-replica " + f.mem.Voters[id] + f.mem.NonVoting[id])
+	f.j.Add("remove-replica %s%s", f.mem.Voters[id], f.mem.NonVoting[id])
 	delete(f.mem.Voters, id)
 	delete(f.mem.NonVoting, id)
 	return nil

@@ -58,7 +58,7 @@ func TestRemoveRefusesWithRisksAndForceOverrides(t *testing.T) {
 		!strings.Contains(err.Error(), "(--force overrides these checks)") {
 		t.Fatalf("unforced: %v", err)
 	}
-	if j := w.meta.journal(); len(j) != 0 {
+	if j := w.meta.j.List(); len(j) != 0 {
 		t.Fatalf("a refused removal changed %q", j)
 	}
 	resp, err := m.Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n2", Force: true})
@@ -69,7 +69,7 @@ func TestRemoveRefusesWithRisksAndForceOverrides(t *testing.T) {
 		t.Fatalf("forced: %+v", resp)
 	}
 	// Recorded first, so the running node learns it; then out of Raft.
-	if j, want := w.meta.journal(), []string{"state n2 removed", "remove-replica 10.0.0.2:7001"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"state n2 removed", "remove-replica 10.0.0.2:7001"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 	// Recorded and out of Raft: nothing left to do.
@@ -86,7 +86,7 @@ func TestRemoveFinishesAHalfDoneRemovalWithoutChecks(t *testing.T) {
 	if _, err := w.manager().Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n3"}); err != nil {
 		t.Fatal(err)
 	}
-	if j, want := w.meta.journal(), []string{"remove-replica 10.0.0.3:7001"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"remove-replica 10.0.0.3:7001"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 }
@@ -116,7 +116,7 @@ func TestRemoveRefusals(t *testing.T) {
 			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
 				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
 			}
-			if j := w.meta.journal(); len(j) != 0 {
+			if j := w.meta.j.List(); len(j) != 0 {
 				t.Fatalf("a refused removal changed %q", j)
 			}
 		})

@@ -51,8 +51,8 @@ func TestFence(t *testing.T) {
 		t.Fatalf("confirm off: %v %v", resp, err)
 	}
 	ms, _ := f.meta.LocalState()
-	if ms.Nodes["n2"].ConfirmedOffAt.IsZero() || !f.j.has("event fence-result n2: an operator confirmed") {
-		t.Fatalf("confirmation not recorded: %v", f.j.all())
+	if ms.Nodes["n2"].ConfirmedOffAt.IsZero() || !f.j.Has("event fence-result n2: an operator confirmed") {
+		t.Fatalf("confirmation not recorded: %v", f.j.List())
 	}
 	f.st.Quorum = func(context.Context) error { return status.Error(codes.FailedPrecondition, "no quorum") }
 	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n3", ConfirmOff: true}); status.Code(err) != codes.FailedPrecondition {
@@ -66,8 +66,8 @@ func TestFence(t *testing.T) {
 func TestArmAndEvents(t *testing.T) {
 	f := newFixture(t)
 	resp, err := f.m.Arm(t.Context(), false)
-	if err != nil || resp.Armed || f.meta.ms.Config[ha.KeyArmed] != "false" || !f.j.has("event ha-disarmed") {
-		t.Fatalf("disarm: %v %v %v", resp, err, f.j.all())
+	if err != nil || resp.Armed || f.meta.ms.Config[ha.KeyArmed] != "false" || !f.j.Has("event ha-disarmed") {
+		t.Fatalf("disarm: %v %v %v", resp, err, f.j.List())
 	}
 	for i := range 30 {
 		f.meta.ms.Events = append(f.meta.ms.Events, consensus.Event{Seq: uint64(i + 1), Kind: "k"})

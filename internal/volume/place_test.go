@@ -21,11 +21,11 @@ func TestPlace(t *testing.T) {
 		ms := w.meta.fresh
 		for _, n := range []string{"n4", "w1"} {
 			ms.Nodes[n] = &consensus.NodeRecord{Name: n, State: consensus.NodeMember, BackendAddr: n + ":7000"}
-			w.peers[n] = &fakePeer{journal: w.j, node: n}
+			w.peers[n] = &fakePeer{Journal: w.j, node: n}
 		}
 		ms.Nodes["w1"].Role = "witness"
 		ms.Nodes["j"] = &consensus.NodeRecord{Name: "j", State: consensus.NodeJoining, BackendAddr: "j:7000"}
-		w.peers["j"] = &fakePeer{journal: w.j, node: "j", free: 100 * gib}
+		w.peers["j"] = &fakePeer{Journal: w.j, node: "j", free: 100 * gib}
 		w.peers["n1"].free, w.peers["n2"].free, w.peers["n3"].free, w.peers["n4"].free = 5*gib, 9*gib, 5*gib, -1
 		w.peers["w1"].free = gib
 		return w, ms

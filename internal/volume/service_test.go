@@ -140,7 +140,7 @@ func TestRefusals(t *testing.T) {
 			if st := status.Convert(err); err == nil || st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
 				t.Fatalf("got %v; want %s containing %q", err, tc.code, tc.msg)
 			}
-			if calls := w.j.list(); len(calls) > 0 {
+			if calls := w.j.List(); len(calls) > 0 {
 				t.Errorf("refused, yet it did %v", calls)
 			}
 		})
@@ -155,7 +155,7 @@ func TestResyncDiscard(t *testing.T) {
 	if _, err := w.manager(t).Resync(context.Background(), &tandemv1.ResyncVolumeRequest{Name: "v", DiscardNode: "n3"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(w.j.list(), "; "); got != "discard v on n3; discard-peer n3 on n2" {
+	if got := strings.Join(w.j.List(), "; "); got != "discard v on n3; discard-peer n3 on n2" {
 		t.Errorf("calls: %s", got)
 	}
 }
