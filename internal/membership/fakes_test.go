@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -134,20 +132,15 @@ func newWorld() *world {
 }
 
 func (w *world) manager() *Manager {
-	st := &state.State{
-		Node: state.Node{Name: "n1", Role: "data"},
-		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Meta: func() state.Meta { return w.meta },
-		Quorum: func(context.Context) error {
-			w.quorumN++
-			if !w.quorate {
-				return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
-			}
-			return nil
-		},
-		Peer: func(addr string) (tandemv1.PeerClient, error) { return fakePeer{up: w.online[addr]}, nil },
-		Now:  func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) },
+	st := statetest.NewState(state.Node{Name: "n1", Role: "data"})
+	st.Meta = func() state.Meta { return w.meta }
+	quorum := statetest.Quorum(&w.quorate)
+	st.Quorum = func(ctx context.Context) error {
+		w.quorumN++
+		return quorum(ctx)
 	}
+	st.Peer = func(addr string) (tandemv1.PeerClient, error) { return fakePeer{up: w.online[addr]}, nil }
+	st.Now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
 	return New(Config{
 		State: st, Volumes: w.vols,
 		Cluster: func() (Cluster, bool) {

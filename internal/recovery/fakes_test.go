@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -230,17 +229,11 @@ func newFixture(t *testing.T) *fixture {
 	meta := &fakeMeta{j: j, ms: ms, self: 1, leader: 1, term: 7}
 	f := &fixture{j: j, meta: meta, vols: &fakeVolumes{j: j}}
 	f.vms = &fakeVMs{j: j, meta: meta, target: "n3", primary: map[string]string{}}
-	f.st = &state.State{
-		Node:   state.Node{Name: "n1"},
-		Log:    slog.New(slog.DiscardHandler),
-		Quorum: func(context.Context) error { return nil },
-		Peer: func(addr string) (tandemv1.PeerClient, error) {
-			return nil, fmt.Errorf("no peer %s in this test", addr)
-		},
-		Now:    time.Now,
-		Events: func(_ context.Context, e consensus.Event) { j.Add("event %s %s: %s", e.Kind, e.Node, e.Detail) },
-		Fence:  &state.SelfFence{},
+	f.st = statetest.NewState(state.Node{Name: "n1"})
+	f.st.Peer = func(addr string) (tandemv1.PeerClient, error) {
+		return nil, fmt.Errorf("no peer %s in this test", addr)
 	}
+	f.st.Events = func(_ context.Context, e consensus.Event) { j.Add("event %s %s: %s", e.Kind, e.Node, e.Detail) }
 	f.st.Config.Watchdog = "off"
 	f.st.Config.Compute.LibvirtSocket = filepath.Join(t.TempDir(), "libvirt-sock")
 	f.m = New(Config{State: f.st, Meta: func() Meta { return meta }, Volumes: f.vols, VMs: f.vms,

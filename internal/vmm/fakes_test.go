@@ -2,8 +2,6 @@ package vmm
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -287,23 +285,15 @@ func (w *world) manager() *Manager {
 	var cfg config.Config
 	cfg.NodeName, cfg.DataDir = "n1", "/nonexistent"
 	cfg.Compute.LibvirtSocket = config.ComputeOff
-	st := &state.State{
-		Node:   state.Node{Name: "n1", DataDir: "/nonexistent"},
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Config: cfg,
-		Quorum: func(context.Context) error {
-			if !w.quorate {
-				return status.Error(codes.FailedPrecondition, "no quorum: nothing was changed")
-			}
-			return nil
-		},
-		Peer: func(string) (tandemv1.PeerClient, error) {
-			return nil, status.Error(codes.Unavailable, "no peers in tests")
-		},
-		Now:    func() time.Time { return w.now },
-		Events: func(_ context.Context, e consensus.Event) { w.j.Add("event %s %s", e.Kind, e.VM) },
-		Fence:  w.fence,
+	st := statetest.NewState(state.Node{Name: "n1", DataDir: "/nonexistent"})
+	st.Config = cfg
+	st.Quorum = statetest.Quorum(&w.quorate)
+	st.Peer = func(string) (tandemv1.PeerClient, error) {
+		return nil, status.Error(codes.Unavailable, "no peers in tests")
 	}
+	st.Now = func() time.Time { return w.now }
+	st.Events = func(_ context.Context, e consensus.Event) { w.j.Add("event %s %s", e.Kind, e.VM) }
+	st.Fence = w.fence
 	metaf := func() Meta {
 		if w.meta == nil { // out of a cluster: a nil interface
 			return nil

@@ -2,8 +2,6 @@ package volume
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -117,29 +115,18 @@ func newWorld() *world {
 // manager is n1's Manager over the world.
 func (w *world) manager(t *testing.T) *Manager {
 	t.Helper()
-	st := &state.State{
-		Node: state.Node{Name: "n1", NBDAddr: "n1:10809"},
-		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Quorum: func(context.Context) error {
-			if !w.quorate {
-				return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
+	st := statetest.NewState(state.Node{Name: "n1", NBDAddr: "n1:10809"})
+	st.Quorum = statetest.Quorum(&w.quorate)
+	st.Peer = func(addr string) (tandemv1.PeerClient, error) {
+		for _, p := range w.peers {
+			if p.node+":7000" == addr {
+				return p, nil
 			}
-			return nil
-		},
-		Peer: func(addr string) (tandemv1.PeerClient, error) {
-			for _, p := range w.peers {
-				if p.node+":7000" == addr {
-					return p, nil
-				}
-			}
-			return nil, status.Error(codes.Unavailable, "no such peer")
-		},
-		Now:     time.Now,
-		Cluster: func() (state.Cluster, bool) { return state.Cluster{Name: "c1", ID: "c1-id"}, true },
-		Shards:  func() *consensus.Volumes { return nil },
-		Events:  func(context.Context, consensus.Event) {},
-		Fence:   &state.SelfFence{},
+		}
+		return nil, status.Error(codes.Unavailable, "no such peer")
 	}
+	st.Cluster = func() (state.Cluster, bool) { return state.Cluster{Name: "c1", ID: "c1-id"}, true }
+	st.Shards = func() *consensus.Volumes { return nil }
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return New(ctx, Config{
