@@ -40,4 +40,3 @@ func Quorum(quorate *bool) func(context.Context) error {
 		return nil
 	}
 }
-
