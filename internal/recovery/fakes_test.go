@@ -16,7 +16,6 @@ import (
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/state/statetest"
-	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
 // fakeMeta is the metadata client: a state in memory, this node leading
@@ -230,9 +229,6 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{j: j, meta: meta, vols: &fakeVolumes{j: j}}
 	f.vms = &fakeVMs{j: j, meta: meta, target: "n3", primary: map[string]string{}}
 	f.st = statetest.NewState(state.Node{Name: "n1"})
-	f.st.Peer = func(addr string) (tandemv1.PeerClient, error) {
-		return nil, fmt.Errorf("no peer %s in this test", addr)
-	}
 	f.st.Events = func(_ context.Context, e consensus.Event) { j.Add("event %s %s: %s", e.Kind, e.Node, e.Detail) }
 	f.st.Config.Watchdog = "off"
 	f.st.Config.Compute.LibvirtSocket = filepath.Join(t.TempDir(), "libvirt-sock")

@@ -2,11 +2,9 @@ package statetest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/state"
@@ -22,21 +20,10 @@ func NewState(node state.Node) *state.State {
 		Log:    slog.New(slog.DiscardHandler),
 		Quorum: func(context.Context) error { return nil },
 		Peer: func(addr string) (tandemv1.PeerClient, error) {
-			return nil, status.Errorf(codes.Unavailable, "no peer %s in this test", addr)
+			return nil, fmt.Errorf("no peer %s in this test", addr)
 		},
 		Now:    time.Now,
 		Events: func(context.Context, consensus.Event) {},
 		Fence:  &state.SelfFence{},
-	}
-}
-
-// Quorum is a quorum check that passes while *quorate and otherwise fails
-// as the real one does, with FailedPrecondition.
-func Quorum(quorate *bool) func(context.Context) error {
-	return func(context.Context) error {
-		if !*quorate {
-			return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
-		}
-		return nil
 	}
 }

@@ -1,6 +1,7 @@
 package statetest
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -57,4 +58,15 @@ func (j *Journal) Has(prefix string) bool { return j.Index(prefix) >= 0 }
 func IsStatus(err error, c codes.Code, msg string) bool {
 	s := status.Convert(err)
 	return s.Code() == c && strings.Contains(s.Message(), msg)
+}
+
+// Quorum is a quorum check that passes while *quorate and otherwise fails
+// as the real one does, with FailedPrecondition.
+func Quorum(quorate *bool) func(context.Context) error {
+	return func(context.Context) error {
+		if !*quorate {
+			return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
+		}
+		return nil
+	}
 }
