@@ -13,6 +13,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -100,7 +101,7 @@ func TestAdmitChecksOrder(t *testing.T) {
 			_, req := member(t, w)
 			c.edit(w, req)
 			_, err := w.manager().Admit(context.Background(), req)
-			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
+			if !statetest.IsStatus(err, c.code, c.msg) {
 				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
 			}
 			if asked := w.quorumN > 0; asked != c.quorum {
@@ -118,7 +119,7 @@ func TestAdmitUsedTokenChangesNoRaftMembership(t *testing.T) {
 	_, req := member(t, w)
 	w.meta.joinErr = &consensus.ResultError{Base: consensus.ErrTokenUsed, Msg: "join token was already used"}
 	_, err := w.manager().Admit(context.Background(), req)
-	if status.Code(err) != codes.PermissionDenied {
+	if !statetest.IsStatus(err, codes.PermissionDenied, "") {
 		t.Fatalf("used token: %v", err)
 	}
 	if j, want := w.meta.j.List(), []string{"join n4"}; !slices.Equal(j, want) {
@@ -154,7 +155,7 @@ func TestExpectedVotesChecks(t *testing.T) {
 			w := newWorld()
 			w.quorate = c.quorate
 			err := w.manager().CheckExpectedVotes(context.Background(), c.req)
-			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
+			if !statetest.IsStatus(err, c.code, c.msg) {
 				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
 			}
 		})

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -74,7 +74,7 @@ func TestShow(t *testing.T) {
 		if err != nil || got.AnsweredBy != "n2" {
 			t.Fatalf("got %v, %v", got, err)
 		}
-		if _, err := w.manager(t).Show(context.Background(), "nope", time.Second); status.Code(err) != codes.NotFound {
+		if _, err := w.manager(t).Show(context.Background(), "nope", time.Second); !statetest.IsStatus(err, codes.NotFound, "") {
 			t.Fatalf("an unknown volume: %v", err)
 		}
 	})
@@ -137,7 +137,7 @@ func TestRefusals(t *testing.T) {
 				tc.setup(w)
 			}
 			err := tc.call(w.manager(t))
-			if st := status.Convert(err); err == nil || st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+			if err == nil || !statetest.IsStatus(err, tc.code, tc.msg) {
 				t.Fatalf("got %v; want %s containing %q", err, tc.code, tc.msg)
 			}
 			if calls := w.j.List(); len(calls) > 0 {
