@@ -1,6 +1,7 @@
 // Package statetest is the test support the subsystems built on
-// internal/state share: a journal the fakes of one test write their calls
-// to, and a check of a gRPC status error. Only tests import it.
+// internal/state share: a test State (NewState, Quorum), a journal the
+// fakes of one test write their calls to, and a check of a gRPC status
+// error (IsStatus). Only tests import it.
 //
 // Owner: the daemon maintainers, with internal/state.
 //
