@@ -13,6 +13,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -65,7 +66,7 @@ func TestAdmit(t *testing.T) {
 		t.Fatalf("members %v: want the three voters and n4", resp.Members)
 	}
 	// The token is consumed before the Raft group changes.
-	if j, want := w.meta.journal(), []string{"join n4", "add-voter 10.0.0.4:7001"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"join n4", "add-voter 10.0.0.4:7001"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 }
@@ -100,13 +101,13 @@ func TestAdmitChecksOrder(t *testing.T) {
 			_, req := member(t, w)
 			c.edit(w, req)
 			_, err := w.manager().Admit(context.Background(), req)
-			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
+			if !statetest.IsStatus(err, c.code, c.msg) {
 				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
 			}
 			if asked := w.quorumN > 0; asked != c.quorum {
 				t.Fatalf("quorum asked: %v, want %v", asked, c.quorum)
 			}
-			if j := w.meta.journal(); len(j) != 0 {
+			if j := w.meta.j.List(); len(j) != 0 {
 				t.Fatalf("a refused join changed %q", j)
 			}
 		})
@@ -118,10 +119,10 @@ func TestAdmitUsedTokenChangesNoRaftMembership(t *testing.T) {
 	_, req := member(t, w)
 	w.meta.joinErr = &consensus.ResultError{Base: consensus.ErrTokenUsed, Msg: "join token was already used"}
 	_, err := w.manager().Admit(context.Background(), req)
-	if status.Code(err) != codes.PermissionDenied {
+	if !statetest.IsStatus(err, codes.PermissionDenied, "") {
 		t.Fatalf("used token: %v", err)
 	}
-	if j, want := w.meta.journal(), []string{"join n4"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"join n4"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 }
@@ -154,7 +155,7 @@ func TestExpectedVotesChecks(t *testing.T) {
 			w := newWorld()
 			w.quorate = c.quorate
 			err := w.manager().CheckExpectedVotes(context.Background(), c.req)
-			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
+			if !statetest.IsStatus(err, c.code, c.msg) {
 				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
 			}
 		})
@@ -173,7 +174,7 @@ func TestRecordOverride(t *testing.T) {
 	}
 	want := []string{"state n2 removed", "state n3 removed",
 		"audit expected-votes-override: expected votes forced to 1 on n1 from metadata index 42; left out: n2, n3"}
-	if j := w.meta.journal(); !slices.Equal(j, want) {
+	if j := w.meta.j.List(); !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 	if _, err := w.manager().RecordOverride(context.Background(), &failingMeta{w.meta}, &consensus.MetaState{Nodes: map[string]*consensus.NodeRecord{"n5": {Name: "n5"}}}); status.Code(err) != codes.Internal ||

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 )
 
 func TestCreate(t *testing.T) {
@@ -31,7 +31,7 @@ func TestCreate(t *testing.T) {
 	if !slices.Equal(w.init.steps, want) {
 		t.Fatalf("steps %q, want %q", w.init.steps, want)
 	}
-	if j := w.meta.journal(); !slices.Equal(j, []string{"bootstrap prod n1"}) {
+	if j := w.meta.j.List(); !slices.Equal(j, []string{"bootstrap prod n1"}) {
 		t.Fatalf("journal %q", j)
 	}
 	if w.init.saved != id || w.init.admin.Endpoint != "10.0.0.1:7002" || w.init.admin.Token == "" {
@@ -42,11 +42,11 @@ func TestCreate(t *testing.T) {
 	}
 	// Now in a cluster: a second create or a join is refused, changing nothing.
 	w.init.steps = nil
-	if _, err := m.Create(context.Background(), "other"); status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), `this node is already in cluster "prod"`) {
+	if _, err := m.Create(context.Background(), "other"); !statetest.IsStatus(err, codes.AlreadyExists, `this node is already in cluster "prod"`) {
 		t.Fatalf("second create: %v", err)
 	}
 	_, req := member(t, newWorld())
-	if _, err := m.Join(context.Background(), "10.0.0.2:7000", req.Token); status.Code(err) != codes.AlreadyExists {
+	if _, err := m.Join(context.Background(), "10.0.0.2:7000", req.Token); !statetest.IsStatus(err, codes.AlreadyExists, "") {
 		t.Fatalf("join after create: %v", err)
 	}
 	if want := []string{"cluster?", "cluster?"}; !slices.Equal(w.init.steps, want) {
@@ -87,7 +87,7 @@ func TestJoinArgumentChecks(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := w.manager().Join(context.Background(), c.addr, c.token)
-		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.msg) {
+		if !statetest.IsStatus(err, codes.InvalidArgument, c.msg) {
 			t.Fatalf("%q %q: %v", c.addr, c.token, err)
 		}
 	}
@@ -104,7 +104,7 @@ func TestJoinUnreachableMember(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	_, err := w.manager().Join(ctx, "127.0.0.1:1", req.Token)
-	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "cannot reach a cluster member at 127.0.0.1:1") {
+	if !statetest.IsStatus(err, codes.Unavailable, "cannot reach a cluster member at 127.0.0.1:1") {
 		t.Fatalf("got %v", err)
 	}
 	if want := []string{"cluster?"}; !slices.Equal(w.init.steps, want) {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/state"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -24,37 +23,24 @@ type fakeMeta struct {
 	// The methods membership does not call are left to the nil interface:
 	// calling one panics, which a test would show.
 	state.Meta
-	mu      sync.Mutex
+	j       statetest.Journal
 	ms      *consensus.MetaState
 	mem     consensus.Membership
-	calls   []string
 	joinErr error
 	bootErr error
 	nextID  uint64
-}
-
-func (f *fakeMeta) record(c string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, c)
-}
-
-func (f *fakeMeta) journal() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.calls...)
 }
 
 func (f *fakeMeta) State(context.Context) (*consensus.MetaState, error) { return f.ms, nil }
 func (f *fakeMeta) LocalState() (*consensus.MetaState, error)           { return f.ms, nil }
 
 func (f *fakeMeta) Bootstrap(_ context.Context, c consensus.ClusterRecord, n consensus.NodeRecord) error {
-	f.record("bootstrap " + c.Name + " " + n.Name)
+	f.j.Add("bootstrap %s %s", c.Name, n.Name)
 	return f.bootErr
 }
 
 func (f *fakeMeta) SetNodeState(_ context.Context, name, st string) (consensus.NodeRecord, error) {
-	f.record("state " + name + " " + st)
+	f.j.Add("state %s %s", name, st)
 	n, ok := f.ms.Nodes[name]
 	if !ok {
 		return consensus.NodeRecord{}, consensus.ErrNodeNotFound
@@ -64,7 +50,7 @@ func (f *fakeMeta) SetNodeState(_ context.Context, name, st string) (consensus.N
 }
 
 func (f *fakeMeta) Join(_ context.Context, tokenID, _ string, n consensus.NodeRecord) (uint64, error) {
-	f.record("join " + n.Name)
+	f.j.Add("join %s", n.Name)
 	if f.joinErr != nil {
 		return 0, f.joinErr
 	}
@@ -72,7 +58,7 @@ func (f *fakeMeta) Join(_ context.Context, tokenID, _ string, n consensus.NodeRe
 }
 
 func (f *fakeMeta) Audit(_ context.Context, action, detail string) error {
-	f.record("audit " + action + ": " + detail)
+	f.j.Add("audit %s: %s", action, detail)
 	return nil
 }
 
@@ -80,13 +66,13 @@ func (f *fakeMeta) Membership(context.Context) (consensus.Membership, error) { r
 func (f *fakeMeta) LocalMembership() (consensus.Membership, error)           { return f.mem, nil }
 
 func (f *fakeMeta) AddVoter(_ context.Context, id uint64, addr string) error {
-	f.record("add-voter " + addr)
+	f.j.Add("add-voter %s", addr)
 	f.mem.Voters[id] = addr
 	return nil
 }
 
 func (f *fakeMeta) RemoveReplica(_ context.Context, id uint64) error {
-	f.record("remove-replica " + f.mem.Voters[id] + f.mem.NonVoting[id])
+	f.j.Add("remove-replica %s%s", f.mem.Voters[id], f.mem.NonVoting[id])
 	delete(f.mem.Voters, id)
 	delete(f.mem.NonVoting, id)
 	return nil
@@ -146,20 +132,15 @@ func newWorld() *world {
 }
 
 func (w *world) manager() *Manager {
-	st := &state.State{
-		Node: state.Node{Name: "n1", Role: "data"},
-		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Meta: func() state.Meta { return w.meta },
-		Quorum: func(context.Context) error {
-			w.quorumN++
-			if !w.quorate {
-				return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
-			}
-			return nil
-		},
-		Peer: func(addr string) (tandemv1.PeerClient, error) { return fakePeer{up: w.online[addr]}, nil },
-		Now:  func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) },
+	st := statetest.NewState(state.Node{Name: "n1", Role: "data"})
+	st.Meta = func() state.Meta { return w.meta }
+	quorum := statetest.Quorum(&w.quorate)
+	st.Quorum = func(ctx context.Context) error {
+		w.quorumN++
+		return quorum(ctx)
 	}
+	st.Peer = func(addr string) (tandemv1.PeerClient, error) { return fakePeer{up: w.online[addr]}, nil }
+	st.Now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
 	return New(Config{
 		State: st, Volumes: w.vols,
 		Cluster: func() (Cluster, bool) {

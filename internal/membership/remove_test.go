@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -54,11 +54,11 @@ func TestRemoveRefusesWithRisksAndForceOverrides(t *testing.T) {
 	w.meta.ms.VMs["web"] = &consensus.VMRecord{Name: "web", Node: "n2", Desired: "started"}
 	m := w.manager()
 	_, err := m.Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n2"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "refusing to remove node n2:\n  - VM web is placed on node n2") ||
+	if !statetest.IsStatus(err, codes.FailedPrecondition, "refusing to remove node n2:\n  - VM web is placed on node n2") ||
 		!strings.Contains(err.Error(), "(--force overrides these checks)") {
 		t.Fatalf("unforced: %v", err)
 	}
-	if j := w.meta.journal(); len(j) != 0 {
+	if j := w.meta.j.List(); len(j) != 0 {
 		t.Fatalf("a refused removal changed %q", j)
 	}
 	resp, err := m.Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n2", Force: true})
@@ -69,12 +69,12 @@ func TestRemoveRefusesWithRisksAndForceOverrides(t *testing.T) {
 		t.Fatalf("forced: %+v", resp)
 	}
 	// Recorded first, so the running node learns it; then out of Raft.
-	if j, want := w.meta.journal(), []string{"state n2 removed", "remove-replica 10.0.0.2:7001"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"state n2 removed", "remove-replica 10.0.0.2:7001"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 	// Recorded and out of Raft: nothing left to do.
 	_, err = m.Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n2"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "node n2 was already removed") {
+	if !statetest.IsStatus(err, codes.FailedPrecondition, "node n2 was already removed") {
 		t.Fatalf("again: %v", err)
 	}
 }
@@ -86,7 +86,7 @@ func TestRemoveFinishesAHalfDoneRemovalWithoutChecks(t *testing.T) {
 	if _, err := w.manager().Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n3"}); err != nil {
 		t.Fatal(err)
 	}
-	if j, want := w.meta.journal(), []string{"remove-replica 10.0.0.3:7001"}; !slices.Equal(j, want) {
+	if j, want := w.meta.j.List(), []string{"remove-replica 10.0.0.3:7001"}; !slices.Equal(j, want) {
 		t.Fatalf("journal %q, want %q", j, want)
 	}
 }
@@ -113,10 +113,10 @@ func TestRemoveRefusals(t *testing.T) {
 				c.setup(w)
 			}
 			_, err := w.manager().Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: c.node, Force: true})
-			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.msg) {
+			if !statetest.IsStatus(err, c.code, c.msg) {
 				t.Fatalf("got %v, want %v %q", err, c.code, c.msg)
 			}
-			if j := w.meta.journal(); len(j) != 0 {
+			if j := w.meta.j.List(); len(j) != 0 {
 				t.Fatalf("a refused removal changed %q", j)
 			}
 		})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,39 +15,13 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/state"
-	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 )
-
-// journal is what the fakes were asked to do, in order, across all of
-// them, so a test can check the order of the steps.
-type journal struct {
-	mu      sync.Mutex
-	entries []string
-}
-
-func (j *journal) add(format string, args ...any) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.entries = append(j.entries, fmt.Sprintf(format, args...))
-}
-
-func (j *journal) all() []string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return slices.Clone(j.entries)
-}
-
-// index is the position of the first entry starting with prefix, -1 if none.
-func (j *journal) index(prefix string) int {
-	return slices.IndexFunc(j.all(), func(e string) bool { return strings.HasPrefix(e, prefix) })
-}
-
-func (j *journal) has(prefix string) bool { return j.index(prefix) >= 0 }
 
 // fakeMeta is the metadata client: a state in memory, this node leading
 // at term unless told otherwise.
 type fakeMeta struct {
-	j *journal
+	j *statetest.Journal
 
 	mu        sync.Mutex
 	ms        *consensus.MetaState
@@ -96,7 +69,7 @@ func (f *fakeMeta) CheckQuorum(context.Context) error {
 }
 
 func (f *fakeMeta) SetVMHA(_ context.Context, c consensus.VMHACmd) error {
-	f.j.add("ha %s %s", c.Name, c.State)
+	f.j.Add("ha %s %s", c.Name, c.State)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if v := f.ms.VMs[c.Name]; v != nil {
@@ -106,7 +79,7 @@ func (f *fakeMeta) SetVMHA(_ context.Context, c consensus.VMHACmd) error {
 }
 
 func (f *fakeMeta) UpdateVM(_ context.Context, u consensus.VMUpdate) error {
-	f.j.add("update %s %s if %s", u.Name, u.Node, u.IfNode)
+	f.j.Add("update %s %s if %s", u.Name, u.Node, u.IfNode)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v := f.ms.VMs[u.Name]
@@ -118,7 +91,7 @@ func (f *fakeMeta) UpdateVM(_ context.Context, u consensus.VMUpdate) error {
 }
 
 func (f *fakeMeta) SetConfig(_ context.Context, kv map[string]string) error {
-	f.j.add("config %v", kv)
+	f.j.Add("config %v", kv)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for k, v := range kv {
@@ -144,7 +117,7 @@ func (f *fakeMeta) SetNodeFence(_ context.Context, c consensus.NodeFenceCmd) (co
 
 // confirmOff is an operator's 'tandem node fence NODE --confirm-off'.
 func (f *fakeMeta) confirmOff(node string) {
-	f.j.add("confirm-off %s", node)
+	f.j.Add("confirm-off %s", node)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ms.Nodes[node].ConfirmedOffAt = time.Now()
@@ -152,13 +125,13 @@ func (f *fakeMeta) confirmOff(node string) {
 
 // fakeVolumes is this node's volume manager and the cluster's promotions.
 type fakeVolumes struct {
-	j         *journal
+	j         *statetest.Journal
 	primaries int
 	frozen    error // the cause FreezeAll was given
 }
 
 func (f *fakeVolumes) FreezeAll(cause error) int {
-	f.j.add("freeze-all")
+	f.j.Add("freeze-all")
 	f.frozen = cause
 	return f.primaries
 }
@@ -166,13 +139,13 @@ func (f *fakeVolumes) FreezeAll(cause error) int {
 func (f *fakeVolumes) Primaries() int { return f.primaries }
 
 func (f *fakeVolumes) Promote(_ context.Context, _ *consensus.MetaState, vol, node string) error {
-	f.j.add("promote %s on %s", vol, node)
+	f.j.Add("promote %s on %s", vol, node)
 	return nil
 }
 
 // fakeDomains is libvirt on this node.
 type fakeDomains struct {
-	j       *journal
+	j       *statetest.Journal
 	mu      sync.Mutex
 	running []string
 }
@@ -184,7 +157,7 @@ func (f *fakeDomains) Running(context.Context) ([]string, error) {
 }
 
 func (f *fakeDomains) Destroy(_ context.Context, name string) error {
-	f.j.add("destroy %s", name)
+	f.j.Add("destroy %s", name)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.running = slices.DeleteFunc(f.running, func(n string) bool { return n == name })
@@ -194,7 +167,7 @@ func (f *fakeDomains) Destroy(_ context.Context, name string) error {
 // fakeVMs is the VM subsystem: placement always picks target and keeps
 // the volumes already primary there.
 type fakeVMs struct {
-	j       *journal
+	j       *statetest.Journal
 	meta    *fakeMeta
 	domains *fakeDomains // nil: libvirtd does not answer
 	target  string
@@ -224,13 +197,13 @@ func (f *fakeVMs) Place(_ context.Context, vm, dead string) (Placement, error) {
 }
 
 func (f *fakeVMs) Start(_ context.Context, p Placement) error {
-	f.j.add("start %s on %s", p.VM.Name, p.Node)
+	f.j.Add("start %s on %s", p.VM.Name, p.Node)
 	return nil
 }
 
 // fixture is a Manager on node n1 over the fakes, with fast timing.
 type fixture struct {
-	j    *journal
+	j    *statetest.Journal
 	st   *state.State
 	meta *fakeMeta
 	vols *fakeVolumes
@@ -242,7 +215,7 @@ type fixture struct {
 // members; n2 has no fencing at all (only an operator can confirm it off).
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	j := &journal{}
+	j := &statetest.Journal{}
 	ms := &consensus.MetaState{
 		Config: map[string]string{},
 		Nodes: map[string]*consensus.NodeRecord{
@@ -255,17 +228,8 @@ func newFixture(t *testing.T) *fixture {
 	meta := &fakeMeta{j: j, ms: ms, self: 1, leader: 1, term: 7}
 	f := &fixture{j: j, meta: meta, vols: &fakeVolumes{j: j}}
 	f.vms = &fakeVMs{j: j, meta: meta, target: "n3", primary: map[string]string{}}
-	f.st = &state.State{
-		Node:   state.Node{Name: "n1"},
-		Log:    slog.New(slog.DiscardHandler),
-		Quorum: func(context.Context) error { return nil },
-		Peer: func(addr string) (tandemv1.PeerClient, error) {
-			return nil, fmt.Errorf("no peer %s in this test", addr)
-		},
-		Now:    time.Now,
-		Events: func(_ context.Context, e consensus.Event) { j.add("event %s %s: %s", e.Kind, e.Node, e.Detail) },
-		Fence:  &state.SelfFence{},
-	}
+	f.st = statetest.NewState(state.Node{Name: "n1"})
+	f.st.Events = func(_ context.Context, e consensus.Event) { j.Add("event %s %s: %s", e.Kind, e.Node, e.Detail) }
 	f.st.Config.Watchdog = "off"
 	f.st.Config.Compute.LibvirtSocket = filepath.Join(t.TempDir(), "libvirt-sock")
 	f.m = New(Config{State: f.st, Meta: func() Meta { return meta }, Volumes: f.vols, VMs: f.vms,
@@ -315,9 +279,9 @@ func (f *fixture) answers(node string) {
 func (f *fixture) waitFor(t *testing.T, prefix string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for !f.j.has(prefix) {
+	for !f.j.Has(prefix) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the journal:\n%s", prefix, strings.Join(f.j.all(), "\n"))
+			t.Fatalf("no %q in the journal:\n%s", prefix, strings.Join(f.j.List(), "\n"))
 		}
 		time.Sleep(time.Millisecond)
 	}

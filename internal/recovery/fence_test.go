@@ -6,10 +6,10 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -21,7 +21,7 @@ func TestFenceConfigChecksAndListsAgentsWithoutSecrets(t *testing.T) {
 		{Name: "n2", Ipmi: &tandemv1.IPMIConfig{Host: "bmc", User: "u", Password: "p", Port: 70000}},
 		{Name: "n2", Redfish: &tandemv1.RedfishConfig{Endpoint: "https://bmc", User: "u"}},
 	} {
-		if _, err := f.m.FenceConfig(t.Context(), req); status.Code(err) != codes.InvalidArgument {
+		if _, err := f.m.FenceConfig(t.Context(), req); !statetest.IsStatus(err, codes.InvalidArgument, "") {
 			t.Errorf("%v: %v, want InvalidArgument", req, err)
 		}
 	}
@@ -36,14 +36,14 @@ func TestFenceConfigChecksAndListsAgentsWithoutSecrets(t *testing.T) {
 
 func TestFence(t *testing.T) {
 	f := newFixture(t)
-	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n1"}); status.Code(err) != codes.FailedPrecondition {
+	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n1"}); !statetest.IsStatus(err, codes.FailedPrecondition, "") {
 		t.Errorf("fencing itself: %v", err)
 	}
-	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n9"}); status.Code(err) != codes.NotFound {
+	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n9"}); !statetest.IsStatus(err, codes.NotFound, "") {
 		t.Errorf("unknown node: %v", err)
 	}
 	// n2 has no agent: nothing can confirm it.
-	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n2"}); status.Code(err) != codes.Unavailable {
+	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n2"}); !statetest.IsStatus(err, codes.Unavailable, "") {
 		t.Errorf("no agent: %v", err)
 	}
 	resp, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n2", ConfirmOff: true})
@@ -51,11 +51,12 @@ func TestFence(t *testing.T) {
 		t.Fatalf("confirm off: %v %v", resp, err)
 	}
 	ms, _ := f.meta.LocalState()
-	if ms.Nodes["n2"].ConfirmedOffAt.IsZero() || !f.j.has("event fence-result n2: an operator confirmed") {
-		t.Fatalf("confirmation not recorded: %v", f.j.all())
+	if ms.Nodes["n2"].ConfirmedOffAt.IsZero() || !f.j.Has("event fence-result n2: an operator confirmed") {
+		t.Fatalf("confirmation not recorded: %v", f.j.List())
 	}
-	f.st.Quorum = func(context.Context) error { return status.Error(codes.FailedPrecondition, "no quorum") }
-	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n3", ConfirmOff: true}); status.Code(err) != codes.FailedPrecondition {
+	quorate := false
+	f.st.Quorum = statetest.Quorum(&quorate)
+	if _, err := f.m.Fence(t.Context(), &tandemv1.FenceNodeRequest{Name: "n3", ConfirmOff: true}); !statetest.IsStatus(err, codes.FailedPrecondition, "") {
 		t.Errorf("without quorum: %v", err)
 	}
 	if ms, _ := f.meta.LocalState(); !ms.Nodes["n3"].ConfirmedOffAt.IsZero() {
@@ -66,8 +67,8 @@ func TestFence(t *testing.T) {
 func TestArmAndEvents(t *testing.T) {
 	f := newFixture(t)
 	resp, err := f.m.Arm(t.Context(), false)
-	if err != nil || resp.Armed || f.meta.ms.Config[ha.KeyArmed] != "false" || !f.j.has("event ha-disarmed") {
-		t.Fatalf("disarm: %v %v %v", resp, err, f.j.all())
+	if err != nil || resp.Armed || f.meta.ms.Config[ha.KeyArmed] != "false" || !f.j.Has("event ha-disarmed") {
+		t.Fatalf("disarm: %v %v %v", resp, err, f.j.List())
 	}
 	for i := range 30 {
 		f.meta.ms.Events = append(f.meta.ms.Events, consensus.Event{Seq: uint64(i + 1), Kind: "k"})

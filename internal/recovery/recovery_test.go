@@ -48,12 +48,12 @@ func TestRecoverFencesThenPromotesThenRestarts(t *testing.T) {
 	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
 	time.Sleep(20 * time.Millisecond) // several more fencing rounds
 	for _, e := range []string{"promote", "start", "update"} {
-		if f.j.has(e) {
-			t.Fatalf("%s before the node was fenced:\n%s", e, strings.Join(f.j.all(), "\n"))
+		if f.j.Has(e) {
+			t.Fatalf("%s before the node was fenced:\n%s", e, strings.Join(f.j.List(), "\n"))
 		}
 	}
-	if !f.j.has("ha high fence") || !f.j.has("ha low fence") || f.j.has("ha elsewhere") {
-		t.Fatalf("HA states while fencing:\n%s", strings.Join(f.j.all(), "\n"))
+	if !f.j.Has("ha high fence") || !f.j.Has("ha low fence") || f.j.Has("ha elsewhere") {
+		t.Fatalf("HA states while fencing:\n%s", strings.Join(f.j.List(), "\n"))
 	}
 
 	f.meta.confirmOff("n2")
@@ -76,8 +76,8 @@ func TestRecoverFencesThenPromotesThenRestarts(t *testing.T) {
 		"ha low started",
 		"event vm-recovered n3",
 	}
-	got := f.j.all()
-	i := f.j.index("confirm-off n2")
+	got := f.j.List()
+	i := f.j.Index("confirm-off n2")
 	if len(got[i:]) != len(want) {
 		t.Fatalf("after the fence:\n%s\nwant:\n%s", strings.Join(got[i:], "\n"), strings.Join(want, "\n"))
 	}
@@ -86,7 +86,7 @@ func TestRecoverFencesThenPromotesThenRestarts(t *testing.T) {
 			t.Fatalf("step %d is %q, want %q; after the fence:\n%s", k, got[i+k], w, strings.Join(got[i:], "\n"))
 		}
 	}
-	if f.j.has("promote shared") {
+	if f.j.Has("promote shared") {
 		t.Fatal("promoted a volume already primary on the target")
 	}
 }
@@ -101,12 +101,12 @@ func TestRecoverCancelledWhenNodeAnswersBeforeFence(t *testing.T) {
 	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
 	f.answers("n2")
 	wait(t, done)
-	if !f.j.has("event recovery-cancelled n2") || !f.j.has("ha vm started") {
-		t.Fatalf("not cancelled:\n%s", strings.Join(f.j.all(), "\n"))
+	if !f.j.Has("event recovery-cancelled n2") || !f.j.Has("ha vm started") {
+		t.Fatalf("not cancelled:\n%s", strings.Join(f.j.List(), "\n"))
 	}
 	for _, e := range []string{"promote", "start", "update"} {
-		if f.j.has(e) {
-			t.Fatalf("%s after the node answered:\n%s", e, strings.Join(f.j.all(), "\n"))
+		if f.j.Has(e) {
+			t.Fatalf("%s after the node answered:\n%s", e, strings.Join(f.j.List(), "\n"))
 		}
 	}
 }
@@ -121,8 +121,8 @@ func TestRecoverStopsWhenLeadershipMoves(t *testing.T) {
 	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
 	f.meta.setLeader(3, 8)
 	wait(t, done) // ends while still waiting for the fence
-	if f.j.has("promote") || f.j.has("start") || f.j.has("ha vm recovery") {
-		t.Fatalf("recovered without leading:\n%s", strings.Join(f.j.all(), "\n"))
+	if f.j.Has("promote") || f.j.Has("start") || f.j.Has("ha vm recovery") {
+		t.Fatalf("recovered without leading:\n%s", strings.Join(f.j.List(), "\n"))
 	}
 }
 
@@ -153,15 +153,15 @@ func TestSelfFenceFreezesVolumesAndDestroysVMs(t *testing.T) {
 	if !errors.Is(f.vols.frozen, ErrSelfFenced) {
 		t.Fatalf("volumes frozen with %v", f.vols.frozen)
 	}
-	if got := strings.Join(f.j.all(), ","); got != "freeze-all,destroy a,destroy b" {
+	if got := strings.Join(f.j.List(), ","); got != "freeze-all,destroy a,destroy b" {
 		t.Fatalf("journal %s", got)
 	}
 	if r, _ := f.vms.domains.Running(t.Context()); len(r) != 0 {
 		t.Fatalf("still running: %v", r)
 	}
 	f.m.selfFence(t.Context())
-	if n := len(f.j.all()); n != 3 {
-		t.Fatalf("fenced twice: %v", f.j.all())
+	if n := len(f.j.List()); n != 3 {
+		t.Fatalf("fenced twice: %v", f.j.List())
 	}
 }
 
@@ -196,8 +196,8 @@ func TestLeaseExpiryFencesOnlyWithSomethingToStop(t *testing.T) {
 			if f.st.Fence.Fenced() != tc.fenced {
 				t.Fatalf("fenced = %v, want %v", f.st.Fence.Fenced(), tc.fenced)
 			}
-			if f.j.has("freeze-all") != tc.fenced {
-				t.Fatalf("journal %v", f.j.all())
+			if f.j.Has("freeze-all") != tc.fenced {
+				t.Fatalf("journal %v", f.j.List())
 			}
 			f.m.mu.Lock()
 			idle := !f.m.idleUntil.IsZero()
@@ -221,15 +221,15 @@ func TestSelfFenceLiftedWhenQuorumReturns(t *testing.T) {
 		t.Fatal("an expired lease without quorum did not fence")
 	}
 	f.m.tick(t.Context())
-	if !f.st.Fence.Fenced() || f.j.has("event self-fence-lifted") {
+	if !f.st.Fence.Fenced() || f.j.Has("event self-fence-lifted") {
 		t.Fatal("lifted without quorum")
 	}
 	f.meta.mu.Lock()
 	f.meta.quorumErr = nil
 	f.meta.mu.Unlock()
 	f.m.tick(t.Context())
-	if f.st.Fence.Fenced() || !f.j.has("event self-fence-lifted n1") {
-		t.Fatalf("not lifted with quorum back: %v", f.j.all())
+	if f.st.Fence.Fenced() || !f.j.Has("event self-fence-lifted n1") {
+		t.Fatalf("not lifted with quorum back: %v", f.j.List())
 	}
 }
 

@@ -2,10 +2,6 @@ package vmm
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,37 +13,16 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/state"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-// journal records the calls that change something, in order, across the
-// fakes of one world.
-type journal struct {
-	mu    sync.Mutex
-	calls []string
-}
+// journal is the world's statetest.Journal; list and count keep the names
+// the other tests of the package call it by.
+type journal struct{ statetest.Journal }
 
-func (j *journal) add(format string, args ...any) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.calls = append(j.calls, fmt.Sprintf(format, args...))
-}
-
-func (j *journal) list() []string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return append([]string(nil), j.calls...)
-}
-
-func (j *journal) count(prefix string) int {
-	n := 0
-	for _, c := range j.list() {
-		if strings.HasPrefix(c, prefix) {
-			n++
-		}
-	}
-	return n
-}
+func (j *journal) list() []string          { return j.List() }
+func (j *journal) count(prefix string) int { return j.Count(prefix) }
 
 // fakeVolumes is the volume subsystem: the catalog is the world's state;
 // creates fail for the names in failCreate; local holds this node's
@@ -69,7 +44,7 @@ func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaSta
 }
 
 func (f *fakeVolumes) Create(_ context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	f.w.j.add("volume create %s %v", req.Name, req.Nodes)
+	f.w.j.Add("volume create %s %v", req.Name, req.Nodes)
 	if err := f.failCreate[req.Name]; err != nil {
 		return nil, err
 	}
@@ -78,7 +53,7 @@ func (f *fakeVolumes) Create(_ context.Context, req *tandemv1.CreateVolumeReques
 }
 
 func (f *fakeVolumes) Delete(_ context.Context, req *tandemv1.DeleteVolumeRequest) (*tandemv1.DeleteVolumeResponse, error) {
-	f.w.j.add("volume delete %s", req.Name)
+	f.w.j.Add("volume delete %s", req.Name)
 	delete(f.w.ms.Volumes, req.Name)
 	return &tandemv1.DeleteVolumeResponse{}, nil
 }
@@ -158,7 +133,7 @@ type fakeMeta struct {
 func (f *fakeMeta) LocalState() (*consensus.MetaState, error) { return f.w.ms, nil }
 
 func (f *fakeMeta) CreateVM(_ context.Context, v consensus.VMRecord) (*consensus.VMRecord, error) {
-	f.w.j.add("meta create-vm %s %v", v.Name, v.Spec.Volumes)
+	f.w.j.Add("meta create-vm %s %v", v.Name, v.Spec.Volumes)
 	if f.createErr != nil {
 		return nil, f.createErr
 	}
@@ -167,7 +142,7 @@ func (f *fakeMeta) CreateVM(_ context.Context, v consensus.VMRecord) (*consensus
 }
 
 func (f *fakeMeta) UpdateVM(_ context.Context, u consensus.VMUpdate) (*consensus.VMRecord, error) {
-	f.w.j.add("meta update-vm %s desired=%s node=%s", u.Name, u.Desired, u.Node)
+	f.w.j.Add("meta update-vm %s desired=%s node=%s", u.Name, u.Desired, u.Node)
 	v, ok := f.w.ms.VMs[u.Name]
 	if !ok {
 		return nil, consensus.ErrNoSuchVM
@@ -184,18 +159,18 @@ func (f *fakeMeta) UpdateVM(_ context.Context, u consensus.VMUpdate) (*consensus
 }
 
 func (f *fakeMeta) DeleteVM(_ context.Context, name string) error {
-	f.w.j.add("meta delete-vm %s", name)
+	f.w.j.Add("meta delete-vm %s", name)
 	delete(f.w.ms.VMs, name)
 	return nil
 }
 
 func (f *fakeMeta) SetVMHA(_ context.Context, h consensus.VMHACmd) (*consensus.VMRecord, error) {
-	f.w.j.add("meta set-ha %s %s", h.Name, h.State)
+	f.w.j.Add("meta set-ha %s %s", h.Name, h.State)
 	return f.w.ms.VMs[h.Name], nil
 }
 
 func (f *fakeMeta) SetMaintenance(_ context.Context, node string, enable bool) (consensus.NodeRecord, error) {
-	f.w.j.add("meta maintenance %s %v", node, enable)
+	f.w.j.Add("meta maintenance %s %v", node, enable)
 	return *f.w.ms.Nodes[node], nil
 }
 
@@ -241,7 +216,7 @@ func (p fakePeer) VMState(_ context.Context, req *tandemv1.PeerVMRequest, _ ...g
 }
 
 func (p fakePeer) VMStart(_ context.Context, req *tandemv1.PeerVMRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
-	p.w.j.add("peer %s vm-start %s", p.node, req.Vm.Name)
+	p.w.j.Add("peer %s vm-start %s", p.node, req.Vm.Name)
 	p.w.running[req.Vm.Name] = "running"
 	out := proto.Clone(req.Vm).(*tandemv1.VMInfo)
 	out.State = "running"
@@ -249,7 +224,7 @@ func (p fakePeer) VMStart(_ context.Context, req *tandemv1.PeerVMRequest, _ ...g
 }
 
 func (p fakePeer) VMStop(_ context.Context, req *tandemv1.PeerVMRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
-	p.w.j.add("peer %s vm-stop %s", p.node, req.Vm.Name)
+	p.w.j.Add("peer %s vm-stop %s", p.node, req.Vm.Name)
 	delete(p.w.running, req.Vm.Name)
 	out := proto.Clone(req.Vm).(*tandemv1.VMInfo)
 	out.State = "shut off"
@@ -257,7 +232,7 @@ func (p fakePeer) VMStop(_ context.Context, req *tandemv1.PeerVMRequest, _ ...gr
 }
 
 func (p fakePeer) VolumeHandover(_ context.Context, req *tandemv1.PromoteVolumeRequest, _ ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
-	p.w.j.add("peer %s handover %s to %s", p.node, req.Name, req.Node)
+	p.w.j.Add("peer %s handover %s to %s", p.node, req.Name, req.Node)
 	if info := p.w.vols.show[req.Name]; info != nil {
 		info.Primary = req.Node
 	}
@@ -310,23 +285,15 @@ func (w *world) manager() *Manager {
 	var cfg config.Config
 	cfg.NodeName, cfg.DataDir = "n1", "/nonexistent"
 	cfg.Compute.LibvirtSocket = config.ComputeOff
-	st := &state.State{
-		Node:   state.Node{Name: "n1", DataDir: "/nonexistent"},
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Config: cfg,
-		Quorum: func(context.Context) error {
-			if !w.quorate {
-				return status.Error(codes.FailedPrecondition, "no quorum: nothing was changed")
-			}
-			return nil
-		},
-		Peer: func(string) (tandemv1.PeerClient, error) {
-			return nil, status.Error(codes.Unavailable, "no peers in tests")
-		},
-		Now:    func() time.Time { return w.now },
-		Events: func(_ context.Context, e consensus.Event) { w.j.add("event %s %s", e.Kind, e.VM) },
-		Fence:  w.fence,
+	st := statetest.NewState(state.Node{Name: "n1", DataDir: "/nonexistent"})
+	st.Config = cfg
+	st.Quorum = statetest.Quorum(&w.quorate)
+	st.Peer = func(string) (tandemv1.PeerClient, error) {
+		return nil, status.Error(codes.Unavailable, "no peers in tests")
 	}
+	st.Now = func() time.Time { return w.now }
+	st.Events = func(_ context.Context, e consensus.Event) { w.j.Add("event %s %s", e.Kind, e.VM) }
+	st.Fence = w.fence
 	metaf := func() Meta {
 		if w.meta == nil { // out of a cluster: a nil interface
 			return nil

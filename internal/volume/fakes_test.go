@@ -2,10 +2,7 @@ package volume
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,31 +12,14 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/state"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
-
-// journal records the calls that change something, in order.
-type journal struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (j *journal) add(c string) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.calls = append(j.calls, c)
-}
-
-func (j *journal) list() []string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return append([]string(nil), j.calls...)
-}
 
 // fakeMeta is the metadata client: local is this replica's (possibly
 // lagging) copy, fresh what a linearizable read returns.
 type fakeMeta struct {
-	*journal
+	*statetest.Journal
 	local, fresh *consensus.MetaState
 }
 
@@ -47,22 +27,22 @@ func (f *fakeMeta) State(context.Context) (*consensus.MetaState, error) { return
 func (f *fakeMeta) LocalState() (*consensus.MetaState, error)           { return f.local, nil }
 
 func (f *fakeMeta) Audit(_ context.Context, action, detail string) error {
-	f.add("audit " + action + ": " + detail)
+	f.Add("audit %s: %s", action, detail)
 	return nil
 }
 
 func (f *fakeMeta) CreateVolume(_ context.Context, v consensus.VolumeEntry) (*consensus.VolumeEntry, error) {
-	f.add("create-volume " + v.Name)
+	f.Add("create-volume %s", v.Name)
 	return &v, nil
 }
 
 func (f *fakeMeta) SetVolumeState(_ context.Context, name, st string) error {
-	f.add("volume-state " + name + " " + st)
+	f.Add("volume-state %s %s", name, st)
 	return nil
 }
 
 func (f *fakeMeta) DeleteVolume(_ context.Context, name string) error {
-	f.add("delete-volume " + name)
+	f.Add("delete-volume %s", name)
 	return nil
 }
 
@@ -70,7 +50,7 @@ func (f *fakeMeta) DeleteVolume(_ context.Context, name string) error {
 // does not answer) and a journal of the calls that change something.
 type fakePeer struct {
 	tandemv1.PeerClient
-	*journal
+	*statetest.Journal
 	node   string
 	status *tandemv1.VolumeInfo
 	// free is the volume disk's free space; negative: DiskInfo fails.
@@ -92,31 +72,31 @@ func (p *fakePeer) VolumeStatus(context.Context, *tandemv1.PeerVolumeStatusReque
 }
 
 func (p *fakePeer) VolumePromote(_ context.Context, req *tandemv1.PromoteVolumeRequest, _ ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
-	p.add("promote " + req.Name + " on " + p.node)
+	p.Add("promote %s on %s", req.Name, p.node)
 	return &tandemv1.VolumeInfo{Name: req.Name, Primary: p.node, Epoch: 9}, nil
 }
 
 func (p *fakePeer) VolumeDiscard(_ context.Context, req *tandemv1.PeerVolumeStatusRequest, _ ...grpc.CallOption) (*tandemv1.PeerVolumeCloseResponse, error) {
-	p.add("discard " + req.Name + " on " + p.node)
+	p.Add("discard %s on %s", req.Name, p.node)
 	return &tandemv1.PeerVolumeCloseResponse{}, nil
 }
 
 func (p *fakePeer) VolumeDiscardPeer(_ context.Context, req *tandemv1.PromoteVolumeRequest, _ ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
-	p.add("discard-peer " + req.Node + " on " + p.node)
+	p.Add("discard-peer %s on %s", req.Node, p.node)
 	return p.status, nil
 }
 
 // world is node n1's view of a cluster of n1, n2, n3 holding volume v on
 // all three, used by VM vm1.
 type world struct {
-	j       *journal
+	j       *statetest.Journal
 	meta    *fakeMeta
 	peers   map[string]*fakePeer
 	quorate bool
 }
 
 func newWorld() *world {
-	j := &journal{}
+	j := &statetest.Journal{}
 	ms := &consensus.MetaState{
 		Nodes: map[string]*consensus.NodeRecord{},
 		Volumes: map[string]*consensus.VolumeEntry{
@@ -124,10 +104,10 @@ func newWorld() *world {
 		},
 		VMs: map[string]*consensus.VMRecord{"vm1": {Name: "vm1", Spec: consensus.VMSpecRecord{Volumes: []string{"v"}}}},
 	}
-	w := &world{j: j, meta: &fakeMeta{journal: j, local: ms, fresh: ms}, peers: map[string]*fakePeer{}, quorate: true}
+	w := &world{j: j, meta: &fakeMeta{Journal: j, local: ms, fresh: ms}, peers: map[string]*fakePeer{}, quorate: true}
 	for _, n := range []string{"n1", "n2", "n3"} {
 		ms.Nodes[n] = &consensus.NodeRecord{Name: n, State: consensus.NodeMember, BackendAddr: n + ":7000"}
-		w.peers[n] = &fakePeer{journal: j, node: n}
+		w.peers[n] = &fakePeer{Journal: j, node: n}
 	}
 	return w
 }
@@ -135,29 +115,18 @@ func newWorld() *world {
 // manager is n1's Manager over the world.
 func (w *world) manager(t *testing.T) *Manager {
 	t.Helper()
-	st := &state.State{
-		Node: state.Node{Name: "n1", NBDAddr: "n1:10809"},
-		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Quorum: func(context.Context) error {
-			if !w.quorate {
-				return status.Error(codes.FailedPrecondition, "no quorum: a majority of voters is not reachable; nothing was changed")
+	st := statetest.NewState(state.Node{Name: "n1", NBDAddr: "n1:10809"})
+	st.Quorum = statetest.Quorum(&w.quorate)
+	st.Peer = func(addr string) (tandemv1.PeerClient, error) {
+		for _, p := range w.peers {
+			if p.node+":7000" == addr {
+				return p, nil
 			}
-			return nil
-		},
-		Peer: func(addr string) (tandemv1.PeerClient, error) {
-			for _, p := range w.peers {
-				if p.node+":7000" == addr {
-					return p, nil
-				}
-			}
-			return nil, status.Error(codes.Unavailable, "no such peer")
-		},
-		Now:     time.Now,
-		Cluster: func() (state.Cluster, bool) { return state.Cluster{Name: "c1", ID: "c1-id"}, true },
-		Shards:  func() *consensus.Volumes { return nil },
-		Events:  func(context.Context, consensus.Event) {},
-		Fence:   &state.SelfFence{},
+		}
+		return nil, status.Error(codes.Unavailable, "no such peer")
 	}
+	st.Cluster = func() (state.Cluster, bool) { return state.Cluster{Name: "c1", ID: "c1-id"}, true }
+	st.Shards = func() *consensus.Volumes { return nil }
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return New(ctx, Config{

@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 )
 
 // TestPlace: replicas go to the online data nodes with the most free space
@@ -21,11 +21,11 @@ func TestPlace(t *testing.T) {
 		ms := w.meta.fresh
 		for _, n := range []string{"n4", "w1"} {
 			ms.Nodes[n] = &consensus.NodeRecord{Name: n, State: consensus.NodeMember, BackendAddr: n + ":7000"}
-			w.peers[n] = &fakePeer{journal: w.j, node: n}
+			w.peers[n] = &fakePeer{Journal: w.j, node: n}
 		}
 		ms.Nodes["w1"].Role = "witness"
 		ms.Nodes["j"] = &consensus.NodeRecord{Name: "j", State: consensus.NodeJoining, BackendAddr: "j:7000"}
-		w.peers["j"] = &fakePeer{journal: w.j, node: "j", free: 100 * gib}
+		w.peers["j"] = &fakePeer{Journal: w.j, node: "j", free: 100 * gib}
 		w.peers["n1"].free, w.peers["n2"].free, w.peers["n3"].free, w.peers["n4"].free = 5*gib, 9*gib, 5*gib, -1
 		w.peers["w1"].free = gib
 		return w, ms
@@ -41,7 +41,7 @@ func TestPlace(t *testing.T) {
 	if err != nil || strings.Join(nodes, ",") != "n2,n1" || witness != "w1" {
 		t.Errorf("2 replicas: %v %q %v", nodes, witness, err)
 	}
-	if _, _, err := m.Place(ctx, ms, 6*gib, 2, nil); status.Code(err) != codes.ResourceExhausted {
+	if _, _, err := m.Place(ctx, ms, 6*gib, 2, nil); !statetest.IsStatus(err, codes.ResourceExhausted, "") {
 		t.Errorf("too big for two nodes: %v", err)
 	}
 	for _, tc := range []struct {
@@ -63,14 +63,14 @@ func TestPlace(t *testing.T) {
 			}
 			continue
 		}
-		if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+		if !statetest.IsStatus(err, tc.code, tc.msg) {
 			t.Errorf("%v: %v; want %s containing %q", tc.want, err, tc.code, tc.msg)
 		}
 	}
 	w, ms = setup()
 	w.peers["w1"].free, w.peers["n4"].free = -1, -1
 	w.peers["n3"].free = -1
-	if _, _, err := w.manager(t).Place(ctx, ms, gib, 2, nil); status.Code(err) != codes.FailedPrecondition {
+	if _, _, err := w.manager(t).Place(ctx, ms, gib, 2, nil); !statetest.IsStatus(err, codes.FailedPrecondition, "") {
 		t.Errorf("no third online node for a witness: %v", err)
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/state/statetest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -74,7 +74,7 @@ func TestShow(t *testing.T) {
 		if err != nil || got.AnsweredBy != "n2" {
 			t.Fatalf("got %v, %v", got, err)
 		}
-		if _, err := w.manager(t).Show(context.Background(), "nope", time.Second); status.Code(err) != codes.NotFound {
+		if _, err := w.manager(t).Show(context.Background(), "nope", time.Second); !statetest.IsStatus(err, codes.NotFound, "") {
 			t.Fatalf("an unknown volume: %v", err)
 		}
 	})
@@ -137,10 +137,10 @@ func TestRefusals(t *testing.T) {
 				tc.setup(w)
 			}
 			err := tc.call(w.manager(t))
-			if st := status.Convert(err); err == nil || st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+			if err == nil || !statetest.IsStatus(err, tc.code, tc.msg) {
 				t.Fatalf("got %v; want %s containing %q", err, tc.code, tc.msg)
 			}
-			if calls := w.j.list(); len(calls) > 0 {
+			if calls := w.j.List(); len(calls) > 0 {
 				t.Errorf("refused, yet it did %v", calls)
 			}
 		})
@@ -155,7 +155,7 @@ func TestResyncDiscard(t *testing.T) {
 	if _, err := w.manager(t).Resync(context.Background(), &tandemv1.ResyncVolumeRequest{Name: "v", DiscardNode: "n3"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(w.j.list(), "; "); got != "discard v on n3; discard-peer n3 on n2" {
+	if got := strings.Join(w.j.List(), "; "); got != "discard v on n3; discard-peer n3 on n2" {
 		t.Errorf("calls: %s", got)
 	}
 }
