@@ -105,40 +105,36 @@ func newEventsCmd(a *app) *cobra.Command {
 		Short: "Show the cluster's events (node suspected/dead, fencing, promotions, recoveries)",
 		Args:  argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx := cmd.Context()
-			st, err := c.HA.Events(ctx, &tandemv1.EventsRequest{Follow: follow, Tail: tail, Since: since})
-			if err != nil {
-				return err
-			}
-			table := a.output != "json"
-			if table {
-				fmt.Fprintf(a.stdout, "%-25s %-5s %-20s %-14s %s\n", "TIME", "SEQ", "KIND", "SUBJECT", "DETAIL (BY)")
-			}
-			n := 0
-			if follow && table {
-				fmt.Fprintln(a.stderr, "following new events; Ctrl-C to stop")
-			}
-			err = recvAll(ctx, st.Recv, func(e *tandemv1.Event) error {
-				n++
-				if !table {
-					return writeJSON(a.stdout, e)
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				st, err := c.HA.Events(ctx, &tandemv1.EventsRequest{Follow: follow, Tail: tail, Since: since})
+				if err != nil {
+					return err
 				}
-				subject := e.Node
-				if e.Vm != "" {
-					subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
+				table := a.output != "json"
+				if table {
+					fmt.Fprintf(a.stdout, "%-25s %-5s %-20s %-14s %s\n", "TIME", "SEQ", "KIND", "SUBJECT", "DETAIL (BY)")
 				}
-				_, err := fmt.Fprintf(a.stdout, "%-25s %-5d %-20s %-14s %s (by %s)\n", formatTime(e.At), e.Seq, e.Kind, orDash(subject), e.Detail, e.By)
+				n := 0
+				if follow && table {
+					fmt.Fprintln(a.stderr, "following new events; Ctrl-C to stop")
+				}
+				err = recvAll(ctx, st.Recv, func(e *tandemv1.Event) error {
+					n++
+					if !table {
+						return writeJSON(a.stdout, e)
+					}
+					subject := e.Node
+					if e.Vm != "" {
+						subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
+					}
+					_, err := fmt.Fprintf(a.stdout, "%-25s %-5d %-20s %-14s %s (by %s)\n", formatTime(e.At), e.Seq, e.Kind, orDash(subject), e.Detail, e.By)
+					return err
+				})
+				if err == nil && n == 0 && table && !follow {
+					fmt.Fprintln(a.stdout, "(no events)")
+				}
 				return err
 			})
-			if err == nil && n == 0 && table && !follow {
-				fmt.Fprintln(a.stdout, "(no events)")
-			}
-			return err
 		},
 		Example: `  tandem events                 # the last 20
   tandem events --tail 200

@@ -132,26 +132,23 @@ skips that. Without a terminal (scripts) it does not ask.`,
 			}
 			// The daemon pings the node and asks every replica of its
 			// volumes: more than the default time limit when it is down.
-			c, err := a.dial(cmd, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Node.Remove(cmd.Context(), &tandemv1.RemoveNodeRequest{Name: name, Force: force})
-			if err != nil {
-				return err
-			}
-			for _, o := range resp.GetOverridden() {
-				fmt.Fprintf(a.stderr, "warning: --force overrode: %s\n", o)
-			}
-			return a.print(resp, func(w io.Writer) error {
-				n := resp.GetNode()
-				if n == nil {
-					fmt.Fprintf(w, "removed node %q\n", name)
-					return nil
+			return a.withClient(cmd, 30*time.Second, func(ctx context.Context, c *adminclient.Client) error {
+				resp, err := c.Node.Remove(ctx, &tandemv1.RemoveNodeRequest{Name: name, Force: force})
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "removed node %q (replica %d, state %s)\n", n.GetName(), n.GetReplicaId(), orDash(n.GetState()))
-				return nil
+				for _, o := range resp.GetOverridden() {
+					fmt.Fprintf(a.stderr, "warning: --force overrode: %s\n", o)
+				}
+				return a.print(resp, func(w io.Writer) error {
+					n := resp.GetNode()
+					if n == nil {
+						fmt.Fprintf(w, "removed node %q\n", name)
+						return nil
+					}
+					fmt.Fprintf(w, "removed node %q (replica %d, state %s)\n", n.GetName(), n.GetReplicaId(), orDash(n.GetState()))
+					return nil
+				})
 			})
 		},
 	}

@@ -142,34 +142,31 @@ single node failure; --force overrides it with a warning.`,
 					return usageErrorf("--disk %s is smaller than the image (%s)", formatBytes(req.Disks[0].SizeBytes), formatBytes(img.VirtualSize))
 				}
 			}
-			c, err := a.dial(cmd, vmTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			startNow := req.Start
-			if img != nil {
-				req.Start = false // the image goes in first
-			}
-			info, err := c.VM.Create(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if img != nil {
-				vol, err := c.Volume.Show(cmd.Context(), &tandemv1.ShowVolumeRequest{Name: info.Volumes[0]})
+			return a.withClient(cmd, vmTimeout, func(ctx context.Context, c *adminclient.Client) error {
+				startNow := req.Start
+				if img != nil {
+					req.Start = false // the image goes in first
+				}
+				info, err := c.VM.Create(ctx, req)
 				if err != nil {
 					return err
 				}
-				if err := importImage(cmd.Context(), a.stderr, img, vol); err != nil {
-					return fmt.Errorf("VM %s was created, but copying the image failed (delete it or copy again): %w", info.Name, err)
-				}
-				if startNow {
-					if info, err = c.VM.Start(cmd.Context(), &tandemv1.VMRequest{Name: info.Name, Node: node, Force: force}); err != nil {
+				if img != nil {
+					vol, err := c.Volume.Show(ctx, &tandemv1.ShowVolumeRequest{Name: info.Volumes[0]})
+					if err != nil {
 						return err
 					}
+					if err := importImage(ctx, a.stderr, img, vol); err != nil {
+						return fmt.Errorf("VM %s was created, but copying the image failed (delete it or copy again): %w", info.Name, err)
+					}
+					if startNow {
+						if info, err = c.VM.Start(ctx, &tandemv1.VMRequest{Name: info.Name, Node: node, Force: force}); err != nil {
+							return err
+						}
+					}
 				}
-			}
-			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+				return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -426,19 +423,15 @@ func newVMConsoleCmd(a *app) *cobra.Command {
 		Short: "Print the VM's serial console log",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx := cmd.Context()
-			st, err := c.VM.Console(ctx, &tandemv1.ConsoleRequest{Name: args[0], Tail: tail, Follow: follow})
-			if err != nil {
-				return err
-			}
-			return recvAll(ctx, st.Recv, func(chunk *tandemv1.ConsoleChunk) error {
-				_, err := a.stdout.Write(chunk.Data)
-				return err
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				st, err := c.VM.Console(ctx, &tandemv1.ConsoleRequest{Name: args[0], Tail: tail, Follow: follow})
+				if err != nil {
+					return err
+				}
+				return recvAll(ctx, st.Recv, func(chunk *tandemv1.ConsoleChunk) error {
+					_, err := a.stdout.Write(chunk.Data)
+					return err
+				})
 			})
 		},
 	}
