@@ -72,30 +72,20 @@ balanced moves VMs back to even out the load, the default "stay" leaves them.`,
 }
 
 func newNodeListCmd(a *app) *cobra.Command {
-	var lf listFlags
-	cmd := &cobra.Command{
+	return listCmd(a, &cobra.Command{
 		Use:   "list",
 		Short: "List the cluster's nodes",
 		Example: `  tandem node list
   tandem node list --filter health=offline
   tandem node list --columns name --no-headers`,
-		Args: argsNamed(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := lf.check(a.output); err != nil {
-				return err
-			}
-			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListNodesResponse, error) {
-				return c.Node.List(ctx, &tandemv1.ListNodesRequest{})
-			}, func(w io.Writer, resp *tandemv1.ListNodesResponse) error {
-				if !resp.GetQuorate() {
-					fmt.Fprintln(a.stderr, "NOT QUORATE: this list is the answering node's local view")
-				}
-				return writeNodeList(w, resp.GetNodes(), &lf)
-			})
-		},
-	}
-	addListFlags(cmd, &lf)
-	return cmd
+	}, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListNodesResponse, error) {
+		return c.Node.List(ctx, &tandemv1.ListNodesRequest{})
+	}, func(w io.Writer, resp *tandemv1.ListNodesResponse, lf *listFlags) error {
+		if !resp.GetQuorate() {
+			fmt.Fprintln(a.stderr, "NOT QUORATE: this list is the answering node's local view")
+		}
+		return writeNodeList(w, resp.GetNodes(), lf)
+	})
 }
 
 func newNodeRemoveCmd(a *app) *cobra.Command {

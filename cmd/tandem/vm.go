@@ -188,39 +188,29 @@ single node failure; --force overrides it with a warning.`,
 }
 
 func newVMListCmd(a *app) *cobra.Command {
-	var lf listFlags
-	cmd := &cobra.Command{
+	return listCmd(a, &cobra.Command{
 		Use:   "list",
 		Short: "List virtual machines",
 		Example: `  tandem vm list
   tandem vm list --filter node=n1 --filter state=running
   tandem vm list --columns name --no-headers`,
-		Args: argsNamed(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := lf.check(a.output); err != nil {
-				return err
+	}, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVMsResponse, error) {
+		return c.VM.List(ctx, &tandemv1.ListVMsRequest{})
+	}, func(w io.Writer, resp *tandemv1.ListVMsResponse, lf *listFlags) error {
+		t := &table{header: []string{"NAME", "NODE", "STATE", "DESIRED", "VCPUS", "MEMORY", "VOLUMES"}, empty: "(no VMs)"}
+		for _, v := range resp.Vms {
+			t.add(v.Name, dash(v.Node), dash(v.State), dash(v.Desired), fmt.Sprint(v.Vcpus), formatBytes(int64(v.MemoryMib)<<20), dash(strings.Join(v.Volumes, ",")))
+		}
+		if err := lf.write(w, t); err != nil {
+			return err
+		}
+		for _, v := range resp.Vms {
+			if v.Warning != "" && !lf.noHeaders {
+				fmt.Fprintf(w, "warning: %s: %s\n", v.Name, v.Warning)
 			}
-			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVMsResponse, error) {
-				return c.VM.List(ctx, &tandemv1.ListVMsRequest{})
-			}, func(w io.Writer, resp *tandemv1.ListVMsResponse) error {
-				t := &table{header: []string{"NAME", "NODE", "STATE", "DESIRED", "VCPUS", "MEMORY", "VOLUMES"}, empty: "(no VMs)"}
-				for _, v := range resp.Vms {
-					t.add(v.Name, dash(v.Node), dash(v.State), dash(v.Desired), fmt.Sprint(v.Vcpus), formatBytes(int64(v.MemoryMib)<<20), dash(strings.Join(v.Volumes, ",")))
-				}
-				if err := lf.write(w, t); err != nil {
-					return err
-				}
-				for _, v := range resp.Vms {
-					if v.Warning != "" && !lf.noHeaders {
-						fmt.Fprintf(w, "warning: %s: %s\n", v.Name, v.Warning)
-					}
-				}
-				return nil
-			})
-		},
-	}
-	addListFlags(cmd, &lf)
-	return cmd
+		}
+		return nil
+	})
 }
 
 func dash(s string) string {

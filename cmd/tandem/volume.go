@@ -97,8 +97,7 @@ initial primary.`,
 }
 
 func newVolumeListCmd(a *app) *cobra.Command {
-	var lf listFlags
-	cmd := &cobra.Command{
+	return listCmd(a, &cobra.Command{
 		Use:   "list",
 		Short: "List volumes with their replicas' states",
 		Long: `List volumes. STATE is the catalog state (creating, ready, deleting), with a
@@ -107,20 +106,11 @@ degraded while a replica is Outdated, Inconsistent or unreachable.`,
 		Example: `  tandem volume list
   tandem volume list --filter state=degraded
   tandem volume list --columns name,primary --no-headers`,
-		Args: argsNamed(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := lf.check(a.output); err != nil {
-				return err
-			}
-			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVolumesResponse, error) {
-				return c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
-			}, func(w io.Writer, resp *tandemv1.ListVolumesResponse) error {
-				return writeVolumeList(w, resp.GetVolumes(), &lf)
-			})
-		},
-	}
-	addListFlags(cmd, &lf)
-	return cmd
+	}, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVolumesResponse, error) {
+		return c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
+	}, func(w io.Writer, resp *tandemv1.ListVolumesResponse, lf *listFlags) error {
+		return writeVolumeList(w, resp.GetVolumes(), lf)
+	})
 }
 
 func newVolumeShowCmd(a *app) *cobra.Command {
