@@ -161,14 +161,11 @@ func parseIPMIFlag(s string) (*tandemv1.IPMIConfig, error) {
 		}
 		cfg.Host, cfg.Port = h, uint32(port)
 	}
-	pw, err := os.ReadFile(parts[2])
+	pw, err := readPasswordFile("--ipmi", parts[2])
 	if err != nil {
-		return nil, fmt.Errorf("--ipmi: password file: %w", err)
+		return nil, err
 	}
-	cfg.Password = strings.TrimRight(string(pw), "\r\n")
-	if cfg.Password == "" {
-		return nil, fmt.Errorf("--ipmi: password file %s is empty", parts[2])
-	}
+	cfg.Password = pw
 	return cfg, nil
 }
 
@@ -182,14 +179,11 @@ func parseRedfishFlag(s string) (*tandemv1.RedfishConfig, error) {
 	if len(parts) == 4 {
 		cfg.SystemId = parts[3]
 	}
-	pw, err := os.ReadFile(parts[2])
+	pw, err := readPasswordFile("--redfish", parts[2])
 	if err != nil {
-		return nil, fmt.Errorf("--redfish: password file: %w", err)
+		return nil, err
 	}
-	cfg.Password = strings.TrimRight(string(pw), "\r\n")
-	if cfg.Password == "" {
-		return nil, fmt.Errorf("--redfish: password file %s is empty", parts[2])
-	}
+	cfg.Password = pw
 	return cfg, nil
 }
 
@@ -262,4 +256,18 @@ its writes.`,
 	}
 	cmd.Flags().BoolVar(&confirmOff, "confirm-off", false, "record that the node is off (you checked)")
 	return cmd
+}
+
+// readPasswordFile reads a fencing agent's password file (the flag names it in
+// errors): the first line without its line end, which must not be empty.
+func readPasswordFile(flag, path string) (string, error) {
+	pw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: password file: %w", flag, err)
+	}
+	password := strings.TrimRight(string(pw), "\r\n")
+	if password == "" {
+		return "", fmt.Errorf("%s: password file %s is empty", flag, path)
+	}
+	return password, nil
 }
