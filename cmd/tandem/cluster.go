@@ -171,22 +171,19 @@ With --check it exits 1 when there is any warning, for monitoring scripts.`,
   tandem cluster status -o json`,
 		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Cluster.Status(cmd.Context(), &tandemv1.StatusRequest{})
-			if err != nil {
-				return err
-			}
-			if err := a.print(st, func(w io.Writer) error { return writeStatus(w, st) }); err != nil {
-				return err
-			}
-			if n := len(st.GetWarnings()); check && n > 0 {
-				return fmt.Errorf("check failed: %d warning(s): %s", n, strings.Join(st.GetWarnings(), "; "))
-			}
-			return nil
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				st, err := c.Cluster.Status(ctx, &tandemv1.StatusRequest{})
+				if err != nil {
+					return err
+				}
+				if err := a.print(st, func(w io.Writer) error { return writeStatus(w, st) }); err != nil {
+					return err
+				}
+				if n := len(st.GetWarnings()); check && n > 0 {
+					return fmt.Errorf("check failed: %d warning(s): %s", n, strings.Join(st.GetWarnings(), "; "))
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "exit 1 when anything is degraded (any warning), for monitoring")
@@ -220,25 +217,22 @@ wipe their data directory and rejoin them with a token. It asks for a typed
 					return err
 				}
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Cluster.SetExpectedVotes(cmd.Context(), &tandemv1.SetExpectedVotesRequest{Votes: uint32(n), Confirm: true})
-			if err != nil {
-				return err
-			}
-			if w := resp.GetWarning(); w != "" {
-				fmt.Fprintf(a.stderr, "WARNING: %s\n", w)
-			}
-			return a.print(resp, func(w io.Writer) error {
-				if removed := resp.GetRemoved(); len(removed) > 0 {
-					fmt.Fprintf(w, "removed from the membership: %s\n\n", strings.Join(removed, ", "))
-				} else {
-					fmt.Fprintf(w, "no members removed\n\n")
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				resp, err := c.Cluster.SetExpectedVotes(ctx, &tandemv1.SetExpectedVotesRequest{Votes: uint32(n), Confirm: true})
+				if err != nil {
+					return err
 				}
-				return writeStatus(w, resp.GetStatus())
+				if w := resp.GetWarning(); w != "" {
+					fmt.Fprintf(a.stderr, "WARNING: %s\n", w)
+				}
+				return a.print(resp, func(w io.Writer) error {
+					if removed := resp.GetRemoved(); len(removed) > 0 {
+						fmt.Fprintf(w, "removed from the membership: %s\n\n", strings.Join(removed, ", "))
+					} else {
+						fmt.Fprintf(w, "no members removed\n\n")
+					}
+					return writeStatus(w, resp.GetStatus())
+				})
 			})
 		},
 	}

@@ -42,32 +42,30 @@ func (a *app) names(cmd *cobra.Command, kind nameKind) []string {
 	switch kind {
 	case volumeNames:
 		resp, err := c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
-		if err != nil {
-			return nil
-		}
-		for _, v := range resp.GetVolumes() {
-			out = append(out, v.GetName())
-		}
+		out = namesOf(resp.GetVolumes(), err, nil)
 	case vmNames:
 		resp, err := c.VM.List(ctx, &tandemv1.ListVMsRequest{})
-		if err != nil {
-			return nil
-		}
-		for _, v := range resp.GetVms() {
-			out = append(out, v.GetName())
-		}
+		out = namesOf(resp.GetVms(), err, nil)
 	case nodeNames:
 		resp, err := c.Node.List(ctx, &tandemv1.ListNodesRequest{})
-		if err != nil {
-			return nil
-		}
-		for _, n := range resp.GetNodes() {
-			if n.GetState() != "removed" {
-				out = append(out, n.GetName())
-			}
-		}
+		out = namesOf(resp.GetNodes(), err, func(n *tandemv1.NodeInfo) bool { return n.GetState() != "removed" })
 	}
 	slices.Sort(out)
+	return out
+}
+
+// namesOf is the names of the listed items that keep accepts (all with keep
+// nil); none when the list failed.
+func namesOf[T interface{ GetName() string }](items []T, err error, keep func(T) bool) []string {
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, it := range items {
+		if keep == nil || keep(it) {
+			out = append(out, it.GetName())
+		}
+	}
 	return out
 }
 

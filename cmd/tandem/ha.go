@@ -105,40 +105,36 @@ func newEventsCmd(a *app) *cobra.Command {
 		Short: "Show the cluster's events (node suspected/dead, fencing, promotions, recoveries)",
 		Args:  argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx := cmd.Context()
-			st, err := c.HA.Events(ctx, &tandemv1.EventsRequest{Follow: follow, Tail: tail, Since: since})
-			if err != nil {
-				return err
-			}
-			table := a.output != "json"
-			if table {
-				fmt.Fprintf(a.stdout, "%-25s %-5s %-20s %-14s %s\n", "TIME", "SEQ", "KIND", "SUBJECT", "DETAIL (BY)")
-			}
-			n := 0
-			if follow && table {
-				fmt.Fprintln(a.stderr, "following new events; Ctrl-C to stop")
-			}
-			err = recvAll(ctx, st.Recv, func(e *tandemv1.Event) error {
-				n++
-				if !table {
-					return writeJSON(a.stdout, e)
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				st, err := c.HA.Events(ctx, &tandemv1.EventsRequest{Follow: follow, Tail: tail, Since: since})
+				if err != nil {
+					return err
 				}
-				subject := e.Node
-				if e.Vm != "" {
-					subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
+				table := a.output != "json"
+				if table {
+					fmt.Fprintf(a.stdout, "%-25s %-5s %-20s %-14s %s\n", "TIME", "SEQ", "KIND", "SUBJECT", "DETAIL (BY)")
 				}
-				_, err := fmt.Fprintf(a.stdout, "%-25s %-5d %-20s %-14s %s (by %s)\n", formatTime(e.At), e.Seq, e.Kind, orDash(subject), e.Detail, e.By)
+				n := 0
+				if follow && table {
+					fmt.Fprintln(a.stderr, "following new events; Ctrl-C to stop")
+				}
+				err = recvAll(ctx, st.Recv, func(e *tandemv1.Event) error {
+					n++
+					if !table {
+						return writeJSON(a.stdout, e)
+					}
+					subject := e.Node
+					if e.Vm != "" {
+						subject = strings.TrimPrefix(subject+" vm "+e.Vm, " ")
+					}
+					_, err := fmt.Fprintf(a.stdout, "%-25s %-5d %-20s %-14s %s (by %s)\n", formatTime(e.At), e.Seq, e.Kind, orDash(subject), e.Detail, e.By)
+					return err
+				})
+				if err == nil && n == 0 && table && !follow {
+					fmt.Fprintln(a.stdout, "(no events)")
+				}
 				return err
 			})
-			if err == nil && n == 0 && table && !follow {
-				fmt.Fprintln(a.stdout, "(no events)")
-			}
-			return err
 		},
 		Example: `  tandem events                 # the last 20
   tandem events --tail 200
@@ -165,14 +161,11 @@ func parseIPMIFlag(s string) (*tandemv1.IPMIConfig, error) {
 		}
 		cfg.Host, cfg.Port = h, uint32(port)
 	}
-	pw, err := os.ReadFile(parts[2])
+	pw, err := readPasswordFile("--ipmi", parts[2])
 	if err != nil {
-		return nil, fmt.Errorf("--ipmi: password file: %w", err)
+		return nil, err
 	}
-	cfg.Password = strings.TrimRight(string(pw), "\r\n")
-	if cfg.Password == "" {
-		return nil, fmt.Errorf("--ipmi: password file %s is empty", parts[2])
-	}
+	cfg.Password = pw
 	return cfg, nil
 }
 
@@ -186,14 +179,11 @@ func parseRedfishFlag(s string) (*tandemv1.RedfishConfig, error) {
 	if len(parts) == 4 {
 		cfg.SystemId = parts[3]
 	}
-	pw, err := os.ReadFile(parts[2])
+	pw, err := readPasswordFile("--redfish", parts[2])
 	if err != nil {
-		return nil, fmt.Errorf("--redfish: password file: %w", err)
+		return nil, err
 	}
-	cfg.Password = strings.TrimRight(string(pw), "\r\n")
-	if cfg.Password == "" {
-		return nil, fmt.Errorf("--redfish: password file %s is empty", parts[2])
-	}
+	cfg.Password = pw
 	return cfg, nil
 }
 
@@ -266,4 +256,18 @@ its writes.`,
 	}
 	cmd.Flags().BoolVar(&confirmOff, "confirm-off", false, "record that the node is off (you checked)")
 	return cmd
+}
+
+// readPasswordFile reads a fencing agent's password file (the flag names it in
+// errors): the first line without its line end, which must not be empty.
+func readPasswordFile(flag, path string) (string, error) {
+	pw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: password file: %w", flag, err)
+	}
+	password := strings.TrimRight(string(pw), "\r\n")
+	if password == "" {
+		return "", fmt.Errorf("%s: password file %s is empty", flag, path)
+	}
+	return password, nil
 }

@@ -72,30 +72,20 @@ balanced moves VMs back to even out the load, the default "stay" leaves them.`,
 }
 
 func newNodeListCmd(a *app) *cobra.Command {
-	var lf listFlags
-	cmd := &cobra.Command{
+	return listCmd(a, &cobra.Command{
 		Use:   "list",
 		Short: "List the cluster's nodes",
 		Example: `  tandem node list
   tandem node list --filter health=offline
   tandem node list --columns name --no-headers`,
-		Args: argsNamed(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := lf.check(a.output); err != nil {
-				return err
-			}
-			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListNodesResponse, error) {
-				return c.Node.List(ctx, &tandemv1.ListNodesRequest{})
-			}, func(w io.Writer, resp *tandemv1.ListNodesResponse) error {
-				if !resp.GetQuorate() {
-					fmt.Fprintln(a.stderr, "NOT QUORATE: this list is the answering node's local view")
-				}
-				return writeNodeList(w, resp.GetNodes(), &lf)
-			})
-		},
-	}
-	addListFlags(cmd, &lf)
-	return cmd
+	}, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListNodesResponse, error) {
+		return c.Node.List(ctx, &tandemv1.ListNodesRequest{})
+	}, func(w io.Writer, resp *tandemv1.ListNodesResponse, lf *listFlags) error {
+		if !resp.GetQuorate() {
+			fmt.Fprintln(a.stderr, "NOT QUORATE: this list is the answering node's local view")
+		}
+		return writeNodeList(w, resp.GetNodes(), lf)
+	})
 }
 
 func newNodeRemoveCmd(a *app) *cobra.Command {
@@ -132,26 +122,23 @@ skips that. Without a terminal (scripts) it does not ask.`,
 			}
 			// The daemon pings the node and asks every replica of its
 			// volumes: more than the default time limit when it is down.
-			c, err := a.dial(cmd, 30*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Node.Remove(cmd.Context(), &tandemv1.RemoveNodeRequest{Name: name, Force: force})
-			if err != nil {
-				return err
-			}
-			for _, o := range resp.GetOverridden() {
-				fmt.Fprintf(a.stderr, "warning: --force overrode: %s\n", o)
-			}
-			return a.print(resp, func(w io.Writer) error {
-				n := resp.GetNode()
-				if n == nil {
-					fmt.Fprintf(w, "removed node %q\n", name)
-					return nil
+			return a.withClient(cmd, 30*time.Second, func(ctx context.Context, c *adminclient.Client) error {
+				resp, err := c.Node.Remove(ctx, &tandemv1.RemoveNodeRequest{Name: name, Force: force})
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "removed node %q (replica %d, state %s)\n", n.GetName(), n.GetReplicaId(), orDash(n.GetState()))
-				return nil
+				for _, o := range resp.GetOverridden() {
+					fmt.Fprintf(a.stderr, "warning: --force overrode: %s\n", o)
+				}
+				return a.print(resp, func(w io.Writer) error {
+					n := resp.GetNode()
+					if n == nil {
+						fmt.Fprintf(w, "removed node %q\n", name)
+						return nil
+					}
+					fmt.Fprintf(w, "removed node %q (replica %d, state %s)\n", n.GetName(), n.GetReplicaId(), orDash(n.GetState()))
+					return nil
+				})
 			})
 		},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -19,33 +21,29 @@ func newNodeShowCmd(a *app) *cobra.Command {
   tandem node show n1 -o json`,
 		Args: argsNamed("NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx := cmd.Context()
-			nodes, err := c.Node.List(ctx, &tandemv1.ListNodesRequest{})
-			if err != nil {
-				return err
-			}
-			i := slices.IndexFunc(nodes.GetNodes(), func(n *tandemv1.NodeInfo) bool { return n.GetName() == args[0] })
-			if i < 0 {
-				var names []string
-				for _, n := range nodes.GetNodes() {
-					names = append(names, n.GetName())
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				nodes, err := c.Node.List(ctx, &tandemv1.ListNodesRequest{})
+				if err != nil {
+					return err
 				}
-				return fmt.Errorf("no node named %q (nodes: %s)", args[0], strings.Join(names, ", "))
-			}
-			n := nodes.GetNodes()[i]
-			if a.output == "json" {
-				return writeJSON(a.stdout, n)
-			}
-			// What runs and is stored there is extra: a failure to list it
-			// leaves those sections out with a note rather than failing.
-			vms, vmErr := c.VM.List(ctx, &tandemv1.ListVMsRequest{})
-			vols, volErr := c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
-			return writeNodeShow(a.stdout, n, vms, vmErr, vols, volErr)
+				i := slices.IndexFunc(nodes.GetNodes(), func(n *tandemv1.NodeInfo) bool { return n.GetName() == args[0] })
+				if i < 0 {
+					var names []string
+					for _, n := range nodes.GetNodes() {
+						names = append(names, n.GetName())
+					}
+					return fmt.Errorf("no node named %q (nodes: %s)", args[0], strings.Join(names, ", "))
+				}
+				n := nodes.GetNodes()[i]
+				if a.output == "json" {
+					return writeJSON(a.stdout, n)
+				}
+				// What runs and is stored there is extra: a failure to list it
+				// leaves those sections out with a note rather than failing.
+				vms, vmErr := c.VM.List(ctx, &tandemv1.ListVMsRequest{})
+				vols, volErr := c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
+				return writeNodeShow(a.stdout, n, vms, vmErr, vols, volErr)
+			})
 		},
 	}
 }

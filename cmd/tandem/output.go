@@ -238,16 +238,24 @@ func orDash(s string) string {
 // callAdmin dials with the global flags, makes one admin call and prints its
 // answer (JSON, or table for humans).
 func callAdmin[T proto.Message](a *app, cmd *cobra.Command, timeout time.Duration, do func(context.Context, *adminclient.Client) (T, error), table func(io.Writer, T) error) error {
+	return a.withClient(cmd, timeout, func(ctx context.Context, c *adminclient.Client) error {
+		resp, err := do(ctx, c)
+		if err != nil {
+			return err
+		}
+		return a.print(resp, func(w io.Writer) error { return table(w, resp) })
+	})
+}
+
+// withClient dials the daemon the global flags point at, hands the
+// connection and the command's context to do, and closes it after.
+func (a *app) withClient(cmd *cobra.Command, timeout time.Duration, do func(context.Context, *adminclient.Client) error) error {
 	c, err := a.dial(cmd, timeout)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	resp, err := do(cmd.Context(), c)
-	if err != nil {
-		return err
-	}
-	return a.print(resp, func(w io.Writer) error { return table(w, resp) })
+	return do(cmd.Context(), c)
 }
 
 // recvAll hands every message of a server stream to each. The stream's end,

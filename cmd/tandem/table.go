@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path"
@@ -8,6 +9,9 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tandemhci/tandem/internal/adminclient"
 )
 
 // table is a list command's output before --columns, --filter and
@@ -117,4 +121,20 @@ rows:
 		fmt.Fprintln(tw, msg)
 	}
 	return tw.Flush()
+}
+
+// listCmd makes cmd a noun's list command: it takes the list output flags,
+// checks them before any call is made, asks the daemon with list and prints
+// the answer (JSON, or table shaped by the flags).
+func listCmd[T proto.Message](a *app, cmd *cobra.Command, list func(context.Context, *adminclient.Client) (T, error), table func(io.Writer, T, *listFlags) error) *cobra.Command {
+	lf := &listFlags{}
+	cmd.Args = argsNamed()
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := lf.check(a.output); err != nil {
+			return err
+		}
+		return callAdmin(a, cmd, 0, list, func(w io.Writer, resp T) error { return table(w, resp, lf) })
+	}
+	addListFlags(cmd, lf)
+	return cmd
 }

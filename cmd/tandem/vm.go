@@ -142,34 +142,31 @@ single node failure; --force overrides it with a warning.`,
 					return usageErrorf("--disk %s is smaller than the image (%s)", formatBytes(req.Disks[0].SizeBytes), formatBytes(img.VirtualSize))
 				}
 			}
-			c, err := a.dial(cmd, vmTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			startNow := req.Start
-			if img != nil {
-				req.Start = false // the image goes in first
-			}
-			info, err := c.VM.Create(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if img != nil {
-				vol, err := c.Volume.Show(cmd.Context(), &tandemv1.ShowVolumeRequest{Name: info.Volumes[0]})
+			return a.withClient(cmd, vmTimeout, func(ctx context.Context, c *adminclient.Client) error {
+				startNow := req.Start
+				if img != nil {
+					req.Start = false // the image goes in first
+				}
+				info, err := c.VM.Create(ctx, req)
 				if err != nil {
 					return err
 				}
-				if err := importImage(cmd.Context(), a.stderr, img, vol); err != nil {
-					return fmt.Errorf("VM %s was created, but copying the image failed (delete it or copy again): %w", info.Name, err)
-				}
-				if startNow {
-					if info, err = c.VM.Start(cmd.Context(), &tandemv1.VMRequest{Name: info.Name, Node: node, Force: force}); err != nil {
+				if img != nil {
+					vol, err := c.Volume.Show(ctx, &tandemv1.ShowVolumeRequest{Name: info.Volumes[0]})
+					if err != nil {
 						return err
 					}
+					if err := importImage(ctx, a.stderr, img, vol); err != nil {
+						return fmt.Errorf("VM %s was created, but copying the image failed (delete it or copy again): %w", info.Name, err)
+					}
+					if startNow {
+						if info, err = c.VM.Start(ctx, &tandemv1.VMRequest{Name: info.Name, Node: node, Force: force}); err != nil {
+							return err
+						}
+					}
 				}
-			}
-			return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+				return a.print(info, func(w io.Writer) error { return writeVM(w, info) })
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -191,39 +188,29 @@ single node failure; --force overrides it with a warning.`,
 }
 
 func newVMListCmd(a *app) *cobra.Command {
-	var lf listFlags
-	cmd := &cobra.Command{
+	return listCmd(a, &cobra.Command{
 		Use:   "list",
 		Short: "List virtual machines",
 		Example: `  tandem vm list
   tandem vm list --filter node=n1 --filter state=running
   tandem vm list --columns name --no-headers`,
-		Args: argsNamed(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := lf.check(a.output); err != nil {
-				return err
+	}, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVMsResponse, error) {
+		return c.VM.List(ctx, &tandemv1.ListVMsRequest{})
+	}, func(w io.Writer, resp *tandemv1.ListVMsResponse, lf *listFlags) error {
+		t := &table{header: []string{"NAME", "NODE", "STATE", "DESIRED", "VCPUS", "MEMORY", "VOLUMES"}, empty: "(no VMs)"}
+		for _, v := range resp.Vms {
+			t.add(v.Name, dash(v.Node), dash(v.State), dash(v.Desired), fmt.Sprint(v.Vcpus), formatBytes(int64(v.MemoryMib)<<20), dash(strings.Join(v.Volumes, ",")))
+		}
+		if err := lf.write(w, t); err != nil {
+			return err
+		}
+		for _, v := range resp.Vms {
+			if v.Warning != "" && !lf.noHeaders {
+				fmt.Fprintf(w, "warning: %s: %s\n", v.Name, v.Warning)
 			}
-			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVMsResponse, error) {
-				return c.VM.List(ctx, &tandemv1.ListVMsRequest{})
-			}, func(w io.Writer, resp *tandemv1.ListVMsResponse) error {
-				t := &table{header: []string{"NAME", "NODE", "STATE", "DESIRED", "VCPUS", "MEMORY", "VOLUMES"}, empty: "(no VMs)"}
-				for _, v := range resp.Vms {
-					t.add(v.Name, dash(v.Node), dash(v.State), dash(v.Desired), fmt.Sprint(v.Vcpus), formatBytes(int64(v.MemoryMib)<<20), dash(strings.Join(v.Volumes, ",")))
-				}
-				if err := lf.write(w, t); err != nil {
-					return err
-				}
-				for _, v := range resp.Vms {
-					if v.Warning != "" && !lf.noHeaders {
-						fmt.Fprintf(w, "warning: %s: %s\n", v.Name, v.Warning)
-					}
-				}
-				return nil
-			})
-		},
-	}
-	addListFlags(cmd, &lf)
-	return cmd
+		}
+		return nil
+	})
 }
 
 func dash(s string) string {
@@ -426,19 +413,15 @@ func newVMConsoleCmd(a *app) *cobra.Command {
 		Short: "Print the VM's serial console log",
 		Args:  argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx := cmd.Context()
-			st, err := c.VM.Console(ctx, &tandemv1.ConsoleRequest{Name: args[0], Tail: tail, Follow: follow})
-			if err != nil {
-				return err
-			}
-			return recvAll(ctx, st.Recv, func(chunk *tandemv1.ConsoleChunk) error {
-				_, err := a.stdout.Write(chunk.Data)
-				return err
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				st, err := c.VM.Console(ctx, &tandemv1.ConsoleRequest{Name: args[0], Tail: tail, Follow: follow})
+				if err != nil {
+					return err
+				}
+				return recvAll(ctx, st.Recv, func(chunk *tandemv1.ConsoleChunk) error {
+					_, err := a.stdout.Write(chunk.Data)
+					return err
+				})
 			})
 		},
 	}

@@ -97,8 +97,7 @@ initial primary.`,
 }
 
 func newVolumeListCmd(a *app) *cobra.Command {
-	var lf listFlags
-	cmd := &cobra.Command{
+	return listCmd(a, &cobra.Command{
 		Use:   "list",
 		Short: "List volumes with their replicas' states",
 		Long: `List volumes. STATE is the catalog state (creating, ready, deleting), with a
@@ -107,20 +106,11 @@ degraded while a replica is Outdated, Inconsistent or unreachable.`,
 		Example: `  tandem volume list
   tandem volume list --filter state=degraded
   tandem volume list --columns name,primary --no-headers`,
-		Args: argsNamed(),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := lf.check(a.output); err != nil {
-				return err
-			}
-			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVolumesResponse, error) {
-				return c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
-			}, func(w io.Writer, resp *tandemv1.ListVolumesResponse) error {
-				return writeVolumeList(w, resp.GetVolumes(), &lf)
-			})
-		},
-	}
-	addListFlags(cmd, &lf)
-	return cmd
+	}, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListVolumesResponse, error) {
+		return c.Volume.List(ctx, &tandemv1.ListVolumesRequest{})
+	}, func(w io.Writer, resp *tandemv1.ListVolumesResponse, lf *listFlags) error {
+		return writeVolumeList(w, resp.GetVolumes(), lf)
+	})
 }
 
 func newVolumeShowCmd(a *app) *cobra.Command {
@@ -206,36 +196,33 @@ data away and resyncs it in full from the primary (never the primary's own).`,
 			if limit <= 0 {
 				return usageErrorf("--timeout-wait must be positive")
 			}
-			c, err := a.dial(cmd, 0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := c.Volume.Resync(cmd.Context(), &tandemv1.ResyncVolumeRequest{Name: args[0], DiscardNode: discard})
-			if err != nil {
-				return err
-			}
-			if !wait {
-				return a.print(info, func(w io.Writer) error {
-					fmt.Fprintf(w, "resync requested for volume %q\n", info.GetName())
-					return writeVolumeSummary(w, info)
+			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
+				info, err := c.Volume.Resync(ctx, &tandemv1.ResyncVolumeRequest{Name: args[0], DiscardNode: discard})
+				if err != nil {
+					return err
+				}
+				if !wait {
+					return a.print(info, func(w io.Writer) error {
+						fmt.Fprintf(w, "resync requested for volume %q\n", info.GetName())
+						return writeVolumeSummary(w, info)
+					})
+				}
+				w := resyncWaiter{
+					client:   c.Volume,
+					name:     args[0],
+					interval: interval,
+					limit:    limit,
+					progress: newProgressOutput(a.stderr, isTerminalWriter(a.stderr)),
+				}
+				final, sum, err := w.wait(ctx)
+				if err != nil {
+					return err
+				}
+				return a.print(final, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "volume %q: all %d replicas UpToDate (%s sent in %s)\n",
+						final.GetName(), len(final.GetReplicas()), formatBytes(sum.sent), sum.took.Round(time.Second))
+					return err
 				})
-			}
-			w := resyncWaiter{
-				client:   c.Volume,
-				name:     args[0],
-				interval: interval,
-				limit:    limit,
-				progress: newProgressOutput(a.stderr, isTerminalWriter(a.stderr)),
-			}
-			final, sum, err := w.wait(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return a.print(final, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "volume %q: all %d replicas UpToDate (%s sent in %s)\n",
-					final.GetName(), len(final.GetReplicas()), formatBytes(sum.sent), sum.took.Round(time.Second))
-				return err
 			})
 		},
 	}
@@ -264,22 +251,19 @@ ranges that differ.`,
   tandem volume verify web-disk --in-sync-only   # a resyncing replica is fine`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.dial(cmd, verifyTimeout)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.Volume.Verify(cmd.Context(), &tandemv1.VerifyVolumeRequest{Name: args[0], Repair: repair})
-			if err != nil {
-				return err
-			}
-			if err := a.print(resp, func(w io.Writer) error { return writeVerify(w, resp, repair) }); err != nil {
-				return err
-			}
-			if err := verifyOutcome(args[0], resp, repair); err != nil {
-				return err
-			}
-			return verifySkipped(args[0], resp, inSyncOnly)
+			return a.withClient(cmd, verifyTimeout, func(ctx context.Context, c *adminclient.Client) error {
+				resp, err := c.Volume.Verify(ctx, &tandemv1.VerifyVolumeRequest{Name: args[0], Repair: repair})
+				if err != nil {
+					return err
+				}
+				if err := a.print(resp, func(w io.Writer) error { return writeVerify(w, resp, repair) }); err != nil {
+					return err
+				}
+				if err := verifyOutcome(args[0], resp, repair); err != nil {
+					return err
+				}
+				return verifySkipped(args[0], resp, inSyncOnly)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&repair, "repair", false, "resync the ranges found different from the primary")

@@ -56,108 +56,85 @@ func (s *peerService) volumes() (*volume.Manager, error) {
 	return nil, status.Error(codes.FailedPrecondition, "volumes are not running on this node")
 }
 
-func (s *peerService) VolumeDiscard(ctx context.Context, req *tandemv1.PeerVolumeStatusRequest) (*tandemv1.PeerVolumeCloseResponse, error) {
+// onVolumes answers a peer call with do on the volume manager, or with the
+// error a peer call gets while the node is in no cluster.
+func onVolumes[T any](s *peerService, do func(*volume.Manager) (T, error)) (T, error) {
 	vm, err := s.volumes()
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
-	if err := vm.DiscardReplica(ctx, req.Name); err != nil {
-		return nil, toStatus(err)
-	}
-	return &tandemv1.PeerVolumeCloseResponse{}, nil
+	return answer(do(vm))
+}
+
+func (s *peerService) VolumeDiscard(ctx context.Context, req *tandemv1.PeerVolumeStatusRequest) (*tandemv1.PeerVolumeCloseResponse, error) {
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.PeerVolumeCloseResponse, error) {
+		return &tandemv1.PeerVolumeCloseResponse{}, vm.DiscardReplica(ctx, req.Name)
+	})
 }
 
 func (s *peerService) VolumeDiscardPeer(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	return answer(vm.DiscardPeer(ctx, req.Name, req.Node))
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VolumeInfo, error) {
+		return vm.DiscardPeer(ctx, req.Name, req.Node)
+	})
 }
 
 func (s *peerService) DiskInfo(_ context.Context, _ *tandemv1.DiskInfoRequest) (*tandemv1.DiskInfoResponse, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	return answer(vm.DiskInfo())
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.DiskInfoResponse, error) {
+		return vm.DiskInfo()
+	})
 }
 
 func (s *peerService) VolumeOpen(ctx context.Context, req *tandemv1.PeerVolumeOpenRequest) (*tandemv1.PeerVolumeOpenResponse, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	if err := vm.Open(ctx, req.Volume, req.Create); err != nil {
-		return nil, toStatus(err)
-	}
-	return &tandemv1.PeerVolumeOpenResponse{}, nil
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.PeerVolumeOpenResponse, error) {
+		return &tandemv1.PeerVolumeOpenResponse{}, vm.Open(ctx, req.Volume, req.Create)
+	})
 }
 
 func (s *peerService) VolumeInit(ctx context.Context, req *tandemv1.PeerVolumeInitRequest) (*tandemv1.PeerVolumeInitResponse, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	if err := vm.Init(ctx, req.Volume); err != nil {
-		return nil, toStatus(err)
-	}
-	return &tandemv1.PeerVolumeInitResponse{}, nil
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.PeerVolumeInitResponse, error) {
+		return &tandemv1.PeerVolumeInitResponse{}, vm.Init(ctx, req.Volume)
+	})
 }
 
 func (s *peerService) VolumeClose(_ context.Context, req *tandemv1.PeerVolumeCloseRequest) (*tandemv1.PeerVolumeCloseResponse, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	if err := vm.Close(req.Name, req.Destroy); err != nil {
-		return nil, toStatus(err)
-	}
-	return &tandemv1.PeerVolumeCloseResponse{}, nil
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.PeerVolumeCloseResponse, error) {
+		return &tandemv1.PeerVolumeCloseResponse{}, vm.Close(req.Name, req.Destroy)
+	})
 }
 
 func (s *peerService) VolumeStatus(_ context.Context, req *tandemv1.PeerVolumeStatusRequest) (*tandemv1.VolumeInfo, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	return answer(vm.Status(req.Name))
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VolumeInfo, error) {
+		return vm.Status(req.Name)
+	})
 }
 
 func (s *peerService) VolumePromote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	return answer(vm.PromoteHere(ctx, req.Name))
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VolumeInfo, error) {
+		return vm.PromoteHere(ctx, req.Name)
+	})
 }
 
 // VolumeHandover runs on the primary (volume.Manager.Handover).
 func (s *peerService) VolumeHandover(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	if err := vm.Handover(ctx, req.Name, req.Node); err != nil {
-		return nil, toStatus(err)
-	}
-	return answer(vm.Info(req.Name))
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VolumeInfo, error) {
+		if err := vm.Handover(ctx, req.Name, req.Node); err != nil {
+			return nil, err
+		}
+		return vm.Info(req.Name)
+	})
 }
 
 // VolumeChecksum returns per-block checksums of this node's replica.
 func (s *peerService) VolumeChecksum(ctx context.Context, req *tandemv1.VolumeChecksumRequest) (*tandemv1.VolumeChecksumResponse, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	return answer(vm.Checksum(ctx, req))
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VolumeChecksumResponse, error) {
+		return vm.Checksum(ctx, req)
+	})
 }
 
 // VolumeVerify runs the online verify on the primary.
 func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolumeRequest) (*tandemv1.VerifyVolumeResponse, error) {
-	vm, err := s.volumes()
-	if err != nil {
-		return nil, err
-	}
-	return answer(vm.VerifyHere(ctx, req))
+	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VerifyVolumeResponse, error) {
+		return vm.VerifyHere(ctx, req)
+	})
 }
