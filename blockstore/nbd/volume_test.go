@@ -107,37 +107,34 @@ func (v *memVolume) Flush(ctx context.Context) error {
 }
 
 func (v *memVolume) Trim(ctx context.Context, off, length int64) error {
-	if err := v.gate(ctx, true); err != nil {
-		return err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := blockstore.CheckRange(int64(len(v.data)), off, length); err != nil {
-		return fmt.Errorf("mem volume trim: %w", err)
-	}
-	v.trims++
-	v.lastWrites = append(v.lastWrites, writeRec{op: cmdTrim, off: off, len: length})
-	clear(v.data[off : off+length])
-	return nil
+	return v.clearRange(ctx, cmdTrim, "trim", off, length, func() { v.trims++ })
 }
 
 func (v *memVolume) WriteZeroes(ctx context.Context, off, length int64, flags blockstore.WriteFlags) error {
+	return v.clearRange(ctx, cmdWriteZeroes, "zero", off, length, func() {
+		v.zeroes++
+		if flags&blockstore.FUA != 0 {
+			v.fuaZeroes++
+		}
+		if flags&blockstore.NoHole != 0 {
+			v.noHoles++
+		}
+	})
+}
+
+// clearRange is Trim and WriteZeroes: it zeroes length bytes at off and
+// records them as op; count updates the counters, under the lock.
+func (v *memVolume) clearRange(ctx context.Context, op uint16, what string, off, length int64, count func()) error {
 	if err := v.gate(ctx, true); err != nil {
 		return err
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := blockstore.CheckRange(int64(len(v.data)), off, length); err != nil {
-		return fmt.Errorf("mem volume zero: %w", err)
+		return fmt.Errorf("mem volume %s: %w", what, err)
 	}
-	v.zeroes++
-	v.lastWrites = append(v.lastWrites, writeRec{op: cmdWriteZeroes, off: off, len: length})
-	if flags&blockstore.FUA != 0 {
-		v.fuaZeroes++
-	}
-	if flags&blockstore.NoHole != 0 {
-		v.noHoles++
-	}
+	count()
+	v.lastWrites = append(v.lastWrites, writeRec{op: op, off: off, len: length})
 	clear(v.data[off : off+length])
 	return nil
 }
