@@ -165,12 +165,21 @@ type request struct {
 	Length uint32
 }
 
-func decodeRequest(b []byte) (request, error) {
-	if len(b) < requestHeaderLen {
-		return request{}, errShortFrame
+// checkFrame32 checks that b holds at least a whole frame of n bytes and
+// that the frame starts with the 32-bit magic; what names it in errors.
+func checkFrame32(b []byte, n int, magic uint32, what string) error {
+	if len(b) < n {
+		return errShortFrame
 	}
-	if m := be.Uint32(b); m != magicRequest {
-		return request{}, fmt.Errorf("%w: request magic %#x", errBadMagic, m)
+	if m := be.Uint32(b); m != magic {
+		return fmt.Errorf("%w: %s magic %#x", errBadMagic, what, m)
+	}
+	return nil
+}
+
+func decodeRequest(b []byte) (request, error) {
+	if err := checkFrame32(b, requestHeaderLen, magicRequest, "request"); err != nil {
+		return request{}, err
 	}
 	return request{
 		Flags:  be.Uint16(b[4:]),
@@ -212,11 +221,8 @@ type simpleReply struct {
 }
 
 func decodeSimpleReply(b []byte) (simpleReply, error) {
-	if len(b) < simpleReplyLen {
-		return simpleReply{}, errShortFrame
-	}
-	if m := be.Uint32(b); m != magicSimpleReply {
-		return simpleReply{}, fmt.Errorf("%w: reply magic %#x", errBadMagic, m)
+	if err := checkFrame32(b, simpleReplyLen, magicSimpleReply, "reply"); err != nil {
+		return simpleReply{}, err
 	}
 	return simpleReply{Error: be.Uint32(b[4:]), Handle: be.Uint64(b[8:])}, nil
 }

@@ -312,6 +312,16 @@ func (c *client) do(typ, flags uint16, off uint64, length uint32, payload []byte
 }
 
 // expectClosed checks the server hung up on us.
+// abort sends NBD_OPT_ABORT and expects an ACK, then the server hanging up.
+func (c *client) abort() {
+	c.t.Helper()
+	c.sendOption(optAbort, nil)
+	if r := c.optReply(); r.Type != repAck {
+		c.t.Fatalf("abort reply %#x", r.Type)
+	}
+	c.expectClosed()
+}
+
 func (c *client) expectClosed() {
 	c.t.Helper()
 	c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))

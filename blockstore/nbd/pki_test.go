@@ -42,25 +42,42 @@ func serial(t testing.TB) *big.Int {
 	return n
 }
 
-func newTestCA(t testing.TB, cn string) *testCA {
-	t.Helper()
+// certTemplate is what every test certificate shares: a random serial,
+// the subject, and a validity window around now.
+func certTemplate(t testing.TB, subject pkix.Name) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          serial(t),
+		Subject:               subject,
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		BasicConstraintsValid: true,
+	}
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	return key
+}
+
+// sign creates the certificate tmpl for key, signed by parent's signer.
+func sign(t testing.TB, tmpl, parent *x509.Certificate, key, signer *ecdsa.PrivateKey) []byte {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return der
+}
+
+func newTestCA(t testing.TB, cn string) *testCA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := certTemplate(t, pkix.Name{CommonName: cn})
+	tmpl.IsCA = true
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	der := sign(t, tmpl, tmpl, key, key)
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
@@ -80,19 +97,10 @@ func (ca *testCA) pool() *x509.CertPool {
 // QEMU refuses a leaf whose critical key usage lacks it.
 func (ca *testCA) issue(t testing.TB, cn string, server bool, exports ...string) *testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: cn, OrganizationalUnit: exports},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
+	key := newKey(t)
+	tmpl := certTemplate(t, pkix.Name{CommonName: cn, OrganizationalUnit: exports})
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.DNSNames = []string{"localhost"}
@@ -102,10 +110,7 @@ func (ca *testCA) issue(t testing.TB, cn string, server bool, exports ...string)
 	if ca.cert == nil { // self-signed
 		parent, signer = tmpl, key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	der := sign(t, tmpl, parent, key, signer)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)

@@ -128,11 +128,7 @@ func TestHandshakeEndings(t *testing.T) {
 	t.Run("abort", func(t *testing.T) {
 		c := dial(t, "unix", h.sock)
 		c.greet(flagCFixedNewstyle)
-		c.sendOption(optAbort, nil)
-		if r := c.optReply(); r.Type != repAck {
-			t.Fatalf("abort reply %#x", r.Type)
-		}
-		c.expectClosed()
+		c.abort()
 	})
 	t.Run("list", func(t *testing.T) {
 		c := dial(t, "tcp", h.tcp)
@@ -570,13 +566,7 @@ func TestShutdown(t *testing.T) {
 		}
 	})
 	t.Run("close", func(t *testing.T) {
-		srv := NewServer(testLogger(t), mapLookup(nil))
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Serve(context.Background(), ln) }()
+		srv, ln, done := serveEmpty(t)
 		c := dial(t, "tcp", ln.Addr().String())
 		c.greet(flagCFixedNewstyle)
 		srv.Close()
@@ -593,19 +583,27 @@ func TestShutdown(t *testing.T) {
 		}
 	})
 	t.Run("listener closed", func(t *testing.T) {
-		srv := NewServer(testLogger(t), mapLookup(nil))
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Serve(context.Background(), ln) }()
+		_, ln, done := serveEmpty(t)
 		time.Sleep(20 * time.Millisecond)
 		ln.Close()
 		if err := <-done; !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("Serve after its listener closed: %v", err)
 		}
 	})
+}
+
+// serveEmpty runs a server with no exports on a fresh TCP listener; done
+// receives what Serve returns.
+func serveEmpty(t *testing.T) (*Server, net.Listener, <-chan error) {
+	t.Helper()
+	srv := NewServer(testLogger(t), mapLookup(nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), ln) }()
+	return srv, ln, done
 }
 
 func TestMaxConns(t *testing.T) {

@@ -26,13 +26,22 @@ func nbdsURI(h *harness, dir, export string) string {
 	return "nbds://" + h.tlsAddr + "/" + export + "?tls-certificates=" + dir
 }
 
+// clientDirs writes the client directories the external-client tests
+// use: consumer A's and consumer B's certificates from the cluster CA, a
+// self-signed certificate for export a, and one for export a from another
+// CA.
+func clientDirs(t *testing.T, f *tlsFixture) (dirA, dirB, dirSelf, dirOther string) {
+	t.Helper()
+	other := newTestCA(t, "another cluster")
+	return writeClientDir(t, f.ca, f.certA),
+		writeClientDir(t, f.ca, f.certB),
+		writeClientDir(t, f.ca, selfSigned(t, "consumer-a", "a")),
+		writeClientDir(t, f.ca, other.issue(t, "consumer-a", false, "a"), other)
+}
+
 func TestQemuTLS(t *testing.T) {
 	f := newTLSFixture(t)
-	dirA := writeClientDir(t, f.ca, f.certA)
-	dirB := writeClientDir(t, f.ca, f.certB)
-	dirSelf := writeClientDir(t, f.ca, selfSigned(t, "consumer-a", "a"))
-	other := newTestCA(t, "another cluster")
-	dirOther := writeClientDir(t, f.ca, other.issue(t, "consumer-a", false, "a"), other)
+	dirA, dirB, dirSelf, dirOther := clientDirs(t, f)
 
 	out := run(t, 30*time.Second, "qemu-img", append([]string{"info", "--output=json"}, qemuTLSArgs(f.harness, dirA, "a")...)...)
 	var info struct {
@@ -85,11 +94,7 @@ func TestQemuTLS(t *testing.T) {
 
 func TestNBDInfoTLS(t *testing.T) {
 	f := newTLSFixture(t)
-	dirA := writeClientDir(t, f.ca, f.certA)
-	dirB := writeClientDir(t, f.ca, f.certB)
-	dirSelf := writeClientDir(t, f.ca, selfSigned(t, "consumer-a", "a"))
-	other := newTestCA(t, "another cluster")
-	dirOther := writeClientDir(t, f.ca, other.issue(t, "consumer-a", false, "a"), other)
+	dirA, dirB, dirSelf, dirOther := clientDirs(t, f)
 
 	out := run(t, 30*time.Second, "nbdinfo", "--json", nbdsURI(f.harness, dirA, "a"))
 	var info struct {

@@ -173,11 +173,7 @@ func TestTLSRequiredBeforeStartTLS(t *testing.T) {
 	t.Run("ABORT", func(t *testing.T) {
 		c := dial(t, "tcp", f.tlsAddr)
 		c.greet(flagCFixedNewstyle)
-		c.sendOption(optAbort, nil)
-		if r := c.optReply(); r.Type != repAck {
-			t.Fatalf("ABORT reply %#x", r.Type)
-		}
-		c.expectClosed()
+		c.abort()
 	})
 	t.Run("STARTTLS with data", func(t *testing.T) {
 		c := dial(t, "tcp", f.tlsAddr)
@@ -371,12 +367,18 @@ func TestTLSPlainListenerUnchanged(t *testing.T) {
 	}
 }
 
-func TestServeTLSConfig(t *testing.T) {
+// nodeTLS is serverTLS for a node certificate from a fresh CA, with
+// client certificates handled as auth says.
+func nodeTLS(t *testing.T, auth tls.ClientAuthType) (*testCA, *tls.Config) {
 	ca := newTestCA(t, "ca")
-	srvCert := ca.issue(t, "node", true)
-	weak := serverTLS(ca, srvCert)
-	weak.ClientAuth = tls.VerifyClientCertIfGiven
-	noCert := serverTLS(ca, srvCert)
+	cfg := serverTLS(ca, ca.issue(t, "node", true))
+	cfg.ClientAuth = auth
+	return ca, cfg
+}
+
+func TestServeTLSConfig(t *testing.T) {
+	_, weak := nodeTLS(t, tls.VerifyClientCertIfGiven)
+	_, noCert := nodeTLS(t, tls.RequireAndVerifyClientCert)
 	noCert.Certificates = nil
 	for name, opts := range map[string][]Option{
 		"without WithTLS":             nil,
@@ -403,10 +405,7 @@ func TestServeTLSConfig(t *testing.T) {
 // (how certificates rotate without a restart) is held to the same rule,
 // at the handshake: no verified client certificate, no service.
 func TestTLSGetConfigForClient(t *testing.T) {
-	ca := newTestCA(t, "ca")
-	srvCert := ca.issue(t, "node", true)
-	lax := serverTLS(ca, srvCert)
-	lax.ClientAuth = tls.RequestClientCert
+	ca, lax := nodeTLS(t, tls.RequestClientCert)
 	cfg := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return lax, nil }}
 	h := startServerWith(t, NewServer(testLogger(t), mapLookup(map[string]*Export{"a": {Volume: newMemVolume(1 << 20)}}), WithTLS(cfg)), nil)
 	refused(t, h.tlsAddr, clientTLS(ca, nil))

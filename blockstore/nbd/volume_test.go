@@ -64,36 +64,36 @@ func (v *memVolume) gate(ctx context.Context, write bool) error {
 	return nil
 }
 
-func (v *memVolume) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if err := v.gate(ctx, false); err != nil {
+// locked runs fn under the lock once the gate lets the call through and
+// length bytes at off are inside the volume; what names the call in errors.
+func (v *memVolume) locked(ctx context.Context, write bool, what string, off, length int64, fn func() int) (int, error) {
+	if err := v.gate(ctx, write); err != nil {
 		return 0, err
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if err := blockstore.CheckRange(int64(len(v.data)), off, int64(len(p))); err != nil {
-		return 0, fmt.Errorf("mem volume read: %w", err)
+	if err := blockstore.CheckRange(int64(len(v.data)), off, length); err != nil {
+		return 0, fmt.Errorf("mem volume %s: %w", what, err)
 	}
-	return copy(p, v.data[off:]), nil
+	return fn(), nil
+}
+
+func (v *memVolume) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return v.locked(ctx, false, "read", off, int64(len(p)), func() int { return copy(p, v.data[off:]) })
 }
 
 func (v *memVolume) WriteAt(ctx context.Context, p []byte, off int64, flags blockstore.WriteFlags) (int, error) {
-	if err := v.gate(ctx, true); err != nil {
-		return 0, err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := blockstore.CheckRange(int64(len(v.data)), off, int64(len(p))); err != nil {
-		return 0, fmt.Errorf("mem volume write: %w", err)
-	}
-	v.writes++
-	if flags&blockstore.More != 0 {
-		v.more.Add(1)
-	}
-	if flags&blockstore.FUA != 0 {
-		v.fuaWrites++
-	}
-	v.lastWrites = append(v.lastWrites, writeRec{op: cmdWrite, off: off, len: int64(len(p)), data: append([]byte(nil), p...)})
-	return copy(v.data[off:], p), nil
+	return v.locked(ctx, true, "write", off, int64(len(p)), func() int {
+		v.writes++
+		if flags&blockstore.More != 0 {
+			v.more.Add(1)
+		}
+		if flags&blockstore.FUA != 0 {
+			v.fuaWrites++
+		}
+		v.lastWrites = append(v.lastWrites, writeRec{op: cmdWrite, off: off, len: int64(len(p)), data: append([]byte(nil), p...)})
+		return copy(v.data[off:], p)
+	})
 }
 
 func (v *memVolume) Flush(ctx context.Context) error {
@@ -107,39 +107,31 @@ func (v *memVolume) Flush(ctx context.Context) error {
 }
 
 func (v *memVolume) Trim(ctx context.Context, off, length int64) error {
-	if err := v.gate(ctx, true); err != nil {
-		return err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := blockstore.CheckRange(int64(len(v.data)), off, length); err != nil {
-		return fmt.Errorf("mem volume trim: %w", err)
-	}
-	v.trims++
-	v.lastWrites = append(v.lastWrites, writeRec{op: cmdTrim, off: off, len: length})
-	clear(v.data[off : off+length])
-	return nil
+	return v.clearRange(ctx, cmdTrim, "trim", off, length, func() { v.trims++ })
 }
 
 func (v *memVolume) WriteZeroes(ctx context.Context, off, length int64, flags blockstore.WriteFlags) error {
-	if err := v.gate(ctx, true); err != nil {
-		return err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := blockstore.CheckRange(int64(len(v.data)), off, length); err != nil {
-		return fmt.Errorf("mem volume zero: %w", err)
-	}
-	v.zeroes++
-	v.lastWrites = append(v.lastWrites, writeRec{op: cmdWriteZeroes, off: off, len: length})
-	if flags&blockstore.FUA != 0 {
-		v.fuaZeroes++
-	}
-	if flags&blockstore.NoHole != 0 {
-		v.noHoles++
-	}
-	clear(v.data[off : off+length])
-	return nil
+	return v.clearRange(ctx, cmdWriteZeroes, "zero", off, length, func() {
+		v.zeroes++
+		if flags&blockstore.FUA != 0 {
+			v.fuaZeroes++
+		}
+		if flags&blockstore.NoHole != 0 {
+			v.noHoles++
+		}
+	})
+}
+
+// clearRange is Trim and WriteZeroes: it zeroes length bytes at off and
+// records them as op; count updates the counters, under the lock.
+func (v *memVolume) clearRange(ctx context.Context, op uint16, what string, off, length int64, count func()) error {
+	_, err := v.locked(ctx, true, what, off, length, func() int {
+		count()
+		v.lastWrites = append(v.lastWrites, writeRec{op: op, off: off, len: length})
+		clear(v.data[off : off+length])
+		return 0
+	})
+	return err
 }
 
 func (v *memVolume) Size() int64 { return int64(len(v.data)) }
@@ -161,11 +153,8 @@ func (v *memVolume) records() []writeRec {
 	return append([]writeRec(nil), v.lastWrites...)
 }
 
-func (v *memVolume) mutations() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.writes + v.trims + v.zeroes
-}
+// mutations counts writes, trims and zeroings: one record each.
+func (v *memVolume) mutations() int { return len(v.records()) }
 
 // fileVolume is a Volume over a sparse file, for clients that move more
 // data than is comfortable in memory.

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // NewKey generates an ECDSA P-256 private key and returns it as PKCS#8 PEM.
@@ -55,23 +56,36 @@ func marshalKeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// parseCertPEM returns the first CERTIFICATE block of data, parsed.
-func parseCertPEM(data []byte) (*x509.Certificate, error) {
+// nextPEM returns the first PEM block of data whose type is one of types,
+// skipping others, and the data after it; a nil block if there is none.
+func nextPEM(data []byte, types ...string) (*pem.Block, []byte) {
 	for {
 		var block *pem.Block
 		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("no PEM CERTIFICATE block found")
+		if block == nil || slices.Contains(types, block.Type) {
+			return block, data
 		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing certificate: %w", err)
-		}
-		return cert, nil
 	}
+}
+
+// parseFirstPEM returns the first block of type typ in data, parsed by
+// parse; what names the content in errors.
+func parseFirstPEM[T any](data []byte, typ, what string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	block, _ := nextPEM(data, typ)
+	if block == nil {
+		return zero, fmt.Errorf("no PEM %s block found", typ)
+	}
+	v, err := parse(block.Bytes)
+	if err != nil {
+		return zero, fmt.Errorf("parsing %s: %w", what, err)
+	}
+	return v, nil
+}
+
+// parseCertPEM returns the first CERTIFICATE block of data, parsed.
+func parseCertPEM(data []byte) (*x509.Certificate, error) {
+	return parseFirstPEM(data, "CERTIFICATE", "certificate", x509.ParseCertificate)
 }
 
 // parseCertsPEM returns every CERTIFICATE block of data, parsed.
@@ -79,12 +93,9 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var block *pem.Block
-		block, data = pem.Decode(data)
+		block, data = nextPEM(data, "CERTIFICATE")
 		if block == nil {
 			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -102,51 +113,36 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 // ("PRIVATE KEY") and SEC 1 ("EC PRIVATE KEY", as written by openssl) and
 // skips other blocks such as "EC PARAMETERS".
 func parseKeyPEM(data []byte) (*ecdsa.PrivateKey, error) {
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("no PEM private key block found")
-		}
-		switch block.Type {
-		case "PRIVATE KEY":
-			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("parsing private key: %w", err)
-			}
-			ek, ok := k.(*ecdsa.PrivateKey)
-			if !ok {
-				return nil, fmt.Errorf("private key is %T, want ECDSA", k)
-			}
-			return ek, nil
-		case "EC PRIVATE KEY":
-			k, err := x509.ParseECPrivateKey(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("parsing private key: %w", err)
-			}
-			return k, nil
-		}
+	block, _ := nextPEM(data, "PRIVATE KEY", "EC PRIVATE KEY")
+	if block == nil {
+		return nil, errors.New("no PEM private key block found")
 	}
+	if block.Type == "EC PRIVATE KEY" {
+		k, err := x509.ParseECPrivateKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing private key: %w", err)
+		}
+		return k, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parsing private key: %w", err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("private key is %T, want ECDSA", k)
+	}
+	return ek, nil
 }
 
 func parseCSRPEM(data []byte) (*x509.CertificateRequest, error) {
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("pki: no PEM CERTIFICATE REQUEST block found")
-		}
-		if block.Type != "CERTIFICATE REQUEST" {
-			continue
-		}
-		csr, err := x509.ParseCertificateRequest(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("pki: parsing CSR: %w", err)
-		}
-		// Proves the requester holds the private key.
-		if err := csr.CheckSignature(); err != nil {
-			return nil, fmt.Errorf("pki: CSR signature is invalid: %w", err)
-		}
-		return csr, nil
+	csr, err := parseFirstPEM(data, "CERTIFICATE REQUEST", "CSR", x509.ParseCertificateRequest)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
 	}
+	// Proves the requester holds the private key.
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("pki: CSR signature is invalid: %w", err)
+	}
+	return csr, nil
 }

@@ -90,17 +90,45 @@ func (c cluster) serverTLS(t *testing.T) *tls.Config {
 	return cfg
 }
 
-func TestMTLSNodeToNode(t *testing.T) {
-	cl := newCluster(t, "c1")
-	cert, key := mustNode(t, cl.ca, "node-b", time.Now())
-	cli, err := ClientTLS(cert, key, cl.caPEM)
+// clientTLS is ClientTLS trusting the cluster's CA, failing the test on error.
+func (c cluster) clientTLS(t *testing.T, cert, key []byte) *tls.Config {
+	t.Helper()
+	cfg, err := ClientTLS(cert, key, c.caPEM)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("ClientTLS: %v", err)
 	}
-	r := handshake(t, cl.serverTLS(t), cli)
+	return cfg
+}
+
+// mustHandshake is a handshake with the cluster's server that must succeed.
+func (c cluster) mustHandshake(t *testing.T, cli *tls.Config) handshakeResult {
+	t.Helper()
+	r := handshake(t, c.serverTLS(t), cli)
 	if err := r.ok(); err != nil {
 		t.Fatalf("handshake failed: %v", err)
 	}
+	return r
+}
+
+// presenting is a TLS 1.3 server configuration that sends exactly pair,
+// none of ServerTLS's checks applied.
+func presenting(pair tls.Certificate) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair}}
+}
+
+func keyPair(t *testing.T, cert, key []byte) tls.Certificate {
+	t.Helper()
+	pair, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
+func TestMTLSNodeToNode(t *testing.T) {
+	cl := newCluster(t, "c1")
+	cert, key := mustNode(t, cl.ca, "node-b", time.Now())
+	r := cl.mustHandshake(t, cl.clientTLS(t, cert, key))
 	if r.server.Version != tls.VersionTLS13 {
 		t.Errorf("version = %x, want TLS 1.3", r.server.Version)
 	}
@@ -116,14 +144,7 @@ func TestMTLSAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := ClientTLS(cert, key, cl.caPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := handshake(t, cl.serverTLS(t), cli)
-	if err := r.ok(); err != nil {
-		t.Fatalf("handshake failed: %v", err)
-	}
+	r := cl.mustHandshake(t, cl.clientTLS(t, cert, key))
 	name, ou, ok := PeerIdentity(r.server)
 	if !ok || name != "alice" || ou != OUAdmin {
 		t.Errorf("PeerIdentity = %q, %q, %v; want alice, admin, true", name, ou, ok)
@@ -137,14 +158,7 @@ func TestMTLSAdmin(t *testing.T) {
 
 func TestClientWithoutCertificate(t *testing.T) {
 	cl := newCluster(t, "c1")
-	cli, err := ClientTLS(nil, nil, cl.caPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := handshake(t, cl.serverTLS(t), cli)
-	if err := r.ok(); err != nil {
-		t.Fatalf("handshake failed: %v", err)
-	}
+	r := cl.mustHandshake(t, cl.clientTLS(t, nil, nil))
 	if name, ou, ok := PeerIdentity(r.server); ok {
 		t.Errorf("PeerIdentity without client cert = %q, %q, true", name, ou)
 	}
@@ -163,14 +177,8 @@ func TestServerRefusesForeignClient(t *testing.T) {
 	// Force one in to see the server refuse it. (Certificates alone would
 	// not do: the client only sends a certificate whose issuer is among the
 	// CAs the server asks for, and otherwise sends none.)
-	cli, err := ClientTLS(nil, nil, cl.caPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(other.srvCert, other.srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli := cl.clientTLS(t, nil, nil)
+	pair := keyPair(t, other.srvCert, other.srvKey)
 	cli.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	r := handshake(t, cl.serverTLS(t), cli)
 	if r.serverErr == nil || r.clientErr == nil {
@@ -185,11 +193,7 @@ func TestClientRefusesForeignServer(t *testing.T) {
 	cl := newCluster(t, "c1")
 	other := newCluster(t, "c2")
 	cert, key := mustNode(t, cl.ca, "node-b", time.Now())
-	cli, err := ClientTLS(cert, key, cl.caPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := handshake(t, other.serverTLS(t), cli)
+	r := handshake(t, other.serverTLS(t), cl.clientTLS(t, cert, key))
 	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "server certificate") {
 		t.Fatalf("client accepted a server from another CA: %v", r.clientErr)
 	}
@@ -202,13 +206,8 @@ func TestClientRefusesExpiredServer(t *testing.T) {
 	if _, err := ServerTLS(cert, key, cl.caPEM); err == nil {
 		t.Error("ServerTLS accepted an expired certificate")
 	}
-	pair, err := tls.X509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair}}
 	cli, _ := ClientTLS(nil, nil, cl.caPEM)
-	r := handshake(t, srv, cli)
+	r := handshake(t, presenting(keyPair(t, cert, key)), cli)
 	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "expired") {
 		t.Fatalf("client accepted an expired server certificate: %v", r.clientErr)
 	}
@@ -280,33 +279,24 @@ func TestPinnedTLS(t *testing.T) {
 	// Someone in the middle sends the real CA certificate (it is public)
 	// after a leaf from their own CA: the fingerprint matches, but the leaf
 	// does not verify against it.
-	pair, err := tls.X509KeyPair(other.srvCert, other.srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pair := keyPair(t, other.srvCert, other.srvKey)
 	pair.Certificate = append(pair.Certificate, cl.ca.cert.Raw)
-	mitm := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair}}
-	r = handshake(t, mitm, PinnedTLS(cl.ca.Fingerprint()))
+	r = handshake(t, presenting(pair), PinnedTLS(cl.ca.Fingerprint()))
 	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "server certificate") {
 		t.Errorf("man in the middle: client err = %v", r.clientErr)
 	}
 
 	// A server that does not send its CA cannot be matched.
-	leafOnly, err := tls.X509KeyPair(cl.srvCert, cl.srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	noCA := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{leafOnly}}
-	r = handshake(t, noCA, PinnedTLS(cl.ca.Fingerprint()))
+	r = handshake(t, presenting(keyPair(t, cl.srvCert, cl.srvKey)), PinnedTLS(cl.ca.Fingerprint()))
 	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "did not send its CA") {
 		t.Errorf("server without CA in chain: client err = %v", r.clientErr)
 	}
 
 	// Pinning a leaf's hash does not make the leaf a CA.
 	leafFP, _ := CertFingerprint(cl.srvCert)
-	pair2, _ := tls.X509KeyPair(cl.srvCert, cl.srvKey)
+	pair2 := keyPair(t, cl.srvCert, cl.srvKey)
 	pair2.Certificate = append(pair2.Certificate, pair2.Certificate[0])
-	r = handshake(t, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{pair2}}, PinnedTLS(leafFP))
+	r = handshake(t, presenting(pair2), PinnedTLS(leafFP))
 	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "not a CA") {
 		t.Errorf("pinned leaf: client err = %v", r.clientErr)
 	}

@@ -120,20 +120,27 @@ func TestParseJoinTokenMalformed(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseJoinToken(c.in)
-			if err == nil {
-				t.Fatalf("ParseJoinToken(%q) succeeded", c.in)
-			}
-			if !errors.Is(err, ErrMalformedToken) {
-				t.Errorf("error %v does not wrap ErrMalformedToken", err)
-			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error %q does not contain %q", err, c.want)
-			}
+			wantMalformed(t, "ParseJoinToken", c.in, err, c.want)
 			// Never echo the secret.
 			if strings.Contains(err.Error(), body[10:40]) {
 				t.Errorf("error %q leaks token contents", err)
 			}
 		})
+	}
+}
+
+// wantMalformed checks that fn refused in with an
+// ErrMalformedToken whose message contains want.
+func wantMalformed(t *testing.T, fn, in string, err error, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s(%q) succeeded", fn, in)
+	}
+	if !errors.Is(err, ErrMalformedToken) {
+		t.Errorf("error %v does not wrap ErrMalformedToken", err)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not contain %q", err, want)
 	}
 }
 
@@ -191,15 +198,7 @@ func TestParseAdminTokenMalformed(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseAdminToken(c.in)
-			if err == nil {
-				t.Fatalf("ParseAdminToken(%q) succeeded", c.in)
-			}
-			if !errors.Is(err, ErrMalformedToken) {
-				t.Errorf("error %v does not wrap ErrMalformedToken", err)
-			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error %q does not contain %q", err, c.want)
-			}
+			wantMalformed(t, "ParseAdminToken", c.in, err, c.want)
 		})
 	}
 	if _, err := ParseAdminToken(canon); err != nil {
