@@ -112,7 +112,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("locating own executable: %w", err)
 	}
-	ip, err := benchkit.FindIP()
+	ip, err := testcluster.FindIP()
 	if err != nil {
 		return nil, err
 	}
