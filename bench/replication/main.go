@@ -20,6 +20,7 @@ import (
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/apinames"
+	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -451,7 +452,7 @@ func waitExport(ctx context.Context, uri string, size int64, timeout time.Durati
 		if time.Now().After(deadline) {
 			return fmt.Errorf("export not ready within %s: %w", timeout, last)
 		}
-		if err := benchkit.SleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -556,7 +557,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("volume %s not ready within %s: %w", t.volume, readyTimeout, err)
 		}
-		if err := benchkit.SleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -724,7 +725,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() 
 		n := b.c.Node(f.node)
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if err := benchkit.SleepCtx(ctx, b.cfg.ramp); err != nil {
+			if err := ctxtime.Sleep(ctx, b.cfg.ramp); err != nil {
 				return
 			}
 			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {

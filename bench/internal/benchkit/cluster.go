@@ -15,18 +15,6 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-// SleepCtx sleeps for d or until ctx ends.
-func SleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // Binaries is the absolute directory holding tandemd and tandem: bin, or
 // when bin is empty tmp/bin after building them there.
 func Binaries(ctx context.Context, log *slog.Logger, bin, tmp string) (string, error) {
