@@ -89,7 +89,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.trace, "trace", false, "with -profile, also write a one-second execution trace of each tandemd per Tandem job")
 	fs.StringVar(&c.baseline, "baseline-bin", "", "if set, a directory of tandemd and tandem to compare -bin with: whole runs alternate between the two, the order flipped every round, -rounds times, and the report adds both sets of figures")
 	fs.IntVar(&c.rounds, "rounds", 2, "with -baseline-bin, how many baseline+candidate pairs of runs")
-	if err := fs.Parse(args); err != nil {
+	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
 	}
 	if c.baseline != "" && c.rounds < 1 {
@@ -97,9 +97,6 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.trace && c.profile == "" {
 		return c, errors.New("-trace needs -profile: the traces go into its directory")
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if targets != "" {
 		c.targets = strings.Split(targets, ",")
