@@ -13,6 +13,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/internal/ctxtime"
 )
 
 // Defaults for Options; see the package documentation for the reasoning.
@@ -154,7 +156,7 @@ func Announce(ctx context.Context, iface string, mac net.HardwareAddr, ips []net
 			sent++
 		}
 		if len(replies) > 0 {
-			if err := sleep(ctx, opts.Interval/2); err != nil {
+			if err := ctxtime.Sleep(ctx, opts.Interval/2); err != nil {
 				return fmt.Errorf("netannounce: %s: %w", iface, err)
 			}
 			for _, f := range replies {
@@ -171,7 +173,7 @@ func Announce(ctx context.Context, iface string, mac net.HardwareAddr, ips []net
 		if len(replies) > 0 {
 			wait -= opts.Interval / 2
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := ctxtime.Sleep(ctx, wait); err != nil {
 			return fmt.Errorf("netannounce: %s: %w", iface, err)
 		}
 	}
@@ -325,21 +327,6 @@ func buildNA(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 		return nil, fmt.Errorf("build NA for %s: %w", ip, err)
 	}
 	return buf.Bytes(), nil
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // htons converts a 16-bit value to network byte order, as sockaddr_ll's

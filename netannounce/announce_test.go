@@ -8,15 +8,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/tandemhci/tandem/internal/testcluster"
 )
@@ -132,56 +129,6 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-// inNetns runs f on a thread switched into the named network namespace:
-// sockets f creates stay in that namespace, interface names resolve there.
-// It runs on its own goroutine, which exits still locked (and so discards
-// the thread) if the original namespace cannot be restored.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/run/netns", ns))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns back from %s: %w (after %v)", ns, err, ferr)
-			return // thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// switchNS returns the switch namespace of c, named as testcluster's
-// documented topology says: the hosts' prefix plus "-sw".
-func switchNS(t *testing.T, c *testcluster.Cluster) string {
-	t.Helper()
-	n := c.Nodes[0]
-	ns := strings.TrimSuffix(n.NS, "-"+n.Name) + "-sw"
-	if _, err := os.Stat(filepath.Join("/run/netns", ns)); err != nil {
-		t.Fatalf("switch namespace of %s: %v", n.NS, err)
-	}
-	return ns
-}
-
 // TestAnnounceTakeover is the address takeover of a VM restarted on
 // another node: announced from a host's VM bridge, the frames reach the
 // switch namespace's br1 (the L2 segment where a real switch and the
@@ -191,7 +138,6 @@ func switchNS(t *testing.T, c *testcluster.Cluster) string {
 func TestAnnounceTakeover(t *testing.T) {
 	testcluster.Require(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 2})
-	sw := switchNS(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -230,7 +176,7 @@ func TestAnnounceTakeover(t *testing.T) {
 	}
 
 	var capt *Capturer
-	err := inNetns(sw, func() error {
+	err := c.InNetns(c.Switch(), func() error {
 		var err error
 		capt, err = Capture(ctx, "br1", CaptureOptions{Filter: func(p gopacket.Packet) bool {
 			eth, ok := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
@@ -245,7 +191,7 @@ func TestAnnounceTakeover(t *testing.T) {
 
 	for _, n := range c.Nodes {
 		t.Logf("announcing %s %s %s from %s", mac, v4, v6, n.Name)
-		err := inNetns(n.NS, func() error {
+		err := c.InNetns(n, func() error {
 			if err := Announce(ctx, c.VMBridge, mac, []netip.Addr{v4, v6}, Options{Count: count, Interval: 20 * time.Millisecond}); err != nil {
 				return err
 			}
@@ -308,14 +254,14 @@ func TestAnnounceTakeover(t *testing.T) {
 
 	// Cancelling the context ends an announcement early and says so.
 	actx, acancel := context.WithCancel(ctx)
-	err = inNetns(c.Nodes[0].NS, func() error {
+	err = c.InNetns(c.Nodes[0], func() error {
 		time.AfterFunc(50*time.Millisecond, acancel)
 		return Announce(actx, c.VMBridge, mac, []netip.Addr{v4}, Options{Count: 1000, Interval: time.Hour})
 	})
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), c.VMBridge) {
 		t.Errorf("cancelled Announce = %v, want context.Canceled naming %s", err, c.VMBridge)
 	}
-	err = inNetns(c.Nodes[0].NS, func() error {
+	err = c.InNetns(c.Nodes[0], func() error {
 		return Announce(actx, c.VMBridge, mac, []netip.Addr{v4}, Options{})
 	})
 	if !errors.Is(err, context.Canceled) {

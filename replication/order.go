@@ -113,12 +113,10 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 		}
 		p.mu.Lock()
 	}
-	if err := p.usableLocked(); err != nil {
+	if err := p.takeSeqLocked(r); err != nil {
 		p.mu.Unlock()
 		return err
 	}
-	r.seq = p.nextSeq
-	p.nextSeq++
 	if r.frame != nil {
 		binary.BigEndian.PutUint64(r.frame[8:], r.seq)
 	}

@@ -347,13 +347,7 @@ func (p *Primary) Close() error {
 func (p *Primary) usable() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch {
-	case p.closed:
-		return blockstore.ErrClosed
-	case p.deposed != nil:
-		return p.deposed
-	}
-	return nil
+	return p.usableLocked()
 }
 
 func (p *Primary) usableLocked() error {
@@ -363,6 +357,17 @@ func (p *Primary) usableLocked() error {
 	case p.deposed != nil:
 		return p.deposed
 	}
+	return nil
+}
+
+// takeSeqLocked gives r the next sequence number if p is still usable;
+// p.mu must be held, and stays held on both paths.
+func (p *Primary) takeSeqLocked(r *req) error {
+	if err := p.usableLocked(); err != nil {
+		return err
+	}
+	r.seq = p.nextSeq
+	p.nextSeq++
 	return nil
 }
 

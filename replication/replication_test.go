@@ -430,12 +430,7 @@ func TestFlushSkipsAReplicaThatReportedItsWritesDurable(t *testing.T) {
 func TestReplicasIdenticalWithLargeFrames(t *testing.T) {
 	r := newRig(t, 2, 5*time.Second)
 	writeRandomSized(t, r.ctx, r.p, 7, 300, 256) // up to 1 MiB
-	want := r.local.snapshot()
-	for _, s := range r.secs {
-		if !bytes.Equal(s.store.snapshot(), want) {
-			t.Fatalf("replica %s differs from the primary", s.name)
-		}
-	}
+	r.requireIdentical(t)
 }
 
 // A write whose caller gave up while its frame still waited behind a
@@ -507,12 +502,7 @@ func TestWritesHintedMoreAreSent(t *testing.T) {
 	if err := r.p.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := r.local.snapshot()
-	for _, s := range r.secs {
-		if !bytes.Equal(s.store.snapshot(), want) {
-			t.Fatalf("replica %s differs from the primary", s.name)
-		}
-	}
+	r.requireIdentical(t)
 }
 
 func TestLostPeerIsOutdatedThenResynced(t *testing.T) {
@@ -837,5 +827,16 @@ func TestResyncRateChangeReachesRunningResync(t *testing.T) {
 	}
 	if !bytes.Equal(r.secs[0].store.snapshot(), r.local.snapshot()) {
 		t.Fatal("replicas differ after the resync")
+	}
+}
+
+// requireIdentical fails t unless every replica holds the primary's data.
+func (r *rig) requireIdentical(t *testing.T) {
+	t.Helper()
+	want := r.local.snapshot()
+	for _, s := range r.secs {
+		if !bytes.Equal(s.store.snapshot(), want) {
+			t.Fatalf("replica %s differs from the primary", s.name)
+		}
 	}
 }

@@ -259,12 +259,10 @@ func (p *Primary) Quiesced(ctx context.Context, off, length int64, fn func() err
 	r := &req{kind: FrameResync, off: off, len: length, started: time.Now(), localDone: make(chan struct{}), allDone: make(chan struct{}), finished: true}
 	close(r.allDone)
 	p.mu.Lock()
-	if err := p.usableLocked(); err != nil {
+	if err := p.takeSeqLocked(r); err != nil {
 		p.mu.Unlock()
 		return err
 	}
-	r.seq = p.nextSeq
-	p.nextSeq++
 	deps := p.order.Conflicting(off, off+length, 0)
 	lk := p.order.Enqueue(off, off+length, 0, r)
 	p.quiesced = append(p.quiesced, r)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -74,11 +75,8 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.pollTimeout, "poll-timeout", 3*time.Second, "deadline of each Status poll during failover")
 	fs.DurationVar(&c.pollEvery, "poll-every", 100*time.Millisecond, "start a Status poll this often during failover (calls overlap)")
 	fs.DurationVar(&c.watchInterval, "watch-interval", 10*time.Millisecond, "metrics scrape interval of the election watchers")
-	if err := fs.Parse(args); err != nil {
+	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if c.proposals < 0 || c.warmup < 0 || c.kills < 0 {
 		return c, errors.New("-proposals, -warmup and -kills must not be negative")
@@ -112,7 +110,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("locating own executable: %w", err)
 	}
-	ip, err := benchkit.FindIP()
+	ip, err := testcluster.FindIP()
 	if err != nil {
 		return nil, err
 	}
@@ -536,11 +534,11 @@ func (b *bench) failoverRound(ctx context.Context, i int) (Round, []float64, err
 		if time.Since(started) > backOnlineTimeout {
 			return r, pollMS, fmt.Errorf("%s not back within %s (survivor: %v, restarted: %v)", victim.Name, backOnlineTimeout, describe(ss, serr), describe(rs, rerr))
 		}
-		if err := benchkit.SleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 20*time.Millisecond); err != nil {
 			return r, pollMS, err
 		}
 	}
-	return r, pollMS, benchkit.SleepCtx(ctx, b.cfg.settle)
+	return r, pollMS, ctxtime.Sleep(ctx, b.cfg.settle)
 }
 
 // detection is the Status call that first showed the new leader.
@@ -653,7 +651,7 @@ func writeUntilOK(ctx context.Context, cl *adminclient.Client, t0 time.Time, tim
 			w.err = err.Error()
 			return w
 		}
-		_ = benchkit.SleepCtx(ctx, 5*time.Millisecond) // errors can be instant; don't spin
+		_ = ctxtime.Sleep(ctx, 5*time.Millisecond) // errors can be instant; don't spin
 	}
 }
 
@@ -695,7 +693,7 @@ func (b *bench) raftFailover(r *Round, ws []*watcher, t0 time.Time) {
 // memory reads VmRSS and VmHWM of every tandemd after an idle period.
 func (b *bench) memory(ctx context.Context, phase string) error {
 	b.log.Info("idling before reading memory", "for", b.cfg.idle)
-	if err := benchkit.SleepCtx(ctx, b.cfg.idle); err != nil {
+	if err := ctxtime.Sleep(ctx, b.cfg.idle); err != nil {
 		return err
 	}
 	var errs []error

@@ -60,12 +60,10 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the guest's first boot")
 	fs.DurationVar(&c.recovery, "recovery-timeout", 90*time.Second, "bound on the wait for the restarted guest's first datagram after a crash")
 	fs.DurationVar(&c.rejoin, "rejoin-timeout", 3*time.Minute, "bound on power-on until the crashed host's replica is UpToDate again")
-	if err := fs.Parse(args); err != nil {
+	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	case c.runs < 1:
 		return c, errors.New("-runs must be at least 1")
 	case c.rate < 1 || c.rate > 1000:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
+	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -74,7 +75,7 @@ func (b *bench) ready(ctx context.Context) (before, error) {
 			return before{}, fmt.Errorf("not ready within %s: %w", readyTimeout, why)
 		}
 		if why != nil {
-			_ = benchkit.SleepCtx(ctx, 300*time.Millisecond)
+			_ = ctxtime.Sleep(ctx, 300*time.Millisecond)
 		}
 		via := b.live()
 		vm, err := env.VM(ctx, via, vmName)
@@ -188,7 +189,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 		}
 	}
 	b.log.Info("run "+strconv.Itoa(k)+": crashing the VM's host", "host", host.Name, "metadata_leader", pre.metaLeader, "boot", pre.boot)
-	if err := benchkit.SleepCtx(ctx, b.cfg.settle); err != nil {
+	if err := ctxtime.Sleep(ctx, b.cfg.settle); err != nil {
 		return r, err
 	}
 	// Leadership may have moved during the settle (a rejoined node can
@@ -220,7 +221,7 @@ func (b *bench) runOnce(ctx context.Context, k int) (r Run, fatal error) {
 		fail("the guest sent nothing from a new boot within %s of the crash: %v", b.cfg.recovery, werr)
 	}
 	// Let datagrams in flight land, then read the cluster's account.
-	_ = benchkit.SleepCtx(ctx, 500*time.Millisecond)
+	_ = ctxtime.Sleep(ctx, 500*time.Millisecond)
 	evs := b.waitRecoveryEvents(ctx, survivor, pre.watermark, recovered)
 	ev := fromEvents(evs, host.Name, vmName, t0)
 	r.Events, r.Target, r.FenceAgent, r.FenceDetail, r.FenceNotConfirmed = ev.events, ev.target, ev.fenceAgent, ev.fenceDetail, ev.notConfirmed
@@ -352,7 +353,7 @@ func (b *bench) waitRecoveryEvents(ctx context.Context, via *testcluster.Node, s
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return evs
 		}
-		_ = benchkit.SleepCtx(ctx, 300*time.Millisecond)
+		_ = ctxtime.Sleep(ctx, 300*time.Millisecond)
 	}
 }
 
@@ -498,7 +499,7 @@ func (b *bench) waitDiskCounter(ctx context.Context, n *testcluster.Node, boot u
 		if c, ok := vmbench.DiskCounter(readFile(b.env.ConsoleLog(n, vmName)), boot); ok {
 			return c, true
 		}
-		if time.Now().After(deadline) || benchkit.SleepCtx(ctx, 200*time.Millisecond) != nil {
+		if time.Now().After(deadline) || ctxtime.Sleep(ctx, 200*time.Millisecond) != nil {
 			return 0, false
 		}
 	}
@@ -554,7 +555,7 @@ func (b *bench) rejoin(ctx context.Context, host, via *testcluster.Node, disk st
 		if rctx.Err() != nil {
 			return rj, fmt.Errorf("cluster not back to %d/%d online: %v", len(env.C.Nodes), len(env.C.Nodes), err)
 		}
-		_ = benchkit.SleepCtx(rctx, 200*time.Millisecond)
+		_ = ctxtime.Sleep(rctx, 200*time.Millisecond)
 	}
 	rj.OnlineMs = benchkit.MS(time.Since(t))
 	for {
@@ -568,7 +569,7 @@ func (b *bench) rejoin(ctx context.Context, host, via *testcluster.Node, disk st
 		if rctx.Err() != nil {
 			return rj, fmt.Errorf("replicas of %s not all UpToDate within %s: %s", disk, b.cfg.rejoin, rj.Replicas)
 		}
-		_ = benchkit.SleepCtx(rctx, 250*time.Millisecond)
+		_ = ctxtime.Sleep(rctx, 250*time.Millisecond)
 	}
 	rj.UpToDateMs = benchkit.MS(time.Since(t))
 	return rj, nil

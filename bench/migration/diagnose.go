@@ -12,6 +12,7 @@ import (
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/guest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -111,7 +112,7 @@ func (b *bench) diagnose(ctx context.Context, gs guestStream, vm string, t0 time
 			break
 		}
 		d.Poked = true
-		if benchkit.SleepCtx(ctx, 200*time.Millisecond) != nil {
+		if ctxtime.Sleep(ctx, 200*time.Millisecond) != nil {
 			return d
 		}
 	}

@@ -72,11 +72,8 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.quiet, "quiet", 10*time.Second, "stream recorded without migration before each series, the reference")
 	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on a guest's boot until its stream and disk counter run")
 	fs.DurationVar(&c.migrateTimeout, "migrate-timeout", 2*time.Minute, "bound on one 'tandem vm migrate'")
-	if err := fs.Parse(args); err != nil {
+	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	for _, s := range strings.Split(rates, ",") {
 		r, err := strconv.Atoi(strings.TrimSpace(s))

@@ -10,6 +10,7 @@ import (
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/bench/internal/vmbench"
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/guest"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -129,7 +130,7 @@ func (b *bench) runRate(ctx context.Context, idx int, s series) RateRun {
 
 	// The reference: the same stream without a migration.
 	q0 := time.Now()
-	if err := benchkit.SleepCtx(ctx, b.cfg.quiet); err != nil {
+	if err := ctxtime.Sleep(ctx, b.cfg.quiet); err != nil {
 		return r
 	}
 	q1 := time.Now()
@@ -183,7 +184,7 @@ series:
 				break
 			}
 		}
-		if err := benchkit.SleepCtx(ctx, b.cfg.settle); err != nil {
+		if err := ctxtime.Sleep(ctx, b.cfg.settle); err != nil {
 			break
 		}
 	}
@@ -438,7 +439,7 @@ func (b *bench) waitReady(ctx context.Context, disk, src string) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("volume %s not ready within %s: %w", disk, readyTimeout, err)
 		}
-		if err := benchkit.SleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}

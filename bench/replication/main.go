@@ -20,6 +20,7 @@ import (
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/apinames"
+	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -88,7 +89,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.trace, "trace", false, "with -profile, also write a one-second execution trace of each tandemd per Tandem job")
 	fs.StringVar(&c.baseline, "baseline-bin", "", "if set, a directory of tandemd and tandem to compare -bin with: whole runs alternate between the two, the order flipped every round, -rounds times, and the report adds both sets of figures")
 	fs.IntVar(&c.rounds, "rounds", 2, "with -baseline-bin, how many baseline+candidate pairs of runs")
-	if err := fs.Parse(args); err != nil {
+	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
 	}
 	if c.baseline != "" && c.rounds < 1 {
@@ -96,9 +97,6 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.trace && c.profile == "" {
 		return c, errors.New("-trace needs -profile: the traces go into its directory")
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if targets != "" {
 		c.targets = strings.Split(targets, ",")
@@ -451,7 +449,7 @@ func waitExport(ctx context.Context, uri string, size int64, timeout time.Durati
 		if time.Now().After(deadline) {
 			return fmt.Errorf("export not ready within %s: %w", timeout, last)
 		}
-		if err := benchkit.SleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -556,7 +554,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("volume %s not ready within %s: %w", t.volume, readyTimeout, err)
 		}
-		if err := benchkit.SleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -724,7 +722,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() 
 		n := b.c.Node(f.node)
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if err := benchkit.SleepCtx(ctx, b.cfg.ramp); err != nil {
+			if err := ctxtime.Sleep(ctx, b.cfg.ramp); err != nil {
 				return
 			}
 			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {

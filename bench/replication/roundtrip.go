@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tandemhci/tandem/bench/internal/benchkit"
+	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/testcluster"
 )
 
@@ -127,7 +127,7 @@ func (b *bench) pingPong(ctx context.Context, id string, n1, n2 *testcluster.Nod
 	}
 	defer stop()
 	// The echoing side needs a moment to bind or listen.
-	if err := benchkit.SleepCtx(ctx, 500*time.Millisecond); err != nil {
+	if err := ctxtime.Sleep(ctx, 500*time.Millisecond); err != nil {
 		return nil, nil, err
 	}
 	fr, err := runFioIn(ctx, ns, client, jsonPath, rttRuntime+fioSlack)

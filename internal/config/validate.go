@@ -78,29 +78,20 @@ func (c Config) Validate() error {
 	}
 	// An empty derived address is only worth reporting if the backend
 	// address it derives from is fine.
-	if c.RaftAddr != "" {
-		addr("raft_addr", c.RaftAddr, true)
-	} else if backendOK {
-		bad("raft_addr", "is empty (ApplyDefaults derives it from backend_addr)")
+	derived := func(field, v string, advertised bool) {
+		if v != "" {
+			addr(field, v, advertised)
+		} else if backendOK {
+			bad(field, "is empty (ApplyDefaults derives it from backend_addr)")
+		}
 	}
-	if c.AdminAddr != "" {
-		addr("admin_addr", c.AdminAddr, false)
-	} else if backendOK {
-		bad("admin_addr", "is empty (ApplyDefaults derives it from backend_addr)")
-	}
+	derived("raft_addr", c.RaftAddr, true)
+	derived("admin_addr", c.AdminAddr, false)
 	if c.MetricsEnabled() {
 		addr("metrics_addr", c.MetricsAddr, false)
 	}
-	if c.ReplicationAddr != "" {
-		addr("replication_addr", c.ReplicationAddr, true)
-	} else if backendOK {
-		bad("replication_addr", "is empty (ApplyDefaults derives it from backend_addr)")
-	}
-	if c.NBDAddr != "" {
-		addr("nbd_addr", c.NBDAddr, false)
-	} else if backendOK {
-		bad("nbd_addr", "is empty (ApplyDefaults derives it from backend_addr)")
-	}
+	derived("replication_addr", c.ReplicationAddr, true)
+	derived("nbd_addr", c.NBDAddr, false)
 	for i, a := range listeners {
 		for _, b := range listeners[:i] {
 			if a.port == b.port && sameHost(a.host, b.host) {

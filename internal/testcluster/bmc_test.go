@@ -31,16 +31,8 @@ func TestBMCPowerCycle(t *testing.T) {
 	echo := startEcho(t, c, n1, "first")
 	waitReachable(t, c, n2, n1, "first")
 
-	exe := testBinary(t)
 	booted := make(chan struct{}, 1)
-	bmc, err := c.StartBMC(context.Background(), n1, PowerHooks{On: func(ctx context.Context, n *Node) error {
-		_, err := c.Start(n, "echo", []string{exe}, []string{helperEnv + "=echo", idEnv + "=reborn"})
-		booted <- struct{}{}
-		return err
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bmc := startEchoBMC(t, c, n1, "reborn", booted)
 	if !strings.HasPrefix(bmc.Addr, strings.TrimSuffix(n1.IP, "11")) || bmc.Port != BMCPort {
 		t.Errorf("BMC address %s, want on the backend subnet of %s, port %d", bmc.Addr, n1.IP, BMCPort)
 	}
@@ -143,16 +135,8 @@ func TestBMCResetWithIpmitool(t *testing.T) {
 	c := New(t, Options{Nodes: 2})
 	n1, n2 := c.Nodes[0], c.Nodes[1]
 	first := startEcho(t, c, n1, "first")
-	exe := testBinary(t)
 	boots := make(chan struct{}, 4)
-	bmc, err := c.StartBMC(context.Background(), n1, PowerHooks{On: func(ctx context.Context, n *Node) error {
-		_, err := c.Start(n, "echo", []string{exe}, []string{helperEnv + "=echo", idEnv + "=reset"})
-		boots <- struct{}{}
-		return err
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bmc := startEchoBMC(t, c, n1, "reset", boots)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ipmitool := func(args ...string) string {
@@ -183,4 +167,20 @@ func TestBMCResetWithIpmitool(t *testing.T) {
 	if out := ipmitool("chassis", "power", "status"); out != "Chassis Power is on" {
 		t.Fatalf("status after reset: %q", out)
 	}
+}
+
+// startEchoBMC starts n's BMC; each power-on starts the echo helper with
+// id and then signals booted.
+func startEchoBMC(t *testing.T, c *Cluster, n *Node, id string, booted chan<- struct{}) *BMC {
+	t.Helper()
+	exe := testBinary(t)
+	bmc, err := c.StartBMC(context.Background(), n, PowerHooks{On: func(ctx context.Context, n *Node) error {
+		_, err := c.Start(n, "echo", []string{exe}, []string{helperEnv + "=echo", idEnv + "=" + id})
+		booted <- struct{}{}
+		return err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bmc
 }

@@ -74,13 +74,7 @@ func RequireLibvirtd(t interface {
 	Fatalf(string, ...any)
 }) {
 	t.Helper()
-	err := Available()
-	switch {
-	case errors.Is(err, ErrNotRoot):
-		t.Skipf("skipping: %v", err)
-	case err != nil:
-		t.Fatalf("network namespaces unavailable: %v", err)
-	}
+	requireNetns(t)
 	if err := LibvirtdAvailable(); err != nil {
 		t.Fatalf("%v", err)
 	}

@@ -36,21 +36,27 @@ func startLibvirtd(t *testing.T, ctx context.Context, c *Cluster, n *Node) *Libv
 	return lv
 }
 
+// libvirtdPair starts a two-node cluster (parallel to other tests) with
+// libvirtd running and dialled on both nodes; ctx ends with the test.
+func libvirtdPair(t *testing.T) (ctx context.Context, c *Cluster, lv1, lv2 *Libvirtd, d1, d2 *compute.Driver) {
+	t.Helper()
+	RequireLibvirtd(t)
+	t.Parallel()
+	c = New(t, Options{Nodes: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	lv1, lv2 = startLibvirtd(t, ctx, c, c.Node("n1")), startLibvirtd(t, ctx, c, c.Node("n2"))
+	d1, d2 = dialLibvirtd(t, ctx, lv1), dialLibvirtd(t, ctx, lv2)
+	return ctx, c, lv1, lv2, d1, d2
+}
+
 func qemuLogTail(lv *Libvirtd, dom string) string {
 	return logTail(lv.QEMULog(dom), 20)
 }
 
 func TestLibvirtdMigrate(t *testing.T) {
-	RequireLibvirtd(t)
-	t.Parallel()
-	c := New(t, Options{Nodes: 2})
-	n1, n2 := c.Node("n1"), c.Node("n2")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-
-	lv1 := startLibvirtd(t, ctx, c, n1)
-	lv2 := startLibvirtd(t, ctx, c, n2)
-	d1, d2 := dialLibvirtd(t, ctx, lv1), dialLibvirtd(t, ctx, lv2)
+	ctx, c, lv1, lv2, d1, d2 := libvirtdPair(t)
+	n1, n2 := lv1.Node, lv2.Node
 
 	total, free, err := d1.NodeMemory(ctx)
 	if err != nil || total == 0 || free == 0 || free > total {
@@ -223,14 +229,7 @@ func TestLibvirtdKillRestart(t *testing.T) {
 // TestLibvirtdMigrateCancel cancels a bandwidth-capped migration once data
 // flows: the job is aborted and the guest keeps running on the source.
 func TestLibvirtdMigrateCancel(t *testing.T) {
-	RequireLibvirtd(t)
-	t.Parallel()
-	c := New(t, Options{Nodes: 2})
-	n1, n2 := c.Node("n1"), c.Node("n2")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	lv1, lv2 := startLibvirtd(t, ctx, c, n1), startLibvirtd(t, ctx, c, n2)
-	d1, d2 := dialLibvirtd(t, ctx, lv1), dialLibvirtd(t, ctx, lv2)
+	ctx, _, lv1, lv2, d1, d2 := libvirtdPair(t)
 	const name = "cancel1"
 	spec := compute.VMSpec{Name: name, VCPUs: 1, MemoryMiB: 64, Diskless: true}
 	if err := d1.Define(ctx, spec); err != nil {
@@ -288,9 +287,7 @@ func TestLibvirtdMigrateCancel(t *testing.T) {
 // TestVMNetwork checks the VM network end to end without guests: an
 // address on a host's vmbr0 stands in for a guest.
 func TestVMNetwork(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{Nodes: 2})
+	c := newParallel(t, Options{Nodes: 2})
 	n1, n2 := c.Node("n1"), c.Node("n2")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -109,7 +109,7 @@ func Available() error {
 	if euid := os.Geteuid(); euid != 0 {
 		return fmt.Errorf("%w (euid %d)", ErrNotRoot, euid)
 	}
-	ip, err := findIP()
+	ip, err := FindIP()
 	if err != nil {
 		return err
 	}
@@ -126,6 +126,16 @@ func Available() error {
 // must not silently turn integration tests into skips.
 func Require(t testing.TB) {
 	t.Helper()
+	requireNetns(t)
+}
+
+// requireNetns is Require for any test-like t.
+func requireNetns(t interface {
+	Helper()
+	Skipf(string, ...any)
+	Fatalf(string, ...any)
+}) {
+	t.Helper()
 	err := Available()
 	switch {
 	case errors.Is(err, ErrNotRoot):
@@ -135,8 +145,8 @@ func Require(t testing.TB) {
 	}
 }
 
-// findIP locates iproute2's ip; root's PATH does not always contain sbin.
-func findIP() (string, error) {
+// FindIP locates iproute2's ip; root's PATH does not always contain sbin.
+func FindIP() (string, error) {
 	if p, err := exec.LookPath("ip"); err == nil {
 		return p, nil
 	}
@@ -207,7 +217,7 @@ func Open(opts Options, r Reporter) (*Cluster, error) {
 	if opts.BaseDir == "" {
 		return nil, errors.New("testcluster: Options.BaseDir is required")
 	}
-	ip, err := findIP()
+	ip, err := FindIP()
 	if err != nil {
 		return nil, err
 	}

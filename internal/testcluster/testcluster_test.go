@@ -181,9 +181,7 @@ func procState(t *testing.T, pid int) byte {
 }
 
 func TestTopology(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{})
+	c := newParallel(t, Options{})
 	if len(c.Nodes) != 3 {
 		t.Fatalf("got %d nodes, want 3", len(c.Nodes))
 	}
@@ -234,9 +232,7 @@ func TestTopology(t *testing.T) {
 }
 
 func TestReachIsolateHeal(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{})
+	c := newParallel(t, Options{})
 	n1, n2, n3 := c.Node("n1"), c.Node("n2"), c.Node("n3")
 	startEcho(t, c, n1, "n1")
 	p2 := startEcho(t, c, n2, "n2")
@@ -264,9 +260,7 @@ func TestReachIsolateHeal(t *testing.T) {
 }
 
 func TestKillRestart(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{})
+	c := newParallel(t, Options{})
 	n1, n2 := c.Node("n1"), c.Node("n2")
 	p := startEcho(t, c, n2, "first")
 	waitReachable(t, c, n1, n2, "first")
@@ -299,9 +293,7 @@ func TestKillRestart(t *testing.T) {
 }
 
 func TestPauseResume(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{})
+	c := newParallel(t, Options{})
 	n1, n2 := c.Node("n1"), c.Node("n2")
 	p := startEcho(t, c, n2, "n2")
 	waitReachable(t, c, n1, n2, "n2")
@@ -323,10 +315,7 @@ func TestPauseResume(t *testing.T) {
 }
 
 func TestStop(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{Nodes: 1})
-	n1 := c.Node("n1")
+	c, n1 := oneNode(t)
 
 	p := startEcho(t, c, n1, "x")
 	c.Pause(n1) // Stop must also end a paused process
@@ -360,10 +349,7 @@ func TestStop(t *testing.T) {
 }
 
 func TestStartAndExecErrors(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{Nodes: 1})
-	n1 := c.Node("n1")
+	c, n1 := oneNode(t)
 	if _, err := c.Start(n1, "missing", []string{"/nonexistent/binary"}, nil); err == nil {
 		t.Error("Start of a missing binary succeeded")
 	}
@@ -389,9 +375,7 @@ func TestStartAndExecErrors(t *testing.T) {
 }
 
 func TestCloseRemovesEverything(t *testing.T) {
-	Require(t)
-	t.Parallel()
-	c := New(t, Options{})
+	c := newParallel(t, Options{})
 	p := startEcho(t, c, c.Node("n3"), "n3")
 	// A stray that left the harness's process group must die too.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -628,4 +612,20 @@ func TestCrashedTestIsSwept(t *testing.T) {
 			t.Errorf("namespace %s of crashed test not swept", ns)
 		}
 	}
+}
+
+// oneNode starts a one-node cluster for a test running in parallel.
+func oneNode(t *testing.T) (*Cluster, *Node) {
+	t.Helper()
+	c := newParallel(t, Options{Nodes: 1})
+	return c, c.Node("n1")
+}
+
+// newParallel starts a cluster for a test that runs in parallel with
+// others, skipping it where Require does.
+func newParallel(t *testing.T, o Options) *Cluster {
+	t.Helper()
+	Require(t)
+	t.Parallel()
+	return New(t, o)
 }

@@ -124,6 +124,18 @@ type Common struct {
 	Render string
 }
 
+// ParseArgs parses args with fs and refuses positional arguments: the
+// benchmarks take flags only.
+func ParseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return nil
+}
+
 // Shared is c itself: it lets Main reach the embedded Common of any config.
 func (c Common) Shared() Common { return c }
 

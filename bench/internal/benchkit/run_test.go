@@ -131,3 +131,19 @@ func TestMainRuns(t *testing.T) {
 		t.Fatalf("render: exit %d, ran %v", code, ran)
 	}
 }
+
+func TestParseArgs(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	n := fs.Int("n", 1, "")
+	if err := ParseArgs(fs, []string{"-n", "3"}); err != nil || *n != 3 {
+		t.Fatalf("ParseArgs = %v, n %d", err, *n)
+	}
+	fs = flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if err := ParseArgs(fs, []string{"extra"}); err == nil || !strings.Contains(err.Error(), `unexpected arguments: ["extra"]`) {
+		t.Errorf("ParseArgs with a positional argument = %v", err)
+	}
+	if err := ParseArgs(fs, []string{"-nope"}); err == nil {
+		t.Error("ParseArgs accepted an unknown flag")
+	}
+}

@@ -83,7 +83,7 @@ func Open(ctx context.Context, o Options) (*Env, error) {
 	if err := testcluster.LibvirtdAvailable(); err != nil {
 		return nil, err
 	}
-	ip, err := benchkit.FindIP()
+	ip, err := testcluster.FindIP()
 	if err != nil {
 		return nil, err
 	}
