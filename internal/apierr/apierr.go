@@ -52,3 +52,21 @@ func NotPrimary(node, volume, primary string, epoch uint64) error {
 	}
 	return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s: %s is (epoch %d)", node, volume, primary, epoch)
 }
+
+// LocalStater is a metadata client's applied state, without quorum.
+type LocalStater interface {
+	LocalState() (*consensus.MetaState, error)
+}
+
+// LocalState is what meta applied, or the status error an API call gives
+// while the node is in no cluster (meta nil) or its replica cannot answer.
+func LocalState(meta LocalStater) (*consensus.MetaState, error) {
+	if meta == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
+	}
+	ms, err := meta.LocalState()
+	if err != nil {
+		return nil, From(err)
+	}
+	return ms, nil
+}

@@ -67,3 +67,20 @@ func TestNotPrimaryWording(t *testing.T) {
 		t.Fatalf("message without a known primary: %q", got)
 	}
 }
+
+type stater struct{ err error }
+
+func (s stater) LocalState() (*consensus.MetaState, error) { return &consensus.MetaState{}, s.err }
+
+func TestLocalState(t *testing.T) {
+	var none LocalStater
+	if _, err := LocalState(none); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "not in a cluster") {
+		t.Fatalf("no client: %v", err)
+	}
+	if ms, err := LocalState(stater{}); err != nil || ms == nil {
+		t.Fatalf("client: %v %v", ms, err)
+	}
+	if _, err := LocalState(stater{consensus.ErrNoQuorum}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "no quorum") {
+		t.Fatalf("failing client: %v", err)
+	}
+}

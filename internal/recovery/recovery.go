@@ -11,9 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/apierr"
@@ -165,17 +162,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // metaLocal is this node's copy of the metadata (no quorum needed).
-func (m *Manager) metaLocal() (*consensus.MetaState, error) {
-	meta := m.meta()
-	if meta == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
-	}
-	ms, err := meta.LocalState()
-	if err != nil {
-		return nil, apierr.FromMeta(err)
-	}
-	return ms, nil
-}
+func (m *Manager) metaLocal() (*consensus.MetaState, error) { return apierr.LocalState(m.meta()) }
 
 // Run keeps the lease, pets the watchdog and, on the metadata leader,
 // detects failures and recovers, until ctx ends.

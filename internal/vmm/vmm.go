@@ -132,17 +132,7 @@ func (m *Manager) meta() (Meta, error) {
 }
 
 // metaLocal is this node's copy of the metadata (no quorum needed).
-func (m *Manager) metaLocal() (*consensus.MetaState, error) {
-	mc := m.metaf()
-	if mc == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
-	}
-	ms, err := mc.LocalState()
-	if err != nil {
-		return nil, apierr.FromMeta(err)
-	}
-	return ms, nil
-}
+func (m *Manager) metaLocal() (*consensus.MetaState, error) { return apierr.LocalState(m.metaf()) }
 
 // holds reports whether this node holds a data replica of volume name;
 // volumes run only while the node is in a cluster.

@@ -6,10 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -112,17 +110,7 @@ func (m *Manager) NBDSocket() string { return m.nbdSocket }
 
 // metaLocal is this replica's metadata, or the status error an API call
 // gives while the node is not in a cluster.
-func (m *Manager) metaLocal() (*consensus.MetaState, error) {
-	meta := m.meta()
-	if meta == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet")
-	}
-	ms, err := meta.LocalState()
-	if err != nil {
-		return nil, metaError(err)
-	}
-	return ms, nil
-}
+func (m *Manager) metaLocal() (*consensus.MetaState, error) { return apierr.LocalState(m.meta()) }
 
 func (m *Manager) get(name string) *nodeVolume {
 	m.mu.Lock()
