@@ -29,14 +29,7 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
+	free := func() string { return freeAddr(t) }
 	cfg := filepath.Join(dir, "tandem.yaml")
 	yaml := fmt.Sprintf("node_name: n1\ndata_dir: %s\nbackend_addr: %s\nraft_addr: %s\nadmin_addr: %s\nreplication_addr: %s\nnbd_addr: %s\nmetrics_addr: \"off\"\nwatchdog: \"off\"\ncompute:\n  libvirt_socket: \"off\"\n",
 		filepath.Join(dir, "data"), free(), free(), free(), free(), free())

@@ -45,14 +45,7 @@ func TestStartupErrors(t *testing.T) {
 	if err := os.WriteFile(badCfg, []byte("node_name: n1\nbackend_addr: 127.0.0.1:1\nfrobnicate: yes\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
+	free := func() string { return freeAddr(t) }
 	base := func(data string) []string {
 		return []string{"--node-name", "n1", "--data-dir", data, "--backend-addr", free(), "--raft-addr", free(), "--admin-addr", free(), "--metrics-addr", "off",
 			"--replication-addr", free(), "--nbd-addr", free()}
@@ -85,4 +78,16 @@ func TestStartupErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// freeAddr is a loopback address no one listens on (as long as no one
+// takes it meanwhile: the tests bind it soon after).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
