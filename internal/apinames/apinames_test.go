@@ -25,6 +25,12 @@ func TestReplicaStateMatchesReplication(t *testing.T) {
 		if !ok || name != string(c.repl) {
 			t.Errorf("%v: %q %v, want %q", c.api, name, ok, c.repl)
 		}
+		if back := ReplicaStateNamed(string(c.repl)); back != c.api {
+			t.Errorf("%q: %v, want %v", c.repl, back, c.api)
+		}
+	}
+	if s := ReplicaStateNamed("Diskless"); s != tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED {
+		t.Errorf("an unknown name: %v", s)
 	}
 	for _, s := range []tandemv1.ReplicaState{tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED, 99} {
 		if name, ok := ReplicaState(s); ok || name != "" {

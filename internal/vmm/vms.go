@@ -19,6 +19,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/placement"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -361,19 +362,8 @@ func PlacementVM(v *consensus.VMRecord) placement.VM {
 
 // ReplicaOf is a replica state as placement sees it.
 func ReplicaOf(st tandemv1.ReplicaState) placement.Replica {
-	switch st {
-	case tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE:
-		return placement.UpToDate
-	case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED:
-		return placement.Outdated
-	case tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT:
-		return placement.Inconsistent
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
-		return placement.SyncSource
-	case tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
-		return placement.SyncTarget
-	}
-	return placement.None
+	name, _ := apinames.ReplicaState(st) // unknown: "", placement.None
+	return placement.Replica(name)
 }
 
 // Start starts a VM where placement (or req.Node) says, after N+1

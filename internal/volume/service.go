@@ -19,6 +19,7 @@ import (
 
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/units"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -32,19 +33,7 @@ func ValidName(s string) bool { return volumeNameRE.MatchString(s) }
 const maxVolumeSize = 64 << 40
 
 func replicaStateProto(s consensus.ReplicaState) tandemv1.ReplicaState {
-	switch s {
-	case consensus.UpToDate:
-		return tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
-	case consensus.Outdated:
-		return tandemv1.ReplicaState_REPLICA_STATE_OUTDATED
-	case consensus.Inconsistent:
-		return tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT
-	case consensus.SyncSource:
-		return tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE
-	case consensus.SyncTarget:
-		return tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET
-	}
-	return tandemv1.ReplicaState_REPLICA_STATE_UNSPECIFIED
+	return apinames.ReplicaStateNamed(string(s))
 }
 
 func peerVolume(e *consensus.VolumeEntry) *tandemv1.PeerVolume {
