@@ -19,6 +19,9 @@
 //     only, so any subsystem may write its files through it;
 //   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
 //     daemon; it takes the replica state type from replication, below it;
+//   - consensus/raftnet, the Raft transport, carries dragonboat's messages
+//     and knows nothing else of Tandem: its TLS policy (certificates,
+//     revocation) is handed to it as functions;
 //   - compute runs VMs and knows no Raft and no daemon;
 //   - fencing and netannounce are mechanisms the daemon drives: no Raft, no
 //     daemon;

@@ -63,6 +63,11 @@ func rules() []rule {
 			why:  "consensus keeps Raft state and serves nothing",
 		},
 		{
+			pkgs: []string{mod + "/consensus/raftnet"},
+			deny: []string{grpc, libvirt, mod + "/internal", mod + "/consensus", mod + "/replication", mod + "/compute"},
+			why:  "raftnet carries dragonboat's messages and knows nothing of what they mean; its TLS policy comes from the caller",
+		},
+		{
 			pkgs: []string{mod + "/compute"},
 			deny: []string{dragonboat, mod + "/consensus", mod + "/internal/daemon"},
 			why:  "compute runs VMs and knows no Raft",
