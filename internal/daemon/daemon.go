@@ -493,5 +493,3 @@ func (d *Daemon) clientTLS() (*tls.Config, error) {
 	}
 	return pki.WithCertCheck(cfg, d.certCheck), nil
 }
-
-
