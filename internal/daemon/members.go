@@ -76,7 +76,10 @@ func (d *Daemon) newMembers() *membership.Manager {
 			if id == nil || m == nil {
 				return membership.Cluster{}, false
 			}
-			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey}, true
+			// A node that predates cluster secrets has none to hand on;
+			// membership warns, the joiner learns how to add one.
+			secret, _ := d.dir.LoadClusterSecret()
+			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey, Secret: secret}, true
 		},
 		Init: initHooks{d},
 		// The error names the file already; membership says what it is.
@@ -110,6 +113,10 @@ func (h initHooks) ResetLocked() { h.d.abortInitLocked() }
 
 func (h initHooks) SaveTLSLocked(m membership.Material) error {
 	return h.d.dir.SaveTLS((*nodedir.TLS)(&m))
+}
+
+func (h initHooks) SaveSecretLocked(secret []byte) error {
+	return h.d.dir.SaveClusterSecret(secret)
 }
 
 func (h initHooks) SaveAdminLocked(c membership.AdminCredentials) error {
