@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/tandemhci/tandem/consensus"
@@ -78,7 +79,10 @@ func (d *Daemon) newMembers() *membership.Manager {
 			}
 			// A node that predates cluster secrets has none to hand on;
 			// membership warns, the joiner learns how to add one.
-			secret, _ := d.dir.LoadClusterSecret()
+			secret, err := d.dir.LoadClusterSecret()
+			if err != nil && !errors.Is(err, nodedir.ErrNoClusterSecret) {
+				d.log.Warn("cluster secret unusable; joining nodes get none", "err", err)
+			}
 			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey, Secret: secret}, true
 		},
 		Init: initHooks{d},
