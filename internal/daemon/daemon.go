@@ -180,6 +180,12 @@ func (d *Daemon) bind() error {
 	if d.nbdUnixLn, err = net.Listen("unix", d.dir.NBDSocket()); err != nil {
 		return startupErr("nbd socket %s: %v", d.dir.NBDSocket(), err)
 	}
+	// The socket serves every volume without authentication: root only
+	// (QEMU runs as root, see docs/design.md §7). The data directory is
+	// 0700, so nobody else reaches it between listen and chmod either.
+	if err := os.Chmod(d.dir.NBDSocket(), 0o600); err != nil {
+		return startupErr("nbd socket %s: %v", d.dir.NBDSocket(), err)
+	}
 	if m := d.cfg.MetricsAddr; m != "" && m != "off" {
 		if d.metricsLn, err = listen("metrics", m); err != nil {
 			return err

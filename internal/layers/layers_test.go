@@ -58,6 +58,11 @@ func rules() []rule {
 			why:     "nodedir is pure file handling: it holds no daemon state",
 		},
 		{
+			pkgs:    []string{mod + "/internal/sealed"},
+			stdOnly: true,
+			why:     "sealing is pure crypto over the cluster secret",
+		},
+		{
 			pkgs: []string{mod + "/consensus"},
 			deny: []string{grpc, libvirt, mod + "/internal/daemon", mod + "/compute"},
 			why:  "consensus keeps Raft state and serves nothing",
