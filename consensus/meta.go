@@ -46,7 +46,7 @@ var (
 )
 
 // ErrBadCommand stays last: it is the code for errors not in the list.
-var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrVMNameTaken, ErrNoSuchVM, ErrBadCommand}
+var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrVMNameTaken, ErrNoSuchVM, ErrCertRevoked, ErrBadCommand}
 
 // FirstVolumeShard is the first shard ID given to a volume.
 const FirstVolumeShard uint64 = 1000
@@ -104,6 +104,9 @@ type NodeRecord struct {
 	// CertSerials are the serials (lower-case hex) of the node certificates
 	// the cluster issued to this node; removal revokes them all.
 	CertSerials []string `json:"cert_serials,omitempty"`
+	// CertNotAfter is when the node's newest certificate expires (zero
+	// for certificates issued before renewal existed).
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
 }
 
 // TokenRecord is a one-time join token as the cluster stores it: only a
@@ -205,6 +208,7 @@ type Command struct {
 	VMHA         *VMHACmd          `json:"vm_ha,omitempty"`
 	NodeFence    *NodeFenceCmd     `json:"node_fence,omitempty"`
 	Revoke       *RevokedCert      `json:"revoke,omitempty"`
+	NodeCert     *NodeCertCmd      `json:"node_cert,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -478,6 +482,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyHA(c)
 	case opRevokeCert:
 		return m.applyRevocation(c)
+	case opNodeCert:
+		return m.applyNodeCert(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

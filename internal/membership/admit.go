@@ -69,7 +69,7 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 			ips = append(ips, ip)
 		}
 	}
-	cert, err := ca.SignNode(req.CsrPem, req.NodeName, ips, m.st.Now())
+	cert, err := ca.SignNodeFor(req.CsrPem, req.NodeName, ips, m.st.Now(), CertLifetime(m.st))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
@@ -77,8 +77,12 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "signed certificate: %v", err)
 	}
+	_, notAfter, err := pki.RenewAt(cert)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "signed certificate: %v", err)
+	}
 	v := tok.Verifier()
-	rec := consensus.NodeRecord{CertSerials: []string{serial}, Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
+	rec := consensus.NodeRecord{CertSerials: []string{serial}, CertNotAfter: notAfter, Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
 		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
 	pctx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
