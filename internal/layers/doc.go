@@ -17,6 +17,9 @@
 //   - ha and internal/placement are pure logic: the standard library only;
 //   - internal/nodedir (the data directory's files) is the standard library
 //     only, so any subsystem may write its files through it;
+//   - internal/validate (the rules for names, sizes and paths in requests)
+//     and internal/refusal (rate limits and aggregated logs of refused
+//     requests) are the standard library only, so any layer may use them;
 //   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
 //     daemon; it takes the replica state type from replication, below it;
 //   - compute runs VMs and knows no Raft and no daemon;
