@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -100,26 +101,60 @@ func VMName(s string) error { return name("VM", s, true) }
 // VolumeSize checks a volume's size in bytes.
 func VolumeSize(n int64) error {
 	switch {
-	case n <= 0:
-		return invalid("size %d bytes: must be positive", n)
-	case n%SectorSize != 0:
-		return invalid("size %d bytes: must be a multiple of 4 KiB", n)
+	case n <= 0 || n%SectorSize != 0:
+		return invalid("size %s (%d bytes): must be a positive multiple of 4 KiB", formatBytes(n), n)
 	case n > MaxVolumeSize:
-		return invalid("size %d bytes (%d TiB) is over the 64 TiB limit", n, n>>40)
+		return invalid("size %s is over the %s limit", formatBytes(n), formatBytes(MaxVolumeSize))
 	}
 	return nil
+}
+
+// formatBytes is internal/units.FormatBytes ("1.5 GiB"), which this
+// package cannot import (standard library only).
+func formatBytes(n int64) string {
+	const units = "KMGTPE"
+	if n > -1024 && n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n), -1
+	for (v >= 1024 || v <= -1024) && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return strings.TrimSuffix(strconv.FormatFloat(v, 'f', 1, 64), ".0") + " " + units[i:i+1] + "iB"
 }
 
 // Checksum checks a checksum request's range and block: offset not
 // negative, length 1 byte to 64 MiB, block a power of two from 4 KiB to
 // 64 MiB. The range's end is the replica's to check.
 func Checksum(offset, length, block int64) error {
-	switch {
-	case offset < 0:
+	for _, err := range []error{ChecksumOffset(offset), ChecksumLength(length), ChecksumBlock(block)} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ChecksumOffset checks where a checksum range starts.
+func ChecksumOffset(offset int64) error {
+	if offset < 0 {
 		return invalid("checksum offset %d: must not be negative", offset)
-	case length <= 0 || length > MaxChecksumLength:
+	}
+	return nil
+}
+
+// ChecksumLength checks a checksum range's length.
+func ChecksumLength(length int64) error {
+	if length <= 0 || length > MaxChecksumLength {
 		return invalid("checksum length %d bytes: must be 1 byte to 64 MiB", length)
-	case block < MinChecksumBlock || block > MaxChecksumBlock || block&(block-1) != 0:
+	}
+	return nil
+}
+
+// ChecksumBlock checks the block size of a checksum request.
+func ChecksumBlock(block int64) error {
+	if block < MinChecksumBlock || block > MaxChecksumBlock || block&(block-1) != 0 {
 		return invalid("checksum block %d bytes: must be a power of two from 4 KiB to 64 MiB", block)
 	}
 	return nil
