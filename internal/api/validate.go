@@ -100,7 +100,7 @@ func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value) error {
 		l := v.List()
 		for i := range l.Len() {
 			if err := checkMessage(l.Get(i).Message()); err != nil {
-				return fmt.Errorf("%s[%d]: %w", fd.Name(), i, err)
+				return fmt.Errorf("%w: %s[%d]: %s", validate.ErrInvalid, fd.Name(), i, validate.Message(err))
 			}
 		}
 		return nil
