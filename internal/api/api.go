@@ -55,13 +55,14 @@ type Services struct {
 func New(cfg Config) *Services { return &Services{cfg: cfg, log: cfg.State.Log} }
 
 // RegisterAdmin registers the admin services (Cluster, Node, Volume, VM,
-// HA) on s.
+// HA, Credential) on s.
 func (a *Services) RegisterAdmin(s *grpc.Server) {
 	tandemv1.RegisterClusterServer(s, &clusterService{a: a})
 	tandemv1.RegisterNodeServer(s, &nodeService{a: a})
 	tandemv1.RegisterVolumeServer(s, &volumeService{a: a})
 	tandemv1.RegisterVMServer(s, &vmService{a: a})
 	tandemv1.RegisterHAServer(s, &haService{a: a})
+	tandemv1.RegisterCredentialServer(s, &credentialService{a: a})
 }
 
 // RegisterPeer registers the peer service on s.

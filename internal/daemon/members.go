@@ -79,8 +79,6 @@ func (d *Daemon) newMembers() *membership.Manager {
 			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey}, true
 		},
 		Init: initHooks{d},
-		// The error names the file already; membership says what it is.
-		AdminToken: d.dir.AdminToken,
 	})
 }
 

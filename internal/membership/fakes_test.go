@@ -104,14 +104,13 @@ func (p fakePeer) Ping(context.Context, *tandemv1.PingRequest, ...grpc.CallOptio
 
 // world is one node's view: n1 is this node, in a cluster "c1".
 type world struct {
-	meta     *fakeMeta
-	quorate  bool
-	online   map[string]bool // backend address -> answers Ping
-	vols     fakeVolumes
-	cluster  *Cluster
-	quorumN  int
-	adminTok string // "" fails to read
-	init     *fakeInit
+	meta    *fakeMeta
+	quorate bool
+	online  map[string]bool // backend address -> answers Ping
+	vols    fakeVolumes
+	cluster *Cluster
+	quorumN int
+	init    *fakeInit
 }
 
 func newWorld() *world {
@@ -150,12 +149,6 @@ func (w *world) manager() *Manager {
 			return *w.cluster, true
 		},
 		Init: w.init,
-		AdminToken: func() (string, error) {
-			if w.adminTok == "" {
-				return "", errors.New("open token: no such file or directory")
-			}
-			return w.adminTok, nil
-		},
 	})
 }
 

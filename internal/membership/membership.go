@@ -40,24 +40,21 @@ type Config struct {
 	// Cluster returns the cluster this node belongs to, false when it is
 	// in none yet.
 	Cluster func() (Cluster, bool)
-	// AdminToken reads the cluster's admin token, handed to joining nodes.
-	AdminToken func() (string, error)
 	// Init persists and starts what create and join make.
 	Init Init
 }
 
 // Manager runs membership changes. It is safe for concurrent use.
 type Manager struct {
-	st         *state.State
-	vols       Volumes
-	cluster    func() (Cluster, bool)
-	adminToken func() (string, error)
-	init       Init
+	st      *state.State
+	vols    Volumes
+	cluster func() (Cluster, bool)
+	init    Init
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, adminToken: c.AdminToken, init: c.Init}
+	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, init: c.Init}
 }
 
 // meta is the running metadata client, or the status error every API call
