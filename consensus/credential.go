@@ -106,6 +106,9 @@ func (s *MetaState) activeAdmins() int {
 // "bootstrap", the next "admin-2", ... holder is the node they were
 // handed to, if known.
 func (s *MetaState) adoptAdminTokens(at time.Time, by, holder string) {
+	if len(s.Cluster.AdminTokenVerifiers) == 0 {
+		return
+	}
 	if s.Credentials == nil {
 		s.Credentials = map[string]*CredentialRecord{}
 	}
@@ -121,9 +124,6 @@ func (s *MetaState) adoptAdminTokens(at time.Time, by, holder string) {
 
 func (m *metaSM) applyCredential(c *Command) ([]byte, error) {
 	s := m.s
-	if s.Credentials == nil {
-		s.Credentials = map[string]*CredentialRecord{}
-	}
 	cc := c.Credential
 	if cc == nil {
 		return nil, fmt.Errorf("%w: credential op without body", ErrBadCommand)
@@ -144,6 +144,9 @@ func (m *metaSM) applyCredential(c *Command) ([]byte, error) {
 		rec.CreatedAt = c.At
 		rec.CreatedBy = c.actor()
 		rec.RevokedAt, rec.RevokedBy = time.Time{}, ""
+		if s.Credentials == nil {
+			s.Credentials = map[string]*CredentialRecord{}
+		}
 		s.Credentials[rec.Name] = &rec
 		m.audit(c, "credential-create", fmt.Sprintf("credential %s, role %s", rec.Name, rec.Role))
 		return nil, nil

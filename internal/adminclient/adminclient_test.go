@@ -88,6 +88,8 @@ func TestResolvedDefaults(t *testing.T) {
 	}
 }
 
+// On the local socket the token file is not sent (the call is the node's
+// local admin); a token given explicitly is.
 func TestLocalSendsToken(t *testing.T) {
 	clearEnv(t)
 	dir := t.TempDir()
@@ -95,7 +97,19 @@ func TestLocalSendsToken(t *testing.T) {
 	serveUnix(t, dir, f)
 	writeFile(t, filepath.Join(dir, "admin", TokenFile), "file-token\n")
 
-	c, err := Dial(context.Background(), Options{DataDir: dir})
+	c0, err := Dial(context.Background(), Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c0.Close()
+	if _, err := c0.Cluster.Status(context.Background(), &tandemv1.StatusRequest{}); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if got := f.lastAuth(t); len(got) != 0 {
+		t.Errorf("the token file was sent over the local socket: %q", got)
+	}
+
+	c, err := Dial(context.Background(), Options{DataDir: dir, Token: "file-token"})
 	if err != nil {
 		t.Fatal(err)
 	}
