@@ -204,7 +204,7 @@ func TestExplain(t *testing.T) {
 		{errors.New("plain"), "plain"},
 		{context.Canceled, "interrupted"},
 		{wrap(codes.Canceled, "context canceled", true), "interrupted"},
-		{wrap(codes.Unauthenticated, "bad token", true), "refused: bad token (check the admin token)"},
+		{wrap(codes.Unauthenticated, "bad token", true), "refused: bad token (check the API credential)"},
 		{wrap(codes.FailedPrecondition, "cluster is not quorate", true), "cluster is not quorate"},
 		{wrap(codes.NotFound, "no node named x", true), "no node named x"},
 		{wrap(codes.PermissionDenied, "witness cannot do that", true), "permission denied: witness cannot do that"},
@@ -216,7 +216,7 @@ func TestExplain(t *testing.T) {
 			"cannot reach tandemd at /d/tandemd.sock: permission denied (the socket is root-only; run as root)"},
 		{&CallError{Target: "10.0.0.1:7443", Err: status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 10.0.0.1:7443: connect: connection refused"`)},
 			"cannot reach tandemd at 10.0.0.1:7443 (connect: connection refused)"},
-		{status.Error(codes.Unauthenticated, "no token"), "refused: no token (check the admin token)"},
+		{status.Error(codes.Unauthenticated, "no token"), "refused: no token (check the API credential)"},
 		// A peer's transport failure relayed by the daemon is not a
 		// failure to reach the daemon.
 		{wrap(codes.Unavailable, `on n2: connection error: desc = "transport: Error while dialing: dial tcp 10.99.0.12:7400: connect: connection refused"`, true),
