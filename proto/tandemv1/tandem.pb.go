@@ -5407,8 +5407,10 @@ type PeerJoinResponse struct {
 	ReplicaId   uint64                 `protobuf:"varint,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	CaPem       []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
 	CertPem     []byte                 `protobuf:"bytes,5,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	AdminToken  string                 `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
-	Members     []*PeerMember          `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
+	// No longer sent: a node's local admin is its unix socket, and API
+	// credentials belong to people (tandem credential create).
+	AdminToken string        `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
+	Members    []*PeerMember `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// Every member can sign the next joiner's certificate, so the CA key is
 	// shared with members (as Proxmox shares its cluster CA), never with clients.
 	CaKeyPem      []byte `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
