@@ -211,3 +211,26 @@ func TestReplicationPeer(t *testing.T) {
 		t.Fatal("an admin certificate may replicate")
 	}
 }
+
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s fakeStream) Context() context.Context { return s.ctx }
+
+// Streams are guarded like unary calls, and the handler's stream context
+// names the caller.
+func TestAdminStream(t *testing.T) {
+	f := newFixture(t)
+	var actor string
+	h := func(_ any, ss grpc.ServerStream) error { actor = consensus.ActorFrom(ss.Context()); return nil }
+	info := &grpc.StreamServerInfo{FullMethod: "/tandem.v1.VM/Migrate"}
+	if err := f.auth.AdminStream(false)(nil, fakeStream{ctx: withToken(f.secret["ops"])}, info, h); err != nil || actor != "ops" {
+		t.Fatalf("operator migrates: %v, actor %q", err, actor)
+	}
+	err := f.auth.AdminStream(false)(nil, fakeStream{ctx: withToken(f.secret["ro"])}, info, h)
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "role readonly") {
+		t.Fatalf("readonly migrates: %v", err)
+	}
+}
