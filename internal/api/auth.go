@@ -129,9 +129,15 @@ func (a *Auth) authorizeAdmin(ctx context.Context, method string, tcp bool) (con
 		}
 		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet: run 'tandem cluster create NAME' or 'tandem cluster join ADDR --token T'")
 	}
+	if !tcp && bearer(ctx) == "" {
+		// The socket is root-only (LocalOnly): whoever reaches it could
+		// read the node's keys anyway. This needs no metadata, so it works
+		// on a removed node too.
+		return consensus.WithActor(ctx, LocalCaller(a.st.Node.Name)), nil
+	}
 	ms, err := meta.LocalState()
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "metadata not readable on this node yet: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "metadata not readable on this node (cannot check the credential): %v", err)
 	}
 	if tcp {
 		if node := certNode(certName, certOU); node != "" {
@@ -140,7 +146,7 @@ func (a *Auth) authorizeAdmin(ctx context.Context, method string, tcp bool) (con
 			}
 		}
 	}
-	name, role, err := a.caller(ctx, ms, tcp)
+	name, role, err := a.caller(ctx, ms)
 	if err != nil {
 		return nil, err
 	}
@@ -168,14 +174,9 @@ func certNode(name, ou string) string {
 
 // caller names the credential of the call and its role. A certificate
 // names no one: on TCP the bearer credential is always required.
-func (a *Auth) caller(ctx context.Context, ms *consensus.MetaState, tcp bool) (name, role string, err error) {
+func (a *Auth) caller(ctx context.Context, ms *consensus.MetaState) (name, role string, err error) {
 	tok := bearer(ctx)
 	if tok == "" {
-		if !tcp {
-			// The socket is root-only (LocalOnly): whoever reaches it
-			// could read the node's keys anyway.
-			return LocalCaller(a.st.Node.Name), consensus.RoleAdmin, nil
-		}
 		return "", "", status.Error(codes.Unauthenticated, "missing API credential: send 'authorization: Bearer <secret>' (tandem: --token, TANDEM_TOKEN or <credentials>/token; make one with 'tandem credential create')")
 	}
 	v, err := pki.AdminTokenVerifier(tok)

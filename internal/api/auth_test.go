@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -40,14 +41,16 @@ func TestBearer(t *testing.T) {
 // fakeMeta holds the applied metadata state; nothing else is called.
 type fakeMeta struct {
 	state.Meta
-	ms *consensus.MetaState
+	ms  *consensus.MetaState
+	err error
 }
 
-func (f fakeMeta) LocalState() (*consensus.MetaState, error) { return f.ms, nil }
+func (f fakeMeta) LocalState() (*consensus.MetaState, error) { return f.ms, f.err }
 
 type fixture struct {
 	auth      *Auth
 	inCluster bool
+	localErr  error // what reading the applied metadata fails with
 	ms        *consensus.MetaState
 	// secrets of the credentials in ms, by name: admin, ops (operator),
 	// ro (readonly), gone (admin, revoked)
@@ -77,7 +80,7 @@ func newFixture(t *testing.T) *fixture {
 			if !f.inCluster {
 				return nil
 			}
-			return fakeMeta{ms: f.ms}
+			return fakeMeta{ms: f.ms, err: f.localErr}
 		},
 		Cluster: func() (state.Cluster, bool) { return state.Cluster{Name: "lab"}, f.inCluster },
 	}
@@ -148,6 +151,22 @@ func TestAuthorizeAdmin(t *testing.T) {
 		if err == nil && consensus.ActorFrom(ctx) != c.actor {
 			t.Errorf("%s: actor %q, want %q", c.name, consensus.ActorFrom(ctx), c.actor)
 		}
+	}
+}
+
+// A removed node has no metadata replica any more: its unix socket still
+// answers the local admin, and refuses what it cannot check.
+func TestAuthorizeAdminWithoutMetadata(t *testing.T) {
+	f := newFixture(t)
+	f.localErr = errors.New("local read of shard 1: shard not found")
+	if _, err := f.auth.authorizeAdmin(context.Background(), methodStatus, false); err != nil {
+		t.Fatalf("local admin: %v", err)
+	}
+	if _, err := f.auth.authorizeAdmin(withToken(f.secret["admin"]), methodStatus, false); status.Code(err) != codes.Unavailable {
+		t.Fatalf("token without metadata: %v", err)
+	}
+	if _, err := f.auth.authorizeAdmin(withCert(withToken(f.secret["admin"]), "admin@n1", pki.OUAdmin), methodStatus, true); status.Code(err) != codes.Unavailable {
+		t.Fatalf("tcp without metadata: %v", err)
 	}
 }
 
