@@ -21,8 +21,8 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-// syncTimeout bounds one member's confirmation that it applied a
-// credential change.
+// syncTimeout is the least time a member gets to confirm it applied a
+// credential change (more when the caller's deadline allows).
 const syncTimeout = 5 * time.Second
 
 var credentialName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -154,7 +154,13 @@ func (m *Manager) metaSync(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	// Wait as long as the caller allows, less a second to answer, and at
+	// least syncTimeout: a member that is merely slow still confirms.
+	timeout := syncTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(timeout, time.Until(dl)-time.Second)
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	_, err = p.MetaSync(cctx, &tandemv1.MetaSyncRequest{})
 	return err
