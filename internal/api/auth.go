@@ -164,8 +164,7 @@ func certNode(name, ou string) string {
 	case pki.OUNode:
 		return name
 	case pki.OUAdmin:
-		n, _ := strings.CutPrefix(name, "admin@")
-		if n != name {
+		if n, ok := strings.CutPrefix(name, "admin@"); ok {
 			return n
 		}
 	}
