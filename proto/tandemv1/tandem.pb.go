@@ -598,11 +598,14 @@ func (x *ClusterStatus) GetVersion() string {
 }
 
 type AuditEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Action        string                 `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	At     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Node   string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Action string                 `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	Detail string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The API credential the action was asked with ("local@NODE" for the
+	// node's unix socket); empty for what nodes do on their own.
+	Credential    string `protobuf:"bytes,5,opt,name=credential,proto3" json:"credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -661,6 +664,13 @@ func (x *AuditEntry) GetAction() string {
 func (x *AuditEntry) GetDetail() string {
 	if x != nil {
 		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetCredential() string {
+	if x != nil {
+		return x.Credential
 	}
 	return ""
 }
@@ -4734,6 +4744,500 @@ func (x *Event) GetDetail() string {
 	return ""
 }
 
+// Named API credentials, each with a role: "admin" (everything),
+// "operator" (VM and volume lifecycle, maintenance; no membership,
+// security or configuration changes) or "readonly" (status, list, show,
+// events, audit). The bearer secret is shown once, at creation; the
+// cluster keeps only a verifier.
+type CredentialInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role      string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The credential (or local@NODE) that created it.
+	CreatedBy string `protobuf:"bytes,4,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// Unset while the credential is valid.
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedBy string                 `protobuf:"bytes,6,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	// The node the secret was written to (the bootstrap credential): removing
+	// that node revokes the credential.
+	Holder        string `protobuf:"bytes,7,opt,name=holder,proto3" json:"holder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialInfo) Reset() {
+	*x = CredentialInfo{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialInfo) ProtoMessage() {}
+
+func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
+func (*CredentialInfo) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *CredentialInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *CredentialInfo) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *CredentialInfo) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+type CreateCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// admin, operator or readonly.
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialRequest) Reset() {
+	*x = CreateCredentialRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialRequest) ProtoMessage() {}
+
+func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
+func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *CreateCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateCredentialRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type CreateCredentialResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *CredentialInfo        `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	// The bearer secret ("tdma1...."): shown only in this answer.
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Members that could not confirm they applied the change (unreachable).
+	Unconfirmed   []string `protobuf:"bytes,3,rep,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialResponse) Reset() {
+	*x = CreateCredentialResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialResponse) ProtoMessage() {}
+
+func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
+func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *CreateCredentialResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *CreateCredentialResponse) GetUnconfirmed() []string {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return nil
+}
+
+type ListCredentialsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Include revoked credentials.
+	All           bool `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsRequest) Reset() {
+	*x = ListCredentialsRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsRequest) ProtoMessage() {}
+
+func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListCredentialsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type ListCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*CredentialInfo      `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsResponse) Reset() {
+	*x = ListCredentialsResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsResponse) ProtoMessage() {}
+
+func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type RevokeCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Allow revoking the last admin credential that is not revoked.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialRequest) Reset() {
+	*x = RevokeCredentialRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *RevokeCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeCredentialRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RevokeCredentialResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *CredentialInfo        `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	// Members that could not confirm they applied the revocation
+	// (unreachable); every other member refuses the credential already.
+	Unconfirmed   []string `protobuf:"bytes,2,rep,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialResponse) Reset() {
+	*x = RevokeCredentialResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *RevokeCredentialResponse) GetUnconfirmed() []string {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return nil
+}
+
+// Peer side of Credential: a member confirms it has applied the metadata
+// up to the leader's commit index (a linearizable read).
+type MetaSyncRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaSyncRequest) Reset() {
+	*x = MetaSyncRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaSyncRequest) ProtoMessage() {}
+
+func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
+func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+}
+
+type MetaSyncResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Applied       uint64                 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaSyncResponse) Reset() {
+	*x = MetaSyncResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaSyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaSyncResponse) ProtoMessage() {}
+
+func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
+func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *MetaSyncResponse) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
 // Peer: node to node on the backend network.
 type PeerMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4745,7 +5249,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4757,7 +5261,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4770,7 +5274,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -4805,7 +5309,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4817,7 +5321,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4830,7 +5334,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -4903,8 +5407,10 @@ type PeerJoinResponse struct {
 	ReplicaId   uint64                 `protobuf:"varint,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	CaPem       []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
 	CertPem     []byte                 `protobuf:"bytes,5,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	AdminToken  string                 `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
-	Members     []*PeerMember          `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
+	// No longer sent: a node's local admin is its unix socket, and API
+	// credentials belong to people (tandem credential create).
+	AdminToken string        `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
+	Members    []*PeerMember `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// Every member can sign the next joiner's certificate, so the CA key is
 	// shared with members (as Proxmox shares its cluster CA), never with clients.
 	CaKeyPem []byte `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
@@ -4918,7 +5424,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4930,7 +5436,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4943,7 +5449,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -5021,7 +5527,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5033,7 +5539,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5046,7 +5552,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -5078,7 +5584,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5090,7 +5596,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5103,7 +5609,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *PingResponse) GetName() string {
@@ -5161,7 +5667,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5173,7 +5679,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5186,7 +5692,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -5235,7 +5741,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5247,7 +5753,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5260,7 +5766,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -5285,7 +5791,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5297,7 +5803,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5310,7 +5816,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 type PeerVolumeInitRequest struct {
@@ -5322,7 +5828,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5334,7 +5840,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5347,7 +5853,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -5365,7 +5871,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5377,7 +5883,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5390,7 +5896,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -5405,7 +5911,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5417,7 +5923,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5430,7 +5936,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -5462,7 +5968,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5474,7 +5980,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5487,7 +5993,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -5499,7 +6005,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5511,7 +6017,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5524,7 +6030,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -5546,7 +6052,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5558,7 +6064,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5571,7 +6077,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -5611,7 +6117,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5623,7 +6129,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5636,7 +6142,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -5654,7 +6160,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5666,7 +6172,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5679,7 +6185,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 type Disk struct {
@@ -5694,7 +6200,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5706,7 +6212,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5719,7 +6225,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *Disk) GetPath() string {
@@ -5759,7 +6265,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5771,7 +6277,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5784,7 +6290,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -5806,7 +6312,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5818,7 +6324,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5831,7 +6337,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -5872,7 +6378,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5884,7 +6390,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5897,7 +6403,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -5981,7 +6487,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5993,7 +6499,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6006,7 +6512,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -6042,7 +6548,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6054,7 +6560,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6067,7 +6573,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -6145,13 +6651,16 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"advisories\x18\x0f \x03(\tR\n" +
 	"advisories\x12\x18\n" +
-	"\aversion\x18\x10 \x01(\tR\aversion\"|\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion\"\x9c\x01\n" +
 	"\n" +
 	"AuditEntry\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"*\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x05 \x01(\tR\n" +
+	"credential\"*\n" +
 	"\x14CreateClusterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"r\n" +
 	"\x15CreateClusterResponse\x120\n" +
@@ -6462,7 +6971,43 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\x12\x0e\n" +
 	"\x02vm\x18\x06 \x01(\tR\x02vm\x12\x16\n" +
-	"\x06detail\x18\a \x01(\tR\x06detail\"H\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\"\x84\x02\n" +
+	"\x0eCredentialInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x04 \x01(\tR\tcreatedBy\x129\n" +
+	"\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x06 \x01(\tR\trevokedBy\x12\x16\n" +
+	"\x06holder\x18\a \x01(\tR\x06holder\"A\n" +
+	"\x17CreateCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"\x8f\x01\n" +
+	"\x18CreateCredentialResponse\x129\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x19.tandem.v1.CredentialInfoR\n" +
+	"credential\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12 \n" +
+	"\vunconfirmed\x18\x03 \x03(\tR\vunconfirmed\"*\n" +
+	"\x16ListCredentialsRequest\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\"V\n" +
+	"\x17ListCredentialsResponse\x12;\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x19.tandem.v1.CredentialInfoR\vcredentials\"C\n" +
+	"\x17RevokeCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"w\n" +
+	"\x18RevokeCredentialResponse\x129\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x19.tandem.v1.CredentialInfoR\n" +
+	"credential\x12 \n" +
+	"\vunconfirmed\x18\x02 \x03(\tR\vunconfirmed\"\x11\n" +
+	"\x0fMetaSyncRequest\",\n" +
+	"\x10MetaSyncResponse\x12\x18\n" +
+	"\aapplied\x18\x01 \x01(\x04R\aapplied\"H\n" +
 	"\n" +
 	"PeerMember\x12\x1d\n" +
 	"\n" +
@@ -6623,7 +7168,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02HA\x12A\n" +
 	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12;\n" +
 	"\x03Arm\x12\x17.tandem.v1.HAArmRequest\x1a\x1b.tandem.v1.HAStatusResponse\x126\n" +
-	"\x06Events\x12\x18.tandem.v1.EventsRequest\x1a\x10.tandem.v1.Event0\x012\xb5\f\n" +
+	"\x06Events\x12\x18.tandem.v1.EventsRequest\x1a\x10.tandem.v1.Event0\x012\x81\x02\n" +
+	"\n" +
+	"Credential\x12Q\n" +
+	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
+	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xfa\f\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -6650,7 +7200,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tVMConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x01\x12H\n" +
 	"\x10VMMigrationStats\x12\x18.tandem.v1.PeerVMRequest\x1a\x1a.tandem.v1.MigrateProgress\x12E\n" +
 	"\n" +
-	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12C\n" +
+	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -6665,7 +7216,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -6736,49 +7287,58 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*HAArmRequest)(nil),             // 66: tandem.v1.HAArmRequest
 	(*EventsRequest)(nil),            // 67: tandem.v1.EventsRequest
 	(*Event)(nil),                    // 68: tandem.v1.Event
-	(*PeerMember)(nil),               // 69: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 70: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 71: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 72: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 73: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 74: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 75: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 76: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 77: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 78: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 79: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 80: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 81: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 82: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 83: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 84: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 85: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 86: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 87: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 88: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 89: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 90: tandem.v1.PeerMigrateRequest
-	nil,                              // 91: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 92: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 93: google.protobuf.Timestamp
+	(*CredentialInfo)(nil),           // 69: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 70: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 71: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 72: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 73: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 74: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 75: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 76: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 77: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 78: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 79: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 80: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 81: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 82: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 83: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 84: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 85: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 86: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 87: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 88: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 89: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 90: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 91: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 92: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 93: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 94: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 95: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 96: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 97: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 98: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 99: tandem.v1.PeerMigrateRequest
+	nil,                              // 100: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 101: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 102: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	93,  // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	85,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	88,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	102, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	94,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	97,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	4,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	6,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	93,  // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	102, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	5,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	93,  // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	102, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	91,  // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	92,  // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	100, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	101, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	18,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	93,  // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	102, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	6,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	4,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	4,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -6787,148 +7347,161 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	28,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	29,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	93,  // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	93,  // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	102, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	102, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	34,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	93,  // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	102, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	35,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	36,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	46,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	47,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
 	49,  // 33: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	93,  // 34: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	93,  // 35: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	102, // 34: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	102, // 35: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	51,  // 36: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	49,  // 37: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	50,  // 38: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	50,  // 39: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	93,  // 40: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	93,  // 41: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	93,  // 42: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	102, // 40: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	102, // 41: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	102, // 42: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	62,  // 43: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	63,  // 44: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	65,  // 45: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	93,  // 46: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	0,   // 47: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	69,  // 48: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	93,  // 49: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	74,  // 50: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	74,  // 51: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	85,  // 52: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	50,  // 53: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	50,  // 54: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	7,   // 55: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	9,   // 56: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	11,  // 57: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	13,  // 58: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	14,  // 59: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	16,  // 60: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	17,  // 61: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	20,  // 62: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	22,  // 63: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	30,  // 64: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	32,  // 65: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	24,  // 66: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	26,  // 67: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	37,  // 68: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	38,  // 69: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	40,  // 70: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	41,  // 71: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	43,  // 72: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	44,  // 73: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	45,  // 74: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	54,  // 75: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	52,  // 76: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	53,  // 77: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	53,  // 78: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	53,  // 79: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	53,  // 80: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	57,  // 81: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	59,  // 82: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	61,  // 83: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	66,  // 84: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	67,  // 85: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	70,  // 86: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	72,  // 87: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	84,  // 88: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	75,  // 89: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	77,  // 90: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	79,  // 91: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	81,  // 92: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 93: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	45,  // 94: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	81,  // 95: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 96: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	82,  // 97: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	43,  // 98: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	87,  // 99: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	89,  // 100: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	89,  // 101: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	89,  // 102: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	89,  // 103: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	90,  // 104: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	59,  // 105: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	89,  // 106: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	61,  // 107: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	8,   // 108: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10,  // 109: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12,  // 110: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,   // 111: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15,  // 112: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	19,  // 113: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	19,  // 114: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	21,  // 115: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	23,  // 116: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	31,  // 117: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	33,  // 118: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	25,  // 119: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	27,  // 120: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	36,  // 121: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	39,  // 122: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	36,  // 123: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	42,  // 124: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	36,  // 125: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	36,  // 126: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	48,  // 127: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	55,  // 128: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	50,  // 129: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	50,  // 130: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	50,  // 131: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	50,  // 132: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	56,  // 133: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	58,  // 134: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	60,  // 135: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	64,  // 136: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	64,  // 137: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	68,  // 138: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	71,  // 139: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	73,  // 140: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	86,  // 141: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	76,  // 142: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	78,  // 143: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	80,  // 144: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 145: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	36,  // 146: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	48,  // 147: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	80,  // 148: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 149: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	83,  // 150: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	36,  // 151: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	88,  // 152: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	50,  // 153: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	50,  // 154: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	50,  // 155: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	50,  // 156: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	58,  // 157: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	60,  // 158: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	58,  // 159: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	64,  // 160: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	108, // [108:161] is the sub-list for method output_type
-	55,  // [55:108] is the sub-list for method input_type
-	55,  // [55:55] is the sub-list for extension type_name
-	55,  // [55:55] is the sub-list for extension extendee
-	0,   // [0:55] is the sub-list for field type_name
+	102, // 46: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	102, // 47: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	102, // 48: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	69,  // 49: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	69,  // 50: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	69,  // 51: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 52: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	78,  // 53: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	102, // 54: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	83,  // 55: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	83,  // 56: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	94,  // 57: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	50,  // 58: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	50,  // 59: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	7,   // 60: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	9,   // 61: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	11,  // 62: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	13,  // 63: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	14,  // 64: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	16,  // 65: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	17,  // 66: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	20,  // 67: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	22,  // 68: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	30,  // 69: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	32,  // 70: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	24,  // 71: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	26,  // 72: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	37,  // 73: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	38,  // 74: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	40,  // 75: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	41,  // 76: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	43,  // 77: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	44,  // 78: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	45,  // 79: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	54,  // 80: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	52,  // 81: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	53,  // 82: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	53,  // 83: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	53,  // 84: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	53,  // 85: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	57,  // 86: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	59,  // 87: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	61,  // 88: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	66,  // 89: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	67,  // 90: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	70,  // 91: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	72,  // 92: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	74,  // 93: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	79,  // 94: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	81,  // 95: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	93,  // 96: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	84,  // 97: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	86,  // 98: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	88,  // 99: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	90,  // 100: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 101: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	45,  // 102: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	90,  // 103: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 104: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	91,  // 105: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	43,  // 106: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	96,  // 107: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	98,  // 108: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	98,  // 109: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	98,  // 110: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	98,  // 111: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	99,  // 112: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	59,  // 113: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	98,  // 114: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	61,  // 115: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	76,  // 116: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	8,   // 117: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10,  // 118: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12,  // 119: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,   // 120: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15,  // 121: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	19,  // 122: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	19,  // 123: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	21,  // 124: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	23,  // 125: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	31,  // 126: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	33,  // 127: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	25,  // 128: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	27,  // 129: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	36,  // 130: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	39,  // 131: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	36,  // 132: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	42,  // 133: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	36,  // 134: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	36,  // 135: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	48,  // 136: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 137: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	50,  // 138: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	50,  // 139: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	50,  // 140: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	50,  // 141: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	56,  // 142: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	58,  // 143: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	60,  // 144: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	64,  // 145: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	64,  // 146: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	68,  // 147: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	71,  // 148: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	73,  // 149: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	75,  // 150: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	80,  // 151: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	82,  // 152: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	95,  // 153: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	85,  // 154: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	87,  // 155: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	89,  // 156: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 157: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	36,  // 158: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	48,  // 159: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	89,  // 160: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 161: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	92,  // 162: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	36,  // 163: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	97,  // 164: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	50,  // 165: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	50,  // 166: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	50,  // 167: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	50,  // 168: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	58,  // 169: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	60,  // 170: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	58,  // 171: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	64,  // 172: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	77,  // 173: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	117, // [117:174] is the sub-list for method output_type
+	60,  // [60:117] is the sub-list for method input_type
+	60,  // [60:60] is the sub-list for extension type_name
+	60,  // [60:60] is the sub-list for extension extendee
+	0,   // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -6942,9 +7515,9 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   89,
+			NumMessages:   98,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_tandem_v1_tandem_proto_goTypes,
 		DependencyIndexes: file_tandem_v1_tandem_proto_depIdxs,
