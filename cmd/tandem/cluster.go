@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -31,7 +32,54 @@ func newClusterCmd(a *app) *cobra.Command {
 		newClusterStatusCmd(a),
 		newClusterExpectedVotesCmd(a),
 		newClusterConfigCmd(a),
+		newClusterRotateCACmd(a),
 	)
+}
+
+func newClusterRotateCACmd(a *app) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rotate-ca",
+		Short: "Replace the cluster CA and re-issue every member's certificates",
+		Long: `rotate-ca makes a new cluster CA on this node and takes every member through
+three rounds: trust the new CA beside the old one, re-issue the node and admin
+certificates from the new CA (each member signs its own new key, which never
+leaves it), then trust the new CA alone. VMs and I/O keep running: every round
+leaves each pair of members able to connect.
+
+Afterwards the old CA key signs nothing anyone accepts. Use it after removing
+a compromised node (any member holds the CA key): 'tandem node remove', then
+'tandem cluster rotate-ca'. Join tokens made before the rotation no longer
+work, and admin credentials copied off the nodes need the new ca.crt (and a
+re-issued admin.crt) from a member's admin directory.
+
+A member that does not answer stops the rotation before anything changes;
+--force leaves it out, and it must then be wiped and rejoined.`,
+		Example: `  tandem node remove n4 --force    # a compromised node first
+  tandem cluster rotate-ca`,
+		Args: argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			last, err := streamAdmin(a, cmd, migrateTimeout, func(ctx context.Context, c *adminclient.Client) (grpc.ServerStreamingClient[tandemv1.RotateCAProgress], error) {
+				return c.Cluster.RotateCA(ctx, &tandemv1.RotateCARequest{Force: force})
+			}, func(p *tandemv1.RotateCAProgress) {
+				if p.NewCaFingerprint == "" {
+					fmt.Fprintln(a.stderr, p.Step)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if last == nil || last.NewCaFingerprint == "" {
+				return errors.New("CA rotation ended without a result; check 'tandem cluster audit' and run it again")
+			}
+			return a.print(last, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "cluster CA rotated; new CA fingerprint %s\n", last.NewCaFingerprint)
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "rotate although some members do not answer (they must rejoin)")
+	return cmd
 }
 
 func newClusterCreateCmd(a *app) *cobra.Command {

@@ -29,7 +29,10 @@ type Config struct {
 	Volumes *volume.Manager
 	VMs     *vmm.Manager
 	HA      *recovery.Manager
-	Node    Node
+	// Certs renews this node's certificates and takes part in CA
+	// rotations.
+	Certs *membership.Renewer
+	Node  Node
 }
 
 // Node is the daemon's part of the API: what rewrites the node's Raft

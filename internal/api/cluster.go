@@ -147,3 +147,13 @@ func (s *haService) Arm(ctx context.Context, req *tandemv1.HAArmRequest) (*tande
 func (s *haService) Events(req *tandemv1.EventsRequest, stream tandemv1.HA_EventsServer) error {
 	return toStatus(s.a.cfg.HA.Events(stream.Context(), req, stream.Send))
 }
+
+func (s *clusterService) RotateCA(req *tandemv1.RotateCARequest, stream tandemv1.Cluster_RotateCAServer) error {
+	fp, err := s.a.cfg.Members.RotateCA(stream.Context(), req.Force, func(step string) {
+		_ = stream.Send(&tandemv1.RotateCAProgress{Step: step})
+	})
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.Send(&tandemv1.RotateCAProgress{Step: "done: the old CA is trusted nowhere", NewCaFingerprint: fp})
+}

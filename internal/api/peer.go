@@ -63,3 +63,7 @@ func (s *peerService) MetaSync(ctx context.Context, _ *tandemv1.MetaSyncRequest)
 func (s *peerService) HALiveness(_ context.Context, _ *tandemv1.HAStatusRequest) (*tandemv1.HAStatusResponse, error) {
 	return answer(s.a.cfg.HA.Liveness())
 }
+
+func (s *peerService) CARotate(ctx context.Context, req *tandemv1.PeerCARotateRequest) (*tandemv1.PeerCARotateResponse, error) {
+	return answer(s.a.cfg.Certs.CARotate(ctx, req))
+}

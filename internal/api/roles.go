@@ -50,6 +50,7 @@ func methodRole(method string) (string, bool) {
 		methodJoin,
 		"/tandem.v1.Cluster/CreateToken",
 		"/tandem.v1.Cluster/SetExpectedVotes",
+		"/tandem.v1.Cluster/RotateCA",
 		"/tandem.v1.Cluster/SetConfig",
 		"/tandem.v1.Node/FenceConfig",
 		"/tandem.v1.Node/Fence",

@@ -29,7 +29,6 @@ import (
 	"github.com/tandemhci/tandem/internal/metrics"
 	"github.com/tandemhci/tandem/internal/nodedir"
 	"github.com/tandemhci/tandem/internal/peers"
-	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/vmm"
@@ -225,8 +224,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.vols = d.newVolumes(ctx)
 	d.vms = d.newVMs(ctx)
 	d.ha = d.newRecovery()
+	certs := d.newRenewer()
 	d.svc = api.New(api.Config{
-		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha,
+		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha, Certs: certs,
 		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, CredentialsDir: d.dir.AdminDir(), ReplicaID: d.replicaID},
 	})
 	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export)
@@ -269,7 +269,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.vms.Run(ctx)
 	go d.ha.Run(ctx)
 	go d.vols.SweepDeleted(ctx)
-	go d.newRenewer().Run(ctx)
+	go certs.Run(ctx)
 
 	var err error
 	select {
@@ -488,15 +488,31 @@ func (d *Daemon) cluster() (*membership.Identity, *consensus.Meta, *nodedir.TLS)
 	return d.id, d.meta, d.tls
 }
 
-// clientTLS is the node's client identity for dialing peers.
+// clientTLS is the node's client identity for dialing peers. gRPC keeps
+// a connection's configuration for all its reconnects, so this one reads
+// the node's current certificate and CA on every handshake: a connection
+// made before a renewal or a CA rotation still reconnects afterwards.
 func (d *Daemon) clientTLS() (*tls.Config, error) {
-	m := d.hs.tls.Load()
-	if m == nil {
-		return nil, errors.New("node is not in a cluster")
-	}
-	cfg, err := pki.ClientTLS(m.Cert, m.Key, m.CACert)
-	if err != nil {
+	if _, err := d.currentClientTLS(); err != nil {
 		return nil, err
 	}
-	return pki.WithCertCheck(cfg, d.certCheck), nil
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// Verification is VerifyConnection's, as in pki.ClientTLS.
+		InsecureSkipVerify: true,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cfg, err := d.currentClientTLS()
+			if err != nil {
+				return nil, err
+			}
+			return &cfg.Certificates[0], nil
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			cfg, err := d.currentClientTLS()
+			if err != nil {
+				return err
+			}
+			return cfg.VerifyConnection(cs)
+		},
+	}, nil
 }

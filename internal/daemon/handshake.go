@@ -17,8 +17,27 @@ import (
 type handshakeState struct {
 	meta atomic.Pointer[consensus.Meta]
 	tls  atomic.Pointer[nodedir.TLS]
-	// server caches the server configuration built from tls.
-	server atomic.Pointer[builtTLS]
+	// server and client cache the configurations built from tls.
+	server, client atomic.Pointer[builtTLS]
+}
+
+// currentClientTLS is pki.ClientTLS of the node's current material with
+// the revocation check, rebuilt only when the material changes.
+func (d *Daemon) currentClientTLS() (*tls.Config, error) {
+	m := d.hs.tls.Load()
+	if m == nil {
+		return nil, errors.New("node is not in a cluster")
+	}
+	if b := d.hs.client.Load(); b != nil && b.from == m {
+		return b.cfg, nil
+	}
+	cfg, err := pki.ClientTLS(m.Cert, m.Key, m.CACert)
+	if err != nil {
+		return nil, err
+	}
+	cfg = pki.WithCertCheck(cfg, d.certCheck)
+	d.hs.client.Store(&builtTLS{from: m, cfg: cfg})
+	return cfg, nil
 }
 
 type builtTLS struct {

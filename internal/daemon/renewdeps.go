@@ -44,14 +44,28 @@ func (d *Daemon) newRenewer() *membership.Renewer {
 			if err := d.dir.SaveNodeCert(m.Cert, m.Key); err != nil {
 				return err
 			}
+			d.useTLS(m)
+			return nil
+		},
+		InstallTLS: func(m membership.Material) error {
 			t := nodedir.TLS(m)
-			d.mu.Lock()
-			d.tls = &t
-			d.mu.Unlock()
-			d.hs.tls.Store(&t)
+			if err := d.dir.SaveTLS(&t); err != nil {
+				return err
+			}
+			d.useTLS(m)
 			return nil
 		},
 		InstallAdmin: func(c membership.AdminCredentials) error { return d.dir.SaveAdmin(nodedir.Admin(c)) },
 		Lifetime:     func() time.Duration { return membership.CertLifetime(d.st) },
 	})
+}
+
+// useTLS makes m the material of the next handshakes and of the identity
+// subsystems read.
+func (d *Daemon) useTLS(m membership.Material) {
+	t := nodedir.TLS(m)
+	d.mu.Lock()
+	d.tls = &t
+	d.mu.Unlock()
+	d.hs.tls.Store(&t)
 }

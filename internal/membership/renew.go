@@ -26,6 +26,9 @@ type RenewConfig struct {
 	// clients use it from their next handshake on.
 	Install      func(Material) error
 	InstallAdmin func(AdminCredentials) error
+	// InstallTLS persists and uses new material of which the CA bundle
+	// or key changed too (CA rotation).
+	InstallTLS func(Material) error
 	// Lifetime is the cluster's certificate lifetime (pki.cert_lifetime).
 	Lifetime func() time.Duration
 }

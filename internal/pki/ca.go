@@ -85,22 +85,53 @@ func NewCA(clusterName string, now time.Time) (*CA, error) {
 
 // LoadCA loads a CA from its PEM certificate and PEM private key (PKCS#8 or
 // SEC 1). It checks that the certificate is a CA and that the key matches.
+//
+// certPEM may hold several CA certificates (both CAs during a rotation);
+// the one the key belongs to is the CA that signs.
 func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
-	cert, err := parseCertPEM(certPEM)
+	certs, err := parseCertsPEM(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: loading CA certificate: %w", err)
-	}
-	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return nil, errors.New("pki: loading CA: certificate is not a CA certificate")
 	}
 	key, err := parseKeyPEM(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: loading CA key: %w", err)
 	}
-	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, errors.New("pki: loading CA: private key does not match the certificate")
+	for _, cert := range certs {
+		if !key.PublicKey.Equal(cert.PublicKey) {
+			continue
+		}
+		if !cert.IsCA || !cert.BasicConstraintsValid {
+			return nil, errors.New("pki: loading CA: certificate is not a CA certificate")
+		}
+		return &CA{cert: cert, key: key}, nil
 	}
-	return &CA{cert: cert, key: key}, nil
+	return nil, errors.New("pki: loading CA: private key does not match the certificate")
+}
+
+// CAFingerprint is the SHA-256 fingerprint of a PEM CA certificate, as
+// CA.Fingerprint gives it.
+func CAFingerprint(certPEM []byte) ([32]byte, error) {
+	c, err := parseCertPEM(certPEM)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return sha256.Sum256(c.Raw), nil
+}
+
+// SelectCA returns, from a bundle of PEM CA certificates, the one whose
+// fingerprint is fp, PEM encoded.
+func SelectCA(bundle []byte, fp [32]byte) ([]byte, error) {
+	certs, err := parseCertsPEM(bundle)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range certs {
+		if sha256.Sum256(c.Raw) == fp {
+			return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), nil
+		}
+	}
+	return nil, errors.New("pki: no CA certificate with that fingerprint in the bundle")
 }
 
 // CertPEM returns the CA certificate in PEM form.

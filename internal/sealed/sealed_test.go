@@ -1,8 +1,8 @@
 package sealed
 
 import (
-	"encoding/base64"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"

@@ -242,6 +242,61 @@ func (ReplicaState) EnumDescriptor() ([]byte, []int) {
 	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{3}
 }
 
+type CARotatePhase int32
+
+const (
+	CARotatePhase_CA_ROTATE_PHASE_UNSPECIFIED CARotatePhase = 0
+	// Trust the new CA beside the old one and sign with the new key.
+	CARotatePhase_CA_ROTATE_PHASE_TRUST CARotatePhase = 1
+	// Re-issue this member's node and admin certificates from the new CA.
+	CARotatePhase_CA_ROTATE_PHASE_REISSUE CARotatePhase = 2
+	// Trust the new CA alone.
+	CARotatePhase_CA_ROTATE_PHASE_RETIRE CARotatePhase = 3
+)
+
+// Enum value maps for CARotatePhase.
+var (
+	CARotatePhase_name = map[int32]string{
+		0: "CA_ROTATE_PHASE_UNSPECIFIED",
+		1: "CA_ROTATE_PHASE_TRUST",
+		2: "CA_ROTATE_PHASE_REISSUE",
+		3: "CA_ROTATE_PHASE_RETIRE",
+	}
+	CARotatePhase_value = map[string]int32{
+		"CA_ROTATE_PHASE_UNSPECIFIED": 0,
+		"CA_ROTATE_PHASE_TRUST":       1,
+		"CA_ROTATE_PHASE_REISSUE":     2,
+		"CA_ROTATE_PHASE_RETIRE":      3,
+	}
+)
+
+func (x CARotatePhase) Enum() *CARotatePhase {
+	p := new(CARotatePhase)
+	*p = x
+	return p
+}
+
+func (x CARotatePhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CARotatePhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_tandem_v1_tandem_proto_enumTypes[4].Descriptor()
+}
+
+func (CARotatePhase) Type() protoreflect.EnumType {
+	return &file_tandem_v1_tandem_proto_enumTypes[4]
+}
+
+func (x CARotatePhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CARotatePhase.Descriptor instead.
+func (CARotatePhase) EnumDescriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{4}
+}
+
 type NodeInfo struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1496,6 +1551,105 @@ func (x *AuditResponse) GetEntries() []*AuditEntry {
 	return nil
 }
 
+type RotateCARequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Go ahead although a member does not answer; it will have to rejoin.
+	Force         bool `protobuf:"varint,1,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RotateCARequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RotateCAProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One step done ("n2 trusts the new CA", ...).
+	Step string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	// Set on the last message: the new CA's SHA-256 fingerprint (hex).
+	NewCaFingerprint string `protobuf:"bytes,2,opt,name=new_ca_fingerprint,json=newCaFingerprint,proto3" json:"new_ca_fingerprint,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RotateCAProgress) Reset() {
+	*x = RotateCAProgress{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCAProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCAProgress) ProtoMessage() {}
+
+func (x *RotateCAProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCAProgress.ProtoReflect.Descriptor instead.
+func (*RotateCAProgress) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RotateCAProgress) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *RotateCAProgress) GetNewCaFingerprint() string {
+	if x != nil {
+		return x.NewCaFingerprint
+	}
+	return ""
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1504,7 +1658,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1670,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[18]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1683,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{18}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
 }
 
 type ListNodesResponse struct {
@@ -1542,7 +1696,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1708,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[19]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1721,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{19}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1597,7 +1751,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1763,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[20]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1776,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{20}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveNodeRequest) GetName() string {
@@ -1650,7 +1804,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1816,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[21]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1829,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{21}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveNodeResponse) GetNode() *NodeInfo {
@@ -1707,7 +1861,7 @@ type NodeMaintenanceRequest struct {
 
 func (x *NodeMaintenanceRequest) Reset() {
 	*x = NodeMaintenanceRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1873,7 @@ func (x *NodeMaintenanceRequest) String() string {
 func (*NodeMaintenanceRequest) ProtoMessage() {}
 
 func (x *NodeMaintenanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[22]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1886,7 @@ func (x *NodeMaintenanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMaintenanceRequest.ProtoReflect.Descriptor instead.
 func (*NodeMaintenanceRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{22}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeMaintenanceRequest) GetName() string {
@@ -1777,7 +1931,7 @@ type NodeMaintenanceProgress struct {
 
 func (x *NodeMaintenanceProgress) Reset() {
 	*x = NodeMaintenanceProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1943,7 @@ func (x *NodeMaintenanceProgress) String() string {
 func (*NodeMaintenanceProgress) ProtoMessage() {}
 
 func (x *NodeMaintenanceProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[23]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1956,7 @@ func (x *NodeMaintenanceProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMaintenanceProgress.ProtoReflect.Descriptor instead.
 func (*NodeMaintenanceProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{23}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeMaintenanceProgress) GetMessage() string {
@@ -1846,7 +2000,7 @@ type IPMIConfig struct {
 
 func (x *IPMIConfig) Reset() {
 	*x = IPMIConfig{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2012,7 @@ func (x *IPMIConfig) String() string {
 func (*IPMIConfig) ProtoMessage() {}
 
 func (x *IPMIConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[24]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2025,7 @@ func (x *IPMIConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPMIConfig.ProtoReflect.Descriptor instead.
 func (*IPMIConfig) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{24}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *IPMIConfig) GetHost() string {
@@ -1915,7 +2069,7 @@ type RedfishConfig struct {
 
 func (x *RedfishConfig) Reset() {
 	*x = RedfishConfig{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2081,7 @@ func (x *RedfishConfig) String() string {
 func (*RedfishConfig) ProtoMessage() {}
 
 func (x *RedfishConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[25]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2094,7 @@ func (x *RedfishConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedfishConfig.ProtoReflect.Descriptor instead.
 func (*RedfishConfig) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{25}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RedfishConfig) GetEndpoint() string {
@@ -1991,7 +2145,7 @@ type FenceConfigRequest struct {
 
 func (x *FenceConfigRequest) Reset() {
 	*x = FenceConfigRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2157,7 @@ func (x *FenceConfigRequest) String() string {
 func (*FenceConfigRequest) ProtoMessage() {}
 
 func (x *FenceConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[26]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2170,7 @@ func (x *FenceConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceConfigRequest.ProtoReflect.Descriptor instead.
 func (*FenceConfigRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{26}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FenceConfigRequest) GetName() string {
@@ -2059,7 +2213,7 @@ type FenceConfigResponse struct {
 
 func (x *FenceConfigResponse) Reset() {
 	*x = FenceConfigResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2225,7 @@ func (x *FenceConfigResponse) String() string {
 func (*FenceConfigResponse) ProtoMessage() {}
 
 func (x *FenceConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[27]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2238,7 @@ func (x *FenceConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceConfigResponse.ProtoReflect.Descriptor instead.
 func (*FenceConfigResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{27}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FenceConfigResponse) GetName() string {
@@ -2119,7 +2273,7 @@ type FenceNodeRequest struct {
 
 func (x *FenceNodeRequest) Reset() {
 	*x = FenceNodeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2285,7 @@ func (x *FenceNodeRequest) String() string {
 func (*FenceNodeRequest) ProtoMessage() {}
 
 func (x *FenceNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[28]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2298,7 @@ func (x *FenceNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceNodeRequest.ProtoReflect.Descriptor instead.
 func (*FenceNodeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{28}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FenceNodeRequest) GetName() string {
@@ -2172,7 +2326,7 @@ type FenceNodeResponse struct {
 
 func (x *FenceNodeResponse) Reset() {
 	*x = FenceNodeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2338,7 @@ func (x *FenceNodeResponse) String() string {
 func (*FenceNodeResponse) ProtoMessage() {}
 
 func (x *FenceNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[29]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2351,7 @@ func (x *FenceNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceNodeResponse.ProtoReflect.Descriptor instead.
 func (*FenceNodeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{29}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FenceNodeResponse) GetConfirmed() bool {
@@ -2243,7 +2397,7 @@ type VolumeReplica struct {
 
 func (x *VolumeReplica) Reset() {
 	*x = VolumeReplica{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2409,7 @@ func (x *VolumeReplica) String() string {
 func (*VolumeReplica) ProtoMessage() {}
 
 func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[30]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2422,7 @@ func (x *VolumeReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeReplica.ProtoReflect.Descriptor instead.
 func (*VolumeReplica) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{30}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VolumeReplica) GetNode() string {
@@ -2340,7 +2494,7 @@ type VolumeEvent struct {
 
 func (x *VolumeEvent) Reset() {
 	*x = VolumeEvent{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2506,7 @@ func (x *VolumeEvent) String() string {
 func (*VolumeEvent) ProtoMessage() {}
 
 func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[31]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2519,7 @@ func (x *VolumeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeEvent.ProtoReflect.Descriptor instead.
 func (*VolumeEvent) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{31}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *VolumeEvent) GetAt() *timestamppb.Timestamp {
@@ -2437,7 +2591,7 @@ type VolumeInfo struct {
 
 func (x *VolumeInfo) Reset() {
 	*x = VolumeInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2603,7 @@ func (x *VolumeInfo) String() string {
 func (*VolumeInfo) ProtoMessage() {}
 
 func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[32]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2616,7 @@ func (x *VolumeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeInfo.ProtoReflect.Descriptor instead.
 func (*VolumeInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{32}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VolumeInfo) GetName() string {
@@ -2598,7 +2752,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2764,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[33]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2777,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{33}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -2662,7 +2816,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +2828,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[34]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +2841,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{34}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
 }
 
 type ListVolumesResponse struct {
@@ -2699,7 +2853,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +2865,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +2878,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*VolumeInfo {
@@ -2743,7 +2897,7 @@ type ShowVolumeRequest struct {
 
 func (x *ShowVolumeRequest) Reset() {
 	*x = ShowVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2755,7 +2909,7 @@ func (x *ShowVolumeRequest) String() string {
 func (*ShowVolumeRequest) ProtoMessage() {}
 
 func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2768,7 +2922,7 @@ func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShowVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ShowVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ShowVolumeRequest) GetName() string {
@@ -2787,7 +2941,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +2953,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +2966,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -2830,7 +2984,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +2996,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +3009,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
 }
 
 type PromoteVolumeRequest struct {
@@ -2868,7 +3022,7 @@ type PromoteVolumeRequest struct {
 
 func (x *PromoteVolumeRequest) Reset() {
 	*x = PromoteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +3034,7 @@ func (x *PromoteVolumeRequest) String() string {
 func (*PromoteVolumeRequest) ProtoMessage() {}
 
 func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +3047,7 @@ func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PromoteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PromoteVolumeRequest) GetName() string {
@@ -2922,7 +3076,7 @@ type ResyncVolumeRequest struct {
 
 func (x *ResyncVolumeRequest) Reset() {
 	*x = ResyncVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3088,7 @@ func (x *ResyncVolumeRequest) String() string {
 func (*ResyncVolumeRequest) ProtoMessage() {}
 
 func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3101,7 @@ func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ResyncVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ResyncVolumeRequest) GetName() string {
@@ -2975,7 +3129,7 @@ type VerifyVolumeRequest struct {
 
 func (x *VerifyVolumeRequest) Reset() {
 	*x = VerifyVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3141,7 @@ func (x *VerifyVolumeRequest) String() string {
 func (*VerifyVolumeRequest) ProtoMessage() {}
 
 func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3154,7 @@ func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VerifyVolumeRequest) GetName() string {
@@ -3028,7 +3182,7 @@ type VerifyMismatch struct {
 
 func (x *VerifyMismatch) Reset() {
 	*x = VerifyMismatch{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3194,7 @@ func (x *VerifyMismatch) String() string {
 func (*VerifyMismatch) ProtoMessage() {}
 
 func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3207,7 @@ func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyMismatch.ProtoReflect.Descriptor instead.
 func (*VerifyMismatch) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *VerifyMismatch) GetNode() string {
@@ -3092,7 +3246,7 @@ type VerifyReplica struct {
 
 func (x *VerifyReplica) Reset() {
 	*x = VerifyReplica{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3104,7 +3258,7 @@ func (x *VerifyReplica) String() string {
 func (*VerifyReplica) ProtoMessage() {}
 
 func (x *VerifyReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3117,7 +3271,7 @@ func (x *VerifyReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyReplica.ProtoReflect.Descriptor instead.
 func (*VerifyReplica) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VerifyReplica) GetNode() string {
@@ -3170,7 +3324,7 @@ type VerifyVolumeResponse struct {
 
 func (x *VerifyVolumeResponse) Reset() {
 	*x = VerifyVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3182,7 +3336,7 @@ func (x *VerifyVolumeResponse) String() string {
 func (*VerifyVolumeResponse) ProtoMessage() {}
 
 func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3195,7 +3349,7 @@ func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeResponse.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VerifyVolumeResponse) GetCheckedBytes() int64 {
@@ -3245,7 +3399,7 @@ type VMNic struct {
 
 func (x *VMNic) Reset() {
 	*x = VMNic{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +3411,7 @@ func (x *VMNic) String() string {
 func (*VMNic) ProtoMessage() {}
 
 func (x *VMNic) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +3424,7 @@ func (x *VMNic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMNic.ProtoReflect.Descriptor instead.
 func (*VMNic) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *VMNic) GetBridge() string {
@@ -3329,7 +3483,7 @@ type VMInfo struct {
 
 func (x *VMInfo) Reset() {
 	*x = VMInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3341,7 +3495,7 @@ func (x *VMInfo) String() string {
 func (*VMInfo) ProtoMessage() {}
 
 func (x *VMInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3354,7 +3508,7 @@ func (x *VMInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMInfo.ProtoReflect.Descriptor instead.
 func (*VMInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *VMInfo) GetName() string {
@@ -3503,7 +3657,7 @@ type VMDisk struct {
 
 func (x *VMDisk) Reset() {
 	*x = VMDisk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3669,7 @@ func (x *VMDisk) String() string {
 func (*VMDisk) ProtoMessage() {}
 
 func (x *VMDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3682,7 @@ func (x *VMDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMDisk.ProtoReflect.Descriptor instead.
 func (*VMDisk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *VMDisk) GetSizeBytes() int64 {
@@ -3575,7 +3729,7 @@ type CreateVMRequest struct {
 
 func (x *CreateVMRequest) Reset() {
 	*x = CreateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +3741,7 @@ func (x *CreateVMRequest) String() string {
 func (*CreateVMRequest) ProtoMessage() {}
 
 func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +3754,7 @@ func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVMRequest.ProtoReflect.Descriptor instead.
 func (*CreateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateVMRequest) GetName() string {
@@ -3709,7 +3863,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3721,7 +3875,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3734,7 +3888,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *VMRequest) GetName() string {
@@ -3773,7 +3927,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +3939,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +3952,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
 }
 
 type ListVMsResponse struct {
@@ -3810,7 +3964,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3822,7 +3976,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3835,7 +3989,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -3853,7 +4007,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3865,7 +4019,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3878,7 +4032,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
 }
 
 type MigrateVMRequest struct {
@@ -3897,7 +4051,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +4063,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +4076,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -3980,7 +4134,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3992,7 +4146,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4005,7 +4159,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -4090,7 +4244,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4102,7 +4256,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4115,7 +4269,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -4148,7 +4302,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4314,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4327,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -4191,7 +4345,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4203,7 +4357,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4216,7 +4370,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
 }
 
 type HANode struct {
@@ -4234,7 +4388,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4246,7 +4400,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4259,7 +4413,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *HANode) GetName() string {
@@ -4314,7 +4468,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4326,7 +4480,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4339,7 +4493,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *HAVM) GetName() string {
@@ -4405,7 +4559,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4417,7 +4571,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4430,7 +4584,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -4481,7 +4635,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4493,7 +4647,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4506,7 +4660,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -4553,7 +4707,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4565,7 +4719,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4578,7 +4732,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -4600,7 +4754,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4612,7 +4766,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4625,7 +4779,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -4667,7 +4821,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4679,7 +4833,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4692,7 +4846,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -4768,7 +4922,7 @@ type CredentialInfo struct {
 
 func (x *CredentialInfo) Reset() {
 	*x = CredentialInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4780,7 +4934,7 @@ func (x *CredentialInfo) String() string {
 func (*CredentialInfo) ProtoMessage() {}
 
 func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4793,7 +4947,7 @@ func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
 func (*CredentialInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CredentialInfo) GetName() string {
@@ -4856,7 +5010,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4868,7 +5022,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4881,7 +5035,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -4911,7 +5065,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4923,7 +5077,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4936,7 +5090,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
@@ -4970,7 +5124,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4982,7 +5136,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4995,7 +5149,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListCredentialsRequest) GetAll() bool {
@@ -5014,7 +5168,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5026,7 +5180,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5039,7 +5193,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
@@ -5060,7 +5214,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5072,7 +5226,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5085,7 +5239,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -5114,7 +5268,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5126,7 +5280,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5139,7 +5293,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
@@ -5166,7 +5320,7 @@ type MetaSyncRequest struct {
 
 func (x *MetaSyncRequest) Reset() {
 	*x = MetaSyncRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5178,7 +5332,7 @@ func (x *MetaSyncRequest) String() string {
 func (*MetaSyncRequest) ProtoMessage() {}
 
 func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5191,7 +5345,7 @@ func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
 func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 type MetaSyncResponse struct {
@@ -5203,7 +5357,7 @@ type MetaSyncResponse struct {
 
 func (x *MetaSyncResponse) Reset() {
 	*x = MetaSyncResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5215,7 +5369,7 @@ func (x *MetaSyncResponse) String() string {
 func (*MetaSyncResponse) ProtoMessage() {}
 
 func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5228,7 +5382,7 @@ func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
 func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *MetaSyncResponse) GetApplied() uint64 {
@@ -5249,7 +5403,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5261,7 +5415,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5274,7 +5428,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -5309,7 +5463,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5321,7 +5475,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5334,7 +5488,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -5424,7 +5578,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5436,7 +5590,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5449,7 +5603,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -5527,7 +5681,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5539,7 +5693,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5552,7 +5706,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -5584,7 +5738,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5596,7 +5750,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5609,7 +5763,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *PingResponse) GetName() string {
@@ -5667,7 +5821,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5679,7 +5833,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5692,7 +5846,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -5741,7 +5895,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5753,7 +5907,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5766,7 +5920,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -5791,7 +5945,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5803,7 +5957,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5816,7 +5970,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 type PeerVolumeInitRequest struct {
@@ -5828,7 +5982,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5840,7 +5994,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5853,7 +6007,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -5871,7 +6025,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5883,7 +6037,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5896,7 +6050,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -5911,7 +6065,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5923,7 +6077,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5936,7 +6090,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -5968,7 +6122,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5980,7 +6134,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5993,7 +6147,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -6005,7 +6159,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6017,7 +6171,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6030,7 +6184,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -6052,7 +6206,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6064,7 +6218,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6077,7 +6231,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -6117,7 +6271,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6129,7 +6283,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6142,7 +6296,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -6160,7 +6314,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6172,7 +6326,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6185,7 +6339,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 type Disk struct {
@@ -6200,7 +6354,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6212,7 +6366,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6225,7 +6379,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *Disk) GetPath() string {
@@ -6265,7 +6419,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6277,7 +6431,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6290,7 +6444,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -6312,7 +6466,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6324,7 +6478,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6337,7 +6491,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -6378,7 +6532,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6390,7 +6544,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6403,7 +6557,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -6487,7 +6641,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6499,7 +6653,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6512,7 +6666,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -6548,7 +6702,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6560,7 +6714,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6573,7 +6727,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -6602,6 +6756,122 @@ func (x *PeerMigrateRequest) GetBandwidthMibps() uint64 {
 		return x.BandwidthMibps
 	}
 	return 0
+}
+
+type PeerCARotateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Phase CARotatePhase          `protobuf:"varint,1,opt,name=phase,proto3,enum=tandem.v1.CARotatePhase" json:"phase,omitempty"`
+	// TRUST: the new CA certificate and key (members share the CA key).
+	CaPem    []byte `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	CaKeyPem []byte `protobuf:"bytes,3,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	// REISSUE and RETIRE: the new CA's fingerprint, so a member never acts
+	// on a rotation it did not take part in.
+	CaFingerprint string `protobuf:"bytes,4,opt,name=ca_fingerprint,json=caFingerprint,proto3" json:"ca_fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCARotateRequest) Reset() {
+	*x = PeerCARotateRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCARotateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCARotateRequest) ProtoMessage() {}
+
+func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
+func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+}
+
+func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
+	if x != nil {
+		return x.Phase
+	}
+	return CARotatePhase_CA_ROTATE_PHASE_UNSPECIFIED
+}
+
+func (x *PeerCARotateRequest) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *PeerCARotateRequest) GetCaKeyPem() []byte {
+	if x != nil {
+		return x.CaKeyPem
+	}
+	return nil
+}
+
+func (x *PeerCARotateRequest) GetCaFingerprint() string {
+	if x != nil {
+		return x.CaFingerprint
+	}
+	return ""
+}
+
+type PeerCARotateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// REISSUE: the serial of the member's new node certificate.
+	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCARotateResponse) Reset() {
+	*x = PeerCARotateResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCARotateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCARotateResponse) ProtoMessage() {}
+
+func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
+func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+}
+
+func (x *PeerCARotateResponse) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
 }
 
 var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
@@ -6717,7 +6987,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\"@\n" +
 	"\rAuditResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.tandem.v1.AuditEntryR\aentries\"\x12\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.tandem.v1.AuditEntryR\aentries\"'\n" +
+	"\x0fRotateCARequest\x12\x14\n" +
+	"\x05force\x18\x01 \x01(\bR\x05force\"T\n" +
+	"\x10RotateCAProgress\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12,\n" +
+	"\x12new_ca_fingerprint\x18\x02 \x01(\tR\x10newCaFingerprint\"\x12\n" +
 	"\x10ListNodesRequest\"X\n" +
 	"\x11ListNodesResponse\x12)\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x13.tandem.v1.NodeInfoR\x05nodes\x12\x18\n" +
@@ -7112,7 +7387,15 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12&\n" +
 	"\x0fmax_downtime_ms\x18\x03 \x01(\rR\rmaxDowntimeMs\x12'\n" +
-	"\x0fbandwidth_mibps\x18\x04 \x01(\x04R\x0ebandwidthMibps*P\n" +
+	"\x0fbandwidth_mibps\x18\x04 \x01(\x04R\x0ebandwidthMibps\"\xa1\x01\n" +
+	"\x13PeerCARotateRequest\x12.\n" +
+	"\x05phase\x18\x01 \x01(\x0e2\x18.tandem.v1.CARotatePhaseR\x05phase\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12\x1c\n" +
+	"\n" +
+	"ca_key_pem\x18\x03 \x01(\fR\bcaKeyPem\x12%\n" +
+	"\x0eca_fingerprint\x18\x04 \x01(\tR\rcaFingerprint\".\n" +
+	"\x14PeerCARotateResponse\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -7132,7 +7415,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x16REPLICA_STATE_OUTDATED\x10\x02\x12\x1e\n" +
 	"\x1aREPLICA_STATE_INCONSISTENT\x10\x03\x12\x1d\n" +
 	"\x19REPLICA_STATE_SYNC_SOURCE\x10\x04\x12\x1d\n" +
-	"\x19REPLICA_STATE_SYNC_TARGET\x10\x052\xca\x04\n" +
+	"\x19REPLICA_STATE_SYNC_TARGET\x10\x05*\x84\x01\n" +
+	"\rCARotatePhase\x12\x1f\n" +
+	"\x1bCA_ROTATE_PHASE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15CA_ROTATE_PHASE_TRUST\x10\x01\x12\x1b\n" +
+	"\x17CA_ROTATE_PHASE_REISSUE\x10\x02\x12\x1a\n" +
+	"\x16CA_ROTATE_PHASE_RETIRE\x10\x032\x91\x05\n" +
 	"\aCluster\x12K\n" +
 	"\x06Create\x12\x1f.tandem.v1.CreateClusterRequest\x1a .tandem.v1.CreateClusterResponse\x12E\n" +
 	"\x04Join\x12\x1d.tandem.v1.JoinClusterRequest\x1a\x1e.tandem.v1.JoinClusterResponse\x12L\n" +
@@ -7141,7 +7429,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x10SetExpectedVotes\x12\".tandem.v1.SetExpectedVotesRequest\x1a#.tandem.v1.SetExpectedVotesResponse\x12B\n" +
 	"\tGetConfig\x12\x1b.tandem.v1.GetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12B\n" +
 	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12:\n" +
-	"\x05Audit\x12\x17.tandem.v1.AuditRequest\x1a\x18.tandem.v1.AuditResponse2\xfa\x02\n" +
+	"\x05Audit\x12\x17.tandem.v1.AuditRequest\x1a\x18.tandem.v1.AuditResponse\x12E\n" +
+	"\bRotateCA\x12\x1a.tandem.v1.RotateCARequest\x1a\x1b.tandem.v1.RotateCAProgress0\x012\xfa\x02\n" +
 	"\x04Node\x12A\n" +
 	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12L\n" +
 	"\vFenceConfig\x12\x1d.tandem.v1.FenceConfigRequest\x1a\x1e.tandem.v1.FenceConfigResponse\x12B\n" +
@@ -7173,7 +7462,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xfa\f\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xc7\r\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -7201,7 +7490,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x10VMMigrationStats\x12\x18.tandem.v1.PeerVMRequest\x1a\x1a.tandem.v1.MigrateProgress\x12E\n" +
 	"\n" +
 	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12C\n" +
-	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponse\x12K\n" +
+	"\bCARotate\x12\x1e.tandem.v1.PeerCARotateRequest\x1a\x1f.tandem.v1.PeerCARotateResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -7215,293 +7505,303 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 	return file_tandem_v1_tandem_proto_rawDescData
 }
 
-var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
+var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 102)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
 	(Health)(0),                      // 2: tandem.v1.Health
 	(ReplicaState)(0),                // 3: tandem.v1.ReplicaState
-	(*NodeInfo)(nil),                 // 4: tandem.v1.NodeInfo
-	(*ClusterStatus)(nil),            // 5: tandem.v1.ClusterStatus
-	(*AuditEntry)(nil),               // 6: tandem.v1.AuditEntry
-	(*CreateClusterRequest)(nil),     // 7: tandem.v1.CreateClusterRequest
-	(*CreateClusterResponse)(nil),    // 8: tandem.v1.CreateClusterResponse
-	(*JoinClusterRequest)(nil),       // 9: tandem.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),      // 10: tandem.v1.JoinClusterResponse
-	(*CreateTokenRequest)(nil),       // 11: tandem.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 12: tandem.v1.CreateTokenResponse
-	(*StatusRequest)(nil),            // 13: tandem.v1.StatusRequest
-	(*SetExpectedVotesRequest)(nil),  // 14: tandem.v1.SetExpectedVotesRequest
-	(*SetExpectedVotesResponse)(nil), // 15: tandem.v1.SetExpectedVotesResponse
-	(*GetConfigRequest)(nil),         // 16: tandem.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),         // 17: tandem.v1.SetConfigRequest
-	(*ConfigSetting)(nil),            // 18: tandem.v1.ConfigSetting
-	(*ClusterConfig)(nil),            // 19: tandem.v1.ClusterConfig
-	(*AuditRequest)(nil),             // 20: tandem.v1.AuditRequest
-	(*AuditResponse)(nil),            // 21: tandem.v1.AuditResponse
-	(*ListNodesRequest)(nil),         // 22: tandem.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 23: tandem.v1.ListNodesResponse
-	(*RemoveNodeRequest)(nil),        // 24: tandem.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 25: tandem.v1.RemoveNodeResponse
-	(*NodeMaintenanceRequest)(nil),   // 26: tandem.v1.NodeMaintenanceRequest
-	(*NodeMaintenanceProgress)(nil),  // 27: tandem.v1.NodeMaintenanceProgress
-	(*IPMIConfig)(nil),               // 28: tandem.v1.IPMIConfig
-	(*RedfishConfig)(nil),            // 29: tandem.v1.RedfishConfig
-	(*FenceConfigRequest)(nil),       // 30: tandem.v1.FenceConfigRequest
-	(*FenceConfigResponse)(nil),      // 31: tandem.v1.FenceConfigResponse
-	(*FenceNodeRequest)(nil),         // 32: tandem.v1.FenceNodeRequest
-	(*FenceNodeResponse)(nil),        // 33: tandem.v1.FenceNodeResponse
-	(*VolumeReplica)(nil),            // 34: tandem.v1.VolumeReplica
-	(*VolumeEvent)(nil),              // 35: tandem.v1.VolumeEvent
-	(*VolumeInfo)(nil),               // 36: tandem.v1.VolumeInfo
-	(*CreateVolumeRequest)(nil),      // 37: tandem.v1.CreateVolumeRequest
-	(*ListVolumesRequest)(nil),       // 38: tandem.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 39: tandem.v1.ListVolumesResponse
-	(*ShowVolumeRequest)(nil),        // 40: tandem.v1.ShowVolumeRequest
-	(*DeleteVolumeRequest)(nil),      // 41: tandem.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),     // 42: tandem.v1.DeleteVolumeResponse
-	(*PromoteVolumeRequest)(nil),     // 43: tandem.v1.PromoteVolumeRequest
-	(*ResyncVolumeRequest)(nil),      // 44: tandem.v1.ResyncVolumeRequest
-	(*VerifyVolumeRequest)(nil),      // 45: tandem.v1.VerifyVolumeRequest
-	(*VerifyMismatch)(nil),           // 46: tandem.v1.VerifyMismatch
-	(*VerifyReplica)(nil),            // 47: tandem.v1.VerifyReplica
-	(*VerifyVolumeResponse)(nil),     // 48: tandem.v1.VerifyVolumeResponse
-	(*VMNic)(nil),                    // 49: tandem.v1.VMNic
-	(*VMInfo)(nil),                   // 50: tandem.v1.VMInfo
-	(*VMDisk)(nil),                   // 51: tandem.v1.VMDisk
-	(*CreateVMRequest)(nil),          // 52: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 53: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 54: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 55: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 56: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 57: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 58: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 59: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 60: tandem.v1.ConsoleChunk
-	(*HAStatusRequest)(nil),          // 61: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 62: tandem.v1.HANode
-	(*HAVM)(nil),                     // 63: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 64: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 65: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 66: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 67: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 68: tandem.v1.Event
-	(*CredentialInfo)(nil),           // 69: tandem.v1.CredentialInfo
-	(*CreateCredentialRequest)(nil),  // 70: tandem.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 71: tandem.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 72: tandem.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 73: tandem.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 74: tandem.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 75: tandem.v1.RevokeCredentialResponse
-	(*MetaSyncRequest)(nil),          // 76: tandem.v1.MetaSyncRequest
-	(*MetaSyncResponse)(nil),         // 77: tandem.v1.MetaSyncResponse
-	(*PeerMember)(nil),               // 78: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 79: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 80: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 81: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 82: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 83: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 84: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 85: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 86: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 87: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 88: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 89: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 90: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 91: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 92: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 93: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 94: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 95: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 96: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 97: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 98: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 99: tandem.v1.PeerMigrateRequest
-	nil,                              // 100: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 101: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 102: google.protobuf.Timestamp
+	(CARotatePhase)(0),               // 4: tandem.v1.CARotatePhase
+	(*NodeInfo)(nil),                 // 5: tandem.v1.NodeInfo
+	(*ClusterStatus)(nil),            // 6: tandem.v1.ClusterStatus
+	(*AuditEntry)(nil),               // 7: tandem.v1.AuditEntry
+	(*CreateClusterRequest)(nil),     // 8: tandem.v1.CreateClusterRequest
+	(*CreateClusterResponse)(nil),    // 9: tandem.v1.CreateClusterResponse
+	(*JoinClusterRequest)(nil),       // 10: tandem.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),      // 11: tandem.v1.JoinClusterResponse
+	(*CreateTokenRequest)(nil),       // 12: tandem.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 13: tandem.v1.CreateTokenResponse
+	(*StatusRequest)(nil),            // 14: tandem.v1.StatusRequest
+	(*SetExpectedVotesRequest)(nil),  // 15: tandem.v1.SetExpectedVotesRequest
+	(*SetExpectedVotesResponse)(nil), // 16: tandem.v1.SetExpectedVotesResponse
+	(*GetConfigRequest)(nil),         // 17: tandem.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),         // 18: tandem.v1.SetConfigRequest
+	(*ConfigSetting)(nil),            // 19: tandem.v1.ConfigSetting
+	(*ClusterConfig)(nil),            // 20: tandem.v1.ClusterConfig
+	(*AuditRequest)(nil),             // 21: tandem.v1.AuditRequest
+	(*AuditResponse)(nil),            // 22: tandem.v1.AuditResponse
+	(*RotateCARequest)(nil),          // 23: tandem.v1.RotateCARequest
+	(*RotateCAProgress)(nil),         // 24: tandem.v1.RotateCAProgress
+	(*ListNodesRequest)(nil),         // 25: tandem.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 26: tandem.v1.ListNodesResponse
+	(*RemoveNodeRequest)(nil),        // 27: tandem.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 28: tandem.v1.RemoveNodeResponse
+	(*NodeMaintenanceRequest)(nil),   // 29: tandem.v1.NodeMaintenanceRequest
+	(*NodeMaintenanceProgress)(nil),  // 30: tandem.v1.NodeMaintenanceProgress
+	(*IPMIConfig)(nil),               // 31: tandem.v1.IPMIConfig
+	(*RedfishConfig)(nil),            // 32: tandem.v1.RedfishConfig
+	(*FenceConfigRequest)(nil),       // 33: tandem.v1.FenceConfigRequest
+	(*FenceConfigResponse)(nil),      // 34: tandem.v1.FenceConfigResponse
+	(*FenceNodeRequest)(nil),         // 35: tandem.v1.FenceNodeRequest
+	(*FenceNodeResponse)(nil),        // 36: tandem.v1.FenceNodeResponse
+	(*VolumeReplica)(nil),            // 37: tandem.v1.VolumeReplica
+	(*VolumeEvent)(nil),              // 38: tandem.v1.VolumeEvent
+	(*VolumeInfo)(nil),               // 39: tandem.v1.VolumeInfo
+	(*CreateVolumeRequest)(nil),      // 40: tandem.v1.CreateVolumeRequest
+	(*ListVolumesRequest)(nil),       // 41: tandem.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 42: tandem.v1.ListVolumesResponse
+	(*ShowVolumeRequest)(nil),        // 43: tandem.v1.ShowVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 44: tandem.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 45: tandem.v1.DeleteVolumeResponse
+	(*PromoteVolumeRequest)(nil),     // 46: tandem.v1.PromoteVolumeRequest
+	(*ResyncVolumeRequest)(nil),      // 47: tandem.v1.ResyncVolumeRequest
+	(*VerifyVolumeRequest)(nil),      // 48: tandem.v1.VerifyVolumeRequest
+	(*VerifyMismatch)(nil),           // 49: tandem.v1.VerifyMismatch
+	(*VerifyReplica)(nil),            // 50: tandem.v1.VerifyReplica
+	(*VerifyVolumeResponse)(nil),     // 51: tandem.v1.VerifyVolumeResponse
+	(*VMNic)(nil),                    // 52: tandem.v1.VMNic
+	(*VMInfo)(nil),                   // 53: tandem.v1.VMInfo
+	(*VMDisk)(nil),                   // 54: tandem.v1.VMDisk
+	(*CreateVMRequest)(nil),          // 55: tandem.v1.CreateVMRequest
+	(*VMRequest)(nil),                // 56: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 57: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 58: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 59: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 60: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 61: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 62: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 63: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 64: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 65: tandem.v1.HANode
+	(*HAVM)(nil),                     // 66: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 67: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 68: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 69: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 70: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 71: tandem.v1.Event
+	(*CredentialInfo)(nil),           // 72: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 73: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 74: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 75: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 76: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 77: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 78: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 79: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 80: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 81: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 82: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 83: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 84: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 85: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 86: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 87: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 88: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 89: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 90: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 91: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 92: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 93: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 94: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 95: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 96: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 97: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 98: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 99: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 100: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 101: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 102: tandem.v1.PeerMigrateRequest
+	(*PeerCARotateRequest)(nil),      // 103: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 104: tandem.v1.PeerCARotateResponse
+	nil,                              // 105: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 106: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 107: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	102, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	94,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	97,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
-	4,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
-	6,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	102, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	5,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	102, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	5,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	100, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	101, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
-	18,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	102, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
-	6,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
-	4,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
-	4,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
-	4,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	58,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
-	28,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
-	29,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
+	107, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	97,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	100, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
+	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
+	107, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
+	107, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
+	105, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	106, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
+	107, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
+	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
+	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
+	5,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
+	61,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
+	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	102, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	102, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
-	34,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	102, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
-	35,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
-	36,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
+	107, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	107, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
+	107, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
+	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
-	46,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
-	47,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	49,  // 33: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	102, // 34: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	102, // 35: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
-	51,  // 36: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
-	49,  // 37: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	50,  // 38: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	50,  // 39: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	102, // 40: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	102, // 41: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	102, // 42: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	62,  // 43: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	63,  // 44: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	65,  // 45: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	102, // 46: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	102, // 47: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	102, // 48: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	69,  // 49: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	69,  // 50: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
-	69,  // 51: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	49,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
+	50,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
+	52,  // 33: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
+	107, // 34: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	107, // 35: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	54,  // 36: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
+	52,  // 37: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
+	53,  // 38: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	53,  // 39: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	107, // 40: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	107, // 41: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	107, // 42: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	65,  // 43: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	66,  // 44: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	68,  // 45: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	107, // 46: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	107, // 47: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	107, // 48: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	72,  // 49: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	72,  // 50: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	72,  // 51: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	0,   // 52: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	78,  // 53: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	102, // 54: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	83,  // 55: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	83,  // 56: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	94,  // 57: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	50,  // 58: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	50,  // 59: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	7,   // 60: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	9,   // 61: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	11,  // 62: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	13,  // 63: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	14,  // 64: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	16,  // 65: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	17,  // 66: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	20,  // 67: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	22,  // 68: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	30,  // 69: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	32,  // 70: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	24,  // 71: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	26,  // 72: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	37,  // 73: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	38,  // 74: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	40,  // 75: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	41,  // 76: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	43,  // 77: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	44,  // 78: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	45,  // 79: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	54,  // 80: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	52,  // 81: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	53,  // 82: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	53,  // 83: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	53,  // 84: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	53,  // 85: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	57,  // 86: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	59,  // 87: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	61,  // 88: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	66,  // 89: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	67,  // 90: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	70,  // 91: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	72,  // 92: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	74,  // 93: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	79,  // 94: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	81,  // 95: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	93,  // 96: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	84,  // 97: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	86,  // 98: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	88,  // 99: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	90,  // 100: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 101: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	45,  // 102: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	90,  // 103: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 104: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	91,  // 105: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	43,  // 106: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	96,  // 107: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	98,  // 108: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	98,  // 109: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	98,  // 110: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	98,  // 111: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	99,  // 112: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	59,  // 113: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	98,  // 114: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	61,  // 115: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	76,  // 116: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	8,   // 117: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10,  // 118: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12,  // 119: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,   // 120: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15,  // 121: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	19,  // 122: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	19,  // 123: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	21,  // 124: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	23,  // 125: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	31,  // 126: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	33,  // 127: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	25,  // 128: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	27,  // 129: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	36,  // 130: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	39,  // 131: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	36,  // 132: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	42,  // 133: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	36,  // 134: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	36,  // 135: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	48,  // 136: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	55,  // 137: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	50,  // 138: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	50,  // 139: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	50,  // 140: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	50,  // 141: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	56,  // 142: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	58,  // 143: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	60,  // 144: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	64,  // 145: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	64,  // 146: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	68,  // 147: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	71,  // 148: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	73,  // 149: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	75,  // 150: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	80,  // 151: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	82,  // 152: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	95,  // 153: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	85,  // 154: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	87,  // 155: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	89,  // 156: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 157: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	36,  // 158: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	48,  // 159: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	89,  // 160: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 161: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	92,  // 162: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	36,  // 163: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	97,  // 164: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	50,  // 165: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	50,  // 166: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	50,  // 167: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	50,  // 168: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	58,  // 169: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	60,  // 170: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	58,  // 171: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	64,  // 172: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	77,  // 173: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	117, // [117:174] is the sub-list for method output_type
-	60,  // [60:117] is the sub-list for method input_type
-	60,  // [60:60] is the sub-list for extension type_name
-	60,  // [60:60] is the sub-list for extension extendee
-	0,   // [0:60] is the sub-list for field type_name
+	81,  // 53: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	107, // 54: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	86,  // 55: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	86,  // 56: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	97,  // 57: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	53,  // 58: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	53,  // 59: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	4,   // 60: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	8,   // 61: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 62: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 63: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 64: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 65: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 66: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 67: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 68: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 69: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	25,  // 70: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 71: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 72: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 73: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 74: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	40,  // 75: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	41,  // 76: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	43,  // 77: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	44,  // 78: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	46,  // 79: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	47,  // 80: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	48,  // 81: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	57,  // 82: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	55,  // 83: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	56,  // 84: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	56,  // 85: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	56,  // 86: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	56,  // 87: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	60,  // 88: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	62,  // 89: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	64,  // 90: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	69,  // 91: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	70,  // 92: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	73,  // 93: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	75,  // 94: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	77,  // 95: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	82,  // 96: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	84,  // 97: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	96,  // 98: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	87,  // 99: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	89,  // 100: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	91,  // 101: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	93,  // 102: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 103: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	48,  // 104: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	93,  // 105: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 106: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	94,  // 107: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	46,  // 108: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	99,  // 109: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	101, // 110: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	101, // 111: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	101, // 112: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	101, // 113: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	102, // 114: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	62,  // 115: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	101, // 116: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	64,  // 117: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	79,  // 118: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	103, // 119: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	9,   // 120: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 121: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 122: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 123: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 124: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 125: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 126: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 127: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 128: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	26,  // 129: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 130: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 131: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 132: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 133: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	39,  // 134: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	42,  // 135: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 136: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	45,  // 137: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 138: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 139: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	51,  // 140: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	58,  // 141: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	53,  // 142: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	53,  // 143: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	53,  // 144: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	53,  // 145: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	59,  // 146: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	61,  // 147: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	63,  // 148: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	67,  // 149: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	67,  // 150: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	71,  // 151: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	74,  // 152: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	76,  // 153: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	78,  // 154: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	83,  // 155: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	85,  // 156: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	98,  // 157: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	88,  // 158: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	90,  // 159: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	92,  // 160: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 161: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 162: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	51,  // 163: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	92,  // 164: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 165: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	95,  // 166: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 167: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	100, // 168: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	53,  // 169: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	53,  // 170: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	53,  // 171: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	53,  // 172: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	61,  // 173: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	63,  // 174: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	61,  // 175: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	67,  // 176: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	80,  // 177: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	104, // 178: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	120, // [120:179] is the sub-list for method output_type
+	61,  // [61:120] is the sub-list for method input_type
+	61,  // [61:61] is the sub-list for extension type_name
+	61,  // [61:61] is the sub-list for extension extendee
+	0,   // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -7514,8 +7814,8 @@ func file_tandem_v1_tandem_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   98,
+			NumEnums:      5,
+			NumMessages:   102,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -35,6 +35,7 @@ const (
 	Cluster_GetConfig_FullMethodName        = "/tandem.v1.Cluster/GetConfig"
 	Cluster_SetConfig_FullMethodName        = "/tandem.v1.Cluster/SetConfig"
 	Cluster_Audit_FullMethodName            = "/tandem.v1.Cluster/Audit"
+	Cluster_RotateCA_FullMethodName         = "/tandem.v1.Cluster/RotateCA"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -51,6 +52,9 @@ type ClusterClient interface {
 	SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error)
 	// The replicated audit trail of administrative actions.
 	Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditResponse, error)
+	// Replace the cluster CA: every member trusts old and new, re-issues its
+	// certificates from the new one, then trusts the new one alone.
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RotateCAProgress], error)
 }
 
 type clusterClient struct {
@@ -141,6 +145,25 @@ func (c *clusterClient) Audit(ctx context.Context, in *AuditRequest, opts ...grp
 	return out, nil
 }
 
+func (c *clusterClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RotateCAProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_RotateCA_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RotateCARequest, RotateCAProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_RotateCAClient = grpc.ServerStreamingClient[RotateCAProgress]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -155,6 +178,9 @@ type ClusterServer interface {
 	SetConfig(context.Context, *SetConfigRequest) (*ClusterConfig, error)
 	// The replicated audit trail of administrative actions.
 	Audit(context.Context, *AuditRequest) (*AuditResponse, error)
+	// Replace the cluster CA: every member trusts old and new, re-issues its
+	// certificates from the new one, then trusts the new one alone.
+	RotateCA(*RotateCARequest, grpc.ServerStreamingServer[RotateCAProgress]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -188,6 +214,9 @@ func (UnimplementedClusterServer) SetConfig(context.Context, *SetConfigRequest) 
 }
 func (UnimplementedClusterServer) Audit(context.Context, *AuditRequest) (*AuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Audit not implemented")
+}
+func (UnimplementedClusterServer) RotateCA(*RotateCARequest, grpc.ServerStreamingServer[RotateCAProgress]) error {
+	return status.Error(codes.Unimplemented, "method RotateCA not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -354,6 +383,17 @@ func _Cluster_Audit_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_RotateCA_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RotateCARequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).RotateCA(m, &grpc.GenericServerStream[RotateCARequest, RotateCAProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_RotateCAServer = grpc.ServerStreamingServer[RotateCAProgress]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -394,7 +434,13 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_Audit_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "RotateCA",
+			Handler:       _Cluster_RotateCA_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "tandem/v1/tandem.proto",
 }
 
@@ -1763,6 +1809,7 @@ const (
 	Peer_VMMigrationStats_FullMethodName  = "/tandem.v1.Peer/VMMigrationStats"
 	Peer_HALiveness_FullMethodName        = "/tandem.v1.Peer/HALiveness"
 	Peer_MetaSync_FullMethodName          = "/tandem.v1.Peer/MetaSync"
+	Peer_CARotate_FullMethodName          = "/tandem.v1.Peer/CARotate"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1804,6 +1851,8 @@ type PeerClient interface {
 	// Returns once this node applied every metadata change committed when
 	// the call arrived (Credential Create and Revoke wait for it).
 	MetaSync(ctx context.Context, in *MetaSyncRequest, opts ...grpc.CallOption) (*MetaSyncResponse, error)
+	// One phase of a CA rotation on this member (Cluster.RotateCA).
+	CARotate(ctx context.Context, in *PeerCARotateRequest, opts ...grpc.CallOption) (*PeerCARotateResponse, error)
 }
 
 type peerClient struct {
@@ -2062,6 +2111,16 @@ func (c *peerClient) MetaSync(ctx context.Context, in *MetaSyncRequest, opts ...
 	return out, nil
 }
 
+func (c *peerClient) CARotate(ctx context.Context, in *PeerCARotateRequest, opts ...grpc.CallOption) (*PeerCARotateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerCARotateResponse)
+	err := c.cc.Invoke(ctx, Peer_CARotate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2101,6 +2160,8 @@ type PeerServer interface {
 	// Returns once this node applied every metadata change committed when
 	// the call arrived (Credential Create and Revoke wait for it).
 	MetaSync(context.Context, *MetaSyncRequest) (*MetaSyncResponse, error)
+	// One phase of a CA rotation on this member (Cluster.RotateCA).
+	CARotate(context.Context, *PeerCARotateRequest) (*PeerCARotateResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2179,6 +2240,9 @@ func (UnimplementedPeerServer) HALiveness(context.Context, *HAStatusRequest) (*H
 }
 func (UnimplementedPeerServer) MetaSync(context.Context, *MetaSyncRequest) (*MetaSyncResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MetaSync not implemented")
+}
+func (UnimplementedPeerServer) CARotate(context.Context, *PeerCARotateRequest) (*PeerCARotateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CARotate not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -2601,6 +2665,24 @@ func _Peer_MetaSync_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_CARotate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerCARotateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).CARotate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_CARotate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).CARotate(ctx, req.(*PeerCARotateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2691,6 +2773,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MetaSync",
 			Handler:    _Peer_MetaSync_Handler,
+		},
+		{
+			MethodName: "CARotate",
+			Handler:    _Peer_CARotate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
