@@ -135,6 +135,8 @@ type MetaState struct {
 	NextEventSeq  uint64                  `json:"next_event_seq,omitempty"`
 	Config        map[string]string       `json:"config"`
 	Audit         []AuditEntry            `json:"audit"`
+	// ExportCerts are the issued export certificates by name (exportcert.go).
+	ExportCerts map[string]*ExportCertRecord `json:"export_certs,omitempty"`
 	// Applied is the last applied Raft index (not part of the replicated
 	// content's meaning, useful to compare replicas).
 	Applied uint64 `json:"applied"`
@@ -199,6 +201,7 @@ type Command struct {
 	Event        *Event            `json:"event,omitempty"`
 	VMHA         *VMHACmd          `json:"vm_ha,omitempty"`
 	NodeFence    *NodeFenceCmd     `json:"node_fence,omitempty"`
+	ExportCert   *ExportCertRecord `json:"export_cert,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -462,6 +465,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVM(c)
 	case opEvent, opVMHA, opNodeFence:
 		return m.applyHA(c)
+	case opExportCertAdd:
+		return m.applyExportCert(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

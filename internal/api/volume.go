@@ -138,3 +138,20 @@ func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolu
 		return vm.VerifyHere(ctx, req)
 	})
 }
+
+func (s *volumeService) IssueExportCert(ctx context.Context, req *tandemv1.IssueExportCertRequest) (*tandemv1.IssueExportCertResponse, error) {
+	return answer(s.a.cfg.Volumes.IssueExportCert(ctx, req, caller(ctx)))
+}
+
+func (s *volumeService) ListExportCerts(ctx context.Context, _ *tandemv1.ListExportCertsRequest) (*tandemv1.ListExportCertsResponse, error) {
+	return answer(s.a.cfg.Volumes.ListExportCerts(ctx))
+}
+
+// caller names an admin call's client for the records it leaves: its
+// certificate on the TCP admin API, the root-only socket otherwise.
+func caller(ctx context.Context) string {
+	if name, ou, ok := peerCert(ctx); ok {
+		return ou + " certificate " + name
+	}
+	return "admin socket"
+}
