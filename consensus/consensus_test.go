@@ -347,6 +347,7 @@ func FuzzMetaCommand(f *testing.F) {
 	f.Add([]byte(`{"op":"join","join":{"token_id":"t","verifier":"v","node":{"name":"n2"}}}`))
 	f.Add([]byte(`{"op":"node-state","node_state":{"name":"n1","state":"removed"}}`))
 	f.Add([]byte(`{"op":"set-config","set_config":{"a":"b"}}`))
+	f.Add([]byte(`{"op":"revoke-cert","revoke":{"serial":"ab","subject":"CN=x"}}`))
 	f.Add([]byte(`not json`))
 	f.Fuzz(func(t *testing.T, cmd []byte) {
 		m := &metaSM{s: emptyState()}

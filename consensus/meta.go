@@ -101,6 +101,9 @@ type NodeRecord struct {
 	ConfirmedOffAt time.Time `json:"confirmed_off_at,omitzero"`
 	JoinedAt       time.Time `json:"joined_at"`
 	RemovedAt      time.Time `json:"removed_at,omitzero"`
+	// CertSerials are the serials (lower-case hex) of the node certificates
+	// the cluster issued to this node; removal revokes them all.
+	CertSerials []string `json:"cert_serials,omitempty"`
 }
 
 // TokenRecord is a one-time join token as the cluster stores it: only a
@@ -137,6 +140,8 @@ type MetaState struct {
 	Audit         []AuditEntry            `json:"audit"`
 	// ExportCerts are the issued export certificates by name (exportcert.go).
 	ExportCerts map[string]*ExportCertRecord `json:"export_certs,omitempty"`
+	// Revoked is the revocation list, by certificate serial (revocation.go).
+	Revoked map[string]*RevokedCert `json:"revoked,omitempty"`
 	// Applied is the last applied Raft index (not part of the replicated
 	// content's meaning, useful to compare replicas).
 	Applied uint64 `json:"applied"`
@@ -202,6 +207,7 @@ type Command struct {
 	VMHA         *VMHACmd          `json:"vm_ha,omitempty"`
 	NodeFence    *NodeFenceCmd     `json:"node_fence,omitempty"`
 	ExportCert   *ExportCertRecord `json:"export_cert,omitempty"`
+	Revoke       *RevokedCert      `json:"revoke,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -336,6 +342,13 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			// Proposals are retried after a timeout and may commit twice:
 			// the same node asking again gets the same answer.
 			if n, ok := s.Nodes[j.Node.Name]; ok && t.UsedBy == j.Node.Name && n.State == NodeJoining && n.RaftAddr == j.Node.RaftAddr {
+				// A retried admission signed a new certificate; the node
+				// will use whichever answer reaches it.
+				for _, serial := range j.Node.CertSerials {
+					if !slices.Contains(n.CertSerials, serial) {
+						n.CertSerials = append(n.CertSerials, serial)
+					}
+				}
 				return json.Marshal(n.ReplicaID)
 			}
 			return nil, fmt.Errorf("%w (by %s)", ErrTokenUsed, t.UsedBy)
@@ -378,6 +391,7 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		n.State = ns.State
 		if ns.State == NodeRemoved {
 			n.RemovedAt = c.At
+			m.revokeNode(c, n)
 		}
 		m.audit(c, "node-state", fmt.Sprintf("node %s: %s -> %s", n.Name, prev, n.State))
 		return json.Marshal(n)
@@ -467,6 +481,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyHA(c)
 	case opExportCertAdd:
 		return m.applyExportCert(c)
+	case opRevokeCert:
+		return m.applyRevocation(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
@@ -478,12 +494,16 @@ func (m *metaSM) expireTokens(now time.Time) {
 	})
 }
 
-// Lookup answers queries; the only query is the whole state (a copy).
+// Lookup answers queries: the whole state (a copy), or the revocation
+// check of one certificate (an error value, nil when accepted).
 func (m *metaSM) Lookup(q any) (any, error) {
-	if _, ok := q.(stateQuery); !ok {
-		return nil, fmt.Errorf("unknown metadata query %T", q)
+	switch q := q.(type) {
+	case stateQuery:
+		return m.s.clone(), nil
+	case certQuery:
+		return m.s.checkCert(q.ref), nil
 	}
-	return m.s.clone(), nil
+	return nil, fmt.Errorf("unknown metadata query %T", q)
 }
 
 type stateQuery struct{}

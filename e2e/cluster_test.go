@@ -198,6 +198,8 @@ func TestControlPlane(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("removed node does not know it: %v", err)
 	}
+	// Removal revokes: n4's certificates are refused in the handshake.
+	checkRemovedNodeRefused(t, c, td, n4, n1, n2)
 	if _, stderr, err := td.CLI(ctx, n1, "node", "remove", "n4"); err == nil || !strings.Contains(stderr, "already removed") {
 		t.Fatalf("removing n4 twice: err=%v stderr=%s", err, stderr)
 	}

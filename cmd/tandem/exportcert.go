@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -84,7 +85,7 @@ gives its nbds:// URI.`,
 	f.StringArrayVar(&volumes, "volume", nil, "a volume the certificate may open (repeatable, required)")
 	f.StringVar(&out, "out", "", "directory to write the certificate files to (default ./NAME; must not hold them already)")
 	f.Uint32Var(&days, "days", 0, "validity in days (default 365)")
-	cmd.AddCommand(newVolumeExportCertListCmd(a))
+	cmd.AddCommand(newVolumeExportCertListCmd(a), newVolumeExportCertRevokeCmd(a))
 	return cmd
 }
 
@@ -97,12 +98,40 @@ func newVolumeExportCertListCmd(a *app) *cobra.Command {
 	}, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ListExportCertsResponse, error) {
 		return c.Volume.ListExportCerts(ctx, &tandemv1.ListExportCertsRequest{})
 	}, func(w io.Writer, resp *tandemv1.ListExportCertsResponse, lf *listFlags) error {
-		t := &table{header: []string{"NAME", "VOLUMES", "EXPIRES", "SERIAL", "ISSUED-BY"}, empty: "(no export certificates)"}
+		t := &table{header: []string{"NAME", "VOLUMES", "EXPIRES", "STATE", "SERIAL", "ISSUED-BY"}, empty: "(no export certificates)"}
 		for _, c := range resp.GetCerts() {
-			t.add(c.GetName(), strings.Join(c.GetVolumes(), ","), formatTime(c.GetNotAfter()), c.GetSerial(), orDash(c.GetIssuedBy()))
+			state := "valid"
+			switch {
+			case c.GetRevoked():
+				state = "revoked"
+			case c.GetNotAfter() != nil && c.GetNotAfter().AsTime().Before(time.Now()):
+				state = "expired"
+			}
+			t.add(c.GetName(), strings.Join(c.GetVolumes(), ","), formatTime(c.GetNotAfter()), state, c.GetSerial(), orDash(c.GetIssuedBy()))
 		}
 		return lf.write(w, t)
 	})
+}
+
+func newVolumeExportCertRevokeCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke an export certificate on every node",
+		Long: `Put export certificate NAME on the cluster's revocation list: every node's
+TCP NBD export refuses it in the TLS handshake as soon as it applied the
+entry, and new connections with it fail. Connections open at that moment are
+not cut. Revoking twice is harmless.`,
+		Example: `  tandem volume export-cert revoke backup`,
+		Args:    argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.ExportCert, error) {
+				return c.Volume.RevokeExportCert(ctx, &tandemv1.RevokeExportCertRequest{Name: args[0]})
+			}, func(w io.Writer, c *tandemv1.ExportCert) error {
+				_, err := fmt.Fprintf(w, "export certificate %q (serial %s, volumes %s) revoked\n", c.GetName(), c.GetSerial(), strings.Join(c.GetVolumes(), ","))
+				return err
+			})
+		},
+	}
 }
 
 // checkExportDir refuses a directory that already holds certificate

@@ -147,6 +147,10 @@ func (s *volumeService) ListExportCerts(ctx context.Context, _ *tandemv1.ListExp
 	return answer(s.a.cfg.Volumes.ListExportCerts(ctx))
 }
 
+func (s *volumeService) RevokeExportCert(ctx context.Context, req *tandemv1.RevokeExportCertRequest) (*tandemv1.ExportCert, error) {
+	return answer(s.a.cfg.Volumes.RevokeExportCert(ctx, req.Name, caller(ctx)))
+}
+
 // caller names an admin call's client for the records it leaves: its
 // certificate on the TCP admin API, the root-only socket otherwise.
 func caller(ctx context.Context) string {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -387,6 +388,9 @@ func (d *Daemon) startTLSServersLocked() error {
 	if err != nil {
 		return fmt.Errorf("server TLS: %w", err)
 	}
+	// Backend gRPC, replication and admin: one revocation check, in the
+	// handshake, so a revoked certificate reaches no handler.
+	srvTLS = pki.WithCertCheck(srvTLS, d.certCheck)
 	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.auth.PeerUnary()), grpc.ChainStreamInterceptor(d.auth.PeerStream()))
 	d.svc.RegisterPeer(d.peerSrv)
 	hp := health.NewServer()
@@ -481,5 +485,19 @@ func (d *Daemon) clientTLS() (*tls.Config, error) {
 	if m == nil {
 		return nil, errors.New("node is not in a cluster")
 	}
-	return pki.ClientTLS(m.Cert, m.Key, m.CACert)
+	cfg, err := pki.ClientTLS(m.Cert, m.Key, m.CACert)
+	if err != nil {
+		return nil, err
+	}
+	return pki.WithCertCheck(cfg, d.certCheck), nil
+}
+
+// certCheck applies the cluster's revocation list (consensus.Meta.CheckCert)
+// to a peer's certificate during a handshake, in both directions.
+func (d *Daemon) certCheck(leaf *x509.Certificate) error {
+	_, meta, _ := d.cluster()
+	if meta == nil {
+		return nil // in no cluster: nothing was revoked yet
+	}
+	return meta.CheckCert(consensus.CertRef{Serial: pki.SerialHex(leaf), CommonName: leaf.Subject.CommonName, OU: pki.CertOU(leaf)})
 }

@@ -19,6 +19,7 @@ import (
 // cluster fails every handshake.
 type nbdTLS struct {
 	material func() *nodedir.TLS
+	check    pki.CertCheck
 
 	mu   sync.Mutex
 	from *nodedir.TLS
@@ -50,6 +51,11 @@ func (n *nbdTLS) forClient() (*tls.Config, error) {
 	// Unlike the gRPC servers (where a joining node has no certificate
 	// yet), every NBD client must present one from the cluster CA.
 	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	// A revoked certificate (the cluster's revocation list) fails the
+	// handshake: it never reaches an export list or an export.
+	if n.check != nil {
+		cfg = pki.WithCertCheck(cfg, n.check)
+	}
 	n.from, n.cfg = m, cfg
 	return cfg, nil
 }
@@ -58,7 +64,7 @@ func (n *nbdTLS) forClient() (*tls.Config, error) {
 // this node) and, when nbd_addr is set, of the TCP export (TLS only,
 // authorized per volume by the client's certificate).
 func (d *Daemon) newNBDServer() *nbd.Server {
-	t := &nbdTLS{material: func() *nodedir.TLS { _, _, m := d.cluster(); return m }}
+	t := &nbdTLS{material: func() *nodedir.TLS { _, _, m := d.cluster(); return m }, check: d.certCheck}
 	return nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export,
 		nbd.WithTLS(t.config()), nbd.WithAuthorize(d.vols.AuthorizeNBD), nbd.WithList(d.vols.ListNBD))
 }

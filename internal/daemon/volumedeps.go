@@ -37,8 +37,7 @@ func (d *Daemon) newVolumes(ctx context.Context) *volume.Manager {
 			}
 			return pki.LoadCA(m.CACert, m.CAKey)
 		},
-		// CertCheck is the hook for the cluster revocation list: until it
-		// exists, no certificate is refused for revocation.
-		CertCheck: nil,
+		// The revocation list again, after the NBD TLS handshake checked it.
+		CertCheck: d.certCheck,
 	})
 }

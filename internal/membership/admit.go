@@ -59,16 +59,9 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	if req.Role == tandemv1.NodeRole_NODE_ROLE_WITNESS {
 		role = "witness"
 	}
-	v := tok.Verifier()
-	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
-		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
-	pctx, cancel := context.WithTimeout(ctx, admitTimeout)
-	defer cancel()
-	replica, err := meta.Join(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec)
-	if err != nil {
-		return nil, apierr.FromMeta(err)
-	}
-	// Peers and dragonboat dial the node by IP and verify it.
+	// Peers and dragonboat dial the node by IP and verify it. The
+	// certificate is signed before the join is proposed so that its serial
+	// goes into the node's record: removal revokes what the record lists.
 	var ips []net.IP
 	for _, a := range addrs {
 		h, _, _ := net.SplitHostPort(a)
@@ -79,6 +72,19 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	cert, err := ca.SignNode(req.CsrPem, req.NodeName, ips, m.st.Now())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
+	}
+	serial, err := pki.CertSerial(cert)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "signed certificate: %v", err)
+	}
+	v := tok.Verifier()
+	rec := consensus.NodeRecord{CertSerials: []string{serial}, Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
+		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
+	pctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	defer cancel()
+	replica, err := meta.Join(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec)
+	if err != nil {
+		return nil, apierr.FromMeta(err)
 	}
 	if err := meta.AddVoter(pctx, replica, req.RaftAddr); err != nil {
 		return nil, apierr.FromMeta(fmt.Errorf("add %s to the metadata shard: %w", req.NodeName, err))

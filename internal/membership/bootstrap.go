@@ -159,6 +159,12 @@ func (m *Manager) Create(ctx context.Context, name string) (Identity, error) {
 	}
 	self := selfRecord(node)
 	self.ReplicaID = 1
+	serial, err := pki.CertSerial(mat.Cert)
+	if err != nil {
+		in.ResetLocked()
+		return Identity{}, status.Errorf(codes.Internal, "node certificate: %v", err)
+	}
+	self.CertSerials = []string{serial}
 	bctx, cancel := context.WithTimeout(ctx, bootstrapTimeout)
 	defer cancel()
 	cr := consensus.ClusterRecord{Name: name, ID: id.ClusterID, CreatedAt: now.UTC(), CAFingerprint: hex.EncodeToString(fp[:]), AdminTokenVerifiers: []string{hex.EncodeToString(verifier[:])}}

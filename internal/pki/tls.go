@@ -206,3 +206,55 @@ func verifyPeer(roots *x509.CertPool, certs []*x509.Certificate, usage x509.ExtK
 		KeyUsages:     []x509.ExtKeyUsage{usage},
 	})
 }
+
+// CertCheck is a check of the peer's certificate beyond its chain, such as
+// the cluster's revocation list. It sees the leaf only after the chain was
+// verified.
+type CertCheck func(leaf *x509.Certificate) error
+
+// WithCertCheck returns a copy of cfg that also runs check on every
+// handshake, resumed ones included, in which the peer presented a
+// certificate, so a revoked certificate fails the handshake itself rather
+// than a later call. Handshakes without a peer certificate are left to
+// cfg's own rules (a joining node has none).
+func WithCertCheck(cfg *tls.Config, check CertCheck) *tls.Config {
+	c := cfg.Clone()
+	prev := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		if len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		if err := check(cs.PeerCertificates[0]); err != nil {
+			return fmt.Errorf("pki: peer certificate refused: %w", err)
+		}
+		return nil
+	}
+	return c
+}
+
+// SerialHex is how the cluster names a certificate's serial number: lower
+// case hex without leading zeros, as the revocation list stores it.
+func SerialHex(cert *x509.Certificate) string { return fmt.Sprintf("%x", cert.SerialNumber) }
+
+// CertSerial returns SerialHex of the first certificate in certPEM.
+func CertSerial(certPEM []byte) (string, error) {
+	c, err := parseCertPEM(certPEM)
+	if err != nil {
+		return "", err
+	}
+	return SerialHex(c), nil
+}
+
+// CertOU returns the first organisational unit of cert ("node", "admin"),
+// or "" if it has none.
+func CertOU(cert *x509.Certificate) string {
+	if len(cert.Subject.OrganizationalUnit) == 0 {
+		return ""
+	}
+	return cert.Subject.OrganizationalUnit[0]
+}

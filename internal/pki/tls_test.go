@@ -2,9 +2,11 @@ package pki
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,5 +307,51 @@ func TestPinnedTLS(t *testing.T) {
 func TestPeerIdentityEmpty(t *testing.T) {
 	if _, _, ok := PeerIdentity(tls.ConnectionState{}); ok {
 		t.Error("PeerIdentity of an empty state is ok")
+	}
+}
+
+// A revoked certificate fails the handshake on either side; one the check
+// accepts, and a client without a certificate, still pass.
+func TestWithCertCheck(t *testing.T) {
+	cl := newCluster(t, "c1")
+	good, goodKey := mustNode(t, cl.ca, "node-b", time.Now())
+	bad, badKey := mustNode(t, cl.ca, "node-c", time.Now())
+	badSerial, err := CertSerial(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	check := func(leaf *x509.Certificate) error {
+		seen = append(seen, leaf.Subject.CommonName+"/"+CertOU(leaf))
+		if SerialHex(leaf) == badSerial {
+			return errors.New("on the revocation list")
+		}
+		return nil
+	}
+	srv := WithCertCheck(cl.serverTLS(t), check)
+	if err := handshake(t, srv, cl.clientTLS(t, good, goodKey)).ok(); err != nil {
+		t.Fatalf("accepted certificate: %v", err)
+	}
+	if err := handshake(t, srv, cl.clientTLS(t, nil, nil)).ok(); err != nil {
+		t.Fatalf("no client certificate: %v", err)
+	}
+	r := handshake(t, srv, cl.clientTLS(t, bad, badKey))
+	if r.serverErr == nil || !strings.Contains(r.serverErr.Error(), "on the revocation list") {
+		t.Fatalf("revoked client: server error %v", r.serverErr)
+	}
+	if r.clientErr == nil {
+		t.Fatal("revoked client: its handshake went through")
+	}
+	// The client side: a server presenting a revoked certificate.
+	revokedSrv, err := ServerTLS(bad, badKey, cl.caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = handshake(t, revokedSrv, WithCertCheck(cl.clientTLS(t, good, goodKey), check))
+	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "on the revocation list") {
+		t.Fatalf("client accepted a revoked server: %v", r.clientErr)
+	}
+	if !slices.Contains(seen, "node-b/node") {
+		t.Errorf("check saw %v", seen)
 	}
 }

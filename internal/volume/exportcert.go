@@ -3,7 +3,6 @@ package volume
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
@@ -130,7 +129,7 @@ func (m *Manager) IssueExportCert(ctx context.Context, req *tandemv1.IssueExport
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	rec, err := m.meta().AddExportCert(ctx, consensus.ExportCertRecord{
-		Name: req.Name, Serial: fmt.Sprintf("%x", cert.SerialNumber), Volumes: vols, NotAfter: cert.NotAfter, IssuedBy: by})
+		Name: req.Name, Serial: pki.SerialHex(cert), Volumes: vols, NotAfter: cert.NotAfter, IssuedBy: by})
 	if err != nil {
 		// Never recorded, so never handed out: the signed certificate is dropped.
 		return nil, metaError(err)
@@ -155,9 +154,39 @@ func (m *Manager) ListExportCerts(ctx context.Context) (*tandemv1.ListExportCert
 	}
 	out := &tandemv1.ListExportCertsResponse{}
 	for _, r := range ms.ExportCerts {
-		out.Certs = append(out.Certs, exportCertProto(r))
+		c := exportCertProto(r)
+		_, c.Revoked = ms.Revoked[r.Serial]
+		out.Certs = append(out.Certs, c)
 	}
 	slices.SortFunc(out.Certs, func(a, b *tandemv1.ExportCert) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// RevokeExportCert puts export certificate name on the cluster's
+// revocation list (the admin call): every node refuses it in the NBD TLS
+// handshake once it applied the entry.
+func (m *Manager) RevokeExportCert(ctx context.Context, name, by string) (*tandemv1.ExportCert, error) {
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := m.Catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := ms.ExportCerts[name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no export certificate named %q ('tandem volume export-cert list' lists them)", name)
+	}
+	if _, done := ms.Revoked[r.Serial]; !done {
+		err := m.meta().RevokeCert(ctx, consensus.RevokedCert{Serial: r.Serial, Subject: "CN=" + r.Name + ",OU=" + pki.OUExport,
+			Reason: "export certificate revoked by " + by, NotAfter: r.NotAfter})
+		if err != nil {
+			return nil, metaError(err)
+		}
+		m.log.Info("export certificate revoked", "name", r.Name, "serial", r.Serial, "by", by)
+	}
+	out := exportCertProto(r)
+	out.Revoked = true
 	return out, nil
 }
 
@@ -166,6 +195,7 @@ func exportCertProto(r *consensus.ExportCertRecord) *tandemv1.ExportCert {
 		IssuedBy: r.IssuedBy, IssuedOn: r.IssuedOn, IssuedAt: timestamppb.New(r.IssuedAt)}
 }
 
-// CertCheck refuses a client certificate that may no longer be used
-// (revoked); nil accepts it. The NBD authorization calls it first.
-type CertCheck func(cert *x509.Certificate) error
+// CertCheck refuses a client certificate that may no longer be used (the
+// cluster's revocation list); nil accepts it. The NBD authorization calls
+// it first, next to the TLS handshake's own check.
+type CertCheck = pki.CertCheck

@@ -198,3 +198,29 @@ func TestIssueExportCert(t *testing.T) {
 		t.Fatalf("a taken name: %v", err)
 	}
 }
+
+// TestRevokeExportCert: an unknown name is NotFound and changes nothing;
+// a known one puts its serial on the revocation list once.
+func TestRevokeExportCert(t *testing.T) {
+	w := newWorld()
+	m := w.manager(t)
+	ctx := context.Background()
+	if _, err := m.RevokeExportCert(ctx, "nope", "root"); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown name: %v", err)
+	}
+	if got := w.j.List(); len(got) != 0 {
+		t.Fatalf("a refused revocation changed something: %v", got)
+	}
+	w.meta.fresh.ExportCerts = map[string]*consensus.ExportCertRecord{"backup": {Name: "backup", Serial: "ab12", Volumes: []string{"v"}}}
+	c, err := m.RevokeExportCert(ctx, "backup", "root")
+	if err != nil || !c.Revoked || c.Serial != "ab12" {
+		t.Fatalf("revoke: %v %+v", err, c)
+	}
+	if got := strings.Join(w.j.List(), "\n"); got != "revoke ab12 CN=backup,OU=export" {
+		t.Fatalf("journal %q", got)
+	}
+	w.meta.fresh.Revoked = map[string]*consensus.RevokedCert{"ab12": {Serial: "ab12"}}
+	if _, err := m.RevokeExportCert(ctx, "backup", "root"); err != nil || w.j.Count("revoke") != 1 {
+		t.Fatalf("second revoke: %v, %d revocations", err, w.j.Count("revoke"))
+	}
+}

@@ -156,3 +156,8 @@ func (f *fakeMeta) AddExportCert(_ context.Context, r consensus.ExportCertRecord
 	f.Add("export-cert %s %v by %s", r.Name, r.Volumes, r.IssuedBy)
 	return &r, nil
 }
+
+func (f *fakeMeta) RevokeCert(_ context.Context, r consensus.RevokedCert) error {
+	f.Add("revoke %s %s", r.Serial, r.Subject)
+	return nil
+}

@@ -24,6 +24,7 @@ type Meta interface {
 	SetVolumeState(ctx context.Context, name, state string) error
 	DeleteVolume(ctx context.Context, name string) error
 	AddExportCert(ctx context.Context, r consensus.ExportCertRecord) (*consensus.ExportCertRecord, error)
+	RevokeCert(ctx context.Context, r consensus.RevokedCert) error
 }
 
 // Host is the Raft host as volumes use it (*consensus.Host): the volume

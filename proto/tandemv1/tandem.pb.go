@@ -3300,12 +3300,14 @@ type ExportCert struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Serial number in hex.
-	Serial        string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
-	Volumes       []string               `protobuf:"bytes,3,rep,name=volumes,proto3" json:"volumes,omitempty"`
-	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
-	IssuedBy      string                 `protobuf:"bytes,5,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"`
-	IssuedOn      string                 `protobuf:"bytes,6,opt,name=issued_on,json=issuedOn,proto3" json:"issued_on,omitempty"`
-	IssuedAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	Serial   string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	Volumes  []string               `protobuf:"bytes,3,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	NotAfter *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	IssuedBy string                 `protobuf:"bytes,5,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"`
+	IssuedOn string                 `protobuf:"bytes,6,opt,name=issued_on,json=issuedOn,proto3" json:"issued_on,omitempty"`
+	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	// On the cluster's revocation list: refused by every NBD listener.
+	Revoked       bool `protobuf:"varint,8,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3389,6 +3391,57 @@ func (x *ExportCert) GetIssuedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ExportCert) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+type RevokeExportCertRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeExportCertRequest) Reset() {
+	*x = RevokeExportCertRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeExportCertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeExportCertRequest) ProtoMessage() {}
+
+func (x *RevokeExportCertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeExportCertRequest.ProtoReflect.Descriptor instead.
+func (*RevokeExportCertRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RevokeExportCertRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type IssueExportCertResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	CertPem []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
@@ -3403,7 +3456,7 @@ type IssueExportCertResponse struct {
 
 func (x *IssueExportCertResponse) Reset() {
 	*x = IssueExportCertResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3415,7 +3468,7 @@ func (x *IssueExportCertResponse) String() string {
 func (*IssueExportCertResponse) ProtoMessage() {}
 
 func (x *IssueExportCertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3428,7 +3481,7 @@ func (x *IssueExportCertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueExportCertResponse.ProtoReflect.Descriptor instead.
 func (*IssueExportCertResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *IssueExportCertResponse) GetCertPem() []byte {
@@ -3467,7 +3520,7 @@ type ListExportCertsRequest struct {
 
 func (x *ListExportCertsRequest) Reset() {
 	*x = ListExportCertsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3532,7 @@ func (x *ListExportCertsRequest) String() string {
 func (*ListExportCertsRequest) ProtoMessage() {}
 
 func (x *ListExportCertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3545,7 @@ func (x *ListExportCertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportCertsRequest.ProtoReflect.Descriptor instead.
 func (*ListExportCertsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
 }
 
 type ListExportCertsResponse struct {
@@ -3504,7 +3557,7 @@ type ListExportCertsResponse struct {
 
 func (x *ListExportCertsResponse) Reset() {
 	*x = ListExportCertsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3516,7 +3569,7 @@ func (x *ListExportCertsResponse) String() string {
 func (*ListExportCertsResponse) ProtoMessage() {}
 
 func (x *ListExportCertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3529,7 +3582,7 @@ func (x *ListExportCertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportCertsResponse.ProtoReflect.Descriptor instead.
 func (*ListExportCertsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListExportCertsResponse) GetCerts() []*ExportCert {
@@ -3551,7 +3604,7 @@ type VMNic struct {
 
 func (x *VMNic) Reset() {
 	*x = VMNic{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3563,7 +3616,7 @@ func (x *VMNic) String() string {
 func (*VMNic) ProtoMessage() {}
 
 func (x *VMNic) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3576,7 +3629,7 @@ func (x *VMNic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMNic.ProtoReflect.Descriptor instead.
 func (*VMNic) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *VMNic) GetBridge() string {
@@ -3635,7 +3688,7 @@ type VMInfo struct {
 
 func (x *VMInfo) Reset() {
 	*x = VMInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +3700,7 @@ func (x *VMInfo) String() string {
 func (*VMInfo) ProtoMessage() {}
 
 func (x *VMInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +3713,7 @@ func (x *VMInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMInfo.ProtoReflect.Descriptor instead.
 func (*VMInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *VMInfo) GetName() string {
@@ -3809,7 +3862,7 @@ type VMDisk struct {
 
 func (x *VMDisk) Reset() {
 	*x = VMDisk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3821,7 +3874,7 @@ func (x *VMDisk) String() string {
 func (*VMDisk) ProtoMessage() {}
 
 func (x *VMDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3834,7 +3887,7 @@ func (x *VMDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMDisk.ProtoReflect.Descriptor instead.
 func (*VMDisk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *VMDisk) GetSizeBytes() int64 {
@@ -3881,7 +3934,7 @@ type CreateVMRequest struct {
 
 func (x *CreateVMRequest) Reset() {
 	*x = CreateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3893,7 +3946,7 @@ func (x *CreateVMRequest) String() string {
 func (*CreateVMRequest) ProtoMessage() {}
 
 func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3906,7 +3959,7 @@ func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVMRequest.ProtoReflect.Descriptor instead.
 func (*CreateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateVMRequest) GetName() string {
@@ -4015,7 +4068,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4027,7 +4080,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4040,7 +4093,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *VMRequest) GetName() string {
@@ -4079,7 +4132,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4091,7 +4144,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4104,7 +4157,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
 }
 
 type ListVMsResponse struct {
@@ -4116,7 +4169,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4181,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4194,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -4159,7 +4212,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4171,7 +4224,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4184,7 +4237,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
 }
 
 type MigrateVMRequest struct {
@@ -4203,7 +4256,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4215,7 +4268,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4228,7 +4281,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -4286,7 +4339,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4298,7 +4351,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4311,7 +4364,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -4396,7 +4449,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4408,7 +4461,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4421,7 +4474,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -4454,7 +4507,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4466,7 +4519,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4479,7 +4532,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -4497,7 +4550,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4509,7 +4562,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4522,7 +4575,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
 }
 
 type HANode struct {
@@ -4540,7 +4593,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4552,7 +4605,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4565,7 +4618,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *HANode) GetName() string {
@@ -4620,7 +4673,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4632,7 +4685,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4645,7 +4698,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *HAVM) GetName() string {
@@ -4711,7 +4764,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4723,7 +4776,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4736,7 +4789,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -4787,7 +4840,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4799,7 +4852,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4812,7 +4865,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -4859,7 +4912,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4871,7 +4924,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4884,7 +4937,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -4906,7 +4959,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4918,7 +4971,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4931,7 +4984,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -4973,7 +5026,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4985,7 +5038,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4998,7 +5051,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -5061,7 +5114,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5073,7 +5126,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5086,7 +5139,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -5121,7 +5174,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5133,7 +5186,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5146,7 +5199,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -5230,7 +5283,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5242,7 +5295,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5255,7 +5308,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -5326,7 +5379,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5338,7 +5391,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5351,7 +5404,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -5383,7 +5436,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5395,7 +5448,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5408,7 +5461,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *PingResponse) GetName() string {
@@ -5466,7 +5519,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5478,7 +5531,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5491,7 +5544,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -5540,7 +5593,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5552,7 +5605,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5565,7 +5618,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -5590,7 +5643,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5602,7 +5655,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5615,7 +5668,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 type PeerVolumeInitRequest struct {
@@ -5627,7 +5680,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5639,7 +5692,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5652,7 +5705,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -5670,7 +5723,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5682,7 +5735,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5695,7 +5748,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -5710,7 +5763,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5722,7 +5775,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5735,7 +5788,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -5767,7 +5820,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5779,7 +5832,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5792,7 +5845,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -5804,7 +5857,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5816,7 +5869,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5829,7 +5882,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -5851,7 +5904,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5863,7 +5916,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5876,7 +5929,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -5916,7 +5969,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5928,7 +5981,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5941,7 +5994,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -5959,7 +6012,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5971,7 +6024,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5984,7 +6037,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 type Disk struct {
@@ -5999,7 +6052,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6011,7 +6064,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6024,7 +6077,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *Disk) GetPath() string {
@@ -6064,7 +6117,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6076,7 +6129,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6089,7 +6142,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -6111,7 +6164,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6123,7 +6176,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6136,7 +6189,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -6177,7 +6230,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6189,7 +6242,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6202,7 +6255,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -6286,7 +6339,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6298,7 +6351,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6311,7 +6364,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -6347,7 +6400,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6359,7 +6412,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6372,7 +6425,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -6648,7 +6701,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\avolumes\x18\x02 \x03(\tR\avolumes\x12\x17\n" +
 	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\x12\x12\n" +
-	"\x04days\x18\x04 \x01(\rR\x04days\"\xfe\x01\n" +
+	"\x04days\x18\x04 \x01(\rR\x04days\"\x98\x02\n" +
 	"\n" +
 	"ExportCert\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
@@ -6657,7 +6710,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1b\n" +
 	"\tissued_by\x18\x05 \x01(\tR\bissuedBy\x12\x1b\n" +
 	"\tissued_on\x18\x06 \x01(\tR\bissuedOn\x127\n" +
-	"\tissued_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\"\x93\x01\n" +
+	"\tissued_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12\x18\n" +
+	"\arevoked\x18\b \x01(\bR\arevoked\"-\n" +
+	"\x17RevokeExportCertRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x93\x01\n" +
 	"\x17IssueExportCertResponse\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
 	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12)\n" +
@@ -6928,7 +6984,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vFenceConfig\x12\x1d.tandem.v1.FenceConfigRequest\x1a\x1e.tandem.v1.FenceConfigResponse\x12B\n" +
 	"\x05Fence\x12\x1b.tandem.v1.FenceNodeRequest\x1a\x1c.tandem.v1.FenceNodeResponse\x12E\n" +
 	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse\x12V\n" +
-	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x012\x9b\x05\n" +
+	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x012\xea\x05\n" +
 	"\x06Volume\x12?\n" +
 	"\x06Create\x12\x1e.tandem.v1.CreateVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12E\n" +
 	"\x04List\x12\x1d.tandem.v1.ListVolumesRequest\x1a\x1e.tandem.v1.ListVolumesResponse\x12;\n" +
@@ -6938,7 +6994,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Resync\x12\x1e.tandem.v1.ResyncVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12I\n" +
 	"\x06Verify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse\x12X\n" +
 	"\x0fIssueExportCert\x12!.tandem.v1.IssueExportCertRequest\x1a\".tandem.v1.IssueExportCertResponse\x12X\n" +
-	"\x0fListExportCerts\x12!.tandem.v1.ListExportCertsRequest\x1a\".tandem.v1.ListExportCertsResponse2\xd4\x03\n" +
+	"\x0fListExportCerts\x12!.tandem.v1.ListExportCertsRequest\x1a\".tandem.v1.ListExportCertsResponse\x12M\n" +
+	"\x10RevokeExportCert\x12\".tandem.v1.RevokeExportCertRequest\x1a\x15.tandem.v1.ExportCert2\xd4\x03\n" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse\x127\n" +
 	"\x06Create\x12\x1a.tandem.v1.CreateVMRequest\x1a\x11.tandem.v1.VMInfo\x12/\n" +
@@ -6993,7 +7050,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -7046,115 +7103,116 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*VerifyVolumeResponse)(nil),     // 48: tandem.v1.VerifyVolumeResponse
 	(*IssueExportCertRequest)(nil),   // 49: tandem.v1.IssueExportCertRequest
 	(*ExportCert)(nil),               // 50: tandem.v1.ExportCert
-	(*IssueExportCertResponse)(nil),  // 51: tandem.v1.IssueExportCertResponse
-	(*ListExportCertsRequest)(nil),   // 52: tandem.v1.ListExportCertsRequest
-	(*ListExportCertsResponse)(nil),  // 53: tandem.v1.ListExportCertsResponse
-	(*VMNic)(nil),                    // 54: tandem.v1.VMNic
-	(*VMInfo)(nil),                   // 55: tandem.v1.VMInfo
-	(*VMDisk)(nil),                   // 56: tandem.v1.VMDisk
-	(*CreateVMRequest)(nil),          // 57: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 58: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 59: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 60: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 61: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 62: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 63: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 64: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 65: tandem.v1.ConsoleChunk
-	(*HAStatusRequest)(nil),          // 66: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 67: tandem.v1.HANode
-	(*HAVM)(nil),                     // 68: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 69: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 70: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 71: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 72: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 73: tandem.v1.Event
-	(*PeerMember)(nil),               // 74: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 75: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 76: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 77: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 78: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 79: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 80: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 81: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 82: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 83: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 84: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 85: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 86: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 87: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 88: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 89: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 90: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 91: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 92: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 93: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 94: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 95: tandem.v1.PeerMigrateRequest
-	nil,                              // 96: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 97: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 98: google.protobuf.Timestamp
+	(*RevokeExportCertRequest)(nil),  // 51: tandem.v1.RevokeExportCertRequest
+	(*IssueExportCertResponse)(nil),  // 52: tandem.v1.IssueExportCertResponse
+	(*ListExportCertsRequest)(nil),   // 53: tandem.v1.ListExportCertsRequest
+	(*ListExportCertsResponse)(nil),  // 54: tandem.v1.ListExportCertsResponse
+	(*VMNic)(nil),                    // 55: tandem.v1.VMNic
+	(*VMInfo)(nil),                   // 56: tandem.v1.VMInfo
+	(*VMDisk)(nil),                   // 57: tandem.v1.VMDisk
+	(*CreateVMRequest)(nil),          // 58: tandem.v1.CreateVMRequest
+	(*VMRequest)(nil),                // 59: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 60: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 61: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 62: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 63: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 64: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 65: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 66: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 67: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 68: tandem.v1.HANode
+	(*HAVM)(nil),                     // 69: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 70: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 71: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 72: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 73: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 74: tandem.v1.Event
+	(*PeerMember)(nil),               // 75: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 76: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 77: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 78: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 79: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 80: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 81: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 82: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 83: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 84: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 85: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 86: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 87: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 88: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 89: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 90: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 91: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 92: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 93: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 94: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 95: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 96: tandem.v1.PeerMigrateRequest
+	nil,                              // 97: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 98: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 99: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	98,  // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	90,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	93,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	99,  // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	91,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	94,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	4,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	6,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	98,  // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	99,  // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	5,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	98,  // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	99,  // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	96,  // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	97,  // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	97,  // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	98,  // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	18,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	98,  // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	99,  // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	6,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	4,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	4,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
 	4,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	63,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	64,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
 	28,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	29,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	98,  // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	98,  // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	99,  // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	99,  // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	34,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	98,  // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	99,  // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	35,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	36,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	46,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	47,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	98,  // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	98,  // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	99,  // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	99,  // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	50,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	50,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
-	54,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	98,  // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	98,  // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
-	56,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
-	54,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	55,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	55,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	98,  // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	98,  // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	98,  // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	67,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	68,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	70,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	98,  // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	55,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
+	99,  // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	99,  // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	57,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
+	55,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
+	56,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	56,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	99,  // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	99,  // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	99,  // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	68,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	69,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	71,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	99,  // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
 	0,   // 51: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	74,  // 52: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	98,  // 53: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	79,  // 54: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	79,  // 55: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	90,  // 56: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	55,  // 57: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	55,  // 58: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	75,  // 52: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	99,  // 53: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	80,  // 54: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	80,  // 55: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	91,  // 56: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	56,  // 57: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	56,  // 58: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
 	7,   // 59: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
 	9,   // 60: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
 	11,  // 61: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
@@ -7176,97 +7234,99 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	44,  // 77: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
 	45,  // 78: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
 	49,  // 79: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	52,  // 80: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	59,  // 81: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	57,  // 82: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	58,  // 83: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	58,  // 84: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	58,  // 85: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	58,  // 86: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	62,  // 87: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	64,  // 88: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	66,  // 89: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	71,  // 90: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	72,  // 91: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	75,  // 92: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	77,  // 93: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	89,  // 94: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	80,  // 95: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	82,  // 96: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	84,  // 97: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	86,  // 98: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 99: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	45,  // 100: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	86,  // 101: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 102: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	87,  // 103: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	43,  // 104: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	92,  // 105: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	94,  // 106: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	94,  // 107: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	94,  // 108: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	94,  // 109: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	95,  // 110: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	64,  // 111: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	94,  // 112: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	66,  // 113: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	8,   // 114: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10,  // 115: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12,  // 116: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,   // 117: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15,  // 118: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	19,  // 119: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	19,  // 120: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	21,  // 121: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	23,  // 122: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	31,  // 123: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	33,  // 124: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	25,  // 125: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	27,  // 126: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	36,  // 127: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	39,  // 128: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	36,  // 129: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	42,  // 130: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	36,  // 131: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	36,  // 132: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	48,  // 133: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	51,  // 134: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	53,  // 135: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	60,  // 136: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	55,  // 137: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	55,  // 138: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	55,  // 139: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	55,  // 140: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	61,  // 141: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	63,  // 142: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	65,  // 143: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	69,  // 144: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	69,  // 145: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	73,  // 146: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	76,  // 147: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	78,  // 148: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	91,  // 149: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	81,  // 150: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	83,  // 151: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	85,  // 152: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 153: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	36,  // 154: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	48,  // 155: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	85,  // 156: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 157: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	88,  // 158: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	36,  // 159: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	93,  // 160: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	55,  // 161: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	55,  // 162: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	55,  // 163: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	55,  // 164: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	63,  // 165: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	65,  // 166: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	63,  // 167: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	69,  // 168: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	114, // [114:169] is the sub-list for method output_type
-	59,  // [59:114] is the sub-list for method input_type
+	53,  // 80: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	51,  // 81: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	60,  // 82: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	58,  // 83: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	59,  // 84: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	59,  // 85: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	59,  // 86: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	59,  // 87: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	63,  // 88: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	65,  // 89: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	67,  // 90: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	72,  // 91: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	73,  // 92: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	76,  // 93: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	78,  // 94: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	90,  // 95: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	81,  // 96: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	83,  // 97: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	85,  // 98: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	87,  // 99: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 100: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	45,  // 101: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	87,  // 102: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 103: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	88,  // 104: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	43,  // 105: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	93,  // 106: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	95,  // 107: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	95,  // 108: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	95,  // 109: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	95,  // 110: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	96,  // 111: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	65,  // 112: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	95,  // 113: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	67,  // 114: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	8,   // 115: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10,  // 116: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12,  // 117: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,   // 118: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15,  // 119: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	19,  // 120: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	19,  // 121: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	21,  // 122: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	23,  // 123: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	31,  // 124: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	33,  // 125: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	25,  // 126: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	27,  // 127: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	36,  // 128: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	39,  // 129: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	36,  // 130: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	42,  // 131: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	36,  // 132: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	36,  // 133: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	48,  // 134: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	52,  // 135: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	54,  // 136: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	50,  // 137: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	61,  // 138: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	56,  // 139: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	56,  // 140: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	56,  // 141: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	56,  // 142: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	62,  // 143: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	64,  // 144: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	66,  // 145: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	70,  // 146: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	70,  // 147: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	74,  // 148: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	77,  // 149: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	79,  // 150: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	92,  // 151: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	82,  // 152: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	84,  // 153: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	86,  // 154: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 155: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	36,  // 156: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	48,  // 157: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	86,  // 158: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 159: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	89,  // 160: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	36,  // 161: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	94,  // 162: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	56,  // 163: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	56,  // 164: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	56,  // 165: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	56,  // 166: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	64,  // 167: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	66,  // 168: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	64,  // 169: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	70,  // 170: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	115, // [115:171] is the sub-list for method output_type
+	59,  // [59:115] is the sub-list for method input_type
 	59,  // [59:59] is the sub-list for extension type_name
 	59,  // [59:59] is the sub-list for extension extendee
 	0,   // [0:59] is the sub-list for field type_name
@@ -7283,7 +7343,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   94,
+			NumMessages:   95,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -1,0 +1,142 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ErrCertRevoked is returned by CheckCert for a certificate nobody may use
+// any more; the handshake that presented it fails.
+var ErrCertRevoked = errors.New("certificate revoked")
+
+// Certificate kinds, as their organisational unit names them (internal/pki
+// owns the names; consensus only compares them).
+const (
+	certOUNode  = "node"
+	certOUAdmin = "admin"
+	// adminCNPrefix starts the common name of a node's admin certificate
+	// ("admin@<node>").
+	adminCNPrefix = "admin@"
+)
+
+// RevokedCert is one entry of the cluster's revocation list. Entries are
+// kept until the certificate would have expired anyway.
+type RevokedCert struct {
+	// Serial is the certificate's serial number in lower-case hex.
+	Serial   string    `json:"serial"`
+	Subject  string    `json:"subject"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+	By       string    `json:"by"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+}
+
+// CertRef names a presented certificate for CheckCert, without x509 (the
+// shard stores no certificates, only what identifies them).
+type CertRef struct {
+	Serial     string // lower-case hex
+	CommonName string
+	OU         string
+}
+
+// opRevokeCert adds an entry to the revocation list.
+const opRevokeCert = "revoke-cert"
+
+func (m *metaSM) applyRevocation(c *Command) ([]byte, error) {
+	r := c.Revoke
+	if r == nil || r.Serial == "" || strings.ToLower(r.Serial) != r.Serial {
+		return nil, fmt.Errorf("%w: revoke-cert needs a lower-case hex serial", ErrBadCommand)
+	}
+	m.revoke(c, *r)
+	return nil, nil
+}
+
+// revoke adds r to the list (idempotently: a retried proposal keeps the
+// first entry) and prunes entries whose certificates have expired.
+func (m *metaSM) revoke(c *Command, r RevokedCert) {
+	s := m.s
+	if s.Revoked == nil {
+		s.Revoked = map[string]*RevokedCert{}
+	}
+	maps.DeleteFunc(s.Revoked, func(_ string, e *RevokedCert) bool {
+		return !e.NotAfter.IsZero() && c.At.After(e.NotAfter)
+	})
+	if _, ok := s.Revoked[r.Serial]; ok {
+		return
+	}
+	r.At, r.By = c.At, c.By
+	s.Revoked[r.Serial] = &r
+	m.audit(c, "cert-revoke", fmt.Sprintf("certificate %s (%s) revoked: %s", r.Serial, r.Subject, r.Reason))
+}
+
+// revokeNode puts every certificate recorded for a removed node on the list.
+func (m *metaSM) revokeNode(c *Command, n *NodeRecord) {
+	for _, serial := range n.CertSerials {
+		m.revoke(c, RevokedCert{Serial: serial, Subject: "CN=" + n.Name + ",OU=" + certOUNode, Reason: "node removed"})
+	}
+}
+
+// checkCert is the rule every listener applies during the handshake:
+//   - a serial on the revocation list is refused;
+//   - a node certificate, or a node's admin certificate, naming a removed
+//     node is refused, whatever its serial (nodes that joined before
+//     serials were recorded are covered by this rule alone);
+//   - a node certificate of a node whose record lists its serials must be
+//     one of them, so a certificate the cluster never handed out for that
+//     name is refused even though the CA signed it.
+//
+// Unknown names pass: a node admitted a moment ago may not be applied
+// here yet, and its certificate chains to the CA.
+func (s *MetaState) checkCert(ref CertRef) error {
+	if r, ok := s.Revoked[ref.Serial]; ok {
+		return fmt.Errorf("%w: serial %s (%s) on %s: %s", ErrCertRevoked, ref.Serial, r.Subject, r.At.UTC().Format(time.RFC3339), r.Reason)
+	}
+	name := ""
+	switch ref.OU {
+	case certOUNode:
+		name = ref.CommonName
+	case certOUAdmin:
+		name, _ = strings.CutPrefix(ref.CommonName, adminCNPrefix)
+	}
+	n, ok := s.Nodes[name]
+	if name == "" || !ok {
+		return nil
+	}
+	if n.State == NodeRemoved {
+		return fmt.Errorf("%w: node %s was removed from the cluster; wipe its data directory and join again", ErrCertRevoked, name)
+	}
+	if ref.OU == certOUNode && len(n.CertSerials) > 0 && !slices.Contains(n.CertSerials, ref.Serial) {
+		return fmt.Errorf("%w: serial %s was never issued to node %s", ErrCertRevoked, ref.Serial, name)
+	}
+	return nil
+}
+
+// certQuery asks the state machine for checkCert without copying the state.
+type certQuery struct{ ref CertRef }
+
+// RevokeCert puts a certificate on the cluster's revocation list.
+func (m *Meta) RevokeCert(ctx context.Context, r RevokedCert) error {
+	_, err := m.propose(ctx, Command{Op: opRevokeCert, Revoke: &r})
+	return err
+}
+
+// CheckCert applies the revocation rule (see MetaState.checkCert) to a
+// presented certificate against this replica's applied state. It reads
+// locally, without quorum, because it runs in every TLS handshake and must
+// work on a node that lost its peers; a revocation reaches a node when it
+// applies the entry.
+func (m *Meta) CheckCert(ref CertRef) error {
+	v, err := m.h.StaleRead(MetaShardID, certQuery{ref: ref})
+	if err != nil {
+		return fmt.Errorf("revocation list not readable yet: %w", err)
+	}
+	if err, _ := v.(error); err != nil {
+		return err
+	}
+	return nil
+}
