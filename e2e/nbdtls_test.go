@@ -297,10 +297,12 @@ func TestNBDTLSClientNoHandover(t *testing.T) {
 
 	res := make(chan error, 1)
 	go func() {
-		// A slow stream keeps the window open while the stranger writes.
-		_, stderr, err := td.CLI(ctx, n1, "vm", "migrate", "h1", "--to", n2.Name, "--bandwidth-mibps", "1")
+		// A slow stream keeps the window open while the stranger writes;
+		// the CLI runs without td.CLI's 30 s bound, as the migration
+		// must complete.
+		out, err := c.Exec(ctx, n1, filepath.Join(td.Bin, "tandem"), "--data-dir", td.DataDir(n1), "vm", "migrate", "h1", "--to", n2.Name, "--bandwidth-mibps", "4")
 		if err != nil {
-			err = fmt.Errorf("%w: %s", err, stderr)
+			err = fmt.Errorf("%w: %s", err, out)
 		}
 		res <- err
 	}()
