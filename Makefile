@@ -84,6 +84,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseAdminToken -fuzztime=30s ./internal/pki/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=30s ./internal/config/
 	$(GO) test -run='^$$' -fuzz=FuzzMetaCommand -fuzztime=30s ./consensus/
+	$(GO) test -run='^$$' -fuzz=FuzzStream -fuzztime=30s ./consensus/raftnet/
 	$(GO) test -run='^$$' -fuzz=FuzzReadFrame -fuzztime=30s ./replication/
 	$(GO) test -run='^$$' -fuzz=FuzzRequestHeader -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzOptionNegotiation -fuzztime=30s ./blockstore/nbd/

@@ -19,21 +19,31 @@ const (
 const maxEvents = 1000
 
 // IPMIFence is a node's BMC as the cluster stores it. The password is
-// replicated to members (they run the recovery) and never leaves them.
+// replicated to members (they run the recovery) and never leaves them; it
+// is stored sealed (package internal/sealed, bound to the node and the
+// field) so the Raft log and snapshots never hold it in plain text.
 type IPMIFence struct {
-	Host     string `json:"host"`
-	Port     int    `json:"port,omitempty"`
-	User     string `json:"user"`
-	Password string `json:"password"`
+	Host string `json:"host"`
+	Port int    `json:"port,omitempty"`
+	User string `json:"user"`
+	// PasswordSealed is the sealed password; every record written since
+	// sealing exists has it and no Password.
+	PasswordSealed string `json:"password_sealed,omitempty"`
+	// Password is the plain password of a record written before sealing
+	// existed (an old snapshot or log entry); it still works, and the
+	// next fence-config replaces it with a sealed one.
+	Password string `json:"password,omitempty"`
 }
 
-// RedfishFence is a node's Redfish service.
+// RedfishFence is a node's Redfish service. Its password is stored as
+// IPMIFence's is.
 type RedfishFence struct {
-	Endpoint string `json:"endpoint"`
-	User     string `json:"user"`
-	Password string `json:"password"`
-	SystemID string `json:"system_id,omitempty"`
-	Insecure bool   `json:"insecure,omitempty"`
+	Endpoint       string `json:"endpoint"`
+	User           string `json:"user"`
+	PasswordSealed string `json:"password_sealed,omitempty"`
+	Password       string `json:"password,omitempty"`
+	SystemID       string `json:"system_id,omitempty"`
+	Insecure       bool   `json:"insecure,omitempty"`
 }
 
 // FenceConfig is how a node is fenced.

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
+
 	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/tandemhci/tandem/consensus/raftnet"
 )
 
 // ErrShardRunning: the replica is already running on this host.
@@ -46,9 +49,14 @@ func (r Role) String() string {
 	return fmt.Sprintf("role(%d)", int(r))
 }
 
-// TLSFiles are the PEM files used for mutual TLS on the Raft transport.
-type TLSFiles struct {
-	CAFile, CertFile, KeyFile string
+// RaftTLS supplies the Raft transport's TLS configurations. They are asked
+// for on every connection, so a renewed certificate or a rotated CA takes
+// effect on the next handshake without restarting the host. Server must
+// require a client certificate; both should check the peer against the
+// revocation list (consensus/raftnet).
+type RaftTLS struct {
+	Server func() (*tls.Config, error)
+	Client func() (*tls.Config, error)
 }
 
 // HostConfig configures one node's Raft host.
@@ -66,8 +74,9 @@ type HostConfig struct {
 	HeartbeatRTT   uint64
 	// SnapshotEntries: take a snapshot every so many applied entries.
 	SnapshotEntries uint64
-	// TLS enables mutual TLS between Raft hosts when set.
-	TLS    *TLSFiles
+	// TLS runs Raft over Tandem's own TLS transport (raftnet) when set;
+	// without it dragonboat's plain TCP transport is used (tests only).
+	TLS    *RaftTLS
 	Logger *slog.Logger
 	// OnPropose, when set, observes every Propose (for metrics).
 	OnPropose func(shardID uint64, took time.Duration, err error)
@@ -134,10 +143,13 @@ func nodeHostConfig(cfg HostConfig) config.NodeHostConfig {
 		Expert:         expert,
 	}
 	if cfg.TLS != nil {
-		nhc.MutualTLS = true
-		nhc.CAFile = cfg.TLS.CAFile
-		nhc.CertFile = cfg.TLS.CertFile
-		nhc.KeyFile = cfg.TLS.KeyFile
+		listen := cfg.ListenAddr
+		if listen == "" {
+			listen = cfg.RaftAddr
+		}
+		nhc.Expert.TransportFactory = &raftnet.Factory{Config: raftnet.Config{
+			ListenAddr: listen, ServerTLS: cfg.TLS.Server, ClientTLS: cfg.TLS.Client, Log: cfg.Logger.With("component", "raftnet"),
+		}}
 	}
 	return nhc
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
@@ -63,9 +64,16 @@ func (a *slogAdapter) log(lv slog.Level, format string, args ...any) {
 	a.l.Log(context.Background(), lv, fmt.Sprintf(format, args...))
 }
 
-func (a *slogAdapter) Debugf(format string, args ...any)   { a.log(slog.LevelDebug, format, args...) }
-func (a *slogAdapter) Infof(format string, args ...any)    { a.log(slog.LevelInfo, format, args...) }
-func (a *slogAdapter) Warningf(format string, args ...any) { a.log(slog.LevelWarn, format, args...) }
+func (a *slogAdapter) Debugf(format string, args ...any) { a.log(slog.LevelDebug, format, args...) }
+func (a *slogAdapter) Infof(format string, args ...any)  { a.log(slog.LevelInfo, format, args...) }
+func (a *slogAdapter) Warningf(format string, args ...any) {
+	// dragonboat's own TLS is off because Raft runs over raftnet's TLS
+	// transport; its warning that traffic is insecure would be false.
+	if strings.HasPrefix(format, "mutual TLS disabled") {
+		return
+	}
+	a.log(slog.LevelWarn, format, args...)
+}
 func (a *slogAdapter) Errorf(format string, args ...any) {
 	if a.demote {
 		if a.level <= slog.LevelError {

@@ -54,7 +54,7 @@ func tlsAnswer(c *testcluster.Cluster, n *testcluster.Node, addr, certFile, keyF
 
 // checkRemovedNodeRefused: after `node remove n4`, n4's node certificate
 // and its admin certificate are refused in the TLS handshake by the
-// backend gRPC, replication and admin listeners of a remaining member,
+// backend gRPC, Raft, replication and admin listeners of a remaining member,
 // while a member's certificate still passes on the same ports.
 func checkRemovedNodeRefused(t *testing.T, c *testcluster.Cluster, td *testcluster.Tandem, removed, member, from *testcluster.Node) {
 	t.Helper()
@@ -63,6 +63,7 @@ func checkRemovedNodeRefused(t *testing.T, c *testcluster.Cluster, td *testclust
 	}
 	ports := map[string]string{
 		"backend":     td.BackendAddr(member),
+		"raft":        fmt.Sprintf("%s:7401", member.IP),
 		"replication": fmt.Sprintf("%s:7402", member.IP),
 		"admin":       td.AdminAddr(member),
 	}

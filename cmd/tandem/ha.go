@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -147,8 +148,48 @@ func newEventsCmd(a *app) *cobra.Command {
 	return cmd
 }
 
+// passwordSource reads the password a flag names: a file, or "-" for
+// standard input (typed without echo at a terminal). Passwords are never
+// taken from the command line itself, where ps and shell history show
+// them.
+type passwordSource struct {
+	stdin  io.Reader
+	prompt io.Writer
+	// usedStdin is the flag that already read standard input.
+	usedStdin string
+}
+
+// read returns the password for flag from path.
+func (p *passwordSource) read(flag, path string) (string, error) {
+	if path != "-" {
+		return readPasswordFile(flag, path)
+	}
+	if p.usedStdin != "" {
+		return "", fmt.Errorf("%s: %s already reads its password from stdin; use a password file for one of them", flag, p.usedStdin)
+	}
+	p.usedStdin = flag
+	var b []byte
+	var err error
+	if f, ok := p.stdin.(*os.File); ok && isTerminal(f) {
+		fmt.Fprintf(p.prompt, "%s password: ", flag)
+		b, err = term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(p.prompt)
+	} else {
+		b, err = io.ReadAll(io.LimitReader(p.stdin, 64<<10))
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: read password from stdin: %w", flag, err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimRight(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s: no password on stdin", flag)
+	}
+	return pw, nil
+}
+
 // parseIPMIFlag reads host[:port],user,password-file.
-func parseIPMIFlag(s string) (*tandemv1.IPMIConfig, error) {
+func parseIPMIFlag(s string, pws *passwordSource) (*tandemv1.IPMIConfig, error) {
 	parts := strings.Split(s, ",")
 	if len(parts) != 3 {
 		return nil, fmt.Errorf("--ipmi %q: want host[:port],user,password-file", s)
@@ -161,7 +202,7 @@ func parseIPMIFlag(s string) (*tandemv1.IPMIConfig, error) {
 		}
 		cfg.Host, cfg.Port = h, uint32(port)
 	}
-	pw, err := readPasswordFile("--ipmi", parts[2])
+	pw, err := pws.read("--ipmi", parts[2])
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +211,7 @@ func parseIPMIFlag(s string) (*tandemv1.IPMIConfig, error) {
 }
 
 // parseRedfishFlag reads https://endpoint,user,password-file[,system-id].
-func parseRedfishFlag(s string) (*tandemv1.RedfishConfig, error) {
+func parseRedfishFlag(s string, pws *passwordSource) (*tandemv1.RedfishConfig, error) {
 	parts := strings.Split(s, ",")
 	if len(parts) < 3 || len(parts) > 4 {
 		return nil, fmt.Errorf("--redfish %q: want https://host[:port],user,password-file[,system-id]", s)
@@ -179,7 +220,7 @@ func parseRedfishFlag(s string) (*tandemv1.RedfishConfig, error) {
 	if len(parts) == 4 {
 		cfg.SystemId = parts[3]
 	}
-	pw, err := readPasswordFile("--redfish", parts[2])
+	pw, err := pws.read("--redfish", parts[2])
 	if err != nil {
 		return nil, err
 	}
@@ -192,19 +233,30 @@ func newNodeFenceConfigCmd(a *app) *cobra.Command {
 	var noLease, insecure bool
 	cmd := &cobra.Command{
 		Use:   "fence-config NODE [--ipmi host[:port],user,password-file] [--redfish URL,user,password-file] [--no-lease]",
-		Short: "Set how a node is fenced (BMC passwords are read from a file, never shown)",
-		Args:  argsNamed("NODE"),
+		Short: "Set how a node is fenced (BMC passwords are read from a file or stdin, never shown)",
+		Long: `Set how NODE is fenced: its BMC (IPMI or Redfish) and whether its
+self-fence lease counts. The password is read from the file named in the
+flag, or from stdin when the file is "-" (typed without echo at a
+terminal), so it never appears on the command line, in ps or in the shell
+history. The node taking the call seals the password with the cluster
+secret before it is stored: the Raft log and snapshots never hold it in
+plain text, and answers only say "password set (sealed)".`,
+		Example: `  tandem node fence-config node1 --ipmi 10.0.9.1:623,admin,/root/bmc1.pass
+  tandem node fence-config node1 --ipmi 10.0.9.1,admin,-          # prompts for the password
+  tandem node fence-config node2 --redfish https://10.0.9.2,root,/root/bmc2.pass --redfish-insecure`,
+		Args: argsNamed("NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &tandemv1.FenceConfigRequest{Name: args[0], NoLease: noLease}
+			pws := &passwordSource{stdin: cmd.InOrStdin(), prompt: a.stderr}
 			if ipmi != "" {
-				cfg, err := parseIPMIFlag(ipmi)
+				cfg, err := parseIPMIFlag(ipmi, pws)
 				if err != nil {
 					return usageErrorf("%v", err)
 				}
 				req.Ipmi = cfg
 			}
 			if redfish != "" {
-				cfg, err := parseRedfishFlag(redfish)
+				cfg, err := parseRedfishFlag(redfish, pws)
 				if err != nil {
 					return usageErrorf("%v", err)
 				}
@@ -227,8 +279,8 @@ func newNodeFenceConfigCmd(a *app) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&ipmi, "ipmi", "", "IPMI BMC: host[:port],user,password-file")
-	cmd.Flags().StringVar(&redfish, "redfish", "", "Redfish service: https://host[:port],user,password-file[,system-id]")
+	cmd.Flags().StringVar(&ipmi, "ipmi", "", "IPMI BMC: host[:port],user,password-file (- reads stdin)")
+	cmd.Flags().StringVar(&redfish, "redfish", "", "Redfish service: https://host[:port],user,password-file[,system-id] (- reads stdin)")
 	cmd.Flags().BoolVar(&insecure, "redfish-insecure", false, "do not verify the Redfish service's TLS certificate")
 	cmd.Flags().BoolVar(&noLease, "no-lease", false, "do not accept the node's self-fence lease as fencing (no watchdog there)")
 	return cmd

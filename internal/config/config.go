@@ -67,6 +67,10 @@ type Config struct {
 	// backend host with port 9300. "off" disables it; so does an explicit
 	// empty string in the file.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// MetricsAllowWildcard lets metrics_addr listen on all addresses
+	// (0.0.0.0, [::] or an empty host). Off by default: metrics, and
+	// pprof when on, belong on the backend network or localhost.
+	MetricsAllowWildcard bool `yaml:"metrics_allow_wildcard"`
 	// Pprof serves Go's /debug/pprof profiles on the metrics listener, for
 	// profiling the data path in the field. Off by default: profiles expose
 	// internals to whoever reaches the metrics port.

@@ -94,6 +94,7 @@ backend_addr: 10.0.0.5:8400
 raft_addr: 10.0.1.5:8401
 admin_addr: 127.0.0.1:8300
 metrics_addr: 0.0.0.0:9100
+metrics_allow_wildcard: true
 role: witness
 log:
   format: json
@@ -117,7 +118,7 @@ disks:
 		BackendAddr: "10.0.0.5:8400",
 		RaftAddr:    "10.0.1.5:8401",
 		AdminAddr:   "127.0.0.1:8300",
-		MetricsAddr: "0.0.0.0:9100", ReplicationAddr: "10.0.0.5:7402",
+		MetricsAddr: "0.0.0.0:9100", MetricsAllowWildcard: true, ReplicationAddr: "10.0.0.5:7402",
 		Role:  "witness",
 		Log:   LogConfig{Format: "json", Level: "debug"},
 		Raft:  RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
@@ -157,11 +158,25 @@ func TestDerivedAddresses(t *testing.T) {
 		t.Errorf("explicit addresses: got %q, want %q", got, want)
 	}
 
-	// Listen-only addresses may listen on all addresses.
-	c = mustParse(t, minimal+"admin_addr: \":7300\"\nmetrics_addr: 0.0.0.0\n")
+	// Listen-only addresses may listen on all addresses; metrics only
+	// when explicitly allowed.
+	c = mustParse(t, minimal+"admin_addr: \":7300\"\nmetrics_addr: 0.0.0.0\nmetrics_allow_wildcard: true\n")
 	if c.AdminAddr != ":7300" || c.MetricsAddr != "0.0.0.0:9300" {
 		t.Errorf("wildcard listeners: admin %q metrics %q", c.AdminAddr, c.MetricsAddr)
 	}
+}
+
+// TestMetricsWildcardRefused: metrics and pprof stay on the backend
+// address or localhost unless a wildcard is explicitly allowed.
+func TestMetricsWildcardRefused(t *testing.T) {
+	for _, v := range []string{"0.0.0.0", "0.0.0.0:9100", "\"[::]:9300\"", "\":9300\""} {
+		wantLine(t, parseErr(t, minimal+"metrics_addr: "+v+"\n"), "listens on all addresses")
+		mustParse(t, minimal+"metrics_addr: "+v+"\nmetrics_allow_wildcard: true\n")
+	}
+	if c := mustParse(t, minimal); c.MetricsAddr != "10.0.0.1:9300" {
+		t.Errorf("default metrics_addr %q, want the backend host", c.MetricsAddr)
+	}
+	mustParse(t, minimal+"metrics_addr: 127.0.0.1\npprof: true\n")
 }
 
 func TestMetricsOff(t *testing.T) {
@@ -296,7 +311,7 @@ func TestAddressCollisions(t *testing.T) {
 	cases := []struct{ extra, want string }{
 		{"raft_addr: 10.0.0.1:7400", `raft_addr: "10.0.0.1:7400" uses the same address and port as backend_addr ("10.0.0.1:7400")`},
 		{"admin_addr: \":7401\"", `admin_addr: ":7401" uses the same address and port as raft_addr`},
-		{"metrics_addr: 0.0.0.0:7300", `metrics_addr: "0.0.0.0:7300" uses the same address and port as admin_addr`},
+		{"metrics_addr: 0.0.0.0:7300\nmetrics_allow_wildcard: true", `metrics_addr: "0.0.0.0:7300" uses the same address and port as admin_addr`},
 		{"admin_addr: \"[::ffff:10.0.0.1]:7400\"", `admin_addr: "[::ffff:10.0.0.1]:7400" uses the same address and port as backend_addr`},
 	}
 	for _, tc := range cases {

@@ -88,7 +88,11 @@ func (c Config) Validate() error {
 	derived("raft_addr", c.RaftAddr, true)
 	derived("admin_addr", c.AdminAddr, false)
 	if c.MetricsEnabled() {
+		n := len(errs)
 		addr("metrics_addr", c.MetricsAddr, false)
+		if host, _, err := net.SplitHostPort(c.MetricsAddr); len(errs) == n && err == nil && wildcard(host) && !c.MetricsAllowWildcard {
+			bad("metrics_addr", "%q listens on all addresses, which shows the metrics (and pprof when on) to every network the node is on; use the backend address (the default) or 127.0.0.1, or set metrics_allow_wildcard: true", c.MetricsAddr)
+		}
 	}
 	derived("replication_addr", c.ReplicationAddr, true)
 	if c.NBDAddr != "" {
@@ -226,15 +230,17 @@ func validHostname(h string) bool {
 	return strings.Trim(last, "0123456789") != ""
 }
 
+// wildcard reports whether a listen host means all addresses.
+func wildcard(h string) bool {
+	ip, err := netip.ParseAddr(h)
+	return h == "" || err == nil && ip.IsUnspecified()
+}
+
 // sameHost reports whether two listeners on the same port would clash: the
 // same host, or either one listening on all addresses. Names are not
 // resolved, so "localhost" and "127.0.0.1" are not detected as the same.
 func sameHost(a, b string) bool {
-	wild := func(h string) bool {
-		ip, err := netip.ParseAddr(h)
-		return h == "" || err == nil && ip.IsUnspecified()
-	}
-	if wild(a) || wild(b) {
+	if wildcard(a) || wildcard(b) {
 		return true
 	}
 	ia, ea := netip.ParseAddr(a)

@@ -29,6 +29,8 @@ func (d *Daemon) abortInitLocked() {
 		d.host.Close()
 	}
 	d.host, d.meta, d.id, d.tls = nil, nil, nil, nil
+	d.hs.meta.Store(nil)
+	d.hs.tls.Store(nil)
 	// Errors are ignored: the create or join is failing already.
 	_ = d.dir.RemoveInit()
 }

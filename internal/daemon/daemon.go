@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +67,10 @@ type Daemon struct {
 
 	unixSrv *grpc.Server
 	health  *health.Server
+
+	// hs is what TLS handshakes read: they must not take mu, which create
+	// and join hold while Raft and peers dial in and out.
+	hs handshakeState
 
 	mu       sync.Mutex // guards the fields below and serialises create/join
 	id       *membership.Identity
@@ -177,6 +180,12 @@ func (d *Daemon) bind() error {
 	}
 	_ = os.Remove(d.dir.NBDSocket())
 	if d.nbdUnixLn, err = net.Listen("unix", d.dir.NBDSocket()); err != nil {
+		return startupErr("nbd socket %s: %v", d.dir.NBDSocket(), err)
+	}
+	// The socket serves every volume without authentication: root only
+	// (QEMU runs as root, see docs/design.md §7). The data directory is
+	// 0700, so nobody else reaches it between listen and chmod either.
+	if err := os.Chmod(d.dir.NBDSocket(), 0o600); err != nil {
 		return startupErr("nbd socket %s: %v", d.dir.NBDSocket(), err)
 	}
 	if m := d.cfg.MetricsAddr; m != "" && m != "off" {
@@ -354,7 +363,7 @@ func (d *Daemon) hostConfig() consensus.HostConfig {
 		ElectionRTT:     d.cfg.Raft.ElectionRTT,
 		HeartbeatRTT:    d.cfg.Raft.HeartbeatRTT,
 		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
-		TLS:             &consensus.TLSFiles{CAFile: d.dir.CACert(), CertFile: d.dir.NodeCert(), KeyFile: d.dir.NodeKey()},
+		TLS:             &consensus.RaftTLS{Server: d.raftServerTLS, Client: d.raftClientTLS},
 		Logger:          d.log,
 		OnPropose:       d.mets.ObservePropose,
 	}
@@ -368,6 +377,7 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 		return err
 	}
 	d.tls = m
+	d.hs.tls.Store(m)
 	host, err := consensus.NewHost(d.hostConfig())
 	if err != nil {
 		return err
@@ -379,6 +389,7 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 		return err
 	}
 	d.host, d.meta = host, meta
+	d.hs.meta.Store(meta)
 	d.peers = peers.New(peers.Config{ClientTLS: d.clientTLS, Log: d.log.With("component", "peers")})
 	return nil
 }
@@ -490,14 +501,4 @@ func (d *Daemon) clientTLS() (*tls.Config, error) {
 		return nil, err
 	}
 	return pki.WithCertCheck(cfg, d.certCheck), nil
-}
-
-// certCheck applies the cluster's revocation list (consensus.Meta.CheckCert)
-// to a peer's certificate during a handshake, in both directions.
-func (d *Daemon) certCheck(leaf *x509.Certificate) error {
-	_, meta, _ := d.cluster()
-	if meta == nil {
-		return nil // in no cluster: nothing was revoked yet
-	}
-	return meta.CheckCert(consensus.CertRef{Serial: pki.SerialHex(leaf), CommonName: leaf.Subject.CommonName, OU: pki.CertOU(leaf)})
 }

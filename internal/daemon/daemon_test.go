@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +129,10 @@ func TestSingleNodeLifecycle(t *testing.T) {
 			t.Fatalf("admin/%s: %v mode %v", f, err, fi.Mode())
 		}
 	}
+	// The cluster secret that seals BMC passwords: 32 bytes, root only.
+	if fi, err := os.Stat(filepath.Join(dir, "cluster.secret")); err != nil || fi.Mode().Perm() != 0o600 || fi.Size() != 32 {
+		t.Fatalf("cluster.secret: %v %v", fi, err)
+	}
 	if _, err := anon.Cluster.SetConfig(ctx, &tandemv1.SetConfigRequest{Values: map[string]string{"a": "b"}}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("set config with a wrong token: %v", err)
 	}
@@ -185,6 +190,30 @@ func TestSingleNodeLifecycle(t *testing.T) {
 	st, err = admin.Cluster.Status(ctx, &tandemv1.StatusRequest{})
 	if err != nil || !st.Quorate || st.ClusterName != "solo" || len(st.Nodes) != 1 {
 		t.Fatalf("status after restart: %+v %v", st, err)
+	}
+}
+
+// TestSocketPermissions: the admin socket and the NBD socket (which
+// serves every volume without authentication) are root only from the
+// moment the daemon binds them, whatever the umask.
+func TestSocketPermissions(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	old := syscall.Umask(0)
+	d, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.closeListeners()
+	for _, sock := range []string{"tandemd.sock", "nbd.sock"} {
+		fi, err := os.Stat(filepath.Join(dir, sock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want a socket with 0600", sock, fi.Mode())
+		}
 	}
 }
 

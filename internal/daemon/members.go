@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/tandemhci/tandem/consensus"
@@ -76,7 +77,13 @@ func (d *Daemon) newMembers() *membership.Manager {
 			if id == nil || m == nil {
 				return membership.Cluster{}, false
 			}
-			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey}, true
+			// A node that predates cluster secrets has none to hand on;
+			// membership warns, the joiner learns how to add one.
+			secret, err := d.dir.LoadClusterSecret()
+			if err != nil && !errors.Is(err, nodedir.ErrNoClusterSecret) {
+				d.log.Warn("cluster secret unusable; joining nodes get none", "err", err)
+			}
+			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey, Secret: secret}, true
 		},
 		Init: initHooks{d},
 		// The error names the file already; membership says what it is.
@@ -110,6 +117,10 @@ func (h initHooks) ResetLocked() { h.d.abortInitLocked() }
 
 func (h initHooks) SaveTLSLocked(m membership.Material) error {
 	return h.d.dir.SaveTLS((*nodedir.TLS)(&m))
+}
+
+func (h initHooks) SaveSecretLocked(secret []byte) error {
+	return h.d.dir.SaveClusterSecret(secret)
 }
 
 func (h initHooks) SaveAdminLocked(c membership.AdminCredentials) error {

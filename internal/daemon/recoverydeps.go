@@ -18,6 +18,9 @@ func (d *Daemon) newRecovery() *recovery.Manager {
 		Volumes:  recoveryVolumes{d: d},
 		VMs:      recoveryVMs{d: d},
 		Settings: d.st.Settings.Of,
+		// Read at each use, so a secret copied in by hand (a node that
+		// predates cluster secrets) works without a restart.
+		Secret: d.dir.LoadClusterSecret,
 	})
 }
 

@@ -41,6 +41,7 @@ func (d *Daemon) setExpectedVotes(ctx context.Context, req *tandemv1.SetExpected
 	d.peers.Close()
 	d.host.Close()
 	d.host, d.meta = nil, nil
+	d.hs.meta.Store(nil)
 	self := map[uint64]string{d.id.ReplicaID: d.cfg.RaftAddr}
 	if err := consensus.ForceMembership(d.hostConfig(), snap, self, d.id.ReplicaID); err != nil {
 		// The old data is intact when the import fails before writing.

@@ -17,8 +17,13 @@
 //   - ha and internal/placement are pure logic: the standard library only;
 //   - internal/nodedir (the data directory's files) is the standard library
 //     only, so any subsystem may write its files through it;
+//   - internal/sealed (sealing secrets with the cluster secret) is the
+//     standard library only;
 //   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
 //     daemon; it takes the replica state type from replication, below it;
+//   - consensus/raftnet, the Raft transport, carries dragonboat's messages
+//     and knows nothing else of Tandem: its TLS policy (certificates,
+//     revocation) is handed to it as functions;
 //   - compute runs VMs and knows no Raft and no daemon;
 //   - fencing and netannounce are mechanisms the daemon drives: no Raft, no
 //     daemon;

@@ -58,9 +58,19 @@ func rules() []rule {
 			why:     "nodedir is pure file handling: it holds no daemon state",
 		},
 		{
+			pkgs:    []string{mod + "/internal/sealed"},
+			stdOnly: true,
+			why:     "sealing is pure crypto over the cluster secret",
+		},
+		{
 			pkgs: []string{mod + "/consensus"},
 			deny: []string{grpc, libvirt, mod + "/internal/daemon", mod + "/compute"},
 			why:  "consensus keeps Raft state and serves nothing",
+		},
+		{
+			pkgs: []string{mod + "/consensus/raftnet"},
+			deny: []string{grpc, libvirt, mod + "/internal", mod + "/consensus", mod + "/replication", mod + "/compute"},
+			why:  "raftnet carries dragonboat's messages and knows nothing of what they mean; its TLS policy comes from the caller",
 		},
 		{
 			pkgs: []string{mod + "/compute"},

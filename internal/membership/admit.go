@@ -96,6 +96,10 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	resp := &tandemv1.PeerJoinResponse{
 		ClusterName: cl.Name, ClusterId: cl.ID, ReplicaId: replica,
 		CaPem: cl.CACert, CaKeyPem: cl.CAKey, CertPem: cert, AdminToken: adminTok,
+		ClusterSecret: cl.Secret,
+	}
+	if len(cl.Secret) == 0 {
+		m.st.Log.Warn("this member has no cluster secret to hand to the joining node; BMC passwords cannot be sealed there until cluster.secret is copied to it", "node", req.NodeName)
 	}
 	if mem, err := meta.LocalMembership(); err == nil {
 		for rid, a := range mem.Voters {

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -29,7 +30,7 @@ func member(t *testing.T, w *world) (*pki.CA, *tandemv1.PeerJoinRequest) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.cluster = &Cluster{Name: "c1", ID: "id1", CACert: ca.CertPEM(), CAKey: key}
+	w.cluster = &Cluster{Name: "c1", ID: "id1", CACert: ca.CertPEM(), CAKey: key, Secret: bytes.Repeat([]byte{9}, 32)}
 	w.adminTok = "admin-token"
 	return ca, joinRequest(t, ca.Fingerprint())
 }
@@ -59,7 +60,8 @@ func TestAdmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.ClusterName != "c1" || resp.ClusterId != "id1" || resp.ReplicaId != 4 || resp.AdminToken != "admin-token" || len(resp.CertPem) == 0 {
+	if resp.ClusterName != "c1" || resp.ClusterId != "id1" || resp.ReplicaId != 4 || resp.AdminToken != "admin-token" || len(resp.CertPem) == 0 ||
+		!bytes.Equal(resp.ClusterSecret, bytes.Repeat([]byte{9}, 32)) {
 		t.Fatalf("response %+v", resp)
 	}
 	if len(resp.Members) != 4 {

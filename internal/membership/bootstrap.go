@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/sealed"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -55,6 +56,8 @@ type Init interface {
 	// was written (or its leftovers), so the node can start afresh.
 	ResetLocked()
 	SaveTLSLocked(Material) error
+	// SaveSecretLocked keeps the cluster secret (package sealed), 0600.
+	SaveSecretLocked(secret []byte) error
 	SaveAdminLocked(AdminCredentials) error
 	// StartLocked adopts id and starts the Raft host and the metadata
 	// replica: members seeds a new shard; join starts a replica that was
@@ -142,8 +145,16 @@ func (m *Manager) Create(ctx context.Context, name string) (Identity, error) {
 	if err != nil {
 		return Identity{}, status.Errorf(codes.Internal, "admin token: %v", err)
 	}
+	secret, err := sealed.NewSecret()
+	if err != nil {
+		return Identity{}, status.Errorf(codes.Internal, "%v", err)
+	}
 	in.ResetLocked() // leftovers of an earlier failed attempt
 	if err := in.SaveTLSLocked(mat); err != nil {
+		return Identity{}, status.Errorf(codes.Internal, "%v", err)
+	}
+	if err := in.SaveSecretLocked(secret); err != nil {
+		in.ResetLocked()
 		return Identity{}, status.Errorf(codes.Internal, "%v", err)
 	}
 	if err := saveAdmin(in, ca, node, adminTok, now); err != nil {
@@ -280,6 +291,16 @@ func (m *Manager) Join(ctx context.Context, addr, token string) (Identity, error
 	if err := saveAdmin(in, ca, node, resp.AdminToken, m.st.Now()); err != nil {
 		in.ResetLocked()
 		return Identity{}, status.Errorf(codes.Internal, "%v", err)
+	}
+	// A member that predates cluster secrets has none to give: the node
+	// joins, and sealing or opening secrets on it says how to add one.
+	if len(resp.ClusterSecret) == sealed.SecretSize {
+		if err := in.SaveSecretLocked(resp.ClusterSecret); err != nil {
+			in.ResetLocked()
+			return Identity{}, status.Errorf(codes.Internal, "%v", err)
+		}
+	} else {
+		m.st.Log.Warn("the admitting member sent no cluster secret; this node cannot seal or open BMC passwords until its cluster.secret is copied from a member that has one", "via", addr)
 	}
 	id := Identity{ClusterName: resp.ClusterName, ClusterID: resp.ClusterId, NodeName: node.Name, ReplicaID: resp.ReplicaId, Role: node.Role}
 	meta, err := in.StartLocked(ctx, id, nil, true)

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -27,7 +28,7 @@ func TestCreate(t *testing.T) {
 	}
 	// Files before Raft, the cluster recorded before the identity is
 	// written, the identity (proof of a finished create) before serving.
-	want := []string{"cluster?", "reset", "save-tls", "save-admin", "start prod replica=1 members=map[1:10.0.0.1:7001] join=false", "save-identity", "serve"}
+	want := []string{"cluster?", "reset", "save-tls", "save-secret", "save-admin", "start prod replica=1 members=map[1:10.0.0.1:7001] join=false", "save-identity", "serve"}
 	if !slices.Equal(w.init.steps, want) {
 		t.Fatalf("steps %q, want %q", w.init.steps, want)
 	}
@@ -39,6 +40,9 @@ func TestCreate(t *testing.T) {
 	}
 	if _, err := pki.AdminTokenVerifier(w.init.admin.Token); err != nil {
 		t.Fatalf("admin token: %v", err)
+	}
+	if len(w.init.secret) != 32 || bytes.Equal(w.init.secret, make([]byte, 32)) {
+		t.Fatalf("cluster secret %x: want 32 random bytes", w.init.secret)
 	}
 	// Now in a cluster: a second create or a join is refused, changing nothing.
 	w.init.steps = nil

@@ -170,6 +170,7 @@ type fakeInit struct {
 	startErr error
 	saved    Identity
 	admin    AdminCredentials
+	secret   []byte
 }
 
 func (f *fakeInit) Lock()   { f.mu.Lock(); f.locked = true }
@@ -192,6 +193,12 @@ func (f *fakeInit) SaveTLSLocked(m Material) error {
 	if len(m.CACert) == 0 || len(m.Key) == 0 {
 		return errors.New("empty material")
 	}
+	return nil
+}
+
+func (f *fakeInit) SaveSecretLocked(secret []byte) error {
+	f.step("save-secret")
+	f.secret = secret
 	return nil
 }
 

@@ -31,6 +31,9 @@ type Cluster struct {
 	Name, ID string
 	// CACert and CAKey are the cluster CA's PEM material.
 	CACert, CAKey []byte
+	// Secret is the cluster secret (package sealed), nil when this node
+	// has none (it predates cluster secrets).
+	Secret []byte
 }
 
 // Config is what a Manager needs; every field is required.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -46,6 +47,10 @@ func (d Dir) NodeCert() string { return d.path("tls", "node.crt") }
 
 // NodeKey is this node's private key.
 func (d Dir) NodeKey() string { return d.path("tls", "node.key") }
+
+// ClusterSecret is the cluster secret that seals the secrets stored in
+// the metadata shard (package sealed).
+func (d Dir) ClusterSecret() string { return d.path("cluster.secret") }
 
 // AdminDir holds the admin credentials the CLI reads.
 func (d Dir) AdminDir() string { return d.path("admin") }
@@ -213,13 +218,58 @@ func (d Dir) AdminToken() (string, error) {
 	return strings.TrimRight(string(b), "\r\n "), nil
 }
 
+// ErrNoClusterSecret is LoadClusterSecret's error when the node has none
+// (it joined, or its cluster was created, before the secret existed).
+var ErrNoClusterSecret = errors.New("this node has no cluster secret")
+
+// clusterSecretSize is the secret's length (sealed.SecretSize; nodedir
+// imports nothing of the module).
+const clusterSecretSize = 32
+
+// SaveClusterSecret writes the cluster secret (0600).
+func (d Dir) SaveClusterSecret(secret []byte) error {
+	if len(secret) != clusterSecretSize {
+		return fmt.Errorf("cluster secret is %d bytes, want %d", len(secret), clusterSecretSize)
+	}
+	return WriteFileAtomic(d.ClusterSecret(), secret, 0o600)
+}
+
+// LoadClusterSecret reads the cluster secret. A missing file is
+// ErrNoClusterSecret with the way out; a file of the wrong size or
+// readable by others is refused.
+func (d Dir) LoadClusterSecret() ([]byte, error) {
+	p := d.ClusterSecret()
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w (%s is missing; it joined or its cluster was created before cluster secrets existed): copy %s from a member that has it (mode 0600), or, if no member has one, put the same %d random bytes in that file on every member", ErrNoClusterSecret, p, p, clusterSecretSize)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster secret: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("cluster secret: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("cluster secret %s is mode %04o: others may read it; chmod 0600 it", p, st.Mode().Perm())
+	}
+	b := make([]byte, clusterSecretSize+1)
+	n, err := io.ReadFull(f, b)
+	if n != clusterSecretSize || !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("cluster secret %s must be exactly %d bytes", p, clusterSecretSize)
+	}
+	return b[:n], nil
+}
+
 // RemoveInit removes what create or join wrote (the Raft directory, the
-// TLS material, the admin credentials and the identity), so a node whose
+// TLS material, the cluster secret, the admin credentials and the
+// identity), so a node whose
 // initialisation failed can start again from scratch. It removes all it
 // can and returns the failures.
 func (d Dir) RemoveInit() error {
 	var errs []error
-	for _, p := range []string{d.RaftDir(), d.TLSDir(), d.AdminDir(), d.Identity()} {
+	for _, p := range []string{d.RaftDir(), d.TLSDir(), d.ClusterSecret(), d.AdminDir(), d.Identity()} {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
 		}

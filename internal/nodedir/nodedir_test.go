@@ -306,3 +306,46 @@ func TestLayout(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterSecret(t *testing.T) {
+	d := Dir(t.TempDir())
+	if _, err := d.LoadClusterSecret(); !errors.Is(err, ErrNoClusterSecret) || !strings.Contains(err.Error(), "copy") {
+		t.Fatalf("missing secret: %v", err)
+	}
+	if err := d.SaveClusterSecret([]byte("short")); err == nil {
+		t.Fatal("saved a 5-byte secret")
+	}
+	secret := bytes.Repeat([]byte{7}, 32)
+	if err := d.SaveClusterSecret(secret); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(d.ClusterSecret())
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v %v", st, err)
+	}
+	got, err := d.LoadClusterSecret()
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("LoadClusterSecret = %x, %v", got, err)
+	}
+	if err := os.Chmod(d.ClusterSecret(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.LoadClusterSecret(); err == nil || !strings.Contains(err.Error(), "chmod 0600") {
+		t.Errorf("world-readable secret: %v", err)
+	}
+	if err := os.WriteFile(d.ClusterSecret(), append(secret, 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d.ClusterSecret(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.LoadClusterSecret(); err == nil || !strings.Contains(err.Error(), "exactly 32 bytes") {
+		t.Errorf("33-byte secret: %v", err)
+	}
+	if err := d.RemoveInit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(d.ClusterSecret()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("RemoveInit left the secret: %v", err)
+	}
+}

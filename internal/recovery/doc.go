@@ -27,5 +27,11 @@
 //     confirmed it off); a node that answers again before that cancels the
 //     recovery. A VM's volumes are promoted on the target before the VM is
 //     started there, and the move is recorded only after it started;
+//   - fence passwords are sealed (internal/sealed, bound to the node and
+//     the field) before a fence config is proposed, so the Raft log and
+//     snapshots never hold them in plain text; they are opened in memory
+//     only to build the agents of a fence round, and no answer, event or
+//     log line carries them. A node without the cluster secret refuses to
+//     seal (FailedPrecondition) and its agents fail with the reason;
 //   - every wait honours its context.
 package recovery

@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/sealed"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/state/statetest"
 )
@@ -209,6 +211,9 @@ type fixture struct {
 	vols *fakeVolumes
 	vms  *fakeVMs
 	m    *Manager
+	// secret and secretErr are what Config.Secret returns.
+	secret    []byte
+	secretErr error
 }
 
 // newFixture: n1 (this node, replica 1) leads at term 7; n2 and n3 are
@@ -233,7 +238,9 @@ func newFixture(t *testing.T) *fixture {
 	f.st.Config.Watchdog = "off"
 	f.st.Config.Compute.LibvirtSocket = filepath.Join(t.TempDir(), "libvirt-sock")
 	f.m = New(Config{State: f.st, Meta: func() Meta { return meta }, Volumes: f.vols, VMs: f.vms,
-		Settings: func(c map[string]string) map[string]string { return c }})
+		Settings: func(c map[string]string) map[string]string { return c },
+		Secret:   func() ([]byte, error) { return f.secret, f.secretErr }})
+	f.secret = bytes.Repeat([]byte{5}, sealed.SecretSize)
 	tm := ha.DefaultTiming()
 	tm.HeartbeatInterval = 5 * time.Millisecond
 	f.m.timing = tm

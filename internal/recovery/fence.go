@@ -28,12 +28,24 @@ func fenceAgentsText(f *consensus.FenceConfig) ([]string, bool) {
 		if port == 0 {
 			port = fencing.DefaultIPMIPort
 		}
-		out = append(out, fmt.Sprintf("ipmi %s user %s", net.JoinHostPort(f.IPMI.Host, strconv.Itoa(port)), f.IPMI.User))
+		out = append(out, fmt.Sprintf("ipmi %s user %s password %s", net.JoinHostPort(f.IPMI.Host, strconv.Itoa(port)), f.IPMI.User, passwordMarker(f.IPMI.PasswordSealed, f.IPMI.Password)))
 	}
 	if f.Redfish != nil {
-		out = append(out, fmt.Sprintf("redfish %s user %s", f.Redfish.Endpoint, f.Redfish.User))
+		out = append(out, fmt.Sprintf("redfish %s user %s password %s", f.Redfish.Endpoint, f.Redfish.User, passwordMarker(f.Redfish.PasswordSealed, f.Redfish.Password)))
 	}
 	return out, !f.NoLease
+}
+
+// passwordMarker says whether a password is set and how it is stored,
+// never what it is.
+func passwordMarker(sealedPW, plain string) string {
+	switch {
+	case sealedPW != "":
+		return "set (sealed)"
+	case plain != "":
+		return "set (plain text: re-run fence-config to seal it)"
+	}
+	return "not set"
 }
 
 // requireMeta checks quorum and returns the metadata client.
@@ -76,6 +88,11 @@ func (m *Manager) FenceConfig(ctx context.Context, req *tandemv1.FenceConfigRequ
 	if cfg.IPMI == nil && cfg.Redfish == nil && cfg.NoLease {
 		m.st.Log.Warn("node has no fencing at all; its VMs wait for an operator after a failure", "node", req.Name)
 	}
+	// Only the sealed form is proposed: the Raft log and snapshots never
+	// see the password.
+	if err := m.sealFence(req.Name, cfg); err != nil {
+		return nil, err
+	}
 	n, err := meta.SetNodeFence(ctx, consensus.NodeFenceCmd{Node: req.Name, Config: cfg})
 	if err != nil {
 		return nil, apierr.FromMeta(err)
@@ -110,7 +127,7 @@ func (m *Manager) Fence(ctx context.Context, req *tandemv1.FenceNodeRequest) (*t
 		return &tandemv1.FenceNodeResponse{Confirmed: true, Agent: "operator", Detail: "recorded: the node is off"}, nil
 	}
 	t, _ := ha.TimingFrom(m.settings(ms.Config))
-	agents := agents(n, time.Time{}, t)
+	agents := m.agents(n, time.Time{}, t)
 	m.event(ctx, consensus.Event{Kind: "fence-attempt", Node: req.Name, Detail: "by an operator"})
 	fctx, cancel := context.WithTimeout(ctx, t.FenceTimeout)
 	defer cancel()

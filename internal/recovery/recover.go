@@ -154,14 +154,23 @@ func (m *Manager) liveness(node string) (ha.Liveness, time.Time) {
 }
 
 // agents builds the fencing agents for node from its committed config.
-func agents(n *consensus.NodeRecord, lastSeen time.Time, t ha.Timing) []fencing.Fencer {
+func (m *Manager) agents(n *consensus.NodeRecord, lastSeen time.Time, t ha.Timing) []fencing.Fencer {
 	var out []fencing.Fencer
 	if f := n.Fence; f != nil {
-		if f.IPMI != nil {
-			out = append(out, fencing.NewIPMI(fencing.IPMIConfig{Host: f.IPMI.Host, Port: f.IPMI.Port, User: f.IPMI.User, Password: f.IPMI.Password, Timeout: t.FenceTimeout}))
+		// Passwords are opened here, in memory, for this round only.
+		if i := f.IPMI; i != nil {
+			if pw, err := m.openPassword(n.Name, fieldIPMIPassword, i.PasswordSealed, i.Password); err != nil {
+				out = append(out, unusableAgent{name: "ipmi", err: err})
+			} else {
+				out = append(out, fencing.NewIPMI(fencing.IPMIConfig{Host: i.Host, Port: i.Port, User: i.User, Password: pw, Timeout: t.FenceTimeout}))
+			}
 		}
 		if r := f.Redfish; r != nil {
-			out = append(out, fencing.NewRedfish(fencing.RedfishConfig{Endpoint: r.Endpoint, User: r.User, Password: r.Password, SystemID: r.SystemID, InsecureSkipVerify: r.Insecure, Timeout: t.FenceTimeout}))
+			if pw, err := m.openPassword(n.Name, fieldRedfishPassword, r.PasswordSealed, r.Password); err != nil {
+				out = append(out, unusableAgent{name: "redfish", err: err})
+			} else {
+				out = append(out, fencing.NewRedfish(fencing.RedfishConfig{Endpoint: r.Endpoint, User: r.User, Password: pw, SystemID: r.SystemID, InsecureSkipVerify: r.Insecure, Timeout: t.FenceTimeout}))
+			}
 		}
 	}
 	if (n.Fence == nil || !n.Fence.NoLease) && !lastSeen.IsZero() {
@@ -257,7 +266,7 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 			confirmed = fencing.Result{Agent: "operator", Confirmed: true, Detail: "an operator confirmed the node is off", At: n.ConfirmedOffAt}
 			break
 		}
-		agents := agents(n, lastSeen, t)
+		agents := m.agents(n, lastSeen, t)
 		fctx, cancel := context.WithTimeout(ctx, t.FenceTimeout)
 		res, ferr := fencing.FenceAny(fctx, agents...)
 		cancel()

@@ -97,6 +97,9 @@ type Config struct {
 	// Settings is the cluster configuration in force: the known settings
 	// with valid values (see internal/settings).
 	Settings func(cfg map[string]string) map[string]string
+	// Secret reads the cluster secret that seals fence passwords; its
+	// error says how to get one when the node has none.
+	Secret func() ([]byte, error)
 }
 
 // Manager runs on every node: the self-fence lease everywhere, and on the
@@ -109,6 +112,10 @@ type Manager struct {
 	vols     Volumes
 	vms      VMs
 	settings func(map[string]string) map[string]string
+	secret   func() ([]byte, error)
+	// plainWarned holds "node/field" of plain-text passwords already
+	// logged, so each is reported once.
+	plainWarned sync.Map
 
 	mu     sync.Mutex
 	timing ha.Timing
@@ -146,7 +153,7 @@ func (m *Manager) LastTick() time.Time {
 func New(c Config) *Manager {
 	t := ha.DefaultTiming()
 	return &Manager{st: c.State, log: c.State.Log.With("component", "ha"), meta: c.Meta, vols: c.Volumes, vms: c.VMs,
-		settings: c.Settings, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}}
+		settings: c.Settings, secret: c.Secret, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}}
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

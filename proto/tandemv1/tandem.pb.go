@@ -5276,7 +5276,11 @@ type PeerJoinResponse struct {
 	Members     []*PeerMember          `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// Every member can sign the next joiner's certificate, so the CA key is
 	// shared with members (as Proxmox shares its cluster CA), never with clients.
-	CaKeyPem      []byte `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	CaKeyPem []byte `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	// The cluster secret (32 bytes) that seals secrets stored in the
+	// metadata shard (BMC passwords); members only, like the CA key. Empty
+	// when the admitting member has none (it predates cluster secrets).
+	ClusterSecret []byte `protobuf:"bytes,9,opt,name=cluster_secret,json=clusterSecret,proto3" json:"cluster_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5363,6 +5367,13 @@ func (x *PeerJoinResponse) GetMembers() []*PeerMember {
 func (x *PeerJoinResponse) GetCaKeyPem() []byte {
 	if x != nil {
 		return x.CaKeyPem
+	}
+	return nil
+}
+
+func (x *PeerJoinResponse) GetClusterSecret() []byte {
+	if x != nil {
+		return x.ClusterSecret
 	}
 	return nil
 }
@@ -6861,7 +6872,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"admin_addr\x18\x06 \x01(\tR\tadminAddr\x12\x17\n" +
 	"\acsr_pem\x18\a \x01(\fR\x06csrPem\x12)\n" +
 	"\x10replication_addr\x18\b \x01(\tR\x0freplicationAddr\x12\x19\n" +
-	"\bnbd_addr\x18\t \x01(\tR\anbdAddr\"\x95\x02\n" +
+	"\bnbd_addr\x18\t \x01(\tR\anbdAddr\"\xbc\x02\n" +
 	"\x10PeerJoinResponse\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12\x1d\n" +
 	"\n" +
@@ -6874,7 +6885,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"adminToken\x12/\n" +
 	"\amembers\x18\a \x03(\v2\x15.tandem.v1.PeerMemberR\amembers\x12\x1c\n" +
 	"\n" +
-	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\"B\n" +
+	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\x12%\n" +
+	"\x0ecluster_secret\x18\t \x01(\fR\rclusterSecret\"B\n" +
 	"\vPingRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1f\n" +
 	"\vleader_term\x18\x02 \x01(\x04R\n" +
