@@ -564,7 +564,12 @@ func (b *bench) setupTLS(ctx context.Context, t *Target, dir string) error {
 		return fmt.Errorf("needs target %s (its volume %s), which is not set up", targetR2, t.volume)
 	}
 	primary := b.c.Node(t.Nodes[0])
-	if _, stderr, err := b.td.CLI(ctx, primary, "volume", "export-cert", "bench-tls", "--volume", t.volume, "--out", dir); err != nil {
+	// fio's libnbd refuses tls-certificates= in a URI (local file access),
+	// so fio finds the files where libnbd looks for root's by default,
+	// /etc/pki/libnbd, in a private mount namespace: dir/libnbd bound over
+	// /etc/pki for fio alone.
+	certs := filepath.Join(dir, "libnbd")
+	if _, stderr, err := b.td.CLI(ctx, primary, "volume", "export-cert", "bench-tls", "--volume", t.volume, "--out", certs); err != nil {
 		return fmt.Errorf("export-cert: %w: %s", err, strings.TrimSpace(stderr))
 	}
 	if _, err := b.c.SwitchOnBackend(); err != nil {
@@ -572,9 +577,10 @@ func (b *bench) setupTLS(ctx context.Context, t *Target, dir string) error {
 	}
 	t.ns = b.c.Switch().NS
 	t.Path = r2.Path
-	t.URI = fmt.Sprintf("nbds://%s:%d/%s?tls-certificates=%s", primary.IP, nbdTLSPort, t.volume, dir)
+	t.URI = fmt.Sprintf("nbds://%s:%d/%s", primary.IP, nbdTLSPort, t.volume)
 	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
-	if err := waitExport(ctx, t.ns, t.URI, b.cfg.size, 30*time.Second, nil); err != nil {
+	t.wrap = []string{"unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "$1" /etc/pki && shift && exec "$@"`, "sh", dir}
+	if err := waitExport(ctx, t.ns, t.URI+"?tls-certificates="+certs, b.cfg.size, 30*time.Second, nil); err != nil {
 		return fmt.Errorf("volume %s over TLS: %w", t.volume, err)
 	}
 	b.log.Info("TLS export ready", "uri", t.URI, "namespace", t.ns)
@@ -682,7 +688,7 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 	disk0, derr0 := readDisk(b.rep.Storage.Device)
 	started := time.Now()
 	profiled := b.startProfiles(ctx, t, j)
-	fr, err := runFioIn(ctx, t.ns, fioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
+	fr, err := runFioWrapped(ctx, t.ns, t.wrap, fioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
 	wall := time.Since(started)
 	profiled()
 	disk1, derr1 := readDisk(b.rep.Storage.Device)

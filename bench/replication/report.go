@@ -101,8 +101,9 @@ type Target struct {
 	Ready      bool   `json:"ready"`
 	SetupError string `json:"setup_error,omitempty"`
 
-	volume string // Tandem volume name
-	ns     string // network namespace fio runs in ("": the host's)
+	volume string   // Tandem volume name
+	ns     string   // network namespace fio runs in ("": the host's)
+	wrap   []string // command fio runs under (runFioWrapped)
 }
 
 func (t *Target) runs(job string) bool { return t.Jobs == nil || slices.Contains(t.Jobs, job) }
