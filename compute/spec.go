@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/tandemhci/tandem/internal/validate"
 )
 
 // ErrInvalidSpec is wrapped by every error Validate returns.
@@ -81,7 +83,6 @@ type XMLOptions struct {
 }
 
 var (
-	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	uuidRE   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	serialRE = regexp.MustCompile(`^[A-Za-z0-9_.+-]*$`)
 	bridgeRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,15}$`)
@@ -97,8 +98,8 @@ func invalid(format string, args ...any) error {
 // Validate reports the first problem with the spec as a one-line error that
 // wraps ErrInvalidSpec.
 func (s VMSpec) Validate() error {
-	if !nameRE.MatchString(s.Name) {
-		return invalid("name %q must match [a-z0-9][a-z0-9_-]{0,62}", s.Name)
+	if err := validate.VMName(s.Name); err != nil {
+		return invalid("%s", validate.Message(err))
 	}
 	if s.UUID != "" && !uuidRE.MatchString(s.UUID) {
 		return invalid("uuid %q is not of the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", s.UUID)

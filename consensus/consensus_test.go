@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
 
 	"context"
@@ -416,5 +417,61 @@ func TestVolumeCatalog(t *testing.T) {
 	}
 	if _, err := apply(Command{Op: opVolumeDelete, Volume: &VolumeEntry{Name: "v1"}}); !errors.Is(err, ErrNoSuchVolume) {
 		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+// The join pre-check (a read, no entry) and the join itself (applied)
+// agree on every refusal, and the pre-check changes nothing.
+func TestJoinCheckAgreesWithJoin(t *testing.T) {
+	at := time.Now()
+	m := &metaSM{s: emptyState()}
+	if v, _ := m.Lookup(joinQuery{join: JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "n2"}}, at: at}); !errors.Is(v.(joinVerdict).err, ErrNotBootstrapped) {
+		t.Fatalf("check before bootstrap: %v", v)
+	}
+	for _, c := range []Command{
+		{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c1", Name: "c"}, Node: NodeRecord{Name: "n1", ReplicaID: 1}}},
+		{Op: opAddToken, Token: &TokenRecord{ID: "t", Verifier: "v", ExpiresAt: at.Add(time.Hour)}},
+		{Op: opAddToken, Token: &TokenRecord{ID: "old", Verifier: "v", ExpiresAt: at.Add(-time.Minute)}},
+		{Op: opAddToken, Token: &TokenRecord{ID: "used", Verifier: "v", ExpiresAt: at.Add(time.Hour)}},
+		{Op: opJoin, Join: &JoinCmd{TokenID: "used", Verifier: "v", Node: NodeRecord{Name: "n3", RaftAddr: "c:1"}}},
+	} {
+		c.At = at
+		if _, err := m.apply(&c); err != nil {
+			t.Fatalf("%s: %v", c.Op, err)
+		}
+	}
+	cases := []struct {
+		name string
+		j    JoinCmd
+		want error
+	}{
+		{"unknown token", JoinCmd{TokenID: "nosuch", Verifier: "v", Node: NodeRecord{Name: "n2"}}, ErrTokenInvalid},
+		{"wrong secret", JoinCmd{TokenID: "t", Verifier: "w", Node: NodeRecord{Name: "n2"}}, ErrTokenInvalid},
+		{"expired", JoinCmd{TokenID: "old", Verifier: "v", Node: NodeRecord{Name: "n2"}}, ErrTokenExpired},
+		{"used", JoinCmd{TokenID: "used", Verifier: "v", Node: NodeRecord{Name: "n2"}}, ErrTokenUsed},
+		{"name taken", JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "n1"}}, ErrNodeExists},
+		{"no node", JoinCmd{TokenID: "t", Verifier: "v"}, ErrBadCommand},
+		{"retried by its node", JoinCmd{TokenID: "used", Verifier: "v", Node: NodeRecord{Name: "n3", RaftAddr: "c:1"}}, nil},
+		{"accepted", JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "n2"}}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := m.s.clone()
+			was, _ := json.Marshal(m.s)
+			v, err := m.Lookup(joinQuery{join: c.j, at: at})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked := v.(joinVerdict).err
+			if now, _ := json.Marshal(m.s); !bytes.Equal(was, now) {
+				t.Fatal("the check changed the state")
+			}
+			j := c.j
+			_, applied := m.apply(&Command{Op: opJoin, At: at, Join: &j})
+			if (c.want == nil) != (checked == nil) || (c.want != nil && (!errors.Is(checked, c.want) || !errors.Is(applied, c.want))) || (checked == nil) != (applied == nil) {
+				t.Fatalf("check %v, join %v, want %v", checked, applied, c.want)
+			}
+			m.s = before // every case starts from the same state
+		})
 	}
 }

@@ -46,7 +46,7 @@ var (
 )
 
 // ErrBadCommand stays last: it is the code for errors not in the list.
-var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrVMNameTaken, ErrNoSuchVM, ErrBadCommand}
+var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrVMNameTaken, ErrNoSuchVM, ErrCertRevoked, ErrBadCommand}
 
 // FirstVolumeShard is the first shard ID given to a volume.
 const FirstVolumeShard uint64 = 1000
@@ -104,6 +104,9 @@ type NodeRecord struct {
 	// CertSerials are the serials (lower-case hex) of the node certificates
 	// the cluster issued to this node; removal revokes them all.
 	CertSerials []string `json:"cert_serials,omitempty"`
+	// CertNotAfter is when the node's newest certificate expires (zero
+	// for certificates issued before renewal existed).
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
 }
 
 // TokenRecord is a one-time join token as the cluster stores it: only a
@@ -208,6 +211,7 @@ type Command struct {
 	NodeFence    *NodeFenceCmd     `json:"node_fence,omitempty"`
 	ExportCert   *ExportCertRecord `json:"export_cert,omitempty"`
 	Revoke       *RevokedCert      `json:"revoke,omitempty"`
+	NodeCert     *NodeCertCmd      `json:"node_cert,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -331,34 +335,21 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return nil, nil
 	case opJoin:
 		j := c.Join
-		if j == nil || j.Node.Name == "" {
-			return nil, fmt.Errorf("%w: join without node", ErrBadCommand)
+		retried, err := s.checkJoin(j, c.At)
+		if err != nil {
+			return nil, err
 		}
-		t, ok := s.Tokens[j.TokenID]
-		if !ok || subtle.ConstantTimeCompare([]byte(t.Verifier), []byte(j.Verifier)) != 1 {
-			return nil, ErrTokenInvalid
-		}
-		if t.UsedBy != "" {
-			// Proposals are retried after a timeout and may commit twice:
-			// the same node asking again gets the same answer.
-			if n, ok := s.Nodes[j.Node.Name]; ok && t.UsedBy == j.Node.Name && n.State == NodeJoining && n.RaftAddr == j.Node.RaftAddr {
-				// A retried admission signed a new certificate; the node
-				// will use whichever answer reaches it.
-				for _, serial := range j.Node.CertSerials {
-					if !slices.Contains(n.CertSerials, serial) {
-						n.CertSerials = append(n.CertSerials, serial)
-					}
+		if retried != nil {
+			// A retried admission signed a new certificate; the node
+			// will use whichever answer reaches it.
+			for _, serial := range j.Node.CertSerials {
+				if !slices.Contains(retried.CertSerials, serial) {
+					retried.CertSerials = append(retried.CertSerials, serial)
 				}
-				return json.Marshal(n.ReplicaID)
 			}
-			return nil, fmt.Errorf("%w (by %s)", ErrTokenUsed, t.UsedBy)
+			return json.Marshal(retried.ReplicaID)
 		}
-		if !c.At.Before(t.ExpiresAt) {
-			return nil, ErrTokenExpired
-		}
-		if old, ok := s.Nodes[j.Node.Name]; ok && old.State != NodeRemoved {
-			return nil, fmt.Errorf("%w: %s", ErrNodeExists, j.Node.Name)
-		}
+		t := s.Tokens[j.TokenID]
 		t.UsedBy = j.Node.Name
 		t.UsedAt = c.At
 		n := j.Node
@@ -483,8 +474,39 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyExportCert(c)
 	case opRevokeCert:
 		return m.applyRevocation(c)
+	case opNodeCert:
+		return m.applyNodeCert(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
+}
+
+// checkJoin is every check of a join, shared by the state machine (which
+// decides) and the read-only pre-check the member runs before proposing
+// (Meta.CheckJoin), so that both always agree. retried is the node when the
+// same node asks again with the token it already consumed: proposals are
+// retried after a timeout and may commit twice, and the same node gets the
+// same answer.
+func (s *MetaState) checkJoin(j *JoinCmd, at time.Time) (retried *NodeRecord, err error) {
+	if j == nil || j.Node.Name == "" {
+		return nil, fmt.Errorf("%w: join without node", ErrBadCommand)
+	}
+	t, ok := s.Tokens[j.TokenID]
+	if !ok || subtle.ConstantTimeCompare([]byte(t.Verifier), []byte(j.Verifier)) != 1 {
+		return nil, ErrTokenInvalid
+	}
+	if t.UsedBy != "" {
+		if n, ok := s.Nodes[j.Node.Name]; ok && t.UsedBy == j.Node.Name && n.State == NodeJoining && n.RaftAddr == j.Node.RaftAddr {
+			return n, nil
+		}
+		return nil, fmt.Errorf("%w (by %s)", ErrTokenUsed, t.UsedBy)
+	}
+	if !at.Before(t.ExpiresAt) {
+		return nil, ErrTokenExpired
+	}
+	if old, ok := s.Nodes[j.Node.Name]; ok && old.State != NodeRemoved {
+		return nil, fmt.Errorf("%w: %s", ErrNodeExists, j.Node.Name)
+	}
+	return nil, nil
 }
 
 // expireTokens drops tokens a day past their expiry so the set stays small.
@@ -494,19 +516,36 @@ func (m *metaSM) expireTokens(now time.Time) {
 	})
 }
 
-// Lookup answers queries: the whole state (a copy), or the revocation
-// check of one certificate (an error value, nil when accepted).
+// Lookup answers queries: the whole state (a copy), the revocation check
+// of one certificate (an error value, nil when accepted), or the verdict on
+// a join (joinQuery); the last two read the state without copying it.
 func (m *metaSM) Lookup(q any) (any, error) {
 	switch q := q.(type) {
 	case stateQuery:
 		return m.s.clone(), nil
 	case certQuery:
 		return m.s.checkCert(q.ref), nil
+	case joinQuery:
+		if !m.s.Bootstrapped() {
+			return joinVerdict{err: ErrNotBootstrapped}, nil
+		}
+		_, err := m.s.checkJoin(&q.join, q.at)
+		return joinVerdict{err: err}, nil
 	}
 	return nil, fmt.Errorf("unknown metadata query %T", q)
 }
 
 type stateQuery struct{}
+
+// joinQuery asks whether a join would be accepted at time at.
+type joinQuery struct {
+	join JoinCmd
+	at   time.Time
+}
+
+// joinVerdict is the answer to a joinQuery: the refusal travels as a value,
+// since a read's error is taken for a failed read and retried.
+type joinVerdict struct{ err error }
 
 func (m *metaSM) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
 	return json.NewEncoder(w).Encode(m.s)
@@ -617,6 +656,23 @@ func (m *Meta) Join(ctx context.Context, tokenID, verifier string, n NodeRecord)
 		return 0, fmt.Errorf("decode join result: %w", err)
 	}
 	return id, nil
+}
+
+// CheckJoin runs the state machine's checks of a join (token known, secret
+// right, not used, not expired, name free) on the committed state through a
+// linearizable read, without proposing anything: a bogus join costs no Raft
+// entry. It returns nil when Join would be accepted now; Join checks again
+// when it applies, and that check stays the authority.
+func (m *Meta) CheckJoin(ctx context.Context, tokenID, verifier string, n NodeRecord) error {
+	v, err := m.h.Read(ctx, MetaShardID, joinQuery{join: JoinCmd{TokenID: tokenID, Verifier: verifier, Node: n}, at: m.now().UTC()})
+	if err != nil {
+		return err
+	}
+	verdict, ok := v.(joinVerdict)
+	if !ok {
+		return fmt.Errorf("%w: join check answered %T", ErrBadCommand, v)
+	}
+	return verdict.err
 }
 
 // SetNodeState moves a node to joining, member or removed.

@@ -140,3 +140,52 @@ func (m *Meta) CheckCert(ref CertRef) error {
 	}
 	return nil
 }
+
+// NodeCertCmd records a certificate the cluster issued to a member (a
+// renewal), before the member starts using it.
+type NodeCertCmd struct {
+	Name     string    `json:"name"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// opNodeCert records a member's renewed certificate.
+const opNodeCert = "node-cert"
+
+// keepCertSerials is how many of a node's certificates stay valid: the one
+// in use and the ones before it, whose connections may still be open. An
+// older one leaves the record and is refused from then on.
+const keepCertSerials = 3
+
+func (m *metaSM) applyNodeCert(c *Command) ([]byte, error) {
+	nc := c.NodeCert
+	if nc == nil || nc.Serial == "" || strings.ToLower(nc.Serial) != nc.Serial {
+		return nil, fmt.Errorf("%w: node-cert needs a node and a lower-case hex serial", ErrBadCommand)
+	}
+	n, ok := m.s.Nodes[nc.Name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNodeNotFound, nc.Name)
+	}
+	if n.State == NodeRemoved {
+		return nil, fmt.Errorf("%w: node %s was removed", ErrCertRevoked, nc.Name)
+	}
+	if _, revoked := m.s.Revoked[nc.Serial]; revoked {
+		return nil, fmt.Errorf("%w: serial %s", ErrCertRevoked, nc.Serial)
+	}
+	if !slices.Contains(n.CertSerials, nc.Serial) {
+		n.CertSerials = append(n.CertSerials, nc.Serial)
+		if over := len(n.CertSerials) - keepCertSerials; over > 0 {
+			n.CertSerials = slices.Clone(n.CertSerials[over:])
+		}
+		m.audit(c, "node-cert", fmt.Sprintf("node %s renewed its certificate: serial %s, valid until %s", n.Name, nc.Serial, nc.NotAfter.UTC().Format(time.RFC3339)))
+	}
+	n.CertNotAfter = nc.NotAfter
+	return nil, nil
+}
+
+// RecordNodeCert records a renewed certificate of node name; the node
+// switches to it only once this has committed, so every member accepts it.
+func (m *Meta) RecordNodeCert(ctx context.Context, name, serial string, notAfter time.Time) error {
+	_, err := m.propose(ctx, Command{Op: opNodeCert, NodeCert: &NodeCertCmd{Name: name, Serial: serial, NotAfter: notAfter}})
+	return err
+}

@@ -33,8 +33,11 @@ func binDir(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
-	if os.Getenv("TANDEM_TEST_HELPER") == "hello" {
+	switch os.Getenv("TANDEM_TEST_HELPER") {
+	case "hello":
 		os.Exit(helloHelper())
+	case "joinflood":
+		os.Exit(joinFloodHelper())
 	}
 	code := m.Run()
 	_ = os.RemoveAll(filepath.Join(os.TempDir(), fmt.Sprintf("tandem-test-bin-%d", os.Getpid())))

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -28,8 +29,13 @@ type imageInfo struct {
 func (i *imageInfo) roundedSize() int64 { return (i.VirtualSize + 4095) &^ 4095 }
 
 func probeImage(ctx context.Context, path string) (*imageInfo, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("--image: %w", err)
+	// qemu-img would read a device or wait on a FIFO; only a file (or a
+	// link to one) is an image.
+	if err := validate.RegularFile("--image", path); err != nil {
+		if errors.Is(err, validate.ErrInvalid) {
+			return nil, usageErrorf("%s", validate.Message(err))
+		}
+		return nil, err
 	}
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		return nil, errors.New("--image needs qemu-img (Debian package qemu-utils) on this machine")

@@ -102,7 +102,12 @@ func newVMCreateCmd(a *app) *cobra.Command {
 primary of all its volumes. With --start it starts at once, on --node or where
 placement decides (nodes with UpToDate replicas, fewest VMs, most free memory).
 N+1 admission control refuses a start that could not be recovered after any
-single node failure; --force overrides it with a warning.`,
+single node failure; --force overrides it with a warning.
+
+NAME is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or
+digit (at most 57 with --disk, whose volumes are named NAME-diskN). --kernel
+and --initrd are absolute paths of regular files on the nodes; --image is a
+regular file (or a link to one) on this machine.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mem, err := parseSize(memory)
@@ -176,8 +181,8 @@ single node failure; --force overrides it with a warning.`,
 	f.StringArrayVar(&volumes, "disk-volume", nil, "existing volume as a disk (repeatable)")
 	f.StringArrayVar(&nics, "nic", nil, "network interface BRIDGE[,mac=MAC][,ip=ADDR] (repeatable; empty bridge = the node's default)")
 	f.StringVar(&image, "image", "", "copy this disk image (raw, qcow2, ... via qemu-img) into the first, new disk")
-	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (path on every node)")
-	f.StringVar(&initrd, "initrd", "", "initrd for --kernel")
+	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (absolute path of a regular file on every node)")
+	f.StringVar(&initrd, "initrd", "", "initrd for --kernel (absolute path of a regular file on every node)")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
 	f.StringVar(&node, "node", "", "run on this node (its replicas are created first)")
 	f.StringVar(&antiAffinity, "anti-affinity", "", "group whose VMs never share a node")

@@ -53,7 +53,10 @@ func newVolumeCreateCmd(a *app) *cobra.Command {
 SIZE is a number of bytes, optionally with a binary (1024-based) unit: K, M,
 G, T or KiB, MiB, GiB, TiB, e.g. 20G or 1.5TiB. A 2-replica volume also needs
 a third node as witness. --nodes picks the nodes; the first one becomes the
-initial primary.`,
+initial primary.
+
+NAME is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or
+digit. SIZE is a multiple of 4 KiB, at most 64 TiB.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if size == "" {

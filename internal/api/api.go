@@ -55,18 +55,19 @@ type Services struct {
 func New(cfg Config) *Services { return &Services{cfg: cfg, log: cfg.State.Log} }
 
 // RegisterAdmin registers the admin services (Cluster, Node, Volume, VM,
-// HA) on s.
+// HA) on s, every request checked by internal/validate (validate.go).
 func (a *Services) RegisterAdmin(s *grpc.Server) {
-	tandemv1.RegisterClusterServer(s, &clusterService{a: a})
-	tandemv1.RegisterNodeServer(s, &nodeService{a: a})
-	tandemv1.RegisterVolumeServer(s, &volumeService{a: a})
-	tandemv1.RegisterVMServer(s, &vmService{a: a})
-	tandemv1.RegisterHAServer(s, &haService{a: a})
+	registerChecked(s, &tandemv1.Cluster_ServiceDesc, &clusterService{a: a})
+	registerChecked(s, &tandemv1.Node_ServiceDesc, &nodeService{a: a})
+	registerChecked(s, &tandemv1.Volume_ServiceDesc, &volumeService{a: a})
+	registerChecked(s, &tandemv1.VM_ServiceDesc, &vmService{a: a})
+	registerChecked(s, &tandemv1.HA_ServiceDesc, &haService{a: a})
 }
 
-// RegisterPeer registers the peer service on s.
+// RegisterPeer registers the peer service on s, every request checked by
+// internal/validate (validate.go).
 func (a *Services) RegisterPeer(s *grpc.Server) {
-	tandemv1.RegisterPeerServer(s, &peerService{a: a})
+	registerChecked(s, &tandemv1.Peer_ServiceDesc, &peerService{a: a})
 }
 
 // toStatus is the one error mapping of every service answer: a status

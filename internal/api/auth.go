@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/refusal"
 	"github.com/tandemhci/tandem/internal/state"
 )
 
@@ -47,6 +49,15 @@ func peerCert(ctx context.Context) (name, ou string, ok bool) {
 	return pki.PeerIdentity(ti.State)
 }
 
+// callSource is the address a call comes from ("local" on the unix socket).
+func callSource(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil || p.Addr.Network() == "unix" {
+		return "local"
+	}
+	return refusal.SourceOf(p.Addr)
+}
+
 // ReplicationPeer names the sender of a replication connection: only a
 // node certificate of this cluster's CA may replicate. It is the
 // replication.Authorize the data path is given, so that replication needs
@@ -64,11 +75,15 @@ type Auth struct {
 	st *state.State
 	// tokenFile holds the admin token this node was handed when it joined.
 	tokenFile string
+	// refused logs refused admin calls in aggregate (one line a minute).
+	refused *refusal.Log
 }
 
 // NewAuth returns the guard of this node's servers; tokenFile is where the
 // node keeps the admin token it was handed at create or join.
-func NewAuth(st *state.State, tokenFile string) *Auth { return &Auth{st: st, tokenFile: tokenFile} }
+func NewAuth(st *state.State, tokenFile string) *Auth {
+	return &Auth{st: st, tokenFile: tokenFile, refused: refusal.NewLog(st.Log, "admin calls refused", time.Minute)}
+}
 
 // AdminUnary guards the admin API. Over TCP the client must present a
 // certificate from the cluster CA and a bearer token. Over the root-only unix
@@ -77,7 +92,7 @@ func NewAuth(st *state.State, tokenFile string) *Auth { return &Auth{st: st, tok
 func (a *Auth) AdminUnary(tcp bool) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if err := a.authorizeAdmin(ctx, info.FullMethod, tcp); err != nil {
-			a.st.Log.Warn("admin call refused", "method", info.FullMethod, "err", status.Convert(err).Message(), "tcp", tcp)
+			a.refused.Refused(callSource(ctx), status.Code(err).String(), info.FullMethod+": "+status.Convert(err).Message(), time.Now())
 			return nil, err
 		}
 		return h(ctx, req)

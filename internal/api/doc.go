@@ -18,6 +18,14 @@
 //   - every backend call presents a node certificate of a node that was not
 //     removed (Join excepted: the joiner proves itself with its token);
 //   - only a node certificate may replicate (ReplicationPeer);
+//   - every admin and peer request is checked against internal/validate
+//     (names, sizes, checksum bounds, host paths) after authentication and
+//     before its service method, by registering the services through
+//     registerChecked (validate.go); a refusal is InvalidArgument and
+//     reaches no subsystem;
+//   - refused calls and joins are logged in aggregate (internal/refusal),
+//     at most one summary line a minute, since anyone who reaches a port
+//     can cause them;
 //   - every error a service returns goes through one mapping (toStatus:
 //     status errors unchanged, context errors with gRPC's own codes, any
 //     other error through internal/apierr.From), so one domain error has

@@ -20,7 +20,9 @@ type peerService struct {
 func (s *peerService) Join(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
 	resp, err := s.a.cfg.Members.Admit(ctx, req)
 	if err != nil {
-		s.a.log.Warn("join refused", "node", req.NodeName, "err", grpcMessage(err))
+		// Membership counts and logs refusals in aggregate: anyone may
+		// send joins, so one line each would let them fill the log.
+		s.a.log.Debug("join refused", "node", req.NodeName, "err", grpcMessage(err))
 		return nil, toStatus(err)
 	}
 	return resp, nil

@@ -5,11 +5,13 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/settings"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -39,8 +41,19 @@ func (m *Manager) HealthReport(ctx context.Context, st *tandemv1.ClusterStatus) 
 	}
 	if c, ok := m.st.Cluster(); ok {
 		now := m.st.Now()
-		st.Warnings = append(st.Warnings, certWarnings("the cluster CA certificate", c.CACert, now)...)
-		st.Warnings = append(st.Warnings, certWarnings("node "+m.st.Node.Name+"'s certificate", c.NodeCert, now)...)
+		st.Warnings = append(st.Warnings, certWarnings("the cluster CA certificate", c.CACert, now, certWarnWithin)...)
+		st.Warnings = append(st.Warnings, certWarnings("node "+m.st.Node.Name+"'s certificate", c.NodeCert, now, nodeCertWarnWithin(ms.Config))...)
+	}
+	// Other members' certificates, as their records say: each node renews
+	// its own, so one near expiry means its renewal is failing.
+	for _, name := range slices.Sorted(maps.Keys(ms.Nodes)) {
+		n := ms.Nodes[name]
+		if name == m.st.Node.Name || n.State == consensus.NodeRemoved || n.CertNotAfter.IsZero() {
+			continue
+		}
+		if w := expiryWarning("node "+name+"'s certificate", n.CertNotAfter, m.st.Now(), nodeCertWarnWithin(ms.Config)); w != "" {
+			st.Warnings = append(st.Warnings, w+"; it renews itself two thirds into its lifetime, so check that node's log")
+		}
 	}
 	var unfenced []string
 	for name, n := range ms.Nodes {
@@ -56,7 +69,7 @@ func (m *Manager) HealthReport(ctx context.Context, st *tandemv1.ClusterStatus) 
 
 // certWarnings warns about a PEM certificate that expires within
 // certWarnWithin or has expired.
-func certWarnings(what string, pemBytes []byte, now time.Time) []string {
+func certWarnings(what string, pemBytes []byte, now time.Time, within time.Duration) []string {
 	b, _ := pem.Decode(pemBytes)
 	if b == nil {
 		return []string{what + " cannot be read"}
@@ -65,14 +78,35 @@ func certWarnings(what string, pemBytes []byte, now time.Time) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("%s cannot be parsed: %v", what, err)}
 	}
-	left := c.NotAfter.Sub(now)
-	switch {
-	case left <= 0:
-		return []string{fmt.Sprintf("%s expired on %s", what, c.NotAfter.UTC().Format(time.RFC3339))}
-	case left < certWarnWithin:
-		return []string{fmt.Sprintf("%s expires on %s (in %d days)", what, c.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))}
+	if w := expiryWarning(what, c.NotAfter, now, within); w != "" {
+		return []string{w}
 	}
 	return nil
+}
+
+// expiryWarning says that a certificate expires within within, or has
+// expired; "" when neither.
+func expiryWarning(what string, notAfter, now time.Time, within time.Duration) string {
+	left := notAfter.Sub(now)
+	switch {
+	case left <= 0:
+		return fmt.Sprintf("%s expired on %s", what, notAfter.UTC().Format(time.RFC3339))
+	case left < within:
+		return fmt.Sprintf("%s expires on %s (in %d days)", what, notAfter.UTC().Format(time.RFC3339), int(left.Hours()/24))
+	}
+	return ""
+}
+
+// nodeCertWarnWithin is certWarnWithin for certificates the nodes renew
+// themselves: with a lifetime under 90 days (tests) a certificate is
+// always within 30 days of expiry, so only one past its renewal point is
+// worth a warning.
+func nodeCertWarnWithin(cfg map[string]string) time.Duration {
+	lifetime, err := settings.Duration(cfg, settings.KeyCertLifetime)
+	if err != nil {
+		return certWarnWithin
+	}
+	return min(certWarnWithin, lifetime/3)
 }
 
 func orNone(s string) string {

@@ -38,16 +38,16 @@ func testCert(t *testing.T, now, notAfter time.Time) []byte {
 func TestCertWarnings(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	mk := func(notAfter time.Time) []byte { return testCert(t, now, notAfter) }
-	if w := certWarnings("cert", mk(now.Add(365*24*time.Hour)), now); len(w) != 0 {
+	if w := certWarnings("cert", mk(now.Add(365*24*time.Hour)), now, certWarnWithin); len(w) != 0 {
 		t.Errorf("a certificate valid for a year: %v", w)
 	}
-	if w := certWarnings("cert", mk(now.Add(10*24*time.Hour)), now); len(w) != 1 || !strings.Contains(w[0], "expires on 2026-01-11T00:00:00Z (in 10 days)") {
+	if w := certWarnings("cert", mk(now.Add(10*24*time.Hour)), now, certWarnWithin); len(w) != 1 || !strings.Contains(w[0], "expires on 2026-01-11T00:00:00Z (in 10 days)") {
 		t.Errorf("expiring in 10 days: %v", w)
 	}
-	if w := certWarnings("cert", mk(now.Add(-time.Hour)), now); len(w) != 1 || !strings.Contains(w[0], "expired on") {
+	if w := certWarnings("cert", mk(now.Add(-time.Hour)), now, certWarnWithin); len(w) != 1 || !strings.Contains(w[0], "expired on") {
 		t.Errorf("expired: %v", w)
 	}
-	if w := certWarnings("cert", []byte("garbage"), now); len(w) != 1 || !strings.Contains(w[0], "cannot be read") {
+	if w := certWarnings("cert", []byte("garbage"), now, certWarnWithin); len(w) != 1 || !strings.Contains(w[0], "cannot be read") {
 		t.Errorf("garbage: %v", w)
 	}
 }
@@ -102,5 +102,23 @@ func TestHealthReportOutsideACluster(t *testing.T) {
 	m.HealthReport(context.Background(), st)
 	if len(st.Warnings)+len(st.Advisories) != 0 {
 		t.Errorf("report outside a cluster: %+v", st)
+	}
+}
+
+// With a short certificate lifetime only a certificate past its renewal
+// point is a warning; the default keeps the 30 days.
+func TestNodeCertWarnWithin(t *testing.T) {
+	if got := nodeCertWarnWithin(map[string]string{}); got != certWarnWithin {
+		t.Errorf("default: %v", got)
+	}
+	if got := nodeCertWarnWithin(map[string]string{"pki.cert_lifetime": "3m"}); got != time.Minute {
+		t.Errorf("3m lifetime: %v", got)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if w := expiryWarning("node n2's certificate", now.Add(2*time.Minute), now, time.Minute); w != "" {
+		t.Errorf("a certificate before its renewal point: %q", w)
+	}
+	if w := expiryWarning("node n2's certificate", now.Add(30*time.Second), now, time.Minute); !strings.Contains(w, "node n2's certificate expires on") {
+		t.Errorf("a certificate past its renewal point: %q", w)
 	}
 }

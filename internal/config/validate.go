@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/tandemhci/tandem/internal/validate"
 )
 
 // Raft timing bounds. The lower one is dragonboat's own rule; the upper ones
@@ -164,19 +166,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// validNodeName reports whether s matches [a-z0-9][a-z0-9-]{0,62}.
-func validNodeName(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
-			return false
-		}
-	}
-	return true
-}
+// validNodeName reports whether s matches [a-z0-9][a-z0-9-]{0,62}, the
+// one node name rule (internal/validate).
+func validNodeName(s string) bool { return validate.NodeName(s) == nil }
 
 // checkAddr checks a host:port. An advertised address is one other nodes
 // dial, so it needs a concrete host; a listen-only address may have an empty

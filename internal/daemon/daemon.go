@@ -270,6 +270,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.vms.Run(ctx)
 	go d.ha.Run(ctx)
 	go d.vols.SweepDeleted(ctx)
+	go d.newRenewer().Run(ctx)
 
 	var err error
 	select {
@@ -395,13 +396,11 @@ func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string
 }
 
 func (d *Daemon) startTLSServersLocked() error {
-	srvTLS, err := pki.ServerTLS(d.tls.Cert, d.tls.Key, d.tls.CACert)
-	if err != nil {
+	// Checked now so a bad certificate fails the start, not each handshake.
+	if _, err := d.serverTLS(); err != nil {
 		return fmt.Errorf("server TLS: %w", err)
 	}
-	// Backend gRPC, replication and admin: one revocation check, in the
-	// handshake, so a revoked certificate reaches no handler.
-	srvTLS = pki.WithCertCheck(srvTLS, d.certCheck)
+	srvTLS := d.dynamicServerTLS("h2")
 	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.auth.PeerUnary()), grpc.ChainStreamInterceptor(d.auth.PeerStream()))
 	d.svc.RegisterPeer(d.peerSrv)
 	hp := health.NewServer()
@@ -409,10 +408,10 @@ func (d *Daemon) startTLSServersLocked() error {
 	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
 
 	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vols.Target, api.ReplicationPeer)
-	replTLS := srvTLS.Clone()
+	replTLS := d.dynamicServerTLS()
 	go func() { d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replLn, replTLS))) }()
 
-	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS.Clone())), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(true)), grpc.ChainStreamInterceptor(d.auth.AdminStream(true)))
+	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(d.dynamicServerTLS("h2"))), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(true)), grpc.ChainStreamInterceptor(d.auth.AdminStream(true)))
 	d.registerAdmin(d.adminSrv)
 	go func() { d.serveErr <- serveErr("admin", d.adminSrv.Serve(d.adminLn)) }()
 	return nil
@@ -492,7 +491,7 @@ func (d *Daemon) cluster() (*membership.Identity, *consensus.Meta, *nodedir.TLS)
 
 // clientTLS is the node's client identity for dialing peers.
 func (d *Daemon) clientTLS() (*tls.Config, error) {
-	_, _, m := d.cluster()
+	m := d.hs.tls.Load()
 	if m == nil {
 		return nil, errors.New("node is not in a cluster")
 	}

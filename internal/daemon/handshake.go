@@ -13,10 +13,57 @@ import (
 )
 
 // handshakeState is what TLS callbacks read, set whenever the Raft host
-// starts or stops.
+// starts or stops and when a certificate is renewed.
 type handshakeState struct {
 	meta atomic.Pointer[consensus.Meta]
 	tls  atomic.Pointer[nodedir.TLS]
+	// server caches the server configuration built from tls.
+	server atomic.Pointer[builtTLS]
+}
+
+type builtTLS struct {
+	from *nodedir.TLS
+	cfg  *tls.Config
+}
+
+// serverTLS is the server configuration of the node's current material
+// with the revocation check, rebuilt only when the material changes.
+func (d *Daemon) serverTLS() (*tls.Config, error) {
+	m := d.hs.tls.Load()
+	if m == nil {
+		return nil, errors.New("no TLS material loaded")
+	}
+	if b := d.hs.server.Load(); b != nil && b.from == m {
+		return b.cfg, nil
+	}
+	cfg, err := pki.ServerTLS(m.Cert, m.Key, m.CACert)
+	if err != nil {
+		return nil, err
+	}
+	cfg = pki.WithCertCheck(cfg, d.certCheck)
+	d.hs.server.Store(&builtTLS{from: m, cfg: cfg})
+	return cfg, nil
+}
+
+// dynamicServerTLS is a listener's configuration that picks the node's
+// current certificate on every handshake (renewal needs no restart).
+// alpn is what the listener speaks (gRPC needs "h2").
+func (d *Daemon) dynamicServerTLS(alpn ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: alpn,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cfg, err := d.serverTLS()
+			if err != nil {
+				return nil, err
+			}
+			if len(alpn) > 0 {
+				cfg = cfg.Clone()
+				cfg.NextProtos = alpn
+			}
+			return cfg, nil
+		},
+	}
 }
 
 // certCheck applies the cluster's revocation list (consensus.Meta.CheckCert)

@@ -88,6 +88,12 @@ func (d *Daemon) newMembers() *membership.Manager {
 		Init: initHooks{d},
 		// The error names the file already; membership says what it is.
 		AdminToken: d.dir.AdminToken,
+		// d.mets is made after the managers, before any server runs.
+		JoinRefused: func(reason string) {
+			if d.mets != nil {
+				d.mets.JoinRefused(reason)
+			}
+		},
 	})
 }
 

@@ -19,6 +19,9 @@
 //     only, so any subsystem may write its files through it;
 //   - internal/sealed (sealing secrets with the cluster secret) is the
 //     standard library only;
+//   - internal/validate (the rules for names, sizes and paths in requests)
+//     and internal/refusal (rate limits and aggregated logs of refused
+//     requests) are the standard library only, so any layer may use them;
 //   - consensus keeps Raft state and knows no gRPC, libvirt, compute or
 //     daemon; it takes the replica state type from replication, below it;
 //   - consensus/raftnet, the Raft transport, carries dragonboat's messages

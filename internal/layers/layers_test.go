@@ -53,6 +53,11 @@ func rules() []rule {
 			why:     "placement is pure policy: the daemon gathers its inputs",
 		},
 		{
+			pkgs:    []string{mod + "/internal/refusal", mod + "/internal/validate"},
+			stdOnly: true,
+			why:     "refusal and validate are rules and counters any layer may use: the standard library only",
+		},
+		{
 			pkgs:    []string{mod + "/internal/nodedir"},
 			stdOnly: true,
 			why:     "nodedir is pure file handling: it holds no daemon state",

@@ -13,6 +13,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -23,29 +24,50 @@ const admitTimeout = 10 * time.Second
 // against this cluster's CA and the request, consumes the token, signs the
 // node's certificate and adds it to the metadata shard as a voter. The
 // joining node then starts its replica and confirms its membership.
+//
+// Before anything is proposed, attempts are limited per source address and
+// the token is checked against the committed metadata with a read
+// (Meta.CheckJoin): a bogus join costs no Raft entry. Every refusal is
+// counted by reason and logged in aggregate (joinguard.go).
 func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
+	src := joinSource(ctx)
+	if !m.joins.limit.Allow(src, time.Now()) {
+		err := status.Errorf(codes.ResourceExhausted, "too many join attempts from %s: at most %d at once and one every %s; wait and retry", src, joinBurst, joinEvery)
+		m.joins.refused(src, RefusedRateLimited, err, time.Now())
+		return nil, err
+	}
+	resp, err := m.admit(ctx, req)
+	if err != nil {
+		reason, apiErr := refusalOf(err)
+		m.joins.refused(src, reason, apiErr, time.Now())
+		return nil, apiErr
+	}
+	return resp, nil
+}
+
+func (m *Manager) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
 	cl, ok := m.cluster()
 	if !ok {
-		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+		return nil, refuse(RefusedUnavailable, status.Error(codes.FailedPrecondition, "this node is not in a cluster"))
 	}
 	tok, err := pki.ParseJoinToken(req.Token)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+		return nil, refuse(RefusedMalformed, status.Errorf(codes.InvalidArgument, "%v", err))
 	}
 	ca, err := pki.LoadCA(cl.CACert, cl.CAKey)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "cluster CA: %v", err)
 	}
 	if tok.CAFingerprint != ca.Fingerprint() {
-		return nil, status.Error(codes.PermissionDenied, "join token is for another cluster")
+		return nil, refuse(RefusedWrongCluster, status.Error(codes.PermissionDenied, "join token is for another cluster"))
 	}
-	if !ValidName(req.NodeName) {
-		return nil, status.Errorf(codes.InvalidArgument, "node name %q is not valid", req.NodeName)
+	if err := validate.NodeName(req.NodeName); err != nil {
+		return nil, refuse(RefusedBadRequest, status.Error(codes.InvalidArgument, validate.Message(err)))
 	}
 	addrs := []string{req.BackendAddr, req.RaftAddr, req.AdminAddr, req.ReplicationAddr}
 	for _, a := range addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "address %q: %v", a, err)
+			return nil, refuse(RefusedBadRequest, status.Errorf(codes.InvalidArgument, "address %q: %v", a, err))
 		}
 	}
 	if err := m.st.Quorum(ctx); err != nil {
@@ -59,6 +81,16 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	if req.Role == tandemv1.NodeRole_NODE_ROLE_WITNESS {
 		role = "witness"
 	}
+	v := tok.Verifier()
+	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
+		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
+	pctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	defer cancel()
+	// A read, not a proposal: unknown, wrong, used and expired tokens stop
+	// here. The state machine checks again when the join applies.
+	if err := meta.CheckJoin(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec); err != nil {
+		return nil, refuse(metaRefusal(err), apierr.FromMeta(err))
+	}
 	// Peers and dragonboat dial the node by IP and verify it. The
 	// certificate is signed before the join is proposed so that its serial
 	// goes into the node's record: removal revokes what the record lists.
@@ -69,7 +101,7 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 			ips = append(ips, ip)
 		}
 	}
-	cert, err := ca.SignNode(req.CsrPem, req.NodeName, ips, m.st.Now())
+	cert, err := ca.SignNodeFor(req.CsrPem, req.NodeName, ips, m.st.Now(), CertLifetime(m.st))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
 	}
@@ -77,14 +109,14 @@ func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "signed certificate: %v", err)
 	}
-	v := tok.Verifier()
-	rec := consensus.NodeRecord{CertSerials: []string{serial}, Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
-		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
-	pctx, cancel := context.WithTimeout(ctx, admitTimeout)
-	defer cancel()
+	_, notAfter, err := pki.RenewAt(cert)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "signed certificate: %v", err)
+	}
+	rec.CertSerials, rec.CertNotAfter = []string{serial}, notAfter
 	replica, err := meta.Join(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec)
 	if err != nil {
-		return nil, apierr.FromMeta(err)
+		return nil, refuse(metaRefusal(err), apierr.FromMeta(err))
 	}
 	if err := meta.AddVoter(pctx, replica, req.RaftAddr); err != nil {
 		return nil, apierr.FromMeta(fmt.Errorf("add %s to the metadata shard: %w", req.NodeName, err))

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
@@ -93,7 +96,7 @@ func TestAdmitChecksOrder(t *testing.T) {
 			r.Token = joinRequest(t, other.Fingerprint()).Token
 			r.NodeName = "Bad Name"
 		}, codes.PermissionDenied, "join token is for another cluster", false},
-		{"bad name", func(_ *world, r *tandemv1.PeerJoinRequest) { r.NodeName = "Bad Name" }, codes.InvalidArgument, `node name "Bad Name" is not valid`, false},
+		{"bad name", func(_ *world, r *tandemv1.PeerJoinRequest) { r.NodeName = "Bad Name" }, codes.InvalidArgument, `node name "Bad Name": use 1-63 lowercase letters, digits and '-'`, false},
 		{"bad address", func(_ *world, r *tandemv1.PeerJoinRequest) { r.RaftAddr = "nowhere" }, codes.InvalidArgument, `address "nowhere"`, false},
 		{"no quorum", func(w *world, _ *tandemv1.PeerJoinRequest) { w.quorate = false }, codes.FailedPrecondition, "no quorum", true},
 	}
@@ -189,4 +192,73 @@ type failingMeta struct{ *fakeMeta }
 
 func (failingMeta) SetNodeState(context.Context, string, string) (consensus.NodeRecord, error) {
 	return consensus.NodeRecord{}, errors.New("no leader")
+}
+
+// A join the metadata would refuse (unknown, wrong, used or expired token,
+// a taken name) is refused by the pre-check read: nothing is proposed, and
+// the refusal is counted under its reason.
+func TestAdmitRefusedBeforeProposal(t *testing.T) {
+	cases := []struct {
+		err    error
+		code   codes.Code
+		reason string
+	}{
+		{consensus.ErrTokenInvalid, codes.PermissionDenied, RefusedBadToken},
+		{fmt.Errorf("%w (by n9)", consensus.ErrTokenUsed), codes.PermissionDenied, RefusedUsedToken},
+		{consensus.ErrTokenExpired, codes.PermissionDenied, RefusedExpiredToken},
+		{fmt.Errorf("%w: n4", consensus.ErrNodeExists), codes.AlreadyExists, RefusedNameTaken},
+	}
+	for _, c := range cases {
+		t.Run(c.reason, func(t *testing.T) {
+			w := newWorld()
+			_, req := member(t, w)
+			w.meta.checkErr = c.err
+			_, err := w.manager().Admit(context.Background(), req)
+			if !statetest.IsStatus(err, c.code, c.err.Error()) {
+				t.Fatalf("got %v, want %v %q", err, c.code, c.err)
+			}
+			if j := w.meta.j.List(); len(j) != 0 {
+				t.Fatalf("a refused join proposed %q", j)
+			}
+			if w.meta.checks != 1 || !slices.Equal(w.refused, []string{c.reason}) {
+				t.Fatalf("checks %d, refusals counted %q", w.meta.checks, w.refused)
+			}
+		})
+	}
+}
+
+// Join attempts are limited per source address before the token is even
+// parsed; each refusal is counted, and another address is not affected.
+func TestAdmitRateLimitedPerSource(t *testing.T) {
+	w := newWorld()
+	_, req := member(t, w)
+	m := w.manager()
+	bogus := &tandemv1.PeerJoinRequest{Token: "nonsense", NodeName: "n9"}
+	from := func(ip string) context.Context {
+		return peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}})
+	}
+	for range joinBurst {
+		if _, err := m.Admit(from("10.0.0.66"), bogus); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("bogus join within the burst: %v", err)
+		}
+	}
+	for range 100 {
+		_, err := m.Admit(from("10.0.0.66"), bogus)
+		if !statetest.IsStatus(err, codes.ResourceExhausted, "too many join attempts from 10.0.0.66") {
+			t.Fatalf("join past the burst: %v", err)
+		}
+	}
+	if _, err := m.Admit(from("10.0.0.4"), req); err != nil {
+		t.Fatalf("a join from another address: %v", err)
+	}
+	counts := map[string]int{}
+	for _, r := range w.refused {
+		counts[r]++
+	}
+	if counts[RefusedMalformed] != joinBurst || counts[RefusedRateLimited] != 100 || len(counts) != 2 {
+		t.Fatalf("refusals counted %v", counts)
+	}
+	if w.meta.checks != 1 || w.quorumN != 1 {
+		t.Fatalf("bogus joins reached the metadata: %d checks, %d quorum checks", w.meta.checks, w.quorumN)
+	}
 }

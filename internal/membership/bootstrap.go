@@ -18,6 +18,7 @@ import (
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/sealed"
 	"github.com/tandemhci/tandem/internal/state"
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -118,8 +119,8 @@ func selfRecord(n state.Node) consensus.NodeRecord {
 // admin's credentials, a one-voter metadata shard recording the cluster,
 // then the identity and the servers.
 func (m *Manager) Create(ctx context.Context, name string) (Identity, error) {
-	if !ValidName(name) {
-		return Identity{}, status.Errorf(codes.InvalidArgument, "cluster name %q: use 1-63 lowercase letters, digits and '-', starting with a letter or digit", name)
+	if err := validate.ClusterName(name); err != nil {
+		return Identity{}, status.Error(codes.InvalidArgument, validate.Message(err))
 	}
 	in := m.init
 	in.Lock()

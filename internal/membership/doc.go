@@ -19,9 +19,15 @@
 //     and the identity is written last, so its presence means the node
 //     finished initialising;
 //   - every mutation checks quorum first and changes nothing when it fails;
+//   - join attempts are rate-limited per source address before anything
+//     else (joinguard.go), and every refusal is counted by reason
+//     (Config.JoinRefused) and logged in aggregate, never one line each;
 //   - a join token is checked against this cluster's CA before quorum is
-//     asked or the token consumed, and is consumed (Meta.Join) before a
-//     certificate is signed or the Raft group changed;
+//     asked, then against the committed metadata by a read
+//     (Meta.CheckJoin, the state machine's own checks) before anything is
+//     proposed, so a bogus join costs no Raft entry; it is consumed
+//     (Meta.Join, which checks again and decides) before a certificate is
+//     signed or the Raft group changed;
 //   - a removal is recorded in the metadata (so a running node learns it)
 //     before the node leaves the Raft group, and is refused while Risks
 //     lists anything it would lose or strand, unless forced.

@@ -27,8 +27,11 @@ type fakeMeta struct {
 	ms      *consensus.MetaState
 	mem     consensus.Membership
 	joinErr error
-	bootErr error
-	nextID  uint64
+	// checkErr is the join pre-check's answer; checks counts the calls.
+	checkErr error
+	checks   int
+	bootErr  error
+	nextID   uint64
 }
 
 func (f *fakeMeta) State(context.Context) (*consensus.MetaState, error) { return f.ms, nil }
@@ -55,6 +58,12 @@ func (f *fakeMeta) Join(_ context.Context, tokenID, _ string, n consensus.NodeRe
 		return 0, f.joinErr
 	}
 	return f.nextID, nil
+}
+
+// CheckJoin is a read: it answers checkErr and journals nothing.
+func (f *fakeMeta) CheckJoin(context.Context, string, string, consensus.NodeRecord) error {
+	f.checks++
+	return f.checkErr
 }
 
 func (f *fakeMeta) Audit(_ context.Context, action, detail string) error {
@@ -112,6 +121,7 @@ type world struct {
 	quorumN  int
 	adminTok string // "" fails to read
 	init     *fakeInit
+	refused  []string // reasons counted by JoinRefused
 }
 
 func newWorld() *world {
@@ -149,7 +159,8 @@ func (w *world) manager() *Manager {
 			}
 			return *w.cluster, true
 		},
-		Init: w.init,
+		Init:        w.init,
+		JoinRefused: func(reason string) { w.refused = append(w.refused, reason) },
 		AdminToken: func() (string, error) {
 			if w.adminTok == "" {
 				return "", errors.New("open token: no such file or directory")

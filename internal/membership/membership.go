@@ -2,7 +2,6 @@ package membership
 
 import (
 	"context"
-	"regexp"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -11,12 +10,6 @@ import (
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
-
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
-// ValidName reports whether s is a valid cluster or node name: 1-63
-// lowercase letters, digits and '-', starting with a letter or digit.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
 
 // Volumes is what membership asks of the volume subsystem.
 type Volumes interface {
@@ -47,6 +40,9 @@ type Config struct {
 	AdminToken func() (string, error)
 	// Init persists and starts what create and join make.
 	Init Init
+	// JoinRefused counts one refused join attempt by reason (a metric);
+	// nil counts nothing. See joinguard.go for the reasons.
+	JoinRefused func(reason string)
 }
 
 // Manager runs membership changes. It is safe for concurrent use.
@@ -56,11 +52,13 @@ type Manager struct {
 	cluster    func() (Cluster, bool)
 	adminToken func() (string, error)
 	init       Init
+	joins      *joinGuard
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, adminToken: c.AdminToken, init: c.Init}
+	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, adminToken: c.AdminToken, init: c.Init,
+		joins: newJoinGuard(c.State.Log, c.JoinRefused)}
 }
 
 // meta is the running metadata client, or the status error every API call

@@ -35,6 +35,7 @@ type Config struct {
 type Metrics struct {
 	reg     *prometheus.Registry
 	propose *prometheus.HistogramVec
+	refused *prometheus.CounterVec
 }
 
 // New registers every metric on a registry of its own.
@@ -91,6 +92,12 @@ func New(c Config) *Metrics {
 		Buckets:     prometheus.ExponentialBuckets(0.0002, 2, 16),
 	}, []string{"shard", "result"})}
 	reg.MustRegister(m.propose)
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tandem", Name: "join_refused_total",
+		Help:        "Join attempts this node refused, by reason (rate_limited, malformed_token, wrong_cluster, bad_token, used_token, expired_token, bad_request, name_taken, unavailable).",
+		ConstLabels: node,
+	}, []string{"reason"})
+	reg.MustRegister(m.refused)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -104,6 +111,9 @@ func one(b bool) float64 {
 
 // Handler serves the registry in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler { return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}) }
+
+// JoinRefused counts one refused join attempt (membership.Config.JoinRefused).
+func (m *Metrics) JoinRefused(reason string) { m.refused.WithLabelValues(reason).Inc() }
 
 // ObservePropose records one Raft proposal (consensus.HostConfig.OnPropose).
 func (m *Metrics) ObservePropose(shardID uint64, took time.Duration, err error) {

@@ -179,3 +179,25 @@ func TestHandlerServesEverything(t *testing.T) {
 		}
 	}
 }
+
+// Refused joins are one counter with a reason label, as the e2e join
+// flood test and dashboards read it.
+func TestJoinRefused(t *testing.T) {
+	m := (&node{}).metrics()
+	for range 3 {
+		m.JoinRefused("bad_token")
+	}
+	m.JoinRefused("rate_limited")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		"# TYPE tandem_join_refused_total counter",
+		`tandem_join_refused_total{node="n1",reason="bad_token"} 3`,
+		`tandem_join_refused_total{node="n1",reason="rate_limited"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+}

@@ -157,7 +157,12 @@ type TLS struct {
 }
 
 // LoadTLS reads the node's certificate material; every file must exist.
+// A renewal that a crash interrupted is completed first (see
+// SaveNodeCert).
 func (d Dir) LoadTLS() (*TLS, error) {
+	if err := d.finishNodeCert(); err != nil {
+		return nil, fmt.Errorf("node certificate material: completing a renewal: %w", err)
+	}
 	var m TLS
 	for _, f := range []struct {
 		path string
@@ -275,4 +280,53 @@ func (d Dir) RemoveInit() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SaveNodeCert replaces the node certificate and its key (a renewal) so
+// that a crash at any point leaves a matching pair: both are first written
+// next to the old ones as *.next, then the key and then the certificate
+// are renamed over them. LoadTLS finishes the renames a crash left undone.
+func (d Dir) SaveNodeCert(cert, key []byte) error {
+	if err := WriteFileAtomic(d.NodeKey()+".next", key, 0o600); err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(d.NodeCert()+".next", cert, 0o644); err != nil {
+		return err
+	}
+	return d.finishNodeCert()
+}
+
+// finishNodeCert completes SaveNodeCert. The certificate's .next file is
+// written last and renamed last, so its presence means the new pair is
+// complete and the renames are what remain.
+func (d Dir) finishNodeCert() error {
+	if _, err := os.Stat(d.NodeCert() + ".next"); errors.Is(err, os.ErrNotExist) {
+		_ = os.Remove(d.NodeKey() + ".next") // a save that died before the certificate
+		return nil
+	}
+	if err := os.Rename(d.NodeKey()+".next", d.NodeKey()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.Rename(d.NodeCert()+".next", d.NodeCert())
+}
+
+// LoadAdmin reads back what SaveAdmin wrote; ok is false when this node
+// has no admin credentials.
+func (d Dir) LoadAdmin() (c Admin, ok bool, err error) {
+	if _, err := os.Stat(d.AdminFile("admin.crt")); errors.Is(err, os.ErrNotExist) {
+		return Admin{}, false, nil
+	}
+	read := func(name string, optional bool) []byte {
+		b, rerr := os.ReadFile(d.AdminFile(name))
+		if rerr != nil && err == nil && !(optional && errors.Is(rerr, os.ErrNotExist)) {
+			err = rerr
+		}
+		return b
+	}
+	c = Admin{CACert: read("ca.crt", false), Cert: read("admin.crt", false), Key: read("admin.key", false),
+		Token: strings.TrimSpace(string(read("token", true))), Endpoint: strings.TrimSpace(string(read("endpoint", true)))}
+	if err != nil {
+		return Admin{}, false, fmt.Errorf("admin credentials: %w", err)
+	}
+	return c, true, nil
 }

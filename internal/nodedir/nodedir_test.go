@@ -349,3 +349,57 @@ func TestClusterSecret(t *testing.T) {
 		t.Errorf("RemoveInit left the secret: %v", err)
 	}
 }
+
+// A renewal interrupted at any step leaves a matching certificate and key
+// once LoadTLS has run.
+func TestSaveNodeCertCrashPoints(t *testing.T) {
+	old := TLS{CACert: []byte("ca"), CAKey: []byte("cakey"), Cert: []byte("cert-1"), Key: []byte("key-1")}
+	for _, tc := range []struct {
+		name     string
+		crash    func(d Dir) // leaves the state a crash at that point would
+		wantCert string
+	}{
+		{"after the key's .next", func(d Dir) { mustWrite(t, d.NodeKey()+".next", "key-2") }, "cert-1"},
+		{"after both .next", func(d Dir) {
+			mustWrite(t, d.NodeKey()+".next", "key-2")
+			mustWrite(t, d.NodeCert()+".next", "cert-2")
+		}, "cert-2"},
+		{"after the key's rename", func(d Dir) {
+			mustWrite(t, d.NodeKey(), "key-2")
+			mustWrite(t, d.NodeCert()+".next", "cert-2")
+		}, "cert-2"},
+		{"completed", func(d Dir) {
+			if err := d.SaveNodeCert([]byte("cert-2"), []byte("key-2")); err != nil {
+				t.Fatal(err)
+			}
+		}, "cert-2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Dir(t.TempDir())
+			if err := d.SaveTLS(&old); err != nil {
+				t.Fatal(err)
+			}
+			tc.crash(d)
+			m, err := d.LoadTLS()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantKey := strings.Replace(tc.wantCert, "cert", "key", 1)
+			if string(m.Cert) != tc.wantCert || string(m.Key) != wantKey {
+				t.Fatalf("loaded %s/%s, want %s/%s", m.Cert, m.Key, tc.wantCert, wantKey)
+			}
+			for _, f := range []string{d.NodeKey() + ".next", d.NodeCert() + ".next"} {
+				if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s left behind", f)
+				}
+			}
+		})
+	}
+}
+
+func mustWrite(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

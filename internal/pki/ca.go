@@ -127,6 +127,12 @@ func (ca *CA) Fingerprint() [32]byte {
 // servers and clients of each other) and is valid for 5 years, but never
 // past the CA's own expiry.
 func (ca *CA) SignNode(csrPEM []byte, nodeName string, ips []net.IP, now time.Time) ([]byte, error) {
+	return ca.SignNodeFor(csrPEM, nodeName, ips, now, NodeValidity)
+}
+
+// SignNodeFor is SignNode with the certificate's lifetime, the cluster's
+// pki.cert_lifetime setting (short ones let tests watch renewal).
+func (ca *CA) SignNodeFor(csrPEM []byte, nodeName string, ips []net.IP, now time.Time, validity time.Duration) ([]byte, error) {
 	if err := checkNodeName(nodeName); err != nil {
 		return nil, err
 	}
@@ -145,7 +151,7 @@ func (ca *CA) SignNode(csrPEM []byte, nodeName string, ips []net.IP, now time.Ti
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	der, err := ca.issue(tmpl, pub, now, NodeValidity)
+	der, err := ca.issue(tmpl, pub, now, validity)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +162,11 @@ func (ca *CA) SignNode(csrPEM []byte, nodeName string, ips []net.IP, now time.Ti
 // it can never act as a server) together with a fresh private key, for the
 // CLI. name becomes the CN and is meant for audit logs.
 func (ca *CA) IssueAdmin(name string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	return ca.IssueAdminFor(name, now, AdminValidity)
+}
+
+// IssueAdminFor is IssueAdmin with the certificate's lifetime.
+func (ca *CA) IssueAdminFor(name string, now time.Time, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	if name == "" || len(name) > maxNameLen {
 		return nil, nil, fmt.Errorf("pki: admin name must be 1 to %d characters", maxNameLen)
 	}
@@ -173,7 +184,7 @@ func (ca *CA) IssueAdmin(name string, now time.Time) (certPEM, keyPEM []byte, er
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	der, err := ca.issue(tmpl, &key.PublicKey, now, AdminValidity)
+	der, err := ca.issue(tmpl, &key.PublicKey, now, validity)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -237,4 +248,19 @@ func checkNodeName(name string) error {
 		}
 	}
 	return nil
+}
+
+// RenewAt is when a leaf certificate is due for renewal: two thirds into its
+// lifetime, counted from its issue (NotBefore is backdated by clockSkew, which
+// would otherwise make a short-lived certificate due at once).
+func RenewAt(certPEM []byte) (renewAt, notAfter time.Time, err error) {
+	c, err := parseCertPEM(certPEM)
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	issued := c.NotBefore.Add(clockSkew)
+	if !issued.Before(c.NotAfter) {
+		issued = c.NotBefore
+	}
+	return issued.Add(c.NotAfter.Sub(issued) * 2 / 3), c.NotAfter, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/ha"
+	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/units"
 )
 
@@ -27,6 +28,8 @@ const (
 // Keys of settings that are not HA timing (those are in package ha).
 const (
 	KeyResyncRate = "resync.rate"
+	// KeyCertLifetime is the lifetime of issued node and admin certificates.
+	KeyCertLifetime = "pki.cert_lifetime"
 )
 
 // Setting describes one known key. Min and Max bound durations (in
@@ -63,6 +66,8 @@ func registry() []Setting {
 			Description: "automatic recovery of failed nodes' VMs (false: detection only; see 'tandem ha disarm')"},
 		{Key: KeyResyncRate, Kind: KindRate, Default: "0", Min: units.MinRate,
 			Description: "limit of each volume's resync traffic per second (0: unlimited)"},
+		dur(KeyCertLifetime, pki.NodeValidity, time.Minute, pki.CAValidity,
+			"lifetime of the node and admin certificates the cluster issues; each node renews its own two thirds into it"),
 	}
 }
 

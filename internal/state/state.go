@@ -133,6 +133,9 @@ type Meta interface {
 	// Join consumes a join token and records the node as joining; it
 	// returns the node's replica ID.
 	Join(ctx context.Context, tokenID, verifier string, n consensus.NodeRecord) (uint64, error)
+	// CheckJoin runs Join's checks through a linearizable read, proposing
+	// nothing: nil when Join would be accepted now.
+	CheckJoin(ctx context.Context, tokenID, verifier string, n consensus.NodeRecord) error
 	Audit(ctx context.Context, action, detail string) error
 	// Membership is the metadata shard's committed Raft membership.
 	Membership(ctx context.Context) (consensus.Membership, error)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -74,8 +75,21 @@ func TestLacking(t *testing.T) {
 	if err := os.WriteFile(kernel, []byte("k"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	got := lacking([]string{kernel, filepath.Join(dir, "nope"), dir}, []string{"lo", "tdm-nosuch0"})
-	want := []string{"nope: no such file or directory", dir + ": not a regular file", "bridge tdm-nosuch0: no such network interface"}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	kernelLink := filepath.Join(dir, "kernel-link")
+	if err := os.Symlink(kernel, kernelLink); err != nil {
+		t.Fatal(err)
+	}
+	got := lacking([]string{kernel, kernelLink, filepath.Join(dir, "nope"), dir, fifo, link, "/dev/null"}, []string{"lo", "tdm-nosuch0"})
+	want := []string{"nope: no such file or directory", dir + " is a directory, not a regular file", fifo + " is a FIFO, not a regular file",
+		link + " (-> " + dir + ") is a directory", "/dev/null is a device, not a regular file", "bridge tdm-nosuch0: no such network interface"}
 	if len(got) != len(want) {
 		t.Fatalf("got %q, want %d entries like %q", got, len(want), want)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/compute"
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -33,10 +34,12 @@ func (m *Manager) ComputeInfo(ctx context.Context, req *tandemv1.ComputeInfoRequ
 func lacking(paths, bridges []string) []string {
 	var out []string
 	for _, p := range paths {
-		if fi, err := os.Stat(p); err != nil {
-			out = append(out, fmt.Sprintf("%s: %v", p, errors.Unwrap(err)))
-		} else if !fi.Mode().IsRegular() {
-			out = append(out, fmt.Sprintf("%s: not a regular file", p))
+		if err := validate.RegularFile("file", p); err != nil {
+			if errors.Is(err, validate.ErrInvalid) {
+				out = append(out, validate.Message(err))
+			} else {
+				out = append(out, fmt.Sprintf("%s: %v", p, rootCause(err)))
+			}
 		}
 	}
 	for _, b := range bridges {
@@ -47,6 +50,17 @@ func lacking(paths, bridges []string) []string {
 	return out
 }
 
+// rootCause is the innermost error: "no such file or directory".
+func rootCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
 // VMStart defines and starts the VM here; the co-location invariant is
 // checked on this node, where the replication primary lives.
 func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.VMInfo, error) {
@@ -55,6 +69,19 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	}
 	if m.st.Fence.Fenced() {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s fenced itself (no quorum); it runs no VM until quorum is back", m.self())
+	}
+	// Checked at create on every node, checked again here: the file may
+	// have changed since, and QEMU would hang on a FIFO or read a device.
+	for what, p := range map[string]string{"kernel": vm.Kernel, "initrd": vm.Initrd} {
+		if p == "" {
+			continue
+		}
+		if err := validate.RegularFile(what, p); err != nil {
+			if errors.Is(err, validate.ErrInvalid) {
+				return nil, status.Errorf(codes.InvalidArgument, "node %s: %s", m.self(), validate.Message(err))
+			}
+			return nil, status.Errorf(codes.FailedPrecondition, "node %s: %v", m.self(), err)
+		}
 	}
 	drv, done, err := m.busyDriver(ctx, vm)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -21,16 +20,13 @@ import (
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/placement"
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
 // The cluster side of the VM API: decisions (placement, N+1, the
 // co-location invariant) are made here on fresh metadata; the node that
 // runs a VM does the libvirt work through its peer API.
-
-// nameRE is what a VM name may be: the same rule as a volume name, since a
-// VM's disks are named after it.
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // VMInfoOf is a VM record as the API shows it, stopped until a node says
 // otherwise.
@@ -131,9 +127,10 @@ func randomUUID() string {
 // refuse it runs before the first volume is created, and the volumes it
 // created are deleted again when it fails later.
 func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*tandemv1.VMInfo, error) {
+	if err := checkCreate(req); err != nil {
+		return nil, err
+	}
 	switch {
-	case !nameRE.MatchString(req.Name):
-		return nil, status.Errorf(codes.InvalidArgument, "VM name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
 	case req.Vcpus < 1 || req.Vcpus > 64:
 		return nil, status.Errorf(codes.InvalidArgument, "vcpus %d: use 1 to 64", req.Vcpus)
 	case req.MemoryMib < 64:
@@ -231,6 +228,41 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 		info.Warning = strings.TrimPrefix(info.Warning+"; "+warning, "; ")
 	}
 	return info, nil
+}
+
+// checkCreate applies the rules of internal/validate to what Create
+// builds from the request (the API checked the request's own fields):
+// every new disk's volume name and size, before the first one is created.
+func checkCreate(req *tandemv1.CreateVMRequest) error {
+	bad := func(err error) error { return status.Error(codes.InvalidArgument, validate.Message(err)) }
+	if err := validate.VMName(req.Name); err != nil {
+		return bad(err)
+	}
+	for what, p := range map[string]string{"kernel": req.Kernel, "initrd": req.Initrd} {
+		if p != "" {
+			if err := validate.HostPath(what, p); err != nil {
+				return bad(err)
+			}
+		}
+	}
+	if req.Initrd != "" && req.Kernel == "" {
+		return status.Error(codes.InvalidArgument, "--initrd needs --kernel")
+	}
+	for i, dk := range req.Disks {
+		if dk.Volume != "" {
+			if err := validate.VolumeName(dk.Volume); err != nil {
+				return status.Errorf(codes.InvalidArgument, "disk %d: %s", i, validate.Message(err))
+			}
+			continue
+		}
+		if err := validate.VolumeName(fmt.Sprintf("%s-disk%d", req.Name, i)); err != nil {
+			return status.Errorf(codes.InvalidArgument, "disk %d: its volume would be named %s-disk%d, which is too long: give the VM a name of at most %d characters", i, req.Name, i, validate.MaxNameLen-len(fmt.Sprintf("-disk%d", i)))
+		}
+		if err := validate.VolumeSize(dk.SizeBytes); err != nil {
+			return status.Errorf(codes.InvalidArgument, "disk %d: %s", i, validate.Message(err))
+		}
+	}
+	return nil
 }
 
 // diskNodes places a new disk's replicas with node first (its primary).

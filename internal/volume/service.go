@@ -7,7 +7,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -21,16 +20,9 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/units"
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
-
-var volumeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
-// ValidName reports whether s is a valid volume (or VM) name: 1-63
-// lowercase letters, digits, '-' or '_', starting with a letter or digit.
-func ValidName(s string) bool { return volumeNameRE.MatchString(s) }
-
-const maxVolumeSize = 64 << 40
 
 func replicaStateProto(s consensus.ReplicaState) tandemv1.ReplicaState {
 	return apinames.ReplicaStateNamed(string(s))
@@ -123,13 +115,13 @@ func (m *Manager) Catalog(ctx context.Context, fresh bool) (*consensus.MetaState
 // Create validates, places and provisions a new volume (the admin call);
 // a failed provisioning is cleaned up and the volume marked deleting.
 func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	switch {
-	case !volumeNameRE.MatchString(req.Name):
-		return nil, status.Errorf(codes.InvalidArgument, "volume name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
-	case req.SizeBytes <= 0 || req.SizeBytes%4096 != 0:
-		return nil, status.Errorf(codes.InvalidArgument, "size %s (%d bytes): must be a positive multiple of 4 KiB", units.FormatBytes(req.SizeBytes), req.SizeBytes)
-	case req.SizeBytes > maxVolumeSize:
-		return nil, status.Errorf(codes.InvalidArgument, "size %s is over the %s limit", units.FormatBytes(req.SizeBytes), units.FormatBytes(maxVolumeSize))
+	// The API checked these already (internal/api); a VM's new disks come
+	// here directly.
+	if err := validate.VolumeName(req.Name); err != nil {
+		return nil, status.Error(codes.InvalidArgument, validate.Message(err))
+	}
+	if err := validate.VolumeSize(req.SizeBytes); err != nil {
+		return nil, status.Error(codes.InvalidArgument, validate.Message(err))
 	}
 	replicas := int(req.Replicas)
 	if replicas == 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/units"
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 	"github.com/tandemhci/tandem/replication"
 )
@@ -58,12 +59,17 @@ func (m *Manager) replica(name string) (*nodeVolume, error) {
 // Checksum returns per-block checksums of this node's replica (the peer
 // call VolumeChecksum).
 func (m *Manager) Checksum(ctx context.Context, req *tandemv1.VolumeChecksumRequest) (*tandemv1.VolumeChecksumResponse, error) {
+	// Bounded before anything is read or allocated: a block of 1 byte
+	// over 64 MiB would be 512 MiB of sums.
+	if err := validate.Checksum(req.Offset, req.Length, req.Block); err != nil {
+		return nil, status.Error(codes.InvalidArgument, validate.Message(err))
+	}
 	nv, err := m.replica(req.Name)
 	if err != nil {
 		return nil, err
 	}
-	if req.Length <= 0 || req.Length > 64<<20 || req.Block <= 0 {
-		return nil, status.Error(codes.InvalidArgument, "length must be 1 byte to 64 MiB and block positive")
+	if size := nv.entry.Size; req.Offset+req.Length > size {
+		return nil, status.Errorf(codes.InvalidArgument, "checksum range %d+%d is past the end of volume %s (%d bytes)", req.Offset, req.Length, req.Name, size)
 	}
 	sums, err := nv.store.ChecksumRange(ctx, req.Offset, req.Length, req.Block)
 	if err != nil {
