@@ -98,6 +98,10 @@ func VolumeName(s string) error { return name("volume", s, true) }
 // named after it).
 func VMName(s string) error { return name("VM", s, true) }
 
+// ExportCertName checks an export certificate's name (its consumer), by
+// the volume name rule.
+func ExportCertName(s string) error { return name("export certificate", s, true) }
+
 // VolumeSize checks a volume's size in bytes.
 func VolumeSize(n int64) error {
 	switch {

@@ -16,6 +16,7 @@ import (
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -82,8 +83,8 @@ func (m *Manager) ListNBD(context.Context) ([]nbd.ListEntry, error) {
 // credential that asked.
 func (m *Manager) IssueExportCert(ctx context.Context, req *tandemv1.IssueExportCertRequest, by string) (*tandemv1.IssueExportCertResponse, error) {
 	switch {
-	case !volumeNameRE.MatchString(req.Name):
-		return nil, status.Errorf(codes.InvalidArgument, "export certificate name %q: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit", req.Name)
+	case validate.ExportCertName(req.Name) != nil:
+		return nil, status.Error(codes.InvalidArgument, validate.Message(validate.ExportCertName(req.Name)))
 	case len(req.Volumes) == 0:
 		return nil, status.Error(codes.InvalidArgument, "name at least one volume (--volume) the certificate may open")
 	case req.Days > maxExportCertDays:
