@@ -39,6 +39,10 @@
 //   - CheckQuorum and PreVote are always on: a leader without a majority
 //     steps down, and a partitioned node cannot disrupt the others when it
 //     returns;
+//   - API credentials are kept as verifiers only; a revoked credential
+//     stays revoked and its name is never reused; removing a node revokes
+//     the credentials it holds in the same entry; snapshots and log entries
+//     of the older format (admin_token_verifiers) load as admin credentials;
 //   - it imports replication (for ReplicaState) and is never imported by the
 //     data path, and it knows no gRPC, libvirt, compute or daemon
 //     (internal/layers).

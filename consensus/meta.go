@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,7 +45,8 @@ var (
 )
 
 // ErrBadCommand stays last: it is the code for errors not in the list.
-var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrVMNameTaken, ErrNoSuchVM, ErrCertRevoked, ErrBadCommand}
+var resultErrors = []error{nil, ErrAlreadyBootstrapped, ErrNotBootstrapped, ErrTokenInvalid, ErrTokenUsed, ErrTokenExpired, ErrNodeExists, ErrNodeNotFound, ErrVolumeNameTaken, ErrNoSuchVolume, ErrVMNameTaken, ErrNoSuchVM,
+	ErrCredentialExists, ErrNoSuchCredential, ErrLastAdmin, ErrCertRevoked, ErrBadCommand}
 
 // FirstVolumeShard is the first shard ID given to a volume.
 const FirstVolumeShard uint64 = 1000
@@ -77,8 +77,11 @@ type ClusterRecord struct {
 	ID            string    `json:"id"`
 	CreatedAt     time.Time `json:"created_at"`
 	CAFingerprint string    `json:"ca_fingerprint"`
-	// AdminTokenVerifiers are hex SHA-256 digests of the admin bearer tokens.
-	AdminTokenVerifiers []string `json:"admin_token_verifiers"`
+	// AdminTokenVerifiers are hex SHA-256 digests of admin bearer tokens in
+	// the older format. They are read from bootstrap commands and snapshots
+	// and at once turned into admin credentials (adoptAdminTokens); the
+	// applied state keeps none here.
+	AdminTokenVerifiers []string `json:"admin_token_verifiers,omitempty"`
 }
 
 // NodeRecord is one node's membership record.
@@ -126,6 +129,10 @@ type AuditEntry struct {
 	Node   string    `json:"node"`
 	Action string    `json:"action"`
 	Detail string    `json:"detail"`
+	// Credential is the API credential the action was asked with
+	// ("local@NODE" for the node's unix socket); empty for what nodes do
+	// on their own.
+	Credential string `json:"credential,omitempty"`
 }
 
 // MetaState is the whole content of the metadata shard.
@@ -145,6 +152,8 @@ type MetaState struct {
 	ExportCerts map[string]*ExportCertRecord `json:"export_certs,omitempty"`
 	// Revoked is the revocation list, by certificate serial (revocation.go).
 	Revoked map[string]*RevokedCert `json:"revoked,omitempty"`
+	// Credentials are the named API credentials, revoked ones included.
+	Credentials map[string]*CredentialRecord `json:"credentials,omitempty"`
 	// Applied is the last applied Raft index (not part of the replicated
 	// content's meaning, useful to compare replicas).
 	Applied uint64 `json:"applied"`
@@ -163,19 +172,6 @@ func (s *MetaState) NodeByReplica(id uint64) *NodeRecord {
 	return nil
 }
 
-// AdminTokenValid checks a token verifier against the stored ones in constant time.
-func (s *MetaState) AdminTokenValid(verifier [32]byte) bool {
-	ok := 0
-	for _, v := range s.Cluster.AdminTokenVerifiers {
-		b, err := hex.DecodeString(v)
-		if err != nil || len(b) != 32 {
-			continue
-		}
-		ok |= subtle.ConstantTimeCompare(b, verifier[:])
-	}
-	return ok == 1
-}
-
 func (s *MetaState) clone() *MetaState {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -191,9 +187,12 @@ func (s *MetaState) clone() *MetaState {
 // Command is one replicated change. At and By come from the proposer so that
 // time-dependent decisions (token expiry) are the same on every replica.
 type Command struct {
-	Op           string            `json:"op"`
-	At           time.Time         `json:"at"`
-	By           string            `json:"by"`
+	Op string    `json:"op"`
+	At time.Time `json:"at"`
+	By string    `json:"by"`
+	// As is the API credential the proposer acted for (WithActor).
+	As           string            `json:"as,omitempty"`
+	Credential   *CredentialCmd    `json:"credential,omitempty"`
 	Bootstrap    *BootstrapCmd     `json:"bootstrap,omitempty"`
 	Token        *TokenRecord      `json:"token,omitempty"`
 	Join         *JoinCmd          `json:"join,omitempty"`
@@ -278,7 +277,7 @@ func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
 // 'tandem events' tells the whole story next to what HA did, as an event
 // of kind action.
 func (m *metaSM) audit(c *Command, action, detail string) {
-	m.s.Audit = append(m.s.Audit, AuditEntry{At: c.At, Node: c.By, Action: action, Detail: detail})
+	m.s.Audit = append(m.s.Audit, AuditEntry{At: c.At, Node: c.By, Action: action, Detail: detail, Credential: c.As})
 	if over := len(m.s.Audit) - maxAudit; over > 0 {
 		m.s.Audit = append([]AuditEntry(nil), m.s.Audit[over:]...)
 	}
@@ -315,6 +314,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		}
 		s.Cluster = c.Bootstrap.Cluster
 		n := c.Bootstrap.Node
+		// The bootstrap admin token is written to the creating node.
+		s.adoptAdminTokens(c.At, n.Name, n.Name)
 		n.State = NodeMember
 		n.JoinedAt = c.At
 		s.Nodes[n.Name] = &n
@@ -385,6 +386,9 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			m.revokeNode(c, n)
 		}
 		m.audit(c, "node-state", fmt.Sprintf("node %s: %s -> %s", n.Name, prev, n.State))
+		if ns.State == NodeRemoved {
+			m.revokeHeldBy(c, n.Name)
+		}
 		return json.Marshal(n)
 	case opAudit:
 		if c.Audit == nil {
@@ -463,9 +467,13 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		if len(c.AdminToken) != 64 {
 			return nil, fmt.Errorf("%w: admin token verifier must be 64 hex digits", ErrBadCommand)
 		}
-		s.Cluster.AdminTokenVerifiers = append(s.Cluster.AdminTokenVerifiers, c.AdminToken)
+		// Older format, kept so old logs replay: an admin credential now.
+		s.Cluster.AdminTokenVerifiers = []string{c.AdminToken}
+		s.adoptAdminTokens(c.At, c.By, "")
 		m.audit(c, "admin-token-add", "admin token added")
 		return nil, nil
+	case opCredentialCreate, opCredentialRevoke:
+		return m.applyCredential(c)
 	case opVMCreate, opVMUpdate, opVMDelete, opMaintenance:
 		return m.applyVM(c)
 	case opEvent, opVMHA, opNodeFence:
@@ -571,6 +579,11 @@ func (m *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan 
 	if s.VMs == nil {
 		s.VMs = map[string]*VMRecord{}
 	}
+	// Snapshots from before named credentials: the admin tokens become
+	// admin credentials (whom they were handed to is not known).
+	if len(s.Cluster.AdminTokenVerifiers) > 0 {
+		s.adoptAdminTokens(s.Cluster.CreatedAt, "", "")
+	}
 	m.s = s
 	return nil
 }
@@ -600,6 +613,7 @@ func (m *Meta) Start(replicaID uint64, members map[uint64]string, join bool, rol
 func (m *Meta) propose(ctx context.Context, c Command) ([]byte, error) {
 	c.At = m.now().UTC()
 	c.By = m.node
+	c.As = ActorFrom(ctx)
 	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", c.Op, err)
@@ -636,12 +650,6 @@ func (m *Meta) Bootstrap(ctx context.Context, c ClusterRecord, n NodeRecord) err
 // AddToken stores a join token's verifier.
 func (m *Meta) AddToken(ctx context.Context, t TokenRecord) error {
 	_, err := m.propose(ctx, Command{Op: opAddToken, Token: &t})
-	return err
-}
-
-// AddAdminToken stores another admin bearer token verifier (hex SHA-256).
-func (m *Meta) AddAdminToken(ctx context.Context, verifierHex string) error {
-	_, err := m.propose(ctx, Command{Op: opAddAdminToken, AdminToken: verifierHex})
 	return err
 }
 

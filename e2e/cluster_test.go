@@ -134,7 +134,7 @@ func TestControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatalf("grpcurl list: %v", err)
 	}
-	for _, svc := range []string{"tandem.v1.Cluster", "tandem.v1.Node", "tandem.v1.Volume", "tandem.v1.VM", "tandem.v1.HA", "grpc.health.v1.Health"} {
+	for _, svc := range []string{"tandem.v1.Cluster", "tandem.v1.Node", "tandem.v1.Volume", "tandem.v1.VM", "tandem.v1.HA", "tandem.v1.Credential", "grpc.health.v1.Health"} {
 		if !strings.Contains(out, svc) {
 			t.Errorf("grpcurl list lacks %s:\n%s", svc, out)
 		}
@@ -154,7 +154,7 @@ func TestControlPlane(t *testing.T) {
 		t.Fatalf("CreateToken without client certificate: err=%v\n%s", err, out)
 	}
 	_, stderr, err := td.CLI(ctx, n1, "--token", "tdma1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "cluster", "token")
-	if err == nil || !strings.Contains(stderr, "invalid admin token") {
+	if err == nil || !strings.Contains(stderr, "unknown API credential") {
 		t.Fatalf("CLI with a wrong admin token: err=%v stderr=%s", err, stderr)
 	}
 

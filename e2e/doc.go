@@ -24,6 +24,9 @@
 //     lease, gratuitous ARP from the new host;
 //   - what operators see (operator*_test.go): reports, settings, node
 //     removal, volume corner cases and bad input.
+//   - API credentials (credential_test.go): roles enforced on every node,
+//     revocation in force on every node when revoke returns, the audit
+//     naming the credential, a removed node's admin certificate refused.
 //
 // The tests build the binaries themselves: the first test to need them runs
 // testcluster.BuildBinaries, which compiles cmd/tandemd and cmd/tandem from

@@ -21,8 +21,9 @@ func newAuditCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit [--node NODE] [--action PREFIX] [--since DURATION|TIME] [--limit N]",
 		Short: "Show the audit trail of administrative actions",
-		Long: `Show the replicated audit trail: who (which node's API) changed what and
-when: cluster and volume creation, deletions, configuration, node joins and
+		Long: `Show the replicated audit trail: who (which node's API, and which API
+credential: a name from 'tandem credential list', or local@NODE for a node's
+unix socket) changed what and when: cluster and volume creation, deletions, configuration, node joins and
 removals, fencing setup, VM changes. The cluster keeps the last 500 entries.
 
 --since takes a duration back from now (90m, 24h) or an RFC 3339 time.`,
@@ -69,9 +70,9 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 
 func writeAudit(w io.Writer, resp *tandemv1.AuditResponse) error {
 	tw := newTabWriter(w)
-	fmt.Fprintln(tw, "TIME\tNODE\tACTION\tDETAIL")
+	fmt.Fprintln(tw, "TIME\tNODE\tCREDENTIAL\tACTION\tDETAIL")
 	for _, e := range resp.GetEntries() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", formatTime(e.GetAt()), orDash(e.GetNode()), orDash(e.GetAction()), e.GetDetail())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", formatTime(e.GetAt()), orDash(e.GetNode()), orDash(e.GetCredential()), orDash(e.GetAction()), e.GetDetail())
 	}
 	if len(resp.GetEntries()) == 0 {
 		fmt.Fprintln(tw, "(no entries match)")

@@ -15,14 +15,14 @@ func (f *fakeDaemon) Audit(_ context.Context, r *tandemv1.AuditRequest) (*tandem
 		return &tandemv1.AuditResponse{}, nil
 	}
 	at := timestamppb.New(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC))
-	return &tandemv1.AuditResponse{Entries: []*tandemv1.AuditEntry{{At: at, Node: "node-a", Action: "volume-create", Detail: "volume db (1 GiB)"}}}, nil
+	return &tandemv1.AuditResponse{Entries: []*tandemv1.AuditEntry{{At: at, Node: "node-a", Action: "volume-create", Detail: "volume db (1 GiB)", Credential: "ops"}}}, nil
 }
 
 func TestAudit(t *testing.T) {
 	dir, f := startDaemon(t)
 	r := runCLI(t, "", "--data-dir", dir, "audit", "--node", "node-a", "--action", "volume", "--since", "24h", "--limit", "5")
 	r.wantCode(t, 0)
-	wantMatch(t, "stdout", r.stdout, `TIME\s+NODE\s+ACTION\s+DETAIL\n`, `node-a\s+volume-create\s+volume db \(1 GiB\)`)
+	wantMatch(t, "stdout", r.stdout, `TIME\s+NODE\s+CREDENTIAL\s+ACTION\s+DETAIL\n`, `node-a\s+ops\s+volume-create\s+volume db \(1 GiB\)`)
 	req := f.only(t).req.(*tandemv1.AuditRequest)
 	if req.GetNode() != "node-a" || req.GetAction() != "volume" || req.GetLimit() != 5 {
 		t.Errorf("request %v", req)

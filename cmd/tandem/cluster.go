@@ -45,7 +45,7 @@ func newClusterCreateCmd(a *app) *cobra.Command {
 			}, func(w io.Writer, resp *tandemv1.CreateClusterResponse) error {
 				st := resp.GetStatus()
 				fmt.Fprintf(w, "created cluster %q (id %s)\n", st.GetClusterName(), orDash(st.GetClusterId()))
-				fmt.Fprintf(w, "admin credentials: %s (copy this directory to administer the cluster from elsewhere)\n\n", orDash(resp.GetCredentialsDir()))
+				fmt.Fprintf(w, "admin credentials: %s (client certificates and the 'bootstrap' admin credential: copy this directory to administer the cluster from elsewhere; see 'tandem credential')\n\n", orDash(resp.GetCredentialsDir()))
 				return writeStatus(w, st)
 			})
 		},
@@ -75,7 +75,7 @@ cluster yet accepts join without an admin token.`,
 				return c.Cluster.Join(ctx, &tandemv1.JoinClusterRequest{Address: args[0], Token: tok})
 			}, func(w io.Writer, resp *tandemv1.JoinClusterResponse) error {
 				fmt.Fprintf(w, "joined cluster %q as node %q (replica %d)\n", resp.GetClusterName(), resp.GetNodeName(), resp.GetReplicaId())
-				fmt.Fprintf(w, "admin credentials: %s\n", orDash(resp.GetCredentialsDir()))
+				fmt.Fprintf(w, "admin credentials: %s (client certificates; remote calls also need an API credential: 'tandem credential create')\n", orDash(resp.GetCredentialsDir()))
 				return nil
 			})
 		},

@@ -251,8 +251,8 @@ func TestStatusTable(t *testing.T) {
 	if c.method != tandemv1.Cluster_Status_FullMethodName {
 		t.Errorf("method %s", c.method)
 	}
-	if len(c.auth) != 1 || c.auth[0] != "Bearer s3cret" {
-		t.Errorf("authorization metadata %q, want token from <data-dir>/admin/token", c.auth)
+	if len(c.auth) != 0 {
+		t.Errorf("authorization metadata %q: the token file is not sent over the local socket (the node's local admin)", c.auth)
 	}
 	if c.budget <= 0 || c.budget > 10*time.Second {
 		t.Errorf("call deadline in %s, want the 10s default", c.budget)
@@ -332,7 +332,7 @@ func TestTokenSources(t *testing.T) {
 		args      []string
 		want      []string
 	}{
-		{name: "file", file: "from-file", want: []string{"Bearer from-file"}},
+		{name: "file not sent on the local socket", file: "from-file", want: nil},
 		{name: "env over file", file: "from-file", env: "from-env", want: []string{"Bearer from-env"}},
 		{name: "flag over env", file: "from-file", env: "from-env", args: []string{"--token", "from-flag"}, want: []string{"Bearer from-flag"}},
 		{name: "none", want: nil},

@@ -76,9 +76,11 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `tandem administers a Tandem cluster through tandemd.
 
 By default it talks to the daemon on this machine through its unix socket
-<data-dir>/tandemd.sock (root only). With --server it talks to any node's admin
-address over mutual TLS, using the credentials in <data-dir>/admin (ca.crt,
-admin.crt, admin.key, token) copied from a cluster node.
+<data-dir>/tandemd.sock (root only), as the node's local admin. With --server it
+talks to any node's admin address over mutual TLS, using the certificates in
+<data-dir>/admin (ca.crt, admin.crt, admin.key) copied from a cluster node and
+an API credential (--token, TANDEM_TOKEN or <credentials>/token; see
+'tandem credential').
 
 Conventions shared by every command:
   -o json        the whole answer as JSON, numbers as numbers and states
@@ -119,7 +121,7 @@ Conventions shared by every command:
 	pf.StringVar(&a.dataDir, "data-dir", "", "tandemd data dir on this machine (env "+adminclient.EnvDataDir+", default "+adminclient.DefaultDataDir+")")
 	pf.StringVar(&a.server, "server", "", "host:port of a node's admin API; default: the local unix socket")
 	pf.StringVar(&a.credentials, "credentials", "", "dir with ca.crt, admin.crt, admin.key, token (env "+adminclient.EnvCredentials+", default <data-dir>/admin)")
-	pf.StringVar(&a.token, "token", "", "admin bearer token (env "+adminclient.EnvToken+", default: contents of <credentials>/token)")
+	pf.StringVar(&a.token, "token", "", "API credential secret (env "+adminclient.EnvToken+"); remote default: contents of <credentials>/token; on the unix socket none is sent unless given")
 	pf.DurationVar(&a.timeout, "timeout", adminclient.DefaultTimeout, "time limit for each call to tandemd")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 
@@ -131,6 +133,7 @@ Conventions shared by every command:
 		newHACmd(a),
 		newEventsCmd(a),
 		newAuditCmd(a),
+		newCredentialCmd(a),
 		newVersionCmd(a),
 		newManCmd(),
 	)

@@ -48,8 +48,10 @@ type Options struct {
 	// Credentials is the dir with ca.crt, admin.crt, admin.key and token;
 	// default <DataDir>/admin (env TANDEM_CREDENTIALS).
 	Credentials string
-	// Token overrides the bearer token (env TANDEM_TOKEN); default: contents
-	// of <Credentials>/token if the file exists.
+	// Token is the API credential's bearer secret (env TANDEM_TOKEN).
+	// Remotely it defaults to the contents of <Credentials>/token. On the
+	// local socket none is sent unless given here: the daemon treats such
+	// calls as the node's local admin.
 	Token string
 	// Timeout applies to every call whose context has no deadline; default 10s.
 	Timeout time.Duration
@@ -91,6 +93,8 @@ type Client struct {
 	Volume  tandemv1.VolumeClient
 	VM      tandemv1.VMClient
 	HA      tandemv1.HAClient
+	// Credential manages named API credentials.
+	Credential tandemv1.CredentialClient
 
 	// Target is what the client talks to: the socket path or host:port.
 	Target string
@@ -116,8 +120,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 			return nil, fmt.Errorf("admin socket path: %w", err)
 		}
 		target, shown = "unix://"+sock, sock
-		// The socket is root-only (0600), so the file mode is the transport
-		// security; the daemon still checks the bearer token.
+		// The socket is root-only (0600, and the daemon checks the peer's
+		// uid), so the file mode is the transport security; a call without
+		// a token is the node's local admin.
 		creds = insecure.NewCredentials()
 	} else {
 		if _, _, err := net.SplitHostPort(o.Server); err != nil {
@@ -132,8 +137,8 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	}
 
 	token := o.Token
-	if token == "" {
-		t, err := readToken(o.Credentials, !local)
+	if token == "" && !local {
+		t, err := readToken(o.Credentials)
 		if err != nil {
 			return nil, err
 		}
@@ -152,13 +157,14 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		return nil, fmt.Errorf("admin API at %s: %w", shown, err)
 	}
 	return &Client{
-		Cluster: tandemv1.NewClusterClient(conn),
-		Node:    tandemv1.NewNodeClient(conn),
-		Volume:  tandemv1.NewVolumeClient(conn),
-		VM:      tandemv1.NewVMClient(conn),
-		HA:      tandemv1.NewHAClient(conn),
-		Target:  shown,
-		conn:    conn,
+		Cluster:    tandemv1.NewClusterClient(conn),
+		Node:       tandemv1.NewNodeClient(conn),
+		Volume:     tandemv1.NewVolumeClient(conn),
+		VM:         tandemv1.NewVMClient(conn),
+		HA:         tandemv1.NewHAClient(conn),
+		Credential: tandemv1.NewCredentialClient(conn),
+		Target:     shown,
+		conn:       conn,
 	}, nil
 }
 
@@ -170,23 +176,26 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
-// readToken reads <dir>/token. A missing file is fine on the local socket
-// (an uninitialized node has no token yet and accepts Create/Join without
-// one) but not remotely, where every call needs it.
-func readToken(dir string, required bool) (string, error) {
+// readToken reads <dir>/token, which every remote call needs. Only the
+// node that created the cluster has one (the bootstrap credential).
+func readToken(dir string) (string, error) {
 	p := filepath.Join(dir, TokenFile)
 	b, err := os.ReadFile(p)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) && !required:
-		return "", nil
+	case errors.Is(err, fs.ErrNotExist):
+		return "", &CredentialsError{Path: p, Hint: howToGetToken(), Err: err}
 	case err != nil:
 		return "", credentialError(p, err)
 	}
 	tok := strings.TrimSpace(string(b))
-	if tok == "" && required {
-		return "", fmt.Errorf("admin token file %s is empty: %s", p, howToGetCredentials(dir))
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %s is empty: %s", p, howToGetToken())
 	}
 	return tok, nil
+}
+
+func howToGetToken() string {
+	return fmt.Sprintf("make an API credential on a node ('tandem credential create NAME --role admin|operator|readonly') and put its secret in that file, --token or %s", EnvToken)
 }
 
 // credentialError names the file and says how to fix the common causes.

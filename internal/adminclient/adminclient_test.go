@@ -88,6 +88,8 @@ func TestResolvedDefaults(t *testing.T) {
 	}
 }
 
+// On the local socket the token file is not sent (the call is the node's
+// local admin); a token given explicitly is.
 func TestLocalSendsToken(t *testing.T) {
 	clearEnv(t)
 	dir := t.TempDir()
@@ -95,7 +97,19 @@ func TestLocalSendsToken(t *testing.T) {
 	serveUnix(t, dir, f)
 	writeFile(t, filepath.Join(dir, "admin", TokenFile), "file-token\n")
 
-	c, err := Dial(context.Background(), Options{DataDir: dir})
+	c0, err := Dial(context.Background(), Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c0.Close()
+	if _, err := c0.Cluster.Status(context.Background(), &tandemv1.StatusRequest{}); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	if got := f.lastAuth(t); len(got) != 0 {
+		t.Errorf("the token file was sent over the local socket: %q", got)
+	}
+
+	c, err := Dial(context.Background(), Options{DataDir: dir, Token: "file-token"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +204,7 @@ func TestExplain(t *testing.T) {
 		{errors.New("plain"), "plain"},
 		{context.Canceled, "interrupted"},
 		{wrap(codes.Canceled, "context canceled", true), "interrupted"},
-		{wrap(codes.Unauthenticated, "bad token", true), "refused: bad token (check the admin token)"},
+		{wrap(codes.Unauthenticated, "bad token", true), "refused: bad token (check the API credential)"},
 		{wrap(codes.FailedPrecondition, "cluster is not quorate", true), "cluster is not quorate"},
 		{wrap(codes.NotFound, "no node named x", true), "no node named x"},
 		{wrap(codes.PermissionDenied, "witness cannot do that", true), "permission denied: witness cannot do that"},
@@ -202,7 +216,7 @@ func TestExplain(t *testing.T) {
 			"cannot reach tandemd at /d/tandemd.sock: permission denied (the socket is root-only; run as root)"},
 		{&CallError{Target: "10.0.0.1:7443", Err: status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 10.0.0.1:7443: connect: connection refused"`)},
 			"cannot reach tandemd at 10.0.0.1:7443 (connect: connection refused)"},
-		{status.Error(codes.Unauthenticated, "no token"), "refused: no token (check the admin token)"},
+		{status.Error(codes.Unauthenticated, "no token"), "refused: no token (check the API credential)"},
 		// A peer's transport failure relayed by the daemon is not a
 		// failure to reach the daemon.
 		{wrap(codes.Unavailable, `on n2: connection error: desc = "transport: Error while dialing: dial tcp 10.99.0.12:7400: connect: connection refused"`, true),

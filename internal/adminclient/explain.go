@@ -84,7 +84,7 @@ func Explain(err error) string {
 			return fmt.Sprintf("cannot reach %s (%s)", where, detail)
 		}
 	case codes.Unauthenticated:
-		return fmt.Sprintf("refused: %s (check the admin token)", msg)
+		return fmt.Sprintf("refused: %s (check the API credential)", msg)
 	case codes.PermissionDenied:
 		return "permission denied: " + msg
 	case codes.Unimplemented:

@@ -253,7 +253,11 @@ func TestRemoteMissingCredentials(t *testing.T) {
 				t.Errorf("error does not wrap fs.ErrNotExist: %v", err)
 			}
 			msg := Explain(err)
-			for _, want := range []string{path, "copy <data_dir>/admin", "from a cluster node"} {
+			want := []string{path, "copy <data_dir>/admin", "from a cluster node"}
+			if missing == TokenFile {
+				want = []string{path, "tandem credential create NAME --role"}
+			}
+			for _, want := range want {
 				if !strings.Contains(msg, want) {
 					t.Errorf("error %q does not mention %q", msg, want)
 				}

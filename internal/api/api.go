@@ -55,13 +55,15 @@ type Services struct {
 func New(cfg Config) *Services { return &Services{cfg: cfg, log: cfg.State.Log} }
 
 // RegisterAdmin registers the admin services (Cluster, Node, Volume, VM,
-// HA) on s, every request checked by internal/validate (validate.go).
+// HA, Credential) on s, every request checked by internal/validate
+// (validate.go).
 func (a *Services) RegisterAdmin(s *grpc.Server) {
 	registerChecked(s, &tandemv1.Cluster_ServiceDesc, &clusterService{a: a})
 	registerChecked(s, &tandemv1.Node_ServiceDesc, &nodeService{a: a})
 	registerChecked(s, &tandemv1.Volume_ServiceDesc, &volumeService{a: a})
 	registerChecked(s, &tandemv1.VM_ServiceDesc, &vmService{a: a})
 	registerChecked(s, &tandemv1.HA_ServiceDesc, &haService{a: a})
+	registerChecked(s, &tandemv1.Credential_ServiceDesc, &credentialService{a: a})
 }
 
 // RegisterPeer registers the peer service on s, every request checked by

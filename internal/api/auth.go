@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"os"
 	"strings"
 	"time"
 
@@ -73,78 +72,138 @@ func ReplicationPeer(state tls.ConnectionState) (string, error) {
 // Auth guards the admin and peer gRPC servers.
 type Auth struct {
 	st *state.State
-	// tokenFile holds the admin token this node was handed when it joined.
-	tokenFile string
 	// refused logs refused admin calls in aggregate (one line a minute).
 	refused *refusal.Log
 }
 
-// NewAuth returns the guard of this node's servers; tokenFile is where the
-// node keeps the admin token it was handed at create or join.
-func NewAuth(st *state.State, tokenFile string) *Auth {
-	return &Auth{st: st, tokenFile: tokenFile, refused: refusal.NewLog(st.Log, "admin calls refused", time.Minute)}
+// NewAuth returns the guard of this node's servers.
+func NewAuth(st *state.State) *Auth {
+	return &Auth{st: st, refused: refusal.NewLog(st.Log, "admin calls refused", time.Minute)}
 }
 
+// LocalCaller is the credential name of calls over a node's unix socket.
+func LocalCaller(node string) string { return "local@" + node }
+
 // AdminUnary guards the admin API. Over TCP the client must present a
-// certificate from the cluster CA and a bearer token. Over the root-only unix
-// socket the token alone suffices, and an uninitialised node accepts create,
-// join and status without one, since no token exists yet.
+// certificate from the cluster CA (not one of a removed node) and a named
+// API credential as bearer token. Over the root-only unix socket a call
+// without a token is the node's local admin ("local@NODE"); a token, if
+// sent, is checked like over TCP. Then the credential's role must be at
+// least the one the method needs (requiredRole). An uninitialised node
+// accepts only create, join and status, on the unix socket.
 func (a *Auth) AdminUnary(tcp bool) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if err := a.authorizeAdmin(ctx, info.FullMethod, tcp); err != nil {
+		actx, err := a.authorizeAdmin(ctx, info.FullMethod, tcp)
+		if err != nil {
 			a.refused.Refused(callSource(ctx), status.Code(err).String(), info.FullMethod+": "+status.Convert(err).Message(), time.Now())
 			return nil, err
 		}
-		return h(ctx, req)
+		return h(actx, req)
 	}
 }
 
 // AdminStream guards the admin API's streams.
 func (a *Auth) AdminStream(tcp bool) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		if err := a.authorizeAdmin(ss.Context(), info.FullMethod, tcp); err != nil {
+		actx, err := a.authorizeAdmin(ss.Context(), info.FullMethod, tcp)
+		if err != nil {
+			a.st.Log.Warn("admin call refused", "method", info.FullMethod, "err", status.Convert(err).Message(), "tcp", tcp)
 			return err
 		}
-		return h(srv, ss)
+		return h(srv, &actorStream{ServerStream: ss, ctx: actx})
 	}
 }
 
-func (a *Auth) authorizeAdmin(ctx context.Context, method string, tcp bool) error {
+// actorStream is a server stream whose context names the caller.
+type actorStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *actorStream) Context() context.Context { return s.ctx }
+
+// authorizeAdmin returns ctx naming the caller's credential
+// (consensus.WithActor, so the audit trail records it), or the refusal.
+func (a *Auth) authorizeAdmin(ctx context.Context, method string, tcp bool) (context.Context, error) {
+	var certName, certOU string
 	if tcp {
-		if _, ou, ok := peerCert(ctx); !ok || (ou != pki.OUAdmin && ou != pki.OUNode) {
-			return status.Error(codes.Unauthenticated, "a client certificate from this cluster's CA is required")
+		var ok bool
+		if certName, certOU, ok = peerCert(ctx); !ok || (certOU != pki.OUAdmin && certOU != pki.OUNode) {
+			return nil, status.Error(codes.Unauthenticated, "a client certificate from this cluster's CA is required")
 		}
 	}
 	if unauthenticatedOK(method) {
-		return nil
+		return ctx, nil
 	}
 	_, inCluster := a.st.Cluster()
 	meta := a.st.Meta()
 	if !inCluster || meta == nil {
 		if !tcp && (method == methodCreate || method == methodJoin || method == methodStatus) {
-			return nil
+			return ctx, nil
 		}
-		return status.Error(codes.FailedPrecondition, "this node is not in a cluster yet: run 'tandem cluster create NAME' or 'tandem cluster join ADDR --token T'")
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster yet: run 'tandem cluster create NAME' or 'tandem cluster join ADDR --token T'")
 	}
+	if !tcp && bearer(ctx) == "" {
+		// The socket is root-only (LocalOnly): whoever reaches it could
+		// read the node's keys anyway. This needs no metadata, so it works
+		// on a removed node too.
+		return consensus.WithActor(ctx, LocalCaller(a.st.Node.Name)), nil
+	}
+	ms, err := meta.LocalState()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "metadata not readable on this node (cannot check the credential): %v", err)
+	}
+	if tcp {
+		if node := certNode(certName, certOU); node != "" {
+			if n, ok := ms.Nodes[node]; ok && n.State == consensus.NodeRemoved {
+				return nil, status.Errorf(codes.PermissionDenied, "certificate %s belongs to node %s, which was removed from the cluster", certName, node)
+			}
+		}
+	}
+	name, role, err := a.caller(ctx, ms)
+	if err != nil {
+		return nil, err
+	}
+	need := requiredRole(method)
+	if consensus.RoleRank(role) < consensus.RoleRank(need) {
+		return nil, status.Errorf(codes.PermissionDenied, "credential %s has role %s; %s needs role %s", name, role, method, need)
+	}
+	return consensus.WithActor(ctx, name), nil
+}
+
+// certNode is the node a client certificate belongs to: a node's own, or
+// the admin certificate "admin@NODE" issued to it at create or join.
+func certNode(name, ou string) string {
+	switch ou {
+	case pki.OUNode:
+		return name
+	case pki.OUAdmin:
+		if n, ok := strings.CutPrefix(name, "admin@"); ok {
+			return n
+		}
+	}
+	return ""
+}
+
+// caller names the credential of the call and its role. A certificate
+// names no one: on TCP the bearer credential is always required.
+func (a *Auth) caller(ctx context.Context, ms *consensus.MetaState) (name, role string, err error) {
 	tok := bearer(ctx)
 	if tok == "" {
-		return status.Error(codes.Unauthenticated, "missing admin token (send 'authorization: Bearer <token>')")
+		return "", "", status.Error(codes.Unauthenticated, "missing API credential: send 'authorization: Bearer <secret>' (tandem: --token, TANDEM_TOKEN or <credentials>/token; make one with 'tandem credential create')")
 	}
 	v, err := pki.AdminTokenVerifier(tok)
 	if err != nil {
-		return status.Error(codes.Unauthenticated, "invalid admin token")
+		return "", "", status.Errorf(codes.Unauthenticated, "invalid API credential: %v", err)
 	}
-	if st, err := meta.LocalState(); err == nil && st.AdminTokenValid(v) {
-		return nil
+	c := ms.CredentialByVerifier(v)
+	switch {
+	case c == nil:
+		return "", "", status.Error(codes.Unauthenticated, "unknown API credential")
+	case c.Revoked():
+		return "", "", status.Errorf(codes.Unauthenticated, "credential %s was revoked at %s", c.Name, c.RevokedAt.UTC().Format(time.RFC3339))
 	}
-	// A node that just joined may not have applied the token's record yet;
-	// the token it was handed at join is on disk.
-	if local, err := os.ReadFile(a.tokenFile); err == nil {
-		if lv, err := pki.AdminTokenVerifier(strings.TrimSpace(string(local))); err == nil && pki.ConstantTimeEqual(lv, v) {
-			return nil
-		}
-	}
-	return status.Error(codes.Unauthenticated, "invalid admin token")
+	return c.Name, c.Role, nil
 }
 
 func bearer(ctx context.Context) string {

@@ -1,6 +1,6 @@
 // Package api is the gRPC layer in front of the subsystems: it guards the
 // admin and peer servers (Auth) and holds every gRPC service adapter
-// (Services: Cluster, Node, Volume, VM and HA on the admin servers, Peer on
+// (Services: Cluster, Node, Volume, VM, HA and Credential on the admin servers, Peer on
 // the backend server), each a thin translation onto internal/membership,
 // internal/cluster, internal/volume, internal/vmm or internal/recovery.
 //
@@ -12,9 +12,20 @@
 //
 // Invariants:
 //   - every admin call over TCP presents a client certificate of the
-//     cluster's CA and a valid admin token; over the root-only unix socket
-//     the token suffices, and a node outside any cluster accepts only
-//     create, join and status there;
+//     cluster's CA that is not a removed node's (its node certificate or
+//     its admin@NODE certificate) and a named API credential that is not
+//     revoked; a certificate alone names no one. Over the unix socket,
+//     which accepts only root or the daemon's user (LocalOnly), a call
+//     without a token is the node's local admin (local@NODE) and a token is
+//     checked as over TCP; a node outside any cluster accepts only create,
+//     join and status there;
+//   - every admin RPC has the least role it needs in one table
+//     (requiredRole: readonly < operator < admin; missing means admin), a
+//     credential below it is refused with PermissionDenied naming both
+//     roles, and TestRoleTableComplete fails for an admin RPC missing from
+//     the table;
+//   - the interceptors put the caller's credential name in the context
+//     (consensus.WithActor), so every audit entry a call causes names it;
 //   - every backend call presents a node certificate of a node that was not
 //     removed (Join excepted: the joiner proves itself with its token);
 //   - only a node certificate may replicate (ReplicationPeer);

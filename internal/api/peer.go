@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandemhci/tandem/internal/version"
@@ -40,6 +42,21 @@ func (s *peerService) Ping(_ context.Context, req *tandemv1.PingRequest) (*tande
 		}
 	}
 	return resp, nil
+}
+
+// MetaSync returns once this node applied every metadata change committed
+// when it was called (a linearizable read): credential changes wait for it
+// on every member.
+func (s *peerService) MetaSync(ctx context.Context, _ *tandemv1.MetaSyncRequest) (*tandemv1.MetaSyncResponse, error) {
+	m := s.a.cfg.State.Meta()
+	if m == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+	}
+	ms, err := m.State(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &tandemv1.MetaSyncResponse{Applied: ms.Applied}, nil
 }
 
 // HALiveness answers from this node's detector (the leader's).

@@ -155,6 +155,8 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		"tandem.v1.FenceConfigRequest.name", "tandem.v1.FenceNodeRequest.name", "tandem.v1.RemoveNodeRequest.name",
 		"tandem.v1.NodeMaintenanceRequest.name", "tandem.v1.PingRequest.from":
 		return rule{str: validate.NodeName}, true
+	case "tandem.v1.CreateCredentialRequest.name", "tandem.v1.RevokeCredentialRequest.name":
+		return rule{str: validate.CredentialName}, true
 	case "tandem.v1.CreateClusterRequest.name":
 		return rule{str: validate.ClusterName}, true
 	case "tandem.v1.CreateVolumeRequest.size_bytes", "tandem.v1.VMDisk.size_bytes", "tandem.v1.PeerVolume.size_bytes":

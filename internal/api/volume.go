@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/volume"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -151,9 +152,13 @@ func (s *volumeService) RevokeExportCert(ctx context.Context, req *tandemv1.Revo
 	return answer(s.a.cfg.Volumes.RevokeExportCert(ctx, req.Name, caller(ctx)))
 }
 
-// caller names an admin call's client for the records it leaves: its
-// certificate on the TCP admin API, the root-only socket otherwise.
+// caller names an admin call's client for the records it leaves: the API
+// credential the call was authorized as, else its client certificate on
+// the TCP admin API, else the root-only socket.
 func caller(ctx context.Context) string {
+	if name := consensus.ActorFrom(ctx); name != "" {
+		return "credential " + name
+	}
 	if name, ou, ok := peerCert(ctx); ok {
 		return ou + " certificate " + name
 	}

@@ -25,14 +25,16 @@ func From(err error) error {
 	case errors.Is(err, consensus.ErrTokenInvalid), errors.Is(err, consensus.ErrTokenUsed), errors.Is(err, consensus.ErrTokenExpired):
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, consensus.ErrNodeExists), errors.Is(err, consensus.ErrVMNameTaken), errors.Is(err, consensus.ErrVolumeNameTaken),
-		errors.Is(err, consensus.ErrVolumeExists):
+		errors.Is(err, consensus.ErrVolumeExists), errors.Is(err, consensus.ErrCredentialExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, consensus.ErrNodeNotFound), errors.Is(err, consensus.ErrNoSuchVM), errors.Is(err, consensus.ErrNoSuchVolume):
+	case errors.Is(err, consensus.ErrNodeNotFound), errors.Is(err, consensus.ErrNoSuchVM), errors.Is(err, consensus.ErrNoSuchVolume),
+		errors.Is(err, consensus.ErrNoSuchCredential):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, consensus.ErrBadCommand), errors.Is(err, consensus.ErrNotBootstrapped),
 		errors.Is(err, consensus.ErrNotPrimary), errors.Is(err, consensus.ErrStaleEpoch),
 		errors.Is(err, consensus.ErrNotReplica), errors.Is(err, consensus.ErrNotUpToDate),
-		errors.Is(err, consensus.ErrBadTransition), errors.Is(err, consensus.ErrNoVolumeRecord):
+		errors.Is(err, consensus.ErrBadTransition), errors.Is(err, consensus.ErrNoVolumeRecord),
+		errors.Is(err, consensus.ErrLastAdmin):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {

@@ -34,7 +34,7 @@ func filterAudit(trail []consensus.AuditEntry, req *tandemv1.AuditRequest) []*ta
 		case req.Action != "" && !strings.HasPrefix(a.Action, req.Action):
 		case req.Since != nil && a.At.Before(req.Since.AsTime()):
 		default:
-			out = append(out, &tandemv1.AuditEntry{At: timestamppb.New(a.At), Node: a.Node, Action: a.Action, Detail: a.Detail})
+			out = append(out, &tandemv1.AuditEntry{At: timestamppb.New(a.At), Node: a.Node, Action: a.Action, Detail: a.Detail, Credential: a.Credential})
 		}
 	}
 	if n := int(req.Limit); n > 0 && len(out) > n {

@@ -2,7 +2,8 @@
 // leader, the node table with each member's health), the health report
 // added to the Status RPC's answer (offline nodes, volumes out of sync,
 // certificates near expiry, nodes without BMC fencing), its configuration
-// (the settings registry applied to reads and writes) and join tokens.
+// (the settings registry applied to reads and writes), join tokens and
+// named API credentials.
 //
 // Owner: the cluster-membership maintainers, with internal/membership
 // (which changes who belongs; this package reports on them).
@@ -15,6 +16,10 @@
 //     valid, HA timing coherent with what is stored) and refused before it
 //     reaches Raft; nothing is written when any part is wrong or quorum is
 //     missing;
+//   - a credential's secret exists only in the Create answer (the cluster
+//     keeps a verifier); Create and Revoke return only after every other
+//     member that is not removed confirmed it applied the change (MetaSync,
+//     a linearizable read there), and name the members that did not;
 //   - it holds no *daemon.Daemon: it works on state.State and the probe
 //     and volume warnings it is handed.
 package cluster

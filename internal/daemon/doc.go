@@ -35,6 +35,7 @@
 //     driver and the volumes, then the peer connections and Raft;
 //   - every connection between nodes is mutual TLS with a node certificate
 //     of the cluster's CA (peer gRPC except Join, the Raft transport, the
-//     replication port); the admin API over TCP also needs an admin token
-//     (docs/design.md §7).
+//     replication port); the admin API over TCP also needs a named API
+//     credential, and the admin unix socket accepts only root or the
+//     daemon's user (api.LocalOnly) (docs/design.md §7).
 package daemon

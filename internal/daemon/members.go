@@ -86,8 +86,6 @@ func (d *Daemon) newMembers() *membership.Manager {
 			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey, Secret: secret}, true
 		},
 		Init: initHooks{d},
-		// The error names the file already; membership says what it is.
-		AdminToken: d.dir.AdminToken,
 		// d.mets is made after the managers, before any server runs.
 		JoinRefused: func(reason string) {
 			if d.mets != nil {

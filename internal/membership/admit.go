@@ -121,13 +121,11 @@ func (m *Manager) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	if err := meta.AddVoter(pctx, replica, req.RaftAddr); err != nil {
 		return nil, apierr.FromMeta(fmt.Errorf("add %s to the metadata shard: %w", req.NodeName, err))
 	}
-	adminTok, err := m.adminToken()
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "admin token: %v", err)
-	}
+	// No admin token: a node's local admin is its root-only unix socket,
+	// and API credentials belong to people, not nodes.
 	resp := &tandemv1.PeerJoinResponse{
 		ClusterName: cl.Name, ClusterId: cl.ID, ReplicaId: replica,
-		CaPem: cl.CACert, CaKeyPem: cl.CAKey, CertPem: cert, AdminToken: adminTok,
+		CaPem: cl.CACert, CaKeyPem: cl.CAKey, CertPem: cert,
 		ClusterSecret: cl.Secret,
 	}
 	if len(cl.Secret) == 0 {

@@ -113,15 +113,14 @@ func (p fakePeer) Ping(context.Context, *tandemv1.PingRequest, ...grpc.CallOptio
 
 // world is one node's view: n1 is this node, in a cluster "c1".
 type world struct {
-	meta     *fakeMeta
-	quorate  bool
-	online   map[string]bool // backend address -> answers Ping
-	vols     fakeVolumes
-	cluster  *Cluster
-	quorumN  int
-	adminTok string // "" fails to read
-	init     *fakeInit
-	refused  []string // reasons counted by JoinRefused
+	meta    *fakeMeta
+	quorate bool
+	online  map[string]bool // backend address -> answers Ping
+	vols    fakeVolumes
+	cluster *Cluster
+	quorumN int
+	init    *fakeInit
+	refused []string // reasons counted by JoinRefused
 }
 
 func newWorld() *world {
@@ -161,12 +160,6 @@ func (w *world) manager() *Manager {
 		},
 		Init:        w.init,
 		JoinRefused: func(reason string) { w.refused = append(w.refused, reason) },
-		AdminToken: func() (string, error) {
-			if w.adminTok == "" {
-				return "", errors.New("open token: no such file or directory")
-			}
-			return w.adminTok, nil
-		},
 	})
 }
 

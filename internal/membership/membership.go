@@ -36,8 +36,6 @@ type Config struct {
 	// Cluster returns the cluster this node belongs to, false when it is
 	// in none yet.
 	Cluster func() (Cluster, bool)
-	// AdminToken reads the cluster's admin token, handed to joining nodes.
-	AdminToken func() (string, error)
 	// Init persists and starts what create and join make.
 	Init Init
 	// JoinRefused counts one refused join attempt by reason (a metric);
@@ -47,17 +45,16 @@ type Config struct {
 
 // Manager runs membership changes. It is safe for concurrent use.
 type Manager struct {
-	st         *state.State
-	vols       Volumes
-	cluster    func() (Cluster, bool)
-	adminToken func() (string, error)
-	init       Init
-	joins      *joinGuard
+	st      *state.State
+	vols    Volumes
+	cluster func() (Cluster, bool)
+	init    Init
+	joins   *joinGuard
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, adminToken: c.AdminToken, init: c.Init,
+	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, init: c.Init,
 		joins: newJoinGuard(c.State.Log, c.JoinRefused)}
 }
 

@@ -14,8 +14,8 @@ import (
 )
 
 type renewFake struct {
-	mat      Material
-	adm      AdminCredentials
+	mat Material
+	adm AdminCredentials
 	// order is what happened, in order: "record <serial>", "install <serial>".
 	order     []string
 	recordErr error

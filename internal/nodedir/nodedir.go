@@ -206,6 +206,9 @@ func (d Dir) SaveAdmin(c Admin) error {
 		name string
 		data []byte
 	}{{"ca.crt", c.CACert}, {"admin.crt", c.Cert}, {"admin.key", c.Key}, {"token", []byte(c.Token + "\n")}, {"endpoint", []byte(c.Endpoint + "\n")}} {
+		if f.name == "token" && c.Token == "" {
+			continue // a joined node is handed no API credential
+		}
 		if err := WriteFileAtomic(d.AdminFile(f.name), f.data, 0o600); err != nil {
 			return err
 		}

@@ -155,6 +155,10 @@ type Meta interface {
 	// SetConfigResult stores cluster settings (an empty value deletes a
 	// key) and returns the whole configuration after the change.
 	SetConfigResult(ctx context.Context, kv map[string]string) (map[string]string, error)
+	// CreateCredential and RevokeCredential change the named API
+	// credentials.
+	CreateCredential(ctx context.Context, r consensus.CredentialRecord) error
+	RevokeCredential(ctx context.Context, name string, force bool) error
 }
 
 // MetaOf adapts the consensus metadata client; nil stays nil.

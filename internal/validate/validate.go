@@ -52,9 +52,22 @@ func Show(s string) string {
 // name checks s against the name rule of kind; underscore says whether
 // '_' is allowed.
 func name(kind, s string, underscore bool) error {
-	allowed := "lowercase letters, digits and '-'"
+	extra := "-"
 	if underscore {
+		extra = "-_"
+	}
+	return nameWith(kind, s, extra)
+}
+
+// nameWith checks s against the name rule of kind: lowercase letters and
+// digits, and after the first character the runes in extra.
+func nameWith(kind, s, extra string) error {
+	allowed := "lowercase letters, digits and '-'"
+	switch extra {
+	case "-_":
 		allowed = "lowercase letters, digits, '-' or '_'"
+	case "-_.":
+		allowed = "lowercase letters, digits, '-', '_' or '.'"
 	}
 	rule := fmt.Sprintf("use 1-%d %s, starting with a letter or digit", MaxNameLen, allowed)
 	switch {
@@ -72,9 +85,9 @@ func name(kind, s string, underscore bool) error {
 		return invalid("%s name %s contains '..': %s", kind, Show(s), rule)
 	}
 	for i, r := range s {
-		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || (i > 0 && (r == '-' || (underscore && r == '_')))
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || (i > 0 && strings.ContainsRune(extra, r))
 		if !ok {
-			if i == 0 && (r == '-' || r == '_') {
+			if i == 0 && strings.ContainsRune(extra, r) {
 				return invalid("%s name %s starts with %q: %s", kind, Show(s), r, rule)
 			}
 			return invalid("%s name %s: %s", kind, Show(s), rule)
@@ -101,6 +114,10 @@ func VMName(s string) error { return name("VM", s, true) }
 // ExportCertName checks an export certificate's name (its consumer), by
 // the volume name rule.
 func ExportCertName(s string) error { return name("export certificate", s, true) }
+
+// CredentialName checks an API credential's name: 1-63 of [a-z0-9._-],
+// starting with a letter or digit ('..' is refused like everywhere).
+func CredentialName(s string) error { return nameWith("credential", s, "-_.") }
 
 // VolumeSize checks a volume's size in bytes.
 func VolumeSize(n int64) error {

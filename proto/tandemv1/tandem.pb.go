@@ -598,11 +598,14 @@ func (x *ClusterStatus) GetVersion() string {
 }
 
 type AuditEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Action        string                 `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	At     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Node   string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Action string                 `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	Detail string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The API credential the action was asked with ("local@NODE" for the
+	// node's unix socket); empty for what nodes do on their own.
+	Credential    string `protobuf:"bytes,5,opt,name=credential,proto3" json:"credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -661,6 +664,13 @@ func (x *AuditEntry) GetAction() string {
 func (x *AuditEntry) GetDetail() string {
 	if x != nil {
 		return x.Detail
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetCredential() string {
+	if x != nil {
+		return x.Credential
 	}
 	return ""
 }
@@ -5103,6 +5113,500 @@ func (x *Event) GetDetail() string {
 	return ""
 }
 
+// Named API credentials, each with a role: "admin" (everything),
+// "operator" (VM and volume lifecycle, maintenance; no membership,
+// security or configuration changes) or "readonly" (status, list, show,
+// events, audit). The bearer secret is shown once, at creation; the
+// cluster keeps only a verifier.
+type CredentialInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role      string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The credential (or local@NODE) that created it.
+	CreatedBy string `protobuf:"bytes,4,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// Unset while the credential is valid.
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedBy string                 `protobuf:"bytes,6,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	// The node the secret was written to (the bootstrap credential): removing
+	// that node revokes the credential.
+	Holder        string `protobuf:"bytes,7,opt,name=holder,proto3" json:"holder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialInfo) Reset() {
+	*x = CredentialInfo{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialInfo) ProtoMessage() {}
+
+func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
+func (*CredentialInfo) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *CredentialInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *CredentialInfo) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *CredentialInfo) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *CredentialInfo) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+type CreateCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// admin, operator or readonly.
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialRequest) Reset() {
+	*x = CreateCredentialRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialRequest) ProtoMessage() {}
+
+func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
+func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *CreateCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateCredentialRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type CreateCredentialResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *CredentialInfo        `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	// The bearer secret ("tdma1...."): shown only in this answer.
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Members that could not confirm they applied the change (unreachable).
+	Unconfirmed   []string `protobuf:"bytes,3,rep,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialResponse) Reset() {
+	*x = CreateCredentialResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialResponse) ProtoMessage() {}
+
+func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
+func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *CreateCredentialResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *CreateCredentialResponse) GetUnconfirmed() []string {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return nil
+}
+
+type ListCredentialsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Include revoked credentials.
+	All           bool `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsRequest) Reset() {
+	*x = ListCredentialsRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsRequest) ProtoMessage() {}
+
+func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ListCredentialsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type ListCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*CredentialInfo      `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsResponse) Reset() {
+	*x = ListCredentialsResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsResponse) ProtoMessage() {}
+
+func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type RevokeCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Allow revoking the last admin credential that is not revoked.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialRequest) Reset() {
+	*x = RevokeCredentialRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *RevokeCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeCredentialRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RevokeCredentialResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *CredentialInfo        `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	// Members that could not confirm they applied the revocation
+	// (unreachable); every other member refuses the credential already.
+	Unconfirmed   []string `protobuf:"bytes,2,rep,name=unconfirmed,proto3" json:"unconfirmed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialResponse) Reset() {
+	*x = RevokeCredentialResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialResponse) ProtoMessage() {}
+
+func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *RevokeCredentialResponse) GetUnconfirmed() []string {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return nil
+}
+
+// Peer side of Credential: a member confirms it has applied the metadata
+// up to the leader's commit index (a linearizable read).
+type MetaSyncRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaSyncRequest) Reset() {
+	*x = MetaSyncRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaSyncRequest) ProtoMessage() {}
+
+func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
+func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+}
+
+type MetaSyncResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Applied       uint64                 `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaSyncResponse) Reset() {
+	*x = MetaSyncResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaSyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaSyncResponse) ProtoMessage() {}
+
+func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
+func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *MetaSyncResponse) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
 // Peer: node to node on the backend network.
 type PeerMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -5114,7 +5618,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5126,7 +5630,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5139,7 +5643,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -5174,7 +5678,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5186,7 +5690,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5199,7 +5703,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -5272,8 +5776,10 @@ type PeerJoinResponse struct {
 	ReplicaId   uint64                 `protobuf:"varint,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	CaPem       []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
 	CertPem     []byte                 `protobuf:"bytes,5,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
-	AdminToken  string                 `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
-	Members     []*PeerMember          `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
+	// No longer sent: a node's local admin is its unix socket, and API
+	// credentials belong to people (tandem credential create).
+	AdminToken string        `protobuf:"bytes,6,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
+	Members    []*PeerMember `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	// Every member can sign the next joiner's certificate, so the CA key is
 	// shared with members (as Proxmox shares its cluster CA), never with clients.
 	CaKeyPem []byte `protobuf:"bytes,8,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
@@ -5287,7 +5793,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5299,7 +5805,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5312,7 +5818,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -5390,7 +5896,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5402,7 +5908,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5415,7 +5921,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -5447,7 +5953,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5459,7 +5965,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5472,7 +5978,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *PingResponse) GetName() string {
@@ -5530,7 +6036,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5542,7 +6048,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5555,7 +6061,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -5604,7 +6110,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5616,7 +6122,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5629,7 +6135,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -5654,7 +6160,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5666,7 +6172,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5679,7 +6185,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 type PeerVolumeInitRequest struct {
@@ -5691,7 +6197,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5703,7 +6209,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5716,7 +6222,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -5734,7 +6240,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5746,7 +6252,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5759,7 +6265,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -5774,7 +6280,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5786,7 +6292,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5799,7 +6305,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -5831,7 +6337,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5843,7 +6349,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5856,7 +6362,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -5868,7 +6374,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5880,7 +6386,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5893,7 +6399,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -5915,7 +6421,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5927,7 +6433,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5940,7 +6446,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -5980,7 +6486,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5992,7 +6498,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6005,7 +6511,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -6023,7 +6529,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6035,7 +6541,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6048,7 +6554,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 type Disk struct {
@@ -6063,7 +6569,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6075,7 +6581,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6088,7 +6594,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *Disk) GetPath() string {
@@ -6128,7 +6634,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6140,7 +6646,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6153,7 +6659,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -6175,7 +6681,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6187,7 +6693,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6200,7 +6706,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -6241,7 +6747,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6253,7 +6759,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6266,7 +6772,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -6350,7 +6856,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6362,7 +6868,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6375,7 +6881,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -6411,7 +6917,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6423,7 +6929,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6436,7 +6942,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -6514,13 +7020,16 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"advisories\x18\x0f \x03(\tR\n" +
 	"advisories\x12\x18\n" +
-	"\aversion\x18\x10 \x01(\tR\aversion\"|\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion\"\x9c\x01\n" +
 	"\n" +
 	"AuditEntry\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"*\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x05 \x01(\tR\n" +
+	"credential\"*\n" +
 	"\x14CreateClusterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"r\n" +
 	"\x15CreateClusterResponse\x120\n" +
@@ -6856,7 +7365,43 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\x12\x0e\n" +
 	"\x02vm\x18\x06 \x01(\tR\x02vm\x12\x16\n" +
-	"\x06detail\x18\a \x01(\tR\x06detail\"H\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\"\x84\x02\n" +
+	"\x0eCredentialInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x04 \x01(\tR\tcreatedBy\x129\n" +
+	"\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x06 \x01(\tR\trevokedBy\x12\x16\n" +
+	"\x06holder\x18\a \x01(\tR\x06holder\"A\n" +
+	"\x17CreateCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"\x8f\x01\n" +
+	"\x18CreateCredentialResponse\x129\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x19.tandem.v1.CredentialInfoR\n" +
+	"credential\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12 \n" +
+	"\vunconfirmed\x18\x03 \x03(\tR\vunconfirmed\"*\n" +
+	"\x16ListCredentialsRequest\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\"V\n" +
+	"\x17ListCredentialsResponse\x12;\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x19.tandem.v1.CredentialInfoR\vcredentials\"C\n" +
+	"\x17RevokeCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"w\n" +
+	"\x18RevokeCredentialResponse\x129\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x19.tandem.v1.CredentialInfoR\n" +
+	"credential\x12 \n" +
+	"\vunconfirmed\x18\x02 \x03(\tR\vunconfirmed\"\x11\n" +
+	"\x0fMetaSyncRequest\",\n" +
+	"\x10MetaSyncResponse\x12\x18\n" +
+	"\aapplied\x18\x01 \x01(\x04R\aapplied\"H\n" +
 	"\n" +
 	"PeerMember\x12\x1d\n" +
 	"\n" +
@@ -7020,7 +7565,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02HA\x12A\n" +
 	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12;\n" +
 	"\x03Arm\x12\x17.tandem.v1.HAArmRequest\x1a\x1b.tandem.v1.HAStatusResponse\x126\n" +
-	"\x06Events\x12\x18.tandem.v1.EventsRequest\x1a\x10.tandem.v1.Event0\x012\xb5\f\n" +
+	"\x06Events\x12\x18.tandem.v1.EventsRequest\x1a\x10.tandem.v1.Event0\x012\x81\x02\n" +
+	"\n" +
+	"Credential\x12Q\n" +
+	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
+	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xfa\f\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -7047,7 +7597,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tVMConsole\x12\x19.tandem.v1.ConsoleRequest\x1a\x17.tandem.v1.ConsoleChunk0\x01\x12H\n" +
 	"\x10VMMigrationStats\x12\x18.tandem.v1.PeerVMRequest\x1a\x1a.tandem.v1.MigrateProgress\x12E\n" +
 	"\n" +
-	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12C\n" +
+	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -7062,7 +7613,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 104)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -7139,49 +7690,58 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*HAArmRequest)(nil),             // 72: tandem.v1.HAArmRequest
 	(*EventsRequest)(nil),            // 73: tandem.v1.EventsRequest
 	(*Event)(nil),                    // 74: tandem.v1.Event
-	(*PeerMember)(nil),               // 75: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 76: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 77: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 78: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 79: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 80: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 81: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 82: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 83: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 84: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 85: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 86: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 87: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 88: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 89: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 90: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 91: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 92: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 93: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 94: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 95: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 96: tandem.v1.PeerMigrateRequest
-	nil,                              // 97: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 98: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 99: google.protobuf.Timestamp
+	(*CredentialInfo)(nil),           // 75: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 76: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 77: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 78: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 79: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 80: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 81: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 82: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 83: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 84: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 85: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 86: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 87: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 88: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 89: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 90: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 91: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 92: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 93: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 94: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 95: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 96: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 97: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 98: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 99: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 100: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 101: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 102: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 103: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 104: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 105: tandem.v1.PeerMigrateRequest
+	nil,                              // 106: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 107: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 108: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	99,  // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	91,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	94,  // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	108, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	100, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	103, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	4,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	6,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	99,  // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	108, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	5,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	99,  // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	108, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	5,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	97,  // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	98,  // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	106, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	107, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	18,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	99,  // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	108, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	6,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	4,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	4,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -7190,158 +7750,171 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	28,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	29,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	99,  // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	99,  // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	108, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	108, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	34,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	99,  // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	108, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	35,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	36,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	46,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	47,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	99,  // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	99,  // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	108, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	108, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	50,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	50,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	55,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	99,  // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	99,  // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	108, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	108, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	57,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	55,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	56,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	56,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	99,  // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	99,  // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	99,  // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	108, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	108, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	108, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	68,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	69,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	71,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	99,  // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	0,   // 51: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	75,  // 52: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	99,  // 53: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	80,  // 54: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	80,  // 55: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	91,  // 56: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	56,  // 57: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	56,  // 58: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	7,   // 59: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	9,   // 60: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	11,  // 61: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	13,  // 62: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	14,  // 63: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	16,  // 64: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	17,  // 65: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	20,  // 66: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	22,  // 67: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	30,  // 68: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	32,  // 69: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	24,  // 70: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	26,  // 71: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	37,  // 72: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	38,  // 73: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	40,  // 74: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	41,  // 75: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	43,  // 76: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	44,  // 77: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	45,  // 78: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	49,  // 79: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	53,  // 80: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	51,  // 81: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	60,  // 82: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	58,  // 83: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	59,  // 84: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	59,  // 85: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	59,  // 86: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	59,  // 87: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	63,  // 88: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	65,  // 89: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	67,  // 90: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	72,  // 91: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	73,  // 92: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	76,  // 93: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	78,  // 94: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	90,  // 95: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	81,  // 96: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	83,  // 97: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	85,  // 98: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	87,  // 99: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 100: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	45,  // 101: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	87,  // 102: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	43,  // 103: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	88,  // 104: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	43,  // 105: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	93,  // 106: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	95,  // 107: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	95,  // 108: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	95,  // 109: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	95,  // 110: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	96,  // 111: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	65,  // 112: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	95,  // 113: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	67,  // 114: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	8,   // 115: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	10,  // 116: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	12,  // 117: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	5,   // 118: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	15,  // 119: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	19,  // 120: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	19,  // 121: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	21,  // 122: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	23,  // 123: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	31,  // 124: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	33,  // 125: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	25,  // 126: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	27,  // 127: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	36,  // 128: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	39,  // 129: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	36,  // 130: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	42,  // 131: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	36,  // 132: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	36,  // 133: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	48,  // 134: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	52,  // 135: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	54,  // 136: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	50,  // 137: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	61,  // 138: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	56,  // 139: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	56,  // 140: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	56,  // 141: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	56,  // 142: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	62,  // 143: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	64,  // 144: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	66,  // 145: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	70,  // 146: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	70,  // 147: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	74,  // 148: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	77,  // 149: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	79,  // 150: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	92,  // 151: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	82,  // 152: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	84,  // 153: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	86,  // 154: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 155: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	36,  // 156: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	48,  // 157: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	86,  // 158: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	36,  // 159: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	89,  // 160: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	36,  // 161: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	94,  // 162: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	56,  // 163: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	56,  // 164: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	56,  // 165: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	56,  // 166: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	64,  // 167: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	66,  // 168: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	64,  // 169: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	70,  // 170: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	115, // [115:171] is the sub-list for method output_type
-	59,  // [59:115] is the sub-list for method input_type
-	59,  // [59:59] is the sub-list for extension type_name
-	59,  // [59:59] is the sub-list for extension extendee
-	0,   // [0:59] is the sub-list for field type_name
+	108, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	108, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	108, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	75,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	75,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	75,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 56: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	84,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	108, // 58: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	89,  // 59: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	89,  // 60: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	100, // 61: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	56,  // 62: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	56,  // 63: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	7,   // 64: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	9,   // 65: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	11,  // 66: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	13,  // 67: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	14,  // 68: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	16,  // 69: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	17,  // 70: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	20,  // 71: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	22,  // 72: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	30,  // 73: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	32,  // 74: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	24,  // 75: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	26,  // 76: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	37,  // 77: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	38,  // 78: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	40,  // 79: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	41,  // 80: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	43,  // 81: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	44,  // 82: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	45,  // 83: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	49,  // 84: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	53,  // 85: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	51,  // 86: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	60,  // 87: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	58,  // 88: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	59,  // 89: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	59,  // 90: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	59,  // 91: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	59,  // 92: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	63,  // 93: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	65,  // 94: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	67,  // 95: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	72,  // 96: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	73,  // 97: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	76,  // 98: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	78,  // 99: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	80,  // 100: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	85,  // 101: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	87,  // 102: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	99,  // 103: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	90,  // 104: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	92,  // 105: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	94,  // 106: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	96,  // 107: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 108: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	45,  // 109: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	96,  // 110: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	43,  // 111: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	97,  // 112: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	43,  // 113: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	102, // 114: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	104, // 115: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	104, // 116: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	104, // 117: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	104, // 118: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	105, // 119: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	65,  // 120: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	104, // 121: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	67,  // 122: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	82,  // 123: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	8,   // 124: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	10,  // 125: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	12,  // 126: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	5,   // 127: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	15,  // 128: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	19,  // 129: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	19,  // 130: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	21,  // 131: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	23,  // 132: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	31,  // 133: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	33,  // 134: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	25,  // 135: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	27,  // 136: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	36,  // 137: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	39,  // 138: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	36,  // 139: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	42,  // 140: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	36,  // 141: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	36,  // 142: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	48,  // 143: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	52,  // 144: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	54,  // 145: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	50,  // 146: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	61,  // 147: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	56,  // 148: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	56,  // 149: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	56,  // 150: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	56,  // 151: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	62,  // 152: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	64,  // 153: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	66,  // 154: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	70,  // 155: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	70,  // 156: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	74,  // 157: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	77,  // 158: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	79,  // 159: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	81,  // 160: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	86,  // 161: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	88,  // 162: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	101, // 163: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	91,  // 164: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	93,  // 165: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	95,  // 166: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 167: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	36,  // 168: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	48,  // 169: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	95,  // 170: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	36,  // 171: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	98,  // 172: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	36,  // 173: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	103, // 174: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	56,  // 175: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	56,  // 176: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	56,  // 177: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	56,  // 178: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	64,  // 179: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	66,  // 180: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	64,  // 181: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	70,  // 182: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	83,  // 183: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	124, // [124:184] is the sub-list for method output_type
+	64,  // [64:124] is the sub-list for method input_type
+	64,  // [64:64] is the sub-list for extension type_name
+	64,  // [64:64] is the sub-list for extension extendee
+	0,   // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -7355,9 +7928,9 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   95,
+			NumMessages:   104,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_tandem_v1_tandem_proto_goTypes,
 		DependencyIndexes: file_tandem_v1_tandem_proto_depIdxs,

@@ -1680,6 +1680,186 @@ var HA_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	Credential_Create_FullMethodName = "/tandem.v1.Credential/Create"
+	Credential_List_FullMethodName   = "/tandem.v1.Credential/List"
+	Credential_Revoke_FullMethodName = "/tandem.v1.Credential/Revoke"
+)
+
+// CredentialClient is the client API for Credential service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type CredentialClient interface {
+	Create(ctx context.Context, in *CreateCredentialRequest, opts ...grpc.CallOption) (*CreateCredentialResponse, error)
+	List(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
+	// Returns once every reachable member has applied the revocation.
+	Revoke(ctx context.Context, in *RevokeCredentialRequest, opts ...grpc.CallOption) (*RevokeCredentialResponse, error)
+}
+
+type credentialClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCredentialClient(cc grpc.ClientConnInterface) CredentialClient {
+	return &credentialClient{cc}
+}
+
+func (c *credentialClient) Create(ctx context.Context, in *CreateCredentialRequest, opts ...grpc.CallOption) (*CreateCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateCredentialResponse)
+	err := c.cc.Invoke(ctx, Credential_Create_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credentialClient) List(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCredentialsResponse)
+	err := c.cc.Invoke(ctx, Credential_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *credentialClient) Revoke(ctx context.Context, in *RevokeCredentialRequest, opts ...grpc.CallOption) (*RevokeCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCredentialResponse)
+	err := c.cc.Invoke(ctx, Credential_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CredentialServer is the server API for Credential service.
+// All implementations must embed UnimplementedCredentialServer
+// for forward compatibility.
+type CredentialServer interface {
+	Create(context.Context, *CreateCredentialRequest) (*CreateCredentialResponse, error)
+	List(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
+	// Returns once every reachable member has applied the revocation.
+	Revoke(context.Context, *RevokeCredentialRequest) (*RevokeCredentialResponse, error)
+	mustEmbedUnimplementedCredentialServer()
+}
+
+// UnimplementedCredentialServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCredentialServer struct{}
+
+func (UnimplementedCredentialServer) Create(context.Context, *CreateCredentialRequest) (*CreateCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Create not implemented")
+}
+func (UnimplementedCredentialServer) List(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedCredentialServer) Revoke(context.Context, *RevokeCredentialRequest) (*RevokeCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedCredentialServer) mustEmbedUnimplementedCredentialServer() {}
+func (UnimplementedCredentialServer) testEmbeddedByValue()                    {}
+
+// UnsafeCredentialServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CredentialServer will
+// result in compilation errors.
+type UnsafeCredentialServer interface {
+	mustEmbedUnimplementedCredentialServer()
+}
+
+func RegisterCredentialServer(s grpc.ServiceRegistrar, srv CredentialServer) {
+	// If the following call panics, it indicates UnimplementedCredentialServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Credential_ServiceDesc, srv)
+}
+
+func _Credential_Create_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialServer).Create(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credential_Create_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialServer).Create(ctx, req.(*CreateCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Credential_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credential_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialServer).List(ctx, req.(*ListCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Credential_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CredentialServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Credential_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CredentialServer).Revoke(ctx, req.(*RevokeCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Credential_ServiceDesc is the grpc.ServiceDesc for Credential service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Credential_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "tandem.v1.Credential",
+	HandlerType: (*CredentialServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Create",
+			Handler:    _Credential_Create_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Credential_List_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _Credential_Revoke_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "tandem/v1/tandem.proto",
+}
+
+const (
 	Peer_Join_FullMethodName              = "/tandem.v1.Peer/Join"
 	Peer_Ping_FullMethodName              = "/tandem.v1.Peer/Ping"
 	Peer_DiskInfo_FullMethodName          = "/tandem.v1.Peer/DiskInfo"
@@ -1702,6 +1882,7 @@ const (
 	Peer_VMConsole_FullMethodName         = "/tandem.v1.Peer/VMConsole"
 	Peer_VMMigrationStats_FullMethodName  = "/tandem.v1.Peer/VMMigrationStats"
 	Peer_HALiveness_FullMethodName        = "/tandem.v1.Peer/HALiveness"
+	Peer_MetaSync_FullMethodName          = "/tandem.v1.Peer/MetaSync"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1740,6 +1921,9 @@ type PeerClient interface {
 	VMMigrationStats(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*MigrateProgress, error)
 	// On the metadata leader: node liveness as its detector sees it.
 	HALiveness(ctx context.Context, in *HAStatusRequest, opts ...grpc.CallOption) (*HAStatusResponse, error)
+	// Returns once this node applied every metadata change committed when
+	// the call arrived (Credential Create and Revoke wait for it).
+	MetaSync(ctx context.Context, in *MetaSyncRequest, opts ...grpc.CallOption) (*MetaSyncResponse, error)
 }
 
 type peerClient struct {
@@ -1988,6 +2172,16 @@ func (c *peerClient) HALiveness(ctx context.Context, in *HAStatusRequest, opts .
 	return out, nil
 }
 
+func (c *peerClient) MetaSync(ctx context.Context, in *MetaSyncRequest, opts ...grpc.CallOption) (*MetaSyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetaSyncResponse)
+	err := c.cc.Invoke(ctx, Peer_MetaSync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2024,6 +2218,9 @@ type PeerServer interface {
 	VMMigrationStats(context.Context, *PeerVMRequest) (*MigrateProgress, error)
 	// On the metadata leader: node liveness as its detector sees it.
 	HALiveness(context.Context, *HAStatusRequest) (*HAStatusResponse, error)
+	// Returns once this node applied every metadata change committed when
+	// the call arrived (Credential Create and Revoke wait for it).
+	MetaSync(context.Context, *MetaSyncRequest) (*MetaSyncResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2099,6 +2296,9 @@ func (UnimplementedPeerServer) VMMigrationStats(context.Context, *PeerVMRequest)
 }
 func (UnimplementedPeerServer) HALiveness(context.Context, *HAStatusRequest) (*HAStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method HALiveness not implemented")
+}
+func (UnimplementedPeerServer) MetaSync(context.Context, *MetaSyncRequest) (*MetaSyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MetaSync not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -2503,6 +2703,24 @@ func _Peer_HALiveness_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_MetaSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetaSyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).MetaSync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_MetaSync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).MetaSync(ctx, req.(*MetaSyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2589,6 +2807,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "HALiveness",
 			Handler:    _Peer_HALiveness_Handler,
+		},
+		{
+			MethodName: "MetaSync",
+			Handler:    _Peer_MetaSync_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
