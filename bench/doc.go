@@ -67,6 +67,20 @@
 // goal cannot be met on this machine. With -profile, CPU profiles of every
 // tandemd per job; with -trace as well, a Go execution trace.
 //
+// Target tandem-r2-tls is the 2-replica volume again, through the
+// primary's TCP NBD export (nbd_addr, TLS 1.3 with an export certificate)
+// from the switch namespace, a host on the backend network: the report's
+// "NBD over TLS" table sets it against tandem-r2 (the unix socket) job by
+// job, in the same run. fio's libnbd refuses tls-certificates= in a URI,
+// so fio runs in a private mount namespace with the certificate files
+// bound over /etc/pki (libnbd's default for root). A short run of just
+// these targets, e.g.
+//
+//	go run ./bench/replication -bin bin -targets qemu-nbd,tandem-r2,tandem-r2-tls \
+//	  -runtime 5s -ramp 1s -size 256M -out /tmp/r
+//
+// is in bench/results/replication-nbd-tls.md.
+//
 // # HA failover (bench/failover, `make bench-failover`)
 //
 // A 3-node cluster with one libvirtd (QEMU TCG) and one ipmi_sim BMC per

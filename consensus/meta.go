@@ -148,6 +148,8 @@ type MetaState struct {
 	NextEventSeq  uint64                  `json:"next_event_seq,omitempty"`
 	Config        map[string]string       `json:"config"`
 	Audit         []AuditEntry            `json:"audit"`
+	// ExportCerts are the issued export certificates by name (exportcert.go).
+	ExportCerts map[string]*ExportCertRecord `json:"export_certs,omitempty"`
 	// Revoked is the revocation list, by certificate serial (revocation.go).
 	Revoked map[string]*RevokedCert `json:"revoked,omitempty"`
 	// Credentials are the named API credentials, revoked ones included.
@@ -206,6 +208,7 @@ type Command struct {
 	Event        *Event            `json:"event,omitempty"`
 	VMHA         *VMHACmd          `json:"vm_ha,omitempty"`
 	NodeFence    *NodeFenceCmd     `json:"node_fence,omitempty"`
+	ExportCert   *ExportCertRecord `json:"export_cert,omitempty"`
 	Revoke       *RevokedCert      `json:"revoke,omitempty"`
 	NodeCert     *NodeCertCmd      `json:"node_cert,omitempty"`
 }
@@ -475,6 +478,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVM(c)
 	case opEvent, opVMHA, opNodeFence:
 		return m.applyHA(c)
+	case opExportCertAdd:
+		return m.applyExportCert(c)
 	case opRevokeCert:
 		return m.applyRevocation(c)
 	case opNodeCert:

@@ -36,6 +36,7 @@ type vmCluster struct {
 	bmc map[string]*testcluster.BMC
 	// witness is the witness node, if any.
 	witness *testcluster.Node
+	nbd     bool
 }
 
 // boot starts a host's libvirtd and tandemd (also the BMC's power-on).
@@ -59,6 +60,8 @@ type vmClusterOpts struct {
 	// bmc gives every data node an ipmi_sim BMC whose power-on restarts
 	// libvirtd and tandemd.
 	bmc bool
+	// nbd turns on every node's TCP NBD export (TLS) on its IP, port 10809.
+	nbd bool
 }
 
 func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
@@ -78,7 +81,7 @@ func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc := &vmCluster{c: c, td: td, ctx: ctx, lv: map[string]*testcluster.Libvirtd{}, pr: map[string]*testcluster.Proc{}, img: img, bmc: map[string]*testcluster.BMC{}}
+	vc := &vmCluster{c: c, td: td, ctx: ctx, lv: map[string]*testcluster.Libvirtd{}, pr: map[string]*testcluster.Proc{}, img: img, bmc: map[string]*testcluster.BMC{}, nbd: o.nbd}
 	for i, n := range c.Nodes {
 		if o.witness && i == len(c.Nodes)-1 {
 			vc.witness = n
@@ -121,7 +124,11 @@ func (vc *vmCluster) startDaemon(n *testcluster.Node) (*testcluster.Proc, error)
 	vc.mu.Lock()
 	lv := vc.lv[n.Name]
 	vc.mu.Unlock()
-	p, err := vc.td.StartComputeDaemon(vc.ctx, n, lv, vmCapacityMiB)
+	var extra []string
+	if vc.nbd {
+		extra = []string{"--nbd-addr", nbdAddr(n)}
+	}
+	p, err := vc.td.StartComputeDaemon(vc.ctx, n, lv, vmCapacityMiB, extra...)
 	if err == nil {
 		vc.mu.Lock()
 		vc.pr[n.Name] = p

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -258,18 +259,21 @@ type fioRun struct {
 	wall    time.Duration
 }
 
-// runFio runs fio with args under `timeout -s KILL bound` (fio's nbd
+// runFioIn runs fio with args under `timeout -s KILL bound` (fio's nbd
 // engine can spin forever when its server dies) in its own process group,
-// killed with it when ctx ends. The JSON goes to jsonPath.
-func runFio(ctx context.Context, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
-	return runFioIn(ctx, "", args, jsonPath, bound)
+// killed with it when ctx ends, inside network namespace ns ("": the
+// host's). The JSON goes to jsonPath.
+func runFioIn(ctx context.Context, ns string, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
+	return runFioWrapped(ctx, ns, nil, args, jsonPath, bound)
 }
 
-// runFioIn is runFio inside network namespace ns ("": the host's).
-func runFioIn(ctx context.Context, ns string, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
+// runFioWrapped is runFioIn with fio started through the command wrap
+// (a prefix of the argv, such as a private mount namespace).
+func runFioWrapped(ctx context.Context, ns string, wrap, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
 	var r fioRun
 	_ = os.Remove(jsonPath)
 	r.argv = append([]string{"timeout", "-s", "KILL", strconv.Itoa(int(math.Ceil(bound.Seconds()))), "fio"}, args...)
+	r.argv = append(slices.Clone(wrap), r.argv...)
 	if ns != "" {
 		r.argv = append([]string{"ip", "netns", "exec", ns}, r.argv...)
 	}

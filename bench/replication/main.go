@@ -188,6 +188,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		{ID: targetQemu, Label: "qemu-nbd on a raw local file, --cache=none (single copy, the reference)", Engine: []string{"--ioengine=nbd", "--uri=" + nbdURI("ref", qemuSock)}, SyncOpt: "fsync", Path: qemuFile, URI: nbdURI("ref", qemuSock)},
 		{ID: targetR1, Label: "Tandem volume, 1 replica (n1)", SyncOpt: "fsync", Replicas: 1, Nodes: []string{"n1"}, volume: "r1"},
 		{ID: targetR2, Label: "Tandem volume, 2 replicas (n1 primary, n2) + witness", SyncOpt: "fsync", Replicas: 2, Nodes: []string{"n1", "n2"}, volume: "r2"},
+		{ID: targetR2TLS, Label: "the same volume r2 through n1's TCP NBD export with TLS and an export certificate, fio in the switch namespace (needs target tandem-r2)", SyncOpt: "fsync", Replicas: 2, Nodes: []string{"n1", "n2"}, volume: "r2"},
 		{ID: targetR3, Label: "Tandem volume, 3 replicas (n1 primary, n2, n3)", SyncOpt: "fsync", Replicas: 3, Nodes: []string{"n1", "n2", "n3"}, volume: "r3"},
 	}
 
@@ -214,13 +215,24 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		if ctx.Err() != nil {
 			return b.rep, err
 		}
-		for _, id := range []string{targetR1, targetR2, targetR3} {
+		for _, id := range []string{targetR1, targetR2, targetR2TLS, targetR3} {
 			b.setupFailed(id, fmt.Errorf("cluster: %w", err))
 		}
 	} else {
 		for i := range b.rep.Targets {
 			t := &b.rep.Targets[i]
 			if !t.tandem() || !cfg.selected(t.ID) {
+				continue
+			}
+			if t.ID == targetR2TLS {
+				if err := b.setupTLS(ctx, t, filepath.Join(tmp, "tls")); err != nil {
+					if ctx.Err() != nil {
+						return b.rep, err
+					}
+					b.setupFailed(t.ID, err)
+					continue
+				}
+				t.Ready = true
 				continue
 			}
 			log.Info("creating volume", "name", t.volume, "replicas", t.Replicas, "nodes", t.Nodes)
@@ -259,7 +271,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	// Prefill, then every job on every target, one at a time.
 	for i := range b.rep.Targets {
 		t := &b.rep.Targets[i]
-		if !t.Ready || t.ID == targetLocalSync || !cfg.selected(t.ID) { // same file as local
+		if !t.Ready || t.ID == targetLocalSync || t.ID == targetR2TLS || !cfg.selected(t.ID) { // same file or volume as another
 			continue
 		}
 		log.Info("prefill", "target", t.ID, "size", cfg.size)
@@ -298,6 +310,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	b.finishVolumes(ctx)
 	compare(b.rep.Results)
+	b.rep.TLSCost = tlsCost(b.rep.Results)
 	b.rep.Goals = evaluateGoals(b.rep.Results, b.rep.RoundTrips)
 	b.rep.DaemonLog = benchkit.ScanDaemonLogs(c)
 	if cfg.logs != "" {
@@ -395,7 +408,7 @@ func (b *bench) startQemu(ctx context.Context, file, sock, logPath string) error
 		return err
 	}
 	b.qemu = s
-	if err := waitExport(ctx, nbdURI("ref", sock), b.cfg.size, 10*time.Second, s.alive); err != nil {
+	if err := waitExport(ctx, "", nbdURI("ref", sock), b.cfg.size, 10*time.Second, s.alive); err != nil {
 		log, _ := os.ReadFile(logPath)
 		return fmt.Errorf("qemu-nbd: %w; its log: %s", err, benchkit.Truncate(strings.TrimSpace(string(log)), 1000))
 	}
@@ -424,12 +437,16 @@ func startServer(ctx context.Context, argv []string, logPath string) (*server, e
 
 // waitExport polls the export with nbdinfo until it answers with the
 // expected size.
-func waitExport(ctx context.Context, uri string, size int64, timeout time.Duration, alive func() bool) error {
+func waitExport(ctx context.Context, ns, uri string, size int64, timeout time.Duration, alive func() bool) error {
 	deadline := time.Now().Add(timeout)
 	var last error
+	argv := []string{"nbdinfo", "--size", uri}
+	if ns != "" {
+		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+	}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		out, err := exec.CommandContext(cctx, "nbdinfo", "--size", uri).CombinedOutput()
+		out, err := exec.CommandContext(cctx, argv[0], argv[1:]...).CombinedOutput()
 		cancel()
 		if err == nil {
 			got, perr := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
@@ -459,6 +476,10 @@ func (b *bench) setupCluster(ctx context.Context) error {
 	var extra []string
 	if b.cfg.profile != "" {
 		extra = []string{"--pprof", "true"}
+	}
+	if b.cfg.selected(targetR2TLS) {
+		// Every node in its own namespace: one address for all.
+		extra = append(extra, "--nbd-addr", fmt.Sprintf(":%d", nbdTLSPort))
 	}
 	var err error
 	if b.procs, _, err = benchkit.StartCluster(ctx, b.log, b.td, b.c, clusterName, extra...); err != nil {
@@ -531,6 +552,41 @@ func stateName(s tandemv1.ReplicaState) string {
 
 // createVolume creates t's volume and waits until it is ready and its
 // export answers.
+// nbdTLSPort is the nodes' TCP NBD export when targetR2TLS runs.
+const nbdTLSPort = 10809
+
+// setupTLS makes targetR2TLS: an export certificate for targetR2's volume
+// written to dir, the switch namespace on the backend network, and the
+// nbds:// URI of the primary's TCP export.
+func (b *bench) setupTLS(ctx context.Context, t *Target, dir string) error {
+	r2 := b.rep.target(targetR2)
+	if !r2.Ready {
+		return fmt.Errorf("needs target %s (its volume %s), which is not set up", targetR2, t.volume)
+	}
+	primary := b.c.Node(t.Nodes[0])
+	// fio's libnbd refuses tls-certificates= in a URI (local file access),
+	// so fio finds the files where libnbd looks for root's by default,
+	// /etc/pki/libnbd, in a private mount namespace: dir/libnbd bound over
+	// /etc/pki for fio alone.
+	certs := filepath.Join(dir, "libnbd")
+	if _, stderr, err := b.td.CLI(ctx, primary, "volume", "export-cert", "bench-tls", "--volume", t.volume, "--out", certs); err != nil {
+		return fmt.Errorf("export-cert: %w: %s", err, strings.TrimSpace(stderr))
+	}
+	if _, err := b.c.SwitchOnBackend(); err != nil {
+		return err
+	}
+	t.ns = b.c.Switch().NS
+	t.Path = r2.Path
+	t.URI = fmt.Sprintf("nbds://%s:%d/%s", primary.IP, nbdTLSPort, t.volume)
+	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
+	t.wrap = []string{"unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "$1" /etc/pki && shift && exec "$@"`, "sh", dir}
+	if err := waitExport(ctx, t.ns, t.URI+"?tls-certificates="+certs, b.cfg.size, 30*time.Second, nil); err != nil {
+		return fmt.Errorf("volume %s over TLS: %w", t.volume, err)
+	}
+	b.log.Info("TLS export ready", "uri", t.URI, "namespace", t.ns)
+	return nil
+}
+
 func (b *bench) createVolume(ctx context.Context, t *Target) error {
 	args := []string{"volume", "create", t.volume, "--size", strconv.FormatInt(b.cfg.size, 10),
 		"--replicas", strconv.Itoa(t.Replicas), "--nodes", strings.Join(t.Nodes, ","), "--output", "json"}
@@ -570,7 +626,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
 	b.rep.Volumes = append(b.rep.Volumes, VolumeState{Name: t.volume, Target: t.ID, Primary: info.GetPrimary(), Witness: t.Witness,
 		Epoch: info.GetEpoch(), URI: t.URI, AtStart: replicaSummary(info)})
-	if err := waitExport(ctx, t.URI, b.cfg.size, 30*time.Second, nil); err != nil {
+	if err := waitExport(ctx, "", t.URI, b.cfg.size, 30*time.Second, nil); err != nil {
 		return fmt.Errorf("volume %s: %w", t.volume, err)
 	}
 	b.log.Info("volume ready", "name", t.volume, "replicas", replicaSummary(info), "witness", t.Witness, "uri", t.URI)
@@ -632,7 +688,7 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 	disk0, derr0 := readDisk(b.rep.Storage.Device)
 	started := time.Now()
 	profiled := b.startProfiles(ctx, t, j)
-	fr, err := runFio(ctx, fioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
+	fr, err := runFioWrapped(ctx, t.ns, t.wrap, fioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
 	wall := time.Since(started)
 	profiled()
 	disk1, derr1 := readDisk(b.rep.Storage.Device)

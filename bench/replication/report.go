@@ -25,6 +25,11 @@ const (
 	targetR1        = "tandem-r1"
 	targetR2        = "tandem-r2"
 	targetR3        = "tandem-r3"
+	// targetR2TLS is targetR2's volume through the primary's TCP NBD
+	// export with TLS and an export certificate, fio in the switch
+	// namespace (a host on the backend network): the cost of NBD over TLS
+	// against the unix socket, in the same run.
+	targetR2TLS = "tandem-r2-tls"
 )
 
 // Goal limits from the issue, all for the 2-replica volume.
@@ -53,9 +58,11 @@ type Report struct {
 	Prefill    []Result      `json:"prefill"`
 	Results    []Result      `json:"results"`
 	// RoundTrips are the links' own ping-pong latencies (roundtrip.go).
-	RoundTrips []RoundTrip           `json:"round_trips,omitempty"`
-	Goals      []Goal                `json:"goals"`
-	DaemonLog  []benchkit.LogFinding `json:"daemon_log_findings"`
+	RoundTrips []RoundTrip `json:"round_trips,omitempty"`
+	Goals      []Goal      `json:"goals"`
+	// TLSCost sets targetR2TLS against targetR2, job by job.
+	TLSCost   []TLSCost             `json:"nbd_tls_vs_unix,omitempty"`
+	DaemonLog []benchkit.LogFinding `json:"daemon_log_findings"`
 	// Baseline holds every run of a -baseline-bin invocation.
 	Baseline *BaselineComparison `json:"baseline_comparison,omitempty"`
 	Errors   []string            `json:"errors,omitempty"`
@@ -94,7 +101,9 @@ type Target struct {
 	Ready      bool   `json:"ready"`
 	SetupError string `json:"setup_error,omitempty"`
 
-	volume string // Tandem volume name
+	volume string   // Tandem volume name
+	ns     string   // network namespace fio runs in ("": the host's)
+	wrap   []string // command fio runs under (runFioWrapped)
 }
 
 func (t *Target) runs(job string) bool { return t.Jobs == nil || slices.Contains(t.Jobs, job) }
@@ -280,6 +289,54 @@ func compare(rs []Result) {
 		}
 		r.Compare = c
 	}
+}
+
+// TLSCost is one job on the volume over TCP NBD with TLS (targetR2TLS)
+// against the same volume through the unix socket (targetR2): ratios are
+// TLS / unix, so a rate ratio below 1 and latency ratios above 1 are the
+// cost of the network export.
+type TLSCost struct {
+	Job           string   `json:"job"`
+	RateMetric    string   `json:"rate_metric"`
+	UnixRate      float64  `json:"unix_rate"`
+	TLSRate       float64  `json:"tls_rate"`
+	RateRatio     *float64 `json:"rate_ratio,omitempty"`
+	LatMetric     string   `json:"latency_metric"`
+	UnixLatUS     float64  `json:"unix_latency_us"`
+	TLSLatUS      float64  `json:"tls_latency_us"`
+	LatRatio      *float64 `json:"latency_ratio,omitempty"`
+	UnixP99US     float64  `json:"unix_write_p99_us"`
+	TLSP99US      float64  `json:"tls_write_p99_us"`
+	P99Ratio      *float64 `json:"write_p99_ratio,omitempty"`
+	UnixServerCPU float64  `json:"unix_server_cpu_s"`
+	TLSServerCPU  float64  `json:"tls_server_cpu_s"`
+}
+
+// tlsCost compares targetR2TLS with targetR2 for every job both ran.
+func tlsCost(rs []Result) []TLSCost {
+	var out []TLSCost
+	for _, j := range benchJobs() {
+		u, t := findResult(rs, targetR2, j.ID), findResult(rs, targetR2TLS, j.ID)
+		if u == nil || t == nil || u.Measurement == nil || t.Measurement == nil {
+			continue
+		}
+		c := TLSCost{Job: j.ID}
+		c.LatMetric, c.UnixLatUS, c.RateMetric, c.UnixRate = headline(j.ID, u.Measurement)
+		_, c.TLSLatUS, _, c.TLSRate = headline(j.ID, t.Measurement)
+		c.RateRatio, c.LatRatio = ratio(c.TLSRate, c.UnixRate), ratio(c.TLSLatUS, c.UnixLatUS)
+		if u.Measurement.Write != nil && t.Measurement.Write != nil {
+			c.UnixP99US, c.TLSP99US = u.Measurement.Write.P99US, t.Measurement.Write.P99US
+			c.P99Ratio = ratio(c.TLSP99US, c.UnixP99US)
+		}
+		for _, v := range u.ServerCPUS {
+			c.UnixServerCPU += v
+		}
+		for _, v := range t.ServerCPUS {
+			c.TLSServerCPU += v
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // evaluateGoals checks the issue's goals against the 2-replica volume.
@@ -475,6 +532,19 @@ func (rep *Report) Markdown() string {
 		p("| %s | %s | `%s` |\n", t.ID, benchkit.Escape(what), strings.Join(t.Engine, " "))
 	}
 	p("\n")
+
+	if len(rep.TLSCost) > 0 {
+		p("## NBD over TLS (TCP) against the unix socket\n\n"+
+			"The same 2-replica volume, the same jobs in the same run: target %s through the primary's NBD unix socket (fio on the host), "+
+			"target %s through the primary's TCP export with TLS 1.3 and an export certificate (fio's nbd engine with an `nbds://` URI, from the switch namespace, a host on the backend network). "+
+			"Ratios are TLS / unix: a rate ratio below 1 and latency ratios above 1 are the cost of the network export. Server CPU is all three tandemd together, in seconds over the job.\n\n", targetR2, targetR2TLS)
+		benchkit.NewTable(&b, "Job", "Rate (unix → TLS)", "Rate ratio", "Latency (unix → TLS, µs)", "Latency ratio", "Write p99 (unix → TLS, µs)", "p99 ratio", "Server CPU s (unix → TLS)")
+		for _, c := range rep.TLSCost {
+			p("| %s | %s → %s %s | %s | %s → %s (%s) | %s | %s → %s | %s | %.2f → %.2f |\n", c.Job, fmtRate(c.UnixRate), fmtRate(c.TLSRate), c.RateMetric, fmtRatio(c.RateRatio),
+				fmtUS(c.UnixLatUS), fmtUS(c.TLSLatUS), c.LatMetric, fmtRatio(c.LatRatio), fmtUS(c.UnixP99US), fmtUS(c.TLSP99US), fmtRatio(c.P99Ratio), c.UnixServerCPU, c.TLSServerCPU)
+		}
+		p("\n")
+	}
 
 	if rep.HostBefore != nil || rep.HostAfter != nil {
 		p("## Host activity\n\nThe host is shared: anything else running competes with the targets for the 2 CPUs and the disk. Sampled over 3 s each time, with the benchmark's own servers idle:\n\n")

@@ -227,3 +227,31 @@ func TestPartialReportRenders(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTLSCost: the TLS target is set against the unix socket's job by job
+// (TLS / unix), jobs missing on either side are left out, and the report
+// shows the table.
+func TestTLSCost(t *testing.T) {
+	rs := append(sampleResults(),
+		res(targetR2TLS, jobDurable, 90, 110, 4400, 0), // 200 µs against 160
+		res(targetR2TLS, jobQD32, 1800, 0, 20000, 0),
+		res(targetR2TLS, jobSeq, 3000, 0, 0, 500), // the unix job failed
+	)
+	c := tlsCost(rs)
+	if len(c) != 2 || c[0].Job != jobDurable || c[1].Job != jobQD32 {
+		t.Fatalf("%+v", c)
+	}
+	if r := *c[0].LatRatio; r != 200.0/160 {
+		t.Errorf("durable latency ratio %v", r)
+	}
+	if r := *c[1].RateRatio; r != 0.5 {
+		t.Errorf("QD32 rate ratio %v", r)
+	}
+	if c[1].UnixServerCPU != 6 || *c[1].P99Ratio != 2 {
+		t.Errorf("%+v", c[1])
+	}
+	rep := &Report{Results: rs, TLSCost: c}
+	if md := rep.Markdown(); !strings.Contains(md, "## NBD over TLS (TCP) against the unix socket") || !strings.Contains(md, "| qd32-write | 40000 → 20000 IOPS | 0.50× |") {
+		t.Errorf("markdown:\n%s", md)
+	}
+}

@@ -89,6 +89,12 @@ func ClientTLS(ctx context.Context) (tls.ConnectionState, bool) {
 	return *st, true
 }
 
+// ContextWithClientTLS returns ctx carrying state as ClientTLS reports
+// it, as the server does for its TLS clients: for tests of a Lookup.
+func ContextWithClientTLS(ctx context.Context, state tls.ConnectionState) context.Context {
+	return context.WithValue(ctx, tlsStateKey{}, &state)
+}
+
 // Option configures a Server.
 type Option func(*config)
 

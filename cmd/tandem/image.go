@@ -55,8 +55,8 @@ func probeImage(ctx context.Context, path string) (*imageInfo, error) {
 	return info, nil
 }
 
-// importTarget picks the volume's export this machine can reach: the unix
-// socket when the CLI runs on the primary, its TCP export otherwise.
+// importTarget is the volume's unix socket export when the CLI runs on
+// the primary.
 func importTarget(vol *tandemv1.VolumeInfo) (string, error) {
 	if u := vol.NbdUnix; u != "" {
 		if _, sock, ok := strings.Cut(u, "?socket="); ok {
@@ -65,10 +65,9 @@ func importTarget(vol *tandemv1.VolumeInfo) (string, error) {
 			}
 		}
 	}
-	if vol.NbdTcp != "" {
-		return vol.NbdTcp, nil
-	}
-	return "", fmt.Errorf("volume %s has no reachable export (primary %q)", vol.Name, vol.Primary)
+	// The TCP export needs an export certificate (TLS); the CLI's admin
+	// credentials are not one, so the copy runs where the unix socket is.
+	return "", fmt.Errorf("volume %s was created but the image can only be copied on its primary %s (through its NBD unix socket); run the command there, or copy it with an export certificate ('tandem volume export-cert') and %s", vol.Name, orDash(vol.Primary), orDash(vol.NbdTcp))
 }
 
 // importImage copies img into vol with qemu-img convert, showing its progress.

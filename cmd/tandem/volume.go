@@ -35,6 +35,7 @@ func newVolumeCmd(a *app) *cobra.Command {
 		newVolumePromoteCmd(a),
 		newVolumeResyncCmd(a),
 		newVolumeVerifyCmd(a),
+		newVolumeExportCertCmd(a),
 	)
 }
 

@@ -9,8 +9,8 @@ import "github.com/tandemhci/tandem/consensus"
 //   - readonly: status, list, show, events, health, audit;
 //   - operator: VM and volume lifecycle, migration, console, maintenance;
 //   - admin: membership, join tokens, cluster configuration, expected
-//     votes, fencing (configuration and fencing a node), arming HA and
-//     credentials.
+//     votes, fencing (configuration and fencing a node), arming HA,
+//     credentials and export certificates (listing them is readonly).
 func requiredRole(method string) string {
 	role, ok := methodRole(method)
 	if !ok {
@@ -28,6 +28,7 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.Node/List",
 		"/tandem.v1.Volume/List",
 		"/tandem.v1.Volume/Show",
+		"/tandem.v1.Volume/ListExportCerts",
 		"/tandem.v1.VM/List",
 		"/tandem.v1.VM/Show",
 		"/tandem.v1.HA/Status",
@@ -58,7 +59,11 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.HA/Arm",
 		"/tandem.v1.Credential/Create",
 		"/tandem.v1.Credential/List",
-		"/tandem.v1.Credential/Revoke":
+		"/tandem.v1.Credential/Revoke",
+		// Export certificates open volumes to hosts outside the cluster:
+		// a security change, not volume lifecycle.
+		"/tandem.v1.Volume/IssueExportCert",
+		"/tandem.v1.Volume/RevokeExportCert":
 		return consensus.RoleAdmin, true
 	}
 	return "", false

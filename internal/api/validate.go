@@ -141,8 +141,11 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 	case "tandem.v1.CreateVolumeRequest.name", "tandem.v1.ShowVolumeRequest.name", "tandem.v1.DeleteVolumeRequest.name",
 		"tandem.v1.PromoteVolumeRequest.name", "tandem.v1.ResyncVolumeRequest.name", "tandem.v1.VerifyVolumeRequest.name",
 		"tandem.v1.VMDisk.volume", "tandem.v1.PeerVolume.name", "tandem.v1.PeerVolumeCloseRequest.name",
-		"tandem.v1.PeerVolumeStatusRequest.name", "tandem.v1.VolumeChecksumRequest.name", "tandem.v1.VMInfo.volumes":
+		"tandem.v1.PeerVolumeStatusRequest.name", "tandem.v1.VolumeChecksumRequest.name", "tandem.v1.VMInfo.volumes",
+		"tandem.v1.IssueExportCertRequest.volumes":
 		return rule{str: validate.VolumeName}, true
+	case "tandem.v1.IssueExportCertRequest.name", "tandem.v1.RevokeExportCertRequest.name":
+		return rule{str: validate.ExportCertName}, true
 	case "tandem.v1.CreateVMRequest.name", "tandem.v1.VMRequest.name", "tandem.v1.MigrateVMRequest.name",
 		"tandem.v1.ConsoleRequest.name", "tandem.v1.VMInfo.name":
 		return rule{str: validate.VMName}, true

@@ -53,6 +53,16 @@ func (m journalMeta) DeleteVolume(_ context.Context, name string) error {
 	return nil
 }
 
+func (m journalMeta) AddExportCert(_ context.Context, r consensus.ExportCertRecord) (*consensus.ExportCertRecord, error) {
+	m.j.Add("export-cert %s", r.Name)
+	return &r, nil
+}
+
+func (m journalMeta) RevokeCert(_ context.Context, r consensus.RevokedCert) error {
+	m.j.Add("revoke %s", r.Serial)
+	return nil
+}
+
 func (m journalMeta) CreateVM(_ context.Context, v consensus.VMRecord) (*consensus.VMRecord, error) {
 	m.j.Add("create-vm %s", v.Name)
 	return &v, nil
@@ -168,6 +178,14 @@ func TestBadInputRefusedAtTheAPI(t *testing.T) {
 			_, err := vol.Promote(ctx, &tandemv1.PromoteVolumeRequest{Name: "v1", Node: "../n1"})
 			return err
 		}, `node name "../n1" contains '/'`},
+		{"export certificate for a volume with /", func(ctx context.Context) error {
+			_, err := vol.IssueExportCert(ctx, &tandemv1.IssueExportCertRequest{Name: "backup", Volumes: []string{"v1", "../v2"}, CsrPem: []byte("x")})
+			return err
+		}, `volume name "../v2" contains '/'`},
+		{"export certificate name with NUL", func(ctx context.Context) error {
+			_, err := vol.RevokeExportCert(ctx, &tandemv1.RevokeExportCertRequest{Name: "a\x00"})
+			return err
+		}, `export certificate name "a\x00" contains a NUL byte`},
 		{"VM name with /", func(ctx context.Context) error {
 			_, err := vm.Create(ctx, &tandemv1.CreateVMRequest{Name: "../etc", Vcpus: 1, MemoryMib: 128, Kernel: "/boot/vmlinuz"})
 			return err

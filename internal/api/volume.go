@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/volume"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -137,4 +138,29 @@ func (s *peerService) VolumeVerify(ctx context.Context, req *tandemv1.VerifyVolu
 	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VerifyVolumeResponse, error) {
 		return vm.VerifyHere(ctx, req)
 	})
+}
+
+func (s *volumeService) IssueExportCert(ctx context.Context, req *tandemv1.IssueExportCertRequest) (*tandemv1.IssueExportCertResponse, error) {
+	return answer(s.a.cfg.Volumes.IssueExportCert(ctx, req, caller(ctx)))
+}
+
+func (s *volumeService) ListExportCerts(ctx context.Context, _ *tandemv1.ListExportCertsRequest) (*tandemv1.ListExportCertsResponse, error) {
+	return answer(s.a.cfg.Volumes.ListExportCerts(ctx))
+}
+
+func (s *volumeService) RevokeExportCert(ctx context.Context, req *tandemv1.RevokeExportCertRequest) (*tandemv1.ExportCert, error) {
+	return answer(s.a.cfg.Volumes.RevokeExportCert(ctx, req.Name, caller(ctx)))
+}
+
+// caller names an admin call's client for the records it leaves: the API
+// credential the call was authorized as, else its client certificate on
+// the TCP admin API, else the root-only socket.
+func caller(ctx context.Context) string {
+	if name := consensus.ActorFrom(ctx); name != "" {
+		return "credential " + name
+	}
+	if name, ou, ok := peerCert(ctx); ok {
+		return ou + " certificate " + name
+	}
+	return "admin socket"
 }

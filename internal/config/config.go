@@ -79,8 +79,10 @@ type Config struct {
 	// Default: the backend host with port 7402.
 	ReplicationAddr string `yaml:"replication_addr"`
 	// NBDAddr is the TCP NBD export of the volumes this node is primary
-	// of (the unix socket <data_dir>/nbd.sock always exists). Default: the
-	// backend host with port 10809.
+	// of, TLS only (client certificates from the cluster CA: export
+	// certificates, see 'tandem volume export-cert'). Empty (the default)
+	// turns it off; the unix socket <data_dir>/nbd.sock, which the VMs
+	// use, always exists. A host without a port gets 10809.
 	NBDAddr string `yaml:"nbd_addr"`
 	// Role is "data" (default) or "witness" (votes in Raft, stores no data).
 	Role string     `yaml:"role"`
@@ -274,7 +276,9 @@ func (c *Config) ApplyDefaults() {
 	fill(&c.RaftAddr, DefaultRaftPort)
 	fill(&c.AdminAddr, DefaultAdminPort)
 	fill(&c.ReplicationAddr, DefaultReplicationPort)
-	fill(&c.NBDAddr, DefaultNBDPort)
+	if c.NBDAddr != "" {
+		c.NBDAddr = withDefaultPort(c.NBDAddr, DefaultNBDPort)
+	}
 	if strings.EqualFold(c.MetricsAddr, MetricsOff) {
 		c.MetricsAddr = MetricsOff
 	} else {

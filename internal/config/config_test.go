@@ -70,7 +70,7 @@ func TestParseMinimal(t *testing.T) {
 		BackendAddr: "10.0.0.1:7400",
 		RaftAddr:    "10.0.0.1:7401",
 		AdminAddr:   "10.0.0.1:7300",
-		MetricsAddr: "10.0.0.1:9300", ReplicationAddr: "10.0.0.1:7402", NBDAddr: "10.0.0.1:10809",
+		MetricsAddr: "10.0.0.1:9300", ReplicationAddr: "10.0.0.1:7402",
 		Role: "data",
 		Log:  LogConfig{Format: "text", Level: "info"},
 		Raft: RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
@@ -118,7 +118,7 @@ disks:
 		BackendAddr: "10.0.0.5:8400",
 		RaftAddr:    "10.0.1.5:8401",
 		AdminAddr:   "127.0.0.1:8300",
-		MetricsAddr: "0.0.0.0:9100", MetricsAllowWildcard: true, ReplicationAddr: "10.0.0.5:7402", NBDAddr: "10.0.0.5:10809",
+		MetricsAddr: "0.0.0.0:9100", MetricsAllowWildcard: true, ReplicationAddr: "10.0.0.5:7402",
 		Role:  "witness",
 		Log:   LogConfig{Format: "json", Level: "debug"},
 		Raft:  RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
@@ -195,6 +195,22 @@ func TestMetricsOff(t *testing.T) {
 	c.MetricsAddr = ""
 	if c.MetricsEnabled() || c.Validate() != nil {
 		t.Error("empty MetricsAddr should be valid and disabled")
+	}
+}
+
+// TestNBDAddrOff: the TCP NBD export is off unless nbd_addr is set; a
+// host without a port gets 10809, and a bad address is reported.
+func TestNBDAddrOff(t *testing.T) {
+	if c := mustParse(t, minimal); c.NBDAddr != "" {
+		t.Errorf("nbd_addr defaults to %q, want off", c.NBDAddr)
+	}
+	if c := mustParse(t, minimal+"nbd_addr: 10.0.0.1\n"); c.NBDAddr != "10.0.0.1:10809" {
+		t.Errorf("nbd_addr without a port: %q", c.NBDAddr)
+	}
+	c := mustParse(t, minimal)
+	c.NBDAddr = "10.0.0.1:99999"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nbd_addr") {
+		t.Errorf("a bad nbd_addr: %v", err)
 	}
 }
 

@@ -97,7 +97,9 @@ func (c Config) Validate() error {
 		}
 	}
 	derived("replication_addr", c.ReplicationAddr, true)
-	derived("nbd_addr", c.NBDAddr, false)
+	if c.NBDAddr != "" {
+		addr("nbd_addr", c.NBDAddr, false)
+	}
 	for i, a := range listeners {
 		for _, b := range listeners[:i] {
 			if a.port == b.port && sameHost(a.host, b.host) {

@@ -174,8 +174,10 @@ func (d *Daemon) bind() error {
 	if d.replLn, err = listen("replication", d.cfg.ReplicationAddr); err != nil {
 		return err
 	}
-	if d.nbdLn, err = listen("nbd", d.cfg.NBDAddr); err != nil {
-		return err
+	if d.cfg.NBDAddr != "" {
+		if d.nbdLn, err = listen("nbd", d.cfg.NBDAddr); err != nil {
+			return err
+		}
 	}
 	_ = os.Remove(d.dir.NBDSocket())
 	if d.nbdUnixLn, err = net.Listen("unix", d.dir.NBDSocket()); err != nil {
@@ -229,9 +231,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha, Certs: certs,
 		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, CredentialsDir: d.dir.AdminDir(), ReplicaID: d.replicaID},
 	})
-	d.nbdSrv = nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export)
-	for _, ln := range []net.Listener{d.nbdLn, d.nbdUnixLn} {
-		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, ln)) }()
+	d.nbdSrv = d.newNBDServer()
+	go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, d.nbdUnixLn)) }()
+	if d.nbdLn != nil {
+		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.ServeTLS(ctx, d.nbdLn)) }()
 	}
 	d.health = health.NewServer()
 	d.unixSrv = grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(false)), grpc.ChainStreamInterceptor(d.auth.AdminStream(false)))

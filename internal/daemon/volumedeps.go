@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 
+	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/volume"
 )
 
@@ -28,5 +30,14 @@ func (d *Daemon) newVolumes(ctx context.Context) *volume.Manager {
 		NBDSocket:     d.dir.NBDSocket(),
 		QuorumTimeout: d.quorumTimeout(),
 		CallNode:      d.callNode,
+		CA: func() (*pki.CA, error) {
+			_, _, m := d.cluster()
+			if m == nil {
+				return nil, errors.New("this node is not in a cluster")
+			}
+			return pki.LoadCA(m.CACert, m.CAKey)
+		},
+		// The revocation list again, after the NBD TLS handshake checked it.
+		CertCheck: d.certCheck,
 	})
 }

@@ -27,5 +27,7 @@
 //   - the CA, not the requester, decides a certificate's identity: a CSR's
 //     subject and SANs are ignored; node certificates carry OU "node", admin
 //     certificates OU "admin" and client usage only, so an admin certificate
-//     can never serve as a node.
+//     can never serve as a node; export certificates ([CA.SignExport], for
+//     the TCP NBD export) OU "export", client usage only, and the volumes
+//     they may open as URI SANs "tandem-volume:NAME" ([ExportVolumes]).
 package pki

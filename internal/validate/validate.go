@@ -111,6 +111,10 @@ func VolumeName(s string) error { return name("volume", s, true) }
 // named after it).
 func VMName(s string) error { return name("VM", s, true) }
 
+// ExportCertName checks an export certificate's name (its consumer), by
+// the volume name rule.
+func ExportCertName(s string) error { return name("export certificate", s, true) }
+
 // CredentialName checks an API credential's name: 1-63 of [a-z0-9._-],
 // starting with a letter or digit ('..' is refused like everywhere).
 func CredentialName(s string) error { return nameWith("credential", s, "-_.") }

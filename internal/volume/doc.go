@@ -20,6 +20,13 @@
 //   - a secondary's NBD export is refused unless the shard's record names
 //     it the migration target; a stale local record is refreshed from the
 //     shard (bounded) before a refusal;
+//   - only a client of the unix socket (the node's own QEMU) may take a
+//     volume over by writing in its migration window; a TLS client of the
+//     TCP export gets the window read-only;
+//   - on the TCP export a client opens only what its certificate allows
+//     (AuthorizeNBD: an export certificate its URI SAN volumes, an admin
+//     certificate all, anything else none), and an export certificate is
+//     handed out only once it is recorded in the metadata shard;
 //   - every mutation of the catalog checks quorum first and changes nothing
 //     when it fails; a volume being deleted stays in the catalog (as
 //     deleting) until every node has removed its replica, and a node's

@@ -151,3 +151,13 @@ func (w *world) manager(t *testing.T) *Manager {
 		},
 	})
 }
+
+func (f *fakeMeta) AddExportCert(_ context.Context, r consensus.ExportCertRecord) (*consensus.ExportCertRecord, error) {
+	f.Add("export-cert %s %v by %s", r.Name, r.Volumes, r.IssuedBy)
+	return &r, nil
+}
+
+func (f *fakeMeta) RevokeCert(_ context.Context, r consensus.RevokedCert) error {
+	f.Add("revoke %s %s", r.Serial, r.Subject)
+	return nil
+}

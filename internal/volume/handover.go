@@ -184,8 +184,20 @@ func (nv *nodeVolume) servingPrimary() *replication.Primary {
 }
 
 // migrationVolume is the migration target's export: reads come from the
-// local replica; the first write takes the volume over.
-type migrationVolume struct{ nv *nodeVolume }
+// local replica; the first write takes the volume over. A remote (TCP/TLS)
+// client's export is read-only and its writes never take over.
+type migrationVolume struct {
+	nv     *nodeVolume
+	remote bool
+}
+
+// takeover is nv.takeover for a local client; a remote one is refused.
+func (v migrationVolume) takeover(ctx context.Context) (*replication.Primary, error) {
+	if v.remote {
+		return nil, fmt.Errorf("%w: during a migration window only this node's own QEMU (the unix socket) may write to %s", blockstore.ErrReadOnly, v.nv.entry.Name)
+	}
+	return v.nv.takeover(ctx)
+}
 
 func (v migrationVolume) ReadAt(ctx context.Context, b []byte, off int64) (int, error) {
 	if p := v.nv.servingPrimary(); p != nil {
@@ -195,7 +207,7 @@ func (v migrationVolume) ReadAt(ctx context.Context, b []byte, off int64) (int, 
 }
 
 func (v migrationVolume) WriteAt(ctx context.Context, b []byte, off int64, flags blockstore.WriteFlags) (int, error) {
-	p, err := v.nv.takeover(ctx)
+	p, err := v.takeover(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -211,7 +223,7 @@ func (v migrationVolume) Flush(ctx context.Context) error {
 }
 
 func (v migrationVolume) Trim(ctx context.Context, off, length int64) error {
-	p, err := v.nv.takeover(ctx)
+	p, err := v.takeover(ctx)
 	if err != nil {
 		return err
 	}
@@ -219,7 +231,7 @@ func (v migrationVolume) Trim(ctx context.Context, off, length int64) error {
 }
 
 func (v migrationVolume) WriteZeroes(ctx context.Context, off, length int64, flags blockstore.WriteFlags) error {
-	p, err := v.nv.takeover(ctx)
+	p, err := v.takeover(ctx)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func volumeHealth(catalogState string, v *tandemv1.VolumeInfo) (state, why strin
 	if v.GetAnsweredBy() == "" {
 		return volumeDegraded, "no node holding it answered"
 	}
-	if v.GetAnsweredBy() != v.GetPrimary() || v.GetNbdTcp() == "" {
+	if v.GetAnsweredBy() != v.GetPrimary() || v.GetNbdUnix() == "" {
 		return volumeDegraded, fmt.Sprintf("its primary %s does not serve it", orNone(v.GetPrimary()))
 	}
 	var degraded, syncing []string

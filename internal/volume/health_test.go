@@ -15,7 +15,7 @@ func TestVolumeHealth(t *testing.T) {
 		out = tandemv1.ReplicaState_REPLICA_STATE_OUTDATED
 	)
 	vol := func(answeredBy string, reps ...*tandemv1.VolumeReplica) *tandemv1.VolumeInfo {
-		return &tandemv1.VolumeInfo{Name: "v", Primary: "n1", AnsweredBy: answeredBy, NbdTcp: "nbd://x/v",
+		return &tandemv1.VolumeInfo{Name: "v", Primary: "n1", AnsweredBy: answeredBy, NbdUnix: "nbd+unix:///v?socket=/s",
 			Replicas: append([]*tandemv1.VolumeReplica{{Node: "n1", State: utd, Primary: true}}, reps...)}
 	}
 	for _, tc := range []struct {

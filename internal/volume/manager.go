@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -22,6 +23,8 @@ type Meta interface {
 	CreateVolume(ctx context.Context, v consensus.VolumeEntry) (*consensus.VolumeEntry, error)
 	SetVolumeState(ctx context.Context, name, state string) error
 	DeleteVolume(ctx context.Context, name string) error
+	AddExportCert(ctx context.Context, r consensus.ExportCertRecord) (*consensus.ExportCertRecord, error)
+	RevokeCert(ctx context.Context, r consensus.RevokedCert) error
 }
 
 // Host is the Raft host as volumes use it (*consensus.Host): the volume
@@ -70,6 +73,12 @@ type Config struct {
 	// QuorumTimeout bounds a linearizable metadata read.
 	QuorumTimeout time.Duration
 	CallNode      CallNode
+	// CA is the cluster CA, to sign export certificates; nil on a node
+	// that cannot sign.
+	CA func() (*pki.CA, error)
+	// CertCheck, when set, refuses revoked client certificates on the TCP
+	// NBD export (AuthorizeNBD).
+	CertCheck CertCheck
 }
 
 // Manager runs this node's part of every volume it holds and the volume
@@ -85,6 +94,8 @@ type Manager struct {
 	nbdSocket     string
 	quorumTimeout time.Duration
 	callNode      CallNode
+	ca            func() (*pki.CA, error)
+	certCheck     CertCheck
 
 	mu   sync.Mutex
 	vols map[string]*nodeVolume
@@ -99,7 +110,7 @@ type Manager struct {
 func New(ctx context.Context, c Config) *Manager {
 	return &Manager{st: c.State, log: c.State.Log.With("component", "volumes"), ctx: ctx,
 		meta: c.Meta, host: c.Host, replicaID: c.ReplicaID, listFile: c.ListFile, nbdSocket: c.NBDSocket,
-		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, vols: map[string]*nodeVolume{}}
+		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, ca: c.CA, certCheck: c.CertCheck, vols: map[string]*nodeVolume{}}
 }
 
 func (m *Manager) self() string { return m.st.Node.Name }

@@ -78,7 +78,10 @@ func (m *Manager) Info(name string) (*tandemv1.VolumeInfo, error) {
 			}
 		}
 		out.NbdUnix = fmt.Sprintf("nbd+unix:///%s?socket=%s", e.Name, m.nbdSocket)
-		out.NbdTcp = fmt.Sprintf("nbd://%s/%s", m.st.Node.NBDAddr, e.Name)
+		if a := m.st.Node.NBDAddr; a != "" {
+			// TLS only: an export certificate ('tandem volume export-cert') opens it.
+			out.NbdTcp = fmt.Sprintf("nbds://%s/%s", a, e.Name)
+		}
 	} else if r.Primary == m.self() {
 		out.Warning = "this node is primary but replication has not started yet"
 	}
@@ -403,8 +406,8 @@ func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) 
 		if a == nil {
 			continue
 		}
-		isPrimary := a.AnsweredBy == a.Primary && a.NbdTcp != ""
-		bestPrimary := best != nil && best.AnsweredBy == best.Primary && best.NbdTcp != ""
+		isPrimary := a.AnsweredBy == a.Primary && a.NbdUnix != ""
+		bestPrimary := best != nil && best.AnsweredBy == best.Primary && best.NbdUnix != ""
 		if best == nil || a.Epoch > best.Epoch || (a.Epoch == best.Epoch && isPrimary && !bestPrimary) {
 			best = a
 		}
@@ -526,7 +529,7 @@ func (m *Manager) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest)
 		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s", req.DiscardNode, req.Name)
 	case info.Primary == req.DiscardNode:
 		return nil, status.Errorf(codes.FailedPrecondition, "%s is the primary of %s: promote another UpToDate replica before discarding its data", req.DiscardNode, req.Name)
-	case info.Primary == "" || info.NbdTcp == "":
+	case info.Primary == "" || info.NbdUnix == "":
 		return nil, status.Errorf(codes.Unavailable, "the primary of %s does not answer; nothing was discarded", req.Name)
 	}
 	if err := m.onNode(ctx, ms, req.DiscardNode, func(ctx context.Context, c tandemv1.PeerClient) error {
@@ -657,7 +660,7 @@ func (m *Manager) Status(name string) (*tandemv1.VolumeInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if info.NbdTcp != "" {
+	if info.NbdUnix != "" {
 		info.NbdConnections = int32(m.connections(name))
 	}
 	return info, nil

@@ -22,7 +22,7 @@ const (
 func answer(node, primary string, epoch uint64, reps ...*tandemv1.VolumeReplica) *tandemv1.VolumeInfo {
 	v := &tandemv1.VolumeInfo{Name: "v", AnsweredBy: node, Primary: primary, Epoch: epoch, Replicas: reps}
 	if node == primary {
-		v.NbdTcp = "nbd://" + node + ":10809/v"
+		v.NbdUnix = "nbd+unix:///v?socket=/run/tandem/nbd.sock"
 	}
 	return v
 }

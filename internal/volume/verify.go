@@ -28,7 +28,7 @@ func (m *Manager) Verify(ctx context.Context, req *tandemv1.VerifyVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
-	if info.Primary == "" || info.NbdTcp == "" {
+	if info.Primary == "" || info.NbdUnix == "" {
 		return nil, status.Errorf(codes.Unavailable, "volume %s has no reachable primary to verify from", req.Name)
 	}
 	ms, err := m.Catalog(ctx, false)

@@ -830,6 +830,7 @@ func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) 
 	p := nv.primary
 	nv.mu.Unlock()
 	var vol blockstore.Volume = p
+	readOnly := false
 	if p == nil {
 		r := nv.rec.Load()
 		if nv.store != nil && (r == nil || r.MigrationTarget != m.self()) {
@@ -849,10 +850,15 @@ func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) 
 		if r.MigrationTarget != m.self() || nv.store == nil {
 			return nil, fmt.Errorf("node %s is not the primary of volume %s: %s is (epoch %d)", m.self(), name, r.Primary, r.Epoch)
 		}
-		// The open migration window (I5): the first write takes over.
-		vol = migrationVolume{nv}
+		// The open migration window (I5): the first write takes over, but
+		// only from the unix socket (this node's own QEMU, the migrating
+		// VM). A TLS client of the TCP export may read the window, never
+		// hand the volume over.
+		_, remote := nbd.ClientTLS(ctx)
+		vol = migrationVolume{nv: nv, remote: remote}
+		readOnly = remote
 	}
-	return &nbd.Export{Name: name, Description: "tandem volume " + name, Volume: vol, MultiConn: true,
+	return &nbd.Export{Name: name, Description: "tandem volume " + name, Volume: vol, MultiConn: true, ReadOnly: readOnly,
 		Attach: func() func() {
 			nv.attached.Add(1)
 			return func() { nv.attached.Add(-1) }

@@ -2570,7 +2570,9 @@ type VolumeInfo struct {
 	// as syncing while a replica is SyncTarget, and degraded while a replica is
 	// Outdated, Inconsistent or does not answer.
 	State string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
-	// NBD URIs of the export on the primary.
+	// NBD URIs of the export on the primary: the unix socket (set whenever
+	// the primary serves it) and the TCP export (nbds://, TLS with an export
+	// certificate; empty when the primary's nbd_addr is off).
 	NbdUnix string                 `protobuf:"bytes,9,opt,name=nbd_unix,json=nbdUnix,proto3" json:"nbd_unix,omitempty"`
 	NbdTcp  string                 `protobuf:"bytes,10,opt,name=nbd_tcp,json=nbdTcp,proto3" json:"nbd_tcp,omitempty"`
 	Created *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created,proto3" json:"created,omitempty"`
@@ -3387,6 +3389,373 @@ func (x *VerifyVolumeResponse) GetPrimary() string {
 	return ""
 }
 
+type IssueExportCertRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The consumer, unique in the cluster (the certificate's CN).
+	Name    string   `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Volumes []string `protobuf:"bytes,2,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// PEM CSR of an ECDSA P-256 key the caller keeps; its subject is ignored.
+	CsrPem []byte `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// Lifetime in days (default 365).
+	Days          uint32 `protobuf:"varint,4,opt,name=days,proto3" json:"days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueExportCertRequest) Reset() {
+	*x = IssueExportCertRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueExportCertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueExportCertRequest) ProtoMessage() {}
+
+func (x *IssueExportCertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueExportCertRequest.ProtoReflect.Descriptor instead.
+func (*IssueExportCertRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *IssueExportCertRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueExportCertRequest) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *IssueExportCertRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *IssueExportCertRequest) GetDays() uint32 {
+	if x != nil {
+		return x.Days
+	}
+	return 0
+}
+
+type ExportCert struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Serial number in hex.
+	Serial   string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	Volumes  []string               `protobuf:"bytes,3,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	NotAfter *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	IssuedBy string                 `protobuf:"bytes,5,opt,name=issued_by,json=issuedBy,proto3" json:"issued_by,omitempty"`
+	IssuedOn string                 `protobuf:"bytes,6,opt,name=issued_on,json=issuedOn,proto3" json:"issued_on,omitempty"`
+	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	// On the cluster's revocation list: refused by every NBD listener.
+	Revoked       bool `protobuf:"varint,8,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportCert) Reset() {
+	*x = ExportCert{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportCert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportCert) ProtoMessage() {}
+
+func (x *ExportCert) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportCert.ProtoReflect.Descriptor instead.
+func (*ExportCert) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ExportCert) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExportCert) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *ExportCert) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *ExportCert) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *ExportCert) GetIssuedBy() string {
+	if x != nil {
+		return x.IssuedBy
+	}
+	return ""
+}
+
+func (x *ExportCert) GetIssuedOn() string {
+	if x != nil {
+		return x.IssuedOn
+	}
+	return ""
+}
+
+func (x *ExportCert) GetIssuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return nil
+}
+
+func (x *ExportCert) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+type RevokeExportCertRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeExportCertRequest) Reset() {
+	*x = RevokeExportCertRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeExportCertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeExportCertRequest) ProtoMessage() {}
+
+func (x *RevokeExportCertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeExportCertRequest.ProtoReflect.Descriptor instead.
+func (*RevokeExportCertRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RevokeExportCertRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type IssueExportCertResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CertPem []byte                 `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	// The cluster CA the server's certificate chains to.
+	CaPem []byte      `protobuf:"bytes,2,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	Cert  *ExportCert `protobuf:"bytes,3,opt,name=cert,proto3" json:"cert,omitempty"`
+	// TCP NBD addresses (host:port) of the members that serve it.
+	NbdAddrs      []string `protobuf:"bytes,4,rep,name=nbd_addrs,json=nbdAddrs,proto3" json:"nbd_addrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueExportCertResponse) Reset() {
+	*x = IssueExportCertResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueExportCertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueExportCertResponse) ProtoMessage() {}
+
+func (x *IssueExportCertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueExportCertResponse.ProtoReflect.Descriptor instead.
+func (*IssueExportCertResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *IssueExportCertResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *IssueExportCertResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *IssueExportCertResponse) GetCert() *ExportCert {
+	if x != nil {
+		return x.Cert
+	}
+	return nil
+}
+
+func (x *IssueExportCertResponse) GetNbdAddrs() []string {
+	if x != nil {
+		return x.NbdAddrs
+	}
+	return nil
+}
+
+type ListExportCertsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExportCertsRequest) Reset() {
+	*x = ListExportCertsRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExportCertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExportCertsRequest) ProtoMessage() {}
+
+func (x *ListExportCertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExportCertsRequest.ProtoReflect.Descriptor instead.
+func (*ListExportCertsRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+}
+
+type ListExportCertsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certs         []*ExportCert          `protobuf:"bytes,1,rep,name=certs,proto3" json:"certs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListExportCertsResponse) Reset() {
+	*x = ListExportCertsResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListExportCertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListExportCertsResponse) ProtoMessage() {}
+
+func (x *ListExportCertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListExportCertsResponse.ProtoReflect.Descriptor instead.
+func (*ListExportCertsResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ListExportCertsResponse) GetCerts() []*ExportCert {
+	if x != nil {
+		return x.Certs
+	}
+	return nil
+}
+
 type VMNic struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Bridge string                 `protobuf:"bytes,1,opt,name=bridge,proto3" json:"bridge,omitempty"`
@@ -3399,7 +3768,7 @@ type VMNic struct {
 
 func (x *VMNic) Reset() {
 	*x = VMNic{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3780,7 @@ func (x *VMNic) String() string {
 func (*VMNic) ProtoMessage() {}
 
 func (x *VMNic) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3793,7 @@ func (x *VMNic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMNic.ProtoReflect.Descriptor instead.
 func (*VMNic) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *VMNic) GetBridge() string {
@@ -3483,7 +3852,7 @@ type VMInfo struct {
 
 func (x *VMInfo) Reset() {
 	*x = VMInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3495,7 +3864,7 @@ func (x *VMInfo) String() string {
 func (*VMInfo) ProtoMessage() {}
 
 func (x *VMInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3508,7 +3877,7 @@ func (x *VMInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMInfo.ProtoReflect.Descriptor instead.
 func (*VMInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *VMInfo) GetName() string {
@@ -3657,7 +4026,7 @@ type VMDisk struct {
 
 func (x *VMDisk) Reset() {
 	*x = VMDisk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +4038,7 @@ func (x *VMDisk) String() string {
 func (*VMDisk) ProtoMessage() {}
 
 func (x *VMDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +4051,7 @@ func (x *VMDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMDisk.ProtoReflect.Descriptor instead.
 func (*VMDisk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *VMDisk) GetSizeBytes() int64 {
@@ -3729,7 +4098,7 @@ type CreateVMRequest struct {
 
 func (x *CreateVMRequest) Reset() {
 	*x = CreateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3741,7 +4110,7 @@ func (x *CreateVMRequest) String() string {
 func (*CreateVMRequest) ProtoMessage() {}
 
 func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3754,7 +4123,7 @@ func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVMRequest.ProtoReflect.Descriptor instead.
 func (*CreateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateVMRequest) GetName() string {
@@ -3863,7 +4232,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3875,7 +4244,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3888,7 +4257,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *VMRequest) GetName() string {
@@ -3927,7 +4296,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3939,7 +4308,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3952,7 +4321,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
 }
 
 type ListVMsResponse struct {
@@ -3964,7 +4333,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3976,7 +4345,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3989,7 +4358,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -4007,7 +4376,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4019,7 +4388,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4032,7 +4401,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
 }
 
 type MigrateVMRequest struct {
@@ -4051,7 +4420,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4063,7 +4432,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4076,7 +4445,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -4134,7 +4503,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4146,7 +4515,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4159,7 +4528,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -4244,7 +4613,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4256,7 +4625,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4269,7 +4638,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -4302,7 +4671,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4314,7 +4683,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4327,7 +4696,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -4345,7 +4714,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4357,7 +4726,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4370,7 +4739,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
 }
 
 type HANode struct {
@@ -4388,7 +4757,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4400,7 +4769,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4413,7 +4782,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *HANode) GetName() string {
@@ -4468,7 +4837,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4480,7 +4849,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4493,7 +4862,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *HAVM) GetName() string {
@@ -4559,7 +4928,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4571,7 +4940,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4584,7 +4953,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -4635,7 +5004,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4647,7 +5016,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4660,7 +5029,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -4707,7 +5076,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4719,7 +5088,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4732,7 +5101,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -4754,7 +5123,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4766,7 +5135,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4779,7 +5148,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -4821,7 +5190,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4833,7 +5202,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4846,7 +5215,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -4922,7 +5291,7 @@ type CredentialInfo struct {
 
 func (x *CredentialInfo) Reset() {
 	*x = CredentialInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4934,7 +5303,7 @@ func (x *CredentialInfo) String() string {
 func (*CredentialInfo) ProtoMessage() {}
 
 func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4947,7 +5316,7 @@ func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
 func (*CredentialInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CredentialInfo) GetName() string {
@@ -5010,7 +5379,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5022,7 +5391,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5035,7 +5404,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -5065,7 +5434,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5077,7 +5446,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5090,7 +5459,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
@@ -5124,7 +5493,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5136,7 +5505,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5149,7 +5518,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListCredentialsRequest) GetAll() bool {
@@ -5168,7 +5537,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5180,7 +5549,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5193,7 +5562,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
@@ -5214,7 +5583,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5226,7 +5595,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5239,7 +5608,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -5268,7 +5637,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5280,7 +5649,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5293,7 +5662,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
@@ -5320,7 +5689,7 @@ type MetaSyncRequest struct {
 
 func (x *MetaSyncRequest) Reset() {
 	*x = MetaSyncRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5332,7 +5701,7 @@ func (x *MetaSyncRequest) String() string {
 func (*MetaSyncRequest) ProtoMessage() {}
 
 func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5345,7 +5714,7 @@ func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
 func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 type MetaSyncResponse struct {
@@ -5357,7 +5726,7 @@ type MetaSyncResponse struct {
 
 func (x *MetaSyncResponse) Reset() {
 	*x = MetaSyncResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5369,7 +5738,7 @@ func (x *MetaSyncResponse) String() string {
 func (*MetaSyncResponse) ProtoMessage() {}
 
 func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5382,7 +5751,7 @@ func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
 func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *MetaSyncResponse) GetApplied() uint64 {
@@ -5403,7 +5772,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5415,7 +5784,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5428,7 +5797,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -5463,7 +5832,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5475,7 +5844,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5488,7 +5857,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -5578,7 +5947,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5590,7 +5959,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5603,7 +5972,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -5681,7 +6050,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5693,7 +6062,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5706,7 +6075,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -5738,7 +6107,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5750,7 +6119,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5763,7 +6132,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PingResponse) GetName() string {
@@ -5821,7 +6190,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5833,7 +6202,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5846,7 +6215,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -5895,7 +6264,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5907,7 +6276,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5920,7 +6289,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -5945,7 +6314,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5957,7 +6326,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5970,7 +6339,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 type PeerVolumeInitRequest struct {
@@ -5982,7 +6351,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5994,7 +6363,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6007,7 +6376,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -6025,7 +6394,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6037,7 +6406,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6050,7 +6419,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -6065,7 +6434,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6077,7 +6446,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6090,7 +6459,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -6122,7 +6491,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6134,7 +6503,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6147,7 +6516,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -6159,7 +6528,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6171,7 +6540,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6184,7 +6553,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -6206,7 +6575,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6218,7 +6587,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6231,7 +6600,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -6271,7 +6640,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6283,7 +6652,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6296,7 +6665,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -6314,7 +6683,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6326,7 +6695,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6339,7 +6708,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 type Disk struct {
@@ -6354,7 +6723,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6366,7 +6735,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6379,7 +6748,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *Disk) GetPath() string {
@@ -6419,7 +6788,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6431,7 +6800,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6444,7 +6813,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -6466,7 +6835,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6478,7 +6847,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6491,7 +6860,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -6532,7 +6901,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6544,7 +6913,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6557,7 +6926,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -6641,7 +7010,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6653,7 +7022,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6666,7 +7035,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -6702,7 +7071,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6714,7 +7083,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6727,7 +7096,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -6773,7 +7142,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6785,7 +7154,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6798,7 +7167,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -6839,7 +7208,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6851,7 +7220,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6864,7 +7233,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -7122,7 +7491,32 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"mismatches\x12%\n" +
 	"\x0erepaired_bytes\x18\x03 \x01(\x03R\rrepairedBytes\x124\n" +
 	"\breplicas\x18\x04 \x03(\v2\x18.tandem.v1.VerifyReplicaR\breplicas\x12\x18\n" +
-	"\aprimary\x18\x05 \x01(\tR\aprimary\"C\n" +
+	"\aprimary\x18\x05 \x01(\tR\aprimary\"s\n" +
+	"\x16IssueExportCertRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\avolumes\x18\x02 \x03(\tR\avolumes\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\x12\x12\n" +
+	"\x04days\x18\x04 \x01(\rR\x04days\"\x98\x02\n" +
+	"\n" +
+	"ExportCert\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x12\x18\n" +
+	"\avolumes\x18\x03 \x03(\tR\avolumes\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1b\n" +
+	"\tissued_by\x18\x05 \x01(\tR\bissuedBy\x12\x1b\n" +
+	"\tissued_on\x18\x06 \x01(\tR\bissuedOn\x127\n" +
+	"\tissued_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12\x18\n" +
+	"\arevoked\x18\b \x01(\bR\arevoked\"-\n" +
+	"\x17RevokeExportCertRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x93\x01\n" +
+	"\x17IssueExportCertResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x15\n" +
+	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12)\n" +
+	"\x04cert\x18\x03 \x01(\v2\x15.tandem.v1.ExportCertR\x04cert\x12\x1b\n" +
+	"\tnbd_addrs\x18\x04 \x03(\tR\bnbdAddrs\"\x18\n" +
+	"\x16ListExportCertsRequest\"F\n" +
+	"\x17ListExportCertsResponse\x12+\n" +
+	"\x05certs\x18\x01 \x03(\v2\x15.tandem.v1.ExportCertR\x05certs\"C\n" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
@@ -7436,7 +7830,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\vFenceConfig\x12\x1d.tandem.v1.FenceConfigRequest\x1a\x1e.tandem.v1.FenceConfigResponse\x12B\n" +
 	"\x05Fence\x12\x1b.tandem.v1.FenceNodeRequest\x1a\x1c.tandem.v1.FenceNodeResponse\x12E\n" +
 	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse\x12V\n" +
-	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x012\xe7\x03\n" +
+	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x012\xea\x05\n" +
 	"\x06Volume\x12?\n" +
 	"\x06Create\x12\x1e.tandem.v1.CreateVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12E\n" +
 	"\x04List\x12\x1d.tandem.v1.ListVolumesRequest\x1a\x1e.tandem.v1.ListVolumesResponse\x12;\n" +
@@ -7444,7 +7838,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Delete\x12\x1e.tandem.v1.DeleteVolumeRequest\x1a\x1f.tandem.v1.DeleteVolumeResponse\x12A\n" +
 	"\aPromote\x12\x1f.tandem.v1.PromoteVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12?\n" +
 	"\x06Resync\x12\x1e.tandem.v1.ResyncVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12I\n" +
-	"\x06Verify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse2\xd4\x03\n" +
+	"\x06Verify\x12\x1e.tandem.v1.VerifyVolumeRequest\x1a\x1f.tandem.v1.VerifyVolumeResponse\x12X\n" +
+	"\x0fIssueExportCert\x12!.tandem.v1.IssueExportCertRequest\x1a\".tandem.v1.IssueExportCertResponse\x12X\n" +
+	"\x0fListExportCerts\x12!.tandem.v1.ListExportCertsRequest\x1a\".tandem.v1.ListExportCertsResponse\x12M\n" +
+	"\x10RevokeExportCert\x12\".tandem.v1.RevokeExportCertRequest\x1a\x15.tandem.v1.ExportCert2\xd4\x03\n" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse\x127\n" +
 	"\x06Create\x12\x1a.tandem.v1.CreateVMRequest\x1a\x11.tandem.v1.VMInfo\x12/\n" +
@@ -7506,7 +7903,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 102)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -7560,248 +7957,264 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*VerifyMismatch)(nil),           // 49: tandem.v1.VerifyMismatch
 	(*VerifyReplica)(nil),            // 50: tandem.v1.VerifyReplica
 	(*VerifyVolumeResponse)(nil),     // 51: tandem.v1.VerifyVolumeResponse
-	(*VMNic)(nil),                    // 52: tandem.v1.VMNic
-	(*VMInfo)(nil),                   // 53: tandem.v1.VMInfo
-	(*VMDisk)(nil),                   // 54: tandem.v1.VMDisk
-	(*CreateVMRequest)(nil),          // 55: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 56: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 57: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 58: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 59: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 60: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 61: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 62: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 63: tandem.v1.ConsoleChunk
-	(*HAStatusRequest)(nil),          // 64: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 65: tandem.v1.HANode
-	(*HAVM)(nil),                     // 66: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 67: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 68: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 69: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 70: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 71: tandem.v1.Event
-	(*CredentialInfo)(nil),           // 72: tandem.v1.CredentialInfo
-	(*CreateCredentialRequest)(nil),  // 73: tandem.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 74: tandem.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 75: tandem.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 76: tandem.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 77: tandem.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 78: tandem.v1.RevokeCredentialResponse
-	(*MetaSyncRequest)(nil),          // 79: tandem.v1.MetaSyncRequest
-	(*MetaSyncResponse)(nil),         // 80: tandem.v1.MetaSyncResponse
-	(*PeerMember)(nil),               // 81: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 82: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 83: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 84: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 85: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 86: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 87: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 88: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 89: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 90: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 91: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 92: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 93: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 94: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 95: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 96: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 97: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 98: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 99: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 100: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 101: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 102: tandem.v1.PeerMigrateRequest
-	(*PeerCARotateRequest)(nil),      // 103: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 104: tandem.v1.PeerCARotateResponse
-	nil,                              // 105: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 106: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 107: google.protobuf.Timestamp
+	(*IssueExportCertRequest)(nil),   // 52: tandem.v1.IssueExportCertRequest
+	(*ExportCert)(nil),               // 53: tandem.v1.ExportCert
+	(*RevokeExportCertRequest)(nil),  // 54: tandem.v1.RevokeExportCertRequest
+	(*IssueExportCertResponse)(nil),  // 55: tandem.v1.IssueExportCertResponse
+	(*ListExportCertsRequest)(nil),   // 56: tandem.v1.ListExportCertsRequest
+	(*ListExportCertsResponse)(nil),  // 57: tandem.v1.ListExportCertsResponse
+	(*VMNic)(nil),                    // 58: tandem.v1.VMNic
+	(*VMInfo)(nil),                   // 59: tandem.v1.VMInfo
+	(*VMDisk)(nil),                   // 60: tandem.v1.VMDisk
+	(*CreateVMRequest)(nil),          // 61: tandem.v1.CreateVMRequest
+	(*VMRequest)(nil),                // 62: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 63: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 64: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 65: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 66: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 67: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 68: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 69: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 70: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 71: tandem.v1.HANode
+	(*HAVM)(nil),                     // 72: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 73: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 74: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 75: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 76: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 77: tandem.v1.Event
+	(*CredentialInfo)(nil),           // 78: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 79: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 80: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 81: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 82: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 83: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 84: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 85: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 86: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 87: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 88: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 89: tandem.v1.PeerJoinResponse
+	(*PingRequest)(nil),              // 90: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 91: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 92: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 93: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 94: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 95: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 96: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 97: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 98: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 99: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 100: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 101: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 102: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 103: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 104: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 105: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 106: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 107: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 108: tandem.v1.PeerMigrateRequest
+	(*PeerCARotateRequest)(nil),      // 109: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 110: tandem.v1.PeerCARotateResponse
+	nil,                              // 111: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 112: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 113: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	107, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	97,  // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	100, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	113, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	103, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	106, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	107, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	113, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	107, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	113, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	105, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	106, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	111, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	112, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	107, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	113, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
 	5,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	61,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	67,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	107, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	107, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	113, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	113, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	107, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	113, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	49,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	50,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	52,  // 33: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	107, // 34: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	107, // 35: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
-	54,  // 36: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
-	52,  // 37: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	53,  // 38: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	53,  // 39: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	107, // 40: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	107, // 41: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	107, // 42: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	65,  // 43: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	66,  // 44: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	68,  // 45: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	107, // 46: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	107, // 47: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	107, // 48: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	72,  // 49: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	72,  // 50: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
-	72,  // 51: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	0,   // 52: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	81,  // 53: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	107, // 54: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	86,  // 55: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	86,  // 56: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	97,  // 57: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	53,  // 58: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	53,  // 59: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	4,   // 60: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	8,   // 61: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 62: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 63: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 64: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 65: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 66: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 67: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 68: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 69: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	25,  // 70: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 71: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 72: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 73: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 74: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	40,  // 75: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	41,  // 76: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	43,  // 77: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	44,  // 78: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	46,  // 79: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	47,  // 80: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	48,  // 81: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	57,  // 82: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	55,  // 83: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	56,  // 84: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	56,  // 85: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	56,  // 86: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	56,  // 87: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	60,  // 88: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	62,  // 89: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	64,  // 90: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	69,  // 91: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	70,  // 92: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	73,  // 93: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	75,  // 94: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	77,  // 95: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	82,  // 96: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	84,  // 97: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	96,  // 98: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	87,  // 99: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	89,  // 100: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	91,  // 101: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	93,  // 102: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 103: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	48,  // 104: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	93,  // 105: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 106: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	94,  // 107: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	46,  // 108: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	99,  // 109: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	101, // 110: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	101, // 111: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	101, // 112: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	101, // 113: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	102, // 114: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	62,  // 115: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	101, // 116: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	64,  // 117: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	79,  // 118: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	103, // 119: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	9,   // 120: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 121: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 122: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 123: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 124: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 125: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 126: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 127: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 128: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	26,  // 129: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 130: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 131: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 132: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 133: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	39,  // 134: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	42,  // 135: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 136: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	45,  // 137: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 138: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 139: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	51,  // 140: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	58,  // 141: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	53,  // 142: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	53,  // 143: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	53,  // 144: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	53,  // 145: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	59,  // 146: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	61,  // 147: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	63,  // 148: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	67,  // 149: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	67,  // 150: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	71,  // 151: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	74,  // 152: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	76,  // 153: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	78,  // 154: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	83,  // 155: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	85,  // 156: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	98,  // 157: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	88,  // 158: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	90,  // 159: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	92,  // 160: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 161: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 162: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	51,  // 163: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	92,  // 164: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 165: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	95,  // 166: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 167: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	100, // 168: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	53,  // 169: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	53,  // 170: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	53,  // 171: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	53,  // 172: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	61,  // 173: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	63,  // 174: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	61,  // 175: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	67,  // 176: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	80,  // 177: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	104, // 178: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	120, // [120:179] is the sub-list for method output_type
-	61,  // [61:120] is the sub-list for method input_type
-	61,  // [61:61] is the sub-list for extension type_name
-	61,  // [61:61] is the sub-list for extension extendee
-	0,   // [0:61] is the sub-list for field type_name
+	113, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	113, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	53,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
+	53,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
+	58,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
+	113, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	113, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	60,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
+	58,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
+	59,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	59,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	113, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	113, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	113, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	71,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	72,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	74,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	113, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	113, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	113, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	78,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	78,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	78,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 56: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	87,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	113, // 58: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	92,  // 59: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	92,  // 60: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	103, // 61: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	59,  // 62: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	59,  // 63: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	4,   // 64: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	8,   // 65: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 66: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 67: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 68: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 69: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 70: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 71: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 72: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 73: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	25,  // 74: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 75: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 76: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 77: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 78: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	40,  // 79: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	41,  // 80: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	43,  // 81: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	44,  // 82: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	46,  // 83: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	47,  // 84: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	48,  // 85: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	52,  // 86: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	56,  // 87: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	54,  // 88: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	63,  // 89: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	61,  // 90: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	62,  // 91: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	62,  // 92: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	62,  // 93: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	62,  // 94: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	66,  // 95: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	68,  // 96: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	70,  // 97: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	75,  // 98: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	76,  // 99: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	79,  // 100: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	81,  // 101: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	83,  // 102: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	88,  // 103: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	90,  // 104: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	102, // 105: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	93,  // 106: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	95,  // 107: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	97,  // 108: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	99,  // 109: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 110: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	48,  // 111: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	99,  // 112: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 113: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	100, // 114: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	46,  // 115: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	105, // 116: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	107, // 117: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	107, // 118: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	107, // 119: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	107, // 120: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	108, // 121: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	68,  // 122: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	107, // 123: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	70,  // 124: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	85,  // 125: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	109, // 126: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	9,   // 127: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 128: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 129: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 130: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 131: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 132: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 133: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 134: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 135: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	26,  // 136: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 137: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 138: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 139: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 140: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	39,  // 141: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	42,  // 142: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 143: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	45,  // 144: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 145: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 146: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	51,  // 147: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 148: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	57,  // 149: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	53,  // 150: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	64,  // 151: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	59,  // 152: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	59,  // 153: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	59,  // 154: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	59,  // 155: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	65,  // 156: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	67,  // 157: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 158: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	73,  // 159: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	73,  // 160: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	77,  // 161: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	80,  // 162: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	82,  // 163: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	84,  // 164: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	89,  // 165: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	91,  // 166: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	104, // 167: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	94,  // 168: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	96,  // 169: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	98,  // 170: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 171: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 172: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	51,  // 173: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	98,  // 174: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 175: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	101, // 176: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 177: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	106, // 178: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	59,  // 179: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	59,  // 180: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	59,  // 181: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	59,  // 182: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	67,  // 183: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 184: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	67,  // 185: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	73,  // 186: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	86,  // 187: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	110, // 188: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	127, // [127:189] is the sub-list for method output_type
+	65,  // [65:127] is the sub-list for method input_type
+	65,  // [65:65] is the sub-list for extension type_name
+	65,  // [65:65] is the sub-list for extension extendee
+	0,   // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -7815,7 +8228,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   102,
+			NumMessages:   108,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

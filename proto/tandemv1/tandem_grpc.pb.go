@@ -709,13 +709,16 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Volume_Create_FullMethodName  = "/tandem.v1.Volume/Create"
-	Volume_List_FullMethodName    = "/tandem.v1.Volume/List"
-	Volume_Show_FullMethodName    = "/tandem.v1.Volume/Show"
-	Volume_Delete_FullMethodName  = "/tandem.v1.Volume/Delete"
-	Volume_Promote_FullMethodName = "/tandem.v1.Volume/Promote"
-	Volume_Resync_FullMethodName  = "/tandem.v1.Volume/Resync"
-	Volume_Verify_FullMethodName  = "/tandem.v1.Volume/Verify"
+	Volume_Create_FullMethodName           = "/tandem.v1.Volume/Create"
+	Volume_List_FullMethodName             = "/tandem.v1.Volume/List"
+	Volume_Show_FullMethodName             = "/tandem.v1.Volume/Show"
+	Volume_Delete_FullMethodName           = "/tandem.v1.Volume/Delete"
+	Volume_Promote_FullMethodName          = "/tandem.v1.Volume/Promote"
+	Volume_Resync_FullMethodName           = "/tandem.v1.Volume/Resync"
+	Volume_Verify_FullMethodName           = "/tandem.v1.Volume/Verify"
+	Volume_IssueExportCert_FullMethodName  = "/tandem.v1.Volume/IssueExportCert"
+	Volume_ListExportCerts_FullMethodName  = "/tandem.v1.Volume/ListExportCerts"
+	Volume_RevokeExportCert_FullMethodName = "/tandem.v1.Volume/RevokeExportCert"
 )
 
 // VolumeClient is the client API for Volume service.
@@ -731,6 +734,12 @@ type VolumeClient interface {
 	// Ask the primary to resync Outdated replicas now.
 	Resync(ctx context.Context, in *ResyncVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	Verify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error)
+	// Sign an export certificate: a client certificate for the TCP NBD
+	// export (TLS) that may open only the named volumes.
+	IssueExportCert(ctx context.Context, in *IssueExportCertRequest, opts ...grpc.CallOption) (*IssueExportCertResponse, error)
+	ListExportCerts(ctx context.Context, in *ListExportCertsRequest, opts ...grpc.CallOption) (*ListExportCertsResponse, error)
+	// Put an export certificate on the cluster's revocation list.
+	RevokeExportCert(ctx context.Context, in *RevokeExportCertRequest, opts ...grpc.CallOption) (*ExportCert, error)
 }
 
 type volumeClient struct {
@@ -811,6 +820,36 @@ func (c *volumeClient) Verify(ctx context.Context, in *VerifyVolumeRequest, opts
 	return out, nil
 }
 
+func (c *volumeClient) IssueExportCert(ctx context.Context, in *IssueExportCertRequest, opts ...grpc.CallOption) (*IssueExportCertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueExportCertResponse)
+	err := c.cc.Invoke(ctx, Volume_IssueExportCert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeClient) ListExportCerts(ctx context.Context, in *ListExportCertsRequest, opts ...grpc.CallOption) (*ListExportCertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListExportCertsResponse)
+	err := c.cc.Invoke(ctx, Volume_ListExportCerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *volumeClient) RevokeExportCert(ctx context.Context, in *RevokeExportCertRequest, opts ...grpc.CallOption) (*ExportCert, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportCert)
+	err := c.cc.Invoke(ctx, Volume_RevokeExportCert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VolumeServer is the server API for Volume service.
 // All implementations must embed UnimplementedVolumeServer
 // for forward compatibility.
@@ -824,6 +863,12 @@ type VolumeServer interface {
 	// Ask the primary to resync Outdated replicas now.
 	Resync(context.Context, *ResyncVolumeRequest) (*VolumeInfo, error)
 	Verify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error)
+	// Sign an export certificate: a client certificate for the TCP NBD
+	// export (TLS) that may open only the named volumes.
+	IssueExportCert(context.Context, *IssueExportCertRequest) (*IssueExportCertResponse, error)
+	ListExportCerts(context.Context, *ListExportCertsRequest) (*ListExportCertsResponse, error)
+	// Put an export certificate on the cluster's revocation list.
+	RevokeExportCert(context.Context, *RevokeExportCertRequest) (*ExportCert, error)
 	mustEmbedUnimplementedVolumeServer()
 }
 
@@ -854,6 +899,15 @@ func (UnimplementedVolumeServer) Resync(context.Context, *ResyncVolumeRequest) (
 }
 func (UnimplementedVolumeServer) Verify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedVolumeServer) IssueExportCert(context.Context, *IssueExportCertRequest) (*IssueExportCertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueExportCert not implemented")
+}
+func (UnimplementedVolumeServer) ListExportCerts(context.Context, *ListExportCertsRequest) (*ListExportCertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListExportCerts not implemented")
+}
+func (UnimplementedVolumeServer) RevokeExportCert(context.Context, *RevokeExportCertRequest) (*ExportCert, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeExportCert not implemented")
 }
 func (UnimplementedVolumeServer) mustEmbedUnimplementedVolumeServer() {}
 func (UnimplementedVolumeServer) testEmbeddedByValue()                {}
@@ -1002,6 +1056,60 @@ func _Volume_Verify_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Volume_IssueExportCert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueExportCertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).IssueExportCert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_IssueExportCert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).IssueExportCert(ctx, req.(*IssueExportCertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Volume_ListExportCerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListExportCertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).ListExportCerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_ListExportCerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).ListExportCerts(ctx, req.(*ListExportCertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Volume_RevokeExportCert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeExportCertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).RevokeExportCert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_RevokeExportCert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).RevokeExportCert(ctx, req.(*RevokeExportCertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Volume_ServiceDesc is the grpc.ServiceDesc for Volume service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1036,6 +1144,18 @@ var Volume_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Verify",
 			Handler:    _Volume_Verify_Handler,
+		},
+		{
+			MethodName: "IssueExportCert",
+			Handler:    _Volume_IssueExportCert_Handler,
+		},
+		{
+			MethodName: "ListExportCerts",
+			Handler:    _Volume_ListExportCerts_Handler,
+		},
+		{
+			MethodName: "RevokeExportCert",
+			Handler:    _Volume_RevokeExportCert_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
