@@ -44,29 +44,7 @@ func TestCertificatesRenewUnderLoad(t *testing.T) {
 	}
 
 	stop := make(chan struct{})
-	type result struct {
-		acked  int
-		failed int
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		for block := uint64(0); ; block = (block + 256) % (256 << 20 / 4096) {
-			select {
-			case <-stop:
-				done <- r
-				return
-			default:
-			}
-			acked, failed := writeBlocks(ctx, client, block, 256, stop)
-			r.acked += len(acked)
-			r.failed += failed
-			if failed > 0 {
-				done <- r
-				return
-			}
-		}
-	}()
+	done := writeUntilStopped(ctx, client, 256<<20, stop)
 
 	if _, _, err := td.CLI(ctx, n1, "cluster", "config", "set", "pki.cert_lifetime=1m"); err != nil {
 		t.Fatal(err)
@@ -92,10 +70,10 @@ func TestCertificatesRenewUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	r := <-done
-	if r.failed > 0 || r.acked == 0 {
-		t.Fatalf("writes during renewal: %d acknowledged, %d failed", r.acked, r.failed)
+	if r[1] > 0 || r[0] == 0 {
+		t.Fatalf("writes during renewal: %d acknowledged, %d failed", r[0], r[1])
 	}
-	t.Logf("%d writes acknowledged while every node renewed its certificate twice", r.acked)
+	t.Logf("%d writes acknowledged while every node renewed its certificate twice", r[0])
 	waitVolume(t, ctx, td, n1, "renew", 60*time.Second, func(v *tandemv1.VolumeInfo) bool {
 		return replicaState(v, "n2").State == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
 	})

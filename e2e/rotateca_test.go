@@ -39,24 +39,7 @@ func TestRotateCA(t *testing.T) {
 	oldCA, oldKey := read(td.DataDir(n1), "tls", "ca.crt"), read(td.DataDir(n1), "tls", "ca.key")
 
 	stop := make(chan struct{})
-	done := make(chan [2]int, 1)
-	go func() {
-		var acked, failed int
-		for block := uint64(0); ; block = (block + 256) % (128 << 20 / 4096) {
-			select {
-			case <-stop:
-				done <- [2]int{acked, failed}
-				return
-			default:
-			}
-			a, f := writeBlocks(ctx, client, block, 256, stop)
-			acked, failed = acked+len(a), failed+f
-			if f > 0 {
-				done <- [2]int{acked, failed}
-				return
-			}
-		}
-	}()
+	done := writeUntilStopped(ctx, client, 128<<20, stop)
 	time.Sleep(2 * time.Second) // writes under way
 	out, stderr, err := td.CLI(ctx, n1, "cluster", "rotate-ca")
 	close(stop)

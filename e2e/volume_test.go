@@ -733,3 +733,28 @@ func TestPromotionReconcilesOtherSecondaries(t *testing.T) {
 		t.Fatal("n3 still differs from the new primary after reconcile")
 	}
 }
+
+// writeUntilStopped writes 4 KiB blocks over the first volumeBytes of c,
+// 256 at a time, until stop closes or a write fails, and then sends how
+// many were acknowledged and how many failed.
+func writeUntilStopped(ctx context.Context, c *nbdclient.Client, volumeBytes uint64, stop <-chan struct{}) <-chan [2]int {
+	done := make(chan [2]int, 1)
+	go func() {
+		var acked, failed int
+		for block := uint64(0); ; block = (block + 256) % (volumeBytes / 4096) {
+			select {
+			case <-stop:
+				done <- [2]int{acked, failed}
+				return
+			default:
+			}
+			a, f := writeBlocks(ctx, c, block, 256, stop)
+			acked, failed = acked+len(a), failed+f
+			if f > 0 {
+				done <- [2]int{acked, failed}
+				return
+			}
+		}
+	}()
+	return done
+}

@@ -24,20 +24,13 @@ type handshakeState struct {
 // currentClientTLS is pki.ClientTLS of the node's current material with
 // the revocation check, rebuilt only when the material changes.
 func (d *Daemon) currentClientTLS() (*tls.Config, error) {
-	m := d.hs.tls.Load()
-	if m == nil {
-		return nil, errors.New("node is not in a cluster")
-	}
-	if b := d.hs.client.Load(); b != nil && b.from == m {
-		return b.cfg, nil
-	}
-	cfg, err := pki.ClientTLS(m.Cert, m.Key, m.CACert)
-	if err != nil {
-		return nil, err
-	}
-	cfg = pki.WithCertCheck(cfg, d.certCheck)
-	d.hs.client.Store(&builtTLS{from: m, cfg: cfg})
-	return cfg, nil
+	return d.built(&d.hs.client, pki.ClientTLS)
+}
+
+// serverTLS is the server configuration of the node's current material
+// with the revocation check, rebuilt only when the material changes.
+func (d *Daemon) serverTLS() (*tls.Config, error) {
+	return d.built(&d.hs.server, pki.ServerTLS)
 }
 
 type builtTLS struct {
@@ -45,22 +38,23 @@ type builtTLS struct {
 	cfg  *tls.Config
 }
 
-// serverTLS is the server configuration of the node's current material
-// with the revocation check, rebuilt only when the material changes.
-func (d *Daemon) serverTLS() (*tls.Config, error) {
+// built returns the configuration cached in slot for the node's current
+// material, building it with build (plus the revocation check) when the
+// material changed since.
+func (d *Daemon) built(slot *atomic.Pointer[builtTLS], build func(cert, key, ca []byte) (*tls.Config, error)) (*tls.Config, error) {
 	m := d.hs.tls.Load()
 	if m == nil {
-		return nil, errors.New("no TLS material loaded")
+		return nil, errors.New("node is not in a cluster")
 	}
-	if b := d.hs.server.Load(); b != nil && b.from == m {
+	if b := slot.Load(); b != nil && b.from == m {
 		return b.cfg, nil
 	}
-	cfg, err := pki.ServerTLS(m.Cert, m.Key, m.CACert)
+	cfg, err := build(m.Cert, m.Key, m.CACert)
 	if err != nil {
 		return nil, err
 	}
 	cfg = pki.WithCertCheck(cfg, d.certCheck)
-	d.hs.server.Store(&builtTLS{from: m, cfg: cfg})
+	slot.Store(&builtTLS{from: m, cfg: cfg})
 	return cfg, nil
 }
 
