@@ -3,6 +3,10 @@ package compute
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/digitalocean/go-libvirt"
@@ -357,4 +361,38 @@ func (d *Driver) IncomingMigrationStats(ctx context.Context, name string) (Migra
 		r.StatsFrom = "destination"
 	}
 	return r, ok
+}
+
+// WithPKIPath returns uri with libvirt's pkipath parameter set to dir when
+// uri is a qemu+tls URI that names none: in a peer-to-peer migration the
+// source libvirtd is the TLS client of the destination, and pkipath is
+// where it finds its client certificate, key and CA (clientcert.pem,
+// clientkey.pem, cacert.pem). Other URIs and an empty dir are returned
+// unchanged.
+func WithPKIPath(uri, dir string) string {
+	u, err := url.Parse(uri)
+	if err != nil || dir == "" || u.Scheme != "qemu+tls" {
+		return uri
+	}
+	q := u.Query()
+	if q.Get("pkipath") != "" {
+		return uri
+	}
+	q.Set("pkipath", dir)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// ReloadTLS makes the libvirtd whose read-write socket is socket re-read
+// its TLS certificate, key and CA files (libvirt 6.2+), through its admin
+// socket next to it and virt-admin: go-libvirt does not speak the admin
+// protocol. New TLS connections use the new files; open ones keep theirs.
+func ReloadTLS(ctx context.Context, socket string) error {
+	admin := filepath.Join(filepath.Dir(socket), "libvirt-admin-sock")
+	uri := "libvirtd:///system?socket=" + admin
+	out, err := exec.CommandContext(ctx, "virt-admin", "-c", uri, "server-update-tls", "libvirtd").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("compute: virt-admin -c %s server-update-tls libvirtd: %w: %s", uri, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

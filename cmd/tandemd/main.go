@@ -59,6 +59,7 @@ func flagKeys() [][2]string {
 		{"vm-bridge", "compute.bridge"},
 		{"vm-memory-mib", "compute.memory_mib"},
 		{"migration-uri", "compute.migration_uri"},
+		{"libvirt-insecure-tcp", "compute.libvirt_insecure_tcp"},
 		{"log-format", "log.format"},
 		{"log-level", "log.level"},
 		{"pprof", "pprof"},
@@ -161,6 +162,14 @@ func loadConfig(path string, set map[string]string) (config.Config, error) {
 				return config.Config{}, fmt.Errorf("--pprof %q: want true or false", v)
 			}
 			c.Pprof = on
+			continue
+		}
+		if k == "compute.libvirt_insecure_tcp" {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return config.Config{}, fmt.Errorf("--libvirt-insecure-tcp %q: want true or false", v)
+			}
+			c.Compute.LibvirtInsecureTCP = on
 			continue
 		}
 		if k == "compute.memory_mib" {

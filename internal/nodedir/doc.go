@@ -1,7 +1,8 @@
 // Package nodedir is the layout of a node's data directory and the files
 // in it: the identity (node.json), the sockets (tandemd.sock, nbd.sock),
 // the volume list (volumes.json), the Raft directory (raft/), the node's
-// TLS material (tls/ca.crt, ca.key, node.crt, node.key) and the admin
+// TLS material (tls/ca.crt, ca.key, node.crt, node.key), libvirt's copy of
+// it (libvirt-pki/, without the CA key) and the admin
 // credentials for the CLI (admin/).
 //
 // Owner: the node-lifecycle maintainers. internal/daemon wires it: it
