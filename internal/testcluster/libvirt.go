@@ -342,6 +342,11 @@ remember_owner = 0
 user = "root"
 group = "root"
 `, n.IP, n.IP)
+	if !lv.InsecureTCP {
+		// As deploy/qemu-migrate-tls.conf: QEMU's migration stream over
+		// TLS too, both ends verified, and never without it.
+		qemu += fmt.Sprintf("migrate_tls_x509_cert_dir = %q\nmigrate_tls_x509_verify = 1\nmigrate_tls_force = 1\n", lv.PKIDir)
+	}
 	if err := os.WriteFile(filepath.Join(lv.Dir, "etc", "libvirtd.conf"), []byte(conf), 0o644); err != nil {
 		return err
 	}

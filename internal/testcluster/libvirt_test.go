@@ -94,8 +94,15 @@ func TestLibvirtdMigrate(t *testing.T) {
 		t.Fatalf("Running on n1 = %v, %v", running, err)
 	}
 
+	// migrate_tls_force: QEMU's stream never goes in clear.
+	if _, err := d1.Migrate(ctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{}); err == nil || !strings.Contains(err.Error(), "TLS") {
+		t.Fatalf("Migrate without TLS for the stream: %v, want a refusal naming TLS", err)
+	} else {
+		t.Logf("without TLS for the stream: %v", err)
+	}
 	var samples int
 	res, err := d1.Migrate(ctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{
+		TLS:         true,
 		MaxDowntime: 300 * time.Millisecond,
 		Dest:        d2,
 		DestSpec:    &destSpec,
@@ -136,7 +143,7 @@ func TestLibvirtdMigrate(t *testing.T) {
 	}
 	// And back, without a destination Driver: the numbers then come from
 	// the source if it still has them, else from Migrate's own clock.
-	back, err := d2.Migrate(ctx, name, lv1.MigrateURI(lv2), compute.MigrateOptions{})
+	back, err := d2.Migrate(ctx, name, lv1.MigrateURI(lv2), compute.MigrateOptions{TLS: true})
 	if err != nil {
 		t.Fatalf("Migrate back: %v\nQEMU on n2:\n%s\nQEMU on n1:\n%s", err, qemuLogTail(lv2, name), qemuLogTail(lv1, name))
 	}
@@ -147,7 +154,7 @@ func TestLibvirtdMigrate(t *testing.T) {
 	if _, err := d2.State(ctx, name); !compute.IsNotFoundErr(err) {
 		t.Fatalf("n2 still knows %s after migrating back: %v", name, err)
 	}
-	if _, err := d2.Migrate(ctx, name, lv1.MigrateURI(lv2), compute.MigrateOptions{}); !compute.IsNotFoundErr(err) {
+	if _, err := d2.Migrate(ctx, name, lv1.MigrateURI(lv2), compute.MigrateOptions{TLS: true}); !compute.IsNotFoundErr(err) {
 		t.Errorf("Migrate of a domain n2 no longer has: %v, want not found", err)
 	}
 
@@ -253,6 +260,7 @@ func TestLibvirtdMigrateCancel(t *testing.T) {
 	mctx, mcancel := context.WithCancel(ctx)
 	defer mcancel()
 	_, err := d1.Migrate(mctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{
+		TLS:            true,
 		BandwidthMiBps: 1,
 		Progress: func(p compute.MigrateProgress) {
 			if p.DataProcessed > 0 {
@@ -284,7 +292,7 @@ func TestLibvirtdMigrateCancel(t *testing.T) {
 		}
 	}
 	// The guest can still migrate afterwards.
-	if _, err := d1.Migrate(ctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{}); err != nil {
+	if _, err := d1.Migrate(ctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{TLS: true}); err != nil {
 		t.Fatalf("Migrate after an aborted one: %v", err)
 	}
 	if st, err := d2.State(ctx, name); err != nil || st != compute.StateRunning {

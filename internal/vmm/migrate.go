@@ -162,6 +162,9 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	// Over TLS this libvirtd is the client of the target's: it presents
 	// this node's certificate, from the files the daemon keeps in sync.
 	destURI := compute.WithPKIPath(target.MigrationUri, nodedir.Dir(m.st.Config.DataDir).LibvirtPKIDir())
+	// A TLS control connection means TLS for QEMU's stream too: the
+	// guest's memory must not cross the backend network in clear.
+	opts.TLS = compute.IsTLSURI(destURI)
 	res, merr := drv.Migrate(ctx, vm.Name, destURI, opts)
 	if merr != nil {
 		// Where is the guest now? Only the source or only the target.
