@@ -163,6 +163,12 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		b.finish(began)
 		return b.rep, fmt.Errorf("cluster setup: %w", err)
 	}
+	if lv := env.Libvirtd(env.C.Nodes[0].Name); lv != nil {
+		b.rep.Params.Transport = "libvirt over qemu+tls with the node certificates, QEMU's stream over TLS too (VIR_MIGRATE_TLS, migrate_tls_force)"
+		if lv.InsecureTCP {
+			b.rep.Params.Transport = "libvirt over qemu+tcp without authentication, QEMU's stream in clear"
+		}
+	}
 	// A real host's libvirtd probed QEMU long ago; a fresh one would pay
 	// that probe in its first incoming migration.
 	if warm, err := env.WarmLibvirt(ctx); err != nil {
