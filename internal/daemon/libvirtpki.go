@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"time"
 
 	"github.com/tandemhci/tandem/compute"
@@ -21,6 +23,14 @@ func (d *Daemon) syncLibvirtPKI(ctx context.Context, m *nodedir.TLS) error {
 	changed, err := d.dir.SaveLibvirtPKI(m)
 	if err != nil {
 		return err
+	}
+	if changed && d.cfg.ComputeEnabled() {
+		// Certificates issued before libvirt used them lack it.
+		if b, _ := pem.Decode(m.Cert); b != nil {
+			if c, err := x509.ParseCertificate(b.Bytes); err == nil && c.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
+				d.log.Warn("this node's certificate lacks key usage keyEncipherment, which libvirtd requires of its TLS server certificate; live migration to this node fails until the certificate is renewed", "cert", d.dir.NodeCert())
+			}
+		}
 	}
 	if !changed || !d.cfg.ComputeEnabled() {
 		return nil
