@@ -41,6 +41,7 @@ type config struct {
 	// migration then moves only RAM and device state (no volume handover).
 	control           bool
 	controlMigrations int
+	libvirtTCP        bool
 	rates             []int
 	migrations        int
 	replicas          int
@@ -62,6 +63,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.replicas, "replicas", 2, "replicas of the VM's disk (2: migrate between the two replica nodes; 3: rotate over all three)")
 	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
 	fs.BoolVar(&c.control, "control", true, "add a control series at the highest rate with a guest without a disk (libvirt/QEMU migration alone, no Tandem volume)")
+	fs.BoolVar(&c.libvirtTCP, "libvirt-tcp", false, "run libvirt over plain qemu+tcp and QEMU's stream in clear, as before TLS became the default (for comparison)")
 	fs.IntVar(&c.controlMigrations, "control-migrations", 20, "live migrations of the control series")
 	fs.StringVar(&c.disk, "disk", "64M", "guest disk size")
 	// 20 ms: what an operator sets for a latency-sensitive guest; the test
@@ -133,7 +135,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
-	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.Bin, Nodes: nodes, Log: log})
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.Bin, Nodes: nodes, Log: log, LibvirtInsecureTCP: cfg.libvirtTCP})
 	if err != nil {
 		return nil, err
 	}
