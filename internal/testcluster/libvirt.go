@@ -159,9 +159,9 @@ func ensureLibvirtQEMUUser(ctx context.Context) error {
 // $1 is the node's libvirt dir, $2 the hostname, $3 libvirtd, $4 its conf.
 //
 // The mounts give the host its own /run, /var/{lib,log,cache}/libvirt,
-// /etc/libvirt and /etc/pki (libvirt's TLS files), and a /dev without kvm: with /dev/kvm visible libvirtd
-// re-probes QEMU for seconds on every start, and KVM does not work here
-// anyway. /work, /tmp and Node.Dir stay visible, so QEMU can open NBD
+// /etc/libvirt and /etc/pki (libvirt's TLS files), and a /dev without
+// kvm: with /dev/kvm visible libvirtd re-probes QEMU for seconds on every
+// start, and KVM does not work here anyway. /work, /tmp and Node.Dir stay visible, so QEMU can open NBD
 // sockets and kernels there.
 const libvirtdWrapper = `set -e
 b=$1
