@@ -60,6 +60,7 @@ func flagKeys() [][2]string {
 		{"vm-memory-mib", "compute.memory_mib"},
 		{"migration-uri", "compute.migration_uri"},
 		{"libvirt-insecure-tcp", "compute.libvirt_insecure_tcp"},
+		{"migration-plain-stream", "compute.migration_plain_stream"},
 		{"log-format", "log.format"},
 		{"log-level", "log.level"},
 		{"pprof", "pprof"},
@@ -164,12 +165,12 @@ func loadConfig(path string, set map[string]string) (config.Config, error) {
 			c.Pprof = on
 			continue
 		}
-		if k == "compute.libvirt_insecure_tcp" {
+		if b, flag := boolSetting(&c, k); b != nil {
 			on, err := strconv.ParseBool(v)
 			if err != nil {
-				return config.Config{}, fmt.Errorf("--libvirt-insecure-tcp %q: want true or false", v)
+				return config.Config{}, fmt.Errorf("--%s %q: want true or false", flag, v)
 			}
-			c.Compute.LibvirtInsecureTCP = on
+			*b = on
 			continue
 		}
 		if k == "compute.memory_mib" {
@@ -190,6 +191,17 @@ func loadConfig(path string, set map[string]string) (config.Config, error) {
 		return config.Config{}, fmt.Errorf("config invalid: %w", err)
 	}
 	return c, nil
+}
+
+// boolSetting is the boolean compute setting k names, with its flag.
+func boolSetting(c *config.Config, k string) (*bool, string) {
+	switch k {
+	case "compute.libvirt_insecure_tcp":
+		return &c.Compute.LibvirtInsecureTCP, "libvirt-insecure-tcp"
+	case "compute.migration_plain_stream":
+		return &c.Compute.MigrationPlainStream, "migration-plain-stream"
+	}
+	return nil, ""
 }
 
 func newLogger(lc config.LogConfig, w io.Writer) *slog.Logger {

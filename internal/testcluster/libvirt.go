@@ -60,6 +60,8 @@ type Libvirtd struct {
 	PKIDir string
 	// InsecureTCP is set when libvirtd listens on plain TCP instead of TLS.
 	InsecureTCP bool
+	// PlainStream is set when QEMU's migration stream may go in clear.
+	PlainStream bool
 }
 
 // LibvirtdOptions tune StartLibvirtdWith. The zero value is the default:
@@ -69,6 +71,10 @@ type LibvirtdOptions struct {
 	// (auth_tcp "none") instead of TLS, for tests that need it; tandemd
 	// then needs --libvirt-insecure-tcp (StartComputeDaemon adds it).
 	InsecureTCP bool
+	// PlainStream lets QEMU's migration stream go in clear over a TLS
+	// libvirt connection: qemu.conf without migrate_tls_force, and
+	// StartComputeDaemon passes --migration-plain-stream.
+	PlainStream bool
 }
 
 // MigrateURI is the URI a migration from src to l uses: l.URI with src's
@@ -234,6 +240,7 @@ func (c *Cluster) StartLibvirtdWith(ctx context.Context, n *Node, o LibvirtdOpti
 		Socket:      filepath.Join(n.Dir, "libvirt", "sock", "libvirt-sock"),
 		PKIDir:      nodedir.Dir(dataDir(n)).LibvirtPKIDir(),
 		InsecureTCP: o.InsecureTCP,
+		PlainStream: o.PlainStream || o.InsecureTCP,
 	}
 	if o.InsecureTCP {
 		lv.URI = "qemu+tcp://" + n.IP + "/system"
@@ -345,7 +352,10 @@ group = "root"
 	if !lv.InsecureTCP {
 		// As deploy/qemu-migrate-tls.conf: QEMU's migration stream over
 		// TLS too, both ends verified, and never without it.
-		qemu += fmt.Sprintf("migrate_tls_x509_cert_dir = %q\nmigrate_tls_x509_verify = 1\nmigrate_tls_force = 1\n", lv.PKIDir)
+		qemu += fmt.Sprintf("migrate_tls_x509_cert_dir = %q\nmigrate_tls_x509_verify = 1\n", lv.PKIDir)
+		if !lv.PlainStream {
+			qemu += "migrate_tls_force = 1\n"
+		}
 	}
 	if err := os.WriteFile(filepath.Join(lv.Dir, "etc", "libvirtd.conf"), []byte(conf), 0o644); err != nil {
 		return err

@@ -224,6 +224,9 @@ func (t *Tandem) StartComputeDaemon(ctx context.Context, n *Node, lv *Libvirtd, 
 	if lv.InsecureTCP {
 		args = append(args, "--libvirt-insecure-tcp", "true")
 	}
+	if lv.PlainStream {
+		args = append(args, "--migration-plain-stream", "true")
+	}
 	if capacityMiB > 0 {
 		args = append(args, "--vm-memory-mib", fmt.Sprint(capacityMiB))
 	}

@@ -162,9 +162,10 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	// Over TLS this libvirtd is the client of the target's: it presents
 	// this node's certificate, from the files the daemon keeps in sync.
 	destURI := compute.WithPKIPath(target.MigrationUri, nodedir.Dir(m.st.Config.DataDir).LibvirtPKIDir())
-	// A TLS control connection means TLS for QEMU's stream too: the
-	// guest's memory must not cross the backend network in clear.
-	opts.TLS = compute.IsTLSURI(destURI)
+	// A TLS control connection means TLS for QEMU's stream too, unless
+	// configured otherwise: the guest's memory should not cross the
+	// backend network in clear.
+	opts.TLS = compute.IsTLSURI(destURI) && !m.st.Config.Compute.MigrationPlainStream
 	res, merr := drv.Migrate(ctx, vm.Name, destURI, opts)
 	if merr != nil {
 		// Where is the guest now? Only the source or only the target.
