@@ -60,7 +60,7 @@ func flagKeys() [][2]string {
 		{"vm-memory-mib", "compute.memory_mib"},
 		{"migration-uri", "compute.migration_uri"},
 		{"libvirt-insecure-tcp", "compute.libvirt_insecure_tcp"},
-		{"migration-plain-stream", "compute.migration_plain_stream"},
+		{"migration-stream-tls", "compute.migration_stream_tls"},
 		{"log-format", "log.format"},
 		{"log-level", "log.level"},
 		{"pprof", "pprof"},
@@ -198,8 +198,8 @@ func boolSetting(c *config.Config, k string) (*bool, string) {
 	switch k {
 	case "compute.libvirt_insecure_tcp":
 		return &c.Compute.LibvirtInsecureTCP, "libvirt-insecure-tcp"
-	case "compute.migration_plain_stream":
-		return &c.Compute.MigrationPlainStream, "migration-plain-stream"
+	case "compute.migration_stream_tls":
+		return &c.Compute.MigrationStreamTLS, "migration-stream-tls"
 	}
 	return nil, ""
 }

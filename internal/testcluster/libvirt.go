@@ -60,8 +60,8 @@ type Libvirtd struct {
 	PKIDir string
 	// InsecureTCP is set when libvirtd listens on plain TCP instead of TLS.
 	InsecureTCP bool
-	// PlainStream is set when QEMU's migration stream may go in clear.
-	PlainStream bool
+	// StreamTLS is set when QEMU's migration stream must be TLS.
+	StreamTLS bool
 }
 
 // LibvirtdOptions tune StartLibvirtdWith. The zero value is the default:
@@ -71,10 +71,11 @@ type LibvirtdOptions struct {
 	// (auth_tcp "none") instead of TLS, for tests that need it; tandemd
 	// then needs --libvirt-insecure-tcp (StartComputeDaemon adds it).
 	InsecureTCP bool
-	// PlainStream lets QEMU's migration stream go in clear over a TLS
-	// libvirt connection: qemu.conf without migrate_tls_force, and
-	// StartComputeDaemon passes --migration-plain-stream.
-	PlainStream bool
+	// StreamTLS makes QEMU's migration stream TLS-only too: qemu.conf
+	// with migrate_tls_force, and StartComputeDaemon passes
+	// --migration-stream-tls. Without it the stream may be TLS (the
+	// certificate directory is set) but need not.
+	StreamTLS bool
 }
 
 // MigrateURI is the URI a migration from src to l uses: l.URI with src's
@@ -240,7 +241,7 @@ func (c *Cluster) StartLibvirtdWith(ctx context.Context, n *Node, o LibvirtdOpti
 		Socket:      filepath.Join(n.Dir, "libvirt", "sock", "libvirt-sock"),
 		PKIDir:      nodedir.Dir(dataDir(n)).LibvirtPKIDir(),
 		InsecureTCP: o.InsecureTCP,
-		PlainStream: o.PlainStream || o.InsecureTCP,
+		StreamTLS:   o.StreamTLS && !o.InsecureTCP,
 	}
 	if o.InsecureTCP {
 		lv.URI = "qemu+tcp://" + n.IP + "/system"
@@ -350,10 +351,10 @@ user = "root"
 group = "root"
 `, n.IP, n.IP)
 	if !lv.InsecureTCP {
-		// As deploy/qemu-migrate-tls.conf: QEMU's migration stream over
-		// TLS too, both ends verified, and never without it.
+		// As deploy/qemu-migrate-tls.conf: QEMU's migration stream can go
+		// over TLS, both ends verified; with StreamTLS never without it.
 		qemu += fmt.Sprintf("migrate_tls_x509_cert_dir = %q\nmigrate_tls_x509_verify = 1\n", lv.PKIDir)
-		if !lv.PlainStream {
+		if lv.StreamTLS {
 			qemu += "migrate_tls_force = 1\n"
 		}
 	}

@@ -48,12 +48,25 @@ func startLibvirtd(t *testing.T, ctx context.Context, c *Cluster, n *Node) *Libv
 // libvirtd running and dialled on both nodes; ctx ends with the test.
 func libvirtdPair(t *testing.T) (ctx context.Context, c *Cluster, lv1, lv2 *Libvirtd, d1, d2 *compute.Driver) {
 	t.Helper()
+	return libvirtdPairWith(t, LibvirtdOptions{})
+}
+
+// libvirtdPairWith is libvirtdPair with options for both libvirtds.
+func libvirtdPairWith(t *testing.T, o LibvirtdOptions) (ctx context.Context, c *Cluster, lv1, lv2 *Libvirtd, d1, d2 *compute.Driver) {
+	t.Helper()
 	RequireLibvirtd(t)
 	t.Parallel()
 	c = New(t, Options{Nodes: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	lv1, lv2 = startLibvirtd(t, ctx, c, c.Node("n1")), startLibvirtd(t, ctx, c, c.Node("n2"))
+	start := func(n *Node) *Libvirtd {
+		lv, err := c.StartLibvirtdWith(ctx, n, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lv
+	}
+	lv1, lv2 = start(c.Node("n1")), start(c.Node("n2"))
 	d1, d2 = dialLibvirtd(t, ctx, lv1), dialLibvirtd(t, ctx, lv2)
 	return ctx, c, lv1, lv2, d1, d2
 }
@@ -62,8 +75,10 @@ func qemuLogTail(lv *Libvirtd, dom string) string {
 	return logTail(lv.QEMULog(dom), 20)
 }
 
+// TestLibvirtdMigrate migrates with QEMU's stream over TLS too, which
+// StreamTLS makes mandatory (migrate_tls_force).
 func TestLibvirtdMigrate(t *testing.T) {
-	ctx, c, lv1, lv2, d1, d2 := libvirtdPair(t)
+	ctx, c, lv1, lv2, d1, d2 := libvirtdPairWith(t, LibvirtdOptions{StreamTLS: true})
 	n1, n2 := lv1.Node, lv2.Node
 
 	total, free, err := d1.NodeMemory(ctx)

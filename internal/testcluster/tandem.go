@@ -224,8 +224,8 @@ func (t *Tandem) StartComputeDaemon(ctx context.Context, n *Node, lv *Libvirtd, 
 	if lv.InsecureTCP {
 		args = append(args, "--libvirt-insecure-tcp", "true")
 	}
-	if lv.PlainStream {
-		args = append(args, "--migration-plain-stream", "true")
+	if lv.StreamTLS {
+		args = append(args, "--migration-stream-tls", "true")
 	}
 	if capacityMiB > 0 {
 		args = append(args, "--vm-memory-mib", fmt.Sprint(capacityMiB))

@@ -162,10 +162,9 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	// Over TLS this libvirtd is the client of the target's: it presents
 	// this node's certificate, from the files the daemon keeps in sync.
 	destURI := compute.WithPKIPath(target.MigrationUri, nodedir.Dir(m.st.Config.DataDir).LibvirtPKIDir())
-	// A TLS control connection means TLS for QEMU's stream too, unless
-	// configured otherwise: the guest's memory should not cross the
-	// backend network in clear.
-	opts.TLS = compute.IsTLSURI(destURI) && !m.st.Config.Compute.MigrationPlainStream
+	// QEMU's stream over TLS only when configured: see
+	// config.ComputeConfig.MigrationStreamTLS.
+	opts.TLS = compute.IsTLSURI(destURI) && m.st.Config.Compute.MigrationStreamTLS
 	res, merr := drv.Migrate(ctx, vm.Name, destURI, opts)
 	if merr != nil {
 		// Where is the guest now? Only the source or only the target.

@@ -43,7 +43,9 @@ type Options struct {
 	// LibvirtInsecureTCP runs libvirt as before TLS: qemu+tcp without
 	// authentication and QEMU's stream in clear (for comparisons).
 	LibvirtInsecureTCP bool
-	Log                *slog.Logger
+	// LibvirtStreamTLS makes QEMU's migration stream TLS too.
+	LibvirtStreamTLS bool
+	Log              *slog.Logger
 }
 
 // Env is a running benchmark cluster. Its methods are safe for concurrent
@@ -100,7 +102,7 @@ func Open(ctx context.Context, o Options) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
-	e := &Env{Log: o.Log, Root: root, Tmp: tmp, ip: ip, capacity: o.CapacityMiB, lvOpts: testcluster.LibvirtdOptions{InsecureTCP: o.LibvirtInsecureTCP}, BMC: map[string]*testcluster.BMC{},
+	e := &Env{Log: o.Log, Root: root, Tmp: tmp, ip: ip, capacity: o.CapacityMiB, lvOpts: testcluster.LibvirtdOptions{InsecureTCP: o.LibvirtInsecureTCP, StreamTLS: o.LibvirtStreamTLS}, BMC: map[string]*testcluster.BMC{},
 		lv: map[string]*testcluster.Libvirtd{}, procs: map[string]*testcluster.Proc{}}
 	ok := false
 	defer func() {
