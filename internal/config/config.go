@@ -113,9 +113,8 @@ type ComputeConfig struct {
 	// MigrationStreamTLS encrypts QEMU's migration stream (guest memory)
 	// too when MigrationURI is qemu+tls (VIR_MIGRATE_TLS; qemu.conf as in
 	// deploy/qemu-migrate-tls.conf). Off by default: libvirt's connection
-	// is TLS, the stream is plain TCP on the backend network, because in
-	// the TCG test runs disk-backed guests broke at the switch-over far
-	// more often with it (docs/design.md §7).
+	// is TLS, the stream is plain TCP on the backend network, until the
+	// stream's TLS is measured on a quiet machine (docs/design.md §7).
 	MigrationStreamTLS bool `yaml:"migration_stream_tls"`
 	// Bridge is the default bridge of VM network interfaces. Default vmbr0.
 	Bridge string `yaml:"bridge"`
