@@ -114,3 +114,22 @@ func TestJobParams(t *testing.T) {
 		}
 	}
 }
+
+func TestWithPKIPath(t *testing.T) {
+	for _, c := range []struct{ uri, dir, want string }{
+		{"qemu+tls://10.0.0.2/system", "/var/lib/tandem/libvirt-pki", "qemu+tls://10.0.0.2/system?pkipath=/var/lib/tandem/libvirt-pki"},
+		{"qemu+tls://[fd00::2]/system?no_verify=0", "/d", "qemu+tls://[fd00::2]/system?no_verify=0&pkipath=/d"},
+		{"qemu+tls://h/system?pkipath=/mine", "/d", "qemu+tls://h/system?pkipath=/mine"},
+		{"qemu+tls://h/system", "/a b&c", "qemu+tls://h/system?pkipath=%2Fa+b%26c"},
+		{"qemu+tcp://h/system", "/d", "qemu+tcp://h/system"},
+		{"qemu+ssh://root@h/system", "/d", "qemu+ssh://root@h/system"},
+		{"qemu+tls://h/system", "", "qemu+tls://h/system"},
+	} {
+		if got := WithPKIPath(c.uri, c.dir); got != c.want {
+			t.Errorf("WithPKIPath(%q, %q) = %q, want %q", c.uri, c.dir, got, c.want)
+		}
+	}
+	if !IsTLSURI("qemu+tls://h/system") || IsTLSURI("qemu+tcp://h/system") || IsTLSURI("::") {
+		t.Error("IsTLSURI")
+	}
+}

@@ -27,6 +27,7 @@ install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" \
 install -m 0755 "$bin/tandemd" "$bin/tandem" "$root/usr/bin/"
 install -m 0644 "$here/tandemd.service" "$root/lib/systemd/system/"
 install -m 0644 "$here/tandem.yaml" "$root/usr/share/doc/tandem/examples/tandem.yaml"
+install -m 0644 "$here/libvirtd-tls.conf" "$here/qemu-migrate-tls.conf" "$root/usr/share/doc/tandem/examples/"
 install -m 0644 "$here/debian/copyright" "$root/usr/share/doc/tandem/copyright"
 
 # Man pages and completions come from the CLI itself, so they match it.

@@ -106,7 +106,8 @@ func TestDebianPackage(t *testing.T) {
 	contents := run("dpkg-deb", "-c", deb)
 	for _, f := range []string{
 		"./usr/bin/tandemd", "./usr/bin/tandem", "./lib/systemd/system/tandemd.service",
-		"./usr/share/doc/tandem/examples/tandem.yaml", "./usr/share/doc/tandem/copyright",
+		"./usr/share/doc/tandem/examples/tandem.yaml", "./usr/share/doc/tandem/examples/libvirtd-tls.conf",
+		"./usr/share/doc/tandem/examples/qemu-migrate-tls.conf", "./usr/share/doc/tandem/copyright",
 		"./usr/share/man/man1/tandem.1.gz", "./usr/share/man/man1/tandem-volume-create.1.gz", "./usr/share/man/man8/tandemd.8.gz",
 		"./usr/share/bash-completion/completions/tandem", "./usr/share/zsh/vendor-completions/_tandem",
 	} {

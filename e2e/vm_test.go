@@ -608,6 +608,88 @@ func TestVMMigrationFailureKeepsSource(t *testing.T) {
 	if vol := volumeCmd(t, ctx, td, n1, "show", "fd"); vol.Primary != n2.Name || vol.Epoch != before.Epoch+1 {
 		t.Fatalf("after the second migration: primary %s epoch %d", vol.Primary, vol.Epoch)
 	}
+	checkMigrationTLS(t, vc, n1, n2, "f1")
+}
+
+// checkMigrationTLS: the migrations from src to dst ran over TLS (libvirt's
+// connection, as src's tandemd logged them), and dst's
+// libvirtd refuses a host on the backend network that is not a member: no
+// TCP listener, and TLS without a client certificate of the cluster CA is
+// refused. src, a member, gets in with its node certificate and sees vm.
+func checkMigrationTLS(t *testing.T, vc *vmCluster, src, dst *testcluster.Node, vm string) {
+	t.Helper()
+	c, ctx := vc.c, vc.ctx
+	log, err := os.ReadFile(filepath.Join(src.Dir, "tandemd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `msg="migration done"`
+	tls := `dest="qemu+tls://` + dst.IP + `/system?pkipath=` + vc.td.DataDir(src) + `/libvirt-pki"`
+	var done, overTLS int
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, "migration starting") {
+			if !strings.Contains(l, tls) {
+				t.Errorf("a migration did not use TLS for libvirt: %s", l)
+			}
+			overTLS++
+		}
+		if strings.Contains(l, want) {
+			done++
+		}
+	}
+	if done == 0 || overTLS == 0 {
+		t.Fatalf("%s's log has no migration (%d started, %d done)", src.Name, overTLS, done)
+	}
+	t.Logf("%d migration(s) started over TLS (%s), %d done", overTLS, tls, done)
+
+	if _, err := c.SwitchOnBackend(); err != nil {
+		t.Fatal(err)
+	}
+	virsh := func(n *testcluster.Node, uri string) (string, error) {
+		argv := []string{"virsh", "-c", uri, "list", "--name"}
+		var out []byte
+		var err error
+		if n == nil {
+			out, err = c.ExecSwitch(ctx, argv...)
+		} else {
+			out, err = c.Exec(ctx, n, argv...)
+		}
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := virsh(nil, "qemu+tcp://"+dst.IP+"/system"); err == nil || !strings.Contains(out, "Connection refused") {
+		t.Errorf("qemu+tcp to %s from the switch: %v, want connection refused\n%s", dst.Name, err, out)
+	}
+	// Without a client certificate: only the cluster's CA certificate.
+	ca, err := os.ReadFile(filepath.Join(vc.td.DataDir(dst), "tls", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cacert.pem"), ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := virsh(nil, "qemu+tls://"+dst.IP+"/system?pkipath="+dir); err == nil {
+		t.Errorf("qemu+tls to %s without a client certificate was accepted:\n%s", dst.Name, out)
+	}
+	// A self-signed client certificate (the client trusts it and the
+	// cluster CA, so only the server can refuse it).
+	self := filepath.Join(t.TempDir(), "self")
+	if out, err := exec.CommandContext(ctx, "sh", "-c", `set -e; mkdir -p "$1"; cd "$1"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout clientkey.pem -out clientcert.pem \
+	-subj "/OU=node/CN=$2" -days 1 -addext keyUsage=critical,digitalSignature,keyEncipherment -addext extendedKeyUsage=clientAuth 2>&1
+cat clientcert.pem "$3" > cacert.pem`, "sh", self, src.Name, filepath.Join(vc.td.DataDir(dst), "tls", "ca.crt")).CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	if out, err := virsh(nil, "qemu+tls://"+dst.IP+"/system?pkipath="+self); err == nil {
+		t.Errorf("qemu+tls to %s with a self-signed client certificate was accepted:\n%s", dst.Name, out)
+	} else {
+		t.Logf("self-signed client certificate refused: %s", out)
+	}
+	// A member with its node certificate gets in (the refusals above are
+	// not a broken listener).
+	if out, err := virsh(src, "qemu+tls://"+dst.IP+"/system?pkipath="+vc.td.DataDir(src)+"/libvirt-pki"); err != nil || !strings.Contains(out, vm) {
+		t.Errorf("qemu+tls to %s from member %s: %v\n%s", dst.Name, src.Name, err, out)
+	}
 }
 
 // TestVMCreateFromImage copies a qcow2 image into a VM's new replicated

@@ -41,6 +41,8 @@ type config struct {
 	// migration then moves only RAM and device state (no volume handover).
 	control           bool
 	controlMigrations int
+	libvirtTCP        bool
+	streamTLS         bool
 	rates             []int
 	migrations        int
 	replicas          int
@@ -62,6 +64,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.replicas, "replicas", 2, "replicas of the VM's disk (2: migrate between the two replica nodes; 3: rotate over all three)")
 	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
 	fs.BoolVar(&c.control, "control", true, "add a control series at the highest rate with a guest without a disk (libvirt/QEMU migration alone, no Tandem volume)")
+	fs.BoolVar(&c.streamTLS, "stream-tls", false, "QEMU's migration stream over TLS too (compute.migration_stream_tls)")
+	fs.BoolVar(&c.libvirtTCP, "libvirt-tcp", false, "run libvirt over plain qemu+tcp and QEMU's stream in clear, as before TLS became the default (for comparison)")
 	fs.IntVar(&c.controlMigrations, "control-migrations", 20, "live migrations of the control series")
 	fs.StringVar(&c.disk, "disk", "64M", "guest disk size")
 	// 20 ms: what an operator sets for a latency-sensitive guest; the test
@@ -133,7 +137,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("-memory: %w", err)
 	}
-	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.Bin, Nodes: nodes, Log: log})
+	env, err := vmbench.Open(ctx, vmbench.Options{Name: "migration", Bin: cfg.Bin, Nodes: nodes, Log: log, LibvirtInsecureTCP: cfg.libvirtTCP, LibvirtStreamTLS: cfg.streamTLS})
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +166,15 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		b.rep.LogExcerpts = b.excerpts("", "")
 		b.finish(began)
 		return b.rep, fmt.Errorf("cluster setup: %w", err)
+	}
+	if lv := env.Libvirtd(env.C.Nodes[0].Name); lv != nil {
+		b.rep.Params.Transport = "libvirt over qemu+tls with the node certificates, QEMU's stream plain TCP (the default)"
+		switch {
+		case lv.StreamTLS:
+			b.rep.Params.Transport = "libvirt over qemu+tls with the node certificates, QEMU's stream over TLS too (VIR_MIGRATE_TLS, migrate_tls_force)"
+		case lv.InsecureTCP:
+			b.rep.Params.Transport = "libvirt over qemu+tcp without authentication, QEMU's stream in clear"
+		}
 	}
 	// A real host's libvirtd probed QEMU long ago; a fresh one would pay
 	// that probe in its first incoming migration.

@@ -48,6 +48,8 @@ type Params struct {
 	Quiet       string `json:"reference_window"`
 	Timeout     string `json:"timeout"`
 	Accelerator string `json:"accelerator"`
+	// Transport is how libvirt and QEMU carried the migrations.
+	Transport string `json:"migration_transport,omitempty"`
 	// Control adds a series without a guest disk at the highest rate.
 	Control           bool `json:"control_series"`
 	ControlMigrations int  `json:"control_migrations"`
@@ -291,6 +293,9 @@ func (rep *Report) Markdown() string {
 	p("Setup: %d-node cluster in network namespaces, one libvirtd per host, QEMU %s; one test guest per rate (%d MiB, 1 vCPU, kernel + busybox initramfs, "+
 		"%s, NIC on the VM bridge), %d migrations per rate alternating between the disk's replica nodes, %s, a %s pause between migrations.",
 		pr.Nodes, pr.Accelerator, pr.MemoryMiB, disk, pr.Migrations, down, pr.Settle)
+	if pr.Transport != "" {
+		p(" Migration transport: %s.", pr.Transport)
+	}
 	if pr.Control {
 		p(" Control series: the same guest without a disk at the highest rate, %d migrations between the first nodes: libvirt's and QEMU's migration alone, "+
 			"with no Tandem volume, no dual-primary window and no handover (its acknowledged disk counter stays 0; a restart shows as its sequence going back).",

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -28,5 +29,22 @@ func TestConfigPath(t *testing.T) {
 		if got := configPath(c.flag, c.explicit, def); got != c.want {
 			t.Errorf("configPath(%q, %v) = %q, want %q", c.flag, c.explicit, got, c.want)
 		}
+	}
+}
+
+// TestInsecureTCPFlag: --migration-uri qemu+tcp needs --libvirt-insecure-tcp.
+func TestInsecureTCPFlag(t *testing.T) {
+	set := map[string]string{"node_name": "n1", "backend_addr": "10.0.0.1", "data_dir": t.TempDir(), "compute.migration_uri": "qemu+tcp://10.0.0.1/system"}
+	if _, err := loadConfig("", set); err == nil || !strings.Contains(err.Error(), "compute.libvirt_insecure_tcp: true") {
+		t.Fatalf("qemu+tcp without the flag: %v", err)
+	}
+	set["compute.libvirt_insecure_tcp"] = "yes"
+	if _, err := loadConfig("", set); err == nil || !strings.Contains(err.Error(), "--libvirt-insecure-tcp") {
+		t.Fatalf("--libvirt-insecure-tcp yes: %v", err)
+	}
+	set["compute.libvirt_insecure_tcp"] = "true"
+	c, err := loadConfig("", set)
+	if err != nil || !c.Compute.LibvirtInsecureTCP {
+		t.Fatalf("with the flag: %+v, %v", c.Compute, err)
 	}
 }

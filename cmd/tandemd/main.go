@@ -59,6 +59,8 @@ func flagKeys() [][2]string {
 		{"vm-bridge", "compute.bridge"},
 		{"vm-memory-mib", "compute.memory_mib"},
 		{"migration-uri", "compute.migration_uri"},
+		{"libvirt-insecure-tcp", "compute.libvirt_insecure_tcp"},
+		{"migration-stream-tls", "compute.migration_stream_tls"},
 		{"log-format", "log.format"},
 		{"log-level", "log.level"},
 		{"pprof", "pprof"},
@@ -163,6 +165,14 @@ func loadConfig(path string, set map[string]string) (config.Config, error) {
 			c.Pprof = on
 			continue
 		}
+		if b, flag := boolSetting(&c, k); b != nil {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return config.Config{}, fmt.Errorf("--%s %q: want true or false", flag, v)
+			}
+			*b = on
+			continue
+		}
 		if k == "compute.memory_mib" {
 			n, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
@@ -181,6 +191,17 @@ func loadConfig(path string, set map[string]string) (config.Config, error) {
 		return config.Config{}, fmt.Errorf("config invalid: %w", err)
 	}
 	return c, nil
+}
+
+// boolSetting is the boolean compute setting k names, with its flag.
+func boolSetting(c *config.Config, k string) (*bool, string) {
+	switch k {
+	case "compute.libvirt_insecure_tcp":
+		return &c.Compute.LibvirtInsecureTCP, "libvirt-insecure-tcp"
+	case "compute.migration_stream_tls":
+		return &c.Compute.MigrationStreamTLS, "migration-stream-tls"
+	}
+	return nil, ""
 }
 
 func newLogger(lc config.LogConfig, w io.Writer) *slog.Logger {

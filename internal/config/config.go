@@ -106,8 +106,22 @@ type ComputeConfig struct {
 	// LibvirtURI is opened on that socket. Default qemu:///system.
 	LibvirtURI string `yaml:"libvirt_uri"`
 	// MigrationURI is where other nodes' libvirtd reach this one for live
-	// migration. Default qemu+tcp://<backend host>/system.
+	// migration. Default qemu+tls://<backend host>/system: libvirtd
+	// listens on TLS with this node's certificate (files in
+	// <data_dir>/libvirt-pki, see deploy/libvirtd-tls.conf), and the
+	// source adds its own client certificate directory as pkipath.
 	MigrationURI string `yaml:"migration_uri"`
+	// LibvirtInsecureTCP allows a qemu+tcp MigrationURI, i.e. a libvirtd
+	// listening without TLS: anyone on the backend network can then run
+	// and read this node's VMs. Off by default; Validate refuses
+	// qemu+tcp without it.
+	LibvirtInsecureTCP bool `yaml:"libvirt_insecure_tcp"`
+	// MigrationStreamTLS encrypts QEMU's migration stream (guest memory)
+	// too when MigrationURI is qemu+tls (VIR_MIGRATE_TLS; qemu.conf as in
+	// deploy/qemu-migrate-tls.conf). Off by default: libvirt's connection
+	// is TLS, the stream is plain TCP on the backend network, until the
+	// stream's TLS is measured on a quiet machine (docs/design.md §7).
+	MigrationStreamTLS bool `yaml:"migration_stream_tls"`
 	// Bridge is the default bridge of VM network interfaces. Default vmbr0.
 	Bridge string `yaml:"bridge"`
 	// MemoryMiB is the memory VMs may use here. Default: what libvirt
@@ -301,7 +315,7 @@ func (c *Config) ApplyDefaults() {
 		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
 			h = "[" + host + "]"
 		}
-		c.Compute.MigrationURI = "qemu+tcp://" + h + "/system"
+		c.Compute.MigrationURI = "qemu+tls://" + h + "/system"
 	}
 }
 

@@ -75,7 +75,7 @@ func TestParseMinimal(t *testing.T) {
 		Log:  LogConfig{Format: "text", Level: "info"},
 		Raft: RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
 		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "qemu",
-			MigrationURI: "qemu+tcp://10.0.0.1/system"},
+			MigrationURI: "qemu+tls://10.0.0.1/system"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -124,7 +124,7 @@ disks:
 		Raft:  RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
 		Disks: []string{"/dev/disk/by-id/nvme-a", "/dev/sdb"},
 		Compute: ComputeConfig{LibvirtSocket: "/run/lv/sock", LibvirtURI: DefaultLibvirtURI, Bridge: "br9", MemoryMiB: 4096, DomainType: "qemu",
-			MigrationURI: "qemu+tcp://10.0.0.5/system"},
+			MigrationURI: "qemu+tls://10.0.0.5/system"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -380,6 +380,23 @@ func TestDisks(t *testing.T) {
 	if c := mustParse(t, minimal+"disks: []\n"); len(c.Disks) != 0 {
 		t.Errorf("disks = %q", c.Disks)
 	}
+}
+
+// TestMigrationURITLS: plain TCP to libvirtd is refused unless the insecure
+// flag says the operator means it.
+func TestMigrationURITLS(t *testing.T) {
+	if c := mustParse(t, minimal); !strings.HasPrefix(c.Compute.MigrationURI, "qemu+tls://") || c.Compute.LibvirtInsecureTCP {
+		t.Errorf("default migration_uri = %q, insecure %v", c.Compute.MigrationURI, c.Compute.LibvirtInsecureTCP)
+	}
+	tcp := minimal + "compute:\n  migration_uri: qemu+tcp://10.0.0.1/system\n"
+	lines := parseErr(t, tcp)
+	wantLine(t, lines, `compute.migration_uri: "qemu+tcp://10.0.0.1/system" has libvirtd listen on TCP without TLS`)
+	wantLine(t, lines, "compute.libvirt_insecure_tcp: true")
+	wantLine(t, parseErr(t, minimal+"compute:\n  migration_uri: QEMU+TCP://10.0.0.1/system\n"), "compute.migration_uri: ")
+	if c := mustParse(t, tcp+"  libvirt_insecure_tcp: true\n"); c.Compute.MigrationURI != "qemu+tcp://10.0.0.1/system" {
+		t.Errorf("insecure migration_uri = %q", c.Compute.MigrationURI)
+	}
+	mustParse(t, minimal+"compute:\n  migration_uri: qemu+ssh://root@10.0.0.1/system\n")
 }
 
 func TestDataDir(t *testing.T) {

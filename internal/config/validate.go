@@ -41,6 +41,9 @@ func (c Config) Validate() error {
 	if cs := c.Compute.LibvirtSocket; cs != "" && cs != ComputeOff && !filepath.IsAbs(cs) {
 		bad("compute.libvirt_socket", "%q must be an absolute path (e.g. %s) or %q", cs, DefaultLibvirtSocket, ComputeOff)
 	}
+	if u := c.Compute.MigrationURI; strings.HasPrefix(strings.ToLower(u), "qemu+tcp:") && !c.Compute.LibvirtInsecureTCP {
+		bad("compute.migration_uri", "%q has libvirtd listen on TCP without TLS or authentication, so any host on the backend network could control this node's VMs; use qemu+tls://<backend host>/system (the default; see deploy/libvirtd-tls.conf), or set compute.libvirt_insecure_tcp: true to accept the risk", u)
+	}
 	if wd := c.Watchdog; wd != "" && wd != "off" && !filepath.IsAbs(wd) {
 		bad("watchdog", "%q must be an absolute device path or \"off\"", wd)
 	}

@@ -374,13 +374,16 @@ func (d *Daemon) hostConfig() consensus.HostConfig {
 
 // startClusterLocked starts the Raft host and metadata replica. members and
 // join are used only the first time this replica starts.
-func (d *Daemon) startClusterLocked(_ context.Context, members map[uint64]string, join bool) error {
+func (d *Daemon) startClusterLocked(ctx context.Context, members map[uint64]string, join bool) error {
 	m, err := d.dir.LoadTLS()
 	if err != nil {
 		return err
 	}
 	d.tls = m
 	d.hs.tls.Store(m)
+	if err := d.syncLibvirtPKI(ctx, m); err != nil {
+		return fmt.Errorf("libvirt TLS files: %w", err)
+	}
 	host, err := consensus.NewHost(d.hostConfig())
 	if err != nil {
 		return err

@@ -44,7 +44,7 @@ func (d *Daemon) newRenewer() *membership.Renewer {
 			if err := d.dir.SaveNodeCert(m.Cert, m.Key); err != nil {
 				return err
 			}
-			d.useTLS(m)
+			d.useTLS(context.Background(), m)
 			return nil
 		},
 		InstallTLS: func(m membership.Material) error {
@@ -52,7 +52,7 @@ func (d *Daemon) newRenewer() *membership.Renewer {
 			if err := d.dir.SaveTLS(&t); err != nil {
 				return err
 			}
-			d.useTLS(m)
+			d.useTLS(context.Background(), m)
 			return nil
 		},
 		InstallAdmin: func(c membership.AdminCredentials) error { return d.dir.SaveAdmin(nodedir.Admin(c)) },
@@ -60,12 +60,16 @@ func (d *Daemon) newRenewer() *membership.Renewer {
 	})
 }
 
-// useTLS makes m the material of the next handshakes and of the identity
-// subsystems read.
-func (d *Daemon) useTLS(m membership.Material) {
+// useTLS makes m the material of the next handshakes, of the identity
+// subsystems read, and of libvirtd's TLS (so migrations follow a renewal
+// or a CA rotation).
+func (d *Daemon) useTLS(ctx context.Context, m membership.Material) {
 	t := nodedir.TLS(m)
 	d.mu.Lock()
 	d.tls = &t
 	d.mu.Unlock()
 	d.hs.tls.Store(&t)
+	if err := d.syncLibvirtPKI(ctx, &t); err != nil {
+		d.log.Warn("libvirt TLS files not updated; live migrations may fail until tandemd restarts", "err", err)
+	}
 }

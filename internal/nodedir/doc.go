@@ -1,9 +1,10 @@
 // Package nodedir is the layout of a node's data directory and the files
 // in it: the identity (node.json), the sockets (tandemd.sock, nbd.sock),
 // the volume list (volumes.json), the Raft directory (raft/), the node's
-// TLS material (tls/ca.crt, ca.key, node.crt, node.key), the cluster
-// secret that seals secrets in the metadata shard (cluster.secret) and
-// the admin credentials for the CLI (admin/).
+// TLS material (tls/ca.crt, ca.key, node.crt, node.key), libvirt's copy of
+// it (libvirt-pki/, without the CA key), the cluster secret that seals
+// secrets in the metadata shard (cluster.secret) and the admin credentials
+// for the CLI (admin/).
 //
 // Owner: the node-lifecycle maintainers. internal/daemon wires it: it
 // names every file through a Dir and loads and saves the identity and the

@@ -155,7 +155,7 @@ func (ca *CA) Fingerprint() [32]byte {
 // decided (from the join token) which node this is, and the CSR's requested
 // subject and SANs are ignored. The certificate has CN and DNS SAN nodeName,
 // OU "node", the given IP SANs, EKU ServerAuth+ClientAuth (nodes are both
-// servers and clients of each other) and is valid for 5 years, but never
+// servers and clients of each other, and of each other's libvirtd) and is valid for 5 years, but never
 // past the CA's own expiry.
 func (ca *CA) SignNode(csrPEM []byte, nodeName string, ips []net.IP, now time.Time) ([]byte, error) {
 	return ca.SignNodeFor(csrPEM, nodeName, ips, now, NodeValidity)
@@ -179,7 +179,10 @@ func (ca *CA) SignNodeFor(csrPEM []byte, nodeName string, ips []net.IP, now time
 		Subject:     pkix.Name{CommonName: nodeName, OrganizationalUnit: []string{OUNode}},
 		DNSNames:    []string{nodeName},
 		IPAddresses: ips,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
+		// KeyEncipherment means nothing for an ECDSA key, but libvirtd
+		// refuses a server certificate whose (critical) key usage lacks
+		// it, and node certificates are libvirtd's too.
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := ca.issue(tmpl, pub, now, validity)

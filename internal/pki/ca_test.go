@@ -170,6 +170,10 @@ func TestSignNode(t *testing.T) {
 	if !slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}) {
 		t.Errorf("ExtKeyUsage = %v", c.ExtKeyUsage)
 	}
+	// libvirtd insists on both for its server certificate.
+	if want := x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment; c.KeyUsage&want != want {
+		t.Errorf("KeyUsage = %v, want DigitalSignature and KeyEncipherment", c.KeyUsage)
+	}
 	if c.IsCA {
 		t.Error("node cert is a CA")
 	}

@@ -52,12 +52,19 @@
 //
 // Cluster.StartLibvirtd runs a libvirtd "on" a host: in the host's network
 // namespace plus a private mount and UTS namespace, with per-host /run,
-// /var/{lib,log,cache}/libvirt and /etc/libvirt bind-mounted from
+// /var/{lib,log,cache}/libvirt, /etc/libvirt and /etc/pki bind-mounted from
 // Node.Dir/libvirt and a /dev without kvm (KVM does not work on the test
 // machines, and a visible /dev/kvm makes libvirtd re-probe QEMU for seconds
 // on every start). Its unix socket is under Node.Dir so tests and tandemd,
 // which are not in that mount namespace, reach it; other hosts reach it at
-// qemu+tcp://<node ip>/system, which peer-to-peer migration uses. QEMUs it
+// qemu+tls://<node ip>/system, which peer-to-peer migration uses, with a
+// node certificate (Libvirtd.MigrateURI adds the source's pkipath). Its TLS
+// files are tandemd's <data dir>/libvirt-pki; until tandemd has written
+// them (at create or join, then reloading libvirtd) they are placeholders
+// from a CA of the harness shared by the cluster's hosts. QEMU's migration
+// stream is TLS-only too (migrate_tls_force). LibvirtdOptions.InsecureTCP
+// gives the old qemu+tcp listener for tests that need it. SwitchOnBackend
+// puts the switch on the backend network as a non-member host. QEMUs it
 // starts live in the host's network namespace, so Kill takes them down
 // with it.
 //

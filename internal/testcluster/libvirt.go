@@ -16,7 +16,18 @@ import (
 	"github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/compute"
+	"github.com/tandemhci/tandem/internal/nodedir"
+	"github.com/tandemhci/tandem/internal/pki"
 )
+
+// LibvirtAllowedDN is the tls_allowed_dn_list pattern of the harness's
+// libvirtds, as in deploy/libvirtd-tls.conf: any node certificate (OU
+// "node") signed by the trusted CA; admin and export certificates have
+// another OU. The DN is as virt-pki-query-dn prints it: in certificate
+// order, which for certificates from internal/pki is OU, then CN.
+const LibvirtAllowedDN = "OU=" + pki.OUNode + ",CN=*"
 
 // LibvirtdName is the process name StartLibvirtd runs libvirtd under (its
 // log is Node.Dir/libvirtd.log).
@@ -36,10 +47,41 @@ type Libvirtd struct {
 	// processes in the root mount namespace (tests, tandemd) reach it.
 	Socket string
 	// URI is how other hosts' libvirtds reach this one over the backend
-	// network, e.g. the destination of a peer-to-peer migration.
+	// network, e.g. the destination of a peer-to-peer migration:
+	// qemu+tls://<IP>/system, or qemu+tcp with LibvirtdOptions.InsecureTCP.
+	// A source libvirtd needs its client certificate too: see MigrateURI.
 	URI string
 	// Dir is the host's libvirt state (etc, lib, log, cache, run).
 	Dir string
+	// PKIDir holds the TLS files libvirtd serves with and, as pkipath,
+	// connects to other hosts with: the node's tandemd data dir's
+	// libvirt-pki/ (nodedir.Dir.LibvirtPKIDir), which tandemd rewrites
+	// from its node certificate when it creates or joins a cluster.
+	PKIDir string
+	// InsecureTCP is set when libvirtd listens on plain TCP instead of TLS.
+	InsecureTCP bool
+	// StreamTLS is set when QEMU's migration stream must be TLS.
+	StreamTLS bool
+}
+
+// LibvirtdOptions tune StartLibvirtdWith. The zero value is the default:
+// TLS only.
+type LibvirtdOptions struct {
+	// InsecureTCP makes libvirtd listen on TCP without authentication
+	// (auth_tcp "none") instead of TLS, for tests that need it; tandemd
+	// then needs --libvirt-insecure-tcp (StartComputeDaemon adds it).
+	InsecureTCP bool
+	// StreamTLS makes QEMU's migration stream TLS-only too: qemu.conf
+	// with migrate_tls_force, and StartComputeDaemon passes
+	// --migration-stream-tls. Without it the stream may be TLS (the
+	// certificate directory is set) but need not.
+	StreamTLS bool
+}
+
+// MigrateURI is the URI a migration from src to l uses: l.URI with src's
+// client certificate directory as pkipath (compute.WithPKIPath).
+func (l *Libvirtd) MigrateURI(src *Libvirtd) string {
+	return compute.WithPKIPath(l.URI, src.PKIDir)
 }
 
 // QEMULog is the path of the QEMU log of a domain on this host, for
@@ -123,10 +165,10 @@ func ensureLibvirtQEMUUser(ctx context.Context) error {
 // private` and finally execs libvirtd, so the harness's PID is libvirtd's.
 // $1 is the node's libvirt dir, $2 the hostname, $3 libvirtd, $4 its conf.
 //
-// The mounts give the host its own /run, /var/{lib,log,cache}/libvirt and
-// /etc/libvirt, and a /dev without kvm: with /dev/kvm visible libvirtd
-// re-probes QEMU for seconds on every start, and KVM does not work here
-// anyway. /work, /tmp and Node.Dir stay visible, so QEMU can open NBD
+// The mounts give the host its own /run, /var/{lib,log,cache}/libvirt,
+// /etc/libvirt and /etc/pki (libvirt's TLS files), and a /dev without
+// kvm: with /dev/kvm visible libvirtd re-probes QEMU for seconds on every
+// start, and KVM does not work here anyway. /work, /tmp and Node.Dir stay visible, so QEMU can open NBD
 // sockets and kernels there.
 const libvirtdWrapper = `set -e
 b=$1
@@ -136,6 +178,8 @@ mount --bind "$b/lib" /var/lib/libvirt
 mount --bind "$b/log" /var/log/libvirt
 mount --bind "$b/cache" /var/cache/libvirt
 mount --bind "$b/etc" /etc/libvirt
+mkdir -p /etc/pki
+mount --bind "$b/pki" /etc/pki
 d=$b/dev
 mount -t tmpfs -o mode=0755,nosuid tmpfs "$d"
 for f in null zero full random urandom tty; do
@@ -166,7 +210,19 @@ exec "$3" --listen -f "$4"
 // still defined after a crash. /run is a per-node directory too, so a
 // libvirtd restarted while its QEMUs survived reattaches to them; it is
 // wiped when nothing runs in n's namespace any more (the host "rebooted").
+//
+// libvirtd listens on TLS only (port 16514), with the files in PKIDir, and
+// accepts only client certificates with OU "node" signed by the CA there.
+// When PKIDir has no files yet (tandemd has not joined a cluster), the
+// harness writes placeholders signed by a CA of its own, shared by the
+// cluster's hosts so that libvirtd-only tests can migrate; tandemd
+// replaces them with its node certificate and makes libvirtd reload them.
 func (c *Cluster) StartLibvirtd(ctx context.Context, n *Node) (*Libvirtd, error) {
+	return c.StartLibvirtdWith(ctx, n, LibvirtdOptions{})
+}
+
+// StartLibvirtdWith is StartLibvirtd with options.
+func (c *Cluster) StartLibvirtdWith(ctx context.Context, n *Node, o LibvirtdOptions) (*Libvirtd, error) {
 	if !c.owns(n) || n == c.sw {
 		return nil, fmt.Errorf("testcluster: start libvirtd: node %v is not a host of this cluster", n)
 	}
@@ -179,10 +235,18 @@ func (c *Cluster) StartLibvirtd(ctx context.Context, n *Node) (*Libvirtd, error)
 	bin, _ := libvirtdBinary()
 	drv, _ := qemuDriver()
 	lv := &Libvirtd{
-		Node:   n,
-		Dir:    filepath.Join(n.Dir, "libvirt"),
-		URI:    "qemu+tcp://" + n.IP + "/system",
-		Socket: filepath.Join(n.Dir, "libvirt", "sock", "libvirt-sock"),
+		Node:        n,
+		Dir:         filepath.Join(n.Dir, "libvirt"),
+		URI:         "qemu+tls://" + n.IP + "/system",
+		Socket:      filepath.Join(n.Dir, "libvirt", "sock", "libvirt-sock"),
+		PKIDir:      nodedir.Dir(dataDir(n)).LibvirtPKIDir(),
+		InsecureTCP: o.InsecureTCP,
+		StreamTLS:   o.StreamTLS && !o.InsecureTCP,
+	}
+	if o.InsecureTCP {
+		lv.URI = "qemu+tcp://" + n.IP + "/system"
+	} else if err := c.ensureLibvirtPKI(n, lv.PKIDir); err != nil {
+		return nil, fmt.Errorf("testcluster: start libvirtd on %s: %w", n.Name, err)
 	}
 	if err := c.prepareLibvirtDir(lv, drv); err != nil {
 		return nil, fmt.Errorf("testcluster: start libvirtd on %s: %w", n.Name, err)
@@ -215,7 +279,7 @@ func (c *Cluster) prepareLibvirtDir(lv *Libvirtd, qemuDriver string) error {
 			return err
 		}
 	}
-	for _, d := range []string{"run", "lib", "log", "cache", "etc/qemu", "sock", "dev", "drivers"} {
+	for _, d := range []string{"run", "lib", "log", "cache", "etc/qemu", "sock", "dev", "drivers", "pki/CA", "pki/libvirt/private"} {
 		if err := os.MkdirAll(filepath.Join(lv.Dir, d), 0o755); err != nil {
 			return err
 		}
@@ -224,6 +288,23 @@ func (c *Cluster) prepareLibvirtDir(lv *Libvirtd, qemuDriver string) error {
 	// but removing it keeps the readiness probe from racing that.
 	for _, s := range []string{"libvirt-sock", "libvirt-sock-ro", "libvirt-admin-sock"} {
 		if err := os.Remove(filepath.Join(lv.Dir, "sock", s)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	// libvirtd's default TLS paths (the host's /etc/pki inside its mount
+	// namespace) link to PKIDir, as deploy/debian/postinst links a real
+	// host's: virt-admin server-update-tls re-reads only the default
+	// paths, whatever key_file and friends say.
+	for link, target := range map[string]string{
+		"pki/CA/cacert.pem":                 "cacert.pem",
+		"pki/libvirt/servercert.pem":        "servercert.pem",
+		"pki/libvirt/private/serverkey.pem": "serverkey.pem",
+	} {
+		l := filepath.Join(lv.Dir, link)
+		if err := os.Remove(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err := os.Symlink(filepath.Join(lv.PKIDir, target), l); err != nil {
 			return err
 		}
 	}
@@ -238,15 +319,22 @@ func (c *Cluster) prepareLibvirtDir(lv *Libvirtd, qemuDriver string) error {
 	// host"; derived from the namespace so restarts keep it.
 	sum := sha256.Sum256([]byte(n.NS))
 	uuid := fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
-	// auth none is fine: the backend network is private to the test.
-	conf := fmt.Sprintf(`listen_tcp = 1
-listen_tls = 0
-auth_tcp = "none"
-listen_addr = %q
+	// As deploy/libvirtd-tls.conf: TLS with client certificates of the
+	// cluster's nodes only. Plain TCP only when a test asks for it.
+	listen := fmt.Sprintf(`listen_tcp = 0
+listen_tls = 1
+tls_no_verify_certificate = 0
+tls_allowed_dn_list = [%q]
+`, LibvirtAllowedDN)
+	if lv.InsecureTCP {
+		listen = "listen_tcp = 1\nlisten_tls = 0\nauth_tcp = \"none\"\n"
+	}
+	conf := listen + fmt.Sprintf(`listen_addr = %q
 host_uuid = %q
 unix_sock_dir = %q
 unix_sock_rw_perms = "0700"
 unix_sock_ro_perms = "0700"
+unix_sock_admin_perms = "0700"
 auth_unix_rw = "none"
 auth_unix_ro = "none"
 log_outputs = "3:stderr"
@@ -262,6 +350,14 @@ remember_owner = 0
 user = "root"
 group = "root"
 `, n.IP, n.IP)
+	if !lv.InsecureTCP {
+		// As deploy/qemu-migrate-tls.conf: QEMU's migration stream can go
+		// over TLS, both ends verified; with StreamTLS never without it.
+		qemu += fmt.Sprintf("migrate_tls_x509_cert_dir = %q\nmigrate_tls_x509_verify = 1\n", lv.PKIDir)
+		if lv.StreamTLS {
+			qemu += "migrate_tls_force = 1\n"
+		}
+	}
 	if err := os.WriteFile(filepath.Join(lv.Dir, "etc", "libvirtd.conf"), []byte(conf), 0o644); err != nil {
 		return err
 	}
@@ -322,6 +418,25 @@ func probeLibvirtd(ctx context.Context, sock string) error {
 // BaseDir/sw/<name>.log.
 func (c *Cluster) StartOnSwitch(name string, argv, env []string) (*Proc, error) {
 	return c.Start(c.sw, name, argv, env)
+}
+
+// SwitchOnBackend gives the switch namespace an address on the backend
+// network (<subnet>.254) and returns it, so that commands run there with
+// ExecSwitch act as a host that is on the backend network but not a
+// cluster member. Idempotent.
+func (c *Cluster) SwitchOnBackend() (string, error) {
+	if len(c.Nodes) == 0 {
+		return "", errors.New("testcluster: switch on backend: no hosts")
+	}
+	ip := net.ParseIP(c.Nodes[0].IP).To4()
+	if ip == nil {
+		return "", fmt.Errorf("testcluster: switch on backend: host address %q is not IPv4", c.Nodes[0].IP)
+	}
+	ip[3] = 254
+	if _, err := c.run("-n", c.swNS, "addr", "replace", ip.String()+"/24", "dev", bridgeName); err != nil {
+		return "", fmt.Errorf("testcluster: switch on backend: %w", err)
+	}
+	return ip.String(), nil
 }
 
 // ExecSwitch runs a short command in the switch namespace, like Exec.
@@ -386,4 +501,49 @@ func (c *Cluster) inNetns(ns string, f func() (*net.UDPConn, error)) (*net.UDPCo
 	}
 	runtime.UnlockOSThread()
 	return conn, ferr
+}
+
+// ensureLibvirtPKI writes placeholder TLS files into dir unless they
+// exist: a node certificate for n (CN n.Name, IP SAN n.IP) signed by the
+// cluster's harness CA, in the layout tandemd writes (SaveLibvirtPKI).
+func (c *Cluster) ensureLibvirtPKI(n *Node, dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "servercert.pem")); err == nil {
+		return nil
+	}
+	ca, err := c.harnessCA()
+	if err != nil {
+		return err
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	csr, err := pki.NewCSR(key, n.Name)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.SignNode(csr, n.Name, []net.IP{net.ParseIP(n.IP)}, time.Now())
+	if err != nil {
+		return err
+	}
+	d := nodedir.Dir(filepath.Dir(dir))
+	if filepath.Clean(d.LibvirtPKIDir()) != filepath.Clean(dir) {
+		return fmt.Errorf("libvirt PKI dir %s is not a data dir's libvirt-pki", dir)
+	}
+	_, err = d.SaveLibvirtPKI(&nodedir.TLS{CACert: ca.CertPEM(), Cert: cert, Key: key})
+	return err
+}
+
+// harnessCA is the cluster's placeholder CA, made on first use.
+func (c *Cluster) harnessCA() (*pki.CA, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ca == nil {
+		ca, err := pki.NewCA("testcluster-"+c.prefix, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		c.ca = ca
+	}
+	return c.ca, nil
 }

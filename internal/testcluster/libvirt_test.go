@@ -2,9 +2,16 @@ package testcluster
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/compute"
+	"github.com/tandemhci/tandem/internal/pki"
 )
 
 func dialLibvirtd(t *testing.T, ctx context.Context, lv *Libvirtd) *compute.Driver {
@@ -40,12 +48,25 @@ func startLibvirtd(t *testing.T, ctx context.Context, c *Cluster, n *Node) *Libv
 // libvirtd running and dialled on both nodes; ctx ends with the test.
 func libvirtdPair(t *testing.T) (ctx context.Context, c *Cluster, lv1, lv2 *Libvirtd, d1, d2 *compute.Driver) {
 	t.Helper()
+	return libvirtdPairWith(t, LibvirtdOptions{})
+}
+
+// libvirtdPairWith is libvirtdPair with options for both libvirtds.
+func libvirtdPairWith(t *testing.T, o LibvirtdOptions) (ctx context.Context, c *Cluster, lv1, lv2 *Libvirtd, d1, d2 *compute.Driver) {
+	t.Helper()
 	RequireLibvirtd(t)
 	t.Parallel()
 	c = New(t, Options{Nodes: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	lv1, lv2 = startLibvirtd(t, ctx, c, c.Node("n1")), startLibvirtd(t, ctx, c, c.Node("n2"))
+	start := func(n *Node) *Libvirtd {
+		lv, err := c.StartLibvirtdWith(ctx, n, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lv
+	}
+	lv1, lv2 = start(c.Node("n1")), start(c.Node("n2"))
 	d1, d2 = dialLibvirtd(t, ctx, lv1), dialLibvirtd(t, ctx, lv2)
 	return ctx, c, lv1, lv2, d1, d2
 }
@@ -54,8 +75,10 @@ func qemuLogTail(lv *Libvirtd, dom string) string {
 	return logTail(lv.QEMULog(dom), 20)
 }
 
+// TestLibvirtdMigrate migrates with QEMU's stream over TLS too, which
+// StreamTLS makes mandatory (migrate_tls_force).
 func TestLibvirtdMigrate(t *testing.T) {
-	ctx, c, lv1, lv2, d1, d2 := libvirtdPair(t)
+	ctx, c, lv1, lv2, d1, d2 := libvirtdPairWith(t, LibvirtdOptions{StreamTLS: true})
 	n1, n2 := lv1.Node, lv2.Node
 
 	total, free, err := d1.NodeMemory(ctx)
@@ -86,8 +109,15 @@ func TestLibvirtdMigrate(t *testing.T) {
 		t.Fatalf("Running on n1 = %v, %v", running, err)
 	}
 
+	// migrate_tls_force: QEMU's stream never goes in clear.
+	if _, err := d1.Migrate(ctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{}); err == nil || !strings.Contains(err.Error(), "TLS") {
+		t.Fatalf("Migrate without TLS for the stream: %v, want a refusal naming TLS", err)
+	} else {
+		t.Logf("without TLS for the stream: %v", err)
+	}
 	var samples int
-	res, err := d1.Migrate(ctx, name, lv2.URI, compute.MigrateOptions{
+	res, err := d1.Migrate(ctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{
+		TLS:         true,
 		MaxDowntime: 300 * time.Millisecond,
 		Dest:        d2,
 		DestSpec:    &destSpec,
@@ -128,7 +158,7 @@ func TestLibvirtdMigrate(t *testing.T) {
 	}
 	// And back, without a destination Driver: the numbers then come from
 	// the source if it still has them, else from Migrate's own clock.
-	back, err := d2.Migrate(ctx, name, lv1.URI, compute.MigrateOptions{})
+	back, err := d2.Migrate(ctx, name, lv1.MigrateURI(lv2), compute.MigrateOptions{TLS: true})
 	if err != nil {
 		t.Fatalf("Migrate back: %v\nQEMU on n2:\n%s\nQEMU on n1:\n%s", err, qemuLogTail(lv2, name), qemuLogTail(lv1, name))
 	}
@@ -139,7 +169,7 @@ func TestLibvirtdMigrate(t *testing.T) {
 	if _, err := d2.State(ctx, name); !compute.IsNotFoundErr(err) {
 		t.Fatalf("n2 still knows %s after migrating back: %v", name, err)
 	}
-	if _, err := d2.Migrate(ctx, name, lv1.URI, compute.MigrateOptions{}); !compute.IsNotFoundErr(err) {
+	if _, err := d2.Migrate(ctx, name, lv1.MigrateURI(lv2), compute.MigrateOptions{TLS: true}); !compute.IsNotFoundErr(err) {
 		t.Errorf("Migrate of a domain n2 no longer has: %v, want not found", err)
 	}
 
@@ -244,7 +274,8 @@ func TestLibvirtdMigrateCancel(t *testing.T) {
 	// state (over 1 MiB) is still in flight when the first bytes show.
 	mctx, mcancel := context.WithCancel(ctx)
 	defer mcancel()
-	_, err := d1.Migrate(mctx, name, lv2.URI, compute.MigrateOptions{
+	_, err := d1.Migrate(mctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{
+		TLS:            true,
 		BandwidthMiBps: 1,
 		Progress: func(p compute.MigrateProgress) {
 			if p.DataProcessed > 0 {
@@ -276,7 +307,7 @@ func TestLibvirtdMigrateCancel(t *testing.T) {
 		}
 	}
 	// The guest can still migrate afterwards.
-	if _, err := d1.Migrate(ctx, name, lv2.URI, compute.MigrateOptions{}); err != nil {
+	if _, err := d1.Migrate(ctx, name, lv2.MigrateURI(lv1), compute.MigrateOptions{TLS: true}); err != nil {
 		t.Fatalf("Migrate after an aborted one: %v", err)
 	}
 	if st, err := d2.State(ctx, name); err != nil || st != compute.StateRunning {
@@ -380,4 +411,186 @@ func TestVMNetwork(t *testing.T) {
 	if p.Node.NS != c.swNS {
 		t.Errorf("StartOnSwitch ran in %s", p.Node.NS)
 	}
+}
+
+// TestLibvirtdTLS: from the switch (not a member), plain TCP finds no
+// listener and TLS without a certificate signed by the cluster CA is
+// refused; a host with its node certificate gets in; a certificate from
+// the right CA without OU "node" is refused by tls_allowed_dn_list; after
+// new files and a reload (what tandemd does on create, join and renewal),
+// the old CA's certificates are refused.
+func TestLibvirtdTLS(t *testing.T) {
+	ctx, c, lv1, lv2, _, _ := libvirtdPair(t)
+	n1 := lv1.Node
+	virsh := func(run func(context.Context, ...string) ([]byte, error), uri string) (string, error) {
+		out, err := run(ctx, "virsh", "-c", uri, "list", "--name")
+		return string(out), err
+	}
+	if _, err := c.SwitchOnBackend(); err != nil {
+		t.Fatal(err)
+	}
+	onSwitch := func(ctx context.Context, argv ...string) ([]byte, error) { return c.ExecSwitch(ctx, argv...) }
+	onN2 := func(ctx context.Context, argv ...string) ([]byte, error) { return c.Exec(ctx, lv2.Node, argv...) }
+
+	// Plain TCP: libvirtd does not listen there.
+	if out, err := virsh(onSwitch, "qemu+tcp://"+n1.IP+"/system"); err == nil || !strings.Contains(out, "Connection refused") {
+		t.Fatalf("qemu+tcp from the switch: err %v\n%s", err, out)
+	}
+	// TLS without a client certificate: an empty pkipath with only the CA.
+	dir := t.TempDir()
+	ca, err := os.ReadFile(filepath.Join(lv1.PKIDir, "cacert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCert := filepath.Join(dir, "nocert")
+	if err := os.MkdirAll(noCert, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(noCert, "cacert.pem"), ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uri := func(pkipath string) string { return compute.WithPKIPath(lv1.URI, pkipath) }
+	if out, err := virsh(onSwitch, uri(noCert)); err == nil {
+		t.Fatalf("qemu+tls without a client certificate was accepted:\n%s", out)
+	} else {
+		t.Logf("no client certificate: %v: %s", err, strings.TrimSpace(out))
+	}
+	// A self-signed "node" certificate: another CA, same names.
+	selfSigned := filepath.Join(dir, "self")
+	writePKI(t, selfSigned, n1.Name, "node", n1.IP, ca)
+	if out, err := virsh(onSwitch, uri(selfSigned)); err == nil {
+		t.Fatalf("qemu+tls with a self-signed client certificate was accepted:\n%s", out)
+	} else {
+		t.Logf("self-signed client certificate: %v: %s", err, strings.TrimSpace(out))
+	}
+	// n2 with its node certificate (same CA) gets in.
+	if out, err := virsh(onN2, lv1.MigrateURI(lv2)); err != nil {
+		t.Fatalf("qemu+tls from n2 with its node certificate: %v\n%s", err, out)
+	}
+	// A certificate from the cluster CA that is not a node's (OU admin,
+	// with the key usage libvirt wants, unlike pki.IssueAdmin's).
+	ca2, err := c.harnessCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := filepath.Join(dir, "admin")
+	writeSigned(t, ca2, adm, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: n1.Name, OrganizationalUnit: []string{"admin"}},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if out, err := virsh(onSwitch, uri(adm)); err == nil {
+		t.Fatalf("qemu+tls with an admin certificate of the cluster CA was accepted:\n%s", out)
+	} else {
+		t.Logf("admin certificate: %v: %s", err, strings.TrimSpace(out))
+	}
+	if log, err := os.ReadFile(logPath(n1, LibvirtdName)); err != nil || !strings.Contains(string(log), "tls_allowed_dn_list") {
+		t.Fatalf("libvirtd's log does not say the admin certificate's DN was refused (%v):\n%s", err, c.LogTail(n1, LibvirtdName, 20))
+	}
+
+	// New identity for n1 from another CA, reloaded without a restart: the
+	// old CA's certificates (n2's) are refused, the new ones accepted.
+	pid := lv1.Proc.PID()
+	writePKI(t, lv1.PKIDir, n1.Name, "node", n1.IP, nil)
+	if err := compute.ReloadTLS(ctx, lv1.Socket); err != nil {
+		t.Fatal(err)
+	}
+	if lv1.Proc.PID() != pid || !lv1.Proc.Alive() {
+		t.Fatal("libvirtd restarted")
+	}
+	if out, err := virsh(onN2, lv1.MigrateURI(lv2)); err == nil {
+		t.Fatalf("after the reload, n2's certificate of the old CA was accepted:\n%s", out)
+	}
+	if out, err := virsh(onN2, uri(lv1.PKIDir)); err != nil {
+		t.Fatalf("after the reload, the new certificate was refused: %v\n%s", err, out)
+	}
+}
+
+// writePKI writes a client/server file set for CN cn, OU ou and IP SAN ip
+// into dir, signed by a fresh CA; caExtra, if set, is trusted too (a
+// client that trusts the server it talks to; libvirt's client also checks
+// its own certificate against cacert.pem).
+func writePKI(t *testing.T, dir, cn, ou, ip string, caExtra []byte) {
+	t.Helper()
+	ca, err := pki.NewCA("other", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key, cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ou != pki.OUNode {
+		t.Fatalf("writePKI: only node certificates, not OU %q", ou)
+	}
+	cert, err := ca.SignNode(csr, cn, []net.IP{net.ParseIP(ip)}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := append(ca.CertPEM(), caExtra...)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"cacert.pem": trust, "servercert.pem": cert, "serverkey.pem": key, "clientcert.pem": cert, "clientkey.pem": key} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// writeSigned writes cacert.pem, clientcert.pem and clientkey.pem into dir:
+// tmpl signed by ca for a fresh key.
+func writeSigned(t *testing.T, ca *pki.CA, dir string, tmpl *x509.Certificate) {
+	t.Helper()
+	caCert, err := x509.ParseCertificate(mustPEM(t, ca.CertPEM()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKeyPEM, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := x509.ParsePKCS8PrivateKey(mustPEM(t, caKeyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{
+		"cacert.pem":     ca.CertPEM(),
+		"clientcert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"clientkey.pem":  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mustPEM(t *testing.T, b []byte) []byte {
+	t.Helper()
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	return blk.Bytes
 }

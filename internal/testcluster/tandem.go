@@ -69,7 +69,11 @@ func NewTandem(c *Cluster, binDir string) *Tandem {
 }
 
 // DataDir is the node's tandemd data directory.
-func (t *Tandem) DataDir(n *Node) string { return filepath.Join(n.Dir, "data") }
+func (t *Tandem) DataDir(n *Node) string { return dataDir(n) }
+
+// dataDir is where tandemd keeps n's data; StartLibvirtd points libvirtd
+// at the TLS files tandemd writes there.
+func dataDir(n *Node) string { return filepath.Join(n.Dir, "data") }
 
 // BackendAddr is the node's backend (peer gRPC) address.
 func (t *Tandem) BackendAddr(n *Node) string { return fmt.Sprintf("%s:%d", n.IP, BackendPort) }
@@ -217,6 +221,12 @@ func (t *Tandem) WaitStatus(ctx context.Context, n *Node, timeout time.Duration,
 // memory the node offers VMs (placement and N+1 work on it).
 func (t *Tandem) StartComputeDaemon(ctx context.Context, n *Node, lv *Libvirtd, capacityMiB uint64, extra ...string) (*Proc, error) {
 	args := []string{"--libvirt-socket", lv.Socket, "--migration-uri", lv.URI, "--vm-bridge", t.C.VMBridge}
+	if lv.InsecureTCP {
+		args = append(args, "--libvirt-insecure-tcp", "true")
+	}
+	if lv.StreamTLS {
+		args = append(args, "--migration-stream-tls", "true")
+	}
 	if capacityMiB > 0 {
 		args = append(args, "--vm-memory-mib", fmt.Sprint(capacityMiB))
 	}

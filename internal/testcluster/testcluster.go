@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/internal/pki"
 )
 
 const (
@@ -89,6 +91,7 @@ type Cluster struct {
 	procs   []*Proc  // every process started, including exited ones
 	closers []func() // run by Close before processes are killed (BMC callbacks)
 	closed  bool
+	ca      *pki.CA // placeholder CA of libvirtd's TLS files, see ensureLibvirtPKI
 }
 
 // Node is one simulated host.

@@ -13,6 +13,7 @@ import (
 	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/nodedir"
 	"github.com/tandemhci/tandem/internal/placement"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -158,7 +159,13 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		},
 	}
 	start := time.Now()
-	res, merr := drv.Migrate(ctx, vm.Name, target.MigrationUri, opts)
+	// Over TLS this libvirtd is the client of the target's: it presents
+	// this node's certificate, from the files the daemon keeps in sync.
+	destURI := compute.WithPKIPath(target.MigrationUri, nodedir.Dir(m.st.Config.DataDir).LibvirtPKIDir())
+	// QEMU's stream over TLS only when configured: see
+	// config.ComputeConfig.MigrationStreamTLS.
+	opts.TLS = compute.IsTLSURI(destURI) && m.st.Config.Compute.MigrationStreamTLS
+	res, merr := drv.Migrate(ctx, vm.Name, destURI, opts)
 	if merr != nil {
 		// Where is the guest now? Only the source or only the target.
 		st, serr := drv.State(context.WithoutCancel(ctx), vm.Name)

@@ -40,7 +40,12 @@ type Options struct {
 	// BMC gives every host an ipmi_sim BMC whose power-on restarts its
 	// libvirtd and tandemd.
 	BMC bool
-	Log *slog.Logger
+	// LibvirtInsecureTCP runs libvirt as before TLS: qemu+tcp without
+	// authentication and QEMU's stream in clear (for comparisons).
+	LibvirtInsecureTCP bool
+	// LibvirtStreamTLS makes QEMU's migration stream TLS too.
+	LibvirtStreamTLS bool
+	Log              *slog.Logger
 }
 
 // Env is a running benchmark cluster. Its methods are safe for concurrent
@@ -58,6 +63,8 @@ type Env struct {
 
 	ip       string
 	capacity uint64
+	// lvOpts start every libvirtd (Options.LibvirtInsecureTCP).
+	lvOpts testcluster.LibvirtdOptions
 
 	mu    sync.Mutex
 	lv    map[string]*testcluster.Libvirtd
@@ -95,7 +102,7 @@ func Open(ctx context.Context, o Options) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
-	e := &Env{Log: o.Log, Root: root, Tmp: tmp, ip: ip, capacity: o.CapacityMiB, BMC: map[string]*testcluster.BMC{},
+	e := &Env{Log: o.Log, Root: root, Tmp: tmp, ip: ip, capacity: o.CapacityMiB, lvOpts: testcluster.LibvirtdOptions{InsecureTCP: o.LibvirtInsecureTCP, StreamTLS: o.LibvirtStreamTLS}, BMC: map[string]*testcluster.BMC{},
 		lv: map[string]*testcluster.Libvirtd{}, procs: map[string]*testcluster.Proc{}}
 	ok := false
 	defer func() {
@@ -155,7 +162,7 @@ func (e *Env) Healthy(st *tandemv1.ClusterStatus) bool {
 // Boot starts n's libvirtd and then its tandemd wired to it; it is also
 // the BMCs' power-on hook.
 func (e *Env) Boot(ctx context.Context, n *testcluster.Node) error {
-	lv, err := e.C.StartLibvirtd(ctx, n)
+	lv, err := e.C.StartLibvirtdWith(ctx, n, e.lvOpts)
 	if err != nil {
 		return fmt.Errorf("libvirtd on %s: %w", n.Name, err)
 	}
