@@ -11,16 +11,17 @@ import (
 	"github.com/tandemhci/tandem/internal/pki"
 )
 
-// TestVMThroughRenewalAndRotation: a VM on a replicated disk keeps running
+// TestVMThroughRenewalAndRotation: a VM on a 3-replica disk keeps running
 // in the same boot, its disk writes acknowledged, while every node renews
 // its certificate (1-minute lifetime) and then while the cluster CA is
-// rotated.
+// rotated; afterwards it migrates live over qemu+tls, so libvirtd took the
+// re-issued certificates and the new CA too.
 func TestVMThroughRenewalAndRotation(t *testing.T) {
 	vc := newVMCluster(t)
 	c, td, ctx := vc.c, vc.td, vc.ctx
 	n1 := c.Nodes[0]
 	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".52"
-	vc.vm(t, n1, "create", "cg", "--memory", "192M", "--disk", "64M,replicas=2", "--node", n1.Name,
+	vc.vm(t, n1, "create", "cg", "--memory", "192M", "--disk", "64M,replicas=3", "--node", n1.Name,
 		"--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd, "--cmdline", vc.cmdline(vip), "--nic", c.VMBridge, "--start")
 	mark := vc.guestProgress(t, guest.Datagram{}, 3*time.Minute)
 
@@ -76,4 +77,9 @@ func TestVMThroughRenewalAndRotation(t *testing.T) {
 	}
 	mark = vc.guestProgress(t, mark, 2*time.Minute)
 	t.Logf("after rotate-ca: guest seq %d, %d disk writes acknowledged, same boot", mark.Seq, mark.Acked)
+
+	// libvirtd follows: a live migration over qemu+tls with the re-issued
+	// certificates and the new CA alone.
+	vc.migrateLive(t, n1, "cg", n1, c.Nodes[1])
+	checkMigrationTLS(t, vc, n1, c.Nodes[1], "cg")
 }
