@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,8 +15,8 @@ import (
 // TestVMThroughRenewalAndRotation: a VM on a 3-replica disk keeps running
 // in the same boot, its disk writes acknowledged, while every node renews
 // its certificate (1-minute lifetime) and then while the cluster CA is
-// rotated; afterwards it migrates live over qemu+tls, so libvirtd took the
-// re-issued certificates and the new CA too.
+// rotated; afterwards every libvirtd took the re-issued certificates and
+// the new CA, and accepts the other nodes over qemu+tls.
 func TestVMThroughRenewalAndRotation(t *testing.T) {
 	vc := newVMCluster(t)
 	c, td, ctx := vc.c, vc.td, vc.ctx
@@ -78,8 +79,27 @@ func TestVMThroughRenewalAndRotation(t *testing.T) {
 	mark = vc.guestProgress(t, mark, 2*time.Minute)
 	t.Logf("after rotate-ca: guest seq %d, %d disk writes acknowledged, same boot", mark.Seq, mark.Acked)
 
-	// libvirtd follows: a live migration over qemu+tls with the re-issued
-	// certificates and the new CA alone.
-	vc.migrateLive(t, n1, "cg", n1, c.Nodes[1])
-	checkMigrationTLS(t, vc, n1, c.Nodes[1], "cg")
+	// libvirtd follows: every node's libvirt files hold the new CA alone,
+	// and each libvirtd accepts the others' re-issued client certificates
+	// over qemu+tls (what a live migration's connection does; the
+	// migration itself is in the VM tests, where a TCG guest may crash at
+	// the switchover).
+	fp := strings.TrimSpace(out[strings.LastIndex(out, " ")+1:])
+	for _, n := range c.Nodes {
+		b, err := os.ReadFile(filepath.Join(td.DataDir(n), "libvirt-pki", "cacert.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pki.CAFingerprint(b)
+		if err != nil || hex.EncodeToString(got[:]) != fp || strings.Count(string(b), "BEGIN CERTIFICATE") != 1 {
+			t.Fatalf("%s's libvirt CA is not the new CA %s alone (%v)", n.Name, fp, err)
+		}
+	}
+	for i, src := range c.Nodes {
+		dst := c.Nodes[(i+1)%len(c.Nodes)]
+		uri := "qemu+tls://" + dst.IP + "/system?pkipath=" + filepath.Join(td.DataDir(src), "libvirt-pki")
+		if out, err := c.Exec(ctx, src, "virsh", "-c", uri, "list", "--name"); err != nil {
+			t.Errorf("%s -> %s over qemu+tls after the rotation: %v\n%s", src.Name, dst.Name, err, out)
+		}
+	}
 }
