@@ -93,44 +93,27 @@ func (p *Pool) reconnect(ctx context.Context, addr string) bool {
 	if !ok {
 		return false
 	}
-	before := c.GetState()
 	c.ResetConnectBackoff()
 	c.Connect()
-	// A failure seen from now on is the fresh attempt's, unless the
-	// connection was failing already: then what we see may be the old
-	// failure, or the new one if the attempt failed before we looked (a
-	// refused dial takes microseconds). Only the first is followed by a
-	// prompt change of state, since the backoff was reset.
-	fresh := before != connectivity.TransientFailure
+	attempted := false
 	for {
 		switch s := c.GetState(); {
 		case s == connectivity.Ready:
 			return true
-		case s == connectivity.TransientFailure && fresh:
+		case s == connectivity.TransientFailure && attempted:
 			return false
-		case s == connectivity.TransientFailure:
-			wctx, cancel := context.WithTimeout(ctx, staleFailureWait)
-			changed := c.WaitForStateChange(wctx, s)
-			cancel()
-			if !changed {
-				return false // the fresh attempt failed already; backing off again
+		case s == connectivity.Connecting:
+			attempted = true
+			if !c.WaitForStateChange(ctx, s) {
+				return false
 			}
-			fresh = true
-		default: // idle, connecting
-			if s == connectivity.Connecting {
-				fresh = true
-			}
+		default: // idle, or the failure from before the reset
 			if !c.WaitForStateChange(ctx, s) {
 				return false
 			}
 		}
 	}
 }
-
-// staleFailureWait is how long reconnect waits for a connection that was
-// failing to start its fresh attempt after the backoff reset; gRPC starts
-// it at once, so a longer wait means that attempt failed already.
-const staleFailureWait = 2 * time.Second
 
 // dialFailed says whether err is a failure to connect, so the call never
 // reached the peer and trying again cannot apply it twice.
