@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,47 +28,10 @@ func TestCertificatesRenewUnderLoad(t *testing.T) {
 	}
 	defer client.Close()
 
-	serial := func(n *testcluster.Node) string {
-		b, err := os.ReadFile(filepath.Join(td.DataDir(n), "tls", "node.crt"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := pki.CertSerial(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	seen := map[string]map[string]bool{}
-	for _, n := range c.Nodes {
-		seen[n.Name] = map[string]bool{serial(n): true}
-	}
-
 	stop := make(chan struct{})
 	done := writeUntilStopped(ctx, client, 256<<20, stop)
 
-	if _, _, err := td.CLI(ctx, n1, "cluster", "config", "set", "pki.cert_lifetime=1m"); err != nil {
-		t.Fatal(err)
-	}
-	// Each node: the reissue under the shorter setting, then at least one
-	// renewal two thirds into its minute.
-	deadline := time.Now().Add(4 * time.Minute)
-	for {
-		renewedAll := true
-		for _, n := range c.Nodes {
-			seen[n.Name][serial(n)] = true
-			if len(seen[n.Name]) < 3 {
-				renewedAll = false
-			}
-		}
-		if renewedAll {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("certificates seen per node after 4 minutes: %v\n%s", seen, c.LogTail(n1, "tandemd", 30))
-		}
-		time.Sleep(time.Second)
-	}
+	waitRenewedTwice(ctx, t, c, td, n1)
 	close(stop)
 	r := <-done
 	if r[1] > 0 || r[0] == 0 {
@@ -85,5 +49,46 @@ func TestCertificatesRenewUnderLoad(t *testing.T) {
 	}
 	if _, err := td.WaitStatus(ctx, n1, 60*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 3 }); err != nil {
 		t.Fatalf("n3 not back on its renewed certificate: %v", err)
+	}
+}
+
+// waitRenewedTwice sets pki.cert_lifetime to one minute through via and
+// waits until every node has used three certificates: the one it had, the
+// reissue under the shorter setting, and a renewal two thirds into its
+// minute.
+func waitRenewedTwice(ctx context.Context, t *testing.T, c *testcluster.Cluster, td *testcluster.Tandem, via *testcluster.Node) {
+	t.Helper()
+	serial := func(n *testcluster.Node) string {
+		b, err := os.ReadFile(filepath.Join(td.DataDir(n), "tls", "node.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := pki.CertSerial(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	seen := map[string]map[string]bool{}
+	for _, n := range c.Nodes {
+		seen[n.Name] = map[string]bool{serial(n): true}
+	}
+	if _, _, err := td.CLI(ctx, via, "cluster", "config", "set", "pki.cert_lifetime=1m"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		all := true
+		for _, n := range c.Nodes {
+			seen[n.Name][serial(n)] = true
+			all = all && len(seen[n.Name]) >= 3
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("certificates seen per node after 4 minutes: %v\n%s", seen, c.LogTail(via, "tandemd", 30))
+		}
+		time.Sleep(time.Second)
 	}
 }

@@ -26,45 +26,7 @@ func TestVMThroughRenewalAndRotation(t *testing.T) {
 		"--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd, "--cmdline", vc.cmdline(vip), "--nic", c.VMBridge, "--start")
 	mark := vc.guestProgress(t, guest.Datagram{}, 3*time.Minute)
 
-	serial := func(name string) string {
-		for _, n := range c.Nodes {
-			if n.Name == name {
-				b, err := os.ReadFile(filepath.Join(td.DataDir(n), "tls", "node.crt"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				s, err := pki.CertSerial(b)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return s
-			}
-		}
-		t.Fatalf("no node %s", name)
-		return ""
-	}
-	seen := map[string]map[string]bool{}
-	for _, n := range c.Nodes {
-		seen[n.Name] = map[string]bool{serial(n.Name): true}
-	}
-	if _, _, err := td.CLI(ctx, n1, "cluster", "config", "set", "pki.cert_lifetime=1m"); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(4 * time.Minute)
-	for {
-		all := true
-		for _, n := range c.Nodes {
-			seen[n.Name][serial(n.Name)] = true
-			all = all && len(seen[n.Name]) >= 3
-		}
-		if all {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("certificates seen per node after 4 minutes: %v", seen)
-		}
-		time.Sleep(time.Second)
-	}
+	waitRenewedTwice(ctx, t, c, td, n1)
 	mark = vc.guestProgress(t, mark, 2*time.Minute)
 	t.Logf("after two renewals on every node: guest seq %d, %d disk writes acknowledged, same boot", mark.Seq, mark.Acked)
 
