@@ -26,7 +26,10 @@
 //     before that only brings bits back (more resync, never lost data);
 //   - the superblock and every bitmap block carry a CRC32C: metadata that
 //     fails its check or is inconsistent makes Open fail with
-//     ErrCorruptMetadata rather than guess; a request that fails with
-//     ErrFrozen was not applied;
+//     ErrCorruptMetadata rather than guess, except that of the two
+//     superblock copies (written alternately) Open takes the valid one with
+//     the higher sequence number, so a torn superblock write falls back to
+//     the state before it; a request that fails with ErrFrozen was not
+//     applied;
 //   - it imports nothing above the data path (internal/layers).
 package blockstore

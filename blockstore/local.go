@@ -235,7 +235,7 @@ func createFile(path string, size int64, opts CreateOptions) (err error) {
 			return fmt.Errorf("blockstore: create %s: zero fill: %w", path, err)
 		}
 	}
-	if err := format(d, newLayout(devSize, size, opts.Granularity, opts.MaxPeers), opts); err != nil {
+	if err := format(d, newLayout(formatVersion, devSize, size, opts.Granularity, opts.MaxPeers), opts); err != nil {
 		return fmt.Errorf("blockstore: create %s: %w", path, err)
 	}
 	// Make the new directory entry durable too.
@@ -265,15 +265,22 @@ func createOnDevice(path string, size int64, opts CreateOptions) error {
 		return fmt.Errorf("blockstore: create %s: device of %d bytes is too small", path, raw)
 	}
 	buf := alignedBuf(blockSize)
-	if _, err := d.ReadAt(buf, devSize-blockSize); err != nil {
+	existing := false
+	what := "valid"
+	if sb, _, err := readSuperblock(path, d, buf, devSize); err == nil {
+		existing = sb != nil
+	} else if me := (*MetadataError)(nil); errors.As(err, &me) {
+		// Damaged metadata counts as existing when either copy still has
+		// the magic: formatting over it must be asked for.
+		for _, off := range []int64{devSize - blockSize, devSize - 2*blockSize} {
+			if _, rerr := d.ReadAt(buf, off); rerr == nil && string(buf[:8]) == sbMagic {
+				existing, what = true, "damaged ("+me.Problem+")"
+			}
+		}
+	} else {
 		return fmt.Errorf("blockstore: create %s: read existing superblock: %w", path, err)
 	}
-	existing := string(buf[:8]) == sbMagic
 	if existing && !opts.Force {
-		what := "valid"
-		if _, problem := decodeSuperblock(buf, devSize); problem != "" {
-			what = "damaged (" + problem + ")"
-		}
 		return fmt.Errorf("blockstore: create %s: device already holds %s Tandem metadata; use Force to overwrite: %w",
 			path, what, fs.ErrExist)
 	}
@@ -294,17 +301,19 @@ func createOnDevice(path string, size int64, opts CreateOptions) error {
 		return fmt.Errorf("blockstore: create %s: device of %d bytes is too small for the metadata", path, raw)
 	}
 	if existing {
-		// Invalidate the old superblock first: a crash while formatting
+		// Invalidate the old superblocks first: a crash while formatting
 		// must leave "no metadata", not old metadata over new bitmaps.
 		clear(buf)
-		if _, err := d.WriteAt(buf, devSize-blockSize); err != nil {
-			return fmt.Errorf("blockstore: create %s: erase old superblock: %w", path, err)
+		for _, off := range []int64{devSize - blockSize, devSize - 2*blockSize} {
+			if _, err := d.WriteAt(buf, off); err != nil {
+				return fmt.Errorf("blockstore: create %s: erase old superblock at offset %d: %w", path, off, err)
+			}
 		}
 		if err := d.Datasync(); err != nil {
 			return fmt.Errorf("blockstore: create %s: %w", path, err)
 		}
 	}
-	if err := format(d, newLayout(devSize, size, opts.Granularity, opts.MaxPeers), opts); err != nil {
+	if err := format(d, newLayout(formatVersion, devSize, size, opts.Granularity, opts.MaxPeers), opts); err != nil {
 		return fmt.Errorf("blockstore: create %s: %w", path, err)
 	}
 	return nil
@@ -339,10 +348,12 @@ func format(d diskFile, lay layout, opts CreateOptions) error {
 		DiskState:   opts.DiskState,
 		Peers:       make([]PeerSlot, lay.maxPeers),
 	}}
+	// The first copy is written alone; the other holds zeroes (new files,
+	// or erased above) until the first change fills it.
 	buf := chunk[:blockSize]
 	encodeSuperblock(sb, buf)
-	if _, err := d.WriteAt(buf, lay.sbOff); err != nil {
-		return fmt.Errorf("write superblock at offset %d: %w", lay.sbOff, err)
+	if _, err := d.WriteAt(buf, lay.sbOff(sb.seq)); err != nil {
+		return fmt.Errorf("write superblock at offset %d: %w", lay.sbOff(sb.seq), err)
 	}
 	return d.Datasync()
 }
@@ -421,13 +432,9 @@ func open(path string, f *os.File, device bool, opts OpenOptions) (*LocalVolume,
 	}
 
 	sbBuf := alignedBuf(blockSize)
-	sbOff := devSize - blockSize
-	if _, err := d.ReadAt(sbBuf, sbOff); err != nil {
-		return nil, fmt.Errorf("blockstore: open %s: read superblock at offset %d: %w", path, sbOff, err)
-	}
-	sb, problem := decodeSuperblock(sbBuf, devSize)
-	if problem != "" {
-		return nil, &MetadataError{Path: path, Block: "superblock", Offset: sbOff, Problem: problem}
+	sb, damaged, err := readSuperblock(path, d, sbBuf, devSize)
+	if err != nil {
+		return nil, err
 	}
 	bm, err := loadBitmaps(path, d, sb.lay, sb.meta.VolumeID)
 	if err != nil {
@@ -451,6 +458,11 @@ func open(path string, f *os.File, device bool, opts OpenOptions) (*LocalVolume,
 		sbBuf:    sbBuf,
 		bufs:     bufpool.Pool{Align: blockSize},
 		bm:       bm,
+	}
+	if damaged != "" {
+		// Most likely a write torn by a crash: that change was not relied
+		// upon yet, and the other copy holds the state before it.
+		v.log.Warn("one superblock copy is damaged; opened from the other, and the next metadata change rewrites the damaged one", "damage", damaged, "seq", sb.seq)
 	}
 	v.log.Debug("volume opened", "size", sb.lay.size, "granularity", sb.lay.granularity,
 		"max_peers", sb.lay.maxPeers, "epoch", sb.meta.Epoch, "disk_state", sb.meta.DiskState.String(),

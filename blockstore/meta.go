@@ -1,27 +1,38 @@
 package blockstore
 
-// On-disk format, version 1 ("internal metadata" as in DRBD).
+// On-disk format, version 2 (version 1 is still read and written).
 //
 // A volume is a file or block device of D bytes (D a multiple of 4096):
 //
 //	[0, Size)                      data area, what the Volume exposes
 //	[Size, BitmapOff)              unused (devices only, when Create was given
 //	                               a size smaller than the device allows)
-//	[BitmapOff, D-4096)            bitmap area: MaxPeers × BlocksPerPeer blocks
+//	[BitmapOff, D-8192)            bitmap area: MaxPeers × BlocksPerPeer blocks
 //	                               of 4096 bytes; peer p's block i is at
 //	                               BitmapOff + (p×BlocksPerPeer + i)×4096
-//	[D-4096, D)                    superblock
+//	[D-8192, D-4096)               superblock copy 1 (odd sequence numbers)
+//	[D-4096, D)                    superblock copy 0 (even sequence numbers)
 //
-// The superblock is the LAST 4 KiB rather than the first block of the
-// metadata area, so Open finds it from the file or device size alone (DRBD
-// does the same for the same reason); the area before it depends on values
-// stored in it. Files are exactly Size + metadata bytes long.
+// The superblocks are at the END rather than the start of the metadata
+// area, so Open finds them from the file or device size alone (DRBD does
+// the same for the same reason); the area before them depends on values
+// stored in them. Files are exactly Size + metadata bytes long.
+//
+// Two copies, written alternately: each metadata change writes the copy
+// its new sequence number selects, so a write torn by a crash or power
+// loss damages only that copy and the other still holds the state before
+// the change, which the torn write had not yet made true (callers rely on
+// a change only after its write and fdatasync returned). Open takes the
+// valid copy with the higher sequence number; the next change rewrites the
+// damaged one. Version 1 volumes have a single superblock at [D-4096, D)
+// and the bitmap area ends there; they open and work as before, without
+// the second copy.
 //
 // Superblock (all integers little-endian):
 //
 //	off   size  field
 //	0     8     magic "TANDEMV1"
-//	8     4     format version (1)
+//	8     4     format version (2; 1 for single-superblock volumes)
 //	12    4     block size (4096)
 //	16    16    volume UUID
 //	32    8     data size in bytes (> 0, multiple of 4096, ≤ BitmapOff)
@@ -39,8 +50,9 @@ package blockstore
 //	96    8     generation History[0]
 //	104   8     generation History[1]
 //	112   8     last epoch seen
-//	120   8     write sequence number (+1 on every superblock write; for
-//	            diagnostics only)
+//	120   8     write sequence number (+1 on every superblock write; in
+//	            version 2 its parity names the copy it belongs in, and
+//	            Open takes the valid copy with the higher number)
 //	128   7×128 peer slots 0…6 (slots ≥ MaxPeers are zero):
 //	            +0   1   name length (0 = slot unassigned, ≤ 63)
 //	            +1   63  name bytes, zero padded
@@ -63,11 +75,14 @@ package blockstore
 //	            differ on that peer".
 //
 // Every metadata write is one aligned 4 KiB O_DIRECT write followed by
-// fdatasync before it is relied upon. A torn write fails its CRC and makes
-// Open refuse the volume (ErrCorruptMetadata) instead of guessing.
+// fdatasync before it is relied upon. A torn superblock write fails its
+// CRC and Open uses the other copy (version 2); a torn bitmap block, or no
+// valid superblock copy at all, makes Open refuse the volume
+// (ErrCorruptMetadata) instead of guessing.
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -78,7 +93,8 @@ import (
 )
 
 const (
-	formatVersion   = 1
+	formatVersion   = 2 // what Create writes
+	formatV1        = 1 // single superblock; still opened and written
 	maxPeersLimit   = 7
 	peerNameMax     = 63
 	bitsPerBlock    = (blockSize - 8) * 8 // 32704
@@ -187,7 +203,7 @@ type MetadataError struct {
 
 func (e *MetadataError) Error() string {
 	return fmt.Sprintf("blockstore: %s: %s at byte offset %d: %s: %v; the volume was NOT reinitialised "+
-		"(hint: restore it from a peer with 'tandem volume resync --discard-local')",
+		"(hint: if another replica is UpToDate, rebuild this one from it with 'tandem volume resync VOLUME --discard NODE', naming this node)",
 		e.Path, e.Block, e.Offset, e.Problem, ErrCorruptMetadata)
 }
 
@@ -195,6 +211,7 @@ func (e *MetadataError) Unwrap() error { return ErrCorruptMetadata }
 
 // layout is where everything lives, derived from the superblock's sizes.
 type layout struct {
+	version       int   // formatVersion or formatV1
 	devSize       int64 // D
 	size          int64 // data area
 	granularity   int64
@@ -202,23 +219,39 @@ type layout struct {
 	regions       int64 // bits per peer
 	blocksPerPeer int64
 	bitmapOff     int64
-	sbOff         int64
 }
 
-func newLayout(devSize, size, gran int64, maxPeers int) layout {
-	l := layout{devSize: devSize, size: size, granularity: gran, maxPeers: maxPeers}
+func newLayout(version int, devSize, size, gran int64, maxPeers int) layout {
+	l := layout{version: version, devSize: devSize, size: size, granularity: gran, maxPeers: maxPeers}
 	l.regions = (size + gran - 1) / gran
 	l.blocksPerPeer = (l.regions + bitsPerBlock - 1) / bitsPerBlock
-	l.sbOff = devSize - blockSize
-	l.bitmapOff = l.sbOff - int64(maxPeers)*l.blocksPerPeer*blockSize
+	l.bitmapOff = devSize - int64(superblockCopies(version)+maxPeers*int(l.blocksPerPeer))*blockSize
 	return l
 }
 
-// metadataBytes is the size of the metadata area for a data size.
+func superblockCopies(version int) int {
+	if version == formatV1 {
+		return 1
+	}
+	return 2
+}
+
+// sbOff is where the superblock with sequence number seq is written: in
+// version 2, even numbers go to the last block and odd ones to the block
+// before it.
+func (l layout) sbOff(seq uint64) int64 {
+	if l.version == formatV1 {
+		return l.devSize - blockSize
+	}
+	return l.devSize - blockSize*int64(1+seq%2)
+}
+
+// metadataBytes is the size of the metadata area for a data size, in the
+// format Create writes.
 func metadataBytes(size, gran int64, maxPeers int) int64 {
 	regions := (size + gran - 1) / gran
 	bpp := (regions + bitsPerBlock - 1) / bitsPerBlock
-	return (int64(maxPeers)*bpp + 1) * blockSize
+	return (int64(maxPeers)*bpp + int64(superblockCopies(formatVersion))) * blockSize
 }
 
 func (l layout) bitmapBlockOff(peer int, i int64) int64 {
@@ -240,7 +273,7 @@ func encodeSuperblock(sb *superblock, b []byte) {
 	clear(b[:blockSize])
 	le := binary.LittleEndian
 	copy(b[0:8], sbMagic)
-	le.PutUint32(b[8:], formatVersion)
+	le.PutUint32(b[8:], uint32(sb.lay.version))
 	le.PutUint32(b[12:], blockSize)
 	copy(b[16:32], sb.meta.VolumeID[:])
 	le.PutUint64(b[32:], uint64(sb.lay.size))
@@ -266,8 +299,8 @@ func encodeSuperblock(sb *superblock, b []byte) {
 	le.PutUint32(b[sbCRCOff:], crc32.Checksum(b[:sbCRCOff], crc32.MakeTable(crc32.Castagnoli)))
 }
 
-// decodeSuperblock parses and validates a superblock read from the last
-// 4 KiB of a file or device of devSize bytes. It returns a human-readable
+// decodeSuperblock parses and validates a superblock copy read from a file
+// or device of devSize bytes. It returns a human-readable
 // problem, or "" if the block is valid.
 func decodeSuperblock(b []byte, devSize int64) (*superblock, string) {
 	le := binary.LittleEndian
@@ -282,8 +315,9 @@ func decodeSuperblock(b []byte, devSize int64) (*superblock, string) {
 	if stored, got := le.Uint32(b[sbCRCOff:]), crc32.Checksum(b[:sbCRCOff], crc32.MakeTable(crc32.Castagnoli)); stored != got {
 		return nil, fmt.Sprintf("CRC32C mismatch (stored %#08x, computed %#08x): torn or corrupted write", stored, got)
 	}
-	if v := le.Uint32(b[8:]); v != formatVersion {
-		return nil, fmt.Sprintf("unsupported format version %d (this build reads version %d)", v, formatVersion)
+	version := int(le.Uint32(b[8:]))
+	if version != formatVersion && version != formatV1 {
+		return nil, fmt.Sprintf("unsupported format version %d (this build reads versions %d and %d)", version, formatV1, formatVersion)
 	}
 	if bs := le.Uint32(b[12:]); bs != blockSize {
 		return nil, fmt.Sprintf("impossible block size %d (want %d)", bs, blockSize)
@@ -308,7 +342,7 @@ func decodeSuperblock(b []byte, devSize int64) (*superblock, string) {
 	case size > devSize:
 		return nil, fmt.Sprintf("data size %d is beyond the end of the file/device (%d bytes)", size, devSize)
 	}
-	lay := newLayout(devSize, size, gran, maxPeers)
+	lay := newLayout(version, devSize, size, gran, maxPeers)
 	switch {
 	case bpp != lay.blocksPerPeer:
 		return nil, fmt.Sprintf("recorded %d bitmap blocks per peer, but size %d at granularity %d needs %d", bpp, size, gran, lay.blocksPerPeer)
@@ -419,10 +453,11 @@ var errNoChange = errors.New("no change")
 // writeSuperblock writes sb and makes it durable. Caller holds mdMu.
 func (v *LocalVolume) writeSuperblock(sb *superblock) error {
 	encodeSuperblock(sb, v.sbBuf)
-	_, err := v.f.WriteAt(v.sbBuf, sb.lay.sbOff)
+	off := sb.lay.sbOff(sb.seq)
+	_, err := v.f.WriteAt(v.sbBuf, off)
 	v.ss.modified()
 	if err != nil {
-		return fmt.Errorf("write superblock at offset %d: %w", sb.lay.sbOff, err)
+		return fmt.Errorf("write superblock at offset %d: %w", off, err)
 	}
 	if err := v.datasync(); err != nil {
 		return fmt.Errorf("superblock: %w", err)
@@ -522,4 +557,63 @@ func (v *LocalVolume) AssignPeer(ctx context.Context, slot int, name string) err
 		m.Peers[slot] = PeerSlot{Name: name}
 		return nil
 	})
+}
+
+// readSuperblock finds the superblock of a file or device of devSize bytes
+// (see the format above). damaged describes a version 2 copy that is not
+// valid while the other one is, which Open logs; the next metadata change
+// rewrites it. When no valid copy exists the error names what is wrong
+// with each.
+func readSuperblock(path string, d diskFile, buf []byte, devSize int64) (sb *superblock, damaged string, err error) {
+	last := devSize - blockSize
+	if _, err := d.ReadAt(buf, last); err != nil {
+		return nil, "", fmt.Errorf("blockstore: open %s: read superblock at offset %d: %w", path, last, err)
+	}
+	sb0, problem0 := decodeSuperblock(buf, devSize)
+	zero0 := allZero(buf)
+	if string(buf[:8]) == sbMagic && binary.LittleEndian.Uint32(buf[8:]) == formatV1 {
+		// Version 1: the block before it is a bitmap block.
+		if problem0 != "" {
+			return nil, "", &MetadataError{Path: path, Block: "superblock", Offset: last, Problem: problem0}
+		}
+		return sb0, "", nil
+	}
+	if problem0 == "" && sb0.seq%2 != 0 {
+		sb0, problem0 = nil, fmt.Sprintf("sequence number %d is odd, which belongs in the other copy: a misdirected write", sb0.seq)
+	}
+	if devSize < 3*blockSize {
+		return nil, "", &MetadataError{Path: path, Block: "superblock", Offset: last, Problem: problem0}
+	}
+	prev := devSize - 2*blockSize
+	if _, err := d.ReadAt(buf, prev); err != nil {
+		return nil, "", fmt.Errorf("blockstore: open %s: read superblock copy at offset %d: %w", path, prev, err)
+	}
+	sb1, problem1 := decodeSuperblock(buf, devSize)
+	zero1 := allZero(buf)
+	switch {
+	case problem1 == "" && sb1.lay.version == formatV1:
+		sb1, problem1 = nil, "a version 1 superblock where only a version 2 copy may be"
+	case problem1 == "" && sb1.seq%2 != 1:
+		sb1, problem1 = nil, fmt.Sprintf("sequence number %d is even, which belongs in the other copy: a misdirected write", sb1.seq)
+	}
+	switch {
+	case sb0 != nil && sb1 != nil:
+		if sb0.meta.VolumeID != sb1.meta.VolumeID || sb0.lay != sb1.lay {
+			return nil, "", &MetadataError{Path: path, Block: "superblock", Offset: last,
+				Problem: "the two superblock copies describe different volumes or layouts"}
+		}
+		if sb1.seq > sb0.seq {
+			return sb1, "", nil
+		}
+		return sb0, "", nil
+	case sb0 != nil && zero1 && sb0.seq <= 1, sb1 != nil && zero0 && sb1.seq <= 1:
+		// Freshly formatted: only the first copy was written yet.
+		return cmp.Or(sb0, sb1), "", nil
+	case sb0 != nil:
+		return sb0, fmt.Sprintf("superblock copy at offset %d: %s", prev, problem1), nil
+	case sb1 != nil:
+		return sb1, fmt.Sprintf("superblock copy at offset %d: %s", last, problem0), nil
+	}
+	return nil, "", &MetadataError{Path: path, Block: "superblock", Offset: last,
+		Problem: fmt.Sprintf("%s; and the copy at offset %d: %s", problem0, prev, problem1)}
 }

@@ -569,35 +569,65 @@ func TestIsolatedPrimaryNeverAcknowledges(t *testing.T) {
 	}
 }
 
-// TestCorruptReplicaMetadataRefused: a replica whose metadata block is
-// corrupt is not opened, with a clear message, and is left as it was.
+// TestCorruptReplicaMetadataRefused: a replica with one superblock copy
+// damaged (a torn write) opens from the other; with both damaged it is not
+// opened, with a clear message, and is left as it was until the operator
+// follows the message's hint, which rebuilds it from the primary.
 func TestCorruptReplicaMetadataRefused(t *testing.T) {
 	c, td, ctx := volCluster(t)
 	n1, n2 := c.Nodes[0], c.Nodes[1]
+	const size = 64 << 20
 	volumeCmd(t, ctx, td, n1, "create", "meta", "--size", "64M", "--replicas", "2", "--nodes", "n1,n2")
+	runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 8M", "-c", "flush", nbdURI(td, n1, "meta"))
 	path := filepath.Join(td.DataDir(n2), "volumes", "meta.vol")
+	// flip damages one byte inside each superblock copy named: 0 is the
+	// last 4 KiB, 1 the 4 KiB before it.
+	flip := func(copies ...int64) {
+		t.Helper()
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fi, _ := f.Stat()
+		for _, cp := range copies {
+			var b [1]byte
+			off := fi.Size() - 4096*(cp+1) + 100
+			if _, err := f.ReadAt(b[:], off); err != nil {
+				t.Fatal(err)
+			}
+			b[0] ^= 0xff
+			if _, err := f.WriteAt(b[:], off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	synced := func(v *tandemv1.VolumeInfo) bool {
+		r := replicaState(v, "n2")
+		return r != nil && r.State == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE && r.Link == "in-sync"
+	}
+	restart := func() {
+		t.Helper()
+		if _, err := td.StartDaemon(ctx, n2); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	c.Kill(n2)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	flip(0)
+	restart()
+	waitVolume(t, ctx, td, n1, "meta", 60*time.Second, synced)
+	if !strings.Contains(c.LogTail(n2, "tandemd", 400), "one superblock copy is damaged") {
+		t.Errorf("opening from the other superblock copy was not logged:\n%s", c.LogTail(n2, "tandemd", 20))
 	}
-	fi, _ := f.Stat()
-	var b [1]byte
-	off := fi.Size() - 4096 + 100 // inside the superblock (the last 4 KiB)
-	if _, err := f.ReadAt(b[:], off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b[:], off); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+
+	c.Kill(n2)
+	flip(0, 1)
 	before, _ := os.ReadFile(path)
-	if _, err := td.StartDaemon(ctx, n2); err != nil {
-		t.Fatal(err)
-	}
+	restart()
 	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(c.LogTail(n2, "tandemd", 200), "volume metadata is corrupt") {
+	var logs string
+	for logs = c.LogTail(n2, "tandemd", 200); !strings.Contains(logs, "volume metadata is corrupt"); logs = c.LogTail(n2, "tandemd", 200) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no clear corruption message in n2's log:\n%s", c.LogTail(n2, "tandemd", 20))
 		}
@@ -606,6 +636,16 @@ func TestCorruptReplicaMetadataRefused(t *testing.T) {
 	after, _ := os.ReadFile(path)
 	if !bytes.Equal(before, after) {
 		t.Fatal("the corrupt replica was modified")
+	}
+	const hint = "tandem volume resync VOLUME --discard NODE"
+	if !strings.Contains(logs, hint) {
+		t.Fatalf("the corruption message does not give the way out %q:\n%s", hint, logs)
+	}
+	// The hint works.
+	volumeCmd(t, ctx, td, n1, "resync", "meta", "--discard", "n2")
+	waitVolume(t, ctx, td, n1, "meta", 120*time.Second, synced)
+	if replicaSum(t, td, n1, "meta", size) != replicaSum(t, td, n2, "meta", size) {
+		t.Fatal("replicas differ after rebuilding the corrupt one")
 	}
 }
 

@@ -56,6 +56,22 @@ func (a *activityLog) begin(ctx context.Context, off, length int64) error {
 	return a.store.MarkDirty(ctx, a.slot, start, end-start)
 }
 
+// adopt takes regions set before a restart into the sweep, once the peers
+// have them or their bitmaps do: they then leave the log like any region
+// idle for a.idle.
+func (a *activityLog) adopt(ranges [][2]int64) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, rg := range ranges {
+		for r := rg[0] / a.gran; r*a.gran < rg[0]+rg[1]; r++ {
+			if a.active[r] == nil {
+				a.active[r] = &activeRegion{last: now}
+			}
+		}
+	}
+}
+
 // end records that a request over the range finished.
 func (a *activityLog) end(off, length int64) {
 	if length <= 0 {

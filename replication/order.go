@@ -66,8 +66,8 @@ func (p *Primary) releaseAll(rs []*req) {
 	}
 }
 
-// submit runs one request: ordered registration, fan-out, local I/O, dirty
-// marking for fenced peers, then waiting for every connected peer.
+// submit runs one request: dirty marking for fenced peers, ordered
+// registration, fan-out, local I/O, then waiting for every connected peer.
 // With more, the caller has further requests coming at once: the frame is
 // left to the sender goroutine, which then writes them all in one batch.
 func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64, flags uint16, more bool, payload []byte, local func(context.Context) error) error {
@@ -94,23 +94,46 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	}
 
 	p.mu.Lock()
-	for p.frozen && p.deposed == nil && !p.closed {
-		thaw := p.thaw
-		p.mu.Unlock()
-		select {
-		case <-thaw:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for replication to thaw: %w", ctx.Err())
+	var marked uint64 // bitmap slots already marked for this request
+	for {
+		for p.frozen && p.deposed == nil && !p.closed {
+			thaw := p.thaw
+			p.mu.Unlock()
+			select {
+			case <-thaw:
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for replication to thaw: %w", ctx.Err())
+			}
+			p.mu.Lock()
 		}
-		p.mu.Lock()
-	}
-	for q := p.quiescedLocked(r); q != nil; q = p.quiescedLocked(r) {
-		p.mu.Unlock()
-		select {
-		case <-q.localDone:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for a verify of the range: %w", ctx.Err())
+		for q := p.quiescedLocked(r); q != nil; q = p.quiescedLocked(r) {
+			p.mu.Unlock()
+			select {
+			case <-q.localDone:
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for a verify of the range: %w", ctx.Err())
+			}
+			p.mu.Lock()
 		}
+		need := p.fencedSlotsLocked() &^ marked
+		if kind == FrameFlush || need == 0 {
+			break
+		}
+		// Write-ahead for peers that will miss this write (I2, I4): their
+		// dirty bits are durable before any disk sees it, so a crash right
+		// after the local write still leaves it in their resync. Done
+		// unlocked; the set is checked again, as a peer may have been
+		// fenced meanwhile.
+		p.mu.Unlock()
+		for slot := range 64 {
+			if need&(1<<slot) == 0 {
+				continue
+			}
+			if err := p.cfg.Local.MarkDirty(ctx, slot, off, length); err != nil {
+				return fmt.Errorf("mark dirty for a fenced peer: %w", err)
+			}
+		}
+		marked |= need
 		p.mu.Lock()
 	}
 	if err := p.takeSeqLocked(r); err != nil {
@@ -121,7 +144,6 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 		binary.BigEndian.PutUint64(r.frame[8:], r.seq)
 	}
 	lk := p.order.Enqueue(r.off, r.off+r.len, orderMode(kind), r)
-	var fenced []int
 	var targets []*peer
 	for _, pe := range p.peers {
 		switch pe.state {
@@ -130,10 +152,6 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 				continue // it reported every write it has durable
 			}
 			targets = append(targets, pe)
-		case peerFencing:
-			// Frozen prevents this; kept for clarity.
-		default:
-			fenced = append(fenced, pe.cfg.Slot)
 		}
 	}
 	r.waiting = len(targets)
@@ -156,15 +174,6 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	_ = p.order.Wait(context.Background(), lk)
 	lerr := local(ctx)
 	p.order.Release(lk)
-	if lerr == nil && kind != FrameFlush {
-		// Fenced peers miss this write: record it before acknowledging (I2, I4).
-		for _, slot := range fenced {
-			if err := p.cfg.Local.MarkDirty(ctx, slot, off, length); err != nil {
-				lerr = fmt.Errorf("mark dirty for a fenced peer: %w", err)
-				break
-			}
-		}
-	}
 	select {
 	case <-r.allDone:
 	case <-ctx.Done():
@@ -179,6 +188,21 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	err := r.err
 	r.mu.Unlock()
 	return err
+}
+
+// fencedSlotsLocked are the bitmap slots of the peers a request registered
+// now would not reach (every state but in sync, syncing and fencing; a
+// fencing peer freezes new requests), one bit per slot.
+func (p *Primary) fencedSlotsLocked() uint64 {
+	var slots uint64
+	for _, pe := range p.peers {
+		switch pe.state {
+		case peerInSync, peerSyncing, peerFencing:
+		default:
+			slots |= 1 << pe.cfg.Slot
+		}
+	}
+	return slots
 }
 
 func (p *Primary) quiescedLocked(r *req) *req {

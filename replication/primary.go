@@ -172,6 +172,25 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 		pe := &peer{cfg: pc, state: peerOutdated, pending: map[uint64]*req{}, lastMod: noMod}
 		p.peers = append(p.peers, pe)
 	}
+	// Regions still in the activity log from before a restart may hold
+	// writes that no peer got. Write-ahead for every peer: its bitmap says
+	// they may differ until the replay below confirms it has them, so any
+	// resync of it (after a fence at start, a failed replay, a crash
+	// during the replay, or because it was not in sync) includes them.
+	var inherited [][2]int64
+	if p.al != nil {
+		cfg.Local.DirtyRanges(cfg.ActivitySlot, func(off, length int64) bool {
+			inherited = append(inherited, [2]int64{off, length})
+			return true
+		})
+		for _, pe := range p.peers {
+			for _, r := range inherited {
+				if err := cfg.Local.MarkDirty(ctx, pe.cfg.Slot, r[0], r[1]); err != nil {
+					return nil, fmt.Errorf("activity log: mark its regions for peer %s: %w", pe.cfg.Name, err)
+				}
+			}
+		}
+	}
 	for _, pe := range p.peers {
 		if !pe.cfg.InSync {
 			p.startReconnect(pe)
@@ -183,14 +202,9 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 			p.fail(pe, pe.gen, err)
 		}
 	}
-	if p.al != nil {
-		// Regions still in the activity log from before a restart may hold
-		// writes the peers never got: send them again.
-		ranges, _ := ActivityRanges(cfg.Local, cfg.ActivitySlot)
-		if len(ranges) > 0 {
-			p.wg.Add(1)
-			go p.replayActivity(ranges)
-		}
+	if len(inherited) > 0 {
+		p.wg.Add(1)
+		go p.replayActivity(inherited)
 	}
 	return p, nil
 }
@@ -209,29 +223,63 @@ func (p *Primary) stopContext() (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
+// replayActivity sends the regions of the activity log inherited from
+// before a restart to every peer in sync, so they converge at once; a peer
+// that takes them all has them cleared from its bitmap again. Peers not in
+// sync get them with their resync (NewPrimary marked them).
 func (p *Primary) replayActivity(ranges [][2]int64) {
 	defer p.wg.Done()
 	ctx, cancel := p.stopContext()
 	defer cancel()
 	p.mu.Lock()
-	var names []string
+	var insync []*peer
 	for _, pe := range p.peers {
 		if pe.state == peerInSync {
-			names = append(names, pe.cfg.Name)
+			insync = append(insync, pe)
 		}
 	}
 	p.mu.Unlock()
-	for _, name := range names {
-		for _, r := range ranges {
-			if err := p.Repair(ctx, name, r[0], r[1]); err != nil {
-				// A failed peer is fenced and resynced from its bitmap,
-				// which the fence fills for anything unconfirmed.
-				p.log.Info("activity replay stopped", "peer", name, "err", err)
-				break
-			}
+	replayed := 0
+	for _, pe := range insync {
+		pe.mu.Lock()
+		gen := pe.gen
+		pe.mu.Unlock()
+		if err := p.replayTo(ctx, pe, gen, ranges); err != nil {
+			// The peer is fenced and resynced from its bitmap, which holds
+			// these regions.
+			p.log.Info("activity replay stopped; the peer resyncs them instead", "peer", pe.cfg.Name, "err", err)
+			continue
+		}
+		replayed++
+	}
+	if ctx.Err() == nil {
+		p.al.adopt(ranges)
+	}
+	p.log.Info("activity log replayed to in-sync peers", "ranges", len(ranges), "peers", replayed, "in_sync", len(insync))
+}
+
+func (p *Primary) replayTo(ctx context.Context, pe *peer, gen uint64, ranges [][2]int64) error {
+	for _, r := range ranges {
+		if err := p.Repair(ctx, pe.cfg.Name, r[0], r[1]); err != nil {
+			return err
 		}
 	}
-	p.log.Info("activity log replayed to in-sync peers", "ranges", len(ranges), "peers", len(names))
+	// Same lock order as fail: while the peer is still in sync in the same
+	// connection, every region above is durable on it, and a failure from
+	// now on marks what it misses by itself.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pe.mu.Lock()
+	defer pe.mu.Unlock()
+	if pe.gen != gen || pe.state != peerInSync {
+		return fmt.Errorf("peer %s left sync during the replay", pe.cfg.Name)
+	}
+	for _, r := range ranges {
+		if err := p.cfg.Local.ClearDirty(ctx, pe.cfg.Slot, r[0], r[1]); err != nil {
+			return fmt.Errorf("clear replayed regions: %w", err)
+		}
+	}
+	return nil
 }
 
 // Size implements blockstore.Volume.

@@ -558,7 +558,7 @@ func (m *Manager) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest)
 func (m *Manager) DiscardReplica(ctx context.Context, name string) error {
 	nv, err := m.holder(name)
 	if err != nil {
-		return err
+		return m.rebuildUnopened(ctx, name, err)
 	}
 	nv.mu.Lock()
 	primary := nv.primary != nil
@@ -573,6 +573,29 @@ func (m *Manager) DiscardReplica(ctx context.Context, name string) error {
 	if err := m.open(ctx, e, true); err != nil {
 		return openStatus(fmt.Errorf("recreate replica: %w", err))
 	}
+	return nil
+}
+
+// rebuildUnopened recreates a replica of this node that is not open here
+// because it failed to open (its metadata is corrupt, say: the blockstore
+// error names this command as the way out). notHeld is returned when the
+// catalog gives this node no replica of name.
+func (m *Manager) rebuildUnopened(ctx context.Context, name string, notHeld error) error {
+	ms, err := m.Catalog(ctx, true)
+	if err != nil {
+		return err
+	}
+	e := ms.Volumes[name]
+	if e == nil || !slices.Contains(e.Replicas, m.self()) {
+		return notHeld
+	}
+	if err := m.close(name, true, false); err != nil {
+		return status.Errorf(codes.Internal, "remove the replica that failed to open: %v", err)
+	}
+	if err := m.open(ctx, *e, true); err != nil {
+		return openStatus(fmt.Errorf("recreate replica: %w", err))
+	}
+	m.st.Log.Warn("replica that failed to open recreated empty by an operator's discard; full resync", "volume", name)
 	return nil
 }
 
