@@ -16,8 +16,13 @@
 //     answers StatusStaleEpoch/StatusNotPrimary and the primary surfaces
 //     ErrDeposed (as it does when its Fencer reports ErrStaleEpoch or
 //     ErrNotPrimary). On a higher epoch than it knows, the secondary
-//     refreshes its view with a linearizable read before deciding.
-//     Where: secondary.go (check, Secondary.accept, Secondary.checkFrame);
+//     refreshes its view with a linearizable read before deciding. Frames
+//     are checked when read but applied by workers, so a new session (new
+//     epoch, or a reconnect) first supersedes the older ones, whose frames
+//     not yet applied are refused, and waits until their frames being
+//     applied are done: no old frame lands after a new session's write.
+//     Where: secondary.go (check, Secondary.accept, Secondary.checkFrame),
+//     session.go (sessionGate);
 //     peer.go (Primary.receiver) and fence.go (Primary.fence) call
 //     Primary.depose in primary.go.
 //   - I2 nothing acknowledged is lost: when a secondary stops answering, the
@@ -29,7 +34,11 @@
 //     marking for fenced peers, waiting for every peer); fence.go
 //     (Primary.fail, Primary.fence).
 //   - I4 incremental resync: the dirty bitmap is persisted before the write
-//     it covers is acknowledged; a returning peer gets exactly those regions.
+//     it covers reaches any disk; a returning peer gets exactly those
+//     regions. A restarted primary marks its whole activity log in every
+//     peer's bitmap before replaying it. Once a request is sent to a peer,
+//     its local I/O runs even if the caller gave up, so the replicas never
+//     differ without a dirty bit saying so.
 //     Where: fence.go (Primary.fence marks what the peer did not confirm),
 //     order.go (Primary.submit marks writes fenced peers miss), activity.go
 //     (the activity log), primary.go (Primary.replayActivity), resync.go

@@ -84,6 +84,9 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	r := &req{kind: kind, off: off, len: length, frame: frame, pooled: kind == FrameWrite && frame != nil, started: time.Now(), allDone: make(chan struct{})}
 	r.refs.Store(1)
 	defer p.release(r)
+	if err := ctx.Err(); err != nil {
+		return err // a caller that already gave up sends nothing anywhere
+	}
 	if p.al != nil && kind != FrameFlush {
 		// Write-ahead: the region is in the activity log before any disk
 		// can see the request.
@@ -172,7 +175,10 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	// Overlapping earlier requests reach the local disk first. The wait
 	// cannot be given up: the request is already on its way to the peers.
 	_ = p.order.Wait(context.Background(), lk)
-	lerr := local(ctx)
+	// Nor can the local I/O: a caller that gave up must not leave the
+	// peers with a write the local disk never got (they would differ with
+	// no dirty bit to say so).
+	lerr := local(context.WithoutCancel(ctx))
 	p.order.Release(lk)
 	select {
 	case <-r.allDone:

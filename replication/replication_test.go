@@ -461,6 +461,11 @@ func TestAbandonedWritesReachReplicasIntact(t *testing.T) {
 	round(0)
 	round(1) // buffers recycled too early would overwrite round 0's frames
 	close(gate)
+	// Every caller has returned (given up, or, on a loaded machine, started
+	// late with its context already over and sent nothing) before the
+	// flush, which must then cover every write that was sent. (A caller
+	// that was writing frames inline returns only once the stream moves.)
+	wg.Wait()
 	if err := r.p.Flush(r.ctx); err != nil {
 		t.Fatal(err)
 	}

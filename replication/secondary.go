@@ -71,13 +71,14 @@ type Secondary struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	gates map[string]*sessionGate // by volume; see sessionGate
 }
 
 // NewSecondary returns a server that finds replicas through lookup and
 // names the senders of Serve's connections with authorize. A nil authorize
 // refuses every connection Serve accepts.
 func NewSecondary(log *slog.Logger, lookup Lookup, authorize Authorize) *Secondary {
-	return &Secondary{log: log, lookup: lookup, authorize: authorize, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}}
+	return &Secondary{log: log, lookup: lookup, authorize: authorize, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}, gates: map[string]*sessionGate{}}
 }
 
 // Serve accepts connections until ctx ends or ln fails. Connections from ln
@@ -170,6 +171,17 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 		return fmt.Errorf("%w: hello: %v", ErrBadFrame, err)
 	}
 	t, epoch, ref := s.accept(ctx, &hello, from)
+	var g *sessionGate
+	var sess uint64
+	if ref == nil {
+		g = s.gate(t.Name)
+		bctx, cancel := context.WithTimeout(ctx, s.drainTimeout())
+		sess, err = g.begin(bctx)
+		cancel()
+		if err != nil {
+			ref = &refusal{StatusFrozen, err.Error()}
+		}
+	}
 	ack := HelloAck{Status: StatusOK, Epoch: epoch}
 	if t != nil {
 		ack.VolumeID = t.VolumeID
@@ -192,8 +204,25 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 		return ref
 	}
 	s.log.Info("replicating", "volume", t.Name, "from", from, "epoch", epoch)
-	return s.apply(ctx, t, from, epoch, hello.Synced, r, w)
+	return s.apply(ctx, t, from, epoch, hello.Synced, g, sess, r, w)
 }
+
+// gate is the session gate of a volume's replica on this node.
+func (s *Secondary) gate(volume string) *sessionGate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.gates[volume]
+	if g == nil {
+		g = newSessionGate()
+		s.gates[volume] = g
+	}
+	return g
+}
+
+// drainTimeout bounds how long a new session waits for an older one's
+// writes to reach the disk (a disk that stalls longer fails the session,
+// and the primary retries).
+func (s *Secondary) drainTimeout() time.Duration { return 30 * time.Second }
 
 // accept decides whether from may replicate hello.Volume at hello.Epoch.
 // It always confirms with the shard: a deposed primary that reconnects after
@@ -257,7 +286,7 @@ const maxLargeInFlight = 4
 // largeFrame is the size above which frames are applied one at a time.
 const largeFrame = 128 << 10
 
-func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, synced bool, r *bufio.Reader, w *bufio.Writer) error {
+func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, synced bool, g *sessionGate, sess uint64, r *bufio.Reader, w *bufio.Writer) error {
 	var hdr [headerSize]byte
 	var (
 		// order holds the frames being applied, in stream order:
@@ -316,7 +345,11 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 		if err != nil {
 			return finish(err)
 		}
-		if status, msg := s.checkFrame(ctx, t, from, epoch, h); status != StatusOK {
+		status, msg := s.checkFrame(ctx, t, from, epoch, h)
+		if status == StatusOK && g.superseded(sess) {
+			status, msg = StatusStaleEpoch, "superseded by a newer replication connection to this replica"
+		}
+		if status != StatusOK {
 			wg.Wait() // what came before is acknowledged first
 			_ = ack(h.Seq, status, msg, true)
 			if status == StatusStaleEpoch || status == StatusNotPrimary {
@@ -330,7 +363,7 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 		if !more && !isLarge && order.Idle() {
 			// Nothing in flight and nothing queued (QD1): apply here, with
 			// no hand-off to another goroutine.
-			status, msg := s.applyFrame(ctx, t, h, p)
+			status, msg := g.apply(sess, func() (Status, string) { return s.applyFrame(ctx, t, h, p) })
 			recycle(p)
 			if err := ack(h.Seq, status, msg, status != StatusOK || r.Buffered() < headerSize || !order.Idle()); err != nil {
 				return finish(err)
@@ -371,7 +404,7 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 			if llk != nil {
 				_ = large.Wait(context.Background(), llk)
 			}
-			status, msg := s.applyFrame(ctx, t, h, p)
+			status, msg := g.apply(sess, func() (Status, string) { return s.applyFrame(ctx, t, h, p) })
 			recycle(p)
 			if llk != nil {
 				large.Release(llk)
