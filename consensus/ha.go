@@ -139,10 +139,10 @@ func (m *metaSM) applyHA(c *Command) ([]byte, error) {
 		}
 		switch {
 		case f.ConfirmedOff:
-			n.ConfirmedOffAt = c.At
+			n.ConfirmedOffAt, n.ConfirmedOffIndex = c.At, s.Applied
 			m.audit(c, "node-confirm-off", fmt.Sprintf("operator confirmed node %s is off", n.Name))
 		case f.Clear:
-			n.ConfirmedOffAt = time.Time{}
+			n.ConfirmedOffAt, n.ConfirmedOffIndex = time.Time{}, 0
 		}
 		return json.Marshal(n)
 	}

@@ -100,8 +100,13 @@ type NodeRecord struct {
 	// Maintenance blocks new placements and evacuates the node's VMs.
 	Maintenance bool         `json:"maintenance,omitempty"`
 	Fence       *FenceConfig `json:"fence,omitempty"`
-	// ConfirmedOffAt is when an operator confirmed the node is off.
+	// ConfirmedOffAt is when an operator confirmed the node is off (the
+	// proposing node's clock: for display only).
 	ConfirmedOffAt time.Time `json:"confirmed_off_at,omitzero"`
+	// ConfirmedOffIndex is the Raft index of that confirmation. Recovery
+	// orders it against when the leader last saw the node answer by index,
+	// not by two nodes' clocks.
+	ConfirmedOffIndex uint64 `json:"confirmed_off_index,omitempty"`
 	JoinedAt       time.Time `json:"joined_at"`
 	RemovedAt      time.Time `json:"removed_at,omitzero"`
 	// CertSerials are the serials (lower-case hex) of the node certificates
@@ -533,6 +538,8 @@ func (m *metaSM) Lookup(q any) (any, error) {
 		return m.s.clone(), nil
 	case certQuery:
 		return m.s.checkCert(q.ref), nil
+	case appliedQuery:
+		return m.s.Applied, nil
 	case joinQuery:
 		if !m.s.Bootstrapped() {
 			return joinVerdict{err: ErrNotBootstrapped}, nil
@@ -544,6 +551,21 @@ func (m *metaSM) Lookup(q any) (any, error) {
 }
 
 type stateQuery struct{}
+
+// appliedQuery asks for the last applied index (AppliedIndex).
+type appliedQuery struct{}
+
+// AppliedIndex is the last Raft index this replica applied to the
+// metadata: a local read that copies nothing. Entries at or below it are
+// in every later LocalState of this replica.
+func (m *Meta) AppliedIndex() (uint64, error) {
+	v, err := m.h.StaleRead(MetaShardID, appliedQuery{})
+	if err != nil {
+		return 0, fmt.Errorf("metadata not readable yet: %w", err)
+	}
+	idx, _ := v.(uint64)
+	return idx, nil
+}
 
 // joinQuery asks whether a join would be accepted at time at.
 type joinQuery struct {

@@ -114,3 +114,5 @@ func (r recoveryVMs) Start(ctx context.Context, p recovery.Placement) error {
 		return err
 	})
 }
+
+func (r recoveryMeta) AppliedIndex() (uint64, error) { return r.m.AppliedIndex() }

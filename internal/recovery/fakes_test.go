@@ -109,12 +109,23 @@ func (f *fakeMeta) SetNodeFence(_ context.Context, c consensus.NodeFenceCmd) (co
 	if n == nil {
 		return consensus.NodeRecord{}, consensus.ErrNodeNotFound
 	}
-	if c.ConfirmedOff {
-		n.ConfirmedOffAt = time.Now()
-	} else {
+	f.ms.Applied++
+	switch {
+	case c.ConfirmedOff:
+		n.ConfirmedOffAt, n.ConfirmedOffIndex = time.Now(), f.ms.Applied
+	case c.Clear:
+		f.j.Add("clear-confirm-off %s", c.Node)
+		n.ConfirmedOffAt, n.ConfirmedOffIndex = time.Time{}, 0
+	default:
 		n.Fence = c.Config
 	}
 	return *n, nil
+}
+
+func (f *fakeMeta) AppliedIndex() (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ms.Applied, nil
 }
 
 // confirmOff is an operator's 'tandem node fence NODE --confirm-off'.
@@ -122,7 +133,8 @@ func (f *fakeMeta) confirmOff(node string) {
 	f.j.Add("confirm-off %s", node)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ms.Nodes[node].ConfirmedOffAt = time.Now()
+	f.ms.Applied++
+	f.ms.Nodes[node].ConfirmedOffAt, f.ms.Nodes[node].ConfirmedOffIndex = time.Now(), f.ms.Applied
 }
 
 // fakeVolumes is this node's volume manager and the cluster's promotions.

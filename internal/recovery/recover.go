@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -29,6 +30,54 @@ func (m *Manager) stopLeading() {
 	m.recovering = map[string]bool{}
 }
 
+// seen records that node answered this leader now, with the metadata index
+// applied at that moment (read after the answer: a confirmation committed
+// before the answer must not count).
+func (m *Manager) seen(node string) {
+	idx, err := m.meta().AppliedIndex()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.det == nil {
+		return
+	}
+	m.det.Seen(node, time.Now())
+	if err != nil {
+		idx = math.MaxUint64 // unknown: no earlier confirmation may count
+	}
+	if m.aliveAt == nil {
+		m.aliveAt = map[string]uint64{}
+	}
+	m.aliveAt[node] = max(m.aliveAt[node], idx)
+}
+
+// forgetConfirmations clears the operator's confirmation that a node is
+// off once the node answered after it: it is back, and the confirmation
+// must never stand in for fencing the next time it is lost.
+func (m *Manager) forgetConfirmations(ctx context.Context, ms *consensus.MetaState, nodes []string) {
+	for _, name := range nodes {
+		n := ms.Nodes[name]
+		if n == nil || n.ConfirmedOffIndex == 0 || m.confirmedOff(n) {
+			continue
+		}
+		if _, err := m.meta().SetNodeFence(ctx, consensus.NodeFenceCmd{Node: name, Clear: true}); err != nil {
+			m.log.Warn("cannot clear the confirmation that a node is off; it answers again", "node", name, "err", err)
+			continue
+		}
+		m.log.Info("node answers again: its confirmation that it was off is cleared", "node", name)
+	}
+}
+
+// confirmedOff reports whether an operator's confirmation that node is off
+// was committed after the node last answered this leader.
+func (m *Manager) confirmedOff(n *consensus.NodeRecord) bool {
+	if n.ConfirmedOffIndex == 0 {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return n.ConfirmedOffIndex > m.aliveAt[n.Name]
+}
+
 // lead is one detector round on the metadata leader.
 func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 	ms, err := m.metaLocal()
@@ -50,6 +99,7 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		m.det = ha.NewDetector(t, now, nodes)
 		m.leaderTerm = term
 		m.recovering = map[string]bool{}
+		m.aliveAt = map[string]uint64{}
 		m.leaderCtx, m.leaderStop = context.WithCancel(ctx)
 		m.log.Info("metadata leader: failure detector started", "term", term, "nodes", nodes)
 	}
@@ -74,11 +124,7 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 			pctx, cancel := context.WithTimeout(ctx, t.HeartbeatInterval)
 			defer cancel()
 			if _, err := c.Ping(pctx, &tandemv1.PingRequest{From: m.st.Node.Name, LeaderTerm: term}); err == nil {
-				m.mu.Lock()
-				if m.det != nil {
-					m.det.Seen(name, time.Now())
-				}
-				m.mu.Unlock()
+				m.seen(name)
 			}
 		}()
 	}
@@ -101,6 +147,8 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		m.log.Warn("node liveness changed", "node", tr.Node, "from", tr.From, "to", tr.To, "last_seen", tr.LastSeen)
 		m.event(ctx, consensus.Event{Kind: kind, Node: tr.Node, Detail: fmt.Sprintf("%s -> %s; last answer %s ago", tr.From, tr.To, time.Since(tr.LastSeen).Round(time.Millisecond))})
 	}
+	m.forgetConfirmations(ctx, ms, nodes)
+
 	if !ha.Armed(m.settings(ms.Config)) {
 		return
 	}
@@ -262,7 +310,7 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 		if n == nil {
 			return
 		}
-		if !n.ConfirmedOffAt.IsZero() && n.ConfirmedOffAt.After(lastSeen) {
+		if m.confirmedOff(n) {
 			confirmed = fencing.Result{Agent: "operator", Confirmed: true, Detail: "an operator confirmed the node is off", At: n.ConfirmedOffAt}
 			break
 		}

@@ -41,6 +41,8 @@ type Meta interface {
 	UpdateVM(ctx context.Context, u consensus.VMUpdate) error
 	SetConfig(ctx context.Context, kv map[string]string) error
 	SetNodeFence(ctx context.Context, c consensus.NodeFenceCmd) (consensus.NodeRecord, error)
+	// AppliedIndex is the last metadata index this replica applied.
+	AppliedIndex() (uint64, error)
 }
 
 // Volumes is what recovery asks of this node's volume subsystem and of the
@@ -133,6 +135,11 @@ type Manager struct {
 	leaderCtx  context.Context
 	leaderStop context.CancelFunc
 	recovering map[string]bool
+	// aliveAt is, per node, the metadata index this replica had applied
+	// when the node last answered this leader: an operator's confirmation
+	// that it is off counts only if committed after that (by index, never
+	// by comparing two nodes' clocks).
+	aliveAt map[string]uint64
 
 	// lastTick is when the HA loop last finished a round (Unix nanoseconds):
 	// the daemon's liveness, which the service manager's watchdog follows.

@@ -286,3 +286,42 @@ func TestLastTickAdvances(t *testing.T) {
 	}
 	t.Fatalf("LastTick did not advance twice: first %v, now %v", first, f.m.LastTick())
 }
+
+// An operator's confirmation that a node is off counts only for the loss
+// after which it was committed. Here it predates the node's last answer
+// (it came back, then was lost again), and the proposer's clock ran an
+// hour ahead of the leader's: recovery still waits, and a confirmation
+// committed after the last answer lets it proceed. Once the node answers
+// again, the leader clears the confirmation.
+func TestStaleConfirmOffDoesNotFence(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("vm", "n2", 1, "disk")
+	f.meta.confirmOff("n2")
+	f.meta.mu.Lock()
+	f.meta.ms.Nodes["n2"].ConfirmedOffAt = time.Now().Add(time.Hour) // a clock ahead
+	f.meta.mu.Unlock()
+	f.dead("n2")
+	f.m.seen("n2") // it came back after the confirmation...
+	f.dead("n2")   // ...and was lost again
+	done := f.runRecover(t.Context(), "n2")
+	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
+	time.Sleep(20 * time.Millisecond) // several more fencing rounds
+	if f.j.Has("promote") || f.j.Has("start") {
+		t.Fatalf("recovered on a confirmation older than the node's last answer:\n%s", strings.Join(f.j.List(), "\n"))
+	}
+	f.meta.confirmOff("n2")
+	wait(t, done)
+	if !f.j.Has("event fence-result n2: confirmed by operator") || !f.j.Has("start vm on n3") {
+		t.Fatalf("a fresh confirmation did not let recovery proceed:\n%s", strings.Join(f.j.List(), "\n"))
+	}
+
+	f.m.seen("n2") // back again
+	ms, _ := f.meta.LocalState()
+	f.m.forgetConfirmations(t.Context(), ms, []string{"n1", "n2", "n3"})
+	if ms, _ := f.meta.LocalState(); ms.Nodes["n2"].ConfirmedOffIndex != 0 || !ms.Nodes["n2"].ConfirmedOffAt.IsZero() {
+		t.Fatalf("confirmation kept after the node answered: %+v", ms.Nodes["n2"])
+	}
+	if !f.j.Has("clear-confirm-off n2") {
+		t.Fatal("no clear proposed")
+	}
+}
