@@ -10,6 +10,8 @@
 //     QEMU's own NBD client reaches the volume; there is no kernel NBD here.
 //   - driver.go manages domain lifecycle (define, start, shutdown, destroy,
 //     undefine, state, list) on one node's libvirtd; migrate.go live-migrates.
+//   - hostqemu.go finds and kills this host's QEMU processes from /proc,
+//     without libvirtd, for a self-fence that must not wait for a hung one.
 //
 // Domain XML is read and written with libvirt.org/go/libvirtxml, the
 // libvirt project's own Go mapping of its schemas (pure Go, no cgo). Tandem

@@ -7,7 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -456,4 +459,83 @@ func TestHAPartitionAndWitness(t *testing.T) {
 func runNBDInfo(ctx context.Context, uri string) (string, error) {
 	out, err := exec.CommandContext(ctx, "nbdinfo", uri).CombinedOutput()
 	return string(out), err
+}
+
+// TestSelfFenceWithLibvirtdPaused: a host cut off from the cluster while
+// its libvirtd is paused (SIGSTOP: every libvirt call hangs) still kills
+// its QEMU before the cluster restarts the VM on the other side, because
+// the self-fence kills QEMU by PID instead of waiting for libvirtd.
+func TestSelfFenceWithLibvirtdPaused(t *testing.T) {
+	vc := newVMClusterWith(t, vmClusterOpts{witness: true})
+	c := vc.c
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	up := vc.guestVM(t, "sf1", n1, 63, 2)
+	pid := qemuPIDOf(t, "sf1")
+	t.Logf("guest sf1 up on %s, QEMU pid %d", n1.Name, pid)
+	lv := vc.lv[n1.Name].Proc.PID()
+	if err := syscall.Kill(lv, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(lv, syscall.SIGCONT)
+	c.Isolate(n1)
+	cut := time.Now()
+	var deadAt time.Time
+	for time.Since(cut) < time.Minute {
+		if !processAlive(pid) {
+			deadAt = time.Now()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if deadAt.IsZero() {
+		t.Fatal("the isolated host's QEMU still runs a minute after the cut (libvirtd paused)")
+	}
+	vc.waitRecovered(t, vc.lastFromBoot(up.Boot), 90*time.Second)
+	ev := waitEvent(t, vc, n2, 10*time.Second, func(e *tandemv1.Event) bool { return e.Kind == "vm-recovered" && e.Vm == "sf1" })
+	t.Logf("QEMU on %s dead %v after the cut; VM recovered on the other side %v after it", n1.Name,
+		deadAt.Sub(cut).Round(time.Millisecond), ev.At.AsTime().Sub(cut).Round(time.Millisecond))
+	if !ev.At.AsTime().After(deadAt) {
+		t.Fatalf("the VM restarted at %v, before the isolated copy's QEMU died at %v", ev.At.AsTime(), deadAt)
+	}
+	if !strings.Contains(c.LogTail(n1, "tandemd", 300), "self-fence: VM killed") {
+		t.Errorf("n1's log does not say it killed the VM:\n%s", c.LogTail(n1, "tandemd", 30))
+	}
+}
+
+// qemuPIDOf finds the QEMU process running domain name (names are unique
+// in a test).
+func qemuPIDOf(t *testing.T, name string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if strings.Contains(filepath.Base(args[0]), "qemu-system") && slices.ContainsFunc(args, func(a string) bool {
+			return strings.HasPrefix(a, "guest="+name+",") || a == "guest="+name
+		}) {
+			return pid
+		}
+	}
+	t.Fatalf("no QEMU runs %s", name)
+	return 0
+}
+
+// processAlive: pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X')
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/vmm"
@@ -21,6 +22,10 @@ func (d *Daemon) newRecovery() *recovery.Manager {
 		// Read at each use, so a secret copied in by hand (a node that
 		// predates cluster secrets) works without a restart.
 		Secret: d.dir.LoadClusterSecret,
+		KillQEMU: func(ctx context.Context) ([]string, error) {
+			// Self-fence kills every VM of this host.
+			return compute.KillHostQEMU(ctx, func(string) bool { return true })
+		},
 	})
 }
 

@@ -184,11 +184,19 @@ type fakeVMs struct {
 	j       *statetest.Journal
 	meta    *fakeMeta
 	domains *fakeDomains // nil: libvirtd does not answer
+	hang    chan struct{} // set: Domains blocks until it is closed (a hung libvirtd)
 	target  string
 	primary map[string]string // volume -> node serving it as primary
 }
 
-func (f *fakeVMs) Domains(context.Context) (Domains, error) {
+func (f *fakeVMs) Domains(ctx context.Context) (Domains, error) {
+	if f.hang != nil {
+		select {
+		case <-f.hang:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("libvirtd does not answer")
+	}
 	if f.domains == nil {
 		return nil, errors.New("libvirtd does not answer")
 	}

@@ -102,6 +102,10 @@ type Config struct {
 	// Secret reads the cluster secret that seals fence passwords; its
 	// error says how to get one when the node has none.
 	Secret func() ([]byte, error)
+	// KillQEMU kills this host's QEMU processes without libvirtd (which may
+	// be hung) and returns the domains it proved dead (compute.KillHostQEMU
+	// for every domain). Nil: only libvirt destroys.
+	KillQEMU func(ctx context.Context) ([]string, error)
 }
 
 // Manager runs on every node: the self-fence lease everywhere, and on the
@@ -115,6 +119,7 @@ type Manager struct {
 	vms      VMs
 	settings func(map[string]string) map[string]string
 	secret   func() ([]byte, error)
+	killQEMU func(ctx context.Context) ([]string, error)
 	// plainWarned holds "node/field" of plain-text passwords already
 	// logged, so each is reported once.
 	plainWarned sync.Map
@@ -160,7 +165,7 @@ func (m *Manager) LastTick() time.Time {
 func New(c Config) *Manager {
 	t := ha.DefaultTiming()
 	return &Manager{st: c.State, log: c.State.Log.With("component", "ha"), meta: c.Meta, vols: c.Volumes, vms: c.VMs,
-		settings: c.Settings, secret: c.Secret, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}}
+		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}}
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.
@@ -316,19 +321,40 @@ func (m *Manager) selfFence(ctx context.Context) {
 	m.selfFenced = true
 	m.st.Fence.Set(time.Now())
 	m.mu.Unlock()
-	frozen, destroyed := m.vols.FreezeAll(ErrSelfFenced), 0
+	frozen := m.vols.FreezeAll(ErrSelfFenced)
+	gone := map[string]bool{}
 	var computeErr error
 	if m.st.Config.ComputeEnabled() {
 		// Destroying must finish even when the daemon is shutting down.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
+		if m.killQEMU != nil {
+			// SIGKILL first, without libvirtd: the cluster restarts these
+			// VMs once the lease and its grace ran out, whether or not
+			// libvirtd answers (a paused or hung one would hold the
+			// destroy past that point). libvirt's destroy below then only
+			// tidies its own state.
+			m.mu.Lock()
+			grace := m.timing.SelfFenceGrace
+			m.mu.Unlock()
+			kctx, kcancel := context.WithTimeout(dctx, grace/2+time.Second)
+			killed, err := m.killQEMU(kctx)
+			kcancel()
+			for _, n := range killed {
+				gone[n] = true
+				m.log.Warn("self-fence: VM killed", "vm", n)
+			}
+			if err != nil {
+				m.log.Error("self-fence: a QEMU could not be proved dead; the watchdog must reset this node", "err", err)
+			}
+		}
 		if drv, err := m.vms.Domains(dctx); err == nil {
 			names, _ := drv.Running(dctx)
 			for _, n := range names {
-				if err := drv.Destroy(dctx, n); err != nil {
+				if err := drv.Destroy(dctx, n); err != nil && !gone[n] {
 					m.log.Error("self-fence: cannot destroy VM", "vm", n, "err", err)
-				} else {
-					destroyed++
+				} else if err == nil && !gone[n] {
+					gone[n] = true
 					m.log.Warn("self-fence: VM destroyed", "vm", n)
 				}
 			}
@@ -336,7 +362,7 @@ func (m *Manager) selfFence(ctx context.Context) {
 			computeErr = err
 		}
 	}
-	switch {
+	switch destroyed := len(gone); {
 	case frozen > 0 || destroyed > 0:
 		m.log.Error("self-fence: no quorum for longer than the lease; VMs destroyed and volumes frozen",
 			"vms_destroyed", destroyed, "primaries_frozen", frozen)

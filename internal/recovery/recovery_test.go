@@ -3,6 +3,7 @@ package recovery
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -323,5 +324,35 @@ func TestStaleConfirmOffDoesNotFence(t *testing.T) {
 	}
 	if !f.j.Has("clear-confirm-off n2") {
 		t.Fatal("no clear proposed")
+	}
+}
+
+// With libvirtd hung (it never answers), a self-fence still kills this
+// host's QEMUs at once, without it: the cluster restarts the VMs once the
+// lease and its grace ran out, whatever libvirtd does.
+func TestSelfFenceKillsQEMUWithoutLibvirtd(t *testing.T) {
+	f := newFixture(t)
+	f.vols.primaries = 1
+	hung := make(chan struct{})
+	f.vms.hang = hung
+	if err := os.WriteFile(f.st.Config.Compute.LibvirtSocket, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.m.killQEMU = func(context.Context) ([]string, error) {
+		f.j.Add("kill-qemu")
+		return []string{"a"}, nil
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.m.selfFence(t.Context())
+	}()
+	defer func() { close(hung); <-done }()
+	f.waitFor(t, "kill-qemu")
+	if got := strings.Join(f.j.List(), ","); got != "freeze-all,kill-qemu" {
+		t.Fatalf("journal %s", got)
+	}
+	if !f.st.Fence.Fenced() {
+		t.Fatal("not fenced")
 	}
 }
