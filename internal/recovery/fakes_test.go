@@ -183,7 +183,7 @@ func (f *fakeDomains) Destroy(_ context.Context, name string) error {
 type fakeVMs struct {
 	j       *statetest.Journal
 	meta    *fakeMeta
-	domains *fakeDomains // nil: libvirtd does not answer
+	domains *fakeDomains  // nil: libvirtd does not answer
 	hang    chan struct{} // set: Domains blocks until it is closed (a hung libvirtd)
 	target  string
 	primary map[string]string // volume -> node serving it as primary
