@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -105,6 +106,8 @@ type Host struct {
 	nh  *dragonboat.NodeHost
 	cfg HostConfig
 	log *slog.Logger
+	// raft is the TLS transport's factory, nil without HostConfig.TLS.
+	raft *raftnet.Factory
 }
 
 // NewHost starts the Raft host. It pre-allocates little: the defaults of
@@ -115,11 +118,23 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
-	nh, err := dragonboat.NewNodeHost(nodeHostConfig(cfg))
+	nhc := nodeHostConfig(cfg)
+	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		return nil, fmt.Errorf("start raft host on %s: %w", cfg.RaftAddr, err)
 	}
-	return &Host{nh: nh, cfg: cfg, log: cfg.Logger}, nil
+	f, _ := nhc.Expert.TransportFactory.(*raftnet.Factory)
+	return &Host{nh: nh, cfg: cfg, log: cfg.Logger, raft: f}, nil
+}
+
+// RecheckRaftConns closes the Raft connections, accepted or dialed, whose
+// peer certificate check refuses now (raftnet.Transport.Recheck), and
+// returns how many. Without the TLS transport there is nothing to check.
+func (h *Host) RecheckRaftConns(check func(leaf *x509.Certificate) error) int {
+	if h.raft == nil {
+		return 0
+	}
+	return h.raft.Recheck(check)
 }
 
 func nodeHostConfig(cfg HostConfig) config.NodeHostConfig {

@@ -106,9 +106,13 @@ type NodeRecord struct {
 	// ConfirmedOffIndex is the Raft index of that confirmation. Recovery
 	// orders it against when the leader last saw the node answer by index,
 	// not by two nodes' clocks.
-	ConfirmedOffIndex uint64 `json:"confirmed_off_index,omitempty"`
-	JoinedAt       time.Time `json:"joined_at"`
-	RemovedAt      time.Time `json:"removed_at,omitzero"`
+	ConfirmedOffIndex uint64    `json:"confirmed_off_index,omitempty"`
+	JoinedAt          time.Time `json:"joined_at"`
+	RemovedAt         time.Time `json:"removed_at,omitzero"`
+	// RemovedBy is the member that recorded the removal, RemovedAs the API
+	// credential it acted for (empty for removals recorded before these).
+	RemovedBy string `json:"removed_by,omitempty"`
+	RemovedAs string `json:"removed_as,omitempty"`
 	// CertSerials are the serials (lower-case hex) of the node certificates
 	// the cluster issued to this node; removal revokes them all.
 	CertSerials []string `json:"cert_serials,omitempty"`
@@ -254,7 +258,15 @@ const (
 // metaSM is the metadata state machine: small, in memory, snapshotted as JSON.
 type metaSM struct {
 	s *MetaState
+	// certGen counts the applied changes that may revoke a certificate
+	// accepted before (see certChanged); not part of the state, so not in
+	// snapshots.
+	certGen uint64
 }
+
+// certChanged notes a change of what checkRevoked refuses: listeners then
+// close the connections whose certificates are revoked now.
+func (m *metaSM) certChanged() { m.certGen++ }
 
 // NewMetaStateMachine is the dragonboat factory for the metadata shard.
 func NewMetaStateMachine(_, _ uint64) sm.IStateMachine {
@@ -388,7 +400,9 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		n.State = ns.State
 		if ns.State == NodeRemoved {
 			n.RemovedAt = c.At
+			n.RemovedBy, n.RemovedAs = c.By, c.As
 			m.revokeNode(c, n)
+			m.certChanged()
 		}
 		m.audit(c, "node-state", fmt.Sprintf("node %s: %s -> %s", n.Name, prev, n.State))
 		if ns.State == NodeRemoved {
@@ -537,9 +551,15 @@ func (m *metaSM) Lookup(q any) (any, error) {
 	case stateQuery:
 		return m.s.clone(), nil
 	case certQuery:
+		if q.revokedOnly {
+			_, err := m.s.checkRevoked(q.ref)
+			return err, nil
+		}
 		return m.s.checkCert(q.ref), nil
 	case appliedQuery:
 		return m.s.Applied, nil
+	case certGenQuery:
+		return m.certGen, nil
 	case joinQuery:
 		if !m.s.Bootstrapped() {
 			return joinVerdict{err: ErrNotBootstrapped}, nil
@@ -607,6 +627,7 @@ func (m *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan 
 		s.adoptAdminTokens(s.Cluster.CreatedAt, "", "")
 	}
 	m.s = s
+	m.certChanged()
 	return nil
 }
 

@@ -71,6 +71,7 @@ func (m *metaSM) revoke(c *Command, r RevokedCert) {
 	}
 	r.At, r.By = c.At, c.By
 	s.Revoked[r.Serial] = &r
+	m.certChanged()
 	m.audit(c, "cert-revoke", fmt.Sprintf("certificate %s (%s) revoked: %s", r.Serial, r.Subject, r.Reason))
 }
 
@@ -93,8 +94,24 @@ func (m *metaSM) revokeNode(c *Command, n *NodeRecord) {
 // Unknown names pass: a node admitted a moment ago may not be applied
 // here yet, and its certificate chains to the CA.
 func (s *MetaState) checkCert(ref CertRef) error {
+	n, err := s.checkRevoked(ref)
+	if err != nil || n == nil {
+		return err
+	}
+	if ref.OU == certOUNode && len(n.CertSerials) > 0 && !slices.Contains(n.CertSerials, ref.Serial) {
+		return fmt.Errorf("%w: serial %s was never issued to node %s", ErrCertRevoked, ref.Serial, ref.CommonName)
+	}
+	return nil
+}
+
+// checkRevoked is checkCert's first two rules, what revokes a certificate
+// that was accepted: a serial on the list, a removed node's certificate. It
+// returns the record of the node the certificate names, if any. (A node
+// certificate merely renewed out of its record is refused from then on, but
+// its open connections are not cut: they date from when it was valid.)
+func (s *MetaState) checkRevoked(ref CertRef) (*NodeRecord, error) {
 	if r, ok := s.Revoked[ref.Serial]; ok {
-		return fmt.Errorf("%w: serial %s (%s) on %s: %s", ErrCertRevoked, ref.Serial, r.Subject, r.At.UTC().Format(time.RFC3339), r.Reason)
+		return nil, fmt.Errorf("%w: serial %s (%s) on %s: %s", ErrCertRevoked, ref.Serial, r.Subject, r.At.UTC().Format(time.RFC3339), r.Reason)
 	}
 	name := ""
 	switch ref.OU {
@@ -105,19 +122,37 @@ func (s *MetaState) checkCert(ref CertRef) error {
 	}
 	n, ok := s.Nodes[name]
 	if name == "" || !ok {
-		return nil
+		return nil, nil
 	}
 	if n.State == NodeRemoved {
-		return fmt.Errorf("%w: node %s was removed from the cluster; wipe its data directory and join again", ErrCertRevoked, name)
+		return nil, fmt.Errorf("%w: node %s was removed from the cluster; wipe its data directory and join again", ErrCertRevoked, name)
 	}
-	if ref.OU == certOUNode && len(n.CertSerials) > 0 && !slices.Contains(n.CertSerials, ref.Serial) {
-		return fmt.Errorf("%w: serial %s was never issued to node %s", ErrCertRevoked, ref.Serial, name)
-	}
-	return nil
+	return n, nil
 }
 
-// certQuery asks the state machine for checkCert without copying the state.
-type certQuery struct{ ref CertRef }
+// certQuery asks the state machine for checkCert (checkRevoked when
+// revokedOnly) without copying the state.
+type certQuery struct {
+	ref         CertRef
+	revokedOnly bool
+}
+
+// certGenQuery asks for the state machine's certGen.
+type certGenQuery struct{}
+
+// CertGeneration is a number that changes whenever this replica applies a
+// change that may revoke a certificate it accepted before (a revocation, a
+// node removed, a snapshot loaded; see checkRevoked). Listeners poll it to
+// cut the connections of certificates revoked since their handshake; it
+// means nothing across restarts.
+func (m *Meta) CertGeneration() (uint64, error) {
+	v, err := m.h.StaleRead(MetaShardID, certGenQuery{})
+	if err != nil {
+		return 0, err
+	}
+	g, _ := v.(uint64)
+	return g, nil
+}
 
 // RevokeCert puts a certificate on the cluster's revocation list.
 func (m *Meta) RevokeCert(ctx context.Context, r RevokedCert) error {
@@ -132,6 +167,22 @@ func (m *Meta) RevokeCert(ctx context.Context, r RevokedCert) error {
 // applies the entry.
 func (m *Meta) CheckCert(ref CertRef) error {
 	v, err := m.h.StaleRead(MetaShardID, certQuery{ref: ref})
+	if err != nil {
+		return fmt.Errorf("revocation list not readable yet: %w", err)
+	}
+	if err, _ := v.(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// CheckRevoked applies the part of the rule that revokes a certificate
+// accepted before (MetaState.checkRevoked: a serial on the list, a removed
+// node's certificate) against this replica's applied state, as CheckCert
+// does. Open connections are re-checked with it: one made with a node
+// certificate since renewed out of its record stays open.
+func (m *Meta) CheckRevoked(ref CertRef) error {
+	v, err := m.h.StaleRead(MetaShardID, certQuery{ref: ref, revokedOnly: true})
 	if err != nil {
 		return fmt.Errorf("revocation list not readable yet: %w", err)
 	}

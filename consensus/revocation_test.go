@@ -106,3 +106,67 @@ func TestRevocationList(t *testing.T) {
 		t.Error("an expired certificate's entry was kept")
 	}
 }
+
+// What revokes an accepted certificate (a serial on the list, a removed
+// node) moves the generation listeners poll and is what checkRevoked
+// refuses; a node certificate renewed out of its record does neither, so
+// its open connections are left alone. The removal records who and when.
+func TestCertGenerationAndCheckRevoked(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	must := func(c Command) {
+		t.Helper()
+		c.At, c.By, c.As = at, "n1", "alice"
+		if _, err := m.apply(&c); err != nil {
+			t.Fatalf("%s: %v", c.Op, err)
+		}
+	}
+	gen := func() uint64 {
+		v, err := m.Lookup(certGenQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.(uint64)
+	}
+	revoked := func(ref CertRef) error {
+		v, err := m.Lookup(certQuery{ref: ref, revokedOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err, _ = v.(error)
+		return err
+	}
+	must(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c1", Name: "c"}, Node: NodeRecord{Name: "n1", ReplicaID: 1, CertSerials: []string{"a1"}}}})
+	must(Command{Op: opAddToken, Token: &TokenRecord{ID: "t", Verifier: "v", ExpiresAt: at.Add(time.Hour)}})
+	must(Command{Op: opJoin, Join: &JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "n2", RaftAddr: "a:1", CertSerials: []string{"b1"}}}})
+	g0 := gen()
+
+	// Three renewals push a1 out of n1's record: refused from now on, not
+	// revoked.
+	for _, s := range []string{"a2", "a3", "a4"} {
+		must(Command{Op: opNodeCert, NodeCert: &NodeCertCmd{Name: "n1", Serial: s, NotAfter: at.Add(time.Hour)}})
+	}
+	old := CertRef{Serial: "a1", CommonName: "n1", OU: "node"}
+	if err := m.s.checkCert(old); !errors.Is(err, ErrCertRevoked) {
+		t.Fatalf("a serial renewed out of the record is accepted in a handshake: %v", err)
+	}
+	if err := revoked(old); err != nil || gen() != g0 {
+		t.Fatalf("renewal counted as a revocation: %v, generation %d -> %d", err, g0, gen())
+	}
+
+	must(Command{Op: opRevokeCert, Revoke: &RevokedCert{Serial: "e1", Subject: "CN=x,OU=export", Reason: "test"}})
+	g1 := gen()
+	if g1 == g0 || !errors.Is(revoked(CertRef{Serial: "e1", CommonName: "x", OU: "export"}), ErrCertRevoked) {
+		t.Fatalf("explicit revocation: generation %d -> %d", g0, g1)
+	}
+	must(Command{Op: opNodeState, NodeState: &NodeStateCmd{Name: "n2", State: NodeRemoved}})
+	if gen() == g1 || !errors.Is(revoked(CertRef{Serial: "zz", CommonName: "admin@n2", OU: "admin"}), ErrCertRevoked) {
+		t.Fatalf("removal: generation %d -> %d", g1, gen())
+	}
+	if n := m.s.Nodes["n2"]; n.RemovedBy != "n1" || n.RemovedAs != "alice" || !n.RemovedAt.Equal(at) {
+		t.Fatalf("removal recorded as by %q as %q at %v", n.RemovedBy, n.RemovedAs, n.RemovedAt)
+	}
+	if err := revoked(CertRef{Serial: "a4", CommonName: "n1", OU: "node"}); err != nil {
+		t.Fatalf("a member's current certificate: %v", err)
+	}
+}

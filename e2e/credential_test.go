@@ -141,11 +141,29 @@ func TestCredentials(t *testing.T) {
 		t.Fatalf("audit table: %v\n%s", err, table)
 	}
 
-	// After removing n4, its admin certificate is refused even with a
-	// valid credential; n1's still works.
-	if _, _, err := td.CLI(ctx, n1, "node", "remove", "n4", "--force"); err != nil {
+	// n4 is down when it is removed, so it cannot be told then; restarted,
+	// it knocks (Raft, peer calls), the members refuse its certificate and
+	// tell it, and only that proof makes it say it was removed.
+	c.Kill(n4)
+	out, _, err = td.CLI(ctx, n1, "node", "remove", "n4", "--force")
+	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(out, "node n4 could not be told of its removal") {
+		t.Errorf("removing n4 while it is down:\n%s", out)
+	}
+	if _, err := td.StartDaemon(ctx, n4); err != nil {
+		t.Fatal(err)
+	}
+	// Generous: the first member n4 reaches tells it at once.
+	if _, err := td.WaitStatus(ctx, n4, 2*time.Minute, func(s *tandemv1.ClusterStatus) bool {
+		return strings.Contains(strings.Join(s.Warnings, " "), "this node (n4) was removed from cluster")
+	}); err != nil {
+		t.Fatalf("n4, restarted after its removal, was not told: %v", err)
+	}
+
+	// After removing n4, its admin certificate is refused even with a
+	// valid credential; n1's still works.
 	cred4 := td.Credentials(n4)
 	for _, n := range members {
 		args := []string{grpcurl, "-cacert", filepath.Join(cred4, "ca.crt"), "-cert", filepath.Join(cred4, "admin.crt"), "-key", filepath.Join(cred4, "admin.key"),

@@ -84,3 +84,64 @@ func checkRemovedNodeRefused(t *testing.T, c *testcluster.Cluster, td *testclust
 		}
 	}
 }
+
+// h2Preface is what an HTTP/2 client sends first: the preface and an empty
+// SETTINGS frame. gRPC servers answer with their own SETTINGS.
+var h2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)
+
+// heldConn is a TLS connection to a gRPC port, opened from inside a
+// node's namespace and kept open.
+type heldConn struct {
+	what string
+	conn *tls.Conn
+}
+
+// holdGRPC opens a TLS connection from n to the gRPC port addr presenting
+// the PEM pair, speaks the HTTP/2 preface and waits for the server's
+// answer: the server accepted the certificate and serves the connection.
+func holdGRPC(c *testcluster.Cluster, n *testcluster.Node, what, addr, certFile, keyFile string) (*heldConn, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", certFile, err)
+	}
+	var conn *tls.Conn
+	err = c.InNetns(n, func() error {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		conn, err = tls.DialWithDialer(d, "tcp", addr, &tls.Config{Certificates: []tls.Certificate{pair}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := conn.Write(h2Preface); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	// Generous: an answer arrives at once, a refusal as an error.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := conn.Read(make([]byte, 64)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%s: the server did not answer: %w", what, err)
+	}
+	return &heldConn{what: what, conn: conn}, nil
+}
+
+// cut says whether the server closed the connection: it reads (discarding
+// what the server still sends) until an error, for at most wait, which is
+// generous; a connection still open then is not cut.
+func (h *heldConn) cut(wait time.Duration) error {
+	defer h.conn.Close()
+	_ = h.conn.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 4096)
+	for {
+		_, err := h.conn.Read(buf)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return fmt.Errorf("%s: still open %s after the revocation", h.what, wait)
+		default:
+			return nil
+		}
+	}
+}

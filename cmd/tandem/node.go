@@ -106,6 +106,12 @@ otherwise). Nothing is changed then.
 quorum, not removing the node you ask, not the last voter): the removal goes
 ahead and the command prints, as warnings, each check it overrode.
 
+The removal revokes the node's certificates at once and cuts its open
+connections. Once it has committed, the removed node is told (when it
+answers): it freezes its volumes and destroys its VMs for good, its data
+staying on disk, and its 'tandem cluster status' says who removed it and
+when. A node that is down learns when it next contacts a member.
+
 On a terminal the command first asks you to type the node's name; --yes
 skips that. Without a terminal (scripts) it does not ask.`,
 		Example: `  tandem node remove node3                 # refused while node3 runs or holds the only good copy of a volume
@@ -137,6 +143,9 @@ skips that. Without a terminal (scripts) it does not ask.`,
 						return nil
 					}
 					fmt.Fprintf(w, "removed node %q (replica %d, state %s)\n", n.GetName(), n.GetReplicaId(), orDash(n.GetState()))
+					if notice := resp.GetNotice(); notice != "" {
+						fmt.Fprintln(w, notice)
+					}
 					return nil
 				})
 			})

@@ -30,5 +30,8 @@
 //     never allocates more than the frame's announced size, bounded by
 //     MaxFrame;
 //   - Close stops the listener and every connection it accepted, and
-//     returns only after their goroutines have exited.
+//     returns only after their goroutines have exited;
+//   - the transport keeps the peer certificate of every open connection,
+//     accepted or dialed, so Recheck can close those a check refuses now
+//     (a certificate revoked since the handshake).
 package raftnet

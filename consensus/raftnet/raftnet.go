@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,7 +56,12 @@ type Config struct {
 }
 
 // Factory makes the transport for dragonboat's NodeHostConfig.Expert.
-type Factory struct{ Config Config }
+type Factory struct {
+	Config Config
+
+	mu sync.Mutex
+	t  *Transport // the last one Create made
+}
 
 // Create is called by dragonboat once per NodeHost.
 func (f *Factory) Create(_ config.NodeHostConfig, onMessages raftio.MessageHandler, onChunk raftio.ChunkHandler) raftio.ITransport {
@@ -63,7 +69,24 @@ func (f *Factory) Create(_ config.NodeHostConfig, onMessages raftio.MessageHandl
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Transport{cfg: f.Config, onMessages: onMessages, onChunk: onChunk, log: log, conns: map[net.Conn]struct{}{}}
+	t := &Transport{cfg: f.Config, onMessages: onMessages, onChunk: onChunk, log: log,
+		conns: map[net.Conn][]*x509.Certificate{}, dialed: map[*conn]struct{}{}}
+	f.mu.Lock()
+	f.t = t
+	f.mu.Unlock()
+	return t
+}
+
+// Recheck is Transport.Recheck on the transport Create made (none yet:
+// nothing to check).
+func (f *Factory) Recheck(check func(leaf *x509.Certificate) error) int {
+	f.mu.Lock()
+	t := f.t
+	f.mu.Unlock()
+	if t == nil {
+		return 0
+	}
+	return t.Recheck(check)
 }
 
 // Validate accepts host:port addresses, as the TCP transport does.
@@ -79,9 +102,12 @@ type Transport struct {
 	onChunk    raftio.ChunkHandler
 	log        *slog.Logger
 
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[net.Conn]struct{}
+	mu sync.Mutex
+	ln net.Listener
+	// conns are the accepted connections, with the peer's certificate
+	// chain once the handshake passed; dialed the ones this host made.
+	conns  map[net.Conn][]*x509.Certificate
+	dialed map[*conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -138,8 +164,42 @@ func (t *Transport) track(nc net.Conn) bool {
 	if t.closed {
 		return false
 	}
-	t.conns[nc] = struct{}{}
+	t.conns[nc] = nil
 	return true
+}
+
+// verified records the peer certificates of the accepted connection nc.
+func (t *Transport) verified(nc net.Conn, chain []*x509.Certificate) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.conns[nc]; ok {
+		t.conns[nc] = chain
+	}
+}
+
+// Recheck applies check to the peer certificate of every open connection,
+// accepted or dialed, and closes those it refuses now: the handshake
+// checked the revocation list once, and a certificate revoked since (a
+// removed node) must not keep its connections. It returns how many it
+// closed; dragonboat dials again, through a fresh handshake.
+func (t *Transport) Recheck(check func(leaf *x509.Certificate) error) int {
+	var refused []io.Closer
+	t.mu.Lock()
+	for nc, chain := range t.conns {
+		if len(chain) > 0 && check(chain[0]) != nil {
+			refused = append(refused, nc)
+		}
+	}
+	for c := range t.dialed {
+		if c.leaf != nil && check(c.leaf) != nil {
+			refused = append(refused, c.nc)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range refused {
+		c.Close()
+	}
+	return len(refused)
 }
 
 func (t *Transport) untrack(nc net.Conn) {
@@ -165,6 +225,7 @@ func (t *Transport) serve(nc net.Conn) error {
 	if len(tc.ConnectionState().PeerCertificates) == 0 {
 		return errors.New("raftnet: peer presented no certificate (the server configuration must require one)")
 	}
+	t.verified(nc, tc.ConnectionState().PeerCertificates)
 	r := bufio.NewReaderSize(tc, 64<<10)
 	kind, err := readPreamble(r)
 	if err != nil {
@@ -253,6 +314,9 @@ func (t *Transport) Close() error {
 	for nc := range t.conns {
 		nc.Close()
 	}
+	for c := range t.dialed {
+		c.nc.Close()
+	}
 	t.mu.Unlock()
 	t.wg.Wait()
 	return nil
@@ -280,10 +344,23 @@ func (t *Transport) dial(ctx context.Context, target string, kind byte) (*conn, 
 	if err != nil {
 		return nil, fmt.Errorf("raftnet: dial %s: %w", target, err)
 	}
-	c := &conn{nc: nc, w: bufio.NewWriterSize(nc, 64<<10)}
+	c := &conn{nc: nc, w: bufio.NewWriterSize(nc, 64<<10), t: t}
+	if tc, ok := nc.(*tls.Conn); ok {
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			c.leaf = certs[0]
+		}
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		nc.Close()
+		return nil, errors.New("raftnet: transport closed")
+	}
+	t.dialed[c] = struct{}{}
+	t.mu.Unlock()
 	pre := append([]byte(magic), version, kind)
 	if err := c.send(pre, nil); err != nil {
-		nc.Close()
+		c.Close()
 		return nil, err
 	}
 	return c, nil
@@ -295,6 +372,9 @@ type conn struct {
 	mu sync.Mutex
 	nc net.Conn
 	w  *bufio.Writer
+	// leaf is the server's certificate, t the transport that tracks c.
+	leaf *x509.Certificate
+	t    *Transport
 }
 
 func (c *conn) send(head, body []byte) error {
@@ -342,4 +422,9 @@ func (c *conn) SendChunk(ch pb.Chunk) error {
 
 // Close implements raftio.IConnection. It does not wait for a send in
 // progress: closing the socket is what unblocks it.
-func (c *conn) Close() { c.nc.Close() }
+func (c *conn) Close() {
+	c.nc.Close()
+	c.t.mu.Lock()
+	delete(c.t.dialed, c)
+	c.t.mu.Unlock()
+}

@@ -287,3 +287,70 @@ func FuzzStream(f *testing.F) {
 		}
 	})
 }
+
+// A connection whose peer certificate is refused after its handshake (a
+// node removed since) is closed by Recheck, on the side that accepted it
+// and on the side that dialed it; a check that refuses nothing closes
+// nothing.
+func TestRecheckCutsRefusedConnections(t *testing.T) {
+	ca := newTestCA(t)
+	p := newPair(t, ca, ca.leaf(t, "n4", 4), func(*x509.Certificate) error { return nil })
+	ctx := context.Background()
+	hb := pb.MessageBatch{Requests: []pb.Message{{Type: pb.Heartbeat}}}
+	refuse := func(cn string) func(*x509.Certificate) error {
+		return func(c *x509.Certificate) error {
+			if c.Subject.CommonName == cn {
+				return errors.New("revoked")
+			}
+			return nil
+		}
+	}
+
+	// Accepting side: the server cuts n4's connection.
+	c, err := p.cli.GetConnection(ctx, p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMessageBatch(hb); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t) // accepted and verified
+	if n := p.srv.Recheck(func(*x509.Certificate) error { return nil }); n != 0 {
+		t.Fatalf("nothing refused, yet %d cut", n)
+	}
+	if n := p.srv.Recheck(refuse("n4")); n != 1 {
+		t.Fatalf("server cut %d connections, want 1", n)
+	}
+	// The client learns when its writes meet the closed socket; nothing
+	// more is delivered meanwhile.
+	for c.SendMessageBatch(hb) == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.rcv.mu.Lock()
+	if len(p.rcv.batches) != 1 {
+		t.Errorf("%d batches delivered, want only the one before the cut", len(p.rcv.batches))
+	}
+	p.rcv.mu.Unlock()
+
+	c.Close()
+
+	// Dialing side: the client cuts its connection to a refused server.
+	c2, err := p.cli.GetConnection(ctx, p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if n := p.cli.Recheck(refuse("server")); n != 1 {
+		t.Fatalf("client cut %d connections, want 1", n)
+	}
+	if err := c2.SendMessageBatch(hb); err == nil {
+		t.Fatal("a cut connection still sends")
+	}
+	c2.Close()
+	p.cli.mu.Lock()
+	defer p.cli.mu.Unlock()
+	if len(p.cli.dialed) != 0 {
+		t.Errorf("%d dialed connections still tracked after Close", len(p.cli.dialed))
+	}
+}

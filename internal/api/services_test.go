@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,5 +121,45 @@ func TestPeerOutsideCluster(t *testing.T) {
 	resp, err := peer.Ping(t.Context(), &tandemv1.PingRequest{From: "n2"})
 	if err != nil || resp.Name != "n1" || resp.ReplicaId != 0 {
 		t.Fatalf("Ping outside a cluster: %v, %v", resp, err)
+	}
+}
+
+// localMeta is a metadata client whose applied state is ms.
+type localMeta struct {
+	state.Meta
+	ms *consensus.MetaState
+}
+
+func (m localMeta) LocalState() (*consensus.MetaState, error) { return m.ms, nil }
+
+// A removal notice is acted on only for this node, in this cluster, from a
+// member this node knows; anything else is refused and changes nothing.
+func TestNodeRemovedRefusals(t *testing.T) {
+	ms := &consensus.MetaState{Nodes: map[string]*consensus.NodeRecord{"n1": {Name: "n1"}, "n2": {Name: "n2"}}}
+	st := &state.State{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Node: state.Node{Name: "n1"},
+		Meta:    func() state.Meta { return localMeta{ms: ms} },
+		Cluster: func() (state.Cluster, bool) { return state.Cluster{Name: "lab", ID: "c-1"}, true },
+		Removal: &state.Removal{}, Fence: &state.SelfFence{}}
+	cc, stop := serve(t, Config{State: st, Node: Node{ReplicaID: func() uint64 { return 1 }}})
+	defer stop()
+	peer := tandemv1.NewPeerClient(cc)
+	for _, tc := range []struct {
+		req  *tandemv1.PeerNodeRemovedRequest
+		code codes.Code
+		msg  string
+	}{
+		{&tandemv1.PeerNodeRemovedRequest{Node: "n2", ClusterId: "c-1"}, codes.InvalidArgument, `this is node n1, not "n2"`},
+		{&tandemv1.PeerNodeRemovedRequest{Node: "n1", ClusterId: "c-9"}, codes.FailedPrecondition, `this node is in cluster lab (c-1), not "c-9"`},
+		{&tandemv1.PeerNodeRemovedRequest{Node: "../n1", ClusterId: "c-1"}, codes.InvalidArgument, "node name"},
+		// No certificate here: no member this node knows sent it.
+		{&tandemv1.PeerNodeRemovedRequest{Node: "n1", ClusterId: "c-1", RemovedBy: "n2"}, codes.PermissionDenied, "is not a member this node knows"},
+	} {
+		_, err := peer.NodeRemoved(t.Context(), tc.req)
+		if s := status.Convert(err); s.Code() != tc.code || !strings.Contains(s.Message(), tc.msg) {
+			t.Errorf("%+v: %v %q, want %v %q", tc.req, s.Code(), s.Message(), tc.code, tc.msg)
+		}
+	}
+	if _, known := st.Removal.Get(); known || st.Fence.Fenced() {
+		t.Fatal("a refused notice changed the node")
 	}
 }

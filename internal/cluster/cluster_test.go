@@ -185,6 +185,34 @@ func TestStatusNamesRemovalAndStuckJoins(t *testing.T) {
 	}
 }
 
+// A node told of its removal says who removed it, with which credential,
+// when and who told it; one that every other member merely refuses in the
+// handshake says it was probably removed, and no more.
+func TestStatusRemovalKnownOrGuessed(t *testing.T) {
+	meta := newFakeMeta()
+	meta.quorum = consensus.ErrNoQuorum // as a removed node sees it
+	m, _ := newManager(t, meta, true)
+	m.probe = func(_ context.Context, addrs []string, _ time.Duration) map[string]Probe {
+		out := map[string]Probe{}
+		for _, a := range addrs {
+			out[a] = Probe{Detail: `no answer: connection error: desc = "error reading server preface: remote error: tls: bad certificate"`}
+		}
+		return out
+	}
+	got := strings.Join(m.Status(context.Background()).Warnings, "\n")
+	if !strings.Contains(got, "every other member refuses this node's certificate: this node (n1) was probably removed") || strings.Contains(got, "was removed from") {
+		t.Fatalf("guess:\n%s", got)
+	}
+
+	m.st.Removal = &state.Removal{}
+	m.st.Removal.Set(state.RemovalRecord{ClusterName: "lab", By: "n2", As: "alice", At: time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC), ToldBy: "n3"})
+	got = strings.Join(m.Status(context.Background()).Warnings, "\n")
+	want := "this node (n1) was removed from cluster lab by n2 (credential alice) at 2026-12-06T09:00:00Z (told by n3)"
+	if !strings.Contains(got, want) || strings.Contains(got, "probably") {
+		t.Fatalf("known removal:\n%s\nwant %q", got, want)
+	}
+}
+
 // A bad change is refused whole, before quorum is even asked, and nothing
 // is written.
 func TestSetConfigRefusals(t *testing.T) {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -26,6 +28,10 @@ func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
 	}
 	st.Initialized = true
 	st.ClusterName, st.ClusterId = c.Name, c.ID
+	removal, removed := m.st.Removal.Get()
+	if removed {
+		st.Warnings = append(st.Warnings, removalWarning(self, m.st.Node.DataDir, removal))
+	}
 
 	qctx, cancel := context.WithTimeout(ctx, m.timeout)
 	quorumErr := meta.CheckQuorum(qctx)
@@ -86,7 +92,7 @@ func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
 	if !st.Quorate {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("NOT QUORATE: %d of %d votes online, %d needed; changes are refused and this is %s's last known state", st.VotesOnline, st.Voters, st.Quorum, self))
 	}
-	st.Warnings = append(st.Warnings, membershipWarnings(self, m.st.Node.DataDir, ms, st.Nodes)...)
+	st.Warnings = append(st.Warnings, membershipWarnings(self, m.st.Node.DataDir, ms, st.Nodes, removed)...)
 	from := max(0, len(ms.Audit)-10)
 	for _, a := range ms.Audit[from:] {
 		st.Audit = append(st.Audit, &tandemv1.AuditEntry{At: timestamppb.New(a.At), Node: a.Node, Action: a.Action, Detail: a.Detail})
@@ -94,9 +100,27 @@ func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
 	return st
 }
 
+// removalWarning is status's line for a node that knows it was removed.
+func removalWarning(self, dataDir string, r state.RemovalRecord) string {
+	by := "a member"
+	if r.By != "" {
+		by = r.By
+	}
+	if r.As != "" {
+		by += " (credential " + r.As + ")"
+	}
+	at := ""
+	if !r.At.IsZero() {
+		at = " at " + r.At.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("this node (%s) was removed from cluster %s by %s%s (told by %s); its volumes are frozen and its VMs stopped for good, its data stays on disk: stop tandemd, wipe %s and join again",
+		self, r.ClusterName, by, at, r.ToldBy, dataDir)
+}
+
 // membershipWarnings names what an operator must do about membership: this
-// node was removed, or a node is stuck joining.
-func membershipWarnings(self, dataDir string, ms *consensus.MetaState, nodes []*tandemv1.NodeInfo) []string {
+// node was removed (known tells whether status said so already), or
+// probably was, or a node is stuck joining.
+func membershipWarnings(self, dataDir string, ms *consensus.MetaState, nodes []*tandemv1.NodeInfo, known bool) []string {
 	var out []string
 	// A removed node may never apply its own removal (it leaves the Raft
 	// group with it); its peers' refusals tell it too.
@@ -104,11 +128,25 @@ func membershipWarnings(self, dataDir string, ms *consensus.MetaState, nodes []*
 	if n, ok := ms.Nodes[self]; ok && n.State == consensus.NodeRemoved {
 		removed = true
 	}
+	refusing, others := 0, 0
 	for _, n := range nodes {
 		removed = removed || strings.Contains(n.HealthDetail, fmt.Sprintf("node %s was removed from the cluster", self))
+		if n.Name == self || n.State == consensus.NodeRemoved {
+			continue
+		}
+		others++
+		if certRefused(n.HealthDetail) {
+			refusing++
+		}
 	}
-	if removed {
+	switch {
+	case known:
+	case removed:
 		out = append(out, fmt.Sprintf("this node (%s) was removed from the cluster; stop tandemd, wipe %s and join again", self, dataDir))
+	case others > 0 && refusing == others:
+		// A guess, so nothing is stopped on it: a member that refuses a
+		// removed node's certificate tells it, and that is the proof.
+		out = append(out, fmt.Sprintf("every other member refuses this node's certificate: this node (%s) was probably removed from the cluster, or its certificate revoked; nothing is stopped on that guess (the self-fence lease still applies without quorum). Check with 'tandem node list' on a member", self))
 	}
 	for _, n := range nodes {
 		if n.State == consensus.NodeJoining {
@@ -116,6 +154,12 @@ func membershipWarnings(self, dataDir string, ms *consensus.MetaState, nodes []*
 		}
 	}
 	return out
+}
+
+// certRefused says whether a probe's failure is the peer refusing this
+// node's certificate in the TLS handshake.
+func certRefused(detail string) bool {
+	return strings.Contains(detail, "bad certificate") || strings.Contains(detail, "revoked")
 }
 
 // NodeInfos builds the node table, probing every other member.

@@ -29,6 +29,7 @@ import (
 	"github.com/tandemhci/tandem/internal/metrics"
 	"github.com/tandemhci/tandem/internal/nodedir"
 	"github.com/tandemhci/tandem/internal/peers"
+	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/vmm"
@@ -70,6 +71,14 @@ type Daemon struct {
 	// hs is what TLS handshakes read: they must not take mu, which create
 	// and join hold while Raft and peers dial in and out.
 	hs handshakeState
+	// conns are the connections the TLS listeners (backend, admin, NBD)
+	// accepted, replConns the replication listener's, by peer certificate,
+	// so a revocation cuts those already open (watchRevocations); a node
+	// told of its removal cuts every replication connection (onRemoval).
+	conns, replConns *pki.Conns
+	// removedNotices rate-limits the notices to removed nodes that knock
+	// (noticeRemovedPeer).
+	removedNotices noticeLimiter
 
 	mu       sync.Mutex // guards the fields below and serialises create/join
 	id       *membership.Identity
@@ -99,7 +108,7 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, startupErr("config invalid: %v", oneLine(err))
 	}
-	d := &Daemon{cfg: cfg, log: log, dir: nodedir.Dir(cfg.DataDir), serveErr: make(chan error, 4), ready: make(chan struct{})}
+	d := &Daemon{cfg: cfg, log: log, dir: nodedir.Dir(cfg.DataDir), serveErr: make(chan error, 4), ready: make(chan struct{}), conns: pki.NewConns(), replConns: pki.NewConns()}
 	if err := d.dir.Check(); err != nil {
 		return nil, startupErr("%v", err)
 	}
@@ -234,7 +243,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.nbdSrv = d.newNBDServer()
 	go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.Serve(ctx, d.nbdUnixLn)) }()
 	if d.nbdLn != nil {
-		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.ServeTLS(ctx, d.nbdLn)) }()
+		go func() { d.serveErr <- serveErr("nbd", d.nbdSrv.ServeTLS(ctx, d.conns.Listener(d.nbdLn))) }()
 	}
 	d.health = health.NewServer()
 	d.unixSrv = grpc.NewServer(grpc.Creds(insecure.NewCredentials()), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(false)), grpc.ChainStreamInterceptor(d.auth.AdminStream(false)))
@@ -273,6 +282,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.ha.Run(ctx)
 	go d.vols.SweepDeleted(ctx)
 	go certs.Run(ctx)
+	go d.watchRevocations(ctx)
+	go d.onRemoval(ctx)
 
 	var err error
 	select {
@@ -405,20 +416,22 @@ func (d *Daemon) startTLSServersLocked() error {
 	if _, err := d.serverTLS(); err != nil {
 		return fmt.Errorf("server TLS: %w", err)
 	}
-	srvTLS := d.dynamicServerTLS("h2")
+	srvTLS := d.dynamicServerTLS(d.conns, "h2")
 	d.peerSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(srvTLS)), grpc.ChainUnaryInterceptor(d.auth.PeerUnary()), grpc.ChainStreamInterceptor(d.auth.PeerStream()))
 	d.svc.RegisterPeer(d.peerSrv)
 	hp := health.NewServer()
 	healthpb.RegisterHealthServer(d.peerSrv, hp)
-	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.peerLn)) }()
+	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.conns.Listener(d.peerLn))) }()
 
 	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vols.Target, api.ReplicationPeer)
-	replTLS := d.dynamicServerTLS()
-	go func() { d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replLn, replTLS))) }()
+	replTLS := d.dynamicServerTLS(d.replConns)
+	go func() {
+		d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replConns.Listener(d.replLn), replTLS)))
+	}()
 
-	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(d.dynamicServerTLS("h2"))), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(true)), grpc.ChainStreamInterceptor(d.auth.AdminStream(true)))
+	d.adminSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(d.dynamicServerTLS(d.conns, "h2"))), grpc.ChainUnaryInterceptor(d.auth.AdminUnary(true)), grpc.ChainStreamInterceptor(d.auth.AdminStream(true)))
 	d.registerAdmin(d.adminSrv)
-	go func() { d.serveErr <- serveErr("admin", d.adminSrv.Serve(d.adminLn)) }()
+	go func() { d.serveErr <- serveErr("admin", d.adminSrv.Serve(d.conns.Listener(d.adminLn))) }()
 	return nil
 }
 

@@ -37,5 +37,15 @@
 //     of the cluster's CA (peer gRPC except Join, the Raft transport, the
 //     replication port); the admin API over TCP also needs a named API
 //     credential, and the admin unix socket accepts only root or the
-//     daemon's user (api.LocalOnly) (docs/design.md §7).
+//     daemon's user (api.LocalOnly) (docs/design.md §7);
+//   - every TLS listener (backend, admin, replication, NBD) remembers its
+//     open connections by peer certificate (pki.Conns), and whenever the
+//     metadata applies a change that may refuse a certificate
+//     (Meta.CertGeneration) those the revocation list now refuses are cut,
+//     Raft's too (watchRevocations); only a refusal by the list cuts;
+//   - a removed node's certificate is never trusted again, except that a
+//     member tells that node of its removal over a connection that checks
+//     only the CA and the node's name (tellRemoved): it is told, never
+//     asked; a member whose handshake refuses such a node tells it at most
+//     every removedNoticeEvery.
 package daemon

@@ -59,19 +59,22 @@ func (d *Daemon) built(slot *atomic.Pointer[builtTLS], build func(cert, key, ca 
 }
 
 // dynamicServerTLS is a listener's configuration that picks the node's
-// current certificate on every handshake (renewal needs no restart).
-// alpn is what the listener speaks (gRPC needs "h2").
-func (d *Daemon) dynamicServerTLS(alpn ...string) *tls.Config {
+// current certificate on every handshake (renewal needs no restart) and
+// remembers each connection in conns. alpn is what the listener speaks
+// (gRPC needs "h2").
+func (d *Daemon) dynamicServerTLS(conns *pki.Conns, alpn ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: alpn,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			cfg, err := d.serverTLS()
 			if err != nil {
 				return nil, err
 			}
+			// Track clones cfg; the connection is remembered with its
+			// peer's certificate so a later revocation can cut it.
+			cfg = conns.Track(cfg, hello.Conn)
 			if len(alpn) > 0 {
-				cfg = cfg.Clone()
 				cfg.NextProtos = alpn
 			}
 			return cfg, nil
@@ -88,7 +91,13 @@ func (d *Daemon) certCheck(leaf *x509.Certificate) error {
 	if meta == nil {
 		return errors.New("the metadata replica is not running, so the revocation list cannot be checked")
 	}
-	return meta.CheckCert(consensus.CertRef{Serial: pki.SerialHex(leaf), CommonName: leaf.Subject.CommonName, OU: pki.CertOU(leaf)})
+	err := meta.CheckCert(consensus.CertRef{Serial: pki.SerialHex(leaf), CommonName: leaf.Subject.CommonName, OU: pki.CertOU(leaf)})
+	if errors.Is(err, consensus.ErrCertRevoked) && pki.CertOU(leaf) == pki.OUNode {
+		// A removed node knocking learns why (with proof) instead of
+		// guessing from the refusal.
+		d.noticeRemovedPeer(leaf.Subject.CommonName)
+	}
+	return err
 }
 
 // raftPeerCheck admits only other nodes to Raft: an admin or export

@@ -49,6 +49,7 @@ func (d *Daemon) newState() *state.State {
 		},
 		Events:   d.recordEvent,
 		Fence:    &state.SelfFence{},
+		Removal:  &state.Removal{},
 		Settings: settings.NewInForce(d.log),
 	}
 }
@@ -92,6 +93,7 @@ func (d *Daemon) newMembers() *membership.Manager {
 				d.mets.JoinRefused(reason)
 			}
 		},
+		TellRemoved: d.tellRemoved,
 	})
 }
 

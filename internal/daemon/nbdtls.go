@@ -20,6 +20,9 @@ import (
 type nbdTLS struct {
 	material func() *nodedir.TLS
 	check    pki.CertCheck
+	// conns remembers each verified connection (nil: none), so a revoked
+	// export certificate loses the connections it opened.
+	conns *pki.Conns
 
 	mu   sync.Mutex
 	from *nodedir.TLS
@@ -30,7 +33,13 @@ func (n *nbdTLS) config() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// nbd.ServeTLS checks the chain verified whatever this returns.
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.forClient() },
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			cfg, err := n.forClient()
+			if err != nil || n.conns == nil {
+				return cfg, err
+			}
+			return n.conns.Track(cfg, hello.Conn), nil
+		},
 	}
 }
 
@@ -64,7 +73,7 @@ func (n *nbdTLS) forClient() (*tls.Config, error) {
 // this node) and, when nbd_addr is set, of the TCP export (TLS only,
 // authorized per volume by the client's certificate).
 func (d *Daemon) newNBDServer() *nbd.Server {
-	t := &nbdTLS{material: func() *nodedir.TLS { _, _, m := d.cluster(); return m }, check: d.certCheck}
+	t := &nbdTLS{material: func() *nodedir.TLS { _, _, m := d.cluster(); return m }, check: d.certCheck, conns: d.conns}
 	return nbd.NewServer(d.log.With("component", "nbd"), d.vols.Export,
 		nbd.WithTLS(t.config()), nbd.WithAuthorize(d.vols.AuthorizeNBD), nbd.WithList(d.vols.ListNBD))
 }

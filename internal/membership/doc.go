@@ -28,7 +28,11 @@
 //     proposed, so a bogus join costs no Raft entry; it is consumed
 //     (Meta.Join, which checks again and decides) before a certificate is
 //     signed or the Raft group changed;
-//   - a removal is recorded in the metadata (so a running node learns it)
-//     before the node leaves the Raft group, and is refused while Risks
-//     lists anything it would lose or strand, unless forced.
+//   - a removal is recorded in the metadata (which revokes the node's
+//     certificates) before the removed node is told (Config.TellRemoved:
+//     the notice only ever reports a committed fact, which the node takes
+//     as proof and stops on), and both before the node leaves the Raft
+//     group; a node that cannot be told does not hold the removal up. It
+//     is refused while Risks lists anything it would lose or strand,
+//     unless forced.
 package membership

@@ -49,6 +49,9 @@ func (f *fakeMeta) SetNodeState(_ context.Context, name, st string) (consensus.N
 		return consensus.NodeRecord{}, consensus.ErrNodeNotFound
 	}
 	n.State = st
+	if st == consensus.NodeRemoved {
+		n.RemovedBy, n.RemovedAt = "n1", time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	}
 	return *n, nil
 }
 
@@ -121,6 +124,9 @@ type world struct {
 	quorumN int
 	init    *fakeInit
 	refused []string // reasons counted by JoinRefused
+	// tellErr is what telling a removed node fails with (nil: it answers
+	// that it stopped, having destroyed one VM).
+	tellErr error
 }
 
 func newWorld() *world {
@@ -160,6 +166,13 @@ func (w *world) manager() *Manager {
 		},
 		Init:        w.init,
 		JoinRefused: func(reason string) { w.refused = append(w.refused, reason) },
+		TellRemoved: func(_ context.Context, n consensus.NodeRecord, req *tandemv1.PeerNodeRemovedRequest) (*tandemv1.PeerNodeRemovedResponse, error) {
+			w.meta.j.Add("tell %s at %s: removed from %s by %s at %s", req.Node, n.BackendAddr, req.ClusterId, req.RemovedBy, req.RemovedAt.AsTime().Format(time.RFC3339))
+			if w.tellErr != nil {
+				return nil, w.tellErr
+			}
+			return &tandemv1.PeerNodeRemovedResponse{First: true, VmsDestroyed: 1}, nil
+		},
 	})
 }
 

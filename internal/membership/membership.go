@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -41,6 +42,11 @@ type Config struct {
 	// JoinRefused counts one refused join attempt by reason (a metric);
 	// nil counts nothing. See joinguard.go for the reasons.
 	JoinRefused func(reason string)
+	// TellRemoved sends req (Peer NodeRemoved) to the removed node n.
+	// By then n's certificates are revoked, so the call must not apply the
+	// revocation list to n's server certificate (the daemon's does not;
+	// it still checks the CA and n's name). nil tells nobody.
+	TellRemoved func(ctx context.Context, n consensus.NodeRecord, req *tandemv1.PeerNodeRemovedRequest) (*tandemv1.PeerNodeRemovedResponse, error)
 }
 
 // Manager runs membership changes. It is safe for concurrent use.
@@ -50,12 +56,13 @@ type Manager struct {
 	cluster func() (Cluster, bool)
 	init    Init
 	joins   *joinGuard
+	tell    func(ctx context.Context, n consensus.NodeRecord, req *tandemv1.PeerNodeRemovedRequest) (*tandemv1.PeerNodeRemovedResponse, error)
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
 	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, init: c.Init,
-		joins: newJoinGuard(c.State.Log, c.JoinRefused)}
+		joins: newJoinGuard(c.State.Log, c.JoinRefused), tell: c.TellRemoved}
 }
 
 // meta is the running metadata client, or the status error every API call

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
@@ -85,14 +86,18 @@ func (m *Manager) Remove(ctx context.Context, req *tandemv1.RemoveNodeRequest) (
 	// The checks may have taken a while: a fresh deadline for the changes.
 	rctx, cancel = context.WithTimeout(ctx, removeTimeout)
 	defer cancel()
-	// Record the removal first, while the node still receives the log, so a
-	// running node learns it was removed; then drop it from the Raft group.
+	// Record the removal first (its certificates are revoked in the same
+	// entry), tell the node, then drop it from the Raft group.
 	rec := *n
 	if n.State != consensus.NodeRemoved {
 		if rec, err = meta.SetNodeState(rctx, req.Name, consensus.NodeRemoved); err != nil {
 			return nil, apierr.FromMeta(err)
 		}
 	}
+	// Told only now that the removal committed: the notice is proof to the
+	// node, which stops for good on it. Its revoked certificate would leave
+	// it to guess from refused handshakes.
+	notice := m.tellRemoved(ctx, rec)
 	if inRaft {
 		if err := meta.RemoveReplica(rctx, n.ReplicaID); err != nil {
 			return nil, apierr.FromMeta(fmt.Errorf("%s is recorded as removed but is still in the Raft group (run the command again): %w", req.Name, err))
@@ -100,7 +105,41 @@ func (m *Manager) Remove(ctx context.Context, req *tandemv1.RemoveNodeRequest) (
 	}
 	m.st.Log.Warn("node removed", "node", req.Name, "replica", rec.ReplicaID)
 	return &tandemv1.RemoveNodeResponse{Node: &tandemv1.NodeInfo{Name: rec.Name, ReplicaId: rec.ReplicaID, State: rec.State, BackendAddr: rec.BackendAddr},
-		Overridden: overridden}, nil
+		Overridden: overridden, Notice: notice}, nil
+}
+
+// RemovalNotice is the Peer NodeRemoved request telling node n, recorded
+// as removed, that it was removed from cluster (id, name).
+func RemovalNotice(clusterID, clusterName string, n consensus.NodeRecord) *tandemv1.PeerNodeRemovedRequest {
+	req := &tandemv1.PeerNodeRemovedRequest{Node: n.Name, ClusterId: clusterID, ClusterName: clusterName, RemovedBy: n.RemovedBy, RemovedAs: n.RemovedAs}
+	if !n.RemovedAt.IsZero() {
+		req.RemovedAt = timestamppb.New(n.RemovedAt)
+	}
+	return req
+}
+
+// tellRemoved tells node n, whose removal committed, that it was removed,
+// and says in one line what came of it. A node that does not answer (it is
+// down, say) learns when it next contacts a member: every member tells a
+// removed node whose certificate it refuses (internal/daemon).
+func (m *Manager) tellRemoved(ctx context.Context, n consensus.NodeRecord) string {
+	c, ok := m.cluster()
+	if m.tell == nil || !ok {
+		return ""
+	}
+	tctx, cancel := context.WithTimeout(ctx, removeProbeTimeout)
+	defer cancel()
+	resp, err := m.tell(tctx, n, RemovalNotice(c.ID, c.Name, n))
+	switch {
+	case err != nil:
+		m.st.Log.Warn("removed node not told of its removal", "node", n.Name, "addr", n.BackendAddr, "err", err)
+		return fmt.Sprintf("node %s could not be told of its removal (%s); it learns of it when it next contacts a member", n.Name, status.Convert(err).Message())
+	case !resp.GetFirst():
+		return fmt.Sprintf("node %s knew of its removal already", n.Name)
+	default:
+		return fmt.Sprintf("node %s was told of its removal and stopped for good: %d VMs destroyed, %d primaries frozen (its data stays on disk)",
+			n.Name, resp.GetVmsDestroyed(), resp.GetPrimariesFrozen())
+	}
 }
 
 // Risks lists what removing node n would lose or strand, one line each:

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/state/statetest"
@@ -120,5 +121,36 @@ func TestRemoveRefusals(t *testing.T) {
 				t.Fatalf("a refused removal changed %q", j)
 			}
 		})
+	}
+}
+
+// Once the removal committed, and before the node leaves the Raft group,
+// the removed node is told (with who removed it and when); the answer
+// says what it did. A node that cannot be told does not stop the removal.
+func TestRemoveTellsTheRemovedNode(t *testing.T) {
+	w := newWorld()
+	w.cluster = &Cluster{Name: "c1", ID: "cid"}
+	resp, err := w.manager().Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"state n2 removed", "tell n2 at 10.0.0.2:7000: removed from cid by n1 at 2026-01-02T03:04:05Z", "remove-replica 10.0.0.2:7001"}
+	if j := w.meta.j.List(); !slices.Equal(j, want) {
+		t.Fatalf("journal %q, want %q", j, want)
+	}
+	if resp.Notice != "node n2 was told of its removal and stopped for good: 1 VMs destroyed, 0 primaries frozen (its data stays on disk)" {
+		t.Fatalf("notice %q", resp.Notice)
+	}
+
+	w.tellErr = status.Error(codes.Unavailable, "connection refused")
+	resp, err = w.manager().Remove(context.Background(), &tandemv1.RemoveNodeRequest{Name: "n3"})
+	if err != nil {
+		t.Fatalf("a node that cannot be told stopped the removal: %v", err)
+	}
+	if !strings.Contains(resp.Notice, "node n3 could not be told of its removal (connection refused); it learns of it when it next contacts a member") {
+		t.Fatalf("notice %q", resp.Notice)
+	}
+	if j := w.meta.j.List(); j[len(j)-1] != "remove-replica 10.0.0.3:7001" {
+		t.Fatalf("journal %q", j)
 	}
 }

@@ -13,7 +13,11 @@
 //   - every connection is mutual TLS with the identity Config.ClientTLS
 //     returns when the connection is first made;
 //   - Call retries only a call that failed to connect (dialFailed), so the
-//     peer never saw it and trying again cannot apply it twice;
+//     peer never saw it and trying again cannot apply it twice, and only
+//     after one fresh connection attempt (reconnect), which never waits out
+//     gRPC's backoff: a failure seen after the reset is the fresh
+//     attempt's, except on a connection failing already, where gRPC shows
+//     no change for a failed attempt and a grace period bounds the wait;
 //   - a nil *Pool is a node in no cluster: Client and Call answer
 //     FailedPrecondition, Probe reports nothing, Close does nothing.
 package peers

@@ -93,27 +93,46 @@ func (p *Pool) reconnect(ctx context.Context, addr string) bool {
 	if !ok {
 		return false
 	}
+	before := c.GetState()
 	c.ResetConnectBackoff()
 	c.Connect()
-	attempted := false
+	// A failure seen from now on is the fresh attempt's, unless the
+	// connection was failing already: then what we see may be the old
+	// failure, or the new one if the attempt failed before we looked (a
+	// refused dial takes microseconds). gRPC's pick-first keeps a failing
+	// channel in TRANSIENT_FAILURE until a connection is ready ("sticky"),
+	// so a fresh attempt that fails shows no change of state at all: wait
+	// for one only for a grace period.
+	fresh := before != connectivity.TransientFailure
 	for {
 		switch s := c.GetState(); {
 		case s == connectivity.Ready:
 			return true
-		case s == connectivity.TransientFailure && attempted:
+		case s == connectivity.TransientFailure && fresh:
 			return false
-		case s == connectivity.Connecting:
-			attempted = true
-			if !c.WaitForStateChange(ctx, s) {
-				return false
+		case s == connectivity.TransientFailure:
+			wctx, cancel := context.WithTimeout(ctx, staleFailureWait)
+			changed := c.WaitForStateChange(wctx, s)
+			cancel()
+			if !changed {
+				return false // the fresh attempt failed already; backing off again
 			}
-		default: // idle, or the failure from before the reset
+			fresh = true
+		default: // idle, connecting
+			if s == connectivity.Connecting {
+				fresh = true
+			}
 			if !c.WaitForStateChange(ctx, s) {
 				return false
 			}
 		}
 	}
 }
+
+// staleFailureWait is how long reconnect waits, on a connection that was
+// failing already, for the fresh attempt to succeed: a failed one shows no
+// change of state (see reconnect), a successful one turns it ready.
+const staleFailureWait = 2 * time.Second
 
 // dialFailed says whether err is a failure to connect, so the call never
 // reached the peer and trying again cannot apply it twice.

@@ -29,5 +29,8 @@
 //     certificates OU "admin" and client usage only, so an admin certificate
 //     can never serve as a node; export certificates ([CA.SignExport], for
 //     the TCP NBD export) OU "export", client usage only, and the volumes
-//     they may open as URI SANs "tandem-volume:NAME" ([ExportVolumes]).
+//     they may open as URI SANs "tandem-volume:NAME" ([ExportVolumes]);
+//   - [Conns] remembers a server's connection only from Accept until it is
+//     closed, with a certificate only once the server's own checks passed,
+//     and Recheck closes only connections whose check now fails.
 package pki

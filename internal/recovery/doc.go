@@ -21,6 +21,12 @@
 //     cannot finish its self-fence is reset by the hardware;
 //   - a node that provably runs nothing (no primary, no domain) does not
 //     fence itself when its lease runs out; any doubt means it does;
+//   - a node stops for good on proof of its removal only (Removed, called
+//     on a member's authenticated NodeRemoved notice, sent once the removal
+//     committed), never on a guess such as refused handshakes: it records
+//     the removal (state.Removal), sets the fence flag, freezes the volumes
+//     and destroys the VMs, and the flag is never lifted again; data stays
+//     on disk;
 //   - recovery acts only while this node leads the metadata shard at the
 //     term it started in, and only once the dead node is positively fenced
 //     (an agent confirmed, its lease provably expired, or an operator

@@ -24,6 +24,10 @@ const DefaultWatchdog = "/dev/watchdog"
 // fences itself.
 var ErrSelfFenced = errors.New("this node fenced itself (no quorum for longer than its lease)")
 
+// ErrRemoved is the cause the volumes are frozen with when the node learns
+// that it was removed from the cluster.
+var ErrRemoved = errors.New("this node was removed from the cluster")
+
 // Meta is the metadata client as recovery uses it: the few methods of
 // *consensus.Meta it calls, with the metadata shard's leadership and quorum
 // check and this node's replica ID flattened in.
@@ -128,7 +132,8 @@ type Manager struct {
 	timing ha.Timing
 	lease  *ha.Lease
 	// selfFenced mirrors st.Fence under mu, so the lease checks and
-	// selfFence decide on one consistent view.
+	// selfFence decide on one consistent view (a removed node that ran
+	// nothing has st.Fence alone: see Removed).
 	selfFenced bool
 	// idleUntil spaces out the checks that find nothing to fence while
 	// the lease stays expired (each asks libvirt).
@@ -252,7 +257,7 @@ func (m *Manager) tick(ctx context.Context) {
 	switch {
 	case expired && !wasFenced:
 		m.selfFence(ctx)
-	case wasFenced && qerr == nil && !expired:
+	case wasFenced && qerr == nil && !expired && !m.removed():
 		m.mu.Lock()
 		m.selfFenced = false
 		at := m.st.Fence.Clear()
@@ -321,7 +326,59 @@ func (m *Manager) selfFence(ctx context.Context) {
 	m.selfFenced = true
 	m.st.Fence.Set(time.Now())
 	m.mu.Unlock()
-	frozen := m.vols.FreezeAll(ErrSelfFenced)
+	frozen, destroyed := m.stopEverything(ctx, ErrSelfFenced, "self-fence")
+	switch {
+	case frozen > 0 || destroyed > 0:
+		m.log.Error("self-fence: no quorum for longer than the lease; VMs destroyed and volumes frozen",
+			"vms_destroyed", destroyed, "primaries_frozen", frozen)
+	default:
+		m.log.Warn("self-fence: no quorum for longer than the lease; nothing was running here, no new primaries until quorum returns")
+	}
+}
+
+// removed reports whether this node knows it was removed.
+func (m *Manager) removed() bool {
+	_, ok := m.st.Removal.Get()
+	return ok
+}
+
+// Removed acts on proof that this node was removed from the cluster (see
+// the invariants in doc.go for what counts as proof): it records the
+// removal for status and stops this node for good, in the self-fence's
+// order (fence flag, volumes frozen, VMs destroyed), since a removed node
+// never gets quorum back and its lease would run out anyway. Data stays on
+// disk. A node that provably runs nothing is only flagged (as selfFence,
+// which leaves it alone).
+// first is false when the removal was known already; nothing more is done
+// then.
+func (m *Manager) Removed(ctx context.Context, r state.RemovalRecord) (first bool, frozen, destroyed int) {
+	if !m.st.Removal.Set(r) {
+		return false, 0, 0
+	}
+	m.log.Error("this node was removed from the cluster; stopping its volumes and VMs for good",
+		"cluster", r.ClusterName, "by", r.By, "credential", r.As, "at", r.At, "told_by", r.ToldBy)
+	// The flag the volume and VM subsystems read: nothing starts or serves
+	// here any more. Only HA's own flag (selfFenced) stops the watchdog,
+	// and only when there is something to stop, as in selfFence.
+	m.mu.Lock()
+	m.st.Fence.Set(time.Now())
+	m.mu.Unlock()
+	if m.nothingToFence(ctx) {
+		m.log.Warn("removed: nothing was running here")
+		return true, 0, 0
+	}
+	m.mu.Lock()
+	m.selfFenced = true
+	m.mu.Unlock()
+	frozen, destroyed = m.stopEverything(ctx, ErrRemoved, "removed")
+	m.log.Error("removed: VMs destroyed and volumes frozen", "vms_destroyed", destroyed, "primaries_frozen", frozen)
+	return true, frozen, destroyed
+}
+
+// stopEverything freezes every volume served here with cause, then
+// destroys every running VM (what names the step in the log).
+func (m *Manager) stopEverything(ctx context.Context, cause error, what string) (frozen, destroyed int) {
+	frozen = m.vols.FreezeAll(cause)
 	gone := map[string]bool{}
 	var computeErr error
 	if m.st.Config.ComputeEnabled() {
@@ -342,37 +399,32 @@ func (m *Manager) selfFence(ctx context.Context) {
 			kcancel()
 			for _, n := range killed {
 				gone[n] = true
-				m.log.Warn("self-fence: VM killed", "vm", n)
+				m.log.Warn(what+": VM killed", "vm", n)
 			}
 			if err != nil {
-				m.log.Error("self-fence: a QEMU could not be proved dead; the watchdog must reset this node", "err", err)
+				m.log.Error(what+": a QEMU could not be proved dead; the watchdog must reset this node", "err", err)
 			}
 		}
 		if drv, err := m.vms.Domains(dctx); err == nil {
 			names, _ := drv.Running(dctx)
 			for _, n := range names {
 				if err := drv.Destroy(dctx, n); err != nil && !gone[n] {
-					m.log.Error("self-fence: cannot destroy VM", "vm", n, "err", err)
+					m.log.Error(what+": cannot destroy VM", "vm", n, "err", err)
 				} else if err == nil && !gone[n] {
 					gone[n] = true
-					m.log.Warn("self-fence: VM destroyed", "vm", n)
+					m.log.Warn(what+": VM destroyed", "vm", n)
 				}
 			}
 		} else {
 			computeErr = err
 		}
 	}
-	switch destroyed := len(gone); {
-	case frozen > 0 || destroyed > 0:
-		m.log.Error("self-fence: no quorum for longer than the lease; VMs destroyed and volumes frozen",
-			"vms_destroyed", destroyed, "primaries_frozen", frozen)
-	default:
-		m.log.Warn("self-fence: no quorum for longer than the lease; nothing was running here, no new primaries until quorum returns")
-	}
+	destroyed = len(gone)
 	if _, serr := os.Stat(m.st.Config.Compute.LibvirtSocket); computeErr != nil && !errors.Is(serr, fs.ErrNotExist) {
 		// (No socket at all: no libvirtd, so no VM can run here.)
-		m.log.Error("self-fence: libvirtd unreachable; VMs may still run (their writes are refused by epoch)", "err", computeErr)
+		m.log.Error(what+": libvirtd unreachable; VMs may still run (their writes are refused by epoch)", "err", computeErr)
 	}
+	return frozen, destroyed
 }
 
 // idleRecheck is how soon an expired lease with nothing to fence is looked

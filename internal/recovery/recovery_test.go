@@ -11,6 +11,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/state"
 )
 
 // runRecover runs one recovery of dead as the leader at term 7 and returns
@@ -354,5 +355,54 @@ func TestSelfFenceKillsQEMUWithoutLibvirtd(t *testing.T) {
 	}
 	if !f.st.Fence.Fenced() {
 		t.Fatal("not fenced")
+	}
+}
+
+// A node told it was removed stops for good in the self-fence's order
+// (volumes frozen, then VMs destroyed), remembers who removed it, does it
+// once, and never lifts the fence when a quorum check passes again.
+func TestRemovedStopsForGood(t *testing.T) {
+	f := newFixture(t)
+	f.vols.primaries = 1
+	f.libvirtd(t, "a")
+	at := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	first, frozen, destroyed := f.m.Removed(t.Context(), state.RemovalRecord{ClusterName: "acme", By: "n2", As: "bootstrap", At: at, ToldBy: "n2"})
+	if !first || frozen != 1 || destroyed != 1 || !f.st.Fence.Fenced() {
+		t.Fatalf("first=%v frozen=%d destroyed=%d fenced=%v", first, frozen, destroyed, f.st.Fence.Fenced())
+	}
+	if !errors.Is(f.vols.frozen, ErrRemoved) {
+		t.Fatalf("volumes frozen with %v", f.vols.frozen)
+	}
+	if got := strings.Join(f.j.List(), ","); got != "freeze-all,destroy a" {
+		t.Fatalf("journal %s", got)
+	}
+	if r, ok := f.st.Removal.Get(); !ok || r.By != "n2" || r.As != "bootstrap" || !r.At.Equal(at) || r.ClusterName != "acme" {
+		t.Fatalf("removal recorded as %+v, %v", r, ok)
+	}
+	if again, _, _ := f.m.Removed(t.Context(), state.RemovalRecord{By: "n3"}); again {
+		t.Fatal("a second notice acted again")
+	}
+	if r, _ := f.st.Removal.Get(); r.By != "n2" {
+		t.Fatalf("a second notice replaced the first: %+v", r)
+	}
+	f.m.tick(t.Context()) // quorum checks pass in the fixture
+	if !f.st.Fence.Fenced() || f.j.Has("event self-fence-lifted") {
+		t.Fatalf("a removed node's fence was lifted: %v", f.j.List())
+	}
+}
+
+// A removed node that runs nothing is flagged (nothing may start) but not
+// fenced, so its watchdog keeps petting, as selfFence leaves such a node.
+func TestRemovedWithNothingRunning(t *testing.T) {
+	f := newFixture(t)
+	f.libvirtd(t)
+	first, frozen, destroyed := f.m.Removed(t.Context(), state.RemovalRecord{By: "n2"})
+	if !first || frozen != 0 || destroyed != 0 || !f.st.Fence.Fenced() {
+		t.Fatalf("first=%v frozen=%d destroyed=%d flagged=%v", first, frozen, destroyed, f.st.Fence.Fenced())
+	}
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	if f.m.selfFenced || len(f.j.List()) != 0 {
+		t.Fatalf("fenced a node running nothing: %v", f.j.List())
 	}
 }

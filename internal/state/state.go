@@ -58,6 +58,69 @@ type State struct {
 	// node lost quorum for longer than its lease; the volume and VM
 	// subsystems read it and refuse to serve or start anything meanwhile.
 	Fence *SelfFence
+	// Removal is set once this node has proof that it was removed from
+	// the cluster (HA recovery sets it; see recovery.Manager.Removed);
+	// status reports it. It is never cleared.
+	Removal *Removal
+}
+
+// Removal is a node's knowledge that it was removed from the cluster. The
+// zero value knows nothing.
+type Removal struct {
+	mu   sync.Mutex
+	rec  *RemovalRecord
+	done chan struct{} // closed by the first Set
+}
+
+// RemovalRecord says who removed this node and how it learned it.
+type RemovalRecord struct {
+	ClusterName string
+	// By is the member that recorded the removal, As the API credential
+	// it acted for (either may be empty for old records), At when.
+	By, As string
+	At     time.Time
+	// ToldBy is the member that told this node.
+	ToldBy string
+}
+
+// Set records r unless a removal is known already; it reports whether r
+// is the first.
+func (r *Removal) Set(rec RemovalRecord) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rec != nil {
+		return false
+	}
+	r.rec = &rec
+	close(r.doneLocked())
+	return true
+}
+
+// Done is closed once a removal is known.
+func (r *Removal) Done() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.doneLocked()
+}
+
+func (r *Removal) doneLocked() chan struct{} {
+	if r.done == nil {
+		r.done = make(chan struct{})
+	}
+	return r.done
+}
+
+// Get returns the removal known, ok false when none is (or r is nil).
+func (r *Removal) Get() (RemovalRecord, bool) {
+	if r == nil {
+		return RemovalRecord{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rec == nil {
+		return RemovalRecord{}, false
+	}
+	return *r.rec, true
 }
 
 // Cluster is the cluster a node belongs to, as subsystems need it.

@@ -1797,7 +1797,11 @@ type RemoveNodeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Node  *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// The safety checks that force overrode, one line each.
-	Overridden    []string `protobuf:"bytes,2,rep,name=overridden,proto3" json:"overridden,omitempty"`
+	Overridden []string `protobuf:"bytes,2,rep,name=overridden,proto3" json:"overridden,omitempty"`
+	// What the removed node answered when told of its removal (Peer
+	// NodeRemoved), or why it could not be told; it then learns on its next
+	// contact with a member.
+	Notice        string `protobuf:"bytes,3,opt,name=notice,proto3" json:"notice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1844,6 +1848,13 @@ func (x *RemoveNodeResponse) GetOverridden() []string {
 		return x.Overridden
 	}
 	return nil
+}
+
+func (x *RemoveNodeResponse) GetNotice() string {
+	if x != nil {
+		return x.Notice
+	}
+	return ""
 }
 
 type NodeMaintenanceRequest struct {
@@ -7127,6 +7138,154 @@ func (x *PeerMigrateRequest) GetBandwidthMibps() uint64 {
 	return 0
 }
 
+type PeerNodeRemovedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node removed: the receiver acts only on its own name.
+	Node        string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	ClusterId   string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterName string `protobuf:"bytes,3,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	// The member that recorded the removal, the API credential it acted
+	// for, and when.
+	RemovedBy     string                 `protobuf:"bytes,4,opt,name=removed_by,json=removedBy,proto3" json:"removed_by,omitempty"`
+	RemovedAs     string                 `protobuf:"bytes,5,opt,name=removed_as,json=removedAs,proto3" json:"removed_as,omitempty"`
+	RemovedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=removed_at,json=removedAt,proto3" json:"removed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerNodeRemovedRequest) Reset() {
+	*x = PeerNodeRemovedRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerNodeRemovedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerNodeRemovedRequest) ProtoMessage() {}
+
+func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerNodeRemovedRequest.ProtoReflect.Descriptor instead.
+func (*PeerNodeRemovedRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+}
+
+func (x *PeerNodeRemovedRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PeerNodeRemovedRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *PeerNodeRemovedRequest) GetClusterName() string {
+	if x != nil {
+		return x.ClusterName
+	}
+	return ""
+}
+
+func (x *PeerNodeRemovedRequest) GetRemovedBy() string {
+	if x != nil {
+		return x.RemovedBy
+	}
+	return ""
+}
+
+func (x *PeerNodeRemovedRequest) GetRemovedAs() string {
+	if x != nil {
+		return x.RemovedAs
+	}
+	return ""
+}
+
+func (x *PeerNodeRemovedRequest) GetRemovedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RemovedAt
+	}
+	return nil
+}
+
+type PeerNodeRemovedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the node knew already (nothing more was stopped).
+	First           bool  `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	VmsDestroyed    int32 `protobuf:"varint,2,opt,name=vms_destroyed,json=vmsDestroyed,proto3" json:"vms_destroyed,omitempty"`
+	PrimariesFrozen int32 `protobuf:"varint,3,opt,name=primaries_frozen,json=primariesFrozen,proto3" json:"primaries_frozen,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PeerNodeRemovedResponse) Reset() {
+	*x = PeerNodeRemovedResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerNodeRemovedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerNodeRemovedResponse) ProtoMessage() {}
+
+func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerNodeRemovedResponse.ProtoReflect.Descriptor instead.
+func (*PeerNodeRemovedResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+}
+
+func (x *PeerNodeRemovedResponse) GetFirst() bool {
+	if x != nil {
+		return x.First
+	}
+	return false
+}
+
+func (x *PeerNodeRemovedResponse) GetVmsDestroyed() int32 {
+	if x != nil {
+		return x.VmsDestroyed
+	}
+	return 0
+}
+
+func (x *PeerNodeRemovedResponse) GetPrimariesFrozen() int32 {
+	if x != nil {
+		return x.PrimariesFrozen
+	}
+	return 0
+}
+
 type PeerCARotateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Phase CARotatePhase          `protobuf:"varint,1,opt,name=phase,proto3,enum=tandem.v1.CARotatePhase" json:"phase,omitempty"`
@@ -7142,7 +7301,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7154,7 +7313,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7167,7 +7326,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -7208,7 +7367,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7220,7 +7379,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7233,7 +7392,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -7368,12 +7527,13 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\aquorate\x18\x02 \x01(\bR\aquorate\"=\n" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"]\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"u\n" +
 	"\x12RemoveNodeResponse\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.tandem.v1.NodeInfoR\x04node\x12\x1e\n" +
 	"\n" +
 	"overridden\x18\x02 \x03(\tR\n" +
-	"overridden\"v\n" +
+	"overridden\x12\x16\n" +
+	"\x06notice\x18\x03 \x01(\tR\x06notice\"v\n" +
 	"\x16NodeMaintenanceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06enable\x18\x02 \x01(\bR\x06enable\x12\x1a\n" +
@@ -7781,7 +7941,22 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12&\n" +
 	"\x0fmax_downtime_ms\x18\x03 \x01(\rR\rmaxDowntimeMs\x12'\n" +
-	"\x0fbandwidth_mibps\x18\x04 \x01(\x04R\x0ebandwidthMibps\"\xa1\x01\n" +
+	"\x0fbandwidth_mibps\x18\x04 \x01(\x04R\x0ebandwidthMibps\"\xe7\x01\n" +
+	"\x16PeerNodeRemovedRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\x12!\n" +
+	"\fcluster_name\x18\x03 \x01(\tR\vclusterName\x12\x1d\n" +
+	"\n" +
+	"removed_by\x18\x04 \x01(\tR\tremovedBy\x12\x1d\n" +
+	"\n" +
+	"removed_as\x18\x05 \x01(\tR\tremovedAs\x129\n" +
+	"\n" +
+	"removed_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tremovedAt\"\x7f\n" +
+	"\x17PeerNodeRemovedResponse\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\bR\x05first\x12#\n" +
+	"\rvms_destroyed\x18\x02 \x01(\x05R\fvmsDestroyed\x12)\n" +
+	"\x10primaries_frozen\x18\x03 \x01(\x05R\x0fprimariesFrozen\"\xa1\x01\n" +
 	"\x13PeerCARotateRequest\x12.\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x18.tandem.v1.CARotatePhaseR\x05phase\x12\x15\n" +
 	"\x06ca_pem\x18\x02 \x01(\fR\x05caPem\x12\x1c\n" +
@@ -7859,7 +8034,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xc7\r\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x9d\x0e\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -7888,7 +8063,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12C\n" +
 	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponse\x12K\n" +
-	"\bCARotate\x12\x1e.tandem.v1.PeerCARotateRequest\x1a\x1f.tandem.v1.PeerCARotateResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\bCARotate\x12\x1e.tandem.v1.PeerCARotateRequest\x1a\x1f.tandem.v1.PeerCARotateResponse\x12T\n" +
+	"\vNodeRemoved\x12!.tandem.v1.PeerNodeRemovedRequest\x1a\".tandem.v1.PeerNodeRemovedResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -7903,7 +8079,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 108)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 110)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -8014,29 +8190,31 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*ComputeStatus)(nil),            // 106: tandem.v1.ComputeStatus
 	(*PeerVMRequest)(nil),            // 107: tandem.v1.PeerVMRequest
 	(*PeerMigrateRequest)(nil),       // 108: tandem.v1.PeerMigrateRequest
-	(*PeerCARotateRequest)(nil),      // 109: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 110: tandem.v1.PeerCARotateResponse
-	nil,                              // 111: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 112: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 113: google.protobuf.Timestamp
+	(*PeerNodeRemovedRequest)(nil),   // 109: tandem.v1.PeerNodeRemovedRequest
+	(*PeerNodeRemovedResponse)(nil),  // 110: tandem.v1.PeerNodeRemovedResponse
+	(*PeerCARotateRequest)(nil),      // 111: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 112: tandem.v1.PeerCARotateResponse
+	nil,                              // 113: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 114: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 115: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	113, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	115, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	103, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
 	106, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	113, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	115, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	113, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	115, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	111, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	112, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	113, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	114, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	113, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	115, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -8045,176 +8223,179 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	113, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	113, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	115, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	115, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	113, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	115, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	49,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	50,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	113, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	113, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	115, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	115, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	53,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	53,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	58,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	113, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	113, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	115, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	115, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	60,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	58,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	59,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	59,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	113, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	113, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	113, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	115, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	115, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	115, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	71,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	72,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	74,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	113, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	113, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	113, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	115, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	115, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	115, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	78,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	78,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
 	78,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	0,   // 56: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
 	87,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	113, // 58: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	115, // 58: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
 	92,  // 59: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
 	92,  // 60: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
 	103, // 61: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
 	59,  // 62: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
 	59,  // 63: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	4,   // 64: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	8,   // 65: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 66: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 67: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 68: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 69: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 70: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 71: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 72: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 73: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	25,  // 74: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 75: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 76: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 77: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 78: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	40,  // 79: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	41,  // 80: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	43,  // 81: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	44,  // 82: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	46,  // 83: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	47,  // 84: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	48,  // 85: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	52,  // 86: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	56,  // 87: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	54,  // 88: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	63,  // 89: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	61,  // 90: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	62,  // 91: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	62,  // 92: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	62,  // 93: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	62,  // 94: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	66,  // 95: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	68,  // 96: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	70,  // 97: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	75,  // 98: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	76,  // 99: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	79,  // 100: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	81,  // 101: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	83,  // 102: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	88,  // 103: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	90,  // 104: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	102, // 105: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	93,  // 106: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	95,  // 107: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	97,  // 108: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	99,  // 109: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 110: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	48,  // 111: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	99,  // 112: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 113: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	100, // 114: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	46,  // 115: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	105, // 116: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	107, // 117: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	107, // 118: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	107, // 119: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	107, // 120: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	108, // 121: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	68,  // 122: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	107, // 123: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	70,  // 124: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	85,  // 125: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	109, // 126: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	9,   // 127: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 128: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 129: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 130: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 131: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 132: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 133: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 134: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 135: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	26,  // 136: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 137: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 138: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 139: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 140: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	39,  // 141: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	42,  // 142: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 143: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	45,  // 144: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 145: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 146: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	51,  // 147: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	55,  // 148: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	57,  // 149: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	53,  // 150: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	64,  // 151: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	59,  // 152: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	59,  // 153: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	59,  // 154: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	59,  // 155: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	65,  // 156: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	67,  // 157: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 158: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	73,  // 159: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	73,  // 160: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	77,  // 161: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	80,  // 162: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	82,  // 163: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	84,  // 164: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	89,  // 165: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	91,  // 166: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	104, // 167: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	94,  // 168: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	96,  // 169: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	98,  // 170: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 171: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 172: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	51,  // 173: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	98,  // 174: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 175: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	101, // 176: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 177: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	106, // 178: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	59,  // 179: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	59,  // 180: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	59,  // 181: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	59,  // 182: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	67,  // 183: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 184: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	67,  // 185: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	73,  // 186: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	86,  // 187: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	110, // 188: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	127, // [127:189] is the sub-list for method output_type
-	65,  // [65:127] is the sub-list for method input_type
-	65,  // [65:65] is the sub-list for extension type_name
-	65,  // [65:65] is the sub-list for extension extendee
-	0,   // [0:65] is the sub-list for field type_name
+	115, // 64: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	4,   // 65: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	8,   // 66: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 67: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 68: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 69: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 70: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 71: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 72: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 73: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 74: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	25,  // 75: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 76: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 77: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 78: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 79: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	40,  // 80: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	41,  // 81: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	43,  // 82: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	44,  // 83: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	46,  // 84: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	47,  // 85: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	48,  // 86: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	52,  // 87: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	56,  // 88: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	54,  // 89: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	63,  // 90: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	61,  // 91: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	62,  // 92: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	62,  // 93: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	62,  // 94: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	62,  // 95: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	66,  // 96: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	68,  // 97: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	70,  // 98: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	75,  // 99: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	76,  // 100: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	79,  // 101: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	81,  // 102: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	83,  // 103: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	88,  // 104: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	90,  // 105: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	102, // 106: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	93,  // 107: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	95,  // 108: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	97,  // 109: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	99,  // 110: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 111: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	48,  // 112: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	99,  // 113: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 114: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	100, // 115: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	46,  // 116: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	105, // 117: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	107, // 118: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	107, // 119: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	107, // 120: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	107, // 121: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	108, // 122: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	68,  // 123: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	107, // 124: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	70,  // 125: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	85,  // 126: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	111, // 127: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	109, // 128: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	9,   // 129: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 130: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 131: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 132: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 133: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 134: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 135: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 136: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 137: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	26,  // 138: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 139: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 140: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 141: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 142: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	39,  // 143: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	42,  // 144: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 145: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	45,  // 146: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 147: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 148: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	51,  // 149: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 150: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	57,  // 151: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	53,  // 152: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	64,  // 153: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	59,  // 154: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	59,  // 155: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	59,  // 156: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	59,  // 157: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	65,  // 158: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	67,  // 159: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 160: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	73,  // 161: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	73,  // 162: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	77,  // 163: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	80,  // 164: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	82,  // 165: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	84,  // 166: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	89,  // 167: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	91,  // 168: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	104, // 169: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	94,  // 170: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	96,  // 171: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	98,  // 172: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 173: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 174: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	51,  // 175: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	98,  // 176: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 177: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	101, // 178: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 179: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	106, // 180: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	59,  // 181: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	59,  // 182: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	59,  // 183: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	59,  // 184: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	67,  // 185: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 186: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	67,  // 187: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	73,  // 188: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	86,  // 189: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	112, // 190: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	110, // 191: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	129, // [129:192] is the sub-list for method output_type
+	66,  // [66:129] is the sub-list for method input_type
+	66,  // [66:66] is the sub-list for extension type_name
+	66,  // [66:66] is the sub-list for extension extendee
+	0,   // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -8228,7 +8409,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   108,
+			NumMessages:   110,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -1930,6 +1930,7 @@ const (
 	Peer_HALiveness_FullMethodName        = "/tandem.v1.Peer/HALiveness"
 	Peer_MetaSync_FullMethodName          = "/tandem.v1.Peer/MetaSync"
 	Peer_CARotate_FullMethodName          = "/tandem.v1.Peer/CARotate"
+	Peer_NodeRemoved_FullMethodName       = "/tandem.v1.Peer/NodeRemoved"
 )
 
 // PeerClient is the client API for Peer service.
@@ -1973,6 +1974,12 @@ type PeerClient interface {
 	MetaSync(ctx context.Context, in *MetaSyncRequest, opts ...grpc.CallOption) (*MetaSyncResponse, error)
 	// One phase of a CA rotation on this member (Cluster.RotateCA).
 	CARotate(ctx context.Context, in *PeerCARotateRequest, opts ...grpc.CallOption) (*PeerCARotateResponse, error)
+	// Tells this node that it was removed from the cluster. Sent by the
+	// member that removed it once the removal committed, and by a member
+	// that refuses its certificate afterwards; the caller's node certificate
+	// (a member's) is the proof. The node stops for good: volumes frozen,
+	// VMs destroyed, as a self-fence.
+	NodeRemoved(ctx context.Context, in *PeerNodeRemovedRequest, opts ...grpc.CallOption) (*PeerNodeRemovedResponse, error)
 }
 
 type peerClient struct {
@@ -2241,6 +2248,16 @@ func (c *peerClient) CARotate(ctx context.Context, in *PeerCARotateRequest, opts
 	return out, nil
 }
 
+func (c *peerClient) NodeRemoved(ctx context.Context, in *PeerNodeRemovedRequest, opts ...grpc.CallOption) (*PeerNodeRemovedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerNodeRemovedResponse)
+	err := c.cc.Invoke(ctx, Peer_NodeRemoved_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2282,6 +2299,12 @@ type PeerServer interface {
 	MetaSync(context.Context, *MetaSyncRequest) (*MetaSyncResponse, error)
 	// One phase of a CA rotation on this member (Cluster.RotateCA).
 	CARotate(context.Context, *PeerCARotateRequest) (*PeerCARotateResponse, error)
+	// Tells this node that it was removed from the cluster. Sent by the
+	// member that removed it once the removal committed, and by a member
+	// that refuses its certificate afterwards; the caller's node certificate
+	// (a member's) is the proof. The node stops for good: volumes frozen,
+	// VMs destroyed, as a self-fence.
+	NodeRemoved(context.Context, *PeerNodeRemovedRequest) (*PeerNodeRemovedResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2363,6 +2386,9 @@ func (UnimplementedPeerServer) MetaSync(context.Context, *MetaSyncRequest) (*Met
 }
 func (UnimplementedPeerServer) CARotate(context.Context, *PeerCARotateRequest) (*PeerCARotateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CARotate not implemented")
+}
+func (UnimplementedPeerServer) NodeRemoved(context.Context, *PeerNodeRemovedRequest) (*PeerNodeRemovedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NodeRemoved not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -2803,6 +2829,24 @@ func _Peer_CARotate_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_NodeRemoved_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerNodeRemovedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).NodeRemoved(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_NodeRemoved_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).NodeRemoved(ctx, req.(*PeerNodeRemovedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2897,6 +2941,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CARotate",
 			Handler:    _Peer_CARotate_Handler,
+		},
+		{
+			MethodName: "NodeRemoved",
+			Handler:    _Peer_NodeRemoved_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -13,7 +13,7 @@ import (
 
 // NewState is node's State for a test: logs discarded, the quorum check
 // passing, no peer answering, the wall clock, events dropped and a fresh
-// self-fence. A test sets the fields its fakes answer instead.
+// self-fence and no removal known. A test sets the fields its fakes answer instead.
 func NewState(node state.Node) *state.State {
 	return &state.State{
 		Node:   node,
@@ -22,8 +22,9 @@ func NewState(node state.Node) *state.State {
 		Peer: func(addr string) (tandemv1.PeerClient, error) {
 			return nil, fmt.Errorf("no peer %s in this test", addr)
 		},
-		Now:    time.Now,
-		Events: func(context.Context, consensus.Event) {},
-		Fence:  &state.SelfFence{},
+		Now:     time.Now,
+		Events:  func(context.Context, consensus.Event) {},
+		Fence:   &state.SelfFence{},
+		Removal: &state.Removal{},
 	}
 }
