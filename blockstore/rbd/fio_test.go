@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -19,6 +20,16 @@ import (
 // an image of c as client.admin and returns its JSON report.
 func fio(t *testing.T, c *cephtest.Cluster, image string, args ...string) fioReport {
 	t.Helper()
+	r, err := runFio(t, c, image, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func runFio(t *testing.T, c *cephtest.Cluster, image string, args ...string) (fioReport, error) {
+	t.Helper()
+	var r fioReport
 	bin, err := exec.LookPath("fio")
 	if err != nil {
 		t.Fatalf("fio not found (make deps installs it): %v", err)
@@ -33,23 +44,22 @@ func fio(t *testing.T, c *cephtest.Cluster, image string, args ...string) fioRep
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("fio %q: %v\n%s\n%s", argv, err, stderr.Bytes(), stdout.Bytes())
+		return r, fmt.Errorf("fio %q: %w\n%s\n%.2000s", argv, err, stderr.Bytes(), stdout.Bytes())
 	}
 	// fio may print notes before the JSON.
 	out := stdout.Bytes()
 	if i := bytes.IndexByte(out, '{'); i > 0 {
 		out = out[i:]
 	}
-	var r fioReport
 	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("fio: decoding its report: %v\n%s", err, stdout.Bytes())
+		return r, fmt.Errorf("fio: decoding its report: %w\n%s", err, stdout.Bytes())
 	}
 	for _, j := range r.Jobs {
 		if j.Error != 0 {
-			t.Fatalf("fio job %s: error %d\n%s", j.Name, j.Error, stderr.Bytes())
+			return r, fmt.Errorf("fio job %s: error %d\n%s", j.Name, j.Error, stderr.Bytes())
 		}
 	}
-	return r
+	return r, nil
 }
 
 type fioReport struct {
@@ -96,6 +106,12 @@ func TestFioRBDEngine(t *testing.T) {
 		"--verify_pattern=0x5a", "--verify_fatal=1")
 	if r.Jobs[0].Read.Bytes != 8<<20 {
 		t.Errorf("fio read %d bytes, want %d", r.Jobs[0].Read.Bytes, 8<<20)
+	}
+	// The same check with another pattern must fail: the verification
+	// above is real.
+	if _, err := runFio(t, c, name, "--name=wrongpattern", "--rw=read", "--bs=64k", "--size=1M", "--verify=pattern",
+		"--verify_pattern=0x77", "--verify_fatal=1"); err == nil {
+		t.Error("fio verified pattern 0x77 on data written as 0x5a")
 	}
 
 	// fio writes a pattern (and verifies it itself); ours reads it.
