@@ -351,6 +351,18 @@ func TestTakeoverFencesStaleWriter(t *testing.T) {
 		t.Errorf("lock owners after the takeover = %+v, want B (%s, client.%d; A was client.%d)", info.LockOwners, b.ClientAddr(), b.ClientID(), a.ClientID())
 	}
 
+	// A takeover with no owner fences nobody and just takes the lock.
+	if err := b.Release(ctx); err != nil {
+		t.Fatalf("B's Release: %v", err)
+	}
+	d := openVolume(t, cfg, name, OpenOptions{})
+	if fenced, err := d.Takeover(ctx, time.Hour); err != nil || len(fenced) != 0 {
+		t.Errorf("Takeover of an unlocked image = %v, %v; want no one fenced", fenced, err)
+	}
+	if own, err := d.IsLockOwner(ctx); err != nil || !own {
+		t.Errorf("D owns the lock after its Takeover: %v, %v", own, err)
+	}
+
 	// The entry stays until removed.
 	if err := p.BlocklistRemove(ctx, a.ClientAddr()); err != nil {
 		t.Fatalf("BlocklistRemove: %v", err)
