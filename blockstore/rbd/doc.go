@@ -39,10 +39,14 @@
 //     writes fail with ErrLockHeld until it takes the image over;
 //   - blocklist before break: Takeover first blocklists every current lock
 //     owner's address and waits for the OSD map that holds the entry, only
-//     then breaks the lock, then acquires it; so once Takeover returns, no
-//     request of the old owner is ever applied, even if that owner is still
-//     running (a paused or partitioned node), and its requests fail with
-//     ErrBlocklisted;
+//     then breaks the lock, then acquires it. Every request of the new
+//     owner carries that map, and an OSD catches up to a request's map
+//     before serving it, so no request of the old owner is applied after
+//     one of the new owner, even if the old owner is still running (a
+//     paused or partitioned node); its requests fail with ErrBlocklisted.
+//     (One that reaches an OSD still without the map, before any of the
+//     new owner's there, is ordered before them, as a write in flight at
+//     a crash is.);
 //   - a blocklist entry is removed only by an explicit BlocklistRemove (or
 //     its expiry, a month by default), never as a side effect;
 //   - Create checks the request (name, size, room in the pool) before

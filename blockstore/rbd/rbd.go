@@ -409,7 +409,8 @@ func (p *Pool) Available(ctx context.Context) (int64, error) {
 // BlocklistAdd blocklists a client address ("10.0.0.5:0/3710147553") on
 // every OSD for expiry (DefaultBlocklistExpiry when 0), through a monitor
 // command, and returns once this client has the OSD map that holds it:
-// from then on no OSD applies a request of that client.
+// from then on no OSD applies a request of that client after one of this
+// connection's (Volume.Takeover uses the volume's own connection).
 func (p *Pool) BlocklistAdd(ctx context.Context, addr string, expiry time.Duration) error {
 	return p.use(ctx, func() error { return blocklistAdd(p.conn, addr, expiry) })
 }
@@ -799,8 +800,9 @@ func (v *Volume) IsLockOwner(ctx context.Context) (bool, error) {
 // client holds the lock and may be alive (a node taking a volume over).
 // The order is the fence: 1. every current lock owner's address is
 // blocklisted (expiry as in BlocklistAdd) and this client waits for the
-// OSD map holding it, so no request of the old owner is applied from
-// then on; 2. the old owner's lock is broken; 3. this opener acquires
+// OSD map holding it, so no request of the old owner is applied after
+// one of this opener's (see the package doc); 2. the old owner's lock is
+// broken; 3. this opener acquires
 // the lock. It returns the blocklisted addresses, to be recorded and
 // removed (BlocklistRemove) only once their node provably dropped the
 // client. With no owner it just acquires.
