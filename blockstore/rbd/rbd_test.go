@@ -54,7 +54,7 @@ func cluster(t *testing.T) *cephtest.Cluster {
 			shared.err = err
 			return
 		}
-		shared.dir, shared.err = os.MkdirTemp("", "tandem-ceph-")
+		shared.dir, shared.err = cephtest.TempDir()
 		if shared.err != nil {
 			return
 		}

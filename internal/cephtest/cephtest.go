@@ -186,6 +186,38 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	return c, nil
 }
 
+// tempPrefix starts the name of every directory TempDir makes; the
+// creator's PID follows, so orphans can be told apart.
+const tempPrefix = "tandem-ceph-"
+
+// TempDir makes a directory for a cluster under the system's temporary
+// directory, named after this process, and first removes those of
+// processes that are gone (a test binary that crashed leaves its
+// directory behind; its daemons died with it by PR_SET_PDEATHSIG).
+func TempDir() (string, error) {
+	base := os.TempDir()
+	if ents, err := os.ReadDir(base); err == nil {
+		for _, e := range ents {
+			rest, ok := strings.CutPrefix(e.Name(), tempPrefix)
+			if !ok || !e.IsDir() {
+				continue
+			}
+			pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+			if err != nil || pid <= 0 || pid == os.Getpid() {
+				continue
+			}
+			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+				os.RemoveAll(filepath.Join(base, e.Name()))
+			}
+		}
+	}
+	d, err := os.MkdirTemp(base, fmt.Sprintf("%s%d-", tempPrefix, os.Getpid()))
+	if err != nil {
+		return "", fmt.Errorf("cephtest: %w", err)
+	}
+	return d, nil
+}
+
 // freeLoopback picks a random address in 127.0.0.0/8 on which the
 // monitor's ports are free.
 func freeLoopback() (string, error) {

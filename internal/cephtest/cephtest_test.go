@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -74,5 +76,39 @@ func TestStartAndClose(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestTempDirSweepsOrphans: a directory of a process that is gone is
+// removed by the next TempDir; this process's own is kept.
+func TestTempDirSweepsOrphans(t *testing.T) {
+	// A PID that is surely free: a child that has exited and was reaped.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(os.TempDir(), fmt.Sprintf("%s%d-x", tempPrefix, cmd.Process.Pid))
+	if err := os.MkdirAll(filepath.Join(orphan, "c"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(orphan) })
+	d, err := TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(d)
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphan %s still there: %v", orphan, err)
+	}
+	if !strings.HasPrefix(filepath.Base(d), fmt.Sprintf("%s%d-", tempPrefix, os.Getpid())) {
+		t.Errorf("TempDir() = %s, want it named after this process", d)
+	}
+	d2, err := TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(d2)
+	if _, err := os.Stat(d); err != nil {
+		t.Errorf("TempDir removed this process's own directory: %v", err)
 	}
 }

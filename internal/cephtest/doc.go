@@ -37,6 +37,8 @@
 //     SIGKILL, so a test binary that dies takes its cluster with it; Close
 //     SIGKILLs each group by the PID it recorded, reaps it and removes the
 //     cluster's directory, so nothing is left behind; Close is idempotent;
+//     a directory from TempDir whose creator died (a crashed test binary)
+//     is removed by the next TempDir;
 //   - the [mon], [mgr] and [osd] sections have their own keyring and no
 //     admin socket is set globally (clients would collide on it), as found
 //     while bootstrapping on this machine;
