@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/bougou/go-ipmi v0.9.1
+	github.com/ceph/go-ceph v0.40.0
 	github.com/digitalocean/go-libvirt v0.0.0-20260217163227-273eaa321819
 	github.com/google/gopacket v1.1.19
 	github.com/lni/dragonboat/v4 v4.0.0-20250723143628-076c7f6497dc

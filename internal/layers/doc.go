@@ -6,7 +6,7 @@
 // Owner: the daemon maintainers.
 //
 // The rules:
-//   - the data path (blockstore, blockstore/nbd, replication and their
+//   - the data path (blockstore, blockstore/nbd, blockstore/rbd, replication and their
 //     helpers internal/bufpool, internal/workers, internal/batchwrite)
 //     depends on nothing above it: no Raft (dragonboat, consensus), no gRPC,
 //     no PKI, no compute, no libvirt, no daemon. What it needs from those
@@ -19,6 +19,8 @@
 //     only, so any subsystem may write its files through it;
 //   - internal/sealed (sealing secrets with the cluster secret) is the
 //     standard library only;
+//   - internal/cephtest (the tests' micro Ceph cluster) is the standard
+//     library only: it runs Ceph's binaries, so it needs no cgo;
 //   - internal/validate (the rules for names, sizes and paths in requests)
 //     and internal/refusal (rate limits and aggregated logs of refused
 //     requests) are the standard library only, so any layer may use them;

@@ -36,7 +36,7 @@ type rule struct {
 func rules() []rule {
 	return []rule{
 		{
-			pkgs: []string{mod + "/blockstore", mod + "/blockstore/nbd", mod + "/blockstore/rangelock", mod + "/replication",
+			pkgs: []string{mod + "/blockstore", mod + "/blockstore/nbd", mod + "/blockstore/rangelock", mod + "/blockstore/rbd", mod + "/replication",
 				mod + "/internal/bufpool", mod + "/internal/workers", mod + "/internal/batchwrite"},
 			deny: []string{dragonboat, grpc, mod + "/internal/pki", mod + "/consensus", mod + "/compute",
 				mod + "/internal/daemon", libvirt},
@@ -61,6 +61,11 @@ func rules() []rule {
 			pkgs:    []string{mod + "/internal/nodedir"},
 			stdOnly: true,
 			why:     "nodedir is pure file handling: it holds no daemon state",
+		},
+		{
+			pkgs:    []string{mod + "/internal/cephtest"},
+			stdOnly: true,
+			why:     "the micro Ceph cluster drives Ceph's own binaries: no cgo, no go-ceph",
 		},
 		{
 			pkgs:    []string{mod + "/internal/sealed"},
