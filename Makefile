@@ -22,7 +22,7 @@ STATICCHECK_VERSION        := v0.8.2
 APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86 \
-  ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev
+  ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev gcc libc6-dev
 
 # CEPH=1 (the default) builds and tests with Ceph: the "ceph" build tag turns
 # the RBD backend on, "pacific" makes go-ceph match Debian 12's libraries.
