@@ -273,6 +273,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.ha.Run(ctx)
 	go d.vols.SweepDeleted(ctx)
 	go certs.Run(ctx)
+	go d.recordVersion(ctx)
 
 	var err error
 	select {

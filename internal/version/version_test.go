@@ -18,3 +18,19 @@ func TestEmptyFallsBack(t *testing.T) {
 		t.Fatalf("String() = %q, want %q", got, Default)
 	}
 }
+
+// TestProtocolLevel: a test binary reports the release's level, and a bad
+// -X value falls back to it instead of a level nobody supports.
+func TestProtocolLevel(t *testing.T) {
+	if got := ProtocolLevel(); got != DefaultProtocol {
+		t.Fatalf("ProtocolLevel() = %d, want %d", got, DefaultProtocol)
+	}
+	old := Protocol
+	t.Cleanup(func() { Protocol = old })
+	for in, want := range map[string]uint32{"2": 2, "": DefaultProtocol, "0": DefaultProtocol, "x": DefaultProtocol, "-1": DefaultProtocol} {
+		Protocol = in
+		if got := ProtocolLevel(); got != want {
+			t.Errorf("Protocol=%q: ProtocolLevel() = %d, want %d", in, got, want)
+		}
+	}
+}
