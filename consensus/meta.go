@@ -293,7 +293,7 @@ func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
 		return rejectWith(resultErrors, fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
 	}
 	if c.Op != opBootstrap && m.s.Bootstrapped() {
-		refuse, halt := m.gate(&c)
+		halt, refuse := m.gate(&c)
 		if halt > 0 {
 			// Returning an error stops dragonboat (and tandemd) here:
 			// skipping the entry would diverge from the peers that

@@ -156,22 +156,22 @@ func (m *metaSM) supported() uint32 {
 	return m.level
 }
 
-// gate decides a command before it is applied. It returns a refusal every
-// replica gives alike (the command's level above the cluster version: a
-// function of the replicated state only), or halt, the level needed, when
-// this build does not know a command the cluster version allows.
-func (m *metaSM) gate(c *Command) (refuse error, halt uint32) {
+// gate decides a command before it is applied. It returns halt, the level
+// needed, when this build does not know a command the cluster version
+// allows, or a refusal every replica gives alike (the command's level above
+// the cluster version: a function of the replicated state only).
+func (m *metaSM) gate(c *Command) (halt uint32, refuse error) {
 	need := max(c.Level, opLevel(c.Op))
 	if need > m.s.Version() {
 		if f, ok := opFeature(c.Op); ok {
-			return m.s.gatedError(f), 0
+			return 0, m.s.gatedError(f)
 		}
-		return fmt.Errorf("%w: command %q needs cluster version %d, the cluster is at %d", ErrFeatureGated, c.Op, need, m.s.Version()), 0
+		return 0, fmt.Errorf("%w: command %q needs cluster version %d, the cluster is at %d", ErrFeatureGated, c.Op, need, m.s.Version())
 	}
 	if need > m.supported() {
-		return nil, need
+		return need, nil
 	}
-	return nil, 0
+	return 0, nil
 }
 
 // applyVersions applies the commands of this file.

@@ -32,9 +32,12 @@ type streamGap struct {
 // it included, so the first gap counts).
 func (vc *vmCluster) gapSince(from int) streamGap {
 	all := vc.rx.Arrivals()
-	from = max(0, from-1)
 	var g streamGap
-	lastAck := -1
+	if len(all) == 0 {
+		return g
+	}
+	from = min(max(0, from-1), len(all)-1)
+	lastAck := from
 	for i := from + 1; i < len(all); i++ {
 		prev, cur := all[i-1], all[i]
 		g.Longest = max(g.Longest, cur.At.Sub(prev.At))
@@ -44,10 +47,8 @@ func (vc *vmCluster) gapSince(from int) streamGap {
 		case cur.Seq > prev.Seq+1:
 			g.Lost += cur.Seq - prev.Seq - 1
 		}
-		if cur.Acked > all[i-1].Acked || lastAck < 0 {
-			if lastAck >= 0 {
-				g.AckGap = max(g.AckGap, cur.At.Sub(all[lastAck].At))
-			}
+		if cur.Acked > all[lastAck].Acked {
+			g.AckGap = max(g.AckGap, cur.At.Sub(all[lastAck].At))
 			lastAck = i
 		}
 	}
