@@ -17,8 +17,10 @@ const Package = "github.com/tandemhci/tandem/internal/version"
 // DefaultProtocol in the source, and a test links a "newer" build of the
 // same source with a higher level to exercise a rolling upgrade
 // (testcluster.BuildOptions). It must be a string because -X sets strings
-// only.
-var Protocol = strconv.Itoa(DefaultProtocol)
+// only, and initialised with a string literal: the linker's -X does not
+// apply to a variable initialised by a function call (TestProtocolLevel
+// checks the literal matches DefaultProtocol).
+var Protocol = "1"
 
 // DefaultProtocol is the protocol level of this release: the Raft commands
 // and replication wire it speaks, as listed in consensus.Features. Level 1

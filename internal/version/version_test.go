@@ -1,6 +1,9 @@
 package version
 
-import "testing"
+import (
+	"strconv"
+	"testing"
+)
 
 // TestDefault: a test binary is linked without -X, so it reports "dev".
 func TestDefault(t *testing.T) {
@@ -22,6 +25,9 @@ func TestEmptyFallsBack(t *testing.T) {
 // TestProtocolLevel: a test binary reports the release's level, and a bad
 // -X value falls back to it instead of a level nobody supports.
 func TestProtocolLevel(t *testing.T) {
+	if Protocol != strconv.Itoa(DefaultProtocol) {
+		t.Fatalf("Protocol literal %q differs from DefaultProtocol %d", Protocol, DefaultProtocol)
+	}
 	if got := ProtocolLevel(); got != DefaultProtocol {
 		t.Fatalf("ProtocolLevel() = %d, want %d", got, DefaultProtocol)
 	}
