@@ -43,6 +43,10 @@
 //     stays revoked and its name is never reused; removing a node revokes
 //     the credentials it holds in the same entry; snapshots and log entries
 //     of the older format (admin_token_verifiers) load as admin credentials;
+//   - the cluster version (upgrade.go) only rises, and only in the entry
+//     that leaves no member below it; a command of a feature above it is
+//     refused alike by every replica, and a replica never skips or
+//     misapplies a command above its own build's level: it stops;
 //   - it imports replication (for ReplicaState) and is never imported by the
 //     data path, and it knows no gRPC, libvirt, compute or daemon
 //     (internal/layers).

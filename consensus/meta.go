@@ -14,6 +14,8 @@ import (
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/tandemhci/tandem/internal/version"
 )
 
 // MetaShardID is the shard holding cluster membership and configuration.
@@ -119,6 +121,13 @@ type NodeRecord struct {
 	// CertNotAfter is when the node's newest certificate expires (zero
 	// for certificates issued before renewal existed).
 	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
+	// Version and Protocol are the release the node last started with and
+	// the highest cluster version it supports (upgrade.go); empty and 0
+	// until it reports them.
+	Version  string `json:"version,omitempty"`
+	Protocol uint32 `json:"protocol,omitempty"`
+	// Note is an operator's free text (feature node-notes).
+	Note string `json:"note,omitempty"`
 }
 
 // TokenRecord is a one-time join token as the cluster stores it: only a
@@ -163,6 +172,9 @@ type MetaState struct {
 	Revoked map[string]*RevokedCert `json:"revoked,omitempty"`
 	// Credentials are the named API credentials, revoked ones included.
 	Credentials map[string]*CredentialRecord `json:"credentials,omitempty"`
+	// ClusterVersion is the feature level every member supports; 0 reads
+	// as BaseClusterVersion (see Version and upgrade.go).
+	ClusterVersion uint32 `json:"cluster_version,omitempty"`
 	// Applied is the last applied Raft index (not part of the replicated
 	// content's meaning, useful to compare replicas).
 	Applied uint64 `json:"applied"`
@@ -220,6 +232,11 @@ type Command struct {
 	ExportCert   *ExportCertRecord `json:"export_cert,omitempty"`
 	Revoke       *RevokedCert      `json:"revoke,omitempty"`
 	NodeCert     *NodeCertCmd      `json:"node_cert,omitempty"`
+	// Level is the protocol level the command needs (upgrade.go); 0 for
+	// the base commands and in entries older than versions.
+	Level       uint32          `json:"level,omitempty"`
+	NodeVersion *NodeVersionCmd `json:"node_version,omitempty"`
+	NodeNote    *NodeNoteCmd    `json:"node_note,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -262,15 +279,24 @@ type metaSM struct {
 	// accepted before (see certChanged); not part of the state, so not in
 	// snapshots.
 	certGen uint64
+	// level is the highest protocol level this build applies; 0 means
+	// version.ProtocolLevel (see supported).
+	level uint32
 }
 
 // certChanged notes a change of what checkRevoked refuses: listeners then
 // close the connections whose certificates are revoked now.
 func (m *metaSM) certChanged() { m.certGen++ }
 
-// NewMetaStateMachine is the dragonboat factory for the metadata shard.
+// NewMetaStateMachine is the dragonboat factory for the metadata shard, at
+// this build's protocol level.
 func NewMetaStateMachine(_, _ uint64) sm.IStateMachine {
 	return &metaSM{s: emptyState()}
+}
+
+// metaStateMachineAt is the factory of a replica applying up to level.
+func metaStateMachineAt(level uint32) func(uint64, uint64) sm.IStateMachine {
+	return func(uint64, uint64) sm.IStateMachine { return &metaSM{s: emptyState(), level: level} }
 }
 
 func emptyState() *MetaState {
@@ -282,6 +308,18 @@ func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
 	var c Command
 	if err := json.Unmarshal(e.Cmd, &c); err != nil {
 		return rejectWith(resultErrors, fmt.Errorf("%w: %v", ErrBadCommand, err)), nil
+	}
+	if c.Op != opBootstrap && m.s.Bootstrapped() {
+		halt, refuse := m.gate(&c)
+		if halt > 0 {
+			// Returning an error stops dragonboat (and tandemd) here:
+			// skipping the entry would diverge from the peers that
+			// applied it.
+			return sm.Result{}, m.haltError(e, &c, halt)
+		}
+		if refuse != nil {
+			return rejectWith(resultErrors, refuse), nil
+		}
 	}
 	data, err := m.apply(&c)
 	if err != nil {
@@ -407,6 +445,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		m.audit(c, "node-state", fmt.Sprintf("node %s: %s -> %s", n.Name, prev, n.State))
 		if ns.State == NodeRemoved {
 			m.revokeHeldBy(c, n.Name)
+			// The node removed may have been the last on an older release.
+			m.raiseClusterVersion(c)
 		}
 		return json.Marshal(n)
 	case opAudit:
@@ -503,6 +543,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyRevocation(c)
 	case opNodeCert:
 		return m.applyNodeCert(c)
+	case opNodeVersion, opNodeNote:
+		return m.applyVersions(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
@@ -638,11 +680,14 @@ type Meta struct {
 	h    *Host
 	node string
 	now  func() time.Time
+	// level is the protocol level of this build (version.ProtocolLevel),
+	// the highest its replica applies and its proposals may need.
+	level uint32
 }
 
 // NewMeta returns the metadata client for the node named node.
 func NewMeta(h *Host, node string) *Meta {
-	return &Meta{h: h, node: node, now: time.Now}
+	return &Meta{h: h, node: node, now: time.Now, level: version.ProtocolLevel()}
 }
 
 // Host returns the Raft host the client uses.
@@ -650,13 +695,19 @@ func (m *Meta) Host() *Host { return m.h }
 
 // Start starts this host's replica of the metadata shard.
 func (m *Meta) Start(replicaID uint64, members map[uint64]string, join bool, role Role) error {
-	return m.h.StartShard(ShardSpec{ShardID: MetaShardID, ReplicaID: replicaID, Members: members, Join: join, Role: role}, NewMetaStateMachine)
+	return m.h.StartShard(ShardSpec{ShardID: MetaShardID, ReplicaID: replicaID, Members: members, Join: join, Role: role}, metaStateMachineAt(m.level))
 }
 
 func (m *Meta) propose(ctx context.Context, c Command) ([]byte, error) {
 	c.At = m.now().UTC()
 	c.By = m.node
 	c.As = ActorFrom(ctx)
+	if l := opLevel(c.Op); l > BaseClusterVersion {
+		c.Level = l
+		if err := m.checkGate(ctx, c.Op); err != nil {
+			return nil, err
+		}
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", c.Op, err)

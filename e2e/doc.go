@@ -27,6 +27,10 @@
 //   - API credentials (credential_test.go): roles enforced on every node,
 //     revocation in force on every node when revoke returns, the audit
 //     naming the credential, a removed node's admin certificate refused.
+//   - versions and upgrades (upgrade_test.go): a rolling upgrade of three
+//     nodes to a newer build (testcluster.BuildBinariesWith) under a
+//     running guest, the gated feature refused until the last node runs
+//     it; tandemd stopped with SIGTERM and started under a writing guest.
 //
 // The tests build the binaries themselves: the first test to need them runs
 // testcluster.BuildBinaries, which compiles cmd/tandemd and cmd/tandem from

@@ -62,6 +62,8 @@ type vmClusterOpts struct {
 	bmc bool
 	// nbd turns on every node's TCP NBD export (TLS) on its IP, port 10809.
 	nbd bool
+	// timeout bounds the whole test (default 12 minutes).
+	timeout time.Duration
 }
 
 func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
@@ -71,7 +73,10 @@ func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
 	bin := binDir(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
 	td := testcluster.NewTandem(c, bin)
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	if o.timeout == 0 {
+		o.timeout = 12 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	root, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {

@@ -33,6 +33,7 @@ func newClusterCmd(a *app) *cobra.Command {
 		newClusterExpectedVotesCmd(a),
 		newClusterConfigCmd(a),
 		newClusterRotateCACmd(a),
+		newClusterUpgradeStatusCmd(a),
 	)
 }
 

@@ -121,6 +121,7 @@ func addCompletions(root *cobra.Command, a *app) {
 		"vm delete": a.argNames(vmNames, 0), "vm migrate": a.argNames(vmNames, 0), "vm console": a.argNames(vmNames, 0),
 		"node remove": a.argNames(nodeNames, 0), "node show": a.argNames(nodeNames, 0),
 		"node fence-config": a.argNames(nodeNames, 0), "node fence": a.argNames(nodeNames, 0),
+		"node note": a.argNames(nodeNames, 0),
 		"cluster config set": func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 			if strings.Contains(toComplete, "=") {
 				return nil, cobra.ShellCompDirectiveNoFileComp

@@ -139,9 +139,9 @@ func sampleStatus() *tandemv1.ClusterStatus {
 		Leader: "node-a", Term: 7, Voters: 3, VotesOnline: 2, Quorum: 2, AnsweredBy: "node-a", Version: "v0.3.0-2-gabc1234",
 		Nodes: []*tandemv1.NodeInfo{
 			{Name: "node-a", ReplicaId: 1, Role: tandemv1.NodeRole_NODE_ROLE_DATA, Vote: tandemv1.Vote_VOTE_VOTER,
-				BackendAddr: "10.0.0.1:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, Leader: true, RttUs: 420, Version: "v0.3.0-2-gabc1234"},
+				BackendAddr: "10.0.0.1:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, Leader: true, RttUs: 420, Version: "v0.3.0-2-gabc1234", Protocol: 2},
 			{Name: "node-b", ReplicaId: 2, Role: tandemv1.NodeRole_NODE_ROLE_WITNESS, Vote: tandemv1.Vote_VOTE_NON_VOTING,
-				BackendAddr: "10.0.0.2:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, RttUs: 1500, Version: "v0.3.0"},
+				BackendAddr: "10.0.0.2:7000", State: "member", Health: tandemv1.Health_HEALTH_ONLINE, RttUs: 1500, Version: "v0.3.0", Protocol: 1},
 			{Name: "node-c", ReplicaId: 3, Role: tandemv1.NodeRole_NODE_ROLE_DATA, Vote: tandemv1.Vote_VOTE_VOTER,
 				BackendAddr: "10.0.0.3:7000", State: "member", Health: tandemv1.Health_HEALTH_OFFLINE, HealthDetail: "connection refused"},
 		},
@@ -596,7 +596,7 @@ func TestNodeListVersion(t *testing.T) {
 	dir, _ := startDaemon(t)
 	r := runCLI(t, "", "--data-dir", dir, "node", "list")
 	r.wantCode(t, 0)
-	wantMatch(t, "stdout", r.stdout, `(?m)^NAME .*\sVERSION$`, `(?m)^node-a .*\sv0\.3\.0-2-gabc1234$`, `(?m)^node-b .*\sv0\.3\.0$`, `(?m)^node-c .*\s-$`)
+	wantMatch(t, "stdout", r.stdout, `(?m)^NAME .*\sVERSION\s+PROTOCOL$`, `(?m)^node-a .*\sv0\.3\.0-2-gabc1234\s+2$`, `(?m)^node-b .*\sv0\.3\.0\s+1$`, `(?m)^node-c .*\s-\s+-$`)
 	r = runCLI(t, "", "--data-dir", dir, "node", "list", "--columns", "name,version", "--no-headers")
 	r.wantCode(t, 0)
 	if want := "node-a  v0.3.0-2-gabc1234\nnode-b  v0.3.0\nnode-c  -\n"; r.stdout != want {

@@ -24,6 +24,7 @@ func newNodeCmd(a *app) *cobra.Command {
 		newNodeMaintenanceCmd(a),
 		newNodeFenceConfigCmd(a),
 		newNodeFenceCmd(a),
+		newNodeNoteCmd(a),
 	)
 }
 

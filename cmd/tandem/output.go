@@ -63,6 +63,7 @@ func writeStatus(w io.Writer, s *tandemv1.ClusterStatus) error {
 	fmt.Fprintf(tw, "quorum:\t%d votes needed\n", s.GetQuorum())
 	fmt.Fprintf(tw, "answered by:\t%s\n", orDash(s.GetAnsweredBy()))
 	fmt.Fprintf(tw, "applied index:\t%d\n", s.GetAppliedIndex())
+	fmt.Fprintf(tw, "cluster version:\t%d (this node: %s, protocol %d)\n", s.GetClusterVersion(), orDash(s.GetVersion()), s.GetProtocol())
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -136,7 +137,7 @@ func formatCompute(c *tandemv1.ComputeStatus) string {
 
 // writeNodeList is node list's wide table, shaped by the list flags.
 func writeNodeList(w io.Writer, nodes []*tandemv1.NodeInfo, lf *listFlags) error {
-	t := &table{header: []string{"NAME", "ID", "ROLE", "VOTE", "STATE", "HEALTH", "LEADER", "BACKEND", "ADMIN", "RTT", "DISK FREE", "VM MEMORY", "VERSION"}, empty: "(no nodes)"}
+	t := &table{header: []string{"NAME", "ID", "ROLE", "VOTE", "STATE", "HEALTH", "LEADER", "BACKEND", "ADMIN", "RTT", "DISK FREE", "VM MEMORY", "VERSION", "PROTOCOL"}, empty: "(no nodes)"}
 	var details []string
 	for _, n := range nodes {
 		leader := "-"
@@ -146,7 +147,7 @@ func writeNodeList(w io.Writer, nodes []*tandemv1.NodeInfo, lf *listFlags) error
 		t.add(orDash(n.GetName()), fmt.Sprint(n.GetReplicaId()), roleName(n.GetRole()), voteName(n.GetVote()),
 			nodeState(n), healthName(n.GetHealth()), leader,
 			orDash(n.GetBackendAddr()), orDash(n.GetAdminAddr()), formatRTT(n), formatDisks(n.GetDisks()), formatCompute(n.GetCompute()),
-			orDash(n.GetVersion()))
+			orDash(n.GetVersion()), formatProtocol(n.GetProtocol()))
 		if d := n.GetHealthDetail(); d != "" && n.GetHealth() != tandemv1.Health_HEALTH_ONLINE {
 			details = append(details, fmt.Sprintf("%s is %s: %s", orDash(n.GetName()), healthName(n.GetHealth()), d))
 		}
@@ -297,4 +298,12 @@ func streamAdmin[M any](a *app, cmd *cobra.Command, timeout time.Duration, open 
 		return nil
 	})
 	return last, err
+}
+
+// formatProtocol is a node's protocol level, "-" when it never reported.
+func formatProtocol(p uint32) string {
+	if p == 0 {
+		return "-"
+	}
+	return fmt.Sprint(p)
 }

@@ -70,6 +70,10 @@ func (s *clusterService) Audit(_ context.Context, req *tandemv1.AuditRequest) (*
 	return answer(s.a.cfg.Cluster.Audit(req))
 }
 
+func (s *clusterService) UpgradeStatus(ctx context.Context, _ *tandemv1.UpgradeStatusRequest) (*tandemv1.UpgradeStatusResponse, error) {
+	return answer(s.a.cfg.Cluster.UpgradeStatus(ctx))
+}
+
 // nodeService is the admin node API: removal is internal/membership's,
 // fencing internal/recovery's, maintenance internal/vmm's.
 type nodeService struct {
@@ -107,6 +111,11 @@ func (s *nodeService) List(ctx context.Context, _ *tandemv1.ListNodesRequest) (*
 	}
 	wg.Wait()
 	return &tandemv1.ListNodesResponse{Nodes: st.Nodes, Quorate: st.Quorate}, nil
+}
+
+// SetNote is the gated feature node-notes (internal/cluster).
+func (s *nodeService) SetNote(ctx context.Context, req *tandemv1.SetNodeNoteRequest) (*tandemv1.NodeInfo, error) {
+	return answer(s.a.cfg.Cluster.SetNote(ctx, req.Name, req.Note))
 }
 
 func (s *nodeService) Remove(ctx context.Context, req *tandemv1.RemoveNodeRequest) (*tandemv1.RemoveNodeResponse, error) {

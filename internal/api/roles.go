@@ -6,8 +6,9 @@ import "github.com/tandemhci/tandem/consensus"
 // A method missing here needs admin; TestRoleTableComplete fails for any
 // admin RPC missing here, so a new RPC gets a deliberate entry.
 //
-//   - readonly: status, list, show, events, health, audit;
-//   - operator: VM and volume lifecycle, migration, console, maintenance;
+//   - readonly: status, list, show, events, health, audit, upgrade status;
+//   - operator: VM and volume lifecycle, migration, console, maintenance,
+//     node notes;
 //   - admin: membership, join tokens, cluster configuration, expected
 //     votes, fencing (configuration and fencing a node), arming HA,
 //     credentials and export certificates (listing them is readonly).
@@ -25,6 +26,7 @@ func methodRole(method string) (string, bool) {
 	case "/tandem.v1.Cluster/Status",
 		"/tandem.v1.Cluster/GetConfig",
 		"/tandem.v1.Cluster/Audit",
+		"/tandem.v1.Cluster/UpgradeStatus",
 		"/tandem.v1.Node/List",
 		"/tandem.v1.Volume/List",
 		"/tandem.v1.Volume/Show",
@@ -45,7 +47,8 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.VM/Delete",
 		"/tandem.v1.VM/Migrate",
 		"/tandem.v1.VM/Console",
-		"/tandem.v1.Node/Maintenance":
+		"/tandem.v1.Node/Maintenance",
+		"/tandem.v1.Node/SetNote":
 		return consensus.RoleOperator, true
 	case methodCreate,
 		methodJoin,

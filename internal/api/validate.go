@@ -154,7 +154,7 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		"tandem.v1.PeerVolume.replicas", "tandem.v1.PeerVolume.witness", "tandem.v1.VMInfo.node",
 		"tandem.v1.FenceConfigRequest.name", "tandem.v1.FenceNodeRequest.name", "tandem.v1.RemoveNodeRequest.name",
 		"tandem.v1.NodeMaintenanceRequest.name", "tandem.v1.PingRequest.from", "tandem.v1.PeerNodeRemovedRequest.node",
-		"tandem.v1.PeerNodeRemovedRequest.removed_by":
+		"tandem.v1.PeerNodeRemovedRequest.removed_by", "tandem.v1.SetNodeNoteRequest.name":
 		return rule{str: validate.NodeName}, true
 	case "tandem.v1.CreateCredentialRequest.name", "tandem.v1.RevokeCredentialRequest.name":
 		return rule{str: validate.CredentialName}, true

@@ -34,7 +34,7 @@ func From(err error) error {
 		errors.Is(err, consensus.ErrNotPrimary), errors.Is(err, consensus.ErrStaleEpoch),
 		errors.Is(err, consensus.ErrNotReplica), errors.Is(err, consensus.ErrNotUpToDate),
 		errors.Is(err, consensus.ErrBadTransition), errors.Is(err, consensus.ErrNoVolumeRecord),
-		errors.Is(err, consensus.ErrLastAdmin):
+		errors.Is(err, consensus.ErrLastAdmin), errors.Is(err, consensus.ErrFeatureGated):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if _, ok := status.FromError(err); ok {

@@ -19,7 +19,7 @@ import (
 // the last state this node applied.
 func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
 	self := m.st.Node.Name
-	st := &tandemv1.ClusterStatus{AnsweredBy: self, Version: version.String()}
+	st := &tandemv1.ClusterStatus{AnsweredBy: self, Version: version.String(), Protocol: version.ProtocolLevel()}
 	c, inCluster := m.st.Cluster()
 	meta := m.st.Meta()
 	if !inCluster || meta == nil {
@@ -54,6 +54,7 @@ func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
 		return st
 	}
 	st.AppliedIndex = ms.Applied
+	st.ClusterVersion = ms.Version()
 	voters := map[uint64]bool{}
 	if st.Quorate {
 		mctx, cancel := context.WithTimeout(ctx, m.timeout)
@@ -93,6 +94,7 @@ func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
 		st.Warnings = append(st.Warnings, fmt.Sprintf("NOT QUORATE: %d of %d votes online, %d needed; changes are refused and this is %s's last known state", st.VotesOnline, st.Voters, st.Quorum, self))
 	}
 	st.Warnings = append(st.Warnings, membershipWarnings(self, m.st.Node.DataDir, ms, st.Nodes, removed)...)
+	st.Advisories = append(st.Advisories, upgradeAdvisories(ms)...)
 	from := max(0, len(ms.Audit)-10)
 	for _, a := range ms.Audit[from:] {
 		st.Audit = append(st.Audit, &tandemv1.AuditEntry{At: timestamppb.New(a.At), Node: a.Node, Action: a.Action, Detail: a.Detail})
@@ -177,6 +179,9 @@ func (m *Manager) NodeInfos(ctx context.Context, ms *consensus.MetaState, voters
 		ni := &tandemv1.NodeInfo{
 			Name: n.Name, ReplicaId: n.ReplicaID, BackendAddr: n.BackendAddr, RaftAddr: n.RaftAddr, AdminAddr: n.AdminAddr,
 			State: n.State, JoinedAt: timestamppb.New(n.JoinedAt), Maintenance: n.Maintenance,
+			// What the node recorded when it last started, known while it
+			// is down; a live answer replaces the version below.
+			Version: n.Version, Protocol: n.Protocol, Note: n.Note,
 			Leader: leaderKnown && n.ReplicaID == leaderID && n.State != consensus.NodeRemoved,
 		}
 		ni.Role = tandemv1.NodeRole_NODE_ROLE_DATA
@@ -195,6 +200,7 @@ func (m *Manager) NodeInfos(ctx context.Context, ms *consensus.MetaState, voters
 			ni.Health = tandemv1.Health_HEALTH_ONLINE
 			ni.HealthDetail = "this node"
 			ni.Version = version.String()
+			ni.Protocol = version.ProtocolLevel()
 		default:
 			p, ok := probes[n.BackendAddr]
 			switch {
@@ -203,7 +209,9 @@ func (m *Manager) NodeInfos(ctx context.Context, ms *consensus.MetaState, voters
 			case p.Online:
 				ni.Health = tandemv1.Health_HEALTH_ONLINE
 				ni.RttUs = p.RTT.Microseconds()
-				ni.Version = p.Version
+				if p.Version != "" {
+					ni.Version = p.Version
+				}
 			default:
 				ni.Health = tandemv1.Health_HEALTH_OFFLINE
 				ni.HealthDetail = p.Detail
@@ -213,4 +221,25 @@ func (m *Manager) NodeInfos(ctx context.Context, ms *consensus.MetaState, voters
 	}
 	slices.SortFunc(out, func(a, b *tandemv1.NodeInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// upgradeAdvisories says when the nodes run releases of different protocol
+// levels: a rolling upgrade under way (or forgotten), with features gated
+// until it ends.
+func upgradeAdvisories(ms *consensus.MetaState) []string {
+	top := ms.Version()
+	for _, n := range ms.Nodes {
+		if n.State != consensus.NodeRemoved {
+			top = max(top, n.Protocol)
+		}
+	}
+	if top == ms.Version() {
+		return nil
+	}
+	var behind []string
+	for _, n := range ms.Behind(top) {
+		behind = append(behind, n.Name)
+	}
+	return []string{fmt.Sprintf("rolling upgrade under way: cluster version %d, some nodes support %d; still on an older release: %s (tandem cluster upgrade-status)",
+		ms.Version(), top, strings.Join(behind, ", "))}
 }

@@ -284,6 +284,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go certs.Run(ctx)
 	go d.watchRevocations(ctx)
 	go d.onRemoval(ctx)
+	go d.recordVersion(ctx)
 
 	var err error
 	select {

@@ -26,6 +26,22 @@ const (
 // BuildBinaries builds tandemd and tandem into dir from the module that
 // contains this package's source tree.
 func BuildBinaries(ctx context.Context, dir string) error {
+	return BuildBinariesWith(ctx, dir, BuildOptions{})
+}
+
+// BuildOptions stamp a build differently from the checkout's, so that a
+// test can run a "newer release" of the same source (a rolling upgrade):
+// the link-time variables of internal/version, never run-time state.
+type BuildOptions struct {
+	// Version replaces the `git describe` stamp when set.
+	Version string
+	// Protocol is the protocol level (highest cluster version) the build
+	// supports; 0 keeps the release's version.DefaultProtocol.
+	Protocol uint32
+}
+
+// BuildBinariesWith is BuildBinaries stamped with o.
+func BuildBinariesWith(ctx context.Context, dir string, o BuildOptions) error {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return fmt.Errorf("go env GOMOD: %w", err)
@@ -36,7 +52,14 @@ func BuildBinaries(ctx context.Context, dir string) error {
 	}
 	// The same version stamp as the Makefile's build target, so tests see
 	// what an operator's binaries report.
-	ldflags := "-X " + version.Package + ".Version=" + describe(ctx, root)
+	ver := o.Version
+	if ver == "" {
+		ver = describe(ctx, root)
+	}
+	ldflags := "-X " + version.Package + ".Version=" + ver
+	if o.Protocol != 0 {
+		ldflags += fmt.Sprintf(" -X %s.Protocol=%d", version.Package, o.Protocol)
+	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", ldflags, "-o", dir+"/", "./cmd/tandemd", "./cmd/tandem")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -322,7 +322,12 @@ type NodeInfo struct {
 	Compute *ComputeStatus `protobuf:"bytes,16,opt,name=compute,proto3" json:"compute,omitempty"`
 	// tandemd's version on that node (git describe at build time); empty when
 	// it did not answer or predates this field.
-	Version       string `protobuf:"bytes,17,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,17,opt,name=version,proto3" json:"version,omitempty"`
+	// The highest cluster version the node's release supports, as it
+	// recorded when it last started (0: not reported yet).
+	Protocol uint32 `protobuf:"varint,18,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// An operator's note on the node (feature node-notes, Node.SetNote).
+	Note          string `protobuf:"bytes,19,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -476,6 +481,20 @@ func (x *NodeInfo) GetVersion() string {
 	return ""
 }
 
+func (x *NodeInfo) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 type ClusterStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// False when this node has not created or joined a cluster yet.
@@ -505,9 +524,13 @@ type ClusterStatus struct {
 	// --check ignores them.
 	Advisories []string `protobuf:"bytes,15,rep,name=advisories,proto3" json:"advisories,omitempty"`
 	// Version of the tandemd that answered (answered_by).
-	Version       string `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Version string `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
+	// The cluster version (feature level every member supports) and the
+	// protocol level of the tandemd that answered; see Cluster.UpgradeStatus.
+	ClusterVersion uint32 `protobuf:"varint,17,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
+	Protocol       uint32 `protobuf:"varint,18,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
@@ -650,6 +673,20 @@ func (x *ClusterStatus) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *ClusterStatus) GetClusterVersion() uint32 {
+	if x != nil {
+		return x.ClusterVersion
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
 }
 
 type AuditEntry struct {
@@ -7402,11 +7439,363 @@ func (x *PeerCARotateResponse) GetSerial() string {
 	return ""
 }
 
+type UpgradeStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeStatusRequest) Reset() {
+	*x = UpgradeStatusRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeStatusRequest) ProtoMessage() {}
+
+func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
+func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
+}
+
+type UpgradeNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// As the node recorded them when it last started; a node that has not
+	// reported has an empty version and protocol 0.
+	Version  string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Protocol uint32 `protobuf:"varint,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Membership state and whether it answers now.
+	State       string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Health      Health `protobuf:"varint,5,opt,name=health,proto3,enum=tandem.v1.Health" json:"health,omitempty"`
+	Maintenance bool   `protobuf:"varint,6,opt,name=maintenance,proto3" json:"maintenance,omitempty"`
+	// The node's release is below the highest level some member supports:
+	// it holds back the features listed in GatedFeature.waiting_on.
+	Behind        bool `protobuf:"varint,7,opt,name=behind,proto3" json:"behind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeNode) Reset() {
+	*x = UpgradeNode{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeNode) ProtoMessage() {}
+
+func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeNode.ProtoReflect.Descriptor instead.
+func (*UpgradeNode) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
+}
+
+func (x *UpgradeNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpgradeNode) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *UpgradeNode) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *UpgradeNode) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *UpgradeNode) GetHealth() Health {
+	if x != nil {
+		return x.Health
+	}
+	return Health_HEALTH_UNKNOWN
+}
+
+func (x *UpgradeNode) GetMaintenance() bool {
+	if x != nil {
+		return x.Maintenance
+	}
+	return false
+}
+
+func (x *UpgradeNode) GetBehind() bool {
+	if x != nil {
+		return x.Behind
+	}
+	return false
+}
+
+type GatedFeature struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The cluster version the feature needs.
+	Level       uint32 `protobuf:"varint,2,opt,name=level,proto3" json:"level,omitempty"`
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Enabled     bool   `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// When not enabled: the nodes whose release does not support it yet.
+	WaitingOn     []string `protobuf:"bytes,5,rep,name=waiting_on,json=waitingOn,proto3" json:"waiting_on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatedFeature) Reset() {
+	*x = GatedFeature{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatedFeature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatedFeature) ProtoMessage() {}
+
+func (x *GatedFeature) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatedFeature.ProtoReflect.Descriptor instead.
+func (*GatedFeature) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
+}
+
+func (x *GatedFeature) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GatedFeature) GetLevel() uint32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *GatedFeature) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *GatedFeature) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *GatedFeature) GetWaitingOn() []string {
+	if x != nil {
+		return x.WaitingOn
+	}
+	return nil
+}
+
+type UpgradeStatusResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ClusterVersion uint32                 `protobuf:"varint,1,opt,name=cluster_version,json=clusterVersion,proto3" json:"cluster_version,omitempty"`
+	// The protocol level of the tandemd that answered.
+	Protocol   uint32         `protobuf:"varint,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	AnsweredBy string         `protobuf:"bytes,3,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	Nodes      []*UpgradeNode `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Every feature this release knows, enabled or still gated.
+	Features []*GatedFeature `protobuf:"bytes,5,rep,name=features,proto3" json:"features,omitempty"`
+	// What to do next, one line ("upgrade n3; the cluster version then
+	// rises to 2 by itself").
+	NextStep      string `protobuf:"bytes,6,opt,name=next_step,json=nextStep,proto3" json:"next_step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeStatusResponse) Reset() {
+	*x = UpgradeStatusResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeStatusResponse) ProtoMessage() {}
+
+func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
+func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
+}
+
+func (x *UpgradeStatusResponse) GetClusterVersion() uint32 {
+	if x != nil {
+		return x.ClusterVersion
+	}
+	return 0
+}
+
+func (x *UpgradeStatusResponse) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *UpgradeStatusResponse) GetAnsweredBy() string {
+	if x != nil {
+		return x.AnsweredBy
+	}
+	return ""
+}
+
+func (x *UpgradeStatusResponse) GetNodes() []*UpgradeNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *UpgradeStatusResponse) GetFeatures() []*GatedFeature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *UpgradeStatusResponse) GetNextStep() string {
+	if x != nil {
+		return x.NextStep
+	}
+	return ""
+}
+
+type SetNodeNoteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// At most 256 bytes; empty clears the note.
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeNoteRequest) Reset() {
+	*x = SetNodeNoteRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeNoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeNoteRequest) ProtoMessage() {}
+
+func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeNoteRequest.ProtoReflect.Descriptor instead.
+func (*SetNodeNoteRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
+}
+
+func (x *SetNodeNoteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetNodeNoteRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x04\n" +
+	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -7427,7 +7816,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05disks\x18\x0e \x03(\v2\x0f.tandem.v1.DiskR\x05disks\x12 \n" +
 	"\vmaintenance\x18\x0f \x01(\bR\vmaintenance\x122\n" +
 	"\acompute\x18\x10 \x01(\v2\x18.tandem.v1.ComputeStatusR\acompute\x12\x18\n" +
-	"\aversion\x18\x11 \x01(\tR\aversion\"\x80\x04\n" +
+	"\aversion\x18\x11 \x01(\tR\aversion\x12\x1a\n" +
+	"\bprotocol\x18\x12 \x01(\rR\bprotocol\x12\x12\n" +
+	"\x04note\x18\x13 \x01(\tR\x04note\"\xc5\x04\n" +
 	"\rClusterStatus\x12 \n" +
 	"\vinitialized\x18\x01 \x01(\bR\vinitialized\x12!\n" +
 	"\fcluster_name\x18\x02 \x01(\tR\vclusterName\x12\x1d\n" +
@@ -7449,7 +7840,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"advisories\x18\x0f \x03(\tR\n" +
 	"advisories\x12\x18\n" +
-	"\aversion\x18\x10 \x01(\tR\aversion\"\x9c\x01\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion\x12'\n" +
+	"\x0fcluster_version\x18\x11 \x01(\rR\x0eclusterVersion\x12\x1a\n" +
+	"\bprotocol\x18\x12 \x01(\rR\bprotocol\"\x9c\x01\n" +
 	"\n" +
 	"AuditEntry\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
@@ -7964,7 +8357,34 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ca_key_pem\x18\x03 \x01(\fR\bcaKeyPem\x12%\n" +
 	"\x0eca_fingerprint\x18\x04 \x01(\tR\rcaFingerprint\".\n" +
 	"\x14PeerCARotateResponse\x12\x16\n" +
-	"\x06serial\x18\x01 \x01(\tR\x06serial*P\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"\x16\n" +
+	"\x14UpgradeStatusRequest\"\xd2\x01\n" +
+	"\vUpgradeNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\rR\bprotocol\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12)\n" +
+	"\x06health\x18\x05 \x01(\x0e2\x11.tandem.v1.HealthR\x06health\x12 \n" +
+	"\vmaintenance\x18\x06 \x01(\bR\vmaintenance\x12\x16\n" +
+	"\x06behind\x18\a \x01(\bR\x06behind\"\x93\x01\n" +
+	"\fGatedFeature\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\rR\x05level\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x18\n" +
+	"\aenabled\x18\x04 \x01(\bR\aenabled\x12\x1d\n" +
+	"\n" +
+	"waiting_on\x18\x05 \x03(\tR\twaitingOn\"\xfd\x01\n" +
+	"\x15UpgradeStatusResponse\x12'\n" +
+	"\x0fcluster_version\x18\x01 \x01(\rR\x0eclusterVersion\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\rR\bprotocol\x12\x1f\n" +
+	"\vanswered_by\x18\x03 \x01(\tR\n" +
+	"answeredBy\x12,\n" +
+	"\x05nodes\x18\x04 \x03(\v2\x16.tandem.v1.UpgradeNodeR\x05nodes\x123\n" +
+	"\bfeatures\x18\x05 \x03(\v2\x17.tandem.v1.GatedFeatureR\bfeatures\x12\x1b\n" +
+	"\tnext_step\x18\x06 \x01(\tR\bnextStep\"<\n" +
+	"\x12SetNodeNoteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -7989,7 +8409,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x1bCA_ROTATE_PHASE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CA_ROTATE_PHASE_TRUST\x10\x01\x12\x1b\n" +
 	"\x17CA_ROTATE_PHASE_REISSUE\x10\x02\x12\x1a\n" +
-	"\x16CA_ROTATE_PHASE_RETIRE\x10\x032\x91\x05\n" +
+	"\x16CA_ROTATE_PHASE_RETIRE\x10\x032\xe5\x05\n" +
 	"\aCluster\x12K\n" +
 	"\x06Create\x12\x1f.tandem.v1.CreateClusterRequest\x1a .tandem.v1.CreateClusterResponse\x12E\n" +
 	"\x04Join\x12\x1d.tandem.v1.JoinClusterRequest\x1a\x1e.tandem.v1.JoinClusterResponse\x12L\n" +
@@ -7999,13 +8419,15 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tGetConfig\x12\x1b.tandem.v1.GetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12B\n" +
 	"\tSetConfig\x12\x1b.tandem.v1.SetConfigRequest\x1a\x18.tandem.v1.ClusterConfig\x12:\n" +
 	"\x05Audit\x12\x17.tandem.v1.AuditRequest\x1a\x18.tandem.v1.AuditResponse\x12E\n" +
-	"\bRotateCA\x12\x1a.tandem.v1.RotateCARequest\x1a\x1b.tandem.v1.RotateCAProgress0\x012\xfa\x02\n" +
+	"\bRotateCA\x12\x1a.tandem.v1.RotateCARequest\x1a\x1b.tandem.v1.RotateCAProgress0\x01\x12R\n" +
+	"\rUpgradeStatus\x12\x1f.tandem.v1.UpgradeStatusRequest\x1a .tandem.v1.UpgradeStatusResponse2\xb9\x03\n" +
 	"\x04Node\x12A\n" +
 	"\x04List\x12\x1b.tandem.v1.ListNodesRequest\x1a\x1c.tandem.v1.ListNodesResponse\x12L\n" +
 	"\vFenceConfig\x12\x1d.tandem.v1.FenceConfigRequest\x1a\x1e.tandem.v1.FenceConfigResponse\x12B\n" +
 	"\x05Fence\x12\x1b.tandem.v1.FenceNodeRequest\x1a\x1c.tandem.v1.FenceNodeResponse\x12E\n" +
 	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse\x12V\n" +
-	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x012\xea\x05\n" +
+	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x01\x12=\n" +
+	"\aSetNote\x12\x1d.tandem.v1.SetNodeNoteRequest\x1a\x13.tandem.v1.NodeInfo2\xea\x05\n" +
 	"\x06Volume\x12?\n" +
 	"\x06Create\x12\x1e.tandem.v1.CreateVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12E\n" +
 	"\x04List\x12\x1d.tandem.v1.ListVolumesRequest\x1a\x1e.tandem.v1.ListVolumesResponse\x12;\n" +
@@ -8079,7 +8501,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 110)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 115)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -8194,27 +8616,32 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*PeerNodeRemovedResponse)(nil),  // 110: tandem.v1.PeerNodeRemovedResponse
 	(*PeerCARotateRequest)(nil),      // 111: tandem.v1.PeerCARotateRequest
 	(*PeerCARotateResponse)(nil),     // 112: tandem.v1.PeerCARotateResponse
-	nil,                              // 113: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 114: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 115: google.protobuf.Timestamp
+	(*UpgradeStatusRequest)(nil),     // 113: tandem.v1.UpgradeStatusRequest
+	(*UpgradeNode)(nil),              // 114: tandem.v1.UpgradeNode
+	(*GatedFeature)(nil),             // 115: tandem.v1.GatedFeature
+	(*UpgradeStatusResponse)(nil),    // 116: tandem.v1.UpgradeStatusResponse
+	(*SetNodeNoteRequest)(nil),       // 117: tandem.v1.SetNodeNoteRequest
+	nil,                              // 118: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 119: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 120: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	115, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	120, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	103, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
 	106, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	115, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	120, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	115, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	120, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	113, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	114, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	118, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	119, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	115, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	120, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -8223,179 +8650,186 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	115, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	115, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	120, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	120, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	115, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	120, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	49,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	50,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	115, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	115, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	120, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	120, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	53,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	53,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	58,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	115, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	115, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	120, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	120, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	60,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	58,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	59,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	59,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	115, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	115, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	115, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	120, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	120, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	120, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	71,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	72,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	74,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	115, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	115, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	115, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	120, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	120, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	120, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	78,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	78,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
 	78,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	0,   // 56: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
 	87,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	115, // 58: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	120, // 58: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
 	92,  // 59: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
 	92,  // 60: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
 	103, // 61: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
 	59,  // 62: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
 	59,  // 63: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	115, // 64: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	120, // 64: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
 	4,   // 65: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	8,   // 66: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 67: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 68: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 69: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 70: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 71: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 72: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 73: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 74: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	25,  // 75: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 76: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 77: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 78: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 79: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	40,  // 80: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	41,  // 81: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	43,  // 82: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	44,  // 83: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	46,  // 84: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	47,  // 85: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	48,  // 86: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	52,  // 87: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	56,  // 88: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	54,  // 89: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	63,  // 90: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	61,  // 91: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	62,  // 92: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	62,  // 93: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	62,  // 94: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	62,  // 95: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	66,  // 96: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	68,  // 97: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	70,  // 98: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	75,  // 99: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	76,  // 100: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	79,  // 101: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	81,  // 102: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	83,  // 103: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	88,  // 104: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	90,  // 105: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	102, // 106: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	93,  // 107: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	95,  // 108: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	97,  // 109: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	99,  // 110: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 111: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	48,  // 112: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	99,  // 113: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 114: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	100, // 115: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	46,  // 116: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	105, // 117: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	107, // 118: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	107, // 119: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	107, // 120: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	107, // 121: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	108, // 122: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	68,  // 123: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	107, // 124: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	70,  // 125: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	85,  // 126: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	111, // 127: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	109, // 128: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	9,   // 129: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 130: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 131: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 132: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 133: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 134: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 135: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 136: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 137: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	26,  // 138: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 139: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 140: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 141: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 142: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	39,  // 143: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	42,  // 144: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 145: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	45,  // 146: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 147: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 148: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	51,  // 149: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	55,  // 150: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	57,  // 151: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	53,  // 152: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	64,  // 153: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	59,  // 154: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	59,  // 155: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	59,  // 156: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	59,  // 157: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	65,  // 158: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	67,  // 159: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 160: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	73,  // 161: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	73,  // 162: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	77,  // 163: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	80,  // 164: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	82,  // 165: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	84,  // 166: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	89,  // 167: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	91,  // 168: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	104, // 169: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	94,  // 170: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	96,  // 171: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	98,  // 172: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 173: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 174: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	51,  // 175: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	98,  // 176: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 177: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	101, // 178: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 179: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	106, // 180: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	59,  // 181: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	59,  // 182: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	59,  // 183: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	59,  // 184: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	67,  // 185: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 186: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	67,  // 187: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	73,  // 188: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	86,  // 189: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	112, // 190: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	110, // 191: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	129, // [129:192] is the sub-list for method output_type
-	66,  // [66:129] is the sub-list for method input_type
-	66,  // [66:66] is the sub-list for extension type_name
-	66,  // [66:66] is the sub-list for extension extendee
-	0,   // [0:66] is the sub-list for field type_name
+	2,   // 66: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
+	114, // 67: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
+	115, // 68: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
+	8,   // 69: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 70: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 71: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 72: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 73: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 74: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 75: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 76: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 77: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	113, // 78: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 79: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 80: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 81: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 82: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 83: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	117, // 84: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	40,  // 85: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	41,  // 86: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	43,  // 87: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	44,  // 88: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	46,  // 89: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	47,  // 90: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	48,  // 91: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	52,  // 92: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	56,  // 93: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	54,  // 94: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	63,  // 95: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	61,  // 96: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	62,  // 97: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	62,  // 98: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	62,  // 99: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	62,  // 100: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	66,  // 101: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	68,  // 102: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	70,  // 103: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	75,  // 104: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	76,  // 105: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	79,  // 106: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	81,  // 107: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	83,  // 108: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	88,  // 109: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	90,  // 110: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	102, // 111: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	93,  // 112: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	95,  // 113: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	97,  // 114: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	99,  // 115: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 116: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	48,  // 117: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	99,  // 118: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 119: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	100, // 120: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	46,  // 121: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	105, // 122: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	107, // 123: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	107, // 124: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	107, // 125: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	107, // 126: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	108, // 127: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	68,  // 128: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	107, // 129: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	70,  // 130: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	85,  // 131: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	111, // 132: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	109, // 133: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	9,   // 134: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 135: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 136: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 137: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 138: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 139: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 140: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 141: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 142: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	116, // 143: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 144: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 145: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 146: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 147: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 148: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 149: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 150: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	42,  // 151: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 152: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	45,  // 153: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 154: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 155: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	51,  // 156: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 157: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	57,  // 158: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	53,  // 159: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	64,  // 160: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	59,  // 161: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	59,  // 162: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	59,  // 163: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	59,  // 164: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	65,  // 165: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	67,  // 166: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 167: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	73,  // 168: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	73,  // 169: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	77,  // 170: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	80,  // 171: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	82,  // 172: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	84,  // 173: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	89,  // 174: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	91,  // 175: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	104, // 176: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	94,  // 177: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	96,  // 178: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	98,  // 179: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 180: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 181: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	51,  // 182: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	98,  // 183: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 184: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	101, // 185: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 186: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	106, // 187: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	59,  // 188: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	59,  // 189: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	59,  // 190: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	59,  // 191: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	67,  // 192: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 193: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	67,  // 194: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	73,  // 195: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	86,  // 196: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	112, // 197: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	110, // 198: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	134, // [134:199] is the sub-list for method output_type
+	69,  // [69:134] is the sub-list for method input_type
+	69,  // [69:69] is the sub-list for extension type_name
+	69,  // [69:69] is the sub-list for extension extendee
+	0,   // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -8409,7 +8843,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   110,
+			NumMessages:   115,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -36,6 +36,7 @@ const (
 	Cluster_SetConfig_FullMethodName        = "/tandem.v1.Cluster/SetConfig"
 	Cluster_Audit_FullMethodName            = "/tandem.v1.Cluster/Audit"
 	Cluster_RotateCA_FullMethodName         = "/tandem.v1.Cluster/RotateCA"
+	Cluster_UpgradeStatus_FullMethodName    = "/tandem.v1.Cluster/UpgradeStatus"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -55,6 +56,9 @@ type ClusterClient interface {
 	// Replace the cluster CA: every member trusts old and new, re-issues its
 	// certificates from the new one, then trusts the new one alone.
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RotateCAProgress], error)
+	// Which node runs which release and protocol level, the cluster
+	// version, and which features it still gates.
+	UpgradeStatus(ctx context.Context, in *UpgradeStatusRequest, opts ...grpc.CallOption) (*UpgradeStatusResponse, error)
 }
 
 type clusterClient struct {
@@ -164,6 +168,16 @@ func (c *clusterClient) RotateCA(ctx context.Context, in *RotateCARequest, opts 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_RotateCAClient = grpc.ServerStreamingClient[RotateCAProgress]
 
+func (c *clusterClient) UpgradeStatus(ctx context.Context, in *UpgradeStatusRequest, opts ...grpc.CallOption) (*UpgradeStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpgradeStatusResponse)
+	err := c.cc.Invoke(ctx, Cluster_UpgradeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -181,6 +195,9 @@ type ClusterServer interface {
 	// Replace the cluster CA: every member trusts old and new, re-issues its
 	// certificates from the new one, then trusts the new one alone.
 	RotateCA(*RotateCARequest, grpc.ServerStreamingServer[RotateCAProgress]) error
+	// Which node runs which release and protocol level, the cluster
+	// version, and which features it still gates.
+	UpgradeStatus(context.Context, *UpgradeStatusRequest) (*UpgradeStatusResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -217,6 +234,9 @@ func (UnimplementedClusterServer) Audit(context.Context, *AuditRequest) (*AuditR
 }
 func (UnimplementedClusterServer) RotateCA(*RotateCARequest, grpc.ServerStreamingServer[RotateCAProgress]) error {
 	return status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedClusterServer) UpgradeStatus(context.Context, *UpgradeStatusRequest) (*UpgradeStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpgradeStatus not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -394,6 +414,24 @@ func _Cluster_RotateCA_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_RotateCAServer = grpc.ServerStreamingServer[RotateCAProgress]
 
+func _Cluster_UpgradeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpgradeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).UpgradeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_UpgradeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).UpgradeStatus(ctx, req.(*UpgradeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -433,6 +471,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Audit",
 			Handler:    _Cluster_Audit_Handler,
 		},
+		{
+			MethodName: "UpgradeStatus",
+			Handler:    _Cluster_UpgradeStatus_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -450,6 +492,7 @@ const (
 	Node_Fence_FullMethodName       = "/tandem.v1.Node/Fence"
 	Node_Remove_FullMethodName      = "/tandem.v1.Node/Remove"
 	Node_Maintenance_FullMethodName = "/tandem.v1.Node/Maintenance"
+	Node_SetNote_FullMethodName     = "/tandem.v1.Node/SetNote"
 )
 
 // NodeClient is the client API for Node service.
@@ -464,6 +507,9 @@ type NodeClient interface {
 	// Enable evacuates every VM by live migration; the mode is committed
 	// first, so it survives restarts and blocks new placements at once.
 	Maintenance(ctx context.Context, in *NodeMaintenanceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeMaintenanceProgress], error)
+	// Set or clear an operator's note on a node. Gated: needs cluster
+	// version 2 (feature node-notes), FailedPrecondition before.
+	SetNote(ctx context.Context, in *SetNodeNoteRequest, opts ...grpc.CallOption) (*NodeInfo, error)
 }
 
 type nodeClient struct {
@@ -533,6 +579,16 @@ func (c *nodeClient) Maintenance(ctx context.Context, in *NodeMaintenanceRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_MaintenanceClient = grpc.ServerStreamingClient[NodeMaintenanceProgress]
 
+func (c *nodeClient) SetNote(ctx context.Context, in *SetNodeNoteRequest, opts ...grpc.CallOption) (*NodeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeInfo)
+	err := c.cc.Invoke(ctx, Node_SetNote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -545,6 +601,9 @@ type NodeServer interface {
 	// Enable evacuates every VM by live migration; the mode is committed
 	// first, so it survives restarts and blocks new placements at once.
 	Maintenance(*NodeMaintenanceRequest, grpc.ServerStreamingServer[NodeMaintenanceProgress]) error
+	// Set or clear an operator's note on a node. Gated: needs cluster
+	// version 2 (feature node-notes), FailedPrecondition before.
+	SetNote(context.Context, *SetNodeNoteRequest) (*NodeInfo, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -569,6 +628,9 @@ func (UnimplementedNodeServer) Remove(context.Context, *RemoveNodeRequest) (*Rem
 }
 func (UnimplementedNodeServer) Maintenance(*NodeMaintenanceRequest, grpc.ServerStreamingServer[NodeMaintenanceProgress]) error {
 	return status.Error(codes.Unimplemented, "method Maintenance not implemented")
+}
+func (UnimplementedNodeServer) SetNote(context.Context, *SetNodeNoteRequest) (*NodeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetNote not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -674,6 +736,24 @@ func _Node_Maintenance_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_MaintenanceServer = grpc.ServerStreamingServer[NodeMaintenanceProgress]
 
+func _Node_SetNote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetNodeNoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).SetNote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_SetNote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).SetNote(ctx, req.(*SetNodeNoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -696,6 +776,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Remove",
 			Handler:    _Node_Remove_Handler,
+		},
+		{
+			MethodName: "SetNote",
+			Handler:    _Node_SetNote_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
