@@ -211,6 +211,7 @@ type Command struct {
 	ExportCert   *ExportCertRecord `json:"export_cert,omitempty"`
 	Revoke       *RevokedCert      `json:"revoke,omitempty"`
 	NodeCert     *NodeCertCmd      `json:"node_cert,omitempty"`
+	Rejoin       *RejoinCmd        `json:"rejoin,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -484,6 +485,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyRevocation(c)
 	case opNodeCert:
 		return m.applyNodeCert(c)
+	case opNodeRejoin:
+		return m.applyRejoin(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
@@ -539,6 +542,8 @@ func (m *metaSM) Lookup(q any) (any, error) {
 		}
 		_, err := m.s.checkJoin(&q.join, q.at)
 		return joinVerdict{err: err}, nil
+	case rejoinQuery:
+		return m.s.lookupRejoin(q), nil
 	}
 	return nil, fmt.Errorf("unknown metadata query %T", q)
 }

@@ -27,6 +27,10 @@
 //   - API credentials (credential_test.go): roles enforced on every node,
 //     revocation in force on every node when revoke returns, the audit
 //     naming the credential, a removed node's admin certificate refused.
+//   - rejoin (rejoin_test.go): a node whose certificate expired while it
+//     was off (and the CA rotated without it) starts stopped, says so, is
+//     refused by the members, and rejoins with a token, keeping its data;
+//     its replica resyncs incrementally.
 //
 // The tests build the binaries themselves: the first test to need them runs
 // testcluster.BuildBinaries, which compiles cmd/tandemd and cmd/tandem from

@@ -41,6 +41,9 @@ type Config struct {
 	// JoinRefused counts one refused join attempt by reason (a metric);
 	// nil counts nothing. See joinguard.go for the reasons.
 	JoinRefused func(reason string)
+	// Rejoin is the daemon's side of a rejoin (rejoin.go); nil refuses
+	// rejoins on this node (they are still admitted for others).
+	Rejoin RejoinHooks
 }
 
 // Manager runs membership changes. It is safe for concurrent use.
@@ -50,12 +53,13 @@ type Manager struct {
 	cluster func() (Cluster, bool)
 	init    Init
 	joins   *joinGuard
+	rejoin  RejoinHooks
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
 	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, init: c.Init,
-		joins: newJoinGuard(c.State.Log, c.JoinRefused)}
+		joins: newJoinGuard(c.State.Log, c.JoinRefused), rejoin: c.Rejoin}
 }
 
 // meta is the running metadata client, or the status error every API call
