@@ -17,7 +17,9 @@ import (
 // keeps its data (Raft directory, replicas), runs neither Raft nor
 // replication, serves only its unix admin socket, and says why and what to
 // do there (status) and in its log. 'tandem cluster rejoin' brings it back
-// in the same process (membership.Manager.Rejoin, the hooks below).
+// in the same process (membership.Manager.Rejoin, the hooks below). A
+// running node cut off by certificates (left out of a CA rotation) rejoins
+// the same way and takes the new material from its next handshake.
 
 // stopped is why an initialised node does not run in its cluster.
 type stopped struct {
@@ -79,6 +81,31 @@ func (h rejoinHooks) ResumeLocked(ctx context.Context, m membership.Material, vi
 		return err
 	}
 	d.stopped = nil
+	go d.dropCertView(d.runCtx, view)
+	return nil
+}
+
+func (h rejoinHooks) RunningLocked() (membership.Identity, bool) {
+	d := h.d
+	if d.stopped != nil || d.id == nil || d.meta == nil {
+		return membership.Identity{}, false
+	}
+	return *d.id, true
+}
+
+func (h rejoinHooks) RefreshLocked(ctx context.Context, m membership.Material, view *consensus.CertView) error {
+	d := h.d
+	t := nodedir.TLS(m)
+	if err := d.dir.ReplaceTLS(&t); err != nil {
+		return fmt.Errorf("install the new certificate: %w", err)
+	}
+	// The view first: the next handshakes use the new material and need it.
+	d.hs.view.Store(view)
+	d.tls = &t
+	d.hs.tls.Store(&t)
+	if err := d.syncLibvirtPKI(ctx, &t); err != nil {
+		d.log.Warn("libvirt TLS files not updated; live migrations may fail until tandemd restarts", "err", err)
+	}
 	go d.dropCertView(d.runCtx, view)
 	return nil
 }

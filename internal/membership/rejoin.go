@@ -41,6 +41,13 @@ type RejoinHooks interface {
 	// StoppedLocked is this node's identity when it belongs to a cluster
 	// but does not run in it, with the reason; false otherwise.
 	StoppedLocked() (id Identity, why string, ok bool)
+	// RunningLocked is this node's identity when it runs in its cluster.
+	RunningLocked() (id Identity, ok bool)
+	// RefreshLocked installs m on a running node (every file or none,
+	// crash-safely): servers and dials use it from their next handshake,
+	// and peers' certificates are checked by view until this node's
+	// metadata replica has applied view.Applied.
+	RefreshLocked(ctx context.Context, m Material, view *consensus.CertView) error
 	// ResumeLocked installs m (every file or none, crash-safely), checks
 	// peers' certificates by view until this node's metadata replica has
 	// applied view.Applied, and starts the Raft host, the metadata replica
@@ -57,10 +64,13 @@ func RejoinCommand() string {
 	return "on a member: 'tandem cluster token'; then on this node: 'tandem cluster rejoin <backend address of a member> --token-file FILE'"
 }
 
-// Rejoin runs on a node that belongs to a cluster but does not run in it
-// (its certificate expired while it was off): it makes a new key, asks the
-// member at addr to re-admit it with the join token, installs the new
-// certificate and the cluster's current CA, and starts as after a restart.
+// Rejoin runs on a node that belongs to a cluster but cannot work in it:
+// stopped because its certificate expired while it was off, or running
+// without reaching a quorum (left out of a CA rotation, so every member
+// refuses it). It makes a new key, asks the member at addr to re-admit it
+// with the join token, installs the new certificate and the cluster's
+// current CA, and starts as after a restart (or, running, uses them from
+// the next handshake).
 func (m *Manager) Rejoin(ctx context.Context, addr, token string) (Identity, error) {
 	tok, err := pki.ParseJoinToken(token)
 	if err != nil {
@@ -72,41 +82,52 @@ func (m *Manager) Rejoin(ctx context.Context, addr, token string) (Identity, err
 	if m.rejoin == nil {
 		return Identity{}, status.Error(codes.Unimplemented, "rejoin is not available on this node")
 	}
-	id, err := m.rejoinLocked(ctx, addr, token, tok)
+	// A running node that reaches a quorum has a certificate that works.
+	// Asked before the lock: the quorum check reads the handles it guards.
+	if m.st.Meta() != nil {
+		if err := m.st.Quorum(ctx); err == nil {
+			return Identity{}, status.Error(codes.FailedPrecondition, "this node runs in its cluster and reaches a quorum: its certificate works (it renews itself); rejoin is for a node stopped because its certificate expired, or cut off from every member (left out of a CA rotation)")
+		}
+	}
+	id, resumed, err := m.rejoinLocked(ctx, addr, token, tok)
 	if err != nil {
 		return Identity{}, err
 	}
-	m.rejoin.Resumed(ctx)
+	if resumed {
+		m.rejoin.Resumed(ctx)
+	}
 	m.st.Log.Info("rejoined cluster", "cluster", id.ClusterName, "replica", id.ReplicaID, "via", addr)
 	return id, nil
 }
 
-// rejoinLocked is Rejoin up to the start, under Init's lock.
-func (m *Manager) rejoinLocked(ctx context.Context, addr, token string, tok pki.JoinToken) (Identity, error) {
+// rejoinLocked is Rejoin up to the start, under Init's lock; resumed is
+// true when a stopped node started (Resumed follows).
+func (m *Manager) rejoinLocked(ctx context.Context, addr, token string, tok pki.JoinToken) (_ Identity, resumed bool, _ error) {
 	in := m.init
 	in.Lock()
 	defer in.Unlock()
 	id, why, stopped := m.rejoin.StoppedLocked()
 	if !stopped {
-		if cur, ok := in.ClusterLocked(); ok {
-			return Identity{}, status.Errorf(codes.FailedPrecondition, "this node runs in cluster %q with a valid certificate (it renews itself); rejoin is for a node whose certificate expired while it was off", cur)
+		running := false
+		if id, running = m.rejoin.RunningLocked(); !running {
+			return Identity{}, false, status.Error(codes.FailedPrecondition, "this node is not in a cluster: join one with 'tandem cluster join ADDR --token T'")
 		}
-		return Identity{}, status.Error(codes.FailedPrecondition, "this node is not in a cluster: join one with 'tandem cluster join ADDR --token T'")
+		why = "running without a quorum"
 	}
 	node := m.st.Node
 	key, err := pki.NewKey()
 	if err != nil {
-		return Identity{}, status.Errorf(codes.Internal, "node key: %v", err)
+		return Identity{}, false, status.Errorf(codes.Internal, "node key: %v", err)
 	}
 	csr, err := pki.NewCSR(key, node.Name)
 	if err != nil {
-		return Identity{}, status.Errorf(codes.Internal, "node CSR: %v", err)
+		return Identity{}, false, status.Errorf(codes.Internal, "node CSR: %v", err)
 	}
 	// As for a join: the token's CA fingerprint authenticates the member.
 	// This node's own CA may be stale (rotated while it was off).
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(pki.PinnedTLS(tok.CAFingerprint))))
 	if err != nil {
-		return Identity{}, status.Errorf(codes.InvalidArgument, "dial %s: %v", addr, err)
+		return Identity{}, false, status.Errorf(codes.InvalidArgument, "dial %s: %v", addr, err)
 	}
 	defer conn.Close()
 	jctx, cancel := context.WithTimeout(ctx, joinTimeout)
@@ -124,17 +145,21 @@ func (m *Manager) rejoinLocked(ctx context.Context, addr, token string, tok pki.
 	if err != nil {
 		st := status.Convert(err)
 		if code := st.Code(); code == codes.Unavailable || code == codes.DeadlineExceeded {
-			return Identity{}, status.Errorf(codes.Unavailable, "cannot reach a cluster member at %s: %s", addr, st.Message())
+			return Identity{}, false, status.Errorf(codes.Unavailable, "cannot reach a cluster member at %s: %s", addr, st.Message())
 		}
-		return Identity{}, status.Errorf(st.Code(), "rejoin refused by %s: %s", addr, st.Message())
+		return Identity{}, false, status.Errorf(st.Code(), "rejoin refused by %s: %s", addr, st.Message())
 	}
 	mat, view, err := checkRejoinResponse(resp, tok.CAFingerprint, id, key, addr)
 	if err != nil {
-		return Identity{}, err
+		return Identity{}, false, err
 	}
 	m.st.Log.Info("re-admitted by the cluster; installing the new certificate", "via", addr, "was", why)
-	if err := m.rejoin.ResumeLocked(ctx, mat, view); err != nil {
-		return Identity{}, status.Errorf(codes.Internal, "the cluster re-admitted this node but it could not start: %v (its new certificate is installed: fix the cause and restart tandemd)", err)
+	if !stopped {
+		if err := m.rejoin.RefreshLocked(ctx, mat, view); err != nil {
+			return Identity{}, false, status.Errorf(codes.Internal, "the cluster re-admitted this node but its new certificate could not be installed: %v", err)
+		}
+	} else if err := m.rejoin.ResumeLocked(ctx, mat, view); err != nil {
+		return Identity{}, false, status.Errorf(codes.Internal, "the cluster re-admitted this node but it could not start: %v (its new certificate is installed: fix the cause and restart tandemd)", err)
 	}
 	// The admin certificate expired too, and may name the old CA.
 	if ca, err := pki.LoadCA(resp.CaPem, resp.CaKeyPem); err == nil {
@@ -142,7 +167,7 @@ func (m *Manager) rejoinLocked(ctx context.Context, addr, token string, tok pki.
 			m.st.Log.Warn("admin certificate not re-issued after the rejoin; it is renewed at the next check", "err", err)
 		}
 	}
-	return id, nil
+	return id, stopped, nil
 }
 
 // checkRejoinResponse checks a member's answer against the token and this

@@ -176,19 +176,25 @@ func TestAdmitRejoinOtherCluster(t *testing.T) {
 	}
 }
 
-// fakeRejoin is the daemon's side of a rejoin: a node stopped or not.
+// fakeRejoin is the daemon's side of a rejoin: a node stopped, running
+// or in no cluster.
 type fakeRejoin struct {
-	stopped bool
-	resumed bool
+	stopped, running bool
+	resumed          bool
 }
 
 func (f *fakeRejoin) StoppedLocked() (Identity, string, bool) {
 	return Identity{ClusterName: "c1", ClusterID: "id1", NodeName: "n1", ReplicaID: 1}, "certificate expired", f.stopped
 }
+func (f *fakeRejoin) RunningLocked() (Identity, bool) {
+	return Identity{ClusterName: "c1", ClusterID: "id1", NodeName: "n1", ReplicaID: 1}, f.running
+}
+func (f *fakeRejoin) RefreshLocked(context.Context, Material, *consensus.CertView) error { return nil }
 func (f *fakeRejoin) ResumeLocked(context.Context, Material, *consensus.CertView) error { return nil }
 func (f *fakeRejoin) Resumed(context.Context)                                           { f.resumed = true }
 
-// Rejoin runs only on a stopped node; elsewhere it says what applies.
+// Rejoin runs only on a stopped node or one that reaches no quorum;
+// elsewhere it says what applies.
 func TestRejoinOnlyWhenStopped(t *testing.T) {
 	ca, err := pki.NewCA("c1", time.Now())
 	if err != nil {
@@ -199,15 +205,17 @@ func TestRejoinOnlyWhenStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name, cluster, msg string
+		name    string
+		quorate bool
+		msg     string
 	}{
-		{"running", "c1", `this node runs in cluster "c1" with a valid certificate`},
-		{"in no cluster", "", "this node is not in a cluster: join one with 'tandem cluster join ADDR --token T'"},
+		{"running with a quorum", true, "this node runs in its cluster and reaches a quorum: its certificate works"},
+		{"in no cluster", false, "this node is not in a cluster: join one with 'tandem cluster join ADDR --token T'"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := newWorld()
-			w.init.cluster = c.cluster
-			hooks := &fakeRejoin{}
+			w.quorate = c.quorate
+			hooks := &fakeRejoin{running: c.quorate}
 			m := w.manager()
 			m.rejoin = hooks
 			_, err := m.Rejoin(context.Background(), "10.0.0.2:7000", tok.String())
