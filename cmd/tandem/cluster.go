@@ -55,7 +55,7 @@ work, and admin credentials copied off the nodes need the new ca.crt (and a
 re-issued admin.crt) from a member's admin directory.
 
 A member that does not answer stops the rotation before anything changes;
---force leaves it out, and it must then be wiped and rejoined.`,
+--force leaves it out, and it must then rejoin ('tandem cluster rejoin').`,
 		Example: `  tandem node remove n4 --force    # a compromised node first
   tandem cluster rotate-ca`,
 		Args: argsNamed(),
@@ -139,11 +139,13 @@ func newClusterRejoinCmd(a *app) *cobra.Command {
 	var token, tokenFile, address string
 	cmd := &cobra.Command{
 		Use:   "rejoin ADDR",
-		Short: "Bring back a member whose certificate expired while it was off",
-		Long: `Rejoin runs on a node that belongs to a cluster but does not run in it:
-its node certificate expired while tandemd was not running (so it could not
-renew it, and the members refuse it), or the cluster CA was rotated without
-it. 'tandem cluster status' on such a node says so.
+		Short: "Bring back a member whose certificate expired or was left out of a CA rotation",
+		Long: `Rejoin runs on a node that belongs to a cluster but cannot work in it: its
+node certificate expired while tandemd was not running (so it could not renew
+it, and the members refuse it; the node starts stopped and 'tandem cluster
+status' on it says so), or the cluster CA was rotated without it (rotate-ca
+--force), so it runs but reaches no quorum. A node that reaches a quorum
+refuses it: its certificate works.
 
 ADDR is the backend address (host:port) of any member (or give it with
 --address). The join token comes from 'tandem cluster token' on a member,
@@ -152,9 +154,9 @@ as for a join; pass it with --token, --token-file FILE or --token - (stdin).
 The node makes a new key (it never leaves the node) and asks the member to
 re-admit it: the member checks the token as for a join, and that the node
 is a member that was not removed, signs its new certificate and records it.
-The node installs it with the cluster's current CA and starts at once: it
-keeps its replica ID, Raft logs and volume replicas, so its volumes catch
-up with an incremental resync. A removed node cannot rejoin: wipe its data
+The node installs it with the cluster's current CA and starts at once (a
+running node uses it from its next connection): it keeps its replica ID, Raft
+logs and volume replicas, so its volumes catch up with an incremental resync. A removed node cannot rejoin: wipe its data
 directory and join it as a new node.`,
 		Example: `  # on a member
   tandem cluster token -o json | jq -r .token > /tmp/token

@@ -190,8 +190,8 @@ func (f *fakeRejoin) RunningLocked() (Identity, bool) {
 	return Identity{ClusterName: "c1", ClusterID: "id1", NodeName: "n1", ReplicaID: 1}, f.running
 }
 func (f *fakeRejoin) RefreshLocked(context.Context, Material, *consensus.CertView) error { return nil }
-func (f *fakeRejoin) ResumeLocked(context.Context, Material, *consensus.CertView) error { return nil }
-func (f *fakeRejoin) Resumed(context.Context)                                           { f.resumed = true }
+func (f *fakeRejoin) ResumeLocked(context.Context, Material, *consensus.CertView) error  { return nil }
+func (f *fakeRejoin) Resumed(context.Context)                                            { f.resumed = true }
 
 // Rejoin runs only on a stopped node or one that reaches no quorum;
 // elsewhere it says what applies.
