@@ -349,6 +349,7 @@ func FuzzMetaCommand(f *testing.F) {
 	f.Add([]byte(`{"op":"node-state","node_state":{"name":"n1","state":"removed"}}`))
 	f.Add([]byte(`{"op":"set-config","set_config":{"a":"b"}}`))
 	f.Add([]byte(`{"op":"revoke-cert","revoke":{"serial":"ab","subject":"CN=x"}}`))
+	f.Add([]byte(`{"op":"node-rejoin","rejoin":{"token_id":"t","verifier":"v","name":"n1","replica_id":1,"serial":"ab"}}`))
 	f.Add([]byte(`not json`))
 	f.Fuzz(func(t *testing.T, cmd []byte) {
 		m := &metaSM{s: emptyState()}

@@ -237,6 +237,7 @@ type Command struct {
 	Level       uint32          `json:"level,omitempty"`
 	NodeVersion *NodeVersionCmd `json:"node_version,omitempty"`
 	NodeNote    *NodeNoteCmd    `json:"node_note,omitempty"`
+	Rejoin      *RejoinCmd      `json:"rejoin,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -545,6 +546,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyNodeCert(c)
 	case opNodeVersion, opNodeNote:
 		return m.applyVersions(c)
+	case opNodeRejoin:
+		return m.applyRejoin(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
@@ -608,6 +611,8 @@ func (m *metaSM) Lookup(q any) (any, error) {
 		}
 		_, err := m.s.checkJoin(&q.join, q.at)
 		return joinVerdict{err: err}, nil
+	case rejoinQuery:
+		return m.s.lookupRejoin(q), nil
 	}
 	return nil, fmt.Errorf("unknown metadata query %T", q)
 }

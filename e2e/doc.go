@@ -31,6 +31,10 @@
 //     nodes to a newer build (testcluster.BuildBinariesWith) under a
 //     running guest, the gated feature refused until the last node runs
 //     it; tandemd stopped with SIGTERM and started under a writing guest.
+//   - rejoin (rejoin_test.go): a node whose certificate expired while it
+//     was off (and the CA rotated without it) starts stopped, says so, is
+//     refused by the members, and rejoins with a token, keeping its data;
+//     its replica resyncs incrementally.
 //
 // The tests build the binaries themselves: the first test to need them runs
 // testcluster.BuildBinaries, which compiles cmd/tandemd and cmd/tandem from

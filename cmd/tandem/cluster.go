@@ -28,6 +28,7 @@ func newClusterCmd(a *app) *cobra.Command {
 	return newNounCmd("cluster", "Create, join and inspect the cluster",
 		newClusterCreateCmd(a),
 		newClusterJoinCmd(a),
+		newClusterRejoinCmd(a),
 		newClusterTokenCmd(a),
 		newClusterStatusCmd(a),
 		newClusterExpectedVotesCmd(a),
@@ -55,7 +56,7 @@ work, and admin credentials copied off the nodes need the new ca.crt (and a
 re-issued admin.crt) from a member's admin directory.
 
 A member that does not answer stops the rotation before anything changes;
---force leaves it out, and it must then be wiped and rejoined.`,
+--force leaves it out, and it must then rejoin ('tandem cluster rejoin').`,
 		Example: `  tandem node remove n4 --force    # a compromised node first
   tandem cluster rotate-ca`,
 		Args: argsNamed(),
@@ -132,6 +133,62 @@ cluster yet accepts join without an admin token.`,
 	// Shadows the global --token (admin token) on this command only.
 	cmd.Flags().StringVar(&token, "token", "", "join token from 'tandem cluster token' ('-' reads it from stdin)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "read the join token from FILE ('-' for stdin)")
+	return cmd
+}
+
+func newClusterRejoinCmd(a *app) *cobra.Command {
+	var token, tokenFile, address string
+	cmd := &cobra.Command{
+		Use:   "rejoin ADDR",
+		Short: "Bring back a member whose certificate expired or was left out of a CA rotation",
+		Long: `Rejoin runs on a node that belongs to a cluster but cannot work in it: its
+node certificate expired while tandemd was not running (so it could not renew
+it, and the members refuse it; the node starts stopped and 'tandem cluster
+status' on it says so), or the cluster CA was rotated without it (rotate-ca
+--force), so it runs but reaches no quorum. A node that reaches a quorum
+refuses it: its certificate works.
+
+ADDR is the backend address (host:port) of any member (or give it with
+--address). The join token comes from 'tandem cluster token' on a member,
+as for a join; pass it with --token, --token-file FILE or --token - (stdin).
+
+The node makes a new key (it never leaves the node) and asks the member to
+re-admit it: the member checks the token as for a join, and that the node
+is a member that was not removed, signs its new certificate and records it.
+The node installs it with the cluster's current CA and starts at once (a
+running node uses it from its next connection): it keeps its replica ID, Raft
+logs and volume replicas, so its volumes catch up with an incremental resync. A removed node cannot rejoin: wipe its data
+directory and join it as a new node.`,
+		Example: `  # on a member
+  tandem cluster token -o json | jq -r .token > /tmp/token
+  # on the node whose certificate expired
+  tandem cluster rejoin 10.0.0.1:7400 --token-file /tmp/token`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 1 && address != "" && args[0] != address:
+				return usageErrorf("give the member's address either as ADDR or with --address, not both")
+			case len(args) == 1:
+				address = args[0]
+			case address == "":
+				return usageErrorf("the backend address of a member is required: tandem cluster rejoin ADDR --token-file FILE")
+			}
+			tok, err := joinToken(cmd.InOrStdin(), token, tokenFile)
+			if err != nil {
+				return err
+			}
+			return callAdmin(a, cmd, setupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.JoinClusterResponse, error) {
+				return c.Cluster.Join(ctx, &tandemv1.JoinClusterRequest{Address: address, Token: tok, Rejoin: true})
+			}, func(w io.Writer, resp *tandemv1.JoinClusterResponse) error {
+				fmt.Fprintf(w, "rejoined cluster %q as node %q (replica %d); its volumes resync the writes they missed ('tandem volume list')\n", resp.GetClusterName(), resp.GetNodeName(), resp.GetReplicaId())
+				return nil
+			})
+		},
+	}
+	// Shadows the global --token (admin token) on this command only.
+	cmd.Flags().StringVar(&token, "token", "", "join token from 'tandem cluster token' ('-' reads it from stdin)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "read the join token from FILE ('-' for stdin)")
+	cmd.Flags().StringVar(&address, "address", "", "backend address (host:port) of a member, instead of ADDR")
 	return cmd
 }
 

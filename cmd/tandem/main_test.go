@@ -606,3 +606,42 @@ func TestNodeListVersion(t *testing.T) {
 	r.wantCode(t, 0)
 	wantMatch(t, "stdout", r.stdout, `"version": "v0\.3\.0"`)
 }
+
+// A member that does not run in its cluster (its certificate expired):
+// status names the cluster and shows the warning with the way out.
+func TestStatusStopped(t *testing.T) {
+	dir, f := startDaemon(t)
+	f.status = &tandemv1.ClusterStatus{AnsweredBy: "node-x", ClusterName: "prod", ClusterId: "c1",
+		Warnings: []string{"this node's certificate expired at 2026-01-01T00:00:00Z ... run 'tandem cluster rejoin ADDR --token-file FILE'"}}
+	r := runCLI(t, "", "--data-dir", dir, "cluster", "status")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `node-x belongs to cluster "prod" \(id c1\) but DOES NOT RUN IN IT`, `WARNING: this node's certificate expired`, `tandem cluster rejoin ADDR`)
+	if strings.Contains(r.stdout, "not part of a cluster") {
+		t.Errorf("a stopped member called not in a cluster:\n%s", r.stdout)
+	}
+}
+
+// rejoin sends a Join with the rejoin flag; the address comes as ADDR or
+// --address, never both, and the token as for a join.
+func TestRejoin(t *testing.T) {
+	for _, args := range [][]string{
+		{"10.0.0.1:7000", "--token", "tok"},
+		{"--address", "10.0.0.1:7000", "--token", "tok"},
+	} {
+		dir, f := startDaemon(t)
+		r := runCLI(t, "", append([]string{"--data-dir", dir, "cluster", "rejoin"}, args...)...)
+		r.wantCode(t, 0)
+		wantMatch(t, "stdout", r.stdout, `rejoined cluster "prod" as node "node-d" \(replica 4\)`)
+		req := f.only(t).req.(*tandemv1.JoinClusterRequest)
+		if !req.GetRejoin() || req.GetAddress() != "10.0.0.1:7000" || req.GetToken() != "tok" {
+			t.Errorf("%v: request %v", args, req)
+		}
+	}
+	dir, f := startDaemon(t)
+	wantUsageErrors(t, dir, f, [][]string{
+		{"cluster", "rejoin", "--token", "tok"},
+		{"cluster", "rejoin", "10.0.0.1:7000"},
+		{"cluster", "rejoin", "10.0.0.1:7000", "--address", "10.0.0.2:7000", "--token", "tok"},
+		{"cluster", "rejoin", "a:1", "b:2", "--token", "tok"},
+	})
+}

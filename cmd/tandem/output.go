@@ -43,6 +43,12 @@ func newTabWriter(w io.Writer) *tabwriter.Writer {
 
 // writeStatus prints a cluster status for people.
 func writeStatus(w io.Writer, s *tandemv1.ClusterStatus) error {
+	if !s.GetInitialized() && s.GetClusterName() != "" {
+		// A member that does not run in its cluster: the warning says why.
+		fmt.Fprintf(w, "%s belongs to cluster %q (id %s) but DOES NOT RUN IN IT.\n", orDash(s.GetAnsweredBy()), s.GetClusterName(), orDash(s.GetClusterId()))
+		writeWarnings(w, s.GetWarnings())
+		return nil
+	}
 	if !s.GetInitialized() {
 		fmt.Fprintf(w, "%s is not part of a cluster yet.\n", orDash(s.GetAnsweredBy()))
 		fmt.Fprintln(w, "Create one with 'tandem cluster create NAME' or join one with 'tandem cluster join ADDR --token TOKEN'.")

@@ -90,7 +90,9 @@ func LocalCaller(node string) string { return "local@" + node }
 // without a token is the node's local admin ("local@NODE"); a token, if
 // sent, is checked like over TCP. Then the credential's role must be at
 // least the one the method needs (requiredRole). An uninitialised node
-// accepts only create, join and status, on the unix socket.
+// accepts only create, join and status, on the unix socket; a stopped one
+// (its certificate expired while it was off) only join (its rejoin) and
+// status, and refuses the rest with the reason and the way out.
 func (a *Auth) AdminUnary(tcp bool) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		actx, err := a.authorizeAdmin(ctx, info.FullMethod, tcp)
@@ -138,6 +140,13 @@ func (a *Auth) authorizeAdmin(ctx context.Context, method string, tcp bool) (con
 	_, inCluster := a.st.Cluster()
 	meta := a.st.Meta()
 	if !inCluster || meta == nil {
+		if stopped, ok := a.st.StoppedInfo(); ok {
+			// Rejoin is a Join with its flag; status says why and how.
+			if !tcp && (method == methodJoin || method == methodStatus) {
+				return consensus.WithActor(ctx, LocalCaller(a.st.Node.Name)), nil
+			}
+			return nil, status.Error(codes.FailedPrecondition, stopped.Reason)
+		}
 		if !tcp && (method == methodCreate || method == methodJoin || method == methodStatus) {
 			return ctx, nil
 		}

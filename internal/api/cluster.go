@@ -30,7 +30,11 @@ func (s *clusterService) Create(ctx context.Context, req *tandemv1.CreateCluster
 }
 
 func (s *clusterService) Join(ctx context.Context, req *tandemv1.JoinClusterRequest) (*tandemv1.JoinClusterResponse, error) {
-	id, err := s.a.cfg.Members.Join(ctx, req.Address, req.Token)
+	join := s.a.cfg.Members.Join
+	if req.Rejoin {
+		join = s.a.cfg.Members.Rejoin
+	}
+	id, err := join(ctx, req.Address, req.Token)
 	if err != nil {
 		return nil, toStatus(err)
 	}

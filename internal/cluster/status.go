@@ -23,6 +23,12 @@ func (m *Manager) Status(ctx context.Context) *tandemv1.ClusterStatus {
 	c, inCluster := m.st.Cluster()
 	meta := m.st.Meta()
 	if !inCluster || meta == nil {
+		if s, ok := m.st.StoppedInfo(); ok {
+			// Not initialized (nothing of the cluster runs), but named.
+			st.ClusterName, st.ClusterId = s.ClusterName, s.ClusterID
+			st.Warnings = append(st.Warnings, s.Reason)
+			return st
+		}
 		st.Warnings = append(st.Warnings, "this node is not in a cluster yet")
 		return st
 	}

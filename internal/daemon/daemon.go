@@ -82,6 +82,7 @@ type Daemon struct {
 
 	mu       sync.Mutex // guards the fields below and serialises create/join
 	id       *membership.Identity
+	stopped  *stopped // set while the node does not run in its cluster (rejoin.go)
 	tls      *nodedir.TLS
 	host     *consensus.Host
 	meta     *consensus.Meta
@@ -266,14 +267,29 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { d.serveErr <- serveErr("metrics", httpSrv.Serve(d.metricsLn)) }()
 	}
 
+	var expired string
 	if d.id != nil {
+		var err error
+		if expired, err = d.expiredReason(time.Now()); err != nil {
+			d.shutdown(httpSrv)
+			return startupErr("rejoin cluster %q: %v", d.id.ClusterName, oneLine(err))
+		}
+	}
+	switch {
+	case expired != "":
+		// Its data stays; nothing of the cluster starts until a rejoin.
+		d.mu.Lock()
+		d.stopped = &stopped{reason: expired}
+		d.mu.Unlock()
+		d.log.Error("tandemd started STOPPED: "+expired, "node", d.cfg.NodeName, "cluster", d.id.ClusterName, "replica", d.id.ReplicaID, "socket", d.dir.Socket())
+	case d.id != nil:
 		if err := d.startCluster(ctx); err != nil {
 			d.shutdown(httpSrv)
 			return startupErr("rejoin cluster %q: %v", d.id.ClusterName, oneLine(err))
 		}
 		d.log.Info("tandemd started", "node", d.cfg.NodeName, "cluster", d.id.ClusterName, "replica", d.id.ReplicaID, "admin", d.cfg.AdminAddr, "backend", d.cfg.BackendAddr)
 		d.vols.Restore(ctx)
-	} else {
+	default:
 		d.log.Info("tandemd started; not in a cluster yet (use 'tandem cluster create' or 'tandem cluster join')", "node", d.cfg.NodeName, "socket", d.dir.Socket())
 	}
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -30,8 +30,10 @@
 //   - start order: listeners (bound in New, so a port conflict fails at
 //     once); the volume, VM and recovery managers; the NBD, admin-socket and
 //     metrics servers; on a node in a cluster, Raft and the TLS servers, then
-//     the volumes it holds. Ready is closed then, and the VM, HA and sweep
-//     loops start. Shutdown stops the gRPC servers first, then NBD, the VMs'
+//     the volumes it holds, unless its node certificate expired: then it
+//     stays stopped (no Raft, no TCP servers, its data kept) until a rejoin
+//     starts the same in process (rejoin.go). Ready is closed then, and the
+//     VM, HA and sweep loops start. Shutdown stops the gRPC servers first, then NBD, the VMs'
 //     driver and the volumes, then the peer connections and Raft;
 //   - every connection between nodes is mutual TLS with a node certificate
 //     of the cluster's CA (peer gRPC except Join, the Raft transport, the

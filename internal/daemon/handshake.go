@@ -19,6 +19,9 @@ type handshakeState struct {
 	tls  atomic.Pointer[nodedir.TLS]
 	// server and client cache the configurations built from tls.
 	server, client atomic.Pointer[builtTLS]
+	// view, set by a rejoin until this node's metadata caught up, is what
+	// the peers' certificates are checked by meanwhile (rejoin.go).
+	view atomic.Pointer[consensus.CertView]
 }
 
 // currentClientTLS is pki.ClientTLS of the node's current material with
@@ -87,11 +90,18 @@ func (d *Daemon) dynamicServerTLS(conns *pki.Conns, alpn ...string) *tls.Config 
 // metadata replica running (start-up, an aborted join, an expected-votes
 // override) nothing can be checked, so nothing is accepted.
 func (d *Daemon) certCheck(leaf *x509.Certificate) error {
+	ref := consensus.CertRef{Serial: pki.SerialHex(leaf), CommonName: leaf.Subject.CommonName, OU: pki.CertOU(leaf)}
+	// After a rejoin this node's replica is behind: it would refuse the
+	// certificates its peers renewed while it was off. The admitting
+	// member's view is newer until the replica has caught up with it.
+	if v := d.hs.view.Load(); v != nil {
+		return v.CheckCert(ref)
+	}
 	meta := d.hs.meta.Load()
 	if meta == nil {
 		return errors.New("the metadata replica is not running, so the revocation list cannot be checked")
 	}
-	err := meta.CheckCert(consensus.CertRef{Serial: pki.SerialHex(leaf), CommonName: leaf.Subject.CommonName, OU: pki.CertOU(leaf)})
+	err := meta.CheckCert(ref)
 	if errors.Is(err, consensus.ErrCertRevoked) && pki.CertOU(leaf) == pki.OUNode {
 		// A removed node knocking learns why (with proof) instead of
 		// guessing from the refusal.

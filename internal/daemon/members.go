@@ -51,6 +51,7 @@ func (d *Daemon) newState() *state.State {
 		Fence:    &state.SelfFence{},
 		Removal:  &state.Removal{},
 		Settings: settings.NewInForce(d.log),
+		Stopped:  d.stoppedInfo,
 	}
 }
 
@@ -86,7 +87,8 @@ func (d *Daemon) newMembers() *membership.Manager {
 			}
 			return membership.Cluster{Name: id.ClusterName, ID: id.ClusterID, CACert: m.CACert, CAKey: m.CAKey, Secret: secret}, true
 		},
-		Init: initHooks{d},
+		Init:   initHooks{d},
+		Rejoin: rejoinHooks{d},
 		// d.mets is made after the managers, before any server runs.
 		JoinRefused: func(reason string) {
 			if d.mets != nil {

@@ -27,7 +27,8 @@ const admitTimeout = 10 * time.Second
 //
 // Before anything is proposed, attempts are limited per source address and
 // the token is checked against the committed metadata with a read
-// (Meta.CheckJoin): a bogus join costs no Raft entry. Every refusal is
+// (Meta.CheckJoin, or Meta.CheckRejoin for a rejoin, rejoin.go): a bogus
+// join costs no Raft entry. Every refusal is
 // counted by reason and logged in aggregate (joinguard.go).
 func (m *Manager) Admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*tandemv1.PeerJoinResponse, error) {
 	src := joinSource(ctx)
@@ -72,6 +73,9 @@ func (m *Manager) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	}
 	if err := m.st.Quorum(ctx); err != nil {
 		return nil, err
+	}
+	if req.Rejoin {
+		return m.admitRejoin(ctx, cl, ca, tok, req)
 	}
 	meta, err := m.meta()
 	if err != nil {

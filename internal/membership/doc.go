@@ -28,6 +28,12 @@
 //     proposed, so a bogus join costs no Raft entry; it is consumed
 //     (Meta.Join, which checks again and decides) before a certificate is
 //     signed or the Raft group changed;
+//   - a rejoin (rejoin.go) is admitted like a join up to the metadata, then
+//     checked by a read (Meta.CheckRejoin: the token as for a join, the
+//     node known, not removed, same replica) before its certificate is
+//     signed and the serial committed (Meta.Rejoin); it changes no record
+//     but the node's serials and no Raft membership, and runs on the node
+//     only while it is stopped (its certificate expired);
 //   - a removal is recorded in the metadata (which revokes the node's
 //     certificates) before the removed node is told (Config.TellRemoved:
 //     the notice only ever reports a committed fact, which the node takes

@@ -69,6 +69,33 @@ func (f *fakeMeta) CheckJoin(context.Context, string, string, consensus.NodeReco
 	return f.checkErr
 }
 
+// rejoinAt is when the fake metadata decides rejoins (the world's clock).
+var rejoinAt = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// CheckRejoin is a read: the state machine's own checks on the fake
+// state; it journals nothing.
+func (f *fakeMeta) CheckRejoin(_ context.Context, r consensus.RejoinCmd) (consensus.NodeRecord, error) {
+	f.checks++
+	r.Serial = ""
+	if err := f.ms.CheckRejoin(r, rejoinAt); err != nil {
+		return consensus.NodeRecord{}, err
+	}
+	return *f.ms.Nodes[r.Name], nil
+}
+
+// Rejoin checks again, journals and applies the rejoin to the fake state.
+func (f *fakeMeta) Rejoin(_ context.Context, r consensus.RejoinCmd) (consensus.NodeRecord, error) {
+	f.j.Add("rejoin %s replica=%d", r.Name, r.ReplicaID)
+	if err := f.ms.CheckRejoin(r, rejoinAt); err != nil {
+		return consensus.NodeRecord{}, err
+	}
+	f.ms.Tokens[r.TokenID].UsedBy = r.Name
+	n := f.ms.Nodes[r.Name]
+	n.CertSerials = append(n.CertSerials, r.Serial)
+	n.CertNotAfter = r.NotAfter
+	return *n, nil
+}
+
 func (f *fakeMeta) Audit(_ context.Context, action, detail string) error {
 	f.j.Add("audit %s: %s", action, detail)
 	return nil

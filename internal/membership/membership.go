@@ -47,6 +47,9 @@ type Config struct {
 	// revocation list to n's server certificate (the daemon's does not;
 	// it still checks the CA and n's name). nil tells nobody.
 	TellRemoved func(ctx context.Context, n consensus.NodeRecord, req *tandemv1.PeerNodeRemovedRequest) (*tandemv1.PeerNodeRemovedResponse, error)
+	// Rejoin is the daemon's side of a rejoin (rejoin.go); nil refuses
+	// rejoins on this node (they are still admitted for others).
+	Rejoin RejoinHooks
 }
 
 // Manager runs membership changes. It is safe for concurrent use.
@@ -57,12 +60,13 @@ type Manager struct {
 	init    Init
 	joins   *joinGuard
 	tell    func(ctx context.Context, n consensus.NodeRecord, req *tandemv1.PeerNodeRemovedRequest) (*tandemv1.PeerNodeRemovedResponse, error)
+	rejoin  RejoinHooks
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
 	return &Manager{st: c.State, vols: c.Volumes, cluster: c.Cluster, init: c.Init,
-		joins: newJoinGuard(c.State.Log, c.JoinRefused), tell: c.TellRemoved}
+		joins: newJoinGuard(c.State.Log, c.JoinRefused), tell: c.TellRemoved, rejoin: c.Rejoin}
 }
 
 // meta is the running metadata client, or the status error every API call

@@ -299,16 +299,41 @@ func (d Dir) SaveNodeCert(cert, key []byte) error {
 	return d.finishNodeCert()
 }
 
-// finishNodeCert completes SaveNodeCert. The certificate's .next file is
-// written last and renamed last, so its presence means the new pair is
-// complete and the renames are what remain.
+// ReplaceTLS replaces all of the node's certificate material at once (a
+// rejoin: a new certificate from a CA that may have been rotated), so that
+// a crash at any point leaves either the old set or the new one: every
+// file is first written as *.next, the node certificate's last, then they
+// are renamed over the old ones, the node certificate last. LoadTLS
+// finishes the renames a crash left undone.
+func (d Dir) ReplaceTLS(m *TLS) error {
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{d.CACert(), m.CACert, 0o644}, {d.CAKey(), m.CAKey, 0o600}, {d.NodeKey(), m.Key, 0o600}, {d.NodeCert(), m.Cert, 0o644}} {
+		if err := WriteFileAtomic(f.path+".next", f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	return d.finishNodeCert()
+}
+
+// finishNodeCert completes SaveNodeCert and ReplaceTLS. The certificate's
+// .next file is written last and renamed last, so its presence means the
+// new set is complete and the renames are what remain; without it, the
+// other .next files are an unfinished save and are dropped.
 func (d Dir) finishNodeCert() error {
+	others := []string{d.CACert(), d.CAKey(), d.NodeKey()}
 	if _, err := os.Stat(d.NodeCert() + ".next"); errors.Is(err, os.ErrNotExist) {
-		_ = os.Remove(d.NodeKey() + ".next") // a save that died before the certificate
+		for _, p := range others {
+			_ = os.Remove(p + ".next") // a save that died before the certificate
+		}
 		return nil
 	}
-	if err := os.Rename(d.NodeKey()+".next", d.NodeKey()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	for _, p := range others {
+		if err := os.Rename(p+".next", p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	return os.Rename(d.NodeCert()+".next", d.NodeCert())
 }

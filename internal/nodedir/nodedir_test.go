@@ -3,6 +3,7 @@ package nodedir
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -391,6 +392,59 @@ func TestSaveNodeCertCrashPoints(t *testing.T) {
 			for _, f := range []string{d.NodeKey() + ".next", d.NodeCert() + ".next"} {
 				if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("%s left behind", f)
+				}
+			}
+		})
+	}
+}
+
+// A rejoin's replacement of the whole material (CA included) interrupted
+// at any step leaves the old set or the new one once LoadTLS has run,
+// never a mix (a certificate next to another CA, or another key).
+func TestReplaceTLSCrashPoints(t *testing.T) {
+	old := TLS{CACert: []byte("ca-1"), CAKey: []byte("cakey-1"), Cert: []byte("cert-1"), Key: []byte("key-1")}
+	next := func(d Dir, files ...string) {
+		for _, f := range files {
+			v := map[string]string{d.CACert(): "ca-2", d.CAKey(): "cakey-2", d.NodeKey(): "key-2", d.NodeCert(): "cert-2"}[f]
+			mustWrite(t, f+".next", v)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		crash func(d Dir)
+		want  string // "1" or "2"
+	}{
+		{"after the CA's .next", func(d Dir) { next(d, d.CACert()) }, "1"},
+		{"after every .next but the certificate's", func(d Dir) { next(d, d.CACert(), d.CAKey(), d.NodeKey()) }, "1"},
+		{"after every .next", func(d Dir) { next(d, d.CACert(), d.CAKey(), d.NodeKey(), d.NodeCert()) }, "2"},
+		{"after the CA's renames", func(d Dir) {
+			mustWrite(t, d.CACert(), "ca-2")
+			mustWrite(t, d.CAKey(), "cakey-2")
+			next(d, d.NodeKey(), d.NodeCert())
+		}, "2"},
+		{"completed", func(d Dir) {
+			if err := d.ReplaceTLS(&TLS{CACert: []byte("ca-2"), CAKey: []byte("cakey-2"), Cert: []byte("cert-2"), Key: []byte("key-2")}); err != nil {
+				t.Fatal(err)
+			}
+		}, "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Dir(t.TempDir())
+			if err := d.SaveTLS(&old); err != nil {
+				t.Fatal(err)
+			}
+			tc.crash(d)
+			m, err := d.LoadTLS()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := fmt.Sprintf("%s %s %s %s", m.CACert, m.CAKey, m.Cert, m.Key)
+			if want := fmt.Sprintf("ca-%[1]s cakey-%[1]s cert-%[1]s key-%[1]s", tc.want); got != want {
+				t.Fatalf("loaded %q, want %q", got, want)
+			}
+			for _, f := range []string{d.CACert(), d.CAKey(), d.NodeKey(), d.NodeCert()} {
+				if _, err := os.Stat(f + ".next"); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s.next left behind", f)
 				}
 			}
 		})

@@ -62,6 +62,11 @@ type State struct {
 	// the cluster (HA recovery sets it; see recovery.Manager.Removed);
 	// status reports it. It is never cleared.
 	Removal *Removal
+	// Stopped says why this node, although it belongs to a cluster, does
+	// not run in it (its certificate expired while it was off); ok false
+	// when it runs or is in no cluster. Nil reads as not stopped; use
+	// StoppedInfo.
+	Stopped func() (s Stopped, ok bool)
 }
 
 // Removal is a node's knowledge that it was removed from the cluster. The
@@ -121,6 +126,21 @@ func (r *Removal) Get() (RemovalRecord, bool) {
 		return RemovalRecord{}, false
 	}
 	return *r.rec, true
+}
+
+// Stopped is a node that belongs to a cluster but does not run in it.
+type Stopped struct {
+	ClusterName, ClusterID string
+	// Reason says what happened and the exact commands that fix it.
+	Reason string
+}
+
+// StoppedInfo is s.Stopped, false when it is nil.
+func (s *State) StoppedInfo() (Stopped, bool) {
+	if s == nil || s.Stopped == nil {
+		return Stopped{}, false
+	}
+	return s.Stopped()
 }
 
 // Cluster is the cluster a node belongs to, as subsystems need it.
@@ -199,6 +219,12 @@ type Meta interface {
 	// CheckJoin runs Join's checks through a linearizable read, proposing
 	// nothing: nil when Join would be accepted now.
 	CheckJoin(ctx context.Context, tokenID, verifier string, n consensus.NodeRecord) error
+	// CheckRejoin runs Rejoin's checks through a linearizable read,
+	// proposing nothing: the node's record when Rejoin would be accepted.
+	CheckRejoin(ctx context.Context, r consensus.RejoinCmd) (consensus.NodeRecord, error)
+	// Rejoin consumes a join token to re-admit an existing member and
+	// records its new certificate; it returns the node's record.
+	Rejoin(ctx context.Context, r consensus.RejoinCmd) (consensus.NodeRecord, error)
 	Audit(ctx context.Context, action, detail string) error
 	// Membership is the metadata shard's committed Raft membership.
 	Membership(ctx context.Context) (consensus.Membership, error)

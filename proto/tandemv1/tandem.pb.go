@@ -497,7 +497,10 @@ func (x *NodeInfo) GetNote() string {
 
 type ClusterStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// False when this node has not created or joined a cluster yet.
+	// False when this node does not run in a cluster: it has not created or
+	// joined one yet, or (cluster_name set) it belongs to one but cannot run
+	// in it, its certificate having expired while it was off; the warnings
+	// say what to do.
 	Initialized bool   `protobuf:"varint,1,opt,name=initialized,proto3" json:"initialized,omitempty"`
 	ClusterName string `protobuf:"bytes,2,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
 	ClusterId   string `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
@@ -867,8 +870,14 @@ func (x *CreateClusterResponse) GetCredentialsDir() string {
 type JoinClusterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Backend address (host:port) of any member.
-	Address       string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	Token         string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Token   string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	// Rejoin: this node is already a member (its data directory holds its
+	// identity, Raft logs and replicas) but cannot run in the cluster, because
+	// its certificate expired or the CA was rotated while it was off. A member
+	// re-admits it with the token: same replica ID, role and addresses, a new
+	// certificate and the current CA. Nothing is wiped.
+	Rejoin        bool `protobuf:"varint,3,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -915,6 +924,13 @@ func (x *JoinClusterRequest) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *JoinClusterRequest) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
 }
 
 type JoinClusterResponse struct {
@@ -5874,8 +5890,12 @@ type PeerJoinRequest struct {
 	CsrPem          []byte `protobuf:"bytes,7,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
 	ReplicationAddr string `protobuf:"bytes,8,opt,name=replication_addr,json=replicationAddr,proto3" json:"replication_addr,omitempty"`
 	NbdAddr         string `protobuf:"bytes,9,opt,name=nbd_addr,json=nbdAddr,proto3" json:"nbd_addr,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Rejoin of an existing member (JoinClusterRequest.rejoin): the node
+	// keeps its record and replica_id must be the one its identity holds.
+	Rejoin        bool   `protobuf:"varint,10,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
+	ReplicaId     uint64 `protobuf:"varint,11,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerJoinRequest) Reset() {
@@ -5971,6 +5991,20 @@ func (x *PeerJoinRequest) GetNbdAddr() string {
 	return ""
 }
 
+func (x *PeerJoinRequest) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
+}
+
+func (x *PeerJoinRequest) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
 type PeerJoinResponse struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ClusterName string                 `protobuf:"bytes,1,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
@@ -5989,6 +6023,10 @@ type PeerJoinResponse struct {
 	// metadata shard (BMC passwords); members only, like the CA key. Empty
 	// when the admitting member has none (it predates cluster secrets).
 	ClusterSecret []byte `protobuf:"bytes,9,opt,name=cluster_secret,json=clusterSecret,proto3" json:"cluster_secret,omitempty"`
+	// Rejoin only: what the member's metadata says about node certificates,
+	// so the rejoining node, whose metadata is behind, checks its peers'
+	// current certificates by it until it has caught up.
+	CertView      *PeerCertView `protobuf:"bytes,10,opt,name=cert_view,json=certView,proto3" json:"cert_view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6086,6 +6124,137 @@ func (x *PeerJoinResponse) GetClusterSecret() []byte {
 	return nil
 }
 
+func (x *PeerJoinResponse) GetCertView() *PeerCertView {
+	if x != nil {
+		return x.CertView
+	}
+	return nil
+}
+
+// PeerCertView is the part of the metadata that certificate checks read.
+type PeerCertView struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*PeerNodeCerts       `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Serials on the cluster's revocation list.
+	RevokedSerials []string `protobuf:"bytes,2,rep,name=revoked_serials,json=revokedSerials,proto3" json:"revoked_serials,omitempty"`
+	// The member's applied metadata index the view was read at.
+	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerCertView) Reset() {
+	*x = PeerCertView{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerCertView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerCertView) ProtoMessage() {}
+
+func (x *PeerCertView) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerCertView.ProtoReflect.Descriptor instead.
+func (*PeerCertView) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *PeerCertView) GetNodes() []*PeerNodeCerts {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PeerCertView) GetRevokedSerials() []string {
+	if x != nil {
+		return x.RevokedSerials
+	}
+	return nil
+}
+
+func (x *PeerCertView) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+type PeerNodeCerts struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Removed bool                   `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`
+	// Serials of the node certificates the cluster issued to it.
+	Serials       []string `protobuf:"bytes,3,rep,name=serials,proto3" json:"serials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerNodeCerts) Reset() {
+	*x = PeerNodeCerts{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerNodeCerts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerNodeCerts) ProtoMessage() {}
+
+func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerNodeCerts.ProtoReflect.Descriptor instead.
+func (*PeerNodeCerts) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *PeerNodeCerts) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PeerNodeCerts) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *PeerNodeCerts) GetSerials() []string {
+	if x != nil {
+		return x.Serials
+	}
+	return nil
+}
+
 type PingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
@@ -6098,7 +6267,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6110,7 +6279,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6123,7 +6292,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -6155,7 +6324,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6167,7 +6336,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6180,7 +6349,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *PingResponse) GetName() string {
@@ -6238,7 +6407,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6250,7 +6419,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6263,7 +6432,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -6312,7 +6481,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6324,7 +6493,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6337,7 +6506,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -6362,7 +6531,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6374,7 +6543,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6387,7 +6556,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 type PeerVolumeInitRequest struct {
@@ -6399,7 +6568,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6411,7 +6580,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6424,7 +6593,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -6442,7 +6611,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6454,7 +6623,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6467,7 +6636,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -6482,7 +6651,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6494,7 +6663,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6507,7 +6676,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -6539,7 +6708,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6551,7 +6720,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6564,7 +6733,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -6576,7 +6745,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6588,7 +6757,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6601,7 +6770,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -6623,7 +6792,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6635,7 +6804,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6648,7 +6817,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -6688,7 +6857,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6700,7 +6869,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6713,7 +6882,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -6731,7 +6900,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6743,7 +6912,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6756,7 +6925,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 type Disk struct {
@@ -6771,7 +6940,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6783,7 +6952,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6796,7 +6965,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *Disk) GetPath() string {
@@ -6836,7 +7005,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6848,7 +7017,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6861,7 +7030,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -6883,7 +7052,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6895,7 +7064,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6908,7 +7077,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -6949,7 +7118,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6961,7 +7130,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6974,7 +7143,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -7058,7 +7227,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7070,7 +7239,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7083,7 +7252,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -7119,7 +7288,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7131,7 +7300,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7144,7 +7313,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -7192,7 +7361,7 @@ type PeerNodeRemovedRequest struct {
 
 func (x *PeerNodeRemovedRequest) Reset() {
 	*x = PeerNodeRemovedRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7204,7 +7373,7 @@ func (x *PeerNodeRemovedRequest) String() string {
 func (*PeerNodeRemovedRequest) ProtoMessage() {}
 
 func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7217,7 +7386,7 @@ func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *PeerNodeRemovedRequest) GetNode() string {
@@ -7274,7 +7443,7 @@ type PeerNodeRemovedResponse struct {
 
 func (x *PeerNodeRemovedResponse) Reset() {
 	*x = PeerNodeRemovedResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7286,7 +7455,7 @@ func (x *PeerNodeRemovedResponse) String() string {
 func (*PeerNodeRemovedResponse) ProtoMessage() {}
 
 func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7299,7 +7468,7 @@ func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *PeerNodeRemovedResponse) GetFirst() bool {
@@ -7338,7 +7507,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7350,7 +7519,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7363,7 +7532,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -7404,7 +7573,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7416,7 +7585,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7429,7 +7598,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -7447,7 +7616,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7459,7 +7628,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7472,7 +7641,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
 }
 
 type UpgradeNode struct {
@@ -7495,7 +7664,7 @@ type UpgradeNode struct {
 
 func (x *UpgradeNode) Reset() {
 	*x = UpgradeNode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7507,7 +7676,7 @@ func (x *UpgradeNode) String() string {
 func (*UpgradeNode) ProtoMessage() {}
 
 func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7520,7 +7689,7 @@ func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeNode.ProtoReflect.Descriptor instead.
 func (*UpgradeNode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *UpgradeNode) GetName() string {
@@ -7587,7 +7756,7 @@ type GatedFeature struct {
 
 func (x *GatedFeature) Reset() {
 	*x = GatedFeature{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7599,7 +7768,7 @@ func (x *GatedFeature) String() string {
 func (*GatedFeature) ProtoMessage() {}
 
 func (x *GatedFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7612,7 +7781,7 @@ func (x *GatedFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatedFeature.ProtoReflect.Descriptor instead.
 func (*GatedFeature) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *GatedFeature) GetName() string {
@@ -7668,7 +7837,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7680,7 +7849,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7693,7 +7862,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *UpgradeStatusResponse) GetClusterVersion() uint32 {
@@ -7749,7 +7918,7 @@ type SetNodeNoteRequest struct {
 
 func (x *SetNodeNoteRequest) Reset() {
 	*x = SetNodeNoteRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7761,7 +7930,7 @@ func (x *SetNodeNoteRequest) String() string {
 func (*SetNodeNoteRequest) ProtoMessage() {}
 
 func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7774,7 +7943,7 @@ func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeNoteRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeNoteRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *SetNodeNoteRequest) GetName() string {
@@ -7856,10 +8025,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"r\n" +
 	"\x15CreateClusterResponse\x120\n" +
 	"\x06status\x18\x01 \x01(\v2\x18.tandem.v1.ClusterStatusR\x06status\x12'\n" +
-	"\x0fcredentials_dir\x18\x02 \x01(\tR\x0ecredentialsDir\"D\n" +
+	"\x0fcredentials_dir\x18\x02 \x01(\tR\x0ecredentialsDir\"\\\n" +
 	"\x12JoinClusterRequest\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"\x9d\x01\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x16\n" +
+	"\x06rejoin\x18\x03 \x01(\bR\x06rejoin\"\x9d\x01\n" +
 	"\x13JoinClusterResponse\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12\x1d\n" +
@@ -8234,7 +8404,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"PeerMember\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x1b\n" +
-	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\xab\x02\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\xe2\x02\n" +
 	"\x0fPeerJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12'\n" +
@@ -8245,7 +8415,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"admin_addr\x18\x06 \x01(\tR\tadminAddr\x12\x17\n" +
 	"\acsr_pem\x18\a \x01(\fR\x06csrPem\x12)\n" +
 	"\x10replication_addr\x18\b \x01(\tR\x0freplicationAddr\x12\x19\n" +
-	"\bnbd_addr\x18\t \x01(\tR\anbdAddr\"\xbc\x02\n" +
+	"\bnbd_addr\x18\t \x01(\tR\anbdAddr\x12\x16\n" +
+	"\x06rejoin\x18\n" +
+	" \x01(\bR\x06rejoin\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\v \x01(\x04R\treplicaId\"\xf2\x02\n" +
 	"\x10PeerJoinResponse\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12\x1d\n" +
 	"\n" +
@@ -8259,7 +8433,17 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\amembers\x18\a \x03(\v2\x15.tandem.v1.PeerMemberR\amembers\x12\x1c\n" +
 	"\n" +
 	"ca_key_pem\x18\b \x01(\fR\bcaKeyPem\x12%\n" +
-	"\x0ecluster_secret\x18\t \x01(\fR\rclusterSecret\"B\n" +
+	"\x0ecluster_secret\x18\t \x01(\fR\rclusterSecret\x124\n" +
+	"\tcert_view\x18\n" +
+	" \x01(\v2\x17.tandem.v1.PeerCertViewR\bcertView\"\x8c\x01\n" +
+	"\fPeerCertView\x12.\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x18.tandem.v1.PeerNodeCertsR\x05nodes\x12'\n" +
+	"\x0frevoked_serials\x18\x02 \x03(\tR\x0erevokedSerials\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\"W\n" +
+	"\rPeerNodeCerts\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aremoved\x18\x02 \x01(\bR\aremoved\x12\x18\n" +
+	"\aserials\x18\x03 \x03(\tR\aserials\"B\n" +
 	"\vPingRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1f\n" +
 	"\vleader_term\x18\x02 \x01(\x04R\n" +
@@ -8501,7 +8685,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 115)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 117)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -8593,55 +8777,57 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*PeerMember)(nil),               // 87: tandem.v1.PeerMember
 	(*PeerJoinRequest)(nil),          // 88: tandem.v1.PeerJoinRequest
 	(*PeerJoinResponse)(nil),         // 89: tandem.v1.PeerJoinResponse
-	(*PingRequest)(nil),              // 90: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 91: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 92: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 93: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 94: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 95: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 96: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 97: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 98: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 99: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 100: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 101: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 102: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 103: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 104: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 105: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 106: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 107: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 108: tandem.v1.PeerMigrateRequest
-	(*PeerNodeRemovedRequest)(nil),   // 109: tandem.v1.PeerNodeRemovedRequest
-	(*PeerNodeRemovedResponse)(nil),  // 110: tandem.v1.PeerNodeRemovedResponse
-	(*PeerCARotateRequest)(nil),      // 111: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 112: tandem.v1.PeerCARotateResponse
-	(*UpgradeStatusRequest)(nil),     // 113: tandem.v1.UpgradeStatusRequest
-	(*UpgradeNode)(nil),              // 114: tandem.v1.UpgradeNode
-	(*GatedFeature)(nil),             // 115: tandem.v1.GatedFeature
-	(*UpgradeStatusResponse)(nil),    // 116: tandem.v1.UpgradeStatusResponse
-	(*SetNodeNoteRequest)(nil),       // 117: tandem.v1.SetNodeNoteRequest
-	nil,                              // 118: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 119: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 120: google.protobuf.Timestamp
+	(*PeerCertView)(nil),             // 90: tandem.v1.PeerCertView
+	(*PeerNodeCerts)(nil),            // 91: tandem.v1.PeerNodeCerts
+	(*PingRequest)(nil),              // 92: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 93: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 94: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 95: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 96: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 97: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 98: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 99: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 100: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 101: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 102: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 103: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 104: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 105: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 106: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 107: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 108: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 109: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 110: tandem.v1.PeerMigrateRequest
+	(*PeerNodeRemovedRequest)(nil),   // 111: tandem.v1.PeerNodeRemovedRequest
+	(*PeerNodeRemovedResponse)(nil),  // 112: tandem.v1.PeerNodeRemovedResponse
+	(*PeerCARotateRequest)(nil),      // 113: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 114: tandem.v1.PeerCARotateResponse
+	(*UpgradeStatusRequest)(nil),     // 115: tandem.v1.UpgradeStatusRequest
+	(*UpgradeNode)(nil),              // 116: tandem.v1.UpgradeNode
+	(*GatedFeature)(nil),             // 117: tandem.v1.GatedFeature
+	(*UpgradeStatusResponse)(nil),    // 118: tandem.v1.UpgradeStatusResponse
+	(*SetNodeNoteRequest)(nil),       // 119: tandem.v1.SetNodeNoteRequest
+	nil,                              // 120: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 121: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 122: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	120, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	103, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	106, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	122, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	105, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	108, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	120, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	122, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	120, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	122, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	118, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	119, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	120, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	121, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	120, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	122, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -8650,186 +8836,188 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	120, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	120, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	122, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	122, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	120, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	122, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	49,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	50,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	120, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	120, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	122, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	122, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	53,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	53,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	58,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	120, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	120, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	122, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	122, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	60,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	58,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	59,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	59,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	120, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	120, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	120, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	122, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	122, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	122, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	71,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	72,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	74,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	120, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	120, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	120, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	122, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	122, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	122, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	78,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	78,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
 	78,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	0,   // 56: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
 	87,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	120, // 58: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	92,  // 59: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	92,  // 60: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	103, // 61: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	59,  // 62: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	59,  // 63: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	120, // 64: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
-	4,   // 65: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	2,   // 66: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
-	114, // 67: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
-	115, // 68: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	8,   // 69: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 70: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 71: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 72: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 73: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 74: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 75: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 76: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 77: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	113, // 78: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 79: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 80: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 81: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 82: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 83: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	117, // 84: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	40,  // 85: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	41,  // 86: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	43,  // 87: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	44,  // 88: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	46,  // 89: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	47,  // 90: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	48,  // 91: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	52,  // 92: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	56,  // 93: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	54,  // 94: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	63,  // 95: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	61,  // 96: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	62,  // 97: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	62,  // 98: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	62,  // 99: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	62,  // 100: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	66,  // 101: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	68,  // 102: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	70,  // 103: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	75,  // 104: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	76,  // 105: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	79,  // 106: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	81,  // 107: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	83,  // 108: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	88,  // 109: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	90,  // 110: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	102, // 111: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	93,  // 112: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	95,  // 113: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	97,  // 114: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	99,  // 115: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 116: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	48,  // 117: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	99,  // 118: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 119: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	100, // 120: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	46,  // 121: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	105, // 122: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	107, // 123: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	107, // 124: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	107, // 125: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	107, // 126: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	108, // 127: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	68,  // 128: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	107, // 129: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	70,  // 130: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	85,  // 131: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	111, // 132: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	109, // 133: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	9,   // 134: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 135: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 136: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 137: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 138: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 139: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 140: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 141: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 142: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	116, // 143: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 144: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 145: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 146: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 147: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 148: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 149: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 150: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	42,  // 151: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 152: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	45,  // 153: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 154: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 155: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	51,  // 156: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	55,  // 157: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	57,  // 158: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	53,  // 159: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	64,  // 160: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	59,  // 161: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	59,  // 162: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	59,  // 163: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	59,  // 164: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	65,  // 165: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	67,  // 166: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 167: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	73,  // 168: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	73,  // 169: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	77,  // 170: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	80,  // 171: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	82,  // 172: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	84,  // 173: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	89,  // 174: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	91,  // 175: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	104, // 176: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	94,  // 177: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	96,  // 178: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	98,  // 179: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 180: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 181: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	51,  // 182: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	98,  // 183: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 184: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	101, // 185: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 186: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	106, // 187: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	59,  // 188: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	59,  // 189: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	59,  // 190: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	59,  // 191: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	67,  // 192: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 193: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	67,  // 194: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	73,  // 195: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	86,  // 196: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	112, // 197: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	110, // 198: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	134, // [134:199] is the sub-list for method output_type
-	69,  // [69:134] is the sub-list for method input_type
-	69,  // [69:69] is the sub-list for extension type_name
-	69,  // [69:69] is the sub-list for extension extendee
-	0,   // [0:69] is the sub-list for field type_name
+	90,  // 58: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
+	91,  // 59: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
+	122, // 60: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	94,  // 61: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	94,  // 62: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	105, // 63: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	59,  // 64: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	59,  // 65: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	122, // 66: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	4,   // 67: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	2,   // 68: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
+	116, // 69: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
+	117, // 70: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
+	8,   // 71: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 72: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 73: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 74: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 75: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 76: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 77: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 78: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 79: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	115, // 80: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 81: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 82: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 83: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 84: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 85: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	119, // 86: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	40,  // 87: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	41,  // 88: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	43,  // 89: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	44,  // 90: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	46,  // 91: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	47,  // 92: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	48,  // 93: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	52,  // 94: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	56,  // 95: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	54,  // 96: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	63,  // 97: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	61,  // 98: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	62,  // 99: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	62,  // 100: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	62,  // 101: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	62,  // 102: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	66,  // 103: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	68,  // 104: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	70,  // 105: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	75,  // 106: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	76,  // 107: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	79,  // 108: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	81,  // 109: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	83,  // 110: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	88,  // 111: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	92,  // 112: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	104, // 113: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	95,  // 114: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	97,  // 115: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	99,  // 116: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	101, // 117: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 118: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	48,  // 119: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	101, // 120: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 121: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	102, // 122: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	46,  // 123: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	107, // 124: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	109, // 125: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	109, // 126: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	109, // 127: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	109, // 128: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	110, // 129: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	68,  // 130: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	109, // 131: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	70,  // 132: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	85,  // 133: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	113, // 134: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	111, // 135: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	9,   // 136: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 137: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 138: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 139: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 140: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 141: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 142: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 143: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 144: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	118, // 145: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 146: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 147: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 148: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 149: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 150: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 151: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 152: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	42,  // 153: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 154: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	45,  // 155: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 156: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 157: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	51,  // 158: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 159: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	57,  // 160: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	53,  // 161: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	64,  // 162: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	59,  // 163: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	59,  // 164: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	59,  // 165: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	59,  // 166: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	65,  // 167: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	67,  // 168: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 169: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	73,  // 170: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	73,  // 171: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	77,  // 172: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	80,  // 173: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	82,  // 174: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	84,  // 175: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	89,  // 176: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	93,  // 177: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	106, // 178: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	96,  // 179: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	98,  // 180: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	100, // 181: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 182: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 183: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	51,  // 184: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	100, // 185: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 186: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	103, // 187: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 188: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	108, // 189: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	59,  // 190: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	59,  // 191: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	59,  // 192: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	59,  // 193: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	67,  // 194: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 195: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	67,  // 196: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	73,  // 197: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	86,  // 198: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	114, // 199: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	112, // 200: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	136, // [136:201] is the sub-list for method output_type
+	71,  // [71:136] is the sub-list for method input_type
+	71,  // [71:71] is the sub-list for extension type_name
+	71,  // [71:71] is the sub-list for extension extendee
+	0,   // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -8843,7 +9031,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   115,
+			NumMessages:   117,
 			NumExtensions: 0,
 			NumServices:   7,
 		},
