@@ -138,7 +138,7 @@ iso: iso-deps
 # two-node cluster in network namespaces (e2e/appliance_test.go); make
 # test skips that test, as it needs the ISO.
 test-appliance: deps iso
-	TANDEM_ISO=$(CURDIR)/$(ISO) $(GO) test -count=1 -timeout 45m -run 'TestAppliance' -v ./e2e/
+	TANDEM_ISO=$(CURDIR)/$(ISO) TANDEM_ISO_VERSION=$(VERSION) $(GO) test -count=1 -timeout 45m -run 'TestAppliance' -v ./e2e/
 
 demo: deps build
 	$(GO) run ./cmd/tandem-demo -bin $(CURDIR)/bin

@@ -190,7 +190,12 @@ ssh_authorized_keys:
 	if _, _, err := td.CLI(ctx, n1, "volume", "create", "appl", "--size", "64M", "--nodes", "n3,n1"); err != nil {
 		t.Errorf("a volume on the installed node: %v", err)
 	}
-	wantVersion := strings.TrimPrefix(strings.TrimSpace(run(filepath.Join(bin, "tandemd"), "--version")), "tandemd ")
+	// The build's version: what make test-appliance built the ISO as
+	// (TANDEM_ISO_VERSION), else the test's own binaries' (same tree).
+	wantVersion := os.Getenv("TANDEM_ISO_VERSION")
+	if wantVersion == "" {
+		wantVersion = strings.TrimPrefix(strings.TrimSpace(run(filepath.Join(bin, "tandemd"), "--version")), "tandemd ")
+	}
 	for _, tc := range []struct{ cmd, want string }{
 		{"systemctl is-active tandemd", "active"},
 		{"systemctl is-active libvirtd", "active"},
