@@ -127,7 +127,7 @@ ssh_authorized_keys:
 		"-drive", "file=" + iso + ",if=none,id=cd,media=cdrom,readonly=on",
 		"-device", "ide-cd,drive=cd,bootindex=2",
 		"-drive", "file=" + answers + ",if=none,id=ans,format=raw",
-		"-device", "virtio-blk-pci,drive=ans,serial=tandem-answers",
+		"-device", "virtio-blk-pci,drive=ans,serial=tandem-answers,bootindex=3",
 		"-netdev", "tap,id=be,ifname=tapbe,script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=be,mac=52:54:00:99:00:13",
 		"-netdev", "tap,id=vm,ifname=tapvm,script=no,downscript=no",
