@@ -21,7 +21,7 @@ STATICCHECK_VERSION        := v0.8.2
 # micro cluster (internal/cephtest).
 APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
-  libvirt-daemon-driver-qemu qemu-system-x86 \
+  libvirt-daemon-driver-qemu qemu-system-x86 gdisk \
   ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev gcc libc6-dev
 
 # CEPH=1 (the default) builds and tests with Ceph: the "ceph" build tag turns
@@ -34,7 +34,7 @@ ifeq ($(CEPH),1)
 export GOFLAGS := $(strip $(GOFLAGS) -tags=ceph,pacific)
 endif
 
-.PHONY: deb bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
+.PHONY: iso iso-deps test-appliance deb bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -137,6 +137,32 @@ deb: apt-deps
 	$(GO) build $(DEB_GOFLAGS) -ldflags "$(DEB_LDFLAGS)" -o build/deb-bin/ ./cmd/tandemd ./cmd/tandem
 	@deb=$$(deploy/build-deb.sh build/deb-bin $(DEB_OUT) "$(VERSION)") && echo "built $$deb" && \
 	if command -v lintian >/dev/null; then lintian --tag-display-limit 0 "$$deb"; fi
+
+# iso builds build/tandem-<version>-amd64.iso, the appliance installer: a
+# hybrid image (CD or USB, BIOS or UEFI) of Debian 12 from this machine's
+# apt mirror, with the .deb and tandem-install (deploy/iso/build-iso.sh).
+# The downloaded packages and the package root are kept in build/iso-cache.
+ISO_PKGS := debootstrap xorriso grub-pc-bin grub-efi-amd64-bin grub-common mtools squashfs-tools dosfstools ovmf
+ISO := build/tandem-$(VERSION)-amd64.iso
+iso-deps: apt-deps
+	@missing=""; for p in $(ISO_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+iso: iso-deps
+	@mkdir -p build/deb-bin build/iso-bin
+	$(GO) build $(DEB_GOFLAGS) -ldflags "$(DEB_LDFLAGS)" -o build/deb-bin/ ./cmd/tandemd ./cmd/tandem ./cmd/tandem-install
+	@rm -f build/iso-bin/*.deb
+	@deb=$$(deploy/build-deb.sh build/deb-bin build/iso-bin "$(VERSION)") && \
+	time deploy/iso/build-iso.sh "$$deb" build/deb-bin/tandem-install $(ISO) "$(VERSION)"
+
+# test-appliance installs the ISO into a QEMU (TCG) machine that joins a
+# two-node cluster in network namespaces (e2e/appliance_test.go); make
+# test skips that test, as it needs the ISO.
+test-appliance: deps iso
+	TANDEM_ISO=$(CURDIR)/$(ISO) TANDEM_ISO_VERSION=$(VERSION) $(GO) test -count=1 -timeout 45m -run 'TestAppliance' -v ./e2e/
 
 demo: deps build
 	$(GO) run ./cmd/tandem-demo -bin $(CURDIR)/bin
