@@ -82,12 +82,17 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// nodeIPs are the addresses put into the node certificate: peers and
-// dragonboat dial nodes by IP and verify it.
+// nodeIPs are the addresses put into the node certificate.
 func nodeIPs(n state.Node) []net.IP {
+	return certIPs(n.BackendAddr, n.RaftAddr, n.AdminAddr, n.ReplicationAddr, n.NBDAddr)
+}
+
+// certIPs are the distinct, specified IPs of host:port addresses: peers and
+// dragonboat dial nodes by IP and verify it against the certificate.
+func certIPs(addrs ...string) []net.IP {
 	seen := map[string]bool{}
 	var ips []net.IP
-	for _, a := range []string{n.BackendAddr, n.RaftAddr, n.AdminAddr, n.ReplicationAddr, n.NBDAddr} {
+	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil {
 			continue

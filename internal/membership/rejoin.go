@@ -286,22 +286,7 @@ func sameAddrs(a, b []string) bool {
 	return len(a) == len(b)
 }
 
-// recordIPs are the IP addresses of a node's record, for its certificate
-// (peers and dragonboat dial nodes by IP and verify it).
+// recordIPs are the IP addresses of a node's record, for its certificate.
 func recordIPs(n consensus.NodeRecord) []net.IP {
-	seen := map[string]bool{}
-	var ips []net.IP
-	for _, a := range []string{n.BackendAddr, n.RaftAddr, n.AdminAddr, n.ReplicationAddr, n.NBDAddr} {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil {
-			continue
-		}
-		ip := net.ParseIP(host)
-		if ip == nil || ip.IsUnspecified() || seen[ip.String()] {
-			continue
-		}
-		seen[ip.String()] = true
-		ips = append(ips, ip)
-	}
-	return ips
+	return certIPs(n.BackendAddr, n.RaftAddr, n.AdminAddr, n.ReplicationAddr, n.NBDAddr)
 }
