@@ -48,8 +48,11 @@ func (d *Daemon) newRenewer() *membership.Renewer {
 			return nil
 		},
 		InstallTLS: func(m membership.Material) error {
+			// A CA rotation changes the CA files and maybe the certificate:
+			// all at once, crash-safely (a crash leaves the old set or the
+			// new one, never a CA bundle next to a key it does not match).
 			t := nodedir.TLS(m)
-			if err := d.dir.SaveTLS(&t); err != nil {
+			if err := d.dir.ReplaceTLS(&t); err != nil {
 				return err
 			}
 			d.useTLS(context.Background(), m)
