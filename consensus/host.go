@@ -259,9 +259,13 @@ func (h *Host) RemoveShardData(ctx context.Context, shardID, replicaID uint64) e
 }
 
 // retryable errors are transient while a leader is being elected or the
-// replica is catching up; the caller's deadline bounds the retries.
+// replica is catching up; the caller's deadline bounds the retries. An
+// attempt started with too little of the caller's time left (dragonboat
+// refuses it outright) is the end of that time, not a different failure:
+// the loop then reports ErrNoQuorum like any attempt that ran out.
 func retryable(err error) bool {
-	return errors.Is(err, dragonboat.ErrShardNotReady) ||
+	return errors.Is(err, dragonboat.ErrTimeoutTooSmall) ||
+		errors.Is(err, dragonboat.ErrShardNotReady) ||
 		errors.Is(err, dragonboat.ErrSystemBusy) ||
 		errors.Is(err, dragonboat.ErrTimeout) ||
 		errors.Is(err, dragonboat.ErrShardNotInitialized)
