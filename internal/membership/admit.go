@@ -13,6 +13,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -95,16 +96,13 @@ func (m *Manager) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	if err := meta.CheckJoin(pctx, tok.IDString(), hex.EncodeToString(v[:]), rec); err != nil {
 		return nil, refuse(metaRefusal(err), apierr.FromMeta(err))
 	}
+	if err := checkRelease(meta, req.NodeName, req.Protocol, "join"); err != nil {
+		return nil, err
+	}
 	// Peers and dragonboat dial the node by IP and verify it. The
 	// certificate is signed before the join is proposed so that its serial
 	// goes into the node's record: removal revokes what the record lists.
-	var ips []net.IP
-	for _, a := range addrs {
-		h, _, _ := net.SplitHostPort(a)
-		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
-			ips = append(ips, ip)
-		}
-	}
+	ips := certIPs(addrs...)
 	cert, err := ca.SignNodeFor(req.CsrPem, req.NodeName, ips, m.st.Now(), CertLifetime(m.st))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "certificate request: %v", err)
@@ -142,4 +140,20 @@ func (m *Manager) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	}
 	m.st.Log.Info("admitted node", "node", req.NodeName, "replica", replica, "token", tok.IDString())
 	return resp, nil
+}
+
+// checkRelease refuses a node whose protocol level is below the cluster
+// version: it could not apply the commands the cluster already uses, and
+// would join, then halt at the first entry above its level. It runs once
+// the token is known good (it copies the state: not for strangers).
+func checkRelease(meta state.Meta, node string, protocol uint32, what string) error {
+	ms, err := meta.LocalState()
+	if err != nil {
+		return nil // the state machine's own gate still holds
+	}
+	if have, need := max(protocol, consensus.BaseClusterVersion), ms.Version(); have < need {
+		return refuse(RefusedOldRelease, status.Errorf(codes.FailedPrecondition,
+			"node %s runs protocol level %d but the cluster is at version %d: install the release the members run (see tandem cluster upgrade-status) on it, then %s again", node, have, need, what))
+	}
+	return nil
 }

@@ -251,3 +251,37 @@ func TestAdmitRateLimitedPerSource(t *testing.T) {
 		t.Fatalf("bogus joins reached the metadata: %d checks, %d quorum checks", w.meta.checks, w.quorumN)
 	}
 }
+
+// A node on a release below the cluster version is refused once its token
+// checks out, before anything is signed or proposed, with what to do; a
+// release from before versions (protocol 0) reads as level 1.
+func TestAdmitRefusesOlderRelease(t *testing.T) {
+	for _, c := range []struct {
+		protocol uint32
+		cluster  uint32
+		refused  bool
+	}{
+		{0, 2, true}, {1, 2, true}, {2, 2, false}, {0, 1, false}, {3, 2, false},
+	} {
+		w := newWorld()
+		_, req := member(t, w)
+		req.Protocol = c.protocol
+		w.meta.ms.ClusterVersion = c.cluster
+		_, err := w.manager().Admit(context.Background(), req)
+		if !c.refused {
+			if err != nil {
+				t.Fatalf("protocol %d, cluster %d: %v", c.protocol, c.cluster, err)
+			}
+			continue
+		}
+		if !statetest.IsStatus(err, codes.FailedPrecondition, fmt.Sprintf("cluster is at version %d", c.cluster)) || !strings.Contains(err.Error(), "upgrade-status") {
+			t.Fatalf("protocol %d, cluster %d: got %v", c.protocol, c.cluster, err)
+		}
+		if j := w.meta.j.List(); len(j) != 0 {
+			t.Fatalf("a refused join proposed %q", j)
+		}
+		if !slices.Equal(w.refused, []string{RefusedOldRelease}) {
+			t.Fatalf("refusals counted %q", w.refused)
+		}
+	}
+}

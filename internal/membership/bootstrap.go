@@ -19,6 +19,7 @@ import (
 	"github.com/tandemhci/tandem/internal/sealed"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/validate"
+	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -273,6 +274,7 @@ func (m *Manager) Join(ctx context.Context, addr, token string) (Identity, error
 		Token: token, NodeName: node.Name, Role: role,
 		BackendAddr: node.BackendAddr, RaftAddr: node.RaftAddr, AdminAddr: node.AdminAddr, CsrPem: csr,
 		ReplicationAddr: node.ReplicationAddr, NbdAddr: node.NBDAddr,
+		Protocol: version.ProtocolLevel(),
 	}, grpc.WaitForReady(true))
 	if err != nil {
 		st := status.Convert(err)

@@ -38,6 +38,9 @@ const (
 	RefusedBadRequest   = "bad_request"
 	RefusedNameTaken    = "name_taken"
 	RefusedUnavailable  = "unavailable"
+	// RefusedOldRelease: the node's protocol level is below the cluster
+	// version (it runs an older release than the members).
+	RefusedOldRelease = "old_release"
 )
 
 // joinGuard limits, counts and logs join attempts.

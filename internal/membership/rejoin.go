@@ -15,6 +15,7 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/pki"
+	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -140,7 +141,7 @@ func (m *Manager) rejoinLocked(ctx context.Context, addr, token string, tok pki.
 		Token: token, NodeName: node.Name, Role: role, CsrPem: csr,
 		BackendAddr: node.BackendAddr, RaftAddr: node.RaftAddr, AdminAddr: node.AdminAddr,
 		ReplicationAddr: node.ReplicationAddr, NbdAddr: node.NBDAddr,
-		Rejoin: true, ReplicaId: id.ReplicaID,
+		Rejoin: true, ReplicaId: id.ReplicaID, Protocol: version.ProtocolLevel(),
 	}, grpc.WaitForReady(true))
 	if err != nil {
 		st := status.Convert(err)
@@ -217,6 +218,9 @@ func (m *Manager) admitRejoin(ctx context.Context, cl Cluster, ca *pki.CA, tok p
 	rec, err := meta.CheckRejoin(pctx, rc)
 	if err != nil {
 		return nil, rejoinRefusal(err)
+	}
+	if err := checkRelease(meta, req.NodeName, req.Protocol, "rejoin"); err != nil {
+		return nil, err
 	}
 	// The node keeps its recorded addresses: peers dial those, and its
 	// certificate names them.

@@ -94,7 +94,7 @@ func New(c Config) *Metrics {
 	reg.MustRegister(m.propose)
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "tandem", Name: "join_refused_total",
-		Help:        "Join attempts this node refused, by reason (rate_limited, malformed_token, wrong_cluster, bad_token, used_token, expired_token, bad_request, name_taken, unavailable; for a rejoin also unknown_node, removed_node).",
+		Help:        "Join attempts this node refused, by reason (rate_limited, malformed_token, wrong_cluster, bad_token, used_token, expired_token, bad_request, name_taken, unavailable, old_release; for a rejoin also unknown_node, removed_node).",
 		ConstLabels: node,
 	}, []string{"reason"})
 	reg.MustRegister(m.refused)

@@ -5892,8 +5892,12 @@ type PeerJoinRequest struct {
 	NbdAddr         string `protobuf:"bytes,9,opt,name=nbd_addr,json=nbdAddr,proto3" json:"nbd_addr,omitempty"`
 	// Rejoin of an existing member (JoinClusterRequest.rejoin): the node
 	// keeps its record and replica_id must be the one its identity holds.
-	Rejoin        bool   `protobuf:"varint,10,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
-	ReplicaId     uint64 `protobuf:"varint,11,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	Rejoin    bool   `protobuf:"varint,10,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
+	ReplicaId uint64 `protobuf:"varint,11,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// The joining node's protocol level (version.ProtocolLevel); 0 from a
+	// release before versions, read as 1. A node below the cluster version
+	// is refused: it could not apply the commands the cluster uses.
+	Protocol      uint32 `protobuf:"varint,12,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6001,6 +6005,13 @@ func (x *PeerJoinRequest) GetRejoin() bool {
 func (x *PeerJoinRequest) GetReplicaId() uint64 {
 	if x != nil {
 		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *PeerJoinRequest) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
 	}
 	return 0
 }
@@ -8404,7 +8415,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"PeerMember\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x1b\n" +
-	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\xe2\x02\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\xfe\x02\n" +
 	"\x0fPeerJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12'\n" +
@@ -8419,7 +8430,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06rejoin\x18\n" +
 	" \x01(\bR\x06rejoin\x12\x1d\n" +
 	"\n" +
-	"replica_id\x18\v \x01(\x04R\treplicaId\"\xf2\x02\n" +
+	"replica_id\x18\v \x01(\x04R\treplicaId\x12\x1a\n" +
+	"\bprotocol\x18\f \x01(\rR\bprotocol\"\xf2\x02\n" +
 	"\x10PeerJoinResponse\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12\x1d\n" +
 	"\n" +
