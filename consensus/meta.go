@@ -379,6 +379,9 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			s.NextReplicaID = n.ReplicaID + 1
 		}
 		m.audit(c, "cluster-create", fmt.Sprintf("cluster %q created with node %s", s.Cluster.Name, n.Name))
+		// A creator that recorded its release in the bootstrap entry sets
+		// the cluster version here; none below the base is ever set.
+		m.raiseClusterVersion(c)
 		return nil, nil
 	case opAddToken:
 		if c.Token == nil || c.Token.ID == "" || c.Token.Verifier == "" {

@@ -190,3 +190,36 @@ func TestClusterVersionSnapshot(t *testing.T) {
 		t.Fatalf("after snapshot: version %d, c %+v", m.s.Version(), m.s.Nodes["c"])
 	}
 }
+
+// TestReleaseInBootstrapAndJoin: a creator's and a joining node's release
+// go into the bootstrap and join entries, so that the node-version entry
+// each would propose at its first start finds nothing to change. A level-2
+// creator starts its cluster at version 2.
+func TestReleaseInBootstrapAndJoin(t *testing.T) {
+	for _, level := range []uint32{1, 2} {
+		m := &metaSM{s: emptyState(), level: 2}
+		at := time.Now().UTC()
+		apply := func(c Command) []byte {
+			t.Helper()
+			c.At, c.By = at, "a"
+			res, err := m.apply(&c)
+			if err != nil {
+				t.Fatalf("%s: %v", c.Op, err)
+			}
+			return res
+		}
+		apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c", Name: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1, Version: "v", Protocol: level}}})
+		if v := m.s.Version(); v != level {
+			t.Fatalf("creator at level %d: cluster version %d", level, v)
+		}
+		apply(Command{Op: opAddToken, Token: &TokenRecord{ID: "t", Verifier: "v", ExpiresAt: at.Add(time.Hour)}})
+		apply(Command{Op: opJoin, Join: &JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "b", Version: "v", Protocol: level}}})
+		audits := len(m.s.Audit)
+		for _, n := range []string{"a", "b"} {
+			apply(Command{Op: opNodeVersion, NodeVersion: &NodeVersionCmd{Name: n, Version: "v", Protocol: level}})
+		}
+		if len(m.s.Audit) != audits || m.s.Version() != level {
+			t.Fatalf("level %d: recording the same release changed the state: audit %d -> %d, version %d", level, audits, len(m.s.Audit), m.s.Version())
+		}
+	}
+}

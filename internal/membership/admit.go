@@ -89,6 +89,11 @@ func (m *Manager) admit(ctx context.Context, req *tandemv1.PeerJoinRequest) (*ta
 	v := tok.Verifier()
 	rec := consensus.NodeRecord{Name: req.NodeName, Role: role, Vote: "voter", BackendAddr: req.BackendAddr, RaftAddr: req.RaftAddr, AdminAddr: req.AdminAddr,
 		ReplicationAddr: req.ReplicationAddr, NBDAddr: req.NbdAddr}
+	if req.Release != "" && req.Protocol > 0 {
+		// Recorded by the join entry itself: the new node's first start
+		// then finds its release recorded and proposes nothing more.
+		rec.Version, rec.Protocol = req.Release, req.Protocol
+	}
 	pctx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
 	// A read, not a proposal: unknown, wrong, used and expired tokens stop

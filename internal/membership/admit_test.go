@@ -285,3 +285,26 @@ func TestAdmitRefusesOlderRelease(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmitRecordsRelease: the join entry carries the node's release and
+// protocol level, so a freshly joined node needs no node-version entry of
+// its own (which came a second after the join and made the cluster's
+// applied index move under tests that compare it). A request from an
+// older release, without them, leaves the record for the node to fill.
+func TestAdmitRecordsRelease(t *testing.T) {
+	for _, c := range []struct {
+		release  string
+		protocol uint32
+		want     string
+	}{{"v9", 1, "v9"}, {"", 1, ""}, {"v9", 0, ""}} {
+		w := newWorld()
+		_, req := member(t, w)
+		req.Release, req.Protocol = c.release, c.protocol
+		if _, err := w.manager().Admit(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.meta.joined; got.Version != c.want || (c.want != "" && got.Protocol != c.protocol) {
+			t.Fatalf("release %q protocol %d: the join recorded %q protocol %d", c.release, c.protocol, got.Version, got.Protocol)
+		}
+	}
+}

@@ -118,6 +118,10 @@ func selfRecord(n state.Node) consensus.NodeRecord {
 		AdminAddr:       n.AdminAddr,
 		ReplicationAddr: n.ReplicationAddr,
 		NBDAddr:         n.NBDAddr,
+		// The creator's release goes into the bootstrap entry, so its
+		// start needs no node-version entry of its own.
+		Version:  version.String(),
+		Protocol: version.ProtocolLevel(),
 	}
 }
 
@@ -274,7 +278,7 @@ func (m *Manager) Join(ctx context.Context, addr, token string) (Identity, error
 		Token: token, NodeName: node.Name, Role: role,
 		BackendAddr: node.BackendAddr, RaftAddr: node.RaftAddr, AdminAddr: node.AdminAddr, CsrPem: csr,
 		ReplicationAddr: node.ReplicationAddr, NbdAddr: node.NBDAddr,
-		Protocol: version.ProtocolLevel(),
+		Protocol: version.ProtocolLevel(), Release: version.String(),
 	}, grpc.WaitForReady(true))
 	if err != nil {
 		st := status.Convert(err)

@@ -32,6 +32,8 @@ type fakeMeta struct {
 	checks   int
 	bootErr  error
 	nextID   uint64
+	// joined is the record the last Join proposed.
+	joined consensus.NodeRecord
 }
 
 func (f *fakeMeta) State(context.Context) (*consensus.MetaState, error) { return f.ms, nil }
@@ -57,6 +59,7 @@ func (f *fakeMeta) SetNodeState(_ context.Context, name, st string) (consensus.N
 
 func (f *fakeMeta) Join(_ context.Context, tokenID, _ string, n consensus.NodeRecord) (uint64, error) {
 	f.j.Add("join %s", n.Name)
+	f.joined = n
 	if f.joinErr != nil {
 		return 0, f.joinErr
 	}

@@ -141,7 +141,7 @@ func (m *Manager) rejoinLocked(ctx context.Context, addr, token string, tok pki.
 		Token: token, NodeName: node.Name, Role: role, CsrPem: csr,
 		BackendAddr: node.BackendAddr, RaftAddr: node.RaftAddr, AdminAddr: node.AdminAddr,
 		ReplicationAddr: node.ReplicationAddr, NbdAddr: node.NBDAddr,
-		Rejoin: true, ReplicaId: id.ReplicaID, Protocol: version.ProtocolLevel(),
+		Rejoin: true, ReplicaId: id.ReplicaID, Protocol: version.ProtocolLevel(), Release: version.String(),
 	}, grpc.WaitForReady(true))
 	if err != nil {
 		st := status.Convert(err)

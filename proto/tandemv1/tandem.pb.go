@@ -5897,7 +5897,11 @@ type PeerJoinRequest struct {
 	// The joining node's protocol level (version.ProtocolLevel); 0 from a
 	// release before versions, read as 1. A node below the cluster version
 	// is refused: it could not apply the commands the cluster uses.
-	Protocol      uint32 `protobuf:"varint,12,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Protocol uint32 `protobuf:"varint,12,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// The joining node's release (version.String()); with protocol it goes
+	// into the node's record in the join entry itself, so a fresh node does
+	// not need an entry of its own to record them. Empty from older releases.
+	Release       string `protobuf:"bytes,13,opt,name=release,proto3" json:"release,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6014,6 +6018,13 @@ func (x *PeerJoinRequest) GetProtocol() uint32 {
 		return x.Protocol
 	}
 	return 0
+}
+
+func (x *PeerJoinRequest) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
 }
 
 type PeerJoinResponse struct {
@@ -8415,7 +8426,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"PeerMember\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x1b\n" +
-	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\xfe\x02\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\x98\x03\n" +
 	"\x0fPeerJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12'\n" +
@@ -8431,7 +8442,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	" \x01(\bR\x06rejoin\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\v \x01(\x04R\treplicaId\x12\x1a\n" +
-	"\bprotocol\x18\f \x01(\rR\bprotocol\"\xf2\x02\n" +
+	"\bprotocol\x18\f \x01(\rR\bprotocol\x12\x18\n" +
+	"\arelease\x18\r \x01(\tR\arelease\"\xf2\x02\n" +
 	"\x10PeerJoinResponse\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12\x1d\n" +
 	"\n" +
