@@ -71,6 +71,11 @@ type VolumeEntry struct {
 	Witness  string    `json:"witness,omitempty"`
 	State    string    `json:"state"`
 	Created  time.Time `json:"created"`
+	// HA is what HA does when the primary's node is lost and no VM of it
+	// is recovered: VolumeHAAuto (also "", in older entries) promotes the
+	// best UpToDate replica once the node is fenced; VolumeHAManual waits
+	// for an operator's promote.
+	HA string `json:"ha,omitempty"`
 }
 
 // ClusterRecord describes the cluster itself.
@@ -238,6 +243,7 @@ type Command struct {
 	NodeVersion *NodeVersionCmd `json:"node_version,omitempty"`
 	NodeNote    *NodeNoteCmd    `json:"node_note,omitempty"`
 	Rejoin      *RejoinCmd      `json:"rejoin,omitempty"`
+	VolumeHA    *VolumeHACmd    `json:"volume_ha,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -480,6 +486,9 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 			}
 			return nil, fmt.Errorf("%w: %s", ErrVolumeNameTaken, v.Name)
 		}
+		if err := checkVolumeHA(v.HA); err != nil {
+			return nil, err
+		}
 		for _, n := range append(slices.Clone(v.Replicas), v.Witness) {
 			if n == "" {
 				continue
@@ -551,6 +560,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVersions(c)
 	case opNodeRejoin:
 		return m.applyRejoin(c)
+	case opVolumeHA:
+		return m.applyVolumeHA(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

@@ -33,6 +33,7 @@ func newVolumeCmd(a *app) *cobra.Command {
 		newVolumeShowCmd(a),
 		newVolumeDeleteCmd(a),
 		newVolumePromoteCmd(a),
+		newVolumeSetCmd(a),
 		newVolumeResyncCmd(a),
 		newVolumeVerifyCmd(a),
 		newVolumeExportCertCmd(a),
@@ -44,6 +45,7 @@ func newVolumeCreateCmd(a *app) *cobra.Command {
 		size     string
 		replicas int
 		nodes    []string
+		haMode   string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME --size SIZE",
@@ -54,6 +56,12 @@ SIZE is a number of bytes, optionally with a binary (1024-based) unit: K, M,
 G, T or KiB, MiB, GiB, TiB, e.g. 20G or 1.5TiB. A 2-replica volume also needs
 a third node as witness. --nodes picks the nodes; the first one becomes the
 initial primary.
+
+--ha says what HA does when the primary's node is lost and no VM of the
+volume is recovered (a volume exported over NBD to another consumer): auto
+(the default) promotes its best UpToDate replica once the node is fenced;
+manual leaves it to 'tandem volume promote'. Change it later with
+'tandem volume set NAME --ha ...'.
 
 NAME is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or
 digit. SIZE is a multiple of 4 KiB, at most 64 TiB.`,
@@ -82,7 +90,10 @@ digit. SIZE is a multiple of 4 KiB, at most 64 TiB.`,
 					return usageErrorf("--nodes: %s is listed twice", n)
 				}
 			}
-			req := &tandemv1.CreateVolumeRequest{Name: args[0], SizeBytes: sizeBytes, Replicas: want, Nodes: nodes}
+			if haMode != "auto" && haMode != "manual" {
+				return usageErrorf("--ha must be auto or manual, not %q", haMode)
+			}
+			req := &tandemv1.CreateVolumeRequest{Name: args[0], SizeBytes: sizeBytes, Replicas: want, Nodes: nodes, Ha: haMode}
 			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
 				return c.Volume.Create(ctx, req)
 			}, func(w io.Writer, info *tandemv1.VolumeInfo) error {
@@ -97,6 +108,34 @@ digit. SIZE is a multiple of 4 KiB, at most 64 TiB.`,
 	// by strconv's.
 	f.IntVar(&replicas, "replicas", 2, "number of data replicas: 1, 2 or 3 (default: 2, or as many as --nodes)")
 	f.StringSliceVar(&nodes, "nodes", nil, "nodes to place the replicas on, comma-separated; the first is the initial primary (default: the daemon picks)")
+	f.StringVar(&haMode, "ha", "auto", "after the primary's node is lost and fenced: auto promotes the best UpToDate replica, manual waits for an operator")
+	return cmd
+}
+
+func newVolumeSetCmd(a *app) *cobra.Command {
+	var haMode string
+	cmd := &cobra.Command{
+		Use:   "set NAME --ha auto|manual",
+		Short: "Change a volume's settings (its HA policy)",
+		Long: `Change a volume's settings. --ha auto promotes the volume's best UpToDate
+replica once its primary's node is lost and fenced, when no VM of it is
+recovered (which promotes it anyway); --ha manual leaves that to an operator
+('tandem volume promote').`,
+		Example: `  tandem volume set backups --ha manual`,
+		Args:    argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if haMode != "auto" && haMode != "manual" {
+				return usageErrorf("--ha is required: auto or manual")
+			}
+			return callAdmin(a, cmd, 0, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
+				return c.Volume.Set(ctx, &tandemv1.SetVolumeRequest{Name: args[0], Ha: haMode})
+			}, func(w io.Writer, info *tandemv1.VolumeInfo) error {
+				_, err := fmt.Fprintf(w, "volume %q: HA %s\n", info.GetName(), orDash(info.GetHa()))
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&haMode, "ha", "", "auto or manual")
 	return cmd
 }
 
@@ -375,6 +414,7 @@ func writeVolume(w io.Writer, v *tandemv1.VolumeInfo) error {
 	fmt.Fprintf(tw, "shard:\t%d\n", v.GetShardId())
 	fmt.Fprintf(tw, "state:\t%s\n", orDash(v.GetState()))
 	fmt.Fprintf(tw, "used by:\t%s\n", usedBy(v.GetUsedBy()))
+	fmt.Fprintf(tw, "ha:\t%s\n", orDash(v.GetHa()))
 	fmt.Fprintf(tw, "created:\t%s\n", formatTime(v.GetCreated()))
 	fmt.Fprintf(tw, "nbd unix:\t%s\n", orDash(v.GetNbdUnix()))
 	fmt.Fprintf(tw, "nbd tcp:\t%s\n", orDash(v.GetNbdTcp()))

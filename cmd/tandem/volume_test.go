@@ -157,7 +157,7 @@ func TestVolumeCreate(t *testing.T) {
 	r.wantCode(t, 0)
 	wantMatch(t, "stdout", r.stdout, `created volume "db"`, `size:\s+1\.5 GiB \(1610612736 bytes\)`, `nbd tcp:\s+nbd://`)
 	c := f.only(t)
-	want := &tandemv1.CreateVolumeRequest{Name: "db", SizeBytes: 3 << 29, Replicas: 3, Nodes: []string{"node-a", "node-c", "node-d"}}
+	want := &tandemv1.CreateVolumeRequest{Name: "db", SizeBytes: 3 << 29, Replicas: 3, Nodes: []string{"node-a", "node-c", "node-d"}, Ha: "auto"}
 	if !proto.Equal(c.req, want) {
 		t.Errorf("request %v, want %v", c.req, want)
 	}
@@ -171,7 +171,7 @@ func TestVolumeCreateDefaults(t *testing.T) {
 	dir, f, _ := startVolumeDaemon(t)
 	runCLI(t, "", "--data-dir", dir, "--timeout", "3s", "volume", "create", "db", "--size", "10G").wantCode(t, 0)
 	c := f.only(t)
-	want := &tandemv1.CreateVolumeRequest{Name: "db", SizeBytes: 10 << 30, Replicas: 2}
+	want := &tandemv1.CreateVolumeRequest{Name: "db", SizeBytes: 10 << 30, Replicas: 2, Ha: "auto"}
 	if !proto.Equal(c.req, want) {
 		t.Errorf("request %v, want %v", c.req, want)
 	}
@@ -598,4 +598,18 @@ func TestVolumeShowUsedByAndResyncNote(t *testing.T) {
 	v.volume.UsedBy = "web1"
 	r = runCLI(t, "", "--data-dir", dir, "volume", "show", "vm-disk")
 	wantMatch(t, "stdout", r.stdout, `used by:\s+VM web1\n`)
+}
+
+func TestVolumeCreateHAAndSet(t *testing.T) {
+	dir, f, _ := startVolumeDaemon(t)
+	runCLI(t, "", "--data-dir", dir, "volume", "create", "db", "--size", "1G", "--ha", "manual").wantCode(t, 0)
+	if c := f.only(t); c.req.(*tandemv1.CreateVolumeRequest).GetHa() != "manual" {
+		t.Errorf("request %v, want ha manual", c.req)
+	}
+	r := runCLI(t, "", "--data-dir", dir, "volume", "create", "db", "--size", "1G", "--ha", "maybe")
+	r.wantCode(t, 2)
+	wantMatch(t, "stderr", r.stderr, `--ha must be auto or manual, not "maybe"`)
+	r = runCLI(t, "", "--data-dir", dir, "volume", "set", "db")
+	r.wantCode(t, 2)
+	wantMatch(t, "stderr", r.stderr, `--ha is required: auto or manual`)
 }

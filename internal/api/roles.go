@@ -39,6 +39,7 @@ func methodRole(method string) (string, bool) {
 	case "/tandem.v1.Volume/Create",
 		"/tandem.v1.Volume/Delete",
 		"/tandem.v1.Volume/Promote",
+		"/tandem.v1.Volume/Set",
 		"/tandem.v1.Volume/Resync",
 		"/tandem.v1.Volume/Verify",
 		"/tandem.v1.VM/Create",

@@ -142,8 +142,10 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		"tandem.v1.PromoteVolumeRequest.name", "tandem.v1.ResyncVolumeRequest.name", "tandem.v1.VerifyVolumeRequest.name",
 		"tandem.v1.VMDisk.volume", "tandem.v1.PeerVolume.name", "tandem.v1.PeerVolumeCloseRequest.name",
 		"tandem.v1.PeerVolumeStatusRequest.name", "tandem.v1.VolumeChecksumRequest.name", "tandem.v1.VMInfo.volumes",
-		"tandem.v1.IssueExportCertRequest.volumes":
+		"tandem.v1.IssueExportCertRequest.volumes", "tandem.v1.SetVolumeRequest.name":
 		return rule{str: validate.VolumeName}, true
+	case "tandem.v1.CreateVolumeRequest.ha", "tandem.v1.SetVolumeRequest.ha":
+		return rule{str: validate.VolumeHA}, true
 	case "tandem.v1.IssueExportCertRequest.name", "tandem.v1.RevokeExportCertRequest.name":
 		return rule{str: validate.ExportCertName}, true
 	case "tandem.v1.CreateVMRequest.name", "tandem.v1.VMRequest.name", "tandem.v1.MigrateVMRequest.name",

@@ -43,6 +43,11 @@ func (m journalMeta) CreateVolume(_ context.Context, v consensus.VolumeEntry) (*
 	return &v, nil
 }
 
+func (m journalMeta) SetVolumeHA(_ context.Context, name, mode string) (*consensus.VolumeEntry, error) {
+	m.j.Add("volume-ha %s %s", name, mode)
+	return &consensus.VolumeEntry{Name: name, HA: mode}, nil
+}
+
 func (m journalMeta) SetVolumeState(_ context.Context, name, st string) error {
 	m.j.Add("volume-state %s %s", name, st)
 	return nil
@@ -166,6 +171,18 @@ func TestBadInputRefusedAtTheAPI(t *testing.T) {
 			_, err := vol.Create(ctx, &tandemv1.CreateVolumeRequest{Name: "ok", SizeBytes: 1 << 62})
 			return err
 		}, "size 4 EiB is over the 64 TiB limit"},
+		{"unknown HA policy", func(ctx context.Context) error {
+			_, err := vol.Create(ctx, &tandemv1.CreateVolumeRequest{Name: "ok", SizeBytes: 1 << 20, Ha: "sometimes"})
+			return err
+		}, `volume HA policy "sometimes": must be auto or manual`},
+		{"set an unknown HA policy", func(ctx context.Context) error {
+			_, err := vol.Set(ctx, &tandemv1.SetVolumeRequest{Name: "v1", Ha: "AUTO"})
+			return err
+		}, `volume HA policy "AUTO": must be auto or manual`},
+		{"set on a volume with /", func(ctx context.Context) error {
+			_, err := vol.Set(ctx, &tandemv1.SetVolumeRequest{Name: "a/b", Ha: "manual"})
+			return err
+		}, `volume name "a/b" contains '/'`},
 		{"show ../", func(ctx context.Context) error {
 			_, err := vol.Show(ctx, &tandemv1.ShowVolumeRequest{Name: "../v1"})
 			return err

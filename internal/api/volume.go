@@ -38,6 +38,10 @@ func (s *volumeService) Promote(ctx context.Context, req *tandemv1.PromoteVolume
 	return answer(s.a.cfg.Volumes.Promote(ctx, req))
 }
 
+func (s *volumeService) Set(ctx context.Context, req *tandemv1.SetVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	return answer(s.a.cfg.Volumes.Set(ctx, req))
+}
+
 func (s *volumeService) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest) (*tandemv1.VolumeInfo, error) {
 	return answer(s.a.cfg.Volumes.Resync(ctx, req))
 }

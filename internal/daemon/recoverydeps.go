@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/tandemhci/tandem/compute"
@@ -88,6 +89,14 @@ func (r recoveryVolumes) Primaries() int {
 		return vm.Primaries()
 	}
 	return 0
+}
+
+func (r recoveryVolumes) Show(ctx context.Context, vol string) (*tandemv1.VolumeInfo, error) {
+	vm := r.d.volumes()
+	if vm == nil {
+		return nil, fmt.Errorf("volumes are not running on this node")
+	}
+	return vm.Show(ctx, vol, 5*time.Second)
 }
 
 func (r recoveryVolumes) Promote(ctx context.Context, ms *consensus.MetaState, vol, node string) error {

@@ -18,6 +18,8 @@ import (
 	"github.com/tandemhci/tandem/internal/sealed"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/state/statetest"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+	"google.golang.org/protobuf/proto"
 )
 
 // fakeMeta is the metadata client: a state in memory, this node leading
@@ -142,6 +144,19 @@ type fakeVolumes struct {
 	j         *statetest.Journal
 	primaries int
 	frozen    error // the cause FreezeAll was given
+	mu        sync.Mutex
+	// infos is what Show answers per volume; a promotion moves its primary.
+	infos map[string]*tandemv1.VolumeInfo
+}
+
+func (f *fakeVolumes) Show(_ context.Context, vol string) (*tandemv1.VolumeInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	info, ok := f.infos[vol]
+	if !ok {
+		return nil, fmt.Errorf("no volume %s", vol)
+	}
+	return proto.Clone(info).(*tandemv1.VolumeInfo), nil
 }
 
 func (f *fakeVolumes) FreezeAll(cause error) int {
@@ -154,6 +169,11 @@ func (f *fakeVolumes) Primaries() int { return f.primaries }
 
 func (f *fakeVolumes) Promote(_ context.Context, _ *consensus.MetaState, vol, node string) error {
 	f.j.Add("promote %s on %s", vol, node)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if info := f.infos[vol]; info != nil {
+		info.Primary = node
+	}
 	return nil
 }
 

@@ -99,6 +99,7 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		m.det = ha.NewDetector(t, now, nodes)
 		m.leaderTerm = term
 		m.recovering = map[string]bool{}
+		m.volsDone = map[string]bool{}
 		m.aliveAt = map[string]uint64{}
 		m.leaderCtx, m.leaderStop = context.WithCancel(ctx)
 		m.log.Info("metadata leader: failure detector started", "term", term, "nodes", nodes)
@@ -141,6 +142,9 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		kind := "node-" + string(tr.To)
 		if tr.To == ha.Alive {
 			kind = "node-alive"
+			m.mu.Lock()
+			delete(m.volsDone, tr.Node)
+			m.mu.Unlock()
 		} else if tr.To == ha.Suspect {
 			kind = "node-suspected"
 		}
@@ -156,8 +160,9 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		m.mu.Lock()
 		state, _, _ := m.det.State(name)
 		busy := m.recovering[name]
+		volsDone := m.volsDone[name]
 		m.mu.Unlock()
-		if state != ha.Dead || busy || !hasStartedVMs(ms, name) {
+		if state != ha.Dead || busy || !hasStartedVMs(ms, name) && (volsDone || !holdsVolumes(ms, name)) {
 			continue
 		}
 		m.mu.Lock()
@@ -275,6 +280,31 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 			log.Warn("cannot record HA state", "vm", v.Name, "state", state, "err", err)
 		}
 	}
+	// Volumes without a VM whose primary was the dead node: HA promotes
+	// those set to auto once the node is fenced, like a VM's volumes.
+	var bare []bareVolume
+	m.mu.Lock()
+	volsDone := m.volsDone[node]
+	m.mu.Unlock()
+	if !volsDone {
+		if ms, err := m.metaLocal(); err == nil {
+			bare = m.splitBare(ctx, node, m.bareVolumes(ctx, ms, node))
+		}
+	}
+	// Marked once handled for this death (not when the recovery is
+	// cancelled because the node answered again): a node alive again
+	// clears the mark, so its next death is handled too.
+	markVolsDone := func() {
+		if !volsDone && ctx.Err() == nil && m.stillLeading(term) {
+			m.mu.Lock()
+			m.volsDone[node] = true
+			m.mu.Unlock()
+		}
+	}
+	if len(bare) == 0 && len(vmsOf()) == 0 {
+		markVolsDone()
+		return
+	}
 	_, lastSeen := m.liveness(node)
 	for _, v := range vmsOf() {
 		if v.HAState == "" || v.HAState == consensus.HAStarted {
@@ -282,7 +312,7 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 		}
 	}
 	// 1. Fence: positive evidence only (fencing package contract).
-	m.event(ctx, consensus.Event{Kind: "fence-attempt", Node: node, Detail: "recovery of its VMs needs it fenced"})
+	m.event(ctx, consensus.Event{Kind: "fence-attempt", Node: node, Detail: fmt.Sprintf("recovery of its VMs (%d) and volumes without a VM (%d) needs it fenced", len(vmsOf()), len(bare))})
 	lastReason := ""
 	var confirmed fencing.Result
 	for {
@@ -337,6 +367,14 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 	}
 	log.Warn("node fenced", "agent", confirmed.Agent, "detail", confirmed.Detail)
 	m.event(ctx, consensus.Event{Kind: "fence-result", Node: node, Detail: fmt.Sprintf("confirmed by %s: %s", confirmed.Agent, confirmed.Detail)})
+
+	// 2. The volumes without a VM, in parallel (bounded), beside the VMs.
+	var bareDone sync.WaitGroup
+	bareDone.Go(func() {
+		m.promoteBare(ctx, node, term, bare)
+		markVolsDone()
+	})
+	defer bareDone.Wait()
 
 	// 2-3. Promote and restart, one VM at a time in priority order.
 	for _, v := range vmsOf() {

@@ -15,6 +15,7 @@ import (
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/state"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
 // DefaultWatchdog is where the kernel's watchdog lives when there is one.
@@ -59,6 +60,9 @@ type Volumes interface {
 	Primaries() int
 	// Promote makes node the primary of vol; ms locates node.
 	Promote(ctx context.Context, ms *consensus.MetaState, vol, node string) error
+	// Show is where vol's primary is and its replicas' states, as the
+	// nodes holding it answer.
+	Show(ctx context.Context, vol string) (*tandemv1.VolumeInfo, error)
 }
 
 // Domains is the hypervisor of this node: the VMs running here.
@@ -145,6 +149,10 @@ type Manager struct {
 	leaderCtx  context.Context
 	leaderStop context.CancelFunc
 	recovering map[string]bool
+	// volsDone holds the dead nodes whose volumes without a VM were
+	// handled (promoted or left to an operator) since they died; cleared
+	// when the node answers again.
+	volsDone map[string]bool
 	// aliveAt is, per node, the metadata index this replica had applied
 	// when the node last answered this leader: an operator's confirmation
 	// that it is off counts only if committed after that (by index, never
@@ -170,7 +178,7 @@ func (m *Manager) LastTick() time.Time {
 func New(c Config) *Manager {
 	t := ha.DefaultTiming()
 	return &Manager{st: c.State, log: c.State.Log.With("component", "ha"), meta: c.Meta, vols: c.Volumes, vms: c.VMs,
-		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}}
+		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}}
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

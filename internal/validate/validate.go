@@ -119,6 +119,18 @@ func ExportCertName(s string) error { return name("export certificate", s, true)
 // starting with a letter or digit ('..' is refused like everywhere).
 func CredentialName(s string) error { return nameWith("credential", s, "-_.") }
 
+// VolumeHA checks a volume's HA policy: auto, manual, or empty (auto).
+func VolumeHA(s string) error {
+	switch s {
+	case "", "auto", "manual":
+		return nil
+	}
+	if len(s) > 16 {
+		s = s[:16] + "..."
+	}
+	return invalid("volume HA policy %q: must be auto or manual", s)
+}
+
 // VolumeSize checks a volume's size in bytes.
 func VolumeSize(n int64) error {
 	switch {

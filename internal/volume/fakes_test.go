@@ -36,6 +36,11 @@ func (f *fakeMeta) CreateVolume(_ context.Context, v consensus.VolumeEntry) (*co
 	return &v, nil
 }
 
+func (f *fakeMeta) SetVolumeHA(_ context.Context, name, mode string) (*consensus.VolumeEntry, error) {
+	f.Add("volume-ha %s %s", name, mode)
+	return &consensus.VolumeEntry{Name: name, HA: mode}, nil
+}
+
 func (f *fakeMeta) SetVolumeState(_ context.Context, name, st string) error {
 	f.Add("volume-state %s %s", name, st)
 	return nil

@@ -22,6 +22,7 @@ type Meta interface {
 	Audit(ctx context.Context, action, detail string) error
 	CreateVolume(ctx context.Context, v consensus.VolumeEntry) (*consensus.VolumeEntry, error)
 	SetVolumeState(ctx context.Context, name, state string) error
+	SetVolumeHA(ctx context.Context, name, mode string) (*consensus.VolumeEntry, error)
 	DeleteVolume(ctx context.Context, name string) error
 	AddExportCert(ctx context.Context, r consensus.ExportCertRecord) (*consensus.ExportCertRecord, error)
 	RevokeCert(ctx context.Context, r consensus.RevokedCert) error

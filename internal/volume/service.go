@@ -145,7 +145,10 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest)
 		return nil, err
 	}
 	meta := m.meta()
-	e, err := meta.CreateVolume(ctx, consensus.VolumeEntry{Name: req.Name, Size: req.SizeBytes, Replicas: nodes, Witness: witness})
+	if err := validate.VolumeHA(req.Ha); err != nil {
+		return nil, status.Error(codes.InvalidArgument, validate.Message(err))
+	}
+	e, err := meta.CreateVolume(ctx, consensus.VolumeEntry{Name: req.Name, Size: req.SizeBytes, Replicas: nodes, Witness: witness, HA: req.Ha})
 	if err != nil {
 		return nil, metaError(err)
 	}
@@ -167,6 +170,28 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest)
 	}
 	m.st.Log.Info("volume created", "volume", e.Name, "size", e.Size, "replicas", e.Replicas, "witness", e.Witness, "shard", e.ShardID)
 	return m.Show(ctx, e.Name, 10*time.Second)
+}
+
+// Set changes a volume's settings: its HA policy.
+func (m *Manager) Set(ctx context.Context, req *tandemv1.SetVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	if err := validate.VolumeName(req.Name); err != nil {
+		return nil, status.Error(codes.InvalidArgument, validate.Message(err))
+	}
+	if err := validate.VolumeHA(req.Ha); err != nil {
+		return nil, status.Error(codes.InvalidArgument, validate.Message(err))
+	}
+	if req.Ha == "" {
+		return nil, status.Error(codes.InvalidArgument, "nothing to change: give --ha auto or --ha manual")
+	}
+	meta := m.meta()
+	if meta == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not in a cluster")
+	}
+	if _, err := meta.SetVolumeHA(ctx, req.Name, req.Ha); err != nil {
+		return nil, metaError(err)
+	}
+	m.st.Log.Info("volume HA policy set", "volume", req.Name, "ha", req.Ha)
+	return m.Show(ctx, req.Name, 5*time.Second)
 }
 
 // Place picks the replica nodes (the first is the initial primary) and, for
@@ -419,6 +444,7 @@ func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) 
 		best.Warning = fmt.Sprintf("the primary %s did not answer; this is %s's view", best.Primary, best.AnsweredBy)
 	}
 	best.Created = timestamppb.New(e.Created)
+	best.Ha = e.HAMode()
 	for _, vm := range ms.VMs {
 		if slices.Contains(vm.Spec.Volumes, name) {
 			best.UsedBy = vm.Name

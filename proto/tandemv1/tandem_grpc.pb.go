@@ -800,6 +800,7 @@ const (
 	Volume_Promote_FullMethodName          = "/tandem.v1.Volume/Promote"
 	Volume_Resync_FullMethodName           = "/tandem.v1.Volume/Resync"
 	Volume_Verify_FullMethodName           = "/tandem.v1.Volume/Verify"
+	Volume_Set_FullMethodName              = "/tandem.v1.Volume/Set"
 	Volume_IssueExportCert_FullMethodName  = "/tandem.v1.Volume/IssueExportCert"
 	Volume_ListExportCerts_FullMethodName  = "/tandem.v1.Volume/ListExportCerts"
 	Volume_RevokeExportCert_FullMethodName = "/tandem.v1.Volume/RevokeExportCert"
@@ -818,6 +819,8 @@ type VolumeClient interface {
 	// Ask the primary to resync Outdated replicas now.
 	Resync(ctx context.Context, in *ResyncVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	Verify(ctx context.Context, in *VerifyVolumeRequest, opts ...grpc.CallOption) (*VerifyVolumeResponse, error)
+	// Change a volume's settings (its HA policy).
+	Set(ctx context.Context, in *SetVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 	// Sign an export certificate: a client certificate for the TCP NBD
 	// export (TLS) that may open only the named volumes.
 	IssueExportCert(ctx context.Context, in *IssueExportCertRequest, opts ...grpc.CallOption) (*IssueExportCertResponse, error)
@@ -904,6 +907,16 @@ func (c *volumeClient) Verify(ctx context.Context, in *VerifyVolumeRequest, opts
 	return out, nil
 }
 
+func (c *volumeClient) Set(ctx context.Context, in *SetVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Volume_Set_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *volumeClient) IssueExportCert(ctx context.Context, in *IssueExportCertRequest, opts ...grpc.CallOption) (*IssueExportCertResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(IssueExportCertResponse)
@@ -947,6 +960,8 @@ type VolumeServer interface {
 	// Ask the primary to resync Outdated replicas now.
 	Resync(context.Context, *ResyncVolumeRequest) (*VolumeInfo, error)
 	Verify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error)
+	// Change a volume's settings (its HA policy).
+	Set(context.Context, *SetVolumeRequest) (*VolumeInfo, error)
 	// Sign an export certificate: a client certificate for the TCP NBD
 	// export (TLS) that may open only the named volumes.
 	IssueExportCert(context.Context, *IssueExportCertRequest) (*IssueExportCertResponse, error)
@@ -983,6 +998,9 @@ func (UnimplementedVolumeServer) Resync(context.Context, *ResyncVolumeRequest) (
 }
 func (UnimplementedVolumeServer) Verify(context.Context, *VerifyVolumeRequest) (*VerifyVolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedVolumeServer) Set(context.Context, *SetVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Set not implemented")
 }
 func (UnimplementedVolumeServer) IssueExportCert(context.Context, *IssueExportCertRequest) (*IssueExportCertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueExportCert not implemented")
@@ -1140,6 +1158,24 @@ func _Volume_Verify_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Volume_Set_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Set(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Set_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Set(ctx, req.(*SetVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Volume_IssueExportCert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(IssueExportCertRequest)
 	if err := dec(in); err != nil {
@@ -1228,6 +1264,10 @@ var Volume_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Verify",
 			Handler:    _Volume_Verify_Handler,
+		},
+		{
+			MethodName: "Set",
+			Handler:    _Volume_Set_Handler,
 		},
 		{
 			MethodName: "IssueExportCert",

@@ -1,0 +1,100 @@
+package recovery
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tandemhci/tandem/consensus"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// addVolume records a ready volume on replicas, its primary first, and
+// what Show answers for it: the primary UpToDate, the others in states.
+func (f *fixture) addVolume(name, ha string, replicas []string, states ...tandemv1.ReplicaState) {
+	f.meta.mu.Lock()
+	defer f.meta.mu.Unlock()
+	if f.meta.ms.Volumes == nil {
+		f.meta.ms.Volumes = map[string]*consensus.VolumeEntry{}
+	}
+	f.meta.ms.Volumes[name] = &consensus.VolumeEntry{Name: name, Replicas: replicas, State: consensus.VolumeReady, HA: ha}
+	info := &tandemv1.VolumeInfo{Name: name, Primary: replicas[0]}
+	for i, n := range replicas {
+		st := tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE
+		if i > 0 && i-1 < len(states) {
+			st = states[i-1]
+		}
+		info.Replicas = append(info.Replicas, &tandemv1.VolumeReplica{Node: n, State: st, Primary: i == 0})
+	}
+	f.vols.mu.Lock()
+	defer f.vols.mu.Unlock()
+	if f.vols.infos == nil {
+		f.vols.infos = map[string]*tandemv1.VolumeInfo{}
+	}
+	f.vols.infos[name] = info
+}
+
+// TestRecoverPromotesVolumesWithoutVM: after the node is fenced, and not
+// before, a volume without a VM whose primary it was is promoted on its
+// UpToDate replica (HA auto, the default); an HA manual one is left to an
+// operator with an event saying how; one with no UpToDate replica left
+// fails with the reason; a VM's disk goes with its VM, and a volume whose
+// primary lives elsewhere is not touched.
+func TestRecoverPromotesVolumesWithoutVM(t *testing.T) {
+	f := newFixture(t)
+	up, outdated := tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE, tandemv1.ReplicaState_REPLICA_STATE_OUTDATED
+	f.addVolume("auto-vol", "", []string{"n2", "n3"}, up)
+	f.addVolume("auto3", consensus.VolumeHAAuto, []string{"n2", "n1", "n3"}, outdated, up)
+	f.addVolume("manual-vol", consensus.VolumeHAManual, []string{"n2", "n3"}, up)
+	f.addVolume("stale", "", []string{"n2", "n3"}, outdated)
+	f.addVolume("elsewhere", "", []string{"n3", "n2"}, up)
+	f.addVolume("vm-disk", "", []string{"n2", "n3"}, up)
+	f.addVM("vm", "n2", 1, "vm-disk")
+	f.dead("n2")
+	done := f.runRecover(t.Context(), "n2")
+	f.waitFor(t, "event fence-result n2: fencing n2 not confirmed")
+	if f.j.Has("promote") {
+		t.Fatalf("promoted before the node was fenced:\n%s", strings.Join(f.j.List(), "\n"))
+	}
+	f.meta.confirmOff("n2")
+	wait(t, done)
+	got := strings.Join(f.j.List(), "\n")
+	fenced := f.j.Index("event fence-result n2: confirmed")
+	for _, want := range []string{"promote auto-vol on n3", "promote auto3 on n3", "promote vm-disk on n3", "start vm on n3"} {
+		if i := f.j.Index(want); i < 0 || i < fenced {
+			t.Errorf("%q missing or before the fence:\n%s", want, got)
+		}
+	}
+	for _, not := range []string{"promote manual-vol", "promote stale", "promote elsewhere", "promote auto3 on n1"} {
+		if f.j.Has(not) {
+			t.Errorf("%q:\n%s", not, got)
+		}
+	}
+	for _, want := range []string{
+		"event volume-ha-manual n2: volume manual-vol keeps its primary on n2 (HA manual)",
+		"event volume-recovery-failed n2: volume stale: no UpToDate replica of stale on a member other than n2",
+		"event promotion n3: volume auto-vol promoted on n3 after n2 died",
+		"event volumes-recovered n2: 2 of 3 volumes without a VM promoted",
+	} {
+		if !f.j.Has(want) {
+			t.Errorf("no %q:\n%s", want, got)
+		}
+	}
+	if !f.m.volsDone["n2"] {
+		t.Error("the volumes of n2 are not marked handled: the next tick would recover them again")
+	}
+}
+
+// TestNoFenceForReplicasOnly: a dead node that is primary of nothing and
+// runs no VM is not fenced; its loss is marked handled.
+func TestNoFenceForReplicasOnly(t *testing.T) {
+	f := newFixture(t)
+	f.addVolume("elsewhere", "", []string{"n3", "n2"}, tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE)
+	f.dead("n2")
+	wait(t, f.runRecover(t.Context(), "n2"))
+	if f.j.Has("event fence") || f.j.Has("promote") {
+		t.Fatalf("a node holding only secondaries was fenced:\n%s", strings.Join(f.j.List(), "\n"))
+	}
+	if !f.m.volsDone["n2"] {
+		t.Error("not marked handled")
+	}
+}
