@@ -377,7 +377,14 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 	defer bareDone.Wait()
 
 	// 2-3. Promote and restart, one VM at a time in priority order.
-	for _, v := range vmsOf() {
+	vms, restarted, start := vmsOf(), 0, time.Now()
+	defer func() {
+		if len(vms) > 0 && ctx.Err() == nil {
+			m.event(ctx, consensus.Event{Kind: "vms-recovered", Node: node, Detail: fmt.Sprintf(
+				"%d of %d VMs restarted elsewhere in %s after %s was fenced by %s", restarted, len(vms), time.Since(start).Round(time.Millisecond), node, confirmed.Agent)})
+		}
+	}()
+	for _, v := range vms {
 		var lastErr error
 		for attempt := 1; attempt <= 3; attempt++ {
 			if ctx.Err() != nil || !m.stillLeading(term) {
@@ -390,6 +397,7 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 				setHA(v, consensus.HAStarted, fmt.Sprintf("recovered on %s after %s died", target, node))
 				m.event(ctx, consensus.Event{Kind: "vm-recovered", Node: target, VM: v.Name, Detail: fmt.Sprintf("restarted on %s (was on %s)", target, node)})
 				log.Warn("VM recovered", "vm", v.Name, "on", target)
+				restarted++
 				break
 			}
 			log.Error("VM recovery failed", "vm", v.Name, "attempt", attempt, "err", lastErr)

@@ -77,6 +77,7 @@ func TestRecoverFencesThenPromotesThenRestarts(t *testing.T) {
 		"update low n3 if n2",
 		"ha low started",
 		"event vm-recovered n3",
+		"event vms-recovered n2: 2 of 2 VMs restarted elsewhere",
 	}
 	got := f.j.List()
 	i := f.j.Index("confirm-off n2")
