@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -406,4 +407,56 @@ type slogWriter struct{ log *slog.Logger }
 func (w *slogWriter) Write(p []byte) (int, error) {
 	w.log.Debug("go-fuse: " + string(p))
 	return len(p), nil
+}
+
+// UnmountStale lazily unmounts every faultfs mount of this mount
+// namespace whose server is gone (a test process that died before its
+// cleanup): such a mount answers ENOTCONN and would stay in the mount
+// table. It returns the mount points it removed.
+func UnmountStale() ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("faultfs: %w", err)
+	}
+	var gone []string
+	var errs []error
+	for _, line := range strings.Split(string(b), "\n") {
+		// "... mountpoint options ... - fstype source superopts"
+		pre, post, ok := strings.Cut(line, " - ")
+		fields, postFields := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(postFields) < 1 || postFields[0] != "fuse.faultfs" {
+			continue
+		}
+		mnt := unescapeMountinfo(fields[4])
+		var st unix.Stat_t
+		if err := unix.Stat(mnt, &st); err != unix.ENOTCONN {
+			continue
+		}
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("faultfs: unmount stale %s: %w", mnt, err))
+			continue
+		}
+		gone = append(gone, mnt)
+	}
+	return gone, errors.Join(errs...)
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -144,6 +144,32 @@ func TestPowerLossDropsUnsynced(t *testing.T) {
 	}
 }
 
+// TestWriteOnly: a write-only descriptor writes partial pages (the mount
+// reads the backing file to fill them).
+func TestWriteOnly(t *testing.T) {
+	f := mount(t, Options{})
+	p := filepath.Join(f.Mountpoint(), "wo")
+	writeFile(t, p, pattern(2*pageSize, 1), 0, 0, true)
+	for _, flags := range []int{os.O_WRONLY, os.O_WRONLY | os.O_CREATE | os.O_EXCL} {
+		if flags&os.O_EXCL != 0 {
+			p = filepath.Join(f.Mountpoint(), "wo-new")
+		}
+		fh, err := os.OpenFile(p, flags, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fh.WriteAt([]byte("mid"), 100); err != nil {
+			t.Fatalf("write-only descriptor (flags %#x): %v", flags, err)
+		}
+		fh.Close()
+	}
+	want := pattern(2*pageSize, 1)
+	copy(want[100:], "mid")
+	if got := readBack(t, filepath.Join(f.Mountpoint(), "wo")); !bytes.Equal(got, want) {
+		t.Fatal("write-only partial write: wrong content")
+	}
+}
+
 // TestPowerLossNewFile: a created file's unsynced data is lost, the file
 // itself (metadata) stays, empty.
 func TestPowerLossNewFile(t *testing.T) {

@@ -70,9 +70,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 }
 
 // openFlags are the flags the backing file is opened with: the mount
-// does the caching, syncing and appending itself.
+// does the caching, syncing and appending itself, and reads the backing
+// file even for a write-only descriptor (to fill partly written pages).
 func openFlags(flags uint32) int {
-	return int(flags) &^ (unix.O_APPEND | unix.O_DIRECT | unix.O_SYNC | unix.O_DSYNC | fuse.FMODE_EXEC)
+	f := int(flags) &^ (unix.O_APPEND | unix.O_DIRECT | unix.O_SYNC | unix.O_DSYNC | fuse.FMODE_EXEC)
+	if f&unix.O_ACCMODE == unix.O_WRONLY {
+		f = f&^unix.O_ACCMODE | unix.O_RDWR
+	}
+	return f
 }
 
 // fopenFlags: FOPEN_DIRECT_IO keeps the kernel's page cache out, so every
