@@ -93,8 +93,8 @@ type Cluster struct {
 	// unmounts run by Close last, once no process can use the mounts
 	// (Tandem.FaultDisk).
 	unmounts []func()
-	closed  bool
-	ca      *pki.CA // placeholder CA of libvirtd's TLS files, see ensureLibvirtPKI
+	closed   bool
+	ca       *pki.CA // placeholder CA of libvirtd's TLS files, see ensureLibvirtPKI
 }
 
 // Node is one simulated host.
