@@ -595,3 +595,76 @@ func TestUnmountBusy(t *testing.T) {
 		t.Fatalf("second Unmount: %v", err)
 	}
 }
+
+// TestControl: the control protocol drives a mount like the Go API, and
+// "unmount" stops the server and unmounts.
+func TestControl(t *testing.T) {
+	f := mount(t, Options{})
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	served := make(chan error, 1)
+	go func() { served <- Serve(context.Background(), f, sock) }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var c *Client
+	for {
+		var err error
+		if c, err = Dial(ctx, sock); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer c.Close()
+	p := filepath.Join(f.Mountpoint(), "c")
+	writeFile(t, p, []byte("synced"), 0, 0, true)
+
+	want := Fault{Ops: OpWrite | OpSync, Path: "c", Err: syscall.ENOSPC, Delay: time.Millisecond}
+	if err := c.SetFault(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Faults(ctx); err != nil || len(got) != 1 || got[0] != want {
+		t.Fatalf("faults %+v, %v; want [%+v]", got, err, want)
+	}
+	fh, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.WriteAt([]byte("x"), 0); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write under a fault set over the socket: %v, want ENOSPC", err)
+	}
+	if err := c.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.WriteAt([]byte("UNSYNC"), 0); err != nil {
+		t.Fatal(err)
+	}
+	cnt, dirty, err := c.Counters(ctx)
+	if err != nil || cnt.Injected["write/ENOSPC"] != 1 || dirty == 0 {
+		t.Fatalf("counters %+v dirty %d, %v", cnt, dirty, err)
+	}
+	if err := c.PowerLoss(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, p); string(got) != "synced" {
+		t.Fatalf("after a power loss over the socket: %q", got)
+	}
+	if err := c.SetFault(ctx, Fault{Ops: OpWrite}); err == nil {
+		t.Fatal("a fault without error or delay accepted")
+	}
+	if _, err := c.call(ctx, request{Op: "bogus"}); err == nil || !strings.Contains(err.Error(), "unknown request") {
+		t.Fatalf("unknown request: %v", err)
+	}
+	fh.Close()
+	if err := c.Unmount(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if mounted(t, f.Mountpoint()) {
+		t.Fatal("still mounted after unmount over the socket")
+	}
+}
