@@ -5,7 +5,7 @@
 // It is test tooling, never shipped in the package.
 //
 //	tandem-faultfs serve -backing DIR -mount DIR -control SOCK
-//	tandem-faultfs -control SOCK set -ops write|sync [-path volumes] [-err EIO] [-delay 200ms]
+//	tandem-faultfs -control SOCK set -ops write|sync [-path volumes] [-err EIO] [-delay 200ms] [-times N]
 //	tandem-faultfs -control SOCK clear|faults|powerloss|sync|counters|unmount
 //
 // serve mounts, prints "ready" once the mount and the socket are up, and

@@ -60,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		sf.StringVar(&w.Path, "path", "", "path pattern relative to the mount root (empty: everything)")
 		sf.StringVar(&w.Err, "err", "", "error to return: EIO, ENOSPC, … (empty: delay only)")
 		sf.StringVar(&w.Delay, "delay", "", "delay before each operation, e.g. 200ms")
+		sf.IntVar(&w.Times, "times", 0, "operations the fault hits before it removes itself (0: until cleared)")
 		if err := sf.Parse(rest); err != nil {
 			return err
 		}

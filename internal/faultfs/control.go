@@ -3,7 +3,7 @@ package faultfs
 // Control: a mount served by another process (cmd/tandem-faultfs) is
 // driven over a unix socket, one JSON object per line each way:
 //
-//	{"op":"set","fault":{"ops":"write|sync","path":"volumes","err":"EIO","delay":"200ms"}}
+//	{"op":"set","fault":{"ops":"write|sync","path":"volumes","err":"EIO","delay":"200ms","times":1}}
 //	{"op":"clear"} {"op":"faults"} {"op":"powerloss"} {"op":"sync"}
 //	{"op":"counters"} {"op":"unmount"}
 //
@@ -28,11 +28,12 @@ type WireFault struct {
 	Path  string `json:"path,omitempty"`  // Fault.Path
 	Err   string `json:"err,omitempty"`   // "EIO", "ENOSPC", …; empty: delay only
 	Delay string `json:"delay,omitempty"` // a time.ParseDuration string
+	Times int    `json:"times,omitempty"` // Fault.Times
 }
 
 // ToWire writes f for the control protocol.
 func (f Fault) ToWire() WireFault {
-	w := WireFault{Ops: f.Ops.String(), Path: f.Path}
+	w := WireFault{Ops: f.Ops.String(), Path: f.Path, Times: f.Times}
 	if f.Err != 0 {
 		w.Err = errnoName(f.Err)
 	}
@@ -58,7 +59,7 @@ func (w WireFault) Fault() (Fault, error) {
 			return Fault{}, fmt.Errorf("faultfs: delay %q: %w", w.Delay, err)
 		}
 	}
-	f := Fault{Ops: ops, Path: w.Path, Err: errno, Delay: delay}
+	f := Fault{Ops: ops, Path: w.Path, Err: errno, Delay: delay, Times: w.Times}
 	return f, f.validate()
 }
 

@@ -93,6 +93,9 @@ type Fault struct {
 	// Delay is waited before the operation (slow I/O); 0 for none. A
 	// canceled request (the caller interrupted) stops waiting.
 	Delay time.Duration
+	// Times is how many operations the rule hits before it removes
+	// itself ("fail the next write"); 0 means until cleared.
+	Times int
 }
 
 func (f Fault) validate() error {
@@ -112,6 +115,9 @@ func (f Fault) validate() error {
 	}
 	if f.Delay < 0 {
 		return fmt.Errorf("faultfs: negative delay %v", f.Delay)
+	}
+	if f.Times < 0 {
+		return fmt.Errorf("faultfs: negative times %d", f.Times)
 	}
 	return nil
 }
@@ -154,8 +160,13 @@ type Counters struct {
 // faults is the rule table and the counters, shared by every node.
 type faults struct {
 	mu       sync.RWMutex
-	rules    []Fault
+	rules    []rule
 	counters Counters
+}
+
+type rule struct {
+	Fault
+	left int // hits left when Times > 0
 }
 
 func (t *faults) set(f Fault) error {
@@ -166,11 +177,11 @@ func (t *faults) set(f Fault) error {
 	defer t.mu.Unlock()
 	for i, r := range t.rules {
 		if r.Ops == f.Ops && r.Path == f.Path {
-			t.rules[i] = f
+			t.rules[i] = rule{f, f.Times}
 			return nil
 		}
 	}
-	t.rules = append(t.rules, f)
+	t.rules = append(t.rules, rule{f, f.Times})
 	return nil
 }
 
@@ -180,10 +191,38 @@ func (t *faults) clear() {
 	t.mu.Unlock()
 }
 
+// list returns the rules in force; Times is what is left of it.
 func (t *faults) list() []Fault {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	return append([]Fault(nil), t.rules...)
+	out := make([]Fault, 0, len(t.rules))
+	for _, r := range t.rules {
+		f := r.Fault
+		f.Times = r.left
+		out = append(out, f)
+	}
+	return out
+}
+
+// hit finds the first rule for op matching rel and counts the hit against
+// its Times.
+func (t *faults) hit(op Op, rel string) (Fault, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.rules {
+		r := &t.rules[i]
+		if r.Ops&op == 0 || !r.matches(rel) {
+			continue
+		}
+		f := r.Fault
+		if r.Times > 0 {
+			if r.left--; r.left == 0 {
+				t.rules = append(t.rules[:i], t.rules[i+1:]...)
+			}
+		}
+		return f, true
+	}
+	return Fault{}, false
 }
 
 // check applies the first rule for op matching the path relPath returns
@@ -191,17 +230,12 @@ func (t *faults) list() []Fault {
 // the error, counting both.
 func (t *faults) check(ctx context.Context, op Op, relPath func() string) syscall.Errno {
 	t.mu.RLock()
-	if len(t.rules) == 0 {
-		t.mu.RUnlock()
+	n := len(t.rules)
+	t.mu.RUnlock()
+	if n == 0 {
 		return 0
 	}
-	rules := t.rules
-	t.mu.RUnlock()
-	rel := relPath()
-	for _, r := range rules {
-		if r.Ops&op == 0 || !r.matches(rel) {
-			continue
-		}
+	if r, ok := t.hit(op, relPath()); ok {
 		if r.Delay > 0 {
 			t.count(op.String() + "/delay")
 			timer := time.NewTimer(r.Delay)

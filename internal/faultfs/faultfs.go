@@ -318,7 +318,14 @@ func (f *FS) release(d *dirtyFile) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d.refs--
-	if d.refs > 0 || f.files[d.ino] != d {
+	if d.refs > 0 {
+		return
+	}
+	if f.files[d.ino] != d {
+		// Forgotten while open: the file is gone, and so is its data.
+		d.mu.Lock()
+		d.drop()
+		d.mu.Unlock()
 		return
 	}
 	d.mu.Lock()
@@ -337,19 +344,21 @@ func (f *FS) dirtyEnd(ino uint64) int64 {
 	if !ok {
 		return 0
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
 	return d.end
 }
 
-// forget drops the cache of an inode that was deleted: its number may be
-// reused by a new file. Descriptors still open on it keep their cache.
+// forget unlinks the cache of an inode that was deleted: its number may
+// be reused by a new file. Descriptors still open on the deleted file keep
+// their cache (and read their own unsynced writes) until they close.
 func (f *FS) forget(ino uint64) {
 	f.mu.Lock()
 	d, ok := f.files[ino]
 	delete(f.files, ino)
+	inUse := ok && d.refs > 0
 	f.mu.Unlock()
-	if ok {
+	if ok && !inUse {
 		d.mu.Lock()
 		d.drop()
 		d.mu.Unlock()

@@ -170,6 +170,40 @@ func TestWriteOnly(t *testing.T) {
 	}
 }
 
+// TestUnlinkedOpenFile: a deleted file's descriptor still reads its own
+// unsynced writes, and a new file that reuses the inode number starts
+// clean.
+func TestUnlinkedOpenFile(t *testing.T) {
+	f := mount(t, Options{})
+	p := filepath.Join(f.Mountpoint(), "tmp")
+	fh, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.WriteAt([]byte("scratch"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	if _, err := fh.ReadAt(buf, 0); err != nil || string(buf) != "scratch" {
+		t.Fatalf("read of a deleted open file: %q, %v", buf, err)
+	}
+	fh.Close()
+	for i := range 20 { // inode numbers are reused quickly on most filesystems
+		q := filepath.Join(f.Mountpoint(), fmt.Sprintf("n%d", i))
+		writeFile(t, q, nil, 0, 0, false)
+		if st, err := os.Stat(q); err != nil || st.Size() != 0 {
+			t.Fatalf("new file %s: %v, %v; want it empty", q, st, err)
+		}
+	}
+	if d := f.DirtyBytes(); d != 0 {
+		t.Fatalf("%d unsynced bytes left after the only written file was deleted and closed", d)
+	}
+}
+
 // TestPowerLossNewFile: a created file's unsynced data is lost, the file
 // itself (metadata) stays, empty.
 func TestPowerLossNewFile(t *testing.T) {
@@ -398,6 +432,24 @@ func TestFaults(t *testing.T) {
 		// A lower bound only: a slow machine can only make it longer.
 		if el := time.Since(start); el < delay {
 			t.Fatalf("delayed write took %v, less than the %v delay", el, delay)
+		}
+	})
+	t.Run("times", func(t *testing.T) {
+		if err := f.SetFault(Fault{Ops: OpWrite, Path: "volumes", Err: syscall.EIO, Times: 2}); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Clear()
+		fh := open(faulty)
+		for i := range 2 {
+			if _, err := fh.WriteAt([]byte("x"), 0); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("write %d under a 2-times rule: %v, want EIO", i, err)
+			}
+		}
+		if _, err := fh.WriteAt([]byte("x"), 0); err != nil {
+			t.Fatalf("third write under a 2-times rule: %v", err)
+		}
+		if len(f.Faults()) != 0 {
+			t.Fatalf("a used-up rule is still listed: %+v", f.Faults())
 		}
 	})
 	c := f.Counters()

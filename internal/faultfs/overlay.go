@@ -22,7 +22,8 @@ type dirtyFile struct {
 	total *atomic.Int64 // the mount's unsynced bytes, all files
 	refs  int           // open handles and operations using it; FS.mu
 
-	mu    sync.Mutex
+	// mu: readers share it, writers, syncs and drops hold it alone.
+	mu    sync.RWMutex
 	pages map[int64][]byte // page index → pageSize bytes
 	// end is the end of the furthest unsynced write: the file's size is
 	// max(backing size, end).
@@ -41,14 +42,17 @@ func (d *dirtyFile) size(fd int) (int64, error) {
 func (d *dirtyFile) dirtyBytes() int64 { return int64(len(d.pages)) * pageSize }
 
 // page returns page idx, loading it from the backing file (zeroes past
-// its end) the first time. Caller holds mu.
-func (d *dirtyFile) page(fd int, idx int64) ([]byte, error) {
+// its end) the first time unless the caller overwrites all of it. Caller
+// holds mu.
+func (d *dirtyFile) page(fd int, idx int64, whole bool) ([]byte, error) {
 	if p, ok := d.pages[idx]; ok {
 		return p, nil
 	}
 	p := make([]byte, pageSize)
-	if err := preadFull(fd, p, idx*pageSize); err != nil {
-		return nil, err
+	if !whole {
+		if err := preadFull(fd, p, idx*pageSize); err != nil {
+			return nil, err
+		}
 	}
 	if d.pages == nil {
 		d.pages = map[int64][]byte{}
@@ -62,7 +66,8 @@ func (d *dirtyFile) page(fd int, idx int64) ([]byte, error) {
 func (d *dirtyFile) write(fd int, data []byte, off int64) error {
 	for done := 0; done < len(data); {
 		pos := off + int64(done)
-		p, err := d.page(fd, pos/pageSize)
+		whole := pos%pageSize == 0 && len(data)-done >= pageSize
+		p, err := d.page(fd, pos/pageSize, whole)
 		if err != nil {
 			return err
 		}
@@ -73,7 +78,8 @@ func (d *dirtyFile) write(fd int, data []byte, off int64) error {
 }
 
 // read fills dest from off: backing data with the pages on top, cut at
-// the file's size. It returns the bytes read. Caller holds mu.
+// the file's size. It returns the bytes read. Caller holds mu, shared
+// is enough.
 func (d *dirtyFile) read(fd int, dest []byte, off int64) (int, error) {
 	size, err := d.size(fd)
 	if err != nil {
