@@ -14,10 +14,12 @@ import (
 
 // TestPowerLossKeepsAcknowledgedWrites: every node's data directory is on
 // faultfs (internal/faultfs), which keeps what tandemd did not sync in
-// memory. Both replicas of a volume lose power in the middle of a FUA
-// write run: everything tandemd never synced (Raft log, metadata and
-// volume data alike) is dropped. After power comes back, every write the
-// client saw acknowledged reads back from the volume.
+// memory. Both replicas of a volume lose power after a run of FUA writes
+// and of flushed plain writes, and a last batch never flushed: everything
+// tandemd never synced (Raft log, metadata and volume data alike) is
+// dropped. After power comes back, every write acknowledged as durable
+// (FUA, or followed by a completed flush) reads back, and no unflushed
+// block is torn.
 func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 	testcluster.Require(t)
 	bin := binDir(t)
@@ -50,30 +52,64 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	defer client.Close()
 
+	// FUA writes to blocks 0…, and plain writes with a flush after every
+	// batch of 8 to blocks 8192…: durable once the flush returned. The
+	// volume has 16384 blocks; the last 1024 are for unflushed writes.
+	const volatile = 15360
 	stop := make(chan struct{})
-	cut := make(chan struct{})
 	go func() {
-		defer close(cut)
 		time.Sleep(3 * time.Second)
 		close(stop)
-		// A power cut of both replicas' hosts: the processes die, then
-		// the disks lose their volatile caches.
-		c.Kill(n1)
-		c.Kill(n2)
-		disks[n1.Name].PowerLoss()
-		disks[n2.Name].PowerLoss()
 	}()
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-	acked, failed := writeBlocks(wctx, client, 0, 16000, nil)
-	wcancel()
-	<-cut
-	if len(acked) < 50 {
-		t.Fatalf("only %d writes acknowledged before the power cut", len(acked))
+	flushed := make(chan []uint64, 1)
+	go func() {
+		var durable []uint64
+		defer func() { flushed <- durable }()
+		for b := uint64(8192); b+8 <= volatile; b += 8 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for i := b; i < b+8; i++ {
+				if err := client.WriteAt(ctx, pattern(i), i*4096, 0); err != nil {
+					return
+				}
+			}
+			if client.Flush(ctx) != nil {
+				return
+			}
+			for i := b; i < b+8; i++ {
+				durable = append(durable, i)
+			}
+		}
+	}()
+	acked, failed := writeBlocks(ctx, client, 0, 8192, stop)
+	durable := <-flushed
+	if len(acked) < 50 || len(durable) < 8 {
+		t.Fatalf("only %d FUA writes and %d flushed writes acknowledged before the power cut", len(acked), len(durable))
 	}
-	for _, n := range []string{n1.Name, n2.Name} {
-		t.Logf("%s: faultfs counters after the cut: %+v", n, disks[n].Counters())
+	// Last, writes nobody flushes: acknowledged, but only applied.
+	for i := uint64(volatile); i < volatile+64; i++ {
+		if err := client.WriteAt(ctx, pattern(i), i*4096, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
-	t.Logf("%d writes acknowledged, %d failed at the power cut", len(acked), failed)
+	// A power cut of both replicas' hosts: the processes die, then the
+	// disks lose their volatile caches.
+	c.Kill(n1)
+	c.Kill(n2)
+	var dropped uint64
+	for _, n := range []*testcluster.Node{n1, n2} {
+		disks[n.Name].PowerLoss()
+		cnt := disks[n.Name].Counters()
+		dropped += cnt.DroppedBytes
+		t.Logf("%s: faultfs counters after the cut: %+v", n.Name, cnt)
+	}
+	t.Logf("%d FUA writes acknowledged (%d failed), %d flushed writes", len(acked), failed, len(durable))
+	if dropped == 0 {
+		t.Fatal("the power cut dropped nothing although 64 writes were never flushed: the test would prove nothing")
+	}
 
 	for _, n := range []*testcluster.Node{n1, n2} {
 		if _, err := td.StartDaemon(ctx, n); err != nil {
@@ -98,12 +134,26 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	defer nc.Close()
 	buf := make([]byte, 4096)
-	for _, b := range acked {
+	for _, b := range append(acked, durable...) {
 		if err := nc.ReadAt(ctx, buf, b*4096); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(buf, pattern(b)) {
-			t.Fatalf("acknowledged block %d lost in the power cut (primary after: %s)", b, info.Primary)
+			t.Fatalf("durably acknowledged block %d lost in the power cut (primary after: %s)", b, info.Primary)
 		}
 	}
+	// The unflushed writes may be there or not, but never torn.
+	kept := 0
+	for i := uint64(volatile); i < volatile+64; i++ {
+		if err := nc.ReadAt(ctx, buf, i*4096); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case bytes.Equal(buf, pattern(i)):
+			kept++
+		case !bytes.Equal(buf, make([]byte, 4096)):
+			t.Fatalf("unflushed block %d is neither its old nor its new content", i)
+		}
+	}
+	t.Logf("%d of 64 unflushed writes survived the power cut", kept)
 }
