@@ -1,11 +1,13 @@
 package faultfs
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -718,5 +720,80 @@ func TestControl(t *testing.T) {
 	}
 	if mounted(t, f.Mountpoint()) {
 		t.Fatal("still mounted after unmount over the socket")
+	}
+}
+
+// helperEnv makes the test binary a mount helper (TestUnmountStale).
+const helperEnv = "FAULTFS_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "mount" {
+		// args: backing mountpoint
+		_, err := Mount(context.Background(), os.Args[1], os.Args[2], Options{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// TestUnmountStale: a mount whose server process died (SIGKILL) answers
+// ENOTCONN; UnmountStale removes it and leaves live mounts alone.
+func TestUnmountStale(t *testing.T) {
+	live := mount(t, Options{})
+	dir := t.TempDir()
+	backing, mnt := filepath.Join(dir, "backing"), filepath.Join(dir, "mnt")
+	for _, d := range []string{backing, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, backing, mnt)
+	cmd.Env = append(os.Environ(), helperEnv+"=mount")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		unix.Unmount(mnt, unix.MNT_DETACH) // only if the test failed
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("helper: %q, %v", line, err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "x"), []byte("x"), 0o644); err != nil {
+		t.Fatalf("helper's mount: %v", err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != unix.ENOTCONN {
+		t.Fatalf("stat of a dead server's mount: %v, want ENOTCONN", err)
+	}
+	gone, err := UnmountStale()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone) != 1 || gone[0] != mnt {
+		t.Fatalf("UnmountStale removed %v, want [%s]", gone, mnt)
+	}
+	if mounted(t, mnt) {
+		t.Fatal("stale mount still there")
+	}
+	if !mounted(t, live.Mountpoint()) {
+		t.Fatal("UnmountStale removed a live mount")
 	}
 }
