@@ -61,5 +61,9 @@
 //   - data that was synced is never lost, and a write or sync that fails
 //     (injected or not) was not made durable by that call;
 //   - Unmount is idempotent, writes unsynced data back first (a clean
-//     shutdown), detaches a busy mount lazily, and leaves no mount behind.
+//     shutdown), detaches a busy mount lazily and aborts the FUSE
+//     connection, so it never waits for users: not for a descriptor left
+//     open, nor for the copies of the mount that every mount namespace
+//     created meanwhile holds (each `ip netns exec` on the machine, by any
+//     test, copies the mount table); it leaves no mount behind.
 package faultfs

@@ -19,8 +19,8 @@ const (
 	OpRead Op = 1 << iota
 	// OpWrite is writing file data, fallocate included.
 	OpWrite
-	// OpSync is fsync and fdatasync of a file, and the sync that an
-	// O_SYNC/O_DSYNC file or an RWF_DSYNC write implies.
+	// OpSync is fsync and fdatasync of a file or a directory, and the
+	// sync that an O_SYNC/O_DSYNC file or an RWF_DSYNC write implies.
 	OpSync
 	// OpFlush is the FUSE flush sent at each close(2) of a descriptor.
 	OpFlush

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"log"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +47,7 @@ type FS struct {
 	faults              faults
 	root                *node
 	server              *fuse.Server
+	connID              uint32 // the FUSE connection's number (fusectl)
 
 	mu         sync.Mutex
 	files      map[uint64]*dirtyFile // by backing inode number
@@ -134,6 +137,12 @@ func Mount(ctx context.Context, backing, mountpoint string, opts Options) (*FS, 
 		_ = unix.Unmount(mountpoint, unix.MNT_DETACH)
 		return nil, fmt.Errorf("faultfs: mount %s on %s: %w", backing, mountpoint, err)
 	}
+	var mst unix.Stat_t
+	if err := unix.Stat(mountpoint, &mst); err != nil {
+		_ = unix.Unmount(mountpoint, unix.MNT_DETACH)
+		return nil, fmt.Errorf("faultfs: stat the new mount: %w", err)
+	}
+	f.connID = unix.Minor(mst.Dev)
 	f.log.Info("faultfs mounted", "backing", backing, "mountpoint", mountpoint)
 	return f, nil
 }
@@ -254,9 +263,12 @@ func findIno(dir string, ino uint64) (string, error) {
 }
 
 // Unmount writes the unsynced data back (a clean shutdown; call
-// PowerLoss first to lose it) and unmounts, lazily if the mount is busy,
-// then waits for the server to stop: until every mount namespace that
-// copied the mount has let go of it, or ctx ends. It is idempotent.
+// PowerLoss first to lose it), unmounts, lazily if the mount is busy, and
+// then aborts the FUSE connection, so that the server stops even while
+// users remain: descriptors still open and copies of the mount in other
+// mount namespaces (every `ip netns exec` started meanwhile, by any test
+// on the machine, copied it) get ENOTCONN from then on. It waits for the
+// server until ctx ends, and is idempotent.
 func (f *FS) Unmount(ctx context.Context) error {
 	f.mu.Lock()
 	if f.unmounted {
@@ -279,10 +291,11 @@ func (f *FS) Unmount(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { f.server.Wait(); close(done) }()
+	abortErr := abortConn(f.connID)
 	select {
 	case <-done:
 	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("faultfs: %s unmounted here, but the FUSE connection is still in use (another mount namespace holds a copy of the mount?): %w", f.mountpoint, ctx.Err()))
+		errs = append(errs, fmt.Errorf("faultfs: %s unmounted here, but the FUSE server did not stop (abort: %v): %w", f.mountpoint, abortErr, ctx.Err()))
 	}
 	err := errors.Join(errs...)
 	f.mu.Lock()
@@ -468,4 +481,24 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// abortConn aborts FUSE connection id through a private mount of fusectl
+// (the machine need not have one): the kernel then fails every request
+// and the server's reads end.
+func abortConn(id uint32) error {
+	dir, err := os.MkdirTemp("", "faultfs-fusectl-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount("fusectl", dir, "fusectl", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount fusectl: %w", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	err = os.WriteFile(filepath.Join(dir, strconv.FormatUint(uint64(id), 10), "abort"), []byte("1"), 0)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil // already gone: the last user let go
+	}
+	return err
 }

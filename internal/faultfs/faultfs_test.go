@@ -384,6 +384,31 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("data of failed syncs survived a power loss: %q", got[:8])
 		}
 	})
+	t.Run("directory sync EIO", func(t *testing.T) {
+		if err := f.SetFault(Fault{Ops: OpSync, Path: "volumes", Err: syscall.EIO}); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Clear()
+		dir, err := os.Open(filepath.Join(mnt, "volumes"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dir.Close()
+		if err := dir.Sync(); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("fsync of a directory under an EIO rule: %v, want EIO", err)
+		}
+		root, err := os.Open(mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		if err := root.Sync(); err != nil {
+			t.Fatalf("fsync of a directory outside the rule: %v", err)
+		}
+		if _, err := root.Readdirnames(-1); err != nil {
+			t.Fatalf("readdir through the wrapped handle: %v", err)
+		}
+	})
 	t.Run("flush EIO", func(t *testing.T) {
 		if err := f.SetFault(Fault{Ops: OpFlush, Path: "volumes", Err: syscall.EIO}); err != nil {
 			t.Fatal(err)
@@ -616,8 +641,9 @@ func TestTruncateAndPunch(t *testing.T) {
 	}
 }
 
-// TestUnmountBusy: a mount with an open file still unmounts (lazily), and
-// a clean unmount writes unsynced data back.
+// TestUnmountBusy: a mount with an open file still unmounts, without
+// waiting for the file to close (its I/O fails from then on), and a clean
+// unmount writes unsynced data back.
 func TestUnmountBusy(t *testing.T) {
 	f := mount(t, Options{})
 	p := filepath.Join(f.Mountpoint(), "busy")
@@ -625,19 +651,15 @@ func TestUnmountBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer fh.Close()
 	if _, err := fh.WriteAt([]byte("unsynced"), 0); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- f.Unmount(context.Background()) }()
-	// The open file keeps the detached connection; closing it lets the
-	// server stop.
-	for mounted(t, f.Mountpoint()) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	fh.Close()
-	if err := <-done; err != nil {
+	if err := f.Unmount(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := fh.WriteAt([]byte("late"), 0); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("write on a descriptor of an unmounted faultfs: %v, want ENOTCONN", err)
 	}
 	if mounted(t, f.Mountpoint()) {
 		t.Fatal("still mounted")
@@ -795,5 +817,48 @@ func TestUnmountStale(t *testing.T) {
 	}
 	if !mounted(t, live.Mountpoint()) {
 		t.Fatal("UnmountStale removed a live mount")
+	}
+}
+
+// TestUnmountCopiedMount: a process that entered a new mount namespace
+// after the mount (as `ip netns exec` does, for any test on the machine)
+// holds a copy of it; Unmount still stops the server, and the copy fails
+// from then on instead of hanging.
+func TestUnmountCopiedMount(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare(1)")
+	}
+	f := mount(t, Options{})
+	p := filepath.Join(f.Mountpoint(), "x")
+	writeFile(t, p, []byte("x"), 0, 0, true)
+	// The copy's holder keeps the file open and waits for stdin to close.
+	cmd := exec.Command(unshare, "--mount", "sh", "-c", "exec 3<"+p+"; read line; cat <&3")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Wait until the holder has the file open (its fd 3 points into the mount).
+	for {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", cmd.Process.Pid)); err == nil && strings.HasSuffix(l, "/x") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := f.Unmount(ctx); err != nil {
+		t.Fatalf("Unmount with a copy in another mount namespace: %v", err)
+	}
+	stdin.Close()
+	err = cmd.Wait()
+	if err == nil || !strings.Contains(out.String(), "not connected") {
+		t.Fatalf("the copy's reader after Unmount: %v, %q; want a failure with ENOTCONN", err, out.String())
 	}
 }

@@ -373,3 +373,38 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 	}
 	return 0
 }
+
+// dirStream is what the loopback's directory handle offers the bridge.
+type dirStream interface {
+	fs.FileReaddirenter
+	fs.FileReleasedirer
+	fs.FileSeekdirer
+	fs.FileFsyncdirer
+}
+
+// dirHandle is an open directory whose fsync meets the OpSync rules.
+type dirHandle struct {
+	dirStream
+	n *node
+}
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fuseFlags, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	ds, ok := fh.(dirStream)
+	if !ok {
+		return fh, fuseFlags, 0
+	}
+	return &dirHandle{dirStream: ds, n: n}, fuseFlags, 0
+}
+
+// Fsyncdir fails under an OpSync rule; otherwise it fsyncs the backing
+// directory (namespace changes are durable at once in the model anyway).
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if errno := h.n.check(ctx, OpSync, h.n.rel); errno != 0 {
+		return errno
+	}
+	return h.dirStream.Fsyncdir(ctx, flags)
+}
