@@ -23,7 +23,7 @@ import (
 
 // DefaultMaxDirtyBytes is the unsynced data a mount keeps before it
 // writes a file's back early (Options.MaxDirtyBytes).
-const DefaultMaxDirtyBytes = 1 << 30
+const DefaultMaxDirtyBytes = 256 << 20
 
 // Options tune Mount. The zero value gives the defaults.
 type Options struct {

@@ -862,3 +862,21 @@ func TestUnmountCopiedMount(t *testing.T) {
 		t.Fatalf("the copy's reader after Unmount: %v, %q; want a failure with ENOTCONN", err, out.String())
 	}
 }
+
+// TestMaxDirty: past MaxDirtyBytes the writing file's unsynced data is
+// written back early (it may then survive a power loss) and counted.
+func TestMaxDirty(t *testing.T) {
+	f := mount(t, Options{MaxDirtyBytes: 4 * pageSize})
+	p := filepath.Join(f.Mountpoint(), "big")
+	data := pattern(16*pageSize, 9)
+	writeFile(t, p, data, 0, 0, false)
+	if c := f.Counters(); c.Writebacks == 0 {
+		t.Fatalf("no writeback with 16 pages written and a 4-page bound: %+v", c)
+	}
+	if d := f.DirtyBytes(); d > 4*pageSize {
+		t.Fatalf("%d unsynced bytes held, bound %d", d, 4*pageSize)
+	}
+	if got := readBack(t, p); !bytes.Equal(got, data) {
+		t.Fatal("content wrong after early writeback")
+	}
+}
