@@ -57,7 +57,9 @@
 // Invariants:
 //   - after PowerLoss, every file reads back exactly the bytes that were
 //     synced (by the rules above) before it, nothing written later that
-//     was not synced;
+//     was not synced; an operation in flight when it runs (a slowed one,
+//     or one of a process just killed) either completed before it or is
+//     refused with EIO, never applied after it;
 //   - data that was synced is never lost, and a write or sync that fails
 //     (injected or not) was not made durable by that call;
 //   - Unmount is idempotent, writes unsynced data back first (a clean

@@ -49,6 +49,11 @@ type FS struct {
 	server              *fuse.Server
 	connID              uint32 // the FUSE connection's number (fusectl)
 
+	// gate orders PowerLoss (exclusive) with the operations that change
+	// data or names (shared, see node.begin); powerGen counts power losses.
+	gate     sync.RWMutex
+	powerGen atomic.Uint64
+
 	mu         sync.Mutex
 	files      map[uint64]*dirtyFile // by backing inode number
 	total      atomic.Int64
@@ -176,6 +181,9 @@ func (f *FS) DirtyBytes() int64 { return f.total.Load() }
 // as a power cut stops them; descriptors still open keep working on the
 // synced data.
 func (f *FS) PowerLoss() {
+	f.gate.Lock()
+	defer f.gate.Unlock()
+	f.powerGen.Add(1)
 	f.mu.Lock()
 	files := make([]*dirtyFile, 0, len(f.files))
 	for _, d := range f.files {

@@ -880,3 +880,35 @@ func TestMaxDirty(t *testing.T) {
 		t.Fatal("content wrong after early writeback")
 	}
 }
+
+// TestPowerLossInFlightWrite: a write that is in flight (here: slowed by
+// a delay rule) when the power goes never lands after it: it is either
+// dropped with the rest or refused.
+func TestPowerLossInFlightWrite(t *testing.T) {
+	f := mount(t, Options{})
+	p := filepath.Join(f.Mountpoint(), "f")
+	writeFile(t, p, []byte("old"), 0, 0, true)
+	if err := f.SetFault(Fault{Ops: OpWrite, Delay: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := fh.WriteAt([]byte("new"), 0)
+		wrote <- err
+	}()
+	for f.Counters().Injected["write/delay"] == 0 { // the write is in its delay
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.PowerLoss()
+	err = <-wrote
+	t.Logf("in-flight write returned %v", err)
+	f.Clear()
+	if got := readBack(t, p); string(got) != "old" {
+		t.Fatalf("a write in flight at the power loss landed after it: %q", got)
+	}
+}

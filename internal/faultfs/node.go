@@ -46,8 +46,21 @@ func (n *node) child(name string) func() string {
 
 func (n *node) backingPath() string { return filepath.Join(n.ffs.backing, n.rel()) }
 
-func (n *node) check(ctx context.Context, op Op, rel func() string) syscall.Errno {
-	return n.ffs.faults.check(ctx, op, rel)
+// begin runs the fault rules for op and, if the operation may go on,
+// returns holding the power gate shared (done releases it): an operation
+// that was in flight when PowerLoss ran is refused with EIO rather than
+// landing after it, as it could not on a real disk.
+func (n *node) begin(ctx context.Context, op Op, rel func() string) (done func(), errno syscall.Errno) {
+	gen := n.ffs.powerGen.Load()
+	if errno := n.ffs.faults.check(ctx, op, rel); errno != 0 {
+		return nil, errno
+	}
+	n.ffs.gate.RLock()
+	if n.ffs.powerGen.Load() != gen {
+		n.ffs.gate.RUnlock()
+		return nil, syscall.EIO
+	}
+	return n.ffs.gate.RUnlock, 0
 }
 
 // fixAttr reports the size readers see, unsynced writes included.
@@ -103,9 +116,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	defer done()
 	ch, lfh, _, errno := n.LoopbackNode.Create(ctx, name, uint32(openFlags(flags)), mode, out)
 	if errno != 0 {
 		return nil, nil, 0, errno
@@ -146,9 +161,11 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		n.fixAttr(&out.Attr)
 		return 0
 	}
-	if errno := n.check(ctx, OpWrite, n.rel); errno != 0 {
+	done, errno := n.begin(ctx, OpWrite, n.rel)
+	if errno != 0 {
 		return errno
 	}
+	defer done()
 	// A truncate is applied to the backing file at once (metadata is
 	// durable when it returns, see doc.go); the unsynced data beyond the
 	// new size goes with it.
@@ -194,30 +211,38 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return nil, errno
 	}
+	defer done()
 	return n.LoopbackNode.Mkdir(ctx, name, mode, out)
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return nil, errno
 	}
+	defer done()
 	return n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return nil, errno
 	}
+	defer done()
 	return n.LoopbackNode.Symlink(ctx, target, name, out)
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return nil, errno
 	}
+	defer done()
 	ch, errno := n.LoopbackNode.Link(ctx, target, name, out)
 	if errno == 0 {
 		n.fixAttr(&out.Attr)
@@ -226,16 +251,20 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return errno
 	}
+	defer done()
 	return n.LoopbackNode.Rmdir(ctx, name)
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return errno
 	}
+	defer done()
 	var st unix.Stat_t
 	statErr := unix.Lstat(filepath.Join(n.backingPath(), name), &st)
 	if errno := n.LoopbackNode.Unlink(ctx, name); errno != 0 {
@@ -249,9 +278,11 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	if errno := n.check(ctx, OpMeta, n.child(name)); errno != 0 {
+	done, errno := n.begin(ctx, OpMeta, n.child(name))
+	if errno != 0 {
 		return errno
 	}
+	defer done()
 	target := filepath.Join(n.ffs.backing, newParent.EmbeddedInode().Path(n.ffs.rootInode()), newName)
 	var st unix.Stat_t
 	statErr := unix.Lstat(target, &st)
@@ -285,9 +316,11 @@ var (
 func (h *handle) fd() int { return int(h.f.Fd()) }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if errno := h.n.check(ctx, OpRead, h.n.rel); errno != 0 {
+	done, errno := h.n.begin(ctx, OpRead, h.n.rel)
+	if errno != 0 {
 		return nil, errno
 	}
+	defer done()
 	h.d.mu.RLock()
 	defer h.d.mu.RUnlock()
 	n, err := h.d.read(h.fd(), dest, off)
@@ -298,9 +331,11 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if errno := h.n.check(ctx, OpWrite, h.n.rel); errno != 0 {
+	done, errno := h.n.begin(ctx, OpWrite, h.n.rel)
+	if errno != 0 {
 		return 0, errno
 	}
+	defer done()
 	h.d.mu.Lock()
 	err := h.d.write(h.fd(), data, off)
 	over := h.d.dirtyBytes() > 0 && h.n.ffs.overDirty()
@@ -322,9 +357,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 // alike: metadata is always durable). On an injected error nothing is
 // written and the data stays unsynced.
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if errno := h.n.check(ctx, OpSync, h.n.rel); errno != 0 {
+	done, errno := h.n.begin(ctx, OpSync, h.n.rel)
+	if errno != 0 {
 		return errno
 	}
+	defer done()
 	h.d.mu.Lock()
 	err := h.d.sync(h.fd())
 	h.d.mu.Unlock()
@@ -337,7 +374,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 // Flush (each close) makes nothing durable, as close(2) does not.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	return h.n.check(ctx, OpFlush, h.n.rel)
+	return h.n.ffs.faults.check(ctx, OpFlush, h.n.rel)
 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
@@ -360,9 +397,11 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 // Allocate is applied to the backing file at once, like a truncate; a
 // range it zeroes or punches drops the unsynced data in it.
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	if errno := h.n.check(ctx, OpWrite, h.n.rel); errno != 0 {
+	done, errno := h.n.begin(ctx, OpWrite, h.n.rel)
+	if errno != 0 {
 		return errno
 	}
+	defer done()
 	h.d.mu.Lock()
 	defer h.d.mu.Unlock()
 	if err := unix.Fallocate(h.fd(), mode, int64(off), int64(size)); err != nil {
@@ -403,8 +442,10 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 // Fsyncdir fails under an OpSync rule; otherwise it fsyncs the backing
 // directory (namespace changes are durable at once in the model anyway).
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	if errno := h.n.check(ctx, OpSync, h.n.rel); errno != 0 {
+	done, errno := h.n.begin(ctx, OpSync, h.n.rel)
+	if errno != 0 {
 		return errno
 	}
+	defer done()
 	return h.dirStream.Fsyncdir(ctx, flags)
 }
