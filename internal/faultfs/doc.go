@@ -37,9 +37,10 @@
 // (a page is written whole or not at all), reordering of synced data,
 // errors that a failed fsync makes sticky (an injected sync error leaves
 // the data unsynced, so a later sync may still succeed; the blockstore
-// makes its own failures sticky), fsync of a directory (passed to the
-// backing directory, never faulted), O_TMPFILE (refused) and
-// copy_file_range (refused, so the kernel copies through read and write).
+// makes its own failures sticky), fsync of a directory (faulted by OpSync
+// rules, otherwise passed to the backing directory), O_TMPFILE (refused)
+// and copy_file_range (refused, so the kernel copies through read and
+// write).
 // The backing file is not fsynced: "durable" means "in the backing file",
 // since the host itself does not lose power. Past Options.MaxDirtyBytes a
 // writing file's unsynced data is written back early, as a page cache
