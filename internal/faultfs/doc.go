@@ -12,7 +12,8 @@
 // operations (OpRead, OpWrite, OpSync, OpFlush, OpMeta) on the paths that
 // match a pattern, or the whole mount: fail with an errno (EIO, ENOSPC,
 // …) without applying the operation, and/or wait a delay first (slow
-// I/O). Counters count what was injected, for reports.
+// I/O), for good or for the next N operations (Fault.Times). Counters
+// count what was injected, for reports.
 //
 // # Power loss (the durability model)
 //
