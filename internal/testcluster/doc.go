@@ -90,8 +90,9 @@
 // Tandem.FaultDisk puts a node's data directory, or a directory inside it
 // such as volumes/, on a fault-injecting FUSE filesystem served by the
 // test process (internal/faultfs): tests inject EIO, ENOSPC and slow I/O
-// into the running node and cut power (Kill, then PowerLoss drops what
-// tandemd did not sync). Call it before tandemd first starts on the node:
+// into the running node and cut power: Cluster.PowerCut (and a BMC's
+// power-off) kills the node, then its fault disks drop what tandemd did
+// not sync. Call it before tandemd first starts on the node:
 // `ip netns exec` gives each process a copy of the mount table at start,
 // and this machine's root mount is private, so later mounts are not seen.
 //

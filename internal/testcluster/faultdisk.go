@@ -14,12 +14,27 @@ import (
 // at Close, once every process of the cluster is dead.
 const faultDiskUnmountTimeout = 30 * time.Second
 
+// PowerCut is a power failure of host n: Kill (every process in its
+// namespace dies) and then PowerLoss on each of its fault disks, which
+// drops every write the host's processes had not synced. A BMC power-off
+// does the same. Without fault disks it is Kill.
+func (c *Cluster) PowerCut(n *Node) {
+	c.t.Helper()
+	c.Kill(n)
+	c.mu.Lock()
+	disks := append([]*faultfs.FS(nil), c.disks[n]...)
+	c.mu.Unlock()
+	for _, f := range disks {
+		f.PowerLoss()
+	}
+}
+
 // FaultDisk puts the node's data directory (sub "") or a directory inside
 // it (sub "volumes": the volume files) on a fault-injecting filesystem
 // served by the test process (internal/faultfs), and returns it: SetFault
-// and Clear inject disk errors and slow I/O into the running node, and a
-// power cut is c.Kill(n) followed by PowerLoss(), which drops every write
-// tandemd had not synced. The durable data lives in <Node.Dir>/faultdisk.
+// and Clear inject disk errors and slow I/O into the running node, and
+// Cluster.PowerCut (or a BMC power-off) kills the node and then calls
+// PowerLoss, which drops every write tandemd had not synced. The durable data lives in <Node.Dir>/faultdisk.
 //
 // Call it before tandemd first starts on n: the directory must be empty,
 // and processes see the mount only if started after it (`ip netns exec`
@@ -59,6 +74,10 @@ func (t *Tandem) FaultDisk(n *Node, sub string) (*faultfs.FS, error) {
 	c.mu.Lock()
 	closed := c.closed
 	if !closed {
+		if c.disks == nil {
+			c.disks = map[*Node][]*faultfs.FS{}
+		}
+		c.disks[n] = append(c.disks[n], f)
 		c.unmounts = append(c.unmounts, func() {
 			ctx, cancel := context.WithTimeout(context.Background(), faultDiskUnmountTimeout)
 			defer cancel()

@@ -64,7 +64,10 @@ func TestFaultDisk(t *testing.T) {
 	}
 	f.Clear()
 
-	f.PowerLoss()
+	c.PowerCut(n)
+	if got := f.Counters().PowerLosses; got != 1 {
+		t.Fatalf("PowerCut: %d power losses on the node's fault disk, want 1", got)
+	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "u")); err != nil || len(b) != 0 {
 		t.Fatalf("unsynced file after power loss: %q, %v; want it empty", b, err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhci/tandem/internal/faultfs"
 	"github.com/tandemhci/tandem/internal/pki"
 )
 
@@ -93,6 +94,7 @@ type Cluster struct {
 	// unmounts run by Close last, once no process can use the mounts
 	// (Tandem.FaultDisk).
 	unmounts []func()
+	disks    map[*Node][]*faultfs.FS // fault disks by node, for PowerCut
 	closed   bool
 	ca       *pki.CA // placeholder CA of libvirtd's TLS files, see ensureLibvirtPKI
 }
