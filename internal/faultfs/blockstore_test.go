@@ -73,7 +73,8 @@ func powerCut(t *testing.T, f *faultfs.FS, v *blockstore.LocalVolume) {
 }
 
 // TestBlockstorePowerLoss: after a power loss the blockstore reopens and
-// holds exactly what was made durable (Flush, or a FUA write) before it,
+// holds exactly what was made durable (Flush, or a FUA write: only its own
+// blocks) before it,
 // over a seeded random mix of writes, FUA writes and flushes. This is
 // what replication relies on when it acknowledges a write.
 func TestBlockstorePowerLoss(t *testing.T) {
@@ -119,9 +120,11 @@ func TestBlockstorePowerLoss(t *testing.T) {
 			}
 			copy(current[off:], data)
 			if flags&blockstore.FUA != 0 {
-				// The model syncs the whole file on RWF_DSYNC
-				// (faultfs doc.go): everything before it is durable.
-				copy(durable, current)
+				// FUA is RWF_DSYNC: the 4 KiB blocks it wrote
+				// (read-modify-written whole) are durable, nothing
+				// else.
+				lo, hi := off&^(block-1), (off+int64(n)+block-1)&^(block-1)
+				copy(durable[lo:hi], current[lo:hi])
 			}
 		}
 	}

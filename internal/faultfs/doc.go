@@ -22,7 +22,9 @@
 // file's bytes, and reaches the backing file only when it is made
 // durable: by fsync or fdatasync of the file, by a write on a descriptor
 // opened O_SYNC or O_DSYNC, or by a write with RWF_DSYNC (the last two
-// sync the whole file). PowerLoss drops everything else, so the backing
+// sync only the 4 KiB pages the write touched, as a FUA write does: the
+// rest of the file stays unsynced). PowerLoss drops everything else, so
+// the backing
 // directory then holds exactly the synced data. O_DIRECT changes nothing:
 // a direct write is not durable until a sync either, as on a drive with
 // a volatile cache. Every file is opened FOPEN_DIRECT_IO, so the kernel's

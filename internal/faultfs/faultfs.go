@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -48,6 +49,10 @@ type FS struct {
 	root                *node
 	server              *fuse.Server
 	connID              uint32 // the FUSE connection's number (fusectl)
+
+	// dsync marks the buffers of writes in flight that carry O_DSYNC
+	// (rawFS), by address.
+	dsync sync.Map
 
 	// gate orders PowerLoss (exclusive) with the operations that change
 	// data or names (shared, see node.begin); powerGen counts power losses.
@@ -131,7 +136,7 @@ func Mount(ctx context.Context, backing, mountpoint string, opts Options) (*FS, 
 			DisabledCapabilities: fuse.CAP_PASSTHROUGH,
 		},
 	}
-	raw := &rawFS{RawFileSystem: fs.NewNodeFS(f.root, fo)}
+	raw := &rawFS{RawFileSystem: fs.NewNodeFS(f.root, fo), ffs: f}
 	srv, err := fuse.NewServer(raw, mountpoint, &fo.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("faultfs: mount %s on %s: %w", backing, mountpoint, err)
@@ -405,30 +410,42 @@ func (f *FS) newHandle(n *node, fd int, truncated bool) (*handle, syscall.Errno)
 
 // rawFS sees what the node API hides: the flags of each write. A write on
 // an O_SYNC/O_DSYNC descriptor or with RWF_DSYNC carries O_DSYNC (the
-// kernel does not send a separate fsync for direct-I/O files), so it is
-// followed by a sync of the file before it is answered.
+// kernel sends no separate fsync for a direct-I/O file), and must be
+// durable when answered. The bridge hands the node the very same data
+// slice, so the write is marked by its buffer's address for handle.Write,
+// which then syncs the range it wrote.
 type rawFS struct {
 	fuse.RawFileSystem
+	ffs *FS
 }
 
 func (r *rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	n, st := r.RawFileSystem.Write(cancel, in, data)
-	return n, r.syncAfter(cancel, in, st)
+	if in.Flags&unix.O_DSYNC != 0 && len(data) > 0 {
+		key := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
+		r.ffs.dsync.Store(key, struct{}{})
+		defer r.ffs.dsync.Delete(key)
+	}
+	return r.RawFileSystem.Write(cancel, in, data)
 }
 
 func (r *rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	n, st := r.RawFileSystem.Writev(cancel, in, data)
-	if st == fuse.ENOSYS {
-		return n, st
+	if in.Flags&unix.O_DSYNC != 0 {
+		if len(data) != 1 {
+			return 0, fuse.ENOSYS // the server retries with Write
+		}
+		return r.Write(cancel, in, data[0])
 	}
-	return n, r.syncAfter(cancel, in, st)
+	return r.RawFileSystem.Writev(cancel, in, data)
 }
 
-func (r *rawFS) syncAfter(cancel <-chan struct{}, in *fuse.WriteIn, st fuse.Status) fuse.Status {
-	if !st.Ok() || in.Flags&unix.O_DSYNC == 0 {
-		return st
+// isDsync reports whether data is the buffer of a write that must be
+// durable when it returns (see rawFS).
+func (f *FS) isDsync(data []byte) bool {
+	if len(data) == 0 {
+		return false
 	}
-	return r.RawFileSystem.Fsync(cancel, &fuse.FsyncIn{InHeader: in.InHeader, Fh: in.Fh, FsyncFlags: 1})
+	_, ok := f.dsync.Load(uintptr(unsafe.Pointer(unsafe.SliceData(data))))
+	return ok
 }
 
 // slogWriter sends go-fuse's log lines to slog.

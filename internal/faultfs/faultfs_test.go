@@ -263,6 +263,26 @@ func TestSyncFlags(t *testing.T) {
 			}
 		})
 	}
+	t.Run("RWF_DSYNC syncs only its range", func(t *testing.T) {
+		p := filepath.Join(f.Mountpoint(), "range")
+		fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_DIRECT, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		plain, dsync := alignedPattern(pageSize, 1), alignedPattern(pageSize, 2)
+		if _, err := unix.Pwrite(fd, plain, 4*pageSize); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Pwritev2(fd, [][]byte{dsync}, 0, unix.RWF_DSYNC); err != nil {
+			t.Fatal(err)
+		}
+		f.PowerLoss()
+		got := readBack(t, p)
+		if len(got) != pageSize || !bytes.Equal(got, dsync) {
+			t.Fatalf("after power loss: %d bytes (want %d), RWF_DSYNC page kept: %v", len(got), pageSize, len(got) >= pageSize && bytes.Equal(got[:pageSize], dsync))
+		}
+	})
 	t.Run("plain O_DIRECT", func(t *testing.T) {
 		p := filepath.Join(f.Mountpoint(), "direct")
 		data := alignedPattern(2*pageSize, 6)

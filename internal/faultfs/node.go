@@ -330,7 +330,17 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
+// Write applies data to the file's volatile cache. A write that must be
+// durable when it returns (O_DSYNC, see rawFS) then writes the pages it
+// touched to the backing file, and only those, as RWF_DSYNC makes only
+// that write durable; an OpSync rule fails it after the data was applied
+// but not made durable.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	dsync := h.n.ffs.isDsync(data)
+	var syncErr syscall.Errno
+	if dsync {
+		syncErr = h.n.ffs.faults.check(ctx, OpSync, h.n.rel)
+	}
 	done, errno := h.n.begin(ctx, OpWrite, h.n.rel)
 	if errno != 0 {
 		return 0, errno
@@ -338,6 +348,12 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	defer done()
 	h.d.mu.Lock()
 	err := h.d.write(h.fd(), data, off)
+	if err == nil && dsync && syncErr == 0 {
+		err = h.d.syncRange(h.fd(), off, int64(len(data)))
+		if err == nil {
+			h.n.ffs.faults.add(func(c *Counters) { c.Syncs++ })
+		}
+	}
 	over := h.d.dirtyBytes() > 0 && h.n.ffs.overDirty()
 	if err == nil && over {
 		// Too much unsynced data: write this file's back, as a page
@@ -349,6 +365,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	h.d.mu.Unlock()
 	if err != nil {
 		return 0, fs.ToErrno(err)
+	}
+	if syncErr != 0 {
+		return 0, syncErr
 	}
 	return uint32(len(data)), 0
 }

@@ -146,6 +146,38 @@ func (d *dirtyFile) sync(fd int) error {
 	return nil
 }
 
+// syncRange writes the pages overlapping [off, off+n) to the backing
+// file and forgets them; the rest stays unsynced. Caller holds mu.
+func (d *dirtyFile) syncRange(fd int, off, n int64) error {
+	size, err := d.size(fd)
+	if err != nil {
+		return err
+	}
+	for idx := off / pageSize; idx*pageSize < off+n; idx++ {
+		p, ok := d.pages[idx]
+		if !ok {
+			continue
+		}
+		start := idx * pageSize
+		if m := min(pageSize, size-start); m > 0 {
+			if err := pwriteFull(fd, p[:m], start); err != nil {
+				return err
+			}
+		}
+		delete(d.pages, idx)
+		d.total.Add(-pageSize)
+	}
+	// The size the write reached is durable too.
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if reach := min(off+n, size); st.Size < reach {
+		return unix.Ftruncate(fd, reach)
+	}
+	return nil
+}
+
 // truncate drops unsynced data at and beyond size (the backing file was
 // truncated to size, which is immediately durable). Caller holds mu.
 func (d *dirtyFile) truncate(size int64) {
