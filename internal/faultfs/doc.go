@@ -24,10 +24,9 @@
 // opened O_SYNC or O_DSYNC, or by a write with RWF_DSYNC (the last two
 // sync only the 4 KiB pages the write touched, as a FUA write does: the
 // rest of the file stays unsynced). PowerLoss drops everything else, so
-// the backing
-// directory then holds exactly the synced data. O_DIRECT changes nothing:
-// a direct write is not durable until a sync either, as on a drive with
-// a volatile cache. Every file is opened FOPEN_DIRECT_IO, so the kernel's
+// the backing directory then holds exactly the synced data. O_DIRECT
+// changes nothing: a direct write is not durable until a sync either, as
+// on a drive with a volatile cache. Every file is opened FOPEN_DIRECT_IO, so the kernel's
 // page cache never holds data the mount has dropped, and attributes are
 // not cached, so a file's size is always the mount's.
 //
