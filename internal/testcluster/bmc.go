@@ -141,10 +141,11 @@ func (b *BMC) Unreachable(down bool) {
 // the switch namespace). Its chassis_control script calls back into this
 // process over a loopback TCP socket in the switch namespace:
 //
-//   - "set power 0": cancels a running On hook, Cluster.Kill(n) (every
-//     process in n's namespace, QEMU included) and takes n's backend and VM
-//     switch ports down, and only then answers, so "off" over IPMI implies
-//     the host is dead;
+//   - "set power 0": cancels a running On hook, Cluster.PowerCut(n) (kills
+//     every process in n's namespace, QEMU included, and drops what its
+//     fault disks hold unsynced) and takes n's backend and VM switch ports
+//     down, and only then answers, so "off" over IPMI implies the host is
+//     dead;
 //   - "set power 1": ports up, power on, then power.On in the background;
 //   - "set reset 1": off, then on;
 //   - "get power": the state above.
@@ -448,7 +449,7 @@ func (b *BMC) powerOff(why string) {
 			b.c.t.Logf("testcluster: BMC of %s: On hook ignores its cancelled context; killing anyway", b.Node.Name)
 		}
 	}
-	b.c.Kill(b.Node)
+	b.c.PowerCut(b.Node) // Kill, and the fault disks lose what was not synced
 	b.c.setPort(b.Node, false, "down")
 	b.c.setPort(b.Node, true, "down")
 	b.mu.Lock()
