@@ -413,6 +413,7 @@ func (m *Manager) sweepOnce(ctx context.Context) {
 			m.log.Error("cannot remove the replica of a deleted volume", "volume", h.Name, "err", err)
 		}
 	}
+	m.reconcileRBD(ctx, ms)
 }
 
 // Restore reopens every volume this node holds after a restart. The list
@@ -824,6 +825,9 @@ const exportRefresh = 2 * time.Second
 func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) {
 	nv := m.get(name)
 	if nv == nil {
+		if ex, ok, err := m.rbdExport(ctx, name); ok {
+			return ex, err
+		}
 		return nil, fmt.Errorf("%w: node %s holds no volume %q", nbd.ErrUnknownExport, m.self(), name)
 	}
 	nv.mu.Lock()
