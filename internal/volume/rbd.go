@@ -411,6 +411,9 @@ func (m *Manager) openRBD(ctx context.Context, name string) error {
 }
 
 func (m *Manager) openRBDEntry(ctx context.Context, ms *consensus.MetaState, e *consensus.VolumeEntry) error {
+	if m.st.Fence.Fenced() {
+		return status.Errorf(codes.FailedPrecondition, "node %s is self-fenced: it serves no volume until quorum is back", m.self())
+	}
 	if e.Owner != m.self() {
 		return status.Errorf(codes.FailedPrecondition, "node %s is not the owner of RBD volume %s: %s is (epoch %d)", m.self(), e.Name, e.Owner, e.Epoch)
 	}
@@ -843,4 +846,25 @@ func (m *Manager) isRBD(ctx context.Context, name string) bool {
 	}
 	e, ok := ms.Volumes[name]
 	return ok && e.IsRBD()
+}
+
+// closeAllRBD closes every RBD client of this node (the daemon stops, or
+// the node fenced itself: its exports must stop writing) and counts them.
+// Closing releases the exclusive lock; the owner reopens its volumes from
+// the sweep once it may serve again.
+func (m *Manager) closeAllRBD(why string) int {
+	m.rbdMu.Lock()
+	names := make([]string, 0, len(m.rbdVols))
+	for n := range m.rbdVols {
+		names = append(names, n)
+	}
+	m.rbdMu.Unlock()
+	closed := 0
+	for _, n := range names {
+		if m.closeRBD(n) != "" {
+			closed++
+			m.log.Warn("RBD volume closed", "volume", n, "why", why)
+		}
+	}
+	return closed
 }

@@ -473,6 +473,7 @@ func (m *Manager) CloseAll() {
 	for _, n := range names {
 		_ = m.closeLocal(n)
 	}
+	m.closeAllRBD("the daemon is stopping")
 }
 
 // closeLocal stops a volume without touching its shard (the host is closing).
@@ -804,7 +805,7 @@ func (m *Manager) FreezeAll(cause error) (retired int) {
 		}
 		nv.mu.Unlock()
 	}
-	return retired
+	return retired + m.closeAllRBD(cause.Error())
 }
 
 // Target finds the secondary replica a primary replicates to.
