@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/cephtest"
+	"github.com/tandemhci/tandem/internal/nbdclient"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -79,6 +80,12 @@ func TestRBDVolumes(t *testing.T) {
 	key, err := ceph.AddClient(ctx, "tandem")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// As the docs say: 'profile rbd' adds blocklist entries; removing its
+	// own old entry takes the blocklist command.
+	if out, err := ceph.Ceph(ctx, "auth", "caps", "client.tandem", "mon", `profile rbd, allow command "osd blocklist"`,
+		"osd", "profile rbd pool="+ceph.Pool, "mgr", "profile rbd pool="+ceph.Pool); err != nil {
+		t.Fatalf("ceph auth caps: %v\n%s", err, out)
 	}
 	other, err := ceph.AddClient(ctx, "other")
 	if err != nil {
@@ -156,10 +163,10 @@ func TestRBDVolumes(t *testing.T) {
 		}
 		runTool(t, ctx, "fio", "--name=verify", "--ioengine=nbd", "--uri="+uri(n1, "r1"), "--rw=randwrite", "--bs=4k",
 			"--size=32m", "--iodepth=16", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--randrepeat=0")
-		runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "flush", uri(n1, "r1"))
+		runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0x11 40M 1M", "-c", "flush", uri(n1, "r1"))
 		// Only the owner serves it.
-		if out, err := runNBDInfo(ctx, uri(n2, "r1")); err == nil || !strings.Contains(out+err.Error(), "not the owner") {
-			t.Fatalf("export on another node: %v\n%s", err, out)
+		if _, err := nbdclient.Dial(ctx, "unix", nbdSocket(td, n2), "r1"); err == nil || !strings.Contains(err.Error(), "not the owner of RBD volume r1: n1 is") {
+			t.Fatalf("export on another node: %v", err)
 		}
 	})
 	if created == nil {
@@ -218,11 +225,13 @@ func TestRBDVolumes(t *testing.T) {
 		}
 		// The old owner's writes never land: its client is blocklisted
 		// (or, once it noticed, its export refuses).
-		stale := exec.CommandContext(ctx, "qemu-io", "-f", "raw", "-c", "write -P 0xee 1M 1M", "-c", "flush", uri(n1, "r1"))
+		stale := exec.CommandContext(ctx, "qemu-io", "-f", "raw", "-c", "write -P 0xee 40M 1M", "-c", "flush", uri(n1, "r1"))
 		if out, err := stale.CombinedOutput(); err == nil && !strings.Contains(string(out), "error") {
 			t.Fatalf("the old owner accepted a write:\n%s", out)
+		} else {
+			t.Logf("the old owner's write: %v %s", err, strings.TrimSpace(string(out)))
 		}
-		runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", "-c", "read -P 0 1M 1M", uri(n2, "r1"))
+		runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", "-c", "read -P 0x11 40M 1M", uri(n2, "r1"))
 
 		vc := &vmCluster{c: c, td: td, ctx: ctx}
 		evs := vc.events(t, n3)
@@ -245,8 +254,8 @@ func TestRBDVolumes(t *testing.T) {
 		if info.LockOwner == nil || info.LockOwner.Node != "n2" || len(info.Watchers) != 1 || info.Watchers[0].Node != "n2" {
 			t.Fatalf("after promote: lock owner %+v, watchers %+v", info.LockOwner, info.Watchers)
 		}
-		if out, err := runNBDInfo(ctx, uri(n1, "r1")); err == nil || !strings.Contains(out+err.Error(), "not the owner") {
-			t.Fatalf("export on the old owner: %v\n%s", err, out)
+		if _, err := nbdclient.Dial(ctx, "unix", nbdSocket(td, n1), "r1"); err == nil || !strings.Contains(err.Error(), "not the owner of RBD volume r1: n2 is") {
+			t.Fatalf("export on the old owner: %v", err)
 		}
 	})
 

@@ -41,11 +41,13 @@ be listed; if anything fails nothing is stored and the error says which.
 
 --mon lists the monitors in Ceph's mon_host syntax (10.0.0.5,10.0.0.6:6789 or
 [v2:10.0.0.5:3300,v1:10.0.0.5:6789]). --client is the cephx user without
-"client." (it needs 'profile rbd' on the pool and 'profile rbd' on the
-monitors, which includes adding blocklist entries). --key-file holds its key:
+"client." (it needs 'profile rbd' on the pool, and on the monitors 'profile
+rbd' to blocklist an old owner plus 'allow command "osd blocklist"' so that
+a node can remove its own old entry; without it the entries expire after a
+month). --key-file holds its key:
 a keyring file ("key = ..." line) or the bare base64 key. The key is sealed
 with the cluster secret before it is stored and is never shown again.`,
-		Example: `  ceph auth get-or-create client.tandem mon 'profile rbd' osd 'profile rbd pool=vms' > tandem.keyring
+		Example: `  ceph auth get-or-create client.tandem mon 'profile rbd, allow command "osd blocklist"' osd 'profile rbd pool=vms' > tandem.keyring
   tandem storage add rbd ceph1 --pool vms --mon 10.0.0.5,10.0.0.6 --client tandem --key-file tandem.keyring`,
 		Args: argsNamed("TYPE", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {

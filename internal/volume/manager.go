@@ -109,6 +109,9 @@ type Manager struct {
 	secret  func() ([]byte, error)
 	rbdMu   sync.Mutex
 	rbdVols map[string]*rbdVolume // RBD volumes this node owns (rbd.go)
+	// rbdUnblock are this node's closed RBD clients whose blocklist
+	// entries are still to be removed, by address (rbd.go).
+	rbdUnblock map[string]*unblock
 }
 
 // New returns a Manager. ctx bounds its background work (the volumes'
@@ -118,7 +121,7 @@ func New(ctx context.Context, c Config) *Manager {
 	return &Manager{st: c.State, log: c.State.Log.With("component", "volumes"), ctx: ctx,
 		meta: c.Meta, host: c.Host, replicaID: c.ReplicaID, listFile: c.ListFile, nbdSocket: c.NBDSocket,
 		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, ca: c.CA, certCheck: c.CertCheck, vols: map[string]*nodeVolume{},
-		secret: c.Secret, rbdVols: map[string]*rbdVolume{}}
+		secret: c.Secret, rbdVols: map[string]*rbdVolume{}, rbdUnblock: map[string]*unblock{}}
 }
 
 func (m *Manager) self() string { return m.st.Node.Name }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -501,20 +502,32 @@ func (m *Manager) promoteRBD(ctx context.Context, name, reason string) (*tandemv
 	if err != nil {
 		return nil, err
 	}
+	if err := m.takeover(ctx, sm, cfg, e, reason); err != nil {
+		return nil, err
+	}
+	return m.rbdStatus(name)
+}
+
+// takeover is promoteRBD's part under the volume's lock.
+func (m *Manager) takeover(ctx context.Context, sm StorageMeta, cfg rbd.Config, e *consensus.VolumeEntry, reason string) error {
+	name := e.Name
 	rv := m.rbdSlot(name)
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
+	if rv.vol.Load() != nil {
+		return status.Errorf(codes.FailedPrecondition, "node %s has %s open already", m.self(), name)
+	}
 	octx, cancel := context.WithTimeout(ctx, rbdTimeout)
 	defer cancel()
 	v, err := rbd.Open(octx, cfg, e.Image, rbd.OpenOptions{})
 	if err != nil {
 		m.dropSlot(name, rv)
-		return nil, cephError(fmt.Sprintf("open RBD image %s/%s on %s", e.Pool, e.Image, m.self()), err)
+		return cephError(fmt.Sprintf("open RBD image %s/%s on %s", e.Pool, e.Image, m.self()), err)
 	}
-	fail := func(err error) (*tandemv1.VolumeInfo, error) {
+	fail := func(err error) error {
 		_ = v.Close()
 		m.dropSlot(name, rv)
-		return nil, err
+		return err
 	}
 	fenced, err := v.Takeover(octx, rbd.DefaultBlocklistExpiry)
 	if err != nil {
@@ -533,7 +546,7 @@ func (m *Manager) promoteRBD(ctx context.Context, name, reason string) (*tandemv
 	rv.entry = *upd
 	rv.vol.Store(v)
 	m.log.Warn("RBD volume taken over", "volume", name, "from", e.Owner, "blocklisted", fenced, "epoch", upd.Epoch)
-	return m.rbdStatus(name)
+	return nil
 }
 
 // rbdStatus is this node's view of an RBD volume it owns (the peer call
@@ -793,7 +806,20 @@ func (m *Manager) reconcileRBD(ctx context.Context, ms *consensus.MetaState) {
 			continue
 		}
 		m.log.Warn("another node owns this RBD volume now; closed this node's client", "volume", n, "owner", e.Owner, "epoch", e.Epoch, "client", addr)
-		m.unblocklist(ctx, ms, &held, addr)
+		m.rbdMu.Lock()
+		m.rbdUnblock[addr] = &unblock{entry: held}
+		m.rbdMu.Unlock()
+	}
+	m.rbdMu.Lock()
+	pending := make(map[string]*unblock, len(m.rbdUnblock))
+	maps.Copy(pending, m.rbdUnblock)
+	m.rbdMu.Unlock()
+	for addr, u := range pending {
+		if m.unblocklist(ctx, ms, u, addr) {
+			m.rbdMu.Lock()
+			delete(m.rbdUnblock, addr)
+			m.rbdMu.Unlock()
+		}
 	}
 	for _, n := range sortedKeys(ms.Volumes) {
 		e := ms.Volumes[n]
@@ -809,26 +835,41 @@ func (m *Manager) reconcileRBD(ctx context.Context, ms *consensus.MetaState) {
 	}
 }
 
-// unblocklist removes the blocklist entry of this node's closed client
-// of volume e.
-func (m *Manager) unblocklist(ctx context.Context, ms *consensus.MetaState, e *consensus.VolumeEntry, addr string) {
+// unblock is a closed client's blocklist entry still to remove.
+type unblock struct {
+	entry  consensus.VolumeEntry
+	warned bool
+}
+
+// unblocklist removes the blocklist entry of this node's closed client of
+// u's volume, and reports whether it is gone. A refusal is logged once
+// and retried at every sweep (the entry expires by itself after
+// rbd.DefaultBlocklistExpiry): removing needs the monitor capability
+// 'allow command "osd blocklist"' besides 'profile rbd'.
+func (m *Manager) unblocklist(ctx context.Context, ms *consensus.MetaState, u *unblock, addr string) bool {
+	e := &u.entry
+	if _, ok := ms.Storage[e.Storage]; !ok {
+		return true // the storage is gone, and with it what could be done
+	}
 	cfg, err := m.entryConfig(ms, e)
-	if err != nil {
-		return
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, rbdTimeout)
+		defer cancel()
+		var p *rbd.Pool
+		if p, err = rbd.Connect(cctx, cfg); err == nil {
+			err = p.BlocklistRemove(cctx, addr)
+			p.Close()
+		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, rbdTimeout)
-	defer cancel()
-	p, err := rbd.Connect(cctx, cfg)
 	if err != nil {
-		m.log.Warn("cannot remove the blocklist entry of this node's old client", "volume", e.Name, "client", addr, "err", err)
-		return
-	}
-	defer p.Close()
-	if err := p.BlocklistRemove(cctx, addr); err != nil {
-		m.log.Warn("cannot remove the blocklist entry of this node's old client", "volume", e.Name, "client", addr, "err", err)
-		return
+		if !u.warned {
+			u.warned = true
+			m.log.Warn("cannot remove the blocklist entry of this node's old client; retrying at every sweep (the Ceph user needs mon 'allow command \"osd blocklist\"' to remove entries)", "volume", e.Name, "client", addr, "err", err)
+		}
+		return false
 	}
 	m.audit(ctx, "volume-rbd-unblocklist", fmt.Sprintf("volume %s: %s closed its old client %s, and its blocklist entry was removed", e.Name, m.self(), addr))
+	return true
 }
 
 // isRBD reports whether the catalog has name as an RBD volume: this
