@@ -41,6 +41,10 @@ import (
 // gives a clear error, not a hung call.
 const rbdTimeout = 40 * time.Second
 
+// showCephTimeout bounds the Ceph part of show (and so of list and the
+// cluster status) while Ceph does not answer.
+const showCephTimeout = 5 * time.Second
+
 // StorageMeta is the metadata client's part for external storage and RBD
 // volumes (*consensus.Meta).
 type StorageMeta interface {
@@ -607,6 +611,9 @@ func (m *Manager) showRBD(ctx context.Context, ms *consensus.MetaState, e *conse
 	}
 	cfg, err := m.entryConfig(ms, e)
 	if err == nil {
+		// Show, list and the cluster status wait for a dead Ceph only
+		// this long, not the create's bound.
+		cfg.MonTimeout, cfg.OSDTimeout = max(timeout, showCephTimeout), max(timeout, showCephTimeout)
 		sctx, cancel := context.WithTimeout(ctx, rbdTimeout)
 		var p *rbd.Pool
 		if p, err = rbd.Connect(sctx, cfg); err == nil {
