@@ -26,7 +26,23 @@ func rbdCluster(t *testing.T) (*testcluster.Cluster, *testcluster.Tandem, contex
 	if err := cephtest.Available(); err != nil {
 		t.Skipf("no Ceph binaries: %v", err)
 	}
-	c, td, ctx := volCluster(t)
+	testcluster.Require(t)
+	bin := binDir(t)
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	td := testcluster.NewTandem(c, bin)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	for _, n := range c.Nodes {
+		if _, err := td.StartDaemon(ctx, n, "--nbd-addr", nbdAddr(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := td.Form(ctx, "rbd"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.WaitStatus(ctx, c.Nodes[0], 15*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 3 }); err != nil {
+		t.Fatal(err)
+	}
 	addr, err := c.SwitchOnBackend()
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +188,23 @@ func TestRBDVolumes(t *testing.T) {
 	if created == nil {
 		t.FailNow()
 	}
+
+	// The TLS TCP export serves it too, to a client outside the cluster
+	// (the switch namespace) with an export certificate.
+	t.Run("TLSExport", func(t *testing.T) {
+		if info := volumeCmd(t, ctx, td, n2, "show", "r1"); info.NbdTcp != "nbds://"+nbdAddr(n1)+"/r1" {
+			t.Fatalf("TCP export URI %q", info.NbdTcp)
+		}
+		dir := issueExportCert(t, ctx, td, n1, "rbd-consumer", "r1")
+		write := append([]string{"qemu-io"}, append(qemuTLS(n1, "r1", dir), "-c", "write -P 0x77 48M 1M", "-c", "flush")...)
+		if out, err := c.ExecSwitch(ctx, write...); err != nil || strings.Contains(string(out), "failed") {
+			t.Fatalf("qemu-io over TLS: %v\n%s", err, out)
+		}
+		runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "read -P 0x77 48M 1M", uri(n1, "r1"))
+		if out, err := c.ExecSwitch(ctx, "nbdinfo", nbdsURI(n1, "r1", dir)); err != nil || !strings.Contains(string(out), "67108864") {
+			t.Fatalf("nbdinfo over TLS: %v\n%s", err, out)
+		}
+	})
 
 	t.Run("Resize", func(t *testing.T) {
 		info := volumeCmd(t, ctx, td, n2, "resize", "r1", "--size", "128M")
