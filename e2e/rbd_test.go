@@ -318,6 +318,37 @@ func TestRBDVolumes(t *testing.T) {
 		runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", uri(n2, "r1"))
 	})
 
+	// The owner's tandemd dies (SIGKILL: its Ceph client is not closed,
+	// its lock and watch linger until Ceph expires them) and starts
+	// again: it reopens the volume with the lock, and nothing is lost.
+	t.Run("OwnerRestart", func(t *testing.T) {
+		c.Kill(n2)
+		t0 := time.Now()
+		if _, err := td.StartDaemon(ctx, n2, "--nbd-addr", nbdAddr(n2)); err != nil {
+			t.Fatal(err)
+		}
+		var last error
+		for time.Since(t0) < 3*time.Minute {
+			cl, err := nbdclient.Dial(ctx, "unix", nbdSocket(td, n2), "r1")
+			if err == nil {
+				cl.Close()
+				last = nil
+				break
+			}
+			last = err
+			time.Sleep(time.Second)
+		}
+		if last != nil {
+			t.Fatalf("the restarted owner does not serve r1: %v", last)
+		}
+		t.Logf("the restarted owner serves r1 %v after its start", time.Since(t0).Round(time.Second))
+		runTool(t, ctx, "qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", "-c", "read -P 0x11 40M 1M", uri(n2, "r1"))
+		info := volumeCmd(t, ctx, td, n1, "show", "r1")
+		if info.LockOwner == nil || info.LockOwner.Node != "n2" || info.Primary != "n2" {
+			t.Fatalf("after the restart: owner %s, lock owner %+v", info.Primary, info.LockOwner)
+		}
+	})
+
 	t.Run("Delete", func(t *testing.T) {
 		if _, stderr, err := cli(n1, "storage", "remove", "ceph1"); err == nil || !strings.Contains(stderr, "holds volumes r1") {
 			t.Fatalf("remove a used storage: %v %s", err, stderr)
