@@ -76,6 +76,16 @@ type VolumeEntry struct {
 	// best UpToDate replica once the node is fenced; VolumeHAManual waits
 	// for an operator's promote.
 	HA string `json:"ha,omitempty"`
+	// Backend is BackendRBD for a volume on Ceph RBD (storage.go), empty
+	// for a replicated one. An RBD volume has no shard and no replicas:
+	// Storage, Pool and Image say where it is, Owner which node holds its
+	// exclusive lock and serves it, Epoch counts owner changes.
+	Backend string `json:"backend,omitempty"`
+	Storage string `json:"storage,omitempty"`
+	Pool    string `json:"pool,omitempty"`
+	Image   string `json:"image,omitempty"`
+	Owner   string `json:"owner,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
 }
 
 // ClusterRecord describes the cluster itself.
@@ -180,6 +190,8 @@ type MetaState struct {
 	// ClusterVersion is the feature level every member supports; 0 reads
 	// as BaseClusterVersion (see Version and upgrade.go).
 	ClusterVersion uint32 `json:"cluster_version,omitempty"`
+	// Storage are the external storages by name (storage.go).
+	Storage map[string]*StorageRecord `json:"storage,omitempty"`
 	// Applied is the last applied Raft index (not part of the replicated
 	// content's meaning, useful to compare replicas).
 	Applied uint64 `json:"applied"`
@@ -244,6 +256,8 @@ type Command struct {
 	NodeNote    *NodeNoteCmd    `json:"node_note,omitempty"`
 	Rejoin      *RejoinCmd      `json:"rejoin,omitempty"`
 	VolumeHA    *VolumeHACmd    `json:"volume_ha,omitempty"`
+	Storage     *StorageRecord  `json:"storage,omitempty"`
+	VolumeRBD   *VolumeRBDCmd   `json:"volume_rbd,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -477,17 +491,32 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return json.Marshal(s.Config)
 	case opVolumeCreate:
 		v := c.Volume
-		if v == nil || v.Name == "" || v.Size <= 0 || len(v.Replicas) == 0 {
+		if v == nil || v.Name == "" || v.Size <= 0 || (len(v.Replicas) == 0 && !v.IsRBD()) {
 			return nil, fmt.Errorf("%w: volume-create needs a name, a size and replicas", ErrBadCommand)
 		}
 		if old, ok := s.Volumes[v.Name]; ok {
-			if old.Created.Equal(c.At) && slices.Equal(old.Replicas, v.Replicas) {
+			if old.Created.Equal(c.At) && slices.Equal(old.Replicas, v.Replicas) && old.Backend == v.Backend {
 				return json.Marshal(old) // a retried proposal
 			}
 			return nil, fmt.Errorf("%w: %s", ErrVolumeNameTaken, v.Name)
 		}
 		if err := checkVolumeHA(v.HA); err != nil {
 			return nil, err
+		}
+		if v.IsRBD() {
+			if err := s.checkRBDEntry(v); err != nil {
+				return nil, err
+			}
+			e := *v
+			e.ShardID, e.Epoch = 0, 1
+			e.State = VolumeCreating
+			e.Created = c.At
+			s.Volumes[e.Name] = &e
+			m.audit(c, "volume-create", fmt.Sprintf("volume %s (%d bytes) on RBD %s/%s (storage %s), owner %s", e.Name, e.Size, e.Pool, e.Image, e.Storage, e.Owner))
+			return json.Marshal(&e)
+		}
+		if v.Backend != "" {
+			return nil, fmt.Errorf("%w: unknown volume backend %q", ErrBadCommand, v.Backend)
 		}
 		for _, n := range append(slices.Clone(v.Replicas), v.Witness) {
 			if n == "" {
@@ -562,6 +591,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyRejoin(c)
 	case opVolumeHA:
 		return m.applyVolumeHA(c)
+	case opStorageAdd, opStorageRemove, opVolumeRBD:
+		return m.applyStorage(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

@@ -1,8 +1,8 @@
 // Package rbd is the Ceph RBD backend: a blockstore.Volume over librbd
 // (through go-ceph, so cgo), the administration of a pool's images, and
-// storage-side fencing with Ceph's exclusive lock and OSD blocklist. This
-// is the foundation of issue 15; the daemon does not use it yet (volume
-// create --backend rbd, VMs on RBD and HA come next).
+// storage-side fencing with Ceph's exclusive lock and OSD blocklist (issue
+// 15). internal/volume runs RBD volumes with it (storage add, create,
+// the owner's export, takeover); VMs on RBD and HA come next.
 //
 // Owner: the storage maintainers.
 //

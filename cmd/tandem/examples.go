@@ -33,7 +33,13 @@ func commandExamples() map[string]string {
   tandem node fence n1 --confirm-off   # you checked that n1 is powered off`,
 		"volume create": `  tandem volume create web-disk --size 20G
   tandem volume create db --size 100G --replicas 3
-  tandem volume create scratch --size 1G --nodes n2,n3`,
+  tandem volume create scratch --size 1G --nodes n2,n3
+  tandem volume create vm1 --size 20G --backend rbd --storage ceph1
+  tandem volume create base --backend rbd --image debian-12.qcow2`,
+		"volume resize":  `  tandem volume resize vm1 --size 40G`,
+		"storage list":   `  tandem storage list`,
+		"storage show":   `  tandem storage show ceph1`,
+		"storage remove": `  tandem storage remove ceph1`,
 		"volume show": `  tandem volume show web-disk
   tandem volume show web-disk -o json`,
 		"volume delete":  `  tandem volume delete web-disk`,

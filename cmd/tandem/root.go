@@ -129,6 +129,7 @@ Conventions shared by every command:
 		newClusterCmd(a),
 		newNodeCmd(a),
 		newVolumeCmd(a),
+		newStorageCmd(a),
 		newVMCmd(a),
 		newHACmd(a),
 		newEventsCmd(a),

@@ -27,7 +27,7 @@ const verifyTimeout = time.Hour
 const maxMismatchRows = 100
 
 func newVolumeCmd(a *app) *cobra.Command {
-	return newNounCmd("volume", "Create, inspect and repair replicated volumes",
+	return newNounCmd("volume", "Create, inspect and repair volumes (replicated or Ceph RBD)",
 		newVolumeCreateCmd(a),
 		newVolumeListCmd(a),
 		newVolumeShowCmd(a),
@@ -37,7 +37,38 @@ func newVolumeCmd(a *app) *cobra.Command {
 		newVolumeResyncCmd(a),
 		newVolumeVerifyCmd(a),
 		newVolumeExportCertCmd(a),
+		newVolumeResizeCmd(a),
 	)
+}
+
+func newVolumeResizeCmd(a *app) *cobra.Command {
+	var size string
+	cmd := &cobra.Command{
+		Use:   "resize NAME --size SIZE",
+		Short: "Grow an RBD volume",
+		Long: `Grow a volume to SIZE (a larger size only; shrinking would discard data).
+RBD volumes are resized through their owner's client, which holds the
+image's exclusive lock; NBD clients see the new size when they reconnect.
+Replicated volumes cannot be resized yet.`,
+		Args: argsNamed("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if size == "" {
+				return usageErrorf("--size is required (e.g. --size 40G)")
+			}
+			sizeBytes, err := parseSize(size)
+			if err != nil {
+				return usageErrorf("--size: %v", err)
+			}
+			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
+				return c.Volume.Resize(ctx, &tandemv1.ResizeVolumeRequest{Name: args[0], SizeBytes: sizeBytes})
+			}, func(w io.Writer, info *tandemv1.VolumeInfo) error {
+				_, err := fmt.Fprintf(w, "volume %q is %s (%d bytes)\n", info.GetName(), formatBytes(info.GetSizeBytes()), info.GetSizeBytes())
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&size, "size", "", "new size, e.g. 40G (required; 1024-based units)")
+	return cmd
 }
 
 func newVolumeCreateCmd(a *app) *cobra.Command {
@@ -46,11 +77,26 @@ func newVolumeCreateCmd(a *app) *cobra.Command {
 		replicas int
 		nodes    []string
 		haMode   string
+		backend  string
+		storage  string
+		pool     string
+		image    string
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME --size SIZE",
-		Short: "Create a replicated volume",
-		Long: `Create a volume of SIZE bytes replicated on 1, 2 or 3 data nodes.
+		Use:   "create NAME --size SIZE [--backend rbd [--storage NAME] [--pool P]] [--image FILE]",
+		Short: "Create a replicated or Ceph RBD volume",
+		Long: `Create a volume of SIZE bytes replicated on 1, 2 or 3 data nodes, or with
+--backend rbd an RBD image in a Ceph pool ('tandem storage add').
+
+An RBD volume is owned by one node (--nodes NODE, default the node answering):
+it holds the image's exclusive lock and serves the volume's NBD export. The
+image gets Ceph's default features. --storage names the storage (optional
+when there is one), --pool overrides its pool. A create that fails leaves no
+image and no volume behind.
+
+--image FILE copies a disk image (any format qemu-img reads) into the new
+volume through its NBD export; without --size the volume gets the image's
+size. Run it on the volume's primary (or owner).
 
 SIZE is a number of bytes, optionally with a binary (1024-based) unit: K, M,
 G, T or KiB, MiB, GiB, TiB, e.g. 20G or 1.5TiB. A 2-replica volume also needs
@@ -67,12 +113,31 @@ NAME is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or
 digit. SIZE is a multiple of 4 KiB, at most 64 TiB.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var img *imageInfo
+			if image != "" {
+				var err error
+				if img, err = probeImage(cmd.Context(), image); err != nil {
+					return err
+				}
+				if size == "" {
+					size = fmt.Sprint(img.roundedSize())
+				}
+			}
 			if size == "" {
 				return usageErrorf("--size is required (e.g. --size 20G)")
 			}
 			sizeBytes, err := parseSize(size)
 			if err != nil {
 				return usageErrorf("--size: %v", err)
+			}
+			if img != nil && sizeBytes < img.VirtualSize {
+				return usageErrorf("--size %s is smaller than the image (%s)", formatBytes(sizeBytes), formatBytes(img.VirtualSize))
+			}
+			if backend == "rbd" && cmd.Flags().Changed("replicas") {
+				return usageErrorf("--replicas does not apply to --backend rbd: Ceph's pool replicates the image")
+			}
+			if backend != "rbd" && (storage != "" || pool != "") {
+				return usageErrorf("--storage and --pool apply to --backend rbd only")
 			}
 			if replicas < 1 || replicas > 3 {
 				return usageErrorf("--replicas must be 1, 2 or 3, not %d", replicas)
@@ -94,8 +159,22 @@ digit. SIZE is a multiple of 4 KiB, at most 64 TiB.`,
 				return usageErrorf("--ha must be auto or manual, not %q", haMode)
 			}
 			req := &tandemv1.CreateVolumeRequest{Name: args[0], SizeBytes: sizeBytes, Replicas: want, Nodes: nodes, Ha: haMode}
+			switch backend {
+			case "replicated":
+			case "rbd":
+				req.Replicas, req.Backend, req.Storage, req.Pool = 0, backend, storage, pool
+			default:
+				return usageErrorf("--backend %q: use replicated or rbd", backend)
+			}
 			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
-				return c.Volume.Create(ctx, req)
+				info, err := c.Volume.Create(ctx, req)
+				if err != nil || img == nil {
+					return info, err
+				}
+				if err := importImage(ctx, a.stderr, img, info); err != nil {
+					return nil, fmt.Errorf("volume %s was created, but copying the image failed (delete it or copy again): %w", info.GetName(), err)
+				}
+				return info, nil
 			}, func(w io.Writer, info *tandemv1.VolumeInfo) error {
 				fmt.Fprintf(w, "created volume %q\n\n", info.GetName())
 				return writeVolume(w, info)
@@ -107,7 +186,11 @@ digit. SIZE is a multiple of 4 KiB, at most 64 TiB.`,
 	// An int, not a uint: "-1" is then refused by our check in words, not
 	// by strconv's.
 	f.IntVar(&replicas, "replicas", 2, "number of data replicas: 1, 2 or 3 (default: 2, or as many as --nodes)")
-	f.StringSliceVar(&nodes, "nodes", nil, "nodes to place the replicas on, comma-separated; the first is the initial primary (default: the daemon picks)")
+	f.StringSliceVar(&nodes, "nodes", nil, "nodes to place the replicas on, comma-separated; the first is the initial primary (default: the daemon picks); for rbd, the owner")
+	f.StringVar(&backend, "backend", "replicated", "replicated or rbd (Ceph RBD, see 'tandem storage add')")
+	f.StringVar(&storage, "storage", "", "the RBD storage (default: the only one)")
+	f.StringVar(&pool, "pool", "", "the Ceph pool (default: the storage's)")
+	f.StringVar(&image, "image", "", "disk image to copy into the new volume (qemu-img formats)")
 	f.StringVar(&haMode, "ha", "auto", "after the primary's node is lost and fenced: auto promotes the best UpToDate replica, manual waits for an operator")
 	return cmd
 }
@@ -388,7 +471,11 @@ func writeVolumeList(w io.Writer, vols []*tandemv1.VolumeInfo, lf *listFlags) er
 	t := &table{header: []string{"NAME", "SIZE", "REPLICAS", "PRIMARY", "EPOCH", "STATE", "USED-BY", "REPLICA-STATES"}, empty: "(no volumes)"}
 	var warnings []string
 	for _, v := range vols {
-		t.add(orDash(v.GetName()), formatBytes(v.GetSizeBytes()), fmt.Sprint(len(v.GetReplicas())), orDash(v.GetPrimary()),
+		replicas := fmt.Sprint(len(v.GetReplicas()))
+		if v.GetBackend() == "rbd" {
+			replicas = "rbd" // Ceph's pool holds the copies
+		}
+		t.add(orDash(v.GetName()), formatBytes(v.GetSizeBytes()), replicas, orDash(v.GetPrimary()),
 			fmt.Sprint(v.GetEpoch()), orDash(v.GetState()), orDash(v.GetUsedBy()), replicaStates(v))
 		if m := v.GetWarning(); m != "" {
 			warnings = append(warnings, v.GetName()+": "+m)
@@ -409,6 +496,9 @@ func writeVolume(w io.Writer, v *tandemv1.VolumeInfo) error {
 	fmt.Fprintf(tw, "name:\t%s\n", orDash(v.GetName()))
 	fmt.Fprintf(tw, "size:\t%s (%d bytes)\n", formatBytes(v.GetSizeBytes()), v.GetSizeBytes())
 	fmt.Fprintf(tw, "epoch:\t%d\n", v.GetEpoch())
+	if v.GetBackend() == "rbd" {
+		return writeRBDVolume(w, tw, v)
+	}
 	fmt.Fprintf(tw, "primary:\t%s\n", orDash(v.GetPrimary()))
 	fmt.Fprintf(tw, "witness:\t%s\n", orDash(v.GetWitness()))
 	fmt.Fprintf(tw, "shard:\t%d\n", v.GetShardId())

@@ -95,6 +95,8 @@ type Client struct {
 	HA      tandemv1.HAClient
 	// Credential manages named API credentials.
 	Credential tandemv1.CredentialClient
+	// Storage manages external storage (Ceph RBD).
+	Storage tandemv1.StorageClient
 
 	// Target is what the client talks to: the socket path or host:port.
 	Target string
@@ -162,9 +164,9 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		Volume:     tandemv1.NewVolumeClient(conn),
 		VM:         tandemv1.NewVMClient(conn),
 		HA:         tandemv1.NewHAClient(conn),
-		Credential: tandemv1.NewCredentialClient(conn),
-		Target:     shown,
-		conn:       conn,
+		Credential: tandemv1.NewCredentialClient(conn), Storage: tandemv1.NewStorageClient(conn),
+		Target: shown,
+		conn:   conn,
 	}, nil
 }
 

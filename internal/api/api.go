@@ -67,6 +67,7 @@ func (a *Services) RegisterAdmin(s *grpc.Server) {
 	registerChecked(s, &tandemv1.VM_ServiceDesc, &vmService{a: a})
 	registerChecked(s, &tandemv1.HA_ServiceDesc, &haService{a: a})
 	registerChecked(s, &tandemv1.Credential_ServiceDesc, &credentialService{a: a})
+	registerChecked(s, &tandemv1.Storage_ServiceDesc, &storageService{a: a})
 }
 
 // RegisterPeer registers the peer service on s, every request checked by

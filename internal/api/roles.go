@@ -34,7 +34,9 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.VM/List",
 		"/tandem.v1.VM/Show",
 		"/tandem.v1.HA/Status",
-		"/tandem.v1.HA/Events":
+		"/tandem.v1.HA/Events",
+		"/tandem.v1.Storage/List",
+		"/tandem.v1.Storage/Show":
 		return consensus.RoleReadonly, true
 	case "/tandem.v1.Volume/Create",
 		"/tandem.v1.Volume/Delete",
@@ -49,7 +51,8 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.VM/Migrate",
 		"/tandem.v1.VM/Console",
 		"/tandem.v1.Node/Maintenance",
-		"/tandem.v1.Node/SetNote":
+		"/tandem.v1.Node/SetNote",
+		"/tandem.v1.Volume/Resize":
 		return consensus.RoleOperator, true
 	case methodCreate,
 		methodJoin,
@@ -67,7 +70,10 @@ func methodRole(method string) (string, bool) {
 		// Export certificates open volumes to hosts outside the cluster:
 		// a security change, not volume lifecycle.
 		"/tandem.v1.Volume/IssueExportCert",
-		"/tandem.v1.Volume/RevokeExportCert":
+		"/tandem.v1.Volume/RevokeExportCert",
+		// Storage holds a credential of another system (the cephx key).
+		"/tandem.v1.Storage/Add",
+		"/tandem.v1.Storage/Remove":
 		return consensus.RoleAdmin, true
 	}
 	return "", false

@@ -142,10 +142,12 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		"tandem.v1.PromoteVolumeRequest.name", "tandem.v1.ResyncVolumeRequest.name", "tandem.v1.VerifyVolumeRequest.name",
 		"tandem.v1.VMDisk.volume", "tandem.v1.PeerVolume.name", "tandem.v1.PeerVolumeCloseRequest.name",
 		"tandem.v1.PeerVolumeStatusRequest.name", "tandem.v1.VolumeChecksumRequest.name", "tandem.v1.VMInfo.volumes",
-		"tandem.v1.IssueExportCertRequest.volumes", "tandem.v1.SetVolumeRequest.name":
+		"tandem.v1.IssueExportCertRequest.volumes", "tandem.v1.SetVolumeRequest.name", "tandem.v1.ResizeVolumeRequest.name":
 		return rule{str: validate.VolumeName}, true
 	case "tandem.v1.CreateVolumeRequest.ha", "tandem.v1.SetVolumeRequest.ha":
 		return rule{str: validate.VolumeHA}, true
+	case "tandem.v1.AddStorageRequest.name", "tandem.v1.StorageRequest.name", "tandem.v1.CreateVolumeRequest.storage":
+		return rule{str: validate.StorageName}, true
 	case "tandem.v1.IssueExportCertRequest.name", "tandem.v1.RevokeExportCertRequest.name":
 		return rule{str: validate.ExportCertName}, true
 	case "tandem.v1.CreateVMRequest.name", "tandem.v1.VMRequest.name", "tandem.v1.MigrateVMRequest.name",
@@ -162,7 +164,8 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		return rule{str: validate.CredentialName}, true
 	case "tandem.v1.CreateClusterRequest.name":
 		return rule{str: validate.ClusterName}, true
-	case "tandem.v1.CreateVolumeRequest.size_bytes", "tandem.v1.VMDisk.size_bytes", "tandem.v1.PeerVolume.size_bytes":
+	case "tandem.v1.CreateVolumeRequest.size_bytes", "tandem.v1.VMDisk.size_bytes", "tandem.v1.PeerVolume.size_bytes",
+		"tandem.v1.ResizeVolumeRequest.size_bytes":
 		return rule{num: validate.VolumeSize}, true
 	case "tandem.v1.VolumeChecksumRequest.offset":
 		return rule{num: validate.ChecksumOffset}, true

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/blockstore/rbd"
 	"github.com/tandemhci/tandem/consensus"
 )
 
@@ -36,6 +37,9 @@ func From(err error) error {
 		errors.Is(err, consensus.ErrBadTransition), errors.Is(err, consensus.ErrNoVolumeRecord),
 		errors.Is(err, consensus.ErrLastAdmin), errors.Is(err, consensus.ErrFeatureGated):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if st, ok := fromRBD(err); ok {
+		return st
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
@@ -71,4 +75,31 @@ func LocalState(meta LocalStater) (*consensus.MetaState, error) {
 		return nil, From(err)
 	}
 	return ms, nil
+}
+
+// fromRBD maps the Ceph backend's errors (blockstore/rbd): each names a
+// cause the operator can act on, and its text says which.
+func fromRBD(err error) (error, bool) {
+	var code codes.Code
+	switch {
+	case errors.Is(err, rbd.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, rbd.ErrUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, rbd.ErrAuth):
+		code = codes.PermissionDenied
+	case errors.Is(err, rbd.ErrNoPool), errors.Is(err, rbd.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, rbd.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, rbd.ErrNoSpace):
+		code = codes.ResourceExhausted
+	case errors.Is(err, rbd.ErrBlocklisted), errors.Is(err, rbd.ErrLockHeld), errors.Is(err, rbd.ErrBusy):
+		code = codes.FailedPrecondition
+	case errors.Is(err, rbd.ErrNotBuilt):
+		code = codes.Unimplemented
+	default:
+		return nil, false
+	}
+	return status.Error(code, err.Error()), true
 }

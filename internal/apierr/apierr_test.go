@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/blockstore/rbd"
 	"github.com/tandemhci/tandem/consensus"
 )
 
@@ -82,5 +83,28 @@ func TestLocalState(t *testing.T) {
 	}
 	if _, err := LocalState(stater{consensus.ErrNoQuorum}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "no quorum") {
 		t.Fatalf("failing client: %v", err)
+	}
+}
+
+func TestRBDErrorCodes(t *testing.T) {
+	cases := []struct {
+		err  error
+		code codes.Code
+	}{
+		{fmt.Errorf("connect: %w", rbd.ErrAuth), codes.PermissionDenied},
+		{fmt.Errorf("connect: %w", rbd.ErrUnavailable), codes.Unavailable},
+		{fmt.Errorf("pool: %w", rbd.ErrNoPool), codes.NotFound},
+		{fmt.Errorf("create: %w", rbd.ErrNoSpace), codes.ResourceExhausted},
+		{fmt.Errorf("create: %w", rbd.ErrExists), codes.AlreadyExists},
+		{fmt.Errorf("write: %w", rbd.ErrBlocklisted), codes.FailedPrecondition},
+		{fmt.Errorf("remove: %w", rbd.ErrBusy), codes.FailedPrecondition},
+		{fmt.Errorf("name: %w", rbd.ErrInvalid), codes.InvalidArgument},
+		{rbd.ErrNotBuilt, codes.Unimplemented},
+	}
+	for _, c := range cases {
+		st := status.Convert(From(c.err))
+		if st.Code() != c.code || st.Message() != c.err.Error() {
+			t.Errorf("%v: got %v %q, want %v with the same text", c.err, st.Code(), st.Message(), c.code)
+		}
 	}
 }

@@ -1,4 +1,5 @@
-// Package apierr maps errors of the consensus layer to gRPC status errors,
+// Package apierr maps errors of the consensus layer and of the Ceph RBD
+// backend (blockstore/rbd) to gRPC status errors,
 // so every subsystem behind the admin and peer APIs answers the same code
 // and text for the same failure.
 //

@@ -15,9 +15,11 @@
 // binaries never share a port and the daemons use Ceph's default ports.
 // Clients in the same network namespace reach it through the loopback.
 // For the network-namespace cluster of internal/testcluster (whose nodes
-// have their own loopback), a later step runs the same daemons with
+// have their own loopback), e2e/rbd_test.go runs the same daemons with
 // Options.Addr on the switch's backend address (testcluster's
-// SwitchOnBackend) and Options.Wrap set to enter the switch namespace.
+// SwitchOnBackend) and Options.Wrap {"ip", "netns", "exec", NS}, which
+// execs, so the recorded PIDs are the daemons'; every node then reaches
+// the monitor and the OSDs over the backend bridge.
 //
 // # Start-up
 //

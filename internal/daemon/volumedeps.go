@@ -39,5 +39,6 @@ func (d *Daemon) newVolumes(ctx context.Context) *volume.Manager {
 		},
 		// The revocation list again, after the NBD TLS handshake checked it.
 		CertCheck: d.certCheck,
+		Secret:    d.dir.LoadClusterSecret,
 	})
 }

@@ -24,6 +24,8 @@ const Prefix = "tdms1."
 // gets its own purpose.
 const (
 	PurposeFencePassword = "tandem fence password v1"
+	// PurposeStorageKey seals external storages' keys (Ceph cephx keys).
+	PurposeStorageKey = "tandem storage key v1"
 )
 
 // ErrOpen is returned by Open for any blob that does not authenticate:

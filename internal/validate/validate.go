@@ -111,6 +111,10 @@ func VolumeName(s string) error { return name("volume", s, true) }
 // named after it).
 func VMName(s string) error { return name("VM", s, true) }
 
+// StorageName checks an external storage's name (tandem storage add), by
+// the volume name rule.
+func StorageName(s string) error { return name("storage", s, true) }
+
 // ExportCertName checks an export certificate's name (its consumer), by
 // the volume name rule.
 func ExportCertName(s string) error { return name("export certificate", s, true) }

@@ -171,8 +171,11 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 		if dk.Volume == "" {
 			continue
 		}
-		if _, ok := ms.Volumes[dk.Volume]; !ok {
+		if e, ok := ms.Volumes[dk.Volume]; !ok {
 			return nil, status.Errorf(codes.NotFound, "disk %d: no volume named %q", i, dk.Volume)
+		} else if e.IsRBD() {
+			// Issue 15's next slice (libvirt rbd network disks).
+			return nil, status.Errorf(codes.Unimplemented, "disk %d: volume %s is on Ceph RBD; VMs on RBD volumes are not supported yet", i, dk.Volume)
 		}
 		for _, o := range ms.VMs {
 			if slices.Contains(o.Spec.Volumes, dk.Volume) {

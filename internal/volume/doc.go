@@ -3,7 +3,8 @@
 // witness), the replication primary while the shard's record makes this
 // node primary, the NBD exports, planned handovers for live migration
 // (docs/design.md I5), online verify, and the volume API's logic (create,
-// place, delete, promote, resync, show and the volume health).
+// place, delete, promote, resync, show and the volume health), and the
+// volumes on Ceph RBD with their external storage (rbd.go).
 //
 // Owner: the volume maintainers. internal/daemon wires it: it builds one
 // Manager from the node's state.State and a Config of the few things only
@@ -27,6 +28,13 @@
 //     (AuthorizeNBD: an export certificate its URI SAN volumes, an admin
 //     certificate all, anything else none), and an export certificate is
 //     handed out only once it is recorded in the metadata shard;
+//   - an RBD volume is open for writing only on the owner its catalog
+//     entry names, with the image's exclusive lock; another node becomes
+//     the owner only by Takeover (blocklist, break, acquire) and then the
+//     owner commit at the epoch it read, in that order; a node closes its
+//     client before removing that client's blocklist entry; a storage's
+//     key is proposed only sealed, and a failed RBD create leaves no image
+//     and no entry;
 //   - every mutation of the catalog checks quorum first and changes nothing
 //     when it fails; a volume being deleted stays in the catalog (as
 //     deleting) until every node has removed its replica, and a node's

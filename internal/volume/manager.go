@@ -80,6 +80,9 @@ type Config struct {
 	// CertCheck, when set, refuses revoked client certificates on the TCP
 	// NBD export (AuthorizeNBD).
 	CertCheck CertCheck
+	// Secret is the cluster secret, to seal and open storage keys (RBD);
+	// nil on a node without one.
+	Secret func() ([]byte, error)
 }
 
 // Manager runs this node's part of every volume it holds and the volume
@@ -103,6 +106,13 @@ type Manager struct {
 
 	warnMu     sync.Mutex
 	warnedRate string // the bad resync.rate last warned about
+
+	secret  func() ([]byte, error)
+	rbdMu   sync.Mutex
+	rbdVols map[string]*rbdVolume // RBD volumes this node owns (rbd.go)
+	// rbdUnblock are this node's closed RBD clients whose blocklist
+	// entries are still to be removed, by address (rbd.go).
+	rbdUnblock map[string]*unblock
 }
 
 // New returns a Manager. ctx bounds its background work (the volumes'
@@ -111,7 +121,8 @@ type Manager struct {
 func New(ctx context.Context, c Config) *Manager {
 	return &Manager{st: c.State, log: c.State.Log.With("component", "volumes"), ctx: ctx,
 		meta: c.Meta, host: c.Host, replicaID: c.ReplicaID, listFile: c.ListFile, nbdSocket: c.NBDSocket,
-		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, ca: c.CA, certCheck: c.CertCheck, vols: map[string]*nodeVolume{}}
+		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, ca: c.CA, certCheck: c.CertCheck, vols: map[string]*nodeVolume{},
+		secret: c.Secret, rbdVols: map[string]*rbdVolume{}, rbdUnblock: map[string]*unblock{}}
 }
 
 func (m *Manager) self() string { return m.st.Node.Name }

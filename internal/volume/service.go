@@ -123,6 +123,16 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVolumeRequest)
 	if err := validate.VolumeSize(req.SizeBytes); err != nil {
 		return nil, status.Error(codes.InvalidArgument, validate.Message(err))
 	}
+	switch req.Backend {
+	case consensus.BackendRBD:
+		return m.createRBD(ctx, req)
+	case "", consensus.BackendReplicated:
+		if req.Storage != "" || req.Pool != "" {
+			return nil, status.Error(codes.InvalidArgument, "--storage and --pool apply to RBD volumes only (--backend rbd)")
+		}
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "backend %s: use %q (the default) or %q", validate.Show(req.Backend), consensus.BackendReplicated, consensus.BackendRBD)
+	}
 	replicas := int(req.Replicas)
 	if replicas == 0 {
 		replicas = max(2, len(req.Nodes))
@@ -410,6 +420,9 @@ func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) 
 			return nil, status.Errorf(codes.NotFound, "no volume named %q", name)
 		}
 	}
+	if e.IsRBD() {
+		return m.showRBD(ctx, ms, e, timeout), nil
+	}
 	answers := make([]*tandemv1.VolumeInfo, len(e.Replicas))
 	var wg sync.WaitGroup
 	for i, n := range e.Replicas {
@@ -482,6 +495,12 @@ func (m *Manager) Delete(ctx context.Context, req *tandemv1.DeleteVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
+	if e.IsRBD() {
+		if err := m.deleteRBD(ctx, ms, e); err != nil {
+			return nil, err
+		}
+		return &tandemv1.DeleteVolumeResponse{}, nil
+	}
 	if info, _ := m.Show(ctx, req.Name, 3*time.Second); info != nil && info.NbdConnections > 0 {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is attached (%d NBD client(s) connected to its primary %s); detach it first", req.Name, info.NbdConnections, info.Primary)
 	}
@@ -503,7 +522,11 @@ func (m *Manager) Promote(ctx context.Context, req *tandemv1.PromoteVolumeReques
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Contains(e.Replicas, req.Node) {
+	if e.IsRBD() {
+		if rec, ok := ms.Nodes[req.Node]; !ok || rec.State != consensus.NodeMember || rec.Role == "witness" {
+			return nil, status.Errorf(codes.InvalidArgument, "node %q is not a data node of this cluster; it cannot own %s", req.Node, e.Name)
+		}
+	} else if !slices.Contains(e.Replicas, req.Node) {
 		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s (replicas: %s)", req.Node, e.Name, strings.Join(e.Replicas, ", "))
 	}
 	var out *tandemv1.VolumeInfo
@@ -514,7 +537,9 @@ func (m *Manager) Promote(ctx context.Context, req *tandemv1.PromoteVolumeReques
 	}); err != nil {
 		return nil, err
 	}
-	m.audit(ctx, "volume-promote", fmt.Sprintf("volume %s: %s made primary by an operator (epoch %d)", req.Name, req.Node, out.GetEpoch()))
+	if !e.IsRBD() { // an RBD takeover records its own events
+		m.audit(ctx, "volume-promote", fmt.Sprintf("volume %s: %s made primary by an operator (epoch %d)", req.Name, req.Node, out.GetEpoch()))
+	}
 	return out, nil
 }
 
@@ -670,6 +695,10 @@ func (m *Manager) DiskInfo() (*tandemv1.DiskInfoResponse, error) {
 // Open starts this node's part of a volume; with create it makes the
 // replica and joins the new shard (the peer call VolumeOpen).
 func (m *Manager) Open(ctx context.Context, v *tandemv1.PeerVolume, create bool) error {
+	if v != nil && v.ShardId == 0 && v.Name != "" {
+		// No shard: an RBD volume, which its owner opens from the catalog.
+		return m.openRBD(ctx, v.Name)
+	}
 	e, err := entryOf(v)
 	if err != nil {
 		return err
@@ -696,6 +725,10 @@ func (m *Manager) Init(ctx context.Context, v *tandemv1.PeerVolume) error {
 // Close stops this node's part of a volume; destroy also deletes its
 // replica and shard data (the peer call VolumeClose).
 func (m *Manager) Close(name string, destroy bool) error {
+	if m.rbdGet(name) != nil {
+		m.closeRBD(name)
+		return nil
+	}
 	if err := m.close(name, destroy, destroy); err != nil {
 		return status.Errorf(codes.Internal, "%v", err)
 	}
@@ -705,6 +738,9 @@ func (m *Manager) Close(name string, destroy bool) error {
 // Status is this node's view of a volume with the NBD clients attached
 // here (the peer call VolumeStatus).
 func (m *Manager) Status(name string) (*tandemv1.VolumeInfo, error) {
+	if m.rbdGet(name) != nil {
+		return m.rbdStatus(name)
+	}
 	info, err := m.Info(name)
 	if err != nil {
 		return nil, err
@@ -718,6 +754,9 @@ func (m *Manager) Status(name string) (*tandemv1.VolumeInfo, error) {
 // PromoteHere makes this node the primary of volume name (the peer call
 // VolumePromote, on the node an operator promotes).
 func (m *Manager) PromoteHere(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
+	if m.isRBD(ctx, name) {
+		return m.promoteRBD(ctx, name, "operator promote")
+	}
 	nv, err := m.holder(name)
 	if err != nil {
 		return nil, err

@@ -28,6 +28,9 @@ func (m *Manager) Verify(ctx context.Context, req *tandemv1.VerifyVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
+	if info.Backend == consensus.BackendRBD {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is on Ceph RBD, whose copies Ceph keeps and checks itself (ceph pg deep-scrub); verify applies to replicated volumes", req.Name)
+	}
 	if info.Primary == "" || info.NbdUnix == "" {
 		return nil, status.Errorf(codes.Unavailable, "volume %s has no reachable primary to verify from", req.Name)
 	}

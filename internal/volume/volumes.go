@@ -413,6 +413,7 @@ func (m *Manager) sweepOnce(ctx context.Context) {
 			m.log.Error("cannot remove the replica of a deleted volume", "volume", h.Name, "err", err)
 		}
 	}
+	m.reconcileRBD(ctx, ms)
 }
 
 // Restore reopens every volume this node holds after a restart. The list
@@ -472,6 +473,7 @@ func (m *Manager) CloseAll() {
 	for _, n := range names {
 		_ = m.closeLocal(n)
 	}
+	m.closeAllRBD("the daemon is stopping")
 }
 
 // closeLocal stops a volume without touching its shard (the host is closing).
@@ -803,7 +805,7 @@ func (m *Manager) FreezeAll(cause error) (retired int) {
 		}
 		nv.mu.Unlock()
 	}
-	return retired
+	return retired + m.closeAllRBD(cause.Error())
 }
 
 // Target finds the secondary replica a primary replicates to.
@@ -824,6 +826,9 @@ const exportRefresh = 2 * time.Second
 func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) {
 	nv := m.get(name)
 	if nv == nil {
+		if ex, ok, err := m.rbdExport(ctx, name); ok {
+			return ex, err
+		}
 		return nil, fmt.Errorf("%w: node %s holds no volume %q", nbd.ErrUnknownExport, m.self(), name)
 	}
 	nv.mu.Lock()

@@ -2652,7 +2652,19 @@ type VolumeInfo struct {
 	// The VM whose disk this volume is, if any.
 	UsedBy string `protobuf:"bytes,17,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
 	// The HA policy: auto or manual (CreateVolumeRequest.ha).
-	Ha            string `protobuf:"bytes,40,opt,name=ha,proto3" json:"ha,omitempty"`
+	Ha string `protobuf:"bytes,40,opt,name=ha,proto3" json:"ha,omitempty"`
+	// Ceph RBD volumes (issue 15; numbers from 100 keep clear of other
+	// additions). backend is "replicated" or "rbd"; for RBD, primary is the
+	// owner node (it holds the image's exclusive lock and serves the
+	// export) and epoch counts owner changes.
+	Backend string `protobuf:"bytes,100,opt,name=backend,proto3" json:"backend,omitempty"`
+	Storage string `protobuf:"bytes,101,opt,name=storage,proto3" json:"storage,omitempty"`
+	Pool    string `protobuf:"bytes,102,opt,name=pool,proto3" json:"pool,omitempty"`
+	Image   string `protobuf:"bytes,103,opt,name=image,proto3" json:"image,omitempty"`
+	// Clients with the image open, as Ceph reports them.
+	Watchers []*RBDClient `protobuf:"bytes,104,rep,name=watchers,proto3" json:"watchers,omitempty"`
+	// The holder of the image's exclusive lock (at most one).
+	LockOwner     *RBDClient `protobuf:"bytes,105,opt,name=lock_owner,json=lockOwner,proto3" json:"lock_owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2813,6 +2825,112 @@ func (x *VolumeInfo) GetHa() string {
 	return ""
 }
 
+func (x *VolumeInfo) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetStorage() string {
+	if x != nil {
+		return x.Storage
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *VolumeInfo) GetWatchers() []*RBDClient {
+	if x != nil {
+		return x.Watchers
+	}
+	return nil
+}
+
+func (x *VolumeInfo) GetLockOwner() *RBDClient {
+	if x != nil {
+		return x.LockOwner
+	}
+	return nil
+}
+
+// RBDClient is one Ceph client of an RBD image.
+type RBDClient struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entity address, as the OSD blocklist takes it ("10.0.0.1:0/123").
+	Addr string `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	// "client.4123".
+	Client string `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	// The cluster node at that address, if it is one.
+	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RBDClient) Reset() {
+	*x = RBDClient{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RBDClient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RBDClient) ProtoMessage() {}
+
+func (x *RBDClient) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RBDClient.ProtoReflect.Descriptor instead.
+func (*RBDClient) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RBDClient) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *RBDClient) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *RBDClient) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 type CreateVolumeRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2821,6 +2939,12 @@ type CreateVolumeRequest struct {
 	Replicas uint32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	// Optional placement; the first node is the initial primary.
 	Nodes []string `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// "replicated" (the default) or "rbd". For rbd, storage names the
+	// storage (tandem storage add; optional when there is one), pool
+	// overrides its pool, and nodes[0], if given, is the owner.
+	Backend string `protobuf:"bytes,100,opt,name=backend,proto3" json:"backend,omitempty"`
+	Storage string `protobuf:"bytes,101,opt,name=storage,proto3" json:"storage,omitempty"`
+	Pool    string `protobuf:"bytes,102,opt,name=pool,proto3" json:"pool,omitempty"`
 	// What HA does when the primary's node is lost and no VM of the volume
 	// is recovered: "auto" (the default, also "") promotes the best UpToDate
 	// replica once the node is fenced; "manual" waits for an operator.
@@ -2831,7 +2955,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +2967,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[35]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +2980,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{35}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -2887,6 +3011,27 @@ func (x *CreateVolumeRequest) GetNodes() []string {
 	return nil
 }
 
+func (x *CreateVolumeRequest) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *CreateVolumeRequest) GetStorage() string {
+	if x != nil {
+		return x.Storage
+	}
+	return ""
+}
+
+func (x *CreateVolumeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
 func (x *CreateVolumeRequest) GetHa() string {
 	if x != nil {
 		return x.Ha
@@ -2906,7 +3051,7 @@ type SetVolumeRequest struct {
 
 func (x *SetVolumeRequest) Reset() {
 	*x = SetVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3063,7 @@ func (x *SetVolumeRequest) String() string {
 func (*SetVolumeRequest) ProtoMessage() {}
 
 func (x *SetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[36]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3076,7 @@ func (x *SetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*SetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{36}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SetVolumeRequest) GetName() string {
@@ -2956,7 +3101,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3113,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[37]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3126,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{37}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
 }
 
 type ListVolumesResponse struct {
@@ -2993,7 +3138,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3005,7 +3150,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[38]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3018,7 +3163,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{38}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*VolumeInfo {
@@ -3037,7 +3182,7 @@ type ShowVolumeRequest struct {
 
 func (x *ShowVolumeRequest) Reset() {
 	*x = ShowVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3049,7 +3194,7 @@ func (x *ShowVolumeRequest) String() string {
 func (*ShowVolumeRequest) ProtoMessage() {}
 
 func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[39]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3062,7 +3207,7 @@ func (x *ShowVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShowVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ShowVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{39}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ShowVolumeRequest) GetName() string {
@@ -3081,7 +3226,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3093,7 +3238,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[40]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3106,7 +3251,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{40}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeleteVolumeRequest) GetName() string {
@@ -3124,7 +3269,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3136,7 +3281,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[41]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3149,7 +3294,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{41}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
 }
 
 type PromoteVolumeRequest struct {
@@ -3162,7 +3307,7 @@ type PromoteVolumeRequest struct {
 
 func (x *PromoteVolumeRequest) Reset() {
 	*x = PromoteVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3319,7 @@ func (x *PromoteVolumeRequest) String() string {
 func (*PromoteVolumeRequest) ProtoMessage() {}
 
 func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[42]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3332,7 @@ func (x *PromoteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PromoteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{42}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PromoteVolumeRequest) GetName() string {
@@ -3216,7 +3361,7 @@ type ResyncVolumeRequest struct {
 
 func (x *ResyncVolumeRequest) Reset() {
 	*x = ResyncVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3228,7 +3373,7 @@ func (x *ResyncVolumeRequest) String() string {
 func (*ResyncVolumeRequest) ProtoMessage() {}
 
 func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[43]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3241,7 +3386,7 @@ func (x *ResyncVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ResyncVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{43}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ResyncVolumeRequest) GetName() string {
@@ -3269,7 +3414,7 @@ type VerifyVolumeRequest struct {
 
 func (x *VerifyVolumeRequest) Reset() {
 	*x = VerifyVolumeRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3426,7 @@ func (x *VerifyVolumeRequest) String() string {
 func (*VerifyVolumeRequest) ProtoMessage() {}
 
 func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[44]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3439,7 @@ func (x *VerifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{44}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VerifyVolumeRequest) GetName() string {
@@ -3322,7 +3467,7 @@ type VerifyMismatch struct {
 
 func (x *VerifyMismatch) Reset() {
 	*x = VerifyMismatch{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3479,7 @@ func (x *VerifyMismatch) String() string {
 func (*VerifyMismatch) ProtoMessage() {}
 
 func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[45]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3492,7 @@ func (x *VerifyMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyMismatch.ProtoReflect.Descriptor instead.
 func (*VerifyMismatch) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{45}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VerifyMismatch) GetNode() string {
@@ -3386,7 +3531,7 @@ type VerifyReplica struct {
 
 func (x *VerifyReplica) Reset() {
 	*x = VerifyReplica{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3543,7 @@ func (x *VerifyReplica) String() string {
 func (*VerifyReplica) ProtoMessage() {}
 
 func (x *VerifyReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[46]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3556,7 @@ func (x *VerifyReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyReplica.ProtoReflect.Descriptor instead.
 func (*VerifyReplica) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{46}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *VerifyReplica) GetNode() string {
@@ -3464,7 +3609,7 @@ type VerifyVolumeResponse struct {
 
 func (x *VerifyVolumeResponse) Reset() {
 	*x = VerifyVolumeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3476,7 +3621,7 @@ func (x *VerifyVolumeResponse) String() string {
 func (*VerifyVolumeResponse) ProtoMessage() {}
 
 func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[47]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3489,7 +3634,7 @@ func (x *VerifyVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyVolumeResponse.ProtoReflect.Descriptor instead.
 func (*VerifyVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{47}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *VerifyVolumeResponse) GetCheckedBytes() int64 {
@@ -3527,6 +3672,429 @@ func (x *VerifyVolumeResponse) GetPrimary() string {
 	return ""
 }
 
+type ResizeVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes     int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeVolumeRequest) Reset() {
+	*x = ResizeVolumeRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeVolumeRequest) ProtoMessage() {}
+
+func (x *ResizeVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeVolumeRequest.ProtoReflect.Descriptor instead.
+func (*ResizeVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ResizeVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResizeVolumeRequest) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+// External storage (issue 15): Ceph clusters that volumes may live on.
+type AddStorageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "rbd".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// The monitors, in Ceph's mon_host syntax ("10.0.0.5,10.0.0.6:6789").
+	MonHost string `protobuf:"bytes,3,opt,name=mon_host,json=monHost,proto3" json:"mon_host,omitempty"`
+	// The cephx user without "client.".
+	Client string `protobuf:"bytes,4,opt,name=client,proto3" json:"client,omitempty"`
+	// The cephx key (base64, as in a keyring). Sealed with the cluster
+	// secret before it is stored; never returned.
+	Key string `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
+	// The default pool of volumes created on this storage.
+	Pool          string `protobuf:"bytes,6,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddStorageRequest) Reset() {
+	*x = AddStorageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddStorageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddStorageRequest) ProtoMessage() {}
+
+func (x *AddStorageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddStorageRequest.ProtoReflect.Descriptor instead.
+func (*AddStorageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *AddStorageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddStorageRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *AddStorageRequest) GetMonHost() string {
+	if x != nil {
+		return x.MonHost
+	}
+	return ""
+}
+
+func (x *AddStorageRequest) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *AddStorageRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *AddStorageRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+type StorageInfo struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type    string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	MonHost string                 `protobuf:"bytes,3,opt,name=mon_host,json=monHost,proto3" json:"mon_host,omitempty"`
+	Client  string                 `protobuf:"bytes,4,opt,name=client,proto3" json:"client,omitempty"`
+	Pool    string                 `protobuf:"bytes,5,opt,name=pool,proto3" json:"pool,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created,proto3" json:"created,omitempty"`
+	// The RBD volumes on it.
+	Volumes []string `protobuf:"bytes,7,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// "ok" when this node reached the pool just now, else "unavailable",
+	// with the reason in warning (Show only).
+	Health  string `protobuf:"bytes,8,opt,name=health,proto3" json:"health,omitempty"`
+	Warning string `protobuf:"bytes,9,opt,name=warning,proto3" json:"warning,omitempty"`
+	// The pool's MAX AVAIL (Show only).
+	AvailableBytes int64 `protobuf:"varint,10,opt,name=available_bytes,json=availableBytes,proto3" json:"available_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StorageInfo) Reset() {
+	*x = StorageInfo{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageInfo) ProtoMessage() {}
+
+func (x *StorageInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageInfo.ProtoReflect.Descriptor instead.
+func (*StorageInfo) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *StorageInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StorageInfo) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *StorageInfo) GetMonHost() string {
+	if x != nil {
+		return x.MonHost
+	}
+	return ""
+}
+
+func (x *StorageInfo) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *StorageInfo) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *StorageInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *StorageInfo) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *StorageInfo) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *StorageInfo) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
+}
+
+func (x *StorageInfo) GetAvailableBytes() int64 {
+	if x != nil {
+		return x.AvailableBytes
+	}
+	return 0
+}
+
+type ListStorageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStorageRequest) Reset() {
+	*x = ListStorageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStorageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStorageRequest) ProtoMessage() {}
+
+func (x *ListStorageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStorageRequest.ProtoReflect.Descriptor instead.
+func (*ListStorageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+}
+
+type ListStorageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Storage       []*StorageInfo         `protobuf:"bytes,1,rep,name=storage,proto3" json:"storage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStorageResponse) Reset() {
+	*x = ListStorageResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStorageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStorageResponse) ProtoMessage() {}
+
+func (x *ListStorageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStorageResponse.ProtoReflect.Descriptor instead.
+func (*ListStorageResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListStorageResponse) GetStorage() []*StorageInfo {
+	if x != nil {
+		return x.Storage
+	}
+	return nil
+}
+
+type StorageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageRequest) Reset() {
+	*x = StorageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageRequest) ProtoMessage() {}
+
+func (x *StorageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageRequest.ProtoReflect.Descriptor instead.
+func (*StorageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *StorageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveStorageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveStorageResponse) Reset() {
+	*x = RemoveStorageResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveStorageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveStorageResponse) ProtoMessage() {}
+
+func (x *RemoveStorageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveStorageResponse.ProtoReflect.Descriptor instead.
+func (*RemoveStorageResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+}
+
 type IssueExportCertRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The consumer, unique in the cluster (the certificate's CN).
@@ -3542,7 +4110,7 @@ type IssueExportCertRequest struct {
 
 func (x *IssueExportCertRequest) Reset() {
 	*x = IssueExportCertRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3554,7 +4122,7 @@ func (x *IssueExportCertRequest) String() string {
 func (*IssueExportCertRequest) ProtoMessage() {}
 
 func (x *IssueExportCertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[48]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3567,7 +4135,7 @@ func (x *IssueExportCertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueExportCertRequest.ProtoReflect.Descriptor instead.
 func (*IssueExportCertRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{48}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *IssueExportCertRequest) GetName() string {
@@ -3616,7 +4184,7 @@ type ExportCert struct {
 
 func (x *ExportCert) Reset() {
 	*x = ExportCert{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3628,7 +4196,7 @@ func (x *ExportCert) String() string {
 func (*ExportCert) ProtoMessage() {}
 
 func (x *ExportCert) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[49]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3641,7 +4209,7 @@ func (x *ExportCert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportCert.ProtoReflect.Descriptor instead.
 func (*ExportCert) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{49}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ExportCert) GetName() string {
@@ -3709,7 +4277,7 @@ type RevokeExportCertRequest struct {
 
 func (x *RevokeExportCertRequest) Reset() {
 	*x = RevokeExportCertRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3721,7 +4289,7 @@ func (x *RevokeExportCertRequest) String() string {
 func (*RevokeExportCertRequest) ProtoMessage() {}
 
 func (x *RevokeExportCertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[50]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3734,7 +4302,7 @@ func (x *RevokeExportCertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeExportCertRequest.ProtoReflect.Descriptor instead.
 func (*RevokeExportCertRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{50}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RevokeExportCertRequest) GetName() string {
@@ -3758,7 +4326,7 @@ type IssueExportCertResponse struct {
 
 func (x *IssueExportCertResponse) Reset() {
 	*x = IssueExportCertResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3770,7 +4338,7 @@ func (x *IssueExportCertResponse) String() string {
 func (*IssueExportCertResponse) ProtoMessage() {}
 
 func (x *IssueExportCertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[51]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3783,7 +4351,7 @@ func (x *IssueExportCertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueExportCertResponse.ProtoReflect.Descriptor instead.
 func (*IssueExportCertResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{51}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *IssueExportCertResponse) GetCertPem() []byte {
@@ -3822,7 +4390,7 @@ type ListExportCertsRequest struct {
 
 func (x *ListExportCertsRequest) Reset() {
 	*x = ListExportCertsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3834,7 +4402,7 @@ func (x *ListExportCertsRequest) String() string {
 func (*ListExportCertsRequest) ProtoMessage() {}
 
 func (x *ListExportCertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[52]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3847,7 +4415,7 @@ func (x *ListExportCertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportCertsRequest.ProtoReflect.Descriptor instead.
 func (*ListExportCertsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{52}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
 }
 
 type ListExportCertsResponse struct {
@@ -3859,7 +4427,7 @@ type ListExportCertsResponse struct {
 
 func (x *ListExportCertsResponse) Reset() {
 	*x = ListExportCertsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3871,7 +4439,7 @@ func (x *ListExportCertsResponse) String() string {
 func (*ListExportCertsResponse) ProtoMessage() {}
 
 func (x *ListExportCertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[53]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3884,7 +4452,7 @@ func (x *ListExportCertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportCertsResponse.ProtoReflect.Descriptor instead.
 func (*ListExportCertsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{53}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListExportCertsResponse) GetCerts() []*ExportCert {
@@ -3906,7 +4474,7 @@ type VMNic struct {
 
 func (x *VMNic) Reset() {
 	*x = VMNic{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3918,7 +4486,7 @@ func (x *VMNic) String() string {
 func (*VMNic) ProtoMessage() {}
 
 func (x *VMNic) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[54]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3931,7 +4499,7 @@ func (x *VMNic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMNic.ProtoReflect.Descriptor instead.
 func (*VMNic) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{54}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *VMNic) GetBridge() string {
@@ -3990,7 +4558,7 @@ type VMInfo struct {
 
 func (x *VMInfo) Reset() {
 	*x = VMInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4002,7 +4570,7 @@ func (x *VMInfo) String() string {
 func (*VMInfo) ProtoMessage() {}
 
 func (x *VMInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[55]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4015,7 +4583,7 @@ func (x *VMInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMInfo.ProtoReflect.Descriptor instead.
 func (*VMInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{55}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *VMInfo) GetName() string {
@@ -4164,7 +4732,7 @@ type VMDisk struct {
 
 func (x *VMDisk) Reset() {
 	*x = VMDisk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4176,7 +4744,7 @@ func (x *VMDisk) String() string {
 func (*VMDisk) ProtoMessage() {}
 
 func (x *VMDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[56]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4189,7 +4757,7 @@ func (x *VMDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMDisk.ProtoReflect.Descriptor instead.
 func (*VMDisk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{56}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *VMDisk) GetSizeBytes() int64 {
@@ -4236,7 +4804,7 @@ type CreateVMRequest struct {
 
 func (x *CreateVMRequest) Reset() {
 	*x = CreateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4248,7 +4816,7 @@ func (x *CreateVMRequest) String() string {
 func (*CreateVMRequest) ProtoMessage() {}
 
 func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[57]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4261,7 +4829,7 @@ func (x *CreateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVMRequest.ProtoReflect.Descriptor instead.
 func (*CreateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{57}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateVMRequest) GetName() string {
@@ -4370,7 +4938,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4382,7 +4950,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[58]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4395,7 +4963,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{58}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *VMRequest) GetName() string {
@@ -4434,7 +5002,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4446,7 +5014,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[59]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4459,7 +5027,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{59}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 type ListVMsResponse struct {
@@ -4471,7 +5039,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4483,7 +5051,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[60]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4496,7 +5064,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{60}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -4514,7 +5082,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4526,7 +5094,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[61]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4539,7 +5107,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{61}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 type MigrateVMRequest struct {
@@ -4558,7 +5126,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4570,7 +5138,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[62]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4583,7 +5151,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{62}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -4641,7 +5209,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4653,7 +5221,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[63]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4666,7 +5234,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{63}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -4751,7 +5319,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4763,7 +5331,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[64]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4776,7 +5344,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{64}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -4809,7 +5377,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4821,7 +5389,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[65]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4834,7 +5402,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{65}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -4852,7 +5420,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4864,7 +5432,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4877,7 +5445,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 type HANode struct {
@@ -4895,7 +5463,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5475,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5488,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *HANode) GetName() string {
@@ -4975,7 +5543,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4987,7 +5555,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5000,7 +5568,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *HAVM) GetName() string {
@@ -5066,7 +5634,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5078,7 +5646,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5091,7 +5659,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -5142,7 +5710,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5154,7 +5722,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5167,7 +5735,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -5214,7 +5782,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5226,7 +5794,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5239,7 +5807,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -5261,7 +5829,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5273,7 +5841,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5286,7 +5854,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -5328,7 +5896,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5340,7 +5908,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5353,7 +5921,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -5429,7 +5997,7 @@ type CredentialInfo struct {
 
 func (x *CredentialInfo) Reset() {
 	*x = CredentialInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5441,7 +6009,7 @@ func (x *CredentialInfo) String() string {
 func (*CredentialInfo) ProtoMessage() {}
 
 func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5454,7 +6022,7 @@ func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
 func (*CredentialInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *CredentialInfo) GetName() string {
@@ -5517,7 +6085,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5529,7 +6097,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5542,7 +6110,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -5572,7 +6140,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5584,7 +6152,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5597,7 +6165,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
@@ -5631,7 +6199,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5643,7 +6211,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5656,7 +6224,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListCredentialsRequest) GetAll() bool {
@@ -5675,7 +6243,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5687,7 +6255,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5700,7 +6268,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
@@ -5721,7 +6289,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5733,7 +6301,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5746,7 +6314,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -5775,7 +6343,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5787,7 +6355,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5800,7 +6368,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
@@ -5827,7 +6395,7 @@ type MetaSyncRequest struct {
 
 func (x *MetaSyncRequest) Reset() {
 	*x = MetaSyncRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5839,7 +6407,7 @@ func (x *MetaSyncRequest) String() string {
 func (*MetaSyncRequest) ProtoMessage() {}
 
 func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5852,7 +6420,7 @@ func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
 func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 type MetaSyncResponse struct {
@@ -5864,7 +6432,7 @@ type MetaSyncResponse struct {
 
 func (x *MetaSyncResponse) Reset() {
 	*x = MetaSyncResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5876,7 +6444,7 @@ func (x *MetaSyncResponse) String() string {
 func (*MetaSyncResponse) ProtoMessage() {}
 
 func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5889,7 +6457,7 @@ func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
 func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *MetaSyncResponse) GetApplied() uint64 {
@@ -5910,7 +6478,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5922,7 +6490,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5935,7 +6503,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -5982,7 +6550,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5994,7 +6562,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6007,7 +6575,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -6129,7 +6697,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6141,7 +6709,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6154,7 +6722,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -6241,7 +6809,7 @@ type PeerCertView struct {
 
 func (x *PeerCertView) Reset() {
 	*x = PeerCertView{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6253,7 +6821,7 @@ func (x *PeerCertView) String() string {
 func (*PeerCertView) ProtoMessage() {}
 
 func (x *PeerCertView) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6266,7 +6834,7 @@ func (x *PeerCertView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCertView.ProtoReflect.Descriptor instead.
 func (*PeerCertView) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PeerCertView) GetNodes() []*PeerNodeCerts {
@@ -6302,7 +6870,7 @@ type PeerNodeCerts struct {
 
 func (x *PeerNodeCerts) Reset() {
 	*x = PeerNodeCerts{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6314,7 +6882,7 @@ func (x *PeerNodeCerts) String() string {
 func (*PeerNodeCerts) ProtoMessage() {}
 
 func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6327,7 +6895,7 @@ func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeCerts.ProtoReflect.Descriptor instead.
 func (*PeerNodeCerts) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *PeerNodeCerts) GetName() string {
@@ -6363,7 +6931,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6375,7 +6943,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6388,7 +6956,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -6420,7 +6988,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6432,7 +7000,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6445,7 +7013,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *PingResponse) GetName() string {
@@ -6503,7 +7071,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6515,7 +7083,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6528,7 +7096,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -6577,7 +7145,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6589,7 +7157,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6602,7 +7170,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -6627,7 +7195,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6639,7 +7207,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6652,7 +7220,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 type PeerVolumeInitRequest struct {
@@ -6664,7 +7232,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6676,7 +7244,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6689,7 +7257,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -6707,7 +7275,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6719,7 +7287,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6732,7 +7300,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -6747,7 +7315,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6759,7 +7327,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6772,7 +7340,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -6804,7 +7372,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6816,7 +7384,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6829,7 +7397,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -6841,7 +7409,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6853,7 +7421,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6866,7 +7434,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -6888,7 +7456,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6900,7 +7468,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6913,7 +7481,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -6953,7 +7521,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6965,7 +7533,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6978,7 +7546,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -6996,7 +7564,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7008,7 +7576,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7021,7 +7589,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
 }
 
 type Disk struct {
@@ -7036,7 +7604,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7048,7 +7616,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7061,7 +7629,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *Disk) GetPath() string {
@@ -7101,7 +7669,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7113,7 +7681,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7126,7 +7694,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -7148,7 +7716,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7160,7 +7728,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7173,7 +7741,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -7214,7 +7782,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7226,7 +7794,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7239,7 +7807,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -7323,7 +7891,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7335,7 +7903,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7348,7 +7916,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -7384,7 +7952,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7396,7 +7964,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7409,7 +7977,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -7457,7 +8025,7 @@ type PeerNodeRemovedRequest struct {
 
 func (x *PeerNodeRemovedRequest) Reset() {
 	*x = PeerNodeRemovedRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7469,7 +8037,7 @@ func (x *PeerNodeRemovedRequest) String() string {
 func (*PeerNodeRemovedRequest) ProtoMessage() {}
 
 func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7482,7 +8050,7 @@ func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *PeerNodeRemovedRequest) GetNode() string {
@@ -7539,7 +8107,7 @@ type PeerNodeRemovedResponse struct {
 
 func (x *PeerNodeRemovedResponse) Reset() {
 	*x = PeerNodeRemovedResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7551,7 +8119,7 @@ func (x *PeerNodeRemovedResponse) String() string {
 func (*PeerNodeRemovedResponse) ProtoMessage() {}
 
 func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7564,7 +8132,7 @@ func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *PeerNodeRemovedResponse) GetFirst() bool {
@@ -7603,7 +8171,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7615,7 +8183,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7628,7 +8196,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -7669,7 +8237,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7681,7 +8249,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7694,7 +8262,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -7712,7 +8280,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7724,7 +8292,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7737,7 +8305,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
 }
 
 type UpgradeNode struct {
@@ -7760,7 +8328,7 @@ type UpgradeNode struct {
 
 func (x *UpgradeNode) Reset() {
 	*x = UpgradeNode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7772,7 +8340,7 @@ func (x *UpgradeNode) String() string {
 func (*UpgradeNode) ProtoMessage() {}
 
 func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7785,7 +8353,7 @@ func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeNode.ProtoReflect.Descriptor instead.
 func (*UpgradeNode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *UpgradeNode) GetName() string {
@@ -7852,7 +8420,7 @@ type GatedFeature struct {
 
 func (x *GatedFeature) Reset() {
 	*x = GatedFeature{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7864,7 +8432,7 @@ func (x *GatedFeature) String() string {
 func (*GatedFeature) ProtoMessage() {}
 
 func (x *GatedFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7877,7 +8445,7 @@ func (x *GatedFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatedFeature.ProtoReflect.Descriptor instead.
 func (*GatedFeature) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *GatedFeature) GetName() string {
@@ -7933,7 +8501,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7945,7 +8513,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7958,7 +8526,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *UpgradeStatusResponse) GetClusterVersion() uint32 {
@@ -8014,7 +8582,7 @@ type SetNodeNoteRequest struct {
 
 func (x *SetNodeNoteRequest) Reset() {
 	*x = SetNodeNoteRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8026,7 +8594,7 @@ func (x *SetNodeNoteRequest) String() string {
 func (*SetNodeNoteRequest) ProtoMessage() {}
 
 func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8039,7 +8607,7 @@ func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeNoteRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeNoteRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *SetNodeNoteRequest) GetName() string {
@@ -8247,7 +8815,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04what\x18\x04 \x01(\tR\x04what\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc4\x04\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x89\x06\n" +
 	"\n" +
 	"VolumeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
@@ -8270,13 +8838,27 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x0fnbd_connections\x18\x0f \x01(\x05R\x0enbdConnections\x12)\n" +
 	"\x10migration_target\x18\x10 \x01(\tR\x0fmigrationTarget\x12\x17\n" +
 	"\aused_by\x18\x11 \x01(\tR\x06usedBy\x12\x0e\n" +
-	"\x02ha\x18( \x01(\tR\x02ha\"\x8a\x01\n" +
+	"\x02ha\x18( \x01(\tR\x02ha\x12\x18\n" +
+	"\abackend\x18d \x01(\tR\abackend\x12\x18\n" +
+	"\astorage\x18e \x01(\tR\astorage\x12\x12\n" +
+	"\x04pool\x18f \x01(\tR\x04pool\x12\x14\n" +
+	"\x05image\x18g \x01(\tR\x05image\x120\n" +
+	"\bwatchers\x18h \x03(\v2\x14.tandem.v1.RBDClientR\bwatchers\x123\n" +
+	"\n" +
+	"lock_owner\x18i \x01(\v2\x14.tandem.v1.RBDClientR\tlockOwner\"K\n" +
+	"\tRBDClient\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x16\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\"\xd2\x01\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x1a\n" +
 	"\breplicas\x18\x03 \x01(\rR\breplicas\x12\x14\n" +
-	"\x05nodes\x18\x04 \x03(\tR\x05nodes\x12\x0e\n" +
+	"\x05nodes\x18\x04 \x03(\tR\x05nodes\x12\x18\n" +
+	"\abackend\x18d \x01(\tR\abackend\x12\x18\n" +
+	"\astorage\x18e \x01(\tR\astorage\x12\x12\n" +
+	"\x04pool\x18f \x01(\tR\x04pool\x12\x0e\n" +
 	"\x02ha\x18\x14 \x01(\tR\x02ha\"6\n" +
 	"\x10SetVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -8315,7 +8897,36 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"mismatches\x12%\n" +
 	"\x0erepaired_bytes\x18\x03 \x01(\x03R\rrepairedBytes\x124\n" +
 	"\breplicas\x18\x04 \x03(\v2\x18.tandem.v1.VerifyReplicaR\breplicas\x12\x18\n" +
-	"\aprimary\x18\x05 \x01(\tR\aprimary\"s\n" +
+	"\aprimary\x18\x05 \x01(\tR\aprimary\"H\n" +
+	"\x13ResizeVolumeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\"\x94\x01\n" +
+	"\x11AddStorageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x19\n" +
+	"\bmon_host\x18\x03 \x01(\tR\amonHost\x12\x16\n" +
+	"\x06client\x18\x04 \x01(\tR\x06client\x12\x10\n" +
+	"\x03key\x18\x05 \x01(\tR\x03key\x12\x12\n" +
+	"\x04pool\x18\x06 \x01(\tR\x04pool\"\xa7\x02\n" +
+	"\vStorageInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x19\n" +
+	"\bmon_host\x18\x03 \x01(\tR\amonHost\x12\x16\n" +
+	"\x06client\x18\x04 \x01(\tR\x06client\x12\x12\n" +
+	"\x04pool\x18\x05 \x01(\tR\x04pool\x124\n" +
+	"\acreated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x18\n" +
+	"\avolumes\x18\a \x03(\tR\avolumes\x12\x16\n" +
+	"\x06health\x18\b \x01(\tR\x06health\x12\x18\n" +
+	"\awarning\x18\t \x01(\tR\awarning\x12'\n" +
+	"\x0favailable_bytes\x18\n" +
+	" \x01(\x03R\x0eavailableBytes\"\x14\n" +
+	"\x12ListStorageRequest\"G\n" +
+	"\x13ListStorageResponse\x120\n" +
+	"\astorage\x18\x01 \x03(\v2\x16.tandem.v1.StorageInfoR\astorage\"$\n" +
+	"\x0eStorageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\x15RemoveStorageResponse\"s\n" +
 	"\x16IssueExportCertRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\avolumes\x18\x02 \x03(\tR\avolumes\x12\x17\n" +
@@ -8714,7 +9325,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05Fence\x12\x1b.tandem.v1.FenceNodeRequest\x1a\x1c.tandem.v1.FenceNodeResponse\x12E\n" +
 	"\x06Remove\x12\x1c.tandem.v1.RemoveNodeRequest\x1a\x1d.tandem.v1.RemoveNodeResponse\x12V\n" +
 	"\vMaintenance\x12!.tandem.v1.NodeMaintenanceRequest\x1a\".tandem.v1.NodeMaintenanceProgress0\x01\x12=\n" +
-	"\aSetNote\x12\x1d.tandem.v1.SetNodeNoteRequest\x1a\x13.tandem.v1.NodeInfo2\xa5\x06\n" +
+	"\aSetNote\x12\x1d.tandem.v1.SetNodeNoteRequest\x1a\x13.tandem.v1.NodeInfo2\xe6\x06\n" +
 	"\x06Volume\x12?\n" +
 	"\x06Create\x12\x1e.tandem.v1.CreateVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12E\n" +
 	"\x04List\x12\x1d.tandem.v1.ListVolumesRequest\x1a\x1e.tandem.v1.ListVolumesResponse\x12;\n" +
@@ -8726,7 +9337,13 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x03Set\x12\x1b.tandem.v1.SetVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12X\n" +
 	"\x0fIssueExportCert\x12!.tandem.v1.IssueExportCertRequest\x1a\".tandem.v1.IssueExportCertResponse\x12X\n" +
 	"\x0fListExportCerts\x12!.tandem.v1.ListExportCertsRequest\x1a\".tandem.v1.ListExportCertsResponse\x12M\n" +
-	"\x10RevokeExportCert\x12\".tandem.v1.RevokeExportCertRequest\x1a\x15.tandem.v1.ExportCert2\xd4\x03\n" +
+	"\x10RevokeExportCert\x12\".tandem.v1.RevokeExportCertRequest\x1a\x15.tandem.v1.ExportCert\x12?\n" +
+	"\x06Resize\x12\x1e.tandem.v1.ResizeVolumeRequest\x1a\x15.tandem.v1.VolumeInfo2\x8f\x02\n" +
+	"\aStorage\x12;\n" +
+	"\x03Add\x12\x1c.tandem.v1.AddStorageRequest\x1a\x16.tandem.v1.StorageInfo\x12E\n" +
+	"\x04List\x12\x1d.tandem.v1.ListStorageRequest\x1a\x1e.tandem.v1.ListStorageResponse\x129\n" +
+	"\x04Show\x12\x19.tandem.v1.StorageRequest\x1a\x16.tandem.v1.StorageInfo\x12E\n" +
+	"\x06Remove\x12\x19.tandem.v1.StorageRequest\x1a .tandem.v1.RemoveStorageResponse2\xd4\x03\n" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse\x127\n" +
 	"\x06Create\x12\x1a.tandem.v1.CreateVMRequest\x1a\x11.tandem.v1.VMInfo\x12/\n" +
@@ -8744,7 +9361,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x9d\x0e\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xe4\x0e\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -8774,7 +9391,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12C\n" +
 	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponse\x12K\n" +
 	"\bCARotate\x12\x1e.tandem.v1.PeerCARotateRequest\x1a\x1f.tandem.v1.PeerCARotateResponse\x12T\n" +
-	"\vNodeRemoved\x12!.tandem.v1.PeerNodeRemovedRequest\x1a\".tandem.v1.PeerNodeRemovedResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\vNodeRemoved\x12!.tandem.v1.PeerNodeRemovedRequest\x1a\".tandem.v1.PeerNodeRemovedResponse\x12E\n" +
+	"\fVolumeResize\x12\x1e.tandem.v1.ResizeVolumeRequest\x1a\x15.tandem.v1.VolumeInfoB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -8789,7 +9407,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 118)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 126)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -8831,300 +9449,324 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*VolumeReplica)(nil),            // 37: tandem.v1.VolumeReplica
 	(*VolumeEvent)(nil),              // 38: tandem.v1.VolumeEvent
 	(*VolumeInfo)(nil),               // 39: tandem.v1.VolumeInfo
-	(*CreateVolumeRequest)(nil),      // 40: tandem.v1.CreateVolumeRequest
-	(*SetVolumeRequest)(nil),         // 41: tandem.v1.SetVolumeRequest
-	(*ListVolumesRequest)(nil),       // 42: tandem.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),      // 43: tandem.v1.ListVolumesResponse
-	(*ShowVolumeRequest)(nil),        // 44: tandem.v1.ShowVolumeRequest
-	(*DeleteVolumeRequest)(nil),      // 45: tandem.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),     // 46: tandem.v1.DeleteVolumeResponse
-	(*PromoteVolumeRequest)(nil),     // 47: tandem.v1.PromoteVolumeRequest
-	(*ResyncVolumeRequest)(nil),      // 48: tandem.v1.ResyncVolumeRequest
-	(*VerifyVolumeRequest)(nil),      // 49: tandem.v1.VerifyVolumeRequest
-	(*VerifyMismatch)(nil),           // 50: tandem.v1.VerifyMismatch
-	(*VerifyReplica)(nil),            // 51: tandem.v1.VerifyReplica
-	(*VerifyVolumeResponse)(nil),     // 52: tandem.v1.VerifyVolumeResponse
-	(*IssueExportCertRequest)(nil),   // 53: tandem.v1.IssueExportCertRequest
-	(*ExportCert)(nil),               // 54: tandem.v1.ExportCert
-	(*RevokeExportCertRequest)(nil),  // 55: tandem.v1.RevokeExportCertRequest
-	(*IssueExportCertResponse)(nil),  // 56: tandem.v1.IssueExportCertResponse
-	(*ListExportCertsRequest)(nil),   // 57: tandem.v1.ListExportCertsRequest
-	(*ListExportCertsResponse)(nil),  // 58: tandem.v1.ListExportCertsResponse
-	(*VMNic)(nil),                    // 59: tandem.v1.VMNic
-	(*VMInfo)(nil),                   // 60: tandem.v1.VMInfo
-	(*VMDisk)(nil),                   // 61: tandem.v1.VMDisk
-	(*CreateVMRequest)(nil),          // 62: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 63: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 64: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 65: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 66: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 67: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 68: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 69: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 70: tandem.v1.ConsoleChunk
-	(*HAStatusRequest)(nil),          // 71: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 72: tandem.v1.HANode
-	(*HAVM)(nil),                     // 73: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 74: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 75: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 76: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 77: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 78: tandem.v1.Event
-	(*CredentialInfo)(nil),           // 79: tandem.v1.CredentialInfo
-	(*CreateCredentialRequest)(nil),  // 80: tandem.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 81: tandem.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 82: tandem.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 83: tandem.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 84: tandem.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 85: tandem.v1.RevokeCredentialResponse
-	(*MetaSyncRequest)(nil),          // 86: tandem.v1.MetaSyncRequest
-	(*MetaSyncResponse)(nil),         // 87: tandem.v1.MetaSyncResponse
-	(*PeerMember)(nil),               // 88: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 89: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 90: tandem.v1.PeerJoinResponse
-	(*PeerCertView)(nil),             // 91: tandem.v1.PeerCertView
-	(*PeerNodeCerts)(nil),            // 92: tandem.v1.PeerNodeCerts
-	(*PingRequest)(nil),              // 93: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 94: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 95: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 96: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 97: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 98: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 99: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 100: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 101: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 102: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 103: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 104: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 105: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 106: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 107: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 108: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 109: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 110: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 111: tandem.v1.PeerMigrateRequest
-	(*PeerNodeRemovedRequest)(nil),   // 112: tandem.v1.PeerNodeRemovedRequest
-	(*PeerNodeRemovedResponse)(nil),  // 113: tandem.v1.PeerNodeRemovedResponse
-	(*PeerCARotateRequest)(nil),      // 114: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 115: tandem.v1.PeerCARotateResponse
-	(*UpgradeStatusRequest)(nil),     // 116: tandem.v1.UpgradeStatusRequest
-	(*UpgradeNode)(nil),              // 117: tandem.v1.UpgradeNode
-	(*GatedFeature)(nil),             // 118: tandem.v1.GatedFeature
-	(*UpgradeStatusResponse)(nil),    // 119: tandem.v1.UpgradeStatusResponse
-	(*SetNodeNoteRequest)(nil),       // 120: tandem.v1.SetNodeNoteRequest
-	nil,                              // 121: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 122: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 123: google.protobuf.Timestamp
+	(*RBDClient)(nil),                // 40: tandem.v1.RBDClient
+	(*CreateVolumeRequest)(nil),      // 41: tandem.v1.CreateVolumeRequest
+	(*SetVolumeRequest)(nil),         // 42: tandem.v1.SetVolumeRequest
+	(*ListVolumesRequest)(nil),       // 43: tandem.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),      // 44: tandem.v1.ListVolumesResponse
+	(*ShowVolumeRequest)(nil),        // 45: tandem.v1.ShowVolumeRequest
+	(*DeleteVolumeRequest)(nil),      // 46: tandem.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),     // 47: tandem.v1.DeleteVolumeResponse
+	(*PromoteVolumeRequest)(nil),     // 48: tandem.v1.PromoteVolumeRequest
+	(*ResyncVolumeRequest)(nil),      // 49: tandem.v1.ResyncVolumeRequest
+	(*VerifyVolumeRequest)(nil),      // 50: tandem.v1.VerifyVolumeRequest
+	(*VerifyMismatch)(nil),           // 51: tandem.v1.VerifyMismatch
+	(*VerifyReplica)(nil),            // 52: tandem.v1.VerifyReplica
+	(*VerifyVolumeResponse)(nil),     // 53: tandem.v1.VerifyVolumeResponse
+	(*ResizeVolumeRequest)(nil),      // 54: tandem.v1.ResizeVolumeRequest
+	(*AddStorageRequest)(nil),        // 55: tandem.v1.AddStorageRequest
+	(*StorageInfo)(nil),              // 56: tandem.v1.StorageInfo
+	(*ListStorageRequest)(nil),       // 57: tandem.v1.ListStorageRequest
+	(*ListStorageResponse)(nil),      // 58: tandem.v1.ListStorageResponse
+	(*StorageRequest)(nil),           // 59: tandem.v1.StorageRequest
+	(*RemoveStorageResponse)(nil),    // 60: tandem.v1.RemoveStorageResponse
+	(*IssueExportCertRequest)(nil),   // 61: tandem.v1.IssueExportCertRequest
+	(*ExportCert)(nil),               // 62: tandem.v1.ExportCert
+	(*RevokeExportCertRequest)(nil),  // 63: tandem.v1.RevokeExportCertRequest
+	(*IssueExportCertResponse)(nil),  // 64: tandem.v1.IssueExportCertResponse
+	(*ListExportCertsRequest)(nil),   // 65: tandem.v1.ListExportCertsRequest
+	(*ListExportCertsResponse)(nil),  // 66: tandem.v1.ListExportCertsResponse
+	(*VMNic)(nil),                    // 67: tandem.v1.VMNic
+	(*VMInfo)(nil),                   // 68: tandem.v1.VMInfo
+	(*VMDisk)(nil),                   // 69: tandem.v1.VMDisk
+	(*CreateVMRequest)(nil),          // 70: tandem.v1.CreateVMRequest
+	(*VMRequest)(nil),                // 71: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 72: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 73: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 74: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 75: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 76: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 77: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 78: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 79: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 80: tandem.v1.HANode
+	(*HAVM)(nil),                     // 81: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 82: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 83: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 84: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 85: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 86: tandem.v1.Event
+	(*CredentialInfo)(nil),           // 87: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 88: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 89: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 90: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 91: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 92: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 93: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 94: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 95: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 96: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 97: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 98: tandem.v1.PeerJoinResponse
+	(*PeerCertView)(nil),             // 99: tandem.v1.PeerCertView
+	(*PeerNodeCerts)(nil),            // 100: tandem.v1.PeerNodeCerts
+	(*PingRequest)(nil),              // 101: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 102: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 103: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 104: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 105: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 106: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 107: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 108: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 109: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 110: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 111: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 112: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 113: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 114: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 115: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 116: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 117: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 118: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 119: tandem.v1.PeerMigrateRequest
+	(*PeerNodeRemovedRequest)(nil),   // 120: tandem.v1.PeerNodeRemovedRequest
+	(*PeerNodeRemovedResponse)(nil),  // 121: tandem.v1.PeerNodeRemovedResponse
+	(*PeerCARotateRequest)(nil),      // 122: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 123: tandem.v1.PeerCARotateResponse
+	(*UpgradeStatusRequest)(nil),     // 124: tandem.v1.UpgradeStatusRequest
+	(*UpgradeNode)(nil),              // 125: tandem.v1.UpgradeNode
+	(*GatedFeature)(nil),             // 126: tandem.v1.GatedFeature
+	(*UpgradeStatusResponse)(nil),    // 127: tandem.v1.UpgradeStatusResponse
+	(*SetNodeNoteRequest)(nil),       // 128: tandem.v1.SetNodeNoteRequest
+	nil,                              // 129: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 130: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 131: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	123, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	106, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	109, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	131, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	114, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	117, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	123, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	131, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	123, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	131, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	121, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	122, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	129, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	130, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	123, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	131, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
 	5,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	68,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	76,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	123, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	123, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	131, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	131, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	123, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	131, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
-	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
-	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
-	50,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
-	51,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	123, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	123, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
-	54,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
-	54,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
-	59,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	123, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	123, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
-	61,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
-	59,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	60,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	60,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	123, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	123, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	123, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	72,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	73,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	75,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	123, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	123, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	123, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	79,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	79,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
-	79,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	0,   // 56: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	88,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	91,  // 58: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
-	92,  // 59: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	123, // 60: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	95,  // 61: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	95,  // 62: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	106, // 63: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	60,  // 64: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	60,  // 65: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	123, // 66: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
-	4,   // 67: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	2,   // 68: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
-	117, // 69: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
-	118, // 70: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	8,   // 71: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 72: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 73: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 74: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 75: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 76: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 77: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 78: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 79: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	116, // 80: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 81: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 82: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 83: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 84: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 85: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	120, // 86: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	40,  // 87: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	42,  // 88: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	44,  // 89: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	45,  // 90: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	47,  // 91: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	48,  // 92: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	49,  // 93: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	41,  // 94: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
-	53,  // 95: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	57,  // 96: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	55,  // 97: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	64,  // 98: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	62,  // 99: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	63,  // 100: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	63,  // 101: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	63,  // 102: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	63,  // 103: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	67,  // 104: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	69,  // 105: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	71,  // 106: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	76,  // 107: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	77,  // 108: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	80,  // 109: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	82,  // 110: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	84,  // 111: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	89,  // 112: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	93,  // 113: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	105, // 114: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	96,  // 115: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	98,  // 116: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	100, // 117: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	102, // 118: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	47,  // 119: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	49,  // 120: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	102, // 121: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	47,  // 122: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	103, // 123: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	47,  // 124: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	108, // 125: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	110, // 126: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	110, // 127: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	110, // 128: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	110, // 129: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	111, // 130: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	69,  // 131: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	110, // 132: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	71,  // 133: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	86,  // 134: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	114, // 135: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	112, // 136: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	9,   // 137: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 138: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 139: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 140: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 141: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 142: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 143: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 144: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 145: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	119, // 146: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 147: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 148: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 149: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 150: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 151: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 152: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 153: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	43,  // 154: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 155: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	46,  // 156: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 157: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 158: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	52,  // 159: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 160: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	56,  // 161: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	58,  // 162: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	54,  // 163: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	65,  // 164: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	60,  // 165: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	60,  // 166: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	60,  // 167: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	60,  // 168: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	66,  // 169: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	68,  // 170: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	70,  // 171: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	74,  // 172: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	74,  // 173: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	78,  // 174: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	81,  // 175: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	83,  // 176: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	85,  // 177: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	90,  // 178: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	94,  // 179: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	107, // 180: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	97,  // 181: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	99,  // 182: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	101, // 183: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 184: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 185: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	52,  // 186: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	101, // 187: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 188: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	104, // 189: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 190: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	109, // 191: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	60,  // 192: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	60,  // 193: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	60,  // 194: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	60,  // 195: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	68,  // 196: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	70,  // 197: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	68,  // 198: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	74,  // 199: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	87,  // 200: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	115, // 201: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	113, // 202: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	137, // [137:203] is the sub-list for method output_type
-	71,  // [71:137] is the sub-list for method input_type
-	71,  // [71:71] is the sub-list for extension type_name
-	71,  // [71:71] is the sub-list for extension extendee
-	0,   // [0:71] is the sub-list for field type_name
+	40,  // 29: tandem.v1.VolumeInfo.watchers:type_name -> tandem.v1.RBDClient
+	40,  // 30: tandem.v1.VolumeInfo.lock_owner:type_name -> tandem.v1.RBDClient
+	39,  // 31: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
+	3,   // 32: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
+	51,  // 33: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
+	52,  // 34: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
+	131, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
+	56,  // 36: tandem.v1.ListStorageResponse.storage:type_name -> tandem.v1.StorageInfo
+	131, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	131, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	62,  // 39: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
+	62,  // 40: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
+	67,  // 41: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
+	131, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	131, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	69,  // 44: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
+	67,  // 45: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
+	68,  // 46: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	68,  // 47: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	131, // 48: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	131, // 49: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	131, // 50: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	80,  // 51: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	81,  // 52: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	83,  // 53: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	131, // 54: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	131, // 55: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	131, // 56: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	87,  // 57: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	87,  // 58: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	87,  // 59: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 60: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	96,  // 61: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	99,  // 62: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
+	100, // 63: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
+	131, // 64: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	103, // 65: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	103, // 66: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	114, // 67: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	68,  // 68: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 69: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	131, // 70: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	4,   // 71: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	2,   // 72: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
+	125, // 73: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
+	126, // 74: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
+	8,   // 75: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 76: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 77: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 78: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 79: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 80: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 81: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 82: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 83: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	124, // 84: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 85: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 86: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 87: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 88: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 89: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	128, // 90: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	41,  // 91: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	43,  // 92: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	45,  // 93: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	46,  // 94: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	48,  // 95: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	49,  // 96: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	50,  // 97: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	42,  // 98: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
+	61,  // 99: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	65,  // 100: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	63,  // 101: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	54,  // 102: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
+	55,  // 103: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
+	57,  // 104: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
+	59,  // 105: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
+	59,  // 106: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
+	72,  // 107: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	70,  // 108: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	71,  // 109: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	71,  // 110: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	71,  // 111: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	71,  // 112: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	75,  // 113: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	77,  // 114: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	79,  // 115: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	84,  // 116: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	85,  // 117: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	88,  // 118: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	90,  // 119: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	92,  // 120: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	97,  // 121: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	101, // 122: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	113, // 123: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	104, // 124: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	106, // 125: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	108, // 126: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	110, // 127: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 128: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	50,  // 129: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	110, // 130: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 131: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	111, // 132: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	48,  // 133: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	116, // 134: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	118, // 135: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	118, // 136: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	118, // 137: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	118, // 138: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	119, // 139: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	77,  // 140: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	118, // 141: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	79,  // 142: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	94,  // 143: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	122, // 144: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	120, // 145: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	54,  // 146: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
+	9,   // 147: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 148: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 149: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 150: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 151: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 152: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 153: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 154: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 155: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	127, // 156: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 157: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 158: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 159: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 160: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 161: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 162: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 163: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 164: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 165: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 166: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 167: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 168: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 169: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 170: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	64,  // 171: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	66,  // 172: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	62,  // 173: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 174: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 175: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	58,  // 176: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 177: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	60,  // 178: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	73,  // 179: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	68,  // 180: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	68,  // 181: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	68,  // 182: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	68,  // 183: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	74,  // 184: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	76,  // 185: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 186: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	82,  // 187: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	82,  // 188: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	86,  // 189: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	89,  // 190: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	91,  // 191: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	93,  // 192: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	98,  // 193: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	102, // 194: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	115, // 195: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	105, // 196: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	107, // 197: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	109, // 198: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 199: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 200: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 201: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	109, // 202: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 203: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	112, // 204: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 205: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	117, // 206: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	68,  // 207: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	68,  // 208: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	68,  // 209: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	68,  // 210: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	76,  // 211: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 212: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	76,  // 213: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	82,  // 214: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	95,  // 215: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	123, // 216: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	121, // 217: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 218: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	147, // [147:219] is the sub-list for method output_type
+	75,  // [75:147] is the sub-list for method input_type
+	75,  // [75:75] is the sub-list for extension type_name
+	75,  // [75:75] is the sub-list for extension extendee
+	0,   // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -9138,9 +9780,9 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   118,
+			NumMessages:   126,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_tandem_v1_tandem_proto_goTypes,
 		DependencyIndexes: file_tandem_v1_tandem_proto_depIdxs,

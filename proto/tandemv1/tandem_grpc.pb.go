@@ -804,6 +804,7 @@ const (
 	Volume_IssueExportCert_FullMethodName  = "/tandem.v1.Volume/IssueExportCert"
 	Volume_ListExportCerts_FullMethodName  = "/tandem.v1.Volume/ListExportCerts"
 	Volume_RevokeExportCert_FullMethodName = "/tandem.v1.Volume/RevokeExportCert"
+	Volume_Resize_FullMethodName           = "/tandem.v1.Volume/Resize"
 )
 
 // VolumeClient is the client API for Volume service.
@@ -827,6 +828,8 @@ type VolumeClient interface {
 	ListExportCerts(ctx context.Context, in *ListExportCertsRequest, opts ...grpc.CallOption) (*ListExportCertsResponse, error)
 	// Put an export certificate on the cluster's revocation list.
 	RevokeExportCert(ctx context.Context, in *RevokeExportCertRequest, opts ...grpc.CallOption) (*ExportCert, error)
+	// Grow a volume (RBD volumes; issue 15).
+	Resize(ctx context.Context, in *ResizeVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 }
 
 type volumeClient struct {
@@ -947,6 +950,16 @@ func (c *volumeClient) RevokeExportCert(ctx context.Context, in *RevokeExportCer
 	return out, nil
 }
 
+func (c *volumeClient) Resize(ctx context.Context, in *ResizeVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Volume_Resize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VolumeServer is the server API for Volume service.
 // All implementations must embed UnimplementedVolumeServer
 // for forward compatibility.
@@ -968,6 +981,8 @@ type VolumeServer interface {
 	ListExportCerts(context.Context, *ListExportCertsRequest) (*ListExportCertsResponse, error)
 	// Put an export certificate on the cluster's revocation list.
 	RevokeExportCert(context.Context, *RevokeExportCertRequest) (*ExportCert, error)
+	// Grow a volume (RBD volumes; issue 15).
+	Resize(context.Context, *ResizeVolumeRequest) (*VolumeInfo, error)
 	mustEmbedUnimplementedVolumeServer()
 }
 
@@ -1010,6 +1025,9 @@ func (UnimplementedVolumeServer) ListExportCerts(context.Context, *ListExportCer
 }
 func (UnimplementedVolumeServer) RevokeExportCert(context.Context, *RevokeExportCertRequest) (*ExportCert, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeExportCert not implemented")
+}
+func (UnimplementedVolumeServer) Resize(context.Context, *ResizeVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resize not implemented")
 }
 func (UnimplementedVolumeServer) mustEmbedUnimplementedVolumeServer() {}
 func (UnimplementedVolumeServer) testEmbeddedByValue()                {}
@@ -1230,6 +1248,24 @@ func _Volume_RevokeExportCert_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Volume_Resize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResizeVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VolumeServer).Resize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Volume_Resize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VolumeServer).Resize(ctx, req.(*ResizeVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Volume_ServiceDesc is the grpc.ServiceDesc for Volume service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1280,6 +1316,232 @@ var Volume_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeExportCert",
 			Handler:    _Volume_RevokeExportCert_Handler,
+		},
+		{
+			MethodName: "Resize",
+			Handler:    _Volume_Resize_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "tandem/v1/tandem.proto",
+}
+
+const (
+	Storage_Add_FullMethodName    = "/tandem.v1.Storage/Add"
+	Storage_List_FullMethodName   = "/tandem.v1.Storage/List"
+	Storage_Show_FullMethodName   = "/tandem.v1.Storage/Show"
+	Storage_Remove_FullMethodName = "/tandem.v1.Storage/Remove"
+)
+
+// StorageClient is the client API for Storage service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type StorageClient interface {
+	// Record a storage after checking that its monitors answer, the key
+	// works and the pool exists; nothing is stored otherwise.
+	Add(ctx context.Context, in *AddStorageRequest, opts ...grpc.CallOption) (*StorageInfo, error)
+	List(ctx context.Context, in *ListStorageRequest, opts ...grpc.CallOption) (*ListStorageResponse, error)
+	Show(ctx context.Context, in *StorageRequest, opts ...grpc.CallOption) (*StorageInfo, error)
+	// Forget a storage no volume uses (nothing in Ceph is touched).
+	Remove(ctx context.Context, in *StorageRequest, opts ...grpc.CallOption) (*RemoveStorageResponse, error)
+}
+
+type storageClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewStorageClient(cc grpc.ClientConnInterface) StorageClient {
+	return &storageClient{cc}
+}
+
+func (c *storageClient) Add(ctx context.Context, in *AddStorageRequest, opts ...grpc.CallOption) (*StorageInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StorageInfo)
+	err := c.cc.Invoke(ctx, Storage_Add_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageClient) List(ctx context.Context, in *ListStorageRequest, opts ...grpc.CallOption) (*ListStorageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStorageResponse)
+	err := c.cc.Invoke(ctx, Storage_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageClient) Show(ctx context.Context, in *StorageRequest, opts ...grpc.CallOption) (*StorageInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StorageInfo)
+	err := c.cc.Invoke(ctx, Storage_Show_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageClient) Remove(ctx context.Context, in *StorageRequest, opts ...grpc.CallOption) (*RemoveStorageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveStorageResponse)
+	err := c.cc.Invoke(ctx, Storage_Remove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// StorageServer is the server API for Storage service.
+// All implementations must embed UnimplementedStorageServer
+// for forward compatibility.
+type StorageServer interface {
+	// Record a storage after checking that its monitors answer, the key
+	// works and the pool exists; nothing is stored otherwise.
+	Add(context.Context, *AddStorageRequest) (*StorageInfo, error)
+	List(context.Context, *ListStorageRequest) (*ListStorageResponse, error)
+	Show(context.Context, *StorageRequest) (*StorageInfo, error)
+	// Forget a storage no volume uses (nothing in Ceph is touched).
+	Remove(context.Context, *StorageRequest) (*RemoveStorageResponse, error)
+	mustEmbedUnimplementedStorageServer()
+}
+
+// UnimplementedStorageServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedStorageServer struct{}
+
+func (UnimplementedStorageServer) Add(context.Context, *AddStorageRequest) (*StorageInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Add not implemented")
+}
+func (UnimplementedStorageServer) List(context.Context, *ListStorageRequest) (*ListStorageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedStorageServer) Show(context.Context, *StorageRequest) (*StorageInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method Show not implemented")
+}
+func (UnimplementedStorageServer) Remove(context.Context, *StorageRequest) (*RemoveStorageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Remove not implemented")
+}
+func (UnimplementedStorageServer) mustEmbedUnimplementedStorageServer() {}
+func (UnimplementedStorageServer) testEmbeddedByValue()                 {}
+
+// UnsafeStorageServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to StorageServer will
+// result in compilation errors.
+type UnsafeStorageServer interface {
+	mustEmbedUnimplementedStorageServer()
+}
+
+func RegisterStorageServer(s grpc.ServiceRegistrar, srv StorageServer) {
+	// If the following call panics, it indicates UnimplementedStorageServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Storage_ServiceDesc, srv)
+}
+
+func _Storage_Add_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddStorageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).Add(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_Add_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).Add(ctx, req.(*AddStorageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Storage_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStorageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).List(ctx, req.(*ListStorageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Storage_Show_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StorageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).Show(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_Show_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).Show(ctx, req.(*StorageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Storage_Remove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StorageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServer).Remove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Storage_Remove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServer).Remove(ctx, req.(*StorageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Storage_ServiceDesc is the grpc.ServiceDesc for Storage service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Storage_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "tandem.v1.Storage",
+	HandlerType: (*StorageServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Add",
+			Handler:    _Storage_Add_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Storage_List_Handler,
+		},
+		{
+			MethodName: "Show",
+			Handler:    _Storage_Show_Handler,
+		},
+		{
+			MethodName: "Remove",
+			Handler:    _Storage_Remove_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -2055,6 +2317,7 @@ const (
 	Peer_MetaSync_FullMethodName          = "/tandem.v1.Peer/MetaSync"
 	Peer_CARotate_FullMethodName          = "/tandem.v1.Peer/CARotate"
 	Peer_NodeRemoved_FullMethodName       = "/tandem.v1.Peer/NodeRemoved"
+	Peer_VolumeResize_FullMethodName      = "/tandem.v1.Peer/VolumeResize"
 )
 
 // PeerClient is the client API for Peer service.
@@ -2104,6 +2367,8 @@ type PeerClient interface {
 	// (a member's) is the proof. The node stops for good: volumes frozen,
 	// VMs destroyed, as a self-fence.
 	NodeRemoved(ctx context.Context, in *PeerNodeRemovedRequest, opts ...grpc.CallOption) (*PeerNodeRemovedResponse, error)
+	// Grow an RBD volume through its owner's client (issue 15).
+	VolumeResize(ctx context.Context, in *ResizeVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
 }
 
 type peerClient struct {
@@ -2382,6 +2647,16 @@ func (c *peerClient) NodeRemoved(ctx context.Context, in *PeerNodeRemovedRequest
 	return out, nil
 }
 
+func (c *peerClient) VolumeResize(ctx context.Context, in *ResizeVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeInfo)
+	err := c.cc.Invoke(ctx, Peer_VolumeResize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2429,6 +2704,8 @@ type PeerServer interface {
 	// (a member's) is the proof. The node stops for good: volumes frozen,
 	// VMs destroyed, as a self-fence.
 	NodeRemoved(context.Context, *PeerNodeRemovedRequest) (*PeerNodeRemovedResponse, error)
+	// Grow an RBD volume through its owner's client (issue 15).
+	VolumeResize(context.Context, *ResizeVolumeRequest) (*VolumeInfo, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2513,6 +2790,9 @@ func (UnimplementedPeerServer) CARotate(context.Context, *PeerCARotateRequest) (
 }
 func (UnimplementedPeerServer) NodeRemoved(context.Context, *PeerNodeRemovedRequest) (*PeerNodeRemovedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NodeRemoved not implemented")
+}
+func (UnimplementedPeerServer) VolumeResize(context.Context, *ResizeVolumeRequest) (*VolumeInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VolumeResize not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -2971,6 +3251,24 @@ func _Peer_NodeRemoved_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VolumeResize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResizeVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VolumeResize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VolumeResize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VolumeResize(ctx, req.(*ResizeVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -3069,6 +3367,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NodeRemoved",
 			Handler:    _Peer_NodeRemoved_Handler,
+		},
+		{
+			MethodName: "VolumeResize",
+			Handler:    _Peer_VolumeResize_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
