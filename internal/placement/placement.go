@@ -19,6 +19,9 @@ const (
 	Inconsistent Replica = "Inconsistent"
 	SyncSource   Replica = "SyncSource"
 	SyncTarget   Replica = "SyncTarget"
+	// Failed: the disk was detached after an I/O error; a full resync
+	// brings it back.
+	Failed Replica = "Failed"
 )
 
 // Node is one node as placement sees it.
