@@ -7,6 +7,7 @@ require (
 	github.com/ceph/go-ceph v0.40.0
 	github.com/digitalocean/go-libvirt v0.0.0-20260217163227-273eaa321819
 	github.com/google/gopacket v1.1.19
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/lni/dragonboat/v4 v4.0.0-20250723143628-076c7f6497dc
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2

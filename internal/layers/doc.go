@@ -41,6 +41,9 @@
 //     nor compute: they get what they need through state.State and small
 //     interfaces; internal/vmm (which drives compute), internal/api and
 //     internal/peers may use compute or gRPC but never the daemon;
+//   - internal/faultfs (the tests' fault-injecting FUSE filesystem) is
+//     go-fuse and the standard library, no Tandem package, and the shipped
+//     commands (tandemd, tandem, tandem-install) never depend on it;
 //   - internal/daemon wires everything together, and only commands (cmd/)
 //     may import it.
 //

@@ -118,6 +118,16 @@ func rules() []rule {
 			why:  "the peer pool is transport: it takes its TLS identity, never the daemon",
 		},
 		{
+			pkgs: []string{mod + "/internal/faultfs"},
+			deny: []string{mod},
+			why:  "faultfs is test infrastructure over go-fuse: it knows no Tandem package",
+		},
+		{
+			pkgs: []string{mod + "/cmd/tandemd", mod + "/cmd/tandem", mod + "/cmd/tandem-install"},
+			deny: []string{mod + "/internal/faultfs"},
+			why:  "the fault-injecting filesystem is for tests: the shipped commands never import it",
+		},
+		{
 			pkgs: []string{mod + "/internal/units", mod + "/internal/settings"},
 			deny: []string{grpc, dragonboat},
 			why:  "descriptions of values",

@@ -85,6 +85,16 @@
 // silence and time out, as with a hung BMC. Cluster.InNetns runs an agent
 // "from" a host, whose namespace reaches the BMC addresses.
 //
+// # Disk faults
+//
+// Tandem.FaultDisk puts a node's data directory, or a directory inside it
+// such as volumes/, on a fault-injecting FUSE filesystem served by the
+// test process (internal/faultfs): tests inject EIO, ENOSPC and slow I/O
+// into the running node and cut power (Kill, then PowerLoss drops what
+// tandemd did not sync). Call it before tandemd first starts on the node:
+// `ip netns exec` gives each process a copy of the mount table at start,
+// and this machine's root mount is private, so later mounts are not seen.
+//
 // # Cleanup guarantees
 //
 // New registers Cluster.Close with t.Cleanup, so teardown also runs when a
@@ -107,7 +117,7 @@
 // Nothing is created in the root network namespace; every
 // process the harness starts has its own process group and PR_SET_PDEATHSIG
 // SIGKILL; Close, which New registers with t.Cleanup and which is
-// idempotent, kills them and everything else in the cluster's namespaces and
-// deletes the namespaces; and namespaces whose creator died are swept by the
-// next New.
+// idempotent, kills them and everything else in the cluster's namespaces,
+// deletes the namespaces and then unmounts the fault disks; and namespaces
+// whose creator died are swept by the next New.
 package testcluster

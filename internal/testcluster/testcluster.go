@@ -90,8 +90,11 @@ type Cluster struct {
 	created []string // namespaces to delete on Close, in creation order
 	procs   []*Proc  // every process started, including exited ones
 	closers []func() // run by Close before processes are killed (BMC callbacks)
-	closed  bool
-	ca      *pki.CA // placeholder CA of libvirtd's TLS files, see ensureLibvirtPKI
+	// unmounts run by Close last, once no process can use the mounts
+	// (Tandem.FaultDisk).
+	unmounts []func()
+	closed   bool
+	ca       *pki.CA // placeholder CA of libvirtd's TLS files, see ensureLibvirtPKI
 }
 
 // Node is one simulated host.
@@ -585,9 +588,10 @@ func (c *Cluster) logTails(lines int) {
 	}
 }
 
-// Close kills every process of the cluster, reaps the harness's children and
-// deletes all namespaces (with them the bridge and veths). It is idempotent
-// and runs automatically via t.Cleanup; problems are reported with t.Errorf.
+// Close kills every process of the cluster, reaps the harness's children,
+// deletes all namespaces (with them the bridge and veths) and then
+// unmounts the fault disks. It is idempotent and runs automatically via
+// t.Cleanup; problems are reported with t.Errorf.
 func (c *Cluster) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -598,6 +602,7 @@ func (c *Cluster) Close() {
 	procs := append([]*Proc(nil), c.procs...)
 	created := append([]string(nil), c.created...)
 	closers := c.closers
+	unmounts := c.unmounts
 	c.mu.Unlock()
 
 	// Helpers that may still start processes (a BMC powering a host on)
@@ -625,6 +630,9 @@ func (c *Cluster) Close() {
 		if _, err := c.run("netns", "delete", created[i]); err != nil {
 			c.t.Errorf("testcluster: cleanup: %v", err)
 		}
+	}
+	for i := len(unmounts) - 1; i >= 0; i-- {
+		unmounts[i]()
 	}
 }
 
