@@ -46,9 +46,12 @@ type nodeVolume struct {
 	// unrelated is set when the local replica holds another volume's data.
 	unrelated bool
 
-	mu           sync.Mutex // guards primary, primaryEpoch
+	mu           sync.Mutex // guards primary, primaryEpoch, ownState
 	primary      *replication.Primary
 	primaryEpoch uint64
+	// ownState is this node's replica state in the last record reconcile
+	// saw, to report its disk's detach and re-attach as cluster events.
+	ownState consensus.ReplicaState
 
 	// handoverMu serialises handovers on the primary, takeoverMu the
 	// migration target's takeover.
@@ -544,6 +547,7 @@ func (nv *nodeVolume) reconcile() {
 	self := nv.m.self()
 	nv.mu.Lock()
 	defer nv.mu.Unlock()
+	nv.diskEvent(r)
 	if nv.primary != nil && (r.Primary != self || r.Epoch != nv.primaryEpoch) {
 		nv.m.log.Warn("no longer primary at this epoch; stopping replication", "volume", nv.entry.Name, "epoch", r.Epoch, "primary", r.Primary)
 		nv.primary.Close()
@@ -638,6 +642,32 @@ func (nv *nodeVolume) reconcile() {
 	if len(reconcile) > 0 {
 		go nv.reconcilePeers(p, r.Epoch, reconcile)
 	}
+}
+
+// diskEvent records a cluster event when this node's replica becomes
+// Failed (its disk detached after an I/O error) or UpToDate again after
+// that; nv.mu held.
+func (nv *nodeVolume) diskEvent(r *consensus.VolumeRecord) {
+	self := nv.m.self()
+	own, ok := r.Replicas[self]
+	if !ok {
+		return
+	}
+	prev := nv.ownState
+	nv.ownState = own.State
+	if prev == "" || prev == own.State || nv.m.st.Events == nil {
+		return
+	}
+	var e consensus.Event
+	switch {
+	case own.State == consensus.Failed:
+		e = consensus.Event{Kind: "disk-detached", Node: self, Detail: fmt.Sprintf("volume %s: %s's disk is detached (Failed); it serves diskless through its peers: %s", nv.entry.Name, self, disklessCause(r))}
+	case own.State == consensus.UpToDate && (prev == consensus.Failed || prev == consensus.SyncTarget) && r.Primary == self:
+		e = consensus.Event{Kind: "disk-reattached", Node: self, Detail: fmt.Sprintf("volume %s: %s's disk is re-attached and UpToDate", nv.entry.Name, self)}
+	default:
+		return
+	}
+	go nv.m.st.Events(nv.m.ctx, e)
 }
 
 // reconcilePeers runs after a promotion: secondaries may hold writes the
