@@ -379,3 +379,62 @@ func TestReattachAfterDiskFault(t *testing.T) {
 		t.Fatalf("reattach of an attached disk: %v", err)
 	}
 }
+
+// TestDetachWithTwoPeersAndAResync: with two peers, a write on a diskless
+// primary waits for both; a peer that was resyncing from the disk when it
+// failed is fenced (never made UpToDate from a stale disk) and gets no
+// resync while the primary is diskless; after the re-attach it is resynced
+// in full and every replica holds the acknowledged data.
+func TestDetachWithTwoPeersAndAResync(t *testing.T) {
+	d := newDiskRig(t, 2)
+	d.writeSeq(t, 20, 20)
+	lost := d.secs[1]
+	lostAddr := lost.ln.Addr().String()
+	lost.kill()
+	d.writeSeq(t, 21, 20) // n3 is fenced off: Outdated
+	if got := d.fence.state("n3"); got != Outdated {
+		t.Fatalf("n3 is %q, want Outdated", got)
+	}
+	// n3 returns and resyncs slowly; the disk fails meanwhile.
+	d.p.SetResyncRate(64 << 10)
+	back := startSecondary(t, "n3", lost.store, d.auth, lostAddr)
+	d.secs[1] = back
+	deadline := time.Now().Add(30 * time.Second)
+	for d.fence.state("n3") != SyncTarget {
+		if time.Now().After(deadline) {
+			t.Fatalf("resync of n3 did not start: %v", d.fence.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.disk.failWrites.Store(true)
+	d.disk.failFlush.Store(true)
+	d.writeSeq(t, 22, 40)
+	if got := d.fence.state("n1"); got != Failed {
+		t.Fatalf("primary's replica %q, want Failed", got)
+	}
+	if got := d.fence.state("n3"); got != Inconsistent {
+		t.Fatalf("n3, resyncing from the failed disk, is %q; want Inconsistent (log %v)", got, d.fence.log)
+	}
+	d.requirePeerHoldsModel(t, 0)
+	time.Sleep(200 * time.Millisecond) // reconnect attempts happen meanwhile
+	if got := d.fence.state("n3"); got != Inconsistent {
+		t.Fatalf("n3 became %q while the primary is diskless", got)
+	}
+	// Re-attach, then n3's full resync.
+	d.p.SetResyncRate(0)
+	d.disk.failWrites.Store(false)
+	d.disk.failFlush.Store(false)
+	if err := d.p.Reattach(d.ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for d.fence.state("n3") != UpToDate {
+		if time.Now().After(deadline) {
+			t.Fatalf("n3 not resynced after the re-attach: %v", d.fence.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.writeSeq(t, 23, 10)
+	d.requirePeerHoldsModel(t, 0)
+	d.requirePeerHoldsModel(t, 1)
+}
