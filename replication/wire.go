@@ -9,7 +9,8 @@ import (
 )
 
 // Frame layout (big-endian), 40 bytes of header then Length bytes of payload
-// for frames that carry data (Write, Resync, Hello, HelloAck, Ack text):
+// for frames that carry data (Write, Resync, Hello, HelloAck, Ack text,
+// ReadData):
 //
 //	0  magic   u32 "TDMR"
 //	4  version u8
