@@ -665,6 +665,9 @@ func (m *Manager) DiscardPeer(ctx context.Context, name, peer string) (*tandemv1
 		// The primary's own detached disk: copy every block back in from
 		// a peer (re-attach).
 		done, err := p.StartReattach(ctx)
+		if errors.Is(err, replication.ErrNotDetached) && p.Local().State == "Attaching" {
+			return m.Info(name) // under way already: --wait follows it
+		}
 		if err != nil {
 			if errors.Is(err, replication.ErrNotDetached) {
 				return nil, status.Errorf(codes.FailedPrecondition, "re-attach the disk of %s on %s: %v", name, m.self(), err)
