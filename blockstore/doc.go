@@ -19,7 +19,9 @@
 //     which every backend and replication keep);
 //   - a failed sync is sticky: once an fdatasync (or an RWF_DSYNC write)
 //     failed, every later Flush and FUA write of that LocalVolume fails,
-//     since the failed sync may have lost other writes' data;
+//     since the failed sync may have lost other writes' data, until
+//     ResetSyncError, which only a caller about to rewrite every block
+//     calls (replication re-attaching a detached disk);
 //   - MarkDirty and SetAllDirty return only once the bitmap blocks they set
 //     are on disk and synced, so replication may acknowledge a write a peer
 //     missed right after; ClearDirty reaches the disk lazily, and a crash

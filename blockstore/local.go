@@ -675,6 +675,20 @@ func (v *LocalVolume) setSticky(op string, err error) error {
 	return v.syncErr
 }
 
+// ResetSyncError forgets a sticky sync failure. Only a caller that then
+// rewrites every data block and flushes may call it (replication's
+// re-attach of a detached disk copies the whole volume in): what the
+// failed sync may have dropped is written again, and the next successful
+// sync covers it.
+func (v *LocalVolume) ResetSyncError() {
+	v.syncMu.Lock()
+	defer v.syncMu.Unlock()
+	if v.syncErr != nil {
+		v.log.Warn("sticky sync error cleared for a full rewrite", "path", v.path, "was", v.syncErr)
+	}
+	v.syncErr = nil
+}
+
 // Flush makes every write that completed before it durable, and persists
 // deferred bitmap changes.
 func (v *LocalVolume) Flush(ctx context.Context) error {

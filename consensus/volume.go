@@ -29,6 +29,7 @@ const (
 	Inconsistent = replication.Inconsistent
 	SyncSource   = replication.SyncSource
 	SyncTarget   = replication.SyncTarget
+	Failed       = replication.Failed
 )
 
 // Errors of the volume state machine (see ResultError).
@@ -127,6 +128,9 @@ const (
 	volAllowDual = "allow-dual"
 	volHandover  = "handover"
 	volEndDual   = "end-dual"
+	// detach: the primary's own disk failed; it serves diskless through
+	// its UpToDate peers (DRBD's on-io-error detach).
+	volDetach = "detach"
 )
 
 // allowedTransitions are the moves the primary may commit with set-state.
@@ -135,7 +139,8 @@ const (
 func allowedTransition(from, to ReplicaState) bool {
 	switch to {
 	case SyncTarget:
-		return from == Outdated || from == Inconsistent
+		// A Failed replica comes back by a full resync.
+		return from == Outdated || from == Inconsistent || from == Failed
 	case UpToDate:
 		return from == SyncTarget || from == SyncSource
 	case SyncSource:
@@ -254,8 +259,10 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		if c.Peer == r.Primary {
 			return fmt.Errorf("%w: the primary cannot outdate itself", ErrBadTransition)
 		}
-		if rr.State == Outdated || rr.State == Inconsistent {
-			return nil // already fenced off: retried or repeated
+		if rr.State == Outdated || rr.State == Inconsistent || rr.State == Failed {
+			// Already fenced off: retried or repeated. A Failed replica
+			// stays Failed: no bitmap covers what it misses.
+			return nil
 		}
 		prev := rr.State
 		rr.State, rr.Since = Outdated, c.At
@@ -310,6 +317,8 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		rr.Reconcile = false
 		for name, o := range r.Replicas {
 			switch {
+			case name == old && o.State == Failed:
+				// A detached primary's disk needs a full resync.
 			case name == old:
 				// The deposed primary may hold writes it never got
 				// acknowledged and misses the new primary's: resync.
@@ -347,6 +356,32 @@ func (m *volumeSM) apply(c *VolumeCommand) error {
 		}
 		m.event(c, fmt.Sprintf("dual-primary window to %s closed", r.MigrationTarget))
 		r.MigrationTarget = ""
+		return nil
+	case volDetach:
+		if err := m.guardPrimary(c); err != nil {
+			return err
+		}
+		self := r.Replicas[r.Primary]
+		if self == nil {
+			return fmt.Errorf("%w: %s", ErrNotReplica, r.Primary)
+		}
+		if self.State == Failed {
+			return nil // retried
+		}
+		// Never leave the volume without a replica holding every
+		// acknowledged write: the primary keeps serving through them.
+		others := 0
+		for name, o := range r.Replicas {
+			if name != r.Primary && o.State == UpToDate {
+				others++
+			}
+		}
+		if others == 0 {
+			return fmt.Errorf("%w: no other replica is UpToDate; %s cannot detach its disk", ErrNotUpToDate, r.Primary)
+		}
+		prev := self.State
+		self.State, self.Since = Failed, c.At
+		m.event(c, fmt.Sprintf("%s %s -> %s (disk detached; serving diskless)", r.Primary, prev, Failed))
 		return nil
 	case volHandover:
 		rr, err := m.guardedPeer(c)
@@ -488,6 +523,14 @@ func (v *Volumes) SetReplicaState(ctx context.Context, shardID, epoch uint64, pe
 // that epoch (so two recoveries cannot both promote).
 func (v *Volumes) Promote(ctx context.Context, shardID uint64, node string, expectEpoch uint64, reason string) (*VolumeRecord, error) {
 	return v.propose(ctx, shardID, VolumeCommand{Op: volPromote, Peer: node, Epoch: expectEpoch, Reason: reason})
+}
+
+// Detach records that the primary of epoch detached its own failed disk
+// (state Failed): it keeps serving through its UpToDate peers, and its disk
+// comes back only by a full resync. Refused with ErrNotUpToDate when no
+// other replica is UpToDate.
+func (v *Volumes) Detach(ctx context.Context, shardID, epoch uint64, reason string) (*VolumeRecord, error) {
+	return v.propose(ctx, shardID, VolumeCommand{Op: volDetach, Epoch: epoch, Reason: reason})
 }
 
 // AllowDual lets peer open the volume for a live migration (I5 step 2).

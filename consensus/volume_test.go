@@ -214,3 +214,63 @@ func TestReplicaStateEncoding(t *testing.T) {
 		t.Error("consensus's ErrStaleEpoch and ErrNotPrimary must be replication's, which a primary checks for")
 	}
 }
+
+// TestVolumeDetach: the primary records its own disk Failed only while
+// another replica is UpToDate; the Failed replica can neither lead nor be
+// outdated back into a bitmap resync, and returns through SyncTarget.
+func TestVolumeDetach(t *testing.T) {
+	m := newVolSM(t)
+	if err := volApply(t, m, VolumeCommand{Op: volDetach, By: "b", Epoch: 1}); !errors.Is(err, ErrNotPrimary) {
+		t.Fatalf("detach by a secondary: %v", err)
+	}
+	for _, p := range []string{"b", "c"} {
+		if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "a", Epoch: 1, Peer: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volDetach, By: "a", Epoch: 1}); !errors.Is(err, ErrNotUpToDate) {
+		t.Fatalf("detach with no other UpToDate replica: %v", err)
+	}
+	if m.r.Replicas["a"].State != UpToDate {
+		t.Fatalf("a refused detach changed a to %s", m.r.Replicas["a"].State)
+	}
+	for _, s := range []ReplicaState{SyncTarget, UpToDate} {
+		if err := volApply(t, m, VolumeCommand{Op: volSetState, By: "a", Epoch: 1, Peer: "b", State: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volDetach, By: "a", Epoch: 1, Reason: "I/O error"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volDetach, By: "a", Epoch: 1}); err != nil {
+		t.Fatalf("retried detach: %v", err)
+	}
+	if got := m.r.Replicas["a"].State; got != Failed {
+		t.Fatalf("a is %s after detach", got)
+	}
+	if got := m.r.UpToDateReplicas(); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("UpToDate replicas %v", got)
+	}
+	// I3: the promotion goes to the UpToDate peer; the old primary stays
+	// Failed (a full resync), also when the new primary outdates it.
+	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "a"}); err != nil {
+		t.Fatalf("promote the primary itself is a no-op: %v", err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "b", Epoch: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volOutdate, By: "b", Epoch: 2, Peer: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.r.Replicas["a"].State; got != Failed {
+		t.Fatalf("old primary is %s after promotion and outdate, want Failed", got)
+	}
+	if err := volApply(t, m, VolumeCommand{Op: volPromote, By: "op", Peer: "a", Epoch: 2}); !errors.Is(err, ErrNotUpToDate) {
+		t.Fatalf("promote a Failed replica: %v", err)
+	}
+	for _, s := range []ReplicaState{SyncTarget, UpToDate} {
+		if err := volApply(t, m, VolumeCommand{Op: volSetState, By: "b", Epoch: 2, Peer: "a", State: s}); err != nil {
+			t.Fatalf("Failed resync -> %s: %v", s, err)
+		}
+	}
+}

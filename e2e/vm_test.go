@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/faultfs"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -37,6 +38,9 @@ type vmCluster struct {
 	// witness is the witness node, if any.
 	witness *testcluster.Node
 	nbd     bool
+	// faults are the data nodes' fault disks under their volume files
+	// (vmClusterOpts.faultVolumes), by node name.
+	faults map[string]*faultfs.FS
 }
 
 // boot starts a host's libvirtd and tandemd (also the BMC's power-on).
@@ -64,6 +68,9 @@ type vmClusterOpts struct {
 	nbd bool
 	// timeout bounds the whole test (default 12 minutes).
 	timeout time.Duration
+	// faultVolumes puts every data node's volume files on a fault disk
+	// (testcluster.FaultDisk "volumes"), in vmCluster.faults.
+	faultVolumes bool
 }
 
 func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
@@ -86,7 +93,7 @@ func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc := &vmCluster{c: c, td: td, ctx: ctx, lv: map[string]*testcluster.Libvirtd{}, pr: map[string]*testcluster.Proc{}, img: img, bmc: map[string]*testcluster.BMC{}, nbd: o.nbd}
+	vc := &vmCluster{c: c, td: td, ctx: ctx, lv: map[string]*testcluster.Libvirtd{}, pr: map[string]*testcluster.Proc{}, img: img, bmc: map[string]*testcluster.BMC{}, nbd: o.nbd, faults: map[string]*faultfs.FS{}}
 	for i, n := range c.Nodes {
 		if o.witness && i == len(c.Nodes)-1 {
 			vc.witness = n
@@ -96,6 +103,13 @@ func newVMClusterWith(t *testing.T, o vmClusterOpts) *vmCluster {
 			}
 			vc.pr[n.Name] = p
 			continue
+		}
+		if o.faultVolumes {
+			f, err := td.FaultDisk(n, "volumes")
+			if err != nil {
+				t.Fatal(err)
+			}
+			vc.faults[n.Name] = f
 		}
 		if err := vc.boot(ctx, n); err != nil {
 			t.Fatal(err)

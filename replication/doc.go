@@ -45,6 +45,22 @@
 //     (Primary.resync, Primary.DiscardPeer), started by the reconnect loop
 //     in peer.go (Primary.startReconnect).
 //
+// Local disk failure (DRBD's on-io-error detach; detach.go). A disk fault
+// on the primary (EIO/ENOSPC on a write, a failed sync or bitmap write, a
+// read error) does not reach the guest while an in-sync peer exists: the
+// primary records the fault before the failed request releases its range,
+// freezes acknowledgements, fences peers resyncing from that disk, and
+// commits its own replica Failed through Fencer.Detach (the shard refuses
+// unless another replica is UpToDate). Diskless, it sends nothing to the
+// local disk; a request succeeds when every in-sync peer has it and at
+// least one did (I2 with the local replica out of the in-sync set), else it
+// fails with EIO (ErrDiskless); reads go to an in-sync peer (FrameRead).
+// Losing the last in-sync peer while diskless stops the primary (EIO)
+// rather than outdating the only replica with the data. It serves diskless
+// rather than handing over: the VM keeps running with no pause, and moving
+// it (a live migration) stays the operator's choice; Reattach brings the
+// disk back by a full copy from a peer ('tandem volume resync').
+//
 // Files of the primary side: primary.go holds the Primary type, its Config,
 // construction, the public I/O methods, Close, Status, Retire and depose;
 // order.go the request (req) and its ordering: sequence, overlap ordering
@@ -54,12 +70,14 @@
 // connect and hello, and the reconnect loop; fence.go fence-peer: outdating
 // a failed peer through the Fencer and marking what it missed dirty;
 // resync.go resync, Repair, Quiesced and DiscardPeer; activity.go the
-// activity log. The secondary side is secondary.go; wire.go and cork.go
+// activity log; detach.go the local disk's detach, diskless reads and
+// Reattach. The secondary side is secondary.go; wire.go and cork.go
 // are shared.
 //
 // Layering: the data path depends on nothing above it (internal/layers
 // enforces it): no Raft, gRPC, PKI or daemon code. The replica disk states
-// (ReplicaState: UpToDate, Outdated, Inconsistent, SyncSource, SyncTarget)
+// (ReplicaState: UpToDate, Outdated, Inconsistent, SyncSource, SyncTarget,
+// Failed)
 // and the refusals that depose a primary (ErrStaleEpoch, ErrNotPrimary) are
 // defined here, and consensus, which commits them in the volume's Raft
 // shard, aliases them; the shard itself is reached only through Authority

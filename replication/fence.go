@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
@@ -20,6 +21,32 @@ func (p *Primary) fail(pe *peer, gen uint64, cause error) {
 		return
 	}
 	prev := pe.state
+	if prev == peerInSync && p.local != localAttached {
+		// Diskless, this peer holds acknowledged writes that nothing else
+		// here has, and no bitmap could say what it misses: it is not
+		// outdated. This primary stops instead (every request fails with
+		// EIO); the record still names the peers UpToDate, so HA or an
+		// operator promotes one of them.
+		err := fmt.Errorf("in-sync peer %s failed while the local disk is detached (%v): %w", pe.cfg.Name, cause, ErrDiskless)
+		if p.deposed == nil {
+			p.deposed = err
+		}
+		pe.state = peerOutdated
+		if pe.conn != nil {
+			pe.conn.Close()
+		}
+		p.releaseAll(pe.queue)
+		pe.queue, pe.wake = nil, nil
+		pe.mu.Unlock()
+		if p.frozen {
+			p.frozen = false
+			close(p.thaw)
+		}
+		p.mu.Unlock()
+		p.log.Error("in-sync peer lost while diskless; no replica left to serve from: stopping", "peer", pe.cfg.Name, "err", cause)
+		p.failPending(pe, err)
+		return
+	}
 	pe.state = peerFencing
 	if pe.conn != nil {
 		pe.conn.Close()
@@ -69,23 +96,24 @@ func (p *Primary) fence(pe *peer, cause error) {
 	pending := pe.pending
 	pe.pending = map[uint64]*req{}
 	pe.mu.Unlock()
+	p.mu.Lock()
+	attached := p.local == localAttached
+	p.mu.Unlock()
 	for _, r := range pending {
 		var err error
-		if r.kind != FrameFlush && r.len > 0 {
+		switch {
+		case r.kind == FrameRead:
+			err = fmt.Errorf("peer %s fenced off before it answered", pe.cfg.Name)
+		case r.kind != FrameFlush && r.len > 0 && attached:
+			// (Not attached, the disk keeps no bitmap: a full resync
+			// follows a re-attach.)
 			err = p.cfg.Local.MarkDirty(context.Background(), pe.cfg.Slot, r.off, r.len)
 		}
 		r.resolve(err)
 	}
 	p.mu.Lock()
 	pe.state = peerOutdated
-	stillFencing := false
-	for _, o := range p.peers {
-		stillFencing = stillFencing || o.state == peerFencing
-	}
-	if !stillFencing && p.frozen {
-		p.frozen = false
-		close(p.thaw)
-	}
+	p.maybeThawLocked()
 	p.mu.Unlock()
 	p.log.Warn("peer fenced off (Outdated); continuing without it", "peer", pe.cfg.Name, "dirty_bytes", p.cfg.Local.DirtyBytes(pe.cfg.Slot))
 	p.startReconnect(pe)

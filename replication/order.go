@@ -28,12 +28,32 @@ type req struct {
 	// ready, when set, is closed once frame is filled in: a resync chunk
 	// takes its place in the peer's queue before its data is read.
 	ready chan struct{}
+	// strong are the targets in sync when the request was registered, and
+	// strongAcks counts their acknowledgements; strongSkipped counts the
+	// in-sync peers a flush skipped as already durable. With the local
+	// disk out of the picture, a request succeeds only if one of them has
+	// it (detach.go).
+	strong        []*peer
+	strongAcks    atomic.Int32
+	strongSkipped int
+	// data is a FrameRead's answer.
+	data []byte
 
 	mu       sync.Mutex
 	waiting  int
 	err      error
 	allDone  chan struct{}
 	finished bool
+}
+
+// ackedBy counts pe's acknowledgement if pe was in sync at registration.
+func (r *req) ackedBy(pe *peer) {
+	for _, s := range r.strong {
+		if s == pe {
+			r.strongAcks.Add(1)
+			return
+		}
+	}
 }
 
 // resolve records one peer's part of the request.
@@ -87,13 +107,21 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	if err := ctx.Err(); err != nil {
 		return err // a caller that already gave up sends nothing anywhere
 	}
-	if p.al != nil && kind != FrameFlush {
+	p.mu.Lock()
+	useAL := p.local == localAttached
+	p.mu.Unlock()
+	if p.al != nil && kind != FrameFlush && useAL {
 		// Write-ahead: the region is in the activity log before any disk
-		// can see the request.
+		// can see the request. (A diskless primary keeps none: its disk
+		// gets nothing, and a crash promotes a peer, whose replicas are
+		// reconciled.)
 		if err := p.al.begin(ctx, off, length); err != nil {
-			return fmt.Errorf("activity log: %w", err)
+			if !isDiskFault(err) || !p.localFault(err) {
+				return fmt.Errorf("activity log: %w", err)
+			}
+		} else {
+			defer p.al.end(off, length)
 		}
-		defer p.al.end(off, length)
 	}
 
 	p.mu.Lock()
@@ -119,7 +147,9 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 			p.mu.Lock()
 		}
 		need := p.fencedSlotsLocked() &^ marked
-		if kind == FrameFlush || need == 0 {
+		if kind == FrameFlush || need == 0 || p.local != localAttached {
+			// Not attached: the disk keeps no bitmap; peers out of sync
+			// get a full resync after a re-attach (Reattach).
 			break
 		}
 		// Write-ahead for peers that will miss this write (I2, I4): their
@@ -133,7 +163,10 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 				continue
 			}
 			if err := p.cfg.Local.MarkDirty(ctx, slot, off, length); err != nil {
-				return fmt.Errorf("mark dirty for a fenced peer: %w", err)
+				if !isDiskFault(err) || !p.localFault(err) {
+					return fmt.Errorf("mark dirty for a fenced peer: %w", err)
+				}
+				break // detached: the loop above re-checks (and stops marking)
 			}
 		}
 		marked |= need
@@ -147,12 +180,19 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 		binary.BigEndian.PutUint64(r.frame[8:], r.seq)
 	}
 	lk := p.order.Enqueue(r.off, r.off+r.len, orderMode(kind), r)
+	mode := p.local
 	var targets []*peer
 	for _, pe := range p.peers {
 		switch pe.state {
 		case peerInSync, peerSyncing:
 			if kind == FrameFlush && pe.durable() {
+				if pe.state == peerInSync {
+					r.strongSkipped++
+				}
 				continue // it reported every write it has durable
+			}
+			if pe.state == peerInSync {
+				r.strong = append(r.strong, pe)
 			}
 			targets = append(targets, pe)
 		}
@@ -178,8 +218,30 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	// Nor can the local I/O: a caller that gave up must not leave the
 	// peers with a write the local disk never got (they would differ with
 	// no dirty bit to say so).
-	lerr := local(context.WithoutCancel(ctx))
+	// Registered diskless, the local disk gets nothing; while it is
+	// being re-attached it gets every write, but no result depends on it.
+	var lerr error
+	peersOnly := mode != localAttached
+	if mode == localAttached || mode == localAttaching {
+		lerr = local(context.WithoutCancel(ctx))
+		if lerr != nil && isDiskFault(lerr) && mode == localAttached {
+			// Recorded before the range is released: a resync chunk
+			// ordered after this request must not read the local disk.
+			if p.noteFault(lerr) {
+				go p.commitDetach(lerr)
+			}
+		}
+		if mode == localAttaching {
+			if lerr != nil {
+				p.noteFault(lerr) // back to detached
+			}
+			lerr = nil
+		}
+	}
 	p.order.Release(lk)
+	if lerr != nil && isDiskFault(lerr) && p.waitDetach() {
+		lerr, peersOnly = nil, true // detached: the peers decide
+	}
 	select {
 	case <-r.allDone:
 	case <-ctx.Done():
@@ -193,6 +255,10 @@ func (p *Primary) submit(ctx context.Context, kind FrameType, off, length int64,
 	r.mu.Lock()
 	err := r.err
 	r.mu.Unlock()
+	if err == nil && peersOnly && int(r.strongAcks.Load())+r.strongSkipped == 0 {
+		// No replica the record names UpToDate has it: never acknowledged.
+		return fmt.Errorf("%s %d+%d: %w", kind, off, length, ErrDiskless)
+	}
 	return err
 }
 

@@ -49,6 +49,8 @@ type peer struct {
 	queue []*req
 	wake  chan struct{}
 	gen   uint64 // connection generation, to ignore late events of an old conn
+	// reads: the peer's HelloAck offered FrameRead.
+	reads bool
 
 	// reconnecting is set while the peer's one reconnect loop runs
 	// (guarded by Primary.mu): two loops would open two connections to
@@ -76,7 +78,7 @@ const noMod = math.MaxUint64
 func (p *Primary) enqueue(pe *peer, r *req, wake bool) {
 	pe.mu.Lock()
 	pe.pending[r.seq] = r
-	if r.kind != FrameFlush {
+	if r.kind != FrameFlush && r.kind != FrameRead {
 		pe.lastMod = r.seq
 	}
 	if pe.wake != nil {
@@ -235,6 +237,7 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	pe.cork = corkerOf(conn)
 	pe.writing = false
 	pe.lastMod, pe.synced = noMod, 0
+	pe.reads = ack.Reads
 	p.releaseAll(pe.queue)
 	pe.queue = nil
 	pe.wake = make(chan struct{}, 1)
@@ -317,7 +320,7 @@ func (p *Primary) receiver(pe *peer, conn net.Conn, gen uint64) {
 			pe.mu.Unlock()
 			continue
 		}
-		if h.Type != FrameAck {
+		if h.Type != FrameAck && h.Type != FrameReadData {
 			p.fail(pe, gen, fmt.Errorf("%w: unexpected %s from secondary", ErrBadFrame, h.Type))
 			return
 		}
@@ -330,9 +333,21 @@ func (p *Primary) receiver(pe *peer, conn net.Conn, gen uint64) {
 		if !ok {
 			continue
 		}
+		if h.Type == FrameReadData {
+			if rq.kind != FrameRead {
+				p.fail(pe, gen, fmt.Errorf("%w: read data for a %s request", ErrBadFrame, rq.kind))
+				return
+			}
+			rq.mu.Lock()
+			rq.data = payload // ReadFrame allocated it for this frame alone
+			rq.mu.Unlock()
+			rq.resolve(nil)
+			continue
+		}
 		st := Status(h.Flags)
 		switch st {
 		case StatusOK:
+			rq.ackedBy(pe)
 			rq.resolve(nil)
 		case StatusStaleEpoch, StatusNotPrimary:
 			// I1 seen from the primary: someone else leads now.
@@ -405,6 +420,12 @@ func (p *Primary) startReconnect(pe *peer) {
 				return
 			}
 			p.mu.Lock()
+			if p.local != localAttached {
+				// A resync reads the local disk: none while it is not
+				// attached (Reattach marks these peers for a full one).
+				p.mu.Unlock()
+				continue
+			}
 			st := pe.state
 			if st == peerInSync || st == peerDiverged {
 				pe.reconnecting = false

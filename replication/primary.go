@@ -29,8 +29,12 @@ type Store interface {
 type Fencer interface {
 	// Outdate commits "peer Outdated" for the primary of epoch (fence-peer).
 	Outdate(ctx context.Context, epoch uint64, peer, reason string) error
-	// SetState commits a resync transition.
+	// SetState commits a resync transition (peer may be this node, for
+	// its own re-attached disk).
 	SetState(ctx context.Context, epoch uint64, peer string, s ReplicaState, reason string) error
+	// Detach commits the primary's own replica Failed (its disk failed);
+	// it wraps ErrNoUpToDatePeer when no other replica is UpToDate.
+	Detach(ctx context.Context, epoch uint64, reason string) error
 }
 
 // Dialer opens an authenticated connection to a peer's replication port.
@@ -45,6 +49,9 @@ type PeerConfig struct {
 	// InSync is true when the committed record says the peer is UpToDate;
 	// otherwise it starts Outdated and is resynced when reachable.
 	InSync bool
+	// Full says the record has the peer Failed (a detached disk): no
+	// bitmap covers what it misses, so its resync copies everything.
+	Full bool
 }
 
 // Config configures a Primary.
@@ -79,6 +86,11 @@ type Config struct {
 	// ActivityIdle is how long a region stays in the activity log after its
 	// last write. Default 5 s.
 	ActivityIdle time.Duration
+	// Diskless starts with the local disk detached (the record has this
+	// node's replica Failed): nothing is read from or written to it until
+	// Reattach. DisklessCause is shown in status.
+	Diskless      bool
+	DisklessCause string
 }
 
 // Errors surfaced to the front end. None of them means "acknowledged".
@@ -127,14 +139,20 @@ type Primary struct {
 	// order holds requests whose local I/O has not finished, enqueued
 	// under mu in seq order: overlapping ones reach the local disk in
 	// that order.
-	order    rangelock.Lock[*req]
-	frozen   bool
-	thaw     chan struct{} // closed when frozen ends
-	deposed  error
-	closed   bool
-	peers    []*peer
-	stopping chan struct{}
-	wg       sync.WaitGroup
+	order  rangelock.Lock[*req]
+	frozen bool
+	thaw   chan struct{} // closed when frozen ends
+	// local is the local disk's attachment and localErr why it was
+	// detached; detachDone is closed when a detach commit ends
+	// (detach.go).
+	local      localState
+	localErr   error
+	detachDone chan struct{}
+	deposed    error
+	closed     bool
+	peers      []*peer
+	stopping   chan struct{}
+	wg         sync.WaitGroup
 }
 
 // NewPrimary starts replicating. Peers that are in sync are connected
@@ -162,8 +180,14 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
 	close(p.thaw)
 	p.rate, p.rateCh = max(cfg.ResyncRate, 0), make(chan struct{})
+	if cfg.Diskless {
+		p.local, p.localErr = localDetached, errors.New(cfg.DisklessCause)
+		if cfg.DisklessCause == "" {
+			p.localErr = errors.New("the record has this replica Failed")
+		}
+	}
 	// With no peer there is nothing a crash could leave unreplicated.
-	if cfg.ActivityLog && len(cfg.Peers) > 0 {
+	if cfg.ActivityLog && len(cfg.Peers) > 0 && !cfg.Diskless {
 		p.al = newActivityLog(cfg.Local, cfg.ActivitySlot, cfg.ActivityExtent, cfg.ActivityIdle)
 		p.wg.Add(1)
 		go p.sweepActivity()
@@ -188,6 +212,13 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 				if err := cfg.Local.MarkDirty(ctx, pe.cfg.Slot, r[0], r[1]); err != nil {
 					return nil, fmt.Errorf("activity log: mark its regions for peer %s: %w", pe.cfg.Name, err)
 				}
+			}
+		}
+	}
+	for _, pe := range p.peers {
+		if pe.cfg.Full && !cfg.Diskless {
+			if err := cfg.Local.MarkDirty(ctx, pe.cfg.Slot, 0, cfg.Local.Size()); err != nil {
+				return nil, fmt.Errorf("mark failed peer %s for a full resync: %w", pe.cfg.Name, err)
 			}
 		}
 	}
@@ -285,12 +316,27 @@ func (p *Primary) replayTo(ctx context.Context, pe *peer, gen uint64, ranges [][
 // Size implements blockstore.Volume.
 func (p *Primary) Size() int64 { return p.cfg.Local.Size() }
 
-// ReadAt reads from the local replica, which holds every acknowledged write.
+// ReadAt reads from the local replica, which holds every acknowledged
+// write, or from an in-sync peer once the local disk is detached. A local
+// read error detaches the disk and the read is served by a peer (DRBD).
 func (p *Primary) ReadAt(ctx context.Context, b []byte, off int64) (int, error) {
-	if err := p.usable(); err != nil {
+	p.mu.Lock()
+	err := p.usableLocked()
+	attached := p.local == localAttached
+	p.mu.Unlock()
+	if err != nil {
 		return 0, err
 	}
-	return p.cfg.Local.ReadAt(ctx, b, off)
+	if err := blockstore.CheckRange(p.Size(), off, int64(len(b))); err != nil {
+		return 0, fmt.Errorf("read %d+%d: %w", off, len(b), err)
+	}
+	if attached {
+		n, err := p.cfg.Local.ReadAt(ctx, b, off)
+		if err == nil || !p.localFault(err) {
+			return n, err
+		}
+	}
+	return p.readPeer(ctx, b, off)
 }
 
 // WriteAt replicates a write (protocol C).
@@ -319,6 +365,12 @@ func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, flags blocks
 func (p *Primary) SyncAhead(ctx context.Context) bool {
 	sa, ok := p.cfg.Local.(syncAheader)
 	if !ok || len(p.peers) == 0 || p.usable() != nil {
+		return false
+	}
+	p.mu.Lock()
+	attached := p.local == localAttached
+	p.mu.Unlock()
+	if !attached {
 		return false
 	}
 	return sa.SyncAhead(ctx)

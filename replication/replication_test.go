@@ -161,6 +161,10 @@ type fencer struct {
 	fail   error
 	states map[string]ReplicaState
 	log    []string
+	// primary and peers name the replicas, for Detach's check (a peer
+	// never committed counts as UpToDate, as the record starts).
+	primary string
+	peers   []string
 }
 
 func (f *fencer) commit(epoch uint64, peer string, s ReplicaState) error {
@@ -184,6 +188,20 @@ func (f *fencer) Outdate(_ context.Context, epoch uint64, peer, _ string) error 
 }
 func (f *fencer) SetState(_ context.Context, epoch uint64, peer string, s ReplicaState, _ string) error {
 	return f.commit(epoch, peer, s)
+}
+func (f *fencer) Detach(_ context.Context, epoch uint64, _ string) error {
+	f.mu.Lock()
+	up := 0
+	for _, p := range f.peers {
+		if s := f.states[p]; s == "" || s == UpToDate {
+			up++
+		}
+	}
+	f.mu.Unlock()
+	if up == 0 {
+		return fmt.Errorf("%w: detach refused", ErrNoUpToDatePeer)
+	}
+	return f.commit(epoch, f.primary, Failed)
 }
 func (f *fencer) state(peer string) ReplicaState {
 	f.mu.Lock()
@@ -295,7 +313,7 @@ type rig struct {
 
 func newRig(t *testing.T, peers int, ackTimeout time.Duration) *rig {
 	t.Helper()
-	r := &rig{local: newMemStore(volSize), auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]ReplicaState{}}}
+	r := &rig{local: newMemStore(volSize), auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]ReplicaState{}, primary: "n1"}}
 	r.ctx, r.cancel = context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(r.cancel)
 	var pcs []PeerConfig
@@ -304,6 +322,7 @@ func newRig(t *testing.T, peers int, ackTimeout time.Duration) *rig {
 		s := startSecondary(t, name, newMemStore(volSize), r.auth, "")
 		r.secs = append(r.secs, s)
 		pcs = append(pcs, PeerConfig{Name: name, Addr: s.ln.Addr().String(), Slot: i, InSync: true})
+		r.fence.peers = append(r.fence.peers, name)
 	}
 	p, err := NewPrimary(r.ctx, Config{Volume: "vol", VolumeID: "id1", Node: "n1", Epoch: 1, Local: r.local, Peers: pcs,
 		Dial: dialAs("n1"), Fencer: r.fence, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -125,6 +125,10 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 		p.mu.Unlock()
 		return fmt.Errorf("peer %s is %s", pe.cfg.Name, pe.state)
 	}
+	if p.local != localAttached {
+		p.mu.Unlock()
+		return fmt.Errorf("the local disk is %s: nothing to resync from", p.local)
+	}
 	r.seq = p.nextSeq
 	p.nextSeq++
 	lk := p.order.Enqueue(off, off+length, orderMode(kind), r)
@@ -138,6 +142,15 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 	if kind == FrameResync {
 		buf := make([]byte, length)
 		if _, err = p.cfg.Local.ReadAt(ctx, buf, off); err == nil {
+			// An earlier request's local fault is recorded before it
+			// released this range: never send what the disk may lack.
+			p.mu.Lock()
+			if p.local != localAttached {
+				err = fmt.Errorf("the local disk is %s", p.local)
+			}
+			p.mu.Unlock()
+		}
+		if err == nil {
 			r.frame = AppendFrame(make([]byte, 0, headerSize+len(buf)), Header{Type: FrameResync, Epoch: p.cfg.Epoch, Offset: uint64(off)}, buf)
 		}
 	} else {

@@ -182,7 +182,7 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 			ref = &refusal{StatusFrozen, err.Error()}
 		}
 	}
-	ack := HelloAck{Status: StatusOK, Epoch: epoch}
+	ack := HelloAck{Status: StatusOK, Epoch: epoch, Reads: true}
 	if t != nil {
 		ack.VolumeID = t.VolumeID
 		if ref == nil && t.Activity != nil {
@@ -313,6 +313,13 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 		var fb [headerSize + 64]byte
 		return bw.Write(flush, AppendFrame(fb[:0], Header{Type: FrameAck, Flags: uint16(status), Seq: seq, Epoch: epoch}, []byte(msg)))
 	}
+	// answer acks a frame, or sends a read's data.
+	answer := func(h Header, status Status, msg string, data []byte, flush bool) error {
+		if h.Type == FrameRead && status == StatusOK {
+			return bw.Write(flush, AppendFrame(make([]byte, 0, headerSize+len(data)), Header{Type: FrameReadData, Seq: h.Seq, Epoch: epoch}, data))
+		}
+		return ack(h.Seq, status, msg, flush)
+	}
 	sem := make(chan struct{}, maxApplyInFlight)
 	largeSem := make(chan struct{}, maxLargeInFlight) // bounds read-ahead memory
 	// Payload buffers are recycled: at 1 MiB a frame, allocating each one
@@ -363,9 +370,10 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 		if !more && !isLarge && order.Idle() {
 			// Nothing in flight and nothing queued (QD1): apply here, with
 			// no hand-off to another goroutine.
-			status, msg := g.apply(sess, func() (Status, string) { return s.applyFrame(ctx, t, h, p) })
+			var data []byte
+			status, msg := g.apply(sess, func() (st Status, m string) { st, m, data = s.applyFrame(ctx, t, h, p); return })
 			recycle(p)
-			if err := ack(h.Seq, status, msg, status != StatusOK || r.Buffered() < headerSize || !order.Idle()); err != nil {
+			if err := answer(h, status, msg, data, status != StatusOK || r.Buffered() < headerSize || !order.Idle()); err != nil {
 				return finish(err)
 			}
 			if sa, ok := t.Store.(syncAheader); ok && status == StatusOK && h.Type == FrameWrite && r.Buffered() == 0 {
@@ -404,13 +412,14 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 			if llk != nil {
 				_ = large.Wait(context.Background(), llk)
 			}
-			status, msg := g.apply(sess, func() (Status, string) { return s.applyFrame(ctx, t, h, p) })
+			var data []byte
+			status, msg := g.apply(sess, func() (st Status, m string) { st, m, data = s.applyFrame(ctx, t, h, p); return })
 			recycle(p)
 			if llk != nil {
 				large.Release(llk)
 			}
 			order.Release(lk)
-			_ = ack(h.Seq, status, msg, true) // a failed stream ends the reader too
+			_ = answer(h, status, msg, data, true) // a failed stream ends the reader too
 			if isLarge {
 				<-largeSem
 			}
@@ -451,10 +460,18 @@ func (s *Secondary) checkFrame(ctx context.Context, t *Target, from string, epoc
 	return StatusOK, ""
 }
 
-// applyFrame applies one checked frame to the replica.
-func (s *Secondary) applyFrame(ctx context.Context, t *Target, h Header, p []byte) (Status, string) {
+// applyFrame applies one checked frame to the replica; a read returns its
+// data.
+func (s *Secondary) applyFrame(ctx context.Context, t *Target, h Header, p []byte) (Status, string, []byte) {
 	var err error
+	var data []byte
 	switch h.Type {
+	case FrameRead:
+		if h.Length > MaxPayload {
+			return StatusBadFrame, fmt.Sprintf("read of %d bytes exceeds %d", h.Length, MaxPayload), nil
+		}
+		data = make([]byte, h.Length)
+		_, err = t.Store.ReadAt(ctx, data, int64(h.Offset))
 	case FrameWrite, FrameResync:
 		flags := blockstore.WriteFlags(0)
 		if h.Flags&FlagFUA != 0 {
@@ -476,17 +493,17 @@ func (s *Secondary) applyFrame(ctx context.Context, t *Target, h Header, p []byt
 		err = t.Store.WriteZeroes(ctx, int64(h.Offset), int64(h.Length), flags)
 	case FramePing:
 	default:
-		return StatusBadFrame, fmt.Sprintf("unexpected %s frame", h.Type)
+		return StatusBadFrame, fmt.Sprintf("unexpected %s frame", h.Type), nil
 	}
 	switch {
 	case err == nil:
-		return StatusOK, ""
+		return StatusOK, "", data
 	case errors.Is(err, blockstore.ErrOutOfRange):
-		return StatusOutOfRange, err.Error()
+		return StatusOutOfRange, err.Error(), nil
 	case errors.Is(err, blockstore.ErrFrozen):
-		return StatusFrozen, err.Error()
+		return StatusFrozen, err.Error(), nil
 	}
-	return StatusIO, err.Error()
+	return StatusIO, err.Error(), nil
 }
 
 // flushWriter writes through a bufio.Writer and flushes it, so that each

@@ -22,6 +22,13 @@ const (
 	SyncSource ReplicaState = "SyncSource"
 	// SyncTarget is being resynced; its data is inconsistent until done.
 	SyncTarget ReplicaState = "SyncTarget"
+	// Failed is a replica whose disk returned an I/O error and was
+	// detached (DRBD's on-io-error detach: Failed, then Diskless). Its
+	// data is not to be trusted at all, and no bitmap says what it
+	// misses: it comes back only by a full resync. Only the primary's own
+	// replica becomes Failed (detach); it may keep serving diskless,
+	// through its in-sync peers.
+	Failed ReplicaState = "Failed"
 )
 
 // Refusals a Fencer reports (wrapped) when this node no longer owns the

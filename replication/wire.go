@@ -9,7 +9,8 @@ import (
 )
 
 // Frame layout (big-endian), 40 bytes of header then Length bytes of payload
-// for frames that carry data (Write, Resync, Hello, HelloAck, Ack text):
+// for frames that carry data (Write, Resync, Hello, HelloAck, Ack text,
+// ReadData):
 //
 //	0  magic   u32 "TDMR"
 //	4  version u8
@@ -48,6 +49,13 @@ const (
 	// offered it): every write up to and including Seq is durable here. A
 	// flush then needs no round trip to this replica.
 	FrameSynced FrameType = 10
+	// FrameRead (primary -> secondary, only to a secondary whose HelloAck
+	// offered it): read offset/length; ordered in the stream like a write.
+	// A primary whose own disk is detached serves reads through it.
+	FrameRead FrameType = 11
+	// FrameReadData (secondary -> primary) answers a FrameRead of the same
+	// Seq with the data; a failed read is answered with an Ack instead.
+	FrameReadData FrameType = 12
 )
 
 func (t FrameType) String() string {
@@ -72,6 +80,10 @@ func (t FrameType) String() string {
 		return "ping"
 	case FrameSynced:
 		return "synced"
+	case FrameRead:
+		return "read"
+	case FrameReadData:
+		return "read-data"
 	}
 	return fmt.Sprintf("frame(%d)", uint8(t))
 }
@@ -79,7 +91,7 @@ func (t FrameType) String() string {
 // hasPayload reports whether Length counts payload bytes for this type.
 func (t FrameType) hasPayload() bool {
 	switch t {
-	case FrameHello, FrameHelloAck, FrameWrite, FrameResync, FrameAck:
+	case FrameHello, FrameHelloAck, FrameWrite, FrameResync, FrameAck, FrameReadData:
 		return true
 	}
 	return false
@@ -192,7 +204,7 @@ func DecodeHeader(b []byte) (Header, error) {
 		Length: binary.BigEndian.Uint32(b[32:]),
 		CRC:    binary.BigEndian.Uint32(b[36:]),
 	}
-	if h.Type < FrameHello || h.Type > FrameSynced {
+	if h.Type < FrameHello || h.Type > FrameReadData {
 		return Header{}, fmt.Errorf("%w: unknown type %d", ErrBadFrame, uint8(h.Type))
 	}
 	if h.Offset > 1<<62 {
@@ -284,4 +296,7 @@ type HelloAck struct {
 	// means too many to list: resync everything.
 	Activity     [][2]int64 `json:"activity,omitempty"`
 	ActivityFull bool       `json:"activity_full,omitempty"`
+	// Reads says the secondary serves FrameRead (a diskless primary's
+	// reads); older secondaries leave it unset and are never sent one.
+	Reads bool `json:"reads,omitempty"`
 }

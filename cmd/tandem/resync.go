@@ -122,7 +122,8 @@ func resyncOver(info *tandemv1.VolumeInfo) bool {
 	for _, r := range info.GetReplicas() {
 		switch r.GetState() {
 		case tandemv1.ReplicaState_REPLICA_STATE_OUTDATED, tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT,
-			tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET, tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE:
+			tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET, tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE,
+			tandemv1.ReplicaState_REPLICA_STATE_FAILED:
 			return false
 		}
 		if r.GetDirtyBytes() > 0 {

@@ -310,7 +310,12 @@ with a progress bar on stderr when it is a terminal (periodic lines
 otherwise). Ctrl-C stops waiting; the resync itself goes on in the cluster.
 A diverged replica (one holding unrelated data) is an error: resync does not
 overwrite it unless told to with --discard NODE, which throws that replica's
-data away and resyncs it in full from the primary (never the primary's own).`,
+data away and resyncs it in full from the primary (never the primary's own).
+
+When the primary's own disk was detached after I/O errors (its replica
+Failed, serving diskless through its peers), resync re-attaches it: every
+block is copied back from an UpToDate peer while the guests keep writing,
+then the primary's replica is UpToDate again. Run it once the disk works.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !wait && (cmd.Flags().Changed("interval") || cmd.Flags().Changed("timeout-wait")) {

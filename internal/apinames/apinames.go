@@ -15,6 +15,7 @@ var replicaStates = [...]struct {
 	{tandemv1.ReplicaState_REPLICA_STATE_INCONSISTENT, "Inconsistent"},
 	{tandemv1.ReplicaState_REPLICA_STATE_SYNC_SOURCE, "SyncSource"},
 	{tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET, "SyncTarget"},
+	{tandemv1.ReplicaState_REPLICA_STATE_FAILED, "Failed"},
 }
 
 // ReplicaState is a replica's state by its name. ok is false for

@@ -19,6 +19,9 @@ const (
 	Inconsistent Replica = "Inconsistent"
 	SyncSource   Replica = "SyncSource"
 	SyncTarget   Replica = "SyncTarget"
+	// Failed: the disk was detached after an I/O error; a full resync
+	// brings it back.
+	Failed Replica = "Failed"
 )
 
 // Node is one node as placement sees it.
@@ -125,6 +128,8 @@ func canHost(c *Cluster, vm VM, node string, extra map[string]uint64) string {
 		case UpToDate:
 		case None:
 			return fmt.Sprintf("holds no replica of volume %s", vol)
+		case Failed:
+			return fmt.Sprintf("its replica of volume %s is Failed (its disk was detached after an I/O error; once the disk works, a full resync brings it back: 'tandem volume resync %s --wait')", vol, vol)
 		default:
 			return fmt.Sprintf("its replica of volume %s is %s (it misses acknowledged writes; wait for the resync)", vol, st)
 		}

@@ -38,6 +38,11 @@ func volumeHealth(catalogState string, v *tandemv1.VolumeInfo) (state, why strin
 	var degraded, syncing []string
 	for _, r := range v.GetReplicas() {
 		if r.GetPrimary() {
+			if st := r.GetState(); st != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
+				// Its disk was detached: it serves diskless through the
+				// peers (or is re-attaching it).
+				degraded = append(degraded, fmt.Sprintf("primary %s %s (%s)", r.GetNode(), stateName(st), orNone(r.GetLink())))
+			}
 			continue
 		}
 		st, link := r.GetState(), r.GetLink()

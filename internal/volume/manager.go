@@ -49,6 +49,7 @@ type Shard interface {
 	AllowDual(ctx context.Context, shardID, epoch uint64, peer, reason string) (*consensus.VolumeRecord, error)
 	EndDual(ctx context.Context, shardID, epoch uint64, reason string) (*consensus.VolumeRecord, error)
 	Handover(ctx context.Context, shardID, epoch uint64, peer, reason string) (*consensus.VolumeRecord, error)
+	Detach(ctx context.Context, shardID, epoch uint64, reason string) (*consensus.VolumeRecord, error)
 }
 
 // CallNode runs f against node's peer client, bounded by timeout; the

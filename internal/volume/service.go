@@ -22,6 +22,7 @@ import (
 	"github.com/tandemhci/tandem/internal/units"
 	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+	"github.com/tandemhci/tandem/replication"
 )
 
 func replicaStateProto(s consensus.ReplicaState) tandemv1.ReplicaState {
@@ -76,6 +77,12 @@ func (m *Manager) Info(name string) (*tandemv1.VolumeInfo, error) {
 			if vr, ok := byName[ps.Name]; ok {
 				vr.Link, vr.DirtyBytes, vr.ResyncSentBytes = ps.State, ps.DirtyBytes, ps.ResyncBytes
 			}
+		}
+		if ls := p.Local(); ls.State != "UpToDate" {
+			if vr, ok := byName[m.self()]; ok {
+				vr.Link = ls.Describe()
+			}
+			out.Warning = fmt.Sprintf("the primary's disk is detached; it serves through its peers: %s. Once the disk works, re-attach it with 'tandem volume resync %s'", ls.Describe(), e.Name)
 		}
 		out.NbdUnix = fmt.Sprintf("nbd+unix:///%s?socket=%s", e.Name, m.nbdSocket)
 		if a := m.st.Node.NBDAddr; a != "" {
@@ -559,7 +566,11 @@ func (m *Manager) audit(ctx context.Context, action, detail string) {
 // replica's data away, so that it is resynced in full from the primary.
 func (m *Manager) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest) (*tandemv1.VolumeInfo, error) {
 	if req.DiscardNode == "" {
-		return m.Show(ctx, req.Name, 3*time.Second)
+		info, err := m.Show(ctx, req.Name, 3*time.Second)
+		if err != nil || !primaryFailed(info) {
+			return info, err
+		}
+		return m.reattach(ctx, info)
 	}
 	if err := m.st.Quorum(ctx); err != nil {
 		return nil, err
@@ -578,6 +589,8 @@ func (m *Manager) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest)
 		return nil, status.Errorf(codes.NotFound, "no volume named %q", req.Name)
 	case !slices.Contains(e.Replicas, req.DiscardNode):
 		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s", req.DiscardNode, req.Name)
+	case info.Primary == req.DiscardNode && primaryFailed(info):
+		return m.reattach(ctx, info)
 	case info.Primary == req.DiscardNode:
 		return nil, status.Errorf(codes.FailedPrecondition, "%s is the primary of %s: promote another UpToDate replica before discarding its data", req.DiscardNode, req.Name)
 	case info.Primary == "" || info.NbdUnix == "":
@@ -598,6 +611,42 @@ func (m *Manager) Resync(ctx context.Context, req *tandemv1.ResyncVolumeRequest)
 		return nil, err
 	}
 	m.st.Log.Warn("replica data discarded by an operator; full resync", "volume", req.Name, "node", req.DiscardNode)
+	return out, nil
+}
+
+// primaryFailed reports that the volume's primary serves with its disk
+// detached (its replica Failed, or SyncTarget from a re-attach cut short).
+func primaryFailed(info *tandemv1.VolumeInfo) bool {
+	for _, r := range info.GetReplicas() {
+		if r.GetPrimary() {
+			switch r.GetState() {
+			case tandemv1.ReplicaState_REPLICA_STATE_FAILED, tandemv1.ReplicaState_REPLICA_STATE_SYNC_TARGET:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reattach asks the primary to copy its detached disk back in from a peer
+// (the resync of a Failed primary; it returns once the disk is UpToDate).
+func (m *Manager) reattach(ctx context.Context, info *tandemv1.VolumeInfo) (*tandemv1.VolumeInfo, error) {
+	if err := m.st.Quorum(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := m.Catalog(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	var out *tandemv1.VolumeInfo
+	if err := m.onNode(ctx, ms, info.Primary, func(ctx context.Context, c tandemv1.PeerClient) error {
+		var err error
+		out, err = c.VolumeDiscardPeer(ctx, &tandemv1.PromoteVolumeRequest{Name: info.Name, Node: info.Primary})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	m.audit(ctx, "volume-reattach", fmt.Sprintf("volume %s: the detached disk of primary %s re-attached by an operator", info.Name, info.Primary))
 	return out, nil
 }
 
@@ -662,6 +711,26 @@ func (m *Manager) DiscardPeer(ctx context.Context, name, peer string) (*tandemv1
 	nv.mu.Unlock()
 	if p == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", m.self(), name)
+	}
+	if peer == m.self() {
+		// The primary's own detached disk: copy every block back in from
+		// a peer (re-attach).
+		done, err := p.StartReattach(ctx)
+		if errors.Is(err, replication.ErrNotDetached) && p.Local().State == "Attaching" {
+			return m.Info(name) // under way already: --wait follows it
+		}
+		if err != nil {
+			if errors.Is(err, replication.ErrNotDetached) {
+				return nil, status.Errorf(codes.FailedPrecondition, "re-attach the disk of %s on %s: %v", name, m.self(), err)
+			}
+			return nil, status.Errorf(codes.Unavailable, "re-attach the disk of %s on %s: %v", name, m.self(), err)
+		}
+		go func() {
+			if err := <-done; err != nil {
+				m.log.Error("re-attach of the local disk failed; it stays detached", "volume", name, "err", err)
+			}
+		}()
+		return m.Info(name)
 	}
 	if err := p.DiscardPeer(ctx, peer); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)

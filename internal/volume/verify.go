@@ -109,6 +109,11 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 	if p == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s is not the primary of %s", m.self(), name)
 	}
+	if ls := p.Local(); ls.State != "UpToDate" {
+		// Verify compares against the primary's disk, which holds nothing
+		// to rely on while detached.
+		return nil, status.Errorf(codes.FailedPrecondition, "the disk of primary %s of %s is %s: re-attach it first with 'tandem volume resync %s'", m.self(), name, ls.Describe(), name)
+	}
 	meta := m.meta()
 	if meta == nil {
 		return nil, status.Error(codes.Unavailable, "metadata: this node is not in a cluster")

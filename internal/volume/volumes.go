@@ -46,9 +46,12 @@ type nodeVolume struct {
 	// unrelated is set when the local replica holds another volume's data.
 	unrelated bool
 
-	mu           sync.Mutex // guards primary, primaryEpoch
+	mu           sync.Mutex // guards primary, primaryEpoch, ownState
 	primary      *replication.Primary
 	primaryEpoch uint64
+	// ownState is this node's replica state in the last record reconcile
+	// saw, to report its disk's detach and re-attach as cluster events.
+	ownState consensus.ReplicaState
 
 	// handoverMu serialises handovers on the primary, takeoverMu the
 	// migration target's takeover.
@@ -546,6 +549,7 @@ func (nv *nodeVolume) reconcile() {
 	self := nv.m.self()
 	nv.mu.Lock()
 	defer nv.mu.Unlock()
+	nv.diskEvent(r)
 	if nv.primary != nil && (r.Primary != self || r.Epoch != nv.primaryEpoch) {
 		nv.m.log.Warn("no longer primary at this epoch; stopping replication", "volume", nv.entry.Name, "epoch", r.Epoch, "primary", r.Primary)
 		nv.primary.Close()
@@ -608,20 +612,29 @@ func (nv *nodeVolume) reconcile() {
 		}
 		if rr, ok := r.Replicas[name]; ok {
 			pc.InSync = rr.State == consensus.UpToDate || rr.State == consensus.SyncSource
+			pc.Full = rr.State == consensus.Failed
 		}
 		peers = append(peers, pc)
+	}
+	// A primary whose own replica the record has Failed (its disk was
+	// detached) or SyncTarget (a re-attach was cut short) serves diskless
+	// through its peers: its disk holds nothing to rely on (I3).
+	diskless, cause := false, ""
+	if own, ok := r.Replicas[self]; ok && own.State != consensus.UpToDate && own.State != consensus.SyncSource {
+		diskless, cause = true, disklessCause(r)
 	}
 	p, err := replication.NewPrimary(ctx, replication.Config{
 		Volume: nv.entry.Name, VolumeID: volumeIDHex(nv.store), Node: self, Epoch: r.Epoch,
 		Local: nv.store, Peers: peers, Dial: nv.m.dial, Fencer: &volumeFencer{vols: nv.vols, shard: nv.entry.ShardID},
 		Log: nv.m.log, ResyncRate: nv.m.resyncRate(ms), ActivityLog: true, ActivitySlot: nv.activitySlot(),
+		Diskless: diskless, DisklessCause: cause,
 	})
 	if err != nil {
 		nv.m.log.Error("cannot start replication", "volume", nv.entry.Name, "err", err)
 		return
 	}
 	nv.primary, nv.primaryEpoch = p, r.Epoch
-	nv.m.log.Info("serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch)
+	nv.m.log.Info("serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch, "local_disk", p.Local().Describe())
 	var reconcile []string
 	for name, rr := range r.Replicas {
 		if name != self && rr.Reconcile {
@@ -631,6 +644,32 @@ func (nv *nodeVolume) reconcile() {
 	if len(reconcile) > 0 {
 		go nv.reconcilePeers(p, r.Epoch, reconcile)
 	}
+}
+
+// diskEvent records a cluster event when this node's replica becomes
+// Failed (its disk detached after an I/O error) or UpToDate again after
+// that; nv.mu held.
+func (nv *nodeVolume) diskEvent(r *consensus.VolumeRecord) {
+	self := nv.m.self()
+	own, ok := r.Replicas[self]
+	if !ok {
+		return
+	}
+	prev := nv.ownState
+	nv.ownState = own.State
+	if prev == "" || prev == own.State || nv.m.st.Events == nil {
+		return
+	}
+	var e consensus.Event
+	switch {
+	case own.State == consensus.Failed:
+		e = consensus.Event{Kind: "disk-detached", Node: self, Detail: fmt.Sprintf("volume %s: %s's disk is detached (Failed); it serves diskless through its peers: %s", nv.entry.Name, self, disklessCause(r))}
+	case own.State == consensus.UpToDate && (prev == consensus.Failed || prev == consensus.SyncTarget) && r.Primary == self:
+		e = consensus.Event{Kind: "disk-reattached", Node: self, Detail: fmt.Sprintf("volume %s: %s's disk is re-attached and UpToDate", nv.entry.Name, self)}
+	default:
+		return
+	}
+	go nv.m.st.Events(nv.m.ctx, e)
 }
 
 // reconcilePeers runs after a promotion: secondaries may hold writes the
@@ -764,6 +803,26 @@ func (f *volumeFencer) Outdate(ctx context.Context, epoch uint64, peer, reason s
 func (f *volumeFencer) SetState(ctx context.Context, epoch uint64, peer string, s consensus.ReplicaState, reason string) error {
 	_, err := f.vols.SetReplicaState(ctx, f.shard, epoch, peer, s, reason)
 	return err
+}
+
+func (f *volumeFencer) Detach(ctx context.Context, epoch uint64, reason string) error {
+	_, err := f.vols.Detach(ctx, f.shard, epoch, reason)
+	if errors.Is(err, consensus.ErrNotUpToDate) {
+		return fmt.Errorf("%w: %w", replication.ErrNoUpToDatePeer, err)
+	}
+	return err
+}
+
+// disklessCause is why the record has the primary's disk detached: the
+// reason of the last detach event, for status after a restart.
+func disklessCause(r *consensus.VolumeRecord) string {
+	for i := len(r.History) - 1; i >= 0; i-- {
+		if h := r.History[i]; strings.HasPrefix(h.What, r.Primary+" ") && strings.Contains(h.What, "-> "+string(consensus.Failed)) {
+			return strings.TrimPrefix(h.Reason, "detached after I/O error: ")
+		}
+	}
+	own := r.Replicas[r.Primary]
+	return fmt.Sprintf("the volume's record has this replica %s", own.State)
 }
 
 // Primaries counts the volumes served here as primary.

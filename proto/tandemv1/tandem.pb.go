@@ -193,6 +193,10 @@ const (
 	ReplicaState_REPLICA_STATE_INCONSISTENT ReplicaState = 3
 	ReplicaState_REPLICA_STATE_SYNC_SOURCE  ReplicaState = 4
 	ReplicaState_REPLICA_STATE_SYNC_TARGET  ReplicaState = 5
+	// The disk returned an I/O error and was detached (DRBD's on-io-error
+	// detach); a primary keeps serving diskless through its peers. Comes
+	// back only by a full resync ('tandem volume resync').
+	ReplicaState_REPLICA_STATE_FAILED ReplicaState = 6
 )
 
 // Enum value maps for ReplicaState.
@@ -204,6 +208,7 @@ var (
 		3: "REPLICA_STATE_INCONSISTENT",
 		4: "REPLICA_STATE_SYNC_SOURCE",
 		5: "REPLICA_STATE_SYNC_TARGET",
+		6: "REPLICA_STATE_FAILED",
 	}
 	ReplicaState_value = map[string]int32{
 		"REPLICA_STATE_UNSPECIFIED":  0,
@@ -212,6 +217,7 @@ var (
 		"REPLICA_STATE_INCONSISTENT": 3,
 		"REPLICA_STATE_SYNC_SOURCE":  4,
 		"REPLICA_STATE_SYNC_TARGET":  5,
+		"REPLICA_STATE_FAILED":       6,
 	}
 )
 
@@ -2449,7 +2455,9 @@ type VolumeReplica struct {
 	// Bytes sent by the running or last resync.
 	ResyncSentBytes int64 `protobuf:"varint,5,opt,name=resync_sent_bytes,json=resyncSentBytes,proto3" json:"resync_sent_bytes,omitempty"`
 	// The replication link as the primary sees it: in-sync, syncing,
-	// fencing, outdated, diverged (empty for the primary itself).
+	// fencing, outdated, diverged. For the primary itself it is empty while
+	// its disk is attached, else its local disk state, such as "Diskless
+	// (detached after I/O error: ...)".
 	Link  string                 `protobuf:"bytes,6,opt,name=link,proto3" json:"link,omitempty"`
 	Since *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
 	// Set after a primary change until the new primary has overwritten writes
@@ -9295,14 +9303,15 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06Health\x12\x12\n" +
 	"\x0eHEALTH_UNKNOWN\x10\x00\x12\x11\n" +
 	"\rHEALTH_ONLINE\x10\x01\x12\x12\n" +
-	"\x0eHEALTH_OFFLINE\x10\x02*\xc5\x01\n" +
+	"\x0eHEALTH_OFFLINE\x10\x02*\xdf\x01\n" +
 	"\fReplicaState\x12\x1d\n" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18REPLICA_STATE_UP_TO_DATE\x10\x01\x12\x1a\n" +
 	"\x16REPLICA_STATE_OUTDATED\x10\x02\x12\x1e\n" +
 	"\x1aREPLICA_STATE_INCONSISTENT\x10\x03\x12\x1d\n" +
 	"\x19REPLICA_STATE_SYNC_SOURCE\x10\x04\x12\x1d\n" +
-	"\x19REPLICA_STATE_SYNC_TARGET\x10\x05*\x84\x01\n" +
+	"\x19REPLICA_STATE_SYNC_TARGET\x10\x05\x12\x18\n" +
+	"\x14REPLICA_STATE_FAILED\x10\x06*\x84\x01\n" +
 	"\rCARotatePhase\x12\x1f\n" +
 	"\x1bCA_ROTATE_PHASE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CA_ROTATE_PHASE_TRUST\x10\x01\x12\x1b\n" +
