@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -21,8 +22,10 @@ import (
 // QEMU machine under TCG that joins a two-node cluster: the ISO boots
 // (SeaBIOS) from a CD with a blank virtio disk, a NIC on the backend bridge
 // and one on the VM network, and an answer drive labelled TANDEM naming a
-// fresh join token. The installer partitions the disk, installs, reboots
-// from it, and the installed tandemd joins on its first boot. The test then
+// mistyped join token. The installer partitions the disk, installs, reboots
+// from it; the first boot's join is refused and retried with backoff, the
+// error visible on the console, until the test writes the right token over
+// SSH, as an operator would, and the installed tandemd joins. The test then
 // checks the installed system over SSH (with the key from the answers) and
 // kills the machine, which the cluster must see go offline.
 func TestApplianceInstall(t *testing.T) {
@@ -64,6 +67,15 @@ func TestApplianceInstall(t *testing.T) {
 	if token == nil {
 		t.Fatalf("no token in %s", out)
 	}
+	// The answers carry a mistyped token (another secret, a valid
+	// checksum): the installed system must retry visibly, and take the
+	// right one once the operator writes it into its first-boot file.
+	jt, err := pki.ParseJoinToken(token[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	jt.Secret[0] ^= 0xff
+	wrongToken := jt.String()
 
 	// The new node: 10.99.0.13 on the backend (its NIC a tap on the
 	// switch's backend bridge), a second NIC on the VM network.
@@ -109,7 +121,7 @@ cluster:
   token: %s
 ssh_authorized_keys:
   - %s
-`, addr, td.BackendAddr(n1), token[1], strings.TrimSpace(string(pub)))
+`, addr, td.BackendAddr(n1), wrongToken, strings.TrimSpace(string(pub)))
 	if err := os.WriteFile(filepath.Join(dir, "answer.yaml"), []byte(answer), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -146,9 +158,18 @@ ssh_authorized_keys:
 		}
 	}()
 
-	// Installed (the installer says so on the serial console), then
-	// joined: the other nodes count 3 voters online.
-	var installed time.Duration
+	// The installed system, over SSH from the switch (the key from the
+	// answers).
+	ssh := func(cmd string) (string, error) {
+		out, err := c.ExecSwitch(ctx, "ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+			"-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "root@"+addr, cmd)
+		return strings.TrimSpace(string(out)), err
+	}
+
+	// Installed (the installer says so on the serial console), refused
+	// with the mistyped token and fixed by the operator, then joined: the
+	// other nodes count 3 voters online.
+	var installed, refused time.Duration
 	st, err := waitFor(ctx, 35*time.Minute, func() (*tandemv1.ClusterStatus, bool, error) {
 		if !vm.Alive() {
 			return nil, false, fmt.Errorf("QEMU exited:\n%s", c.LogTail(c.Switch(), "appliance-qemu", 20))
@@ -161,9 +182,23 @@ ssh_authorized_keys:
 				return nil, false, fmt.Errorf("the installer failed:\n%s", serialTail())
 			}
 		}
+		if installed != 0 && refused == 0 {
+			b, _ := os.ReadFile(serial)
+			if i := strings.Index(string(b), "refused the join token"); i >= 0 && strings.Contains(string(b[i:]), "Next attempt in") {
+				refused = time.Since(start)
+				t.Logf("appliance: the mistyped token was refused visibly %s after QEMU start; writing the right one", refused.Round(time.Second))
+				// What an operator does on the console: no restart.
+				if out, err := ssh(fmt.Sprintf("sed -i 's/^token: .*/token: %s/' /etc/tandem/firstboot.yaml && grep -c '^token: ' /etc/tandem/firstboot.yaml", token[1])); err != nil || out != "1" {
+					return nil, false, fmt.Errorf("fixing the token over SSH: %v %q", err, out)
+				}
+			}
+		}
 		st, err := td.Status(ctx, n2)
 		if err != nil {
 			return nil, false, nil
+		}
+		if st.GetVoters() == 3 && refused == 0 {
+			return st, false, fmt.Errorf("the node joined with a mistyped token")
 		}
 		return st, st.GetVoters() == 3 && st.GetVotesOnline() == 3 && st.GetQuorate(), nil
 	})
@@ -171,7 +206,7 @@ ssh_authorized_keys:
 		t.Fatalf("waiting for the installed node to join: %v (last status %s)", err, statusLine(st))
 	}
 	joined := time.Since(start)
-	t.Logf("appliance: QEMU start to joined (3 of 3 online): %s (install %s)", joined.Round(time.Second), installed.Round(time.Second))
+	t.Logf("appliance: QEMU start to joined (3 of 3 online): %s (install %s, token fixed %s)", joined.Round(time.Second), installed.Round(time.Second), refused.Round(time.Second))
 	for _, n := range c.Nodes {
 		st, err := td.Status(ctx, n)
 		if err != nil || st.GetVotesOnline() != 3 || !st.GetQuorate() {
@@ -179,13 +214,6 @@ ssh_authorized_keys:
 		}
 	}
 
-	// The installed system, over SSH from the switch (the key from the
-	// answers).
-	ssh := func(cmd string) (string, error) {
-		out, err := c.ExecSwitch(ctx, "ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-			"-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "root@"+addr, cmd)
-		return strings.TrimSpace(string(out)), err
-	}
 	// A volume with a replica on n3, to see where its file lands.
 	if _, _, err := td.CLI(ctx, n1, "volume", "create", "appl", "--size", "64M", "--nodes", "n3,n1"); err != nil {
 		t.Errorf("a volume on the installed node: %v", err)

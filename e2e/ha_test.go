@@ -28,19 +28,7 @@ import (
 // events returns the cluster's event log as the CLI shows it in JSON.
 func (vc *vmCluster) events(t *testing.T, n *testcluster.Node) []*tandemv1.Event {
 	t.Helper()
-	out, _, err := vc.td.CLI(vc.ctx, n, "events", "--tail", "1000", "--output", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []*tandemv1.Event
-	for _, line := range splitJSONObjects(out) {
-		var e tandemv1.Event
-		if err := adminclient.UnmarshalJSON([]byte(line), &e); err != nil {
-			t.Fatalf("event %q: %v", line, err)
-		}
-		evs = append(evs, &e)
-	}
-	return evs
+	return clusterEvents(t, vc.ctx, vc.td, n)
 }
 
 // splitJSONObjects splits concatenated top-level JSON objects.

@@ -153,23 +153,7 @@ func refusedFromSwitch(t *testing.T, ctx context.Context, c *testcluster.Cluster
 // TestNBDExportTLS is the first acceptance point of issue 13's NBD part,
 // against every node of a 3-node cluster with the TCP export on.
 func TestNBDExportTLS(t *testing.T) {
-	testcluster.Require(t)
-	bin := binDir(t)
-	c := testcluster.New(t, testcluster.Options{Nodes: 3})
-	td := testcluster.NewTandem(c, bin)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	t.Cleanup(cancel)
-	for _, n := range c.Nodes {
-		if _, err := td.StartDaemon(ctx, n, "--nbd-addr", nbdAddr(n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := td.Form(ctx, "nbdtls"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := td.WaitStatus(ctx, c.Nodes[0], 15*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 3 }); err != nil {
-		t.Fatal(err)
-	}
+	c, td, ctx := nbdVolCluster(t, "nbdtls")
 	stranger, err := c.SwitchOnBackend()
 	if err != nil {
 		t.Fatal(err)

@@ -30,14 +30,10 @@ func clusterEvents(t *testing.T, ctx context.Context, td *testcluster.Tandem, n 
 	return evs
 }
 
-// TestVolumeHAWithoutVM: a volume no VM uses, written by an NBD consumer
-// over the TLS export, is promoted by HA on its UpToDate replica after its
-// primary's node is lost and fenced (HA auto, the default); the consumer
-// reconnects to the primary that 'volume show' names and finds every
-// acknowledged write. A volume set to HA manual stays where it was, with
-// an event telling the operator what to do, and the operator's promote
-// then works.
-func TestVolumeHAWithoutVM(t *testing.T) {
+// nbdVolCluster is a quorate 3-node cluster named name whose nodes serve
+// the TCP NBD export (TLS) on their IP, port 10809.
+func nbdVolCluster(t *testing.T, name string) (*testcluster.Cluster, *testcluster.Tandem, context.Context) {
+	t.Helper()
 	testcluster.Require(t)
 	bin := binDir(t)
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
@@ -49,12 +45,24 @@ func TestVolumeHAWithoutVM(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := td.Form(ctx, "volha"); err != nil {
+	if err := td.Form(ctx, name); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := td.WaitStatus(ctx, c.Nodes[0], 15*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 3 }); err != nil {
 		t.Fatal(err)
 	}
+	return c, td, ctx
+}
+
+// TestVolumeHAWithoutVM: a volume no VM uses, written by an NBD consumer
+// over the TLS export, is promoted by HA on its UpToDate replica after its
+// primary's node is lost and fenced (HA auto, the default); the consumer
+// reconnects to the primary that 'volume show' names and finds every
+// acknowledged write. A volume set to HA manual stays where it was, with
+// an event telling the operator what to do, and the operator's promote
+// then works.
+func TestVolumeHAWithoutVM(t *testing.T) {
+	c, td, ctx := nbdVolCluster(t, "volha")
 	if _, err := c.SwitchOnBackend(); err != nil {
 		t.Fatal(err)
 	}

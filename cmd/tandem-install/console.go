@@ -28,9 +28,9 @@ type console struct {
 
 var vtName = regexp.MustCompile(`^tty[0-9]+$`)
 
-// openConsoles opens the kernel's active consoles (/sys/class/tty/console/
-// active) for writing. skipVT leaves out virtual terminals, for when w is
-// already the screen. Consoles that do not open are skipped: a message
+// openConsoles lists the kernel's active consoles (/sys/class/tty/console/
+// active) as writers. skipVT leaves out virtual terminals, for when w is
+// already the screen. A console that does not open is skipped: a message
 // must never fail for want of a serial port.
 func openConsoles(active string, skipVT bool) []io.Writer {
 	b, err := os.ReadFile(active)
@@ -42,13 +42,24 @@ func openConsoles(active string, skipVT bool) []io.Writer {
 		if skipVT && vtName.MatchString(name) {
 			continue
 		}
-		f, err := os.OpenFile(filepath.Join("/dev", name), os.O_WRONLY|syscall.O_NOCTTY, 0)
-		if err != nil {
-			continue
-		}
-		out = append(out, f)
+		out = append(out, ttyWriter(filepath.Join("/dev", name)))
 	}
 	return out
+}
+
+// ttyWriter opens its terminal for each write. A descriptor held open
+// would be dead after a vhangup (a getty starting on the same serial
+// port revokes it, and every later write fails with EIO), and the rest
+// of the installation would be silent there.
+type ttyWriter string
+
+func (t ttyWriter) Write(p []byte) (int, error) {
+	f, err := os.OpenFile(string(t), os.O_WRONLY|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Write(p)
 }
 
 // line writes one message everywhere, with a timestamp in the file.

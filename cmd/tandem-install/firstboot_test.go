@@ -182,3 +182,39 @@ func TestInteractive(t *testing.T) {
 		t.Errorf("cancel: %v", err)
 	}
 }
+
+// TestConsoleReopensEachWrite: a console is opened for every message, so
+// one revoked under the installer (a getty's vhangup of the serial port,
+// here a replaced file) still gets the messages that follow.
+func TestConsoleReopensEachWrite(t *testing.T) {
+	dir := t.TempDir()
+	tty := filepath.Join(dir, "ttyS0")
+	if err := os.WriteFile(tty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel("/dev", tty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	active := filepath.Join(dir, "active")
+	if err := os.WriteFile(active, []byte("tty0 "+rel+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	extra := openConsoles(active, true)
+	if len(extra) != 1 {
+		t.Fatalf("openConsoles skipping VTs: %v", extra)
+	}
+	con := &console{extra: extra}
+	con.Infof("first")
+	if err := os.Remove(tty); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	con.Infof("second")
+	b, err := os.ReadFile(tty)
+	if err != nil || !strings.Contains(string(b), "second") || strings.Contains(string(b), "first") {
+		t.Fatalf("the console after it was replaced holds %q (%v)", b, err)
+	}
+}

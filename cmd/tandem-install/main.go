@@ -157,6 +157,7 @@ func runInstall(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 	cmdlinePath := fs.String("cmdline", "/proc/cmdline", "kernel command line")
 	squashfs := fs.String("image", liveSquashfs, "the system image to install")
 	logPath := fs.String("log", installLog, "the installer's log")
+	consoles := fs.String("consoles", "/sys/class/tty/console/active", "the list of the kernel's consoles, which every message also goes to")
 	if err := fs.Parse(args); err != nil {
 		return exitBadAnswers
 	}
@@ -177,7 +178,7 @@ func runInstall(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 			in, out = f, f
 		}
 	}
-	con := &console{w: out, extra: openConsoles("/sys/class/tty/console/active", true), log: log}
+	con := &console{w: out, extra: openConsoles(*consoles, true), log: log}
 	if f, err := os.OpenFile(*logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
 		defer f.Close()
 		con.file = f
