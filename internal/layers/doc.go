@@ -41,6 +41,9 @@
 //     nor compute: they get what they need through state.State and small
 //     interfaces; internal/vmm (which drives compute), internal/api and
 //     internal/peers may use compute or gRPC but never the daemon;
+//   - chaos, the fault-schedule runner, drives the product from outside
+//     (CLI, NBD, processes, the network): no daemon, consensus,
+//     replication or blockstore;
 //   - internal/daemon wires everything together, and only commands (cmd/)
 //     may import it.
 //
