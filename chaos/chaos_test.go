@@ -50,7 +50,7 @@ func TestChaosSchedules(t *testing.T) {
 	}
 	base := t.TempDir()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if testing.Verbose() {
+	if os.Getenv("CHAOS_LOG") == "info" {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
 	began := time.Now()

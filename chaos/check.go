@@ -288,8 +288,11 @@ func CheckConvergence(vols []VolumeConvergence) []Anomaly {
 			}
 			add("replicas not all UpToDate and in sync %s after healing: %s", v.Waited.Round(time.Second), strings.Join(rs, ", "))
 		}
-		if v.Verify != "" || v.Mismatches > 0 {
+		switch {
+		case v.Mismatches > 0:
 			add("volume verify: %d mismatching ranges: %s", v.Mismatches, v.Verify)
+		case v.Verify != "":
+			add("volume verify failed: %s", v.Verify)
 		}
 		var ref *ReplicaObs
 		for i := range v.Replicas {

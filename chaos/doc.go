@@ -20,7 +20,8 @@
 //
 //   - process: kill -9 of tandemd (restarted at heal); SIGSTOP/SIGCONT of
 //     tandemd for pauses below the HA suspect timeout (0.2–1s) and above
-//     the self-fence lease plus grace (6.5–8s);
+//     the self-fence lease plus grace (6.2–7s in CI, up to 12s in the long
+//     profile);
 //   - host: power off, as the BMC does (Cluster.Kill of everything in the
 //     namespace plus both switch ports down); power on brings the ports up
 //     and starts tandemd;

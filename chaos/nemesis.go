@@ -83,6 +83,9 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 func (m *nemesis) node(i int) *testcluster.Node { return m.r.c.Nodes[i] }
 
 func (m *nemesis) apply(ctx context.Context, f Fault) {
+	if m.applyOperator(ctx, f) {
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := m.node(f.Node)
@@ -136,17 +139,6 @@ func (m *nemesis) apply(ctx context.Context, f Fault) {
 		} else {
 			err = m.r.cfg.Disk.Inject(ctx, n, f)
 		}
-	case Maintenance:
-		if m.maint[f.Node] == 0 {
-			m.operator(ctx, f, "node", "maintenance", "enable", n.Name, "--force")
-		}
-		m.maint[f.Node]++
-	case Promote:
-		applied = m.r.promote(ctx, f)
-	case Resync:
-		m.operator(ctx, f, "volume", "resync", m.r.volName(f.Volume))
-	case Verify:
-		m.operator(ctx, f, "volume", "verify", m.r.volName(f.Volume), "--in-sync-only")
 	default:
 		applied = false
 	}
@@ -162,7 +154,52 @@ func (m *nemesis) apply(ctx context.Context, f Fault) {
 	m.log.Info("chaos: applied", "fault", f.String(), "applied", applied)
 }
 
+// applyOperator runs an operator action, outside the nemesis lock: an
+// action may wait for a quorum or an evacuation for seconds, and faults
+// must go on meanwhile. It reports whether f was one.
+func (m *nemesis) applyOperator(ctx context.Context, f Fault) bool {
+	applied := true
+	switch f.Kind {
+	case Maintenance:
+		m.mu.Lock()
+		m.maint[f.Node]++
+		first := m.maint[f.Node] == 1
+		m.mu.Unlock()
+		if first {
+			applied = m.operator(ctx, f, "node", "maintenance", "enable", m.node(f.Node).Name, "--force")
+		}
+	case Promote:
+		applied = m.r.promote(ctx, f)
+	case Resync:
+		applied = m.operator(ctx, f, "volume", "resync", m.r.volName(f.Volume))
+	case Verify:
+		applied = m.operator(ctx, f, "volume", "verify", m.r.volName(f.Volume), "--in-sync-only")
+	default:
+		return false
+	}
+	m.mu.Lock()
+	if applied {
+		m.injected[f.Kind]++
+	} else {
+		m.opErrors++
+	}
+	m.mu.Unlock()
+	m.log.Info("chaos: applied", "fault", f.String(), "applied", applied)
+	return true
+}
+
 func (m *nemesis) heal(ctx context.Context, f Fault) {
+	if f.Kind == Maintenance {
+		m.mu.Lock()
+		m.maint[f.Node]--
+		last := m.maint[f.Node] == 0
+		m.mu.Unlock()
+		if last {
+			m.operator(ctx, f, "node", "maintenance", "disable", m.node(f.Node).Name)
+		}
+		m.log.Info("chaos: healed", "fault", f.String())
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := m.node(f.Node)
@@ -199,11 +236,6 @@ func (m *nemesis) heal(ctx context.Context, f Fault) {
 	case Disk:
 		if m.r.cfg.Disk != nil {
 			err = m.r.cfg.Disk.Heal(ctx, n, f)
-		}
-	case Maintenance:
-		m.maint[f.Node]--
-		if m.maint[f.Node] == 0 {
-			m.operator(ctx, f, "node", "maintenance", "disable", n.Name)
 		}
 	}
 	if err != nil {
@@ -293,9 +325,10 @@ func (m *nemesis) addTable(ctx context.Context, f Fault, i int, peers []int, in,
 
 // operator runs a CLI action through a node that answers; a refusal (no
 // quorum, replica not UpToDate) is expected under faults and only logged.
-func (m *nemesis) operator(ctx context.Context, f Fault, args ...string) {
+func (m *nemesis) operator(ctx context.Context, f Fault, args ...string) bool {
 	if _, err := m.r.cli(ctx, args...); err != nil {
-		m.opErrors++
 		m.log.Info("chaos: operator action refused", "fault", f.String(), "err", err)
+		return false
 	}
+	return true
 }

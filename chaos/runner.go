@@ -331,9 +331,11 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 		}
 	}
 	start := time.Now()
+	setup := start.Sub(began)
 	nem.run(ctx, s, start)
 	sleepUntil(ctx, start.Add(s.Length))
 	w.stop()
+	faulted := time.Since(start)
 	res.Injected = nem.injected
 	res.OperatorRefused = nem.opErrors
 
@@ -345,6 +347,7 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	if err := r.waitQuorum(ctx, r.cfg.Bound); err != nil {
 		anomalies = append(anomalies, Anomaly{Checker: "liveness", Detail: err.Error()})
 	}
+	healed := time.Now()
 	conv := r.converge(ctx)
 	anomalies = append(anomalies, CheckConvergence(conv)...)
 	live := r.liveness(ctx)
@@ -363,7 +366,9 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	if len(anomalies) > 0 {
 		r.saveHistory(seed)
 	}
+	checked := time.Now()
 	r.deleteVolumes(ctx)
+	r.log.Info("chaos: phases", "seed", seed, "setup", setup, "faults", faulted, "converge_and_check", checked.Sub(healed), "delete", time.Since(checked))
 	r.mu.Lock()
 	res.HarnessErrors = append([]string(nil), r.harness...)
 	r.mu.Unlock()

@@ -122,10 +122,10 @@ type Options struct {
 // CIOptions are the short schedules `make test` runs.
 func CIOptions(nodes, volumes int, kinds []Kind) Options {
 	return Options{
-		Nodes: nodes, Volumes: volumes, Length: 6 * time.Second, Faults: 4,
-		MinFault: 500 * time.Millisecond, MaxFault: 3 * time.Second,
+		Nodes: nodes, Volumes: volumes, Length: 5 * time.Second, Faults: 4,
+		MinFault: 500 * time.Millisecond, MaxFault: 2500 * time.Millisecond,
 		ShortPause: [2]time.Duration{200 * time.Millisecond, time.Second},
-		LongPause:  [2]time.Duration{6500 * time.Millisecond, 8 * time.Second},
+		LongPause:  [2]time.Duration{6200 * time.Millisecond, 7 * time.Second},
 		Kinds:      kinds,
 	}
 }
@@ -134,6 +134,7 @@ func CIOptions(nodes, volumes int, kinds []Kind) Options {
 func LongOptions(nodes, volumes int, kinds []Kind) Options {
 	o := CIOptions(nodes, volumes, kinds)
 	o.Length, o.Faults, o.MaxFault = 20*time.Second, 8, 8*time.Second
+	o.LongPause = [2]time.Duration{6500 * time.Millisecond, 12 * time.Second}
 	return o
 }
 
