@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ func envInt(t *testing.T, name string, def uint64) uint64 {
 // cluster (testcluster, tandemd, NBD clients) and fails on any anomaly,
 // printing the one-line command that replays the schedule. `make test`
 // runs 20 short ones (seeds 1..20); `make chaos` sets CHAOS_PROFILE=long,
-// CHAOS_SCHEDULES, CHAOS_SEED and CHAOS_REPORT.
+// CHAOS_SCHEDULES, CHAOS_SEED and CHAOS_REPORT; CHAOS_SEEDS=a,b,c runs
+// exactly those seeds (replaying several findings at once).
 func TestChaosSchedules(t *testing.T) {
 	testcluster.Require(t)
 	profile := os.Getenv("CHAOS_PROFILE")
@@ -59,11 +61,26 @@ func TestChaosSchedules(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	sum := &Summary{Profile: profile, FirstSeed: seed}
+	seeds := make([]uint64, 0, schedules)
 	for i := range schedules {
-		res, err := r.Run(ctx, seed+i)
+		seeds = append(seeds, seed+i)
+	}
+	if list := os.Getenv("CHAOS_SEEDS"); list != "" {
+		// Replays of several findings at once: CHAOS_SEEDS=5,226,244.
+		seeds = seeds[:0]
+		for _, f := range strings.Split(list, ",") {
+			n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+			if err != nil {
+				t.Fatalf("CHAOS_SEEDS=%q: %v", list, err)
+			}
+			seeds = append(seeds, n)
+		}
+	}
+	sum := &Summary{Profile: profile, FirstSeed: seeds[0]}
+	for _, sd := range seeds {
+		res, err := r.Run(ctx, sd)
 		if err != nil {
-			t.Fatalf("seed %d: the harness could not run the schedule: %v", seed+i, err)
+			t.Fatalf("seed %d: the harness could not run the schedule: %v", sd, err)
 		}
 		sum.Add(res)
 		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d anomalies, %s: %s",
