@@ -188,3 +188,28 @@ func TestCheckVMs(t *testing.T) {
 	wantAnomaly(t, CheckVMs(spans, nil, nil), "at once")
 	wantAnomaly(t, CheckVMs(migration, []string{"vm1"}, map[string][]string{}), "runs on 0 nodes")
 }
+
+func TestParseAckRecords(t *testing.T) {
+	log := `time=2026-12-06T11:42:35.144Z level=INFO msg="writes acknowledged" component=volumes volume=s1-b epoch=1 first_ns=1000 last_ns=1000 count=1
+time=2026-12-06T11:42:35.200Z level=INFO msg="serving as primary" component=volumes volume=s1-b epoch=2
+time=2026-12-06T11:42:36.146Z level=INFO msg="writes acknowledged" component=volumes volume=s1-b epoch=1 first_ns=1000 last_ns=5000 count=401
+time=2026-12-06T11:42:36.146Z level=INFO msg="writes acknowledged" component=volumes volume=other epoch=1 first_ns=1 last_ns=9 count=4
+time=2026-12-06T11:42:37.000Z level=INFO msg="writes acknowledged" component=volumes volume=s1-b epoch=3 first_ns=7000 last_ns=8000 count=2
+`
+	recs, err := parseAckRecords("n1", strings.NewReader(log), map[string]bool{"s1-b": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []AckRecord{
+		{Node: "n1", Volume: "s1-b", Epoch: 1, First: time.Unix(0, 1000), Last: time.Unix(0, 5000)},
+		{Node: "n1", Volume: "s1-b", Epoch: 3, First: time.Unix(0, 7000), Last: time.Unix(0, 8000)},
+	}
+	if len(recs) != len(want) {
+		t.Fatalf("records: %+v", recs)
+	}
+	for i := range want {
+		if recs[i] != want[i] {
+			t.Fatalf("record %d: %+v, want %+v", i, recs[i], want[i])
+		}
+	}
+}

@@ -556,48 +556,62 @@ func (r *Runner) ackRecords() ([]AckRecord, error) {
 	for _, v := range r.vols {
 		ours[v.name] = true
 	}
-	type key struct {
-		node, vol string
-		epoch     uint64
-	}
-	recs := map[key]*AckRecord{}
+	var out []AckRecord
 	for _, n := range r.c.Nodes {
 		f, err := os.Open(filepath.Join(n.Dir, "tandemd.log"))
 		if err != nil {
 			return nil, err
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			m := ackLine.FindStringSubmatch(sc.Text())
-			if m == nil || !ours[m[1]] {
-				continue
-			}
-			epoch, _ := strconv.ParseUint(m[2], 10, 64)
-			first, _ := strconv.ParseInt(m[3], 10, 64)
-			last, _ := strconv.ParseInt(m[4], 10, 64)
-			k := key{n.Name, m[1], epoch}
-			rec := recs[k]
-			if rec == nil {
-				rec = &AckRecord{Node: n.Name, Volume: m[1], Epoch: epoch, First: time.Unix(0, first)}
-				recs[k] = rec
-			}
-			if t := time.Unix(0, first); t.Before(rec.First) {
-				rec.First = t
-			}
-			if t := time.Unix(0, last); t.After(rec.Last) {
-				rec.Last = t
-			}
-		}
-		err = sc.Err()
+		recs, err := parseAckRecords(n.Name, f, ours)
 		f.Close()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s's log: %w", n.Name, err)
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+// parseAckRecords reads one node's "writes acknowledged" lines for the
+// volumes in ours: one record per (volume, epoch), from the earliest first
+// to the latest last acknowledgement logged.
+func parseAckRecords(node string, log io.Reader, ours map[string]bool) ([]AckRecord, error) {
+	type key struct {
+		vol   string
+		epoch uint64
+	}
+	recs := map[key]*AckRecord{}
+	var order []key
+	sc := bufio.NewScanner(log)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := ackLine.FindStringSubmatch(sc.Text())
+		if m == nil || !ours[m[1]] {
+			continue
+		}
+		epoch, _ := strconv.ParseUint(m[2], 10, 64)
+		first, _ := strconv.ParseInt(m[3], 10, 64)
+		last, _ := strconv.ParseInt(m[4], 10, 64)
+		k := key{m[1], epoch}
+		rec := recs[k]
+		if rec == nil {
+			rec = &AckRecord{Node: node, Volume: m[1], Epoch: epoch, First: time.Unix(0, first)}
+			recs[k] = rec
+			order = append(order, k)
+		}
+		if t := time.Unix(0, first); t.Before(rec.First) {
+			rec.First = t
+		}
+		if t := time.Unix(0, last); t.After(rec.Last) {
+			rec.Last = t
 		}
 	}
-	var out []AckRecord
-	for _, rec := range recs {
-		out = append(out, *rec)
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]AckRecord, 0, len(order))
+	for _, k := range order {
+		out = append(out, *recs[k])
 	}
 	return out, nil
 }
