@@ -11,18 +11,21 @@ import (
 
 // Summary is the report of a run of schedules (bench/results/chaos.{md,json}).
 type Summary struct {
-	Profile     string        `json:"profile"`
-	FirstSeed   uint64        `json:"first_seed"`
-	Schedules   int           `json:"schedules"`
-	Injected    map[Kind]int  `json:"faults_injected"`
-	Ops         int           `json:"ops"`
-	AckedWrites int           `json:"acked_writes_checked"`
-	Reads       int           `json:"reads_checked"`
-	Anomalies   int           `json:"anomalies"`
-	Harness     int           `json:"harness_errors"`
-	Wall        time.Duration `json:"wall_ns"`
-	WallText    string        `json:"wall"`
-	Results     []*Result     `json:"results"`
+	Profile     string       `json:"profile"`
+	FirstSeed   uint64       `json:"first_seed"`
+	Schedules   int          `json:"schedules"`
+	Injected    map[Kind]int `json:"faults_injected"`
+	Ops         int          `json:"ops"`
+	AckedWrites int          `json:"acked_writes_checked"`
+	Reads       int          `json:"reads_checked"`
+	// Refused counts operator actions the cluster refused under faults
+	// (no quorum, replica not UpToDate): expected, not anomalies.
+	Refused   int           `json:"operator_actions_refused"`
+	Anomalies int           `json:"anomalies"`
+	Harness   int           `json:"harness_errors"`
+	Wall      time.Duration `json:"wall_ns"`
+	WallText  string        `json:"wall"`
+	Results   []*Result     `json:"results"`
 }
 
 // Add counts one schedule's result.
@@ -37,6 +40,7 @@ func (s *Summary) Add(r *Result) {
 	s.Ops += r.Ops
 	s.AckedWrites += r.AckedWrites
 	s.Reads += r.ReadsChecked
+	s.Refused += r.OperatorRefused
 	s.Anomalies += len(r.Anomalies)
 	s.Harness += len(r.HarnessErrors)
 	s.Results = append(s.Results, r)
@@ -49,8 +53,9 @@ func (s *Summary) Markdown() string {
 	fmt.Fprintf(&b, "| | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| schedules | %d (seeds %d..%d) |\n", s.Schedules, s.FirstSeed, s.FirstSeed+uint64(max(s.Schedules, 1))-1)
 	fmt.Fprintf(&b, "| operations | %d |\n| acknowledged writes checked | %d |\n| reads checked | %d |\n", s.Ops, s.AckedWrites, s.Reads)
+	fmt.Fprintf(&b, "| operator actions refused under faults | %d |\n", s.Refused)
 	fmt.Fprintf(&b, "| anomalies | %d |\n| harness errors | %d |\n| wall time | %s |\n\n", s.Anomalies, s.Harness, s.Wall.Round(time.Second))
-	fmt.Fprintf(&b, "## Faults injected\n\n| kind | count |\n|---|---|\n")
+	fmt.Fprintf(&b, "## Faults injected\n\nCounted when applied (a kill of a tandemd already down, a refused\noperator action are not).\n\n| kind | count |\n|---|---|\n")
 	for _, k := range AllKinds {
 		if n := s.Injected[k]; n > 0 {
 			fmt.Fprintf(&b, "| %s | %d |\n", k, n)
