@@ -582,6 +582,11 @@ func (nv *nodeVolume) reconcile() {
 	if fresh.Primary != self || fresh.Epoch != r.Epoch {
 		return
 	}
+	// Which peers are in sync comes from the confirmed record too: a stale
+	// one (a fence committed while this node was down or frozen) would
+	// have the primary link a peer the record says is Outdated, and
+	// neither side would ever resync it (the runner's seed 1014).
+	r = fresh
 	if err := nv.store.SetEpoch(ctx, r.Epoch); err != nil {
 		nv.m.log.Error("cannot record the epoch; not serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch, "err", err)
 		return
