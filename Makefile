@@ -21,7 +21,7 @@ STATICCHECK_VERSION        := v0.8.2
 # micro cluster (internal/cephtest).
 APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
-  libvirt-daemon-driver-qemu qemu-system-x86 gdisk \
+  libvirt-daemon-driver-qemu qemu-system-x86 gdisk nftables \
   ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev gcc libc6-dev
 
 # CEPH=1 (the default) builds and tests with Ceph: the "ceph" build tag turns
@@ -34,7 +34,7 @@ ifeq ($(CEPH),1)
 export GOFLAGS := $(strip $(GOFLAGS) -tags=ceph,pacific)
 endif
 
-.PHONY: iso iso-deps test-appliance deb bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
+.PHONY: chaos iso iso-deps test-appliance deb bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -99,6 +99,19 @@ endif
 # libvirtd, QEMU TCG); RUN=Pattern picks some, e.g. make test-e2e RUN=TestOperator
 test-e2e: deps build
 	$(GO) test -count=1 -timeout 20m $(if $(RUN),-run '$(RUN)') ./e2e/
+
+# chaos runs SCHEDULES seeded fault schedules (package chaos, issue 16)
+# against a 3-node netns cluster and writes bench/results/chaos.{md,json}.
+# SEED is the first schedule's seed (default: a random one, printed); a
+# failure prints the one-line command that replays it. CHAOS_KEEP=DIR keeps
+# the history and logs of schedules with anomalies; CHAOS_LOG=info logs
+# every fault as it is applied and healed.
+SCHEDULES ?= 10
+SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+chaos: deps
+	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
+	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_REPORT=bench/results/chaos \
+	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$$' ./chaos/
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseJoinToken -fuzztime=30s ./internal/pki/

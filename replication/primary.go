@@ -153,6 +153,45 @@ type Primary struct {
 	peers      []*peer
 	stopping   chan struct{}
 	wg         sync.WaitGroup
+
+	acks ackRecord
+}
+
+// ackRecord is the primary's own record of what it acknowledged: the first
+// and last acknowledgement at its epoch, logged ("writes acknowledged") at
+// most once a second and at Close. The fault-schedule runner (package
+// chaos) reads it from the log to check that no two epochs acknowledged in
+// overlapping time; a SIGKILLed primary's last line may be up to a second
+// short of its last acknowledgement.
+type ackRecord struct {
+	mu                 sync.Mutex
+	first, last, saved time.Time
+	count              uint64
+}
+
+// noteAck records one acknowledged write.
+func (p *Primary) noteAck() {
+	now := time.Now()
+	r := &p.acks
+	r.mu.Lock()
+	if r.first.IsZero() {
+		r.first = now
+	}
+	r.last = now
+	r.count++
+	logIt := now.Sub(r.saved) >= time.Second
+	if logIt {
+		r.saved = now
+	}
+	first, count := r.first, r.count
+	r.mu.Unlock()
+	if logIt {
+		p.logAcks(first, now, count)
+	}
+}
+
+func (p *Primary) logAcks(first, last time.Time, count uint64) {
+	p.log.Info("writes acknowledged", "first_ns", first.UnixNano(), "last_ns", last.UnixNano(), "count", count)
 }
 
 // NewPrimary starts replicating. Peers that are in sync are connected
@@ -355,6 +394,7 @@ func (p *Primary) WriteAt(ctx context.Context, b []byte, off int64, flags blocks
 	if err != nil {
 		return 0, err
 	}
+	p.noteAck()
 	return len(b), nil
 }
 
@@ -433,6 +473,12 @@ func (p *Primary) Close() error {
 	close(p.stopping)
 	peers := p.peers
 	p.mu.Unlock()
+	p.acks.mu.Lock()
+	first, last, count := p.acks.first, p.acks.last, p.acks.count
+	p.acks.mu.Unlock()
+	if count > 0 {
+		p.logAcks(first, last, count)
+	}
 	for _, pe := range peers {
 		pe.mu.Lock()
 		if pe.conn != nil {

@@ -44,6 +44,9 @@
 //   - internal/faultfs (the tests' fault-injecting FUSE filesystem) is
 //     go-fuse and the standard library, no Tandem package, and the shipped
 //     commands (tandemd, tandem, tandem-install) never depend on it;
+//   - chaos, the fault-schedule runner, drives the product from outside
+//     (CLI, NBD, processes, the network): no daemon, consensus,
+//     replication or blockstore;
 //   - internal/daemon wires everything together, and only commands (cmd/)
 //     may import it.
 //

@@ -128,6 +128,11 @@ func rules() []rule {
 			why:  "the fault-injecting filesystem is for tests: the shipped commands never import it",
 		},
 		{
+			pkgs: []string{mod + "/chaos"},
+			deny: []string{mod + "/internal/daemon", mod + "/consensus", mod + "/replication", mod + "/blockstore", mod + "/internal/volume", dragonboat},
+			why:  "the fault-schedule runner drives the product from outside, as an operator and a client would: CLI, NBD, processes and the network",
+		},
+		{
 			pkgs: []string{mod + "/internal/units", mod + "/internal/settings"},
 			deny: []string{grpc, dragonboat},
 			why:  "descriptions of values",

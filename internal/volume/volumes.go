@@ -588,6 +588,11 @@ func (nv *nodeVolume) reconcile() {
 	if fresh.Primary != self || fresh.Epoch != r.Epoch {
 		return
 	}
+	// Which peers are in sync comes from the confirmed record too: a stale
+	// one (a fence committed while this node was down or frozen) would
+	// have the primary link a peer the record says is Outdated, and
+	// neither side would ever resync it (the runner's seed 1014).
+	r = fresh
 	if err := nv.store.SetEpoch(ctx, r.Epoch); err != nil {
 		nv.m.log.Error("cannot record the epoch; not serving as primary", "volume", nv.entry.Name, "epoch", r.Epoch, "err", err)
 		return
@@ -613,6 +618,16 @@ func (nv *nodeVolume) reconcile() {
 		if rr, ok := r.Replicas[name]; ok {
 			pc.InSync = rr.State == consensus.UpToDate || rr.State == consensus.SyncSource
 			pc.Full = rr.State == consensus.Failed
+		}
+		if !pc.InSync && outOfSyncBeforeEpoch(r, name) {
+			// What this peer missed under an earlier primary is in that
+			// primary's bitmap, not in ours: resync it in full (found by
+			// the fault-schedule runner, package chaos).
+			if err := nv.store.MarkDirty(ctx, slot, 0, nv.entry.Size); err != nil {
+				nv.m.log.Error("cannot mark a full resync for a peer outdated under an earlier primary; not serving as primary", "volume", nv.entry.Name, "peer", name, "err", err)
+				return
+			}
+			nv.m.log.Warn("peer was out of sync before this epoch; its resync will be full", "volume", nv.entry.Name, "peer", name, "epoch", r.Epoch)
 		}
 		peers = append(peers, pc)
 	}
@@ -670,6 +685,26 @@ func (nv *nodeVolume) diskEvent(r *consensus.VolumeRecord) {
 		return
 	}
 	go nv.m.st.Events(nv.m.ctx, e)
+}
+
+// outOfSyncBeforeEpoch reports whether peer, not in sync, has been so since
+// before the record's epoch: the primary of an earlier epoch fenced it off
+// and kept what it missed in its own bitmap, which the primary of this
+// epoch does not have. Every transition is recorded with the epoch it
+// happened at, so a peer with none at this epoch (neither its own state
+// change nor being deposed by the promotion or handover that began it) was
+// already out of sync when the epoch began. With the history trimmed the
+// answer errs towards true, which costs a full resync, never a lost write.
+func outOfSyncBeforeEpoch(r *consensus.VolumeRecord, peer string) bool {
+	if r.Epoch <= 1 {
+		return false // the first primary's bitmap has seen every write
+	}
+	for _, ev := range r.History {
+		if ev.Epoch == r.Epoch && (strings.HasPrefix(ev.What, peer+" ") || strings.HasSuffix(ev.What, "(was "+peer+")")) {
+			return false
+		}
+	}
+	return true
 }
 
 // reconcilePeers runs after a promotion: secondaries may hold writes the

@@ -1,0 +1,117 @@
+package chaos
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemhci/tandem/internal/testcluster"
+)
+
+// envInt reads a numeric environment variable, or def.
+func envInt(t *testing.T, name string, def uint64) uint64 {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: not a number", name, v)
+	}
+	return n
+}
+
+// TestChaosSchedules runs seeded fault schedules against a real 3-node
+// cluster (testcluster, tandemd, NBD clients) and fails on any anomaly,
+// printing the one-line command that replays the schedule. `make test`
+// runs 20 short ones (seeds 1..20); `make chaos` sets CHAOS_PROFILE=long,
+// CHAOS_SCHEDULES, CHAOS_SEED and CHAOS_REPORT; CHAOS_SEEDS=a,b,c runs
+// exactly those seeds (replaying several findings at once).
+func TestChaosSchedules(t *testing.T) {
+	testcluster.Require(t)
+	profile := os.Getenv("CHAOS_PROFILE")
+	if profile == "" {
+		profile = "ci"
+	}
+	if profile != "ci" && profile != "long" {
+		t.Fatalf("CHAOS_PROFILE=%q: want ci or long", profile)
+	}
+	schedules := envInt(t, "CHAOS_SCHEDULES", 20)
+	seed := envInt(t, "CHAOS_SEED", 1)
+	bin := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := testcluster.BuildBinaries(ctx, bin); err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if os.Getenv("CHAOS_LOG") == "info" {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	began := time.Now()
+	r, err := Open(ctx, Config{BinDir: bin, BaseDir: base, Profile: profile, Reporter: t, Log: log, KeepDir: os.Getenv("CHAOS_KEEP")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	seeds := make([]uint64, 0, schedules)
+	for i := range schedules {
+		seeds = append(seeds, seed+i)
+	}
+	if list := os.Getenv("CHAOS_SEEDS"); list != "" {
+		// Replays of several findings at once: CHAOS_SEEDS=5,226,244.
+		seeds = seeds[:0]
+		for _, f := range strings.Split(list, ",") {
+			n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+			if err != nil {
+				t.Fatalf("CHAOS_SEEDS=%q: %v", list, err)
+			}
+			seeds = append(seeds, n)
+		}
+	}
+	sum := &Summary{Profile: profile, FirstSeed: seeds[0]}
+	for _, sd := range seeds {
+		res, err := r.Run(ctx, sd)
+		if err != nil {
+			t.Fatalf("seed %d: the harness could not run the schedule: %v", sd, err)
+		}
+		sum.Add(res)
+		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d anomalies, %s: %s",
+			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
+		for _, a := range res.Anomalies {
+			t.Errorf("seed %d: %s\n  schedule: %s\n  replay: %s", res.Seed, a, res.Schedule, res.Replay)
+		}
+		for _, h := range res.HarnessErrors {
+			t.Errorf("seed %d: harness: %s (replay: %s)", res.Seed, h, res.Replay)
+		}
+		if res.AckedWrites == 0 {
+			t.Errorf("seed %d: no write was acknowledged: the schedule checked nothing (replay: %s)", res.Seed, res.Replay)
+		}
+	}
+	sum.Wall = time.Since(began)
+	t.Logf("%d schedules, %d ops, %d acknowledged writes, %d anomalies, %s", sum.Schedules, sum.Ops, sum.AckedWrites, sum.Anomalies, sum.Wall.Round(time.Second))
+	if prefix := os.Getenv("CHAOS_REPORT"); prefix != "" {
+		if !filepath.IsAbs(prefix) {
+			// Relative to the module root, where make runs.
+			prefix = filepath.Join("..", prefix)
+		}
+		if err := sum.Write(prefix); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// testWriter sends the runner's log to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}

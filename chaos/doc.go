@@ -1,0 +1,91 @@
+// Package chaos is Tandem's fault-schedule runner (issue 16), in the
+// manner of Jepsen: a seeded random schedule of faults played against a
+// real 3-node cluster (internal/testcluster: network namespaces, real
+// tandemd processes) while NBD clients write and read stamped blocks, then
+// checkers over the recorded history once everything is healed.
+//
+// Owner: the test-infrastructure maintainers.
+//
+// # Schedules
+//
+// Generate(seed, opts) is deterministic: the same seed and options give
+// the same faults, start times, durations and overlaps (PCG seeded with the
+// seed). A schedule prints on one line; a failing one prints the command
+// that replays it (`make chaos SEED=S SCHEDULES=1`, or CHAOS_SEED=S
+// CHAOS_SCHEDULES=1 go test -run TestChaosSchedules ./chaos/ for the CI
+// profile). Only the faults are replayed exactly: the workload's timing and
+// the daemons' scheduling are not, so a replay may not hit the same race.
+//
+// # Faults (the nemesis)
+//
+//   - process: kill -9 of tandemd (restarted at heal); SIGSTOP/SIGCONT of
+//     tandemd for pauses below the HA suspect timeout (0.2–1s) and above
+//     the self-fence lease plus grace (6.2–7s in CI, up to 12s in the long
+//     profile);
+//   - host: power off, as the BMC does (Cluster.Kill of everything in the
+//     namespace plus both switch ports down); power on brings the ports up
+//     and starts tandemd;
+//   - network, with nftables inside the node's namespace, one table per
+//     fault (deleted at heal): isolate a node, split a minority from the
+//     majority, a one-way partition (the node's packets to a peer
+//     dropped), N% loss (numgen random), and a bandwidth cap (tc tbf on
+//     the node's eth0);
+//   - operator actions: promote another replica, resync, online verify,
+//     node maintenance enable/disable. Refusals (no quorum, replica not
+//     UpToDate) are expected under faults and only counted.
+//
+// Delay is left out: the kernel has no netem, a TCP proxy would have to sit
+// on every backend connection (Raft, peer gRPC, replication), which tandemd
+// dials at its peers' own addresses, and NFQUEUE needs a userspace queue.
+// Disk faults have a slot (DiskNemesis, filled by internal/faultfs) and are
+// generated only when one is given. Clock skew cannot be set per namespace.
+// No libvirtd or VM runs yet, so kill of libvirtd or QEMU and migration are
+// not generated; the VM checker (CheckVMs) exists and is unit tested.
+//
+// Overlapping faults on one node are counted, so a heal undoes only what no
+// other fault still needs; apply and heal are serialised. After the
+// schedule every fault is healed again (healAll) whatever happened, and
+// between schedules too: one cluster serves every schedule, each with its
+// own fresh volumes (two 2-replica, one 3-replica, primaries rotated).
+//
+// # Workload and history
+//
+// Two clients per volume, each owning 12 blocks, write 4 KiB blocks
+// stamped with (volume, block, generation, client) plus a CRC-covered
+// pattern, with FUA or write+flush, and read blocks back. Each operation is
+// recorded as invoke then ok, fail (an NBD error reply) or unknown (no
+// answer within 5s, connection lost). After an error a client asks
+// `volume show` where the primary is and reconnects there, over the unix
+// NBD socket in the primary's data directory (the path a VM on that node
+// uses); the history records the node and the epoch it connected at.
+//
+// # Checkers (after healing, a resync and the wait for convergence)
+//
+//   - writes: every block holds its last acknowledged generation or a
+//     later-invoked one, never an older one, never a torn or misdirected
+//     block; a read during the run returns at least what was acknowledged
+//     before it began and only what was invoked before it ended;
+//   - single writer: no acknowledged write of an older epoch invoked after
+//     another node acknowledged one at a newer epoch (client history), and
+//     no node's record of its acknowledgements at an older epoch ending
+//     after another epoch's began. The record is replication.Primary's
+//     "writes acknowledged" log line (first_ns, last_ns, count; at most
+//     once a second and at close), added for this checker;
+//   - convergence: within the bound (90s) every replica is UpToDate and in
+//     sync, `volume verify` reports no mismatch, and the replicas' data
+//     areas hash the same;
+//   - liveness: a write to every volume succeeds within the bound, and the
+//     cluster is quorate with every node online.
+//
+// Each checker is a pure function over the history and observations, and
+// check_test.go shows each one failing on a synthetic history (a lost
+// write, a torn block, an older generation, two writers, a differing
+// replica) and passing on a good one.
+//
+// Invariants: a schedule is a pure function of its seed and options; every
+// fault the nemesis applies is healed before the checkers run and before
+// the next schedule; an operation is acknowledged in the history only when
+// the NBD server answered that request with success (nbdclient's
+// invariant); the checkers report only what the history proves (an
+// unknown or failed write may or may not be on disk).
+package chaos

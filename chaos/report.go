@@ -1,0 +1,96 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Summary is the report of a run of schedules (bench/results/chaos.{md,json}).
+type Summary struct {
+	Profile     string       `json:"profile"`
+	FirstSeed   uint64       `json:"first_seed"`
+	Schedules   int          `json:"schedules"`
+	Injected    map[Kind]int `json:"faults_injected"`
+	Ops         int          `json:"ops"`
+	AckedWrites int          `json:"acked_writes_checked"`
+	Reads       int          `json:"reads_checked"`
+	// Refused counts operator actions the cluster refused under faults
+	// (no quorum, replica not UpToDate): expected, not anomalies.
+	Refused   int           `json:"operator_actions_refused"`
+	Anomalies int           `json:"anomalies"`
+	Harness   int           `json:"harness_errors"`
+	Wall      time.Duration `json:"wall_ns"`
+	WallText  string        `json:"wall"`
+	Results   []*Result     `json:"results"`
+}
+
+// Add counts one schedule's result.
+func (s *Summary) Add(r *Result) {
+	if s.Injected == nil {
+		s.Injected = map[Kind]int{}
+	}
+	s.Schedules++
+	for k, n := range r.Injected {
+		s.Injected[k] += n
+	}
+	s.Ops += r.Ops
+	s.AckedWrites += r.AckedWrites
+	s.Reads += r.ReadsChecked
+	s.Refused += r.OperatorRefused
+	s.Anomalies += len(r.Anomalies)
+	s.Harness += len(r.HarnessErrors)
+	s.Results = append(s.Results, r)
+}
+
+// Markdown renders the summary.
+func (s *Summary) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Fault-schedule run (%s profile)\n\n", s.Profile)
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| schedules | %d (seeds %d..%d) |\n", s.Schedules, s.FirstSeed, s.FirstSeed+uint64(max(s.Schedules, 1))-1)
+	fmt.Fprintf(&b, "| operations | %d |\n| acknowledged writes checked | %d |\n| reads checked | %d |\n", s.Ops, s.AckedWrites, s.Reads)
+	fmt.Fprintf(&b, "| operator actions refused under faults | %d |\n", s.Refused)
+	fmt.Fprintf(&b, "| anomalies | %d |\n| harness errors | %d |\n| wall time | %s |\n\n", s.Anomalies, s.Harness, s.Wall.Round(time.Second))
+	fmt.Fprintf(&b, "## Faults injected\n\nCounted when applied (a kill of a tandemd already down, a refused\noperator action are not).\n\n| kind | count |\n|---|---|\n")
+	for _, k := range AllKinds {
+		if n := s.Injected[k]; n > 0 {
+			fmt.Fprintf(&b, "| %s | %d |\n", k, n)
+		}
+	}
+	if s.Anomalies > 0 || s.Harness > 0 {
+		fmt.Fprintf(&b, "\n## Anomalies\n\n")
+		for _, r := range s.Results {
+			if len(r.Anomalies) == 0 && len(r.HarnessErrors) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "- seed %d — replay: `%s`\n  - schedule: `%s`\n", r.Seed, r.Replay, r.Schedule)
+			for _, a := range r.Anomalies {
+				fmt.Fprintf(&b, "  - %s\n", a)
+			}
+			for _, h := range r.HarnessErrors {
+				fmt.Fprintf(&b, "  - harness: %s\n", h)
+			}
+		}
+	}
+	return b.String()
+}
+
+// Write stores the summary as prefix.md and prefix.json.
+func (s *Summary) Write(prefix string) error {
+	s.WallText = s.Wall.Round(time.Second).String()
+	if err := os.MkdirAll(filepath.Dir(prefix), 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(prefix+".json", append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(prefix+".md", []byte(s.Markdown()), 0o644)
+}

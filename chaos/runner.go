@@ -1,0 +1,674 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/testcluster"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// Config sets up a Runner.
+type Config struct {
+	BinDir  string // tandemd and tandem
+	BaseDir string // the cluster's node directories
+	// Profile is "ci" (short schedules, `make test`) or "long" (`make chaos`).
+	Profile          string
+	ClientsPerVolume int // default 2
+	BlocksPerClient  int // default 12
+	// Bound is how long healing may take: convergence, the first write,
+	// reading back (default 90s). Past it the checkers report anomalies.
+	Bound time.Duration
+	Disk  DiskNemesis // nil: no disk faults (see DiskNemesis)
+	// KeepDir, when set, receives the history and every node's tandemd
+	// log of a schedule that found anomalies (KeepDir/seed-N/).
+	KeepDir  string
+	Reporter testcluster.Reporter
+	Log      *slog.Logger
+}
+
+// volumeSize of every workload volume: small, so resyncs and verifies are
+// quick; the blocks written are spread over several activity-log extents.
+const (
+	volumeSize   = 16 << 20
+	volumeBlocks = volumeSize / BlockSize
+	blockStride  = 37 // coprime with volumeBlocks: blocks spread, never collide
+	livenessGap  = 1  // the liveness write goes to the block after the workload's
+)
+
+// Runner runs schedules against one 3-node cluster, healed fully between
+// schedules (faster than a new cluster each time; healAll and the quorum
+// wait make it a clean start).
+type Runner struct {
+	cfg Config
+	c   *testcluster.Cluster
+	td  *testcluster.Tandem
+	log *slog.Logger
+
+	mu      sync.Mutex
+	procs   map[int]*testcluster.Proc // tandemd per node index
+	harness []string                  // the harness's own failures this schedule
+
+	hist *History
+	vols []volSpec
+}
+
+type volSpec struct {
+	name  string
+	nodes []string // replicas, the first one primary at creation
+}
+
+// Kinds is what this runner can inject: process, host, network faults and
+// operator actions; Disk only with a DiskNemesis. No libvirtd and no VM
+// run yet, so KillLibvirtd, KillQEMU and Migrate are not generated.
+func (r *Runner) Kinds() []Kind {
+	k := []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth,
+		Promote, Resync, Verify, Maintenance}
+	if r.cfg.Disk != nil {
+		k = append(k, Disk)
+	}
+	return k
+}
+
+// Options are the schedule options of the runner's profile.
+func (r *Runner) Options() Options {
+	if r.cfg.Profile == "long" {
+		return LongOptions(len(r.c.Nodes), 3, r.Kinds())
+	}
+	return CIOptions(len(r.c.Nodes), 3, r.Kinds())
+}
+
+// Open starts a 3-node cluster and forms it. The caller must Close it.
+func Open(ctx context.Context, cfg Config) (*Runner, error) {
+	if cfg.ClientsPerVolume == 0 {
+		cfg.ClientsPerVolume = 2
+	}
+	if cfg.BlocksPerClient == 0 {
+		cfg.BlocksPerClient = 12
+	}
+	if cfg.Bound == 0 {
+		cfg.Bound = 90 * time.Second
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = "ci"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Reporter == nil {
+		cfg.Reporter = testcluster.LogReporter(cfg.Log)
+	}
+	c, err := testcluster.Open(testcluster.Options{Nodes: 3, BaseDir: cfg.BaseDir}, cfg.Reporter)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{cfg: cfg, c: c, td: testcluster.NewTandem(c, cfg.BinDir), log: cfg.Log, procs: map[int]*testcluster.Proc{}}
+	for i := range c.Nodes {
+		if err := r.ensureTandemd(ctx, i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if err := r.td.Form(ctx, "chaos"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := r.waitQuorum(ctx, 30*time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close tears the cluster down.
+func (r *Runner) Close() { r.c.Close() }
+
+func (r *Runner) harnessErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log.Error("chaos: harness", "err", err)
+	r.harness = append(r.harness, err.Error())
+}
+
+func (r *Runner) proc(i int) *testcluster.Proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.procs[i]
+}
+
+// ensureTandemd starts tandemd on node i unless it runs.
+func (r *Runner) ensureTandemd(ctx context.Context, i int) error {
+	if p := r.proc(i); p != nil && p.Alive() {
+		return nil
+	}
+	p, err := r.td.StartDaemon(ctx, r.c.Nodes[i])
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.procs[i] = p
+	r.mu.Unlock()
+	return nil
+}
+
+// killTandemd SIGKILLs tandemd on node i and waits for it to be gone.
+func (r *Runner) killTandemd(ctx context.Context, i int) bool {
+	p := r.proc(i)
+	if p == nil || !p.Alive() {
+		return false
+	}
+	_ = unix.Kill(p.PID(), syscall.SIGKILL)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = p.Wait(wctx)
+	return true
+}
+
+func (r *Runner) signalTandemd(i int, sig syscall.Signal) bool {
+	p := r.proc(i)
+	if p == nil || !p.Alive() {
+		return false
+	}
+	return unix.Kill(p.PID(), sig) == nil
+}
+
+// cli runs the tandem CLI through the first node that answers.
+func (r *Runner) cli(ctx context.Context, args ...string) (string, error) {
+	var errs []error
+	for i, n := range r.c.Nodes {
+		if p := r.proc(i); p == nil || !p.Alive() {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, _, err := r.td.CLI(cctx, n, args...)
+		cancel()
+		if err == nil {
+			return out, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return "", errors.New("no node runs tandemd")
+	}
+	return "", errors.Join(errs...)
+}
+
+func (r *Runner) showVolume(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
+	out, err := r.cli(ctx, "volume", "show", name, "--output", "json")
+	if err != nil {
+		return nil, err
+	}
+	var info tandemv1.VolumeInfo
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
+		return nil, fmt.Errorf("volume show %s: %w", name, err)
+	}
+	return &info, nil
+}
+
+func (r *Runner) volName(i int) string {
+	if i < len(r.vols) {
+		return r.vols[i].name
+	}
+	return ""
+}
+
+// promote makes another replica of the fault's volume primary.
+func (r *Runner) promote(ctx context.Context, f Fault) bool {
+	info, err := r.showVolume(ctx, r.volName(f.Volume))
+	if err != nil {
+		r.log.Info("chaos: promote: volume show refused", "fault", f.String(), "err", err)
+		return false
+	}
+	var cands []string
+	for _, rep := range info.GetReplicas() {
+		if rep.GetNode() != info.GetPrimary() {
+			cands = append(cands, rep.GetNode())
+		}
+	}
+	if len(cands) == 0 {
+		return false
+	}
+	target := cands[f.Node%len(cands)]
+	if _, err := r.cli(ctx, "volume", "promote", info.GetName(), "--node", target); err != nil {
+		r.log.Info("chaos: promote refused", "fault", f.String(), "target", target, "err", err)
+		return false
+	}
+	return true
+}
+
+func (r *Runner) waitQuorum(ctx context.Context, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	for {
+		st, err := r.td.Status(ctx, r.c.Nodes[0])
+		if err == nil && st.GetQuorate() && int(st.GetVotesOnline()) == len(r.c.Nodes) {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("cluster not quorate with every node online %s after healing (last: %v, %v)", bound, st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Result is one schedule's outcome.
+type Result struct {
+	Seed            uint64          `json:"seed"`
+	Schedule        string          `json:"schedule"`
+	Replay          string          `json:"replay"`
+	Injected        map[Kind]int    `json:"injected"`
+	Ops             int             `json:"ops"`
+	AckedWrites     int             `json:"acked_writes"`
+	BlocksChecked   int             `json:"blocks_checked"`
+	ReadsChecked    int             `json:"reads_checked"`
+	OperatorRefused int             `json:"operator_refused"`
+	Anomalies       []Anomaly       `json:"anomalies"`
+	HarnessErrors   []string        `json:"harness_errors,omitempty"`
+	Wall            time.Duration   `json:"wall_ns"`
+	Convergence     []time.Duration `json:"-"`
+}
+
+// Run plays the schedule of seed: volumes, workload, faults, healing, then
+// the checkers. It fails (error) only when the harness itself cannot go on;
+// what the checkers find is in Result.Anomalies.
+func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
+	began := time.Now()
+	s, err := Generate(seed, r.Options())
+	if err != nil {
+		return nil, err
+	}
+	s.Profile = r.cfg.Profile
+	res := &Result{Seed: seed, Schedule: s.String(), Replay: s.Replay()}
+	r.mu.Lock()
+	r.harness = nil
+	r.mu.Unlock()
+	r.log.Info("chaos: schedule", "schedule", s.String())
+
+	nem := newNemesis(r)
+	if err := nem.healAll(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.waitQuorum(ctx, r.cfg.Bound); err != nil {
+		return nil, err
+	}
+	if err := r.createVolumes(ctx, seed); err != nil {
+		return nil, err
+	}
+	r.hist = &History{}
+
+	// The workload.
+	wctx, cancel := context.WithCancel(ctx)
+	w := &workload{cancel: cancel}
+	for k, v := range r.vols {
+		for c := range r.cfg.ClientsPerVolume {
+			cl := r.newClient(seed, k*r.cfg.ClientsPerVolume+c, v.name)
+			for j := range r.cfg.BlocksPerClient {
+				cl.blocks = append(cl.blocks, uint64(c*r.cfg.BlocksPerClient+j)*blockStride%volumeBlocks)
+			}
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				cl.run(wctx)
+			}()
+		}
+	}
+	start := time.Now()
+	setup := start.Sub(began)
+	nem.run(ctx, s, start)
+	sleepUntil(ctx, start.Add(s.Length))
+	w.stop()
+	faulted := time.Since(start)
+	res.Injected = nem.injected
+	res.OperatorRefused = nem.opErrors
+
+	// Heal everything, then the checkers.
+	if err := nem.healAll(ctx); err != nil {
+		r.harnessErr(err)
+	}
+	var anomalies []Anomaly
+	if err := r.waitQuorum(ctx, r.cfg.Bound); err != nil {
+		anomalies = append(anomalies, Anomaly{Checker: "liveness", Detail: err.Error()})
+	}
+	healed := time.Now()
+	conv := r.converge(ctx)
+	anomalies = append(anomalies, CheckConvergence(conv)...)
+	live := r.liveness(ctx)
+	anomalies = append(anomalies, CheckLiveness(live)...)
+	finals := r.readBack(ctx)
+	ops := r.hist.Ops()
+	wr := CheckWrites(ops, finals)
+	anomalies = append(anomalies, wr.Anomalies...)
+	recs, err := r.ackRecords()
+	if err != nil {
+		r.harnessErr(err)
+	}
+	anomalies = append(anomalies, CheckSingleWriter(ops, recs)...)
+	res.Anomalies = anomalies
+	res.Ops, res.AckedWrites, res.BlocksChecked, res.ReadsChecked = len(ops), wr.AckedWrites, wr.BlocksWith, wr.ReadsChecked
+	if len(anomalies) > 0 {
+		r.saveHistory(seed)
+	}
+	checked := time.Now()
+	r.deleteVolumes(ctx)
+	r.log.Info("chaos: phases", "seed", seed, "setup", setup, "faults", faulted, "converge_and_check", checked.Sub(healed), "delete", time.Since(checked))
+	r.mu.Lock()
+	res.HarnessErrors = append([]string(nil), r.harness...)
+	r.mu.Unlock()
+	res.Wall = time.Since(began)
+	return res, nil
+}
+
+func (r *Runner) newClient(seed uint64, id int, vol string) *client {
+	return &client{r: r, id: id, vol: vol, gens: map[uint64]uint64{}, rng: rand.New(rand.NewPCG(seed, uint64(id)))}
+}
+
+// createVolumes makes two 2-replica and one 3-replica volume, their
+// primaries spread over the nodes and rotated between schedules.
+func (r *Runner) createVolumes(ctx context.Context, seed uint64) error {
+	names := make([]string, len(r.c.Nodes))
+	for i, n := range r.c.Nodes {
+		names[(i+int(seed%uint64(len(names))))%len(names)] = n.Name
+	}
+	r.vols = []volSpec{
+		{name: fmt.Sprintf("s%d-a", seed), nodes: []string{names[0], names[1]}},
+		{name: fmt.Sprintf("s%d-b", seed), nodes: []string{names[1], names[2]}},
+		{name: fmt.Sprintf("s%d-c", seed), nodes: []string{names[2], names[0], names[1]}},
+	}
+	for _, v := range r.vols {
+		if _, err := r.cli(ctx, "volume", "create", v.name, "--size", "16M", "--replicas", strconv.Itoa(len(v.nodes)), "--nodes", strings.Join(v.nodes, ",")); err != nil {
+			return err
+		}
+	}
+	for _, v := range r.vols {
+		if _, ok := r.waitSynced(ctx, v.name, r.cfg.Bound); !ok {
+			return fmt.Errorf("new volume %s not in sync within %s", v.name, r.cfg.Bound)
+		}
+	}
+	return nil
+}
+
+// waitSynced waits until every replica of vol is UpToDate and in sync.
+func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration) (*tandemv1.VolumeInfo, bool) {
+	deadline := time.Now().Add(bound)
+	var last *tandemv1.VolumeInfo
+	for {
+		info, err := r.showVolume(ctx, vol)
+		if err == nil {
+			last = info
+			ok := len(info.GetReplicas()) > 0
+			for _, rep := range info.GetReplicas() {
+				if rep.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || (rep.GetNode() != info.GetPrimary() && rep.GetLink() != "in-sync") {
+					ok = false
+				}
+			}
+			if ok {
+				return info, true
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return last, false
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// converge asks each volume's primary to resync, waits for every replica
+// to be UpToDate and in sync, runs `volume verify` and hashes the replicas.
+func (r *Runner) converge(ctx context.Context) []VolumeConvergence {
+	var out []VolumeConvergence
+	for _, v := range r.vols {
+		began := time.Now()
+		vc := VolumeConvergence{Volume: v.name}
+		_, _ = r.cli(ctx, "volume", "resync", v.name)
+		info, ok := r.waitSynced(ctx, v.name, r.cfg.Bound)
+		vc.Converged, vc.Waited = ok, time.Since(began)
+		for _, rep := range info.GetReplicas() {
+			vc.Replicas = append(vc.Replicas, ReplicaObs{Node: rep.GetNode(), State: strings.TrimPrefix(rep.GetState().String(), "REPLICA_STATE_"), Link: rep.GetLink()})
+		}
+		if ok {
+			out, err := r.cli(ctx, "volume", "verify", v.name, "--output", "json")
+			var resp tandemv1.VerifyVolumeResponse
+			if uerr := adminclient.UnmarshalJSON([]byte(out), &resp); uerr == nil {
+				vc.Mismatches = len(resp.GetMismatches())
+			}
+			if err != nil {
+				vc.Verify = err.Error()
+			}
+			for i := range vc.Replicas {
+				if n := r.c.Node(vc.Replicas[i].Node); n != nil {
+					vc.Replicas[i].Sum = r.replicaSum(n, v.name)
+				}
+			}
+		}
+		out = append(out, vc)
+	}
+	return out
+}
+
+// liveness writes one block of every volume, through the primary, within
+// the bound; the write is part of the history like any other.
+func (r *Runner) liveness(ctx context.Context) []Liveness {
+	var out []Liveness
+	for k, v := range r.vols {
+		cl := r.newClient(0, 1000+k, v.name)
+		block := uint64(r.cfg.ClientsPerVolume*r.cfg.BlocksPerClient+livenessGap) * blockStride % volumeBlocks
+		began := time.Now()
+		l := Liveness{Volume: v.name}
+		var lastErr error
+		for {
+			if cl.conn == nil {
+				lastErr = cl.connect(ctx)
+			}
+			if cl.conn != nil {
+				if lastErr = cl.write(ctx, block, true); lastErr == nil {
+					break
+				}
+				cl.disconnect()
+			}
+			if time.Since(began) > r.cfg.Bound || ctx.Err() != nil {
+				l.WriteErr = fmt.Sprint(lastErr)
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		cl.disconnect()
+		l.Waited = time.Since(began)
+		out = append(out, l)
+	}
+	return out
+}
+
+// readBack reads every block the history wrote, from the primary, and
+// hashes every replica's data area (once the primary flushed) for the
+// convergence checker.
+func (r *Runner) readBack(ctx context.Context) []Final {
+	written := map[string]map[uint64]bool{}
+	for _, op := range r.hist.Ops() {
+		if op.Kind == OpWrite {
+			if written[op.Volume] == nil {
+				written[op.Volume] = map[uint64]bool{}
+			}
+			written[op.Volume][op.Block] = true
+		}
+	}
+	var finals []Final
+	for _, v := range r.vols {
+		blocks := make([]uint64, 0, len(written[v.name]))
+		for b := range written[v.name] {
+			blocks = append(blocks, b)
+		}
+		slices.Sort(blocks)
+		cl := r.newClient(0, -1, v.name)
+		began := time.Now()
+		for _, b := range blocks {
+			for {
+				if cl.conn == nil {
+					_ = cl.connect(ctx)
+				}
+				if cl.conn != nil {
+					buf := make([]byte, BlockSize)
+					octx, cancel := context.WithTimeout(ctx, opTimeout)
+					err := cl.conn.ReadAt(octx, buf, b*BlockSize)
+					cancel()
+					if err == nil {
+						finals = append(finals, Final{Volume: v.name, Block: b, Data: buf})
+						break
+					}
+					cl.disconnect()
+				}
+				if time.Since(began) > r.cfg.Bound || ctx.Err() != nil {
+					break // the checker reports the block as not read back
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+		}
+		cl.disconnect()
+	}
+	return finals
+}
+
+// ackLine matches the primaries' "writes acknowledged" log lines
+// (replication.Primary's record).
+var ackLine = regexp.MustCompile(`msg="writes acknowledged".*\bvolume=(\S+).*\bepoch=(\d+).*\bfirst_ns=(\d+).*\blast_ns=(\d+)`)
+
+// ackRecords reads every node's record of its acknowledgements for this
+// schedule's volumes from its tandemd log.
+func (r *Runner) ackRecords() ([]AckRecord, error) {
+	ours := map[string]bool{}
+	for _, v := range r.vols {
+		ours[v.name] = true
+	}
+	var out []AckRecord
+	for _, n := range r.c.Nodes {
+		f, err := os.Open(filepath.Join(n.Dir, "tandemd.log"))
+		if err != nil {
+			return nil, err
+		}
+		recs, err := parseAckRecords(n.Name, f, ours)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s's log: %w", n.Name, err)
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+// parseAckRecords reads one node's "writes acknowledged" lines for the
+// volumes in ours: one record per (volume, epoch), from the earliest first
+// to the latest last acknowledgement logged.
+func parseAckRecords(node string, log io.Reader, ours map[string]bool) ([]AckRecord, error) {
+	type key struct {
+		vol   string
+		epoch uint64
+	}
+	recs := map[key]*AckRecord{}
+	var order []key
+	sc := bufio.NewScanner(log)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := ackLine.FindStringSubmatch(sc.Text())
+		if m == nil || !ours[m[1]] {
+			continue
+		}
+		epoch, _ := strconv.ParseUint(m[2], 10, 64)
+		first, _ := strconv.ParseInt(m[3], 10, 64)
+		last, _ := strconv.ParseInt(m[4], 10, 64)
+		k := key{m[1], epoch}
+		rec := recs[k]
+		if rec == nil {
+			rec = &AckRecord{Node: node, Volume: m[1], Epoch: epoch, First: time.Unix(0, first)}
+			recs[k] = rec
+			order = append(order, k)
+		}
+		if t := time.Unix(0, first); t.Before(rec.First) {
+			rec.First = t
+		}
+		if t := time.Unix(0, last); t.After(rec.Last) {
+			rec.Last = t
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]AckRecord, 0, len(order))
+	for _, k := range order {
+		out = append(out, *recs[k])
+	}
+	return out, nil
+}
+
+// replicaSum hashes the data area of node's replica of vol.
+func (r *Runner) replicaSum(n *testcluster.Node, vol string) string {
+	f, err := os.Open(filepath.Join(r.td.DataDir(n), "volumes", vol+".vol"))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(h, f, volumeSize); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (r *Runner) saveHistory(seed uint64) {
+	if r.cfg.KeepDir == "" {
+		return
+	}
+	dir := filepath.Join(r.cfg.KeepDir, fmt.Sprintf("seed-%d", seed))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		r.log.Error("chaos: saving history", "err", err)
+		return
+	}
+	for _, n := range r.c.Nodes {
+		if b, err := os.ReadFile(filepath.Join(n.Dir, "tandemd.log")); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, n.Name+"-tandemd.log"), b, 0o644)
+		}
+	}
+	path := filepath.Join(dir, "history.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		r.log.Error("chaos: saving history", "err", err)
+		return
+	}
+	defer f.Close()
+	if err := r.hist.WriteJSON(f); err == nil {
+		r.log.Info("chaos: history saved", "path", path)
+	}
+}
+
+func (r *Runner) deleteVolumes(ctx context.Context) {
+	for _, v := range r.vols {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			_, err := r.cli(ctx, "volume", "delete", v.name)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.log.Warn("chaos: volume left behind", "volume", v.name, "err", err)
+				break
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+}

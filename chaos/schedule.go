@@ -1,0 +1,232 @@
+package chaos
+
+import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Kind names one sort of fault or operator action.
+type Kind string
+
+// Every kind a schedule may hold. A kind is only generated when the runner
+// says it can inject it (Options.Kinds).
+const (
+	// Process faults.
+	KillTandemd  Kind = "kill-tandemd"  // SIGKILL of tandemd; restarted at heal
+	KillLibvirtd Kind = "kill-libvirtd" // SIGKILL of libvirtd; restarted at heal
+	KillQEMU     Kind = "kill-qemu"     // SIGKILL of a QEMU on the node
+	PauseShort   Kind = "pause-short"   // SIGSTOP tandemd for less than the HA suspect timeout
+	PauseLong    Kind = "pause-long"    // SIGSTOP tandemd for longer than the self-fence lease
+	// Host faults.
+	PowerOff Kind = "power-off" // everything in the node's namespace killed, its ports down
+	// Network faults (nftables and tc inside the node's namespace).
+	Isolate   Kind = "isolate"   // the node drops all backend traffic from and to the others
+	Split     Kind = "split"     // a minority of nodes cut from the majority
+	OneWay    Kind = "one-way"   // the node's packets to Peer are dropped, Peer's reach it
+	Loss      Kind = "loss"      // Percent% of the node's backend packets dropped (numgen random)
+	Bandwidth Kind = "bandwidth" // tc tbf caps the node's backend egress
+	// Disk faults: a slot filled by a DiskNemesis (internal/faultfs); never
+	// generated without one.
+	Disk Kind = "disk"
+	// Operator actions, instantaneous (no heal needed).
+	Promote     Kind = "promote"     // promote another UpToDate replica of Volume
+	Resync      Kind = "resync"      // ask Volume's primary to resync Outdated replicas
+	Verify      Kind = "verify"      // online verify of Volume (result only logged)
+	Maintenance Kind = "maintenance" // maintenance enable on the node; disable at heal
+	Migrate     Kind = "migrate"     // live-migrate the VM to the node
+)
+
+// AllKinds is every kind in a fixed order (reports list them so).
+var AllKinds = []Kind{KillTandemd, KillLibvirtd, KillQEMU, PauseShort, PauseLong, PowerOff,
+	Isolate, Split, OneWay, Loss, Bandwidth, Disk, Promote, Resync, Verify, Maintenance, Migrate}
+
+// Instant reports whether the kind is an action with no duration and no
+// heal of its own.
+func (k Kind) Instant() bool {
+	switch k {
+	case Promote, Resync, Verify, Migrate:
+		return true
+	}
+	return false
+}
+
+// Fault is one scheduled fault: Kind applied At after the schedule starts
+// and healed For later.
+type Fault struct {
+	ID   int
+	Kind Kind
+	// Node is the index (0-based) of the node the fault hits.
+	Node int
+	// Peer is the other end of a one-way partition.
+	Peer int
+	// Group is the minority of a split (node indices, sorted).
+	Group []int
+	// Percent is the loss rate of a Loss fault.
+	Percent int
+	// Volume is the index of the volume an operator action or a disk fault
+	// concerns.
+	Volume int
+	At     time.Duration
+	For    time.Duration
+}
+
+// End is when the fault is healed.
+func (f Fault) End() time.Duration { return f.At + f.For }
+
+// String is the fault on one line, e.g. "kill-tandemd(n2)@1.20s+3.00s".
+func (f Fault) String() string {
+	var arg string
+	switch f.Kind {
+	case OneWay:
+		arg = fmt.Sprintf("n%d->n%d", f.Node+1, f.Peer+1)
+	case Split:
+		names := make([]string, len(f.Group))
+		for i, g := range f.Group {
+			names[i] = "n" + strconv.Itoa(g+1)
+		}
+		arg = strings.Join(names, "+") + "|rest"
+	case Loss:
+		arg = fmt.Sprintf("n%d,%d%%", f.Node+1, f.Percent)
+	case Promote, Resync, Verify, Disk:
+		arg = fmt.Sprintf("v%d,n%d", f.Volume, f.Node+1)
+	default:
+		arg = fmt.Sprintf("n%d", f.Node+1)
+	}
+	if f.Kind.Instant() {
+		return fmt.Sprintf("%s(%s)@%.2fs", f.Kind, arg, f.At.Seconds())
+	}
+	return fmt.Sprintf("%s(%s)@%.2fs+%.2fs", f.Kind, arg, f.At.Seconds(), f.For.Seconds())
+}
+
+// Options shape a schedule. The zero value is not usable: the runner fills
+// Nodes, Volumes and Kinds from what its cluster has.
+type Options struct {
+	Nodes   int           // nodes in the cluster (indices 0..Nodes-1)
+	Volumes int           // volumes operator actions may name
+	Length  time.Duration // faults start within the first 80% of it
+	Faults  int           // how many faults
+	// MinFault and MaxFault bound a fault's duration (except the pauses,
+	// which are set against the HA timeouts).
+	MinFault, MaxFault time.Duration
+	// ShortPause is below the HA suspect timeout; LongPause above the
+	// self-fence lease plus grace (ha.DefaultTiming: 1.5s, 4s+2s).
+	ShortPause, LongPause [2]time.Duration
+	Kinds                 []Kind
+}
+
+// CIOptions are the short schedules `make test` runs.
+func CIOptions(nodes, volumes int, kinds []Kind) Options {
+	return Options{
+		Nodes: nodes, Volumes: volumes, Length: 5 * time.Second, Faults: 4,
+		MinFault: 500 * time.Millisecond, MaxFault: 2500 * time.Millisecond,
+		ShortPause: [2]time.Duration{200 * time.Millisecond, time.Second},
+		LongPause:  [2]time.Duration{6200 * time.Millisecond, 7 * time.Second},
+		Kinds:      kinds,
+	}
+}
+
+// LongOptions are the schedules of `make chaos`.
+func LongOptions(nodes, volumes int, kinds []Kind) Options {
+	o := CIOptions(nodes, volumes, kinds)
+	o.Length, o.Faults, o.MaxFault = 20*time.Second, 8, 8*time.Second
+	o.LongPause = [2]time.Duration{6500 * time.Millisecond, 12 * time.Second}
+	return o
+}
+
+// Schedule is a seeded sequence of faults, ordered by start time.
+type Schedule struct {
+	Seed    uint64
+	Profile string // "ci" or "long": which Options made it
+	Length  time.Duration
+	Faults  []Fault
+}
+
+// Generate makes the schedule of seed: the same seed and options always give
+// the same schedule.
+func Generate(seed uint64, o Options) (Schedule, error) {
+	if o.Nodes < 2 || o.Length <= 0 || o.Faults < 0 || len(o.Kinds) == 0 || o.MaxFault < o.MinFault || o.MinFault <= 0 {
+		return Schedule{}, fmt.Errorf("chaos: bad schedule options %+v", o)
+	}
+	// PCG with the seed in both words: a fixed, documented generator, so a
+	// seed printed by one build replays in the next.
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	between := func(lo, hi time.Duration) time.Duration {
+		if hi <= lo {
+			return lo
+		}
+		return lo + time.Duration(rng.Int64N(int64(hi-lo)))
+	}
+	s := Schedule{Seed: seed, Length: o.Length}
+	for range o.Faults {
+		f := Fault{Kind: o.Kinds[rng.IntN(len(o.Kinds))], Node: rng.IntN(o.Nodes)}
+		f.At = between(0, o.Length*8/10)
+		switch f.Kind {
+		case PauseShort:
+			f.For = between(o.ShortPause[0], o.ShortPause[1])
+		case PauseLong:
+			f.For = between(o.LongPause[0], o.LongPause[1])
+		default:
+			f.For = between(o.MinFault, o.MaxFault)
+		}
+		if f.Kind.Instant() {
+			f.For = 0
+		}
+		switch f.Kind {
+		case OneWay:
+			f.Peer = (f.Node + 1 + rng.IntN(o.Nodes-1)) % o.Nodes
+		case Split:
+			perm := rng.Perm(o.Nodes)
+			f.Group = perm[:(o.Nodes-1)/2]
+			slices.Sort(f.Group)
+			if len(f.Group) > 0 {
+				f.Node = f.Group[0]
+			}
+		case Loss:
+			f.Percent = 10 + rng.IntN(51)
+		}
+		if o.Volumes > 0 {
+			f.Volume = rng.IntN(o.Volumes)
+		}
+		s.Faults = append(s.Faults, f)
+	}
+	slices.SortStableFunc(s.Faults, func(a, b Fault) int { return cmp.Compare(a.At, b.At) })
+	for i := range s.Faults {
+		s.Faults[i].ID = i + 1
+	}
+	return s, nil
+}
+
+// String is the schedule on one line.
+func (s Schedule) String() string {
+	parts := make([]string, len(s.Faults))
+	for i, f := range s.Faults {
+		parts[i] = f.String()
+	}
+	return fmt.Sprintf("seed=%d profile=%s length=%s faults=[%s]", s.Seed, s.Profile, s.Length, strings.Join(parts, " "))
+}
+
+// Replay is the one-line command that runs this schedule again.
+func (s Schedule) Replay() string {
+	if s.Profile == "ci" {
+		return fmt.Sprintf("CHAOS_SEED=%d CHAOS_SCHEDULES=1 go test -count=1 -run 'TestChaosSchedules$' ./chaos/", s.Seed)
+	}
+	return fmt.Sprintf("make chaos SEED=%d SCHEDULES=1", s.Seed)
+}
+
+// Overlaps counts the pairs of faults whose intervals intersect.
+func (s Schedule) Overlaps() int {
+	n := 0
+	for i, a := range s.Faults {
+		for _, b := range s.Faults[i+1:] {
+			if b.At < a.End() && a.At < b.End() {
+				n++
+			}
+		}
+	}
+	return n
+}

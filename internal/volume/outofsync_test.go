@@ -1,0 +1,33 @@
+package volume
+
+import (
+	"testing"
+
+	"github.com/tandemhci/tandem/consensus"
+)
+
+func TestOutOfSyncBeforeEpoch(t *testing.T) {
+	hist := []consensus.VolumeEvent{
+		{Epoch: 1, What: "created with primary n1"},
+		{Epoch: 1, What: "n2 UpToDate -> Outdated"},
+		{Epoch: 2, What: "promoted n3 (was n1)"},
+	}
+	r := &consensus.VolumeRecord{Epoch: 2, History: hist}
+	for _, tc := range []struct {
+		name string
+		r    *consensus.VolumeRecord
+		peer string
+		want bool
+	}{
+		{"outdated by the old primary", r, "n2", true},
+		{"the deposed primary itself", r, "n1", false},
+		{"first epoch: the primary saw every write", &consensus.VolumeRecord{Epoch: 1, History: hist[:2]}, "n2", false},
+		{"outdated by this epoch's primary", &consensus.VolumeRecord{Epoch: 2, History: append(hist[:3:3], consensus.VolumeEvent{Epoch: 2, What: "n2 Outdated -> SyncTarget"})}, "n2", false},
+		{"history trimmed: assume the worst", &consensus.VolumeRecord{Epoch: 5}, "n1", true},
+		{"a name that is a prefix of another", &consensus.VolumeRecord{Epoch: 2, History: []consensus.VolumeEvent{{Epoch: 2, What: "n22 UpToDate -> Outdated"}}}, "n2", true},
+	} {
+		if got := outOfSyncBeforeEpoch(tc.r, tc.peer); got != tc.want {
+			t.Errorf("%s: outOfSyncBeforeEpoch(%s) = %v, want %v", tc.name, tc.peer, got, tc.want)
+		}
+	}
+}
