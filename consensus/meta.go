@@ -175,6 +175,8 @@ type MetaState struct {
 	// ClusterVersion is the feature level every member supports; 0 reads
 	// as BaseClusterVersion (see Version and upgrade.go).
 	ClusterVersion uint32 `json:"cluster_version,omitempty"`
+	// Images are the ISO images by name (image.go); nil until the first.
+	Images map[string]*ImageRecord `json:"images,omitempty"`
 	// Applied is the last applied Raft index (not part of the replicated
 	// content's meaning, useful to compare replicas).
 	Applied uint64 `json:"applied"`
@@ -238,6 +240,9 @@ type Command struct {
 	NodeVersion *NodeVersionCmd `json:"node_version,omitempty"`
 	NodeNote    *NodeNoteCmd    `json:"node_note,omitempty"`
 	Rejoin      *RejoinCmd      `json:"rejoin,omitempty"`
+	// ISO images (image.go).
+	Image   *ImageCmd   `json:"image,omitempty"`
+	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -548,6 +553,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVersions(c)
 	case opNodeRejoin:
 		return m.applyRejoin(c)
+	case opImageCreate, opImageCopy, opImageDelete, opVMMedia:
+		return m.applyImage(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

@@ -3909,7 +3909,13 @@ type VMInfo struct {
 	// HA state as the HA status reports it (started, stopped, fence, ...).
 	HaState string `protobuf:"bytes,18,opt,name=ha_state,json=haState,proto3" json:"ha_state,omitempty"`
 	// When the domain was last started on node (unset when not running).
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// ISO images (issue 18): the image in the VM's CD-ROM drive (empty
+	// when none or ejected), whether the VM has a drive at all, and the
+	// boot order (disk, cdrom, network).
+	Cdrom         string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
+	HasCdrom      bool     `protobuf:"varint,41,opt,name=has_cdrom,json=hasCdrom,proto3" json:"has_cdrom,omitempty"`
+	Boot          []string `protobuf:"bytes,42,rep,name=boot,proto3" json:"boot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4077,6 +4083,27 @@ func (x *VMInfo) GetStartedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VMInfo) GetCdrom() string {
+	if x != nil {
+		return x.Cdrom
+	}
+	return ""
+}
+
+func (x *VMInfo) GetHasCdrom() bool {
+	if x != nil {
+		return x.HasCdrom
+	}
+	return false
+}
+
+func (x *VMInfo) GetBoot() []string {
+	if x != nil {
+		return x.Boot
+	}
+	return nil
+}
+
 type VMDisk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A new volume of this size ...
@@ -4155,7 +4182,12 @@ type CreateVMRequest struct {
 	Start bool   `protobuf:"varint,11,opt,name=start,proto3" json:"start,omitempty"`
 	Node  string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
 	// Override N+1 admission control (with a warning).
-	Force         bool `protobuf:"varint,13,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,13,opt,name=force,proto3" json:"force,omitempty"`
+	// ISO images (issue 18): an image (tandem image upload) for a
+	// read-only CD-ROM drive, and the boot order: devices among disk,
+	// cdrom, network (default disk, cdrom).
+	Cdrom         string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
+	Boot          []string `protobuf:"bytes,41,rep,name=boot,proto3" json:"boot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4279,6 +4311,20 @@ func (x *CreateVMRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *CreateVMRequest) GetCdrom() string {
+	if x != nil {
+		return x.Cdrom
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetBoot() []string {
+	if x != nil {
+		return x.Boot
+	}
+	return nil
 }
 
 type VMRequest struct {
@@ -7971,6 +8017,563 @@ func (x *SetNodeNoteRequest) GetNote() string {
 	return ""
 }
 
+type ImageInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Hex SHA-256 of the content, recorded at upload.
+	Sha256  string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	// The nodes holding a verified copy.
+	Nodes []string `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The VMs whose CD-ROM holds it.
+	UsedBy        []string `protobuf:"bytes,6,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageInfo) Reset() {
+	*x = ImageInfo{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageInfo) ProtoMessage() {}
+
+func (x *ImageInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
+func (*ImageInfo) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
+}
+
+func (x *ImageInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ImageInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *ImageInfo) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ImageInfo) GetUsedBy() []string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return nil
+}
+
+// The first message names the image and gives its size; every message
+// may carry data; the last one carries the SHA-256 the client computed.
+type UploadImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes     int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadImageRequest) Reset() {
+	*x = UploadImageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadImageRequest) ProtoMessage() {}
+
+func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
+func (*UploadImageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
+}
+
+func (x *UploadImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadImageRequest) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *UploadImageRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UploadImageRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type ListImagesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListImagesRequest) Reset() {
+	*x = ListImagesRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListImagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListImagesRequest) ProtoMessage() {}
+
+func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
+func (*ListImagesRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
+}
+
+type ListImagesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Images        []*ImageInfo           `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListImagesResponse) Reset() {
+	*x = ListImagesResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListImagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListImagesResponse) ProtoMessage() {}
+
+func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
+func (*ListImagesResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
+}
+
+func (x *ListImagesResponse) GetImages() []*ImageInfo {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+type DeleteImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteImageRequest) Reset() {
+	*x = DeleteImageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteImageRequest) ProtoMessage() {}
+
+func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
+func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
+}
+
+func (x *DeleteImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteImageResponse) Reset() {
+	*x = DeleteImageResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteImageResponse) ProtoMessage() {}
+
+func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
+func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
+}
+
+type ChangeMediaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The VM.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The image to insert; empty ejects.
+	Image         string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeMediaRequest) Reset() {
+	*x = ChangeMediaRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeMediaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeMediaRequest) ProtoMessage() {}
+
+func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeMediaRequest.ProtoReflect.Descriptor instead.
+func (*ChangeMediaRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
+}
+
+func (x *ChangeMediaRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChangeMediaRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+type PeerImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerImageRequest) Reset() {
+	*x = PeerImageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerImageRequest) ProtoMessage() {}
+
+func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerImageRequest.ProtoReflect.Descriptor instead.
+func (*PeerImageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
+}
+
+func (x *PeerImageRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+type PeerImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The path of the verified copy on the node that answered.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerImageResponse) Reset() {
+	*x = PeerImageResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerImageResponse) ProtoMessage() {}
+
+func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerImageResponse.ProtoReflect.Descriptor instead.
+func (*PeerImageResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
+}
+
+func (x *PeerImageResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type ImageChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageChunk) Reset() {
+	*x = ImageChunk{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageChunk) ProtoMessage() {}
+
+func (x *ImageChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
+func (*ImageChunk) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
+}
+
+func (x *ImageChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PeerChangeMediaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// Empty ejects.
+	Image         string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerChangeMediaRequest) Reset() {
+	*x = PeerChangeMediaRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerChangeMediaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerChangeMediaRequest) ProtoMessage() {}
+
+func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerChangeMediaRequest.ProtoReflect.Descriptor instead.
+func (*PeerChangeMediaRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
+}
+
+func (x *PeerChangeMediaRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerChangeMediaRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
 var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
@@ -8254,7 +8857,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xbb\x04\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\x82\x05\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -8278,12 +8881,15 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\awarning\x18\x11 \x01(\tR\awarning\x12\x19\n" +
 	"\bha_state\x18\x12 \x01(\tR\ahaState\x129\n" +
 	"\n" +
-	"started_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"[\n" +
+	"started_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x14\n" +
+	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x1b\n" +
+	"\thas_cdrom\x18) \x01(\bR\bhasCdrom\x12\x12\n" +
+	"\x04boot\x18* \x03(\tR\x04boot\"[\n" +
 	"\x06VMDisk\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12\x16\n" +
-	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xf4\x02\n" +
+	"\x06volume\x18\x03 \x01(\tR\x06volume\"\x9e\x03\n" +
 	"\x0fCreateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
@@ -8299,7 +8905,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	" \x01(\tR\fantiAffinity\x12\x14\n" +
 	"\x05start\x18\v \x01(\bR\x05start\x12\x12\n" +
 	"\x04node\x18\f \x01(\tR\x04node\x12\x14\n" +
-	"\x05force\x18\r \x01(\bR\x05force\"r\n" +
+	"\x05force\x18\r \x01(\bR\x05force\x12\x14\n" +
+	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x12\n" +
+	"\x04boot\x18) \x03(\tR\x04boot\"r\n" +
 	"\tVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -8580,7 +9188,40 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tnext_step\x18\x06 \x01(\tR\bnextStep\"<\n" +
 	"\x12SetNodeNoteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04note\x18\x02 \x01(\tR\x04note*P\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"\xbb\x01\n" +
+	"\tImageInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x124\n" +
+	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x14\n" +
+	"\x05nodes\x18\x05 \x03(\tR\x05nodes\x12\x17\n" +
+	"\aused_by\x18\x06 \x03(\tR\x06usedBy\"s\n" +
+	"\x12UploadImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\x13\n" +
+	"\x11ListImagesRequest\"B\n" +
+	"\x12ListImagesResponse\x12,\n" +
+	"\x06images\x18\x01 \x03(\v2\x14.tandem.v1.ImageInfoR\x06images\"(\n" +
+	"\x12DeleteImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13DeleteImageResponse\">\n" +
+	"\x12ChangeMediaRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\"(\n" +
+	"\x10PeerImageRequest\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\"'\n" +
+	"\x11PeerImageResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\" \n" +
+	"\n" +
+	"ImageChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"Q\n" +
+	"\x16PeerChangeMediaRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -8652,7 +9293,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x9d\x0e\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xf0\x0f\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -8682,7 +9323,16 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"HALiveness\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12C\n" +
 	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponse\x12K\n" +
 	"\bCARotate\x12\x1e.tandem.v1.PeerCARotateRequest\x1a\x1f.tandem.v1.PeerCARotateResponse\x12T\n" +
-	"\vNodeRemoved\x12!.tandem.v1.PeerNodeRemovedRequest\x1a\".tandem.v1.PeerNodeRemovedResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\vNodeRemoved\x12!.tandem.v1.PeerNodeRemovedRequest\x1a\".tandem.v1.PeerNodeRemovedResponse\x12A\n" +
+	"\tImageRead\x12\x1b.tandem.v1.PeerImageRequest\x1a\x15.tandem.v1.ImageChunk0\x01\x12G\n" +
+	"\n" +
+	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
+	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo2\x97\x02\n" +
+	"\x05Image\x12?\n" +
+	"\x06Upload\x12\x1d.tandem.v1.UploadImageRequest\x1a\x14.tandem.v1.ImageInfo(\x01\x12C\n" +
+	"\x04List\x12\x1c.tandem.v1.ListImagesRequest\x1a\x1d.tandem.v1.ListImagesResponse\x12G\n" +
+	"\x06Delete\x12\x1d.tandem.v1.DeleteImageRequest\x1a\x1e.tandem.v1.DeleteImageResponse\x12?\n" +
+	"\vChangeMedia\x12\x1d.tandem.v1.ChangeMediaRequest\x1a\x11.tandem.v1.VMInfoB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -8697,7 +9347,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 117)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 128)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -8819,27 +9469,38 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*GatedFeature)(nil),             // 117: tandem.v1.GatedFeature
 	(*UpgradeStatusResponse)(nil),    // 118: tandem.v1.UpgradeStatusResponse
 	(*SetNodeNoteRequest)(nil),       // 119: tandem.v1.SetNodeNoteRequest
-	nil,                              // 120: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 121: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 122: google.protobuf.Timestamp
+	(*ImageInfo)(nil),                // 120: tandem.v1.ImageInfo
+	(*UploadImageRequest)(nil),       // 121: tandem.v1.UploadImageRequest
+	(*ListImagesRequest)(nil),        // 122: tandem.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 123: tandem.v1.ListImagesResponse
+	(*DeleteImageRequest)(nil),       // 124: tandem.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 125: tandem.v1.DeleteImageResponse
+	(*ChangeMediaRequest)(nil),       // 126: tandem.v1.ChangeMediaRequest
+	(*PeerImageRequest)(nil),         // 127: tandem.v1.PeerImageRequest
+	(*PeerImageResponse)(nil),        // 128: tandem.v1.PeerImageResponse
+	(*ImageChunk)(nil),               // 129: tandem.v1.ImageChunk
+	(*PeerChangeMediaRequest)(nil),   // 130: tandem.v1.PeerChangeMediaRequest
+	nil,                              // 131: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 132: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 133: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	122, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	133, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	105, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
 	108, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	122, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	133, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	122, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	133, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	120, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	121, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	131, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	132, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	122, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	133, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -8848,35 +9509,35 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	122, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	122, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	133, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	133, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	122, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	133, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	49,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	50,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	122, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	122, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	133, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	133, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	53,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	53,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	58,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	122, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	122, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	133, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	133, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	60,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	58,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	59,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	59,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	122, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	122, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	122, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	133, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	133, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	133, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	71,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	72,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	74,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	122, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	122, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	122, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	133, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	133, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	133, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	78,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	78,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
 	78,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
@@ -8884,152 +9545,169 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	87,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
 	90,  // 58: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
 	91,  // 59: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	122, // 60: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	133, // 60: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
 	94,  // 61: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
 	94,  // 62: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
 	105, // 63: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
 	59,  // 64: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
 	59,  // 65: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	122, // 66: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	133, // 66: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
 	4,   // 67: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
 	2,   // 68: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
 	116, // 69: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
 	117, // 70: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	8,   // 71: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 72: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 73: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 74: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 75: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 76: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 77: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 78: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 79: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	115, // 80: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 81: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 82: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 83: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 84: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 85: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	119, // 86: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	40,  // 87: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	41,  // 88: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	43,  // 89: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	44,  // 90: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	46,  // 91: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	47,  // 92: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	48,  // 93: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	52,  // 94: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	56,  // 95: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	54,  // 96: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	63,  // 97: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	61,  // 98: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	62,  // 99: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	62,  // 100: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	62,  // 101: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	62,  // 102: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	66,  // 103: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	68,  // 104: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	70,  // 105: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	75,  // 106: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	76,  // 107: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	79,  // 108: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	81,  // 109: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	83,  // 110: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	88,  // 111: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	92,  // 112: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	104, // 113: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	95,  // 114: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	97,  // 115: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	99,  // 116: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	101, // 117: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 118: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	48,  // 119: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	101, // 120: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 121: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	102, // 122: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	46,  // 123: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	107, // 124: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	109, // 125: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	109, // 126: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	109, // 127: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	109, // 128: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	110, // 129: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	68,  // 130: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	109, // 131: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	70,  // 132: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	85,  // 133: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	113, // 134: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	111, // 135: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	9,   // 136: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 137: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 138: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 139: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 140: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 141: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 142: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 143: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 144: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	118, // 145: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 146: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 147: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 148: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 149: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 150: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 151: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 152: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	42,  // 153: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 154: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	45,  // 155: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 156: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 157: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	51,  // 158: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	55,  // 159: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	57,  // 160: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	53,  // 161: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	64,  // 162: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	59,  // 163: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	59,  // 164: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	59,  // 165: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	59,  // 166: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	65,  // 167: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	67,  // 168: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 169: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	73,  // 170: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	73,  // 171: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	77,  // 172: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	80,  // 173: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	82,  // 174: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	84,  // 175: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	89,  // 176: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	93,  // 177: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	106, // 178: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	96,  // 179: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	98,  // 180: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	100, // 181: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 182: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 183: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	51,  // 184: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	100, // 185: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 186: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	103, // 187: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 188: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	108, // 189: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	59,  // 190: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	59,  // 191: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	59,  // 192: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	59,  // 193: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	67,  // 194: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 195: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	67,  // 196: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	73,  // 197: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	86,  // 198: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	114, // 199: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	112, // 200: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	136, // [136:201] is the sub-list for method output_type
-	71,  // [71:136] is the sub-list for method input_type
-	71,  // [71:71] is the sub-list for extension type_name
-	71,  // [71:71] is the sub-list for extension extendee
-	0,   // [0:71] is the sub-list for field type_name
+	133, // 71: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	120, // 72: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
+	59,  // 73: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 74: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 75: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 76: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 77: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 78: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 79: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 80: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 81: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 82: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	115, // 83: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 84: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 85: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 86: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 87: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 88: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	119, // 89: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	40,  // 90: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	41,  // 91: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	43,  // 92: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	44,  // 93: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	46,  // 94: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	47,  // 95: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	48,  // 96: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	52,  // 97: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	56,  // 98: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	54,  // 99: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	63,  // 100: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	61,  // 101: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	62,  // 102: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	62,  // 103: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	62,  // 104: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	62,  // 105: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	66,  // 106: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	68,  // 107: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	70,  // 108: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	75,  // 109: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	76,  // 110: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	79,  // 111: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	81,  // 112: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	83,  // 113: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	88,  // 114: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	92,  // 115: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	104, // 116: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	95,  // 117: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	97,  // 118: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	99,  // 119: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	101, // 120: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 121: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	48,  // 122: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	101, // 123: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 124: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	102, // 125: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	46,  // 126: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	107, // 127: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	109, // 128: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	109, // 129: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	109, // 130: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	109, // 131: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	110, // 132: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	68,  // 133: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	109, // 134: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	70,  // 135: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	85,  // 136: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	113, // 137: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	111, // 138: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	127, // 139: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	127, // 140: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	130, // 141: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	121, // 142: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	122, // 143: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	124, // 144: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	126, // 145: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	9,   // 146: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 147: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 148: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 149: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 150: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 151: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 152: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 153: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 154: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	118, // 155: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 156: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 157: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 158: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 159: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 160: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 161: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 162: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	42,  // 163: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 164: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	45,  // 165: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 166: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 167: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	51,  // 168: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 169: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	57,  // 170: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	53,  // 171: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	64,  // 172: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	59,  // 173: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	59,  // 174: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	59,  // 175: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	59,  // 176: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	65,  // 177: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	67,  // 178: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 179: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	73,  // 180: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	73,  // 181: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	77,  // 182: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	80,  // 183: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	82,  // 184: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	84,  // 185: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	89,  // 186: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	93,  // 187: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	106, // 188: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	96,  // 189: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	98,  // 190: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	100, // 191: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 192: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 193: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	51,  // 194: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	100, // 195: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 196: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	103, // 197: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 198: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	108, // 199: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	59,  // 200: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	59,  // 201: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	59,  // 202: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	59,  // 203: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	67,  // 204: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 205: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	67,  // 206: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	73,  // 207: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	86,  // 208: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	114, // 209: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	112, // 210: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	129, // 211: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	128, // 212: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	59,  // 213: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	120, // 214: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	123, // 215: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	125, // 216: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	59,  // 217: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	146, // [146:218] is the sub-list for method output_type
+	74,  // [74:146] is the sub-list for method input_type
+	74,  // [74:74] is the sub-list for extension type_name
+	74,  // [74:74] is the sub-list for extension extendee
+	0,   // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -9043,9 +9721,9 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   117,
+			NumMessages:   128,
 			NumExtensions: 0,
-			NumServices:   7,
+			NumServices:   8,
 		},
 		GoTypes:           file_tandem_v1_tandem_proto_goTypes,
 		DependencyIndexes: file_tandem_v1_tandem_proto_depIdxs,
