@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -210,10 +211,12 @@ func usedMiB(ms *consensus.MetaState, node string) uint64 {
 	return used
 }
 
-// domainSpec renders a VM for this node: every disk is this node's export.
-func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket string) compute.VMSpec {
+// domainSpec renders a VM for a node: every disk is that node's export,
+// and cdrom is the path of its copy of the image in the CD-ROM drive.
+func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket, cdrom string) compute.VMSpec {
 	spec := compute.VMSpec{Name: vm.Name, UUID: vm.Uuid, VCPUs: int(vm.Vcpus), MemoryMiB: int(vm.MemoryMib),
-		Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, SerialLog: m.consoleLog(vm.Name)}
+		Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, SerialLog: m.consoleLog(vm.Name),
+		HasCDROM: vm.HasCdrom, CDROM: cdrom, Boot: slices.Clone(vm.Boot)}
 	for i, v := range vm.Volumes {
 		spec.Disks = append(spec.Disks, compute.DiskSpec{Volume: v, Socket: nbdSocket, Boot: i == 0 && vm.Kernel == ""})
 	}

@@ -8027,7 +8027,9 @@ type ImageInfo struct {
 	// The nodes holding a verified copy.
 	Nodes []string `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// The VMs whose CD-ROM holds it.
-	UsedBy        []string `protobuf:"bytes,6,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	UsedBy []string `protobuf:"bytes,6,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	// Upload: the members that do not hold a copy yet, and why.
+	Warning       string `protobuf:"bytes,7,opt,name=warning,proto3" json:"warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -8102,6 +8104,13 @@ func (x *ImageInfo) GetUsedBy() []string {
 		return x.UsedBy
 	}
 	return nil
+}
+
+func (x *ImageInfo) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
 }
 
 // The first message names the image and gives its size; every message
@@ -9188,7 +9197,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tnext_step\x18\x06 \x01(\tR\bnextStep\"<\n" +
 	"\x12SetNodeNoteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04note\x18\x02 \x01(\tR\x04note\"\xbb\x01\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"\xd5\x01\n" +
 	"\tImageInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -9196,7 +9205,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x124\n" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x14\n" +
 	"\x05nodes\x18\x05 \x03(\tR\x05nodes\x12\x17\n" +
-	"\aused_by\x18\x06 \x03(\tR\x06usedBy\"s\n" +
+	"\aused_by\x18\x06 \x03(\tR\x06usedBy\x12\x18\n" +
+	"\awarning\x18\a \x01(\tR\awarning\"s\n" +
 	"\x12UploadImageRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
