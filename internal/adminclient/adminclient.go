@@ -95,6 +95,8 @@ type Client struct {
 	HA      tandemv1.HAClient
 	// Credential manages named API credentials.
 	Credential tandemv1.CredentialClient
+	// Image manages ISO images (issue 18).
+	Image tandemv1.ImageClient
 
 	// Target is what the client talks to: the socket path or host:port.
 	Target string
@@ -163,6 +165,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		VM:         tandemv1.NewVMClient(conn),
 		HA:         tandemv1.NewHAClient(conn),
 		Credential: tandemv1.NewCredentialClient(conn),
+		Image:      tandemv1.NewImageClient(conn),
 		Target:     shown,
 		conn:       conn,
 	}, nil
