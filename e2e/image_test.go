@@ -237,3 +237,37 @@ func TestVMInstallFromISO(t *testing.T) {
 		t.Errorf("images after delete: %v", imgs)
 	}
 }
+
+// TestVMWithCDROMFailsOver: a VM booted from an image in its CD-ROM drive
+// is restarted on another node after a hard loss of its host (IPMI
+// fencing), attaching that node's verified copy; the disk's counter goes
+// on from every acknowledged write.
+func TestVMWithCDROMFailsOver(t *testing.T) {
+	vc := newVMClusterWith(t, vmClusterOpts{bmc: true})
+	c, td := vc.c, vc.td
+	for _, n := range c.Nodes {
+		vc.fenceConfig(t, n)
+	}
+	n1 := c.Nodes[0]
+	host := c.Nodes[1]
+	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".52"
+	iso := buildGuestISO(t, vc.img, vc.cmdline(vip))
+	if _, stderr, err := td.CLI(vc.ctx, n1, "image", "upload", iso, "--name", "guest"); err != nil {
+		t.Fatalf("image upload: %v\n%s", err, stderr)
+	}
+	vc.vm(t, n1, "create", "cd1", "--memory", "192M", "--disk", "64M,replicas=3", "--cdrom", "guest", "--nic", c.VMBridge+",ip="+vip, "--node", host.Name, "--start")
+	up := vc.guestProgress(t, guest.Datagram{}, 5*time.Minute)
+	t.Logf("cd1 booted from the CD on %s: %d writes acknowledged", host.Name, up.Acked)
+	lost := time.Now()
+	vc.crash(host)
+	lastAcked := vc.lastFromBoot(up.Boot)
+	first := vc.waitRecovered(t, lastAcked, 3*time.Minute)
+	t.Logf("cd1 restarted %v after the loss; disk counter %d >= last acknowledged %d", time.Since(lost).Round(time.Millisecond), first.Acked, lastAcked.Acked)
+	v := vc.vm(t, n1, "show", "cd1")
+	if v.Node == host.Name || v.State != "running" || v.Cdrom != "guest" {
+		t.Fatalf("cd1 after recovery: %+v", v)
+	}
+	if src := vc.cdromSource(t, c.Node(v.Node), "cd1"); src != filepath.Join(td.DataDir(c.Node(v.Node)), "images", "guest.iso") {
+		t.Fatalf("CD-ROM on %s after the failover: %q", v.Node, src)
+	}
+}

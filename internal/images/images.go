@@ -136,10 +136,17 @@ func (m *Manager) lock(name string) func() {
 	return l.Unlock
 }
 
-// InfoOf is an image record as the API shows it.
+// InfoOf is an image record as the API shows it; holders that are no
+// longer members are left out.
 func InfoOf(ms *consensus.MetaState, r *consensus.ImageRecord) *tandemv1.ImageInfo {
+	var nodes []string
+	for _, n := range r.Nodes {
+		if rec, ok := ms.Nodes[n]; ok && rec.State == consensus.NodeMember {
+			nodes = append(nodes, n)
+		}
+	}
 	return &tandemv1.ImageInfo{Name: r.Name, SizeBytes: r.Size, Sha256: r.SHA256, Created: timestamppb.New(r.Created),
-		Nodes: slices.Clone(r.Nodes), UsedBy: ms.ImageUsers(r.Name)}
+		Nodes: nodes, UsedBy: ms.ImageUsers(r.Name)}
 }
 
 // List is every image, sorted by name.
