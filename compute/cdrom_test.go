@@ -180,3 +180,61 @@ func TestRetargetCDROM(t *testing.T) {
 		t.Errorf("ejected drive after retarget: %+v %v", got, err)
 	}
 }
+
+func TestDomainXMLUEFI(t *testing.T) {
+	s := cdromSpec()
+	s.Firmware = FirmwareUEFI
+	s.NVRAM = "/var/lib/tandem/vms/web-1_VARS.fd"
+	x, err := DomainXML(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`<loader readonly="yes" type="pflash">` + OVMFCode + `</loader>`,
+		`<nvram>/var/lib/tandem/vms/web-1_VARS.fd</nvram>`,
+	} {
+		if !strings.Contains(x, want) {
+			t.Errorf("XML lacks %s:\n%s", want, x)
+		}
+	}
+	got, _, err := ParseDomainXML(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.normalized()
+	for i := range want.NICs {
+		if want.NICs[i].Model == "" {
+			want.NICs[i].Model = "virtio"
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+	// Migration moves the store's path only.
+	def := parsedDef(t, s, XMLOptions{})
+	dest := destOf(s)
+	dest.NVRAM = "/var/lib/tandem/n2/vms/web-1_VARS.fd"
+	if err := retarget(def, dest, XMLOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(marshalled(t, def), dest.NVRAM) {
+		t.Error("NVRAM path not retargeted")
+	}
+	bios := dest
+	bios.Firmware, bios.NVRAM = FirmwareBIOS, ""
+	if err := retarget(parsedDef(t, s, XMLOptions{}), bios, XMLOptions{}); !errors.Is(err, ErrInvalidSpec) {
+		t.Errorf("retarget to BIOS: %v", err)
+	}
+	for name, mod := range map[string]func(*VMSpec){
+		"no store":        func(s *VMSpec) { s.NVRAM = "" },
+		"store with bios": func(s *VMSpec) { s.Firmware = FirmwareBIOS },
+		"unknown":         func(s *VMSpec) { s.Firmware = "coreboot" },
+		"kernel":          func(s *VMSpec) { s.Kernel = "/boot/vmlinuz" },
+	} {
+		bad := s
+		mod(&bad)
+		if err := bad.Validate(); !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

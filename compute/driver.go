@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/digitalocean/go-libvirt"
@@ -310,6 +311,12 @@ func (d *Driver) Undefine(ctx context.Context, name string) error {
 		return err
 	}
 	flags := libvirt.DomainUndefineManagedSave | libvirt.DomainUndefineSnapshotsMetadata
+	// KeepNvram: a UEFI VM's variable store is the cluster's (its record),
+	// and libvirt refuses to undefine a domain with one otherwise (the
+	// test driver knows no such flag, and no UEFI).
+	if x, err := call(ctx, d, func() (string, error) { return d.lv.DomainGetXMLDesc(dom, libvirt.DomainXMLInactive) }); err == nil && strings.Contains(x, "<nvram") {
+		flags |= libvirt.DomainUndefineKeepNvram
+	}
 	if err := call0(ctx, d, func() error { return d.lv.DomainUndefineFlags(dom, flags) }); err != nil {
 		return d.opErr("undefine", name, err)
 	}

@@ -104,6 +104,9 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		if o.Initrd != "" && dest.Initrd != "" {
 			o.Initrd = dest.Initrd
 		}
+		if o.NVRam != nil && dest.NVRAM != "" {
+			o.NVRam.NVRam = dest.NVRAM
+		}
 	}
 
 	got, _, err := specOf(def)

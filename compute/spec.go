@@ -59,6 +59,11 @@ type VMSpec struct {
 	// host path of the ISO in it, "" for an empty drive.
 	HasCDROM bool
 	CDROM    string
+	// Firmware is "" or FirmwareBIOS (SeaBIOS) or FirmwareUEFI (OVMF from
+	// OVMFCode); NVRAM is then the absolute path of the VM's variable
+	// store file on this node.
+	Firmware string
+	NVRAM    string
 	// Boot is the firmware's boot order over BootDisk, BootCDROM and
 	// BootNetwork (each at most once): "disk" is every disk marked Boot,
 	// "network" the first NIC. Empty means disk then cdrom. A spec with
@@ -66,6 +71,16 @@ type VMSpec struct {
 	// NormalBoot).
 	Boot []string
 }
+
+// Firmwares of VMSpec.Firmware, and the OVMF build UEFI VMs run (Debian's
+// ovmf: 4 MiB flash, no Secure Boot, no SMM needed) with its variable
+// store template (528 KiB).
+const (
+	FirmwareBIOS = "bios"
+	FirmwareUEFI = "uefi"
+	OVMFCode     = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars     = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
 
 // Boot devices of VMSpec.Boot.
 const (
@@ -82,6 +97,9 @@ const cdromTarget = "hdc"
 // NormalBoot's form, and no disk marked Boot when the order has no disk.
 func (s VMSpec) normalized() VMSpec {
 	s.Boot = s.NormalBoot()
+	if s.Firmware == FirmwareBIOS {
+		s.Firmware = "" // the default renders nothing
+	}
 	if s.Boot != nil && !slices.Contains(s.Boot, BootDisk) {
 		s.Disks = slices.Clone(s.Disks)
 		for i := range s.Disks {
@@ -210,6 +228,21 @@ func (s VMSpec) Validate() error {
 		}
 		macs[key] = i
 	}
+	switch s.Firmware {
+	case "", FirmwareBIOS:
+		if s.NVRAM != "" {
+			return invalid("an NVRAM store needs UEFI firmware")
+		}
+	case FirmwareUEFI:
+		if !filepath.IsAbs(s.NVRAM) {
+			return invalid("UEFI needs the absolute path of its NVRAM store, not %q", s.NVRAM)
+		}
+		if s.Kernel != "" {
+			return invalid("a kernel boots directly, without UEFI")
+		}
+	default:
+		return invalid("firmware %q: use bios or uefi", s.Firmware)
+	}
 	if s.CDROM != "" && !s.HasCDROM {
 		return invalid("cdrom %q without a CD-ROM drive", s.CDROM)
 	}
@@ -310,6 +343,10 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		OnReboot:   "restart",
 		OnCrash:    "destroy",
 		Devices:    &libvirtxml.DomainDeviceList{},
+	}
+	if spec.Firmware == FirmwareUEFI {
+		d.OS.Loader = &libvirtxml.DomainLoader{Path: OVMFCode, Readonly: "yes", Type: "pflash"}
+		d.OS.NVRam = &libvirtxml.DomainNVRam{NVRam: spec.NVRAM}
 	}
 	// Boot orders: the disks marked Boot in list order, unless the spec
 	// has a boot order (NormalBoot), which places the groups.
@@ -474,6 +511,12 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 	}
 	if d.OS != nil {
 		spec.Kernel, spec.Initrd, spec.Cmdline = d.OS.Kernel, d.OS.Initrd, d.OS.Cmdline
+		if d.OS.Loader != nil && d.OS.Loader.Type == "pflash" {
+			spec.Firmware = FirmwareUEFI
+			if d.OS.NVRam != nil {
+				spec.NVRAM = d.OS.NVRam.NVRam
+			}
+		}
 	}
 	devs := d.Devices
 	if devs == nil {

@@ -42,12 +42,33 @@ type VMMediaCmd struct {
 	Image string `json:"image,omitempty"`
 }
 
+// NVRAMBlob is a UEFI VM's variable store (OVMF_VARS, 528 KiB raw),
+// gzip-compressed: a few KiB, as UEFI variables fill little of it.
+type NVRAMBlob struct {
+	Gzip []byte `json:"gzip"`
+	// SHA256 is the hex digest of the raw store.
+	SHA256 string `json:"sha256"`
+}
+
+// MaxNVRAMGzip bounds a recorded variable store.
+const MaxNVRAMGzip = 1 << 20
+
+// VMNVRAMCmd records a UEFI VM's variable store.
+type VMNVRAMCmd struct {
+	VM    string    `json:"vm"`
+	NVRAM NVRAMBlob `json:"nvram"`
+	// IfNode makes it conditional on the VM running there: only the node
+	// that runs the VM records its store.
+	IfNode string `json:"if_node,omitempty"`
+}
+
 // Image command ops.
 const (
 	opImageCreate = "image-create"
 	opImageCopy   = "image-copy"
 	opImageDelete = "image-delete"
 	opVMMedia     = "vm-media"
+	opVMNVRAM     = "vm-nvram"
 )
 
 var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -146,6 +167,24 @@ func (m *metaSM) applyImage(c *Command) ([]byte, error) {
 			m.audit(c, "vm-media", fmt.Sprintf("VM %s: CD-ROM %s -> %s", v.Name, orEmpty(before), orEmpty(mc.Image)))
 		}
 		return json.Marshal(v)
+	case opVMNVRAM:
+		nc := c.VMNVRAM
+		if nc == nil || nc.VM == "" || len(nc.NVRAM.Gzip) == 0 || len(nc.NVRAM.Gzip) > MaxNVRAMGzip || !sha256RE.MatchString(nc.NVRAM.SHA256) {
+			return nil, fmt.Errorf("%w: vm-nvram needs a VM and a store of at most %d bytes with its SHA-256", ErrBadCommand, MaxNVRAMGzip)
+		}
+		v, ok := s.VMs[nc.VM]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, nc.VM)
+		}
+		if v.Spec.Firmware != "uefi" {
+			return nil, fmt.Errorf("%w: VM %s does not boot UEFI", ErrBadCommand, v.Name)
+		}
+		if nc.IfNode != "" && v.Node != nc.IfNode {
+			return nil, fmt.Errorf("%w: VM %s is on %s, not %s", ErrBadCommand, v.Name, v.Node, nc.IfNode)
+		}
+		blob := nc.NVRAM
+		v.NVRAM = &blob
+		return json.Marshal(v)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
@@ -177,4 +216,9 @@ func (m *Meta) DeleteImage(ctx context.Context, name string) error {
 // SetVMMedia puts image into the VM's CD-ROM drive ("" ejects).
 func (m *Meta) SetVMMedia(ctx context.Context, vm, image string) (*VMRecord, error) {
 	return proposeAs[VMRecord](ctx, m, Command{Op: opVMMedia, VMMedia: &VMMediaCmd{VM: vm, Image: image}}, "VM")
+}
+
+// SetVMNVRAM records a UEFI VM's variable store, if the VM is on node.
+func (m *Meta) SetVMNVRAM(ctx context.Context, vm, node string, blob NVRAMBlob) (*VMRecord, error) {
+	return proposeAs[VMRecord](ctx, m, Command{Op: opVMNVRAM, VMNVRAM: &VMNVRAMCmd{VM: vm, NVRAM: blob, IfNode: node}}, "VM")
 }

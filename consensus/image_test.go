@@ -90,3 +90,42 @@ func TestImageRecords(t *testing.T) {
 		t.Fatalf("clone lost the image: %+v", c.Images)
 	}
 }
+
+func TestVMNVRAMRecord(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	apply := func(c Command) error {
+		c.At = time.Now()
+		_, err := m.apply(&c)
+		return err
+	}
+	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []VMRecord{
+		{Name: "efi", UUID: "u1", Node: "a", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 128, Firmware: "uefi"}},
+		{Name: "bios", UUID: "u2", Node: "a", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 128}},
+	} {
+		if err := apply(Command{Op: opVMCreate, VM: &v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blob := NVRAMBlob{Gzip: []byte{1, 2, 3}, SHA256: strings.Repeat("0f", 32)}
+	if err := apply(Command{Op: opVMNVRAM, VMNVRAM: &VMNVRAMCmd{VM: "bios", NVRAM: blob}}); err == nil {
+		t.Fatal("NVRAM recorded for a BIOS VM")
+	}
+	if err := apply(Command{Op: opVMNVRAM, VMNVRAM: &VMNVRAMCmd{VM: "efi", NVRAM: blob, IfNode: "b"}}); err == nil {
+		t.Fatal("NVRAM recorded by a node the VM is not on")
+	}
+	if err := apply(Command{Op: opVMNVRAM, VMNVRAM: &VMNVRAMCmd{VM: "efi", NVRAM: NVRAMBlob{Gzip: make([]byte, MaxNVRAMGzip+1), SHA256: blob.SHA256}}}); err == nil {
+		t.Fatal("oversized NVRAM recorded")
+	}
+	if m.s.VMs["efi"].NVRAM != nil {
+		t.Fatal("a refused command changed the record")
+	}
+	if err := apply(Command{Op: opVMNVRAM, VMNVRAM: &VMNVRAMCmd{VM: "efi", NVRAM: blob, IfNode: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.clone().VMs["efi"].NVRAM; got == nil || got.SHA256 != blob.SHA256 || len(got.Gzip) != 3 {
+		t.Fatalf("recorded NVRAM after a snapshot round trip: %+v", got)
+	}
+}

@@ -243,6 +243,7 @@ type Command struct {
 	// ISO images (image.go).
 	Image   *ImageCmd   `json:"image,omitempty"`
 	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
+	VMNVRAM *VMNVRAMCmd `json:"vm_nvram,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -553,7 +554,7 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVersions(c)
 	case opNodeRejoin:
 		return m.applyRejoin(c)
-	case opImageCreate, opImageCopy, opImageDelete, opVMMedia:
+	case opImageCreate, opImageCopy, opImageDelete, opVMMedia, opVMNVRAM:
 		return m.applyImage(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)

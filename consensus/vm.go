@@ -46,6 +46,8 @@ type VMSpecRecord struct {
 	HasCDROM bool     `json:"has_cdrom,omitempty"`
 	CDROM    string   `json:"cdrom,omitempty"`
 	Boot     []string `json:"boot,omitempty"`
+	// Firmware is "" or "bios" (SeaBIOS) or "uefi" (OVMF).
+	Firmware string `json:"firmware,omitempty"`
 }
 
 // VMRecord is a VM as the cluster knows it.
@@ -68,6 +70,9 @@ type VMRecord struct {
 	HAState   string    `json:"ha_state,omitempty"`
 	HAReason  string    `json:"ha_reason,omitempty"`
 	HAChanged time.Time `json:"ha_changed,omitzero"`
+	// NVRAM is a UEFI VM's variable store as last recorded (image.go),
+	// nil until the first.
+	NVRAM *NVRAMBlob `json:"nvram,omitempty"`
 }
 
 // VMUpdate changes a VM's desired state and/or node; empty fields stay.

@@ -39,7 +39,8 @@
 //     uploaded and copied to every node, a VM with an empty disk boots
 //     from it in its CD-ROM drive, migrates live with the image inserted
 //     and ejected, media changes on the running VM, and the bad inputs
-//     (not ISO 9660, duplicate, missing image, delete while in a drive).
+//     (not ISO 9660, duplicate, missing image, delete while in a drive);
+//     a failover of such a VM; a UEFI VM whose NVRAM follows it.
 //
 // The tests build the binaries themselves: the first test to need them runs
 // testcluster.BuildBinaries, which compiles cmd/tandemd and cmd/tandem from

@@ -271,3 +271,60 @@ func TestVMWithCDROMFailsOver(t *testing.T) {
 		t.Fatalf("CD-ROM on %s after the failover: %q", v.Node, src)
 	}
 }
+
+// TestVMUEFINVRAMFollows: a UEFI VM (OVMF) boots the same ISO; the
+// variable store OVMF writes at boot is recorded in the VM's record, is
+// on the target after a live migration, and a restart on a third node
+// starts from the recorded store.
+func TestVMUEFINVRAMFollows(t *testing.T) {
+	if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
+		t.Skip("OVMF not installed (Debian package ovmf)")
+	}
+	vc := newVMCluster(t)
+	c, td := vc.c, vc.td
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".53"
+	iso := buildGuestISO(t, vc.img, vc.cmdline(vip))
+	if _, stderr, err := td.CLI(vc.ctx, n1, "image", "upload", iso, "--name", "guest"); err != nil {
+		t.Fatalf("image upload: %v\n%s", err, stderr)
+	}
+	template := sha256File(t, "/usr/share/OVMF/OVMF_VARS_4M.fd")
+	// GRUB's EFI loader runs out of memory for the guest's initramfs
+	// under 192M of guest RAM.
+	info := vc.vm(t, n1, "create", "efi", "--memory", "384M", "--disk", "64M,replicas=3", "--cdrom", "guest", "--firmware", "uefi",
+		"--nic", c.VMBridge, "--node", n1.Name, "--start")
+	if info.Firmware != "uefi" || info.State != "running" {
+		t.Fatalf("efi after create: %+v", info)
+	}
+	up := vc.guestProgress(t, guest.Datagram{}, 8*time.Minute)
+	t.Logf("UEFI guest booted from the CD: seq %d, %d writes acknowledged", up.Seq, up.Acked)
+	// OVMF writes variables as it boots (boot options, counters): the
+	// record follows the node's file.
+	v := vc.waitVM(t, "efi", time.Minute, func(v *tandemv1.VMInfo) bool {
+		return v.NvramSha256 != "" && v.NvramSha256 != template &&
+			v.NvramSha256 == sha256File(t, filepath.Join(td.DataDir(n1), "vms", "efi_VARS.fd"))
+	})
+	recorded := v.NvramSha256
+	t.Logf("NVRAM recorded: %s (template %s)", recorded, template)
+
+	vc.migrateLive(t, n3, "efi", n1, n2)
+	if got := sha256File(t, filepath.Join(td.DataDir(n2), "vms", "efi_VARS.fd")); got != recorded {
+		v := vc.vm(t, n1, "show", "efi")
+		if got != v.NvramSha256 {
+			t.Fatalf("NVRAM on the target %s, recorded %s (before the migration %s)", got, v.NvramSha256, recorded)
+		}
+		t.Logf("the guest changed its variables after the migration; the target's store is the recorded one")
+	}
+	// A stop and a start elsewhere: the store comes from the record.
+	vc.vm(t, n1, "stop", "efi", "--force")
+	before := vc.vm(t, n1, "show", "efi").NvramSha256
+	if before == "" || before == template {
+		t.Fatalf("NVRAM record after the stop: %q", before)
+	}
+	vc.vm(t, n1, "start", "efi", "--node", n3.Name)
+	last, _, _ := vc.rx.Last()
+	vc.guestProgress(t, guest.Datagram{Boot: last.Boot + 1}, 8*time.Minute)
+	if v := vc.vm(t, n1, "show", "efi"); v.Node != n3.Name || v.NvramSha256 == "" {
+		t.Fatalf("efi after the restart on n3: %+v", v)
+	}
+}

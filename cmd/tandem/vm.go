@@ -92,6 +92,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		kernel, initrd, cmdline string
 		node, antiAffinity      string
 		image, cdrom, boot      string
+		firmware                string
 		priority                int32
 		start, force            bool
 	)
@@ -114,7 +115,9 @@ regular file (or a link to one) on this machine.
 uploaded with 'tandem image upload'; 'tandem vm cdrom' changes or ejects it.
 --boot sets the firmware's boot order over disk, cdrom and network (default
 disk,cdrom: an empty disk falls through to the installer CD, an installed
-one boots itself).`,
+one boots itself). --firmware uefi boots OVMF (Debian package ovmf on every
+node); the UEFI variables (NVRAM) are kept in the VM's record, so they
+follow it across migration and failover.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mem, err := parseSize(memory)
@@ -122,7 +125,7 @@ one boots itself).`,
 				return usageErrorf("--memory: %v", err)
 			}
 			req := &tandemv1.CreateVMRequest{Name: args[0], Vcpus: vcpus, MemoryMib: uint32(mem >> 20), Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
-				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force, Cdrom: cdrom}
+				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force, Cdrom: cdrom, Firmware: firmware}
 			if boot != "" {
 				req.Boot = strings.Split(boot, ",")
 			}
@@ -193,6 +196,7 @@ one boots itself).`,
 	f.StringVar(&image, "image", "", "copy this disk image (raw, qcow2, ... via qemu-img) into the first, new disk")
 	f.StringVar(&cdrom, "cdrom", "", "ISO image (tandem image list) in a read-only CD-ROM drive")
 	f.StringVar(&boot, "boot", "", "boot order, comma-separated: disk, cdrom, network (default disk,cdrom)")
+	f.StringVar(&firmware, "firmware", "", "bios (SeaBIOS, the default) or uefi (OVMF; its NVRAM follows the VM)")
 	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (absolute path of a regular file on every node)")
 	f.StringVar(&initrd, "initrd", "", "initrd for --kernel (absolute path of a regular file on every node)")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
@@ -258,6 +262,9 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 	}
 	if len(v.Boot) > 0 {
 		fmt.Fprintf(tw, "Boot order:\t%s\n", strings.Join(v.Boot, ", "))
+	}
+	if v.Firmware == "uefi" {
+		fmt.Fprintf(tw, "Firmware:\tuefi (NVRAM sha256 %s)\n", dash(v.NvramSha256))
 	}
 	if v.Kernel != "" {
 		fmt.Fprintf(tw, "Kernel:\t%s\n", v.Kernel)

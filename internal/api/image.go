@@ -53,3 +53,7 @@ func (s *peerService) ImageFetch(ctx context.Context, req *tandemv1.PeerImageReq
 func (s *peerService) VMChangeMedia(ctx context.Context, req *tandemv1.PeerChangeMediaRequest) (*tandemv1.VMInfo, error) {
 	return answer(s.a.cfg.VMs.VMChangeMedia(ctx, req.Vm, req.Image))
 }
+
+func (s *peerService) VMPutNVRAM(ctx context.Context, req *tandemv1.PeerNVRAMRequest) (*tandemv1.PeerNVRAMResponse, error) {
+	return answer(s.a.cfg.VMs.VMPutNVRAM(ctx, req))
+}

@@ -186,6 +186,18 @@ func (f *fakeMeta) SetVMMedia(_ context.Context, vm, image string) (*consensus.V
 	return &nv, nil
 }
 
+func (f *fakeMeta) SetVMNVRAM(_ context.Context, vm, node string, blob consensus.NVRAMBlob) (*consensus.VMRecord, error) {
+	f.w.j.Add("meta set-nvram %s", vm)
+	v, ok := f.w.ms.VMs[vm]
+	if !ok {
+		return nil, consensus.ErrNoSuchVM
+	}
+	nv := *v
+	nv.NVRAM = &blob
+	f.w.ms.VMs[vm] = &nv
+	return &nv, nil
+}
+
 // fakePeers answers the peer calls as every node of the world.
 type fakePeers struct{ w *world }
 

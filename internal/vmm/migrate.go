@@ -159,7 +159,18 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		}
 		destCDROM = resp.Path
 	}
-	dest := m.domainSpec(vm, target.NbdSocket, destCDROM)
+	// A UEFI VM's variable store: recorded from this node's file now,
+	// and written to the target's before QEMU starts there.
+	destNVRAM := ""
+	if vm.Firmware == compute.FirmwareUEFI {
+		p, err := m.handNVRAM(ctx, vm, tc)
+		if err != nil {
+			closeWindows("NVRAM not on the target")
+			return err
+		}
+		destNVRAM = p
+	}
+	dest := m.domainSpec(vm, target.NbdSocket, destCDROM, destNVRAM)
 	if target.NbdSocket != "" {
 		dest.SerialLog = consoleLogOn(target, vm.Name)
 	}

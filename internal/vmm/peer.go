@@ -100,7 +100,11 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	if err != nil {
 		return nil, err
 	}
-	if err := drv.Define(ctx, m.domainSpec(vm, m.vols.NBDSocket(), cdrom)); err != nil {
+	nvram, err := m.prepareNVRAM(ctx, drv, vm)
+	if err != nil {
+		return nil, err
+	}
+	if err := drv.Define(ctx, m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram)); err != nil {
 		return nil, computeErr(err)
 	}
 	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {

@@ -69,6 +69,8 @@ type Meta interface {
 	SetMaintenance(ctx context.Context, node string, enable bool) (consensus.NodeRecord, error)
 	// SetVMMedia records the image in a VM's CD-ROM drive ("" ejects).
 	SetVMMedia(ctx context.Context, vm, image string) (*consensus.VMRecord, error)
+	// SetVMNVRAM records a UEFI VM's variable store if the VM is on node.
+	SetVMNVRAM(ctx context.Context, vm, node string, blob consensus.NVRAMBlob) (*consensus.VMRecord, error)
 }
 
 // Images is this node's store of ISO images; *images.Manager satisfies it.
@@ -117,6 +119,11 @@ type Manager struct {
 	drv *compute.Driver
 
 	crash crashTracker
+
+	nvmu sync.Mutex
+	// nvSeen is, per UEFI VM running here, the variable store file's
+	// size and mtime when it was last recorded (nvram.go).
+	nvSeen map[string]fileSeen
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console
@@ -124,7 +131,7 @@ type Manager struct {
 // is known here.
 func New(c Config) *Manager {
 	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, imgs: c.Images, bg: c.Background,
-		log: c.State.Log.With("component", "compute"), crash: newCrashTracker()}
+		log: c.State.Log.With("component", "compute"), crash: newCrashTracker(), nvSeen: map[string]fileSeen{}}
 	if m.st.Config.ComputeEnabled() {
 		if err := os.MkdirAll(filepath.Join(m.st.Config.DataDir, "vms"), 0o750); err != nil {
 			m.log.Error("cannot create the VM console directory", "err", err)

@@ -36,7 +36,10 @@ func VMInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 		Volumes: slices.Clone(v.Spec.Volumes), Desired: v.Desired, Node: v.Node, Priority: int32(v.Priority),
 		AntiAffinity: v.AntiAffinity, Kernel: v.Spec.Kernel, Initrd: v.Spec.Initrd, Cmdline: v.Spec.Cmdline,
 		Created: timestamppb.New(v.Created), State: "stopped",
-		Cdrom: v.Spec.CDROM, HasCdrom: v.Spec.HasCDROM, Boot: slices.Clone(v.Spec.Boot)}
+		Cdrom: v.Spec.CDROM, HasCdrom: v.Spec.HasCDROM, Boot: slices.Clone(v.Spec.Boot), Firmware: v.Spec.Firmware}
+	if v.NVRAM != nil {
+		out.NvramSha256 = v.NVRAM.SHA256
+	}
 	for _, n := range v.Spec.NICs {
 		out.Nics = append(out.Nics, &tandemv1.VMNic{Bridge: n.Bridge, Mac: n.MAC, Ips: slices.Clone(n.IPs)})
 	}
@@ -143,6 +146,14 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 	if err := checkBoot(req); err != nil {
 		return nil, err
 	}
+	switch req.Firmware {
+	case "", compute.FirmwareBIOS, compute.FirmwareUEFI:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "--firmware %q: use bios or uefi", req.Firmware)
+	}
+	if req.Firmware == compute.FirmwareUEFI && req.Kernel != "" {
+		return nil, status.Error(codes.InvalidArgument, "--firmware uefi and --kernel: a kernel boots directly, without firmware")
+	}
 	ms, meta, err := m.fresh(ctx)
 	if err != nil {
 		return nil, err
@@ -169,7 +180,7 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 	}
 	rec := consensus.VMRecord{Name: req.Name, UUID: randomUUID(), Desired: consensus.VMStopped, Priority: int(req.Priority), AntiAffinity: req.AntiAffinity,
 		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
-			HasCDROM: req.Cdrom != "", CDROM: req.Cdrom, Boot: slices.Clone(req.Boot)}}
+			HasCDROM: req.Cdrom != "", CDROM: req.Cdrom, Boot: slices.Clone(req.Boot), Firmware: req.Firmware}}
 	for _, n := range req.Nics {
 		mac := n.Mac
 		if mac == "" {

@@ -3913,9 +3913,13 @@ type VMInfo struct {
 	// ISO images (issue 18): the image in the VM's CD-ROM drive (empty
 	// when none or ejected), whether the VM has a drive at all, and the
 	// boot order (disk, cdrom, network).
-	Cdrom         string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
-	HasCdrom      bool     `protobuf:"varint,41,opt,name=has_cdrom,json=hasCdrom,proto3" json:"has_cdrom,omitempty"`
-	Boot          []string `protobuf:"bytes,42,rep,name=boot,proto3" json:"boot,omitempty"`
+	Cdrom    string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
+	HasCdrom bool     `protobuf:"varint,41,opt,name=has_cdrom,json=hasCdrom,proto3" json:"has_cdrom,omitempty"`
+	Boot     []string `protobuf:"bytes,42,rep,name=boot,proto3" json:"boot,omitempty"`
+	// Firmware (issue 18): bios (SeaBIOS, the default) or uefi (OVMF); for
+	// uefi the SHA-256 of the NVRAM (UEFI variables) as last recorded.
+	Firmware      string `protobuf:"bytes,43,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	NvramSha256   string `protobuf:"bytes,44,opt,name=nvram_sha256,json=nvramSha256,proto3" json:"nvram_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4104,6 +4108,20 @@ func (x *VMInfo) GetBoot() []string {
 	return nil
 }
 
+func (x *VMInfo) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
+}
+
+func (x *VMInfo) GetNvramSha256() string {
+	if x != nil {
+		return x.NvramSha256
+	}
+	return ""
+}
+
 type VMDisk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A new volume of this size ...
@@ -4186,8 +4204,10 @@ type CreateVMRequest struct {
 	// ISO images (issue 18): an image (tandem image upload) for a
 	// read-only CD-ROM drive, and the boot order: devices among disk,
 	// cdrom, network (default disk, cdrom).
-	Cdrom         string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
-	Boot          []string `protobuf:"bytes,41,rep,name=boot,proto3" json:"boot,omitempty"`
+	Cdrom string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
+	Boot  []string `protobuf:"bytes,41,rep,name=boot,proto3" json:"boot,omitempty"`
+	// bios (default) or uefi.
+	Firmware      string `protobuf:"bytes,42,opt,name=firmware,proto3" json:"firmware,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4325,6 +4345,13 @@ func (x *CreateVMRequest) GetBoot() []string {
 		return x.Boot
 	}
 	return nil
+}
+
+func (x *CreateVMRequest) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
 }
 
 type VMRequest struct {
@@ -8583,6 +8610,104 @@ func (x *PeerChangeMediaRequest) GetImage() string {
 	return ""
 }
 
+type PeerNVRAMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// The variable store, gzip-compressed.
+	Gzip          []byte `protobuf:"bytes,2,opt,name=gzip,proto3" json:"gzip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerNVRAMRequest) Reset() {
+	*x = PeerNVRAMRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerNVRAMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerNVRAMRequest) ProtoMessage() {}
+
+func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerNVRAMRequest.ProtoReflect.Descriptor instead.
+func (*PeerNVRAMRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
+}
+
+func (x *PeerNVRAMRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerNVRAMRequest) GetGzip() []byte {
+	if x != nil {
+		return x.Gzip
+	}
+	return nil
+}
+
+type PeerNVRAMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where it was written.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerNVRAMResponse) Reset() {
+	*x = PeerNVRAMResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerNVRAMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerNVRAMResponse) ProtoMessage() {}
+
+func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerNVRAMResponse.ProtoReflect.Descriptor instead.
+func (*PeerNVRAMResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
+}
+
+func (x *PeerNVRAMResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
@@ -8866,7 +8991,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\x82\x05\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xc1\x05\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -8893,12 +9018,14 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"started_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x14\n" +
 	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x1b\n" +
 	"\thas_cdrom\x18) \x01(\bR\bhasCdrom\x12\x12\n" +
-	"\x04boot\x18* \x03(\tR\x04boot\"[\n" +
+	"\x04boot\x18* \x03(\tR\x04boot\x12\x1a\n" +
+	"\bfirmware\x18+ \x01(\tR\bfirmware\x12!\n" +
+	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\"[\n" +
 	"\x06VMDisk\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12\x16\n" +
-	"\x06volume\x18\x03 \x01(\tR\x06volume\"\x9e\x03\n" +
+	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xba\x03\n" +
 	"\x0fCreateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
@@ -8916,7 +9043,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04node\x18\f \x01(\tR\x04node\x12\x14\n" +
 	"\x05force\x18\r \x01(\bR\x05force\x12\x14\n" +
 	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x12\n" +
-	"\x04boot\x18) \x03(\tR\x04boot\"r\n" +
+	"\x04boot\x18) \x03(\tR\x04boot\x12\x1a\n" +
+	"\bfirmware\x18* \x01(\tR\bfirmware\"r\n" +
 	"\tVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -9231,7 +9359,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"Q\n" +
 	"\x16PeerChangeMediaRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x14\n" +
-	"\x05image\x18\x02 \x01(\tR\x05image*P\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\"I\n" +
+	"\x10PeerNVRAMRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x12\n" +
+	"\x04gzip\x18\x02 \x01(\fR\x04gzip\"'\n" +
+	"\x11PeerNVRAMResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -9303,7 +9436,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xf0\x0f\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xb9\x10\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -9337,7 +9470,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tImageRead\x12\x1b.tandem.v1.PeerImageRequest\x1a\x15.tandem.v1.ImageChunk0\x01\x12G\n" +
 	"\n" +
 	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
-	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo2\x97\x02\n" +
+	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
+	"\n" +
+	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse2\x97\x02\n" +
 	"\x05Image\x12?\n" +
 	"\x06Upload\x12\x1d.tandem.v1.UploadImageRequest\x1a\x14.tandem.v1.ImageInfo(\x01\x12C\n" +
 	"\x04List\x12\x1c.tandem.v1.ListImagesRequest\x1a\x1d.tandem.v1.ListImagesResponse\x12G\n" +
@@ -9357,7 +9492,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 128)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 130)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -9490,27 +9625,29 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*PeerImageResponse)(nil),        // 128: tandem.v1.PeerImageResponse
 	(*ImageChunk)(nil),               // 129: tandem.v1.ImageChunk
 	(*PeerChangeMediaRequest)(nil),   // 130: tandem.v1.PeerChangeMediaRequest
-	nil,                              // 131: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 132: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 133: google.protobuf.Timestamp
+	(*PeerNVRAMRequest)(nil),         // 131: tandem.v1.PeerNVRAMRequest
+	(*PeerNVRAMResponse)(nil),        // 132: tandem.v1.PeerNVRAMResponse
+	nil,                              // 133: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 134: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 135: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	133, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	135, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	105, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
 	108, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	133, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	135, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	133, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	135, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	131, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	132, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	133, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	134, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	133, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	135, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -9519,35 +9656,35 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	133, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	133, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	135, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	135, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	133, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	135, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	39,  // 29: tandem.v1.ListVolumesResponse.volumes:type_name -> tandem.v1.VolumeInfo
 	3,   // 30: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	49,  // 31: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	50,  // 32: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	133, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	133, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	135, // 33: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	135, // 34: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	53,  // 35: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	53,  // 36: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	58,  // 37: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	133, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	133, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	135, // 38: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	135, // 39: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	60,  // 40: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	58,  // 41: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	59,  // 42: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	59,  // 43: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	133, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	133, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	133, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	135, // 44: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	135, // 45: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	135, // 46: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	71,  // 47: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	72,  // 48: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	74,  // 49: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	133, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	133, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	133, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	135, // 50: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	135, // 51: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	135, // 52: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	78,  // 53: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	78,  // 54: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
 	78,  // 55: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
@@ -9555,169 +9692,172 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	87,  // 57: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
 	90,  // 58: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
 	91,  // 59: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	133, // 60: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	135, // 60: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
 	94,  // 61: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
 	94,  // 62: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
 	105, // 63: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
 	59,  // 64: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
 	59,  // 65: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	133, // 66: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	135, // 66: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
 	4,   // 67: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
 	2,   // 68: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
 	116, // 69: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
 	117, // 70: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	133, // 71: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	135, // 71: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
 	120, // 72: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
 	59,  // 73: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
-	8,   // 74: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 75: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 76: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 77: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 78: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 79: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 80: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 81: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 82: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	115, // 83: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 84: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 85: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 86: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 87: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 88: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	119, // 89: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	40,  // 90: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	41,  // 91: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	43,  // 92: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	44,  // 93: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	46,  // 94: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	47,  // 95: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	48,  // 96: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	52,  // 97: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	56,  // 98: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	54,  // 99: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	63,  // 100: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	61,  // 101: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	62,  // 102: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	62,  // 103: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	62,  // 104: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	62,  // 105: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	66,  // 106: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	68,  // 107: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	70,  // 108: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	75,  // 109: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	76,  // 110: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	79,  // 111: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	81,  // 112: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	83,  // 113: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	88,  // 114: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	92,  // 115: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	104, // 116: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	95,  // 117: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	97,  // 118: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	99,  // 119: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	101, // 120: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 121: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	48,  // 122: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	101, // 123: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	46,  // 124: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	102, // 125: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	46,  // 126: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	107, // 127: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	109, // 128: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	109, // 129: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	109, // 130: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	109, // 131: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	110, // 132: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	68,  // 133: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	109, // 134: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	70,  // 135: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	85,  // 136: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	113, // 137: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	111, // 138: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	127, // 139: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
-	127, // 140: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
-	130, // 141: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
-	121, // 142: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
-	122, // 143: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
-	124, // 144: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
-	126, // 145: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
-	9,   // 146: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 147: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 148: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 149: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 150: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 151: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 152: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 153: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 154: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	118, // 155: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 156: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 157: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 158: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 159: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 160: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 161: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 162: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	42,  // 163: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 164: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	45,  // 165: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 166: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 167: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	51,  // 168: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	55,  // 169: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	57,  // 170: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	53,  // 171: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	64,  // 172: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	59,  // 173: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	59,  // 174: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	59,  // 175: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	59,  // 176: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	65,  // 177: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	67,  // 178: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 179: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	73,  // 180: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	73,  // 181: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	77,  // 182: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	80,  // 183: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	82,  // 184: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	84,  // 185: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	89,  // 186: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	93,  // 187: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	106, // 188: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	96,  // 189: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	98,  // 190: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	100, // 191: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 192: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 193: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	51,  // 194: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	100, // 195: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 196: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	103, // 197: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 198: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	108, // 199: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	59,  // 200: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	59,  // 201: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	59,  // 202: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	59,  // 203: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	67,  // 204: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	69,  // 205: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	67,  // 206: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	73,  // 207: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	86,  // 208: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	114, // 209: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	112, // 210: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	129, // 211: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
-	128, // 212: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
-	59,  // 213: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
-	120, // 214: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
-	123, // 215: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
-	125, // 216: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
-	59,  // 217: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
-	146, // [146:218] is the sub-list for method output_type
-	74,  // [74:146] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	59,  // 74: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 75: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 76: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 77: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 78: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 79: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 80: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 81: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 82: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 83: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	115, // 84: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 85: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 86: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 87: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 88: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 89: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	119, // 90: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	40,  // 91: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	41,  // 92: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	43,  // 93: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	44,  // 94: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	46,  // 95: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	47,  // 96: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	48,  // 97: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	52,  // 98: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	56,  // 99: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	54,  // 100: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	63,  // 101: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	61,  // 102: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	62,  // 103: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	62,  // 104: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	62,  // 105: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	62,  // 106: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	66,  // 107: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	68,  // 108: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	70,  // 109: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	75,  // 110: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	76,  // 111: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	79,  // 112: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	81,  // 113: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	83,  // 114: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	88,  // 115: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	92,  // 116: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	104, // 117: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	95,  // 118: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	97,  // 119: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	99,  // 120: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	101, // 121: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 122: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	48,  // 123: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	101, // 124: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	46,  // 125: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	102, // 126: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	46,  // 127: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	107, // 128: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	109, // 129: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	109, // 130: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	109, // 131: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	109, // 132: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	110, // 133: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	68,  // 134: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	109, // 135: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	70,  // 136: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	85,  // 137: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	113, // 138: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	111, // 139: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	127, // 140: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	127, // 141: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	130, // 142: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	131, // 143: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
+	121, // 144: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	122, // 145: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	124, // 146: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	126, // 147: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	9,   // 148: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 149: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 150: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 151: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 152: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 153: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 154: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 155: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 156: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	118, // 157: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 158: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 159: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 160: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 161: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 162: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 163: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 164: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	42,  // 165: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 166: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	45,  // 167: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 168: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 169: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	51,  // 170: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	55,  // 171: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	57,  // 172: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	53,  // 173: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	64,  // 174: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	59,  // 175: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	59,  // 176: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	59,  // 177: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	59,  // 178: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	65,  // 179: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	67,  // 180: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 181: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	73,  // 182: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	73,  // 183: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	77,  // 184: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	80,  // 185: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	82,  // 186: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	84,  // 187: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	89,  // 188: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	93,  // 189: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	106, // 190: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	96,  // 191: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	98,  // 192: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	100, // 193: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 194: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 195: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	51,  // 196: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	100, // 197: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 198: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	103, // 199: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 200: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	108, // 201: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	59,  // 202: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	59,  // 203: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	59,  // 204: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	59,  // 205: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	67,  // 206: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	69,  // 207: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	67,  // 208: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	73,  // 209: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	86,  // 210: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	114, // 211: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	112, // 212: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	129, // 213: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	128, // 214: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	59,  // 215: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	132, // 216: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	120, // 217: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	123, // 218: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	125, // 219: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	59,  // 220: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	148, // [148:221] is the sub-list for method output_type
+	75,  // [75:148] is the sub-list for method input_type
+	75,  // [75:75] is the sub-list for extension type_name
+	75,  // [75:75] is the sub-list for extension extendee
+	0,   // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -9731,7 +9871,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   128,
+			NumMessages:   130,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

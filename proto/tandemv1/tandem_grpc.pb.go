@@ -2018,6 +2018,7 @@ const (
 	Peer_ImageRead_FullMethodName         = "/tandem.v1.Peer/ImageRead"
 	Peer_ImageFetch_FullMethodName        = "/tandem.v1.Peer/ImageFetch"
 	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
+	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
 )
 
 // PeerClient is the client API for Peer service.
@@ -2074,6 +2075,9 @@ type PeerClient interface {
 	ImageRead(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageChunk], error)
 	ImageFetch(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (*PeerImageResponse, error)
 	VMChangeMedia(ctx context.Context, in *PeerChangeMediaRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
+	// this node's variable store file.
+	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
 }
 
 type peerClient struct {
@@ -2391,6 +2395,16 @@ func (c *peerClient) VMChangeMedia(ctx context.Context, in *PeerChangeMediaReque
 	return out, nil
 }
 
+func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerNVRAMResponse)
+	err := c.cc.Invoke(ctx, Peer_VMPutNVRAM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2445,6 +2459,9 @@ type PeerServer interface {
 	ImageRead(*PeerImageRequest, grpc.ServerStreamingServer[ImageChunk]) error
 	ImageFetch(context.Context, *PeerImageRequest) (*PeerImageResponse, error)
 	VMChangeMedia(context.Context, *PeerChangeMediaRequest) (*VMInfo, error)
+	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
+	// this node's variable store file.
+	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2538,6 +2555,9 @@ func (UnimplementedPeerServer) ImageFetch(context.Context, *PeerImageRequest) (*
 }
 func (UnimplementedPeerServer) VMChangeMedia(context.Context, *PeerChangeMediaRequest) (*VMInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMChangeMedia not implemented")
+}
+func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -3043,6 +3063,24 @@ func _Peer_VMChangeMedia_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerNVRAMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMPutNVRAM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMPutNVRAM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMPutNVRAM(ctx, req.(*PeerNVRAMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -3149,6 +3187,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VMChangeMedia",
 			Handler:    _Peer_VMChangeMedia_Handler,
+		},
+		{
+			MethodName: "VMPutNVRAM",
+			Handler:    _Peer_VMPutNVRAM_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
