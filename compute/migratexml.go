@@ -30,8 +30,8 @@ func (d *Driver) destXML(ctx context.Context, dom libvirt.Domain, dest VMSpec, f
 // retarget edits def, the source's definition of a domain, into what the
 // destination runs: the host-side details that DomainXMLWithOptions
 // derives from dest replace the source's (each disk's NBD export, socket
-// and reconnect delay, the NICs' bridges, the serial log, the kernel
-// and initrd paths). Everything else, including what libvirt filled in (PCI
+// and reconnect delay, the CD-ROM's ISO path, the NICs' bridges, the
+// serial log, the kernel and initrd paths). Everything else, including what libvirt filled in (PCI
 // addresses, aliases, generated MACs), is left as the source has it.
 //
 // dest must be valid and describe the same guest: a difference that
@@ -58,6 +58,14 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 	}
 	for i := range devs.Disks {
 		disk := &devs.Disks[i]
+		if isCDROM(*disk) {
+			// The ISO's path is the destination's own copy.
+			if !dest.HasCDROM {
+				return invalid("destination spec has no CD-ROM drive")
+			}
+			setCDROMSource(disk, dest.CDROM)
+			continue
+		}
 		if _, err := nbdOf(*disk); err != nil || disk.Target == nil {
 			return fmt.Errorf("compute: domain %q: disk %d is not an NBD network disk with a target", def.Name, i)
 		}
@@ -96,13 +104,16 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		if o.Initrd != "" && dest.Initrd != "" {
 			o.Initrd = dest.Initrd
 		}
+		if o.NVRam != nil && dest.NVRAM != "" {
+			o.NVRam.NVRam = dest.NVRAM
+		}
 	}
 
 	got, _, err := specOf(def)
 	if err != nil {
 		return err
 	}
-	want := dest
+	want := dest.normalized()
 	want.UUID = def.UUID
 	want.NICs = append([]NICSpec(nil), dest.NICs...)
 	for i := range want.NICs {
@@ -115,7 +126,7 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		want.NICs[i].MAC = normalMAC(want.NICs[i].MAC)
 		got.NICs[i].MAC = normalMAC(got.NICs[i].MAC)
 	}
-	want.Diskless = len(want.Disks) == 0 && want.Kernel == ""
+	want.Diskless = len(want.Disks) == 0 && want.Kernel == "" && !want.HasCDROM
 	if !reflect.DeepEqual(got, want) {
 		return invalid("destination spec differs from domain %q in more than host-side details: domain %+v, destination %+v", def.Name, got, want)
 	}

@@ -1,11 +1,13 @@
 package compute
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -53,6 +55,75 @@ type VMSpec struct {
 	// finds nothing to boot and waits. Only tests want this (a guest whose
 	// whole state is its RAM, e.g. to exercise migration).
 	Diskless bool
+	// HasCDROM gives the VM a read-only IDE CD-ROM drive; CDROM is the
+	// host path of the ISO in it, "" for an empty drive.
+	HasCDROM bool
+	CDROM    string
+	// Firmware is "" or FirmwareBIOS (SeaBIOS) or FirmwareUEFI (OVMF from
+	// OVMFCode); NVRAM is then the absolute path of the VM's variable
+	// store file on this node.
+	Firmware string
+	NVRAM    string
+	// Boot is the firmware's boot order over BootDisk, BootCDROM and
+	// BootNetwork (each at most once): "disk" is every disk marked Boot,
+	// "network" the first NIC. Empty means disk then cdrom. A spec with
+	// neither a CD-ROM nor network boot keeps the disks' order alone (see
+	// NormalBoot).
+	Boot []string
+}
+
+// Firmwares of VMSpec.Firmware, and the OVMF build UEFI VMs run (Debian's
+// ovmf: 4 MiB flash, no Secure Boot, no SMM needed) with its variable
+// store template (528 KiB).
+const (
+	FirmwareBIOS = "bios"
+	FirmwareUEFI = "uefi"
+	OVMFCode     = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars     = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// Boot devices of VMSpec.Boot.
+const (
+	BootDisk    = "disk"
+	BootCDROM   = "cdrom"
+	BootNetwork = "network"
+)
+
+// cdromTarget is the CD-ROM's device: the secondary IDE master, which
+// both machine types' firmware (SeaBIOS, OVMF) boot from.
+const cdromTarget = "hdc"
+
+// normalized is s as its domain XML reads back: the boot order in
+// NormalBoot's form, and no disk marked Boot when the order has no disk.
+func (s VMSpec) normalized() VMSpec {
+	s.Boot = s.NormalBoot()
+	if s.Firmware == FirmwareBIOS {
+		s.Firmware = "" // the default renders nothing
+	}
+	if s.Boot != nil && !slices.Contains(s.Boot, BootDisk) {
+		s.Disks = slices.Clone(s.Disks)
+		for i := range s.Disks {
+			s.Disks[i].Boot = false
+		}
+	}
+	return s
+}
+
+// NormalBoot is the boot order the domain XML encodes for s: nil when s
+// has neither a CD-ROM nor network boot (the disks' boot flags say it
+// all), else s.Boot or the default (disk, if a disk boots, then cdrom).
+func (s VMSpec) NormalBoot() []string {
+	if !s.HasCDROM && !slices.Contains(s.Boot, BootNetwork) {
+		return nil
+	}
+	if len(s.Boot) > 0 {
+		return slices.Clone(s.Boot)
+	}
+	var out []string
+	if slices.ContainsFunc(s.Disks, func(d DiskSpec) bool { return d.Boot }) {
+		out = append(out, BootDisk)
+	}
+	return append(out, BootCDROM)
 }
 
 // DiskSpec is one volume, reached through the local primary's NBD export.
@@ -110,7 +181,7 @@ func (s VMSpec) Validate() error {
 	if s.MemoryMiB < MinMemoryMiB || s.MemoryMiB > MaxMemoryMiB {
 		return invalid("memory %d MiB out of range %d..%d", s.MemoryMiB, MinMemoryMiB, MaxMemoryMiB)
 	}
-	if len(s.Disks) == 0 && s.Kernel == "" && !s.Diskless {
+	if len(s.Disks) == 0 && s.Kernel == "" && !s.Diskless && !s.HasCDROM {
 		return invalid("at least one disk is needed unless a kernel is given (or Diskless is set)")
 	}
 	if len(s.Disks) > maxDisks {
@@ -156,6 +227,43 @@ func (s VMSpec) Validate() error {
 			return invalid("nics %d and %d both use mac %s", j, i, key)
 		}
 		macs[key] = i
+	}
+	switch s.Firmware {
+	case "", FirmwareBIOS:
+		if s.NVRAM != "" {
+			return invalid("an NVRAM store needs UEFI firmware")
+		}
+	case FirmwareUEFI:
+		if !filepath.IsAbs(s.NVRAM) {
+			return invalid("UEFI needs the absolute path of its NVRAM store, not %q", s.NVRAM)
+		}
+		if s.Kernel != "" {
+			return invalid("a kernel boots directly, without UEFI")
+		}
+	default:
+		return invalid("firmware %q: use bios or uefi", s.Firmware)
+	}
+	if s.CDROM != "" && !s.HasCDROM {
+		return invalid("cdrom %q without a CD-ROM drive", s.CDROM)
+	}
+	if s.CDROM != "" && (!filepath.IsAbs(s.CDROM) || strings.ContainsFunc(s.CDROM, isControl)) {
+		return invalid("cdrom %q must be an absolute path", s.CDROM)
+	}
+	seen := map[string]bool{}
+	for _, b := range s.Boot {
+		switch {
+		case b != BootDisk && b != BootCDROM && b != BootNetwork:
+			return invalid("boot device %q: use disk, cdrom or network", b)
+		case seen[b]:
+			return invalid("boot device %s listed twice", b)
+		case b == BootCDROM && !s.HasCDROM:
+			return invalid("boot from cdrom needs a CD-ROM drive")
+		case b == BootNetwork && len(s.NICs) == 0:
+			return invalid("boot from network needs a NIC")
+		case b == BootDisk && !slices.ContainsFunc(s.Disks, func(d DiskSpec) bool { return d.Boot }):
+			return invalid("boot from disk needs a disk marked to boot")
+		}
+		seen[b] = true
 	}
 	if s.Kernel == "" && (s.Initrd != "" || s.Cmdline != "") {
 		return invalid("initrd and cmdline need a kernel")
@@ -236,7 +344,13 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		OnCrash:    "destroy",
 		Devices:    &libvirtxml.DomainDeviceList{},
 	}
-	boot := uint(0)
+	if spec.Firmware == FirmwareUEFI {
+		d.OS.Loader = &libvirtxml.DomainLoader{Path: OVMFCode, Readonly: "yes", Type: "pflash"}
+		d.OS.NVRam = &libvirtxml.DomainNVRam{NVRam: spec.NVRAM}
+	}
+	// Boot orders: the disks marked Boot in list order, unless the spec
+	// has a boot order (NormalBoot), which places the groups.
+	order := bootOrders(spec)
 	for i, ds := range spec.Disks {
 		disk := libvirtxml.DomainDisk{
 			Device: "disk",
@@ -246,12 +360,14 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 			Serial: ds.Serial,
 		}
 		if ds.Boot {
-			boot++
-			disk.Boot = &libvirtxml.DomainDeviceBoot{Order: boot}
+			disk.Boot = order(BootDisk)
 		}
 		d.Devices.Disks = append(d.Devices.Disks, disk)
 	}
-	for _, n := range spec.NICs {
+	if spec.HasCDROM {
+		d.Devices.Disks = append(d.Devices.Disks, cdromDisk(spec.CDROM, order(BootCDROM)))
+	}
+	for i, n := range spec.NICs {
 		model := n.Model
 		if model == "" {
 			model = "virtio"
@@ -263,6 +379,9 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		if n.MAC != "" {
 			iface.MAC = &libvirtxml.DomainInterfaceMAC{Address: normalMAC(n.MAC)}
 		}
+		if i == 0 {
+			iface.Boot = order(BootNetwork)
+		}
 		d.Devices.Interfaces = append(d.Devices.Interfaces, iface)
 	}
 	port := uint(0)
@@ -270,6 +389,56 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 	d.Devices.Consoles = []libvirtxml.DomainConsole{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port}}}
 	return d, nil
 }
+
+// bootOrders returns the boot element of the next device of a group:
+// nil for a group not in the boot order, otherwise increasing orders, the
+// groups placed as NormalBoot lists them (disks keep their list order).
+func bootOrders(spec VMSpec) func(group string) *libvirtxml.DomainDeviceBoot {
+	groups := spec.NormalBoot()
+	if groups == nil {
+		groups = []string{BootDisk}
+	}
+	// Each group gets a block of orders wide enough for all its devices.
+	width := uint(len(spec.Disks) + 1)
+	next := map[string]uint{}
+	for i, g := range groups {
+		next[g] = uint(i)*width + 1
+	}
+	return func(group string) *libvirtxml.DomainDeviceBoot {
+		o, ok := next[group]
+		if !ok {
+			return nil
+		}
+		next[group] = o + 1
+		return &libvirtxml.DomainDeviceBoot{Order: o}
+	}
+}
+
+// cdromDisk is the read-only CD-ROM drive holding the ISO at path (empty
+// when path is "").
+func cdromDisk(path string, boot *libvirtxml.DomainDeviceBoot) libvirtxml.DomainDisk {
+	disk := libvirtxml.DomainDisk{
+		Device:   "cdrom",
+		Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
+		Target:   &libvirtxml.DomainDiskTarget{Dev: cdromTarget, Bus: "ide"},
+		ReadOnly: &libvirtxml.DomainDiskReadOnly{},
+		Boot:     boot,
+	}
+	setCDROMSource(&disk, path)
+	return disk
+}
+
+// setCDROMSource puts the ISO at path into a CD-ROM disk ("" ejects).
+func setCDROMSource(disk *libvirtxml.DomainDisk, path string) {
+	if path == "" {
+		disk.Source = nil
+		return
+	}
+	disk.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: path}}
+}
+
+// isCDROM reports whether a disk is a CD-ROM drive.
+func isCDROM(disk libvirtxml.DomainDisk) bool { return disk.Device == "cdrom" }
 
 // diskDriver: no io='native' — that is a file-posix (aio=) option and
 // means nothing for QEMU's NBD client. cache='none' keeps the guest's
@@ -342,12 +511,39 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 	}
 	if d.OS != nil {
 		spec.Kernel, spec.Initrd, spec.Cmdline = d.OS.Kernel, d.OS.Initrd, d.OS.Cmdline
+		if d.OS.Loader != nil && d.OS.Loader.Type == "pflash" {
+			spec.Firmware = FirmwareUEFI
+			if d.OS.NVRam != nil {
+				spec.NVRAM = d.OS.NVRam.NVRam
+			}
+		}
 	}
 	devs := d.Devices
 	if devs == nil {
 		devs = &libvirtxml.DomainDeviceList{}
 	}
+	type booted struct {
+		order uint
+		group string
+	}
+	var boots []booted
 	for _, disk := range devs.Disks {
+		if isCDROM(disk) {
+			if spec.HasCDROM {
+				return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: more than one CD-ROM drive")
+			}
+			spec.HasCDROM = true
+			if disk.Source != nil && disk.Source.File != nil {
+				spec.CDROM = disk.Source.File.File
+			}
+			if disk.Boot != nil {
+				boots = append(boots, booted{disk.Boot.Order, BootCDROM})
+			}
+			continue
+		}
+		if disk.Boot != nil {
+			boots = append(boots, booted{disk.Boot.Order, BootDisk})
+		}
 		net, err := nbdOf(disk)
 		if err != nil {
 			return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: %w", err)
@@ -376,14 +572,26 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 		if iface.MAC != nil {
 			n.MAC = iface.MAC.Address
 		}
+		if iface.Boot != nil {
+			boots = append(boots, booted{iface.Boot.Order, BootNetwork})
+		}
 		spec.NICs = append(spec.NICs, n)
+	}
+	slices.SortFunc(boots, func(a, b booted) int { return cmp.Compare(a.order, b.order) })
+	for _, b := range boots {
+		if !slices.Contains(spec.Boot, b.group) {
+			spec.Boot = append(spec.Boot, b.group)
+		}
+	}
+	if !spec.HasCDROM && !slices.Contains(spec.Boot, BootNetwork) {
+		spec.Boot = nil
 	}
 	for _, c := range devs.Serials {
 		if c.Source != nil && c.Source.File != nil {
 			spec.SerialLog = c.Source.File.Path
 		}
 	}
-	spec.Diskless = len(spec.Disks) == 0 && spec.Kernel == ""
+	spec.Diskless = len(spec.Disks) == 0 && spec.Kernel == "" && !spec.HasCDROM
 	return spec, opts, nil
 }
 

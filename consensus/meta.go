@@ -192,6 +192,8 @@ type MetaState struct {
 	ClusterVersion uint32 `json:"cluster_version,omitempty"`
 	// Storage are the external storages by name (storage.go).
 	Storage map[string]*StorageRecord `json:"storage,omitempty"`
+	// Images are the ISO images by name (image.go); nil until the first.
+	Images map[string]*ImageRecord `json:"images,omitempty"`
 	// Applied is the last applied Raft index (not part of the replicated
 	// content's meaning, useful to compare replicas).
 	Applied uint64 `json:"applied"`
@@ -258,6 +260,10 @@ type Command struct {
 	VolumeHA    *VolumeHACmd    `json:"volume_ha,omitempty"`
 	Storage     *StorageRecord  `json:"storage,omitempty"`
 	VolumeRBD   *VolumeRBDCmd   `json:"volume_rbd,omitempty"`
+	// ISO images (image.go).
+	Image   *ImageCmd   `json:"image,omitempty"`
+	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
+	VMNVRAM *VMNVRAMCmd `json:"vm_nvram,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -593,6 +599,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVolumeHA(c)
 	case opStorageAdd, opStorageRemove, opVolumeRBD:
 		return m.applyStorage(c)
+	case opImageCreate, opImageCopy, opImageDelete, opVMMedia, opVMNVRAM:
+		return m.applyImage(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

@@ -40,6 +40,14 @@ type VMSpecRecord struct {
 	Kernel    string   `json:"kernel,omitempty"`
 	Initrd    string   `json:"initrd,omitempty"`
 	Cmdline   string   `json:"cmdline,omitempty"`
+	// HasCDROM gives the VM a read-only CD-ROM drive; CDROM is the image
+	// in it ("" when empty). Boot is the boot order (disk, cdrom,
+	// network); empty means disk then cdrom.
+	HasCDROM bool     `json:"has_cdrom,omitempty"`
+	CDROM    string   `json:"cdrom,omitempty"`
+	Boot     []string `json:"boot,omitempty"`
+	// Firmware is "" or "bios" (SeaBIOS) or "uefi" (OVMF).
+	Firmware string `json:"firmware,omitempty"`
 }
 
 // VMRecord is a VM as the cluster knows it.
@@ -62,6 +70,9 @@ type VMRecord struct {
 	HAState   string    `json:"ha_state,omitempty"`
 	HAReason  string    `json:"ha_reason,omitempty"`
 	HAChanged time.Time `json:"ha_changed,omitzero"`
+	// NVRAM is a UEFI VM's variable store as last recorded (image.go),
+	// nil until the first.
+	NVRAM *NVRAMBlob `json:"nvram,omitempty"`
 }
 
 // VMUpdate changes a VM's desired state and/or node; empty fields stay.
@@ -117,6 +128,12 @@ func (m *metaSM) applyVM(c *Command) ([]byte, error) {
 					return nil, fmt.Errorf("%w: volume %s is used by VM %s", ErrBadCommand, vol, other.Name)
 				}
 			}
+		}
+		if v.Spec.CDROM != "" {
+			if _, ok := s.Images[v.Spec.CDROM]; !ok {
+				return nil, fmt.Errorf("%w: no image named %s", ErrBadCommand, v.Spec.CDROM)
+			}
+			v.Spec.HasCDROM = true
 		}
 		if v.Desired == "" {
 			v.Desired = VMStopped

@@ -35,6 +35,12 @@
 //     was off (and the CA rotated without it) starts stopped, says so, is
 //     refused by the members, and rejoins with a token, keeping its data;
 //     its replica resyncs incrementally.
+//   - ISO images (image_test.go): a GRUB ISO around the test guest is
+//     uploaded and copied to every node, a VM with an empty disk boots
+//     from it in its CD-ROM drive, migrates live with the image inserted
+//     and ejected, media changes on the running VM, and the bad inputs
+//     (not ISO 9660, duplicate, missing image, delete while in a drive);
+//     a failover of such a VM; a UEFI VM whose NVRAM follows it.
 //
 // The tests build the binaries themselves: the first test to need them runs
 // testcluster.BuildBinaries, which compiles cmd/tandemd and cmd/tandem from

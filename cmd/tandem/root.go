@@ -135,6 +135,7 @@ Conventions shared by every command:
 		newEventsCmd(a),
 		newAuditCmd(a),
 		newCredentialCmd(a),
+		newImageCmd(a),
 		newVersionCmd(a),
 		newManCmd(),
 	)

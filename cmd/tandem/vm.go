@@ -35,6 +35,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMDeleteCmd(a),
 		newVMMigrateCmd(a),
 		newVMConsoleCmd(a),
+		newVMCDROMCmd(a),
 	)
 }
 
@@ -90,12 +91,13 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		disks, volumes, nics    []string
 		kernel, initrd, cmdline string
 		node, antiAffinity      string
-		image                   string
+		image, cdrom, boot      string
+		firmware                string
 		priority                int32
 		start, force            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME --memory SIZE (--disk SIZE[,replicas=N] | --disk-volume VOL | --kernel FILE)",
+		Use:   "create NAME --memory SIZE (--disk SIZE[,replicas=N] | --disk-volume VOL | --kernel FILE | --cdrom IMAGE)",
 		Short: "Create a VM on replicated volumes",
 		Long: `Create a VM. Each --disk makes a new replicated volume NAME-diskN; each
 --disk-volume uses an existing volume. The VM runs only on the node that is
@@ -107,7 +109,15 @@ single node failure; --force overrides it with a warning.
 NAME is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or
 digit (at most 57 with --disk, whose volumes are named NAME-diskN). --kernel
 and --initrd are absolute paths of regular files on the nodes; --image is a
-regular file (or a link to one) on this machine.`,
+regular file (or a link to one) on this machine.
+
+--cdrom IMAGE gives the VM a read-only CD-ROM drive holding an ISO image
+uploaded with 'tandem image upload'; 'tandem vm cdrom' changes or ejects it.
+--boot sets the firmware's boot order over disk, cdrom and network (default
+disk,cdrom: an empty disk falls through to the installer CD, an installed
+one boots itself). --firmware uefi boots OVMF (Debian package ovmf on every
+node); the UEFI variables (NVRAM) are kept in the VM's record, so they
+follow it across migration and failover.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mem, err := parseSize(memory)
@@ -115,7 +125,10 @@ regular file (or a link to one) on this machine.`,
 				return usageErrorf("--memory: %v", err)
 			}
 			req := &tandemv1.CreateVMRequest{Name: args[0], Vcpus: vcpus, MemoryMib: uint32(mem >> 20), Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
-				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force}
+				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force, Cdrom: cdrom, Firmware: firmware}
+			if boot != "" {
+				req.Boot = strings.Split(boot, ",")
+			}
 			for _, s := range disks {
 				d, err := parseDiskFlag(s)
 				if err != nil {
@@ -181,6 +194,9 @@ regular file (or a link to one) on this machine.`,
 	f.StringArrayVar(&volumes, "disk-volume", nil, "existing volume as a disk (repeatable)")
 	f.StringArrayVar(&nics, "nic", nil, "network interface BRIDGE[,mac=MAC][,ip=ADDR] (repeatable; empty bridge = the node's default)")
 	f.StringVar(&image, "image", "", "copy this disk image (raw, qcow2, ... via qemu-img) into the first, new disk")
+	f.StringVar(&cdrom, "cdrom", "", "ISO image (tandem image list) in a read-only CD-ROM drive")
+	f.StringVar(&boot, "boot", "", "boot order, comma-separated: disk, cdrom, network (default disk,cdrom)")
+	f.StringVar(&firmware, "firmware", "", "bios (SeaBIOS, the default) or uefi (OVMF; its NVRAM follows the VM)")
 	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (absolute path of a regular file on every node)")
 	f.StringVar(&initrd, "initrd", "", "initrd for --kernel (absolute path of a regular file on every node)")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
@@ -240,6 +256,15 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 	fmt.Fprintf(tw, "Volumes:\t%s\n", dash(strings.Join(v.Volumes, ", ")))
 	for i, n := range v.Nics {
 		fmt.Fprintf(tw, "NIC %d:\t%s %s %s\n", i, dash(n.Bridge), n.Mac, strings.Join(n.Ips, " "))
+	}
+	if v.HasCdrom {
+		fmt.Fprintf(tw, "CD-ROM:\t%s\n", orEmptyDrive(v.Cdrom))
+	}
+	if len(v.Boot) > 0 {
+		fmt.Fprintf(tw, "Boot order:\t%s\n", strings.Join(v.Boot, ", "))
+	}
+	if v.Firmware == "uefi" {
+		fmt.Fprintf(tw, "Firmware:\tuefi (NVRAM sha256 %s)\n", dash(v.NvramSha256))
 	}
 	if v.Kernel != "" {
 		fmt.Fprintf(tw, "Kernel:\t%s\n", v.Kernel)
@@ -433,4 +458,12 @@ func newVMConsoleCmd(a *app) *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	cmd.Flags().Int64Var(&tail, "tail", 4096, "bytes from the end to start with")
 	return cmd
+}
+
+// orEmptyDrive names the image in a CD-ROM drive.
+func orEmptyDrive(image string) string {
+	if image == "" {
+		return "(empty)"
+	}
+	return image
 }

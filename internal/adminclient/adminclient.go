@@ -97,6 +97,8 @@ type Client struct {
 	Credential tandemv1.CredentialClient
 	// Storage manages external storage (Ceph RBD).
 	Storage tandemv1.StorageClient
+	// Image manages ISO images (issue 18).
+	Image tandemv1.ImageClient
 
 	// Target is what the client talks to: the socket path or host:port.
 	Target string
@@ -165,6 +167,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		VM:         tandemv1.NewVMClient(conn),
 		HA:         tandemv1.NewHAClient(conn),
 		Credential: tandemv1.NewCredentialClient(conn), Storage: tandemv1.NewStorageClient(conn),
+		Image:  tandemv1.NewImageClient(conn),
 		Target: shown,
 		conn:   conn,
 	}, nil

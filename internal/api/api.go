@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/cluster"
+	"github.com/tandemhci/tandem/internal/images"
 	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/recovery"
 	"github.com/tandemhci/tandem/internal/state"
@@ -29,6 +30,8 @@ type Config struct {
 	Volumes *volume.Manager
 	VMs     *vmm.Manager
 	HA      *recovery.Manager
+	// Images keeps the ISO images (issue 18).
+	Images *images.Manager
 	// Certs renews this node's certificates and takes part in CA
 	// rotations.
 	Certs *membership.Renewer
@@ -58,7 +61,7 @@ type Services struct {
 func New(cfg Config) *Services { return &Services{cfg: cfg, log: cfg.State.Log} }
 
 // RegisterAdmin registers the admin services (Cluster, Node, Volume, VM,
-// HA, Credential) on s, every request checked by internal/validate
+// HA, Credential, Image) on s, every request checked by internal/validate
 // (validate.go).
 func (a *Services) RegisterAdmin(s *grpc.Server) {
 	registerChecked(s, &tandemv1.Cluster_ServiceDesc, &clusterService{a: a})
@@ -68,6 +71,7 @@ func (a *Services) RegisterAdmin(s *grpc.Server) {
 	registerChecked(s, &tandemv1.HA_ServiceDesc, &haService{a: a})
 	registerChecked(s, &tandemv1.Credential_ServiceDesc, &credentialService{a: a})
 	registerChecked(s, &tandemv1.Storage_ServiceDesc, &storageService{a: a})
+	registerChecked(s, &tandemv1.Image_ServiceDesc, &imageService{a: a})
 }
 
 // RegisterPeer registers the peer service on s, every request checked by

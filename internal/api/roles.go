@@ -8,7 +8,7 @@ import "github.com/tandemhci/tandem/consensus"
 //
 //   - readonly: status, list, show, events, health, audit, upgrade status;
 //   - operator: VM and volume lifecycle, migration, console, maintenance,
-//     node notes;
+//     node notes, ISO images and CD-ROM changes;
 //   - admin: membership, join tokens, cluster configuration, expected
 //     votes, fencing (configuration and fencing a node), arming HA,
 //     credentials and export certificates (listing them is readonly).
@@ -36,7 +36,8 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.HA/Status",
 		"/tandem.v1.HA/Events",
 		"/tandem.v1.Storage/List",
-		"/tandem.v1.Storage/Show":
+		"/tandem.v1.Storage/Show",
+		"/tandem.v1.Image/List":
 		return consensus.RoleReadonly, true
 	case "/tandem.v1.Volume/Create",
 		"/tandem.v1.Volume/Delete",
@@ -52,7 +53,10 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.VM/Console",
 		"/tandem.v1.Node/Maintenance",
 		"/tandem.v1.Node/SetNote",
-		"/tandem.v1.Volume/Resize":
+		"/tandem.v1.Volume/Resize",
+		"/tandem.v1.Image/Upload",
+		"/tandem.v1.Image/Delete",
+		"/tandem.v1.Image/ChangeMedia":
 		return consensus.RoleOperator, true
 	case methodCreate,
 		methodJoin,

@@ -160,6 +160,14 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		"tandem.v1.NodeMaintenanceRequest.name", "tandem.v1.PingRequest.from", "tandem.v1.PeerNodeRemovedRequest.node",
 		"tandem.v1.PeerNodeRemovedRequest.removed_by", "tandem.v1.SetNodeNoteRequest.name":
 		return rule{str: validate.NodeName}, true
+	case "tandem.v1.UploadImageRequest.name", "tandem.v1.DeleteImageRequest.name", "tandem.v1.ChangeMediaRequest.image",
+		"tandem.v1.PeerImageRequest.image", "tandem.v1.PeerChangeMediaRequest.image", "tandem.v1.CreateVMRequest.cdrom",
+		"tandem.v1.VMInfo.cdrom":
+		return rule{str: validate.ImageName}, true
+	case "tandem.v1.UploadImageRequest.size_bytes":
+		return rule{num: validate.ImageSize}, true
+	case "tandem.v1.ChangeMediaRequest.name":
+		return rule{str: validate.VMName}, true
 	case "tandem.v1.CreateCredentialRequest.name", "tandem.v1.RevokeCredentialRequest.name":
 		return rule{str: validate.CredentialName}, true
 	case "tandem.v1.CreateClusterRequest.name":

@@ -25,6 +25,7 @@ import (
 	"github.com/tandemhci/tandem/internal/api"
 	"github.com/tandemhci/tandem/internal/cluster"
 	"github.com/tandemhci/tandem/internal/config"
+	"github.com/tandemhci/tandem/internal/images"
 	"github.com/tandemhci/tandem/internal/membership"
 	"github.com/tandemhci/tandem/internal/metrics"
 	"github.com/tandemhci/tandem/internal/nodedir"
@@ -62,6 +63,7 @@ type Daemon struct {
 	runCtx context.Context
 	vols   *volume.Manager
 	vms    *vmm.Manager
+	imgs   *images.Manager
 	ha     *recovery.Manager
 	nbdSrv *nbd.Server
 
@@ -234,11 +236,12 @@ func (d *Daemon) closeListeners() {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.runCtx = ctx
 	d.vols = d.newVolumes(ctx)
+	d.imgs = d.newImages()
 	d.vms = d.newVMs(ctx)
 	d.ha = d.newRecovery()
 	certs := d.newRenewer()
 	d.svc = api.New(api.Config{
-		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha, Certs: certs,
+		State: d.st, Cluster: d.clus, Members: d.members, Volumes: d.vols, VMs: d.vms, HA: d.ha, Certs: certs, Images: d.imgs,
 		Node: api.Node{SetExpectedVotes: d.setExpectedVotes, CredentialsDir: d.dir.AdminDir(), ReplicaID: d.replicaID},
 	})
 	d.nbdSrv = d.newNBDServer()
@@ -295,6 +298,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	close(d.ready)
 	go d.vms.Run(ctx)
+	go d.imgs.Run(ctx)
 	go d.ha.Run(ctx)
 	go d.vols.SweepDeleted(ctx)
 	go certs.Run(ctx)

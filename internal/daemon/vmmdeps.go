@@ -16,6 +16,7 @@ func (d *Daemon) newVMs(ctx context.Context) *vmm.Manager {
 		Volumes:    d.vols,
 		Meta:       d.vmMeta,
 		Peers:      vmPeers{d},
+		Images:     d.imgs,
 		Background: ctx,
 	})
 }

@@ -36,7 +36,7 @@
 //   - internal/metrics reads what it exports through small interfaces: no
 //     daemon, no gRPC, no compute;
 //   - the subsystems split out of the daemon (internal/membership,
-//     internal/cluster, internal/volume, internal/recovery) and what they
+//     internal/cluster, internal/volume, internal/recovery, internal/images) and what they
 //     share (internal/state, internal/apierr) depend on neither the daemon
 //     nor compute: they get what they need through state.State and small
 //     interfaces; internal/vmm (which drives compute), internal/api and

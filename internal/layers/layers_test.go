@@ -93,7 +93,7 @@ func rules() []rule {
 			why:  "mechanisms the daemon drives",
 		},
 		{
-			pkgs: []string{mod + "/internal/state", mod + "/internal/membership", mod + "/internal/apierr", mod + "/internal/cluster", mod + "/internal/recovery", mod + "/internal/volume"},
+			pkgs: []string{mod + "/internal/state", mod + "/internal/membership", mod + "/internal/apierr", mod + "/internal/cluster", mod + "/internal/recovery", mod + "/internal/volume", mod + "/internal/images"},
 			deny: []string{mod + "/internal/daemon", mod + "/compute", libvirt},
 			why:  "subsystems share state.State, never the daemon, and run no VMs",
 		},

@@ -119,6 +119,22 @@ func StorageName(s string) error { return name("storage", s, true) }
 // the volume name rule.
 func ExportCertName(s string) error { return name("export certificate", s, true) }
 
+// ImageName checks an ISO image's name, by the volume name rule (it
+// names a file in the data directory, so '/' and '..' never pass).
+func ImageName(s string) error { return name("image", s, true) }
+
+// MaxImageSize bounds an ISO image: a large distribution's DVD is under
+// 16 GiB.
+const MaxImageSize = 64 << 30
+
+// ImageSize checks an ISO image's announced size in bytes.
+func ImageSize(n int64) error {
+	if n <= 0 || n > MaxImageSize {
+		return invalid("image size %d bytes: an image has 1 byte to %d GiB", n, MaxImageSize>>30)
+	}
+	return nil
+}
+
 // CredentialName checks an API credential's name: 1-63 of [a-z0-9._-],
 // starting with a letter or digit ('..' is refused like everywhere).
 func CredentialName(s string) error { return nameWith("credential", s, "-_.") }

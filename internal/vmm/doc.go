@@ -27,5 +27,11 @@
 //     at most restartLimit times per restartWindow;
 //   - a create checks its spec (name, sizes, MACs, existing volumes, what
 //     the nodes can run) before it creates any volume, and removes the
-//     volumes it created when it fails later.
+//     volumes it created when it fails later;
+//   - a CD-ROM drive only ever holds this node's copy of an image that
+//     Images.Local verified against its recorded SHA-256 (start, incoming
+//     migration, media change);
+//   - a UEFI VM's variable store is written from its record before every
+//     start and before a migration's target starts it, and only the node
+//     running the VM records it (nvram.go).
 package vmm

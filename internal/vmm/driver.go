@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -98,6 +99,7 @@ func (m *Manager) Run(ctx context.Context) {
 		ours := func(name string) bool { return m.ours(ms, name) }
 		_, _ = drv.ResumeIOErrorPaused(ctx, ours)
 		m.restartCrashed(ctx, drv, ms, ours)
+		m.syncNVRAMs(ctx, ms)
 	}
 }
 
@@ -210,10 +212,13 @@ func usedMiB(ms *consensus.MetaState, node string) uint64 {
 	return used
 }
 
-// domainSpec renders a VM for this node: every disk is this node's export.
-func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket string) compute.VMSpec {
+// domainSpec renders a VM for a node: every disk is that node's export,
+// and cdrom is the path of its copy of the image in the CD-ROM drive.
+// nvram is the path of its UEFI variable store there ("" for BIOS).
+func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket, cdrom, nvram string) compute.VMSpec {
 	spec := compute.VMSpec{Name: vm.Name, UUID: vm.Uuid, VCPUs: int(vm.Vcpus), MemoryMiB: int(vm.MemoryMib),
-		Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, SerialLog: m.consoleLog(vm.Name)}
+		Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, SerialLog: m.consoleLog(vm.Name),
+		HasCDROM: vm.HasCdrom, CDROM: cdrom, Boot: slices.Clone(vm.Boot), Firmware: vm.Firmware, NVRAM: nvram}
 	for i, v := range vm.Volumes {
 		spec.Disks = append(spec.Disks, compute.DiskSpec{Volume: v, Socket: nbdSocket, Boot: i == 0 && vm.Kernel == ""})
 	}

@@ -174,6 +174,30 @@ func (f *fakeMeta) SetMaintenance(_ context.Context, node string, enable bool) (
 	return *f.w.ms.Nodes[node], nil
 }
 
+func (f *fakeMeta) SetVMMedia(_ context.Context, vm, image string) (*consensus.VMRecord, error) {
+	f.w.j.Add("meta set-media %s %s", vm, image)
+	v, ok := f.w.ms.VMs[vm]
+	if !ok {
+		return nil, consensus.ErrNoSuchVM
+	}
+	nv := *v
+	nv.Spec.CDROM = image
+	f.w.ms.VMs[vm] = &nv
+	return &nv, nil
+}
+
+func (f *fakeMeta) SetVMNVRAM(_ context.Context, vm, node string, blob consensus.NVRAMBlob) (*consensus.VMRecord, error) {
+	f.w.j.Add("meta set-nvram %s", vm)
+	v, ok := f.w.ms.VMs[vm]
+	if !ok {
+		return nil, consensus.ErrNoSuchVM
+	}
+	nv := *v
+	nv.NVRAM = &blob
+	f.w.ms.VMs[vm] = &nv
+	return &nv, nil
+}
+
 // fakePeers answers the peer calls as every node of the world.
 type fakePeers struct{ w *world }
 

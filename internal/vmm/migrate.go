@@ -146,7 +146,31 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 			return apierr.From(fmt.Errorf("volume %s: %w", name, err))
 		}
 	}
-	dest := m.domainSpec(vm, target.NbdSocket)
+	// The target attaches its own verified copy of the CD-ROM's image,
+	// fetched now if it has none.
+	destCDROM := ""
+	if vm.Cdrom != "" {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+		resp, err := tc.ImageFetch(cctx, &tandemv1.PeerImageRequest{Image: vm.Cdrom})
+		cancel()
+		if err != nil {
+			closeWindows("CD-ROM image not on the target")
+			return status.Errorf(status.Code(err), "target %s cannot attach the CD-ROM image %s: %s", req.To, vm.Cdrom, grpcMessage(err))
+		}
+		destCDROM = resp.Path
+	}
+	// A UEFI VM's variable store: recorded from this node's file now,
+	// and written to the target's before QEMU starts there.
+	destNVRAM := ""
+	if vm.Firmware == compute.FirmwareUEFI {
+		p, err := m.handNVRAM(ctx, vm, tc)
+		if err != nil {
+			closeWindows("NVRAM not on the target")
+			return err
+		}
+		destNVRAM = p
+	}
+	dest := m.domainSpec(vm, target.NbdSocket, destCDROM, destNVRAM)
 	if target.NbdSocket != "" {
 		dest.SerialLog = consoleLogOn(target, vm.Name)
 	}

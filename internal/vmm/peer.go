@@ -94,7 +94,17 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	if err != nil {
 		return nil, err
 	}
-	if err := drv.Define(ctx, m.domainSpec(vm, m.vols.NBDSocket())); err != nil {
+	// The image is verified (and fetched if this node lacks it) before
+	// QEMU opens it.
+	cdrom, err := m.localImage(ctx, vm.Cdrom)
+	if err != nil {
+		return nil, err
+	}
+	nvram, err := m.prepareNVRAM(ctx, drv, vm)
+	if err != nil {
+		return nil, err
+	}
+	if err := drv.Define(ctx, m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram)); err != nil {
 		return nil, computeErr(err)
 	}
 	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {
@@ -212,6 +222,44 @@ func streamConsole(ctx context.Context, path string, req *tandemv1.ConsoleReques
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// localImage is the path of this node's verified copy of image name, ""
+// for none.
+func (m *Manager) localImage(ctx context.Context, name string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	if m.imgs == nil {
+		return "", status.Errorf(codes.FailedPrecondition, "node %s keeps no images", m.self())
+	}
+	p, err := m.imgs.Local(ctx, name)
+	if err != nil {
+		return "", status.Errorf(status.Code(err), "node %s: CD-ROM image %s: %s", m.self(), name, grpcMessage(err))
+	}
+	return p, nil
+}
+
+// VMChangeMedia puts image into the CD-ROM drive of a VM defined here
+// ("" ejects); a running VM sees it at once.
+func (m *Manager) VMChangeMedia(ctx context.Context, vm *tandemv1.VMInfo, image string) (*tandemv1.VMInfo, error) {
+	drv, done, err := m.busyDriver(ctx, vm)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	path, err := m.localImage(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	if err := drv.ChangeMedia(ctx, vm.Name, path); err != nil {
+		if compute.IsNotFoundErr(err) {
+			return m.vmInfo(ctx, drv, vm), nil // not defined here: the next start defines it so
+		}
+		return nil, computeErr(err)
+	}
+	vm.Cdrom = image
+	return m.vmInfo(ctx, drv, vm), nil
 }
 
 // busyDriver is this node's driver for a call on vm, which it marks busy

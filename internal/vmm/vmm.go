@@ -67,6 +67,18 @@ type Meta interface {
 	DeleteVM(ctx context.Context, name string) error
 	SetVMHA(ctx context.Context, h consensus.VMHACmd) (*consensus.VMRecord, error)
 	SetMaintenance(ctx context.Context, node string, enable bool) (consensus.NodeRecord, error)
+	// SetVMMedia records the image in a VM's CD-ROM drive ("" ejects).
+	SetVMMedia(ctx context.Context, vm, image string) (*consensus.VMRecord, error)
+	// SetVMNVRAM records a UEFI VM's variable store if the VM is on node.
+	SetVMNVRAM(ctx context.Context, vm, node string, blob consensus.NVRAMBlob) (*consensus.VMRecord, error)
+}
+
+// Images is this node's store of ISO images; *images.Manager satisfies it.
+type Images interface {
+	// Local is the path of a verified copy of image name on this node,
+	// fetched from a member that holds one first if need be. Errors are
+	// status errors.
+	Local(ctx context.Context, name string) (string, error)
 }
 
 // Peers calls other nodes' peer API.
@@ -84,6 +96,9 @@ type Config struct {
 	// node is not in a cluster.
 	Meta  func() Meta
 	Peers Peers
+	// Images holds the ISO images VMs' CD-ROM drives attach; nil on a
+	// node that runs no VMs (and in tests without images).
+	Images Images
 	// Background lives as long as the node: work that outlives the request
 	// that began it (address announcements after a start) stops with it.
 	Background context.Context
@@ -96,6 +111,7 @@ type Manager struct {
 	vols  Volumes
 	metaf func() Meta
 	peers Peers
+	imgs  Images
 	bg    context.Context
 	log   *slog.Logger
 
@@ -103,14 +119,19 @@ type Manager struct {
 	drv *compute.Driver
 
 	crash crashTracker
+
+	nvmu sync.Mutex
+	// nvSeen is, per UEFI VM running here, the variable store file's
+	// size and mtime when it was last recorded (nvram.go).
+	nvSeen map[string]fileSeen
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console
 // log directory: incoming migrations log the console there before the VM
 // is known here.
 func New(c Config) *Manager {
-	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, bg: c.Background,
-		log: c.State.Log.With("component", "compute"), crash: newCrashTracker()}
+	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, imgs: c.Images, bg: c.Background,
+		log: c.State.Log.With("component", "compute"), crash: newCrashTracker(), nvSeen: map[string]fileSeen{}}
 	if m.st.Config.ComputeEnabled() {
 		if err := os.MkdirAll(filepath.Join(m.st.Config.DataDir, "vms"), 0o750); err != nil {
 			m.log.Error("cannot create the VM console directory", "err", err)

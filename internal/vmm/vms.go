@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/apinames"
@@ -34,7 +35,11 @@ func VMInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 	out := &tandemv1.VMInfo{Name: v.Name, Uuid: v.UUID, Vcpus: uint32(v.Spec.VCPUs), MemoryMib: uint32(v.Spec.MemoryMiB),
 		Volumes: slices.Clone(v.Spec.Volumes), Desired: v.Desired, Node: v.Node, Priority: int32(v.Priority),
 		AntiAffinity: v.AntiAffinity, Kernel: v.Spec.Kernel, Initrd: v.Spec.Initrd, Cmdline: v.Spec.Cmdline,
-		Created: timestamppb.New(v.Created), State: "stopped"}
+		Created: timestamppb.New(v.Created), State: "stopped",
+		Cdrom: v.Spec.CDROM, HasCdrom: v.Spec.HasCDROM, Boot: slices.Clone(v.Spec.Boot), Firmware: v.Spec.Firmware}
+	if v.NVRAM != nil {
+		out.NvramSha256 = v.NVRAM.SHA256
+	}
 	for _, n := range v.Spec.NICs {
 		out.Nics = append(out.Nics, &tandemv1.VMNic{Bridge: n.Bridge, Mac: n.MAC, Ips: slices.Clone(n.IPs)})
 	}
@@ -135,8 +140,19 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 		return nil, status.Errorf(codes.InvalidArgument, "vcpus %d: use 1 to 64", req.Vcpus)
 	case req.MemoryMib < 64:
 		return nil, status.Errorf(codes.InvalidArgument, "memory %d MiB: at least 64 MiB", req.MemoryMib)
-	case len(req.Disks) == 0 && req.Kernel == "":
-		return nil, status.Error(codes.InvalidArgument, "a VM needs a disk (--disk SIZE or --disk-volume NAME) or a kernel to boot")
+	case len(req.Disks) == 0 && req.Kernel == "" && req.Cdrom == "":
+		return nil, status.Error(codes.InvalidArgument, "a VM needs a disk (--disk SIZE or --disk-volume NAME), a CD-ROM (--cdrom IMAGE) or a kernel to boot")
+	}
+	if err := checkBoot(req); err != nil {
+		return nil, err
+	}
+	switch req.Firmware {
+	case "", compute.FirmwareBIOS, compute.FirmwareUEFI:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "--firmware %q: use bios or uefi", req.Firmware)
+	}
+	if req.Firmware == compute.FirmwareUEFI && req.Kernel != "" {
+		return nil, status.Error(codes.InvalidArgument, "--firmware uefi and --kernel: a kernel boots directly, without firmware")
 	}
 	ms, meta, err := m.fresh(ctx)
 	if err != nil {
@@ -153,12 +169,18 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 	if err := checkMACs(ms, req.Nics); err != nil {
 		return nil, err
 	}
+	if req.Cdrom != "" {
+		if _, ok := ms.Images[req.Cdrom]; !ok {
+			return nil, status.Errorf(codes.NotFound, "--cdrom: no image named %s (tandem image list shows them; tandem image upload adds one)", req.Cdrom)
+		}
+	}
 	warning, err := m.checkSpec(ctx, ms, req)
 	if err != nil {
 		return nil, err
 	}
 	rec := consensus.VMRecord{Name: req.Name, UUID: randomUUID(), Desired: consensus.VMStopped, Priority: int(req.Priority), AntiAffinity: req.AntiAffinity,
-		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline}}
+		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
+			HasCDROM: req.Cdrom != "", CDROM: req.Cdrom, Boot: slices.Clone(req.Boot), Firmware: req.Firmware}}
 	for _, n := range req.Nics {
 		mac := n.Mac
 		if mac == "" {
@@ -231,6 +253,41 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 		info.Warning = strings.TrimPrefix(info.Warning+"; "+warning, "; ")
 	}
 	return info, nil
+}
+
+// checkBoot checks a create's boot order: each of disk, cdrom and
+// network at most once, and only devices the VM has.
+func checkBoot(req *tandemv1.CreateVMRequest) error {
+	seen := map[string]bool{}
+	for _, b := range req.Boot {
+		var missing string
+		switch b {
+		case compute.BootDisk:
+			if len(req.Disks) == 0 {
+				missing = "--boot disk: the VM has no disk"
+			} else if req.Kernel != "" {
+				missing = "--boot disk: a VM with --kernel boots that kernel"
+			}
+		case compute.BootCDROM:
+			if req.Cdrom == "" {
+				missing = "--boot cdrom: the VM has no CD-ROM (--cdrom IMAGE)"
+			}
+		case compute.BootNetwork:
+			if len(req.Nics) == 0 {
+				missing = "--boot network: the VM has no NIC (--nic)"
+			}
+		default:
+			return status.Errorf(codes.InvalidArgument, "--boot %q: use disk, cdrom and network, comma-separated, in boot order", b)
+		}
+		if missing != "" {
+			return status.Error(codes.InvalidArgument, missing)
+		}
+		if seen[b] {
+			return status.Errorf(codes.InvalidArgument, "--boot lists %s twice", b)
+		}
+		seen[b] = true
+	}
+	return nil
 }
 
 // checkCreate applies the rules of internal/validate to what Create

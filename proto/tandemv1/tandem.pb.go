@@ -4559,7 +4559,17 @@ type VMInfo struct {
 	// HA state as the HA status reports it (started, stopped, fence, ...).
 	HaState string `protobuf:"bytes,18,opt,name=ha_state,json=haState,proto3" json:"ha_state,omitempty"`
 	// When the domain was last started on node (unset when not running).
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// ISO images (issue 18): the image in the VM's CD-ROM drive (empty
+	// when none or ejected), whether the VM has a drive at all, and the
+	// boot order (disk, cdrom, network).
+	Cdrom    string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
+	HasCdrom bool     `protobuf:"varint,41,opt,name=has_cdrom,json=hasCdrom,proto3" json:"has_cdrom,omitempty"`
+	Boot     []string `protobuf:"bytes,42,rep,name=boot,proto3" json:"boot,omitempty"`
+	// Firmware (issue 18): bios (SeaBIOS, the default) or uefi (OVMF); for
+	// uefi the SHA-256 of the NVRAM (UEFI variables) as last recorded.
+	Firmware      string `protobuf:"bytes,43,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	NvramSha256   string `protobuf:"bytes,44,opt,name=nvram_sha256,json=nvramSha256,proto3" json:"nvram_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4727,6 +4737,41 @@ func (x *VMInfo) GetStartedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VMInfo) GetCdrom() string {
+	if x != nil {
+		return x.Cdrom
+	}
+	return ""
+}
+
+func (x *VMInfo) GetHasCdrom() bool {
+	if x != nil {
+		return x.HasCdrom
+	}
+	return false
+}
+
+func (x *VMInfo) GetBoot() []string {
+	if x != nil {
+		return x.Boot
+	}
+	return nil
+}
+
+func (x *VMInfo) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
+}
+
+func (x *VMInfo) GetNvramSha256() string {
+	if x != nil {
+		return x.NvramSha256
+	}
+	return ""
+}
+
 type VMDisk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A new volume of this size ...
@@ -4805,7 +4850,14 @@ type CreateVMRequest struct {
 	Start bool   `protobuf:"varint,11,opt,name=start,proto3" json:"start,omitempty"`
 	Node  string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
 	// Override N+1 admission control (with a warning).
-	Force         bool `protobuf:"varint,13,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,13,opt,name=force,proto3" json:"force,omitempty"`
+	// ISO images (issue 18): an image (tandem image upload) for a
+	// read-only CD-ROM drive, and the boot order: devices among disk,
+	// cdrom, network (default disk, cdrom).
+	Cdrom string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
+	Boot  []string `protobuf:"bytes,41,rep,name=boot,proto3" json:"boot,omitempty"`
+	// bios (default) or uefi.
+	Firmware      string `protobuf:"bytes,42,opt,name=firmware,proto3" json:"firmware,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4929,6 +4981,27 @@ func (x *CreateVMRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *CreateVMRequest) GetCdrom() string {
+	if x != nil {
+		return x.Cdrom
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetBoot() []string {
+	if x != nil {
+		return x.Boot
+	}
+	return nil
+}
+
+func (x *CreateVMRequest) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
 }
 
 type VMRequest struct {
@@ -8632,6 +8705,670 @@ func (x *SetNodeNoteRequest) GetNote() string {
 	return ""
 }
 
+type ImageInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Hex SHA-256 of the content, recorded at upload.
+	Sha256  string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	// The nodes holding a verified copy.
+	Nodes []string `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The VMs whose CD-ROM holds it.
+	UsedBy []string `protobuf:"bytes,6,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	// Upload: the members that do not hold a copy yet, and why.
+	Warning       string `protobuf:"bytes,7,opt,name=warning,proto3" json:"warning,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageInfo) Reset() {
+	*x = ImageInfo{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageInfo) ProtoMessage() {}
+
+func (x *ImageInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
+func (*ImageInfo) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
+}
+
+func (x *ImageInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *ImageInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ImageInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *ImageInfo) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ImageInfo) GetUsedBy() []string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return nil
+}
+
+func (x *ImageInfo) GetWarning() string {
+	if x != nil {
+		return x.Warning
+	}
+	return ""
+}
+
+// The first message names the image and gives its size; every message
+// may carry data; the last one carries the SHA-256 the client computed.
+type UploadImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes     int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadImageRequest) Reset() {
+	*x = UploadImageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadImageRequest) ProtoMessage() {}
+
+func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
+func (*UploadImageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
+}
+
+func (x *UploadImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadImageRequest) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *UploadImageRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *UploadImageRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type ListImagesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListImagesRequest) Reset() {
+	*x = ListImagesRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListImagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListImagesRequest) ProtoMessage() {}
+
+func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
+func (*ListImagesRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
+}
+
+type ListImagesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Images        []*ImageInfo           `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListImagesResponse) Reset() {
+	*x = ListImagesResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListImagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListImagesResponse) ProtoMessage() {}
+
+func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
+func (*ListImagesResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
+}
+
+func (x *ListImagesResponse) GetImages() []*ImageInfo {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+type DeleteImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteImageRequest) Reset() {
+	*x = DeleteImageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteImageRequest) ProtoMessage() {}
+
+func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
+func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
+}
+
+func (x *DeleteImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteImageResponse) Reset() {
+	*x = DeleteImageResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteImageResponse) ProtoMessage() {}
+
+func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
+func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
+}
+
+type ChangeMediaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The VM.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The image to insert; empty ejects.
+	Image         string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeMediaRequest) Reset() {
+	*x = ChangeMediaRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeMediaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeMediaRequest) ProtoMessage() {}
+
+func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeMediaRequest.ProtoReflect.Descriptor instead.
+func (*ChangeMediaRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
+}
+
+func (x *ChangeMediaRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChangeMediaRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+type PeerImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerImageRequest) Reset() {
+	*x = PeerImageRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerImageRequest) ProtoMessage() {}
+
+func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerImageRequest.ProtoReflect.Descriptor instead.
+func (*PeerImageRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
+}
+
+func (x *PeerImageRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+type PeerImageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The path of the verified copy on the node that answered.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerImageResponse) Reset() {
+	*x = PeerImageResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerImageResponse) ProtoMessage() {}
+
+func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerImageResponse.ProtoReflect.Descriptor instead.
+func (*PeerImageResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
+}
+
+func (x *PeerImageResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type ImageChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageChunk) Reset() {
+	*x = ImageChunk{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageChunk) ProtoMessage() {}
+
+func (x *ImageChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
+func (*ImageChunk) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
+}
+
+func (x *ImageChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PeerChangeMediaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// Empty ejects.
+	Image         string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerChangeMediaRequest) Reset() {
+	*x = PeerChangeMediaRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerChangeMediaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerChangeMediaRequest) ProtoMessage() {}
+
+func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerChangeMediaRequest.ProtoReflect.Descriptor instead.
+func (*PeerChangeMediaRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
+}
+
+func (x *PeerChangeMediaRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerChangeMediaRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+type PeerNVRAMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// The variable store, gzip-compressed.
+	Gzip          []byte `protobuf:"bytes,2,opt,name=gzip,proto3" json:"gzip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerNVRAMRequest) Reset() {
+	*x = PeerNVRAMRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerNVRAMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerNVRAMRequest) ProtoMessage() {}
+
+func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerNVRAMRequest.ProtoReflect.Descriptor instead.
+func (*PeerNVRAMRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
+}
+
+func (x *PeerNVRAMRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerNVRAMRequest) GetGzip() []byte {
+	if x != nil {
+		return x.Gzip
+	}
+	return nil
+}
+
+type PeerNVRAMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where it was written.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerNVRAMResponse) Reset() {
+	*x = PeerNVRAMResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerNVRAMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerNVRAMResponse) ProtoMessage() {}
+
+func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerNVRAMResponse.ProtoReflect.Descriptor instead.
+func (*PeerNVRAMResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
+}
+
+func (x *PeerNVRAMResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
@@ -8963,7 +9700,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xbb\x04\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xc1\x05\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -8987,12 +9724,17 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\awarning\x18\x11 \x01(\tR\awarning\x12\x19\n" +
 	"\bha_state\x18\x12 \x01(\tR\ahaState\x129\n" +
 	"\n" +
-	"started_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"[\n" +
+	"started_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x14\n" +
+	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x1b\n" +
+	"\thas_cdrom\x18) \x01(\bR\bhasCdrom\x12\x12\n" +
+	"\x04boot\x18* \x03(\tR\x04boot\x12\x1a\n" +
+	"\bfirmware\x18+ \x01(\tR\bfirmware\x12!\n" +
+	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\"[\n" +
 	"\x06VMDisk\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12\x16\n" +
-	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xf4\x02\n" +
+	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xba\x03\n" +
 	"\x0fCreateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
@@ -9008,7 +9750,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	" \x01(\tR\fantiAffinity\x12\x14\n" +
 	"\x05start\x18\v \x01(\bR\x05start\x12\x12\n" +
 	"\x04node\x18\f \x01(\tR\x04node\x12\x14\n" +
-	"\x05force\x18\r \x01(\bR\x05force\"r\n" +
+	"\x05force\x18\r \x01(\bR\x05force\x12\x14\n" +
+	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x12\n" +
+	"\x04boot\x18) \x03(\tR\x04boot\x12\x1a\n" +
+	"\bfirmware\x18* \x01(\tR\bfirmware\"r\n" +
 	"\tVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -9290,7 +10035,46 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\tnext_step\x18\x06 \x01(\tR\bnextStep\"<\n" +
 	"\x12SetNodeNoteRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04note\x18\x02 \x01(\tR\x04note*P\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"\xd5\x01\n" +
+	"\tImageInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x124\n" +
+	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x14\n" +
+	"\x05nodes\x18\x05 \x03(\tR\x05nodes\x12\x17\n" +
+	"\aused_by\x18\x06 \x03(\tR\x06usedBy\x12\x18\n" +
+	"\awarning\x18\a \x01(\tR\awarning\"s\n" +
+	"\x12UploadImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\x13\n" +
+	"\x11ListImagesRequest\"B\n" +
+	"\x12ListImagesResponse\x12,\n" +
+	"\x06images\x18\x01 \x03(\v2\x14.tandem.v1.ImageInfoR\x06images\"(\n" +
+	"\x12DeleteImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13DeleteImageResponse\">\n" +
+	"\x12ChangeMediaRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\"(\n" +
+	"\x10PeerImageRequest\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\"'\n" +
+	"\x11PeerImageResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\" \n" +
+	"\n" +
+	"ImageChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"Q\n" +
+	"\x16PeerChangeMediaRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\"I\n" +
+	"\x10PeerNVRAMRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x12\n" +
+	"\x04gzip\x18\x02 \x01(\fR\x04gzip\"'\n" +
+	"\x11PeerNVRAMResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -9370,7 +10154,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xe4\x0e\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x80\x11\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -9401,7 +10185,18 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\bMetaSync\x12\x1a.tandem.v1.MetaSyncRequest\x1a\x1b.tandem.v1.MetaSyncResponse\x12K\n" +
 	"\bCARotate\x12\x1e.tandem.v1.PeerCARotateRequest\x1a\x1f.tandem.v1.PeerCARotateResponse\x12T\n" +
 	"\vNodeRemoved\x12!.tandem.v1.PeerNodeRemovedRequest\x1a\".tandem.v1.PeerNodeRemovedResponse\x12E\n" +
-	"\fVolumeResize\x12\x1e.tandem.v1.ResizeVolumeRequest\x1a\x15.tandem.v1.VolumeInfoB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\fVolumeResize\x12\x1e.tandem.v1.ResizeVolumeRequest\x1a\x15.tandem.v1.VolumeInfo\x12A\n" +
+	"\tImageRead\x12\x1b.tandem.v1.PeerImageRequest\x1a\x15.tandem.v1.ImageChunk0\x01\x12G\n" +
+	"\n" +
+	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
+	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
+	"\n" +
+	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse2\x97\x02\n" +
+	"\x05Image\x12?\n" +
+	"\x06Upload\x12\x1d.tandem.v1.UploadImageRequest\x1a\x14.tandem.v1.ImageInfo(\x01\x12C\n" +
+	"\x04List\x12\x1c.tandem.v1.ListImagesRequest\x1a\x1d.tandem.v1.ListImagesResponse\x12G\n" +
+	"\x06Delete\x12\x1d.tandem.v1.DeleteImageRequest\x1a\x1e.tandem.v1.DeleteImageResponse\x12?\n" +
+	"\vChangeMedia\x12\x1d.tandem.v1.ChangeMediaRequest\x1a\x11.tandem.v1.VMInfoB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -9416,7 +10211,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 126)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 139)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -9547,27 +10342,40 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*GatedFeature)(nil),             // 126: tandem.v1.GatedFeature
 	(*UpgradeStatusResponse)(nil),    // 127: tandem.v1.UpgradeStatusResponse
 	(*SetNodeNoteRequest)(nil),       // 128: tandem.v1.SetNodeNoteRequest
-	nil,                              // 129: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 130: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 131: google.protobuf.Timestamp
+	(*ImageInfo)(nil),                // 129: tandem.v1.ImageInfo
+	(*UploadImageRequest)(nil),       // 130: tandem.v1.UploadImageRequest
+	(*ListImagesRequest)(nil),        // 131: tandem.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 132: tandem.v1.ListImagesResponse
+	(*DeleteImageRequest)(nil),       // 133: tandem.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 134: tandem.v1.DeleteImageResponse
+	(*ChangeMediaRequest)(nil),       // 135: tandem.v1.ChangeMediaRequest
+	(*PeerImageRequest)(nil),         // 136: tandem.v1.PeerImageRequest
+	(*PeerImageResponse)(nil),        // 137: tandem.v1.PeerImageResponse
+	(*ImageChunk)(nil),               // 138: tandem.v1.ImageChunk
+	(*PeerChangeMediaRequest)(nil),   // 139: tandem.v1.PeerChangeMediaRequest
+	(*PeerNVRAMRequest)(nil),         // 140: tandem.v1.PeerNVRAMRequest
+	(*PeerNVRAMResponse)(nil),        // 141: tandem.v1.PeerNVRAMResponse
+	nil,                              // 142: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 143: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 144: google.protobuf.Timestamp
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	131, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	144, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	114, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
 	117, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	131, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	144, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	131, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	144, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	129, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	130, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	142, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	143, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	131, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	144, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -9576,10 +10384,10 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	131, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	131, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	144, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	144, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	131, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	144, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	40,  // 29: tandem.v1.VolumeInfo.watchers:type_name -> tandem.v1.RBDClient
 	40,  // 30: tandem.v1.VolumeInfo.lock_owner:type_name -> tandem.v1.RBDClient
@@ -9587,28 +10395,28 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	3,   // 32: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	51,  // 33: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	52,  // 34: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	131, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
+	144, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
 	56,  // 36: tandem.v1.ListStorageResponse.storage:type_name -> tandem.v1.StorageInfo
-	131, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	131, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	144, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	144, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	62,  // 39: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	62,  // 40: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	67,  // 41: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	131, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	131, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	144, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	144, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	69,  // 44: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	67,  // 45: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	68,  // 46: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	68,  // 47: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	131, // 48: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	131, // 49: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	131, // 50: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	144, // 48: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	144, // 49: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	144, // 50: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	80,  // 51: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	81,  // 52: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	83,  // 53: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	131, // 54: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	131, // 55: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	131, // 56: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	144, // 54: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	144, // 55: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	144, // 56: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	87,  // 57: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	87,  // 58: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
 	87,  // 59: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
@@ -9616,166 +10424,186 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	96,  // 61: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
 	99,  // 62: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
 	100, // 63: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	131, // 64: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	144, // 64: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
 	103, // 65: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
 	103, // 66: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
 	114, // 67: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
 	68,  // 68: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
 	68,  // 69: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	131, // 70: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	144, // 70: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
 	4,   // 71: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
 	2,   // 72: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
 	125, // 73: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
 	126, // 74: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	8,   // 75: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 76: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 77: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 78: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 79: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 80: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 81: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 82: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 83: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	124, // 84: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 85: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 86: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 87: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 88: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 89: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	128, // 90: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	41,  // 91: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	43,  // 92: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	45,  // 93: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	46,  // 94: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	48,  // 95: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	49,  // 96: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	50,  // 97: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	42,  // 98: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
-	61,  // 99: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	65,  // 100: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	63,  // 101: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	54,  // 102: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
-	55,  // 103: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
-	57,  // 104: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
-	59,  // 105: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
-	59,  // 106: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
-	72,  // 107: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	70,  // 108: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	71,  // 109: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	71,  // 110: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	71,  // 111: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	71,  // 112: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	75,  // 113: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	77,  // 114: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	79,  // 115: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	84,  // 116: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	85,  // 117: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	88,  // 118: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	90,  // 119: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	92,  // 120: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	97,  // 121: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	101, // 122: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	113, // 123: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	104, // 124: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	106, // 125: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	108, // 126: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	110, // 127: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 128: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	50,  // 129: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	110, // 130: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 131: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	111, // 132: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	48,  // 133: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	116, // 134: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	118, // 135: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	118, // 136: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	118, // 137: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	118, // 138: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	119, // 139: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	77,  // 140: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	118, // 141: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	79,  // 142: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	94,  // 143: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	122, // 144: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	120, // 145: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	54,  // 146: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
-	9,   // 147: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 148: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 149: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 150: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 151: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 152: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 153: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 154: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 155: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	127, // 156: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 157: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 158: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 159: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 160: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 161: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 162: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 163: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	44,  // 164: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 165: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	47,  // 166: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 167: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 168: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	53,  // 169: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 170: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	64,  // 171: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	66,  // 172: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	62,  // 173: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	39,  // 174: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
-	56,  // 175: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
-	58,  // 176: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
-	56,  // 177: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
-	60,  // 178: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
-	73,  // 179: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	68,  // 180: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	68,  // 181: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	68,  // 182: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	68,  // 183: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	74,  // 184: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	76,  // 185: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 186: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	82,  // 187: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	82,  // 188: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	86,  // 189: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	89,  // 190: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	91,  // 191: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	93,  // 192: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	98,  // 193: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	102, // 194: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	115, // 195: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	105, // 196: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	107, // 197: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	109, // 198: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 199: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 200: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	53,  // 201: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	109, // 202: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 203: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	112, // 204: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 205: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	117, // 206: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	68,  // 207: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	68,  // 208: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	68,  // 209: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	68,  // 210: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	76,  // 211: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 212: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	76,  // 213: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	82,  // 214: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	95,  // 215: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	123, // 216: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	121, // 217: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	39,  // 218: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
-	147, // [147:219] is the sub-list for method output_type
-	75,  // [75:147] is the sub-list for method input_type
-	75,  // [75:75] is the sub-list for extension type_name
-	75,  // [75:75] is the sub-list for extension extendee
-	0,   // [0:75] is the sub-list for field type_name
+	144, // 75: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	129, // 76: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
+	68,  // 77: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 78: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 79: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 80: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 81: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 82: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 83: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 84: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 85: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 86: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 87: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	124, // 88: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 89: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 90: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 91: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 92: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 93: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	128, // 94: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	41,  // 95: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	43,  // 96: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	45,  // 97: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	46,  // 98: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	48,  // 99: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	49,  // 100: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	50,  // 101: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	42,  // 102: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
+	61,  // 103: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	65,  // 104: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	63,  // 105: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	54,  // 106: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
+	55,  // 107: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
+	57,  // 108: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
+	59,  // 109: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
+	59,  // 110: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
+	72,  // 111: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	70,  // 112: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	71,  // 113: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	71,  // 114: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	71,  // 115: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	71,  // 116: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	75,  // 117: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	77,  // 118: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	79,  // 119: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	84,  // 120: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	85,  // 121: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	88,  // 122: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	90,  // 123: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	92,  // 124: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	97,  // 125: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	101, // 126: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	113, // 127: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	104, // 128: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	106, // 129: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	108, // 130: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	110, // 131: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 132: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	50,  // 133: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	110, // 134: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 135: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	111, // 136: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	48,  // 137: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	116, // 138: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	118, // 139: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	118, // 140: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	118, // 141: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	118, // 142: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	119, // 143: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	77,  // 144: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	118, // 145: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	79,  // 146: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	94,  // 147: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	122, // 148: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	120, // 149: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	54,  // 150: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
+	136, // 151: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	136, // 152: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	139, // 153: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	140, // 154: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
+	130, // 155: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	131, // 156: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	133, // 157: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	135, // 158: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	9,   // 159: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 160: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 161: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 162: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 163: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 164: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 165: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 166: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 167: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	127, // 168: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 169: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 170: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 171: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 172: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 173: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 174: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 175: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 176: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 177: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 178: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 179: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 180: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 181: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 182: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	64,  // 183: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	66,  // 184: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	62,  // 185: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 186: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 187: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	58,  // 188: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 189: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	60,  // 190: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	73,  // 191: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	68,  // 192: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	68,  // 193: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	68,  // 194: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	68,  // 195: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	74,  // 196: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	76,  // 197: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 198: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	82,  // 199: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	82,  // 200: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	86,  // 201: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	89,  // 202: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	91,  // 203: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	93,  // 204: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	98,  // 205: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	102, // 206: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	115, // 207: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	105, // 208: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	107, // 209: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	109, // 210: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 211: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 212: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 213: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	109, // 214: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 215: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	112, // 216: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 217: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	117, // 218: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	68,  // 219: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	68,  // 220: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	68,  // 221: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	68,  // 222: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	76,  // 223: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 224: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	76,  // 225: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	82,  // 226: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	95,  // 227: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	123, // 228: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	121, // 229: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 230: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	138, // 231: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	137, // 232: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	68,  // 233: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	141, // 234: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	129, // 235: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	132, // 236: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	134, // 237: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	68,  // 238: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	159, // [159:239] is the sub-list for method output_type
+	79,  // [79:159] is the sub-list for method input_type
+	79,  // [79:79] is the sub-list for extension type_name
+	79,  // [79:79] is the sub-list for extension extendee
+	0,   // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -9789,9 +10617,9 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   126,
+			NumMessages:   139,
 			NumExtensions: 0,
-			NumServices:   8,
+			NumServices:   9,
 		},
 		GoTypes:           file_tandem_v1_tandem_proto_goTypes,
 		DependencyIndexes: file_tandem_v1_tandem_proto_depIdxs,

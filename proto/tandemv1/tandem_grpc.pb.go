@@ -2318,6 +2318,10 @@ const (
 	Peer_CARotate_FullMethodName          = "/tandem.v1.Peer/CARotate"
 	Peer_NodeRemoved_FullMethodName       = "/tandem.v1.Peer/NodeRemoved"
 	Peer_VolumeResize_FullMethodName      = "/tandem.v1.Peer/VolumeResize"
+	Peer_ImageRead_FullMethodName         = "/tandem.v1.Peer/ImageRead"
+	Peer_ImageFetch_FullMethodName        = "/tandem.v1.Peer/ImageFetch"
+	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
+	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
 )
 
 // PeerClient is the client API for Peer service.
@@ -2369,6 +2373,16 @@ type PeerClient interface {
 	NodeRemoved(ctx context.Context, in *PeerNodeRemovedRequest, opts ...grpc.CallOption) (*PeerNodeRemovedResponse, error)
 	// Grow an RBD volume through its owner's client (issue 15).
 	VolumeResize(ctx context.Context, in *ResizeVolumeRequest, opts ...grpc.CallOption) (*VolumeInfo, error)
+	// ISO images (issue 18). ImageRead streams this node's verified copy of
+	// an image; ImageFetch makes this node hold a verified copy (fetched
+	// from a member that has one), returning its path here; VMChangeMedia
+	// changes the CD-ROM of a VM running here.
+	ImageRead(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageChunk], error)
+	ImageFetch(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (*PeerImageResponse, error)
+	VMChangeMedia(ctx context.Context, in *PeerChangeMediaRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
+	// this node's variable store file.
+	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
 }
 
 type peerClient struct {
@@ -2657,6 +2671,55 @@ func (c *peerClient) VolumeResize(ctx context.Context, in *ResizeVolumeRequest, 
 	return out, nil
 }
 
+func (c *peerClient) ImageRead(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[2], Peer_ImageRead_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PeerImageRequest, ImageChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_ImageReadClient = grpc.ServerStreamingClient[ImageChunk]
+
+func (c *peerClient) ImageFetch(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (*PeerImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerImageResponse)
+	err := c.cc.Invoke(ctx, Peer_ImageFetch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VMChangeMedia(ctx context.Context, in *PeerChangeMediaRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMChangeMedia_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerNVRAMResponse)
+	err := c.cc.Invoke(ctx, Peer_VMPutNVRAM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2706,6 +2769,16 @@ type PeerServer interface {
 	NodeRemoved(context.Context, *PeerNodeRemovedRequest) (*PeerNodeRemovedResponse, error)
 	// Grow an RBD volume through its owner's client (issue 15).
 	VolumeResize(context.Context, *ResizeVolumeRequest) (*VolumeInfo, error)
+	// ISO images (issue 18). ImageRead streams this node's verified copy of
+	// an image; ImageFetch makes this node hold a verified copy (fetched
+	// from a member that has one), returning its path here; VMChangeMedia
+	// changes the CD-ROM of a VM running here.
+	ImageRead(*PeerImageRequest, grpc.ServerStreamingServer[ImageChunk]) error
+	ImageFetch(context.Context, *PeerImageRequest) (*PeerImageResponse, error)
+	VMChangeMedia(context.Context, *PeerChangeMediaRequest) (*VMInfo, error)
+	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
+	// this node's variable store file.
+	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2793,6 +2866,18 @@ func (UnimplementedPeerServer) NodeRemoved(context.Context, *PeerNodeRemovedRequ
 }
 func (UnimplementedPeerServer) VolumeResize(context.Context, *ResizeVolumeRequest) (*VolumeInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method VolumeResize not implemented")
+}
+func (UnimplementedPeerServer) ImageRead(*PeerImageRequest, grpc.ServerStreamingServer[ImageChunk]) error {
+	return status.Error(codes.Unimplemented, "method ImageRead not implemented")
+}
+func (UnimplementedPeerServer) ImageFetch(context.Context, *PeerImageRequest) (*PeerImageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImageFetch not implemented")
+}
+func (UnimplementedPeerServer) VMChangeMedia(context.Context, *PeerChangeMediaRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMChangeMedia not implemented")
+}
+func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -3269,6 +3354,71 @@ func _Peer_VolumeResize_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_ImageRead_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PeerImageRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PeerServer).ImageRead(m, &grpc.GenericServerStream[PeerImageRequest, ImageChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_ImageReadServer = grpc.ServerStreamingServer[ImageChunk]
+
+func _Peer_ImageFetch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).ImageFetch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_ImageFetch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).ImageFetch(ctx, req.(*PeerImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VMChangeMedia_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerChangeMediaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMChangeMedia(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMChangeMedia_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMChangeMedia(ctx, req.(*PeerChangeMediaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerNVRAMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMPutNVRAM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMPutNVRAM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMPutNVRAM(ctx, req.(*PeerNVRAMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -3372,6 +3522,18 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "VolumeResize",
 			Handler:    _Peer_VolumeResize_Handler,
 		},
+		{
+			MethodName: "ImageFetch",
+			Handler:    _Peer_ImageFetch_Handler,
+		},
+		{
+			MethodName: "VMChangeMedia",
+			Handler:    _Peer_VMChangeMedia_Handler,
+		},
+		{
+			MethodName: "VMPutNVRAM",
+			Handler:    _Peer_VMPutNVRAM_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -3383,6 +3545,231 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "VMConsole",
 			Handler:       _Peer_VMConsole_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ImageRead",
+			Handler:       _Peer_ImageRead_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "tandem/v1/tandem.proto",
+}
+
+const (
+	Image_Upload_FullMethodName      = "/tandem.v1.Image/Upload"
+	Image_List_FullMethodName        = "/tandem.v1.Image/List"
+	Image_Delete_FullMethodName      = "/tandem.v1.Image/Delete"
+	Image_ChangeMedia_FullMethodName = "/tandem.v1.Image/ChangeMedia"
+)
+
+// ImageClient is the client API for Image service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type ImageClient interface {
+	// Client stream: the image's bytes; answers once the image is stored,
+	// verified and copied to every data node that answers.
+	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, ImageInfo], error)
+	List(ctx context.Context, in *ListImagesRequest, opts ...grpc.CallOption) (*ListImagesResponse, error)
+	// Refused while a VM's CD-ROM holds the image.
+	Delete(ctx context.Context, in *DeleteImageRequest, opts ...grpc.CallOption) (*DeleteImageResponse, error)
+	// Insert an image into a VM's CD-ROM drive or eject it ('tandem vm
+	// cdrom'); a running VM sees the change at once.
+	ChangeMedia(ctx context.Context, in *ChangeMediaRequest, opts ...grpc.CallOption) (*VMInfo, error)
+}
+
+type imageClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewImageClient(cc grpc.ClientConnInterface) ImageClient {
+	return &imageClient{cc}
+}
+
+func (c *imageClient) Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadImageRequest, ImageInfo], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Image_ServiceDesc.Streams[0], Image_Upload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadImageRequest, ImageInfo]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Image_UploadClient = grpc.ClientStreamingClient[UploadImageRequest, ImageInfo]
+
+func (c *imageClient) List(ctx context.Context, in *ListImagesRequest, opts ...grpc.CallOption) (*ListImagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListImagesResponse)
+	err := c.cc.Invoke(ctx, Image_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageClient) Delete(ctx context.Context, in *DeleteImageRequest, opts ...grpc.CallOption) (*DeleteImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteImageResponse)
+	err := c.cc.Invoke(ctx, Image_Delete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imageClient) ChangeMedia(ctx context.Context, in *ChangeMediaRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Image_ChangeMedia_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ImageServer is the server API for Image service.
+// All implementations must embed UnimplementedImageServer
+// for forward compatibility.
+type ImageServer interface {
+	// Client stream: the image's bytes; answers once the image is stored,
+	// verified and copied to every data node that answers.
+	Upload(grpc.ClientStreamingServer[UploadImageRequest, ImageInfo]) error
+	List(context.Context, *ListImagesRequest) (*ListImagesResponse, error)
+	// Refused while a VM's CD-ROM holds the image.
+	Delete(context.Context, *DeleteImageRequest) (*DeleteImageResponse, error)
+	// Insert an image into a VM's CD-ROM drive or eject it ('tandem vm
+	// cdrom'); a running VM sees the change at once.
+	ChangeMedia(context.Context, *ChangeMediaRequest) (*VMInfo, error)
+	mustEmbedUnimplementedImageServer()
+}
+
+// UnimplementedImageServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedImageServer struct{}
+
+func (UnimplementedImageServer) Upload(grpc.ClientStreamingServer[UploadImageRequest, ImageInfo]) error {
+	return status.Error(codes.Unimplemented, "method Upload not implemented")
+}
+func (UnimplementedImageServer) List(context.Context, *ListImagesRequest) (*ListImagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedImageServer) Delete(context.Context, *DeleteImageRequest) (*DeleteImageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedImageServer) ChangeMedia(context.Context, *ChangeMediaRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeMedia not implemented")
+}
+func (UnimplementedImageServer) mustEmbedUnimplementedImageServer() {}
+func (UnimplementedImageServer) testEmbeddedByValue()               {}
+
+// UnsafeImageServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ImageServer will
+// result in compilation errors.
+type UnsafeImageServer interface {
+	mustEmbedUnimplementedImageServer()
+}
+
+func RegisterImageServer(s grpc.ServiceRegistrar, srv ImageServer) {
+	// If the following call panics, it indicates UnimplementedImageServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Image_ServiceDesc, srv)
+}
+
+func _Image_Upload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ImageServer).Upload(&grpc.GenericServerStream[UploadImageRequest, ImageInfo]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Image_UploadServer = grpc.ClientStreamingServer[UploadImageRequest, ImageInfo]
+
+func _Image_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListImagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Image_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServer).List(ctx, req.(*ListImagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Image_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServer).Delete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Image_Delete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServer).Delete(ctx, req.(*DeleteImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Image_ChangeMedia_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeMediaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServer).ChangeMedia(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Image_ChangeMedia_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServer).ChangeMedia(ctx, req.(*ChangeMediaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Image_ServiceDesc is the grpc.ServiceDesc for Image service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Image_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "tandem.v1.Image",
+	HandlerType: (*ImageServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "List",
+			Handler:    _Image_List_Handler,
+		},
+		{
+			MethodName: "Delete",
+			Handler:    _Image_Delete_Handler,
+		},
+		{
+			MethodName: "ChangeMedia",
+			Handler:    _Image_ChangeMedia_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Upload",
+			Handler:       _Image_Upload_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "tandem/v1/tandem.proto",
