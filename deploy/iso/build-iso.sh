@@ -80,6 +80,7 @@ pkgs=(
 	live-boot live-boot-initramfs-tools
 	libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils ovmf
 	ipmitool
+	librados2 librbd1
 	parted gdisk dosfstools e2fsprogs squashfs-tools eject
 	grub-pc-bin grub-efi-amd64-bin grub2-common efibootmgr
 	openssh-server ca-certificates iproute2 iputils-ping procps less nano kmod
