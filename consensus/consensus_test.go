@@ -40,7 +40,7 @@ type testHost struct {
 
 func (th *testHost) open(t *testing.T, snapEntries uint64) {
 	t.Helper()
-	h, err := NewHost(HostConfig{Dir: th.dir, RaftAddr: th.addr, SnapshotEntries: snapEntries})
+	h, err := NewHost(HostConfig{Dir: th.dir, RaftAddr: th.addr, SnapshotEntries: snapEntries, CheckMetaReaders: true})
 	if err != nil {
 		t.Fatalf("%s: %v", th.name, err)
 	}

@@ -81,6 +81,10 @@ type HostConfig struct {
 	Logger *slog.Logger
 	// OnPropose, when set, observes every Propose (for metrics).
 	OnPropose func(shardID uint64, took time.Duration, err error)
+	// CheckMetaReaders verifies that no caller mutated the shared metadata
+	// state it read (snapshot.go); it costs a JSON encoding per applied
+	// entry, so it is for tests.
+	CheckMetaReaders bool
 }
 
 func (c *HostConfig) withDefaults() {

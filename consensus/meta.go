@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -309,6 +311,13 @@ type metaSM struct {
 	// level is the highest protocol level this build applies; 0 means
 	// version.ProtocolLevel (see supported).
 	level uint32
+	// pub is the shared read-only copy readers get (snapshot.go); nil
+	// after a change until the next read. checkReaders verifies retired
+	// copies were not mutated, counting those in readerMutations.
+	pub             atomic.Pointer[publishedState]
+	checkReaders    bool
+	readerMutations atomic.Uint64
+	log             *slog.Logger
 }
 
 // certChanged notes a change of what checkRevoked refuses: listeners then
@@ -322,8 +331,10 @@ func NewMetaStateMachine(_, _ uint64) sm.IStateMachine {
 }
 
 // metaStateMachineAt is the factory of a replica applying up to level.
-func metaStateMachineAt(level uint32) func(uint64, uint64) sm.IStateMachine {
-	return func(uint64, uint64) sm.IStateMachine { return &metaSM{s: emptyState(), level: level} }
+func metaStateMachineAt(level uint32, checkReaders bool, log *slog.Logger) func(uint64, uint64) sm.IStateMachine {
+	return func(uint64, uint64) sm.IStateMachine {
+		return &metaSM{s: emptyState(), level: level, checkReaders: checkReaders, log: log}
+	}
 }
 
 func emptyState() *MetaState {
@@ -331,6 +342,8 @@ func emptyState() *MetaState {
 }
 
 func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
+	// Every entry changes at least Applied: readers get a new copy.
+	m.retire()
 	m.s.Applied = e.Index
 	var c Command
 	if err := json.Unmarshal(e.Cmd, &c); err != nil {
@@ -641,13 +654,16 @@ func (m *metaSM) expireTokens(now time.Time) {
 	})
 }
 
-// Lookup answers queries: the whole state (a copy), the revocation check
+// Lookup answers queries: the whole state (the shared read-only copy,
+// snapshot.go), the revocation check
 // of one certificate (an error value, nil when accepted), or the verdict on
 // a join (joinQuery); the last two read the state without copying it.
 func (m *metaSM) Lookup(q any) (any, error) {
 	switch q := q.(type) {
 	case stateQuery:
-		return m.s.clone(), nil
+		return m.published(), nil
+	case readerMutationsQuery:
+		return m.readerMutations.Load(), nil
 	case certQuery:
 		if q.revokedOnly {
 			_, err := m.s.checkRevoked(q.ref)
@@ -726,6 +742,7 @@ func (m *metaSM) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan 
 	if len(s.Cluster.AdminTokenVerifiers) > 0 {
 		s.adoptAdminTokens(s.Cluster.CreatedAt, "", "")
 	}
+	m.retire()
 	m.s = s
 	m.certChanged()
 	return nil
@@ -753,7 +770,7 @@ func (m *Meta) Host() *Host { return m.h }
 
 // Start starts this host's replica of the metadata shard.
 func (m *Meta) Start(replicaID uint64, members map[uint64]string, join bool, role Role) error {
-	return m.h.StartShard(ShardSpec{ShardID: MetaShardID, ReplicaID: replicaID, Members: members, Join: join, Role: role}, metaStateMachineAt(m.level))
+	return m.h.StartShard(ShardSpec{ShardID: MetaShardID, ReplicaID: replicaID, Members: members, Join: join, Role: role}, metaStateMachineAt(m.level, m.h.cfg.CheckMetaReaders, m.h.log))
 }
 
 func (m *Meta) propose(ctx context.Context, c Command) ([]byte, error) {
@@ -899,7 +916,8 @@ func (m *Meta) DeleteVolume(ctx context.Context, name string) error {
 	return err
 }
 
-// State is a linearizable read of the whole metadata state.
+// State is a linearizable read of the whole metadata state. The result is
+// shared with other readers and must not be mutated (snapshot.go).
 func (m *Meta) State(ctx context.Context) (*MetaState, error) {
 	v, err := m.h.Read(ctx, MetaShardID, stateQuery{})
 	if err != nil {
@@ -909,6 +927,9 @@ func (m *Meta) State(ctx context.Context) (*MetaState, error) {
 }
 
 // LocalState reads this replica's state without quorum; it may be stale.
+// It copies nothing: the result is shared with other readers until the
+// next applied entry and must not be mutated (snapshot.go); use Clone to
+// get a copy to change.
 func (m *Meta) LocalState() (*MetaState, error) {
 	v, err := m.h.StaleRead(MetaShardID, stateQuery{})
 	if err != nil {

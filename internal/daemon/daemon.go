@@ -401,6 +401,8 @@ func (d *Daemon) hostConfig() consensus.HostConfig {
 		TLS:             &consensus.RaftTLS{Server: d.raftServerTLS, Client: d.raftClientTLS},
 		Logger:          d.log,
 		OnPropose:       d.mets.ObservePropose,
+		// Set by the test harness (testcluster.CheckMetaReadersEnv).
+		CheckMetaReaders: os.Getenv("TANDEM_CHECK_META_READERS") == "1",
 	}
 }
 

@@ -84,7 +84,16 @@ func describe(ctx context.Context, root string) string {
 type Tandem struct {
 	C   *Cluster
 	Bin string // directory holding tandemd and tandem
+	// NoMetaReaderCheck starts tandemd without CheckMetaReadersEnv
+	// (benchmarks: the check costs a JSON encoding per metadata entry).
+	NoMetaReaderCheck bool
 }
+
+// CheckMetaReadersEnv makes tandemd verify that no caller mutates the
+// shared metadata state it reads (consensus.HostConfig.CheckMetaReaders);
+// StartDaemon sets it unless NoMetaReaderCheck, and a violation logs
+// consensus.ReaderMutationMessage.
+const CheckMetaReadersEnv = "TANDEM_CHECK_META_READERS"
 
 // NewTandem wraps c; binDir holds the built binaries.
 func NewTandem(c *Cluster, binDir string) *Tandem {
@@ -116,7 +125,11 @@ func (t *Tandem) StartDaemon(ctx context.Context, n *Node, extra ...string) (*Pr
 		"--admin-addr", t.AdminAddr(n),
 		"--metrics-addr", fmt.Sprintf("%s:%d", n.IP, MetricsPort),
 	}, extra...)
-	p, err := t.C.Start(n, "tandemd", argv, nil)
+	var env []string
+	if !t.NoMetaReaderCheck {
+		env = append(env, CheckMetaReadersEnv+"=1")
+	}
+	p, err := t.C.Start(n, "tandemd", argv, env)
 	if err != nil {
 		return nil, err
 	}
