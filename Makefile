@@ -37,7 +37,7 @@ ifeq ($(CEPH),1)
 export GOFLAGS := $(strip $(GOFLAGS) -tags=ceph,pacific)
 endif
 
-.PHONY: chaos iso iso-deps test-appliance deb bench-failover bench-migration bench-replication proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
+.PHONY: chaos iso iso-deps test-appliance deb bench-failover bench-migration bench-replication bench-scale proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -197,6 +197,11 @@ bench-migration: deps build
 
 bench-failover: deps build
 	$(GO) run ./bench/failover -bin $(CURDIR)/bin -out bench/results
+
+# bench-scale: N volumes (BENCH_VOLUMES, default 1000) on 3 netns nodes;
+# writes bench/results/scale.{md,json}.
+bench-scale: deps build
+	BENCH_VOLUMES=$(BENCH_VOLUMES) $(GO) run ./bench/scale -bin $(CURDIR)/bin -out bench/results
 
 clean:
 	rm -rf bin build .tools

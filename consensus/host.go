@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -112,6 +113,8 @@ type Host struct {
 	log *slog.Logger
 	// raft is the TLS transport's factory, nil without HostConfig.TLS.
 	raft *raftnet.Factory
+	// sparse holds the IDs of the running sparse shards (sparse.go).
+	sparse sync.Map
 }
 
 // NewHost starts the Raft host. It pre-allocates little: the defaults of
@@ -191,6 +194,10 @@ type ShardSpec struct {
 	Role Role
 	// SnapshotEntries overrides the host default when non-zero.
 	SnapshotEntries uint64
+	// Sparse is for shards that change rarely and come in numbers (one per
+	// volume): they heartbeat and elect sparseFactor times slower than the
+	// host's settings and quiesce when idle (sparse.go).
+	Sparse bool
 }
 
 // StartShard starts a replica of a shard with the given in-memory state machine.
@@ -212,6 +219,9 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 		CompactionOverhead: snap / 2,
 		IsNonVoting:        spec.Role == NonVoting,
 		IsWitness:          spec.Role == Witness,
+	}
+	if spec.Sparse {
+		sparseConfig(&rc)
 	}
 	if spec.Role == Witness {
 		// Witnesses hold no state machine, so they never snapshot.
@@ -237,6 +247,9 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 		}
 		return fmt.Errorf("start shard %d replica %d: %w", spec.ShardID, spec.ReplicaID, err)
 	}
+	if spec.Sparse {
+		h.sparse.Store(spec.ShardID, true)
+	}
 	return nil
 }
 
@@ -247,6 +260,7 @@ func (h *Host) HasShardData(shardID, replicaID uint64) bool {
 
 // StopShard stops this host's replica of the shard; its data stays on disk.
 func (h *Host) StopShard(shardID uint64) error {
+	h.sparse.Delete(shardID)
 	if err := h.nh.StopShard(shardID); err != nil {
 		return fmt.Errorf("stop shard %d: %w", shardID, err)
 	}
@@ -325,7 +339,8 @@ func (h *Host) attemptTimeout() time.Duration {
 func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Result, error) {
 	start := time.Now()
 	var res sm.Result
-	err := h.withRetry(ctx, "propose", func(ctx context.Context) error {
+	err := h.retryEvery(ctx, "propose", h.attemptTimeoutOf(shardID), func(ctx context.Context) error {
+		h.wake(shardID)
 		r, err := h.nh.SyncPropose(ctx, h.nh.GetNoOPSession(shardID), cmd)
 		res = r
 		return err
@@ -339,7 +354,7 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 // Read is a linearizable read: it sees every committed update.
 func (h *Host) Read(ctx context.Context, shardID uint64, query any) (any, error) {
 	var out any
-	err := h.withRetry(ctx, "read", func(ctx context.Context) error {
+	err := h.retryEvery(ctx, "read", h.attemptTimeoutOf(shardID), func(ctx context.Context) error {
 		v, err := h.nh.SyncRead(ctx, shardID, query)
 		out = v
 		return err

@@ -465,14 +465,17 @@ func NewVolumes(h *Host, node string) *Volumes {
 	return &Volumes{h: h, node: node, now: time.Now}
 }
 
-// Start starts this host's replica (or witness) of a volume shard.
+// Start starts this host's replica (or witness) of a volume shard, a
+// sparse shard (sparse.go).
 func (v *Volumes) Start(spec ShardSpec) error {
+	spec.Sparse = true
 	return v.h.StartShard(spec, NewVolumeStateMachine)
 }
 
 // StartObserved is Start with observe called (without blocking) on every
 // committed change of the record, including its replay after a restart.
 func (v *Volumes) StartObserved(spec ShardSpec, observe func(*VolumeRecord)) error {
+	spec.Sparse = true
 	return v.h.StartShard(spec, func(_, _ uint64) sm.IStateMachine {
 		return &volumeSM{r: &VolumeRecord{Replicas: map[string]*ReplicaRecord{}}, observe: observe}
 	})
