@@ -16,6 +16,12 @@
 // BENCH_VOLUMES overrides the default of -volumes (make bench-scale
 // BENCH_VOLUMES=300 for a quick run). It must run as root (namespaces).
 //
+// Invariant: the list and status latencies count only answers that hold
+// every volume created; the failover counts a volume as promoted only once
+// a survivor's list names a primary other than the lost node. A goal it
+// could not measure is reported as such, never as PASS; a failed create or
+// phase is an error of the run.
+//
 // Not measured: the restart of VMs on the lost node (the goal "10 VMs
 // restarted"); that needs libvirtd per node and is covered by
 // bench/failover for one VM.

@@ -22,8 +22,10 @@ import (
 const (
 	clusterName = "scale"
 	nodes       = 3
-	configKey   = "bench.seq"
-	volumeSize  = 16 << 20
+	// configKey is a real setting (any other is refused), set to two
+	// values in turn.
+	configKey  = "resync.rate"
+	volumeSize = 16 << 20
 	// Goals of issue 17.
 	goalRSSMB        = 1024
 	goalIdleCPUPct   = 10
@@ -46,6 +48,7 @@ type config struct {
 	idle      time.Duration
 	failover  bool
 	logs      string
+	profile   string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -62,11 +65,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	fs.IntVar(&c.volumes, "volumes", def, "volumes with 2 replicas to create (default 1000, or BENCH_VOLUMES)")
 	fs.IntVar(&c.baseline, "baseline", 10, "volumes of the reference cluster the propose latency is compared with")
-	fs.IntVar(&c.parallel, "parallel", 8, "concurrent create calls")
+	fs.IntVar(&c.parallel, "parallel", 4, "concurrent create calls")
 	fs.IntVar(&c.proposals, "proposals", 300, "measured metadata proposals (SetConfig) per sample")
 	fs.DurationVar(&c.idle, "idle", 30*time.Second, "idle window over which CPU is measured")
 	fs.BoolVar(&c.failover, "failover", true, "kill the node that is primary of the most volumes and time the promotions")
 	fs.StringVar(&c.logs, "logs", "", "if set, copy every node's tandemd log into this directory at the end")
+	fs.StringVar(&c.profile, "profile", "", "if set, tandemd runs with --pprof and a 10 s CPU profile of each node at rest with all volumes is written to this directory")
 	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
 	}
@@ -113,7 +117,11 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		c.Close()
 		benchkit.CheckNamespaces(log)
 	}()
-	if b.procs, _, err = benchkit.StartCluster(ctx, log, td, c, clusterName); err != nil {
+	var args []string
+	if cfg.profile != "" {
+		args = append(args, "--pprof", "true")
+	}
+	if b.procs, _, err = benchkit.StartCluster(ctx, log, td, c, clusterName, args...); err != nil {
 		return b.rep, err
 	}
 	phases := []struct {
@@ -305,6 +313,9 @@ func (b *bench) idle(ctx context.Context, volumes int) error {
 		s.Nodes = append(s.Nodes, NodeIdle{Node: n.Name, RSSMB: float64(rss) / 1024, CPUPct: float64(t-before[n.Name]) / clockTicks / wall * 100, Threads: th, Goroutines: b.goroutines(ctx, n)})
 	}
 	b.rep.Idle = append(b.rep.Idle, s)
+	if b.cfg.profile != "" && volumes == b.cfg.volumes {
+		b.cpuProfiles(ctx)
+	}
 	b.log.Info("idle", "volumes", volumes, "nodes", s.Nodes)
 	return nil
 }
@@ -355,7 +366,8 @@ func (b *bench) listStatus(ctx context.Context) error {
 	return nil
 }
 
-// propose times cfg.proposals SetConfig calls through the first node.
+// propose times cfg.proposals SetConfig calls through the first node; the
+// setting is put back to its default at the end.
 func (b *bench) propose(ctx context.Context, into *Latency) error {
 	cl, err := b.client(ctx, b.c.Nodes[0])
 	if err != nil {
@@ -365,7 +377,7 @@ func (b *bench) propose(ctx context.Context, into *Latency) error {
 	for i := range b.cfg.proposals + 10 {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		t0 := time.Now()
-		_, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: strconv.Itoa(i)}})
+		_, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: strconv.Itoa((100 + i%2) << 20)}})
 		took := time.Since(t0)
 		cancel()
 		if err != nil {
@@ -376,6 +388,11 @@ func (b *bench) propose(ctx context.Context, into *Latency) error {
 		}
 	}
 	*into = summarize(xs)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: ""}}); err != nil {
+		return fmt.Errorf("reset %s: %w", configKey, err)
+	}
 	return nil
 }
 
@@ -517,4 +534,28 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 		f.Note = fmt.Sprintf("%d of %d promotions found in the event log (the rest may be out of its last 1000 events, or promoted by the volume's own reconcile)", len(promoted), len(want))
 	}
 	return nil
+}
+
+// cpuProfiles writes a 10 s CPU profile of each node into cfg.profile.
+func (b *bench) cpuProfiles(ctx context.Context) {
+	if err := os.MkdirAll(b.cfg.profile, 0o755); err != nil {
+		b.log.Error("profile dir", "err", err)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, n := range b.c.Nodes {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			out, err := b.c.Exec(cctx, n, "curl", "-s", fmt.Sprintf("http://%s:%d/debug/pprof/profile?seconds=10", n.IP, testcluster.MetricsPort))
+			if err != nil {
+				b.log.Error("cpu profile", "node", n.Name, "err", err)
+				return
+			}
+			if err := os.WriteFile(filepath.Join(b.cfg.profile, n.Name+".cpu.pprof"), out, 0o644); err != nil {
+				b.log.Error("cpu profile", "node", n.Name, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
