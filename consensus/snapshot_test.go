@@ -159,3 +159,41 @@ func TestLocalStateReaderMutationCounted(t *testing.T) {
 		t.Fatalf("config after a reader's mutation: %v", st.Config)
 	}
 }
+
+// BenchmarkMetaStateRead is the cost of one metadata read with 1000
+// volumes: the JSON copy every read made before (issue 17) against the
+// shared copy.
+func BenchmarkMetaStateRead(b *testing.B) {
+	m := &metaSM{s: emptyState()}
+	at := time.Now()
+	for i, c := range []Command{
+		{Op: opBootstrap, At: at, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{Name: "c", ID: "cid"}, Node: NodeRecord{Name: "n1", ReplicaID: 1}}},
+	} {
+		data, _ := json.Marshal(c)
+		if _, err := m.Update(sm.Entry{Index: uint64(i + 1), Cmd: data}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 1000 {
+		data, _ := json.Marshal(Command{Op: opVolumeCreate, At: at, Volume: &VolumeEntry{Name: fmt.Sprintf("v%04d", i), Size: 1 << 30, Replicas: []string{"n1"}}})
+		if _, err := m.Update(sm.Entry{Index: uint64(i + 2), Cmd: data}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("json-copy-per-read", func(b *testing.B) {
+		for b.Loop() {
+			_ = m.s.clone()
+		}
+	})
+	// The first read after the last entry builds the shared copy.
+	if _, err := m.Lookup(stateQuery{}); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("shared-copy", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := m.Lookup(stateQuery{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
