@@ -286,7 +286,23 @@ func retryable(err error) bool {
 		errors.Is(err, dragonboat.ErrShardNotReady) ||
 		errors.Is(err, dragonboat.ErrSystemBusy) ||
 		errors.Is(err, dragonboat.ErrTimeout) ||
-		errors.Is(err, dragonboat.ErrShardNotInitialized)
+		errors.Is(err, dragonboat.ErrShardNotInitialized) ||
+		errors.Is(err, errMembershipBusy)
+}
+
+// errMembershipBusy is a membership change the leader refused for now:
+// another is still pending, or the leader was just elected and has not
+// applied its first entry yet (dragonboat's ErrRejected). Many volumes
+// created at once hit it on their new shards; it passes.
+var errMembershipBusy = errors.New("membership change refused for now (another is pending or the leader is new)")
+
+// membershipBusy turns a config change's ErrRejected into
+// errMembershipBusy, which the retry loop retries.
+func membershipBusy(err error) error {
+	if errors.Is(err, dragonboat.ErrRejected) {
+		return fmt.Errorf("%w: %v", errMembershipBusy, err)
+	}
+	return err
 }
 
 // withRetry runs op with short per-attempt deadlines until it succeeds, fails
@@ -460,14 +476,15 @@ func (h *Host) Membership(ctx context.Context, shardID uint64) (Membership, erro
 // AddReplica adds a replica to a running shard. The new replica must then be
 // started on its host with Join set.
 func (h *Host) AddReplica(ctx context.Context, shardID, replicaID uint64, addr string, role Role) error {
-	return h.withRetry(ctx, "add replica", func(ctx context.Context) error {
+	return h.retryEvery(ctx, "add replica", h.attemptTimeoutOf(shardID), func(ctx context.Context) error {
+		h.wake(shardID)
 		switch role {
 		case NonVoting:
-			return h.nh.SyncRequestAddNonVoting(ctx, shardID, replicaID, addr, 0)
+			return membershipBusy(h.nh.SyncRequestAddNonVoting(ctx, shardID, replicaID, addr, 0))
 		case Witness:
-			return h.nh.SyncRequestAddWitness(ctx, shardID, replicaID, addr, 0)
+			return membershipBusy(h.nh.SyncRequestAddWitness(ctx, shardID, replicaID, addr, 0))
 		default:
-			return h.nh.SyncRequestAddReplica(ctx, shardID, replicaID, addr, 0)
+			return membershipBusy(h.nh.SyncRequestAddReplica(ctx, shardID, replicaID, addr, 0))
 		}
 	})
 }
@@ -475,8 +492,9 @@ func (h *Host) AddReplica(ctx context.Context, shardID, replicaID uint64, addr s
 // RemoveReplica removes a replica from the shard's membership for good;
 // its replica ID cannot be reused.
 func (h *Host) RemoveReplica(ctx context.Context, shardID, replicaID uint64) error {
-	return h.withRetry(ctx, "remove replica", func(ctx context.Context) error {
-		return h.nh.SyncRequestDeleteReplica(ctx, shardID, replicaID, 0)
+	return h.retryEvery(ctx, "remove replica", h.attemptTimeoutOf(shardID), func(ctx context.Context) error {
+		h.wake(shardID)
+		return membershipBusy(h.nh.SyncRequestDeleteReplica(ctx, shardID, replicaID, 0))
 	})
 }
 
