@@ -399,16 +399,29 @@ func (m *Manager) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*ta
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	out := &tandemv1.ListVolumesResponse{}
-	for _, n := range names {
-		info, err := m.Show(ctx, n, 2*time.Second)
-		if err != nil {
-			info = &tandemv1.VolumeInfo{Name: n, Warning: grpcMessage(err)}
-		}
-		out.Volumes = append(out.Volumes, info)
+	// Each Show waits up to its timeout for a node that does not answer:
+	// one after the other, a dead node made the list take that long per
+	// volume (issue 17). They run listParallel at once instead.
+	out := &tandemv1.ListVolumesResponse{Volumes: make([]*tandemv1.VolumeInfo, len(names))}
+	sem := make(chan struct{}, listParallel)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			info, err := m.Show(ctx, n, 2*time.Second)
+			if err != nil {
+				info = &tandemv1.VolumeInfo{Name: n, Warning: grpcMessage(err)}
+			}
+			out.Volumes[i] = info
+		})
 	}
+	wg.Wait()
 	return out, nil
 }
+
+// listParallel bounds the Shows a List runs at once.
+const listParallel = 64
 
 // Show asks every node holding the volume and keeps the freshest answer,
 // preferring the primary's (it alone knows the replication links).
