@@ -19,6 +19,12 @@ import (
 // peer call, and a node may have been primary of hundreds.
 const maxParallelPromotions = 8
 
+// maxParallelLookups bounds the Shows bareVolumes runs at once. Each may
+// wait its whole timeout for the dead node's answer: 8 at once delayed the
+// fence of a node that was primary of 176 volumes by 48 s (bench/scale,
+// issue 17).
+const maxParallelLookups = 64
+
 // bareVolume is a volume whose primary was the dead node and that no VM
 // recovery will promote: no VM of it is started on that node.
 type bareVolume struct {
@@ -55,7 +61,7 @@ func (m *Manager) bareVolumes(ctx context.Context, ms *consensus.MetaState, dead
 		out []bareVolume
 		wg  sync.WaitGroup
 	)
-	sem := make(chan struct{}, maxParallelPromotions)
+	sem := make(chan struct{}, maxParallelLookups)
 	for name, e := range ms.Volumes {
 		if e.State != consensus.VolumeReady || withVM[name] || !slices.Contains(e.Replicas, dead) {
 			continue
