@@ -452,7 +452,7 @@ func (b *bench) failover(ctx context.Context) error {
 	for _, v := range lost {
 		want[v] = true
 	}
-	deadline := time.Now().Add(10 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		lr, err := cl.Volume.List(cctx, &tandemv1.ListVolumesRequest{})

@@ -194,7 +194,8 @@ func (rep *Report) Markdown() string {
 	}
 	if len(rep.DaemonLog) > 0 {
 		b.WriteString("\n## tandemd log findings\n\n")
-		benchkit.FindingsTable{Column: "Example", Example: true, Width: 160, NodeSep: ":", Join: " ", Limit: 15}.WriteFindings(&b, rep.DaemonLog)
+		benchkit.FindingsTable{Column: "Example", Example: true, Width: 160, NodeSep: ":", Join: " ", Limit: 15,
+			More: func(rest int) string { return fmt.Sprintf("… | | | %d more groups in scale.json", rest) }}.WriteFindings(&b, rep.DaemonLog)
 	}
 	if len(rep.Errors) > 0 {
 		b.WriteString("\n## Errors\n\n")
