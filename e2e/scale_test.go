@@ -180,7 +180,12 @@ func TestScaleVolumes(t *testing.T) {
 			checkScaleList(t, ctx, clients[n.Name], n.Name, want, victim.Name)
 		}
 	}
-	st, err = td.Status(ctx, survivor)
+	// Through the API with a generous deadline: after the loss, status
+	// waits on the dead node for each volume's health (slow with 200
+	// volumes: the CLI's 10 s default ran out; timing is bench/scale's).
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Minute)
+	st, err = clients[survivor.Name].Cluster.Status(sctx, &tandemv1.StatusRequest{})
+	scancel()
 	if err != nil {
 		t.Fatal(err)
 	}
