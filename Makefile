@@ -108,12 +108,15 @@ test-e2e: deps build
 # SEED is the first schedule's seed (default: a random one, printed); a
 # failure prints the one-line command that replays it. CHAOS_KEEP=DIR keeps
 # the history and logs of schedules with anomalies; CHAOS_LOG=info logs
-# every fault as it is applied and healed.
+# every fault as it is applied and healed. DISK=1 (the default) puts the
+# nodes' volume files on internal/faultfs: disk errors and slow I/O join the
+# faults, and a power-off drops what was not synced; DISK=0 leaves them out.
 SCHEDULES ?= 10
+DISK ?= 1
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 chaos: deps
 	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
-	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_REPORT=bench/results/chaos \
+	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_REPORT=bench/results/chaos \
 	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$$' ./chaos/
 
 fuzz:
