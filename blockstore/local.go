@@ -654,6 +654,11 @@ func (v *LocalVolume) fdatasync() error {
 	return nil
 }
 
+// SyncError is the sticky sync failure, nil when there is none: once a
+// sync failed, writes since the last good one may be lost, and every later
+// flush fails until ResetSyncError after a full rewrite.
+func (v *LocalVolume) SyncError() error { return v.stickyErr() }
+
 func (v *LocalVolume) stickyErr() error {
 	v.syncMu.Lock()
 	defer v.syncMu.Unlock()
