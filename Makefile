@@ -90,9 +90,9 @@ proto-check: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 test: deps build proto-check lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	@# -timeout bounds each package against a hang, not a speed: e2e takes
-	@# about 20 minutes on an idle 2-CPU machine and over 30 under heavy load,
+	@# about 30 minutes on an idle 2-CPU machine and over 50 under heavy load,
 	@# where it is only slower.
-	$(GO) test -count=1 -timeout 50m ./...
+	$(GO) test -count=1 -timeout 75m ./...
 ifeq ($(CEPH),1)
 	@# The RBD backend's build without Ceph (ErrNotBuilt).
 	GOFLAGS= $(GO) test -count=1 ./blockstore/rbd/
