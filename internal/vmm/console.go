@@ -102,6 +102,9 @@ func (m *Manager) OpenConsole(ctx context.Context, kind ConsoleKind, st FrameStr
 	if v.Desired != consensus.VMStarted || v.Node == "" {
 		return status.Errorf(codes.FailedPrecondition, "VM %s is %s: its %s exists only while it runs (tandem vm start %s)", v.Name, orNone(v.Desired), kind, v.Name)
 	}
+	if !open.Probe {
+		m.log.Info("console requested", "vm", v.Name, "console", kind.String(), "node", v.Node, "by", consensus.ActorFrom(ctx))
+	}
 	if v.Node == m.self() {
 		return m.localConsole(ctx, kind, open, st)
 	}
@@ -173,8 +176,9 @@ func (m *Manager) localConsole(ctx context.Context, kind ConsoleKind, open *tand
 		return status.Errorf(codes.Unavailable, "VM %s's %s on node %s: %v", open.Vm, kind, m.self(), err)
 	}
 	defer conn.Close()
-	m.log.Info("console session opened", "vm", open.Vm, "console", kind.String(), "by", consensus.ActorFrom(ctx))
-	defer m.log.Info("console session ended", "vm", open.Vm, "console", kind.String(), "by", consensus.ActorFrom(ctx))
+	// Who asked is logged where the request arrived (OpenConsole).
+	m.log.Info("console session opened", "vm", open.Vm, "console", kind.String())
+	defer m.log.Info("console session ended", "vm", open.Vm, "console", kind.String())
 	if err := st.Send(opened); err != nil {
 		return err
 	}
