@@ -63,9 +63,18 @@ func TestVMConsoles(t *testing.T) {
 		if !strings.Contains(p.stderr(), "Disconnected from VM g1") {
 			t.Fatalf("vm console stderr: %s", p.stderr())
 		}
-		// The log view is unchanged, and holds the exchange.
-		if out, stderr, err := td.CLI(ctx, n2, "vm", "console", "g1", "--log", "--tail", "65536"); err != nil || !strings.Contains(out, "echo: "+line) {
-			t.Fatalf("vm console --log: %v\n%s\n%s", err, stderr, clip(out, 2000))
+		// The log view is unchanged, and holds the exchange (QEMU logs
+		// each byte just after the socket got it: ask until it is there).
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			out, stderr, err := td.CLI(ctx, n2, "vm", "console", "g1", "--log", "--tail", "65536")
+			// The guest's tty writes "\r\n" as "\r\r\n"; "\r" shows the
+			// whole line is there.
+			if err == nil && strings.Contains(out, "echo: "+line+"\r") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("vm console --log: %v\n%s\n%s", err, stderr, clipTail(out, 2000))
+			}
 		}
 	})
 
@@ -130,8 +139,14 @@ func TestVMConsoles(t *testing.T) {
 		t.Logf("VNC through the tunnel (VM on %s): %dx%d, %d bpp, %d distinct pixel values; virsh screenshot %dx%d", on.Name, fb.w, fb.h, fb.bpp, fb.distinct, w, h)
 	}
 	check(t, n1)
-	vc.migrateLive(t, n1, "g1", n1, n2)
-	if v := vc.vm(t, n3, "show", "g1"); v.Node != n2.Name {
+	// The tunnel follows the VM: only where QEMU now runs matters here,
+	// not the guest's health after the switchover (QEMU TCG sometimes
+	// crashes the guest kernel there; see vmCluster.migrateLive, which
+	// the migration tests use). The display is QEMU's either way.
+	if out, stderr, err := td.CLI(ctx, n1, "vm", "migrate", "g1", "--to", n2.Name, "--output", "json"); err != nil {
+		t.Fatalf("migrate: %v\n%s\n%s", err, stderr, out)
+	}
+	if v := vc.vm(t, n3, "show", "g1"); v.Node != n2.Name || v.State != "running" {
 		t.Fatalf("g1 after migration: %+v", v)
 	}
 	check(t, n2)
@@ -425,4 +440,12 @@ func screenshotSize(t *testing.T, vc *vmCluster, n *testcluster.Node, name strin
 		t.Fatalf("virsh screenshot is neither PNG nor PPM (%v): %q", err, clip(string(b), 40))
 	}
 	return w, h
+}
+
+// clipTail is the last n bytes of s.
+func clipTail(s string, n int) string {
+	if len(s) > n {
+		return "...\n" + s[len(s)-n:]
+	}
+	return s
 }
