@@ -90,10 +90,10 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		iface.Source.Bridge.Bridge = dest.NICs[i].Bridge
 	}
 	for i := range devs.Serials {
-		devs.Serials[i].Source = retargetConsole(devs.Serials[i].Source, dest.SerialLog)
+		devs.Serials[i].Source, devs.Serials[i].Log = retargetConsole(devs.Serials[i].Source, devs.Serials[i].Log, dest.SerialLog)
 	}
 	for i := range devs.Consoles {
-		devs.Consoles[i].Source = retargetConsole(devs.Consoles[i].Source, dest.SerialLog)
+		devs.Consoles[i].Source, devs.Consoles[i].Log = retargetConsole(devs.Consoles[i].Source, devs.Consoles[i].Log, dest.SerialLog)
 	}
 	// Only the files' paths move: adding or dropping a kernel (or initrd)
 	// or changing the command line changes the guest, caught below.
@@ -135,9 +135,9 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 
 // retargetConsole points a serial or console device at the destination's
 // log (a pty when there is none); a pty stays as the source has it.
-func retargetConsole(src *libvirtxml.DomainChardevSource, log string) *libvirtxml.DomainChardevSource {
+func retargetConsole(src *libvirtxml.DomainChardevSource, lg *libvirtxml.DomainChardevLog, log string) (*libvirtxml.DomainChardevSource, *libvirtxml.DomainChardevLog) {
 	if log == "" && src != nil && src.Pty != nil {
-		return src
+		return src, lg
 	}
-	return consoleSource(log)
+	return serialPort(log)
 }

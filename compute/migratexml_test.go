@@ -129,7 +129,7 @@ func TestRetargetKeepsLibvirtDetails(t *testing.T) {
 		`<host transport="unix" socket="/run/tandem/n2/nbd.sock">`,
 		`<reconnect delay="2">`,
 		`<source bridge="br-n2">`,
-		`<source path="/var/lib/tandem/n2/web-1.log" append="on">`,
+		`<log file="/var/lib/tandem/n2/web-1.log" append="on">`, `<source mode="bind" path="/var/lib/tandem/n2/web-1.sock">`,
 		`<model name="isa-serial">`,
 		`<emulator>/usr/bin/qemu-system-x86_64</emulator>`,
 	} {

@@ -384,9 +384,9 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		}
 		d.Devices.Interfaces = append(d.Devices.Interfaces, iface)
 	}
-	port := uint(0)
-	d.Devices.Serials = []libvirtxml.DomainSerial{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainSerialTarget{Port: &port}}}
-	d.Devices.Consoles = []libvirtxml.DomainConsole{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port}}}
+	// The serial port and the VNC display: console.go.
+	d.Devices.Serials, d.Devices.Consoles = serialDevices(spec.SerialLog)
+	d.Devices.Graphics, d.Devices.Videos = displayDevices()
 	return d, nil
 }
 
@@ -587,8 +587,8 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 		spec.Boot = nil
 	}
 	for _, c := range devs.Serials {
-		if c.Source != nil && c.Source.File != nil {
-			spec.SerialLog = c.Source.File.Path
+		if log := serialLogOf(c.Source, c.Log); log != "" {
+			spec.SerialLog = log
 		}
 	}
 	spec.Diskless = len(spec.Disks) == 0 && spec.Kernel == "" && !spec.HasCDROM

@@ -2,6 +2,8 @@
 // internal/guest). It mounts /proc, /sys and /dev, loads the virtio modules
 // listed in /etc/tandem-modules, configures eth0, then forever bumps a
 // durable counter on its disk and sends heartbeat datagrams to the host.
+// It answers each line read on the serial port (ttyS0) with "echo: LINE"
+// (echo.go), for the interactive console's tests.
 //
 // Owner: the test-infrastructure maintainers.
 //

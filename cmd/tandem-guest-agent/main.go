@@ -66,6 +66,7 @@ func main() {
 		close(a.diskReady)
 	}
 	go forever(ctx, log, "heartbeat", a.heartbeat)
+	go forever(ctx, log, "serial-echo", a.serialEcho)
 	a.status(ctx)
 }
 

@@ -36,6 +36,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMMigrateCmd(a),
 		newVMConsoleCmd(a),
 		newVMCDROMCmd(a),
+		newVMVNCCmd(a),
 	)
 }
 
@@ -432,31 +433,6 @@ func newVMMigrateCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&to, "to", "", "target node (default: the best node with UpToDate replicas)")
 	cmd.Flags().Uint32Var(&downtime, "downtime-ms", 0, "QEMU's maximum downtime at switch-over (default QEMU's 300 ms)")
 	cmd.Flags().Uint64Var(&bandwidth, "bandwidth-mibps", 0, "cap the migration stream in MiB/s (default unlimited)")
-	return cmd
-}
-
-func newVMConsoleCmd(a *app) *cobra.Command {
-	var follow bool
-	var tail int64
-	cmd := &cobra.Command{
-		Use:   "console NAME",
-		Short: "Print the VM's serial console log",
-		Args:  argsNamed("NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
-				st, err := c.VM.Console(ctx, &tandemv1.ConsoleRequest{Name: args[0], Tail: tail, Follow: follow})
-				if err != nil {
-					return err
-				}
-				return recvAll(ctx, st.Recv, func(chunk *tandemv1.ConsoleChunk) error {
-					_, err := a.stdout.Write(chunk.Data)
-					return err
-				})
-			})
-		},
-	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
-	cmd.Flags().Int64Var(&tail, "tail", 4096, "bytes from the end to start with")
 	return cmd
 }
 

@@ -124,6 +124,9 @@ type Manager struct {
 	// nvSeen is, per UEFI VM running here, the variable store file's
 	// size and mtime when it was last recorded (nvram.go).
 	nvSeen map[string]fileSeen
+
+	// serials are the serial console sessions open here (console.go).
+	serials consoleSessions
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console

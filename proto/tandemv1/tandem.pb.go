@@ -9373,7 +9373,7 @@ var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x04\n" +
+	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tandem/v1/console.proto\"\xff\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -10154,7 +10154,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x80\x11\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x81\x12\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -10191,7 +10191,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
 	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
 	"\n" +
-	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse2\x97\x02\n" +
+	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
+	"\bVMSerial\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x01\x12=\n" +
+	"\x05VMVNC\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x012\x97\x02\n" +
 	"\x05Image\x12?\n" +
 	"\x06Upload\x12\x1d.tandem.v1.UploadImageRequest\x1a\x14.tandem.v1.ImageInfo(\x01\x12C\n" +
 	"\x04List\x12\x1c.tandem.v1.ListImagesRequest\x1a\x1d.tandem.v1.ListImagesResponse\x12G\n" +
@@ -10358,6 +10360,7 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	nil,                              // 142: tandem.v1.SetConfigRequest.ValuesEntry
 	nil,                              // 143: tandem.v1.ClusterConfig.ValuesEntry
 	(*timestamppb.Timestamp)(nil),    // 144: google.protobuf.Timestamp
+	(*ConsoleFrame)(nil),             // 145: tandem.v1.ConsoleFrame
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
@@ -10515,92 +10518,96 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	136, // 152: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
 	139, // 153: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
 	140, // 154: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
-	130, // 155: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
-	131, // 156: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
-	133, // 157: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
-	135, // 158: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
-	9,   // 159: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 160: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 161: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 162: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 163: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 164: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 165: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 166: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 167: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	127, // 168: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 169: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 170: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 171: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 172: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 173: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 174: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 175: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	44,  // 176: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 177: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	47,  // 178: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 179: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 180: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	53,  // 181: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 182: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	64,  // 183: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	66,  // 184: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	62,  // 185: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	39,  // 186: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
-	56,  // 187: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
-	58,  // 188: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
-	56,  // 189: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
-	60,  // 190: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
-	73,  // 191: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	68,  // 192: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	68,  // 193: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	68,  // 194: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	68,  // 195: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	74,  // 196: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	76,  // 197: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 198: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	82,  // 199: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	82,  // 200: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	86,  // 201: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	89,  // 202: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	91,  // 203: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	93,  // 204: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	98,  // 205: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	102, // 206: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	115, // 207: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	105, // 208: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	107, // 209: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	109, // 210: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 211: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 212: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	53,  // 213: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	109, // 214: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 215: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	112, // 216: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 217: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	117, // 218: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	68,  // 219: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	68,  // 220: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	68,  // 221: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	68,  // 222: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	76,  // 223: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 224: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	76,  // 225: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	82,  // 226: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	95,  // 227: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	123, // 228: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	121, // 229: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	39,  // 230: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
-	138, // 231: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
-	137, // 232: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
-	68,  // 233: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
-	141, // 234: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
-	129, // 235: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
-	132, // 236: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
-	134, // 237: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
-	68,  // 238: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
-	159, // [159:239] is the sub-list for method output_type
-	79,  // [79:159] is the sub-list for method input_type
+	145, // 155: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
+	145, // 156: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
+	130, // 157: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	131, // 158: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	133, // 159: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	135, // 160: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	9,   // 161: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 162: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 163: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 164: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 165: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 166: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 167: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 168: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 169: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	127, // 170: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 171: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 172: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 173: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 174: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 175: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 176: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 177: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 178: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 179: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 180: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 181: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 182: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 183: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 184: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	64,  // 185: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	66,  // 186: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	62,  // 187: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 188: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 189: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	58,  // 190: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 191: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	60,  // 192: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	73,  // 193: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	68,  // 194: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	68,  // 195: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	68,  // 196: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	68,  // 197: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	74,  // 198: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	76,  // 199: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 200: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	82,  // 201: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	82,  // 202: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	86,  // 203: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	89,  // 204: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	91,  // 205: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	93,  // 206: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	98,  // 207: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	102, // 208: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	115, // 209: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	105, // 210: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	107, // 211: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	109, // 212: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 213: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 214: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 215: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	109, // 216: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 217: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	112, // 218: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 219: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	117, // 220: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	68,  // 221: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	68,  // 222: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	68,  // 223: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	68,  // 224: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	76,  // 225: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 226: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	76,  // 227: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	82,  // 228: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	95,  // 229: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	123, // 230: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	121, // 231: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 232: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	138, // 233: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	137, // 234: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	68,  // 235: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	141, // 236: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	145, // 237: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
+	145, // 238: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
+	129, // 239: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	132, // 240: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	134, // 241: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	68,  // 242: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	161, // [161:243] is the sub-list for method output_type
+	79,  // [79:161] is the sub-list for method input_type
 	79,  // [79:79] is the sub-list for extension type_name
 	79,  // [79:79] is the sub-list for extension extendee
 	0,   // [0:79] is the sub-list for field type_name
@@ -10611,6 +10618,7 @@ func file_tandem_v1_tandem_proto_init() {
 	if File_tandem_v1_tandem_proto != nil {
 		return
 	}
+	file_tandem_v1_console_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

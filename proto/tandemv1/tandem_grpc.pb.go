@@ -2322,6 +2322,8 @@ const (
 	Peer_ImageFetch_FullMethodName        = "/tandem.v1.Peer/ImageFetch"
 	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
 	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
+	Peer_VMSerial_FullMethodName          = "/tandem.v1.Peer/VMSerial"
+	Peer_VMVNC_FullMethodName             = "/tandem.v1.Peer/VMVNC"
 )
 
 // PeerClient is the client API for Peer service.
@@ -2383,6 +2385,11 @@ type PeerClient interface {
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
+	// The serial port and the VNC display of a VM running here (see
+	// console.proto): the admin node forwards Console.Serial and
+	// Console.VNC streams here.
+	VMSerial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error)
+	VMVNC(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error)
 }
 
 type peerClient struct {
@@ -2720,6 +2727,32 @@ func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts 
 	return out, nil
 }
 
+func (c *peerClient) VMSerial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[3], Peer_VMSerial_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsoleFrame, ConsoleFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMSerialClient = grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame]
+
+func (c *peerClient) VMVNC(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[4], Peer_VMVNC_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsoleFrame, ConsoleFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMVNCClient = grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame]
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2779,6 +2812,11 @@ type PeerServer interface {
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
+	// The serial port and the VNC display of a VM running here (see
+	// console.proto): the admin node forwards Console.Serial and
+	// Console.VNC streams here.
+	VMSerial(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error
+	VMVNC(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2878,6 +2916,12 @@ func (UnimplementedPeerServer) VMChangeMedia(context.Context, *PeerChangeMediaRe
 }
 func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
+}
+func (UnimplementedPeerServer) VMSerial(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error {
+	return status.Error(codes.Unimplemented, "method VMSerial not implemented")
+}
+func (UnimplementedPeerServer) VMVNC(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error {
+	return status.Error(codes.Unimplemented, "method VMVNC not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -3419,6 +3463,20 @@ func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VMSerial_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServer).VMSerial(&grpc.GenericServerStream[ConsoleFrame, ConsoleFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMSerialServer = grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]
+
+func _Peer_VMVNC_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServer).VMVNC(&grpc.GenericServerStream[ConsoleFrame, ConsoleFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMVNCServer = grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -3550,6 +3608,18 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ImageRead",
 			Handler:       _Peer_ImageRead_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "VMSerial",
+			Handler:       _Peer_VMSerial_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "VMVNC",
+			Handler:       _Peer_VMVNC_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "tandem/v1/tandem.proto",
