@@ -387,6 +387,7 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 	port := uint(0)
 	d.Devices.Serials = []libvirtxml.DomainSerial{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainSerialTarget{Port: &port}}}
 	d.Devices.Consoles = []libvirtxml.DomainConsole{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port}}}
+	d.Devices.Channels = append(d.Devices.Channels, agentChannel())
 	return d, nil
 }
 

@@ -99,6 +99,8 @@ type Client struct {
 	Storage tandemv1.StorageClient
 	// Image manages ISO images (issue 18).
 	Image tandemv1.ImageClient
+	// GuestAgent freezes and thaws guests' file systems (issue 18).
+	GuestAgent tandemv1.GuestAgentClient
 
 	// Target is what the client talks to: the socket path or host:port.
 	Target string
@@ -167,9 +169,10 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		VM:         tandemv1.NewVMClient(conn),
 		HA:         tandemv1.NewHAClient(conn),
 		Credential: tandemv1.NewCredentialClient(conn), Storage: tandemv1.NewStorageClient(conn),
-		Image:  tandemv1.NewImageClient(conn),
-		Target: shown,
-		conn:   conn,
+		Image:      tandemv1.NewImageClient(conn),
+		GuestAgent: tandemv1.NewGuestAgentClient(conn),
+		Target:     shown,
+		conn:       conn,
 	}, nil
 }
 

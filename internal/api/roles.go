@@ -56,7 +56,9 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.Volume/Resize",
 		"/tandem.v1.Image/Upload",
 		"/tandem.v1.Image/Delete",
-		"/tandem.v1.Image/ChangeMedia":
+		"/tandem.v1.Image/ChangeMedia",
+		"/tandem.v1.GuestAgent/FSFreeze",
+		"/tandem.v1.GuestAgent/FSThaw":
 		return consensus.RoleOperator, true
 	case methodCreate,
 		methodJoin,
