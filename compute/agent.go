@@ -401,6 +401,19 @@ func agentErr(command, name string, err error) error {
 		if strings.Contains(le.Message, "agent is not connected") || strings.Contains(le.Message, "agent not available") {
 			return fmt.Errorf("%w: %s: %s", ErrAgentNotAnswering, command, le.Message)
 		}
+		// The agent's own {"error"}: libvirt 9.0 reports it as an internal
+		// error "unable to execute QEMU agent command 'X': desc" (later
+		// releases with ErrAgentCommandFailed); the class is lost.
+		const prefix = "unable to execute QEMU agent command '"
+		if i := strings.Index(le.Message, prefix); i >= 0 || libvirt.ErrorNumber(le.Code) == libvirt.ErrAgentCommandFailed {
+			desc := le.Message
+			if i >= 0 {
+				if _, after, ok := strings.Cut(le.Message[i+len(prefix):], "': "); ok {
+					desc = after
+				}
+			}
+			return &AgentError{Command: command, Class: "GenericError", Desc: desc}
+		}
 		return fmt.Errorf("guest agent of %s: %s: %s", name, command, le.Message)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/digitalocean/go-libvirt"
 )
 
 // fakeAgent is a qemu-guest-agent on a real unix socket: it speaks the QGA
@@ -233,5 +235,27 @@ func TestAgentChannelInDomainXML(t *testing.T) {
 	spec, _, err := ParseDomainXML(x)
 	if err != nil || spec.Name != "vm1" {
 		t.Fatalf("parse back: %+v, %v", spec, err)
+	}
+}
+
+func TestAgentErrOfLibvirt(t *testing.T) {
+	// libvirt 9.0 carries the agent's refusal as an internal error.
+	err := agentErr("guest-fsfreeze-freeze", "vm1", libvirt.Error{Code: uint32(libvirt.ErrInternalError),
+		Message: "internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': the agent is already in frozen state"})
+	var ae *AgentError
+	if !errors.As(err, &ae) || ae.Desc != "the agent is already in frozen state" {
+		t.Fatalf("refusal: %v, want an AgentError with the agent's text", err)
+	}
+	for _, e := range []libvirt.Error{
+		{Code: uint32(libvirt.ErrOperationInvalid), Message: "QEMU guest agent is not connected"},
+		{Code: uint32(libvirt.ErrAgentUnresponsive), Message: "Guest agent is not responding: QEMU guest agent is not connected"},
+		{Code: uint32(libvirt.ErrAgentCommandTimeout), Message: "guest agent command timed out"},
+	} {
+		if err := agentErr("guest-ping", "vm1", e); !errors.Is(err, ErrAgentNotAnswering) {
+			t.Errorf("%q: %v, want ErrAgentNotAnswering", e.Message, err)
+		}
+	}
+	if err := agentErr("guest-ping", "vm1", context.DeadlineExceeded); !errors.Is(err, ErrAgentNotAnswering) {
+		t.Errorf("deadline: %v, want ErrAgentNotAnswering", err)
 	}
 }
