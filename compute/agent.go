@@ -47,6 +47,19 @@ func agentChannel() libvirtxml.DomainChannel {
 	}
 }
 
+// retargetAgentChannel drops the source's socket path of the guest agent
+// channel, so the destination's libvirt makes its own (the source's is
+// under the source domain's id, which need not be free or exist there).
+func retargetAgentChannel(devs *libvirtxml.DomainDeviceList) {
+	for i := range devs.Channels {
+		ch := &devs.Channels[i]
+		if ch.Target != nil && ch.Target.VirtIO != nil && ch.Target.VirtIO.Name == AgentChannel &&
+			ch.Source != nil && ch.Source.UNIX != nil {
+			ch.Source.UNIX.Path = ""
+		}
+	}
+}
+
 // AgentError is an error the agent itself returned ({"error": ...}).
 type AgentError struct {
 	Command string

@@ -259,3 +259,19 @@ func TestAgentErrOfLibvirt(t *testing.T) {
 		t.Errorf("deadline: %v, want ErrAgentNotAnswering", err)
 	}
 }
+
+func TestRetargetDropsAgentSocketPath(t *testing.T) {
+	spec := VMSpec{Name: "vm1", VCPUs: 1, MemoryMiB: 128, Diskless: true}
+	def, err := domainDef(spec, XMLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the source's libvirt reports it, with its own socket path.
+	def.Devices.Channels[0].Source.UNIX.Path = "/var/lib/libvirt/qemu/channel/target/domain-7-vm1/org.qemu.guest_agent.0"
+	if err := retarget(def, spec, XMLOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if p := def.Devices.Channels[0].Source.UNIX.Path; p != "" {
+		t.Fatalf("destination keeps the source's agent socket %q", p)
+	}
+}
