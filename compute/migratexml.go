@@ -95,6 +95,7 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 	for i := range devs.Consoles {
 		devs.Consoles[i].Source, devs.Consoles[i].Log = retargetConsole(devs.Consoles[i].Source, devs.Consoles[i].Log, dest.SerialLog)
 	}
+	retargetAgentChannel(devs)
 	// Only the files' paths move: adding or dropping a kernel (or initrd)
 	// or changing the command line changes the guest, caught below.
 	if o := def.OS; o != nil {

@@ -387,6 +387,7 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 	// The serial port and the VNC display: console.go.
 	d.Devices.Serials, d.Devices.Consoles = serialDevices(spec.SerialLog)
 	d.Devices.Graphics, d.Devices.Videos = displayDevices()
+	d.Devices.Channels = append(d.Devices.Channels, agentChannel())
 	return d, nil
 }
 

@@ -24,6 +24,8 @@ type config struct {
 	rate          int
 	disk          string
 	writeEvery    time.Duration
+	// noQGA (tandem.qga=off) leaves the guest agent port unanswered.
+	noQGA bool
 }
 
 // agent is the state shared by the loops: what the disk loop has made
@@ -67,6 +69,9 @@ func main() {
 	}
 	go forever(ctx, log, "heartbeat", a.heartbeat)
 	go forever(ctx, log, "serial-echo", a.serialEcho)
+	if !cfg.noQGA {
+		go forever(ctx, log, "guest agent", a.qga)
+	}
 	a.status(ctx)
 }
 
@@ -111,6 +116,8 @@ func parseCmdline(s string, log *slog.Logger) config {
 			cfg.udp = v
 		case "disk":
 			cfg.disk = v
+		case "qga":
+			cfg.noQGA = v == "off"
 		case "rate":
 			if n, err := strconv.Atoi(v); err == nil && n > 0 {
 				cfg.rate = n

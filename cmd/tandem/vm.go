@@ -37,6 +37,8 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMConsoleCmd(a),
 		newVMCDROMCmd(a),
 		newVMVNCCmd(a),
+		newVMFSFreezeCmd(a),
+		newVMFSThawCmd(a),
 	)
 }
 
@@ -276,6 +278,7 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 	if v.ConsoleLog != "" {
 		fmt.Fprintf(tw, "Console log:\t%s\n", v.ConsoleLog)
 	}
+	writeVMAgent(tw, v)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -320,9 +323,16 @@ func newVMStopCmd(a *app) *cobra.Command {
 	var force bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "stop NAME",
-		Short: "Shut a VM down (ACPI, then destroy after --shutdown-timeout)",
-		Args:  argsNamed("NAME"),
+		Use:   "stop NAME [--timeout 1m] [--force]",
+		Short: "Shut a VM down (guest agent, else ACPI; destroyed after --timeout)",
+		Long: `Shut a VM down as gently as possible: through its guest agent
+(qemu-guest-agent) when one answers, else with the ACPI power button. A
+guest still running after --timeout is destroyed. The answer says which of
+the three brought it down (Stopped by: agent, acpi or destroy).`,
+		Example: `  tandem vm stop web
+  tandem vm stop web --timeout 5m
+  tandem vm stop web --force`,
+		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return callAdmin(a, cmd, timeout+time.Minute, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VMInfo, error) {
 				return c.VM.Stop(ctx, &tandemv1.VMRequest{Name: args[0], Force: force, TimeoutSeconds: uint32(timeout / time.Second)})
@@ -330,7 +340,9 @@ func newVMStopCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "destroy at once (like pulling the plug)")
-	cmd.Flags().DurationVar(&timeout, "shutdown-timeout", time.Minute, "how long a clean shutdown may take")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long a clean shutdown may take before the VM is destroyed")
+	cmd.Flags().DurationVar(&timeout, "shutdown-timeout", time.Minute, "")
+	_ = cmd.Flags().MarkDeprecated("shutdown-timeout", "use --timeout")
 	return cmd
 }
 

@@ -60,7 +60,9 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.Image/ChangeMedia",
 		// The consoles give the guest's keyboard: never readonly.
 		"/tandem.v1.Console/Serial",
-		"/tandem.v1.Console/VNC":
+		"/tandem.v1.Console/VNC",
+		"/tandem.v1.GuestAgent/FSFreeze",
+		"/tandem.v1.GuestAgent/FSThaw":
 		return consensus.RoleOperator, true
 	case methodCreate,
 		methodJoin,

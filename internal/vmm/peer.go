@@ -128,6 +128,7 @@ func (m *Manager) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tan
 	if st, err := drv.State(ctx, vm.Name); compute.IsNotFoundErr(err) || (err == nil && st != compute.StateRunning && st != compute.StatePaused) {
 		return m.vmInfo(ctx, drv, vm), nil
 	}
+	how := compute.StoppedByDestroy
 	if req.Force {
 		err = drv.Destroy(ctx, vm.Name)
 	} else {
@@ -135,13 +136,16 @@ func (m *Manager) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tan
 		if timeout <= 0 {
 			timeout = 60 * time.Second
 		}
-		err = drv.Shutdown(ctx, vm.Name, timeout)
+		// The guest agent first, then ACPI, destroyed after timeout.
+		how, err = drv.StopGuest(ctx, vm.Name, timeout)
 	}
 	if err != nil && !compute.IsNotFoundErr(err) {
 		return nil, computeErr(err)
 	}
-	m.log.Info("VM stopped", "vm", vm.Name, "forced", req.Force)
-	return m.vmInfo(ctx, drv, vm), nil
+	m.log.Info("VM stopped", "vm", vm.Name, "forced", req.Force, "by", how)
+	out := m.vmInfo(ctx, drv, vm)
+	out.StoppedBy = how
+	return out, nil
 }
 
 // VMState is the VM as libvirt reports it here.

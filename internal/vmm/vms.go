@@ -111,7 +111,9 @@ func (m *Manager) Show(ctx context.Context, name string) (*tandemv1.VMInfo, erro
 	if err != nil {
 		return nil, err
 	}
-	return m.live(ctx, ms, v, 3*time.Second), nil
+	info := m.live(ctx, ms, v, 3*time.Second)
+	m.guestAgentInfo(ctx, ms, v, info)
+	return info, nil
 }
 
 func randomMAC() string {
@@ -553,7 +555,7 @@ func (m *Manager) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.
 	if err := m.onNode(ctx, ms, v.Node, timeout, func(ctx context.Context, c tandemv1.PeerClient) error {
 		got, err := c.VMStop(ctx, &tandemv1.PeerVMRequest{Vm: info, TimeoutSeconds: req.TimeoutSeconds, Force: req.Force})
 		if err == nil {
-			info.State = got.State
+			info.State, info.StoppedBy = got.State, got.StoppedBy
 		}
 		return err
 	}); err != nil {
