@@ -623,7 +623,7 @@ func (nv *nodeVolume) reconcile() {
 			// What this peer missed under an earlier primary is in that
 			// primary's bitmap, not in ours: resync it in full (found by
 			// the fault-schedule runner, package chaos).
-			if err := nv.store.MarkDirty(ctx, slot, 0, nv.entry.Size); err != nil {
+			if err := nv.store.MarkDirty(ctx, slot, 0, nv.store.Size()); err != nil {
 				nv.m.log.Error("cannot mark a full resync for a peer outdated under an earlier primary; not serving as primary", "volume", nv.entry.Name, "peer", name, "err", err)
 				return
 			}
@@ -759,7 +759,7 @@ func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
 	}
 	ctx, cancel := context.WithTimeout(nv.m.ctx, 10*time.Second)
 	defer cancel()
-	if err := nv.store.ClearDirty(ctx, slot, 0, nv.entry.Size); err == nil {
+	if err := nv.store.ClearDirty(ctx, slot, 0, nv.store.Size()); err == nil {
 		_ = nv.store.Flush(ctx)
 	}
 }
