@@ -110,7 +110,7 @@ func TestGrowReplicatedVolume(t *testing.T) {
 	addr3, stop3 := serveStore(t, s3, auth, "")
 	p, err := NewPrimary(ctx, Config{Volume: "vol", VolumeID: "id1", Node: "n1", Epoch: 1, Local: local,
 		Peers: []PeerConfig{{Name: "n2", Addr: addr2, Slot: 0, InSync: true}, {Name: "n3", Addr: addr3, Slot: 1, InSync: true}},
-		Dial: dialAs("n1"), Fencer: fence, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Dial:  dialAs("n1"), Fencer: fence, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		AckTimeout: time.Second, ReconnectInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
