@@ -196,6 +196,10 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 		nv.store = store
 		return nil
 	}
+	if err := growToCatalog(ctx, store, e.Size); err != nil { // it missed a grow (grow.go)
+		store.Close()
+		return fmt.Errorf("grow replica to the volume's %d bytes: %w", e.Size, err)
+	}
 	if store.Meta().MaxPeers < len(nv.peers)+1 {
 		store.Close()
 		return fmt.Errorf("%s has %d bitmap slots, %d needed", path, store.Meta().MaxPeers, len(nv.peers)+1)
