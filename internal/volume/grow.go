@@ -54,8 +54,8 @@ func (m *Manager) resizeReplicated(ctx context.Context, ms *consensus.MetaState,
 	if err != nil {
 		return nil, err
 	}
-	if info.Primary == "" || info.Warning != "" {
-		return nil, status.Errorf(codes.Unavailable, "volume %s: its primary does not answer (%s); nothing was resized", e.Name, info.Warning)
+	if info.Primary == "" || info.NbdUnix == "" {
+		return nil, status.Errorf(codes.Unavailable, "volume %s: its primary does not answer; nothing was resized", e.Name)
 	}
 	inSync := map[string]bool{}
 	for _, r := range info.Replicas {
@@ -128,4 +128,3 @@ func growToCatalog(ctx context.Context, store *blockstore.LocalVolume, size int6
 	}
 	return store.Grow(ctx, size)
 }
-
