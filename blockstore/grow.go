@@ -224,8 +224,8 @@ func (v *LocalVolume) grow(ctx context.Context, size int64, hook growHook) (err 
 	if werr != nil {
 		v.mdMu.Unlock()
 		// Whether the superblocks reached the disk is unknown: leave the
-		// record for Open, which checks, and refuse further writes.
-		v.closed = true
+		// record for Open, which checks, and close.
+		v.abandon()
 		return fail("write superblocks (the volume is closed; reopening it finishes or undoes the grow)", werr)
 	}
 	*v.sb = next
@@ -249,7 +249,7 @@ func (v *LocalVolume) grow(ctx context.Context, size int64, hook growHook) (err 
 
 	// 6. Zero the old metadata inside the new data area.
 	if err := v.zeroOldMeta(rec); err != nil {
-		v.closed = true
+		v.abandon()
 		return fail("zero the old metadata (the volume is closed; reopening it finishes the grow)", err)
 	}
 	if err := step(6); err != nil {
@@ -262,6 +262,15 @@ func (v *LocalVolume) grow(ctx context.Context, size int64, hook growHook) (err 
 	}
 	v.log.Info("volume grown", "old_size", old.size, "size", lay.size, "file_size", lay.devSize)
 	return nil
+}
+
+// abandon closes a volume whose grow failed half-way, without writing
+// anything more: Open resolves the grow record. Caller holds life.
+func (v *LocalVolume) abandon() {
+	v.closed = true
+	if err := v.f.Close(); err != nil {
+		v.log.Warn("close after a failed grow", "err", err)
+	}
 }
 
 // zeroOldMeta zeroes [OldSize, min(OldDev, NewSize)) and syncs.

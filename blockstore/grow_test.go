@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -267,5 +268,44 @@ func TestGrowUnderIO(t *testing.T) {
 	}
 	if v.Size() != size+8*(256<<10) {
 		t.Fatalf("size %d", v.Size())
+	}
+}
+
+// TestGrowFailureUndoes: a disk error before the commit point (no space to
+// extend, a failed bitmap write) undoes the grow at once: the volume keeps
+// its size and data, the file its length, and no grow record is left.
+func TestGrowFailureUndoes(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		set  func(fd *faultDisk, oldDev int64)
+	}{
+		{"no space", func(fd *faultDisk, _ int64) { fd.failFalloc = syscall.ENOSPC }},
+		{"bitmap write", func(fd *faultDisk, oldDev int64) {
+			fd.failWrite = func(off int64, _ int) error {
+				if off >= oldDev {
+					return syscall.EIO
+				}
+				return nil
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v, path := newVolume(t, 1<<20, CreateOptions{Granularity: 4096})
+			fx := prepareGrow(t, v)
+			fd := inject(v)
+			c.set(fd, v.lay.devSize)
+			if err := v.Grow(ctx, 4<<20); err == nil {
+				t.Fatal("grow succeeded on a failing disk")
+			}
+			fd.mu.Lock()
+			fd.failFalloc, fd.failWrite = nil, nil
+			fd.mu.Unlock()
+			fx.check(t, v, 1<<20)
+			if err := v.Close(); err != nil {
+				t.Fatal(err)
+			}
+			fx.check(t, mustOpen(t, path), 1<<20)
+		})
 	}
 }
