@@ -266,8 +266,10 @@ func (s *Secondary) accept(ctx context.Context, hello *Hello, from string) (*Tar
 	if err != nil {
 		return nil, 0, &refusal{StatusUnknownVolume, err.Error()}
 	}
-	if hello.Size != t.Store.Size() {
-		return t, 0, &refusal{StatusDiverged, fmt.Sprintf("size %d differs from this replica's %d", hello.Size, t.Store.Size())}
+	if hello.Size > t.Store.Size() {
+		if _, ok := t.Store.(Grower); !ok {
+			return t, 0, &refusal{StatusDiverged, fmt.Sprintf("size %d differs from this replica's %d", hello.Size, t.Store.Size())}
+		}
 	}
 	if t.VolumeID != "" && hello.VolumeID != "" && hello.VolumeID != t.VolumeID {
 		return t, 0, &refusal{StatusDiverged, fmt.Sprintf("volume id %s differs from this replica's %s: unrelated data", hello.VolumeID, t.VolumeID)}
@@ -279,6 +281,9 @@ func (s *Secondary) accept(ctx context.Context, hello *Hello, from string) (*Tar
 		return t, 0, &refusal{StatusFrozen, fmt.Sprintf("cannot confirm the volume's epoch: %v", err)}
 	}
 	if r := check(v, hello.Epoch, from); r != nil {
+		return t, v.Epoch, r
+	}
+	if r := growTo(ctx, t, hello.Size); r != nil {
 		return t, v.Epoch, r
 	}
 	if t.PersistEpoch != nil {

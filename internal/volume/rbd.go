@@ -698,7 +698,7 @@ func (m *Manager) Resize(ctx context.Context, req *tandemv1.ResizeVolumeRequest)
 		return nil, err
 	}
 	if !e.IsRBD() {
-		return nil, status.Errorf(codes.Unimplemented, "volume %s is replicated: resizing replicated volumes is not supported yet (only RBD volumes)", e.Name)
+		return m.resizeReplicated(ctx, ms, e, req.SizeBytes) // grow.go
 	}
 	switch {
 	case e.State != consensus.VolumeReady:
@@ -724,9 +724,12 @@ func (m *Manager) Resize(ctx context.Context, req *tandemv1.ResizeVolumeRequest)
 	return m.Show(ctx, e.Name, 3*time.Second)
 }
 
-// ResizeHere grows an RBD volume this node owns (the peer call
-// VolumeResize).
+// ResizeHere grows an RBD volume this node owns, or this node's replica
+// of a replicated volume (the peer call VolumeResize).
 func (m *Manager) ResizeHere(ctx context.Context, name string, size int64) (*tandemv1.VolumeInfo, error) {
+	if info, ok, err := m.growHere(ctx, name, size); ok { // a replicated volume's replica (grow.go)
+		return info, err
+	}
 	rv := m.rbdGet(name)
 	if rv == nil || rv.vol.Load() == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s does not have RBD volume %q open", m.self(), name)

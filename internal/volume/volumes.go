@@ -200,6 +200,10 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 		nv.store = store
 		return nil
 	}
+	if err := growToCatalog(ctx, store, e.Size); err != nil { // it missed a grow (grow.go)
+		store.Close()
+		return fmt.Errorf("grow replica to the volume's %d bytes: %w", e.Size, err)
+	}
 	if store.Meta().MaxPeers < len(nv.peers)+1 {
 		store.Close()
 		return fmt.Errorf("%s has %d bitmap slots, %d needed", path, store.Meta().MaxPeers, len(nv.peers)+1)
@@ -655,7 +659,7 @@ func (nv *nodeVolume) reconcile() {
 			// What this peer missed under an earlier primary is in that
 			// primary's bitmap, not in ours: resync it in full (found by
 			// the fault-schedule runner, package chaos).
-			if err := nv.store.MarkDirty(ctx, slot, 0, nv.entry.Size); err != nil {
+			if err := nv.store.MarkDirty(ctx, slot, 0, nv.store.Size()); err != nil {
 				nv.m.log.Error("cannot mark a full resync for a peer outdated under an earlier primary; not serving as primary", "volume", nv.entry.Name, "peer", name, "err", err)
 				return
 			}
@@ -791,7 +795,7 @@ func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
 	}
 	ctx, cancel := context.WithTimeout(nv.m.ctx, 10*time.Second)
 	defer cancel()
-	if err := nv.store.ClearDirty(ctx, slot, 0, nv.entry.Size); err == nil {
+	if err := nv.store.ClearDirty(ctx, slot, 0, nv.store.Size()); err == nil {
 		_ = nv.store.Flush(ctx)
 	}
 }
