@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tandemhci/tandem/blockstore/rbd"
 	"github.com/tandemhci/tandem/consensus"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -168,4 +169,57 @@ func (m *Manager) MoveRBDOwner(ctx context.Context, name, to, reason string) err
 // vmDiskNote is what show says of an RBD volume a VM's QEMU opens.
 func vmDiskNote(vm string) string {
 	return fmt.Sprintf("disk of VM %s: its QEMU opens the image (librbd), not the NBD export", vm)
+}
+
+// FenceRBD blocklists in Ceph every client of node (by its backend
+// address) that has one of vols' images open or holds its lock, and
+// returns their addresses; each entry is in the OSD map this client
+// waited for, so the monitors confirmed it (HA's blocklist fencing,
+// ha.rbd_blocklist_is_fence). An image node has no client of is fine:
+// nothing of it can write there (a client that reconnects gets a new
+// address, and asks the lock of an owner that took it over by
+// blocklisting, see TakeoverAll).
+func (m *Manager) FenceRBD(ctx context.Context, ms *consensus.MetaState, node string, vols []string) ([]string, error) {
+	var out []string
+	for _, name := range vols {
+		e, ok := ms.Volumes[name]
+		if !ok || !e.IsRBD() {
+			return out, fmt.Errorf("volume %s is not an RBD volume", name)
+		}
+		cfg, err := m.entryConfig(ms, e)
+		if err != nil {
+			return out, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, rbdTimeout)
+		p, err := rbd.Connect(cctx, cfg)
+		if err != nil {
+			cancel()
+			return out, cephError("storage "+e.Storage, err)
+		}
+		info, err := p.Stat(cctx, e.Image)
+		if err == nil {
+			addrs := []string{}
+			for _, w := range info.Watchers {
+				addrs = append(addrs, w.Addr)
+			}
+			for _, l := range info.LockOwners {
+				addrs = append(addrs, l.Addr)
+			}
+			for _, a := range addrs {
+				if nodeAt(ms, a) != node || slices.Contains(out, a) {
+					continue
+				}
+				if err = p.BlocklistAdd(cctx, a, rbd.DefaultBlocklistExpiry); err != nil {
+					break
+				}
+				out = append(out, a)
+			}
+		}
+		p.Close()
+		cancel()
+		if err != nil {
+			return out, cephError(fmt.Sprintf("blocklist the clients of %s on %s/%s", node, e.Pool, e.Image), err)
+		}
+	}
+	return out, nil
 }
