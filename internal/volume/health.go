@@ -99,5 +99,6 @@ func (m *Manager) Warnings(ctx context.Context, ms *consensus.MetaState) []strin
 		}()
 	}
 	wg.Wait()
+	out = append(out, m.storageWarnings(ctx, ms)...)
 	return slices.DeleteFunc(out, func(s string) bool { return s == "" })
 }
