@@ -106,6 +106,14 @@ func (s VMSpec) normalized() VMSpec {
 			s.Disks[i].Boot = false
 		}
 	}
+	if slices.ContainsFunc(s.Disks, func(d DiskSpec) bool { return d.RBD != nil && d.Socket != "" }) {
+		s.Disks = slices.Clone(s.Disks)
+		for i := range s.Disks {
+			if s.Disks[i].RBD != nil {
+				s.Disks[i].Socket = "" // not rendered: QEMU reaches Ceph itself
+			}
+		}
+	}
 	return s
 }
 

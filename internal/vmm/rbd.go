@@ -71,6 +71,7 @@ func (m *Manager) withRBD(ms *consensus.MetaState, spec *compute.VMSpec) error {
 			return err
 		}
 		spec.Disks[i].RBD = rbdDisk(e, acc)
+		spec.Disks[i].Socket = ""
 	}
 	return nil
 }
