@@ -98,7 +98,10 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	if err != nil {
 		return nil, err
 	}
-	// RBD disks: this node owns them and QEMU opens them (rbd.go).
+	// RBD disks: this node owns them and QEMU opens them (rbd.go); the
+	// secret defined for them stays until QEMU has started.
+	m.secmu.Lock()
+	defer m.secmu.Unlock()
 	if err := m.attachRBD(ctx, drv, ms, vm.Volumes); err != nil {
 		return nil, err
 	}

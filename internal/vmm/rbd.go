@@ -108,9 +108,13 @@ func (m *Manager) syncCephSecrets(ctx context.Context, drv *compute.Driver, ms *
 	if len(ms.Storage) == 0 {
 		return
 	}
+	m.secmu.Lock()
+	defer m.secmu.Unlock()
 	want := map[string]bool{}
 	for _, v := range ms.VMs {
-		if v.Desired != consensus.VMStarted {
+		// A VM being started or migrated here is not recorded started
+		// yet.
+		if v.Desired != consensus.VMStarted && !m.crash.isBusy(v.Name) {
 			continue
 		}
 		for _, vol := range v.Spec.Volumes {
