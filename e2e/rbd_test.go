@@ -304,12 +304,13 @@ func TestRBDVolumes(t *testing.T) {
 		}
 		t.Logf("create without a monitor refused in %v: %s", took.Round(time.Millisecond), strings.TrimSpace(stderr))
 		// The cluster status has a line for the storage, degraded.
-		statusOut, _, _ := cli(n3, "cluster", "status")
+		statusOut, statusErr, _ := cli(n3, "cluster", "status", "--timeout", "30s")
 		if !strings.Contains(statusOut, "storage ceph1 (rbd, pool "+ceph.Pool) || !strings.Contains(statusOut, "is degraded") {
-			t.Fatalf("cluster status without a monitor has no degraded storage line:\n%s", statusOut)
+			_ = ceph.StartMon() // the later steps need it
+			t.Fatalf("cluster status without a monitor has no degraded storage line:\n%s\n%s", statusOut, statusErr)
 		}
 		for _, l := range strings.Split(statusOut, "\n") {
-			if strings.Contains(l, "storage ceph1") {
+			if strings.Contains(l, "storage ceph1 (rbd, pool") {
 				t.Logf("cluster status: %s", strings.TrimSpace(l))
 			}
 		}
@@ -320,8 +321,8 @@ func TestRBDVolumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		for deadline := time.Now().Add(time.Minute); ; {
-			statusOut, _, _ = cli(n3, "cluster", "status")
-			if !strings.Contains(statusOut, "storage ceph1") {
+			statusOut, _, _ = cli(n3, "cluster", "status", "--timeout", "30s")
+			if !strings.Contains(statusOut, "storage ceph1 (rbd, pool") {
 				break
 			}
 			if time.Now().After(deadline) {

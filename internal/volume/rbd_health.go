@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/status"
 
@@ -11,6 +12,10 @@ import (
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
 )
+
+// storageCheckTimeout bounds the status's check of one storage: the
+// status answers within the CLI's 10 s default while Ceph is down.
+const storageCheckTimeout = 3 * time.Second
 
 // storageWarnings is one line per external storage this node cannot reach
 // now (the cluster status's storage line): "storage NAME (rbd, pool P,
@@ -25,8 +30,8 @@ func (m *Manager) storageWarnings(ctx context.Context, ms *consensus.MetaState) 
 		wg.Go(func() {
 			cfg, err := m.rbdConfig(st, "")
 			if err == nil {
-				cfg.MonTimeout, cfg.OSDTimeout = showCephTimeout, showCephTimeout
-				cctx, cancel := context.WithTimeout(ctx, 2*showCephTimeout)
+				cfg.MonTimeout, cfg.OSDTimeout = storageCheckTimeout, storageCheckTimeout
+				cctx, cancel := context.WithTimeout(ctx, storageCheckTimeout+time.Second)
 				defer cancel()
 				var p *rbd.Pool
 				if p, err = rbd.Connect(cctx, cfg); err == nil {
