@@ -20,12 +20,13 @@ STATICCHECK_VERSION        := v0.8.2
 # links (blockstore/rbd, cgo through go-ceph) and the daemons of the tests'
 # micro cluster (internal/cephtest). GRUB, xorriso and mtools build the
 # bootable ISO of e2e/image_test.go (grub-mkrescue); ovmf is the UEFI
-# firmware of --firmware uefi.
+# firmware of --firmware uefi; qemu-block-extra holds QEMU's rbd block driver
+# (VMs on RBD open their disks through it).
 APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86 gdisk nftables \
   ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev gcc libc6-dev \
-  grub-common grub-pc-bin xorriso mtools ovmf
+  grub-common grub-pc-bin xorriso mtools ovmf qemu-block-extra
 
 # CEPH=1 (the default) builds and tests with Ceph: the "ceph" build tag turns
 # the RBD backend on, "pacific" makes go-ceph match Debian 12's libraries.

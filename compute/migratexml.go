@@ -66,6 +66,17 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 			setCDROMSource(disk, dest.CDROM)
 			continue
 		}
+		if rbdOf(*disk) != nil && disk.Target != nil {
+			// An RBD disk: the same image, reached from the destination
+			// with its monitors and secret (the same UUID on every node).
+			ds, ok := byTarget[disk.Target.Dev]
+			if !ok || ds.RBD == nil {
+				return invalid("destination spec has no RBD disk %s", disk.Target.Dev)
+			}
+			src, fresh := disk.Source.Network, rbdSource(ds.RBD).Network
+			src.Name, src.Hosts, src.Auth = fresh.Name, fresh.Hosts, fresh.Auth
+			continue
+		}
 		if _, err := nbdOf(*disk); err != nil || disk.Target == nil {
 			return fmt.Errorf("compute: domain %q: disk %d is not an NBD network disk with a target", def.Name, i)
 		}

@@ -81,6 +81,14 @@ func TestRetargetMatchesRenderedDestSpec(t *testing.T) {
 		}(), XMLOptions{}},
 		"no uuid":      {fullSpec(), func() VMSpec { s := destOf(fullSpec()); s.UUID = ""; return s }(), XMLOptions{}},
 		"other export": {fullSpec(), func() VMSpec { s := destOf(fullSpec()); s.Disks[1].Volume = "vol-data-n2"; return s }(), XMLOptions{}},
+		"rbd":          {rbdSpec(), destOf(rbdSpec()), XMLOptions{}},
+		"rbd monitors": {rbdSpec(), func() VMSpec {
+			s := destOf(rbdSpec())
+			r := *s.Disks[1].RBD
+			r.Hosts = []string{"10.0.0.9:6789"}
+			s.Disks[1].RBD = &r
+			return s
+		}(), XMLOptions{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			def := parsedDef(t, tc.src, tc.opts)

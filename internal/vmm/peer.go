@@ -88,10 +88,21 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 		return nil, err
 	}
 	defer done()
+	ms, err := m.vols.Catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = m.waitPrimary(wctx, vm.Volumes)
+	err = m.waitPrimary(wctx, replicated(ms, vm.Volumes))
 	cancel()
 	if err != nil {
+		return nil, err
+	}
+	// RBD disks: this node owns them and QEMU opens them (rbd.go); the
+	// secret defined for them stays until QEMU has started.
+	m.secmu.Lock()
+	defer m.secmu.Unlock()
+	if err := m.attachRBD(ctx, drv, ms, vm.Volumes); err != nil {
 		return nil, err
 	}
 	// The image is verified (and fetched if this node lacks it) before
@@ -104,7 +115,11 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	if err != nil {
 		return nil, err
 	}
-	if err := drv.Define(ctx, m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram)); err != nil {
+	spec := m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram)
+	if err := m.withRBD(ms, &spec); err != nil {
+		return nil, err
+	}
+	if err := drv.Define(ctx, spec); err != nil {
 		return nil, computeErr(err)
 	}
 	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {

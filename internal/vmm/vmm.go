@@ -127,6 +127,9 @@ type Manager struct {
 
 	// serials are the serial console sessions open here (console.go).
 	serials consoleSessions
+	// secmu orders the Ceph secrets' sync with a start that defines one
+	// and starts QEMU with it (rbd.go).
+	secmu sync.Mutex
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console

@@ -195,11 +195,8 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 		if dk.Volume == "" {
 			continue
 		}
-		if e, ok := ms.Volumes[dk.Volume]; !ok {
+		if _, ok := ms.Volumes[dk.Volume]; !ok {
 			return nil, status.Errorf(codes.NotFound, "disk %d: no volume named %q", i, dk.Volume)
-		} else if e.IsRBD() {
-			// Issue 15's next slice (libvirt rbd network disks).
-			return nil, status.Errorf(codes.Unimplemented, "disk %d: volume %s is on Ceph RBD; VMs on RBD volumes are not supported yet", i, dk.Volume)
 		}
 		for _, o := range ms.VMs {
 			if slices.Contains(o.Spec.Volumes, dk.Volume) {
@@ -442,6 +439,12 @@ func PlacementCluster(ms *consensus.MetaState, compute map[string]*tandemv1.Comp
 		for _, r := range info.Replicas {
 			states[r.Node] = ReplicaOf(r.State)
 		}
+		if e, ok := ms.Volumes[vol]; ok && e.IsRBD() {
+			// Ceph holds an RBD disk: every data node reaches it alike.
+			for _, n := range dataMembers(ms, "") {
+				states[n] = placement.UpToDate
+			}
+		}
 		pc.Replicas[vol] = states
 	}
 	return pc
@@ -504,6 +507,16 @@ func (m *Manager) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1
 			return nil, status.Errorf(codes.Unavailable, "volume %s does not answer", vol)
 		}
 		if info.Primary == node {
+			continue
+		}
+		if isRBD(ms, vol) {
+			r, err := m.rbd()
+			if err == nil {
+				err = r.MoveRBDOwner(ctx, vol, node, "start of VM "+v.Name)
+			}
+			if err != nil {
+				return nil, err
+			}
 			continue
 		}
 		if err := m.onNode(ctx, ms, info.Primary, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
