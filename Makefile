@@ -20,12 +20,13 @@ STATICCHECK_VERSION        := v0.8.2
 # links (blockstore/rbd, cgo through go-ceph) and the daemons of the tests'
 # micro cluster (internal/cephtest). GRUB, xorriso and mtools build the
 # bootable ISO of e2e/image_test.go (grub-mkrescue); ovmf is the UEFI
-# firmware of --firmware uefi.
+# firmware of --firmware uefi; qemu-block-extra holds QEMU's rbd block driver
+# (VMs on RBD open their disks through it).
 APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86 gdisk nftables \
   ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev gcc libc6-dev \
-  grub-common grub-pc-bin xorriso mtools ovmf
+  grub-common grub-pc-bin xorriso mtools ovmf qemu-block-extra
 
 # CEPH=1 (the default) builds and tests with Ceph: the "ceph" build tag turns
 # the RBD backend on, "pacific" makes go-ceph match Debian 12's libraries.
@@ -90,9 +91,9 @@ proto-check: apt-deps $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 test: deps build proto-check lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	@# -timeout bounds each package against a hang, not a speed: e2e takes
-	@# about 20 minutes on an idle 2-CPU machine and over 30 under heavy load,
+	@# about 30 minutes on an idle 2-CPU machine and over 50 under heavy load,
 	@# where it is only slower.
-	$(GO) test -count=1 -timeout 50m ./...
+	$(GO) test -count=1 -timeout 75m ./...
 ifeq ($(CEPH),1)
 	@# The RBD backend's build without Ceph (ErrNotBuilt).
 	GOFLAGS= $(GO) test -count=1 ./blockstore/rbd/
@@ -108,12 +109,15 @@ test-e2e: deps build
 # SEED is the first schedule's seed (default: a random one, printed); a
 # failure prints the one-line command that replays it. CHAOS_KEEP=DIR keeps
 # the history and logs of schedules with anomalies; CHAOS_LOG=info logs
-# every fault as it is applied and healed.
+# every fault as it is applied and healed. DISK=1 (the default) puts the
+# nodes' volume files on internal/faultfs: disk errors and slow I/O join the
+# faults, and a power-off drops what was not synced; DISK=0 leaves them out.
 SCHEDULES ?= 10
+DISK ?= 1
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 chaos: deps
 	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
-	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_REPORT=bench/results/chaos \
+	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_REPORT=bench/results/chaos \
 	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$$' ./chaos/
 
 fuzz:

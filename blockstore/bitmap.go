@@ -222,9 +222,9 @@ func (v *LocalVolume) DirtyBytes(peer int) int64 {
 		return 0
 	}
 	g := v.lay.granularity
-	last := v.lay.regions - 1
 	v.bm.mu.Lock()
 	defer v.bm.mu.Unlock()
+	last := v.lay.regions - 1 // under bm.mu: Grow changes the layout
 	pb := &v.bm.peers[peer]
 	n := pb.count * g
 	if pb.words[last/64]&(1<<(last%64)) != 0 {
@@ -245,11 +245,12 @@ func (v *LocalVolume) DirtyRanges(peer int, fn func(off, length int64) bool) {
 	for r := int64(0); ; {
 		v.bm.mu.Lock()
 		start, end, ok := nextRun(v.bm.peers[peer].words, r, v.lay.regions)
+		size := v.lay.size // under bm.mu: Grow changes the layout
 		v.bm.mu.Unlock()
 		if !ok {
 			return
 		}
-		if !fn(start*g, min(end*g, v.lay.size)-start*g) {
+		if !fn(start*g, min(end*g, size)-start*g) {
 			return
 		}
 		r = end

@@ -33,5 +33,11 @@
 //     the higher sequence number, so a torn superblock write falls back to
 //     the state before it; a request that fails with ErrFrozen was not
 //     applied;
+//   - Grow (grow.go) commits a larger size at one point, the write of the
+//     new superblocks; a crash before it leaves the old volume whole (Open
+//     truncates back), a crash after it the new one (Open zeroes the old
+//     metadata left inside the data area), so no byte past the old size
+//     ever reads as anything but zeroes or data written there, and no
+//     bitmap is shorter than its data area; shrinking is refused;
 //   - it imports nothing above the data path (internal/layers).
 package blockstore

@@ -67,6 +67,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -136,6 +137,10 @@ type LocalVolume struct {
 	sbBuf []byte
 
 	bm *bitmaps
+
+	// size mirrors lay.size for Size, which runs outside the life lock;
+	// Grow changes both under it.
+	size atomic.Int64
 }
 
 var _ Volume = (*LocalVolume)(nil)
@@ -407,6 +412,9 @@ func open(path string, f *os.File, device bool, opts OpenOptions) (*LocalVolume,
 		if err := d.control(func(fd int) error { return unix.Flock(fd, how|unix.LOCK_NB) }); err != nil {
 			return nil, fmt.Errorf("blockstore: open %s: volume is already open (flock: %w)", path, err)
 		}
+		if _, err := recoverGrow(path, f, opts.ReadOnly); err != nil {
+			return nil, err
+		}
 		fi, err := f.Stat()
 		if err != nil {
 			return nil, fmt.Errorf("blockstore: open: %w", err)
@@ -459,6 +467,7 @@ func open(path string, f *os.File, device bool, opts OpenOptions) (*LocalVolume,
 		bufs:     bufpool.Pool{Align: blockSize},
 		bm:       bm,
 	}
+	v.size.Store(sb.lay.size)
 	if damaged != "" {
 		// Most likely a write torn by a crash: that change was not relied
 		// upon yet, and the other copy holds the state before it.
@@ -474,7 +483,7 @@ func open(path string, f *os.File, device bool, opts OpenOptions) (*LocalVolume,
 func (v *LocalVolume) Path() string { return v.path }
 
 // Size is the data area's size in bytes.
-func (v *LocalVolume) Size() int64 { return v.lay.size }
+func (v *LocalVolume) Size() int64 { return v.size.Load() }
 
 // begin admits an operation; end must follow if it returns nil.
 func (v *LocalVolume) begin(ctx context.Context, write bool) error {
@@ -653,6 +662,11 @@ func (v *LocalVolume) fdatasync() error {
 	}
 	return nil
 }
+
+// SyncError is the sticky sync failure, nil when there is none: once a
+// sync failed, writes since the last good one may be lost, and every later
+// flush fails until ResetSyncError after a full rewrite.
+func (v *LocalVolume) SyncError() error { return v.stickyErr() }
 
 func (v *LocalVolume) stickyErr() error {
 	v.syncMu.Lock()

@@ -56,7 +56,8 @@ func TestChaosSchedules(t *testing.T) {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
 	began := time.Now()
-	r, err := Open(ctx, Config{BinDir: bin, BaseDir: base, Profile: profile, Reporter: t, Log: log, KeepDir: os.Getenv("CHAOS_KEEP")})
+	r, err := Open(ctx, Config{BinDir: bin, BaseDir: base, Profile: profile, Reporter: t, Log: log, KeepDir: os.Getenv("CHAOS_KEEP"),
+		FaultDisks: os.Getenv("CHAOS_DISK") == "1", Only: kindsFromEnv(os.Getenv("CHAOS_KINDS"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +84,8 @@ func TestChaosSchedules(t *testing.T) {
 			t.Fatalf("seed %d: the harness could not run the schedule: %v", sd, err)
 		}
 		sum.Add(res)
-		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d anomalies, %s: %s",
-			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
+		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d disk hits, %d anomalies, %s: %s",
+			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, res.DiskHits, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
 		for _, a := range res.Anomalies {
 			t.Errorf("seed %d: %s\n  schedule: %s\n  replay: %s", res.Seed, a, res.Schedule, res.Replay)
 		}
@@ -114,4 +115,15 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// kindsFromEnv parses CHAOS_KINDS (kind names, comma-separated).
+func kindsFromEnv(v string) []Kind {
+	var out []Kind
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, Kind(f))
+		}
+	}
+	return out
 }

@@ -37,8 +37,19 @@
 // Delay is left out: the kernel has no netem, a TCP proxy would have to sit
 // on every backend connection (Raft, peer gRPC, replication), which tandemd
 // dials at its peers' own addresses, and NFQUEUE needs a userspace queue.
-// Disk faults have a slot (DiskNemesis, filled by internal/faultfs) and are
-// generated only when one is given. Clock skew cannot be set per namespace.
+// Disk faults come with Config.FaultDisks (CHAOS_DISK=1; `make chaos` sets
+// it by default): every node's volume directory is an internal/faultfs
+// mount served by the test process, made before tandemd first starts. A
+// disk fault hits one node: EIO on writes and syncs of one volume's files
+// (a primary detaches and serves diskless, a secondary drops out of sync),
+// EIO on its reads, or every operation on the node's volume files slowed
+// by 50–200ms. Healing clears the rule; the convergence phase's resync
+// re-attaches a detached replica. With fault disks a power-off is a power
+// cut (testcluster.PowerCut): what tandemd had not synced is dropped, as
+// LazyFS does, so a write acknowledged but not durable would show as lost.
+// Result.DiskHits counts the operations the disks really failed or
+// delayed, and the power losses. Other DiskNemesis implementations plug
+// into the same slot (Config.Disk). Clock skew cannot be set per namespace.
 // No libvirtd or VM runs yet, so kill of libvirtd or QEMU and migration are
 // not generated; the VM checker (CheckVMs) exists and is unit tested.
 //

@@ -101,7 +101,8 @@ func (m *nemesis) apply(ctx context.Context, f Fault) {
 		m.paused[f.Node]++
 	case PowerOff:
 		if m.off[f.Node] == 0 {
-			m.r.c.Kill(n)
+			// With fault disks, a power cut: what was not synced is lost.
+			m.r.c.PowerCut(n)
 			m.r.c.Isolate(n)
 			m.r.c.IsolateVM(n)
 		}
@@ -252,6 +253,9 @@ func (m *nemesis) healAll(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []string
+	if m.r.fdisks != nil {
+		m.r.fdisks.healAll()
+	}
 	for i, n := range m.r.c.Nodes {
 		if _, err := m.r.c.Exec(ctx, n, "nft", "flush", "ruleset"); err != nil {
 			errs = append(errs, err.Error())

@@ -20,12 +20,15 @@ type Summary struct {
 	Reads       int          `json:"reads_checked"`
 	// Refused counts operator actions the cluster refused under faults
 	// (no quorum, replica not UpToDate): expected, not anomalies.
-	Refused   int           `json:"operator_actions_refused"`
-	Anomalies int           `json:"anomalies"`
-	Harness   int           `json:"harness_errors"`
-	Wall      time.Duration `json:"wall_ns"`
-	WallText  string        `json:"wall"`
-	Results   []*Result     `json:"results"`
+	Refused   int `json:"operator_actions_refused"`
+	Anomalies int `json:"anomalies"`
+	// DiskHits is the operations the fault disks failed or delayed, plus
+	// power losses (0 without fault disks).
+	DiskHits int           `json:"disk_hits"`
+	Harness  int           `json:"harness_errors"`
+	Wall     time.Duration `json:"wall_ns"`
+	WallText string        `json:"wall"`
+	Results  []*Result     `json:"results"`
 }
 
 // Add counts one schedule's result.
@@ -43,6 +46,7 @@ func (s *Summary) Add(r *Result) {
 	s.Refused += r.OperatorRefused
 	s.Anomalies += len(r.Anomalies)
 	s.Harness += len(r.HarnessErrors)
+	s.DiskHits += r.DiskHits
 	s.Results = append(s.Results, r)
 }
 
@@ -54,6 +58,9 @@ func (s *Summary) Markdown() string {
 	fmt.Fprintf(&b, "| schedules | %d (seeds %d..%d) |\n", s.Schedules, s.FirstSeed, s.FirstSeed+uint64(max(s.Schedules, 1))-1)
 	fmt.Fprintf(&b, "| operations | %d |\n| acknowledged writes checked | %d |\n| reads checked | %d |\n", s.Ops, s.AckedWrites, s.Reads)
 	fmt.Fprintf(&b, "| operator actions refused under faults | %d |\n", s.Refused)
+	if s.DiskHits > 0 {
+		fmt.Fprintf(&b, "| disk operations failed or delayed, and power losses (internal/faultfs) | %d |\n", s.DiskHits)
+	}
 	fmt.Fprintf(&b, "| anomalies | %d |\n| harness errors | %d |\n| wall time | %s |\n\n", s.Anomalies, s.Harness, s.Wall.Round(time.Second))
 	fmt.Fprintf(&b, "## Faults injected\n\nCounted when applied (a kill of a tandemd already down, a refused\noperator action are not).\n\n| kind | count |\n|---|---|\n")
 	for _, k := range AllKinds {

@@ -39,6 +39,14 @@ type Config struct {
 	// reading back (default 90s). Past it the checkers report anomalies.
 	Bound time.Duration
 	Disk  DiskNemesis // nil: no disk faults (see DiskNemesis)
+	// FaultDisks puts every node's volume files on internal/faultfs and
+	// fills Disk with it (FaultDisks): disk faults are generated, and a
+	// power-off drops what tandemd had not synced.
+	FaultDisks bool
+	// Only, when not empty, limits the kinds generated to these (a focused
+	// run, CHAOS_KINDS=disk,power-off); kinds this runner cannot inject
+	// are an error at Open.
+	Only []Kind
 	// KeepDir, when set, receives the history and every node's tandemd
 	// log of a schedule that found anomalies (KeepDir/seed-N/).
 	KeepDir  string
@@ -70,6 +78,8 @@ type Runner struct {
 
 	hist *History
 	vols []volSpec
+
+	fdisks *FaultDisks // nil without Config.FaultDisks
 }
 
 type volSpec struct {
@@ -85,6 +95,9 @@ func (r *Runner) Kinds() []Kind {
 		Promote, Resync, Verify, Maintenance}
 	if r.cfg.Disk != nil {
 		k = append(k, Disk)
+	}
+	if len(r.cfg.Only) > 0 {
+		k = slices.DeleteFunc(k, func(x Kind) bool { return !slices.Contains(r.cfg.Only, x) })
 	}
 	return k
 }
@@ -122,6 +135,22 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{cfg: cfg, c: c, td: testcluster.NewTandem(c, cfg.BinDir), log: cfg.Log, procs: map[int]*testcluster.Proc{}}
+	if cfg.FaultDisks {
+		// Before tandemd first starts: its processes see the mounts only
+		// if started after them.
+		d, err := mountFaultDisks(r.td, c.Nodes, r.volName)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		r.fdisks, r.cfg.Disk = d, d
+	}
+	for _, k := range cfg.Only {
+		if !slices.Contains(r.Kinds(), k) {
+			c.Close()
+			return nil, fmt.Errorf("chaos: this runner cannot inject %q (it can: %v)", k, r.Kinds())
+		}
+	}
 	for i := range c.Nodes {
 		if err := r.ensureTandemd(ctx, i); err != nil {
 			c.Close()
@@ -271,19 +300,22 @@ func (r *Runner) waitQuorum(ctx context.Context, bound time.Duration) error {
 
 // Result is one schedule's outcome.
 type Result struct {
-	Seed            uint64          `json:"seed"`
-	Schedule        string          `json:"schedule"`
-	Replay          string          `json:"replay"`
-	Injected        map[Kind]int    `json:"injected"`
-	Ops             int             `json:"ops"`
-	AckedWrites     int             `json:"acked_writes"`
-	BlocksChecked   int             `json:"blocks_checked"`
-	ReadsChecked    int             `json:"reads_checked"`
-	OperatorRefused int             `json:"operator_refused"`
-	Anomalies       []Anomaly       `json:"anomalies"`
-	HarnessErrors   []string        `json:"harness_errors,omitempty"`
-	Wall            time.Duration   `json:"wall_ns"`
-	Convergence     []time.Duration `json:"-"`
+	Seed            uint64       `json:"seed"`
+	Schedule        string       `json:"schedule"`
+	Replay          string       `json:"replay"`
+	Injected        map[Kind]int `json:"injected"`
+	Ops             int          `json:"ops"`
+	AckedWrites     int          `json:"acked_writes"`
+	BlocksChecked   int          `json:"blocks_checked"`
+	ReadsChecked    int          `json:"reads_checked"`
+	OperatorRefused int          `json:"operator_refused"`
+	Anomalies       []Anomaly    `json:"anomalies"`
+	HarnessErrors   []string     `json:"harness_errors,omitempty"`
+	// DiskHits is how many operations the fault disks failed or delayed,
+	// plus power losses: whether the disk faults reached tandemd's I/O.
+	DiskHits    int             `json:"disk_hits,omitempty"`
+	Wall        time.Duration   `json:"wall_ns"`
+	Convergence []time.Duration `json:"-"`
 }
 
 // Run plays the schedule of seed: volumes, workload, faults, healing, then
@@ -305,6 +337,10 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	nem := newNemesis(r)
 	if err := nem.healAll(ctx); err != nil {
 		return nil, err
+	}
+	diskHits := 0
+	if r.fdisks != nil {
+		diskHits = r.fdisks.Injected()
 	}
 	if err := r.waitQuorum(ctx, r.cfg.Bound); err != nil {
 		return nil, err
@@ -338,6 +374,9 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	faulted := time.Since(start)
 	res.Injected = nem.injected
 	res.OperatorRefused = nem.opErrors
+	if r.fdisks != nil {
+		res.DiskHits = r.fdisks.Injected() - diskHits
+	}
 
 	// Heal everything, then the checkers.
 	if err := nem.healAll(ctx); err != nil {

@@ -71,8 +71,11 @@ type Fault struct {
 	// Volume is the index of the volume an operator action or a disk fault
 	// concerns.
 	Volume int
-	At     time.Duration
-	For    time.Duration
+	// Variant is what a Disk fault does (DiskWriteEIO, DiskSlow,
+	// DiskReadEIO); Percent then scales a slow disk's delay.
+	Variant int
+	At      time.Duration
+	For     time.Duration
 }
 
 // End is when the fault is healed.
@@ -92,8 +95,10 @@ func (f Fault) String() string {
 		arg = strings.Join(names, "+") + "|rest"
 	case Loss:
 		arg = fmt.Sprintf("n%d,%d%%", f.Node+1, f.Percent)
-	case Promote, Resync, Verify, Disk:
+	case Promote, Resync, Verify:
 		arg = fmt.Sprintf("v%d,n%d", f.Volume, f.Node+1)
+	case Disk:
+		arg = fmt.Sprintf("v%d,n%d,%s", f.Volume, f.Node+1, diskVariantName(f.Variant))
 	default:
 		arg = fmt.Sprintf("n%d", f.Node+1)
 	}
@@ -188,6 +193,11 @@ func Generate(seed uint64, o Options) (Schedule, error) {
 			}
 		case Loss:
 			f.Percent = 10 + rng.IntN(51)
+		case Disk:
+			// Drawn only for disk faults, so schedules without them
+			// stay what earlier builds made of the same seed.
+			f.Variant = rng.IntN(diskVariants)
+			f.Percent = rng.IntN(31)
 		}
 		if o.Volumes > 0 {
 			f.Volume = rng.IntN(o.Volumes)

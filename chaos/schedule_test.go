@@ -90,3 +90,43 @@ func TestGenerateShape(t *testing.T) {
 		t.Fatal("empty options accepted")
 	}
 }
+
+// TestGenerateDisk: disk faults carry a variant and print it, every variant
+// comes up, and a schedule without disk faults is what the builds before
+// them made of the same seed (a replay command printed then still works).
+func TestGenerateDisk(t *testing.T) {
+	noDisk := CIOptions(3, 3, []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth, Promote, Resync, Verify, Maintenance})
+	s, err := Generate(7, noDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const before = "seed=7 profile= length=5s faults=[one-way(n1->n3)@1.47s+1.89s one-way(n2->n3)@2.97s+1.75s split(n3|rest)@3.20s+1.01s resync(v2,n2)@3.97s]"
+	if s.String() != before {
+		t.Fatalf("a schedule without disk faults changed:\n got %s\nwant %s", s, before)
+	}
+	o := CIOptions(3, 3, []Kind{Disk, KillTandemd})
+	variants := map[int]int{}
+	for seed := uint64(0); seed < 100; seed++ {
+		s, err := Generate(seed, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range s.Faults {
+			if f.Kind != Disk {
+				continue
+			}
+			if f.Variant < 0 || f.Variant >= diskVariants || f.Percent < 0 || f.Percent > 30 || f.For <= 0 {
+				t.Fatalf("seed %d: disk fault out of range: %+v", seed, f)
+			}
+			if !strings.Contains(f.String(), ","+diskVariantName(f.Variant)+")") {
+				t.Fatalf("seed %d: %s does not name its variant", seed, f)
+			}
+			variants[f.Variant]++
+		}
+	}
+	for v := range diskVariants {
+		if variants[v] == 0 {
+			t.Fatalf("disk variant %s never generated: %v", diskVariantName(v), variants)
+		}
+	}
+}

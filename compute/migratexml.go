@@ -66,6 +66,17 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 			setCDROMSource(disk, dest.CDROM)
 			continue
 		}
+		if rbdOf(*disk) != nil && disk.Target != nil {
+			// An RBD disk: the same image, reached from the destination
+			// with its monitors and secret (the same UUID on every node).
+			ds, ok := byTarget[disk.Target.Dev]
+			if !ok || ds.RBD == nil {
+				return invalid("destination spec has no RBD disk %s", disk.Target.Dev)
+			}
+			src, fresh := disk.Source.Network, rbdSource(ds.RBD).Network
+			src.Name, src.Hosts, src.Auth = fresh.Name, fresh.Hosts, fresh.Auth
+			continue
+		}
 		if _, err := nbdOf(*disk); err != nil || disk.Target == nil {
 			return fmt.Errorf("compute: domain %q: disk %d is not an NBD network disk with a target", def.Name, i)
 		}
@@ -90,11 +101,12 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		iface.Source.Bridge.Bridge = dest.NICs[i].Bridge
 	}
 	for i := range devs.Serials {
-		devs.Serials[i].Source = retargetConsole(devs.Serials[i].Source, dest.SerialLog)
+		devs.Serials[i].Source, devs.Serials[i].Log = retargetConsole(devs.Serials[i].Source, devs.Serials[i].Log, dest.SerialLog)
 	}
 	for i := range devs.Consoles {
-		devs.Consoles[i].Source = retargetConsole(devs.Consoles[i].Source, dest.SerialLog)
+		devs.Consoles[i].Source, devs.Consoles[i].Log = retargetConsole(devs.Consoles[i].Source, devs.Consoles[i].Log, dest.SerialLog)
 	}
+	retargetAgentChannel(devs)
 	// Only the files' paths move: adding or dropping a kernel (or initrd)
 	// or changing the command line changes the guest, caught below.
 	if o := def.OS; o != nil {
@@ -135,9 +147,9 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 
 // retargetConsole points a serial or console device at the destination's
 // log (a pty when there is none); a pty stays as the source has it.
-func retargetConsole(src *libvirtxml.DomainChardevSource, log string) *libvirtxml.DomainChardevSource {
+func retargetConsole(src *libvirtxml.DomainChardevSource, lg *libvirtxml.DomainChardevLog, log string) (*libvirtxml.DomainChardevSource, *libvirtxml.DomainChardevLog) {
 	if log == "" && src != nil && src.Pty != nil {
-		return src
+		return src, lg
 	}
-	return consoleSource(log)
+	return serialPort(log)
 }

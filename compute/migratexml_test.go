@@ -81,6 +81,14 @@ func TestRetargetMatchesRenderedDestSpec(t *testing.T) {
 		}(), XMLOptions{}},
 		"no uuid":      {fullSpec(), func() VMSpec { s := destOf(fullSpec()); s.UUID = ""; return s }(), XMLOptions{}},
 		"other export": {fullSpec(), func() VMSpec { s := destOf(fullSpec()); s.Disks[1].Volume = "vol-data-n2"; return s }(), XMLOptions{}},
+		"rbd":          {rbdSpec(), destOf(rbdSpec()), XMLOptions{}},
+		"rbd monitors": {rbdSpec(), func() VMSpec {
+			s := destOf(rbdSpec())
+			r := *s.Disks[1].RBD
+			r.Hosts = []string{"10.0.0.9:6789"}
+			s.Disks[1].RBD = &r
+			return s
+		}(), XMLOptions{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			def := parsedDef(t, tc.src, tc.opts)
@@ -129,7 +137,7 @@ func TestRetargetKeepsLibvirtDetails(t *testing.T) {
 		`<host transport="unix" socket="/run/tandem/n2/nbd.sock">`,
 		`<reconnect delay="2">`,
 		`<source bridge="br-n2">`,
-		`<source path="/var/lib/tandem/n2/web-1.log" append="on">`,
+		`<log file="/var/lib/tandem/n2/web-1.log" append="on">`, `<source mode="bind" path="/var/lib/tandem/n2/web-1.sock">`,
 		`<model name="isa-serial">`,
 		`<emulator>/usr/bin/qemu-system-x86_64</emulator>`,
 	} {

@@ -106,6 +106,14 @@ func (s VMSpec) normalized() VMSpec {
 			s.Disks[i].Boot = false
 		}
 	}
+	if slices.ContainsFunc(s.Disks, func(d DiskSpec) bool { return d.RBD != nil && d.Socket != "" }) {
+		s.Disks = slices.Clone(s.Disks)
+		for i := range s.Disks {
+			if s.Disks[i].RBD != nil {
+				s.Disks[i].Socket = "" // not rendered: QEMU reaches Ceph itself
+			}
+		}
+	}
 	return s
 }
 
@@ -132,6 +140,9 @@ type DiskSpec struct {
 	Socket string // absolute path of the export's unix socket
 	Serial string // optional virtio-blk serial, at most 20 characters
 	Boot   bool   // boot from this disk (boot order follows the list order)
+	// RBD, when set, is the disk on Ceph RBD through QEMU's own librbd;
+	// Socket is not used then.
+	RBD *RBDDisk
 }
 
 // NICSpec is one virtio-net (by default) NIC on a host bridge.
@@ -194,6 +205,10 @@ func (s VMSpec) Validate() error {
 			return invalid("disk %d: empty volume", i)
 		case len(d.Volume) > 4096 || strings.ContainsFunc(d.Volume, isControl):
 			return invalid("disk %d: volume %q is not a valid NBD export name", i, d.Volume)
+		case d.RBD != nil:
+			if err := d.RBD.validate(); err != nil {
+				return invalid("disk %d (%s): %v", i, d.Volume, err)
+			}
 		case !filepath.IsAbs(d.Socket):
 			return invalid("disk %d (%s): socket %q must be an absolute path", i, d.Volume, d.Socket)
 		case len(d.Serial) > maxDiskSerial || !serialRE.MatchString(d.Serial):
@@ -352,10 +367,14 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 	// has a boot order (NormalBoot), which places the groups.
 	order := bootOrders(spec)
 	for i, ds := range spec.Disks {
+		src := nbdSource(ds, opts.NBDReconnectDelay)
+		if ds.RBD != nil {
+			src = rbdSource(ds.RBD)
+		}
 		disk := libvirtxml.DomainDisk{
 			Device: "disk",
 			Driver: diskDriver(),
-			Source: nbdSource(ds, opts.NBDReconnectDelay),
+			Source: src,
 			Target: &libvirtxml.DomainDiskTarget{Dev: diskTarget(i), Bus: "virtio"},
 			Serial: ds.Serial,
 		}
@@ -384,9 +403,10 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		}
 		d.Devices.Interfaces = append(d.Devices.Interfaces, iface)
 	}
-	port := uint(0)
-	d.Devices.Serials = []libvirtxml.DomainSerial{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainSerialTarget{Port: &port}}}
-	d.Devices.Consoles = []libvirtxml.DomainConsole{{Source: consoleSource(spec.SerialLog), Target: &libvirtxml.DomainConsoleTarget{Type: "serial", Port: &port}}}
+	// The serial port and the VNC display: console.go.
+	d.Devices.Serials, d.Devices.Consoles = serialDevices(spec.SerialLog)
+	d.Devices.Graphics, d.Devices.Videos = displayDevices()
+	d.Devices.Channels = append(d.Devices.Channels, agentChannel())
 	return d, nil
 }
 
@@ -544,6 +564,10 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 		if disk.Boot != nil {
 			boots = append(boots, booted{disk.Boot.Order, BootDisk})
 		}
+		if r := rbdOf(disk); r != nil {
+			spec.Disks = append(spec.Disks, DiskSpec{Volume: r.Image, Serial: disk.Serial, Boot: disk.Boot != nil, RBD: r})
+			continue
+		}
 		net, err := nbdOf(disk)
 		if err != nil {
 			return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: %w", err)
@@ -587,8 +611,8 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 		spec.Boot = nil
 	}
 	for _, c := range devs.Serials {
-		if c.Source != nil && c.Source.File != nil {
-			spec.SerialLog = c.Source.File.Path
+		if log := serialLogOf(c.Source, c.Log); log != "" {
+			spec.SerialLog = log
 		}
 	}
 	spec.Diskless = len(spec.Disks) == 0 && spec.Kernel == "" && !spec.HasCDROM

@@ -141,7 +141,7 @@ func TestDomainXMLDefaults(t *testing.T) {
 		`<source protocol="nbd" name="vol-root">`,
 		`<host transport="unix" socket="/run/tandem/nbd.sock">`,
 		`<on_poweroff>destroy</on_poweroff>`,
-		`<serial type="file">`,
+		`<serial type="unix">`, `<graphics type="vnc" autoport="yes" listen="127.0.0.1">`, `<model type="vga" primary="yes">`,
 	} {
 		if !strings.Contains(x, want) {
 			t.Errorf("XML lacks %s:\n%s", want, x)

@@ -266,6 +266,8 @@ type Command struct {
 	Image   *ImageCmd   `json:"image,omitempty"`
 	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
 	VMNVRAM *VMNVRAMCmd `json:"vm_nvram,omitempty"`
+	// Volume growth (grow.go).
+	VolumeSize *VolumeSizeCmd `json:"volume_size,omitempty"`
 }
 
 // BootstrapCmd creates the cluster with its first node.
@@ -614,6 +616,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyStorage(c)
 	case opImageCreate, opImageCopy, opImageDelete, opVMMedia, opVMNVRAM:
 		return m.applyImage(c)
+	case opVolumeSize:
+		return m.applyVolumeSize(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

@@ -303,11 +303,32 @@ func TestRBDVolumes(t *testing.T) {
 			t.Fatalf("create without a monitor: %v\n%s", err, stderr)
 		}
 		t.Logf("create without a monitor refused in %v: %s", took.Round(time.Millisecond), strings.TrimSpace(stderr))
+		// The cluster status has a line for the storage, degraded.
+		statusOut, statusErr, _ := cli(n3, "cluster", "status", "--timeout", "30s")
+		if !strings.Contains(statusOut, "storage ceph1 (rbd, pool "+ceph.Pool) || !strings.Contains(statusOut, "is degraded") {
+			_ = ceph.StartMon() // the later steps need it
+			t.Fatalf("cluster status without a monitor has no degraded storage line:\n%s\n%s", statusOut, statusErr)
+		}
+		for _, l := range strings.Split(statusOut, "\n") {
+			if strings.Contains(l, "storage ceph1 (rbd, pool") {
+				t.Logf("cluster status: %s", strings.TrimSpace(l))
+			}
+		}
 		if err := ceph.StartMon(); err != nil {
 			t.Fatal(err)
 		}
 		if err := ceph.WaitActive(ctx); err != nil {
 			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(time.Minute); ; {
+			statusOut, _, _ = cli(n3, "cluster", "status", "--timeout", "30s")
+			if !strings.Contains(statusOut, "storage ceph1 (rbd, pool") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the storage line stays once the monitor is back:\n%s", statusOut)
+			}
+			time.Sleep(time.Second)
 		}
 		if _, stderr, err := cli(n2, "volume", "show", "m1"); err == nil || !strings.Contains(stderr, "no volume named") {
 			t.Fatalf("m1 left behind: %v %s", err, stderr)

@@ -386,7 +386,7 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	// The console follows the VM: the target's log gets the agent's next
 	// status line (every 5 s).
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		con, _, err := td.CLI(ctx, n1, "vm", "console", "g1")
+		con, _, err := td.CLI(ctx, n1, "vm", "console", "g1", "--log")
 		if err == nil && strings.Contains(con, "agent=tandem-guest") {
 			break
 		}

@@ -83,6 +83,19 @@ func (s LocalStatus) Describe() string {
 	return fmt.Sprintf("%s (detached after I/O error: %s)", s.State, s.Cause)
 }
 
+// StoppedDiskless reports whether this primary stopped because its local
+// disk is detached and its last in-sync peer failed: it acknowledges
+// nothing more, though the record still names that peer UpToDate. The
+// caller starts a fresh primary, which serves through the peer again once
+// it is back (the primary itself never reconnects an in-sync peer it lost
+// while diskless: that peer's data is the volume's, not something to
+// resync from here).
+func (p *Primary) StoppedDiskless() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deposed != nil && errors.Is(p.deposed, ErrDiskless)
+}
+
 // Local reports the local disk's state.
 func (p *Primary) Local() LocalStatus {
 	p.mu.Lock()

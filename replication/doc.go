@@ -72,7 +72,9 @@
 // resync.go resync, Repair, Quiesced and DiscardPeer; activity.go the
 // activity log; detach.go the local disk's detach, diskless reads and
 // Reattach. The secondary side is secondary.go; wire.go and cork.go
-// are shared.
+// are shared. grow.go: a secondary smaller than its primary's hello grows
+// once the hello's epoch and sender are confirmed; a larger one is
+// accepted (a grow the primary has not reached yet).
 //
 // Layering: the data path depends on nothing above it (internal/layers
 // enforces it): no Raft, gRPC, PKI or daemon code. The replica disk states

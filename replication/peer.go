@@ -410,11 +410,18 @@ func (p *Primary) startReconnect(pe *peer) {
 	p.mu.Unlock()
 	go func() {
 		defer p.wg.Done()
+		// A peer whose disk fails its writes refuses every resync once
+		// it began, and each attempt commits SyncTarget and Outdated again
+		// and freezes acknowledgements meanwhile: such attempts back off
+		// (up to 30 times the interval). A peer that is down costs nothing
+		// like that and is tried at the interval, so that it is resynced
+		// as soon as it is back.
+		wait := p.cfg.ReconnectInterval
 		for {
 			select {
 			case <-p.stopping:
 				return
-			case <-time.After(p.cfg.ReconnectInterval):
+			case <-time.After(wait):
 			}
 			if p.usable() != nil {
 				return
@@ -441,6 +448,12 @@ func (p *Primary) startReconnect(pe *peer) {
 				continue // in sync now: the check above ends the loop
 			}
 			var ref *RefusedError
+			if errors.As(err, &ref) && ref.Status == StatusIO {
+				wait = min(2*wait, 30*p.cfg.ReconnectInterval)
+				p.log.Warn("resync refused by the peer's disk; next attempt later", "peer", pe.cfg.Name, "in", wait, "err", err)
+			} else {
+				wait = p.cfg.ReconnectInterval
+			}
 			if errors.As(err, &ref) && ref.Status == StatusDiverged {
 				p.mu.Lock()
 				pe.state = peerDiverged

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
@@ -72,13 +73,33 @@ type Secondary struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	gates map[string]*sessionGate // by volume; see sessionGate
+	// rewrite holds the volumes whose replica's disk lost a sync and that
+	// asked their primary for a full resync (see stickySync); rewriting
+	// counts them, so that the data path looks at the map only then.
+	rewrite   map[string]bool
+	rewriting atomic.Int32
+}
+
+// stickySync is a store whose failed sync sticks (blockstore.LocalVolume):
+// writes since the last good sync may be lost, so every later flush fails.
+// Such a replica asks its primary for a full resync (HelloAck.ActivityFull),
+// and its sticky error is reset at the first frame of that session that
+// writes or flushes (the primary sends none before): every block is then
+// rewritten before the replica can be UpToDate again (the
+// primary marked them all in its durable bitmap before committing
+// SyncTarget), and a resync cut short leaves the rest marked. Without it a
+// secondary whose disk had failed once refused every resync until tandemd
+// restarted (found by the fault-schedule runner's disk faults).
+type stickySync interface {
+	SyncError() error
+	ResetSyncError()
 }
 
 // NewSecondary returns a server that finds replicas through lookup and
 // names the senders of Serve's connections with authorize. A nil authorize
 // refuses every connection Serve accepts.
 func NewSecondary(log *slog.Logger, lookup Lookup, authorize Authorize) *Secondary {
-	return &Secondary{log: log, lookup: lookup, authorize: authorize, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}, gates: map[string]*sessionGate{}}
+	return &Secondary{log: log, lookup: lookup, authorize: authorize, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}, gates: map[string]*sessionGate{}, rewrite: map[string]bool{}}
 }
 
 // Serve accepts connections until ctx ends or ln fails. Connections from ln
@@ -188,6 +209,16 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 		if ref == nil && t.Activity != nil {
 			ack.Activity, ack.ActivityFull = t.Activity()
 		}
+		if ss, ok := t.Store.(stickySync); ok && ref == nil && ss.SyncError() != nil {
+			ack.ActivityFull = true
+			s.mu.Lock()
+			if !s.rewrite[t.Name] {
+				s.rewrite[t.Name] = true
+				s.rewriting.Add(1)
+			}
+			s.mu.Unlock()
+			s.log.Warn("this replica's disk lost a sync; asking the primary for a full resync", "volume", t.Name, "from", from, "err", ss.SyncError())
+		}
 	}
 	if ref != nil {
 		ack.Status, ack.Message = ref.status, ref.msg
@@ -235,8 +266,10 @@ func (s *Secondary) accept(ctx context.Context, hello *Hello, from string) (*Tar
 	if err != nil {
 		return nil, 0, &refusal{StatusUnknownVolume, err.Error()}
 	}
-	if hello.Size != t.Store.Size() {
-		return t, 0, &refusal{StatusDiverged, fmt.Sprintf("size %d differs from this replica's %d", hello.Size, t.Store.Size())}
+	if hello.Size > t.Store.Size() {
+		if _, ok := t.Store.(Grower); !ok {
+			return t, 0, &refusal{StatusDiverged, fmt.Sprintf("size %d differs from this replica's %d", hello.Size, t.Store.Size())}
+		}
 	}
 	if t.VolumeID != "" && hello.VolumeID != "" && hello.VolumeID != t.VolumeID {
 		return t, 0, &refusal{StatusDiverged, fmt.Sprintf("volume id %s differs from this replica's %s: unrelated data", hello.VolumeID, t.VolumeID)}
@@ -248,6 +281,9 @@ func (s *Secondary) accept(ctx context.Context, hello *Hello, from string) (*Tar
 		return t, 0, &refusal{StatusFrozen, fmt.Sprintf("cannot confirm the volume's epoch: %v", err)}
 	}
 	if r := check(v, hello.Epoch, from); r != nil {
+		return t, v.Epoch, r
+	}
+	if r := growTo(ctx, t, hello.Size); r != nil {
 		return t, v.Epoch, r
 	}
 	if t.PersistEpoch != nil {
@@ -460,11 +496,29 @@ func (s *Secondary) checkFrame(ctx context.Context, t *Target, from string, epoc
 	return StatusOK, ""
 }
 
+// takeRewrite reports (once) whether volume's replica asked for a full
+// resync in a session (see stickySync).
+func (s *Secondary) takeRewrite(volume string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ok := s.rewrite[volume]
+	if ok {
+		delete(s.rewrite, volume)
+		s.rewriting.Add(-1)
+	}
+	return ok
+}
+
 // applyFrame applies one checked frame to the replica; a read returns its
 // data.
 func (s *Secondary) applyFrame(ctx context.Context, t *Target, h Header, p []byte) (Status, string, []byte) {
 	var err error
 	var data []byte
+	if s.rewriting.Load() > 0 && h.Type != FrameRead && h.Type != FramePing {
+		if ss, ok := t.Store.(stickySync); ok && s.takeRewrite(t.Name) {
+			ss.ResetSyncError()
+		}
+	}
 	switch h.Type {
 	case FrameRead:
 		if h.Length > MaxPayload {

@@ -2,7 +2,8 @@
 // (through go-ceph, so cgo), the administration of a pool's images, and
 // storage-side fencing with Ceph's exclusive lock and OSD blocklist (issue
 // 15). internal/volume runs RBD volumes with it (storage add, create,
-// the owner's export, takeover); VMs on RBD and HA come next.
+// the owner's export, takeover) and VMs on RBD (whose QEMU opens the
+// image itself; a takeover of one uses TakeoverAll).
 //
 // Owner: the storage maintainers.
 //
@@ -47,6 +48,8 @@
 //     (One that reaches an OSD still without the map, before any of the
 //     new owner's there, is ordered before them, as a write in flight at
 //     a crash is.);
+//   - TakeoverAll blocklists every other watcher too, lock owner or not,
+//     before it breaks the lock;
 //   - a blocklist entry is removed only by an explicit BlocklistRemove (or
 //     its expiry, a month by default), never as a side effect;
 //   - Create checks the request (name, size, room in the pool) before

@@ -32,6 +32,11 @@ func Connect(ctx context.Context, cfg Config) (*Pool, error) {
 	return nil, ErrNotBuilt
 }
 
+// TakeoverAll fails with ErrNotBuilt.
+func (v *Volume) TakeoverAll(ctx context.Context, expiry time.Duration) ([]string, error) {
+	return nil, ErrNotBuilt
+}
+
 // Close does nothing.
 func (p *Pool) Close() error { return nil }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -807,6 +808,18 @@ func (v *Volume) IsLockOwner(ctx context.Context) (bool, error) {
 // removed (BlocklistRemove) only once their node provably dropped the
 // client. With no owner it just acquires.
 func (v *Volume) Takeover(ctx context.Context, expiry time.Duration) ([]string, error) {
+	return v.takeover(ctx, expiry, false)
+}
+
+// TakeoverAll is Takeover that also blocklists every other watcher of the
+// image first, lock owner or not: a VM's QEMU (librbd's cooperative
+// lock) that does not hold the lock right now could otherwise ask the new
+// owner's QEMU for it later and write again.
+func (v *Volume) TakeoverAll(ctx context.Context, expiry time.Duration) ([]string, error) {
+	return v.takeover(ctx, expiry, true)
+}
+
+func (v *Volume) takeover(ctx context.Context, expiry time.Duration, watchers bool) ([]string, error) {
 	var fenced []string
 	err := v.use(ctx, func() error {
 		if v.ro {
@@ -816,14 +829,29 @@ func (v *Volume) Takeover(ctx context.Context, expiry time.Duration) ([]string, 
 		if err != nil {
 			return fmt.Errorf("take RBD image %s/%s over: %w", v.cfg.Pool, v.name, err)
 		}
+		addrs := make([]string, 0, len(owners))
 		for _, o := range owners {
-			if o.Addr == v.addr {
+			addrs = append(addrs, o.Addr)
+		}
+		if watchers {
+			ws, err := v.img.ListWatchers()
+			if err != nil {
+				return fmt.Errorf("take RBD image %s/%s over: watchers: %w", v.cfg.Pool, v.name, classify(err))
+			}
+			for _, w := range ws {
+				if a := plainAddr(w.Addr); !slices.Contains(addrs, a) {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+		for _, a := range addrs {
+			if a == v.addr || a == "" {
 				continue // ours already
 			}
-			if err := blocklistAdd(v.conn, o.Addr, expiry); err != nil {
-				return fmt.Errorf("take RBD image %s/%s over from %s: %w", v.cfg.Pool, v.name, o.Client, err)
+			if err := blocklistAdd(v.conn, a, expiry); err != nil {
+				return fmt.Errorf("take RBD image %s/%s over from %s: %w", v.cfg.Pool, v.name, a, err)
 			}
-			fenced = append(fenced, o.Addr)
+			fenced = append(fenced, a)
 		}
 		// Only after every owner is fenced is its lock broken.
 		lo, err := v.img.LockGetOwners()

@@ -2,6 +2,12 @@
 // internal/guest). It mounts /proc, /sys and /dev, loads the virtio modules
 // listed in /etc/tandem-modules, configures eth0, then forever bumps a
 // durable counter on its disk and sends heartbeat datagrams to the host.
+// It answers each line read on the serial port (ttyS0) with "echo: LINE"
+// (echo.go), for the interactive console's tests.
+// It also answers a minimal subset of the QEMU guest agent protocol on the
+// org.qemu.guest_agent.0 virtio-serial port (qga.go): sync, ping, info,
+// network interfaces, shutdown (powers off) and fsfreeze (nothing to
+// freeze in an initramfs: zero file systems).
 //
 // Owner: the test-infrastructure maintainers.
 //
@@ -17,6 +23,7 @@
 //	tandem.disk=/dev/vda       counter disk (optional)
 //	tandem.write_ms=10         pause between two counter writes
 //	tandem.iface=eth0          interface to configure
+//	tandem.qga=off             leave the guest agent port unanswered
 //
 // Invariants: it never returns (it is PID 1); every error is printed to the
 // console and retried; and a counter goes into a datagram only after the

@@ -24,6 +24,8 @@ type config struct {
 	rate          int
 	disk          string
 	writeEvery    time.Duration
+	// noQGA (tandem.qga=off) leaves the guest agent port unanswered.
+	noQGA bool
 }
 
 // agent is the state shared by the loops: what the disk loop has made
@@ -66,6 +68,10 @@ func main() {
 		close(a.diskReady)
 	}
 	go forever(ctx, log, "heartbeat", a.heartbeat)
+	go forever(ctx, log, "serial-echo", a.serialEcho)
+	if !cfg.noQGA {
+		go forever(ctx, log, "guest agent", a.qga)
+	}
 	a.status(ctx)
 }
 
@@ -110,6 +116,8 @@ func parseCmdline(s string, log *slog.Logger) config {
 			cfg.udp = v
 		case "disk":
 			cfg.disk = v
+		case "qga":
+			cfg.noQGA = v == "off"
 		case "rate":
 			if n, err := strconv.Atoi(v); err == nil && n > 0 {
 				cfg.rate = n
@@ -292,7 +300,7 @@ func (a *agent) heartbeat(ctx context.Context) error {
 	tick := time.NewTicker(time.Second / time.Duration(a.cfg.rate))
 	defer tick.Stop()
 	for range tick.C {
-		d := guest.Datagram{Boot: a.boot.Load(), Seq: a.seq.Add(1), Acked: a.acked.Load(), Mono: monotonic()}
+		d := guest.Datagram{Boot: a.boot.Load(), Seq: a.seq.Add(1), Acked: a.acked.Load(), Mono: monotonic(), DiskBytes: diskBytes(a.cfg.disk)}
 		if _, err := conn.WriteToUDP(d.Encode(), raddr); err != nil {
 			if a.sendErrs.Add(1)%uint64(10*a.cfg.rate) == 1 {
 				a.log.Warn("send failed", "err", err, "failures", a.sendErrs.Load())
@@ -323,4 +331,22 @@ func (a *agent) status(ctx context.Context) {
 			a.log.InfoContext(ctx, "waiting for disk", "disk", a.cfg.disk)
 		}
 	}
+}
+
+// diskBytes is the size of the counter disk as the kernel sees it now
+// (/sys/block/DEV/size counts 512-byte sectors and follows an online
+// resize), 0 when unknown.
+func diskBytes(dev string) uint64 {
+	if dev == "" {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "size"))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n * 512
 }

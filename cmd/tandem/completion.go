@@ -118,7 +118,7 @@ func addCompletions(root *cobra.Command, a *app) {
 		"volume promote": a.argNames(volumeNames, 0), "volume resync": a.argNames(volumeNames, 0),
 		"volume verify": a.argNames(volumeNames, 0),
 		"vm show":       a.argNames(vmNames, 0), "vm start": a.argNames(vmNames, 0), "vm stop": a.argNames(vmNames, 0),
-		"vm delete": a.argNames(vmNames, 0), "vm migrate": a.argNames(vmNames, 0), "vm console": a.argNames(vmNames, 0),
+		"vm delete": a.argNames(vmNames, 0), "vm migrate": a.argNames(vmNames, 0), "vm console": a.argNames(vmNames, 0), "vm vnc": a.argNames(vmNames, 0),
 		"node remove": a.argNames(nodeNames, 0), "node show": a.argNames(nodeNames, 0),
 		"node fence-config": a.argNames(nodeNames, 0), "node fence": a.argNames(nodeNames, 0),
 		"node note": a.argNames(nodeNames, 0),

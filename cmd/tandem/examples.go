@@ -59,7 +59,7 @@ func commandExamples() map[string]string {
 		"vm migrate": `  tandem vm migrate web
   tandem vm migrate web --to n3`,
 		"vm console": `  tandem vm console web
-  tandem vm console web -f`,
+  tandem vm console web --log -f`,
 		"ha status": `  tandem ha status
   tandem ha status -o json`,
 		"ha arm":    `  tandem ha arm`,

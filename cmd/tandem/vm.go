@@ -36,6 +36,9 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMMigrateCmd(a),
 		newVMConsoleCmd(a),
 		newVMCDROMCmd(a),
+		newVMVNCCmd(a),
+		newVMFSFreezeCmd(a),
+		newVMFSThawCmd(a),
 	)
 }
 
@@ -275,6 +278,7 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 	if v.ConsoleLog != "" {
 		fmt.Fprintf(tw, "Console log:\t%s\n", v.ConsoleLog)
 	}
+	writeVMAgent(tw, v)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -319,9 +323,16 @@ func newVMStopCmd(a *app) *cobra.Command {
 	var force bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "stop NAME",
-		Short: "Shut a VM down (ACPI, then destroy after --shutdown-timeout)",
-		Args:  argsNamed("NAME"),
+		Use:   "stop NAME [--timeout 1m] [--force]",
+		Short: "Shut a VM down (guest agent, else ACPI; destroyed after --timeout)",
+		Long: `Shut a VM down as gently as possible: through its guest agent
+(qemu-guest-agent) when one answers, else with the ACPI power button. A
+guest still running after --timeout is destroyed. The answer says which of
+the three brought it down (Stopped by: agent, acpi or destroy).`,
+		Example: `  tandem vm stop web
+  tandem vm stop web --timeout 5m
+  tandem vm stop web --force`,
+		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return callAdmin(a, cmd, timeout+time.Minute, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VMInfo, error) {
 				return c.VM.Stop(ctx, &tandemv1.VMRequest{Name: args[0], Force: force, TimeoutSeconds: uint32(timeout / time.Second)})
@@ -329,7 +340,9 @@ func newVMStopCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "destroy at once (like pulling the plug)")
-	cmd.Flags().DurationVar(&timeout, "shutdown-timeout", time.Minute, "how long a clean shutdown may take")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long a clean shutdown may take before the VM is destroyed")
+	cmd.Flags().DurationVar(&timeout, "shutdown-timeout", time.Minute, "")
+	_ = cmd.Flags().MarkDeprecated("shutdown-timeout", "use --timeout")
 	return cmd
 }
 
@@ -432,31 +445,6 @@ func newVMMigrateCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&to, "to", "", "target node (default: the best node with UpToDate replicas)")
 	cmd.Flags().Uint32Var(&downtime, "downtime-ms", 0, "QEMU's maximum downtime at switch-over (default QEMU's 300 ms)")
 	cmd.Flags().Uint64Var(&bandwidth, "bandwidth-mibps", 0, "cap the migration stream in MiB/s (default unlimited)")
-	return cmd
-}
-
-func newVMConsoleCmd(a *app) *cobra.Command {
-	var follow bool
-	var tail int64
-	cmd := &cobra.Command{
-		Use:   "console NAME",
-		Short: "Print the VM's serial console log",
-		Args:  argsNamed("NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, 0, func(ctx context.Context, c *adminclient.Client) error {
-				st, err := c.VM.Console(ctx, &tandemv1.ConsoleRequest{Name: args[0], Tail: tail, Follow: follow})
-				if err != nil {
-					return err
-				}
-				return recvAll(ctx, st.Recv, func(chunk *tandemv1.ConsoleChunk) error {
-					_, err := a.stdout.Write(chunk.Data)
-					return err
-				})
-			})
-		},
-	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
-	cmd.Flags().Int64Var(&tail, "tail", 4096, "bytes from the end to start with")
 	return cmd
 }
 

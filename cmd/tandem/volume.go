@@ -45,11 +45,20 @@ func newVolumeResizeCmd(a *app) *cobra.Command {
 	var size string
 	cmd := &cobra.Command{
 		Use:   "resize NAME --size SIZE",
-		Short: "Grow an RBD volume",
-		Long: `Grow a volume to SIZE (a larger size only; shrinking would discard data).
+		Short: "Grow a volume (replicated or RBD), online",
+		Long: `Grow a volume to SIZE, online (a larger size only, a multiple of 4 KiB;
+shrinking would discard data and is refused, and nothing changes).
+
+Replicated volumes: every secondary grows its replica, then the primary,
+and only then does the catalog record the new size; an in-sync replica
+that cannot grow stops the resize with the size unchanged (run it again to
+finish). A replica that is down or out of sync grows when it next
+connects to the primary, before its resync.
 RBD volumes are resized through their owner's client, which holds the
-image's exclusive lock; NBD clients see the new size when they reconnect.
-Replicated volumes cannot be resized yet.`,
+image's exclusive lock.
+
+NBD clients see the new size when they (re)connect; for a VM's disk use
+'tandem vm disk resize', which also tells the running guest.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if size == "" {

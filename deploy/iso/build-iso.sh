@@ -78,7 +78,7 @@ say "mirror $mirror${security:+, security $security}${updates:+, updates $update
 pkgs=(
 	linux-image-amd64 systemd systemd-sysv systemd-timesyncd udev dbus
 	live-boot live-boot-initramfs-tools
-	libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils ovmf
+	libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils ovmf qemu-block-extra
 	ipmitool
 	librados2 librbd1
 	parted gdisk dosfstools e2fsprogs squashfs-tools eject

@@ -99,6 +99,10 @@ type Client struct {
 	Storage tandemv1.StorageClient
 	// Image manages ISO images (issue 18).
 	Image tandemv1.ImageClient
+	// Console opens VMs' serial and VNC consoles (issue 18).
+	Console tandemv1.ConsoleClient
+	// GuestAgent freezes and thaws guests' file systems (issue 18).
+	GuestAgent tandemv1.GuestAgentClient
 
 	// Target is what the client talks to: the socket path or host:port.
 	Target string
@@ -167,9 +171,11 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 		VM:         tandemv1.NewVMClient(conn),
 		HA:         tandemv1.NewHAClient(conn),
 		Credential: tandemv1.NewCredentialClient(conn), Storage: tandemv1.NewStorageClient(conn),
-		Image:  tandemv1.NewImageClient(conn),
-		Target: shown,
-		conn:   conn,
+		Image:      tandemv1.NewImageClient(conn),
+		Console:    tandemv1.NewConsoleClient(conn),
+		GuestAgent: tandemv1.NewGuestAgentClient(conn),
+		Target:     shown,
+		conn:       conn,
 	}, nil
 }
 

@@ -72,6 +72,8 @@ func (a *Services) RegisterAdmin(s *grpc.Server) {
 	registerChecked(s, &tandemv1.Credential_ServiceDesc, &credentialService{a: a})
 	registerChecked(s, &tandemv1.Storage_ServiceDesc, &storageService{a: a})
 	registerChecked(s, &tandemv1.Image_ServiceDesc, &imageService{a: a})
+	registerChecked(s, &tandemv1.Console_ServiceDesc, &consoleService{a: a})
+	registerChecked(s, &tandemv1.GuestAgent_ServiceDesc, &guestAgentService{a: a})
 }
 
 // RegisterPeer registers the peer service on s, every request checked by

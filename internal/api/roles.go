@@ -8,7 +8,8 @@ import "github.com/tandemhci/tandem/consensus"
 //
 //   - readonly: status, list, show, events, health, audit, upgrade status;
 //   - operator: VM and volume lifecycle, migration, console, maintenance,
-//     node notes, ISO images and CD-ROM changes;
+//     node notes, ISO images and CD-ROM changes, the consoles (serial
+//     and VNC);
 //   - admin: membership, join tokens, cluster configuration, expected
 //     votes, fencing (configuration and fencing a node), arming HA,
 //     credentials and export certificates (listing them is readonly).
@@ -56,7 +57,12 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.Volume/Resize",
 		"/tandem.v1.Image/Upload",
 		"/tandem.v1.Image/Delete",
-		"/tandem.v1.Image/ChangeMedia":
+		"/tandem.v1.Image/ChangeMedia",
+		// The consoles give the guest's keyboard: never readonly.
+		"/tandem.v1.Console/Serial",
+		"/tandem.v1.Console/VNC",
+		"/tandem.v1.GuestAgent/FSFreeze",
+		"/tandem.v1.GuestAgent/FSThaw":
 		return consensus.RoleOperator, true
 	case methodCreate,
 		methodJoin,

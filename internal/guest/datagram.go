@@ -30,7 +30,24 @@ type Datagram struct {
 	Seq   uint64
 	Acked uint64
 	Mono  time.Duration
+	// DiskBytes is the size of the counter disk as the guest kernel sees it
+	// (/sys/block/DEV/size × 512); 0 means not reported, and then the
+	// datagram has no disk-size trailer.
+	DiskBytes uint64
 }
+
+// The disk-size trailer, appended after the DatagramSize bytes when
+// DiskBytes is set (so an agent that does not report it sends what older
+// receivers expect):
+//
+//	off len field
+//	  0   4 tag "DSZ1"
+//	  4   8 disk bytes
+//	 12   4 crc32 (IEEE, of trailer bytes 0..11)
+const (
+	diskTrailerTag  = "DSZ1"
+	diskTrailerSize = 16
+)
 
 // ErrMalformed is wrapped by every Decode and DecodeDiskState error.
 var ErrMalformed = errors.New("malformed")
@@ -44,13 +61,20 @@ func (d Datagram) Encode() []byte {
 	binary.BigEndian.PutUint64(b[24:], d.Acked)
 	binary.BigEndian.PutUint64(b[32:], uint64(d.Mono))
 	binary.BigEndian.PutUint32(b[40:], crc32.ChecksumIEEE(b[:40]))
+	if d.DiskBytes != 0 {
+		t := make([]byte, diskTrailerSize)
+		copy(t, diskTrailerTag)
+		binary.BigEndian.PutUint64(t[4:], d.DiskBytes)
+		binary.BigEndian.PutUint32(t[12:], crc32.ChecksumIEEE(t[:12]))
+		b = append(b, t...)
+	}
 	return b
 }
 
 // DecodeDatagram parses b, which must be exactly one encoded Datagram.
 func DecodeDatagram(b []byte) (Datagram, error) {
-	if len(b) != DatagramSize {
-		return Datagram{}, fmt.Errorf("datagram: %d bytes, want %d: %w", len(b), DatagramSize, ErrMalformed)
+	if len(b) != DatagramSize && len(b) != DatagramSize+diskTrailerSize {
+		return Datagram{}, fmt.Errorf("datagram: %d bytes, want %d or %d: %w", len(b), DatagramSize, DatagramSize+diskTrailerSize, ErrMalformed)
 	}
 	if string(b[:8]) != DatagramMagic {
 		return Datagram{}, fmt.Errorf("datagram: bad magic %q: %w", b[:8], ErrMalformed)
@@ -58,12 +82,24 @@ func DecodeDatagram(b []byte) (Datagram, error) {
 	if got, want := binary.BigEndian.Uint32(b[40:]), crc32.ChecksumIEEE(b[:40]); got != want {
 		return Datagram{}, fmt.Errorf("datagram: crc %08x, want %08x: %w", got, want, ErrMalformed)
 	}
-	return Datagram{
+	d := Datagram{
 		Boot:  binary.BigEndian.Uint64(b[8:]),
 		Seq:   binary.BigEndian.Uint64(b[16:]),
 		Acked: binary.BigEndian.Uint64(b[24:]),
 		Mono:  time.Duration(binary.BigEndian.Uint64(b[32:])),
-	}, nil
+	}
+	if t := b[DatagramSize:]; len(t) > 0 {
+		if string(t[:4]) != diskTrailerTag {
+			return Datagram{}, fmt.Errorf("datagram: unknown trailer %q: %w", t[:4], ErrMalformed)
+		}
+		if got, want := binary.BigEndian.Uint32(t[12:]), crc32.ChecksumIEEE(t[:12]); got != want {
+			return Datagram{}, fmt.Errorf("datagram: disk-size trailer crc %08x, want %08x: %w", got, want, ErrMalformed)
+		}
+		if d.DiskBytes = binary.BigEndian.Uint64(t[4:]); d.DiskBytes == 0 {
+			return Datagram{}, fmt.Errorf("datagram: disk-size trailer with size 0: %w", ErrMalformed)
+		}
+	}
+	return d, nil
 }
 
 // DiskMagic opens the agent's counter block (block 0 of its disk).

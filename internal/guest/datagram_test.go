@@ -66,6 +66,7 @@ func TestDiskStateRoundTrip(t *testing.T) {
 
 func FuzzDecodeDatagram(f *testing.F) {
 	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4}.Encode())
+	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, DiskBytes: 128 << 20}.Encode())
 	f.Add([]byte(DatagramMagic))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -81,4 +82,31 @@ func FuzzDecodeDatagram(f *testing.F) {
 			t.Fatalf("decoded %+v from %x, which encodes differently", d, b)
 		}
 	})
+}
+
+func TestDatagramDiskSizeTrailer(t *testing.T) {
+	d := Datagram{Boot: 2, Seq: 9, Acked: 7, Mono: 5, DiskBytes: 128 << 20}
+	b := d.Encode()
+	if len(b) != DatagramSize+diskTrailerSize {
+		t.Fatalf("encoded %d bytes", len(b))
+	}
+	got, err := DecodeDatagram(b)
+	if err != nil || got != d {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	// Without the size, the datagram is exactly the old one.
+	d.DiskBytes = 0
+	if len(d.Encode()) != DatagramSize {
+		t.Fatal("a datagram without a disk size grew")
+	}
+	bad := bytes.Clone(b)
+	bad[DatagramSize+6] ^= 1
+	if _, err := DecodeDatagram(bad); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("corrupt trailer: %v", err)
+	}
+	bad = bytes.Clone(b)
+	copy(bad[DatagramSize:], "XXXX")
+	if _, err := DecodeDatagram(bad); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("unknown trailer: %v", err)
+	}
 }

@@ -16,5 +16,7 @@
 // O_DIRECT|O_SYNC write that stored it returned, so the disk holds at least
 // every counter the host saw acknowledged; datagrams and the counter block
 // carry a magic and a CRC32, and whatever does not decode (a fresh disk
-// included) is ErrMalformed, never taken for data.
+// included) is ErrMalformed, never taken for data. The optional disk-size
+// trailer (DiskBytes) carries its own tag and CRC32, so a datagram without
+// it is byte for byte the 44-byte layout older receivers decode.
 package guest

@@ -352,7 +352,16 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 			confirmed = res
 			break
 		}
+		// VMs all on RBD: a confirmed blocklist may count (rbd.go).
+		rres, why := m.rbdFence(ctx, ms, node, vmsOf(), len(bare))
+		if rres.Confirmed {
+			confirmed = rres
+			break
+		}
 		reason := fmt.Sprintf("fencing %s not confirmed: %v", node, ferr)
+		if why != "" {
+			reason += "; " + why
+		}
 		var active *fencing.LeaseActiveError
 		leaseWait := errors.As(ferr, &active) && len(agents) == 1
 		if reason != lastReason && !leaseWait {

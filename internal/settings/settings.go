@@ -68,6 +68,8 @@ func registry() []Setting {
 			Description: "limit of each volume's resync traffic per second (0: unlimited)"},
 		dur(KeyCertLifetime, pki.NodeValidity, time.Minute, pki.CAValidity,
 			"lifetime of the node and admin certificates the cluster issues; each node renews its own two thirds into it"),
+		{Key: ha.KeyRBDBlocklistIsFence, Kind: KindBool, Default: "false",
+			Description: "a dead node's clients blocklisted in Ceph count as fencing it for VMs whose disks are all on RBD (true), or recovery waits for power or lease fencing (false)"},
 	}
 }
 

@@ -315,6 +315,17 @@ func (c *Cluster) prepareLibvirtDir(lv *Libvirtd, qemuDriver string) error {
 	if err := os.Symlink(qemuDriver, link); err != nil {
 		return err
 	}
+	// The secret driver, when installed, holds the cephx keys of VMs on
+	// RBD (ephemeral secrets, in memory only); it touches no firewall.
+	if sec := filepath.Join(filepath.Dir(qemuDriver), "libvirt_driver_secret.so"); fileExists(sec) {
+		link := filepath.Join(lv.Dir, "drivers", filepath.Base(sec))
+		if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err := os.Symlink(sec, link); err != nil {
+			return err
+		}
+	}
 	// Without distinct host UUIDs libvirt refuses migration as "same
 	// host"; derived from the namespace so restarts keep it.
 	sum := sha256.Sum256([]byte(n.NS))
@@ -546,4 +557,9 @@ func (c *Cluster) harnessCA() (*pki.CA, error) {
 		c.ca = ca
 	}
 	return c.ca, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

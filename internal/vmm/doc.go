@@ -18,6 +18,10 @@
 //     design.md I5): a start first makes the chosen node primary of every
 //     volume, and the node refuses to start a VM unless it serves every
 //     volume as primary; the run loop resumes or restarts a VM only then;
+//   - a VM's RBD disk is opened by its QEMU (librbd, rbd.go), and only on
+//     the node the catalog records as the disk's owner; placement ignores
+//     replica location for it; the libvirt secret of a storage exists on a
+//     node only while a started VM has a disk on it;
 //   - a self-fenced node (state.Fence) starts, resumes and restarts no VM;
 //   - decisions are made on fresh metadata (quorum first), so a mutation
 //     without quorum changes nothing; the desired state is recorded before

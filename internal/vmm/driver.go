@@ -100,6 +100,7 @@ func (m *Manager) Run(ctx context.Context) {
 		_, _ = drv.ResumeIOErrorPaused(ctx, ours)
 		m.restartCrashed(ctx, drv, ms, ours)
 		m.syncNVRAMs(ctx, ms)
+		m.syncCephSecrets(ctx, drv, ms)
 	}
 }
 
@@ -112,6 +113,12 @@ func (m *Manager) ours(ms *consensus.MetaState, name string) bool {
 		return false
 	}
 	for _, vol := range v.Spec.Volumes {
+		if e, ok := ms.Volumes[vol]; ok && e.IsRBD() {
+			if e.Owner != m.self() {
+				return false
+			}
+			continue
+		}
 		if ok, err := m.holds(vol); err != nil || !ok || !m.vols.ServingPrimary(vol) {
 			return false
 		}

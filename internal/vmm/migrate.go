@@ -120,7 +120,11 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	if !target.Available {
 		return status.Errorf(codes.FailedPrecondition, "target %s cannot run VMs: %s", req.To, target.Reason)
 	}
-	for _, name := range vm.Volumes {
+	// RBD disks move with the VM: the target's QEMU takes the image's
+	// lock from this one (librbd's cooperative hand-over), and the owner
+	// is recorded after the switchover.
+	repl := replicated(ms, vm.Volumes)
+	for _, name := range repl {
 		ok, err := m.holds(name)
 		if err != nil {
 			return err
@@ -129,10 +133,15 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 			return status.Errorf(codes.FailedPrecondition, "node %s is not the primary of volume %s", self, name)
 		}
 	}
+	for _, name := range vm.Volumes {
+		if isRBD(ms, name) && ms.Volumes[name].Owner != self {
+			return status.Errorf(codes.FailedPrecondition, "node %s is not the owner of RBD volume %s (%s is)", self, name, ms.Volumes[name].Owner)
+		}
+	}
 	closeWindows := func(reason string) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		for _, name := range vm.Volumes {
+		for _, name := range repl {
 			if err := m.vols.EndDual(cctx, name, reason); err != nil {
 				m.st.Log.Error("cannot close the migration window", "volume", name, "err", err)
 			}
@@ -140,7 +149,7 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	}
 	// I5 steps 1-2: the shard refuses a target that is not UpToDate.
 	send(&tandemv1.MigrateProgress{Phase: "preparing", Message: "allowing " + req.To + " to open the volumes"})
-	for _, name := range vm.Volumes {
+	for _, name := range repl {
 		if err := m.vols.AllowDual(ctx, name, req.To); err != nil {
 			closeWindows("migration refused")
 			return apierr.From(fmt.Errorf("volume %s: %w", name, err))
@@ -171,6 +180,10 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		destNVRAM = p
 	}
 	dest := m.domainSpec(vm, target.NbdSocket, destCDROM, destNVRAM)
+	if err := m.withRBD(ms, &dest); err != nil {
+		closeWindows("RBD disks not reachable")
+		return err
+	}
 	if target.NbdSocket != "" {
 		dest.SerialLog = consoleLogOn(target, vm.Name)
 	}
@@ -202,7 +215,16 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	}
 	send(&tandemv1.MigrateProgress{Phase: "handover", Message: "committing " + req.To + " as primary"})
 	for _, name := range vm.Volumes {
-		if err := m.vols.Handover(context.WithoutCancel(ctx), name, req.To); err != nil {
+		var err error
+		if isRBD(ms, name) {
+			var r rbdVolumes
+			if r, err = m.rbd(); err == nil {
+				err = r.MoveRBDOwner(context.WithoutCancel(ctx), name, req.To, "live migration of VM "+vm.Name)
+			}
+		} else {
+			err = m.vols.Handover(context.WithoutCancel(ctx), name, req.To)
+		}
+		if err != nil {
 			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, name, err)
 		}
 	}

@@ -88,10 +88,21 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 		return nil, err
 	}
 	defer done()
+	ms, err := m.vols.Catalog(ctx, true)
+	if err != nil {
+		return nil, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = m.waitPrimary(wctx, vm.Volumes)
+	err = m.waitPrimary(wctx, replicated(ms, vm.Volumes))
 	cancel()
 	if err != nil {
+		return nil, err
+	}
+	// RBD disks: this node owns them and QEMU opens them (rbd.go); the
+	// secret defined for them stays until QEMU has started.
+	m.secmu.Lock()
+	defer m.secmu.Unlock()
+	if err := m.attachRBD(ctx, drv, ms, vm.Volumes); err != nil {
 		return nil, err
 	}
 	// The image is verified (and fetched if this node lacks it) before
@@ -104,7 +115,11 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	if err != nil {
 		return nil, err
 	}
-	if err := drv.Define(ctx, m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram)); err != nil {
+	spec := m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram)
+	if err := m.withRBD(ms, &spec); err != nil {
+		return nil, err
+	}
+	if err := drv.Define(ctx, spec); err != nil {
 		return nil, computeErr(err)
 	}
 	if st, err := drv.State(ctx, vm.Name); err != nil || st != compute.StateRunning {
@@ -128,6 +143,7 @@ func (m *Manager) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tan
 	if st, err := drv.State(ctx, vm.Name); compute.IsNotFoundErr(err) || (err == nil && st != compute.StateRunning && st != compute.StatePaused) {
 		return m.vmInfo(ctx, drv, vm), nil
 	}
+	how := compute.StoppedByDestroy
 	if req.Force {
 		err = drv.Destroy(ctx, vm.Name)
 	} else {
@@ -135,13 +151,16 @@ func (m *Manager) VMStop(ctx context.Context, req *tandemv1.PeerVMRequest) (*tan
 		if timeout <= 0 {
 			timeout = 60 * time.Second
 		}
-		err = drv.Shutdown(ctx, vm.Name, timeout)
+		// The guest agent first, then ACPI, destroyed after timeout.
+		how, err = drv.StopGuest(ctx, vm.Name, timeout)
 	}
 	if err != nil && !compute.IsNotFoundErr(err) {
 		return nil, computeErr(err)
 	}
-	m.log.Info("VM stopped", "vm", vm.Name, "forced", req.Force)
-	return m.vmInfo(ctx, drv, vm), nil
+	m.log.Info("VM stopped", "vm", vm.Name, "forced", req.Force, "by", how)
+	out := m.vmInfo(ctx, drv, vm)
+	out.StoppedBy = how
+	return out, nil
 }
 
 // VMState is the VM as libvirt reports it here.

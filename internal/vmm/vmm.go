@@ -124,6 +124,12 @@ type Manager struct {
 	// nvSeen is, per UEFI VM running here, the variable store file's
 	// size and mtime when it was last recorded (nvram.go).
 	nvSeen map[string]fileSeen
+
+	// serials are the serial console sessions open here (console.go).
+	serials consoleSessions
+	// secmu orders the Ceph secrets' sync with a start that defines one
+	// and starts QEMU with it (rbd.go).
+	secmu sync.Mutex
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console

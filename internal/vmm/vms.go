@@ -111,7 +111,9 @@ func (m *Manager) Show(ctx context.Context, name string) (*tandemv1.VMInfo, erro
 	if err != nil {
 		return nil, err
 	}
-	return m.live(ctx, ms, v, 3*time.Second), nil
+	info := m.live(ctx, ms, v, 3*time.Second)
+	m.guestAgentInfo(ctx, ms, v, info)
+	return info, nil
 }
 
 func randomMAC() string {
@@ -193,11 +195,8 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 		if dk.Volume == "" {
 			continue
 		}
-		if e, ok := ms.Volumes[dk.Volume]; !ok {
+		if _, ok := ms.Volumes[dk.Volume]; !ok {
 			return nil, status.Errorf(codes.NotFound, "disk %d: no volume named %q", i, dk.Volume)
-		} else if e.IsRBD() {
-			// Issue 15's next slice (libvirt rbd network disks).
-			return nil, status.Errorf(codes.Unimplemented, "disk %d: volume %s is on Ceph RBD; VMs on RBD volumes are not supported yet", i, dk.Volume)
 		}
 		for _, o := range ms.VMs {
 			if slices.Contains(o.Spec.Volumes, dk.Volume) {
@@ -440,6 +439,12 @@ func PlacementCluster(ms *consensus.MetaState, compute map[string]*tandemv1.Comp
 		for _, r := range info.Replicas {
 			states[r.Node] = ReplicaOf(r.State)
 		}
+		if e, ok := ms.Volumes[vol]; ok && e.IsRBD() {
+			// Ceph holds an RBD disk: every data node reaches it alike.
+			for _, n := range dataMembers(ms, "") {
+				states[n] = placement.UpToDate
+			}
+		}
 		pc.Replicas[vol] = states
 	}
 	return pc
@@ -504,6 +509,16 @@ func (m *Manager) Start(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1
 		if info.Primary == node {
 			continue
 		}
+		if isRBD(ms, vol) {
+			r, err := m.rbd()
+			if err == nil {
+				err = r.MoveRBDOwner(ctx, vol, node, "start of VM "+v.Name)
+			}
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err := m.onNode(ctx, ms, info.Primary, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
 			_, err := c.VolumeHandover(ctx, &tandemv1.PromoteVolumeRequest{Name: vol, Node: node})
 			return err
@@ -553,7 +568,7 @@ func (m *Manager) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv1.
 	if err := m.onNode(ctx, ms, v.Node, timeout, func(ctx context.Context, c tandemv1.PeerClient) error {
 		got, err := c.VMStop(ctx, &tandemv1.PeerVMRequest{Vm: info, TimeoutSeconds: req.TimeoutSeconds, Force: req.Force})
 		if err == nil {
-			info.State = got.State
+			info.State, info.StoppedBy = got.State, got.StoppedBy
 		}
 		return err
 	}); err != nil {

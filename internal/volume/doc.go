@@ -35,6 +35,11 @@
 //     client before removing that client's blocklist entry; a storage's
 //     key is proposed only sealed, and a failed RBD create leaves no image
 //     and no entry;
+//   - a VM's RBD disk is never opened by tandemd (rbd_vm.go): its VM's
+//     QEMU on the owner is the one writer; its owner moves without
+//     blocklisting only after the old owner answered (MoveRBDOwner, a
+//     stopped VM or a finished migration), otherwise by a takeover that
+//     blocklists every other watcher;
 //   - every mutation of the catalog checks quorum first and changes nothing
 //     when it fails; a volume being deleted stays in the catalog (as
 //     deleting) until every node has removed its replica, and a node's

@@ -79,6 +79,9 @@ func (m *Manager) Warnings(ctx context.Context, ms *consensus.MetaState) []strin
 	}
 	slices.Sort(names)
 	out := make([]string, len(names))
+	// The storages are asked beside the volumes, within their own bound.
+	storage := make(chan []string, 1)
+	go func() { storage <- m.storageWarnings(ctx, ms) }()
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	for i, name := range names {
@@ -99,5 +102,6 @@ func (m *Manager) Warnings(ctx context.Context, ms *consensus.MetaState) []strin
 		}()
 	}
 	wg.Wait()
+	out = append(out, <-storage...)
 	return slices.DeleteFunc(out, func(s string) bool { return s == "" })
 }

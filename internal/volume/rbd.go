@@ -425,6 +425,9 @@ func (m *Manager) openRBDEntry(ctx context.Context, ms *consensus.MetaState, e *
 	if e.State == consensus.VolumeDeleting {
 		return status.Errorf(codes.FailedPrecondition, "volume %s is being deleted", e.Name)
 	}
+	if vm := VMOf(ms, e.Name); vm != "" {
+		return status.Errorf(codes.FailedPrecondition, "volume %s is a %s", e.Name, vmDiskNote(vm))
+	}
 	cfg, err := m.entryConfig(ms, e)
 	if err != nil {
 		return err
@@ -493,6 +496,9 @@ func (m *Manager) promoteRBD(ctx context.Context, name, reason string) (*tandemv
 	if err != nil {
 		return nil, err
 	}
+	if e.Owner == m.self() && VMOf(ms, name) != "" {
+		return m.showRBD(ctx, ms, e, 3*time.Second), nil
+	}
 	if e.Owner == m.self() {
 		if err := m.openRBDEntry(ctx, ms, e); err != nil {
 			return nil, err
@@ -506,14 +512,26 @@ func (m *Manager) promoteRBD(ctx context.Context, name, reason string) (*tandemv
 	if err != nil {
 		return nil, err
 	}
-	if err := m.takeover(ctx, sm, cfg, e, reason); err != nil {
+	vm := VMOf(ms, name)
+	if err := m.takeover(ctx, sm, cfg, e, reason, vm); err != nil {
 		return nil, err
+	}
+	if vm != "" {
+		ms, e, err = m.freshEntry(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		return m.showRBD(ctx, ms, e, 3*time.Second), nil
 	}
 	return m.rbdStatus(name)
 }
 
 // takeover is promoteRBD's part under the volume's lock.
-func (m *Manager) takeover(ctx context.Context, sm StorageMeta, cfg rbd.Config, e *consensus.VolumeEntry, reason string) error {
+//
+// The disk of VM vm (vm != "") is QEMU's: every other watcher is
+// blocklisted too, and this node's client is closed once the owner is
+// committed, releasing the lock for the VM's QEMU.
+func (m *Manager) takeover(ctx context.Context, sm StorageMeta, cfg rbd.Config, e *consensus.VolumeEntry, reason, vm string) error {
 	name := e.Name
 	rv := m.rbdSlot(name)
 	rv.mu.Lock()
@@ -533,7 +551,11 @@ func (m *Manager) takeover(ctx context.Context, sm StorageMeta, cfg rbd.Config, 
 		m.dropSlot(name, rv)
 		return err
 	}
-	fenced, err := v.Takeover(octx, rbd.DefaultBlocklistExpiry)
+	takeover := v.Takeover
+	if vm != "" {
+		takeover = v.TakeoverAll
+	}
+	fenced, err := takeover(octx, rbd.DefaultBlocklistExpiry)
 	if err != nil {
 		return fail(cephError(fmt.Sprintf("take RBD image %s/%s over on %s", e.Pool, e.Image, m.self()), err))
 	}
@@ -546,6 +568,12 @@ func (m *Manager) takeover(ctx context.Context, sm StorageMeta, cfg rbd.Config, 
 	upd, err := sm.UpdateRBDVolume(ctx, consensus.VolumeRBDCmd{Name: name, Owner: m.self(), Epoch: e.Epoch, Blocklisted: fenced, Reason: reason})
 	if err != nil {
 		return fail(metaError(err))
+	}
+	if vm != "" {
+		_ = v.Close()
+		m.dropSlot(name, rv)
+		m.log.Warn("RBD volume taken over for its VM's QEMU; this node's client closed", "volume", name, "vm", vm, "from", e.Owner, "blocklisted", fenced, "epoch", upd.Epoch)
+		return nil
 	}
 	rv.entry = *upd
 	rv.vol.Store(v)
@@ -596,18 +624,20 @@ func (m *Manager) showRBD(ctx context.Context, ms *consensus.MetaState, e *conse
 	out := &tandemv1.VolumeInfo{Name: e.Name, SizeBytes: e.Size, Epoch: e.Epoch, Primary: e.Owner, Backend: consensus.BackendRBD,
 		Storage: e.Storage, Pool: e.Pool, Image: e.Image, Created: timestamppb.New(e.Created), State: e.State}
 	var warnings []string
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	var owner *tandemv1.VolumeInfo
-	err := m.onNode(cctx, ms, e.Owner, func(ctx context.Context, c tandemv1.PeerClient) error {
-		var err error
-		owner, err = c.VolumeStatus(ctx, &tandemv1.PeerVolumeStatusRequest{Name: e.Name})
-		return err
-	})
-	cancel()
-	if err == nil && owner != nil {
-		out.NbdUnix, out.NbdTcp, out.NbdConnections, out.AnsweredBy = owner.NbdUnix, owner.NbdTcp, owner.NbdConnections, owner.AnsweredBy
-	} else if e.State == consensus.VolumeReady {
-		warnings = append(warnings, fmt.Sprintf("the owner %s does not serve it: %s", e.Owner, grpcMessage(err)))
+	if vm := VMOf(ms, e.Name); vm == "" {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		var owner *tandemv1.VolumeInfo
+		err := m.onNode(cctx, ms, e.Owner, func(ctx context.Context, c tandemv1.PeerClient) error {
+			var err error
+			owner, err = c.VolumeStatus(ctx, &tandemv1.PeerVolumeStatusRequest{Name: e.Name})
+			return err
+		})
+		cancel()
+		if err == nil && owner != nil {
+			out.NbdUnix, out.NbdTcp, out.NbdConnections, out.AnsweredBy = owner.NbdUnix, owner.NbdTcp, owner.NbdConnections, owner.AnsweredBy
+		} else if e.State == consensus.VolumeReady {
+			warnings = append(warnings, fmt.Sprintf("the owner %s does not serve it: %s", e.Owner, grpcMessage(err)))
+		}
 	}
 	cfg, err := m.entryConfig(ms, e)
 	if err == nil {
@@ -698,7 +728,7 @@ func (m *Manager) Resize(ctx context.Context, req *tandemv1.ResizeVolumeRequest)
 		return nil, err
 	}
 	if !e.IsRBD() {
-		return nil, status.Errorf(codes.Unimplemented, "volume %s is replicated: resizing replicated volumes is not supported yet (only RBD volumes)", e.Name)
+		return m.resizeReplicated(ctx, ms, e, req.SizeBytes) // grow.go
 	}
 	switch {
 	case e.State != consensus.VolumeReady:
@@ -724,9 +754,12 @@ func (m *Manager) Resize(ctx context.Context, req *tandemv1.ResizeVolumeRequest)
 	return m.Show(ctx, e.Name, 3*time.Second)
 }
 
-// ResizeHere grows an RBD volume this node owns (the peer call
-// VolumeResize).
+// ResizeHere grows an RBD volume this node owns, or this node's replica
+// of a replicated volume (the peer call VolumeResize).
 func (m *Manager) ResizeHere(ctx context.Context, name string, size int64) (*tandemv1.VolumeInfo, error) {
+	if info, ok, err := m.growHere(ctx, name, size); ok { // a replicated volume's replica (grow.go)
+		return info, err
+	}
 	rv := m.rbdGet(name)
 	if rv == nil || rv.vol.Load() == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "node %s does not have RBD volume %q open", m.self(), name)
@@ -805,7 +838,7 @@ func (m *Manager) reconcileRBD(ctx context.Context, ms *consensus.MetaState) {
 		held := rv.entry
 		rv.mu.Unlock()
 		e, ok := ms.Volumes[n]
-		if ok && e.IsRBD() && e.Owner == m.self() && e.State != consensus.VolumeDeleting {
+		if ok && e.IsRBD() && e.Owner == m.self() && e.State != consensus.VolumeDeleting && VMOf(ms, n) == "" {
 			continue
 		}
 		addr := m.closeRBD(n)
@@ -830,8 +863,8 @@ func (m *Manager) reconcileRBD(ctx context.Context, ms *consensus.MetaState) {
 	}
 	for _, n := range sortedKeys(ms.Volumes) {
 		e := ms.Volumes[n]
-		if !e.IsRBD() || e.Owner != m.self() || e.State != consensus.VolumeReady {
-			continue
+		if !e.IsRBD() || e.Owner != m.self() || e.State != consensus.VolumeReady || VMOf(ms, n) != "" {
+			continue // a VM's disk is its QEMU's to open
 		}
 		if rv := m.rbdGet(n); rv != nil && rv.vol.Load() != nil {
 			continue

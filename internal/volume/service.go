@@ -477,6 +477,7 @@ func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) 
 		best.Warning = fmt.Sprintf("the primary %s did not answer; this is %s's view", best.Primary, best.AnsweredBy)
 	}
 	best.Created = timestamppb.New(e.Created)
+	best.SizeBytes = e.Size // the catalog's: it changes only once every in-sync replica grew (grow.go)
 	best.Ha = e.HAMode()
 	for _, vm := range ms.VMs {
 		if slices.Contains(vm.Spec.Volumes, name) {

@@ -71,7 +71,7 @@ func (m *Manager) Checksum(ctx context.Context, req *tandemv1.VolumeChecksumRequ
 	if err != nil {
 		return nil, err
 	}
-	if size := nv.entry.Size; req.Offset+req.Length > size {
+	if size := nv.store.Size(); req.Offset+req.Length > size { // the replica's own size: it changes when the volume grows
 		return nil, status.Errorf(codes.InvalidArgument, "checksum range %d+%d is past the end of volume %s (%d bytes)", req.Offset, req.Length, req.Name, size)
 	}
 	sums, err := nv.store.ChecksumRange(ctx, req.Offset, req.Length, req.Block)
@@ -144,7 +144,7 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 	if err := p.Flush(ctx); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "flush before verify: %v", err)
 	}
-	size := nv.entry.Size
+	size := nv.store.Size() // the primary's replica, grown with the volume
 	out := &tandemv1.VerifyVolumeResponse{Primary: m.self()}
 	// Name every replica, compared or not: a report that only covers the
 	// in-sync ones reads as an all-clear when one was never looked at.

@@ -52,6 +52,10 @@ type nodeVolume struct {
 	// ownState is this node's replica state in the last record reconcile
 	// saw, to report its disk's detach and re-attach as cluster events.
 	ownState consensus.ReplicaState
+	// disklessRetry paces restarts of a primary that stopped diskless
+	// (restartDiskless): when the next may be, and the wait after it.
+	disklessRetry     time.Time
+	disklessRetryWait time.Duration
 
 	// handoverMu serialises handovers on the primary, takeoverMu the
 	// migration target's takeover.
@@ -195,6 +199,10 @@ func (nv *nodeVolume) openStore(ctx context.Context, clusterID string, create bo
 		nv.unrelated = true
 		nv.store = store
 		return nil
+	}
+	if err := growToCatalog(ctx, store, e.Size); err != nil { // it missed a grow (grow.go)
+		store.Close()
+		return fmt.Errorf("grow replica to the volume's %d bytes: %w", e.Size, err)
 	}
 	if store.Meta().MaxPeers < len(nv.peers)+1 {
 		store.Close()
@@ -540,6 +548,34 @@ func (nv *nodeVolume) run() {
 	}
 }
 
+// restartDiskless closes a primary that stopped diskless (its disk
+// detached, its last in-sync peer lost) so that reconcile starts a fresh
+// one, which connects to the peers the record names UpToDate and serves
+// through them once one is back. Without it the volume stayed unavailable
+// until tandemd restarted, though an UpToDate replica was up again (found
+// by the fault-schedule runner, package chaos, seed 200 of its disk-fault
+// profile). Restarts back off from 1s to 30s while the peer stays away,
+// and start over once a fresh primary runs. nv.mu held.
+func (nv *nodeVolume) restartDiskless() bool {
+	now := time.Now()
+	if !nv.primary.StoppedDiskless() {
+		if now.After(nv.disklessRetry.Add(nv.disklessRetryWait)) {
+			nv.disklessRetryWait = 0 // it has served a while: start over
+		}
+		return false
+	}
+	if now.Before(nv.disklessRetry) {
+		return false
+	}
+	nv.disklessRetryWait = min(max(2*nv.disklessRetryWait, time.Second), 30*time.Second)
+	nv.disklessRetry = now.Add(nv.disklessRetryWait)
+	nv.m.log.Info("diskless primary stopped for lack of an in-sync peer; starting it again to reach the peers the record names UpToDate",
+		"volume", nv.entry.Name, "next_attempt_in", nv.disklessRetryWait)
+	nv.primary.Close()
+	nv.primary = nil
+	return true
+}
+
 // reconcile starts or stops the replication primary to match the record.
 func (nv *nodeVolume) reconcile() {
 	r := nv.rec.Load()
@@ -566,7 +602,7 @@ func (nv *nodeVolume) reconcile() {
 	if meta == nil {
 		return
 	}
-	if nv.primary != nil {
+	if nv.primary != nil && !nv.restartDiskless() {
 		if ms, err := meta.LocalState(); err == nil {
 			nv.primary.SetResyncRate(nv.m.resyncRate(ms))
 		}
@@ -623,7 +659,7 @@ func (nv *nodeVolume) reconcile() {
 			// What this peer missed under an earlier primary is in that
 			// primary's bitmap, not in ours: resync it in full (found by
 			// the fault-schedule runner, package chaos).
-			if err := nv.store.MarkDirty(ctx, slot, 0, nv.entry.Size); err != nil {
+			if err := nv.store.MarkDirty(ctx, slot, 0, nv.store.Size()); err != nil {
 				nv.m.log.Error("cannot mark a full resync for a peer outdated under an earlier primary; not serving as primary", "volume", nv.entry.Name, "peer", name, "err", err)
 				return
 			}
@@ -759,7 +795,7 @@ func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
 	}
 	ctx, cancel := context.WithTimeout(nv.m.ctx, 10*time.Second)
 	defer cancel()
-	if err := nv.store.ClearDirty(ctx, slot, 0, nv.entry.Size); err == nil {
+	if err := nv.store.ClearDirty(ctx, slot, 0, nv.store.Size()); err == nil {
 		_ = nv.store.Flush(ctx)
 	}
 }

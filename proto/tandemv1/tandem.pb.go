@@ -4568,10 +4568,17 @@ type VMInfo struct {
 	Boot     []string `protobuf:"bytes,42,rep,name=boot,proto3" json:"boot,omitempty"`
 	// Firmware (issue 18): bios (SeaBIOS, the default) or uefi (OVMF); for
 	// uefi the SHA-256 of the NVRAM (UEFI variables) as last recorded.
-	Firmware      string `protobuf:"bytes,43,opt,name=firmware,proto3" json:"firmware,omitempty"`
-	NvramSha256   string `protobuf:"bytes,44,opt,name=nvram_sha256,json=nvramSha256,proto3" json:"nvram_sha256,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Firmware    string `protobuf:"bytes,43,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	NvramSha256 string `protobuf:"bytes,44,opt,name=nvram_sha256,json=nvramSha256,proto3" json:"nvram_sha256,omitempty"`
+	// Guest agent (issue 18): the guest's addresses as qemu-guest-agent
+	// reports them (vm show only), the agent's state (answering, or not
+	// answering and why), and after vm stop how the VM went down (agent,
+	// acpi or destroy).
+	GuestAddresses []string `protobuf:"bytes,70,rep,name=guest_addresses,json=guestAddresses,proto3" json:"guest_addresses,omitempty"`
+	Agent          string   `protobuf:"bytes,71,opt,name=agent,proto3" json:"agent,omitempty"`
+	StoppedBy      string   `protobuf:"bytes,72,opt,name=stopped_by,json=stoppedBy,proto3" json:"stopped_by,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VMInfo) Reset() {
@@ -4768,6 +4775,27 @@ func (x *VMInfo) GetFirmware() string {
 func (x *VMInfo) GetNvramSha256() string {
 	if x != nil {
 		return x.NvramSha256
+	}
+	return ""
+}
+
+func (x *VMInfo) GetGuestAddresses() []string {
+	if x != nil {
+		return x.GuestAddresses
+	}
+	return nil
+}
+
+func (x *VMInfo) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *VMInfo) GetStoppedBy() string {
+	if x != nil {
+		return x.StoppedBy
 	}
 	return ""
 }
@@ -9369,11 +9397,203 @@ func (x *PeerNVRAMResponse) GetPath() string {
 	return ""
 }
 
+type FSFreezeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    string                 `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	Node  string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// File systems frozen or thawed, as the agent counts them.
+	Filesystems int32 `protobuf:"varint,3,opt,name=filesystems,proto3" json:"filesystems,omitempty"`
+	// frozen or thawed, as guest-fsfreeze-status reports after the call.
+	FreezeStatus  string `protobuf:"bytes,4,opt,name=freeze_status,json=freezeStatus,proto3" json:"freeze_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FSFreezeResponse) Reset() {
+	*x = FSFreezeResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FSFreezeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FSFreezeResponse) ProtoMessage() {}
+
+func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FSFreezeResponse.ProtoReflect.Descriptor instead.
+func (*FSFreezeResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
+}
+
+func (x *FSFreezeResponse) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+func (x *FSFreezeResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *FSFreezeResponse) GetFilesystems() int32 {
+	if x != nil {
+		return x.Filesystems
+	}
+	return 0
+}
+
+func (x *FSFreezeResponse) GetFreezeStatus() string {
+	if x != nil {
+		return x.FreezeStatus
+	}
+	return ""
+}
+
+type PeerGuestAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// info (addresses), fsfreeze or fsthaw.
+	Op            string `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerGuestAgentRequest) Reset() {
+	*x = PeerGuestAgentRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerGuestAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerGuestAgentRequest) ProtoMessage() {}
+
+func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerGuestAgentRequest.ProtoReflect.Descriptor instead.
+func (*PeerGuestAgentRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
+}
+
+func (x *PeerGuestAgentRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerGuestAgentRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+type PeerGuestAgentResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Addresses []string               `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// answering, or not answering: why.
+	Agent         string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	Filesystems   int32  `protobuf:"varint,3,opt,name=filesystems,proto3" json:"filesystems,omitempty"`
+	FreezeStatus  string `protobuf:"bytes,4,opt,name=freeze_status,json=freezeStatus,proto3" json:"freeze_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerGuestAgentResponse) Reset() {
+	*x = PeerGuestAgentResponse{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerGuestAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerGuestAgentResponse) ProtoMessage() {}
+
+func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerGuestAgentResponse.ProtoReflect.Descriptor instead.
+func (*PeerGuestAgentResponse) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
+}
+
+func (x *PeerGuestAgentResponse) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *PeerGuestAgentResponse) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *PeerGuestAgentResponse) GetFilesystems() int32 {
+	if x != nil {
+		return x.Filesystems
+	}
+	return 0
+}
+
+func (x *PeerGuestAgentResponse) GetFreezeStatus() string {
+	if x != nil {
+		return x.FreezeStatus
+	}
+	return ""
+}
+
 var File_tandem_v1_tandem_proto protoreflect.FileDescriptor
 
 const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
-	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x04\n" +
+	"\x16tandem/v1/tandem.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tandem/v1/console.proto\"\xff\x04\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -9700,7 +9920,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xc1\x05\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\x9f\x06\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -9729,7 +9949,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\thas_cdrom\x18) \x01(\bR\bhasCdrom\x12\x12\n" +
 	"\x04boot\x18* \x03(\tR\x04boot\x12\x1a\n" +
 	"\bfirmware\x18+ \x01(\tR\bfirmware\x12!\n" +
-	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\"[\n" +
+	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\x12'\n" +
+	"\x0fguest_addresses\x18F \x03(\tR\x0eguestAddresses\x12\x14\n" +
+	"\x05agent\x18G \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"stopped_by\x18H \x01(\tR\tstoppedBy\"[\n" +
 	"\x06VMDisk\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
@@ -10074,7 +10298,20 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x12\n" +
 	"\x04gzip\x18\x02 \x01(\fR\x04gzip\"'\n" +
 	"\x11PeerNVRAMResponse\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path*P\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"}\n" +
+	"\x10FSFreezeResponse\x12\x0e\n" +
+	"\x02vm\x18\x01 \x01(\tR\x02vm\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12 \n" +
+	"\vfilesystems\x18\x03 \x01(\x05R\vfilesystems\x12#\n" +
+	"\rfreeze_status\x18\x04 \x01(\tR\ffreezeStatus\"J\n" +
+	"\x15PeerGuestAgentRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x0e\n" +
+	"\x02op\x18\x02 \x01(\tR\x02op\"\x93\x01\n" +
+	"\x16PeerGuestAgentResponse\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12 \n" +
+	"\vfilesystems\x18\x03 \x01(\x05R\vfilesystems\x12#\n" +
+	"\rfreeze_status\x18\x04 \x01(\tR\ffreezeStatus*P\n" +
 	"\bNodeRole\x12\x19\n" +
 	"\x15NODE_ROLE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eNODE_ROLE_DATA\x10\x01\x12\x15\n" +
@@ -10154,7 +10391,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x80\x11\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xd6\x12\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -10191,12 +10428,19 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
 	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
 	"\n" +
-	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse2\x97\x02\n" +
+	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
+	"\bVMSerial\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x01\x12=\n" +
+	"\x05VMVNC\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x01\x12S\n" +
+	"\fVMGuestAgent\x12 .tandem.v1.PeerGuestAgentRequest\x1a!.tandem.v1.PeerGuestAgentResponse2\x97\x02\n" +
 	"\x05Image\x12?\n" +
 	"\x06Upload\x12\x1d.tandem.v1.UploadImageRequest\x1a\x14.tandem.v1.ImageInfo(\x01\x12C\n" +
 	"\x04List\x12\x1c.tandem.v1.ListImagesRequest\x1a\x1d.tandem.v1.ListImagesResponse\x12G\n" +
 	"\x06Delete\x12\x1d.tandem.v1.DeleteImageRequest\x1a\x1e.tandem.v1.DeleteImageResponse\x12?\n" +
-	"\vChangeMedia\x12\x1d.tandem.v1.ChangeMediaRequest\x1a\x11.tandem.v1.VMInfoB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
+	"\vChangeMedia\x12\x1d.tandem.v1.ChangeMediaRequest\x1a\x11.tandem.v1.VMInfo2\x88\x01\n" +
+	"\n" +
+	"GuestAgent\x12=\n" +
+	"\bFSFreeze\x12\x14.tandem.v1.VMRequest\x1a\x1b.tandem.v1.FSFreezeResponse\x12;\n" +
+	"\x06FSThaw\x12\x14.tandem.v1.VMRequest\x1a\x1b.tandem.v1.FSFreezeResponseB5Z3github.com/tandemhci/tandem/proto/tandemv1;tandemv1b\x06proto3"
 
 var (
 	file_tandem_v1_tandem_proto_rawDescOnce sync.Once
@@ -10211,7 +10455,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 139)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 142)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -10355,27 +10599,31 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*PeerChangeMediaRequest)(nil),   // 139: tandem.v1.PeerChangeMediaRequest
 	(*PeerNVRAMRequest)(nil),         // 140: tandem.v1.PeerNVRAMRequest
 	(*PeerNVRAMResponse)(nil),        // 141: tandem.v1.PeerNVRAMResponse
-	nil,                              // 142: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 143: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 144: google.protobuf.Timestamp
+	(*FSFreezeResponse)(nil),         // 142: tandem.v1.FSFreezeResponse
+	(*PeerGuestAgentRequest)(nil),    // 143: tandem.v1.PeerGuestAgentRequest
+	(*PeerGuestAgentResponse)(nil),   // 144: tandem.v1.PeerGuestAgentResponse
+	nil,                              // 145: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 146: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 147: google.protobuf.Timestamp
+	(*ConsoleFrame)(nil),             // 148: tandem.v1.ConsoleFrame
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	144, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	147, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
 	114, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
 	117, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	144, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	147, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	144, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	147, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	142, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	143, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	145, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	146, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	144, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	147, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -10384,10 +10632,10 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	144, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	144, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	147, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	147, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	144, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	147, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	40,  // 29: tandem.v1.VolumeInfo.watchers:type_name -> tandem.v1.RBDClient
 	40,  // 30: tandem.v1.VolumeInfo.lock_owner:type_name -> tandem.v1.RBDClient
@@ -10395,28 +10643,28 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	3,   // 32: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	51,  // 33: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	52,  // 34: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	144, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
+	147, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
 	56,  // 36: tandem.v1.ListStorageResponse.storage:type_name -> tandem.v1.StorageInfo
-	144, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	144, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	147, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	147, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	62,  // 39: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	62,  // 40: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	67,  // 41: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	144, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	144, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	147, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	147, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	69,  // 44: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	67,  // 45: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	68,  // 46: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	68,  // 47: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	144, // 48: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	144, // 49: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	144, // 50: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	147, // 48: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	147, // 49: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	147, // 50: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
 	80,  // 51: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
 	81,  // 52: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
 	83,  // 53: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	144, // 54: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	144, // 55: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	144, // 56: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	147, // 54: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	147, // 55: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	147, // 56: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
 	87,  // 57: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
 	87,  // 58: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
 	87,  // 59: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
@@ -10424,186 +10672,197 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	96,  // 61: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
 	99,  // 62: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
 	100, // 63: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	144, // 64: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	147, // 64: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
 	103, // 65: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
 	103, // 66: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
 	114, // 67: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
 	68,  // 68: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
 	68,  // 69: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	144, // 70: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	147, // 70: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
 	4,   // 71: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
 	2,   // 72: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
 	125, // 73: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
 	126, // 74: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	144, // 75: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	147, // 75: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
 	129, // 76: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
 	68,  // 77: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
 	68,  // 78: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
-	8,   // 79: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 80: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 81: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 82: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 83: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 84: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 85: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 86: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 87: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	124, // 88: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 89: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 90: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 91: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 92: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 93: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	128, // 94: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	41,  // 95: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	43,  // 96: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	45,  // 97: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	46,  // 98: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	48,  // 99: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	49,  // 100: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	50,  // 101: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	42,  // 102: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
-	61,  // 103: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	65,  // 104: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	63,  // 105: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	54,  // 106: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
-	55,  // 107: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
-	57,  // 108: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
-	59,  // 109: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
-	59,  // 110: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
-	72,  // 111: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	70,  // 112: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	71,  // 113: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	71,  // 114: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	71,  // 115: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	71,  // 116: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	75,  // 117: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	77,  // 118: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	79,  // 119: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	84,  // 120: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	85,  // 121: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	88,  // 122: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	90,  // 123: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	92,  // 124: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	97,  // 125: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	101, // 126: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	113, // 127: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	104, // 128: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	106, // 129: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	108, // 130: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	110, // 131: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 132: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	50,  // 133: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	110, // 134: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 135: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	111, // 136: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	48,  // 137: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	116, // 138: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	118, // 139: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	118, // 140: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	118, // 141: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	118, // 142: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	119, // 143: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	77,  // 144: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	118, // 145: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	79,  // 146: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	94,  // 147: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	122, // 148: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	120, // 149: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	54,  // 150: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
-	136, // 151: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
-	136, // 152: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
-	139, // 153: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
-	140, // 154: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
-	130, // 155: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
-	131, // 156: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
-	133, // 157: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
-	135, // 158: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
-	9,   // 159: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 160: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 161: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 162: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 163: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 164: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 165: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 166: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 167: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	127, // 168: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 169: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 170: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 171: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 172: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 173: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 174: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 175: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	44,  // 176: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 177: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	47,  // 178: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 179: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 180: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	53,  // 181: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 182: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	64,  // 183: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	66,  // 184: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	62,  // 185: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	39,  // 186: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
-	56,  // 187: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
-	58,  // 188: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
-	56,  // 189: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
-	60,  // 190: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
-	73,  // 191: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	68,  // 192: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	68,  // 193: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	68,  // 194: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	68,  // 195: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	74,  // 196: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	76,  // 197: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 198: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	82,  // 199: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	82,  // 200: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	86,  // 201: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	89,  // 202: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	91,  // 203: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	93,  // 204: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	98,  // 205: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	102, // 206: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	115, // 207: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	105, // 208: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	107, // 209: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	109, // 210: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 211: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 212: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	53,  // 213: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	109, // 214: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 215: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	112, // 216: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 217: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	117, // 218: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	68,  // 219: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	68,  // 220: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	68,  // 221: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	68,  // 222: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	76,  // 223: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 224: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	76,  // 225: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	82,  // 226: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	95,  // 227: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	123, // 228: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	121, // 229: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	39,  // 230: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
-	138, // 231: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
-	137, // 232: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
-	68,  // 233: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
-	141, // 234: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
-	129, // 235: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
-	132, // 236: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
-	134, // 237: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
-	68,  // 238: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
-	159, // [159:239] is the sub-list for method output_type
-	79,  // [79:159] is the sub-list for method input_type
-	79,  // [79:79] is the sub-list for extension type_name
-	79,  // [79:79] is the sub-list for extension extendee
-	0,   // [0:79] is the sub-list for field type_name
+	68,  // 79: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 80: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 81: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 82: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 83: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 84: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 85: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 86: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 87: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 88: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	124, // 89: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 90: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 91: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 92: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 93: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 94: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	128, // 95: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	41,  // 96: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	43,  // 97: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	45,  // 98: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	46,  // 99: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	48,  // 100: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	49,  // 101: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	50,  // 102: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	42,  // 103: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
+	61,  // 104: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	65,  // 105: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	63,  // 106: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	54,  // 107: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
+	55,  // 108: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
+	57,  // 109: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
+	59,  // 110: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
+	59,  // 111: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
+	72,  // 112: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	70,  // 113: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	71,  // 114: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	71,  // 115: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	71,  // 116: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	71,  // 117: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	75,  // 118: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	77,  // 119: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	79,  // 120: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	84,  // 121: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	85,  // 122: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	88,  // 123: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	90,  // 124: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	92,  // 125: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	97,  // 126: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	101, // 127: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	113, // 128: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	104, // 129: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	106, // 130: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	108, // 131: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	110, // 132: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 133: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	50,  // 134: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	110, // 135: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 136: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	111, // 137: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	48,  // 138: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	116, // 139: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	118, // 140: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	118, // 141: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	118, // 142: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	118, // 143: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	119, // 144: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	77,  // 145: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	118, // 146: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	79,  // 147: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	94,  // 148: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	122, // 149: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	120, // 150: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	54,  // 151: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
+	136, // 152: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	136, // 153: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	139, // 154: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	140, // 155: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
+	148, // 156: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
+	148, // 157: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
+	143, // 158: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
+	130, // 159: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	131, // 160: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	133, // 161: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	135, // 162: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	71,  // 163: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
+	71,  // 164: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
+	9,   // 165: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 166: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 167: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 168: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 169: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 170: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 171: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 172: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 173: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	127, // 174: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 175: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 176: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 177: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 178: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 179: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 180: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 181: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 182: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 183: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 184: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 185: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 186: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 187: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 188: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	64,  // 189: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	66,  // 190: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	62,  // 191: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 192: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 193: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	58,  // 194: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 195: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	60,  // 196: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	73,  // 197: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	68,  // 198: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	68,  // 199: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	68,  // 200: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	68,  // 201: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	74,  // 202: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	76,  // 203: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 204: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	82,  // 205: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	82,  // 206: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	86,  // 207: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	89,  // 208: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	91,  // 209: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	93,  // 210: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	98,  // 211: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	102, // 212: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	115, // 213: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	105, // 214: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	107, // 215: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	109, // 216: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 217: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 218: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 219: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	109, // 220: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 221: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	112, // 222: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 223: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	117, // 224: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	68,  // 225: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	68,  // 226: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	68,  // 227: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	68,  // 228: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	76,  // 229: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	78,  // 230: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	76,  // 231: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	82,  // 232: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	95,  // 233: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	123, // 234: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	121, // 235: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 236: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	138, // 237: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	137, // 238: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	68,  // 239: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	141, // 240: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	148, // 241: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
+	148, // 242: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
+	144, // 243: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
+	129, // 244: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	132, // 245: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	134, // 246: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	68,  // 247: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	142, // 248: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
+	142, // 249: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
+	165, // [165:250] is the sub-list for method output_type
+	80,  // [80:165] is the sub-list for method input_type
+	80,  // [80:80] is the sub-list for extension type_name
+	80,  // [80:80] is the sub-list for extension extendee
+	0,   // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -10611,15 +10870,16 @@ func file_tandem_v1_tandem_proto_init() {
 	if File_tandem_v1_tandem_proto != nil {
 		return
 	}
+	file_tandem_v1_console_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   139,
+			NumMessages:   142,
 			NumExtensions: 0,
-			NumServices:   9,
+			NumServices:   10,
 		},
 		GoTypes:           file_tandem_v1_tandem_proto_goTypes,
 		DependencyIndexes: file_tandem_v1_tandem_proto_depIdxs,

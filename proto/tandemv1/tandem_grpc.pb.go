@@ -2322,6 +2322,9 @@ const (
 	Peer_ImageFetch_FullMethodName        = "/tandem.v1.Peer/ImageFetch"
 	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
 	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
+	Peer_VMSerial_FullMethodName          = "/tandem.v1.Peer/VMSerial"
+	Peer_VMVNC_FullMethodName             = "/tandem.v1.Peer/VMVNC"
+	Peer_VMGuestAgent_FullMethodName      = "/tandem.v1.Peer/VMGuestAgent"
 )
 
 // PeerClient is the client API for Peer service.
@@ -2383,6 +2386,13 @@ type PeerClient interface {
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
+	// The serial port and the VNC display of a VM running here (see
+	// console.proto): the admin node forwards Console.Serial and
+	// Console.VNC streams here.
+	VMSerial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error)
+	VMVNC(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error)
+	// Guest agent (issue 18): ask the agent of a VM running here.
+	VMGuestAgent(ctx context.Context, in *PeerGuestAgentRequest, opts ...grpc.CallOption) (*PeerGuestAgentResponse, error)
 }
 
 type peerClient struct {
@@ -2720,6 +2730,42 @@ func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts 
 	return out, nil
 }
 
+func (c *peerClient) VMSerial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[3], Peer_VMSerial_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsoleFrame, ConsoleFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMSerialClient = grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame]
+
+func (c *peerClient) VMVNC(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[4], Peer_VMVNC_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsoleFrame, ConsoleFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMVNCClient = grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame]
+
+func (c *peerClient) VMGuestAgent(ctx context.Context, in *PeerGuestAgentRequest, opts ...grpc.CallOption) (*PeerGuestAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerGuestAgentResponse)
+	err := c.cc.Invoke(ctx, Peer_VMGuestAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -2779,6 +2825,13 @@ type PeerServer interface {
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
+	// The serial port and the VNC display of a VM running here (see
+	// console.proto): the admin node forwards Console.Serial and
+	// Console.VNC streams here.
+	VMSerial(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error
+	VMVNC(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error
+	// Guest agent (issue 18): ask the agent of a VM running here.
+	VMGuestAgent(context.Context, *PeerGuestAgentRequest) (*PeerGuestAgentResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -2878,6 +2931,15 @@ func (UnimplementedPeerServer) VMChangeMedia(context.Context, *PeerChangeMediaRe
 }
 func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
+}
+func (UnimplementedPeerServer) VMSerial(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error {
+	return status.Error(codes.Unimplemented, "method VMSerial not implemented")
+}
+func (UnimplementedPeerServer) VMVNC(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error {
+	return status.Error(codes.Unimplemented, "method VMVNC not implemented")
+}
+func (UnimplementedPeerServer) VMGuestAgent(context.Context, *PeerGuestAgentRequest) (*PeerGuestAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMGuestAgent not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -3419,6 +3481,38 @@ func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VMSerial_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServer).VMSerial(&grpc.GenericServerStream[ConsoleFrame, ConsoleFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMSerialServer = grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]
+
+func _Peer_VMVNC_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServer).VMVNC(&grpc.GenericServerStream[ConsoleFrame, ConsoleFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_VMVNCServer = grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]
+
+func _Peer_VMGuestAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerGuestAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMGuestAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMGuestAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMGuestAgent(ctx, req.(*PeerGuestAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -3534,6 +3628,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "VMPutNVRAM",
 			Handler:    _Peer_VMPutNVRAM_Handler,
 		},
+		{
+			MethodName: "VMGuestAgent",
+			Handler:    _Peer_VMGuestAgent_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -3550,6 +3648,18 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ImageRead",
 			Handler:       _Peer_ImageRead_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "VMSerial",
+			Handler:       _Peer_VMSerial_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "VMVNC",
+			Handler:       _Peer_VMVNC_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "tandem/v1/tandem.proto",
@@ -3772,5 +3882,151 @@ var Image_ServiceDesc = grpc.ServiceDesc{
 			ClientStreams: true,
 		},
 	},
+	Metadata: "tandem/v1/tandem.proto",
+}
+
+const (
+	GuestAgent_FSFreeze_FullMethodName = "/tandem.v1.GuestAgent/FSFreeze"
+	GuestAgent_FSThaw_FullMethodName   = "/tandem.v1.GuestAgent/FSThaw"
+)
+
+// GuestAgentClient is the client API for GuestAgent service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Guest agent (issue 18): the guest's file systems frozen or thawed
+// through qemu-guest-agent (for backups).
+type GuestAgentClient interface {
+	FSFreeze(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*FSFreezeResponse, error)
+	FSThaw(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*FSFreezeResponse, error)
+}
+
+type guestAgentClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewGuestAgentClient(cc grpc.ClientConnInterface) GuestAgentClient {
+	return &guestAgentClient{cc}
+}
+
+func (c *guestAgentClient) FSFreeze(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*FSFreezeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FSFreezeResponse)
+	err := c.cc.Invoke(ctx, GuestAgent_FSFreeze_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *guestAgentClient) FSThaw(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*FSFreezeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FSFreezeResponse)
+	err := c.cc.Invoke(ctx, GuestAgent_FSThaw_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// GuestAgentServer is the server API for GuestAgent service.
+// All implementations must embed UnimplementedGuestAgentServer
+// for forward compatibility.
+//
+// Guest agent (issue 18): the guest's file systems frozen or thawed
+// through qemu-guest-agent (for backups).
+type GuestAgentServer interface {
+	FSFreeze(context.Context, *VMRequest) (*FSFreezeResponse, error)
+	FSThaw(context.Context, *VMRequest) (*FSFreezeResponse, error)
+	mustEmbedUnimplementedGuestAgentServer()
+}
+
+// UnimplementedGuestAgentServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedGuestAgentServer struct{}
+
+func (UnimplementedGuestAgentServer) FSFreeze(context.Context, *VMRequest) (*FSFreezeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FSFreeze not implemented")
+}
+func (UnimplementedGuestAgentServer) FSThaw(context.Context, *VMRequest) (*FSFreezeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FSThaw not implemented")
+}
+func (UnimplementedGuestAgentServer) mustEmbedUnimplementedGuestAgentServer() {}
+func (UnimplementedGuestAgentServer) testEmbeddedByValue()                    {}
+
+// UnsafeGuestAgentServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to GuestAgentServer will
+// result in compilation errors.
+type UnsafeGuestAgentServer interface {
+	mustEmbedUnimplementedGuestAgentServer()
+}
+
+func RegisterGuestAgentServer(s grpc.ServiceRegistrar, srv GuestAgentServer) {
+	// If the following call panics, it indicates UnimplementedGuestAgentServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&GuestAgent_ServiceDesc, srv)
+}
+
+func _GuestAgent_FSFreeze_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuestAgentServer).FSFreeze(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuestAgent_FSFreeze_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuestAgentServer).FSFreeze(ctx, req.(*VMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GuestAgent_FSThaw_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GuestAgentServer).FSThaw(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GuestAgent_FSThaw_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GuestAgentServer).FSThaw(ctx, req.(*VMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// GuestAgent_ServiceDesc is the grpc.ServiceDesc for GuestAgent service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var GuestAgent_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "tandem.v1.GuestAgent",
+	HandlerType: (*GuestAgentServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "FSFreeze",
+			Handler:    _GuestAgent_FSFreeze_Handler,
+		},
+		{
+			MethodName: "FSThaw",
+			Handler:    _GuestAgent_FSThaw_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "tandem/v1/tandem.proto",
 }

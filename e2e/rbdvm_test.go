@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemhci/tandem/internal/cephtest"
+	"github.com/tandemhci/tandem/internal/guest"
+	"github.com/tandemhci/tandem/internal/testcluster"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// rbdVMCluster is a VM cluster (libvirtd on every node) with a micro Ceph
+// in the switch namespace, on the backend network, and storage ceph1
+// added with client.tandem's key.
+func rbdVMCluster(t *testing.T) (*vmCluster, *cephtest.Cluster) {
+	t.Helper()
+	if err := cephtest.Available(); err != nil {
+		t.Skipf("no Ceph binaries: %v", err)
+	}
+	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/qemu/block-rbd.so"); err != nil {
+		t.Skipf("QEMU has no rbd block driver (Debian's qemu-block-extra; make apt-deps installs it): %v", err)
+	}
+	vc := newVMClusterWith(t, vmClusterOpts{timeout: 15 * time.Minute})
+	c, ctx := vc.c, vc.ctx
+	addr, err := c.SwitchOnBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := cephtest.TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ceph, err := cephtest.Start(ctx, cephtest.Options{Dir: dir, Addr: addr, Wrap: []string{"ip", "netns", "exec", c.Switch().NS}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ceph.Close() })
+	key, err := ceph.AddClient(ctx, "tandem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ceph.Ceph(ctx, "auth", "caps", "client.tandem", "mon", `profile rbd, allow command "osd blocklist"`,
+		"osd", "profile rbd pool="+ceph.Pool, "mgr", "profile rbd pool="+ceph.Pool); err != nil {
+		t.Fatalf("ceph auth caps: %v\n%s", err, out)
+	}
+	kf := filepath.Join(t.TempDir(), "tandem.keyring")
+	if err := os.WriteFile(kf, []byte("[client.tandem]\n\tkey = "+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := vc.td.CLI(ctx, c.Nodes[0], "storage", "add", "rbd", "ceph1", "--pool", ceph.Pool, "--mon", ceph.MonHost, "--client", "tandem", "--key-file", kf); err != nil {
+		t.Fatalf("storage add: %v\n%s", err, stderr)
+	}
+	return vc, ceph
+}
+
+// rbdHead is the start of an RBD image, read with the rbd CLI from the
+// switch namespace (Ceph's own client, not Tandem's).
+func rbdHead(t *testing.T, ctx context.Context, c *testcluster.Cluster, ceph *cephtest.Cluster, image string) []byte {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "head")
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", c.Switch().NS, "rbd", "-c", ceph.Conf, "export", ceph.Pool+"/"+image, f)
+	cmd.Env = append(os.Environ(), ceph.Env()...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rbd export: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRBDVM is issue 15's VM on RBD: the test guest boots with its
+// counter disk on an RBD volume, opened by QEMU's own librbd (cephx
+// through a libvirt secret), on a node that is not where the volume was
+// created (placement ignores replica location); Ceph sees exactly QEMU as
+// the watcher and lock owner. A live migration moves the VM; afterwards
+// the volume has exactly one watcher and the lock owner is the target,
+// and the catalog's owner followed. Stopped, the image holds a counter at
+// least the last one the guest reported acknowledged, and the node's
+// libvirt secret is gone.
+func TestRBDVM(t *testing.T) {
+	vc, ceph := rbdVMCluster(t)
+	c, td, ctx := vc.c, vc.td, vc.ctx
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".51"
+
+	volumeCmd(t, ctx, td, n1, "create", "rv", "--size", "64M", "--backend", "rbd")
+	info := vc.vm(t, n1, "create", "gr", "--memory", "192M", "--disk-volume", "rv", "--node", n3.Name,
+		"--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd, "--cmdline", vc.cmdline(vip), "--nic", c.VMBridge, "--start")
+	if info.Node != n3.Name || info.State != "running" {
+		t.Fatalf("gr after create --start: %+v", info)
+	}
+	first := vc.guestProgress(t, guest.Datagram{}, 3*time.Minute)
+	t.Logf("guest up on an RBD disk: seq %d, %d disk writes acknowledged", first.Seq, first.Acked)
+
+	// One watcher, QEMU on n3, holding the lock; tandemd has no client.
+	oneClient := func(node string) *tandemv1.VolumeInfo {
+		t.Helper()
+		var v *tandemv1.VolumeInfo
+		for deadline := time.Now().Add(time.Minute); ; {
+			v = volumeCmd(t, ctx, td, n2, "show", "rv")
+			if v.Primary == node && len(v.Watchers) == 1 && v.Watchers[0].Node == node && v.LockOwner != nil && v.LockOwner.Node == node && v.LockOwner.Addr == v.Watchers[0].Addr {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("volume rv: want owner, one watcher and the lock on %s; owner %s, watchers %v, lock %v, warning %q", node, v.Primary, v.Watchers, v.LockOwner, v.Warning)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	before := oneClient(n3.Name)
+	t.Logf("before migration: owner %s epoch %d, watcher %s, lock %s (%s)", before.Primary, before.Epoch, before.Watchers[0].Addr, before.LockOwner.Addr, before.LockOwner.Client)
+	if before.UsedBy != "gr" || before.Warning != "" {
+		t.Fatalf("show: used by %q, warning %q", before.UsedBy, before.Warning)
+	}
+
+	done, mark := vc.migrateLive(t, n1, "gr", n3, n2)
+	t.Logf("migration n3 -> n2: downtime %d ms, total %d ms", done.DowntimeMs, done.TotalMs)
+	after := oneClient(n2.Name)
+	t.Logf("after migration: owner %s epoch %d, watcher %s, lock %s (%s)", after.Primary, after.Epoch, after.Watchers[0].Addr, after.LockOwner.Addr, after.LockOwner.Client)
+	if after.Epoch <= before.Epoch || after.LockOwner.Addr == before.LockOwner.Addr {
+		t.Fatalf("after migration: epoch %d (was %d), lock %s (was %s)", after.Epoch, before.Epoch, after.LockOwner.Addr, before.LockOwner.Addr)
+	}
+	if v := vc.vm(t, n1, "show", "gr"); v.Node != n2.Name || v.State != "running" {
+		t.Fatalf("gr after migration: %+v", v)
+	}
+	last := vc.guestProgress(t, mark, 2*time.Minute)
+
+	// Stopped: the counter on the image (read by Ceph's own client) is at
+	// least the last acknowledged one, and no secret stays in libvirtd.
+	vc.vm(t, n1, "stop", "gr", "--force")
+	st, err := guest.DecodeDiskState(rbdHead(t, ctx, c, ceph, "rv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counter < last.Acked {
+		t.Fatalf("counter on the image %d < last acknowledged %d", st.Counter, last.Acked)
+	}
+	t.Logf("counter on the image %d (last acknowledged %d)", st.Counter, last.Acked)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var left []string
+		for _, n := range []*testcluster.Node{n1, n2, n3} {
+			vc.mu.Lock()
+			sock := vc.lv[n.Name].Socket
+			vc.mu.Unlock()
+			out, _ := exec.CommandContext(ctx, "virsh", "-c", "qemu:///system?socket="+sock, "secret-list").CombinedOutput()
+			if strings.Contains(string(out), "ceph") {
+				left = append(left, n.Name+": "+string(out))
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("libvirt secrets left after the VM stopped:\n%s", strings.Join(left, "\n"))
+		}
+		time.Sleep(time.Second)
+	}
+}
