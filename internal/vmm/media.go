@@ -67,6 +67,9 @@ func (m *Manager) ChangeMedia(ctx context.Context, req *tandemv1.ChangeMediaRequ
 		return nil, apierr.From(err)
 	}
 	m.log.Info("CD-ROM changed", "vm", v.Name, "from", before, "to", req.Image, "live", running)
+	// ms is the shared read-only metadata (consensus.Meta.LocalState):
+	// the answer's view with the new record is a copy of it.
+	ms = ms.Clone()
 	ms.VMs[nv.Name] = nv
 	return m.live(ctx, ms, nv, 3*time.Second), nil
 }
