@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -132,6 +133,9 @@ func (t *Tandem) StartDaemon(ctx context.Context, n *Node, extra ...string) (*Pr
 	p, err := t.C.Start(n, "tandemd", argv, env)
 	if err != nil {
 		return nil, err
+	}
+	if !t.NoMetaReaderCheck {
+		t.C.checkLogAtClose(n, "tandemd", consensus.ReaderMutationMessage)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -91,6 +91,8 @@ type Cluster struct {
 	created []string // namespaces to delete on Close, in creation order
 	procs   []*Proc  // every process started, including exited ones
 	closers []func() // run by Close before processes are killed (BMC callbacks)
+	// logChecks are the node/process logs checkLogAtClose already watches.
+	logChecks map[string]bool
 	// unmounts run by Close last, once no process can use the mounts
 	// (Tandem.FaultDisk).
 	unmounts []func()
@@ -661,3 +663,34 @@ type logReporter struct{ log *slog.Logger }
 func (r logReporter) Helper()                           {}
 func (r logReporter) Logf(format string, args ...any)   { r.log.Info(fmt.Sprintf(format, args...)) }
 func (r logReporter) Errorf(format string, args ...any) { r.log.Error(fmt.Sprintf(format, args...)) }
+
+// checkLogAtClose makes Close report an error if the log of process name on
+// n holds bad: a message a process logs for a broken invariant that must
+// fail the test even though the process went on (a reader that mutated
+// the shared metadata, consensus.ReaderMutationMessage). One check per log,
+// however often the process restarts.
+func (c *Cluster) checkLogAtClose(n *Node, name, bad string) {
+	path := logPath(n, name)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.logChecks[path] {
+		return
+	}
+	if c.logChecks == nil {
+		c.logChecks = map[string]bool{}
+	}
+	c.logChecks[path] = true
+	c.closers = append(c.closers, func() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return
+		}
+		if i := bytes.Index(b, []byte(bad)); i >= 0 {
+			line := b[bytes.LastIndexByte(b[:i], '\n')+1:]
+			if j := bytes.IndexByte(line, '\n'); j >= 0 {
+				line = line[:j]
+			}
+			c.t.Errorf("testcluster: %s on %s logged %q: %s", name, n.Name, bad, line)
+		}
+	})
+}
