@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+
+	"github.com/tandemhci/tandem/internal/invariant"
 )
 
 // Readers of the metadata (LocalState, State) share one read-only copy of
@@ -32,8 +34,8 @@ type readerMutationsQuery struct{}
 
 // ReaderMutationMessage is logged when a retired shared copy of the
 // metadata differs from what was published: some caller mutated what
-// LocalState or State returned.
-const ReaderMutationMessage = "a reader mutated the shared metadata state (LocalState/State results are read-only)"
+// LocalState or State returned. The test harness fails a test on it.
+const ReaderMutationMessage = invariant.ReaderMutation
 
 // published returns the shared read-only copy of the applied state,
 // making it if this is the first read since the last change. Lookups run

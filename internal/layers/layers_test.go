@@ -53,9 +53,9 @@ func rules() []rule {
 			why:     "placement is pure policy: the daemon gathers its inputs",
 		},
 		{
-			pkgs:    []string{mod + "/internal/refusal", mod + "/internal/validate"},
+			pkgs:    []string{mod + "/internal/refusal", mod + "/internal/validate", mod + "/internal/invariant"},
 			stdOnly: true,
-			why:     "refusal and validate are rules and counters any layer may use: the standard library only",
+			why:     "refusal, validate and invariant are rules, counters and messages any layer may use: the standard library only",
 		},
 		{
 			pkgs:    []string{mod + "/internal/nodedir"},

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/invariant"
 	"github.com/tandemhci/tandem/internal/version"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -93,7 +93,7 @@ type Tandem struct {
 // CheckMetaReadersEnv makes tandemd verify that no caller mutates the
 // shared metadata state it reads (consensus.HostConfig.CheckMetaReaders);
 // StartDaemon sets it unless NoMetaReaderCheck, and a violation logs
-// consensus.ReaderMutationMessage.
+// invariant.Messages.
 const CheckMetaReadersEnv = "TANDEM_CHECK_META_READERS"
 
 // NewTandem wraps c; binDir holds the built binaries.
@@ -135,7 +135,9 @@ func (t *Tandem) StartDaemon(ctx context.Context, n *Node, extra ...string) (*Pr
 		return nil, err
 	}
 	if !t.NoMetaReaderCheck {
-		t.C.checkLogAtClose(n, "tandemd", consensus.ReaderMutationMessage)
+		for _, m := range invariant.Messages() {
+			t.C.checkLogAtClose(n, "tandemd", m)
+		}
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

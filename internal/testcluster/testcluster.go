@@ -667,19 +667,20 @@ func (r logReporter) Errorf(format string, args ...any) { r.log.Error(fmt.Sprint
 // checkLogAtClose makes Close report an error if the log of process name on
 // n holds bad: a message a process logs for a broken invariant that must
 // fail the test even though the process went on (a reader that mutated
-// the shared metadata, consensus.ReaderMutationMessage). One check per log,
-// however often the process restarts.
+// the shared metadata, invariant.ReaderMutation). One check per log and
+// message, however often the process restarts.
 func (c *Cluster) checkLogAtClose(n *Node, name, bad string) {
 	path := logPath(n, name)
+	key := path + "\x00" + bad
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.logChecks[path] {
+	if c.logChecks[key] {
 		return
 	}
 	if c.logChecks == nil {
 		c.logChecks = map[string]bool{}
 	}
-	c.logChecks[path] = true
+	c.logChecks[key] = true
 	c.closers = append(c.closers, func() {
 		b, err := os.ReadFile(path)
 		if err != nil {
