@@ -27,7 +27,10 @@ const (
 	// the first release expected to know <reconnect delay> on NBD sources;
 	// 9.0 (Debian 12) does not.
 	minReconnectLibVersion = 9_002_000
-	shutdownPoll           = 200 * time.Millisecond
+	// minTCGMigrationFixVersion is QEMU 9.0.0, the first whose live
+	// migration keeps every store of a TCG guest (XMLOptions.PadTCGRAM).
+	minTCGMigrationFixVersion = 9_000_000
+	shutdownPoll              = 200 * time.Millisecond
 )
 
 // State is a domain's run state.
@@ -105,6 +108,7 @@ type Driver struct {
 	lv           *libvirt.Libvirt
 	uri          string
 	libVersion   uint64
+	qemuVersion  uint64
 	xmlOpts      XMLOptions
 	reconnectSet bool
 	callTimeout  time.Duration
@@ -157,6 +161,19 @@ func Dial(ctx context.Context, socketPath, uri string, opts ...Option) (*Driver,
 		return nil, fmt.Errorf("compute: libvirt version: %w", err)
 	}
 	d.libVersion = ver
+	if d.xmlOpts.DomainType == "qemu" {
+		hv, err := call(ctx, d, d.lv.ConnectGetVersion)
+		if err != nil {
+			_ = d.lv.Disconnect()
+			return nil, fmt.Errorf("compute: QEMU version: %w", err)
+		}
+		d.qemuVersion = hv
+		d.xmlOpts.PadTCGRAM = hv < minTCGMigrationFixVersion
+		if d.xmlOpts.PadTCGRAM {
+			d.log.Info("TCG guests get 8 KiB more RAM in a backend of their own: this QEMU loses stores of TCG guests in live migration when the RAM is a multiple of 256 KiB",
+				"qemu_version", hv, "fixed_in", minTCGMigrationFixVersion)
+		}
+	}
 	if !d.reconnectSet {
 		if ver >= minReconnectLibVersion {
 			d.xmlOpts.NBDReconnectDelay = DefaultNBDReconnectDelay
@@ -178,6 +195,10 @@ func (d *Driver) Close() error {
 
 // LibVersion is libvirtd's version as major*1e6+minor*1e3+micro.
 func (d *Driver) LibVersion() uint64 { return d.libVersion }
+
+// QEMUVersion is the hypervisor's version (major*1e6+minor*1e3+micro) for
+// domain type "qemu", else 0.
+func (d *Driver) QEMUVersion() uint64 { return d.qemuVersion }
 
 // XMLOptions are the options Define renders domain XML with.
 func (d *Driver) XMLOptions() XMLOptions { return d.xmlOpts }

@@ -162,6 +162,38 @@ type XMLOptions struct {
 	// I/O at once. 0 omits the element: libvirt 9.0 (Debian 12) does not know
 	// <reconnect delay> on NBD disk sources and its schema rejects it.
 	NBDReconnectDelay uint
+	// PadTCGRAM gives a TCG guest its RAM in a memory backend of its own
+	// that is 8 KiB larger than the spec (qemu:commandline), because QEMU
+	// before 9.0 (Debian 12 ships 7.2) loses guest stores in live
+	// migration when a RAM block's size is a multiple of 256 KiB: it syncs
+	// such a block's dirty bitmap 64 pages at a time and forgets to reset
+	// TCG's TLB, so later stores through the TLB's fast path are not
+	// tracked and the destination gets stale pages (fixed upstream by
+	// "physmem: Fix migration dirty bitmap coherency with TCG memory
+	// access"). The guest kernel then crashes or hangs after the
+	// switch-over, in about one migration of five here. An unaligned
+	// block takes the per-page path, which does reset the TLB. <memory>
+	// cannot do it: libvirt rounds it to whole MiB. Only for type "qemu".
+	PadTCGRAM bool
+}
+
+// TCG RAM padding (see XMLOptions.PadTCGRAM).
+const (
+	tcgRAMBackend = "tandem-ram"
+	tcgRAMPad     = 8 << 10 // bytes; QEMU rounds RAM sizes to 8 KiB
+)
+
+// tcgRAMArgs are the QEMU arguments that replace libvirt's RAM backend by
+// a padded one: the later -machine and -m win over libvirt's own, and
+// libvirt's backend stays unused (QEMU migrates only the RAM it maps).
+func tcgRAMArgs(memMiB int) []libvirtxml.DomainQEMUCommandlineArg {
+	size := uint64(memMiB)<<20 + tcgRAMPad
+	return []libvirtxml.DomainQEMUCommandlineArg{
+		{Value: "-object"},
+		{Value: fmt.Sprintf(`{"qom-type":"memory-backend-ram","id":%q,"size":%d}`, tcgRAMBackend, size)},
+		{Value: "-machine"}, {Value: "memory-backend=" + tcgRAMBackend},
+		{Value: "-m"}, {Value: fmt.Sprintf("size=%dk", size>>10)},
+	}
 }
 
 var (
@@ -359,6 +391,9 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		OnCrash:    "destroy",
 		Devices:    &libvirtxml.DomainDeviceList{},
 	}
+	if opts.PadTCGRAM && typ == "qemu" {
+		d.QEMUCommandline = &libvirtxml.DomainQEMUCommandline{Args: tcgRAMArgs(spec.MemoryMiB)}
+	}
 	if spec.Firmware == FirmwareUEFI {
 		d.OS.Loader = &libvirtxml.DomainLoader{Path: OVMFCode, Readonly: "yes", Type: "pflash"}
 		d.OS.NVRam = &libvirtxml.DomainNVRam{NVRam: spec.NVRAM}
@@ -528,6 +563,13 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 			return VMSpec{}, XMLOptions{}, err
 		}
 		spec.MemoryMiB = mem
+	}
+	if d.QEMUCommandline != nil {
+		for _, a := range d.QEMUCommandline.Args {
+			if a.Value == "memory-backend="+tcgRAMBackend {
+				opts.PadTCGRAM = true
+			}
+		}
 	}
 	if d.OS != nil {
 		spec.Kernel, spec.Initrd, spec.Cmdline = d.OS.Kernel, d.OS.Initrd, d.OS.Cmdline

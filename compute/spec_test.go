@@ -109,6 +109,7 @@ func TestDomainXMLGolden(t *testing.T) {
 		{"full.xml", fullSpec(), XMLOptions{}},
 		{"full-reconnect.xml", fullSpec(), XMLOptions{DomainType: "kvm", NBDReconnectDelay: 2}},
 		{"kernel.xml", kernelSpec(), XMLOptions{}},
+		{"kernel-tcg-pad.xml", kernelSpec(), XMLOptions{DomainType: "qemu", PadTCGRAM: true}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got, err := DomainXMLWithOptions(tc.spec, tc.opts)
@@ -163,6 +164,7 @@ func TestDomainXMLRoundTrip(t *testing.T) {
 		"reconnect": {fullSpec(), XMLOptions{DomainType: "kvm", NBDReconnectDelay: 5}},
 		"kernel":    {kernelSpec(), XMLOptions{DomainType: "test"}},
 		"pty":       {pty, XMLOptions{DomainType: "qemu"}},
+		"tcg pad":   {kernelSpec(), XMLOptions{DomainType: "qemu", PadTCGRAM: true}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			x, err := DomainXMLWithOptions(tc.spec, tc.opts)
@@ -187,6 +189,42 @@ func TestDomainXMLRoundTrip(t *testing.T) {
 				t.Errorf("options round trip: got %+v want %+v", gotOpts, tc.opts)
 			}
 		})
+	}
+}
+
+// TestDomainXMLPadTCGRAM: the padded RAM is the spec's plus 8 KiB, so
+// not a multiple of 256 KiB (the size QEMU < 9.0 syncs without resetting
+// TCG's TLB), given to QEMU consistently as the backend's size and -m;
+// KVM guests keep libvirt's own backend.
+func TestDomainXMLPadTCGRAM(t *testing.T) {
+	for _, mib := range []int{128, 192, 4096} {
+		s := kernelSpec()
+		s.MemoryMiB = mib
+		x, err := DomainXMLWithOptions(s, XMLOptions{DomainType: "qemu", PadTCGRAM: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := uint64(mib)<<20 + 8<<10
+		if size%(256<<10) == 0 {
+			t.Fatalf("%d MiB: padded size %d is a multiple of 256 KiB", mib, size)
+		}
+		for _, want := range []string{
+			fmt.Sprintf(`&#34;size&#34;:%d}`, size),
+			"<arg value=\"memory-backend=tandem-ram\"></arg>",
+			fmt.Sprintf(`<arg value="size=%dk"></arg>`, size>>10),
+			fmt.Sprintf(`<memory unit="MiB">%d</memory>`, mib),
+		} {
+			if !strings.Contains(x, want) {
+				t.Errorf("%d MiB: XML lacks %s:\n%s", mib, want, x)
+			}
+		}
+	}
+	x, err := DomainXMLWithOptions(kernelSpec(), XMLOptions{DomainType: "kvm", PadTCGRAM: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(x, "commandline") {
+		t.Errorf("a KVM guest got the TCG RAM padding:\n%s", x)
 	}
 }
 
