@@ -65,7 +65,8 @@ func (f *fakeVolumes) Place(_ context.Context, _ *consensus.MetaState, _ int64, 
 	return f.place[:min(replicas, len(f.place))], "", nil
 }
 
-func (f *fakeVolumes) Show(_ context.Context, name string, _ time.Duration) (*tandemv1.VolumeInfo, error) {
+func (f *fakeVolumes) Show(_ context.Context, name string, _ time.Duration, skip ...string) (*tandemv1.VolumeInfo, error) {
+	f.w.note("show "+name+" skipping", skip...)
 	if v, ok := f.show[name]; ok {
 		return v, nil
 	}
@@ -219,6 +220,7 @@ type fakePeer struct {
 }
 
 func (p fakePeer) ComputeInfo(_ context.Context, req *tandemv1.ComputeInfoRequest, _ ...grpc.CallOption) (*tandemv1.ComputeStatus, error) {
+	p.w.note("compute asked", p.node)
 	st, ok := p.w.compute[p.node]
 	if !ok {
 		return nil, status.Error(codes.Unavailable, "connection refused")
@@ -276,6 +278,20 @@ type world struct {
 	meta    *fakeMeta
 	fence   *state.SelfFence
 	now     time.Time
+
+	mu    sync.Mutex
+	asked map[string][]string // what the manager asked: note's key -> values
+}
+
+// note records a question the manager asked of the fakes (they are asked
+// in parallel).
+func (w *world) note(key string, values ...string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.asked == nil {
+		w.asked = map[string][]string{}
+	}
+	w.asked[key] = append(w.asked[key], values...)
 }
 
 func newWorld() *world {

@@ -36,7 +36,7 @@ func (m *Manager) PlanRestart(ctx context.Context, name, dead string) (RestartPl
 	if cur == nil || cur.Node != dead {
 		return RestartPlan{}, fmt.Errorf("VM %s moved meanwhile", name)
 	}
-	cv := m.View(ctx, ms)
+	cv := m.View(ctx, ms, dead)
 	// One VM at a time on fresh state: the earlier restarts are in ms, as
 	// placement.Recover plans them.
 	p := placement.Place(&cv.Placement, PlacementVM(cur), dead)

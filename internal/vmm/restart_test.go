@@ -33,6 +33,18 @@ func TestPlanRestart(t *testing.T) {
 	if got := w.j.list(); len(got) != 0 {
 		t.Errorf("planning changed something: %q", got)
 	}
+	// The dead node is not asked anything: a node powered off makes every
+	// call to it wait out the peer pool's reconnect (2 s of failover).
+	w.mu.Lock()
+	if asked := w.asked["compute asked"]; slices.Contains(asked, "n2") || len(asked) == 0 {
+		t.Errorf("compute asked of %v; want the live nodes only", asked)
+	}
+	for _, vol := range []string{"db-a", "db-b"} {
+		if skip := w.asked["show "+vol+" skipping"]; !slices.Equal(skip, []string{"n2"}) {
+			t.Errorf("volume %s shown skipping %v, want [n2]", vol, skip)
+		}
+	}
+	w.mu.Unlock()
 
 	for _, tc := range []struct {
 		name  string

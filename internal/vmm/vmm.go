@@ -31,8 +31,9 @@ type Volumes interface {
 	// Place picks the nodes for a new volume's replicas of size bytes
 	// (want, when given, are the nodes asked for).
 	Place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int, want []string) ([]string, string, error)
-	// Show is a volume as its replicas report it, each asked within timeout.
-	Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error)
+	// Show is a volume as its replicas report it, each asked within
+	// timeout; the nodes in skip are not asked.
+	Show(ctx context.Context, name string, timeout time.Duration, skip ...string) (*tandemv1.VolumeInfo, error)
 	// NBDSocket is the path of this node's NBD socket, where the VMs it
 	// runs open their disks.
 	NBDSocket() string

@@ -357,18 +357,21 @@ type ClusterView struct {
 
 // View asks every data member for its compute and every volume for its
 // replicas, in parallel, and builds placement's input from the answers.
-func (m *Manager) View(ctx context.Context, ms *consensus.MetaState) *ClusterView {
+// The nodes in dead are not asked (and so count as down): a node known
+// lost would only make every ask wait out its reconnect.
+func (m *Manager) View(ctx context.Context, ms *consensus.MetaState, dead ...string) *ClusterView {
 	var compute map[string]*tandemv1.ComputeStatus // available nodes only
 	vols := map[string]*tandemv1.VolumeInfo{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		compute = m.askCompute(ctx, ms, dataMembers(ms, ""), &tandemv1.ComputeInfoRequest{})
+		members := slices.DeleteFunc(dataMembers(ms, ""), func(n string) bool { return slices.Contains(dead, n) })
+		compute = m.askCompute(ctx, ms, members, &tandemv1.ComputeInfoRequest{})
 		maps.DeleteFunc(compute, func(_ string, st *tandemv1.ComputeStatus) bool { return !st.Available })
 	})
 	for name := range ms.Volumes {
 		wg.Go(func() {
-			if info, err := m.vols.Show(ctx, name, 3*time.Second); err == nil {
+			if info, err := m.vols.Show(ctx, name, 3*time.Second, dead...); err == nil {
 				mu.Lock()
 				vols[name] = info
 				mu.Unlock()

@@ -424,8 +424,10 @@ func (m *Manager) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*ta
 const listParallel = 64
 
 // Show asks every node holding the volume and keeps the freshest answer,
-// preferring the primary's (it alone knows the replication links).
-func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) (*tandemv1.VolumeInfo, error) {
+// preferring the primary's (it alone knows the replication links). Nodes
+// in skip are not asked: a caller that knows a node is dead (HA recovery)
+// does not wait on it, which costs up to the peer pool's 2 s reconnect.
+func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration, skip ...string) (*tandemv1.VolumeInfo, error) {
 	ms, err := m.Catalog(ctx, false)
 	if err != nil {
 		return nil, err
@@ -446,6 +448,9 @@ func (m *Manager) Show(ctx context.Context, name string, timeout time.Duration) 
 	answers := make([]*tandemv1.VolumeInfo, len(e.Replicas))
 	var wg sync.WaitGroup
 	for i, n := range e.Replicas {
+		if slices.Contains(skip, n) {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
