@@ -51,10 +51,15 @@ func TestVMGuestAgent(t *testing.T) {
 	}
 
 	// The channel follows a live migration: the target's libvirt makes its
-	// own socket and the agent answers there.
-	vc.migrateLive(t, n3, "ga", n1, n2)
+	// own socket and the agent answers there. The target is the disk's
+	// other replica, wherever placement put it.
+	to := n2
+	if replicaState(volumeCmd(t, ctx, td, n1, "show", "ga-disk0"), n2.Name).Node == "" {
+		to = n3
+	}
+	vc.migrateLive(t, n3, "ga", n1, to)
 	info = vc.waitVM(t, "ga", 2*time.Minute, func(v *tandemv1.VMInfo) bool {
-		return v.Node == n2.Name && v.Agent == "answering" && slices.Contains(v.GuestAddresses, want)
+		return v.Node == to.Name && v.Agent == "answering" && slices.Contains(v.GuestAddresses, want)
 	})
 	t.Logf("after migration to %s: agent %q, addresses %q", info.Node, info.Agent, info.GuestAddresses)
 
