@@ -101,9 +101,16 @@ func (vc *vmCluster) crash(n *testcluster.Node) {
 // guestVM starts a guest VM with a 3-replica (or 2 with a witness) disk on node.
 func (vc *vmCluster) guestVM(t *testing.T, name string, node *testcluster.Node, ipLast int, replicas int) guest.Datagram {
 	t.Helper()
+	return vc.guestWithDisk(t, name, node, ipLast, fmt.Sprintf("64M,replicas=%d", replicas))
+}
+
+// guestWithDisk starts the test guest with one new disk (vm create --disk
+// disk) on node and waits until it has acknowledged disk writes.
+func (vc *vmCluster) guestWithDisk(t *testing.T, name string, node *testcluster.Node, ipLast int, disk string) guest.Datagram {
+	t.Helper()
 	ip := fmt.Sprintf("%s.%d", strings.TrimSuffix(vc.c.ReceiverIP, ".1"), ipLast)
-	vc.vm(t, node, "create", name, "--memory", "192M", "--disk", fmt.Sprintf("64M,replicas=%d", replicas), "--node", node.Name,
-		"--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd, "--cmdline", vc.img.Cmdline(guest.Config{IP: ip + "/24", UDP: vc.c.ReceiverIP + ":9999", Rate: 100, Disk: "/dev/vda"}),
+	vc.vm(t, node, "create", name, "--memory", "192M", "--disk", disk, "--node", node.Name,
+		"--kernel", vc.img.Kernel, "--initrd", vc.img.Initrd, "--cmdline", vc.cmdline(ip),
 		"--nic", vc.c.VMBridge+",ip="+ip, "--start")
 	ctx, cancel := context.WithTimeout(vc.ctx, 3*time.Minute)
 	defer cancel()
@@ -112,6 +119,23 @@ func (vc *vmCluster) guestVM(t *testing.T, name string, node *testcluster.Node, 
 		t.Fatalf("guest %s did not come up: %v", name, err)
 	}
 	return d
+}
+
+// loseHost crashes host n (crash) while the guest of boot up runs there,
+// waits for the guest's next boot elsewhere and checks it kept every
+// acknowledged write (waitRecovered); it returns when the loss was, the
+// last report before it and the first after.
+func (vc *vmCluster) loseHost(t *testing.T, n *testcluster.Node, up guest.Datagram, timeout time.Duration) (lost time.Time, last, first guest.Datagram) {
+	t.Helper()
+	time.Sleep(500 * time.Millisecond)
+	lost = time.Now()
+	vc.crash(n)
+	// Everything the guest reported before the crash; datagrams in flight
+	// may still arrive, so read after.
+	last = vc.lastFromBoot(up.Boot)
+	first = vc.waitRecovered(t, last, timeout)
+	t.Logf("restarted %v after the loss of %s; disk counter %d >= last acknowledged %d", time.Since(lost).Round(time.Millisecond), n.Name, first.Acked, last.Acked)
+	return lost, last, first
 }
 
 // lastFromBoot is the newest datagram of a boot.
@@ -185,14 +209,7 @@ func TestHAFailover(t *testing.T) {
 	}
 	up := vc.guestVM(t, "h1", leader, 60, 3)
 	t.Logf("guest h1 up on %s (the metadata leader), %d writes acknowledged", leader.Name, up.Acked)
-	time.Sleep(500 * time.Millisecond)
-	lost := time.Now()
-	vc.crash(leader)
-	// Everything the guest reported before the crash; datagrams in flight
-	// may still arrive, so read after.
-	lastAcked := vc.lastFromBoot(up.Boot)
-	first := vc.waitRecovered(t, lastAcked, 90*time.Second)
-	t.Logf("h1 restarted %v after the loss; disk counter %d >= last acknowledged %d", time.Since(lost).Round(time.Millisecond), first.Acked, lastAcked.Acked)
+	_, _, first := vc.loseHost(t, leader, up, 90*time.Second)
 	v := vc.vm(t, other, "show", "h1")
 	if v.Node == leader.Name || v.State != "running" {
 		t.Fatalf("h1 after recovery: %+v", v)

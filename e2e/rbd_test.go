@@ -43,6 +43,13 @@ func rbdCluster(t *testing.T) (*testcluster.Cluster, *testcluster.Tandem, contex
 	if _, err := td.WaitStatus(ctx, c.Nodes[0], 15*time.Second, func(s *tandemv1.ClusterStatus) bool { return s.Quorate && s.VotesOnline == 3 }); err != nil {
 		t.Fatal(err)
 	}
+	return c, td, ctx, startCeph(t, ctx, c)
+}
+
+// startCeph starts the micro Ceph in c's switch namespace, on its backend
+// address, stopped (by PID) when the test ends.
+func startCeph(t *testing.T, ctx context.Context, c *testcluster.Cluster) *cephtest.Cluster {
+	t.Helper()
 	addr, err := c.SwitchOnBackend()
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +63,23 @@ func rbdCluster(t *testing.T) (*testcluster.Cluster, *testcluster.Tandem, contex
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ceph.Close() })
-	return c, td, ctx, ceph
+	return ceph
+}
+
+// tandemClient adds client.tandem with the capabilities the docs give
+// it and returns its key. As the docs say: 'profile rbd' adds blocklist
+// entries; removing its own old entry takes the blocklist command.
+func tandemClient(t *testing.T, ctx context.Context, ceph *cephtest.Cluster) string {
+	t.Helper()
+	key, err := ceph.AddClient(ctx, "tandem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ceph.Ceph(ctx, "auth", "caps", "client.tandem", "mon", `profile rbd, allow command "osd blocklist"`,
+		"osd", "profile rbd pool="+ceph.Pool, "mgr", "profile rbd pool="+ceph.Pool); err != nil {
+		t.Fatalf("ceph auth caps: %v\n%s", err, out)
+	}
+	return key
 }
 
 // rbdImages lists the pool's images with the rbd CLI, from the switch
@@ -93,16 +116,7 @@ func TestRBDVolumes(t *testing.T) {
 		}
 		return out
 	}
-	key, err := ceph.AddClient(ctx, "tandem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As the docs say: 'profile rbd' adds blocklist entries; removing its
-	// own old entry takes the blocklist command.
-	if out, err := ceph.Ceph(ctx, "auth", "caps", "client.tandem", "mon", `profile rbd, allow command "osd blocklist"`,
-		"osd", "profile rbd pool="+ceph.Pool, "mgr", "profile rbd pool="+ceph.Pool); err != nil {
-		t.Fatalf("ceph auth caps: %v\n%s", err, out)
-	}
+	key := tandemClient(t, ctx, ceph)
 	other, err := ceph.AddClient(ctx, "other")
 	if err != nil {
 		t.Fatal(err)

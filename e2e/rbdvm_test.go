@@ -17,8 +17,8 @@ import (
 
 // rbdVMCluster is a VM cluster (libvirtd on every node) with a micro Ceph
 // in the switch namespace, on the backend network, and storage ceph1
-// added with client.tandem's key.
-func rbdVMCluster(t *testing.T) (*vmCluster, *cephtest.Cluster) {
+// added with client.tandem's key (also returned as a keyring file).
+func rbdVMCluster(t *testing.T, o vmClusterOpts) (*vmCluster, *cephtest.Cluster, string) {
 	t.Helper()
 	if err := cephtest.Available(); err != nil {
 		t.Skipf("no Ceph binaries: %v", err)
@@ -26,29 +26,13 @@ func rbdVMCluster(t *testing.T) (*vmCluster, *cephtest.Cluster) {
 	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/qemu/block-rbd.so"); err != nil {
 		t.Skipf("QEMU has no rbd block driver (Debian's qemu-block-extra; make apt-deps installs it): %v", err)
 	}
-	vc := newVMClusterWith(t, vmClusterOpts{timeout: 15 * time.Minute})
+	if o.timeout == 0 {
+		o.timeout = 15 * time.Minute
+	}
+	vc := newVMClusterWith(t, o)
 	c, ctx := vc.c, vc.ctx
-	addr, err := c.SwitchOnBackend()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := cephtest.TempDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ceph, err := cephtest.Start(ctx, cephtest.Options{Dir: dir, Addr: addr, Wrap: []string{"ip", "netns", "exec", c.Switch().NS}, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ceph.Close() })
-	key, err := ceph.AddClient(ctx, "tandem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := ceph.Ceph(ctx, "auth", "caps", "client.tandem", "mon", `profile rbd, allow command "osd blocklist"`,
-		"osd", "profile rbd pool="+ceph.Pool, "mgr", "profile rbd pool="+ceph.Pool); err != nil {
-		t.Fatalf("ceph auth caps: %v\n%s", err, out)
-	}
+	ceph := startCeph(t, ctx, c)
+	key := tandemClient(t, ctx, ceph)
 	kf := filepath.Join(t.TempDir(), "tandem.keyring")
 	if err := os.WriteFile(kf, []byte("[client.tandem]\n\tkey = "+key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -56,7 +40,7 @@ func rbdVMCluster(t *testing.T) (*vmCluster, *cephtest.Cluster) {
 	if _, stderr, err := vc.td.CLI(ctx, c.Nodes[0], "storage", "add", "rbd", "ceph1", "--pool", ceph.Pool, "--mon", ceph.MonHost, "--client", "tandem", "--key-file", kf); err != nil {
 		t.Fatalf("storage add: %v\n%s", err, stderr)
 	}
-	return vc, ceph
+	return vc, ceph, kf
 }
 
 // rbdHead is the start of an RBD image, read with the rbd CLI from the
@@ -83,10 +67,11 @@ func rbdHead(t *testing.T, ctx context.Context, c *testcluster.Cluster, ceph *ce
 // the watcher and lock owner. A live migration moves the VM; afterwards
 // the volume has exactly one watcher and the lock owner is the target,
 // and the catalog's owner followed. Stopped, the image holds a counter at
-// least the last one the guest reported acknowledged, and the node's
+// least the last one the guest reported acknowledged, fio's own rbd
+// engine writes and verifies the image past the counter, and the node's
 // libvirt secret is gone.
 func TestRBDVM(t *testing.T) {
-	vc, ceph := rbdVMCluster(t)
+	vc, ceph, _ := rbdVMCluster(t, vmClusterOpts{})
 	c, td, ctx := vc.c, vc.td, vc.ctx
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".51"
@@ -144,6 +129,21 @@ func TestRBDVM(t *testing.T) {
 		t.Fatalf("counter on the image %d < last acknowledged %d", st.Counter, last.Acked)
 	}
 	t.Logf("counter on the image %d (last acknowledged %d)", st.Counter, last.Acked)
+
+	// fio's own rbd engine (Ceph's client, not Tandem's) writes and
+	// verifies the volume's image past the guest's counter, now that no
+	// QEMU holds it.
+	fio := exec.CommandContext(ctx, "ip", "netns", "exec", c.Switch().NS, "fio", "--name=rbdverify", "--ioengine=rbd",
+		"--clientname=admin", "--pool="+ceph.Pool, "--rbdname=rv", "--rw=randwrite", "--bs=4k", "--offset=32M", "--size=16M",
+		"--iodepth=16", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=terse")
+	fio.Env = append(os.Environ(), ceph.Env()...)
+	if out, err := fio.CombinedOutput(); err != nil || strings.Contains(string(out), "verify:") {
+		t.Fatalf("fio --ioengine=rbd --verify=crc32c on rv: %v\n%s", err, out)
+	}
+	if after, err := guest.DecodeDiskState(rbdHead(t, ctx, c, ceph, "rv")); err != nil || after.Counter != st.Counter {
+		t.Fatalf("fio past 32M changed the guest's counter block: %v (counter %d, was %d)", err, after.Counter, st.Counter)
+	}
+	t.Logf("fio's rbd engine: 16 MiB of 4K random writes at 32M verified (crc32c)")
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		var left []string
 		for _, n := range []*testcluster.Node{n1, n2, n3} {

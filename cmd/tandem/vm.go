@@ -42,7 +42,7 @@ func newVMCmd(a *app) *cobra.Command {
 	)
 }
 
-// parseDiskFlag reads SIZE[,replicas=N].
+// parseDiskFlag reads SIZE[,replicas=N] or SIZE,backend=rbd[,storage=S][,pool=P].
 func parseDiskFlag(s string) (*tandemv1.VMDisk, error) {
 	parts := strings.Split(s, ",")
 	size, err := parseSize(parts[0])
@@ -59,9 +59,24 @@ func parseDiskFlag(s string) (*tandemv1.VMDisk, error) {
 				return nil, fmt.Errorf("--disk %q: replicas must be 1, 2 or 3", s)
 			}
 			d.Replicas = uint32(n)
+		case "backend":
+			if v != "rbd" && v != "replicated" {
+				return nil, fmt.Errorf("--disk %q: backend must be replicated (the default) or rbd", s)
+			}
+			d.Backend = v
+		case "storage":
+			d.Storage = v
+		case "pool":
+			d.Pool = v
 		default:
-			return nil, fmt.Errorf("--disk %q: unknown option %q (want replicas=N)", s, k)
+			return nil, fmt.Errorf("--disk %q: unknown option %q (want replicas=N, or backend=rbd with storage=S and pool=P)", s, k)
 		}
+	}
+	if d.Backend == "rbd" && d.Replicas != 0 {
+		return nil, fmt.Errorf("--disk %q: replicas does not apply to an RBD disk (Ceph's pool replicates it)", s)
+	}
+	if d.Backend != "rbd" && (d.Storage != "" || d.Pool != "") {
+		return nil, fmt.Errorf("--disk %q: storage and pool apply to RBD disks only (backend=rbd)", s)
 	}
 	return d, nil
 }
@@ -100,7 +115,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		start, force            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME --memory SIZE (--disk SIZE[,replicas=N] | --disk-volume VOL | --kernel FILE | --cdrom IMAGE)",
+		Use:   "create NAME --memory SIZE (--disk SIZE[,replicas=N|,backend=rbd] | --disk-volume VOL | --kernel FILE | --cdrom IMAGE)",
 		Short: "Create a VM on replicated volumes",
 		Long: `Create a VM. Each --disk makes a new replicated volume NAME-diskN; each
 --disk-volume uses an existing volume. The VM runs only on the node that is
@@ -193,7 +208,7 @@ follow it across migration and failover.`,
 	f := cmd.Flags()
 	f.Uint32Var(&vcpus, "vcpus", 1, "virtual CPUs")
 	f.StringVar(&memory, "memory", "256M", "memory (e.g. 512M, 2G)")
-	f.StringArrayVar(&disks, "disk", nil, "new replicated disk SIZE[,replicas=N] (repeatable)")
+	f.StringArrayVar(&disks, "disk", nil, "new disk SIZE[,replicas=N] (replicated), or SIZE,backend=rbd[,storage=S][,pool=P] (Ceph RBD); repeatable")
 	f.StringArrayVar(&volumes, "disk-volume", nil, "existing volume as a disk (repeatable)")
 	f.StringArrayVar(&nics, "nic", nil, "network interface BRIDGE[,mac=MAC][,ip=ADDR] (repeatable; empty bridge = the node's default)")
 	f.StringVar(&image, "image", "", "copy this disk image (raw, qcow2, ... via qemu-img) into the first, new disk")

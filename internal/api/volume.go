@@ -116,7 +116,7 @@ func (s *peerService) VolumeStatus(_ context.Context, req *tandemv1.PeerVolumeSt
 
 func (s *peerService) VolumePromote(ctx context.Context, req *tandemv1.PromoteVolumeRequest) (*tandemv1.VolumeInfo, error) {
 	return onVolumes(s, func(vm *volume.Manager) (*tandemv1.VolumeInfo, error) {
-		return vm.PromoteHere(ctx, req.Name)
+		return vm.PromoteHere(ctx, req.Name, req.Reason)
 	})
 }
 

@@ -101,7 +101,7 @@ func (r recoveryVolumes) Show(ctx context.Context, vol string) (*tandemv1.Volume
 
 func (r recoveryVolumes) Promote(ctx context.Context, ms *consensus.MetaState, vol, node string) error {
 	return r.d.callNode(ctx, ms, node, 30*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
-		_, err := c.VolumePromote(ctx, &tandemv1.PromoteVolumeRequest{Name: vol, Node: node})
+		_, err := c.VolumePromote(ctx, &tandemv1.PromoteVolumeRequest{Name: vol, Node: node, Reason: "HA recovery"})
 		return err
 	})
 }

@@ -44,7 +44,11 @@ func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaSta
 }
 
 func (f *fakeVolumes) Create(_ context.Context, req *tandemv1.CreateVolumeRequest) (*tandemv1.VolumeInfo, error) {
-	f.w.j.Add("volume create %s %v", req.Name, req.Nodes)
+	if req.Backend != "" {
+		f.w.j.Add("volume create %s %v backend=%s storage=%s pool=%s replicas=%d", req.Name, req.Nodes, req.Backend, req.Storage, req.Pool, req.Replicas)
+	} else {
+		f.w.j.Add("volume create %s %v", req.Name, req.Nodes)
+	}
 	if err := f.failCreate[req.Name]; err != nil {
 		return nil, err
 	}

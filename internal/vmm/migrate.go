@@ -148,7 +148,7 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		}
 	}
 	// I5 steps 1-2: the shard refuses a target that is not UpToDate.
-	send(&tandemv1.MigrateProgress{Phase: "preparing", Message: "allowing " + req.To + " to open the volumes"})
+	send(&tandemv1.MigrateProgress{Phase: "preparing", Message: preparingMessage(req.To, len(repl), len(vm.Volumes)-len(repl))})
 	for _, name := range repl {
 		if err := m.vols.AllowDual(ctx, name, req.To); err != nil {
 			closeWindows("migration refused")
@@ -271,4 +271,19 @@ func (m *Manager) VMMigrationStats(ctx context.Context, vm *tandemv1.VMInfo) (*t
 		return nil, status.Errorf(codes.NotFound, "no completed migration statistics for %s on %s", vm.Name, m.self())
 	}
 	return &tandemv1.MigrateProgress{Phase: "done", TotalMs: uint32(r.Total / time.Millisecond), DowntimeMs: uint32(r.Downtime / time.Millisecond)}, nil
+}
+
+// preparingMessage says what the preparing phase does: replicated volumes
+// open a dual-primary window for the target; RBD disks need nothing
+// (the target's QEMU asks for the image's lock at its first write).
+func preparingMessage(to string, replicated, rbd int) string {
+	switch {
+	case replicated > 0 && rbd > 0:
+		return fmt.Sprintf("allowing %s to open the replicated volumes; its QEMU takes the RBD images' locks at its first write", to)
+	case replicated > 0:
+		return "allowing " + to + " to open the volumes"
+	case rbd > 0:
+		return fmt.Sprintf("disks on RBD: %s's QEMU takes the images' locks at its first write", to)
+	}
+	return "no disks to hand over"
 }

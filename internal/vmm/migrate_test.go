@@ -52,3 +52,19 @@ func TestMigrateRefusals(t *testing.T) {
 		t.Errorf("migration to n2: %v", err)
 	}
 }
+
+func TestPreparingMessage(t *testing.T) {
+	for _, tc := range []struct {
+		repl, rbd int
+		want      string
+	}{
+		{1, 0, "allowing n2 to open the volumes"},
+		{0, 1, "disks on RBD: n2's QEMU takes the images' locks at its first write"},
+		{2, 1, "allowing n2 to open the replicated volumes; its QEMU takes the RBD images' locks at its first write"},
+		{0, 0, "no disks to hand over"},
+	} {
+		if got := preparingMessage("n2", tc.repl, tc.rbd); got != tc.want {
+			t.Errorf("%d replicated, %d RBD: got %q, want %q", tc.repl, tc.rbd, got, tc.want)
+		}
+	}
+}

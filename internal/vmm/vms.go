@@ -218,8 +218,14 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 			continue
 		}
 		name := fmt.Sprintf("%s-disk%d", req.Name, i)
-		vreq := &tandemv1.CreateVolumeRequest{Name: name, SizeBytes: dk.SizeBytes, Replicas: dk.Replicas}
-		if req.Node != "" {
+		vreq := &tandemv1.CreateVolumeRequest{Name: name, SizeBytes: dk.SizeBytes, Replicas: dk.Replicas, Backend: dk.Backend, Storage: dk.Storage, Pool: dk.Pool}
+		if dk.Backend == consensus.BackendRBD {
+			// Placement ignores where an RBD image lives; the VM's node
+			// (if given) owns it from the start.
+			if req.Node != "" {
+				vreq.Nodes = []string{req.Node}
+			}
+		} else if req.Node != "" {
 			nodes, err := m.diskNodes(ctx, ms, req.Node, dk)
 			if err != nil {
 				cleanup()
@@ -319,6 +325,18 @@ func checkCreate(req *tandemv1.CreateVMRequest) error {
 		}
 		if err := validate.VolumeSize(dk.SizeBytes); err != nil {
 			return status.Errorf(codes.InvalidArgument, "disk %d: %s", i, validate.Message(err))
+		}
+		switch dk.Backend {
+		case consensus.BackendRBD:
+			if dk.Replicas != 0 {
+				return status.Errorf(codes.InvalidArgument, "disk %d: replicas does not apply to an RBD disk: Ceph's pool replicates it", i)
+			}
+		case "", consensus.BackendReplicated:
+			if dk.Storage != "" || dk.Pool != "" {
+				return status.Errorf(codes.InvalidArgument, "disk %d: storage and pool apply to RBD disks only (backend=rbd)", i)
+			}
+		default:
+			return status.Errorf(codes.InvalidArgument, "disk %d: backend %s: use %q (the default) or %q", i, validate.Show(dk.Backend), consensus.BackendReplicated, consensus.BackendRBD)
 		}
 	}
 	return nil

@@ -63,6 +63,13 @@ func TestCreateRefusesBeforeCreatingVolumes(t *testing.T) {
 			w.ms.VMs["db"] = &consensus.VMRecord{Name: "db", Spec: consensus.VMSpecRecord{Volumes: []string{"data"}}}
 			r.Disks = append(r.Disks, &tandemv1.VMDisk{Volume: "data"})
 		}, codes.FailedPrecondition, "volume data is a disk of VM db"},
+		{"RBD disk with replicas", func(_ *world, r *tandemv1.CreateVMRequest) {
+			r.Disks[0].Backend, r.Disks[0].Replicas = consensus.BackendRBD, 2
+		}, codes.InvalidArgument, "disk 0: replicas does not apply to an RBD disk"},
+		{"pool on a replicated disk", func(_ *world, r *tandemv1.CreateVMRequest) { r.Disks[0].Pool = "vms" },
+			codes.InvalidArgument, "disk 0: storage and pool apply to RBD disks only"},
+		{"unknown backend", func(_ *world, r *tandemv1.CreateVMRequest) { r.Disks[0].Backend = "nfs" },
+			codes.InvalidArgument, `disk 0: backend "nfs": use "replicated" (the default) or "rbd"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld()
@@ -154,6 +161,22 @@ func TestCreateOnNodePlacesDisksThere(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestCreateRBDDisk: a new RBD disk is created on the RBD backend with its
+// storage and pool, owned by the VM's node, whatever replica placement
+// would say.
+func TestCreateRBDDisk(t *testing.T) {
+	w := newWorld()
+	w.vols.place = []string{"n1", "n2", "n3"}
+	d := disk(1 << 30)
+	d.Backend, d.Storage, d.Pool = consensus.BackendRBD, "ceph1", "vms"
+	if _, err := w.manager().Create(t.Context(), &tandemv1.CreateVMRequest{Name: "web", Vcpus: 1, MemoryMib: 512, Node: "n3", Disks: []*tandemv1.VMDisk{d}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := w.j.list()[0], "volume create web-disk0 [n3] backend=rbd storage=ceph1 pool=vms replicas=0"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
 

@@ -556,8 +556,9 @@ func (m *Manager) Promote(ctx context.Context, req *tandemv1.PromoteVolumeReques
 		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s (replicas: %s)", req.Node, e.Name, strings.Join(e.Replicas, ", "))
 	}
 	var out *tandemv1.VolumeInfo
+	fwd := &tandemv1.PromoteVolumeRequest{Name: req.Name, Node: req.Node}
 	if err := m.onNode(ctx, ms, req.Node, func(ctx context.Context, c tandemv1.PeerClient) error {
-		info, err := c.VolumePromote(ctx, req)
+		info, err := c.VolumePromote(ctx, fwd)
 		out = info
 		return err
 	}); err != nil {
@@ -840,10 +841,14 @@ func (m *Manager) Status(name string) (*tandemv1.VolumeInfo, error) {
 }
 
 // PromoteHere makes this node the primary of volume name (the peer call
-// VolumePromote, on the node an operator promotes).
-func (m *Manager) PromoteHere(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
+// VolumePromote, on the node an operator or HA promotes); reason is for
+// the events, "operator promote" if empty.
+func (m *Manager) PromoteHere(ctx context.Context, name, reason string) (*tandemv1.VolumeInfo, error) {
+	if reason == "" {
+		reason = "operator promote"
+	}
 	if m.isRBD(ctx, name) {
-		return m.promoteRBD(ctx, name, "operator promote")
+		return m.promoteRBD(ctx, name, reason)
 	}
 	nv, err := m.holder(name)
 	if err != nil {
@@ -852,7 +857,7 @@ func (m *Manager) PromoteHere(ctx context.Context, name string) (*tandemv1.Volum
 	self := m.self()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rec, err := nv.vols.Promote(pctx, nv.entry.ShardID, self, 0, "operator promote")
+	rec, err := nv.vols.Promote(pctx, nv.entry.ShardID, self, 0, reason)
 	if err != nil {
 		switch {
 		case errors.Is(err, consensus.ErrNotUpToDate):

@@ -3306,9 +3306,12 @@ func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
 }
 
 type PromoteVolumeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Node  string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// Why, for the events (peer calls only: HA's promotions say so); the
+	// admin API ignores it, so an operator's promote is recorded as one.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3353,6 +3356,13 @@ func (x *PromoteVolumeRequest) GetName() string {
 func (x *PromoteVolumeRequest) GetNode() string {
 	if x != nil {
 		return x.Node
+	}
+	return ""
+}
+
+func (x *PromoteVolumeRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -4806,7 +4816,13 @@ type VMDisk struct {
 	SizeBytes int64  `protobuf:"varint,1,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	Replicas  uint32 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	// ... or an existing volume.
-	Volume        string `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	Volume string `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	// A new volume's backend, as CreateVolumeRequest's: "replicated" (the
+	// default, also "") or "rbd", with its storage and pool (optional).
+	// An RBD disk takes no replicas.
+	Backend       string `protobuf:"bytes,4,opt,name=backend,proto3" json:"backend,omitempty"`
+	Storage       string `protobuf:"bytes,5,opt,name=storage,proto3" json:"storage,omitempty"`
+	Pool          string `protobuf:"bytes,6,opt,name=pool,proto3" json:"pool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4858,6 +4874,27 @@ func (x *VMDisk) GetReplicas() uint32 {
 func (x *VMDisk) GetVolume() string {
 	if x != nil {
 		return x.Volume
+	}
+	return ""
+}
+
+func (x *VMDisk) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *VMDisk) GetStorage() string {
+	if x != nil {
+		return x.Storage
+	}
+	return ""
+}
+
+func (x *VMDisk) GetPool() string {
+	if x != nil {
+		return x.Pool
 	}
 	return ""
 }
@@ -9835,10 +9872,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x13DeleteVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteVolumeResponse\">\n" +
+	"\x14DeleteVolumeResponse\"V\n" +
 	"\x14PromoteVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"L\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"L\n" +
 	"\x13ResyncVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdiscard_node\x18\x02 \x01(\tR\vdiscardNode\"A\n" +
@@ -9953,12 +9991,15 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x0fguest_addresses\x18F \x03(\tR\x0eguestAddresses\x12\x14\n" +
 	"\x05agent\x18G \x01(\tR\x05agent\x12\x1d\n" +
 	"\n" +
-	"stopped_by\x18H \x01(\tR\tstoppedBy\"[\n" +
+	"stopped_by\x18H \x01(\tR\tstoppedBy\"\xa3\x01\n" +
 	"\x06VMDisk\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12\x16\n" +
-	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xba\x03\n" +
+	"\x06volume\x18\x03 \x01(\tR\x06volume\x12\x18\n" +
+	"\abackend\x18\x04 \x01(\tR\abackend\x12\x18\n" +
+	"\astorage\x18\x05 \x01(\tR\astorage\x12\x12\n" +
+	"\x04pool\x18\x06 \x01(\tR\x04pool\"\xba\x03\n" +
 	"\x0fCreateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
