@@ -66,10 +66,11 @@ func rbdHead(t *testing.T, ctx context.Context, c *testcluster.Cluster, ceph *ce
 // created (placement ignores replica location); Ceph sees exactly QEMU as
 // the watcher and lock owner. A live migration moves the VM; afterwards
 // the volume has exactly one watcher and the lock owner is the target,
-// and the catalog's owner followed. Stopped, the image holds a counter at
-// least the last one the guest reported acknowledged, fio's own rbd
-// engine writes and verifies the image past the counter, and the node's
-// libvirt secret is gone.
+// and the catalog's owner followed. The disk grows online (by QEMU's
+// librbd; the guest sees the new size). Stopped, the image holds a
+// counter at least the last one the guest reported acknowledged, the
+// disk grows offline, fio's own rbd engine writes and verifies the image
+// past the counter, and the node's libvirt secret is gone.
 func TestRBDVM(t *testing.T) {
 	vc, ceph, _ := rbdVMCluster(t, vmClusterOpts{})
 	c, td, ctx := vc.c, vc.td, vc.ctx
@@ -118,6 +119,18 @@ func TestRBDVM(t *testing.T) {
 	}
 	last := vc.guestProgress(t, mark, 2*time.Minute)
 
+	// Grown online: the VM's QEMU grows the image (it holds the lock) and
+	// the guest sees the new size; the size is recorded and QEMU is still
+	// the one client.
+	if out, stderr, err := td.CLI(ctx, n1, "vm", "disk", "resize", "gr", "rv", "--size", "96M"); err != nil {
+		t.Fatalf("vm disk resize of a running VM's RBD disk: %v\n%s%s", err, out, stderr)
+	}
+	last = vc.waitDiskBytes(t, last, 96<<20, time.Minute)
+	if v := oneClient(n2.Name); v.SizeBytes != 96<<20 {
+		t.Fatalf("volume rv after the online resize: %d bytes", v.SizeBytes)
+	}
+	t.Logf("grown online to 96 MiB: the guest sees %d bytes and writes on (%d acknowledged)", last.DiskBytes, last.Acked)
+
 	// Stopped: the counter on the image (read by Ceph's own client) is at
 	// least the last acknowledged one, and no secret stays in libvirtd.
 	vc.vm(t, n1, "stop", "gr", "--force")
@@ -129,6 +142,15 @@ func TestRBDVM(t *testing.T) {
 		t.Fatalf("counter on the image %d < last acknowledged %d", st.Counter, last.Acked)
 	}
 	t.Logf("counter on the image %d (last acknowledged %d)", st.Counter, last.Acked)
+
+	// Grown offline: the owner opens the stopped VM's image for the resize
+	// only; Ceph reports the new size.
+	if out, stderr, err := td.CLI(ctx, n1, "vm", "disk", "resize", "gr", "rv", "--size", "128M"); err != nil {
+		t.Fatalf("vm disk resize of a stopped VM's RBD disk: %v\n%s%s", err, out, stderr)
+	}
+	if v := volumeCmd(t, ctx, td, n1, "show", "rv"); v.SizeBytes != 128<<20 || len(v.Watchers) != 0 {
+		t.Fatalf("volume rv after the offline resize: %d bytes, watchers %v", v.SizeBytes, v.Watchers)
+	}
 
 	// fio's own rbd engine (Ceph's client, not Tandem's) writes and
 	// verifies the volume's image past the guest's counter, now that no

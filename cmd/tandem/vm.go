@@ -36,6 +36,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMMigrateCmd(a),
 		newVMConsoleCmd(a),
 		newVMCDROMCmd(a),
+		newVMDiskCmd(a),
 		newVMVNCCmd(a),
 		newVMFSFreezeCmd(a),
 		newVMFSThawCmd(a),

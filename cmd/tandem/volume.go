@@ -61,12 +61,9 @@ NBD clients see the new size when they (re)connect; for a VM's disk use
 'tandem vm disk resize', which also tells the running guest.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if size == "" {
-				return usageErrorf("--size is required (e.g. --size 40G)")
-			}
-			sizeBytes, err := parseSize(size)
+			sizeBytes, err := requiredSize(size)
 			if err != nil {
-				return usageErrorf("--size: %v", err)
+				return err
 			}
 			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
 				return c.Volume.Resize(ctx, &tandemv1.ResizeVolumeRequest{Name: args[0], SizeBytes: sizeBytes})

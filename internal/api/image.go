@@ -57,3 +57,7 @@ func (s *peerService) VMChangeMedia(ctx context.Context, req *tandemv1.PeerChang
 func (s *peerService) VMPutNVRAM(ctx context.Context, req *tandemv1.PeerNVRAMRequest) (*tandemv1.PeerNVRAMResponse, error) {
 	return answer(s.a.cfg.VMs.VMPutNVRAM(ctx, req))
 }
+
+func (s *peerService) VMResizeDisk(ctx context.Context, req *tandemv1.PeerResizeDiskRequest) (*tandemv1.VMInfo, error) {
+	return answer(s.a.cfg.VMs.VMResizeDisk(ctx, req))
+}

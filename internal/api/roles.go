@@ -52,6 +52,7 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.VM/Delete",
 		"/tandem.v1.VM/Migrate",
 		"/tandem.v1.VM/Console",
+		"/tandem.v1.VM/ResizeDisk",
 		"/tandem.v1.Node/Maintenance",
 		"/tandem.v1.Node/SetNote",
 		"/tandem.v1.Volume/Resize",

@@ -142,16 +142,18 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		"tandem.v1.PromoteVolumeRequest.name", "tandem.v1.ResyncVolumeRequest.name", "tandem.v1.VerifyVolumeRequest.name",
 		"tandem.v1.VMDisk.volume", "tandem.v1.PeerVolume.name", "tandem.v1.PeerVolumeCloseRequest.name",
 		"tandem.v1.PeerVolumeStatusRequest.name", "tandem.v1.VolumeChecksumRequest.name", "tandem.v1.VMInfo.volumes",
-		"tandem.v1.IssueExportCertRequest.volumes", "tandem.v1.SetVolumeRequest.name", "tandem.v1.ResizeVolumeRequest.name":
+		"tandem.v1.IssueExportCertRequest.volumes", "tandem.v1.SetVolumeRequest.name", "tandem.v1.ResizeVolumeRequest.name",
+		"tandem.v1.ResizeVMDiskRequest.volume", "tandem.v1.PeerResizeDiskRequest.volume", "tandem.v1.PeerResizeDiskRequest.rbd_image":
 		return rule{str: validate.VolumeName}, true
 	case "tandem.v1.CreateVolumeRequest.ha", "tandem.v1.SetVolumeRequest.ha":
 		return rule{str: validate.VolumeHA}, true
-	case "tandem.v1.AddStorageRequest.name", "tandem.v1.StorageRequest.name", "tandem.v1.CreateVolumeRequest.storage":
+	case "tandem.v1.AddStorageRequest.name", "tandem.v1.StorageRequest.name", "tandem.v1.CreateVolumeRequest.storage",
+		"tandem.v1.VMDisk.storage":
 		return rule{str: validate.StorageName}, true
 	case "tandem.v1.IssueExportCertRequest.name", "tandem.v1.RevokeExportCertRequest.name":
 		return rule{str: validate.ExportCertName}, true
 	case "tandem.v1.CreateVMRequest.name", "tandem.v1.VMRequest.name", "tandem.v1.MigrateVMRequest.name",
-		"tandem.v1.ConsoleRequest.name", "tandem.v1.VMInfo.name", "tandem.v1.ConsoleOpen.vm":
+		"tandem.v1.ConsoleRequest.name", "tandem.v1.VMInfo.name", "tandem.v1.ConsoleOpen.vm", "tandem.v1.ResizeVMDiskRequest.name":
 		return rule{str: validate.VMName}, true
 	case "tandem.v1.CreateVolumeRequest.nodes", "tandem.v1.PromoteVolumeRequest.node", "tandem.v1.ResyncVolumeRequest.discard_node",
 		"tandem.v1.CreateVMRequest.node", "tandem.v1.VMRequest.node", "tandem.v1.MigrateVMRequest.to", "tandem.v1.PeerMigrateRequest.to",
@@ -173,7 +175,7 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 	case "tandem.v1.CreateClusterRequest.name":
 		return rule{str: validate.ClusterName}, true
 	case "tandem.v1.CreateVolumeRequest.size_bytes", "tandem.v1.VMDisk.size_bytes", "tandem.v1.PeerVolume.size_bytes",
-		"tandem.v1.ResizeVolumeRequest.size_bytes":
+		"tandem.v1.ResizeVolumeRequest.size_bytes", "tandem.v1.ResizeVMDiskRequest.size_bytes", "tandem.v1.PeerResizeDiskRequest.size_bytes":
 		return rule{num: validate.VolumeSize}, true
 	case "tandem.v1.VolumeChecksumRequest.offset":
 		return rule{num: validate.ChecksumOffset}, true

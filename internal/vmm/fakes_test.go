@@ -346,3 +346,24 @@ func (w *world) manager() *Manager {
 	}
 	return New(Config{State: st, Volumes: w.vols, Meta: metaf, Peers: fakePeers{w}, Background: context.Background()})
 }
+
+func (f *fakeVolumes) Resize(_ context.Context, req *tandemv1.ResizeVolumeRequest) (*tandemv1.VolumeInfo, error) {
+	f.w.j.Add("volume resize %s %d", req.Name, req.SizeBytes)
+	f.w.ms.Volumes[req.Name].Size = req.SizeBytes
+	return &tandemv1.VolumeInfo{Name: req.Name, SizeBytes: req.SizeBytes}, nil
+}
+
+func (f *fakeVolumes) RecordRBDSize(_ context.Context, name string, size int64) error {
+	f.w.j.Add("volume record-size %s %d", name, size)
+	f.w.ms.Volumes[name].Size = size
+	return nil
+}
+
+func (p fakePeer) VMResizeDisk(_ context.Context, req *tandemv1.PeerResizeDiskRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
+	if req.RbdImage != "" {
+		p.w.j.Add("peer %s vm-resize-disk %s %s rbd %s/%s %d", p.node, req.Vm.Name, req.Volume, req.RbdPool, req.RbdImage, req.SizeBytes)
+	} else {
+		p.w.j.Add("peer %s vm-resize-disk %s %s %d", p.node, req.Vm.Name, req.Volume, req.SizeBytes)
+	}
+	return req.Vm, nil
+}

@@ -762,7 +762,7 @@ func (m *Manager) ResizeHere(ctx context.Context, name string, size int64) (*tan
 	}
 	rv := m.rbdGet(name)
 	if rv == nil || rv.vol.Load() == nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %s does not have RBD volume %q open", m.self(), name)
+		return m.resizeVMDisk(ctx, name, size)
 	}
 	rv.mu.Lock()
 	v := rv.vol.Load()
@@ -780,6 +780,51 @@ func (m *Manager) ResizeHere(ctx context.Context, name string, size int64) (*tan
 	}
 	m.log.Info("RBD volume resized", "volume", name, "size", size)
 	return m.rbdStatus(name)
+}
+
+// resizeVMDisk grows the RBD image of a stopped VM's disk that this node
+// owns: tandemd keeps no client of a VM's disk, so it opens one for the
+// resize only (a running VM's QEMU grows its own, see vmm.ResizeDisk).
+func (m *Manager) resizeVMDisk(ctx context.Context, name string, size int64) (*tandemv1.VolumeInfo, error) {
+	ms, e, err := m.freshEntry(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if !e.IsRBD() || e.Owner != m.self() || VMOf(ms, name) == "" {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s does not have RBD volume %q open", m.self(), name)
+	}
+	cfg, err := m.entryConfig(ms, e)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, rbdTimeout)
+	defer cancel()
+	v, err := rbd.Open(cctx, cfg, e.Image, rbd.OpenOptions{})
+	if err != nil {
+		return nil, cephError(fmt.Sprintf("open RBD image %s/%s on %s", e.Pool, e.Image, m.self()), err)
+	}
+	defer func() { _ = v.Close() }()
+	if size < v.Size() {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s is %d bytes; shrinking is not supported", name, v.Size())
+	}
+	if err := v.Resize(cctx, size); err != nil {
+		return nil, cephError("resize "+name, err)
+	}
+	m.log.Info("RBD image of a stopped VM's disk resized", "volume", name, "vm", VMOf(ms, name), "size", size)
+	return &tandemv1.VolumeInfo{Name: name, SizeBytes: size, Backend: consensus.BackendRBD}, nil
+}
+
+// RecordRBDSize records that RBD volume name's image is now size bytes
+// (grown by the QEMU of the VM it is a disk of).
+func (m *Manager) RecordRBDSize(ctx context.Context, name string, size int64) error {
+	sm, err := m.storageMeta()
+	if err != nil {
+		return err
+	}
+	if _, err := sm.UpdateRBDVolume(ctx, consensus.VolumeRBDCmd{Name: name, Size: size}); err != nil {
+		return metaError(err)
+	}
+	return nil
 }
 
 // rbdExport is the NBD export of an RBD volume this node owns; ok false

@@ -1549,14 +1549,15 @@ var Storage_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	VM_List_FullMethodName    = "/tandem.v1.VM/List"
-	VM_Create_FullMethodName  = "/tandem.v1.VM/Create"
-	VM_Show_FullMethodName    = "/tandem.v1.VM/Show"
-	VM_Start_FullMethodName   = "/tandem.v1.VM/Start"
-	VM_Stop_FullMethodName    = "/tandem.v1.VM/Stop"
-	VM_Delete_FullMethodName  = "/tandem.v1.VM/Delete"
-	VM_Migrate_FullMethodName = "/tandem.v1.VM/Migrate"
-	VM_Console_FullMethodName = "/tandem.v1.VM/Console"
+	VM_List_FullMethodName       = "/tandem.v1.VM/List"
+	VM_Create_FullMethodName     = "/tandem.v1.VM/Create"
+	VM_Show_FullMethodName       = "/tandem.v1.VM/Show"
+	VM_Start_FullMethodName      = "/tandem.v1.VM/Start"
+	VM_Stop_FullMethodName       = "/tandem.v1.VM/Stop"
+	VM_Delete_FullMethodName     = "/tandem.v1.VM/Delete"
+	VM_Migrate_FullMethodName    = "/tandem.v1.VM/Migrate"
+	VM_Console_FullMethodName    = "/tandem.v1.VM/Console"
+	VM_ResizeDisk_FullMethodName = "/tandem.v1.VM/ResizeDisk"
 )
 
 // VMClient is the client API for VM service.
@@ -1573,6 +1574,10 @@ type VMClient interface {
 	Migrate(ctx context.Context, in *MigrateVMRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MigrateProgress], error)
 	// The serial console log, optionally followed.
 	Console(ctx context.Context, in *ConsoleRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ConsoleChunk], error)
+	// Grow one of a VM's disks ('tandem vm disk resize'): its volume on
+	// every replica (or its RBD image); a running guest sees the new size
+	// at once. Shrinking is refused.
+	ResizeDisk(ctx context.Context, in *ResizeVMDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
 }
 
 type vMClient struct {
@@ -1681,6 +1686,16 @@ func (c *vMClient) Console(ctx context.Context, in *ConsoleRequest, opts ...grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type VM_ConsoleClient = grpc.ServerStreamingClient[ConsoleChunk]
 
+func (c *vMClient) ResizeDisk(ctx context.Context, in *ResizeVMDiskRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_ResizeDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VMServer is the server API for VM service.
 // All implementations must embed UnimplementedVMServer
 // for forward compatibility.
@@ -1695,6 +1710,10 @@ type VMServer interface {
 	Migrate(*MigrateVMRequest, grpc.ServerStreamingServer[MigrateProgress]) error
 	// The serial console log, optionally followed.
 	Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error
+	// Grow one of a VM's disks ('tandem vm disk resize'): its volume on
+	// every replica (or its RBD image); a running guest sees the new size
+	// at once. Shrinking is refused.
+	ResizeDisk(context.Context, *ResizeVMDiskRequest) (*VMInfo, error)
 	mustEmbedUnimplementedVMServer()
 }
 
@@ -1728,6 +1747,9 @@ func (UnimplementedVMServer) Migrate(*MigrateVMRequest, grpc.ServerStreamingServ
 }
 func (UnimplementedVMServer) Console(*ConsoleRequest, grpc.ServerStreamingServer[ConsoleChunk]) error {
 	return status.Error(codes.Unimplemented, "method Console not implemented")
+}
+func (UnimplementedVMServer) ResizeDisk(context.Context, *ResizeVMDiskRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResizeDisk not implemented")
 }
 func (UnimplementedVMServer) mustEmbedUnimplementedVMServer() {}
 func (UnimplementedVMServer) testEmbeddedByValue()            {}
@@ -1880,6 +1902,24 @@ func _VM_Console_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type VM_ConsoleServer = grpc.ServerStreamingServer[ConsoleChunk]
 
+func _VM_ResizeDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResizeVMDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).ResizeDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_ResizeDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).ResizeDisk(ctx, req.(*ResizeVMDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VM_ServiceDesc is the grpc.ServiceDesc for VM service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1910,6 +1950,10 @@ var VM_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Delete",
 			Handler:    _VM_Delete_Handler,
+		},
+		{
+			MethodName: "ResizeDisk",
+			Handler:    _VM_ResizeDisk_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -2321,6 +2365,7 @@ const (
 	Peer_ImageRead_FullMethodName         = "/tandem.v1.Peer/ImageRead"
 	Peer_ImageFetch_FullMethodName        = "/tandem.v1.Peer/ImageFetch"
 	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
+	Peer_VMResizeDisk_FullMethodName      = "/tandem.v1.Peer/VMResizeDisk"
 	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
 	Peer_VMSerial_FullMethodName          = "/tandem.v1.Peer/VMSerial"
 	Peer_VMVNC_FullMethodName             = "/tandem.v1.Peer/VMVNC"
@@ -2383,6 +2428,8 @@ type PeerClient interface {
 	ImageRead(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ImageChunk], error)
 	ImageFetch(ctx context.Context, in *PeerImageRequest, opts ...grpc.CallOption) (*PeerImageResponse, error)
 	VMChangeMedia(ctx context.Context, in *PeerChangeMediaRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Makes a running VM defined here see its disk's new size.
+	VMResizeDisk(ctx context.Context, in *PeerResizeDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
@@ -2720,6 +2767,16 @@ func (c *peerClient) VMChangeMedia(ctx context.Context, in *PeerChangeMediaReque
 	return out, nil
 }
 
+func (c *peerClient) VMResizeDisk(ctx context.Context, in *PeerResizeDiskRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMResizeDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PeerNVRAMResponse)
@@ -2822,6 +2879,8 @@ type PeerServer interface {
 	ImageRead(*PeerImageRequest, grpc.ServerStreamingServer[ImageChunk]) error
 	ImageFetch(context.Context, *PeerImageRequest) (*PeerImageResponse, error)
 	VMChangeMedia(context.Context, *PeerChangeMediaRequest) (*VMInfo, error)
+	// Makes a running VM defined here see its disk's new size.
+	VMResizeDisk(context.Context, *PeerResizeDiskRequest) (*VMInfo, error)
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
@@ -2928,6 +2987,9 @@ func (UnimplementedPeerServer) ImageFetch(context.Context, *PeerImageRequest) (*
 }
 func (UnimplementedPeerServer) VMChangeMedia(context.Context, *PeerChangeMediaRequest) (*VMInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMChangeMedia not implemented")
+}
+func (UnimplementedPeerServer) VMResizeDisk(context.Context, *PeerResizeDiskRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMResizeDisk not implemented")
 }
 func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
@@ -3463,6 +3525,24 @@ func _Peer_VMChangeMedia_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VMResizeDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerResizeDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMResizeDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMResizeDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMResizeDisk(ctx, req.(*PeerResizeDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PeerNVRAMRequest)
 	if err := dec(in); err != nil {
@@ -3623,6 +3703,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VMChangeMedia",
 			Handler:    _Peer_VMChangeMedia_Handler,
+		},
+		{
+			MethodName: "VMResizeDisk",
+			Handler:    _Peer_VMResizeDisk_Handler,
 		},
 		{
 			MethodName: "VMPutNVRAM",

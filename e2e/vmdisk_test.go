@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemhci/tandem/internal/guest"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
+)
+
+// waitDiskBytes waits for a heartbeat of boot whose counter disk is size
+// bytes as the guest kernel sees it, with writes acknowledged after
+// after.Acked, and returns it.
+func (vc *vmCluster) waitDiskBytes(t *testing.T, after guest.Datagram, size uint64, timeout time.Duration) guest.Datagram {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(vc.ctx, timeout)
+	defer cancel()
+	d, err := vc.rx.WaitFor(ctx, func(d guest.Datagram) bool {
+		return d.Boot == after.Boot && d.DiskBytes == size && d.Acked > after.Acked
+	})
+	if err != nil {
+		last := vc.lastFromBoot(after.Boot)
+		t.Fatalf("the guest did not report a %d-byte disk and new writes within %v (last heartbeat: disk %d bytes, %d writes acknowledged): %v", size, timeout, last.DiskBytes, last.Acked, err)
+	}
+	return d
+}
+
+// TestVMDiskResizeOnline is issue 18's online resize: the running test
+// guest's 3-replica counter disk grows from 64 MiB to 96 and then 128 MiB
+// with 'tandem vm disk resize'; after each step the guest's kernel reports
+// the new size in its heartbeat while it keeps writing (no reboot: the
+// same boot), every replica is UpToDate at the new size and volume verify
+// passes. The VM then migrates live with the grown disk and keeps the
+// size. Shrinking, a size that is not a multiple of 4 KiB and a volume
+// that is not the VM's disk are refused and change nothing.
+func TestVMDiskResizeOnline(t *testing.T) {
+	vc := newVMCluster(t)
+	c, td, ctx := vc.c, vc.td, vc.ctx
+	n1 := c.Nodes[0]
+	up := vc.guestVM(t, "rs", n1, 62, 3)
+	const disk = "rs-disk0"
+	d := vc.waitDiskBytes(t, guest.Datagram{Boot: up.Boot}, 64<<20, time.Minute)
+	t.Logf("guest up on %s: disk %d bytes, %d writes acknowledged", n1.Name, d.DiskBytes, d.Acked)
+
+	for _, step := range []struct {
+		size  string
+		bytes int64
+	}{{"96M", 96 << 20}, {"128M", 128 << 20}} {
+		start := time.Now()
+		if out, stderr, err := td.CLI(ctx, c.Nodes[1], "vm", "disk", "resize", "rs", disk, "--size", step.size); err != nil {
+			t.Fatalf("vm disk resize to %s: %v\n%s%s", step.size, err, out, stderr)
+		}
+		d = vc.waitDiskBytes(t, d, uint64(step.bytes), time.Minute)
+		t.Logf("resized to %s: the guest saw %d bytes %v after the command started, still writing (%d acknowledged, boot %d)", step.size, d.DiskBytes, time.Since(start).Round(time.Millisecond), d.Acked, d.Boot)
+		info := waitVolume(t, ctx, td, n1, disk, time.Minute, func(info *tandemv1.VolumeInfo) bool {
+			if info.SizeBytes != step.bytes || len(info.Replicas) != 3 {
+				return false
+			}
+			for _, r := range info.Replicas {
+				if r.State != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
+					return false
+				}
+			}
+			return true
+		})
+		out, stderr, err := td.CLI(ctx, n1, "volume", "verify", disk)
+		if err != nil {
+			t.Fatalf("volume verify after the resize to %s: %v\n%s%s", step.size, err, out, stderr)
+		}
+		t.Logf("volume %s: %d bytes on %d UpToDate replicas; verify: %s", disk, info.SizeBytes, len(info.Replicas), strings.TrimSpace(out))
+	}
+
+	// Refusals change nothing.
+	for _, r := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rs", disk, "--size", "64M"}, "shrinking"},
+		{[]string{"rs", disk, "--size", "134217729"}, "multiple of 4 KiB"},
+		{[]string{"rs", "other-disk", "--size", "256M"}, `no disk on volume "other-disk"`},
+	} {
+		_, stderr, err := td.CLI(ctx, n1, append([]string{"vm", "disk", "resize"}, r.args...)...)
+		if err == nil || !strings.Contains(stderr, r.want) {
+			t.Fatalf("vm disk resize %v: want an error with %q, got %v: %s", r.args, r.want, err, stderr)
+		}
+	}
+	if info := volumeCmd(t, ctx, td, n1, "show", disk); info.SizeBytes != 128<<20 {
+		t.Fatalf("after refused resizes the volume is %d bytes", info.SizeBytes)
+	}
+
+	// The grown disk migrates live with the VM.
+	to := c.Nodes[2]
+	done, mark := vc.migrateLive(t, n1, "rs", n1, to)
+	t.Logf("migration %s -> %s with the grown disk: downtime %d ms", n1.Name, to.Name, done.DowntimeMs)
+	after := vc.waitDiskBytes(t, mark, 128<<20, 2*time.Minute)
+	t.Logf("after the migration the guest still sees %d bytes and writes (%d acknowledged)", after.DiskBytes, after.Acked)
+}
