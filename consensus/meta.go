@@ -265,6 +265,7 @@ type Command struct {
 	// ISO images (image.go).
 	Image   *ImageCmd   `json:"image,omitempty"`
 	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
+	VMSpec  *VMSpecCmd  `json:"vm_spec,omitempty"`
 	VMNVRAM *VMNVRAMCmd `json:"vm_nvram,omitempty"`
 	// Volume growth (grow.go).
 	VolumeSize *VolumeSizeCmd `json:"volume_size,omitempty"`
@@ -618,6 +619,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyImage(c)
 	case opVolumeSize:
 		return m.applyVolumeSize(c)
+	case opVMSpec:
+		return m.applyVMSpec(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"context"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,15 +31,19 @@ func (vc *vmCluster) waitDiskBytes(t *testing.T, after guest.Datagram, size uint
 	return d
 }
 
-// TestVMDiskResizeOnline is issue 18's online resize: the running test
+// TestVMChanges is issue 18's VM changes. Online resize: the running test
 // guest's 3-replica counter disk grows from 64 MiB to 96 and then 128 MiB
 // with 'tandem vm disk resize'; after each step the guest's kernel reports
 // the new size in its heartbeat while it keeps writing (no reboot: the
 // same boot), every replica is UpToDate at the new size and volume verify
 // passes. The VM then migrates live with the grown disk and keeps the
 // size. Shrinking, a size that is not a multiple of 4 KiB and a volume
-// that is not the VM's disk are refused and change nothing.
-func TestVMDiskResizeOnline(t *testing.T) {
+// that is not the VM's disk are refused and change nothing. vm set:
+// --memory 0, --vcpus 0, more vCPUs than any node has CPUs and more
+// memory than any node offers are refused; 256 MiB and 2 vCPUs set on
+// the running VM leave its QEMU as it is until the VM restarts, and it
+// has them after a stop and start.
+func TestVMChanges(t *testing.T) {
 	vc := newVMCluster(t)
 	c, td, ctx := vc.c, vc.td, vc.ctx
 	n1 := c.Nodes[0]
@@ -96,4 +104,50 @@ func TestVMDiskResizeOnline(t *testing.T) {
 	t.Logf("migration %s -> %s with the grown disk: downtime %d ms", n1.Name, to.Name, done.DowntimeMs)
 	after := vc.waitDiskBytes(t, mark, 128<<20, 2*time.Minute)
 	t.Logf("after the migration the guest still sees %d bytes and writes (%d acknowledged)", after.DiskBytes, after.Acked)
+
+	// vm set: bad values are refused; good ones are recorded at once and
+	// reach QEMU at the next start.
+	for _, r := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--memory", "0"}, `--memory: size "0" is zero`},
+		{[]string{"--memory", "32M"}, "memory 32 MiB: at least 64 MiB"},
+		{[]string{"--vcpus", "0"}, "vcpus 0: use 1 to 64"},
+		{[]string{"--vcpus", strconv.Itoa(runtime.NumCPU() + 1)}, "is more than any node has CPUs"},
+		{[]string{"--memory", "64G"}, "more than any node offers VMs"},
+	} {
+		_, stderr, err := td.CLI(ctx, n1, append([]string{"vm", "set", "rs"}, r.args...)...)
+		if err == nil || !strings.Contains(stderr, r.want) {
+			t.Fatalf("vm set rs %v: want an error with %q, got %v: %s", r.args, r.want, err, stderr)
+		}
+	}
+	out, stderr, err := td.CLI(ctx, n1, "vm", "set", "rs", "--memory", "256M", "--vcpus", "2")
+	if err != nil || !strings.Contains(out, "memory 192 -> 256 MiB") || !strings.Contains(out, "when the VM restarts") {
+		t.Fatalf("vm set of a running VM: %v\n%s%s", err, out, stderr)
+	}
+	t.Logf("vm set: %s", strings.TrimSpace(out))
+	dominfo := func() string {
+		t.Helper()
+		vc.mu.Lock()
+		sock := vc.lv[to.Name].Socket
+		vc.mu.Unlock()
+		b, err := exec.CommandContext(ctx, "virsh", "-c", "qemu:///system?socket="+sock, "dominfo", "rs").CombinedOutput()
+		if err != nil {
+			t.Fatalf("virsh dominfo: %v\n%s", err, b)
+		}
+		return string(b)
+	}
+	if di := dominfo(); !regexp.MustCompile(`Max memory:\s+196608 KiB`).MatchString(di) || !regexp.MustCompile(`CPU\(s\):\s+1\n`).MatchString(di) {
+		t.Fatalf("the running VM changed before a restart:\n%s", di)
+	}
+	vc.vm(t, n1, "stop", "rs", "--force")
+	vc.vm(t, n1, "start", "rs", "--node", to.Name)
+	vc.guestProgress(t, guest.Datagram{Boot: after.Boot + 1}, 3*time.Minute)
+	if di := dominfo(); !regexp.MustCompile(`Max memory:\s+262144 KiB`).MatchString(di) || !regexp.MustCompile(`CPU\(s\):\s+2\n`).MatchString(di) {
+		t.Fatalf("after the restart the VM does not have 2 vCPUs and 256 MiB:\n%s", di)
+	}
+	if v := vc.vm(t, n1, "show", "rs"); v.Vcpus != 2 || v.MemoryMib != 256 {
+		t.Fatalf("vm show after vm set: %d vCPUs, %d MiB", v.Vcpus, v.MemoryMib)
+	}
 }

@@ -37,6 +37,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMConsoleCmd(a),
 		newVMCDROMCmd(a),
 		newVMDiskCmd(a),
+		newVMSetCmd(a),
 		newVMVNCCmd(a),
 		newVMFSFreezeCmd(a),
 		newVMFSThawCmd(a),

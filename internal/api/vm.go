@@ -32,6 +32,10 @@ func (s *vmService) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv
 	return answer(s.a.cfg.VMs.Stop(ctx, req))
 }
 
+func (s *vmService) Set(ctx context.Context, req *tandemv1.SetVMRequest) (*tandemv1.SetVMResponse, error) {
+	return answer(s.a.cfg.VMs.Set(ctx, req))
+}
+
 func (s *vmService) ResizeDisk(ctx context.Context, req *tandemv1.ResizeVMDiskRequest) (*tandemv1.VMInfo, error) {
 	return answer(s.a.cfg.VMs.ResizeDisk(ctx, req))
 }

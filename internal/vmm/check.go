@@ -90,6 +90,20 @@ func judgeSpec(req *tandemv1.CreateVMRequest, answers map[string]*tandemv1.Compu
 		return "", status.Errorf(codes.InvalidArgument, "memory %s is more than any node offers VMs (the largest, %s, offers %s)",
 			units.FormatBytes(int64(req.MemoryMib)<<20), largest, units.FormatBytes(int64(nodes[largest].CapacityMib)<<20))
 	}
+	// A node that does not say how many CPUs it has (an older release)
+	// lifts the limit.
+	most, unknown := "", false
+	for _, n := range names {
+		switch c := nodes[n].Cpus; {
+		case c == 0:
+			unknown = true
+		case most == "" || c > nodes[most].Cpus:
+			most = n
+		}
+	}
+	if !unknown && most != "" && req.Vcpus > nodes[most].Cpus {
+		return "", status.Errorf(codes.InvalidArgument, "vcpus %d is more than any node has CPUs (the most, %s, has %d)", req.Vcpus, most, nodes[most].Cpus)
+	}
 	var able, lacking []string
 	for _, n := range names {
 		if m := nodes[n].Missing; len(m) > 0 {

@@ -99,3 +99,29 @@ func TestLacking(t *testing.T) {
 		}
 	}
 }
+
+// TestJudgeSpecCPUs: a VM may have at most as many vCPUs as the node
+// with the most CPUs; a node that does not report its CPUs lifts the
+// limit.
+func TestJudgeSpecCPUs(t *testing.T) {
+	node := func(cpus uint32) *tandemv1.ComputeStatus {
+		return &tandemv1.ComputeStatus{Available: true, CapacityMib: 4096, Cpus: cpus}
+	}
+	for _, tc := range []struct {
+		vcpus uint32
+		nodes map[string]*tandemv1.ComputeStatus
+		err   string
+	}{
+		{4, map[string]*tandemv1.ComputeStatus{"n1": node(2), "n2": node(4)}, ""},
+		{5, map[string]*tandemv1.ComputeStatus{"n1": node(2), "n2": node(4)}, "vcpus 5 is more than any node has CPUs (the most, n2, has 4)"},
+		{5, map[string]*tandemv1.ComputeStatus{"n1": node(2), "n2": node(0)}, ""},
+	} {
+		_, err := judgeSpec(&tandemv1.CreateVMRequest{MemoryMib: 64, Vcpus: tc.vcpus}, tc.nodes)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%d vCPUs on %v: refused: %v", tc.vcpus, tc.nodes, err)
+		case tc.err != "" && !isStatus(err, codes.InvalidArgument, tc.err):
+			t.Errorf("%d vCPUs: error %v, want %q", tc.vcpus, err, tc.err)
+		}
+	}
+}

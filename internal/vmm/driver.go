@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"time"
 
@@ -182,7 +183,8 @@ func consoleLogOn(target *tandemv1.ComputeStatus, name string) string {
 // not what guests happen to touch.
 func (m *Manager) status(ctx context.Context) *tandemv1.ComputeStatus {
 	cfg := m.st.Config
-	out := &tandemv1.ComputeStatus{MigrationUri: cfg.Compute.MigrationURI, NbdSocket: m.vols.NBDSocket(), Bridge: cfg.Compute.Bridge}
+	out := &tandemv1.ComputeStatus{MigrationUri: cfg.Compute.MigrationURI, NbdSocket: m.vols.NBDSocket(), Bridge: cfg.Compute.Bridge,
+		Cpus: uint32(runtime.NumCPU())}
 	drv, err := m.Driver(ctx)
 	if err != nil {
 		out.Reason = err.Error()

@@ -367,3 +367,15 @@ func (p fakePeer) VMResizeDisk(_ context.Context, req *tandemv1.PeerResizeDiskRe
 	}
 	return req.Vm, nil
 }
+
+func (f *fakeMeta) SetVMSpec(_ context.Context, u consensus.VMSpecCmd) (*consensus.VMRecord, error) {
+	f.w.j.Add("meta set-spec %s vcpus=%d memory=%d", u.VM, u.VCPUs, u.MemoryMiB)
+	v, ok := f.w.ms.VMs[u.VM]
+	if !ok {
+		return nil, consensus.ErrNoSuchVM
+	}
+	nv := *v
+	nv.Spec.VCPUs, nv.Spec.MemoryMiB = u.VCPUs, u.MemoryMiB
+	f.w.ms.VMs[u.VM] = &nv
+	return &nv, nil
+}

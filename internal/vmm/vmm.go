@@ -72,6 +72,8 @@ type Meta interface {
 	SetVMMedia(ctx context.Context, vm, image string) (*consensus.VMRecord, error)
 	// SetVMNVRAM records a UEFI VM's variable store if the VM is on node.
 	SetVMNVRAM(ctx context.Context, vm, node string, blob consensus.NVRAMBlob) (*consensus.VMRecord, error)
+	// SetVMSpec records a VM's vCPUs and memory.
+	SetVMSpec(ctx context.Context, u consensus.VMSpecCmd) (*consensus.VMRecord, error)
 }
 
 // Images is this node's store of ISO images; *images.Manager satisfies it.

@@ -1558,6 +1558,7 @@ const (
 	VM_Migrate_FullMethodName    = "/tandem.v1.VM/Migrate"
 	VM_Console_FullMethodName    = "/tandem.v1.VM/Console"
 	VM_ResizeDisk_FullMethodName = "/tandem.v1.VM/ResizeDisk"
+	VM_Set_FullMethodName        = "/tandem.v1.VM/Set"
 )
 
 // VMClient is the client API for VM service.
@@ -1578,6 +1579,10 @@ type VMClient interface {
 	// every replica (or its RBD image); a running guest sees the new size
 	// at once. Shrinking is refused.
 	ResizeDisk(ctx context.Context, in *ResizeVMDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Change a VM's vCPUs and memory ('tandem vm set'). A stopped VM gets
+	// them at its next start; a running one when it restarts (a live
+	// migration keeps the running values). The answer says which.
+	Set(ctx context.Context, in *SetVMRequest, opts ...grpc.CallOption) (*SetVMResponse, error)
 }
 
 type vMClient struct {
@@ -1696,6 +1701,16 @@ func (c *vMClient) ResizeDisk(ctx context.Context, in *ResizeVMDiskRequest, opts
 	return out, nil
 }
 
+func (c *vMClient) Set(ctx context.Context, in *SetVMRequest, opts ...grpc.CallOption) (*SetVMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetVMResponse)
+	err := c.cc.Invoke(ctx, VM_Set_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VMServer is the server API for VM service.
 // All implementations must embed UnimplementedVMServer
 // for forward compatibility.
@@ -1714,6 +1729,10 @@ type VMServer interface {
 	// every replica (or its RBD image); a running guest sees the new size
 	// at once. Shrinking is refused.
 	ResizeDisk(context.Context, *ResizeVMDiskRequest) (*VMInfo, error)
+	// Change a VM's vCPUs and memory ('tandem vm set'). A stopped VM gets
+	// them at its next start; a running one when it restarts (a live
+	// migration keeps the running values). The answer says which.
+	Set(context.Context, *SetVMRequest) (*SetVMResponse, error)
 	mustEmbedUnimplementedVMServer()
 }
 
@@ -1750,6 +1769,9 @@ func (UnimplementedVMServer) Console(*ConsoleRequest, grpc.ServerStreamingServer
 }
 func (UnimplementedVMServer) ResizeDisk(context.Context, *ResizeVMDiskRequest) (*VMInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResizeDisk not implemented")
+}
+func (UnimplementedVMServer) Set(context.Context, *SetVMRequest) (*SetVMResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Set not implemented")
 }
 func (UnimplementedVMServer) mustEmbedUnimplementedVMServer() {}
 func (UnimplementedVMServer) testEmbeddedByValue()            {}
@@ -1920,6 +1942,24 @@ func _VM_ResizeDisk_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VM_Set_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).Set(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_Set_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).Set(ctx, req.(*SetVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VM_ServiceDesc is the grpc.ServiceDesc for VM service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1954,6 +1994,10 @@ var VM_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResizeDisk",
 			Handler:    _VM_ResizeDisk_Handler,
+		},
+		{
+			MethodName: "Set",
+			Handler:    _VM_Set_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,50 @@
+package consensus
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestVMSpecChanges: vm-spec changes only the fields given, refuses
+// values out of bounds and unknown VMs, and leaves the record unchanged
+// when it refuses.
+func TestVMSpecChanges(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	at := time.Now()
+	apply := func(c Command) error {
+		c.At = at
+		_, err := m.apply(&c)
+		return err
+	}
+	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	m.s.VMs["web"] = &VMRecord{Name: "web", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 192}}
+	for _, bad := range []VMSpecCmd{{VM: "web", MemoryMiB: 32}, {VM: "web", VCPUs: 65}, {VM: "web", VCPUs: -1}, {VM: ""}} {
+		if err := apply(Command{Op: opVMSpec, VMSpec: &bad}); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("vm-spec %+v: %v", bad, err)
+		}
+	}
+	if err := apply(Command{Op: opVMSpec, VMSpec: &VMSpecCmd{VM: "db", VCPUs: 2}}); !errors.Is(err, ErrNoSuchVM) {
+		t.Errorf("vm-spec of a missing VM: %v", err)
+	}
+	if err := apply(Command{Op: opVMSpec}); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("vm-spec without body: %v", err)
+	}
+	if got := m.s.VMs["web"].Spec; got.VCPUs != 1 || got.MemoryMiB != 192 {
+		t.Fatalf("refusals changed the spec: %+v", got)
+	}
+	if err := apply(Command{Op: opVMSpec, VMSpec: &VMSpecCmd{VM: "web", MemoryMiB: 256}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.VMs["web"].Spec; got.VCPUs != 1 || got.MemoryMiB != 256 {
+		t.Fatalf("memory only: %+v", got)
+	}
+	if err := apply(Command{Op: opVMSpec, VMSpec: &VMSpecCmd{VM: "web", VCPUs: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.VMs["web"]; got.Spec.VCPUs != 2 || got.Spec.MemoryMiB != 256 || !got.Changed.Equal(at) {
+		t.Fatalf("vCPUs only: %+v", got)
+	}
+}
