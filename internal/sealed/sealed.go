@@ -26,6 +26,9 @@ const (
 	PurposeFencePassword = "tandem fence password v1"
 	// PurposeStorageKey seals external storages' keys (Ceph cephx keys).
 	PurposeStorageKey = "tandem storage key v1"
+	// PurposeCloudInit seals VMs' cloud-init seeds (user-data may hold
+	// passwords and keys).
+	PurposeCloudInit = "tandem cloud-init v1"
 )
 
 // ErrOpen is returned by Open for any blob that does not authenticate:

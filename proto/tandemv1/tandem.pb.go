@@ -4570,6 +4570,9 @@ type VMInfo struct {
 	// uefi the SHA-256 of the NVRAM (UEFI variables) as last recorded.
 	Firmware    string `protobuf:"bytes,43,opt,name=firmware,proto3" json:"firmware,omitempty"`
 	NvramSha256 string `protobuf:"bytes,44,opt,name=nvram_sha256,json=nvramSha256,proto3" json:"nvram_sha256,omitempty"`
+	// cloud-init (issue 18): the VM has a NoCloud seed (user-data etc.,
+	// sealed in its record), built on the node that starts it.
+	CloudInit bool `protobuf:"varint,45,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
 	// Guest agent (issue 18): the guest's addresses as qemu-guest-agent
 	// reports them (vm show only), the agent's state (answering, or not
 	// answering and why), and after vm stop how the VM went down (agent,
@@ -4779,6 +4782,13 @@ func (x *VMInfo) GetNvramSha256() string {
 	return ""
 }
 
+func (x *VMInfo) GetCloudInit() bool {
+	if x != nil {
+		return x.CloudInit
+	}
+	return false
+}
+
 func (x *VMInfo) GetGuestAddresses() []string {
 	if x != nil {
 		return x.GuestAddresses
@@ -4885,7 +4895,10 @@ type CreateVMRequest struct {
 	Cdrom string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
 	Boot  []string `protobuf:"bytes,41,rep,name=boot,proto3" json:"boot,omitempty"`
 	// bios (default) or uefi.
-	Firmware      string `protobuf:"bytes,42,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	Firmware string `protobuf:"bytes,42,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	// cloud-init (issue 18): a NoCloud seed for the VM, at most 64 KiB in
+	// all; none when unset.
+	CloudInit     *CloudInit `protobuf:"bytes,43,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5032,6 +5045,76 @@ func (x *CreateVMRequest) GetFirmware() string {
 	return ""
 }
 
+func (x *CreateVMRequest) GetCloudInit() *CloudInit {
+	if x != nil {
+		return x.CloudInit
+	}
+	return nil
+}
+
+// CloudInit is the content of a NoCloud seed (ISO 9660 labelled cidata).
+type CloudInit struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserData []byte                 `protobuf:"bytes,1,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
+	// Default: instance-id (the VM's UUID) and local-hostname (its name).
+	MetaData []byte `protobuf:"bytes,2,opt,name=meta_data,json=metaData,proto3" json:"meta_data,omitempty"`
+	// Optional (network-config version 1 or 2).
+	NetworkConfig []byte `protobuf:"bytes,3,opt,name=network_config,json=networkConfig,proto3" json:"network_config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloudInit) Reset() {
+	*x = CloudInit{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloudInit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloudInit) ProtoMessage() {}
+
+func (x *CloudInit) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloudInit.ProtoReflect.Descriptor instead.
+func (*CloudInit) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *CloudInit) GetUserData() []byte {
+	if x != nil {
+		return x.UserData
+	}
+	return nil
+}
+
+func (x *CloudInit) GetMetaData() []byte {
+	if x != nil {
+		return x.MetaData
+	}
+	return nil
+}
+
+func (x *CloudInit) GetNetworkConfig() []byte {
+	if x != nil {
+		return x.NetworkConfig
+	}
+	return nil
+}
+
 type VMRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -5047,7 +5130,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5059,7 +5142,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5072,7 +5155,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *VMRequest) GetName() string {
@@ -5111,7 +5194,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5123,7 +5206,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5136,7 +5219,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 type ListVMsResponse struct {
@@ -5148,7 +5231,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5160,7 +5243,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5173,7 +5256,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -5191,7 +5274,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5203,7 +5286,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5216,7 +5299,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 type MigrateVMRequest struct {
@@ -5235,7 +5318,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5247,7 +5330,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5260,7 +5343,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -5318,7 +5401,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5330,7 +5413,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5343,7 +5426,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -5428,7 +5511,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5440,7 +5523,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5453,7 +5536,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -5486,7 +5569,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5498,7 +5581,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5511,7 +5594,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -5529,7 +5612,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5541,7 +5624,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5554,7 +5637,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 type HANode struct {
@@ -5572,7 +5655,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5584,7 +5667,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5597,7 +5680,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *HANode) GetName() string {
@@ -5652,7 +5735,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5664,7 +5747,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5677,7 +5760,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *HAVM) GetName() string {
@@ -5743,7 +5826,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5755,7 +5838,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5768,7 +5851,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -5819,7 +5902,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5831,7 +5914,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5844,7 +5927,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -5891,7 +5974,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5903,7 +5986,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5916,7 +5999,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -5938,7 +6021,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5950,7 +6033,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5963,7 +6046,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -6005,7 +6088,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6017,7 +6100,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6030,7 +6113,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -6106,7 +6189,7 @@ type CredentialInfo struct {
 
 func (x *CredentialInfo) Reset() {
 	*x = CredentialInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6118,7 +6201,7 @@ func (x *CredentialInfo) String() string {
 func (*CredentialInfo) ProtoMessage() {}
 
 func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6131,7 +6214,7 @@ func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
 func (*CredentialInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CredentialInfo) GetName() string {
@@ -6194,7 +6277,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6206,7 +6289,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6219,7 +6302,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -6249,7 +6332,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6261,7 +6344,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6274,7 +6357,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
@@ -6308,7 +6391,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6320,7 +6403,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6333,7 +6416,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ListCredentialsRequest) GetAll() bool {
@@ -6352,7 +6435,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6364,7 +6447,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6377,7 +6460,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
@@ -6398,7 +6481,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6410,7 +6493,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6423,7 +6506,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -6452,7 +6535,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6464,7 +6547,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6477,7 +6560,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
@@ -6504,7 +6587,7 @@ type MetaSyncRequest struct {
 
 func (x *MetaSyncRequest) Reset() {
 	*x = MetaSyncRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6516,7 +6599,7 @@ func (x *MetaSyncRequest) String() string {
 func (*MetaSyncRequest) ProtoMessage() {}
 
 func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6529,7 +6612,7 @@ func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
 func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 type MetaSyncResponse struct {
@@ -6541,7 +6624,7 @@ type MetaSyncResponse struct {
 
 func (x *MetaSyncResponse) Reset() {
 	*x = MetaSyncResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6553,7 +6636,7 @@ func (x *MetaSyncResponse) String() string {
 func (*MetaSyncResponse) ProtoMessage() {}
 
 func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6566,7 +6649,7 @@ func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
 func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *MetaSyncResponse) GetApplied() uint64 {
@@ -6587,7 +6670,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6599,7 +6682,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6612,7 +6695,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -6659,7 +6742,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6671,7 +6754,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6684,7 +6767,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -6806,7 +6889,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6818,7 +6901,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6831,7 +6914,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -6918,7 +7001,7 @@ type PeerCertView struct {
 
 func (x *PeerCertView) Reset() {
 	*x = PeerCertView{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6930,7 +7013,7 @@ func (x *PeerCertView) String() string {
 func (*PeerCertView) ProtoMessage() {}
 
 func (x *PeerCertView) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6943,7 +7026,7 @@ func (x *PeerCertView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCertView.ProtoReflect.Descriptor instead.
 func (*PeerCertView) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *PeerCertView) GetNodes() []*PeerNodeCerts {
@@ -6979,7 +7062,7 @@ type PeerNodeCerts struct {
 
 func (x *PeerNodeCerts) Reset() {
 	*x = PeerNodeCerts{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6991,7 +7074,7 @@ func (x *PeerNodeCerts) String() string {
 func (*PeerNodeCerts) ProtoMessage() {}
 
 func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7004,7 +7087,7 @@ func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeCerts.ProtoReflect.Descriptor instead.
 func (*PeerNodeCerts) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *PeerNodeCerts) GetName() string {
@@ -7040,7 +7123,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7052,7 +7135,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7065,7 +7148,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -7097,7 +7180,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7109,7 +7192,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7122,7 +7205,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *PingResponse) GetName() string {
@@ -7180,7 +7263,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7192,7 +7275,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7205,7 +7288,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -7254,7 +7337,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7266,7 +7349,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7279,7 +7362,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -7304,7 +7387,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7316,7 +7399,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7329,7 +7412,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 type PeerVolumeInitRequest struct {
@@ -7341,7 +7424,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7353,7 +7436,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7366,7 +7449,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -7384,7 +7467,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7396,7 +7479,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7409,7 +7492,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -7424,7 +7507,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7436,7 +7519,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7449,7 +7532,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -7481,7 +7564,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7493,7 +7576,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7506,7 +7589,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -7518,7 +7601,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7530,7 +7613,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7543,7 +7626,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -7565,7 +7648,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7577,7 +7660,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7590,7 +7673,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -7630,7 +7713,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7642,7 +7725,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7655,7 +7738,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -7673,7 +7756,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7685,7 +7768,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7698,7 +7781,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
 }
 
 type Disk struct {
@@ -7713,7 +7796,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7725,7 +7808,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7738,7 +7821,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *Disk) GetPath() string {
@@ -7778,7 +7861,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7790,7 +7873,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7803,7 +7886,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -7825,7 +7908,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7837,7 +7920,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7850,7 +7933,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -7891,7 +7974,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7903,7 +7986,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7916,7 +7999,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -8000,7 +8083,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8012,7 +8095,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8025,7 +8108,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -8061,7 +8144,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8073,7 +8156,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8086,7 +8169,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -8134,7 +8217,7 @@ type PeerNodeRemovedRequest struct {
 
 func (x *PeerNodeRemovedRequest) Reset() {
 	*x = PeerNodeRemovedRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8146,7 +8229,7 @@ func (x *PeerNodeRemovedRequest) String() string {
 func (*PeerNodeRemovedRequest) ProtoMessage() {}
 
 func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8159,7 +8242,7 @@ func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *PeerNodeRemovedRequest) GetNode() string {
@@ -8216,7 +8299,7 @@ type PeerNodeRemovedResponse struct {
 
 func (x *PeerNodeRemovedResponse) Reset() {
 	*x = PeerNodeRemovedResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8228,7 +8311,7 @@ func (x *PeerNodeRemovedResponse) String() string {
 func (*PeerNodeRemovedResponse) ProtoMessage() {}
 
 func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8241,7 +8324,7 @@ func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *PeerNodeRemovedResponse) GetFirst() bool {
@@ -8280,7 +8363,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8292,7 +8375,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8305,7 +8388,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -8346,7 +8429,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8358,7 +8441,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8371,7 +8454,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -8389,7 +8472,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8401,7 +8484,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8414,7 +8497,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
 }
 
 type UpgradeNode struct {
@@ -8437,7 +8520,7 @@ type UpgradeNode struct {
 
 func (x *UpgradeNode) Reset() {
 	*x = UpgradeNode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8449,7 +8532,7 @@ func (x *UpgradeNode) String() string {
 func (*UpgradeNode) ProtoMessage() {}
 
 func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8462,7 +8545,7 @@ func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeNode.ProtoReflect.Descriptor instead.
 func (*UpgradeNode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *UpgradeNode) GetName() string {
@@ -8529,7 +8612,7 @@ type GatedFeature struct {
 
 func (x *GatedFeature) Reset() {
 	*x = GatedFeature{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8541,7 +8624,7 @@ func (x *GatedFeature) String() string {
 func (*GatedFeature) ProtoMessage() {}
 
 func (x *GatedFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8554,7 +8637,7 @@ func (x *GatedFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatedFeature.ProtoReflect.Descriptor instead.
 func (*GatedFeature) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *GatedFeature) GetName() string {
@@ -8610,7 +8693,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8622,7 +8705,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8635,7 +8718,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *UpgradeStatusResponse) GetClusterVersion() uint32 {
@@ -8691,7 +8774,7 @@ type SetNodeNoteRequest struct {
 
 func (x *SetNodeNoteRequest) Reset() {
 	*x = SetNodeNoteRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8703,7 +8786,7 @@ func (x *SetNodeNoteRequest) String() string {
 func (*SetNodeNoteRequest) ProtoMessage() {}
 
 func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8716,7 +8799,7 @@ func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeNoteRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeNoteRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *SetNodeNoteRequest) GetName() string {
@@ -8752,7 +8835,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8764,7 +8847,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8777,7 +8860,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *ImageInfo) GetName() string {
@@ -8843,7 +8926,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8855,7 +8938,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8868,7 +8951,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *UploadImageRequest) GetName() string {
@@ -8907,7 +8990,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8919,7 +9002,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8932,7 +9015,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
 }
 
 type ListImagesResponse struct {
@@ -8944,7 +9027,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8956,7 +9039,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8969,7 +9052,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *ListImagesResponse) GetImages() []*ImageInfo {
@@ -8988,7 +9071,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9000,7 +9083,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9013,7 +9096,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *DeleteImageRequest) GetName() string {
@@ -9031,7 +9114,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9043,7 +9126,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9056,7 +9139,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
 }
 
 type ChangeMediaRequest struct {
@@ -9071,7 +9154,7 @@ type ChangeMediaRequest struct {
 
 func (x *ChangeMediaRequest) Reset() {
 	*x = ChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9083,7 +9166,7 @@ func (x *ChangeMediaRequest) String() string {
 func (*ChangeMediaRequest) ProtoMessage() {}
 
 func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9096,7 +9179,7 @@ func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *ChangeMediaRequest) GetName() string {
@@ -9122,7 +9205,7 @@ type PeerImageRequest struct {
 
 func (x *PeerImageRequest) Reset() {
 	*x = PeerImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9134,7 +9217,7 @@ func (x *PeerImageRequest) String() string {
 func (*PeerImageRequest) ProtoMessage() {}
 
 func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9147,7 +9230,7 @@ func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageRequest.ProtoReflect.Descriptor instead.
 func (*PeerImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *PeerImageRequest) GetImage() string {
@@ -9167,7 +9250,7 @@ type PeerImageResponse struct {
 
 func (x *PeerImageResponse) Reset() {
 	*x = PeerImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9179,7 +9262,7 @@ func (x *PeerImageResponse) String() string {
 func (*PeerImageResponse) ProtoMessage() {}
 
 func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9192,7 +9275,7 @@ func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageResponse.ProtoReflect.Descriptor instead.
 func (*PeerImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *PeerImageResponse) GetPath() string {
@@ -9211,7 +9294,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9223,7 +9306,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9236,7 +9319,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -9257,7 +9340,7 @@ type PeerChangeMediaRequest struct {
 
 func (x *PeerChangeMediaRequest) Reset() {
 	*x = PeerChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9269,7 +9352,7 @@ func (x *PeerChangeMediaRequest) String() string {
 func (*PeerChangeMediaRequest) ProtoMessage() {}
 
 func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9282,7 +9365,7 @@ func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*PeerChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *PeerChangeMediaRequest) GetVm() *VMInfo {
@@ -9310,7 +9393,7 @@ type PeerNVRAMRequest struct {
 
 func (x *PeerNVRAMRequest) Reset() {
 	*x = PeerNVRAMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9322,7 +9405,7 @@ func (x *PeerNVRAMRequest) String() string {
 func (*PeerNVRAMRequest) ProtoMessage() {}
 
 func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9335,7 +9418,7 @@ func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMRequest.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *PeerNVRAMRequest) GetVm() *VMInfo {
@@ -9362,7 +9445,7 @@ type PeerNVRAMResponse struct {
 
 func (x *PeerNVRAMResponse) Reset() {
 	*x = PeerNVRAMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9374,7 +9457,7 @@ func (x *PeerNVRAMResponse) String() string {
 func (*PeerNVRAMResponse) ProtoMessage() {}
 
 func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9387,7 +9470,7 @@ func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMResponse.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *PeerNVRAMResponse) GetPath() string {
@@ -9411,7 +9494,7 @@ type FSFreezeResponse struct {
 
 func (x *FSFreezeResponse) Reset() {
 	*x = FSFreezeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9423,7 +9506,7 @@ func (x *FSFreezeResponse) String() string {
 func (*FSFreezeResponse) ProtoMessage() {}
 
 func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9436,7 +9519,7 @@ func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSFreezeResponse.ProtoReflect.Descriptor instead.
 func (*FSFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *FSFreezeResponse) GetVm() string {
@@ -9478,7 +9561,7 @@ type PeerGuestAgentRequest struct {
 
 func (x *PeerGuestAgentRequest) Reset() {
 	*x = PeerGuestAgentRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9490,7 +9573,7 @@ func (x *PeerGuestAgentRequest) String() string {
 func (*PeerGuestAgentRequest) ProtoMessage() {}
 
 func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9503,7 +9586,7 @@ func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentRequest.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *PeerGuestAgentRequest) GetVm() *VMInfo {
@@ -9533,7 +9616,7 @@ type PeerGuestAgentResponse struct {
 
 func (x *PeerGuestAgentResponse) Reset() {
 	*x = PeerGuestAgentResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9545,7 +9628,7 @@ func (x *PeerGuestAgentResponse) String() string {
 func (*PeerGuestAgentResponse) ProtoMessage() {}
 
 func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9558,7 +9641,7 @@ func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentResponse.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *PeerGuestAgentResponse) GetAddresses() []string {
@@ -9920,7 +10003,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\x9f\x06\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xbe\x06\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -9949,7 +10032,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\thas_cdrom\x18) \x01(\bR\bhasCdrom\x12\x12\n" +
 	"\x04boot\x18* \x03(\tR\x04boot\x12\x1a\n" +
 	"\bfirmware\x18+ \x01(\tR\bfirmware\x12!\n" +
-	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\x12'\n" +
+	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\x12\x1d\n" +
+	"\n" +
+	"cloud_init\x18- \x01(\bR\tcloudInit\x12'\n" +
 	"\x0fguest_addresses\x18F \x03(\tR\x0eguestAddresses\x12\x14\n" +
 	"\x05agent\x18G \x01(\tR\x05agent\x12\x1d\n" +
 	"\n" +
@@ -9958,7 +10043,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\rR\breplicas\x12\x16\n" +
-	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xba\x03\n" +
+	"\x06volume\x18\x03 \x01(\tR\x06volume\"\xef\x03\n" +
 	"\x0fCreateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
@@ -9977,7 +10062,13 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05force\x18\r \x01(\bR\x05force\x12\x14\n" +
 	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x12\n" +
 	"\x04boot\x18) \x03(\tR\x04boot\x12\x1a\n" +
-	"\bfirmware\x18* \x01(\tR\bfirmware\"r\n" +
+	"\bfirmware\x18* \x01(\tR\bfirmware\x123\n" +
+	"\n" +
+	"cloud_init\x18+ \x01(\v2\x14.tandem.v1.CloudInitR\tcloudInit\"l\n" +
+	"\tCloudInit\x12\x1b\n" +
+	"\tuser_data\x18\x01 \x01(\fR\buserData\x12\x1b\n" +
+	"\tmeta_data\x18\x02 \x01(\fR\bmetaData\x12%\n" +
+	"\x0enetwork_config\x18\x03 \x01(\fR\rnetworkConfig\"r\n" +
 	"\tVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -10391,7 +10482,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xd6\x12\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x9f\x13\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -10428,7 +10519,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
 	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
 	"\n" +
-	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
+	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12G\n" +
+	"\rVMPrepareSeed\x12\x18.tandem.v1.PeerVMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
 	"\bVMSerial\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x01\x12=\n" +
 	"\x05VMVNC\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x01\x12S\n" +
 	"\fVMGuestAgent\x12 .tandem.v1.PeerGuestAgentRequest\x1a!.tandem.v1.PeerGuestAgentResponse2\x97\x02\n" +
@@ -10455,7 +10547,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 142)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 143)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -10528,114 +10620,115 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*VMInfo)(nil),                   // 68: tandem.v1.VMInfo
 	(*VMDisk)(nil),                   // 69: tandem.v1.VMDisk
 	(*CreateVMRequest)(nil),          // 70: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 71: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 72: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 73: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 74: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 75: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 76: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 77: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 78: tandem.v1.ConsoleChunk
-	(*HAStatusRequest)(nil),          // 79: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 80: tandem.v1.HANode
-	(*HAVM)(nil),                     // 81: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 82: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 83: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 84: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 85: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 86: tandem.v1.Event
-	(*CredentialInfo)(nil),           // 87: tandem.v1.CredentialInfo
-	(*CreateCredentialRequest)(nil),  // 88: tandem.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 89: tandem.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 90: tandem.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 91: tandem.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 92: tandem.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 93: tandem.v1.RevokeCredentialResponse
-	(*MetaSyncRequest)(nil),          // 94: tandem.v1.MetaSyncRequest
-	(*MetaSyncResponse)(nil),         // 95: tandem.v1.MetaSyncResponse
-	(*PeerMember)(nil),               // 96: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 97: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 98: tandem.v1.PeerJoinResponse
-	(*PeerCertView)(nil),             // 99: tandem.v1.PeerCertView
-	(*PeerNodeCerts)(nil),            // 100: tandem.v1.PeerNodeCerts
-	(*PingRequest)(nil),              // 101: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 102: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 103: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 104: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 105: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 106: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 107: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 108: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 109: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 110: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 111: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 112: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 113: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 114: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 115: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 116: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 117: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 118: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 119: tandem.v1.PeerMigrateRequest
-	(*PeerNodeRemovedRequest)(nil),   // 120: tandem.v1.PeerNodeRemovedRequest
-	(*PeerNodeRemovedResponse)(nil),  // 121: tandem.v1.PeerNodeRemovedResponse
-	(*PeerCARotateRequest)(nil),      // 122: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 123: tandem.v1.PeerCARotateResponse
-	(*UpgradeStatusRequest)(nil),     // 124: tandem.v1.UpgradeStatusRequest
-	(*UpgradeNode)(nil),              // 125: tandem.v1.UpgradeNode
-	(*GatedFeature)(nil),             // 126: tandem.v1.GatedFeature
-	(*UpgradeStatusResponse)(nil),    // 127: tandem.v1.UpgradeStatusResponse
-	(*SetNodeNoteRequest)(nil),       // 128: tandem.v1.SetNodeNoteRequest
-	(*ImageInfo)(nil),                // 129: tandem.v1.ImageInfo
-	(*UploadImageRequest)(nil),       // 130: tandem.v1.UploadImageRequest
-	(*ListImagesRequest)(nil),        // 131: tandem.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),       // 132: tandem.v1.ListImagesResponse
-	(*DeleteImageRequest)(nil),       // 133: tandem.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),      // 134: tandem.v1.DeleteImageResponse
-	(*ChangeMediaRequest)(nil),       // 135: tandem.v1.ChangeMediaRequest
-	(*PeerImageRequest)(nil),         // 136: tandem.v1.PeerImageRequest
-	(*PeerImageResponse)(nil),        // 137: tandem.v1.PeerImageResponse
-	(*ImageChunk)(nil),               // 138: tandem.v1.ImageChunk
-	(*PeerChangeMediaRequest)(nil),   // 139: tandem.v1.PeerChangeMediaRequest
-	(*PeerNVRAMRequest)(nil),         // 140: tandem.v1.PeerNVRAMRequest
-	(*PeerNVRAMResponse)(nil),        // 141: tandem.v1.PeerNVRAMResponse
-	(*FSFreezeResponse)(nil),         // 142: tandem.v1.FSFreezeResponse
-	(*PeerGuestAgentRequest)(nil),    // 143: tandem.v1.PeerGuestAgentRequest
-	(*PeerGuestAgentResponse)(nil),   // 144: tandem.v1.PeerGuestAgentResponse
-	nil,                              // 145: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 146: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 147: google.protobuf.Timestamp
-	(*ConsoleFrame)(nil),             // 148: tandem.v1.ConsoleFrame
+	(*CloudInit)(nil),                // 71: tandem.v1.CloudInit
+	(*VMRequest)(nil),                // 72: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 73: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 74: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 75: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 76: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 77: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 78: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 79: tandem.v1.ConsoleChunk
+	(*HAStatusRequest)(nil),          // 80: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 81: tandem.v1.HANode
+	(*HAVM)(nil),                     // 82: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 83: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 84: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 85: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 86: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 87: tandem.v1.Event
+	(*CredentialInfo)(nil),           // 88: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 89: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 90: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 91: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 92: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 93: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 94: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 95: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 96: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 97: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 98: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 99: tandem.v1.PeerJoinResponse
+	(*PeerCertView)(nil),             // 100: tandem.v1.PeerCertView
+	(*PeerNodeCerts)(nil),            // 101: tandem.v1.PeerNodeCerts
+	(*PingRequest)(nil),              // 102: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 103: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 104: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 105: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 106: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 107: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 108: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 109: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 110: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 111: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 112: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 113: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 114: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 115: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 116: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 117: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 118: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 119: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 120: tandem.v1.PeerMigrateRequest
+	(*PeerNodeRemovedRequest)(nil),   // 121: tandem.v1.PeerNodeRemovedRequest
+	(*PeerNodeRemovedResponse)(nil),  // 122: tandem.v1.PeerNodeRemovedResponse
+	(*PeerCARotateRequest)(nil),      // 123: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 124: tandem.v1.PeerCARotateResponse
+	(*UpgradeStatusRequest)(nil),     // 125: tandem.v1.UpgradeStatusRequest
+	(*UpgradeNode)(nil),              // 126: tandem.v1.UpgradeNode
+	(*GatedFeature)(nil),             // 127: tandem.v1.GatedFeature
+	(*UpgradeStatusResponse)(nil),    // 128: tandem.v1.UpgradeStatusResponse
+	(*SetNodeNoteRequest)(nil),       // 129: tandem.v1.SetNodeNoteRequest
+	(*ImageInfo)(nil),                // 130: tandem.v1.ImageInfo
+	(*UploadImageRequest)(nil),       // 131: tandem.v1.UploadImageRequest
+	(*ListImagesRequest)(nil),        // 132: tandem.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 133: tandem.v1.ListImagesResponse
+	(*DeleteImageRequest)(nil),       // 134: tandem.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 135: tandem.v1.DeleteImageResponse
+	(*ChangeMediaRequest)(nil),       // 136: tandem.v1.ChangeMediaRequest
+	(*PeerImageRequest)(nil),         // 137: tandem.v1.PeerImageRequest
+	(*PeerImageResponse)(nil),        // 138: tandem.v1.PeerImageResponse
+	(*ImageChunk)(nil),               // 139: tandem.v1.ImageChunk
+	(*PeerChangeMediaRequest)(nil),   // 140: tandem.v1.PeerChangeMediaRequest
+	(*PeerNVRAMRequest)(nil),         // 141: tandem.v1.PeerNVRAMRequest
+	(*PeerNVRAMResponse)(nil),        // 142: tandem.v1.PeerNVRAMResponse
+	(*FSFreezeResponse)(nil),         // 143: tandem.v1.FSFreezeResponse
+	(*PeerGuestAgentRequest)(nil),    // 144: tandem.v1.PeerGuestAgentRequest
+	(*PeerGuestAgentResponse)(nil),   // 145: tandem.v1.PeerGuestAgentResponse
+	nil,                              // 146: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 147: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 148: google.protobuf.Timestamp
+	(*ConsoleFrame)(nil),             // 149: tandem.v1.ConsoleFrame
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	147, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	114, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	117, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	148, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	115, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	118, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	147, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	148, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	147, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	148, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	145, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	146, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	146, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	147, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	147, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	148, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
 	5,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	76,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	77,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	147, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	147, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	148, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	148, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	147, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	148, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	40,  // 29: tandem.v1.VolumeInfo.watchers:type_name -> tandem.v1.RBDClient
 	40,  // 30: tandem.v1.VolumeInfo.lock_owner:type_name -> tandem.v1.RBDClient
@@ -10643,226 +10736,229 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	3,   // 32: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	51,  // 33: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	52,  // 34: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	147, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
+	148, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
 	56,  // 36: tandem.v1.ListStorageResponse.storage:type_name -> tandem.v1.StorageInfo
-	147, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	147, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	148, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	148, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	62,  // 39: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	62,  // 40: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	67,  // 41: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	147, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	147, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	148, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	148, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	69,  // 44: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	67,  // 45: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	68,  // 46: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	68,  // 47: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	147, // 48: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	147, // 49: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	147, // 50: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	80,  // 51: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	81,  // 52: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	83,  // 53: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	147, // 54: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	147, // 55: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	147, // 56: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	87,  // 57: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	87,  // 58: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
-	87,  // 59: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	0,   // 60: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	96,  // 61: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	99,  // 62: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
-	100, // 63: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	147, // 64: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	103, // 65: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	103, // 66: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	114, // 67: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	68,  // 68: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 69: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	147, // 70: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
-	4,   // 71: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	2,   // 72: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
-	125, // 73: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
-	126, // 74: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	147, // 75: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
-	129, // 76: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
-	68,  // 77: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 78: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 79: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
-	8,   // 80: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 81: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 82: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 83: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 84: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 85: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 86: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 87: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 88: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	124, // 89: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 90: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 91: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 92: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 93: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 94: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	128, // 95: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	41,  // 96: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	43,  // 97: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	45,  // 98: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	46,  // 99: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	48,  // 100: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	49,  // 101: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	50,  // 102: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	42,  // 103: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
-	61,  // 104: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	65,  // 105: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	63,  // 106: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	54,  // 107: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
-	55,  // 108: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
-	57,  // 109: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
-	59,  // 110: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
-	59,  // 111: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
-	72,  // 112: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	70,  // 113: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	71,  // 114: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	71,  // 115: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	71,  // 116: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	71,  // 117: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	75,  // 118: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	77,  // 119: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	79,  // 120: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	84,  // 121: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	85,  // 122: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	88,  // 123: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	90,  // 124: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	92,  // 125: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	97,  // 126: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	101, // 127: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	113, // 128: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	104, // 129: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	106, // 130: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	108, // 131: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	110, // 132: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 133: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	50,  // 134: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	110, // 135: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 136: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	111, // 137: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	48,  // 138: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	116, // 139: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	118, // 140: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	118, // 141: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	118, // 142: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	118, // 143: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	119, // 144: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	77,  // 145: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	118, // 146: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	79,  // 147: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	94,  // 148: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	122, // 149: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	120, // 150: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	54,  // 151: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
-	136, // 152: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
-	136, // 153: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
-	139, // 154: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
-	140, // 155: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
-	148, // 156: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
-	148, // 157: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
-	143, // 158: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
-	130, // 159: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
-	131, // 160: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
-	133, // 161: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
-	135, // 162: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
-	71,  // 163: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
-	71,  // 164: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
-	9,   // 165: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 166: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 167: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 168: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 169: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 170: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 171: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 172: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 173: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	127, // 174: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 175: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 176: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 177: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 178: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 179: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 180: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 181: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	44,  // 182: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 183: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	47,  // 184: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 185: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 186: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	53,  // 187: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 188: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	64,  // 189: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	66,  // 190: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	62,  // 191: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	39,  // 192: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
-	56,  // 193: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
-	58,  // 194: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
-	56,  // 195: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
-	60,  // 196: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
-	73,  // 197: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	68,  // 198: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	68,  // 199: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	68,  // 200: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	68,  // 201: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	74,  // 202: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	76,  // 203: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 204: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	82,  // 205: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	82,  // 206: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	86,  // 207: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	89,  // 208: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	91,  // 209: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	93,  // 210: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	98,  // 211: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	102, // 212: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	115, // 213: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	105, // 214: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	107, // 215: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	109, // 216: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 217: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 218: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	53,  // 219: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	109, // 220: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 221: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	112, // 222: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 223: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	117, // 224: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	68,  // 225: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	68,  // 226: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	68,  // 227: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	68,  // 228: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	76,  // 229: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 230: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	76,  // 231: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	82,  // 232: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	95,  // 233: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	123, // 234: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	121, // 235: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	39,  // 236: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
-	138, // 237: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
-	137, // 238: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
-	68,  // 239: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
-	141, // 240: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
-	148, // 241: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
-	148, // 242: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
-	144, // 243: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
-	129, // 244: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
-	132, // 245: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
-	134, // 246: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
-	68,  // 247: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
-	142, // 248: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
-	142, // 249: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
-	165, // [165:250] is the sub-list for method output_type
-	80,  // [80:165] is the sub-list for method input_type
-	80,  // [80:80] is the sub-list for extension type_name
-	80,  // [80:80] is the sub-list for extension extendee
-	0,   // [0:80] is the sub-list for field type_name
+	71,  // 46: tandem.v1.CreateVMRequest.cloud_init:type_name -> tandem.v1.CloudInit
+	68,  // 47: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	68,  // 48: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	148, // 49: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	148, // 50: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	148, // 51: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	81,  // 52: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	82,  // 53: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	84,  // 54: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	148, // 55: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	148, // 56: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	148, // 57: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	88,  // 58: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	88,  // 59: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	88,  // 60: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 61: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	97,  // 62: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	100, // 63: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
+	101, // 64: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
+	148, // 65: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	104, // 66: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	104, // 67: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	115, // 68: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	68,  // 69: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 70: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	148, // 71: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	4,   // 72: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	2,   // 73: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
+	126, // 74: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
+	127, // 75: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
+	148, // 76: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	130, // 77: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
+	68,  // 78: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 79: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 80: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 81: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 82: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 83: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 84: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 85: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 86: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 87: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 88: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 89: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	125, // 90: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 91: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 92: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 93: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 94: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 95: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	129, // 96: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	41,  // 97: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	43,  // 98: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	45,  // 99: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	46,  // 100: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	48,  // 101: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	49,  // 102: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	50,  // 103: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	42,  // 104: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
+	61,  // 105: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	65,  // 106: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	63,  // 107: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	54,  // 108: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
+	55,  // 109: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
+	57,  // 110: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
+	59,  // 111: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
+	59,  // 112: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
+	73,  // 113: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	70,  // 114: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	72,  // 115: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	72,  // 116: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	72,  // 117: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	72,  // 118: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	76,  // 119: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	78,  // 120: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	80,  // 121: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	85,  // 122: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	86,  // 123: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	89,  // 124: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	91,  // 125: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	93,  // 126: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	98,  // 127: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	102, // 128: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	114, // 129: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	105, // 130: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	107, // 131: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	109, // 132: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	111, // 133: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 134: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	50,  // 135: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	111, // 136: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 137: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	112, // 138: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	48,  // 139: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	117, // 140: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	119, // 141: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	119, // 142: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	119, // 143: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	119, // 144: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	120, // 145: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	78,  // 146: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	119, // 147: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	80,  // 148: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	95,  // 149: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	123, // 150: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	121, // 151: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	54,  // 152: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
+	137, // 153: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	137, // 154: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	140, // 155: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	141, // 156: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
+	119, // 157: tandem.v1.Peer.VMPrepareSeed:input_type -> tandem.v1.PeerVMRequest
+	149, // 158: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
+	149, // 159: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
+	144, // 160: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
+	131, // 161: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	132, // 162: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	134, // 163: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	136, // 164: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	72,  // 165: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
+	72,  // 166: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
+	9,   // 167: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 168: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 169: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 170: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 171: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 172: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 173: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 174: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 175: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	128, // 176: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 177: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 178: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 179: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 180: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 181: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 182: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 183: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 184: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 185: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 186: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 187: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 188: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 189: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 190: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	64,  // 191: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	66,  // 192: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	62,  // 193: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 194: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 195: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	58,  // 196: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 197: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	60,  // 198: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	74,  // 199: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	68,  // 200: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	68,  // 201: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	68,  // 202: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	68,  // 203: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	75,  // 204: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	77,  // 205: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	79,  // 206: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	83,  // 207: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	83,  // 208: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	87,  // 209: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	90,  // 210: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	92,  // 211: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	94,  // 212: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	99,  // 213: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	103, // 214: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	116, // 215: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	106, // 216: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	108, // 217: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	110, // 218: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 219: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 220: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 221: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	110, // 222: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 223: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	113, // 224: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 225: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	118, // 226: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	68,  // 227: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	68,  // 228: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	68,  // 229: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	68,  // 230: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	77,  // 231: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	79,  // 232: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	77,  // 233: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	83,  // 234: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	96,  // 235: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	124, // 236: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	122, // 237: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 238: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	139, // 239: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	138, // 240: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	68,  // 241: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	142, // 242: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	142, // 243: tandem.v1.Peer.VMPrepareSeed:output_type -> tandem.v1.PeerNVRAMResponse
+	149, // 244: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
+	149, // 245: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
+	145, // 246: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
+	130, // 247: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	133, // 248: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	135, // 249: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	68,  // 250: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	143, // 251: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
+	143, // 252: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
+	167, // [167:253] is the sub-list for method output_type
+	81,  // [81:167] is the sub-list for method input_type
+	81,  // [81:81] is the sub-list for extension type_name
+	81,  // [81:81] is the sub-list for extension extendee
+	0,   // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -10877,7 +10973,7 @@ func file_tandem_v1_tandem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   142,
+			NumMessages:   143,
 			NumExtensions: 0,
 			NumServices:   10,
 		},
