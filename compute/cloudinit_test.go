@@ -43,19 +43,7 @@ func TestDomainXMLCloudInit(t *testing.T) {
 	if got := bootOf(t, x); !reflect.DeepEqual(got, map[string]uint{"vda": 1, "hdc": 4}) {
 		t.Errorf("boot orders %v", got)
 	}
-	got, _, err := ParseDomainXML(x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := s.normalized()
-	for i := range want.NICs {
-		if want.NICs[i].Model == "" {
-			want.NICs[i].Model = "virtio"
-		}
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
-	}
+	checkRoundTrip(t, x, s)
 	// A seed alone (a kernel-booted VM) renders too.
 	k := fullSpec()
 	k.CloudInit = s.CloudInit
