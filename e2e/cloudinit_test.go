@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,15 +121,9 @@ func TestCloudInit(t *testing.T) {
 // VM name on n, as libvirt there reports it.
 func (vc *vmCluster) seedSource(t *testing.T, n *testcluster.Node, name string) string {
 	t.Helper()
-	vc.mu.Lock()
-	lv := vc.lv[n.Name]
-	vc.mu.Unlock()
-	out, err := exec.CommandContext(vc.ctx, "virsh", "-c", "qemu+unix:///system?socket="+lv.Socket, "domblklist", name, "--details").CombinedOutput()
-	if err != nil {
-		t.Fatalf("virsh domblklist %s on %s: %v\n%s", name, n.Name, err, out)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) == 4 && f[0] == "file" && f[1] == "disk" {
+	rows, out := vc.blockDevices(t, n, name)
+	for _, f := range rows {
+		if len(f) == 4 && f[0] == "file" && f[1] == "disk" {
 			return f[3]
 		}
 	}

@@ -73,6 +73,19 @@ func New(secret []byte, purpose string) (*Box, error) {
 	return &Box{aead: aead}, nil
 }
 
+// NewFrom is New with the cluster secret that load reads (from a node's
+// data directory); a nil load is a node without one.
+func NewFrom(load func() ([]byte, error), purpose string) (*Box, error) {
+	if load == nil {
+		return nil, errors.New("this node has no cluster secret")
+	}
+	secret, err := load()
+	if err != nil {
+		return nil, err
+	}
+	return New(secret, purpose)
+}
+
 // additional encodes the associated data unambiguously: each part with its
 // length, so ("ab","c") and ("a","bc") differ.
 func additional(ad []string) []byte {

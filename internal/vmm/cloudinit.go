@@ -2,7 +2,6 @@ package vmm
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"time"
@@ -30,14 +29,7 @@ const seedField = "spec.cloud_init"
 
 // seedBox seals and opens cloud-init seeds with the cluster secret.
 func (m *Manager) seedBox() (*sealed.Box, error) {
-	if m.secret == nil {
-		return nil, errors.New("this node has no cluster secret")
-	}
-	secret, err := m.secret()
-	if err != nil {
-		return nil, err
-	}
-	return sealed.New(secret, sealed.PurposeCloudInit)
+	return sealed.NewFrom(m.secret, sealed.PurposeCloudInit)
 }
 
 // sealSeed checks a create's cloud-init files for the VM (uuid, name) and
