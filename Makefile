@@ -132,6 +132,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzOptionNegotiation -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzTLSNegotiation -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeDatagram -fuzztime=30s ./internal/guest/
+	$(GO) test -run='^$$' -fuzz=FuzzReadISOFile -fuzztime=30s ./internal/guest/
 	$(GO) test -run='^$$' -fuzz=FuzzName -fuzztime=30s ./internal/validate/
 
 # guest-image builds the VM test guest (kernel + initramfs with the guest
