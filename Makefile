@@ -19,7 +19,8 @@ STATICCHECK_VERSION        := v0.8.2
 # are Debian 12's Ceph 16.2 "pacific": the client libraries the RBD backend
 # links (blockstore/rbd, cgo through go-ceph) and the daemons of the tests'
 # micro cluster (internal/cephtest). GRUB, xorriso and mtools build the
-# bootable ISO of e2e/image_test.go (grub-mkrescue); ovmf is the UEFI
+# bootable ISO of e2e/image_test.go (grub-mkrescue); xorriso also builds
+# VMs' cloud-init seeds (internal/cloudinit, on every node); ovmf is the UEFI
 # firmware of --firmware uefi; qemu-block-extra holds QEMU's rbd block driver
 # (VMs on RBD open their disks through it).
 APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
@@ -131,6 +132,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzOptionNegotiation -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzTLSNegotiation -fuzztime=30s ./blockstore/nbd/
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeDatagram -fuzztime=30s ./internal/guest/
+	$(GO) test -run='^$$' -fuzz=FuzzReadISOFile -fuzztime=30s ./internal/guest/
 	$(GO) test -run='^$$' -fuzz=FuzzName -fuzztime=30s ./internal/validate/
 
 # guest-image builds the VM test guest (kernel + initramfs with the guest

@@ -37,6 +37,25 @@ func bootOf(t *testing.T, x string) map[string]uint {
 	return out
 }
 
+// checkRoundTrip checks that the domain XML x of s parses back to s as
+// rendered (normalized, NIC models defaulted).
+func checkRoundTrip(t *testing.T, x string, s VMSpec) {
+	t.Helper()
+	got, _, err := ParseDomainXML(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.normalized()
+	for i := range want.NICs {
+		if want.NICs[i].Model == "" {
+			want.NICs[i].Model = "virtio"
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+	}
+}
+
 func TestDomainXMLCDROM(t *testing.T) {
 	x, err := DomainXML(cdromSpec())
 	if err != nil {
@@ -92,19 +111,7 @@ func TestDomainXMLBootOrder(t *testing.T) {
 			if got := bootOf(t, x); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("boot orders %v, want %v\n%s", got, tc.want, x)
 			}
-			got, _, err := ParseDomainXML(x)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := s.normalized()
-			for i := range want.NICs {
-				if want.NICs[i].Model == "" {
-					want.NICs[i].Model = "virtio"
-				}
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
-			}
+			checkRoundTrip(t, x, s)
 		})
 	}
 	// Without a CD-ROM or network boot the XML is what it always was.
@@ -197,19 +204,7 @@ func TestDomainXMLUEFI(t *testing.T) {
 			t.Errorf("XML lacks %s:\n%s", want, x)
 		}
 	}
-	got, _, err := ParseDomainXML(x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := s.normalized()
-	for i := range want.NICs {
-		if want.NICs[i].Model == "" {
-			want.NICs[i].Model = "virtio"
-		}
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
-	}
+	checkRoundTrip(t, x, s)
 	// Migration moves the store's path only.
 	def := parsedDef(t, s, XMLOptions{})
 	dest := destOf(s)

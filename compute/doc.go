@@ -8,6 +8,8 @@
 //     libvirt domain XML. Every disk is an NBD-over-unix-socket network disk
 //     pointing at the local primary's NBD export (docs/design.md §3), so
 //     QEMU's own NBD client reaches the volume; there is no kernel NBD here.
+//     The only file disk is a VM's cloud-init seed (read-only, serial
+//     cidata, after the volumes); CD-ROM drives hold local ISO files.
 //   - driver.go manages domain lifecycle (define, start, shutdown, destroy,
 //     undefine, state, list) on one node's libvirtd; migrate.go live-migrates.
 //   - hostqemu.go finds and kills this host's QEMU processes from /proc,

@@ -30,7 +30,7 @@ func (d *Driver) destXML(ctx context.Context, dom libvirt.Domain, dest VMSpec, f
 // retarget edits def, the source's definition of a domain, into what the
 // destination runs: the host-side details that DomainXMLWithOptions
 // derives from dest replace the source's (each disk's NBD export, socket
-// and reconnect delay, the CD-ROM's ISO path, the NICs' bridges, the
+// and reconnect delay, the CD-ROM's ISO path, the cloud-init seed's path, the NICs' bridges, the
 // serial log, the kernel and initrd paths). Everything else, including what libvirt filled in (PCI
 // addresses, aliases, generated MACs), is left as the source has it.
 //
@@ -64,6 +64,14 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 				return invalid("destination spec has no CD-ROM drive")
 			}
 			setCDROMSource(disk, dest.CDROM)
+			continue
+		}
+		if isSeed(*disk) {
+			// The cloud-init seed the destination built from the record.
+			if dest.CloudInit == "" {
+				return invalid("destination spec has no cloud-init seed")
+			}
+			disk.Source.File.File = dest.CloudInit
 			continue
 		}
 		if rbdOf(*disk) != nil && disk.Target != nil {

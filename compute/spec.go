@@ -70,6 +70,10 @@ type VMSpec struct {
 	// neither a CD-ROM nor network boot keeps the disks' order alone (see
 	// NormalBoot).
 	Boot []string
+	// CloudInit is the host path of the VM's cloud-init NoCloud seed (an
+	// ISO labelled cidata), "" for none. It is a read-only virtio disk
+	// after the volumes, not a second CD-ROM: see seedDisk.
+	CloudInit string
 }
 
 // Firmwares of VMSpec.Firmware, and the OVMF build UEFI VMs run (Debian's
@@ -296,6 +300,12 @@ func (s VMSpec) Validate() error {
 	if s.CDROM != "" && (!filepath.IsAbs(s.CDROM) || strings.ContainsFunc(s.CDROM, isControl)) {
 		return invalid("cdrom %q must be an absolute path", s.CDROM)
 	}
+	if s.CloudInit != "" && (!filepath.IsAbs(s.CloudInit) || strings.ContainsFunc(s.CloudInit, isControl)) {
+		return invalid("cloud-init seed %q must be an absolute path", s.CloudInit)
+	}
+	if s.CloudInit != "" && len(s.Disks) >= maxDisks {
+		return invalid("%d disks and a cloud-init seed, at most %d disks with one", len(s.Disks), maxDisks-1)
+	}
 	seen := map[string]bool{}
 	for _, b := range s.Boot {
 		switch {
@@ -421,6 +431,9 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 	if spec.HasCDROM {
 		d.Devices.Disks = append(d.Devices.Disks, cdromDisk(spec.CDROM, order(BootCDROM)))
 	}
+	if spec.CloudInit != "" {
+		d.Devices.Disks = append(d.Devices.Disks, seedDisk(spec.CloudInit, len(spec.Disks)))
+	}
 	for i, n := range spec.NICs {
 		model := n.Model
 		if model == "" {
@@ -490,6 +503,35 @@ func setCDROMSource(disk *libvirtxml.DomainDisk, path string) {
 		return
 	}
 	disk.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: path}}
+}
+
+// seedDisk is the cloud-init seed at path as the read-only virtio disk
+// after the i volumes. A disk rather than a second CD-ROM drive: the
+// install CD-ROM holds the IDE slot both firmwares boot from, q35 has no
+// IDE at all, a guest needs no ATAPI driver for virtio-blk, and
+// cloud-init finds the seed by its label on any block device. Read-only,
+// so libvirt's migration safety check has nothing to copy (as for the
+// CD-ROM); it never boots.
+func seedDisk(path string, i int) libvirtxml.DomainDisk {
+	return libvirtxml.DomainDisk{
+		Device:   "disk",
+		Driver:   &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "raw"},
+		Source:   &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: path}},
+		Target:   &libvirtxml.DomainDiskTarget{Dev: diskTarget(i), Bus: "virtio"},
+		ReadOnly: &libvirtxml.DomainDiskReadOnly{},
+		Serial:   seedSerial,
+	}
+}
+
+// seedSerial names the seed disk to the guest (/dev/disk/by-id).
+const seedSerial = "cidata"
+
+// isSeed reports whether a disk is the cloud-init seed: the only file
+// disk Tandem defines, read-only and with the seed's serial (any other
+// file disk is refused as one Tandem did not write).
+func isSeed(disk libvirtxml.DomainDisk) bool {
+	return disk.Device == "disk" && disk.Source != nil && disk.Source.File != nil && disk.Source.File.File != "" &&
+		disk.ReadOnly != nil && disk.Serial == seedSerial
 }
 
 // isCDROM reports whether a disk is a CD-ROM drive.
@@ -601,6 +643,13 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 			if disk.Boot != nil {
 				boots = append(boots, booted{disk.Boot.Order, BootCDROM})
 			}
+			continue
+		}
+		if isSeed(disk) {
+			if spec.CloudInit != "" {
+				return VMSpec{}, XMLOptions{}, fmt.Errorf("compute: parse domain xml: more than one cloud-init seed")
+			}
+			spec.CloudInit = disk.Source.File.File
 			continue
 		}
 		if disk.Boot != nil {

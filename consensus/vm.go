@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/tandemhci/tandem/internal/sealed"
 )
 
 // VM desired states.
@@ -48,7 +50,16 @@ type VMSpecRecord struct {
 	Boot     []string `json:"boot,omitempty"`
 	// Firmware is "" or "bios" (SeaBIOS) or "uefi" (OVMF).
 	Firmware string `json:"firmware,omitempty"`
+	// CloudInit is the VM's cloud-init NoCloud seed (user-data, meta-data,
+	// network-config: cloudinit.Seed.Marshal), sealed with the cluster
+	// secret (internal/sealed, bound to the VM's name and UUID): user-data
+	// may hold credentials. "" for none.
+	CloudInit string `json:"cloud_init,omitempty"`
 }
+
+// MaxCloudInitSealed bounds VMSpecRecord.CloudInit: 64 KiB of files
+// (cloudinit.MaxTotal) sealed and base64-encoded, with room to spare.
+const MaxCloudInitSealed = 100 << 10
 
 // VMRecord is a VM as the cluster knows it.
 type VMRecord struct {
@@ -134,6 +145,10 @@ func (m *metaSM) applyVM(c *Command) ([]byte, error) {
 				return nil, fmt.Errorf("%w: no image named %s", ErrBadCommand, v.Spec.CDROM)
 			}
 			v.Spec.HasCDROM = true
+		}
+		// Never a plain user-data in the replicated state.
+		if ci := v.Spec.CloudInit; ci != "" && (!sealed.IsSealed(ci) || len(ci) > MaxCloudInitSealed) {
+			return nil, fmt.Errorf("%w: a VM's cloud-init seed must be sealed and at most %d bytes", ErrBadCommand, MaxCloudInitSealed)
 		}
 		if v.Desired == "" {
 			v.Desired = VMStopped

@@ -61,9 +61,10 @@ func sha256File(t *testing.T, path string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// cdromSource is the ISO path in the CD-ROM drive of domain name as n's
-// libvirtd runs it, "" for an empty drive.
-func (vc *vmCluster) cdromSource(t *testing.T, n *testcluster.Node, name string) string {
+// blockDevices are the rows (type, device, target, source) of virsh
+// domblklist --details for domain name as n's libvirtd runs it, and the
+// command's output.
+func (vc *vmCluster) blockDevices(t *testing.T, n *testcluster.Node, name string) ([][]string, string) {
 	t.Helper()
 	vc.mu.Lock()
 	lv := vc.lv[n.Name]
@@ -72,9 +73,22 @@ func (vc *vmCluster) cdromSource(t *testing.T, n *testcluster.Node, name string)
 	if err != nil {
 		t.Fatalf("virsh domblklist %s on %s: %v\n%s", name, n.Name, err, out)
 	}
+	var rows [][]string
 	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[1] == "cdrom" {
+		if f := strings.Fields(line); len(f) >= 3 {
+			rows = append(rows, f)
+		}
+	}
+	return rows, string(out)
+}
+
+// cdromSource is the ISO path in the CD-ROM drive of domain name as n's
+// libvirtd runs it, "" for an empty drive.
+func (vc *vmCluster) cdromSource(t *testing.T, n *testcluster.Node, name string) string {
+	t.Helper()
+	rows, out := vc.blockDevices(t, n, name)
+	for _, f := range rows {
+		if f[1] == "cdrom" {
 			if len(f) == 4 && f[3] != "-" {
 				return f[3]
 			}

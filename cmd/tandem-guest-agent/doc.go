@@ -8,6 +8,9 @@
 // org.qemu.guest_agent.0 virtio-serial port (qga.go): sync, ping, info,
 // network interfaces, shutdown (powers off) and fsfreeze (nothing to
 // freeze in an initramfs: zero file systems).
+// With tandem.cidata it reads the user-data of its cloud-init NoCloud seed
+// from the raw device (cidata.go: no isofs in the guest kernel) and reports
+// its "tandem_test_value:" line in every heartbeat.
 //
 // Owner: the test-infrastructure maintainers.
 //
@@ -24,6 +27,7 @@
 //	tandem.write_ms=10         pause between two counter writes
 //	tandem.iface=eth0          interface to configure
 //	tandem.qga=off             leave the guest agent port unanswered
+//	tandem.cidata=/dev/vdb     cloud-init seed device ("auto": find it)
 //
 // Invariants: it never returns (it is PID 1); every error is printed to the
 // console and retried; and a counter goes into a datagram only after the

@@ -26,6 +26,9 @@ type config struct {
 	writeEvery    time.Duration
 	// noQGA (tandem.qga=off) leaves the guest agent port unanswered.
 	noQGA bool
+	// cidata is the cloud-init seed's device, "auto" to look for it
+	// (cidata.go); "" reads none.
+	cidata string
 }
 
 // agent is the state shared by the loops: what the disk loop has made
@@ -41,6 +44,9 @@ type agent struct {
 	diskReady chan struct{}
 	sendErrs  atomic.Uint64
 	writeErrs atomic.Uint64
+	// cloudValue is the seed's tandem_test_value once read (cidata.go).
+	cloudValue atomic.Pointer[string]
+	seedTries  atomic.Uint64
 }
 
 func main() {
@@ -66,6 +72,9 @@ func main() {
 		go forever(ctx, log, "disk", a.diskLoop)
 	} else {
 		close(a.diskReady)
+	}
+	if cfg.cidata != "" {
+		go forever(ctx, log, "cloud-init", a.cloudInit)
 	}
 	go forever(ctx, log, "heartbeat", a.heartbeat)
 	go forever(ctx, log, "serial-echo", a.serialEcho)
@@ -118,6 +127,8 @@ func parseCmdline(s string, log *slog.Logger) config {
 			cfg.disk = v
 		case "qga":
 			cfg.noQGA = v == "off"
+		case "cidata":
+			cfg.cidata = v
 		case "rate":
 			if n, err := strconv.Atoi(v); err == nil && n > 0 {
 				cfg.rate = n
@@ -301,6 +312,9 @@ func (a *agent) heartbeat(ctx context.Context) error {
 	defer tick.Stop()
 	for range tick.C {
 		d := guest.Datagram{Boot: a.boot.Load(), Seq: a.seq.Add(1), Acked: a.acked.Load(), Mono: monotonic(), DiskBytes: diskBytes(a.cfg.disk)}
+		if v := a.cloudValue.Load(); v != nil {
+			d.CloudInit = *v
+		}
 		if _, err := conn.WriteToUDP(d.Encode(), raddr); err != nil {
 			if a.sendErrs.Add(1)%uint64(10*a.cfg.rate) == 1 {
 				a.log.Warn("send failed", "err", err, "failures", a.sendErrs.Load())

@@ -48,7 +48,8 @@ func commandExamples() map[string]string {
   tandem volume resync web-disk --discard n3 --wait   # rebuild n3's copy in full`,
 		"vm create": `  tandem vm create web --memory 2G --disk 20G --nic br0 --start
   tandem vm create db --memory 4G --vcpus 2 --disk-volume db-disk --node n1
-  tandem vm create appliance --memory 1G --image debian.qcow2 --start`,
+  tandem vm create appliance --memory 1G --image debian.qcow2 --start
+  tandem vm create app1 --memory 1G --image debian-genericcloud.qcow2 --cloud-init user-data.yaml --start`,
 		"vm show": `  tandem vm show web`,
 		"vm start": `  tandem vm start web
   tandem vm start web --node n2`,

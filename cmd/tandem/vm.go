@@ -113,6 +113,8 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		node, antiAffinity      string
 		image, cdrom, boot      string
 		firmware                string
+		userData, metaData      string
+		networkConfig           string
 		priority                int32
 		start, force            bool
 	)
@@ -137,15 +139,27 @@ uploaded with 'tandem image upload'; 'tandem vm cdrom' changes or ejects it.
 disk,cdrom: an empty disk falls through to the installer CD, an installed
 one boots itself). --firmware uefi boots OVMF (Debian package ovmf on every
 node); the UEFI variables (NVRAM) are kept in the VM's record, so they
-follow it across migration and failover.`,
+follow it across migration and failover.
+
+--cloud-init USER-DATA gives the VM a cloud-init NoCloud seed: a read-only
+disk (an ISO 9660 file system labelled cidata, next to any --cdrom) holding
+user-data, meta-data (--meta-data, default instance-id: the VM's UUID and
+local-hostname: its name) and network-config (--network-config). User-data
+is #cloud-config YAML or a script (#!); the files are at most 64 KiB
+together. They are kept sealed in the VM's record, and whichever node starts
+the VM builds the seed, so it follows the VM across migration and failover.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mem, err := parseSize(memory)
 			if err != nil {
 				return usageErrorf("--memory: %v", err)
 			}
+			ci, err := readCloudInit(args[0], userData, metaData, networkConfig)
+			if err != nil {
+				return err
+			}
 			req := &tandemv1.CreateVMRequest{Name: args[0], Vcpus: vcpus, MemoryMib: uint32(mem >> 20), Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
-				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force, Cdrom: cdrom, Firmware: firmware}
+				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force, Cdrom: cdrom, Firmware: firmware, CloudInit: ci}
 			if boot != "" {
 				req.Boot = strings.Split(boot, ",")
 			}
@@ -217,6 +231,9 @@ follow it across migration and failover.`,
 	f.StringVar(&cdrom, "cdrom", "", "ISO image (tandem image list) in a read-only CD-ROM drive")
 	f.StringVar(&boot, "boot", "", "boot order, comma-separated: disk, cdrom, network (default disk,cdrom)")
 	f.StringVar(&firmware, "firmware", "", "bios (SeaBIOS, the default) or uefi (OVMF; its NVRAM follows the VM)")
+	f.StringVar(&userData, "cloud-init", "", "cloud-init user-data file (#cloud-config YAML or #! script) for a NoCloud seed")
+	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (default: instance-id and local-hostname)")
+	f.StringVar(&networkConfig, "network-config", "", "cloud-init network-config file")
 	f.StringVar(&kernel, "kernel", "", "boot this kernel directly (absolute path of a regular file on every node)")
 	f.StringVar(&initrd, "initrd", "", "initrd for --kernel (absolute path of a regular file on every node)")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line for --kernel")
@@ -279,6 +296,9 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 	}
 	if v.HasCdrom {
 		fmt.Fprintf(tw, "CD-ROM:\t%s\n", orEmptyDrive(v.Cdrom))
+	}
+	if v.CloudInit {
+		fmt.Fprintf(tw, "Cloud-init:\tNoCloud seed attached (cidata)\n")
 	}
 	if len(v.Boot) > 0 {
 		fmt.Fprintf(tw, "Boot order:\t%s\n", strings.Join(v.Boot, ", "))

@@ -79,6 +79,7 @@ pkgs=(
 	linux-image-amd64 systemd systemd-sysv systemd-timesyncd udev dbus
 	live-boot live-boot-initramfs-tools
 	libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils ovmf qemu-block-extra
+	xorriso
 	ipmitool
 	librados2 librbd1
 	parted gdisk dosfstools e2fsprogs squashfs-tools eject

@@ -54,6 +54,10 @@ func (s *peerService) VMChangeMedia(ctx context.Context, req *tandemv1.PeerChang
 	return answer(s.a.cfg.VMs.VMChangeMedia(ctx, req.Vm, req.Image))
 }
 
+func (s *peerService) VMPrepareSeed(ctx context.Context, req *tandemv1.PeerVMRequest) (*tandemv1.PeerNVRAMResponse, error) {
+	return answer(s.a.cfg.VMs.VMPrepareSeed(ctx, req.Vm))
+}
+
 func (s *peerService) VMPutNVRAM(ctx context.Context, req *tandemv1.PeerNVRAMRequest) (*tandemv1.PeerNVRAMResponse, error) {
 	return answer(s.a.cfg.VMs.VMPutNVRAM(ctx, req))
 }

@@ -17,6 +17,7 @@ func (d *Daemon) newVMs(ctx context.Context) *vmm.Manager {
 		Meta:       d.vmMeta,
 		Peers:      vmPeers{d},
 		Images:     d.imgs,
+		Secret:     d.dir.LoadClusterSecret,
 		Background: ctx,
 	})
 }

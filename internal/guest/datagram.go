@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,11 @@ type Datagram struct {
 	// (/sys/block/DEV/size × 512); 0 means not reported, and then the
 	// datagram has no disk-size trailer.
 	DiskBytes uint64
+	// CloudInit is the value of the line "tandem_test_value: V" in the
+	// user-data of the guest's cloud-init seed (tandem.cidata), at most
+	// MaxCloudInitValue bytes; "" means not reported, and then the datagram
+	// has no cloud-init trailer.
+	CloudInit string
 }
 
 // The disk-size trailer, appended after the DatagramSize bytes when
@@ -47,6 +53,20 @@ type Datagram struct {
 const (
 	diskTrailerTag  = "DSZ1"
 	diskTrailerSize = 16
+)
+
+// The cloud-init trailer, after the disk-size trailer if there is one,
+// when CloudInit is set:
+//
+//	off   len field
+//	  0     4 tag "CIV1"
+//	  4     1 n, the value's length (1..MaxCloudInitValue)
+//	  5     n value
+//	  5+n   4 crc32 (IEEE, of trailer bytes 0..4+n)
+const (
+	cloudTrailerTag = "CIV1"
+	// MaxCloudInitValue bounds Datagram.CloudInit.
+	MaxCloudInitValue = 64
 )
 
 // ErrMalformed is wrapped by every Decode and DecodeDiskState error.
@@ -68,13 +88,22 @@ func (d Datagram) Encode() []byte {
 		binary.BigEndian.PutUint32(t[12:], crc32.ChecksumIEEE(t[:12]))
 		b = append(b, t...)
 	}
+	if v := d.CloudInit; v != "" {
+		if len(v) > MaxCloudInitValue {
+			v = v[:MaxCloudInitValue]
+		}
+		t := append([]byte(cloudTrailerTag), byte(len(v)))
+		t = append(t, v...)
+		b = binary.BigEndian.AppendUint32(append(b, t...), crc32.ChecksumIEEE(t))
+	}
 	return b
 }
 
-// DecodeDatagram parses b, which must be exactly one encoded Datagram.
+// DecodeDatagram parses b, which must be exactly one encoded Datagram:
+// the fixed part, then the optional trailers in their order.
 func DecodeDatagram(b []byte) (Datagram, error) {
-	if len(b) != DatagramSize && len(b) != DatagramSize+diskTrailerSize {
-		return Datagram{}, fmt.Errorf("datagram: %d bytes, want %d or %d: %w", len(b), DatagramSize, DatagramSize+diskTrailerSize, ErrMalformed)
+	if len(b) < DatagramSize {
+		return Datagram{}, fmt.Errorf("datagram: %d bytes, want at least %d: %w", len(b), DatagramSize, ErrMalformed)
 	}
 	if string(b[:8]) != DatagramMagic {
 		return Datagram{}, fmt.Errorf("datagram: bad magic %q: %w", b[:8], ErrMalformed)
@@ -88,9 +117,10 @@ func DecodeDatagram(b []byte) (Datagram, error) {
 		Acked: binary.BigEndian.Uint64(b[24:]),
 		Mono:  time.Duration(binary.BigEndian.Uint64(b[32:])),
 	}
-	if t := b[DatagramSize:]; len(t) > 0 {
-		if string(t[:4]) != diskTrailerTag {
-			return Datagram{}, fmt.Errorf("datagram: unknown trailer %q: %w", t[:4], ErrMalformed)
+	t := b[DatagramSize:]
+	if len(t) >= 4 && string(t[:4]) == diskTrailerTag {
+		if len(t) < diskTrailerSize {
+			return Datagram{}, fmt.Errorf("datagram: short disk-size trailer: %w", ErrMalformed)
 		}
 		if got, want := binary.BigEndian.Uint32(t[12:]), crc32.ChecksumIEEE(t[:12]); got != want {
 			return Datagram{}, fmt.Errorf("datagram: disk-size trailer crc %08x, want %08x: %w", got, want, ErrMalformed)
@@ -98,8 +128,44 @@ func DecodeDatagram(b []byte) (Datagram, error) {
 		if d.DiskBytes = binary.BigEndian.Uint64(t[4:]); d.DiskBytes == 0 {
 			return Datagram{}, fmt.Errorf("datagram: disk-size trailer with size 0: %w", ErrMalformed)
 		}
+		t = t[diskTrailerSize:]
+	}
+	if len(t) >= 4 && string(t[:4]) == cloudTrailerTag {
+		if len(t) < 5 || len(t) < 5+int(t[4])+4 {
+			return Datagram{}, fmt.Errorf("datagram: short cloud-init trailer: %w", ErrMalformed)
+		}
+		n := int(t[4])
+		if n == 0 || n > MaxCloudInitValue {
+			return Datagram{}, fmt.Errorf("datagram: cloud-init value of %d bytes: %w", n, ErrMalformed)
+		}
+		if got, want := binary.BigEndian.Uint32(t[5+n:]), crc32.ChecksumIEEE(t[:5+n]); got != want {
+			return Datagram{}, fmt.Errorf("datagram: cloud-init trailer crc %08x, want %08x: %w", got, want, ErrMalformed)
+		}
+		d.CloudInit = string(t[5 : 5+n])
+		t = t[5+n+4:]
+	}
+	if len(t) > 0 {
+		return Datagram{}, fmt.Errorf("datagram: %d bytes of unknown trailer: %w", len(t), ErrMalformed)
 	}
 	return d, nil
+}
+
+// CloudInitTestValue is the value of the first line
+// "tandem_test_value: V" of a user-data (quotes around V dropped), "" if
+// there is none: what the test guest reports from its seed.
+func CloudInitTestValue(userData []byte) string {
+	for line := range strings.Lines(string(userData)) {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "tandem_test_value:")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(strings.TrimSpace(v), `"'`)
+		if len(v) > MaxCloudInitValue {
+			v = v[:MaxCloudInitValue]
+		}
+		return v
+	}
+	return ""
 }
 
 // DiskMagic opens the agent's counter block (block 0 of its disk).

@@ -3,6 +3,7 @@ package guest
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -67,6 +68,8 @@ func TestDiskStateRoundTrip(t *testing.T) {
 func FuzzDecodeDatagram(f *testing.F) {
 	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4}.Encode())
 	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, DiskBytes: 128 << 20}.Encode())
+	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, CloudInit: "v-123"}.Encode())
+	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, DiskBytes: 64 << 20, CloudInit: "x"}.Encode())
 	f.Add([]byte(DatagramMagic))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -108,5 +111,55 @@ func TestDatagramDiskSizeTrailer(t *testing.T) {
 	copy(bad[DatagramSize:], "XXXX")
 	if _, err := DecodeDatagram(bad); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("unknown trailer: %v", err)
+	}
+}
+
+func TestDatagramCloudInitTrailer(t *testing.T) {
+	for _, d := range []Datagram{
+		{Boot: 2, Seq: 9, Acked: 7, Mono: 5, CloudInit: "ci-4f2a"},
+		{Boot: 2, Seq: 9, Acked: 7, Mono: 5, DiskBytes: 128 << 20, CloudInit: strings.Repeat("z", MaxCloudInitValue)},
+	} {
+		b := d.Encode()
+		got, err := DecodeDatagram(b)
+		if err != nil || got != d {
+			t.Fatalf("round trip of %+v: %+v, %v", d, got, err)
+		}
+		// Every corrupted byte of the trailer is caught.
+		start := DatagramSize
+		if d.DiskBytes != 0 {
+			start += diskTrailerSize
+		}
+		for i := start; i < len(b); i++ {
+			bad := bytes.Clone(b)
+			bad[i] ^= 0x40
+			if _, err := DecodeDatagram(bad); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("byte %d corrupted: %v", i, err)
+			}
+		}
+		if _, err := DecodeDatagram(b[:len(b)-1]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("truncated: %v", err)
+		}
+	}
+	// A too long value is cut, not sent as a datagram nobody decodes.
+	long := Datagram{Seq: 1, CloudInit: strings.Repeat("y", 100)}
+	if got, err := DecodeDatagram(long.Encode()); err != nil || len(got.CloudInit) != MaxCloudInitValue {
+		t.Fatalf("long value: %q, %v", got.CloudInit, err)
+	}
+	// Without a value the datagram is the old one.
+	if len(Datagram{Seq: 1}.Encode()) != DatagramSize {
+		t.Fatal("a datagram without a cloud-init value grew")
+	}
+}
+
+func TestCloudInitTestValue(t *testing.T) {
+	for in, want := range map[string]string{
+		"#cloud-config\ntandem_test_value: abc123\n":      "abc123",
+		"#cloud-config\n  tandem_test_value: \"q v\"\r\n": "q v",
+		"#cloud-config\nhostname: x\n":                    "",
+		"":                                                "",
+	} {
+		if got := CloudInitTestValue([]byte(in)); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
 	}
 }

@@ -16,7 +16,11 @@
 // O_DIRECT|O_SYNC write that stored it returned, so the disk holds at least
 // every counter the host saw acknowledged; datagrams and the counter block
 // carry a magic and a CRC32, and whatever does not decode (a fresh disk
-// included) is ErrMalformed, never taken for data. The optional disk-size
-// trailer (DiskBytes) carries its own tag and CRC32, so a datagram without
-// it is byte for byte the 44-byte layout older receivers decode.
+// included) is ErrMalformed, never taken for data. The optional trailers,
+// disk size (DiskBytes) then cloud-init value (CloudInit), each carry their
+// own tag and CRC32, so a datagram without them is byte for byte the
+// 44-byte layout older receivers decode.
+//
+// ReadISOFile and ISOLabel (iso.go) let the agent read its cloud-init seed
+// from the raw device: the guest kernel has no isofs module.
 package guest

@@ -32,6 +32,10 @@ type Config struct {
 	// WriteInterval is the pause between counter writes (tandem.write_ms,
 	// agent default 10 ms); rounded down to milliseconds.
 	WriteInterval time.Duration
+	// CloudInit is the cloud-init seed's device (tandem.cidata), or
+	// "auto" to find the virtio disk holding it; the agent reports the
+	// user-data's tandem_test_value in Datagram.CloudInit.
+	CloudInit string
 	// Console is the kernel console (default ttyS0); the agent logs there.
 	Console string
 	// Extra is appended verbatim.
@@ -59,6 +63,7 @@ func Cmdline(c Config) string {
 		add("rate", strconv.Itoa(c.Rate))
 	}
 	add("disk", c.Disk)
+	add("cidata", c.CloudInit)
 	if c.WriteInterval > 0 {
 		add("write_ms", strconv.FormatInt(c.WriteInterval.Milliseconds(), 10))
 	}

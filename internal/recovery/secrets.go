@@ -23,14 +23,7 @@ const (
 // fenceBox is the sealing box of fence passwords, from the cluster secret
 // in this node's data directory.
 func (m *Manager) fenceBox() (*sealed.Box, error) {
-	if m.secret == nil {
-		return nil, fmt.Errorf("this node has no cluster secret")
-	}
-	secret, err := m.secret()
-	if err != nil {
-		return nil, err
-	}
-	return sealed.New(secret, sealed.PurposeFencePassword)
+	return sealed.NewFrom(m.secret, sealed.PurposeFencePassword)
 }
 
 // sealFence replaces the plain passwords of cfg, a new config for node,

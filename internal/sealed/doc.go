@@ -1,13 +1,14 @@
 // Package sealed keeps secrets that the cluster must replicate (BMC
-// passwords now, Ceph keys later) out of the Raft log and snapshots in
-// plain text: a value is sealed with AES-256-GCM under a key derived from
-// the cluster secret (32 random bytes made at cluster create, kept only in
-// members' data directories, mode 0600) before it is proposed, and opened
-// in memory only where it is used.
+// passwords, Ceph keys, VMs' cloud-init seeds) out of the Raft log and
+// snapshots in plain text: a value is sealed with AES-256-GCM under a key
+// derived from the cluster secret (32 random bytes made at cluster create,
+// kept only in members' data directories, mode 0600) before it is
+// proposed, and opened in memory only where it is used.
 //
 // Owner: the security maintainers. internal/recovery seals BMC passwords
 // in 'tandem node fence-config' and opens them when it fences;
-// internal/membership makes the cluster secret (NewSecret) at create and
+// internal/vmm seals a VM's cloud-init seed at 'tandem vm create' and
+// opens it on the node that starts the VM; internal/membership makes the cluster secret (NewSecret) at create and
 // hands it to joining nodes; internal/nodedir stores it.
 //
 // Invariants:

@@ -26,6 +26,9 @@ const (
 	PurposeFencePassword = "tandem fence password v1"
 	// PurposeStorageKey seals external storages' keys (Ceph cephx keys).
 	PurposeStorageKey = "tandem storage key v1"
+	// PurposeCloudInit seals VMs' cloud-init seeds (user-data may hold
+	// passwords and keys).
+	PurposeCloudInit = "tandem cloud-init v1"
 )
 
 // ErrOpen is returned by Open for any blob that does not authenticate:
@@ -68,6 +71,19 @@ func New(secret []byte, purpose string) (*Box, error) {
 		return nil, fmt.Errorf("derive key: %w", err)
 	}
 	return &Box{aead: aead}, nil
+}
+
+// NewFrom is New with the cluster secret that load reads (from a node's
+// data directory); a nil load is a node without one.
+func NewFrom(load func() ([]byte, error), purpose string) (*Box, error) {
+	if load == nil {
+		return nil, errors.New("this node has no cluster secret")
+	}
+	secret, err := load()
+	if err != nil {
+		return nil, err
+	}
+	return New(secret, purpose)
 }
 
 // additional encodes the associated data unambiguously: each part with its

@@ -90,3 +90,22 @@ func TestNewRefusesBadSecret(t *testing.T) {
 		t.Error("New without purpose succeeded")
 	}
 }
+
+func TestNewFrom(t *testing.T) {
+	if _, err := NewFrom(nil, PurposeCloudInit); err == nil || !strings.Contains(err.Error(), "no cluster secret") {
+		t.Errorf("nil loader: %v", err)
+	}
+	if _, err := NewFrom(func() ([]byte, error) { return nil, errors.New("unreadable") }, PurposeCloudInit); err == nil || !strings.Contains(err.Error(), "unreadable") {
+		t.Errorf("failing loader: %v", err)
+	}
+	secret := make([]byte, SecretSize)
+	a, err := NewFrom(func() ([]byte, error) { return secret, nil }, PurposeCloudInit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := New(secret, PurposeCloudInit)
+	blob, _ := a.Seal([]byte("x"), "vm")
+	if got, err := b.Open(blob, "vm"); err != nil || string(got) != "x" {
+		t.Errorf("NewFrom's box and New's differ: %q %v", got, err)
+	}
+}

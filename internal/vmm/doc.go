@@ -37,5 +37,9 @@
 //     migration, media change);
 //   - a UEFI VM's variable store is written from its record before every
 //     start and before a migration's target starts it, and only the node
-//     running the VM records it (nvram.go).
+//     running the VM records it (nvram.go);
+//   - a VM's cloud-init seed is in its record only sealed (with the cluster
+//     secret, bound to its name and UUID); the ISO is built from the record
+//     on the node that starts the VM or that a migration moves it to, and
+//     removed from a node the VM left (cloudinit.go).
 package vmm

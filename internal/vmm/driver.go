@@ -223,11 +223,12 @@ func usedMiB(ms *consensus.MetaState, node string) uint64 {
 
 // domainSpec renders a VM for a node: every disk is that node's export,
 // and cdrom is the path of its copy of the image in the CD-ROM drive.
-// nvram is the path of its UEFI variable store there ("" for BIOS).
-func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket, cdrom, nvram string) compute.VMSpec {
+// nvram is the path of its UEFI variable store there ("" for BIOS), seed
+// that of its cloud-init seed ("" for none).
+func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket, cdrom, nvram, seed string) compute.VMSpec {
 	spec := compute.VMSpec{Name: vm.Name, UUID: vm.Uuid, VCPUs: int(vm.Vcpus), MemoryMiB: int(vm.MemoryMib),
 		Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, SerialLog: m.consoleLog(vm.Name),
-		HasCDROM: vm.HasCdrom, CDROM: cdrom, Boot: slices.Clone(vm.Boot), Firmware: vm.Firmware, NVRAM: nvram}
+		HasCDROM: vm.HasCdrom, CDROM: cdrom, Boot: slices.Clone(vm.Boot), Firmware: vm.Firmware, NVRAM: nvram, CloudInit: seed}
 	for i, v := range vm.Volumes {
 		spec.Disks = append(spec.Disks, compute.DiskSpec{Volume: v, Socket: nbdSocket, Boot: i == 0 && vm.Kernel == ""})
 	}

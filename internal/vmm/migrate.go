@@ -179,7 +179,13 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		}
 		destNVRAM = p
 	}
-	dest := m.domainSpec(vm, target.NbdSocket, destCDROM, destNVRAM)
+	// The cloud-init seed: the target builds its own from the record.
+	destSeed, err := m.handSeed(ctx, vm, req.To, tc)
+	if err != nil {
+		closeWindows("cloud-init seed not on the target")
+		return err
+	}
+	dest := m.domainSpec(vm, target.NbdSocket, destCDROM, destNVRAM, destSeed)
 	if err := m.withRBD(ms, &dest); err != nil {
 		closeWindows("RBD disks not reachable")
 		return err
@@ -228,6 +234,7 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, name, err)
 		}
 	}
+	m.dropSeed(vm.Name) // the target has its own
 	meta, err := m.meta()
 	if err != nil {
 		return status.Errorf(codes.Internal, "VM %s runs on %s but recording it failed: %v", vm.Name, req.To, err)

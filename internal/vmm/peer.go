@@ -115,7 +115,12 @@ func (m *Manager) VMStart(ctx context.Context, vm *tandemv1.VMInfo) (*tandemv1.V
 	if err != nil {
 		return nil, err
 	}
-	spec := m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram)
+	// The cloud-init seed, built here from the record (cloudinit.go).
+	seed, err := m.prepareSeed(ctx, drv, ms, vm)
+	if err != nil {
+		return nil, err
+	}
+	spec := m.domainSpec(vm, m.vols.NBDSocket(), cdrom, nvram, seed)
 	if err := m.withRBD(ms, &spec); err != nil {
 		return nil, err
 	}
@@ -193,6 +198,7 @@ func (m *Manager) VMUndefine(ctx context.Context, req *tandemv1.PeerVMRequest) (
 	if err := drv.Undefine(ctx, req.Vm.Name); err != nil && !compute.IsNotFoundErr(err) {
 		return nil, computeErr(err)
 	}
+	m.dropSeed(req.Vm.Name)
 	return m.vmInfo(ctx, drv, req.Vm), nil
 }
 

@@ -102,6 +102,9 @@ type Config struct {
 	// Images holds the ISO images VMs' CD-ROM drives attach; nil on a
 	// node that runs no VMs (and in tests without images).
 	Images Images
+	// Secret reads the cluster secret that seals VMs' cloud-init seeds
+	// (nil in tests without one: a seed is then refused).
+	Secret func() ([]byte, error)
 	// Background lives as long as the node: work that outlives the request
 	// that began it (address announcements after a start) stops with it.
 	Background context.Context
@@ -110,13 +113,14 @@ type Config struct {
 // Manager runs this node's VMs and the cluster's VM policy. It is safe for
 // concurrent use.
 type Manager struct {
-	st    *state.State
-	vols  Volumes
-	metaf func() Meta
-	peers Peers
-	imgs  Images
-	bg    context.Context
-	log   *slog.Logger
+	st     *state.State
+	vols   Volumes
+	metaf  func() Meta
+	peers  Peers
+	imgs   Images
+	secret func() ([]byte, error)
+	bg     context.Context
+	log    *slog.Logger
 
 	mu  sync.Mutex
 	drv *compute.Driver
@@ -139,7 +143,7 @@ type Manager struct {
 // log directory: incoming migrations log the console there before the VM
 // is known here.
 func New(c Config) *Manager {
-	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, imgs: c.Images, bg: c.Background,
+	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, imgs: c.Images, secret: c.Secret, bg: c.Background,
 		log: c.State.Log.With("component", "compute"), crash: newCrashTracker(), nvSeen: map[string]fileSeen{}}
 	if m.st.Config.ComputeEnabled() {
 		if err := os.MkdirAll(filepath.Join(m.st.Config.DataDir, "vms"), 0o750); err != nil {

@@ -36,7 +36,8 @@ func VMInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 		Volumes: slices.Clone(v.Spec.Volumes), Desired: v.Desired, Node: v.Node, Priority: int32(v.Priority),
 		AntiAffinity: v.AntiAffinity, Kernel: v.Spec.Kernel, Initrd: v.Spec.Initrd, Cmdline: v.Spec.Cmdline,
 		Created: timestamppb.New(v.Created), State: "stopped",
-		Cdrom: v.Spec.CDROM, HasCdrom: v.Spec.HasCDROM, Boot: slices.Clone(v.Spec.Boot), Firmware: v.Spec.Firmware}
+		Cdrom: v.Spec.CDROM, HasCdrom: v.Spec.HasCDROM, Boot: slices.Clone(v.Spec.Boot), Firmware: v.Spec.Firmware,
+		CloudInit: v.Spec.CloudInit != ""}
 	if v.NVRAM != nil {
 		out.NvramSha256 = v.NVRAM.SHA256
 	}
@@ -183,6 +184,9 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 	rec := consensus.VMRecord{Name: req.Name, UUID: randomUUID(), Desired: consensus.VMStopped, Priority: int(req.Priority), AntiAffinity: req.AntiAffinity,
 		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
 			HasCDROM: req.Cdrom != "", CDROM: req.Cdrom, Boot: slices.Clone(req.Boot), Firmware: req.Firmware}}
+	if rec.Spec.CloudInit, err = m.sealSeed(req.CloudInit, rec.UUID, rec.Name); err != nil {
+		return nil, err
+	}
 	for _, n := range req.Nics {
 		mac := n.Mac
 		if mac == "" {

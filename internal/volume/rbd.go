@@ -72,14 +72,7 @@ func (m *Manager) storageMeta() (StorageMeta, error) {
 
 // storageBox seals and opens storage keys with the cluster secret.
 func (m *Manager) storageBox() (*sealed.Box, error) {
-	if m.secret == nil {
-		return nil, errors.New("this node has no cluster secret")
-	}
-	secret, err := m.secret()
-	if err != nil {
-		return nil, err
-	}
-	return sealed.New(secret, sealed.PurposeStorageKey)
+	return sealed.NewFrom(m.secret, sealed.PurposeStorageKey)
 }
 
 // keyField is the associated data of a sealed key with the storage's name:

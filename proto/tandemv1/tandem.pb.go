@@ -4580,6 +4580,9 @@ type VMInfo struct {
 	// uefi the SHA-256 of the NVRAM (UEFI variables) as last recorded.
 	Firmware    string `protobuf:"bytes,43,opt,name=firmware,proto3" json:"firmware,omitempty"`
 	NvramSha256 string `protobuf:"bytes,44,opt,name=nvram_sha256,json=nvramSha256,proto3" json:"nvram_sha256,omitempty"`
+	// cloud-init (issue 18): the VM has a NoCloud seed (user-data etc.,
+	// sealed in its record), built on the node that starts it.
+	CloudInit bool `protobuf:"varint,45,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
 	// Guest agent (issue 18): the guest's addresses as qemu-guest-agent
 	// reports them (vm show only), the agent's state (answering, or not
 	// answering and why), and after vm stop how the VM went down (agent,
@@ -4789,6 +4792,13 @@ func (x *VMInfo) GetNvramSha256() string {
 	return ""
 }
 
+func (x *VMInfo) GetCloudInit() bool {
+	if x != nil {
+		return x.CloudInit
+	}
+	return false
+}
+
 func (x *VMInfo) GetGuestAddresses() []string {
 	if x != nil {
 		return x.GuestAddresses
@@ -4922,7 +4932,10 @@ type CreateVMRequest struct {
 	Cdrom string   `protobuf:"bytes,40,opt,name=cdrom,proto3" json:"cdrom,omitempty"`
 	Boot  []string `protobuf:"bytes,41,rep,name=boot,proto3" json:"boot,omitempty"`
 	// bios (default) or uefi.
-	Firmware      string `protobuf:"bytes,42,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	Firmware string `protobuf:"bytes,42,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	// cloud-init (issue 18): a NoCloud seed for the VM, at most 64 KiB in
+	// all; none when unset.
+	CloudInit     *CloudInit `protobuf:"bytes,43,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5069,6 +5082,76 @@ func (x *CreateVMRequest) GetFirmware() string {
 	return ""
 }
 
+func (x *CreateVMRequest) GetCloudInit() *CloudInit {
+	if x != nil {
+		return x.CloudInit
+	}
+	return nil
+}
+
+// CloudInit is the content of a NoCloud seed (ISO 9660 labelled cidata).
+type CloudInit struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserData []byte                 `protobuf:"bytes,1,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
+	// Default: instance-id (the VM's UUID) and local-hostname (its name).
+	MetaData []byte `protobuf:"bytes,2,opt,name=meta_data,json=metaData,proto3" json:"meta_data,omitempty"`
+	// Optional (network-config version 1 or 2).
+	NetworkConfig []byte `protobuf:"bytes,3,opt,name=network_config,json=networkConfig,proto3" json:"network_config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloudInit) Reset() {
+	*x = CloudInit{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloudInit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloudInit) ProtoMessage() {}
+
+func (x *CloudInit) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloudInit.ProtoReflect.Descriptor instead.
+func (*CloudInit) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *CloudInit) GetUserData() []byte {
+	if x != nil {
+		return x.UserData
+	}
+	return nil
+}
+
+func (x *CloudInit) GetMetaData() []byte {
+	if x != nil {
+		return x.MetaData
+	}
+	return nil
+}
+
+func (x *CloudInit) GetNetworkConfig() []byte {
+	if x != nil {
+		return x.NetworkConfig
+	}
+	return nil
+}
+
 type VMRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -5084,7 +5167,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5096,7 +5179,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[66]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5109,7 +5192,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{66}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *VMRequest) GetName() string {
@@ -5148,7 +5231,7 @@ type ListVMsRequest struct {
 
 func (x *ListVMsRequest) Reset() {
 	*x = ListVMsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5160,7 +5243,7 @@ func (x *ListVMsRequest) String() string {
 func (*ListVMsRequest) ProtoMessage() {}
 
 func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[67]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5173,7 +5256,7 @@ func (x *ListVMsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsRequest.ProtoReflect.Descriptor instead.
 func (*ListVMsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{67}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
 }
 
 type ListVMsResponse struct {
@@ -5185,7 +5268,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5197,7 +5280,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[68]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5210,7 +5293,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{68}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListVMsResponse) GetVms() []*VMInfo {
@@ -5228,7 +5311,7 @@ type DeleteVMResponse struct {
 
 func (x *DeleteVMResponse) Reset() {
 	*x = DeleteVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5240,7 +5323,7 @@ func (x *DeleteVMResponse) String() string {
 func (*DeleteVMResponse) ProtoMessage() {}
 
 func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[69]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5253,7 +5336,7 @@ func (x *DeleteVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVMResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{69}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
 }
 
 type MigrateVMRequest struct {
@@ -5272,7 +5355,7 @@ type MigrateVMRequest struct {
 
 func (x *MigrateVMRequest) Reset() {
 	*x = MigrateVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5284,7 +5367,7 @@ func (x *MigrateVMRequest) String() string {
 func (*MigrateVMRequest) ProtoMessage() {}
 
 func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[70]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5297,7 +5380,7 @@ func (x *MigrateVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateVMRequest.ProtoReflect.Descriptor instead.
 func (*MigrateVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{70}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *MigrateVMRequest) GetName() string {
@@ -5355,7 +5438,7 @@ type MigrateProgress struct {
 
 func (x *MigrateProgress) Reset() {
 	*x = MigrateProgress{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5367,7 +5450,7 @@ func (x *MigrateProgress) String() string {
 func (*MigrateProgress) ProtoMessage() {}
 
 func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[71]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5380,7 +5463,7 @@ func (x *MigrateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrateProgress.ProtoReflect.Descriptor instead.
 func (*MigrateProgress) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{71}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *MigrateProgress) GetPhase() string {
@@ -5465,7 +5548,7 @@ type ConsoleRequest struct {
 
 func (x *ConsoleRequest) Reset() {
 	*x = ConsoleRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5477,7 +5560,7 @@ func (x *ConsoleRequest) String() string {
 func (*ConsoleRequest) ProtoMessage() {}
 
 func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[72]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5490,7 +5573,7 @@ func (x *ConsoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleRequest.ProtoReflect.Descriptor instead.
 func (*ConsoleRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{72}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ConsoleRequest) GetName() string {
@@ -5523,7 +5606,7 @@ type ConsoleChunk struct {
 
 func (x *ConsoleChunk) Reset() {
 	*x = ConsoleChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5535,7 +5618,7 @@ func (x *ConsoleChunk) String() string {
 func (*ConsoleChunk) ProtoMessage() {}
 
 func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[73]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5548,7 +5631,7 @@ func (x *ConsoleChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsoleChunk.ProtoReflect.Descriptor instead.
 func (*ConsoleChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{73}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ConsoleChunk) GetData() []byte {
@@ -5570,7 +5653,7 @@ type SetVMRequest struct {
 
 func (x *SetVMRequest) Reset() {
 	*x = SetVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5582,7 +5665,7 @@ func (x *SetVMRequest) String() string {
 func (*SetVMRequest) ProtoMessage() {}
 
 func (x *SetVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[74]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5595,7 +5678,7 @@ func (x *SetVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVMRequest.ProtoReflect.Descriptor instead.
 func (*SetVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{74}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SetVMRequest) GetName() string {
@@ -5633,7 +5716,7 @@ type SetVMResponse struct {
 
 func (x *SetVMResponse) Reset() {
 	*x = SetVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5645,7 +5728,7 @@ func (x *SetVMResponse) String() string {
 func (*SetVMResponse) ProtoMessage() {}
 
 func (x *SetVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5658,7 +5741,7 @@ func (x *SetVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVMResponse.ProtoReflect.Descriptor instead.
 func (*SetVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SetVMResponse) GetVm() *VMInfo {
@@ -5695,7 +5778,7 @@ type ResizeVMDiskRequest struct {
 
 func (x *ResizeVMDiskRequest) Reset() {
 	*x = ResizeVMDiskRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5707,7 +5790,7 @@ func (x *ResizeVMDiskRequest) String() string {
 func (*ResizeVMDiskRequest) ProtoMessage() {}
 
 func (x *ResizeVMDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5720,7 +5803,7 @@ func (x *ResizeVMDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeVMDiskRequest.ProtoReflect.Descriptor instead.
 func (*ResizeVMDiskRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ResizeVMDiskRequest) GetName() string {
@@ -5752,7 +5835,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5764,7 +5847,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5777,7 +5860,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 type HANode struct {
@@ -5795,7 +5878,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5807,7 +5890,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5820,7 +5903,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *HANode) GetName() string {
@@ -5875,7 +5958,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5887,7 +5970,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5900,7 +5983,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *HAVM) GetName() string {
@@ -5966,7 +6049,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5978,7 +6061,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5991,7 +6074,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -6042,7 +6125,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6054,7 +6137,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6067,7 +6150,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -6114,7 +6197,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6126,7 +6209,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6139,7 +6222,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -6161,7 +6244,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6173,7 +6256,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6186,7 +6269,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -6228,7 +6311,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6240,7 +6323,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6253,7 +6336,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -6329,7 +6412,7 @@ type CredentialInfo struct {
 
 func (x *CredentialInfo) Reset() {
 	*x = CredentialInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6341,7 +6424,7 @@ func (x *CredentialInfo) String() string {
 func (*CredentialInfo) ProtoMessage() {}
 
 func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6354,7 +6437,7 @@ func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
 func (*CredentialInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CredentialInfo) GetName() string {
@@ -6417,7 +6500,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6429,7 +6512,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6442,7 +6525,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -6472,7 +6555,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6484,7 +6567,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6497,7 +6580,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
@@ -6531,7 +6614,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6543,7 +6626,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6556,7 +6639,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ListCredentialsRequest) GetAll() bool {
@@ -6575,7 +6658,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6587,7 +6670,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6600,7 +6683,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
@@ -6621,7 +6704,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6633,7 +6716,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6646,7 +6729,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -6675,7 +6758,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6687,7 +6770,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6700,7 +6783,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
@@ -6727,7 +6810,7 @@ type MetaSyncRequest struct {
 
 func (x *MetaSyncRequest) Reset() {
 	*x = MetaSyncRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6739,7 +6822,7 @@ func (x *MetaSyncRequest) String() string {
 func (*MetaSyncRequest) ProtoMessage() {}
 
 func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6752,7 +6835,7 @@ func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
 func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 type MetaSyncResponse struct {
@@ -6764,7 +6847,7 @@ type MetaSyncResponse struct {
 
 func (x *MetaSyncResponse) Reset() {
 	*x = MetaSyncResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6776,7 +6859,7 @@ func (x *MetaSyncResponse) String() string {
 func (*MetaSyncResponse) ProtoMessage() {}
 
 func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6789,7 +6872,7 @@ func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
 func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *MetaSyncResponse) GetApplied() uint64 {
@@ -6810,7 +6893,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6822,7 +6905,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6835,7 +6918,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -6882,7 +6965,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6894,7 +6977,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6907,7 +6990,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -7029,7 +7112,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7041,7 +7124,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7054,7 +7137,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -7141,7 +7224,7 @@ type PeerCertView struct {
 
 func (x *PeerCertView) Reset() {
 	*x = PeerCertView{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7153,7 +7236,7 @@ func (x *PeerCertView) String() string {
 func (*PeerCertView) ProtoMessage() {}
 
 func (x *PeerCertView) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7166,7 +7249,7 @@ func (x *PeerCertView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCertView.ProtoReflect.Descriptor instead.
 func (*PeerCertView) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *PeerCertView) GetNodes() []*PeerNodeCerts {
@@ -7202,7 +7285,7 @@ type PeerNodeCerts struct {
 
 func (x *PeerNodeCerts) Reset() {
 	*x = PeerNodeCerts{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7214,7 +7297,7 @@ func (x *PeerNodeCerts) String() string {
 func (*PeerNodeCerts) ProtoMessage() {}
 
 func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7227,7 +7310,7 @@ func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeCerts.ProtoReflect.Descriptor instead.
 func (*PeerNodeCerts) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *PeerNodeCerts) GetName() string {
@@ -7263,7 +7346,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7275,7 +7358,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7288,7 +7371,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -7320,7 +7403,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7332,7 +7415,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7345,7 +7428,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *PingResponse) GetName() string {
@@ -7403,7 +7486,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7415,7 +7498,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7428,7 +7511,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -7477,7 +7560,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7489,7 +7572,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7502,7 +7585,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -7527,7 +7610,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7539,7 +7622,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7552,7 +7635,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
 }
 
 type PeerVolumeInitRequest struct {
@@ -7564,7 +7647,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7576,7 +7659,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7589,7 +7672,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -7607,7 +7690,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7619,7 +7702,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7632,7 +7715,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -7647,7 +7730,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7659,7 +7742,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7672,7 +7755,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -7704,7 +7787,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7716,7 +7799,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7729,7 +7812,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -7741,7 +7824,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7753,7 +7836,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7766,7 +7849,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -7788,7 +7871,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7800,7 +7883,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7813,7 +7896,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -7853,7 +7936,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7865,7 +7948,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7878,7 +7961,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -7896,7 +7979,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7908,7 +7991,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7921,7 +8004,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
 }
 
 type Disk struct {
@@ -7936,7 +8019,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7948,7 +8031,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7961,7 +8044,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *Disk) GetPath() string {
@@ -8001,7 +8084,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8013,7 +8096,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8026,7 +8109,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -8048,7 +8131,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8060,7 +8143,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8073,7 +8156,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -8116,7 +8199,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8128,7 +8211,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8141,7 +8224,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -8232,7 +8315,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8244,7 +8327,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8257,7 +8340,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -8293,7 +8376,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8305,7 +8388,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8318,7 +8401,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -8366,7 +8449,7 @@ type PeerNodeRemovedRequest struct {
 
 func (x *PeerNodeRemovedRequest) Reset() {
 	*x = PeerNodeRemovedRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8378,7 +8461,7 @@ func (x *PeerNodeRemovedRequest) String() string {
 func (*PeerNodeRemovedRequest) ProtoMessage() {}
 
 func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8391,7 +8474,7 @@ func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *PeerNodeRemovedRequest) GetNode() string {
@@ -8448,7 +8531,7 @@ type PeerNodeRemovedResponse struct {
 
 func (x *PeerNodeRemovedResponse) Reset() {
 	*x = PeerNodeRemovedResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8460,7 +8543,7 @@ func (x *PeerNodeRemovedResponse) String() string {
 func (*PeerNodeRemovedResponse) ProtoMessage() {}
 
 func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8473,7 +8556,7 @@ func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *PeerNodeRemovedResponse) GetFirst() bool {
@@ -8512,7 +8595,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8524,7 +8607,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8537,7 +8620,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -8578,7 +8661,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8590,7 +8673,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8603,7 +8686,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -8621,7 +8704,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8633,7 +8716,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8646,7 +8729,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
 }
 
 type UpgradeNode struct {
@@ -8669,7 +8752,7 @@ type UpgradeNode struct {
 
 func (x *UpgradeNode) Reset() {
 	*x = UpgradeNode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8681,7 +8764,7 @@ func (x *UpgradeNode) String() string {
 func (*UpgradeNode) ProtoMessage() {}
 
 func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8694,7 +8777,7 @@ func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeNode.ProtoReflect.Descriptor instead.
 func (*UpgradeNode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *UpgradeNode) GetName() string {
@@ -8761,7 +8844,7 @@ type GatedFeature struct {
 
 func (x *GatedFeature) Reset() {
 	*x = GatedFeature{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8773,7 +8856,7 @@ func (x *GatedFeature) String() string {
 func (*GatedFeature) ProtoMessage() {}
 
 func (x *GatedFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8786,7 +8869,7 @@ func (x *GatedFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatedFeature.ProtoReflect.Descriptor instead.
 func (*GatedFeature) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *GatedFeature) GetName() string {
@@ -8842,7 +8925,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8854,7 +8937,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8867,7 +8950,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *UpgradeStatusResponse) GetClusterVersion() uint32 {
@@ -8923,7 +9006,7 @@ type SetNodeNoteRequest struct {
 
 func (x *SetNodeNoteRequest) Reset() {
 	*x = SetNodeNoteRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8935,7 +9018,7 @@ func (x *SetNodeNoteRequest) String() string {
 func (*SetNodeNoteRequest) ProtoMessage() {}
 
 func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8948,7 +9031,7 @@ func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeNoteRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeNoteRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *SetNodeNoteRequest) GetName() string {
@@ -8984,7 +9067,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8996,7 +9079,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9009,7 +9092,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *ImageInfo) GetName() string {
@@ -9075,7 +9158,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9087,7 +9170,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9100,7 +9183,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *UploadImageRequest) GetName() string {
@@ -9139,7 +9222,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9151,7 +9234,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9164,7 +9247,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
 }
 
 type ListImagesResponse struct {
@@ -9176,7 +9259,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9188,7 +9271,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9201,7 +9284,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *ListImagesResponse) GetImages() []*ImageInfo {
@@ -9220,7 +9303,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9232,7 +9315,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9245,7 +9328,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *DeleteImageRequest) GetName() string {
@@ -9263,7 +9346,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9275,7 +9358,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9288,7 +9371,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
 }
 
 type ChangeMediaRequest struct {
@@ -9303,7 +9386,7 @@ type ChangeMediaRequest struct {
 
 func (x *ChangeMediaRequest) Reset() {
 	*x = ChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9315,7 +9398,7 @@ func (x *ChangeMediaRequest) String() string {
 func (*ChangeMediaRequest) ProtoMessage() {}
 
 func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9328,7 +9411,7 @@ func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *ChangeMediaRequest) GetName() string {
@@ -9354,7 +9437,7 @@ type PeerImageRequest struct {
 
 func (x *PeerImageRequest) Reset() {
 	*x = PeerImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9366,7 +9449,7 @@ func (x *PeerImageRequest) String() string {
 func (*PeerImageRequest) ProtoMessage() {}
 
 func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9379,7 +9462,7 @@ func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageRequest.ProtoReflect.Descriptor instead.
 func (*PeerImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *PeerImageRequest) GetImage() string {
@@ -9399,7 +9482,7 @@ type PeerImageResponse struct {
 
 func (x *PeerImageResponse) Reset() {
 	*x = PeerImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9411,7 +9494,7 @@ func (x *PeerImageResponse) String() string {
 func (*PeerImageResponse) ProtoMessage() {}
 
 func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9424,7 +9507,7 @@ func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageResponse.ProtoReflect.Descriptor instead.
 func (*PeerImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *PeerImageResponse) GetPath() string {
@@ -9443,7 +9526,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9455,7 +9538,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9468,7 +9551,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -9493,7 +9576,7 @@ type PeerResizeDiskRequest struct {
 
 func (x *PeerResizeDiskRequest) Reset() {
 	*x = PeerResizeDiskRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9505,7 +9588,7 @@ func (x *PeerResizeDiskRequest) String() string {
 func (*PeerResizeDiskRequest) ProtoMessage() {}
 
 func (x *PeerResizeDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9518,7 +9601,7 @@ func (x *PeerResizeDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerResizeDiskRequest.ProtoReflect.Descriptor instead.
 func (*PeerResizeDiskRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *PeerResizeDiskRequest) GetVm() *VMInfo {
@@ -9567,7 +9650,7 @@ type PeerChangeMediaRequest struct {
 
 func (x *PeerChangeMediaRequest) Reset() {
 	*x = PeerChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9579,7 +9662,7 @@ func (x *PeerChangeMediaRequest) String() string {
 func (*PeerChangeMediaRequest) ProtoMessage() {}
 
 func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9592,7 +9675,7 @@ func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*PeerChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *PeerChangeMediaRequest) GetVm() *VMInfo {
@@ -9620,7 +9703,7 @@ type PeerNVRAMRequest struct {
 
 func (x *PeerNVRAMRequest) Reset() {
 	*x = PeerNVRAMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9632,7 +9715,7 @@ func (x *PeerNVRAMRequest) String() string {
 func (*PeerNVRAMRequest) ProtoMessage() {}
 
 func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9645,7 +9728,7 @@ func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMRequest.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *PeerNVRAMRequest) GetVm() *VMInfo {
@@ -9672,7 +9755,7 @@ type PeerNVRAMResponse struct {
 
 func (x *PeerNVRAMResponse) Reset() {
 	*x = PeerNVRAMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9684,7 +9767,7 @@ func (x *PeerNVRAMResponse) String() string {
 func (*PeerNVRAMResponse) ProtoMessage() {}
 
 func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9697,7 +9780,7 @@ func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMResponse.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{140}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *PeerNVRAMResponse) GetPath() string {
@@ -9721,7 +9804,7 @@ type FSFreezeResponse struct {
 
 func (x *FSFreezeResponse) Reset() {
 	*x = FSFreezeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9733,7 +9816,7 @@ func (x *FSFreezeResponse) String() string {
 func (*FSFreezeResponse) ProtoMessage() {}
 
 func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9746,7 +9829,7 @@ func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSFreezeResponse.ProtoReflect.Descriptor instead.
 func (*FSFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{141}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *FSFreezeResponse) GetVm() string {
@@ -9788,7 +9871,7 @@ type PeerGuestAgentRequest struct {
 
 func (x *PeerGuestAgentRequest) Reset() {
 	*x = PeerGuestAgentRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9800,7 +9883,7 @@ func (x *PeerGuestAgentRequest) String() string {
 func (*PeerGuestAgentRequest) ProtoMessage() {}
 
 func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9813,7 +9896,7 @@ func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentRequest.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{142}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *PeerGuestAgentRequest) GetVm() *VMInfo {
@@ -9843,7 +9926,7 @@ type PeerGuestAgentResponse struct {
 
 func (x *PeerGuestAgentResponse) Reset() {
 	*x = PeerGuestAgentResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9855,7 +9938,7 @@ func (x *PeerGuestAgentResponse) String() string {
 func (*PeerGuestAgentResponse) ProtoMessage() {}
 
 func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9868,7 +9951,7 @@ func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentResponse.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{143}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *PeerGuestAgentResponse) GetAddresses() []string {
@@ -10231,7 +10314,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\x9f\x06\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xbe\x06\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -10260,7 +10343,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\thas_cdrom\x18) \x01(\bR\bhasCdrom\x12\x12\n" +
 	"\x04boot\x18* \x03(\tR\x04boot\x12\x1a\n" +
 	"\bfirmware\x18+ \x01(\tR\bfirmware\x12!\n" +
-	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\x12'\n" +
+	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\x12\x1d\n" +
+	"\n" +
+	"cloud_init\x18- \x01(\bR\tcloudInit\x12'\n" +
 	"\x0fguest_addresses\x18F \x03(\tR\x0eguestAddresses\x12\x14\n" +
 	"\x05agent\x18G \x01(\tR\x05agent\x12\x1d\n" +
 	"\n" +
@@ -10272,7 +10357,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06volume\x18\x03 \x01(\tR\x06volume\x12\x18\n" +
 	"\abackend\x18\x04 \x01(\tR\abackend\x12\x18\n" +
 	"\astorage\x18\x05 \x01(\tR\astorage\x12\x12\n" +
-	"\x04pool\x18\x06 \x01(\tR\x04pool\"\xba\x03\n" +
+	"\x04pool\x18\x06 \x01(\tR\x04pool\"\xef\x03\n" +
 	"\x0fCreateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
@@ -10291,7 +10376,13 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05force\x18\r \x01(\bR\x05force\x12\x14\n" +
 	"\x05cdrom\x18( \x01(\tR\x05cdrom\x12\x12\n" +
 	"\x04boot\x18) \x03(\tR\x04boot\x12\x1a\n" +
-	"\bfirmware\x18* \x01(\tR\bfirmware\"r\n" +
+	"\bfirmware\x18* \x01(\tR\bfirmware\x123\n" +
+	"\n" +
+	"cloud_init\x18+ \x01(\v2\x14.tandem.v1.CloudInitR\tcloudInit\"l\n" +
+	"\tCloudInit\x12\x1b\n" +
+	"\tuser_data\x18\x01 \x01(\fR\buserData\x12\x1b\n" +
+	"\tmeta_data\x18\x02 \x01(\fR\bmetaData\x12%\n" +
+	"\x0enetwork_config\x18\x03 \x01(\fR\rnetworkConfig\"r\n" +
 	"\tVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -10732,7 +10823,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x9b\x13\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xe4\x13\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -10770,7 +10861,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12C\n" +
 	"\fVMResizeDisk\x12 .tandem.v1.PeerResizeDiskRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
 	"\n" +
-	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
+	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12G\n" +
+	"\rVMPrepareSeed\x12\x18.tandem.v1.PeerVMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
 	"\bVMSerial\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x01\x12=\n" +
 	"\x05VMVNC\x12\x17.tandem.v1.ConsoleFrame\x1a\x17.tandem.v1.ConsoleFrame(\x010\x01\x12S\n" +
 	"\fVMGuestAgent\x12 .tandem.v1.PeerGuestAgentRequest\x1a!.tandem.v1.PeerGuestAgentResponse2\x97\x02\n" +
@@ -10797,7 +10889,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 146)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 147)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -10870,118 +10962,119 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*VMInfo)(nil),                   // 68: tandem.v1.VMInfo
 	(*VMDisk)(nil),                   // 69: tandem.v1.VMDisk
 	(*CreateVMRequest)(nil),          // 70: tandem.v1.CreateVMRequest
-	(*VMRequest)(nil),                // 71: tandem.v1.VMRequest
-	(*ListVMsRequest)(nil),           // 72: tandem.v1.ListVMsRequest
-	(*ListVMsResponse)(nil),          // 73: tandem.v1.ListVMsResponse
-	(*DeleteVMResponse)(nil),         // 74: tandem.v1.DeleteVMResponse
-	(*MigrateVMRequest)(nil),         // 75: tandem.v1.MigrateVMRequest
-	(*MigrateProgress)(nil),          // 76: tandem.v1.MigrateProgress
-	(*ConsoleRequest)(nil),           // 77: tandem.v1.ConsoleRequest
-	(*ConsoleChunk)(nil),             // 78: tandem.v1.ConsoleChunk
-	(*SetVMRequest)(nil),             // 79: tandem.v1.SetVMRequest
-	(*SetVMResponse)(nil),            // 80: tandem.v1.SetVMResponse
-	(*ResizeVMDiskRequest)(nil),      // 81: tandem.v1.ResizeVMDiskRequest
-	(*HAStatusRequest)(nil),          // 82: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 83: tandem.v1.HANode
-	(*HAVM)(nil),                     // 84: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 85: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 86: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 87: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 88: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 89: tandem.v1.Event
-	(*CredentialInfo)(nil),           // 90: tandem.v1.CredentialInfo
-	(*CreateCredentialRequest)(nil),  // 91: tandem.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 92: tandem.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 93: tandem.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 94: tandem.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 95: tandem.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 96: tandem.v1.RevokeCredentialResponse
-	(*MetaSyncRequest)(nil),          // 97: tandem.v1.MetaSyncRequest
-	(*MetaSyncResponse)(nil),         // 98: tandem.v1.MetaSyncResponse
-	(*PeerMember)(nil),               // 99: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 100: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 101: tandem.v1.PeerJoinResponse
-	(*PeerCertView)(nil),             // 102: tandem.v1.PeerCertView
-	(*PeerNodeCerts)(nil),            // 103: tandem.v1.PeerNodeCerts
-	(*PingRequest)(nil),              // 104: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 105: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 106: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 107: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 108: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 109: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 110: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 111: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 112: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 113: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 114: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 115: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 116: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 117: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 118: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 119: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 120: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 121: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 122: tandem.v1.PeerMigrateRequest
-	(*PeerNodeRemovedRequest)(nil),   // 123: tandem.v1.PeerNodeRemovedRequest
-	(*PeerNodeRemovedResponse)(nil),  // 124: tandem.v1.PeerNodeRemovedResponse
-	(*PeerCARotateRequest)(nil),      // 125: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 126: tandem.v1.PeerCARotateResponse
-	(*UpgradeStatusRequest)(nil),     // 127: tandem.v1.UpgradeStatusRequest
-	(*UpgradeNode)(nil),              // 128: tandem.v1.UpgradeNode
-	(*GatedFeature)(nil),             // 129: tandem.v1.GatedFeature
-	(*UpgradeStatusResponse)(nil),    // 130: tandem.v1.UpgradeStatusResponse
-	(*SetNodeNoteRequest)(nil),       // 131: tandem.v1.SetNodeNoteRequest
-	(*ImageInfo)(nil),                // 132: tandem.v1.ImageInfo
-	(*UploadImageRequest)(nil),       // 133: tandem.v1.UploadImageRequest
-	(*ListImagesRequest)(nil),        // 134: tandem.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),       // 135: tandem.v1.ListImagesResponse
-	(*DeleteImageRequest)(nil),       // 136: tandem.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),      // 137: tandem.v1.DeleteImageResponse
-	(*ChangeMediaRequest)(nil),       // 138: tandem.v1.ChangeMediaRequest
-	(*PeerImageRequest)(nil),         // 139: tandem.v1.PeerImageRequest
-	(*PeerImageResponse)(nil),        // 140: tandem.v1.PeerImageResponse
-	(*ImageChunk)(nil),               // 141: tandem.v1.ImageChunk
-	(*PeerResizeDiskRequest)(nil),    // 142: tandem.v1.PeerResizeDiskRequest
-	(*PeerChangeMediaRequest)(nil),   // 143: tandem.v1.PeerChangeMediaRequest
-	(*PeerNVRAMRequest)(nil),         // 144: tandem.v1.PeerNVRAMRequest
-	(*PeerNVRAMResponse)(nil),        // 145: tandem.v1.PeerNVRAMResponse
-	(*FSFreezeResponse)(nil),         // 146: tandem.v1.FSFreezeResponse
-	(*PeerGuestAgentRequest)(nil),    // 147: tandem.v1.PeerGuestAgentRequest
-	(*PeerGuestAgentResponse)(nil),   // 148: tandem.v1.PeerGuestAgentResponse
-	nil,                              // 149: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 150: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 151: google.protobuf.Timestamp
-	(*ConsoleFrame)(nil),             // 152: tandem.v1.ConsoleFrame
+	(*CloudInit)(nil),                // 71: tandem.v1.CloudInit
+	(*VMRequest)(nil),                // 72: tandem.v1.VMRequest
+	(*ListVMsRequest)(nil),           // 73: tandem.v1.ListVMsRequest
+	(*ListVMsResponse)(nil),          // 74: tandem.v1.ListVMsResponse
+	(*DeleteVMResponse)(nil),         // 75: tandem.v1.DeleteVMResponse
+	(*MigrateVMRequest)(nil),         // 76: tandem.v1.MigrateVMRequest
+	(*MigrateProgress)(nil),          // 77: tandem.v1.MigrateProgress
+	(*ConsoleRequest)(nil),           // 78: tandem.v1.ConsoleRequest
+	(*ConsoleChunk)(nil),             // 79: tandem.v1.ConsoleChunk
+	(*SetVMRequest)(nil),             // 80: tandem.v1.SetVMRequest
+	(*SetVMResponse)(nil),            // 81: tandem.v1.SetVMResponse
+	(*ResizeVMDiskRequest)(nil),      // 82: tandem.v1.ResizeVMDiskRequest
+	(*HAStatusRequest)(nil),          // 83: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 84: tandem.v1.HANode
+	(*HAVM)(nil),                     // 85: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 86: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 87: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 88: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 89: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 90: tandem.v1.Event
+	(*CredentialInfo)(nil),           // 91: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 92: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 93: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 94: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 95: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 96: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 97: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 98: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 99: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 100: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 101: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 102: tandem.v1.PeerJoinResponse
+	(*PeerCertView)(nil),             // 103: tandem.v1.PeerCertView
+	(*PeerNodeCerts)(nil),            // 104: tandem.v1.PeerNodeCerts
+	(*PingRequest)(nil),              // 105: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 106: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 107: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 108: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 109: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 110: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 111: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 112: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 113: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 114: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 115: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 116: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 117: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 118: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 119: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 120: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 121: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 122: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 123: tandem.v1.PeerMigrateRequest
+	(*PeerNodeRemovedRequest)(nil),   // 124: tandem.v1.PeerNodeRemovedRequest
+	(*PeerNodeRemovedResponse)(nil),  // 125: tandem.v1.PeerNodeRemovedResponse
+	(*PeerCARotateRequest)(nil),      // 126: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 127: tandem.v1.PeerCARotateResponse
+	(*UpgradeStatusRequest)(nil),     // 128: tandem.v1.UpgradeStatusRequest
+	(*UpgradeNode)(nil),              // 129: tandem.v1.UpgradeNode
+	(*GatedFeature)(nil),             // 130: tandem.v1.GatedFeature
+	(*UpgradeStatusResponse)(nil),    // 131: tandem.v1.UpgradeStatusResponse
+	(*SetNodeNoteRequest)(nil),       // 132: tandem.v1.SetNodeNoteRequest
+	(*ImageInfo)(nil),                // 133: tandem.v1.ImageInfo
+	(*UploadImageRequest)(nil),       // 134: tandem.v1.UploadImageRequest
+	(*ListImagesRequest)(nil),        // 135: tandem.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 136: tandem.v1.ListImagesResponse
+	(*DeleteImageRequest)(nil),       // 137: tandem.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 138: tandem.v1.DeleteImageResponse
+	(*ChangeMediaRequest)(nil),       // 139: tandem.v1.ChangeMediaRequest
+	(*PeerImageRequest)(nil),         // 140: tandem.v1.PeerImageRequest
+	(*PeerImageResponse)(nil),        // 141: tandem.v1.PeerImageResponse
+	(*ImageChunk)(nil),               // 142: tandem.v1.ImageChunk
+	(*PeerResizeDiskRequest)(nil),    // 143: tandem.v1.PeerResizeDiskRequest
+	(*PeerChangeMediaRequest)(nil),   // 144: tandem.v1.PeerChangeMediaRequest
+	(*PeerNVRAMRequest)(nil),         // 145: tandem.v1.PeerNVRAMRequest
+	(*PeerNVRAMResponse)(nil),        // 146: tandem.v1.PeerNVRAMResponse
+	(*FSFreezeResponse)(nil),         // 147: tandem.v1.FSFreezeResponse
+	(*PeerGuestAgentRequest)(nil),    // 148: tandem.v1.PeerGuestAgentRequest
+	(*PeerGuestAgentResponse)(nil),   // 149: tandem.v1.PeerGuestAgentResponse
+	nil,                              // 150: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 151: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 152: google.protobuf.Timestamp
+	(*ConsoleFrame)(nil),             // 153: tandem.v1.ConsoleFrame
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	151, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	117, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	120, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	152, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	118, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	121, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	151, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	152, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	151, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	152, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	149, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	150, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	150, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	151, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	151, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	152, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
 	5,   // 19: tandem.v1.NodeMaintenanceProgress.node:type_name -> tandem.v1.NodeInfo
-	76,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
+	77,  // 20: tandem.v1.NodeMaintenanceProgress.migration:type_name -> tandem.v1.MigrateProgress
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	151, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	151, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	152, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	152, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	151, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	152, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	40,  // 29: tandem.v1.VolumeInfo.watchers:type_name -> tandem.v1.RBDClient
 	40,  // 30: tandem.v1.VolumeInfo.lock_owner:type_name -> tandem.v1.RBDClient
@@ -10989,234 +11082,237 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	3,   // 32: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	51,  // 33: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	52,  // 34: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	151, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
+	152, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
 	56,  // 36: tandem.v1.ListStorageResponse.storage:type_name -> tandem.v1.StorageInfo
-	151, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	151, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	152, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	152, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	62,  // 39: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	62,  // 40: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	67,  // 41: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	151, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	151, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	152, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	152, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	69,  // 44: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	67,  // 45: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
-	68,  // 46: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
-	68,  // 47: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	68,  // 48: tandem.v1.SetVMResponse.vm:type_name -> tandem.v1.VMInfo
-	151, // 49: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	151, // 50: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	151, // 51: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	83,  // 52: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	84,  // 53: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	86,  // 54: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	151, // 55: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	151, // 56: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	151, // 57: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	90,  // 58: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	90,  // 59: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
-	90,  // 60: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	0,   // 61: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	99,  // 62: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	102, // 63: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
-	103, // 64: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	151, // 65: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	106, // 66: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	106, // 67: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	117, // 68: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	68,  // 69: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 70: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	151, // 71: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
-	4,   // 72: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	2,   // 73: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
-	128, // 74: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
-	129, // 75: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	151, // 76: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
-	132, // 77: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
-	68,  // 78: tandem.v1.PeerResizeDiskRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 79: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 80: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 81: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
-	8,   // 82: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 83: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 84: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 85: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 86: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 87: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 88: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 89: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 90: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	127, // 91: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 92: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 93: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 94: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 95: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 96: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	131, // 97: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	41,  // 98: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	43,  // 99: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	45,  // 100: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	46,  // 101: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	48,  // 102: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	49,  // 103: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	50,  // 104: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	42,  // 105: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
-	61,  // 106: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	65,  // 107: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	63,  // 108: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	54,  // 109: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
-	55,  // 110: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
-	57,  // 111: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
-	59,  // 112: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
-	59,  // 113: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
-	72,  // 114: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	70,  // 115: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	71,  // 116: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	71,  // 117: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	71,  // 118: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	71,  // 119: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	75,  // 120: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	77,  // 121: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	81,  // 122: tandem.v1.VM.ResizeDisk:input_type -> tandem.v1.ResizeVMDiskRequest
-	79,  // 123: tandem.v1.VM.Set:input_type -> tandem.v1.SetVMRequest
-	82,  // 124: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	87,  // 125: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	88,  // 126: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	91,  // 127: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	93,  // 128: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	95,  // 129: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	100, // 130: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	104, // 131: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	116, // 132: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	107, // 133: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	109, // 134: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	111, // 135: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	113, // 136: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 137: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	50,  // 138: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	113, // 139: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 140: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	114, // 141: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	48,  // 142: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	119, // 143: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	121, // 144: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	121, // 145: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	121, // 146: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	121, // 147: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	122, // 148: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	77,  // 149: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	121, // 150: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	82,  // 151: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	97,  // 152: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	125, // 153: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	123, // 154: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	54,  // 155: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
-	139, // 156: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
-	139, // 157: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
-	143, // 158: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
-	142, // 159: tandem.v1.Peer.VMResizeDisk:input_type -> tandem.v1.PeerResizeDiskRequest
-	144, // 160: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
-	152, // 161: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
-	152, // 162: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
-	147, // 163: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
-	133, // 164: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
-	134, // 165: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
-	136, // 166: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
-	138, // 167: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
-	71,  // 168: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
-	71,  // 169: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
-	9,   // 170: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 171: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 172: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 173: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 174: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 175: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 176: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 177: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 178: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	130, // 179: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 180: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 181: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 182: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 183: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 184: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 185: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 186: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	44,  // 187: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 188: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	47,  // 189: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 190: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 191: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	53,  // 192: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 193: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	64,  // 194: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	66,  // 195: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	62,  // 196: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	39,  // 197: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
-	56,  // 198: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
-	58,  // 199: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
-	56,  // 200: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
-	60,  // 201: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
-	73,  // 202: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	68,  // 203: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	68,  // 204: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	68,  // 205: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	68,  // 206: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	74,  // 207: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	76,  // 208: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 209: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	68,  // 210: tandem.v1.VM.ResizeDisk:output_type -> tandem.v1.VMInfo
-	80,  // 211: tandem.v1.VM.Set:output_type -> tandem.v1.SetVMResponse
-	85,  // 212: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	85,  // 213: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	89,  // 214: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	92,  // 215: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	94,  // 216: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	96,  // 217: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	101, // 218: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	105, // 219: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	118, // 220: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	108, // 221: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	110, // 222: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	112, // 223: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 224: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 225: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	53,  // 226: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	112, // 227: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 228: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	115, // 229: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 230: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	120, // 231: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	68,  // 232: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	68,  // 233: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	68,  // 234: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	68,  // 235: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	76,  // 236: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	78,  // 237: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	76,  // 238: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	85,  // 239: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	98,  // 240: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	126, // 241: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	124, // 242: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	39,  // 243: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
-	141, // 244: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
-	140, // 245: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
-	68,  // 246: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
-	68,  // 247: tandem.v1.Peer.VMResizeDisk:output_type -> tandem.v1.VMInfo
-	145, // 248: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
-	152, // 249: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
-	152, // 250: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
-	148, // 251: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
-	132, // 252: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
-	135, // 253: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
-	137, // 254: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
-	68,  // 255: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
-	146, // 256: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
-	146, // 257: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
-	170, // [170:258] is the sub-list for method output_type
-	82,  // [82:170] is the sub-list for method input_type
-	82,  // [82:82] is the sub-list for extension type_name
-	82,  // [82:82] is the sub-list for extension extendee
-	0,   // [0:82] is the sub-list for field type_name
+	71,  // 46: tandem.v1.CreateVMRequest.cloud_init:type_name -> tandem.v1.CloudInit
+	68,  // 47: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
+	68,  // 48: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
+	68,  // 49: tandem.v1.SetVMResponse.vm:type_name -> tandem.v1.VMInfo
+	152, // 50: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	152, // 51: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	152, // 52: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	84,  // 53: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	85,  // 54: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	87,  // 55: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	152, // 56: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	152, // 57: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	152, // 58: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	91,  // 59: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	91,  // 60: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	91,  // 61: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 62: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	100, // 63: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	103, // 64: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
+	104, // 65: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
+	152, // 66: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	107, // 67: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	107, // 68: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	118, // 69: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	68,  // 70: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 71: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	152, // 72: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	4,   // 73: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	2,   // 74: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
+	129, // 75: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
+	130, // 76: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
+	152, // 77: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	133, // 78: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
+	68,  // 79: tandem.v1.PeerResizeDiskRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 80: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 81: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 82: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 83: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 84: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 85: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 86: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 87: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 88: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 89: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 90: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 91: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	128, // 92: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 93: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 94: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 95: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 96: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 97: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	132, // 98: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	41,  // 99: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	43,  // 100: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	45,  // 101: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	46,  // 102: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	48,  // 103: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	49,  // 104: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	50,  // 105: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	42,  // 106: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
+	61,  // 107: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	65,  // 108: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	63,  // 109: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	54,  // 110: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
+	55,  // 111: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
+	57,  // 112: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
+	59,  // 113: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
+	59,  // 114: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
+	73,  // 115: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	70,  // 116: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	72,  // 117: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	72,  // 118: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	72,  // 119: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	72,  // 120: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	76,  // 121: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	78,  // 122: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	82,  // 123: tandem.v1.VM.ResizeDisk:input_type -> tandem.v1.ResizeVMDiskRequest
+	80,  // 124: tandem.v1.VM.Set:input_type -> tandem.v1.SetVMRequest
+	83,  // 125: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	88,  // 126: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	89,  // 127: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	92,  // 128: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	94,  // 129: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	96,  // 130: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	101, // 131: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	105, // 132: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	117, // 133: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	108, // 134: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	110, // 135: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	112, // 136: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	114, // 137: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 138: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	50,  // 139: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	114, // 140: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 141: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	115, // 142: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	48,  // 143: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	120, // 144: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	122, // 145: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	122, // 146: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	122, // 147: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	122, // 148: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	123, // 149: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	78,  // 150: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	122, // 151: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	83,  // 152: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	98,  // 153: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	126, // 154: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	124, // 155: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	54,  // 156: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
+	140, // 157: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	140, // 158: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	144, // 159: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	143, // 160: tandem.v1.Peer.VMResizeDisk:input_type -> tandem.v1.PeerResizeDiskRequest
+	145, // 161: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
+	122, // 162: tandem.v1.Peer.VMPrepareSeed:input_type -> tandem.v1.PeerVMRequest
+	153, // 163: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
+	153, // 164: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
+	148, // 165: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
+	134, // 166: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	135, // 167: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	137, // 168: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	139, // 169: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	72,  // 170: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
+	72,  // 171: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
+	9,   // 172: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 173: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 174: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 175: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 176: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 177: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 178: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 179: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 180: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	131, // 181: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 182: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 183: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 184: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 185: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 186: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 187: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 188: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 189: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 190: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 191: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 192: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 193: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 194: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 195: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	64,  // 196: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	66,  // 197: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	62,  // 198: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 199: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 200: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	58,  // 201: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 202: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	60,  // 203: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	74,  // 204: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	68,  // 205: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	68,  // 206: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	68,  // 207: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	68,  // 208: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	75,  // 209: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	77,  // 210: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	79,  // 211: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	68,  // 212: tandem.v1.VM.ResizeDisk:output_type -> tandem.v1.VMInfo
+	81,  // 213: tandem.v1.VM.Set:output_type -> tandem.v1.SetVMResponse
+	86,  // 214: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	86,  // 215: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	90,  // 216: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	93,  // 217: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	95,  // 218: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	97,  // 219: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	102, // 220: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	106, // 221: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	119, // 222: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	109, // 223: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	111, // 224: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	113, // 225: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 226: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 227: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 228: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	113, // 229: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 230: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	116, // 231: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 232: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	121, // 233: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	68,  // 234: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	68,  // 235: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	68,  // 236: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	68,  // 237: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	77,  // 238: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	79,  // 239: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	77,  // 240: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	86,  // 241: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	99,  // 242: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	127, // 243: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	125, // 244: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 245: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	142, // 246: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	141, // 247: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	68,  // 248: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	68,  // 249: tandem.v1.Peer.VMResizeDisk:output_type -> tandem.v1.VMInfo
+	146, // 250: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	146, // 251: tandem.v1.Peer.VMPrepareSeed:output_type -> tandem.v1.PeerNVRAMResponse
+	153, // 252: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
+	153, // 253: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
+	149, // 254: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
+	133, // 255: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	136, // 256: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	138, // 257: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	68,  // 258: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	147, // 259: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
+	147, // 260: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
+	172, // [172:261] is the sub-list for method output_type
+	83,  // [83:172] is the sub-list for method input_type
+	83,  // [83:83] is the sub-list for extension type_name
+	83,  // [83:83] is the sub-list for extension extendee
+	0,   // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -11225,14 +11321,14 @@ func file_tandem_v1_tandem_proto_init() {
 		return
 	}
 	file_tandem_v1_console_proto_init()
-	file_tandem_v1_tandem_proto_msgTypes[74].OneofWrappers = []any{}
+	file_tandem_v1_tandem_proto_msgTypes[75].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   146,
+			NumMessages:   147,
 			NumExtensions: 0,
 			NumServices:   10,
 		},

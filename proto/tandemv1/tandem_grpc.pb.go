@@ -2411,6 +2411,7 @@ const (
 	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
 	Peer_VMResizeDisk_FullMethodName      = "/tandem.v1.Peer/VMResizeDisk"
 	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
+	Peer_VMPrepareSeed_FullMethodName     = "/tandem.v1.Peer/VMPrepareSeed"
 	Peer_VMSerial_FullMethodName          = "/tandem.v1.Peer/VMSerial"
 	Peer_VMVNC_FullMethodName             = "/tandem.v1.Peer/VMVNC"
 	Peer_VMGuestAgent_FullMethodName      = "/tandem.v1.Peer/VMGuestAgent"
@@ -2477,6 +2478,9 @@ type PeerClient interface {
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
+	// cloud-init (issue 18): build the NoCloud seed of a VM about to
+	// migrate here from its record; the answer's path is where.
+	VMPrepareSeed(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
 	// The serial port and the VNC display of a VM running here (see
 	// console.proto): the admin node forwards Console.Serial and
 	// Console.VNC streams here.
@@ -2831,6 +2835,16 @@ func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts 
 	return out, nil
 }
 
+func (c *peerClient) VMPrepareSeed(ctx context.Context, in *PeerVMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeerNVRAMResponse)
+	err := c.cc.Invoke(ctx, Peer_VMPrepareSeed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerClient) VMSerial(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsoleFrame, ConsoleFrame], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[3], Peer_VMSerial_FullMethodName, cOpts...)
@@ -2928,6 +2942,9 @@ type PeerServer interface {
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
+	// cloud-init (issue 18): build the NoCloud seed of a VM about to
+	// migrate here from its record; the answer's path is where.
+	VMPrepareSeed(context.Context, *PeerVMRequest) (*PeerNVRAMResponse, error)
 	// The serial port and the VNC display of a VM running here (see
 	// console.proto): the admin node forwards Console.Serial and
 	// Console.VNC streams here.
@@ -3037,6 +3054,9 @@ func (UnimplementedPeerServer) VMResizeDisk(context.Context, *PeerResizeDiskRequ
 }
 func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
+}
+func (UnimplementedPeerServer) VMPrepareSeed(context.Context, *PeerVMRequest) (*PeerNVRAMResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMPrepareSeed not implemented")
 }
 func (UnimplementedPeerServer) VMSerial(grpc.BidiStreamingServer[ConsoleFrame, ConsoleFrame]) error {
 	return status.Error(codes.Unimplemented, "method VMSerial not implemented")
@@ -3605,6 +3625,24 @@ func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VMPrepareSeed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMPrepareSeed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMPrepareSeed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMPrepareSeed(ctx, req.(*PeerVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_VMSerial_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(PeerServer).VMSerial(&grpc.GenericServerStream[ConsoleFrame, ConsoleFrame]{ServerStream: stream})
 }
@@ -3755,6 +3793,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VMPutNVRAM",
 			Handler:    _Peer_VMPutNVRAM_Handler,
+		},
+		{
+			MethodName: "VMPrepareSeed",
+			Handler:    _Peer_VMPrepareSeed_Handler,
 		},
 		{
 			MethodName: "VMGuestAgent",
