@@ -29,15 +29,9 @@ func main() { os.Exit(benchkit.Main("failover", os.Args[1:], parseFlags, execute
 
 type config struct {
 	benchkit.Common
-	logs         string
-	runs         int
-	memory, disk string
-	rate         int
-	warm         bool
-	settle       time.Duration
-	bootTimeout  time.Duration
-	recovery     time.Duration
-	rejoin       time.Duration
+	series vmbench.SeriesFlags
+	logs   string
+	warm   bool
 }
 
 func parseFlags(args []string) (config, error) {
@@ -45,27 +39,15 @@ func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("failover", flag.ContinueOnError)
 	c.Flags(fs, "failover", 25*time.Minute, true)
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's logs, the guest's QEMU logs and consoles, and the capture (failover.pcap) into this directory")
-	fs.IntVar(&c.runs, "runs", 10, "hard host losses")
-	fs.StringVar(&c.memory, "memory", "192M", "guest memory")
-	fs.StringVar(&c.disk, "disk", "64M", "guest disk size (3 replicas)")
-	fs.IntVar(&c.rate, "rate", 100, "guest datagrams per second")
+	c.series.Flags(fs, 10, "guest disk size (3 replicas)", "the crashed host's replica is UpToDate again")
 	fs.BoolVar(&c.warm, "warm-libvirt", true, "have every libvirtd probe QEMU's capabilities before the runs (as on a host that has run VMs before), so the first restart on a host does not pay for it")
-	fs.DurationVar(&c.settle, "settle", 2*time.Second, "steady running before each crash, once the cluster and the volume are healthy")
-	fs.DurationVar(&c.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the guest's first boot")
-	fs.DurationVar(&c.recovery, "recovery-timeout", 90*time.Second, "bound on the wait for the restarted guest's first datagram after a crash")
-	fs.DurationVar(&c.rejoin, "rejoin-timeout", 3*time.Minute, "bound on power-on until the crashed host's replica is UpToDate again")
 	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
 	}
-	switch {
-	case c.runs < 1:
-		return c, errors.New("-runs must be at least 1")
-	case c.rate < 1 || c.rate > 1000:
-		return c, errors.New("-rate must be in 1..1000")
-	case c.Timeout <= 0 || c.recovery <= 0 || c.rejoin <= 0 || c.bootTimeout <= 0:
-		return c, errors.New("timeouts must be positive")
+	if c.Timeout <= 0 {
+		return c, errors.New("-timeout must be positive")
 	}
-	return c, nil
+	return c, c.series.Check(1)
 }
 
 // bench is one benchmark run.
@@ -79,10 +61,7 @@ type bench struct {
 
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
 	began := time.Now()
-	mem, err := vmbench.ParseMiB(cfg.memory)
-	if err != nil {
-		return nil, fmt.Errorf("-memory: %w", err)
-	}
+	mem, _ := vmbench.ParseMiB(cfg.series.Memory) // checked with the flags
 	env, err := vmbench.Open(ctx, vmbench.Options{Name: "failover", Bin: cfg.Bin, Nodes: nodes, BMC: true, Log: log})
 	if err != nil {
 		return nil, err
@@ -95,9 +74,8 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		}
 		pcap = filepath.Join(cfg.logs, "failover.pcap")
 	}
-	fo := vmbench.NewFailover(env, vmbench.FailoverOptions{VM: vmName, Disk: vmName + "-disk0", GuestHost: guestHost, Rate: cfg.rate,
-		Phases: vmbench.ReplicatedPhases(), DiskState: vmbench.ReplicatedDisk(replicas), Settle: cfg.settle, BootTimeout: cfg.bootTimeout,
-		Recovery: cfg.recovery, Rejoin: cfg.rejoin, PcapPath: pcap, LogLines: logLines})
+	fo := vmbench.NewFailover(env, cfg.series.Options(vmbench.FailoverOptions{VM: vmName, Disk: vmName + "-disk0", GuestHost: guestHost,
+		Phases: vmbench.ReplicatedPhases(), DiskState: vmbench.ReplicatedDisk(replicas), PcapPath: pcap, LogLines: logLines}))
 	b := &bench{cfg: cfg, log: log, env: env, fo: fo}
 	b.rep = &Report{
 		Date: began.UTC().Format(time.RFC3339), Host: benchkit.VMHost(), Tandemd: benchkit.Binary(filepath.Join(env.Bin, "tandemd")).WithDescribe(ctx, env.Root),
@@ -106,8 +84,8 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			"libvirtd": benchkit.ToolVersion(ctx, "libvirtd", "--version"),
 			"ipmitool": benchkit.ToolVersion(ctx, "ipmitool", "-V"),
 		},
-		Params: Params{Nodes: nodes, Runs: cfg.runs, Replicas: replicas, MemoryMiB: mem, Disk: cfg.disk, Rate: cfg.rate, Settle: cfg.settle.String(),
-			Recovery: cfg.recovery.String(), Rejoin: cfg.rejoin.String(), Timeout: cfg.Timeout.String(), Accelerator: "TCG (no KVM)",
+		Params: Params{Nodes: nodes, Runs: cfg.series.Runs, Replicas: replicas, MemoryMiB: mem, Disk: cfg.series.Disk, Rate: cfg.series.Rate, Settle: cfg.series.Settle.String(),
+			Recovery: cfg.series.Recovery.String(), Rejoin: cfg.series.Rejoin.String(), Timeout: cfg.Timeout.String(), Accelerator: "TCG (no KVM)",
 			Fencing: "IPMI (ipmi_sim BMC per host, `tandem node fence-config --ipmi`) with the self-fence lease as fallback"},
 		LoadBefore: benchkit.LoadAvg(), VM: vmName, GuestIP: fo.IP, Published: published(), Thesis: thesisMethod(),
 	}
@@ -117,7 +95,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		err = fmt.Errorf("setup: %w", err)
 		b.rep.LogExcerpts = env.Excerpts(vmName, logLines)
 	} else {
-		err = fo.Runs(ctx, cfg.runs, func(r vmbench.Run) { b.rep.Runs = append(b.rep.Runs, r) })
+		err = fo.Runs(ctx, cfg.series.Runs, func(r vmbench.Run) { b.rep.Runs = append(b.rep.Runs, r) })
 		b.teardownGuest(ctx)
 	}
 	b.finish(began)
@@ -143,7 +121,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return b.fo.Start(ctx, env.C.Nodes[0], b.cfg.memory, "--disk", fmt.Sprintf("%s,replicas=%d", b.cfg.disk, replicas))
+	return b.fo.Start(ctx, env.C.Nodes[0], b.cfg.series.Memory, "--disk", fmt.Sprintf("%s,replicas=%d", b.cfg.series.Disk, replicas))
 }
 
 // teardownGuest verifies the replicas and stops the guest.
@@ -179,11 +157,8 @@ func (b *bench) finish(began time.Time) {
 	if err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
 	}
-	rep.DaemonLog = benchkit.ScanDaemonLogs(b.env.C)
-	if b.cfg.logs != "" {
-		if err := b.env.CopyLogs(b.cfg.logs, vmName); err != nil {
-			rep.Errors = append(rep.Errors, err.Error())
-		}
+	if rep.DaemonLog, err = b.env.Wrapup(b.cfg.logs, vmName); err != nil {
+		rep.Errors = append(rep.Errors, err.Error())
 	}
 	rep.LoadAfter = benchkit.LoadAvg()
 	rep.DurationS = time.Since(began).Seconds()

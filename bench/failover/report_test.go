@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -77,16 +76,8 @@ func TestIntegrityAndMarkdown(t *testing.T) {
 		}
 	}
 	// The JSON holds everything the Markdown needs (-render).
-	js, err := json.Marshal(rep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back Report
-	if err := json.Unmarshal(js, &back); err != nil {
-		t.Fatal(err)
-	}
-	if back.Markdown() != md {
-		t.Error("the Markdown rendered from the JSON differs")
+	if err := benchkit.CheckRender(rep); err != nil {
+		t.Error(err)
 	}
 	// A clean report says so.
 	rep.Runs = runs[:1]
@@ -101,7 +92,7 @@ func TestIntegrityAndMarkdown(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	c, err := parseFlags([]string{"-runs", "3", "-bin", "/x"})
-	if err != nil || c.runs != 3 || c.Bin != "/x" || c.rate != 100 {
+	if err != nil || c.series.Runs != 3 || c.Bin != "/x" || c.series.Rate != 100 {
 		t.Fatalf("%+v %v", c, err)
 	}
 	for _, bad := range [][]string{{"-runs", "0"}, {"-rate", "0"}, {"extra"}, {"-recovery-timeout", "0s"}} {

@@ -60,10 +60,9 @@ type config struct {
 	trace bool
 	// baseline, when set, holds the binaries to compare with: whole runs
 	// alternate between them and -bin, rounds times (baseline.go).
-	baseline      string
-	rounds        int
-	size          int64
-	runtime, ramp time.Duration
+	baseline string
+	rounds   int
+	fio      benchkit.FioParams
 }
 
 func (c config) selected(target string) bool {
@@ -72,12 +71,9 @@ func (c config) selected(target string) bool {
 
 func parseFlags(args []string) (config, error) {
 	var c config
-	var size string
 	fs := flag.NewFlagSet("replication", flag.ContinueOnError)
 	c.Flags(fs, "replication", 20*time.Minute, false)
-	fs.StringVar(&size, "size", "1G", "size of every volume and file (1024-based units: M, G)")
-	fs.DurationVar(&c.runtime, "runtime", 10*time.Second, "measured time of each fio job")
-	fs.DurationVar(&c.ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
+	c.fio.Flags(fs, 1<<30, "size of every volume and file")
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd log and the qemu-nbd log into this directory at the end")
 	var targets, jobs string
 	fs.StringVar(&targets, "targets", "", "comma-separated target IDs to run (default all)")
@@ -101,18 +97,10 @@ func parseFlags(args []string) (config, error) {
 	if jobs != "" {
 		c.jobs = strings.Split(jobs, ",")
 	}
-	var err error
-	if c.size, err = benchkit.ParseSize(size); err != nil {
-		return c, fmt.Errorf("-size: %w", err)
+	if err := c.fio.Check(); err != nil {
+		return c, err
 	}
-	switch {
-	case c.size <= 0 || c.size%(1<<20) != 0:
-		return c, fmt.Errorf("-size %s: must be a positive multiple of 1 MiB", size)
-	case c.runtime < time.Second:
-		return c, errors.New("-runtime must be at least 1s")
-	case c.ramp < 0:
-		return c, errors.New("-ramp must not be negative")
-	case c.Timeout <= 0:
+	if c.Timeout <= 0 {
 		return c, errors.New("-timeout must be positive")
 	}
 	return c, nil
@@ -160,14 +148,14 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	fp := benchkit.FioParams{Size: cfg.size, Runtime: cfg.runtime, Ramp: cfg.ramp}
+	fp := cfg.fio
 	b := &bench{
 		cfg: cfg, log: log, work: work, fp: fp, c: c, td: testcluster.NewTandem(c, bin), procs: map[string]*testcluster.Proc{},
 		rep: &Report{
 			Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")).WithWorkTreeRevision(ctx),
 			Tools: map[string]string{"fio": benchkit.ToolVersion(ctx, "fio", "--version"), "qemu-nbd": benchkit.ToolVersion(ctx, "qemu-nbd", "--version")},
 			Params: Params{
-				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.Timeout.String(),
+				Nodes: nodes, SizeBytes: cfg.fio.Size, Runtime: cfg.fio.Runtime.String(), Ramp: cfg.fio.Ramp.String(), Timeout: cfg.Timeout.String(),
 				Jobs: benchkit.FioJobs(), Prefill: benchkit.PrefillJob(),
 				CommonFioArgs: commonArgs(benchkit.FioArgs(benchkit.JobSpec{ID: "x", RW: "x", BlockSize: "x", IODepth: 1, TimeBased: true}, fp, nil, "", "FILE")),
 			},
@@ -191,7 +179,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 
 	// Local references: the same preallocation as Tandem's replicas.
 	for _, f := range []string{localFile, qemuFile, filepath.Join(ref, "copy.0"), filepath.Join(ref, "copy.1")} {
-		if err := benchkit.Preallocate(f, cfg.size); err != nil {
+		if err := benchkit.Preallocate(f, cfg.fio.Size); err != nil {
 			return b.rep, err
 		}
 	}
@@ -199,7 +187,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	b.rep.target(targetLocalSync).Ready = true
 	b.rep.target(targetTwoCopies).Ready = true
 	log.Info("starting qemu-nbd", "file", qemuFile, "socket", qemuSock)
-	if b.qemu, err = benchkit.StartQemuNBD(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log"), cfg.size); err != nil {
+	if b.qemu, err = benchkit.StartQemuNBD(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log"), cfg.fio.Size); err != nil {
 		if ctx.Err() != nil {
 			return b.rep, err
 		}
@@ -271,7 +259,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		if !t.Ready || t.ID == targetLocalSync || t.ID == targetR2TLS || !cfg.selected(t.ID) { // same file or volume as another
 			continue
 		}
-		log.Info("prefill", "target", t.ID, "size", cfg.size)
+		log.Info("prefill", "target", t.ID, "size", cfg.fio.Size)
 		r, err := b.runJob(ctx, t, benchkit.PrefillJob())
 		if err != nil {
 			return b.rep, err
@@ -456,7 +444,7 @@ func (b *bench) setupTLS(ctx context.Context, t *Target, dir string) error {
 	t.URI = fmt.Sprintf("nbds://%s:%d/%s", primary.IP, nbdTLSPort, t.volume)
 	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
 	t.wrap = []string{"unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "$1" /etc/pki && shift && exec "$@"`, "sh", dir}
-	if err := benchkit.WaitExport(ctx, t.ns, t.URI+"?tls-certificates="+certs, b.cfg.size, 30*time.Second, nil); err != nil {
+	if err := benchkit.WaitExport(ctx, t.ns, t.URI+"?tls-certificates="+certs, b.cfg.fio.Size, 30*time.Second, nil); err != nil {
 		return fmt.Errorf("volume %s over TLS: %w", t.volume, err)
 	}
 	b.log.Info("TLS export ready", "uri", t.URI, "namespace", t.ns)
@@ -464,7 +452,7 @@ func (b *bench) setupTLS(ctx context.Context, t *Target, dir string) error {
 }
 
 func (b *bench) createVolume(ctx context.Context, t *Target) error {
-	args := []string{"volume", "create", t.volume, "--size", strconv.FormatInt(b.cfg.size, 10),
+	args := []string{"volume", "create", t.volume, "--size", strconv.FormatInt(b.cfg.fio.Size, 10),
 		"--replicas", strconv.Itoa(t.Replicas), "--nodes", strings.Join(t.Nodes, ","), "--output", "json"}
 	if _, _, err := b.td.CLI(ctx, b.c.Node("n1"), args...); err != nil {
 		return fmt.Errorf("create volume %s: %w", t.volume, err)
@@ -502,7 +490,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
 	b.rep.Volumes = append(b.rep.Volumes, VolumeState{Name: t.volume, Target: t.ID, Primary: info.GetPrimary(), Witness: t.Witness,
 		Epoch: info.GetEpoch(), URI: t.URI, AtStart: replicaSummary(info)})
-	if err := benchkit.WaitExport(ctx, "", t.URI, b.cfg.size, 30*time.Second, nil); err != nil {
+	if err := benchkit.WaitExport(ctx, "", t.URI, b.cfg.fio.Size, 30*time.Second, nil); err != nil {
 		return fmt.Errorf("volume %s: %w", t.volume, err)
 	}
 	b.log.Info("volume ready", "name", t.volume, "replicas", replicaSummary(info), "witness", t.Witness, "uri", t.URI)
@@ -553,9 +541,9 @@ func cpuTimes(pids map[string]int) map[string]time.Duration {
 // a failed job is recorded in the result and in the report's errors.
 func (b *bench) runJob(ctx context.Context, t *Target, j benchkit.JobSpec) (Result, error) {
 	jsonPath := filepath.Join(b.work, t.ID+"-"+j.ID+".json")
-	bound := b.cfg.ramp + b.cfg.runtime + fioSlack
+	bound := b.cfg.fio.Ramp + b.cfg.fio.Runtime + fioSlack
 	if !j.TimeBased {
-		bound = fioSlack + time.Duration(float64(b.cfg.size)/prefillMinRate*float64(time.Second))
+		bound = fioSlack + time.Duration(float64(b.cfg.fio.Size)/prefillMinRate*float64(time.Second))
 	}
 	pids := b.serverPIDs(t)
 	before := cpuTimes(pids)
@@ -638,7 +626,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j benchkit.JobSpec
 		b.log.Error("profile dir", "err", err)
 		return func() {}
 	}
-	secs := int(b.cfg.runtime.Seconds())
+	secs := int(b.cfg.fio.Runtime.Seconds())
 	type fetch struct{ node, out, url string }
 	var fetches []fetch
 	for _, name := range t.Nodes {
@@ -654,7 +642,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j benchkit.JobSpec
 		n := b.c.Node(f.node)
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if err := ctxtime.Sleep(ctx, b.cfg.ramp); err != nil {
+			if err := ctxtime.Sleep(ctx, b.cfg.fio.Ramp); err != nil {
 				return
 			}
 			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {

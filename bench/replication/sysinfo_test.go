@@ -13,7 +13,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.size != 256<<20 || c.runtime != 3*time.Second || c.ramp != 0 || c.logs != "/tmp/x" || c.Out != "bench/results" {
+	if c.fio.Size != 256<<20 || c.fio.Runtime != 3*time.Second || c.fio.Ramp != 0 || c.logs != "/tmp/x" || c.Out != "bench/results" {
 		t.Errorf("config %+v", c)
 	}
 	for _, args := range [][]string{{"-size", "1000000"}, {"-runtime", "0s"}, {"-ramp", "-1s"}, {"extra"}, {"-trace"}} {

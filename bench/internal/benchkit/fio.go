@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -66,6 +67,43 @@ type FioParams struct {
 	Size    int64
 	Runtime time.Duration
 	Ramp    time.Duration
+}
+
+// Flags registers -size (default size; sizeHelp says what it sizes),
+// -runtime and -ramp on fs, filling p; Check them once fs is parsed.
+func (p *FioParams) Flags(fs *flag.FlagSet, size int64, sizeHelp string) {
+	p.Size = size
+	fs.Var((*sizeValue)(&p.Size), "size", sizeHelp+" (1024-based units: M, G)")
+	fs.DurationVar(&p.Runtime, "runtime", 10*time.Second, "measured time of each fio job")
+	fs.DurationVar(&p.Ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
+}
+
+// Check refuses a size that is not a positive multiple of 1 MiB, a runtime
+// under a second and a negative ramp.
+func (p FioParams) Check() error {
+	switch {
+	case p.Size <= 0 || p.Size%(1<<20) != 0:
+		return fmt.Errorf("-size %d: must be a positive multiple of 1 MiB", p.Size)
+	case p.Runtime < time.Second:
+		return errors.New("-runtime must be at least 1s")
+	case p.Ramp < 0:
+		return errors.New("-ramp must not be negative")
+	}
+	return nil
+}
+
+// sizeValue is a flag.Value of a byte count read by ParseSize.
+type sizeValue int64
+
+func (v *sizeValue) String() string { return FmtBytes(int64(*v)) }
+
+func (v *sizeValue) Set(s string) error {
+	n, err := ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*v = sizeValue(n)
+	return nil
 }
 
 // FioArgs builds the fio command line (without the fio binary) for one job

@@ -3,6 +3,7 @@ package vmbench
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -108,6 +109,51 @@ type FailoverOptions struct {
 	// PcapPath, when set, keeps the captured frames there.
 	PcapPath string
 	LogLines int // of each log in the excerpts
+}
+
+// SeriesFlags are the command-line knobs of a Failover series.
+type SeriesFlags struct {
+	Runs                                  int
+	Memory, Disk                          string
+	Rate                                  int
+	Settle, BootTimeout, Recovery, Rejoin time.Duration
+}
+
+// Flags registers -runs (default runs), -memory, -disk (diskHelp says
+// what it is), -rate, -settle, -boot-timeout, -recovery-timeout and
+// -rejoin-timeout (rejoinHelp says until what) on fs.
+func (s *SeriesFlags) Flags(fs *flag.FlagSet, runs int, diskHelp, rejoinHelp string) {
+	fs.IntVar(&s.Runs, "runs", runs, "hard host losses")
+	fs.StringVar(&s.Memory, "memory", "192M", "guest memory")
+	fs.StringVar(&s.Disk, "disk", "64M", diskHelp)
+	fs.IntVar(&s.Rate, "rate", 100, "guest datagrams per second")
+	fs.DurationVar(&s.Settle, "settle", 2*time.Second, "steady running before each crash, once the cluster and the volume are healthy")
+	fs.DurationVar(&s.BootTimeout, "boot-timeout", 3*time.Minute, "bound on the guest's first boot")
+	fs.DurationVar(&s.Recovery, "recovery-timeout", 90*time.Second, "bound on the wait for the restarted guest's first datagram after a crash")
+	fs.DurationVar(&s.Rejoin, "rejoin-timeout", 3*time.Minute, "bound on power-on until "+rejoinHelp)
+}
+
+// Check refuses fewer than minRuns runs, a rate outside 1..1000, timeouts
+// that are not positive and a memory size ParseMiB cannot read.
+func (s SeriesFlags) Check(minRuns int) error {
+	switch {
+	case s.Runs < minRuns:
+		return fmt.Errorf("-runs must be at least %d", minRuns)
+	case s.Rate < 1 || s.Rate > 1000:
+		return errors.New("-rate must be in 1..1000")
+	case s.Recovery <= 0 || s.Rejoin <= 0 || s.BootTimeout <= 0:
+		return errors.New("timeouts must be positive")
+	}
+	if _, err := ParseMiB(s.Memory); err != nil {
+		return fmt.Errorf("-memory: %w", err)
+	}
+	return nil
+}
+
+// Options is o with the flags' rate and timings.
+func (s SeriesFlags) Options(o FailoverOptions) FailoverOptions {
+	o.Rate, o.Settle, o.BootTimeout, o.Recovery, o.Rejoin = s.Rate, s.Settle, s.BootTimeout, s.Recovery, s.Rejoin
+	return o
 }
 
 // Failover is a series of hard losses of the host running one test guest

@@ -223,14 +223,13 @@ func TestDerived(t *testing.T) {
 // problem.
 func TestRBDRecovery(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	evs := []*tandemv1.Event{
-		ev(11, t0, 3100, "node-dead", "n1", "", "suspect -> dead"),
-		ev(12, t0, 3600, "fence-result", "n1", "", "confirmed by ipmi: power is off"),
-		ev(13, t0, 3700, "volume-rbd-takeover", "", "", "volume other: n3 took the RBD image tandem/other over"),
-		ev(14, t0, 3800, "volume-rbd-takeover", "", "", "volume rv: n2 took the RBD image tandem/rv over from n1 (epoch 3): blocklisted 10.0.0.1:0/1, broke its lock, acquired it"),
-		ev(15, t0, 3900, "promotion", "n2", "fo1", "volume rv promoted on n2"),
-		ev(16, t0, 4400, "vm-recovered", "n2", "fo1", "restarted on n2 (was on n1)"),
+	// A replicated disk's recovery with the RBD image's takeover before the
+	// promotion, and another image's.
+	evs := []*tandemv1.Event{ev(11, t0, 3100, "node-dead", "n1", "", ""), ev(12, t0, 3600, "fence-result", "n1", "", "confirmed by ipmi: power is off")}
+	for i, d := range []string{"other: n3 took the RBD image tandem/other over", "rv: n2 took the RBD image tandem/rv over from n1 (epoch 3): blocklisted 10.0.0.1:0/1"} {
+		evs = append(evs, ev(uint64(13+i), t0, 3700+100*i, "volume-rbd-takeover", "", "", "volume "+d))
 	}
+	evs = append(evs, ev(15, t0, 3900, "promotion", "n2", "fo1", "volume rv promoted on n2"), ev(16, t0, 4400, "vm-recovered", "n2", "fo1", "restarted on n2"))
 	res := fromEvents(evs, "n1", "fo1", "rv", t0)
 	if res.phases[PhaseTakeover] != 3800 || res.phases[PhasePromoted] != 3900 || len(res.errors) != 0 {
 		t.Fatalf("phases %v, errors %v", res.phases, res.errors)
