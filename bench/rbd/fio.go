@@ -101,24 +101,68 @@ func (b *bench) dataPath(ctx context.Context) error {
 		b.rep.Prefill = append(b.rep.Prefill, r)
 	}
 	for _, j := range jobs() {
-		for i := range b.rep.Targets {
-			t := &b.rep.Targets[i]
+		for _, run := range b.order(j) {
+			t := b.target(run.id)
 			if !t.Ready {
 				continue
 			}
-			b.log.Info("fio", "job", j.ID, "target", t.ID)
+			b.log.Info("fio", "job", j.ID, "target", t.ID, "round", run.round)
 			r, err := b.runJob(ctx, t, j, fp)
 			if err != nil {
 				return err
 			}
+			r.Round = run.round
 			if m := r.Measurement; m != nil {
 				_, lat, metric, rate := benchkit.Headline(j.ID, m)
-				b.log.Info("result", "job", j.ID, "target", t.ID, "p50_us", fmt.Sprintf("%.1f", lat), metric, fmt.Sprintf("%.0f", rate))
+				b.log.Info("result", "job", j.ID, "target", t.ID, "round", run.round, "p50_us", fmt.Sprintf("%.1f", lat), metric, fmt.Sprintf("%.0f", rate))
 			}
 			b.rep.Results = append(b.rep.Results, r)
 		}
 	}
 	return b.removeFioTargets(ctx)
+}
+
+// jobRun is one run of a job on a target; round is set for the goal's
+// repeated QD1 runs.
+type jobRun struct {
+	id    string
+	round int
+}
+
+// order is the runs of job j: every target once, but for the QD1 job the
+// goal's two targets -goal-rounds times each, alternating which goes
+// first, so that a change of the machine's load over the rounds weighs on
+// both alike.
+func (b *bench) order(j benchkit.JobSpec) []jobRun {
+	return jobOrder(j, b.cfg.rounds)
+}
+
+func jobOrder(j benchkit.JobSpec, rounds int) []jobRun {
+	var out []jobRun
+	if j.ID == benchkit.JobDurable {
+		for k := 1; k <= rounds; k++ {
+			pair := []jobRun{{targetRBD, k}, {targetNBD, k}}
+			if k%2 == 0 {
+				pair[0], pair[1] = pair[1], pair[0]
+			}
+			out = append(out, pair...)
+		}
+	}
+	for _, id := range targetOrder() {
+		if j.ID != benchkit.JobDurable || (id != targetRBD && id != targetNBD) {
+			out = append(out, jobRun{id: id})
+		}
+	}
+	return out
+}
+
+func (b *bench) target(id string) *Target {
+	for i := range b.rep.Targets {
+		if b.rep.Targets[i].ID == id {
+			return &b.rep.Targets[i]
+		}
+	}
+	return &Target{ID: id}
 }
 
 // setupImage makes targetRBD's image with Ceph's own CLI.

@@ -36,6 +36,8 @@ type config struct {
 	fio    benchkit.FioParams
 	series vmbench.SeriesFlags
 	logs   string
+	// rounds is how many times the QD1 job runs on the goal's two targets.
+	rounds int
 }
 
 func parseFlags(args []string) (config, error) {
@@ -44,6 +46,7 @@ func parseFlags(args []string) (config, error) {
 	c.Flags(fs, "rbd", 25*time.Minute, true)
 	c.fio.Flags(fs, 512<<20, "size of every fio target: the RBD images, the replicated volume and qemu-nbd's file")
 	c.series.Flags(fs, 3, "guest disk size (an RBD volume)", "the crashed host is back and the disk has one watcher again (0 runs: no failover series)")
+	fs.IntVar(&c.rounds, "goal-rounds", 3, "rounds of the QD1 write+flush job on the rbd engine and the NBD export of RBD, alternating which goes first; the goal compares their medians")
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's logs, the guest's QEMU logs and consoles, and the capture (rbd-failover.pcap) into this directory")
 	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
@@ -51,8 +54,8 @@ func parseFlags(args []string) (config, error) {
 	if err := c.fio.Check(); err != nil {
 		return c, err
 	}
-	if c.Timeout <= 0 {
-		return c, errors.New("-timeout must be positive")
+	if c.Timeout <= 0 || c.rounds < 1 {
+		return c, errors.New("-timeout and -goal-rounds must be positive")
 	}
 	return c, c.series.Check(0)
 }
@@ -106,7 +109,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			"libvirtd": benchkit.ToolVersion(ctx, "libvirtd", "--version"),
 		},
 		Params: Params{Nodes: nodes, SizeBytes: cfg.fio.Size, Runtime: cfg.fio.Runtime.String(), Ramp: cfg.fio.Ramp.String(), Timeout: cfg.Timeout.String(),
-			Jobs: jobs(), Prefill: benchkit.PrefillJob(), Runs: cfg.series.Runs, MemoryMiB: mem, Disk: cfg.series.Disk, Rate: cfg.series.Rate, Settle: cfg.series.Settle.String(),
+			Jobs: jobs(), Prefill: benchkit.PrefillJob(), GoalRounds: cfg.rounds, Runs: cfg.series.Runs, MemoryMiB: mem, Disk: cfg.series.Disk, Rate: cfg.series.Rate, Settle: cfg.series.Settle.String(),
 			Accelerator: "TCG (no KVM)", Fencing: "IPMI (ipmi_sim BMC per host, `tandem node fence-config --ipmi`) with the self-fence lease as fallback; " +
 				"ha.rbd_blocklist_is_fence off (default): the takeover blocklists the old clients after the fence"},
 		LoadBefore: benchkit.LoadAvg(), VM: vmName,

@@ -45,20 +45,23 @@ type Report struct {
 
 // Params are the knobs of the run.
 type Params struct {
-	Nodes       int                `json:"nodes"`
-	SizeBytes   int64              `json:"size_bytes"`
-	Runtime     string             `json:"runtime_per_job"`
-	Ramp        string             `json:"ramp_per_job"`
-	Timeout     string             `json:"timeout"`
-	Jobs        []benchkit.JobSpec `json:"jobs"`
-	Prefill     benchkit.JobSpec   `json:"prefill"`
-	Runs        int                `json:"failover_runs"`
-	MemoryMiB   uint64             `json:"memory_mib"`
-	Disk        string             `json:"disk"`
-	Rate        int                `json:"guest_rate_pps"`
-	Settle      string             `json:"settle"`
-	Accelerator string             `json:"accelerator"`
-	Fencing     string             `json:"fencing"`
+	Nodes     int                `json:"nodes"`
+	SizeBytes int64              `json:"size_bytes"`
+	Runtime   string             `json:"runtime_per_job"`
+	Ramp      string             `json:"ramp_per_job"`
+	Timeout   string             `json:"timeout"`
+	Jobs      []benchkit.JobSpec `json:"jobs"`
+	Prefill   benchkit.JobSpec   `json:"prefill"`
+	// GoalRounds is how many times the QD1 job ran on the rbd engine and
+	// on the NBD export of RBD, alternating which goes first.
+	GoalRounds  int    `json:"goal_rounds"`
+	Runs        int    `json:"failover_runs"`
+	MemoryMiB   uint64 `json:"memory_mib"`
+	Disk        string `json:"disk"`
+	Rate        int    `json:"guest_rate_pps"`
+	Settle      string `json:"settle"`
+	Accelerator string `json:"accelerator"`
+	Fencing     string `json:"fencing"`
 }
 
 // CephInfo describes the micro Ceph.
@@ -99,12 +102,14 @@ type Target struct {
 
 // Result is one fio run of one job on one target.
 type Result struct {
-	Target      string                `json:"target"`
-	Job         string                `json:"job"`
-	Command     []string              `json:"command"`
-	Started     string                `json:"started"`
-	WallS       float64               `json:"wall_s"`
-	Load        string                `json:"loadavg"`
+	Target  string   `json:"target"`
+	Job     string   `json:"job"`
+	Command []string `json:"command"`
+	Started string   `json:"started"`
+	WallS   float64  `json:"wall_s"`
+	Load    string   `json:"loadavg"`
+	// Round numbers the repeated QD1 jobs of the goal's two targets.
+	Round       int                   `json:"round,omitempty"`
 	Measurement *benchkit.Measurement `json:"measurement,omitempty"`
 	FioVersion  string                `json:"fio_version,omitempty"`
 	// LibrbdCache is rbd_cache as fio's librbd reported it through its
@@ -118,18 +123,21 @@ type Result struct {
 // + flush p50), QD32 4K random-write IOPS and 1M sequential MB/s, with
 // their ratios to the rbd engine (target / rbd engine).
 type Figure struct {
-	Target     string   `json:"target"`
-	WriteP50US float64  `json:"qd1_write_p50_us"`
-	FlushP50US float64  `json:"qd1_flush_p50_us"`
-	PairP50US  float64  `json:"qd1_write_flush_p50_us"`
-	PairsPerS  float64  `json:"qd1_pairs_per_s"`
-	QD32IOPS   float64  `json:"qd32_iops"`
-	QD32P50US  float64  `json:"qd32_write_p50_us"`
-	SeqMBps    float64  `json:"seq_1m_mb_per_s"`
-	PairVsRBD  *float64 `json:"qd1_p50_vs_rbd_engine,omitempty"`
-	QD32VsRBD  *float64 `json:"qd32_iops_vs_rbd_engine,omitempty"`
-	SeqVsRBD   *float64 `json:"seq_vs_rbd_engine,omitempty"`
-	Unmeasured []string `json:"not_measured,omitempty"`
+	Target     string  `json:"target"`
+	WriteP50US float64 `json:"qd1_write_p50_us"`
+	FlushP50US float64 `json:"qd1_flush_p50_us"`
+	PairP50US  float64 `json:"qd1_write_flush_p50_us"`
+	PairsPerS  float64 `json:"qd1_pairs_per_s"`
+	// PairRoundsUS is the write+flush p50 of every round of the QD1 job
+	// when it ran more than once; the figures are the rounds' medians.
+	PairRoundsUS []float64 `json:"qd1_write_flush_p50_rounds_us,omitempty"`
+	QD32IOPS     float64   `json:"qd32_iops"`
+	QD32P50US    float64   `json:"qd32_write_p50_us"`
+	SeqMBps      float64   `json:"seq_1m_mb_per_s"`
+	PairVsRBD    *float64  `json:"qd1_p50_vs_rbd_engine,omitempty"`
+	QD32VsRBD    *float64  `json:"qd32_iops_vs_rbd_engine,omitempty"`
+	SeqVsRBD     *float64  `json:"seq_vs_rbd_engine,omitempty"`
+	Unmeasured   []string  `json:"not_measured,omitempty"`
 }
 
 // Goal is the verdict on issue 15's goal.
@@ -166,48 +174,61 @@ type Failover struct {
 	Capture   vmbench.CaptureStats `json:"capture"`
 }
 
-func findResult(rs []Result, target, job string) *Result {
+// measured is every successful result of job on target (one per round).
+func measured(rs []Result, target, job string) []*benchkit.Measurement {
+	var out []*benchkit.Measurement
 	for i := range rs {
-		if rs[i].Target == target && rs[i].Job == job {
-			return &rs[i]
+		if rs[i].Target == target && rs[i].Job == job && rs[i].Measurement != nil {
+			out = append(out, rs[i].Measurement)
 		}
 	}
-	return nil
+	return out
+}
+
+// median of xs (interpolated between the middle two for an even count).
+func median(xs []float64) float64 {
+	return benchkit.Interpolated(benchkit.SortSample(xs).Sorted, 0.5)
 }
 
 // targetOrder is the report's order of targets.
 func targetOrder() []string { return []string{targetRBD, targetNBD, targetR2, targetQemu} }
 
-// figures draws every target's three figures from the results.
+// figures draws every target's three figures from the results: the median
+// over the rounds of a job that ran more than once (the QD1 job on the
+// rbd engine and the NBD export of RBD).
 func figures(rs []Result) []Figure {
 	var out []Figure
 	for _, id := range targetOrder() {
-		f, measured := Figure{Target: id}, false
+		f, seen := Figure{Target: id}, false
 		for _, j := range jobs() {
-			r := findResult(rs, id, j.ID)
-			if r == nil || r.Measurement == nil {
+			ms := measured(rs, id, j.ID)
+			if len(ms) == 0 {
 				f.Unmeasured = append(f.Unmeasured, j.ID)
 				continue
 			}
-			measured = true
-			m := r.Measurement
-			_, lat, _, rate := benchkit.Headline(j.ID, m)
+			seen = true
+			var lats, rates, writes, flushes []float64
+			for _, m := range ms {
+				_, lat, _, rate := benchkit.Headline(j.ID, m)
+				lats, rates = append(lats, lat), append(rates, rate)
+				if m.Write != nil && m.Sync != nil {
+					writes, flushes = append(writes, m.Write.P50US), append(flushes, m.Sync.P50US)
+				}
+			}
 			switch j.ID {
 			case benchkit.JobDurable:
-				f.PairP50US, f.PairsPerS = lat, rate
-				if m.Write != nil {
-					f.WriteP50US = m.Write.P50US
-				}
-				if m.Sync != nil {
-					f.FlushP50US = m.Sync.P50US
+				f.PairP50US, f.PairsPerS = median(lats), median(rates)
+				f.WriteP50US, f.FlushP50US = median(writes), median(flushes)
+				if len(lats) > 1 {
+					f.PairRoundsUS = lats
 				}
 			case benchkit.JobQD32:
-				f.QD32IOPS, f.QD32P50US = rate, lat
+				f.QD32IOPS, f.QD32P50US = median(rates), median(lats)
 			case benchkit.JobSeq:
-				f.SeqMBps = rate
+				f.SeqMBps = median(rates)
 			}
 		}
-		if measured {
+		if seen {
 			out = append(out, f)
 		}
 	}
@@ -254,6 +275,15 @@ func evaluateGoal(fs []Figure) Goal {
 	return g
 }
 
+// fmtList renders latencies in µs, comma-separated.
+func fmtList(xs []float64) string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, benchkit.FmtUS(x))
+	}
+	return strings.Join(out, ", ")
+}
+
 func verdict(v string) string {
 	if v == "PASS" || v == "MISS" {
 		return "**" + v + "**"
@@ -287,14 +317,15 @@ func (rep *Report) Markdown() string {
 	if g.Ratio != nil {
 		p("The export adds %s µs to the pair's p50 (%+.0f%%): %s µs on the write p50 (write ratio %s) and %s µs on the flush p50. ",
 			us(max(g.AddedUS, 0)), (*g.Ratio-1)*100, fmt.Sprintf("%+.1f", g.AddedWriteUS), ratio(g.WriteRatio), fmt.Sprintf("%+.1f", g.AddedFlushUS))
-		p("Both paths run the same librbd against the same OSDs from the same node namespace (n1); what the export adds is fio's request over the NBD unix socket " +
-			"to tandemd and its reply, tandemd's handling, and its call into librbd through go-ceph (cgo) — once for the write and once more for the flush, " +
-			"which librbd without a cache answers at once while NBD still pays the round trip to the server.")
-		if g.Verdict == "MISS" {
-			p(" A miss therefore mostly measures that fixed per-request cost against a micro Ceph whose own write latency is low (OSDs on the same machine, no real network); " +
-				"on a real Ceph with network round trips of its own the same absolute cost is a smaller share.")
+		if rbd, ok := figureOf(rep.Figures, targetRBD); ok && len(rbd.PairRoundsUS) > 0 {
+			nbd, _ := figureOf(rep.Figures, targetNBD)
+			p("Both figures are medians over %d rounds of the QD1 job, the two targets alternating which runs first (write+flush p50 per round, µs: rbd engine %s; NBD of RBD %s). ",
+				rep.Params.GoalRounds, fmtList(rbd.PairRoundsUS), fmtList(nbd.PairRoundsUS))
 		}
-		p("\n\n")
+		p("Both paths run the same librbd (cache off) against the same OSDs from the same node namespace (n1). What the export adds per request is fio's " +
+			"NBD request over the unix socket to tandemd and its reply, tandemd's NBD server and the volume's range lock, and a synchronous librbd call (rbd_write, rbd_flush) through " +
+			"go-ceph (cgo), where the rbd engine submits asynchronously from fio's own thread; the flush pays that round trip once more, while librbd alone " +
+			"answers it at once.\n\n")
 	}
 
 	p("## Figures\n\n")
@@ -317,6 +348,24 @@ func (rep *Report) Markdown() string {
 			p(" --fsync=%d", j.SyncEvery)
 		}
 		p("`\n")
+	}
+	p("\n")
+
+	p("Load average (1 min) when each job started:\n\n")
+	lt := benchkit.NewTable(&b, "Target", "QD1 write+flush", "QD32", "1M seq")
+	for _, id := range targetOrder() {
+		cells := []string{id}
+		for _, j := range jobs() {
+			var ls []string
+			for _, r := range rep.Results {
+				if r.Target == id && r.Job == j.ID {
+					l, _, _ := strings.Cut(r.Load, " ")
+					ls = append(ls, l)
+				}
+			}
+			cells = append(cells, benchkit.OrDash(strings.Join(ls, ", ")))
+		}
+		lt.Row(cells...)
 	}
 	p("\n")
 
@@ -355,7 +404,7 @@ func (rep *Report) Markdown() string {
 		"The rbd engine writes its own image (made with `rbd create`, Ceph's default features like Tandem's volumes): Tandem's owner holds the exclusive lock of its volume's image for as long as it serves it, so fio's librbd cannot open that one beside it. Both images are in the same pool, on the same OSDs.",
 		"fio's rbd engine runs in n1's network namespace, where the RBD volume's owner tandemd runs: both reach the monitor and the OSDs over the same veth and bridge. The NBD targets are reached through the owner's unix socket from the root namespace, as bench/replication does.",
 		"librbd's cache is off for the rbd engine (`rbd cache = false` in the [client] section of its ceph.conf, read through CEPH_CONF; the admin-socket reading above confirms it), so a write completes once the OSDs have it, as Tandem's does; `--fsync=1` makes the rbd engine call rbd_aio_flush after every write, the nbd engine send an NBD FLUSH.",
-		"Each figure comes from a single run of each job on a shared 2-CPU virtual machine: the OSDs, the monitor, three tandemd, libvirtd and fio compete for the CPUs and one virtual disk, so differences of a few tens of percent between repeated runs are noise (the load average before each job is in rbd.json).",
+		"Each figure but the goal's QD1 medians comes from a single run of each job on a shared 2-CPU virtual machine: the OSDs, the monitor, three tandemd, libvirtd and fio compete for the CPUs and one virtual disk, and other work on the machine comes and goes, so differences of a few tens of percent between repeated runs are noise (the load average before each job is in rbd.json and below).",
 		"The fio volumes and image are deleted before the failover series, which runs on a cluster holding only its VM and its disk.",
 	} {
 		p("- %s\n", n)

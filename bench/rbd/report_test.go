@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -139,5 +140,38 @@ func TestParseFlags(t *testing.T) {
 func TestPartialReportRenders(t *testing.T) {
 	if err := benchkit.CheckPartial(&Report{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestJobOrder(t *testing.T) {
+	js := jobs()
+	var got []string
+	for _, r := range jobOrder(js[0], 2) {
+		got = append(got, fmt.Sprintf("%s/%d", r.id, r.round))
+	}
+	if s := strings.Join(got, " "); s != "rbd-engine/1 tandem-nbd-rbd/1 tandem-nbd-rbd/2 rbd-engine/2 tandem-r2/0 qemu-nbd/0" {
+		t.Fatalf("QD1 order %s", s)
+	}
+	if rs := jobOrder(js[1], 3); len(rs) != 4 || rs[0].id != targetRBD || rs[0].round != 0 {
+		t.Fatalf("QD32 order %+v", rs)
+	}
+}
+
+// TestGoalRounds: the repeated QD1 runs count by their median, and the
+// report shows every round.
+func TestGoalRounds(t *testing.T) {
+	rs := sample(1100, 50) // rbd 1050, nbd 1150
+	for k, v := range []float64{900, 5000} {
+		r := res(targetRBD, benchkit.JobDurable, v, 50, 800, 3)
+		r.Round = k + 2
+		rs = append(rs, r)
+	}
+	fs := figures(rs)
+	if fs[0].PairP50US != 1050 || len(fs[0].PairRoundsUS) != 3 || fs[1].PairRoundsUS != nil {
+		t.Fatalf("median over rounds: %+v", fs[0])
+	}
+	rep := &Report{Params: Params{GoalRounds: 3}, Figures: fs, Goal: evaluateGoal(fs)}
+	if md := rep.Markdown(); !strings.Contains(md, "medians over 3 rounds") || !strings.Contains(md, "rbd engine 1050, 950, 5050") {
+		t.Errorf("rounds missing:\n%s", md)
 	}
 }
