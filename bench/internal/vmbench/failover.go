@@ -255,12 +255,23 @@ func (f *Failover) Start(ctx context.Context, n *testcluster.Node, memory string
 	return nil
 }
 
-// StopVM stops the guest through a live node.
+// StopVM stops the guest through a live node. It tries again for up to
+// CLITimeout: right after a rejoin the metadata shard may be electing a
+// leader (no quorum for a moment).
 func (f *Failover) StopVM(ctx context.Context) error {
-	sctx, cancel := context.WithTimeout(ctx, CLITimeout)
-	defer cancel()
-	_, _, err := f.env.CLI(sctx, f.Live(), "vm", "stop", f.o.VM, "--force")
-	return err
+	deadline := time.Now().Add(CLITimeout)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, CLITimeout)
+		_, _, err := f.env.CLI(sctx, f.Live(), "vm", "stop", f.o.VM, "--force")
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		f.env.Log.Warn("vm stop failed; trying again", "vm", f.o.VM, "err", err)
+		if err := ctxtime.Sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
 }
 
 // Close stops the capture and the receiver and returns what they saw.
