@@ -114,9 +114,9 @@
 // owner node's namespace), through Tandem's NBD export of an RBD volume,
 // and, as references, a 2-replica Tandem volume and qemu-nbd on a local
 // file. Goal: the NBD export adds at most 15% to the rbd engine's QD1
-// write+flush p50 (medians over -goal-rounds alternating rounds of those
-// two); the report gives the ratio, PASS or MISS, and how much of the
-// difference is on the write and on the flush. Then the failover of
+// write+flush p50 (the median of the ratios of -goal-rounds rounds, the
+// two run back to back); the report gives the ratio, PASS or MISS, every
+// round, and how much of the difference is on the write and on the flush. Then the failover of
 // a VM whose disk is an RBD volume, with bench/failover's method
 // (vmbench.Failover, -runs 3 by default): node dead, fence confirmed, the
 // RBD takeover (old clients blocklisted, lock broken and acquired), the

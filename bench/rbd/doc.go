@@ -34,10 +34,11 @@
 // Goal (issue 15): Tandem's NBD export of RBD adds at most 15% to the rbd
 // engine's QD1 write+flush p50 (write p50 + flush p50); the report gives
 // the ratio and PASS or MISS, and where the added time goes. The QD1 job
-// runs -goal-rounds times (3) on those two targets, alternating which goes
-// first, and the goal compares the medians: on a shared machine the load
-// drifts within minutes, and one run of each was seen to land anywhere
-// from 1.15x to 1.47x.
+// runs -goal-rounds times (3) on those two targets, back to back and
+// alternating which goes first, and the ratio is the median of the rounds'
+// ratios: on a shared machine the load drifts within minutes (one run of
+// each was seen to land anywhere from 1.15x to 1.47x), and each round
+// compares two runs seconds apart.
 //
 // Invariants: the rbd engine and the NBD export use the same librbd, pool,
 // OSDs and image features from the same node namespace, so their ratio is

@@ -211,7 +211,7 @@ func (b *bench) close() {
 func (b *bench) finish(began time.Time) {
 	rep := b.rep
 	rep.Figures = figures(rep.Results)
-	rep.Goal = evaluateGoal(rep.Figures)
+	rep.Goal = evaluateGoal(rep.Figures, rep.Results)
 	if rep.Failover != nil {
 		fo := rep.Failover
 		fo.Phases = vmbench.SummarizePhases(fo.Runs, vmbench.RBDPhases())

@@ -61,21 +61,21 @@ func TestFiguresAndGoal(t *testing.T) {
 	if r2 := fs[2]; r2.QD32VsRBD != nil || len(r2.Unmeasured) != 2 {
 		t.Fatalf("r2 without QD32 and seq: %+v", r2)
 	}
-	g := evaluateGoal(fs)
+	g := evaluateGoal(fs, nil)
 	if g.Verdict != "PASS" || !near(*g.Ratio, 1150.0/1050) || g.AddedUS != 100 || g.AddedWriteUS != 100 || g.AddedFlushUS != 0 {
 		t.Fatalf("goal %+v", g)
 	}
 	// Exactly at the limit passes; above it misses.
-	if g := evaluateGoal(figures(sample(1157.5, 50))); g.Verdict != "PASS" {
+	if g := evaluateGoal(figures(sample(1157.5, 50)), nil); g.Verdict != "PASS" {
 		t.Fatalf("at the limit: %+v %v", g, *g.Ratio)
 	}
-	g = evaluateGoal(figures(sample(1100, 300)))
+	g = evaluateGoal(figures(sample(1100, 300)), nil)
 	if g.Verdict != "MISS" || g.AddedFlushUS != 250 || !near(*g.WriteRatio, 1.1) {
 		t.Fatalf("miss: %+v", g)
 	}
 	// Without the rbd engine, nothing to compare with.
 	rs := sample(1100, 50)[1:]
-	if g := evaluateGoal(figures(rs)); g.Verdict != "NOT MEASURED" || g.Ratio != nil {
+	if g := evaluateGoal(figures(rs), rs); g.Verdict != "NOT MEASURED" || g.Ratio != nil {
 		t.Fatalf("no reference: %+v", g)
 	}
 	if fs := figures(rs); fs[0].PairVsRBD != nil {
@@ -96,11 +96,11 @@ func TestMarkdown(t *testing.T) {
 		Failover: &Failover{Runs: runs, Timing: map[string]uint32{"dead_timeout_ms": 3000}}}
 	rep.Results[0].LibrbdCache = "false"
 	rep.Figures = figures(rep.Results)
-	rep.Goal = evaluateGoal(rep.Figures)
+	rep.Goal = evaluateGoal(rep.Figures, rep.Results)
 	rep.Failover.Phases = vmbench.SummarizePhases(runs, vmbench.RBDPhases())
 	rep.Failover.Integrity = vmbench.IntegrityOf(runs)
 	md := rep.Markdown()
-	for _, want := range []string{"**MISS**", "1.52×", "+400.0 µs on the write p50", "| rbd-engine | 1000 | 50.0 | 1050 |", "qd1-write-flush: false",
+	for _, want := range []string{"**MISS**", "1.52×", "+400.0 µs on the write p50", "| rbd-engine | 1000 | 50.0 | 1050 |", "`false` in 1 (qd1-write-flush)",
 		"features layering, exclusive-lock", "**setup failed**: qemu-nbd: gone", "(c) RBD image taken over", "| 1 | n1 | n2 |", "3.60", "dead_timeout 3000 ms",
 		"Integrity: no problem found", "Fence confirmed by: ipmi in 1 runs"} {
 		if !strings.Contains(md, want) {
@@ -157,21 +157,43 @@ func TestJobOrder(t *testing.T) {
 	}
 }
 
-// TestGoalRounds: the repeated QD1 runs count by their median, and the
-// report shows every round.
+// TestGoalRounds: the repeated QD1 runs count by their median, the
+// goal's ratio is the median of the rounds' ratios, and the report shows
+// every round.
 func TestGoalRounds(t *testing.T) {
-	rs := sample(1100, 50) // rbd 1050, nbd 1150
-	for k, v := range []float64{900, 5000} {
-		r := res(targetRBD, benchkit.JobDurable, v, 50, 800, 3)
-		r.Round = k + 2
-		rs = append(rs, r)
+	var rs []Result
+	for k, v := range [][2]float64{{1000, 1100}, {5000, 1200}, {1000, 1050}} {
+		for i, id := range []string{targetRBD, targetNBD} {
+			r := res(id, benchkit.JobDurable, v[i], 50, 800, 3)
+			r.Round = k + 1
+			rs = append(rs, r)
+		}
 	}
+	rs = append(rs, res(targetR2, benchkit.JobDurable, 400, 300, 1400, 5.6))
 	fs := figures(rs)
-	if fs[0].PairP50US != 1050 || len(fs[0].PairRoundsUS) != 3 || fs[1].PairRoundsUS != nil {
-		t.Fatalf("median over rounds: %+v", fs[0])
+	if fs[0].PairP50US != 1050 || fs[1].PairP50US != 1150 || fs[2].PairP50US != 700 {
+		t.Fatalf("medians over rounds: %+v", fs)
 	}
-	rep := &Report{Params: Params{GoalRounds: 3}, Figures: fs, Goal: evaluateGoal(fs)}
-	if md := rep.Markdown(); !strings.Contains(md, "medians over 3 rounds") || !strings.Contains(md, "rbd engine 1050, 950, 5050") {
+	g := evaluateGoal(fs, rs)
+	// Rounds: 1150/1050, 1250/5050, 1100/1050: the median is 1100/1050.
+	if len(g.Rounds) != 3 || g.Rounds[1].Round != 2 || g.Rounds[1].RBDUS != 5050 || !near(*g.Ratio, 1100.0/1050) || g.Verdict != "PASS" {
+		t.Fatalf("goal %+v", g)
+	}
+	rep := &Report{Params: Params{GoalRounds: 3}, Figures: fs, Goal: g, Results: rs}
+	if md := rep.Markdown(); !strings.Contains(md, "median of the rounds' ratios") || !strings.Contains(md, "2: 5050 → 1250 µs (0.25×)") || strings.Contains(md, "both sides") {
 		t.Errorf("rounds missing:\n%s", md)
+	}
+}
+
+func TestSpread(t *testing.T) {
+	r := func(v float64) RoundRatio { return RoundRatio{Ratio: &v} }
+	if lo, hi, split := spread([]RoundRatio{r(1.03), {}, r(1.55), r(1.02)}, 1.15); lo != 1.02 || hi != 1.55 || !split {
+		t.Fatalf("spread %v %v %v", lo, hi, split)
+	}
+	if _, _, split := spread([]RoundRatio{r(1.03), r(1.1)}, 1.15); split {
+		t.Fatal("all within the limit called split")
+	}
+	if _, _, split := spread(nil, 1.15); split {
+		t.Fatal("no rounds called split")
 	}
 }
