@@ -391,7 +391,8 @@ func (rep *Report) Markdown() string {
 	}
 
 	p("## Figures\n\n")
-	p("Latencies in µs (fio's completion latency p50); write+flush is write p50 + flush p50 of the QD1 job; ratios are target / rbd engine (latency: lower is better; rates: higher is better).\n\n")
+	p("Latencies in µs (fio's completion latency p50); write+flush is write p50 + flush p50 of the QD1 job; ratios are target / rbd engine (latency: lower is better; rates: higher is better). " +
+		"The QD1 figures of the rbd engine and of the NBD export of RBD are medians over the goal's rounds, and their ratio here is the ratio of those medians; the goal's ratio pairs each round's two runs instead.\n\n")
 	benchkit.NewTable(&b, "Target", "QD1 write p50", "flush p50", "write+flush p50", "pairs/s", "vs rbd engine", "QD32 IOPS", "QD32 p50", "vs rbd engine", "1M seq MB/s", "vs rbd engine")
 	for _, f := range rep.Figures {
 		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f.Target, us(f.WriteP50US), us(f.FlushP50US), us(f.PairP50US), rate(f.PairsPerS), ratio(f.PairVsRBD),
