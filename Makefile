@@ -39,7 +39,7 @@ ifeq ($(CEPH),1)
 export GOFLAGS := $(strip $(GOFLAGS) -tags=ceph,pacific)
 endif
 
-.PHONY: chaos iso iso-deps test-appliance deb bench-failover bench-migration bench-replication bench-scale proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
+.PHONY: chaos iso iso-deps test-appliance deb bench-failover bench-rbd bench-migration bench-replication bench-scale proto-check all deps apt-deps go-tools build proto test test-e2e demo bench bench-control lint fuzz clean
 
 all: build
 
@@ -190,7 +190,7 @@ test-appliance: deps iso
 demo: deps build
 	$(GO) run ./cmd/tandem-demo -bin $(CURDIR)/bin
 
-bench: bench-control bench-replication bench-migration bench-failover
+bench: bench-control bench-replication bench-migration bench-failover bench-rbd
 
 bench-control: deps build
 	$(GO) run ./bench/control -bin $(CURDIR)/bin -out bench/results
@@ -203,6 +203,12 @@ bench-migration: deps build
 
 bench-failover: deps build
 	$(GO) run ./bench/failover -bin $(CURDIR)/bin -out bench/results
+
+# bench-rbd: fio's rbd engine against Tandem's NBD export of an RBD volume
+# (and the replicated and qemu-nbd references) on a micro Ceph, then the
+# failover of a VM on RBD; writes bench/results/rbd.{md,json}.
+bench-rbd: deps build
+	$(GO) run ./bench/rbd -bin $(CURDIR)/bin -out bench/results
 
 # bench-scale: N volumes (BENCH_VOLUMES, default 1000) on 3 netns nodes;
 # writes bench/results/scale.{md,json}.

@@ -98,7 +98,30 @@
 // its replica to be UpToDate before the next run (crashes alternate).
 // Goal: (d) p50 < 10 s (stretch < 5 s), compared with published figures
 // for Proxmox VE HA, vSphere HA and VMmanager. Shared cluster code for the
-// VM benchmarks is in bench/internal/vmbench.
+// VM benchmarks is in bench/internal/vmbench, and so is this series
+// (Failover), which bench/rbd runs on an RBD disk.
+//
+// # Ceph RBD (bench/rbd, `make bench-rbd`)
+//
+// Issue 15's benchmark, in one run on a 3-node cluster with one libvirtd
+// and one ipmi_sim BMC per host and a micro Ceph (internal/cephtest: one
+// monitor, one manager, three bluestore OSDs on files, a pool of size 2)
+// in the switch namespace on the backend network. The data path: QD1
+// write+flush p50 (4K), QD32 4K random-write IOPS and 1M sequential MB/s,
+// the same fio jobs one at a time after a prefill pass, through fio's rbd
+// engine directly (librbd in fio with rbd_cache=false, read back from its
+// admin socket, on an image of its own made with `rbd create`, fio in the
+// owner node's namespace), through Tandem's NBD export of an RBD volume,
+// and, as references, a 2-replica Tandem volume and qemu-nbd on a local
+// file. Goal: the NBD export adds at most 15% to the rbd engine's QD1
+// write+flush p50 (the median of the ratios of -goal-rounds rounds, the
+// two run back to back); the report gives the ratio, PASS or MISS, every
+// round, and how much of the difference is on the write and on the flush. Then the failover of
+// a VM whose disk is an RBD volume, with bench/failover's method
+// (vmbench.Failover, -runs 3 by default): node dead, fence confirmed, the
+// RBD takeover (old clients blocklisted, lock broken and acquired), the
+// owner's commit, QEMU started elsewhere and the guest's first datagram,
+// with the same I2 and event-order checks.
 //
 // # Live migration (bench/migration, `make bench-migration`)
 //

@@ -21,6 +21,10 @@
 // AF_PACKET capture with kernel timestamps, decoded with gopacket, on the
 // switch's VM bridge).
 //
+// The series itself is vmbench.Failover (shared with bench/rbd, which runs
+// it on an RBD disk); this program sets it up on a replicated disk and
+// writes the report.
+//
 // It must run as root (namespaces) from inside the module (guest image).
 //
 // Invariant (I2): the disk counter the restarted guest reads at boot is at

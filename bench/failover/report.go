@@ -3,11 +3,11 @@ package main
 import (
 	"fmt"
 	"maps"
-	"math"
 	"slices"
 	"strings"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
+	"github.com/tandemhci/tandem/bench/internal/vmbench"
 )
 
 // Goals of issue 5 / docs/design.md §1: hard node loss to the VM started on the
@@ -34,24 +34,24 @@ type Report struct {
 	LibvirtWarmup map[string][2]float64 `json:"libvirt_warmup_ms,omitempty"`
 	VM            string                `json:"vm"`
 	GuestIP       string                `json:"guest_ip"`
-	Runs          []Run                 `json:"runs"`
+	Runs          []vmbench.Run         `json:"runs"`
 	// Phases summarises each phase over the runs that observed it.
-	Phases []PhaseSummary `json:"phases"`
+	Phases []vmbench.PhaseSummary `json:"phases"`
 	// GuestBoot is (e) minus the QEMU launch: the test guest's cold boot
 	// under TCG until its first datagram.
-	GuestBoot PhaseSummary `json:"guest_boot"`
+	GuestBoot vmbench.PhaseSummary `json:"guest_boot"`
 	// StartedLeader and StartedOther split (d) by whether the failure
 	// detector started afresh on a new metadata leader after the crash
 	// (Run.DetectorRestarted), as it does when the crashed host led the
 	// metadata shard.
-	StartedLeader PhaseSummary `json:"d_started_crashed_leader"`
-	StartedOther  PhaseSummary `json:"d_started_crashed_follower"`
-	Goal          Goal         `json:"goal"`
-	Published     []Published  `json:"published"`
-	Thesis        Thesis       `json:"thesis_method"`
-	Integrity     Integrity    `json:"integrity"`
+	StartedLeader vmbench.PhaseSummary `json:"d_started_crashed_leader"`
+	StartedOther  vmbench.PhaseSummary `json:"d_started_crashed_follower"`
+	Goal          Goal                 `json:"goal"`
+	Published     []Published          `json:"published"`
+	Thesis        Thesis               `json:"thesis_method"`
+	Integrity     vmbench.Integrity    `json:"integrity"`
 	// Capture counts what the packet capture saw over the whole run.
-	Capture   CaptureStats          `json:"capture"`
+	Capture   vmbench.CaptureStats  `json:"capture"`
 	Verify    *VerifyResult         `json:"volume_verify,omitempty"`
 	DaemonLog []benchkit.LogFinding `json:"daemon_log_findings"`
 	Errors    []string              `json:"errors,omitempty"`
@@ -73,136 +73,6 @@ type Params struct {
 	Timeout     string `json:"timeout"`
 	Accelerator string `json:"accelerator"`
 	Fencing     string `json:"fencing"`
-}
-
-// Phase keys, in the order of a recovery. The lettered ones are the issue's
-// (a)-(e); the others are measured alongside to place them.
-const (
-	PhaseSuspected = "suspected"
-	PhaseDead      = "a_dead"
-	PhaseFenced    = "b_fenced"
-	PhasePromoted  = "c_promoted"
-	PhaseLaunched  = "qemu_launched"
-	PhaseStarted   = "d_started"
-	PhaseAnnounced = "announced"
-	PhaseFirst     = "e_first_datagram"
-)
-
-// phases lists every phase with its description, in report order.
-var phases = []struct{ key, label, source string }{
-	{PhaseSuspected, "node suspected", "`node-suspected` event"},
-	{PhaseDead, "(a) node declared dead", "`node-dead` event"},
-	{PhaseFenced, "(b) fence confirmed", "`fence-result` event \"confirmed by …\""},
-	{PhasePromoted, "(c) volume promoted", "`promotion` event"},
-	{PhaseLaunched, "QEMU process launched", "libvirt's \"starting up\" line in the target's QEMU log"},
-	{PhaseStarted, "(d) QEMU started on the secondary", "`vm-recovered` event (libvirt start returned, VM record moved)"},
-	{PhaseAnnounced, "gratuitous ARP on the VM network", "first announcement of the guest's IP captured on br1"},
-	{PhaseFirst, "(e) first UDP datagram after restart", "kernel timestamp of the new boot's first datagram captured on br1"},
-}
-
-func phaseLabel(key string) string {
-	for _, p := range phases {
-		if p.key == key {
-			return p.label
-		}
-	}
-	return key
-}
-
-// Run is one hard host loss and its recovery.
-type Run struct {
-	N int `json:"n"`
-	// Crashed is the host that ran the VM and was killed; MetaLeader says
-	// it also led the metadata shard (the failure detector and recovery
-	// manager then restart on a new leader).
-	Crashed    string `json:"crashed"`
-	MetaLeader bool   `json:"crashed_was_metadata_leader"`
-	// LastAnswerMs is when the failure detector last heard from the
-	// crashed host, relative to the crash (from the node-suspected
-	// event). Later than the crash means the detector started afresh on a
-	// new metadata leader after it: DetectorRestarted. That happens when
-	// the crashed host led the metadata shard, and also when leadership
-	// moved just before the crash.
-	LastAnswerMs      *float64 `json:"detector_last_answer_ms,omitempty"`
-	DetectorRestarted bool     `json:"detector_restarted"`
-	Target            string   `json:"target,omitempty"`
-	CrashAt           string   `json:"crash_at"`
-	// Load is /proc/loadavg just before the crash (the machine is shared).
-	Load string `json:"loadavg"`
-	// KillMs is how long the crash itself took: Cluster.Kill (SIGKILL of
-	// every process in the host's namespace, reaped) plus both ports down.
-	KillMs float64 `json:"kill_ms"`
-	// PhasesMs is each phase's time from the crash instant (the moment
-	// before the first SIGKILL); a missing key was not observed.
-	PhasesMs map[string]float64 `json:"phases_ms"`
-	// ReceiverFirstMs is when the user-space UDP receiver read the same
-	// first datagram (a cross-check of the capture).
-	ReceiverFirstMs *float64 `json:"receiver_first_datagram_ms,omitempty"`
-	FenceAgent      string   `json:"fence_agent,omitempty"`
-	FenceDetail     string   `json:"fence_detail,omitempty"`
-	// FenceNotConfirmed counts fence-result events that did not confirm.
-	FenceNotConfirmed int `json:"fence_not_confirmed,omitempty"`
-	// Guest stream around the crash.
-	OldBoot uint64 `json:"old_boot"`
-	NewBoot uint64 `json:"new_boot,omitempty"`
-	// LastBefore is the newest datagram of the old boot (its Acked is the
-	// last disk write the guest saw acknowledged); LastBeforeMs its capture
-	// time relative to the crash (negative: before).
-	LastAckedBefore uint64  `json:"last_acked_before"`
-	LastSeqBefore   uint64  `json:"last_seq_before"`
-	LastBeforeMs    float64 `json:"last_datagram_before_ms"`
-	// DiskAtBoot is the counter the restarted guest read from its disk
-	// (its console's "disk counter" line): I2 holds when it is at least
-	// LastAckedBefore. FirstAcked is the first new datagram's counter, a
-	// weaker check (the guest keeps writing before its network is up).
-	DiskAtBoot   *uint64    `json:"disk_counter_at_boot,omitempty"`
-	FirstAcked   uint64     `json:"first_datagram_acked,omitempty"`
-	FirstSeq     uint64     `json:"first_datagram_seq,omitempty"`
-	I2           string     `json:"i2"` // ok, VIOLATED, unknown
-	StaleAfter   int        `json:"old_boot_datagrams_after_kill"`
-	OrderProblem []string   `json:"order_problems,omitempty"`
-	Events       []RunEvent `json:"events"`
-	// Rejoin: power on through the BMC until the crashed host is back and
-	// its replica UpToDate again.
-	Rejoin *Rejoin  `json:"rejoin,omitempty"`
-	Errors []string `json:"errors,omitempty"`
-	// LogExcerpts are kept for runs with errors.
-	LogExcerpts map[string]string `json:"log_excerpts,omitempty"`
-}
-
-// RunEvent is one cluster event of the run, timed from the crash.
-type RunEvent struct {
-	Seq    uint64  `json:"seq"`
-	AtMs   float64 `json:"at_ms"`
-	By     string  `json:"by"`
-	Kind   string  `json:"kind"`
-	Node   string  `json:"node,omitempty"`
-	VM     string  `json:"vm,omitempty"`
-	Detail string  `json:"detail,omitempty"`
-}
-
-// Rejoin times the crashed host's return, from the ipmitool power-on.
-type Rejoin struct {
-	// PoweredOffByBMC is false when the BMC still reported the host on
-	// after the recovery (the fence was confirmed some other way); the
-	// benchmark then powered it off through the BMC first.
-	PoweredOffByBMC bool    `json:"powered_off_by_bmc"`
-	BootMs          float64 `json:"boot_ms"`       // power on -> libvirtd and tandemd answer
-	OnlineMs        float64 `json:"online_ms"`     // -> cluster status 3/3 online
-	UpToDateMs      float64 `json:"up_to_date_ms"` // -> every replica UpToDate
-	Replicas        string  `json:"replicas"`
-}
-
-// PhaseSummary is one phase's distribution over the runs, in ms.
-type PhaseSummary struct {
-	Key   string  `json:"key"`
-	Label string  `json:"label"`
-	N     int     `json:"n"`
-	Min   float64 `json:"min_ms"`
-	P50   float64 `json:"p50_ms"`
-	P95   float64 `json:"p95_ms"`
-	Max   float64 `json:"max_ms"`
-	Mean  float64 `json:"mean_ms"`
 }
 
 // Goal is the verdict on (d).
@@ -228,26 +98,6 @@ type Published struct {
 type Thesis struct {
 	Source string `json:"source"`
 	Method string `json:"method"`
-}
-
-// Integrity collects the safety checks over all runs.
-type Integrity struct {
-	I2Checked   int      `json:"i2_checked"`
-	I2Violated  int      `json:"i2_violated"`
-	OrderErrors int      `json:"order_errors"`
-	Stale       int      `json:"old_boot_datagrams_after_kill"`
-	Unrecovered int      `json:"runs_not_recovered"`
-	Problems    []string `json:"problems,omitempty"`
-}
-
-// CaptureStats counts frames of the capture on br1.
-type CaptureStats struct {
-	Datagrams     int    `json:"datagrams"`
-	Announcements int    `json:"announcements"`
-	Malformed     int    `json:"malformed"`
-	KernelDropped uint64 `json:"kernel_dropped"`
-	NoKernelTS    int    `json:"without_kernel_timestamp"`
-	ReceiverGot   int    `json:"receiver_datagrams"`
 }
 
 // VerifyResult is `tandem volume verify` at the end.
@@ -276,66 +126,10 @@ func thesisMethod() Thesis {
 	}
 }
 
-// summarizePhases computes each phase's distribution over runs.
-func summarizePhases(runs []Run) []PhaseSummary {
-	var out []PhaseSummary
-	for _, p := range phases {
-		var xs []float64
-		for _, r := range runs {
-			if v, ok := r.PhasesMs[p.key]; ok {
-				xs = append(xs, v)
-			}
-		}
-		s := dist(xs)
-		s.Key, s.Label = p.key, p.label
-		out = append(out, s)
-	}
-	return out
-}
-
-// dist summarises samples; percentiles by the nearest-rank method (with 10
-// samples p95 is the largest).
-func dist(xs []float64) PhaseSummary {
-	if len(xs) == 0 {
-		return PhaseSummary{}
-	}
-	s := benchkit.SortSample(xs)
-	return PhaseSummary{N: len(xs), Min: s.Min, Max: s.Max, Mean: s.Mean, P50: benchkit.NearestRank(s.Sorted, 0.5), P95: benchkit.NearestRank(s.Sorted, 0.95)}
-}
-
-// derived computes the guest boot and the split of (d) by leadership.
-func derived(runs []Run) (boot, leader, other PhaseSummary) {
-	var bs, ls, os []float64
-	for _, r := range runs {
-		if e, ok := r.PhasesMs[PhaseFirst]; ok {
-			if l, ok := r.PhasesMs[PhaseLaunched]; ok {
-				bs = append(bs, e-l)
-			}
-		}
-		if d, ok := r.PhasesMs[PhaseStarted]; ok {
-			if r.DetectorRestarted {
-				ls = append(ls, d)
-			} else {
-				os = append(os, d)
-			}
-		}
-	}
-	return dist(bs), dist(ls), dist(os)
-}
-
-func phaseOf(ps []PhaseSummary, key string) PhaseSummary {
-	for _, p := range ps {
-		if p.Key == key {
-			return p
-		}
-	}
-	return PhaseSummary{Key: key}
-}
-
 // evaluateGoal judges (d): every run must have recovered, and the p50 over
 // them must be under 10 s (stretch 5 s).
-func evaluateGoal(ps []PhaseSummary, runs int) Goal {
-	d := phaseOf(ps, PhaseStarted)
+func evaluateGoal(ps []vmbench.PhaseSummary, runs int) Goal {
+	d := vmbench.PhaseOf(ps, vmbench.PhaseStarted)
 	g := Goal{Text: "hard host loss → QEMU started on the secondary, p50 < 10 s (stretch < 5 s)", N: d.N, Runs: runs, P50Ms: d.P50,
 		Verdict: "NOT MEASURED", StretchVerdict: "NOT MEASURED"}
 	if d.N == 0 {
@@ -352,70 +146,6 @@ func evaluateGoal(ps []PhaseSummary, runs int) Goal {
 		g.StretchVerdict = "PASS"
 	}
 	return g
-}
-
-// integrity collects the safety findings of the runs.
-func integrity(runs []Run) Integrity {
-	var in Integrity
-	for _, r := range runs {
-		switch r.I2 {
-		case "ok":
-			in.I2Checked++
-		case "VIOLATED":
-			in.I2Checked++
-			in.I2Violated++
-			in.Problems = append(in.Problems, fmt.Sprintf("run %d: acknowledged write lost: last acknowledged before the crash %d, the disk held %s after the restart",
-				r.N, r.LastAckedBefore, u64(r.DiskAtBoot)))
-		}
-		if len(r.OrderProblem) > 0 {
-			in.OrderErrors += len(r.OrderProblem)
-			for _, p := range r.OrderProblem {
-				in.Problems = append(in.Problems, fmt.Sprintf("run %d: %s", r.N, p))
-			}
-		}
-		if r.StaleAfter > 0 {
-			in.Stale += r.StaleAfter
-			in.Problems = append(in.Problems, fmt.Sprintf("run %d: %d datagrams of the old boot captured after the kill completed", r.N, r.StaleAfter))
-		}
-		if _, ok := r.PhasesMs[PhaseFirst]; !ok {
-			in.Unrecovered++
-			in.Problems = append(in.Problems, fmt.Sprintf("run %d: the guest did not send again after the loss of %s", r.N, r.Crashed))
-		}
-	}
-	return in
-}
-
-func nanIfEmpty(s PhaseSummary, v float64) float64 {
-	if s.N == 0 {
-		return math.NaN()
-	}
-	return v
-}
-
-func u64(p *uint64) string {
-	if p == nil {
-		return "unknown"
-	}
-	return fmt.Sprint(*p)
-}
-
-// fmtMs renders a duration in ms as seconds with 2 decimals, or ms below 1 s.
-func fmtMs(v float64) string {
-	if math.IsNaN(v) {
-		return "–"
-	}
-	if math.Abs(v) < 1000 {
-		return fmt.Sprintf("%.0f ms", v)
-	}
-	return fmt.Sprintf("%.2f s", v/1000)
-}
-
-func fmtPhase(r Run, key string) string {
-	v, ok := r.PhasesMs[key]
-	if !ok {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f", v/1000)
 }
 
 // passFail bolds a verdict that is PASS or FAIL (not NOT MEASURED).
@@ -457,7 +187,7 @@ func (rep *Report) Markdown() string {
 		var ws []string
 		for _, n := range slices.Sorted(maps.Keys(rep.LibvirtWarmup)) {
 			w := rep.LibvirtWarmup[n]
-			ws = append(ws, fmt.Sprintf("%s %s then %s", n, fmtMs(w[0]), fmtMs(w[1])))
+			ws = append(ws, fmt.Sprintf("%s %s then %s", n, vmbench.FmtMs(w[0]), vmbench.FmtMs(w[1])))
 		}
 		p("Before the runs every libvirtd probed QEMU's capabilities once (`virsh domcapabilities`: %s), as a host that has run VMs before has them cached; "+
 			"otherwise the first restart on each host pays for the probe inside (d).\n\n", strings.Join(ws, ", "))
@@ -467,20 +197,20 @@ func (rep *Report) Markdown() string {
 
 	p("## Result against the goal\n\n")
 	g := rep.Goal
-	d := phaseOf(rep.Phases, PhaseStarted)
-	e := phaseOf(rep.Phases, PhaseFirst)
+	d := vmbench.PhaseOf(rep.Phases, vmbench.PhaseStarted)
+	e := vmbench.PhaseOf(rep.Phases, vmbench.PhaseFirst)
 	benchkit.NewTable(&b, "Measure", "Result", "Goal", "Verdict")
 	p("| (d) hard host loss → QEMU started on the secondary (%d of %d runs) | p50 %s, p95 %s, max %s | p50 < 10 s | %s |\n",
-		g.N, g.Runs, fmtMs(d.P50), fmtMs(d.P95), fmtMs(d.Max), passFail(g.Verdict))
+		g.N, g.Runs, vmbench.FmtMs(d.P50), vmbench.FmtMs(d.P95), vmbench.FmtMs(d.Max), passFail(g.Verdict))
 	p("| same | | p50 < 5 s (stretch) | %s |\n", passFail(g.StretchVerdict))
 	p("| (e) hard host loss → first UDP datagram of the restarted guest | p50 %s, p95 %s, max %s | (information: includes the guest's cold boot under TCG) | |\n",
-		fmtMs(e.P50), fmtMs(e.P95), fmtMs(e.Max))
+		vmbench.FmtMs(e.P50), vmbench.FmtMs(e.P95), vmbench.FmtMs(e.Max))
 	if gb := rep.GuestBoot; gb.N > 0 {
-		p("| of which the guest's cold boot (QEMU launched → first datagram, %d runs) | p50 %s, max %s | | |\n", gb.N, fmtMs(gb.P50), fmtMs(gb.Max))
+		p("| of which the guest's cold boot (QEMU launched → first datagram, %d runs) | p50 %s, max %s | | |\n", gb.N, vmbench.FmtMs(gb.P50), vmbench.FmtMs(gb.Max))
 	}
 	if l, o := rep.StartedLeader, rep.StartedOther; l.N > 0 || o.N > 0 {
 		p("| (d) split: failure detector restarted on a new metadata leader after the crash (%d runs) / already running (%d runs) | p50 %s / %s, max %s / %s | | |\n",
-			l.N, o.N, fmtMs(nanIfEmpty(l, l.P50)), fmtMs(nanIfEmpty(o, o.P50)), fmtMs(nanIfEmpty(l, l.Max)), fmtMs(nanIfEmpty(o, o.Max)))
+			l.N, o.N, vmbench.FmtMs(vmbench.NaNIfEmpty(l, l.P50)), vmbench.FmtMs(vmbench.NaNIfEmpty(o, o.P50)), vmbench.FmtMs(vmbench.NaNIfEmpty(l, l.Max)), vmbench.FmtMs(vmbench.NaNIfEmpty(o, o.Max)))
 	}
 	p("\n")
 	if g.N < g.Runs {
@@ -504,24 +234,15 @@ func (rep *Report) Markdown() string {
 
 	p("## Phases\n\n")
 	p("Time from the crash instant (just before the first SIGKILL) to each milestone, over the runs that reached it. Percentiles are nearest-rank: with 10 runs p95 is the largest value.\n\n")
-	benchkit.NewTable(&b, "Phase", "Source", "n", "min", "p50", "p95", "max", "mean")
-	for _, ph := range phases {
-		s := phaseOf(rep.Phases, ph.key)
-		if s.N == 0 {
-			p("| %s | %s | 0 | – | – | – | – | – |\n", ph.label, ph.source)
-			continue
-		}
-		p("| %s | %s | %d | %s | %s | %s | %s | %s |\n", ph.label, ph.source, s.N, fmtMs(s.Min), fmtMs(s.P50), fmtMs(s.P95), fmtMs(s.Max), fmtMs(s.Mean))
-	}
-	p("\n")
+	vmbench.WritePhaseTable(&b, vmbench.ReplicatedPhases(), rep.Phases)
 
 	p("## Compared with published figures\n\n")
 	benchkit.NewTable(&b, "System", "Node loss → VM restarted", "Source")
 	if d.N > 0 {
-		p("| **Tandem** (this run, (d) QEMU started) | p50 %s, max %s | this report |\n", fmtMs(d.P50), fmtMs(d.Max))
+		p("| **Tandem** (this run, (d) QEMU started) | p50 %s, max %s | this report |\n", vmbench.FmtMs(d.P50), vmbench.FmtMs(d.Max))
 	}
 	if e.N > 0 {
-		p("| **Tandem** (this run, (e) guest answering again) | p50 %s, max %s | this report |\n", fmtMs(e.P50), fmtMs(e.Max))
+		p("| **Tandem** (this run, (e) guest answering again) | p50 %s, max %s | this report |\n", vmbench.FmtMs(e.P50), vmbench.FmtMs(e.Max))
 	}
 	for _, pb := range rep.Published {
 		ratio := ""
@@ -540,41 +261,7 @@ func (rep *Report) Markdown() string {
 	p("## Runs\n\n")
 	p("Seconds from the crash instant. *leader*: the crashed host led the metadata shard just before the crash, so the failure detector and the recovery manager restarted on a new leader; *new leader*: it did not, but the detector still started afresh after the crash (leadership moved at that moment). Detection then counts from the new leader's start instead of the last answer. " +
 		"I2: counter the restarted guest read from its disk ≥ last counter acknowledged before the crash. load: load averages (1, 5, 15 min) just before the crash.\n\n")
-	benchkit.NewTable(&b, "#", "crashed", "→ target", "kill", "suspected", "(a) dead", "(b) fenced", "(c) promoted", "QEMU launched", "(d) started", "ARP", "(e) first datagram", "last acked → disk at boot", "I2", "rejoin: boot / 3/3 online / UpToDate", "load")
-	for _, r := range rep.Runs {
-		crashed := r.Crashed
-		switch {
-		case r.MetaLeader:
-			crashed += " (leader)"
-		case r.DetectorRestarted:
-			crashed += " (new leader)"
-		}
-		rejoin := "–"
-		if r.Rejoin != nil {
-			rejoin = fmt.Sprintf("%.1f / %.1f / %.1f s", r.Rejoin.BootMs/1000, r.Rejoin.OnlineMs/1000, r.Rejoin.UpToDateMs/1000)
-		}
-		i2 := r.I2
-		if i2 == "VIOLATED" {
-			i2 = "**VIOLATED**"
-		}
-		p("| %d | %s | %s | %.0f ms | %s | %s | %s | %s | %s | %s | %s | %s | %d → %s | %s | %s | %s |\n", r.N, crashed, benchkit.OrDash(r.Target), r.KillMs,
-			fmtPhase(r, PhaseSuspected), fmtPhase(r, PhaseDead), fmtPhase(r, PhaseFenced), fmtPhase(r, PhasePromoted), fmtPhase(r, PhaseLaunched),
-			fmtPhase(r, PhaseStarted), fmtPhase(r, PhaseAnnounced), fmtPhase(r, PhaseFirst), r.LastAckedBefore, u64(r.DiskAtBoot), i2, rejoin, benchkit.OrDash(r.Load))
-	}
-	p("\n")
-	agents := map[string]int{}
-	for _, r := range rep.Runs {
-		if r.FenceAgent != "" {
-			agents[r.FenceAgent]++
-		}
-	}
-	if len(agents) > 0 {
-		var parts []string
-		for _, k := range slices.Sorted(maps.Keys(agents)) {
-			parts = append(parts, fmt.Sprintf("%s in %d runs", k, agents[k]))
-		}
-		p("Fence confirmed by: %s.\n\n", strings.Join(parts, ", "))
-	}
+	vmbench.WriteRunsTable(&b, rep.Runs, vmbench.ReplicatedPhases(), "rejoin: boot / 3/3 online / UpToDate")
 
 	p("## Method\n\n")
 	p("Each run finds the host running the guest (`tandem vm show`), checks that the cluster is healthy (3/3 online), that the disk's three replicas are "+
@@ -608,26 +295,7 @@ func (rep *Report) Markdown() string {
 		}
 		p("\n")
 	}
-	for _, r := range rep.Runs {
-		if len(r.Errors) == 0 && len(r.OrderProblem) == 0 && r.I2 != "VIOLATED" {
-			continue
-		}
-		p("### Run %d: %s crashed\n\n", r.N, r.Crashed)
-		for _, e := range r.Errors {
-			p("- %s\n", e)
-		}
-		p("\nEvents (ms from the crash):\n\n```\n")
-		for _, ev := range r.Events {
-			p("%8.0f %4d %-20s %-4s %-6s %s (by %s)\n", ev.AtMs, ev.Seq, ev.Kind, ev.Node, ev.VM, ev.Detail, ev.By)
-		}
-		p("```\n\n")
-		for _, k := range slices.Sorted(maps.Keys(r.LogExcerpts)) {
-			if !strings.Contains(k, "tandemd") && !strings.Contains(k, "console") && !strings.Contains(k, "qemu") {
-				continue
-			}
-			p("<details><summary>%s</summary>\n\n```\n%s\n```\n</details>\n\n", k, r.LogExcerpts[k])
-		}
-	}
+	vmbench.WriteRunDetails(&b, rep.Runs)
 	for _, k := range slices.Sorted(maps.Keys(rep.LogExcerpts)) {
 		p("<details><summary>%s</summary>\n\n```\n%s\n```\n</details>\n\n", k, rep.LogExcerpts[k])
 	}

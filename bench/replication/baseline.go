@@ -113,7 +113,7 @@ func baselineRun(round int, which string, rep *Report) BaselineRun {
 		if r.Measurement == nil {
 			continue
 		}
-		_, _, metric, rate := headline(r.Job, r.Measurement)
+		_, _, metric, rate := benchkit.Headline(r.Job, r.Measurement)
 		f := BaselineFigure{Target: r.Target, Job: r.Job, RateMetric: metric, Rate: rate, ReplicasAfter: r.ReplicasAfter, OthersCPUPct: r.OthersCPUPct}
 		if w := r.Measurement.Write; w != nil {
 			f.P50US, f.P99US = w.P50US, w.P99US
@@ -173,12 +173,12 @@ func (c *BaselineComparison) markdown(b *strings.Builder) {
 			var rs []float64
 			for pk, pr := range pairs {
 				if pk.key == k && pr[0] != nil && pr[1] != nil {
-					if q := ratio(row.get(*pr[1]), row.get(*pr[0])); q != nil {
+					if q := benchkit.Ratio(row.get(*pr[1]), row.get(*pr[0])); q != nil {
 						rs = append(rs, *q)
 					}
 				}
 			}
-			t.Row(k.target, k.job, row.name, rangeCell(bm, bs), rangeCell(cm, cs), fmtRatio(ratio(cm, bm)), ratioRange(benchkit.SortSample(rs)))
+			t.Row(k.target, k.job, row.name, rangeCell(bm, bs), rangeCell(cm, cs), benchkit.FmtRatio(benchkit.Ratio(cm, bm)), ratioRange(benchkit.SortSample(rs)))
 		}
 	}
 	p("\n")
@@ -188,7 +188,7 @@ func (c *BaselineComparison) markdown(b *strings.Builder) {
 			t.Row(fmt.Sprint(r.Round), r.Binaries, "–", "–", "", "", "", "", "", fmt.Sprint(len(r.Errors)))
 		}
 		for _, f := range r.Figures {
-			t.Row(fmt.Sprint(r.Round), r.Binaries, f.Target, f.Job, fmtRate(f.Rate)+" "+f.RateMetric, fmtUS(f.P50US), fmtUS(f.P99US), fmt.Sprintf("%.0f%%", f.OthersCPUPct), f.ReplicasAfter, fmt.Sprint(len(r.Errors)))
+			t.Row(fmt.Sprint(r.Round), r.Binaries, f.Target, f.Job, benchkit.FmtRate(f.Rate)+" "+f.RateMetric, benchkit.FmtUS(f.P50US), benchkit.FmtUS(f.P99US), fmt.Sprintf("%.0f%%", f.OthersCPUPct), f.ReplicasAfter, fmt.Sprint(len(r.Errors)))
 		}
 	}
 	p("\n")
@@ -217,7 +217,7 @@ func rangeCell(median float64, s benchkit.Sample) string {
 	if len(s.Sorted) == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%s (%s–%s)", fmtUS(median), fmtUS(s.Min), fmtUS(s.Max))
+	return fmt.Sprintf("%s (%s–%s)", benchkit.FmtUS(median), benchkit.FmtUS(s.Min), benchkit.FmtUS(s.Max))
 }
 
 func ratioRange(s benchkit.Sample) string {
@@ -225,5 +225,5 @@ func ratioRange(s benchkit.Sample) string {
 		return "–"
 	}
 	m := benchkit.Interpolated(s.Sorted, 0.5)
-	return fmt.Sprintf("%s (%s–%s)", fmtRatio(&m), fmtRatio(&s.Min), fmtRatio(&s.Max))
+	return fmt.Sprintf("%s (%s–%s)", benchkit.FmtRatio(&m), benchkit.FmtRatio(&s.Min), benchkit.FmtRatio(&s.Max))
 }

@@ -3,13 +3,15 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 func TestBaselineMarkdown(t *testing.T) {
 	runOf := func(round int, which string, iops, lat float64) BaselineRun {
 		return baselineRun(round, which, &Report{Results: []Result{
-			res(targetR2, jobQD32, lat, 0, iops, 0),
-			{Target: targetR2, Job: jobQD1, Error: "fio: exit status 1"}, // no figure
+			res(targetR2, benchkit.JobQD32, lat, 0, iops, 0),
+			{Target: targetR2, Job: benchkit.JobQD1, Error: "fio: exit status 1"}, // no figure
 		}})
 	}
 	c := &BaselineComparison{BaselineBin: "/old", CandidateBin: "/new", Runs: []BaselineRun{

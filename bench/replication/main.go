@@ -12,10 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
@@ -63,10 +60,9 @@ type config struct {
 	trace bool
 	// baseline, when set, holds the binaries to compare with: whole runs
 	// alternate between them and -bin, rounds times (baseline.go).
-	baseline      string
-	rounds        int
-	size          int64
-	runtime, ramp time.Duration
+	baseline string
+	rounds   int
+	fio      benchkit.FioParams
 }
 
 func (c config) selected(target string) bool {
@@ -75,12 +71,9 @@ func (c config) selected(target string) bool {
 
 func parseFlags(args []string) (config, error) {
 	var c config
-	var size string
 	fs := flag.NewFlagSet("replication", flag.ContinueOnError)
 	c.Flags(fs, "replication", 20*time.Minute, false)
-	fs.StringVar(&size, "size", "1G", "size of every volume and file (1024-based units: M, G)")
-	fs.DurationVar(&c.runtime, "runtime", 10*time.Second, "measured time of each fio job")
-	fs.DurationVar(&c.ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
+	c.fio.Flags(fs, 1<<30, "size of every volume and file")
 	fs.StringVar(&c.logs, "keep-logs", "", "if set, copy every node's tandemd log and the qemu-nbd log into this directory at the end")
 	var targets, jobs string
 	fs.StringVar(&targets, "targets", "", "comma-separated target IDs to run (default all)")
@@ -104,18 +97,10 @@ func parseFlags(args []string) (config, error) {
 	if jobs != "" {
 		c.jobs = strings.Split(jobs, ",")
 	}
-	var err error
-	if c.size, err = parseSize(size); err != nil {
-		return c, fmt.Errorf("-size: %w", err)
+	if err := c.fio.Check(); err != nil {
+		return c, err
 	}
-	switch {
-	case c.size <= 0 || c.size%(1<<20) != 0:
-		return c, fmt.Errorf("-size %s: must be a positive multiple of 1 MiB", size)
-	case c.runtime < time.Second:
-		return c, errors.New("-runtime must be at least 1s")
-	case c.ramp < 0:
-		return c, errors.New("-ramp must not be negative")
-	case c.Timeout <= 0:
+	if c.Timeout <= 0 {
 		return c, errors.New("-timeout must be positive")
 	}
 	return c, nil
@@ -126,11 +111,11 @@ type bench struct {
 	cfg   config
 	log   *slog.Logger
 	work  string // fio JSON files
-	fp    fioParams
+	fp    benchkit.FioParams
 	c     *testcluster.Cluster
 	td    *testcluster.Tandem
 	procs map[string]*testcluster.Proc // tandemd per node
-	qemu  *server
+	qemu  *benchkit.Server
 	rep   *Report
 }
 
@@ -163,16 +148,16 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	fp := fioParams{size: cfg.size, runtime: cfg.runtime, ramp: cfg.ramp}
+	fp := cfg.fio
 	b := &bench{
 		cfg: cfg, log: log, work: work, fp: fp, c: c, td: testcluster.NewTandem(c, bin), procs: map[string]*testcluster.Proc{},
 		rep: &Report{
 			Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")).WithWorkTreeRevision(ctx),
 			Tools: map[string]string{"fio": benchkit.ToolVersion(ctx, "fio", "--version"), "qemu-nbd": benchkit.ToolVersion(ctx, "qemu-nbd", "--version")},
 			Params: Params{
-				Nodes: nodes, SizeBytes: cfg.size, Runtime: cfg.runtime.String(), Ramp: cfg.ramp.String(), Timeout: cfg.Timeout.String(),
-				Jobs: benchJobs(), Prefill: prefillJob(),
-				CommonFioArgs: commonArgs(fioArgs(JobSpec{ID: "x", RW: "x", BlockSize: "x", IODepth: 1, TimeBased: true}, fp, nil, "", "FILE")),
+				Nodes: nodes, SizeBytes: cfg.fio.Size, Runtime: cfg.fio.Runtime.String(), Ramp: cfg.fio.Ramp.String(), Timeout: cfg.Timeout.String(),
+				Jobs: benchkit.FioJobs(), Prefill: benchkit.PrefillJob(),
+				CommonFioArgs: commonArgs(benchkit.FioArgs(benchkit.JobSpec{ID: "x", RW: "x", BlockSize: "x", IODepth: 1, TimeBased: true}, fp, nil, "", "FILE")),
 			},
 		},
 	}
@@ -182,10 +167,10 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	qemuSock := filepath.Join(ref, "qemu-nbd.sock")
 	b.rep.Targets = []Target{
 		{ID: targetLocal, Label: "local file, fio libaio with O_DIRECT (the floor)", Engine: []string{"--ioengine=libaio", "--direct=1", "--filename=" + localFile}, SyncOpt: "fsync", Path: localFile},
-		{ID: targetLocalSync, Label: "local file, durable job flushing with fdatasync instead of fsync (the floor for durable writes)", Engine: []string{"--ioengine=libaio", "--direct=1", "--filename=" + localFile}, SyncOpt: "fdatasync", Jobs: []string{jobDurable}, Path: localFile},
+		{ID: targetLocalSync, Label: "local file, durable job flushing with fdatasync instead of fsync (the floor for durable writes)", Engine: []string{"--ioengine=libaio", "--direct=1", "--filename=" + localFile}, SyncOpt: "fdatasync", Jobs: []string{benchkit.JobDurable}, Path: localFile},
 		{ID: targetTwoCopies, Label: "two fio jobs at once, each on its own local file (libaio, O_DIRECT, fdatasync in the durable job): the disk's floor for any two-copy system here; latencies per job, rates for both jobs together",
 			Engine: []string{"--ioengine=libaio", "--direct=1", "--numjobs=2", "--group_reporting", "--filename_format=" + filepath.Join(ref, "copy.$jobnum")}, SyncOpt: "fdatasync", Path: filepath.Join(ref, "copy.0")},
-		{ID: targetQemu, Label: "qemu-nbd on a raw local file, --cache=none (single copy, the reference)", Engine: []string{"--ioengine=nbd", "--uri=" + nbdURI("ref", qemuSock)}, SyncOpt: "fsync", Path: qemuFile, URI: nbdURI("ref", qemuSock)},
+		{ID: targetQemu, Label: "qemu-nbd on a raw local file, --cache=none (single copy, the reference)", Engine: []string{"--ioengine=nbd", "--uri=" + benchkit.NBDUnixURI(benchkit.QemuNBDExport, qemuSock)}, SyncOpt: "fsync", Path: qemuFile, URI: benchkit.NBDUnixURI(benchkit.QemuNBDExport, qemuSock)},
 		{ID: targetR1, Label: "Tandem volume, 1 replica (n1)", SyncOpt: "fsync", Replicas: 1, Nodes: []string{"n1"}, volume: "r1"},
 		{ID: targetR2, Label: "Tandem volume, 2 replicas (n1 primary, n2) + witness", SyncOpt: "fsync", Replicas: 2, Nodes: []string{"n1", "n2"}, volume: "r2"},
 		{ID: targetR2TLS, Label: "the same volume r2 through n1's TCP NBD export with TLS and an export certificate, fio in the switch namespace (needs target tandem-r2)", SyncOpt: "fsync", Replicas: 2, Nodes: []string{"n1", "n2"}, volume: "r2"},
@@ -194,7 +179,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 
 	// Local references: the same preallocation as Tandem's replicas.
 	for _, f := range []string{localFile, qemuFile, filepath.Join(ref, "copy.0"), filepath.Join(ref, "copy.1")} {
-		if err := preallocate(f, cfg.size); err != nil {
+		if err := benchkit.Preallocate(f, cfg.fio.Size); err != nil {
 			return b.rep, err
 		}
 	}
@@ -202,7 +187,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	b.rep.target(targetLocalSync).Ready = true
 	b.rep.target(targetTwoCopies).Ready = true
 	log.Info("starting qemu-nbd", "file", qemuFile, "socket", qemuSock)
-	if err := b.startQemu(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log")); err != nil {
+	if b.qemu, err = benchkit.StartQemuNBD(ctx, qemuFile, qemuSock, filepath.Join(ref, "qemu-nbd.log"), cfg.fio.Size); err != nil {
 		if ctx.Err() != nil {
 			return b.rep, err
 		}
@@ -274,14 +259,14 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		if !t.Ready || t.ID == targetLocalSync || t.ID == targetR2TLS || !cfg.selected(t.ID) { // same file or volume as another
 			continue
 		}
-		log.Info("prefill", "target", t.ID, "size", cfg.size)
-		r, err := b.runJob(ctx, t, prefillJob())
+		log.Info("prefill", "target", t.ID, "size", cfg.fio.Size)
+		r, err := b.runJob(ctx, t, benchkit.PrefillJob())
 		if err != nil {
 			return b.rep, err
 		}
 		b.rep.Prefill = append(b.rep.Prefill, r)
 	}
-	for _, j := range benchJobs() {
+	for _, j := range benchkit.FioJobs() {
 		if cfg.jobs != nil && !slices.Contains(cfg.jobs, j.ID) {
 			continue
 		}
@@ -296,7 +281,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 				return b.rep, err
 			}
 			if m := r.Measurement; m != nil {
-				_, lat, metric, rate := headline(j.ID, m)
+				_, lat, metric, rate := benchkit.Headline(j.ID, m)
 				log.Info("result", "job", j.ID, "target", t.ID, "p50_us", fmt.Sprintf("%.1f", lat), metric, fmt.Sprintf("%.0f", rate), "replicas_after", r.ReplicasAfter)
 			}
 			b.rep.Results = append(b.rep.Results, r)
@@ -335,10 +320,6 @@ func commonArgs(args []string) []string {
 	return out
 }
 
-func nbdURI(export, socket string) string {
-	return fmt.Sprintf("nbd+unix:///%s?socket=%s", export, socket)
-}
-
 func (b *bench) setupFailed(id string, err error) {
 	t := b.rep.target(id)
 	t.SetupError = err.Error()
@@ -349,127 +330,10 @@ func (b *bench) setupFailed(id string, err error) {
 // close stops qemu-nbd and tears the cluster down.
 func (b *bench) close() {
 	if b.qemu != nil {
-		b.qemu.kill()
+		b.qemu.Kill()
 	}
 	b.c.Close()
 	benchkit.CheckNamespaces(b.log)
-}
-
-// preallocate creates path with size bytes allocated, as Tandem's block
-// store does for its replicas.
-func preallocate(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
-		f.Close()
-		return fmt.Errorf("preallocate %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	return nil
-}
-
-// server is a process the benchmark started outside the cluster.
-type server struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (s *server) pid() int { return s.cmd.Process.Pid }
-
-func (s *server) alive() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill SIGKILLs the server's process group by its PID and waits for it.
-func (s *server) kill() {
-	if s.alive() {
-		_ = unix.Kill(-s.pid(), unix.SIGKILL)
-	}
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-	}
-}
-
-// startQemu runs the reference server. Its lifetime is bounded by ctx
-// (which carries -timeout) and by ours (PDEATHSIG); close kills it by PID.
-func (b *bench) startQemu(ctx context.Context, file, sock, logPath string) error {
-	s, err := startServer(ctx, []string{"qemu-nbd", "-f", "raw", "--shared=8", "--persistent", "--cache=none", "--discard=unmap", "-k", sock, "-x", "ref", file}, logPath)
-	if err != nil {
-		return err
-	}
-	b.qemu = s
-	if err := waitExport(ctx, "", nbdURI("ref", sock), b.cfg.size, 10*time.Second, s.alive); err != nil {
-		log, _ := os.ReadFile(logPath)
-		return fmt.Errorf("qemu-nbd: %w; its log: %s", err, benchkit.Truncate(strings.TrimSpace(string(log)), 1000))
-	}
-	return nil
-}
-
-// startServer starts argv in its own process group with its output in
-// logPath, killed with the group when ctx ends or we die (PDEATHSIG).
-func startServer(ctx context.Context, argv []string, logPath string) (*server, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("%s log: %w", argv[0], err)
-	}
-	defer lf.Close()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", argv[0], err)
-	}
-	s := &server{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(s.done) }()
-	return s, nil
-}
-
-// waitExport polls the export with nbdinfo until it answers with the
-// expected size.
-func waitExport(ctx context.Context, ns, uri string, size int64, timeout time.Duration, alive func() bool) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	argv := []string{"nbdinfo", "--size", uri}
-	if ns != "" {
-		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
-	}
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		out, err := exec.CommandContext(cctx, argv[0], argv[1:]...).CombinedOutput()
-		cancel()
-		if err == nil {
-			got, perr := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
-			if perr == nil && got == size {
-				return nil
-			}
-			last = fmt.Errorf("nbdinfo --size %s: %q, want %d", uri, strings.TrimSpace(string(out)), size)
-		} else {
-			last = fmt.Errorf("nbdinfo --size %s: %w: %s", uri, err, strings.TrimSpace(string(out)))
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if alive != nil && !alive() {
-			return fmt.Errorf("server exited; %w", last)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("export not ready within %s: %w", timeout, last)
-		}
-		if err := ctxtime.Sleep(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
-	}
 }
 
 func (b *bench) setupCluster(ctx context.Context) error {
@@ -580,7 +444,7 @@ func (b *bench) setupTLS(ctx context.Context, t *Target, dir string) error {
 	t.URI = fmt.Sprintf("nbds://%s:%d/%s", primary.IP, nbdTLSPort, t.volume)
 	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
 	t.wrap = []string{"unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "$1" /etc/pki && shift && exec "$@"`, "sh", dir}
-	if err := waitExport(ctx, t.ns, t.URI+"?tls-certificates="+certs, b.cfg.size, 30*time.Second, nil); err != nil {
+	if err := benchkit.WaitExport(ctx, t.ns, t.URI+"?tls-certificates="+certs, b.cfg.fio.Size, 30*time.Second, nil); err != nil {
 		return fmt.Errorf("volume %s over TLS: %w", t.volume, err)
 	}
 	b.log.Info("TLS export ready", "uri", t.URI, "namespace", t.ns)
@@ -588,7 +452,7 @@ func (b *bench) setupTLS(ctx context.Context, t *Target, dir string) error {
 }
 
 func (b *bench) createVolume(ctx context.Context, t *Target) error {
-	args := []string{"volume", "create", t.volume, "--size", strconv.FormatInt(b.cfg.size, 10),
+	args := []string{"volume", "create", t.volume, "--size", strconv.FormatInt(b.cfg.fio.Size, 10),
 		"--replicas", strconv.Itoa(t.Replicas), "--nodes", strings.Join(t.Nodes, ","), "--output", "json"}
 	if _, _, err := b.td.CLI(ctx, b.c.Node("n1"), args...); err != nil {
 		return fmt.Errorf("create volume %s: %w", t.volume, err)
@@ -618,7 +482,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 	t.Path = filepath.Join(b.td.DataDir(b.c.Node(t.Nodes[0])), "volumes", t.volume+".vol")
 	// The socket is a file: fio reaches it from the root namespace.
 	sock := filepath.Join(b.td.DataDir(b.c.Node(t.Nodes[0])), "nbd.sock")
-	t.URI = nbdURI(t.volume, sock)
+	t.URI = benchkit.NBDUnixURI(t.volume, sock)
 	if info.GetNbdUnix() != t.URI {
 		b.log.Warn("volume show reports another NBD URI; using it", "volume", t.volume, "show", info.GetNbdUnix(), "expected", t.URI)
 		t.URI = info.GetNbdUnix()
@@ -626,7 +490,7 @@ func (b *bench) createVolume(ctx context.Context, t *Target) error {
 	t.Engine = []string{"--ioengine=nbd", "--uri=" + t.URI}
 	b.rep.Volumes = append(b.rep.Volumes, VolumeState{Name: t.volume, Target: t.ID, Primary: info.GetPrimary(), Witness: t.Witness,
 		Epoch: info.GetEpoch(), URI: t.URI, AtStart: replicaSummary(info)})
-	if err := waitExport(ctx, "", t.URI, b.cfg.size, 30*time.Second, nil); err != nil {
+	if err := benchkit.WaitExport(ctx, "", t.URI, b.cfg.fio.Size, 30*time.Second, nil); err != nil {
 		return fmt.Errorf("volume %s: %w", t.volume, err)
 	}
 	b.log.Info("volume ready", "name", t.volume, "replicas", replicaSummary(info), "witness", t.Witness, "uri", t.URI)
@@ -657,8 +521,8 @@ func (b *bench) serverPIDs(t *Target) map[string]int {
 				out["tandemd-"+name] = p.PID()
 			}
 		}
-	case t.ID == targetQemu && b.qemu != nil && b.qemu.alive():
-		out["qemu-nbd"] = b.qemu.pid()
+	case t.ID == targetQemu && b.qemu != nil && b.qemu.Alive():
+		out["qemu-nbd"] = b.qemu.PID()
 	}
 	return out
 }
@@ -675,11 +539,11 @@ func cpuTimes(pids map[string]int) map[string]time.Duration {
 
 // runJob runs one fio job on one target. Only a cancelled ctx is an error:
 // a failed job is recorded in the result and in the report's errors.
-func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error) {
+func (b *bench) runJob(ctx context.Context, t *Target, j benchkit.JobSpec) (Result, error) {
 	jsonPath := filepath.Join(b.work, t.ID+"-"+j.ID+".json")
-	bound := b.cfg.ramp + b.cfg.runtime + fioSlack
+	bound := b.cfg.fio.Ramp + b.cfg.fio.Runtime + fioSlack
 	if !j.TimeBased {
-		bound = fioSlack + time.Duration(float64(b.cfg.size)/prefillMinRate*float64(time.Second))
+		bound = fioSlack + time.Duration(float64(b.cfg.fio.Size)/prefillMinRate*float64(time.Second))
 	}
 	pids := b.serverPIDs(t)
 	before := cpuTimes(pids)
@@ -688,15 +552,15 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 	disk0, derr0 := readDisk(b.rep.Storage.Device)
 	started := time.Now()
 	profiled := b.startProfiles(ctx, t, j)
-	fr, err := runFioWrapped(ctx, t.ns, t.wrap, fioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
+	fr, err := benchkit.RunFioWrapped(ctx, t.ns, t.wrap, benchkit.FioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
 	wall := time.Since(started)
 	profiled()
 	disk1, derr1 := readDisk(b.rep.Storage.Device)
 	procs1 := snapshotProcs()
 	host1, herr1 := hostCPU()
 	after := cpuTimes(pids)
-	r := Result{Target: t.ID, Job: j.ID, Command: fr.argv, Started: started.UTC().Format(time.RFC3339), WallS: fr.wall.Seconds(),
-		FioVersion: fr.version, FioJob: fr.raw}
+	r := Result{Target: t.ID, Job: j.ID, Command: fr.Argv, Started: started.UTC().Format(time.RFC3339), WallS: fr.Wall.Seconds(),
+		FioVersion: fr.Version, FioJob: fr.Raw}
 	if ctx.Err() != nil {
 		return r, fmt.Errorf("%s on %s: %w", j.ID, t.ID, ctx.Err())
 	}
@@ -706,8 +570,8 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 	var top []ProcCPU
 	r.OthersCPUPct, top = othersCPU(procs0, procs1, os.Getpid(), wall)
 	r.OthersTop = nameProcs(top, 3)
-	if fr.output != "" {
-		r.FioOutput = benchkit.Truncate(fr.output, 4000)
+	if fr.Output != "" {
+		r.FioOutput = benchkit.Truncate(fr.Output, 4000)
 	}
 	for name, a := range after {
 		if bf, ok := before[name]; ok {
@@ -718,7 +582,7 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 		}
 	}
 	if err == nil {
-		m := fr.m
+		m := fr.M
 		r.Measurement = &m
 		if derr0 == nil && derr1 == nil {
 			r.Disk = diskUse(b.rep.Storage.Device, disk0, disk1, m.IOPS, wall)
@@ -745,7 +609,7 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 			}
 		}
 	}
-	if t.ID == targetQemu && b.qemu != nil && !b.qemu.alive() && err != nil {
+	if t.ID == targetQemu && b.qemu != nil && !b.qemu.Alive() && err != nil {
 		r.Error += " (qemu-nbd has exited)"
 	}
 	return r, nil
@@ -754,7 +618,7 @@ func (b *bench) runJob(ctx context.Context, t *Target, j JobSpec) (Result, error
 // startProfiles fetches a CPU profile of every tandemd serving t over the
 // measured part of a timed job (with -profile); the returned func waits for
 // them.
-func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() {
+func (b *bench) startProfiles(ctx context.Context, t *Target, j benchkit.JobSpec) func() {
 	if b.cfg.profile == "" || !t.tandem() || !j.TimeBased {
 		return func() {}
 	}
@@ -762,7 +626,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() 
 		b.log.Error("profile dir", "err", err)
 		return func() {}
 	}
-	secs := int(b.cfg.runtime.Seconds())
+	secs := int(b.cfg.fio.Runtime.Seconds())
 	type fetch struct{ node, out, url string }
 	var fetches []fetch
 	for _, name := range t.Nodes {
@@ -778,7 +642,7 @@ func (b *bench) startProfiles(ctx context.Context, t *Target, j JobSpec) func() 
 		n := b.c.Node(f.node)
 		go func() {
 			defer func() { done <- struct{}{} }()
-			if err := ctxtime.Sleep(ctx, b.cfg.ramp); err != nil {
+			if err := ctxtime.Sleep(ctx, b.cfg.fio.Ramp); err != nil {
 				return
 			}
 			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {

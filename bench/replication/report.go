@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 
@@ -70,13 +69,13 @@ type Report struct {
 
 // Params are the knobs of the run.
 type Params struct {
-	Nodes     int       `json:"nodes"`
-	SizeBytes int64     `json:"size_bytes"`
-	Runtime   string    `json:"runtime_per_job"`
-	Ramp      string    `json:"ramp_per_job"`
-	Timeout   string    `json:"timeout"`
-	Jobs      []JobSpec `json:"jobs"`
-	Prefill   JobSpec   `json:"prefill"`
+	Nodes     int                `json:"nodes"`
+	SizeBytes int64              `json:"size_bytes"`
+	Runtime   string             `json:"runtime_per_job"`
+	Ramp      string             `json:"ramp_per_job"`
+	Timeout   string             `json:"timeout"`
+	Jobs      []benchkit.JobSpec `json:"jobs"`
+	Prefill   benchkit.JobSpec   `json:"prefill"`
 	// CommonFioArgs are passed to every job besides the job's own.
 	CommonFioArgs []string `json:"common_fio_args"`
 }
@@ -131,8 +130,8 @@ type Result struct {
 	Started string   `json:"started"`
 	WallS   float64  `json:"wall_s"`
 	// Measurement is nil when fio failed.
-	Measurement *Measurement `json:"measurement,omitempty"`
-	Compare     *Comparison  `json:"comparison,omitempty"`
+	Measurement *benchkit.Measurement `json:"measurement,omitempty"`
+	Compare     *Comparison           `json:"comparison,omitempty"`
 	// ServerCPUS is the CPU time (user+system, seconds) each server
 	// process used while fio ran: tandemd per node, or qemu-nbd.
 	ServerCPUS map[string]float64 `json:"server_cpu_s,omitempty"`
@@ -206,58 +205,25 @@ type Goal struct {
 // the secondary does, and both can flush ahead of fio's flush. Sums of
 // medians, so an estimate of the pair's median, not a strict bound.
 func replicatedFloor(rs []Result, rts []RoundTrip) (float64, string) {
-	r := findResult(rs, targetTwoCopies, jobDurable)
+	r := findResult(rs, targetTwoCopies, benchkit.JobDurable)
 	u, n := findRoundTrip(rts, rttUnix).p50(), findRoundTrip(rts, rttTCP).p50()
 	if r == nil || r.Measurement == nil || u <= 0 || n <= 0 {
 		return 0, ""
 	}
-	_, p2, _, _ := headline(jobDurable, r.Measurement)
+	_, p2, _, _ := benchkit.Headline(benchkit.JobDurable, r.Measurement)
 	if p2 <= 0 {
 		return 0, ""
 	}
 	f := u + n + p2
-	return f, fmt.Sprintf("%s µs = unix round trip %s + backend round trip %s + two-copy pair %s", fmtUS(f), fmtUS(u), fmtUS(n), fmtUS(p2))
-}
-
-// headline picks a measurement's key latency and rate for job.
-func headline(job string, m *Measurement) (latMetric string, lat float64, rateMetric string, rate float64) {
-	if m == nil {
-		return "", 0, "", 0
-	}
-	switch job {
-	case jobDurable:
-		if m.Write != nil && m.Sync != nil && m.Write.P50US > 0 && m.Sync.P50US > 0 {
-			lat = m.Write.P50US + m.Sync.P50US
-		}
-		return "write+flush p50 (write p50 + flush p50)", lat, "pairs/s", m.IOPS
-	case jobSeq, jobPrefill:
-		if m.Write != nil {
-			lat = m.Write.P50US
-		}
-		return "write p50", lat, "MB/s", m.MBps
-	default:
-		if m.Write != nil {
-			lat = m.Write.P50US
-		}
-		return "write p50", lat, "IOPS", m.IOPS
-	}
+	return f, fmt.Sprintf("%s µs = unix round trip %s + backend round trip %s + two-copy pair %s", benchkit.FmtUS(f), benchkit.FmtUS(u), benchkit.FmtUS(n), benchkit.FmtUS(p2))
 }
 
 // floorOf is the target that is the local floor for job.
 func floorOf(job string) string {
-	if job == jobDurable {
+	if job == benchkit.JobDurable {
 		return targetLocalSync
 	}
 	return targetLocal
-}
-
-// ratio is a/b, nil when either is missing.
-func ratio(a, b float64) *float64 {
-	if a <= 0 || b <= 0 || math.IsNaN(a) || math.IsNaN(b) || math.IsInf(a, 0) || math.IsInf(b, 0) {
-		return nil
-	}
-	r := a / b
-	return &r
 }
 
 func findResult(rs []Result, target, job string) *Result {
@@ -278,14 +244,14 @@ func compare(rs []Result) {
 			continue
 		}
 		c := &Comparison{Floor: floorOf(r.Job)}
-		c.LatencyMetric, c.LatencyUS, c.RateMetric, c.Rate = headline(r.Job, r.Measurement)
+		c.LatencyMetric, c.LatencyUS, c.RateMetric, c.Rate = benchkit.Headline(r.Job, r.Measurement)
 		if q := findResult(rs, targetQemu, r.Job); q != nil && q.Measurement != nil {
-			_, ql, _, qr := headline(r.Job, q.Measurement)
-			c.LatVsQemu, c.RateVsQemu = ratio(c.LatencyUS, ql), ratio(c.Rate, qr)
+			_, ql, _, qr := benchkit.Headline(r.Job, q.Measurement)
+			c.LatVsQemu, c.RateVsQemu = benchkit.Ratio(c.LatencyUS, ql), benchkit.Ratio(c.Rate, qr)
 		}
 		if f := findResult(rs, c.Floor, r.Job); f != nil && f.Measurement != nil {
-			_, fl, _, fr := headline(r.Job, f.Measurement)
-			c.LatVsFloor, c.RateVsFloor = ratio(c.LatencyUS, fl), ratio(c.Rate, fr)
+			_, fl, _, fr := benchkit.Headline(r.Job, f.Measurement)
+			c.LatVsFloor, c.RateVsFloor = benchkit.Ratio(c.LatencyUS, fl), benchkit.Ratio(c.Rate, fr)
 		}
 		r.Compare = c
 	}
@@ -315,18 +281,18 @@ type TLSCost struct {
 // tlsCost compares targetR2TLS with targetR2 for every job both ran.
 func tlsCost(rs []Result) []TLSCost {
 	var out []TLSCost
-	for _, j := range benchJobs() {
+	for _, j := range benchkit.FioJobs() {
 		u, t := findResult(rs, targetR2, j.ID), findResult(rs, targetR2TLS, j.ID)
 		if u == nil || t == nil || u.Measurement == nil || t.Measurement == nil {
 			continue
 		}
 		c := TLSCost{Job: j.ID}
-		c.LatMetric, c.UnixLatUS, c.RateMetric, c.UnixRate = headline(j.ID, u.Measurement)
-		_, c.TLSLatUS, _, c.TLSRate = headline(j.ID, t.Measurement)
-		c.RateRatio, c.LatRatio = ratio(c.TLSRate, c.UnixRate), ratio(c.TLSLatUS, c.UnixLatUS)
+		c.LatMetric, c.UnixLatUS, c.RateMetric, c.UnixRate = benchkit.Headline(j.ID, u.Measurement)
+		_, c.TLSLatUS, _, c.TLSRate = benchkit.Headline(j.ID, t.Measurement)
+		c.RateRatio, c.LatRatio = benchkit.Ratio(c.TLSRate, c.UnixRate), benchkit.Ratio(c.TLSLatUS, c.UnixLatUS)
 		if u.Measurement.Write != nil && t.Measurement.Write != nil {
 			c.UnixP99US, c.TLSP99US = u.Measurement.Write.P99US, t.Measurement.Write.P99US
-			c.P99Ratio = ratio(c.TLSP99US, c.UnixP99US)
+			c.P99Ratio = benchkit.Ratio(c.TLSP99US, c.UnixP99US)
 		}
 		for _, v := range u.ServerCPUS {
 			c.UnixServerCPU += v
@@ -365,11 +331,11 @@ func evaluateGoals(rs []Result, rts []RoundTrip) []Goal {
 		if r == nil || r.Measurement == nil {
 			return "", nil
 		}
-		_, lat, metric, rate := headline(job, r.Measurement)
+		_, lat, metric, rate := benchkit.Headline(job, r.Measurement)
 		if latency {
-			return fmt.Sprintf("%s µs per write+flush pair with two at once", fmtUS(lat)), ratio(lat, ref)
+			return fmt.Sprintf("%s µs per write+flush pair with two at once", benchkit.FmtUS(lat)), benchkit.Ratio(lat, ref)
 		}
-		return fmt.Sprintf("%s %s per copy (%s for both)", fmtRate(rate/2), metric, fmtRate(rate)), ratio(rate/2, ref)
+		return fmt.Sprintf("%s %s per copy (%s for both)", benchkit.FmtRate(rate/2), metric, benchkit.FmtRate(rate)), benchkit.Ratio(rate/2, ref)
 	}
 	describe := func(target, job string) (string, float64, float64) {
 		r := findResult(rs, target, job)
@@ -379,58 +345,37 @@ func evaluateGoals(rs []Result, rts []RoundTrip) []Goal {
 			}
 			return "not measured", 0, 0
 		}
-		_, lat, metric, rate := headline(job, r.Measurement)
-		if job == jobDurable {
-			return fmt.Sprintf("%s µs (%s, %.0f %s)", fmtUS(lat), target, rate, metric), lat, rate
+		_, lat, metric, rate := benchkit.Headline(job, r.Measurement)
+		if job == benchkit.JobDurable {
+			return fmt.Sprintf("%s µs (%s, %.0f %s)", benchkit.FmtUS(lat), target, rate, metric), lat, rate
 		}
-		return fmt.Sprintf("%s %s (%s)", fmtRate(rate), metric, target), lat, rate
+		return fmt.Sprintf("%s %s (%s)", benchkit.FmtRate(rate), metric, target), lat, rate
 	}
 	var goals []Goal
 
-	m, lat, _ := describe(targetR2, jobDurable)
-	qd, ql, _ := describe(targetQemu, jobDurable)
-	fd, fl, _ := describe(targetLocalSync, jobDurable)
-	fa, fra := floor(jobDurable, ql, true)
-	fb, frb := floor(jobDurable, fl, true)
+	m, lat, _ := describe(targetR2, benchkit.JobDurable)
+	qd, ql, _ := describe(targetQemu, benchkit.JobDurable)
+	fd, fl, _ := describe(targetLocalSync, benchkit.JobDurable)
+	fa, fra := floor(benchkit.JobDurable, ql, true)
+	fb, frb := floor(benchkit.JobDurable, fl, true)
 	rf, rfd := replicatedFloor(rs, rts)
 	goals = append(goals,
-		check(Goal{ID: "1a", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 1.0× qemu-nbd single copy", Measured: m, Reference: qd, Ratio: ratio(lat, ql), Limit: goalDurableVsQemu, AtMost: true,
-			TwoCopies: fa, FloorRatio: fra, Replicated: rfd, ReplicatedRatio: ratio(rf, ql)}),
-		check(Goal{ID: "1b", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 2× the local floor (O_DIRECT write+fdatasync)", Measured: m, Reference: fd, Ratio: ratio(lat, fl), Limit: goalDurableVsFloor, AtMost: true,
-			TwoCopies: fb, FloorRatio: frb, Replicated: rfd, ReplicatedRatio: ratio(rf, fl)}),
+		check(Goal{ID: "1a", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 1.0× qemu-nbd single copy", Measured: m, Reference: qd, Ratio: benchkit.Ratio(lat, ql), Limit: goalDurableVsQemu, AtMost: true,
+			TwoCopies: fa, FloorRatio: fra, Replicated: rfd, ReplicatedRatio: benchkit.Ratio(rf, ql)}),
+		check(Goal{ID: "1b", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 2× the local floor (O_DIRECT write+fdatasync)", Measured: m, Reference: fd, Ratio: benchkit.Ratio(lat, fl), Limit: goalDurableVsFloor, AtMost: true,
+			TwoCopies: fb, FloorRatio: frb, Replicated: rfd, ReplicatedRatio: benchkit.Ratio(rf, fl)}),
 	)
-	m, _, rate := describe(targetR2, jobQD32)
-	qd, _, qrate := describe(targetQemu, jobQD32)
-	f2, fr2 := floor(jobQD32, qrate, false)
-	goals = append(goals, check(Goal{ID: "2", Text: "2-replica 4K random write QD32 IOPS ≥ 70% of qemu-nbd", Measured: m, Reference: qd, Ratio: ratio(rate, qrate), Limit: goalQD32VsQemu,
+	m, _, rate := describe(targetR2, benchkit.JobQD32)
+	qd, _, qrate := describe(targetQemu, benchkit.JobQD32)
+	f2, fr2 := floor(benchkit.JobQD32, qrate, false)
+	goals = append(goals, check(Goal{ID: "2", Text: "2-replica 4K random write QD32 IOPS ≥ 70% of qemu-nbd", Measured: m, Reference: qd, Ratio: benchkit.Ratio(rate, qrate), Limit: goalQD32VsQemu,
 		TwoCopies: f2, FloorRatio: fr2}))
-	m, _, rate = describe(targetR2, jobSeq)
-	qd, _, qrate = describe(targetQemu, jobSeq)
-	f3, fr3 := floor(jobSeq, qrate, false)
-	goals = append(goals, check(Goal{ID: "3", Text: "2-replica 1M sequential write throughput ≥ 80% of qemu-nbd", Measured: m, Reference: qd, Ratio: ratio(rate, qrate), Limit: goalSeqVsQemu,
+	m, _, rate = describe(targetR2, benchkit.JobSeq)
+	qd, _, qrate = describe(targetQemu, benchkit.JobSeq)
+	f3, fr3 := floor(benchkit.JobSeq, qrate, false)
+	goals = append(goals, check(Goal{ID: "3", Text: "2-replica 1M sequential write throughput ≥ 80% of qemu-nbd", Measured: m, Reference: qd, Ratio: benchkit.Ratio(rate, qrate), Limit: goalSeqVsQemu,
 		TwoCopies: f3, FloorRatio: fr3}))
 	return goals
-}
-
-func fmtUS(v float64) string {
-	switch {
-	case v <= 0 || math.IsNaN(v):
-		return "–"
-	case v < 100:
-		return fmt.Sprintf("%.1f", v)
-	default:
-		return fmt.Sprintf("%.0f", v)
-	}
-}
-
-// fmtRate formats a rate as fmtUS does a latency.
-func fmtRate(v float64) string { return fmtUS(v) }
-
-func fmtRatio(p *float64) string {
-	if p == nil {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f×", *p)
 }
 
 // cpuPct is the servers' CPU over the fio run, in percent of one core.
@@ -465,7 +410,7 @@ func (rep *Report) Markdown() string {
 	p("Storage: every file (local file, the qemu-nbd image, every node's volume replicas) is on %s (%s, mounted on %s)%s.  \n",
 		rep.Storage.Device, rep.Storage.FSType, rep.Storage.MountPoint, map[bool]string{true: "", false: " — **not all on the same filesystem, see the JSON**"}[rep.Storage.SameFS])
 	p("Parameters: %s per target and volume, fio `--time_based --runtime=%s --ramp_time=%s`, one job at a time, %d-node Tandem cluster in network namespaces.\n\n",
-		fmtBytes(rep.Params.SizeBytes), rep.Params.Runtime, rep.Params.Ramp, rep.Params.Nodes)
+		benchkit.FmtBytes(rep.Params.SizeBytes), rep.Params.Runtime, rep.Params.Ramp, rep.Params.Nodes)
 
 	if rep.Baseline != nil {
 		rep.Baseline.markdown(&b)
@@ -477,11 +422,11 @@ func (rep *Report) Markdown() string {
 		if g.AtMost {
 			op = "≤"
 		}
-		fr := fmtRatio(g.FloorRatio)
+		fr := benchkit.FmtRatio(g.FloorRatio)
 		if g.FloorMet != nil && !*g.FloorMet {
 			fr += " (the floor itself misses the goal)"
 		}
-		p("| %s | %s | %s | %s | %s | %s %.2f× | %s | %s | %s |\n", g.ID, g.Text, benchkit.Escape(g.Measured), benchkit.Escape(g.Reference), fmtRatio(g.Ratio), op, g.Limit, benchkit.PassFail(g.Met),
+		p("| %s | %s | %s | %s | %s | %s %.2f× | %s | %s | %s |\n", g.ID, g.Text, benchkit.Escape(g.Measured), benchkit.Escape(g.Reference), benchkit.FmtRatio(g.Ratio), op, g.Limit, benchkit.PassFail(g.Met),
 			benchkit.Escape(benchkit.OrDash(g.TwoCopies)), fr)
 	}
 	p("\nThe two-copy floor is target %s: two fio jobs at once, each writing its own local file with O_DIRECT, "+
@@ -496,7 +441,7 @@ func (rep *Report) Markdown() string {
 		if g.ReplicatedMet != nil && !*g.ReplicatedMet {
 			v = "**misses the limit: no replicated system could meet this goal on this machine**"
 		}
-		repl = append(repl, fmt.Sprintf("goal %s: %s against the limit %.2f× (%s)", g.ID, fmtRatio(g.ReplicatedRatio), g.Limit, v))
+		repl = append(repl, fmt.Sprintf("goal %s: %s against the limit %.2f× (%s)", g.ID, benchkit.FmtRatio(g.ReplicatedRatio), g.Limit, v))
 	}
 	if len(repl) > 0 {
 		p("\nReplicated floor of the QD1 durable goals: %s. "+
@@ -515,7 +460,7 @@ func (rep *Report) Markdown() string {
 		for _, rt := range rep.RoundTrips {
 			p50, p99, p999, rate := "–", "–", "–", "–"
 			if m := rt.Measurement; m != nil && m.Write != nil {
-				p50, p99, p999, rate = fmtUS(m.Write.P50US), fmtUS(m.Write.P99US), fmtUS(m.Write.P999US), fmtRate(m.IOPS)
+				p50, p99, p999, rate = benchkit.FmtUS(m.Write.P50US), benchkit.FmtUS(m.Write.P99US), benchkit.FmtUS(m.Write.P999US), benchkit.FmtRate(m.IOPS)
 			}
 			p("| %s | %s | %s | %s | %s | %s | %s |\n", rt.ID, benchkit.Escape(rt.Label), p50, p99, p999, rate, benchkit.Escape(benchkit.Truncate(rt.Error, 200)))
 		}
@@ -540,8 +485,8 @@ func (rep *Report) Markdown() string {
 			"Ratios are TLS / unix: a rate ratio below 1 and latency ratios above 1 are the cost of the network export. Server CPU is all three tandemd together, in seconds over the job.\n\n", targetR2, targetR2TLS)
 		benchkit.NewTable(&b, "Job", "Rate (unix → TLS)", "Rate ratio", "Latency (unix → TLS, µs)", "Latency ratio", "Write p99 (unix → TLS, µs)", "p99 ratio", "Server CPU s (unix → TLS)")
 		for _, c := range rep.TLSCost {
-			p("| %s | %s → %s %s | %s | %s → %s (%s) | %s | %s → %s | %s | %.2f → %.2f |\n", c.Job, fmtRate(c.UnixRate), fmtRate(c.TLSRate), c.RateMetric, fmtRatio(c.RateRatio),
-				fmtUS(c.UnixLatUS), fmtUS(c.TLSLatUS), c.LatMetric, fmtRatio(c.LatRatio), fmtUS(c.UnixP99US), fmtUS(c.TLSP99US), fmtRatio(c.P99Ratio), c.UnixServerCPU, c.TLSServerCPU)
+			p("| %s | %s → %s %s | %s | %s → %s (%s) | %s | %s → %s | %s | %.2f → %.2f |\n", c.Job, benchkit.FmtRate(c.UnixRate), benchkit.FmtRate(c.TLSRate), c.RateMetric, benchkit.FmtRatio(c.RateRatio),
+				benchkit.FmtUS(c.UnixLatUS), benchkit.FmtUS(c.TLSLatUS), c.LatMetric, benchkit.FmtRatio(c.LatRatio), benchkit.FmtUS(c.UnixP99US), benchkit.FmtUS(c.TLSP99US), benchkit.FmtRatio(c.P99Ratio), c.UnixServerCPU, c.TLSServerCPU)
 		}
 		p("\n")
 	}
@@ -575,14 +520,14 @@ func (rep *Report) Markdown() string {
 	if len(rep.Prefill) > 0 {
 		p("## Prefill\n\nBefore the measured jobs every target was written once from end to end with sequential 1M writes at QD4 (`%s`, no time limit). "+
 			"The files and Tandem's replicas are preallocated with fallocate, and the first write to an unwritten ext4 extent costs about twice a later one; "+
-			"the prefill makes every measured write an overwrite on every target. Its own speed, for information (Tandem's includes replicating to every replica):\n\n", prefillJob().Title)
+			"the prefill makes every measured write an overwrite on every target. Its own speed, for information (Tandem's includes replicating to every replica):\n\n", benchkit.PrefillJob().Title)
 		benchkit.NewTable(&b, "Target", "MB/s", "time", "error")
 		for _, r := range rep.Prefill {
 			var mbps float64
 			if r.Measurement != nil {
 				mbps = r.Measurement.MBps
 			}
-			p("| %s | %s | %.1f s | %s |\n", r.Target, fmtRate(mbps), r.WallS, benchkit.Escape(benchkit.Truncate(r.Error, 200)))
+			p("| %s | %s | %.1f s | %s |\n", r.Target, benchkit.FmtRate(mbps), r.WallS, benchkit.Escape(benchkit.Truncate(r.Error, 200)))
 		}
 		p("\n")
 	}
@@ -645,7 +590,7 @@ func (rep *Report) Markdown() string {
 	return b.String()
 }
 
-func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
+func (rep *Report) jobTable(b *strings.Builder, j benchkit.JobSpec) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("## %s\n\n", j.Title)
 	p("fio `--rw=%s --bs=%s --iodepth=%d", j.RW, j.BlockSize, j.IODepth)
@@ -657,7 +602,7 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 		p(", MB/s = 10^6 bytes per second")
 	}
 	p(".\n\n")
-	durable := j.ID == jobDurable
+	durable := j.ID == benchkit.JobDurable
 	head := []string{"Target", "write p50", "p99", "p99.9"}
 	rateName, latName := "IOPS", "p50"
 	switch {
@@ -695,15 +640,15 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 		}
 		w := m.Write
 		if w == nil {
-			w = &LatStats{}
+			w = &benchkit.LatStats{}
 		}
-		cells := []string{t.ID, fmtUS(w.P50US), fmtUS(w.P99US), fmtUS(w.P999US)}
+		cells := []string{t.ID, benchkit.FmtUS(w.P50US), benchkit.FmtUS(w.P99US), benchkit.FmtUS(w.P999US)}
 		if durable {
 			s := m.Sync
 			if s == nil {
-				s = &LatStats{}
+				s = &benchkit.LatStats{}
 			}
-			cells = append(cells, fmtUS(s.P50US), fmtUS(s.P99US), fmtUS(c.LatencyUS))
+			cells = append(cells, benchkit.FmtUS(s.P50US), benchkit.FmtUS(s.P99US), benchkit.FmtUS(c.LatencyUS))
 		}
 		rate := m.IOPS
 		if j.Throughput {
@@ -713,7 +658,7 @@ func (rep *Report) jobTable(b *strings.Builder, j JobSpec) {
 		if v, ok := r.cpuPct(); ok {
 			cpu = fmt.Sprintf("%.0f%%", v)
 		}
-		cells = append(cells, fmtRate(rate), fmtRatio(c.LatVsQemu), fmtRatio(c.RateVsQemu), fmtRatio(c.LatVsFloor), fmtRatio(c.RateVsFloor),
+		cells = append(cells, benchkit.FmtRate(rate), benchkit.FmtRatio(c.LatVsQemu), benchkit.FmtRatio(c.RateVsQemu), benchkit.FmtRatio(c.LatVsFloor), benchkit.FmtRatio(c.RateVsFloor),
 			cpu, fmt.Sprintf("%.0f%%", r.HostCPUPct), othersCell(r), benchkit.OrDash(r.ReplicasAfter))
 		p("| %s |\n", strings.Join(cells, " | "))
 	}
@@ -781,17 +726,6 @@ func (rep *Report) diskTable(b *strings.Builder) {
 		p("| %s |\n", strings.Join(cells, " | "))
 	}
 	p("\n")
-}
-
-func fmtBytes(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	default:
-		return fmt.Sprintf("%d bytes", n)
-	}
 }
 
 // AddError records a problem of the whole run (benchkit.Report).

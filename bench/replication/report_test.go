@@ -2,69 +2,45 @@ package main
 
 import (
 	"encoding/json"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6*math.Max(1, math.Abs(b)) }
+
 // res builds a successful result: lat is the write p50 (µs), sync the
 // flush p50 (0: none), rate the IOPS and mbps the throughput.
 func res(target, job string, lat, sync, iops, mbps float64) Result {
-	m := &Measurement{Write: &LatStats{N: 1, P50US: lat, P99US: 2 * lat, P999US: 3 * lat}, IOPS: iops, MBps: mbps}
+	m := &benchkit.Measurement{Write: &benchkit.LatStats{N: 1, P50US: lat, P99US: 2 * lat, P999US: 3 * lat}, IOPS: iops, MBps: mbps}
 	if sync > 0 {
-		m.Sync = &LatStats{N: 1, P50US: sync, P99US: 2 * sync}
+		m.Sync = &benchkit.LatStats{N: 1, P50US: sync, P99US: 2 * sync}
 	}
 	return Result{Target: target, Job: job, Measurement: m, WallS: 12, ServerCPUS: map[string]float64{"a": 3, "b": 3}}
 }
 
 func sampleResults() []Result {
 	return []Result{
-		res(targetLocal, jobDurable, 40, 200, 4000, 16),
-		res(targetLocalSync, jobDurable, 20, 40, 16000, 64),
-		res(targetQemu, jobDurable, 70, 100, 5000, 20),
-		res(targetR2, jobDurable, 60, 100, 5500, 22), // 160 µs: 0.94× qemu, 2.67× floor
-		res(targetLocal, jobQD32, 200, 0, 100000, 400),
-		res(targetQemu, jobQD32, 600, 0, 50000, 200),
-		res(targetR2, jobQD32, 900, 0, 40000, 160), // 0.80× qemu
-		res(targetLocal, jobSeq, 1000, 0, 2000, 2000),
-		res(targetQemu, jobSeq, 2000, 0, 1000, 1000),
-		{Target: targetR2, Job: jobSeq, Error: "fio: exit status 1"},
-	}
-}
-
-func TestRatio(t *testing.T) {
-	if r := ratio(3, 2); r == nil || *r != 1.5 {
-		t.Errorf("ratio(3,2) = %v", r)
-	}
-	for _, c := range [][2]float64{{0, 1}, {1, 0}, {-1, 2}} {
-		if r := ratio(c[0], c[1]); r != nil {
-			t.Errorf("ratio(%v) = %v, want nil", c, *r)
-		}
-	}
-}
-
-func TestHeadline(t *testing.T) {
-	m := &Measurement{Write: &LatStats{P50US: 70}, Sync: &LatStats{P50US: 100}, IOPS: 5000, MBps: 20}
-	if _, lat, metric, rate := headline(jobDurable, m); lat != 170 || metric != "pairs/s" || rate != 5000 {
-		t.Errorf("durable headline: %v %q %v", lat, metric, rate)
-	}
-	if _, lat, metric, rate := headline(jobSeq, m); lat != 70 || metric != "MB/s" || rate != 20 {
-		t.Errorf("seq headline: %v %q %v", lat, metric, rate)
-	}
-	if _, lat, metric, rate := headline(jobQD32, m); lat != 70 || metric != "IOPS" || rate != 5000 {
-		t.Errorf("qd32 headline: %v %q %v", lat, metric, rate)
-	}
-	// Without a flush percentile there is no pair latency.
-	if _, lat, _, _ := headline(jobDurable, &Measurement{Write: &LatStats{P50US: 70}}); lat != 0 {
-		t.Errorf("durable without sync: lat %v, want 0", lat)
+		res(targetLocal, benchkit.JobDurable, 40, 200, 4000, 16),
+		res(targetLocalSync, benchkit.JobDurable, 20, 40, 16000, 64),
+		res(targetQemu, benchkit.JobDurable, 70, 100, 5000, 20),
+		res(targetR2, benchkit.JobDurable, 60, 100, 5500, 22), // 160 µs: 0.94× qemu, 2.67× floor
+		res(targetLocal, benchkit.JobQD32, 200, 0, 100000, 400),
+		res(targetQemu, benchkit.JobQD32, 600, 0, 50000, 200),
+		res(targetR2, benchkit.JobQD32, 900, 0, 40000, 160), // 0.80× qemu
+		res(targetLocal, benchkit.JobSeq, 1000, 0, 2000, 2000),
+		res(targetQemu, benchkit.JobSeq, 2000, 0, 1000, 1000),
+		{Target: targetR2, Job: benchkit.JobSeq, Error: "fio: exit status 1"},
 	}
 }
 
 func TestCompare(t *testing.T) {
 	rs := sampleResults()
 	compare(rs)
-	c := findResult(rs, targetR2, jobDurable).Compare
+	c := findResult(rs, targetR2, benchkit.JobDurable).Compare
 	if c == nil || c.Floor != targetLocalSync || c.LatencyUS != 160 {
 		t.Fatalf("comparison %+v", c)
 	}
@@ -76,13 +52,13 @@ func TestCompare(t *testing.T) {
 		}
 	}
 	// The fsync local run is compared with the fdatasync floor as well.
-	if c := findResult(rs, targetLocal, jobDurable).Compare; c.LatVsFloor == nil || !near(*c.LatVsFloor, 240.0/60) {
+	if c := findResult(rs, targetLocal, benchkit.JobDurable).Compare; c.LatVsFloor == nil || !near(*c.LatVsFloor, 240.0/60) {
 		t.Errorf("local fsync vs floor: %+v", c)
 	}
-	if c := findResult(rs, targetQemu, jobQD32).Compare; c.Floor != targetLocal || !near(*c.RateVsFloor, 0.5) || !near(*c.LatVsQemu, 1) {
+	if c := findResult(rs, targetQemu, benchkit.JobQD32).Compare; c.Floor != targetLocal || !near(*c.RateVsFloor, 0.5) || !near(*c.LatVsQemu, 1) {
 		t.Errorf("qemu qd32: %+v", c)
 	}
-	if r := findResult(rs, targetR2, jobSeq); r.Compare != nil {
+	if r := findResult(rs, targetR2, benchkit.JobSeq); r.Compare != nil {
 		t.Errorf("failed result got a comparison: %+v", r.Compare)
 	}
 }
@@ -116,7 +92,7 @@ func TestEvaluateGoals(t *testing.T) {
 		t.Errorf("goal 3 should show the failure: %q", g.Measured)
 	}
 	// Exactly at the limit passes.
-	rs = []Result{res(targetQemu, jobQD32, 1, 0, 1000, 0), res(targetR2, jobQD32, 1, 0, 700, 0)}
+	rs = []Result{res(targetQemu, benchkit.JobQD32, 1, 0, 1000, 0), res(targetR2, benchkit.JobQD32, 1, 0, 700, 0)}
 	compare(rs)
 	for _, g := range evaluateGoals(rs, nil) {
 		if g.ID == "2" && (g.Met == nil || !*g.Met) {
@@ -130,9 +106,9 @@ func TestMarkdownAndJSON(t *testing.T) {
 	compare(rs)
 	rs[2].OthersCPUPct, rs[2].OthersTop = 40, []ProcCPU{{PID: 7, Command: "go build", Pct: 35}} // qemu-nbd, durable
 	rep := &Report{
-		Params: Params{Nodes: 3, SizeBytes: 1 << 30, Runtime: "10s", Ramp: "2s", Jobs: benchJobs()},
+		Params: Params{Nodes: 3, SizeBytes: 1 << 30, Runtime: "10s", Ramp: "2s", Jobs: benchkit.FioJobs()},
 		Targets: []Target{
-			{ID: targetLocal, Ready: true}, {ID: targetLocalSync, Jobs: []string{jobDurable}, Ready: true}, {ID: targetQemu, Ready: true},
+			{ID: targetLocal, Ready: true}, {ID: targetLocalSync, Jobs: []string{benchkit.JobDurable}, Ready: true}, {ID: targetQemu, Ready: true},
 			{ID: targetR1, SetupError: "create volume r1: boom", volume: "r1"}, {ID: targetR2, Ready: true, volume: "r2"},
 		},
 		Results: rs,
@@ -185,9 +161,9 @@ func TestMarkdownAndJSON(t *testing.T) {
 
 func TestReplicatedFloor(t *testing.T) {
 	rtt := func(id string, p50 float64) RoundTrip {
-		return RoundTrip{ID: id, Measurement: &Measurement{Write: &LatStats{N: 1, P50US: p50}}}
+		return RoundTrip{ID: id, Measurement: &benchkit.Measurement{Write: &benchkit.LatStats{N: 1, P50US: p50}}}
 	}
-	rs := append(sampleResults(), res(targetTwoCopies, jobDurable, 50, 100, 15000, 60)) // pair 150 µs
+	rs := append(sampleResults(), res(targetTwoCopies, benchkit.JobDurable, 50, 100, 15000, 60)) // pair 150 µs
 	compare(rs)
 	rts := []RoundTrip{rtt(rttUnix, 15), rtt(rttTCP, 25)}
 	f, what := replicatedFloor(rs, rts)
@@ -214,7 +190,7 @@ func TestReplicatedFloor(t *testing.T) {
 			t.Errorf("round trips %+v: floor %v %q, want none", partial, f, what)
 		}
 	}
-	md := (&Report{Params: Params{Jobs: benchJobs()}, Results: rs, RoundTrips: rts, Goals: evaluateGoals(rs, rts)}).Markdown()
+	md := (&Report{Params: Params{Jobs: benchkit.FioJobs()}, Results: rs, RoundTrips: rts, Goals: evaluateGoals(rs, rts)}).Markdown()
 	for _, want := range []string{"## Links", "| unix |", "Replicated floor of the QD1 durable goals: 190 µs", "no replicated system could meet this goal"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q", want)
@@ -233,12 +209,12 @@ func TestPartialReportRenders(t *testing.T) {
 // shows the table.
 func TestTLSCost(t *testing.T) {
 	rs := append(sampleResults(),
-		res(targetR2TLS, jobDurable, 90, 110, 4400, 0), // 200 µs against 160
-		res(targetR2TLS, jobQD32, 1800, 0, 20000, 0),
-		res(targetR2TLS, jobSeq, 3000, 0, 0, 500), // the unix job failed
+		res(targetR2TLS, benchkit.JobDurable, 90, 110, 4400, 0), // 200 µs against 160
+		res(targetR2TLS, benchkit.JobQD32, 1800, 0, 20000, 0),
+		res(targetR2TLS, benchkit.JobSeq, 3000, 0, 0, 500), // the unix job failed
 	)
 	c := tlsCost(rs)
-	if len(c) != 2 || c[0].Job != jobDurable || c[1].Job != jobQD32 {
+	if len(c) != 2 || c[0].Job != benchkit.JobDurable || c[1].Job != benchkit.JobQD32 {
 		t.Fatalf("%+v", c)
 	}
 	if r := *c[0].LatRatio; r != 200.0/160 {
@@ -253,5 +229,12 @@ func TestTLSCost(t *testing.T) {
 	rep := &Report{Results: rs, TLSCost: c}
 	if md := rep.Markdown(); !strings.Contains(md, "## NBD over TLS (TCP) against the unix socket") || !strings.Contains(md, "| qd32-write | 40000 → 20000 IOPS | 0.50× |") {
 		t.Errorf("markdown:\n%s", md)
+	}
+}
+
+func TestCommonArgs(t *testing.T) {
+	got := commonArgs([]string{"--name=a", "--rw=write", "--bs=4k", "--iodepth=1", "--output=x", "--size=5", "--time_based"})
+	if want := []string{"--size=5", "--time_based"}; !slices.Equal(got, want) {
+		t.Errorf("commonArgs = %q, want %q", got, want)
 	}
 }

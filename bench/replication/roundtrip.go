@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/ctxtime"
 	"github.com/tandemhci/tandem/internal/testcluster"
 )
@@ -36,11 +37,11 @@ const (
 // RoundTrip is one ping-pong measurement; Measurement.Write is the round
 // trip's latency and IOPS the round trips per second.
 type RoundTrip struct {
-	ID          string       `json:"id"`
-	Label       string       `json:"label"`
-	Command     []string     `json:"command,omitempty"`
-	Measurement *Measurement `json:"measurement,omitempty"`
-	Error       string       `json:"error,omitempty"`
+	ID          string                `json:"id"`
+	Label       string                `json:"label"`
+	Command     []string              `json:"command,omitempty"`
+	Measurement *benchkit.Measurement `json:"measurement,omitempty"`
+	Error       string                `json:"error,omitempty"`
 }
 
 // p50 is the round trip's median in µs, 0 when unmeasured.
@@ -92,9 +93,9 @@ func (b *bench) measureRoundTrips(ctx context.Context) []RoundTrip {
 
 // pingPong starts fio's echoing side (in n2 for TCP, on the host for a
 // unix socket), runs the timed client against it and stops the server.
-func (b *bench) pingPong(ctx context.Context, id string, n1, n2 *testcluster.Node) ([]string, *Measurement, error) {
+func (b *bench) pingPong(ctx context.Context, id string, n1, n2 *testcluster.Node) ([]string, *benchkit.Measurement, error) {
 	jsonPath := filepath.Join(b.work, "rtt-"+id+".json")
-	timed := []string{"--time_based", "--runtime=" + fioDuration(rttRuntime), "--output-format=json", "--output=" + jsonPath}
+	timed := []string{"--time_based", "--runtime=" + benchkit.FioDuration(rttRuntime), "--output-format=json", "--output=" + jsonPath}
 	var client []string
 	var ns string // where the client runs; "" the host
 	var stop func()
@@ -116,11 +117,11 @@ func (b *bench) pingPong(ctx context.Context, id string, n1, n2 *testcluster.Nod
 		sock := filepath.Join(b.work, "rtt.sock")
 		_ = os.Remove(sock)
 		srv := pingPongArgs("echo", "read", "--protocol=unix", "--filename="+sock)
-		s, err := startServer(ctx, append([]string{"fio"}, srv...), filepath.Join(b.work, "rtt-echo.log"))
+		s, err := benchkit.StartServer(ctx, append([]string{"fio"}, srv...), filepath.Join(b.work, "rtt-echo.log"))
 		if err != nil {
 			return nil, nil, fmt.Errorf("start fio echo: %w", err)
 		}
-		stop = s.kill
+		stop = s.Kill
 		client = pingPongArgs("ping", "write", append([]string{"--protocol=unix", "--filename=" + sock}, timed...)...)
 	default:
 		return nil, nil, fmt.Errorf("unknown link %q", id)
@@ -130,19 +131,19 @@ func (b *bench) pingPong(ctx context.Context, id string, n1, n2 *testcluster.Nod
 	if err := ctxtime.Sleep(ctx, 500*time.Millisecond); err != nil {
 		return nil, nil, err
 	}
-	fr, err := runFioIn(ctx, ns, client, jsonPath, rttRuntime+fioSlack)
+	fr, err := benchkit.RunFioIn(ctx, ns, client, jsonPath, rttRuntime+fioSlack)
 	if err != nil && id == rttUnix && ctx.Err() == nil {
 		// fio 3.33 ends a unix ping-pong with EISCONN once the time is up
 		// (it connects the connected socket again); what it measured
 		// before that stands.
 		if data, rerr := os.ReadFile(jsonPath); rerr == nil {
-			if _, _, m, perr := parseFio(data); errors.Is(perr, syscall.EISCONN) && m.Writes > 0 {
-				fr.m, err = m, nil
+			if _, _, m, perr := benchkit.ParseFio(data); errors.Is(perr, syscall.EISCONN) && m.Writes > 0 {
+				fr.M, err = m, nil
 			}
 		}
 	}
 	if err != nil {
-		return fr.argv, nil, err
+		return fr.Argv, nil, err
 	}
-	return fr.argv, &fr.m, nil
+	return fr.Argv, &fr.M, nil
 }

@@ -24,33 +24,6 @@ type StorageInfo struct {
 	SameFS bool `json:"same_filesystem"`
 }
 
-// parseSize reads a byte count with an optional 1024-based unit: 1G, 1GiB,
-// 512M, 4096.
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := strings.IndexFunc(t, func(r rune) bool { return r < '0' || r > '9' })
-	if i < 0 {
-		i = len(t)
-	}
-	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
-	if num == "" {
-		return 0, fmt.Errorf("size %q: no number", s)
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: %w", s, err)
-	}
-	shift := map[string]uint{"": 0, "B": 0, "K": 10, "KB": 10, "KIB": 10, "M": 20, "MB": 20, "MIB": 20, "G": 30, "GB": 30, "GIB": 30, "T": 40, "TB": 40, "TIB": 40}
-	sh, ok := shift[unit]
-	if !ok {
-		return 0, fmt.Errorf("size %q: unknown unit %q (use K, M, G or T, 1024-based)", s, unit)
-	}
-	if n > (1<<62)>>sh {
-		return 0, fmt.Errorf("size %q: too large", s)
-	}
-	return n << sh, nil
-}
-
 // procCPU returns the user+system CPU time of pid from /proc/<pid>/stat.
 func procCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -8,26 +8,12 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"1G": 1 << 30, "1GiB": 1 << 30, "1gb": 1 << 30, "512M": 512 << 20, "4096": 4096, " 2 G ": 2 << 30, "1T": 1 << 40, "8K": 8 << 10} {
-		got, err := parseSize(in)
-		if err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "G", "1.5G", "1X", "-1G", "99999999999T"} {
-		if got, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) = %d, want an error", in, got)
-		}
-	}
-}
-
 func TestParseFlags(t *testing.T) {
 	c, err := parseFlags([]string{"-size", "256M", "-runtime", "3s", "-ramp", "0s", "-keep-logs", "/tmp/x"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.size != 256<<20 || c.runtime != 3*time.Second || c.ramp != 0 || c.logs != "/tmp/x" || c.Out != "bench/results" {
+	if c.fio.Size != 256<<20 || c.fio.Runtime != 3*time.Second || c.fio.Ramp != 0 || c.logs != "/tmp/x" || c.Out != "bench/results" {
 		t.Errorf("config %+v", c)
 	}
 	for _, args := range [][]string{{"-size", "1000000"}, {"-runtime", "0s"}, {"-ramp", "-1s"}, {"extra"}, {"-trace"}} {

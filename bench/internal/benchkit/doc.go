@@ -2,8 +2,11 @@
 // the run's context, its exit code and what it publishes (run.go), writing
 // the JSON and Markdown results, the Markdown table writer and cell
 // formatting (markdown.go), sample statistics (stats.go), summarising the
-// daemons' logs, and describing the machine, the tools and the tandemd
-// binary under test (sysinfo.go).
+// daemons' logs, describing the machine, the tools and the tandemd binary
+// under test (sysinfo.go), the data-path benchmarks' fio jobs, runs and
+// JSON parsing (fio.go: bench/replication, bench/rbd) and their NBD
+// helpers: qemu-nbd as the single-copy reference, servers ended by PID,
+// export waits and preallocated files (nbd.go).
 //
 // Owner: the bench maintainers.
 //

@@ -110,3 +110,16 @@ func (ft FindingsTable) WriteFindings(w io.Writer, fs []LogFinding) {
 		t.Row(f.Level, fmt.Sprint(f.Count), strings.Join(by, ft.Join), "`"+Escape(Truncate(text, ft.Width))+"`")
 	}
 }
+
+// FmtBytes renders a size in whole GiB or MiB when it is one, else in
+// bytes.
+func FmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	default:
+		return fmt.Sprintf("%d bytes", n)
+	}
+}

@@ -3,6 +3,7 @@ package benchkit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -106,6 +107,26 @@ func CheckPartial(rep Report) error {
 	rep.AddError(mark)
 	if md := rep.Markdown(); !strings.Contains(md, mark) || rep.Problems() != 1 {
 		return fmt.Errorf("partial report without its mark or counted %d problems:\n%s", rep.Problems(), md)
+	}
+	return nil
+}
+
+// CheckRender checks that rep's JSON holds everything its Markdown needs:
+// decoded again (as Render does), it renders the same Markdown.
+func CheckRender[T any, R interface {
+	*T
+	Report
+}](rep R) error {
+	js, err := json.Marshal(rep)
+	if err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
+	back := R(new(T))
+	if err := json.Unmarshal(js, back); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	if back.Markdown() != rep.Markdown() {
+		return errors.New("the Markdown rendered from the JSON differs")
 	}
 	return nil
 }

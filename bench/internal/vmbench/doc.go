@@ -6,6 +6,18 @@
 // excerpts. The machine and binary description for the reports is in
 // benchkit.
 //
+// The hard-host-loss series of bench/failover (replicated disks) and
+// bench/rbd (RBD disks) is Failover (failover.go): it creates the test
+// guest, captures its UDP stream on the switch's VM bridge (Wire,
+// capture.go: AF_PACKET with kernel timestamps), crashes the guest's host
+// run after run, times the recovery's phases from the event log, QEMU's
+// log and the capture, checks I2 and the event order, and powers the host
+// back on through its BMC. What differs between disk kinds is a
+// DiskState (ReplicatedDisk, RBDDisk: when the disk is ready for the next
+// crash) and the phase list (ReplicatedPhases, RBDPhases: an RBD disk's
+// takeover, event volume-rbd-takeover, is a phase of its own). The runs'
+// summaries and the tables both reports print are in failreport.go.
+//
 // Owner: the bench maintainers.
 //
 // Invariant: an Env owns every process and namespace it starts; Close

@@ -428,6 +428,17 @@ func (e *Env) CopyLogs(dir string, vms ...string) error {
 	return errors.Join(errs...)
 }
 
+// Wrapup is the end of a run: the WARN and ERROR lines of every tandemd
+// log, grouped (benchkit.ScanDaemonLogs), and with dir set, every log and
+// vms' QEMU logs and consoles copied there (CopyLogs).
+func (e *Env) Wrapup(dir string, vms ...string) ([]benchkit.LogFinding, error) {
+	findings := benchkit.ScanDaemonLogs(e.C)
+	if dir == "" {
+		return findings, nil
+	}
+	return findings, e.CopyLogs(dir, vms...)
+}
+
 // ModuleRoot is the directory of the tandem module's go.mod.
 func ModuleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()

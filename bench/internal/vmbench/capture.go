@@ -1,4 +1,4 @@
-package main
+package vmbench
 
 import (
 	"context"
@@ -33,10 +33,10 @@ type Announced struct {
 	MAC  string
 }
 
-// wire records, from a packet capture on the switch's VM bridge, the
+// Wire records, from a packet capture on the switch's VM bridge, the
 // guest's heartbeat datagrams and the announcements of its address: the
 // tcpdump of the thesis's method.
-type wire struct {
+type Wire struct {
 	capt *netannounce.Capturer
 	port uint16
 	ip   netip.Addr
@@ -52,11 +52,11 @@ type wire struct {
 	changed   chan struct{}
 }
 
-// startWire captures on br1 in the switch namespace until Close. With a
+// StartWire captures on br1 in the switch namespace until Close. With a
 // pcapPath the matching frames are also written there (pcap, for
 // Wireshark or tcpdump -r).
-func startWire(ctx context.Context, c *testcluster.Cluster, port uint16, ip netip.Addr, pcapPath string, log *slog.Logger) (*wire, error) {
-	w := &wire{port: port, ip: ip, done: make(chan struct{}), changed: make(chan struct{})}
+func StartWire(ctx context.Context, c *testcluster.Cluster, port uint16, ip netip.Addr, pcapPath string, log *slog.Logger) (*Wire, error) {
+	w := &Wire{port: port, ip: ip, done: make(chan struct{}), changed: make(chan struct{})}
 	if pcapPath != "" {
 		f, err := os.Create(pcapPath)
 		if err != nil {
@@ -124,7 +124,7 @@ func classify(p gopacket.Packet, port uint16, ip netip.Addr) (int, guest.Datagra
 	return frameOther, guest.Datagram{}, netannounce.Announcement{}
 }
 
-func (w *wire) run() {
+func (w *Wire) run() {
 	defer close(w.done)
 	for cp := range w.capt.Packets() {
 		kind, d, a := classify(cp.Packet, w.port, w.ip)
@@ -153,7 +153,7 @@ func (w *wire) run() {
 }
 
 // Close stops the capture and returns the kernel's drop count.
-func (w *wire) Close() (dropped uint64, err error) {
+func (w *Wire) Close() (dropped uint64, err error) {
 	_ = w.capt.Close()
 	<-w.done
 	if w.file != nil {
@@ -163,20 +163,22 @@ func (w *wire) Close() (dropped uint64, err error) {
 }
 
 // Datagrams returns a copy of every datagram captured, in capture order.
-func (w *wire) Datagrams() []Stamped {
+func (w *Wire) Datagrams() []Stamped {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]Stamped(nil), w.dgrams...)
 }
 
 // Announcements returns a copy of every announcement captured.
-func (w *wire) Announcements() []Announced {
+func (w *Wire) Announcements() []Announced {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]Announced(nil), w.anns...)
 }
 
-func (w *wire) counts() (malformed, noKernel int) {
+// Counts is how many malformed datagrams were captured, and how many
+// frames had no kernel timestamp.
+func (w *Wire) Counts() (malformed, noKernel int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.malformed, w.noKernel
@@ -184,7 +186,7 @@ func (w *wire) counts() (malformed, noKernel int) {
 
 // WaitFor returns the first captured datagram, oldest first, that match
 // accepts, waiting for more until ctx ends.
-func (w *wire) WaitFor(ctx context.Context, match func(Stamped) bool) (Stamped, error) {
+func (w *Wire) WaitFor(ctx context.Context, match func(Stamped) bool) (Stamped, error) {
 	next := 0
 	for {
 		w.mu.Lock()
@@ -205,12 +207,12 @@ func (w *wire) WaitFor(ctx context.Context, match func(Stamped) bool) (Stamped, 
 	}
 }
 
-// streamAround summarises the captured stream around a crash at t0 whose
+// StreamAround summarises the captured stream around a crash at t0 whose
 // kill completed at killed: the newest datagram of boot sent before the
 // crash, the first datagram of a later boot, and how many datagrams of
 // boot were captured after killed (there must be none: the guest's host
 // is dead).
-type streamAround struct {
+type StreamAround struct {
 	LastOld    Stamped
 	HaveOld    bool
 	MaxAcked   uint64
@@ -219,8 +221,8 @@ type streamAround struct {
 	StaleAfter int
 }
 
-func aroundCrash(ds []Stamped, boot uint64, killed time.Time) streamAround {
-	var s streamAround
+func AroundCrash(ds []Stamped, boot uint64, killed time.Time) StreamAround {
+	var s StreamAround
 	for _, d := range ds {
 		switch {
 		case d.Boot == boot:

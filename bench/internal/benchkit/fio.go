@@ -1,10 +1,11 @@
-package main
+package benchkit
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -16,17 +17,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/tandemhci/tandem/bench/internal/benchkit"
 )
 
 // Job IDs, in the order they run and are reported.
 const (
-	jobDurable = "qd1-write-flush"
-	jobQD1     = "qd1-write"
-	jobQD32    = "qd32-write"
-	jobSeq     = "seq-1m"
-	jobPrefill = "prefill"
+	JobDurable = "qd1-write-flush"
+	JobQD1     = "qd1-write"
+	JobQD32    = "qd32-write"
+	JobSeq     = "seq-1m"
+	JobPrefill = "prefill"
 )
 
 // JobSpec is one fio workload, run identically on every target.
@@ -46,35 +45,76 @@ type JobSpec struct {
 	TimeBased bool `json:"time_based"`
 }
 
-func benchJobs() []JobSpec {
+// FioJobs are the measured jobs of the data-path benchmarks, in the order
+// they run and are reported.
+func FioJobs() []JobSpec {
 	return []JobSpec{
-		{ID: jobDurable, Title: "4K random write, QD1, each write followed by a flush (--fsync=1)", RW: "randwrite", BlockSize: "4k", IODepth: 1, SyncEvery: 1, TimeBased: true},
-		{ID: jobQD1, Title: "4K random write, QD1, no flush", RW: "randwrite", BlockSize: "4k", IODepth: 1, TimeBased: true},
-		{ID: jobQD32, Title: "4K random write, QD32, no flush", RW: "randwrite", BlockSize: "4k", IODepth: 32, TimeBased: true},
-		{ID: jobSeq, Title: "1M sequential write, QD4, no flush", RW: "write", BlockSize: "1M", IODepth: 4, Throughput: true, TimeBased: true},
+		{ID: JobDurable, Title: "4K random write, QD1, each write followed by a flush (--fsync=1)", RW: "randwrite", BlockSize: "4k", IODepth: 1, SyncEvery: 1, TimeBased: true},
+		{ID: JobQD1, Title: "4K random write, QD1, no flush", RW: "randwrite", BlockSize: "4k", IODepth: 1, TimeBased: true},
+		{ID: JobQD32, Title: "4K random write, QD32, no flush", RW: "randwrite", BlockSize: "4k", IODepth: 32, TimeBased: true},
+		{ID: JobSeq, Title: "1M sequential write, QD4, no flush", RW: "write", BlockSize: "1M", IODepth: 4, Throughput: true, TimeBased: true},
 	}
 }
 
-func prefillJob() JobSpec {
-	return JobSpec{ID: jobPrefill, Title: "prefill: one sequential 1M write pass over the whole size, QD4", RW: "write", BlockSize: "1M", IODepth: 4, Throughput: true}
+// PrefillJob writes a target once from end to end before the measured
+// jobs, so that none of them pays for first writes.
+func PrefillJob() JobSpec {
+	return JobSpec{ID: JobPrefill, Title: "prefill: one sequential 1M write pass over the whole size, QD4", RW: "write", BlockSize: "1M", IODepth: 4, Throughput: true}
 }
 
-// fioParams are the run-wide fio settings.
-type fioParams struct {
-	size    int64
-	runtime time.Duration
-	ramp    time.Duration
+// FioParams are the run-wide fio settings.
+type FioParams struct {
+	Size    int64
+	Runtime time.Duration
+	Ramp    time.Duration
 }
 
-// fioArgs builds the fio command line (without the fio binary) for one job
+// Flags registers -size (default size; sizeHelp says what it sizes),
+// -runtime and -ramp on fs, filling p; Check them once fs is parsed.
+func (p *FioParams) Flags(fs *flag.FlagSet, size int64, sizeHelp string) {
+	p.Size = size
+	fs.Var((*sizeValue)(&p.Size), "size", sizeHelp+" (1024-based units: M, G)")
+	fs.DurationVar(&p.Runtime, "runtime", 10*time.Second, "measured time of each fio job")
+	fs.DurationVar(&p.Ramp, "ramp", 2*time.Second, "unmeasured ramp before each fio job")
+}
+
+// Check refuses a size that is not a positive multiple of 1 MiB, a runtime
+// under a second and a negative ramp.
+func (p FioParams) Check() error {
+	switch {
+	case p.Size <= 0 || p.Size%(1<<20) != 0:
+		return fmt.Errorf("-size %d: must be a positive multiple of 1 MiB", p.Size)
+	case p.Runtime < time.Second:
+		return errors.New("-runtime must be at least 1s")
+	case p.Ramp < 0:
+		return errors.New("-ramp must not be negative")
+	}
+	return nil
+}
+
+// sizeValue is a flag.Value of a byte count read by ParseSize.
+type sizeValue int64
+
+func (v *sizeValue) String() string { return FmtBytes(int64(*v)) }
+
+func (v *sizeValue) Set(s string) error {
+	n, err := ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*v = sizeValue(n)
+	return nil
+}
+
+// FioArgs builds the fio command line (without the fio binary) for one job
 // on one target. engine holds the target's --ioengine and its options.
-func fioArgs(j JobSpec, p fioParams, engine []string, syncOpt, output string) []string {
+func FioArgs(j JobSpec, p FioParams, engine []string, syncOpt, output string) []string {
 	args := []string{
 		"--name=" + j.ID,
 		"--rw=" + j.RW,
 		"--bs=" + j.BlockSize,
 		"--iodepth=" + strconv.Itoa(j.IODepth),
-		"--size=" + strconv.FormatInt(p.size, 10),
+		"--size=" + strconv.FormatInt(p.Size, 10),
 		"--numjobs=1",
 		"--randrepeat=0",
 		"--norandommap",
@@ -90,13 +130,13 @@ func fioArgs(j JobSpec, p fioParams, engine []string, syncOpt, output string) []
 		args = append(args, fmt.Sprintf("--%s=%d", syncOpt, j.SyncEvery))
 	}
 	if j.TimeBased {
-		args = append(args, "--time_based", "--runtime="+fioDuration(p.runtime), "--ramp_time="+fioDuration(p.ramp))
+		args = append(args, "--time_based", "--runtime="+FioDuration(p.Runtime), "--ramp_time="+FioDuration(p.Ramp))
 	}
 	return args
 }
 
-// fioDuration renders d in fio's time syntax (milliseconds suffix).
-func fioDuration(d time.Duration) string {
+// FioDuration renders d in fio's time syntax (milliseconds suffix).
+func FioDuration(d time.Duration) string {
 	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 }
 
@@ -202,10 +242,10 @@ type Measurement struct {
 	ClientCPUPct float64 `json:"fio_cpu_pct"`
 }
 
-// parseFio reads fio's JSON output, which the nbd engine may precede with
+// ParseFio reads fio's JSON output, which the nbd engine may precede with
 // a line of its own. It returns fio's version, the single job's raw JSON
 // and the measurement drawn from it.
-func parseFio(data []byte) (string, json.RawMessage, Measurement, error) {
+func ParseFio(data []byte) (string, json.RawMessage, Measurement, error) {
 	var m Measurement
 	start := bytes.IndexByte(data, '{')
 	if start < 0 {
@@ -249,35 +289,35 @@ func parseFio(data []byte) (string, json.RawMessage, Measurement, error) {
 	return out.Version, raw, m, nil
 }
 
-// fioRun is the outcome of one fio process.
-type fioRun struct {
-	argv    []string // the command line, timeout included
-	version string
-	raw     json.RawMessage
-	m       Measurement
-	output  string // fio's stdout and stderr (not the JSON)
-	wall    time.Duration
+// FioRun is the outcome of one fio process.
+type FioRun struct {
+	Argv    []string // the command line, timeout included
+	Version string
+	Raw     json.RawMessage // fio's JSON summary of the job, compacted
+	M       Measurement
+	Output  string // fio's stdout and stderr (not the JSON)
+	Wall    time.Duration
 }
 
-// runFioIn runs fio with args under `timeout -s KILL bound` (fio's nbd
+// RunFioIn runs fio with args under `timeout -s KILL bound` (fio's nbd
 // engine can spin forever when its server dies) in its own process group,
 // killed with it when ctx ends, inside network namespace ns ("": the
 // host's). The JSON goes to jsonPath.
-func runFioIn(ctx context.Context, ns string, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
-	return runFioWrapped(ctx, ns, nil, args, jsonPath, bound)
+func RunFioIn(ctx context.Context, ns string, args []string, jsonPath string, bound time.Duration) (FioRun, error) {
+	return RunFioWrapped(ctx, ns, nil, args, jsonPath, bound)
 }
 
-// runFioWrapped is runFioIn with fio started through the command wrap
+// RunFioWrapped is RunFioIn with fio started through the command wrap
 // (a prefix of the argv, such as a private mount namespace).
-func runFioWrapped(ctx context.Context, ns string, wrap, args []string, jsonPath string, bound time.Duration) (fioRun, error) {
-	var r fioRun
+func RunFioWrapped(ctx context.Context, ns string, wrap, args []string, jsonPath string, bound time.Duration) (FioRun, error) {
+	var r FioRun
 	_ = os.Remove(jsonPath)
-	r.argv = append([]string{"timeout", "-s", "KILL", strconv.Itoa(int(math.Ceil(bound.Seconds()))), "fio"}, args...)
-	r.argv = append(slices.Clone(wrap), r.argv...)
+	r.Argv = append([]string{"timeout", "-s", "KILL", strconv.Itoa(int(math.Ceil(bound.Seconds()))), "fio"}, args...)
+	r.Argv = append(slices.Clone(wrap), r.Argv...)
 	if ns != "" {
-		r.argv = append([]string{"ip", "netns", "exec", ns}, r.argv...)
+		r.Argv = append([]string{"ip", "netns", "exec", ns}, r.Argv...)
 	}
-	cmd := exec.CommandContext(ctx, r.argv[0], r.argv[1:]...)
+	cmd := exec.CommandContext(ctx, r.Argv[0], r.Argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
@@ -285,8 +325,8 @@ func runFioWrapped(ctx context.Context, ns string, wrap, args []string, jsonPath
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err := cmd.Run()
-	r.wall = time.Since(start)
-	r.output = strings.TrimSpace(out.String())
+	r.Wall = time.Since(start)
+	r.Output = strings.TrimSpace(out.String())
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() == 137 {
@@ -295,15 +335,72 @@ func runFioWrapped(ctx context.Context, ns string, wrap, args []string, jsonPath
 		if ctx.Err() != nil {
 			return r, fmt.Errorf("fio: %w", ctx.Err())
 		}
-		return r, fmt.Errorf("fio: %w; output: %s", err, benchkit.Truncate(r.output, 2000))
+		return r, fmt.Errorf("fio: %w; output: %s", err, Truncate(r.Output, 2000))
 	}
 	data, err := os.ReadFile(jsonPath)
 	if err != nil {
 		return r, fmt.Errorf("fio output: %w", err)
 	}
-	r.version, r.raw, r.m, err = parseFio(data)
+	r.Version, r.Raw, r.M, err = ParseFio(data)
 	if err != nil {
-		return r, fmt.Errorf("%w; fio said: %s", err, benchkit.Truncate(r.output, 2000))
+		return r, fmt.Errorf("%w; fio said: %s", err, Truncate(r.Output, 2000))
 	}
 	return r, nil
+}
+
+// Headline picks a measurement's key latency and rate for job.
+func Headline(job string, m *Measurement) (latMetric string, lat float64, rateMetric string, rate float64) {
+	if m == nil {
+		return "", 0, "", 0
+	}
+	switch job {
+	case JobDurable:
+		if m.Write != nil && m.Sync != nil && m.Write.P50US > 0 && m.Sync.P50US > 0 {
+			lat = m.Write.P50US + m.Sync.P50US
+		}
+		return "write+flush p50 (write p50 + flush p50)", lat, "pairs/s", m.IOPS
+	case JobSeq, JobPrefill:
+		if m.Write != nil {
+			lat = m.Write.P50US
+		}
+		return "write p50", lat, "MB/s", m.MBps
+	default:
+		if m.Write != nil {
+			lat = m.Write.P50US
+		}
+		return "write p50", lat, "IOPS", m.IOPS
+	}
+}
+
+// Ratio is a/b, nil when either is missing.
+func Ratio(a, b float64) *float64 {
+	if a <= 0 || b <= 0 || math.IsNaN(a) || math.IsNaN(b) || math.IsInf(a, 0) || math.IsInf(b, 0) {
+		return nil
+	}
+	r := a / b
+	return &r
+}
+
+// FmtUS formats a latency in µs for a table: one decimal below 100, an
+// en dash for none.
+func FmtUS(v float64) string {
+	switch {
+	case v <= 0 || math.IsNaN(v):
+		return "–"
+	case v < 100:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+// FmtRate formats a rate as FmtUS does a latency.
+func FmtRate(v float64) string { return FmtUS(v) }
+
+// FmtRatio formats a ratio as "1.23×", an en dash for none.
+func FmtRatio(p *float64) string {
+	if p == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", *p)
 }

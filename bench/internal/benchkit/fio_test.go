@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"math"
@@ -26,7 +26,7 @@ func TestParseFioNBD(t *testing.T) {
 	if !strings.HasPrefix(string(data), "fio: connected") {
 		t.Fatal("testdata no longer starts with the nbd engine's line")
 	}
-	ver, raw, m, err := parseFio(data)
+	ver, raw, m, err := ParseFio(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestParseFioNBD(t *testing.T) {
 func TestParseFioLibaioSyncCount(t *testing.T) {
 	// libaio reports total_ios 0 in the sync section but counts the
 	// flushes in lat_ns.N.
-	_, _, m, err := parseFio(readTestdata(t, "fio-libaio-fdatasync.json"))
+	_, _, m, err := ParseFio(readTestdata(t, "fio-libaio-fdatasync.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestParseFioErrors(t *testing.T) {
 		{"no writes", `{"jobs":[{"jobname":"x","error":0,"write":{"total_ios":0}}]}`, "no writes"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, _, _, err := parseFio([]byte(c.data))
+			_, _, _, err := ParseFio([]byte(c.data))
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want one containing %q", err, c.want)
 			}
@@ -120,12 +120,12 @@ func TestPercentileLookup(t *testing.T) {
 }
 
 func TestFioArgs(t *testing.T) {
-	p := fioParams{size: 1 << 30, runtime: 10 * time.Second, ramp: 2 * time.Second}
+	p := FioParams{Size: 1 << 30, Runtime: 10 * time.Second, Ramp: 2 * time.Second}
 	engine := []string{"--ioengine=nbd", "--uri=nbd+unix:///r2?socket=/x/nbd.sock"}
-	jobs := benchJobs()
-	durable := jobs[slices.IndexFunc(jobs, func(j JobSpec) bool { return j.ID == jobDurable })]
+	jobs := FioJobs()
+	durable := jobs[slices.IndexFunc(jobs, func(j JobSpec) bool { return j.ID == JobDurable })]
 
-	args := fioArgs(durable, p, engine, "fsync", "/tmp/o.json")
+	args := FioArgs(durable, p, engine, "fsync", "/tmp/o.json")
 	for _, want := range []string{"--name=qd1-write-flush", "--rw=randwrite", "--bs=4k", "--iodepth=1", "--size=1073741824",
 		"--randrepeat=0", "--norandommap", "--output-format=json", "--output=/tmp/o.json", "--fsync=1",
 		"--time_based", "--runtime=10000ms", "--ramp_time=2000ms", engine[0], engine[1]} {
@@ -133,18 +133,18 @@ func TestFioArgs(t *testing.T) {
 			t.Errorf("durable args lack %q: %q", want, args)
 		}
 	}
-	if args := fioArgs(durable, p, engine, "fdatasync", "o"); !slices.Contains(args, "--fdatasync=1") || slices.Contains(args, "--fsync=1") {
+	if args := FioArgs(durable, p, engine, "fdatasync", "o"); !slices.Contains(args, "--fdatasync=1") || slices.Contains(args, "--fsync=1") {
 		t.Errorf("fdatasync variant: %q", args)
 	}
-	if args := fioArgs(durable, p, engine, "", "o"); !slices.Contains(args, "--fsync=1") {
+	if args := FioArgs(durable, p, engine, "", "o"); !slices.Contains(args, "--fsync=1") {
 		t.Errorf("default sync option should be fsync: %q", args)
 	}
-	qd32 := jobs[slices.IndexFunc(jobs, func(j JobSpec) bool { return j.ID == jobQD32 })]
-	args = fioArgs(qd32, p, engine, "fsync", "o")
+	qd32 := jobs[slices.IndexFunc(jobs, func(j JobSpec) bool { return j.ID == JobQD32 })]
+	args = FioArgs(qd32, p, engine, "fsync", "o")
 	if !slices.Contains(args, "--iodepth=32") || slices.ContainsFunc(args, func(a string) bool { return strings.Contains(a, "sync=") }) {
 		t.Errorf("qd32 args: %q", args)
 	}
-	args = fioArgs(prefillJob(), p, engine, "fsync", "o")
+	args = FioArgs(PrefillJob(), p, engine, "fsync", "o")
 	if slices.Contains(args, "--time_based") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--runtime") }) {
 		t.Errorf("prefill must write the whole size once, not be time based: %q", args)
 	}
@@ -153,17 +153,52 @@ func TestFioArgs(t *testing.T) {
 	}
 }
 
-func TestCommonArgs(t *testing.T) {
-	got := commonArgs([]string{"--name=a", "--rw=write", "--bs=4k", "--iodepth=1", "--output=x", "--size=5", "--time_based"})
-	if want := []string{"--size=5", "--time_based"}; !slices.Equal(got, want) {
-		t.Errorf("commonArgs = %q, want %q", got, want)
+func TestFioDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{10 * time.Second: "10000ms", 1500 * time.Millisecond: "1500ms", 0: "0ms"} {
+		if got := FioDuration(d); got != want {
+			t.Errorf("FioDuration(%v) = %q, want %q", d, got, want)
+		}
 	}
 }
 
-func TestFioDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{10 * time.Second: "10000ms", 1500 * time.Millisecond: "1500ms", 0: "0ms"} {
-		if got := fioDuration(d); got != want {
-			t.Errorf("fioDuration(%v) = %q, want %q", d, got, want)
+func TestRatio(t *testing.T) {
+	if r := Ratio(3, 2); r == nil || *r != 1.5 {
+		t.Errorf("Ratio(3,2) = %v", r)
+	}
+	for _, c := range [][2]float64{{0, 1}, {1, 0}, {-1, 2}} {
+		if r := Ratio(c[0], c[1]); r != nil {
+			t.Errorf("Ratio(%v) = %v, want nil", c, *r)
+		}
+	}
+}
+
+func TestHeadline(t *testing.T) {
+	m := &Measurement{Write: &LatStats{P50US: 70}, Sync: &LatStats{P50US: 100}, IOPS: 5000, MBps: 20}
+	if _, lat, metric, rate := Headline(JobDurable, m); lat != 170 || metric != "pairs/s" || rate != 5000 {
+		t.Errorf("durable Headline: %v %q %v", lat, metric, rate)
+	}
+	if _, lat, metric, rate := Headline(JobSeq, m); lat != 70 || metric != "MB/s" || rate != 20 {
+		t.Errorf("seq Headline: %v %q %v", lat, metric, rate)
+	}
+	if _, lat, metric, rate := Headline(JobQD32, m); lat != 70 || metric != "IOPS" || rate != 5000 {
+		t.Errorf("qd32 Headline: %v %q %v", lat, metric, rate)
+	}
+	// Without a flush percentile there is no pair latency.
+	if _, lat, _, _ := Headline(JobDurable, &Measurement{Write: &LatStats{P50US: 70}}); lat != 0 {
+		t.Errorf("durable without sync: lat %v, want 0", lat)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1G": 1 << 30, "1GiB": 1 << 30, "1gb": 1 << 30, "512M": 512 << 20, "4096": 4096, " 2 G ": 2 << 30, "1T": 1 << 40, "8K": 8 << 10} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "G", "1.5G", "1X", "-1G", "99999999999T"} {
+		if got, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) = %d, want an error", in, got)
 		}
 	}
 }
