@@ -435,17 +435,7 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		d.Devices.Disks = append(d.Devices.Disks, seedDisk(spec.CloudInit, len(spec.Disks)))
 	}
 	for i, n := range spec.NICs {
-		model := n.Model
-		if model == "" {
-			model = "virtio"
-		}
-		iface := libvirtxml.DomainInterface{
-			Source: &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: n.Bridge}},
-			Model:  &libvirtxml.DomainInterfaceModel{Type: model},
-		}
-		if n.MAC != "" {
-			iface.MAC = &libvirtxml.DomainInterfaceMAC{Address: normalMAC(n.MAC)}
-		}
+		iface := nicInterface(n)
 		if i == 0 {
 			iface.Boot = order(BootNetwork)
 		}

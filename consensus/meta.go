@@ -266,6 +266,7 @@ type Command struct {
 	Image   *ImageCmd   `json:"image,omitempty"`
 	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
 	VMSpec  *VMSpecCmd  `json:"vm_spec,omitempty"`
+	VMNICs  *VMNICsCmd  `json:"vm_nics,omitempty"`
 	VMNVRAM *VMNVRAMCmd `json:"vm_nvram,omitempty"`
 	// Volume growth (grow.go).
 	VolumeSize *VolumeSizeCmd `json:"volume_size,omitempty"`
@@ -621,6 +622,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVolumeSize(c)
 	case opVMSpec:
 		return m.applyVMSpec(c)
+	case opVMNICs:
+		return m.applyVMNICs(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

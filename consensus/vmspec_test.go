@@ -10,16 +10,8 @@ import (
 // values out of bounds and unknown VMs, and leaves the record unchanged
 // when it refuses.
 func TestVMSpecChanges(t *testing.T) {
-	m := &metaSM{s: emptyState()}
 	at := time.Now()
-	apply := func(c Command) error {
-		c.At = at
-		_, err := m.apply(&c)
-		return err
-	}
-	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	m, apply := bootstrapped(t, at)
 	m.s.VMs["web"] = &VMRecord{Name: "web", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 192}}
 	for _, bad := range []VMSpecCmd{{VM: "web", MemoryMiB: 32}, {VM: "web", VCPUs: 65}, {VM: "web", VCPUs: -1}, {VM: ""}} {
 		if err := apply(Command{Op: opVMSpec, VMSpec: &bad}); !errors.Is(err, ErrBadCommand) {
@@ -47,4 +39,20 @@ func TestVMSpecChanges(t *testing.T) {
 	if got := m.s.VMs["web"]; got.Spec.VCPUs != 2 || got.Spec.MemoryMiB != 256 || !got.Changed.Equal(at) {
 		t.Fatalf("vCPUs only: %+v", got)
 	}
+}
+
+// bootstrapped is the state machine of a one-node cluster and a way to
+// apply commands to it, each at time at.
+func bootstrapped(t *testing.T, at time.Time) (*metaSM, func(Command) error) {
+	t.Helper()
+	m := &metaSM{s: emptyState()}
+	apply := func(c Command) error {
+		c.At = at
+		_, err := m.apply(&c)
+		return err
+	}
+	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	return m, apply
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/internal/guest"
+	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -42,7 +43,9 @@ func (vc *vmCluster) waitDiskBytes(t *testing.T, after guest.Datagram, size uint
 // --memory 0, --vcpus 0, more vCPUs than any node has CPUs and more
 // memory than any node offers are refused; 256 MiB and 2 vCPUs set on
 // the running VM leave its QEMU as it is until the VM restarts, and it
-// has them after a stop and start.
+// has them after a stop and start. vm nic: a NIC hot-plugged into the
+// running VM is in its domain, migrates with it, and is unplugged again
+// (the guest releases it); removing it twice is refused.
 func TestVMChanges(t *testing.T) {
 	vc := newVMCluster(t)
 	c, td, ctx := vc.c, vc.td, vc.ctx
@@ -98,12 +101,39 @@ func TestVMChanges(t *testing.T) {
 		t.Fatalf("after refused resizes the volume is %d bytes", info.SizeBytes)
 	}
 
-	// The grown disk migrates live with the VM.
+	// A NIC hot-plugged into the running VM, recorded after the first.
+	domiflist := func(n *testcluster.Node) string { return strings.ToLower(vc.virsh(t, n, "domiflist", "rs")) }
+	nicAdded := vc.vm(t, n1, "nic", "add", "rs", vc.c.VMBridge)
+	if len(nicAdded.Nics) != 2 {
+		t.Fatalf("vm nic add: %d NICs recorded", len(nicAdded.Nics))
+	}
+	mac2 := nicAdded.Nics[1].Mac
+	if l := domiflist(n1); !strings.Contains(l, mac2) || strings.Count(l, "bridge") != 2 {
+		t.Fatalf("after vm nic add, the running domain on %s:\n%s", n1.Name, l)
+	}
+	t.Logf("NIC %s hot-plugged into the running VM", mac2)
+
+	// The grown disk and the hot-plugged NIC migrate live with the VM.
 	to := c.Nodes[2]
 	done, mark := vc.migrateLive(t, n1, "rs", n1, to)
 	t.Logf("migration %s -> %s with the grown disk: downtime %d ms", n1.Name, to.Name, done.DowntimeMs)
 	after := vc.waitDiskBytes(t, mark, 128<<20, 2*time.Minute)
 	t.Logf("after the migration the guest still sees %d bytes and writes (%d acknowledged)", after.DiskBytes, after.Acked)
+	if l := domiflist(to); !strings.Contains(l, mac2) || strings.Count(l, "bridge") != 2 {
+		t.Fatalf("after the migration, the domain on %s:\n%s", to.Name, l)
+	}
+	// Unplugged again: the guest releases it, then the record follows.
+	if v := vc.vm(t, n1, "nic", "remove", "rs", mac2); len(v.Nics) != 1 {
+		t.Fatalf("vm nic remove: %d NICs recorded", len(v.Nics))
+	}
+	if l := domiflist(to); strings.Contains(l, mac2) || strings.Count(l, "bridge") != 1 {
+		t.Fatalf("after vm nic remove, the domain on %s:\n%s", to.Name, l)
+	}
+	if _, stderr, err := td.CLI(ctx, n1, "vm", "nic", "remove", "rs", mac2); err == nil || !strings.Contains(stderr, "has no NIC with MAC") {
+		t.Fatalf("removing the NIC twice: %v %s", err, stderr)
+	}
+	vc.guestProgress(t, after, time.Minute)
+	t.Logf("NIC %s unplugged; the guest writes on", mac2)
 
 	// vm set: bad values are refused; good ones are recorded at once and
 	// reach QEMU at the next start.
@@ -127,17 +157,7 @@ func TestVMChanges(t *testing.T) {
 		t.Fatalf("vm set of a running VM: %v\n%s%s", err, out, stderr)
 	}
 	t.Logf("vm set: %s", strings.TrimSpace(out))
-	dominfo := func() string {
-		t.Helper()
-		vc.mu.Lock()
-		sock := vc.lv[to.Name].Socket
-		vc.mu.Unlock()
-		b, err := exec.CommandContext(ctx, "virsh", "-c", "qemu:///system?socket="+sock, "dominfo", "rs").CombinedOutput()
-		if err != nil {
-			t.Fatalf("virsh dominfo: %v\n%s", err, b)
-		}
-		return string(b)
-	}
+	dominfo := func() string { return vc.virsh(t, to, "dominfo", "rs") }
 	if di := dominfo(); !regexp.MustCompile(`Max memory:\s+196608 KiB`).MatchString(di) || !regexp.MustCompile(`CPU\(s\):\s+1\n`).MatchString(di) {
 		t.Fatalf("the running VM changed before a restart:\n%s", di)
 	}
@@ -150,4 +170,17 @@ func TestVMChanges(t *testing.T) {
 	if v := vc.vm(t, n1, "show", "rs"); v.Vcpus != 2 || v.MemoryMib != 256 {
 		t.Fatalf("vm show after vm set: %d vCPUs, %d MiB", v.Vcpus, v.MemoryMib)
 	}
+}
+
+// virsh runs virsh against node n's libvirtd and returns its output.
+func (vc *vmCluster) virsh(t *testing.T, n *testcluster.Node, args ...string) string {
+	t.Helper()
+	vc.mu.Lock()
+	sock := vc.lv[n.Name].Socket
+	vc.mu.Unlock()
+	b, err := exec.CommandContext(vc.ctx, "virsh", append([]string{"-c", "qemu:///system?socket=" + sock}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("virsh %s on %s: %v\n%s", strings.Join(args, " "), n.Name, err, b)
+	}
+	return string(b)
 }

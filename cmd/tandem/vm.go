@@ -38,6 +38,7 @@ func newVMCmd(a *app) *cobra.Command {
 		newVMCDROMCmd(a),
 		newVMDiskCmd(a),
 		newVMSetCmd(a),
+		newVMNICCmd(a),
 		newVMVNCCmd(a),
 		newVMFSFreezeCmd(a),
 		newVMFSThawCmd(a),

@@ -65,3 +65,7 @@ func (s *peerService) VMPutNVRAM(ctx context.Context, req *tandemv1.PeerNVRAMReq
 func (s *peerService) VMResizeDisk(ctx context.Context, req *tandemv1.PeerResizeDiskRequest) (*tandemv1.VMInfo, error) {
 	return answer(s.a.cfg.VMs.VMResizeDisk(ctx, req))
 }
+
+func (s *peerService) VMNic(ctx context.Context, req *tandemv1.PeerNicRequest) (*tandemv1.VMInfo, error) {
+	return answer(s.a.cfg.VMs.VMNic(ctx, req))
+}

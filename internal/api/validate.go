@@ -154,7 +154,7 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		return rule{str: validate.ExportCertName}, true
 	case "tandem.v1.CreateVMRequest.name", "tandem.v1.VMRequest.name", "tandem.v1.MigrateVMRequest.name",
 		"tandem.v1.ConsoleRequest.name", "tandem.v1.VMInfo.name", "tandem.v1.ConsoleOpen.vm", "tandem.v1.ResizeVMDiskRequest.name",
-		"tandem.v1.SetVMRequest.name":
+		"tandem.v1.SetVMRequest.name", "tandem.v1.AddVMNicRequest.name", "tandem.v1.RemoveVMNicRequest.name":
 		return rule{str: validate.VMName}, true
 	case "tandem.v1.CreateVolumeRequest.nodes", "tandem.v1.PromoteVolumeRequest.node", "tandem.v1.ResyncVolumeRequest.discard_node",
 		"tandem.v1.CreateVMRequest.node", "tandem.v1.VMRequest.node", "tandem.v1.MigrateVMRequest.to", "tandem.v1.PeerMigrateRequest.to",

@@ -32,6 +32,14 @@ func (s *vmService) Stop(ctx context.Context, req *tandemv1.VMRequest) (*tandemv
 	return answer(s.a.cfg.VMs.Stop(ctx, req))
 }
 
+func (s *vmService) AddNIC(ctx context.Context, req *tandemv1.AddVMNicRequest) (*tandemv1.VMInfo, error) {
+	return answer(s.a.cfg.VMs.AddNIC(ctx, req))
+}
+
+func (s *vmService) RemoveNIC(ctx context.Context, req *tandemv1.RemoveVMNicRequest) (*tandemv1.VMInfo, error) {
+	return answer(s.a.cfg.VMs.RemoveNIC(ctx, req))
+}
+
 func (s *vmService) Set(ctx context.Context, req *tandemv1.SetVMRequest) (*tandemv1.SetVMResponse, error) {
 	return answer(s.a.cfg.VMs.Set(ctx, req))
 }

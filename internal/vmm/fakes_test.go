@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -282,6 +283,7 @@ type world struct {
 	meta    *fakeMeta
 	fence   *state.SelfFence
 	now     time.Time
+	failNIC error // what the peer's NIC hot-plug answers
 
 	mu    sync.Mutex
 	asked map[string][]string // what the manager asked: note's key -> values
@@ -378,4 +380,37 @@ func (f *fakeMeta) SetVMSpec(_ context.Context, u consensus.VMSpecCmd) (*consens
 	nv.Spec.VCPUs, nv.Spec.MemoryMiB = u.VCPUs, u.MemoryMiB
 	f.w.ms.VMs[u.VM] = &nv
 	return &nv, nil
+}
+
+func (f *fakeMeta) ChangeVMNICs(_ context.Context, u consensus.VMNICsCmd) (*consensus.VMRecord, error) {
+	v, ok := f.w.ms.VMs[u.VM]
+	if !ok {
+		return nil, consensus.ErrNoSuchVM
+	}
+	nv := *v
+	nv.Spec.NICs = slices.Clone(v.Spec.NICs)
+	if u.Add != nil {
+		f.w.j.Add("meta nic-add %s %s %s", u.VM, u.Add.MAC, u.Add.Bridge)
+		nv.Spec.NICs = append(nv.Spec.NICs, *u.Add)
+	} else {
+		f.w.j.Add("meta nic-remove %s %s", u.VM, u.RemoveMAC)
+		nv.Spec.NICs = slices.DeleteFunc(nv.Spec.NICs, func(n consensus.VMNIC) bool { return n.MAC == u.RemoveMAC })
+	}
+	f.w.ms.VMs[u.VM] = &nv
+	return &nv, nil
+}
+
+func (p fakePeer) VMNic(_ context.Context, req *tandemv1.PeerNicRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
+	if req.RemoveMac != "" {
+		p.w.j.Add("peer %s nic-detach %s %s", p.node, req.Vm.Name, req.RemoveMac)
+		if err := p.w.failNIC; err != nil {
+			return nil, err
+		}
+		return req.Vm, nil
+	}
+	p.w.j.Add("peer %s nic-attach %s %s", p.node, req.Vm.Name, req.Nic.Mac)
+	if err := p.w.failNIC; err != nil {
+		return nil, err
+	}
+	return req.Vm, nil
 }

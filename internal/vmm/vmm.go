@@ -74,6 +74,8 @@ type Meta interface {
 	SetVMNVRAM(ctx context.Context, vm, node string, blob consensus.NVRAMBlob) (*consensus.VMRecord, error)
 	// SetVMSpec records a VM's vCPUs and memory.
 	SetVMSpec(ctx context.Context, u consensus.VMSpecCmd) (*consensus.VMRecord, error)
+	// ChangeVMNICs adds or removes one of a VM's NICs.
+	ChangeVMNICs(ctx context.Context, u consensus.VMNICsCmd) (*consensus.VMRecord, error)
 }
 
 // Images is this node's store of ISO images; *images.Manager satisfies it.

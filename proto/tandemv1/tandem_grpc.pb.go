@@ -1559,6 +1559,8 @@ const (
 	VM_Console_FullMethodName    = "/tandem.v1.VM/Console"
 	VM_ResizeDisk_FullMethodName = "/tandem.v1.VM/ResizeDisk"
 	VM_Set_FullMethodName        = "/tandem.v1.VM/Set"
+	VM_AddNIC_FullMethodName     = "/tandem.v1.VM/AddNIC"
+	VM_RemoveNIC_FullMethodName  = "/tandem.v1.VM/RemoveNIC"
 )
 
 // VMClient is the client API for VM service.
@@ -1583,6 +1585,10 @@ type VMClient interface {
 	// them at its next start; a running one when it restarts (a live
 	// migration keeps the running values). The answer says which.
 	Set(ctx context.Context, in *SetVMRequest, opts ...grpc.CallOption) (*SetVMResponse, error)
+	// Add a NIC to a VM, or remove one by its MAC ('tandem vm nic'); a
+	// running VM gets or loses it at once (PCI hot-plug).
+	AddNIC(ctx context.Context, in *AddVMNicRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	RemoveNIC(ctx context.Context, in *RemoveVMNicRequest, opts ...grpc.CallOption) (*VMInfo, error)
 }
 
 type vMClient struct {
@@ -1711,6 +1717,26 @@ func (c *vMClient) Set(ctx context.Context, in *SetVMRequest, opts ...grpc.CallO
 	return out, nil
 }
 
+func (c *vMClient) AddNIC(ctx context.Context, in *AddVMNicRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_AddNIC_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vMClient) RemoveNIC(ctx context.Context, in *RemoveVMNicRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_RemoveNIC_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VMServer is the server API for VM service.
 // All implementations must embed UnimplementedVMServer
 // for forward compatibility.
@@ -1733,6 +1759,10 @@ type VMServer interface {
 	// them at its next start; a running one when it restarts (a live
 	// migration keeps the running values). The answer says which.
 	Set(context.Context, *SetVMRequest) (*SetVMResponse, error)
+	// Add a NIC to a VM, or remove one by its MAC ('tandem vm nic'); a
+	// running VM gets or loses it at once (PCI hot-plug).
+	AddNIC(context.Context, *AddVMNicRequest) (*VMInfo, error)
+	RemoveNIC(context.Context, *RemoveVMNicRequest) (*VMInfo, error)
 	mustEmbedUnimplementedVMServer()
 }
 
@@ -1772,6 +1802,12 @@ func (UnimplementedVMServer) ResizeDisk(context.Context, *ResizeVMDiskRequest) (
 }
 func (UnimplementedVMServer) Set(context.Context, *SetVMRequest) (*SetVMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Set not implemented")
+}
+func (UnimplementedVMServer) AddNIC(context.Context, *AddVMNicRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddNIC not implemented")
+}
+func (UnimplementedVMServer) RemoveNIC(context.Context, *RemoveVMNicRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNIC not implemented")
 }
 func (UnimplementedVMServer) mustEmbedUnimplementedVMServer() {}
 func (UnimplementedVMServer) testEmbeddedByValue()            {}
@@ -1960,6 +1996,42 @@ func _VM_Set_Handler(srv interface{}, ctx context.Context, dec func(interface{})
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VM_AddNIC_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddVMNicRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).AddNIC(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_AddNIC_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).AddNIC(ctx, req.(*AddVMNicRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VM_RemoveNIC_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveVMNicRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).RemoveNIC(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_RemoveNIC_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).RemoveNIC(ctx, req.(*RemoveVMNicRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VM_ServiceDesc is the grpc.ServiceDesc for VM service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1998,6 +2070,14 @@ var VM_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Set",
 			Handler:    _VM_Set_Handler,
+		},
+		{
+			MethodName: "AddNIC",
+			Handler:    _VM_AddNIC_Handler,
+		},
+		{
+			MethodName: "RemoveNIC",
+			Handler:    _VM_RemoveNIC_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -2410,6 +2490,7 @@ const (
 	Peer_ImageFetch_FullMethodName        = "/tandem.v1.Peer/ImageFetch"
 	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
 	Peer_VMResizeDisk_FullMethodName      = "/tandem.v1.Peer/VMResizeDisk"
+	Peer_VMNic_FullMethodName             = "/tandem.v1.Peer/VMNic"
 	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
 	Peer_VMPrepareSeed_FullMethodName     = "/tandem.v1.Peer/VMPrepareSeed"
 	Peer_VMSerial_FullMethodName          = "/tandem.v1.Peer/VMSerial"
@@ -2475,6 +2556,8 @@ type PeerClient interface {
 	VMChangeMedia(ctx context.Context, in *PeerChangeMediaRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	// Makes a running VM defined here see its disk's new size.
 	VMResizeDisk(ctx context.Context, in *PeerResizeDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Hot-plugs or unplugs a NIC of a running VM defined here.
+	VMNic(ctx context.Context, in *PeerNicRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
@@ -2825,6 +2908,16 @@ func (c *peerClient) VMResizeDisk(ctx context.Context, in *PeerResizeDiskRequest
 	return out, nil
 }
 
+func (c *peerClient) VMNic(ctx context.Context, in *PeerNicRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMNic_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PeerNVRAMResponse)
@@ -2939,6 +3032,8 @@ type PeerServer interface {
 	VMChangeMedia(context.Context, *PeerChangeMediaRequest) (*VMInfo, error)
 	// Makes a running VM defined here see its disk's new size.
 	VMResizeDisk(context.Context, *PeerResizeDiskRequest) (*VMInfo, error)
+	// Hot-plugs or unplugs a NIC of a running VM defined here.
+	VMNic(context.Context, *PeerNicRequest) (*VMInfo, error)
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
@@ -3051,6 +3146,9 @@ func (UnimplementedPeerServer) VMChangeMedia(context.Context, *PeerChangeMediaRe
 }
 func (UnimplementedPeerServer) VMResizeDisk(context.Context, *PeerResizeDiskRequest) (*VMInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMResizeDisk not implemented")
+}
+func (UnimplementedPeerServer) VMNic(context.Context, *PeerNicRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMNic not implemented")
 }
 func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
@@ -3607,6 +3705,24 @@ func _Peer_VMResizeDisk_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VMNic_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerNicRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMNic(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMNic_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMNic(ctx, req.(*PeerNicRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PeerNVRAMRequest)
 	if err := dec(in); err != nil {
@@ -3789,6 +3905,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VMResizeDisk",
 			Handler:    _Peer_VMResizeDisk_Handler,
+		},
+		{
+			MethodName: "VMNic",
+			Handler:    _Peer_VMNic_Handler,
 		},
 		{
 			MethodName: "VMPutNVRAM",
