@@ -157,7 +157,7 @@ func TestRBDVM(t *testing.T) {
 	// QEMU holds it.
 	fio := exec.CommandContext(ctx, "ip", "netns", "exec", c.Switch().NS, "fio", "--name=rbdverify", "--ioengine=rbd",
 		"--clientname=admin", "--pool="+ceph.Pool, "--rbdname=rv", "--rw=randwrite", "--bs=4k", "--offset=32M", "--size=16M",
-		"--iodepth=16", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=terse")
+		"--iodepth=16", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=terse")
 	fio.Env = append(os.Environ(), ceph.Env()...)
 	if out, err := fio.CombinedOutput(); err != nil || strings.Contains(string(out), "verify:") {
 		t.Fatalf("fio --ioengine=rbd --verify=crc32c on rv: %v\n%s", err, out)
