@@ -386,6 +386,18 @@ func TestVMLifecycleMigrationAndMaintenance(t *testing.T) {
 	if err != nil || !strings.Contains(list, "g1") || !strings.Contains(list, "running") {
 		t.Fatalf("vm list: %v\n%s", err, list)
 	}
+	// compute.domain_type is auto (the default): the node says what its
+	// VMs run under and why. Here that is TCG: the KVM probe has no
+	// kernel in /boot, or its kernel does not boot under this host's KVM.
+	if show, stderr, err := td.CLI(ctx, n2, "node", "show", n1.Name); err != nil || !strings.Contains(show, "accel:") || !strings.Contains(show, "qemu (TCG (no KVM): ") {
+		t.Fatalf("node show %s: want an accel line saying TCG, and why: %v\n%s\n%s", n1.Name, err, show, stderr)
+	} else {
+		for _, l := range strings.Split(show, "\n") {
+			if strings.HasPrefix(l, "accel:") {
+				t.Logf("node show %s: %s", n1.Name, strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
 	// The serial console reaches the CLI on any node; the agent logs there.
 	if con, stderr, err := td.CLI(ctx, n3, "vm", "console", "g1", "--tail", "65536"); err != nil || !strings.Contains(con, "agent=tandem-guest") {
 		t.Fatalf("vm console: %v\n%s\n%s", err, stderr, con)

@@ -82,6 +82,9 @@ func writeNodeShow(w io.Writer, n *tandemv1.NodeInfo, vms *tandemv1.ListVMsRespo
 		fmt.Fprintf(tw, "compute:\t%s of %s reserved by VMs; %s free on the host\n",
 			formatBytes(int64(cs.GetUsedMib())<<20), formatBytes(int64(cs.GetCapacityMib())<<20), formatBytes(int64(cs.GetHostFreeMib())<<20))
 	}
+	if a := cs.GetAccel(); a != "" {
+		fmt.Fprintf(tw, "accel:\t%s (%s)\n", a, orDash(cs.GetAccelDetail()))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

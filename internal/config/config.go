@@ -127,8 +127,12 @@ type ComputeConfig struct {
 	// MemoryMiB is the memory VMs may use here. Default: what libvirt
 	// reports for the host minus DefaultHostReserveMiB.
 	MemoryMiB uint64 `yaml:"memory_mib"`
-	// DomainType is "qemu" (TCG, default) or "kvm".
+	// DomainType is "auto" (the default: KVM if a probe guest's kernel
+	// boots under it, else TCG), "qemu" (TCG) or "kvm".
 	DomainType string `yaml:"domain_type"`
+	// KVMProbeKernel is the kernel the KVM probe boots (default: the
+	// newest /boot/vmlinuz-*; with none, the probe says TCG).
+	KVMProbeKernel string `yaml:"kvm_probe_kernel"`
 }
 
 // Compute defaults.
@@ -308,7 +312,7 @@ func (c *Config) ApplyDefaults() {
 		c.Compute.Bridge = DefaultVMBridge
 	}
 	if c.Compute.DomainType == "" {
-		c.Compute.DomainType = "qemu"
+		c.Compute.DomainType = "auto"
 	}
 	if c.Compute.MigrationURI == "" && derive {
 		h := host

@@ -48,7 +48,7 @@ func TestDefault(t *testing.T) {
 		Role:    "data",
 		Log:     LogConfig{Format: "text", Level: "info"},
 		Raft:    RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
-		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "qemu"},
+		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
@@ -74,7 +74,7 @@ func TestParseMinimal(t *testing.T) {
 		Role: "data",
 		Log:  LogConfig{Format: "text", Level: "info"},
 		Raft: RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
-		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "qemu",
+		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto",
 			MigrationURI: "qemu+tls://10.0.0.1/system"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -123,7 +123,7 @@ disks:
 		Log:   LogConfig{Format: "json", Level: "debug"},
 		Raft:  RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
 		Disks: []string{"/dev/disk/by-id/nvme-a", "/dev/sdb"},
-		Compute: ComputeConfig{LibvirtSocket: "/run/lv/sock", LibvirtURI: DefaultLibvirtURI, Bridge: "br9", MemoryMiB: 4096, DomainType: "qemu",
+		Compute: ComputeConfig{LibvirtSocket: "/run/lv/sock", LibvirtURI: DefaultLibvirtURI, Bridge: "br9", MemoryMiB: 4096, DomainType: "auto",
 			MigrationURI: "qemu+tls://10.0.0.5/system"},
 	}
 	if !reflect.DeepEqual(c, want) {

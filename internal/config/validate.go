@@ -47,8 +47,11 @@ func (c Config) Validate() error {
 	if wd := c.Watchdog; wd != "" && wd != "off" && !filepath.IsAbs(wd) {
 		bad("watchdog", "%q must be an absolute device path or \"off\"", wd)
 	}
-	if dt := c.Compute.DomainType; dt != "" && dt != "qemu" && dt != "kvm" {
-		bad("compute.domain_type", "%q is not one of qemu, kvm", dt)
+	if dt := c.Compute.DomainType; dt != "" && dt != "auto" && dt != "qemu" && dt != "kvm" {
+		bad("compute.domain_type", "%q is not one of auto, qemu, kvm", dt)
+	}
+	if k := c.Compute.KVMProbeKernel; k != "" && !filepath.IsAbs(k) {
+		bad("compute.kvm_probe_kernel", "%q must be an absolute path", k)
 	}
 
 	switch {

@@ -43,7 +43,7 @@ func (m *Manager) Driver(ctx context.Context) (*compute.Driver, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	drv, err := compute.Dial(dctx, cfg.Compute.LibvirtSocket, cfg.Compute.LibvirtURI,
-		compute.WithDomainType(cfg.Compute.DomainType), compute.WithLogger(m.st.Log))
+		compute.WithDomainType(m.domainType(ctx).typ), compute.WithLogger(m.st.Log))
 	if err != nil {
 		return nil, fmt.Errorf("libvirtd at %s: %w", cfg.Compute.LibvirtSocket, err)
 	}
@@ -186,6 +186,9 @@ func (m *Manager) status(ctx context.Context) *tandemv1.ComputeStatus {
 	out := &tandemv1.ComputeStatus{MigrationUri: cfg.Compute.MigrationURI, NbdSocket: m.vols.NBDSocket(), Bridge: cfg.Compute.Bridge,
 		Cpus: uint32(runtime.NumCPU())}
 	drv, err := m.Driver(ctx)
+	if a := m.resolvedAccel(); a != nil {
+		out.Accel, out.AccelDetail = a.typ, a.detail
+	}
 	if err != nil {
 		out.Reason = err.Error()
 		return out

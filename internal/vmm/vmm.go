@@ -139,6 +139,11 @@ type Manager struct {
 	// secmu orders the Ceph secrets' sync with a start that defines one
 	// and starts QEMU with it (rbd.go).
 	secmu sync.Mutex
+
+	// accel is the domain type compute.domain_type "auto" resolved to,
+	// with the KVM probe's verdict, once (accel.go).
+	accelMu sync.Mutex
+	accel   *accelChoice
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console

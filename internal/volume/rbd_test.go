@@ -64,7 +64,7 @@ func TestHoldsNone(t *testing.T) {
 		p    cephholders.Proc
 		want bool
 	}{
-		{qemu("11111111-2222-3333-4444-555555555555"), true},  // a's disks were not fenced
+		{qemu("11111111-2222-3333-4444-555555555555"), true}, // a's disks were not fenced
 		{qemu(strings.ToUpper("11111111-2222-3333-4444-555555555555")), true},
 		{qemu("66666666-2222-3333-4444-555555555555"), false}, // b's disk was
 		{qemu("99999999-2222-3333-4444-555555555555"), false}, // no such VM: a stale QEMU

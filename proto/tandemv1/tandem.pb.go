@@ -8388,7 +8388,11 @@ type ComputeStatus struct {
 	// why ("/boot/vmlinuz: no such file", "bridge br9: no such interface").
 	Missing []string `protobuf:"bytes,10,rep,name=missing,proto3" json:"missing,omitempty"`
 	// The host's CPUs (a VM may have at most as many vCPUs).
-	Cpus          uint32 `protobuf:"varint,11,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	Cpus uint32 `protobuf:"varint,11,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// The libvirt domain type VMs get here: "kvm", or "qemu" (TCG), and
+	// why (compute.domain_type, or the KVM probe's verdict).
+	Accel         string `protobuf:"bytes,12,opt,name=accel,proto3" json:"accel,omitempty"`
+	AccelDetail   string `protobuf:"bytes,13,opt,name=accel_detail,json=accelDetail,proto3" json:"accel_detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -8498,6 +8502,20 @@ func (x *ComputeStatus) GetCpus() uint32 {
 		return x.Cpus
 	}
 	return 0
+}
+
+func (x *ComputeStatus) GetAccel() string {
+	if x != nil {
+		return x.Accel
+	}
+	return ""
+}
+
+func (x *ComputeStatus) GetAccelDetail() string {
+	if x != nil {
+		return x.AccelDetail
+	}
+	return ""
 }
 
 type PeerVMRequest struct {
@@ -10878,7 +10896,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"D\n" +
 	"\x12ComputeInfoRequest\x12\x14\n" +
 	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x18\n" +
-	"\abridges\x18\x02 \x03(\tR\abridges\"\xcb\x02\n" +
+	"\abridges\x18\x02 \x03(\tR\abridges\"\x84\x03\n" +
 	"\rComputeStatus\x12\x1c\n" +
 	"\tavailable\x18\x01 \x01(\bR\tavailable\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12!\n" +
@@ -10892,7 +10910,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06bridge\x18\t \x01(\tR\x06bridge\x12\x18\n" +
 	"\amissing\x18\n" +
 	" \x03(\tR\amissing\x12\x12\n" +
-	"\x04cpus\x18\v \x01(\rR\x04cpus\"q\n" +
+	"\x04cpus\x18\v \x01(\rR\x04cpus\x12\x14\n" +
+	"\x05accel\x18\f \x01(\tR\x05accel\x12!\n" +
+	"\faccel_detail\x18\r \x01(\tR\vaccelDetail\"q\n" +
 	"\rPeerVMRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\x12\x14\n" +
