@@ -5641,6 +5641,123 @@ func (x *ConsoleChunk) GetData() []byte {
 	return nil
 }
 
+type AddVMDiskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A new volume (size_bytes, replicas or backend rbd with storage and
+	// pool), named NAME-diskN with the first free N, or an existing one
+	// (volume), as a create's disks.
+	Disk          *VMDisk `protobuf:"bytes,2,opt,name=disk,proto3" json:"disk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddVMDiskRequest) Reset() {
+	*x = AddVMDiskRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddVMDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddVMDiskRequest) ProtoMessage() {}
+
+func (x *AddVMDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddVMDiskRequest.ProtoReflect.Descriptor instead.
+func (*AddVMDiskRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *AddVMDiskRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddVMDiskRequest) GetDisk() *VMDisk {
+	if x != nil {
+		return x.Disk
+	}
+	return nil
+}
+
+type DetachVMDiskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The disk, by its volume's name.
+	Volume string `protobuf:"bytes,2,opt,name=volume,proto3" json:"volume,omitempty"`
+	// Delete the volume once it is detached.
+	Delete        bool `protobuf:"varint,3,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachVMDiskRequest) Reset() {
+	*x = DetachVMDiskRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachVMDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachVMDiskRequest) ProtoMessage() {}
+
+func (x *DetachVMDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachVMDiskRequest.ProtoReflect.Descriptor instead.
+func (*DetachVMDiskRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *DetachVMDiskRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DetachVMDiskRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *DetachVMDiskRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
 type AddVMNicRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -5653,7 +5770,7 @@ type AddVMNicRequest struct {
 
 func (x *AddVMNicRequest) Reset() {
 	*x = AddVMNicRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5665,7 +5782,7 @@ func (x *AddVMNicRequest) String() string {
 func (*AddVMNicRequest) ProtoMessage() {}
 
 func (x *AddVMNicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[75]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5678,7 +5795,7 @@ func (x *AddVMNicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVMNicRequest.ProtoReflect.Descriptor instead.
 func (*AddVMNicRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{75}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *AddVMNicRequest) GetName() string {
@@ -5705,7 +5822,7 @@ type RemoveVMNicRequest struct {
 
 func (x *RemoveVMNicRequest) Reset() {
 	*x = RemoveVMNicRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5717,7 +5834,7 @@ func (x *RemoveVMNicRequest) String() string {
 func (*RemoveVMNicRequest) ProtoMessage() {}
 
 func (x *RemoveVMNicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5730,7 +5847,7 @@ func (x *RemoveVMNicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVMNicRequest.ProtoReflect.Descriptor instead.
 func (*RemoveVMNicRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RemoveVMNicRequest) GetName() string {
@@ -5759,7 +5876,7 @@ type SetVMRequest struct {
 
 func (x *SetVMRequest) Reset() {
 	*x = SetVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5771,7 +5888,7 @@ func (x *SetVMRequest) String() string {
 func (*SetVMRequest) ProtoMessage() {}
 
 func (x *SetVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5784,7 +5901,7 @@ func (x *SetVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVMRequest.ProtoReflect.Descriptor instead.
 func (*SetVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SetVMRequest) GetName() string {
@@ -5822,7 +5939,7 @@ type SetVMResponse struct {
 
 func (x *SetVMResponse) Reset() {
 	*x = SetVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5834,7 +5951,7 @@ func (x *SetVMResponse) String() string {
 func (*SetVMResponse) ProtoMessage() {}
 
 func (x *SetVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5847,7 +5964,7 @@ func (x *SetVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVMResponse.ProtoReflect.Descriptor instead.
 func (*SetVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SetVMResponse) GetVm() *VMInfo {
@@ -5884,7 +6001,7 @@ type ResizeVMDiskRequest struct {
 
 func (x *ResizeVMDiskRequest) Reset() {
 	*x = ResizeVMDiskRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5896,7 +6013,7 @@ func (x *ResizeVMDiskRequest) String() string {
 func (*ResizeVMDiskRequest) ProtoMessage() {}
 
 func (x *ResizeVMDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5909,7 +6026,7 @@ func (x *ResizeVMDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeVMDiskRequest.ProtoReflect.Descriptor instead.
 func (*ResizeVMDiskRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ResizeVMDiskRequest) GetName() string {
@@ -5941,7 +6058,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5953,7 +6070,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5966,7 +6083,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 type HANode struct {
@@ -5984,7 +6101,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5996,7 +6113,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6009,7 +6126,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *HANode) GetName() string {
@@ -6064,7 +6181,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6076,7 +6193,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6089,7 +6206,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *HAVM) GetName() string {
@@ -6155,7 +6272,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6167,7 +6284,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6180,7 +6297,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -6231,7 +6348,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6243,7 +6360,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6256,7 +6373,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -6303,7 +6420,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6315,7 +6432,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6328,7 +6445,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -6350,7 +6467,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6362,7 +6479,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6375,7 +6492,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -6417,7 +6534,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6429,7 +6546,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6442,7 +6559,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -6518,7 +6635,7 @@ type CredentialInfo struct {
 
 func (x *CredentialInfo) Reset() {
 	*x = CredentialInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6530,7 +6647,7 @@ func (x *CredentialInfo) String() string {
 func (*CredentialInfo) ProtoMessage() {}
 
 func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6543,7 +6660,7 @@ func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
 func (*CredentialInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *CredentialInfo) GetName() string {
@@ -6606,7 +6723,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6618,7 +6735,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6631,7 +6748,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -6661,7 +6778,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6673,7 +6790,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6686,7 +6803,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
@@ -6720,7 +6837,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6732,7 +6849,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6745,7 +6862,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *ListCredentialsRequest) GetAll() bool {
@@ -6764,7 +6881,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6776,7 +6893,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6789,7 +6906,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
@@ -6810,7 +6927,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6822,7 +6939,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6835,7 +6952,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -6864,7 +6981,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6876,7 +6993,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6889,7 +7006,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
@@ -6916,7 +7033,7 @@ type MetaSyncRequest struct {
 
 func (x *MetaSyncRequest) Reset() {
 	*x = MetaSyncRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6928,7 +7045,7 @@ func (x *MetaSyncRequest) String() string {
 func (*MetaSyncRequest) ProtoMessage() {}
 
 func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6941,7 +7058,7 @@ func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
 func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 type MetaSyncResponse struct {
@@ -6953,7 +7070,7 @@ type MetaSyncResponse struct {
 
 func (x *MetaSyncResponse) Reset() {
 	*x = MetaSyncResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6965,7 +7082,7 @@ func (x *MetaSyncResponse) String() string {
 func (*MetaSyncResponse) ProtoMessage() {}
 
 func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6978,7 +7095,7 @@ func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
 func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *MetaSyncResponse) GetApplied() uint64 {
@@ -6999,7 +7116,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7011,7 +7128,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7024,7 +7141,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -7071,7 +7188,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7083,7 +7200,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7096,7 +7213,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -7218,7 +7335,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7230,7 +7347,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7243,7 +7360,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -7330,7 +7447,7 @@ type PeerCertView struct {
 
 func (x *PeerCertView) Reset() {
 	*x = PeerCertView{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7342,7 +7459,7 @@ func (x *PeerCertView) String() string {
 func (*PeerCertView) ProtoMessage() {}
 
 func (x *PeerCertView) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7355,7 +7472,7 @@ func (x *PeerCertView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCertView.ProtoReflect.Descriptor instead.
 func (*PeerCertView) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *PeerCertView) GetNodes() []*PeerNodeCerts {
@@ -7391,7 +7508,7 @@ type PeerNodeCerts struct {
 
 func (x *PeerNodeCerts) Reset() {
 	*x = PeerNodeCerts{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7403,7 +7520,7 @@ func (x *PeerNodeCerts) String() string {
 func (*PeerNodeCerts) ProtoMessage() {}
 
 func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7416,7 +7533,7 @@ func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeCerts.ProtoReflect.Descriptor instead.
 func (*PeerNodeCerts) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *PeerNodeCerts) GetName() string {
@@ -7452,7 +7569,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7464,7 +7581,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7477,7 +7594,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -7509,7 +7626,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7521,7 +7638,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7534,7 +7651,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PingResponse) GetName() string {
@@ -7592,7 +7709,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7604,7 +7721,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7617,7 +7734,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -7666,7 +7783,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7678,7 +7795,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7691,7 +7808,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -7716,7 +7833,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7728,7 +7845,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7741,7 +7858,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
 }
 
 type PeerVolumeInitRequest struct {
@@ -7753,7 +7870,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7765,7 +7882,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7778,7 +7895,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -7796,7 +7913,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7808,7 +7925,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7821,7 +7938,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -7836,7 +7953,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7848,7 +7965,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7861,7 +7978,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -7893,7 +8010,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7905,7 +8022,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7918,7 +8035,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -7930,7 +8047,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7942,7 +8059,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7955,7 +8072,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -7977,7 +8094,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7989,7 +8106,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8002,7 +8119,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -8042,7 +8159,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8054,7 +8171,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8067,7 +8184,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -8085,7 +8202,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8097,7 +8214,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8110,7 +8227,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
 }
 
 type Disk struct {
@@ -8125,7 +8242,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8137,7 +8254,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8150,7 +8267,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *Disk) GetPath() string {
@@ -8190,7 +8307,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8202,7 +8319,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8215,7 +8332,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -8237,7 +8354,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8249,7 +8366,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8262,7 +8379,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -8305,7 +8422,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8317,7 +8434,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8330,7 +8447,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -8421,7 +8538,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8433,7 +8550,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8446,7 +8563,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -8482,7 +8599,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8494,7 +8611,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8507,7 +8624,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -8555,7 +8672,7 @@ type PeerNodeRemovedRequest struct {
 
 func (x *PeerNodeRemovedRequest) Reset() {
 	*x = PeerNodeRemovedRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8567,7 +8684,7 @@ func (x *PeerNodeRemovedRequest) String() string {
 func (*PeerNodeRemovedRequest) ProtoMessage() {}
 
 func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8580,7 +8697,7 @@ func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *PeerNodeRemovedRequest) GetNode() string {
@@ -8637,7 +8754,7 @@ type PeerNodeRemovedResponse struct {
 
 func (x *PeerNodeRemovedResponse) Reset() {
 	*x = PeerNodeRemovedResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8649,7 +8766,7 @@ func (x *PeerNodeRemovedResponse) String() string {
 func (*PeerNodeRemovedResponse) ProtoMessage() {}
 
 func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8662,7 +8779,7 @@ func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *PeerNodeRemovedResponse) GetFirst() bool {
@@ -8701,7 +8818,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8713,7 +8830,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8726,7 +8843,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -8767,7 +8884,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8779,7 +8896,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8792,7 +8909,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -8810,7 +8927,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8822,7 +8939,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8835,7 +8952,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
 }
 
 type UpgradeNode struct {
@@ -8858,7 +8975,7 @@ type UpgradeNode struct {
 
 func (x *UpgradeNode) Reset() {
 	*x = UpgradeNode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8870,7 +8987,7 @@ func (x *UpgradeNode) String() string {
 func (*UpgradeNode) ProtoMessage() {}
 
 func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8883,7 +9000,7 @@ func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeNode.ProtoReflect.Descriptor instead.
 func (*UpgradeNode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
 }
 
 func (x *UpgradeNode) GetName() string {
@@ -8950,7 +9067,7 @@ type GatedFeature struct {
 
 func (x *GatedFeature) Reset() {
 	*x = GatedFeature{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8962,7 +9079,7 @@ func (x *GatedFeature) String() string {
 func (*GatedFeature) ProtoMessage() {}
 
 func (x *GatedFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8975,7 +9092,7 @@ func (x *GatedFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatedFeature.ProtoReflect.Descriptor instead.
 func (*GatedFeature) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *GatedFeature) GetName() string {
@@ -9031,7 +9148,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9043,7 +9160,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9056,7 +9173,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *UpgradeStatusResponse) GetClusterVersion() uint32 {
@@ -9112,7 +9229,7 @@ type SetNodeNoteRequest struct {
 
 func (x *SetNodeNoteRequest) Reset() {
 	*x = SetNodeNoteRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9124,7 +9241,7 @@ func (x *SetNodeNoteRequest) String() string {
 func (*SetNodeNoteRequest) ProtoMessage() {}
 
 func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9137,7 +9254,7 @@ func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeNoteRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeNoteRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *SetNodeNoteRequest) GetName() string {
@@ -9173,7 +9290,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9185,7 +9302,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9198,7 +9315,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *ImageInfo) GetName() string {
@@ -9264,7 +9381,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9276,7 +9393,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9289,7 +9406,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *UploadImageRequest) GetName() string {
@@ -9328,7 +9445,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9340,7 +9457,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9353,7 +9470,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
 }
 
 type ListImagesResponse struct {
@@ -9365,7 +9482,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9377,7 +9494,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9390,7 +9507,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
 }
 
 func (x *ListImagesResponse) GetImages() []*ImageInfo {
@@ -9409,7 +9526,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9421,7 +9538,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9434,7 +9551,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *DeleteImageRequest) GetName() string {
@@ -9452,7 +9569,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9464,7 +9581,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9477,7 +9594,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
 }
 
 type ChangeMediaRequest struct {
@@ -9492,7 +9609,7 @@ type ChangeMediaRequest struct {
 
 func (x *ChangeMediaRequest) Reset() {
 	*x = ChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9504,7 +9621,7 @@ func (x *ChangeMediaRequest) String() string {
 func (*ChangeMediaRequest) ProtoMessage() {}
 
 func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9517,7 +9634,7 @@ func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
 }
 
 func (x *ChangeMediaRequest) GetName() string {
@@ -9543,7 +9660,7 @@ type PeerImageRequest struct {
 
 func (x *PeerImageRequest) Reset() {
 	*x = PeerImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9555,7 +9672,7 @@ func (x *PeerImageRequest) String() string {
 func (*PeerImageRequest) ProtoMessage() {}
 
 func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9568,7 +9685,7 @@ func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageRequest.ProtoReflect.Descriptor instead.
 func (*PeerImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *PeerImageRequest) GetImage() string {
@@ -9588,7 +9705,7 @@ type PeerImageResponse struct {
 
 func (x *PeerImageResponse) Reset() {
 	*x = PeerImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9600,7 +9717,7 @@ func (x *PeerImageResponse) String() string {
 func (*PeerImageResponse) ProtoMessage() {}
 
 func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9613,7 +9730,7 @@ func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageResponse.ProtoReflect.Descriptor instead.
 func (*PeerImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *PeerImageResponse) GetPath() string {
@@ -9632,7 +9749,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9644,7 +9761,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9657,7 +9774,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -9679,7 +9796,7 @@ type PeerNicRequest struct {
 
 func (x *PeerNicRequest) Reset() {
 	*x = PeerNicRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9691,7 +9808,7 @@ func (x *PeerNicRequest) String() string {
 func (*PeerNicRequest) ProtoMessage() {}
 
 func (x *PeerNicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9704,7 +9821,7 @@ func (x *PeerNicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNicRequest.ProtoReflect.Descriptor instead.
 func (*PeerNicRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{140}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *PeerNicRequest) GetVm() *VMInfo {
@@ -9728,6 +9845,67 @@ func (x *PeerNicRequest) GetRemoveMac() string {
 	return ""
 }
 
+type PeerDiskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// The disk's volume: attached, or with detach unplugged.
+	Volume        string `protobuf:"bytes,2,opt,name=volume,proto3" json:"volume,omitempty"`
+	Detach        bool   `protobuf:"varint,3,opt,name=detach,proto3" json:"detach,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerDiskRequest) Reset() {
+	*x = PeerDiskRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerDiskRequest) ProtoMessage() {}
+
+func (x *PeerDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerDiskRequest.ProtoReflect.Descriptor instead.
+func (*PeerDiskRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{143}
+}
+
+func (x *PeerDiskRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerDiskRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *PeerDiskRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
 type PeerResizeDiskRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Vm        *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
@@ -9743,7 +9921,7 @@ type PeerResizeDiskRequest struct {
 
 func (x *PeerResizeDiskRequest) Reset() {
 	*x = PeerResizeDiskRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9755,7 +9933,7 @@ func (x *PeerResizeDiskRequest) String() string {
 func (*PeerResizeDiskRequest) ProtoMessage() {}
 
 func (x *PeerResizeDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9768,7 +9946,7 @@ func (x *PeerResizeDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerResizeDiskRequest.ProtoReflect.Descriptor instead.
 func (*PeerResizeDiskRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{141}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{144}
 }
 
 func (x *PeerResizeDiskRequest) GetVm() *VMInfo {
@@ -9817,7 +9995,7 @@ type PeerChangeMediaRequest struct {
 
 func (x *PeerChangeMediaRequest) Reset() {
 	*x = PeerChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9829,7 +10007,7 @@ func (x *PeerChangeMediaRequest) String() string {
 func (*PeerChangeMediaRequest) ProtoMessage() {}
 
 func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9842,7 +10020,7 @@ func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*PeerChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{142}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *PeerChangeMediaRequest) GetVm() *VMInfo {
@@ -9870,7 +10048,7 @@ type PeerNVRAMRequest struct {
 
 func (x *PeerNVRAMRequest) Reset() {
 	*x = PeerNVRAMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9882,7 +10060,7 @@ func (x *PeerNVRAMRequest) String() string {
 func (*PeerNVRAMRequest) ProtoMessage() {}
 
 func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9895,7 +10073,7 @@ func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMRequest.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{143}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{146}
 }
 
 func (x *PeerNVRAMRequest) GetVm() *VMInfo {
@@ -9922,7 +10100,7 @@ type PeerNVRAMResponse struct {
 
 func (x *PeerNVRAMResponse) Reset() {
 	*x = PeerNVRAMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9934,7 +10112,7 @@ func (x *PeerNVRAMResponse) String() string {
 func (*PeerNVRAMResponse) ProtoMessage() {}
 
 func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9947,7 +10125,7 @@ func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMResponse.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{144}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{147}
 }
 
 func (x *PeerNVRAMResponse) GetPath() string {
@@ -9971,7 +10149,7 @@ type FSFreezeResponse struct {
 
 func (x *FSFreezeResponse) Reset() {
 	*x = FSFreezeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[148]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9983,7 +10161,7 @@ func (x *FSFreezeResponse) String() string {
 func (*FSFreezeResponse) ProtoMessage() {}
 
 func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[148]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9996,7 +10174,7 @@ func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSFreezeResponse.ProtoReflect.Descriptor instead.
 func (*FSFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{145}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{148}
 }
 
 func (x *FSFreezeResponse) GetVm() string {
@@ -10038,7 +10216,7 @@ type PeerGuestAgentRequest struct {
 
 func (x *PeerGuestAgentRequest) Reset() {
 	*x = PeerGuestAgentRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[149]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10050,7 +10228,7 @@ func (x *PeerGuestAgentRequest) String() string {
 func (*PeerGuestAgentRequest) ProtoMessage() {}
 
 func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[149]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10063,7 +10241,7 @@ func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentRequest.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{146}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{149}
 }
 
 func (x *PeerGuestAgentRequest) GetVm() *VMInfo {
@@ -10093,7 +10271,7 @@ type PeerGuestAgentResponse struct {
 
 func (x *PeerGuestAgentResponse) Reset() {
 	*x = PeerGuestAgentResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[150]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10105,7 +10283,7 @@ func (x *PeerGuestAgentResponse) String() string {
 func (*PeerGuestAgentResponse) ProtoMessage() {}
 
 func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[150]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10118,7 +10296,7 @@ func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentResponse.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{147}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{150}
 }
 
 func (x *PeerGuestAgentResponse) GetAddresses() []string {
@@ -10583,7 +10761,14 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04tail\x18\x02 \x01(\x03R\x04tail\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"\"\n" +
 	"\fConsoleChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"I\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"M\n" +
+	"\x10AddVMDiskRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x04disk\x18\x02 \x01(\v2\x11.tandem.v1.VMDiskR\x04disk\"Y\n" +
+	"\x13DetachVMDiskRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x16\n" +
+	"\x06delete\x18\x03 \x01(\bR\x06delete\"I\n" +
 	"\x0fAddVMNicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
 	"\x03nic\x18\x02 \x01(\v2\x10.tandem.v1.VMNicR\x03nic\":\n" +
@@ -10890,7 +11075,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\"\n" +
 	"\x03nic\x18\x02 \x01(\v2\x10.tandem.v1.VMNicR\x03nic\x12\x1d\n" +
 	"\n" +
-	"remove_mac\x18\x03 \x01(\tR\tremoveMac\"\xa9\x01\n" +
+	"remove_mac\x18\x03 \x01(\tR\tremoveMac\"d\n" +
+	"\x0fPeerDiskRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x16\n" +
+	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x16\n" +
+	"\x06detach\x18\x03 \x01(\bR\x06detach\"\xa9\x01\n" +
 	"\x15PeerResizeDiskRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x16\n" +
 	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x1d\n" +
@@ -10980,7 +11169,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x03Add\x12\x1c.tandem.v1.AddStorageRequest\x1a\x16.tandem.v1.StorageInfo\x12E\n" +
 	"\x04List\x12\x1d.tandem.v1.ListStorageRequest\x1a\x1e.tandem.v1.ListStorageResponse\x129\n" +
 	"\x04Show\x12\x19.tandem.v1.StorageRequest\x1a\x16.tandem.v1.StorageInfo\x12E\n" +
-	"\x06Remove\x12\x19.tandem.v1.StorageRequest\x1a .tandem.v1.RemoveStorageResponse2\xc7\x05\n" +
+	"\x06Remove\x12\x19.tandem.v1.StorageRequest\x1a .tandem.v1.RemoveStorageResponse2\xc3\x06\n" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse\x127\n" +
 	"\x06Create\x12\x1a.tandem.v1.CreateVMRequest\x1a\x11.tandem.v1.VMInfo\x12/\n" +
@@ -10994,7 +11183,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ResizeDisk\x12\x1e.tandem.v1.ResizeVMDiskRequest\x1a\x11.tandem.v1.VMInfo\x128\n" +
 	"\x03Set\x12\x17.tandem.v1.SetVMRequest\x1a\x18.tandem.v1.SetVMResponse\x127\n" +
 	"\x06AddNIC\x12\x1a.tandem.v1.AddVMNicRequest\x1a\x11.tandem.v1.VMInfo\x12=\n" +
-	"\tRemoveNIC\x12\x1d.tandem.v1.RemoveVMNicRequest\x1a\x11.tandem.v1.VMInfo2\xbc\x01\n" +
+	"\tRemoveNIC\x12\x1d.tandem.v1.RemoveVMNicRequest\x1a\x11.tandem.v1.VMInfo\x129\n" +
+	"\aAddDisk\x12\x1b.tandem.v1.AddVMDiskRequest\x1a\x11.tandem.v1.VMInfo\x12?\n" +
+	"\n" +
+	"DetachDisk\x12\x1e.tandem.v1.DetachVMDiskRequest\x1a\x11.tandem.v1.VMInfo2\xbc\x01\n" +
 	"\x02HA\x12A\n" +
 	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12;\n" +
 	"\x03Arm\x12\x17.tandem.v1.HAArmRequest\x1a\x1b.tandem.v1.HAStatusResponse\x126\n" +
@@ -11003,7 +11195,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x9b\x14\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xd4\x14\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -11040,7 +11232,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
 	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12C\n" +
 	"\fVMResizeDisk\x12 .tandem.v1.PeerResizeDiskRequest\x1a\x11.tandem.v1.VMInfo\x125\n" +
-	"\x05VMNic\x12\x19.tandem.v1.PeerNicRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
+	"\x05VMNic\x12\x19.tandem.v1.PeerNicRequest\x1a\x11.tandem.v1.VMInfo\x127\n" +
+	"\x06VMDisk\x12\x1a.tandem.v1.PeerDiskRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
 	"\n" +
 	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12G\n" +
 	"\rVMPrepareSeed\x12\x18.tandem.v1.PeerVMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
@@ -11070,7 +11263,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 150)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 153)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -11152,101 +11345,104 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*MigrateProgress)(nil),          // 77: tandem.v1.MigrateProgress
 	(*ConsoleRequest)(nil),           // 78: tandem.v1.ConsoleRequest
 	(*ConsoleChunk)(nil),             // 79: tandem.v1.ConsoleChunk
-	(*AddVMNicRequest)(nil),          // 80: tandem.v1.AddVMNicRequest
-	(*RemoveVMNicRequest)(nil),       // 81: tandem.v1.RemoveVMNicRequest
-	(*SetVMRequest)(nil),             // 82: tandem.v1.SetVMRequest
-	(*SetVMResponse)(nil),            // 83: tandem.v1.SetVMResponse
-	(*ResizeVMDiskRequest)(nil),      // 84: tandem.v1.ResizeVMDiskRequest
-	(*HAStatusRequest)(nil),          // 85: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 86: tandem.v1.HANode
-	(*HAVM)(nil),                     // 87: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 88: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 89: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 90: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 91: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 92: tandem.v1.Event
-	(*CredentialInfo)(nil),           // 93: tandem.v1.CredentialInfo
-	(*CreateCredentialRequest)(nil),  // 94: tandem.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 95: tandem.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 96: tandem.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 97: tandem.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 98: tandem.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 99: tandem.v1.RevokeCredentialResponse
-	(*MetaSyncRequest)(nil),          // 100: tandem.v1.MetaSyncRequest
-	(*MetaSyncResponse)(nil),         // 101: tandem.v1.MetaSyncResponse
-	(*PeerMember)(nil),               // 102: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 103: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 104: tandem.v1.PeerJoinResponse
-	(*PeerCertView)(nil),             // 105: tandem.v1.PeerCertView
-	(*PeerNodeCerts)(nil),            // 106: tandem.v1.PeerNodeCerts
-	(*PingRequest)(nil),              // 107: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 108: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 109: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 110: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 111: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 112: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 113: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 114: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 115: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 116: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 117: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 118: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 119: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 120: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 121: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 122: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 123: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 124: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 125: tandem.v1.PeerMigrateRequest
-	(*PeerNodeRemovedRequest)(nil),   // 126: tandem.v1.PeerNodeRemovedRequest
-	(*PeerNodeRemovedResponse)(nil),  // 127: tandem.v1.PeerNodeRemovedResponse
-	(*PeerCARotateRequest)(nil),      // 128: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 129: tandem.v1.PeerCARotateResponse
-	(*UpgradeStatusRequest)(nil),     // 130: tandem.v1.UpgradeStatusRequest
-	(*UpgradeNode)(nil),              // 131: tandem.v1.UpgradeNode
-	(*GatedFeature)(nil),             // 132: tandem.v1.GatedFeature
-	(*UpgradeStatusResponse)(nil),    // 133: tandem.v1.UpgradeStatusResponse
-	(*SetNodeNoteRequest)(nil),       // 134: tandem.v1.SetNodeNoteRequest
-	(*ImageInfo)(nil),                // 135: tandem.v1.ImageInfo
-	(*UploadImageRequest)(nil),       // 136: tandem.v1.UploadImageRequest
-	(*ListImagesRequest)(nil),        // 137: tandem.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),       // 138: tandem.v1.ListImagesResponse
-	(*DeleteImageRequest)(nil),       // 139: tandem.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),      // 140: tandem.v1.DeleteImageResponse
-	(*ChangeMediaRequest)(nil),       // 141: tandem.v1.ChangeMediaRequest
-	(*PeerImageRequest)(nil),         // 142: tandem.v1.PeerImageRequest
-	(*PeerImageResponse)(nil),        // 143: tandem.v1.PeerImageResponse
-	(*ImageChunk)(nil),               // 144: tandem.v1.ImageChunk
-	(*PeerNicRequest)(nil),           // 145: tandem.v1.PeerNicRequest
-	(*PeerResizeDiskRequest)(nil),    // 146: tandem.v1.PeerResizeDiskRequest
-	(*PeerChangeMediaRequest)(nil),   // 147: tandem.v1.PeerChangeMediaRequest
-	(*PeerNVRAMRequest)(nil),         // 148: tandem.v1.PeerNVRAMRequest
-	(*PeerNVRAMResponse)(nil),        // 149: tandem.v1.PeerNVRAMResponse
-	(*FSFreezeResponse)(nil),         // 150: tandem.v1.FSFreezeResponse
-	(*PeerGuestAgentRequest)(nil),    // 151: tandem.v1.PeerGuestAgentRequest
-	(*PeerGuestAgentResponse)(nil),   // 152: tandem.v1.PeerGuestAgentResponse
-	nil,                              // 153: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 154: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 155: google.protobuf.Timestamp
-	(*ConsoleFrame)(nil),             // 156: tandem.v1.ConsoleFrame
+	(*AddVMDiskRequest)(nil),         // 80: tandem.v1.AddVMDiskRequest
+	(*DetachVMDiskRequest)(nil),      // 81: tandem.v1.DetachVMDiskRequest
+	(*AddVMNicRequest)(nil),          // 82: tandem.v1.AddVMNicRequest
+	(*RemoveVMNicRequest)(nil),       // 83: tandem.v1.RemoveVMNicRequest
+	(*SetVMRequest)(nil),             // 84: tandem.v1.SetVMRequest
+	(*SetVMResponse)(nil),            // 85: tandem.v1.SetVMResponse
+	(*ResizeVMDiskRequest)(nil),      // 86: tandem.v1.ResizeVMDiskRequest
+	(*HAStatusRequest)(nil),          // 87: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 88: tandem.v1.HANode
+	(*HAVM)(nil),                     // 89: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 90: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 91: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 92: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 93: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 94: tandem.v1.Event
+	(*CredentialInfo)(nil),           // 95: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 96: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 97: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 98: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 99: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 100: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 101: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 102: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 103: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 104: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 105: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 106: tandem.v1.PeerJoinResponse
+	(*PeerCertView)(nil),             // 107: tandem.v1.PeerCertView
+	(*PeerNodeCerts)(nil),            // 108: tandem.v1.PeerNodeCerts
+	(*PingRequest)(nil),              // 109: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 110: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 111: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 112: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 113: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 114: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 115: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 116: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 117: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 118: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 119: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 120: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 121: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 122: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 123: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 124: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 125: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 126: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 127: tandem.v1.PeerMigrateRequest
+	(*PeerNodeRemovedRequest)(nil),   // 128: tandem.v1.PeerNodeRemovedRequest
+	(*PeerNodeRemovedResponse)(nil),  // 129: tandem.v1.PeerNodeRemovedResponse
+	(*PeerCARotateRequest)(nil),      // 130: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 131: tandem.v1.PeerCARotateResponse
+	(*UpgradeStatusRequest)(nil),     // 132: tandem.v1.UpgradeStatusRequest
+	(*UpgradeNode)(nil),              // 133: tandem.v1.UpgradeNode
+	(*GatedFeature)(nil),             // 134: tandem.v1.GatedFeature
+	(*UpgradeStatusResponse)(nil),    // 135: tandem.v1.UpgradeStatusResponse
+	(*SetNodeNoteRequest)(nil),       // 136: tandem.v1.SetNodeNoteRequest
+	(*ImageInfo)(nil),                // 137: tandem.v1.ImageInfo
+	(*UploadImageRequest)(nil),       // 138: tandem.v1.UploadImageRequest
+	(*ListImagesRequest)(nil),        // 139: tandem.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 140: tandem.v1.ListImagesResponse
+	(*DeleteImageRequest)(nil),       // 141: tandem.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 142: tandem.v1.DeleteImageResponse
+	(*ChangeMediaRequest)(nil),       // 143: tandem.v1.ChangeMediaRequest
+	(*PeerImageRequest)(nil),         // 144: tandem.v1.PeerImageRequest
+	(*PeerImageResponse)(nil),        // 145: tandem.v1.PeerImageResponse
+	(*ImageChunk)(nil),               // 146: tandem.v1.ImageChunk
+	(*PeerNicRequest)(nil),           // 147: tandem.v1.PeerNicRequest
+	(*PeerDiskRequest)(nil),          // 148: tandem.v1.PeerDiskRequest
+	(*PeerResizeDiskRequest)(nil),    // 149: tandem.v1.PeerResizeDiskRequest
+	(*PeerChangeMediaRequest)(nil),   // 150: tandem.v1.PeerChangeMediaRequest
+	(*PeerNVRAMRequest)(nil),         // 151: tandem.v1.PeerNVRAMRequest
+	(*PeerNVRAMResponse)(nil),        // 152: tandem.v1.PeerNVRAMResponse
+	(*FSFreezeResponse)(nil),         // 153: tandem.v1.FSFreezeResponse
+	(*PeerGuestAgentRequest)(nil),    // 154: tandem.v1.PeerGuestAgentRequest
+	(*PeerGuestAgentResponse)(nil),   // 155: tandem.v1.PeerGuestAgentResponse
+	nil,                              // 156: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 157: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 158: google.protobuf.Timestamp
+	(*ConsoleFrame)(nil),             // 159: tandem.v1.ConsoleFrame
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	155, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	120, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	123, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	158, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	122, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	125, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	155, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	158, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	155, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	158, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	153, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	154, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	156, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	157, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	155, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	158, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -11255,10 +11451,10 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	155, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	155, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	158, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	158, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	155, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	158, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	40,  // 29: tandem.v1.VolumeInfo.watchers:type_name -> tandem.v1.RBDClient
 	40,  // 30: tandem.v1.VolumeInfo.lock_owner:type_name -> tandem.v1.RBDClient
@@ -11266,246 +11462,254 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	3,   // 32: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	51,  // 33: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	52,  // 34: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	155, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
+	158, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
 	56,  // 36: tandem.v1.ListStorageResponse.storage:type_name -> tandem.v1.StorageInfo
-	155, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	155, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	158, // 37: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	158, // 38: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	62,  // 39: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	62,  // 40: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	67,  // 41: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	155, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	155, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	158, // 42: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	158, // 43: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	69,  // 44: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	67,  // 45: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	71,  // 46: tandem.v1.CreateVMRequest.cloud_init:type_name -> tandem.v1.CloudInit
 	68,  // 47: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	68,  // 48: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	67,  // 49: tandem.v1.AddVMNicRequest.nic:type_name -> tandem.v1.VMNic
-	68,  // 50: tandem.v1.SetVMResponse.vm:type_name -> tandem.v1.VMInfo
-	155, // 51: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	155, // 52: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	155, // 53: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	86,  // 54: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	87,  // 55: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	89,  // 56: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	155, // 57: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	155, // 58: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	155, // 59: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	93,  // 60: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	93,  // 61: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
-	93,  // 62: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	0,   // 63: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	102, // 64: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	105, // 65: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
-	106, // 66: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	155, // 67: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	109, // 68: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	109, // 69: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	120, // 70: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	68,  // 71: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 72: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	155, // 73: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
-	4,   // 74: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	2,   // 75: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
-	131, // 76: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
-	132, // 77: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	155, // 78: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
-	135, // 79: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
-	68,  // 80: tandem.v1.PeerNicRequest.vm:type_name -> tandem.v1.VMInfo
-	67,  // 81: tandem.v1.PeerNicRequest.nic:type_name -> tandem.v1.VMNic
-	68,  // 82: tandem.v1.PeerResizeDiskRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 83: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 84: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 85: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
-	8,   // 86: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 87: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 88: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 89: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 90: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 91: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 92: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 93: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 94: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	130, // 95: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 96: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 97: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 98: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 99: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 100: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	134, // 101: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	41,  // 102: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	43,  // 103: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	45,  // 104: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	46,  // 105: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	48,  // 106: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	49,  // 107: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	50,  // 108: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	42,  // 109: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
-	61,  // 110: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	65,  // 111: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	63,  // 112: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	54,  // 113: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
-	55,  // 114: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
-	57,  // 115: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
-	59,  // 116: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
-	59,  // 117: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
-	73,  // 118: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	70,  // 119: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	72,  // 120: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	72,  // 121: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	72,  // 122: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	72,  // 123: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	76,  // 124: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	78,  // 125: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	84,  // 126: tandem.v1.VM.ResizeDisk:input_type -> tandem.v1.ResizeVMDiskRequest
-	82,  // 127: tandem.v1.VM.Set:input_type -> tandem.v1.SetVMRequest
-	80,  // 128: tandem.v1.VM.AddNIC:input_type -> tandem.v1.AddVMNicRequest
-	81,  // 129: tandem.v1.VM.RemoveNIC:input_type -> tandem.v1.RemoveVMNicRequest
-	85,  // 130: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	90,  // 131: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	91,  // 132: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	94,  // 133: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	96,  // 134: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	98,  // 135: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	103, // 136: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	107, // 137: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	119, // 138: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	110, // 139: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	112, // 140: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	114, // 141: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	116, // 142: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 143: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	50,  // 144: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	116, // 145: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 146: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	117, // 147: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	48,  // 148: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	122, // 149: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	124, // 150: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	124, // 151: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	124, // 152: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	124, // 153: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	125, // 154: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	78,  // 155: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	124, // 156: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	85,  // 157: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	100, // 158: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	128, // 159: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	126, // 160: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	54,  // 161: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
-	142, // 162: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
-	142, // 163: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
-	147, // 164: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
-	146, // 165: tandem.v1.Peer.VMResizeDisk:input_type -> tandem.v1.PeerResizeDiskRequest
-	145, // 166: tandem.v1.Peer.VMNic:input_type -> tandem.v1.PeerNicRequest
-	148, // 167: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
-	124, // 168: tandem.v1.Peer.VMPrepareSeed:input_type -> tandem.v1.PeerVMRequest
-	156, // 169: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
-	156, // 170: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
-	151, // 171: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
-	136, // 172: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
-	137, // 173: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
-	139, // 174: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
-	141, // 175: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
-	72,  // 176: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
-	72,  // 177: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
-	9,   // 178: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 179: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 180: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 181: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 182: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 183: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 184: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 185: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 186: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	133, // 187: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 188: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 189: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 190: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 191: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 192: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 193: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 194: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	44,  // 195: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 196: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	47,  // 197: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 198: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 199: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	53,  // 200: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 201: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	64,  // 202: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	66,  // 203: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	62,  // 204: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	39,  // 205: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
-	56,  // 206: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
-	58,  // 207: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
-	56,  // 208: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
-	60,  // 209: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
-	74,  // 210: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	68,  // 211: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	68,  // 212: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	68,  // 213: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	68,  // 214: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	75,  // 215: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	77,  // 216: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	79,  // 217: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	68,  // 218: tandem.v1.VM.ResizeDisk:output_type -> tandem.v1.VMInfo
-	83,  // 219: tandem.v1.VM.Set:output_type -> tandem.v1.SetVMResponse
-	68,  // 220: tandem.v1.VM.AddNIC:output_type -> tandem.v1.VMInfo
-	68,  // 221: tandem.v1.VM.RemoveNIC:output_type -> tandem.v1.VMInfo
-	88,  // 222: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	88,  // 223: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	92,  // 224: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	95,  // 225: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	97,  // 226: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	99,  // 227: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	104, // 228: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	108, // 229: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	121, // 230: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	111, // 231: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	113, // 232: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	115, // 233: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 234: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 235: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	53,  // 236: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	115, // 237: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 238: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	118, // 239: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 240: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	123, // 241: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	68,  // 242: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	68,  // 243: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	68,  // 244: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	68,  // 245: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	77,  // 246: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	79,  // 247: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	77,  // 248: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	88,  // 249: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	101, // 250: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	129, // 251: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	127, // 252: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	39,  // 253: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
-	144, // 254: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
-	143, // 255: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
-	68,  // 256: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
-	68,  // 257: tandem.v1.Peer.VMResizeDisk:output_type -> tandem.v1.VMInfo
-	68,  // 258: tandem.v1.Peer.VMNic:output_type -> tandem.v1.VMInfo
-	149, // 259: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
-	149, // 260: tandem.v1.Peer.VMPrepareSeed:output_type -> tandem.v1.PeerNVRAMResponse
-	156, // 261: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
-	156, // 262: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
-	152, // 263: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
-	135, // 264: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
-	138, // 265: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
-	140, // 266: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
-	68,  // 267: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
-	150, // 268: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
-	150, // 269: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
-	178, // [178:270] is the sub-list for method output_type
-	86,  // [86:178] is the sub-list for method input_type
-	86,  // [86:86] is the sub-list for extension type_name
-	86,  // [86:86] is the sub-list for extension extendee
-	0,   // [0:86] is the sub-list for field type_name
+	69,  // 49: tandem.v1.AddVMDiskRequest.disk:type_name -> tandem.v1.VMDisk
+	67,  // 50: tandem.v1.AddVMNicRequest.nic:type_name -> tandem.v1.VMNic
+	68,  // 51: tandem.v1.SetVMResponse.vm:type_name -> tandem.v1.VMInfo
+	158, // 52: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	158, // 53: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	158, // 54: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	88,  // 55: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	89,  // 56: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	91,  // 57: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	158, // 58: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	158, // 59: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	158, // 60: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	95,  // 61: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	95,  // 62: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	95,  // 63: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 64: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	104, // 65: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	107, // 66: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
+	108, // 67: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
+	158, // 68: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	111, // 69: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	111, // 70: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	122, // 71: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	68,  // 72: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 73: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	158, // 74: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	4,   // 75: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	2,   // 76: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
+	133, // 77: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
+	134, // 78: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
+	158, // 79: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	137, // 80: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
+	68,  // 81: tandem.v1.PeerNicRequest.vm:type_name -> tandem.v1.VMInfo
+	67,  // 82: tandem.v1.PeerNicRequest.nic:type_name -> tandem.v1.VMNic
+	68,  // 83: tandem.v1.PeerDiskRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 84: tandem.v1.PeerResizeDiskRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 85: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 86: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 87: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 88: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 89: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 90: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 91: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 92: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 93: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 94: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 95: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 96: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	132, // 97: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 98: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 99: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 100: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 101: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 102: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	136, // 103: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	41,  // 104: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	43,  // 105: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	45,  // 106: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	46,  // 107: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	48,  // 108: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	49,  // 109: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	50,  // 110: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	42,  // 111: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
+	61,  // 112: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	65,  // 113: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	63,  // 114: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	54,  // 115: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
+	55,  // 116: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
+	57,  // 117: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
+	59,  // 118: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
+	59,  // 119: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
+	73,  // 120: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	70,  // 121: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	72,  // 122: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	72,  // 123: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	72,  // 124: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	72,  // 125: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	76,  // 126: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	78,  // 127: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	86,  // 128: tandem.v1.VM.ResizeDisk:input_type -> tandem.v1.ResizeVMDiskRequest
+	84,  // 129: tandem.v1.VM.Set:input_type -> tandem.v1.SetVMRequest
+	82,  // 130: tandem.v1.VM.AddNIC:input_type -> tandem.v1.AddVMNicRequest
+	83,  // 131: tandem.v1.VM.RemoveNIC:input_type -> tandem.v1.RemoveVMNicRequest
+	80,  // 132: tandem.v1.VM.AddDisk:input_type -> tandem.v1.AddVMDiskRequest
+	81,  // 133: tandem.v1.VM.DetachDisk:input_type -> tandem.v1.DetachVMDiskRequest
+	87,  // 134: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	92,  // 135: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	93,  // 136: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	96,  // 137: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	98,  // 138: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	100, // 139: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	105, // 140: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	109, // 141: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	121, // 142: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	112, // 143: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	114, // 144: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	116, // 145: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	118, // 146: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 147: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	50,  // 148: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	118, // 149: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 150: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	119, // 151: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	48,  // 152: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	124, // 153: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	126, // 154: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	126, // 155: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	126, // 156: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	126, // 157: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	127, // 158: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	78,  // 159: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	126, // 160: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	87,  // 161: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	102, // 162: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	130, // 163: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	128, // 164: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	54,  // 165: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
+	144, // 166: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	144, // 167: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	150, // 168: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	149, // 169: tandem.v1.Peer.VMResizeDisk:input_type -> tandem.v1.PeerResizeDiskRequest
+	147, // 170: tandem.v1.Peer.VMNic:input_type -> tandem.v1.PeerNicRequest
+	148, // 171: tandem.v1.Peer.VMDisk:input_type -> tandem.v1.PeerDiskRequest
+	151, // 172: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
+	126, // 173: tandem.v1.Peer.VMPrepareSeed:input_type -> tandem.v1.PeerVMRequest
+	159, // 174: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
+	159, // 175: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
+	154, // 176: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
+	138, // 177: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	139, // 178: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	141, // 179: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	143, // 180: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	72,  // 181: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
+	72,  // 182: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
+	9,   // 183: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 184: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 185: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 186: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 187: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 188: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 189: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 190: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 191: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	135, // 192: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 193: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 194: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 195: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 196: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 197: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 198: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 199: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 200: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 201: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 202: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 203: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 204: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 205: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 206: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	64,  // 207: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	66,  // 208: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	62,  // 209: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 210: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 211: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	58,  // 212: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 213: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	60,  // 214: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	74,  // 215: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	68,  // 216: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	68,  // 217: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	68,  // 218: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	68,  // 219: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	75,  // 220: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	77,  // 221: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	79,  // 222: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	68,  // 223: tandem.v1.VM.ResizeDisk:output_type -> tandem.v1.VMInfo
+	85,  // 224: tandem.v1.VM.Set:output_type -> tandem.v1.SetVMResponse
+	68,  // 225: tandem.v1.VM.AddNIC:output_type -> tandem.v1.VMInfo
+	68,  // 226: tandem.v1.VM.RemoveNIC:output_type -> tandem.v1.VMInfo
+	68,  // 227: tandem.v1.VM.AddDisk:output_type -> tandem.v1.VMInfo
+	68,  // 228: tandem.v1.VM.DetachDisk:output_type -> tandem.v1.VMInfo
+	90,  // 229: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	90,  // 230: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	94,  // 231: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	97,  // 232: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	99,  // 233: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	101, // 234: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	106, // 235: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	110, // 236: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	123, // 237: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	113, // 238: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	115, // 239: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	117, // 240: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 241: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 242: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 243: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	117, // 244: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 245: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	120, // 246: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 247: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	125, // 248: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	68,  // 249: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	68,  // 250: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	68,  // 251: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	68,  // 252: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	77,  // 253: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	79,  // 254: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	77,  // 255: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	90,  // 256: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	103, // 257: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	131, // 258: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	129, // 259: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 260: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	146, // 261: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	145, // 262: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	68,  // 263: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	68,  // 264: tandem.v1.Peer.VMResizeDisk:output_type -> tandem.v1.VMInfo
+	68,  // 265: tandem.v1.Peer.VMNic:output_type -> tandem.v1.VMInfo
+	68,  // 266: tandem.v1.Peer.VMDisk:output_type -> tandem.v1.VMInfo
+	152, // 267: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	152, // 268: tandem.v1.Peer.VMPrepareSeed:output_type -> tandem.v1.PeerNVRAMResponse
+	159, // 269: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
+	159, // 270: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
+	155, // 271: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
+	137, // 272: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	140, // 273: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	142, // 274: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	68,  // 275: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	153, // 276: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
+	153, // 277: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
+	183, // [183:278] is the sub-list for method output_type
+	88,  // [88:183] is the sub-list for method input_type
+	88,  // [88:88] is the sub-list for extension type_name
+	88,  // [88:88] is the sub-list for extension extendee
+	0,   // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -11514,14 +11718,14 @@ func file_tandem_v1_tandem_proto_init() {
 		return
 	}
 	file_tandem_v1_console_proto_init()
-	file_tandem_v1_tandem_proto_msgTypes[77].OneofWrappers = []any{}
+	file_tandem_v1_tandem_proto_msgTypes[79].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   150,
+			NumMessages:   153,
 			NumExtensions: 0,
 			NumServices:   10,
 		},
