@@ -290,6 +290,20 @@ func (vc *vmCluster) diskSources(t *testing.T, n *testcluster.Node, name string)
 	return out
 }
 
+// diskTargets maps the source (volume, or file) of each disk of domain
+// name as n's libvirtd runs it to its target.
+func (vc *vmCluster) diskTargets(t *testing.T, n *testcluster.Node, name string) map[string]string {
+	t.Helper()
+	rows, _ := vc.blockDevices(t, n, name)
+	out := map[string]string{}
+	for _, f := range rows {
+		if len(f) == 4 && f[1] == "disk" {
+			out[f[3]] = f[2]
+		}
+	}
+	return out
+}
+
 // waitGuestDisks asks the test guest's agent (guest-get-disks, through
 // n's libvirtd) for its virtio disks and their sizes as its kernel sees
 // them until ok holds, and returns them.
