@@ -165,7 +165,9 @@ func seedNote(v *consensus.VMRecord) string {
 
 // runningNow reports whether v's QEMU runs (or is paused) on its node. A
 // node that does not answer is an error, not "stopped": a disk recorded
-// away from a guest that still has it open could then be deleted.
+// away from a guest that still has it open could then be deleted. So is
+// a VM that should run but does not: its node restarts a crashed domain
+// from the definition it has, which would not have the change.
 func (m *Manager) runningNow(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord) (bool, error) {
 	if v.Node == "" {
 		return false, nil
@@ -176,6 +178,9 @@ func (m *Manager) runningNow(ctx context.Context, ms *consensus.MetaState, v *co
 		return true, nil
 	case "unknown":
 		return false, status.Errorf(codes.Unavailable, "VM %s: cannot tell whether it runs on %s (%s); nothing was changed", v.Name, v.Node, info.Warning)
+	}
+	if v.Desired == consensus.VMStarted {
+		return false, status.Errorf(codes.FailedPrecondition, "VM %s should run on %s but is %s there (being started or restarted); nothing was changed: try again once it runs, or stop it first", v.Name, v.Node, info.State)
 	}
 	return false, nil
 }

@@ -182,6 +182,17 @@ func TestVMDisks(t *testing.T) {
 			}
 		})
 	}
+	t.Run("started but not running", func(t *testing.T) {
+		w := mkWorld(true)
+		delete(w.running, "web") // crashed; its node restarts it from its own definition
+		_, err := w.manager().AddDisk(t.Context(), newDisk)
+		if !isStatus(err, codes.FailedPrecondition, "VM web should run on n2 but is shut off there") {
+			t.Fatalf("got %v", err)
+		}
+		if got := w.j.list(); len(got) != 0 {
+			t.Errorf("changed: %q", got)
+		}
+	})
 	t.Run("node does not answer", func(t *testing.T) {
 		w := mkWorld(true)
 		delete(w.ms.Nodes, "n2") // the peer call fails: state unknown
