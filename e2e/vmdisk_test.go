@@ -53,7 +53,8 @@ func (vc *vmCluster) waitDiskBytes(t *testing.T, after guest.Datagram, size uint
 // guest's guest-get-disks), refusals (the boot disk, an unknown disk, a
 // duplicate, another VM's volume, a volume whose primary is elsewhere)
 // change nothing, it migrates live with the VM, and is detached on the
-// target (gone from the domain, the guest and the record) and deleted.
+// target (gone from the domain, the guest and the record) and deleted; a
+// disk added to the stopped VM is in its domain after its next start.
 func TestVMChanges(t *testing.T) {
 	vc := newVMCluster(t)
 	c, td, ctx := vc.c, vc.td, vc.ctx
@@ -252,8 +253,21 @@ func TestVMChanges(t *testing.T) {
 		t.Fatalf("the running VM changed before a restart:\n%s", di)
 	}
 	vc.vm(t, n1, "stop", "rs", "--force")
+	// A disk added to the stopped VM is recorded only (its primary on the
+	// node it ran on) and is in the domain from its next start.
+	if v := vc.vm(t, n1, "disk", "add", "rs", "--disk", "64M,replicas=3"); !slices.Equal(v.Volumes, []string{disk, disk2}) || v.State == "running" {
+		t.Fatalf("vm disk add of the stopped VM: disks %v, state %s", v.Volumes, v.State)
+	}
+	if info := volumeCmd(t, ctx, td, n1, "show", disk2); info.Primary != to.Name {
+		t.Fatalf("the stopped VM's new disk has its primary on %s, not %s", info.Primary, to.Name)
+	}
 	vc.vm(t, n1, "start", "rs", "--node", to.Name)
 	vc.guestProgress(t, guest.Datagram{Boot: after.Boot + 1}, 3*time.Minute)
+	if src := vc.diskSources(t, to, "rs"); !slices.Equal(src, []string{disk, disk2}) {
+		t.Fatalf("after the start the domain has the disks %v", src)
+	}
+	gd = vc.waitGuestDisks(t, to, "rs", time.Minute, func(d map[string]uint64) bool { return d["/dev/vdb"] == 64<<20 })
+	t.Logf("disk %s added to the stopped VM; after its start the guest sees %v", disk2, gd)
 	if di := dominfo(); !regexp.MustCompile(`Max memory:\s+262144 KiB`).MatchString(di) || !regexp.MustCompile(`CPU\(s\):\s+2\n`).MatchString(di) {
 		t.Fatalf("after the restart the VM does not have 2 vCPUs and 256 MiB:\n%s", di)
 	}
