@@ -262,6 +262,8 @@ type Command struct {
 	VolumeHA    *VolumeHACmd    `json:"volume_ha,omitempty"`
 	Storage     *StorageRecord  `json:"storage,omitempty"`
 	VolumeRBD   *VolumeRBDCmd   `json:"volume_rbd,omitempty"`
+	// StorageBlocklist records blocklisted Ceph clients (storage.go).
+	StorageBlocklist *StorageBlocklistCmd `json:"storage_blocklist,omitempty"`
 	// ISO images (image.go).
 	Image   *ImageCmd   `json:"image,omitempty"`
 	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
@@ -615,7 +617,7 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyRejoin(c)
 	case opVolumeHA:
 		return m.applyVolumeHA(c)
-	case opStorageAdd, opStorageRemove, opVolumeRBD:
+	case opStorageAdd, opStorageRemove, opVolumeRBD, opStorageBlocklist:
 		return m.applyStorage(c)
 	case opImageCreate, opImageCopy, opImageDelete, opVMMedia, opVMNVRAM:
 		return m.applyImage(c)

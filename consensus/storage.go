@@ -40,7 +40,42 @@ type StorageRecord struct {
 	Pool      string    `json:"pool"`
 	Created   time.Time `json:"created"`
 	CreatedBy string    `json:"created_by,omitempty"`
+	// Blocklisted are the Ceph clients Tandem blocklisted on this storage
+	// whose entries are not removed yet (StorageBlocklistCmd).
+	Blocklisted []BlockedClient `json:"blocklisted,omitempty"`
 }
+
+// BlockedClient is a Ceph client address Tandem blocklisted: an old
+// owner's client fenced by a takeover or by HA's blocklist fencing. It is
+// recorded before the blocklist is asked for, so no entry Tandem made is
+// ever unknown to the catalog, and removed only by Node itself once it
+// proved that no process of it can still hold the client.
+type BlockedClient struct {
+	Addr string `json:"addr"`
+	// Node is the member whose backend address has Addr's IP; "" for a
+	// client of another host, which Tandem leaves to expire.
+	Node   string `json:"node,omitempty"`
+	Volume string `json:"volume,omitempty"`
+	// Since is when it was recorded; Expires when Ceph drops the entry by
+	// itself, after which the record goes too.
+	Since   time.Time `json:"since"`
+	Expires time.Time `json:"expires"`
+}
+
+// StorageBlocklistCmd records blocklisted clients (Add) or, from Node,
+// removes Node's entries (Remove, with Proof saying why no process of
+// Node can still hold them).
+type StorageBlocklistCmd struct {
+	Storage string          `json:"storage"`
+	Add     []BlockedClient `json:"add,omitempty"`
+	Node    string          `json:"node,omitempty"`
+	Remove  []string        `json:"remove,omitempty"`
+	Proof   string          `json:"proof,omitempty"`
+}
+
+// maxBlocklisted bounds a storage's record of blocklisted clients; the
+// oldest go first (Ceph expires them by itself).
+const maxBlocklisted = 1024
 
 // VolumeRBDCmd changes an RBD volume's catalog entry: a new owner (with
 // Epoch the entry's current epoch, compared and raised in the same
@@ -61,6 +96,9 @@ const (
 	opStorageAdd    = "storage-add"
 	opStorageRemove = "storage-remove"
 	opVolumeRBD     = "volume-rbd"
+	// Not gated, like the other storage ops (see upgrade.go): a member
+	// of an older release stops applying at it.
+	opStorageBlocklist = "storage-blocklist"
 )
 
 // IsRBD reports whether the volume lives on Ceph RBD.
@@ -120,6 +158,8 @@ func (m *metaSM) applyStorage(c *Command) ([]byte, error) {
 		delete(s.Storage, name)
 		m.audit(c, "storage-remove", "storage "+name)
 		return nil, nil
+	case opStorageBlocklist:
+		return m.applyBlocklist(c)
 	case opVolumeRBD:
 		u := c.VolumeRBD
 		if u == nil || u.Name == "" {
@@ -164,6 +204,56 @@ func (m *metaSM) applyStorage(c *Command) ([]byte, error) {
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }
 
+func (m *metaSM) applyBlocklist(c *Command) ([]byte, error) {
+	u := c.StorageBlocklist
+	if u == nil || u.Storage == "" {
+		return nil, fmt.Errorf("%w: storage-blocklist without storage", ErrBadCommand)
+	}
+	st, ok := m.s.Storage[u.Storage]
+	if !ok {
+		return nil, fmt.Errorf("%w: no storage named %q", ErrBadCommand, u.Storage)
+	}
+	if len(u.Remove) > 0 && u.Node == "" {
+		return nil, fmt.Errorf("%w: storage-blocklist removes only a node's own entries", ErrBadCommand)
+	}
+	// A new slice: published copies of the state are never mutated.
+	var list []BlockedClient
+	var removed []string
+	for _, b := range st.Blocklisted {
+		switch {
+		case !b.Expires.After(c.At):
+			// Ceph dropped it by itself.
+		case b.Node == u.Node && slices.Contains(u.Remove, b.Addr):
+			removed = append(removed, b.Addr)
+		default:
+			list = append(list, b)
+		}
+	}
+	for _, b := range u.Add {
+		if b.Addr == "" {
+			return nil, fmt.Errorf("%w: a blocklisted client without address", ErrBadCommand)
+		}
+		if i := slices.IndexFunc(list, func(o BlockedClient) bool { return o.Addr == b.Addr }); i >= 0 {
+			if b.Expires.After(list[i].Expires) {
+				list[i].Expires = b.Expires
+			}
+			continue
+		}
+		b.Since = c.At
+		list = append(list, b)
+	}
+	if over := len(list) - maxBlocklisted; over > 0 {
+		list = list[over:]
+	}
+	rec := *st
+	rec.Blocklisted = list
+	m.s.Storage[u.Storage] = &rec
+	if len(removed) > 0 {
+		m.audit(c, "rbd-unblocklist", fmt.Sprintf("storage %s: %s dropped its old client(s) %s; their blocklist entries are removed (%s)", u.Storage, u.Node, strings.Join(removed, ", "), u.Proof))
+	}
+	return json.Marshal(&rec)
+}
+
 // StorageUsers lists, sorted, the volumes on storage name.
 func (s *MetaState) StorageUsers(name string) []string {
 	var out []string
@@ -185,6 +275,12 @@ func (m *Meta) AddStorage(ctx context.Context, r StorageRecord) (*StorageRecord,
 func (m *Meta) RemoveStorage(ctx context.Context, name string) error {
 	_, err := m.propose(ctx, Command{Op: opStorageRemove, Storage: &StorageRecord{Name: name}})
 	return err
+}
+
+// Blocklist records blocked clients before they are blocklisted, or
+// removes a node's entries it proved dropped (StorageBlocklistCmd).
+func (m *Meta) Blocklist(ctx context.Context, u StorageBlocklistCmd) (*StorageRecord, error) {
+	return proposeAs[StorageRecord](ctx, m, Command{Op: opStorageBlocklist, StorageBlocklist: &u}, "storage")
 }
 
 // UpdateRBDVolume changes an RBD volume's owner (compared with its epoch)

@@ -117,3 +117,70 @@ func TestStorageAndRBDVolumes(t *testing.T) {
 		t.Fatalf("clone lost the storage: %+v", c.Storage)
 	}
 }
+
+// TestStorageBlocklist: entries are recorded (one per address), removed
+// only by their own node, and forgotten once Ceph expired them.
+func TestStorageBlocklist(t *testing.T) {
+	m := &metaSM{s: emptyState()}
+	at := time.Now()
+	apply := func(c Command) ([]byte, error) {
+		c.At = at
+		return m.apply(&c)
+	}
+	if _, err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	st := StorageRecord{Name: "ceph1", Type: StorageRBD, MonHost: "10.0.0.5", Client: "tandem", Pool: "rbd", KeySealed: "tdms1.sealed"}
+	if _, err := apply(Command{Op: opStorageAdd, Storage: &st}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply(Command{Op: opStorageBlocklist, StorageBlocklist: &StorageBlocklistCmd{Storage: "nope", Add: []BlockedClient{{Addr: "x"}}}}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("unknown storage: %v", err)
+	}
+	day := at.Add(24 * time.Hour)
+	add := []BlockedClient{
+		{Addr: "10.0.0.11:0/1", Node: "b", Volume: "v1", Expires: day},
+		{Addr: "10.0.0.11:0/2", Node: "b", Volume: "v1", Expires: day},
+		{Addr: "10.0.0.12:0/3", Node: "c", Volume: "v2", Expires: day},
+		{Addr: "10.0.0.11:0/1", Node: "b", Volume: "v1", Expires: day}, // again
+	}
+	if _, err := apply(Command{Op: opStorageBlocklist, StorageBlocklist: &StorageBlocklistCmd{Storage: "ceph1", Add: add}}); err != nil {
+		t.Fatal(err)
+	}
+	before := m.s.clone()
+	if got := m.s.Storage["ceph1"].Blocklisted; len(got) != 3 || !got[0].Since.Equal(at) {
+		t.Fatalf("recorded %+v", got)
+	}
+	// Without a node, nothing is removed; c cannot remove b's entries.
+	if _, err := apply(Command{Op: opStorageBlocklist, StorageBlocklist: &StorageBlocklistCmd{Storage: "ceph1", Remove: []string{"10.0.0.11:0/1"}}}); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("removal without node: %v", err)
+	}
+	if _, err := apply(Command{Op: opStorageBlocklist, StorageBlocklist: &StorageBlocklistCmd{Storage: "ceph1", Node: "c", Remove: []string{"10.0.0.11:0/1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.Storage["ceph1"].Blocklisted; len(got) != 3 {
+		t.Fatalf("another node removed an entry: %+v", got)
+	}
+	if _, err := apply(Command{Op: opStorageBlocklist, StorageBlocklist: &StorageBlocklistCmd{Storage: "ceph1", Node: "b", Remove: []string{"10.0.0.11:0/1", "10.0.0.11:0/2"}, Proof: "no process left"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.Storage["ceph1"].Blocklisted; len(got) != 1 || got[0].Node != "c" {
+		t.Fatalf("after b's removal: %+v", got)
+	}
+	last := m.s.Events[len(m.s.Events)-1]
+	if last.Kind != "rbd-unblocklist" || !strings.Contains(last.Detail, "10.0.0.11:0/2") || !strings.Contains(last.Detail, "no process left") {
+		t.Fatalf("event %+v", last)
+	}
+	// The record copied before the changes is unchanged.
+	if got := before.Storage["ceph1"].Blocklisted; len(got) != 3 {
+		t.Fatalf("an earlier copy changed: %+v", got)
+	}
+	// Expired entries go at the next change.
+	at = day.Add(time.Second)
+	if _, err := apply(Command{Op: opStorageBlocklist, StorageBlocklist: &StorageBlocklistCmd{Storage: "ceph1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.Storage["ceph1"].Blocklisted; len(got) != 0 {
+		t.Fatalf("expired entries kept: %+v", got)
+	}
+}

@@ -3,15 +3,18 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/cephtest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -67,6 +70,12 @@ func startQemuIO(t *testing.T, ctx context.Context, n *testcluster.Node, ceph *c
 		t.Fatalf("qemu-io on %s did not open %s: %v", n.Name, image, err)
 	}
 	return q
+}
+
+// kill ends the qemu-io process (SIGKILL) and waits for it.
+func (q *qemuIO) kill() {
+	_ = q.cmd.Process.Kill()
+	_ = q.cmd.Wait()
 }
 
 // waitPrompt waits for a prompt after output offset from and returns the
@@ -145,6 +154,11 @@ func eventsOrder(t *testing.T, evs []*tandemv1.Event, what []string, match ...fu
 //     The host comes back (SIGCONT): the stale writer's write fails with
 //     EBLOCKLISTED, the image still holds its old marker, not the new
 //     data, and the host destroys its stale QEMU of the VM.
+//  3. The blocklist entries are recorded per node (storage show) and
+//     leave the catalog and Ceph only once their node proved its old
+//     clients gone: n3's once it is powered back on; the host's not while
+//     the stale writer lives (which still cannot write), and once it is
+//     killed.
 func TestRBDHAFailover(t *testing.T) {
 	vc, ceph, keyring := rbdVMCluster(t, vmClusterOpts{bmc: true, timeout: 20 * time.Minute})
 	c, td, ctx := vc.c, vc.td, vc.ctx
@@ -182,6 +196,15 @@ func TestRBDHAFailover(t *testing.T) {
 		if at := e.GetAt().AsTime(); at.After(lost) {
 			t.Logf("  +%v %s %s %s", at.Sub(lost).Round(time.Millisecond), e.Kind, e.Node, clip(e.Detail, 160))
 		}
+	}
+	// The old QEMU's client is recorded as n3's blocklist entry, and stays
+	// in Ceph's blocklist while n3 is down.
+	old3 := blocklistedOf(t, ctx, td, n1, n3.Name)
+	if len(old3) == 0 {
+		t.Fatalf("no blocklist entry of %s recorded after the takeover", n3.Name)
+	}
+	if inCeph := cephBlocklist(t, ctx, ceph); !containsAll(inCeph, old3) {
+		t.Fatalf("Ceph's blocklist %v lacks %s's recorded entries %v", inCeph, n3.Name, old3)
 	}
 	c.Heal(n3)
 	c.HealVM(n3)
@@ -284,4 +307,112 @@ func TestRBDHAFailover(t *testing.T) {
 	if v := vc.vm(t, witness, "show", "hr"); v.Node == host.Name || v.State != "running" {
 		t.Fatalf("hr at the end: %+v", v)
 	}
+
+	// 3. The blocklist entries go only once their node proved its old
+	// clients gone. n3 came back powered off and on: nothing of it can
+	// hold one, so its entries leave Ceph and the catalog.
+	waitUnblocklisted(t, ctx, td, ceph, witness, n3.Name, old3, 2*time.Minute)
+	// The host's entries stay while the stale writer lives, although its
+	// stale QEMU is gone: a process of the host may still hold one.
+	oldHost := blocklistedOf(t, ctx, td, witness, host.Name)
+	if len(oldHost) < 2 {
+		t.Fatalf("want the blocklist entries of %s's QEMU and of the stale writer recorded, got %v", host.Name, oldHost)
+	}
+	time.Sleep(25 * time.Second) // two sweeps of the host
+	if still := blocklistedOf(t, ctx, td, witness, host.Name); !containsAll(still, oldHost) {
+		t.Fatalf("%s's entries %v were removed (left %v) while its stale writer still runs", host.Name, oldHost, still)
+	}
+	if inCeph := cephBlocklist(t, ctx, ceph); !containsAll(inCeph, oldHost) {
+		t.Fatalf("Ceph's blocklist %v lacks %s's entries %v while its stale writer still runs", inCeph, host.Name, oldHost)
+	}
+	out, err = stale.run("write -P 0xab "+at+" 64k", 2*time.Minute)
+	if err != nil || strings.Contains(out, "wrote ") {
+		t.Fatalf("the stale writer wrote again before its entry was removed: %v %q", err, out)
+	}
+	stale.kill()
+	waitUnblocklisted(t, ctx, td, ceph, witness, host.Name, oldHost, 2*time.Minute)
+	img = rbdHead(t, ctx, c, ceph, hv)
+	if !bytes.Equal(img[off:off+65536], bytes.Repeat([]byte{0xcd}, 65536)) {
+		t.Fatalf("at %s the image lost the marker written before the loss (first byte %#x)", at, img[off])
+	}
+}
+
+// blocklistedOf lists the blocklist entries recorded for node on storage
+// ceph1 (storage show).
+func blocklistedOf(t *testing.T, ctx context.Context, td *testcluster.Tandem, n *testcluster.Node, node string) []string {
+	t.Helper()
+	out, stderr, err := td.CLI(ctx, n, "storage", "show", "ceph1", "--output", "json")
+	if err != nil {
+		t.Fatalf("storage show: %v\n%s", err, stderr)
+	}
+	var st tandemv1.StorageInfo
+	if err := adminclient.UnmarshalJSON([]byte(out), &st); err != nil {
+		t.Fatalf("storage show: %v\n%s", err, out)
+	}
+	var addrs []string
+	for _, b := range st.Blocklisted {
+		if b.Node == node {
+			addrs = append(addrs, b.Addr)
+		}
+	}
+	return addrs
+}
+
+// cephBlocklist is Ceph's own OSD blocklist, addresses only.
+func cephBlocklist(t *testing.T, ctx context.Context, ceph *cephtest.Cluster) []string {
+	t.Helper()
+	var ls []struct {
+		Addr string `json:"addr"`
+	}
+	// Pacific prints the address entries, then the range entries.
+	raw, err := ceph.Ceph(ctx, "osd", "blocklist", "ls", "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.NewDecoder(bytes.NewReader(raw)).Decode(&ls); err != nil {
+		t.Fatalf("ceph osd blocklist ls: %v: %q", err, raw)
+	}
+	var out []string
+	for _, e := range ls {
+		out = append(out, e.Addr)
+	}
+	return out
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// waitUnblocklisted waits until node's entries addrs are gone from the
+// catalog and from Ceph's blocklist, with the rbd-unblocklist event that
+// says why.
+func waitUnblocklisted(t *testing.T, ctx context.Context, td *testcluster.Tandem, ceph *cephtest.Cluster, n *testcluster.Node, node string, addrs []string, timeout time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		left := blocklistedOf(t, ctx, td, n, node)
+		inCeph := cephBlocklist(t, ctx, ceph)
+		if !slices.ContainsFunc(addrs, func(a string) bool { return slices.Contains(left, a) || slices.Contains(inCeph, a) }) {
+			break
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("%s's blocklist entries %v not removed within %v: catalog still has %v, Ceph %v", node, addrs, timeout, left, inCeph)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	var ev *tandemv1.Event
+	for _, e := range clusterEvents(t, ctx, td, n) {
+		if e.Kind == "rbd-unblocklist" && strings.Contains(e.Detail, ": "+node+" dropped") {
+			ev = e
+		}
+	}
+	if ev == nil {
+		t.Fatalf("no rbd-unblocklist event for %s", node)
+	}
+	t.Logf("%s's blocklist entries removed %v after the check began: %s", node, time.Since(start).Round(time.Second), ev.Detail)
 }

@@ -33,7 +33,7 @@ func Connect(ctx context.Context, cfg Config) (*Pool, error) {
 }
 
 // TakeoverAll fails with ErrNotBuilt.
-func (v *Volume) TakeoverAll(ctx context.Context, expiry time.Duration) ([]string, error) {
+func (v *Volume) TakeoverAll(ctx context.Context, expiry time.Duration, record func([]string) error) ([]string, error) {
 	return nil, ErrNotBuilt
 }
 
@@ -134,7 +134,7 @@ func (v *Volume) Release(ctx context.Context) error { return ErrNotBuilt }
 func (v *Volume) IsLockOwner(ctx context.Context) (bool, error) { return false, ErrNotBuilt }
 
 // Takeover fails with ErrNotBuilt.
-func (v *Volume) Takeover(ctx context.Context, expiry time.Duration) ([]string, error) {
+func (v *Volume) Takeover(ctx context.Context, expiry time.Duration, record func([]string) error) ([]string, error) {
 	return nil, ErrNotBuilt
 }
 

@@ -804,22 +804,25 @@ func (v *Volume) IsLockOwner(ctx context.Context) (bool, error) {
 // OSD map holding it, so no request of the old owner is applied after
 // one of this opener's (see the package doc); 2. the old owner's lock is
 // broken; 3. this opener acquires
-// the lock. It returns the blocklisted addresses, to be recorded and
-// removed (BlocklistRemove) only once their node provably dropped the
-// client. With no owner it just acquires.
-func (v *Volume) Takeover(ctx context.Context, expiry time.Duration) ([]string, error) {
-	return v.takeover(ctx, expiry, false)
+// the lock. record, when not nil, gets the addresses about to be
+// blocklisted before any is, so the caller can keep them where they
+// outlive this process; if it fails nothing is blocklisted. Takeover
+// returns the blocklisted addresses, to be removed (BlocklistRemove)
+// only once their node provably dropped the client. With no owner it
+// just acquires.
+func (v *Volume) Takeover(ctx context.Context, expiry time.Duration, record func([]string) error) ([]string, error) {
+	return v.takeover(ctx, expiry, false, record)
 }
 
 // TakeoverAll is Takeover that also blocklists every other watcher of the
 // image first, lock owner or not: a VM's QEMU (librbd's cooperative
 // lock) that does not hold the lock right now could otherwise ask the new
 // owner's QEMU for it later and write again.
-func (v *Volume) TakeoverAll(ctx context.Context, expiry time.Duration) ([]string, error) {
-	return v.takeover(ctx, expiry, true)
+func (v *Volume) TakeoverAll(ctx context.Context, expiry time.Duration, record func([]string) error) ([]string, error) {
+	return v.takeover(ctx, expiry, true, record)
 }
 
-func (v *Volume) takeover(ctx context.Context, expiry time.Duration, watchers bool) ([]string, error) {
+func (v *Volume) takeover(ctx context.Context, expiry time.Duration, watchers bool, record func([]string) error) ([]string, error) {
 	var fenced []string
 	err := v.use(ctx, func() error {
 		if v.ro {
@@ -844,10 +847,13 @@ func (v *Volume) takeover(ctx context.Context, expiry time.Duration, watchers bo
 				}
 			}
 		}
-		for _, a := range addrs {
-			if a == v.addr || a == "" {
-				continue // ours already
+		addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == v.addr || a == "" }) // ours already
+		if record != nil && len(addrs) > 0 {
+			if err := record(addrs); err != nil {
+				return fmt.Errorf("take RBD image %s/%s over: record the clients to blocklist: %w", v.cfg.Pool, v.name, err)
 			}
+		}
+		for _, a := range addrs {
 			if err := blocklistAdd(v.conn, a, expiry); err != nil {
 				return fmt.Errorf("take RBD image %s/%s over from %s: %w", v.cfg.Pool, v.name, a, err)
 			}

@@ -299,12 +299,29 @@ func TestTakeoverFencesStaleWriter(t *testing.T) {
 		t.Errorf("watchers = %+v, want A and B", info.Watchers)
 	}
 
-	fenced, err := b.Takeover(ctx, time.Hour)
+	// A record that fails stops the takeover before anything is
+	// blocklisted; the record is made before the blocklist.
+	refuse := errors.New("catalog unavailable")
+	if _, err := b.Takeover(ctx, time.Hour, func([]string) error { return refuse }); !errors.Is(err, refuse) {
+		t.Fatalf("Takeover with a failing record: %v", err)
+	}
+	if bl, err := p.Blocklist(ctx); err != nil || slices.Contains(bl, a.ClientAddr()) {
+		t.Fatalf("blocklist %v (%v) after a failed record holds A", bl, err)
+	}
+	var recorded []string
+	fenced, err := b.Takeover(ctx, time.Hour, func(addrs []string) error {
+		bl, err := p.Blocklist(ctx)
+		if err != nil || slices.Contains(bl, a.ClientAddr()) {
+			t.Errorf("blocklist %v (%v) at the record already holds A", bl, err)
+		}
+		recorded = addrs
+		return nil
+	})
 	if err != nil {
 		t.Fatalf("Takeover: %v", err)
 	}
-	if !slices.Equal(fenced, []string{a.ClientAddr()}) {
-		t.Errorf("Takeover fenced %v, want [%s]", fenced, a.ClientAddr())
+	if !slices.Equal(fenced, []string{a.ClientAddr()}) || !slices.Equal(recorded, fenced) {
+		t.Errorf("Takeover fenced %v (recorded %v), want [%s]", fenced, recorded, a.ClientAddr())
 	}
 	if own, err := b.IsLockOwner(ctx); err != nil || !own {
 		t.Errorf("B owns the lock after Takeover: %v, %v", own, err)
@@ -366,7 +383,7 @@ func TestTakeoverFencesStaleWriter(t *testing.T) {
 		t.Fatalf("B's Release: %v", err)
 	}
 	d := openVolume(t, cfg, name, OpenOptions{})
-	if fenced, err := d.Takeover(ctx, time.Hour); err != nil || len(fenced) != 0 {
+	if fenced, err := d.Takeover(ctx, time.Hour, nil); err != nil || len(fenced) != 0 {
 		t.Errorf("Takeover of an unlocked image = %v, %v; want no one fenced", fenced, err)
 	}
 	if own, err := d.IsLockOwner(ctx); err != nil || !own {

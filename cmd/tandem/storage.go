@@ -170,6 +170,16 @@ func writeStorage(w io.Writer, s *tandemv1.StorageInfo) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if bl := s.GetBlocklisted(); len(bl) > 0 {
+		fmt.Fprintf(w, "\nblocklisted clients (each removed once its node proved it gone; Ceph expires it anyway):\n")
+		t := &table{header: []string{"ADDRESS", "NODE", "VOLUME", "SINCE", "EXPIRES"}}
+		for _, b := range bl {
+			t.add(b.GetAddr(), orDash(b.GetNode()), orDash(b.GetVolume()), formatTime(b.GetSince()), formatTime(b.GetExpires()))
+		}
+		if err := (&listFlags{}).write(w, t); err != nil {
+			return err
+		}
+	}
 	if m := s.GetWarning(); m != "" {
 		fmt.Fprintf(w, "WARNING: %s\n", m)
 	}

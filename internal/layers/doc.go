@@ -21,6 +21,8 @@
 //     standard library only;
 //   - internal/cephtest (the tests' micro Ceph cluster) is the standard
 //     library only: it runs Ceph's binaries, so it needs no cgo;
+//   - internal/cephholders (the processes that may hold a Ceph client) is
+//     the standard library only: it reads /proc;
 //   - internal/validate (the rules for names, sizes and paths in requests)
 //     and internal/refusal (rate limits and aggregated logs of refused
 //     requests) are the standard library only, so any layer may use them;

@@ -68,6 +68,11 @@ func rules() []rule {
 			why:     "the micro Ceph cluster drives Ceph's own binaries: no cgo, no go-ceph",
 		},
 		{
+			pkgs:    []string{mod + "/internal/cephholders"},
+			stdOnly: true,
+			why:     "finding the processes that may hold a Ceph client reads /proc: the standard library only",
+		},
+		{
 			pkgs:    []string{mod + "/internal/sealed"},
 			stdOnly: true,
 			why:     "sealing is pure crypto over the cluster secret",

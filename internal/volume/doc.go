@@ -31,8 +31,10 @@
 //   - an RBD volume is open for writing only on the owner its catalog
 //     entry names, with the image's exclusive lock; another node becomes
 //     the owner only by Takeover (blocklist, break, acquire) and then the
-//     owner commit at the epoch it read, in that order; a node closes its
-//     client before removing that client's blocklist entry; a storage's
+//     owner commit at the epoch it read, in that order; every client
+//     Tandem blocklists is in the catalog before it is in Ceph, and its
+//     entry is removed only by its own node once none of its processes
+//     that may hold it is left (rbdunblock.go); a storage's
 //     key is proposed only sealed, and a failed RBD create leaves no image
 //     and no entry;
 //   - a VM's RBD disk is never opened by tandemd (rbd_vm.go): its VM's

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/cephholders"
 	"github.com/tandemhci/tandem/internal/pki"
 	"github.com/tandemhci/tandem/internal/state"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -111,9 +112,10 @@ type Manager struct {
 	secret  func() ([]byte, error)
 	rbdMu   sync.Mutex
 	rbdVols map[string]*rbdVolume // RBD volumes this node owns (rbd.go)
-	// rbdUnblock are this node's closed RBD clients whose blocklist
-	// entries are still to be removed, by address (rbd.go).
-	rbdUnblock map[string]*unblock
+	// rbdScan is the scan that removing this node's blocklist entries
+	// waits on (rbdunblock.go); holders reads /proc.
+	rbdScan *unblockScan
+	holders cephholders.Scanner
 }
 
 // New returns a Manager. ctx bounds its background work (the volumes'
@@ -123,7 +125,7 @@ func New(ctx context.Context, c Config) *Manager {
 	return &Manager{st: c.State, log: c.State.Log.With("component", "volumes"), ctx: ctx,
 		meta: c.Meta, host: c.Host, replicaID: c.ReplicaID, listFile: c.ListFile, nbdSocket: c.NBDSocket,
 		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, ca: c.CA, certCheck: c.CertCheck, vols: map[string]*nodeVolume{},
-		secret: c.Secret, rbdVols: map[string]*rbdVolume{}, rbdUnblock: map[string]*unblock{}}
+		secret: c.Secret, rbdVols: map[string]*rbdVolume{}}
 }
 
 func (m *Manager) self() string { return m.st.Node.Name }

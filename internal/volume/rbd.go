@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -32,8 +31,9 @@ import (
 // TLS TCP export alike. Another node becomes the owner only by taking the
 // image over (blocklist the old owner's client, break its lock, acquire
 // it) and then committing itself as owner at the epoch it read, in that
-// order. A node that finds itself no longer the owner closes its client
-// and only then removes that client's blocklist entry.
+// order. The clients to blocklist are recorded in the catalog first
+// (consensus.BlockedClient), and only their own node removes their entries,
+// once it proved no process of it can hold them (rbdunblock.go).
 
 // rbdTimeout bounds one administrative Ceph step (connect, create,
 // remove, stat) of an API call; the backend's own timeouts (10 s for the
@@ -51,6 +51,7 @@ type StorageMeta interface {
 	AddStorage(ctx context.Context, r consensus.StorageRecord) (*consensus.StorageRecord, error)
 	RemoveStorage(ctx context.Context, name string) error
 	UpdateRBDVolume(ctx context.Context, u consensus.VolumeRBDCmd) (*consensus.VolumeEntry, error)
+	Blocklist(ctx context.Context, u consensus.StorageBlocklistCmd) (*consensus.StorageRecord, error)
 }
 
 // rbdVolume is an RBD volume this node owns (or is opening).
@@ -171,6 +172,10 @@ func storageInfo(r *consensus.StorageRecord, ms *consensus.MetaState) *tandemv1.
 	out := &tandemv1.StorageInfo{Name: r.Name, Type: r.Type, MonHost: r.MonHost, Client: r.Client, Pool: r.Pool, Created: timestamppb.New(r.Created)}
 	if ms != nil {
 		out.Volumes = ms.StorageUsers(r.Name)
+	}
+	for _, b := range r.Blocklisted {
+		out.Blocklisted = append(out.Blocklisted, &tandemv1.BlockedClient{Addr: b.Addr, Node: b.Node, Volume: b.Volume,
+			Since: timestamppb.New(b.Since), Expires: timestamppb.New(b.Expires)})
 	}
 	return out
 }
@@ -506,7 +511,7 @@ func (m *Manager) promoteRBD(ctx context.Context, name, reason string) (*tandemv
 		return nil, err
 	}
 	vm := VMOf(ms, name)
-	if err := m.takeover(ctx, sm, cfg, e, reason, vm); err != nil {
+	if err := m.takeover(ctx, sm, ms, cfg, e, reason, vm); err != nil {
 		return nil, err
 	}
 	if vm != "" {
@@ -524,7 +529,7 @@ func (m *Manager) promoteRBD(ctx context.Context, name, reason string) (*tandemv
 // The disk of VM vm (vm != "") is QEMU's: every other watcher is
 // blocklisted too, and this node's client is closed once the owner is
 // committed, releasing the lock for the VM's QEMU.
-func (m *Manager) takeover(ctx context.Context, sm StorageMeta, cfg rbd.Config, e *consensus.VolumeEntry, reason, vm string) error {
+func (m *Manager) takeover(ctx context.Context, sm StorageMeta, ms *consensus.MetaState, cfg rbd.Config, e *consensus.VolumeEntry, reason, vm string) error {
 	name := e.Name
 	rv := m.rbdSlot(name)
 	rv.mu.Lock()
@@ -548,7 +553,9 @@ func (m *Manager) takeover(ctx context.Context, sm StorageMeta, cfg rbd.Config, 
 	if vm != "" {
 		takeover = v.TakeoverAll
 	}
-	fenced, err := takeover(octx, rbd.DefaultBlocklistExpiry)
+	fenced, err := takeover(octx, rbd.DefaultBlocklistExpiry, func(addrs []string) error {
+		return m.recordBlocklist(ctx, ms, e, addrs)
+	})
 	if err != nil {
 		return fail(cephError(fmt.Sprintf("take RBD image %s/%s over on %s", e.Pool, e.Image, m.self()), err))
 	}
@@ -858,8 +865,8 @@ func (m *Manager) rbdExport(ctx context.Context, name string) (*nbd.Export, bool
 // reconcileRBD, on a linearizable catalog, opens the RBD volumes this node
 // owns and has not open (after a restart) and closes those it no longer
 // owns. A client closed because another node took the volume over was
-// blocklisted by it; once closed here it can send nothing more, so only
-// then is its blocklist entry removed.
+// blocklisted by it; its entry goes once this node proved that none of
+// its processes can hold it any more (sweepBlocklist).
 func (m *Manager) reconcileRBD(ctx context.Context, ms *consensus.MetaState) {
 	m.rbdMu.Lock()
 	open := make([]string, 0, len(m.rbdVols))
@@ -872,33 +879,16 @@ func (m *Manager) reconcileRBD(ctx context.Context, ms *consensus.MetaState) {
 		if rv == nil || rv.vol.Load() == nil {
 			continue
 		}
-		rv.mu.Lock()
-		held := rv.entry
-		rv.mu.Unlock()
 		e, ok := ms.Volumes[n]
 		if ok && e.IsRBD() && e.Owner == m.self() && e.State != consensus.VolumeDeleting && VMOf(ms, n) == "" {
 			continue
 		}
 		addr := m.closeRBD(n)
-		if !ok || e.Owner == m.self() || addr == "" {
-			continue
-		}
-		m.log.Warn("another node owns this RBD volume now; closed this node's client", "volume", n, "owner", e.Owner, "epoch", e.Epoch, "client", addr)
-		m.rbdMu.Lock()
-		m.rbdUnblock[addr] = &unblock{entry: held}
-		m.rbdMu.Unlock()
-	}
-	m.rbdMu.Lock()
-	pending := make(map[string]*unblock, len(m.rbdUnblock))
-	maps.Copy(pending, m.rbdUnblock)
-	m.rbdMu.Unlock()
-	for addr, u := range pending {
-		if m.unblocklist(ctx, ms, u, addr) {
-			m.rbdMu.Lock()
-			delete(m.rbdUnblock, addr)
-			m.rbdMu.Unlock()
+		if ok && e.Owner != m.self() && addr != "" {
+			m.log.Warn("another node owns this RBD volume now; closed this node's client", "volume", n, "owner", e.Owner, "epoch", e.Epoch, "client", addr)
 		}
 	}
+	m.sweepBlocklist(ctx, ms)
 	for _, n := range sortedKeys(ms.Volumes) {
 		e := ms.Volumes[n]
 		if !e.IsRBD() || e.Owner != m.self() || e.State != consensus.VolumeReady || VMOf(ms, n) != "" {
@@ -911,43 +901,6 @@ func (m *Manager) reconcileRBD(ctx context.Context, ms *consensus.MetaState) {
 			m.log.Warn("cannot open an RBD volume this node owns; retrying", "volume", n, "err", grpcMessage(err))
 		}
 	}
-}
-
-// unblock is a closed client's blocklist entry still to remove.
-type unblock struct {
-	entry  consensus.VolumeEntry
-	warned bool
-}
-
-// unblocklist removes the blocklist entry of this node's closed client of
-// u's volume, and reports whether it is gone. A refusal is logged once
-// and retried at every sweep (the entry expires by itself after
-// rbd.DefaultBlocklistExpiry): removing needs the monitor capability
-// 'allow command "osd blocklist"' besides 'profile rbd'.
-func (m *Manager) unblocklist(ctx context.Context, ms *consensus.MetaState, u *unblock, addr string) bool {
-	e := &u.entry
-	if _, ok := ms.Storage[e.Storage]; !ok {
-		return true // the storage is gone, and with it what could be done
-	}
-	cfg, err := m.entryConfig(ms, e)
-	if err == nil {
-		cctx, cancel := context.WithTimeout(ctx, rbdTimeout)
-		defer cancel()
-		var p *rbd.Pool
-		if p, err = rbd.Connect(cctx, cfg); err == nil {
-			err = p.BlocklistRemove(cctx, addr)
-			p.Close()
-		}
-	}
-	if err != nil {
-		if !u.warned {
-			u.warned = true
-			m.log.Warn("cannot remove the blocklist entry of this node's old client; retrying at every sweep (the Ceph user needs mon 'allow command \"osd blocklist\"' to remove entries)", "volume", e.Name, "client", addr, "err", err)
-		}
-		return false
-	}
-	m.audit(ctx, "volume-rbd-unblocklist", fmt.Sprintf("volume %s: %s closed its old client %s, and its blocklist entry was removed", e.Name, m.self(), addr))
-	return true
 }
 
 // isRBD reports whether the catalog has name as an RBD volume: this

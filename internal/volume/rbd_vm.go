@@ -205,14 +205,23 @@ func (m *Manager) FenceRBD(ctx context.Context, ms *consensus.MetaState, node st
 			for _, l := range info.LockOwners {
 				addrs = append(addrs, l.Addr)
 			}
+			var mine []string
 			for _, a := range addrs {
-				if nodeAt(ms, a) != node || slices.Contains(out, a) {
-					continue
+				if nodeAt(ms, a) == node && !slices.Contains(out, a) && !slices.Contains(mine, a) {
+					mine = append(mine, a)
 				}
-				if err = p.BlocklistAdd(cctx, a, rbd.DefaultBlocklistExpiry); err != nil {
+			}
+			// Recorded first, so that no entry is unknown to the catalog.
+			if len(mine) > 0 {
+				err = m.recordBlocklist(cctx, ms, e, mine)
+			}
+			for _, a := range mine {
+				if err != nil {
 					break
 				}
-				out = append(out, a)
+				if err = p.BlocklistAdd(cctx, a, rbd.DefaultBlocklistExpiry); err == nil {
+					out = append(out, a)
+				}
 			}
 		}
 		p.Close()
