@@ -51,10 +51,12 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		def.Devices = &libvirtxml.DomainDeviceList{}
 	}
 	devs := def.Devices
-	// Disk i of a spec is target diskTarget(i) (DomainXMLWithOptions).
-	byTarget := make(map[string]DiskSpec, len(dest.Disks))
-	for i, ds := range dest.Disks {
-		byTarget[diskTarget(i)] = ds
+	// Disks are matched by their volume, not their target: a hot-plugged
+	// disk's target is not the one DomainXMLWithOptions would give it
+	// (disk.go).
+	byVolume := make(map[string]DiskSpec, len(dest.Disks))
+	for _, ds := range dest.Disks {
+		byVolume[specKey(ds)] = ds
 	}
 	for i := range devs.Disks {
 		disk := &devs.Disks[i]
@@ -77,9 +79,9 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		if rbdOf(*disk) != nil && disk.Target != nil {
 			// An RBD disk: the same image, reached from the destination
 			// with its monitors and secret (the same UUID on every node).
-			ds, ok := byTarget[disk.Target.Dev]
+			ds, ok := byVolume[diskKey(*disk)]
 			if !ok || ds.RBD == nil {
-				return invalid("destination spec has no RBD disk %s", disk.Target.Dev)
+				return invalid("destination spec has no RBD disk %s (%s)", disk.Target.Dev, disk.Source.Network.Name)
 			}
 			src, fresh := disk.Source.Network, rbdSource(ds.RBD).Network
 			src.Name, src.Hosts, src.Auth = fresh.Name, fresh.Hosts, fresh.Auth
@@ -88,9 +90,9 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 		if _, err := nbdOf(*disk); err != nil || disk.Target == nil {
 			return fmt.Errorf("compute: domain %q: disk %d is not an NBD network disk with a target", def.Name, i)
 		}
-		ds, ok := byTarget[disk.Target.Dev]
+		ds, ok := byVolume[diskKey(*disk)]
 		if !ok {
-			return invalid("destination spec has no disk %s", disk.Target.Dev)
+			return invalid("destination spec has no disk on volume %s (%s)", disk.Source.Network.Name, disk.Target.Dev)
 		}
 		// Keep what else the source's network source carries; only the
 		// export and how it is reached are the destination's own.

@@ -79,9 +79,8 @@ func TestRetargetMatchesRenderedDestSpec(t *testing.T) {
 			s.NICs[0].MAC = "52:54:00:12:34:56"
 			return s
 		}(), XMLOptions{}},
-		"no uuid":      {fullSpec(), func() VMSpec { s := destOf(fullSpec()); s.UUID = ""; return s }(), XMLOptions{}},
-		"other export": {fullSpec(), func() VMSpec { s := destOf(fullSpec()); s.Disks[1].Volume = "vol-data-n2"; return s }(), XMLOptions{}},
-		"rbd":          {rbdSpec(), destOf(rbdSpec()), XMLOptions{}},
+		"no uuid": {fullSpec(), func() VMSpec { s := destOf(fullSpec()); s.UUID = ""; return s }(), XMLOptions{}},
+		"rbd":     {rbdSpec(), destOf(rbdSpec()), XMLOptions{}},
 		"rbd monitors": {rbdSpec(), func() VMSpec {
 			s := destOf(rbdSpec())
 			r := *s.Disks[1].RBD
@@ -165,7 +164,10 @@ func TestRetargetRefusesGuestChanges(t *testing.T) {
 		{"extra disk", func(s *VMSpec) {
 			s.Disks = append(s.Disks, DiskSpec{Volume: "vol-x", Socket: "/run/tandem/n2/nbd.sock"})
 		}, "host-side"},
-		{"missing disk", func(s *VMSpec) { s.Disks = s.Disks[:1] }, "no disk vdb"},
+		{"missing disk", func(s *VMSpec) { s.Disks = s.Disks[:1] }, "no disk on volume vol-data (vdb)"},
+		// Disks are matched by volume: another export is another disk.
+		{"other export", func(s *VMSpec) { s.Disks[1].Volume = "vol-data-n2" }, "no disk on volume vol-data (vdb)"},
+		{"disks swapped", func(s *VMSpec) { s.Disks[0], s.Disks[1] = s.Disks[1], s.Disks[0] }, "host-side"},
 		{"extra nic", func(s *VMSpec) { s.NICs = append(s.NICs, NICSpec{Bridge: "br0"}) }, "nics"},
 		{"mac", func(s *VMSpec) { s.NICs[0].MAC = "52:54:00:00:00:99" }, "host-side"},
 		{"nic model", func(s *VMSpec) { s.NICs[1].Model = "virtio" }, "host-side"},

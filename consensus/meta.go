@@ -269,6 +269,7 @@ type Command struct {
 	VMMedia *VMMediaCmd `json:"vm_media,omitempty"`
 	VMSpec  *VMSpecCmd  `json:"vm_spec,omitempty"`
 	VMNICs  *VMNICsCmd  `json:"vm_nics,omitempty"`
+	VMDisks *VMDisksCmd `json:"vm_disks,omitempty"`
 	VMNVRAM *VMNVRAMCmd `json:"vm_nvram,omitempty"`
 	// Volume growth (grow.go).
 	VolumeSize *VolumeSizeCmd `json:"volume_size,omitempty"`
@@ -626,6 +627,8 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		return m.applyVMSpec(c)
 	case opVMNICs:
 		return m.applyVMNICs(c)
+	case opVMDisks:
+		return m.applyVMDisks(c)
 	}
 	return nil, fmt.Errorf("%w: unknown op %q", ErrBadCommand, c.Op)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,25 @@ func TestCloudInit(t *testing.T) {
 		t.Fatalf("vm show: %v\n%s", err, out)
 	}
 
+	// A disk hot-plugged next to the seed (vm disk add) takes the target
+	// after it, never the seed's: the guest sees it as vdc and keeps
+	// reading the seed on vdb. It migrates with the VM below, on the
+	// target's export, and is detached before the restart (which numbers
+	// the disks afresh: the seed would then follow it).
+	if v := vc.vm(t, n3, "disk", "add", "ci", "--disk", "64M,replicas=3"); !slices.Equal(v.Volumes, []string{"ci-disk0", "ci-disk1"}) {
+		t.Fatalf("vm disk add next to the seed: disks recorded %v", v.Volumes)
+	}
+	hotPlugged := func(n *testcluster.Node) {
+		t.Helper()
+		targets := vc.diskTargets(t, n, "ci")
+		if targets["ci-disk0"] != "vda" || targets["ci-disk1"] != "vdc" || targets[filepath.Join(td.DataDir(n), "vms", "ci.cidata.iso")] != "vdb" {
+			t.Fatalf("disk targets on %s: %v", n.Name, targets)
+		}
+		gd := vc.waitGuestDisks(t, n, "ci", time.Minute, func(d map[string]uint64) bool { return d["/dev/vdc"] == 64<<20 && d["/dev/vdb"] > 0 })
+		t.Logf("on %s: targets %v; the guest sees %v", n.Name, targets, gd)
+	}
+	hotPlugged(n1)
+
 	// Live migration: the target builds its own seed, the guest goes on in
 	// the same boot, still reporting the value; the source's copy (the
 	// user-data in plain text) is gone.
@@ -98,6 +118,13 @@ func TestCloudInit(t *testing.T) {
 		t.Fatalf("after the migration: boot %d (was %d), value %q", after.Boot, mark.Boot, after.CloudInit)
 	}
 	t.Logf("guest on n2: seq %d, still reporting %q", after.Seq, after.CloudInit)
+	hotPlugged(n2)
+	if v := vc.vm(t, n3, "disk", "detach", "ci", "ci-disk1", "--delete"); !slices.Equal(v.Volumes, []string{"ci-disk0"}) {
+		t.Fatalf("vm disk detach: disks recorded %v", v.Volumes)
+	}
+	if targets := vc.diskTargets(t, n2, "ci"); len(targets) != 2 || targets["ci-disk0"] != "vda" {
+		t.Fatalf("after the detach, disk targets on n2: %v", targets)
+	}
 	if v := vc.vm(t, n1, "show", "ci"); v.Node != n2.Name || v.State != "running" || !v.CloudInit {
 		t.Fatalf("ci after the migration: %+v", v)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,9 @@ func rbdHead(t *testing.T, ctx context.Context, c *testcluster.Cluster, ceph *ce
 // librbd; the guest sees the new size). Stopped, the image holds a
 // counter at least the last one the guest reported acknowledged, the
 // disk grows offline, fio's own rbd engine writes and verifies the image
-// past the counter, and the node's libvirt secret is gone.
+// past the counter, and the node's libvirt secret is gone. A second RBD
+// disk hot-plugged into the running VM (vm disk add --disk 64M,backend=rbd)
+// is seen by the guest, migrates with the VM, and is detached and deleted.
 func TestRBDVM(t *testing.T) {
 	vc, ceph, _ := rbdVMCluster(t, vmClusterOpts{})
 	c, td, ctx := vc.c, vc.td, vc.ctx
@@ -107,6 +110,27 @@ func TestRBDVM(t *testing.T) {
 		t.Fatalf("show: used by %q, warning %q", before.UsedBy, before.Warning)
 	}
 
+	// A second RBD disk hot-plugged into the running VM (issue 18): a new
+	// image owned by the VM's node and opened by its QEMU (the guest sees
+	// it); it migrates with the VM and is detached and deleted after the
+	// online resize below.
+	const disk2 = "gr-disk0"
+	if v := vc.vm(t, n1, "disk", "add", "gr", "--disk", "64M,backend=rbd"); !slices.Equal(v.Volumes, []string{"rv", disk2}) {
+		t.Fatalf("vm disk add of an RBD disk: disks recorded %v", v.Volumes)
+	}
+	rbdDisks := func(n *testcluster.Node) {
+		t.Helper()
+		if src := vc.diskSources(t, n, "gr"); !slices.Equal(src, []string{ceph.Pool + "/rv", ceph.Pool + "/" + disk2}) {
+			t.Fatalf("the domain on %s has the disks %v", n.Name, src)
+		}
+		if v := volumeCmd(t, ctx, td, n1, "show", disk2); v.Primary != n.Name {
+			t.Fatalf("the owner of %s is %s, not %s", disk2, v.Primary, n.Name)
+		}
+		gd := vc.waitGuestDisks(t, n, "gr", time.Minute, func(d map[string]uint64) bool { return d["/dev/vdb"] == 64<<20 })
+		t.Logf("RBD disk %s on %s; the guest sees %v", disk2, n.Name, gd)
+	}
+	rbdDisks(n3)
+
 	done, mark := vc.migrateLive(t, n1, "gr", n3, n2)
 	t.Logf("migration n3 -> n2: downtime %d ms, total %d ms", done.DowntimeMs, done.TotalMs)
 	after := oneClient(n2.Name)
@@ -130,6 +154,22 @@ func TestRBDVM(t *testing.T) {
 		t.Fatalf("volume rv after the online resize: %d bytes", v.SizeBytes)
 	}
 	t.Logf("grown online to 96 MiB: the guest sees %d bytes and writes on (%d acknowledged)", last.DiskBytes, last.Acked)
+
+	// The hot-plugged RBD disk came along; detached, it leaves the domain,
+	// the guest and the record, and --delete removes its image.
+	rbdDisks(n2)
+	if v := vc.vm(t, n1, "disk", "detach", "gr", disk2, "--delete"); !slices.Equal(v.Volumes, []string{"rv"}) {
+		t.Fatalf("vm disk detach of the RBD disk: disks recorded %v", v.Volumes)
+	}
+	if src := vc.diskSources(t, n2, "gr"); !slices.Equal(src, []string{ceph.Pool + "/rv"}) {
+		t.Fatalf("after the detach the domain on %s has the disks %v", n2.Name, src)
+	}
+	vc.waitGuestDisks(t, n2, "gr", time.Minute, func(d map[string]uint64) bool { _, ok := d["/dev/vdb"]; return !ok })
+	if _, stderr, err := td.CLI(ctx, n1, "volume", "show", disk2); err == nil || !strings.Contains(stderr, disk2) {
+		t.Fatalf("volume %s after detach --delete: %v %s", disk2, err, stderr)
+	}
+	last = vc.guestProgress(t, last, time.Minute)
+	t.Logf("RBD disk %s detached and deleted; the guest writes on", disk2)
 
 	// Stopped: the counter on the image (read by Ceph's own client) is at
 	// least the last acknowledged one, and no secret stays in libvirtd.

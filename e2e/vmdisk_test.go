@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -45,7 +47,14 @@ func (vc *vmCluster) waitDiskBytes(t *testing.T, after guest.Datagram, size uint
 // the running VM leave its QEMU as it is until the VM restarts, and it
 // has them after a stop and start. vm nic: a NIC hot-plugged into the
 // running VM is in its domain, migrates with it, and is unplugged again
-// (the guest releases it); removing it twice is refused.
+// (the guest releases it); removing it twice is refused. vm disk: a new
+// 64 MiB 3-replica disk hot-plugged into the running VM (its primary the
+// VM's node) is in the domain and the guest kernel sees it (the test
+// guest's guest-get-disks), refusals (the boot disk, an unknown disk, a
+// duplicate, another VM's volume, a volume whose primary is elsewhere)
+// change nothing, it migrates live with the VM, and is detached on the
+// target (gone from the domain, the guest and the record) and deleted; a
+// disk added to the stopped VM is in its domain after its next start.
 func TestVMChanges(t *testing.T) {
 	vc := newVMCluster(t)
 	c, td, ctx := vc.c, vc.td, vc.ctx
@@ -113,6 +122,61 @@ func TestVMChanges(t *testing.T) {
 	}
 	t.Logf("NIC %s hot-plugged into the running VM", mac2)
 
+	// A disk hot-plugged into the running VM: a new 3-replica volume whose
+	// primary is the VM's node, recorded after the first disk; the guest
+	// kernel sees a new 64 MiB virtio disk.
+	const disk2 = "rs-disk1"
+	diskAdded := vc.vm(t, c.Nodes[1], "disk", "add", "rs", "--disk", "64M,replicas=3")
+	if !slices.Equal(diskAdded.Volumes, []string{disk, disk2}) {
+		t.Fatalf("vm disk add: disks recorded %v", diskAdded.Volumes)
+	}
+	if info := volumeCmd(t, ctx, td, n1, "show", disk2); info.Primary != n1.Name || info.SizeBytes != 64<<20 || len(info.Replicas) != 3 {
+		t.Fatalf("the new disk's volume: primary %s, %d bytes, %d replicas", info.Primary, info.SizeBytes, len(info.Replicas))
+	}
+	if src := vc.diskSources(t, n1, "rs"); !slices.Equal(src, []string{disk, disk2}) {
+		t.Fatalf("after vm disk add, the running domain on %s has the disks %v", n1.Name, src)
+	}
+	gd := vc.waitGuestDisks(t, n1, "rs", time.Minute, func(d map[string]uint64) bool { return d["/dev/vdb"] == 64<<20 })
+	t.Logf("disk %s hot-plugged into the running VM; the guest kernel sees %v", disk2, gd)
+
+	// Refusals change nothing: the first disk, an unknown one, a volume of
+	// another VM, one whose primary is not the VM's node, a duplicate.
+	volumeCmd(t, ctx, td, n1, "create", "rs-other", "--size", "64M", "--replicas", "2")
+	vc.vm(t, n1, "create", "idle", "--memory", "64M", "--disk-volume", "rs-other")
+	volumeCmd(t, ctx, td, n1, "create", "rs-far", "--size", "64M", "--nodes", c.Nodes[1].Name+","+c.Nodes[2].Name)
+	for _, r := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"detach", "rs", disk}, "is the first disk of VM rs, which it boots from"},
+		{[]string{"detach", "rs", "rs-nope"}, `VM rs has no disk on volume "rs-nope"`},
+		{[]string{"add", "rs", "--disk-volume", disk2}, "already a disk of VM rs"},
+		{[]string{"add", "rs", "--disk-volume", "rs-other"}, "volume rs-other is a disk of VM idle"},
+		{[]string{"add", "rs", "--disk-volume", "rs-far"}, "the primary of volume rs-far is " + c.Nodes[1].Name + ", not " + n1.Name},
+		{[]string{"add", "rs", "--disk-volume", "rs-nope"}, `no volume named "rs-nope"`},
+		{[]string{"add", "rs", "--disk", "64M", "--disk-volume", "rs-far"}, "give one disk"},
+		{[]string{"add", "rs", "--disk", "1000"}, "multiple of 4 KiB"},
+	} {
+		_, stderr, err := td.CLI(ctx, n1, append([]string{"vm", "disk"}, r.args...)...)
+		if err == nil || !strings.Contains(stderr, r.want) {
+			t.Fatalf("vm disk %v: want an error with %q, got %v: %s", r.args, r.want, err, stderr)
+		}
+	}
+	if v := vc.vm(t, n1, "show", "rs"); !slices.Equal(v.Volumes, []string{disk, disk2}) {
+		t.Fatalf("after the refusals the VM's disks are %v", v.Volumes)
+	}
+	if src := vc.diskSources(t, n1, "rs"); !slices.Equal(src, []string{disk, disk2}) {
+		t.Fatalf("after the refusals the running domain has the disks %v", src)
+	}
+	waitVolume(t, ctx, td, n1, disk2, time.Minute, func(info *tandemv1.VolumeInfo) bool {
+		for _, r := range info.Replicas {
+			if r.State != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE {
+				return false
+			}
+		}
+		return len(info.Replicas) == 3
+	})
+
 	// The grown disk and the hot-plugged NIC migrate live with the VM.
 	to := c.Nodes[2]
 	done, mark := vc.migrateLive(t, n1, "rs", n1, to)
@@ -122,6 +186,15 @@ func TestVMChanges(t *testing.T) {
 	if l := domiflist(to); !strings.Contains(l, mac2) || strings.Count(l, "bridge") != 2 {
 		t.Fatalf("after the migration, the domain on %s:\n%s", to.Name, l)
 	}
+	// The hot-plugged disk came along, on the target's export.
+	if src := vc.diskSources(t, to, "rs"); !slices.Equal(src, []string{disk, disk2}) {
+		t.Fatalf("after the migration the domain on %s has the disks %v", to.Name, src)
+	}
+	if info := volumeCmd(t, ctx, td, n1, "show", disk2); info.Primary != to.Name {
+		t.Fatalf("after the migration the primary of %s is %s, not %s", disk2, info.Primary, to.Name)
+	}
+	gd = vc.waitGuestDisks(t, to, "rs", time.Minute, func(d map[string]uint64) bool { return d["/dev/vdb"] == 64<<20 })
+	t.Logf("after the migration the guest still sees %v", gd)
 	// Unplugged again: the guest releases it, then the record follows.
 	if v := vc.vm(t, n1, "nic", "remove", "rs", mac2); len(v.Nics) != 1 {
 		t.Fatalf("vm nic remove: %d NICs recorded", len(v.Nics))
@@ -134,6 +207,24 @@ func TestVMChanges(t *testing.T) {
 	}
 	vc.guestProgress(t, after, time.Minute)
 	t.Logf("NIC %s unplugged; the guest writes on", mac2)
+
+	// The disk detached on the target: the guest releases it, then the
+	// record follows, then --delete deletes the volume.
+	if v := vc.vm(t, n1, "disk", "detach", "rs", disk2, "--delete"); !slices.Equal(v.Volumes, []string{disk}) {
+		t.Fatalf("vm disk detach: disks recorded %v", v.Volumes)
+	}
+	if src := vc.diskSources(t, to, "rs"); !slices.Equal(src, []string{disk}) {
+		t.Fatalf("after vm disk detach the domain on %s has the disks %v", to.Name, src)
+	}
+	gd = vc.waitGuestDisks(t, to, "rs", time.Minute, func(d map[string]uint64) bool { _, ok := d["/dev/vdb"]; return !ok && d["/dev/vda"] == 128<<20 })
+	if _, stderr, err := td.CLI(ctx, n1, "volume", "show", disk2); err == nil || !strings.Contains(stderr, disk2) {
+		t.Fatalf("volume %s after detach --delete: %v %s", disk2, err, stderr)
+	}
+	if _, stderr, err := td.CLI(ctx, n1, "vm", "disk", "detach", "rs", disk2); err == nil || !strings.Contains(stderr, "has no disk on volume") {
+		t.Fatalf("detaching the disk twice: %v %s", err, stderr)
+	}
+	after = vc.guestProgress(t, after, time.Minute)
+	t.Logf("disk %s unplugged and deleted; the guest sees %v and writes on", disk2, gd)
 
 	// vm set: bad values are refused; good ones are recorded at once and
 	// reach QEMU at the next start.
@@ -162,8 +253,21 @@ func TestVMChanges(t *testing.T) {
 		t.Fatalf("the running VM changed before a restart:\n%s", di)
 	}
 	vc.vm(t, n1, "stop", "rs", "--force")
+	// A disk added to the stopped VM is recorded only (its primary on the
+	// node it ran on) and is in the domain from its next start.
+	if v := vc.vm(t, n1, "disk", "add", "rs", "--disk", "64M,replicas=3"); !slices.Equal(v.Volumes, []string{disk, disk2}) || v.State == "running" {
+		t.Fatalf("vm disk add of the stopped VM: disks %v, state %s", v.Volumes, v.State)
+	}
+	if info := volumeCmd(t, ctx, td, n1, "show", disk2); info.Primary != to.Name {
+		t.Fatalf("the stopped VM's new disk has its primary on %s, not %s", info.Primary, to.Name)
+	}
 	vc.vm(t, n1, "start", "rs", "--node", to.Name)
 	vc.guestProgress(t, guest.Datagram{Boot: after.Boot + 1}, 3*time.Minute)
+	if src := vc.diskSources(t, to, "rs"); !slices.Equal(src, []string{disk, disk2}) {
+		t.Fatalf("after the start the domain has the disks %v", src)
+	}
+	gd = vc.waitGuestDisks(t, to, "rs", time.Minute, func(d map[string]uint64) bool { return d["/dev/vdb"] == 64<<20 })
+	t.Logf("disk %s added to the stopped VM; after its start the guest sees %v", disk2, gd)
 	if di := dominfo(); !regexp.MustCompile(`Max memory:\s+262144 KiB`).MatchString(di) || !regexp.MustCompile(`CPU\(s\):\s+2\n`).MatchString(di) {
 		t.Fatalf("after the restart the VM does not have 2 vCPUs and 256 MiB:\n%s", di)
 	}
@@ -183,4 +287,70 @@ func (vc *vmCluster) virsh(t *testing.T, n *testcluster.Node, args ...string) st
 		t.Fatalf("virsh %s on %s: %v\n%s", strings.Join(args, " "), n.Name, err, b)
 	}
 	return string(b)
+}
+
+// diskSources are the volumes of the virtio disks of domain name as n's
+// libvirtd runs it, in the domain's order (the cloud-init seed and the
+// CD-ROM, which are files, are left out).
+func (vc *vmCluster) diskSources(t *testing.T, n *testcluster.Node, name string) []string {
+	t.Helper()
+	rows, _ := vc.blockDevices(t, n, name)
+	var out []string
+	for _, f := range rows {
+		if len(f) == 4 && f[0] == "network" && f[1] == "disk" {
+			out = append(out, f[3])
+		}
+	}
+	return out
+}
+
+// diskTargets maps the source (volume, or file) of each disk of domain
+// name as n's libvirtd runs it to its target.
+func (vc *vmCluster) diskTargets(t *testing.T, n *testcluster.Node, name string) map[string]string {
+	t.Helper()
+	rows, _ := vc.blockDevices(t, n, name)
+	out := map[string]string{}
+	for _, f := range rows {
+		if len(f) == 4 && f[1] == "disk" {
+			out[f[3]] = f[2]
+		}
+	}
+	return out
+}
+
+// waitGuestDisks asks the test guest's agent (guest-get-disks, through
+// n's libvirtd) for its virtio disks and their sizes as its kernel sees
+// them until ok holds, and returns them.
+func (vc *vmCluster) waitGuestDisks(t *testing.T, n *testcluster.Node, name string, timeout time.Duration, ok func(map[string]uint64) bool) map[string]uint64 {
+	t.Helper()
+	vc.mu.Lock()
+	sock := vc.lv[n.Name].Socket
+	vc.mu.Unlock()
+	var last string
+	for deadline := time.Now().Add(timeout); ; {
+		b, err := exec.CommandContext(vc.ctx, "virsh", "-c", "qemu:///system?socket="+sock, "qemu-agent-command", name, "--timeout", "5",
+			`{"execute":"guest-get-disks"}`).CombinedOutput()
+		last = string(b)
+		if err == nil {
+			var r struct {
+				Return []struct {
+					Name string `json:"name"`
+					Size uint64 `json:"size"`
+				} `json:"return"`
+			}
+			if err := json.Unmarshal(b, &r); err == nil {
+				got := map[string]uint64{}
+				for _, d := range r.Return {
+					got[d.Name] = d.Size
+				}
+				if ok(got) {
+					return got
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest's disks on %s did not become as expected within %v; last answer: %s", n.Name, timeout, last)
+		}
+		time.Sleep(time.Second)
+	}
 }

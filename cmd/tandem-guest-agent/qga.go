@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -45,7 +46,8 @@ func qgaPort() (string, error) {
 // qga answers a minimal subset of the QEMU guest agent protocol on its
 // virtio-serial port, enough for Tandem's host side: guest-sync,
 // guest-sync-delimited, guest-ping, guest-info,
-// guest-network-get-interfaces, guest-shutdown and guest-fsfreeze-*.
+// guest-network-get-interfaces, guest-get-disks, guest-shutdown and
+// guest-fsfreeze-*.
 func (a *agent) qga(ctx context.Context) error {
 	var path string
 	for {
@@ -123,7 +125,7 @@ func (a *agent) qgaCommand(ctx context.Context, st *qgaState, line []byte) []byt
 	case "guest-info":
 		cmds := []map[string]any{}
 		for _, c := range []string{"guest-sync", "guest-sync-delimited", "guest-ping", "guest-info", "guest-network-get-interfaces",
-			"guest-shutdown", "guest-fsfreeze-status", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw"} {
+			"guest-get-disks", "guest-shutdown", "guest-fsfreeze-status", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw"} {
 			cmds = append(cmds, map[string]any{"name": c, "enabled": true, "success-response": c != "guest-shutdown"})
 		}
 		return reply(map[string]any{"version": "tandem-test-guest", "supported_commands": cmds})
@@ -133,6 +135,12 @@ func (a *agent) qgaCommand(ctx context.Context, st *qgaState, line []byte) []byt
 			return qgaError("GenericError", err.Error())
 		}
 		return reply(ifs)
+	case "guest-get-disks":
+		disks, err := qgaDisks("/sys/block")
+		if err != nil {
+			return qgaError("GenericError", err.Error())
+		}
+		return reply(disks)
 	case "guest-fsfreeze-status":
 		if st.frozen.Load() {
 			return reply("frozen")
@@ -205,6 +213,38 @@ func qgaInterfaces() ([]qgaInterface, error) {
 			qi.IPs = append(qi.IPs, qgaIP{Type: typ, Addr: ipn.IP.String(), Prefix: ones})
 		}
 		out = append(out, qi)
+	}
+	return out, nil
+}
+
+// qgaDisk is one entry of guest-get-disks. Size is the test guest's own
+// addition (the kernel's view, /sys/block/DEV/size x 512), so a test sees
+// which disk a hot-plug brought.
+type qgaDisk struct {
+	Name         string   `json:"name"`
+	Partition    bool     `json:"partition"`
+	Dependencies []string `json:"dependencies"`
+	Size         uint64   `json:"size"`
+}
+
+// qgaDisks lists the virtio disks the kernel has under sysfs (dir is
+// /sys/block), sorted by name.
+func qgaDisks(dir string) ([]qgaDisk, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "vd*"))
+	if err != nil {
+		return nil, err
+	}
+	out := []qgaDisk{}
+	for _, p := range names {
+		b, err := os.ReadFile(filepath.Join(p, "size"))
+		if err != nil {
+			continue // going away
+		}
+		sectors, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s/size: %w", p, err)
+		}
+		out = append(out, qgaDisk{Name: "/dev/" + filepath.Base(p), Dependencies: []string{}, Size: sectors * 512})
 	}
 	return out, nil
 }

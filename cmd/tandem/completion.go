@@ -132,6 +132,7 @@ func addCompletions(root *cobra.Command, a *app) {
 			}
 			return prefixed(keys, toComplete, ""), cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
 		},
+		"vm disk add": a.argNames(vmNames, 0), "vm disk detach": a.vmThenVolume(), "vm disk resize": a.vmThenVolume(),
 		"node maintenance": func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 			if len(args) == 0 {
 				return prefixed([]string{"enable", "disable"}, toComplete, ""), cobra.ShellCompDirectiveNoFileComp
@@ -145,6 +146,7 @@ func addCompletions(root *cobra.Command, a *app) {
 		"volume resync":    {"discard": a.flagNames(nodeNames, false)},
 		"vm create":        {"node": a.flagNames(nodeNames, false), "disk-volume": a.flagNames(volumeNames, false)},
 		"vm start":         {"node": a.flagNames(nodeNames, false)},
+		"vm disk add":      {"disk-volume": a.flagNames(volumeNames, false)},
 		"vm migrate":       {"to": a.flagNames(nodeNames, false)},
 		"node maintenance": {"failback": fixedValues("stay", "balanced")},
 	}
@@ -160,6 +162,16 @@ func addCompletions(root *cobra.Command, a *app) {
 		}
 	})
 	_ = root.RegisterFlagCompletionFunc("output", fixedValues("table", "json"))
+}
+
+// vmThenVolume completes VM VOLUME: a VM's name, then a volume's.
+func (a *app) vmThenVolume() cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return a.argNames(vmNames, 0)(cmd, args, toComplete)
+		}
+		return a.argNames(volumeNames, 1)(cmd, args, toComplete)
+	}
 }
 
 func walk(c *cobra.Command, f func(*cobra.Command)) {

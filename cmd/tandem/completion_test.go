@@ -32,6 +32,8 @@ func TestCompletionOfNames(t *testing.T) {
 		{[]string{"node", "maintenance", "enable", "node-"}, "node-a node-b node-c"},
 		{[]string{"volume", "create", "x", "--nodes", "node-a,node-"}, "node-a,node-b node-a,node-c"},
 		{[]string{"volume", "promote", "vm-disk", "--node", "node-c"}, "node-c"},
+		{[]string{"vm", "disk", "detach", "web", "vm"}, "vm-disk"},
+		{[]string{"vm", "disk", "add", "web", "--disk-volume", "scr"}, "scratch"},
 		{[]string{"-o", ""}, "table json"},
 		{[]string{"cluster", "config", "set", "resync"}, "resync.rate="},
 		{[]string{"cluster", "config", "set", "resync.rate="}, ""},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -35,6 +36,34 @@ func TestParseDiskFlag(t *testing.T) {
 	} {
 		if _, err := parseDiskFlag(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: want an error with %q, got %v", in, want, err)
+		}
+	}
+}
+
+func TestParseDiskAdd(t *testing.T) {
+	d, err := parseDiskAdd("64M,replicas=3", "")
+	if err != nil || d.SizeBytes != 64<<20 || d.Replicas != 3 || d.Volume != "" {
+		t.Fatalf("--disk 64M,replicas=3: %+v %v", d, err)
+	}
+	d, err = parseDiskAdd("1G,backend=rbd,storage=ceph1", "")
+	if err != nil || d.SizeBytes != 1<<30 || d.Backend != "rbd" || d.Storage != "ceph1" {
+		t.Fatalf("--disk 1G,backend=rbd: %+v %v", d, err)
+	}
+	d, err = parseDiskAdd("", "data")
+	if err != nil || d.Volume != "data" || d.SizeBytes != 0 {
+		t.Fatalf("--disk-volume data: %+v %v", d, err)
+	}
+	for _, tc := range []struct{ disk, volume, want string }{
+		{"", "", "give a new disk"},
+		{"64M", "data", "give one disk, new or existing"},
+		{"64M,replicas=4", "", "replicas must be 1, 2 or 3"},
+		{"1000", "", "multiple of 4 KiB"},
+		{"", "Bad/Name", "--disk-volume"},
+	} {
+		_, err := parseDiskAdd(tc.disk, tc.volume)
+		var ue *usageError
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.As(err, &ue) {
+			t.Errorf("--disk %q --disk-volume %q: want a usage error with %q, got %v", tc.disk, tc.volume, tc.want, err)
 		}
 	}
 }

@@ -69,3 +69,7 @@ func (s *peerService) VMResizeDisk(ctx context.Context, req *tandemv1.PeerResize
 func (s *peerService) VMNic(ctx context.Context, req *tandemv1.PeerNicRequest) (*tandemv1.VMInfo, error) {
 	return answer(s.a.cfg.VMs.VMNic(ctx, req))
 }
+
+func (s *peerService) VMDisk(ctx context.Context, req *tandemv1.PeerDiskRequest) (*tandemv1.VMInfo, error) {
+	return answer(s.a.cfg.VMs.VMDisk(ctx, req))
+}

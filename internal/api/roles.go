@@ -56,6 +56,8 @@ func methodRole(method string) (string, bool) {
 		"/tandem.v1.VM/Set",
 		"/tandem.v1.VM/AddNIC",
 		"/tandem.v1.VM/RemoveNIC",
+		"/tandem.v1.VM/AddDisk",
+		"/tandem.v1.VM/DetachDisk",
 		"/tandem.v1.Node/Maintenance",
 		"/tandem.v1.Node/SetNote",
 		"/tandem.v1.Volume/Resize",

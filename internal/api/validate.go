@@ -143,7 +143,8 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		"tandem.v1.VMDisk.volume", "tandem.v1.PeerVolume.name", "tandem.v1.PeerVolumeCloseRequest.name",
 		"tandem.v1.PeerVolumeStatusRequest.name", "tandem.v1.VolumeChecksumRequest.name", "tandem.v1.VMInfo.volumes",
 		"tandem.v1.IssueExportCertRequest.volumes", "tandem.v1.SetVolumeRequest.name", "tandem.v1.ResizeVolumeRequest.name",
-		"tandem.v1.ResizeVMDiskRequest.volume", "tandem.v1.PeerResizeDiskRequest.volume", "tandem.v1.PeerResizeDiskRequest.rbd_image":
+		"tandem.v1.ResizeVMDiskRequest.volume", "tandem.v1.PeerResizeDiskRequest.volume", "tandem.v1.PeerResizeDiskRequest.rbd_image",
+		"tandem.v1.DetachVMDiskRequest.volume", "tandem.v1.PeerDiskRequest.volume":
 		return rule{str: validate.VolumeName}, true
 	case "tandem.v1.CreateVolumeRequest.ha", "tandem.v1.SetVolumeRequest.ha":
 		return rule{str: validate.VolumeHA}, true
@@ -154,7 +155,8 @@ func fieldRule(f protoreflect.FullName) (rule, bool) {
 		return rule{str: validate.ExportCertName}, true
 	case "tandem.v1.CreateVMRequest.name", "tandem.v1.VMRequest.name", "tandem.v1.MigrateVMRequest.name",
 		"tandem.v1.ConsoleRequest.name", "tandem.v1.VMInfo.name", "tandem.v1.ConsoleOpen.vm", "tandem.v1.ResizeVMDiskRequest.name",
-		"tandem.v1.SetVMRequest.name", "tandem.v1.AddVMNicRequest.name", "tandem.v1.RemoveVMNicRequest.name":
+		"tandem.v1.SetVMRequest.name", "tandem.v1.AddVMNicRequest.name", "tandem.v1.RemoveVMNicRequest.name",
+		"tandem.v1.AddVMDiskRequest.name", "tandem.v1.DetachVMDiskRequest.name":
 		return rule{str: validate.VMName}, true
 	case "tandem.v1.CreateVolumeRequest.nodes", "tandem.v1.PromoteVolumeRequest.node", "tandem.v1.ResyncVolumeRequest.discard_node",
 		"tandem.v1.CreateVMRequest.node", "tandem.v1.VMRequest.node", "tandem.v1.MigrateVMRequest.to", "tandem.v1.PeerMigrateRequest.to",

@@ -40,6 +40,14 @@ func (s *vmService) RemoveNIC(ctx context.Context, req *tandemv1.RemoveVMNicRequ
 	return answer(s.a.cfg.VMs.RemoveNIC(ctx, req))
 }
 
+func (s *vmService) AddDisk(ctx context.Context, req *tandemv1.AddVMDiskRequest) (*tandemv1.VMInfo, error) {
+	return answer(s.a.cfg.VMs.AddDisk(ctx, req))
+}
+
+func (s *vmService) DetachDisk(ctx context.Context, req *tandemv1.DetachVMDiskRequest) (*tandemv1.VMInfo, error) {
+	return answer(s.a.cfg.VMs.DetachDisk(ctx, req))
+}
+
 func (s *vmService) Set(ctx context.Context, req *tandemv1.SetVMRequest) (*tandemv1.SetVMResponse, error) {
 	return answer(s.a.cfg.VMs.Set(ctx, req))
 }

@@ -273,17 +273,18 @@ func (p fakePeer) VolumeHandover(_ context.Context, req *tandemv1.PromoteVolumeR
 // world is the cluster as node n1 sees it: three data members with 4 GiB
 // for VMs each, all answering.
 type world struct {
-	j       *journal
-	ms      *consensus.MetaState
-	quorate bool
-	compute map[string]*tandemv1.ComputeStatus
-	missing map[string][]string // what each node lacks of a spec's files and bridges
-	running map[string]string   // VM -> libvirt state
-	vols    *fakeVolumes
-	meta    *fakeMeta
-	fence   *state.SelfFence
-	now     time.Time
-	failNIC error // what the peer's NIC hot-plug answers
+	j        *journal
+	ms       *consensus.MetaState
+	quorate  bool
+	compute  map[string]*tandemv1.ComputeStatus
+	missing  map[string][]string // what each node lacks of a spec's files and bridges
+	running  map[string]string   // VM -> libvirt state
+	vols     *fakeVolumes
+	meta     *fakeMeta
+	fence    *state.SelfFence
+	now      time.Time
+	failNIC  error // what the peer's NIC hot-plug answers
+	failDisk error // what the peer's disk hot-plug answers
 
 	mu    sync.Mutex
 	asked map[string][]string // what the manager asked: note's key -> values
@@ -410,6 +411,35 @@ func (p fakePeer) VMNic(_ context.Context, req *tandemv1.PeerNicRequest, _ ...gr
 	}
 	p.w.j.Add("peer %s nic-attach %s %s", p.node, req.Vm.Name, req.Nic.Mac)
 	if err := p.w.failNIC; err != nil {
+		return nil, err
+	}
+	return req.Vm, nil
+}
+
+func (f *fakeMeta) ChangeVMDisks(_ context.Context, u consensus.VMDisksCmd) (*consensus.VMRecord, error) {
+	v, ok := f.w.ms.VMs[u.VM]
+	if !ok {
+		return nil, consensus.ErrNoSuchVM
+	}
+	nv := *v
+	if u.Add != "" {
+		f.w.j.Add("meta disk-add %s %s", u.VM, u.Add)
+		nv.Spec.Volumes = append(slices.Clone(v.Spec.Volumes), u.Add)
+	} else {
+		f.w.j.Add("meta disk-remove %s %s", u.VM, u.Remove)
+		nv.Spec.Volumes = slices.DeleteFunc(slices.Clone(v.Spec.Volumes), func(s string) bool { return s == u.Remove })
+	}
+	f.w.ms.VMs[u.VM] = &nv
+	return &nv, nil
+}
+
+func (p fakePeer) VMDisk(_ context.Context, req *tandemv1.PeerDiskRequest, _ ...grpc.CallOption) (*tandemv1.VMInfo, error) {
+	verb := "disk-attach"
+	if req.Detach {
+		verb = "disk-detach"
+	}
+	p.w.j.Add("peer %s %s %s %s", p.node, verb, req.Vm.Name, req.Volume)
+	if err := p.w.failDisk; err != nil {
 		return nil, err
 	}
 	return req.Vm, nil

@@ -65,7 +65,7 @@ func (m *Manager) AddNIC(ctx context.Context, req *tandemv1.AddVMNicRequest) (*t
 		}
 	}
 	m.nicEvent(ctx, nv, fmt.Sprintf("NIC %s added%s", mac, liveOn(running, v.Node)))
-	return m.afterNIC(ctx, ms, nv), nil
+	return m.afterChange(ctx, ms, nv), nil
 }
 
 // RemoveNIC removes a VM's NIC by its MAC ('tandem vm nic remove'). A
@@ -97,7 +97,7 @@ func (m *Manager) RemoveNIC(ctx context.Context, req *tandemv1.RemoveVMNicReques
 		return nil, apierr.From(err)
 	}
 	m.nicEvent(ctx, nv, fmt.Sprintf("NIC %s removed%s", strings.ToLower(req.Mac), liveOn(running, v.Node)))
-	return m.afterNIC(ctx, ms, nv), nil
+	return m.afterChange(ctx, ms, nv), nil
 }
 
 // runningOn reports whether v's QEMU runs (or is paused) on its node.
@@ -122,7 +122,7 @@ func (m *Manager) nicEvent(ctx context.Context, v *consensus.VMRecord, detail st
 	m.event(context.WithoutCancel(ctx), consensus.Event{Kind: "vm-nic", VM: v.Name, Node: v.Node, Detail: detail})
 }
 
-func (m *Manager) afterNIC(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord) *tandemv1.VMInfo {
+func (m *Manager) afterChange(ctx context.Context, ms *consensus.MetaState, v *consensus.VMRecord) *tandemv1.VMInfo {
 	ms = ms.Clone()
 	ms.VMs[v.Name] = v
 	return m.live(ctx, ms, v, 3*time.Second)

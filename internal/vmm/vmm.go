@@ -76,6 +76,8 @@ type Meta interface {
 	SetVMSpec(ctx context.Context, u consensus.VMSpecCmd) (*consensus.VMRecord, error)
 	// ChangeVMNICs adds or removes one of a VM's NICs.
 	ChangeVMNICs(ctx context.Context, u consensus.VMNICsCmd) (*consensus.VMRecord, error)
+	// ChangeVMDisks adds a volume to a VM's disks or removes one.
+	ChangeVMDisks(ctx context.Context, u consensus.VMDisksCmd) (*consensus.VMRecord, error)
 }
 
 // Images is this node's store of ISO images; *images.Manager satisfies it.

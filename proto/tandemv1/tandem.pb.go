@@ -5731,6 +5731,123 @@ func (x *ConsoleChunk) GetData() []byte {
 	return nil
 }
 
+type AddVMDiskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A new volume (size_bytes, replicas or backend rbd with storage and
+	// pool), named NAME-diskN with the first free N, or an existing one
+	// (volume), as a create's disks.
+	Disk          *VMDisk `protobuf:"bytes,2,opt,name=disk,proto3" json:"disk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddVMDiskRequest) Reset() {
+	*x = AddVMDiskRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddVMDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddVMDiskRequest) ProtoMessage() {}
+
+func (x *AddVMDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddVMDiskRequest.ProtoReflect.Descriptor instead.
+func (*AddVMDiskRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *AddVMDiskRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddVMDiskRequest) GetDisk() *VMDisk {
+	if x != nil {
+		return x.Disk
+	}
+	return nil
+}
+
+type DetachVMDiskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The disk, by its volume's name.
+	Volume string `protobuf:"bytes,2,opt,name=volume,proto3" json:"volume,omitempty"`
+	// Delete the volume once it is detached.
+	Delete        bool `protobuf:"varint,3,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetachVMDiskRequest) Reset() {
+	*x = DetachVMDiskRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetachVMDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetachVMDiskRequest) ProtoMessage() {}
+
+func (x *DetachVMDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetachVMDiskRequest.ProtoReflect.Descriptor instead.
+func (*DetachVMDiskRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *DetachVMDiskRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DetachVMDiskRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *DetachVMDiskRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
 type AddVMNicRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -5743,7 +5860,7 @@ type AddVMNicRequest struct {
 
 func (x *AddVMNicRequest) Reset() {
 	*x = AddVMNicRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5755,7 +5872,7 @@ func (x *AddVMNicRequest) String() string {
 func (*AddVMNicRequest) ProtoMessage() {}
 
 func (x *AddVMNicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[76]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5768,7 +5885,7 @@ func (x *AddVMNicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVMNicRequest.ProtoReflect.Descriptor instead.
 func (*AddVMNicRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{76}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *AddVMNicRequest) GetName() string {
@@ -5795,7 +5912,7 @@ type RemoveVMNicRequest struct {
 
 func (x *RemoveVMNicRequest) Reset() {
 	*x = RemoveVMNicRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5807,7 +5924,7 @@ func (x *RemoveVMNicRequest) String() string {
 func (*RemoveVMNicRequest) ProtoMessage() {}
 
 func (x *RemoveVMNicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[77]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5820,7 +5937,7 @@ func (x *RemoveVMNicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVMNicRequest.ProtoReflect.Descriptor instead.
 func (*RemoveVMNicRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{77}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *RemoveVMNicRequest) GetName() string {
@@ -5849,7 +5966,7 @@ type SetVMRequest struct {
 
 func (x *SetVMRequest) Reset() {
 	*x = SetVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5861,7 +5978,7 @@ func (x *SetVMRequest) String() string {
 func (*SetVMRequest) ProtoMessage() {}
 
 func (x *SetVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[78]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5874,7 +5991,7 @@ func (x *SetVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVMRequest.ProtoReflect.Descriptor instead.
 func (*SetVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{78}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SetVMRequest) GetName() string {
@@ -5912,7 +6029,7 @@ type SetVMResponse struct {
 
 func (x *SetVMResponse) Reset() {
 	*x = SetVMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5924,7 +6041,7 @@ func (x *SetVMResponse) String() string {
 func (*SetVMResponse) ProtoMessage() {}
 
 func (x *SetVMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[79]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5937,7 +6054,7 @@ func (x *SetVMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetVMResponse.ProtoReflect.Descriptor instead.
 func (*SetVMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{79}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SetVMResponse) GetVm() *VMInfo {
@@ -5974,7 +6091,7 @@ type ResizeVMDiskRequest struct {
 
 func (x *ResizeVMDiskRequest) Reset() {
 	*x = ResizeVMDiskRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5986,7 +6103,7 @@ func (x *ResizeVMDiskRequest) String() string {
 func (*ResizeVMDiskRequest) ProtoMessage() {}
 
 func (x *ResizeVMDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[80]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5999,7 +6116,7 @@ func (x *ResizeVMDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeVMDiskRequest.ProtoReflect.Descriptor instead.
 func (*ResizeVMDiskRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{80}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ResizeVMDiskRequest) GetName() string {
@@ -6031,7 +6148,7 @@ type HAStatusRequest struct {
 
 func (x *HAStatusRequest) Reset() {
 	*x = HAStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6043,7 +6160,7 @@ func (x *HAStatusRequest) String() string {
 func (*HAStatusRequest) ProtoMessage() {}
 
 func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[81]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6056,7 +6173,7 @@ func (x *HAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusRequest.ProtoReflect.Descriptor instead.
 func (*HAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{81}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
 }
 
 type HANode struct {
@@ -6074,7 +6191,7 @@ type HANode struct {
 
 func (x *HANode) Reset() {
 	*x = HANode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6086,7 +6203,7 @@ func (x *HANode) String() string {
 func (*HANode) ProtoMessage() {}
 
 func (x *HANode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[82]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6099,7 +6216,7 @@ func (x *HANode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HANode.ProtoReflect.Descriptor instead.
 func (*HANode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{82}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *HANode) GetName() string {
@@ -6154,7 +6271,7 @@ type HAVM struct {
 
 func (x *HAVM) Reset() {
 	*x = HAVM{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6166,7 +6283,7 @@ func (x *HAVM) String() string {
 func (*HAVM) ProtoMessage() {}
 
 func (x *HAVM) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[83]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6179,7 +6296,7 @@ func (x *HAVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAVM.ProtoReflect.Descriptor instead.
 func (*HAVM) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{83}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *HAVM) GetName() string {
@@ -6245,7 +6362,7 @@ type HAStatusResponse struct {
 
 func (x *HAStatusResponse) Reset() {
 	*x = HAStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6257,7 +6374,7 @@ func (x *HAStatusResponse) String() string {
 func (*HAStatusResponse) ProtoMessage() {}
 
 func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[84]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6270,7 +6387,7 @@ func (x *HAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAStatusResponse.ProtoReflect.Descriptor instead.
 func (*HAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{84}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *HAStatusResponse) GetArmed() bool {
@@ -6321,7 +6438,7 @@ type HATiming struct {
 
 func (x *HATiming) Reset() {
 	*x = HATiming{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6333,7 +6450,7 @@ func (x *HATiming) String() string {
 func (*HATiming) ProtoMessage() {}
 
 func (x *HATiming) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[85]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6346,7 +6463,7 @@ func (x *HATiming) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HATiming.ProtoReflect.Descriptor instead.
 func (*HATiming) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{85}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *HATiming) GetHeartbeatIntervalMs() uint32 {
@@ -6393,7 +6510,7 @@ type HAArmRequest struct {
 
 func (x *HAArmRequest) Reset() {
 	*x = HAArmRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6405,7 +6522,7 @@ func (x *HAArmRequest) String() string {
 func (*HAArmRequest) ProtoMessage() {}
 
 func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[86]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6418,7 +6535,7 @@ func (x *HAArmRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HAArmRequest.ProtoReflect.Descriptor instead.
 func (*HAArmRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{86}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *HAArmRequest) GetArmed() bool {
@@ -6440,7 +6557,7 @@ type EventsRequest struct {
 
 func (x *EventsRequest) Reset() {
 	*x = EventsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6452,7 +6569,7 @@ func (x *EventsRequest) String() string {
 func (*EventsRequest) ProtoMessage() {}
 
 func (x *EventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[87]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6465,7 +6582,7 @@ func (x *EventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventsRequest.ProtoReflect.Descriptor instead.
 func (*EventsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{87}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *EventsRequest) GetSince() uint64 {
@@ -6507,7 +6624,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6519,7 +6636,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[88]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6532,7 +6649,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{88}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -6608,7 +6725,7 @@ type CredentialInfo struct {
 
 func (x *CredentialInfo) Reset() {
 	*x = CredentialInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6620,7 +6737,7 @@ func (x *CredentialInfo) String() string {
 func (*CredentialInfo) ProtoMessage() {}
 
 func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[89]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6633,7 +6750,7 @@ func (x *CredentialInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialInfo.ProtoReflect.Descriptor instead.
 func (*CredentialInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{89}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *CredentialInfo) GetName() string {
@@ -6696,7 +6813,7 @@ type CreateCredentialRequest struct {
 
 func (x *CreateCredentialRequest) Reset() {
 	*x = CreateCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6708,7 +6825,7 @@ func (x *CreateCredentialRequest) String() string {
 func (*CreateCredentialRequest) ProtoMessage() {}
 
 func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[90]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6721,7 +6838,7 @@ func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{90}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *CreateCredentialRequest) GetName() string {
@@ -6751,7 +6868,7 @@ type CreateCredentialResponse struct {
 
 func (x *CreateCredentialResponse) Reset() {
 	*x = CreateCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6763,7 +6880,7 @@ func (x *CreateCredentialResponse) String() string {
 func (*CreateCredentialResponse) ProtoMessage() {}
 
 func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[91]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6776,7 +6893,7 @@ func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{91}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *CreateCredentialResponse) GetCredential() *CredentialInfo {
@@ -6810,7 +6927,7 @@ type ListCredentialsRequest struct {
 
 func (x *ListCredentialsRequest) Reset() {
 	*x = ListCredentialsRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6822,7 +6939,7 @@ func (x *ListCredentialsRequest) String() string {
 func (*ListCredentialsRequest) ProtoMessage() {}
 
 func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[92]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6835,7 +6952,7 @@ func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{92}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *ListCredentialsRequest) GetAll() bool {
@@ -6854,7 +6971,7 @@ type ListCredentialsResponse struct {
 
 func (x *ListCredentialsResponse) Reset() {
 	*x = ListCredentialsResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6866,7 +6983,7 @@ func (x *ListCredentialsResponse) String() string {
 func (*ListCredentialsResponse) ProtoMessage() {}
 
 func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[93]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6879,7 +6996,7 @@ func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{93}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *ListCredentialsResponse) GetCredentials() []*CredentialInfo {
@@ -6900,7 +7017,7 @@ type RevokeCredentialRequest struct {
 
 func (x *RevokeCredentialRequest) Reset() {
 	*x = RevokeCredentialRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6912,7 +7029,7 @@ func (x *RevokeCredentialRequest) String() string {
 func (*RevokeCredentialRequest) ProtoMessage() {}
 
 func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[94]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6925,7 +7042,7 @@ func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{94}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *RevokeCredentialRequest) GetName() string {
@@ -6954,7 +7071,7 @@ type RevokeCredentialResponse struct {
 
 func (x *RevokeCredentialResponse) Reset() {
 	*x = RevokeCredentialResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6966,7 +7083,7 @@ func (x *RevokeCredentialResponse) String() string {
 func (*RevokeCredentialResponse) ProtoMessage() {}
 
 func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[95]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6979,7 +7096,7 @@ func (x *RevokeCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{95}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *RevokeCredentialResponse) GetCredential() *CredentialInfo {
@@ -7006,7 +7123,7 @@ type MetaSyncRequest struct {
 
 func (x *MetaSyncRequest) Reset() {
 	*x = MetaSyncRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7018,7 +7135,7 @@ func (x *MetaSyncRequest) String() string {
 func (*MetaSyncRequest) ProtoMessage() {}
 
 func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[96]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7031,7 +7148,7 @@ func (x *MetaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncRequest.ProtoReflect.Descriptor instead.
 func (*MetaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{96}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
 }
 
 type MetaSyncResponse struct {
@@ -7043,7 +7160,7 @@ type MetaSyncResponse struct {
 
 func (x *MetaSyncResponse) Reset() {
 	*x = MetaSyncResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7055,7 +7172,7 @@ func (x *MetaSyncResponse) String() string {
 func (*MetaSyncResponse) ProtoMessage() {}
 
 func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[97]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7068,7 +7185,7 @@ func (x *MetaSyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSyncResponse.ProtoReflect.Descriptor instead.
 func (*MetaSyncResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{97}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *MetaSyncResponse) GetApplied() uint64 {
@@ -7089,7 +7206,7 @@ type PeerMember struct {
 
 func (x *PeerMember) Reset() {
 	*x = PeerMember{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7101,7 +7218,7 @@ func (x *PeerMember) String() string {
 func (*PeerMember) ProtoMessage() {}
 
 func (x *PeerMember) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[98]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7114,7 +7231,7 @@ func (x *PeerMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMember.ProtoReflect.Descriptor instead.
 func (*PeerMember) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{98}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *PeerMember) GetReplicaId() uint64 {
@@ -7161,7 +7278,7 @@ type PeerJoinRequest struct {
 
 func (x *PeerJoinRequest) Reset() {
 	*x = PeerJoinRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7173,7 +7290,7 @@ func (x *PeerJoinRequest) String() string {
 func (*PeerJoinRequest) ProtoMessage() {}
 
 func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[99]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7186,7 +7303,7 @@ func (x *PeerJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinRequest.ProtoReflect.Descriptor instead.
 func (*PeerJoinRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{99}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *PeerJoinRequest) GetToken() string {
@@ -7308,7 +7425,7 @@ type PeerJoinResponse struct {
 
 func (x *PeerJoinResponse) Reset() {
 	*x = PeerJoinResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7320,7 +7437,7 @@ func (x *PeerJoinResponse) String() string {
 func (*PeerJoinResponse) ProtoMessage() {}
 
 func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[100]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7333,7 +7450,7 @@ func (x *PeerJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerJoinResponse.ProtoReflect.Descriptor instead.
 func (*PeerJoinResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{100}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *PeerJoinResponse) GetClusterName() string {
@@ -7420,7 +7537,7 @@ type PeerCertView struct {
 
 func (x *PeerCertView) Reset() {
 	*x = PeerCertView{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7432,7 +7549,7 @@ func (x *PeerCertView) String() string {
 func (*PeerCertView) ProtoMessage() {}
 
 func (x *PeerCertView) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[101]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7445,7 +7562,7 @@ func (x *PeerCertView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCertView.ProtoReflect.Descriptor instead.
 func (*PeerCertView) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{101}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *PeerCertView) GetNodes() []*PeerNodeCerts {
@@ -7481,7 +7598,7 @@ type PeerNodeCerts struct {
 
 func (x *PeerNodeCerts) Reset() {
 	*x = PeerNodeCerts{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7493,7 +7610,7 @@ func (x *PeerNodeCerts) String() string {
 func (*PeerNodeCerts) ProtoMessage() {}
 
 func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[102]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7506,7 +7623,7 @@ func (x *PeerNodeCerts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeCerts.ProtoReflect.Descriptor instead.
 func (*PeerNodeCerts) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{102}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *PeerNodeCerts) GetName() string {
@@ -7542,7 +7659,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7554,7 +7671,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[103]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7567,7 +7684,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{103}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -7599,7 +7716,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7611,7 +7728,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[104]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7624,7 +7741,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{104}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *PingResponse) GetName() string {
@@ -7682,7 +7799,7 @@ type PeerVolume struct {
 
 func (x *PeerVolume) Reset() {
 	*x = PeerVolume{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7694,7 +7811,7 @@ func (x *PeerVolume) String() string {
 func (*PeerVolume) ProtoMessage() {}
 
 func (x *PeerVolume) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[105]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7707,7 +7824,7 @@ func (x *PeerVolume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolume.ProtoReflect.Descriptor instead.
 func (*PeerVolume) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{105}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *PeerVolume) GetName() string {
@@ -7756,7 +7873,7 @@ type PeerVolumeOpenRequest struct {
 
 func (x *PeerVolumeOpenRequest) Reset() {
 	*x = PeerVolumeOpenRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7768,7 +7885,7 @@ func (x *PeerVolumeOpenRequest) String() string {
 func (*PeerVolumeOpenRequest) ProtoMessage() {}
 
 func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[106]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7781,7 +7898,7 @@ func (x *PeerVolumeOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{106}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *PeerVolumeOpenRequest) GetVolume() *PeerVolume {
@@ -7806,7 +7923,7 @@ type PeerVolumeOpenResponse struct {
 
 func (x *PeerVolumeOpenResponse) Reset() {
 	*x = PeerVolumeOpenResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7818,7 +7935,7 @@ func (x *PeerVolumeOpenResponse) String() string {
 func (*PeerVolumeOpenResponse) ProtoMessage() {}
 
 func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[107]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7831,7 +7948,7 @@ func (x *PeerVolumeOpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeOpenResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeOpenResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{107}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
 }
 
 type PeerVolumeInitRequest struct {
@@ -7843,7 +7960,7 @@ type PeerVolumeInitRequest struct {
 
 func (x *PeerVolumeInitRequest) Reset() {
 	*x = PeerVolumeInitRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7855,7 +7972,7 @@ func (x *PeerVolumeInitRequest) String() string {
 func (*PeerVolumeInitRequest) ProtoMessage() {}
 
 func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[108]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7868,7 +7985,7 @@ func (x *PeerVolumeInitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{108}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *PeerVolumeInitRequest) GetVolume() *PeerVolume {
@@ -7886,7 +8003,7 @@ type PeerVolumeInitResponse struct {
 
 func (x *PeerVolumeInitResponse) Reset() {
 	*x = PeerVolumeInitResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7898,7 +8015,7 @@ func (x *PeerVolumeInitResponse) String() string {
 func (*PeerVolumeInitResponse) ProtoMessage() {}
 
 func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[109]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7911,7 +8028,7 @@ func (x *PeerVolumeInitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeInitResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeInitResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{109}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
 }
 
 type PeerVolumeCloseRequest struct {
@@ -7926,7 +8043,7 @@ type PeerVolumeCloseRequest struct {
 
 func (x *PeerVolumeCloseRequest) Reset() {
 	*x = PeerVolumeCloseRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7938,7 +8055,7 @@ func (x *PeerVolumeCloseRequest) String() string {
 func (*PeerVolumeCloseRequest) ProtoMessage() {}
 
 func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[110]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7951,7 +8068,7 @@ func (x *PeerVolumeCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{110}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *PeerVolumeCloseRequest) GetName() string {
@@ -7983,7 +8100,7 @@ type PeerVolumeCloseResponse struct {
 
 func (x *PeerVolumeCloseResponse) Reset() {
 	*x = PeerVolumeCloseResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7995,7 +8112,7 @@ func (x *PeerVolumeCloseResponse) String() string {
 func (*PeerVolumeCloseResponse) ProtoMessage() {}
 
 func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[111]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8008,7 +8125,7 @@ func (x *PeerVolumeCloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeCloseResponse.ProtoReflect.Descriptor instead.
 func (*PeerVolumeCloseResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{111}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
 }
 
 type PeerVolumeStatusRequest struct {
@@ -8020,7 +8137,7 @@ type PeerVolumeStatusRequest struct {
 
 func (x *PeerVolumeStatusRequest) Reset() {
 	*x = PeerVolumeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8032,7 +8149,7 @@ func (x *PeerVolumeStatusRequest) String() string {
 func (*PeerVolumeStatusRequest) ProtoMessage() {}
 
 func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[112]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8045,7 +8162,7 @@ func (x *PeerVolumeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVolumeStatusRequest.ProtoReflect.Descriptor instead.
 func (*PeerVolumeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{112}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *PeerVolumeStatusRequest) GetName() string {
@@ -8067,7 +8184,7 @@ type VolumeChecksumRequest struct {
 
 func (x *VolumeChecksumRequest) Reset() {
 	*x = VolumeChecksumRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8079,7 +8196,7 @@ func (x *VolumeChecksumRequest) String() string {
 func (*VolumeChecksumRequest) ProtoMessage() {}
 
 func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[113]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8092,7 +8209,7 @@ func (x *VolumeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{113}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *VolumeChecksumRequest) GetName() string {
@@ -8132,7 +8249,7 @@ type VolumeChecksumResponse struct {
 
 func (x *VolumeChecksumResponse) Reset() {
 	*x = VolumeChecksumResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8144,7 +8261,7 @@ func (x *VolumeChecksumResponse) String() string {
 func (*VolumeChecksumResponse) ProtoMessage() {}
 
 func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[114]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8157,7 +8274,7 @@ func (x *VolumeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*VolumeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{114}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *VolumeChecksumResponse) GetSums() []uint64 {
@@ -8175,7 +8292,7 @@ type DiskInfoRequest struct {
 
 func (x *DiskInfoRequest) Reset() {
 	*x = DiskInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8187,7 +8304,7 @@ func (x *DiskInfoRequest) String() string {
 func (*DiskInfoRequest) ProtoMessage() {}
 
 func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[115]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8200,7 +8317,7 @@ func (x *DiskInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoRequest.ProtoReflect.Descriptor instead.
 func (*DiskInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{115}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
 }
 
 type Disk struct {
@@ -8215,7 +8332,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8227,7 +8344,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[116]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8240,7 +8357,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{116}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *Disk) GetPath() string {
@@ -8280,7 +8397,7 @@ type DiskInfoResponse struct {
 
 func (x *DiskInfoResponse) Reset() {
 	*x = DiskInfoResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8292,7 +8409,7 @@ func (x *DiskInfoResponse) String() string {
 func (*DiskInfoResponse) ProtoMessage() {}
 
 func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[117]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8305,7 +8422,7 @@ func (x *DiskInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskInfoResponse.ProtoReflect.Descriptor instead.
 func (*DiskInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{117}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *DiskInfoResponse) GetDisks() []*Disk {
@@ -8327,7 +8444,7 @@ type ComputeInfoRequest struct {
 
 func (x *ComputeInfoRequest) Reset() {
 	*x = ComputeInfoRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8339,7 +8456,7 @@ func (x *ComputeInfoRequest) String() string {
 func (*ComputeInfoRequest) ProtoMessage() {}
 
 func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[118]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8352,7 +8469,7 @@ func (x *ComputeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeInfoRequest.ProtoReflect.Descriptor instead.
 func (*ComputeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{118}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *ComputeInfoRequest) GetPaths() []string {
@@ -8399,7 +8516,7 @@ type ComputeStatus struct {
 
 func (x *ComputeStatus) Reset() {
 	*x = ComputeStatus{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8411,7 +8528,7 @@ func (x *ComputeStatus) String() string {
 func (*ComputeStatus) ProtoMessage() {}
 
 func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[119]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8424,7 +8541,7 @@ func (x *ComputeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeStatus.ProtoReflect.Descriptor instead.
 func (*ComputeStatus) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{119}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
 }
 
 func (x *ComputeStatus) GetAvailable() bool {
@@ -8529,7 +8646,7 @@ type PeerVMRequest struct {
 
 func (x *PeerVMRequest) Reset() {
 	*x = PeerVMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8541,7 +8658,7 @@ func (x *PeerVMRequest) String() string {
 func (*PeerVMRequest) ProtoMessage() {}
 
 func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[120]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8554,7 +8671,7 @@ func (x *PeerVMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerVMRequest.ProtoReflect.Descriptor instead.
 func (*PeerVMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{120}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
 }
 
 func (x *PeerVMRequest) GetVm() *VMInfo {
@@ -8590,7 +8707,7 @@ type PeerMigrateRequest struct {
 
 func (x *PeerMigrateRequest) Reset() {
 	*x = PeerMigrateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8602,7 +8719,7 @@ func (x *PeerMigrateRequest) String() string {
 func (*PeerMigrateRequest) ProtoMessage() {}
 
 func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[121]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8615,7 +8732,7 @@ func (x *PeerMigrateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMigrateRequest.ProtoReflect.Descriptor instead.
 func (*PeerMigrateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{121}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
 }
 
 func (x *PeerMigrateRequest) GetVm() *VMInfo {
@@ -8663,7 +8780,7 @@ type PeerNodeRemovedRequest struct {
 
 func (x *PeerNodeRemovedRequest) Reset() {
 	*x = PeerNodeRemovedRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8675,7 +8792,7 @@ func (x *PeerNodeRemovedRequest) String() string {
 func (*PeerNodeRemovedRequest) ProtoMessage() {}
 
 func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[122]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8688,7 +8805,7 @@ func (x *PeerNodeRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{122}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
 }
 
 func (x *PeerNodeRemovedRequest) GetNode() string {
@@ -8745,7 +8862,7 @@ type PeerNodeRemovedResponse struct {
 
 func (x *PeerNodeRemovedResponse) Reset() {
 	*x = PeerNodeRemovedResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8757,7 +8874,7 @@ func (x *PeerNodeRemovedResponse) String() string {
 func (*PeerNodeRemovedResponse) ProtoMessage() {}
 
 func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[123]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8770,7 +8887,7 @@ func (x *PeerNodeRemovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeRemovedResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeRemovedResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{123}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
 }
 
 func (x *PeerNodeRemovedResponse) GetFirst() bool {
@@ -8809,7 +8926,7 @@ type PeerCARotateRequest struct {
 
 func (x *PeerCARotateRequest) Reset() {
 	*x = PeerCARotateRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8821,7 +8938,7 @@ func (x *PeerCARotateRequest) String() string {
 func (*PeerCARotateRequest) ProtoMessage() {}
 
 func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[124]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8834,7 +8951,7 @@ func (x *PeerCARotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateRequest.ProtoReflect.Descriptor instead.
 func (*PeerCARotateRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{124}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
 }
 
 func (x *PeerCARotateRequest) GetPhase() CARotatePhase {
@@ -8875,7 +8992,7 @@ type PeerCARotateResponse struct {
 
 func (x *PeerCARotateResponse) Reset() {
 	*x = PeerCARotateResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8887,7 +9004,7 @@ func (x *PeerCARotateResponse) String() string {
 func (*PeerCARotateResponse) ProtoMessage() {}
 
 func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[125]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8900,7 +9017,7 @@ func (x *PeerCARotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerCARotateResponse.ProtoReflect.Descriptor instead.
 func (*PeerCARotateResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{125}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
 }
 
 func (x *PeerCARotateResponse) GetSerial() string {
@@ -8918,7 +9035,7 @@ type UpgradeStatusRequest struct {
 
 func (x *UpgradeStatusRequest) Reset() {
 	*x = UpgradeStatusRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8930,7 +9047,7 @@ func (x *UpgradeStatusRequest) String() string {
 func (*UpgradeStatusRequest) ProtoMessage() {}
 
 func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[126]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8943,7 +9060,7 @@ func (x *UpgradeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusRequest.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{126}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
 }
 
 type UpgradeNode struct {
@@ -8966,7 +9083,7 @@ type UpgradeNode struct {
 
 func (x *UpgradeNode) Reset() {
 	*x = UpgradeNode{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -8978,7 +9095,7 @@ func (x *UpgradeNode) String() string {
 func (*UpgradeNode) ProtoMessage() {}
 
 func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[127]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -8991,7 +9108,7 @@ func (x *UpgradeNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeNode.ProtoReflect.Descriptor instead.
 func (*UpgradeNode) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{127}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
 }
 
 func (x *UpgradeNode) GetName() string {
@@ -9058,7 +9175,7 @@ type GatedFeature struct {
 
 func (x *GatedFeature) Reset() {
 	*x = GatedFeature{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9070,7 +9187,7 @@ func (x *GatedFeature) String() string {
 func (*GatedFeature) ProtoMessage() {}
 
 func (x *GatedFeature) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[128]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9083,7 +9200,7 @@ func (x *GatedFeature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatedFeature.ProtoReflect.Descriptor instead.
 func (*GatedFeature) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{128}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
 }
 
 func (x *GatedFeature) GetName() string {
@@ -9139,7 +9256,7 @@ type UpgradeStatusResponse struct {
 
 func (x *UpgradeStatusResponse) Reset() {
 	*x = UpgradeStatusResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9151,7 +9268,7 @@ func (x *UpgradeStatusResponse) String() string {
 func (*UpgradeStatusResponse) ProtoMessage() {}
 
 func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[129]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9164,7 +9281,7 @@ func (x *UpgradeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpgradeStatusResponse.ProtoReflect.Descriptor instead.
 func (*UpgradeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{129}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
 }
 
 func (x *UpgradeStatusResponse) GetClusterVersion() uint32 {
@@ -9220,7 +9337,7 @@ type SetNodeNoteRequest struct {
 
 func (x *SetNodeNoteRequest) Reset() {
 	*x = SetNodeNoteRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9232,7 +9349,7 @@ func (x *SetNodeNoteRequest) String() string {
 func (*SetNodeNoteRequest) ProtoMessage() {}
 
 func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[130]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9245,7 +9362,7 @@ func (x *SetNodeNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeNoteRequest.ProtoReflect.Descriptor instead.
 func (*SetNodeNoteRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{130}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
 }
 
 func (x *SetNodeNoteRequest) GetName() string {
@@ -9281,7 +9398,7 @@ type ImageInfo struct {
 
 func (x *ImageInfo) Reset() {
 	*x = ImageInfo{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9293,7 +9410,7 @@ func (x *ImageInfo) String() string {
 func (*ImageInfo) ProtoMessage() {}
 
 func (x *ImageInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[131]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9306,7 +9423,7 @@ func (x *ImageInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageInfo.ProtoReflect.Descriptor instead.
 func (*ImageInfo) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{131}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
 }
 
 func (x *ImageInfo) GetName() string {
@@ -9372,7 +9489,7 @@ type UploadImageRequest struct {
 
 func (x *UploadImageRequest) Reset() {
 	*x = UploadImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9384,7 +9501,7 @@ func (x *UploadImageRequest) String() string {
 func (*UploadImageRequest) ProtoMessage() {}
 
 func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[132]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9397,7 +9514,7 @@ func (x *UploadImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadImageRequest.ProtoReflect.Descriptor instead.
 func (*UploadImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{132}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
 }
 
 func (x *UploadImageRequest) GetName() string {
@@ -9436,7 +9553,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9448,7 +9565,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[133]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9461,7 +9578,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{133}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
 }
 
 type ListImagesResponse struct {
@@ -9473,7 +9590,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9485,7 +9602,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[134]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9498,7 +9615,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{134}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
 }
 
 func (x *ListImagesResponse) GetImages() []*ImageInfo {
@@ -9517,7 +9634,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9529,7 +9646,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[135]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9542,7 +9659,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{135}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
 }
 
 func (x *DeleteImageRequest) GetName() string {
@@ -9560,7 +9677,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9572,7 +9689,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[136]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9585,7 +9702,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{136}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
 }
 
 type ChangeMediaRequest struct {
@@ -9600,7 +9717,7 @@ type ChangeMediaRequest struct {
 
 func (x *ChangeMediaRequest) Reset() {
 	*x = ChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9612,7 +9729,7 @@ func (x *ChangeMediaRequest) String() string {
 func (*ChangeMediaRequest) ProtoMessage() {}
 
 func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[137]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9625,7 +9742,7 @@ func (x *ChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{137}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
 }
 
 func (x *ChangeMediaRequest) GetName() string {
@@ -9651,7 +9768,7 @@ type PeerImageRequest struct {
 
 func (x *PeerImageRequest) Reset() {
 	*x = PeerImageRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9663,7 +9780,7 @@ func (x *PeerImageRequest) String() string {
 func (*PeerImageRequest) ProtoMessage() {}
 
 func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[138]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9676,7 +9793,7 @@ func (x *PeerImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageRequest.ProtoReflect.Descriptor instead.
 func (*PeerImageRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{138}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{140}
 }
 
 func (x *PeerImageRequest) GetImage() string {
@@ -9696,7 +9813,7 @@ type PeerImageResponse struct {
 
 func (x *PeerImageResponse) Reset() {
 	*x = PeerImageResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9708,7 +9825,7 @@ func (x *PeerImageResponse) String() string {
 func (*PeerImageResponse) ProtoMessage() {}
 
 func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[139]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9721,7 +9838,7 @@ func (x *PeerImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerImageResponse.ProtoReflect.Descriptor instead.
 func (*PeerImageResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{139}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{141}
 }
 
 func (x *PeerImageResponse) GetPath() string {
@@ -9740,7 +9857,7 @@ type ImageChunk struct {
 
 func (x *ImageChunk) Reset() {
 	*x = ImageChunk{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9752,7 +9869,7 @@ func (x *ImageChunk) String() string {
 func (*ImageChunk) ProtoMessage() {}
 
 func (x *ImageChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[140]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9765,7 +9882,7 @@ func (x *ImageChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageChunk.ProtoReflect.Descriptor instead.
 func (*ImageChunk) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{140}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{142}
 }
 
 func (x *ImageChunk) GetData() []byte {
@@ -9787,7 +9904,7 @@ type PeerNicRequest struct {
 
 func (x *PeerNicRequest) Reset() {
 	*x = PeerNicRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9799,7 +9916,7 @@ func (x *PeerNicRequest) String() string {
 func (*PeerNicRequest) ProtoMessage() {}
 
 func (x *PeerNicRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[141]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9812,7 +9929,7 @@ func (x *PeerNicRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNicRequest.ProtoReflect.Descriptor instead.
 func (*PeerNicRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{141}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{143}
 }
 
 func (x *PeerNicRequest) GetVm() *VMInfo {
@@ -9836,6 +9953,67 @@ func (x *PeerNicRequest) GetRemoveMac() string {
 	return ""
 }
 
+type PeerDiskRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Vm    *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	// The disk's volume: attached, or with detach unplugged.
+	Volume        string `protobuf:"bytes,2,opt,name=volume,proto3" json:"volume,omitempty"`
+	Detach        bool   `protobuf:"varint,3,opt,name=detach,proto3" json:"detach,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerDiskRequest) Reset() {
+	*x = PeerDiskRequest{}
+	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerDiskRequest) ProtoMessage() {}
+
+func (x *PeerDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerDiskRequest.ProtoReflect.Descriptor instead.
+func (*PeerDiskRequest) Descriptor() ([]byte, []int) {
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{144}
+}
+
+func (x *PeerDiskRequest) GetVm() *VMInfo {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *PeerDiskRequest) GetVolume() string {
+	if x != nil {
+		return x.Volume
+	}
+	return ""
+}
+
+func (x *PeerDiskRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
 type PeerResizeDiskRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Vm        *VMInfo                `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
@@ -9851,7 +10029,7 @@ type PeerResizeDiskRequest struct {
 
 func (x *PeerResizeDiskRequest) Reset() {
 	*x = PeerResizeDiskRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9863,7 +10041,7 @@ func (x *PeerResizeDiskRequest) String() string {
 func (*PeerResizeDiskRequest) ProtoMessage() {}
 
 func (x *PeerResizeDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[142]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9876,7 +10054,7 @@ func (x *PeerResizeDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerResizeDiskRequest.ProtoReflect.Descriptor instead.
 func (*PeerResizeDiskRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{142}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{145}
 }
 
 func (x *PeerResizeDiskRequest) GetVm() *VMInfo {
@@ -9925,7 +10103,7 @@ type PeerChangeMediaRequest struct {
 
 func (x *PeerChangeMediaRequest) Reset() {
 	*x = PeerChangeMediaRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9937,7 +10115,7 @@ func (x *PeerChangeMediaRequest) String() string {
 func (*PeerChangeMediaRequest) ProtoMessage() {}
 
 func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[143]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -9950,7 +10128,7 @@ func (x *PeerChangeMediaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerChangeMediaRequest.ProtoReflect.Descriptor instead.
 func (*PeerChangeMediaRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{143}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{146}
 }
 
 func (x *PeerChangeMediaRequest) GetVm() *VMInfo {
@@ -9978,7 +10156,7 @@ type PeerNVRAMRequest struct {
 
 func (x *PeerNVRAMRequest) Reset() {
 	*x = PeerNVRAMRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -9990,7 +10168,7 @@ func (x *PeerNVRAMRequest) String() string {
 func (*PeerNVRAMRequest) ProtoMessage() {}
 
 func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[144]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10003,7 +10181,7 @@ func (x *PeerNVRAMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMRequest.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{144}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{147}
 }
 
 func (x *PeerNVRAMRequest) GetVm() *VMInfo {
@@ -10030,7 +10208,7 @@ type PeerNVRAMResponse struct {
 
 func (x *PeerNVRAMResponse) Reset() {
 	*x = PeerNVRAMResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[148]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10042,7 +10220,7 @@ func (x *PeerNVRAMResponse) String() string {
 func (*PeerNVRAMResponse) ProtoMessage() {}
 
 func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[145]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[148]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10055,7 +10233,7 @@ func (x *PeerNVRAMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNVRAMResponse.ProtoReflect.Descriptor instead.
 func (*PeerNVRAMResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{145}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{148}
 }
 
 func (x *PeerNVRAMResponse) GetPath() string {
@@ -10079,7 +10257,7 @@ type FSFreezeResponse struct {
 
 func (x *FSFreezeResponse) Reset() {
 	*x = FSFreezeResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[149]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10091,7 +10269,7 @@ func (x *FSFreezeResponse) String() string {
 func (*FSFreezeResponse) ProtoMessage() {}
 
 func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[146]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[149]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10104,7 +10282,7 @@ func (x *FSFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSFreezeResponse.ProtoReflect.Descriptor instead.
 func (*FSFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{146}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{149}
 }
 
 func (x *FSFreezeResponse) GetVm() string {
@@ -10146,7 +10324,7 @@ type PeerGuestAgentRequest struct {
 
 func (x *PeerGuestAgentRequest) Reset() {
 	*x = PeerGuestAgentRequest{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[150]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10158,7 +10336,7 @@ func (x *PeerGuestAgentRequest) String() string {
 func (*PeerGuestAgentRequest) ProtoMessage() {}
 
 func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[147]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[150]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10171,7 +10349,7 @@ func (x *PeerGuestAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentRequest.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentRequest) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{147}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{150}
 }
 
 func (x *PeerGuestAgentRequest) GetVm() *VMInfo {
@@ -10201,7 +10379,7 @@ type PeerGuestAgentResponse struct {
 
 func (x *PeerGuestAgentResponse) Reset() {
 	*x = PeerGuestAgentResponse{}
-	mi := &file_tandem_v1_tandem_proto_msgTypes[148]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[151]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -10213,7 +10391,7 @@ func (x *PeerGuestAgentResponse) String() string {
 func (*PeerGuestAgentResponse) ProtoMessage() {}
 
 func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tandem_v1_tandem_proto_msgTypes[148]
+	mi := &file_tandem_v1_tandem_proto_msgTypes[151]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -10226,7 +10404,7 @@ func (x *PeerGuestAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerGuestAgentResponse.ProtoReflect.Descriptor instead.
 func (*PeerGuestAgentResponse) Descriptor() ([]byte, []int) {
-	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{148}
+	return file_tandem_v1_tandem_proto_rawDescGZIP(), []int{151}
 }
 
 func (x *PeerGuestAgentResponse) GetAddresses() []string {
@@ -10698,7 +10876,14 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04tail\x18\x02 \x01(\x03R\x04tail\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"\"\n" +
 	"\fConsoleChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"I\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"M\n" +
+	"\x10AddVMDiskRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x04disk\x18\x02 \x01(\v2\x11.tandem.v1.VMDiskR\x04disk\"Y\n" +
+	"\x13DetachVMDiskRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x16\n" +
+	"\x06delete\x18\x03 \x01(\bR\x06delete\"I\n" +
 	"\x0fAddVMNicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
 	"\x03nic\x18\x02 \x01(\v2\x10.tandem.v1.VMNicR\x03nic\":\n" +
@@ -11007,7 +11192,11 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\"\n" +
 	"\x03nic\x18\x02 \x01(\v2\x10.tandem.v1.VMNicR\x03nic\x12\x1d\n" +
 	"\n" +
-	"remove_mac\x18\x03 \x01(\tR\tremoveMac\"\xa9\x01\n" +
+	"remove_mac\x18\x03 \x01(\tR\tremoveMac\"d\n" +
+	"\x0fPeerDiskRequest\x12!\n" +
+	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x16\n" +
+	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x16\n" +
+	"\x06detach\x18\x03 \x01(\bR\x06detach\"\xa9\x01\n" +
 	"\x15PeerResizeDiskRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x16\n" +
 	"\x06volume\x18\x02 \x01(\tR\x06volume\x12\x1d\n" +
@@ -11097,7 +11286,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x03Add\x12\x1c.tandem.v1.AddStorageRequest\x1a\x16.tandem.v1.StorageInfo\x12E\n" +
 	"\x04List\x12\x1d.tandem.v1.ListStorageRequest\x1a\x1e.tandem.v1.ListStorageResponse\x129\n" +
 	"\x04Show\x12\x19.tandem.v1.StorageRequest\x1a\x16.tandem.v1.StorageInfo\x12E\n" +
-	"\x06Remove\x12\x19.tandem.v1.StorageRequest\x1a .tandem.v1.RemoveStorageResponse2\xc7\x05\n" +
+	"\x06Remove\x12\x19.tandem.v1.StorageRequest\x1a .tandem.v1.RemoveStorageResponse2\xc3\x06\n" +
 	"\x02VM\x12=\n" +
 	"\x04List\x12\x19.tandem.v1.ListVMsRequest\x1a\x1a.tandem.v1.ListVMsResponse\x127\n" +
 	"\x06Create\x12\x1a.tandem.v1.CreateVMRequest\x1a\x11.tandem.v1.VMInfo\x12/\n" +
@@ -11111,7 +11300,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ResizeDisk\x12\x1e.tandem.v1.ResizeVMDiskRequest\x1a\x11.tandem.v1.VMInfo\x128\n" +
 	"\x03Set\x12\x17.tandem.v1.SetVMRequest\x1a\x18.tandem.v1.SetVMResponse\x127\n" +
 	"\x06AddNIC\x12\x1a.tandem.v1.AddVMNicRequest\x1a\x11.tandem.v1.VMInfo\x12=\n" +
-	"\tRemoveNIC\x12\x1d.tandem.v1.RemoveVMNicRequest\x1a\x11.tandem.v1.VMInfo2\xbc\x01\n" +
+	"\tRemoveNIC\x12\x1d.tandem.v1.RemoveVMNicRequest\x1a\x11.tandem.v1.VMInfo\x129\n" +
+	"\aAddDisk\x12\x1b.tandem.v1.AddVMDiskRequest\x1a\x11.tandem.v1.VMInfo\x12?\n" +
+	"\n" +
+	"DetachDisk\x12\x1e.tandem.v1.DetachVMDiskRequest\x1a\x11.tandem.v1.VMInfo2\xbc\x01\n" +
 	"\x02HA\x12A\n" +
 	"\x06Status\x12\x1a.tandem.v1.HAStatusRequest\x1a\x1b.tandem.v1.HAStatusResponse\x12;\n" +
 	"\x03Arm\x12\x17.tandem.v1.HAArmRequest\x1a\x1b.tandem.v1.HAStatusResponse\x126\n" +
@@ -11120,7 +11312,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"Credential\x12Q\n" +
 	"\x06Create\x12\".tandem.v1.CreateCredentialRequest\x1a#.tandem.v1.CreateCredentialResponse\x12M\n" +
 	"\x04List\x12!.tandem.v1.ListCredentialsRequest\x1a\".tandem.v1.ListCredentialsResponse\x12Q\n" +
-	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\x9b\x14\n" +
+	"\x06Revoke\x12\".tandem.v1.RevokeCredentialRequest\x1a#.tandem.v1.RevokeCredentialResponse2\xd4\x14\n" +
 	"\x04Peer\x12?\n" +
 	"\x04Join\x12\x1a.tandem.v1.PeerJoinRequest\x1a\x1b.tandem.v1.PeerJoinResponse\x127\n" +
 	"\x04Ping\x12\x16.tandem.v1.PingRequest\x1a\x17.tandem.v1.PingResponse\x12C\n" +
@@ -11157,7 +11349,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"ImageFetch\x12\x1b.tandem.v1.PeerImageRequest\x1a\x1c.tandem.v1.PeerImageResponse\x12E\n" +
 	"\rVMChangeMedia\x12!.tandem.v1.PeerChangeMediaRequest\x1a\x11.tandem.v1.VMInfo\x12C\n" +
 	"\fVMResizeDisk\x12 .tandem.v1.PeerResizeDiskRequest\x1a\x11.tandem.v1.VMInfo\x125\n" +
-	"\x05VMNic\x12\x19.tandem.v1.PeerNicRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
+	"\x05VMNic\x12\x19.tandem.v1.PeerNicRequest\x1a\x11.tandem.v1.VMInfo\x127\n" +
+	"\x06VMDisk\x12\x1a.tandem.v1.PeerDiskRequest\x1a\x11.tandem.v1.VMInfo\x12G\n" +
 	"\n" +
 	"VMPutNVRAM\x12\x1b.tandem.v1.PeerNVRAMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12G\n" +
 	"\rVMPrepareSeed\x12\x18.tandem.v1.PeerVMRequest\x1a\x1c.tandem.v1.PeerNVRAMResponse\x12@\n" +
@@ -11187,7 +11380,7 @@ func file_tandem_v1_tandem_proto_rawDescGZIP() []byte {
 }
 
 var file_tandem_v1_tandem_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 151)
+var file_tandem_v1_tandem_proto_msgTypes = make([]protoimpl.MessageInfo, 154)
 var file_tandem_v1_tandem_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: tandem.v1.NodeRole
 	(Vote)(0),                        // 1: tandem.v1.Vote
@@ -11270,101 +11463,104 @@ var file_tandem_v1_tandem_proto_goTypes = []any{
 	(*MigrateProgress)(nil),          // 78: tandem.v1.MigrateProgress
 	(*ConsoleRequest)(nil),           // 79: tandem.v1.ConsoleRequest
 	(*ConsoleChunk)(nil),             // 80: tandem.v1.ConsoleChunk
-	(*AddVMNicRequest)(nil),          // 81: tandem.v1.AddVMNicRequest
-	(*RemoveVMNicRequest)(nil),       // 82: tandem.v1.RemoveVMNicRequest
-	(*SetVMRequest)(nil),             // 83: tandem.v1.SetVMRequest
-	(*SetVMResponse)(nil),            // 84: tandem.v1.SetVMResponse
-	(*ResizeVMDiskRequest)(nil),      // 85: tandem.v1.ResizeVMDiskRequest
-	(*HAStatusRequest)(nil),          // 86: tandem.v1.HAStatusRequest
-	(*HANode)(nil),                   // 87: tandem.v1.HANode
-	(*HAVM)(nil),                     // 88: tandem.v1.HAVM
-	(*HAStatusResponse)(nil),         // 89: tandem.v1.HAStatusResponse
-	(*HATiming)(nil),                 // 90: tandem.v1.HATiming
-	(*HAArmRequest)(nil),             // 91: tandem.v1.HAArmRequest
-	(*EventsRequest)(nil),            // 92: tandem.v1.EventsRequest
-	(*Event)(nil),                    // 93: tandem.v1.Event
-	(*CredentialInfo)(nil),           // 94: tandem.v1.CredentialInfo
-	(*CreateCredentialRequest)(nil),  // 95: tandem.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil), // 96: tandem.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),   // 97: tandem.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),  // 98: tandem.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),  // 99: tandem.v1.RevokeCredentialRequest
-	(*RevokeCredentialResponse)(nil), // 100: tandem.v1.RevokeCredentialResponse
-	(*MetaSyncRequest)(nil),          // 101: tandem.v1.MetaSyncRequest
-	(*MetaSyncResponse)(nil),         // 102: tandem.v1.MetaSyncResponse
-	(*PeerMember)(nil),               // 103: tandem.v1.PeerMember
-	(*PeerJoinRequest)(nil),          // 104: tandem.v1.PeerJoinRequest
-	(*PeerJoinResponse)(nil),         // 105: tandem.v1.PeerJoinResponse
-	(*PeerCertView)(nil),             // 106: tandem.v1.PeerCertView
-	(*PeerNodeCerts)(nil),            // 107: tandem.v1.PeerNodeCerts
-	(*PingRequest)(nil),              // 108: tandem.v1.PingRequest
-	(*PingResponse)(nil),             // 109: tandem.v1.PingResponse
-	(*PeerVolume)(nil),               // 110: tandem.v1.PeerVolume
-	(*PeerVolumeOpenRequest)(nil),    // 111: tandem.v1.PeerVolumeOpenRequest
-	(*PeerVolumeOpenResponse)(nil),   // 112: tandem.v1.PeerVolumeOpenResponse
-	(*PeerVolumeInitRequest)(nil),    // 113: tandem.v1.PeerVolumeInitRequest
-	(*PeerVolumeInitResponse)(nil),   // 114: tandem.v1.PeerVolumeInitResponse
-	(*PeerVolumeCloseRequest)(nil),   // 115: tandem.v1.PeerVolumeCloseRequest
-	(*PeerVolumeCloseResponse)(nil),  // 116: tandem.v1.PeerVolumeCloseResponse
-	(*PeerVolumeStatusRequest)(nil),  // 117: tandem.v1.PeerVolumeStatusRequest
-	(*VolumeChecksumRequest)(nil),    // 118: tandem.v1.VolumeChecksumRequest
-	(*VolumeChecksumResponse)(nil),   // 119: tandem.v1.VolumeChecksumResponse
-	(*DiskInfoRequest)(nil),          // 120: tandem.v1.DiskInfoRequest
-	(*Disk)(nil),                     // 121: tandem.v1.Disk
-	(*DiskInfoResponse)(nil),         // 122: tandem.v1.DiskInfoResponse
-	(*ComputeInfoRequest)(nil),       // 123: tandem.v1.ComputeInfoRequest
-	(*ComputeStatus)(nil),            // 124: tandem.v1.ComputeStatus
-	(*PeerVMRequest)(nil),            // 125: tandem.v1.PeerVMRequest
-	(*PeerMigrateRequest)(nil),       // 126: tandem.v1.PeerMigrateRequest
-	(*PeerNodeRemovedRequest)(nil),   // 127: tandem.v1.PeerNodeRemovedRequest
-	(*PeerNodeRemovedResponse)(nil),  // 128: tandem.v1.PeerNodeRemovedResponse
-	(*PeerCARotateRequest)(nil),      // 129: tandem.v1.PeerCARotateRequest
-	(*PeerCARotateResponse)(nil),     // 130: tandem.v1.PeerCARotateResponse
-	(*UpgradeStatusRequest)(nil),     // 131: tandem.v1.UpgradeStatusRequest
-	(*UpgradeNode)(nil),              // 132: tandem.v1.UpgradeNode
-	(*GatedFeature)(nil),             // 133: tandem.v1.GatedFeature
-	(*UpgradeStatusResponse)(nil),    // 134: tandem.v1.UpgradeStatusResponse
-	(*SetNodeNoteRequest)(nil),       // 135: tandem.v1.SetNodeNoteRequest
-	(*ImageInfo)(nil),                // 136: tandem.v1.ImageInfo
-	(*UploadImageRequest)(nil),       // 137: tandem.v1.UploadImageRequest
-	(*ListImagesRequest)(nil),        // 138: tandem.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),       // 139: tandem.v1.ListImagesResponse
-	(*DeleteImageRequest)(nil),       // 140: tandem.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),      // 141: tandem.v1.DeleteImageResponse
-	(*ChangeMediaRequest)(nil),       // 142: tandem.v1.ChangeMediaRequest
-	(*PeerImageRequest)(nil),         // 143: tandem.v1.PeerImageRequest
-	(*PeerImageResponse)(nil),        // 144: tandem.v1.PeerImageResponse
-	(*ImageChunk)(nil),               // 145: tandem.v1.ImageChunk
-	(*PeerNicRequest)(nil),           // 146: tandem.v1.PeerNicRequest
-	(*PeerResizeDiskRequest)(nil),    // 147: tandem.v1.PeerResizeDiskRequest
-	(*PeerChangeMediaRequest)(nil),   // 148: tandem.v1.PeerChangeMediaRequest
-	(*PeerNVRAMRequest)(nil),         // 149: tandem.v1.PeerNVRAMRequest
-	(*PeerNVRAMResponse)(nil),        // 150: tandem.v1.PeerNVRAMResponse
-	(*FSFreezeResponse)(nil),         // 151: tandem.v1.FSFreezeResponse
-	(*PeerGuestAgentRequest)(nil),    // 152: tandem.v1.PeerGuestAgentRequest
-	(*PeerGuestAgentResponse)(nil),   // 153: tandem.v1.PeerGuestAgentResponse
-	nil,                              // 154: tandem.v1.SetConfigRequest.ValuesEntry
-	nil,                              // 155: tandem.v1.ClusterConfig.ValuesEntry
-	(*timestamppb.Timestamp)(nil),    // 156: google.protobuf.Timestamp
-	(*ConsoleFrame)(nil),             // 157: tandem.v1.ConsoleFrame
+	(*AddVMDiskRequest)(nil),         // 81: tandem.v1.AddVMDiskRequest
+	(*DetachVMDiskRequest)(nil),      // 82: tandem.v1.DetachVMDiskRequest
+	(*AddVMNicRequest)(nil),          // 83: tandem.v1.AddVMNicRequest
+	(*RemoveVMNicRequest)(nil),       // 84: tandem.v1.RemoveVMNicRequest
+	(*SetVMRequest)(nil),             // 85: tandem.v1.SetVMRequest
+	(*SetVMResponse)(nil),            // 86: tandem.v1.SetVMResponse
+	(*ResizeVMDiskRequest)(nil),      // 87: tandem.v1.ResizeVMDiskRequest
+	(*HAStatusRequest)(nil),          // 88: tandem.v1.HAStatusRequest
+	(*HANode)(nil),                   // 89: tandem.v1.HANode
+	(*HAVM)(nil),                     // 90: tandem.v1.HAVM
+	(*HAStatusResponse)(nil),         // 91: tandem.v1.HAStatusResponse
+	(*HATiming)(nil),                 // 92: tandem.v1.HATiming
+	(*HAArmRequest)(nil),             // 93: tandem.v1.HAArmRequest
+	(*EventsRequest)(nil),            // 94: tandem.v1.EventsRequest
+	(*Event)(nil),                    // 95: tandem.v1.Event
+	(*CredentialInfo)(nil),           // 96: tandem.v1.CredentialInfo
+	(*CreateCredentialRequest)(nil),  // 97: tandem.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil), // 98: tandem.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),   // 99: tandem.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),  // 100: tandem.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),  // 101: tandem.v1.RevokeCredentialRequest
+	(*RevokeCredentialResponse)(nil), // 102: tandem.v1.RevokeCredentialResponse
+	(*MetaSyncRequest)(nil),          // 103: tandem.v1.MetaSyncRequest
+	(*MetaSyncResponse)(nil),         // 104: tandem.v1.MetaSyncResponse
+	(*PeerMember)(nil),               // 105: tandem.v1.PeerMember
+	(*PeerJoinRequest)(nil),          // 106: tandem.v1.PeerJoinRequest
+	(*PeerJoinResponse)(nil),         // 107: tandem.v1.PeerJoinResponse
+	(*PeerCertView)(nil),             // 108: tandem.v1.PeerCertView
+	(*PeerNodeCerts)(nil),            // 109: tandem.v1.PeerNodeCerts
+	(*PingRequest)(nil),              // 110: tandem.v1.PingRequest
+	(*PingResponse)(nil),             // 111: tandem.v1.PingResponse
+	(*PeerVolume)(nil),               // 112: tandem.v1.PeerVolume
+	(*PeerVolumeOpenRequest)(nil),    // 113: tandem.v1.PeerVolumeOpenRequest
+	(*PeerVolumeOpenResponse)(nil),   // 114: tandem.v1.PeerVolumeOpenResponse
+	(*PeerVolumeInitRequest)(nil),    // 115: tandem.v1.PeerVolumeInitRequest
+	(*PeerVolumeInitResponse)(nil),   // 116: tandem.v1.PeerVolumeInitResponse
+	(*PeerVolumeCloseRequest)(nil),   // 117: tandem.v1.PeerVolumeCloseRequest
+	(*PeerVolumeCloseResponse)(nil),  // 118: tandem.v1.PeerVolumeCloseResponse
+	(*PeerVolumeStatusRequest)(nil),  // 119: tandem.v1.PeerVolumeStatusRequest
+	(*VolumeChecksumRequest)(nil),    // 120: tandem.v1.VolumeChecksumRequest
+	(*VolumeChecksumResponse)(nil),   // 121: tandem.v1.VolumeChecksumResponse
+	(*DiskInfoRequest)(nil),          // 122: tandem.v1.DiskInfoRequest
+	(*Disk)(nil),                     // 123: tandem.v1.Disk
+	(*DiskInfoResponse)(nil),         // 124: tandem.v1.DiskInfoResponse
+	(*ComputeInfoRequest)(nil),       // 125: tandem.v1.ComputeInfoRequest
+	(*ComputeStatus)(nil),            // 126: tandem.v1.ComputeStatus
+	(*PeerVMRequest)(nil),            // 127: tandem.v1.PeerVMRequest
+	(*PeerMigrateRequest)(nil),       // 128: tandem.v1.PeerMigrateRequest
+	(*PeerNodeRemovedRequest)(nil),   // 129: tandem.v1.PeerNodeRemovedRequest
+	(*PeerNodeRemovedResponse)(nil),  // 130: tandem.v1.PeerNodeRemovedResponse
+	(*PeerCARotateRequest)(nil),      // 131: tandem.v1.PeerCARotateRequest
+	(*PeerCARotateResponse)(nil),     // 132: tandem.v1.PeerCARotateResponse
+	(*UpgradeStatusRequest)(nil),     // 133: tandem.v1.UpgradeStatusRequest
+	(*UpgradeNode)(nil),              // 134: tandem.v1.UpgradeNode
+	(*GatedFeature)(nil),             // 135: tandem.v1.GatedFeature
+	(*UpgradeStatusResponse)(nil),    // 136: tandem.v1.UpgradeStatusResponse
+	(*SetNodeNoteRequest)(nil),       // 137: tandem.v1.SetNodeNoteRequest
+	(*ImageInfo)(nil),                // 138: tandem.v1.ImageInfo
+	(*UploadImageRequest)(nil),       // 139: tandem.v1.UploadImageRequest
+	(*ListImagesRequest)(nil),        // 140: tandem.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),       // 141: tandem.v1.ListImagesResponse
+	(*DeleteImageRequest)(nil),       // 142: tandem.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),      // 143: tandem.v1.DeleteImageResponse
+	(*ChangeMediaRequest)(nil),       // 144: tandem.v1.ChangeMediaRequest
+	(*PeerImageRequest)(nil),         // 145: tandem.v1.PeerImageRequest
+	(*PeerImageResponse)(nil),        // 146: tandem.v1.PeerImageResponse
+	(*ImageChunk)(nil),               // 147: tandem.v1.ImageChunk
+	(*PeerNicRequest)(nil),           // 148: tandem.v1.PeerNicRequest
+	(*PeerDiskRequest)(nil),          // 149: tandem.v1.PeerDiskRequest
+	(*PeerResizeDiskRequest)(nil),    // 150: tandem.v1.PeerResizeDiskRequest
+	(*PeerChangeMediaRequest)(nil),   // 151: tandem.v1.PeerChangeMediaRequest
+	(*PeerNVRAMRequest)(nil),         // 152: tandem.v1.PeerNVRAMRequest
+	(*PeerNVRAMResponse)(nil),        // 153: tandem.v1.PeerNVRAMResponse
+	(*FSFreezeResponse)(nil),         // 154: tandem.v1.FSFreezeResponse
+	(*PeerGuestAgentRequest)(nil),    // 155: tandem.v1.PeerGuestAgentRequest
+	(*PeerGuestAgentResponse)(nil),   // 156: tandem.v1.PeerGuestAgentResponse
+	nil,                              // 157: tandem.v1.SetConfigRequest.ValuesEntry
+	nil,                              // 158: tandem.v1.ClusterConfig.ValuesEntry
+	(*timestamppb.Timestamp)(nil),    // 159: google.protobuf.Timestamp
+	(*ConsoleFrame)(nil),             // 160: tandem.v1.ConsoleFrame
 }
 var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	0,   // 0: tandem.v1.NodeInfo.role:type_name -> tandem.v1.NodeRole
 	1,   // 1: tandem.v1.NodeInfo.vote:type_name -> tandem.v1.Vote
 	2,   // 2: tandem.v1.NodeInfo.health:type_name -> tandem.v1.Health
-	156, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
-	121, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
-	124, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
+	159, // 3: tandem.v1.NodeInfo.joined_at:type_name -> google.protobuf.Timestamp
+	123, // 4: tandem.v1.NodeInfo.disks:type_name -> tandem.v1.Disk
+	126, // 5: tandem.v1.NodeInfo.compute:type_name -> tandem.v1.ComputeStatus
 	5,   // 6: tandem.v1.ClusterStatus.nodes:type_name -> tandem.v1.NodeInfo
 	7,   // 7: tandem.v1.ClusterStatus.audit:type_name -> tandem.v1.AuditEntry
-	156, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	159, // 8: tandem.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
 	6,   // 9: tandem.v1.CreateClusterResponse.status:type_name -> tandem.v1.ClusterStatus
-	156, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	159, // 10: tandem.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	6,   // 11: tandem.v1.SetExpectedVotesResponse.status:type_name -> tandem.v1.ClusterStatus
-	154, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
-	155, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
+	157, // 12: tandem.v1.SetConfigRequest.values:type_name -> tandem.v1.SetConfigRequest.ValuesEntry
+	158, // 13: tandem.v1.ClusterConfig.values:type_name -> tandem.v1.ClusterConfig.ValuesEntry
 	19,  // 14: tandem.v1.ClusterConfig.settings:type_name -> tandem.v1.ConfigSetting
-	156, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
+	159, // 15: tandem.v1.AuditRequest.since:type_name -> google.protobuf.Timestamp
 	7,   // 16: tandem.v1.AuditResponse.entries:type_name -> tandem.v1.AuditEntry
 	5,   // 17: tandem.v1.ListNodesResponse.nodes:type_name -> tandem.v1.NodeInfo
 	5,   // 18: tandem.v1.RemoveNodeResponse.node:type_name -> tandem.v1.NodeInfo
@@ -11373,10 +11569,10 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	31,  // 21: tandem.v1.FenceConfigRequest.ipmi:type_name -> tandem.v1.IPMIConfig
 	32,  // 22: tandem.v1.FenceConfigRequest.redfish:type_name -> tandem.v1.RedfishConfig
 	3,   // 23: tandem.v1.VolumeReplica.state:type_name -> tandem.v1.ReplicaState
-	156, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
-	156, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
+	159, // 24: tandem.v1.VolumeReplica.since:type_name -> google.protobuf.Timestamp
+	159, // 25: tandem.v1.VolumeEvent.at:type_name -> google.protobuf.Timestamp
 	37,  // 26: tandem.v1.VolumeInfo.replicas:type_name -> tandem.v1.VolumeReplica
-	156, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
+	159, // 27: tandem.v1.VolumeInfo.created:type_name -> google.protobuf.Timestamp
 	38,  // 28: tandem.v1.VolumeInfo.history:type_name -> tandem.v1.VolumeEvent
 	40,  // 29: tandem.v1.VolumeInfo.watchers:type_name -> tandem.v1.RBDClient
 	40,  // 30: tandem.v1.VolumeInfo.lock_owner:type_name -> tandem.v1.RBDClient
@@ -11384,249 +11580,257 @@ var file_tandem_v1_tandem_proto_depIdxs = []int32{
 	3,   // 32: tandem.v1.VerifyReplica.state:type_name -> tandem.v1.ReplicaState
 	51,  // 33: tandem.v1.VerifyVolumeResponse.mismatches:type_name -> tandem.v1.VerifyMismatch
 	52,  // 34: tandem.v1.VerifyVolumeResponse.replicas:type_name -> tandem.v1.VerifyReplica
-	156, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
+	159, // 35: tandem.v1.StorageInfo.created:type_name -> google.protobuf.Timestamp
 	57,  // 36: tandem.v1.StorageInfo.blocklisted:type_name -> tandem.v1.BlockedClient
-	156, // 37: tandem.v1.BlockedClient.since:type_name -> google.protobuf.Timestamp
-	156, // 38: tandem.v1.BlockedClient.expires:type_name -> google.protobuf.Timestamp
+	159, // 37: tandem.v1.BlockedClient.since:type_name -> google.protobuf.Timestamp
+	159, // 38: tandem.v1.BlockedClient.expires:type_name -> google.protobuf.Timestamp
 	56,  // 39: tandem.v1.ListStorageResponse.storage:type_name -> tandem.v1.StorageInfo
-	156, // 40: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
-	156, // 41: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
+	159, // 40: tandem.v1.ExportCert.not_after:type_name -> google.protobuf.Timestamp
+	159, // 41: tandem.v1.ExportCert.issued_at:type_name -> google.protobuf.Timestamp
 	63,  // 42: tandem.v1.IssueExportCertResponse.cert:type_name -> tandem.v1.ExportCert
 	63,  // 43: tandem.v1.ListExportCertsResponse.certs:type_name -> tandem.v1.ExportCert
 	68,  // 44: tandem.v1.VMInfo.nics:type_name -> tandem.v1.VMNic
-	156, // 45: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
-	156, // 46: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
+	159, // 45: tandem.v1.VMInfo.created:type_name -> google.protobuf.Timestamp
+	159, // 46: tandem.v1.VMInfo.started_at:type_name -> google.protobuf.Timestamp
 	70,  // 47: tandem.v1.CreateVMRequest.disks:type_name -> tandem.v1.VMDisk
 	68,  // 48: tandem.v1.CreateVMRequest.nics:type_name -> tandem.v1.VMNic
 	72,  // 49: tandem.v1.CreateVMRequest.cloud_init:type_name -> tandem.v1.CloudInit
 	69,  // 50: tandem.v1.ListVMsResponse.vms:type_name -> tandem.v1.VMInfo
 	69,  // 51: tandem.v1.MigrateProgress.vm:type_name -> tandem.v1.VMInfo
-	68,  // 52: tandem.v1.AddVMNicRequest.nic:type_name -> tandem.v1.VMNic
-	69,  // 53: tandem.v1.SetVMResponse.vm:type_name -> tandem.v1.VMInfo
-	156, // 54: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
-	156, // 55: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
-	156, // 56: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
-	87,  // 57: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
-	88,  // 58: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
-	90,  // 59: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
-	156, // 60: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
-	156, // 61: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
-	156, // 62: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
-	94,  // 63: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	94,  // 64: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
-	94,  // 65: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
-	0,   // 66: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
-	103, // 67: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
-	106, // 68: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
-	107, // 69: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
-	156, // 70: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
-	110, // 71: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
-	110, // 72: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
-	121, // 73: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
-	69,  // 74: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
-	69,  // 75: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
-	156, // 76: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
-	4,   // 77: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
-	2,   // 78: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
-	132, // 79: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
-	133, // 80: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
-	156, // 81: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
-	136, // 82: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
-	69,  // 83: tandem.v1.PeerNicRequest.vm:type_name -> tandem.v1.VMInfo
-	68,  // 84: tandem.v1.PeerNicRequest.nic:type_name -> tandem.v1.VMNic
-	69,  // 85: tandem.v1.PeerResizeDiskRequest.vm:type_name -> tandem.v1.VMInfo
-	69,  // 86: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
-	69,  // 87: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
-	69,  // 88: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
-	8,   // 89: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
-	10,  // 90: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
-	12,  // 91: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
-	14,  // 92: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
-	15,  // 93: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
-	17,  // 94: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
-	18,  // 95: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
-	21,  // 96: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
-	23,  // 97: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
-	131, // 98: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
-	25,  // 99: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
-	33,  // 100: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
-	35,  // 101: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
-	27,  // 102: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
-	29,  // 103: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
-	135, // 104: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
-	41,  // 105: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
-	43,  // 106: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
-	45,  // 107: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
-	46,  // 108: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
-	48,  // 109: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
-	49,  // 110: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
-	50,  // 111: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
-	42,  // 112: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
-	62,  // 113: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
-	66,  // 114: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
-	64,  // 115: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
-	54,  // 116: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
-	55,  // 117: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
-	58,  // 118: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
-	60,  // 119: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
-	60,  // 120: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
-	74,  // 121: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
-	71,  // 122: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
-	73,  // 123: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
-	73,  // 124: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
-	73,  // 125: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
-	73,  // 126: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
-	77,  // 127: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
-	79,  // 128: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
-	85,  // 129: tandem.v1.VM.ResizeDisk:input_type -> tandem.v1.ResizeVMDiskRequest
-	83,  // 130: tandem.v1.VM.Set:input_type -> tandem.v1.SetVMRequest
-	81,  // 131: tandem.v1.VM.AddNIC:input_type -> tandem.v1.AddVMNicRequest
-	82,  // 132: tandem.v1.VM.RemoveNIC:input_type -> tandem.v1.RemoveVMNicRequest
-	86,  // 133: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
-	91,  // 134: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
-	92,  // 135: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
-	95,  // 136: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
-	97,  // 137: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
-	99,  // 138: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
-	104, // 139: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
-	108, // 140: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
-	120, // 141: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
-	111, // 142: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
-	113, // 143: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
-	115, // 144: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
-	117, // 145: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 146: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
-	50,  // 147: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
-	117, // 148: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
-	48,  // 149: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
-	118, // 150: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
-	48,  // 151: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
-	123, // 152: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
-	125, // 153: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
-	125, // 154: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
-	125, // 155: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
-	125, // 156: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
-	126, // 157: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
-	79,  // 158: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
-	125, // 159: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
-	86,  // 160: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
-	101, // 161: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
-	129, // 162: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
-	127, // 163: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
-	54,  // 164: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
-	143, // 165: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
-	143, // 166: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
-	148, // 167: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
-	147, // 168: tandem.v1.Peer.VMResizeDisk:input_type -> tandem.v1.PeerResizeDiskRequest
-	146, // 169: tandem.v1.Peer.VMNic:input_type -> tandem.v1.PeerNicRequest
-	149, // 170: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
-	125, // 171: tandem.v1.Peer.VMPrepareSeed:input_type -> tandem.v1.PeerVMRequest
-	157, // 172: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
-	157, // 173: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
-	152, // 174: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
-	137, // 175: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
-	138, // 176: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
-	140, // 177: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
-	142, // 178: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
-	73,  // 179: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
-	73,  // 180: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
-	9,   // 181: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
-	11,  // 182: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
-	13,  // 183: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
-	6,   // 184: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
-	16,  // 185: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
-	20,  // 186: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
-	20,  // 187: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
-	22,  // 188: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
-	24,  // 189: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
-	134, // 190: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
-	26,  // 191: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
-	34,  // 192: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
-	36,  // 193: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
-	28,  // 194: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
-	30,  // 195: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
-	5,   // 196: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
-	39,  // 197: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
-	44,  // 198: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
-	39,  // 199: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
-	47,  // 200: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
-	39,  // 201: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
-	39,  // 202: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
-	53,  // 203: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
-	39,  // 204: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
-	65,  // 205: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
-	67,  // 206: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
-	63,  // 207: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
-	39,  // 208: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
-	56,  // 209: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
-	59,  // 210: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
-	56,  // 211: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
-	61,  // 212: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
-	75,  // 213: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
-	69,  // 214: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
-	69,  // 215: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
-	69,  // 216: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
-	69,  // 217: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
-	76,  // 218: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
-	78,  // 219: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
-	80,  // 220: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
-	69,  // 221: tandem.v1.VM.ResizeDisk:output_type -> tandem.v1.VMInfo
-	84,  // 222: tandem.v1.VM.Set:output_type -> tandem.v1.SetVMResponse
-	69,  // 223: tandem.v1.VM.AddNIC:output_type -> tandem.v1.VMInfo
-	69,  // 224: tandem.v1.VM.RemoveNIC:output_type -> tandem.v1.VMInfo
-	89,  // 225: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
-	89,  // 226: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
-	93,  // 227: tandem.v1.HA.Events:output_type -> tandem.v1.Event
-	96,  // 228: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
-	98,  // 229: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
-	100, // 230: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
-	105, // 231: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
-	109, // 232: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
-	122, // 233: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
-	112, // 234: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
-	114, // 235: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
-	116, // 236: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 237: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
-	39,  // 238: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
-	53,  // 239: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
-	116, // 240: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
-	39,  // 241: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
-	119, // 242: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
-	39,  // 243: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
-	124, // 244: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
-	69,  // 245: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
-	69,  // 246: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
-	69,  // 247: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
-	69,  // 248: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
-	78,  // 249: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
-	80,  // 250: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
-	78,  // 251: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
-	89,  // 252: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
-	102, // 253: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
-	130, // 254: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
-	128, // 255: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
-	39,  // 256: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
-	145, // 257: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
-	144, // 258: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
-	69,  // 259: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
-	69,  // 260: tandem.v1.Peer.VMResizeDisk:output_type -> tandem.v1.VMInfo
-	69,  // 261: tandem.v1.Peer.VMNic:output_type -> tandem.v1.VMInfo
-	150, // 262: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
-	150, // 263: tandem.v1.Peer.VMPrepareSeed:output_type -> tandem.v1.PeerNVRAMResponse
-	157, // 264: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
-	157, // 265: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
-	153, // 266: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
-	136, // 267: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
-	139, // 268: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
-	141, // 269: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
-	69,  // 270: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
-	151, // 271: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
-	151, // 272: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
-	181, // [181:273] is the sub-list for method output_type
-	89,  // [89:181] is the sub-list for method input_type
-	89,  // [89:89] is the sub-list for extension type_name
-	89,  // [89:89] is the sub-list for extension extendee
-	0,   // [0:89] is the sub-list for field type_name
+	70,  // 52: tandem.v1.AddVMDiskRequest.disk:type_name -> tandem.v1.VMDisk
+	68,  // 53: tandem.v1.AddVMNicRequest.nic:type_name -> tandem.v1.VMNic
+	69,  // 54: tandem.v1.SetVMResponse.vm:type_name -> tandem.v1.VMInfo
+	159, // 55: tandem.v1.HANode.last_seen:type_name -> google.protobuf.Timestamp
+	159, // 56: tandem.v1.HANode.lease_expires:type_name -> google.protobuf.Timestamp
+	159, // 57: tandem.v1.HAVM.changed:type_name -> google.protobuf.Timestamp
+	89,  // 58: tandem.v1.HAStatusResponse.nodes:type_name -> tandem.v1.HANode
+	90,  // 59: tandem.v1.HAStatusResponse.vms:type_name -> tandem.v1.HAVM
+	92,  // 60: tandem.v1.HAStatusResponse.timing:type_name -> tandem.v1.HATiming
+	159, // 61: tandem.v1.Event.at:type_name -> google.protobuf.Timestamp
+	159, // 62: tandem.v1.CredentialInfo.created_at:type_name -> google.protobuf.Timestamp
+	159, // 63: tandem.v1.CredentialInfo.revoked_at:type_name -> google.protobuf.Timestamp
+	96,  // 64: tandem.v1.CreateCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	96,  // 65: tandem.v1.ListCredentialsResponse.credentials:type_name -> tandem.v1.CredentialInfo
+	96,  // 66: tandem.v1.RevokeCredentialResponse.credential:type_name -> tandem.v1.CredentialInfo
+	0,   // 67: tandem.v1.PeerJoinRequest.role:type_name -> tandem.v1.NodeRole
+	105, // 68: tandem.v1.PeerJoinResponse.members:type_name -> tandem.v1.PeerMember
+	108, // 69: tandem.v1.PeerJoinResponse.cert_view:type_name -> tandem.v1.PeerCertView
+	109, // 70: tandem.v1.PeerCertView.nodes:type_name -> tandem.v1.PeerNodeCerts
+	159, // 71: tandem.v1.PingResponse.now:type_name -> google.protobuf.Timestamp
+	112, // 72: tandem.v1.PeerVolumeOpenRequest.volume:type_name -> tandem.v1.PeerVolume
+	112, // 73: tandem.v1.PeerVolumeInitRequest.volume:type_name -> tandem.v1.PeerVolume
+	123, // 74: tandem.v1.DiskInfoResponse.disks:type_name -> tandem.v1.Disk
+	69,  // 75: tandem.v1.PeerVMRequest.vm:type_name -> tandem.v1.VMInfo
+	69,  // 76: tandem.v1.PeerMigrateRequest.vm:type_name -> tandem.v1.VMInfo
+	159, // 77: tandem.v1.PeerNodeRemovedRequest.removed_at:type_name -> google.protobuf.Timestamp
+	4,   // 78: tandem.v1.PeerCARotateRequest.phase:type_name -> tandem.v1.CARotatePhase
+	2,   // 79: tandem.v1.UpgradeNode.health:type_name -> tandem.v1.Health
+	134, // 80: tandem.v1.UpgradeStatusResponse.nodes:type_name -> tandem.v1.UpgradeNode
+	135, // 81: tandem.v1.UpgradeStatusResponse.features:type_name -> tandem.v1.GatedFeature
+	159, // 82: tandem.v1.ImageInfo.created:type_name -> google.protobuf.Timestamp
+	138, // 83: tandem.v1.ListImagesResponse.images:type_name -> tandem.v1.ImageInfo
+	69,  // 84: tandem.v1.PeerNicRequest.vm:type_name -> tandem.v1.VMInfo
+	68,  // 85: tandem.v1.PeerNicRequest.nic:type_name -> tandem.v1.VMNic
+	69,  // 86: tandem.v1.PeerDiskRequest.vm:type_name -> tandem.v1.VMInfo
+	69,  // 87: tandem.v1.PeerResizeDiskRequest.vm:type_name -> tandem.v1.VMInfo
+	69,  // 88: tandem.v1.PeerChangeMediaRequest.vm:type_name -> tandem.v1.VMInfo
+	69,  // 89: tandem.v1.PeerNVRAMRequest.vm:type_name -> tandem.v1.VMInfo
+	69,  // 90: tandem.v1.PeerGuestAgentRequest.vm:type_name -> tandem.v1.VMInfo
+	8,   // 91: tandem.v1.Cluster.Create:input_type -> tandem.v1.CreateClusterRequest
+	10,  // 92: tandem.v1.Cluster.Join:input_type -> tandem.v1.JoinClusterRequest
+	12,  // 93: tandem.v1.Cluster.CreateToken:input_type -> tandem.v1.CreateTokenRequest
+	14,  // 94: tandem.v1.Cluster.Status:input_type -> tandem.v1.StatusRequest
+	15,  // 95: tandem.v1.Cluster.SetExpectedVotes:input_type -> tandem.v1.SetExpectedVotesRequest
+	17,  // 96: tandem.v1.Cluster.GetConfig:input_type -> tandem.v1.GetConfigRequest
+	18,  // 97: tandem.v1.Cluster.SetConfig:input_type -> tandem.v1.SetConfigRequest
+	21,  // 98: tandem.v1.Cluster.Audit:input_type -> tandem.v1.AuditRequest
+	23,  // 99: tandem.v1.Cluster.RotateCA:input_type -> tandem.v1.RotateCARequest
+	133, // 100: tandem.v1.Cluster.UpgradeStatus:input_type -> tandem.v1.UpgradeStatusRequest
+	25,  // 101: tandem.v1.Node.List:input_type -> tandem.v1.ListNodesRequest
+	33,  // 102: tandem.v1.Node.FenceConfig:input_type -> tandem.v1.FenceConfigRequest
+	35,  // 103: tandem.v1.Node.Fence:input_type -> tandem.v1.FenceNodeRequest
+	27,  // 104: tandem.v1.Node.Remove:input_type -> tandem.v1.RemoveNodeRequest
+	29,  // 105: tandem.v1.Node.Maintenance:input_type -> tandem.v1.NodeMaintenanceRequest
+	137, // 106: tandem.v1.Node.SetNote:input_type -> tandem.v1.SetNodeNoteRequest
+	41,  // 107: tandem.v1.Volume.Create:input_type -> tandem.v1.CreateVolumeRequest
+	43,  // 108: tandem.v1.Volume.List:input_type -> tandem.v1.ListVolumesRequest
+	45,  // 109: tandem.v1.Volume.Show:input_type -> tandem.v1.ShowVolumeRequest
+	46,  // 110: tandem.v1.Volume.Delete:input_type -> tandem.v1.DeleteVolumeRequest
+	48,  // 111: tandem.v1.Volume.Promote:input_type -> tandem.v1.PromoteVolumeRequest
+	49,  // 112: tandem.v1.Volume.Resync:input_type -> tandem.v1.ResyncVolumeRequest
+	50,  // 113: tandem.v1.Volume.Verify:input_type -> tandem.v1.VerifyVolumeRequest
+	42,  // 114: tandem.v1.Volume.Set:input_type -> tandem.v1.SetVolumeRequest
+	62,  // 115: tandem.v1.Volume.IssueExportCert:input_type -> tandem.v1.IssueExportCertRequest
+	66,  // 116: tandem.v1.Volume.ListExportCerts:input_type -> tandem.v1.ListExportCertsRequest
+	64,  // 117: tandem.v1.Volume.RevokeExportCert:input_type -> tandem.v1.RevokeExportCertRequest
+	54,  // 118: tandem.v1.Volume.Resize:input_type -> tandem.v1.ResizeVolumeRequest
+	55,  // 119: tandem.v1.Storage.Add:input_type -> tandem.v1.AddStorageRequest
+	58,  // 120: tandem.v1.Storage.List:input_type -> tandem.v1.ListStorageRequest
+	60,  // 121: tandem.v1.Storage.Show:input_type -> tandem.v1.StorageRequest
+	60,  // 122: tandem.v1.Storage.Remove:input_type -> tandem.v1.StorageRequest
+	74,  // 123: tandem.v1.VM.List:input_type -> tandem.v1.ListVMsRequest
+	71,  // 124: tandem.v1.VM.Create:input_type -> tandem.v1.CreateVMRequest
+	73,  // 125: tandem.v1.VM.Show:input_type -> tandem.v1.VMRequest
+	73,  // 126: tandem.v1.VM.Start:input_type -> tandem.v1.VMRequest
+	73,  // 127: tandem.v1.VM.Stop:input_type -> tandem.v1.VMRequest
+	73,  // 128: tandem.v1.VM.Delete:input_type -> tandem.v1.VMRequest
+	77,  // 129: tandem.v1.VM.Migrate:input_type -> tandem.v1.MigrateVMRequest
+	79,  // 130: tandem.v1.VM.Console:input_type -> tandem.v1.ConsoleRequest
+	87,  // 131: tandem.v1.VM.ResizeDisk:input_type -> tandem.v1.ResizeVMDiskRequest
+	85,  // 132: tandem.v1.VM.Set:input_type -> tandem.v1.SetVMRequest
+	83,  // 133: tandem.v1.VM.AddNIC:input_type -> tandem.v1.AddVMNicRequest
+	84,  // 134: tandem.v1.VM.RemoveNIC:input_type -> tandem.v1.RemoveVMNicRequest
+	81,  // 135: tandem.v1.VM.AddDisk:input_type -> tandem.v1.AddVMDiskRequest
+	82,  // 136: tandem.v1.VM.DetachDisk:input_type -> tandem.v1.DetachVMDiskRequest
+	88,  // 137: tandem.v1.HA.Status:input_type -> tandem.v1.HAStatusRequest
+	93,  // 138: tandem.v1.HA.Arm:input_type -> tandem.v1.HAArmRequest
+	94,  // 139: tandem.v1.HA.Events:input_type -> tandem.v1.EventsRequest
+	97,  // 140: tandem.v1.Credential.Create:input_type -> tandem.v1.CreateCredentialRequest
+	99,  // 141: tandem.v1.Credential.List:input_type -> tandem.v1.ListCredentialsRequest
+	101, // 142: tandem.v1.Credential.Revoke:input_type -> tandem.v1.RevokeCredentialRequest
+	106, // 143: tandem.v1.Peer.Join:input_type -> tandem.v1.PeerJoinRequest
+	110, // 144: tandem.v1.Peer.Ping:input_type -> tandem.v1.PingRequest
+	122, // 145: tandem.v1.Peer.DiskInfo:input_type -> tandem.v1.DiskInfoRequest
+	113, // 146: tandem.v1.Peer.VolumeOpen:input_type -> tandem.v1.PeerVolumeOpenRequest
+	115, // 147: tandem.v1.Peer.VolumeInit:input_type -> tandem.v1.PeerVolumeInitRequest
+	117, // 148: tandem.v1.Peer.VolumeClose:input_type -> tandem.v1.PeerVolumeCloseRequest
+	119, // 149: tandem.v1.Peer.VolumeStatus:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 150: tandem.v1.Peer.VolumePromote:input_type -> tandem.v1.PromoteVolumeRequest
+	50,  // 151: tandem.v1.Peer.VolumeVerify:input_type -> tandem.v1.VerifyVolumeRequest
+	119, // 152: tandem.v1.Peer.VolumeDiscard:input_type -> tandem.v1.PeerVolumeStatusRequest
+	48,  // 153: tandem.v1.Peer.VolumeDiscardPeer:input_type -> tandem.v1.PromoteVolumeRequest
+	120, // 154: tandem.v1.Peer.VolumeChecksum:input_type -> tandem.v1.VolumeChecksumRequest
+	48,  // 155: tandem.v1.Peer.VolumeHandover:input_type -> tandem.v1.PromoteVolumeRequest
+	125, // 156: tandem.v1.Peer.ComputeInfo:input_type -> tandem.v1.ComputeInfoRequest
+	127, // 157: tandem.v1.Peer.VMStart:input_type -> tandem.v1.PeerVMRequest
+	127, // 158: tandem.v1.Peer.VMStop:input_type -> tandem.v1.PeerVMRequest
+	127, // 159: tandem.v1.Peer.VMState:input_type -> tandem.v1.PeerVMRequest
+	127, // 160: tandem.v1.Peer.VMUndefine:input_type -> tandem.v1.PeerVMRequest
+	128, // 161: tandem.v1.Peer.VMMigrate:input_type -> tandem.v1.PeerMigrateRequest
+	79,  // 162: tandem.v1.Peer.VMConsole:input_type -> tandem.v1.ConsoleRequest
+	127, // 163: tandem.v1.Peer.VMMigrationStats:input_type -> tandem.v1.PeerVMRequest
+	88,  // 164: tandem.v1.Peer.HALiveness:input_type -> tandem.v1.HAStatusRequest
+	103, // 165: tandem.v1.Peer.MetaSync:input_type -> tandem.v1.MetaSyncRequest
+	131, // 166: tandem.v1.Peer.CARotate:input_type -> tandem.v1.PeerCARotateRequest
+	129, // 167: tandem.v1.Peer.NodeRemoved:input_type -> tandem.v1.PeerNodeRemovedRequest
+	54,  // 168: tandem.v1.Peer.VolumeResize:input_type -> tandem.v1.ResizeVolumeRequest
+	145, // 169: tandem.v1.Peer.ImageRead:input_type -> tandem.v1.PeerImageRequest
+	145, // 170: tandem.v1.Peer.ImageFetch:input_type -> tandem.v1.PeerImageRequest
+	151, // 171: tandem.v1.Peer.VMChangeMedia:input_type -> tandem.v1.PeerChangeMediaRequest
+	150, // 172: tandem.v1.Peer.VMResizeDisk:input_type -> tandem.v1.PeerResizeDiskRequest
+	148, // 173: tandem.v1.Peer.VMNic:input_type -> tandem.v1.PeerNicRequest
+	149, // 174: tandem.v1.Peer.VMDisk:input_type -> tandem.v1.PeerDiskRequest
+	152, // 175: tandem.v1.Peer.VMPutNVRAM:input_type -> tandem.v1.PeerNVRAMRequest
+	127, // 176: tandem.v1.Peer.VMPrepareSeed:input_type -> tandem.v1.PeerVMRequest
+	160, // 177: tandem.v1.Peer.VMSerial:input_type -> tandem.v1.ConsoleFrame
+	160, // 178: tandem.v1.Peer.VMVNC:input_type -> tandem.v1.ConsoleFrame
+	155, // 179: tandem.v1.Peer.VMGuestAgent:input_type -> tandem.v1.PeerGuestAgentRequest
+	139, // 180: tandem.v1.Image.Upload:input_type -> tandem.v1.UploadImageRequest
+	140, // 181: tandem.v1.Image.List:input_type -> tandem.v1.ListImagesRequest
+	142, // 182: tandem.v1.Image.Delete:input_type -> tandem.v1.DeleteImageRequest
+	144, // 183: tandem.v1.Image.ChangeMedia:input_type -> tandem.v1.ChangeMediaRequest
+	73,  // 184: tandem.v1.GuestAgent.FSFreeze:input_type -> tandem.v1.VMRequest
+	73,  // 185: tandem.v1.GuestAgent.FSThaw:input_type -> tandem.v1.VMRequest
+	9,   // 186: tandem.v1.Cluster.Create:output_type -> tandem.v1.CreateClusterResponse
+	11,  // 187: tandem.v1.Cluster.Join:output_type -> tandem.v1.JoinClusterResponse
+	13,  // 188: tandem.v1.Cluster.CreateToken:output_type -> tandem.v1.CreateTokenResponse
+	6,   // 189: tandem.v1.Cluster.Status:output_type -> tandem.v1.ClusterStatus
+	16,  // 190: tandem.v1.Cluster.SetExpectedVotes:output_type -> tandem.v1.SetExpectedVotesResponse
+	20,  // 191: tandem.v1.Cluster.GetConfig:output_type -> tandem.v1.ClusterConfig
+	20,  // 192: tandem.v1.Cluster.SetConfig:output_type -> tandem.v1.ClusterConfig
+	22,  // 193: tandem.v1.Cluster.Audit:output_type -> tandem.v1.AuditResponse
+	24,  // 194: tandem.v1.Cluster.RotateCA:output_type -> tandem.v1.RotateCAProgress
+	136, // 195: tandem.v1.Cluster.UpgradeStatus:output_type -> tandem.v1.UpgradeStatusResponse
+	26,  // 196: tandem.v1.Node.List:output_type -> tandem.v1.ListNodesResponse
+	34,  // 197: tandem.v1.Node.FenceConfig:output_type -> tandem.v1.FenceConfigResponse
+	36,  // 198: tandem.v1.Node.Fence:output_type -> tandem.v1.FenceNodeResponse
+	28,  // 199: tandem.v1.Node.Remove:output_type -> tandem.v1.RemoveNodeResponse
+	30,  // 200: tandem.v1.Node.Maintenance:output_type -> tandem.v1.NodeMaintenanceProgress
+	5,   // 201: tandem.v1.Node.SetNote:output_type -> tandem.v1.NodeInfo
+	39,  // 202: tandem.v1.Volume.Create:output_type -> tandem.v1.VolumeInfo
+	44,  // 203: tandem.v1.Volume.List:output_type -> tandem.v1.ListVolumesResponse
+	39,  // 204: tandem.v1.Volume.Show:output_type -> tandem.v1.VolumeInfo
+	47,  // 205: tandem.v1.Volume.Delete:output_type -> tandem.v1.DeleteVolumeResponse
+	39,  // 206: tandem.v1.Volume.Promote:output_type -> tandem.v1.VolumeInfo
+	39,  // 207: tandem.v1.Volume.Resync:output_type -> tandem.v1.VolumeInfo
+	53,  // 208: tandem.v1.Volume.Verify:output_type -> tandem.v1.VerifyVolumeResponse
+	39,  // 209: tandem.v1.Volume.Set:output_type -> tandem.v1.VolumeInfo
+	65,  // 210: tandem.v1.Volume.IssueExportCert:output_type -> tandem.v1.IssueExportCertResponse
+	67,  // 211: tandem.v1.Volume.ListExportCerts:output_type -> tandem.v1.ListExportCertsResponse
+	63,  // 212: tandem.v1.Volume.RevokeExportCert:output_type -> tandem.v1.ExportCert
+	39,  // 213: tandem.v1.Volume.Resize:output_type -> tandem.v1.VolumeInfo
+	56,  // 214: tandem.v1.Storage.Add:output_type -> tandem.v1.StorageInfo
+	59,  // 215: tandem.v1.Storage.List:output_type -> tandem.v1.ListStorageResponse
+	56,  // 216: tandem.v1.Storage.Show:output_type -> tandem.v1.StorageInfo
+	61,  // 217: tandem.v1.Storage.Remove:output_type -> tandem.v1.RemoveStorageResponse
+	75,  // 218: tandem.v1.VM.List:output_type -> tandem.v1.ListVMsResponse
+	69,  // 219: tandem.v1.VM.Create:output_type -> tandem.v1.VMInfo
+	69,  // 220: tandem.v1.VM.Show:output_type -> tandem.v1.VMInfo
+	69,  // 221: tandem.v1.VM.Start:output_type -> tandem.v1.VMInfo
+	69,  // 222: tandem.v1.VM.Stop:output_type -> tandem.v1.VMInfo
+	76,  // 223: tandem.v1.VM.Delete:output_type -> tandem.v1.DeleteVMResponse
+	78,  // 224: tandem.v1.VM.Migrate:output_type -> tandem.v1.MigrateProgress
+	80,  // 225: tandem.v1.VM.Console:output_type -> tandem.v1.ConsoleChunk
+	69,  // 226: tandem.v1.VM.ResizeDisk:output_type -> tandem.v1.VMInfo
+	86,  // 227: tandem.v1.VM.Set:output_type -> tandem.v1.SetVMResponse
+	69,  // 228: tandem.v1.VM.AddNIC:output_type -> tandem.v1.VMInfo
+	69,  // 229: tandem.v1.VM.RemoveNIC:output_type -> tandem.v1.VMInfo
+	69,  // 230: tandem.v1.VM.AddDisk:output_type -> tandem.v1.VMInfo
+	69,  // 231: tandem.v1.VM.DetachDisk:output_type -> tandem.v1.VMInfo
+	91,  // 232: tandem.v1.HA.Status:output_type -> tandem.v1.HAStatusResponse
+	91,  // 233: tandem.v1.HA.Arm:output_type -> tandem.v1.HAStatusResponse
+	95,  // 234: tandem.v1.HA.Events:output_type -> tandem.v1.Event
+	98,  // 235: tandem.v1.Credential.Create:output_type -> tandem.v1.CreateCredentialResponse
+	100, // 236: tandem.v1.Credential.List:output_type -> tandem.v1.ListCredentialsResponse
+	102, // 237: tandem.v1.Credential.Revoke:output_type -> tandem.v1.RevokeCredentialResponse
+	107, // 238: tandem.v1.Peer.Join:output_type -> tandem.v1.PeerJoinResponse
+	111, // 239: tandem.v1.Peer.Ping:output_type -> tandem.v1.PingResponse
+	124, // 240: tandem.v1.Peer.DiskInfo:output_type -> tandem.v1.DiskInfoResponse
+	114, // 241: tandem.v1.Peer.VolumeOpen:output_type -> tandem.v1.PeerVolumeOpenResponse
+	116, // 242: tandem.v1.Peer.VolumeInit:output_type -> tandem.v1.PeerVolumeInitResponse
+	118, // 243: tandem.v1.Peer.VolumeClose:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 244: tandem.v1.Peer.VolumeStatus:output_type -> tandem.v1.VolumeInfo
+	39,  // 245: tandem.v1.Peer.VolumePromote:output_type -> tandem.v1.VolumeInfo
+	53,  // 246: tandem.v1.Peer.VolumeVerify:output_type -> tandem.v1.VerifyVolumeResponse
+	118, // 247: tandem.v1.Peer.VolumeDiscard:output_type -> tandem.v1.PeerVolumeCloseResponse
+	39,  // 248: tandem.v1.Peer.VolumeDiscardPeer:output_type -> tandem.v1.VolumeInfo
+	121, // 249: tandem.v1.Peer.VolumeChecksum:output_type -> tandem.v1.VolumeChecksumResponse
+	39,  // 250: tandem.v1.Peer.VolumeHandover:output_type -> tandem.v1.VolumeInfo
+	126, // 251: tandem.v1.Peer.ComputeInfo:output_type -> tandem.v1.ComputeStatus
+	69,  // 252: tandem.v1.Peer.VMStart:output_type -> tandem.v1.VMInfo
+	69,  // 253: tandem.v1.Peer.VMStop:output_type -> tandem.v1.VMInfo
+	69,  // 254: tandem.v1.Peer.VMState:output_type -> tandem.v1.VMInfo
+	69,  // 255: tandem.v1.Peer.VMUndefine:output_type -> tandem.v1.VMInfo
+	78,  // 256: tandem.v1.Peer.VMMigrate:output_type -> tandem.v1.MigrateProgress
+	80,  // 257: tandem.v1.Peer.VMConsole:output_type -> tandem.v1.ConsoleChunk
+	78,  // 258: tandem.v1.Peer.VMMigrationStats:output_type -> tandem.v1.MigrateProgress
+	91,  // 259: tandem.v1.Peer.HALiveness:output_type -> tandem.v1.HAStatusResponse
+	104, // 260: tandem.v1.Peer.MetaSync:output_type -> tandem.v1.MetaSyncResponse
+	132, // 261: tandem.v1.Peer.CARotate:output_type -> tandem.v1.PeerCARotateResponse
+	130, // 262: tandem.v1.Peer.NodeRemoved:output_type -> tandem.v1.PeerNodeRemovedResponse
+	39,  // 263: tandem.v1.Peer.VolumeResize:output_type -> tandem.v1.VolumeInfo
+	147, // 264: tandem.v1.Peer.ImageRead:output_type -> tandem.v1.ImageChunk
+	146, // 265: tandem.v1.Peer.ImageFetch:output_type -> tandem.v1.PeerImageResponse
+	69,  // 266: tandem.v1.Peer.VMChangeMedia:output_type -> tandem.v1.VMInfo
+	69,  // 267: tandem.v1.Peer.VMResizeDisk:output_type -> tandem.v1.VMInfo
+	69,  // 268: tandem.v1.Peer.VMNic:output_type -> tandem.v1.VMInfo
+	69,  // 269: tandem.v1.Peer.VMDisk:output_type -> tandem.v1.VMInfo
+	153, // 270: tandem.v1.Peer.VMPutNVRAM:output_type -> tandem.v1.PeerNVRAMResponse
+	153, // 271: tandem.v1.Peer.VMPrepareSeed:output_type -> tandem.v1.PeerNVRAMResponse
+	160, // 272: tandem.v1.Peer.VMSerial:output_type -> tandem.v1.ConsoleFrame
+	160, // 273: tandem.v1.Peer.VMVNC:output_type -> tandem.v1.ConsoleFrame
+	156, // 274: tandem.v1.Peer.VMGuestAgent:output_type -> tandem.v1.PeerGuestAgentResponse
+	138, // 275: tandem.v1.Image.Upload:output_type -> tandem.v1.ImageInfo
+	141, // 276: tandem.v1.Image.List:output_type -> tandem.v1.ListImagesResponse
+	143, // 277: tandem.v1.Image.Delete:output_type -> tandem.v1.DeleteImageResponse
+	69,  // 278: tandem.v1.Image.ChangeMedia:output_type -> tandem.v1.VMInfo
+	154, // 279: tandem.v1.GuestAgent.FSFreeze:output_type -> tandem.v1.FSFreezeResponse
+	154, // 280: tandem.v1.GuestAgent.FSThaw:output_type -> tandem.v1.FSFreezeResponse
+	186, // [186:281] is the sub-list for method output_type
+	91,  // [91:186] is the sub-list for method input_type
+	91,  // [91:91] is the sub-list for extension type_name
+	91,  // [91:91] is the sub-list for extension extendee
+	0,   // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_tandem_v1_tandem_proto_init() }
@@ -11635,14 +11839,14 @@ func file_tandem_v1_tandem_proto_init() {
 		return
 	}
 	file_tandem_v1_console_proto_init()
-	file_tandem_v1_tandem_proto_msgTypes[78].OneofWrappers = []any{}
+	file_tandem_v1_tandem_proto_msgTypes[80].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tandem_v1_tandem_proto_rawDesc), len(file_tandem_v1_tandem_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   151,
+			NumMessages:   154,
 			NumExtensions: 0,
 			NumServices:   10,
 		},

@@ -1561,6 +1561,8 @@ const (
 	VM_Set_FullMethodName        = "/tandem.v1.VM/Set"
 	VM_AddNIC_FullMethodName     = "/tandem.v1.VM/AddNIC"
 	VM_RemoveNIC_FullMethodName  = "/tandem.v1.VM/RemoveNIC"
+	VM_AddDisk_FullMethodName    = "/tandem.v1.VM/AddDisk"
+	VM_DetachDisk_FullMethodName = "/tandem.v1.VM/DetachDisk"
 )
 
 // VMClient is the client API for VM service.
@@ -1589,6 +1591,14 @@ type VMClient interface {
 	// running VM gets or loses it at once (PCI hot-plug).
 	AddNIC(ctx context.Context, in *AddVMNicRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	RemoveNIC(ctx context.Context, in *RemoveVMNicRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Add a disk to a VM, a new volume or an existing one, after its other
+	// disks ('tandem vm disk add'); a running VM gets it at once (PCI
+	// hot-plug).
+	AddDisk(ctx context.Context, in *AddVMDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Detach a disk other than the VM's first ('tandem vm disk detach'): a
+	// running guest releases it first, then the record changes; the volume
+	// stays unless delete is set.
+	DetachDisk(ctx context.Context, in *DetachVMDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
 }
 
 type vMClient struct {
@@ -1737,6 +1747,26 @@ func (c *vMClient) RemoveNIC(ctx context.Context, in *RemoveVMNicRequest, opts .
 	return out, nil
 }
 
+func (c *vMClient) AddDisk(ctx context.Context, in *AddVMDiskRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_AddDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *vMClient) DetachDisk(ctx context.Context, in *DetachVMDiskRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, VM_DetachDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VMServer is the server API for VM service.
 // All implementations must embed UnimplementedVMServer
 // for forward compatibility.
@@ -1763,6 +1793,14 @@ type VMServer interface {
 	// running VM gets or loses it at once (PCI hot-plug).
 	AddNIC(context.Context, *AddVMNicRequest) (*VMInfo, error)
 	RemoveNIC(context.Context, *RemoveVMNicRequest) (*VMInfo, error)
+	// Add a disk to a VM, a new volume or an existing one, after its other
+	// disks ('tandem vm disk add'); a running VM gets it at once (PCI
+	// hot-plug).
+	AddDisk(context.Context, *AddVMDiskRequest) (*VMInfo, error)
+	// Detach a disk other than the VM's first ('tandem vm disk detach'): a
+	// running guest releases it first, then the record changes; the volume
+	// stays unless delete is set.
+	DetachDisk(context.Context, *DetachVMDiskRequest) (*VMInfo, error)
 	mustEmbedUnimplementedVMServer()
 }
 
@@ -1808,6 +1846,12 @@ func (UnimplementedVMServer) AddNIC(context.Context, *AddVMNicRequest) (*VMInfo,
 }
 func (UnimplementedVMServer) RemoveNIC(context.Context, *RemoveVMNicRequest) (*VMInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveNIC not implemented")
+}
+func (UnimplementedVMServer) AddDisk(context.Context, *AddVMDiskRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddDisk not implemented")
+}
+func (UnimplementedVMServer) DetachDisk(context.Context, *DetachVMDiskRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method DetachDisk not implemented")
 }
 func (UnimplementedVMServer) mustEmbedUnimplementedVMServer() {}
 func (UnimplementedVMServer) testEmbeddedByValue()            {}
@@ -2032,6 +2076,42 @@ func _VM_RemoveNIC_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _VM_AddDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddVMDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).AddDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_AddDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).AddDisk(ctx, req.(*AddVMDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _VM_DetachDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DetachVMDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VMServer).DetachDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: VM_DetachDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VMServer).DetachDisk(ctx, req.(*DetachVMDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // VM_ServiceDesc is the grpc.ServiceDesc for VM service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -2078,6 +2158,14 @@ var VM_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveNIC",
 			Handler:    _VM_RemoveNIC_Handler,
+		},
+		{
+			MethodName: "AddDisk",
+			Handler:    _VM_AddDisk_Handler,
+		},
+		{
+			MethodName: "DetachDisk",
+			Handler:    _VM_DetachDisk_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -2491,6 +2579,7 @@ const (
 	Peer_VMChangeMedia_FullMethodName     = "/tandem.v1.Peer/VMChangeMedia"
 	Peer_VMResizeDisk_FullMethodName      = "/tandem.v1.Peer/VMResizeDisk"
 	Peer_VMNic_FullMethodName             = "/tandem.v1.Peer/VMNic"
+	Peer_VMDisk_FullMethodName            = "/tandem.v1.Peer/VMDisk"
 	Peer_VMPutNVRAM_FullMethodName        = "/tandem.v1.Peer/VMPutNVRAM"
 	Peer_VMPrepareSeed_FullMethodName     = "/tandem.v1.Peer/VMPrepareSeed"
 	Peer_VMSerial_FullMethodName          = "/tandem.v1.Peer/VMSerial"
@@ -2558,6 +2647,8 @@ type PeerClient interface {
 	VMResizeDisk(ctx context.Context, in *PeerResizeDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	// Hot-plugs or unplugs a NIC of a running VM defined here.
 	VMNic(ctx context.Context, in *PeerNicRequest, opts ...grpc.CallOption) (*VMInfo, error)
+	// Hot-plugs or unplugs a disk of a running VM defined here.
+	VMDisk(ctx context.Context, in *PeerDiskRequest, opts ...grpc.CallOption) (*VMInfo, error)
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error)
@@ -2918,6 +3009,16 @@ func (c *peerClient) VMNic(ctx context.Context, in *PeerNicRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *peerClient) VMDisk(ctx context.Context, in *PeerDiskRequest, opts ...grpc.CallOption) (*VMInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VMInfo)
+	err := c.cc.Invoke(ctx, Peer_VMDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerClient) VMPutNVRAM(ctx context.Context, in *PeerNVRAMRequest, opts ...grpc.CallOption) (*PeerNVRAMResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PeerNVRAMResponse)
@@ -3034,6 +3135,8 @@ type PeerServer interface {
 	VMResizeDisk(context.Context, *PeerResizeDiskRequest) (*VMInfo, error)
 	// Hot-plugs or unplugs a NIC of a running VM defined here.
 	VMNic(context.Context, *PeerNicRequest) (*VMInfo, error)
+	// Hot-plugs or unplugs a disk of a running VM defined here.
+	VMDisk(context.Context, *PeerDiskRequest) (*VMInfo, error)
 	// Before a UEFI VM migrates here: its NVRAM as recorded, written to
 	// this node's variable store file.
 	VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error)
@@ -3149,6 +3252,9 @@ func (UnimplementedPeerServer) VMResizeDisk(context.Context, *PeerResizeDiskRequ
 }
 func (UnimplementedPeerServer) VMNic(context.Context, *PeerNicRequest) (*VMInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMNic not implemented")
+}
+func (UnimplementedPeerServer) VMDisk(context.Context, *PeerDiskRequest) (*VMInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method VMDisk not implemented")
 }
 func (UnimplementedPeerServer) VMPutNVRAM(context.Context, *PeerNVRAMRequest) (*PeerNVRAMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VMPutNVRAM not implemented")
@@ -3723,6 +3829,24 @@ func _Peer_VMNic_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_VMDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeerDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).VMDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_VMDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).VMDisk(ctx, req.(*PeerDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_VMPutNVRAM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PeerNVRAMRequest)
 	if err := dec(in); err != nil {
@@ -3909,6 +4033,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VMNic",
 			Handler:    _Peer_VMNic_Handler,
+		},
+		{
+			MethodName: "VMDisk",
+			Handler:    _Peer_VMDisk_Handler,
 		},
 		{
 			MethodName: "VMPutNVRAM",
