@@ -32,7 +32,9 @@ func (d *Driver) destXML(ctx context.Context, dom libvirt.Domain, dest VMSpec, f
 // derives from dest replace the source's (each disk's NBD export, socket
 // and reconnect delay, the CD-ROM's ISO path, the cloud-init seed's path, the NICs' bridges, the
 // serial log, the kernel and initrd paths). Everything else, including what libvirt filled in (PCI
-// addresses, aliases, generated MACs), is left as the source has it.
+// addresses, aliases, generated MACs, the expanded machine type, the
+// pcie-root-ports), is left as the source has it; so are the machine type
+// and CPU model even when dest names others (they apply at the next start).
 //
 // dest must be valid and describe the same guest: a difference that
 // retarget does not carry over (vCPUs, memory, disk serials or boot
@@ -137,6 +139,11 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 	}
 	want := dest.normalized()
 	want.UUID = def.UUID
+	// The machine type and CPU model stay the running guest's: a record
+	// changed since the start ('vm set --cpu-model', the cluster's
+	// vm.cpu_model) applies at the next start, and must not stop the VM
+	// from moving (maintenance evacuates by live migration).
+	want.Machine, want.CPUModel = got.Machine, got.CPUModel
 	want.NICs = append([]NICSpec(nil), dest.NICs...)
 	for i := range want.NICs {
 		if want.NICs[i].Model == "" {

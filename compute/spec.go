@@ -31,6 +31,20 @@ const (
 	// live-migrate between any two nodes.
 	DefaultCPUModel = "qemu64"
 
+	// Machine types of VMSpec.Machine: q35 (PCIe, AHCI) for new VMs,
+	// i440fx ("pc") for VMs created before q35 became the default, whose
+	// hardware must not change under their guest.
+	MachinePC  = "pc"
+	MachineQ35 = "q35"
+	// spareRootPorts is how many empty pcie-root-ports a q35 domain gets
+	// for hot-plugged NICs and disks: q35 hot-plugs PCIe devices only into
+	// free root ports, and libvirt adds none beyond the devices it places.
+	spareRootPorts = 8
+	// pcieFixedDevices are the devices libvirt places on root ports besides
+	// the disks and NICs: the virtio-serial controller (guest agent), the
+	// memory balloon and the USB controller.
+	pcieFixedDevices = 3
+
 	// maxDiskSerial is virtio-blk's serial length; QEMU truncates longer ones.
 	maxDiskSerial = 20
 	maxDisks      = 26 * 27 // vda..vdzz
@@ -74,6 +88,28 @@ type VMSpec struct {
 	// ISO labelled cidata), "" for none. It is a read-only virtio disk
 	// after the volumes, not a second CD-ROM: see seedDisk.
 	CloudInit string
+	// Machine is MachineQ35 or MachinePC; "" is MachinePC, the machine of
+	// every VM recorded before the field existed.
+	Machine string
+	// CPUModel is a libvirt CPU model name (custom mode, no fallback);
+	// "" is DefaultCPUModel.
+	CPUModel string
+}
+
+// machine is s's machine type, "" read as MachinePC.
+func (s VMSpec) machine() string {
+	if s.Machine == "" {
+		return MachinePC
+	}
+	return s.Machine
+}
+
+// cpuModel is s's CPU model, "" read as DefaultCPUModel.
+func (s VMSpec) cpuModel() string {
+	if s.CPUModel == "" {
+		return DefaultCPUModel
+	}
+	return s.CPUModel
 }
 
 // Firmwares of VMSpec.Firmware, and the OVMF build UEFI VMs run (Debian's
@@ -93,14 +129,26 @@ const (
 	BootNetwork = "network"
 )
 
-// cdromTarget is the CD-ROM's device: the secondary IDE master, which
-// both machine types' firmware (SeaBIOS, OVMF) boot from.
-const cdromTarget = "hdc"
+// cdromTarget is the CD-ROM's device on i440fx: the secondary IDE
+// master, which SeaBIOS and OVMF boot from. q35 has no IDE: its drive is
+// the first port of the built-in AHCI controller (cdromTargetQ35), which
+// both firmwares boot from too.
+const (
+	cdromTarget    = "hdc"
+	cdromTargetQ35 = "sda"
+)
 
 // normalized is s as its domain XML reads back: the boot order in
 // NormalBoot's form, and no disk marked Boot when the order has no disk.
 func (s VMSpec) normalized() VMSpec {
 	s.Boot = s.NormalBoot()
+	// The defaults read back as "", as Firmware's does.
+	if s.Machine == MachinePC {
+		s.Machine = ""
+	}
+	if s.CPUModel == DefaultCPUModel {
+		s.CPUModel = ""
+	}
 	if s.Firmware == FirmwareBIOS {
 		s.Firmware = "" // the default renders nothing
 	}
@@ -201,10 +249,11 @@ func tcgRAMArgs(memMiB int) []libvirtxml.DomainQEMUCommandlineArg {
 }
 
 var (
-	uuidRE   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	serialRE = regexp.MustCompile(`^[A-Za-z0-9_.+-]*$`)
-	bridgeRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,15}$`)
-	macRE    = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
+	cpuModelRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+	uuidRE     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	serialRE   = regexp.MustCompile(`^[A-Za-z0-9_.+-]*$`)
+	bridgeRE   = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,15}$`)
+	macRE      = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
 )
 
 var nicModels = map[string]bool{"virtio": true, "e1000": true, "e1000e": true, "rtl8139": true}
@@ -293,6 +342,12 @@ func (s VMSpec) Validate() error {
 		}
 	default:
 		return invalid("firmware %q: use bios or uefi", s.Firmware)
+	}
+	if m := s.Machine; m != "" && m != MachinePC && m != MachineQ35 {
+		return invalid("machine %q: use q35 or pc", m)
+	}
+	if s.CPUModel != "" && !cpuModelRE.MatchString(s.CPUModel) {
+		return invalid("cpu model %q: 1 to 64 of [A-Za-z0-9_.-]", s.CPUModel)
 	}
 	if s.CDROM != "" && !s.HasCDROM {
 		return invalid("cdrom %q without a CD-ROM drive", s.CDROM)
@@ -392,7 +447,7 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		// forbid: fail to start rather than silently run another model,
 		// which would break migration between nodes.
 		CPU: &libvirtxml.DomainCPU{Mode: "custom", Match: "exact",
-			Model: &libvirtxml.DomainCPUModel{Fallback: "forbid", Value: DefaultCPUModel}},
+			Model: &libvirtxml.DomainCPUModel{Fallback: "forbid", Value: spec.cpuModel()}},
 		Clock: &libvirtxml.DomainClock{Offset: "utc"},
 		// The cluster, not libvirt, decides where a stopped VM runs next, so
 		// power-off and crash leave the domain off; a guest reboot stays put.
@@ -400,6 +455,12 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		OnReboot:   "restart",
 		OnCrash:    "destroy",
 		Devices:    &libvirtxml.DomainDeviceList{},
+	}
+	q35 := spec.machine() == MachineQ35
+	if q35 {
+		// libvirt expands it to the newest q35 (pc-q35-7.2 on Debian 12);
+		// the expanded name travels with a migration.
+		d.OS.Type.Machine = MachineQ35
 	}
 	if opts.PadTCGRAM && typ == "qemu" {
 		d.QEMUCommandline = &libvirtxml.DomainQEMUCommandline{Args: tcgRAMArgs(spec.MemoryMiB)}
@@ -429,7 +490,11 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 		d.Devices.Disks = append(d.Devices.Disks, disk)
 	}
 	if spec.HasCDROM {
-		d.Devices.Disks = append(d.Devices.Disks, cdromDisk(spec.CDROM, order(BootCDROM)))
+		cd := cdromDisk(spec.CDROM, order(BootCDROM))
+		if q35 {
+			cd.Target = &libvirtxml.DomainDiskTarget{Dev: cdromTargetQ35, Bus: "sata"}
+		}
+		d.Devices.Disks = append(d.Devices.Disks, cd)
 	}
 	if spec.CloudInit != "" {
 		d.Devices.Disks = append(d.Devices.Disks, seedDisk(spec.CloudInit, len(spec.Disks)))
@@ -445,7 +510,27 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 	d.Devices.Serials, d.Devices.Consoles = serialDevices(spec.SerialLog)
 	d.Devices.Graphics, d.Devices.Videos = displayDevices()
 	d.Devices.Channels = append(d.Devices.Channels, agentChannel())
+	if q35 {
+		d.Devices.Controllers = rootPorts(spec)
+	}
 	return d, nil
+}
+
+// rootPorts are a q35 domain's pcie-root-ports: one for each device
+// libvirt places on one (an estimate from above: the virtio disks and the
+// seed, the NICs, pcieFixedDevices) plus spareRootPorts left free for
+// hot-plug. libvirt fills free ports before adding any, so the spares
+// must be counted on top. Without addresses: libvirt assigns them.
+func rootPorts(spec VMSpec) []libvirtxml.DomainController {
+	n := len(spec.Disks) + len(spec.NICs) + pcieFixedDevices + spareRootPorts
+	if spec.CloudInit != "" {
+		n++
+	}
+	out := make([]libvirtxml.DomainController, n)
+	for i := range out {
+		out[i] = libvirtxml.DomainController{Type: "pci", Model: "pcie-root-port"}
+	}
+	return out
 }
 
 // bootOrders returns the boot element of the next device of a group:
@@ -586,6 +671,12 @@ func ParseDomainXML(s string) (VMSpec, XMLOptions, error) {
 func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 	spec := VMSpec{Name: d.Name, UUID: d.UUID}
 	opts := XMLOptions{DomainType: d.Type}
+	if d.OS != nil && d.OS.Type != nil && isQ35(d.OS.Type.Machine) {
+		spec.Machine = MachineQ35
+	}
+	if d.CPU != nil && d.CPU.Model != nil && d.CPU.Model.Value != DefaultCPUModel {
+		spec.CPUModel = d.CPU.Model.Value
+	}
 	if d.VCPU != nil {
 		spec.VCPUs = int(d.VCPU.Value)
 	}
@@ -698,6 +789,12 @@ func specOf(d *libvirtxml.Domain) (VMSpec, XMLOptions, error) {
 	}
 	spec.Diskless = len(spec.Disks) == 0 && spec.Kernel == "" && !spec.HasCDROM
 	return spec, opts, nil
+}
+
+// isQ35 reports whether a machine type, as written ("q35") or as libvirt
+// expands it ("pc-q35-7.2"), is a q35; anything else here is i440fx.
+func isQ35(machine string) bool {
+	return machine == MachineQ35 || strings.HasPrefix(machine, "pc-q35-")
 }
 
 // nbdOf is a disk's NBD source; any other kind of disk is an error.

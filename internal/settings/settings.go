@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ const (
 	KindDuration Kind = "duration" // time.ParseDuration: "500ms", "3s"
 	KindRate     Kind = "rate"     // units.ParseRate, bytes/s: "100M", "100MiB/s"; 0 = unlimited
 	KindBool     Kind = "bool"     // true or false
+	KindString   Kind = "string"   // a word matching the setting's Pattern
 )
 
 // Keys of settings that are not HA timing (those are in package ha).
@@ -30,16 +32,29 @@ const (
 	KeyResyncRate = "resync.rate"
 	// KeyCertLifetime is the lifetime of issued node and admin certificates.
 	KeyCertLifetime = "pki.cert_lifetime"
+	// KeyVMCPUModel is the CPU model of VMs that have none of their own.
+	KeyVMCPUModel = "vm.cpu_model"
 )
 
+// cpuModelRE is what a CPU model name may be: libvirt's model names
+// (qemu64, Skylake-Client-v4, EPYC-Rome, Opteron_G5) and nothing that
+// could break out of the domain XML or a command line.
+var cpuModelRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// CPUModelPattern is the pattern of KeyVMCPUModel's values, for the
+// other places that take a CPU model (vm create, vm set).
+func CPUModelPattern() *regexp.Regexp { return cpuModelRE }
+
 // Setting describes one known key. Min and Max bound durations (in
-// nanoseconds) and rates (in bytes/s); Max 0 is no upper bound.
+// nanoseconds) and rates (in bytes/s); Max 0 is no upper bound. Pattern
+// is what a string setting's value must match entirely.
 type Setting struct {
 	Key         string
 	Kind        Kind
 	Default     string // canonical form
 	Description string
 	Min, Max    int64
+	Pattern     *regexp.Regexp
 }
 
 // registry lists every key, sorted. It is rebuilt on every call so nothing
@@ -70,6 +85,8 @@ func registry() []Setting {
 			"lifetime of the node and admin certificates the cluster issues; each node renews its own two thirds into it"),
 		{Key: ha.KeyRBDBlocklistIsFence, Kind: KindBool, Default: "false",
 			Description: "a dead node's clients blocklisted in Ceph count as fencing it for VMs whose disks are all on RBD (true), or recovery waits for power or lease fencing (false)"},
+		{Key: KeyVMCPUModel, Kind: KindString, Default: "qemu64", Pattern: cpuModelRE,
+			Description: "CPU model (libvirt's name, e.g. qemu64, Nehalem) of VMs without one of their own ('vm set --cpu-model'); applies at each VM's next start"},
 	}
 }
 
@@ -142,6 +159,29 @@ func (s Setting) parse(v string) (int64, error) {
 	return 0, fmt.Errorf("%s: unknown kind %q", s.Key, s.Kind)
 }
 
+// canon checks v and returns it in canonical form.
+func (s Setting) canon(v string) (string, error) {
+	if s.Kind == KindString {
+		t := strings.TrimSpace(v)
+		if s.Pattern == nil || !s.Pattern.MatchString(t) {
+			return "", fmt.Errorf("%s=%q: must match %s", s.Key, v, s.patternText())
+		}
+		return t, nil
+	}
+	n, err := s.parse(v)
+	if err != nil {
+		return "", err
+	}
+	return s.format(n), nil
+}
+
+func (s Setting) patternText() string {
+	if s.Pattern == nil {
+		return "(no value is valid)"
+	}
+	return s.Pattern.String()
+}
+
 // format prints a parsed value canonically.
 func (s Setting) format(n int64) string {
 	switch s.Kind {
@@ -162,11 +202,7 @@ func Canonical(key, value string) (string, error) {
 	if !ok {
 		return "", &UnknownKeyError{Key: key}
 	}
-	n, err := s.parse(value)
-	if err != nil {
-		return "", err
-	}
-	return s.format(n), nil
+	return s.canon(value)
 }
 
 // Validate checks every key and value of a configuration, reporting all
@@ -239,6 +275,25 @@ func Bool(cfg map[string]string, key string) (bool, error) {
 	return n != 0, err
 }
 
+// String reads a string setting: the stored value, or the default when it
+// is not set or does not match the setting's pattern (with an error
+// saying so).
+func String(cfg map[string]string, key string) (string, error) {
+	s, ok := Lookup(key)
+	if !ok || s.Kind != KindString {
+		return "", fmt.Errorf("settings: %s is not a known %s setting", key, KindString) // a programming error
+	}
+	v, ok := cfg[key]
+	if !ok || v == "" {
+		return s.Default, nil
+	}
+	c, err := s.canon(v)
+	if err != nil {
+		return s.Default, fmt.Errorf("stored %w; using the default %s", err, s.Default)
+	}
+	return c, nil
+}
+
 // Effective is one setting with the value in force.
 type Effective struct {
 	Setting
@@ -254,10 +309,10 @@ func Resolve(cfg map[string]string) []Effective {
 	for _, s := range All() {
 		e := Effective{Setting: s, Value: s.Default}
 		if v, ok := cfg[s.Key]; ok && v != "" {
-			if n, err := s.parse(v); err != nil {
+			if c, err := s.canon(v); err != nil {
 				e.Err = err
 			} else {
-				e.Value, e.Set = s.format(n), true
+				e.Value, e.Set = c, true
 			}
 		}
 		out = append(out, e)

@@ -171,3 +171,50 @@ func TestResolve(t *testing.T) {
 		t.Errorf("ha.armed: %+v", e)
 	}
 }
+
+func TestStringSetting(t *testing.T) {
+	s, ok := Lookup(KeyVMCPUModel)
+	if !ok || s.Kind != KindString || s.Default != "qemu64" {
+		t.Fatalf("%s: %+v, %v", KeyVMCPUModel, s, ok)
+	}
+	for _, good := range []string{"qemu64", "Nehalem", "Skylake-Client-v4", "Opteron_G5", " EPYC-Rome "} {
+		c, err := Canonical(KeyVMCPUModel, good)
+		if err != nil || c != strings.TrimSpace(good) {
+			t.Errorf("Canonical(%q) = %q, %v", good, c, err)
+		}
+	}
+	for _, bad := range []string{"qemu64 --enable-kvm", "a/b", "<model>", "x'y", strings.Repeat("a", 65), "mödel", " "} {
+		if c, err := Canonical(KeyVMCPUModel, bad); err == nil {
+			t.Errorf("Canonical(%q) = %q, want an error", bad, c)
+		}
+	}
+	for _, tc := range []struct {
+		cfg     map[string]string
+		want    string
+		wantErr bool
+	}{
+		{nil, "qemu64", false},
+		{map[string]string{KeyVMCPUModel: ""}, "qemu64", false},
+		{map[string]string{KeyVMCPUModel: "Nehalem"}, "Nehalem", false},
+		{map[string]string{KeyVMCPUModel: "bad model"}, "qemu64", true},
+	} {
+		got, err := String(tc.cfg, KeyVMCPUModel)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("String(%v) = %q, %v; want %q, error %v", tc.cfg, got, err, tc.want, tc.wantErr)
+		}
+	}
+	if _, err := String(nil, KeyResyncRate); err == nil {
+		t.Error("String of a rate setting: no error")
+	}
+	// Resolve shows a set value, and a bad stored one as the default.
+	for _, e := range Resolve(map[string]string{KeyVMCPUModel: "Haswell"}) {
+		if e.Key == KeyVMCPUModel && (e.Value != "Haswell" || !e.Set) {
+			t.Errorf("Resolve: %+v", e)
+		}
+	}
+	for _, e := range Resolve(map[string]string{KeyVMCPUModel: "a b"}) {
+		if e.Key == KeyVMCPUModel && (e.Value != "qemu64" || e.Set || e.Err == nil) {
+			t.Errorf("Resolve of a bad value: %+v", e)
+		}
+	}
+}
