@@ -55,6 +55,45 @@ type VMSpecRecord struct {
 	// secret (internal/sealed, bound to the VM's name and UUID): user-data
 	// may hold credentials. "" for none.
 	CloudInit string `json:"cloud_init,omitempty"`
+	// Machine is VMMachineQ35 or VMMachinePC; "" is VMMachinePC, so that
+	// a VM recorded before the field existed keeps its i440fx hardware.
+	Machine string `json:"machine,omitempty"`
+	// CPUModel is the VM's own libvirt CPU model; "" is the cluster's
+	// (setting vm.cpu_model), read when the VM starts.
+	CPUModel string `json:"cpu_model,omitempty"`
+}
+
+// Machine types of VMSpecRecord.Machine.
+const (
+	VMMachinePC  = "pc"
+	VMMachineQ35 = "q35"
+)
+
+// ValidCPUModelName reports whether s may be a CPU model name: 1 to 64 of
+// [A-Za-z0-9_.-], as libvirt's model names are (qemu64, Skylake-Client-v4,
+// Opteron_G5). Whether libvirt knows it is the API's check.
+func ValidCPUModelName(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// checkMachineCPU refuses a machine type or CPU model no node could run.
+func checkMachineCPU(sp VMSpecRecord) error {
+	if sp.Machine != "" && sp.Machine != VMMachinePC && sp.Machine != VMMachineQ35 {
+		return fmt.Errorf("%w: machine %q: q35 or pc", ErrBadCommand, sp.Machine)
+	}
+	if sp.CPUModel != "" && !ValidCPUModelName(sp.CPUModel) {
+		return fmt.Errorf("%w: cpu model %q: 1 to 64 of [A-Za-z0-9_.-]", ErrBadCommand, sp.CPUModel)
+	}
+	return nil
 }
 
 // MaxCloudInitSealed bounds VMSpecRecord.CloudInit: 64 KiB of files
@@ -149,6 +188,9 @@ func (m *metaSM) applyVM(c *Command) ([]byte, error) {
 		// Never a plain user-data in the replicated state.
 		if ci := v.Spec.CloudInit; ci != "" && (!sealed.IsSealed(ci) || len(ci) > MaxCloudInitSealed) {
 			return nil, fmt.Errorf("%w: a VM's cloud-init seed must be sealed and at most %d bytes", ErrBadCommand, MaxCloudInitSealed)
+		}
+		if err := checkMachineCPU(v.Spec); err != nil {
+			return nil, err
 		}
 		if v.Desired == "" {
 			v.Desired = VMStopped

@@ -7,14 +7,16 @@ import (
 	"strings"
 )
 
-// VMSpecCmd changes a VM's vCPUs and memory (tandem vm set); zero leaves
-// a field as it is. The record changes at once; the VM's QEMU gets the
-// new values when it next starts (a live migration keeps the running
+// VMSpecCmd changes a VM's vCPUs, memory and CPU model (tandem vm set);
+// zero (nil) leaves a field as it is, and a CPUModel of "" returns the VM
+// to the cluster's model. The record changes at once; the VM's QEMU gets
+// the new values when it next starts (a live migration keeps the running
 // ones).
 type VMSpecCmd struct {
-	VM        string `json:"vm"`
-	VCPUs     int    `json:"vcpus,omitempty"`
-	MemoryMiB int    `json:"memory_mib,omitempty"`
+	VM        string  `json:"vm"`
+	VCPUs     int     `json:"vcpus,omitempty"`
+	MemoryMiB int     `json:"memory_mib,omitempty"`
+	CPUModel  *string `json:"cpu_model,omitempty"`
 }
 
 // Bounds of a VM's spec, as the API and the state machine check them.
@@ -42,9 +44,16 @@ func (m *metaSM) applyVMSpec(c *Command) ([]byte, error) {
 		changes = append(changes, fmt.Sprintf("vCPUs %d -> %d", v.Spec.VCPUs, u.VCPUs))
 		v.Spec.VCPUs = u.VCPUs
 	}
+	if u.CPUModel != nil && *u.CPUModel != "" && !ValidCPUModelName(*u.CPUModel) {
+		return nil, fmt.Errorf("%w: vm-spec: cpu model %q: 1 to 64 of [A-Za-z0-9_.-]", ErrBadCommand, *u.CPUModel)
+	}
 	if u.MemoryMiB != 0 && u.MemoryMiB != v.Spec.MemoryMiB {
 		changes = append(changes, fmt.Sprintf("memory %d -> %d MiB", v.Spec.MemoryMiB, u.MemoryMiB))
 		v.Spec.MemoryMiB = u.MemoryMiB
+	}
+	if u.CPUModel != nil && *u.CPUModel != v.Spec.CPUModel {
+		changes = append(changes, fmt.Sprintf("cpu model %s -> %s", orClusterDefault(v.Spec.CPUModel), orClusterDefault(*u.CPUModel)))
+		v.Spec.CPUModel = *u.CPUModel
 	}
 	if len(changes) > 0 {
 		v.Changed = c.At
@@ -53,7 +62,16 @@ func (m *metaSM) applyVMSpec(c *Command) ([]byte, error) {
 	return json.Marshal(v)
 }
 
-// SetVMSpec records a VM's new vCPUs and memory (zero: unchanged).
+// orClusterDefault names a VM's CPU model for the audit trail.
+func orClusterDefault(model string) string {
+	if model == "" {
+		return "the cluster's default"
+	}
+	return model
+}
+
+// SetVMSpec records a VM's new vCPUs, memory and CPU model (zero, nil:
+// unchanged).
 func (m *Meta) SetVMSpec(ctx context.Context, u VMSpecCmd) (*VMRecord, error) {
 	return proposeAs[VMRecord](ctx, m, Command{Op: opVMSpec, VMSpec: &u}, "VM")
 }

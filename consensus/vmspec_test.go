@@ -56,3 +56,55 @@ func bootstrapped(t *testing.T, at time.Time) (*metaSM, func(Command) error) {
 	}
 	return m, apply
 }
+
+// TestVMSpecCPUModel: vm-spec sets the VM's own CPU model, "" returns it
+// to the cluster's, nil leaves it; a name that is not one is refused and
+// changes nothing. vm-create refuses a bad machine or model.
+func TestVMSpecCPUModel(t *testing.T) {
+	at := time.Now()
+	m, apply := bootstrapped(t, at)
+	m.s.VMs["web"] = &VMRecord{Name: "web", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 192, Machine: VMMachineQ35}}
+	str := func(s string) *string { return &s }
+	for _, bad := range []string{"qemu64 -enable-kvm", "a/b", "<x>", string(make([]byte, 65))} {
+		if err := apply(Command{Op: opVMSpec, VMSpec: &VMSpecCmd{VM: "web", CPUModel: str(bad), MemoryMiB: 256}}); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("cpu model %q: %v", bad, err)
+		}
+	}
+	if got := m.s.VMs["web"].Spec; got.CPUModel != "" || got.MemoryMiB != 192 {
+		t.Fatalf("refusals changed the spec: %+v", got)
+	}
+	if err := apply(Command{Op: opVMSpec, VMSpec: &VMSpecCmd{VM: "web", CPUModel: str("Nehalem")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.VMs["web"].Spec; got.CPUModel != "Nehalem" || got.Machine != VMMachineQ35 || got.VCPUs != 1 {
+		t.Fatalf("cpu model set: %+v", got)
+	}
+	if err := apply(Command{Op: opVMSpec, VMSpec: &VMSpecCmd{VM: "web", VCPUs: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.VMs["web"].Spec; got.CPUModel != "Nehalem" || got.VCPUs != 2 {
+		t.Fatalf("vCPUs only changed the model: %+v", got)
+	}
+	if err := apply(Command{Op: opVMSpec, VMSpec: &VMSpecCmd{VM: "web", CPUModel: str("")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.s.VMs["web"].Spec; got.CPUModel != "" {
+		t.Fatalf("back to the default: %+v", got)
+	}
+	for _, sp := range []VMSpecRecord{
+		{VCPUs: 1, MemoryMiB: 64, Machine: "isapc"},
+		{VCPUs: 1, MemoryMiB: 64, Machine: "q35", CPUModel: "bad model"},
+	} {
+		v := &VMRecord{Name: "db", UUID: "u", Spec: sp}
+		if err := apply(Command{Op: opVMCreate, VM: v}); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("vm-create %+v: %v", sp, err)
+		}
+	}
+	if _, ok := m.s.VMs["db"]; ok {
+		t.Fatal("a refused vm-create recorded the VM")
+	}
+	v := &VMRecord{Name: "db", UUID: "u", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 64, Machine: "pc", CPUModel: "Opteron_G5"}}
+	if err := apply(Command{Op: opVMCreate, VM: v}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -114,6 +114,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		node, antiAffinity      string
 		image, cdrom, boot      string
 		firmware                string
+		machine, cpuModel       string
 		userData, metaData      string
 		networkConfig           string
 		priority                int32
@@ -142,6 +143,13 @@ one boots itself). --firmware uefi boots OVMF (Debian package ovmf on every
 node); the UEFI variables (NVRAM) are kept in the VM's record, so they
 follow it across migration and failover.
 
+--machine picks the machine type: q35 (the default: PCIe, the CD-ROM on
+SATA) or pc (i440fx, the machine of VMs created before q35 was the
+default). --cpu-model names a libvirt CPU model (virsh domcapabilities lists
+them, e.g. qemu64, Nehalem); every node's libvirt must know it. Without it
+(or with default) the VM gets the cluster's, setting vm.cpu_model (qemu64
+unless set), read at each start; 'tandem vm set --cpu-model' changes it.
+
 --cloud-init USER-DATA gives the VM a cloud-init NoCloud seed: a read-only
 disk (an ISO 9660 file system labelled cidata, next to any --cdrom) holding
 user-data, meta-data (--meta-data, default instance-id: the VM's UUID and
@@ -160,7 +168,13 @@ the VM builds the seed, so it follows the VM across migration and failover.`,
 				return err
 			}
 			req := &tandemv1.CreateVMRequest{Name: args[0], Vcpus: vcpus, MemoryMib: uint32(mem >> 20), Kernel: kernel, Initrd: initrd, Cmdline: cmdline,
-				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force, Cdrom: cdrom, Firmware: firmware, CloudInit: ci}
+				Node: node, AntiAffinity: antiAffinity, Priority: priority, Start: start, Force: force, Cdrom: cdrom, Firmware: firmware, CloudInit: ci,
+				Machine: machine, CpuModel: cpuModel}
+			switch machine {
+			case "", "q35", "pc":
+			default:
+				return usageErrorf("--machine %q: use q35 (the default) or pc (i440fx)", machine)
+			}
 			if boot != "" {
 				req.Boot = strings.Split(boot, ",")
 			}
@@ -232,6 +246,8 @@ the VM builds the seed, so it follows the VM across migration and failover.`,
 	f.StringVar(&cdrom, "cdrom", "", "ISO image (tandem image list) in a read-only CD-ROM drive")
 	f.StringVar(&boot, "boot", "", "boot order, comma-separated: disk, cdrom, network (default disk,cdrom)")
 	f.StringVar(&firmware, "firmware", "", "bios (SeaBIOS, the default) or uefi (OVMF; its NVRAM follows the VM)")
+	f.StringVar(&machine, "machine", "", "machine type: q35 (the default) or pc (i440fx)")
+	f.StringVar(&cpuModel, "cpu-model", "", "libvirt CPU model, e.g. Nehalem (default: the cluster's vm.cpu_model)")
 	f.StringVar(&userData, "cloud-init", "", "cloud-init user-data file (#cloud-config YAML or #! script) for a NoCloud seed")
 	f.StringVar(&metaData, "meta-data", "", "cloud-init meta-data file (default: instance-id and local-hostname)")
 	f.StringVar(&networkConfig, "network-config", "", "cloud-init network-config file")
@@ -290,6 +306,16 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 		fmt.Fprintf(tw, "Up:\t%s (on %s since %s)\n", time.Since(at.AsTime()).Round(time.Second), dash(v.Node), formatTime(at))
 	}
 	fmt.Fprintf(tw, "vCPUs:\t%d\n", v.Vcpus)
+	if v.Machine != "" {
+		fmt.Fprintf(tw, "Machine:\t%s\n", machineName(v.Machine))
+	}
+	if v.CpuModel != "" {
+		def := ""
+		if v.CpuModelDefault {
+			def = " (the cluster's vm.cpu_model)"
+		}
+		fmt.Fprintf(tw, "CPU model:\t%s%s\n", v.CpuModel, def)
+	}
 	fmt.Fprintf(tw, "Memory:\t%s\n", formatBytes(int64(v.MemoryMib)<<20))
 	fmt.Fprintf(tw, "Volumes:\t%s\n", dash(strings.Join(v.Volumes, ", ")))
 	for i, n := range v.Nics {
@@ -324,6 +350,17 @@ func writeVM(w io.Writer, v *tandemv1.VMInfo) error {
 		fmt.Fprintf(w, "warning: %s\n", v.Warning)
 	}
 	return nil
+}
+
+// machineName spells out a machine type for vm show.
+func machineName(m string) string {
+	switch m {
+	case "q35":
+		return "q35 (PCIe)"
+	case "pc":
+		return "pc (i440fx)"
+	}
+	return m
 }
 
 func newVMShowCmd(a *app) *cobra.Command {

@@ -57,7 +57,28 @@ func (m *Manager) checkSpec(ctx context.Context, ms *consensus.MetaState, req *t
 			ask.Bridges = append(ask.Bridges, n.Bridge)
 		}
 	}
+	if req.CpuModel != "" {
+		ask.CpuModels = []string{req.CpuModel}
+	}
 	return judgeSpec(req, m.askCompute(ctx, ms, dataMembers(ms, req.Node), ask))
+}
+
+// checkCPUModel refuses a CPU model that a node with compute does not know
+// (or cannot provide), naming the node and a few models it knows. Unlike
+// a missing file or bridge, which only narrows where the VM may run, a
+// model is refused if any node lacks it: placement does not look at CPU
+// models, and a VM must be able to migrate and fail over to every node.
+func checkCPUModel(answers map[string]*tandemv1.ComputeStatus) error {
+	var problems []string
+	for _, n := range slices.Sorted(maps.Keys(answers)) {
+		if st := answers[n]; st.Available && len(st.CpuModelProblems) > 0 {
+			problems = append(problems, fmt.Sprintf("on %s: %s", n, strings.Join(st.CpuModelProblems, "; ")))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return status.Errorf(codes.InvalidArgument, "%s", strings.Join(problems, "; "))
 }
 
 // judgeSpec decides from the nodes' answers. With none answering, or none
@@ -66,6 +87,9 @@ func (m *Manager) checkSpec(ctx context.Context, ms *consensus.MetaState, req *t
 func judgeSpec(req *tandemv1.CreateVMRequest, answers map[string]*tandemv1.ComputeStatus) (string, error) {
 	if len(answers) == 0 {
 		return "", nil
+	}
+	if err := checkCPUModel(answers); err != nil {
+		return "", err
 	}
 	nodes := map[string]*tandemv1.ComputeStatus{}
 	var without []string

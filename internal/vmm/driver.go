@@ -231,7 +231,15 @@ func usedMiB(ms *consensus.MetaState, node string) uint64 {
 func (m *Manager) domainSpec(vm *tandemv1.VMInfo, nbdSocket, cdrom, nvram, seed string) compute.VMSpec {
 	spec := compute.VMSpec{Name: vm.Name, UUID: vm.Uuid, VCPUs: int(vm.Vcpus), MemoryMiB: int(vm.MemoryMib),
 		Kernel: vm.Kernel, Initrd: vm.Initrd, Cmdline: vm.Cmdline, SerialLog: m.consoleLog(vm.Name),
-		HasCDROM: vm.HasCdrom, CDROM: cdrom, Boot: slices.Clone(vm.Boot), Firmware: vm.Firmware, NVRAM: nvram, CloudInit: seed}
+		HasCDROM: vm.HasCdrom, CDROM: cdrom, Boot: slices.Clone(vm.Boot), Firmware: vm.Firmware, NVRAM: nvram, CloudInit: seed,
+		Machine: vm.Machine, CPUModel: vm.CpuModel}
+	if spec.CPUModel == "" {
+		// The cluster's model, as this node's metadata has it now: a
+		// change of vm.cpu_model reaches each VM at its next start.
+		if ms, err := m.metaLocal(); err == nil {
+			spec.CPUModel = clusterCPUModel(ms)
+		}
+	}
 	for i, v := range vm.Volumes {
 		spec.Disks = append(spec.Disks, compute.DiskSpec{Volume: v, Socket: nbdSocket, Boot: i == 0 && vm.Kernel == ""})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/state/statetest"
+	"github.com/tandemhci/tandem/compute"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -234,6 +235,13 @@ func (p fakePeer) ComputeInfo(_ context.Context, req *tandemv1.ComputeInfoReques
 	if len(req.Paths) > 0 || len(req.Bridges) > 0 {
 		out.Missing = p.w.missing[p.node]
 	}
+	if known := p.w.cpuModels[p.node]; known != nil {
+		for _, model := range req.CpuModels {
+			if pr := compute.CPUModelProblem(model, known, known); pr != "" {
+				out.CpuModelProblems = append(out.CpuModelProblems, pr)
+			}
+		}
+	}
 	return out, nil
 }
 
@@ -273,18 +281,21 @@ func (p fakePeer) VolumeHandover(_ context.Context, req *tandemv1.PromoteVolumeR
 // world is the cluster as node n1 sees it: three data members with 4 GiB
 // for VMs each, all answering.
 type world struct {
-	j        *journal
-	ms       *consensus.MetaState
-	quorate  bool
-	compute  map[string]*tandemv1.ComputeStatus
-	missing  map[string][]string // what each node lacks of a spec's files and bridges
-	running  map[string]string   // VM -> libvirt state
-	vols     *fakeVolumes
-	meta     *fakeMeta
-	fence    *state.SelfFence
-	now      time.Time
-	failNIC  error // what the peer's NIC hot-plug answers
-	failDisk error // what the peer's disk hot-plug answers
+	j       *journal
+	ms      *consensus.MetaState
+	quorate bool
+	compute map[string]*tandemv1.ComputeStatus
+	missing map[string][]string // what each node lacks of a spec's files and bridges
+	// cpuModels are the CPU models each node's libvirt knows (nil: it
+	// cannot say, as libvirt's test driver).
+	cpuModels map[string][]string
+	running   map[string]string // VM -> libvirt state
+	vols      *fakeVolumes
+	meta      *fakeMeta
+	fence     *state.SelfFence
+	now       time.Time
+	failNIC   error // what the peer's NIC hot-plug answers
+	failDisk  error // what the peer's disk hot-plug answers
 
 	mu    sync.Mutex
 	asked map[string][]string // what the manager asked: note's key -> values
@@ -303,8 +314,9 @@ func (w *world) note(key string, values ...string) {
 
 func newWorld() *world {
 	w := &world{j: &journal{}, quorate: true, fence: &state.SelfFence{}, running: map[string]string{},
-		now:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		missing: map[string][]string{},
+		now:       time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		missing:   map[string][]string{},
+		cpuModels: map[string][]string{},
 		ms: &consensus.MetaState{
 			Nodes: map[string]*consensus.NodeRecord{
 				"n1": {Name: "n1", State: consensus.NodeMember, BackendAddr: "10.0.0.1:7000"},
@@ -379,6 +391,10 @@ func (f *fakeMeta) SetVMSpec(_ context.Context, u consensus.VMSpecCmd) (*consens
 	}
 	nv := *v
 	nv.Spec.VCPUs, nv.Spec.MemoryMiB = u.VCPUs, u.MemoryMiB
+	if u.CPUModel != nil {
+		f.w.j.Add("meta set-spec %s cpu-model=%q", u.VM, *u.CPUModel)
+		nv.Spec.CPUModel = *u.CPUModel
+	}
 	f.w.ms.VMs[u.VM] = &nv
 	return &nv, nil
 }

@@ -22,11 +22,35 @@ import (
 // deciding node (or HA recovery) asks it over the peer API.
 
 // ComputeInfo is this node's compute status, with what it lacks of the
-// files and bridges req names.
+// files, bridges and CPU models req names.
 func (m *Manager) ComputeInfo(ctx context.Context, req *tandemv1.ComputeInfoRequest) *tandemv1.ComputeStatus {
 	st := m.status(ctx)
 	st.Missing = lacking(req.Paths, req.Bridges)
+	if len(req.CpuModels) > 0 && st.Available {
+		st.CpuModelProblems = m.cpuModelProblems(ctx, req.CpuModels)
+	}
 	return st
+}
+
+// cpuModelProblems says which of models libvirt here does not know or
+// cannot provide (compute.CPUModelProblem). When libvirt cannot say, the
+// problem is that: a model is accepted only where it was checked.
+func (m *Manager) cpuModelProblems(ctx context.Context, models []string) []string {
+	drv, err := m.Driver(ctx)
+	if err != nil {
+		return []string{fmt.Sprintf("cpu models cannot be checked: %v", err)}
+	}
+	known, usable, err := drv.CPUModels(ctx, compute.MachineQ35)
+	if err != nil {
+		return []string{fmt.Sprintf("cpu models cannot be checked: %v", err)}
+	}
+	var out []string
+	for _, model := range models {
+		if p := compute.CPUModelProblem(model, known, usable); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // lacking names the files and network interfaces of a VM spec that this

@@ -14,16 +14,24 @@ import (
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
-// Set changes a VM's vCPUs and memory ('tandem vm set'). The values are
-// checked as a create's are (bounds, and what the nodes offer) before
-// anything changes; the record changes at once, and QEMU gets the new
+// Set changes a VM's vCPUs, memory and CPU model ('tandem vm set'). The
+// values are checked as a create's are (bounds, what the nodes offer, a
+// CPU model every node's libvirt knows) before anything changes; the record changes at once, and QEMU gets the new
 // values when the VM next starts: a stopped VM at its start, a running
 // one when it restarts (stop and start, or an HA restart). A live
 // migration keeps the running values, since the destination runs the
 // source's definition.
 func (m *Manager) Set(ctx context.Context, req *tandemv1.SetVMRequest) (*tandemv1.SetVMResponse, error) {
-	if req.Vcpus == nil && req.MemoryMib == nil {
-		return nil, status.Error(codes.InvalidArgument, "nothing to change: give --vcpus and/or --memory")
+	if req.Vcpus == nil && req.MemoryMib == nil && req.CpuModel == nil {
+		return nil, status.Error(codes.InvalidArgument, "nothing to change: give --vcpus, --memory and/or --cpu-model")
+	}
+	var model *string
+	if req.CpuModel != nil {
+		mdl, err := cpuModelArg(*req.CpuModel)
+		if err != nil {
+			return nil, err
+		}
+		model = &mdl
 	}
 	if req.Vcpus != nil && (*req.Vcpus < 1 || *req.Vcpus > consensus.MaxVMVCPUs) {
 		return nil, status.Errorf(codes.InvalidArgument, "vcpus %d: use 1 to %d", *req.Vcpus, consensus.MaxVMVCPUs)
@@ -42,8 +50,13 @@ func (m *Manager) Set(ctx context.Context, req *tandemv1.SetVMRequest) (*tandemv
 	if req.MemoryMib != nil {
 		want.MemoryMiB = int(*req.MemoryMib)
 	}
+	want.CPUModel = model
+	ask := &tandemv1.ComputeInfoRequest{}
+	if model != nil && *model != "" {
+		ask.CpuModels = []string{*model}
+	}
 	if _, err := judgeSpec(&tandemv1.CreateVMRequest{Vcpus: uint32(want.VCPUs), MemoryMib: uint32(want.MemoryMiB)},
-		m.askCompute(ctx, ms, dataMembers(ms, ""), &tandemv1.ComputeInfoRequest{})); err != nil {
+		m.askCompute(ctx, ms, dataMembers(ms, ""), ask)); err != nil {
 		return nil, err
 	}
 	nv, err := meta.SetVMSpec(ctx, want)
@@ -56,6 +69,16 @@ func (m *Manager) Set(ctx context.Context, req *tandemv1.SetVMRequest) (*tandemv
 	}
 	if nv.Spec.MemoryMiB != v.Spec.MemoryMiB {
 		changes = append(changes, fmt.Sprintf("memory %d -> %d MiB", v.Spec.MemoryMiB, nv.Spec.MemoryMiB))
+	}
+	if nv.Spec.CPUModel != v.Spec.CPUModel {
+		def := clusterCPUModel(ms)
+		name := func(s string) string {
+			if s == "" {
+				return "default (the cluster's, now " + def + ")"
+			}
+			return s
+		}
+		changes = append(changes, fmt.Sprintf("cpu model %s -> %s", name(v.Spec.CPUModel), name(nv.Spec.CPUModel)))
 	}
 	ms = ms.Clone()
 	ms.VMs[nv.Name] = nv

@@ -21,6 +21,7 @@ import (
 	"github.com/tandemhci/tandem/internal/apierr"
 	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/placement"
+	"github.com/tandemhci/tandem/internal/settings"
 	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -37,7 +38,10 @@ func VMInfoOf(v *consensus.VMRecord) *tandemv1.VMInfo {
 		AntiAffinity: v.AntiAffinity, Kernel: v.Spec.Kernel, Initrd: v.Spec.Initrd, Cmdline: v.Spec.Cmdline,
 		Created: timestamppb.New(v.Created), State: "stopped",
 		Cdrom: v.Spec.CDROM, HasCdrom: v.Spec.HasCDROM, Boot: slices.Clone(v.Spec.Boot), Firmware: v.Spec.Firmware,
-		CloudInit: v.Spec.CloudInit != ""}
+		CloudInit: v.Spec.CloudInit != "", Machine: v.Spec.Machine, CpuModel: v.Spec.CPUModel}
+	if out.Machine == "" {
+		out.Machine = consensus.VMMachinePC // recorded before q35 was the default
+	}
 	if v.NVRAM != nil {
 		out.NvramSha256 = v.NVRAM.SHA256
 	}
@@ -114,7 +118,18 @@ func (m *Manager) Show(ctx context.Context, name string) (*tandemv1.VMInfo, erro
 	}
 	info := m.live(ctx, ms, v, 3*time.Second)
 	m.guestAgentInfo(ctx, ms, v, info)
+	if info.CpuModel == "" {
+		info.CpuModel, info.CpuModelDefault = clusterCPUModel(ms), true
+	}
 	return info, nil
+}
+
+// clusterCPUModel is the cluster's CPU model (vm.cpu_model), the model of
+// VMs without one of their own; a stored value that is not valid reads as
+// the default.
+func clusterCPUModel(ms *consensus.MetaState) string {
+	model, _ := settings.String(ms.Config, settings.KeyVMCPUModel)
+	return model
 }
 
 func randomMAC() string {
@@ -157,6 +172,18 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 	if req.Firmware == compute.FirmwareUEFI && req.Kernel != "" {
 		return nil, status.Error(codes.InvalidArgument, "--firmware uefi and --kernel: a kernel boots directly, without firmware")
 	}
+	switch req.Machine {
+	case "":
+		req.Machine = consensus.VMMachineQ35
+	case consensus.VMMachineQ35, consensus.VMMachinePC:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "--machine %q: use q35 (the default) or pc (i440fx)", req.Machine)
+	}
+	model, err := cpuModelArg(req.CpuModel)
+	if err != nil {
+		return nil, err
+	}
+	req.CpuModel = model
 	ms, meta, err := m.fresh(ctx)
 	if err != nil {
 		return nil, err
@@ -183,7 +210,8 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 	}
 	rec := consensus.VMRecord{Name: req.Name, UUID: randomUUID(), Desired: consensus.VMStopped, Priority: int(req.Priority), AntiAffinity: req.AntiAffinity,
 		Spec: consensus.VMSpecRecord{VCPUs: int(req.Vcpus), MemoryMiB: int(req.MemoryMib), Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline,
-			HasCDROM: req.Cdrom != "", CDROM: req.Cdrom, Boot: slices.Clone(req.Boot), Firmware: req.Firmware}}
+			HasCDROM: req.Cdrom != "", CDROM: req.Cdrom, Boot: slices.Clone(req.Boot), Firmware: req.Firmware,
+			Machine: req.Machine, CPUModel: req.CpuModel}}
 	if rec.Spec.CloudInit, err = m.sealSeed(req.CloudInit, rec.UUID, rec.Name); err != nil {
 		return nil, err
 	}
@@ -262,6 +290,19 @@ func (m *Manager) Create(ctx context.Context, req *tandemv1.CreateVMRequest) (*t
 		info.Warning = strings.TrimPrefix(info.Warning+"; "+warning, "; ")
 	}
 	return info, nil
+}
+
+// cpuModelArg is a VM's own CPU model as given to create or set: "" for
+// "" or "default" (the cluster's), else a name of libvirt's form (whether
+// the nodes know it is checkSpec's question).
+func cpuModelArg(s string) (string, error) {
+	if s == "" || s == "default" {
+		return "", nil
+	}
+	if !consensus.ValidCPUModelName(s) {
+		return "", status.Errorf(codes.InvalidArgument, "--cpu-model %q: a libvirt CPU model name (1 to 64 of A-Z a-z 0-9 _ . -, such as qemu64 or Nehalem), or default", s)
+	}
+	return s, nil
 }
 
 // checkBoot checks a create's boot order: each of disk, cdrom and

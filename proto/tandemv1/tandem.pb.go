@@ -4673,6 +4673,13 @@ type VMInfo struct {
 	// cloud-init (issue 18): the VM has a NoCloud seed (user-data etc.,
 	// sealed in its record), built on the node that starts it.
 	CloudInit bool `protobuf:"varint,45,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
+	// Machine and CPU (issue 18): the machine type, q35 or pc (i440fx: VMs
+	// recorded before q35 became the default); the VM's own CPU model, ""
+	// for the cluster's (vm.cpu_model). vm show fills cpu_model with the
+	// cluster's then and sets cpu_model_default.
+	Machine         string `protobuf:"bytes,46,opt,name=machine,proto3" json:"machine,omitempty"`
+	CpuModel        string `protobuf:"bytes,47,opt,name=cpu_model,json=cpuModel,proto3" json:"cpu_model,omitempty"`
+	CpuModelDefault bool   `protobuf:"varint,48,opt,name=cpu_model_default,json=cpuModelDefault,proto3" json:"cpu_model_default,omitempty"`
 	// Guest agent (issue 18): the guest's addresses as qemu-guest-agent
 	// reports them (vm show only), the agent's state (answering, or not
 	// answering and why), and after vm stop how the VM went down (agent,
@@ -4889,6 +4896,27 @@ func (x *VMInfo) GetCloudInit() bool {
 	return false
 }
 
+func (x *VMInfo) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *VMInfo) GetCpuModel() string {
+	if x != nil {
+		return x.CpuModel
+	}
+	return ""
+}
+
+func (x *VMInfo) GetCpuModelDefault() bool {
+	if x != nil {
+		return x.CpuModelDefault
+	}
+	return false
+}
+
 func (x *VMInfo) GetGuestAddresses() []string {
 	if x != nil {
 		return x.GuestAddresses
@@ -5025,7 +5053,12 @@ type CreateVMRequest struct {
 	Firmware string `protobuf:"bytes,42,opt,name=firmware,proto3" json:"firmware,omitempty"`
 	// cloud-init (issue 18): a NoCloud seed for the VM, at most 64 KiB in
 	// all; none when unset.
-	CloudInit     *CloudInit `protobuf:"bytes,43,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
+	CloudInit *CloudInit `protobuf:"bytes,43,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
+	// Machine and CPU (issue 18): q35 (the default, also "") or pc
+	// (i440fx); a libvirt CPU model, "" or "default" for the cluster's
+	// (vm.cpu_model).
+	Machine       string `protobuf:"bytes,44,opt,name=machine,proto3" json:"machine,omitempty"`
+	CpuModel      string `protobuf:"bytes,45,opt,name=cpu_model,json=cpuModel,proto3" json:"cpu_model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5177,6 +5210,20 @@ func (x *CreateVMRequest) GetCloudInit() *CloudInit {
 		return x.CloudInit
 	}
 	return nil
+}
+
+func (x *CreateVMRequest) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *CreateVMRequest) GetCpuModel() string {
+	if x != nil {
+		return x.CpuModel
+	}
+	return ""
 }
 
 // CloudInit is the content of a NoCloud seed (ISO 9660 labelled cidata).
@@ -5958,8 +6005,10 @@ type SetVMRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Absent: unchanged.
-	Vcpus         *uint32 `protobuf:"varint,2,opt,name=vcpus,proto3,oneof" json:"vcpus,omitempty"`
-	MemoryMib     *uint32 `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3,oneof" json:"memory_mib,omitempty"`
+	Vcpus     *uint32 `protobuf:"varint,2,opt,name=vcpus,proto3,oneof" json:"vcpus,omitempty"`
+	MemoryMib *uint32 `protobuf:"varint,3,opt,name=memory_mib,json=memoryMib,proto3,oneof" json:"memory_mib,omitempty"`
+	// A libvirt CPU model, or "default" for the cluster's (vm.cpu_model).
+	CpuModel      *string `protobuf:"bytes,4,opt,name=cpu_model,json=cpuModel,proto3,oneof" json:"cpu_model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6013,6 +6062,13 @@ func (x *SetVMRequest) GetMemoryMib() uint32 {
 		return *x.MemoryMib
 	}
 	return 0
+}
+
+func (x *SetVMRequest) GetCpuModel() string {
+	if x != nil && x.CpuModel != nil {
+		return *x.CpuModel
+	}
+	return ""
 }
 
 type SetVMResponse struct {
@@ -8436,8 +8492,12 @@ type ComputeInfoRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Files (kernel, initrd) and host bridges to look for on the node; the
 	// ones it lacks come back in ComputeStatus.missing.
-	Paths         []string `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
-	Bridges       []string `protobuf:"bytes,2,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	Paths   []string `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`
+	Bridges []string `protobuf:"bytes,2,rep,name=bridges,proto3" json:"bridges,omitempty"`
+	// CPU models to look for in libvirt's domain capabilities; those
+	// unknown or unusable on the node come back in
+	// ComputeStatus.cpu_model_problems.
+	CpuModels     []string `protobuf:"bytes,3,rep,name=cpu_models,json=cpuModels,proto3" json:"cpu_models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -8486,6 +8546,13 @@ func (x *ComputeInfoRequest) GetBridges() []string {
 	return nil
 }
 
+func (x *ComputeInfoRequest) GetCpuModels() []string {
+	if x != nil {
+		return x.CpuModels
+	}
+	return nil
+}
+
 type ComputeStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Available bool                   `protobuf:"varint,1,opt,name=available,proto3" json:"available,omitempty"`
@@ -8508,10 +8575,14 @@ type ComputeStatus struct {
 	Cpus uint32 `protobuf:"varint,11,opt,name=cpus,proto3" json:"cpus,omitempty"`
 	// The libvirt domain type VMs get here: "kvm", or "qemu" (TCG), and
 	// why (compute.domain_type, or the KVM probe's verdict).
-	Accel         string `protobuf:"bytes,12,opt,name=accel,proto3" json:"accel,omitempty"`
-	AccelDetail   string `protobuf:"bytes,13,opt,name=accel_detail,json=accelDetail,proto3" json:"accel_detail,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Accel       string `protobuf:"bytes,12,opt,name=accel,proto3" json:"accel,omitempty"`
+	AccelDetail string `protobuf:"bytes,13,opt,name=accel_detail,json=accelDetail,proto3" json:"accel_detail,omitempty"`
+	// Of the CPU models asked about, why each unknown or unusable one
+	// cannot run here ("cpu model X: libvirt does not know it (... e.g.
+	// qemu64, Nehalem ...)").
+	CpuModelProblems []string `protobuf:"bytes,14,rep,name=cpu_model_problems,json=cpuModelProblems,proto3" json:"cpu_model_problems,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ComputeStatus) Reset() {
@@ -8633,6 +8704,13 @@ func (x *ComputeStatus) GetAccelDetail() string {
 		return x.AccelDetail
 	}
 	return ""
+}
+
+func (x *ComputeStatus) GetCpuModelProblems() []string {
+	if x != nil {
+		return x.CpuModelProblems
+	}
+	return nil
 }
 
 type PeerVMRequest struct {
@@ -10774,7 +10852,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x05VMNic\x12\x16\n" +
 	"\x06bridge\x18\x01 \x01(\tR\x06bridge\x12\x10\n" +
 	"\x03mac\x18\x02 \x01(\tR\x03mac\x12\x10\n" +
-	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xbe\x06\n" +
+	"\x03ips\x18\x03 \x03(\tR\x03ips\"\xa1\a\n" +
 	"\x06VMInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x14\n" +
@@ -10805,7 +10883,10 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\bfirmware\x18+ \x01(\tR\bfirmware\x12!\n" +
 	"\fnvram_sha256\x18, \x01(\tR\vnvramSha256\x12\x1d\n" +
 	"\n" +
-	"cloud_init\x18- \x01(\bR\tcloudInit\x12'\n" +
+	"cloud_init\x18- \x01(\bR\tcloudInit\x12\x18\n" +
+	"\amachine\x18. \x01(\tR\amachine\x12\x1b\n" +
+	"\tcpu_model\x18/ \x01(\tR\bcpuModel\x12*\n" +
+	"\x11cpu_model_default\x180 \x01(\bR\x0fcpuModelDefault\x12'\n" +
 	"\x0fguest_addresses\x18F \x03(\tR\x0eguestAddresses\x12\x14\n" +
 	"\x05agent\x18G \x01(\tR\x05agent\x12\x1d\n" +
 	"\n" +
@@ -10817,7 +10898,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x06volume\x18\x03 \x01(\tR\x06volume\x12\x18\n" +
 	"\abackend\x18\x04 \x01(\tR\abackend\x12\x18\n" +
 	"\astorage\x18\x05 \x01(\tR\astorage\x12\x12\n" +
-	"\x04pool\x18\x06 \x01(\tR\x04pool\"\xef\x03\n" +
+	"\x04pool\x18\x06 \x01(\tR\x04pool\"\xa6\x04\n" +
 	"\x0fCreateVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05vcpus\x18\x02 \x01(\rR\x05vcpus\x12\x1d\n" +
@@ -10838,7 +10919,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04boot\x18) \x03(\tR\x04boot\x12\x1a\n" +
 	"\bfirmware\x18* \x01(\tR\bfirmware\x123\n" +
 	"\n" +
-	"cloud_init\x18+ \x01(\v2\x14.tandem.v1.CloudInitR\tcloudInit\"l\n" +
+	"cloud_init\x18+ \x01(\v2\x14.tandem.v1.CloudInitR\tcloudInit\x12\x18\n" +
+	"\amachine\x18, \x01(\tR\amachine\x12\x1b\n" +
+	"\tcpu_model\x18- \x01(\tR\bcpuModel\"l\n" +
 	"\tCloudInit\x12\x1b\n" +
 	"\tuser_data\x18\x01 \x01(\fR\buserData\x12\x1b\n" +
 	"\tmeta_data\x18\x02 \x01(\fR\bmetaData\x12%\n" +
@@ -10889,14 +10972,17 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x03nic\x18\x02 \x01(\v2\x10.tandem.v1.VMNicR\x03nic\":\n" +
 	"\x12RemoveVMNicRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
-	"\x03mac\x18\x02 \x01(\tR\x03mac\"z\n" +
+	"\x03mac\x18\x02 \x01(\tR\x03mac\"\xaa\x01\n" +
 	"\fSetVMRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\x05vcpus\x18\x02 \x01(\rH\x00R\x05vcpus\x88\x01\x01\x12\"\n" +
 	"\n" +
-	"memory_mib\x18\x03 \x01(\rH\x01R\tmemoryMib\x88\x01\x01B\b\n" +
+	"memory_mib\x18\x03 \x01(\rH\x01R\tmemoryMib\x88\x01\x01\x12 \n" +
+	"\tcpu_model\x18\x04 \x01(\tH\x02R\bcpuModel\x88\x01\x01B\b\n" +
 	"\x06_vcpusB\r\n" +
-	"\v_memory_mib\"f\n" +
+	"\v_memory_mibB\f\n" +
+	"\n" +
+	"_cpu_model\"f\n" +
 	"\rSetVMResponse\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12\x18\n" +
 	"\achanges\x18\x02 \x03(\tR\achanges\x12\x18\n" +
@@ -11078,10 +11164,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\n" +
 	"free_bytes\x18\x04 \x01(\x03R\tfreeBytes\"9\n" +
 	"\x10DiskInfoResponse\x12%\n" +
-	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"D\n" +
+	"\x05disks\x18\x01 \x03(\v2\x0f.tandem.v1.DiskR\x05disks\"c\n" +
 	"\x12ComputeInfoRequest\x12\x14\n" +
 	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x18\n" +
-	"\abridges\x18\x02 \x03(\tR\abridges\"\x84\x03\n" +
+	"\abridges\x18\x02 \x03(\tR\abridges\x12\x1d\n" +
+	"\n" +
+	"cpu_models\x18\x03 \x03(\tR\tcpuModels\"\xb2\x03\n" +
 	"\rComputeStatus\x12\x1c\n" +
 	"\tavailable\x18\x01 \x01(\bR\tavailable\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12!\n" +
@@ -11097,7 +11185,8 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	" \x03(\tR\amissing\x12\x12\n" +
 	"\x04cpus\x18\v \x01(\rR\x04cpus\x12\x14\n" +
 	"\x05accel\x18\f \x01(\tR\x05accel\x12!\n" +
-	"\faccel_detail\x18\r \x01(\tR\vaccelDetail\"q\n" +
+	"\faccel_detail\x18\r \x01(\tR\vaccelDetail\x12,\n" +
+	"\x12cpu_model_problems\x18\x0e \x03(\tR\x10cpuModelProblems\"q\n" +
 	"\rPeerVMRequest\x12!\n" +
 	"\x02vm\x18\x01 \x01(\v2\x11.tandem.v1.VMInfoR\x02vm\x12'\n" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\x12\x14\n" +
