@@ -11,11 +11,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/state"
 	"github.com/tandemhci/tandem/internal/state/statetest"
-	"github.com/tandemhci/tandem/compute"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
