@@ -253,6 +253,20 @@ func TestVMChanges(t *testing.T) {
 		t.Fatalf("the running VM changed before a restart:\n%s", di)
 	}
 	vc.vm(t, n1, "stop", "rs", "--force")
+	// vm set --cpu-model: a model libvirt does not know is refused and
+	// changes nothing; one TCG emulates is recorded and reaches QEMU at the
+	// next start (the VM is q35, the default).
+	if _, stderr, err := td.CLI(ctx, n1, "vm", "set", "rs", "--cpu-model", "nosuch"); err == nil || !strings.Contains(stderr, "cpu model nosuch: libvirt does not know it") || !strings.Contains(stderr, "qemu64") {
+		t.Fatalf("vm set --cpu-model nosuch: want a refusal naming known models, got %v: %s", err, stderr)
+	}
+	if v := vc.vm(t, n1, "show", "rs"); v.CpuModel != "qemu64" || !v.CpuModelDefault || v.Machine != "q35" {
+		t.Fatalf("after the refused model: machine %q, cpu model %q (default %v)", v.Machine, v.CpuModel, v.CpuModelDefault)
+	}
+	out, stderr, err = td.CLI(ctx, n1, "vm", "set", "rs", "--cpu-model", "Nehalem")
+	if err != nil || !strings.Contains(out, "-> Nehalem") || !strings.Contains(out, "at the next start") {
+		t.Fatalf("vm set --cpu-model Nehalem of the stopped VM: %v\n%s%s", err, out, stderr)
+	}
+	t.Logf("vm set: %s", strings.TrimSpace(out))
 	// A disk added to the stopped VM is recorded only (its primary on the
 	// node it ran on) and is in the domain from its next start.
 	if v := vc.vm(t, n1, "disk", "add", "rs", "--disk", "64M,replicas=3"); !slices.Equal(v.Volumes, []string{disk, disk2}) || v.State == "running" {
@@ -271,9 +285,14 @@ func TestVMChanges(t *testing.T) {
 	if di := dominfo(); !regexp.MustCompile(`Max memory:\s+262144 KiB`).MatchString(di) || !regexp.MustCompile(`CPU\(s\):\s+2\n`).MatchString(di) {
 		t.Fatalf("after the restart the VM does not have 2 vCPUs and 256 MiB:\n%s", di)
 	}
-	if v := vc.vm(t, n1, "show", "rs"); v.Vcpus != 2 || v.MemoryMib != 256 {
-		t.Fatalf("vm show after vm set: %d vCPUs, %d MiB", v.Vcpus, v.MemoryMib)
+	if v := vc.vm(t, n1, "show", "rs"); v.Vcpus != 2 || v.MemoryMib != 256 || v.CpuModel != "Nehalem" || v.CpuModelDefault {
+		t.Fatalf("vm show after vm set: %d vCPUs, %d MiB, cpu model %q", v.Vcpus, v.MemoryMib, v.CpuModel)
 	}
+	x := vc.virsh(t, to, "dumpxml", "rs")
+	if !strings.Contains(x, ">Nehalem</model>") || !regexp.MustCompile(`machine='pc-q35-`).MatchString(x) {
+		t.Fatalf("after the restart the domain is not a q35 with the Nehalem CPU model:\n%s", x)
+	}
+	t.Logf("the restarted guest runs on q35 with CPU model Nehalem")
 }
 
 // virsh runs virsh against node n's libvirtd and returns its output.
