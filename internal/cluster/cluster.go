@@ -30,6 +30,10 @@ type Config struct {
 	// VolumeWarnings names the volumes of ms that are not in sync, for the
 	// health report; nil reports none.
 	VolumeWarnings func(ctx context.Context, ms *consensus.MetaState) []string
+	// CheckSetting checks a setting's canonical value against the nodes
+	// (vm.cpu_model: a model every node's libvirt knows) before it is
+	// recorded; nil checks nothing beyond the value's form.
+	CheckSetting func(ctx context.Context, key, value string) error
 }
 
 // Manager answers the cluster-wide calls. It is safe for concurrent use.
@@ -38,11 +42,12 @@ type Manager struct {
 	probe   func(ctx context.Context, addrs []string, timeout time.Duration) map[string]Probe
 	timeout time.Duration
 	volumes func(ctx context.Context, ms *consensus.MetaState) []string
+	check   func(ctx context.Context, key, value string) error
 }
 
 // New returns a Manager.
 func New(c Config) *Manager {
-	return &Manager{st: c.State, probe: c.Probe, timeout: c.QuorumTimeout, volumes: c.VolumeWarnings}
+	return &Manager{st: c.State, probe: c.Probe, timeout: c.QuorumTimeout, volumes: c.VolumeWarnings, check: c.CheckSetting}
 }
 
 // probeTimeout bounds each member's ping in the node table.

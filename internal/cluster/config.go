@@ -75,6 +75,16 @@ func (m *Manager) SetConfig(ctx context.Context, values map[string]string) (*tan
 			return nil, err
 		}
 	}
+	if m.check != nil {
+		for _, k := range slices.Sorted(maps.Keys(canon)) {
+			if canon[k] == "" {
+				continue // back to the default
+			}
+			if err := m.check(ctx, k, canon[k]); err != nil {
+				return nil, err
+			}
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cfg, err := meta.SetConfigResult(pctx, canon)

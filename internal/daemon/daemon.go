@@ -126,7 +126,8 @@ func New(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	d.st = d.newState()
 	d.members = d.newMembers()
 	d.auth = api.NewAuth(d.st)
-	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout(), VolumeWarnings: d.volumeWarnings})
+	d.clus = cluster.New(cluster.Config{State: d.st, Probe: d.probe, QuorumTimeout: d.quorumTimeout(), VolumeWarnings: d.volumeWarnings,
+		CheckSetting: d.checkSetting})
 	if err := d.bind(); err != nil {
 		d.closeListeners()
 		return nil, err

@@ -37,3 +37,12 @@ type vmPeers struct{ d *Daemon }
 func (p vmPeers) Call(ctx context.Context, ms *consensus.MetaState, node string, timeout time.Duration, f func(context.Context, tandemv1.PeerClient) error) error {
 	return p.d.callNode(ctx, ms, node, timeout, f)
 }
+
+// checkSetting is the cluster configuration's check of a value against
+// the nodes (cluster.Config.CheckSetting): the VM manager's, once it runs.
+func (d *Daemon) checkSetting(ctx context.Context, key, value string) error {
+	if d.vms == nil {
+		return nil
+	}
+	return d.vms.CheckSetting(ctx, key, value)
+}

@@ -130,3 +130,22 @@ func TestSetCPUModel(t *testing.T) {
 		t.Errorf("show: machine %q cpu %q default %v", info.Machine, info.CpuModel, info.CpuModelDefault)
 	}
 }
+
+// TestCheckClusterCPUModel: vm.cpu_model must be known to every node's
+// libvirt before 'cluster config set' records it; other keys pass.
+func TestCheckClusterCPUModel(t *testing.T) {
+	w := newWorld()
+	for _, n := range []string{"n1", "n2", "n3"} {
+		w.cpuModels[n] = knownModels()
+	}
+	m := w.manager()
+	if err := m.CheckSetting(t.Context(), settings.KeyVMCPUModel, "Nehalem"); err != nil {
+		t.Errorf("Nehalem: %v", err)
+	}
+	if err := m.CheckSetting(t.Context(), settings.KeyVMCPUModel, "nosuch"); !isStatus(err, codes.InvalidArgument, "cpu model nosuch: libvirt does not know it") {
+		t.Errorf("nosuch: %v", err)
+	}
+	if err := m.CheckSetting(t.Context(), settings.KeyResyncRate, "whatever"); err != nil {
+		t.Errorf("another key: %v", err)
+	}
+}

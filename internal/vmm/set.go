@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apierr"
+	"github.com/tandemhci/tandem/internal/settings"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -91,4 +92,19 @@ func (m *Manager) Set(ctx context.Context, req *tandemv1.SetVMRequest) (*tandemv
 		m.log.Info("VM spec changed", "vm", nv.Name, "changes", strings.Join(changes, ", "), "applies", applies)
 	}
 	return &tandemv1.SetVMResponse{Vm: info, Changes: changes, Applies: applies}, nil
+}
+
+// CheckSetting checks a cluster setting's value against the nodes before
+// it is recorded: vm.cpu_model must be a model every node's libvirt knows,
+// as a VM's own must (a bad default would stop every VM without a model
+// of its own at its next start). Other keys pass.
+func (m *Manager) CheckSetting(ctx context.Context, key, value string) error {
+	if key != settings.KeyVMCPUModel {
+		return nil
+	}
+	ms, err := m.metaLocal()
+	if err != nil {
+		return err
+	}
+	return checkCPUModel(m.askCompute(ctx, ms, dataMembers(ms, ""), &tandemv1.ComputeInfoRequest{CpuModels: []string{value}}))
 }
