@@ -55,10 +55,16 @@ func TestDomainXMLQ35(t *testing.T) {
 		t.Errorf("CD-ROM %+v, want sda on sata, read-only, in the boot order", cd)
 	}
 	ports := 0
-	for _, c := range def.Devices.Controllers {
+	for i, c := range def.Devices.Controllers {
+		if c.Index == nil || *c.Index != uint(i) {
+			t.Errorf("controller %d has index %v", i, c.Index)
+		}
 		if c.Type == "pci" && c.Model == "pcie-root-port" {
 			ports++
 		}
+	}
+	if c := def.Devices.Controllers[0]; c.Type != "pci" || c.Model != "pcie-root" {
+		t.Errorf("first controller %+v, want the pcie-root", c)
 	}
 	// 2 disks, the seed, 2 NICs, 3 fixed devices, 8 spares.
 	if want := 2 + 1 + 2 + pcieFixedDevices + spareRootPorts; ports != want {

@@ -516,20 +516,24 @@ func domainDef(spec VMSpec, opts XMLOptions) (*libvirtxml.Domain, error) {
 	return d, nil
 }
 
-// rootPorts are a q35 domain's pcie-root-ports: one for each device
-// libvirt places on one (an estimate from above: the virtio disks and the
-// seed, the NICs, pcieFixedDevices) plus spareRootPorts left free for
-// hot-plug. libvirt fills free ports before adding any, so the spares
-// must be counted on top. Without addresses: libvirt assigns them.
+// rootPorts are a q35 domain's PCI controllers: the pcie-root (index 0,
+// which libvirt wants first once any PCI controller is given) and
+// pcie-root-ports, one for each device libvirt places on one (an estimate
+// from above: the virtio disks and the seed, the NICs, pcieFixedDevices)
+// plus spareRootPorts left free for hot-plug. libvirt fills free ports
+// before adding any, so the spares must be counted on top. Without
+// addresses: libvirt assigns them.
 func rootPorts(spec VMSpec) []libvirtxml.DomainController {
 	n := len(spec.Disks) + len(spec.NICs) + pcieFixedDevices + spareRootPorts
 	if spec.CloudInit != "" {
 		n++
 	}
-	out := make([]libvirtxml.DomainController, n)
+	out := make([]libvirtxml.DomainController, n+1)
 	for i := range out {
-		out[i] = libvirtxml.DomainController{Type: "pci", Model: "pcie-root-port"}
+		idx := uint(i)
+		out[i] = libvirtxml.DomainController{Type: "pci", Model: "pcie-root-port", Index: &idx}
 	}
+	out[0].Model = "pcie-root"
 	return out
 }
 
