@@ -27,7 +27,7 @@ APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates p
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86 gdisk nftables \
   ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev gcc libc6-dev \
-  grub-common grub-pc-bin xorriso mtools ovmf qemu-block-extra
+  grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools ovmf qemu-block-extra
 
 # CEPH=1 (the default) builds and tests with Ceph: the "ceph" build tag turns
 # the RBD backend on, "pacific" makes go-ceph match Debian 12's libraries.

@@ -8,7 +8,10 @@ import (
 	"time"
 )
 
-func TestStorageAndRBDVolumes(t *testing.T) {
+// bootstrappedSM is a state machine with cluster c bootstrapped by node a;
+// apply stamps each command with *at.
+func bootstrappedSM(t *testing.T) (*metaSM, *time.Time, func(Command) ([]byte, error)) {
+	t.Helper()
 	m := &metaSM{s: emptyState()}
 	at := time.Now()
 	apply := func(c Command) ([]byte, error) {
@@ -18,6 +21,11 @@ func TestStorageAndRBDVolumes(t *testing.T) {
 	if _, err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
 		t.Fatal(err)
 	}
+	return m, &at, apply
+}
+
+func TestStorageAndRBDVolumes(t *testing.T) {
+	m, at, apply := bootstrappedSM(t)
 	m.s.Nodes["b"] = &NodeRecord{Name: "b", State: NodeMember}
 	st := StorageRecord{Name: "ceph1", Type: StorageRBD, MonHost: "10.0.0.5", Client: "tandem", Pool: "rbd"}
 
@@ -34,7 +42,7 @@ func TestStorageAndRBDVolumes(t *testing.T) {
 	if _, err := apply(Command{Op: opStorageAdd, Storage: &st}); err != nil {
 		t.Fatalf("retried add: %v", err)
 	}
-	at = at.Add(time.Second)
+	*at = at.Add(time.Second)
 	if _, err := apply(Command{Op: opStorageAdd, Storage: &st}); !errors.Is(err, ErrBadCommand) {
 		t.Fatalf("second add: %v", err)
 	}
@@ -121,15 +129,7 @@ func TestStorageAndRBDVolumes(t *testing.T) {
 // TestStorageBlocklist: entries are recorded (one per address), removed
 // only by their own node, and forgotten once Ceph expired them.
 func TestStorageBlocklist(t *testing.T) {
-	m := &metaSM{s: emptyState()}
-	at := time.Now()
-	apply := func(c Command) ([]byte, error) {
-		c.At = at
-		return m.apply(&c)
-	}
-	if _, err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	m, at, apply := bootstrappedSM(t)
 	st := StorageRecord{Name: "ceph1", Type: StorageRBD, MonHost: "10.0.0.5", Client: "tandem", Pool: "rbd", KeySealed: "tdms1.sealed"}
 	if _, err := apply(Command{Op: opStorageAdd, Storage: &st}); err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestStorageBlocklist(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := m.s.clone()
-	if got := m.s.Storage["ceph1"].Blocklisted; len(got) != 3 || !got[0].Since.Equal(at) {
+	if got := m.s.Storage["ceph1"].Blocklisted; len(got) != 3 || !got[0].Since.Equal(*at) {
 		t.Fatalf("recorded %+v", got)
 	}
 	// Without a node, nothing is removed; c cannot remove b's entries.
@@ -176,7 +176,7 @@ func TestStorageBlocklist(t *testing.T) {
 		t.Fatalf("an earlier copy changed: %+v", got)
 	}
 	// Expired entries go at the next change.
-	at = day.Add(time.Second)
+	*at = day.Add(time.Second)
 	if _, err := apply(Command{Op: opStorageBlocklist, StorageBlocklist: &StorageBlocklistCmd{Storage: "ceph1"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -286,19 +288,27 @@ func TestVMWithCDROMFailsOver(t *testing.T) {
 	}
 }
 
-// TestVMUEFINVRAMFollows: a UEFI VM (OVMF) boots the same ISO; the
-// variable store OVMF writes at boot is recorded in the VM's record, is
-// on the target after a live migration, and a restart on a third node
-// starts from the recorded store.
+// TestVMUEFINVRAMFollows: a UEFI VM (OVMF) boots the same ISO. Its
+// guest agent sets a UEFI variable to a random value once (efivarfs;
+// tandem.efivar=on), then only reads it, and reports it in every
+// heartbeat. The variable store, which QEMU writes back to the node's
+// file, is recorded in the VM's record; it is on the target after a live
+// migration, and after the loss of the VM's host HA restarts the VM
+// elsewhere from the recorded store: the guest reads the same value, where
+// a store that did not follow would make it set a new one.
 func TestVMUEFINVRAMFollows(t *testing.T) {
 	if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
 		t.Skip("OVMF not installed (Debian package ovmf)")
 	}
-	vc := newVMCluster(t)
+	vc := newVMClusterWith(t, vmClusterOpts{bmc: true, timeout: 20 * time.Minute})
 	c, td := vc.c, vc.td
+	for _, n := range c.Nodes {
+		vc.fenceConfig(t, n)
+	}
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".53"
-	iso := buildGuestISO(t, vc.img, vc.cmdline(vip))
+	cmdline := vc.img.Cmdline(guest.Config{IP: vip + "/24", UDP: c.ReceiverIP + ":9999", Rate: 100, Disk: "/dev/vda", EFIVar: true})
+	iso := buildGuestISO(t, vc.img, cmdline)
 	if _, stderr, err := td.CLI(vc.ctx, n1, "image", "upload", iso, "--name", "guest"); err != nil {
 		t.Fatalf("image upload: %v\n%s", err, stderr)
 	}
@@ -312,33 +322,65 @@ func TestVMUEFINVRAMFollows(t *testing.T) {
 	}
 	up := vc.guestProgress(t, guest.Datagram{}, 8*time.Minute)
 	t.Logf("UEFI guest booted from the CD: seq %d, %d writes acknowledged", up.Seq, up.Acked)
-	// OVMF writes variables as it boots (boot options, counters): the
-	// record follows the node's file.
-	v := vc.waitVM(t, "efi", time.Minute, func(v *tandemv1.VMInfo) bool {
-		return v.NvramSha256 != "" && v.NvramSha256 != template &&
-			v.NvramSha256 == sha256File(t, filepath.Join(td.DataDir(n1), "vms", "efi_VARS.fd"))
+	withVar := vc.efiVar(t, up.Boot, 2*time.Minute)
+	value := withVar.EFIVar
+	t.Logf("the guest set its UEFI variable: %s", value)
+	// The store with the variable (its name in UTF-16) reaches the record.
+	name := utf16le("TandemTest")
+	v := vc.waitVM(t, "efi", 2*time.Minute, func(v *tandemv1.VMInfo) bool {
+		f := filepath.Join(td.DataDir(n1), "vms", "efi_VARS.fd")
+		b, err := os.ReadFile(f)
+		return err == nil && bytes.Contains(b, name) && v.NvramSha256 != template && v.NvramSha256 == sha256File(t, f)
 	})
-	recorded := v.NvramSha256
-	t.Logf("NVRAM recorded: %s (template %s)", recorded, template)
+	t.Logf("NVRAM with the variable recorded: %s (template %s)", v.NvramSha256, template)
 
 	vc.migrateLive(t, n3, "efi", n1, n2)
-	if got := sha256File(t, filepath.Join(td.DataDir(n2), "vms", "efi_VARS.fd")); got != recorded {
-		v := vc.vm(t, n1, "show", "efi")
-		if got != v.NvramSha256 {
-			t.Fatalf("NVRAM on the target %s, recorded %s (before the migration %s)", got, v.NvramSha256, recorded)
-		}
-		t.Logf("the guest changed its variables after the migration; the target's store is the recorded one")
+	if b, err := os.ReadFile(filepath.Join(td.DataDir(n2), "vms", "efi_VARS.fd")); err != nil || !bytes.Contains(b, name) {
+		t.Fatalf("NVRAM on the migration's target %s lacks the variable: %v", n2.Name, err)
 	}
-	// A stop and a start elsewhere: the store comes from the record.
-	vc.vm(t, n1, "stop", "efi", "--force")
-	before := vc.vm(t, n1, "show", "efi").NvramSha256
-	if before == "" || before == template {
-		t.Fatalf("NVRAM record after the stop: %q", before)
+	if d := vc.efiVar(t, up.Boot, time.Minute); d.EFIVar != value {
+		t.Fatalf("after the migration the guest reads %q, want %q", d.EFIVar, value)
 	}
-	vc.vm(t, n1, "start", "efi", "--node", n3.Name)
-	last, _, _ := vc.rx.Last()
-	vc.guestProgress(t, guest.Datagram{Boot: last.Boot + 1}, 8*time.Minute)
-	if v := vc.vm(t, n1, "show", "efi"); v.Node != n3.Name || v.NvramSha256 == "" {
-		t.Fatalf("efi after the restart on n3: %+v", v)
+	// The record holds the store once the target wrote it back.
+	vc.waitVM(t, "efi", 2*time.Minute, func(v *tandemv1.VMInfo) bool {
+		return v.Node == n2.Name && v.NvramSha256 == sha256File(t, filepath.Join(td.DataDir(n2), "vms", "efi_VARS.fd"))
+	})
+
+	// Failover: n2 is lost; HA restarts the VM elsewhere from the record.
+	_, _, first := vc.loseHost(t, n2, up, 4*time.Minute)
+	after := vc.efiVar(t, first.Boot, 8*time.Minute)
+	if after.EFIVar != value {
+		t.Fatalf("after the failover the guest's UEFI variable is %q, want %q set before the migration: the store did not follow", after.EFIVar, value)
 	}
+	v = vc.vm(t, n1, "show", "efi")
+	if v.Node == n2.Name || v.State != "running" || v.NvramSha256 == "" {
+		t.Fatalf("efi after the failover: %+v", v)
+	}
+	t.Logf("after the failover to %s (boot %d) the guest still reads its UEFI variable %s", v.Node, after.Boot, after.EFIVar)
+	c.HealVM(n2)
+	c.Heal(n2)
+	if err := vc.powerOn(t, vc.bmc[n2.Name]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// efiVar waits for a heartbeat of boot that reports the guest's UEFI
+// variable.
+func (vc *vmCluster) efiVar(t *testing.T, boot uint64, timeout time.Duration) guest.Datagram {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(vc.ctx, timeout)
+	defer cancel()
+	d, err := vc.rx.WaitFor(ctx, func(d guest.Datagram) bool { return d.Boot == boot && d.EFIVar != "" })
+	if err != nil {
+		t.Fatalf("no heartbeat of boot %d with the UEFI variable within %v: %v", boot, timeout, err)
+	}
+	return d
+}
+
+func utf16le(s string) []byte {
+	var b []byte
+	for _, r := range s {
+		b = append(b, byte(r), byte(r>>8))
+	}
+	return b
 }

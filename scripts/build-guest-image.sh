@@ -18,8 +18,9 @@ flock 9
 
 # Modules in load order (each after its dependencies, checked with modinfo
 # -F depends): virtio-pci transport, virtio-blk, then virtio-net, then
-# virtio-console (the guest agent's virtio-serial port).
-modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net virtio_console)
+# virtio-console (the guest agent's virtio-serial port), and efivarfs (the
+# agent's UEFI variable, tandem.efivar=on; it depends on nothing).
+modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net virtio_console efivarfs)
 
 uptodate() {
 	[ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] || return 1

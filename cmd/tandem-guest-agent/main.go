@@ -29,6 +29,8 @@ type config struct {
 	// cidata is the cloud-init seed's device, "auto" to look for it
 	// (cidata.go); "" reads none.
 	cidata string
+	// efivar (tandem.efivar=on) keeps a UEFI variable (efivar.go).
+	efivar bool
 }
 
 // agent is the state shared by the loops: what the disk loop has made
@@ -46,7 +48,9 @@ type agent struct {
 	writeErrs atomic.Uint64
 	// cloudValue is the seed's tandem_test_value once read (cidata.go).
 	cloudValue atomic.Pointer[string]
-	seedTries  atomic.Uint64
+	// efiValue is the UEFI variable's value once read or made (efivar.go).
+	efiValue  atomic.Pointer[string]
+	seedTries atomic.Uint64
 }
 
 func main() {
@@ -75,6 +79,9 @@ func main() {
 	}
 	if cfg.cidata != "" {
 		go forever(ctx, log, "cloud-init", a.cloudInit)
+	}
+	if cfg.efivar {
+		go forever(ctx, log, "efivar", a.efiVar)
 	}
 	go forever(ctx, log, "heartbeat", a.heartbeat)
 	go forever(ctx, log, "serial-echo", a.serialEcho)
@@ -129,6 +136,8 @@ func parseCmdline(s string, log *slog.Logger) config {
 			cfg.noQGA = v == "off"
 		case "cidata":
 			cfg.cidata = v
+		case "efivar":
+			cfg.efivar = v == "on"
 		case "rate":
 			if n, err := strconv.Atoi(v); err == nil && n > 0 {
 				cfg.rate = n
@@ -314,6 +323,9 @@ func (a *agent) heartbeat(ctx context.Context) error {
 		d := guest.Datagram{Boot: a.boot.Load(), Seq: a.seq.Add(1), Acked: a.acked.Load(), Mono: monotonic(), DiskBytes: diskBytes(a.cfg.disk)}
 		if v := a.cloudValue.Load(); v != nil {
 			d.CloudInit = *v
+		}
+		if v := a.efiValue.Load(); v != nil {
+			d.EFIVar = *v
 		}
 		if _, err := conn.WriteToUDP(d.Encode(), raddr); err != nil {
 			if a.sendErrs.Add(1)%uint64(10*a.cfg.rate) == 1 {

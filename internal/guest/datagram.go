@@ -40,6 +40,12 @@ type Datagram struct {
 	// MaxCloudInitValue bytes; "" means not reported, and then the datagram
 	// has no cloud-init trailer.
 	CloudInit string
+	// EFIVar is the value of the UEFI variable the agent keeps in the
+	// firmware's store (tandem.efivar=on): made once, random, then only
+	// read, so a value that survives a restart shows that the variable
+	// store followed the VM. At most MaxCloudInitValue bytes; "" means not
+	// reported, and then the datagram has no EFI trailer.
+	EFIVar string
 }
 
 // The disk-size trailer, appended after the DatagramSize bytes when
@@ -63,9 +69,13 @@ const (
 //	  4     1 n, the value's length (1..MaxCloudInitValue)
 //	  5     n value
 //	  5+n   4 crc32 (IEEE, of trailer bytes 0..4+n)
+//
+// The EFI trailer, last, when EFIVar is set, has the same layout with the
+// tag "EFV1".
 const (
 	cloudTrailerTag = "CIV1"
-	// MaxCloudInitValue bounds Datagram.CloudInit.
+	efiTrailerTag   = "EFV1"
+	// MaxCloudInitValue bounds Datagram.CloudInit and Datagram.EFIVar.
 	MaxCloudInitValue = 64
 )
 
@@ -88,15 +98,41 @@ func (d Datagram) Encode() []byte {
 		binary.BigEndian.PutUint32(t[12:], crc32.ChecksumIEEE(t[:12]))
 		b = append(b, t...)
 	}
-	if v := d.CloudInit; v != "" {
-		if len(v) > MaxCloudInitValue {
-			v = v[:MaxCloudInitValue]
-		}
-		t := append([]byte(cloudTrailerTag), byte(len(v)))
-		t = append(t, v...)
-		b = binary.BigEndian.AppendUint32(append(b, t...), crc32.ChecksumIEEE(t))
+	b = appendValueTrailer(b, cloudTrailerTag, d.CloudInit)
+	return appendValueTrailer(b, efiTrailerTag, d.EFIVar)
+}
+
+// appendValueTrailer appends a tagged string trailer (see the cloud-init
+// trailer) when v is set.
+func appendValueTrailer(b []byte, tag, v string) []byte {
+	if v == "" {
+		return b
 	}
-	return b
+	if len(v) > MaxCloudInitValue {
+		v = v[:MaxCloudInitValue]
+	}
+	t := append([]byte(tag), byte(len(v)))
+	t = append(t, v...)
+	return binary.BigEndian.AppendUint32(append(b, t...), crc32.ChecksumIEEE(t))
+}
+
+// valueTrailer reads a tagged string trailer at the start of t, if there
+// is one, and returns its value and what follows it.
+func valueTrailer(t []byte, tag, what string) (string, []byte, error) {
+	if len(t) < 4 || string(t[:4]) != tag {
+		return "", t, nil
+	}
+	if len(t) < 5 || len(t) < 5+int(t[4])+4 {
+		return "", nil, fmt.Errorf("datagram: short %s trailer: %w", what, ErrMalformed)
+	}
+	n := int(t[4])
+	if n == 0 || n > MaxCloudInitValue {
+		return "", nil, fmt.Errorf("datagram: %s value of %d bytes: %w", what, n, ErrMalformed)
+	}
+	if got, want := binary.BigEndian.Uint32(t[5+n:]), crc32.ChecksumIEEE(t[:5+n]); got != want {
+		return "", nil, fmt.Errorf("datagram: %s trailer crc %08x, want %08x: %w", what, got, want, ErrMalformed)
+	}
+	return string(t[5 : 5+n]), t[5+n+4:], nil
 }
 
 // DecodeDatagram parses b, which must be exactly one encoded Datagram:
@@ -130,19 +166,12 @@ func DecodeDatagram(b []byte) (Datagram, error) {
 		}
 		t = t[diskTrailerSize:]
 	}
-	if len(t) >= 4 && string(t[:4]) == cloudTrailerTag {
-		if len(t) < 5 || len(t) < 5+int(t[4])+4 {
-			return Datagram{}, fmt.Errorf("datagram: short cloud-init trailer: %w", ErrMalformed)
-		}
-		n := int(t[4])
-		if n == 0 || n > MaxCloudInitValue {
-			return Datagram{}, fmt.Errorf("datagram: cloud-init value of %d bytes: %w", n, ErrMalformed)
-		}
-		if got, want := binary.BigEndian.Uint32(t[5+n:]), crc32.ChecksumIEEE(t[:5+n]); got != want {
-			return Datagram{}, fmt.Errorf("datagram: cloud-init trailer crc %08x, want %08x: %w", got, want, ErrMalformed)
-		}
-		d.CloudInit = string(t[5 : 5+n])
-		t = t[5+n+4:]
+	var err error
+	if d.CloudInit, t, err = valueTrailer(t, cloudTrailerTag, "cloud-init"); err != nil {
+		return Datagram{}, err
+	}
+	if d.EFIVar, t, err = valueTrailer(t, efiTrailerTag, "EFI"); err != nil {
+		return Datagram{}, err
 	}
 	if len(t) > 0 {
 		return Datagram{}, fmt.Errorf("datagram: %d bytes of unknown trailer: %w", len(t), ErrMalformed)

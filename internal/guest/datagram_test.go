@@ -70,6 +70,7 @@ func FuzzDecodeDatagram(f *testing.F) {
 	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, DiskBytes: 128 << 20}.Encode())
 	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, CloudInit: "v-123"}.Encode())
 	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, DiskBytes: 64 << 20, CloudInit: "x"}.Encode())
+	f.Add(Datagram{Boot: 1, Seq: 2, Acked: 3, Mono: 4, CloudInit: "x", EFIVar: "y"}.Encode())
 	f.Add([]byte(DatagramMagic))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -118,6 +119,8 @@ func TestDatagramCloudInitTrailer(t *testing.T) {
 	for _, d := range []Datagram{
 		{Boot: 2, Seq: 9, Acked: 7, Mono: 5, CloudInit: "ci-4f2a"},
 		{Boot: 2, Seq: 9, Acked: 7, Mono: 5, DiskBytes: 128 << 20, CloudInit: strings.Repeat("z", MaxCloudInitValue)},
+		{Boot: 3, Seq: 1, EFIVar: "0123456789abcdef"},
+		{Boot: 3, Seq: 1, DiskBytes: 64 << 20, CloudInit: "ci", EFIVar: "e"},
 	} {
 		b := d.Encode()
 		got, err := DecodeDatagram(b)
@@ -144,6 +147,12 @@ func TestDatagramCloudInitTrailer(t *testing.T) {
 	long := Datagram{Seq: 1, CloudInit: strings.Repeat("y", 100)}
 	if got, err := DecodeDatagram(long.Encode()); err != nil || len(got.CloudInit) != MaxCloudInitValue {
 		t.Fatalf("long value: %q, %v", got.CloudInit, err)
+	}
+	// The EFI trailer comes last: before the cloud-init one it is refused.
+	ci, efi := Datagram{Seq: 1, CloudInit: "c"}.Encode()[DatagramSize:], Datagram{Seq: 1, EFIVar: "e"}.Encode()[DatagramSize:]
+	swapped := append(append(Datagram{Seq: 1}.Encode(), efi...), ci...)
+	if _, err := DecodeDatagram(swapped); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("trailers out of order: %v", err)
 	}
 	// Without a value the datagram is the old one.
 	if len(Datagram{Seq: 1}.Encode()) != DatagramSize {

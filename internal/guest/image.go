@@ -36,6 +36,9 @@ type Config struct {
 	// "auto" to find the virtio disk holding it; the agent reports the
 	// user-data's tandem_test_value in Datagram.CloudInit.
 	CloudInit string
+	// EFIVar (tandem.efivar=on) has the agent keep a UEFI variable and
+	// report its value in Datagram.EFIVar (UEFI guests only).
+	EFIVar bool
 	// Console is the kernel console (default ttyS0); the agent logs there.
 	Console string
 	// Extra is appended verbatim.
@@ -64,6 +67,9 @@ func Cmdline(c Config) string {
 	}
 	add("disk", c.Disk)
 	add("cidata", c.CloudInit)
+	if c.EFIVar {
+		add("efivar", "on")
+	}
 	if c.WriteInterval > 0 {
 		add("write_ms", strconv.FormatInt(c.WriteInterval.Milliseconds(), 10))
 	}
