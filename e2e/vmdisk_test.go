@@ -256,9 +256,11 @@ func TestVMChanges(t *testing.T) {
 	// vm set --cpu-model: a model libvirt does not know is refused and
 	// changes nothing; one TCG emulates is recorded and reaches QEMU at the
 	// next start (the VM is q35, the default).
-	if _, stderr, err := td.CLI(ctx, n1, "vm", "set", "rs", "--cpu-model", "nosuch"); err == nil || !strings.Contains(stderr, "cpu model nosuch: libvirt does not know it") || !strings.Contains(stderr, "qemu64") {
+	_, stderr, err = td.CLI(ctx, n1, "vm", "set", "rs", "--cpu-model", "nosuch")
+	if err == nil || !strings.Contains(stderr, "cpu model nosuch: libvirt does not know it") || !strings.Contains(stderr, "qemu64") {
 		t.Fatalf("vm set --cpu-model nosuch: want a refusal naming known models, got %v: %s", err, stderr)
 	}
+	t.Logf("refused: %s", strings.TrimSpace(stderr))
 	if v := vc.vm(t, n1, "show", "rs"); v.CpuModel != "qemu64" || !v.CpuModelDefault || v.Machine != "q35" {
 		t.Fatalf("after the refused model: machine %q, cpu model %q (default %v)", v.Machine, v.CpuModel, v.CpuModelDefault)
 	}

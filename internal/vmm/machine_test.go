@@ -149,3 +149,26 @@ func TestCheckClusterCPUModel(t *testing.T) {
 		t.Errorf("another key: %v", err)
 	}
 }
+
+// TestDomainSpecMachineAndCPUModel: a VM recorded before the machine
+// field keeps i440fx; a VM without a CPU model of its own gets the
+// cluster's as this node's metadata has it at the start.
+func TestDomainSpecMachineAndCPUModel(t *testing.T) {
+	w := newWorld()
+	m := w.manager()
+	old := &consensus.VMRecord{Name: "old", Spec: consensus.VMSpecRecord{VCPUs: 1, MemoryMiB: 64}}
+	spec := m.domainSpec(VMInfoOf(old), "/run/nbd.sock", "", "", "")
+	if spec.Machine != "pc" || spec.CPUModel != "qemu64" {
+		t.Errorf("old record: machine %q, cpu %q; want pc, qemu64", spec.Machine, spec.CPUModel)
+	}
+	w.ms.Config = map[string]string{settings.KeyVMCPUModel: "Haswell"}
+	nw := &consensus.VMRecord{Name: "new", Spec: consensus.VMSpecRecord{VCPUs: 1, MemoryMiB: 64, Machine: "q35"}}
+	spec = m.domainSpec(VMInfoOf(nw), "/run/nbd.sock", "", "", "")
+	if spec.Machine != "q35" || spec.CPUModel != "Haswell" {
+		t.Errorf("q35 on the cluster's model: machine %q, cpu %q; want q35, Haswell", spec.Machine, spec.CPUModel)
+	}
+	nw.Spec.CPUModel = "Nehalem"
+	if spec = m.domainSpec(VMInfoOf(nw), "/run/nbd.sock", "", "", ""); spec.CPUModel != "Nehalem" {
+		t.Errorf("own model: cpu %q, want Nehalem", spec.CPUModel)
+	}
+}
