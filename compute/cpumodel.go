@@ -74,18 +74,14 @@ func CPUModelProblem(model string, known, usable []string) string {
 		return ""
 	}
 	if !slices.Contains(known, model) {
+		const few = 6
 		var some []string
-		for _, w := range wellKnownCPUModels() {
-			if slices.Contains(known, w) {
-				some = append(some, w)
-			}
-		}
-		for _, k := range known {
-			if len(some) >= 8 {
+		for _, w := range append(wellKnownCPUModels(), known...) {
+			if len(some) == few {
 				break
 			}
-			if !slices.Contains(some, k) {
-				some = append(some, k)
+			if slices.Contains(known, w) && !slices.Contains(some, w) {
+				some = append(some, w)
 			}
 		}
 		return fmt.Sprintf("cpu model %s: libvirt does not know it (it knows %d, e.g. %s; 'virsh domcapabilities' lists them)",

@@ -50,6 +50,12 @@ func TestCPUModels(t *testing.T) {
 	if p := CPUModelProblem("Skylake-Server", known, usable); !strings.Contains(p, "cannot provide it here") {
 		t.Errorf("unusable model: %q", p)
 	}
+	// Of many, a few are named, the well-known ones first.
+	many := append([]string{"486", "Conroe", "Penryn"}, wellKnownCPUModels()...)
+	p = CPUModelProblem("nosuch", many, many)
+	if !strings.Contains(p, "it knows 13, e.g. qemu64, kvm64, Nehalem, Westmere, SandyBridge, Haswell;") {
+		t.Errorf("many models: %q", p)
+	}
 	// Without capabilities (libvirt's test driver) nothing is judged.
 	if p := CPUModelProblem("nosuch", nil, nil); p != "" {
 		t.Errorf("no capabilities: %q", p)

@@ -69,14 +69,23 @@ func (m *Manager) checkSpec(ctx context.Context, ms *consensus.MetaState, req *t
 // model is refused if any node lacks it: placement does not look at CPU
 // models, and a VM must be able to migrate and fail over to every node.
 func checkCPUModel(answers map[string]*tandemv1.ComputeStatus) error {
+	// Nodes saying the same (as identical nodes do) are named together.
 	var problems []string
+	nodes := map[string][]string{}
 	for _, n := range slices.Sorted(maps.Keys(answers)) {
 		if st := answers[n]; st.Available && len(st.CpuModelProblems) > 0 {
-			problems = append(problems, fmt.Sprintf("on %s: %s", n, strings.Join(st.CpuModelProblems, "; ")))
+			p := strings.Join(st.CpuModelProblems, "; ")
+			if nodes[p] == nil {
+				problems = append(problems, p)
+			}
+			nodes[p] = append(nodes[p], n)
 		}
 	}
 	if len(problems) == 0 {
 		return nil
+	}
+	for i, p := range problems {
+		problems[i] = fmt.Sprintf("on %s: %s", strings.Join(nodes[p], ", "), p)
 	}
 	return status.Errorf(codes.InvalidArgument, "%s", strings.Join(problems, "; "))
 }

@@ -58,7 +58,7 @@ func TestCreateMachineAndCPUModel(t *testing.T) {
 		{"bad machine", func(_ *world, r *tandemv1.CreateVMRequest) { r.Machine = "isapc" }, `--machine "isapc": use q35 (the default) or pc`},
 		{"bad model name", func(_ *world, r *tandemv1.CreateVMRequest) { r.CpuModel = "qemu64,+vmx" }, `--cpu-model "qemu64,+vmx"`},
 		{"unknown model", func(_ *world, r *tandemv1.CreateVMRequest) { r.CpuModel = "nosuch" },
-			"on n1: cpu model nosuch: libvirt does not know it (it knows 4, e.g. qemu64, kvm64, Nehalem, Haswell"},
+			"on n1, n2, n3: cpu model nosuch: libvirt does not know it (it knows 4, e.g. qemu64, kvm64, Nehalem, Haswell;"},
 		{"unknown on one node", func(w *world, r *tandemv1.CreateVMRequest) {
 			r.CpuModel = "Haswell"
 			w.cpuModels["n3"] = []string{"qemu64"}
