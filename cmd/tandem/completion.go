@@ -141,10 +141,11 @@ func addCompletions(root *cobra.Command, a *app) {
 		},
 	}
 	flags := map[string]map[string]cobra.CompletionFunc{
-		"volume create":    {"nodes": a.flagNames(nodeNames, true)},
-		"volume promote":   {"node": a.flagNames(nodeNames, false)},
-		"volume resync":    {"discard": a.flagNames(nodeNames, false)},
-		"vm create":        {"node": a.flagNames(nodeNames, false), "disk-volume": a.flagNames(volumeNames, false)},
+		"volume create":  {"nodes": a.flagNames(nodeNames, true)},
+		"volume promote": {"node": a.flagNames(nodeNames, false)},
+		"volume resync":  {"discard": a.flagNames(nodeNames, false)},
+		"vm create": {"node": a.flagNames(nodeNames, false), "disk-volume": a.flagNames(volumeNames, false),
+			"machine": fixedValues("q35", "pc"), "firmware": fixedValues("bios", "uefi")},
 		"vm start":         {"node": a.flagNames(nodeNames, false)},
 		"vm disk add":      {"disk-volume": a.flagNames(volumeNames, false)},
 		"vm migrate":       {"to": a.flagNames(nodeNames, false)},

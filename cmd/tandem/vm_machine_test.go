@@ -80,3 +80,10 @@ func TestVMMachineAndCPUModelFlags(t *testing.T) {
 	r = runCLI(t, "", "--data-dir", dir, "vm", "show", "web")
 	wantMatch(t, "stdout", r.stdout, `Machine:\s+pc \(i440fx\)\n`, `CPU model:\s+Nehalem\n`)
 }
+
+func TestVMCreateMachineCompletion(t *testing.T) {
+	dir, _ := startDaemonWith(t, func(s *grpc.Server) { tandemv1.RegisterVMServer(s, &fakeVMs{}) })
+	if got := complete(t, dir, "vm", "create", "web", "--machine", ""); len(got) != 2 || got[0] != "q35" || got[1] != "pc" {
+		t.Errorf("--machine completes to %q", got)
+	}
+}
