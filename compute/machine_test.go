@@ -144,8 +144,9 @@ func TestValidateMachineAndCPUModel(t *testing.T) {
 	}
 }
 
-// A migration keeps the running guest's machine and CPU model even when
-// the record names others now (they apply at the next start); the q35
+// A migration keeps the running guest's machine, CPU model, vCPUs and
+// memory even when the record names others now (they apply at the next
+// start); the q35
 // CD-ROM is retargeted like the IDE one.
 func TestRetargetQ35KeepsRunningModel(t *testing.T) {
 	src := q35Spec()
@@ -155,10 +156,15 @@ func TestRetargetQ35KeepsRunningModel(t *testing.T) {
 	dest.CDROM = "/var/lib/tandem/n2/images/debian.iso"
 	dest.CloudInit = "/var/lib/tandem/n2/vms/web-1.cidata.iso"
 	dest.CPUModel = "" // the record went back to the cluster's default
+	// 'vm set --vcpus/--memory' since the start: the next start's values.
+	dest.VCPUs, dest.MemoryMiB = src.VCPUs+2, src.MemoryMiB*2
 	if err := retarget(def, dest, XMLOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	x := marshalled(t, def)
+	if def.VCPU.Value != uint(src.VCPUs) || def.Memory.Value != uint(src.MemoryMiB) || def.Memory.Unit != "MiB" {
+		t.Errorf("destination has %d vCPUs and %d %s, want the running %d and %d MiB", def.VCPU.Value, def.Memory.Value, def.Memory.Unit, src.VCPUs, src.MemoryMiB)
+	}
 	for _, want := range []string{`machine="pc-q35-7.2"`, ">Nehalem<", `dev="sda" bus="sata"`, dest.CDROM, "pcie-root-port"} {
 		if !strings.Contains(x, want) {
 			t.Errorf("destination XML lacks %s:\n%s", want, x)

@@ -139,11 +139,12 @@ func retarget(def *libvirtxml.Domain, dest VMSpec, opts XMLOptions) error {
 	}
 	want := dest.normalized()
 	want.UUID = def.UUID
-	// The machine type and CPU model stay the running guest's: a record
-	// changed since the start ('vm set --cpu-model', the cluster's
+	// The machine type, CPU model, vCPUs and memory stay the running
+	// guest's: a record changed since the start ('vm set', the cluster's
 	// vm.cpu_model) applies at the next start, and must not stop the VM
 	// from moving (maintenance evacuates by live migration).
 	want.Machine, want.CPUModel = got.Machine, got.CPUModel
+	want.VCPUs, want.MemoryMiB = got.VCPUs, got.MemoryMiB
 	want.NICs = append([]NICSpec(nil), dest.NICs...)
 	for i := range want.NICs {
 		if want.NICs[i].Model == "" {

@@ -157,8 +157,6 @@ func TestRetargetRefusesGuestChanges(t *testing.T) {
 	}{
 		{"name", func(s *VMSpec) { s.Name = "web-2" }, "name"},
 		{"uuid", func(s *VMSpec) { s.UUID = "00000000-0000-0000-0000-000000000000" }, "uuid"},
-		{"vcpus", func(s *VMSpec) { s.VCPUs = 4 }, "host-side"},
-		{"memory", func(s *VMSpec) { s.MemoryMiB = 1024 }, "host-side"},
 		{"disk serial", func(s *VMSpec) { s.Disks[0].Serial = "other" }, "host-side"},
 		{"boot", func(s *VMSpec) { s.Disks[1].Boot = true }, "host-side"},
 		{"extra disk", func(s *VMSpec) {
