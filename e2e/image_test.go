@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,7 +132,7 @@ func TestVMInstallFromISO(t *testing.T) {
 	c, td, ctx := vc.c, vc.td, vc.ctx
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".51"
-	iso := buildGuestISO(t, vc.img, vc.cmdline(vip))
+	iso := buildGuestISO(t, vc.img, vc.installCmdline(vip, false))
 	want := sha256File(t, iso)
 
 	// Not ISO 9660: refused before a byte is sent, nothing recorded.
@@ -241,8 +242,21 @@ func TestVMInstallFromISO(t *testing.T) {
 		t.Fatalf("verify of the installed disk: %v %s", err, out)
 	}
 
-	// Eject, then the image can go.
-	vc.vm(t, n1, "cdrom", "inst", "eject")
+	// The install: the guest's bootable image onto the disk, the CD
+	// ejected, a reboot from the disk; then a live migration with the
+	// (empty) drive attached.
+	booted := vc.installAndReboot(t, n1, "inst", iso)
+	t.Logf("rebooted from the disk: boot %d, counter %d", booted.Boot, booted.Acked)
+	vc.migrateLive(t, n3, "inst", n1, n2)
+	if v := vc.vm(t, n1, "show", "inst"); v.Node != n2.Name || !v.HasCdrom || v.Cdrom != "" {
+		t.Fatalf("inst after the migration from its disk: %+v", v)
+	}
+	returned, _, _ = vc.rx.Last()
+	if d := vc.guestProgress(t, returned, 2*time.Minute); d.Boot != booted.Boot {
+		t.Fatalf("guest rebooted in the migration: boot %d -> %d", booted.Boot, d.Boot)
+	}
+
+	// Ejected, the image can go.
 	if out, stderr, err := td.CLI(ctx, n1, "image", "delete", "guest"); err != nil {
 		t.Fatalf("image delete: %v\n%s%s", err, out, stderr)
 	}
@@ -307,8 +321,7 @@ func TestVMUEFINVRAMFollows(t *testing.T) {
 	}
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	vip := strings.TrimSuffix(c.ReceiverIP, ".1") + ".53"
-	cmdline := vc.img.Cmdline(guest.Config{IP: vip + "/24", UDP: c.ReceiverIP + ":9999", Rate: 100, Disk: "/dev/vda", EFIVar: true})
-	iso := buildGuestISO(t, vc.img, cmdline)
+	iso := buildGuestISO(t, vc.img, vc.installCmdline(vip, true))
 	if _, stderr, err := td.CLI(vc.ctx, n1, "image", "upload", iso, "--name", "guest"); err != nil {
 		t.Fatalf("image upload: %v\n%s", err, stderr)
 	}
@@ -357,11 +370,55 @@ func TestVMUEFINVRAMFollows(t *testing.T) {
 		t.Fatalf("efi after the failover: %+v", v)
 	}
 	t.Logf("after the failover to %s (boot %d) the guest still reads its UEFI variable %s", v.Node, after.Boot, after.EFIVar)
+	// The install under UEFI: the image onto the disk, the CD ejected,
+	// OVMF boots the disk; the variable is still there.
+	fromDisk := vc.installAndReboot(t, c.Node(v.Node), "efi", iso)
+	if d := vc.efiVar(t, fromDisk.Boot, 2*time.Minute); d.EFIVar != value {
+		t.Fatalf("booted from the disk, the guest's UEFI variable is %q, want %q", d.EFIVar, value)
+	}
+	t.Logf("UEFI guest rebooted from its disk: boot %d, counter %d", fromDisk.Boot, fromDisk.Acked)
 	c.HealVM(n2)
 	c.Heal(n2)
 	if err := vc.powerOn(t, vc.bmc[n2.Name]); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// installOffset is where the install tests' guests keep their counter: past
+// the bootable image written at the disk's start (about 20 MiB), within
+// the smallest disk (64 MiB).
+const installOffset = 48 << 20
+
+// installCmdline is the kernel command line of an installer ISO's guest.
+func (vc *vmCluster) installCmdline(ip string, efiVar bool) string {
+	return vc.img.Cmdline(guest.Config{IP: ip + "/24", UDP: vc.c.ReceiverIP + ":9999", Rate: 100, Disk: "/dev/vda", DiskOffset: installOffset, EFIVar: efiVar})
+}
+
+// installAndReboot plays an installer's last steps on VM vm, running on
+// n from iso: it is stopped, the test guest's bootable image (the hybrid
+// ISO, GRUB for BIOS and UEFI) is written at the start of its first disk
+// through n's NBD export (the counter, at installOffset, stays), its CD
+// is ejected, and it starts again: the disk is the only thing to boot
+// from. It returns the first heartbeat of that boot, which went on from
+// every counter write acknowledged before the stop.
+func (vc *vmCluster) installAndReboot(t *testing.T, n *testcluster.Node, vm, iso string) guest.Datagram {
+	t.Helper()
+	st, err := os.Stat(iso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() > installOffset {
+		t.Fatalf("the ISO (%d bytes) would overwrite the counter at %d", st.Size(), installOffset)
+	}
+	before, _, _ := vc.rx.Last()
+	info := vc.vm(t, n, "stop", vm, "--force")
+	last := vc.lastFromBoot(before.Boot)
+	runTool(t, vc.ctx, "qemu-io", "-f", "raw", "-c", fmt.Sprintf("write -s %s 0 %d", iso, st.Size()), nbdURI(vc.td, n, info.Volumes[0]))
+	if v := vc.vm(t, n, "cdrom", vm, "eject"); v.Cdrom != "" || !v.HasCdrom {
+		t.Fatalf("%s after eject: %+v", vm, v)
+	}
+	vc.vm(t, n, "start", vm, "--node", n.Name)
+	return vc.waitRecovered(t, last, 5*time.Minute)
 }
 
 // efiVar waits for a heartbeat of boot that reports the guest's UEFI

@@ -23,7 +23,11 @@ type config struct {
 	udp           string
 	rate          int
 	disk          string
-	writeEvery    time.Duration
+	// diskOffset is where on disk the counter block is (tandem.disk_offset,
+	// a multiple of 4096; default 0), so that a bootable image can hold
+	// the disk's start.
+	diskOffset int64
+	writeEvery time.Duration
 	// noQGA (tandem.qga=off) leaves the guest agent port unanswered.
 	noQGA bool
 	// cidata is the cloud-init seed's device, "auto" to look for it
@@ -132,6 +136,12 @@ func parseCmdline(s string, log *slog.Logger) config {
 			cfg.udp = v
 		case "disk":
 			cfg.disk = v
+		case "disk_offset":
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 && n%4096 == 0 {
+				cfg.diskOffset = n
+			} else {
+				log.Error("bad tandem.disk_offset (bytes, a multiple of 4096); keeping 0", "value", v)
+			}
 		case "qga":
 			cfg.noQGA = v == "off"
 		case "cidata":
@@ -257,8 +267,8 @@ func (a *agent) diskLoop(ctx context.Context) error {
 	case <-a.diskReady:
 		// Restarted after an error: boot and acked are already known.
 	default:
-		if _, err := unix.Pread(fd, buf, 0); err != nil {
-			return fmt.Errorf("read block 0: %w", err)
+		if _, err := unix.Pread(fd, buf, a.cfg.diskOffset); err != nil {
+			return fmt.Errorf("read the counter block at %d: %w", a.cfg.diskOffset, err)
 		}
 		st, err := guest.DecodeDiskState(buf)
 		if err != nil {
@@ -269,7 +279,7 @@ func (a *agent) diskLoop(ctx context.Context) error {
 		}
 		a.boot.Store(st.Boot)
 		a.acked.Store(st.Counter)
-		a.log.Info("disk counter", "disk", a.cfg.disk, "counter", st.Counter, "boot", st.Boot)
+		a.log.Info("disk counter", "disk", a.cfg.disk, "offset", a.cfg.diskOffset, "counter", st.Counter, "boot", st.Boot)
 		close(a.diskReady)
 	}
 
@@ -277,7 +287,7 @@ func (a *agent) diskLoop(ctx context.Context) error {
 	for {
 		next := guest.DiskState{Counter: a.acked.Load() + 1, Boot: a.boot.Load()}
 		next.EncodeTo(buf)
-		if _, err := unix.Pwrite(fd, buf, 0); err != nil {
+		if _, err := unix.Pwrite(fd, buf, a.cfg.diskOffset); err != nil {
 			a.writeErrs.Add(1)
 			return fmt.Errorf("write counter %d: %w", next.Counter, err)
 		}

@@ -29,6 +29,10 @@ type Config struct {
 	UDP     string // tandem.udp, host:port of the Receiver, e.g. 10.0.2.2:9999
 	Rate    int    // tandem.rate, datagrams per second (agent default 100)
 	Disk    string // tandem.disk, counter disk, e.g. /dev/vda
+	// DiskOffset is where on Disk the counter block is
+	// (tandem.disk_offset, a multiple of 4096), so that a bootable image
+	// can hold the disk's start.
+	DiskOffset int64
 	// WriteInterval is the pause between counter writes (tandem.write_ms,
 	// agent default 10 ms); rounded down to milliseconds.
 	WriteInterval time.Duration
@@ -66,6 +70,9 @@ func Cmdline(c Config) string {
 		add("rate", strconv.Itoa(c.Rate))
 	}
 	add("disk", c.Disk)
+	if c.DiskOffset > 0 {
+		add("disk_offset", strconv.FormatInt(c.DiskOffset, 10))
+	}
 	add("cidata", c.CloudInit)
 	if c.EFIVar {
 		add("efivar", "on")
