@@ -238,8 +238,19 @@ func TestDestXMLFromLibvirtd(t *testing.T) {
 		}
 	}
 	bad := dest
-	bad.VCPUs++
+	bad.NICs = dest.NICs[:1]
 	if _, err := d.destXML(ctx, dom, bad, 0); !errors.Is(err, ErrInvalidSpec) {
-		t.Errorf("destXML with more vCPUs: %v, want ErrInvalidSpec", err)
+		t.Errorf("destXML with a NIC less: %v, want ErrInvalidSpec", err)
+	}
+	// More vCPUs recorded since the start ('vm set'): the destination
+	// runs the running guest's, and the change waits for the next start.
+	more := dest
+	more.VCPUs++
+	x, err := d.destXML(ctx, dom, more, 0)
+	if err != nil {
+		t.Fatalf("destXML with more vCPUs recorded: %v", err)
+	}
+	if got, _, err := ParseDomainXML(x); err != nil || got.VCPUs != dest.VCPUs {
+		t.Errorf("destination vCPUs %d (%v), want the running %d", got.VCPUs, err, dest.VCPUs)
 	}
 }

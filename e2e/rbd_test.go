@@ -292,10 +292,11 @@ func TestRBDVolumes(t *testing.T) {
 			t.Fatalf("events: takeover %d, owner %d\n%v", takeover, owner, evs)
 		}
 		t.Logf("%s\n%s", evs[takeover].Detail, evs[owner].Detail)
-		// The old owner closes its client, then its entry leaves the
-		// blocklist; Ceph then sees one watcher, the new owner.
+		// The old owner closes its client, proves no process of it can
+		// hold it, and its entry leaves the blocklist; Ceph then sees one
+		// watcher, the new owner.
 		waitEvent(t, vc, n3, time.Minute, func(e *tandemv1.Event) bool {
-			return e.Kind == "volume-rbd-unblocklist" && strings.Contains(e.Detail, "volume r1:")
+			return e.Kind == "rbd-unblocklist" && strings.Contains(e.Detail, ": n1 dropped its old client(s) "+n1.IP+":")
 		})
 		info = volumeCmd(t, ctx, td, n1, "show", "r1")
 		if info.LockOwner == nil || info.LockOwner.Node != "n2" || len(info.Watchers) != 1 || info.Watchers[0].Node != "n2" {
