@@ -12,13 +12,15 @@ import (
 // fail fences a peer off: freeze new acknowledgements, commit "peer
 // Outdated" through the shard, mark what the peer missed, thaw. Without
 // quorum the commit keeps failing and I/O stays frozen (never acknowledged).
-func (p *Primary) fail(pe *peer, gen uint64, cause error) {
+// It reports whether it acted: not for an old connection (gen), a peer not
+// linked, or a closed primary.
+func (p *Primary) fail(pe *peer, gen uint64, cause error) bool {
 	p.mu.Lock()
 	pe.mu.Lock()
 	if pe.gen != gen || (pe.state != peerInSync && pe.state != peerSyncing) || p.closed {
 		pe.mu.Unlock()
 		p.mu.Unlock()
-		return
+		return false
 	}
 	prev := pe.state
 	if prev == peerInSync && p.local != localAttached {
@@ -45,7 +47,7 @@ func (p *Primary) fail(pe *peer, gen uint64, cause error) {
 		p.mu.Unlock()
 		p.log.Error("in-sync peer lost while diskless; no replica left to serve from: stopping", "peer", pe.cfg.Name, "err", cause)
 		p.failPending(pe, err)
-		return
+		return true
 	}
 	pe.state = peerFencing
 	if pe.conn != nil {
@@ -66,6 +68,7 @@ func (p *Primary) fail(pe *peer, gen uint64, cause error) {
 		defer p.wg.Done()
 		p.fence(pe, cause)
 	}()
+	return true
 }
 
 func (p *Primary) fence(pe *peer, cause error) {
@@ -127,4 +130,70 @@ func (p *Primary) failPending(pe *peer, err error) {
 	for _, r := range pending {
 		r.resolve(err)
 	}
+}
+
+// RecordReader returns the epoch and the replica states of the volume's
+// record, from a read that began after the call (a linearizable read).
+type RecordReader func(ctx context.Context) (epoch uint64, states map[string]ReplicaState, err error)
+
+// Realign fences off again every peer this primary links in sync while the
+// record at its epoch names it neither UpToDate nor SyncSource. They
+// disagree when a fence proposed by an earlier incarnation of this primary
+// (same node, same epoch, before a restart) commits after this one linked
+// the peer: the record then says Outdated, the link says in sync, and
+// neither side would ever resync it (the fault-schedule runner's finding 2,
+// seed 1014). Fencing again makes them agree the usual way: "peer
+// Outdated" is committed (it already is), what the peer has not confirmed
+// is marked, and the resync brings it back to UpToDate. It reports the
+// peers it fenced.
+//
+// The links are sampled before the record is read, and a peer is fenced
+// only if its connection is still the sampled one and still in sync: every
+// transition this primary commits (SyncTarget, UpToDate) is committed before
+// the link becomes in sync, so a read that began later sees it, and a late
+// commit is the only way the two can disagree.
+func (p *Primary) Realign(ctx context.Context, read RecordReader) ([]string, error) {
+	type linked struct {
+		pe  *peer
+		gen uint64
+	}
+	var in []linked
+	p.mu.Lock()
+	if p.local != localAttached {
+		// Diskless, an in-sync peer is the only copy this primary serves
+		// from: fencing it would stop the volume. Its record is left to
+		// the operator and to the next primary.
+		p.mu.Unlock()
+		return nil, nil
+	}
+	for _, pe := range p.peers {
+		if pe.state == peerInSync {
+			pe.mu.Lock()
+			in = append(in, linked{pe, pe.gen})
+			pe.mu.Unlock()
+		}
+	}
+	p.mu.Unlock()
+	if len(in) == 0 {
+		return nil, nil
+	}
+	epoch, states, err := read(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the volume record: %w", err)
+	}
+	if epoch != p.cfg.Epoch {
+		return nil, nil // another primary's epoch: this one is deposed at its next commit
+	}
+	var fenced []string
+	for _, l := range in {
+		s, ok := states[l.pe.cfg.Name]
+		if !ok || s == UpToDate || s == SyncSource {
+			continue
+		}
+		cause := fmt.Errorf("the volume record names it %s at epoch %d while this primary links it in sync (a fence committed after the link, e.g. one proposed before a restart)", s, epoch)
+		if p.fail(l.pe, l.gen, cause) {
+			fenced = append(fenced, l.pe.cfg.Name)
+		}
+	}
+	return fenced, nil
 }

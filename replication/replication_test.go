@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -165,6 +166,10 @@ type fencer struct {
 	// never committed counts as UpToDate, as the record starts).
 	primary string
 	peers   []string
+	// held, when set, holds every Outdate until it is closed, as a
+	// proposal that commits late does; outdating is told of each one held.
+	held      chan struct{}
+	outdating chan string
 }
 
 func (f *fencer) commit(epoch uint64, peer string, s ReplicaState) error {
@@ -184,7 +189,21 @@ func (f *fencer) commit(epoch uint64, peer string, s ReplicaState) error {
 	return nil
 }
 func (f *fencer) Outdate(_ context.Context, epoch uint64, peer, _ string) error {
+	f.mu.Lock()
+	held, outdating := f.held, f.outdating
+	f.mu.Unlock()
+	if held != nil {
+		outdating <- peer
+		<-held
+	}
 	return f.commit(epoch, peer, Outdated)
+}
+
+// read is the record as a linearizable read returns it.
+func (f *fencer) read(context.Context) (uint64, map[string]ReplicaState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.epoch, maps.Clone(f.states), nil
 }
 func (f *fencer) SetState(_ context.Context, epoch uint64, peer string, s ReplicaState, _ string) error {
 	return f.commit(epoch, peer, s)

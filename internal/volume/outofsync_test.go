@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/replication"
 )
 
 func TestOutOfSyncBeforeEpoch(t *testing.T) {
@@ -28,6 +29,33 @@ func TestOutOfSyncBeforeEpoch(t *testing.T) {
 	} {
 		if got := outOfSyncBeforeEpoch(tc.r, tc.peer); got != tc.want {
 			t.Errorf("%s: outOfSyncBeforeEpoch(%s) = %v, want %v", tc.name, tc.peer, got, tc.want)
+		}
+	}
+}
+
+func TestLinksDisagree(t *testing.T) {
+	rec := func(states map[string]consensus.ReplicaState) *consensus.VolumeRecord {
+		r := &consensus.VolumeRecord{Epoch: 1, Primary: "n1", Replicas: map[string]*consensus.ReplicaRecord{"n1": {State: consensus.UpToDate}}}
+		for n, s := range states {
+			r.Replicas[n] = &consensus.ReplicaRecord{State: s}
+		}
+		return r
+	}
+	links := []replication.PeerStatus{{Name: "n2", State: "in-sync"}, {Name: "n3", State: "outdated"}}
+	for _, tc := range []struct {
+		name string
+		r    *consensus.VolumeRecord
+		want bool
+	}{
+		{"agree", rec(map[string]consensus.ReplicaState{"n2": consensus.UpToDate, "n3": consensus.Outdated}), false},
+		{"in sync, recorded SyncSource", rec(map[string]consensus.ReplicaState{"n2": consensus.SyncSource, "n3": consensus.Outdated}), false},
+		{"a late fence: linked in sync, recorded Outdated", rec(map[string]consensus.ReplicaState{"n2": consensus.Outdated, "n3": consensus.Outdated}), true},
+		{"linked in sync, recorded SyncTarget (a local copy lagging a resync)", rec(map[string]consensus.ReplicaState{"n2": consensus.SyncTarget}), true},
+		{"a peer not linked in sync is the resync's business", rec(map[string]consensus.ReplicaState{"n2": consensus.UpToDate, "n3": consensus.UpToDate}), false},
+		{"a peer the record does not name", rec(nil), false},
+	} {
+		if got := linksDisagree(links, tc.r); got != tc.want {
+			t.Errorf("%s: linksDisagree = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

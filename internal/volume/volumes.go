@@ -56,6 +56,9 @@ type nodeVolume struct {
 	// (restartDiskless): when the next may be, and the wait after it.
 	disklessRetry     time.Time
 	disklessRetryWait time.Duration
+	// realigning is set while a Realign of the primary runs (one at a
+	// time: each does a linearizable read).
+	realigning atomic.Bool
 
 	// handoverMu serialises handovers on the primary, takeoverMu the
 	// migration target's takeover.
@@ -606,6 +609,7 @@ func (nv *nodeVolume) reconcile() {
 		if ms, err := meta.LocalState(); err == nil {
 			nv.primary.SetResyncRate(nv.m.resyncRate(ms))
 		}
+		nv.realignIfDisagrees(r)
 		return
 	}
 	ctx, cancel := context.WithTimeout(nv.m.ctx, 30*time.Second)
@@ -695,6 +699,61 @@ func (nv *nodeVolume) reconcile() {
 	if len(reconcile) > 0 {
 		go nv.reconcilePeers(p, r.Epoch, reconcile)
 	}
+}
+
+// realignIfDisagrees starts a Realign of the running primary when the
+// record names a peer that the primary links in sync neither UpToDate nor
+// SyncSource: a fence proposed before a restart of this node committed
+// after the new primary linked the peer (see replication.Primary.Realign).
+// The record here is the local copy, which may lag behind a resync this
+// primary just finished; Realign confirms with a linearizable read before
+// it fences anything. nv.mu held.
+func (nv *nodeVolume) realignIfDisagrees(r *consensus.VolumeRecord) {
+	if r.Epoch != nv.primaryEpoch || !linksDisagree(nv.primary.Status(), r) || !nv.realigning.CompareAndSwap(false, true) {
+		return
+	}
+	p, shard, self := nv.primary, nv.entry.ShardID, nv.m.self()
+	go func() {
+		defer nv.realigning.Store(false)
+		ctx, cancel := context.WithTimeout(nv.m.ctx, 5*time.Second)
+		defer cancel()
+		fenced, err := p.Realign(ctx, func(ctx context.Context) (uint64, map[string]consensus.ReplicaState, error) {
+			rec, err := nv.vols.Record(ctx, shard)
+			if err != nil {
+				return 0, nil, err
+			}
+			states := make(map[string]consensus.ReplicaState, len(rec.Replicas))
+			for n, rr := range rec.Replicas {
+				states[n] = rr.State
+			}
+			return rec.Epoch, states, nil
+		})
+		if err != nil {
+			nv.m.log.Info("record and replication links disagree; will check again", "volume", nv.entry.Name, "err", err)
+			return
+		}
+		for _, peer := range fenced {
+			nv.m.log.Warn("peer linked in sync but recorded otherwise (a fence committed late); fenced off again for a resync", "volume", nv.entry.Name, "peer", peer)
+			if nv.m.st.Events != nil {
+				nv.m.st.Events(ctx, consensus.Event{Kind: "replica-realigned", Node: self, Detail: fmt.Sprintf(
+					"volume %s: %s was linked in sync while the record named it out of sync (a fence committed late, e.g. one proposed before %s restarted); it is fenced off again and resynced", nv.entry.Name, peer, self)})
+			}
+		}
+	}()
+}
+
+// linksDisagree reports whether a peer the primary links in sync is
+// recorded neither UpToDate nor SyncSource.
+func linksDisagree(links []replication.PeerStatus, r *consensus.VolumeRecord) bool {
+	for _, l := range links {
+		if l.State != "in-sync" {
+			continue
+		}
+		if rr, ok := r.Replicas[l.Name]; ok && rr.State != consensus.UpToDate && rr.State != consensus.SyncSource {
+			return true
+		}
+	}
+	return false
 }
 
 // diskEvent records a cluster event when this node's replica becomes
