@@ -41,6 +41,12 @@ func (h *Host) attemptTimeoutOf(shardID uint64) time.Duration {
 	return d
 }
 
+// Wake makes this node's replica of a quiesced volume shard active again
+// (see wake), without waiting: HA wakes the shards of a dead node's volumes
+// when it declares the node dead, so that those it led elect a new leader
+// while the node is fenced, not one after another at each promotion.
+func (v *Volumes) Wake(shardID uint64) { v.h.wake(shardID) }
+
 // wake makes a quiesced sparse shard's replica active again: a ReadIndex is
 // activity to dragonboat, and an active follower whose leader is gone
 // elects a new one. The answer is not waited for.

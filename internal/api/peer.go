@@ -33,7 +33,7 @@ func (s *peerService) Join(ctx context.Context, req *tandemv1.PeerJoinRequest) (
 
 func (s *peerService) Ping(_ context.Context, req *tandemv1.PingRequest) (*tandemv1.PingResponse, error) {
 	if req.LeaderTerm != 0 {
-		s.a.cfg.HA.LeaderPing(req.From, req.LeaderTerm)
+		s.a.cfg.HA.LeaderPing(req.From, req.LeaderTerm, req.Unreachable)
 	}
 	resp := &tandemv1.PingResponse{Name: s.a.cfg.State.Node.Name, Now: timestamppb.Now(), Version: version.String()}
 	if id := s.a.cfg.Node.ReplicaID(); id != 0 {

@@ -91,12 +91,22 @@ func (r recoveryVolumes) Primaries() int {
 	return 0
 }
 
-func (r recoveryVolumes) Show(ctx context.Context, vol string) (*tandemv1.VolumeInfo, error) {
+func (r recoveryVolumes) Show(ctx context.Context, vol, skip string) (*tandemv1.VolumeInfo, error) {
 	vm := r.d.volumes()
 	if vm == nil {
 		return nil, fmt.Errorf("volumes are not running on this node")
 	}
-	return vm.Show(ctx, vol, 5*time.Second)
+	if skip == "" {
+		return vm.Show(ctx, vol, 5*time.Second)
+	}
+	return vm.Show(ctx, vol, 5*time.Second, skip)
+}
+
+func (r recoveryVolumes) WakeShards(node string) int {
+	if vm := r.d.volumes(); vm != nil {
+		return vm.WakeShardsOf(node)
+	}
+	return 0
 }
 
 func (r recoveryVolumes) Promote(ctx context.Context, ms *consensus.MetaState, vol, node string) error {

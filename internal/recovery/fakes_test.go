@@ -149,9 +149,12 @@ type fakeVolumes struct {
 	infos map[string]*tandemv1.VolumeInfo
 }
 
-func (f *fakeVolumes) Show(_ context.Context, vol string) (*tandemv1.VolumeInfo, error) {
+func (f *fakeVolumes) Show(_ context.Context, vol, skip string) (*tandemv1.VolumeInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if skip != "" {
+		f.j.Add("show %s without %s", vol, skip)
+	}
 	info, ok := f.infos[vol]
 	if !ok {
 		return nil, fmt.Errorf("no volume %s", vol)
@@ -166,6 +169,11 @@ func (f *fakeVolumes) FreezeAll(cause error) int {
 }
 
 func (f *fakeVolumes) Primaries() int { return f.primaries }
+
+func (f *fakeVolumes) WakeShards(node string) int {
+	f.j.Add("wake-shards %s", node)
+	return len(f.infos)
+}
 
 func (f *fakeVolumes) Promote(_ context.Context, _ *consensus.MetaState, vol, node string) error {
 	f.j.Add("promote %s on %s", vol, node)

@@ -105,7 +105,14 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		m.log.Info("metadata leader: failure detector started", "term", term, "nodes", nodes)
 	}
 	m.det.SetNodes(now, nodes)
+	var unreachable []string
+	for _, name := range nodes {
+		if s, _, _ := m.det.State(name); s == ha.Suspect || s == ha.Dead {
+			unreachable = append(unreachable, name)
+		}
+	}
 	m.mu.Unlock()
+	m.wakeShardsOf(unreachable)
 
 	var wg sync.WaitGroup
 	for _, name := range nodes {
@@ -124,7 +131,7 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 			}
 			pctx, cancel := context.WithTimeout(ctx, t.HeartbeatInterval)
 			defer cancel()
-			if _, err := c.Ping(pctx, &tandemv1.PingRequest{From: m.st.Node.Name, LeaderTerm: term}); err == nil {
+			if _, err := c.Ping(pctx, &tandemv1.PingRequest{From: m.st.Node.Name, LeaderTerm: term, Unreachable: unreachable}); err == nil {
 				m.seen(name)
 			}
 		}()

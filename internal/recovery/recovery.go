@@ -61,8 +61,13 @@ type Volumes interface {
 	// Promote makes node the primary of vol; ms locates node.
 	Promote(ctx context.Context, ms *consensus.MetaState, vol, node string) error
 	// Show is where vol's primary is and its replicas' states, as the
-	// nodes holding it answer.
-	Show(ctx context.Context, vol string) (*tandemv1.VolumeInfo, error)
+	// nodes holding it answer; skip, when set, is not asked (a dead node,
+	// whose silence would only cost the call its timeout).
+	Show(ctx context.Context, vol, skip string) (*tandemv1.VolumeInfo, error)
+	// WakeShards makes the volume shards node is a member of active here,
+	// so that those node led elect a new leader at once; it returns how
+	// many it woke.
+	WakeShards(node string) int
 }
 
 // Domains is the hypervisor of this node: the VMs running here.
@@ -158,6 +163,9 @@ type Manager struct {
 	// that it is off counts only if committed after that (by index, never
 	// by comparing two nodes' clocks).
 	aliveAt map[string]uint64
+	// woken holds the unreachable nodes whose volume shards this node
+	// woke (wakeShardsOf), on the leader and on the others alike.
+	woken map[string]bool
 
 	// lastTick is when the HA loop last finished a round (Unix nanoseconds):
 	// the daemon's liveness, which the service manager's watchdog follows.
@@ -178,7 +186,7 @@ func (m *Manager) LastTick() time.Time {
 func New(c Config) *Manager {
 	t := ha.DefaultTiming()
 	return &Manager{st: c.State, log: c.State.Log.With("component", "ha"), meta: c.Meta, vols: c.Volumes, vms: c.VMs,
-		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}}
+		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}, woken: map[string]bool{}}
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.
@@ -464,8 +472,9 @@ func (m *Manager) nothingToFence(ctx context.Context) bool {
 
 // LeaderPing renews the lease when the metadata leader pings (see
 // ha.Lease): from must be the node the metadata names as the leader at
-// term.
-func (m *Manager) LeaderPing(from string, term uint64) {
+// term. unreachable are the nodes the leader suspects or declared dead:
+// their volume shards are woken here (wakeShardsOf).
+func (m *Manager) LeaderPing(from string, term uint64, unreachable []string) {
 	meta := m.meta()
 	if meta == nil {
 		return
@@ -481,6 +490,7 @@ func (m *Manager) LeaderPing(from string, term uint64) {
 	m.mu.Lock()
 	m.lease.LeaderPing(time.Now())
 	m.mu.Unlock()
+	m.wakeShardsOf(unreachable)
 }
 
 func (m *Manager) event(ctx context.Context, e consensus.Event) { m.st.Events(ctx, e) }

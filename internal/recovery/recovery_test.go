@@ -244,15 +244,44 @@ func TestLeaderPingRenewsOnlyFromTheLeader(t *testing.T) {
 	f.m.timing.HeartbeatInterval = time.Minute
 	old := time.Now().Add(-time.Minute)
 	f.m.lease = ha.NewLease(f.m.timing, old)
-	f.m.lease.QuorumOK(time.Now(), false) // this node just proved quorum
-	f.m.LeaderPing("n2", 8)               // not the leader
-	f.m.LeaderPing("n3", 7)               // stale term
+	f.m.lease.QuorumOK(time.Now(), false)   // this node just proved quorum
+	f.m.LeaderPing("n2", 8, []string{"n2"}) // not the leader
+	f.m.LeaderPing("n3", 7, []string{"n2"}) // stale term
 	if !f.m.lease.Renewed().Equal(old) {
 		t.Fatal("renewed by a non-leader")
 	}
-	f.m.LeaderPing("n3", 8)
+	f.m.LeaderPing("n3", 8, nil)
 	if !f.m.lease.Renewed().After(old) {
 		t.Fatal("not renewed by the leader")
+	}
+	if f.j.Has("wake-shards") {
+		t.Fatalf("shards woken on a ping that was not the leader's: %v", f.j.List())
+	}
+}
+
+// The leader's pings name the nodes it suspects; each receiver wakes its
+// volume shards of such a node once while it stays unreachable, and again
+// after it came back and was lost anew. The leader wakes its own as its
+// detector suspects them.
+func TestUnreachableNodesShardsWoken(t *testing.T) {
+	f := newFixture(t)
+	f.meta.setLeader(3, 8)
+	f.m.LeaderPing("n3", 8, []string{"n2"})
+	f.waitFor(t, "wake-shards n2")
+	f.m.LeaderPing("n3", 8, []string{"n2"})
+	f.m.LeaderPing("n3", 8, []string{"n2", "n1"}) // this node itself: nothing to wake
+	time.Sleep(20 * time.Millisecond)
+	if n := f.j.Count("wake-shards"); n != 1 {
+		t.Fatalf("woken %d times while n2 stayed unreachable: %v", n, f.j.List())
+	}
+	f.m.LeaderPing("n3", 8, nil) // n2 answers again
+	f.m.LeaderPing("n3", 8, []string{"n2"})
+	deadline := time.Now().Add(5 * time.Second)
+	for f.j.Count("wake-shards n2") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not woken again after n2 came back and was lost anew: %v", f.j.List())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

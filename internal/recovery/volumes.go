@@ -17,7 +17,7 @@ import (
 // maxParallelPromotions bounds the bare volumes promoted at once after a
 // node loss: each promotion is a Raft commit on the volume's shard and a
 // peer call, and a node may have been primary of hundreds.
-const maxParallelPromotions = 8
+const maxParallelPromotions = 16
 
 // maxParallelLookups bounds the Shows bareVolumes runs at once. Each may
 // wait its whole timeout for the dead node's answer: 8 at once delayed the
@@ -71,7 +71,7 @@ func (m *Manager) bareVolumes(ctx context.Context, ms *consensus.MetaState, dead
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			info, err := m.vols.Show(ctx, name)
+			info, err := m.vols.Show(ctx, name, dead)
 			if err != nil {
 				m.log.Warn("cannot tell where a volume's primary is", "volume", name, "err", err)
 				return
@@ -172,7 +172,7 @@ func (m *Manager) promoteOne(ctx context.Context, dead string, term uint64, v ba
 		if attempt > 1 {
 			// A fresh view: a replica may have become UpToDate, or the
 			// volume may have been promoted by an operator meanwhile.
-			info, err := m.vols.Show(ctx, v.name)
+			info, err := m.vols.Show(ctx, v.name, dead)
 			if err == nil {
 				if info.GetPrimary() != dead && info.GetPrimary() != "" {
 					return info.GetPrimary(), nil

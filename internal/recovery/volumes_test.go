@@ -58,6 +58,10 @@ func TestRecoverPromotesVolumesWithoutVM(t *testing.T) {
 	f.meta.confirmOff("n2")
 	wait(t, done)
 	got := strings.Join(f.j.List(), "\n")
+	// The lookups do not wait for the dead node's answer.
+	if !f.j.Has("show auto-vol without n2") {
+		t.Errorf("the lookup of auto-vol asked the dead n2:\n%s", got)
+	}
 	fenced := f.j.Index("event fence-result n2: confirmed")
 	for _, want := range []string{"promote auto-vol on n3", "promote auto3 on n3", "promote vm-disk on n3", "start vm on n3"} {
 		if i := f.j.Index(want); i < 0 || i < fenced {

@@ -51,6 +51,7 @@ type Shard interface {
 	EndDual(ctx context.Context, shardID, epoch uint64, reason string) (*consensus.VolumeRecord, error)
 	Handover(ctx context.Context, shardID, epoch uint64, peer, reason string) (*consensus.VolumeRecord, error)
 	Detach(ctx context.Context, shardID, epoch uint64, reason string) (*consensus.VolumeRecord, error)
+	Wake(shardID uint64)
 }
 
 // CallNode runs f against node's peer client, bounded by timeout; the

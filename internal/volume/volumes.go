@@ -955,6 +955,26 @@ func disklessCause(r *consensus.VolumeRecord) string {
 	return fmt.Sprintf("the volume's record has this replica %s", own.State)
 }
 
+// WakeShardsOf makes this node's replicas of the volume shards that node
+// is a member of (a replica or the witness) active again, so that the
+// shards node led elect a new leader now; it returns how many it woke.
+func (m *Manager) WakeShardsOf(node string) int {
+	m.mu.Lock()
+	vols := make([]*nodeVolume, 0, len(m.vols))
+	for _, nv := range m.vols {
+		vols = append(vols, nv)
+	}
+	m.mu.Unlock()
+	n := 0
+	for _, nv := range vols {
+		if nv.entry.ShardID != 0 && (slices.Contains(nv.entry.Replicas, node) || nv.entry.Witness == node) {
+			nv.vols.Wake(nv.entry.ShardID)
+			n++
+		}
+	}
+	return n
+}
+
 // Primaries counts the volumes served here as primary.
 func (m *Manager) Primaries() int {
 	m.mu.Lock()

@@ -7708,7 +7708,13 @@ type PingRequest struct {
 	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
 	// Set by the metadata leader's failure detector: the receiver renews its
 	// self-fence lease if it also reached a quorum recently.
-	LeaderTerm    uint64 `protobuf:"varint,2,opt,name=leader_term,json=leaderTerm,proto3" json:"leader_term,omitempty"`
+	LeaderTerm uint64 `protobuf:"varint,2,opt,name=leader_term,json=leaderTerm,proto3" json:"leader_term,omitempty"`
+	// Set by the metadata leader too: the nodes its failure detector suspects
+	// or declared dead. The receiver wakes its replicas of the volume shards
+	// they are members of: a sleeping (quiesced) shard whose leader died
+	// elects a new one only once a member that can lead wakes, and HA's
+	// promotions should not each wait for that election in turn.
+	Unreachable   []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -7755,6 +7761,13 @@ func (x *PingRequest) GetLeaderTerm() uint64 {
 		return x.LeaderTerm
 	}
 	return 0
+}
+
+func (x *PingRequest) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
 }
 
 type PingResponse struct {
@@ -11114,11 +11127,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\rPeerNodeCerts\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\x12\x18\n" +
-	"\aserials\x18\x03 \x03(\tR\aserials\"B\n" +
+	"\aserials\x18\x03 \x03(\tR\aserials\"d\n" +
 	"\vPingRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x1f\n" +
 	"\vleader_term\x18\x02 \x01(\x04R\n" +
-	"leaderTerm\"\xba\x01\n" +
+	"leaderTerm\x12 \n" +
+	"\vunreachable\x18\x03 \x03(\tR\vunreachable\"\xba\x01\n" +
 	"\fPingResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
