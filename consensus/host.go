@@ -90,7 +90,7 @@ type HostConfig struct {
 
 func (c *HostConfig) withDefaults() {
 	if c.RTTMillisecond == 0 {
-		c.RTTMillisecond = 10
+		c.RTTMillisecond = 50
 	}
 	if c.ElectionRTT == 0 {
 		c.ElectionRTT = 10
@@ -195,8 +195,8 @@ type ShardSpec struct {
 	// SnapshotEntries overrides the host default when non-zero.
 	SnapshotEntries uint64
 	// Sparse is for shards that change rarely and come in numbers (one per
-	// volume): they heartbeat and elect sparseFactor times slower than the
-	// host's settings and quiesce when idle (sparse.go).
+	// volume): they heartbeat every 50 ms and elect after 0.5 s or the
+	// host's settings if slower, and quiesce when idle (sparse.go).
 	Sparse bool
 }
 
@@ -221,7 +221,7 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 		IsWitness:          spec.Role == Witness,
 	}
 	if spec.Sparse {
-		sparseConfig(&rc)
+		sparseConfig(&rc, h.cfg.RTTMillisecond)
 	}
 	if spec.Role == Witness {
 		// Witnesses hold no state machine, so they never snapshot.

@@ -8,35 +8,46 @@ import (
 
 // Sparse shards (ShardSpec.Sparse) are the volume shards: one per volume,
 // a few entries in a volume's life (promotions, replica states). With the
-// metadata shard's settings each would heartbeat every RTT (10 ms by
-// default) to its peers whether anything happens or not, so a node's idle
-// CPU grew with the number of volumes. They heartbeat and elect
-// sparseFactor times slower instead, and quiesce (dragonboat's Quiesce:
-// no heartbeats at all) once idle for ten election timeouts.
+// metadata shard's settings each would heartbeat every round trip to its
+// peers whether anything happens or not, so a node's idle CPU grew with
+// the number of volumes. They heartbeat every sparseHeartbeat and elect
+// after sparseElection (rounded up to whole ticks of raft.rtt_ms, and never
+// faster than the metadata shard) and quiesce (dragonboat's Quiesce: no
+// heartbeats at all) once idle for ten election timeouts.
 //
 // A quiesced follower does not notice that its leader died until something
 // happens on the shard. A linearizable read wakes it (dragonboat counts a
 // ReadIndex as activity), a proposal does not: Propose therefore wakes a
 // sparse shard with a ReadIndex first, so that a promotion after the loss
 // of the leader's node elects a new leader instead of waiting on the dead
-// one until its deadline.
+// one until its deadline; HA wakes them earlier still (Volumes.Wake).
 
-// sparseFactor slows the heartbeat and election of sparse shards: with the
-// defaults, a heartbeat every 50 ms and an election after 0.5–1 s.
-const sparseFactor = 5
+// The sparse shards' heartbeat and election timeout: an election after
+// 0.5–1 s (dragonboat randomises it between one and two timeouts).
+const (
+	sparseHeartbeatMs = 50
+	sparseElectionMs  = 500
+)
 
-func sparseConfig(rc *config.Config) {
-	rc.HeartbeatRTT *= sparseFactor
-	rc.ElectionRTT *= sparseFactor
+// sparseConfig slows rc, the metadata shard's settings at rttMs, to the
+// sparse heartbeat and election.
+func sparseConfig(rc *config.Config, rttMs uint64) {
+	hb := max(ceilDiv(sparseHeartbeatMs, rttMs), rc.HeartbeatRTT)
+	rc.ElectionRTT = max(ceilDiv(sparseElectionMs, rttMs), rc.ElectionRTT, 2*hb+1)
+	rc.HeartbeatRTT = hb
 	rc.Quiesce = true
 }
+
+func ceilDiv(a, b uint64) uint64 { return (a + b - 1) / b }
 
 // attemptTimeoutOf is attemptTimeout, longer for a sparse shard by its
 // slower election.
 func (h *Host) attemptTimeoutOf(shardID uint64) time.Duration {
 	d := h.attemptTimeout()
 	if _, ok := h.sparse.Load(shardID); ok {
-		d *= sparseFactor
+		rc := config.Config{ElectionRTT: h.cfg.ElectionRTT, HeartbeatRTT: h.cfg.HeartbeatRTT}
+		sparseConfig(&rc, h.cfg.RTTMillisecond)
+		d = d * time.Duration(rc.ElectionRTT) / time.Duration(h.cfg.ElectionRTT)
 	}
 	return d
 }

@@ -95,6 +95,33 @@ func TestLease(t *testing.T) {
 	if exp := tm.LeaseExpiry(lastAnswer, 4*time.Millisecond); !exp.After(l.Renewed().Add(tm.SelfFenceLease)) {
 		t.Fatalf("cluster expiry %v before the node's %v", exp, l.Renewed().Add(tm.SelfFenceLease))
 	}
+	// A ping without a recent proof counts once a check that starts within
+	// an interval after it succeeds, as of the ping; one that starts later
+	// does not.
+	l = NewLease(tm, t0)
+	l.QuorumOK(t0, false)
+	if l.LeaderPing(t0.Add(1500 * time.Millisecond)) {
+		t.Fatal("renewed on a proof three intervals old")
+	}
+	l.QuorumOK(t0.Add(1800*time.Millisecond), false)
+	if !l.Renewed().Equal(t0.Add(1500 * time.Millisecond)) {
+		t.Fatalf("renewed at %v, want as of the ping (%v)", l.Renewed(), t0.Add(1500*time.Millisecond))
+	}
+	l.LeaderPing(t0.Add(3 * time.Second))
+	l.QuorumOK(t0.Add(3600*time.Millisecond), false)
+	if !l.Renewed().Equal(t0.Add(1500 * time.Millisecond)) {
+		t.Fatal("renewed on a check that started more than an interval after the ping")
+	}
+	l.QuorumOK(t0.Add(3100*time.Millisecond), false) // the pending ping was dropped
+	if !l.Renewed().Equal(t0.Add(1500 * time.Millisecond)) {
+		t.Fatal("a dropped ping renewed the lease")
+	}
+	// A check that started before the ping and ended after it counts too.
+	l.LeaderPing(t0.Add(5 * time.Second))
+	l.QuorumOK(t0.Add(4700*time.Millisecond), false)
+	if !l.Renewed().Equal(t0.Add(5 * time.Second)) {
+		t.Fatalf("renewed at %v, want the ping at 5s", l.Renewed())
+	}
 	// The leader renews on quorum alone.
 	l.QuorumOK(t0.Add(7*time.Second), true)
 	if l.Expired(t0.Add(8 * time.Second)) {

@@ -166,6 +166,10 @@ type Manager struct {
 	// woken holds the unreachable nodes whose volume shards this node
 	// woke (wakeShardsOf), on the leader and on the others alike.
 	woken map[string]bool
+	// kick starts an HA round at once: a leader ping found no quorum proof
+	// recent enough to renew the lease, and a check right after it counts
+	// (ha.Lease.LeaderPing).
+	kick chan struct{}
 
 	// lastTick is when the HA loop last finished a round (Unix nanoseconds):
 	// the daemon's liveness, which the service manager's watchdog follows.
@@ -186,7 +190,7 @@ func (m *Manager) LastTick() time.Time {
 func New(c Config) *Manager {
 	t := ha.DefaultTiming()
 	return &Manager{st: c.State, log: c.State.Log.With("component", "ha"), meta: c.Meta, vols: c.Volumes, vms: c.VMs,
-		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}, woken: map[string]bool{}}
+		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}, woken: map[string]bool{}, kick: make(chan struct{}, 1)}
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.
@@ -225,9 +229,15 @@ func (m *Manager) Run(ctx context.Context) {
 		m.mu.Lock()
 		interval := m.timing.HeartbeatInterval
 		m.mu.Unlock()
-		if !sleep(ctx, interval) {
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			m.stopLeading()
 			return
+		case <-t.C:
+		case <-m.kick:
+			t.Stop()
 		}
 		m.tick(ctx)
 		m.lastTick.Store(time.Now().UnixNano())
@@ -488,8 +498,14 @@ func (m *Manager) LeaderPing(from string, term uint64, unreachable []string) {
 		return
 	}
 	m.mu.Lock()
-	m.lease.LeaderPing(time.Now())
+	renewed := m.lease.LeaderPing(time.Now())
 	m.mu.Unlock()
+	if !renewed {
+		select {
+		case m.kick <- struct{}{}:
+		default: // a round is due already
+		}
+	}
 	m.wakeShardsOf(unreachable)
 }
 

@@ -259,6 +259,31 @@ func TestLeaderPingRenewsOnlyFromTheLeader(t *testing.T) {
 	}
 }
 
+// A leader ping that finds no quorum proof recent enough starts an HA
+// round at once, and the check it makes renews the lease as of the ping.
+func TestLeaderPingWithoutRecentQuorumKicksACheck(t *testing.T) {
+	f := newFixture(t)
+	f.meta.setLeader(3, 8)
+	f.m.timing.HeartbeatInterval = 200 * time.Millisecond
+	old := time.Now().Add(-time.Minute)
+	f.m.lease = ha.NewLease(f.m.timing, old)
+	f.m.lease.QuorumOK(old, false)
+	before := time.Now()
+	f.m.LeaderPing("n3", 8, nil)
+	if !f.m.lease.Renewed().Equal(old) {
+		t.Fatal("renewed on a proof a minute old")
+	}
+	select {
+	case <-f.m.kick:
+	default:
+		t.Fatal("no HA round kicked")
+	}
+	f.m.tick(t.Context())
+	if r := f.m.lease.Renewed(); r.Before(before) || r.After(time.Now()) {
+		t.Fatalf("after the kicked check the lease was renewed at %v, want as of the ping (after %v)", r, before)
+	}
+}
+
 // The leader's pings name the nodes it suspects; each receiver wakes its
 // volume shards of such a node once while it stays unreachable, and again
 // after it came back and was lost anew. The leader wakes its own as its
