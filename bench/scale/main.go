@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandemhci/tandem/bench/internal/benchkit"
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -49,6 +50,7 @@ type config struct {
 	failover  bool
 	logs      string
 	profile   string
+	vms       int
 }
 
 func parseFlags(args []string) (config, error) {
@@ -70,9 +72,16 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.idle, "idle", 30*time.Second, "idle window over which CPU is measured")
 	fs.BoolVar(&c.failover, "failover", true, "kill the node that is primary of the most volumes and time the promotions")
 	fs.StringVar(&c.logs, "logs", "", "if set, copy every node's tandemd log into this directory at the end")
+	fs.IntVar(&c.vms, "vms", 10, "VMs started on the node the failover kills, each on its own 2-replica disk, timed until all are restarted elsewhere (0: none, and no libvirtd)")
 	fs.StringVar(&c.profile, "profile", "", "if set, tandemd runs with --pprof and a 10 s CPU profile of each node at rest with all volumes is written to this directory")
 	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
+	}
+	if c.vms < 0 {
+		return c, fmt.Errorf("-vms %d: want 0 or more", c.vms)
+	}
+	if !c.failover {
+		c.vms = 0 // they are only there to be restarted
 	}
 	if c.volumes < c.baseline {
 		return c, fmt.Errorf("-volumes %d is below -baseline %d", c.volumes, c.baseline)
@@ -88,6 +97,10 @@ type bench struct {
 	procs   map[string]*testcluster.Proc
 	clients map[string]*adminclient.Client
 	rep     *Report
+	// img is the test guest (cfg.vms > 0); victim the node the failover
+	// kills, chosen when the VMs are started on it.
+	img    guest.Image
+	victim *testcluster.Node
 }
 
 func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error) {
@@ -121,7 +134,20 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if cfg.profile != "" {
 		args = append(args, "--pprof", "true")
 	}
-	if b.procs, _, err = benchkit.StartCluster(ctx, log, td, c, clusterName, args...); err != nil {
+	if cfg.vms > 0 {
+		if err := testcluster.LibvirtdAvailable(); err != nil {
+			return b.rep, fmt.Errorf("-vms %d: %w", cfg.vms, err)
+		}
+		if b.img, err = ensureGuest(ctx); err != nil {
+			return b.rep, fmt.Errorf("-vms %d: test guest: %w", cfg.vms, err)
+		}
+		b.procs, _, err = benchkit.StartClusterWith(ctx, log, td, c, clusterName, func(ctx context.Context, n *testcluster.Node) (*testcluster.Proc, error) {
+			return b.startCompute(ctx, n, args)
+		})
+	} else {
+		b.procs, _, err = benchkit.StartCluster(ctx, log, td, c, clusterName, args...)
+	}
+	if err != nil {
 		return b.rep, err
 	}
 	phases := []struct {
@@ -138,6 +164,12 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		{"propose with all volumes", func(ctx context.Context) error { return b.propose(ctx, &b.rep.ProposeAll) }},
 	}
 	if cfg.failover {
+		if cfg.vms > 0 {
+			phases = append(phases, struct {
+				name string
+				fn   func(context.Context) error
+			}{"start VMs", b.startVMs})
+		}
 		phases = append(phases, struct {
 			name string
 			fn   func(context.Context) error
@@ -420,11 +452,15 @@ func (b *bench) failover(ctx context.Context) error {
 	for _, v := range lr.GetVolumes() {
 		byPrimary[v.GetPrimary()] = append(byPrimary[v.GetPrimary()], v.GetName())
 	}
-	victim := b.c.Nodes[0]
-	for _, n := range b.c.Nodes {
-		if len(byPrimary[n.Name]) > len(byPrimary[victim.Name]) {
-			victim = n
+	victim := b.victim // where the VMs run, if any
+	if victim == nil {
+		victim = b.c.Nodes[0]
+		for _, n := range b.c.Nodes {
+			if len(byPrimary[n.Name]) > len(byPrimary[victim.Name]) {
+				victim = n
+			}
 		}
+		b.victim = victim
 	}
 	lost := byPrimary[victim.Name]
 	var survivor *testcluster.Node
@@ -477,6 +513,9 @@ func (b *bench) failover(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.cfg.vms > 0 {
+		b.waitRestarted(ctx, f)
+	}
 	return b.failoverEvents(ctx, cl, victim.Name, killed, want, f)
 }
 
@@ -492,11 +531,13 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 	}
 	var declared, fenced time.Time
 	promoted := map[string]time.Time{}
+	var events []*tandemv1.Event
 	for {
 		e, err := st.Recv()
 		if err != nil {
 			break
 		}
+		events = append(events, e)
 		at := e.GetAt().AsTime()
 		if at.Before(killed.Add(-time.Second)) {
 			continue
@@ -532,6 +573,9 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 	f.AfterFencedS = summarize(fromFence)
 	if len(promoted) < len(want) {
 		f.Note = fmt.Sprintf("%d of %d promotions found in the event log (the rest may be out of its last 1000 events, or promoted by the volume's own reconcile)", len(promoted), len(want))
+	}
+	if b.cfg.vms > 0 {
+		b.vmTimes(killed, fenced, events, f)
 	}
 	return nil
 }

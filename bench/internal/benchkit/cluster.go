@@ -108,10 +108,18 @@ func CopyLogs(c *testcluster.Cluster, extra map[string]string, dir string) error
 // it healthy. It returns each node's daemon and when it was started (a
 // fresh node fails over differently: control reports the survivors' age).
 func StartCluster(ctx context.Context, log *slog.Logger, td *testcluster.Tandem, c *testcluster.Cluster, name string, args ...string) (map[string]*testcluster.Proc, map[string]time.Time, error) {
+	return StartClusterWith(ctx, log, td, c, name, func(ctx context.Context, n *testcluster.Node) (*testcluster.Proc, error) {
+		return td.StartDaemon(ctx, n, args...)
+	})
+}
+
+// StartClusterWith is StartCluster with each node's tandemd started by
+// start (for example wired to a libvirtd started first).
+func StartClusterWith(ctx context.Context, log *slog.Logger, td *testcluster.Tandem, c *testcluster.Cluster, name string, start func(context.Context, *testcluster.Node) (*testcluster.Proc, error)) (map[string]*testcluster.Proc, map[string]time.Time, error) {
 	procs, started := map[string]*testcluster.Proc{}, map[string]time.Time{}
 	for _, n := range c.Nodes {
 		started[n.Name] = time.Now()
-		p, err := td.StartDaemon(ctx, n, args...)
+		p, err := start(ctx, n)
 		if err != nil {
 			return procs, started, fmt.Errorf("start tandemd on %s: %w", n.Name, err)
 		}
