@@ -62,12 +62,7 @@ func (m *Manager) AuthorizeNBD(ctx context.Context, state tls.ConnectionState, n
 // ListNBD lists, for NBD_OPT_LIST, the volumes this node serves as
 // primary; the server filters them through AuthorizeNBD.
 func (m *Manager) ListNBD(context.Context) ([]nbd.ListEntry, error) {
-	m.mu.Lock()
-	vols := make([]*nodeVolume, 0, len(m.vols))
-	for _, nv := range m.vols {
-		vols = append(vols, nv)
-	}
-	m.mu.Unlock()
+	vols := m.openVolumes()
 	var out []nbd.ListEntry
 	for _, nv := range vols {
 		if nv.servingPrimary() != nil {

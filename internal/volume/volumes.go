@@ -955,16 +955,23 @@ func disklessCause(r *consensus.VolumeRecord) string {
 	return fmt.Sprintf("the volume's record has this replica %s", own.State)
 }
 
-// WakeShardsOf makes this node's replicas of the volume shards that node
-// is a member of (a replica or the witness) active again, so that the
-// shards node led elect a new leader now; it returns how many it woke.
-func (m *Manager) WakeShardsOf(node string) int {
+// openVolumes is a copy of the volumes open here, to work on without
+// holding m.mu.
+func (m *Manager) openVolumes() []*nodeVolume {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	vols := make([]*nodeVolume, 0, len(m.vols))
 	for _, nv := range m.vols {
 		vols = append(vols, nv)
 	}
-	m.mu.Unlock()
+	return vols
+}
+
+// WakeShardsOf makes this node's replicas of the volume shards that node
+// is a member of (a replica or the witness) active again, so that the
+// shards node led elect a new leader now; it returns how many it woke.
+func (m *Manager) WakeShardsOf(node string) int {
+	vols := m.openVolumes()
 	n := 0
 	for _, nv := range vols {
 		if nv.entry.ShardID != 0 && (slices.Contains(nv.entry.Replicas, node) || nv.entry.Witness == node) {
@@ -977,12 +984,7 @@ func (m *Manager) WakeShardsOf(node string) int {
 
 // Primaries counts the volumes served here as primary.
 func (m *Manager) Primaries() int {
-	m.mu.Lock()
-	vols := make([]*nodeVolume, 0, len(m.vols))
-	for _, nv := range m.vols {
-		vols = append(vols, nv)
-	}
-	m.mu.Unlock()
+	vols := m.openVolumes()
 	n := 0
 	for _, nv := range vols {
 		nv.mu.Lock()
@@ -997,12 +999,7 @@ func (m *Manager) Primaries() int {
 // FreezeAll stops every primary here for good: nothing more is
 // acknowledged; reconcile starts them again once the node is unfrozen.
 func (m *Manager) FreezeAll(cause error) (retired int) {
-	m.mu.Lock()
-	vols := make([]*nodeVolume, 0, len(m.vols))
-	for _, nv := range m.vols {
-		vols = append(vols, nv)
-	}
-	m.mu.Unlock()
+	vols := m.openVolumes()
 	for _, nv := range vols {
 		nv.mu.Lock()
 		if p := nv.primary; p != nil {
