@@ -139,6 +139,15 @@ type VMUpdate struct {
 	ClearEvacuated bool   `json:"clear_evacuated,omitempty"`
 }
 
+// retriedMove reports whether u, a conditional move whose condition no
+// longer holds, would change nothing: the VM is already where u moves it,
+// in the state u asks for. It then succeeds without a change, as a retried
+// proposal whose first attempt committed must.
+func retriedMove(v *VMRecord, u *VMUpdate) bool {
+	return u.Node != "" && v.Node == u.Node && (u.Desired == "" || u.Desired == v.Desired) &&
+		!u.ClearEvacuated && (u.EvacuatedFrom == "" || u.EvacuatedFrom == v.EvacuatedFrom)
+}
+
 // MaintenanceCmd switches a node's maintenance mode.
 type MaintenanceCmd struct {
 	Node   string `json:"node"`
@@ -213,6 +222,13 @@ func (m *metaSM) applyVM(c *Command) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, u.Name)
 		}
 		if u.IfNode != "" && v.Node != u.IfNode {
+			if retriedMove(v, u) {
+				// Host.Propose retries an attempt that timed out, and the
+				// first may have committed: the move is done (the
+				// fault-schedule runner's finding 4, a live migration
+				// reported failed though recorded on its target).
+				return json.Marshal(v)
+			}
 			return nil, fmt.Errorf("%w: VM %s is on %s, not %s", ErrBadCommand, v.Name, v.Node, u.IfNode)
 		}
 		if u.Desired != "" && !validDesired(u.Desired) {

@@ -59,6 +59,25 @@ func TestVMRecords(t *testing.T) {
 	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "b", IfNode: "a"}}); err != nil {
 		t.Fatal(err)
 	}
+	// The same move again, as a retried proposal whose first attempt
+	// committed: done, nothing changes (chaos finding 4). Another move
+	// from a is still refused.
+	changed := m.s.VMs["web"].Changed
+	at = at.Add(time.Second)
+	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "b", IfNode: "a", Reason: "live migration"}}); err != nil {
+		t.Fatalf("retried move: %v", err)
+	}
+	if got := m.s.VMs["web"]; got.Node != "b" || !got.Changed.Equal(changed) {
+		t.Fatalf("a retried move changed the record: %+v", got)
+	}
+	m.s.Nodes["c"] = &NodeRecord{Name: "c", State: NodeMember}
+	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "c", IfNode: "a"}}); err == nil {
+		t.Fatal("a move from a, where the VM no longer is, to another node was accepted")
+	}
+	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "b", IfNode: "a", Desired: VMStopped}}); err == nil {
+		t.Fatal("a conditional move that would also change the desired state was taken for a retry")
+	}
+	delete(m.s.Nodes, "c")
 	if err := apply(Command{Op: opVMUpdate, VMUpdate: &VMUpdate{Name: "web", Node: "zz"}}); !errors.Is(err, ErrNodeNotFound) {
 		t.Fatalf("move to a non-member: %v", err)
 	}

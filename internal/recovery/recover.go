@@ -159,6 +159,7 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		m.event(ctx, consensus.Event{Kind: kind, Node: tr.Node, Detail: fmt.Sprintf("%s -> %s; last answer %s ago", tr.From, tr.To, time.Since(tr.LastSeen).Round(time.Millisecond))})
 	}
 	m.forgetConfirmations(ctx, ms, nodes)
+	m.settleAbandoned(ctx, ms)
 
 	if !ha.Armed(m.settings(ms.Config)) {
 		return

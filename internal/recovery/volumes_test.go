@@ -102,3 +102,39 @@ func TestNoFenceForReplicasOnly(t *testing.T) {
 		t.Error("not marked handled")
 	}
 }
+
+// TestAbandonedFenceSetBackWhenNodeAnswers is the regression test of the
+// fault-schedule runner's finding 3 (seed 3004): an earlier leader set a
+// VM's HA state to fence and lost the leadership; this leader never finds
+// the node dead because it answers. The VM goes back to started once the
+// node answered this leader (its crash restart starts only those), and not
+// before; a VM in state recovery, whose restart elsewhere may have begun,
+// and a node this leader is recovering itself are left alone.
+func TestAbandonedFenceSetBackWhenNodeAnswers(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("a", "n2", 1, "va")
+	f.addVM("b", "n2", 1, "vb")
+	f.addVM("c", "n3", 1, "vc")
+	for vm, st := range map[string]string{"a": consensus.HAFence, "b": consensus.HARecovery, "c": consensus.HAFence} {
+		f.meta.ms.VMs[vm].HAState = st
+	}
+	f.dead("n2") // a fresh detector: n2 not heard from
+	f.m.mu.Lock()
+	f.m.recovering["n3"] = true
+	f.m.mu.Unlock()
+	f.m.settleAbandoned(t.Context(), f.meta.ms)
+	if f.j.Has("ha ") {
+		t.Fatalf("set back before the node answered this leader: %v", f.j.List())
+	}
+	f.m.seen("n2")
+	f.m.seen("n3")
+	f.answers("n2")
+	f.m.settleAbandoned(t.Context(), f.meta.ms)
+	got := strings.Join(f.j.List(), "\n")
+	if !f.j.Has("ha a started") || !f.j.Has("event recovery-abandoned n2: the recovery of n2 that an earlier metadata leader began stopped") {
+		t.Fatalf("a not set back to started once n2 answered:\n%s", got)
+	}
+	if f.j.Has("ha b") || f.j.Has("ha c") {
+		t.Fatalf("touched a VM in recovery, or one whose node this leader recovers:\n%s", got)
+	}
+}
