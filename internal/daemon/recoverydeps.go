@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/tandemhci/tandem/compute"
@@ -130,6 +132,43 @@ func (r recoveryVMs) Domains(ctx context.Context) (recovery.Domains, error) {
 func (r recoveryVMs) Place(ctx context.Context, name, dead string) (recovery.Placement, error) {
 	p, err := r.d.vms.PlanRestart(ctx, name, dead)
 	return recovery.Placement(p), err
+}
+
+func (r recoveryVMs) RunningOn(ctx context.Context, ms *consensus.MetaState, vm string) (running, unknown []string, err error) {
+	rec := ms.VMs[vm]
+	if rec == nil {
+		return nil, nil, fmt.Errorf("no VM named %q", vm)
+	}
+	info := vmm.VMInfoOf(rec)
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for name, n := range ms.Nodes {
+		if n.State != consensus.NodeMember || n.Role == "witness" {
+			continue
+		}
+		wg.Go(func() {
+			var st string
+			err := r.d.callNode(ctx, ms, name, 10*time.Second, func(ctx context.Context, c tandemv1.PeerClient) error {
+				out, err := c.VMState(ctx, &tandemv1.PeerVMRequest{Vm: info})
+				st = out.GetState()
+				return err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil || st == "unknown":
+				unknown = append(unknown, name)
+			case st == "running" || st == "blocked" || st == "paused" || st == "shutting-down" || st == "pm-suspended":
+				running = append(running, name) // a QEMU process exists
+			}
+		})
+	}
+	wg.Wait()
+	sort.Strings(running)
+	sort.Strings(unknown)
+	return running, unknown, nil
 }
 
 func (r recoveryVMs) Start(ctx context.Context, p recovery.Placement) error {

@@ -215,6 +215,14 @@ type fakeVMs struct {
 	hang    chan struct{} // set: Domains blocks until it is closed (a hung libvirtd)
 	target  string
 	primary map[string]string // volume -> node serving it as primary
+	// runningOn is where RunningOn finds each VM; unknown the members
+	// that do not answer it.
+	runningOn map[string][]string
+	unknown   []string
+}
+
+func (f *fakeVMs) RunningOn(_ context.Context, _ *consensus.MetaState, vm string) (running, unknown []string, err error) {
+	return f.runningOn[vm], f.unknown, nil
 }
 
 func (f *fakeVMs) Domains(ctx context.Context) (Domains, error) {

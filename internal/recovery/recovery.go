@@ -99,6 +99,9 @@ type VMs interface {
 	Place(ctx context.Context, vm, dead string) (Placement, error)
 	// Start starts p.VM on p.Node.
 	Start(ctx context.Context, p Placement) error
+	// RunningOn asks every member of ms where vm's domain runs (or is
+	// paused); unknown are the members that did not answer.
+	RunningOn(ctx context.Context, ms *consensus.MetaState, vm string) (running, unknown []string, err error)
 }
 
 // Config is what a Manager needs; every field is required.
@@ -166,6 +169,10 @@ type Manager struct {
 	// woken holds the unreachable nodes whose volume shards this node
 	// woke (wakeShardsOf), on the leader and on the others alike.
 	woken map[string]bool
+	// resuming holds the VMs whose abandoned recovery this leader is
+	// finishing (abandoned.go), and resumeTries how often it failed.
+	resuming    map[string]bool
+	resumeTries map[string]int
 	// kick starts an HA round at once: a leader ping found no quorum proof
 	// recent enough to renew the lease, and a check right after it counts
 	// (ha.Lease.LeaderPing).
@@ -190,7 +197,7 @@ func (m *Manager) LastTick() time.Time {
 func New(c Config) *Manager {
 	t := ha.DefaultTiming()
 	return &Manager{st: c.State, log: c.State.Log.With("component", "ha"), meta: c.Meta, vols: c.Volumes, vms: c.VMs,
-		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}, woken: map[string]bool{}, kick: make(chan struct{}, 1)}
+		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}, woken: map[string]bool{}, kick: make(chan struct{}, 1), resuming: map[string]bool{}, resumeTries: map[string]int{}}
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -3,6 +3,7 @@ package recovery
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandemhci/tandem/consensus"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -118,7 +119,8 @@ func TestAbandonedFenceSetBackWhenNodeAnswers(t *testing.T) {
 	for vm, st := range map[string]string{"a": consensus.HAFence, "b": consensus.HARecovery, "c": consensus.HAFence} {
 		f.meta.ms.VMs[vm].HAState = st
 	}
-	f.dead("n2") // a fresh detector: n2 not heard from
+	f.vms.unknown = []string{"n3"} // b: where it runs cannot be told yet
+	f.dead("n2")                   // a fresh detector: n2 not heard from
 	f.m.mu.Lock()
 	f.m.recovering["n3"] = true
 	f.m.mu.Unlock()
@@ -134,7 +136,54 @@ func TestAbandonedFenceSetBackWhenNodeAnswers(t *testing.T) {
 	if !f.j.Has("ha a started") || !f.j.Has("event recovery-abandoned n2: the recovery of n2 that an earlier metadata leader began stopped") {
 		t.Fatalf("a not set back to started once n2 answered:\n%s", got)
 	}
+	time.Sleep(20 * time.Millisecond) // b's resumption runs in the background
 	if f.j.Has("ha b") || f.j.Has("ha c") {
-		t.Fatalf("touched a VM in recovery, or one whose node this leader recovers:\n%s", got)
+		t.Fatalf("touched a VM in recovery while a member did not answer, or one whose node this leader recovers:\n%s", got)
+	}
+}
+
+// TestAbandonedRecoveryFinished: a VM an earlier leader left in HA state
+// recovery (its node was fenced, its restart elsewhere may have begun) is
+// finished once the node answers this leader, by where its domain runs:
+// nowhere, restarted as a recovery would; on one node, recorded there;
+// on two, left to an operator (error). Abandoned-recovery variant of
+// chaos finding 3.
+func TestAbandonedRecoveryFinished(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		running []string
+		want    []string
+		not     []string
+	}{
+		{"runs nowhere", nil, []string{"promote vb on n3", "start b on n3", "update b n3 if n2", "ha b started", "event vm-recovered n3"}, nil},
+		{"runs on the target already", []string{"n3"}, []string{"update b n3 if n2", "ha b started"}, []string{"start b", "promote"}},
+		{"runs on its own node", []string{"n2"}, []string{"ha b started"}, []string{"start b", "update b"}},
+		{"runs twice", []string{"n2", "n3"}, []string{"ha b error", "event vm-recovery-failed n2"}, []string{"start b", "update b", "ha b started"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.addVM("b", "n2", 1, "vb")
+			f.meta.ms.VMs["b"].HAState = consensus.HARecovery
+			f.vms.runningOn = map[string][]string{"b": tc.running}
+			f.dead("n2")
+			f.m.seen("n2")
+			f.answers("n2")
+			f.m.mu.Lock()
+			f.m.leaderTerm = 7 // the fixture's term: this node leads
+			f.m.mu.Unlock()
+			f.m.settleAbandoned(t.Context(), f.meta.ms)
+			f.waitFor(t, tc.want[len(tc.want)-1])
+			got := strings.Join(f.j.List(), "\n")
+			for _, w := range tc.want {
+				if !f.j.Has(w) {
+					t.Errorf("no %q:\n%s", w, got)
+				}
+			}
+			for _, n := range tc.not {
+				if f.j.Has(n) {
+					t.Errorf("%q:\n%s", n, got)
+				}
+			}
+		})
 	}
 }
