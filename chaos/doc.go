@@ -50,8 +50,57 @@
 // Result.DiskHits counts the operations the disks really failed or
 // delayed, and the power losses. Other DiskNemesis implementations plug
 // into the same slot (Config.Disk). Clock skew cannot be set per namespace.
-// No libvirtd or VM runs yet, so kill of libvirtd or QEMU and migration are
-// not generated; the VM checker (CheckVMs) exists and is unit tested.
+//
+// # VMs
+//
+// With Config.VMs (CHAOS_VMS=N; `make chaos` runs 1 by default, VMS=0
+// leaves it out; the CI profile runs none, since a guest's creation and
+// boot costs each schedule 10-30s) every node runs libvirtd
+// (testcluster.StartLibvirtd) and tandemd is wired to it. Each schedule
+// creates its VMs: the test guest (internal/guest: kernel and initramfs,
+// TCG, 128 MiB) on a new 16 MiB 3-replica volume of its own, HA on (the
+// cluster's default), first hosts rotated, and waits until each guest
+// acknowledges disk writes. Three more kinds are generated then:
+//
+//   - kill-libvirtd: SIGKILL of the node's libvirtd alone (its QEMUs live
+//     on, as when libvirtd crashes); restarted at heal, and it reattaches
+//     to them;
+//   - kill-qemu: SIGKILL of the VM's QEMU wherever it runs (found in /proc
+//     by libvirt's -name guest=NAME, placed by network namespace); an
+//     instant fault: restarting it is tandem's business (its crash
+//     restart, or HA);
+//   - migrate: `tandem vm migrate VM --to NODE` (60s bound); refusals are
+//     counted as the other operator actions' are.
+//
+// A power-off kills libvirtd and the QEMUs with everything else in the
+// namespace (Cluster.Kill), and power-on starts libvirtd, then tandemd.
+// The harness has no /dev/watchdog, so it stands in for it: a node whose
+// tandemd has not run (killed or stopped) for the self-fence lease (4s,
+// the watchdog's timeout in tandemd) loses its QEMUs, as the watchdog's
+// reset would take them (Result.WatchdogKills). Without that, a tandemd
+// stopped past the lease leaves its QEMU running while HA restarts the VM
+// elsewhere, which only the watchdog prevents on real hosts.
+//
+// During the schedule every node's libvirtd is asked every 300ms, over its
+// unix socket (go-libvirt), which of the VMs it runs (libvirt's running
+// state and domain ID; a paused incoming migration does not count, a
+// failed look counts as "not running" so that no span is drawn across it)
+// into the DomainSamples CheckVMs judges: no VM ever runs on two nodes at
+// once. After healing, within the bound, every VM must run on exactly one
+// node by every libvirtd, and its guest must acknowledge a disk write
+// beyond every one it had acknowledged before (CheckVMProgress). The
+// guest's heartbeats (one UDP socket per VM on the switch) carry its disk
+// counter, reported only after the O_SYNC write that stored it returned:
+// CheckGuestCounter holds that no boot starts from a counter below one an
+// earlier boot acknowledged (a failover, a restart), that within a boot
+// the counter never goes back, and that no two agents send the same boot
+// and sequence number (a boot repeated, or two copies running). The VM's
+// volume joins the convergence check (in sync within the bound; no verify
+// or hashes, since the guest keeps writing). Not covered: a QEMU running
+// while its libvirtd is down is not seen by the sampler (the counter
+// check still catches two writers); a kill of libvirtd does not count
+// towards the watchdog; the VM's volume is not the target of promote,
+// resync, verify or disk faults.
 //
 // Overlapping faults on one node are counted, so a heal undoes only what no
 // other fault still needs; apply and heal are serialised. After the
