@@ -98,8 +98,8 @@ func TestChaosSchedules(t *testing.T) {
 		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d disk hits, %d anomalies, %s: %s",
 			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, res.DiskHits, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
 		if vms > 0 {
-			t.Logf("seed %d: VMs: %d libvirt samples, %d guest heartbeats, disk counter %d, %d QEMUs killed by the watchdog",
-				res.Seed, res.VMSamples, res.GuestBeats, res.GuestCounter, res.WatchdogKills)
+			t.Logf("seed %d: VMs: %d libvirt samples, %d guest heartbeats, disk counter %d, %d QEMUs killed by the watchdog, %d restarts given up (vm start), ran on (node#domain ID) %v",
+				res.Seed, res.VMSamples, res.GuestBeats, res.GuestCounter, res.WatchdogKills, res.VMGivenUp, res.VMTrail)
 		}
 		for _, a := range res.Anomalies {
 			t.Errorf("seed %d: %s\n  schedule: %s\n  replay: %s", res.Seed, a, res.Schedule, res.Replay)

@@ -88,7 +88,12 @@
 // into the DomainSamples CheckVMs judges: no VM ever runs on two nodes at
 // once. After healing, within the bound, every VM must run on exactly one
 // node by every libvirtd, and its guest must acknowledge a disk write
-// beyond every one it had acknowledged before (CheckVMProgress). The
+// beyond every one it had acknowledged before (CheckVMProgress). A VM
+// tandem gave up restarting on its node (event vm-restart-given-up: its
+// QEMU stopped a fourth time within 10 minutes, the documented limit; the
+// schedule's kills, the watchdog's and a self-fence all count) is started
+// once with `tandem vm start`, as the event asks of an operator
+// (Result.VMGivenUp), and must then run within the bound too. The
 // guest's heartbeats (one UDP socket per VM on the switch) carry its disk
 // counter, reported only after the O_SYNC write that stored it returned:
 // CheckGuestCounter holds that no boot starts from a counter below one an

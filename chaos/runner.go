@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -388,12 +389,19 @@ type Result struct {
 	// With VMs: the libvirt samples taken, the guests' heartbeats
 	// received, the highest disk counter they reported, and the QEMUs the
 	// harness's watchdog killed (tandemd down past the lease).
-	VMSamples     int             `json:"vm_samples,omitempty"`
-	GuestBeats    int             `json:"guest_datagrams,omitempty"`
-	GuestCounter  uint64          `json:"guest_counter,omitempty"`
-	WatchdogKills int             `json:"watchdog_kills,omitempty"`
-	Wall          time.Duration   `json:"wall_ns"`
-	Convergence   []time.Duration `json:"-"`
+	VMSamples     int    `json:"vm_samples,omitempty"`
+	GuestBeats    int    `json:"guest_datagrams,omitempty"`
+	GuestCounter  uint64 `json:"guest_counter,omitempty"`
+	WatchdogKills int    `json:"watchdog_kills,omitempty"`
+	// VMTrail is where each VM was seen running, one entry per QEMU
+	// (vmTrail): "n2#3 n3#1".
+	VMTrail map[string]string `json:"vm_trail,omitempty"`
+	// VMGivenUp counts the VMs tandem had given up restarting after
+	// repeated QEMU deaths (vm-restart-given-up, its documented limit) and
+	// the runner started again as an operator would.
+	VMGivenUp   int             `json:"vm_restart_given_up,omitempty"`
+	Wall        time.Duration   `json:"wall_ns"`
+	Convergence []time.Duration `json:"-"`
 }
 
 // Run plays the schedule of seed: volumes, workload, faults, healing, then
@@ -482,8 +490,15 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 		samples := smp.stop()
 		anomalies = append(anomalies, CheckVMs(samples, r.vmNames(), final)...)
 		anomalies = append(anomalies, CheckVMProgress(obs)...)
+		for _, o := range obs {
+			if o.GivenUp {
+				res.VMGivenUp++
+			}
+		}
 		res.VMSamples = len(samples)
+		res.VMTrail = map[string]string{}
 		for _, v := range r.vms {
+			res.VMTrail[v.name] = vmTrail(samples, v.name)
 			arr := v.rx.Arrivals()
 			res.GuestBeats += len(arr)
 			for _, a := range arr {
@@ -817,6 +832,22 @@ func (r *Runner) saveHistory(seed uint64) {
 	for _, n := range r.c.Nodes {
 		if b, err := os.ReadFile(filepath.Join(n.Dir, "tandemd.log")); err == nil {
 			_ = os.WriteFile(filepath.Join(dir, n.Name+"-tandemd.log"), b, 0o644)
+		}
+	}
+	for _, v := range r.vms {
+		// The guest's console on every node (the agent logs the counter
+		// it read at each boot) and its heartbeats.
+		for _, n := range r.c.Nodes {
+			if b, err := os.ReadFile(filepath.Join(r.td.DataDir(n), "vms", v.name+".console.log")); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, n.Name+"-"+v.name+".console.log"), b, 0o644)
+			}
+		}
+		if f, err := os.Create(filepath.Join(dir, v.name+"-heartbeats.jsonl")); err == nil {
+			enc := json.NewEncoder(f)
+			for _, a := range v.rx.Arrivals() {
+				_ = enc.Encode(a)
+			}
+			f.Close()
 		}
 	}
 	path := filepath.Join(dir, "history.jsonl")

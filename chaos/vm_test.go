@@ -146,11 +146,16 @@ func TestCheckGuestCounter(t *testing.T) {
 	if a := CheckGuestCounter("vm", good); len(a) != 0 {
 		t.Fatalf("good history: %v", a)
 	}
-	// Reordered arrivals are fine.
-	rev := append([]guest.Arrival(nil), good...)
-	rev[3], rev[4] = rev[4], rev[3]
-	if a := CheckGuestCounter("vm", rev); len(a) != 0 {
-		t.Fatalf("reordered history: %v", a)
+	// An agent killed before its first write leaves the next one the same
+	// boot number (seed 3003): two agents of boot 1, both from 30.
+	stalled := beats(1, 1, 30, 11, t0.Add(5*time.Second), time.Second)
+	for i := range stalled {
+		stalled[i].Acked = 30 // it never wrote
+	}
+	same := append(beats(0, 1, 1, 30, t0, time.Second), stalled...)
+	same = append(same, beats(1, 1, 30, 20, t0.Add(9*time.Second), 3*time.Second)...)
+	if a := CheckGuestCounter("vm", same); len(a) != 0 {
+		t.Fatalf("a boot number repeated after an agent that never wrote: %v", a)
 	}
 	// The restarted guest read 15 from its disk: 16..20 were lost.
 	lost := append(beats(0, 1, 1, 20, t0, time.Second), beats(1, 1, 15, 10, t0.Add(5*time.Second), time.Second)...)
@@ -160,15 +165,16 @@ func TestCheckGuestCounter(t *testing.T) {
 	// The old copy went on writing after the new boot read the disk.
 	twice := append(beats(0, 1, 1, 20, t0, time.Second), beats(1, 1, 21, 10, t0.Add(5*time.Second), time.Second)...)
 	twice = append(twice, beats(0, 21, 21, 20, t0.Add(5*time.Second), 3*time.Second)...)
+	twice = append(twice, beats(1, 11, 31, 10, t0.Add(6*time.Second), time.Second)...)
 	if a := CheckGuestCounter("vm", twice); len(a) == 0 {
 		t.Fatal("an old boot acknowledging past the new boot's start passed")
 	}
 	// The counter block was lost: boot 0 again, from 0.
 	again := append(beats(0, 1, 1, 20, t0, time.Second), beats(0, 1, 0, 10, t0.Add(5*time.Second), 7*time.Second)...)
-	if a := CheckGuestCounter("vm", again); len(a) == 0 || !strings.Contains(a[0].Detail, "two agents") {
-		t.Fatalf("a repeated boot: %v", a)
+	if a := CheckGuestCounter("vm", again); len(a) != 1 || !strings.Contains(a[0].Detail, "lost") {
+		t.Fatalf("a repeated boot from 0: %v", a)
 	}
-	// Within a boot the counter went back.
+	// Within an agent the counter went back.
 	back := beats(2, 1, 50, 10, t0, time.Second)
 	back[6].Acked = 40
 	if a := CheckGuestCounter("vm", back); len(a) != 1 || !strings.Contains(a[0].Detail, "went back") {
@@ -182,5 +188,32 @@ func TestCheckVMProgress(t *testing.T) {
 	}
 	if a := CheckVMProgress([]VMObs{{VM: "a", Before: 9, Waited: 90 * time.Second}}); len(a) != 1 || !strings.Contains(a[0].Detail, "beyond counter 9") {
 		t.Fatal(a)
+	}
+}
+
+func TestVMTrail(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
+	samples := []DomainSample{
+		{Node: "n2", Domain: "vm", ID: 3, Running: true, Before: at(2)},
+		{Node: "n1", Domain: "vm", ID: 1, Running: true, Before: at(0)},
+		{Node: "n1", Domain: "vm", ID: 1, Running: true, Before: at(1)},
+		{Node: "n1", Domain: "vm", ID: -1, Before: at(2)},
+		{Node: "n2", Domain: "vm", ID: 3, Running: true, Before: at(3)},
+		{Node: "n2", Domain: "other", ID: 9, Running: true, Before: at(3)},
+		{Node: "n2", Domain: "vm", ID: 4, Running: true, Before: at(5)},
+	}
+	if got := vmTrail(samples, "vm"); got != "n1#1 n2#3 n2#4" {
+		t.Fatalf("trail %q", got)
+	}
+}
+
+func TestDecodeEvents(t *testing.T) {
+	out := `{"seq": "4", "kind": "vm-restarted", "node": "n1", "vm": "s1-vm0"}
+{"seq": "5", "kind": "vm-restart-given-up", "node": "n1", "vm": "s1-vm0", "detail": "shut-off again after 3 restarts within 10m0s"}
+`
+	evs, err := decodeEvents([]byte(out))
+	if err != nil || len(evs) != 2 || evs[1].GetKind() != "vm-restart-given-up" || evs[1].GetVm() != "s1-vm0" || evs[1].GetSeq() != 5 {
+		t.Fatalf("%v %v", evs, err)
 	}
 }
