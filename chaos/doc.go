@@ -69,8 +69,9 @@
 //     by libvirt's -name guest=NAME, placed by network namespace); an
 //     instant fault: restarting it is tandem's business (its crash
 //     restart, or HA);
-//   - migrate: `tandem vm migrate VM --to NODE` (60s bound); refusals are
-//     counted as the other operator actions' are.
+//   - migrate: `tandem vm migrate VM --to NODE` (60s bound), NODE the
+//     fault's node or, when the VM is recorded there already, the next
+//     one; refusals are counted as the other operator actions' are.
 //
 // A power-off kills libvirtd and the QEMUs with everything else in the
 // namespace (Cluster.Kill), and power-on starts libvirtd, then tandemd.
@@ -96,10 +97,13 @@
 // (Result.VMGivenUp), and must then run within the bound too. The
 // guest's heartbeats (one UDP socket per VM on the switch) carry its disk
 // counter, reported only after the O_SYNC write that stored it returned:
-// CheckGuestCounter holds that no boot starts from a counter below one an
-// earlier boot acknowledged (a failover, a restart), that within a boot
-// the counter never goes back, and that no two agents send the same boot
-// and sequence number (a boot repeated, or two copies running). The VM's
+// CheckGuestCounter holds that no agent (a boot of the guest: a failover,
+// a restart) starts from a counter below one an earlier agent
+// acknowledged, and that an agent's counter never goes back; two copies
+// running at once fail it too. Agents are told apart by arrival order
+// (a sequence number that does not grow starts a new one): the boot
+// number reaches the disk only with a boot's first write, so an agent
+// killed before it leaves the next one the same number. The VM's
 // volume joins the convergence check (in sync within the bound; no verify
 // or hashes, since the guest keeps writing). Not covered: a QEMU running
 // while its libvirtd is down is not seen by the sampler (the counter

@@ -308,16 +308,23 @@ func (r *Runner) deleteVMs(ctx context.Context) {
 	r.vms = nil
 }
 
-// migrate live-migrates the fault's VM to its node.
+// migrate live-migrates the fault's VM to the fault's node or, when the
+// cluster records the VM there already, to the next node (a migration to
+// where it runs would only be refused).
 func (r *Runner) migrate(ctx context.Context, f Fault) bool {
 	if f.VM >= len(r.vms) {
 		return false
 	}
 	name, to := r.vms[f.VM].name, r.c.Nodes[f.Node].Name
-	if _, err := r.cliFor(ctx, migrateTimeout, "vm", "migrate", name, "--to", to); err != nil {
-		r.log.Info("chaos: migrate refused", "fault", f.String(), "err", err)
+	if info, err := r.showVM(ctx, name); err == nil && info.GetNode() == to {
+		to = r.c.Nodes[(f.Node+1)%len(r.c.Nodes)].Name
+	}
+	out, err := r.cliFor(ctx, migrateTimeout, "vm", "migrate", name, "--to", to)
+	if err != nil {
+		r.log.Info("chaos: migrate refused", "fault", f.String(), "to", to, "err", err)
 		return false
 	}
+	r.log.Info("chaos: migrated", "fault", f.String(), "to", to, "out", strings.TrimSpace(out))
 	return true
 }
 
