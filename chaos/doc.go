@@ -15,6 +15,9 @@
 // CHAOS_SCHEDULES=1 go test -run TestChaosSchedules ./chaos/ for the CI
 // profile). Only the faults are replayed exactly: the workload's timing and
 // the daemons' scheduling are not, so a replay may not hit the same race.
+// The kinds the runner can inject are part of the options: a seed found
+// with VMs (`make chaos`'s default since VMS=1) replays with VMs, and one
+// found before them (seed 1014, say) with VMS=0.
 //
 // # Faults (the nemesis)
 //
