@@ -113,12 +113,16 @@ test-e2e: deps build
 # every fault as it is applied and healed. DISK=1 (the default) puts the
 # nodes' volume files on internal/faultfs: disk errors and slow I/O join the
 # faults, and a power-off drops what was not synced; DISK=0 leaves them out.
+# VMS=1 (the default) runs that many test guests (TCG, libvirtd on every
+# node): kill of QEMU and of libvirtd and live migration join the faults,
+# and the VM checkers run; VMS=0 leaves them out.
 SCHEDULES ?= 10
 DISK ?= 1
+VMS ?= 1
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 chaos: deps
 	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
-	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_REPORT=bench/results/chaos \
+	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_REPORT=bench/results/chaos \
 	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$$' ./chaos/
 
 fuzz:

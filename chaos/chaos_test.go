@@ -44,6 +44,17 @@ func TestChaosSchedules(t *testing.T) {
 	}
 	schedules := envInt(t, "CHAOS_SCHEDULES", 20)
 	seed := envInt(t, "CHAOS_SEED", 1)
+	// VMs: 1 in the long profile, none in CI (a guest's creation and boot
+	// under TCG costs every schedule 15-30 s).
+	var defVMs uint64
+	if profile == "long" {
+		defVMs = 1
+	}
+	vms := envInt(t, "CHAOS_VMS", defVMs)
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -57,7 +68,7 @@ func TestChaosSchedules(t *testing.T) {
 	}
 	began := time.Now()
 	r, err := Open(ctx, Config{BinDir: bin, BaseDir: base, Profile: profile, Reporter: t, Log: log, KeepDir: os.Getenv("CHAOS_KEEP"),
-		FaultDisks: os.Getenv("CHAOS_DISK") == "1", Only: kindsFromEnv(os.Getenv("CHAOS_KINDS"))})
+		FaultDisks: os.Getenv("CHAOS_DISK") == "1", Only: kindsFromEnv(os.Getenv("CHAOS_KINDS")), VMs: int(vms), RepoRoot: root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +97,10 @@ func TestChaosSchedules(t *testing.T) {
 		sum.Add(res)
 		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d disk hits, %d anomalies, %s: %s",
 			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, res.DiskHits, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
+		if vms > 0 {
+			t.Logf("seed %d: VMs: %d libvirt samples, %d guest heartbeats, disk counter %d, %d QEMUs killed by the watchdog, %d restarts given up (vm start), ran on (node#domain ID) %v",
+				res.Seed, res.VMSamples, res.GuestBeats, res.GuestCounter, res.WatchdogKills, res.VMGivenUp, res.VMTrail)
+		}
 		for _, a := range res.Anomalies {
 			t.Errorf("seed %d: %s\n  schedule: %s\n  replay: %s", res.Seed, a, res.Schedule, res.Replay)
 		}

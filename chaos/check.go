@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tandemhci/tandem/internal/guest"
 )
 
 // Anomaly is one violation a checker found.
@@ -397,6 +399,72 @@ func CheckVMs(samples []DomainSample, shouldRun []string, final map[string][]str
 	for _, vm := range shouldRun {
 		if n := final[vm]; len(n) != 1 {
 			out = append(out, Anomaly{Checker: "vm", Detail: fmt.Sprintf("VM %s should run after healing; it runs on %d nodes %v", vm, len(n), n)})
+		}
+	}
+	return out
+}
+
+// CheckGuestCounter is the VM's side of "nothing acknowledged is lost"
+// (I2), from the test guest's heartbeats (internal/guest): the agent
+// reports a disk counter only once the O_SYNC write that stored it
+// returned, and a new agent (a boot: a restart, a failover) starts from
+// the counter on its disk. So every agent's first counter is at least the
+// highest any earlier agent reported, and an agent's counter never goes
+// back.
+//
+// Agents are told apart by arrival order: a datagram whose boot number is
+// that of the current agent of that boot but whose sequence number does
+// not grow starts a new agent (the datagrams of one agent arrive in order
+// on the harness's bridge). The boot number alone does not do: it reaches
+// the disk with the agent's first counter write, so an agent killed before
+// any write completed leaves the next one the same boot number. Two copies
+// running at once show as agents interleaving, one starting below what
+// another acknowledged.
+func CheckGuestCounter(vm string, arrivals []guest.Arrival) []Anomaly {
+	type agent struct {
+		boot          uint64
+		lo, hi        uint64 // counters it reported
+		lastSeq       uint64
+		first, hiAt   time.Time
+		wentBack      bool
+		backAt, backV uint64
+	}
+	var agents []*agent
+	cur := map[uint64]*agent{} // boot -> its latest agent
+	for _, a := range arrivals {
+		g := cur[a.Boot]
+		if g == nil || a.Seq <= g.lastSeq {
+			g = &agent{boot: a.Boot, lo: a.Acked, hi: a.Acked, first: a.At, hiAt: a.At}
+			agents = append(agents, g)
+			cur[a.Boot] = g
+		}
+		if a.Acked < g.hi && !g.wentBack {
+			g.wentBack, g.backAt, g.backV = true, a.Seq, a.Acked
+		}
+		g.lo = min(g.lo, a.Acked)
+		if a.Acked > g.hi {
+			g.hi, g.hiAt = a.Acked, a.At
+		}
+		g.lastSeq = a.Seq
+	}
+	var out []Anomaly
+	add := func(format string, args ...any) {
+		out = append(out, Anomaly{Checker: "vm", Detail: fmt.Sprintf("VM %s: ", vm) + fmt.Sprintf(format, args...)})
+	}
+	for i, g := range agents {
+		if g.wentBack {
+			add("the agent of boot %d (first heard %s) reported counter %d at sequence %d after %d: its counter went back",
+				g.boot, g.first.Format("15:04:05.000"), g.backV, g.backAt, g.hi)
+		}
+		var prev *agent
+		for _, p := range agents[:i] {
+			if prev == nil || p.hi > prev.hi {
+				prev = p
+			}
+		}
+		if prev != nil && g.lo < prev.hi {
+			add("the agent of boot %d (first heard %s) started from disk counter %d, below counter %d that the agent of boot %d acknowledged (%s): acknowledged disk writes lost, or two copies ran",
+				g.boot, g.first.Format("15:04:05.000"), g.lo, prev.hi, prev.boot, prev.hiAt.Format("15:04:05.000"))
 		}
 	}
 	return out

@@ -15,6 +15,9 @@
 // CHAOS_SCHEDULES=1 go test -run TestChaosSchedules ./chaos/ for the CI
 // profile). Only the faults are replayed exactly: the workload's timing and
 // the daemons' scheduling are not, so a replay may not hit the same race.
+// The kinds the runner can inject are part of the options: a seed found
+// with VMs (`make chaos`'s default since VMS=1) replays with VMs, and one
+// found before them (seed 1014, say) with VMS=0.
 //
 // # Faults (the nemesis)
 //
@@ -50,8 +53,66 @@
 // Result.DiskHits counts the operations the disks really failed or
 // delayed, and the power losses. Other DiskNemesis implementations plug
 // into the same slot (Config.Disk). Clock skew cannot be set per namespace.
-// No libvirtd or VM runs yet, so kill of libvirtd or QEMU and migration are
-// not generated; the VM checker (CheckVMs) exists and is unit tested.
+//
+// # VMs
+//
+// With Config.VMs (CHAOS_VMS=N; `make chaos` runs 1 by default, VMS=0
+// leaves it out; the CI profile runs none, since a guest's creation and
+// boot costs each schedule 10-30s) every node runs libvirtd
+// (testcluster.StartLibvirtd) and tandemd is wired to it. Each schedule
+// creates its VMs: the test guest (internal/guest: kernel and initramfs,
+// TCG, 128 MiB) on a new 16 MiB 3-replica volume of its own, HA on (the
+// cluster's default), first hosts rotated, and waits until each guest
+// acknowledges disk writes. Three more kinds are generated then:
+//
+//   - kill-libvirtd: SIGKILL of the node's libvirtd alone (its QEMUs live
+//     on, as when libvirtd crashes); restarted at heal, and it reattaches
+//     to them;
+//   - kill-qemu: SIGKILL of the VM's QEMU wherever it runs (found in /proc
+//     by libvirt's -name guest=NAME, placed by network namespace); an
+//     instant fault: restarting it is tandem's business (its crash
+//     restart, or HA);
+//   - migrate: `tandem vm migrate VM --to NODE` (60s bound), NODE the
+//     fault's node or, when the VM is recorded there already, the next
+//     one; refusals are counted as the other operator actions' are.
+//
+// A power-off kills libvirtd and the QEMUs with everything else in the
+// namespace (Cluster.Kill), and power-on starts libvirtd, then tandemd.
+// The harness has no /dev/watchdog, so it stands in for it: a node whose
+// tandemd has not run (killed or stopped) for the self-fence lease (4s,
+// the watchdog's timeout in tandemd) loses its QEMUs, as the watchdog's
+// reset would take them (Result.WatchdogKills). Without that, a tandemd
+// stopped past the lease leaves its QEMU running while HA restarts the VM
+// elsewhere, which only the watchdog prevents on real hosts.
+//
+// During the schedule every node's libvirtd is asked every 300ms, over its
+// unix socket (go-libvirt), which of the VMs it runs (libvirt's running
+// state and domain ID; a paused incoming migration does not count, a
+// failed look counts as "not running" so that no span is drawn across it)
+// into the DomainSamples CheckVMs judges: no VM ever runs on two nodes at
+// once. After healing, within the bound, every VM must run on exactly one
+// node by every libvirtd, and its guest must acknowledge a disk write
+// beyond every one it had acknowledged before (CheckVMProgress). A VM
+// tandem gave up restarting on its node (event vm-restart-given-up: its
+// QEMU stopped a fourth time within 10 minutes, the documented limit; the
+// schedule's kills, the watchdog's and a self-fence all count) is started
+// once with `tandem vm start`, as the event asks of an operator
+// (Result.VMGivenUp), and must then run within the bound too. The
+// guest's heartbeats (one UDP socket per VM on the switch) carry its disk
+// counter, reported only after the O_SYNC write that stored it returned:
+// CheckGuestCounter holds that no agent (a boot of the guest: a failover,
+// a restart) starts from a counter below one an earlier agent
+// acknowledged, and that an agent's counter never goes back; two copies
+// running at once fail it too. Agents are told apart by arrival order
+// (a sequence number that does not grow starts a new one): the boot
+// number reaches the disk only with a boot's first write, so an agent
+// killed before it leaves the next one the same number. The VM's
+// volume joins the convergence check (in sync within the bound; no verify
+// or hashes, since the guest keeps writing). Not covered: a QEMU running
+// while its libvirtd is down is not seen by the sampler (the counter
+// check still catches two writers); a kill of libvirtd does not count
+// towards the watchdog; the VM's volume is not the target of promote,
+// resync, verify or disk faults.
 //
 // Overlapping faults on one node are counted, so a heal undoes only what no
 // other fault still needs; apply and heal are serialised. After the

@@ -37,11 +37,17 @@ type nemesis struct {
 	tables   map[int][]int // fault ID -> nodes holding its nft table
 	injected map[Kind]int  // what was really applied (a fault may be a no-op)
 	opErrors int           // operator actions that failed (logged, not anomalies)
+	// The harness's watchdog (Config.VMs): since when each node's tandemd
+	// has not run, whether the watchdog fired for that outage, and the
+	// QEMUs it killed.
+	down          map[int]time.Time
+	fired         map[int]bool
+	watchdogKills int
 }
 
 func newNemesis(r *Runner) *nemesis {
 	return &nemesis{r: r, log: r.log, off: map[int]int{}, paused: map[int]int{}, capped: map[int]int{}, maint: map[int]int{},
-		tables: map[int][]int{}, injected: map[Kind]int{}}
+		tables: map[int][]int{}, injected: map[Kind]int{}, down: map[int]time.Time{}, fired: map[int]bool{}}
 }
 
 // run plays s from start and returns once every fault is healed.
@@ -94,11 +100,27 @@ func (m *nemesis) apply(ctx context.Context, f Fault) {
 	switch f.Kind {
 	case KillTandemd:
 		applied = m.r.killTandemd(ctx, f.Node)
+		m.updateDown(f.Node)
 	case PauseShort, PauseLong:
 		if m.paused[f.Node] == 0 {
 			applied = m.r.signalTandemd(f.Node, unix.SIGSTOP)
 		}
 		m.paused[f.Node]++
+		m.updateDown(f.Node)
+	case KillLibvirtd:
+		applied = m.off[f.Node] == 0 && m.r.killLibvirtd(ctx, f.Node)
+	case KillQEMU:
+		// Wherever the VM runs: on a node chosen at random it would
+		// mostly find nothing. Restarting it is tandem's business.
+		var names []string
+		if f.VM < len(m.r.vms) {
+			vm := m.r.vms[f.VM].name
+			for _, p := range m.r.killQEMU(func(d string) bool { return d == vm }, -1) {
+				names = append(names, m.node(p.node).Name)
+			}
+		}
+		applied = len(names) > 0
+		m.log.Info("chaos: QEMU killed", "fault", f.String(), "on", names)
 	case PowerOff:
 		if m.off[f.Node] == 0 {
 			// With fault disks, a power cut: what was not synced is lost.
@@ -107,6 +129,7 @@ func (m *nemesis) apply(ctx context.Context, f Fault) {
 			m.r.c.IsolateVM(n)
 		}
 		m.off[f.Node]++
+		m.updateDown(f.Node)
 	case Isolate:
 		err = m.addTable(ctx, f, f.Node, m.others(f.Node), true, true, 0)
 	case Split:
@@ -175,6 +198,8 @@ func (m *nemesis) applyOperator(ctx context.Context, f Fault) bool {
 		applied = m.operator(ctx, f, "volume", "resync", m.r.volName(f.Volume))
 	case Verify:
 		applied = m.operator(ctx, f, "volume", "verify", m.r.volName(f.Volume), "--in-sync-only")
+	case Migrate:
+		applied = m.r.migrate(ctx, f)
 	default:
 		return false
 	}
@@ -210,18 +235,29 @@ func (m *nemesis) heal(ctx context.Context, f Fault) {
 		if m.off[f.Node] == 0 {
 			err = m.r.ensureTandemd(ctx, f.Node)
 		}
+		m.updateDown(f.Node)
 	case PauseShort, PauseLong:
 		m.paused[f.Node]--
 		if m.paused[f.Node] == 0 {
 			m.r.signalTandemd(f.Node, unix.SIGCONT)
+		}
+		m.updateDown(f.Node)
+	case KillLibvirtd:
+		if m.off[f.Node] == 0 {
+			err = m.r.ensureLibvirtd(ctx, f.Node)
 		}
 	case PowerOff:
 		m.off[f.Node]--
 		if m.off[f.Node] == 0 {
 			m.r.c.Heal(n)
 			m.r.c.HealVM(n)
-			err = m.r.ensureTandemd(ctx, f.Node)
+			// A host boots libvirtd, then tandemd.
+			err = m.r.ensureLibvirtd(ctx, f.Node)
+			if e := m.r.ensureTandemd(ctx, f.Node); err == nil {
+				err = e
+			}
 		}
+		m.updateDown(f.Node)
 	case Isolate, Split, OneWay, Loss:
 		for _, i := range m.tables[f.ID] {
 			if _, e := m.r.c.Exec(ctx, m.node(i), "nft", "delete", "table", "inet", tableName(f)); e != nil && err == nil {
@@ -265,6 +301,9 @@ func (m *nemesis) healAll(ctx context.Context) error {
 		m.r.signalTandemd(i, unix.SIGCONT)
 		m.r.c.Heal(n)
 		m.r.c.HealVM(n)
+		if err := m.r.ensureLibvirtd(ctx, i); err != nil {
+			errs = append(errs, err.Error())
+		}
 		if err := m.r.ensureTandemd(ctx, i); err != nil {
 			errs = append(errs, err.Error())
 		}
@@ -279,6 +318,8 @@ func (m *nemesis) healAll(ctx context.Context) error {
 	clear(m.capped)
 	clear(m.maint)
 	clear(m.tables)
+	clear(m.down)
+	clear(m.fired)
 	if len(errs) > 0 {
 		return fmt.Errorf("heal all: %s", strings.Join(errs, "; "))
 	}

@@ -24,11 +24,17 @@ type Summary struct {
 	Anomalies int `json:"anomalies"`
 	// DiskHits is the operations the fault disks failed or delayed, plus
 	// power losses (0 without fault disks).
-	DiskHits int           `json:"disk_hits"`
-	Harness  int           `json:"harness_errors"`
-	Wall     time.Duration `json:"wall_ns"`
-	WallText string        `json:"wall"`
-	Results  []*Result     `json:"results"`
+	DiskHits int `json:"disk_hits"`
+	Harness  int `json:"harness_errors"`
+	// With VMs: libvirt samples, guest heartbeats received, QEMUs the
+	// harness's watchdog killed.
+	VMSamples     int           `json:"vm_samples,omitempty"`
+	GuestBeats    int           `json:"guest_datagrams,omitempty"`
+	WatchdogKills int           `json:"watchdog_kills,omitempty"`
+	VMGivenUp     int           `json:"vm_restart_given_up,omitempty"`
+	Wall          time.Duration `json:"wall_ns"`
+	WallText      string        `json:"wall"`
+	Results       []*Result     `json:"results"`
 }
 
 // Add counts one schedule's result.
@@ -47,6 +53,10 @@ func (s *Summary) Add(r *Result) {
 	s.Anomalies += len(r.Anomalies)
 	s.Harness += len(r.HarnessErrors)
 	s.DiskHits += r.DiskHits
+	s.VMSamples += r.VMSamples
+	s.GuestBeats += r.GuestBeats
+	s.WatchdogKills += r.WatchdogKills
+	s.VMGivenUp += r.VMGivenUp
 	s.Results = append(s.Results, r)
 }
 
@@ -60,6 +70,10 @@ func (s *Summary) Markdown() string {
 	fmt.Fprintf(&b, "| operator actions refused under faults | %d |\n", s.Refused)
 	if s.DiskHits > 0 {
 		fmt.Fprintf(&b, "| disk operations failed or delayed, and power losses (internal/faultfs) | %d |\n", s.DiskHits)
+	}
+	if s.VMSamples > 0 {
+		fmt.Fprintf(&b, "| VM: libvirt domain samples / guest heartbeats / QEMUs killed by the harness's watchdog / restarts given up (vm-restart-given-up, started by the runner) | %d / %d / %d / %d |\n",
+			s.VMSamples, s.GuestBeats, s.WatchdogKills, s.VMGivenUp)
 	}
 	fmt.Fprintf(&b, "| anomalies | %d |\n| harness errors | %d |\n| wall time | %s |\n\n", s.Anomalies, s.Harness, s.Wall.Round(time.Second))
 	fmt.Fprintf(&b, "## Faults injected\n\nCounted when applied (a kill of a tandemd already down, a refused\noperator action are not).\n\n| kind | count |\n|---|---|\n")

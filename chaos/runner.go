@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
+	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -47,6 +50,16 @@ type Config struct {
 	// run, CHAOS_KINDS=disk,power-off); kinds this runner cannot inject
 	// are an error at Open.
 	Only []Kind
+	// VMs is how many VMs each schedule runs (CHAOS_VMS; `make chaos`
+	// runs 1, the CI profile none): libvirtd runs on every node, each VM
+	// is the test guest (internal/guest, TCG) on its own 3-replica volume
+	// with HA on, and KillQEMU, KillLibvirtd and Migrate are generated.
+	VMs int
+	// VMMemory is each VM's memory (default 128M).
+	VMMemory string
+	// RepoRoot is the module root, where the guest image is built
+	// (guest.EnsureImage); needed with VMs.
+	RepoRoot string
 	// KeepDir, when set, receives the history and every node's tandemd
 	// log of a schedule that found anomalies (KeepDir/seed-N/).
 	KeepDir  string
@@ -80,6 +93,16 @@ type Runner struct {
 	vols []volSpec
 
 	fdisks *FaultDisks // nil without Config.FaultDisks
+
+	// With Config.VMs: every node's libvirtd (by node index), the guest
+	// image, the switch's sockets for the guests' heartbeats, the nodes'
+	// network namespace inodes (to place a QEMU process) and this
+	// schedule's VMs.
+	lvs        map[int]*testcluster.Libvirtd
+	img        guest.Image
+	guestConns []*net.UDPConn
+	nsInodes   []uint64
+	vms        []*vmSpec
 }
 
 type volSpec struct {
@@ -88,13 +111,16 @@ type volSpec struct {
 }
 
 // Kinds is what this runner can inject: process, host, network faults and
-// operator actions; Disk only with a DiskNemesis. No libvirtd and no VM
-// run yet, so KillLibvirtd, KillQEMU and Migrate are not generated.
+// operator actions; Disk only with a DiskNemesis; KillLibvirtd, KillQEMU
+// and Migrate only with VMs (Config.VMs).
 func (r *Runner) Kinds() []Kind {
 	k := []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth,
 		Promote, Resync, Verify, Maintenance}
 	if r.cfg.Disk != nil {
 		k = append(k, Disk)
+	}
+	if r.cfg.VMs > 0 {
+		k = append(k, KillLibvirtd, KillQEMU, Migrate)
 	}
 	if len(r.cfg.Only) > 0 {
 		k = slices.DeleteFunc(k, func(x Kind) bool { return !slices.Contains(r.cfg.Only, x) })
@@ -105,9 +131,9 @@ func (r *Runner) Kinds() []Kind {
 // Options are the schedule options of the runner's profile.
 func (r *Runner) Options() Options {
 	if r.cfg.Profile == "long" {
-		return LongOptions(len(r.c.Nodes), 3, r.Kinds())
+		return LongOptions(len(r.c.Nodes), 3, r.cfg.VMs, r.Kinds())
 	}
-	return CIOptions(len(r.c.Nodes), 3, r.Kinds())
+	return CIOptions(len(r.c.Nodes), 3, r.cfg.VMs, r.Kinds())
 }
 
 // Open starts a 3-node cluster and forms it. The caller must Close it.
@@ -130,11 +156,33 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 	if cfg.Reporter == nil {
 		cfg.Reporter = testcluster.LogReporter(cfg.Log)
 	}
+	if cfg.VMMemory == "" {
+		cfg.VMMemory = "128M"
+	}
+	var img guest.Image
+	if cfg.VMs > 0 {
+		if err := testcluster.LibvirtdAvailable(); err != nil {
+			return nil, err
+		}
+		var err error
+		if img, err = guest.EnsureImage(ctx, cfg.RepoRoot); err != nil {
+			return nil, err
+		}
+	}
 	c, err := testcluster.Open(testcluster.Options{Nodes: 3, BaseDir: cfg.BaseDir}, cfg.Reporter)
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{cfg: cfg, c: c, td: testcluster.NewTandem(c, cfg.BinDir), log: cfg.Log, procs: map[int]*testcluster.Proc{}}
+	r := &Runner{cfg: cfg, c: c, td: testcluster.NewTandem(c, cfg.BinDir), log: cfg.Log, procs: map[int]*testcluster.Proc{},
+		lvs: map[int]*testcluster.Libvirtd{}, img: img}
+	for _, n := range c.Nodes {
+		ino, err := nsInode(n.NS)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		r.nsInodes = append(r.nsInodes, ino)
+	}
 	if cfg.FaultDisks {
 		// Before tandemd first starts: its processes see the mounts only
 		// if started after them.
@@ -152,10 +200,18 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 		}
 	}
 	for i := range c.Nodes {
+		if err := r.ensureLibvirtd(ctx, i); err != nil {
+			c.Close()
+			return nil, err
+		}
 		if err := r.ensureTandemd(ctx, i); err != nil {
 			c.Close()
 			return nil, err
 		}
+	}
+	if err := r.openGuestConns(); err != nil {
+		r.Close()
+		return nil, err
 	}
 	if err := r.td.Form(ctx, "chaos"); err != nil {
 		c.Close()
@@ -169,7 +225,12 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 }
 
 // Close tears the cluster down.
-func (r *Runner) Close() { r.c.Close() }
+func (r *Runner) Close() {
+	for _, c := range r.guestConns {
+		c.Close()
+	}
+	r.c.Close()
+}
 
 func (r *Runner) harnessErr(err error) {
 	r.mu.Lock()
@@ -189,7 +250,18 @@ func (r *Runner) ensureTandemd(ctx context.Context, i int) error {
 	if p := r.proc(i); p != nil && p.Alive() {
 		return nil
 	}
-	p, err := r.td.StartDaemon(ctx, r.c.Nodes[i])
+	var (
+		p   *testcluster.Proc
+		err error
+	)
+	if r.cfg.VMs > 0 {
+		r.mu.Lock()
+		lv := r.lvs[i]
+		r.mu.Unlock()
+		p, err = r.td.StartComputeDaemon(ctx, r.c.Nodes[i], lv, vmCapacityMiB)
+	} else {
+		p, err = r.td.StartDaemon(ctx, r.c.Nodes[i])
+	}
 	if err != nil {
 		return err
 	}
@@ -313,7 +385,21 @@ type Result struct {
 	HarnessErrors   []string     `json:"harness_errors,omitempty"`
 	// DiskHits is how many operations the fault disks failed or delayed,
 	// plus power losses: whether the disk faults reached tandemd's I/O.
-	DiskHits    int             `json:"disk_hits,omitempty"`
+	DiskHits int `json:"disk_hits,omitempty"`
+	// With VMs: the libvirt samples taken, the guests' heartbeats
+	// received, the highest disk counter they reported, and the QEMUs the
+	// harness's watchdog killed (tandemd down past the lease).
+	VMSamples     int    `json:"vm_samples,omitempty"`
+	GuestBeats    int    `json:"guest_datagrams,omitempty"`
+	GuestCounter  uint64 `json:"guest_counter,omitempty"`
+	WatchdogKills int    `json:"watchdog_kills,omitempty"`
+	// VMTrail is where each VM was seen running, one entry per QEMU
+	// (vmTrail): "n2#3 n3#1".
+	VMTrail map[string]string `json:"vm_trail,omitempty"`
+	// VMGivenUp counts the VMs tandem had given up restarting after
+	// repeated QEMU deaths (vm-restart-given-up, its documented limit) and
+	// the runner started again as an operator would.
+	VMGivenUp   int             `json:"vm_restart_given_up,omitempty"`
 	Wall        time.Duration   `json:"wall_ns"`
 	Convergence []time.Duration `json:"-"`
 }
@@ -348,6 +434,11 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	if err := r.createVolumes(ctx, seed); err != nil {
 		return nil, err
 	}
+	if err := r.createVMs(ctx, seed); err != nil {
+		r.deleteVMs(ctx)
+		r.deleteVolumes(ctx)
+		return nil, err
+	}
 	r.hist = &History{}
 
 	// The workload.
@@ -366,11 +457,18 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 			}()
 		}
 	}
+	var smp *sampler
+	stopWatchdog := func() {}
+	if len(r.vms) > 0 {
+		smp = r.startSampler(ctx)
+		stopWatchdog = nem.watchdog(ctx)
+	}
 	start := time.Now()
 	setup := start.Sub(began)
 	nem.run(ctx, s, start)
 	sleepUntil(ctx, start.Add(s.Length))
 	w.stop()
+	stopWatchdog()
 	faulted := time.Since(start)
 	res.Injected = nem.injected
 	res.OperatorRefused = nem.opErrors
@@ -387,6 +485,31 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 		anomalies = append(anomalies, Anomaly{Checker: "liveness", Detail: err.Error()})
 	}
 	healed := time.Now()
+	if smp != nil {
+		final, obs := r.vmsAfterHeal(ctx, smp)
+		samples := smp.stop()
+		anomalies = append(anomalies, CheckVMs(samples, r.vmNames(), final)...)
+		anomalies = append(anomalies, CheckVMProgress(obs)...)
+		for _, o := range obs {
+			if o.GivenUp {
+				res.VMGivenUp++
+			}
+		}
+		res.VMSamples = len(samples)
+		res.VMTrail = map[string]string{}
+		for _, v := range r.vms {
+			res.VMTrail[v.name] = vmTrail(samples, v.name)
+			arr := v.rx.Arrivals()
+			res.GuestBeats += len(arr)
+			for _, a := range arr {
+				res.GuestCounter = max(res.GuestCounter, a.Acked)
+			}
+			anomalies = append(anomalies, CheckGuestCounter(v.name, arr)...)
+		}
+		nem.mu.Lock()
+		res.WatchdogKills = nem.watchdogKills
+		nem.mu.Unlock()
+	}
 	conv := r.converge(ctx)
 	anomalies = append(anomalies, CheckConvergence(conv)...)
 	live := r.liveness(ctx)
@@ -406,6 +529,7 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 		r.saveHistory(seed)
 	}
 	checked := time.Now()
+	r.deleteVMs(ctx)
 	r.deleteVolumes(ctx)
 	r.log.Info("chaos: phases", "seed", seed, "setup", setup, "faults", faulted, "converge_and_check", checked.Sub(healed), "delete", time.Since(checked))
 	r.mu.Lock()
@@ -473,6 +597,19 @@ func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration
 // to be UpToDate and in sync, runs `volume verify` and hashes the replicas.
 func (r *Runner) converge(ctx context.Context) []VolumeConvergence {
 	var out []VolumeConvergence
+	for _, vm := range r.vms {
+		// A VM's disk: in sync within the bound. Its guest writes all the
+		// time, so no verify and no hashes of the files.
+		began := time.Now()
+		vc := VolumeConvergence{Volume: vm.vol}
+		_, _ = r.cli(ctx, "volume", "resync", vm.vol)
+		info, ok := r.waitSynced(ctx, vm.vol, r.cfg.Bound)
+		vc.Converged, vc.Waited = ok, time.Since(began)
+		for _, rep := range info.GetReplicas() {
+			vc.Replicas = append(vc.Replicas, ReplicaObs{Node: rep.GetNode(), State: strings.TrimPrefix(rep.GetState().String(), "REPLICA_STATE_"), Link: rep.GetLink()})
+		}
+		out = append(out, vc)
+	}
 	for _, v := range r.vols {
 		began := time.Now()
 		vc := VolumeConvergence{Volume: v.name}
@@ -695,6 +832,22 @@ func (r *Runner) saveHistory(seed uint64) {
 	for _, n := range r.c.Nodes {
 		if b, err := os.ReadFile(filepath.Join(n.Dir, "tandemd.log")); err == nil {
 			_ = os.WriteFile(filepath.Join(dir, n.Name+"-tandemd.log"), b, 0o644)
+		}
+	}
+	for _, v := range r.vms {
+		// The guest's console on every node (the agent logs the counter
+		// it read at each boot) and its heartbeats.
+		for _, n := range r.c.Nodes {
+			if b, err := os.ReadFile(filepath.Join(r.td.DataDir(n), "vms", v.name+".console.log")); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, n.Name+"-"+v.name+".console.log"), b, 0o644)
+			}
+		}
+		if f, err := os.Create(filepath.Join(dir, v.name+"-heartbeats.jsonl")); err == nil {
+			enc := json.NewEncoder(f)
+			for _, a := range v.rx.Arrivals() {
+				_ = enc.Encode(a)
+			}
+			f.Close()
 		}
 	}
 	path := filepath.Join(dir, "history.jsonl")

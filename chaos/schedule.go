@@ -19,7 +19,7 @@ const (
 	// Process faults.
 	KillTandemd  Kind = "kill-tandemd"  // SIGKILL of tandemd; restarted at heal
 	KillLibvirtd Kind = "kill-libvirtd" // SIGKILL of libvirtd; restarted at heal
-	KillQEMU     Kind = "kill-qemu"     // SIGKILL of a QEMU on the node
+	KillQEMU     Kind = "kill-qemu"     // SIGKILL of the QEMU of VM, wherever it runs; tandem restarts it
 	PauseShort   Kind = "pause-short"   // SIGSTOP tandemd for less than the HA suspect timeout
 	PauseLong    Kind = "pause-long"    // SIGSTOP tandemd for longer than the self-fence lease
 	// Host faults.
@@ -49,7 +49,17 @@ var AllKinds = []Kind{KillTandemd, KillLibvirtd, KillQEMU, PauseShort, PauseLong
 // heal of its own.
 func (k Kind) Instant() bool {
 	switch k {
-	case Promote, Resync, Verify, Migrate:
+	case Promote, Resync, Verify, Migrate, KillQEMU:
+		return true
+	}
+	return false
+}
+
+// NeedsVM reports whether the kind acts on a VM or its host's libvirtd:
+// generated only when the runner runs VMs (Config.VMs).
+func (k Kind) NeedsVM() bool {
+	switch k {
+	case KillLibvirtd, KillQEMU, Migrate:
 		return true
 	}
 	return false
@@ -71,6 +81,8 @@ type Fault struct {
 	// Volume is the index of the volume an operator action or a disk fault
 	// concerns.
 	Volume int
+	// VM is the index of the VM a KillQEMU or Migrate concerns.
+	VM int
 	// Variant is what a Disk fault does (DiskWriteEIO, DiskSlow,
 	// DiskReadEIO); Percent then scales a slow disk's delay.
 	Variant int
@@ -99,6 +111,10 @@ func (f Fault) String() string {
 		arg = fmt.Sprintf("v%d,n%d", f.Volume, f.Node+1)
 	case Disk:
 		arg = fmt.Sprintf("v%d,n%d,%s", f.Volume, f.Node+1, diskVariantName(f.Variant))
+	case KillQEMU:
+		arg = fmt.Sprintf("vm%d", f.VM)
+	case Migrate:
+		arg = fmt.Sprintf("vm%d->n%d", f.VM, f.Node+1)
 	default:
 		arg = fmt.Sprintf("n%d", f.Node+1)
 	}
@@ -113,6 +129,7 @@ func (f Fault) String() string {
 type Options struct {
 	Nodes   int           // nodes in the cluster (indices 0..Nodes-1)
 	Volumes int           // volumes operator actions may name
+	VMs     int           // VMs KillQEMU and Migrate may name (needed for them)
 	Length  time.Duration // faults start within the first 80% of it
 	Faults  int           // how many faults
 	// MinFault and MaxFault bound a fault's duration (except the pauses,
@@ -125,9 +142,9 @@ type Options struct {
 }
 
 // CIOptions are the short schedules `make test` runs.
-func CIOptions(nodes, volumes int, kinds []Kind) Options {
+func CIOptions(nodes, volumes, vms int, kinds []Kind) Options {
 	return Options{
-		Nodes: nodes, Volumes: volumes, Length: 5 * time.Second, Faults: 4,
+		Nodes: nodes, Volumes: volumes, VMs: vms, Length: 5 * time.Second, Faults: 4,
 		MinFault: 500 * time.Millisecond, MaxFault: 2500 * time.Millisecond,
 		ShortPause: [2]time.Duration{200 * time.Millisecond, time.Second},
 		LongPause:  [2]time.Duration{6200 * time.Millisecond, 7 * time.Second},
@@ -136,8 +153,8 @@ func CIOptions(nodes, volumes int, kinds []Kind) Options {
 }
 
 // LongOptions are the schedules of `make chaos`.
-func LongOptions(nodes, volumes int, kinds []Kind) Options {
-	o := CIOptions(nodes, volumes, kinds)
+func LongOptions(nodes, volumes, vms int, kinds []Kind) Options {
+	o := CIOptions(nodes, volumes, vms, kinds)
 	o.Length, o.Faults, o.MaxFault = 20*time.Second, 8, 8*time.Second
 	o.LongPause = [2]time.Duration{6500 * time.Millisecond, 12 * time.Second}
 	return o
@@ -156,6 +173,9 @@ type Schedule struct {
 func Generate(seed uint64, o Options) (Schedule, error) {
 	if o.Nodes < 2 || o.Length <= 0 || o.Faults < 0 || len(o.Kinds) == 0 || o.MaxFault < o.MinFault || o.MinFault <= 0 {
 		return Schedule{}, fmt.Errorf("chaos: bad schedule options %+v", o)
+	}
+	if o.VMs <= 0 && slices.ContainsFunc(o.Kinds, Kind.NeedsVM) {
+		return Schedule{}, fmt.Errorf("chaos: kinds %v need a VM (Options.VMs)", o.Kinds)
 	}
 	// PCG with the seed in both words: a fixed, documented generator, so a
 	// seed printed by one build replays in the next.
@@ -198,6 +218,9 @@ func Generate(seed uint64, o Options) (Schedule, error) {
 			// stay what earlier builds made of the same seed.
 			f.Variant = rng.IntN(diskVariants)
 			f.Percent = rng.IntN(31)
+		case KillQEMU, Migrate:
+			// Drawn only for VM faults, as the disk variant is.
+			f.VM = rng.IntN(o.VMs)
 		}
 		if o.Volumes > 0 {
 			f.Volume = rng.IntN(o.Volumes)

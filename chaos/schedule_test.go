@@ -7,7 +7,7 @@ import (
 )
 
 func TestGenerateDeterministic(t *testing.T) {
-	o := CIOptions(3, 3, []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth, Promote, Resync, Verify})
+	o := CIOptions(3, 3, 0, []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth, Promote, Resync, Verify})
 	a, err := Generate(123, o)
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +30,7 @@ func TestGenerateDeterministic(t *testing.T) {
 }
 
 func TestGenerateShape(t *testing.T) {
-	o := CIOptions(3, 2, []Kind{KillTandemd, PauseShort, PauseLong, OneWay, Split, Loss, Promote})
+	o := CIOptions(3, 2, 0, []Kind{KillTandemd, PauseShort, PauseLong, OneWay, Split, Loss, Promote})
 	kinds := map[Kind]int{}
 	overlaps := 0
 	for seed := uint64(0); seed < 200; seed++ {
@@ -95,7 +95,7 @@ func TestGenerateShape(t *testing.T) {
 // comes up, and a schedule without disk faults is what the builds before
 // them made of the same seed (a replay command printed then still works).
 func TestGenerateDisk(t *testing.T) {
-	noDisk := CIOptions(3, 3, []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth, Promote, Resync, Verify, Maintenance})
+	noDisk := CIOptions(3, 3, 0, []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth, Promote, Resync, Verify, Maintenance})
 	s, err := Generate(7, noDisk)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func TestGenerateDisk(t *testing.T) {
 	if s.String() != before {
 		t.Fatalf("a schedule without disk faults changed:\n got %s\nwant %s", s, before)
 	}
-	o := CIOptions(3, 3, []Kind{Disk, KillTandemd})
+	o := CIOptions(3, 3, 0, []Kind{Disk, KillTandemd})
 	variants := map[int]int{}
 	for seed := uint64(0); seed < 100; seed++ {
 		s, err := Generate(seed, o)
