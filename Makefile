@@ -115,14 +115,18 @@ test-e2e: deps build
 # faults, and a power-off drops what was not synced; DISK=0 leaves them out.
 # VMS=1 (the default) runs that many test guests (TCG, libvirtd on every
 # node): kill of QEMU and of libvirtd and live migration join the faults,
-# and the VM checkers run; VMS=0 leaves them out.
+# and the VM checkers run; VMS=0 leaves them out. APPEND=1 adds this run's
+# schedules to the report already there instead of replacing it, so a long
+# run can be made in several sittings with consecutive seeds (each sitting
+# is listed with its commit; a seed already reported is refused).
 SCHEDULES ?= 10
 DISK ?= 1
 VMS ?= 1
+APPEND ?= 0
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 chaos: deps
 	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
-	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_REPORT=bench/results/chaos \
+	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_APPEND=$(APPEND) CHAOS_REPORT=bench/results/chaos \
 	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$$' ./chaos/
 
 fuzz:

@@ -2,8 +2,11 @@ package chaos
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -112,16 +115,45 @@ func TestChaosSchedules(t *testing.T) {
 		}
 	}
 	sum.Wall = time.Since(began)
+	sum.Segments = []Segment{{Seeds: seedRange(sum.Results), Schedules: sum.Schedules, Anomalies: sum.Anomalies, Commit: gitDescribe(root),
+		Date: began.UTC().Format(time.RFC3339), VMs: int(vms), Disk: os.Getenv("CHAOS_DISK") == "1", Wall: sum.Wall}}
 	t.Logf("%d schedules, %d ops, %d acknowledged writes, %d anomalies, %s", sum.Schedules, sum.Ops, sum.AckedWrites, sum.Anomalies, sum.Wall.Round(time.Second))
 	if prefix := os.Getenv("CHAOS_REPORT"); prefix != "" {
 		if !filepath.IsAbs(prefix) {
 			// Relative to the module root, where make runs.
 			prefix = filepath.Join("..", prefix)
 		}
-		if err := sum.Write(prefix); err != nil {
+		out := sum
+		if os.Getenv("CHAOS_APPEND") == "1" {
+			// A long run in several sittings: add this one's schedules
+			// to the report of the earlier ones.
+			old, err := LoadSummary(prefix)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+			case err != nil:
+				t.Fatalf("CHAOS_APPEND=1: %v", err)
+			default:
+				if err := old.Merge(sum); err != nil {
+					t.Fatalf("CHAOS_APPEND=1: %v", err)
+				}
+				out = old
+			}
+		}
+		if err := out.Write(prefix); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// gitDescribe names the tree a run tested (git describe), or "unknown".
+func gitDescribe(root string) string {
+	cmd := exec.Command("git", "describe", "--always", "--dirty", "--tags")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+		return v
+	}
+	return "unknown"
 }
 
 // testWriter sends the runner's log to t.Log.

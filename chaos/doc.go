@@ -120,6 +120,14 @@
 // between schedules too: one cluster serves every schedule, each with its
 // own fresh volumes (two 2-replica, one 3-replica, primaries rotated).
 //
+// # Reports
+//
+// A run writes CHAOS_REPORT.{md,json} (Summary). The 1000-schedule run
+// takes longer than one sitting, so CHAOS_APPEND=1 (make chaos APPEND=1)
+// merges a run into the report already there (Summary.Merge): each run is
+// a Segment with its seeds, its tandem commit and date, and a seed already
+// reported is refused.
+//
 // # Workload and history
 //
 // Two clients per volume, each owning 12 blocks, write 4 KiB blocks

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -34,7 +35,93 @@ type Summary struct {
 	VMGivenUp     int           `json:"vm_restart_given_up,omitempty"`
 	Wall          time.Duration `json:"wall_ns"`
 	WallText      string        `json:"wall"`
-	Results       []*Result     `json:"results"`
+	// Segments are the runs merged into this report (Merge), oldest
+	// first: a long run spans several sittings (make chaos APPEND=1).
+	Segments []Segment `json:"segments,omitempty"`
+	Results  []*Result `json:"results"`
+}
+
+// Segment is one run of schedules merged into a report: its seeds, the
+// tandem it ran (git describe), when, and what it found.
+type Segment struct {
+	Seeds     string        `json:"seeds"`
+	Schedules int           `json:"schedules"`
+	Anomalies int           `json:"anomalies"`
+	Commit    string        `json:"commit"`
+	Date      string        `json:"date"`
+	VMs       int           `json:"vms"`
+	Disk      bool          `json:"fault_disks"`
+	Wall      time.Duration `json:"wall_ns"`
+}
+
+// LoadSummary reads prefix.json, as Write stores it.
+func LoadSummary(prefix string) (*Summary, error) {
+	data, err := os.ReadFile(prefix + ".json")
+	if err != nil {
+		return nil, err
+	}
+	var s Summary
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%s.json: %w", prefix, err)
+	}
+	return &s, nil
+}
+
+// Merge adds the schedules of next, a later run of the same profile, to
+// s. A seed already in s is refused: a report counts each schedule once.
+// A report without segments (from before they existed) becomes one.
+func (s *Summary) Merge(next *Summary) error {
+	if next.Profile != s.Profile {
+		return fmt.Errorf("cannot merge a %s-profile run into a %s-profile report", next.Profile, s.Profile)
+	}
+	seen := map[uint64]bool{}
+	for _, r := range s.Results {
+		seen[r.Seed] = true
+	}
+	for _, r := range next.Results {
+		if seen[r.Seed] {
+			return fmt.Errorf("seed %d is in the report already: run other seeds (SEED=%d or later)", r.Seed, s.maxSeed()+1)
+		}
+	}
+	if len(s.Segments) == 0 && s.Schedules > 0 {
+		s.Segments = []Segment{{Seeds: seedRange(s.Results), Schedules: s.Schedules, Anomalies: s.Anomalies, Commit: "(not recorded)", Wall: s.Wall}}
+	}
+	wall, segs := s.Wall+next.Wall, append(s.Segments, next.Segments...)
+	for _, r := range next.Results {
+		s.Add(r)
+	}
+	s.Wall, s.Segments = wall, segs
+	s.FirstSeed = min(s.FirstSeed, next.FirstSeed)
+	return nil
+}
+
+func (s *Summary) maxSeed() uint64 {
+	var m uint64
+	for _, r := range s.Results {
+		m = max(m, r.Seed)
+	}
+	return m
+}
+
+// seedRange describes the seeds of rs: "1000..1199", or a list when they
+// are not consecutive.
+func seedRange(rs []*Result) string {
+	if len(rs) == 0 {
+		return "-"
+	}
+	seeds := make([]uint64, 0, len(rs))
+	for _, r := range rs {
+		seeds = append(seeds, r.Seed)
+	}
+	slices.Sort(seeds)
+	if seeds[len(seeds)-1]-seeds[0] == uint64(len(seeds)-1) {
+		return fmt.Sprintf("%d..%d", seeds[0], seeds[len(seeds)-1])
+	}
+	parts := make([]string, len(seeds))
+	for i, sd := range seeds {
+		parts[i] = fmt.Sprint(sd)
+	}
+	return strings.Join(parts, ",")
 }
 
 // Add counts one schedule's result.
@@ -65,7 +152,7 @@ func (s *Summary) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Fault-schedule run (%s profile)\n\n", s.Profile)
 	fmt.Fprintf(&b, "| | |\n|---|---|\n")
-	fmt.Fprintf(&b, "| schedules | %d (seeds %d..%d) |\n", s.Schedules, s.FirstSeed, s.FirstSeed+uint64(max(s.Schedules, 1))-1)
+	fmt.Fprintf(&b, "| schedules | %d (seeds %s) |\n", s.Schedules, seedRange(s.Results))
 	fmt.Fprintf(&b, "| operations | %d |\n| acknowledged writes checked | %d |\n| reads checked | %d |\n", s.Ops, s.AckedWrites, s.Reads)
 	fmt.Fprintf(&b, "| operator actions refused under faults | %d |\n", s.Refused)
 	if s.DiskHits > 0 {
@@ -76,6 +163,13 @@ func (s *Summary) Markdown() string {
 			s.VMSamples, s.GuestBeats, s.WatchdogKills, s.VMGivenUp)
 	}
 	fmt.Fprintf(&b, "| anomalies | %d |\n| harness errors | %d |\n| wall time | %s |\n\n", s.Anomalies, s.Harness, s.Wall.Round(time.Second))
+	if len(s.Segments) > 1 {
+		fmt.Fprintf(&b, "## Runs merged into this report\n\n| seeds | schedules | anomalies | tandem | date | VMs | fault disks | wall time |\n|---|---|---|---|---|---|---|---|\n")
+		for _, g := range s.Segments {
+			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %d | %v | %s |\n", g.Seeds, g.Schedules, g.Anomalies, g.Commit, g.Date, g.VMs, g.Disk, g.Wall.Round(time.Second))
+		}
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "## Faults injected\n\nCounted when applied (a kill of a tandemd already down, a refused\noperator action are not).\n\n| kind | count |\n|---|---|\n")
 	for _, k := range AllKinds {
 		if n := s.Injected[k]; n > 0 {

@@ -73,7 +73,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.failover, "failover", true, "kill the node that is primary of the most volumes and time the promotions")
 	fs.StringVar(&c.logs, "logs", "", "if set, copy every node's tandemd log into this directory at the end")
 	fs.IntVar(&c.vms, "vms", 10, "VMs started on the node the failover kills, each on its own 2-replica disk, timed until all are restarted elsewhere (0: none, and no libvirtd)")
-	fs.StringVar(&c.profile, "profile", "", "if set, tandemd runs with --pprof and a 10 s CPU profile of each node at rest with all volumes is written to this directory")
+	fs.StringVar(&c.profile, "profile", "", "if set, tandemd runs with --pprof, and a 10 s CPU profile and a heap profile of each node at rest with all volumes are written to this directory")
 	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
 	}
@@ -580,7 +580,8 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 	return nil
 }
 
-// cpuProfiles writes a 10 s CPU profile of each node into cfg.profile.
+// cpuProfiles writes a 10 s CPU profile and a heap profile of each node
+// into cfg.profile.
 func (b *bench) cpuProfiles(ctx context.Context) {
 	if err := os.MkdirAll(b.cfg.profile, 0o755); err != nil {
 		b.log.Error("profile dir", "err", err)
@@ -598,6 +599,13 @@ func (b *bench) cpuProfiles(ctx context.Context) {
 			}
 			if err := os.WriteFile(filepath.Join(b.cfg.profile, n.Name+".cpu.pprof"), out, 0o644); err != nil {
 				b.log.Error("cpu profile", "node", n.Name, "err", err)
+			}
+			heap, err := b.c.Exec(cctx, n, "curl", "-s", fmt.Sprintf("http://%s:%d/debug/pprof/heap", n.IP, testcluster.MetricsPort))
+			if err == nil {
+				err = os.WriteFile(filepath.Join(b.cfg.profile, n.Name+".heap.pprof"), heap, 0o644)
+			}
+			if err != nil {
+				b.log.Error("heap profile", "node", n.Name, "err", err)
 			}
 		})
 	}
