@@ -20,6 +20,7 @@ import (
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
 	"github.com/tandemhci/tandem/internal/testcluster"
@@ -122,26 +123,6 @@ type qemuProc struct {
 	node   int
 }
 
-// qemuDomain reads a QEMU command line (NUL-separated, as in
-// /proc/PID/cmdline) and returns the domain of libvirt's "-name guest=NAME".
-func qemuDomain(cmdline []byte) (string, bool) {
-	args := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
-	if len(args) == 0 || !strings.HasPrefix(filepath.Base(string(args[0])), "qemu-system-") {
-		return "", false
-	}
-	for i := 1; i+1 < len(args); i++ {
-		if string(args[i]) != "-name" {
-			continue
-		}
-		for _, kv := range strings.Split(string(args[i+1]), ",") {
-			if name, ok := strings.CutPrefix(kv, "guest="); ok && name != "" {
-				return name, true
-			}
-		}
-	}
-	return "", false
-}
-
 // nsInode is the inode of a named network namespace (/run/netns/NAME),
 // which /proc/PID/ns/net names as "net:[INODE]".
 func nsInode(ns string) (uint64, error) {
@@ -169,7 +150,7 @@ func (r *Runner) qemuProcs(match func(string) bool) []qemuProc {
 		if err != nil {
 			continue
 		}
-		dom, ok := qemuDomain(b)
+		dom, ok := compute.QEMUDomain(b)
 		if !ok || !match(dom) {
 			continue
 		}

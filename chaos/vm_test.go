@@ -7,6 +7,7 @@ import (
 
 	"github.com/digitalocean/go-libvirt"
 
+	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/internal/guest"
 )
 
@@ -91,9 +92,9 @@ func TestQEMUDomain(t *testing.T) {
 		{"/usr/sbin/libvirtd\x00-name\x00guest=s7-vm0\x00", "", false},
 		{"", "", false},
 	} {
-		got, ok := qemuDomain([]byte(c.cmdline))
+		got, ok := compute.QEMUDomain([]byte(c.cmdline))
 		if got != c.want || ok != c.ok {
-			t.Errorf("qemuDomain(%q) = %q, %v; want %q, %v", c.cmdline, got, ok, c.want, c.ok)
+			t.Errorf("compute.QEMUDomain(%q) = %q, %v; want %q, %v", c.cmdline, got, ok, c.want, c.ok)
 		}
 	}
 }

@@ -61,8 +61,15 @@ func qemuDomain(pid int) (string, bool) {
 	if err != nil || len(b) == 0 {
 		return "", false
 	}
-	args := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
-	if !strings.HasPrefix(filepath.Base(string(args[0])), "qemu-system-") {
+	return QEMUDomain(b)
+}
+
+// QEMUDomain reads a QEMU command line (NUL-separated, as in
+// /proc/PID/cmdline) and returns the domain of libvirt's "-name
+// guest=NAME"; false for any other process.
+func QEMUDomain(cmdline []byte) (string, bool) {
+	args := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
+	if len(args) == 0 || !strings.HasPrefix(filepath.Base(string(args[0])), "qemu-system-") {
 		return "", false
 	}
 	for i := 1; i+1 < len(args); i++ {
