@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
@@ -294,18 +295,29 @@ func (r *Runner) signalTandemd(i int, sig syscall.Signal) bool {
 
 // cli runs the tandem CLI through the first node that answers.
 func (r *Runner) cli(ctx context.Context, args ...string) (string, error) {
+	return r.cliVia(ctx, 5*time.Second, false, args...)
+}
+
+// cliVia runs the CLI through each node whose tandemd runs, in turn, each
+// call bounded by d, until one succeeds; with stopOnRefusal an answer of
+// the cluster's (a refusal) ends it too.
+func (r *Runner) cliVia(ctx context.Context, d time.Duration, stopOnRefusal bool, args ...string) (string, error) {
 	var errs []error
 	for i, n := range r.c.Nodes {
 		if p := r.proc(i); p == nil || !p.Alive() {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, d)
 		out, _, err := r.td.CLI(cctx, n, args...)
 		cancel()
 		if err == nil {
 			return out, nil
 		}
 		errs = append(errs, err)
+		var ce *testcluster.CLIError
+		if stopOnRefusal && errors.As(err, &ce) {
+			break
+		}
 	}
 	if len(errs) == 0 {
 		return "", errors.New("no node runs tandemd")
@@ -313,16 +325,21 @@ func (r *Runner) cli(ctx context.Context, args ...string) (string, error) {
 	return "", errors.Join(errs...)
 }
 
-func (r *Runner) showVolume(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
-	out, err := r.cli(ctx, "volume", "show", name, "--output", "json")
+// showJSON runs a show command with --output json and decodes it into m.
+func (r *Runner) showJSON(ctx context.Context, m proto.Message, args ...string) error {
+	out, err := r.cli(ctx, append(args, "--output", "json")...)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	if err := adminclient.UnmarshalJSON([]byte(out), m); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func (r *Runner) showVolume(ctx context.Context, name string) (*tandemv1.VolumeInfo, error) {
 	var info tandemv1.VolumeInfo
-	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
-		return nil, fmt.Errorf("volume show %s: %w", name, err)
-	}
-	return &info, nil
+	return &info, r.showJSON(ctx, &info, "volume", "show", name)
 }
 
 func (r *Runner) volName(i int) string {

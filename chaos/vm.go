@@ -23,7 +23,6 @@ import (
 	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/guest"
-	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
@@ -185,42 +184,15 @@ func (r *Runner) killQEMU(match func(string) bool, node int) []qemuProc {
 func (r *Runner) ourVM(dom string) bool { return slices.Contains(r.vmNames(), dom) }
 
 // cliFor is cli with a longer timeout, for actions that take a while (a
-// migration, a VM's creation); it tries one node only.
+// migration, a VM's creation). A refusal is the answer: it stops there
+// rather than ask the next node, which would repeat the action.
 func (r *Runner) cliFor(ctx context.Context, d time.Duration, args ...string) (string, error) {
-	var errs []error
-	for i, n := range r.c.Nodes {
-		if p := r.proc(i); p == nil || !p.Alive() {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, d)
-		out, _, err := r.td.CLI(cctx, n, args...)
-		cancel()
-		if err == nil {
-			return out, nil
-		}
-		errs = append(errs, err)
-		var ce *testcluster.CLIError
-		if errors.As(err, &ce) {
-			// The cluster answered: a refusal, not an unreachable node.
-			break
-		}
-	}
-	if len(errs) == 0 {
-		return "", errors.New("no node runs tandemd")
-	}
-	return "", errors.Join(errs...)
+	return r.cliVia(ctx, d, true, args...)
 }
 
 func (r *Runner) showVM(ctx context.Context, name string) (*tandemv1.VMInfo, error) {
-	out, err := r.cli(ctx, "vm", "show", name, "--output", "json")
-	if err != nil {
-		return nil, err
-	}
 	var info tandemv1.VMInfo
-	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
-		return nil, fmt.Errorf("vm show %s: %w", name, err)
-	}
-	return &info, nil
+	return &info, r.showJSON(ctx, &info, "vm", "show", name)
 }
 
 // createVMs creates and starts the schedule's VMs (Config.VMs), each on
