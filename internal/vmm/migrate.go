@@ -91,6 +91,22 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	if vm == nil || vm.Name == "" || req.To == "" || req.To == self {
 		return status.Error(codes.InvalidArgument, "a VM and another node are needed")
 	}
+	// A second migration of the same VM would fail in libvirt ("another
+	// migration job is already running"), but only after opening the
+	// target's window, and its failure path would close the window the
+	// first one still uses (found by the fault-schedule runner).
+	m.migMu.Lock()
+	if to, ok := m.migrating[vm.Name]; ok {
+		m.migMu.Unlock()
+		return status.Errorf(codes.FailedPrecondition, "VM %s is being migrated from %s to %s already; wait for it to finish", vm.Name, self, to)
+	}
+	m.migrating[vm.Name] = req.To
+	m.migMu.Unlock()
+	defer func() {
+		m.migMu.Lock()
+		delete(m.migrating, vm.Name)
+		m.migMu.Unlock()
+	}()
 	defer m.crash.markBusy(vm.Name)()
 	send := func(p *tandemv1.MigrateProgress) {
 		p.From, p.To = self, req.To

@@ -68,3 +68,24 @@ func TestPreparingMessage(t *testing.T) {
 		}
 	}
 }
+
+// A second migration of a VM while one runs from this node is refused at
+// once: it must not open, nor on failure close, the target's window that
+// the first one uses.
+func TestSecondMigrationRefused(t *testing.T) {
+	w := newWorld()
+	w.startedVM("web", "n1", []string{"n1", "n2"}, testVolume{"web-disk0", "n1"})
+	w.running["web"] = "running"
+	m := w.manager()
+	m.migrating["web"] = "n2"
+	err := m.VMMigrate(t.Context(), &tandemv1.PeerMigrateRequest{Vm: &tandemv1.VMInfo{Name: "web", Volumes: []string{"web-disk0"}}, To: "n3"}, func(*tandemv1.MigrateProgress) error { return nil })
+	if !isStatus(err, codes.FailedPrecondition, "VM web is being migrated from n1 to n2 already") {
+		t.Fatalf("second migration: %v", err)
+	}
+	if got := w.j.list(); len(got) != 0 {
+		t.Fatalf("the refused migration changed something: %q", got)
+	}
+	if to := m.migrating["web"]; to != "n2" {
+		t.Fatalf("the first migration's mark was cleared: %q", to)
+	}
+}

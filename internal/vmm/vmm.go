@@ -146,6 +146,11 @@ type Manager struct {
 	// with the KVM probe's verdict, once (accel.go).
 	accelMu sync.Mutex
 	accel   *accelChoice
+
+	// migrating holds, per VM, the node a migration from here is taking
+	// it to (migrate.go): one at a time.
+	migMu     sync.Mutex
+	migrating map[string]string
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console
@@ -153,7 +158,7 @@ type Manager struct {
 // is known here.
 func New(c Config) *Manager {
 	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, imgs: c.Images, secret: c.Secret, bg: c.Background,
-		log: c.State.Log.With("component", "compute"), crash: newCrashTracker(), nvSeen: map[string]fileSeen{}}
+		log: c.State.Log.With("component", "compute"), crash: newCrashTracker(), nvSeen: map[string]fileSeen{}, migrating: map[string]string{}}
 	if m.st.Config.ComputeEnabled() {
 		if err := os.MkdirAll(filepath.Join(m.st.Config.DataDir, "vms"), 0o750); err != nil {
 			m.log.Error("cannot create the VM console directory", "err", err)
