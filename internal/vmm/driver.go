@@ -98,8 +98,9 @@ func (m *Manager) Run(ctx context.Context) {
 			continue
 		}
 		ours := func(name string) bool { return m.ours(ms, name) }
-		_, _ = drv.ResumeIOErrorPaused(ctx, ours)
-		m.restartCrashed(ctx, drv, ms, ours)
+		confirm := m.confirmer(ctx)
+		_, _ = drv.ResumeIOErrorPaused(ctx, func(name string) bool { return ours(name) && confirm(name) })
+		m.restartCrashed(ctx, drv, ms, ours, confirm)
 		m.syncNVRAMs(ctx, ms)
 		m.syncCephSecrets(ctx, drv, ms)
 	}
@@ -127,13 +128,42 @@ func (m *Manager) ours(ms *consensus.MetaState, name string) bool {
 	return true
 }
 
+// confirmer returns a check, on metadata read with quorum (once, at its
+// first use), that a VM should run here and its HA state is started. The
+// local copy may be stale: a node just powered on replays an old view, in
+// which a VM that HA restarted elsewhere meanwhile still runs here and its
+// RBD disks are still this node's. Restarting or resuming it on that view
+// ran it twice (e2e TestRBDHAFailover in CI, after the host's power-on):
+// only a linearizable read decides an action.
+func (m *Manager) confirmer(ctx context.Context) func(name string) bool {
+	var (
+		ms   *consensus.MetaState
+		err  error
+		read bool
+	)
+	return func(name string) bool {
+		if !read {
+			read = true
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ms, _, err = m.fresh(fctx)
+			cancel()
+		}
+		if err != nil {
+			return false
+		}
+		v := ms.VMs[name]
+		return v != nil && (v.HAState == "" || v.HAState == consensus.HAStarted) && m.ours(ms, name)
+	}
+}
+
 // restartCrashed starts again, here, the VMs that should run here but whose
 // domain stopped on its own: QEMU crashed or was killed, or the guest
 // powered off. Only a domain still defined here counts (a migrated one is
 // undefined), only when this node serves every volume of the VM as primary
 // (ours), its HA state is started, and no local operation is under way on
-// it; and only as crashTracker.check decides.
-func (m *Manager) restartCrashed(ctx context.Context, drv *compute.Driver, ms *consensus.MetaState, ours func(string) bool) {
+// it; and only as crashTracker.check decides, and confirm, on fresh
+// metadata, agrees.
+func (m *Manager) restartCrashed(ctx context.Context, drv *compute.Driver, ms *consensus.MetaState, ours, confirm func(string) bool) {
 	for name, v := range ms.VMs {
 		if !ours(name) || (v.HAState != "" && v.HAState != consensus.HAStarted) {
 			continue
@@ -153,6 +183,10 @@ func (m *Manager) restartCrashed(ctx context.Context, drv *compute.Driver, ms *c
 			continue
 		case crashRestart:
 		default:
+			continue
+		}
+		if !confirm(name) {
+			m.log.Info("a stopped VM this node's metadata copy places here is not confirmed with quorum; not restarting it", "vm", name)
 			continue
 		}
 		err = drv.Start(ctx, name)

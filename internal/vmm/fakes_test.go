@@ -42,6 +42,9 @@ func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaSta
 	if fresh && !f.w.quorate {
 		return nil, status.Error(codes.FailedPrecondition, "no quorum")
 	}
+	if fresh && f.w.freshMS != nil {
+		return f.w.freshMS, nil
+	}
 	return f.w.ms, nil
 }
 
@@ -281,8 +284,11 @@ func (p fakePeer) VolumeHandover(_ context.Context, req *tandemv1.PromoteVolumeR
 // world is the cluster as node n1 sees it: three data members with 4 GiB
 // for VMs each, all answering.
 type world struct {
-	j       *journal
-	ms      *consensus.MetaState
+	j  *journal
+	ms *consensus.MetaState
+	// freshMS, when set, is what a read with quorum returns, ms being this
+	// node's stale copy.
+	freshMS *consensus.MetaState
 	quorate bool
 	compute map[string]*tandemv1.ComputeStatus
 	missing map[string][]string // what each node lacks of a spec's files and bridges
