@@ -541,14 +541,37 @@ func (nv *nodeVolume) run() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		var tick <-chan time.Time
+		if nv.needsTick() {
+			tick = t.C
+		}
 		select {
 		case <-nv.stop:
 			return
 		case <-nv.changed:
-		case <-t.C:
+		case <-tick:
 		}
 		nv.reconcile()
 	}
+}
+
+// needsTick reports whether reconcile has timed work for this volume: only
+// on the node that is, or is to stop being, its primary (retries after a
+// failed start, the diskless restart's backoff, the resync rate). A
+// secondary or a witness reconciles when its record changes, not every
+// second: with 1000 volumes that was a thousand wakeups a second per node
+// for nothing (issue 17).
+func (nv *nodeVolume) needsTick() bool {
+	if nv.witness {
+		return false
+	}
+	r := nv.rec.Load()
+	if r == nil || r.Primary == nv.m.self() {
+		return true
+	}
+	nv.mu.Lock()
+	defer nv.mu.Unlock()
+	return nv.primary != nil
 }
 
 // restartDiskless closes a primary that stopped diskless (its disk
