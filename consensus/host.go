@@ -90,7 +90,7 @@ type HostConfig struct {
 
 func (c *HostConfig) withDefaults() {
 	if c.RTTMillisecond == 0 {
-		c.RTTMillisecond = 50
+		c.RTTMillisecond = 10
 	}
 	if c.ElectionRTT == 0 {
 		c.ElectionRTT = 10

@@ -128,9 +128,19 @@ func TestPowerLossKeepsAcknowledgedWrites(t *testing.T) {
 			primary = n
 		}
 	}
-	nc, err := nbdclient.Dial(ctx, "unix", nbdSocket(td, primary), "pl")
-	if err != nil {
-		t.Fatal(err)
+	// The record may name the primary before it serves again: a node that
+	// came back without quorum for longer than its lease froze its
+	// volumes, and serves once quorum is back (self-fence lifted).
+	var nc *nbdclient.Client
+	for deadline := time.Now().Add(time.Minute); ; {
+		nc, err = nbdclient.Dial(ctx, "unix", nbdSocket(td, primary), "pl")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the primary %s does not serve pl a minute after the restart: %v", primary.Name, err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	defer nc.Close()
 	buf := make([]byte, 4096)
