@@ -247,7 +247,7 @@ func TestWitnessKeepsTwoReplicaShardQuorate(t *testing.T) {
 }
 
 func TestCorruptSnapshotRefused(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	for _, in := range []string{"", "{", `{"nodes":null}`, "[1,2]"} {
 		if err := m.RecoverFromSnapshot(strings.NewReader(in), nil, nil); err == nil {
 			t.Errorf("snapshot %q accepted", in)
@@ -307,11 +307,11 @@ func TestForceMembershipAfterLosingMajority(t *testing.T) {
 // Proposals may be retried after a timeout and commit twice; the commands
 // that are not naturally idempotent must give the same answer again.
 func TestRetriedProposalsAreIdempotent(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Now()
 	apply := func(c Command) ([]byte, error) {
 		c.At = at
-		return m.apply(&c)
+		return m.checkedApply(&c)
 	}
 	boot := Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c1", Name: "c"}, Node: NodeRecord{Name: "n1", ReplicaID: 1}}}
 	for range 2 {
@@ -352,7 +352,7 @@ func FuzzMetaCommand(f *testing.F) {
 	f.Add([]byte(`{"op":"node-rejoin","rejoin":{"token_id":"t","verifier":"v","name":"n1","replica_id":1,"serial":"ab"}}`))
 	f.Add([]byte(`not json`))
 	f.Fuzz(func(t *testing.T, cmd []byte) {
-		m := &metaSM{s: emptyState()}
+		m := checkedSM(t)
 		boot := []byte(`{"op":"bootstrap","bootstrap":{"cluster":{"id":"c","name":"c"},"node":{"name":"n1","replica_id":1}}}`)
 		if _, err := m.Update(sm.Entry{Index: 1, Cmd: boot}); err != nil {
 			t.Fatal(err)
@@ -373,18 +373,18 @@ func FuzzMetaCommand(f *testing.F) {
 		if err := m.SaveSnapshot(&buf, nil, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := (&metaSM{s: emptyState()}).RecoverFromSnapshot(&buf, nil, nil); err != nil {
+		if err := (checkedSM(t)).RecoverFromSnapshot(&buf, nil, nil); err != nil {
 			t.Fatalf("snapshot does not round-trip: %v", err)
 		}
 	})
 }
 
 func TestVolumeCatalog(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Now()
 	apply := func(c Command) ([]byte, error) {
 		c.At = at
-		return m.apply(&c)
+		return m.checkedApply(&c)
 	}
 	if _, err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
 		t.Fatal(err)
@@ -425,7 +425,7 @@ func TestVolumeCatalog(t *testing.T) {
 // agree on every refusal, and the pre-check changes nothing.
 func TestJoinCheckAgreesWithJoin(t *testing.T) {
 	at := time.Now()
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	if v, _ := m.Lookup(joinQuery{join: JoinCmd{TokenID: "t", Verifier: "v", Node: NodeRecord{Name: "n2"}}, at: at}); !errors.Is(v.(joinVerdict).err, ErrNotBootstrapped) {
 		t.Fatalf("check before bootstrap: %v", v)
 	}
@@ -437,7 +437,7 @@ func TestJoinCheckAgreesWithJoin(t *testing.T) {
 		{Op: opJoin, Join: &JoinCmd{TokenID: "used", Verifier: "v", Node: NodeRecord{Name: "n3", RaftAddr: "c:1"}}},
 	} {
 		c.At = at
-		if _, err := m.apply(&c); err != nil {
+		if _, err := m.checkedApply(&c); err != nil {
 			t.Fatalf("%s: %v", c.Op, err)
 		}
 	}
@@ -468,7 +468,7 @@ func TestJoinCheckAgreesWithJoin(t *testing.T) {
 				t.Fatal("the check changed the state")
 			}
 			j := c.j
-			_, applied := m.apply(&Command{Op: opJoin, At: at, Join: &j})
+			_, applied := m.checkedApply(&Command{Op: opJoin, At: at, Join: &j})
 			if (c.want == nil) != (checked == nil) || (c.want != nil && (!errors.Is(checked, c.want) || !errors.Is(applied, c.want))) || (checked == nil) != (applied == nil) {
 				t.Fatalf("check %v, join %v, want %v", checked, applied, c.want)
 			}

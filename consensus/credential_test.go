@@ -10,12 +10,12 @@ import (
 func hexOf(b byte) string { return strings.Repeat(string("0123456789abcdef"[b%16]), 64) }
 
 func TestCredentials(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Date(2026, 12, 6, 8, 0, 0, 0, time.UTC)
 	apply := func(c Command) error {
 		c.At = at
 		c.By = "n1"
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	// A bootstrap command carries the admin token's verifier the old way:
@@ -96,10 +96,10 @@ func TestCredentials(t *testing.T) {
 
 // Removing a node revokes the credentials handed to it, and only those.
 func TestNodeRemovalRevokesItsCredentials(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	apply := func(c Command) error {
 		c.At = time.Now()
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c", AdminTokenVerifiers: []string{hexOf(1)}}, Node: NodeRecord{Name: "n1", ReplicaID: 1}}}); err != nil {
@@ -128,7 +128,7 @@ func TestNodeRemovalRevokesItsCredentials(t *testing.T) {
 func TestCredentialsFromOldSnapshot(t *testing.T) {
 	old := `{"cluster":{"name":"lab","id":"cid","created_at":"2026-01-01T00:00:00Z","ca_fingerprint":"ff","admin_token_verifiers":["` + hexOf(1) + `","` + hexOf(2) + `"]},` +
 		`"nodes":{"n1":{"name":"n1","replica_id":1,"state":"member"}},"tokens":{},"next_replica_id":2,"config":{},"audit":[],"applied":7}`
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	if err := m.RecoverFromSnapshot(strings.NewReader(old), nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestCredentialsFromOldSnapshot(t *testing.T) {
 	if strings.Contains(buf.String(), "admin_token_verifiers") {
 		t.Fatalf("new snapshot still writes the old field: %s", buf.String())
 	}
-	m2 := &metaSM{s: emptyState()}
+	m2 := checkedSM(t)
 	if err := m2.RecoverFromSnapshot(strings.NewReader(buf.String()), nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestCredentialsFromOldSnapshot(t *testing.T) {
 		t.Fatalf("round trip: %+v", m2.s.Credentials)
 	}
 	// An old log's add-admin-token entry replays as a credential too.
-	if _, err := m2.apply(&Command{Op: opAddAdminToken, At: time.Now(), By: "n1", AdminToken: hexOf(3)}); err != nil {
+	if _, err := m2.checkedApply(&Command{Op: opAddAdminToken, At: time.Now(), By: "n1", AdminToken: hexOf(3)}); err != nil {
 		t.Fatal(err)
 	}
 	if c := m2.s.Credentials["admin-3"]; c == nil || c.Verifier != hexOf(3) {

@@ -12,11 +12,11 @@ import (
 // certificate of a taken name is refused, the record survives a snapshot,
 // and revoking its serial makes the revocation rule refuse it.
 func TestExportCertRecords(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	apply := func(c Command) error {
 		c.At, c.By = at, "n1"
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c1", Name: "c"}, Node: NodeRecord{Name: "n1", ReplicaID: 1}}}); err != nil {

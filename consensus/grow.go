@@ -25,7 +25,7 @@ func (m *metaSM) applyVolumeSize(c *Command) ([]byte, error) {
 	if u == nil || u.Name == "" {
 		return nil, fmt.Errorf("%w: volume-size without volume", ErrBadCommand)
 	}
-	e, ok := m.s.Volumes[u.Name]
+	e, ok := m.volumeForUpdate(u.Name)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, u.Name)
 	}

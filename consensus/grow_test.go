@@ -8,10 +8,10 @@ import (
 )
 
 func TestVolumeSize(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	apply := func(c Command) ([]byte, error) {
 		c.At = time.Now()
-		return m.apply(&c)
+		return m.checkedApply(&c)
 	}
 	if _, err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
 		t.Fatal(err)

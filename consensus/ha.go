@@ -107,7 +107,7 @@ func (m *metaSM) applyHA(c *Command) ([]byte, error) {
 		if h == nil {
 			return nil, fmt.Errorf("%w: vm-ha without body", ErrBadCommand)
 		}
-		v, ok := s.VMs[h.Name]
+		v, ok := m.vmForUpdate(h.Name)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, h.Name)
 		}

@@ -149,7 +149,7 @@ func (m *metaSM) applyImage(c *Command) ([]byte, error) {
 		if mc == nil || mc.VM == "" {
 			return nil, fmt.Errorf("%w: vm-media needs a VM", ErrBadCommand)
 		}
-		v, ok := s.VMs[mc.VM]
+		v, ok := m.vmForUpdate(mc.VM)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, mc.VM)
 		}
@@ -172,7 +172,7 @@ func (m *metaSM) applyImage(c *Command) ([]byte, error) {
 		if nc == nil || nc.VM == "" || len(nc.NVRAM.Gzip) == 0 || len(nc.NVRAM.Gzip) > MaxNVRAMGzip || !sha256RE.MatchString(nc.NVRAM.SHA256) {
 			return nil, fmt.Errorf("%w: vm-nvram needs a VM and a store of at most %d bytes with its SHA-256", ErrBadCommand, MaxNVRAMGzip)
 		}
-		v, ok := s.VMs[nc.VM]
+		v, ok := m.vmForUpdate(nc.VM)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, nc.VM)
 		}

@@ -8,11 +8,11 @@ import (
 )
 
 func TestImageRecords(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Now()
 	apply := func(c Command) error {
 		c.At = at
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
@@ -92,10 +92,10 @@ func TestImageRecords(t *testing.T) {
 }
 
 func TestVMNVRAMRecord(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	apply := func(c Command) error {
 		c.At = time.Now()
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {

@@ -349,8 +349,17 @@ func emptyState() *MetaState {
 }
 
 func (m *metaSM) Update(e sm.Entry) (sm.Result, error) {
-	// Every entry changes at least Applied: readers get a new copy.
-	m.retire()
+	// Every entry changes at least Applied: readers get a new copy. The
+	// old one is retired after the apply, so that the check of checked
+	// mode also catches an apply that changed a record it shares; and in
+	// that mode the new copy is published at once, so every entry's apply
+	// is checked, read or not.
+	defer func() {
+		m.retire()
+		if m.checkReaders {
+			m.published()
+		}
+	}()
 	m.s.Applied = e.Index
 	var c Command
 	if err := json.Unmarshal(e.Cmd, &c); err != nil {
@@ -564,7 +573,7 @@ func (m *metaSM) apply(c *Command) ([]byte, error) {
 		if c.Volume == nil {
 			return nil, fmt.Errorf("%w: volume-state without volume", ErrBadCommand)
 		}
-		e, ok := s.Volumes[c.Volume.Name]
+		e, ok := m.volumeForUpdate(c.Volume.Name)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, c.Volume.Name)
 		}

@@ -17,7 +17,7 @@ import (
 // node) change nothing, and travel through the result code with their
 // text.
 func TestRejoin(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	index := uint64(0)
 	// update applies c as a committed entry would, result code included.
@@ -145,14 +145,14 @@ func TestRejoin(t *testing.T) {
 // TestCheckRejoinRead: the read-only pre-check gives the state machine's
 // verdict and a copy of the record, and changes nothing.
 func TestCheckRejoinRead(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	for _, c := range []Command{
 		{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c1", Name: "c"}, Node: NodeRecord{Name: "n1", ReplicaID: 1, CertSerials: []string{"a1"}, Fence: &FenceConfig{}}}},
 		{Op: opAddToken, Token: &TokenRecord{ID: "t", Verifier: "v", ExpiresAt: at.Add(time.Hour)}},
 	} {
 		c.At = at
-		if _, err := m.apply(&c); err != nil {
+		if _, err := m.checkedApply(&c); err != nil {
 			t.Fatal(err)
 		}
 	}

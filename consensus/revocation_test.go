@@ -8,11 +8,11 @@ import (
 )
 
 func TestRevocationList(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	apply := func(c Command) error {
 		c.At, c.By = at, "n1"
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	must := func(c Command) {
@@ -93,7 +93,7 @@ func TestRevocationList(t *testing.T) {
 	if err := m.SaveSnapshot(&buf, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	r := &metaSM{s: emptyState()}
+	r := checkedSM(t)
 	if err := r.RecoverFromSnapshot(&buf, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +112,12 @@ func TestRevocationList(t *testing.T) {
 // refuses; a node certificate renewed out of its record does neither, so
 // its open connections are left alone. The removal records who and when.
 func TestCertGenerationAndCheckRevoked(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	must := func(c Command) {
 		t.Helper()
 		c.At, c.By, c.As = at, "n1", "alice"
-		if _, err := m.apply(&c); err != nil {
+		if _, err := m.checkedApply(&c); err != nil {
 			t.Fatalf("%s: %v", c.Op, err)
 		}
 	}

@@ -41,9 +41,24 @@ func lookupState(t *testing.T, m *metaSM) *MetaState {
 	return v.(*MetaState)
 }
 
-// Reads share one copy until the next entry; the copy is deep, so a
-// reader's mutation never reaches the state machine, and with checkReaders
-// it is caught when the copy is retired.
+// checkedSM is a fresh state machine that publishes every entry and fails
+// t at the end if any published copy was changed afterwards: by the test,
+// or by an apply that changed a shared record in place.
+func checkedSM(t testing.TB) *metaSM {
+	m := &metaSM{s: emptyState(), checkReaders: true}
+	t.Cleanup(func() {
+		m.retire()
+		if n := m.readerMutations.Load(); n != 0 {
+			t.Errorf("%d published copies of the metadata were changed after publishing (an apply changed a shared record in place?)", n)
+		}
+	})
+	return m
+}
+
+// Reads share one copy until the next entry; the small maps are deep
+// copies, so a reader's mutation of them never reaches the state machine,
+// and with checkReaders any reader's mutation is caught when the copy is
+// retired, shared records included.
 func TestSharedStateIsACopyAndMutationsAreCaught(t *testing.T) {
 	m := bootedSM(t, true)
 	a, b := lookupState(t, m), lookupState(t, m)
@@ -61,23 +76,33 @@ func TestSharedStateIsACopyAndMutationsAreCaught(t *testing.T) {
 	if got := m.readerMutations.Load(); got != 1 {
 		t.Fatalf("reader mutations counted: %d, want 1", got)
 	}
+	// Volume records are shared (copy on write): a reader changing one
+	// is caught too.
+	applyCmd(t, m, 3, Command{Op: opVolumeCreate, At: time.Now(), Volume: &VolumeEntry{Name: "v", Size: 1 << 20, Replicas: []string{"n1"}}})
+	lookupState(t, m).Volumes["v"].Size = 1
+	applyCmd(t, m, 4, Command{Op: opSetConfig, At: time.Now(), SetConfig: map[string]string{"k": "v"}})
+	if got := m.readerMutations.Load(); got != 2 {
+		t.Fatalf("reader mutations counted: %d, want 2", got)
+	}
+	m.s.Volumes["v"].Size = 1 << 20 // repaired, unchecked
+	m.pub.Store(nil)
 	c := lookupState(t, m)
 	if c == a {
 		t.Fatal("the copy was not replaced after an entry")
 	}
-	if c.Config["k"] != "v" || c.Config["leak"] != "" || c.Volumes["ghost"] != nil || c.Applied != 2 {
+	if c.Config["k"] != "v" || c.Config["leak"] != "" || c.Volumes["ghost"] != nil || c.Applied != 4 {
 		t.Fatalf("new copy: config %v, volumes %v, applied %d", c.Config, c.Volumes, c.Applied)
 	}
 	// A well-behaved reader retires nothing suspicious.
-	applyCmd(t, m, 3, Command{Op: opSetConfig, At: time.Now(), SetConfig: map[string]string{"k": "w"}})
-	if got := m.readerMutations.Load(); got != 1 {
+	applyCmd(t, m, 5, Command{Op: opSetConfig, At: time.Now(), SetConfig: map[string]string{"k": "w"}})
+	if got := m.readerMutations.Load(); got != 2 {
 		t.Fatalf("reader mutations after a clean read: %d, want 1", got)
 	}
 	// Clone is the way to get a copy to change.
 	d := lookupState(t, m).Clone()
 	d.Config["mine"] = "ok"
-	applyCmd(t, m, 4, Command{Op: opSetConfig, At: time.Now(), SetConfig: map[string]string{"k": "x"}})
-	if got := m.readerMutations.Load(); got != 1 {
+	applyCmd(t, m, 6, Command{Op: opSetConfig, At: time.Now(), SetConfig: map[string]string{"k": "x"}})
+	if got := m.readerMutations.Load(); got != 2 {
 		t.Fatalf("reader mutations after changing a Clone: %d, want 1", got)
 	}
 }
@@ -110,7 +135,11 @@ func TestSharedStateConcurrentReaders(t *testing.T) {
 	}
 	for i := range 200 {
 		mu.Lock()
-		applyCmd(t, m, uint64(i+2), Command{Op: opVolumeCreate, At: time.Now(), Volume: &VolumeEntry{Name: fmt.Sprintf("v%d", i), Size: 1 << 20, Replicas: []string{"n1"}}})
+		applyCmd(t, m, uint64(2*i+2), Command{Op: opVolumeCreate, At: time.Now(), Volume: &VolumeEntry{Name: fmt.Sprintf("v%d", i), Size: 1 << 20, Replicas: []string{"n1"}}})
+		mu.Unlock()
+		// Changes of records readers share, and events (copy on write).
+		mu.Lock()
+		applyCmd(t, m, uint64(2*i+3), Command{Op: opVolumeState, At: time.Now(), Volume: &VolumeEntry{Name: fmt.Sprintf("v%d", i/2), State: VolumeReady}})
 		mu.Unlock()
 	}
 	close(stop)
@@ -161,8 +190,9 @@ func TestLocalStateReaderMutationCounted(t *testing.T) {
 }
 
 // BenchmarkMetaStateRead is the cost of one metadata read with 1000
-// volumes: the JSON copy every read made before (issue 17) against the
-// shared copy.
+// volumes: the JSON copy every read made before (issue 17) and every
+// first read after a change made until copy on write, against publishing
+// now and the shared copy.
 func BenchmarkMetaStateRead(b *testing.B) {
 	m := &metaSM{s: emptyState()}
 	at := time.Now()
@@ -180,6 +210,14 @@ func BenchmarkMetaStateRead(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// What every change costs the next reader now: publishing shares
+	// the volume records and copies the rest.
+	b.Run("publish-after-change", func(b *testing.B) {
+		for b.Loop() {
+			m.retire()
+			_ = m.published()
+		}
+	})
 	b.Run("json-copy-per-read", func(b *testing.B) {
 		for b.Loop() {
 			_ = m.s.clone()
@@ -196,4 +234,17 @@ func BenchmarkMetaStateRead(b *testing.B) {
 			}
 		}
 	})
+}
+
+// checkedApply is apply as Update runs it in checked mode: the command
+// applied, the previous copy retired (and checked), a new copy published.
+// Tests that apply commands directly go through it, so that with
+// checkedSM any apply changing a shared record in place fails them.
+func (m *metaSM) checkedApply(c *Command) ([]byte, error) {
+	data, err := m.apply(c)
+	m.retire()
+	if m.checkReaders {
+		m.published()
+	}
+	return data, err
 }

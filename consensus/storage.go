@@ -165,7 +165,7 @@ func (m *metaSM) applyStorage(c *Command) ([]byte, error) {
 		if u == nil || u.Name == "" {
 			return nil, fmt.Errorf("%w: volume-rbd without volume", ErrBadCommand)
 		}
-		e, ok := s.Volumes[u.Name]
+		e, ok := m.volumeForUpdate(u.Name)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, u.Name)
 		}

@@ -12,11 +12,11 @@ import (
 // apply stamps each command with *at.
 func bootstrappedSM(t *testing.T) (*metaSM, *time.Time, func(Command) ([]byte, error)) {
 	t.Helper()
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Now()
 	apply := func(c Command) ([]byte, error) {
 		c.At = at
-		return m.apply(&c)
+		return m.checkedApply(&c)
 	}
 	if _, err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
 		t.Fatal(err)

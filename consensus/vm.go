@@ -217,7 +217,7 @@ func (m *metaSM) applyVM(c *Command) ([]byte, error) {
 		if u == nil {
 			return nil, fmt.Errorf("%w: vm-update without body", ErrBadCommand)
 		}
-		v, ok := s.VMs[u.Name]
+		v, ok := m.vmForUpdate(u.Name)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, u.Name)
 		}

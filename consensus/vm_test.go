@@ -9,11 +9,11 @@ import (
 )
 
 func TestVMRecords(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	at := time.Now()
 	apply := func(c Command) error {
 		c.At = at
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
@@ -101,11 +101,11 @@ func TestVMRecords(t *testing.T) {
 // TestAuditedActionsAreEvents: an operator's action shows up in the event
 // log too, numbered in order with HA's own events.
 func TestAuditedActionsAreEvents(t *testing.T) {
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	apply := func(c Command) {
 		t.Helper()
 		c.At, c.By = time.Now(), "a"
-		if _, err := m.apply(&c); err != nil {
+		if _, err := m.checkedApply(&c); err != nil {
 			t.Fatal(err)
 		}
 	}

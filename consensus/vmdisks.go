@@ -27,7 +27,7 @@ func (m *metaSM) applyVMDisks(c *Command) ([]byte, error) {
 	if u == nil || u.VM == "" || (u.Add == "") == (u.Remove == "") {
 		return nil, fmt.Errorf("%w: vm-disks needs a VM and either a volume to add or one to remove", ErrBadCommand)
 	}
-	v, ok := m.s.VMs[u.VM]
+	v, ok := m.vmForUpdate(u.VM)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, u.VM)
 	}

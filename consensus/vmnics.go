@@ -26,7 +26,7 @@ func (m *metaSM) applyVMNICs(c *Command) ([]byte, error) {
 	if u == nil || u.VM == "" || (u.Add == nil) == (u.RemoveMAC == "") {
 		return nil, fmt.Errorf("%w: vm-nics needs a VM and either a NIC to add or a MAC to remove", ErrBadCommand)
 	}
-	v, ok := m.s.VMs[u.VM]
+	v, ok := m.vmForUpdate(u.VM)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, u.VM)
 	}

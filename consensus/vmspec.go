@@ -32,7 +32,7 @@ func (m *metaSM) applyVMSpec(c *Command) ([]byte, error) {
 	if u == nil || u.VM == "" {
 		return nil, fmt.Errorf("%w: vm-spec without VM", ErrBadCommand)
 	}
-	v, ok := m.s.VMs[u.VM]
+	v, ok := m.vmForUpdate(u.VM)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchVM, u.VM)
 	}

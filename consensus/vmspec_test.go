@@ -45,10 +45,10 @@ func TestVMSpecChanges(t *testing.T) {
 // apply commands to it, each at time at.
 func bootstrapped(t *testing.T, at time.Time) (*metaSM, func(Command) error) {
 	t.Helper()
-	m := &metaSM{s: emptyState()}
+	m := checkedSM(t)
 	apply := func(c Command) error {
 		c.At = at
-		_, err := m.apply(&c)
+		_, err := m.checkedApply(&c)
 		return err
 	}
 	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {

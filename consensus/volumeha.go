@@ -45,7 +45,7 @@ func (m *metaSM) applyVolumeHA(c *Command) ([]byte, error) {
 	if err := checkVolumeHA(v.HA); err != nil {
 		return nil, err
 	}
-	e, ok := m.s.Volumes[v.Name]
+	e, ok := m.volumeForUpdate(v.Name)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoSuchVolume, v.Name)
 	}
