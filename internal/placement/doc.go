@@ -1,7 +1,8 @@
 // Package placement decides where VMs run: which node starts a VM, whether
 // a start keeps the cluster N+1, in which order and where a dead node's
 // VMs restart, where maintenance evacuates to and what a balanced failback
-// brings back.
+// brings back; and which nodes hold a new volume's replicas, and which of
+// them is its first primary (volumes.go).
 //
 // Owner: the HA maintainers.
 //

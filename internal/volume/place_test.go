@@ -2,6 +2,8 @@ package volume
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,4 +75,49 @@ func TestPlace(t *testing.T) {
 	if _, _, err := w.manager(t).Place(ctx, ms, gib, 2, nil); !statetest.IsStatus(err, codes.FailedPrecondition, "") {
 		t.Errorf("no third online node for a witness: %v", err)
 	}
+}
+
+// TestPlaceSpreadsByCount: on nodes whose free space is the same (sparse
+// volume files on alike disks), automatic placement spreads replicas and
+// primaries evenly instead of filling the nodes in name order (issue 17:
+// one node was the primary of 977 of 1000 volumes).
+func TestPlaceSpreadsByCount(t *testing.T) {
+	const gib = 1 << 30
+	w := newWorld()
+	ms := w.meta.fresh
+	for _, n := range []string{"n1", "n2", "n3"} {
+		w.peers[n].free = 100 * gib
+	}
+	m := w.manager(t)
+	ctx := context.Background()
+	replicas, primaries, witnesses := map[string]int{}, map[string]int{}, map[string]int{}
+	for i := range 300 {
+		count := 2
+		if i%3 == 2 {
+			count = 3
+		}
+		nodes, witness, err := m.Place(ctx, ms, gib, count, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("v%03d", i)
+		ms.Volumes[name] = &consensus.VolumeEntry{Name: name, Size: gib, Replicas: nodes, Witness: witness}
+		primaries[nodes[0]]++
+		witnesses[witness]++
+		for _, n := range nodes {
+			replicas[n]++
+		}
+	}
+	// 200 volumes of 2 and 100 of 3: 700 replicas, 300 primaries.
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if r, p := replicas[n], primaries[n]; r < 233 || r > 234 || p < 99 || p > 101 {
+			t.Errorf("%s holds %d replicas and is primary of %d volumes; want 233-234 and 99-101 (replicas %v, primaries %v)", n, r, p, replicas, primaries)
+		}
+	}
+	// Explicit nodes keep their order: the first named is the primary.
+	nodes, _, err := m.Place(ctx, ms, gib, 2, []string{"n3", "n1"})
+	if err != nil || !slices.Equal(nodes, []string{"n3", "n1"}) {
+		t.Fatalf("named nodes: %v %v", nodes, err)
+	}
+	t.Logf("witnesses of the 2-replica volumes: %v", witnesses)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/apinames"
+	"github.com/tandemhci/tandem/internal/placement"
 	"github.com/tandemhci/tandem/internal/units"
 	"github.com/tandemhci/tandem/internal/validate"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
@@ -212,7 +213,9 @@ func (m *Manager) Set(ctx context.Context, req *tandemv1.SetVolumeRequest) (*tan
 }
 
 // Place picks the replica nodes (the first is the initial primary) and, for
-// an even count, a witness.
+// an even count, a witness. Named nodes are taken in the order given;
+// otherwise replicas and primaries are spread by count
+// (placement.RankVolumeNodes).
 func (m *Manager) Place(ctx context.Context, ms *consensus.MetaState, size int64, replicas int, want []string) ([]string, string, error) {
 	free := m.freeSpace(ctx, ms)
 	isData := func(n string) bool {
@@ -251,20 +254,12 @@ func (m *Manager) Place(ctx context.Context, ms *consensus.MetaState, size int64
 				cands = append(cands, n)
 			}
 		}
-		// Most free space first; the name breaks ties so placement is stable.
-		slices.SortFunc(cands, func(a, b string) int {
-			if free[a] != free[b] {
-				if free[a] > free[b] {
-					return -1
-				}
-				return 1
-			}
-			return strings.Compare(a, b)
-		})
+		load := volumeLoad(ms)
+		placement.RankVolumeNodes(cands, load, free)
 		if len(cands) < replicas {
 			return nil, "", status.Errorf(codes.ResourceExhausted, "only %d online data node(s) have %s free for the volume; %d replicas needed", len(cands), units.FormatBytes(size), replicas)
 		}
-		nodes = cands[:replicas]
+		nodes = placement.PrimaryFirst(cands[:replicas], load)
 	}
 	if replicas%2 == 1 {
 		return nodes, "", nil
