@@ -21,6 +21,9 @@ import (
 )
 
 func main() {
+	if msg := withSoftSettings(); msg != "" {
+		fmt.Fprintf(os.Stderr, "tandemd: %s\n", msg)
+	}
 	setProcs()
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
