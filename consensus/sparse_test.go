@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"testing"
+	"time"
 
 	"github.com/lni/dragonboat/v4/config"
 )
@@ -26,5 +27,59 @@ func TestSparseConfig(t *testing.T) {
 			t.Errorf("rtt %d ms, election %d, heartbeat %d: got election %d heartbeat %d quiesce %v, want %d, %d, true",
 				tc.rtt, tc.el, tc.hb, rc.ElectionRTT, rc.HeartbeatRTT, rc.Quiesce, tc.wantEl, tc.wantHb)
 		}
+	}
+}
+
+// TestWakeIfLedBy: a lost member's shards are woken only where it leads
+// (or no leader is known), not every shard it is a member of.
+func TestWakeIfLedBy(t *testing.T) {
+	hosts := newCluster(t, 3, 0)
+	ctx := ctxT(t, 30*time.Second)
+	const shard = 2002
+	members := map[uint64]string{1: hosts[0].addr, 2: hosts[1].addr, 3: hosts[2].addr}
+	vols := make([]*Volumes, 3)
+	for i, th := range hosts {
+		vols[i] = NewVolumes(th.h, th.name)
+		if err := vols[i].Start(ShardSpec{ShardID: shard, ReplicaID: uint64(i + 1), Members: members}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := vols[0].Init(ctx, VolumeRecord{Name: "v", ShardID: shard, Size: 1 << 20, Primary: "n1",
+		Replicas: map[string]*ReplicaRecord{"n1": {State: UpToDate}, "n2": {State: UpToDate}, "n3": {State: UpToDate}}}); err != nil {
+		t.Fatal(err)
+	}
+	var leader uint64
+	for leader == 0 {
+		if id, _, ok := hosts[0].h.Leader(shard); ok {
+			leader = id
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	follower := (leader % 3) // a replica ID other than the leader's, 0-based host index
+	other := (leader+1)%3 + 1
+	if other == leader {
+		t.Fatal("test setup")
+	}
+	// Every replica knows the leader once it has applied the init.
+	for {
+		if id, _, ok := hosts[follower].h.Leader(shard); ok && id == leader {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the follower does not know the leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if vols[follower].WakeIfLedBy(shard, other) {
+		t.Fatalf("woken for the loss of replica %d, which does not lead (leader %d)", other, leader)
+	}
+	if !vols[follower].WakeIfLedBy(shard, leader) {
+		t.Fatalf("not woken for the loss of its leader %d", leader)
+	}
+	if !vols[follower].WakeIfLedBy(9999, leader) {
+		t.Fatal("a shard whose leader is not known (not running here) must be woken")
 	}
 }

@@ -52,6 +52,7 @@ type Shard interface {
 	Handover(ctx context.Context, shardID, epoch uint64, peer, reason string) (*consensus.VolumeRecord, error)
 	Detach(ctx context.Context, shardID, epoch uint64, reason string) (*consensus.VolumeRecord, error)
 	Wake(shardID uint64)
+	WakeIfLedBy(shardID, replicaID uint64) bool
 }
 
 // CallNode runs f against node's peer client, bounded by timeout; the

@@ -991,14 +991,28 @@ func (m *Manager) openVolumes() []*nodeVolume {
 }
 
 // WakeShardsOf makes this node's replicas of the volume shards that node
-// is a member of (a replica or the witness) active again, so that the
-// shards node led elect a new leader now; it returns how many it woke.
+// is a member of (a replica or the witness) and, as far as this node
+// knows, leads (or whose leader it does not know) active again, so that
+// they elect a new leader now; it returns how many it woke.
 func (m *Manager) WakeShardsOf(node string) int {
+	var replicaID uint64
+	if meta := m.meta(); meta != nil {
+		if ms, err := meta.LocalState(); err == nil {
+			if rec, ok := ms.Nodes[node]; ok {
+				replicaID = rec.ReplicaID
+			}
+		}
+	}
 	vols := m.openVolumes()
 	n := 0
 	for _, nv := range vols {
-		if nv.entry.ShardID != 0 && (slices.Contains(nv.entry.Replicas, node) || nv.entry.Witness == node) {
-			nv.vols.Wake(nv.entry.ShardID)
+		if nv.entry.ShardID == 0 || !(slices.Contains(nv.entry.Replicas, node) || nv.entry.Witness == node) {
+			continue
+		}
+		if replicaID == 0 {
+			nv.vols.Wake(nv.entry.ShardID) // unknown node: wake them all
+			n++
+		} else if nv.vols.WakeIfLedBy(nv.entry.ShardID, replicaID) {
 			n++
 		}
 	}
