@@ -30,7 +30,7 @@ const (
 	// DefaultNBDPort is IANA's port for NBD.
 	DefaultNBDPort = 10809
 
-	DefaultRTTMillisecond  = 10
+	DefaultRTTMillisecond  = 50
 	DefaultElectionRTT     = 10
 	DefaultHeartbeatRTT    = 1
 	DefaultSnapshotEntries = 1000
@@ -157,7 +157,7 @@ type LogConfig struct {
 
 // RaftConfig is the raft section; see dragonboat's config.Config.
 type RaftConfig struct {
-	RTTMillisecond  uint64 `yaml:"rtt_ms"`           // default 10
+	RTTMillisecond  uint64 `yaml:"rtt_ms"`           // default 50
 	ElectionRTT     uint64 `yaml:"election_rtt"`     // default 10
 	HeartbeatRTT    uint64 `yaml:"heartbeat_rtt"`    // default 1
 	SnapshotEntries uint64 `yaml:"snapshot_entries"` // default 1000

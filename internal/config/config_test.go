@@ -47,7 +47,7 @@ func TestDefault(t *testing.T) {
 		DataDir: "/var/lib/tandem",
 		Role:    "data",
 		Log:     LogConfig{Format: "text", Level: "info"},
-		Raft:    RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Raft:    RaftConfig{RTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
 		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -73,7 +73,7 @@ func TestParseMinimal(t *testing.T) {
 		MetricsAddr: "10.0.0.1:9300", ReplicationAddr: "10.0.0.1:7402",
 		Role: "data",
 		Log:  LogConfig{Format: "text", Level: "info"},
-		Raft: RaftConfig{RTTMillisecond: 10, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Raft: RaftConfig{RTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
 		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto",
 			MigrationURI: "qemu+tls://10.0.0.1/system"},
 	}
