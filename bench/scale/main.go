@@ -531,6 +531,7 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 	}
 	var declared, fenced time.Time
 	promoted := map[string]time.Time{}
+	vmDisk := map[string]bool{}
 	var events []*tandemv1.Event
 	for {
 		e, err := st.Recv()
@@ -551,6 +552,7 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 			var vol string
 			if _, err := fmt.Sscanf(e.GetDetail(), "volume %s promoted", &vol); err == nil && want[vol] {
 				promoted[vol] = at
+				vmDisk[vol] = e.GetVm() != ""
 			}
 		}
 	}
@@ -561,9 +563,14 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 	if !fenced.IsZero() {
 		f.FencedS = fenced.Sub(killed).Seconds()
 	}
-	var xs, fromFence []float64
-	for _, at := range promoted {
+	var xs, fromFence, bare, disks []float64
+	for vol, at := range promoted {
 		xs = append(xs, at.Sub(declared).Seconds())
+		if vmDisk[vol] {
+			disks = append(disks, at.Sub(declared).Seconds())
+		} else {
+			bare = append(bare, at.Sub(declared).Seconds())
+		}
 		if !fenced.IsZero() {
 			fromFence = append(fromFence, at.Sub(fenced).Seconds())
 		}
@@ -571,6 +578,7 @@ func (b *bench) failoverEvents(ctx context.Context, cl *adminclient.Client, dead
 	f.Promoted = len(promoted)
 	f.AfterDeclaredS = summarize(xs)
 	f.AfterFencedS = summarize(fromFence)
+	f.BareAfterDeclaredS, f.VMDiskAfterDeclaredS = summarize(bare), summarize(disks)
 	if len(promoted) < len(want) {
 		f.Note = fmt.Sprintf("%d of %d promotions found in the event log (the rest may be out of its last 1000 events, or promoted by the volume's own reconcile)", len(promoted), len(want))
 	}

@@ -55,7 +55,12 @@ type Failover struct {
 	Promoted       int     `json:"promotion_events"`
 	AfterDeclaredS Latency `json:"promotion_after_declared_dead_s"`
 	AfterFencedS   Latency `json:"promotion_after_fenced_s"`
-	Note           string  `json:"note,omitempty"`
+	// The same after declared dead, split: volumes without a VM (promoted
+	// in parallel) and VMs' disks (promoted with their VM, one VM at a
+	// time by priority).
+	BareAfterDeclaredS   Latency `json:"bare_promotion_after_declared_dead_s"`
+	VMDiskAfterDeclaredS Latency `json:"vm_disk_promotion_after_declared_dead_s"`
+	Note                 string  `json:"note,omitempty"`
 	// The VMs that ran on the node (-vms): how many, how many run
 	// elsewhere at the end, and when the first and the last were restarted
 	// (their vm-recovered events) after the kill, the last after the fence.
@@ -200,7 +205,11 @@ func (rep *Report) Markdown() string {
 		for _, r := range []struct {
 			name string
 			l    Latency
-		}{{"after declared dead", f.AfterDeclaredS}, {"after fenced", f.AfterFencedS}} {
+		}{{"after declared dead", f.AfterDeclaredS}, {"after fenced", f.AfterFencedS},
+			{"after declared dead, volumes without a VM", f.BareAfterDeclaredS}, {"after declared dead, VMs' disks (with their VM)", f.VMDiskAfterDeclaredS}} {
+			if r.l.N == 0 {
+				continue
+			}
 			t.Row(r.name, fmt.Sprint(r.l.N), fmt.Sprintf("%.2f", r.l.P50), fmt.Sprintf("%.2f", r.l.P99), fmt.Sprintf("%.2f", r.l.Max))
 		}
 		if f.Note != "" {
