@@ -276,19 +276,25 @@ func newVolumeDeleteCmd(a *app) *cobra.Command {
 }
 
 func newVolumePromoteCmd(a *app) *cobra.Command {
-	var node string
+	var (
+		node  string
+		force bool
+	)
 	cmd := &cobra.Command{
 		Use:   "promote NAME --node NODE",
 		Short: "Make NODE's replica the volume's primary",
 		Long: `Make NODE's replica the primary of the volume. The replica must be UpToDate;
-the change is committed as a new epoch, which fences off the old primary.`,
+the change is committed as a new epoch, which fences off the old primary.
+A disk of a started VM is promoted only on the VM's node (a VM runs where
+its disks' primary is); move the VM instead with 'tandem vm migrate', or
+use --force when the VM's node is down for good.`,
 		Args: argsNamed("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if node == "" {
 				return usageErrorf("--node is required: the node whose replica becomes primary")
 			}
 			return callAdmin(a, cmd, volumeSetupTimeout, func(ctx context.Context, c *adminclient.Client) (*tandemv1.VolumeInfo, error) {
-				return c.Volume.Promote(ctx, &tandemv1.PromoteVolumeRequest{Name: args[0], Node: node})
+				return c.Volume.Promote(ctx, &tandemv1.PromoteVolumeRequest{Name: args[0], Node: node, Force: force})
 			}, func(w io.Writer, info *tandemv1.VolumeInfo) error {
 				fmt.Fprintf(w, "volume %q: primary %s, epoch %d\n", info.GetName(), orDash(info.GetPrimary()), info.GetEpoch())
 				return writeVolumeSummary(w, info)
@@ -296,6 +302,7 @@ the change is committed as a new epoch, which fences off the old primary.`,
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "node whose replica becomes primary (required)")
+	cmd.Flags().BoolVar(&force, "force", false, "promote a disk of a started VM away from the VM's node (the VM pauses until it is moved or restarted)")
 	return cmd
 }
 

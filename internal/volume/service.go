@@ -550,6 +550,13 @@ func (m *Manager) Promote(ctx context.Context, req *tandemv1.PromoteVolumeReques
 	} else if !slices.Contains(e.Replicas, req.Node) {
 		return nil, status.Errorf(codes.InvalidArgument, "node %q holds no replica of %s (replicas: %s)", req.Node, e.Name, strings.Join(e.Replicas, ", "))
 	}
+	if v := startedVMOf(ms, e.Name); v != nil && v.Node != req.Node && !req.Force {
+		// A VM runs where its disks' primary is (I5): moved away under a
+		// running VM, the disk fails its I/O and the VM pauses for good
+		// (the fault-schedule runner's finding 5).
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is a disk of VM %s, which is started on %s: promoting it on %s would pause the VM. Move the VM instead ('tandem vm migrate %s --to %s'; its disks follow), stop it first, or use --force if %s is down for good and the VM is to be restarted by hand",
+			e.Name, v.Name, v.Node, req.Node, v.Name, req.Node, v.Node)
+	}
 	var out *tandemv1.VolumeInfo
 	fwd := &tandemv1.PromoteVolumeRequest{Name: req.Name, Node: req.Node}
 	if err := m.onNode(ctx, ms, req.Node, func(ctx context.Context, c tandemv1.PeerClient) error {
@@ -563,6 +570,17 @@ func (m *Manager) Promote(ctx context.Context, req *tandemv1.PromoteVolumeReques
 		m.audit(ctx, "volume-promote", fmt.Sprintf("volume %s: %s made primary by an operator (epoch %d)", req.Name, req.Node, out.GetEpoch()))
 	}
 	return out, nil
+}
+
+// startedVMOf is the VM that has vol among its disks and should run, nil
+// if none.
+func startedVMOf(ms *consensus.MetaState, vol string) *consensus.VMRecord {
+	for _, v := range ms.VMs {
+		if v.Desired == consensus.VMStarted && slices.Contains(v.Spec.Volumes, vol) {
+			return v
+		}
+	}
+	return nil
 }
 
 // audit records an operator's action that no metadata command records by

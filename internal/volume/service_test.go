@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,12 @@ func TestRefusals(t *testing.T) {
 			_, err := m.Promote(ctx, &tandemv1.PromoteVolumeRequest{Name: "v", Node: "n4"})
 			return err
 		}, codes.InvalidArgument, `node "n4" holds no replica of v`},
+		{"promote a started VM's disk away from it", func(w *world) {
+			w.meta.fresh.VMs["web"] = &consensus.VMRecord{Name: "web", Node: "n2", Desired: consensus.VMStarted, Spec: consensus.VMSpecRecord{Volumes: []string{"v"}}}
+		}, func(m *Manager) error {
+			_, err := m.Promote(ctx, &tandemv1.PromoteVolumeRequest{Name: "v", Node: "n3"})
+			return err
+		}, codes.FailedPrecondition, "volume v is a disk of VM web, which is started on n2: promoting it on n3 would pause the VM"},
 		{"discard the primary's data", func(w *world) { w.peers["n2"].status = answer("n2", "n2", 4) },
 			func(m *Manager) error {
 				_, err := m.Resync(ctx, &tandemv1.ResyncVolumeRequest{Name: "v", DiscardNode: "n2"})
@@ -157,5 +164,27 @@ func TestResyncDiscard(t *testing.T) {
 	}
 	if got := strings.Join(w.j.List(), "; "); got != "discard v on n3; discard-peer n3 on n2" {
 		t.Errorf("calls: %s", got)
+	}
+}
+
+// TestPromoteStartedVMDisk: a started VM's disk is promoted on the VM's own
+// node, or elsewhere with --force (the refusal is in TestRefusals).
+func TestPromoteStartedVMDisk(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		node  string
+		force bool
+	}{{"on the VM's node", "n2", false}, {"elsewhere, forced", "n3", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld()
+			w.meta.fresh.VMs["web"] = &consensus.VMRecord{Name: "web", Node: "n2", Desired: consensus.VMStarted, Spec: consensus.VMSpecRecord{Volumes: []string{"v"}}}
+			if _, err := w.manager(t).Promote(ctx, &tandemv1.PromoteVolumeRequest{Name: "v", Node: tc.node, Force: tc.force}); err != nil {
+				t.Fatal(err)
+			}
+			if calls := w.j.List(); !slices.ContainsFunc(calls, func(c string) bool { return strings.Contains(c, "promote") && strings.Contains(c, tc.node) }) {
+				t.Fatalf("no promote on %s: %v", tc.node, calls)
+			}
+		})
 	}
 }

@@ -3311,7 +3311,11 @@ type PromoteVolumeRequest struct {
 	Node  string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	// Why, for the events (peer calls only: HA's promotions say so); the
 	// admin API ignores it, so an operator's promote is recorded as one.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Admin API: promote a disk of a started VM on a node other than the
+	// VM's, which otherwise is refused (the VM would pause on I/O errors
+	// until it is moved or restarted there).
+	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3365,6 +3369,13 @@ func (x *PromoteVolumeRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *PromoteVolumeRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type ResyncVolumeRequest struct {
@@ -10772,11 +10783,12 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x13DeleteVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeleteVolumeResponse\"V\n" +
+	"\x14DeleteVolumeResponse\"l\n" +
 	"\x14PromoteVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"L\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\"L\n" +
 	"\x13ResyncVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdiscard_node\x18\x02 \x01(\tR\vdiscardNode\"A\n" +
