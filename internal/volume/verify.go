@@ -180,7 +180,23 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 		}
 		out.CheckedBytes += n
 	}
+	// A peer that left sync during the scan (fenced: a stalled link found
+	// dead, say) misses writes by design, and its differences say nothing
+	// a resync will not mend: it is reported as not compared, not as
+	// mismatched (the fault-schedule runner's seed 18).
+	left := map[string]string{}
+	leftSync := func() {
+		for _, ps := range p.Status() {
+			if slices.Contains(peers, ps.Name) && ps.State != "in-sync" && left[ps.Name] == "" {
+				left[ps.Name] = ps.State
+			}
+		}
+	}
+	leftSync()
 	for _, sp := range suspects {
+		if left[sp.peer] != "" {
+			continue
+		}
 		n := min(int64(verifyBlock), size-sp.off)
 		// Recheck with the block quiesced: a write in flight during the
 		// scan is not a mismatch.
@@ -212,7 +228,24 @@ func (nv *nodeVolume) verify(ctx context.Context, repair bool, only []string) (*
 			out.RepairedBytes += n
 		}
 	}
+	leftSync()
+	dropLeftSync(out, left)
 	return out, nil
+}
+
+// dropLeftSync reports the peers in left (peer: its link state now) as not
+// compared, without their mismatches.
+func dropLeftSync(out *tandemv1.VerifyVolumeResponse, left map[string]string) {
+	if len(left) == 0 {
+		return
+	}
+	out.Mismatches = slices.DeleteFunc(out.Mismatches, func(mm *tandemv1.VerifyMismatch) bool { return left[mm.Node] != "" })
+	for _, vr := range out.Replicas {
+		if st := left[vr.Node]; st != "" {
+			vr.Compared, vr.MismatchedBytes = false, 0
+			vr.SkippedReason = fmt.Sprintf("left sync during the verify (link %s): it misses writes until its resync, which is automatic", st)
+		}
+	}
 }
 
 // verifyReplicas lists every replica but the primary (self) and says
