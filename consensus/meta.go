@@ -214,17 +214,7 @@ func (s *MetaState) NodeByReplica(id uint64) *NodeRecord {
 	return nil
 }
 
-func (s *MetaState) clone() *MetaState {
-	b, err := json.Marshal(s)
-	if err != nil {
-		panic(fmt.Sprintf("metadata state not serialisable: %v", err))
-	}
-	var c MetaState
-	if err := json.Unmarshal(b, &c); err != nil {
-		panic(fmt.Sprintf("metadata state not deserialisable: %v", err))
-	}
-	return &c
-}
+func (s *MetaState) clone() *MetaState { return cloneJSON(s) }
 
 // Command is one replicated change. At and By come from the proposer so that
 // time-dependent decisions (token expiry) are the same on every replica.
