@@ -47,13 +47,15 @@
 // queue number Fault.ID, and a netdelay.Delayer bound to it in that
 // namespace, run by the test process, accepts each one Latency after it
 // came, in order (one FIFO, one delay: no TCP reordering). It is started
-// before the rules and closed after they are deleted, since a packet
-// queued with no listener is dropped. A TCP proxy was the other option;
+// before the rules; at heal it stops delaying (Release: what it holds goes
+// at once, in order), the rules are deleted, then it is closed, since a
+// packet queued with no listener is dropped. A TCP proxy was the other option;
 // it would have to sit on every backend connection (Raft, peer gRPC,
 // replication), which tandemd dials at its peers' own addresses, so it
 // would need address rewriting and would turn a delayed link into a
 // proxied one; NFQUEUE delays the real packets on their real path.
 // Overlapping delays on one node add up (each has its queue).
+//
 // Disk faults come with Config.FaultDisks (CHAOS_DISK=1; `make chaos` sets
 // it by default): every node's volume directory is an internal/faultfs
 // mount served by the test process, made before tandemd first starts. A

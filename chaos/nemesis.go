@@ -300,6 +300,9 @@ func (m *nemesis) healAll(ctx context.Context) error {
 	if m.r.fdisks != nil {
 		m.r.fdisks.healAll()
 	}
+	for _, d := range m.delays {
+		d.Release()
+	}
 	for i, n := range m.r.c.Nodes {
 		// The delays' iptables rules too (iptables-nft keeps them in
 		// nftables), so their delayers can go next.
@@ -402,13 +405,16 @@ func (m *nemesis) addDelay(ctx context.Context, f Fault) error {
 	return nil
 }
 
-// removeDelay deletes the rules of f, then lets go of what its delayer
-// still holds.
+// removeDelay lets go of what f's delayer holds, deletes its rules, then
+// closes it.
 func (m *nemesis) removeDelay(ctx context.Context, f Fault) error {
 	d := m.delays[f.ID]
 	if d == nil {
 		return nil // healAll was first
 	}
+	// Held packets go first, so that none is overtaken by one that no
+	// longer passes the queue.
+	d.Release()
 	var err error
 	for _, argv := range netdelay.Rules("-D", m.peerIPs(f.Node), uint16(f.ID)) {
 		if _, e := m.r.c.Exec(ctx, m.node(f.Node), argv...); e != nil && err == nil {

@@ -29,14 +29,17 @@
 //
 // Start a Delayer for a queue number in the target namespace first, then
 // add the rules (Rules gives the iptables argv lists, to run inside that
-// namespace); to heal, delete the rules first, then Close. A packet queued
-// with no Delayer bound is dropped by the kernel, so the order matters.
+// namespace); to heal, Release (held and new packets go at once, still in
+// order, so that once the rules are gone a packet that bypasses the queue
+// can overtake only one whose verdict is in flight, not one held for the
+// delay), delete the rules, then Close. A packet queued with no Delayer
+// bound is dropped by the kernel, so the order matters.
 //
-// Invariants: every packet a Delayer receives is accepted no earlier than
-// Delay after it was read from the queue (the delay is a floor: reading
-// and scheduling only add to it), and packets are accepted in the order
-// they were queued (one FIFO, one delay per Delayer), so a TCP flow is not
-// reordered by it. Close accepts what it still holds, in order, at once.
-// A packet that finds the queue full (MaxQueue) is dropped by the kernel,
-// as a congested link would drop it.
+// Invariants: until Release, every packet a Delayer receives is accepted
+// no earlier than Delay after it was read from the queue (the delay is a
+// floor: reading and scheduling only add to it); packets are accepted in
+// the order they were queued (one FIFO, one delay per Delayer), so a TCP
+// flow is not reordered by it; after Release, and in Close, they are
+// accepted at once, still in order. A packet that finds the queue full
+// (MaxQueue) is dropped by the kernel, as a congested link would drop it.
 package netdelay

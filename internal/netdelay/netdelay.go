@@ -2,7 +2,6 @@ package netdelay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -31,15 +30,18 @@ type Config struct {
 
 // Delayer holds the packets of one queue for a fixed delay.
 type Delayer struct {
-	cfg    Config
-	nf     *nfqueue.Nfqueue
-	cancel context.CancelFunc
-	held   chan held
-	done   chan struct{}
-	flush  chan struct{}
+	cfg     Config
+	nf      *nfqueue.Nfqueue // nil in the tests of the release order
+	accept  func(id uint32) error
+	cancel  context.CancelFunc
+	held    chan held
+	done    chan struct{}
+	pass    chan struct{} // closed by Release
+	closing chan struct{} // closed by Close
+	passing atomic.Bool   // Release was called
 
-	closeOnce sync.Once
-	closeErr  error
+	releaseOnce, closeOnce sync.Once
+	closeErr               error
 
 	queued, released, failed atomic.Uint64
 }
@@ -82,35 +84,23 @@ func Start(cfg Config) (*Delayer, error) {
 	}
 	// A burst larger than the socket's buffer must not end the reader.
 	_ = nf.SetOption(netlink.NoENOBUFS, true)
-	d := &Delayer{cfg: cfg, nf: nf, held: make(chan held, cfg.MaxQueue), done: make(chan struct{}), flush: make(chan struct{})}
+	d := newDelayer(cfg, func(id uint32) error { return nf.SetVerdict(id, nfqueue.NfAccept) })
+	d.nf = nf
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	hook := func(a nfqueue.Attribute) int {
-		if a.PacketID == nil {
-			return 0
-		}
-		h := held{id: *a.PacketID, at: time.Now()}
-		select {
-		case d.held <- h:
-			d.queued.Add(1)
-		default:
-			// Cannot happen while the kernel's queue is no longer than
-			// ours; if it does, let the packet go late rather than never.
-			d.failed.Add(1)
-			_ = nf.SetVerdict(h.id, nfqueue.NfAccept)
+		if a.PacketID != nil {
+			d.enqueue(*a.PacketID)
 		}
 		return 0
 	}
-	onErr := func(err error) int {
+	onErr := func(error) int {
 		if ctx.Err() != nil {
 			return 1
 		}
-		var oe *netlink.OpError
-		if errors.As(err, &oe) && (oe.Timeout() || oe.Temporary()) {
-			return 0
-		}
-		// Keep reading: a lost message only leaves a packet to the
-		// kernel's queue, which Close's unbind drops.
+		// Keep reading (timeouts, a full socket buffer): a message lost
+		// leaves its packet in the kernel's queue, which the unbind at
+		// Close drops.
 		return 0
 	}
 	if err := nf.RegisterWithErrorFunc(ctx, hook, onErr); err != nil {
@@ -118,61 +108,87 @@ func Start(cfg Config) (*Delayer, error) {
 		nf.Close()
 		return nil, fmt.Errorf("netdelay: bind queue %d: %w", cfg.Queue, err)
 	}
-	go d.release()
 	return d, nil
 }
 
-// release accepts the held packets in order, each once its delay is over
-// (at once after Close began).
+// newDelayer is a Delayer whose verdicts go to accept, not yet reading
+// from a queue (Start binds it; the tests feed it with enqueue).
+func newDelayer(cfg Config, accept func(id uint32) error) *Delayer {
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = 65536
+	}
+	d := &Delayer{cfg: cfg, accept: accept, held: make(chan held, cfg.MaxQueue), done: make(chan struct{}),
+		pass: make(chan struct{}), closing: make(chan struct{})}
+	go d.release()
+	return d
+}
+
+// enqueue holds packet id from now on.
+func (d *Delayer) enqueue(id uint32) {
+	h := held{id: id, at: time.Now()}
+	select {
+	case d.held <- h:
+		d.queued.Add(1)
+	default:
+		// Cannot happen while the kernel's queue is no longer than ours
+		// (MaxQueue both): every packet held is one the kernel still
+		// counts. Were it to, the packet goes undelayed, not never.
+		d.failed.Add(1)
+		_ = d.accept(id)
+	}
+}
+
+// release accepts the held packets in order, each once its delay is over,
+// or at once after Release; after Close began it accepts what is left and
+// returns.
 func (d *Delayer) release() {
 	defer close(d.done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	flushing := false
-	for {
-		var h held
-		select {
-		case h = <-d.held:
-		case <-d.flush:
-			flushing = true
-			select {
-			case h = <-d.held:
-			default:
-				return
-			}
-		}
-		if !flushing {
-			if wait := time.Until(h.at.Add(d.cfg.Delay)); wait > 0 {
-				timer.Reset(wait)
-				select {
-				case <-timer.C:
-				case <-d.flush:
-					flushing = true
-				}
-			}
-		}
-		if err := d.nf.SetVerdict(h.id, nfqueue.NfAccept); err != nil {
+	accept := func(h held) {
+		if err := d.accept(h.id); err != nil {
 			d.failed.Add(1)
 		} else {
 			d.released.Add(1)
 		}
-		if flushing {
-			// Drain what is left without waiting, in order.
+	}
+	for {
+		var h held
+		select {
+		case h = <-d.held:
+		case <-d.closing:
 			for {
 				select {
 				case h = <-d.held:
-					if err := d.nf.SetVerdict(h.id, nfqueue.NfAccept); err != nil {
-						d.failed.Add(1)
-					} else {
-						d.released.Add(1)
-					}
-					continue
+					accept(h)
 				default:
+					return
 				}
-				return
 			}
 		}
+		if wait := time.Until(h.at.Add(d.cfg.Delay)); wait > 0 && !d.passing.Load() {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-d.pass:
+				if !timer.Stop() {
+					<-timer.C
+				}
+			}
+		}
+		accept(h)
 	}
+}
+
+// Release ends the delay without a gap in the order: what is held and
+// what comes from now on is accepted at once, still one by one in order.
+// Call it before deleting the rules, so that no packet that bypasses the
+// queue overtakes one still held; then Close.
+func (d *Delayer) Release() {
+	d.releaseOnce.Do(func() {
+		d.passing.Store(true)
+		close(d.pass)
+	})
 }
 
 // Stats reports the packets received, accepted after their delay (or at
@@ -189,10 +205,13 @@ func (d *Delayer) Delay() time.Duration { return d.cfg.Delay }
 // unbind are dropped by the kernel.
 func (d *Delayer) Close() error {
 	d.closeOnce.Do(func() {
-		close(d.flush)
+		d.Release()
+		close(d.closing)
 		<-d.done
-		d.cancel()
-		d.closeErr = d.nf.Close()
+		if d.nf != nil {
+			d.cancel()
+			d.closeErr = d.nf.Close()
+		}
 	})
 	return d.closeErr
 }

@@ -128,6 +128,7 @@ func TestDelayIsAFloor(t *testing.T) {
 		t.Errorf("datagrams through the delay: %d of %d arrived, in order: %v", len(got), burst, slices.IsSorted(got))
 	}
 
+	d.Release()
 	for _, argv := range Rules("-D", []string{n2.IP}, 7) {
 		if _, err := c.Exec(ctx, n1, argv...); err != nil {
 			t.Fatal(err)
