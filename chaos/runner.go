@@ -617,13 +617,7 @@ func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration
 		info, err := r.showVolume(ctx, vol)
 		if err == nil {
 			last = info
-			ok := len(info.GetReplicas()) > 0
-			for _, rep := range info.GetReplicas() {
-				if rep.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || (rep.GetNode() != info.GetPrimary() && rep.GetLink() != "in-sync") {
-					ok = false
-				}
-			}
-			if ok {
+			if synced(info) {
 				return info, true
 			}
 		}
@@ -632,6 +626,17 @@ func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// synced: every replica of the volume UpToDate and, but the primary, in sync.
+func synced(info *tandemv1.VolumeInfo) bool {
+	ok := len(info.GetReplicas()) > 0
+	for _, rep := range info.GetReplicas() {
+		if rep.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || (rep.GetNode() != info.GetPrimary() && rep.GetLink() != "in-sync") {
+			ok = false
+		}
+	}
+	return ok
 }
 
 // converge asks each volume's primary to resync, waits for every replica
@@ -653,45 +658,76 @@ func (r *Runner) converge(ctx context.Context) []VolumeConvergence {
 	}
 	for _, v := range r.vols {
 		began := time.Now()
-		vc := VolumeConvergence{Volume: v.name}
-		_, _ = r.cli(ctx, "volume", "resync", v.name)
-		info, ok := r.waitSynced(ctx, v.name, r.cfg.Bound)
-		vc.Converged, vc.Waited = ok, time.Since(began)
-		for _, rep := range info.GetReplicas() {
-			vc.Replicas = append(vc.Replicas, ReplicaObs{Node: rep.GetNode(), State: strings.TrimPrefix(rep.GetState().String(), "REPLICA_STATE_"), Link: rep.GetLink()})
-		}
-		if ok {
-			// Within the bound, as the convergence property says: a verify
-			// that finds the primary momentarily unreachable right after
-			// the resync (it was once, in CI, seed 2) is asked again;
-			// mismatches and any other refusal are answers.
-			var (
-				out string
-				err error
-			)
-			for {
-				out, err = r.cli(ctx, "volume", "verify", v.name, "--output", "json")
-				if err == nil || !strings.Contains(err.Error(), "unavailable") || time.Since(began) > r.cfg.Bound || ctx.Err() != nil {
-					break
+		var vc VolumeConvergence
+		for {
+			vc = VolumeConvergence{Volume: v.name}
+			_, _ = r.cli(ctx, "volume", "resync", v.name)
+			info, ok := r.waitSynced(ctx, v.name, max(r.cfg.Bound-time.Since(began), 0))
+			vc.Converged, vc.Waited = ok, time.Since(began)
+			for _, rep := range info.GetReplicas() {
+				vc.Replicas = append(vc.Replicas, ReplicaObs{Node: rep.GetNode(), State: strings.TrimPrefix(rep.GetState().String(), "REPLICA_STATE_"), Link: rep.GetLink()})
+			}
+			if ok {
+				// Within the bound, as the convergence property says: a verify
+				// that finds the primary momentarily unreachable right after
+				// the resync (it was once, in CI, seed 2) is asked again;
+				// mismatches and any other refusal are answers.
+				var (
+					out string
+					err error
+				)
+				for {
+					out, err = r.cli(ctx, "volume", "verify", v.name, "--output", "json")
+					if err == nil || !strings.Contains(err.Error(), "unavailable") || time.Since(began) > r.cfg.Bound || ctx.Err() != nil {
+						break
+					}
+					time.Sleep(500 * time.Millisecond)
 				}
-				time.Sleep(500 * time.Millisecond)
-			}
-			var resp tandemv1.VerifyVolumeResponse
-			if uerr := adminclient.UnmarshalJSON([]byte(out), &resp); uerr == nil {
-				vc.Mismatches = len(resp.GetMismatches())
-			}
-			if err != nil {
-				vc.Verify = err.Error()
-			}
-			for i := range vc.Replicas {
-				if n := r.c.Node(vc.Replicas[i].Node); n != nil {
-					vc.Replicas[i].Sum = r.replicaSum(n, v.name)
+				var resp tandemv1.VerifyVolumeResponse
+				if uerr := adminclient.UnmarshalJSON([]byte(out), &resp); uerr == nil {
+					vc.Mismatches = len(resp.GetMismatches())
+				}
+				if err != nil {
+					vc.Verify = err.Error()
+				}
+				for i := range vc.Replicas {
+					if n := r.c.Node(vc.Replicas[i].Node); n != nil {
+						vc.Replicas[i].Sum = r.replicaSum(n, v.name)
+					}
+				}
+				// A difference found while a replica dropped out of sync is
+				// not the answer yet: its link may have timed out only now
+				// (CI seed 18: the secondary was fenced off 5.5s into a stall
+				// that began with a one-way partition and outlasted its heal,
+				// between the "in sync" the wait saw and the verify). Then
+				// the volume has not converged, and the bound goes on. A
+				// difference between replicas still in sync is the answer.
+				if differs(vc) && time.Since(began) < r.cfg.Bound && ctx.Err() == nil {
+					if after, err := r.showVolume(ctx, v.name); err == nil && !synced(after) {
+						r.log.Warn("chaos: a replica left sync during the convergence check; waiting again", "volume", v.name, "mismatches", vc.Mismatches)
+						continue
+					}
 				}
 			}
+			break
 		}
 		out = append(out, vc)
 	}
 	return out
+}
+
+// differs: the verify or the hashes of vc found the replicas different,
+// or the verify failed.
+func differs(vc VolumeConvergence) bool {
+	if vc.Mismatches > 0 || vc.Verify != "" {
+		return true
+	}
+	for _, rep := range vc.Replicas {
+		if rep.Sum != vc.Replicas[0].Sum {
+			return true
+		}
+	}
+	return false
 }
 
 // liveness writes one block of every volume, through the primary, within
