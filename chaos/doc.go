@@ -175,7 +175,9 @@
 //     once a second and at close), added for this checker;
 //   - convergence: within the bound (90s) every replica is UpToDate and in
 //     sync, `volume verify` reports no mismatch, and the replicas' data
-//     areas hash the same;
+//     areas hash the same (a difference found while a replica has since
+//     left sync, its link timing out only then, means "not converged
+//     yet": the check waits again within the bound);
 //   - liveness: a write to every volume succeeds within the bound, and the
 //     cluster is quorate with every node online.
 //
