@@ -22,12 +22,13 @@ STATICCHECK_VERSION        := v0.8.2
 # bootable ISO of e2e/image_test.go (grub-mkrescue); xorriso also builds
 # VMs' cloud-init seeds (internal/cloudinit, on every node); ovmf is the UEFI
 # firmware of --firmware uefi; qemu-block-extra holds QEMU's rbd block driver
-# (VMs on RBD open their disks through it).
+# (VMs on RBD open their disks through it); iptables queues the chaos
+# schedules' delayed packets to userspace (NFQUEUE, internal/netdelay).
 APT_PKGS := lintian iproute2 protobuf-compiler libprotobuf-dev ca-certificates procps \
   qemu-utils libnbd-bin fio libvirt-daemon libvirt-clients openipmi ipmitool \
   libvirt-daemon-driver-qemu qemu-system-x86 gdisk nftables \
   ceph-mon ceph-osd ceph-mgr ceph-common librados-dev librbd-dev gcc libc6-dev \
-  grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools ovmf qemu-block-extra
+  grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools ovmf qemu-block-extra iptables
 
 # CEPH=1 (the default) builds and tests with Ceph: the "ceph" build tag turns
 # the RBD backend on, "pacific" makes go-ceph match Debian 12's libraries.

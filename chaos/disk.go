@@ -48,14 +48,14 @@ func diskVariantName(v int) string {
 type FaultDisks struct {
 	mu    sync.Mutex
 	disks map[string]*faultfs.FS // node name -> its volumes filesystem
-	vols  func(i int) string     // the runner's volume names
+	vols  func(Fault) string     // the volume a fault concerns (Runner.faultVolume)
 	// held counts the faults in force per node: rules are per node, and a
 	// heal clears them only when no other fault still needs them.
 	held map[string][]Fault
 }
 
 // mountFaultDisks puts every node's volume directory on faultfs.
-func mountFaultDisks(td *testcluster.Tandem, nodes []*testcluster.Node, vols func(int) string) (*FaultDisks, error) {
+func mountFaultDisks(td *testcluster.Tandem, nodes []*testcluster.Node, vols func(Fault) string) (*FaultDisks, error) {
 	d := &FaultDisks{disks: map[string]*faultfs.FS{}, vols: vols, held: map[string][]Fault{}}
 	for _, n := range nodes {
 		f, err := td.FaultDisk(n, "volumes")
@@ -69,7 +69,7 @@ func mountFaultDisks(td *testcluster.Tandem, nodes []*testcluster.Node, vols fun
 
 // rule is the faultfs rule of a Disk fault.
 func (d *FaultDisks) rule(f Fault) faultfs.Fault {
-	vol := d.vols(f.Volume) + "*" // the volume's files: NAME.vol and its siblings
+	vol := d.vols(f) + "*" // the volume's files: NAME.vol and its siblings
 	switch f.Variant % diskVariants {
 	case DiskSlow:
 		// Under the replication and NBD timeouts on its own, above them

@@ -32,14 +32,30 @@
 //     fault (deleted at heal): isolate a node, split a minority from the
 //     majority, a one-way partition (the node's packets to a peer
 //     dropped), N% loss (numgen random), and a bandwidth cap (tc tbf on
-//     the node's eth0);
+//     the node's eth0); and a delay: every backend packet of the node, to
+//     and from the other nodes, held 20-200ms (drawn per fault, Latency)
+//     each way, so a round trip with it grows by twice that;
 //   - operator actions: promote another replica, resync, online verify,
 //     node maintenance enable/disable. Refusals (no quorum, replica not
 //     UpToDate) are expected under faults and only counted.
 //
-// Delay is left out: the kernel has no netem, a TCP proxy would have to sit
-// on every backend connection (Raft, peer gRPC, replication), which tandemd
-// dials at its peers' own addresses, and NFQUEUE needs a userspace queue.
+// Delay is NFQUEUE (internal/netdelay): the kernel has no netem and nft
+// has no queue expression here (CONFIG_NFT_QUEUE is not set), but the
+// xtables NFQUEUE target is built in, so two iptables rules in the node's
+// namespace (OUTPUT to the peers, INPUT from them; iptables-nft, so
+// `nft flush ruleset` in healAll removes them too) queue the packets to
+// queue number Fault.ID, and a netdelay.Delayer bound to it in that
+// namespace, run by the test process, accepts each one Latency after it
+// came, in order (one FIFO, one delay: no TCP reordering). It is started
+// before the rules; at heal it stops delaying (Release: what it holds goes
+// at once, in order), the rules are deleted, then it is closed, since a
+// packet queued with no listener is dropped. A TCP proxy was the other option;
+// it would have to sit on every backend connection (Raft, peer gRPC,
+// replication), which tandemd dials at its peers' own addresses, so it
+// would need address rewriting and would turn a delayed link into a
+// proxied one; NFQUEUE delays the real packets on their real path.
+// Overlapping delays on one node add up (each has its queue).
+//
 // Disk faults come with Config.FaultDisks (CHAOS_DISK=1; `make chaos` sets
 // it by default): every node's volume directory is an internal/faultfs
 // mount served by the test process, made before tandemd first starts. A
@@ -108,11 +124,17 @@
 // number reaches the disk only with a boot's first write, so an agent
 // killed before it leaves the next one the same number. The VM's
 // volume joins the convergence check (in sync within the bound; no verify
-// or hashes, since the guest keeps writing). Not covered: a QEMU running
-// while its libvirtd is down is not seen by the sampler (the counter
-// check still catches two writers); a kill of libvirtd does not count
-// towards the watchdog; the VM's volume is not the target of promote,
-// resync, verify or disk faults.
+// or hashes, since the guest keeps writing). The VM's volume is a target
+// of promote, resync, verify and disk faults too (Fault.VMDisk, printed
+// "vm0-disk"): with VMs, each such fault names it as often as any one
+// workload volume, drawn from a stream of its own so that the rest of a
+// schedule is what earlier builds made of the seed. Its data is the
+// guest's, not stamped blocks: the writes, single-writer and read-back
+// checks cover only the workload's volumes, and the guest's counter
+// (CheckGuestCounter, CheckVMProgress) stands for them on the VM's disk.
+// Not covered: a QEMU running while its libvirtd is down is not seen by
+// the sampler (the counter check still catches two writers); a kill of
+// libvirtd does not count towards the watchdog.
 //
 // Overlapping faults on one node are counted, so a heal undoes only what no
 // other fault still needs; apply and heal are serialised. After the
@@ -153,7 +175,9 @@
 //     once a second and at close), added for this checker;
 //   - convergence: within the bound (90s) every replica is UpToDate and in
 //     sync, `volume verify` reports no mismatch, and the replicas' data
-//     areas hash the same;
+//     areas hash the same (a difference found while a replica has since
+//     left sync, its link timing out only then, means "not converged
+//     yet": the check waits again within the bound);
 //   - liveness: a write to every volume succeeds within the bound, and the
 //     cluster is quorate with every node online.
 //

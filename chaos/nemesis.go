@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhci/tandem/internal/netdelay"
 	"github.com/tandemhci/tandem/internal/testcluster"
 )
 
@@ -30,13 +32,15 @@ type nemesis struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	off      map[int]int   // node -> power-off faults in force
-	paused   map[int]int   // node -> pauses in force
-	capped   map[int]int   // node -> bandwidth caps in force
-	maint    map[int]int   // node -> maintenance faults in force
-	tables   map[int][]int // fault ID -> nodes holding its nft table
-	injected map[Kind]int  // what was really applied (a fault may be a no-op)
-	opErrors int           // operator actions that failed (logged, not anomalies)
+	off      map[int]int               // node -> power-off faults in force
+	paused   map[int]int               // node -> pauses in force
+	capped   map[int]int               // node -> bandwidth caps in force
+	maint    map[int]int               // node -> maintenance faults in force
+	tables   map[int][]int             // fault ID -> nodes holding its nft table
+	delays   map[int]*netdelay.Delayer // fault ID -> the delayer its iptables rules queue to
+	injected map[Kind]int              // what was really applied (a fault may be a no-op)
+	opErrors int                       // operator actions that failed (logged, not anomalies)
+	delayed  uint64                    // packets the delays held (Result.DelayedPackets)
 	// The harness's watchdog (Config.VMs): since when each node's tandemd
 	// has not run, whether the watchdog fired for that outage, and the
 	// QEMUs it killed.
@@ -47,7 +51,7 @@ type nemesis struct {
 
 func newNemesis(r *Runner) *nemesis {
 	return &nemesis{r: r, log: r.log, off: map[int]int{}, paused: map[int]int{}, capped: map[int]int{}, maint: map[int]int{},
-		tables: map[int][]int{}, injected: map[Kind]int{}, down: map[int]time.Time{}, fired: map[int]bool{}}
+		tables: map[int][]int{}, delays: map[int]*netdelay.Delayer{}, injected: map[Kind]int{}, down: map[int]time.Time{}, fired: map[int]bool{}}
 }
 
 // run plays s from start and returns once every fault is healed.
@@ -152,6 +156,8 @@ func (m *nemesis) apply(ctx context.Context, f Fault) {
 		err = m.addTable(ctx, f, f.Node, []int{f.Peer}, false, true, 0)
 	case Loss:
 		err = m.addTable(ctx, f, f.Node, m.others(f.Node), true, true, f.Percent)
+	case Delay:
+		err = m.addDelay(ctx, f)
 	case Bandwidth:
 		if m.capped[f.Node] == 0 {
 			_, err = m.r.c.Exec(ctx, n, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "4mbit", "burst", "32kbit", "latency", "200ms")
@@ -195,9 +201,9 @@ func (m *nemesis) applyOperator(ctx context.Context, f Fault) bool {
 	case Promote:
 		applied = m.r.promote(ctx, f)
 	case Resync:
-		applied = m.operator(ctx, f, "volume", "resync", m.r.volName(f.Volume))
+		applied = m.operator(ctx, f, "volume", "resync", m.r.faultVolume(f))
 	case Verify:
-		applied = m.operator(ctx, f, "volume", "verify", m.r.volName(f.Volume), "--in-sync-only")
+		applied = m.operator(ctx, f, "volume", "verify", m.r.faultVolume(f), "--in-sync-only")
 	case Migrate:
 		applied = m.r.migrate(ctx, f)
 	default:
@@ -265,6 +271,8 @@ func (m *nemesis) heal(ctx context.Context, f Fault) {
 			}
 		}
 		delete(m.tables, f.ID)
+	case Delay:
+		err = m.removeDelay(ctx, f)
 	case Bandwidth:
 		m.capped[f.Node]--
 		if m.capped[f.Node] == 0 {
@@ -292,7 +300,12 @@ func (m *nemesis) healAll(ctx context.Context) error {
 	if m.r.fdisks != nil {
 		m.r.fdisks.healAll()
 	}
+	for _, d := range m.delays {
+		d.Release()
+	}
 	for i, n := range m.r.c.Nodes {
+		// The delays' iptables rules too (iptables-nft keeps them in
+		// nftables), so their delayers can go next.
 		if _, err := m.r.c.Exec(ctx, n, "nft", "flush", "ruleset"); err != nil {
 			errs = append(errs, err.Error())
 		}
@@ -307,6 +320,12 @@ func (m *nemesis) healAll(ctx context.Context) error {
 		if err := m.r.ensureTandemd(ctx, i); err != nil {
 			errs = append(errs, err.Error())
 		}
+	}
+	for id, d := range m.delays {
+		_ = d.Close()
+		queued, _, _ := d.Stats()
+		m.delayed += queued
+		delete(m.delays, id)
 	}
 	for i, k := range m.maint {
 		if k > 0 {
@@ -366,6 +385,58 @@ func (m *nemesis) addTable(ctx context.Context, f Fault, i int, peers []int, in,
 	}
 	m.tables[f.ID] = append(m.tables[f.ID], i)
 	return nil
+}
+
+// addDelay holds node f.Node's backend packets, to and from the other
+// nodes, for f.Latency each (internal/netdelay): a delayer on queue f.ID
+// in the node's namespace first, then the iptables rules that queue to it.
+func (m *nemesis) addDelay(ctx context.Context, f Fault) error {
+	n := m.node(f.Node)
+	d, err := netdelay.Start(netdelay.Config{NetNS: filepath.Join("/run/netns", n.NS), Queue: uint16(f.ID), Delay: f.Latency})
+	if err != nil {
+		return err
+	}
+	m.delays[f.ID] = d
+	for _, argv := range netdelay.Rules("-I", m.peerIPs(f.Node), uint16(f.ID)) {
+		if _, err := m.r.c.Exec(ctx, n, argv...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeDelay lets go of what f's delayer holds, deletes its rules, then
+// closes it.
+func (m *nemesis) removeDelay(ctx context.Context, f Fault) error {
+	d := m.delays[f.ID]
+	if d == nil {
+		return nil // healAll was first
+	}
+	// Held packets go first, so that none is overtaken by one that no
+	// longer passes the queue.
+	d.Release()
+	var err error
+	for _, argv := range netdelay.Rules("-D", m.peerIPs(f.Node), uint16(f.ID)) {
+		if _, e := m.r.c.Exec(ctx, m.node(f.Node), argv...); e != nil && err == nil {
+			err = e
+		}
+	}
+	if e := d.Close(); e != nil && err == nil {
+		err = e
+	}
+	queued, _, failed := d.Stats()
+	m.delayed += queued
+	delete(m.delays, f.ID)
+	m.log.Info("chaos: delay healed", "fault", f.String(), "packets", queued, "failed", failed)
+	return err
+}
+
+func (m *nemesis) peerIPs(i int) []string {
+	var ips []string
+	for _, p := range m.others(i) {
+		ips = append(ips, m.node(p).IP)
+	}
+	return ips
 }
 
 // operator runs a CLI action through a node that answers; a refusal (no

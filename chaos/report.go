@@ -26,7 +26,9 @@ type Summary struct {
 	// DiskHits is the operations the fault disks failed or delayed, plus
 	// power losses (0 without fault disks).
 	DiskHits int `json:"disk_hits"`
-	Harness  int `json:"harness_errors"`
+	// DelayedPackets is the backend packets the delay faults held.
+	DelayedPackets uint64 `json:"delayed_packets,omitempty"`
+	Harness        int    `json:"harness_errors"`
 	// With VMs: libvirt samples, guest heartbeats received, QEMUs the
 	// harness's watchdog killed.
 	VMSamples     int           `json:"vm_samples,omitempty"`
@@ -140,6 +142,7 @@ func (s *Summary) Add(r *Result) {
 	s.Anomalies += len(r.Anomalies)
 	s.Harness += len(r.HarnessErrors)
 	s.DiskHits += r.DiskHits
+	s.DelayedPackets += r.DelayedPackets
 	s.VMSamples += r.VMSamples
 	s.GuestBeats += r.GuestBeats
 	s.WatchdogKills += r.WatchdogKills
@@ -157,6 +160,9 @@ func (s *Summary) Markdown() string {
 	fmt.Fprintf(&b, "| operator actions refused under faults | %d |\n", s.Refused)
 	if s.DiskHits > 0 {
 		fmt.Fprintf(&b, "| disk operations failed or delayed, and power losses (internal/faultfs) | %d |\n", s.DiskHits)
+	}
+	if s.DelayedPackets > 0 {
+		fmt.Fprintf(&b, "| backend packets held by the delay faults (internal/netdelay) | %d |\n", s.DelayedPackets)
 	}
 	if s.VMSamples > 0 {
 		fmt.Fprintf(&b, "| VM: libvirt domain samples / guest heartbeats / QEMUs killed by the harness's watchdog / restarts given up (vm-restart-given-up, started by the runner) | %d / %d / %d / %d |\n",

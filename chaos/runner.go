@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -115,7 +116,7 @@ type volSpec struct {
 // operator actions; Disk only with a DiskNemesis; KillLibvirtd, KillQEMU
 // and Migrate only with VMs (Config.VMs).
 func (r *Runner) Kinds() []Kind {
-	k := []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth,
+	k := []Kind{KillTandemd, PauseShort, PauseLong, PowerOff, Isolate, Split, OneWay, Loss, Bandwidth, Delay,
 		Promote, Resync, Verify, Maintenance}
 	if r.cfg.Disk != nil {
 		k = append(k, Disk)
@@ -160,6 +161,13 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 	if cfg.VMMemory == "" {
 		cfg.VMMemory = "128M"
 	}
+	if len(cfg.Only) == 0 || slices.Contains(cfg.Only, Delay) {
+		// Delay faults queue packets with iptables' NFQUEUE target
+		// (internal/netdelay); Debian's iptables package (make's APT_PKGS).
+		if _, err := exec.LookPath("iptables"); err != nil {
+			return nil, fmt.Errorf("chaos: delay faults need iptables: %w", err)
+		}
+	}
 	var img guest.Image
 	if cfg.VMs > 0 {
 		if err := testcluster.LibvirtdAvailable(); err != nil {
@@ -187,7 +195,7 @@ func Open(ctx context.Context, cfg Config) (*Runner, error) {
 	if cfg.FaultDisks {
 		// Before tandemd first starts: its processes see the mounts only
 		// if started after them.
-		d, err := mountFaultDisks(r.td, c.Nodes, r.volName)
+		d, err := mountFaultDisks(r.td, c.Nodes, r.faultVolume)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -349,9 +357,21 @@ func (r *Runner) volName(i int) string {
 	return ""
 }
 
+// faultVolume names the volume f concerns: a workload volume, or with
+// f.VMDisk the disk of one of the schedule's VMs.
+func (r *Runner) faultVolume(f Fault) string {
+	if f.VMDisk {
+		if f.VM < len(r.vms) {
+			return r.vms[f.VM].vol
+		}
+		return ""
+	}
+	return r.volName(f.Volume)
+}
+
 // promote makes another replica of the fault's volume primary.
 func (r *Runner) promote(ctx context.Context, f Fault) bool {
-	info, err := r.showVolume(ctx, r.volName(f.Volume))
+	info, err := r.showVolume(ctx, r.faultVolume(f))
 	if err != nil {
 		r.log.Info("chaos: promote: volume show refused", "fault", f.String(), "err", err)
 		return false
@@ -403,6 +423,9 @@ type Result struct {
 	// DiskHits is how many operations the fault disks failed or delayed,
 	// plus power losses: whether the disk faults reached tandemd's I/O.
 	DiskHits int `json:"disk_hits,omitempty"`
+	// DelayedPackets is how many backend packets the delay faults held:
+	// whether they reached tandemd's traffic.
+	DelayedPackets uint64 `json:"delayed_packets,omitempty"`
 	// With VMs: the libvirt samples taken, the guests' heartbeats
 	// received, the highest disk counter they reported, and the QEMUs the
 	// harness's watchdog killed (tandemd down past the lease).
@@ -497,6 +520,7 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	if err := nem.healAll(ctx); err != nil {
 		r.harnessErr(err)
 	}
+	res.DelayedPackets = nem.delayed
 	var anomalies []Anomaly
 	if err := r.waitQuorum(ctx, r.cfg.Bound); err != nil {
 		anomalies = append(anomalies, Anomaly{Checker: "liveness", Detail: err.Error()})
@@ -593,13 +617,7 @@ func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration
 		info, err := r.showVolume(ctx, vol)
 		if err == nil {
 			last = info
-			ok := len(info.GetReplicas()) > 0
-			for _, rep := range info.GetReplicas() {
-				if rep.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || (rep.GetNode() != info.GetPrimary() && rep.GetLink() != "in-sync") {
-					ok = false
-				}
-			}
-			if ok {
+			if synced(info) {
 				return info, true
 			}
 		}
@@ -608,6 +626,17 @@ func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// synced: every replica of the volume UpToDate and, but the primary, in sync.
+func synced(info *tandemv1.VolumeInfo) bool {
+	ok := len(info.GetReplicas()) > 0
+	for _, rep := range info.GetReplicas() {
+		if rep.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || (rep.GetNode() != info.GetPrimary() && rep.GetLink() != "in-sync") {
+			ok = false
+		}
+	}
+	return ok
 }
 
 // converge asks each volume's primary to resync, waits for every replica

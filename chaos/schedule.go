@@ -30,6 +30,7 @@ const (
 	OneWay    Kind = "one-way"   // the node's packets to Peer are dropped, Peer's reach it
 	Loss      Kind = "loss"      // Percent% of the node's backend packets dropped (numgen random)
 	Bandwidth Kind = "bandwidth" // tc tbf caps the node's backend egress
+	Delay     Kind = "delay"     // the node's backend packets held Latency each way (NFQUEUE, internal/netdelay)
 	// Disk faults: a slot filled by a DiskNemesis (internal/faultfs); never
 	// generated without one.
 	Disk Kind = "disk"
@@ -43,7 +44,7 @@ const (
 
 // AllKinds is every kind in a fixed order (reports list them so).
 var AllKinds = []Kind{KillTandemd, KillLibvirtd, KillQEMU, PauseShort, PauseLong, PowerOff,
-	Isolate, Split, OneWay, Loss, Bandwidth, Disk, Promote, Resync, Verify, Maintenance, Migrate}
+	Isolate, Split, OneWay, Loss, Bandwidth, Delay, Disk, Promote, Resync, Verify, Maintenance, Migrate}
 
 // Instant reports whether the kind is an action with no duration and no
 // heal of its own.
@@ -54,6 +55,22 @@ func (k Kind) Instant() bool {
 	}
 	return false
 }
+
+// TargetsVolume reports whether the kind acts on one volume (Fault.Volume):
+// with VMs, a VM's disk may be the one.
+func (k Kind) TargetsVolume() bool {
+	switch k {
+	case Promote, Resync, Verify, Disk:
+		return true
+	}
+	return false
+}
+
+// The range of a Delay fault's latency, each way.
+const (
+	minLatencyMs = 20
+	maxLatencyMs = 200
+)
 
 // NeedsVM reports whether the kind acts on a VM or its host's libvirtd:
 // generated only when the runner runs VMs (Config.VMs).
@@ -78,9 +95,15 @@ type Fault struct {
 	Group []int
 	// Percent is the loss rate of a Loss fault.
 	Percent int
-	// Volume is the index of the volume an operator action or a disk fault
-	// concerns.
+	// Latency is how long a Delay fault holds each of the node's backend
+	// packets (20-200ms), in each direction.
+	Latency time.Duration
+	// Volume is the index of the workload volume an operator action or a
+	// disk fault concerns, unless VMDisk.
 	Volume int
+	// VMDisk: the action or disk fault concerns the disk volume of VM
+	// instead (Kind.TargetsVolume, with Options.VMs).
+	VMDisk bool
 	// VM is the index of the VM a KillQEMU or Migrate concerns.
 	VM int
 	// Variant is what a Disk fault does (DiskWriteEIO, DiskSlow,
@@ -107,10 +130,12 @@ func (f Fault) String() string {
 		arg = strings.Join(names, "+") + "|rest"
 	case Loss:
 		arg = fmt.Sprintf("n%d,%d%%", f.Node+1, f.Percent)
+	case Delay:
+		arg = fmt.Sprintf("n%d,%s", f.Node+1, f.Latency)
 	case Promote, Resync, Verify:
-		arg = fmt.Sprintf("v%d,n%d", f.Volume, f.Node+1)
+		arg = fmt.Sprintf("%s,n%d", f.volumeArg(), f.Node+1)
 	case Disk:
-		arg = fmt.Sprintf("v%d,n%d,%s", f.Volume, f.Node+1, diskVariantName(f.Variant))
+		arg = fmt.Sprintf("%s,n%d,%s", f.volumeArg(), f.Node+1, diskVariantName(f.Variant))
 	case KillQEMU:
 		arg = fmt.Sprintf("vm%d", f.VM)
 	case Migrate:
@@ -122,6 +147,14 @@ func (f Fault) String() string {
 		return fmt.Sprintf("%s(%s)@%.2fs", f.Kind, arg, f.At.Seconds())
 	}
 	return fmt.Sprintf("%s(%s)@%.2fs+%.2fs", f.Kind, arg, f.At.Seconds(), f.For.Seconds())
+}
+
+// volumeArg names the fault's volume in String: "v1", or "vm0-disk".
+func (f Fault) volumeArg() string {
+	if f.VMDisk {
+		return fmt.Sprintf("vm%d-disk", f.VM)
+	}
+	return fmt.Sprintf("v%d", f.Volume)
 }
 
 // Options shape a schedule. The zero value is not usable: the runner fills
@@ -180,6 +213,7 @@ func Generate(seed uint64, o Options) (Schedule, error) {
 	// PCG with the seed in both words: a fixed, documented generator, so a
 	// seed printed by one build replays in the next.
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	vmRng := rand.New(rand.NewPCG(seed^0x5851f42d4c957f2d, seed))
 	between := func(lo, hi time.Duration) time.Duration {
 		if hi <= lo {
 			return lo
@@ -213,6 +247,9 @@ func Generate(seed uint64, o Options) (Schedule, error) {
 			}
 		case Loss:
 			f.Percent = 10 + rng.IntN(51)
+		case Delay:
+			// Drawn only for delays, as the disk variant is.
+			f.Latency = time.Duration(minLatencyMs+rng.IntN(maxLatencyMs-minLatencyMs+1)) * time.Millisecond
 		case Disk:
 			// Drawn only for disk faults, so schedules without them
 			// stay what earlier builds made of the same seed.
@@ -224,6 +261,14 @@ func Generate(seed uint64, o Options) (Schedule, error) {
 		}
 		if o.Volumes > 0 {
 			f.Volume = rng.IntN(o.Volumes)
+		}
+		if o.VMs > 0 && f.Kind.TargetsVolume() {
+			// A VM's disk is a target too, one volume among the others.
+			// From a stream of its own, so that the rest of a schedule
+			// is what the builds before made of the seed.
+			if v := vmRng.IntN(o.Volumes + o.VMs); v >= o.Volumes {
+				f.VMDisk, f.VM = true, v-o.Volumes
+			}
 		}
 		s.Faults = append(s.Faults, f)
 	}

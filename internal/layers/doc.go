@@ -46,6 +46,9 @@
 //   - internal/faultfs (the tests' fault-injecting FUSE filesystem) is
 //     go-fuse and the standard library, no Tandem package, and the shipped
 //     commands (tandemd, tandem, tandem-install) never depend on it;
+//   - internal/netdelay (the tests' NFQUEUE packet delayer) is go-nfqueue
+//     and the standard library, no Tandem package, and the shipped
+//     commands never depend on it either;
 //   - chaos, the fault-schedule runner, drives the product from outside
 //     (CLI, NBD, processes, the network): no daemon, consensus,
 //     replication or blockstore;

@@ -133,6 +133,16 @@ func rules() []rule {
 			why:  "the fault-injecting filesystem is for tests: the shipped commands never import it",
 		},
 		{
+			pkgs: []string{mod + "/internal/netdelay"},
+			deny: []string{mod},
+			why:  "netdelay is test infrastructure over go-nfqueue: it knows no Tandem package",
+		},
+		{
+			pkgs: []string{mod + "/cmd/tandemd", mod + "/cmd/tandem", mod + "/cmd/tandem-install"},
+			deny: []string{mod + "/internal/netdelay"},
+			why:  "the packet delayer is for tests: the shipped commands never import it",
+		},
+		{
 			pkgs: []string{mod + "/chaos"},
 			deny: []string{mod + "/internal/daemon", mod + "/consensus", mod + "/replication", mod + "/blockstore", mod + "/internal/volume", dragonboat},
 			why:  "the fault-schedule runner drives the product from outside, as an operator and a client would: CLI, NBD, processes and the network",
