@@ -134,6 +134,15 @@ func (r recoveryVMs) Place(ctx context.Context, name, dead string) (recovery.Pla
 	return recovery.Placement(p), err
 }
 
+func (r recoveryVMs) PlanAll(ctx context.Context, dead string) ([]recovery.Placement, error) {
+	plans, err := r.d.vms.PlanRecovery(ctx, dead)
+	out := make([]recovery.Placement, 0, len(plans))
+	for _, p := range plans {
+		out = append(out, recovery.Placement(p))
+	}
+	return out, err
+}
+
 func (r recoveryVMs) RunningOn(ctx context.Context, ms *consensus.MetaState, vm string) (running, unknown []string, err error) {
 	rec := ms.VMs[vm]
 	if rec == nil {

@@ -147,6 +147,8 @@ type fakeVolumes struct {
 	mu        sync.Mutex
 	// infos is what Show answers per volume; a promotion moves its primary.
 	infos map[string]*tandemv1.VolumeInfo
+	// onPromote tells the VM subsystem's placement about a promotion.
+	onPromote func(vol, node string)
 }
 
 func (f *fakeVolumes) Show(_ context.Context, vol, skip string) (*tandemv1.VolumeInfo, error) {
@@ -177,6 +179,9 @@ func (f *fakeVolumes) WakeShards(node string) int {
 
 func (f *fakeVolumes) Promote(_ context.Context, _ *consensus.MetaState, vol, node string) error {
 	f.j.Add("promote %s on %s", vol, node)
+	if f.onPromote != nil {
+		f.onPromote(vol, node)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if info := f.infos[vol]; info != nil {
@@ -219,6 +224,7 @@ type fakeVMs struct {
 	// that do not answer it.
 	runningOn map[string][]string
 	unknown   []string
+	mu        sync.Mutex // guards primary: promotions run in parallel
 }
 
 func (f *fakeVMs) RunningOn(_ context.Context, _ *consensus.MetaState, vm string) (running, unknown []string, err error) {
@@ -246,12 +252,34 @@ func (f *fakeVMs) Place(_ context.Context, vm, dead string) (Placement, error) {
 		return Placement{}, fmt.Errorf("VM %s moved meanwhile", vm)
 	}
 	p := Placement{VM: cur, Node: f.target, State: ms}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, vol := range cur.Spec.Volumes {
 		if f.primary[vol] != f.target {
 			p.Promote = append(p.Promote, vol)
 		}
 	}
 	return p, nil
+}
+
+func (f *fakeVMs) PlanAll(ctx context.Context, dead string) ([]Placement, error) {
+	ms, _ := f.meta.LocalState()
+	var out []Placement
+	for _, v := range recoveryOrder(ms, dead) {
+		p, err := f.Place(ctx, v.Name, dead)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// promoted records that vol's primary is node now.
+func (f *fakeVMs) promoted(vol, node string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.primary[vol] = node
 }
 
 func (f *fakeVMs) Start(_ context.Context, p Placement) error {
@@ -289,6 +317,7 @@ func newFixture(t *testing.T) *fixture {
 	meta := &fakeMeta{j: j, ms: ms, self: 1, leader: 1, term: 7}
 	f := &fixture{j: j, meta: meta, vols: &fakeVolumes{j: j}}
 	f.vms = &fakeVMs{j: j, meta: meta, target: "n3", primary: map[string]string{}}
+	f.vols.onPromote = f.vms.promoted
 	f.st = statetest.NewState(state.Node{Name: "n1"})
 	f.st.Events = func(_ context.Context, e consensus.Event) { j.Add("event %s %s: %s", e.Kind, e.Node, e.Detail) }
 	f.st.Config.Watchdog = "off"

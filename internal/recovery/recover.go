@@ -393,7 +393,10 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 	})
 	defer bareDone.Wait()
 
-	// 2-3. Promote and restart, one VM at a time in priority order.
+	// 2. The VMs' disks, all at once, on the nodes the VMs restart on.
+	m.promoteVMDisks(ctx, node, term)
+
+	// 3. Restart, one VM at a time in priority order.
 	vms, restarted, start := vmsOf(), 0, time.Now()
 	defer func() {
 		if len(vms) > 0 && ctx.Err() == nil {

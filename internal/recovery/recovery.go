@@ -97,6 +97,10 @@ type VMs interface {
 	// Place picks, on fresh state, the node to restart vm on after dead
 	// died; it fails when the VM moved meanwhile or no node can run it.
 	Place(ctx context.Context, vm, dead string) (Placement, error)
+	// PlanAll places every VM recovery restarts after dead died, each
+	// restart counted before the next is placed, in recovery order; a VM
+	// no node can run is left out.
+	PlanAll(ctx context.Context, dead string) ([]Placement, error)
 	// Start starts p.VM on p.Node.
 	Start(ctx context.Context, p Placement) error
 	// RunningOn asks every member of ms where vm's domain runs (or is

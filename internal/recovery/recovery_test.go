@@ -3,7 +3,9 @@ package recovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,33 +62,51 @@ func TestRecoverFencesThenPromotesThenRestarts(t *testing.T) {
 
 	f.meta.confirmOff("n2")
 	wait(t, done)
+	// Both VMs' disks are promoted (in parallel, in any order) before the
+	// first VM starts; then the VMs restart one at a time by priority.
+	got := f.j.List()
+	i := f.j.Index("confirm-off n2")
+	head := []string{"confirm-off n2", "event fence-result n2: confirmed by operator"}
+	ahead := []string{"event promotion n3", "event promotion n3", "promote high-disk on n3", "promote low-disk on n3"}
 	want := []string{
-		"confirm-off n2",
-		"event fence-result n2: confirmed by operator",
 		"ha high recovery",
-		"promote high-disk on n3",
-		"event promotion n3",
 		"start high on n3",
 		"update high n3 if n2",
 		"ha high started",
 		"event vm-recovered n3",
 		"ha low recovery",
-		"promote low-disk on n3",
-		"event promotion n3",
 		"start low on n3",
 		"update low n3 if n2",
 		"ha low started",
 		"event vm-recovered n3",
 		"event vms-recovered n2: 2 of 2 VMs restarted elsewhere",
 	}
-	got := f.j.List()
-	i := f.j.Index("confirm-off n2")
-	if len(got[i:]) != len(want) {
-		t.Fatalf("after the fence:\n%s\nwant:\n%s", strings.Join(got[i:], "\n"), strings.Join(want, "\n"))
+	fail := func(why string) {
+		t.Helper()
+		t.Fatalf("%s; after the fence:\n%s", why, strings.Join(got[i:], "\n"))
+	}
+	if len(got[i:]) != len(head)+len(ahead)+len(want) {
+		fail(fmt.Sprintf("%d entries, want %d", len(got[i:]), len(head)+len(ahead)+len(want)))
+	}
+	for k, w := range head {
+		if !strings.HasPrefix(got[i+k], w) {
+			fail(fmt.Sprintf("step %d is %q, want %q", k, got[i+k], w))
+		}
+	}
+	var promoted []string
+	for _, e := range got[i+len(head) : i+len(head)+len(ahead)] {
+		if strings.HasPrefix(e, "event promotion n3:") {
+			e = "event promotion n3"
+		}
+		promoted = append(promoted, e)
+	}
+	slices.Sort(promoted)
+	if !slices.Equal(promoted, ahead) {
+		fail(fmt.Sprintf("the promotions before the first start are %q, want %q", promoted, ahead))
 	}
 	for k, w := range want {
-		if !strings.HasPrefix(got[i+k], w) {
-			t.Fatalf("step %d is %q, want %q; after the fence:\n%s", k, got[i+k], w, strings.Join(got[i:], "\n"))
+		if e := got[i+len(head)+len(ahead)+k]; !strings.HasPrefix(e, w) {
+			fail(fmt.Sprintf("step %d is %q, want %q", len(head)+len(ahead)+k, e, w))
 		}
 	}
 	if f.j.Has("promote shared") {
