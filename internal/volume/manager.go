@@ -110,6 +110,14 @@ type Manager struct {
 
 	warnMu     sync.Mutex
 	warnedRate string // the bad resync.rate last warned about
+	// rate is resyncRate's last answer and the stored value it parsed:
+	// every reconcile of every volume asks, and parsing it each time was
+	// 3.5% of a node's CPU at rest with 1000 volumes (bench/scale).
+	rate struct {
+		valid bool
+		raw   string
+		bps   int64
+	}
 
 	secret  func() ([]byte, error)
 	rbdMu   sync.Mutex

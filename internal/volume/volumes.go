@@ -887,17 +887,18 @@ func (nv *nodeVolume) forgetActivity(r *consensus.VolumeRecord) {
 // version that did not check) reads as the default, with a warning logged
 // once per bad value.
 func (m *Manager) resyncRate(ms *consensus.MetaState) int64 {
-	rate, err := settings.Rate(ms.Config, settings.KeyResyncRate)
-	if err != nil {
-		bad := ms.Config[settings.KeyResyncRate]
-		m.warnMu.Lock()
-		warn := m.warnedRate != bad
-		m.warnedRate = bad
-		m.warnMu.Unlock()
-		if warn {
-			m.log.Warn("ignoring a bad cluster setting; fix it with 'tandem cluster config set'", "key", settings.KeyResyncRate, "value", bad, "err", err)
-		}
+	raw := ms.Config[settings.KeyResyncRate] // "" when unset: the default
+	m.warnMu.Lock()
+	defer m.warnMu.Unlock()
+	if m.rate.valid && m.rate.raw == raw {
+		return m.rate.bps
 	}
+	rate, err := settings.Rate(ms.Config, settings.KeyResyncRate)
+	if err != nil && m.warnedRate != raw {
+		m.warnedRate = raw
+		m.log.Warn("ignoring a bad cluster setting; fix it with 'tandem cluster config set'", "key", settings.KeyResyncRate, "value", raw, "err", err)
+	}
+	m.rate.valid, m.rate.raw, m.rate.bps = true, raw, rate
 	return rate
 }
 

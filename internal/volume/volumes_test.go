@@ -106,6 +106,26 @@ func TestResyncRate(t *testing.T) {
 	}
 }
 
+// TestResyncRateFollowsChanges: resyncRate keeps its last parse, but a
+// changed setting is parsed again, never answered from the old one.
+func TestResyncRateFollowsChanges(t *testing.T) {
+	m := &Manager{log: slog.New(slog.DiscardHandler)}
+	ms := &consensus.MetaState{Config: map[string]string{}}
+	for _, tt := range []struct {
+		stored string
+		want   int64
+	}{{"100M", 100 << 20}, {"100M", 100 << 20}, {"200M", 200 << 20}, {"", 0}, {"abc", 0}, {"1G", 1 << 30}} {
+		if tt.stored == "" {
+			delete(ms.Config, "resync.rate")
+		} else {
+			ms.Config["resync.rate"] = tt.stored
+		}
+		if got := m.resyncRate(ms); got != tt.want {
+			t.Fatalf("resync.rate=%q after a change: %d bytes/s, want %d", tt.stored, got, tt.want)
+		}
+	}
+}
+
 // TestVolumeUUID: every replica of a volume derives the same ID, and
 // another volume, a volume of the same name recreated (new shard) or the
 // same name in another cluster gets another one.
