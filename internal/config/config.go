@@ -30,8 +30,8 @@ const (
 	// DefaultNBDPort is IANA's port for NBD.
 	DefaultNBDPort = 10809
 
-	DefaultRTTMillisecond  = 50
-	DefaultElectionRTT     = 10
+	DefaultRTTMillisecond  = 100
+	DefaultElectionRTT     = 5
 	DefaultHeartbeatRTT    = 1
 	DefaultSnapshotEntries = 1000
 
@@ -157,8 +157,8 @@ type LogConfig struct {
 
 // RaftConfig is the raft section; see dragonboat's config.Config.
 type RaftConfig struct {
-	RTTMillisecond  uint64 `yaml:"rtt_ms"`           // default 50
-	ElectionRTT     uint64 `yaml:"election_rtt"`     // default 10
+	RTTMillisecond  uint64 `yaml:"rtt_ms"`           // default 100
+	ElectionRTT     uint64 `yaml:"election_rtt"`     // default 5
 	HeartbeatRTT    uint64 `yaml:"heartbeat_rtt"`    // default 1
 	SnapshotEntries uint64 `yaml:"snapshot_entries"` // default 1000
 }

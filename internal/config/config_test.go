@@ -47,7 +47,7 @@ func TestDefault(t *testing.T) {
 		DataDir: "/var/lib/tandem",
 		Role:    "data",
 		Log:     LogConfig{Format: "text", Level: "info"},
-		Raft:    RaftConfig{RTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Raft:    RaftConfig{RTTMillisecond: 100, ElectionRTT: 5, HeartbeatRTT: 1, SnapshotEntries: 1000},
 		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -73,7 +73,7 @@ func TestParseMinimal(t *testing.T) {
 		MetricsAddr: "10.0.0.1:9300", ReplicationAddr: "10.0.0.1:7402",
 		Role: "data",
 		Log:  LogConfig{Format: "text", Level: "info"},
-		Raft: RaftConfig{RTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Raft: RaftConfig{RTTMillisecond: 100, ElectionRTT: 5, HeartbeatRTT: 1, SnapshotEntries: 1000},
 		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto",
 			MigrationURI: "qemu+tls://10.0.0.1/system"},
 	}
@@ -340,7 +340,7 @@ func TestLog(t *testing.T) {
 func TestRaft(t *testing.T) {
 	cases := []struct{ raft, want string }{
 		{"election_rtt: 2\n  heartbeat_rtt: 1", "raft.election_rtt: 2 must be greater than 2 × raft.heartbeat_rtt (1)"},
-		{"heartbeat_rtt: 5", "raft.election_rtt: 10 must be greater than 2 × raft.heartbeat_rtt (5)"},
+		{"heartbeat_rtt: 5", "raft.election_rtt: 5 must be greater than 2 × raft.heartbeat_rtt (5)"},
 		{"heartbeat_rtt: 18446744073709551615\n  election_rtt: 18446744073709551615", "must be greater than 2 × raft.heartbeat_rtt"},
 		{"rtt_ms: 60001", "raft.rtt_ms: 60001 is too large"},
 		{"rtt_ms: 1000\n  election_rtt: 3601", "raft.election_rtt: 3601 is too large"},

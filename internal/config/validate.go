@@ -143,7 +143,7 @@ func (c Config) Validate() error {
 	case r.HeartbeatRTT > 0 && (r.HeartbeatRTT > math.MaxUint64/2 || r.ElectionRTT <= 2*r.HeartbeatRTT):
 		// Dragonboat refuses ElectionRTT <= 2*HeartbeatRTT. Written to
 		// avoid overflowing 2*HeartbeatRTT.
-		bad("raft.election_rtt", "%d must be greater than 2 × raft.heartbeat_rtt (%d); 10 × is recommended", r.ElectionRTT, r.HeartbeatRTT)
+		bad("raft.election_rtt", "%d must be greater than 2 × raft.heartbeat_rtt (%d); the default is 5 ×", r.ElectionRTT, r.HeartbeatRTT)
 	case r.RTTMillisecond > 0 && r.RTTMillisecond <= maxRTTMillisecond && r.ElectionRTT > maxElectionTimeout/r.RTTMillisecond:
 		bad("raft.election_rtt", "%d is too large: the election timeout raft.rtt_ms × raft.election_rtt would be over an hour", r.ElectionRTT)
 	}
