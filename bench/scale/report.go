@@ -55,9 +55,8 @@ type Failover struct {
 	Promoted       int     `json:"promotion_events"`
 	AfterDeclaredS Latency `json:"promotion_after_declared_dead_s"`
 	AfterFencedS   Latency `json:"promotion_after_fenced_s"`
-	// The same after declared dead, split: volumes without a VM (promoted
-	// in parallel) and VMs' disks (promoted with their VM, one VM at a
-	// time by priority).
+	// The same after declared dead, split: volumes without a VM and VMs'
+	// disks (both promoted in parallel once the node is fenced).
 	BareAfterDeclaredS   Latency `json:"bare_promotion_after_declared_dead_s"`
 	VMDiskAfterDeclaredS Latency `json:"vm_disk_promotion_after_declared_dead_s"`
 	Note                 string  `json:"note,omitempty"`
@@ -206,7 +205,7 @@ func (rep *Report) Markdown() string {
 			name string
 			l    Latency
 		}{{"after declared dead", f.AfterDeclaredS}, {"after fenced", f.AfterFencedS},
-			{"after declared dead, volumes without a VM", f.BareAfterDeclaredS}, {"after declared dead, VMs' disks (with their VM)", f.VMDiskAfterDeclaredS}} {
+			{"after declared dead, volumes without a VM", f.BareAfterDeclaredS}, {"after declared dead, VMs' disks", f.VMDiskAfterDeclaredS}} {
 			if r.l.N == 0 {
 				continue
 			}
@@ -216,7 +215,7 @@ func (rep *Report) Markdown() string {
 			b.WriteString("\n" + f.Note + "\n")
 		}
 		if f.VMs > 0 {
-			fmt.Fprintf(&b, "\n%d VMs (TCG, %d MiB, each on its own 2-replica disk, priorities %d down to 1) ran on %s: %d run elsewhere at the end; %d vm-recovered events, the first %.1f s and the last %.1f s after the kill (%.1f s after the fence). Restarts go one VM at a time, by priority.", f.VMs, vmMemoryMiB, f.VMs, f.Node, f.VMsRestarted, f.VMEvents, f.VMFirstS, f.VMLastS, f.VMLastAfterFencedS)
+			fmt.Fprintf(&b, "\n%d VMs (TCG, %d MiB, each on its own 2-replica disk, priorities %d down to 1) ran on %s: %d run elsewhere at the end; %d vm-recovered events, the first %.1f s and the last %.1f s after the kill (%.1f s after the fence). Recovery promotes every VM's disks on the nodes it plans to restart them on, all at once after the fence, then restarts the VMs one at a time, by priority.", f.VMs, vmMemoryMiB, f.VMs, f.Node, f.VMsRestarted, f.VMEvents, f.VMFirstS, f.VMLastS, f.VMLastAfterFencedS)
 			if f.VMSummary != "" {
 				fmt.Fprintf(&b, " Summary event: %q.", f.VMSummary)
 			}
