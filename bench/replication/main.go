@@ -643,7 +643,7 @@ func (b *bench) runJob(ctx context.Context, t *Target, j benchkit.JobSpec) (Resu
 	disk0, derr0 := readDisk(b.rep.Storage.Device)
 	started := time.Now()
 	window := func() (map[string]float64, time.Duration) { return nil, 0 }
-	if j.TimeBased {
+	if j.TimeBased && len(pids) > 0 {
 		window = cpuWindow(ctx, pids, b.cfg.fio.Ramp, b.cfg.fio.Runtime)
 	}
 	profiled := b.startProfiles(ctx, t, j)
