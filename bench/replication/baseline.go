@@ -48,6 +48,8 @@ type BaselineFigure struct {
 	ReplicasAfter string  `json:"replicas_after,omitempty"`
 	// OthersCPUPct is what other processes used meanwhile (Result's).
 	OthersCPUPct float64 `json:"others_cpu_pct"`
+	// CPUPerWriteUS is Result.CPUPerWrite's sum, 0 when not measured.
+	CPUPerWriteUS float64 `json:"cpu_per_write_us,omitempty"`
 }
 
 const (
@@ -118,6 +120,9 @@ func baselineRun(round int, which string, rep *Report) BaselineRun {
 		if w := r.Measurement.Write; w != nil {
 			f.P50US, f.P99US = w.P50US, w.P99US
 		}
+		if r.CPUPerWrite != nil {
+			f.CPUPerWriteUS = r.CPUPerWrite.US
+		}
 		run.Figures = append(run.Figures, f)
 	}
 	return run
@@ -166,9 +171,13 @@ func (c *BaselineComparison) markdown(b *strings.Builder) {
 			{rateName(vals[k]), func(f BaselineFigure) float64 { return f.Rate }},
 			{"write p50 µs", func(f BaselineFigure) float64 { return f.P50US }},
 			{"write p99 µs", func(f BaselineFigure) float64 { return f.P99US }},
+			{"CPU per write µs", func(f BaselineFigure) float64 { return f.CPUPerWriteUS }},
 		}
 		for _, row := range rows {
 			bs, cs := sampleOf(vals[k][binBaseline], row.get), sampleOf(vals[k][binCandidate], row.get)
+			if len(bs.Sorted)+len(cs.Sorted) == 0 {
+				continue // not measured for this target (the local files)
+			}
 			bm, cm := benchkit.Interpolated(bs.Sorted, 0.5), benchkit.Interpolated(cs.Sorted, 0.5)
 			var rs []float64
 			for pk, pr := range pairs {

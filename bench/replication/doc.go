@@ -9,6 +9,20 @@
 //
 //	go run ./bench/replication -bin ./bin -out bench/results [-size 1G] [-runtime 10s] [-ramp 2s]
 //
+// The goals (issue 17) are all for the 2-replica volume, in one run, each
+// against a reference measured in that run: the QD1 write+flush p50 within
+// 1.25× the replicated floor (unix round trip + backend round trip +
+// two-copy pair, replicatedFloor), QD32 IOPS at least 0.70× qemu-nbd's, 1M
+// sequential at least 0.80× the two-copy floor's rate per copy, and the CPU
+// per QD32 write of the primary's and the secondary's tandemd together
+// within 1.5× qemu-nbd's. CPU per write is the processes' utime+stime over
+// the measured window (after the ramp, for the runtime) divided by the
+// writes completed in it (cpuWindow, cpuPerWrite).
+//
+// With -profile DIR it writes a CPU profile of the tandemd of every node
+// holding the volume's replicas over each Tandem job's measured part
+// (-profile-jobs tandem-r2/qd32-write narrows it to goal 4's job).
+//
 // With -baseline-bin DIR it compares two builds in one invocation: whole
 // runs alternate between DIR and -bin (the order flipped every round),
 // -rounds times, and the report adds every run's headline figures and

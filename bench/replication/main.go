@@ -51,9 +51,12 @@ type config struct {
 	// targets and jobs, when set, restrict the run (for investigation;
 	// goals whose figures are missing are reported as not measured).
 	targets, jobs []string
-	// profile, when set, collects a CPU profile of every tandemd serving
-	// a target during each of its timed jobs into this directory.
-	profile string
+	// profile, when set, collects a CPU profile of the tandemd of every
+	// node holding a target's replicas during each of its timed jobs into
+	// this directory; profileJobs, when set, limits it to those
+	// TARGET/JOB pairs.
+	profile     string
+	profileJobs []string
 	// trace, when set, also collects a one-second Go execution trace of
 	// every tandemd per Tandem job (go tool trace -pprof=sched shows wake-up
 	// latency, which bounds queue-depth-1 latency).
@@ -78,7 +81,9 @@ func parseFlags(args []string) (config, error) {
 	var targets, jobs string
 	fs.StringVar(&targets, "targets", "", "comma-separated target IDs to run (default all)")
 	fs.StringVar(&jobs, "jobs", "", "comma-separated job IDs to run (default all)")
-	fs.StringVar(&c.profile, "profile", "", "if set, write a CPU profile of each tandemd per Tandem job into this directory")
+	fs.StringVar(&c.profile, "profile", "", "if set, write a CPU profile of the tandemd of each node holding the volume's replicas per Tandem job into this directory")
+	var profileJobs string
+	fs.StringVar(&profileJobs, "profile-jobs", "", "with -profile, comma-separated TARGET/JOB pairs to profile, e.g. "+targetR2+"/"+benchkit.JobQD32+" (default every Tandem job)")
 	fs.BoolVar(&c.trace, "trace", false, "with -profile, also write a one-second execution trace of each tandemd per Tandem job")
 	fs.StringVar(&c.baseline, "baseline-bin", "", "if set, a directory of tandemd and tandem to compare -bin with: whole runs alternate between the two, the order flipped every round, -rounds times, and the report adds both sets of figures")
 	fs.IntVar(&c.rounds, "rounds", 2, "with -baseline-bin, how many baseline+candidate pairs of runs")
@@ -90,6 +95,17 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.trace && c.profile == "" {
 		return c, errors.New("-trace needs -profile: the traces go into its directory")
+	}
+	if profileJobs != "" {
+		if c.profile == "" {
+			return c, errors.New("-profile-jobs needs -profile: the profiles go into its directory")
+		}
+		c.profileJobs = strings.Split(profileJobs, ",")
+		for _, tj := range c.profileJobs {
+			if t, j, ok := strings.Cut(tj, "/"); !ok || t == "" || j == "" {
+				return c, fmt.Errorf("-profile-jobs: %q is not TARGET/JOB", tj)
+			}
+		}
 	}
 	if targets != "" {
 		c.targets = strings.Split(targets, ",")
@@ -518,13 +534,88 @@ func (b *bench) serverPIDs(t *Target) map[string]int {
 	case t.tandem():
 		for name, p := range b.procs {
 			if p.Alive() {
-				out["tandemd-"+name] = p.PID()
+				out[tandemdProc(name)] = p.PID()
 			}
 		}
 	case t.ID == targetQemu && b.qemu != nil && b.qemu.Alive():
-		out["qemu-nbd"] = b.qemu.PID()
+		out[qemuProc] = b.qemu.PID()
 	}
 	return out
+}
+
+// qemuProc names qemu-nbd among the server processes.
+const qemuProc = "qemu-nbd"
+
+// tandemdProc names a node's tandemd among the server processes.
+func tandemdProc(node string) string { return "tandemd-" + node }
+
+// copyProcs are the server processes holding t's copies, whose CPU per
+// write the report gives: the tandemd of every node with one of the
+// volume's replicas (not a witness), or qemu-nbd.
+func (t *Target) copyProcs() []string {
+	switch {
+	case t.tandem():
+		var out []string
+		for _, n := range t.Nodes {
+			out = append(out, tandemdProc(n))
+		}
+		return out
+	case t.ID == targetQemu:
+		return []string{qemuProc}
+	}
+	return nil
+}
+
+// cpuWindow samples the CPU time of pids over the measured part of a timed
+// job, from the end of the ramp for the runtime (fio's own start-up, a few
+// ms, shifts its window slightly later, still at full load), so that the
+// CPU can be set against the writes fio counted. The returned func, called
+// once fio has ended, gives each process's CPU in seconds and the
+// window's length; it ends the window early if fio ended first, and
+// returns nil if fio ended within the ramp.
+func cpuWindow(ctx context.Context, pids map[string]int, ramp, runtime time.Duration) func() (map[string]float64, time.Duration) {
+	type sample struct {
+		at  time.Time
+		cpu map[string]time.Duration
+	}
+	ended := make(chan struct{})
+	got := make(chan [2]*sample, 1)
+	go func() {
+		var s [2]*sample
+		defer func() { got <- s }()
+		t := time.NewTimer(ramp)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ended:
+			return
+		case <-ctx.Done():
+			return
+		}
+		s[0] = &sample{time.Now(), cpuTimes(pids)}
+		t.Reset(runtime)
+		select {
+		case <-t.C:
+		case <-ended: // fio ended early: the window ends with it
+		case <-ctx.Done():
+			return
+		}
+		s[1] = &sample{time.Now(), cpuTimes(pids)}
+	}()
+	return func() (map[string]float64, time.Duration) {
+		close(ended)
+		s := <-got
+		if s[0] == nil || s[1] == nil {
+			return nil, 0
+		}
+		out := map[string]float64{}
+		for name, a := range s[1].cpu {
+			if b, ok := s[0].cpu[name]; ok {
+				out[name] = (a - b).Seconds()
+			}
+		}
+		return out, s[1].at.Sub(s[0].at)
+	}
 }
 
 func cpuTimes(pids map[string]int) map[string]time.Duration {
@@ -551,16 +642,21 @@ func (b *bench) runJob(ctx context.Context, t *Target, j benchkit.JobSpec) (Resu
 	procs0 := snapshotProcs()
 	disk0, derr0 := readDisk(b.rep.Storage.Device)
 	started := time.Now()
+	window := func() (map[string]float64, time.Duration) { return nil, 0 }
+	if j.TimeBased && len(pids) > 0 {
+		window = cpuWindow(ctx, pids, b.cfg.fio.Ramp, b.cfg.fio.Runtime)
+	}
 	profiled := b.startProfiles(ctx, t, j)
 	fr, err := benchkit.RunFioWrapped(ctx, t.ns, t.wrap, benchkit.FioArgs(j, b.fp, t.Engine, t.SyncOpt, jsonPath), jsonPath, bound)
 	wall := time.Since(started)
-	profiled()
+	windowCPU, windowLen := window()
+	profiles := profiled()
 	disk1, derr1 := readDisk(b.rep.Storage.Device)
 	procs1 := snapshotProcs()
 	host1, herr1 := hostCPU()
 	after := cpuTimes(pids)
 	r := Result{Target: t.ID, Job: j.ID, Command: fr.Argv, Started: started.UTC().Format(time.RFC3339), WallS: fr.Wall.Seconds(),
-		FioVersion: fr.Version, FioJob: fr.Raw}
+		FioVersion: fr.Version, FioJob: fr.Raw, Profiles: profiles}
 	if ctx.Err() != nil {
 		return r, fmt.Errorf("%s on %s: %w", j.ID, t.ID, ctx.Err())
 	}
@@ -581,9 +677,13 @@ func (b *bench) runJob(ctx context.Context, t *Target, j benchkit.JobSpec) (Resu
 			r.ServerCPUS[name] = (a - bf).Seconds()
 		}
 	}
+	if windowCPU != nil {
+		r.WindowCPUS, r.WindowS = windowCPU, windowLen.Seconds()
+	}
 	if err == nil {
 		m := fr.M
 		r.Measurement = &m
+		r.CPUPerWrite = cpuPerWrite(r.WindowCPUS, r.WindowS, m.IOPS, t.copyProcs())
 		if derr0 == nil && derr1 == nil {
 			r.Disk = diskUse(b.rep.Storage.Device, disk0, disk1, m.IOPS, wall)
 		}
@@ -615,44 +715,60 @@ func (b *bench) runJob(ctx context.Context, t *Target, j benchkit.JobSpec) (Resu
 	return r, nil
 }
 
-// startProfiles fetches a CPU profile of every tandemd serving t over the
-// measured part of a timed job (with -profile); the returned func waits for
-// them.
-func (b *bench) startProfiles(ctx context.Context, t *Target, j benchkit.JobSpec) func() {
-	if b.cfg.profile == "" || !t.tandem() || !j.TimeBased {
-		return func() {}
+// startProfiles fetches a CPU profile of the tandemd of every node holding
+// t's replicas over the measured part of a timed job (with -profile, and
+// -profile-jobs if set); the returned func waits for them and gives the
+// files written, by process.
+func (b *bench) startProfiles(ctx context.Context, t *Target, j benchkit.JobSpec) func() map[string]string {
+	none := func() map[string]string { return nil }
+	if b.cfg.profile == "" || !t.tandem() || !j.TimeBased ||
+		(b.cfg.profileJobs != nil && !slices.Contains(b.cfg.profileJobs, t.ID+"/"+j.ID)) {
+		return none
 	}
 	if err := os.MkdirAll(b.cfg.profile, 0o755); err != nil {
 		b.log.Error("profile dir", "err", err)
-		return func() {}
+		return none
 	}
 	secs := int(b.cfg.fio.Runtime.Seconds())
-	type fetch struct{ node, out, url string }
+	type fetch struct{ node, proc, out, url string }
 	var fetches []fetch
-	for _, name := range t.Nodes {
+	for i, name := range t.Nodes {
 		base := fmt.Sprintf("http://%s:%d/debug/pprof/", b.c.Node(name).IP, testcluster.MetricsPort)
 		stem := filepath.Join(b.cfg.profile, fmt.Sprintf("%s-%s-%s", t.ID, j.ID, name))
-		fetches = append(fetches, fetch{name, stem + ".pprof", fmt.Sprintf("%sprofile?seconds=%d", base, secs)})
+		proc := tandemdProc(name) + " (secondary)"
+		if i == 0 {
+			proc = tandemdProc(name) + " (primary)"
+		}
+		fetches = append(fetches, fetch{name, proc, stem + ".pprof", fmt.Sprintf("%sprofile?seconds=%d", base, secs)})
 		if b.cfg.trace {
-			fetches = append(fetches, fetch{name, stem + ".trace", base + "trace?seconds=1"})
+			fetches = append(fetches, fetch{name, proc + " trace", stem + ".trace", base + "trace?seconds=1"})
 		}
 	}
-	done := make(chan struct{}, len(fetches))
+	type written struct{ proc, out string }
+	done := make(chan written, len(fetches))
 	for _, f := range fetches {
 		n := b.c.Node(f.node)
 		go func() {
-			defer func() { done <- struct{}{} }()
+			var w written
+			defer func() { done <- w }()
 			if err := ctxtime.Sleep(ctx, b.cfg.fio.Ramp); err != nil {
 				return
 			}
-			if o, err := b.c.Exec(ctx, n, "curl", "-sS", "-o", f.out, f.url); err != nil {
+			// -f: an HTTP error is a failure, not a file holding the page.
+			if o, err := b.c.Exec(ctx, n, "curl", "-sSf", "-o", f.out, f.url); err != nil {
 				b.log.Error("profile", "node", f.node, "err", err, "out", string(o))
+				return
 			}
+			w = written{f.proc, f.out}
 		}()
 	}
-	return func() {
+	return func() map[string]string {
+		out := map[string]string{}
 		for range fetches {
-			<-done
+			if w := <-done; w.out != "" {
+				out[w.proc] = w.out
+			}
 		}
+		return out
 	}
 }

@@ -31,12 +31,13 @@ const (
 	targetR2TLS = "tandem-r2-tls"
 )
 
-// Goal limits from the issue, all for the 2-replica volume.
+// Goal limits from issue 17, all for the 2-replica volume, each against a
+// reference measured in the same run.
 const (
-	goalDurableVsQemu  = 1.0  // durable-write p50 ≤ 1.0× qemu-nbd
-	goalDurableVsFloor = 2.0  // durable-write p50 ≤ 2× the local floor
-	goalQD32VsQemu     = 0.70 // QD32 IOPS ≥ 70% of qemu-nbd
-	goalSeqVsQemu      = 0.80 // 1M sequential ≥ 80% of qemu-nbd
+	goalDurableVsReplicated = 1.25 // QD1 write+flush p50 ≤ 1.25× the replicated floor
+	goalQD32VsQemu          = 0.70 // QD32 IOPS ≥ 0.70× qemu-nbd
+	goalSeqVsTwoCopies      = 0.80 // 1M sequential ≥ 0.80× the two-copy floor per copy
+	goalCPUVsQemu           = 1.5  // CPU per QD32 write, both replicas' nodes ≤ 1.5× qemu-nbd
 )
 
 // Report is everything replication.json holds.
@@ -135,6 +136,17 @@ type Result struct {
 	// ServerCPUS is the CPU time (user+system, seconds) each server
 	// process used while fio ran: tandemd per node, or qemu-nbd.
 	ServerCPUS map[string]float64 `json:"server_cpu_s,omitempty"`
+	// WindowCPUS is each server process's CPU time (user+system, seconds)
+	// over the measured window of a timed job, WindowS long: from the end
+	// of the ramp for the runtime, or until fio ended if sooner.
+	WindowCPUS map[string]float64 `json:"window_cpu_s,omitempty"`
+	WindowS    float64            `json:"window_s,omitempty"`
+	// CPUPerWrite is the CPU that the processes holding the target's
+	// copies used per write fio completed, over the window.
+	CPUPerWrite *CPUPerWrite `json:"cpu_per_write,omitempty"`
+	// Profiles are the CPU profiles taken during the job (-profile), by
+	// process.
+	Profiles map[string]string `json:"profiles,omitempty"`
 	// HostCPUPct is the share of all the host's CPUs that was busy
 	// during the fio run (anything: servers, fio, kernel, others).
 	HostCPUPct float64 `json:"host_cpu_busy_pct"`
@@ -181,20 +193,75 @@ type Goal struct {
 	Limit     float64  `json:"limit"`
 	AtMost    bool     `json:"ratio_at_most"` // else at least
 	Met       *bool    `json:"met,omitempty"` // nil: not measured
-	// TwoCopies is what the two-copy floor (targetTwoCopies) reaches on the
-	// same scale, per copy; FloorRatio is it against the same reference.
-	// A floor that misses the limit means no two-copy system could meet
-	// the goal on this machine.
+	// Context are the run's other references on the same scale (qemu-nbd,
+	// the floors, the single replica), so the verdict can be read
+	// against them.
+	Context []GoalRef `json:"context,omitempty"`
+	// TwoCopies is what the two-copy floor (targetTwoCopies) reaches per
+	// copy for a goal whose reference is not itself a floor; FloorRatio is
+	// it against the same reference. A floor that misses the limit means
+	// no two-copy system could meet the goal on this machine.
 	TwoCopies  string   `json:"two_copy_floor,omitempty"`
 	FloorRatio *float64 `json:"two_copy_floor_ratio,omitempty"`
 	FloorMet   *bool    `json:"two_copy_floor_met,omitempty"`
-	// Replicated is, for the QD1 durable goals, replicatedFloor: the
-	// two-copy floor plus the round trips a replicated write cannot avoid.
-	// A ratio that misses the limit means no system replicating over this
-	// machine's links could meet the goal.
-	Replicated      string   `json:"replicated_floor,omitempty"`
-	ReplicatedRatio *float64 `json:"replicated_floor_ratio,omitempty"`
-	ReplicatedMet   *bool    `json:"replicated_floor_met,omitempty"`
+}
+
+// GoalRef is one more reference for a goal's figure.
+type GoalRef struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	// Ratio is the goal's measured figure against this one.
+	Ratio *float64 `json:"measured_vs_this,omitempty"`
+}
+
+// CPUPerWrite is the CPU time that the processes holding a target's copies
+// used per write fio completed, over the measured window: the tandemd of
+// every node with one of the volume's replicas, or qemu-nbd.
+type CPUPerWrite struct {
+	US        float64            `json:"us"`
+	ByProcess map[string]float64 `json:"by_process_us"`
+	// AllServersUS counts every server process sampled instead: for a
+	// Tandem target, every node's tandemd, those without a replica too.
+	AllServersUS float64 `json:"all_servers_us"`
+}
+
+// String is "98.1 µs (tandemd-n1 70.3 + tandemd-n2 27.8)".
+func (c *CPUPerWrite) String() string {
+	if c == nil {
+		return "–"
+	}
+	s := benchkit.FmtUS(c.US) + " µs"
+	if len(c.ByProcess) > 1 {
+		var parts []string
+		for _, name := range benchkit.SortedKeys(c.ByProcess) {
+			parts = append(parts, fmt.Sprintf("%s %s", name, benchkit.FmtUS(c.ByProcess[name])))
+		}
+		s += " (" + strings.Join(parts, " + ") + ")"
+	}
+	return s
+}
+
+// cpuPerWrite divides procs' CPU over a window of windowS seconds by the
+// writes completed in it (iops × windowS). It is nil unless every one of
+// procs was sampled: a missing process would understate the cost.
+func cpuPerWrite(window map[string]float64, windowS, iops float64, procs []string) *CPUPerWrite {
+	writes := iops * windowS
+	if len(procs) == 0 || writes <= 0 {
+		return nil
+	}
+	c := &CPUPerWrite{ByProcess: map[string]float64{}}
+	for _, p := range procs {
+		v, ok := window[p]
+		if !ok {
+			return nil
+		}
+		c.ByProcess[p] = v * 1e6 / writes
+		c.US += c.ByProcess[p]
+	}
+	for _, v := range window {
+		c.AllServersUS += v * 1e6 / writes
+	}
+	return c
 }
 
 // replicatedFloor bounds from below the QD1 write+flush pair of any
@@ -305,8 +372,8 @@ func tlsCost(rs []Result) []TLSCost {
 	return out
 }
 
-// evaluateGoals checks the issue's goals against the 2-replica volume.
-// compare must have run.
+// evaluateGoals checks issue 17's goals against the 2-replica volume, each
+// against a reference measured in the same run. compare must have run.
 func evaluateGoals(rs []Result, rts []RoundTrip) []Goal {
 	within := func(r *float64, g Goal) *bool {
 		if r == nil {
@@ -318,63 +385,108 @@ func evaluateGoals(rs []Result, rts []RoundTrip) []Goal {
 		}
 		return &ok
 	}
-	check := func(g Goal) Goal {
-		g.Met = within(g.Ratio, g)
-		g.FloorMet = within(g.FloorRatio, g)
-		g.ReplicatedMet = within(g.ReplicatedRatio, g)
-		return g
+	// fig is a target's headline for a job; text says "not measured" or
+	// why it failed when there is none.
+	type fig struct {
+		text      string
+		lat, rate float64
+		r         *Result
 	}
-	// floor describes the two-copy floor for job against a reference
-	// value ref; per-copy rates are half the two jobs' total.
-	floor := func(job string, ref float64, latency bool) (string, *float64) {
-		r := findResult(rs, targetTwoCopies, job)
-		if r == nil || r.Measurement == nil {
-			return "", nil
-		}
-		_, lat, metric, rate := benchkit.Headline(job, r.Measurement)
-		if latency {
-			return fmt.Sprintf("%s µs per write+flush pair with two at once", benchkit.FmtUS(lat)), benchkit.Ratio(lat, ref)
-		}
-		return fmt.Sprintf("%s %s per copy (%s for both)", benchkit.FmtRate(rate/2), metric, benchkit.FmtRate(rate)), benchkit.Ratio(rate/2, ref)
-	}
-	describe := func(target, job string) (string, float64, float64) {
+	get := func(target, job string) fig {
 		r := findResult(rs, target, job)
 		if r == nil || r.Measurement == nil {
 			if r != nil && r.Error != "" {
-				return "failed: " + benchkit.Truncate(r.Error, 120), 0, 0
+				return fig{text: "failed: " + benchkit.Truncate(r.Error, 120)}
 			}
-			return "not measured", 0, 0
+			return fig{text: "not measured"}
 		}
 		_, lat, metric, rate := benchkit.Headline(job, r.Measurement)
 		if job == benchkit.JobDurable {
-			return fmt.Sprintf("%s µs (%s, %.0f %s)", benchkit.FmtUS(lat), target, rate, metric), lat, rate
+			return fig{fmt.Sprintf("%s µs (%s, %.0f %s)", benchkit.FmtUS(lat), target, rate, metric), lat, rate, r}
 		}
-		return fmt.Sprintf("%s %s (%s)", benchkit.FmtRate(rate), metric, target), lat, rate
+		return fig{fmt.Sprintf("%s %s (%s)", benchkit.FmtRate(rate), metric, target), lat, rate, r}
+	}
+	// refs are other targets' figures for job against measured.
+	refs := func(job string, measured float64, latency bool, targets ...string) []GoalRef {
+		var out []GoalRef
+		for _, id := range targets {
+			f := get(id, job)
+			if f.r == nil {
+				continue
+			}
+			if latency {
+				out = append(out, GoalRef{Name: id, Value: benchkit.FmtUS(f.lat) + " µs", Ratio: benchkit.Ratio(measured, f.lat)})
+				continue
+			}
+			_, _, metric, _ := benchkit.Headline(job, f.r.Measurement)
+			out = append(out, GoalRef{Name: id, Value: benchkit.FmtRate(f.rate) + " " + metric, Ratio: benchkit.Ratio(measured, f.rate)})
+		}
+		return out
 	}
 	var goals []Goal
 
-	m, lat, _ := describe(targetR2, benchkit.JobDurable)
-	qd, ql, _ := describe(targetQemu, benchkit.JobDurable)
-	fd, fl, _ := describe(targetLocalSync, benchkit.JobDurable)
-	fa, fra := floor(benchkit.JobDurable, ql, true)
-	fb, frb := floor(benchkit.JobDurable, fl, true)
+	// 1: QD1 write+flush against the replicated floor.
+	m := get(targetR2, benchkit.JobDurable)
 	rf, rfd := replicatedFloor(rs, rts)
-	goals = append(goals,
-		check(Goal{ID: "1a", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 1.0× qemu-nbd single copy", Measured: m, Reference: qd, Ratio: benchkit.Ratio(lat, ql), Limit: goalDurableVsQemu, AtMost: true,
-			TwoCopies: fa, FloorRatio: fra, Replicated: rfd, ReplicatedRatio: benchkit.Ratio(rf, ql)}),
-		check(Goal{ID: "1b", Text: "2-replica QD1 durable write (write+flush) p50 ≤ 2× the local floor (O_DIRECT write+fdatasync)", Measured: m, Reference: fd, Ratio: benchkit.Ratio(lat, fl), Limit: goalDurableVsFloor, AtMost: true,
-			TwoCopies: fb, FloorRatio: frb, Replicated: rfd, ReplicatedRatio: benchkit.Ratio(rf, fl)}),
-	)
-	m, _, rate := describe(targetR2, benchkit.JobQD32)
-	qd, _, qrate := describe(targetQemu, benchkit.JobQD32)
-	f2, fr2 := floor(benchkit.JobQD32, qrate, false)
-	goals = append(goals, check(Goal{ID: "2", Text: "2-replica 4K random write QD32 IOPS ≥ 70% of qemu-nbd", Measured: m, Reference: qd, Ratio: benchkit.Ratio(rate, qrate), Limit: goalQD32VsQemu,
-		TwoCopies: f2, FloorRatio: fr2}))
-	m, _, rate = describe(targetR2, benchkit.JobSeq)
-	qd, _, qrate = describe(targetQemu, benchkit.JobSeq)
-	f3, fr3 := floor(benchkit.JobSeq, qrate, false)
-	goals = append(goals, check(Goal{ID: "3", Text: "2-replica 1M sequential write throughput ≥ 80% of qemu-nbd", Measured: m, Reference: qd, Ratio: benchkit.Ratio(rate, qrate), Limit: goalSeqVsQemu,
-		TwoCopies: f3, FloorRatio: fr3}))
+	g := Goal{ID: "1", Text: fmt.Sprintf("2-replica QD1 write+flush p50 ≤ %.2f× the replicated floor (unix round trip + backend round trip + two-copy pair)", goalDurableVsReplicated),
+		Measured: m.text, Reference: "not measured (needs both round trips and " + targetTwoCopies + ")", Ratio: benchkit.Ratio(m.lat, rf), Limit: goalDurableVsReplicated, AtMost: true,
+		Context: refs(benchkit.JobDurable, m.lat, true, targetQemu, targetLocalSync, targetTwoCopies)}
+	if rfd != "" {
+		g.Reference = "replicated floor " + rfd
+	}
+	goals = append(goals, g)
+
+	// 2: QD32 IOPS against qemu-nbd; the two-copy floor says whether the
+	// disk allows it.
+	m = get(targetR2, benchkit.JobQD32)
+	q := get(targetQemu, benchkit.JobQD32)
+	g = Goal{ID: "2", Text: fmt.Sprintf("2-replica 4K random write QD32 IOPS ≥ %.2f× qemu-nbd", goalQD32VsQemu), Measured: m.text, Reference: q.text,
+		Ratio: benchkit.Ratio(m.rate, q.rate), Limit: goalQD32VsQemu, Context: refs(benchkit.JobQD32, m.rate, false, targetR1)}
+	if f := get(targetTwoCopies, benchkit.JobQD32); f.r != nil {
+		g.TwoCopies = fmt.Sprintf("%s IOPS per copy (%s for both)", benchkit.FmtRate(f.rate/2), benchkit.FmtRate(f.rate))
+		g.FloorRatio = benchkit.Ratio(f.rate/2, q.rate)
+		g.FloorMet = within(g.FloorRatio, g)
+		g.Context = append(g.Context, GoalRef{Name: targetTwoCopies + " per copy", Value: benchkit.FmtRate(f.rate/2) + " IOPS", Ratio: benchkit.Ratio(m.rate, f.rate/2)})
+	}
+	goals = append(goals, g)
+
+	// 3: 1M sequential against the two-copy floor's rate per copy.
+	m = get(targetR2, benchkit.JobSeq)
+	g = Goal{ID: "3", Text: fmt.Sprintf("2-replica 1M sequential write ≥ %.2f× the two-copy floor's rate per copy (%s, rate per job)", goalSeqVsTwoCopies, targetTwoCopies),
+		Measured: m.text, Limit: goalSeqVsTwoCopies, Context: refs(benchkit.JobSeq, m.rate, false, targetQemu, targetLocal, targetR1)}
+	if f := get(targetTwoCopies, benchkit.JobSeq); f.r != nil {
+		g.Reference = fmt.Sprintf("%s MB/s per copy (%s, %s for both jobs)", benchkit.FmtRate(f.rate/2), targetTwoCopies, benchkit.FmtRate(f.rate))
+		g.Ratio = benchkit.Ratio(m.rate, f.rate/2)
+	} else {
+		g.Reference = f.text + " (" + targetTwoCopies + ")"
+	}
+	goals = append(goals, g)
+
+	// 4: CPU per QD32 write on both replicas' nodes against qemu-nbd's.
+	cpuText := func(f fig) (string, float64) {
+		switch {
+		case f.r == nil:
+			return f.text, 0
+		case f.r.CPUPerWrite == nil:
+			return fmt.Sprintf("not measured (%s: no CPU sample of its processes over the window)", f.r.Target), 0
+		}
+		return fmt.Sprintf("%s per write (%s, %s IOPS)", f.r.CPUPerWrite, f.r.Target, benchkit.FmtRate(f.rate)), f.r.CPUPerWrite.US
+	}
+	mt, mc := cpuText(get(targetR2, benchkit.JobQD32))
+	qt, qc := cpuText(q)
+	g = Goal{ID: "4", Text: fmt.Sprintf("CPU per 2-replica 4K write at QD32, both nodes (primary's and secondary's tandemd) ≤ %.1f× qemu-nbd's CPU per write", goalCPUVsQemu),
+		Measured: mt, Reference: qt, Ratio: benchkit.Ratio(mc, qc), Limit: goalCPUVsQemu, AtMost: true}
+	if r1 := findResult(rs, targetR1, benchkit.JobQD32); r1 != nil && r1.CPUPerWrite != nil {
+		g.Context = append(g.Context, GoalRef{Name: targetR1 + " (one copy through Tandem)", Value: r1.CPUPerWrite.String(), Ratio: benchkit.Ratio(mc, r1.CPUPerWrite.US)})
+	}
+	if r2 := findResult(rs, targetR2, benchkit.JobQD32); r2 != nil && r2.CPUPerWrite != nil && r2.CPUPerWrite.AllServersUS > r2.CPUPerWrite.US {
+		g.Context = append(g.Context, GoalRef{Name: "every node's tandemd, the witness's included", Value: benchkit.FmtUS(r2.CPUPerWrite.AllServersUS) + " µs"})
+	}
+	goals = append(goals, g)
+
+	for i := range goals {
+		goals[i].Met = within(goals[i].Ratio, goals[i])
+	}
 	return goals
 }
 
@@ -415,42 +527,41 @@ func (rep *Report) Markdown() string {
 	if rep.Baseline != nil {
 		rep.Baseline.markdown(&b)
 	}
-	p("## Goals (2-replica volume)\n\n")
-	benchkit.NewTable(&b, "#", "Goal", "Measured", "Reference", "Ratio", "Limit", "Verdict", "Two-copy floor of this machine (no network, no NBD)", "Floor ratio")
+	p("## Goals (2-replica volume, issue 17)\n\n")
+	benchkit.NewTable(&b, "#", "Goal", "Measured", "Reference", "Ratio", "Limit", "Verdict", "Other references of this run (measured against each)")
 	for _, g := range rep.Goals {
 		op := "≥"
 		if g.AtMost {
 			op = "≤"
 		}
-		fr := benchkit.FmtRatio(g.FloorRatio)
-		if g.FloorMet != nil && !*g.FloorMet {
-			fr += " (the floor itself misses the goal)"
+		var other []string
+		for _, c := range g.Context {
+			s := fmt.Sprintf("%s: %s", c.Name, c.Value)
+			if c.Ratio != nil {
+				s += " (" + benchkit.FmtRatio(c.Ratio) + ")"
+			}
+			other = append(other, s)
 		}
-		p("| %s | %s | %s | %s | %s | %s %.2f× | %s | %s | %s |\n", g.ID, g.Text, benchkit.Escape(g.Measured), benchkit.Escape(g.Reference), benchkit.FmtRatio(g.Ratio), op, g.Limit, benchkit.PassFail(g.Met),
-			benchkit.Escape(benchkit.OrDash(g.TwoCopies)), fr)
+		if g.TwoCopies != "" {
+			v := "within the disk's reach"
+			if g.FloorMet != nil && !*g.FloorMet {
+				v = "**the floor itself misses the goal**"
+			}
+			other = append(other, fmt.Sprintf("the two-copy floor reaches %s of the reference (%s)", benchkit.FmtRatio(g.FloorRatio), v))
+		}
+		p("| %s | %s | %s | %s | %s | %s %.2f× | %s | %s |\n", g.ID, g.Text, benchkit.Escape(g.Measured), benchkit.Escape(g.Reference), benchkit.FmtRatio(g.Ratio), op, g.Limit, benchkit.PassFail(g.Met),
+			benchkit.Escape(benchkit.OrDash(strings.Join(other, "; "))))
 	}
 	p("\nThe two-copy floor is target %s: two fio jobs at once, each writing its own local file with O_DIRECT, "+
-		"the best that any system keeping two copies on this machine's one disk could do, with no network, no NBD and no replication protocol. "+
-		"Where the floor's ratio misses a limit, the goal asks for more than the disk gives two copies here.\n", targetTwoCopies)
-	var repl []string
-	for _, g := range rep.Goals {
-		if g.Replicated == "" {
-			continue
-		}
-		v := "within the limit"
-		if g.ReplicatedMet != nil && !*g.ReplicatedMet {
-			v = "**misses the limit: no replicated system could meet this goal on this machine**"
-		}
-		repl = append(repl, fmt.Sprintf("goal %s: %s against the limit %.2f× (%s)", g.ID, benchkit.FmtRatio(g.ReplicatedRatio), g.Limit, v))
-	}
-	if len(repl) > 0 {
-		p("\nReplicated floor of the QD1 durable goals: %s. "+
-			"A replicated write+flush pair cannot end before fio's request has reached the server and its reply has come back (one unix round trip), "+
-			"the data has reached the secondary and its confirmation has come back (one backend round trip), and both copies are written and flushed, which at best happens at once (the two-copy pair). "+
-			"Everything else can overlap: the primary writes while the secondary does, and both can flush ahead of fio's flush. "+
-			"The round trips are fio's own net engine in ping-pong mode with 4 KiB messages (see Links below); all terms are medians, so the floor estimates the median pair. Against it: %s.\n",
-			benchkit.Escape(rep.Goals[0].Replicated), strings.Join(repl, "; "))
-	}
+		"the best that any system keeping two copies on this machine's one disk could do, with no network, no NBD and no replication protocol; its rates are for both jobs, so the rate per copy is half.\n\n", targetTwoCopies)
+	p("The replicated floor (goal 1's reference) bounds from below a QD1 write+flush pair of any 2-replica system here: " +
+		"the pair cannot end before fio's request has reached the server and its reply has come back (one unix round trip), " +
+		"the data has reached the secondary and its confirmation has come back (one backend round trip), and both copies are written and flushed, which at best happens at once (the two-copy pair). " +
+		"Everything else can overlap: the primary writes while the secondary does, and both can flush ahead of fio's flush. " +
+		"The round trips are fio's own net engine in ping-pong mode with 4 KiB messages (see Links below); all terms are medians, so the floor estimates the median pair.\n\n")
+	p("CPU per write (goal 4, and the QD32 table) is the user+system CPU time of the processes holding the target's copies — for a Tandem volume the tandemd of every node with one of its replicas "+
+		"(for %s: tandemd-n1, the primary, and tandemd-n2, the secondary; not the witness), for %s its qemu-nbd process — "+
+		"read from /proc over the measured window (from the end of the ramp for the runtime), divided by the writes completed in it (the job's write rate times the window).\n", targetR2, targetQemu)
 	p("\nThe durable-write latency of a target is the sum of its write p50 and its flush p50 from the QD1 write+flush job (fio does not time the pair itself); " +
 		"pairs/s is the measured rate of complete write+flush pairs.\n\n")
 
@@ -532,6 +643,8 @@ func (rep *Report) Markdown() string {
 		p("\n")
 	}
 
+	rep.profileTable(&b)
+
 	if len(rep.Volumes) > 0 {
 		p("## Tandem volumes\n\n")
 		benchkit.NewTable(&b, "Volume", "Target", "Primary", "Witness", "Epoch", "Replicas when ready", "Replicas at the end")
@@ -563,7 +676,8 @@ func (rep *Report) Markdown() string {
 		"All Tandem nodes, their replicas, qemu-nbd, the local file and fio share one virtual disk and 2 CPUs. A 3-replica write is three O_DIRECT writes to the same disk, and three tandemd processes, fio and the kernel compete for two cores; " +
 			"replicas here slow each other down in a way they would not on separate hosts with separate disks. The network between nodes is veth pairs and a bridge, much faster than a real network round trip (RECIPES: 20–40 µs added by loopback or veth).",
 		"qemu-nbd is the single-copy reference: a raw file with `--cache=none` (O_DIRECT), no replication. Tandem r1 is the same single copy through Tandem's own NBD server and block store.",
-		"Server CPU is the user+system CPU time of the server processes (all three tandemd, or qemu-nbd) during the fio run, in percent of one core averaged over the run including the ramp.",
+		"Server CPU is the user+system CPU time of the server processes (all three tandemd, or qemu-nbd) during the fio run, in percent of one core averaged over the run including the ramp. " +
+			"CPU per write counts only the processes holding the target's copies, over the measured window (see Goals).",
 		"Each figure comes from a single run of each job; on a shared virtual machine the disk and the hypervisor add noise, so compare repeated runs before reading much into differences of a few tens of percent.",
 		"A replica state after a job other than UpToDate/in-sync would mean the job ran with fewer copies than intended; the tables show the states read after each job.",
 	} {
@@ -612,7 +726,13 @@ func (rep *Report) jobTable(b *strings.Builder, j benchkit.JobSpec) {
 	case j.Throughput:
 		rateName = "MB/s"
 	}
-	head = append(head, rateName, latName+" vs qemu-nbd", rateName+" vs qemu-nbd", latName+" vs floor", rateName+" vs floor", "server CPU", "host CPU busy", "others' CPU", "replicas after")
+	head = append(head, rateName, latName+" vs qemu-nbd", rateName+" vs qemu-nbd", latName+" vs floor", rateName+" vs floor", "server CPU")
+	// CPU per write is goal 4's figure, shown where the goal reads it.
+	perWrite := j.ID == benchkit.JobQD32
+	if perWrite {
+		head = append(head, "CPU per write")
+	}
+	head = append(head, "host CPU busy", "others' CPU", "replicas after")
 	benchkit.NewTable(b, head...)
 	note := func(id, text string) {
 		cells := make([]string, len(head)-2)
@@ -658,9 +778,15 @@ func (rep *Report) jobTable(b *strings.Builder, j benchkit.JobSpec) {
 		if v, ok := r.cpuPct(); ok {
 			cpu = fmt.Sprintf("%.0f%%", v)
 		}
-		cells = append(cells, benchkit.FmtRate(rate), benchkit.FmtRatio(c.LatVsQemu), benchkit.FmtRatio(c.RateVsQemu), benchkit.FmtRatio(c.LatVsFloor), benchkit.FmtRatio(c.RateVsFloor),
-			cpu, fmt.Sprintf("%.0f%%", r.HostCPUPct), othersCell(r), benchkit.OrDash(r.ReplicasAfter))
+		cells = append(cells, benchkit.FmtRate(rate), benchkit.FmtRatio(c.LatVsQemu), benchkit.FmtRatio(c.RateVsQemu), benchkit.FmtRatio(c.LatVsFloor), benchkit.FmtRatio(c.RateVsFloor), cpu)
+		if perWrite {
+			cells = append(cells, r.CPUPerWrite.String())
+		}
+		cells = append(cells, fmt.Sprintf("%.0f%%", r.HostCPUPct), othersCell(r), benchkit.OrDash(r.ReplicasAfter))
 		p("| %s |\n", strings.Join(cells, " | "))
+	}
+	if perWrite {
+		p("\nCPU per write: µs of user+system CPU per write completed, over the measured window, of the processes holding the target's copies (the tandemd of the nodes with the volume's replicas, or qemu-nbd; see Goals). Server CPU is every tandemd, or qemu-nbd, over the whole fio run.\n")
 	}
 	var busy []string
 	for _, t := range rep.Targets {
@@ -676,6 +802,24 @@ func (rep *Report) jobTable(b *strings.Builder, j benchkit.JobSpec) {
 		p("\n⚠ Other processes used at least %d%% of a core during: %s. Those rows may be slower than on a quiet host.\n", othersWarnPct, strings.Join(busy, "; "))
 	}
 	p("\n")
+}
+
+// profileTable lists the CPU profiles taken with -profile.
+func (rep *Report) profileTable(b *strings.Builder) {
+	var t *benchkit.Table
+	for _, r := range rep.Results {
+		for _, proc := range benchkit.SortedKeys(r.Profiles) {
+			if t == nil {
+				fmt.Fprintf(b, "## CPU profiles\n\nTaken with -profile over the measured part of the job (`go tool pprof -top bin/tandemd FILE`); the profiled jobs' figures include the profiler's overhead.\n\n")
+				tt := benchkit.NewTable(b, "Target", "Job", "Process", "File")
+				t = &tt
+			}
+			t.Row(r.Target, r.Job, proc, "`"+r.Profiles[proc]+"`")
+		}
+	}
+	if t != nil {
+		fmt.Fprintf(b, "\n")
+	}
 }
 
 // othersWarnPct flags results during which other processes were busy.

@@ -63,14 +63,39 @@ func TestCompare(t *testing.T) {
 	}
 }
 
-func TestEvaluateGoals(t *testing.T) {
-	rs := sampleResults()
-	compare(rs)
-	goals := evaluateGoals(rs, nil)
+// goalResults adds to sampleResults what every goal needs: the two-copy
+// floor, the round trips (floor 15 + 25 + 150 = 190 µs) and the CPU per
+// write of the QD32 job.
+func goalResults() ([]Result, []RoundTrip) {
+	rs := append(sampleResults(),
+		res(targetTwoCopies, benchkit.JobDurable, 50, 100, 15000, 60), // pair 150 µs
+		res(targetTwoCopies, benchkit.JobQD32, 400, 0, 90000, 360),    // 45000 per copy: 0.90× qemu-nbd
+		res(targetTwoCopies, benchkit.JobSeq, 1500, 0, 1200, 1200),    // 600 MB/s per copy
+	)
+	findResult(rs, targetR2, benchkit.JobQD32).CPUPerWrite = &CPUPerWrite{US: 100, ByProcess: map[string]float64{"tandemd-n1": 70, "tandemd-n2": 30}, AllServersUS: 101}
+	findResult(rs, targetQemu, benchkit.JobQD32).CPUPerWrite = &CPUPerWrite{US: 30, ByProcess: map[string]float64{qemuProc: 30}, AllServersUS: 30}
+	rtt := func(id string, p50 float64) RoundTrip {
+		return RoundTrip{ID: id, Measurement: &benchkit.Measurement{Write: &benchkit.LatStats{N: 1, P50US: p50}}}
+	}
+	return rs, []RoundTrip{rtt(rttUnix, 15), rtt(rttTCP, 25)}
+}
+
+func goalsByID(goals []Goal) map[string]Goal {
 	byID := map[string]Goal{}
 	for _, g := range goals {
 		byID[g.ID] = g
 	}
+	return byID
+}
+
+func TestEvaluateGoals(t *testing.T) {
+	rs, rts := goalResults()
+	compare(rs)
+	goals := evaluateGoals(rs, rts)
+	if len(goals) != 4 {
+		t.Fatalf("%d goals, want the issue's 4: %+v", len(goals), goals)
+	}
+	byID := goalsByID(goals)
 	met := func(id string) string {
 		g, ok := byID[id]
 		switch {
@@ -83,21 +108,84 @@ func TestEvaluateGoals(t *testing.T) {
 		}
 		return "fail"
 	}
-	for id, want := range map[string]string{"1a": "pass", "1b": "fail", "2": "pass", "3": "unmeasured"} {
+	// 1: 160 µs against the 190 µs floor; 2: 40000 against 50000 IOPS;
+	// 3: the 2-replica job failed; 4: 100 µs against 30 µs.
+	for id, want := range map[string]string{"1": "pass", "2": "pass", "3": "unmeasured", "4": "fail"} {
 		if got := met(id); got != want {
 			t.Errorf("goal %s: %s, want %s (%+v)", id, got, want, byID[id])
 		}
 	}
-	if g := byID["3"]; !strings.Contains(g.Measured, "failed") {
-		t.Errorf("goal 3 should show the failure: %q", g.Measured)
-	}
-	// Exactly at the limit passes.
-	rs = []Result{res(targetQemu, benchkit.JobQD32, 1, 0, 1000, 0), res(targetR2, benchkit.JobQD32, 1, 0, 700, 0)}
-	compare(rs)
-	for _, g := range evaluateGoals(rs, nil) {
-		if g.ID == "2" && (g.Met == nil || !*g.Met) {
-			t.Errorf("70%% exactly should pass: %+v", g)
+	for id, ratio := range map[string]float64{"1": 160.0 / 190, "2": 0.8, "4": 100.0 / 30} {
+		if g := byID[id]; g.Ratio == nil || !near(*g.Ratio, ratio) {
+			t.Errorf("goal %s ratio %v, want %.3f", id, g.Ratio, ratio)
 		}
+	}
+	if g := byID["1"]; !strings.Contains(g.Reference, "190 µs") {
+		t.Errorf("goal 1's reference is the replicated floor: %q", g.Reference)
+	}
+	if g := byID["3"]; !strings.Contains(g.Measured, "failed") || !strings.Contains(g.Reference, "600 MB/s per copy") {
+		t.Errorf("goal 3 should show the failure against the floor per copy: %+v", g)
+	}
+	if g := byID["2"]; g.FloorRatio == nil || !near(*g.FloorRatio, 0.9) || g.FloorMet == nil || !*g.FloorMet {
+		t.Errorf("goal 2's two-copy floor: %+v", g)
+	}
+	if g := byID["4"]; !strings.Contains(g.Measured, "tandemd-n1 70.0 + tandemd-n2 30.0") {
+		t.Errorf("goal 4 should name both processes: %q", g.Measured)
+	}
+	// The references stay visible: qemu-nbd and the floors beside goal 1.
+	var names []string
+	for _, c := range byID["1"].Context {
+		names = append(names, c.Name)
+	}
+	if want := []string{targetQemu, targetLocalSync, targetTwoCopies}; !slices.Equal(names, want) {
+		t.Errorf("goal 1's other references %q, want %q", names, want)
+	}
+
+	// Exactly at the limits passes.
+	rs = []Result{
+		res(targetQemu, benchkit.JobQD32, 1, 0, 1000, 0), res(targetR2, benchkit.JobQD32, 1, 0, 700, 0),
+		res(targetTwoCopies, benchkit.JobSeq, 1, 0, 0, 1000), res(targetR2, benchkit.JobSeq, 1, 0, 0, 400),
+		res(targetTwoCopies, benchkit.JobDurable, 100, 100, 1, 0), res(targetR2, benchkit.JobDurable, 125, 125, 1, 0),
+	}
+	rs[0].CPUPerWrite, rs[1].CPUPerWrite = &CPUPerWrite{US: 20}, &CPUPerWrite{US: 30}
+	compare(rs)
+	rts = []RoundTrip{{ID: rttUnix, Measurement: &benchkit.Measurement{Write: &benchkit.LatStats{P50US: 10}}}, {ID: rttTCP, Measurement: &benchkit.Measurement{Write: &benchkit.LatStats{P50US: 30}}}}
+	for _, g := range evaluateGoals(rs, rts) {
+		if g.Met == nil || !*g.Met {
+			t.Errorf("goal %s exactly at its limit should pass: %+v ratio %v", g.ID, g, benchkit.FmtRatio(g.Ratio))
+		}
+	}
+	// Without a CPU sample goal 4 is not measured rather than wrong.
+	rs[1].CPUPerWrite = nil
+	if g := goalsByID(evaluateGoals(rs, rts))["4"]; g.Met != nil || !strings.Contains(g.Measured, "not measured") {
+		t.Errorf("goal 4 without a CPU sample: %+v", g)
+	}
+}
+
+// TestCPUPerWrite: the processes holding the copies are counted, every
+// server process apart, and a missing one leaves no figure.
+func TestCPUPerWrite(t *testing.T) {
+	window := map[string]float64{"tandemd-n1": 0.7, "tandemd-n2": 0.28, "tandemd-n3": 0.02}
+	r2 := &Target{ID: targetR2, Nodes: []string{"n1", "n2"}, volume: "r2"}
+	c := cpuPerWrite(window, 10, 1000, r2.copyProcs()) // 10000 writes
+	if c == nil || !near(c.US, 98) || !near(c.ByProcess["tandemd-n1"], 70) || !near(c.ByProcess["tandemd-n2"], 28) || !near(c.AllServersUS, 100) {
+		t.Fatalf("%+v", c)
+	}
+	if got := c.String(); got != "98.0 µs (tandemd-n1 70.0 + tandemd-n2 28.0)" {
+		t.Errorf("String() = %q", got)
+	}
+	if c := cpuPerWrite(window, 10, 1000, []string{"tandemd-n1", "tandemd-n4"}); c != nil {
+		t.Errorf("a process not sampled must leave no figure: %+v", c)
+	}
+	if c := cpuPerWrite(window, 0, 1000, r2.copyProcs()); c != nil {
+		t.Errorf("no window, no figure: %+v", c)
+	}
+	q := &Target{ID: targetQemu}
+	if got := q.copyProcs(); !slices.Equal(got, []string{qemuProc}) {
+		t.Errorf("qemu-nbd's processes %q", got)
+	}
+	if got := (&Target{ID: targetLocal}).copyProcs(); got != nil {
+		t.Errorf("a local file has no server: %q", got)
 	}
 }
 
@@ -119,7 +207,7 @@ func TestMarkdownAndJSON(t *testing.T) {
 	}
 	md := rep.Markdown()
 	for _, want := range []string{
-		"## Goals", "| 1a |", "**PASS**", "**FAIL**", "not measured",
+		"## Goals", "| 1 |", "| 4 |", "**PASS**", "not measured",
 		"## 4K random write, QD1, each write followed by a flush", "| tandem-r2 | 60.0 | 120 | 180 | 100 | 200 | 160 | 5500 | 0.94× |",
 		"| tandem-r1 | not run: setup failed |", "| tandem-r2 | **failed**: fio: exit status 1 |",
 		"## Errors during the run", "| 40% ⚠ |", "⚠ Other processes used at least 10% of a core during: qemu-nbd (`go build` 35%)", "`go test \\| x` (pid 42) 50%", "| 1 GiB", /* not present: size is in the text */
@@ -160,38 +248,27 @@ func TestMarkdownAndJSON(t *testing.T) {
 }
 
 func TestReplicatedFloor(t *testing.T) {
-	rtt := func(id string, p50 float64) RoundTrip {
-		return RoundTrip{ID: id, Measurement: &benchkit.Measurement{Write: &benchkit.LatStats{N: 1, P50US: p50}}}
-	}
-	rs := append(sampleResults(), res(targetTwoCopies, benchkit.JobDurable, 50, 100, 15000, 60)) // pair 150 µs
+	rs, rts := goalResults()
 	compare(rs)
-	rts := []RoundTrip{rtt(rttUnix, 15), rtt(rttTCP, 25)}
 	f, what := replicatedFloor(rs, rts)
 	if !near(f, 190) || !strings.Contains(what, "190 µs") {
 		t.Fatalf("floor %v %q, want 190 µs", f, what)
 	}
-	byID := map[string]Goal{}
-	for _, g := range evaluateGoals(rs, rts) {
-		byID[g.ID] = g
-	}
-	// 190 µs against qemu-nbd's 170: beyond 1.0×; against the local 60: 3.17×, beyond 2×.
-	for id, ref := range map[string]float64{"1a": 170, "1b": 60} {
-		g := byID[id]
-		if g.ReplicatedRatio == nil || !near(*g.ReplicatedRatio, 190/ref) || g.ReplicatedMet == nil || *g.ReplicatedMet {
-			t.Errorf("goal %s: replicated floor %v met %v, want %.2f× and missed", id, g.ReplicatedRatio, g.ReplicatedMet, 190/ref)
-		}
-	}
-	if g := byID["2"]; g.Replicated != "" || g.ReplicatedRatio != nil {
-		t.Errorf("goal 2 has no replicated floor: %+v", g)
-	}
-	// Without either round trip there is no floor, rather than a wrong one.
-	for _, partial := range [][]RoundTrip{nil, {rtt(rttUnix, 15)}, {rtt(rttUnix, 15), {ID: rttTCP, Error: "boom"}}} {
+	// Without either round trip there is no floor, rather than a wrong
+	// one, and goal 1 is not measured.
+	for _, partial := range [][]RoundTrip{nil, {rts[0]}, {rts[0], {ID: rttTCP, Error: "boom"}}} {
 		if f, what := replicatedFloor(rs, partial); f != 0 || what != "" {
 			t.Errorf("round trips %+v: floor %v %q, want none", partial, f, what)
 		}
+		if g := goalsByID(evaluateGoals(rs, partial))["1"]; g.Met != nil || !strings.Contains(g.Reference, "not measured") {
+			t.Errorf("goal 1 without the floor: %+v", g)
+		}
 	}
-	md := (&Report{Params: Params{Jobs: benchkit.FioJobs()}, Results: rs, RoundTrips: rts, Goals: evaluateGoals(rs, rts)}).Markdown()
-	for _, want := range []string{"## Links", "| unix |", "Replicated floor of the QD1 durable goals: 190 µs", "no replicated system could meet this goal"} {
+	rs[3].ServerCPUS = nil // r2 durable
+	md := (&Report{Params: Params{Jobs: benchkit.FioJobs()}, Targets: []Target{{ID: targetQemu}, {ID: targetR2, volume: "r2"}}, Results: rs, RoundTrips: rts, Goals: evaluateGoals(rs, rts)}).Markdown()
+	for _, want := range []string{"## Links", "| unix |", "replicated floor 190 µs = unix round trip 15.0", "**FAIL**",
+		"qemu-nbd: 170 µs (0.94×); local-fdatasync: 60.0 µs (2.67×); local-2copies: 150 µs (1.07×)",
+		"| CPU per write |", "| 100 µs (tandemd-n1 70.0 + tandemd-n2 30.0) |", "| 30.0 µs |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q", want)
 		}
