@@ -39,6 +39,34 @@
 //     node maintenance enable/disable. Refusals (no quorum, replica not
 //     UpToDate) are expected under faults and only counted.
 //
+// # Hand-written schedules
+//
+// CHAOS_SCHEDULE runs one exact schedule instead of random ones, written
+// as a schedule prints (ParseSchedule): the whole line
+// (seed=1 profile=ci length=5s faults=[...]) or only its faults,
+//
+//	CHAOS_SCHEDULE='isolate(primary(v0))@2s+22s' go test -count=1 -run 'TestChaosSchedules$' ./chaos/
+//
+// Each fault is KIND(ARGS)@START+DURATION (instant kinds have no
+// +DURATION), the times Go durations from the workload's start, the
+// arguments as Fault.String prints them; a slow disk prints its delay
+// (disk(v0,n2,slow,125ms)) so that a printed schedule replays exactly.
+// Where a fault names one node, primary(v0) (or primary(vm0-disk)) names
+// the primary of that volume when the fault is applied
+// (Fault.NodeIsPrimary): the runner places one primary on each node,
+// rotated with the seed (seed 1: v0's on n3, v1's on n1, v2's on n2), and
+// earlier faults may move them. The seed is CHAOS_SEED, else the
+// line's seed=, else 1; it still names the volumes and seeds the clients.
+// Without a length the workload stops 2s after the last heal. Malformed
+// input fails before the cluster starts; nodes, volumes, VMs or kinds the
+// runner does not have (Schedule.Check) before the schedule does. A fixed
+// schedule is not part of a report (CHAOS_REPORT is refused with it) and
+// its replay command is its own line. An isolation of a primary that is
+// to show two writers must outlast the self-fence lease (4s) and HA's
+// promotion elsewhere (the node is declared dead 3s after the cut and
+// fenced once its lease plus margin ran out: 6.4s after the cut in one
+// run), and leave time for the writes after it: isolate(primary(v0))@2s+22s.
+//
 // Delay is NFQUEUE (internal/netdelay): the kernel has no netem and nft
 // has no queue expression here (CONFIG_NFT_QUEUE is not set), but the
 // xtables NFQUEUE target is built in, so two iptables rules in the node's

@@ -369,6 +369,25 @@ func (r *Runner) faultVolume(f Fault) string {
 	return r.volName(f.Volume)
 }
 
+// primaryOf finds the node index of the current primary of the fault's
+// volume (Fault.NodeIsPrimary).
+func (r *Runner) primaryOf(ctx context.Context, f Fault) (int, error) {
+	vol := r.faultVolume(f)
+	if vol == "" {
+		return 0, fmt.Errorf("no volume %s in this schedule", f.volumeArg())
+	}
+	info, err := r.showVolume(ctx, vol)
+	if err != nil {
+		return 0, fmt.Errorf("find the primary of %s: %w", vol, err)
+	}
+	for i, n := range r.c.Nodes {
+		if n.Name == info.GetPrimary() {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("volume %s has no primary (%q)", vol, info.GetPrimary())
+}
+
 // promote makes another replica of the fault's volume primary.
 func (r *Runner) promote(ctx context.Context, f Fault) bool {
 	info, err := r.showVolume(ctx, r.faultVolume(f))
@@ -448,12 +467,23 @@ type Result struct {
 // the checkers. It fails (error) only when the harness itself cannot go on;
 // what the checkers find is in Result.Anomalies.
 func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
-	began := time.Now()
 	s, err := Generate(seed, r.Options())
 	if err != nil {
 		return nil, err
 	}
 	s.Profile = r.cfg.Profile
+	return r.RunSchedule(ctx, s)
+}
+
+// RunSchedule plays s as Run plays a generated schedule: a hand-written
+// one (ParseSchedule, CHAOS_SCHEDULE) or one generated elsewhere. The seed
+// still names the volumes, rotates their primaries and seeds the clients.
+func (r *Runner) RunSchedule(ctx context.Context, s Schedule) (*Result, error) {
+	began := time.Now()
+	if err := s.Check(r.Options()); err != nil {
+		return nil, err
+	}
+	seed := s.Seed
 	res := &Result{Seed: seed, Schedule: s.String(), Replay: s.Replay()}
 	r.mu.Lock()
 	r.harness = nil
