@@ -124,8 +124,8 @@ func TestChaosSchedules(t *testing.T) {
 			t.Fatalf("seed %d: the harness could not run the schedule: %v", sd, err)
 		}
 		sum.Add(res)
-		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d disk hits, %d delayed packets, %d anomalies, %s: %s",
-			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, res.DiskHits, res.DelayedPackets, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
+		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d follower moves, %d disk hits, %d delayed packets, %d anomalies, %s: %s",
+			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, res.FollowerMoves, res.DiskHits, res.DelayedPackets, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
 		if vms > 0 {
 			t.Logf("seed %d: VMs: %d libvirt samples, %d guest heartbeats, disk counter %d, %d QEMUs killed by the watchdog, %d restarts given up (vm start), ran on (node#domain ID) %v",
 				res.Seed, res.VMSamples, res.GuestBeats, res.GuestCounter, res.WatchdogKills, res.VMGivenUp, res.VMTrail)

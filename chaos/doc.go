@@ -189,6 +189,23 @@
 // NBD socket in the primary's data directory (the path a VM on that node
 // uses); the history records the node and the epoch it connected at.
 //
+// Every second client of each volume (the odd ones: one of the default
+// two; a fixed rule, so neither the schedule's random stream nor the
+// clients' own changes) is a follower, an NBD consumer that reconnects on
+// its own: about every second (0.75-1.25s) it asks `volume show` through
+// one node drawn at random (from a stream of its own, seeded by the seed
+// and the client), and between two requests moves to the primary that
+// answer names if it is at a newer epoch, or another node at the same
+// epoch (shouldMove). An answer at an older epoch is stale (an isolated
+// node knows only its own view) and is ignored; asking a random node
+// rather than always the same one is what lets a follower hear of a new
+// primary while some node is cut off. The other clients move only after
+// an error. (A look takes up to about 3s while a replica of the volume
+// does not answer; the follower writes on meanwhile.) Without followers,
+// a primary that wrongly kept acknowledging while cut off would keep all
+// its clients, the new primary would get no writes, and two writers would
+// never show in the history. Result.FollowerMoves counts the moves.
+//
 // # Checkers (after healing, a resync and the wait for convergence)
 //
 //   - writes: every block holds its last acknowledged generation or a
