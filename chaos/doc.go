@@ -193,18 +193,21 @@
 // two; a fixed rule, so neither the schedule's random stream nor the
 // clients' own changes) is a follower, an NBD consumer that reconnects on
 // its own: about every second (0.75-1.25s) it asks `volume show` through
-// one node drawn at random (from a stream of its own, seeded by the seed
-// and the client), and between two requests moves to the primary that
-// answer names if it is at a newer epoch, or another node at the same
-// epoch (shouldMove). An answer at an older epoch is stale (an isolated
-// node knows only its own view) and is ignored; asking a random node
-// rather than always the same one is what lets a follower hear of a new
-// primary while some node is cut off. The other clients move only after
-// an error. (A look takes up to about 3s while a replica of the volume
-// does not answer; the follower writes on meanwhile.) Without followers,
-// a primary that wrongly kept acknowledging while cut off would keep all
-// its clients, the new primary would get no writes, and two writers would
-// never show in the history. Result.FollowerMoves counts the moves.
+// one node, each node once per round in a random order (lookOrder; a
+// stream of its own, seeded by the seed and the client), and between two
+// requests moves to the primary that answer names if it is at a newer
+// epoch, or another node at the same epoch (shouldMove). An answer at an
+// older epoch is stale (an isolated node knows only its own view) and is
+// ignored; asking the nodes in turn rather than always the same one is
+// what lets a follower hear of a new primary while some node is cut off
+// (and once per round rather than independently drawn: seed 1's follower
+// of v0 drew the isolated node four times in a row). The other clients
+// move only after an error. (A look takes up to about 3s while a replica
+// of the volume does not answer; the follower writes on meanwhile.)
+// Without followers, a primary that wrongly kept acknowledging while cut
+// off would keep all its clients, the new primary would get no writes,
+// and two writers would never show in the history. Result.FollowerMoves
+// counts the moves.
 //
 // # Checkers (after healing, a resync and the wait for convergence)
 //

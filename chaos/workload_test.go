@@ -1,6 +1,10 @@
 package chaos
 
-import "testing"
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
 
 // TestShouldMove: a follower moves to a newer epoch or to another primary
 // at its own epoch; never back to an older epoch's view (an isolated
@@ -34,5 +38,39 @@ func TestShouldMove(t *testing.T) {
 	}
 	if followers != 2 || isFollower(0) || !isFollower(1) {
 		t.Fatalf("every second client of a volume follows: %d of 4", followers)
+	}
+}
+
+// TestLookOrder: a follower asks every node once per round, in an order
+// the seed fixes, so no node (an isolated one, say) is asked three times
+// in a row.
+func TestLookOrder(t *testing.T) {
+	draw := func(seed uint64) []int {
+		o := &lookOrder{rng: rand.New(rand.NewPCG(seed, 1)), n: 3}
+		var out []int
+		for range 300 {
+			out = append(out, o.next())
+		}
+		return out
+	}
+	for seed := range uint64(50) {
+		got := draw(seed)
+		if !reflect.DeepEqual(got, draw(seed)) {
+			t.Fatalf("seed %d: two orders", seed)
+		}
+		for r := 0; r < len(got); r += 3 {
+			seen := map[int]bool{}
+			for _, i := range got[r : r+3] {
+				if i < 0 || i >= 3 || seen[i] {
+					t.Fatalf("seed %d: round %v does not ask each node once", seed, got[r:r+3])
+				}
+				seen[i] = true
+			}
+		}
+		for i := 2; i < len(got); i++ {
+			if got[i] == got[i-1] && got[i] == got[i-2] {
+				t.Fatalf("seed %d: node %d asked three times in a row", seed, got[i])
+			}
+		}
 	}
 }
