@@ -35,7 +35,9 @@ func envInt(t *testing.T, name string, def uint64) uint64 {
 // printing the one-line command that replays the schedule. `make test`
 // runs 20 short ones (seeds 1..20); `make chaos` sets CHAOS_PROFILE=long,
 // CHAOS_SCHEDULES, CHAOS_SEED and CHAOS_REPORT; CHAOS_SEEDS=a,b,c runs
-// exactly those seeds (replaying several findings at once).
+// exactly those seeds (replaying several findings at once);
+// CHAOS_SCHEDULE='isolate(primary(v0))@2s+22s' runs that one hand-written
+// schedule (ParseSchedule) with seed CHAOS_SEED, the line's seed=, or 1.
 func TestChaosSchedules(t *testing.T) {
 	testcluster.Require(t)
 	profile := os.Getenv("CHAOS_PROFILE")
@@ -47,6 +49,23 @@ func TestChaosSchedules(t *testing.T) {
 	}
 	schedules := envInt(t, "CHAOS_SCHEDULES", 20)
 	seed := envInt(t, "CHAOS_SEED", 1)
+	var fixed *Schedule
+	if spec := os.Getenv("CHAOS_SCHEDULE"); spec != "" {
+		s, err := ParseSchedule(spec)
+		if err != nil {
+			t.Fatalf("CHAOS_SCHEDULE: %v", err)
+		}
+		if os.Getenv("CHAOS_SEED") != "" || !strings.Contains(spec, "seed=") {
+			s.Seed = seed
+		}
+		// Not a seed's schedule: its replay is the line itself, and it
+		// has no place in a report of random schedules.
+		s.Profile = "fixed"
+		if os.Getenv("CHAOS_REPORT") != "" {
+			t.Fatal("CHAOS_SCHEDULE runs one hand-written schedule, which is not part of a report: unset CHAOS_REPORT")
+		}
+		fixed = &s
+	}
 	// VMs: 1 in the long profile, none in CI (a guest's creation and boot
 	// under TCG costs every schedule 15-30 s).
 	var defVMs uint64
@@ -80,7 +99,9 @@ func TestChaosSchedules(t *testing.T) {
 	for i := range schedules {
 		seeds = append(seeds, seed+i)
 	}
-	if list := os.Getenv("CHAOS_SEEDS"); list != "" {
+	if fixed != nil {
+		seeds = []uint64{fixed.Seed}
+	} else if list := os.Getenv("CHAOS_SEEDS"); list != "" {
 		// Replays of several findings at once: CHAOS_SEEDS=5,226,244.
 		seeds = seeds[:0]
 		for _, f := range strings.Split(list, ",") {
@@ -93,13 +114,18 @@ func TestChaosSchedules(t *testing.T) {
 	}
 	sum := &Summary{Profile: profile, FirstSeed: seeds[0]}
 	for _, sd := range seeds {
-		res, err := r.Run(ctx, sd)
+		var res *Result
+		if fixed != nil {
+			res, err = r.RunSchedule(ctx, *fixed)
+		} else {
+			res, err = r.Run(ctx, sd)
+		}
 		if err != nil {
 			t.Fatalf("seed %d: the harness could not run the schedule: %v", sd, err)
 		}
 		sum.Add(res)
-		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d disk hits, %d delayed packets, %d anomalies, %s: %s",
-			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, res.DiskHits, res.DelayedPackets, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
+		t.Logf("seed %d: %d ops, %d acknowledged writes, %d reads checked, %d follower moves, %d disk hits, %d delayed packets, %d anomalies, %s: %s",
+			res.Seed, res.Ops, res.AckedWrites, res.ReadsChecked, res.FollowerMoves, res.DiskHits, res.DelayedPackets, len(res.Anomalies), res.Wall.Round(time.Millisecond), res.Schedule)
 		if vms > 0 {
 			t.Logf("seed %d: VMs: %d libvirt samples, %d guest heartbeats, disk counter %d, %d QEMUs killed by the watchdog, %d restarts given up (vm start), ran on (node#domain ID) %v",
 				res.Seed, res.VMSamples, res.GuestBeats, res.GuestCounter, res.WatchdogKills, res.VMGivenUp, res.VMTrail)

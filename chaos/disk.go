@@ -40,6 +40,12 @@ func diskVariantName(v int) string {
 	return fmt.Sprintf("variant%d", v)
 }
 
+// slowDiskDelay is what a DiskSlow fault adds to every operation: 50ms plus
+// 5ms per point of Fault.Percent (0-30 when generated: 50-200ms).
+func slowDiskDelay(percent int) time.Duration {
+	return time.Duration(50+percent*5) * time.Millisecond
+}
+
 // FaultDisks is the DiskNemesis over internal/faultfs: each node's volume
 // directory is a fault-injecting FUSE filesystem served by the test
 // process, mounted before tandemd first starts (Open does it when
@@ -74,7 +80,7 @@ func (d *FaultDisks) rule(f Fault) faultfs.Fault {
 	case DiskSlow:
 		// Under the replication and NBD timeouts on its own, above them
 		// when several operations queue behind one another.
-		return faultfs.Fault{Ops: faultfs.OpAll, Delay: time.Duration(50+f.Percent*5) * time.Millisecond}
+		return faultfs.Fault{Ops: faultfs.OpAll, Delay: slowDiskDelay(f.Percent)}
 	case DiskReadEIO:
 		return faultfs.Fault{Ops: faultfs.OpRead, Path: vol, Err: syscall.EIO}
 	default:

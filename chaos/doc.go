@@ -39,6 +39,34 @@
 //     node maintenance enable/disable. Refusals (no quorum, replica not
 //     UpToDate) are expected under faults and only counted.
 //
+// # Hand-written schedules
+//
+// CHAOS_SCHEDULE runs one exact schedule instead of random ones, written
+// as a schedule prints (ParseSchedule): the whole line
+// (seed=1 profile=ci length=5s faults=[...]) or only its faults,
+//
+//	CHAOS_SCHEDULE='isolate(primary(v0))@2s+22s' go test -count=1 -run 'TestChaosSchedules$' ./chaos/
+//
+// Each fault is KIND(ARGS)@START+DURATION (instant kinds have no
+// +DURATION), the times Go durations from the workload's start, the
+// arguments as Fault.String prints them; a slow disk prints its delay
+// (disk(v0,n2,slow,125ms)) so that a printed schedule replays exactly.
+// Where a fault names one node, primary(v0) (or primary(vm0-disk)) names
+// the primary of that volume when the fault is applied
+// (Fault.NodeIsPrimary): the runner places one primary on each node,
+// rotated with the seed (seed 1: v0's on n3, v1's on n1, v2's on n2), and
+// earlier faults may move them. The seed is CHAOS_SEED, else the
+// line's seed=, else 1; it still names the volumes and seeds the clients.
+// Without a length the workload stops 2s after the last heal. Malformed
+// input fails before the cluster starts; nodes, volumes, VMs or kinds the
+// runner does not have (Schedule.Check) before the schedule does. A fixed
+// schedule is not part of a report (CHAOS_REPORT is refused with it) and
+// its replay command is its own line. An isolation of a primary that is
+// to show two writers must outlast the self-fence lease (4s) and HA's
+// promotion elsewhere (the node is declared dead 3s after the cut and
+// fenced once its lease plus margin ran out: 6.4s after the cut in one
+// run), and leave time for the writes after it: isolate(primary(v0))@2s+22s.
+//
 // Delay is NFQUEUE (internal/netdelay): the kernel has no netem and nft
 // has no queue expression here (CONFIG_NFT_QUEUE is not set), but the
 // xtables NFQUEUE target is built in, so two iptables rules in the node's
@@ -160,6 +188,26 @@
 // `volume show` where the primary is and reconnects there, over the unix
 // NBD socket in the primary's data directory (the path a VM on that node
 // uses); the history records the node and the epoch it connected at.
+//
+// Every second client of each volume (the odd ones: one of the default
+// two; a fixed rule, so neither the schedule's random stream nor the
+// clients' own changes) is a follower, an NBD consumer that reconnects on
+// its own: about every second (0.75-1.25s) it asks `volume show` through
+// one node, each node once per round in a random order (lookOrder; a
+// stream of its own, seeded by the seed and the client), and between two
+// requests moves to the primary that answer names if it is at a newer
+// epoch, or another node at the same epoch (shouldMove). An answer at an
+// older epoch is stale (an isolated node knows only its own view) and is
+// ignored; asking the nodes in turn rather than always the same one is
+// what lets a follower hear of a new primary while some node is cut off
+// (and once per round rather than independently drawn: seed 1's follower
+// of v0 drew the isolated node four times in a row). The other clients
+// move only after an error. (A look takes up to about 3s while a replica
+// of the volume does not answer; the follower writes on meanwhile.)
+// Without followers, a primary that wrongly kept acknowledging while cut
+// off would keep all its clients, the new primary would get no writes,
+// and two writers would never show in the history. Result.FollowerMoves
+// counts the moves.
 //
 // # Checkers (after healing, a resync and the wait for convergence)
 //

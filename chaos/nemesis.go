@@ -64,6 +64,19 @@ func (m *nemesis) run(ctx context.Context, s Schedule, start time.Time) {
 			if !sleepUntil(ctx, start.Add(f.At)) {
 				return
 			}
+			if f.NodeIsPrimary {
+				// Found now, and healed on the same node.
+				i, err := m.r.primaryOf(ctx, f)
+				if err == nil && f.Kind == OneWay && i == f.Peer {
+					err = fmt.Errorf("the primary is n%d, the one-way's other end", i+1)
+				}
+				if err != nil {
+					m.r.harnessErr(fmt.Errorf("apply %s: %w", f, err))
+					return
+				}
+				f.Node = i
+				m.log.Info("chaos: fault on the volume's primary", "fault", f.String(), "node", m.node(i).Name)
+			}
 			m.apply(ctx, f)
 			if f.Kind.Instant() {
 				return

@@ -350,6 +350,20 @@ func (r *Runner) showVolume(ctx context.Context, name string) (*tandemv1.VolumeI
 	return &info, r.showJSON(ctx, &info, "volume", "show", name)
 }
 
+// showVolumeVia asks node n alone for the volume: its view, stale if it is
+// cut off.
+func (r *Runner) showVolumeVia(ctx context.Context, n *testcluster.Node, name string) (*tandemv1.VolumeInfo, error) {
+	out, _, err := r.td.CLI(ctx, n, "volume", "show", name, "--output", "json")
+	if err != nil {
+		return nil, err
+	}
+	var info tandemv1.VolumeInfo
+	if err := adminclient.UnmarshalJSON([]byte(out), &info); err != nil {
+		return nil, fmt.Errorf("volume show %s via %s: %w", name, n.Name, err)
+	}
+	return &info, nil
+}
+
 func (r *Runner) volName(i int) string {
 	if i < len(r.vols) {
 		return r.vols[i].name
@@ -367,6 +381,25 @@ func (r *Runner) faultVolume(f Fault) string {
 		return ""
 	}
 	return r.volName(f.Volume)
+}
+
+// primaryOf finds the node index of the current primary of the fault's
+// volume (Fault.NodeIsPrimary).
+func (r *Runner) primaryOf(ctx context.Context, f Fault) (int, error) {
+	vol := r.faultVolume(f)
+	if vol == "" {
+		return 0, fmt.Errorf("no volume %s in this schedule", f.volumeArg())
+	}
+	info, err := r.showVolume(ctx, vol)
+	if err != nil {
+		return 0, fmt.Errorf("find the primary of %s: %w", vol, err)
+	}
+	for i, n := range r.c.Nodes {
+		if n.Name == info.GetPrimary() {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("volume %s has no primary (%q)", vol, info.GetPrimary())
 }
 
 // promote makes another replica of the fault's volume primary.
@@ -426,6 +459,9 @@ type Result struct {
 	// DelayedPackets is how many backend packets the delay faults held:
 	// whether they reached tandemd's traffic.
 	DelayedPackets uint64 `json:"delayed_packets,omitempty"`
+	// FollowerMoves counts the follower clients' moves to a primary a
+	// look found elsewhere or at a newer epoch (not those after an error).
+	FollowerMoves int `json:"follower_moves,omitempty"`
 	// With VMs: the libvirt samples taken, the guests' heartbeats
 	// received, the highest disk counter they reported, and the QEMUs the
 	// harness's watchdog killed (tandemd down past the lease).
@@ -448,12 +484,23 @@ type Result struct {
 // the checkers. It fails (error) only when the harness itself cannot go on;
 // what the checkers find is in Result.Anomalies.
 func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
-	began := time.Now()
 	s, err := Generate(seed, r.Options())
 	if err != nil {
 		return nil, err
 	}
 	s.Profile = r.cfg.Profile
+	return r.RunSchedule(ctx, s)
+}
+
+// RunSchedule plays s as Run plays a generated schedule: a hand-written
+// one (ParseSchedule, CHAOS_SCHEDULE) or one generated elsewhere. The seed
+// still names the volumes, rotates their primaries and seeds the clients.
+func (r *Runner) RunSchedule(ctx context.Context, s Schedule) (*Result, error) {
+	began := time.Now()
+	if err := s.Check(r.Options()); err != nil {
+		return nil, err
+	}
+	seed := s.Seed
 	res := &Result{Seed: seed, Schedule: s.String(), Replay: s.Replay()}
 	r.mu.Lock()
 	r.harness = nil
@@ -487,6 +534,13 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	for k, v := range r.vols {
 		for c := range r.cfg.ClientsPerVolume {
 			cl := r.newClient(seed, k*r.cfg.ClientsPerVolume+c, v.name)
+			if isFollower(c) {
+				cl.follower, cl.moves = true, &w.moves
+				// Its own stream: the client's operations and the
+				// schedule stay what the seed made of them before.
+				cl.look = rand.New(rand.NewPCG(seed^0x6a09e667f3bcc909, uint64(cl.id)))
+				cl.sightings = make(chan Sighting, 1)
+			}
 			for j := range r.cfg.BlocksPerClient {
 				cl.blocks = append(cl.blocks, uint64(c*r.cfg.BlocksPerClient+j)*blockStride%volumeBlocks)
 			}
@@ -510,6 +564,7 @@ func (r *Runner) Run(ctx context.Context, seed uint64) (*Result, error) {
 	w.stop()
 	stopWatchdog()
 	faulted := time.Since(start)
+	res.FollowerMoves = int(w.moves.Load())
 	res.Injected = nem.injected
 	res.OperatorRefused = nem.opErrors
 	if r.fdisks != nil {

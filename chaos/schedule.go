@@ -109,8 +109,15 @@ type Fault struct {
 	// Variant is what a Disk fault does (DiskWriteEIO, DiskSlow,
 	// DiskReadEIO); Percent then scales a slow disk's delay.
 	Variant int
-	At      time.Duration
-	For     time.Duration
+	// NodeIsPrimary: Node is not fixed but found when the fault is
+	// applied: the primary of the fault's volume (Volume, or the VM's disk
+	// with VMDisk) at that moment. Only hand-written schedules have it
+	// (ParseSchedule), printed "primary(v0)" where the node would be: the
+	// runner rotates primaries with the seed, and a fault meant for "the
+	// primary" must find it after earlier faults moved it.
+	NodeIsPrimary bool
+	At            time.Duration
+	For           time.Duration
 }
 
 // End is when the fault is healed.
@@ -120,33 +127,47 @@ func (f Fault) End() time.Duration { return f.At + f.For }
 func (f Fault) String() string {
 	var arg string
 	switch f.Kind {
-	case OneWay:
-		arg = fmt.Sprintf("n%d->n%d", f.Node+1, f.Peer+1)
 	case Split:
 		names := make([]string, len(f.Group))
 		for i, g := range f.Group {
 			names[i] = "n" + strconv.Itoa(g+1)
 		}
 		arg = strings.Join(names, "+") + "|rest"
+	case OneWay:
+		arg = fmt.Sprintf("%s->n%d", f.nodeArg(), f.Peer+1)
 	case Loss:
-		arg = fmt.Sprintf("n%d,%d%%", f.Node+1, f.Percent)
+		arg = fmt.Sprintf("%s,%d%%", f.nodeArg(), f.Percent)
 	case Delay:
-		arg = fmt.Sprintf("n%d,%s", f.Node+1, f.Latency)
+		arg = fmt.Sprintf("%s,%s", f.nodeArg(), f.Latency)
 	case Promote, Resync, Verify:
 		arg = fmt.Sprintf("%s,n%d", f.volumeArg(), f.Node+1)
 	case Disk:
 		arg = fmt.Sprintf("%s,n%d,%s", f.volumeArg(), f.Node+1, diskVariantName(f.Variant))
+		if f.Variant == DiskSlow {
+			// The delay, so that a printed schedule replays exactly
+			// (CHAOS_SCHEDULE).
+			arg += "," + slowDiskDelay(f.Percent).String()
+		}
 	case KillQEMU:
 		arg = fmt.Sprintf("vm%d", f.VM)
 	case Migrate:
 		arg = fmt.Sprintf("vm%d->n%d", f.VM, f.Node+1)
 	default:
-		arg = fmt.Sprintf("n%d", f.Node+1)
+		arg = f.nodeArg()
 	}
 	if f.Kind.Instant() {
 		return fmt.Sprintf("%s(%s)@%.2fs", f.Kind, arg, f.At.Seconds())
 	}
 	return fmt.Sprintf("%s(%s)@%.2fs+%.2fs", f.Kind, arg, f.At.Seconds(), f.For.Seconds())
+}
+
+// nodeArg names the fault's node in String: "n2", or "primary(v0)" when
+// it is found at apply time (NodeIsPrimary).
+func (f Fault) nodeArg() string {
+	if f.NodeIsPrimary {
+		return "primary(" + f.volumeArg() + ")"
+	}
+	return fmt.Sprintf("n%d", f.Node+1)
 }
 
 // volumeArg names the fault's volume in String: "v1", or "vm0-disk".
@@ -290,10 +311,16 @@ func (s Schedule) String() string {
 
 // Replay is the one-line command that runs this schedule again.
 func (s Schedule) Replay() string {
-	if s.Profile == "ci" {
+	switch s.Profile {
+	case "fixed":
+		// A hand-written schedule (ParseSchedule): the whole line, seed
+		// and length included.
+		return fmt.Sprintf("CHAOS_SCHEDULE='%s' go test -count=1 -run 'TestChaosSchedules$' ./chaos/", s)
+	case "ci":
 		return fmt.Sprintf("CHAOS_SEED=%d CHAOS_SCHEDULES=1 go test -count=1 -run 'TestChaosSchedules$' ./chaos/", s.Seed)
+	default:
+		return fmt.Sprintf("make chaos SEED=%d SCHEDULES=1", s.Seed)
 	}
-	return fmt.Sprintf("make chaos SEED=%d SCHEDULES=1", s.Seed)
 }
 
 // Overlaps counts the pairs of faults whose intervals intersect.

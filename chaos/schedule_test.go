@@ -121,7 +121,11 @@ func TestGenerateDisk(t *testing.T) {
 			if f.Variant < 0 || f.Variant >= diskVariants || f.Percent < 0 || f.Percent > 30 || f.For <= 0 {
 				t.Fatalf("seed %d: disk fault out of range: %+v", seed, f)
 			}
-			if !strings.Contains(f.String(), ","+diskVariantName(f.Variant)+")") {
+			name := "," + diskVariantName(f.Variant) + ")"
+			if f.Variant == DiskSlow {
+				name = fmt.Sprintf(",slow,%s)", slowDiskDelay(f.Percent))
+			}
+			if !strings.Contains(f.String(), name) {
 				t.Fatalf("seed %d: %s does not name its variant", seed, f)
 			}
 			variants[f.Variant]++
