@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhci/tandem/blockstore/uring"
 	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
@@ -40,11 +41,19 @@ type diskFile interface {
 // osDisk is a diskFile on an *os.File. Going through os.File (rather than a
 // bare fd) means a Close racing with I/O can never hit a reused fd number:
 // the runtime holds a reference for the duration of each call.
+//
+// With ring set, reads and writes go through the io_uring instead
+// (IOURing): same results and errors, but the calling goroutine parks on a
+// channel rather than blocking its thread in pread/pwrite.
 type osDisk struct {
-	f *os.File
+	f    *os.File
+	ring *uring.File
 }
 
 func (d *osDisk) ReadAt(p []byte, off int64) (int, error) {
+	if d.ring != nil {
+		return d.ring.ReadAt(p, off)
+	}
 	n, err := d.f.ReadAt(p, off)
 	if err == io.EOF {
 		err = fmt.Errorf("short read (%d of %d bytes at offset %d): %w", n, len(p), off, io.ErrUnexpectedEOF)
@@ -52,9 +61,17 @@ func (d *osDisk) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func (d *osDisk) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p, off) }
+func (d *osDisk) WriteAt(p []byte, off int64) (int, error) {
+	if d.ring != nil {
+		return d.ring.WriteAt(p, off, 0)
+	}
+	return d.f.WriteAt(p, off)
+}
 
 func (d *osDisk) WriteAtDsync(p []byte, off int64) (int, error) {
+	if d.ring != nil {
+		return d.ring.WriteAt(p, off, uring.RWFDsync)
+	}
 	done := 0
 	err := d.control(func(fd int) error {
 		for done < len(p) {
@@ -87,7 +104,14 @@ func (d *osDisk) Fallocate(mode uint32, off, length int64) error {
 	})
 }
 
-func (d *osDisk) Close() error { return d.f.Close() }
+// Close closes the ring (after the requests in flight) and then the file.
+func (d *osDisk) Close() error {
+	var err error
+	if d.ring != nil {
+		err = d.ring.Close()
+	}
+	return errors.Join(err, d.f.Close())
+}
 
 // control runs fn with the raw fd while the os.File keeps it alive.
 func (d *osDisk) control(fn func(fd int) error) error {
