@@ -52,6 +52,13 @@ package blockstore
 //     promises.
 //   - Any error leaves the request reported as not done (n == 0), wrapped
 //     with the volume path, the operation and the byte range.
+//   - The transfers themselves are blocking pread/pwrite/pwritev2 (IOSync)
+//     or, with OpenOptions.IO or $TANDEM_BLOCKSTORE_IO set to "uring",
+//     requests to an io_uring per volume (blockstore/uring), where the
+//     caller's goroutine waits on a channel instead of blocking a thread:
+//     the same transfers, flags (FUA is RWF_DSYNC in the request) and
+//     errno values, so the durability rules above and the callers' disk
+//     fault detection do not change. Metadata reads in Open stay blocking.
 //
 // Exclusive use: files are flock()ed, devices opened with O_EXCL, so two
 // daemons cannot open one volume.

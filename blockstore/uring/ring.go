@@ -22,8 +22,6 @@ const (
 
 	sqeFixedFile = 1 << 0
 
-	enterGetEvents = 1 << 0
-
 	registerFiles   = 2
 	unregisterFiles = 3
 	registerEventfd = 4
