@@ -42,7 +42,7 @@ type diskFile interface {
 // bare fd) means a Close racing with I/O can never hit a reused fd number:
 // the runtime holds a reference for the duration of each call.
 //
-// With ring set, reads and writes go through the io_uring instead
+// With ring set, reads, writes and fdatasync go through the io_uring instead
 // (IOURing): same results and errors, but the calling goroutine parks on a
 // channel rather than blocking its thread in pread/pwrite.
 type osDisk struct {
@@ -93,6 +93,9 @@ func (d *osDisk) WriteAtDsync(p []byte, off int64) (int, error) {
 }
 
 func (d *osDisk) Datasync() error {
+	if d.ring != nil {
+		return d.ring.Datasync()
+	}
 	return d.control(func(fd int) error {
 		return pathErr("fdatasync", d.f.Name(), retryEINTR(func() error { return unix.Fdatasync(fd) }))
 	})

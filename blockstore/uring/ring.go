@@ -17,10 +17,15 @@ import (
 // The kernel ABI (include/uapi/linux/io_uring.h).
 const (
 	opNop   = 0
+	opFsync = 3
 	opRead  = 22
 	opWrite = 23
 
 	sqeFixedFile = 1 << 0
+
+	fsyncDatasync = 1 << 0 // IORING_FSYNC_DATASYNC, in the rw_flags slot
+
+	enterGetEvents = 1 << 0
 
 	registerFiles   = 2
 	unregisterFiles = 3
@@ -141,28 +146,64 @@ type File struct {
 
 	efd        *os.File // the eventfd, read through the netpoller
 	reaperDone chan struct{}
+	reapThread bool // reapBlocking rather than reap
+	stop       bool // reapBlocking: the stop NOP completed (reaper only)
 	closeOnce  sync.Once
 	closeErr   error
 	enterErrs  atomic.Uint64 // io_uring_enter failures, for tests
 }
 
-// Open sets up a ring for f and registers f with it. f must stay open until
-// Close returns. It fails (wrapping ENOSYS, EPERM, ...) where the kernel
+// Open sets up a ring for f. The ring gets an open file description of its
+// own for f's file (opened through /proc/self/fd), which it alone holds:
+// the kernel tears a ring down asynchronously, and a reference it kept to
+// f's description would keep f's flock (or a device's O_EXCL claim) alive
+// after f is closed. f must stay open until Open returns; it may be closed
+// before Close. Open fails (wrapping ENOSYS, EPERM, ...) where the kernel
 // has no io_uring or forbids it; callers then fall back to blocking I/O.
 func Open(f *os.File) (*File, error) {
-	rc, err := f.SyscallConn()
+	own, err := reopen(f)
 	if err != nil {
 		return nil, fmt.Errorf("io_uring: %w", err)
 	}
+	defer own.Close() // registered with the ring, which keeps it open
 	var u *File
 	var ferr error
-	if err := rc.Control(func(fd uintptr) { u, ferr = setup(f.Name(), int(fd)) }); err != nil {
+	if err := control(own, func(fd int) { u, ferr = setup(f.Name(), fd, false) }); err != nil {
 		return nil, fmt.Errorf("io_uring: %w", err)
 	}
 	return u, ferr
 }
 
-func setup(name string, fileFD int) (_ *File, err error) {
+// reopen opens a new description of f's file with f's access mode and
+// O_DIRECT, but without O_EXCL (a device's exclusive claim stays f's).
+func reopen(f *os.File) (*os.File, error) {
+	var path string
+	var flags int
+	var ferr error
+	if err := control(f, func(fd int) {
+		path = fmt.Sprintf("/proc/self/fd/%d", fd)
+		flags, ferr = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if ferr != nil {
+		return nil, fmt.Errorf("fcntl(F_GETFL) %s: %w", f.Name(), ferr)
+	}
+	return os.OpenFile(path, flags&(unix.O_ACCMODE|unix.O_DIRECT|unix.O_DSYNC|unix.O_SYNC)|unix.O_CLOEXEC, 0)
+}
+
+// control runs fn with f's fd while f keeps it alive.
+func control(f *os.File, fn func(fd int)) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(fd uintptr) { fn(int(fd)) })
+}
+
+// setup makes the ring for fileFD. reapThread picks the other reaper (see
+// reapBlocking), kept for the benchmark that compares the two.
+func setup(name string, fileFD int, reapThread bool) (_ *File, err error) {
 	var p params
 	r1, _, e := unix.Syscall(unix.SYS_IO_URING_SETUP, Entries, uintptr(unsafe.Pointer(&p)), 0)
 	if e != 0 {
@@ -227,7 +268,12 @@ func setup(name string, fileFD int) (_ *File, err error) {
 		u.slots[i].done = make(chan int32, 1)
 		u.free <- uint32(i)
 	}
-	go u.reap()
+	u.reapThread = reapThread
+	if reapThread {
+		go u.reapBlocking()
+	} else {
+		go u.reap()
+	}
 	return u, nil
 }
 
@@ -296,6 +342,23 @@ func (u *File) transfer(opcode uint8, op string, p []byte, off int64, rwFlags ui
 		done += int(res)
 	}
 	return done, nil
+}
+
+// Datasync is fdatasync(2) through the ring.
+func (u *File) Datasync() error {
+	for {
+		res, err := u.do(opFsync, nil, 0, fsyncDatasync)
+		if err != nil {
+			return &os.PathError{Op: "fdatasync", Path: u.name, Err: err}
+		}
+		switch {
+		case res == -int32(unix.EINTR) || res == -int32(unix.EAGAIN):
+			continue
+		case res < 0:
+			return &os.PathError{Op: "fdatasync", Path: u.name, Err: syscall.Errno(-res)}
+		}
+		return nil
+	}
 }
 
 // Nop submits a no-op and waits for its completion: the ring's round trip.
@@ -393,6 +456,9 @@ func (u *File) submit(batch []queued) {
 		head = atomic.LoadUint32(u.sqHead)
 		for t := head; t != tail; t++ {
 			slot := uint32(u.sqes[t&u.sqMask].userData)
+			if slot == stopSlot {
+				continue // Close's wake-up, refused: cannot happen with no other request
+			}
 			u.slots[slot].err = e
 			u.slots[slot].done <- errSubmit
 		}
@@ -421,11 +487,35 @@ func (u *File) reap() {
 	}
 }
 
+// reapBlocking is the alternative reaper: it waits in io_uring_enter
+// (GETEVENTS) on a thread of its own instead of on the eventfd through the
+// netpoller. BenchmarkWrite4K compares the two; reap won (see doc.go).
+func (u *File) reapBlocking() {
+	defer close(u.reaperDone)
+	for {
+		u.drain()
+		if u.stop {
+			return
+		}
+		_, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(u.fd), 0, 1, enterGetEvents, 0, 0)
+		if e != 0 && e != unix.EINTR && e != unix.EAGAIN && e != unix.EBUSY {
+			time.Sleep(time.Millisecond) // cannot happen; poll rather than lose completions
+		}
+	}
+}
+
+// stopSlot marks the NOP Close submits to wake reapBlocking.
+const stopSlot = ^uint32(0)
+
 func (u *File) drain() {
 	head := *u.cqHead // only the reaper writes it
 	tail := atomic.LoadUint32(u.cqTail)
 	for ; head != tail; head++ {
 		c := u.cqes[head&u.cqMask]
+		if c.userData == uint64(stopSlot) {
+			u.stop = true
+			continue
+		}
 		u.slots[c.userData].done <- c.res
 	}
 	atomic.StoreUint32(u.cqHead, head)
@@ -438,6 +528,10 @@ func (u *File) Close() error {
 		close(u.closing)
 		for range u.slots {
 			<-u.free // every slot back: nothing in flight
+		}
+		if u.reapThread {
+			// No caller is submitting: all slots are back.
+			u.submit([]queued{{slot: stopSlot, opcode: opNop}})
 		}
 		if err := u.efd.Close(); err != nil {
 			u.closeErr = fmt.Errorf("io_uring: close eventfd: %w", err)

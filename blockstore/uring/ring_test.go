@@ -84,6 +84,9 @@ func TestRoundTrip(t *testing.T) {
 	if err := u.Nop(); err != nil {
 		t.Fatal(err)
 	}
+	if err := u.Datasync(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Many goroutines writing distinct blocks at once (more than the ring's
@@ -247,7 +250,15 @@ func BenchmarkWrite4K(b *testing.B) {
 		b.Skip(err)
 	}
 	defer u.Close()
-	for _, mode := range []string{"pwrite", "uring"} {
+	var ut *File
+	var ferr error
+	rc, _ := f.SyscallConn()
+	rc.Control(func(fd uintptr) { ut, ferr = setup(f.Name(), int(fd), true) })
+	if ferr != nil {
+		b.Fatal(ferr)
+	}
+	defer ut.Close()
+	for _, mode := range []string{"pwrite", "uring", "uring-thread"} {
 		b.Run(mode, func(b *testing.B) {
 			b.SetParallelism(16)
 			before := cpuTime(b)
@@ -256,9 +267,12 @@ func BenchmarkWrite4K(b *testing.B) {
 				for pb.Next() {
 					off := int64(rand.IntN(blocks)) * block
 					var err error
-					if mode == "uring" {
+					switch mode {
+					case "uring":
 						_, err = u.WriteAt(p, off, 0)
-					} else {
+					case "uring-thread":
+						_, err = ut.WriteAt(p, off, 0)
+					default:
 						_, err = f.WriteAt(p, off)
 					}
 					if err != nil {
@@ -278,4 +292,84 @@ func cpuTime(b *testing.B) int64 {
 		b.Fatal(err)
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// The alternative reaper (a thread in io_uring_enter) delivers completions
+// and stops on Close too.
+func TestReapThread(t *testing.T) {
+	f, err := os.OpenFile(filepath.Join(t.TempDir(), "f"), os.O_RDWR|os.O_CREATE|unix.O_DIRECT, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(64 * block); err != nil {
+		t.Fatal(err)
+	}
+	var u *File
+	rc, _ := f.SyscallConn()
+	rc.Control(func(fd uintptr) { u, err = setup(f.Name(), int(fd), true) })
+	if err != nil {
+		t.Skip(err)
+	}
+	var wg sync.WaitGroup
+	for w := range 64 {
+		wg.Go(func() {
+			p := alignedBuf(block)
+			p[0] = byte(w)
+			if _, err := u.WriteAt(p, int64(w)*block, 0); err != nil {
+				t.Error(err)
+			}
+			clear(p)
+			if _, err := u.ReadAt(p, int64(w)*block); err != nil || p[0] != byte(w) {
+				t.Errorf("block %d reads %d, %v", w, p[0], err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The ring holds a description of its own, so closing the file releases
+// its flock at once, however the ring's asynchronous teardown goes.
+func TestFlockReleased(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	for i := range 50 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_DIRECT|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			t.Fatalf("round %d: flock: %v", i, err)
+		}
+		if err := f.Truncate(4 * block); err != nil {
+			t.Fatal(err)
+		}
+		u, err := Open(f)
+		if err != nil {
+			t.Skip(err)
+		}
+		if _, err := u.WriteAt(alignedBuf(block), block, RWFDsync); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.Datasync(); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 { // either order
+			u.Close()
+			f.Close()
+		} else {
+			f.Close()
+			defer u.Close()
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatalf("flock after the last close: %v", err)
+	}
 }
