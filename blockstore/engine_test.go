@@ -36,9 +36,15 @@ func openEngine(t *testing.T, opts OpenOptions, log *bytes.Buffer) (*LocalVolume
 // also from many goroutines at once, and the data is what a blocking
 // reopen reads; Close releases the file at once (flock included).
 func TestIOURingEngine(t *testing.T) {
+	for _, e := range []IOEngine{IOURing, IOURingAlways} {
+		t.Run(string(e), func(t *testing.T) { testIOURingEngine(t, e) })
+	}
+}
+
+func testIOURingEngine(t *testing.T, e IOEngine) {
 	var log bytes.Buffer
-	v, path := openEngine(t, OpenOptions{IO: IOURing}, &log)
-	if v.Engine() != IOURing {
+	v, path := openEngine(t, OpenOptions{IO: e}, &log)
+	if v.Engine() != e {
 		t.Skipf("io_uring not available here: %s", log.String())
 	}
 	ctx := context.Background()
@@ -133,13 +139,14 @@ func TestIOEngineEnv(t *testing.T) {
 		{"", IOSync, ""},
 		{"sync", IOSync, ""},
 		{"uring", IOURing, ""},
+		{"uring-always", IOURingAlways, ""},
 		{"aio", IOSync, "unknown I/O engine"},
 	} {
 		t.Run(c.env, func(t *testing.T) {
 			t.Setenv(IOEngineEnv, c.env)
 			var log bytes.Buffer
 			v, _ := openEngine(t, OpenOptions{}, &log)
-			if c.want == IOURing && strings.Contains(log.String(), "io_uring unavailable") {
+			if c.want != IOSync && strings.Contains(log.String(), "io_uring unavailable") {
 				t.Skipf("io_uring not available here: %s", log.String())
 			}
 			if v.Engine() != c.want {
@@ -150,4 +157,28 @@ func TestIOEngineEnv(t *testing.T) {
 			}
 		})
 	}
+}
+
+// IOURing sends a request through the ring only when another is under
+// way; IOURingAlways always does.
+func TestViaRing(t *testing.T) {
+	var log bytes.Buffer
+	v, _ := openEngine(t, OpenOptions{IO: IOURing}, &log)
+	d, ok := v.f.(*osDisk)
+	if !ok || d.ring == nil {
+		t.Skipf("io_uring not available here: %s", log.String())
+	}
+	if d.viaRing() {
+		t.Error("a lone request goes through the ring")
+	}
+	if !d.viaRing() {
+		t.Error("an overlapping request does not go through the ring")
+	}
+	d.done()
+	d.done()
+	d.always = true
+	if !d.viaRing() {
+		t.Error("IOURingAlways: a lone request does not go through the ring")
+	}
+	d.done()
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -42,16 +43,34 @@ type diskFile interface {
 // bare fd) means a Close racing with I/O can never hit a reused fd number:
 // the runtime holds a reference for the duration of each call.
 //
-// With ring set, reads, writes and fdatasync go through the io_uring instead
-// (IOURing): same results and errors, but the calling goroutine parks on a
-// channel rather than blocking its thread in pread/pwrite.
+// With ring set (IOURing), a read, write or fdatasync that starts while
+// another is in flight goes through the io_uring instead: same results and
+// errors, but the calling goroutine parks on a channel rather than blocking
+// its thread. One that starts alone makes the blocking syscall: the ring's
+// round trip wakes more threads (the submitter's for the completion's task
+// work, the netpoller's for the eventfd, then the caller's), which measured
+// +68 µs per write at queue depth 1 in this machine's VMs (A/B in the
+// uring package's doc), while with requests overlapping it saves a third
+// of the CPU per write.
 type osDisk struct {
-	f    *os.File
-	ring *uring.File
+	f        *os.File
+	ring     *uring.File
+	always   bool         // IOURingAlways: every request through the ring
+	inflight atomic.Int32 // requests under way, both paths
 }
 
+// viaRing admits a request and reports whether it should use the ring;
+// done must follow.
+func (d *osDisk) viaRing() bool {
+	n := d.inflight.Add(1)
+	return d.ring != nil && (n > 1 || d.always)
+}
+
+func (d *osDisk) done() { d.inflight.Add(-1) }
+
 func (d *osDisk) ReadAt(p []byte, off int64) (int, error) {
-	if d.ring != nil {
+	defer d.done()
+	if d.viaRing() {
 		return d.ring.ReadAt(p, off)
 	}
 	n, err := d.f.ReadAt(p, off)
@@ -62,14 +81,16 @@ func (d *osDisk) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (d *osDisk) WriteAt(p []byte, off int64) (int, error) {
-	if d.ring != nil {
+	defer d.done()
+	if d.viaRing() {
 		return d.ring.WriteAt(p, off, 0)
 	}
 	return d.f.WriteAt(p, off)
 }
 
 func (d *osDisk) WriteAtDsync(p []byte, off int64) (int, error) {
-	if d.ring != nil {
+	defer d.done()
+	if d.viaRing() {
 		return d.ring.WriteAt(p, off, uring.RWFDsync)
 	}
 	done := 0
@@ -93,7 +114,8 @@ func (d *osDisk) WriteAtDsync(p []byte, off int64) (int, error) {
 }
 
 func (d *osDisk) Datasync() error {
-	if d.ring != nil {
+	defer d.done()
+	if d.viaRing() {
 		return d.ring.Datasync()
 	}
 	return d.control(func(fd int) error {

@@ -54,8 +54,9 @@ package blockstore
 //     with the volume path, the operation and the byte range.
 //   - The transfers themselves are blocking pread/pwrite/pwritev2 (IOSync)
 //     or, with OpenOptions.IO or $TANDEM_BLOCKSTORE_IO set to "uring",
-//     requests to an io_uring per volume (blockstore/uring), where the
-//     caller's goroutine waits on a channel instead of blocking a thread:
+//     when they overlap others, requests to an io_uring per volume
+//     (blockstore/uring), where the caller's goroutine waits on a channel
+//     instead of blocking a thread:
 //     the same transfers, flags (FUA is RWF_DSYNC in the request) and
 //     errno values, so the durability rules above and the callers' disk
 //     fault detection do not change. Metadata reads in Open stay blocking.
@@ -114,12 +115,18 @@ const (
 	IODefault IOEngine = ""
 	// IOSync is blocking pread/pwrite/pwritev2 on the calling thread.
 	IOSync IOEngine = "sync"
-	// IOURing submits reads and writes to an io_uring per volume (package
-	// blockstore/uring): the caller's goroutine parks on a channel rather
-	// than blocking its thread, which costs less CPU per write. Where the
+	// IOURing submits reads, writes and fdatasyncs that overlap others to
+	// an io_uring per volume (package blockstore/uring): the caller's
+	// goroutine parks on a channel rather than blocking its thread, which
+	// costs less CPU per write; one that starts alone makes the blocking
+	// syscall, which has the lower latency (osDisk). Where the
 	// kernel refuses io_uring (ENOSYS, EPERM, io_uring_disabled), Open
 	// logs it once for the volume and uses IOSync.
 	IOURing IOEngine = "uring"
+	// IOURingAlways is IOURing without the blocking path for requests that
+	// start alone (see osDisk): every request goes through the ring. For
+	// tests and measurements; it costs latency at queue depth 1.
+	IOURingAlways IOEngine = "uring-always"
 )
 
 // IOEngineEnv names the environment variable IODefault reads, so a
@@ -528,7 +535,7 @@ func (v *LocalVolume) startEngine(opts OpenOptions, d *osDisk) {
 	case IODefault, IOSync:
 		v.engine = IOSync
 		return
-	case IOURing:
+	case IOURing, IOURingAlways:
 	default:
 		v.log.Warn("unknown I/O engine, using blocking I/O", "engine", string(e), "env", IOEngineEnv)
 		v.engine = IOSync
@@ -544,11 +551,11 @@ func (v *LocalVolume) startEngine(opts OpenOptions, d *osDisk) {
 		v.engine = IOSync
 		return
 	}
-	d.ring = ring
-	v.engine = IOURing
+	d.ring, d.always = ring, e == IOURingAlways
+	v.engine = e
 }
 
-// Engine is the I/O engine in use (IOSync or IOURing).
+// Engine is the I/O engine in use (IOSync, IOURing or IOURingAlways).
 func (v *LocalVolume) Engine() IOEngine { return v.engine }
 
 // Path is the file or device the volume lives on.

@@ -150,7 +150,6 @@ type File struct {
 	stop       bool // reapBlocking: the stop NOP completed (reaper only)
 	closeOnce  sync.Once
 	closeErr   error
-	enterErrs  atomic.Uint64 // io_uring_enter failures, for tests
 }
 
 // Open sets up a ring for f. The ring gets an open file description of its
@@ -452,7 +451,6 @@ func (u *File) submit(batch []queued) {
 			continue
 		}
 		// The kernel refused the rest: take them back and fail them.
-		u.enterErrs.Add(1)
 		head = atomic.LoadUint32(u.sqHead)
 		for t := head; t != tail; t++ {
 			slot := uint32(u.sqes[t&u.sqMask].userData)
