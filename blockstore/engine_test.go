@@ -128,15 +128,15 @@ func TestIOURingFallback(t *testing.T) {
 	}
 }
 
-// IODefault follows IOEngineEnv; an unknown value is logged and means
-// blocking I/O.
+// IODefault follows IOEngineEnv, and is IOURing without it; an unknown
+// value is logged and means blocking I/O.
 func TestIOEngineEnv(t *testing.T) {
 	for _, c := range []struct {
 		env  string
 		want IOEngine
 		warn string
 	}{
-		{"", IOSync, ""},
+		{"", IOURing, ""},
 		{"sync", IOSync, ""},
 		{"uring", IOURing, ""},
 		{"uring-always", IOURingAlways, ""},

@@ -28,11 +28,11 @@
 // Why the eventfd and the netpoller rather than a reaper blocked in
 // io_uring_enter(GETEVENTS): BenchmarkWrite4K, 4 KiB O_DIRECT overwrites
 // from 32 goroutines on ext4 over virtio, this 2-core machine, 3 runs each
-// (ns per write, CPU µs per write):
+// with the machine otherwise idle (time per write, CPU per write):
 //
-//	pwrite (os.File.WriteAt)          16.6-18.0 µs   13.0-15.2 µs CPU
-//	ring, eventfd through netpoller    9.1-9.4 µs     7.4-8.7 µs CPU
-//	ring, reaper thread in enter      10.8-12.1 µs   10.2-12.1 µs CPU
+//	pwrite (os.File.WriteAt)          20.5-28.3 us   17.8-25.0 us CPU
+//	ring, eventfd through netpoller   10.2-10.9 us    9.0-9.9 us CPU
+//	ring, reaper thread in enter      11.6-12.7 us   11.0-13.0 us CPU
 //
 // Measured in tandemd (bench/replication A/B, whole runs alternating with
 // the blocking build, 2 rounds, fio through NBD; CPU per write of the
@@ -48,8 +48,15 @@
 // one runs alone: each completion then wakes the submitting thread (its
 // task work), the netpoller's thread (the eventfd) and the caller, each
 // possibly on an idle vCPU. blockstore therefore sends a request through
-// the ring only when another is in flight (IOURing), and keeps the ring
-// off by default.
+// the ring only when another is in flight (IOURing, its default):
+//
+//	2 replicas, QD32:          CPU/write 0.72-0.77x (99.3 -> 73.7 us), IOPS 1.16-1.20x, p50 0.81-0.85x
+//	1 replica,  QD32:          CPU/write 0.66-0.68x (33.0 -> 22.0 us), IOPS 1.31-1.55x, p50 0.67-0.81x
+//	2 replicas, QD1 write+flush: write p50 0.98-1.03x, CPU/write 0.94-1.02x
+//	1 replica,  QD1 write+flush: write p50 0.68-1.04x, CPU/write 0.66-1.05x
+//
+// (qemu-nbd, which runs none of this code, came out at 0.82-0.95x IOPS
+// in the candidate's runs of both A/Bs: about the noise of a rate.)
 //
 // The ring has a file description of its own (Open): its teardown is
 // asynchronous, and a reference it kept to the caller's description would
