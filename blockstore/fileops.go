@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tandemhci/tandem/blockstore/uring"
 	"github.com/tandemhci/tandem/internal/bufpool"
 )
 
@@ -40,11 +42,37 @@ type diskFile interface {
 // osDisk is a diskFile on an *os.File. Going through os.File (rather than a
 // bare fd) means a Close racing with I/O can never hit a reused fd number:
 // the runtime holds a reference for the duration of each call.
+//
+// With ring set (IOURing), a read, write or fdatasync that starts while
+// another is in flight goes through the io_uring instead: same results and
+// errors, but the calling goroutine parks on a channel rather than blocking
+// its thread. One that starts alone makes the blocking syscall: the ring's
+// round trip wakes more threads (the submitter's for the completion's task
+// work, the netpoller's for the eventfd, then the caller's), which measured
+// +68 µs per write at queue depth 1 in this machine's VMs (A/B in the
+// uring package's doc), while with requests overlapping it saves a third
+// of the CPU per write.
 type osDisk struct {
-	f *os.File
+	f        *os.File
+	ring     *uring.File
+	always   bool         // IOURingAlways: every request through the ring
+	inflight atomic.Int32 // requests under way, both paths
 }
 
+// viaRing admits a request and reports whether it should use the ring;
+// done must follow.
+func (d *osDisk) viaRing() bool {
+	n := d.inflight.Add(1)
+	return d.ring != nil && (n > 1 || d.always)
+}
+
+func (d *osDisk) done() { d.inflight.Add(-1) }
+
 func (d *osDisk) ReadAt(p []byte, off int64) (int, error) {
+	defer d.done()
+	if d.viaRing() {
+		return d.ring.ReadAt(p, off)
+	}
 	n, err := d.f.ReadAt(p, off)
 	if err == io.EOF {
 		err = fmt.Errorf("short read (%d of %d bytes at offset %d): %w", n, len(p), off, io.ErrUnexpectedEOF)
@@ -52,9 +80,19 @@ func (d *osDisk) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-func (d *osDisk) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p, off) }
+func (d *osDisk) WriteAt(p []byte, off int64) (int, error) {
+	defer d.done()
+	if d.viaRing() {
+		return d.ring.WriteAt(p, off, 0)
+	}
+	return d.f.WriteAt(p, off)
+}
 
 func (d *osDisk) WriteAtDsync(p []byte, off int64) (int, error) {
+	defer d.done()
+	if d.viaRing() {
+		return d.ring.WriteAt(p, off, uring.RWFDsync)
+	}
 	done := 0
 	err := d.control(func(fd int) error {
 		for done < len(p) {
@@ -76,6 +114,10 @@ func (d *osDisk) WriteAtDsync(p []byte, off int64) (int, error) {
 }
 
 func (d *osDisk) Datasync() error {
+	defer d.done()
+	if d.viaRing() {
+		return d.ring.Datasync()
+	}
 	return d.control(func(fd int) error {
 		return pathErr("fdatasync", d.f.Name(), retryEINTR(func() error { return unix.Fdatasync(fd) }))
 	})
@@ -87,7 +129,14 @@ func (d *osDisk) Fallocate(mode uint32, off, length int64) error {
 	})
 }
 
-func (d *osDisk) Close() error { return d.f.Close() }
+// Close closes the ring (after the requests in flight) and then the file.
+func (d *osDisk) Close() error {
+	var err error
+	if d.ring != nil {
+		err = d.ring.Close()
+	}
+	return errors.Join(err, d.f.Close())
+}
 
 // control runs fn with the raw fd while the os.File keeps it alive.
 func (d *osDisk) control(fn func(fd int) error) error {

@@ -6,7 +6,7 @@
 // Owner: the daemon maintainers.
 //
 // The rules:
-//   - the data path (blockstore, blockstore/nbd, blockstore/rbd, replication and their
+//   - the data path (blockstore, blockstore/nbd, blockstore/rbd, blockstore/uring, replication and their
 //     helpers internal/bufpool, internal/workers, internal/batchwrite)
 //     depends on nothing above it: no Raft (dragonboat, consensus), no gRPC,
 //     no PKI, no compute, no libvirt, no daemon. What it needs from those

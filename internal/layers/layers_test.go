@@ -36,7 +36,7 @@ type rule struct {
 func rules() []rule {
 	return []rule{
 		{
-			pkgs: []string{mod + "/blockstore", mod + "/blockstore/nbd", mod + "/blockstore/rangelock", mod + "/blockstore/rbd", mod + "/replication",
+			pkgs: []string{mod + "/blockstore", mod + "/blockstore/nbd", mod + "/blockstore/rangelock", mod + "/blockstore/rbd", mod + "/blockstore/uring", mod + "/replication",
 				mod + "/internal/bufpool", mod + "/internal/workers", mod + "/internal/batchwrite"},
 			deny: []string{dragonboat, grpc, mod + "/internal/pki", mod + "/consensus", mod + "/compute",
 				mod + "/internal/daemon", libvirt},
