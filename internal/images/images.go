@@ -124,6 +124,28 @@ func (m *Manager) fresh(ctx context.Context) (*consensus.MetaState, Meta, error)
 	return ms, mc, nil
 }
 
+// record is image name's record: from this node's applied metadata, or,
+// when that has none, from a linearizable read. A node that joined or
+// restarted a moment ago may not have applied the upload yet, and refusing
+// then left a fresh image without its copy there (e2e TestVMInstallFromISO,
+// "on n3: no image named guest" 0.5 s after n3 joined).
+func (m *Manager) record(ctx context.Context, mc Meta, name string) (*consensus.ImageRecord, *consensus.MetaState, error) {
+	ms, err := apierr.LocalState(mc)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r, ok := ms.Images[name]; ok {
+		return r, ms, nil
+	}
+	if ms, err = mc.State(ctx); err != nil {
+		return nil, nil, apierr.From(err)
+	}
+	if r, ok := ms.Images[name]; ok {
+		return r, ms, nil
+	}
+	return nil, nil, status.Errorf(codes.NotFound, "no image named %s", name)
+}
+
 func (m *Manager) lock(name string) func() {
 	m.mu.Lock()
 	l, ok := m.locks[name]
@@ -285,13 +307,9 @@ func (m *Manager) Local(ctx context.Context, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ms, err := apierr.LocalState(mc)
+	r, ms, err := m.record(ctx, mc, name)
 	if err != nil {
 		return "", err
-	}
-	r, ok := ms.Images[name]
-	if !ok {
-		return "", status.Errorf(codes.NotFound, "no image named %s", name)
 	}
 	defer m.lock(name)()
 	p, err := m.verifiedLocal(ctx, r)
@@ -455,13 +473,9 @@ func (m *Manager) Read(ctx context.Context, name string, send func(*tandemv1.Ima
 	if err != nil {
 		return err
 	}
-	ms, err := apierr.LocalState(mc)
+	r, _, err := m.record(ctx, mc, name)
 	if err != nil {
 		return err
-	}
-	r, ok := ms.Images[name]
-	if !ok {
-		return status.Errorf(codes.NotFound, "no image named %s", name)
 	}
 	unlock := m.lock(name)
 	p, err := m.verifiedLocal(ctx, r)

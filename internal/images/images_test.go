@@ -33,10 +33,25 @@ type world struct {
 	nodes map[string]*Manager
 }
 
-type fakeMeta struct{ w *world }
+// fakeMeta is one node's view of the shared metadata; with lag, its
+// applied copy (LocalState) has no image records yet, while a
+// linearizable read (State) has them.
+type fakeMeta struct {
+	w   *world
+	lag bool
+}
 
-func (f fakeMeta) State(context.Context) (*consensus.MetaState, error) { return f.LocalState() }
+func (f fakeMeta) State(context.Context) (*consensus.MetaState, error) {
+	return fakeMeta{w: f.w}.LocalState()
+}
 func (f fakeMeta) LocalState() (*consensus.MetaState, error) {
+	if f.lag {
+		f.w.mu.Lock()
+		defer f.w.mu.Unlock()
+		b := *f.w.ms
+		b.Images = map[string]*consensus.ImageRecord{}
+		return &b, nil
+	}
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
 	b := *f.w.ms
@@ -133,7 +148,7 @@ func newWorld(t *testing.T, names ...string) *world {
 	for _, n := range names {
 		w.ms.Nodes[n] = &consensus.NodeRecord{Name: n, State: consensus.NodeMember, Role: "data"}
 		st := &state.State{Node: state.Node{Name: n}, Log: slog.New(slog.DiscardHandler), Config: config.Config{DataDir: filepath.Join(t.TempDir(), n)}}
-		w.nodes[n] = New(Config{State: st, Meta: func() Meta { return fakeMeta{w} }, Peers: fakePeers{w}})
+		w.nodes[n] = New(Config{State: st, Meta: func() Meta { return fakeMeta{w: w} }, Peers: fakePeers{w}})
 	}
 	return w
 }
@@ -277,7 +292,7 @@ func TestCopiesVerifiedAndReplaced(t *testing.T) {
 	m1 := w.nodes["n1"]
 	delete(w.nodes, "n1")
 	m3 := newWorld(t, "n3").nodes["n3"]
-	m3.metaf = func() Meta { return fakeMeta{w} }
+	m3.metaf = func() Meta { return fakeMeta{w: w} }
 	m3.peers = fakePeers{w}
 	if _, err := m3.Local(ctx, "deb"); status.Code(err) != codes.Unavailable || !bytes.Contains([]byte(err.Error()), []byte("n1")) {
 		t.Fatalf("no holder reachable: %v", err)
@@ -323,5 +338,36 @@ func TestDeleteRefusedWhileInADrive(t *testing.T) {
 	}
 	if err := m.Delete(t.Context(), "nosuch"); status.Code(err) != codes.NotFound {
 		t.Fatalf("delete of a missing image: %v", err)
+	}
+}
+
+// TestLaggingNodeFetches: a node whose applied metadata does not have an
+// image yet (it joined a moment ago) reads the record with quorum instead
+// of refusing, both to fetch its own copy and to serve one.
+func TestLaggingNodeFetches(t *testing.T) {
+	w := newWorld(t, "n1", "n2")
+	ctx := t.Context()
+	good := isoBytes(chunkSize + 77)
+	if _, err := w.nodes["n1"].Upload(ctx, recvOf("fresh", int64(len(good)), good, sum(good))); err != nil {
+		t.Fatal(err)
+	}
+	m2 := w.nodes["n2"]
+	if err := os.Remove(m2.Path("fresh")); err != nil {
+		t.Fatal(err)
+	}
+	m2.metaf = func() Meta { return fakeMeta{w: w, lag: true} }
+	p, err := m2.Local(ctx, "fresh")
+	if err != nil {
+		t.Fatalf("a node behind on the metadata refused the image: %v", err)
+	}
+	if b, err := os.ReadFile(p); err != nil || !bytes.Equal(b, good) {
+		t.Fatalf("copy on n2: %v", err)
+	}
+	var got []byte
+	if err := m2.Read(ctx, "fresh", func(c *tandemv1.ImageChunk) error { got = append(got, c.GetData()...); return nil }); err != nil {
+		t.Fatalf("a node behind on the metadata refused to serve the image: %v", err)
+	}
+	if !bytes.Equal(got, good) {
+		t.Fatal("served copy differs")
 	}
 }
