@@ -119,7 +119,9 @@ test-e2e: deps build
 # and the VM checkers run; VMS=0 leaves them out. APPEND=1 adds this run's
 # schedules to the report already there instead of replacing it, so a long
 # run can be made in several sittings with consecutive seeds (each sitting
-# is listed with its commit; a seed already reported is refused). One exact,
+# is listed with its commit; a seed already reported is refused). The report
+# is rewritten after every schedule; FOR=90m ends a sitting after the
+# schedule running when 90 minutes have passed. One exact,
 # hand-written schedule runs without make and without a report:
 #   CHAOS_SCHEDULE='isolate(primary(v0))@2s+22s' go test -count=1 -v -run 'TestChaosSchedules$' ./chaos/
 # (the format and primary(VOLUME) are in chaos/doc.go).
@@ -127,10 +129,11 @@ SCHEDULES ?= 10
 DISK ?= 1
 VMS ?= 1
 APPEND ?= 0
+FOR ?=
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 chaos: deps
 	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
-	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_APPEND=$(APPEND) CHAOS_REPORT=bench/results/chaos \
+	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_APPEND=$(APPEND) CHAOS_FOR=$(FOR) CHAOS_REPORT=bench/results/chaos \
 	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$' ./chaos/
 
 fuzz:

@@ -112,8 +112,22 @@ func TestChaosSchedules(t *testing.T) {
 			seeds = append(seeds, n)
 		}
 	}
+	// CHAOS_FOR=2h ends a sitting after the schedule running when that
+	// much time has passed (make chaos FOR=2h), so a long run fits the
+	// time there is; CHAOS_APPEND=1 continues it in the next sitting.
+	var budget time.Duration
+	if v := os.Getenv("CHAOS_FOR"); v != "" {
+		if budget, err = time.ParseDuration(v); err != nil || budget <= 0 {
+			t.Fatalf("CHAOS_FOR=%q: want a positive duration such as 90m", v)
+		}
+	}
 	sum := &Summary{Profile: profile, FirstSeed: seeds[0]}
-	for _, sd := range seeds {
+	report := reportWriter(t, root, profile, began, int(vms), seeds)
+	for i, sd := range seeds {
+		if budget > 0 && time.Since(began) >= budget {
+			t.Logf("CHAOS_FOR=%s reached after %d of %d schedules; continue with SEED=%d APPEND=1", budget, i, len(seeds), sd)
+			break
+		}
 		var res *Result
 		if fixed != nil {
 			res, err = r.RunSchedule(ctx, *fixed)
@@ -139,36 +153,78 @@ func TestChaosSchedules(t *testing.T) {
 		if res.AckedWrites == 0 {
 			t.Errorf("seed %d: no write was acknowledged: the schedule checked nothing (replay: %s)", res.Seed, res.Replay)
 		}
+		// After every schedule, so a sitting stopped early keeps what
+		// it ran.
+		report(sum)
 	}
 	sum.Wall = time.Since(began)
-	sum.Segments = []Segment{{Seeds: seedRange(sum.Results), Schedules: sum.Schedules, Anomalies: sum.Anomalies, Commit: gitDescribe(root),
-		Date: began.UTC().Format(time.RFC3339), VMs: int(vms), Disk: os.Getenv("CHAOS_DISK") == "1", Wall: sum.Wall}}
 	t.Logf("%d schedules, %d ops, %d acknowledged writes, %d anomalies, %s", sum.Schedules, sum.Ops, sum.AckedWrites, sum.Anomalies, sum.Wall.Round(time.Second))
-	if prefix := os.Getenv("CHAOS_REPORT"); prefix != "" {
-		if !filepath.IsAbs(prefix) {
-			// Relative to the module root, where make runs.
-			prefix = filepath.Join("..", prefix)
-		}
-		out := sum
-		if os.Getenv("CHAOS_APPEND") == "1" {
-			// A long run in several sittings: add this one's schedules
-			// to the report of the earlier ones.
-			old, err := LoadSummary(prefix)
-			switch {
-			case errors.Is(err, fs.ErrNotExist):
-			case err != nil:
-				t.Fatalf("CHAOS_APPEND=1: %v", err)
-			default:
-				if err := old.Merge(sum); err != nil {
-					t.Fatalf("CHAOS_APPEND=1: %v", err)
-				}
-				out = old
+}
+
+// reportWriter returns what writes CHAOS_REPORT.{md,json} (nothing when
+// it is unset) with the schedules of sum so far: alone, or with
+// CHAOS_APPEND=1 merged into the report that was there when the run
+// began, which is read once so that rewriting it after every schedule
+// counts each schedule once.
+func reportWriter(t *testing.T, root, profile string, began time.Time, vms int, seeds []uint64) func(sum *Summary) {
+	t.Helper()
+	prefix := os.Getenv("CHAOS_REPORT")
+	if prefix == "" {
+		return func(*Summary) {}
+	}
+	if !filepath.IsAbs(prefix) {
+		// Relative to the module root, where make runs.
+		prefix = filepath.Join(root, prefix)
+	}
+	var prior []byte
+	if os.Getenv("CHAOS_APPEND") == "1" {
+		data, err := os.ReadFile(prefix + ".json")
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			t.Fatalf("CHAOS_APPEND=1: %v", err)
+		default:
+			// Refused before any schedule runs, not after the first.
+			old, err := ParseSummary(data)
+			if err != nil {
+				t.Fatalf("CHAOS_APPEND=1: %s.json: %v", prefix, err)
 			}
+			if err := old.Merge(&Summary{Profile: profile, Results: placeholders(seeds)}); err != nil {
+				t.Fatalf("CHAOS_APPEND=1: %v", err)
+			}
+			prior = data
+		}
+	}
+	commit := gitDescribe(root)
+	return func(sum *Summary) {
+		t.Helper()
+		sum.Wall = time.Since(began)
+		sum.Segments = []Segment{{Seeds: seedRange(sum.Results), Schedules: sum.Schedules, Anomalies: sum.Anomalies, Commit: commit,
+			Date: began.UTC().Format(time.RFC3339), VMs: vms, Disk: os.Getenv("CHAOS_DISK") == "1", Wall: sum.Wall}}
+		out := sum
+		if prior != nil {
+			old, err := ParseSummary(prior)
+			if err != nil {
+				t.Fatalf("CHAOS_APPEND=1: %s.json: %v", prefix, err)
+			}
+			if err := old.Merge(sum); err != nil {
+				t.Fatalf("CHAOS_APPEND=1: %v", err)
+			}
+			out = old
 		}
 		if err := out.Write(prefix); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// placeholders stands for the results of seeds that have not run yet.
+func placeholders(seeds []uint64) []*Result {
+	rs := make([]*Result, len(seeds))
+	for i, sd := range seeds {
+		rs[i] = &Result{Seed: sd}
+	}
+	return rs
 }
 
 // gitDescribe names the tree a run tested (git describe), or "unknown".

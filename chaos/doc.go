@@ -176,7 +176,10 @@
 // takes longer than one sitting, so CHAOS_APPEND=1 (make chaos APPEND=1)
 // merges a run into the report already there (Summary.Merge): each run is
 // a Segment with its seeds, its tandem commit and date, and a seed already
-// reported is refused.
+// reported is refused (before the first schedule runs). The report is
+// rewritten after every schedule, so a sitting stopped early keeps the
+// schedules it finished, and CHAOS_FOR=90m (make chaos FOR=90m) ends a
+// sitting after the schedule running when that much time has passed.
 //
 // # Workload and history
 //

@@ -62,9 +62,18 @@ func LoadSummary(prefix string) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	s, err := ParseSummary(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s.json: %w", prefix, err)
+	}
+	return s, nil
+}
+
+// ParseSummary decodes a report as Write stores it in prefix.json.
+func ParseSummary(data []byte) (*Summary, error) {
 	var s Summary
 	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("%s.json: %w", prefix, err)
+		return nil, err
 	}
 	return &s, nil
 }
@@ -210,8 +219,24 @@ func (s *Summary) Write(prefix string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(prefix+".json", append(js, '\n'), 0o644); err != nil {
+	// Rewritten after every schedule of a long run: a stop in the middle
+	// of a write must leave the previous report, not half of one.
+	if err := writeFileAtomic(prefix+".json", append(js, '\n')); err != nil {
 		return err
 	}
-	return os.WriteFile(prefix+".md", []byte(s.Markdown()), 0o644)
+	return writeFileAtomic(prefix+".md", []byte(s.Markdown()))
+}
+
+// writeFileAtomic replaces name with data through a temporary file and a
+// rename.
+func writeFileAtomic(name string, data []byte) error {
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replace %s: %w", name, err)
+	}
+	return nil
 }
