@@ -134,7 +134,7 @@ SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 chaos: deps
 	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
 	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_APPEND=$(APPEND) CHAOS_FOR=$(FOR) CHAOS_REPORT=bench/results/chaos \
-	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$' ./chaos/
+	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$$' ./chaos/
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseJoinToken -fuzztime=30s ./internal/pki/
@@ -163,6 +163,10 @@ ifeq ($(CEPH),1)
 	GOFLAGS= $(GO) vet ./...
 endif
 	$(TOOLS)/staticcheck ./...
+	@# The long-running targets are not run by make test: check at least
+	@# that the shell commands make gives them parse.
+	@for t in chaos bench-scale bench-replication; do \
+	  $(MAKE) -s -n $$t SEED=1 | sh -n || { echo "make $$t: its recipe is not valid shell" >&2; exit 1; }; done
 
 # deb builds bin/tandem_<version>_amd64.deb: hardened binaries (PIE, full
 # RELRO, stripped), the systemd unit, the sample config, man pages and
