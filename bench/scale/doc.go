@@ -3,7 +3,7 @@
 // volumes (the third node is their witness), then measures per node the
 // idle RSS, idle CPU and goroutines, the time to create them, the latency
 // of 'volume list' and 'cluster status', the metadata propose p50/p99
-// against the same cluster with -baseline volumes, and the loss of the
+// against a cluster with -baseline volumes, and the loss of the
 // node that is primary of about a third of them: when it was declared dead
 // and fenced, and each volume's promotion time after that (p50/p99/max).
 // It writes scale.json and scale.md to -out and prints the Markdown; goals
@@ -21,6 +21,12 @@
 // a survivor's list names a primary other than the lost node. A goal it
 // could not measure is reported as such, never as PASS; a failed create or
 // phase is an error of the run.
+//
+// The propose goal compares p99s taken at the same time: a reference
+// cluster of the same shape with -baseline volumes is started beside the
+// full one, and -interleaved proposals go to each in turn. Samples taken
+// minutes apart, as the same cluster's baseline is, measure the shared
+// host's load in two windows more than the clusters; they are still shown.
 //
 // With -vms N (10 by default; 0 for none) every node also runs a libvirtd
 // and tandemd offers it 4 GiB for VMs; before the failover, N small TCG

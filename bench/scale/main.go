@@ -46,11 +46,14 @@ type config struct {
 	baseline  int
 	parallel  int
 	proposals int
-	idle      time.Duration
-	failover  bool
-	logs      string
-	profile   string
-	vms       int
+	// interleaved is the proposals per cluster of the interleaved
+	// comparison with a reference cluster (0: none).
+	interleaved int
+	idle        time.Duration
+	failover    bool
+	logs        string
+	profile     string
+	vms         int
 }
 
 func parseFlags(args []string) (config, error) {
@@ -69,6 +72,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.baseline, "baseline", 10, "volumes of the reference cluster the propose latency is compared with")
 	fs.IntVar(&c.parallel, "parallel", 4, "concurrent create calls")
 	fs.IntVar(&c.proposals, "proposals", 300, "measured metadata proposals (SetConfig) per sample")
+	fs.IntVar(&c.interleaved, "interleaved", 1000, "proposals per cluster of the propose goal's measurement: a second cluster with -baseline volumes is started beside the one with all of them, and proposals alternate between the two (0: compare with the same cluster's earlier sample instead)")
 	fs.DurationVar(&c.idle, "idle", 30*time.Second, "idle window over which CPU is measured")
 	fs.BoolVar(&c.failover, "failover", true, "kill the node that is primary of the most volumes and time the promotions")
 	fs.StringVar(&c.logs, "logs", "", "if set, copy every node's tandemd log into this directory at the end")
@@ -79,6 +83,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.vms < 0 {
 		return c, fmt.Errorf("-vms %d: want 0 or more", c.vms)
+	}
+	if c.interleaved < 0 {
+		return c, fmt.Errorf("-interleaved %d: want 0 or more", c.interleaved)
 	}
 	if !c.failover {
 		c.vms = 0 // they are only there to be restarted
@@ -94,6 +101,9 @@ type bench struct {
 	log     *slog.Logger
 	c       *testcluster.Cluster
 	td      *testcluster.Tandem
+	bin     string   // tandemd and tandem
+	tmp     string   // the run's temporary directory
+	args    []string // tandemd's extra arguments
 	procs   map[string]*testcluster.Proc
 	clients map[string]*adminclient.Client
 	rep     *Report
@@ -119,10 +129,10 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	}
 	td := testcluster.NewTandem(c, bin)
 	td.NoMetaReaderCheck = true // it costs a JSON encoding per entry
-	b := &bench{cfg: cfg, log: log, c: c, td: td, clients: map[string]*adminclient.Client{},
+	b := &bench{cfg: cfg, log: log, c: c, td: td, bin: bin, tmp: tmp, clients: map[string]*adminclient.Client{},
 		rep: &Report{Date: began.UTC().Format(time.RFC3339), Host: benchkit.Host(), Tandemd: benchkit.Binary(filepath.Join(bin, "tandemd")),
 			LoadBefore: benchkit.LoadAvg(),
-			Params:     Params{Nodes: nodes, Volumes: cfg.volumes, Baseline: cfg.baseline, Parallel: cfg.parallel, Proposals: cfg.proposals, Idle: cfg.idle.String(), SizeBytes: volumeSize}}}
+			Params:     Params{Nodes: nodes, Volumes: cfg.volumes, Baseline: cfg.baseline, Parallel: cfg.parallel, Proposals: cfg.proposals, Interleaved: cfg.interleaved, Idle: cfg.idle.String(), SizeBytes: volumeSize}}}
 	defer func() {
 		for _, cl := range b.clients {
 			_ = cl.Close()
@@ -134,6 +144,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 	if cfg.profile != "" {
 		args = append(args, "--pprof", "true")
 	}
+	b.args = args
 	if cfg.vms > 0 {
 		if err := testcluster.LibvirtdAvailable(); err != nil {
 			return b.rep, fmt.Errorf("-vms %d: %w", cfg.vms, err)
@@ -162,6 +173,12 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 		{"idle with all volumes", func(ctx context.Context) error { return b.idle(ctx, cfg.volumes) }},
 		{"list and status", b.listStatus},
 		{"propose with all volumes", func(ctx context.Context) error { return b.propose(ctx, &b.rep.ProposeAll) }},
+	}
+	if cfg.interleaved > 0 {
+		phases = append(phases, struct {
+			name string
+			fn   func(context.Context) error
+		}{"propose interleaved with a reference cluster", b.proposeInterleaved})
 	}
 	if cfg.failover {
 		if cfg.vms > 0 {
@@ -407,25 +424,94 @@ func (b *bench) propose(ctx context.Context, into *Latency) error {
 	}
 	var xs []float64
 	for i := range b.cfg.proposals + 10 {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		t0 := time.Now()
-		_, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: strconv.Itoa((100 + i%2) << 20)}})
-		took := time.Since(t0)
-		cancel()
+		took, err := proposeOnce(ctx, cl, i)
 		if err != nil {
-			return fmt.Errorf("SetConfig #%d: %w", i, err)
+			return err
 		}
 		if i >= 10 { // the first ten warm up
-			xs = append(xs, benchkit.MS(took))
+			xs = append(xs, took)
 		}
 	}
 	*into = summarize(xs)
+	return resetConfig(ctx, cl)
+}
+
+// proposeOnce times the i-th SetConfig call (one metadata proposal), in ms.
+func proposeOnce(ctx context.Context, cl *adminclient.Client, i int) (float64, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: strconv.Itoa((100 + i%2) << 20)}}); err != nil {
+		return 0, fmt.Errorf("SetConfig #%d: %w", i, err)
+	}
+	return benchkit.MS(time.Since(t0)), nil
+}
+
+func resetConfig(ctx context.Context, cl *adminclient.Client) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := cl.Cluster.SetConfig(cctx, &tandemv1.SetConfigRequest{Values: map[string]string{configKey: ""}}); err != nil {
 		return fmt.Errorf("reset %s: %w", configKey, err)
 	}
 	return nil
+}
+
+// proposeInterleaved is the propose goal's measurement. Samples taken
+// minutes apart on a shared host compare that host's load in two windows
+// more than the clusters (one run's p99 ratio was 4.5x, the next 0.3x), so
+// a reference cluster of the same shape with -baseline volumes is started
+// beside this one, and cfg.interleaved proposals go to each in turn: both
+// samples see the same load. The reference cluster is removed afterwards.
+func (b *bench) proposeInterleaved(ctx context.Context) error {
+	c, err := testcluster.Open(testcluster.Options{Nodes: nodes, BaseDir: filepath.Join(b.tmp, "reference")}, testcluster.LogReporter(b.log))
+	if err != nil {
+		return fmt.Errorf("reference cluster: %w", err)
+	}
+	ref := &bench{cfg: b.cfg, log: b.log.With("cluster", "reference"), c: c, td: testcluster.NewTandem(c, b.bin), clients: map[string]*adminclient.Client{}}
+	ref.td.NoMetaReaderCheck = true
+	defer func() {
+		for _, cl := range ref.clients {
+			_ = cl.Close()
+		}
+		c.Close()
+	}()
+	if _, _, err := benchkit.StartCluster(ctx, ref.log, ref.td, c, clusterName+"-reference", b.args...); err != nil {
+		return fmt.Errorf("reference cluster: %w", err)
+	}
+	var took float64
+	if err := ref.create(ctx, 0, b.cfg.baseline, &took); err != nil {
+		return fmt.Errorf("reference cluster: %w", err)
+	}
+	all, err := b.client(ctx, b.c.Nodes[0])
+	if err != nil {
+		return err
+	}
+	base, err := ref.client(ctx, c.Nodes[0])
+	if err != nil {
+		return err
+	}
+	var xs, ys []float64
+	for i := range b.cfg.interleaved + 10 {
+		// Who goes first alternates too, so neither always follows the
+		// other's proposal.
+		first, second, fx, sx := base, all, &xs, &ys
+		if i%2 == 1 {
+			first, second, fx, sx = all, base, &ys, &xs
+		}
+		t1, err := proposeOnce(ctx, first, i)
+		if err != nil {
+			return err
+		}
+		t2, err := proposeOnce(ctx, second, i)
+		if err != nil {
+			return err
+		}
+		if i >= 10 { // the first ten warm up
+			*fx, *sx = append(*fx, t1), append(*sx, t2)
+		}
+	}
+	b.rep.ProposeInterleaved = &Interleaved{Reference: summarize(xs), All: summarize(ys), ReferenceVolumes: b.cfg.baseline}
+	return errors.Join(resetConfig(ctx, all), resetConfig(ctx, base))
 }
 
 func summarize(xs []float64) Latency {
