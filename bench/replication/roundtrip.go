@@ -27,7 +27,11 @@ const (
 	// rttUnix is a unix socket on one host, the hop between fio and an
 	// NBD server.
 	rttUnix = "unix"
-	// targetRoundTrips selects both with -targets.
+	// streamTCP is the same link carrying a one-way stream of 1 MiB
+	// writes: what it moves per second bounds any replicated system's
+	// sequential rate here, since every byte crosses it once.
+	streamTCP = "stream-n1-n2"
+	// targetRoundTrips selects all three with -targets.
 	targetRoundTrips = "round-trips"
 
 	rttPort    = 18099
@@ -42,6 +46,14 @@ type RoundTrip struct {
 	Command     []string              `json:"command,omitempty"`
 	Measurement *benchkit.Measurement `json:"measurement,omitempty"`
 	Error       string                `json:"error,omitempty"`
+}
+
+// mbps is a stream's rate in MB/s, 0 when unmeasured.
+func (r *RoundTrip) mbps() float64 {
+	if r == nil || r.Measurement == nil {
+		return 0
+	}
+	return r.Measurement.MBps
 }
 
 // p50 is the round trip's median in µs, 0 when unmeasured.
@@ -75,6 +87,7 @@ func (b *bench) measureRoundTrips(ctx context.Context) []RoundTrip {
 	rts := []RoundTrip{
 		{ID: rttTCP, Label: fmt.Sprintf("TCP between the namespaces of n1 and n2 over the backend switch (%s → %s), the primary-to-secondary hop", n1.IP, n2.IP)},
 		{ID: rttUnix, Label: "a unix socket on the host, the hop between fio and an NBD server"},
+		{ID: streamTCP, Label: "a one-way TCP stream of 1 MiB writes from n1 to n2 over the backend switch, no TLS: what the primary-to-secondary hop carries at most"},
 	}
 	for i := range rts {
 		rt := &rts[i]
@@ -86,7 +99,7 @@ func (b *bench) measureRoundTrips(ctx context.Context) []RoundTrip {
 			b.log.Error("round trip", "link", rt.ID, "err", err)
 			continue
 		}
-		b.log.Info("round trip", "link", rt.ID, "p50_us", fmt.Sprintf("%.1f", rt.p50()), "per_s", fmt.Sprintf("%.0f", rt.Measurement.IOPS))
+		b.log.Info("round trip", "link", rt.ID, "p50_us", fmt.Sprintf("%.1f", rt.p50()), "per_s", fmt.Sprintf("%.0f", rt.Measurement.IOPS), "mb_per_s", fmt.Sprintf("%.0f", rt.Measurement.MBps))
 	}
 	return rts
 }
@@ -112,6 +125,21 @@ func (b *bench) pingPong(ctx context.Context, id string, n1, n2 *testcluster.Nod
 			_ = p.Stop(sctx)
 		}
 		client = pingPongArgs("ping", "write", append([]string{"--protocol=tcp", "--hostname=" + n2.IP, "--port=" + strconv.Itoa(rttPort)}, timed...)...)
+		ns = n1.NS
+	case streamTCP:
+		args := func(name, rw string, extra ...string) []string {
+			return append([]string{"--name=" + name, "--thread", "--ioengine=net", "--rw=" + rw, "--bs=1m", "--size=1024g", "--protocol=tcp"}, extra...)
+		}
+		p, err := b.c.Start(n2, "fio-sink", append([]string{"fio"}, args("sink", "read", "--listen", "--port="+strconv.Itoa(rttPort+1))...), nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("start fio sink in %s: %w", n2.Name, err)
+		}
+		stop = func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = p.Stop(sctx)
+		}
+		client = args("stream", "write", append([]string{"--hostname=" + n2.IP, "--port=" + strconv.Itoa(rttPort+1)}, timed...)...)
 		ns = n1.NS
 	case rttUnix:
 		sock := filepath.Join(b.work, "rtt.sock")
