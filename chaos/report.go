@@ -159,6 +159,27 @@ func (s *Summary) Add(r *Result) {
 	s.Results = append(s.Results, r)
 }
 
+// meanPhases averages the phases of the results that have them (older
+// reports do not).
+func (s *Summary) meanPhases() (Phases, int) {
+	var sum Phases
+	n := 0
+	for _, r := range s.Results {
+		if p := r.Phases; p != nil {
+			sum.Setup += p.Setup
+			sum.Faults += p.Faults
+			sum.Check += p.Check
+			sum.Delete += p.Delete
+			n++
+		}
+	}
+	if n == 0 {
+		return sum, 0
+	}
+	d := time.Duration(n)
+	return Phases{Setup: sum.Setup / d, Faults: sum.Faults / d, Check: sum.Check / d, Delete: sum.Delete / d}, n
+}
+
 // Markdown renders the summary.
 func (s *Summary) Markdown() string {
 	var b strings.Builder
@@ -177,7 +198,12 @@ func (s *Summary) Markdown() string {
 		fmt.Fprintf(&b, "| VM: libvirt domain samples / guest heartbeats / QEMUs killed by the harness's watchdog / restarts given up (vm-restart-given-up, started by the runner) | %d / %d / %d / %d |\n",
 			s.VMSamples, s.GuestBeats, s.WatchdogKills, s.VMGivenUp)
 	}
-	fmt.Fprintf(&b, "| anomalies | %d |\n| harness errors | %d |\n| wall time | %s |\n\n", s.Anomalies, s.Harness, s.Wall.Round(time.Second))
+	fmt.Fprintf(&b, "| anomalies | %d |\n| harness errors | %d |\n| wall time | %s |\n", s.Anomalies, s.Harness, s.Wall.Round(time.Second))
+	if ph, n := s.meanPhases(); n > 0 {
+		fmt.Fprintf(&b, "| mean schedule: setup / faults and heal / checks / delete (%d schedules timed) | %s / %s / %s / %s |\n", n,
+			ph.Setup.Round(100*time.Millisecond), ph.Faults.Round(100*time.Millisecond), ph.Check.Round(100*time.Millisecond), ph.Delete.Round(100*time.Millisecond))
+	}
+	b.WriteString("\n")
 	if len(s.Segments) > 1 {
 		fmt.Fprintf(&b, "## Runs merged into this report\n\n| seeds | schedules | anomalies | tandem | date | VMs | fault disks | wall time |\n|---|---|---|---|---|---|---|---|\n")
 		for _, g := range s.Segments {

@@ -15,6 +15,9 @@ func TestSummaryMerge(t *testing.T) {
 		s := &Summary{Profile: "long", FirstSeed: seeds[0], Wall: wall}
 		for _, sd := range seeds {
 			r := &Result{Seed: sd, Ops: 10, AckedWrites: 5, Injected: map[Kind]int{Isolate: 1}}
+			if sd >= 1002 { // reports from before phases have none
+				r.Phases = &Phases{Setup: time.Duration(sd-1000) * time.Second, Faults: 20 * time.Second, Check: 10 * time.Second, Delete: time.Second}
+			}
 			if sd == 1001 {
 				r.Anomalies = []Anomaly{{Checker: "writes", Detail: "lost"}}
 			}
@@ -44,7 +47,8 @@ func TestSummaryMerge(t *testing.T) {
 		t.Fatalf("the earlier report's segment: %+v", g)
 	}
 	md := old.Markdown()
-	for _, want := range []string{"| schedules | 4 (seeds 1000..1003) |", "## Runs merged into this report", "| 1002..1003 | 2 | 0 | abc123 |"} {
+	for _, want := range []string{"| schedules | 4 (seeds 1000..1003) |", "## Runs merged into this report", "| 1002..1003 | 2 | 0 | abc123 |",
+		"| mean schedule: setup / faults and heal / checks / delete (2 schedules timed) | 2.5s / 20s / 10s / 1s |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("no %q in\n%s", want, md)
 		}

@@ -440,6 +440,14 @@ func (r *Runner) waitQuorum(ctx context.Context, bound time.Duration) error {
 	}
 }
 
+// Phases are the parts of one schedule's wall time.
+type Phases struct {
+	Setup  time.Duration `json:"setup_ns"`
+	Faults time.Duration `json:"faults_ns"`
+	Check  time.Duration `json:"check_ns"`
+	Delete time.Duration `json:"delete_ns"`
+}
+
 // Result is one schedule's outcome.
 type Result struct {
 	Seed            uint64       `json:"seed"`
@@ -475,7 +483,11 @@ type Result struct {
 	// VMGivenUp counts the VMs tandem had given up restarting after
 	// repeated QEMU deaths (vm-restart-given-up, its documented limit) and
 	// the runner started again as an operator would.
-	VMGivenUp   int             `json:"vm_restart_given_up,omitempty"`
+	VMGivenUp int `json:"vm_restart_given_up,omitempty"`
+	// Phases is where the schedule's wall time went: setup (volumes, VMs,
+	// clients), faults (the schedule's length and its last heal), check
+	// (convergence, liveness, read-back, the checkers) and delete.
+	Phases      *Phases         `json:"phases,omitempty"`
 	Wall        time.Duration   `json:"wall_ns"`
 	Convergence []time.Duration `json:"-"`
 }
@@ -627,6 +639,7 @@ func (r *Runner) RunSchedule(ctx context.Context, s Schedule) (*Result, error) {
 	checked := time.Now()
 	r.deleteVMs(ctx)
 	r.deleteVolumes(ctx)
+	res.Phases = &Phases{Setup: setup, Faults: faulted + healed.Sub(start.Add(faulted)), Check: checked.Sub(healed), Delete: time.Since(checked)}
 	r.log.Info("chaos: phases", "seed", seed, "setup", setup, "faults", faulted, "converge_and_check", checked.Sub(healed), "delete", time.Since(checked))
 	r.mu.Lock()
 	res.HarnessErrors = append([]string(nil), r.harness...)
