@@ -142,6 +142,22 @@ func TestAbandonedFenceSetBackWhenNodeAnswers(t *testing.T) {
 	}
 }
 
+// TestAbandonedFenceOnTheLeadersOwnNode is the regression test of the
+// fault-schedule runner's finding of seed 2003: n3, cut off, fenced
+// itself and killed its VM; the leader of the time set the VM's HA state
+// to fence and lost the leadership; n3 came back and became the leader.
+// It never pings itself, so it never counted itself as answering, and the
+// VM stayed in fence, down for good. The leader's own node answers it.
+func TestAbandonedFenceOnTheLeadersOwnNode(t *testing.T) {
+	f := newFixture(t) // n1 leads
+	f.addVM("own", "n1", 1, "vo")
+	f.meta.ms.VMs["own"].HAState = consensus.HAFence
+	f.m.tick(t.Context())
+	if !f.j.Has("ha own started") {
+		t.Fatalf("a VM left in fence on the leader's own node was not set back to started:\n%s", strings.Join(f.j.List(), "\n"))
+	}
+}
+
 // TestAbandonedRecoveryFinished: a VM an earlier leader left in HA state
 // recovery (its node was fenced, its restart elsewhere may have begun) is
 // finished once the node answers this leader, by where its domain runs:
