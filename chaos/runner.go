@@ -440,6 +440,40 @@ func (r *Runner) waitQuorum(ctx context.Context, bound time.Duration) error {
 	}
 }
 
+// endMaintenance takes every node out of maintenance, within bound. The
+// nemesis disables what it enabled when the fault heals, but an enable
+// that timed out at the CLI may still commit later (the call's outcome is
+// unknown, not failed: the daemon goes on with it), after the disable: the
+// cluster's own list, not the nemesis's count, says what is left.
+func (r *Runner) endMaintenance(ctx context.Context, bound time.Duration) error {
+	deadline := time.Now().Add(bound)
+	for {
+		var resp tandemv1.ListNodesResponse
+		err := r.showJSON(ctx, &resp, "node", "list")
+		var in []string
+		if err == nil {
+			for _, n := range resp.GetNodes() {
+				if n.GetMaintenance() {
+					in = append(in, n.GetName())
+				}
+			}
+			if len(in) == 0 {
+				return nil
+			}
+			r.log.Warn("chaos: a node is still in maintenance after healing (a late enable); disabling it", "nodes", in)
+			for _, name := range in {
+				if _, err = r.cli(ctx, "node", "maintenance", "disable", name); err != nil {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("nodes %v still in maintenance %s after healing (last: %v)", in, bound, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // Phases are the parts of one schedule's wall time.
 type Phases struct {
 	Setup  time.Duration `json:"setup_ns"`
@@ -530,6 +564,9 @@ func (r *Runner) RunSchedule(ctx context.Context, s Schedule) (*Result, error) {
 	if err := r.waitQuorum(ctx, r.cfg.Bound); err != nil {
 		return nil, err
 	}
+	if err := r.endMaintenance(ctx, r.cfg.Bound); err != nil {
+		return nil, err
+	}
 	if err := r.createVolumes(ctx, seed); err != nil {
 		return nil, err
 	}
@@ -590,6 +627,8 @@ func (r *Runner) RunSchedule(ctx context.Context, s Schedule) (*Result, error) {
 	res.DelayedPackets = nem.delayed
 	var anomalies []Anomaly
 	if err := r.waitQuorum(ctx, r.cfg.Bound); err != nil {
+		anomalies = append(anomalies, Anomaly{Checker: "liveness", Detail: err.Error()})
+	} else if err := r.endMaintenance(ctx, r.cfg.Bound); err != nil {
 		anomalies = append(anomalies, Anomaly{Checker: "liveness", Detail: err.Error()})
 	}
 	healed := time.Now()
