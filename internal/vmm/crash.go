@@ -91,6 +91,19 @@ func (t *crashTracker) check(name string, down bool, now time.Time) (v crashVerd
 	return crashRestart, len(kept)
 }
 
+// skipped undoes a crashRestart verdict that did not lead to a start:
+// the busy mark goes, and the restart does not count towards the limit.
+func (t *crashTracker) skipped(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.busy[name]--; t.busy[name] <= 0 {
+		delete(t.busy, name)
+	}
+	if rs := t.restarts[name]; len(rs) > 0 {
+		t.restarts[name] = rs[:len(rs)-1]
+	}
+}
+
 // restarted ends the busy mark of a crashRestart verdict.
 func (t *crashTracker) restarted(name string) {
 	t.mu.Lock()

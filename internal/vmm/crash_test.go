@@ -1,8 +1,11 @@
 package vmm
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/tandemhci/tandem/compute"
 )
 
 // TestCrashRestartDecisions walks one VM through the restart policy: it
@@ -71,5 +74,55 @@ func TestCrashRestartSparesBusyVMs(t *testing.T) {
 	// Another VM is tracked on its own.
 	if v, _ := ct.check("db", true, now); v != crashWait {
 		t.Fatalf("db: %d", v)
+	}
+}
+
+// fakeCrashDriver is a libvirt with one domain state per VM; it records
+// the starts asked of it.
+type fakeCrashDriver struct {
+	state  map[string]compute.State
+	starts []string
+}
+
+func (d *fakeCrashDriver) State(_ context.Context, name string) (compute.State, error) {
+	return d.state[name], nil
+}
+
+func (d *fakeCrashDriver) Start(_ context.Context, name string) error {
+	d.starts = append(d.starts, name)
+	d.state[name] = compute.StateRunning
+	return nil
+}
+
+// TestCrashRestartAfterQuorumReturns is the regression test of the
+// fault-schedule runner's finding of seed 2012: a VM's QEMU died while its
+// node had no quorum, so the restart was not confirmed; the skipped
+// restart left the VM marked busy, and it was never restarted once quorum
+// came back. Unconfirmed, it is not started; confirmed later, it is, and
+// the skipped attempts do not count towards the restart limit.
+func TestCrashRestartAfterQuorumReturns(t *testing.T) {
+	w := newWorld()
+	w.startedVM("web", "n1", []string{"n1", "n2"}, testVolume{"web-disk", "n1"})
+	w.vols.local["web-disk"] = &fakeLocal{serving: true}
+	m := w.manager()
+	drv := &fakeCrashDriver{state: map[string]compute.State{"web": compute.StateShutOff}}
+	round := func() {
+		t.Helper()
+		ours := func(name string) bool { return m.ours(w.ms, name) }
+		m.restartCrashed(t.Context(), drv, w.ms, ours, m.confirmer(t.Context()))
+	}
+	w.quorate = false
+	for range 4 * restartLimit { // more unconfirmed verdicts than the limit allows restarts
+		round()
+	}
+	if len(drv.starts) != 0 {
+		t.Fatalf("started without quorum: %v", drv.starts)
+	}
+	w.quorate = true
+	for range restartAfter {
+		round()
+	}
+	if len(drv.starts) != 1 {
+		t.Fatalf("once quorum is back, %d starts, want 1 (busy left set by a skipped restart?)", len(drv.starts))
 	}
 }
