@@ -62,7 +62,7 @@ type tlsRig struct {
 	stopSec context.CancelFunc
 }
 
-func newTLSRig(t *testing.T, primaryPlain, secondaryPlain bool) *tlsRig {
+func newTLSRig(t testing.TB, primaryPlain, secondaryPlain bool) *tlsRig {
 	t.Helper()
 	srvTLS, cliTLS := selfSignedTLS(t)
 	cliTLS.ServerName = "127.0.0.1"
