@@ -67,7 +67,8 @@
 // of in-flight writes (blockstore/rangelock, as the secondary's apply and
 // the local store use), the submit path; peer.go the peer connection: its
 // state, per-peer queue, send, sender and receiver goroutines, watchdog,
-// connect and hello, and the reconnect loop; fence.go fence-peer: outdating
+// connect and hello, and the reconnect loop; plain.go leaving TLS for a
+// plain data stream; fence.go fence-peer: outdating
 // a failed peer through the Fencer and marking what it missed dirty;
 // resync.go resync, Repair, Quiesced and DiscardPeer; activity.go the
 // activity log; detach.go the local disk's detach, diskless reads and
@@ -93,6 +94,20 @@
 // one lock, writes locally in that order (ordered range lock), and each
 // secondary applies its stream in order. See wire.go for the frame layout.
 //
+// Plain data stream (plain.go). When both ends ask for it (Hello.Plain from
+// Config.PlainStream, HelloAck.Plain from Target.PlainStream; the daemon's
+// cluster setting replication.data_stream), the frames after the HelloAck
+// go unencrypted on the TCP connection under the TLS session; the
+// handshake, the Hello and the HelloAck stay in TLS, so I1's sender
+// identity is authenticated as before. Invariants it relies on: the
+// primary sends nothing after its Hello until it has read the HelloAck,
+// and the secondary nothing after the HelloAck until the primary's first
+// frame, so neither TLS layer can hold bytes of the plain stream (leaveTLS
+// and the secondary's bufio check refuse otherwise); once a connection has
+// left TLS, its tls.Conn is never written or closed again (a close_notify
+// would land in the plain stream): what either side closes is the
+// connection under it.
+//
 // Latency at queue depth 1, where every cross-CPU wake-up costs 20-50 µs on
 // a small VM (measured: a TCP ping-pong between two network namespaces is
 // 10 µs on one CPU and 55 µs across two):
@@ -116,8 +131,10 @@
 //     last holder (submitter, peer queue, send batch) lets go: allocating
 //     1 MiB frames cost 17-20% of the primary's CPU in GC and clearing;
 //   - the primary corks the connection under TLS while it sends a batch
-//     (CorkConn), so 16 KiB TLS records leave in writes of up to 256 KiB.
-//     Buffering the secondary's reads the same way measured no gain;
+//     (CorkConn), so 16 KiB TLS records leave in writes of up to 256 KiB
+//     (and a plain stream's frames, written to the CorkConn directly, in
+//     the same batches). Buffering the secondary's reads the same way
+//     measured no gain;
 //   - a write hinted blockstore.More (the NBD server has the next request
 //     buffered already) leaves its frame to the sender goroutine, which
 //     writes the burst in one batch: 0.25 fewer syscalls per write at

@@ -3,6 +3,7 @@ package replication
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,8 @@ type peer struct {
 	gen   uint64 // connection generation, to ignore late events of an old conn
 	// reads: the peer's HelloAck offered FrameRead.
 	reads bool
+	// stream is the connection's data stream (PeerStatus.Stream).
+	stream string
 
 	// reconnecting is set while the peer's one reconnect loop runs
 	// (guarded by Primary.mu): two loops would open two connections to
@@ -209,7 +212,11 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", pe.cfg.Addr, err)
 	}
-	ack, err := p.hello(dctx, conn)
+	// A plain stream is asked for only where there is a TLS session to
+	// leave (the daemon's Dialer returns a *tls.Conn).
+	tc, _ := conn.(*tls.Conn)
+	askPlain := tc != nil && p.plain.Load()
+	ack, err := p.hello(dctx, conn, askPlain)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -218,6 +225,23 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 		conn.Close()
 		return nil, &RefusedError{Peer: pe.cfg.Name, Status: ack.Status, Msg: ack.Message}
 	}
+	if ack.Plain {
+		// The peer has left TLS: from here on conn is the TCP connection
+		// (with its cork), and the tls.Conn is never used again, not even
+		// closed, which would send it a close_notify in the clear.
+		if !askPlain {
+			closeUnder(conn)
+			return nil, fmt.Errorf("%w: hello-ack agrees to a plain stream nobody asked for", ErrBadFrame)
+		}
+		raw, err := leaveTLS(tc)
+		if err != nil {
+			tc.NetConn().Close()
+			return nil, err
+		}
+		conn = raw
+	}
+	stream := streamOf(conn, ack.Plain)
+	p.log.Info("replication connection open", "peer", pe.cfg.Name, "addr", pe.cfg.Addr, "data_stream", stream, "asked_plain", askPlain)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -238,6 +262,7 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	pe.writing = false
 	pe.lastMod, pe.synced = noMod, 0
 	pe.reads = ack.Reads
+	pe.stream = stream
 	p.releaseAll(pe.queue)
 	pe.queue = nil
 	pe.wake = make(chan struct{}, 1)
@@ -250,12 +275,15 @@ func (p *Primary) connectAck(ctx context.Context, pe *peer) (*HelloAck, error) {
 	return ack, nil
 }
 
-func (p *Primary) hello(ctx context.Context, conn net.Conn) (*HelloAck, error) {
+// hello sends the Hello and reads the HelloAck, and nothing else: until
+// the HelloAck is read, the peer may not have left TLS yet, and after it
+// the secondary sends nothing until this side's first frame (leaveTLS).
+func (p *Primary) hello(ctx context.Context, conn net.Conn, plain bool) (*HelloAck, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 		defer conn.SetDeadline(time.Time{})
 	}
-	b, err := json.Marshal(Hello{Volume: p.cfg.Volume, From: p.cfg.Node, Epoch: p.cfg.Epoch, Size: p.Size(), VolumeID: p.cfg.VolumeID, Synced: true})
+	b, err := json.Marshal(Hello{Volume: p.cfg.Volume, From: p.cfg.Node, Epoch: p.cfg.Epoch, Size: p.Size(), VolumeID: p.cfg.VolumeID, Synced: true, Plain: plain})
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +291,7 @@ func (p *Primary) hello(ctx context.Context, conn net.Conn) (*HelloAck, error) {
 		return nil, fmt.Errorf("hello: %w", err)
 	}
 	var hdr [headerSize]byte
-	h, payload, err := ReadFrame(conn, hdr[:], nil)
+	h, payload, err := ReadFrame(conn, hdr[:], nil) // unbuffered: nothing past the HelloAck is read
 	if err != nil {
 		return nil, fmt.Errorf("hello reply: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandemhci/tandem/blockstore"
@@ -74,6 +75,11 @@ type Config struct {
 	ResyncRate int64
 	// ResyncChunk is the largest resync frame. Default 1 MiB.
 	ResyncChunk int64
+	// PlainStream asks each peer, at every connection, for an unencrypted
+	// data stream after the TLS handshake and hello (StreamPlain; see
+	// leaveTLS); the peer's own setting decides too. Only for a dedicated,
+	// trusted network. SetPlainStream changes it for later connections.
+	PlainStream bool
 	// ActivityLog enables the activity log in the local bitmap slot
 	// ActivitySlot (see activityLog).
 	ActivityLog  bool
@@ -131,6 +137,8 @@ type Primary struct {
 	rateMu sync.Mutex
 	rate   int64         // resync limit, bytes per second
 	rateCh chan struct{} // closed when rate changes
+
+	plain atomic.Bool // ask peers for a plain data stream (Config.PlainStream)
 
 	mu sync.Mutex
 	// quiesced ranges hold new overlapping requests back (online verify).
@@ -219,6 +227,7 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
 	close(p.thaw)
 	p.rate, p.rateCh = max(cfg.ResyncRate, 0), make(chan struct{})
+	p.plain.Store(cfg.PlainStream)
 	if cfg.Diskless {
 		p.local, p.localErr = localDetached, errors.New(cfg.DisklessCause)
 		if cfg.DisklessCause == "" {
@@ -524,6 +533,10 @@ type PeerStatus struct {
 	DirtyBytes  int64
 	Pending     int
 	ResyncBytes int64
+	// Stream is the data stream of the current or last connection:
+	// StreamTLS, StreamPlain, or "" before the first one (or when the
+	// Dialer's connection is not a *tls.Conn).
+	Stream string
 }
 
 // Status reports each peer's state.
@@ -533,9 +546,9 @@ func (p *Primary) Status() []PeerStatus {
 	var out []PeerStatus
 	for _, pe := range p.peers {
 		pe.mu.Lock()
-		n := len(pe.pending)
+		n, stream := len(pe.pending), pe.stream
 		pe.mu.Unlock()
-		out = append(out, PeerStatus{Name: pe.cfg.Name, State: pe.state.String(), DirtyBytes: p.cfg.Local.DirtyBytes(pe.cfg.Slot), Pending: n, ResyncBytes: pe.resyncSent.Load()})
+		out = append(out, PeerStatus{Name: pe.cfg.Name, State: pe.state.String(), DirtyBytes: p.cfg.Local.DirtyBytes(pe.cfg.Slot), Pending: n, ResyncBytes: pe.resyncSent.Load(), Stream: stream})
 	}
 	return out
 }

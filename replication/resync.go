@@ -204,6 +204,10 @@ func (p *Primary) SetResyncRate(bytesPerSecond int64) {
 	}
 }
 
+// SetPlainStream changes whether connections opened from now on ask their
+// peer for a plain data stream (Config.PlainStream); open ones keep theirs.
+func (p *Primary) SetPlainStream(plain bool) { p.plain.Store(plain) }
+
 func (p *Primary) resyncRate() (int64, <-chan struct{}) {
 	p.rateMu.Lock()
 	defer p.rateMu.Unlock()

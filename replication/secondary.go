@@ -48,6 +48,10 @@ type Target struct {
 	// Activity, when set, reports the replica's activity-log regions (from
 	// a time it was primary) for the primary to resync.
 	Activity func() (ranges [][2]int64, full bool)
+	// PlainStream agrees to a primary's request for an unencrypted data
+	// stream after the hello (Hello.Plain; see leaveTLS): this node's own
+	// view of the setting, read when the connection looks the volume up.
+	PlainStream bool
 }
 
 // Lookup finds the target for a volume name.
@@ -170,13 +174,16 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
+	// cur is what closes the connection: c, or once it left TLS the
+	// connection under it (a close_notify would land in the plain stream).
+	cur := c
 	defer func() {
 		s.mu.Lock()
-		delete(s.conns, c)
+		delete(s.conns, cur)
 		s.mu.Unlock()
-		c.Close()
+		cur.Close()
 	}()
-	r := bufio.NewReaderSize(c, 256<<10)
+	r := bufio.NewReaderSize(c, 256<<10) // replaced by one over the TCP connection if it leaves TLS
 	w := bufio.NewWriterSize(c, 64<<10)
 	var hdr [headerSize]byte
 
@@ -203,7 +210,27 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 			ref = &refusal{StatusFrozen, err.Error()}
 		}
 	}
-	ack := HelloAck{Status: StatusOK, Epoch: epoch, Reads: true}
+	var raw net.Conn // the TCP connection, once both sides agreed to leave TLS
+	if tc, ok := c.(*tls.Conn); ok && ref == nil && hello.Plain && t.PlainStream {
+		// The primary sends nothing after its Hello until it has read the
+		// HelloAck, so nothing may be buffered past the Hello here, in r
+		// or in the TLS layer (leaveTLS): this is the last moment to look,
+		// as the primary's plain frames may follow the HelloAck at once.
+		if n := r.Buffered(); n > 0 {
+			ref = &refusal{StatusBadFrame, fmt.Sprintf("%d bytes followed the hello before its answer", n)}
+		} else if raw, err = leaveTLS(tc); err != nil {
+			ref = &refusal{StatusBadFrame, err.Error()}
+		} else {
+			// Shutdown closes the TCP connection from now on, not the TLS
+			// session (Serve's closer and the deferred close above).
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.conns[raw] = struct{}{}
+			cur = raw
+			s.mu.Unlock()
+		}
+	}
+	ack := HelloAck{Status: StatusOK, Epoch: epoch, Reads: true, Plain: raw != nil}
 	if t != nil {
 		ack.VolumeID = t.VolumeID
 		if ref == nil && t.Activity != nil {
@@ -234,7 +261,14 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 		s.log.Warn("replication refused", "volume", hello.Volume, "from", from, "epoch", hello.Epoch, "reason", ref)
 		return ref
 	}
-	s.log.Info("replicating", "volume", t.Name, "from", from, "epoch", epoch)
+	if raw != nil {
+		// The HelloAck was the last TLS record: the frames go on in the
+		// clear. The old r holds nothing (checked above) and w was
+		// flushed.
+		r = bufio.NewReaderSize(raw, 256<<10)
+		w = bufio.NewWriterSize(raw, 64<<10)
+	}
+	s.log.Info("replicating", "volume", t.Name, "from", from, "epoch", epoch, "data_stream", streamOf(c, raw != nil), "asked_plain", hello.Plain)
 	return s.apply(ctx, t, from, epoch, hello.Synced, g, sess, r, w)
 }
 

@@ -20,7 +20,7 @@ import (
 
 // selfSignedTLS returns a server and a client TLS config that trust one
 // self-signed certificate, which both present (mutual TLS as the daemon's).
-func selfSignedTLS(t *testing.T) (server, client *tls.Config) {
+func selfSignedTLS(t testing.TB) (server, client *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

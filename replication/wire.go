@@ -283,6 +283,10 @@ type Hello struct {
 	VolumeID string `json:"volume_id"`
 	// Synced says the primary understands FrameSynced.
 	Synced bool `json:"synced,omitempty"`
+	// Plain asks to carry the frames after the HelloAck unencrypted, on
+	// the connection under TLS (see leaveTLS); older primaries leave it
+	// unset and stay in TLS.
+	Plain bool `json:"plain,omitempty"`
 }
 
 // HelloAck answers a Hello.
@@ -299,4 +303,19 @@ type HelloAck struct {
 	// Reads says the secondary serves FrameRead (a diskless primary's
 	// reads); older secondaries leave it unset and are never sent one.
 	Reads bool `json:"reads,omitempty"`
+	// Plain agrees to a Hello's Plain: both sides leave TLS right after
+	// this frame. Only ever set in answer to a Hello that asked, with
+	// StatusOK; older secondaries leave it unset and stay in TLS.
+	Plain bool `json:"plain,omitempty"`
 }
+
+// Data streams of a replication connection after its handshake
+// (PeerStatus.Stream).
+const (
+	// StreamTLS: the frames stay in the TLS session.
+	StreamTLS = "tls"
+	// StreamPlain: both sides asked for it in the Hello and HelloAck,
+	// which still went through the mutually authenticated TLS session;
+	// the frames after them are unencrypted on the same TCP connection.
+	StreamPlain = "plain"
+)

@@ -59,6 +59,7 @@ deletes the setting, which goes back to its default.`,
 		Example: `  tandem cluster config set resync.rate=100M
   tandem cluster config set resync.rate=100MiB/s
   tandem cluster config set ha.dead_timeout=5s ha.self_fence_lease=6s
+  tandem cluster config set replication.data_stream=plain   # only on a dedicated, trusted backend network
   tandem cluster config set resync.rate=     # back to the default (unlimited)`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {

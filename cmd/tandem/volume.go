@@ -551,19 +551,31 @@ func writeVolume(w io.Writer, v *tandemv1.VolumeInfo) error {
 	return nil
 }
 
+// dataStreamPlain is a replica's data_stream when its replication link
+// carries frames unencrypted (replication.StreamPlain).
+const dataStreamPlain = "plain"
+
 // writeReplicas prints the replica table. The primary has no link and sends
 // rather than receives, so its transfer columns are dashes.
 func writeReplicas(w io.Writer, v *tandemv1.VolumeInfo) error {
 	tw := newTabWriter(w)
 	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tLINK\tDIRTY\tRESYNC-SENT\tSINCE")
 	var notes []string
+	plain := false
 	for _, r := range v.GetReplicas() {
 		role, dirty, sent := "secondary", formatBytes(r.GetDirtyBytes()), formatBytes(r.GetResyncSentBytes())
 		if r.GetPrimary() {
 			role, dirty, sent = "primary", "-", "-"
 		}
+		link := orDash(r.GetLink())
+		if r.GetDataStream() == dataStreamPlain {
+			// Unencrypted on the wire: worth seeing at a glance (the
+			// default, TLS, is not shown).
+			link += " (plain)"
+			plain = true
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(r.GetNode()), role, replicaStateName(r.GetState()),
-			orDash(r.GetLink()), dirty, sent, formatTime(r.GetSince()))
+			link, dirty, sent, formatTime(r.GetSince()))
 		if r.GetReconcile() {
 			notes = append(notes, fmt.Sprintf("%s: reconciling after the primary change (writes the old primary never acknowledged are being overwritten)", orDash(r.GetNode())))
 		}
@@ -579,6 +591,9 @@ func writeReplicas(w io.Writer, v *tandemv1.VolumeInfo) error {
 	}
 	if len(v.GetReplicas()) > 1 {
 		fmt.Fprintln(w, "DIRTY is what the primary still has to send; RESYNC-SENT counts what the running or last resync sent (cumulative, not a rate).")
+	}
+	if plain {
+		fmt.Fprintln(w, "(plain): the link carries its data unencrypted after a mutually authenticated TLS handshake (replication.data_stream=plain on both nodes).")
 	}
 	for _, n := range notes {
 		fmt.Fprintln(w, n)

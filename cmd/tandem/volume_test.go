@@ -287,6 +287,26 @@ func TestVolumeShowNotes(t *testing.T) {
 	)
 }
 
+// TestVolumeShowPlainLink: a link whose data crosses the network
+// unencrypted says so; a TLS one (the default) shows as before.
+func TestVolumeShowPlainLink(t *testing.T) {
+	dir, _, v := startVolumeDaemon(t)
+	v.volume.Replicas[1].State, v.volume.Replicas[1].Link, v.volume.Replicas[1].DirtyBytes = upToDate, "in-sync", 0
+	v.volume.Replicas[1].DataStream = "tls"
+	r := runCLI(t, "", "--data-dir", dir, "volume", "show", "vm-disk")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout, `node-c\s+secondary\s+UpToDate\s+in-sync\s+0 B\s+1 MiB\s+\S+\n`)
+	if strings.Contains(r.stdout, "plain") {
+		t.Errorf("a TLS link shown as plain:\n%s", r.stdout)
+	}
+	v.volume.Replicas[1].DataStream = "plain"
+	r = runCLI(t, "", "--data-dir", dir, "volume", "show", "vm-disk")
+	r.wantCode(t, 0)
+	wantMatch(t, "stdout", r.stdout,
+		`node-c\s+secondary\s+UpToDate\s+in-sync \(plain\)\s+0 B\s+1 MiB\s+\S+\n`,
+		`\(plain\): the link carries its data unencrypted`)
+}
+
 func TestVolumeDeleteRefused(t *testing.T) {
 	dir, f, _ := startVolumeDaemon(t)
 	r := runCLI(t, "", "--data-dir", dir, "volume", "delete", "vm-disk")

@@ -448,6 +448,11 @@ func (d *Daemon) startTLSServersLocked() error {
 	go func() { d.serveErr <- serveErr("backend", d.peerSrv.Serve(d.conns.Listener(d.peerLn))) }()
 
 	sec := replication.NewSecondary(d.log.With("component", "replication"), d.vols.Target, api.ReplicationPeer)
+	// A replication connection may leave TLS right after its HelloAck
+	// (replication.data_stream=plain; replication/plain.go). TLS 1.3
+	// session tickets stay on: the only post-handshake message a Go server
+	// sends unasked, they go out during its handshake, before the HelloAck,
+	// so no TLS record can follow the switch (the primary checks).
 	replTLS := d.dynamicServerTLS(d.replConns)
 	go func() {
 		d.serveErr <- serveErr("replication", sec.Serve(d.runCtx, tls.NewListener(d.replConns.Listener(d.replLn), replTLS)))

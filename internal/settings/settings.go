@@ -34,7 +34,24 @@ const (
 	KeyCertLifetime = "pki.cert_lifetime"
 	// KeyVMCPUModel is the CPU model of VMs that have none of their own.
 	KeyVMCPUModel = "vm.cpu_model"
+	// KeyDataStream says whether replication connections stay encrypted
+	// after their handshake: DataStreamTLS or DataStreamPlain.
+	KeyDataStream = "replication.data_stream"
 )
+
+// Values of KeyDataStream.
+const (
+	// DataStreamTLS keeps the whole replication connection in TLS.
+	DataStreamTLS = "tls"
+	// DataStreamPlain authenticates both nodes with the usual mutual TLS
+	// handshake and then carries the frames unencrypted (as DRBD does):
+	// only for a dedicated, trusted backend network, where nobody can
+	// read or inject the traffic. Both ends must say so, or TLS stays.
+	DataStreamPlain = "plain"
+)
+
+// dataStreamRE is what KeyDataStream may be.
+var dataStreamRE = regexp.MustCompile(`^(` + DataStreamTLS + `|` + DataStreamPlain + `)$`)
 
 // cpuModelRE is what a CPU model name may be: libvirt's model names
 // (qemu64, Skylake-Client-v4, EPYC-Rome, Opteron_G5) and nothing that
@@ -81,6 +98,8 @@ func registry() []Setting {
 			Description: "automatic recovery of failed nodes' VMs (false: detection only; see 'tandem ha disarm')"},
 		{Key: KeyResyncRate, Kind: KindRate, Default: "0", Min: units.MinRate,
 			Description: "limit of each volume's resync traffic per second (0: unlimited)"},
+		{Key: KeyDataStream, Kind: KindString, Default: DataStreamTLS, Pattern: dataStreamRE,
+			Description: "replication data after the mutually authenticated TLS handshake: tls (encrypted) or plain (unencrypted, only on a dedicated trusted backend network: anyone on its path can read and change the data; used when both nodes say plain); applies to replication links opened after the change"},
 		dur(KeyCertLifetime, pki.NodeValidity, time.Minute, pki.CAValidity,
 			"lifetime of the node and admin certificates the cluster issues; each node renews its own two thirds into it"),
 		{Key: ha.KeyRBDBlocklistIsFence, Kind: KindBool, Default: "false",

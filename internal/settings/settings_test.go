@@ -13,7 +13,7 @@ import (
 func TestRegistry(t *testing.T) {
 	keys := Keys()
 	// Every key the code reads is registered.
-	for _, k := range []string{ha.KeyHeartbeat, ha.KeySuspect, ha.KeyDead, ha.KeyFence, ha.KeyLease, ha.KeyGrace, ha.KeyArmed, KeyResyncRate} {
+	for _, k := range []string{ha.KeyHeartbeat, ha.KeySuspect, ha.KeyDead, ha.KeyFence, ha.KeyLease, ha.KeyGrace, ha.KeyArmed, KeyResyncRate, KeyDataStream} {
 		if !slices.Contains(keys, k) {
 			t.Errorf("key %s is not registered", k)
 		}
@@ -214,6 +214,49 @@ func TestStringSetting(t *testing.T) {
 	}
 	for _, e := range Resolve(map[string]string{KeyVMCPUModel: "a b"}) {
 		if e.Key == KeyVMCPUModel && (e.Value != "qemu64" || e.Set || e.Err == nil) {
+			t.Errorf("Resolve of a bad value: %+v", e)
+		}
+	}
+}
+
+func TestDataStreamSetting(t *testing.T) {
+	s, ok := Lookup(KeyDataStream)
+	if !ok || s.Kind != KindString || s.Default != DataStreamTLS {
+		t.Fatalf("%s: %+v, %v", KeyDataStream, s, ok)
+	}
+	for in, want := range map[string]string{"tls": "tls", "plain": "plain", " plain ": "plain"} {
+		if c, err := Canonical(KeyDataStream, in); err != nil || c != want {
+			t.Errorf("Canonical(%q) = %q, %v; want %q", in, c, err, want)
+		}
+	}
+	for _, bad := range []string{"", "none", "PLAIN", "plaintext", "tls,plain", "plain tls", "true"} {
+		if c, err := Canonical(KeyDataStream, bad); err == nil || !strings.Contains(err.Error(), KeyDataStream) {
+			t.Errorf("Canonical(%q) = %q, %v; want an error naming the key", bad, c, err)
+		}
+	}
+	if err := Validate(map[string]string{KeyDataStream: "plain"}); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	// What a node acts on: unset or unreadable is TLS, never plain.
+	for _, tc := range []struct {
+		cfg     map[string]string
+		want    string
+		wantErr bool
+	}{
+		{nil, DataStreamTLS, false},
+		{map[string]string{KeyDataStream: ""}, DataStreamTLS, false},
+		{map[string]string{KeyDataStream: "plain"}, DataStreamPlain, false},
+		{map[string]string{KeyDataStream: "tls"}, DataStreamTLS, false},
+		{map[string]string{KeyDataStream: "Plain"}, DataStreamTLS, true},
+		{map[string]string{KeyDataStream: "off"}, DataStreamTLS, true},
+	} {
+		got, err := String(tc.cfg, KeyDataStream)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("String(%v) = %q, %v; want %q, error %v", tc.cfg, got, err, tc.want, tc.wantErr)
+		}
+	}
+	for _, e := range Resolve(map[string]string{KeyDataStream: "bogus"}) {
+		if e.Key == KeyDataStream && (e.Value != DataStreamTLS || e.Set || e.Err == nil) {
 			t.Errorf("Resolve of a bad value: %+v", e)
 		}
 	}

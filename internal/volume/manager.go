@@ -118,6 +118,13 @@ type Manager struct {
 		raw   string
 		bps   int64
 	}
+	// warnedStream and stream are the same for plainStream.
+	warnedStream string
+	stream       struct {
+		valid bool
+		raw   string
+		plain bool
+	}
 
 	secret  func() ([]byte, error)
 	rbdMu   sync.Mutex

@@ -76,7 +76,7 @@ func (m *Manager) Info(name string) (*tandemv1.VolumeInfo, error) {
 	if p != nil {
 		for _, ps := range p.Status() {
 			if vr, ok := byName[ps.Name]; ok {
-				vr.Link, vr.DirtyBytes, vr.ResyncSentBytes = ps.State, ps.DirtyBytes, ps.ResyncBytes
+				vr.Link, vr.DirtyBytes, vr.ResyncSentBytes, vr.DataStream = ps.State, ps.DirtyBytes, ps.ResyncBytes, ps.Stream
 			}
 		}
 		if ls := p.Local(); ls.State != "UpToDate" {

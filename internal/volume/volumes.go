@@ -631,6 +631,8 @@ func (nv *nodeVolume) reconcile() {
 	if nv.primary != nil && !nv.restartDiskless() {
 		if ms, err := meta.LocalState(); err == nil {
 			nv.primary.SetResyncRate(nv.m.resyncRate(ms))
+			// For the connections it opens from now on (a reconnect).
+			nv.primary.SetPlainStream(nv.m.plainStream(ms))
 		}
 		nv.realignIfDisagrees(r)
 		return
@@ -704,7 +706,7 @@ func (nv *nodeVolume) reconcile() {
 	p, err := replication.NewPrimary(ctx, replication.Config{
 		Volume: nv.entry.Name, VolumeID: volumeIDHex(nv.store), Node: self, Epoch: r.Epoch,
 		Local: nv.store, Peers: peers, Dial: nv.m.dial, Fencer: &volumeFencer{vols: nv.vols, shard: nv.entry.ShardID},
-		Log: nv.m.log, ResyncRate: nv.m.resyncRate(ms), ActivityLog: true, ActivitySlot: nv.activitySlot(),
+		Log: nv.m.log, ResyncRate: nv.m.resyncRate(ms), PlainStream: nv.m.plainStream(ms), ActivityLog: true, ActivitySlot: nv.activitySlot(),
 		Diskless: diskless, DisklessCause: cause,
 	})
 	if err != nil {
@@ -902,6 +904,42 @@ func (m *Manager) resyncRate(ms *consensus.MetaState) int64 {
 	return rate
 }
 
+// plainStream reads the cluster setting "replication.data_stream": whether
+// this node asks its peers (as a primary) and agrees (as a secondary) to
+// carry replication frames unencrypted after the TLS handshake and hello.
+// Anything but a valid "plain" is TLS; a stored value that does not parse
+// is warned about once per bad value. Cached as resyncRate is: every
+// reconcile of every volume asks.
+func (m *Manager) plainStream(ms *consensus.MetaState) bool {
+	raw := ms.Config[settings.KeyDataStream] // "" when unset: the default, tls
+	m.warnMu.Lock()
+	defer m.warnMu.Unlock()
+	if m.stream.valid && m.stream.raw == raw {
+		return m.stream.plain
+	}
+	v, err := settings.String(ms.Config, settings.KeyDataStream)
+	if err != nil && m.warnedStream != raw {
+		m.warnedStream = raw
+		m.log.Warn("ignoring a bad cluster setting; fix it with 'tandem cluster config set'", "key", settings.KeyDataStream, "value", raw, "err", err)
+	}
+	m.stream.valid, m.stream.raw, m.stream.plain = true, raw, v == settings.DataStreamPlain
+	return m.stream.plain
+}
+
+// plainStreamNow is plainStream on this replica's metadata, or false
+// (TLS) while there is none to read.
+func (m *Manager) plainStreamNow() bool {
+	meta := m.meta()
+	if meta == nil {
+		return false
+	}
+	ms, err := meta.LocalState()
+	if err != nil {
+		return false
+	}
+	return m.plainStream(ms)
+}
+
 func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	cl, ok := m.st.Cluster()
 	if !ok {
@@ -929,7 +967,9 @@ func (m *Manager) dial(ctx context.Context, addr string) (net.Conn, error) {
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	// The cork lets the primary send a batch of TLS records in one write.
+	// The cork lets the primary send a batch of TLS records in one write,
+	// and a batch of frames once a plain data stream has left TLS (the
+	// primary writes to the CorkConn directly then).
 	c := tls.Client(replication.NewCorkConn(raw), cfg)
 	if err := c.HandshakeContext(ctx); err != nil {
 		raw.Close()
@@ -1052,14 +1092,17 @@ func (m *Manager) FreezeAll(cause error) (retired int) {
 	return retired + m.closeAllRBD(cause.Error())
 }
 
-// Target finds the secondary replica a primary replicates to.
+// Target finds the secondary replica a primary replicates to, once per
+// replication connection: the data stream this node agrees to is the
+// setting in force when the connection opens.
 func (m *Manager) Target(name string) (*replication.Target, error) {
 	nv := m.get(name)
 	if nv == nil || nv.store == nil {
 		return nil, fmt.Errorf("%w: %s has no replica of %q", replication.ErrUnknownVolume, m.self(), name)
 	}
 	return &replication.Target{Name: name, Store: nv.store, VolumeID: volumeIDHex(nv.store), Authority: nv, PersistEpoch: nv.store.SetEpoch,
-		Activity: func() ([][2]int64, bool) { return replication.ActivityRanges(nv.store, nv.activitySlot()) }}, nil
+		Activity:    func() ([][2]int64, bool) { return replication.ActivityRanges(nv.store, nv.activitySlot()) },
+		PlainStream: m.plainStreamNow()}, nil
 }
 
 // exportRefresh bounds the shard read an NBD connect may wait for.

@@ -126,6 +126,52 @@ func TestResyncRateFollowsChanges(t *testing.T) {
 	}
 }
 
+// TestPlainStream: only a valid replication.data_stream=plain leaves TLS;
+// unset, tls, and a value that does not parse (warned about once) keep it,
+// and a change is read again.
+func TestPlainStream(t *testing.T) {
+	var logs bytes.Buffer
+	m := &Manager{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ms := &consensus.MetaState{Config: map[string]string{}}
+	for _, tt := range []struct {
+		stored string
+		want   bool
+		warns  int // in all, so far
+	}{
+		{"", false, 0},
+		{"plain", true, 0},
+		{"tls", false, 0},
+		{"plain", true, 0},
+		{"Plain", false, 1},
+		{"none", false, 2},
+		{"none", false, 2},
+		{" plain ", true, 2},
+		{"", false, 2},
+	} {
+		if tt.stored == "" {
+			delete(ms.Config, "replication.data_stream")
+		} else {
+			ms.Config["replication.data_stream"] = tt.stored
+		}
+		for range 3 {
+			if got := m.plainStream(ms); got != tt.want {
+				t.Fatalf("replication.data_stream=%q: plain %v, want %v", tt.stored, got, tt.want)
+			}
+		}
+		if n := strings.Count(logs.String(), "level=WARN"); n != tt.warns {
+			t.Fatalf("replication.data_stream=%q: %d warnings in all, want %d:\n%s", tt.stored, n, tt.warns, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "replication.data_stream") {
+		t.Errorf("the warning does not name the key:\n%s", logs.String())
+	}
+	// With no metadata to read, a node keeps TLS.
+	m.meta = func() Meta { return nil }
+	if m.plainStreamNow() {
+		t.Error("plain without metadata")
+	}
+}
+
 // TestVolumeUUID: every replica of a volume derives the same ID, and
 // another volume, a volume of the same name recreated (new shard) or the
 // same name in another cluster gets another one.

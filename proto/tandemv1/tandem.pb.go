@@ -2462,7 +2462,14 @@ type VolumeReplica struct {
 	Since *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
 	// Set after a primary change until the new primary has overwritten writes
 	// the old one never acknowledged.
-	Reconcile     bool `protobuf:"varint,8,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
+	Reconcile bool `protobuf:"varint,8,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
+	// The data stream of the primary's current or last replication connection
+	// to this replica: "tls", or "plain" when both nodes' view of the cluster
+	// setting replication.data_stream said plain when it opened (the frames
+	// then cross the backend network unencrypted after a mutually
+	// authenticated TLS handshake). Empty for the primary itself and before
+	// a first connection.
+	DataStream    string `protobuf:"bytes,9,opt,name=data_stream,json=dataStream,proto3" json:"data_stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2551,6 +2558,13 @@ func (x *VolumeReplica) GetReconcile() bool {
 		return x.Reconcile
 	}
 	return false
+}
+
+func (x *VolumeReplica) GetDataStream() string {
+	if x != nil {
+		return x.DataStream
+	}
+	return ""
 }
 
 type VolumeEvent struct {
@@ -10712,7 +10726,7 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x11FenceNodeResponse\x12\x1c\n" +
 	"\tconfirmed\x18\x01 \x01(\bR\tconfirmed\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail\"\x9d\x02\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\"\xbe\x02\n" +
 	"\rVolumeReplica\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.tandem.v1.ReplicaStateR\x05state\x12\x18\n" +
@@ -10722,7 +10736,9 @@ const file_tandem_v1_tandem_proto_rawDesc = "" +
 	"\x11resync_sent_bytes\x18\x05 \x01(\x03R\x0fresyncSentBytes\x12\x12\n" +
 	"\x04link\x18\x06 \x01(\tR\x04link\x120\n" +
 	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1c\n" +
-	"\treconcile\x18\b \x01(\bR\treconcile\"\x8b\x01\n" +
+	"\treconcile\x18\b \x01(\bR\treconcile\x12\x1f\n" +
+	"\vdata_stream\x18\t \x01(\tR\n" +
+	"dataStream\"\x8b\x01\n" +
 	"\vVolumeEvent\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x14\n" +
