@@ -18,6 +18,7 @@ import (
 	"github.com/tandemhci/tandem/internal/adminclient"
 	"github.com/tandemhci/tandem/internal/apinames"
 	"github.com/tandemhci/tandem/internal/ctxtime"
+	"github.com/tandemhci/tandem/internal/settings"
 	"github.com/tandemhci/tandem/internal/testcluster"
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -65,7 +66,10 @@ type config struct {
 	// alternate between them and -bin, rounds times (baseline.go).
 	baseline string
 	rounds   int
-	fio      benchkit.FioParams
+	// dataStream, when set, is the cluster's replication.data_stream
+	// (tls or plain), set before any volume exists.
+	dataStream string
+	fio        benchkit.FioParams
 }
 
 func (c config) selected(target string) bool {
@@ -87,8 +91,12 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.trace, "trace", false, "with -profile, also write a one-second execution trace of each tandemd per Tandem job")
 	fs.StringVar(&c.baseline, "baseline-bin", "", "if set, a directory of tandemd and tandem to compare -bin with: whole runs alternate between the two, the order flipped every round, -rounds times, and the report adds both sets of figures")
 	fs.IntVar(&c.rounds, "rounds", 2, "with -baseline-bin, how many baseline+candidate pairs of runs")
+	fs.StringVar(&c.dataStream, "data-stream", "", "if set (tls or plain), the cluster setting replication.data_stream of the run, set before the volumes are created (default: the cluster's default, tls)")
 	if err := benchkit.ParseArgs(fs, args); err != nil {
 		return c, err
+	}
+	if c.dataStream != "" && c.dataStream != settings.DataStreamTLS && c.dataStream != settings.DataStreamPlain {
+		return c, fmt.Errorf("-data-stream %q: want %s or %s", c.dataStream, settings.DataStreamTLS, settings.DataStreamPlain)
 	}
 	if c.baseline != "" && c.rounds < 1 {
 		return c, errors.New("-rounds must be at least 1")
@@ -172,7 +180,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg config) (*Report, error)
 			Tools: map[string]string{"fio": benchkit.ToolVersion(ctx, "fio", "--version"), "qemu-nbd": benchkit.ToolVersion(ctx, "qemu-nbd", "--version")},
 			Params: Params{
 				Nodes: nodes, SizeBytes: cfg.fio.Size, Runtime: cfg.fio.Runtime.String(), Ramp: cfg.fio.Ramp.String(), Timeout: cfg.Timeout.String(),
-				Jobs: benchkit.FioJobs(), Prefill: benchkit.PrefillJob(),
+				Jobs: benchkit.FioJobs(), Prefill: benchkit.PrefillJob(), DataStream: cfg.dataStream,
 				CommonFioArgs: commonArgs(benchkit.FioArgs(benchkit.JobSpec{ID: "x", RW: "x", BlockSize: "x", IODepth: 1, TimeBased: true}, fp, nil, "", "FILE")),
 			},
 		},
@@ -365,7 +373,12 @@ func (b *bench) setupCluster(ctx context.Context) error {
 	if b.procs, _, err = benchkit.StartCluster(ctx, b.log, b.td, b.c, clusterName, extra...); err != nil {
 		return err
 	}
-	b.log.Info("cluster ready")
+	if ds := b.cfg.dataStream; ds != "" {
+		if _, _, err := b.td.CLI(ctx, b.c.Node("n1"), "cluster", "config", "set", settings.KeyDataStream+"="+ds); err != nil {
+			return fmt.Errorf("set %s=%s: %w", settings.KeyDataStream, ds, err)
+		}
+	}
+	b.log.Info("cluster ready", "data_stream", b.cfg.dataStream)
 	return nil
 }
 

@@ -79,6 +79,9 @@ type Params struct {
 	Prefill   benchkit.JobSpec   `json:"prefill"`
 	// CommonFioArgs are passed to every job besides the job's own.
 	CommonFioArgs []string `json:"common_fio_args"`
+	// DataStream is the cluster's replication.data_stream when the run
+	// set it (-data-stream); empty: the default, tls.
+	DataStream string `json:"data_stream,omitempty"`
 }
 
 // Target is one thing fio writes to.
@@ -527,8 +530,12 @@ func (rep *Report) Markdown() string {
 	p("tandemd: %s (%s). Tools: %s.  \n", rep.Tandemd.RevisionSummary(), rep.Tandemd.GoVersion, strings.Join(benchkit.ToolList(rep.Tools), ", "))
 	p("Storage: every file (local file, the qemu-nbd image, every node's volume replicas) is on %s (%s, mounted on %s)%s.  \n",
 		rep.Storage.Device, rep.Storage.FSType, rep.Storage.MountPoint, map[bool]string{true: "", false: " — **not all on the same filesystem, see the JSON**"}[rep.Storage.SameFS])
-	p("Parameters: %s per target and volume, fio `--time_based --runtime=%s --ramp_time=%s`, one job at a time, %d-node Tandem cluster in network namespaces.\n\n",
-		benchkit.FmtBytes(rep.Params.SizeBytes), rep.Params.Runtime, rep.Params.Ramp, rep.Params.Nodes)
+	stream := "TLS (the default)"
+	if ds := rep.Params.DataStream; ds != "" {
+		stream = "replication.data_stream=" + ds
+	}
+	p("Parameters: %s per target and volume, fio `--time_based --runtime=%s --ramp_time=%s`, one job at a time, %d-node Tandem cluster in network namespaces; replication data stream: %s.\n\n",
+		benchkit.FmtBytes(rep.Params.SizeBytes), rep.Params.Runtime, rep.Params.Ramp, rep.Params.Nodes, stream)
 
 	if rep.Baseline != nil {
 		rep.Baseline.markdown(&b)
