@@ -199,3 +199,66 @@ func TestSecondaryDiskEIOResyncsInFull(t *testing.T) {
 		t.Fatalf("verify after the resync: %v: %s", err, out)
 	}
 }
+
+// TestReplicaReopensAfterReadErrorsAtRestart is the regression test of the
+// fault-schedule runner's finding of seed 2022: a secondary's tandemd
+// restarted while its disk failed reads, so reopening the replica failed
+// (its superblock could not be read), and nothing tried again: the
+// replica stayed closed, its shard member down, the primary's resyncs
+// refused, and the replica Outdated for as long as tandemd ran. Now the
+// reopen is retried in the background, and once the disk reads again the
+// replica is resynced to UpToDate and identical.
+func TestReplicaReopensAfterReadErrorsAtRestart(t *testing.T) {
+	c, td, ctx, disk := faultVolumeCluster(t, 1)
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	volumeCmd(t, ctx, td, n1, "create", "ro", "--size", "16M", "--replicas", "2", "--nodes", "n1,n2", "--ha", "manual")
+	client, err := nbdclient.Dial(ctx, "unix", nbdSocket(td, n1), "ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if acked, _ := writeBlocks(ctx, client, 0, 64, nil); len(acked) != 64 {
+		t.Fatalf("warm-up writes: %d of 64 acknowledged", len(acked))
+	}
+	// n2 dies; n1 goes on alone and fences it off.
+	c.Kill(n2)
+	if acked, _ := writeBlocks(ctx, client, 64, 64, nil); len(acked) != 64 {
+		t.Fatalf("writes with n2 down: %d of 64 acknowledged", len(acked))
+	}
+	waitVolume(t, ctx, td, n1, "ro", time.Minute, func(v *tandemv1.VolumeInfo) bool {
+		return replicaState(v, "n2").State == tandemv1.ReplicaState_REPLICA_STATE_OUTDATED
+	})
+	// n2 starts while its disk fails every read of the replica.
+	if err := disk.SetFault(faultfs.Fault{Ops: faultfs.OpRead, Path: "ro*", Err: syscall.EIO}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.StartDaemon(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(disk.Counters().Injected) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("n2's restart never read its replica")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // past the first reopen attempt too
+	disk.Clear()
+	cleared := time.Now()
+	if acked, _ := writeBlocks(ctx, client, 128, 64, nil); len(acked) != 64 {
+		t.Fatalf("writes after the fault: %d of 64 acknowledged", len(acked))
+	}
+	waitVolume(t, ctx, td, n1, "ro", 3*time.Minute, func(v *tandemv1.VolumeInfo) bool {
+		r := replicaState(v, "n2")
+		return r.State == tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE && r.Link == "in-sync"
+	})
+	t.Logf("n2 UpToDate and in sync %s after its disk reads again", time.Since(cleared).Round(time.Millisecond))
+	out, stderr, err := td.CLI(ctx, n1, "volume", "verify", "ro", "--output", "json")
+	if err != nil {
+		t.Fatalf("volume verify: %v\n%s%s", err, out, stderr)
+	}
+	var ver tandemv1.VerifyVolumeResponse
+	if err := adminclient.UnmarshalJSON([]byte(out), &ver); err != nil || len(ver.Mismatches) != 0 || ver.CheckedBytes == 0 {
+		t.Fatalf("verify after the resync: %v: %s", err, out)
+	}
+}

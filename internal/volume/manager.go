@@ -107,6 +107,11 @@ type Manager struct {
 
 	mu   sync.Mutex
 	vols map[string]*nodeVolume
+	// unopened are the volumes this node holds that failed to reopen
+	// after a restart (an I/O error reading the replica, say): retried in
+	// the background (reopenLater) and kept in the local list, so that a
+	// list saved meanwhile, or the next restart, does not forget them.
+	unopened map[string]consensus.VolumeEntry
 
 	warnMu     sync.Mutex
 	warnedRate string // the bad resync.rate last warned about
@@ -141,7 +146,7 @@ type Manager struct {
 func New(ctx context.Context, c Config) *Manager {
 	return &Manager{st: c.State, log: c.State.Log.With("component", "volumes"), ctx: ctx,
 		meta: c.Meta, host: c.Host, replicaID: c.ReplicaID, listFile: c.ListFile, nbdSocket: c.NBDSocket,
-		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, ca: c.CA, certCheck: c.CertCheck, vols: map[string]*nodeVolume{},
+		quorumTimeout: c.QuorumTimeout, callNode: c.CallNode, ca: c.CA, certCheck: c.CertCheck, vols: map[string]*nodeVolume{}, unopened: map[string]consensus.VolumeEntry{},
 		secret: c.Secret, rbdVols: map[string]*rbdVolume{}}
 }
 

@@ -324,7 +324,9 @@ func (nv *nodeVolume) halt() {
 func (m *Manager) close(name string, destroy, forget bool) error {
 	m.mu.Lock()
 	nv, ok := m.vols[name]
-	if ok {
+	_, unopened := m.unopened[name]
+	delete(m.unopened, name) // its retries end at their next look
+	if ok || unopened {
 		delete(m.vols, name)
 		if err := m.saveLocalListLocked(); err != nil {
 			m.log.Error("cannot record the volume list", "err", err)
@@ -441,8 +443,76 @@ func (m *Manager) Restore(ctx context.Context) {
 	}
 	for _, e := range entries {
 		if err := m.open(ctx, e, false); err != nil {
-			m.log.Error("cannot reopen volume", "volume", e.Name, "err", err)
+			m.log.Error("cannot reopen volume; retrying in the background", "volume", e.Name, "err", err)
+			m.mu.Lock()
+			m.unopened[e.Name] = e
+			m.mu.Unlock()
+			go m.reopenLater(ctx, e)
 		}
+	}
+}
+
+// reopenLater retries opening a volume Restore could not, until it opens,
+// ctx ends, or the catalog no longer has this node hold it. A disk error
+// at the moment of the restart must not leave the replica closed for as
+// long as tandemd runs: its shard member would stay down and the primary
+// could never resync it (chaos seed 2022: read errors on the replica for
+// 1.4 s across a restart, the replica Outdated for good).
+func (m *Manager) reopenLater(ctx context.Context, e consensus.VolumeEntry) {
+	wait := reopenFirst
+	for attempt := 1; ; attempt++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		m.mu.Lock()
+		_, open := m.vols[e.Name]
+		_, pending := m.unopened[e.Name]
+		m.mu.Unlock()
+		if open || !pending {
+			m.forgetUnopened(e.Name)
+			return
+		}
+		if meta := m.meta(); meta != nil {
+			if ms, err := meta.LocalState(); err == nil {
+				if cur, ok := ms.Volumes[e.Name]; !ok || cur.ShardID != e.ShardID || !(slices.Contains(cur.Replicas, m.self()) || cur.Witness == m.self()) {
+					m.log.Warn("a volume that failed to reopen is no longer this node's; not retrying", "volume", e.Name)
+					m.forgetUnopened(e.Name)
+					return
+				}
+			}
+		}
+		err := m.open(ctx, e, false)
+		if err == nil {
+			m.forgetUnopened(e.Name)
+			m.log.Warn("volume reopened after failing to open at start", "volume", e.Name, "attempts", attempt)
+			return
+		}
+		wait = min(2*wait, reopenMax)
+		m.log.Error("cannot reopen volume; retrying", "volume", e.Name, "attempt", attempt, "in", wait, "err", err)
+	}
+}
+
+// The reopen retries back off from reopenFirst to reopenMax: a disk that
+// is back is found within seconds, one that stays broken costs a read a
+// minute.
+const (
+	reopenFirst = time.Second
+	reopenMax   = time.Minute
+)
+
+// forgetUnopened drops name from the volumes waiting to reopen, and from
+// the local list if it is not open either.
+func (m *Manager) forgetUnopened(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.unopened[name]; !ok {
+		return
+	}
+	delete(m.unopened, name)
+	if err := m.saveLocalListLocked(); err != nil {
+		m.log.Error("cannot record the volume list", "err", err)
 	}
 }
 
@@ -463,9 +533,14 @@ func (m *Manager) loadLocalList() ([]consensus.VolumeEntry, error) {
 
 // saveLocalList records which volumes this node holds; called with m.mu held.
 func (m *Manager) saveLocalListLocked() error {
-	list := make([]consensus.VolumeEntry, 0, len(m.vols))
+	list := make([]consensus.VolumeEntry, 0, len(m.vols)+len(m.unopened))
 	for _, nv := range m.vols {
 		list = append(list, nv.entry)
+	}
+	for name, e := range m.unopened {
+		if _, ok := m.vols[name]; !ok {
+			list = append(list, e) // still this node's, to reopen at the next start
+		}
 	}
 	slices.SortFunc(list, func(a, b consensus.VolumeEntry) int { return strings.Compare(a.Name, b.Name) })
 	b, err := json.MarshalIndent(list, "", "  ")
