@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,6 +61,10 @@ type fakePeer struct {
 	status *tandemv1.VolumeInfo
 	// free is the volume disk's free space; negative: DiskInfo fails.
 	free int64
+	// hang makes VolumeStatus wait for its deadline, as a dead node's
+	// connection does; asked counts the VolumeStatus calls.
+	hang  bool
+	asked atomic.Int64
 }
 
 func (p *fakePeer) DiskInfo(context.Context, *tandemv1.DiskInfoRequest, ...grpc.CallOption) (*tandemv1.DiskInfoResponse, error) {
@@ -69,7 +74,12 @@ func (p *fakePeer) DiskInfo(context.Context, *tandemv1.DiskInfoRequest, ...grpc.
 	return &tandemv1.DiskInfoResponse{Disks: []*tandemv1.Disk{{Path: "/var/lib/tandem", FreeBytes: p.free}}}, nil
 }
 
-func (p *fakePeer) VolumeStatus(context.Context, *tandemv1.PeerVolumeStatusRequest, ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
+func (p *fakePeer) VolumeStatus(ctx context.Context, _ *tandemv1.PeerVolumeStatusRequest, _ ...grpc.CallOption) (*tandemv1.VolumeInfo, error) {
+	p.asked.Add(1)
+	if p.hang {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if p.status == nil {
 		return nil, status.Error(codes.Unavailable, "connection refused")
 	}

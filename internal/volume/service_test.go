@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -186,5 +187,40 @@ func TestPromoteStartedVMDisk(t *testing.T) {
 				t.Fatalf("no promote on %s: %v", tc.node, calls)
 			}
 		})
+	}
+}
+
+// TestListSkipsSilentNode: with a node that does not answer, a List of
+// many volumes waits out the Show timeout for it once per parallel batch,
+// not once per volume (issue 17: 1000 volumes and a dead node made the
+// list take 30 s and more during a failover), and still lists every
+// volume from the other nodes' answers.
+func TestListSkipsSilentNode(t *testing.T) {
+	w := newWorld()
+	const volumes = 4 * listParallel
+	for i := range volumes {
+		n := fmt.Sprintf("v%03d", i)
+		w.meta.local.Volumes[n] = &consensus.VolumeEntry{Name: n, ShardID: uint64(200 + i), Size: 1 << 20, Replicas: []string{"n1", "n2", "n3"}, State: consensus.VolumeReady}
+	}
+	w.peers["n1"].status = answer("n1", "n2", 4)
+	w.peers["n2"].status = answer("n2", "n2", 4, &tandemv1.VolumeReplica{Node: "n2", State: utd, Primary: true})
+	w.peers["n3"].hang = true
+	resp, err := w.manager(t).List(t.Context(), &tandemv1.ListVolumesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(resp.GetVolumes()); got != volumes+1 {
+		t.Fatalf("listed %d volumes, want %d", got, volumes+1)
+	}
+	for _, v := range resp.GetVolumes() {
+		if v.GetAnsweredBy() != "n2" {
+			t.Fatalf("volume %s answered by %q, want the primary n2", v.GetName(), v.GetAnsweredBy())
+		}
+	}
+	if asked := w.peers["n3"].asked.Load(); asked > listParallel {
+		t.Errorf("the silent node was asked %d times for %d volumes; at most one parallel batch (%d) should wait for it", asked, volumes+1, listParallel)
+	}
+	if asked := w.peers["n2"].asked.Load(); asked != volumes+1 {
+		t.Errorf("n2 was asked %d times, want %d", asked, volumes+1)
 	}
 }
