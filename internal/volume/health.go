@@ -83,6 +83,9 @@ func (m *Manager) Warnings(ctx context.Context, ms *consensus.MetaState) []strin
 	storage := make(chan []string, 1)
 	go func() { storage <- m.storageWarnings(ctx, ms) }()
 	sem := make(chan struct{}, 8)
+	// As in List: a node that timed out once is not waited for again,
+	// or a dead node made cluster status take 2 s per 8 volumes.
+	var silent silentNodes
 	var wg sync.WaitGroup
 	for i, name := range names {
 		wg.Add(1)
@@ -90,7 +93,7 @@ func (m *Manager) Warnings(ctx context.Context, ms *consensus.MetaState) []strin
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			info, err := m.Show(ctx, name, 2*time.Second)
+			info, err := m.show(ctx, name, 2*time.Second, silent.skip, silent.noAnswer)
 			switch {
 			case err != nil:
 				out[i] = fmt.Sprintf("volume %s: %s", name, grpcMessage(err))

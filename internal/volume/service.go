@@ -402,9 +402,7 @@ func (m *Manager) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*ta
 	// waited 2 s per listParallel volumes, 30 s and more, when an
 	// operator watches a failover. Its replicas' states come from the
 	// others' answers, as when it times out.
-	var silent sync.Map // node name -> struct{}
-	skip := func(node string) bool { _, ok := silent.Load(node); return ok }
-	noAnswer := func(node string) { silent.Store(node, struct{}{}) }
+	var silent silentNodes
 	out := &tandemv1.ListVolumesResponse{Volumes: make([]*tandemv1.VolumeInfo, len(names))}
 	sem := make(chan struct{}, listParallel)
 	var wg sync.WaitGroup
@@ -412,7 +410,7 @@ func (m *Manager) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*ta
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			info, err := m.show(ctx, n, 2*time.Second, skip, noAnswer)
+			info, err := m.show(ctx, n, 2*time.Second, silent.skip, silent.noAnswer)
 			if err != nil {
 				info = &tandemv1.VolumeInfo{Name: n, Warning: grpcMessage(err)}
 			}
@@ -422,6 +420,13 @@ func (m *Manager) List(ctx context.Context, _ *tandemv1.ListVolumesRequest) (*ta
 	wg.Wait()
 	return out, nil
 }
+
+// silentNodes are the nodes that let a Show wait out its timeout, for the
+// Shows that come after it in one List or health report to skip.
+type silentNodes struct{ m sync.Map }
+
+func (s *silentNodes) skip(node string) bool { _, ok := s.m.Load(node); return ok }
+func (s *silentNodes) noAnswer(node string)  { s.m.Store(node, struct{}{}) }
 
 // listParallel bounds the Shows a List runs at once.
 const listParallel = 64

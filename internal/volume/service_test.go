@@ -223,4 +223,14 @@ func TestListSkipsSilentNode(t *testing.T) {
 	if asked := w.peers["n2"].asked.Load(); asked != volumes+1 {
 		t.Errorf("n2 was asked %d times, want %d", asked, volumes+1)
 	}
+
+	// cluster status's volume warnings, 8 volumes at a time.
+	w.peers["n3"].asked.Store(0)
+	warnings := w.manager(t).Warnings(t.Context(), w.meta.local)
+	if asked := w.peers["n3"].asked.Load(); asked > 8 {
+		t.Errorf("the health report asked the silent node %d times for %d volumes; at most one parallel batch (8)", asked, volumes+1)
+	}
+	if len(warnings) != 0 {
+		t.Logf("warnings: %d, first %q", len(warnings), warnings[0])
+	}
 }
