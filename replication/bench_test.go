@@ -55,7 +55,7 @@ func BenchmarkReplicatedWriteStream(b *testing.B) {
 		for _, stream := range []string{StreamTLS, StreamPlain} {
 			b.Run(fmt.Sprintf("%dK/%s", size>>10, stream), func(b *testing.B) {
 				plain := stream == StreamPlain
-				r := newTLSRig(b, plain, plain)
+				r := newTLSRig(b, plain, plain, false)
 				if st := r.p.Status(); len(st) != 1 || st[0].Stream != stream {
 					b.Fatalf("status %+v, want stream %s", st, stream)
 				}
