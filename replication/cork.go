@@ -10,11 +10,9 @@ import (
 // writes every record (at most 16 KiB) with a syscall of its own, 64
 // syscalls and as many trips through the network stack per MiB.
 //
-// While corked, writes are copied into a buffer that goes out at Uncork, or
-// together with the write that would take it to corkLimit, which is not
-// copied. Uncorked, writes pass straight through, so the TLS handshake and
-// alerts are never held back. A plain data stream (plain.go) writes its
-// frames here directly, batched the same way.
+// While corked, writes are copied into a buffer that goes out whenever it
+// reaches corkLimit and at Uncork. Uncorked, writes pass straight through,
+// so the TLS handshake and alerts are never held back.
 type CorkConn struct {
 	net.Conn
 	mu     sync.Mutex
@@ -34,20 +32,11 @@ func (c *CorkConn) Write(p []byte) (int, error) {
 	if !c.corked {
 		return c.Conn.Write(p)
 	}
-	if len(c.buf)+len(p) < corkLimit {
-		c.buf = append(c.buf, p...)
+	c.buf = append(c.buf, p...)
+	if len(c.buf) < corkLimit {
 		return len(p), nil
 	}
-	// Past the limit, what is held and p leave at once, p without a copy:
-	// a plain data stream writes whole frames here, up to 32 MiB (one
-	// writev on a TCP connection).
-	if len(c.buf) == 0 {
-		return c.Conn.Write(p)
-	}
-	bufs := net.Buffers{c.buf, p}
-	_, err := bufs.WriteTo(c.Conn)
-	c.buf = c.buf[:0]
-	if err != nil {
+	if err := c.flushLocked(); err != nil {
 		return 0, err
 	}
 	return len(p), nil

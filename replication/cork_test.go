@@ -2,7 +2,6 @@ package replication
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"testing"
 )
@@ -63,69 +62,6 @@ func TestCorkConnBatchesOnlyWhileCorked(t *testing.T) {
 	}
 	if len(rc.writes) != 1 {
 		t.Fatalf("uncork with nothing held sent %d writes", len(rc.writes)-1)
-	}
-
-	// Held bytes and a write that crosses the limit leave together, in
-	// order, and nothing is held after.
-	rc.writes = nil
-	c.Cork()
-	small := bytes.Repeat([]byte{1}, 1000)
-	if _, err := c.Write(small); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := c.Write(big); err != nil || n != len(big) {
-		t.Fatalf("write past the limit: %d, %v", n, err)
-	}
-	if got := bytes.Join(rc.writes, nil); !bytes.Equal(got, append(bytes.Clone(small), big...)) {
-		t.Fatalf("%d bytes out in %d writes, want the held bytes then the big write", len(got), len(rc.writes))
-	}
-	if err := c.Uncork(); err != nil {
-		t.Fatal(err)
-	}
-	if got := len(bytes.Join(rc.writes, nil)); got != len(small)+len(big) {
-		t.Fatalf("uncork sent %d more bytes", got-len(small)-len(big))
-	}
-}
-
-// TestCorkConnWritevOnTCP: on a TCP connection the held bytes and a large
-// write go out in order (one writev) and arrive intact.
-func TestCorkConnWritevOnTCP(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan []byte, 1)
-	go func() {
-		s, err := ln.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer s.Close()
-		b, _ := io.ReadAll(s)
-		got <- b
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := NewCorkConn(raw)
-	var want []byte
-	c.Cork()
-	for i := range 5 {
-		p := bytes.Repeat([]byte{byte(i + 1)}, []int{100, corkLimit, 7, 3 * corkLimit, 5}[i])
-		want = append(want, p...)
-		if n, err := c.Write(p); err != nil || n != len(p) {
-			t.Fatalf("write %d: %d, %v", i, n, err)
-		}
-	}
-	if err := c.Uncork(); err != nil {
-		t.Fatal(err)
-	}
-	raw.Close()
-	if b := <-got; !bytes.Equal(b, want) {
-		t.Fatalf("received %d bytes, want %d in order", len(b), len(want))
 	}
 }
 
