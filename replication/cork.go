@@ -12,7 +12,8 @@ import (
 //
 // While corked, writes are copied into a buffer that goes out whenever it
 // reaches corkLimit and at Uncork. Uncorked, writes pass straight through,
-// so the TLS handshake and alerts are never held back.
+// so the TLS handshake and alerts are never held back. A plain data stream
+// (plain.go) writes its frames here directly, batched the same way.
 type CorkConn struct {
 	net.Conn
 	mu     sync.Mutex
