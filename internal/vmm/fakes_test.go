@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,8 @@ type fakeVolumes struct {
 	placeErr   map[int]error
 	show       map[string]*tandemv1.VolumeInfo
 	local      map[string]*fakeLocal
+	handover   func(n int) error
+	handovers  int
 }
 
 func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaState, error) {
@@ -105,8 +108,22 @@ func (f *fakeVolumes) Record(name string) *consensus.VolumeRecord {
 }
 
 func (f *fakeVolumes) AllowDual(context.Context, string, string) error { return nil }
-func (f *fakeVolumes) EndDual(context.Context, string, string) error   { return nil }
-func (f *fakeVolumes) Handover(context.Context, string, string) error  { return nil }
+
+func (f *fakeVolumes) EndDual(_ context.Context, name, _ string) error {
+	f.w.j.Add("volume end-dual %s", name)
+	return nil
+}
+
+// Handover answers with handover's verdict on its nth call (from 1), nil
+// without one.
+func (f *fakeVolumes) Handover(_ context.Context, name, target string) error {
+	f.handovers++
+	f.w.j.Add("volume handover %s %s", name, target)
+	if f.handover != nil {
+		return f.handover(f.handovers)
+	}
+	return nil
+}
 
 // fakeLocal is a local replica; it becomes primary after becomeAfter
 // reconciles (never when negative).
@@ -138,6 +155,8 @@ func (l *fakeLocal) Reconcile() {
 type fakeMeta struct {
 	w         *world
 	createErr error
+	// updateErrs are the answers of the next UpdateVMs, one each.
+	updateErrs []error
 }
 
 func (f *fakeMeta) LocalState() (*consensus.MetaState, error) { return f.w.ms, nil }
@@ -153,9 +172,17 @@ func (f *fakeMeta) CreateVM(_ context.Context, v consensus.VMRecord) (*consensus
 
 func (f *fakeMeta) UpdateVM(_ context.Context, u consensus.VMUpdate) (*consensus.VMRecord, error) {
 	f.w.j.Add("meta update-vm %s desired=%s node=%s", u.Name, u.Desired, u.Node)
+	if len(f.updateErrs) > 0 {
+		err := f.updateErrs[0]
+		f.updateErrs = f.updateErrs[1:]
+		return nil, err
+	}
 	v, ok := f.w.ms.VMs[u.Name]
 	if !ok {
 		return nil, consensus.ErrNoSuchVM
+	}
+	if u.IfNode != "" && v.Node != u.IfNode && v.Node != u.Node {
+		return nil, fmt.Errorf("%w: VM %s is on %s, not %s", consensus.ErrBadCommand, u.Name, v.Node, u.IfNode)
 	}
 	nv := *v
 	if u.Desired != "" {

@@ -24,7 +24,9 @@ import (
 // network with the target QEMU on the target's own export; the target's
 // first write (or the end of the migration) commits it as the single
 // primary; the source stays an UpToDate secondary. If the migration fails
-// the VM keeps running on the source and the window is closed.
+// the VM keeps running on the source and the window is closed; if the
+// domain moved but the handover fails, the VM is recorded on the target
+// and the source retries the handover (switchover).
 func (m *Manager) Migrate(ctx context.Context, req *tandemv1.MigrateVMRequest, send func(*tandemv1.MigrateProgress) error) error {
 	ms, _, v, err := m.freshVM(ctx, req.Name)
 	if err != nil {
@@ -236,28 +238,9 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		m.st.Log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
 	}
 	send(&tandemv1.MigrateProgress{Phase: "handover", Message: "committing " + req.To + " as primary"})
-	for _, name := range vm.Volumes {
-		var err error
-		if isRBD(ms, name) {
-			var r rbdVolumes
-			if r, err = m.rbd(); err == nil {
-				err = r.MoveRBDOwner(context.WithoutCancel(ctx), name, req.To, "live migration of VM "+vm.Name)
-			}
-		} else {
-			err = m.vols.Handover(context.WithoutCancel(ctx), name, req.To)
-		}
-		if err != nil {
-			return status.Errorf(codes.Internal, "VM %s runs on %s but the handover of %s failed: %v", vm.Name, req.To, name, err)
-		}
-	}
-	m.dropSeed(vm.Name) // the target has its own
-	meta, err := m.meta()
+	rec, err := m.switchover(ctx, vm, req.To)
 	if err != nil {
-		return status.Errorf(codes.Internal, "VM %s runs on %s but recording it failed: %v", vm.Name, req.To, err)
-	}
-	rec, err := meta.UpdateVM(context.WithoutCancel(ctx), consensus.VMUpdate{Name: vm.Name, Node: req.To, IfNode: self, Reason: "live migration"})
-	if err != nil {
-		return status.Errorf(codes.Internal, "VM %s runs on %s but recording it failed: %v", vm.Name, req.To, err)
+		return err
 	}
 	if res.StatsFrom != "destination" {
 		// Downtime is only known where the domain now runs.

@@ -151,6 +151,10 @@ type Manager struct {
 	// it to (migrate.go): one at a time.
 	migMu     sync.Mutex
 	migrating map[string]string
+
+	// retryFirst and retryMax bound the interval at which a failed
+	// switchover is retried (switchover.go); tests shorten them.
+	retryFirst, retryMax time.Duration
 }
 
 // New returns a Manager. On a node that runs VMs it creates the console
@@ -158,7 +162,8 @@ type Manager struct {
 // is known here.
 func New(c Config) *Manager {
 	m := &Manager{st: c.State, vols: c.Volumes, metaf: c.Meta, peers: c.Peers, imgs: c.Images, secret: c.Secret, bg: c.Background,
-		log: c.State.Log.With("component", "compute"), crash: newCrashTracker(), nvSeen: map[string]fileSeen{}, migrating: map[string]string{}}
+		log: c.State.Log.With("component", "compute"), crash: newCrashTracker(), nvSeen: map[string]fileSeen{}, migrating: map[string]string{},
+		retryFirst: handoverRetryFirst, retryMax: handoverRetryMax}
 	if m.st.Config.ComputeEnabled() {
 		if err := os.MkdirAll(filepath.Join(m.st.Config.DataDir, "vms"), 0o750); err != nil {
 			m.log.Error("cannot create the VM console directory", "err", err)

@@ -146,3 +146,49 @@ func (s *fakeShard) Record(ctx context.Context, _ uint64) (*consensus.VolumeReco
 	}
 	return rec, err
 }
+
+// TestWindowReadsOnlyFromUpToDate: the migration target's export reads
+// its own replica only while the record says that replica holds every
+// acknowledged write. Seed 2073's target turned Outdated during the
+// migration (its tandemd was killed) and its guest would have read what
+// the primary wrote meanwhile as it was before.
+func TestWindowReadsOnlyFromUpToDate(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rec   *consensus.VolumeRecord
+		error string
+	}{
+		{"UpToDate", window(consensus.UpToDate), ""},
+		{"SyncSource", window(consensus.SyncSource), ""},
+		{"Outdated", window(consensus.Outdated), "the replica of v on n1 is Outdated; it may miss acknowledged writes"},
+		{"Inconsistent", window(consensus.Inconsistent), "the replica of v on n1 is Inconsistent"},
+		{"window closed", &consensus.VolumeRecord{Name: "v", Primary: "n2", Epoch: 3, Applied: 12,
+			Replicas: map[string]*consensus.ReplicaRecord{"n1": {State: consensus.UpToDate}}}, "the migration window is closed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newWorld().manager(t)
+			open := window(consensus.UpToDate)
+			nv := secondary(t, m, &fakeShard{rec: open}, open)
+			exp, err := m.Export(context.Background(), "v")
+			if err != nil {
+				t.Fatal(err)
+			}
+			nv.rec.Store(tc.rec) // the record changed after the connect
+			buf := make([]byte, 4096)
+			_, err = exp.Volume.ReadAt(context.Background(), buf, 0)
+			switch {
+			case tc.error == "" && err != nil:
+				t.Fatalf("read: %v", err)
+			case tc.error != "" && (!errors.Is(err, blockstore.ErrFrozen) || !strings.Contains(err.Error(), tc.error)):
+				t.Fatalf("read: got %v, want ErrFrozen with %q", err, tc.error)
+			}
+		})
+	}
+}
+
+// window is v's record with the migration window open for n1, whose
+// replica is in state st.
+func window(st consensus.ReplicaState) *consensus.VolumeRecord {
+	return &consensus.VolumeRecord{Name: "v", Primary: "n2", Epoch: 3, MigrationTarget: "n1", Applied: 11,
+		Replicas: map[string]*consensus.ReplicaRecord{"n1": {State: st}, "n2": {State: consensus.UpToDate}}}
+}

@@ -108,8 +108,8 @@ func TestAuthorizeNBD(t *testing.T) {
 func TestExportMigrationWindowRemote(t *testing.T) {
 	w := newWorld()
 	m := w.manager(t)
-	window := &consensus.VolumeRecord{Name: "v", Primary: "n2", Epoch: 3, MigrationTarget: "n1", Applied: 11}
-	secondary(t, m, &fakeShard{rec: window}, window)
+	open := window(consensus.UpToDate)
+	secondary(t, m, &fakeShard{rec: open}, open)
 
 	ctx := nbd.ContextWithClientTLS(context.Background(), tls.ConnectionState{})
 	exp, err := m.Export(ctx, "v")

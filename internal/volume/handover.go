@@ -203,7 +203,33 @@ func (v migrationVolume) ReadAt(ctx context.Context, b []byte, off int64) (int, 
 	if p := v.nv.servingPrimary(); p != nil {
 		return p.ReadAt(ctx, b, off)
 	}
+	if err := v.nv.windowReadable(); err != nil {
+		return 0, err
+	}
 	return v.nv.store.ReadAt(ctx, b, off)
+}
+
+// windowReadable tells whether the window's reads may come from this
+// replica: only while the record says it holds every acknowledged write.
+// A target that turned Outdated during the migration (its tandemd was
+// killed, the primary went on without it) misses writes; after the
+// switchover its guest read them stale, and could write what it derived
+// from them once a resync let the handover through (found by the fault
+// schedule of seed 2073).
+func (nv *nodeVolume) windowReadable() error {
+	self := nv.m.self()
+	r := nv.rec.Load()
+	if r == nil || (r.MigrationTarget != self && r.Primary != self) {
+		return fmt.Errorf("%w: node %s may not read %s: the migration window is closed", blockstore.ErrFrozen, self, nv.entry.Name)
+	}
+	if rr := r.Replicas[self]; rr == nil || (rr.State != consensus.UpToDate && rr.State != consensus.SyncSource) {
+		state := "not a replica"
+		if rr != nil {
+			state = string(rr.State)
+		}
+		return fmt.Errorf("%w: the replica of %s on %s is %s; it may miss acknowledged writes", blockstore.ErrFrozen, nv.entry.Name, self, state)
+	}
+	return nil
 }
 
 func (v migrationVolume) WriteAt(ctx context.Context, b []byte, off int64, flags blockstore.WriteFlags) (int, error) {
