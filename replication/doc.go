@@ -21,6 +21,11 @@
 //     epoch, or a reconnect) first supersedes the older ones, whose frames
 //     not yet applied are refused, and waits until their frames being
 //     applied are done: no old frame lands after a new session's write.
+//     Superseded by a newer epoch, a session is refused StatusStaleEpoch
+//     (deposed); by a connection of its own epoch, StatusSuperseded, which
+//     the primary handles as a lost link (fence, resync): a connection it
+//     gave up on may be accepted late. No session supersedes a newer
+//     epoch's.
 //     Where: secondary.go (check, Secondary.accept, Secondary.checkFrame),
 //     session.go (sessionGate);
 //     peer.go (Primary.receiver) and fence.go (Primary.fence) call

@@ -387,7 +387,10 @@ func (p *Primary) receiver(pe *peer, conn net.Conn, gen uint64) {
 			conn.Close()
 			return
 		default:
-			// The peer could not apply it (I/O error, frozen): fence it.
+			// The peer could not apply it (I/O error, frozen), or took a
+			// newer connection of this same epoch (StatusSuperseded: one
+			// this primary gave up on, accepted late): fence it, and the
+			// reconnect loop resyncs it. Only a newer epoch deposes.
 			pe.mu.Lock()
 			pe.pending[h.Seq] = rq
 			pe.mu.Unlock()

@@ -200,13 +200,16 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 	}
 	t, epoch, ref := s.accept(ctx, &hello, from)
 	var g *sessionGate
-	var sess uint64
+	var sess session
 	if ref == nil {
 		g = s.gate(t.Name)
 		bctx, cancel := context.WithTimeout(ctx, s.drainTimeout())
-		sess, err = g.begin(bctx)
+		sess, err = g.begin(bctx, epoch)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrStaleEpoch):
+			ref = &refusal{StatusStaleEpoch, err.Error()}
+		case err != nil:
 			ref = &refusal{StatusFrozen, err.Error()}
 		}
 	}
@@ -356,7 +359,7 @@ const maxLargeInFlight = 4
 // largeFrame is the size above which frames are applied one at a time.
 const largeFrame = 128 << 10
 
-func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, synced bool, g *sessionGate, sess uint64, r *bufio.Reader, w *bufio.Writer) error {
+func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uint64, synced bool, g *sessionGate, sess session, r *bufio.Reader, w *bufio.Writer) error {
 	var hdr [headerSize]byte
 	var (
 		// order holds the frames being applied, in stream order:
@@ -423,13 +426,13 @@ func (s *Secondary) apply(ctx context.Context, t *Target, from string, epoch uin
 			return finish(err)
 		}
 		status, msg := s.checkFrame(ctx, t, from, epoch, h)
-		if status == StatusOK && g.superseded(sess) {
-			status, msg = StatusStaleEpoch, "superseded by a newer replication connection to this replica"
+		if status == StatusOK {
+			status, msg = g.check(sess)
 		}
 		if status != StatusOK {
 			wg.Wait() // what came before is acknowledged first
 			_ = ack(h.Seq, status, msg, true)
-			if status == StatusStaleEpoch || status == StatusNotPrimary {
+			if status == StatusStaleEpoch || status == StatusNotPrimary || status == StatusSuperseded {
 				return finish(&refusal{status, msg})
 			}
 			continue

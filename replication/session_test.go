@@ -3,8 +3,12 @@ package replication
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"net"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -124,4 +128,120 @@ func (g *sessionGate) busy() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.applying) > 0
+}
+
+// TestSupersededConnectionOfSameEpochDoesNotDepose: the fault-schedule
+// runner's seed 2073. The primary's reconnect attempt timed out in its hello
+// while the replica's tandemd was stopped (SIGSTOP); resumed, the replica
+// accepted that abandoned connection after the primary's next, live one,
+// and the late session superseded the live one. Its next frame was refused
+// as a stale epoch and the primary deposed itself for good, though no newer
+// epoch existed. A connection superseded by one of the same epoch is a lost
+// link: the primary fences the peer, resyncs it, and writes go on.
+func TestSupersededConnectionOfSameEpochDoesNotDepose(t *testing.T) {
+	r := newRig(t, 1, 2*time.Second)
+	writeRandom(t, r.ctx, r.p, 11, 40)
+
+	// The late connection: this primary's node and epoch, its sender gone.
+	late := openRaw(t, r.secs[0].ln.Addr().String(), "n1", 1)
+	if a := late.helloAck(); a.Status != StatusOK {
+		t.Fatalf("late connection refused: %v %s", a.Status, a.Message)
+	}
+	late.c.Close()
+
+	// The live connection's next frame is refused as superseded.
+	if _, err := r.p.WriteAt(r.ctx, bytes.Repeat([]byte{7}, 4096), 0, 0); err != nil {
+		t.Fatalf("write after a connection of the same epoch superseded the primary's: %v", err)
+	}
+	writeRandom(t, r.ctx, r.p, 12, 40)
+	r.waitState(t, "n2", UpToDate, 20*time.Second)
+	if !slices.Contains(r.fence.log, "n2=Outdated") {
+		t.Fatalf("the superseded link was not fenced: %v", r.fence.log)
+	}
+	if err := r.p.Flush(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.link("n2"); l != "in-sync" {
+		t.Fatalf("link is %s after the resync", l)
+	}
+	r.requireIdentical(t)
+}
+
+// TestStalePrimaryStillDeposedBySupersedingEpoch: a connection superseded
+// by a newer epoch's primary is a deposition, as before.
+func TestStalePrimaryStillDeposedBySupersedingEpoch(t *testing.T) {
+	r := newRig(t, 1, 2*time.Second)
+	writeRandom(t, r.ctx, r.p, 13, 20)
+	r.auth.set(View{Epoch: 2, Primary: "n3"})
+	nu := openRaw(t, r.secs[0].ln.Addr().String(), "n3", 2)
+	if a := nu.helloAck(); a.Status != StatusOK {
+		t.Fatalf("new primary refused: %v %s", a.Status, a.Message)
+	}
+	// The view this replica applied may lag behind the read that confirmed
+	// the new primary: with it still at epoch 1, only the session gate
+	// tells the old primary it was superseded.
+	r.auth.set(View{Epoch: 1, Primary: "n1"})
+	before := r.secs[0].store.snapshot()
+	_, err := r.p.WriteAt(r.ctx, bytes.Repeat([]byte{9}, 4096), 8192, 0)
+	if !errors.Is(err, ErrDeposed) {
+		t.Fatalf("write of a primary superseded by a newer epoch: %v", err)
+	}
+	if !bytes.Equal(before, r.secs[0].store.snapshot()) {
+		t.Fatal("the replica applied a superseded primary's write")
+	}
+	if _, err := r.p.WriteAt(r.ctx, []byte{1}, 0, 0); !errors.Is(err, ErrDeposed) {
+		t.Fatalf("deposed primary still writes: %v", err)
+	}
+}
+
+// slowAuthority holds its first Refresh after reading the view, as a
+// linearizable read that returns late does.
+type slowAuthority struct {
+	*authority
+	once    sync.Once
+	read    chan struct{} // closed when the held Refresh has read
+	release chan struct{}
+}
+
+func (a *slowAuthority) Refresh(ctx context.Context) (View, error) {
+	v := a.View()
+	held := false
+	a.once.Do(func() { held = true })
+	if held {
+		close(a.read)
+		<-a.release
+	}
+	return v, nil
+}
+
+// TestLateSessionOfOlderEpochDoesNotSupersede: a hello of epoch 1 whose
+// confirming read returned before a promotion but whose session began
+// after the new primary's (epoch 2) must not supersede the new primary's
+// session: it would depose the rightful primary. It is refused.
+func TestLateSessionOfOlderEpochDoesNotSupersede(t *testing.T) {
+	auth := &slowAuthority{authority: &authority{v: View{Epoch: 1, Primary: "n1"}}, read: make(chan struct{}), release: make(chan struct{})}
+	store := newMemStore(volSize)
+	sec := startSecondary(t, "n2", store, auth.authority, "")
+	sec.sec.lookup = func(vol string) (*Target, error) {
+		return &Target{Name: vol, Store: store, VolumeID: "id1", Authority: auth}, nil
+	}
+	addr := sec.ln.Addr().String()
+
+	old := openRaw(t, addr, "n1", 1)
+	<-auth.read // confirmed epoch 1, not begun yet
+	auth.set(View{Epoch: 2, Primary: "n3"})
+	nu := openRaw(t, addr, "n3", 2)
+	if a := nu.helloAck(); a.Status != StatusOK {
+		t.Fatalf("new primary refused: %v %s", a.Status, a.Message)
+	}
+	close(auth.release)
+	if a := old.helloAck(); a.Status != StatusStaleEpoch {
+		t.Fatalf("late session of the old epoch: %v %s, want %v", a.Status, a.Message, StatusStaleEpoch)
+	}
+	nu.write(0, bytes.Repeat([]byte{0x02}, 4096))
+	var hdr [headerSize]byte
+	h, p, err := ReadFrame(nu.r, hdr[:], nil)
+	if err != nil || h.Type != FrameAck || Status(h.Flags) != StatusOK {
+		t.Fatalf("new primary's write after the late hello: %+v %s %v", h, p, err)
+	}
 }

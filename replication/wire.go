@@ -119,6 +119,11 @@ const (
 	StatusUnknownVolume
 	StatusFrozen
 	StatusDiverged
+	// StatusSuperseded: a newer connection of the sender's own epoch
+	// replaced this one on the replica. Not a deposition: the primary
+	// fences the peer and resyncs it. (An older primary, not knowing it,
+	// fences the peer as for any other refusal.)
+	StatusSuperseded
 )
 
 func (s Status) String() string {
@@ -141,6 +146,8 @@ func (s Status) String() string {
 		return "replica frozen"
 	case StatusDiverged:
 		return "data diverged"
+	case StatusSuperseded:
+		return "connection superseded"
 	}
 	return fmt.Sprintf("status(%d)", uint16(s))
 }
