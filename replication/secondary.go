@@ -76,7 +76,7 @@ type Secondary struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
-	gates map[string]*sessionGate // by volume; see sessionGate
+	gates map[gateKey]*sessionGate // by volume; see sessionGate
 	// rewrite holds the volumes whose replica's disk lost a sync and that
 	// asked their primary for a full resync (see stickySync); rewriting
 	// counts them, so that the data path looks at the map only then.
@@ -103,7 +103,7 @@ type stickySync interface {
 // names the senders of Serve's connections with authorize. A nil authorize
 // refuses every connection Serve accepts.
 func NewSecondary(log *slog.Logger, lookup Lookup, authorize Authorize) *Secondary {
-	return &Secondary{log: log, lookup: lookup, authorize: authorize, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}, gates: map[string]*sessionGate{}, rewrite: map[string]bool{}}
+	return &Secondary{log: log, lookup: lookup, authorize: authorize, refreshTimeout: 2 * time.Second, conns: map[net.Conn]struct{}{}, gates: map[gateKey]*sessionGate{}, rewrite: map[string]bool{}}
 }
 
 // Serve accepts connections until ctx ends or ln fails. Connections from ln
@@ -202,7 +202,7 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 	var g *sessionGate
 	var sess session
 	if ref == nil {
-		g = s.gate(t.Name)
+		g = s.gate(t)
 		bctx, cancel := context.WithTimeout(ctx, s.drainTimeout())
 		sess, err = g.begin(bctx, epoch)
 		cancel()
@@ -276,16 +276,22 @@ func (s *Secondary) ServeConn(ctx context.Context, c net.Conn, from string) erro
 }
 
 // gate is the session gate of a volume's replica on this node.
-func (s *Secondary) gate(volume string) *sessionGate {
+func (s *Secondary) gate(t *Target) *sessionGate {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g := s.gates[volume]
+	k := gateKey{t.Name, t.VolumeID}
+	g := s.gates[k]
 	if g == nil {
 		g = newSessionGate()
-		s.gates[volume] = g
+		s.gates[k] = g
 	}
 	return g
 }
+
+// gateKey names a volume's gate by its name and on-disk ID: a gate
+// remembers the newest epoch it let in, and a volume deleted and created
+// again under the same name starts over at epoch 1.
+type gateKey struct{ name, volumeID string }
 
 // drainTimeout bounds how long a new session waits for an older one's
 // writes to reach the disk (a disk that stalls longer fails the session,

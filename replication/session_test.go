@@ -79,7 +79,7 @@ func TestNewSessionWaitsForOlderSessionsFrames(t *testing.T) {
 	store.gate.Store(&gate)
 	old.write(0, bytes.Repeat([]byte{0x01}, 4096))
 	deadline := time.Now().Add(time.Minute)
-	for !sec.sec.gate("vol").busy() {
+	for !sec.sec.gate(&Target{Name: "vol", VolumeID: "id1"}).busy() {
 		if time.Now().After(deadline) {
 			t.Fatal("the old write never started")
 		}
@@ -92,7 +92,7 @@ func TestNewSessionWaitsForOlderSessionsFrames(t *testing.T) {
 	acked := make(chan HelloAck, 1)
 	nu := openRaw(t, addr, "n3", 2)
 	go func() { acked <- nu.helloAck() }()
-	g := sec.sec.gate("vol")
+	g := sec.sec.gate(&Target{Name: "vol", VolumeID: "id1"})
 	for {
 		g.mu.Lock()
 		waiting := g.waiting
@@ -243,5 +243,21 @@ func TestLateSessionOfOlderEpochDoesNotSupersede(t *testing.T) {
 	h, p, err := ReadFrame(nu.r, hdr[:], nil)
 	if err != nil || h.Type != FrameAck || Status(h.Flags) != StatusOK {
 		t.Fatalf("new primary's write after the late hello: %+v %s %v", h, p, err)
+	}
+}
+
+// TestGateOfRecreatedVolume: a gate remembers the newest epoch it let in,
+// so a volume deleted and created again under its name (epoch 1 again, a
+// new volume ID) gets a gate of its own; the old volume's stays refused.
+func TestGateOfRecreatedVolume(t *testing.T) {
+	s := &Secondary{gates: map[gateKey]*sessionGate{}}
+	if _, err := s.gate(&Target{Name: "vol", VolumeID: "id1"}).begin(t.Context(), 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.gate(&Target{Name: "vol", VolumeID: "id2"}).begin(t.Context(), 1); err != nil {
+		t.Fatalf("the recreated volume's first session: %v", err)
+	}
+	if _, err := s.gate(&Target{Name: "vol", VolumeID: "id1"}).begin(t.Context(), 1); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("an older epoch of the same volume: %v, want ErrStaleEpoch", err)
 	}
 }
