@@ -427,6 +427,9 @@ func replicaSummary(info *tandemv1.VolumeInfo) string {
 		}
 		if l := r.GetLink(); l != "" {
 			s += "/" + l
+			if ds := r.GetDataStream(); ds != "" && ds != settings.DataStreamTLS {
+				s += "(" + ds + ")"
+			}
 		}
 		if d := r.GetDirtyBytes(); d > 0 {
 			s += fmt.Sprintf("(%d dirty)", d)

@@ -121,6 +121,15 @@ func TestReplicaSummaryAndReady(t *testing.T) {
 	if got, want := replicaSummary(info), "n1:UpToDate* n2:UpToDate/in-sync"; got != want {
 		t.Errorf("summary %q, want %q", got, want)
 	}
+	// A run with -data-stream plain shows it on the link.
+	info.Replicas[1].DataStream = "plain"
+	if got, want := replicaSummary(info), "n1:UpToDate* n2:UpToDate/in-sync(plain)"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+	info.Replicas[1].DataStream = "tls"
+	if got, want := replicaSummary(info), "n1:UpToDate* n2:UpToDate/in-sync"; got != want {
+		t.Errorf("summary of a TLS link %q, want %q", got, want)
+	}
 	tg := &Target{Replicas: 2, Nodes: []string{"n1", "n2"}}
 	if err := volumeReady(info, tg); err != nil {
 		t.Errorf("ready volume: %v", err)
