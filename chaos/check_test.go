@@ -216,10 +216,10 @@ time=2026-12-06T11:42:37.000Z level=INFO msg="writes acknowledged" component=vol
 
 func TestSummaryMarkdown(t *testing.T) {
 	var s Summary
-	s.Add(&Result{Seed: 7, Injected: map[Kind]int{PowerOff: 2, Delay: 3}, Ops: 10, AckedWrites: 6, OperatorRefused: 1, DelayedPackets: 40,
+	s.Add(&Result{Seed: 7, Injected: map[Kind]int{PowerOff: 2, Delay: 3}, Ops: 10, AckedWrites: 6, OperatorRefused: 1, DelayedPackets: 40, FollowerMoves: 5,
 		Anomalies: []Anomaly{{Checker: "writes", Volume: "v", Detail: "block 1 lost"}}, Replay: "make chaos SEED=7 SCHEDULES=1", Schedule: "seed=7"})
 	md := s.Markdown()
-	for _, want := range []string{"| power-off | 2 |", "| delay | 3 |", "held by the delay faults (internal/netdelay) | 40 |", "| anomalies | 1 |", "make chaos SEED=7 SCHEDULES=1", "writes: volume v: block 1 lost", "refused under faults | 1 |"} {
+	for _, want := range []string{"| power-off | 2 |", "| delay | 3 |", "held by the delay faults (internal/netdelay) | 40 |", "| anomalies | 1 |", "make chaos SEED=7 SCHEDULES=1", "writes: volume v: block 1 lost", "refused under faults | 1 |", "moves to a new primary (single-writer checker) | 5 |"} {
 		if !strings.Contains(md, want) {
 			t.Fatalf("markdown lacks %q:\n%s", want, md)
 		}

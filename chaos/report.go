@@ -28,7 +28,11 @@ type Summary struct {
 	DiskHits int `json:"disk_hits"`
 	// DelayedPackets is the backend packets the delay faults held.
 	DelayedPackets uint64 `json:"delayed_packets,omitempty"`
-	Harness        int    `json:"harness_errors"`
+	// FollowerMoves is the follower clients' moves to a new primary
+	// (Result.FollowerMoves): whether the single-writer checker had
+	// writes at two epochs to compare.
+	FollowerMoves int `json:"follower_moves,omitempty"`
+	Harness       int `json:"harness_errors"`
 	// With VMs: libvirt samples, guest heartbeats received, QEMUs the
 	// harness's watchdog killed.
 	VMSamples     int           `json:"vm_samples,omitempty"`
@@ -152,6 +156,7 @@ func (s *Summary) Add(r *Result) {
 	s.Harness += len(r.HarnessErrors)
 	s.DiskHits += r.DiskHits
 	s.DelayedPackets += r.DelayedPackets
+	s.FollowerMoves += r.FollowerMoves
 	s.VMSamples += r.VMSamples
 	s.GuestBeats += r.GuestBeats
 	s.WatchdogKills += r.WatchdogKills
@@ -193,6 +198,9 @@ func (s *Summary) Markdown() string {
 	}
 	if s.DelayedPackets > 0 {
 		fmt.Fprintf(&b, "| backend packets held by the delay faults (internal/netdelay) | %d |\n", s.DelayedPackets)
+	}
+	if s.FollowerMoves > 0 {
+		fmt.Fprintf(&b, "| follower clients' moves to a new primary (single-writer checker) | %d |\n", s.FollowerMoves)
 	}
 	if s.VMSamples > 0 {
 		fmt.Fprintf(&b, "| VM: libvirt domain samples / guest heartbeats / QEMUs killed by the harness's watchdog / restarts given up (vm-restart-given-up, started by the runner) | %d / %d / %d / %d |\n",
