@@ -99,7 +99,10 @@ func (m *Manager) Run(ctx context.Context) {
 		}
 		ours := func(name string) bool { return m.ours(ms, name) }
 		confirm := m.confirmer(ctx)
-		_, _ = drv.ResumeIOErrorPaused(ctx, func(name string) bool { return ours(name) && confirm(name) })
+		recorded := m.recordedHere(ctx)
+		_, _ = drv.ResumeIOErrorPaused(ctx, func(name string) bool {
+			return (ours(name) || m.takeOverPaused(ctx, ms, name, recorded)) && confirm(name)
+		})
 		m.restartCrashed(ctx, drv, ms, ours, confirm)
 		m.syncNVRAMs(ctx, ms)
 		m.syncCephSecrets(ctx, drv, ms)
@@ -154,6 +157,74 @@ func (m *Manager) confirmer(ctx context.Context) func(name string) bool {
 		v := ms.VMs[name]
 		return v != nil && (v.HAState == "" || v.HAState == consensus.HAStarted) && m.ours(ms, name)
 	}
+}
+
+// recordedHere returns a check, on metadata read with quorum (once, at
+// its first use), that a VM is started here with HA state started,
+// whether this node serves its volumes or not.
+func (m *Manager) recordedHere(ctx context.Context) func(name string) bool {
+	var (
+		ms   *consensus.MetaState
+		err  error
+		read bool
+	)
+	return func(name string) bool {
+		if !read {
+			read = true
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ms, _, err = m.fresh(fctx)
+			cancel()
+		}
+		if err != nil {
+			return false
+		}
+		v := ms.VMs[name]
+		return v != nil && v.Node == m.self() && v.Desired == consensus.VMStarted && (v.HAState == "" || v.HAState == consensus.HAStarted)
+	}
+}
+
+// takeOverPaused takes over, for a VM that QEMU paused on an I/O error,
+// the volumes whose migration window is open for this node, and reports
+// whether it did. A migration whose source could not hand over (its
+// target's replica was Outdated) leaves the VM here, recorded here, and
+// its first write refused; once this replica is UpToDate again the
+// takeover succeeds and the VM is resumed (see switchover). The VM must be
+// recorded here on fresh metadata (recorded): a node just back from a
+// fence must not take a volume over on a stale copy.
+func (m *Manager) takeOverPaused(ctx context.Context, ms *consensus.MetaState, name string, recorded func(string) bool) bool {
+	v := ms.VMs[name]
+	if v == nil || v.Node != m.self() || v.Desired != consensus.VMStarted || (v.HAState != "" && v.HAState != consensus.HAStarted) {
+		return false
+	}
+	var window []string
+	for _, vol := range v.Spec.Volumes {
+		if e, ok := ms.Volumes[vol]; ok && e.IsRBD() {
+			continue // ours decides; RBD has no window
+		}
+		if m.vols.ServingPrimary(vol) {
+			continue
+		}
+		if r := m.vols.Record(vol); r == nil || r.MigrationTarget != m.self() {
+			return false
+		}
+		window = append(window, vol)
+	}
+	if len(window) == 0 || !recorded(name) {
+		return false
+	}
+	for _, vol := range window {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := m.vols.Takeover(tctx, vol)
+		cancel()
+		if err != nil {
+			m.log.Info("a migrated VM's volume cannot be taken over yet", "vm", name, "volume", vol, "err", err)
+			return false
+		}
+	}
+	m.log.Warn("took over a migrated VM's volumes the source could not hand over", "vm", name, "volumes", window)
+	m.event(ctx, consensus.Event{Kind: "vm-takeover", Node: m.self(), VM: name,
+		Detail: fmt.Sprintf("this node took over %v after its migration", window)})
+	return m.ours(ms, name)
 }
 
 // crashDriver is what restartCrashed needs of the compute driver.

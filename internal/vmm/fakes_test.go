@@ -39,6 +39,7 @@ type fakeVolumes struct {
 	local      map[string]*fakeLocal
 	handover   func(n int) error
 	handovers  int
+	takeover   map[string]error
 }
 
 func (f *fakeVolumes) Catalog(_ context.Context, fresh bool) (*consensus.MetaState, error) {
@@ -102,6 +103,8 @@ func (f *fakeVolumes) Reconcile(name string) {
 
 func (f *fakeVolumes) Record(name string) *consensus.VolumeRecord {
 	if l := f.local[name]; l != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
 		return l.rec
 	}
 	return nil
@@ -111,6 +114,21 @@ func (f *fakeVolumes) AllowDual(context.Context, string, string) error { return 
 
 func (f *fakeVolumes) EndDual(_ context.Context, name, _ string) error {
 	f.w.j.Add("volume end-dual %s", name)
+	return nil
+}
+
+// Takeover answers with takeover's verdict on name, and makes the local
+// replica serve as primary when it is nil.
+func (f *fakeVolumes) Takeover(_ context.Context, name string) error {
+	f.w.j.Add("volume takeover %s", name)
+	if err := f.takeover[name]; err != nil {
+		return err
+	}
+	if l := f.local[name]; l != nil {
+		l.mu.Lock()
+		l.serving = true
+		l.mu.Unlock()
+	}
 	return nil
 }
 
@@ -157,9 +175,17 @@ type fakeMeta struct {
 	createErr error
 	// updateErrs are the answers of the next UpdateVMs, one each.
 	updateErrs []error
+	// onLocal, when set, runs at every LocalState (in the caller's
+	// goroutine: a test changes the world through it without a race).
+	onLocal func()
 }
 
-func (f *fakeMeta) LocalState() (*consensus.MetaState, error) { return f.w.ms, nil }
+func (f *fakeMeta) LocalState() (*consensus.MetaState, error) {
+	if f.onLocal != nil {
+		f.onLocal()
+	}
+	return f.w.ms, nil
+}
 
 func (f *fakeMeta) CreateVM(_ context.Context, v consensus.VMRecord) (*consensus.VMRecord, error) {
 	f.w.j.Add("meta create-vm %s %v", v.Name, v.Spec.Volumes)

@@ -57,6 +57,10 @@ type Volumes interface {
 	EndDual(ctx context.Context, name, reason string) error
 	// Handover makes target the single primary (docs/design.md I5).
 	Handover(ctx context.Context, name, target string) error
+	// Takeover makes this node, the target of its open migration window,
+	// the single primary: it asks the primary to hand over, as the
+	// target's first write does.
+	Takeover(ctx context.Context, name string) error
 }
 
 // Meta is the metadata client as the VM manager uses it; *consensus.Meta

@@ -309,6 +309,18 @@ func (m *Manager) Handover(ctx context.Context, name, target string) error {
 	return err
 }
 
+// Takeover makes this node, the target of volume name's open migration
+// window, its single primary (see takeover): for a migrated VM whose QEMU
+// paused when the source could not hand over.
+func (m *Manager) Takeover(ctx context.Context, name string) error {
+	nv, err := m.holder(name)
+	if err != nil {
+		return err
+	}
+	_, err = nv.takeover(ctx)
+	return err
+}
+
 // ServingPrimary reports whether this node serves volume name as the
 // primary of its record's current epoch.
 func (m *Manager) ServingPrimary(name string) bool {
