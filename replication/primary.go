@@ -160,7 +160,11 @@ type Primary struct {
 	closed     bool
 	peers      []*peer
 	stopping   chan struct{}
-	wg         sync.WaitGroup
+	// done is closed when the primary stops serving for good: retired,
+	// deposed or closed (Done).
+	done     chan struct{}
+	doneOnce sync.Once
+	wg       sync.WaitGroup
 
 	acks ackRecord
 }
@@ -224,7 +228,7 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 	if cfg.ActivityIdle == 0 {
 		cfg.ActivityIdle = 5 * time.Second
 	}
-	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{})}
+	p := &Primary{cfg: cfg, log: cfg.Log.With("volume", cfg.Volume, "epoch", cfg.Epoch), nextSeq: 1, thaw: make(chan struct{}), stopping: make(chan struct{}), done: make(chan struct{})}
 	close(p.thaw)
 	p.rate, p.rateCh = max(cfg.ResyncRate, 0), make(chan struct{})
 	p.plain.Store(cfg.PlainStream)
@@ -480,6 +484,7 @@ func (p *Primary) Close() error {
 	}
 	p.closed = true
 	close(p.stopping)
+	p.finish()
 	peers := p.peers
 	p.mu.Unlock()
 	p.acks.mu.Lock()
@@ -566,7 +571,15 @@ func (p *Primary) Retire(err error) {
 			close(p.thaw)
 		}
 	}
+	p.finish()
 }
+
+// Done is closed when this primary stops serving for good (Retire, a
+// deposition, Close): what is connected to it must let go, as a client
+// of a new primary on this node gets a new object.
+func (p *Primary) Done() <-chan struct{} { return p.done }
+
+func (p *Primary) finish() { p.doneOnce.Do(func() { close(p.done) }) }
 
 // depose stops this primary for good: a replica saw a newer epoch.
 func (p *Primary) depose(err error) {
@@ -580,6 +593,7 @@ func (p *Primary) depose(err error) {
 			close(p.thaw)
 		}
 	}
+	p.finish()
 }
 
 func (p *Primary) deposedErr() error {

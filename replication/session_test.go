@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -259,5 +261,42 @@ func TestGateOfRecreatedVolume(t *testing.T) {
 	}
 	if _, err := s.gate(&Target{Name: "vol", VolumeID: "id1"}).begin(t.Context(), 1); !errors.Is(err, ErrStaleEpoch) {
 		t.Fatalf("an older epoch of the same volume: %v, want ErrStaleEpoch", err)
+	}
+}
+
+// TestPrimaryDone: Done closes when the primary stops serving for good,
+// whichever way (Retire, Close), and not before: the NBD export ends its
+// clients' connections then, so that QEMU reconnects to what serves the
+// volume now instead of retrying a retired primary for good.
+func TestPrimaryDone(t *testing.T) {
+	open := func() *Primary {
+		p, err := NewPrimary(t.Context(), Config{Volume: "vol", VolumeID: "id1", Node: "n1", Epoch: 1, Local: newMemStore(volSize),
+			Dial: dialAs("n1"), Fencer: &fencer{epoch: 1}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	isDone := func(p *Primary) bool {
+		select {
+		case <-p.Done():
+			return true
+		default:
+			return false
+		}
+	}
+	p := open()
+	writeRandom(t, t.Context(), p, 1, 4)
+	if isDone(p) {
+		t.Fatal("Done closed while serving")
+	}
+	p.Retire(errors.New("handed over"))
+	p.Retire(errors.New("again")) // idempotent
+	if !isDone(p) {
+		t.Fatal("Done not closed after Retire")
+	}
+	if q := open(); q.Close() != nil || !isDone(q) {
+		t.Fatal("Done not closed after Close")
 	}
 }

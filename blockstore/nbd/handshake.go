@@ -34,6 +34,7 @@ type export struct {
 	readOnly                      bool
 	minBlock, prefBlock, maxBlock uint32
 	attach                        func() func()
+	done                          <-chan struct{}
 }
 
 // handshakeResult is what negotiation hands to the transmission phase.
@@ -378,6 +379,7 @@ func (s *Server) resolve(ctx context.Context, name string) (*export, uint32, err
 		prefBlock: orDefault(e.PreferredBlock, defaultPreferredBlock),
 		maxBlock:  orDefault(e.MaxBlock, defaultMaxBlock),
 		attach:    e.Attach,
+		done:      e.Done,
 	}
 	if exp.name == "" {
 		exp.name = name

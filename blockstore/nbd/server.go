@@ -47,6 +47,11 @@ type Export struct {
 	// this export and returns what to call when that connection ends; the
 	// owner uses it to know whether the volume is attached.
 	Attach func() (detach func())
+	// Done, when set, ends the export's connections when it is closed, as
+	// a stopping server does (the reader stops; requests in flight are
+	// answered): the volume behind it no longer serves, and a client that
+	// reconnects finds what serves it now (QEMU's reconnect-delay).
+	Done <-chan struct{}
 }
 
 // Lookup returns the export for a name, or an error: ErrUnknownExport, or
@@ -470,6 +475,20 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, tlsCfg *tls.Config)
 	tc := nc
 	if hs.tc != nil {
 		tc = hs.tc
+	}
+	if done := hs.exp.done; done != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-done:
+				log.Info("nbd: the export's volume stopped serving; closing the connection", "export", hs.exp.name)
+				cancel()
+				nc.SetReadDeadline(time.Now())
+			case <-ctx.Done():
+			}
+		}()
 	}
 	c := newConn(s, tc, hs, log.With("export", hs.exp.name))
 	c.serve(ctx)

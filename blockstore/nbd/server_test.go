@@ -637,3 +637,29 @@ func TestStats(t *testing.T) {
 		t.Fatalf("stats\n got %+v\nwant %+v", s, want)
 	}
 }
+
+// TestExportDoneClosesConnections: when an export's Done closes (the
+// volume behind it stopped serving for good, as a retired primary), its
+// connections end, so that a client with reconnect (QEMU) finds what
+// serves the volume now instead of getting errors from the old one for
+// good; other exports' connections stay.
+func TestExportDoneClosesConnections(t *testing.T) {
+	done := make(chan struct{})
+	h := startServer(t, map[string]*Export{
+		"ends":  {Name: "ends", Volume: newMemVolume(1 << 20), Done: done},
+		"stays": {Name: "stays", Volume: newMemVolume(1 << 20)},
+	})
+	ends := open(t, "unix", h.sock, "ends")
+	stays := open(t, "unix", h.sock, "stays")
+	if errno, _ := ends.do(cmdWrite, 0, 0, 4096, make([]byte, 4096)); errno != 0 {
+		t.Fatalf("write before Done: errno %d", errno)
+	}
+	close(done)
+	ends.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(ends.br); err != nil {
+		t.Fatalf("the connection did not end with EOF: %v", err)
+	}
+	if errno, _ := stays.do(cmdRead, 0, 0, 4096, nil); errno != 0 {
+		t.Fatalf("another export's connection after Done: errno %d", errno)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/tandemhci/tandem/blockstore"
 	"github.com/tandemhci/tandem/blockstore/nbd"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/replication"
 )
 
 // secondary opens volume v on m (node n1) as a secondary with a real
@@ -191,4 +192,39 @@ func TestWindowReadsOnlyFromUpToDate(t *testing.T) {
 func window(st consensus.ReplicaState) *consensus.VolumeRecord {
 	return &consensus.VolumeRecord{Name: "v", Primary: "n2", Epoch: 3, MigrationTarget: "n1", Applied: 11,
 		Replicas: map[string]*consensus.ReplicaRecord{"n1": {State: st}, "n2": {State: consensus.UpToDate}}}
+}
+
+// TestExportEndsWithItsPrimary: the primary's export carries the
+// primary's Done, so the NBD server ends its connections when the primary
+// is retired (a handover, a freeze), and a retired primary not yet
+// replaced is not exported: a client would get nothing but errors from it.
+func TestExportEndsWithItsPrimary(t *testing.T) {
+	m := newWorld().manager(t)
+	rec := &consensus.VolumeRecord{Name: "v", Primary: "n1", Epoch: 3, Applied: 11,
+		Replicas: map[string]*consensus.ReplicaRecord{"n1": {State: consensus.UpToDate}}}
+	nv := secondary(t, m, &fakeShard{rec: rec}, rec)
+	p, err := replication.NewPrimary(t.Context(), replication.Config{Volume: "v", VolumeID: "id", Node: "n1", Epoch: 3, Local: nv.store, Log: m.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	nv.mu.Lock()
+	nv.primary, nv.primaryEpoch = p, 3
+	nv.mu.Unlock()
+	exp, err := m.Export(context.Background(), "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp.Done == nil {
+		t.Fatal("the primary's export has no Done")
+	}
+	p.Retire(errors.New("handed over"))
+	select {
+	case <-exp.Done:
+	default:
+		t.Fatal("the export's Done did not close with its primary")
+	}
+	if _, err := m.Export(context.Background(), "v"); err == nil || !strings.Contains(err.Error(), "node n1 is not serving volume v as primary now") {
+		t.Fatalf("export of a retired primary: %v", err)
+	}
 }

@@ -1197,7 +1197,18 @@ func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) 
 	p := nv.primary
 	nv.mu.Unlock()
 	var vol blockstore.Volume = p
+	var done <-chan struct{}
 	readOnly := false
+	if p != nil {
+		select {
+		case <-p.Done():
+			// Retired or deposed, not replaced yet: a client bound to it
+			// would get nothing but errors.
+			return nil, fmt.Errorf("node %s is not serving volume %s as primary now", m.self(), name)
+		default:
+		}
+		done = p.Done()
+	}
 	if p == nil {
 		r := nv.rec.Load()
 		if nv.store != nil && (r == nil || r.MigrationTarget != m.self()) {
@@ -1225,7 +1236,7 @@ func (m *Manager) Export(ctx context.Context, name string) (*nbd.Export, error) 
 		vol = migrationVolume{nv: nv, remote: remote}
 		readOnly = remote
 	}
-	return &nbd.Export{Name: name, Description: "tandem volume " + name, Volume: vol, MultiConn: true, ReadOnly: readOnly,
+	return &nbd.Export{Name: name, Description: "tandem volume " + name, Volume: vol, MultiConn: true, ReadOnly: readOnly, Done: done,
 		Attach: func() func() {
 			nv.attached.Add(1)
 			return func() { nv.attached.Add(-1) }
