@@ -139,19 +139,10 @@ func (m *Manager) ours(ms *consensus.MetaState, name string) bool {
 // ran it twice (e2e TestRBDHAFailover in CI, after the host's power-on):
 // only a linearizable read decides an action.
 func (m *Manager) confirmer(ctx context.Context) func(name string) bool {
-	var (
-		ms   *consensus.MetaState
-		err  error
-		read bool
-	)
+	fresh := m.freshOnce(ctx)
 	return func(name string) bool {
-		if !read {
-			read = true
-			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ms, _, err = m.fresh(fctx)
-			cancel()
-		}
-		if err != nil {
+		ms, ok := fresh()
+		if !ok {
 			return false
 		}
 		v := ms.VMs[name]
@@ -159,23 +150,33 @@ func (m *Manager) confirmer(ctx context.Context) func(name string) bool {
 	}
 }
 
-// recordedHere returns a check, on metadata read with quorum (once, at
-// its first use), that a VM is started here with HA state started,
-// whether this node serves its volumes or not.
-func (m *Manager) recordedHere(ctx context.Context) func(name string) bool {
+// freshOnce returns the metadata read with quorum at its first call, and
+// whether that read succeeded, for the checks of one pass of the run loop.
+func (m *Manager) freshOnce(ctx context.Context) func() (*consensus.MetaState, bool) {
 	var (
 		ms   *consensus.MetaState
 		err  error
 		read bool
 	)
-	return func(name string) bool {
+	return func() (*consensus.MetaState, bool) {
 		if !read {
 			read = true
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			ms, _, err = m.fresh(fctx)
 			cancel()
 		}
-		if err != nil {
+		return ms, err == nil
+	}
+}
+
+// recordedHere returns a check, on metadata read with quorum (once, at
+// its first use), that a VM is started here with HA state started,
+// whether this node serves its volumes or not.
+func (m *Manager) recordedHere(ctx context.Context) func(name string) bool {
+	fresh := m.freshOnce(ctx)
+	return func(name string) bool {
+		ms, ok := fresh()
+		if !ok {
 			return false
 		}
 		v := ms.VMs[name]
