@@ -109,8 +109,10 @@ test-e2e: deps build
 # chaos runs SCHEDULES seeded fault schedules (package chaos, issue 16)
 # against a 3-node netns cluster and writes bench/results/chaos.{md,json}.
 # SEED is the first schedule's seed (default: a random one, printed); a
-# failure prints the one-line command that replays it. CHAOS_KEEP=DIR keeps
-# the history and logs of schedules with anomalies; CHAOS_LOG=info logs
+# failure prints the one-line command that replays it. KEEP=DIR (default
+# .cache/chaos-keep) keeps the history and every node's log of schedules
+# with anomalies, as the only record of a run a replay may not reproduce
+# (CHAOS_KEEP=DIR without make); CHAOS_LOG=info logs
 # every fault as it is applied and healed. DISK=1 (the default) puts the
 # nodes' volume files on internal/faultfs: disk errors and slow I/O join the
 # faults, and a power-off drops what was not synced; DISK=0 leaves them out.
@@ -131,9 +133,10 @@ VMS ?= 1
 APPEND ?= 0
 FOR ?=
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+KEEP ?= $(CURDIR)/.cache/chaos-keep
 chaos: deps
 	@echo "chaos: $(SCHEDULES) schedules from seed $(SEED)"
-	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_APPEND=$(APPEND) CHAOS_FOR=$(FOR) CHAOS_REPORT=bench/results/chaos \
+	CHAOS_PROFILE=long CHAOS_SCHEDULES=$(SCHEDULES) CHAOS_SEED=$(SEED) CHAOS_DISK=$(DISK) CHAOS_VMS=$(VMS) CHAOS_APPEND=$(APPEND) CHAOS_FOR=$(FOR) CHAOS_KEEP=$(KEEP) CHAOS_REPORT=bench/results/chaos \
 	  $(GO) test -count=1 -timeout 0 -v -run 'TestChaosSchedules$$' ./chaos/
 
 fuzz:

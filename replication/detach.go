@@ -90,10 +90,23 @@ func (s LocalStatus) Describe() string {
 // it is back (the primary itself never reconnects an in-sync peer it lost
 // while diskless: that peer's data is the volume's, not something to
 // resync from here).
+//
+// It stays false while a fence of another peer is still committing: a
+// fresh primary reads the record, which must name that peer Outdated
+// first, or it would link it in sync though it misses writes the lost
+// peer has (the writes in flight when both failed).
 func (p *Primary) StoppedDiskless() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.deposed != nil && errors.Is(p.deposed, ErrDiskless)
+	if p.deposed == nil || !errors.Is(p.deposed, ErrDiskless) {
+		return false
+	}
+	for _, pe := range p.peers {
+		if pe.state == peerFencing {
+			return false
+		}
+	}
+	return true
 }
 
 // Local reports the local disk's state.

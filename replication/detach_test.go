@@ -438,3 +438,129 @@ func TestDetachWithTwoPeersAndAResync(t *testing.T) {
 	d.requirePeerHoldsModel(t, 0)
 	d.requirePeerHoldsModel(t, 1)
 }
+
+// TestDisklessLosesOneOfTwoPeers: a diskless primary whose second in-sync
+// peer is still there fences the lost one off (Outdated) and keeps
+// acknowledging writes through the other, instead of stopping with the
+// record naming UpToDate a replica that misses the writes in flight (the
+// fault-schedule runner's seed 7025: after healing, the next primary
+// linked both in sync, and they differed). The fenced peer is not resynced
+// while the disk is detached; after the re-attach it is, in full.
+func TestDisklessLosesOneOfTwoPeers(t *testing.T) {
+	d := newDiskRig(t, 2)
+	d.writeSeq(t, 30, 20)
+	d.disk.failWrites.Store(true)
+	d.disk.failFlush.Store(true)
+	d.writeSeq(t, 31, 20)
+	if got := d.fence.state("n1"); got != Failed {
+		t.Fatalf("primary's replica %q, want Failed", got)
+	}
+	lost := d.secs[1]
+	lostAddr := lost.ln.Addr().String()
+	lost.kill()
+	d.writeSeq(t, 32, 40) // fails if the primary stopped
+	if got := d.fence.state("n3"); got != Outdated {
+		t.Fatalf("n3, lost while the primary is diskless, is %q; want Outdated (log %v)", got, d.fence.log)
+	}
+	if got := d.fence.state("n2"); got != "" {
+		t.Fatalf("n2 was committed %s; it must stay UpToDate", got)
+	}
+	if d.p.StoppedDiskless() {
+		t.Fatal("the primary stopped though an in-sync peer remains")
+	}
+	d.requirePeerHoldsModel(t, 0)
+	d.requireReadsModel(t)
+
+	back := startSecondary(t, "n3", lost.store, d.auth, lostAddr)
+	d.secs[1] = back
+	time.Sleep(200 * time.Millisecond) // reconnect attempts happen meanwhile
+	if got := d.fence.state("n3"); got != Outdated {
+		t.Fatalf("n3 became %q while the primary is diskless", got)
+	}
+	d.disk.failWrites.Store(false)
+	d.disk.failFlush.Store(false)
+	if err := d.p.Reattach(d.ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for d.fence.state("n3") != UpToDate {
+		if time.Now().After(deadline) {
+			t.Fatalf("n3 not resynced after the re-attach: %v", d.fence.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.writeSeq(t, 33, 10)
+	d.requirePeerHoldsModel(t, 0)
+	d.requirePeerHoldsModel(t, 1)
+}
+
+// TestDisklessStopWaitsForFence: a diskless primary whose last in-sync
+// peer fails while another peer's fence is still committing reports
+// StoppedDiskless only once that fence has committed: a fresh primary
+// started earlier would read a record naming both UpToDate and link them
+// in sync, though only one has the writes in flight.
+func TestDisklessStopWaitsForFence(t *testing.T) {
+	d := newDiskRig(t, 2)
+	d.disk.failWrites.Store(true)
+	d.disk.failFlush.Store(true)
+	d.writeSeq(t, 40, 10)
+	if got := d.fence.state("n1"); got != Failed {
+		t.Fatalf("primary's replica %q, want Failed", got)
+	}
+	held := make(chan struct{})
+	outdating := make(chan string, 4)
+	d.fence.mu.Lock()
+	d.fence.held, d.fence.outdating = held, outdating
+	d.fence.mu.Unlock()
+	d.secs[1].kill()
+	// A write makes the primary notice; it waits (frozen) for the fence.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := d.p.WriteAt(d.ctx, bytes.Repeat([]byte{9}, 4096), 0, 0)
+		wrote <- err
+	}()
+	select {
+	case peer := <-outdating:
+		if peer != "n3" {
+			t.Fatalf("outdating %s, want n3", peer)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("n3 was not fenced")
+	}
+	d.secs[0].kill()
+	// The primary stops (its last in-sync peer is gone) while the fence
+	// of n3 has not committed yet.
+	deadline := time.Now().Add(20 * time.Second)
+	for !errors.Is(d.p.deposedErr(), ErrDiskless) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the primary did not stop after losing its last in-sync peer: %v", d.p.deposedErr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if d.p.StoppedDiskless() {
+		t.Fatal("StoppedDiskless while n3's fence is still committing: a fresh primary would link n3 in sync")
+	}
+	close(held)
+	// The write may have been confirmed by n2 before it was lost: then it
+	// is acknowledged once n3 is Outdated, and n2 (UpToDate) holds it.
+	if err := <-wrote; err == nil {
+		got := d.secs[0].store.snapshot()[:4096]
+		if !bytes.Equal(got, bytes.Repeat([]byte{9}, 4096)) {
+			t.Fatal("a write was acknowledged that n2, the only UpToDate replica, does not hold")
+		}
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for !d.p.StoppedDiskless() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not StoppedDiskless after n3's fence committed (log %v)", d.fence.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := d.fence.state("n3"); got != Outdated {
+		t.Fatalf("n3 is %q, want Outdated", got)
+	}
+	if got := d.fence.state("n2"); got != "" {
+		t.Fatalf("n2, the only replica with every write, was committed %s", got)
+	}
+}

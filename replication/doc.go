@@ -60,7 +60,8 @@
 // local disk; a request succeeds when every in-sync peer has it and at
 // least one did (I2 with the local replica out of the in-sync set), else it
 // fails with EIO (ErrDiskless); reads go to an in-sync peer (FrameRead).
-// Losing the last in-sync peer while diskless stops the primary (EIO)
+// Losing one of two in-sync peers while diskless fences it off (a full
+// resync after the re-attach); losing the last one stops the primary (EIO)
 // rather than outdating the only replica with the data. It serves diskless
 // rather than handing over: the VM keeps running with no pause, and moving
 // it (a live migration) stays the operator's choice; Reattach brings the

@@ -23,12 +23,21 @@ func (p *Primary) fail(pe *peer, gen uint64, cause error) bool {
 		return false
 	}
 	prev := pe.state
-	if prev == peerInSync && p.local != localAttached {
-		// Diskless, this peer holds acknowledged writes that nothing else
-		// here has, and no bitmap could say what it misses: it is not
-		// outdated. This primary stops instead (every request fails with
-		// EIO); the record still names the peers UpToDate, so HA or an
-		// operator promotes one of them.
+	if prev == peerInSync && p.local != localAttached && p.inSyncLocked() == 1 {
+		// Diskless, the last in-sync peer holds acknowledged writes that
+		// nothing else here has: it is not outdated. This primary stops
+		// instead (every request fails with EIO); the record still names
+		// that peer UpToDate, so a fresh primary serves through it once
+		// it is back, or HA or an operator promotes it.
+		//
+		// With another peer still in sync, the failed one is fenced off
+		// as usual below: the others hold every acknowledged write, and
+		// stopping would leave the record naming UpToDate a replica that
+		// misses the writes in flight, which the next primary would then
+		// link in sync beside one that has them (the fault-schedule
+		// runner, seed 7025: replicas differing after healing). Detached,
+		// the disk keeps no bitmap of what it misses; the re-attach
+		// resyncs every peer not in sync in full.
 		err := fmt.Errorf("in-sync peer %s failed while the local disk is detached (%v): %w", pe.cfg.Name, cause, ErrDiskless)
 		if p.deposed == nil {
 			p.deposed = err
