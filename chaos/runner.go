@@ -719,7 +719,10 @@ func (r *Runner) createVolumes(ctx context.Context, seed uint64) error {
 // waitSynced waits until every replica of vol is UpToDate and in sync.
 func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration) (*tandemv1.VolumeInfo, bool) {
 	deadline := time.Now().Add(bound)
-	var last *tandemv1.VolumeInfo
+	var (
+		last      *tandemv1.VolumeInfo
+		reattempt time.Time
+	)
 	for {
 		info, err := r.showVolume(ctx, vol)
 		if err == nil {
@@ -727,12 +730,34 @@ func (r *Runner) waitSynced(ctx context.Context, vol string, bound time.Duration
 			if synced(info) {
 				return info, true
 			}
+			// A primary whose disk is detached re-attaches only when an
+			// operator asks (`volume resync`), and only through an
+			// in-sync peer: asked while none was back yet (a diskless
+			// primary restarts with backoff once its peer returns), it
+			// refuses, and an operator asks again, as this does every 5 s.
+			if primaryDiskFailed(info) && time.Now().After(reattempt) {
+				if !reattempt.IsZero() {
+					_, rerr := r.cli(ctx, "volume", "resync", vol)
+					r.log.Info("chaos: the primary's disk is still detached; asking for the re-attach again", "volume", vol, "err", rerr)
+				}
+				reattempt = time.Now().Add(5 * time.Second)
+			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return last, false
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// primaryDiskFailed: the primary serves with its disk detached (Failed).
+func primaryDiskFailed(info *tandemv1.VolumeInfo) bool {
+	for _, rep := range info.GetReplicas() {
+		if rep.GetNode() == info.GetPrimary() && rep.GetState() == tandemv1.ReplicaState_REPLICA_STATE_FAILED {
+			return true
+		}
+	}
+	return false
 }
 
 // synced: every replica of the volume UpToDate and, but the primary, in sync.
