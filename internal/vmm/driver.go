@@ -104,6 +104,7 @@ func (m *Manager) Run(ctx context.Context) {
 			return (ours(name) || m.takeOverPaused(ctx, ms, name, recorded)) && confirm(name)
 		})
 		m.restartCrashed(ctx, drv, ms, ours, confirm)
+		m.claimMigratedRBD(ctx, drv, ms, recorded)
 		m.syncNVRAMs(ctx, ms)
 		m.syncCephSecrets(ctx, drv, ms)
 	}
@@ -226,6 +227,61 @@ func (m *Manager) takeOverPaused(ctx context.Context, ms *consensus.MetaState, n
 	m.event(ctx, consensus.Event{Kind: "vm-takeover", Node: m.self(), VM: name,
 		Detail: fmt.Sprintf("this node took over %v after its migration", window)})
 	return m.ours(ms, name)
+}
+
+// claimMigratedRBD records this node as the owner of the RBD disks of a
+// VM that runs here, recorded here on fresh metadata with its HA state
+// started, while the catalog names another owner: a live migration whose
+// owner move failed on the source (switchover records the VM here
+// anyway). QEMU's librbd took the images' locks with the migration, so the
+// guest writes; but the catalog decides everything else (a crash restart
+// here needs this node to own the disks, HA fences the owner), so it must
+// name the one writer. As with takeOverPaused, the target does it, not the
+// source: only here is it known that the VM still runs here. The old
+// owner is asked to close first (MoveRBDOwner); it keeps no client of a
+// VM's disk.
+func (m *Manager) claimMigratedRBD(ctx context.Context, drv crashDriver, ms *consensus.MetaState, recorded func(string) bool) {
+	self := m.self()
+	for name, v := range ms.VMs {
+		if v.Node != self || v.Desired != consensus.VMStarted || (v.HAState != "" && v.HAState != consensus.HAStarted) {
+			continue
+		}
+		var move []string
+		for _, vol := range v.Spec.Volumes {
+			if e, ok := ms.Volumes[vol]; ok && e.IsRBD() && e.Owner != self {
+				move = append(move, vol)
+			}
+		}
+		if len(move) == 0 {
+			continue
+		}
+		if st, err := drv.State(ctx, name); err != nil || (st != compute.StateRunning && st != compute.StatePaused && st != compute.StateBlocked) {
+			continue
+		}
+		if !recorded(name) {
+			continue
+		}
+		r, err := m.rbd()
+		if err != nil {
+			return
+		}
+		moved := true
+		for _, vol := range move {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := r.MoveRBDOwner(cctx, vol, self, "VM "+name+" runs here after its live migration")
+			cancel()
+			if err != nil {
+				m.log.Info("the RBD disk of a migrated VM cannot be claimed yet", "vm", name, "volume", vol, "err", err)
+				moved = false
+				break
+			}
+		}
+		if moved {
+			m.log.Warn("recorded this node as the owner of a migrated VM's RBD disks, which the source could not move", "vm", name, "volumes", move)
+			m.event(ctx, consensus.Event{Kind: "vm-takeover", Node: self, VM: name,
+				Detail: fmt.Sprintf("this node now owns %v, its RBD disks, after its migration", move)})
+		}
+	}
 }
 
 // crashDriver is what restartCrashed needs of the compute driver.

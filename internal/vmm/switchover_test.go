@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
@@ -10,7 +11,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
+	"github.com/tandemhci/tandem/internal/volume"
 )
 
 // errOutdated is the shard's refusal of a handover to a target that
@@ -159,6 +162,76 @@ func TestTakeOverPaused(t *testing.T) {
 			}
 			if took := slices.Contains(w.j.list(), "volume takeover web-disk0"); took != tc.took {
 				t.Errorf("takeover asked: %v, want %v (%q)", took, tc.took, w.j.list())
+			}
+		})
+	}
+}
+
+// fakeRBDVolumes adds the RBD part to the volume fake: owner moves are
+// journaled (and refused with moveErr).
+type fakeRBDVolumes struct {
+	*fakeVolumes
+	w       *world
+	moveErr error
+}
+
+func (f *fakeRBDVolumes) AttachRBD(context.Context, string) (volume.RBDAccess, error) {
+	return volume.RBDAccess{}, errors.New("not in this test")
+}
+
+func (f *fakeRBDVolumes) StorageAccess(*consensus.MetaState, string) (volume.RBDAccess, error) {
+	return volume.RBDAccess{}, errors.New("not in this test")
+}
+
+func (f *fakeRBDVolumes) MoveRBDOwner(_ context.Context, name, to, _ string) error {
+	f.w.j.Add("rbd owner %s %s", name, to)
+	return f.moveErr
+}
+
+// TestClaimMigratedRBD: the target of a migration whose RBD owner move
+// failed on the source records itself as the owner of the disks of a VM
+// that runs here, recorded here on fresh metadata with HA started; in no
+// other case.
+func TestClaimMigratedRBD(t *testing.T) {
+	setup := func() (*world, *compute.State) {
+		w := newWorld()
+		w.startedVM("web", "n1", []string{"n1", "n2"}, testVolume{"web-disk0", "n2"})
+		w.ms.Volumes["web-disk0"] = &consensus.VolumeEntry{Name: "web-disk0", Backend: consensus.BackendRBD, Owner: "n2", State: consensus.VolumeReady}
+		st := compute.StateRunning
+		return w, &st
+	}
+	yes := func(string) bool { return true }
+	for _, tc := range []struct {
+		name     string
+		change   func(w *world, st *compute.State)
+		recorded func(string) bool
+		moveErr  error
+		want     []string
+	}{
+		{"runs here, owned by the source", func(*world, *compute.State) {}, yes, nil, []string{"rbd owner web-disk0 n1", "event vm-takeover web"}},
+		{"paused here", func(_ *world, st *compute.State) { *st = compute.StatePaused }, yes, nil, []string{"rbd owner web-disk0 n1", "event vm-takeover web"}},
+		{"not running here", func(_ *world, st *compute.State) { *st = compute.StateShutOff }, yes, nil, nil},
+		{"recorded elsewhere", func(w *world, _ *compute.State) { w.ms.VMs["web"].Node = "n2" }, yes, nil, nil},
+		{"HA fencing this node", func(w *world, _ *compute.State) { w.ms.VMs["web"].HAState = consensus.HAFence }, yes, nil, nil},
+		{"fresh metadata disagrees", func(*world, *compute.State) {}, func(string) bool { return false }, nil, nil},
+		{"already the owner", func(w *world, _ *compute.State) { w.ms.Volumes["web-disk0"].Owner = "n1" }, yes, nil, nil},
+		{"move refused", func(*world, *compute.State) {}, yes, errors.New("the owner n2 does not answer"), []string{"rbd owner web-disk0 n1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, st := setup()
+			tc.change(w, st)
+			m := w.manager()
+			m.vols = &fakeRBDVolumes{fakeVolumes: w.vols, w: w, moveErr: tc.moveErr}
+			drv := &fakeCrashDriver{state: map[string]compute.State{"web": *st}}
+			m.claimMigratedRBD(t.Context(), drv, w.ms, tc.recorded)
+			// Events are sent in the background.
+			deadline := time.Now().Add(5 * time.Second)
+			for !slices.Equal(w.j.list(), tc.want) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond)
+			if got := w.j.list(); !slices.Equal(got, tc.want) {
+				t.Errorf("journal %q, want %q", got, tc.want)
 			}
 		})
 	}
