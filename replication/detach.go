@@ -270,11 +270,22 @@ func (p *Primary) maybeThawLocked() {
 // maxPeerRead bounds one FrameRead.
 const maxPeerRead = 1 << 20
 
-// readPeer serves a read from an in-sync peer that offered reads.
+// readPeer serves a read from an in-sync peer that offered reads. A read
+// the peer did not answer (it failed, and was fenced off or stopped this
+// primary) is asked again of another in-sync peer, once per peer: with a
+// second copy in sync, losing one is no reason for the guest to see EIO.
 func (p *Primary) readPeer(ctx context.Context, b []byte, off int64) (int, error) {
 	for done := 0; done < len(b); {
 		n := min(len(b)-done, maxPeerRead)
-		if err := p.readPeerOnce(ctx, b[done:done+n], off+int64(done)); err != nil {
+		var err error
+		for range len(p.peers) {
+			err = p.readPeerOnce(ctx, b[done:done+n], off+int64(done))
+			if err == nil || errors.Is(err, ErrDiskless) || ctx.Err() != nil || p.usable() != nil {
+				break
+			}
+			p.log.Warn("read from a peer failed; asking another in-sync peer", "err", err)
+		}
+		if err != nil {
 			return done, err
 		}
 		done += n

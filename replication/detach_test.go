@@ -564,3 +564,51 @@ func TestDisklessStopWaitsForFence(t *testing.T) {
 		t.Fatalf("n2, the only replica with every write, was committed %s", got)
 	}
 }
+
+// TestDisklessReadRetriedOnOtherPeer: a read a diskless primary sent to
+// an in-sync peer that then fails is served by the other in-sync peer,
+// not failed with EIO.
+func TestDisklessReadRetriedOnOtherPeer(t *testing.T) {
+	d := newDiskRig(t, 2)
+	d.writeSeq(t, 50, 10)
+	d.disk.failReads.Store(true)
+	d.requireReadsModel(t) // detaches; reads come from n2, the first peer
+	if got := d.fence.state("n1"); got != Failed {
+		t.Fatalf("primary's replica %q, want Failed", got)
+	}
+	// n2 holds a write, so that a read of its range queues behind it.
+	gate := make(chan struct{})
+	d.secs[0].store.gate.Store(&gate)
+	want := bytes.Repeat([]byte{0x5a}, 4096)
+	wrote := make(chan error, 1)
+	go func() { wrote <- d.write(d.ctx, want, 0, 0) }()
+	read := make(chan error, 1)
+	got := make([]byte, 4096)
+	time.Sleep(50 * time.Millisecond)
+	go func() {
+		_, err := d.p.ReadAt(d.ctx, got, 0)
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	killed := make(chan struct{})
+	go func() { d.secs[0].kill(); close(killed) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for d.fence.state("n2") != Outdated {
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 not fenced off: %v", d.fence.log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(gate)
+	<-killed
+	if err := <-wrote; err != nil {
+		t.Fatalf("write (n3 holds it): %v", err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("read with n3 still in sync: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the read did not return the write it was ordered after")
+	}
+	d.requirePeerHoldsModel(t, 1)
+}
