@@ -760,11 +760,14 @@ func primaryDiskFailed(info *tandemv1.VolumeInfo) bool {
 	return false
 }
 
-// synced: every replica of the volume UpToDate and, but the primary, in sync.
+// synced: every replica of the volume UpToDate and, but the primary, in
+// sync and reconciled after a change of primary (until then it may hold
+// what the old primary never got acknowledged: the new primary's verify
+// with repair is still to overwrite it).
 func synced(info *tandemv1.VolumeInfo) bool {
 	ok := len(info.GetReplicas()) > 0
 	for _, rep := range info.GetReplicas() {
-		if rep.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || (rep.GetNode() != info.GetPrimary() && rep.GetLink() != "in-sync") {
+		if rep.GetState() != tandemv1.ReplicaState_REPLICA_STATE_UP_TO_DATE || rep.GetReconcile() || (rep.GetNode() != info.GetPrimary() && rep.GetLink() != "in-sync") {
 			ok = false
 		}
 	}

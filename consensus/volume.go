@@ -58,8 +58,9 @@ type ReplicaRecord struct {
 	Since time.Time    `json:"since"`
 	// Reconcile is set on secondaries when the primary changes: they may hold
 	// writes the old primary never acknowledged, which the new primary
-	// overwrites with a small resync. They stay UpToDate meanwhile: every
-	// acknowledged write is on them.
+	// finds and overwrites (an online verify with repair; a resync of
+	// such a replica before that copies everything). They stay UpToDate
+	// meanwhile: every acknowledged write is on them.
 	Reconcile bool `json:"reconcile,omitempty"`
 }
 

@@ -109,7 +109,7 @@ type diskRig struct {
 	model []byte
 }
 
-func newDiskRig(t *testing.T, peers int) *diskRig {
+func newDiskRig(t *testing.T, peers int, opts ...func(*PeerConfig)) *diskRig {
 	t.Helper()
 	r := &rig{auth: &authority{v: View{Epoch: 1, Primary: "n1"}}, fence: &fencer{epoch: 1, states: map[string]ReplicaState{}, primary: "n1"}}
 	r.ctx, r.cancel = context.WithTimeout(context.Background(), 60*time.Second)
@@ -120,7 +120,11 @@ func newDiskRig(t *testing.T, peers int) *diskRig {
 		name := fmt.Sprintf("n%d", i+2)
 		s := startSecondary(t, name, newMemStore(volSize), r.auth, "")
 		r.secs = append(r.secs, s)
-		pcs = append(pcs, PeerConfig{Name: name, Addr: s.ln.Addr().String(), Slot: i, InSync: true})
+		pc := PeerConfig{Name: name, Addr: s.ln.Addr().String(), Slot: i, InSync: true}
+		for _, o := range opts {
+			o(&pc)
+		}
+		pcs = append(pcs, pc)
 		r.fence.peers = append(r.fence.peers, name)
 	}
 	p, err := NewPrimary(r.ctx, Config{Volume: "vol", VolumeID: "id1", Node: "n1", Epoch: 1, Local: disk, Peers: pcs,
@@ -611,4 +615,82 @@ func TestDisklessReadRetriedOnOtherPeer(t *testing.T) {
 		t.Fatal("the read did not return the write it was ordered after")
 	}
 	d.requirePeerHoldsModel(t, 1)
+}
+
+// TestResyncOfPeerToReconcileIsFull: a peer the record has to be
+// reconciled after a change of primary may hold what the old primary
+// never got acknowledged, where this primary's bitmap says nothing. Fenced
+// before it was reconciled, its resync copies everything (the
+// fault-schedule runner's seed 7100: the bitmap resync made it UpToDate,
+// which cleared the flag, and two ranges stayed different). Once
+// reconciled (Reconciled), or after one full resync, its resyncs are
+// incremental again.
+func TestResyncOfPeerToReconcileIsFull(t *testing.T) {
+	const stale = volSize - 4096 // writeSeq never writes the last block
+	run := func(t *testing.T, reconciled bool) (*diskRig, int64) {
+		d := newDiskRig(t, 2, func(pc *PeerConfig) { pc.Reconcile = pc.Name == "n3" })
+		// The old primary's unacknowledged write, on n3 only.
+		st := d.secs[1].store
+		st.mu.Lock()
+		copy(st.data[stale:], bytes.Repeat([]byte{0xee}, 4096))
+		st.mu.Unlock()
+		d.writeSeq(t, 60, 20)
+		if reconciled {
+			d.p.Reconciled("n3")
+		}
+		lost := d.secs[1]
+		addr := lost.ln.Addr().String()
+		lost.kill()
+		d.writeSeq(t, 61, 10)
+		if got := d.fence.state("n3"); got != Outdated {
+			t.Fatalf("n3 is %q, want Outdated", got)
+		}
+		d.secs[1] = startSecondary(t, "n3", lost.store, d.auth, addr)
+		deadline := time.Now().Add(30 * time.Second)
+		for d.fence.state("n3") != UpToDate {
+			if time.Now().After(deadline) {
+				t.Fatalf("n3 not resynced: %v", d.fence.log)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		var sent int64
+		for _, pe := range d.p.peers {
+			if pe.cfg.Name == "n3" {
+				sent = pe.resyncSent.Load()
+			}
+		}
+		return d, sent
+	}
+	t.Run("not reconciled yet", func(t *testing.T) {
+		d, sent := run(t, false)
+		if sent != volSize {
+			t.Errorf("resync sent %d bytes, want the whole volume (%d)", sent, volSize)
+		}
+		d.requirePeerHoldsModel(t, 1)
+		// A full resync reconciled it: the next one is incremental.
+		lost := d.secs[1]
+		addr := lost.ln.Addr().String()
+		lost.kill()
+		d.writeSeq(t, 62, 5)
+		d.secs[1] = startSecondary(t, "n3", lost.store, d.auth, addr)
+		deadline := time.Now().Add(30 * time.Second)
+		for d.fence.state("n3") != UpToDate {
+			if time.Now().After(deadline) {
+				t.Fatalf("n3 not resynced again: %v", d.fence.log)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		d.requirePeerHoldsModel(t, 1)
+		for _, pe := range d.p.peers {
+			if pe.cfg.Name == "n3" && pe.resyncSent.Load()-sent >= volSize {
+				t.Errorf("the resync after a full one sent %d bytes, want only the dirty set", pe.resyncSent.Load()-sent)
+			}
+		}
+	})
+	t.Run("reconciled", func(t *testing.T) {
+		_, sent := run(t, true)
+		if sent >= volSize {
+			t.Errorf("resync of a reconciled peer sent %d bytes, want only its dirty set", sent)
+		}
+	})
 }

@@ -61,6 +61,12 @@ type peer struct {
 	reconnecting bool
 
 	resyncSent atomic.Int64
+
+	// reconcile: the record has the peer to be reconciled after a change
+	// of primary (PeerConfig.Reconcile) and nothing has done it yet: a
+	// resync of it copies everything, since no bitmap says where it may
+	// hold what the old primary never got acknowledged.
+	reconcile atomic.Bool
 }
 
 // durable reports whether the peer said every modifying frame queued to it

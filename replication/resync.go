@@ -19,8 +19,10 @@ func (p *Primary) resync(pe *peer) error {
 		return err
 	}
 	// What the peer may have written as a primary without acknowledgement
-	// must be overwritten too.
-	if ack.ActivityFull {
+	// must be overwritten too; so must a peer still to be reconciled
+	// after a change of primary (PeerConfig.Reconcile) everywhere.
+	full := pe.reconcile.Load()
+	if ack.ActivityFull || full {
 		if err := p.cfg.Local.MarkDirty(ctx, pe.cfg.Slot, 0, p.Size()); err != nil {
 			return fmt.Errorf("mark peer activity: %w", err)
 		}
@@ -96,6 +98,11 @@ func (p *Primary) resync(pe *peer) error {
 	}
 	if left := p.cfg.Local.DirtyBytes(pe.cfg.Slot); left != 0 {
 		return stop(fmt.Errorf("%d dirty bytes left after resync", left))
+	}
+	if full {
+		// Every block was copied: it holds nothing of the old primary's
+		// that this one lacks.
+		pe.reconcile.Store(false)
 	}
 	if err := p.cfg.Fencer.SetState(ctx, p.cfg.Epoch, pe.cfg.Name, UpToDate, "resync done"); err != nil {
 		if errors.Is(err, ErrStaleEpoch) || errors.Is(err, ErrNotPrimary) {
@@ -189,6 +196,17 @@ func (p *Primary) resyncOne(ctx context.Context, pe *peer, gen uint64, kind Fram
 		return fmt.Errorf("peer %s failed during resync", pe.cfg.Name)
 	}
 	return nil
+}
+
+// Reconciled records that peerName was reconciled after a change of
+// primary (an online verify with repair found and overwrote what it held
+// differently): from now on its resyncs copy only its dirty set again.
+func (p *Primary) Reconciled(peerName string) {
+	for _, pe := range p.peers {
+		if pe.cfg.Name == peerName {
+			pe.reconcile.Store(false)
+		}
+	}
 }
 
 // SetResyncRate changes the resync limit (bytes per second, 0 unlimited),

@@ -758,6 +758,7 @@ func (nv *nodeVolume) reconcile() {
 		if rr, ok := r.Replicas[name]; ok {
 			pc.InSync = rr.State == consensus.UpToDate || rr.State == consensus.SyncSource
 			pc.Full = rr.State == consensus.Failed
+			pc.Reconcile = rr.Reconcile
 		}
 		if !pc.InSync && outOfSyncBeforeEpoch(r, name) {
 			// What this peer missed under an earlier primary is in that
@@ -934,6 +935,7 @@ func (nv *nodeVolume) reconcilePeers(p *replication.Primary, epoch uint64, peers
 				nv.m.log.Info("reconcile after promotion: retrying", "volume", nv.entry.Name, "peer", peer, "err", err)
 				continue
 			}
+			p.Reconciled(peer)
 			if _, err := nv.vols.SetReplicaState(ctx, nv.entry.ShardID, epoch, peer, consensus.UpToDate, "reconciled after promotion"); err != nil {
 				nv.m.log.Info("reconcile after promotion: cannot commit", "volume", nv.entry.Name, "peer", peer, "err", err)
 				continue
