@@ -228,12 +228,10 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	opts.TLS = compute.IsTLSURI(destURI) && m.st.Config.Compute.MigrationStreamTLS
 	res, merr := drv.Migrate(ctx, vm.Name, destURI, opts)
 	if merr != nil {
-		// Where is the guest now? Only the source or only the target.
-		st, serr := drv.State(context.WithoutCancel(ctx), vm.Name)
-		if serr == nil && (st == compute.StateRunning || st == compute.StatePaused) {
+		if why, stays := m.stayedHere(ctx, drv, tc, vm, req.To); stays {
 			closeWindows("migration failed")
-			m.st.Log.Warn("migration failed; the VM keeps running here", "vm", vm.Name, "to", req.To, "err", merr)
-			return status.Errorf(codes.Aborted, "live migration failed, VM %s keeps running on %s: %v", vm.Name, self, merr)
+			m.st.Log.Warn("migration failed; the VM stays recorded here", "vm", vm.Name, "to", req.To, "here", why, "err", merr)
+			return status.Errorf(codes.Aborted, "live migration failed, VM %s stays on %s (%s): %v", vm.Name, self, why, merr)
 		}
 		m.st.Log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
 	}
@@ -292,4 +290,51 @@ func preparingMessage(to string, replicated, rbd int) string {
 		return fmt.Sprintf("disks on RBD: %s's QEMU takes the images' locks at its first write", to)
 	}
 	return "no disks to hand over"
+}
+
+// stateReader is what stayedHere needs of the compute driver.
+type stateReader interface {
+	State(ctx context.Context, name string) (compute.State, error)
+}
+
+// stayedHere decides, after a failed migration, whether the guest is still
+// this node's: it runs here (the migration failed cleanly), or its domain
+// is still defined here but stopped while the target does not run it. A
+// domain that moved is undefined here (Migrate undefines the source), so
+// one defined but stopped was killed here, not moved: this node's
+// self-fence destroyed it in the middle of a migration that never reached
+// the target, which was then recorded as the VM's node, where no domain
+// existed (the fault-schedule runner's seed 7110: down for good).
+// Recorded here, the crash restart starts it again. The same holds when
+// libvirtd here does not answer (killed during the migration) and the
+// target does not run the guest. When the target runs it (the migration
+// completed but its last step failed) or cannot be asked, the VM is taken
+// as moved, as before (finding 11).
+func (m *Manager) stayedHere(ctx context.Context, drv stateReader, tc tandemv1.PeerClient, vm *tandemv1.VMInfo, to string) (why string, stays bool) {
+	ctx = context.WithoutCancel(ctx)
+	st, err := drv.State(ctx, vm.Name)
+	switch {
+	case err == nil && (st == compute.StateRunning || st == compute.StatePaused || st == compute.StateBlocked):
+		return "it keeps running here", true
+	case err != nil && compute.IsNotFoundErr(err):
+		return "", false
+	}
+	// Stopped here, or libvirtd here does not answer (killed in the
+	// middle of the migration, seed 7118: its QEMU may run on): the
+	// target says whether it took the guest.
+	here := "unknown (libvirtd does not answer)"
+	if err == nil {
+		here = st.String()
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	there, terr := tc.VMState(sctx, &tandemv1.PeerVMRequest{Vm: vm})
+	if terr != nil {
+		return "", false
+	}
+	switch there.GetState() {
+	case compute.StateRunning.String(), compute.StatePaused.String(), compute.StateBlocked.String():
+		return "", false
+	}
+	return fmt.Sprintf("its domain is %s here and %s on %s: it did not move; it is resumed or restarted here", here, orNone(there.GetState()), to), true
 }

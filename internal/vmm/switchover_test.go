@@ -3,17 +3,21 @@ package vmm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tandemhci/tandem/compute"
 	"github.com/tandemhci/tandem/consensus"
 	"github.com/tandemhci/tandem/internal/volume"
+	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
 
 // errOutdated is the shard's refusal of a handover to a target that
@@ -232,6 +236,69 @@ func TestClaimMigratedRBD(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 			if got := w.j.list(); !slices.Equal(got, tc.want) {
 				t.Errorf("journal %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// stateDriver is a libvirt whose State answers err, or the state given.
+type stateDriver struct {
+	st  compute.State
+	err error
+}
+
+func (d stateDriver) State(context.Context, string) (compute.State, error) { return d.st, d.err }
+
+// unreachablePeer is a target whose tandemd does not answer.
+type unreachablePeer struct{ fakePeer }
+
+func (unreachablePeer) VMState(context.Context, *tandemv1.PeerVMRequest, ...grpc.CallOption) (*tandemv1.VMInfo, error) {
+	return nil, status.Error(codes.Unavailable, "connection refused")
+}
+
+// TestFailedMigrationStaysWhereTheDomainIs is the regression test of the
+// fault-schedule runner's seed 7110: this node's self-fence killed the VM
+// in the middle of a migration that never reached the target; the failed
+// migration took the stopped domain for a moved one and recorded the VM on
+// the target, where no domain existed, and nothing ran it again. A domain
+// still defined here but stopped, which the target does not run, stays
+// this node's, to be restarted here; one that is gone from here (moved,
+// undefined by the migration), or that the target runs, has moved.
+func TestFailedMigrationStaysWhereTheDomainIs(t *testing.T) {
+	notFound := fmt.Errorf("compute: state domain %q: %w", "web", compute.ErrNotFound)
+	for _, tc := range []struct {
+		name      string
+		here      stateDriver
+		there     string // the target's libvirt state; "" not defined
+		reachable bool
+		stays     bool
+	}{
+		{"running here", stateDriver{st: compute.StateRunning}, "", true, true},
+		{"paused here", stateDriver{st: compute.StatePaused}, "", true, true},
+		{"killed here, not on the target (seed 7110)", stateDriver{st: compute.StateShutOff}, "", true, true},
+		{"crashed here, not on the target", stateDriver{st: compute.StateCrashed}, "", true, true},
+		{"stopped here, running on the target", stateDriver{st: compute.StateShutOff}, "running", true, false},
+		{"stopped here, paused on the target", stateDriver{st: compute.StateShutOff}, "paused", true, false},
+		{"stopped here, target unreachable", stateDriver{st: compute.StateShutOff}, "", false, false},
+		{"gone from here (moved)", stateDriver{err: notFound}, "", true, false},
+		{"libvirtd here killed, not on the target (seed 7118)", stateDriver{err: errors.New("connection reset")}, "", true, true},
+		{"libvirtd here killed, running on the target", stateDriver{err: errors.New("connection reset")}, "running", true, false},
+		{"libvirtd here killed, target unreachable", stateDriver{err: errors.New("connection reset")}, "", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld()
+			w.startedVM("web", "n1", []string{"n1", "n2"}, testVolume{"web-disk0", "n1"})
+			if tc.there != "" {
+				w.running["web"] = tc.there
+			}
+			m := w.manager()
+			var peer tandemv1.PeerClient = fakePeer{w: w, node: "n2"}
+			if !tc.reachable {
+				peer = unreachablePeer{fakePeer{w: w, node: "n2"}}
+			}
+			why, stays := m.stayedHere(t.Context(), tc.here, peer, &tandemv1.VMInfo{Name: "web"}, "n2")
+			if stays != tc.stays {
+				t.Errorf("stays %v (%q), want %v", stays, why, tc.stays)
 			}
 		})
 	}
