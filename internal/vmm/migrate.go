@@ -231,6 +231,9 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 		if why, stays := m.stayedHere(ctx, drv, tc, vm, req.To); stays {
 			closeWindows("migration failed")
 			m.st.Log.Warn("migration failed; the VM stays recorded here", "vm", vm.Name, "to", req.To, "here", why, "err", merr)
+			if why == "" {
+				return status.Errorf(codes.Aborted, "live migration failed, VM %s keeps running on %s: %v", vm.Name, self, merr)
+			}
 			return status.Errorf(codes.Aborted, "live migration failed, VM %s stays on %s (%s): %v", vm.Name, self, why, merr)
 		}
 		m.st.Log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
@@ -315,7 +318,7 @@ func (m *Manager) stayedHere(ctx context.Context, drv stateReader, tc tandemv1.P
 	st, err := drv.State(ctx, vm.Name)
 	switch {
 	case err == nil && (st == compute.StateRunning || st == compute.StatePaused || st == compute.StateBlocked):
-		return "it keeps running here", true
+		return "", true // the message says it keeps running here
 	case err != nil && compute.IsNotFoundErr(err):
 		return "", false
 	}
