@@ -486,13 +486,7 @@ func TestDisklessLosesOneOfTwoPeers(t *testing.T) {
 	if err := d.p.Reattach(d.ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for d.fence.state("n3") != UpToDate {
-		if time.Now().After(deadline) {
-			t.Fatalf("n3 not resynced after the re-attach: %v", d.fence.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	d.waitState(t, "n3", UpToDate, 30*time.Second)
 	d.writeSeq(t, 33, 10)
 	d.requirePeerHoldsModel(t, 0)
 	d.requirePeerHoldsModel(t, 1)
@@ -596,13 +590,7 @@ func TestDisklessReadRetriedOnOtherPeer(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	killed := make(chan struct{})
 	go func() { d.secs[0].kill(); close(killed) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for d.fence.state("n2") != Outdated {
-		if time.Now().After(deadline) {
-			t.Fatalf("n2 not fenced off: %v", d.fence.log)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	d.waitState(t, "n2", Outdated, 20*time.Second)
 	close(gate)
 	<-killed
 	if err := <-wrote; err != nil {
@@ -646,13 +634,7 @@ func TestResyncOfPeerToReconcileIsFull(t *testing.T) {
 			t.Fatalf("n3 is %q, want Outdated", got)
 		}
 		d.secs[1] = startSecondary(t, "n3", lost.store, d.auth, addr)
-		deadline := time.Now().Add(30 * time.Second)
-		for d.fence.state("n3") != UpToDate {
-			if time.Now().After(deadline) {
-				t.Fatalf("n3 not resynced: %v", d.fence.log)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		d.waitState(t, "n3", UpToDate, 30*time.Second)
 		var sent int64
 		for _, pe := range d.p.peers {
 			if pe.cfg.Name == "n3" {
@@ -673,13 +655,7 @@ func TestResyncOfPeerToReconcileIsFull(t *testing.T) {
 		lost.kill()
 		d.writeSeq(t, 62, 5)
 		d.secs[1] = startSecondary(t, "n3", lost.store, d.auth, addr)
-		deadline := time.Now().Add(30 * time.Second)
-		for d.fence.state("n3") != UpToDate {
-			if time.Now().After(deadline) {
-				t.Fatalf("n3 not resynced again: %v", d.fence.log)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		d.waitState(t, "n3", UpToDate, 30*time.Second)
 		d.requirePeerHoldsModel(t, 1)
 		for _, pe := range d.p.peers {
 			if pe.cfg.Name == "n3" && pe.resyncSent.Load()-sent >= volSize {
