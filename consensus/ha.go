@@ -74,6 +74,11 @@ type VMHACmd struct {
 	// IfState makes the move conditional (a recovery that lost its
 	// leadership cannot overwrite the next leader's decision).
 	IfState string `json:"if_state,omitempty"`
+	// IfNode makes the move conditional on the VM being recorded on that
+	// node: a recovery of a dead node changes only the VMs still recorded
+	// there, never one another path has moved and restarted since
+	// (fault-schedule seed 7174).
+	IfNode string `json:"if_node,omitempty"`
 }
 
 // NodeFenceCmd stores a node's fence config or an operator's confirmation.
@@ -118,6 +123,9 @@ func (m *metaSM) applyHA(c *Command) ([]byte, error) {
 		}
 		if h.IfState != "" && v.HAState != h.IfState && !(h.IfState == HAStarted && v.HAState == "") {
 			return nil, fmt.Errorf("%w: VM %s is in HA state %q, not %q", ErrBadCommand, v.Name, v.HAState, h.IfState)
+		}
+		if h.IfNode != "" && v.Node != h.IfNode {
+			return nil, fmt.Errorf("%w: VM %s is recorded on %s, not %s", ErrBadCommand, v.Name, v.Node, h.IfNode)
 		}
 		if v.HAState != h.State || v.HAReason != h.Reason {
 			v.HAState, v.HAReason, v.HAChanged = h.State, h.Reason, c.At

@@ -36,7 +36,8 @@ func (m *Manager) settleAbandoned(ctx context.Context, ms *consensus.MetaState) 
 			continue
 		}
 		m.mu.Lock()
-		busy := m.recovering[v.Node] || m.resuming[v.Name]
+		// A VM a running recovery handles is its own, wherever recorded.
+		busy := m.recovering[v.Node] || m.resuming[v.Name] || m.handling[v.Name] != ""
 		_, answered := m.aliveAt[v.Node]
 		state := ha.Dead
 		if m.det != nil {
@@ -64,7 +65,7 @@ func (m *Manager) settleAbandoned(ctx context.Context, ms *consensus.MetaState) 
 		}
 		reason := fmt.Sprintf("the recovery of %s that an earlier metadata leader began stopped with its leadership before any restart; %s answers this leader", v.Node, v.Node)
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := meta.SetVMHA(sctx, consensus.VMHACmd{Name: v.Name, State: consensus.HAStarted, Reason: reason})
+		err := meta.SetVMHA(sctx, consensus.VMHACmd{Name: v.Name, State: consensus.HAStarted, Reason: reason, IfState: consensus.HAFence, IfNode: v.Node})
 		cancel()
 		if err != nil {
 			m.log.Warn("cannot set an abandoned recovery's VM back to started", "vm", v.Name, "err", err)
@@ -99,7 +100,8 @@ func (m *Manager) resumeAbandoned(ctx context.Context, meta Meta, ms *consensus.
 	setHA := func(state, reason string) {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := meta.SetVMHA(sctx, consensus.VMHACmd{Name: v.Name, State: state, Reason: reason}); err != nil {
+		// Conditional: only the recovery this finishes may be overwritten.
+		if err := meta.SetVMHA(sctx, consensus.VMHACmd{Name: v.Name, State: state, Reason: reason, IfState: consensus.HARecovery}); err != nil {
 			m.log.Warn("cannot record HA state", "vm", v.Name, "state", state, "err", err)
 		}
 	}

@@ -72,11 +72,18 @@ func (f *fakeMeta) CheckQuorum(context.Context) error {
 	return f.quorumErr
 }
 
+// SetVMHA applies the command's conditions as the state machine does; a
+// refused write is journaled as "ha-refused".
 func (f *fakeMeta) SetVMHA(_ context.Context, c consensus.VMHACmd) error {
-	f.j.Add("ha %s %s", c.Name, c.State)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if v := f.ms.VMs[c.Name]; v != nil {
+	v := f.ms.VMs[c.Name]
+	if v != nil && (c.IfNode != "" && v.Node != c.IfNode || c.IfState != "" && v.HAState != c.IfState && !(c.IfState == consensus.HAStarted && v.HAState == "")) {
+		f.j.Add("ha-refused %s %s (on %s in %q)", c.Name, c.State, v.Node, v.HAState)
+		return fmt.Errorf("VM %s is on %s in HA state %q", c.Name, v.Node, v.HAState)
+	}
+	f.j.Add("ha %s %s", c.Name, c.State)
+	if v != nil {
 		v.HAState, v.HAReason = c.State, c.Reason
 	}
 	return nil
@@ -224,10 +231,14 @@ type fakeVMs struct {
 	// that do not answer it.
 	runningOn map[string][]string
 	unknown   []string
-	mu        sync.Mutex // guards primary: promotions run in parallel
+	// onPlace runs at the start of each Place: a test moves a VM there,
+	// as another path would while a recovery runs.
+	onPlace func(vm string)
+	mu      sync.Mutex // guards primary: promotions run in parallel
 }
 
 func (f *fakeVMs) RunningOn(_ context.Context, _ *consensus.MetaState, vm string) (running, unknown []string, err error) {
+	f.j.Add("running-on %s", vm)
 	return f.runningOn[vm], f.unknown, nil
 }
 
@@ -246,6 +257,9 @@ func (f *fakeVMs) Domains(ctx context.Context) (Domains, error) {
 }
 
 func (f *fakeVMs) Place(_ context.Context, vm, dead string) (Placement, error) {
+	if f.onPlace != nil {
+		f.onPlace(vm)
+	}
 	ms, _ := f.meta.LocalState()
 	cur := ms.VMs[vm]
 	if cur == nil || cur.Node != dead {

@@ -28,6 +28,7 @@ func (m *Manager) stopLeading() {
 	}
 	m.det, m.leaderCtx = nil, nil
 	m.recovering = map[string]bool{}
+	m.handling = map[string]string{}
 }
 
 // seen records that node answered this leader now, with the metadata index
@@ -99,6 +100,7 @@ func (m *Manager) lead(ctx context.Context, t ha.Timing, term uint64) {
 		m.det = ha.NewDetector(t, now, nodes)
 		m.leaderTerm = term
 		m.recovering = map[string]bool{}
+		m.handling = map[string]string{}
 		m.volsDone = map[string]bool{}
 		m.aliveAt = map[string]uint64{}
 		m.leaderCtx, m.leaderStop = context.WithCancel(ctx)
@@ -275,19 +277,62 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 	if meta == nil {
 		return
 	}
+	// release gives a VM back to settleAbandoned.
+	release := func(name string) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.handling[name] == node {
+			delete(m.handling, name)
+		}
+	}
+	var handled []string
+	defer func() {
+		for _, name := range handled {
+			release(name)
+		}
+	}()
 	vmsOf := func() []*consensus.VMRecord {
 		ms, err := m.metaLocal()
 		if err != nil {
 			return nil
 		}
-		return recoveryOrder(ms, node)
+		vms := recoveryOrder(ms, node)
+		m.mu.Lock()
+		for _, v := range vms {
+			if _, ok := m.handling[v.Name]; !ok {
+				m.handling[v.Name] = node
+				handled = append(handled, v.Name)
+			}
+		}
+		m.mu.Unlock()
+		return vms
 	}
-	setHA := func(v *consensus.VMRecord, state, reason string) {
+	// Every HA write is conditional on the VM still being recorded on the
+	// dead node: another path may have moved it meanwhile (a migration's
+	// handover, an abandoned recovery finished), and its decision stands.
+	setHAOn := func(v *consensus.VMRecord, on, state, reason string) {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := meta.SetVMHA(sctx, consensus.VMHACmd{Name: v.Name, State: state, Reason: reason}); err != nil {
+		if err := meta.SetVMHA(sctx, consensus.VMHACmd{Name: v.Name, State: state, Reason: reason, IfNode: on}); err != nil {
 			log.Warn("cannot record HA state", "vm", v.Name, "state", state, "err", err)
 		}
+	}
+	setHA := func(v *consensus.VMRecord, state, reason string) { setHAOn(v, node, state, reason) }
+	// movedFrom reports where v is recorded now when that is no longer the
+	// dead node (empty while it is, or when the state cannot be read).
+	movedFrom := func(v *consensus.VMRecord) string {
+		ms, err := m.metaLocal()
+		if err != nil {
+			return ""
+		}
+		cur := ms.VMs[v.Name]
+		switch {
+		case cur == nil:
+			return "(deleted)"
+		case cur.Node != node:
+			return cur.Node
+		}
+		return ""
 	}
 	// Volumes without a VM whose primary was the dead node: HA promotes
 	// those set to auto once the node is fenced, like a VM's volumes.
@@ -411,11 +456,20 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 			if ctx.Err() != nil || !m.stillLeading(term) {
 				return
 			}
+			if now := movedFrom(v); now != "" {
+				// Not a failure: whatever moved it owns it now. Left in
+				// state recovery on a live node, settleAbandoned finishes
+				// it from where its domain runs (seed 7174).
+				log.Warn("VM moved meanwhile; this recovery leaves it", "vm", v.Name, "now_on", now)
+				release(v.Name)
+				lastErr = nil
+				break
+			}
 			setHA(v, consensus.HARecovery, fmt.Sprintf("node %s fenced by %s; restarting (attempt %d)", node, confirmed.Agent, attempt))
 			var target string
 			target, lastErr = m.restart(ctx, meta, v, node)
 			if lastErr == nil {
-				setHA(v, consensus.HAStarted, fmt.Sprintf("recovered on %s after %s died", target, node))
+				setHAOn(v, target, consensus.HAStarted, fmt.Sprintf("recovered on %s after %s died", target, node))
 				m.event(ctx, consensus.Event{Kind: "vm-recovered", Node: target, VM: v.Name, Detail: fmt.Sprintf("restarted on %s (was on %s)", target, node)})
 				log.Warn("VM recovered", "vm", v.Name, "on", target)
 				restarted++
@@ -424,7 +478,7 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 			log.Error("VM recovery failed", "vm", v.Name, "attempt", attempt, "err", lastErr)
 			sleep(ctx, recoveryRetry)
 		}
-		if lastErr != nil {
+		if lastErr != nil && movedFrom(v) == "" {
 			msg := status.Convert(lastErr).Message()
 			setHA(v, consensus.HAError, msg)
 			m.event(ctx, consensus.Event{Kind: "vm-recovery-failed", VM: v.Name, Node: node, Detail: msg})

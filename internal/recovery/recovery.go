@@ -161,6 +161,10 @@ type Manager struct {
 	leaderCtx  context.Context
 	leaderStop context.CancelFunc
 	recovering map[string]bool
+	// handling maps the VMs a running recovery handles to their dead
+	// node: settleAbandoned leaves them alone, though one may be recorded
+	// on a live node meanwhile (seed 7174).
+	handling map[string]string
 	// volsDone holds the dead nodes whose volumes without a VM were
 	// handled (promoted or left to an operator) since they died; cleared
 	// when the node answers again.
@@ -201,7 +205,7 @@ func (m *Manager) LastTick() time.Time {
 func New(c Config) *Manager {
 	t := ha.DefaultTiming()
 	return &Manager{st: c.State, log: c.State.Log.With("component", "ha"), meta: c.Meta, vols: c.Volumes, vms: c.VMs,
-		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, volsDone: map[string]bool{}, woken: map[string]bool{}, kick: make(chan struct{}, 1), resuming: map[string]bool{}, resumeTries: map[string]int{}}
+		settings: c.Settings, secret: c.Secret, killQEMU: c.KillQEMU, timing: t, lease: ha.NewLease(t, time.Now()), recovering: map[string]bool{}, handling: map[string]string{}, volsDone: map[string]bool{}, woken: map[string]bool{}, kick: make(chan struct{}, 1), resuming: map[string]bool{}, resumeTries: map[string]int{}}
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

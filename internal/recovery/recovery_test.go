@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -479,5 +480,48 @@ func TestRemovedWithNothingRunning(t *testing.T) {
 	defer f.m.mu.Unlock()
 	if f.m.selfFenced || len(f.j.List()) != 0 {
 		t.Fatalf("fenced a node running nothing: %v", f.j.List())
+	}
+}
+
+// TestRecoverVMMovedMeanwhileIsNotAnError is the regression test of seed
+// 7174: while the leader recovered dead n2, another path moved its VM to
+// n1 and restarted it there (state started). The recovery's next attempt
+// found it moved; it used to count that as a failure and, after three,
+// wrote state error over started, so the VM's crash restart skipped it
+// for good. A VM that moved is no longer this recovery's: it is left as
+// it is, with no error and no failure event, and let go at once.
+func TestRecoverVMMovedMeanwhileIsNotAnError(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("web", "n2", 1, "web-disk")
+	f.dead("n2")
+	var once sync.Once
+	f.vms.onPlace = func(vm string) {
+		if vm != "web" || !f.j.Has("ha web recovery") {
+			return
+		}
+		once.Do(func() {
+			f.j.Add("moved web to n1")
+			f.meta.mu.Lock()
+			defer f.meta.mu.Unlock()
+			v := f.meta.ms.VMs["web"]
+			v.Node, v.HAState = "n1", consensus.HAStarted
+		})
+	}
+	f.meta.confirmOff("n2")
+	wait(t, f.runRecover(t.Context(), "n2"))
+	got := strings.Join(f.j.List(), "\n")
+	if !f.j.Has("moved web to n1") {
+		t.Fatalf("the VM was never moved:\n%s", got)
+	}
+	if f.j.Has("ha web error") || f.j.Has("event vm-recovery-failed") || f.j.Has("start web") {
+		t.Fatalf("a VM that moved meanwhile counted as a failed recovery:\n%s", got)
+	}
+	if v := f.meta.ms.VMs["web"]; v.Node != "n1" || v.HAState != consensus.HAStarted {
+		t.Fatalf("VM on %s in HA state %q, want n1 in started:\n%s", v.Node, v.HAState, got)
+	}
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	if len(f.m.handling) != 0 {
+		t.Fatalf("the recovery still holds %v", f.m.handling)
 	}
 }

@@ -203,3 +203,31 @@ func TestAbandonedRecoveryFinished(t *testing.T) {
 		})
 	}
 }
+
+// TestSettleAbandonedSkipsVMOfOwnRecovery is half of the regression test
+// of seed 7174: a VM this leader's own recovery of n2 handles was moved
+// to live n3 meanwhile, in state recovery. It is not an earlier leader's
+// abandoned recovery: settleAbandoned leaves it alone until the recovery
+// let go of it, and finishes it after.
+func TestSettleAbandonedSkipsVMOfOwnRecovery(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("b", "n3", 1, "vb")
+	f.meta.ms.VMs["b"].HAState = consensus.HARecovery
+	f.vms.runningOn = map[string][]string{"b": {"n3"}}
+	f.dead("n2")
+	f.m.seen("n3")
+	f.m.mu.Lock()
+	f.m.leaderTerm = 7
+	f.m.handling["b"] = "n2"
+	f.m.mu.Unlock()
+	f.m.settleAbandoned(t.Context(), f.meta.ms)
+	time.Sleep(20 * time.Millisecond) // a resumption would run in the background
+	if f.j.Has("running-on b") || f.j.Has("ha b") {
+		t.Fatalf("settled a VM the running recovery handles:\n%s", strings.Join(f.j.List(), "\n"))
+	}
+	f.m.mu.Lock()
+	delete(f.m.handling, "b")
+	f.m.mu.Unlock()
+	f.m.settleAbandoned(t.Context(), f.meta.ms)
+	f.waitFor(t, "ha b started")
+}

@@ -228,7 +228,8 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 	opts.TLS = compute.IsTLSURI(destURI) && m.st.Config.Compute.MigrationStreamTLS
 	res, merr := drv.Migrate(ctx, vm.Name, destURI, opts)
 	if merr != nil {
-		if why, stays := m.stayedHere(ctx, drv, tc, vm, req.To); stays {
+		why, stays := m.stayedHere(ctx, drv, tc, vm, req.To)
+		if stays {
 			closeWindows("migration failed")
 			m.st.Log.Warn("migration failed; the VM stays recorded here", "vm", vm.Name, "to", req.To, "here", why, "err", merr)
 			if why == "" {
@@ -236,7 +237,7 @@ func (m *Manager) VMMigrate(ctx context.Context, req *tandemv1.PeerMigrateReques
 			}
 			return status.Errorf(codes.Aborted, "live migration failed, VM %s stays on %s (%s): %v", vm.Name, self, why, merr)
 		}
-		m.st.Log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "err", merr)
+		m.st.Log.Error("migration reported failure but the VM left this node; completing the handover", "vm", vm.Name, "why", why, "err", merr)
 	}
 	send(&tandemv1.MigrateProgress{Phase: "handover", Message: "committing " + req.To + " as primary"})
 	rec, err := m.switchover(ctx, vm, req.To)
@@ -312,7 +313,8 @@ type stateReader interface {
 // libvirtd here does not answer (killed during the migration) and the
 // target does not run the guest. When the target runs it (the migration
 // completed but its last step failed) or cannot be asked, the VM is taken
-// as moved, as before (finding 11).
+// as moved, as before (finding 11). why says what was found, for the
+// log; it is empty only for a guest that runs here.
 func (m *Manager) stayedHere(ctx context.Context, drv stateReader, tc tandemv1.PeerClient, vm *tandemv1.VMInfo, to string) (why string, stays bool) {
 	ctx = context.WithoutCancel(ctx)
 	st, err := drv.State(ctx, vm.Name)
@@ -320,7 +322,7 @@ func (m *Manager) stayedHere(ctx context.Context, drv stateReader, tc tandemv1.P
 	case err == nil && (st == compute.StateRunning || st == compute.StatePaused || st == compute.StateBlocked):
 		return "", true // the message says it keeps running here
 	case err != nil && compute.IsNotFoundErr(err):
-		return "", false
+		return "its domain is gone from here (undefined by the migration)", false
 	}
 	// Stopped here, or libvirtd here does not answer (killed in the
 	// middle of the migration, seed 7118: its QEMU may run on): the
@@ -333,11 +335,11 @@ func (m *Manager) stayedHere(ctx context.Context, drv stateReader, tc tandemv1.P
 	defer cancel()
 	there, terr := tc.VMState(sctx, &tandemv1.PeerVMRequest{Vm: vm})
 	if terr != nil {
-		return "", false
+		return fmt.Sprintf("its domain is %s here and %s cannot be asked (%v)", here, to, terr), false
 	}
 	switch there.GetState() {
 	case compute.StateRunning.String(), compute.StatePaused.String(), compute.StateBlocked.String():
-		return "", false
+		return fmt.Sprintf("its domain is %s here and %s on %s", here, there.GetState(), to), false
 	}
 	return fmt.Sprintf("its domain is %s here and %s on %s: it did not move; it is resumed or restarted here", here, orNone(there.GetState()), to), true
 }

@@ -300,6 +300,9 @@ func TestFailedMigrationStaysWhereTheDomainIs(t *testing.T) {
 			if stays != tc.stays {
 				t.Errorf("stays %v (%q), want %v", stays, why, tc.stays)
 			}
+			if runsHere := tc.here.err == nil && (tc.here.st == compute.StateRunning || tc.here.st == compute.StatePaused); (why == "") != runsHere {
+				t.Errorf("reason %q: only a guest that runs here needs none", why)
+			}
 		})
 	}
 }
