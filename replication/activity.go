@@ -21,6 +21,9 @@ type activityLog struct {
 
 	mu     sync.Mutex
 	active map[int64]*activeRegion
+	// busy is signalled when active stops being empty: the sweeper sleeps
+	// while there is nothing to sweep.
+	busy chan struct{}
 }
 
 type activeRegion struct {
@@ -29,7 +32,33 @@ type activeRegion struct {
 }
 
 func newActivityLog(store Store, slot int, gran int64, idle time.Duration) *activityLog {
-	return &activityLog{store: store, slot: slot, gran: gran, idle: idle, active: map[int64]*activeRegion{}}
+	return &activityLog{store: store, slot: slot, gran: gran, idle: idle, active: map[int64]*activeRegion{}, busy: make(chan struct{}, 1)}
+}
+
+// wakeSweeper signals busy if active is empty, before the caller fills it.
+// a.mu held.
+func (a *activityLog) wakeSweeper() {
+	if len(a.active) == 0 {
+		select {
+		case a.busy <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// empty reports whether no region is active; a stale busy signal is
+// dropped then, so that the sweeper sleeps until the next region.
+func (a *activityLog) empty() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.active) > 0 {
+		return false
+	}
+	select {
+	case <-a.busy:
+	default:
+	}
+	return true
 }
 
 // begin marks a range active, persisting new bits before returning.
@@ -39,6 +68,7 @@ func (a *activityLog) begin(ctx context.Context, off, length int64) error {
 	}
 	now := time.Now()
 	a.mu.Lock()
+	a.wakeSweeper()
 	for r := off / a.gran; r*a.gran < off+length; r++ {
 		ar := a.active[r]
 		if ar == nil {
@@ -63,6 +93,7 @@ func (a *activityLog) adopt(ranges [][2]int64) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.wakeSweeper()
 	for _, rg := range ranges {
 		for r := rg[0] / a.gran; r*a.gran < rg[0]+rg[1]; r++ {
 			if a.active[r] == nil {

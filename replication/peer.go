@@ -49,7 +49,11 @@ type peer struct {
 	// on a stalled peer; its length is bounded by the requests in flight.
 	queue []*req
 	wake  chan struct{}
-	gen   uint64 // connection generation, to ignore late events of an old conn
+	// busy tells the connection's watchdog that a request is pending
+	// again after none was: an idle peer's watchdog sleeps (issue 17, a
+	// ticker per idle peer was a wakeup a second per volume at rest).
+	busy chan struct{}
+	gen  uint64 // connection generation, to ignore late events of an old conn
 	// reads: the peer's HelloAck offered FrameRead.
 	reads bool
 	// stream is the connection's data stream (PeerStatus.Stream).
@@ -86,6 +90,12 @@ const noMod = math.MaxUint64
 // it; otherwise the caller calls send after releasing p.mu.
 func (p *Primary) enqueue(pe *peer, r *req, wake bool) {
 	pe.mu.Lock()
+	if len(pe.pending) == 0 {
+		select {
+		case pe.busy <- struct{}{}:
+		default:
+		}
+	}
 	pe.pending[r.seq] = r
 	if r.kind != FrameFlush && r.kind != FrameRead {
 		pe.lastMod = r.seq
@@ -407,9 +417,24 @@ func (p *Primary) receiver(pe *peer, conn net.Conn, gen uint64) {
 }
 
 func (p *Primary) watchdog(pe *peer, conn net.Conn, gen uint64, stop chan struct{}) {
-	t := time.NewTicker(p.cfg.AckTimeout / 4)
+	t := time.NewTimer(p.cfg.AckTimeout / 4)
 	defer t.Stop()
+	idle := false
 	for {
+		if idle {
+			// Nothing pending at the last check: sleep until a request
+			// is queued (enqueue signals busy), then check a quarter of
+			// the timeout later, as when busy. A request that waits is
+			// still caught between AckTimeout and 1.25 × AckTimeout.
+			select {
+			case <-stop:
+				return
+			case <-p.stopping:
+				return
+			case <-pe.busy:
+			}
+		}
+		t.Reset(p.cfg.AckTimeout / 4)
 		select {
 		case <-stop:
 			return
@@ -422,6 +447,15 @@ func (p *Primary) watchdog(pe *peer, conn net.Conn, gen uint64, stop chan struct
 		for _, r := range pe.pending {
 			if oldest.IsZero() || r.started.Before(oldest) {
 				oldest = r.started
+			}
+		}
+		idle = len(pe.pending) == 0
+		if idle {
+			// A signal from before this check is stale: drop it, so
+			// that the wait above sleeps until the next request.
+			select {
+			case <-pe.busy:
+			default:
 			}
 		}
 		pe.mu.Unlock()

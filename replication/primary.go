@@ -253,7 +253,7 @@ func NewPrimary(ctx context.Context, cfg Config) (*Primary, error) {
 		go p.sweepActivity()
 	}
 	for _, pc := range cfg.Peers {
-		pe := &peer{cfg: pc, state: peerOutdated, pending: map[uint64]*req{}, lastMod: noMod}
+		pe := &peer{cfg: pc, state: peerOutdated, pending: map[uint64]*req{}, lastMod: noMod, busy: make(chan struct{}, 1)}
 		pe.reconcile.Store(pc.Reconcile)
 		p.peers = append(p.peers, pe)
 	}
@@ -472,9 +472,19 @@ func (p *Primary) WriteZeroes(ctx context.Context, off, length int64, flags bloc
 
 func (p *Primary) sweepActivity() {
 	defer p.wg.Done()
-	t := time.NewTicker(p.cfg.ActivityIdle / 2)
+	t := time.NewTimer(p.cfg.ActivityIdle / 2)
 	defer t.Stop()
 	for {
+		if p.al.empty() {
+			// Nothing to sweep: sleep until a region becomes active (a
+			// ticker per idle volume was a wakeup every 2.5 s each).
+			select {
+			case <-p.stopping:
+				return
+			case <-p.al.busy:
+			}
+		}
+		t.Reset(p.cfg.ActivityIdle / 2)
 		select {
 		case <-p.stopping:
 			return

@@ -713,13 +713,27 @@ func TestActivityLogMarksAndSweeps(t *testing.T) {
 	if got := r.local.DirtyBytes(1); got != 4<<20 {
 		t.Fatalf("activity log after a write: %d bytes", got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for r.local.DirtyBytes(1) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("idle region never left the activity log")
+	swept := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for r.local.DirtyBytes(1) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: idle region never left the activity log", what)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	swept("first write")
+	// With nothing active the sweeper sleeps (issue 17); the next write
+	// wakes it, and its region leaves the log too.
+	time.Sleep(time.Second)
+	if _, err := p.WriteAt(ctx, make([]byte, 4096), 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.local.DirtyBytes(1); got != 4<<20 {
+		t.Fatalf("activity log after a write to an idle volume: %d bytes", got)
+	}
+	swept("write after the sweeper slept")
 }
 
 func TestResyncRateLimit(t *testing.T) {
@@ -881,5 +895,30 @@ func (r *rig) requireIdentical(t *testing.T) {
 		if !bytes.Equal(s.store.snapshot(), want) {
 			t.Fatalf("replica %s differs from the primary", s.name)
 		}
+	}
+}
+
+// TestIdlePeerWatchdogWakesForTheNextRequest: a peer's watchdog sleeps
+// while nothing is pending (issue 17: a ticker per idle peer cost every
+// volume a wakeup a second at rest), and wakes for the next request. A
+// peer that then stops answering, its connection open, is still fenced
+// once the request waited AckTimeout, and the write completes without it.
+func TestIdlePeerWatchdogWakesForTheNextRequest(t *testing.T) {
+	const ackTimeout = 300 * time.Millisecond
+	r := newRig(t, 1, ackTimeout)
+	if _, err := r.p.WriteAt(r.ctx, bytes.Repeat([]byte{1}, 4096), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * ackTimeout) // several quarters with nothing pending: the watchdog sleeps
+	gate := make(chan struct{})
+	r.secs[0].store.gate.Store(&gate)
+	defer close(gate)
+	ctx, cancel := context.WithTimeout(r.ctx, 20*ackTimeout) // a bound for a hang, not a speed goal
+	defer cancel()
+	if _, err := r.p.WriteAt(ctx, bytes.Repeat([]byte{2}, 4096), 4096, 0); err != nil {
+		t.Fatalf("write to a peer that stopped answering: %v (the watchdog never woke)", err)
+	}
+	if st := r.fence.state("n2"); st != Outdated {
+		t.Fatalf("the silent peer is %q, want Outdated", st)
 	}
 }

@@ -59,3 +59,33 @@ func TestLinksDisagree(t *testing.T) {
 		}
 	}
 }
+
+// TestAllInSync: a primary polls slowly only when nothing is left to
+// converge, in the record or on its links (issue 17).
+func TestAllInSync(t *testing.T) {
+	rec := func(states map[string]consensus.ReplicaState, reconcile bool) *consensus.VolumeRecord {
+		r := &consensus.VolumeRecord{Epoch: 1, Primary: "n1", Replicas: map[string]*consensus.ReplicaRecord{"n1": {State: consensus.UpToDate}}}
+		for n, s := range states {
+			r.Replicas[n] = &consensus.ReplicaRecord{State: s, Reconcile: reconcile}
+		}
+		return r
+	}
+	inSync := []replication.PeerStatus{{Name: "n2", State: "in-sync"}}
+	for _, tc := range []struct {
+		name  string
+		r     *consensus.VolumeRecord
+		links []replication.PeerStatus
+		want  bool
+	}{
+		{"all UpToDate and linked", rec(map[string]consensus.ReplicaState{"n2": consensus.UpToDate}, false), inSync, true},
+		{"a peer Outdated", rec(map[string]consensus.ReplicaState{"n2": consensus.Outdated}, false), []replication.PeerStatus{{Name: "n2", State: "outdated"}}, false},
+		{"a peer still to reconcile", rec(map[string]consensus.ReplicaState{"n2": consensus.UpToDate}, true), inSync, false},
+		{"recorded UpToDate, link resyncing", rec(map[string]consensus.ReplicaState{"n2": consensus.UpToDate}, false), []replication.PeerStatus{{Name: "n2", State: "syncing"}}, false},
+		{"a resync under way", rec(map[string]consensus.ReplicaState{"n2": consensus.SyncTarget}, false), []replication.PeerStatus{{Name: "n2", State: "syncing"}}, false},
+		{"own disk detached", &consensus.VolumeRecord{Epoch: 1, Primary: "n1", Replicas: map[string]*consensus.ReplicaRecord{"n1": {State: consensus.Failed}, "n2": {State: consensus.UpToDate}}}, inSync, false},
+	} {
+		if got := allInSync(tc.r, tc.links); got != tc.want {
+			t.Errorf("%s: allInSync = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
