@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	tandemv1 "github.com/tandemhci/tandem/proto/tandemv1"
 )
@@ -231,5 +232,50 @@ func TestExplain(t *testing.T) {
 	// CallError keeps the gRPC status visible to callers.
 	if c := status.Code(fmt.Errorf("x: %w", wrap(codes.NotFound, "m", true))); c != codes.NotFound {
 		t.Errorf("status.Code = %v", c)
+	}
+}
+
+// A call that timed out may still have changed something: the message
+// says so for any method that is not read-only, so that nobody retries
+// blindly.
+func TestExplainTimeoutOfAChange(t *testing.T) {
+	timedOut := func(method string) error {
+		return &CallError{Method: method, Target: "/d/tandemd.sock", Local: true, Timeout: 10 * time.Second, Err: status.Error(codes.DeadlineExceeded, "context deadline exceeded")}
+	}
+	for method, mayComplete := range map[string]bool{
+		"/tandem.v1.Volume/Promote": true,
+		"/tandem.v1.VM/Migrate":     true,
+		"/tandem.v1.Volume/Create":  true,
+		"/tandem.v1.Volume/List":    false,
+		"/tandem.v1.Cluster/Status": false,
+		"/tandem.v1.Volume/Show":    false,
+	} {
+		got := Explain(timedOut(method))
+		if !strings.Contains(got, "no answer from tandemd at /d/tandemd.sock within 10s") {
+			t.Errorf("%s: %q", method, got)
+		}
+		if strings.Contains(got, "may still complete") != mayComplete {
+			t.Errorf("%s: %q: says the request may still complete: %v, want %v", method, got, !mayComplete, mayComplete)
+		}
+	}
+}
+
+// TestReadOnlyMethodsExist: every method Explain takes for read-only is a
+// method of the API (a renamed one would silently lose the warning's
+// opposite).
+func TestReadOnlyMethodsExist(t *testing.T) {
+	have := map[string]bool{}
+	for _, fd := range []protoreflect.FileDescriptor{tandemv1.File_tandem_v1_tandem_proto, tandemv1.File_tandem_v1_console_proto} {
+		for i := range fd.Services().Len() {
+			ms := fd.Services().Get(i).Methods()
+			for j := range ms.Len() {
+				have[string(ms.Get(j).Name())] = true
+			}
+		}
+	}
+	for _, m := range readOnlyMethods() {
+		if !have[m] {
+			t.Errorf("read-only method %s is not in the API", m)
+		}
 	}
 }

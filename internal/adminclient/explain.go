@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,6 +58,12 @@ func Explain(err error) string {
 	case codes.Canceled:
 		return "interrupted"
 	case codes.DeadlineExceeded:
+		if ce != nil && !readOnly(ce.Method) {
+			// The daemon may have received it: a change committed after
+			// the client gave up is not undone, and a blind retry may do
+			// it twice or fail on the first one's result.
+			return fmt.Sprintf("no answer from %s within %s; the request may still complete there: check its result before retrying (or use a longer --timeout)", where, ce.Timeout)
+		}
 		if ce != nil {
 			return fmt.Sprintf("no answer from %s within %s (try a longer --timeout)", where, ce.Timeout)
 		}
@@ -163,4 +170,22 @@ func transportDetail(msg string, ce *CallError) string {
 		}
 	}
 	return d
+}
+
+// readOnly reports whether the gRPC method (full name, or just the method)
+// only reads: a timed-out call of any other may still have changed
+// something. Unknown methods count as changing.
+func readOnly(method string) bool {
+	if i := strings.LastIndexByte(method, '/'); i >= 0 {
+		method = method[i+1:]
+	}
+	return slices.Contains(readOnlyMethods(), method)
+}
+
+// readOnlyMethods names the API's methods that change nothing, in any
+// service; TestReadOnlyMethodsExist keeps it to methods the API has.
+func readOnlyMethods() []string {
+	return []string{"Audit", "ComputeInfo", "DiskInfo", "Events", "GetConfig", "HALiveness", "ImageRead",
+		"List", "ListExportCerts", "Ping", "Show", "Status", "UpgradeStatus",
+		"VMMigrationStats", "VMState", "VolumeChecksum", "VolumeStatus"}
 }
