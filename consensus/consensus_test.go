@@ -36,11 +36,17 @@ type testHost struct {
 	name, dir, addr string
 	h               *Host
 	meta            *Meta
+	// with, when set, adjusts the host's configuration (TLS, ticks).
+	with func(*HostConfig)
 }
 
 func (th *testHost) open(t *testing.T, snapEntries uint64) {
 	t.Helper()
-	h, err := NewHost(HostConfig{Dir: th.dir, RaftAddr: th.addr, SnapshotEntries: snapEntries, CheckMetaReaders: true})
+	cfg := HostConfig{Dir: th.dir, RaftAddr: th.addr, SnapshotEntries: snapEntries, CheckMetaReaders: true}
+	if th.with != nil {
+		th.with(&cfg)
+	}
+	h, err := NewHost(cfg)
 	if err != nil {
 		t.Fatalf("%s: %v", th.name, err)
 	}
@@ -65,10 +71,17 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // way tandemd does: consume a token, add the replica, start it with Join.
 func newCluster(t *testing.T, n int, snapEntries uint64) []*testHost {
 	t.Helper()
+	return newClusterWith(t, n, snapEntries, nil)
+}
+
+// newClusterWith is newCluster with every host's configuration adjusted
+// by with.
+func newClusterWith(t *testing.T, n int, snapEntries uint64, with func(*HostConfig)) []*testHost {
+	t.Helper()
 	base := t.TempDir()
 	hosts := make([]*testHost, n)
 	for i := range hosts {
-		hosts[i] = &testHost{name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(base, fmt.Sprintf("n%d", i+1)), addr: freeAddr(t)}
+		hosts[i] = &testHost{name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(base, fmt.Sprintf("n%d", i+1)), addr: freeAddr(t), with: with}
 		hosts[i].open(t, snapEntries)
 	}
 	t.Cleanup(func() {

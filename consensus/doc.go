@@ -12,6 +12,16 @@
 //     members are the volume's replica nodes plus a witness when their number
 //     is even. Callers start those with StartShard and their own state machine.
 //
+// The volume shards (sparse, sparse.go) run on a second NodeHost with a
+// slower tick when HostConfig.VolumeRTTMillisecond asks for one: dragonboat
+// ticks every shard of a host at its rate, so the tick sets what an idle
+// volume costs. Both hosts share the Raft address through the TLS
+// transport, which routes each received message to its shard's host
+// (raftnet.Factory.OnSecond). Invariant: a shard runs on the host that
+// holds its data (the metadata host when it has it, for shards started
+// before the volume host existed), and every call about a shard goes to
+// that host (nhOf).
+//
 // Quorum is a strict majority of voters, which Raft gives us. A caller learns
 // about a missing quorum as ErrNoQuorum: proposals and linearizable reads are
 // retried while the shard is electing (dragonboat's ErrShardNotReady) until

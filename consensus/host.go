@@ -74,6 +74,12 @@ type HostConfig struct {
 	RTTMillisecond uint64
 	ElectionRTT    uint64
 	HeartbeatRTT   uint64
+	// VolumeRTTMillisecond, when above RTTMillisecond, is the tick of a
+	// second NodeHost that runs the sparse shards started from now on
+	// (sparse.go): dragonboat ticks every shard of a host at its rate,
+	// idle or not. It shares RaftAddr through the TLS transport, so it
+	// needs TLS; without TLS, or at 0, every shard runs on one host.
+	VolumeRTTMillisecond uint64
 	// SnapshotEntries: take a snapshot every so many applied entries.
 	SnapshotEntries uint64
 	// TLS runs Raft over Tandem's own TLS transport (raftnet) when set;
@@ -115,6 +121,11 @@ type Host struct {
 	raft *raftnet.Factory
 	// sparse holds the IDs of the running sparse shards (sparse.go).
 	sparse sync.Map
+	// vnh is the volume shards' NodeHost (HostConfig.VolumeRTTMillisecond),
+	// nil when every shard runs on nh; onV holds the IDs of the shards
+	// started on it. A shard stays on the host that first ran it.
+	vnh *dragonboat.NodeHost
+	onV sync.Map
 }
 
 // NewHost starts the Raft host. It pre-allocates little: the defaults of
@@ -125,13 +136,69 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
-	nhc := nodeHostConfig(cfg)
+	h := &Host{cfg: cfg, log: cfg.Logger}
+	nhc := nodeHostConfig(cfg, cfg.Dir, cfg.RTTMillisecond)
+	f, _ := nhc.Expert.TransportFactory.(*raftnet.Factory)
+	// Shards that ran on the volume host keep running there, even when
+	// the setting no longer asks for a slower tick: their data is there.
+	vdir := filepath.Join(cfg.Dir, "volumes")
+	_, statErr := os.Stat(vdir)
+	held := statErr == nil
+	useV := cfg.VolumeRTTMillisecond > cfg.RTTMillisecond || held
+	if useV && f == nil {
+		if held {
+			return nil, fmt.Errorf("%s holds volume shards, which run on a second raft host that needs the TLS transport", vdir)
+		}
+		useV = false // tests without TLS: every shard on one host
+	}
+	if useV {
+		f.OnSecond = h.onVolumeHost
+		h.cfg.VolumeRTTMillisecond = max(cfg.VolumeRTTMillisecond, cfg.RTTMillisecond)
+	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		return nil, fmt.Errorf("start raft host on %s: %w", cfg.RaftAddr, err)
 	}
-	f, _ := nhc.Expert.TransportFactory.(*raftnet.Factory)
-	return &Host{nh: nh, cfg: cfg, log: cfg.Logger, raft: f}, nil
+	h.nh, h.raft = nh, f
+	if useV {
+		vc := nodeHostConfig(cfg, vdir, h.cfg.VolumeRTTMillisecond)
+		vc.Expert.TransportFactory = f // the same listener: see raftnet.Factory
+		if h.vnh, err = dragonboat.NewNodeHost(vc); err != nil {
+			nh.Close()
+			return nil, fmt.Errorf("start the volume shards' raft host: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// onVolumeHost reports whether shardID runs on the volume shards' host.
+func (h *Host) onVolumeHost(shardID uint64) bool {
+	_, ok := h.onV.Load(shardID)
+	return ok
+}
+
+// nhOf is the NodeHost that runs shardID.
+func (h *Host) nhOf(shardID uint64) *dragonboat.NodeHost {
+	if h.vnh != nil && h.onVolumeHost(shardID) {
+		return h.vnh
+	}
+	return h.nh
+}
+
+// holding is the NodeHost with data of the replica, started or not.
+func (h *Host) holding(shardID, replicaID uint64) *dragonboat.NodeHost {
+	if h.vnh != nil && (h.onVolumeHost(shardID) || h.vnh.HasNodeInfo(shardID, replicaID)) {
+		return h.vnh
+	}
+	return h.nh
+}
+
+// rttOf is the tick of the host running shardID, in milliseconds.
+func (h *Host) rttOf(shardID uint64) uint64 {
+	if h.nhOf(shardID) == h.vnh {
+		return h.cfg.VolumeRTTMillisecond
+	}
+	return h.cfg.RTTMillisecond
 }
 
 // RecheckRaftConns closes the Raft connections, accepted or dialed, whose
@@ -144,7 +211,9 @@ func (h *Host) RecheckRaftConns(check func(leaf *x509.Certificate) error) int {
 	return h.raft.Recheck(check)
 }
 
-func nodeHostConfig(cfg HostConfig) config.NodeHostConfig {
+// nodeHostConfig is a NodeHost's configuration, with its data in dir and
+// its tick every rtt milliseconds.
+func nodeHostConfig(cfg HostConfig, dir string, rtt uint64) config.NodeHostConfig {
 	logdb := config.GetTinyMemLogDBConfig()
 	logdb.Shards = 1
 	logdb.KVWriteBufferSize = 1 << 20
@@ -157,9 +226,9 @@ func nodeHostConfig(cfg HostConfig) config.NodeHostConfig {
 	expert.LogDB = logdb
 	expert.Engine = config.EngineConfig{ExecShards: 2, CommitShards: 2, ApplyShards: 2, SnapshotShards: 2, CloseShards: 2}
 	nhc := config.NodeHostConfig{
-		WALDir:         filepath.Join(cfg.Dir, "wal"),
-		NodeHostDir:    filepath.Join(cfg.Dir, "nodehost"),
-		RTTMillisecond: cfg.RTTMillisecond,
+		WALDir:         filepath.Join(dir, "wal"),
+		NodeHostDir:    filepath.Join(dir, "nodehost"),
+		RTTMillisecond: rtt,
 		RaftAddress:    cfg.RaftAddr,
 		ListenAddress:  cfg.ListenAddr,
 		Expert:         expert,
@@ -177,7 +246,12 @@ func nodeHostConfig(cfg HostConfig) config.NodeHostConfig {
 }
 
 // Close stops every shard and the transport.
-func (h *Host) Close() { h.nh.Close() }
+func (h *Host) Close() {
+	if h.vnh != nil {
+		h.vnh.Close() // first: it sends through the transport nh listens with
+	}
+	h.nh.Close()
+}
 
 // RaftAddr is the address peers use to reach this host.
 func (h *Host) RaftAddr() string { return h.cfg.RaftAddr }
@@ -220,8 +294,14 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 		IsNonVoting:        spec.Role == NonVoting,
 		IsWitness:          spec.Role == Witness,
 	}
+	nh := h.nh
+	if spec.Sparse && h.vnh != nil && !h.nh.HasNodeInfo(spec.ShardID, spec.ReplicaID) {
+		// New, or started there before: the volume shards' host.
+		nh = h.vnh
+		h.onV.Store(spec.ShardID, struct{}{})
+	}
 	if spec.Sparse {
-		sparseConfig(&rc, h.cfg.RTTMillisecond)
+		sparseConfig(&rc, h.cfg, h.rttOf(spec.ShardID))
 	}
 	if spec.Role == Witness {
 		// Witnesses hold no state machine, so they never snapshot.
@@ -233,7 +313,7 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 	}
 	members := map[uint64]dragonboat.Target{}
 	join := spec.Join
-	if h.nh.HasNodeInfo(spec.ShardID, spec.ReplicaID) {
+	if nh.HasNodeInfo(spec.ShardID, spec.ReplicaID) {
 		// Restart: dragonboat rebuilds membership from its own records.
 		join = false
 	} else {
@@ -241,9 +321,12 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 			members[id] = addr
 		}
 	}
-	if err := h.nh.StartReplica(members, join, create, rc); err != nil {
+	if err := nh.StartReplica(members, join, create, rc); err != nil {
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
 			return fmt.Errorf("shard %d: %w", spec.ShardID, ErrShardRunning)
+		}
+		if nh == h.vnh && !nh.HasNodeInfo(spec.ShardID, spec.ReplicaID) {
+			h.onV.Delete(spec.ShardID)
 		}
 		return fmt.Errorf("start shard %d replica %d: %w", spec.ShardID, spec.ReplicaID, err)
 	}
@@ -255,13 +338,13 @@ func (h *Host) StartShard(spec ShardSpec, create sm.CreateStateMachineFunc) erro
 
 // HasShardData reports whether this host has bootstrapped the replica before.
 func (h *Host) HasShardData(shardID, replicaID uint64) bool {
-	return h.nh.HasNodeInfo(shardID, replicaID)
+	return h.holding(shardID, replicaID).HasNodeInfo(shardID, replicaID)
 }
 
 // StopShard stops this host's replica of the shard; its data stays on disk.
 func (h *Host) StopShard(shardID uint64) error {
 	h.sparse.Delete(shardID)
-	if err := h.nh.StopShard(shardID); err != nil {
+	if err := h.nhOf(shardID).StopShard(shardID); err != nil {
 		return fmt.Errorf("stop shard %d: %w", shardID, err)
 	}
 	return nil
@@ -270,8 +353,12 @@ func (h *Host) StopShard(shardID uint64) error {
 // RemoveShardData deletes this host's Raft data of a stopped shard (a
 // deleted volume); the replica must never be started again.
 func (h *Host) RemoveShardData(ctx context.Context, shardID, replicaID uint64) error {
-	if err := h.nh.SyncRemoveData(ctx, shardID, replicaID); err != nil {
+	nh := h.holding(shardID, replicaID)
+	if err := nh.SyncRemoveData(ctx, shardID, replicaID); err != nil {
 		return fmt.Errorf("remove raft data of shard %d: %w", shardID, err)
+	}
+	if nh == h.vnh {
+		h.onV.Delete(shardID)
 	}
 	return nil
 }
@@ -357,7 +444,8 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 	var res sm.Result
 	err := h.retryEvery(ctx, "propose", h.attemptTimeoutOf(shardID), func(ctx context.Context) error {
 		h.wake(shardID)
-		r, err := h.nh.SyncPropose(ctx, h.nh.GetNoOPSession(shardID), cmd)
+		nh := h.nhOf(shardID)
+		r, err := nh.SyncPropose(ctx, nh.GetNoOPSession(shardID), cmd)
 		res = r
 		return err
 	})
@@ -371,7 +459,7 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (sm.Resu
 func (h *Host) Read(ctx context.Context, shardID uint64, query any) (any, error) {
 	var out any
 	err := h.retryEvery(ctx, "read", h.attemptTimeoutOf(shardID), func(ctx context.Context) error {
-		v, err := h.nh.SyncRead(ctx, shardID, query)
+		v, err := h.nhOf(shardID).SyncRead(ctx, shardID, query)
 		out = v
 		return err
 	})
@@ -381,7 +469,7 @@ func (h *Host) Read(ctx context.Context, shardID uint64, query any) (any, error)
 // StaleRead queries the local replica without contacting the leader. It
 // answers without quorum, possibly with old state.
 func (h *Host) StaleRead(shardID uint64, query any) (any, error) {
-	v, err := h.nh.StaleRead(shardID, query)
+	v, err := h.nhOf(shardID).StaleRead(shardID, query)
 	if err != nil {
 		return nil, fmt.Errorf("local read of shard %d: %w", shardID, err)
 	}
@@ -395,10 +483,10 @@ func (h *Host) StaleRead(shardID uint64, query any) (any, error) {
 // that just died is never answered, and status should notice the new leader
 // soon after it is elected. Retrying a read is always safe.
 func (h *Host) CheckQuorum(ctx context.Context, shardID uint64) error {
-	attempt := 2 * time.Duration(h.cfg.RTTMillisecond*h.cfg.ElectionRTT) * time.Millisecond
+	attempt := 2 * h.electionOf(shardID)
 	attempt = max(attempt, 100*time.Millisecond)
 	return h.retryEvery(ctx, "quorum check", attempt, func(ctx context.Context) error {
-		rs, err := h.nh.ReadIndex(shardID, attempt)
+		rs, err := h.nhOf(shardID).ReadIndex(shardID, attempt)
 		if err != nil {
 			return err
 		}
@@ -423,7 +511,7 @@ func (h *Host) CheckQuorum(ctx context.Context, shardID uint64) error {
 
 // Leader returns the leader's replica ID and term as known locally.
 func (h *Host) Leader(shardID uint64) (id, term uint64, ok bool) {
-	id, term, valid, err := h.nh.GetLeaderID(shardID)
+	id, term, valid, err := h.nhOf(shardID).GetLeaderID(shardID)
 	if err != nil || !valid {
 		return 0, term, false
 	}
@@ -445,7 +533,7 @@ type Membership struct {
 // Dragonboat reports only the replica map locally, so every member is listed
 // under Voters; use Membership for the committed, role-accurate view.
 func (h *Host) LocalMembership(shardID uint64) (Membership, error) {
-	info := h.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	info := h.nhOf(shardID).GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
 	for _, si := range info.ShardInfoList {
 		if si.ShardID != shardID {
 			continue
@@ -463,7 +551,7 @@ func (h *Host) LocalMembership(shardID uint64) (Membership, error) {
 func (h *Host) Membership(ctx context.Context, shardID uint64) (Membership, error) {
 	var m Membership
 	err := h.withRetry(ctx, "membership", func(ctx context.Context) error {
-		dm, err := h.nh.SyncGetShardMembership(ctx, shardID)
+		dm, err := h.nhOf(shardID).SyncGetShardMembership(ctx, shardID)
 		if err != nil {
 			return err
 		}
@@ -480,11 +568,11 @@ func (h *Host) AddReplica(ctx context.Context, shardID, replicaID uint64, addr s
 		h.wake(shardID)
 		switch role {
 		case NonVoting:
-			return membershipBusy(h.nh.SyncRequestAddNonVoting(ctx, shardID, replicaID, addr, 0))
+			return membershipBusy(h.nhOf(shardID).SyncRequestAddNonVoting(ctx, shardID, replicaID, addr, 0))
 		case Witness:
-			return membershipBusy(h.nh.SyncRequestAddWitness(ctx, shardID, replicaID, addr, 0))
+			return membershipBusy(h.nhOf(shardID).SyncRequestAddWitness(ctx, shardID, replicaID, addr, 0))
 		default:
-			return membershipBusy(h.nh.SyncRequestAddReplica(ctx, shardID, replicaID, addr, 0))
+			return membershipBusy(h.nhOf(shardID).SyncRequestAddReplica(ctx, shardID, replicaID, addr, 0))
 		}
 	})
 }
@@ -494,11 +582,11 @@ func (h *Host) AddReplica(ctx context.Context, shardID, replicaID uint64, addr s
 func (h *Host) RemoveReplica(ctx context.Context, shardID, replicaID uint64) error {
 	return h.retryEvery(ctx, "remove replica", h.attemptTimeoutOf(shardID), func(ctx context.Context) error {
 		h.wake(shardID)
-		return membershipBusy(h.nh.SyncRequestDeleteReplica(ctx, shardID, replicaID, 0))
+		return membershipBusy(h.nhOf(shardID).SyncRequestDeleteReplica(ctx, shardID, replicaID, 0))
 	})
 }
 
 // TransferLeadership asks the current leader to hand over to replicaID.
 func (h *Host) TransferLeadership(shardID, replicaID uint64) error {
-	return h.nh.RequestLeaderTransfer(shardID, replicaID)
+	return h.nhOf(shardID).RequestLeaderTransfer(shardID, replicaID)
 }

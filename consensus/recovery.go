@@ -16,7 +16,7 @@ func (h *Host) ExportSnapshot(ctx context.Context, shardID uint64, dir string) (
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("snapshot export dir: %w", err)
 	}
-	idx, err := h.nh.SyncRequestSnapshot(ctx, shardID, dragonboat.SnapshotOption{Exported: true, ExportPath: dir})
+	idx, err := h.nhOf(shardID).SyncRequestSnapshot(ctx, shardID, dragonboat.SnapshotOption{Exported: true, ExportPath: dir})
 	if err != nil {
 		return "", fmt.Errorf("export snapshot of shard %d: %w", shardID, err)
 	}
@@ -38,7 +38,7 @@ func ForceMembership(cfg HostConfig, snapDir string, members map[uint64]string, 
 	if _, ok := members[replicaID]; !ok {
 		return fmt.Errorf("replica %d must be one of the new members", replicaID)
 	}
-	if err := tools.ImportSnapshot(nodeHostConfig(cfg), snapDir, members, replicaID); err != nil {
+	if err := tools.ImportSnapshot(nodeHostConfig(cfg, cfg.Dir, cfg.RTTMillisecond), snapDir, members, replicaID); err != nil {
 		return fmt.Errorf("import snapshot %s: %w", snapDir, err)
 	}
 	return nil

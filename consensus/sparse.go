@@ -23,33 +23,44 @@ import (
 // one until its deadline; HA wakes them earlier still (Volumes.Wake).
 
 // The sparse shards' heartbeat and election timeout: an election after
-// 0.5–1 s (dragonboat randomises it between one and two timeouts).
+// 0.5–1 s (dragonboat randomises it between one and two timeouts), or
+// after the metadata shard's if slower.
 const (
 	sparseHeartbeatMs = 50
 	sparseElectionMs  = 500
 )
 
-// sparseConfig slows rc, the metadata shard's settings at rttMs, to the
-// sparse heartbeat and election.
-func sparseConfig(rc *config.Config, rttMs uint64) {
-	hb := max(ceilDiv(sparseHeartbeatMs, rttMs), rc.HeartbeatRTT)
-	rc.ElectionRTT = max(ceilDiv(sparseElectionMs, rttMs), rc.ElectionRTT, 2*hb+1)
+// sparseConfig sets rc, the metadata shard's settings, to the sparse
+// heartbeat and election, in ticks of rtt milliseconds (the tick of the
+// host the shard runs on: cfg's, or the volume shards' host's). Neither is
+// ever faster than the metadata shard's, and the election timeout stays
+// above two heartbeats.
+func sparseConfig(rc *config.Config, cfg HostConfig, rtt uint64) {
+	hb := max(ceilDiv(sparseHeartbeatMs, rtt), ceilDiv(cfg.RTTMillisecond*rc.HeartbeatRTT, rtt))
+	rc.ElectionRTT = max(ceilDiv(sparseElectionMs, rtt), ceilDiv(cfg.RTTMillisecond*rc.ElectionRTT, rtt), 2*hb+1)
 	rc.HeartbeatRTT = hb
 	rc.Quiesce = true
 }
 
 func ceilDiv(a, b uint64) uint64 { return (a + b - 1) / b }
 
+// electionOf is shardID's election timeout (the shortest; dragonboat
+// randomises up to twice as long).
+func (h *Host) electionOf(shardID uint64) time.Duration {
+	el := h.cfg.ElectionRTT
+	if _, ok := h.sparse.Load(shardID); ok {
+		rc := config.Config{ElectionRTT: h.cfg.ElectionRTT, HeartbeatRTT: h.cfg.HeartbeatRTT}
+		sparseConfig(&rc, h.cfg, h.rttOf(shardID))
+		el = rc.ElectionRTT
+	}
+	return time.Duration(el*h.rttOf(shardID)) * time.Millisecond
+}
+
 // attemptTimeoutOf is attemptTimeout, longer for a sparse shard by its
 // slower election.
 func (h *Host) attemptTimeoutOf(shardID uint64) time.Duration {
-	d := h.attemptTimeout()
-	if _, ok := h.sparse.Load(shardID); ok {
-		rc := config.Config{ElectionRTT: h.cfg.ElectionRTT, HeartbeatRTT: h.cfg.HeartbeatRTT}
-		sparseConfig(&rc, h.cfg.RTTMillisecond)
-		d = d * time.Duration(rc.ElectionRTT) / time.Duration(h.cfg.ElectionRTT)
-	}
-	return d
+	meta := time.Duration(h.cfg.RTTMillisecond*h.cfg.ElectionRTT) * time.Millisecond
+	return time.Duration(float64(h.attemptTimeout()) * float64(h.electionOf(shardID)) / float64(meta))
 }
 
 // Wake makes this node's replica of a quiesced volume shard active again
@@ -78,7 +89,7 @@ func (h *Host) wake(shardID uint64) {
 	if _, ok := h.sparse.Load(shardID); !ok {
 		return
 	}
-	rs, err := h.nh.ReadIndex(shardID, h.attemptTimeoutOf(shardID))
+	rs, err := h.nhOf(shardID).ReadIndex(shardID, h.attemptTimeoutOf(shardID))
 	if err != nil {
 		return // not ready or busy: the proposal's own retries go on
 	}

@@ -22,10 +22,32 @@ func TestSparseConfig(t *testing.T) {
 		{rtt: 200, el: 2, hb: 1, wantEl: 3, wantHb: 1},   // at least 2×heartbeat+1
 	} {
 		rc := config.Config{ElectionRTT: tc.el, HeartbeatRTT: tc.hb}
-		sparseConfig(&rc, tc.rtt)
+		sparseConfig(&rc, HostConfig{RTTMillisecond: tc.rtt}, tc.rtt)
 		if rc.ElectionRTT != tc.wantEl || rc.HeartbeatRTT != tc.wantHb || !rc.Quiesce {
 			t.Errorf("rtt %d ms, election %d, heartbeat %d: got election %d heartbeat %d quiesce %v, want %d, %d, true",
 				tc.rtt, tc.el, tc.hb, rc.ElectionRTT, rc.HeartbeatRTT, rc.Quiesce, tc.wantEl, tc.wantHb)
+		}
+	}
+}
+
+// On the volume shards' own host (a slower tick), the sparse settings are
+// the same times in its ticks: never faster than the metadata shard's
+// (at its tick), an election above two heartbeats.
+func TestSparseConfigOnTheVolumeHost(t *testing.T) {
+	for _, tc := range []struct {
+		metaRTT, el, hb, volRTT uint64
+		wantEl, wantHb          uint64
+	}{
+		{metaRTT: 100, el: 5, hb: 1, volRTT: 250, wantEl: 3, wantHb: 1},  // the defaults: 0.75 s, 250 ms
+		{metaRTT: 100, el: 10, hb: 1, volRTT: 250, wantEl: 4, wantHb: 1}, // the metadata shard elects after 1 s: 1 s
+		{metaRTT: 10, el: 10, hb: 1, volRTT: 100, wantEl: 5, wantHb: 1},  // 0.5 s
+		{metaRTT: 100, el: 5, hb: 3, volRTT: 200, wantEl: 5, wantHb: 2},  // a 300 ms metadata heartbeat: 400 ms
+	} {
+		rc := config.Config{ElectionRTT: tc.el, HeartbeatRTT: tc.hb}
+		sparseConfig(&rc, HostConfig{RTTMillisecond: tc.metaRTT, ElectionRTT: tc.el, HeartbeatRTT: tc.hb}, tc.volRTT)
+		if rc.ElectionRTT != tc.wantEl || rc.HeartbeatRTT != tc.wantHb {
+			t.Errorf("metadata %d ms × (%d, %d), volume tick %d ms: election %d heartbeat %d, want %d, %d",
+				tc.metaRTT, tc.el, tc.hb, tc.volRTT, rc.ElectionRTT, rc.HeartbeatRTT, tc.wantEl, tc.wantHb)
 		}
 	}
 }

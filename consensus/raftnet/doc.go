@@ -31,6 +31,9 @@
 //     MaxFrame;
 //   - Close stops the listener and every connection it accepted, and
 //     returns only after their goroutines have exited;
+//   - with two hosts on one Factory (sharing the Raft address), every
+//     received message and chunk reaches exactly one of them: the second
+//     host's when Factory.OnSecond names its shard, else the first's;
 //   - the transport keeps the peer certificate of every open connection,
 //     accepted or dialed, so Recheck can close those a check refuses now
 //     (a certificate revoked since the handshake).

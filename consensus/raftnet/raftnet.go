@@ -56,11 +56,21 @@ type Config struct {
 }
 
 // Factory makes the transport for dragonboat's NodeHostConfig.Expert.
+//
+// One factory may serve two NodeHosts of one process that share a Raft
+// address (consensus runs the volume shards on a second host with a slower
+// tick): the first transport it creates listens, the second only dials,
+// and the first hands each received message and chunk to the host whose
+// shard it is (OnSecond).
 type Factory struct {
 	Config Config
+	// OnSecond reports whether a shard runs on the second NodeHost; nil
+	// with a single host. Messages for shards neither host runs go to the
+	// first, which drops them as dragonboat does.
+	OnSecond func(shardID uint64) bool
 
 	mu sync.Mutex
-	t  *Transport // the last one Create made
+	ts []*Transport // in the order Create made them
 }
 
 // Create is called by dragonboat once per NodeHost.
@@ -72,21 +82,29 @@ func (f *Factory) Create(_ config.NodeHostConfig, onMessages raftio.MessageHandl
 	t := &Transport{cfg: f.Config, onMessages: onMessages, onChunk: onChunk, log: log,
 		conns: map[net.Conn][]*x509.Certificate{}, dialed: map[*conn]struct{}{}}
 	f.mu.Lock()
-	f.t = t
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	if len(f.ts) > 0 {
+		first := f.ts[0]
+		t.first = first
+		first.secMu.Lock()
+		first.onSecond, first.second = f.OnSecond, t
+		first.secMu.Unlock()
+	}
+	f.ts = append(f.ts, t)
 	return t
 }
 
-// Recheck is Transport.Recheck on the transport Create made (none yet:
+// Recheck is Transport.Recheck on every transport Create made (none yet:
 // nothing to check).
 func (f *Factory) Recheck(check func(leaf *x509.Certificate) error) int {
 	f.mu.Lock()
-	t := f.t
+	ts := append([]*Transport(nil), f.ts...)
 	f.mu.Unlock()
-	if t == nil {
-		return 0
+	n := 0
+	for _, t := range ts {
+		n += t.Recheck(check)
 	}
-	return t.Recheck(check)
+	return n
 }
 
 // Validate accepts host:port addresses, as the TCP transport does.
@@ -110,6 +128,18 @@ type Transport struct {
 	dialed map[*conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	// first is set on the second transport of a Factory, which receives
+	// through the first's listener.
+	first *Transport
+	// second is the Factory's second transport until it closes, and
+	// onSecond says which shards are its host's (the first transport
+	// only). secMu is held across a delivery to second, so that none
+	// reaches its host after its Close: dragonboat stops a host's engine
+	// right after closing its transport.
+	secMu    sync.RWMutex
+	second   *Transport
+	onSecond func(shardID uint64) bool
 }
 
 // Name implements raftio.ITransport.
@@ -119,6 +149,9 @@ func (t *Transport) Name() string { return Name }
 func (t *Transport) Start() error {
 	if t.cfg.ServerTLS == nil || t.cfg.ClientTLS == nil {
 		return errors.New("raftnet: ServerTLS and ClientTLS are required")
+	}
+	if t.first != nil {
+		return nil
 	}
 	ln, err := net.Listen("tcp", t.cfg.ListenAddr)
 	if err != nil {
@@ -242,17 +275,59 @@ func (t *Transport) serve(nc net.Conn) error {
 			if err := decode(&b, frame); err != nil {
 				return fmt.Errorf("%w: message batch: %v", ErrBadFrame, err)
 			}
-			t.onMessages(b)
+			t.deliver(b)
 		case kindChunks:
 			var c pb.Chunk
 			if err := decode(&c, frame); err != nil {
 				return fmt.Errorf("%w: snapshot chunk: %v", ErrBadFrame, err)
 			}
-			if !t.onChunk(c) {
+			if !t.deliverChunk(c) {
 				return fmt.Errorf("raftnet: snapshot chunk %d of shard %d refused", c.ChunkId, c.ShardID)
 			}
 		}
 	}
+}
+
+// deliver hands a received batch to the host of its shards: a peer's
+// host sends only its own shards' messages, so a batch is split only when
+// the two hosts disagree about a shard (one being created or removed).
+func (t *Transport) deliver(b pb.MessageBatch) {
+	t.secMu.RLock()
+	defer t.secMu.RUnlock()
+	s := t.second
+	if s == nil || t.onSecond == nil {
+		t.onMessages(b)
+		return
+	}
+	var first, second []pb.Message
+	for _, m := range b.Requests {
+		if t.onSecond(m.ShardID) {
+			second = append(second, m)
+		} else {
+			first = append(first, m)
+		}
+	}
+	switch {
+	case len(second) == 0:
+		t.onMessages(b)
+	case len(first) == 0:
+		s.onMessages(b)
+	default:
+		sb := b
+		sb.Requests, b.Requests = second, first
+		t.onMessages(b)
+		s.onMessages(sb)
+	}
+}
+
+// deliverChunk hands a received snapshot chunk to the host of its shard.
+func (t *Transport) deliverChunk(c pb.Chunk) bool {
+	t.secMu.RLock()
+	defer t.secMu.RUnlock()
+	if t.second != nil && t.onSecond != nil && t.onSecond(c.ShardID) {
+		return t.second.onChunk(c)
+	}
+	return t.onChunk(c)
 }
 
 // decode unmarshals a frame. dragonboat's hand-optimised decoders index
@@ -306,6 +381,14 @@ func readFrame(r io.Reader) ([]byte, error) {
 
 // Close stops the listener and every connection, and waits for them.
 func (t *Transport) Close() error {
+	if f := t.first; f != nil {
+		// Nothing more for this host: its engine stops next.
+		f.secMu.Lock()
+		if f.second == t {
+			f.second = nil
+		}
+		f.secMu.Unlock()
+	}
 	t.mu.Lock()
 	t.closed = true
 	if t.ln != nil {

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -352,5 +353,95 @@ func TestRecheckCutsRefusedConnections(t *testing.T) {
 	defer p.cli.mu.Unlock()
 	if len(p.cli.dialed) != 0 {
 		t.Errorf("%d dialed connections still tracked after Close", len(p.cli.dialed))
+	}
+}
+
+// TestTwoHostsShareTheListener: two NodeHosts of one process on one
+// Factory share its address; the first transport listens, and each message
+// and chunk reaches the host whose shard it is, a batch for both split.
+func TestTwoHostsShareTheListener(t *testing.T) {
+	ca := newTestCA(t)
+	srvCert, cliCert := ca.leaf(t, "server", 2), ca.leaf(t, "n2", 3)
+	serverTLS := func() (*tls.Config, error) {
+		return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{srvCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.pool}, nil
+	}
+	clientTLS := func() (*tls.Config, error) {
+		return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cliCert}, RootCAs: ca.pool, ServerName: "127.0.0.1"}, nil
+	}
+	cfg := Config{ListenAddr: "127.0.0.1:0", ServerTLS: serverTLS, ClientTLS: clientTLS, Log: slog.New(slog.DiscardHandler)}
+	f := &Factory{Config: cfg, OnSecond: func(shard uint64) bool { return shard >= 100 }}
+	first, second := &received{got: make(chan struct{}, 16)}, &received{got: make(chan struct{}, 16)}
+	t1 := f.Create(nilNHC, first.onMessages, first.onChunk).(*Transport)
+	t2 := f.Create(nilNHC, second.onMessages, second.onChunk).(*Transport)
+	for _, tr := range []*Transport{t1, t2} {
+		if err := tr.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tr.Close() })
+	}
+	if t2.ln != nil || t2.first != t1 {
+		t.Fatal("the second transport listens too")
+	}
+	cli := (&Factory{Config: cfg}).Create(nilNHC, func(pb.MessageBatch) {}, func(pb.Chunk) bool { return true }).(*Transport)
+	c, err := cli.GetConnection(t.Context(), t1.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wait := func(r *received) {
+		t.Helper()
+		select {
+		case <-r.got:
+		case <-time.After(30 * time.Second):
+			t.Fatal("nothing delivered")
+		}
+	}
+	b := pb.MessageBatch{DeploymentId: 5, SourceAddress: "n2:7401", Requests: []pb.Message{
+		{Type: pb.Heartbeat, ShardID: 1, From: 2, To: 1}, {Type: pb.Heartbeat, ShardID: 101, From: 2, To: 1}, {Type: pb.Heartbeat, ShardID: 2, From: 2, To: 1}}}
+	if err := c.SendMessageBatch(b); err != nil {
+		t.Fatal(err)
+	}
+	wait(first)
+	wait(second)
+	sc, err := cli.GetSnapshotConnection(t.Context(), t1.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := sc.SendChunk(pb.Chunk{ShardID: 101, ChunkId: 0, ChunkCount: 1, Data: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	wait(second)
+	shards := func(r *received) (out []uint64) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, b := range r.batches {
+			if b.DeploymentId != 5 || b.SourceAddress != "n2:7401" {
+				t.Errorf("batch header lost in the split: %+v", b)
+			}
+			for _, m := range b.Requests {
+				out = append(out, m.ShardID)
+			}
+		}
+		for _, c := range r.chunks {
+			out = append(out, c.ShardID+1000)
+		}
+		return out
+	}
+	if got := shards(first); !slices.Equal(got, []uint64{1, 2}) {
+		t.Errorf("first host got %v, want messages of shards 1 and 2", got)
+	}
+	if got := shards(second); !slices.Equal(got, []uint64{101, 1101}) {
+		t.Errorf("second host got %v, want shard 101's message and chunk", got)
+	}
+	// Once the second host's transport closes (its engine stops next),
+	// nothing more reaches it.
+	t2.Close()
+	if err := c.SendMessageBatch(pb.MessageBatch{DeploymentId: 5, SourceAddress: "n2:7401", Requests: []pb.Message{{Type: pb.Heartbeat, ShardID: 101, From: 2, To: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	wait(first)
+	if got := shards(second); len(got) != 2 {
+		t.Errorf("a closed host got %v", got)
 	}
 }

@@ -30,10 +30,13 @@ const (
 	// DefaultNBDPort is IANA's port for NBD.
 	DefaultNBDPort = 10809
 
-	DefaultRTTMillisecond  = 100
-	DefaultElectionRTT     = 5
-	DefaultHeartbeatRTT    = 1
-	DefaultSnapshotEntries = 1000
+	DefaultRTTMillisecond = 100
+	// DefaultVolumeRTTMillisecond is the volume shards' tick (their own
+	// Raft host), or raft.rtt_ms if slower.
+	DefaultVolumeRTTMillisecond = 250
+	DefaultElectionRTT          = 5
+	DefaultHeartbeatRTT         = 1
+	DefaultSnapshotEntries      = 1000
 
 	// MaxFileSize bounds what Parse and Load accept: a config file is a few
 	// hundred bytes, and anything near this is a mistake (wrong file).
@@ -157,10 +160,16 @@ type LogConfig struct {
 
 // RaftConfig is the raft section; see dragonboat's config.Config.
 type RaftConfig struct {
-	RTTMillisecond  uint64 `yaml:"rtt_ms"`           // default 100
-	ElectionRTT     uint64 `yaml:"election_rtt"`     // default 5
-	HeartbeatRTT    uint64 `yaml:"heartbeat_rtt"`    // default 1
-	SnapshotEntries uint64 `yaml:"snapshot_entries"` // default 1000
+	RTTMillisecond uint64 `yaml:"rtt_ms"` // default 100
+	// VolumeRTTMillisecond is the tick of the volume shards, which run on
+	// a Raft host of their own when it is above rtt_ms: dragonboat ticks
+	// every shard of a host, idle or not, so this sets what an idle
+	// volume costs. Default 250, or rtt_ms if larger; rtt_ms runs every
+	// shard on one host.
+	VolumeRTTMillisecond uint64 `yaml:"volume_rtt_ms"`
+	ElectionRTT          uint64 `yaml:"election_rtt"`     // default 5
+	HeartbeatRTT         uint64 `yaml:"heartbeat_rtt"`    // default 1
+	SnapshotEntries      uint64 `yaml:"snapshot_entries"` // default 1000
 }
 
 // Default returns the defaults. The addresses are empty because they derive
@@ -271,6 +280,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Raft.ElectionRTT == 0 {
 		c.Raft.ElectionRTT = DefaultElectionRTT
+	}
+	if c.Raft.VolumeRTTMillisecond == 0 {
+		c.Raft.VolumeRTTMillisecond = max(DefaultVolumeRTTMillisecond, c.Raft.RTTMillisecond)
 	}
 	if c.Raft.HeartbeatRTT == 0 {
 		c.Raft.HeartbeatRTT = DefaultHeartbeatRTT

@@ -47,7 +47,7 @@ func TestDefault(t *testing.T) {
 		DataDir: "/var/lib/tandem",
 		Role:    "data",
 		Log:     LogConfig{Format: "text", Level: "info"},
-		Raft:    RaftConfig{RTTMillisecond: 100, ElectionRTT: 5, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Raft:    RaftConfig{RTTMillisecond: 100, VolumeRTTMillisecond: 250, ElectionRTT: 5, HeartbeatRTT: 1, SnapshotEntries: 1000},
 		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -73,7 +73,7 @@ func TestParseMinimal(t *testing.T) {
 		MetricsAddr: "10.0.0.1:9300", ReplicationAddr: "10.0.0.1:7402",
 		Role: "data",
 		Log:  LogConfig{Format: "text", Level: "info"},
-		Raft: RaftConfig{RTTMillisecond: 100, ElectionRTT: 5, HeartbeatRTT: 1, SnapshotEntries: 1000},
+		Raft: RaftConfig{RTTMillisecond: 100, VolumeRTTMillisecond: 250, ElectionRTT: 5, HeartbeatRTT: 1, SnapshotEntries: 1000},
 		Compute: ComputeConfig{LibvirtSocket: DefaultLibvirtSocket, LibvirtURI: DefaultLibvirtURI, Bridge: DefaultVMBridge, DomainType: "auto",
 			MigrationURI: "qemu+tls://10.0.0.1/system"},
 	}
@@ -121,7 +121,7 @@ disks:
 		MetricsAddr: "0.0.0.0:9100", MetricsAllowWildcard: true, ReplicationAddr: "10.0.0.5:7402",
 		Role:  "witness",
 		Log:   LogConfig{Format: "json", Level: "debug"},
-		Raft:  RaftConfig{RTTMillisecond: 5, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
+		Raft:  RaftConfig{RTTMillisecond: 5, VolumeRTTMillisecond: 250, ElectionRTT: 20, HeartbeatRTT: 2, SnapshotEntries: 50},
 		Disks: []string{"/dev/disk/by-id/nvme-a", "/dev/sdb"},
 		Compute: ComputeConfig{LibvirtSocket: "/run/lv/sock", LibvirtURI: DefaultLibvirtURI, Bridge: "br9", MemoryMiB: 4096, DomainType: "auto",
 			MigrationURI: "qemu+tls://10.0.0.5/system"},
@@ -361,6 +361,15 @@ func TestRaft(t *testing.T) {
 	if c := mustParse(t, minimal+"raft: {rtt_ms: 7}\n"); c.Raft.RTTMillisecond != 7 {
 		t.Errorf("flow mapping: %+v", c.Raft)
 	}
+	// The volume shards' tick defaults to 250 ms, or rtt_ms if slower,
+	// and is never faster than rtt_ms.
+	if c := mustParse(t, minimal+"raft: {rtt_ms: 400}\n"); c.Raft.VolumeRTTMillisecond != 400 {
+		t.Errorf("volume_rtt_ms under a slow rtt_ms: %+v", c.Raft)
+	}
+	if c := mustParse(t, minimal+"raft: {volume_rtt_ms: 100}\n"); c.Raft.VolumeRTTMillisecond != 100 {
+		t.Errorf("volume_rtt_ms = rtt_ms (one host): %+v", c.Raft)
+	}
+	wantLine(t, parseErr(t, minimal+"raft: {rtt_ms: 100, volume_rtt_ms: 50}\n"), "raft.volume_rtt_ms: 50 is below raft.rtt_ms (100)")
 	// A float hidden behind an alias is found too.
 	wantLine(t, parseErr(t, minimal+"raft:\n  snapshot_entries: &x 2.5\n  election_rtt: *x\n"), "raft.election_rtt: expected a whole number")
 

@@ -134,6 +134,12 @@ func (c Config) Validate() error {
 	case r.RTTMillisecond > maxRTTMillisecond:
 		bad("raft.rtt_ms", "%d is too large: at most %d (one minute); it is a network round trip in milliseconds", r.RTTMillisecond, maxRTTMillisecond)
 	}
+	switch {
+	case r.VolumeRTTMillisecond > maxRTTMillisecond:
+		bad("raft.volume_rtt_ms", "%d is too large: at most %d (one minute)", r.VolumeRTTMillisecond, maxRTTMillisecond)
+	case r.VolumeRTTMillisecond != 0 && r.VolumeRTTMillisecond < r.RTTMillisecond:
+		bad("raft.volume_rtt_ms", "%d is below raft.rtt_ms (%d): the volume shards never tick faster than the metadata shard; set it to raft.rtt_ms to run every shard on one host", r.VolumeRTTMillisecond, r.RTTMillisecond)
+	}
 	if r.HeartbeatRTT == 0 {
 		bad("raft.heartbeat_rtt", "must be at least 1")
 	}

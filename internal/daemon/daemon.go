@@ -393,15 +393,16 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 
 func (d *Daemon) hostConfig() consensus.HostConfig {
 	return consensus.HostConfig{
-		Dir:             d.dir.RaftDir(),
-		RaftAddr:        d.cfg.RaftAddr,
-		RTTMillisecond:  d.cfg.Raft.RTTMillisecond,
-		ElectionRTT:     d.cfg.Raft.ElectionRTT,
-		HeartbeatRTT:    d.cfg.Raft.HeartbeatRTT,
-		SnapshotEntries: d.cfg.Raft.SnapshotEntries,
-		TLS:             &consensus.RaftTLS{Server: d.raftServerTLS, Client: d.raftClientTLS},
-		Logger:          d.log,
-		OnPropose:       d.mets.ObservePropose,
+		Dir:                  d.dir.RaftDir(),
+		RaftAddr:             d.cfg.RaftAddr,
+		RTTMillisecond:       d.cfg.Raft.RTTMillisecond,
+		VolumeRTTMillisecond: d.cfg.Raft.VolumeRTTMillisecond,
+		ElectionRTT:          d.cfg.Raft.ElectionRTT,
+		HeartbeatRTT:         d.cfg.Raft.HeartbeatRTT,
+		SnapshotEntries:      d.cfg.Raft.SnapshotEntries,
+		TLS:                  &consensus.RaftTLS{Server: d.raftServerTLS, Client: d.raftClientTLS},
+		Logger:               d.log,
+		OnPropose:            d.mets.ObservePropose,
 		// Set by the test harness (testcluster.CheckMetaReadersEnv).
 		CheckMetaReaders: os.Getenv("TANDEM_CHECK_META_READERS") == "1",
 	}
