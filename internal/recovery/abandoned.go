@@ -108,7 +108,7 @@ func (m *Manager) resumeAbandoned(ctx context.Context, meta Meta, ms *consensus.
 	var target string
 	switch len(running) {
 	case 0:
-		target, err = m.restart(ctx, meta, v, v.Node)
+		target, _, err = m.restart(ctx, meta, v, v.Node)
 	case 1:
 		target = running[0]
 		if target != v.Node {

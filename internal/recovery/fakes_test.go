@@ -232,9 +232,13 @@ type fakeVMs struct {
 	runningOn map[string][]string
 	unknown   []string
 	// onPlace runs at the start of each Place: a test moves a VM there,
-	// as another path would while a recovery runs.
-	onPlace func(vm string)
-	mu      sync.Mutex // guards primary: promotions run in parallel
+	// as another path would while a recovery runs. placeErr, when set and
+	// it returns an error, makes Place fail with it (no node can run the VM).
+	onPlace  func(vm string)
+	placeErr func(vm string) error
+	// startErr is what Start returns.
+	startErr error
+	mu       sync.Mutex // guards primary: promotions run in parallel
 }
 
 func (f *fakeVMs) RunningOn(_ context.Context, _ *consensus.MetaState, vm string) (running, unknown []string, err error) {
@@ -259,6 +263,11 @@ func (f *fakeVMs) Domains(ctx context.Context) (Domains, error) {
 func (f *fakeVMs) Place(_ context.Context, vm, dead string) (Placement, error) {
 	if f.onPlace != nil {
 		f.onPlace(vm)
+	}
+	if f.placeErr != nil {
+		if err := f.placeErr(vm); err != nil {
+			return Placement{}, err
+		}
 	}
 	ms, _ := f.meta.LocalState()
 	cur := ms.VMs[vm]
@@ -298,7 +307,7 @@ func (f *fakeVMs) promoted(vol, node string) {
 
 func (f *fakeVMs) Start(_ context.Context, p Placement) error {
 	f.j.Add("start %s on %s", p.VM.Name, p.Node)
-	return nil
+	return f.startErr
 }
 
 // fixture is a Manager on node n1 over the fakes, with fast timing.

@@ -440,7 +440,33 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 	defer bareDone.Wait()
 
 	// 2. The VMs' disks, all at once, on the nodes the VMs restart on.
-	m.promoteVMDisks(ctx, node, term)
+	placed := m.promoteVMDisks(ctx, node, term)
+
+	// handBack gives a VM back to its node when the node answers again and
+	// nothing of the VM moved: no plan placed it elsewhere, so no disk was
+	// promoted and no start was asked. Its node's crash restart starts it
+	// again (HA state started); written off as error instead, it stayed
+	// down for good, though the node held its only UpToDate disk (seed
+	// 7223: the other replicas were Outdated, so no node could run it
+	// while the node was away).
+	handBack := func(v *consensus.VMRecord, why error) bool {
+		if placed[v.Name] {
+			return false
+		}
+		if s, _ := m.liveness(node); s != ha.Alive {
+			return false
+		}
+		reason := fmt.Sprintf("node %s answers again and the VM was restarted nowhere else", node)
+		if why != nil {
+			reason += fmt.Sprintf(" (%s)", status.Convert(why).Message())
+		}
+		reason += "; its node starts it again"
+		setHA(v, consensus.HAStarted, reason)
+		log.Warn("VM handed back to its node, which answers again", "vm", v.Name, "err", why)
+		m.event(ctx, consensus.Event{Kind: "recovery-cancelled", Node: node, VM: v.Name, Detail: reason})
+		release(v.Name)
+		return true
+	}
 
 	// 3. Restart, one VM at a time in priority order.
 	vms, restarted, start := vmsOf(), 0, time.Now()
@@ -465,9 +491,17 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 				lastErr = nil
 				break
 			}
+			if handBack(v, lastErr) {
+				lastErr = nil
+				break
+			}
 			setHA(v, consensus.HARecovery, fmt.Sprintf("node %s fenced by %s; restarting (attempt %d)", node, confirmed.Agent, attempt))
 			var target string
-			target, lastErr = m.restart(ctx, meta, v, node)
+			var wasPlaced bool
+			target, wasPlaced, lastErr = m.restart(ctx, meta, v, node)
+			if wasPlaced {
+				placed[v.Name] = true
+			}
 			if lastErr == nil {
 				setHAOn(v, target, consensus.HAStarted, fmt.Sprintf("recovered on %s after %s died", target, node))
 				m.event(ctx, consensus.Event{Kind: "vm-recovered", Node: target, VM: v.Name, Detail: fmt.Sprintf("restarted on %s (was on %s)", target, node)})
@@ -478,7 +512,7 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 			log.Error("VM recovery failed", "vm", v.Name, "attempt", attempt, "err", lastErr)
 			sleep(ctx, recoveryRetry)
 		}
-		if lastErr != nil && movedFrom(v) == "" {
+		if lastErr != nil && movedFrom(v) == "" && !handBack(v, lastErr) {
 			msg := status.Convert(lastErr).Message()
 			setHA(v, consensus.HAError, msg)
 			m.event(ctx, consensus.Event{Kind: "vm-recovery-failed", VM: v.Name, Node: node, Detail: msg})
@@ -487,24 +521,26 @@ func (m *Manager) recover(ctx context.Context, node string, term uint64) {
 }
 
 // restart promotes v's volumes on the best node and starts v there.
-func (m *Manager) restart(ctx context.Context, meta Meta, v *consensus.VMRecord, dead string) (string, error) {
+// placed reports that a node was picked, so that a promotion or a start
+// may have begun.
+func (m *Manager) restart(ctx context.Context, meta Meta, v *consensus.VMRecord, dead string) (target string, placed bool, err error) {
 	// One VM at a time on fresh state: the earlier restarts are in it, as
 	// placement.Recover plans them.
 	p, err := m.vms.Place(ctx, v.Name, dead)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	for _, vol := range p.Promote {
 		if err := m.vols.Promote(ctx, p.State, vol, p.Node); err != nil {
-			return "", fmt.Errorf("promote %s on %s: %w", vol, p.Node, err)
+			return "", true, fmt.Errorf("promote %s on %s: %w", vol, p.Node, err)
 		}
 		m.event(ctx, consensus.Event{Kind: "promotion", Node: p.Node, VM: v.Name, Detail: fmt.Sprintf("volume %s promoted on %s", vol, p.Node)})
 	}
 	if err := m.vms.Start(ctx, p); err != nil {
-		return "", err
+		return "", true, err
 	}
 	if err := meta.UpdateVM(ctx, consensus.VMUpdate{Name: v.Name, Node: p.Node, IfNode: dead, Reason: "HA recovery"}); err != nil {
-		return "", err
+		return "", true, err
 	}
-	return p.Node, nil
+	return p.Node, true, nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/tandemhci/tandem/ha"
 	"github.com/tandemhci/tandem/internal/config"
 	"github.com/tandemhci/tandem/internal/state"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // runRecover runs one recovery of dead as the leader at term 7 and returns
@@ -523,5 +525,77 @@ func TestRecoverVMMovedMeanwhileIsNotAnError(t *testing.T) {
 	defer f.m.mu.Unlock()
 	if len(f.m.handling) != 0 {
 		t.Fatalf("the recovery still holds %v", f.m.handling)
+	}
+}
+
+// TestRecoverHandsVMBackWhenItsNodeAnswersAgain is the regression test of
+// seed 7223: n2 held the only UpToDate replica of its VM's disk, so no
+// node could run the VM while n2 was away (Place fails); n2 answered again
+// during the restart attempts, and the recovery still wrote HA state error,
+// which every restart path skips: the VM stayed down. Nothing of the VM
+// moved, so it goes back to its node (state started), whose crash restart
+// starts it, whether the node answers between two attempts or during the
+// last one.
+func TestRecoverHandsVMBackWhenItsNodeAnswersAgain(t *testing.T) {
+	for _, backAt := range []int{1, 3} {
+		t.Run(fmt.Sprintf("back during attempt %d", backAt), func(t *testing.T) {
+			f := newFixture(t)
+			f.addVM("web", "n2", 1, "web-disk")
+			f.dead("n2")
+			// No node can run it, in the plan ahead of the attempts and
+			// in each attempt; n2 answers during attempt backAt.
+			f.vms.placeErr = func(vm string) error {
+				if f.j.Count("ha web recovery") == backAt {
+					f.answers("n2")
+				}
+				return status.Errorf(codes.FailedPrecondition, "no node can run %s safely: n1: its replica of volume web-disk is Outdated", vm)
+			}
+			f.meta.confirmOff("n2")
+			wait(t, f.runRecover(t.Context(), "n2"))
+			got := strings.Join(f.j.List(), "\n")
+			if f.j.Has("ha web error") || f.j.Has("event vm-recovery-failed") {
+				t.Fatalf("a VM whose node answered again, restarted nowhere else, went to error:\n%s", got)
+			}
+			for _, e := range []string{"promote", "start web", "update web"} {
+				if f.j.Has(e) {
+					t.Fatalf("%s:\n%s", e, got)
+				}
+			}
+			if !f.j.Has("event recovery-cancelled n2") || f.j.Count("ha web recovery") != backAt {
+				t.Fatalf("no hand-back right after n2 answered:\n%s", got)
+			}
+			f.meta.mu.Lock()
+			v := *f.meta.ms.VMs["web"]
+			f.meta.mu.Unlock()
+			if v.Node != "n2" || v.HAState != consensus.HAStarted {
+				t.Fatalf("VM on %s in %q, want n2 started:\n%s", v.Node, v.HAState, got)
+			}
+			f.m.mu.Lock()
+			defer f.m.mu.Unlock()
+			if len(f.m.handling) != 0 {
+				t.Fatalf("the recovery still holds %v", f.m.handling)
+			}
+		})
+	}
+}
+
+// A VM the recovery placed elsewhere is not handed back when its node
+// answers again: its disks may have moved, and a start may have begun. A
+// restart that keeps failing still ends in HA state error, for an operator.
+func TestRecoverKeepsVMPlacedElsewhere(t *testing.T) {
+	f := newFixture(t)
+	f.addVM("web", "n2", 1, "web-disk")
+	f.dead("n2")
+	f.vms.startErr = errors.New("qemu: cannot start")
+	f.vms.onPlace = func(string) {
+		if f.j.Count("ha web recovery") == 1 {
+			f.answers("n2")
+		}
+	}
+	f.meta.confirmOff("n2")
+	wait(t, f.runRecover(t.Context(), "n2"))
+	got := strings.Join(f.j.List(), "\n")
+	if !f.j.Has("promote web-disk on n3") || !f.j.Has("ha web error") || f.j.Has("event recovery-cancelled") {
+		t.Fatalf("a VM placed on n3 was handed back, or its failed restart did not end in error:\n%s", got)
 	}
 }

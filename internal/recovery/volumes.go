@@ -203,12 +203,17 @@ func (m *Manager) promoteOne(ctx context.Context, dead string, term uint64, v ba
 // turn the tenth VM's disk got a primary 8 s after the first (bench/scale,
 // issue 17), while its data was unavailable to everyone. A failure is only
 // logged: the VM's own restart places it again on fresh state and
-// promotes what is still missing, and reports.
-func (m *Manager) promoteVMDisks(ctx context.Context, dead string, term uint64) {
+// promotes what is still missing, and reports. planned names the VMs it
+// placed (some of their disks may have moved).
+func (m *Manager) promoteVMDisks(ctx context.Context, dead string, term uint64) (planned map[string]bool) {
+	planned = map[string]bool{}
 	plans, err := m.vms.PlanAll(ctx, dead)
 	if err != nil {
 		m.log.Warn("cannot plan the restarts; each VM's disks are promoted in its turn", "dead_node", dead, "err", err)
-		return
+		return planned
+	}
+	for _, p := range plans {
+		planned[p.VM.Name] = true
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxParallelPromotions)
@@ -230,4 +235,5 @@ func (m *Manager) promoteVMDisks(ctx context.Context, dead string, term uint64) 
 		}
 	}
 	wg.Wait()
+	return planned
 }
