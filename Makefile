@@ -123,7 +123,8 @@ test-e2e: deps build
 # run can be made in several sittings with consecutive seeds (each sitting
 # is listed with its commit; a seed already reported is refused). The report
 # is rewritten after every schedule; FOR=90m ends a sitting after the
-# schedule running when 90 minutes have passed. One exact,
+# schedule running when 90 minutes have passed, and so does Ctrl-C (a
+# second one kills at once, leaving namespaces and mounts behind). One exact,
 # hand-written schedule runs without make and without a report:
 #   CHAOS_SCHEDULE='isolate(primary(v0))@2s+22s' go test -count=1 -v -run 'TestChaosSchedules$' ./chaos/
 # (the format and primary(VOLUME) are in chaos/doc.go).

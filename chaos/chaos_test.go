@@ -3,13 +3,17 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,9 +127,31 @@ func TestChaosSchedules(t *testing.T) {
 	}
 	sum := &Summary{Profile: profile, FirstSeed: seeds[0]}
 	report := reportWriter(t, root, profile, began, int(vms), seeds)
+	// Ctrl-C (or SIGTERM) ends the sitting after the running schedule, so
+	// that its cluster, namespaces and FUSE mounts are taken down and the
+	// report keeps what ran; a second signal kills at once, as usual.
+	var interrupted atomic.Bool
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case sig := <-sigs:
+			signal.Stop(sigs) // the next one kills
+			interrupted.Store(true)
+			fmt.Fprintf(os.Stderr, "chaos: %s: stopping after the running schedule (again to kill at once, leaving namespaces and mounts behind)\n", sig)
+		case <-done:
+			signal.Stop(sigs)
+		}
+	}()
 	for i, sd := range seeds {
 		if budget > 0 && time.Since(began) >= budget {
 			t.Logf("CHAOS_FOR=%s reached after %d of %d schedules; continue with SEED=%d APPEND=1", budget, i, len(seeds), sd)
+			break
+		}
+		if interrupted.Load() {
+			t.Logf("interrupted after %d of %d schedules; continue with SEED=%d APPEND=1", i, len(seeds), sd)
 			break
 		}
 		var res *Result

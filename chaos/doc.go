@@ -179,7 +179,9 @@
 // reported is refused (before the first schedule runs). The report is
 // rewritten after every schedule, so a sitting stopped early keeps the
 // schedules it finished, and CHAOS_FOR=90m (make chaos FOR=90m) ends a
-// sitting after the schedule running when that much time has passed.
+// sitting after the schedule running when that much time has passed. An
+// interrupt (SIGINT, SIGTERM) ends it after the running schedule too, with
+// its cluster taken down; a second one kills the test at once.
 //
 // # Workload and history
 //
