@@ -19,12 +19,20 @@ const SoftSettingsFile = "dragonboat-soft-settings.json"
 // proposals at a time and the metadata shard a few dozen; a full queue makes
 // dragonboat answer ErrSystemBusy, which Host.Propose and the reads retry,
 // and a dropped message is resent by Raft.
+//
+// NodeReloadMillisecond is how often dragonboat's step and apply workers
+// walk every shard of their host, besides the ticks and the work they are
+// signalled for: at the default 200 ms that was five walks of each of the
+// 1000 shards a second, more than the volume host's ticks (4 a second).
+// The walk is a safety net: new shards are loaded on their own signal,
+// and every tick steps every shard anyway.
 func SoftSettings() []byte {
 	soft := map[string]uint64{
-		"ReceiveQueueLength":           128, // default 1024 messages per replica
-		"IncomingProposalQueueLength":  256, // default 2048
-		"IncomingReadIndexQueueLength": 256, // default 4096
-		"PendingProposalShards":        1,   // default 16
+		"ReceiveQueueLength":           128,  // default 1024 messages per replica
+		"IncomingProposalQueueLength":  256,  // default 2048
+		"IncomingReadIndexQueueLength": 256,  // default 4096
+		"PendingProposalShards":        1,    // default 16
+		"NodeReloadMillisecond":        1000, // default 200
 	}
 	b, err := json.MarshalIndent(soft, "", "  ")
 	if err != nil {
