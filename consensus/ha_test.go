@@ -28,15 +28,7 @@ func TestEffectiveHAState(t *testing.T) {
 // the node its writer saw: a recovery of a dead node must not overwrite
 // what another path decided for a VM it moved meanwhile (seed 7174).
 func TestVMHAConditions(t *testing.T) {
-	m := checkedSM(t)
-	apply := func(c Command) error {
-		c.At = time.Now()
-		_, err := m.checkedApply(&c)
-		return err
-	}
-	if err := apply(Command{Op: opBootstrap, Bootstrap: &BootstrapCmd{Cluster: ClusterRecord{ID: "c"}, Node: NodeRecord{Name: "a", ReplicaID: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	m, apply := bootstrapped(t, time.Now())
 	m.s.Nodes["b"] = &NodeRecord{Name: "b", State: NodeMember}
 	if err := apply(Command{Op: opVMCreate, VM: &VMRecord{Name: "web", UUID: "u1", Spec: VMSpecRecord{VCPUs: 1, MemoryMiB: 128}}}); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,10 +91,10 @@ func TestVolumeEpochGuardsAndPromotion(t *testing.T) {
 	}
 }
 
-func TestVolumeShardWithWitness(t *testing.T) {
-	hosts := newCluster(t, 3, 0)
-	ctx := ctxT(t, 30*time.Second)
-	const shard = 2001
+// witnessVolume starts volume "v" on shard: data replicas on hosts 1 and
+// 2 (n1 primary), the witness joined on host 3, as tandemd creates one.
+func witnessVolume(t *testing.T, ctx context.Context, hosts []*testHost, shard uint64) ([]*Volumes, *VolumeRecord) {
+	t.Helper()
 	members := map[uint64]string{1: hosts[0].addr, 2: hosts[1].addr}
 	vols := make([]*Volumes, 3)
 	for i, th := range hosts {
@@ -115,6 +116,15 @@ func TestVolumeShardWithWitness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return vols, rec
+}
+
+func TestVolumeShardWithWitness(t *testing.T) {
+	hosts := newCluster(t, 3, 0)
+	ctx := ctxT(t, 30*time.Second)
+	const shard = 2001
+	vols, rec := witnessVolume(t, ctx, hosts, shard)
+	var err error
 	// The primary loses n2 and fences it through the shard (n1 + witness).
 	if err := hosts[1].h.StopShard(shard); err != nil {
 		t.Fatal(err)

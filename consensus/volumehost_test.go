@@ -52,30 +52,12 @@ func TestVolumeShardsOnTheirOwnHost(t *testing.T) {
 	hosts := newClusterWith(t, 3, 0, func(c *HostConfig) { c.TLS, c.VolumeRTTMillisecond = rt, 50 })
 	ctx := ctxT(t, 60*time.Second)
 	const shard = 2001
-	members := map[uint64]string{1: hosts[0].addr, 2: hosts[1].addr}
-	vols := make([]*Volumes, 3)
-	for i, th := range hosts {
-		vols[i] = NewVolumes(th.h, th.name)
+	for _, th := range hosts {
 		if th.h.vnh == nil {
 			t.Fatalf("%s runs no volume shards' host", th.name)
 		}
 	}
-	for i := range 2 {
-		if err := vols[i].Start(ShardSpec{ShardID: shard, ReplicaID: uint64(i + 1), Members: members}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := hosts[0].h.AddReplica(ctx, shard, 3, hosts[2].addr, Witness); err != nil {
-		t.Fatal(err)
-	}
-	if err := vols[2].Start(ShardSpec{ShardID: shard, ReplicaID: 3, Join: true, Role: Witness}); err != nil {
-		t.Fatal(err)
-	}
-	rec, err := vols[0].Init(ctx, VolumeRecord{Name: "v", ShardID: shard, Size: 1 << 20, Primary: "n1", Witness: "n3",
-		Replicas: map[string]*ReplicaRecord{"n1": {State: UpToDate}, "n2": {State: UpToDate}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	vols, rec := witnessVolume(t, ctx, hosts, shard)
 	for _, th := range hosts {
 		if th.h.nhOf(shard) != th.h.vnh || th.h.nhOf(MetaShardID) != th.h.nh {
 			t.Fatalf("%s: the volume shard is not on the volume host, or the metadata shard is", th.name)

@@ -518,8 +518,19 @@ func TestRecoverVMMovedMeanwhileIsNotAnError(t *testing.T) {
 	if f.j.Has("ha web error") || f.j.Has("event vm-recovery-failed") || f.j.Has("start web") {
 		t.Fatalf("a VM that moved meanwhile counted as a failed recovery:\n%s", got)
 	}
-	if v := f.meta.ms.VMs["web"]; v.Node != "n1" || v.HAState != consensus.HAStarted {
-		t.Fatalf("VM on %s in HA state %q, want n1 in started:\n%s", v.Node, v.HAState, got)
+	f.requireLetGo(t, "n1")
+}
+
+// requireLetGo fails unless VM web ended on node in HA state started and
+// the recovery let go of every VM it handled.
+func (f *fixture) requireLetGo(t *testing.T, node string) {
+	t.Helper()
+	got := strings.Join(f.j.List(), "\n")
+	f.meta.mu.Lock()
+	v := *f.meta.ms.VMs["web"]
+	f.meta.mu.Unlock()
+	if v.Node != node || v.HAState != consensus.HAStarted {
+		t.Fatalf("VM on %s in HA state %q, want %s in started:\n%s", v.Node, v.HAState, node, got)
 	}
 	f.m.mu.Lock()
 	defer f.m.mu.Unlock()
@@ -564,17 +575,7 @@ func TestRecoverHandsVMBackWhenItsNodeAnswersAgain(t *testing.T) {
 			if !f.j.Has("event recovery-cancelled n2") || f.j.Count("ha web recovery") != backAt {
 				t.Fatalf("no hand-back right after n2 answered:\n%s", got)
 			}
-			f.meta.mu.Lock()
-			v := *f.meta.ms.VMs["web"]
-			f.meta.mu.Unlock()
-			if v.Node != "n2" || v.HAState != consensus.HAStarted {
-				t.Fatalf("VM on %s in %q, want n2 started:\n%s", v.Node, v.HAState, got)
-			}
-			f.m.mu.Lock()
-			defer f.m.mu.Unlock()
-			if len(f.m.handling) != 0 {
-				t.Fatalf("the recovery still holds %v", f.m.handling)
-			}
+			f.requireLetGo(t, "n2")
 		})
 	}
 }
